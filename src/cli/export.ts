@@ -1,0 +1,62 @@
+/**
+ * @module cli/export — `dstd export`: flags (and --config) → validated config → running
+ * export node; stops cleanly on SIGINT/SIGTERM.
+ */
+import { defineCommand } from "citty";
+import { startExportNode } from "../daemon/export-node.ts";
+import { acceptNbdForExports } from "../daemon/nbd-front.ts";
+import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
+import { waitForSignal } from "./signals.ts";
+
+export default defineCommand({
+  meta: { name: "export", description: "Serve a sparse file, a block device or a memory disk to remote clients" },
+  args: {
+    ...commonArgs,
+    name: { type: "string", description: "export name (default: disk)", valueHint: "NAME" },
+    listen: { type: "string", description: "DST address, repeatable: HOST:PORT, [V6]:PORT, unix:PATH (default 127.0.0.1:10810)", valueHint: "ADDR" },
+    "nbd-listen": { type: "string", description: "also serve standard NBD here, repeatable (default port 10809)", valueHint: "ADDR" },
+    file: { type: "string", description: "serve this sparse file (created with --size when missing)", valueHint: "PATH" },
+    size: { type: "string", description: "size of a new --file, e.g. 10GiB", valueHint: "SIZE" },
+    device: { type: "string", description: "serve this block device", valueHint: "PATH" },
+    memory: { type: "string", description: "serve a memory disk of this size, e.g. 512MiB", valueHint: "SIZE" },
+    "read-only": { type: "boolean", description: "refuse every write, whatever the client's grant" },
+    allow: { type: "string", description: "who may connect, repeatable: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
+    description: { type: "string", description: "free-form description shown to NBD clients" },
+  },
+  async run({ args, rawArgs }) {
+    const { raw, source, baseDir } = readRawConfig(args.config);
+    const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined;
+    let cliIndex = -1;
+    if (flagged || repeated(rawArgs, "listen").length || repeated(rawArgs, "allow").length) {
+      const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
+      const name = args.name ?? "disk";
+      cliIndex = exports.findIndex((e) => (e.name ?? "disk") === name);
+      const base: Record<string, unknown> = cliIndex >= 0 ? { ...exports[cliIndex]! } : { name };
+      if (flagged) for (const key of ["file", "device", "memory", "size"]) delete base[key];
+      const set = (key: string, value: unknown) => {
+        if (value !== undefined && !(Array.isArray(value) && value.length === 0)) base[key] = value;
+      };
+      set("file", args.file);
+      set("size", args.size);
+      set("device", args.device);
+      set("memory", args.memory);
+      set("listen", repeated(rawArgs, "listen"));
+      set("nbd_listen", repeated(rawArgs, "nbd-listen"));
+      set("allow", repeated(rawArgs, "allow"));
+      set("description", args.description);
+      if (args["read-only"]) base.read_only = true;
+      if (cliIndex >= 0) exports[cliIndex] = base;
+      else cliIndex = exports.push(base) - 1;
+      raw.export = exports;
+    }
+    const config = validateMerged(raw, source, baseDir, cliIndex);
+    if (config.exports.length === 0) {
+      throw new Error("nothing to export: give --file PATH [--size SIZE], --device PATH or --memory SIZE (or [[export]] in --config)");
+    }
+    const log = logFromArgs(args["log-level"], config.logLevel, "export");
+    const node = await startExportNode({ exports: config.exports, log, nbdAccept: acceptNbdForExports });
+    const signal = await waitForSignal();
+    log.info(`${signal}: stopping`);
+    await node.stop();
+  },
+});

@@ -1,0 +1,20 @@
+/**
+ * @module cli/index — the root `dstd` command: subcommands are loaded lazily so
+ * `dstd --version` stays fast.
+ */
+import { defineCommand } from "citty";
+import { VERSION } from "../version.ts";
+
+export const main = defineCommand({
+  meta: {
+    name: "dstd",
+    version: VERSION,
+    description: "Network block storage node: serve disks over the DST transaction protocol and NBD, copy to and from them",
+  },
+  subCommands: {
+    export: () => import("./export.ts").then((m) => m.default),
+    copy: () => import("./copy.ts").then((m) => m.default),
+    "check-config": () => import("./check-config.ts").then((m) => m.default),
+    demo: () => import("./demo.ts").then((m) => m.default),
+  },
+});

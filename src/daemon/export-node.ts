@@ -1,0 +1,93 @@
+/**
+ * @module daemon/export-node — composition root of `dstd export`: resolved config in,
+ * running listeners out. Opens every backend, starts the DST listeners (and the NBD
+ * listeners where configured), and stops them cleanly. No argument parsing here (cli/).
+ */
+import { openBackend } from "../backend/open.ts";
+import type { Backend } from "../backend/types.ts";
+import type { ExportConfig } from "../config/schema.ts";
+import type { ListenAddress } from "../lib/address.ts";
+import { formatSize } from "../lib/size.ts";
+import type { Log } from "../lib/log.ts";
+import { DstServer } from "../server/dst-server.ts";
+import type { Export } from "../server/exports.ts";
+import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
+import type { AcceptHandler } from "../transport/types.ts";
+
+export interface ExportNode {
+  server: DstServer;
+  exports: Export[];
+  /** DST listeners' bound addresses (real ports). */
+  dstAddresses: ListenAddress[];
+  nbdAddresses: ListenAddress[];
+  stop(): Promise<void>;
+}
+
+export interface ExportNodeOptions {
+  exports: readonly ExportConfig[];
+  log: Log;
+  /** Factory for the NBD front end (server/nbd-connection.ts); null when NBD is not built in. */
+  nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
+}
+
+function describeBackend(backend: Backend): string {
+  return `${formatSize(backend.size)} ${backend.kind} ${backend.description}`;
+}
+
+/** Group exports by listen address: one listener may serve several exports. */
+function byAddress(configs: readonly ExportConfig[], pick: (c: ExportConfig) => readonly ListenAddress[]) {
+  const groups = new Map<string, ListenAddress>();
+  for (const config of configs) for (const address of pick(config)) groups.set(describeListenAddress(address), address);
+  return [...groups.values()];
+}
+
+export async function startExportNode(options: ExportNodeOptions): Promise<ExportNode> {
+  const { log } = options;
+  const exports: Export[] = [];
+  const listeners: Listener[] = [];
+  const closeAll = async () => {
+    for (const listener of listeners) await listener.close();
+    for (const e of exports) e.backend.close();
+  };
+  try {
+    for (const config of options.exports) {
+      const spec =
+        config.backend.kind === "file"
+          ? { kind: "file" as const, path: config.backend.path, size: config.backend.sizeBytes ?? undefined }
+          : config.backend.kind === "device"
+            ? { kind: "device" as const, path: config.backend.path }
+            : { kind: "memory" as const, size: config.backend.sizeBytes };
+      const backend = openBackend(spec, config.readOnly);
+      exports.push({
+        name: config.name,
+        description: config.description,
+        backend,
+        readOnly: config.readOnly,
+        allow: [...config.allow],
+      });
+      if (config.allow.length === 0) {
+        log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
+      }
+    }
+    const server = new DstServer({ exports, log });
+    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), server.accept);
+    listeners.push(dstListener);
+    let nbdAddresses: ListenAddress[] = [];
+    const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
+    if (nbdWanted.length > 0) {
+      if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
+      const nbdListener = await listen(nbdWanted, options.nbdAccept(exports, log));
+      listeners.push(nbdListener);
+      nbdAddresses = nbdListener.bound;
+    }
+    for (const e of exports) {
+      log.info(`export '${e.name}': ${describeBackend(e.backend)}${e.readOnly ? " (read-only)" : ""}`);
+    }
+    for (const address of dstListener.bound) log.info(`listening for DST on ${describeListenAddress(address)}`);
+    for (const address of nbdAddresses) log.info(`listening for NBD on ${describeListenAddress(address)}`);
+    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, stop: closeAll };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}

@@ -1,0 +1,566 @@
+/**
+ * @module engine/client-engine — the DST requester as a sans-I/O state machine.
+ *
+ * It owns transaction ids, the in-flight table, resend on timeout, reconnect with backoff,
+ * keepalive and durable resume (replay of acknowledged-but-unflushed writes after the export
+ * restarted). It has no sockets and no timers: the driver (daemon/dst-client.ts in
+ * production, test/sim in simulation) feeds it events — connected, receive, disconnected,
+ * tick(now) — and performs the effects it asks for through EngineIO. Every event carries
+ * the connection id it belongs to; events from an older connection are ignored, which
+ * fences stale bytes on the client side.
+ *
+ * Lifecycle (one transition function, `setState`):
+ *   idle ──connect──▶ connecting ──connected──▶ handshaking ──WELCOME──▶ ready
+ *     ▲                    │                         │                     │
+ *     └──── backoff ◀──────┴───── failure ◀──────────┴──── dead/closed ◀───┘
+ *   any ──refused on first contact / shutdown──▶ failed | closed (terminal)
+ */
+import { assert } from "../lib/assert.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
+import { Prng } from "../lib/prng.ts";
+import { Feature, Flag, HANDSHAKE_PAYLOAD_MAX, HEADER_SIZE, Op, Perm, REPLY_BIT } from "../wire/dst/constants.ts";
+import { FrameDecoder } from "../wire/dst/decoder.ts";
+import { encodeHello, decodeWelcome, type Welcome } from "../wire/dst/handshake.ts";
+import { encodeFrame, type Header } from "../wire/dst/header.ts";
+import { newCounters, type EngineCounters } from "./counters.ts";
+import type { EngineOptions } from "./options.ts";
+import { ReplayLog } from "./replay-log.ts";
+
+export type OpKind = "read" | "write" | "flush" | "trim" | "zero";
+
+export interface Request {
+  kind: OpKind;
+  offset: number;
+  length: number;
+  /** WRITE payload (length bytes). The engine copies it into the frame at submit. */
+  data?: Uint8Array;
+  fua?: boolean;
+  noHole?: boolean;
+}
+
+/** errno 0 = success; `data` is the READ payload. */
+export type Completion = (errno: number, data: Uint8Array | null) => void;
+
+/** Effects the engine asks its driver to perform. Must not call back into the engine synchronously. */
+export interface EngineIO {
+  connect(connection: number): void;
+  send(connection: number, frame: Uint8Array): void;
+  close(connection: number): void;
+}
+
+export interface EngineLog {
+  info(message: string): void;
+  warn(message: string): void;
+  debug?(message: string): void;
+}
+
+export type EngineState = "idle" | "connecting" | "handshaking" | "ready" | "failed" | "closed";
+
+interface Txn {
+  txid: number;
+  kind: OpKind;
+  frame: Uint8Array;
+  offset: number;
+  length: number;
+  fua: boolean;
+  noHole: boolean;
+  done: Completion | null;
+  /** Internal transactions: replays after an export restart, and flushes the engine issues itself. */
+  internal: "replay" | "flush" | null;
+  deadlineAt: number;
+  /** Connection this was last sent on (0: not sent on the current connection). */
+  sentOn: number;
+  nextResendAt: number;
+  resendIntervalMs: number;
+  resends: number;
+  /** Times this frame went on the wire (any connection). */
+  sends: number;
+  /** FLUSH: replay-log mark taken at first send. */
+  flushMark: number;
+}
+
+const opcodeOf: Record<OpKind, number> = {
+  read: Op.READ,
+  write: Op.WRITE,
+  flush: Op.FLUSH,
+  trim: Op.TRIM,
+  zero: Op.WRITE_ZEROES,
+};
+
+/** Refusals on first contact that retrying cannot fix: report them at once. */
+const permanentRefusals = new Set<number>([
+  Errno.ENOENT,
+  Errno.EACCES,
+  Errno.EPERM,
+  Errno.EPROTONOSUPPORT,
+  Errno.EINVAL,
+  Errno.EBADMSG,
+]);
+
+export class ClientEngine {
+  readonly counters: EngineCounters = newCounters();
+  state: EngineState = "idle";
+  /** The export's answer to the last successful handshake. */
+  welcome: Welcome | null = null;
+  /** Why the engine failed (state "failed"). */
+  fatal: string | null = null;
+  /** Called on every state change and on a fatal refusal. */
+  onStateChange: ((state: EngineState, detail: string) => void) | null = null;
+  /** Called when the engine becomes ready (first time and after each reconnect). */
+  onReady: (() => void) | null = null;
+
+  private readonly options: EngineOptions;
+  private readonly io: EngineIO;
+  private readonly log: EngineLog;
+  private readonly prng: Prng;
+  private readonly pending = new Map<number, Txn>();
+  /** Txns to send on the current connection, in order. */
+  private waiting: Txn[] = [];
+  private onWire = 0;
+  private nextTxid = 1;
+  private connection = 0;
+  private decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
+  private now = 0;
+  private stateSince = 0;
+  private lastReceiveAt = 0;
+  private lastPingAt = 0;
+  private reconnectAt = 0;
+  private reconnectAttempt = 0;
+  private everReady = false;
+  private startedAt = 0;
+  private sessionId: Uint8Array | null = null;
+  private epoch: number | null = null;
+  private window = 1;
+  private maxPayload: number;
+  private readonly replay = new ReplayLog();
+  private internalFlushPending = false;
+  private lastError = "";
+
+  constructor(options: EngineOptions, io: EngineIO, log: EngineLog) {
+    assert(options.inflight >= 1, "inflight must be at least 1");
+    assert(options.keepaliveTimeoutMs > options.keepaliveIntervalMs, "keepalive timeout must exceed interval");
+    this.options = options;
+    this.io = io;
+    this.log = log;
+    this.prng = new Prng(options.seed);
+    this.maxPayload = options.maxPayload;
+  }
+
+  /** Most bytes one READ or WRITE may carry on this connection. */
+  get payloadLimit(): number {
+    return this.maxPayload;
+  }
+
+  /** Acknowledged writes still held for replay, in bytes. */
+  get replayBytes(): number {
+    return this.replay.bytes;
+  }
+
+  /** Requests submitted and not yet completed. */
+  get outstanding(): number {
+    return this.pending.size;
+  }
+
+  // ---- driver events ------------------------------------------------------------------
+
+  /** Begin: connect at once. */
+  start(now: number): void {
+    assert(this.state === "idle" && this.connection === 0, "start called twice");
+    this.now = now;
+    this.startedAt = now;
+    this.beginConnect();
+  }
+
+  connected(connection: number): void {
+    if (connection !== this.connection || this.state !== "connecting") return;
+    this.setState("handshaking", "connected; sending HELLO");
+    this.decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
+    this.lastReceiveAt = this.now;
+    const floor = this.txidFloor();
+    this.io.send(
+      connection,
+      encodeHello({
+        version: 1,
+        exportName: this.options.exportName,
+        clientName: this.options.clientName,
+        maxPayload: this.options.maxPayload,
+        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
+        sessionId: this.sessionId,
+        txidFloor: floor,
+      }),
+    );
+  }
+
+  connectFailed(connection: number, reason: string): void {
+    if (connection !== this.connection || this.state !== "connecting") return;
+    this.connectionLost(reason);
+  }
+
+  disconnected(connection: number, reason: string | null): void {
+    if (connection !== this.connection) return;
+    if (this.state === "failed" || this.state === "closed" || this.state === "idle") return;
+    this.connectionLost(reason ?? "connection closed by the export");
+  }
+
+  receive(connection: number, chunk: Uint8Array): void {
+    if (connection !== this.connection) return;
+    if (this.state !== "handshaking" && this.state !== "ready") return;
+    this.lastReceiveAt = this.now;
+    const problem = this.decoder.push(chunk, this.onFrame);
+    if (problem !== null && connection === this.connection && (this.state === "ready" || this.state === "handshaking")) {
+      this.dropConnection(`protocol error from export: ${problem}`);
+    }
+  }
+
+  /** Advance time: resends, deadlines, keepalive, reconnect. Call every few tens of ms. */
+  tick(now: number): void {
+    assert(now >= this.now, "time went backwards");
+    this.now = now;
+    switch (this.state) {
+      case "idle":
+        if (now >= this.reconnectAt) this.beginConnect();
+        break;
+      case "connecting":
+      case "handshaking":
+        if (now - this.stateSince >= this.options.keepaliveTimeoutMs) {
+          this.dropConnection(`${this.state === "connecting" ? "connect" : "handshake"} timed out`);
+        }
+        break;
+      case "ready":
+        this.tickReady(now);
+        break;
+      case "failed":
+      case "closed":
+        return;
+    }
+    this.expireDeadlines(now);
+    this.checkFirstContact(now);
+  }
+
+  /** Stop for good: fail everything outstanding with ESHUTDOWN and close the connection. */
+  shutdown(reason = "client shut down"): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    const open = this.connection !== 0 && this.state !== "idle";
+    const id = this.connection++;
+    if (open) this.io.close(id);
+    this.setState("closed", reason);
+    this.failAll(Errno.ESHUTDOWN);
+  }
+
+  // ---- API ------------------------------------------------------------------------------
+
+  submit(request: Request, done: Completion): void {
+    if (this.state === "failed" || this.state === "closed") {
+      done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
+      return;
+    }
+    const txn = this.makeTxn(request, done, null);
+    this.pending.set(txn.txid, txn);
+    this.waiting.push(txn);
+    this.pump();
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  private makeTxn(request: Request, done: Completion | null, internal: Txn["internal"]): Txn {
+    const isWrite = request.kind === "write";
+    if (isWrite) assert(request.data !== undefined && request.data.length === request.length, "write data length");
+    let flags = request.fua ? Flag.FUA : 0;
+    if (request.kind === "zero" && request.noHole) flags |= Flag.NO_HOLE;
+    const txid = this.nextTxid++;
+    const frame = encodeFrame(
+      {
+        opcode: opcodeOf[request.kind],
+        flags,
+        txid,
+        offset: request.kind === "flush" ? 0 : request.offset,
+        length: request.kind === "flush" ? 0 : request.length,
+      },
+      isWrite ? request.data : undefined,
+    );
+    return {
+      txid,
+      kind: request.kind,
+      frame,
+      offset: request.offset,
+      length: request.length,
+      fua: request.fua === true,
+      noHole: request.noHole === true,
+      done,
+      internal,
+      deadlineAt: this.now + this.options.deadlineMs,
+      sentOn: 0,
+      nextResendAt: 0,
+      resendIntervalMs: this.options.resendIntervalMs,
+      resends: 0,
+      sends: 0,
+      flushMark: -1,
+    };
+  }
+
+  private setState(state: EngineState, detail: string): void {
+    if (this.state === state) return;
+    this.state = state;
+    this.stateSince = this.now;
+    this.onStateChange?.(state, detail);
+  }
+
+  private beginConnect(): void {
+    this.connection++;
+    this.counters.connects++;
+    this.setState("connecting", `connecting (attempt ${this.reconnectAttempt + 1})`);
+    this.io.connect(this.connection);
+  }
+
+  /** Close the current connection on our side, then treat it as lost. */
+  private dropConnection(reason: string): void {
+    // connectionLost moves to a new connection id first, so the driver's close callback for
+    // the old one (possibly synchronous) is ignored.
+    const id = this.connection;
+    this.connectionLost(reason);
+    this.io.close(id);
+  }
+
+  private connectionLost(reason: string): void {
+    this.lastError = reason;
+    const wasReady = this.state === "ready";
+    this.connection++; // fence: anything still arriving from the old connection is ignored
+    this.onWire = 0;
+    for (const txn of this.pending.values()) txn.sentOn = 0;
+    const delay = this.backoff();
+    this.reconnectAt = this.now + delay;
+    this.setState("idle", `${reason}; reconnecting in ${delay} ms`);
+    if (wasReady) this.log.warn(`connection lost: ${reason}`);
+  }
+
+  private backoff(): number {
+    const base = Math.min(this.options.reconnectMaxMs, this.options.reconnectMinMs * 2 ** this.reconnectAttempt);
+    this.reconnectAttempt = Math.min(this.reconnectAttempt + 1, 30);
+    return Math.round(base * (0.5 + 0.5 * this.prng.float()));
+  }
+
+  private readonly onFrame = (header: Header, payload: Uint8Array): void => {
+    if (this.state !== "ready" && this.state !== "handshaking") return; // dropped mid-chunk
+    if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
+    if (this.state !== "ready") return this.dropConnection("export sent a request before the handshake finished");
+    if (header.opcode === Op.PONG) return;
+    if ((header.opcode & REPLY_BIT) === 0) return this.dropConnection("export sent a request frame");
+    const txn = this.pending.get(header.txid);
+    if (txn === undefined || txn.sentOn !== this.connection) {
+      this.counters.staleReplies++;
+      return;
+    }
+    if (header.opcode !== (opcodeOf[txn.kind] | REPLY_BIT)) {
+      return this.dropConnection(`reply opcode 0x${header.opcode.toString(16)} does not match txid ${txn.txid}`);
+    }
+    if (header.status === Errno.ESHUTDOWN) {
+      return this.dropConnection("export is shutting down");
+    }
+    this.complete(txn, header.status, txn.kind === "read" && header.status === 0 ? payload : null);
+  };
+
+  private onWelcome(header: Header, payload: Uint8Array): void {
+    const result = decodeWelcome(header, payload);
+    if (typeof result === "string") return this.dropConnection(`malformed WELCOME: ${result}`);
+    if (!result.ok) {
+      const message = `export refused: ${result.message} (${errnoMessage(result.status)})`;
+      if (!this.everReady && permanentRefusals.has(result.status)) return this.fail(message, result.status);
+      return this.dropConnection(message);
+    }
+    if (this.state !== "handshaking") return this.dropConnection("unexpected WELCOME");
+    this.acceptWelcome(result.welcome);
+  }
+
+  private acceptWelcome(welcome: Welcome): void {
+    const previousEpoch = this.epoch;
+    this.welcome = welcome;
+    this.sessionId = welcome.sessionId;
+    this.epoch = welcome.epoch;
+    this.maxPayload = Math.min(this.options.maxPayload, welcome.maxPayload);
+    this.decoder.maxPayload = this.maxPayload;
+    this.window = Math.max(1, Math.min(this.options.inflight, welcome.maxInflight));
+    this.reconnectAttempt = 0;
+    if (this.everReady) this.counters.reconnects++;
+    this.everReady = true;
+    this.lastReceiveAt = this.now;
+    this.lastPingAt = this.now;
+    const restarted = previousEpoch !== null && previousEpoch !== welcome.epoch;
+    this.requeue(restarted);
+    this.setState(
+      "ready",
+      restarted ? `export restarted (new epoch); replaying ${this.replay.size} unflushed writes` : "ready",
+    );
+    this.onReady?.();
+    this.pump();
+  }
+
+  /** After a (re)connect: replays first (if the export restarted), then everything pending in id order. */
+  private requeue(restarted: boolean): void {
+    const pendingTxns = [...this.pending.values()].filter((t) => t.internal !== "replay");
+    pendingTxns.sort((a, b) => a.txid - b.txid);
+    const replays: Txn[] = [];
+    if (restarted) {
+      for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
+      for (const entry of this.replay.pending()) {
+        const request: Request = { kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole };
+        if (entry.data) request.data = entry.data;
+        const txn = this.makeTxn(request, null, "replay");
+        this.pending.set(txn.txid, txn);
+        replays.push(txn);
+      }
+      this.counters.replays += replays.length;
+    } else {
+      for (const txn of this.pending.values()) if (txn.internal === "replay") replays.push(txn);
+      replays.sort((a, b) => a.txid - b.txid);
+    }
+    this.waiting = [...replays, ...pendingTxns];
+  }
+
+  private pump(): void {
+    if (this.state !== "ready") return;
+    this.maybeFlushForReplayBound();
+    while (this.onWire < this.window && this.waiting.length > 0) {
+      const txn = this.waiting[0]!;
+      if (txn.kind === "write" && txn.internal === null && this.replay.bytes >= this.options.replayBufferBytes) break;
+      this.waiting.shift();
+      if (!this.pending.has(txn.txid)) continue; // failed by deadline while waiting
+      this.send(txn);
+    }
+    this.counters.inflight = this.onWire;
+  }
+
+  /** Bounded replay memory: past the bound, issue a FLUSH ourselves and hold new writes. */
+  private maybeFlushForReplayBound(): void {
+    if (this.internalFlushPending || this.replay.bytes < this.options.replayBufferBytes) return;
+    this.internalFlushPending = true;
+    this.counters.autoFlushes++;
+    const txn = this.makeTxn({ kind: "flush", offset: 0, length: 0 }, null, "flush");
+    this.pending.set(txn.txid, txn);
+    this.waiting.unshift(txn);
+  }
+
+  private send(txn: Txn): void {
+    if (txn.kind === "flush" && txn.flushMark < 0) txn.flushMark = this.replay.mark();
+    txn.sentOn = this.connection;
+    txn.nextResendAt = this.now + this.jitter(txn.resendIntervalMs);
+    this.onWire++;
+    if (txn.sends > 0) this.counters.resends++;
+    txn.sends++;
+    this.io.send(this.connection, txn.frame);
+  }
+
+  private jitter(ms: number): number {
+    return Math.round(ms * (0.8 + 0.4 * this.prng.float()));
+  }
+
+  private complete(txn: Txn, status: number, data: Uint8Array | null): void {
+    this.pending.delete(txn.txid);
+    if (txn.sentOn === this.connection && this.state === "ready") this.onWire--;
+    if (status === 0) this.recordDurability(txn);
+    if (txn.internal === "flush") {
+      this.internalFlushPending = false;
+      if (status !== 0) this.log.warn(`automatic flush failed: ${errnoMessage(status)}`);
+    }
+    txn.done?.(status, data);
+    this.pump();
+  }
+
+  /** Keep non-durable acknowledged mutations for replay; a successful FLUSH releases them. */
+  private recordDurability(txn: Txn): void {
+    if (txn.internal === "replay") return; // its entry is still in the log
+    switch (txn.kind) {
+      case "write":
+        if (!txn.fua) this.replay.append("write", txn.offset, txn.length, txn.frame.subarray(HEADER_SIZE), false);
+        break;
+      case "trim":
+      case "zero":
+        if (!txn.fua) this.replay.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
+        break;
+      case "flush":
+        this.replay.release(txn.flushMark);
+        break;
+      case "read":
+        break;
+    }
+  }
+
+  private tickReady(now: number): void {
+    const silentMs = now - this.lastReceiveAt;
+    if (silentMs >= this.options.keepaliveTimeoutMs) {
+      this.counters.keepaliveFailures++;
+      this.dropConnection(`no data from export for ${silentMs} ms (keepalive timeout)`);
+      return;
+    }
+    if (silentMs >= this.options.keepaliveIntervalMs && now - this.lastPingAt >= this.options.keepaliveIntervalMs) {
+      this.lastPingAt = now;
+      this.counters.pings++;
+      this.io.send(this.connection, encodeFrame({ opcode: Op.PING, txid: 0, offset: this.txidFloor() }));
+    }
+    for (const txn of this.pending.values()) {
+      if (txn.sentOn !== this.connection || now < txn.nextResendAt) continue;
+      if (txn.resends >= this.options.maxResends) {
+        this.fail1(txn, Errno.ETIMEDOUT, `no reply after ${txn.resends} resends`);
+        continue;
+      }
+      txn.resends++;
+      txn.sends++;
+      this.counters.resends++;
+      txn.resendIntervalMs = Math.min(txn.resendIntervalMs * 2, this.options.resendIntervalMaxMs);
+      txn.nextResendAt = now + this.jitter(txn.resendIntervalMs);
+      this.io.send(this.connection, txn.frame);
+    }
+  }
+
+  private expireDeadlines(now: number): void {
+    for (const txn of this.pending.values()) {
+      if (now >= txn.deadlineAt) this.fail1(txn, Errno.ETIMEDOUT, `deadline of ${this.options.deadlineMs} ms passed`);
+    }
+  }
+
+  /** Before the first successful handshake, give up once the deadline passes. */
+  private checkFirstContact(now: number): void {
+    if (this.everReady || this.state === "failed" || this.state === "closed") return;
+    if (now - this.startedAt >= this.options.deadlineMs) {
+      this.fail(`cannot reach the export: ${this.lastError || "no answer"}`, Errno.ETIMEDOUT);
+    }
+  }
+
+  private fail1(txn: Txn, errno: number, why: string): void {
+    this.counters.timeouts++;
+    this.log.warn(`txid ${txn.txid} (${txn.kind} ${txn.length} B at ${txn.offset}) failed: ${why}`);
+    if (txn.internal === "flush") this.internalFlushPending = false;
+    this.complete(txn, errno, null);
+  }
+
+  private fail(message: string, errno: number): void {
+    this.fatal = message;
+    const open = this.connection !== 0 && (this.state === "handshaking" || this.state === "ready");
+    const id = this.connection++;
+    if (open) this.io.close(id);
+    this.setState("failed", message);
+    this.failAll(errno);
+  }
+
+  private failAll(errno: number): void {
+    const txns = [...this.pending.values()];
+    this.pending.clear();
+    this.waiting = [];
+    this.onWire = 0;
+    for (const txn of txns) txn.done?.(errno, null);
+  }
+
+  /** Lowest txid still outstanding (the export may forget results below it). */
+  private txidFloor(): number {
+    let floor = this.nextTxid;
+    for (const txid of this.pending.keys()) {
+      floor = txid;
+      break; // Map iteration is insertion order, and txids are inserted in increasing order
+    }
+    return floor;
+  }
+}
+
+/** Reserved: permission bits exposed for callers checking a WELCOME. */
+export function canWrite(welcome: Welcome): boolean {
+  return (welcome.permissions & Perm.WRITE) !== 0;
+}

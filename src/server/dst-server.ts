@@ -1,0 +1,377 @@
+/**
+ * @module server/dst-server — the export side of the DST protocol: handshake, access
+ * control, per-session exactly-once bookkeeping, and request execution against a backend.
+ *
+ * No sockets and no timers here: a DstConnection is a ConnectionHandler fed bytes by the
+ * transport (or by the simulator), writing replies to a Sink. The backend is called
+ * synchronously (backend/types.ts explains why), so a request's effect is complete before
+ * the next frame is looked at; that ordering is what makes fencing simple (see resume()).
+ *
+ * Sessions (docs/protocol.md "Sessions"): each client session has a 16-byte id chosen here
+ * and lives across reconnects within this process. The session remembers the status of
+ * every mutating request by txid until the client's txid floor passes it, so a resent
+ * WRITE that was already applied is acknowledged again instead of applied again. The whole
+ * process has one random epoch; a client that sees a new epoch knows the export restarted.
+ */
+import { randomBytes } from "node:crypto";
+import { matchAllow } from "../lib/acl.ts";
+import { Errno, errnoFromError, errnoMessage } from "../lib/errno.ts";
+import { errorMessage } from "../lib/errors.ts";
+import type { Backend } from "../backend/types.ts";
+import {
+  Feature,
+  Flag,
+  HANDSHAKE_PAYLOAD_MAX,
+  HEADER_SIZE,
+  Op,
+  PAYLOAD_MAX_DEFAULT,
+  Perm,
+  REPLY_BIT,
+  opcodeName,
+} from "../wire/dst/constants.ts";
+import { FrameDecoder } from "../wire/dst/decoder.ts";
+import { decodeHello, encodeRefusal, encodeWelcome, negotiateVersion, type Hello } from "../wire/dst/handshake.ts";
+import { encodeHeader, type Header } from "../wire/dst/header.ts";
+import { describePeer, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
+import type { Export } from "./exports.ts";
+import { validateRequest, type RequestKind } from "./validate.ts";
+
+export interface ServerLog {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface DstServerOptions {
+  exports: Export[];
+  log: ServerLog;
+  /** Most requests one connection may have outstanding (advertised in WELCOME). */
+  maxInflight?: number;
+  /** Epoch override (simulation restarts pick their own); random otherwise. */
+  epoch?: number;
+}
+
+interface Session {
+  id: Uint8Array;
+  key: string;
+  exportName: string;
+  connection: DstConnection | null;
+  /** txid → status of every mutating request at or above the client's txid floor. */
+  applied: Map<number, number>;
+}
+
+/** Stop reading from a client whose replies pile up beyond this (it is not reading). */
+const QUEUED_REPLY_BYTES_MAX = 64 * 1024 * 1024;
+/** Hard cap on remembered results per session; reached only if a client never advances its floor. */
+const APPLIED_MAX = 1 << 20;
+const SESSIONS_MAX = 4096;
+/** Small replies produced while handling one chunk are sent in one write (perf-anchors: batching). */
+const BATCH_BYTES = 256 * 1024;
+
+export class DstServer {
+  readonly epoch: number;
+  readonly counters = { connections: 0, refused: 0, requests: 0, duplicates: 0, protocolErrors: 0 };
+  private readonly exportsByName = new Map<string, Export>();
+  private readonly sessions = new Map<string, Session>();
+  readonly log: ServerLog;
+  readonly maxInflight: number;
+
+  constructor(options: DstServerOptions) {
+    for (const e of options.exports) this.exportsByName.set(e.name, e);
+    this.log = options.log;
+    this.maxInflight = options.maxInflight ?? 256;
+    this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
+  }
+
+  /** AcceptHandler for transport/tcp.ts listen(). */
+  readonly accept = (sink: Sink, peer: Peer): ConnectionHandler => {
+    this.counters.connections++;
+    this.log.info(`${describePeer(peer)}: connected (DST)`);
+    return new DstConnection(this, sink, peer);
+  };
+
+  findExport(name: string): Export | undefined {
+    return this.exportsByName.get(name);
+  }
+
+  /** Resume the session named in HELLO (fencing its old connection) or start a new one. */
+  bindSession(hello: Hello, exportName: string, connection: DstConnection): { session: Session; resumed: boolean } {
+    if (hello.sessionId !== null) {
+      const key = Buffer.from(hello.sessionId).toString("hex");
+      const session = this.sessions.get(key);
+      if (session !== undefined && session.exportName === exportName) {
+        // Fence: the old connection must never apply another frame once the new one is served.
+        // Its requests already ran to completion (synchronous backend), so closing it and
+        // discarding its unread bytes is all that is left to do.
+        if (session.connection !== null && session.connection !== connection) session.connection.fence();
+        session.connection = connection;
+        pruneApplied(session, hello.txidFloor);
+        this.sessions.delete(key); // re-insert: the map's order is least recently used first
+        this.sessions.set(key, session);
+        return { session, resumed: true };
+      }
+    }
+    const id = new Uint8Array(randomBytes(16));
+    const session: Session = { id, key: Buffer.from(id).toString("hex"), exportName, connection, applied: new Map() };
+    this.sessions.set(session.key, session);
+    this.evictSessions();
+    return { session, resumed: false };
+  }
+
+  private evictSessions(): void {
+    if (this.sessions.size <= SESSIONS_MAX) return;
+    for (const [key, session] of this.sessions) {
+      if (session.connection === null) this.sessions.delete(key);
+      if (this.sessions.size <= SESSIONS_MAX) return;
+    }
+  }
+}
+
+function pruneApplied(session: Session, floor: number): void {
+  for (const txid of session.applied.keys()) {
+    if (txid >= floor) break; // insertion order is txid order for a well-behaved client
+    session.applied.delete(txid);
+  }
+}
+
+const kindOf: Record<number, RequestKind> = {
+  [Op.READ]: "read",
+  [Op.WRITE]: "write",
+  [Op.FLUSH]: "flush",
+  [Op.TRIM]: "trim",
+  [Op.WRITE_ZEROES]: "zero",
+};
+
+export class DstConnection implements ConnectionHandler {
+  private state: "hello" | "ready" | "closed" = "hello";
+  private readonly decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
+  private exp: Export | null = null;
+  private backend: Backend | null = null;
+  private writable = false;
+  private maxPayload = PAYLOAD_MAX_DEFAULT;
+  private session: Session | null = null;
+  private batch = new Uint8Array(BATCH_BYTES);
+  private batchFill = 0;
+  private paused = false;
+  private readonly name: string;
+
+  constructor(
+    private readonly server: DstServer,
+    private readonly sink: Sink,
+    private readonly peer: Peer,
+  ) {
+    this.name = describePeer(peer);
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.state === "closed") return;
+    const problem = this.decoder.push(chunk, this.onFrame);
+    this.flushBatch();
+    // The frame handler may have closed the connection: re-read the state.
+    const closed = (this.state as string) === "closed";
+    if (problem !== null && !closed) this.protocolError(problem);
+    if (!this.paused && !closed && this.sink.queuedBytes > QUEUED_REPLY_BYTES_MAX) {
+      this.paused = true;
+      this.sink.pause();
+    }
+  }
+
+  onDrain(): void {
+    if (this.paused && this.state !== "closed") {
+      this.paused = false;
+      this.sink.resume();
+    }
+  }
+
+  onClose(reason: string | null): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    if (this.session?.connection === this) this.session.connection = null;
+    this.server.log.info(`${this.name}: closed${reason ? ` (${reason})` : ""}`);
+  }
+
+  /** A newer connection of the same session took over: stop at once, read nothing more. */
+  fence(): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.server.log.info(`${this.name}: superseded by a reconnect of its session; closing`);
+    this.sink.destroy();
+  }
+
+  private readonly onFrame = (header: Header, payload: Uint8Array): void => {
+    if (this.state === "closed") return;
+    if (this.state === "hello") return this.onHello(header, payload);
+    const kind = kindOf[header.opcode];
+    if (kind !== undefined) return this.onRequest(kind, header, payload);
+    if (header.opcode === Op.PING) {
+      if (this.session) pruneApplied(this.session, header.offset);
+      return this.reply(Op.PONG, header.txid, 0, header.offset, 0);
+    }
+    this.protocolError(`unexpected ${opcodeName(header.opcode)} after the handshake`);
+  };
+
+  private onHello(header: Header, payload: Uint8Array): void {
+    if (header.opcode !== Op.HELLO) return this.protocolError(`expected HELLO, got ${opcodeName(header.opcode)}`);
+    const version = negotiateVersion(header.version);
+    if (typeof version === "string") return this.refuse(Errno.EPROTONOSUPPORT, version);
+    const hello = decodeHello(header, payload);
+    if (typeof hello === "string") return this.refuse(Errno.EINVAL, `malformed HELLO: ${hello}`);
+    const exp = this.server.findExport(hello.exportName);
+    if (exp === undefined) return this.refuse(Errno.ENOENT, `no export named '${hello.exportName}'`);
+    const access = matchAllow(exp.allow, this.peer, null);
+    if (access === null) {
+      const who = this.peer.transport === "unix" ? "unix socket clients are" : `address ${this.peer.address} is`;
+      return this.refuse(Errno.EACCES, `${who} not allowed to use export '${exp.name}'`);
+    }
+    this.exp = exp;
+    this.backend = exp.backend;
+    this.writable = access === "rw" && !exp.readOnly && !exp.backend.readOnly;
+    this.maxPayload = Math.max(4096, Math.min(hello.maxPayload, PAYLOAD_MAX_DEFAULT));
+    this.decoder.maxPayload = this.maxPayload;
+    const { session, resumed } = this.server.bindSession(hello, exp.name, this);
+    this.session = session;
+    this.state = "ready";
+    this.sink.write(
+      encodeWelcome({
+        size: exp.backend.size,
+        blockMin: 1,
+        blockPreferred: exp.backend.blockSize,
+        maxPayload: this.maxPayload,
+        permissions: Perm.READ | (this.writable ? Perm.WRITE : 0),
+        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
+        sessionId: session.id,
+        epoch: this.server.epoch,
+        maxInflight: this.server.maxInflight,
+      }),
+    );
+    const sessionText = `session ${session.key.slice(0, 8)}${resumed ? " (resumed)" : ""}`;
+    this.server.log.info(
+      `${this.name}: handshake ok: export '${exp.name}' ${this.writable ? "rw" : "ro"}, ${sessionText}, client '${hello.clientName}'`,
+    );
+  }
+
+  private onRequest(kind: RequestKind, header: Header, payload: Uint8Array): void {
+    this.server.counters.requests++;
+    const backend = this.backend!;
+    const session = this.session!;
+    const mutating = kind !== "read" && kind !== "flush";
+    let status = validateRequest(kind, header.offset, header.length, {
+      size: backend.size,
+      writable: this.writable,
+      maxPayload: this.maxPayload,
+    });
+    if (status === 0 && mutating) {
+      const previous = session.applied.get(header.txid);
+      if (previous !== undefined) {
+        this.server.counters.duplicates++;
+        return this.reply(header.opcode | REPLY_BIT, header.txid, previous, header.offset, 0);
+      }
+    }
+    if (status === 0 && kind === "read") return this.read(header);
+    if (status === 0) status = this.execute(kind, header, payload, backend);
+    if (mutating && status !== Errno.EPERM) {
+      session.applied.set(header.txid, status);
+      if (session.applied.size > APPLIED_MAX) pruneApplied(session, session.applied.keys().next().value! + 1);
+    }
+    if (status !== 0) this.server.log.warn(`${this.name}: ${kind} ${header.length} B at ${header.offset}: ${errnoMessage(status)}`);
+    this.reply(header.opcode | REPLY_BIT, header.txid, status, header.offset, 0);
+  }
+
+  private execute(kind: RequestKind, header: Header, payload: Uint8Array, backend: Backend): number {
+    const fua = (header.flags & Flag.FUA) !== 0;
+    try {
+      switch (kind) {
+        case "write":
+          backend.write(header.offset, payload, fua);
+          break;
+        case "flush":
+          backend.flush();
+          break;
+        case "trim":
+          backend.trim(header.offset, header.length);
+          if (fua) backend.flush();
+          break;
+        case "zero":
+          backend.zero(header.offset, header.length, (header.flags & Flag.NO_HOLE) === 0);
+          if (fua) backend.flush();
+          break;
+        default:
+          return Errno.EINVAL;
+      }
+      return 0;
+    } catch (error) {
+      return errnoFromError(error);
+    }
+  }
+
+  /** READ: the payload is read straight into the reply frame (batched when small). */
+  private read(header: Header): void {
+    const total = HEADER_SIZE + header.length;
+    let frame: Uint8Array;
+    let at: number;
+    const batched = total <= BATCH_BYTES / 4;
+    if (batched) {
+      if (this.batchFill + total > this.batch.length) this.flushBatch();
+      frame = this.batch;
+      at = this.batchFill;
+    } else {
+      frame = new Uint8Array(total);
+      at = 0;
+    }
+    let status = 0;
+    try {
+      this.backend!.read(header.offset, frame.subarray(at + HEADER_SIZE, at + total));
+    } catch (error) {
+      status = errnoFromError(error);
+      this.server.log.warn(`${this.name}: read ${header.length} B at ${header.offset}: ${errorMessage(error)}`);
+    }
+    if (status !== 0) return this.reply(Op.READ | REPLY_BIT, header.txid, status, header.offset, 0);
+    encodeHeader(frame, at, {
+      version: 1,
+      opcode: Op.READ | REPLY_BIT,
+      flags: 0,
+      txid: header.txid,
+      offset: header.offset,
+      length: header.length,
+      payloadLength: header.length,
+      status: 0,
+    });
+    if (batched) this.batchFill += total;
+    else this.sink.write(frame);
+  }
+
+  private reply(opcode: number, txid: number, status: number, offset: number, length: number): void {
+    if (this.batchFill + HEADER_SIZE > this.batch.length) this.flushBatch();
+    encodeHeader(this.batch, this.batchFill, {
+      version: 1,
+      opcode,
+      flags: 0,
+      txid,
+      offset,
+      length,
+      payloadLength: 0,
+      status,
+    });
+    this.batchFill += HEADER_SIZE;
+  }
+
+  private flushBatch(): void {
+    if (this.batchFill === 0) return;
+    // The sink may keep what it cannot send yet, so hand it its own copy of the bytes.
+    if (this.state !== "closed") this.sink.write(this.batch.slice(0, this.batchFill));
+    this.batchFill = 0;
+  }
+
+  private refuse(status: number, message: string): void {
+    this.server.counters.refused++;
+    this.server.log.warn(`${this.name}: refused: ${message}`);
+    this.flushBatch();
+    this.sink.write(encodeRefusal(status, message));
+    this.state = "closed";
+    this.sink.end();
+  }
+
+  private protocolError(reason: string): void {
+    this.server.counters.protocolErrors++;
+    this.refuse(Errno.EPROTO, `protocol error: ${reason}`);
+  }
+}

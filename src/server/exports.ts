@@ -1,0 +1,17 @@
+/**
+ * @module server/exports — what an export is once configured: a named backend plus its
+ * access rules. Shared by the DST and NBD front ends so both enforce the same ACL and the
+ * same read-only rule.
+ */
+import type { Backend } from "../backend/types.ts";
+import type { AllowRule } from "../lib/acl.ts";
+
+export interface Export {
+  name: string;
+  description: string;
+  backend: Backend;
+  /** Export-level read-only (--read-only): no client may write, whatever its grant. */
+  readOnly: boolean;
+  /** Allow list; empty means nobody gets in (fail closed). */
+  allow: AllowRule[];
+}

@@ -1,0 +1,56 @@
+/**
+ * @module server/nbd-buffers — a process-wide pool of large I/O buffers for the NBD server:
+ * READ reply frames (header + data) and WRITE payloads that arrived split over several
+ * socket reads. Reusing them keeps a 1 MiB-per-request workload from allocating (and the GC
+ * from scanning) a megabyte per request.
+ *
+ * Buffers come in power-of-two classes plus HEADER_ROOM bytes, so a frame of header + 2^k
+ * data bytes fits one class. The pool keeps at most MAX_POOLED_BYTES in total; beyond that
+ * returned buffers are left to the GC. Must not: hand out a buffer twice — callers give a
+ * buffer back only once nothing (target, socket queue) can still touch it.
+ */
+
+/** Room in front of the data for any reply header (structured OFFSET_DATA needs 28). */
+export const HEADER_ROOM = 64;
+/** Below this a fresh allocation is cheap enough; pooling tiny buffers is not worth it. */
+const MIN_CLASS = 16; // 64 KiB
+const MAX_CLASS = 26; // 64 MiB
+const MAX_POOLED_BYTES = 64 * 1024 * 1024;
+
+const free: ArrayBuffer[][] = Array.from({ length: MAX_CLASS + 1 }, () => []);
+let pooledBytes = 0;
+
+function classOf(length: number): number {
+  let k = MIN_CLASS;
+  while (k < MAX_CLASS && 2 ** k + HEADER_ROOM < length) k++;
+  return k;
+}
+
+/** A buffer of exactly `length` bytes (a view of a pooled ArrayBuffer when large). */
+export function takeBuffer(length: number): Uint8Array {
+  if (length > 2 ** MAX_CLASS + HEADER_ROOM) return new Uint8Array(length);
+  const k = classOf(length);
+  const buffer = free[k]!.pop();
+  if (buffer !== undefined) {
+    pooledBytes -= buffer.byteLength;
+    return new Uint8Array(buffer, 0, length);
+  }
+  return new Uint8Array(new ArrayBuffer(2 ** k + HEADER_ROOM), 0, length);
+}
+
+/** Return a buffer from takeBuffer(); anything else (or anything beyond the cap) is dropped. */
+export function giveBuffer(view: Uint8Array): void {
+  const buffer = view.buffer;
+  if (!(buffer instanceof ArrayBuffer)) return;
+  const capacity = buffer.byteLength;
+  const k = Math.log2(capacity - HEADER_ROOM);
+  if (!Number.isInteger(k) || k < MIN_CLASS || k > MAX_CLASS) return;
+  if (pooledBytes + capacity > MAX_POOLED_BYTES) return;
+  free[k]!.push(buffer);
+  pooledBytes += capacity;
+}
+
+/** For tests and status output. */
+export function pooledBufferBytes(): number {
+  return pooledBytes;
+}

@@ -1,0 +1,164 @@
+/**
+ * @module sys/libc — the only file that touches bun:ffi. Typed wrappers over the few libc
+ * calls Bun has no API for: fallocate (punch hole / zero range), lseek SEEK_DATA/SEEK_HOLE,
+ * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, socketpair, and the generic netlink socket calls
+ * the kernel attach path needs.
+ *
+ * Each wrapper returns a result or throws SysError carrying the errno; none of them blocks
+ * for long (netlink receives are only done on sockets driven by Bun's event loop).
+ */
+import { dlopen, FFIType as T, ptr, read, type Pointer } from "bun:ffi";
+import { errnoMessage } from "../lib/errno.ts";
+
+const lib = dlopen("libc.so.6", {
+  __errno_location: { args: [], returns: T.ptr },
+  fallocate: { args: [T.i32, T.i32, T.i64, T.i64], returns: T.i32 },
+  lseek: { args: [T.i32, T.i64, T.i32], returns: T.i64 },
+  ioctl: { args: [T.i32, T.u64, T.ptr], returns: T.i32 },
+  socketpair: { args: [T.i32, T.i32, T.i32, T.ptr], returns: T.i32 },
+  socket: { args: [T.i32, T.i32, T.i32], returns: T.i32 },
+  bind: { args: [T.i32, T.ptr, T.u32], returns: T.i32 },
+  connect: { args: [T.i32, T.ptr, T.u32], returns: T.i32 },
+  setsockopt: { args: [T.i32, T.i32, T.i32, T.ptr, T.u32], returns: T.i32 },
+  getsockopt: { args: [T.i32, T.i32, T.i32, T.ptr, T.ptr], returns: T.i32 },
+  sendto: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.u32], returns: T.i64 },
+  recv: { args: [T.i32, T.ptr, T.u64, T.i32], returns: T.i64 },
+  close: { args: [T.i32], returns: T.i32 },
+  fcntl: { args: [T.i32, T.i32, T.i64], returns: T.i32 },
+  getpid: { args: [], returns: T.i32 },
+  geteuid: { args: [], returns: T.u32 },
+});
+
+const c = lib.symbols;
+
+export class SysError extends Error {
+  readonly errno: number;
+  readonly syscall: string;
+  constructor(syscall: string, errno: number) {
+    super(`${syscall}: ${errnoMessage(errno)}`);
+    this.name = "SysError";
+    this.errno = errno;
+    this.syscall = syscall;
+  }
+}
+
+function lastErrno(): number {
+  return read.i32(c.__errno_location() as Pointer, 0);
+}
+
+function check(syscall: string, result: number | bigint): number {
+  const value = Number(result);
+  if (value < 0) throw new SysError(syscall, lastErrno());
+  return value;
+}
+
+// ---- files and block devices -------------------------------------------------------------
+
+/** linux/falloc.h */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
+
+export function fallocate(fd: number, mode: number, offset: number, length: number): void {
+  check("fallocate", c.fallocate(fd, mode, offset, length));
+}
+
+/** unistd.h: SEEK_DATA 3, SEEK_HOLE 4 (glibc, _GNU_SOURCE). */
+export const SEEK_END = 2;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+
+/** lseek; returns -1 (instead of throwing) for ENXIO, which SEEK_DATA uses for "no more data". */
+export function lseek(fd: number, offset: number, whence: number): number {
+  const result = Number(c.lseek(fd, offset, whence));
+  if (result >= 0) return result;
+  const errno = lastErrno();
+  if (errno === 6 /* ENXIO */) return -1;
+  throw new SysError("lseek", errno);
+}
+
+/** linux/fs.h: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 119). */
+export const BLKGETSIZE64 = 0x80081272;
+export const BLKSSZGET = 0x1268;
+export const BLKDISCARD = 0x1277;
+
+export function blockDeviceSize(fd: number): number {
+  const out = new BigUint64Array(1);
+  check("ioctl(BLKGETSIZE64)", c.ioctl(fd, BLKGETSIZE64, ptr(out)));
+  return Number(out[0]);
+}
+
+export function blockDeviceSectorSize(fd: number): number {
+  const out = new Int32Array(1);
+  check("ioctl(BLKSSZGET)", c.ioctl(fd, BLKSSZGET, ptr(out)));
+  return out[0]!;
+}
+
+export function blockDiscard(fd: number, offset: number, length: number): void {
+  const range = new BigUint64Array([BigInt(offset), BigInt(length)]);
+  check("ioctl(BLKDISCARD)", c.ioctl(fd, BLKDISCARD, ptr(range)));
+}
+
+// ---- sockets -------------------------------------------------------------------------------
+
+export const AF_UNIX = 1;
+export const AF_NETLINK = 16;
+export const SOCK_STREAM = 1;
+export const SOCK_RAW = 3;
+export const SOCK_CLOEXEC = 0o2000000;
+export const NETLINK_GENERIC = 16;
+export const SOL_SOCKET = 1;
+export const SOL_NETLINK = 270;
+export const NETLINK_ADD_MEMBERSHIP = 1;
+export const NETLINK_EXT_ACK = 11;
+export const SO_RCVBUF = 8;
+export const MSG_DONTWAIT = 0x40;
+
+/** socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC): two blocking ends. */
+export function socketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  check("socketpair", c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ptr(fds)));
+  return [fds[0]!, fds[1]!];
+}
+
+export function socket(domain: number, type: number, protocol: number): number {
+  return check("socket", c.socket(domain, type, protocol));
+}
+
+/** bind an AF_NETLINK socket with nl_pid 0 (kernel assigns) and the given groups. */
+export function bindNetlink(fd: number, groups = 0): void {
+  const address = new Uint8Array(12);
+  const view = new DataView(address.buffer);
+  view.setUint16(0, AF_NETLINK, true);
+  view.setUint32(8, groups, true);
+  check("bind(AF_NETLINK)", c.bind(fd, ptr(address), address.length));
+}
+
+export function setSocketOptionInt(fd: number, level: number, name: number, value: number): void {
+  const box = new Int32Array([value]);
+  check("setsockopt", c.setsockopt(fd, level, name, ptr(box), 4));
+}
+
+/** sendto the kernel (sockaddr_nl with pid 0). */
+export function sendToKernel(fd: number, message: Uint8Array): number {
+  const address = new Uint8Array(12);
+  new DataView(address.buffer).setUint16(0, AF_NETLINK, true);
+  return check("sendto(netlink)", c.sendto(fd, ptr(message), message.length, 0, ptr(address), 12));
+}
+
+/** Blocking recv into `target`; returns bytes received. Only for sockets with a timeout set. */
+export function receive(fd: number, target: Uint8Array, flags = 0): number {
+  return check("recv", c.recv(fd, ptr(target), target.length, flags));
+}
+
+export function closeFd(fd: number): void {
+  check("close", c.close(fd));
+}
+
+export function processId(): number {
+  return c.getpid();
+}
+
+export function effectiveUserId(): number {
+  return c.geteuid();
+}

@@ -1,0 +1,202 @@
+/**
+ * @module transport/tcp — Bun TCP and Unix-domain sockets behind the Sink/ConnectionHandler
+ * boundary. The only users of Bun.listen / Bun.connect for network traffic.
+ *
+ * Bun's socket.write() buffers nothing: it returns how many bytes the kernel took
+ * (shared/reference/bun-runtime.md §4). SocketSink keeps the remainder in its own queue and
+ * flushes it on `drain`, so protocol code can write whole frames and watch `queuedBytes`.
+ */
+import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
+import { existsSync, lstatSync, unlinkSync } from "node:fs";
+import type { ListenAddress } from "../lib/address.ts";
+import { DstdError, errorMessage } from "../lib/errors.ts";
+import type { AcceptHandler, ConnectionHandler, Peer, Sink } from "./types.ts";
+
+interface SocketState {
+  sink: SocketSink;
+  handler: ConnectionHandler | null;
+  closed: boolean;
+}
+
+class SocketSink implements Sink {
+  private readonly queue: Uint8Array[] = [];
+  private queued = 0;
+  private ending = false;
+  constructor(private readonly socket: Socket<SocketState>) {}
+
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  write(bytes: Uint8Array): void {
+    if (this.ending || bytes.length === 0) return;
+    if (this.queued === 0) {
+      const written = this.socket.write(bytes);
+      if (written === bytes.length) return;
+      bytes = bytes.subarray(Math.max(written, 0));
+    }
+    this.queue.push(bytes);
+    this.queued += bytes.length;
+  }
+
+  /** Called on `drain`: push queued bytes until the kernel stops taking them. */
+  flush(): boolean {
+    while (this.queue.length > 0) {
+      const head = this.queue[0]!;
+      const written = this.socket.write(head);
+      if (written < head.length) {
+        this.queue[0] = head.subarray(Math.max(written, 0));
+        this.queued -= Math.max(written, 0);
+        return false;
+      }
+      this.queue.shift();
+      this.queued -= head.length;
+    }
+    if (this.ending) this.socket.end();
+    return true;
+  }
+
+  end(): void {
+    if (this.ending) return;
+    this.ending = true;
+    if (this.queued === 0) this.socket.end();
+  }
+
+  destroy(): void {
+    this.ending = true;
+    this.queue.length = 0;
+    this.queued = 0;
+    this.socket.terminate();
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+}
+
+function normaliseAddress(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+function socketHandlers(makeHandler: (sink: Sink, socket: Socket<SocketState>) => ConnectionHandler) {
+  const finish = (socket: Socket<SocketState>, reason: string | null) => {
+    const state = socket.data;
+    if (!state || state.closed) return;
+    state.closed = true;
+    state.handler?.onClose(reason);
+  };
+  return {
+    binaryType: "uint8array" as const,
+    open(socket: Socket<SocketState>) {
+      const sink = new SocketSink(socket);
+      socket.data = { sink, handler: null, closed: false };
+      socket.data.handler = makeHandler(sink, socket);
+    },
+    data(socket: Socket<SocketState>, chunk: Uint8Array) {
+      const state = socket.data;
+      if (state && !state.closed) state.handler?.onData(chunk);
+    },
+    drain(socket: Socket<SocketState>) {
+      const state = socket.data;
+      if (!state || state.closed) return;
+      if (state.sink.flush()) state.handler?.onDrain();
+    },
+    close(socket: Socket<SocketState>, error?: Error) {
+      finish(socket, error ? errorMessage(error) : null);
+    },
+    error(socket: Socket<SocketState>, error: Error) {
+      finish(socket, errorMessage(error));
+    },
+    end(socket: Socket<SocketState>) {
+      socket.end();
+    },
+  };
+}
+
+export interface Listener {
+  /** The addresses actually bound (port 0 resolved to the real port). */
+  bound: ListenAddress[];
+  close(): Promise<void>;
+}
+
+/** Remove a stale Unix socket file left by a dead process; refuse if something else is there. */
+async function clearStaleUnixSocket(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  if (!lstatSync(path).isSocket()) {
+    throw new DstdError("E_LISTEN", `cannot listen on unix:${path}: a file that is not a socket is in the way`);
+  }
+  const alive = await Bun.connect({ unix: path, socket: { data() {}, open(s) { s.end(); } } }).then(
+    () => true,
+    () => false,
+  );
+  if (alive) throw new DstdError("E_LISTEN", `cannot listen on unix:${path}: another process is serving it`);
+  unlinkSync(path);
+}
+
+export async function listen(addresses: ListenAddress[], accept: AcceptHandler): Promise<Listener> {
+  const listeners: Array<TCPSocketListener<SocketState> | UnixSocketListener<SocketState>> = [];
+  const bound: ListenAddress[] = [];
+  const unixPaths: string[] = [];
+  try {
+    for (const address of addresses) {
+      if (address.transport === "unix") {
+        await clearStaleUnixSocket(address.path);
+        const socket = socketHandlers((sink) => accept(sink, { transport: "unix", address: address.path, port: 0 }));
+        listeners.push(Bun.listen<SocketState>({ unix: address.path, socket }));
+        unixPaths.push(address.path);
+        bound.push(address);
+      } else {
+        const socket = socketHandlers((sink, s) => {
+          const peer: Peer = { transport: "tcp", address: normaliseAddress(s.remoteAddress), port: s.remotePort };
+          return accept(sink, peer);
+        });
+        const listener = Bun.listen<SocketState>({ hostname: address.host, port: address.port, socket });
+        listeners.push(listener);
+        bound.push({ transport: "tcp", host: address.host, port: listener.port });
+      }
+    }
+  } catch (error) {
+    for (const listener of listeners) listener.stop(true);
+    if (error instanceof DstdError) throw error;
+    const where = addresses.map(describeListenAddress).join(", ");
+    throw new DstdError("E_LISTEN", `cannot listen on ${where}: ${errorMessage(error)}`, { cause: error });
+  }
+  return {
+    bound,
+    async close() {
+      for (const listener of listeners) listener.stop(true);
+      for (const path of unixPaths) if (existsSync(path)) unlinkSync(path);
+    },
+  };
+}
+
+export function describeListenAddress(address: ListenAddress): string {
+  if (address.transport === "unix") return `unix:${address.path}`;
+  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+/**
+ * Open an outgoing connection. Resolves with the Sink once connected; rejects with a
+ * DstdError naming the address on refusal / no route / DNS failure.
+ */
+export async function connect(
+  address: ListenAddress,
+  makeHandler: (sink: Sink) => ConnectionHandler,
+): Promise<Sink> {
+  const socket = socketHandlers((sink) => makeHandler(sink));
+  try {
+    const connected =
+      address.transport === "unix"
+        ? await Bun.connect<SocketState>({ unix: address.path, socket })
+        : await Bun.connect<SocketState>({ hostname: address.host, port: address.port, socket });
+    return connected.data.sink;
+  } catch (error) {
+    throw new DstdError("E_CONNECT", `cannot connect to ${describeListenAddress(address)}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * @module wire/dst/constants — every number of the DST wire protocol, version 1.
+ * docs/protocol.md is the prose specification of these values; keep the two in step.
+ * Pure data: imports nothing.
+ */
+
+/** "DST1" in ASCII, big-endian: the first 4 bytes of every frame. */
+export const DST_MAGIC = 0x44535431;
+/** Highest (and only) protocol version this build speaks. */
+export const DST_VERSION = 1;
+/** Default TCP port of the DST protocol (NBD uses 10809; we are the next one up). */
+export const DST_PORT = 10810;
+
+/**
+ * Fixed header layout (all integers big-endian):
+ *
+ *   off size field
+ *   0   4    magic          DST_MAGIC
+ *   4   1    version        DST_VERSION (HELLO: highest version the client speaks)
+ *   5   1    opcode         Op.*; replies are request opcode | REPLY_BIT
+ *   6   2    flags          Flag.*
+ *   8   8    txid           transaction id, chosen by the requester, echoed in the reply
+ *   16  8    offset         byte offset into the export (0 when unused)
+ *   24  4    length         bytes the operation covers (READ: bytes wanted)
+ *   28  4    payloadLength  bytes of payload following the header
+ *   32  4    status         errno-style result in replies (0 = success); 0 in requests
+ *   36  4    reserved       must be zero (a receiver rejects non-zero)
+ *   40  16   authTag        authentication tag; all zero until a security suite is negotiated
+ *   56       payload
+ */
+export const HEADER_SIZE = 56;
+export const HEADER = {
+  magic: 0,
+  version: 4,
+  opcode: 5,
+  flags: 6,
+  txid: 8,
+  offset: 16,
+  length: 24,
+  payloadLength: 28,
+  status: 32,
+  reserved: 36,
+  authTag: 40,
+} as const;
+export const AUTH_TAG_SIZE = 16;
+
+export const REPLY_BIT = 0x80;
+
+export const Op = {
+  HELLO: 0x01,
+  /** Reply to HELLO. */
+  WELCOME: 0x01 | REPLY_BIT,
+  READ: 0x10,
+  WRITE: 0x11,
+  FLUSH: 0x12,
+  TRIM: 0x13,
+  WRITE_ZEROES: 0x14,
+  PING: 0x20,
+  /** Reply to PING. */
+  PONG: 0x20 | REPLY_BIT,
+} as const;
+
+export const Flag = {
+  /** WRITE / WRITE_ZEROES / TRIM: durable on the export's disk before the reply. */
+  FUA: 0x0001,
+  /** WRITE_ZEROES: keep the range allocated (do not punch a hole). */
+  NO_HOLE: 0x0002,
+} as const;
+export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE;
+
+/** Largest payload any frame may carry before the handshake settles max_payload. */
+export const HANDSHAKE_PAYLOAD_MAX = 64 * 1024;
+/** Default and upper bound for the negotiated max payload (32 MiB, as NBD clients expect). */
+export const PAYLOAD_MAX_DEFAULT = 32 * 1024 * 1024;
+
+/**
+ * Handshake attributes: type-length-value records in HELLO and WELCOME payloads.
+ * Record layout: u16 type, u16 length, `length` bytes of value; records are packed back to
+ * back. A receiver ignores unknown types unless the type has ATTR_CRITICAL set, in which
+ * case it refuses the handshake ("unsupported critical attribute N"). This is how later
+ * versions add parameters without breaking older peers.
+ */
+export const ATTR_CRITICAL = 0x8000;
+export const Attr = {
+  /** HELLO: utf-8 export name (1..255 bytes). */
+  EXPORT_NAME: 1,
+  /** HELLO: utf-8 free-form client description for logs ("dstd 0.1.0 copy"). */
+  CLIENT_NAME: 2,
+  /** WELCOME: u64 export size in bytes. */
+  SIZE: 3,
+  /** WELCOME: u32 minimum block size (requests should be aligned to it). */
+  BLOCK_MIN: 4,
+  /** WELCOME: u32 preferred block size. */
+  BLOCK_PREFERRED: 5,
+  /** HELLO and WELCOME: u32 max payload per frame; the smaller of the two wins. */
+  MAX_PAYLOAD: 6,
+  /** WELCOME: u8 permission bits Perm.*. */
+  PERMISSIONS: 7,
+  /** HELLO (wanted) and WELCOME (granted): u32 feature bits Feature.*. */
+  FEATURES: 8,
+  /** HELLO: 16-byte session id to resume; WELCOME: the session id in force. */
+  SESSION_ID: 9,
+  /** WELCOME: u64 export epoch; changes whenever the export process restarts. */
+  EPOCH: 10,
+  /** WELCOME (refusal): utf-8 human-readable reason. */
+  MESSAGE: 11,
+  /** WELCOME: u32 most requests the export accepts in flight on one connection. */
+  MAX_INFLIGHT: 12,
+  /** HELLO: u64 lowest txid the client still holds in flight (the export may forget older ids). */
+  TXID_FLOOR: 13,
+} as const;
+
+export const Perm = { READ: 0x01, WRITE: 0x02 } as const;
+
+export const Feature = {
+  FLUSH: 0x0001,
+  FUA: 0x0002,
+  TRIM: 0x0004,
+  WRITE_ZEROES: 0x0008,
+  /** The export keeps per-session state: resent requests apply once (issue: reliability). */
+  SESSIONS: 0x0010,
+} as const;
+
+/**
+ * Smallest max payload a peer may offer or grant: one 4 KiB page, so every block device can
+ * move at least one page per request. Below it the handshake is malformed.
+ */
+export const PAYLOAD_MAX_MIN = 4096;
+/** Size of the SESSION_ID attribute value. */
+export const SESSION_ID_SIZE = 16;
+/** Longest EXPORT_NAME and CLIENT_NAME value in bytes. */
+export const NAME_MAX = 255;
+/** Longest MESSAGE a refusal carries; longer messages are cut at a utf-8 boundary. */
+export const MESSAGE_MAX = 1024;
+
+/** "WRITE", "WELCOME", "WRITE reply" (0x91), "opcode 0x33" for unknown values. */
+export function opcodeName(opcode: number): string {
+  for (const [name, value] of Object.entries(Op)) if (value === opcode) return name;
+  if (opcode & REPLY_BIT) {
+    for (const [name, value] of Object.entries(Op)) if (value === (opcode & ~REPLY_BIT)) return `${name} reply`;
+  }
+  return `opcode 0x${opcode.toString(16).padStart(2, "0")}`;
+}

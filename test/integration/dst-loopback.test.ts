@@ -1,0 +1,151 @@
+/**
+ * End-to-end over real loopback TCP and Unix sockets: the real client engine (through
+ * DstClient) against the real DST export server and a memory backend. Covers pipelining,
+ * every request type, read-only and ACL enforcement, refusals with clear messages, and a
+ * misbehaving client that must not disturb a well-behaved one.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createMemoryBackend } from "../../src/backend/memory.ts";
+import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
+import { DstClient } from "../../src/daemon/dst-client.ts";
+import { DstServer } from "../../src/server/dst-server.ts";
+import { listen, type Listener } from "../../src/transport/tcp.ts";
+import { recordingLog } from "../helpers/log.ts";
+
+const MiB = 1024 * 1024;
+function rules(...texts: string[]): AllowRule[] {
+  return texts.map((t) => {
+    const rule = parseAllowRule(t);
+    if (typeof rule === "string") throw new Error(rule);
+    return rule;
+  });
+}
+
+const serverLog = recordingLog();
+const disk = createMemoryBackend(64 * MiB);
+const server = new DstServer({
+  log: serverLog,
+  exports: [
+    { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("127.0.0.1/32:rw", "unix:rw") },
+    { name: "ro", description: "", backend: createMemoryBackend(MiB), readOnly: true, allow: rules("127.0.0.1/32:rw") },
+    { name: "rogrant", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("127.0.0.1/32:ro") },
+    { name: "nobody", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: [] },
+  ],
+});
+let listener: Listener;
+let port = 0;
+const socketPath = join(mkdtempSync(join(tmpdir(), "dstd-")), "dst.sock");
+
+beforeAll(async () => {
+  listener = await listen(
+    [
+      { transport: "tcp", host: "127.0.0.1", port: 0 },
+      { transport: "unix", path: socketPath },
+    ],
+    server.accept,
+  );
+  port = (listener.bound[0] as { port: number }).port;
+});
+afterAll(() => listener.close());
+
+function open(exportName: string, unix = false) {
+  return DstClient.open({
+    address: unix ? { transport: "unix", path: socketPath } : { transport: "tcp", host: "127.0.0.1", port },
+    exportName,
+    log: recordingLog(),
+    deadlineMs: 5000,
+  });
+}
+
+describe("DST over loopback", () => {
+  test("handshake reports size and permissions", async () => {
+    const client = await open("disk");
+    expect(client.size).toBe(64 * MiB);
+    expect(client.writable).toBe(true);
+    await client.close();
+  });
+
+  test("pipelined writes then reads return identical bytes", async () => {
+    const client = await open("disk");
+    const blocks = 256;
+    const data = new Uint8Array(blocks * 4096);
+    crypto.getRandomValues(data.subarray(0, 65536));
+    for (let i = 65536; i < data.length; i++) data[i] = (i * 31) & 0xff;
+    await Promise.all(
+      Array.from({ length: blocks }, (_, i) => client.write(i * 4096, data.subarray(i * 4096, (i + 1) * 4096))),
+    );
+    await client.flush();
+    const parts = await Promise.all(Array.from({ length: blocks }, (_, i) => client.read(i * 4096, 4096)));
+    const joined = new Uint8Array(blocks * 4096);
+    parts.forEach((p, i) => joined.set(p, i * 4096));
+    expect(Buffer.compare(joined, data)).toBe(0);
+    await client.close();
+  });
+
+  test("1 MiB requests, trim and write-zeroes", async () => {
+    const client = await open("disk", true);
+    const big = new Uint8Array(MiB).fill(0x5a);
+    await client.write(8 * MiB, big, true);
+    expect((await client.read(8 * MiB, MiB)).every((b) => b === 0x5a)).toBe(true);
+    await client.trim(8 * MiB, 4096);
+    await client.zero(8 * MiB + 4096, 4096, true);
+    const back = await client.read(8 * MiB, 3 * 4096);
+    expect(back.subarray(0, 8192).every((b) => b === 0)).toBe(true);
+    expect(back.subarray(8192).every((b) => b === 0x5a)).toBe(true);
+    await client.close();
+  });
+
+  test("out-of-range requests fail with a clear errno, the connection stays usable", async () => {
+    const client = await open("disk");
+    await expect(client.read(64 * MiB - 100, 4096)).rejects.toThrow(/invalid argument \(EINVAL\)/);
+    await expect(client.write(64 * MiB, new Uint8Array(1))).rejects.toThrow(/no space left on device \(ENOSPC\)/);
+    expect((await client.read(0, 16)).length).toBe(16);
+    await client.close();
+  });
+
+  test("read-only export and read-only grant refuse writes on every request", async () => {
+    for (const name of ["ro", "rogrant"]) {
+      const client = await open(name);
+      expect(client.writable).toBe(false);
+      await expect(client.write(0, new Uint8Array(512))).rejects.toThrow(/EPERM/);
+      await expect(client.trim(0, 512)).rejects.toThrow(/EPERM/);
+      await expect(client.zero(0, 512)).rejects.toThrow(/EPERM/);
+      expect((await client.read(0, 512)).every((b) => b === 0)).toBe(true);
+      await client.close();
+    }
+  });
+
+  test("unknown export and empty allow list are refused with a clear message", async () => {
+    await expect(open("nope")).rejects.toThrow(/no export named 'nope'/);
+    await expect(open("nobody")).rejects.toThrow(/address 127.0.0.1 is not allowed to use export 'nobody'/);
+    expect(serverLog.lines.some((l) => l.includes("refused: no export named 'nope'"))).toBe(true);
+  });
+
+  test("garbage from one client is refused and does not disturb another", async () => {
+    const good = await open("disk");
+    await good.write(0, new Uint8Array(4096).fill(7));
+    const garbage = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: { data() {}, binaryType: "uint8array" },
+    });
+    const closed = new Promise<void>((resolve) => {
+      garbage.data = undefined;
+      const timer = setInterval(() => {
+        if (garbage.readyState === "closed" || (garbage as unknown as { readyState: number }).readyState === -1) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 10);
+    });
+    garbage.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4)));
+    await Promise.race([closed, Bun.sleep(2000)]);
+    expect(serverLog.lines.some((l) => l.includes("protocol error: bad magic"))).toBe(true);
+    expect((await good.read(0, 4096)).every((b) => b === 7)).toBe(true);
+    garbage.end();
+    await good.close();
+  });
+});

@@ -1,0 +1,171 @@
+/**
+ * @module test/vm/guest-probe — the smoke test's program inside the VM, compiled with
+ * `bun build --compile` into the payload by test/vm/vm.test.ts. It drives the kernel NBD
+ * driver through src/kernel (netlink) and serves the device with the real kernel-mode NBD
+ * server over an in-memory export, printing one `PASS: …` / `FAIL: …` line per check and
+ * `INFO: …` lines with timings (guest/lib.sh counts them).
+ *
+ * Steps: resolve the family; CONNECT /dev/nbd0 with one end of a socket pair; sysfs and
+ * STATUS; EBUSY and backend-mismatch messages; dd a pattern through the device and back
+ * (and compare with the server's memory); RECONFIGURE while the socket is alive (landscape
+ * P6: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE with a new pair
+ * → I/O continues on the new socket; EPERM for an unprivileged user; DISCONNECT.
+ *
+ * Usage: guest-probe [--eperm-child]
+ */
+import { createMemoryBackend } from "../../src/backend/memory.ts";
+import { NbdControl, readDeviceSysfs } from "../../src/kernel/device.ts";
+import { DstdError } from "../../src/lib/errors.ts";
+import { createBackendTarget } from "../../src/server/backend-target.ts";
+import { transmissionFlags } from "../../src/server/nbd-handshake.ts";
+import { closeFd, socketPair } from "../../src/sys/libc.ts";
+import { run, serveKernelEnd, waitFor, within } from "./probe-serve.ts";
+
+const MiB = 1 << 20;
+const SIZE = 64 * MiB;
+const BACKEND_ID = "dstd-probe:smoke";
+const DEVICE = "/dev/nbd0";
+
+let failures = 0;
+function check(name: string, ok: boolean, detail = ""): boolean {
+  console.log(`${ok ? "PASS" : "FAIL"}: ${name}${detail ? ` — ${detail}` : ""}`);
+  if (!ok) failures++;
+  return ok;
+}
+const info = (text: string): void => console.log(`INFO: ${text}`);
+const describe = (error: unknown): string => (error instanceof DstdError ? `${error.code}: ${error.message}` : String(error));
+
+/** Child mode: as an unprivileged user, CONNECT must fail with the clear E_PERM message. */
+async function epermChild(): Promise<void> {
+  const [kernelEnd] = socketPair();
+  try {
+    const control = await NbdControl.open();
+    await control.connectDevice({ socketFd: kernelEnd, size: SIZE, blockSize: 4096, serverFlags: 1, deadConnTimeoutSec: 0, backendId: "x" });
+    console.log("unexpectedly attached");
+  } catch (error) {
+    console.log(describe(error));
+  }
+}
+
+function pattern(bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  let x = 0x9e3779b9;
+  for (let i = 0; i < bytes; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+const mbps = (bytes: number, ms: number): string => `${((bytes / MiB) * 1000 / ms).toFixed(1)} MiB/s`;
+
+async function main(): Promise<void> {
+  if (process.argv.includes("--eperm-child")) return epermChild();
+  const backend = createMemoryBackend(SIZE);
+  const target = createBackendTarget(backend);
+  let linkDead: (index: number) => void = () => {};
+  const linkDeadSeen = new Promise<number>((resolve) => (linkDead = resolve));
+
+  let started = performance.now();
+  const control = await NbdControl.open({ onLinkDead: (index) => linkDead(index) });
+  info(`family lookup + subscribe took ${(performance.now() - started).toFixed(1)} ms`);
+  check("resolve the nbd family", control.family.id >= 0x10, `id=${control.family.id} version=${control.family.version} nbd_mc_group=${control.family.linkDeadGroup}`);
+  check("nbd_mc_group is listed", control.family.linkDeadGroup !== null);
+
+  // ---- CONNECT ----
+  const [kernelEnd1, ourEnd1] = socketPair();
+  const first = await serveKernelEnd(ourEnd1, target, "first");
+  const flags = transmissionFlags(target, "rw", false);
+  started = performance.now();
+  const index = await control.connectDevice({ socketFd: kernelEnd1, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
+  info(`CONNECT took ${(performance.now() - started).toFixed(1)} ms (server flags 0x${flags.toString(16)})`);
+  closeFd(kernelEnd1); // the kernel holds its own reference now
+  check("CONNECT /dev/nbd0", index === 0, `index ${index}`);
+
+  const sysfs = readDeviceSysfs(0);
+  check("sysfs pid is this process", sysfs.pid === process.pid, `pid=${sysfs.pid} self=${process.pid}`);
+  check("sysfs backend is ours", sysfs.backend === BACKEND_ID, `backend=${sysfs.backend}`);
+  check("sysfs size is the export size", sysfs.sizeBytes === SIZE, `size=${sysfs.sizeBytes}`);
+  const one = await control.deviceStatus(0);
+  check("STATUS nbd0 → connected", one.length === 1 && one[0]!.index === 0 && one[0]!.connected, JSON.stringify(one));
+  const all = await control.deviceStatus();
+  check("STATUS (all) lists nbd0 connected and nbd1 free", all.some((d) => d.index === 0 && d.connected) && all.some((d) => d.index === 1 && !d.connected), `${all.length} devices`);
+
+  // ---- clear errors ----
+  const [spareKernel, spareOurs] = socketPair();
+  const busy = await control
+    .connectDevice({ socketFd: spareKernel, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID })
+    .then(() => null, (e: unknown) => e);
+  check("CONNECT on a busy device says so", busy instanceof DstdError && busy.code === "E_BUSY" && busy.message.startsWith("nbd0 is already in use"), describe(busy));
+  const mismatch = await control.reconfigureDevice({ index: 0, socketFd: spareKernel, backendId: "someone-else" }).then(() => null, (e: unknown) => e);
+  check("RECONFIGURE with another backend id names both", mismatch instanceof DstdError && mismatch.code === "E_BACKEND_MISMATCH" && mismatch.message.includes(`"${BACKEND_ID}"`), describe(mismatch));
+  closeFd(spareKernel);
+  closeFd(spareOurs);
+  const eperm = await run([process.execPath, "--eperm-child"], { uid: 65534, gid: 65534 });
+  check("CONNECT without CAP_SYS_ADMIN says to run as root", eperm.output.includes("E_PERM: cannot attach a new nbd device: attaching needs CAP_SYS_ADMIN (run as root)"), eperm.output);
+
+  // ---- data through the device ----
+  const data = pattern(8 * MiB);
+  await Bun.write("/tmp/pattern", data);
+  const write = await run(["dd", "if=/tmp/pattern", `of=${DEVICE}`, "bs=1M", "seek=4", "oflag=direct", "conv=fsync"]);
+  check("dd 8 MiB onto /dev/nbd0 (O_DIRECT)", write.code === 0, write.code === 0 ? mbps(data.length, write.ms) : write.output);
+  const stored = new Uint8Array(data.length);
+  backend.read(4 * MiB, stored);
+  check("the server's memory holds exactly the pattern", Buffer.from(stored).equals(data));
+  const read = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
+  const back = new Uint8Array(await Bun.file("/tmp/readback").arrayBuffer());
+  check("dd it back: identical bytes", read.code === 0 && Buffer.from(back).equals(data), read.code === 0 ? mbps(data.length, read.ms) : read.output);
+
+  // ---- RECONFIGURE while the socket is alive: acked, but the kernel drops the socket (P6) ----
+  const [kernelEnd2, ourEnd2] = socketPair();
+  const second = await serveKernelEnd(ourEnd2, target, "second");
+  const acked = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd2, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
+  closeFd(kernelEnd2);
+  check("RECONFIGURE with a live socket is acknowledged", acked === true, String(acked));
+  const dropped = await within(second.closed, 5000);
+  check("…and the kernel silently released the new socket (landscape P6)", dropped !== "timeout", String(dropped));
+  const firstBefore = first.bytesIn;
+  const probeRead = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=1M", "count=1", "iflag=direct"]);
+  check("I/O still flows through the first socket", probeRead.code === 0 && first.bytesIn > firstBefore && second.bytesIn === 0, `first +${first.bytesIn - firstBefore} B, second ${second.bytesIn} B`);
+
+  // ---- the serving end dies → LINK_DEAD → RECONFIGURE takes over ----
+  const pidBefore = readDeviceSysfs(0).pid;
+  started = performance.now();
+  first.kill();
+  const dead = await within(linkDeadSeen, 10_000);
+  check("LINK_DEAD multicast for nbd0 after the serving end closed", dead === 0, `${dead} after ${(performance.now() - started).toFixed(0)} ms`);
+  const [kernelEnd3, ourEnd3] = socketPair();
+  const third = await serveKernelEnd(ourEnd3, target, "third");
+  started = performance.now();
+  const retaken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd3, backendId: BACKEND_ID, deadConnTimeoutSec: 30 }).then(() => true, (e: unknown) => describe(e));
+  closeFd(kernelEnd3);
+  check("RECONFIGURE onto the dead socket", retaken === true, `${String(retaken)} in ${(performance.now() - started).toFixed(1)} ms`);
+  const after = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback2", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
+  const back2 = new Uint8Array(await Bun.file("/tmp/readback2").arrayBuffer());
+  check("reads after the takeover return the pattern, over the new socket", after.code === 0 && Buffer.from(back2).equals(data) && third.bytesIn > 0, `${after.output.split("\n").pop()}; third ${third.bytesIn} B`);
+  const state = readDeviceSysfs(0);
+  info(`sysfs after takeover: pid ${pidBefore} → ${state.pid} (same process here), backend ${state.backend}`);
+  check("backend identifier unchanged after RECONFIGURE", state.backend === BACKEND_ID);
+
+  // ---- DISCONNECT ----
+  started = performance.now();
+  await control.disconnectDevice(0);
+  const closed = await within(third.closed, 5000);
+  check("DISCONNECT: the kernel closes the serving socket", closed !== "timeout", `${String(closed)} after ${(performance.now() - started).toFixed(0)} ms`);
+  const cleared = await waitFor(() => readDeviceSysfs(0).pid === null, 5000);
+  check("sysfs: no pid and size 0 after DISCONNECT", cleared && readDeviceSysfs(0).sizeBytes === 0, JSON.stringify(readDeviceSysfs(0)));
+  const status = await control.deviceStatus(0);
+  check("STATUS nbd0 → not connected", status.length === 1 && !status[0]!.connected, JSON.stringify(status));
+  const gone = await control.disconnectDevice(0).then(() => "ok", (e: unknown) => describe(e));
+  info(`DISCONNECT of an idle nbd0: ${gone}`);
+  control.close();
+}
+
+try {
+  await main();
+} catch (error) {
+  check("probe ran to the end", false, error instanceof Error ? (error.stack ?? error.message) : String(error));
+}
+process.exit(failures === 0 ? 0 : 1);
