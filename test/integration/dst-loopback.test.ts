@@ -135,7 +135,7 @@ describe("DST over loopback", () => {
     const closed = new Promise<void>((resolve) => {
       garbage.data = undefined;
       const timer = setInterval(() => {
-        if (garbage.readyState === "closed" || (garbage as unknown as { readyState: number }).readyState === -1) {
+        if (String(garbage.readyState) === "closed" || Number(garbage.readyState) < 0) {
           clearInterval(timer);
           resolve();
         }

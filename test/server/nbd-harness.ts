@@ -33,6 +33,7 @@ export interface HarnessOptions {
   room?: number;
   /** Export names that exist; "secret" is refused by policy. Default: "disk" and "". */
   names?: string[];
+  limits?: NbdConnectionOptions["limits"];
 }
 
 export function harness(options: HarnessOptions = {}): Harness {
@@ -50,6 +51,7 @@ export function harness(options: HarnessOptions = {}): Harness {
     },
     list: () => [{ name: "disk", description: "the test disk" }],
     log: { info: (m) => logs.push(`info: ${m}`), warn: (m) => logs.push(`warn: ${m}`) },
+    limits: options.limits,
   };
   const connection = new NbdConnection(sink, PEER, connectionOptions);
   sink.handler = connection;

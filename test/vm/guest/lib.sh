@@ -19,18 +19,17 @@ check() {
 
 run_checks() {
   log=/tmp/run_checks.$$
-  "$@" >"$log" 2>&1
-  rc=$?
-  cat "$log"
+  { "$@" 2>&1; echo "$?" >"$log.rc"; } | tee "$log"
+  rc=$(cat "$log.rc")
   p=$(grep -c '^PASS: ' "$log")
   f=$(grep -c '^FAIL: ' "$log")
   passed=$((passed + p))
   failed=$((failed + f))
   if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
     failed=$((failed + 1))
-    echo "FAIL: $1 exited with status $rc without reporting a failed check"
+    echo "FAIL: $* exited with status $rc without reporting a failed check"
   fi
-  rm -f "$log"
+  rm -f "$log" "$log.rc"
 }
 
 finish() {

@@ -7,7 +7,8 @@
 check "nbd module loaded" test -d /sys/module/nbd
 check "/dev/nbd0 exists" test -b /dev/nbd0
 check "nbd0 starts unattached" sh -c '! test -e /sys/block/nbd0/pid'
-run_checks ./guest-probe
+# A deadline of its own: a hung device must fail this test, not eat the whole VM timeout.
+run_checks timeout 240 ./guest-probe
 check "nbd0 ends unattached" sh -c '! test -e /sys/block/nbd0/pid'
 if [ "$failed" != 0 ]; then
   echo "---- dmesg (last 30 lines) ----"

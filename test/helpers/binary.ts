@@ -1,0 +1,94 @@
+/**
+ * @module test/helpers/binary — the compiled dstd executable for tests that run real
+ * processes. Builds dist/dstd when it is missing or older than any source file, and spawns
+ * exports that report their bound port.
+ */
+import { spawn, spawnSync, type Subprocess } from "bun";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+
+const root = join(import.meta.dir, "..", "..");
+export const DSTD = join(root, "dist", "dstd");
+
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestSource(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** Build dist/dstd if needed (once per test process). */
+export function ensureBinary(): string {
+  if (!existsSync(DSTD) || statSync(DSTD).mtimeMs < newestSource(join(root, "src"))) {
+    const result = spawnSync([process.execPath, "build.ts"], { cwd: root, stdout: "pipe", stderr: "pipe" });
+    if (result.exitCode !== 0) throw new Error(`build failed: ${result.stderr.toString()}`);
+  }
+  return DSTD;
+}
+
+export interface RunningExport {
+  process: Subprocess<"ignore", "pipe", "pipe">;
+  port: number;
+  /** Everything the export logged so far. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** Start `dstd export ARGS --listen 127.0.0.1:0`; resolves once it logs its bound port. */
+export async function startExport(args: string[]): Promise<RunningExport> {
+  const child = spawn([ensureBinary(), "export", "--listen", "127.0.0.1:0", ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let text = "";
+  const decoder = new TextDecoder();
+  const reader = child.stderr.getReader();
+  const port = await new Promise<number>((resolve, reject) => {
+    const pump = async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return reject(new Error(`export exited before listening:\n${text}`));
+        text += decoder.decode(value);
+        const match = /listening for DST on 127\.0\.0\.1:(\d+)/.exec(text);
+        if (match) {
+          resolve(Number(match[1]));
+          break;
+        }
+      }
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        text += decoder.decode(value);
+      }
+    };
+    pump().catch(reject);
+  });
+  return {
+    process: child,
+    port,
+    log: () => text,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.exited;
+    },
+  };
+}
+
+/** Run `dstd ARGS` to completion. */
+export async function runDstd(args: string[], env: Record<string, string> = {}) {
+  const child = spawn([ensureBinary(), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, ...env },
+  });
+  const [stdout, stderr, exitCode] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
+  return { stdout, stderr, exitCode };
+}
