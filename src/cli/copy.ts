@@ -4,6 +4,7 @@
  */
 import { defineCommand } from "citty";
 import { existsSync } from "node:fs";
+import { loadKeyFile } from "../crypto/keys.ts";
 import { copyData, openEndpoint, type CopyEndpoint } from "../daemon/copy.ts";
 import { isUrl, parseExportUrl, type ExportUrl } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
@@ -48,13 +49,16 @@ export default defineCommand({
     inflight: { type: "string", description: "requests in flight (default 32)", valueHint: "N" },
     chunk: { type: "string", description: "bytes per request (default 1MiB)", valueHint: "SIZE" },
     progress: { type: "boolean", description: "show a progress bar (default: when stderr is a terminal)" },
+    "key-file": { type: "string", description: "identity key file to authenticate with (dstd keygen)", valueHint: "FILE" },
   },
   async run({ args }) {
     const { raw, source: configSource, baseDir } = readRawConfig(args.config);
     const config = validateMerged(raw, configSource, baseDir);
     const log = logFromArgs(args["log-level"], "warn", "copy");
     const reliability = config.client.reliability;
-    const engine = { ...reliability, inflight: reliability.inflightMax };
+    const keyFile = args["key-file"] ?? config.client.keyFile ?? undefined;
+    const auth = keyFile ? { key: loadKeyFile(keyFile), suites: config.client.suites } : null;
+    const engine = { ...reliability, inflight: reliability.inflightMax, auth };
     const chunk = args.chunk === undefined ? 1024 * 1024 : parseSize(args.chunk);
     if (typeof chunk === "string") throw new DstdError("E_USAGE", `--chunk: ${chunk}`);
     const inflight = args.inflight === undefined ? 32 : Number(args.inflight);

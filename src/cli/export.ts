@@ -3,6 +3,8 @@
  * export node; stops cleanly on SIGINT/SIGTERM.
  */
 import { defineCommand } from "citty";
+import { resolve } from "node:path";
+import { loadKeyFile } from "../crypto/keys.ts";
 import { startExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
 import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
@@ -22,6 +24,7 @@ export default defineCommand({
     "read-only": { type: "boolean", description: "refuse every write, whatever the client's grant" },
     allow: { type: "string", description: "who may connect, repeatable: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
     description: { type: "string", description: "free-form description shown to NBD clients" },
+    "key-file": { type: "string", description: "identity key file (dstd keygen), repeatable", valueHint: "FILE" },
   },
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
@@ -49,12 +52,18 @@ export default defineCommand({
       else cliIndex = exports.push(base) - 1;
       raw.export = exports;
     }
+    const keyFiles = repeated(rawArgs, "key-file");
+    if (keyFiles.length > 0) {
+      const keys = Array.isArray(raw.key) ? [...(raw.key as unknown[])] : [];
+      for (const path of keyFiles) keys.push({ identity: loadKeyFile(path).identity, file: resolve(path) });
+      raw.key = keys;
+    }
     const config = validateMerged(raw, source, baseDir, cliIndex);
     if (config.exports.length === 0) {
       throw new Error("nothing to export: give --file PATH [--size SIZE], --device PATH or --memory SIZE (or [[export]] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
-    const node = await startExportNode({ exports: config.exports, log, nbdAccept: acceptNbdForExports });
+    const node = await startExportNode({ exports: config.exports, keys: config.keys, log, nbdAccept: acceptNbdForExports });
     const signal = await waitForSignal();
     log.info(`${signal}: stopping`);
     await node.stop();

@@ -16,5 +16,6 @@ export const main = defineCommand({
     copy: () => import("./copy.ts").then((m) => m.default),
     "check-config": () => import("./check-config.ts").then((m) => m.default),
     demo: () => import("./demo.ts").then((m) => m.default),
+    keygen: () => import("./keygen.ts").then((m) => m.default),
   },
 });

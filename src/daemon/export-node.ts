@@ -5,7 +5,10 @@
  */
 import { openBackend } from "../backend/open.ts";
 import type { Backend } from "../backend/types.ts";
-import type { ExportConfig } from "../config/schema.ts";
+import type { ExportConfig, KeyConfig } from "../config/schema.ts";
+import type { KeyTable } from "../crypto/dst-auth.ts";
+import { loadKeyFile } from "../crypto/keys.ts";
+import { DstdError } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
@@ -25,6 +28,8 @@ export interface ExportNode {
 
 export interface ExportNodeOptions {
   exports: readonly ExportConfig[];
+  /** Identities and their pre-shared keys ([[key]] / --key-file). */
+  keys?: readonly KeyConfig[];
   log: Log;
   /** Factory for the NBD front end (server/nbd-connection.ts); null when NBD is not built in. */
   nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
@@ -39,6 +44,25 @@ function byAddress(configs: readonly ExportConfig[], pick: (c: ExportConfig) => 
   const groups = new Map<string, ListenAddress>();
   for (const config of configs) for (const address of pick(config)) groups.set(describeListenAddress(address), address);
   return [...groups.values()];
+}
+
+/** Load every key; a key file naming another identity than its entry is a config error. */
+export function loadKeyTable(keys: readonly KeyConfig[]): KeyTable {
+  const table = new Map<string, Uint8Array[]>();
+  for (const key of keys) {
+    let secret: Uint8Array;
+    if (key.kind === "file") {
+      const material = loadKeyFile(key.path);
+      if (material.identity !== key.identity) {
+        throw new DstdError("E_KEY", `key file ${key.path} is for identity '${material.identity}', not '${key.identity}'`);
+      }
+      secret = material.secret;
+    } else {
+      secret = key.secret;
+    }
+    table.set(key.identity, [...(table.get(key.identity) ?? []), secret]);
+  }
+  return table;
 }
 
 export async function startExportNode(options: ExportNodeOptions): Promise<ExportNode> {
@@ -64,12 +88,13 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
         backend,
         readOnly: config.readOnly,
         allow: [...config.allow],
+        suites: config.suites,
       });
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }
     }
-    const server = new DstServer({ exports, log });
+    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []) });
     const dstListener = await listen(byAddress(options.exports, (c) => c.listen), server.accept);
     listeners.push(dstListener);
     let nbdAddresses: ListenAddress[] = [];

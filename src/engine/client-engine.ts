@@ -21,6 +21,8 @@ import { Prng } from "../lib/prng.ts";
 import { Feature, Flag, HANDSHAKE_PAYLOAD_MAX, HEADER_SIZE, Op, Perm, REPLY_BIT } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { encodeHello, decodeWelcome, type Welcome } from "../wire/dst/handshake.ts";
+import { decodeAttrs } from "../wire/dst/attrs.ts";
+import { ClientAuth, type Channel } from "../crypto/dst-auth.ts";
 import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import type { EngineOptions } from "./options.ts";
@@ -135,6 +137,10 @@ export class ClientEngine {
   private readonly replay = new ReplayLog();
   private internalFlushPending = false;
   private lastError = "";
+  /** Authentication state of the current connection (null: anonymous). */
+  private auth: ClientAuth | null = null;
+  private helloFrame: Uint8Array | null = null;
+  private channel: Channel | null = null;
 
   constructor(options: EngineOptions, io: EngineIO, log: EngineLog) {
     assert(options.inflight >= 1, "inflight must be at least 1");
@@ -177,9 +183,10 @@ export class ClientEngine {
     this.decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
     this.lastReceiveAt = this.now;
     const floor = this.txidFloor();
-    this.io.send(
-      connection,
-      encodeHello({
+    this.channel = null;
+    this.auth = this.options.auth ? new ClientAuth(this.options.auth.key, this.options.auth.suites) : null;
+    this.helloFrame = encodeHello(
+      {
         version: 1,
         exportName: this.options.exportName,
         clientName: this.options.clientName,
@@ -187,8 +194,16 @@ export class ClientEngine {
         features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
         sessionId: this.sessionId,
         txidFloor: floor,
-      }),
+      },
+      this.auth?.helloAttrs() ?? [],
     );
+    this.io.send(connection, this.helloFrame);
+  }
+
+  /** Put one frame on the current connection, sealed when the channel is protected. */
+  private transmit(frame: Uint8Array): void {
+    // Sealing works in place; the transaction keeps its plaintext frame for resends.
+    this.io.send(this.connection, this.channel ? this.channel.sealer.seal(frame.slice()) : frame);
   }
 
   connectFailed(connection: number, reason: string): void {
@@ -339,9 +354,13 @@ export class ClientEngine {
     return Math.round(base * (0.5 + 0.5 * this.prng.float()));
   }
 
-  private readonly onFrame = (header: Header, payload: Uint8Array): void => {
+  private readonly onFrame = (header: Header, payload: Uint8Array, frame: Uint8Array): void => {
     if (this.state !== "ready" && this.state !== "handshaking") return; // dropped mid-chunk
-    if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
+    if (this.channel !== null) {
+      const opened = this.channel.opener.open(frame);
+      if (typeof opened === "string") return this.dropConnection(`from export: ${opened}`);
+    }
+    if (header.opcode === Op.CHALLENGE) return this.onChallenge(payload);    if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
     if (this.state !== "ready") return this.dropConnection("export sent a request before the handshake finished");
     if (header.opcode === Op.PONG) return;
     if ((header.opcode & REPLY_BIT) === 0) return this.dropConnection("export sent a request frame");
@@ -359,9 +378,28 @@ export class ClientEngine {
     this.complete(txn, header.status, txn.kind === "read" && header.status === 0 ? payload : null);
   };
 
+  private onChallenge(payload: Uint8Array): void {
+    if (this.state !== "handshaking" || this.auth === null || this.channel !== null) {
+      return this.dropConnection("unexpected CHALLENGE from export");
+    }
+    const attrs = decodeAttrs(payload);
+    const result = typeof attrs === "string" ? `malformed CHALLENGE: ${attrs}` : this.auth.onChallenge(this.helloFrame!, attrs);
+    if (typeof result === "string") {
+      const message = `export refused or failed authentication: ${result}`;
+      if (!this.everReady) return this.fail(message, Errno.EACCES);
+      return this.dropConnection(message);
+    }
+    this.io.send(this.connection, result.auth);
+    this.channel = result.channel;
+  }
+
   private onWelcome(header: Header, payload: Uint8Array): void {
     const result = decodeWelcome(header, payload);
     if (typeof result === "string") return this.dropConnection(`malformed WELCOME: ${result}`);
+    if (result.ok && this.auth !== null && this.channel === null) {
+      // We hold a key: an unauthenticated WELCOME would be a downgrade. Fail closed.
+      return this.fail("export did not authenticate (it answered without a CHALLENGE); refusing an unprotected channel", Errno.EACCES);
+    }
     if (!result.ok) {
       const message = `export refused: ${result.message} (${errnoMessage(result.status)})`;
       if (!this.everReady && permanentRefusals.has(result.status)) return this.fail(message, result.status);
@@ -446,7 +484,7 @@ export class ClientEngine {
     this.onWire++;
     if (txn.sends > 0) this.counters.resends++;
     txn.sends++;
-    this.io.send(this.connection, txn.frame);
+    this.transmit(txn.frame);
   }
 
   private jitter(ms: number): number {
@@ -494,7 +532,7 @@ export class ClientEngine {
     if (silentMs >= this.options.keepaliveIntervalMs && now - this.lastPingAt >= this.options.keepaliveIntervalMs) {
       this.lastPingAt = now;
       this.counters.pings++;
-      this.io.send(this.connection, encodeFrame({ opcode: Op.PING, txid: 0, offset: this.txidFloor() }));
+      this.transmit(encodeFrame({ opcode: Op.PING, txid: 0, offset: this.txidFloor() }));
     }
     for (const txn of this.pending.values()) {
       if (txn.sentOn !== this.connection || now < txn.nextResendAt) continue;
@@ -507,7 +545,7 @@ export class ClientEngine {
       this.counters.resends++;
       txn.resendIntervalMs = Math.min(txn.resendIntervalMs * 2, this.options.resendIntervalMaxMs);
       txn.nextResendAt = now + this.jitter(txn.resendIntervalMs);
-      this.io.send(this.connection, txn.frame);
+      this.transmit(txn.frame);
     }
   }
 

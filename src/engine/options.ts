@@ -6,7 +6,12 @@
  * deadlineMs to the longest outage the application tolerates, and inflight to the
  * bandwidth-delay product divided by the request size.
  */
+import type { KeyMaterial } from "../crypto/keys.ts";
+import type { SuiteName } from "../crypto/suites.ts";
+
 export interface EngineOptions {
+  /** Pre-shared key and the suites to offer, in preference order; null/absent: anonymous. */
+  auth?: { key: KeyMaterial; suites: readonly SuiteName[] } | null;
   /** Export to ask for in HELLO. */
   exportName: string;
   /** Free-form client description sent in HELLO (logs only). */

@@ -31,6 +31,10 @@ import {
 } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { decodeHello, encodeRefusal, encodeWelcome, negotiateVersion, type Hello } from "../wire/dst/handshake.ts";
+import { decodeAttrs } from "../wire/dst/attrs.ts";
+import { Attr } from "../wire/dst/constants.ts";
+import { serverChallenge, type Channel, type KeyTable, type PendingAuth } from "../crypto/dst-auth.ts";
+import { DEFAULT_SUITES, isLoopbackAddress } from "../crypto/suites.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
 import { describePeer, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
 import type { Export } from "./exports.ts";
@@ -48,6 +52,8 @@ export interface DstServerOptions {
   maxInflight?: number;
   /** Epoch override (simulation restarts pick their own); random otherwise. */
   epoch?: number;
+  /** Pre-shared keys by identity (several during a rotation overlap). */
+  keys?: KeyTable;
 }
 
 interface Session {
@@ -74,11 +80,13 @@ export class DstServer {
   private readonly sessions = new Map<string, Session>();
   readonly log: ServerLog;
   readonly maxInflight: number;
+  readonly keys: KeyTable;
 
   constructor(options: DstServerOptions) {
     for (const e of options.exports) this.exportsByName.set(e.name, e);
     this.log = options.log;
     this.maxInflight = options.maxInflight ?? 256;
+    this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
   }
 
@@ -142,7 +150,10 @@ const kindOf: Record<number, RequestKind> = {
 };
 
 export class DstConnection implements ConnectionHandler {
-  private state: "hello" | "ready" | "closed" = "hello";
+  private state: "hello" | "auth" | "ready" | "closed" = "hello";
+  /** Set once the authenticated handshake completes: every later frame is sealed/opened. */
+  private channel: Channel | null = null;
+  private pending: { auth: PendingAuth; hello: Hello; exp: Export } | null = null;
   private readonly decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
   private exp: Export | null = null;
   private backend: Backend | null = null;
@@ -184,6 +195,12 @@ export class DstConnection implements ConnectionHandler {
 
   onClose(reason: string | null): void {
     if (this.state === "closed") return;
+    if (this.state === "auth" && this.pending !== null) {
+      // The client checks our proof first and leaves when it fails: that is how a wrong key
+      // or an unknown identity ends. Say which, here only (never to the client).
+      const why = this.pending.auth.known ? "client rejected the export's proof: keys differ" : "unknown identity or key id";
+      this.server.log.warn(`${this.name}: identity '${this.pending.auth.identity}': authentication failed (${why})`);
+    }
     this.state = "closed";
     if (this.session?.connection === this) this.session.connection = null;
     this.server.log.info(`${this.name}: closed${reason ? ` (${reason})` : ""}`);
@@ -197,9 +214,14 @@ export class DstConnection implements ConnectionHandler {
     this.sink.destroy();
   }
 
-  private readonly onFrame = (header: Header, payload: Uint8Array): void => {
+  private readonly onFrame = (header: Header, payload: Uint8Array, frame: Uint8Array): void => {
     if (this.state === "closed") return;
-    if (this.state === "hello") return this.onHello(header, payload);
+    if (this.channel !== null) {
+      const opened = this.channel.opener.open(frame);
+      if (typeof opened === "string") return this.protocolError(opened);
+    }
+    if (this.state === "hello") return this.onHello(header, payload, frame);
+    if (this.state === "auth") return this.onAuth(header, payload);
     const kind = kindOf[header.opcode];
     if (kind !== undefined) return this.onRequest(kind, header, payload);
     if (header.opcode === Op.PING) {
@@ -209,7 +231,7 @@ export class DstConnection implements ConnectionHandler {
     this.protocolError(`unexpected ${opcodeName(header.opcode)} after the handshake`);
   };
 
-  private onHello(header: Header, payload: Uint8Array): void {
+  private onHello(header: Header, payload: Uint8Array, frame: Uint8Array): void {
     if (header.opcode !== Op.HELLO) return this.protocolError(`expected HELLO, got ${opcodeName(header.opcode)}`);
     const version = negotiateVersion(header.version);
     if (typeof version === "string") return this.refuse(Errno.EPROTONOSUPPORT, version);
@@ -217,10 +239,49 @@ export class DstConnection implements ConnectionHandler {
     if (typeof hello === "string") return this.refuse(Errno.EINVAL, `malformed HELLO: ${hello}`);
     const exp = this.server.findExport(hello.exportName);
     if (exp === undefined) return this.refuse(Errno.ENOENT, `no export named '${hello.exportName}'`);
-    const access = matchAllow(exp.allow, this.peer, null);
+    const attrs = decodeAttrs(payload);
+    if (typeof attrs !== "string" && attrs.has(Attr.IDENTITY)) {
+      const auth = serverChallenge(frame.slice(), attrs, this.server.keys, exp.suites ?? DEFAULT_SUITES, this.peer);
+      if ("refuse" in auth) return this.refuse(Errno.EPROTONOSUPPORT, auth.refuse);
+      this.pending = { auth, hello, exp };
+      this.state = "auth";
+      this.sink.write(auth.challenge);
+      return;
+    }
+    // Anonymous clients (no key): only address rules without an identity can admit them, and
+    // only where the channel may go unprotected (suite none): Unix sockets and loopback.
+    if (this.peer.transport === "tcp" && !isLoopbackAddress(this.peer.address)) {
+      return this.refuse(
+        Errno.EACCES,
+        `anonymous clients are accepted only on loopback and Unix sockets; ${this.peer.address} must authenticate with a key (dstd keygen)`,
+      );
+    }
+    this.admit(hello, exp, null);
+  }
+
+  private onAuth(header: Header, payload: Uint8Array): void {
+    const pending = this.pending!;
+    this.pending = null;
+    if (header.opcode !== Op.AUTH) return this.protocolError(`expected AUTH, got ${opcodeName(header.opcode)}`);
+    const attrs = decodeAttrs(payload);
+    const result = typeof attrs === "string" ? attrs : pending.auth.complete(attrs);
+    const identity = pending.auth.identity;
+    if (typeof result === "string") {
+      const why = pending.auth.known ? result : "unknown identity or key id";
+      this.server.log.warn(`${this.name}: identity '${identity}': authentication failed (${why})`);
+      return this.refuse(Errno.EACCES, "authentication failed (wrong key or unknown identity)", false);
+    }
+    this.channel = result;
+    this.admit(pending.hello, pending.exp, identity);
+  }
+
+  /** Access check (after authentication, so refusals reveal nothing to strangers), then WELCOME. */
+  private admit(hello: Hello, exp: Export, identity: string | null): void {
+    const access = matchAllow(exp.allow, this.peer, identity);
     if (access === null) {
-      const who = this.peer.transport === "unix" ? "unix socket clients are" : `address ${this.peer.address} is`;
-      return this.refuse(Errno.EACCES, `${who} not allowed to use export '${exp.name}'`);
+      const where = this.peer.transport === "unix" ? "a Unix socket" : this.peer.address;
+      const who = identity === null ? `anonymous clients from ${where} are` : `identity '${identity}' from ${where} is`;
+      return this.refuse(Errno.EACCES, `access denied: ${who} not allowed to use export '${exp.name}'`);
     }
     this.exp = exp;
     this.backend = exp.backend;
@@ -230,7 +291,7 @@ export class DstConnection implements ConnectionHandler {
     const { session, resumed } = this.server.bindSession(hello, exp.name, this);
     this.session = session;
     this.state = "ready";
-    this.sink.write(
+    this.send(
       encodeWelcome({
         size: exp.backend.size,
         blockMin: 1,
@@ -244,8 +305,9 @@ export class DstConnection implements ConnectionHandler {
       }),
     );
     const sessionText = `session ${session.key.slice(0, 8)}${resumed ? " (resumed)" : ""}`;
+    const who = identity === null ? "anonymous" : `identity '${identity}', suite ${this.channel?.suite}`;
     this.server.log.info(
-      `${this.name}: handshake ok: export '${exp.name}' ${this.writable ? "rw" : "ro"}, ${sessionText}, client '${hello.clientName}'`,
+      `${this.name}: handshake ok: export '${exp.name}' ${this.writable ? "rw" : "ro"}, ${who}, ${sessionText}, client '${hello.clientName}'`,
     );
   }
 
@@ -335,6 +397,7 @@ export class DstConnection implements ConnectionHandler {
       payloadLength: header.length,
       status: 0,
     });
+    this.channel?.sealer.seal(frame.subarray(at, at + total));
     if (batched) this.batchFill += total;
     else this.sink.write(frame);
   }
@@ -351,6 +414,7 @@ export class DstConnection implements ConnectionHandler {
       payloadLength: 0,
       status,
     });
+    this.channel?.sealer.seal(this.batch.subarray(this.batchFill, this.batchFill + HEADER_SIZE));
     this.batchFill += HEADER_SIZE;
   }
 
@@ -361,11 +425,16 @@ export class DstConnection implements ConnectionHandler {
     this.batchFill = 0;
   }
 
-  private refuse(status: number, message: string): void {
-    this.server.counters.refused++;
-    this.server.log.warn(`${this.name}: refused: ${message}`);
+  /** Write one whole frame, sealed when the channel is protected. */
+  private send(frame: Uint8Array): void {
     this.flushBatch();
-    this.sink.write(encodeRefusal(status, message));
+    this.sink.write(this.channel ? this.channel.sealer.seal(frame) : frame);
+  }
+
+  private refuse(status: number, message: string, log = true): void {
+    this.server.counters.refused++;
+    if (log) this.server.log.warn(`${this.name}: refused: ${message}`);
+    this.send(encodeRefusal(status, message));
     this.state = "closed";
     this.sink.end();
   }

@@ -5,6 +5,7 @@
  */
 import type { Backend } from "../backend/types.ts";
 import type { AllowRule } from "../lib/acl.ts";
+import type { SuiteName } from "../crypto/suites.ts";
 
 export interface Export {
   name: string;
@@ -14,4 +15,6 @@ export interface Export {
   readOnly: boolean;
   /** Allow list; empty means nobody gets in (fail closed). */
   allow: AllowRule[];
+  /** Channel suites authenticated clients may use (default: DEFAULT_SUITES, never none). */
+  suites?: readonly SuiteName[];
 }

@@ -92,7 +92,7 @@ describe("compiled dstd", () => {
     const refusing = await startExport(["--memory", "1MiB", "--allow", "10.0.0.0/8:rw"]);
     const refused = await runDstd(["copy", small, `dst://127.0.0.1:${refusing.port}/disk`]);
     expect(refused.exitCode).not.toBe(0);
-    expect(refused.stderr).toContain("address 127.0.0.1 is not allowed to use export 'disk'");
+    expect(refused.stderr).toContain("access denied: anonymous clients from 127.0.0.1 are not allowed to use export 'disk'");
     await refusing.stop();
 
     const readOnly = await startExport(["--memory", "1MiB", "--read-only", "--allow", "127.0.0.1/32:rw"]);

@@ -120,7 +120,7 @@ describe("DST over loopback", () => {
 
   test("unknown export and empty allow list are refused with a clear message", async () => {
     await expect(open("nope")).rejects.toThrow(/no export named 'nope'/);
-    await expect(open("nobody")).rejects.toThrow(/address 127.0.0.1 is not allowed to use export 'nobody'/);
+    await expect(open("nobody")).rejects.toThrow(/access denied: anonymous clients from 127.0.0.1 are not allowed to use export 'nobody'/);
     expect(serverLog.lines.some((l) => l.includes("refused: no export named 'nope'"))).toBe(true);
   });
 

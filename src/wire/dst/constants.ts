@@ -48,8 +48,12 @@ export const REPLY_BIT = 0x80;
 
 export const Op = {
   HELLO: 0x01,
-  /** Reply to HELLO. */
+  /** Reply to HELLO (anonymous) or to AUTH (authenticated; the first protected frame). */
   WELCOME: 0x01 | REPLY_BIT,
+  /** Client's proof of the pre-shared key (docs/security.md §3). */
+  AUTH: 0x02,
+  /** Server's reply to an authenticating HELLO: its nonce, choices and proof. */
+  CHALLENGE: 0x02 | REPLY_BIT,
   READ: 0x10,
   WRITE: 0x11,
   FLUSH: 0x12,
@@ -108,6 +112,20 @@ export const Attr = {
   MAX_INFLIGHT: 12,
   /** HELLO: u64 lowest txid the client still holds in flight (the export may forget older ids). */
   TXID_FLOOR: 13,
+  /** HELLO: utf-8 identity whose pre-shared key the client holds (security.md §3). */
+  IDENTITY: 14,
+  /** HELLO: 8-byte public key id, keyId(psk), picks the key during a rotation overlap. */
+  KEY_ID: 15,
+  /** HELLO and CHALLENGE: 32-byte fresh random nonce of the sender. */
+  NONCE: 16,
+  /** HELLO and CHALLENGE: 32-byte X25519 ephemeral public key (forward secrecy). */
+  EPHEMERAL: 17,
+  /** HELLO: utf-8 comma-separated suites the client accepts, in preference order. */
+  SUITES: 18,
+  /** CHALLENGE: utf-8 name of the chosen suite. */
+  SUITE: 19,
+  /** CHALLENGE (server proof) and AUTH (client proof): 32-byte HMAC over the transcript. */
+  PROOF: 20,
 } as const;
 
 export const Perm = { READ: 0x01, WRITE: 0x02 } as const;

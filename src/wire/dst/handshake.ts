@@ -30,6 +30,11 @@ function checkPayloadMax(n: number, type: string): string | null {
   return n >= PAYLOAD_MAX_MIN ? null : `${type} MAX_PAYLOAD ${n} is below the minimum ${PAYLOAD_MAX_MIN}`;
 }
 
+/** A handshake frame of any opcode (CHALLENGE, AUTH) with the given attributes. */
+export function encodeHandshakeFrame(opcode: number, records: AttrRecord[]): Uint8Array {
+  return frame(DST_VERSION, opcode, 0, records);
+}
+
 function frame(version: number, opcode: number, status: number, records: AttrRecord[]): Uint8Array {
   let size = 0;
   for (const [, value] of records) size += 4 + value.length;
@@ -62,7 +67,7 @@ export interface Hello {
 }
 
 /** A whole HELLO frame: header version = h.version, txid 0. Attributes in type order. */
-export function encodeHello(h: Hello): Uint8Array {
+export function encodeHello(h: Hello, extra: AttrRecord[] = []): Uint8Array {
   const name = utf8.encode(h.exportName);
   const client = utf8.encode(h.clientName);
   assert(name.length >= 1 && name.length <= NAME_MAX, `export name must be 1..${NAME_MAX} utf-8 bytes`);
@@ -73,6 +78,7 @@ export function encodeHello(h: Hello): Uint8Array {
   records.push([Attr.MAX_PAYLOAD, u32(h.maxPayload)], [Attr.FEATURES, u32(h.features)]);
   if (h.sessionId !== null) records.push([Attr.SESSION_ID, h.sessionId]);
   if (h.txidFloor !== 0) records.push([Attr.TXID_FLOOR, u64(h.txidFloor)]);
+  records.push(...extra);
   return frame(h.version, Op.HELLO, 0, records);
 }
 

@@ -71,6 +71,8 @@ function rule(opcode: number, flags: number, payload: Payload): void {
 }
 rule(Op.HELLO, 0, Payload.Attributes);
 rule(Op.WELCOME, 0, Payload.Attributes);
+rule(Op.AUTH, 0, Payload.Attributes);
+rule(Op.CHALLENGE, 0, Payload.Attributes);
 rule(Op.READ, 0, Payload.None);
 rule(Op.READ | REPLY_BIT, 0, Payload.LengthIfOk);
 rule(Op.WRITE, Flag.FUA, Payload.Length);

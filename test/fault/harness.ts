@@ -1,0 +1,223 @@
+/**
+ * @module test/fault/harness — real processes for the fault tests: make sure dist/dstd is
+ * built from the current source, run `dstd export` and `dstd copy` as child processes, make
+ * random source files, and compare files block by block with sha256.
+ * Test tooling only; never imported by src/.
+ */
+import type { Subprocess } from "bun";
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { createHash, randomFillSync } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dir, "../..");
+export const BINARY = join(ROOT, "dist/dstd");
+export const MiB = 1024 * 1024;
+const BUN = join(ROOT, "node_modules/.bin/bun");
+
+function newestMtime(path: string): number {
+  const info = statSync(path);
+  if (!info.isDirectory()) return info.mtimeMs;
+  let newest = 0;
+  for (const entry of readdirSync(path)) newest = Math.max(newest, newestMtime(join(path, entry)));
+  return newest;
+}
+
+/** Build dist/dstd when it is missing or older than anything in src/ (or the build inputs). */
+export function ensureBinary(): void {
+  const sourceTime = Math.max(
+    newestMtime(join(ROOT, "src")),
+    newestMtime(join(ROOT, "build.ts")),
+    newestMtime(join(ROOT, "package.json")),
+  );
+  let binaryTime = 0;
+  try {
+    binaryTime = statSync(BINARY).mtimeMs;
+  } catch {}
+  if (binaryTime > sourceTime) return;
+  const started = performance.now();
+  const result = Bun.spawnSync([BUN, "run", "build"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (result.exitCode !== 0) {
+    throw new Error(`bun run build failed (exit ${result.exitCode}):\n${result.stdout.toString()}${result.stderr.toString()}`);
+  }
+  console.log(`built dist/dstd in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+export function tempDir(tag: string): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), `dstd-fault-${tag}-`));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A file of `size` random bytes (no all-zero 1 MiB block, so every block travels as data). */
+export function writeRandomFile(path: string, size: number): void {
+  const fd = openSync(path, "w");
+  const buffer = Buffer.allocUnsafe(16 * MiB);
+  try {
+    for (let at = 0; at < size; at += buffer.length) {
+      const n = Math.min(buffer.length, size - at);
+      randomFillSync(buffer, 0, n);
+      writeSync(fd, buffer, 0, n, at);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** sha256 of every `blockSize` block of the first `length` bytes of `path` (short file: zeros). */
+export function blockHashes(path: string, length: number, blockSize = MiB): string[] {
+  const fd = openSync(path, "r");
+  const block = Buffer.alloc(blockSize);
+  const hashes: string[] = [];
+  try {
+    for (let at = 0; at < length; at += blockSize) {
+      const n = Math.min(blockSize, length - at);
+      block.fill(0);
+      let got = 0;
+      while (got < n) {
+        const r = readSync(fd, block, got, n - got, at + got);
+        if (r === 0) break;
+        got += r;
+      }
+      hashes.push(createHash("sha256").update(block.subarray(0, n)).digest("hex"));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hashes;
+}
+
+export interface Comparison {
+  blocks: number;
+  differing: number;
+  /** First few differing block indexes, for the failure message. */
+  examples: number[];
+}
+
+export function compareBlocks(expected: string[], actualPath: string, length: number, blockSize = MiB): Comparison {
+  const actual = blockHashes(actualPath, length, blockSize);
+  const differingIndexes = expected.flatMap((hash, i) => (actual[i] === hash ? [] : [i]));
+  return { blocks: expected.length, differing: differingIndexes.length, examples: differingIndexes.slice(0, 8) };
+}
+
+export interface RunningExport {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  port: number;
+  /** Everything the export printed so far. */
+  output(): string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Collect a child's stream as text while it runs. */
+function collect(stream: ReadableStream<Uint8Array>): { text(): string; done: Promise<void> } {
+  const decoder = new TextDecoder();
+  let text = "";
+  const done = (async () => {
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+  })();
+  return { text: () => text, done };
+}
+
+/**
+ * Start `dstd export` on a file (created with `size` when missing) listening on
+ * 127.0.0.1:`port` (0 = any); resolves once it reports the port it listens on.
+ */
+export async function startExport(options: { file?: string; memory?: string; size?: number; port?: number }): Promise<RunningExport> {
+  const backend = options.file
+    ? ["--file", options.file, ...(options.size ? ["--size", String(options.size)] : [])]
+    : ["--memory", options.memory ?? "64MiB"];
+  const proc = Bun.spawn(
+    [BINARY, "export", ...backend, "--listen", `127.0.0.1:${options.port ?? 0}`, "--allow", "127.0.0.1/32:rw", "--log-level", "info"],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+  );
+  const out = collect(proc.stdout);
+  const err = collect(proc.stderr);
+  const output = () => out.text() + err.text();
+  const deadline = performance.now() + 10_000;
+  let port = 0;
+  while (port === 0) {
+    const match = /listening for DST on 127\.0\.0\.1:(\d+)/.exec(output());
+    if (match) port = Number(match[1]);
+    else if (proc.exitCode !== null || performance.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`dstd export did not start (exit ${proc.exitCode}):\n${output()}`);
+    } else await Bun.sleep(10);
+  }
+  return {
+    proc,
+    port,
+    output,
+    async kill(signal = "SIGTERM") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await proc.exited;
+    },
+  };
+}
+
+/** Client reliability keys for a [client] table, e.g. { deadline: "120s" }. */
+export function writeClientConfig(path: string, keys: Record<string, string | number>): string {
+  const lines = Object.entries(keys).map(([k, v]) => `${k} = ${typeof v === "number" ? v : JSON.stringify(v)}`);
+  writeFileSync(path, `[client]\n${lines.join("\n")}\n`);
+  return path;
+}
+
+export interface CopyRun {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  startedAt: number;
+  /** Resolves when the copy exits: exit code, seconds, and everything it printed. */
+  result: Promise<{ exitCode: number; seconds: number; output: string }>;
+  output(): string;
+}
+
+/** Run `dstd copy SOURCE TARGET [--config FILE]` with info logging (reconnects are logged). */
+export function startCopy(source: string, target: string, config?: string, extra: string[] = []): CopyRun {
+  const startedAt = performance.now();
+  const proc = Bun.spawn(
+    [BINARY, "copy", source, target, ...(config ? ["--config", config] : []), "--log-level", "info", ...extra],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+  );
+  const out = collect(proc.stdout);
+  const err = collect(proc.stderr);
+  const output = () => out.text() + err.text();
+  const result = (async () => {
+    const exitCode = await proc.exited;
+    await Promise.all([out.done, err.done]);
+    return { exitCode, seconds: (performance.now() - startedAt) / 1000, output: output() };
+  })();
+  return { proc, startedAt, result, output };
+}
+
+/** Poll (every 20 ms) until `check` is true; throw naming `what` after `ms`. */
+export async function waitFor(what: string, check: () => boolean, ms: number): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
+/** Bytes allocated to a (sparse) file: grows as the export writes into it. */
+export function allocatedBytes(path: string): number {
+  try {
+    return statSync(path).blocks * 512;
+  } catch {
+    return 0;
+  }
+}
+
+/** Lines of a copy's output that report a lost connection (the engine logs each one). */
+export function connectionLostLines(output: string): string[] {
+  return output.split("\n").filter((line) => line.includes("connection lost"));
+}
+
+/**
+ * Engine counters, when the copy prints them (`reconnects=N replays=N ...` or
+ * `reconnects N`); null when this build of `dstd copy` does not report them.
+ */
+export function reportedCounter(output: string, name: string): number | null {
+  const match = new RegExp(`\\b${name}[=: ]\\s*(\\d+)`).exec(output);
+  return match ? Number(match[1]) : null;
+}
+
+export function seconds(since: number): string {
+  return ((performance.now() - since) / 1000).toFixed(1);
+}
