@@ -58,7 +58,7 @@ export default defineCommand({
     const reliability = config.client.reliability;
     const keyFile = args["key-file"] ?? config.client.keyFile ?? undefined;
     const auth = keyFile ? { key: loadKeyFile(keyFile), suites: config.client.suites } : null;
-    const engine = { ...reliability, inflight: reliability.inflightMax, auth };
+    const engine = { ...reliability, inflight: reliability.inflightMax, auth, checksums: config.client.checksums };
     const chunk = args.chunk === undefined ? 1024 * 1024 : parseSize(args.chunk);
     if (typeof chunk === "string") throw new DstdError("E_USAGE", `--chunk: ${chunk}`);
     const inflight = args.inflight === undefined ? 32 : Number(args.inflight);

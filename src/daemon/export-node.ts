@@ -89,6 +89,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
         readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
+        checksums: config.checksums,
       });
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);

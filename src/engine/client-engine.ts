@@ -23,7 +23,9 @@ import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { encodeHello, decodeWelcome, type Welcome } from "../wire/dst/handshake.ts";
 import { decodeAttrs } from "../wire/dst/attrs.ts";
 import { ClientAuth, type Channel } from "../crypto/dst-auth.ts";
-import { encodeFrame, type Header } from "../wire/dst/header.ts";
+import { computeDigest, DEFAULT_CHECKSUMS, digestSize, isChecksumName, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
+import { Attr } from "../wire/dst/constants.ts";
+import { encodeFrame, frameBuffer, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import type { EngineOptions } from "./options.ts";
 import { ReplayLog } from "./replay-log.ts";
@@ -141,6 +143,8 @@ export class ClientEngine {
   private auth: ClientAuth | null = null;
   private helloFrame: Uint8Array | null = null;
   private channel: Channel | null = null;
+  /** Data checksum in force (chosen by the export in WELCOME). */
+  private checksum: ChecksumName = "none";
 
   constructor(options: EngineOptions, io: EngineIO, log: EngineLog) {
     assert(options.inflight >= 1, "inflight must be at least 1");
@@ -160,6 +164,11 @@ export class ClientEngine {
   /** Acknowledged writes still held for replay, in bytes. */
   get replayBytes(): number {
     return this.replay.bytes;
+  }
+
+  /** Acknowledged mutations still held for replay (entries, not bytes). */
+  get replayEntries(): number {
+    return this.replay.size;
   }
 
   /** Requests submitted and not yet completed. */
@@ -195,7 +204,10 @@ export class ClientEngine {
         sessionId: this.sessionId,
         txidFloor: floor,
       },
-      this.auth?.helloAttrs() ?? [],
+      [
+        ...(this.auth?.helloAttrs() ?? []),
+        [Attr.CHECKSUMS, new TextEncoder().encode((this.options.checksums ?? DEFAULT_CHECKSUMS).join(","))],
+      ],
     );
     this.io.send(connection, this.helloFrame);
   }
@@ -264,15 +276,17 @@ export class ClientEngine {
 
   // ---- API ------------------------------------------------------------------------------
 
-  submit(request: Request, done: Completion): void {
+  /** Queue a request; returns its txid (0 when refused at once because the engine has stopped). */
+  submit(request: Request, done: Completion): number {
     if (this.state === "failed" || this.state === "closed") {
       done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
-      return;
+      return 0;
     }
     const txn = this.makeTxn(request, done, null);
     this.pending.set(txn.txid, txn);
     this.waiting.push(txn);
     this.pump();
+    return txn.txid;
   }
 
   // ---- internals ------------------------------------------------------------------------
@@ -283,16 +297,26 @@ export class ClientEngine {
     let flags = request.fua ? Flag.FUA : 0;
     if (request.kind === "zero" && request.noHole) flags |= Flag.NO_HOLE;
     const txid = this.nextTxid++;
-    const frame = encodeFrame(
-      {
-        opcode: opcodeOf[request.kind],
-        flags,
-        txid,
-        offset: request.kind === "flush" ? 0 : request.offset,
-        length: request.kind === "flush" ? 0 : request.length,
-      },
-      isWrite ? request.data : undefined,
-    );
+    const digest = isWrite ? digestSize(this.checksum) : 0;
+    if (digest > 0) flags |= Flag.DIGEST;
+    const fields = {
+      opcode: opcodeOf[request.kind],
+      flags,
+      txid,
+      offset: request.kind === "flush" ? 0 : request.offset,
+      length: request.kind === "flush" ? 0 : request.length,
+    };
+    let frame: Uint8Array;
+    if (digest > 0) {
+      // The digest is taken over our own copy, so corruption anywhere after this point —
+      // network, export memory — is caught by the export before the write is applied.
+      frame = frameBuffer(fields, request.length + digest);
+      frame.set(request.data!, HEADER_SIZE);
+      const end = HEADER_SIZE + request.length;
+      computeDigest(this.checksum, frame.subarray(HEADER_SIZE, end), frame, end);
+    } else {
+      frame = encodeFrame(fields, isWrite ? request.data : undefined);
+    }
     return {
       txid,
       kind: request.kind,
@@ -375,7 +399,15 @@ export class ClientEngine {
     if (header.status === Errno.ESHUTDOWN) {
       return this.dropConnection("export is shutting down");
     }
-    this.complete(txn, header.status, txn.kind === "read" && header.status === 0 ? payload : null);
+    if (header.status === Errno.EBADMSG) return this.retryCorrupt(txn, "the export found the write's data checksum wrong");
+    let data: Uint8Array | null = null;
+    if (txn.kind === "read" && header.status === 0) {
+      data = payload.subarray(0, header.length);
+      if ((header.flags & Flag.DIGEST) !== 0 && !verifyDigest(this.checksum, data, payload.subarray(header.length))) {
+        return this.retryCorrupt(txn, "READ reply failed its data checksum");
+      }
+    }
+    this.complete(txn, header.status, data);
   };
 
   private onChallenge(payload: Uint8Array): void {
@@ -391,6 +423,21 @@ export class ClientEngine {
     }
     this.io.send(this.connection, result.auth);
     this.channel = result.channel;
+  }
+
+  /** A digest mismatch: send the same request again, within the resend budget. */
+  private retryCorrupt(txn: Txn, why: string): void {
+    this.counters.checksumFailures++;
+    if (txn.resends >= this.options.maxResends) {
+      this.log.warn(`txid ${txn.txid}: ${why}; giving up after ${txn.resends} resends`);
+      return this.complete(txn, Errno.EBADMSG, null);
+    }
+    this.log.warn(`txid ${txn.txid}: ${why}; resending`);
+    txn.resends++;
+    txn.sends++;
+    this.counters.resends++;
+    txn.nextResendAt = this.now + this.jitter(txn.resendIntervalMs);
+    this.transmit(txn.frame);
   }
 
   private onWelcome(header: Header, payload: Uint8Array): void {
@@ -415,6 +462,9 @@ export class ClientEngine {
     this.sessionId = welcome.sessionId;
     this.epoch = welcome.epoch;
     this.maxPayload = Math.min(this.options.maxPayload, welcome.maxPayload);
+    const checksum = welcome.checksum ?? "none";
+    if (!isChecksumName(checksum)) return this.dropConnection(`export chose unknown data checksum '${checksum}'`);
+    this.checksum = checksum;
     this.decoder.maxPayload = this.maxPayload;
     this.window = Math.max(1, Math.min(this.options.inflight, welcome.maxInflight));
     this.reconnectAttempt = 0;
@@ -508,7 +558,10 @@ export class ClientEngine {
     if (txn.internal === "replay") return; // its entry is still in the log
     switch (txn.kind) {
       case "write":
-        if (!txn.fua) this.replay.append("write", txn.offset, txn.length, txn.frame.subarray(HEADER_SIZE), false);
+        if (!txn.fua) {
+          const data = txn.frame.subarray(HEADER_SIZE, HEADER_SIZE + txn.length);
+          this.replay.append("write", txn.offset, txn.length, data, false);
+        }
         break;
       case "trim":
       case "zero":

@@ -21,6 +21,8 @@ export interface EngineCounters {
   staleReplies: number;
   /** FLUSHes the engine issued itself because the replay buffer reached its bound. */
   autoFlushes: number;
+  /** Data digests that did not match (READ replies we checked, WRITEs the export refused). */
+  checksumFailures: number;
   /** Requests on the wire right now (gauge). */
   inflight: number;
 }
@@ -36,6 +38,7 @@ export function newCounters(): EngineCounters {
     timeouts: 0,
     staleReplies: 0,
     autoFlushes: 0,
+    checksumFailures: 0,
     inflight: 0,
   };
 }

@@ -8,10 +8,13 @@
  */
 import type { KeyMaterial } from "../crypto/keys.ts";
 import type { SuiteName } from "../crypto/suites.ts";
+import type { ChecksumName } from "../crypto/checksum.ts";
 
 export interface EngineOptions {
   /** Pre-shared key and the suites to offer, in preference order; null/absent: anonymous. */
   auth?: { key: KeyMaterial; suites: readonly SuiteName[] } | null;
+  /** End-to-end data checksums to offer, in preference order (default: xxh3 first). */
+  checksums?: readonly ChecksumName[];
   /** Export to ask for in HELLO. */
   exportName: string;
   /** Free-form client description sent in HELLO (logs only). */

@@ -35,6 +35,7 @@ import { decodeAttrs } from "../wire/dst/attrs.ts";
 import { Attr } from "../wire/dst/constants.ts";
 import { serverChallenge, type Channel, type KeyTable, type PendingAuth } from "../crypto/dst-auth.ts";
 import { DEFAULT_SUITES, isLoopbackAddress } from "../crypto/suites.ts";
+import { chooseChecksum, computeDigest, DEFAULT_CHECKSUMS, digestSize, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
 import { describePeer, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
 import type { Export } from "./exports.ts";
@@ -75,7 +76,7 @@ const BATCH_BYTES = 256 * 1024;
 
 export class DstServer {
   readonly epoch: number;
-  readonly counters = { connections: 0, refused: 0, requests: 0, duplicates: 0, protocolErrors: 0 };
+  readonly counters = { connections: 0, refused: 0, requests: 0, duplicates: 0, protocolErrors: 0, checksumFailures: 0 };
   private readonly exportsByName = new Map<string, Export>();
   private readonly sessions = new Map<string, Session>();
   readonly log: ServerLog;
@@ -154,6 +155,10 @@ export class DstConnection implements ConnectionHandler {
   /** Set once the authenticated handshake completes: every later frame is sealed/opened. */
   private channel: Channel | null = null;
   private pending: { auth: PendingAuth; hello: Hello; exp: Export } | null = null;
+  /** Checksums the client offered in HELLO, and the one in force (none: no digests). */
+  private offeredChecksums: string[] = [];
+  private checksum: ChecksumName = "none";
+  private digestBytes = 0;
   private readonly decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
   private exp: Export | null = null;
   private backend: Backend | null = null;
@@ -240,6 +245,8 @@ export class DstConnection implements ConnectionHandler {
     const exp = this.server.findExport(hello.exportName);
     if (exp === undefined) return this.refuse(Errno.ENOENT, `no export named '${hello.exportName}'`);
     const attrs = decodeAttrs(payload);
+    const offer = typeof attrs === "string" ? undefined : attrs.get(Attr.CHECKSUMS);
+    if (offer !== undefined) this.offeredChecksums = new TextDecoder().decode(offer).split(",");
     if (typeof attrs !== "string" && attrs.has(Attr.IDENTITY)) {
       const auth = serverChallenge(frame.slice(), attrs, this.server.keys, exp.suites ?? DEFAULT_SUITES, this.peer);
       if ("refuse" in auth) return this.refuse(Errno.EPROTONOSUPPORT, auth.refuse);
@@ -284,6 +291,8 @@ export class DstConnection implements ConnectionHandler {
       return this.refuse(Errno.EACCES, `access denied: ${who} not allowed to use export '${exp.name}'`);
     }
     this.exp = exp;
+    this.checksum = chooseChecksum(this.offeredChecksums, exp.checksums ?? DEFAULT_CHECKSUMS) ?? "none";
+    this.digestBytes = digestSize(this.checksum);
     this.backend = exp.backend;
     this.writable = access === "rw" && !exp.readOnly && !exp.backend.readOnly;
     this.maxPayload = Math.max(4096, Math.min(hello.maxPayload, PAYLOAD_MAX_DEFAULT));
@@ -302,6 +311,7 @@ export class DstConnection implements ConnectionHandler {
         sessionId: session.id,
         epoch: this.server.epoch,
         maxInflight: this.server.maxInflight,
+        checksum: this.checksum,
       }),
     );
     const sessionText = `session ${session.key.slice(0, 8)}${resumed ? " (resumed)" : ""}`;
@@ -329,6 +339,17 @@ export class DstConnection implements ConnectionHandler {
       }
     }
     if (status === 0 && kind === "read") return this.read(header);
+    if (status === 0 && kind === "write" && (header.flags & Flag.DIGEST) !== 0) {
+      // End-to-end check of the client's copy before anything reaches the disk. A mismatch
+      // is not recorded as applied, so the client's resend gets a fresh chance.
+      const data = payload.subarray(0, header.length);
+      if (!verifyDigest(this.checksum, data, payload.subarray(header.length))) {
+        this.server.counters.checksumFailures++;
+        this.server.log.warn(`${this.name}: write ${header.length} B at ${header.offset}: data checksum mismatch; not applied`);
+        return this.reply(header.opcode | REPLY_BIT, header.txid, Errno.EBADMSG, header.offset, 0);
+      }
+      payload = data;
+    }
     if (status === 0) status = this.execute(kind, header, payload, backend);
     if (mutating && status !== Errno.EPERM) {
       session.applied.set(header.txid, status);
@@ -367,7 +388,8 @@ export class DstConnection implements ConnectionHandler {
 
   /** READ: the payload is read straight into the reply frame (batched when small). */
   private read(header: Header): void {
-    const total = HEADER_SIZE + header.length;
+    const digest = this.digestBytes;
+    const total = HEADER_SIZE + header.length + digest;
     let frame: Uint8Array;
     let at: number;
     const batched = total <= BATCH_BYTES / 4;
@@ -381,20 +403,24 @@ export class DstConnection implements ConnectionHandler {
     }
     let status = 0;
     try {
-      this.backend!.read(header.offset, frame.subarray(at + HEADER_SIZE, at + total));
+      this.backend!.read(header.offset, frame.subarray(at + HEADER_SIZE, at + HEADER_SIZE + header.length));
     } catch (error) {
       status = errnoFromError(error);
       this.server.log.warn(`${this.name}: read ${header.length} B at ${header.offset}: ${errorMessage(error)}`);
     }
     if (status !== 0) return this.reply(Op.READ | REPLY_BIT, header.txid, status, header.offset, 0);
+    if (digest > 0) {
+      const dataEnd = at + HEADER_SIZE + header.length;
+      computeDigest(this.checksum, frame.subarray(at + HEADER_SIZE, dataEnd), frame, dataEnd);
+    }
     encodeHeader(frame, at, {
       version: 1,
       opcode: Op.READ | REPLY_BIT,
-      flags: 0,
+      flags: digest > 0 ? Flag.DIGEST : 0,
       txid: header.txid,
       offset: header.offset,
       length: header.length,
-      payloadLength: header.length,
+      payloadLength: header.length + digest,
       status: 0,
     });
     this.channel?.sealer.seal(frame.subarray(at, at + total));

@@ -6,6 +6,7 @@
 import type { Backend } from "../backend/types.ts";
 import type { AllowRule } from "../lib/acl.ts";
 import type { SuiteName } from "../crypto/suites.ts";
+import type { ChecksumName } from "../crypto/checksum.ts";
 
 export interface Export {
   name: string;
@@ -17,4 +18,6 @@ export interface Export {
   allow: AllowRule[];
   /** Channel suites authenticated clients may use (default: DEFAULT_SUITES, never none). */
   suites?: readonly SuiteName[];
+  /** End-to-end data checksums clients may choose (default: DEFAULT_CHECKSUMS). */
+  checksums?: readonly ChecksumName[];
 }

@@ -139,6 +139,11 @@ export class NbdConnection implements ConnectionHandler {
   private readonly bounds: NbdConnectionLimits;
   private readonly lengths = new Uint32Array(MAX_DESCRIPTORS);
   private readonly statuses = new Uint32Array(MAX_DESCRIPTORS);
+  /** errno of the WRITE being streamed piece by piece (first failure wins). */
+  private pieceErrno = 0;
+  private readonly pieceDone = (errno: number) => {
+    if (errno !== 0 && this.pieceErrno === 0) this.pieceErrno = errno;
+  };
   private readonly flushTask = () => {
     this.flushScheduled = false;
     this.afterCompletion();
@@ -245,6 +250,8 @@ export class NbdConnection implements ConnectionHandler {
       maxPayload,
       discardLimit: Math.max(DOS_PAYLOAD_LIMIT, maxPayload),
       allocate: takeBuffer,
+      // A synchronous target uses each piece before the next arrives: no assembly copy.
+      streamWrites: tx.target.synchronous,
     });
     this.phase = "transmission";
     this.options.log?.info(
@@ -380,11 +387,17 @@ export class NbdConnection implements ConnectionHandler {
     this.releaseOp(op);
   }
 
-  private write(r: NbdRequest): void {
-    const payload = r.payloadOwned ? r.payload : null;
+  private writeError(r: NbdRequest): number {
     let invalid = this.flagError(r) || (this.limits.writable ? 0 : Errno.EPERM);
     if (invalid === 0 && r.payloadDiscarded) invalid = Errno.EINVAL;
     if (invalid === 0) invalid = validateRequest("write", r.offset, r.length, this.limits);
+    return invalid;
+  }
+
+  private write(r: NbdRequest): void {
+    if (!r.final || r.pieceOffset > 0) return this.writePiece(r);
+    const payload = r.payloadOwned ? r.payload : null;
+    const invalid = this.writeError(r);
     if (invalid !== 0) {
       if (payload) giveBuffer(payload);
       return this.replyError(r.cookieHi, r.cookieLo, invalid, this.why(r, invalid));
@@ -393,6 +406,23 @@ export class NbdConnection implements ConnectionHandler {
     op.buffer = payload;
     this.account(op, r.length);
     this.target!.write(r.offset, r.payload ?? EMPTY, (r.flags & CmdFlag.FUA) !== 0, op.statusDone);
+  }
+
+  /**
+   * A piece of a WRITE split over several socket reads (synchronous targets only: the decoder
+   * streams pieces instead of assembling a copy). Each piece is written as it arrives; FUA
+   * rides on the last one (a backend's FUA is an fdatasync, which covers the earlier pieces).
+   * The first failure is remembered and answered once the whole payload is consumed.
+   */
+  private writePiece(r: NbdRequest): void {
+    if (r.pieceOffset === 0) this.pieceErrno = this.writeError(r);
+    if (this.pieceErrno === 0 && r.payload !== null) {
+      const fua = r.final && (r.flags & CmdFlag.FUA) !== 0;
+      this.target!.write(r.offset + r.pieceOffset, r.payload, fua, this.pieceDone);
+    }
+    if (!r.final) return;
+    if (this.pieceErrno === 0) this.replyOk(r.cookieHi, r.cookieLo);
+    else this.replyError(r.cookieHi, r.cookieLo, this.pieceErrno, `WRITE at offset ${r.offset} length ${r.length} failed`);
   }
 
   /** FLUSH, TRIM, CACHE, WRITE_ZEROES: no payload either way, a status reply. */

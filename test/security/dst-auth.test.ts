@@ -38,6 +38,7 @@ const server = new DstServer({
   exports: [
     { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("alice@127.0.0.1/32:rw", "bob@127.0.0.1/32:ro"), suites: ["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] },
     { name: "elsewhere", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("alice@10.0.0.0/8:rw") },
+    { name: "anon", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("127.0.0.1/32:rw") },
     { name: "gcm-only", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("alice@127.0.0.1/32:rw"), suites: ["aes-256-gcm"] },
   ],
 });
@@ -45,8 +46,9 @@ const server = new DstServer({
 /** A TCP proxy that records both directions and can tamper with / replay client frames. */
 let captured: Uint8Array[] = [];
 let mangle: ((chunk: Uint8Array) => Uint8Array) | null = null;
+let mangleDown: ((chunk: Uint8Array) => Uint8Array) | null = null;
 let listener: Listener;
-let proxy: ReturnType<typeof Bun.listen>;
+let proxy: import("bun").TCPSocketListener<{ peer: Promise<import("bun").Socket<unknown>> }>;
 let port = 0;
 
 beforeAll(async () => {
@@ -66,7 +68,7 @@ beforeAll(async () => {
               binaryType: "uint8array",
               data(_s, chunk: Uint8Array) {
                 captured.push(chunk.slice());
-                client.write(chunk);
+                client.write(mangleDown ? mangleDown(chunk) : chunk);
               },
               close() {
                 client.end();
@@ -205,6 +207,34 @@ describe("mutual authentication and ACLs", () => {
     await client.write(5 * MiB, new Uint8Array(4096).fill(5));
     await Bun.sleep(100);
     expect(serverLog.lines.filter((l) => l.includes("frame authentication failed")).length).toBe(count + 1);
+    await client.close();
+  });
+
+  test("end-to-end data checksum: corruption in flight is caught on both sides and resent", async () => {
+    // Anonymous loopback session: no channel protection, so only the data digest (xxh3 by
+    // default) stands between a flipped bit and the disk.
+    const client = await open("anon", null);
+    const before = server.counters.checksumFailures;
+    mangle = (chunk) => {
+      if (chunk.length < 4096) return chunk;
+      const copy = chunk.slice();
+      copy[copy.length - 200]! ^= 0x40;
+      mangle = null;
+      return copy;
+    };
+    await client.write(0, new Uint8Array(4096).fill(0x61));
+    expect(server.counters.checksumFailures).toBe(before + 1);
+    expect(client.engine.counters.checksumFailures).toBe(1);
+    mangleDown = (chunk) => {
+      if (chunk.length < 4096) return chunk;
+      const copy = chunk.slice();
+      copy[copy.length - 300]! ^= 0x02;
+      mangleDown = null;
+      return copy;
+    };
+    const back = await client.read(0, 4096);
+    expect(back.every((b) => b === 0x61)).toBe(true);
+    expect(client.engine.counters.checksumFailures).toBe(2);
     await client.close();
   });
 });

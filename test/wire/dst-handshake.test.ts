@@ -61,7 +61,7 @@ const goldenWelcome = Uint8Array.from([
 ]);
 const goldenWelcomeValue: Welcome = {
   size: 2 ** 30, blockMin: 512, blockPreferred: 4096, maxPayload: 1 << 20, permissions: 3, features: 3,
-  sessionId: Uint8Array.from({ length: 16 }, (_, i) => i), epoch: 7, maxInflight: 64,
+  sessionId: Uint8Array.from({ length: 16 }, (_, i) => i), epoch: 7, maxInflight: 64, checksum: "none",
 };
 
 // prettier-ignore
@@ -229,7 +229,10 @@ describe("HELLO reasons", () => {
 describe("WELCOME reasons", () => {
   const u32 = (v: number) => Uint8Array.of(v >>> 24, v >>> 16, v >>> 8, v);
   for (const [label, type] of Object.entries(Attr)) {
-    if (type === Attr.EXPORT_NAME || type === Attr.CLIENT_NAME || type === Attr.MESSAGE || type === Attr.TXID_FLOOR) continue;
+    // Only the attributes an accepting WELCOME must carry; the rest belong to HELLO,
+    // CHALLENGE / AUTH, or are optional (CHECKSUM absent means "none").
+    const required: number[] = [Attr.SIZE, Attr.BLOCK_MIN, Attr.BLOCK_PREFERRED, Attr.MAX_PAYLOAD, Attr.PERMISSIONS, Attr.FEATURES, Attr.SESSION_ID, Attr.EPOCH, Attr.MAX_INFLIGHT];
+    if (!required.includes(type)) continue;
     test(`missing ${label}`, () => expect(decodeWelcome(...welcomeWithout(type))).toBe(`WELCOME missing ${label}`));
   }
   const cases: Array<[string, number, Uint8Array, string]> = [

@@ -31,6 +31,7 @@ export const sampleWelcome: Welcome = {
   sessionId: Uint8Array.from({ length: 16 }, (_, i) => i),
   epoch: 7,
   maxInflight: 128,
+  checksum: "none",
 };
 
 /** Deterministic payload bytes (so a misplaced byte shows up). */

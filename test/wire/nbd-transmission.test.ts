@@ -15,7 +15,7 @@ import { concat, randomBytes } from "../server/nbd-harness.ts";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
-type Decoded = Omit<NbdRequest, "payload" | "payloadOwned"> & { payload: number[] | null };
+type Decoded = Omit<NbdRequest, "payload" | "payloadOwned" | "pieceOffset" | "final"> & { payload: number[] | null };
 
 function snapshot(r: NbdRequest): Decoded {
   return {
@@ -98,6 +98,29 @@ describe("RequestDecoder", () => {
     }
     expect(got).toEqual(expected);
     expect(allocations).toBe(2); // the two accepted non-empty WRITE payloads
+  });
+
+  test("streamWrites hands out split payloads as views, in order, at every split point", () => {
+    for (let split = 0; split <= stream.length; split += 3) {
+      const d = new RequestDecoder({ ...options, streamWrites: true, allocate: () => { throw new Error("no assembly when streaming"); } });
+      const got: Array<Decoded | string> = [];
+      let pending: number[] = [];
+      const collect = () => {
+        for (let r = d.next(); r !== null; r = d.next()) {
+          if (typeof r === "string") throw new Error(r);
+          expect(r.pieceOffset).toBe(r.payload === null ? 0 : pending.length);
+          if (r.payload) pending.push(...r.payload);
+          if (!r.final) continue;
+          got.push({ ...snapshot(r), payload: r.type === Cmd.WRITE && pending.length > 0 ? pending : r.payload === null ? null : pending });
+          pending = [];
+        }
+      };
+      d.push(stream.subarray(0, split));
+      collect();
+      d.push(stream.subarray(split));
+      collect();
+      expect(got).toEqual(expected);
+    }
   });
 
   test("a payload that arrives whole is a view of the chunk (no copy)", () => {

@@ -69,8 +69,17 @@ export const Flag = {
   FUA: 0x0001,
   /** WRITE_ZEROES: keep the range allocated (do not punch a hole). */
   NO_HOLE: 0x0002,
+  /**
+   * WRITE request / READ reply: the payload is the data followed by an end-to-end digest of
+   * it (the algorithm negotiated in the handshake, Attr.CHECKSUM), computed on the sender's
+   * own copy and verified by the receiver before the data is used (docs/security.md §6).
+   */
+  DIGEST: 0x0004,
 } as const;
-export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE;
+export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE | Flag.DIGEST;
+/** Digest sizes a DIGEST payload may end with (xxh3: 8; sha256, blake2b256: 32). */
+export const DIGEST_SIZES: readonly number[] = [8, 32];
+export const DIGEST_MAX = 32;
 
 /** Largest payload any frame may carry before the handshake settles max_payload. */
 export const HANDSHAKE_PAYLOAD_MAX = 64 * 1024;
@@ -126,6 +135,10 @@ export const Attr = {
   SUITE: 19,
   /** CHALLENGE (server proof) and AUTH (client proof): 32-byte HMAC over the transcript. */
   PROOF: 20,
+  /** HELLO: utf-8 comma-separated data checksums the client accepts, in preference order. */
+  CHECKSUMS: 21,
+  /** WELCOME: utf-8 name of the chosen data checksum ("none" or absent: no digests). */
+  CHECKSUM: 22,
 } as const;
 
 export const Perm = { READ: 0x01, WRITE: 0x02 } as const;

@@ -135,6 +135,8 @@ export interface Welcome {
   epoch: number;
   /** Most requests in flight the export accepts on one connection (>= 1). */
   maxInflight: number;
+  /** Data checksum the export chose from the client's offer (absent or "none": no digests). */
+  checksum?: string;
 }
 
 export type WelcomeResult = { ok: true; welcome: Welcome } | { ok: false; status: number; message: string };
@@ -152,6 +154,7 @@ export function encodeWelcome(w: Welcome): Uint8Array {
     [Attr.SESSION_ID, w.sessionId],
     [Attr.EPOCH, u64(w.epoch)],
     [Attr.MAX_INFLIGHT, u32(w.maxInflight)],
+    ...(w.checksum && w.checksum !== "none" ? [[Attr.CHECKSUM, utf8.encode(w.checksum)] as AttrRecord] : []),
   ]);
 }
 
@@ -195,7 +198,9 @@ export function decodeWelcome(header: Header, payload: Uint8Array): WelcomeResul
   const session = attrs.get(Attr.SESSION_ID);
   if (session === undefined) return "WELCOME missing SESSION_ID";
   if (session.length !== SESSION_ID_SIZE) return `SESSION_ID is ${session.length} bytes, expected ${SESSION_ID_SIZE}`;
-  const welcome = { size, blockMin, blockPreferred, maxPayload, permissions, features, sessionId: session.slice(), epoch, maxInflight };
+  const checksumBytes = attrs.get(Attr.CHECKSUM);
+  const checksum = checksumBytes === undefined ? "none" : lenientUtf8.decode(checksumBytes);
+  const welcome = { size, blockMin, blockPreferred, maxPayload, permissions, features, sessionId: session.slice(), epoch, maxInflight, checksum };
   const problem = invalidWelcome(welcome);
   return problem ?? { ok: true, welcome };
 }

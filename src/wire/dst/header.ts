@@ -10,6 +10,8 @@
 import { assert } from "../../lib/assert.ts";
 import { hex, readU16, readU32, readU64, writeU16, writeU32, writeU64 } from "./bytes.ts";
 import {
+  DIGEST_MAX,
+  DIGEST_SIZES,
   DST_MAGIC,
   DST_VERSION,
   FLAGS_KNOWN,
@@ -74,8 +76,8 @@ rule(Op.WELCOME, 0, Payload.Attributes);
 rule(Op.AUTH, 0, Payload.Attributes);
 rule(Op.CHALLENGE, 0, Payload.Attributes);
 rule(Op.READ, 0, Payload.None);
-rule(Op.READ | REPLY_BIT, 0, Payload.LengthIfOk);
-rule(Op.WRITE, Flag.FUA, Payload.Length);
+rule(Op.READ | REPLY_BIT, Flag.DIGEST, Payload.LengthIfOk);
+rule(Op.WRITE, Flag.FUA | Flag.DIGEST, Payload.Length);
 rule(Op.WRITE | REPLY_BIT, 0, Payload.None);
 rule(Op.FLUSH, 0, Payload.None);
 rule(Op.FLUSH | REPLY_BIT, 0, Payload.None);
@@ -202,22 +204,31 @@ export function invalidHeader(h: Header, maxPayload: number): string | null {
 
 function invalidPayload(h: Header, op: number, maxPayload: number): string | null {
   const n = h.payloadLength;
-  if (n > maxPayload) return `payload length ${n} exceeds max payload ${maxPayload}`;
+  const digest = (h.flags & Flag.DIGEST) !== 0;
+  if (n > maxPayload + (digest ? DIGEST_MAX : 0)) return `payload length ${n} exceeds max payload ${maxPayload}`;
   switch (payloadRule[op]) {
     case Payload.None:
       return n === 0 ? null : `payload on an opcode that carries none (${opcodeName(op)}, ${n} bytes)`;
     case Payload.Length:
-      return n === h.length ? null : `${opcodeName(op)} payload length ${n} does not match length ${h.length}`;
+      return matchesLength(h, op, n, digest);
     case Payload.LengthIfOk:
       if (h.status !== 0) {
         return n === 0 ? null : `payload on an opcode that carries none (failed ${opcodeName(op)}, ${n} bytes)`;
       }
-      return n === h.length ? null : `${opcodeName(op)} payload length ${n} does not match length ${h.length}`;
+      return matchesLength(h, op, n, digest);
     default:
       return n <= HANDSHAKE_PAYLOAD_MAX
         ? null
         : `${opcodeName(op)} payload length ${n} exceeds the handshake limit ${HANDSHAKE_PAYLOAD_MAX}`;
   }
+}
+
+/** Data payloads: exactly `length` bytes, plus a digest of a known size when DIGEST is set. */
+function matchesLength(h: Header, op: number, n: number, digest: boolean): string | null {
+  if (!digest) return n === h.length ? null : `${opcodeName(op)} payload length ${n} does not match length ${h.length}`;
+  return DIGEST_SIZES.includes(n - h.length)
+    ? null
+    : `${opcodeName(op)} payload length ${n} is not length ${h.length} plus a digest (${DIGEST_SIZES.join(" or ")} bytes)`;
 }
 
 /**

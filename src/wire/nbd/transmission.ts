@@ -31,8 +31,15 @@ export interface NbdRequest {
   /** Exact up to 2^53; larger wire values become unsafe integers, which validation rejects. */
   offset: number;
   length: number;
-  /** WRITE data (`length` bytes), or null for other commands and discarded payloads. */
+  /**
+   * WRITE data, or null for other commands and discarded payloads. Normally all `length`
+   * bytes; with `streamWrites`, one piece of them starting at `pieceOffset`.
+   */
   payload: Uint8Array | null;
+  /** Where `payload` starts within the WRITE data (0 unless streaming). */
+  pieceOffset: number;
+  /** The last (or only) piece of this request: act on the request now. */
+  final: boolean;
   /** The payload was assembled into a buffer from `allocate` (the caller may recycle it). */
   payloadOwned: boolean;
   /** A WRITE longer than maxPayload: its data was consumed and dropped; answer EINVAL. */
@@ -50,11 +57,18 @@ export interface RequestDecoderOptions {
   discardLimit: number;
   /** Buffer for a payload that arrives split over several chunks (default: new Uint8Array). */
   allocate?: (length: number) => Uint8Array;
+  /**
+   * Hand out a split WRITE payload as it arrives, one view per received chunk (same request
+   * object, `pieceOffset` advancing, `final` on the last), instead of assembling a copy.
+   * For consumers that use each piece before asking for the next.
+   */
+  streamWrites?: boolean;
 }
 
 const enum Phase {
   Header,
   Payload,
+  Stream,
   Discard,
   Failed,
 }
@@ -82,6 +96,8 @@ export class RequestDecoder {
     offset: 0,
     length: 0,
     payload: null,
+    pieceOffset: 0,
+    final: true,
     payloadOwned: false,
     payloadDiscarded: false,
   };
@@ -127,6 +143,8 @@ export class RequestDecoder {
         case Phase.Payload:
           if (this.readPayload(chunk)) return this.request;
           break;
+        case Phase.Stream:
+          return this.readPiece(chunk);
         case Phase.Discard:
           if (this.discard(chunk)) return this.request;
           break;
@@ -166,6 +184,8 @@ export class RequestDecoder {
     r.offset = u32(header, at + 16) * TWO_32 + u32(header, at + 20);
     r.length = u32(header, at + 24);
     r.payload = null;
+    r.pieceOffset = 0;
+    r.final = true;
     r.payloadOwned = false;
     r.payloadDiscarded = false;
     if (r.type !== Cmd.WRITE || r.length === 0) return r;
@@ -186,11 +206,28 @@ export class RequestDecoder {
       this.position += r.length;
       return r;
     }
+    this.payloadFill = 0;
+    if (this.options.streamWrites) {
+      this.phase = Phase.Stream;
+      return this.position < chunk.length ? this.readPiece(chunk) : null;
+    }
     r.payload = this.allocate(r.length);
     r.payloadOwned = true;
-    this.payloadFill = 0;
     this.phase = Phase.Payload;
     return null;
+  }
+
+  /** Streaming: the part of the WRITE data this chunk holds, as a view. */
+  private readPiece(chunk: Uint8Array): NbdRequest {
+    const r = this.request;
+    const n = Math.min(r.length - this.payloadFill, chunk.length - this.position);
+    r.payload = chunk.subarray(this.position, this.position + n);
+    r.pieceOffset = this.payloadFill;
+    this.payloadFill += n;
+    this.position += n;
+    r.final = this.payloadFill === r.length;
+    if (r.final) this.phase = Phase.Header;
+    return r;
   }
 
   private readPayload(chunk: Uint8Array): boolean {
