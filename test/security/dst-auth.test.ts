@@ -21,6 +21,8 @@ const key = (identity: string): KeyMaterial => ({ identity, secret: new Uint8Arr
 const alice = key("alice");
 const bob = key("bob");
 const mallory = key("mallory"); // unknown to the export
+const carol = key("carol");
+const carolNext = key("carol"); // rotation: the export accepts both during the overlap
 const aliceWrong: KeyMaterial = { identity: "alice", secret: new Uint8Array(randomBytes(32)) };
 
 function rules(...texts: string[]): AllowRule[] {
@@ -34,9 +36,10 @@ const server = new DstServer({
   keys: new Map([
     ["alice", [alice.secret]],
     ["bob", [bob.secret]],
+    ["carol", [carol.secret, carolNext.secret]],
   ]),
   exports: [
-    { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("alice@127.0.0.1/32:rw", "bob@127.0.0.1/32:ro"), suites: ["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] },
+    { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("alice@127.0.0.1/32:rw", "bob@127.0.0.1/32:ro", "carol@127.0.0.1/32:rw"), suites: ["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] },
     { name: "elsewhere", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("alice@10.0.0.0/8:rw") },
     { name: "anon", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("127.0.0.1/32:rw") },
     { name: "gcm-only", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("alice@127.0.0.1/32:rw"), suites: ["aes-256-gcm"] },
@@ -236,5 +239,13 @@ describe("mutual authentication and ACLs", () => {
     expect(back.every((b) => b === 0x61)).toBe(true);
     expect(client.engine.counters.checksumFailures).toBe(2);
     await client.close();
+  });
+
+  test("key rotation: old and new key both work during the overlap", async () => {
+    for (const k of [carol, carolNext]) {
+      const client = await open("disk", k);
+      await client.write(6 * MiB, new Uint8Array(512).fill(7));
+      await client.close();
+    }
   });
 });
