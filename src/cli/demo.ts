@@ -21,6 +21,7 @@ export default defineCommand({
     const dir = resolve(args.dir ?? "data");
     mkdirSync(dir, { recursive: true });
     const port = Number(args.port ?? 10810);
+    const nbdPort = port === 10810 ? 10809 : port + 1;
     const result = validateConfig({
       export: [
         {
@@ -28,6 +29,7 @@ export default defineCommand({
           file: `${dir}/disk.img`,
           size: "1GiB",
           listen: [`127.0.0.1:${port}`],
+          nbd_listen: [`127.0.0.1:${nbdPort}`],
           allow: ["127.0.0.1/32:rw", "::1/128:rw"],
           description: "dstd demo disk",
         },
@@ -41,6 +43,7 @@ export default defineCommand({
       [
         "",
         `dstd is serving export 'disk' (1 GiB sparse file ${dir}/disk.img) at ${url}`,
+        `and as standard NBD at nbd://127.0.0.1:${nbdPort}/disk (nbdinfo, nbdcopy, qemu-img work against it)`,
         "Try, from another terminal:",
         `  head -c 64M /dev/urandom > /tmp/sample.img`,
         `  npx bun src/main.ts copy /tmp/sample.img ${url} --progress`,

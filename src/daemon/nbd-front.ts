@@ -1,12 +1,41 @@
 /**
  * @module daemon/nbd-front — wires the NBD front end (server/nbd-connection.ts) to the
- * export table: name lookup, the same allow list (by address: plain NBD has no identity),
- * and the same read-only rule as DST.
+ * export table: name lookup, the same allow list (by address only: plain NBD carries no
+ * identity, so identity rules never admit an NBD client), and the same read-only rule as DST.
+ * An export without an address rule refuses every NBD client (fail closed).
  */
+import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
+import { createBackendTarget } from "../server/backend-target.ts";
 import type { Export } from "../server/exports.ts";
-import type { AcceptHandler } from "../transport/types.ts";
+import { acceptNbd } from "../server/nbd-connection.ts";
+import type { NbdTarget } from "../server/nbd-target.ts";
+import type { AcceptHandler, Peer } from "../transport/types.ts";
 
-export function acceptNbdForExports(_exports: Export[], _log: Log): AcceptHandler {
-  throw new Error("the NBD front end is not wired yet");
+export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler {
+  const targets = new Map<string, NbdTarget>();
+  for (const e of exports) {
+    targets.set(
+      e.name,
+      createBackendTarget(e.backend, { readOnly: e.readOnly, description: e.description, log }),
+    );
+  }
+  const byName = new Map(exports.map((e) => [e.name, e]));
+  const allowed = (e: Export, peer: Peer) => matchAllow(e.allow, peer, null);
+  return acceptNbd({
+    resolve(name: string, peer: Peer) {
+      const e = byName.get(name);
+      if (e === undefined) return { refuse: `no export named '${name}'` };
+      const access = allowed(e, peer);
+      if (access === null) {
+        const who = peer.transport === "unix" ? "Unix socket clients are" : `address ${peer.address} is`;
+        return { refuse: `${who} not allowed to use export '${name}'`, code: "policy" };
+      }
+      return { target: targets.get(name)!, access };
+    },
+    list(peer: Peer) {
+      return exports.filter((e) => allowed(e, peer) !== null).map((e) => ({ name: e.name, description: e.description }));
+    },
+    log,
+  });
 }
