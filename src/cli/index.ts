@@ -17,5 +17,6 @@ export const main = defineCommand({
     "check-config": () => import("./check-config.ts").then((m) => m.default),
     demo: () => import("./demo.ts").then((m) => m.default),
     keygen: () => import("./keygen.ts").then((m) => m.default),
+    attach: () => import("./attach.ts").then((m) => m.default),
   },
 });

@@ -1,0 +1,85 @@
+/**
+ * @module daemon/attach-node — composition root of `dstd attach`: a DST client (resend,
+ * reconnect, keepalive, replay) to the remote export, served to local NBD consumers.
+ *
+ * This file holds the mode for machines without the kernel NBD driver (`--nbd-listen`):
+ * a standard newstyle NBD endpoint on a Unix socket or loopback TCP port, so qemu, libnbd
+ * tools or nbdfuse get dstd's protection in the path. It shares the NBD server code with
+ * `dstd export` (server/nbd-connection.ts) through an engine-backed NbdTarget.
+ */
+import type { ExportUrl, ListenAddress } from "../lib/address.ts";
+import { DstdError } from "../lib/errors.ts";
+import type { Log } from "../lib/log.ts";
+import { isLoopbackAddress } from "../crypto/suites.ts";
+import type { EngineOptions } from "../engine/options.ts";
+import { acceptNbd } from "../server/nbd-connection.ts";
+import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
+import type { Peer } from "../transport/types.ts";
+import { DstClient } from "./dst-client.ts";
+import { createEngineTarget } from "./engine-target.ts";
+
+export interface AttachOptions {
+  url: ExportUrl;
+  engine: Partial<EngineOptions>;
+  log: Log;
+  nbdListen: ListenAddress;
+}
+
+export interface AttachNode {
+  client: DstClient;
+  bound: ListenAddress;
+  stop(): Promise<void>;
+}
+
+function connectAddress(url: ExportUrl): ListenAddress {
+  return url.transport === "unix"
+    ? { transport: "unix", path: url.path }
+    : { transport: "tcp", host: url.host, port: url.port };
+}
+
+export async function startNbdAttach(options: AttachOptions): Promise<AttachNode> {
+  const { url, log } = options;
+  if (url.protocol !== "dst") throw new DstdError("E_USAGE", "dstd attach connects to dst:// or dst+unix:// exports");
+  if (options.nbdListen.transport === "tcp" && !isLoopbackAddress(options.nbdListen.host)) {
+    throw new DstdError("E_USAGE", `--nbd-listen ${describeListenAddress(options.nbdListen)}: serve local clients only (unix:PATH or a loopback address)`);
+  }
+  const client = await DstClient.open({
+    ...options.engine,
+    address: connectAddress(url),
+    exportName: url.exportName,
+    log,
+    onStateChange: (state, detail) => (state === "ready" ? log.info : log.warn)(`export link ${state}: ${detail}`),
+  });
+  const target = createEngineTarget(client.engine, `dstd attach of ${url.exportName}`);
+  const access = client.writable ? ("rw" as const) : ("ro" as const);
+  const local = (peer: Peer) => peer.transport === "unix" || isLoopbackAddress(peer.address);
+  let listener: Listener;
+  try {
+    listener = await listen(
+      [options.nbdListen],
+      acceptNbd({
+        resolve(name: string, peer: Peer) {
+          if (!local(peer)) return { refuse: "only local clients may use this endpoint", code: "policy" };
+          if (name !== "" && name !== url.exportName) return { refuse: `this endpoint serves '${url.exportName}', not '${name}'` };
+          return { target, access };
+        },
+        list: (peer: Peer) => (local(peer) ? [{ name: url.exportName, description: target.description }] : []),
+        log,
+      }),
+    );
+  } catch (error) {
+    client.abort();
+    throw error;
+  }
+  const bound = listener.bound[0]!;
+  log.info(`attached '${url.exportName}' (${client.size} bytes, ${access}); serving NBD on ${describeListenAddress(bound)}`);
+  return {
+    client,
+    bound,
+    async stop() {
+      await listener.close();
+      await client.flush().catch((error: Error) => log.warn(`final flush failed: ${error.message}`));
+      await client.close();
+    },
+  };
+}
