@@ -53,6 +53,12 @@ export interface DstServerOptions {
   maxInflight?: number;
   /** Epoch override (simulation restarts pick their own); random otherwise. */
   epoch?: number;
+  /**
+   * Planted bugs for the simulator's checker tests (test/sim/planted-bugs.test.ts) ONLY: never
+   * set outside tests. noFencing: a resumed session leaves its old connection running;
+   * noDedupe: a resent mutation is applied again instead of answered from the session.
+   */
+  unsafe?: { noFencing?: boolean; noDedupe?: boolean };
   /** Pre-shared keys by identity (several during a rotation overlap). */
   keys?: KeyTable;
 }
@@ -81,12 +87,14 @@ export class DstServer {
   private readonly sessions = new Map<string, Session>();
   readonly log: ServerLog;
   readonly maxInflight: number;
+  readonly unsafe: { noFencing: boolean; noDedupe: boolean };
   readonly keys: KeyTable;
 
   constructor(options: DstServerOptions) {
     for (const e of options.exports) this.exportsByName.set(e.name, e);
     this.log = options.log;
     this.maxInflight = options.maxInflight ?? 256;
+    this.unsafe = { noFencing: options.unsafe?.noFencing === true, noDedupe: options.unsafe?.noDedupe === true };
     this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
   }
@@ -111,7 +119,8 @@ export class DstServer {
         // Fence: the old connection must never apply another frame once the new one is served.
         // Its requests already ran to completion (synchronous backend), so closing it and
         // discarding its unread bytes is all that is left to do.
-        if (session.connection !== null && session.connection !== connection) session.connection.fence();
+        const stale = session.connection !== null && session.connection !== connection;
+        if (stale && !this.unsafe.noFencing) session.connection!.fence();
         session.connection = connection;
         pruneApplied(session, hello.txidFloor);
         this.sessions.delete(key); // re-insert: the map's order is least recently used first
@@ -159,7 +168,8 @@ export class DstConnection implements ConnectionHandler {
   private offeredChecksums: string[] = [];
   private checksum: ChecksumName = "none";
   private digestBytes = 0;
-  private readonly decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
+  // Requests are executed before the handler returns, so spanning frames can share a buffer.
+  private readonly decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX, { reuseBuffers: true });
   private exp: Export | null = null;
   private backend: Backend | null = null;
   private writable = false;
@@ -331,7 +341,7 @@ export class DstConnection implements ConnectionHandler {
       writable: this.writable,
       maxPayload: this.maxPayload,
     });
-    if (status === 0 && mutating) {
+    if (status === 0 && mutating && !this.server.unsafe.noDedupe) {
       const previous = session.applied.get(header.txid);
       if (previous !== undefined) {
         this.server.counters.duplicates++;

@@ -261,3 +261,26 @@ describe("garbage never throws and always ends", () => {
     expect(reasons).toBeGreaterThan(1000);
   });
 });
+
+describe("reused gather buffer (export side)", () => {
+  test("frames spanning chunks decode correctly one after another with a shared buffer", async () => {
+    const { encodeFrame } = await import("../../src/wire/dst/header.ts");
+    const { Op } = await import("../../src/wire/dst/constants.ts");
+    const { FrameDecoder } = await import("../../src/wire/dst/decoder.ts");
+    const decoder = new FrameDecoder(1 << 20, { reuseBuffers: true });
+    const seen: number[] = [];
+    for (let i = 1; i <= 3; i++) {
+      const payload = new Uint8Array(100_000 * i).fill(i);
+      const frame = encodeFrame({ opcode: Op.WRITE, txid: i, length: payload.length }, payload);
+      for (let at = 0; at < frame.length; at += 7_000) {
+        const reason = decoder.push(frame.slice(at, at + 7_000), (h, p) => {
+          expect(p.length).toBe(100_000 * i);
+          expect(p.every((b) => b === i)).toBe(true);
+          seen.push(h.txid);
+        });
+        expect(reason).toBeNull();
+      }
+    }
+    expect(seen).toEqual([1, 2, 3]);
+  });
+});

@@ -35,8 +35,19 @@ export class FrameDecoder {
   private frameHeader: Header | null = null;
   private frameFill = 0;
 
-  constructor(maxPayload: number) {
+  /**
+   * When true, frames that span chunks are gathered into one buffer reused for every such
+   * frame (grown as needed), so the handler must be done with `payload`/`frame` when it
+   * returns. The export's request handler is (its backend copies synchronously); the client,
+   * which hands READ payloads to callers, is not. Saves an allocation and its page faults per
+   * large frame.
+   */
+  private readonly reuse: boolean;
+  private gather: Uint8Array | null = null;
+
+  constructor(maxPayload: number, options: { reuseBuffers?: boolean } = {}) {
     this.maxPayload = maxPayload;
+    this.reuse = options.reuseBuffers === true;
   }
 
   /** Bytes held back waiting for the rest of a frame. */
@@ -105,7 +116,13 @@ export class FrameDecoder {
 
   /** Allocates the frame at its exact size and copies the `count` bytes seen so far. */
   private startFrame(header: Header, source: Uint8Array, at: number, count: number): void {
-    this.frame = new Uint8Array(HEADER_SIZE + header.payloadLength);
+    const size = HEADER_SIZE + header.payloadLength;
+    if (this.reuse) {
+      if (this.gather === null || this.gather.length < size) this.gather = new Uint8Array(size);
+      this.frame = this.gather.subarray(0, size);
+    } else {
+      this.frame = new Uint8Array(size);
+    }
     this.frame.set(source.subarray(at, at + count), 0);
     this.frameFill = count;
     this.frameHeader = header;
