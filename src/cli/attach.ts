@@ -7,6 +7,7 @@
 import { defineCommand } from "citty";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { startNbdAttach } from "../daemon/attach-node.ts";
+import { defaultStateDir } from "../daemon/attach-state.ts";
 import { parseExportUrl, parseListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import { commonArgs, logFromArgs, readRawConfig, validateMerged } from "./args.ts";
@@ -20,6 +21,7 @@ export default defineCommand({
     "nbd-listen": { type: "string", description: "serve the disk as NBD here: unix:PATH or 127.0.0.1:PORT", valueHint: "ADDR" },
     device: { type: "string", description: "kernel NBD device to attach (/dev/nbdN)", valueHint: "DEV" },
     "key-file": { type: "string", description: "identity key file to authenticate with", valueHint: "FILE" },
+    "state-dir": { type: "string", description: "attachment state directory (default /var/lib/dstd or $DSTD_STATE_DIR)", valueHint: "DIR" },
   },
   async run({ args }) {
     const url = parseExportUrl(args.url);
@@ -40,7 +42,8 @@ export default defineCommand({
       checksums: client.checksums,
       auth: keyFile ? { key: loadKeyFile(keyFile), suites: client.suites } : null,
     };
-    const node = await startNbdAttach({ url, engine, log, nbdListen });
+    const stateDir = args["state-dir"] ?? defaultStateDir(config.stateDir);
+    const node = await startNbdAttach({ url, engine, log, nbdListen, stateDir });
     const signal = await waitForSignal();
     log.info(`${signal}: flushing and detaching`);
     await node.stop();

@@ -18,5 +18,8 @@ export const main = defineCommand({
     demo: () => import("./demo.ts").then((m) => m.default),
     keygen: () => import("./keygen.ts").then((m) => m.default),
     attach: () => import("./attach.ts").then((m) => m.default),
+    detach: () => import("./detach.ts").then((m) => m.default),
+    list: () => import("./list.ts").then((m) => m.default),
+    status: () => import("./list.ts").then((m) => m.makeListCommand("status")),
   },
 });

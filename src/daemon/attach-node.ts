@@ -16,10 +16,14 @@ import { acceptNbd } from "../server/nbd-connection.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { Peer } from "../transport/types.ts";
 import { DstClient } from "./dst-client.ts";
+import { removeState, writeState, type AttachmentState } from "./attach-state.ts";
+import { formatExportUrl } from "../lib/address.ts";
 import { createEngineTarget } from "./engine-target.ts";
 
 export interface AttachOptions {
   url: ExportUrl;
+  /** Where this attachment's state file lives (daemon/attach-state.ts). */
+  stateDir: string;
   engine: Partial<EngineOptions>;
   log: Log;
   nbdListen: ListenAddress;
@@ -73,10 +77,35 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
   }
   const bound = listener.bound[0]!;
   log.info(`attached '${url.exportName}' (${client.size} bytes, ${access}); serving NBD on ${describeListenAddress(bound)}`);
+  const device = describeListenAddress(bound);
+  const startedAt = new Date().toISOString();
+  const report = () => {
+    const c = client.engine.counters;
+    const state: AttachmentState = {
+      device,
+      url: formatExportUrl(url),
+      mode: "nbd-listen",
+      backendId: null,
+      pid: process.pid,
+      state: client.engine.state,
+      startedAt,
+      updatedAt: new Date().toISOString(),
+      counters: { inflight: c.inflight, resends: c.resends, reconnects: c.reconnects, replays: c.replays, keepaliveFailures: c.keepaliveFailures, timeouts: c.timeouts },
+    };
+    try {
+      writeState(options.stateDir, state);
+    } catch (error) {
+      log.warn(`cannot write state file in ${options.stateDir}: ${(error as Error).message}`);
+    }
+  };
+  report();
+  const reporter = setInterval(report, 1000);
   return {
     client,
     bound,
     async stop() {
+      clearInterval(reporter);
+      removeState(options.stateDir, device);
       await listener.close();
       await client.flush().catch((error: Error) => log.warn(`final flush failed: ${error.message}`));
       await client.close();

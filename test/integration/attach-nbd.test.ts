@@ -8,7 +8,7 @@ import { spawn } from "bun";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureBinary, startExport } from "../helpers/binary.ts";
+import { ensureBinary, runDstd, startExport } from "../helpers/binary.ts";
 import { haveTools } from "../helpers/tools.ts";
 
 const MiB = 1024 * 1024;
@@ -20,7 +20,8 @@ describe.skipIf(!haveTools({ nbdinfo: "libnbd-bin", nbdcopy: "libnbd-bin" }))("a
     const disk = join(dir, "disk.img");
     const exp = await startExport(["--file", disk, "--size", "32MiB", "--allow", "127.0.0.1/32:rw"]);
     const socket = join(dir, "attach.sock");
-    const attach = spawn([ensureBinary(), "attach", `dst://127.0.0.1:${exp.port}/disk`, "--nbd-listen", `unix:${socket}`], {
+    const stateDir = join(dir, "state");
+    const attach = spawn([ensureBinary(), "attach", `dst://127.0.0.1:${exp.port}/disk`, "--nbd-listen", `unix:${socket}`, "--state-dir", stateDir], {
       stdout: "pipe",
       stderr: "pipe",
     });
@@ -45,6 +46,20 @@ describe.skipIf(!haveTools({ nbdinfo: "libnbd-bin", nbdcopy: "libnbd-bin" }))("a
       const back = join(dir, "back.raw");
       expect(Bun.spawnSync(["nbdcopy", uri, back]).exitCode).toBe(0);
       expect(Buffer.compare(readFileSync(back), Buffer.from(data))).toBe(0);
+
+      // dstd list shows it with its daemon; detach stops it; detaching again is a no-op.
+      const listed = JSON.parse((await runDstd(["list", "--json", "--state-dir", stateDir])).stdout);
+      expect(listed).toHaveLength(1);
+      expect(listed[0].device).toBe(`unix:${socket}`);
+      expect(listed[0].state).toBe("ready");
+      expect(listed[0].pid).toBe(attach.pid);
+      const detached = await runDstd(["detach", `unix:${socket}`, "--state-dir", stateDir]);
+      expect(detached.stdout).toContain(`detached unix:${socket}`);
+      expect(await attach.exited).toBe(0);
+      expect((await runDstd(["list", "--state-dir", stateDir])).stdout).toBe("no attachments\n");
+      const again = await runDstd(["detach", `unix:${socket}`, "--state-dir", stateDir]);
+      expect(again.exitCode).toBe(0);
+      expect(again.stdout).toContain("is not attached; nothing to do");
     } finally {
       attach.kill("SIGTERM");
       expect(await attach.exited).toBe(0);
