@@ -11,8 +11,12 @@
  * RECONFIGURE trap (landscape P6): each new socket replaces the first DEAD socket of the
  * device. When no socket is dead the kernel drops the new socket and still reports success.
  * Callers taking over a device must make sure the old socket end is closed first (the daemon
- * that held it exited, or the kernel sent LINK_DEAD), and afterwards verify through sysfs and
- * real I/O that the new socket is in use — never trust the ack alone.
+ * that held it exited, or the kernel sent LINK_DEAD), and afterwards verify that the kernel's
+ * requests arrive on the new socket — never trust the ack alone. A dropped socket shows up as
+ * the peer closing our end of the new pair right after the ack. sysfs `pid` is NOT a takeover
+ * signal: RECONFIGURE leaves it at the pid of the process that did CONNECT (seen on Debian's
+ * 6.1.192 in test/vm), so after a daemon restart it names a dead (or reused) pid; `backend`
+ * confirms identity only. (Verified in the VM smoke test: guest-probe.ts.)
  */
 import { readFileSync } from "node:fs";
 import { Errno } from "../lib/errno.ts";
@@ -267,7 +271,8 @@ export function parseDevicePath(path: string): number {
 export interface DeviceSysfs {
   /** /sys/block/nbdN exists. */
   exists: boolean;
-  /** /sys/block/nbdN/pid: present only while the device is running (the process that CONNECTed). */
+  /** /sys/block/nbdN/pid: present only while the device is running. It stays the pid of the
+   * process that did CONNECT, even after another process RECONFIGUREs the device. */
   pid: number | null;
   /** /sys/block/nbdN/backend: the backend identifier, null when absent or empty. */
   backend: string | null;

@@ -15,6 +15,7 @@
  * do not wait for the device's I/O.
  */
 import type { Socket } from "bun";
+import { assert } from "../lib/assert.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import * as libc from "../sys/libc.ts";
@@ -22,6 +23,7 @@ import { buildGetFamily, parseFamilyReply, type FamilyInfo } from "./nbd-genl.ts
 import {
   NLMSG_DONE,
   NLMSG_ERROR,
+  NLMSG_HDRLEN,
   NLMSG_MIN_TYPE,
   NLM_F_ACK,
   parseAck,
@@ -97,15 +99,20 @@ export class GenlSocket {
       libc.closeFd(fd);
       throw error;
     }
-    owner.socket = await Bun.connect({
-      fd,
-      socket: {
-        binaryType: "uint8array",
-        data: (_s, chunk) => owner.onDatagram(chunk),
-        close: (_s, error) => owner.onClosed(error ? String(error) : null),
-        error: (_s, error) => owner.onClosed(`netlink socket error: ${error.message}`),
-      },
-    });
+    try {
+      owner.socket = await Bun.connect({
+        fd,
+        socket: {
+          binaryType: "uint8array",
+          data: (_s, chunk) => owner.onDatagram(chunk),
+          close: (_s, error) => owner.onClosed(error ? String(error) : null),
+          error: (_s, error) => owner.onClosed(`netlink socket error: ${error.message}`),
+        },
+      });
+    } catch (error) {
+      libc.closeFd(fd); // Bun did not adopt it
+      throw error;
+    }
     return owner;
   }
 
@@ -122,6 +129,7 @@ export class GenlSocket {
     if (this.closedReason !== undefined) {
       return Promise.reject(new DstdError("E_NETLINK", `netlink ${what}: the socket is closed`));
     }
+    assert(message.length >= NLMSG_HDRLEN, "request(): not a netlink message");
     const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
     const seq = this.takeSeq();
     view.setUint16(6, view.getUint16(6, true) | NLM_F_ACK, true);

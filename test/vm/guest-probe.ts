@@ -6,12 +6,13 @@
  * `INFO: …` lines with timings (guest/lib.sh counts them).
  *
  * Steps: resolve the family; CONNECT /dev/nbd0 with one end of a socket pair; sysfs and
- * STATUS; EBUSY and backend-mismatch messages; dd a pattern through the device and back
- * (and compare with the server's memory); RECONFIGURE while the socket is alive (landscape
- * P6: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE with a new pair
- * → I/O continues on the new socket; EPERM for an unprivileged user; DISCONNECT.
+ * STATUS; EBUSY, backend-mismatch and EPERM (unprivileged user) messages; dd a pattern through
+ * the device and back (and compare with the server's memory); RECONFIGURE while the socket is
+ * alive (landscape P6: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE
+ * with a new pair → I/O continues on the new socket; a NEW process takes over the same way
+ * (a daemon restart) and dies → LINK_DEAD → DISCONNECT of the orphaned device cleans up.
  *
- * Usage: guest-probe [--eperm-child]
+ * Usage: guest-probe [--eperm-child | --takeover-child]
  */
 import { createMemoryBackend } from "../../src/backend/memory.ts";
 import { NbdControl, readDeviceSysfs } from "../../src/kernel/device.ts";
@@ -47,6 +48,21 @@ async function epermChild(): Promise<void> {
   }
 }
 
+/** Child mode: a second process (a restarted daemon) takes nbd0 over, serves a read, exits. */
+async function takeoverChild(): Promise<void> {
+  const control = await NbdControl.open();
+  const target = createBackendTarget(createMemoryBackend(SIZE));
+  const [kernelEnd, ourEnd] = socketPair();
+  const served = await serveKernelEnd(ourEnd, target, "child");
+  const taken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
+  closeFd(kernelEnd);
+  check("a new process RECONFIGUREs nbd0 onto its own socket", taken === true, String(taken));
+  const read = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=4k", "count=1", "iflag=direct"]);
+  check("…and the kernel's requests reach the new process", read.code === 0 && served.bytesIn > 0, `${served.bytesIn} B`);
+  info(`sysfs pid after a takeover by another process: ${readDeviceSysfs(0).pid} (new process ${process.pid}, parent ${process.ppid})`);
+  // Exit without DISCONNECT, like a daemon killed with SIGKILL: the device stays, its socket dies.
+}
+
 function pattern(bytes: number): Uint8Array {
   const out = new Uint8Array(bytes);
   let x = 0x9e3779b9;
@@ -63,10 +79,14 @@ const mbps = (bytes: number, ms: number): string => `${((bytes / MiB) * 1000 / m
 
 async function main(): Promise<void> {
   if (process.argv.includes("--eperm-child")) return epermChild();
+  if (process.argv.includes("--takeover-child")) return takeoverChild();
   const backend = createMemoryBackend(SIZE);
   const target = createBackendTarget(backend);
-  let linkDead: (index: number) => void = () => {};
-  const linkDeadSeen = new Promise<number>((resolve) => (linkDead = resolve));
+  const deadEvents: number[] = [];
+  const linkDead = (index: number): void => void deadEvents.push(index);
+  /** The next LINK_DEAD index, or "timeout". */
+  const nextLinkDead = async (ms: number): Promise<number | "timeout"> =>
+    (await waitFor(() => deadEvents.length > 0, ms)) ? deadEvents.shift()! : "timeout";
 
   let started = performance.now();
   const control = await NbdControl.open({ onLinkDead: (index) => linkDead(index) });
@@ -134,7 +154,7 @@ async function main(): Promise<void> {
   const pidBefore = readDeviceSysfs(0).pid;
   started = performance.now();
   first.kill();
-  const dead = await within(linkDeadSeen, 10_000);
+  const dead = await nextLinkDead(10_000);
   check("LINK_DEAD multicast for nbd0 after the serving end closed", dead === 0, `${dead} after ${(performance.now() - started).toFixed(0)} ms`);
   const [kernelEnd3, ourEnd3] = socketPair();
   const third = await serveKernelEnd(ourEnd3, target, "third");
@@ -149,17 +169,44 @@ async function main(): Promise<void> {
   info(`sysfs after takeover: pid ${pidBefore} → ${state.pid} (same process here), backend ${state.backend}`);
   check("backend identifier unchanged after RECONFIGURE", state.backend === BACKEND_ID);
 
-  // ---- DISCONNECT ----
+  // ---- a new process takes over (daemon restarted), then dies (killed again) ----
+  third.kill();
+  check("LINK_DEAD when the second serving end closed", (await nextLinkDead(10_000)) === 0);
+  const child = await run([process.execPath, "--takeover-child"]);
+  console.log(child.output);
+  check("the takeover child exited cleanly", child.code === 0, `exit ${child.code}`);
+  check("LINK_DEAD when the new process died", (await nextLinkDead(10_000)) === 0);
+
+  // ---- this process reattaches the orphan; the data is intact; DISCONNECT while served ----
+  const [kernelEnd4, ourEnd4] = socketPair();
+  const fourth = await serveKernelEnd(ourEnd4, target, "fourth");
+  await control.reconfigureDevice({ index: 0, socketFd: kernelEnd4, backendId: BACKEND_ID });
+  closeFd(kernelEnd4);
+  const again = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback3", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
+  const back3 = new Uint8Array(await Bun.file("/tmp/readback3").arrayBuffer());
+  check("reattached by the first process: the pattern reads back", again.code === 0 && Buffer.from(back3).equals(data) && fourth.bytesIn > 0);
   started = performance.now();
   await control.disconnectDevice(0);
-  const closed = await within(third.closed, 5000);
+  const closed = await within(fourth.closed, 5000);
   check("DISCONNECT: the kernel closes the serving socket", closed !== "timeout", `${String(closed)} after ${(performance.now() - started).toFixed(0)} ms`);
   const cleared = await waitFor(() => readDeviceSysfs(0).pid === null, 5000);
-  check("sysfs: no pid and size 0 after DISCONNECT", cleared && readDeviceSysfs(0).sizeBytes === 0, JSON.stringify(readDeviceSysfs(0)));
+  check("sysfs: no pid, no backend, size 0 after DISCONNECT", cleared && readDeviceSysfs(0).sizeBytes === 0 && readDeviceSysfs(0).backend === null, JSON.stringify(readDeviceSysfs(0)));
   const status = await control.deviceStatus(0);
   check("STATUS nbd0 → not connected", status.length === 1 && !status[0]!.connected, JSON.stringify(status));
-  const gone = await control.disconnectDevice(0).then(() => "ok", (e: unknown) => describe(e));
-  info(`DISCONNECT of an idle nbd0: ${gone}`);
+
+  // ---- DISCONNECT of a device whose server is gone (what `detach --force` does) ----
+  const [kernelEnd5, ourEnd5] = socketPair();
+  const fifth = await serveKernelEnd(ourEnd5, target, "fifth");
+  await control.connectDevice({ socketFd: kernelEnd5, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
+  closeFd(kernelEnd5);
+  fifth.kill();
+  check("LINK_DEAD for the orphan", (await nextLinkDead(10_000)) === 0);
+  started = performance.now();
+  await control.disconnectDevice(0);
+  const orphanCleared = await waitFor(() => readDeviceSysfs(0).pid === null, 5000);
+  check("DISCONNECT of an orphaned device clears it", orphanCleared, `${(performance.now() - started).toFixed(0)} ms; ${JSON.stringify(readDeviceSysfs(0))}`);
+  const idle = await control.disconnectDevice(0).then(() => "ok", (e: unknown) => describe(e));
+  info(`DISCONNECT of an idle nbd0: ${idle}`);
   control.close();
 }
 

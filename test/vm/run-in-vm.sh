@@ -198,20 +198,18 @@ cp "$kdir/$mdir"/modules.{order,builtin,builtin.modinfo} "$root/usr/$mdir/" 2>/d
 
 # The payload, then every shared library the ELF files need (from the unpacked debs first).
 cp -a "$payload/." "$root/payload/"
-libpath=""
-for pkg in ${debs[@]+"${debs[@]}"}; do
-  for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu usr/lib; do
-    [ -d "$cache/pkg/$pkg/$d" ] && libpath="$libpath:$cache/pkg/$pkg/$d"
-  done
-done
+chmod 755 "$root/payload" # mktemp made it 0700: guest tests also run things as nobody
+# The debs are already in $root: resolve against it first, then the host.
+libpath=$root/usr/lib/x86_64-linux-gnu:$root/usr/lib
 declare -A libs=()
 is_elf() { [ "$(head -c 4 "$1" 2>/dev/null | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; }
 while IFS= read -r -d '' f; do
   is_elf "$f" || continue
-  while read -r lib; do libs[$lib]=1; done < <(LD_LIBRARY_PATH=${libpath#:} ldd "$f" 2>/dev/null |
+  while read -r lib; do libs[$lib]=1; done < <(LD_LIBRARY_PATH=$libpath ldd "$f" 2>/dev/null |
     awk '/=> not found/ { print "MISSING " $1 > "/dev/stderr"; next } /=>/ { if ($3 ~ /^\//) print $3; next } $1 ~ /^\// { print $1 }')
 done < <(find "$root/usr" "$root/payload" -type f \( -perm -u+x -o -name '*.so*' \) ! -path "*/lib/modules/*" ! -name busybox -print0)
 for lib in "${!libs[@]}" /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libgcc_s.so.1; do
+  case "$lib" in "$root"/*) continue ;; esac # found inside the guest tree already
   target=$root$lib
   [ -e "$target" ] && continue
   [ -e "$lib" ] || continue

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test/vm/guest/smoke.sh — first guest test: the nbd driver is there, and guest-probe (compiled
 # from test/vm/guest-probe.ts) attaches /dev/nbd0 through src/kernel, moves data through it,
-# takes it over with RECONFIGURE and detaches. Needs the module `nbd` (run-in-vm.sh -k nbd).
+# checks the error messages, takes the device over with RECONFIGURE (same process and a new
+# one), and detaches it, served and orphaned. Needs the module `nbd` (run-in-vm.sh -k nbd).
 . "$(dirname "$0")/lib.sh"
 
 check "nbd module loaded" test -d /sys/module/nbd
