@@ -148,4 +148,37 @@ describe("DST over loopback", () => {
     garbage.end();
     await good.close();
   });
+
+  test("oversized lengths and truncated frames: refused or dropped, others unaffected", async () => {
+    const { encodeHello } = await import("../../src/wire/dst/handshake.ts");
+    const { encodeHeader } = await import("../../src/wire/dst/header.ts");
+    const { Op } = await import("../../src/wire/dst/constants.ts");
+    const good = await open("disk");
+    await good.write(32 * MiB + 4096, new Uint8Array(4096).fill(3));
+    const raw = async (bytes: Uint8Array[], closeAfter: boolean) => {
+      const socket = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {}, binaryType: "uint8array" } });
+      for (const b of bytes) socket.write(b);
+      await Bun.sleep(50);
+      if (closeAfter) socket.end();
+      return socket;
+    };
+    // A valid HELLO, then a WRITE header claiming a 64 MiB payload: refused at once, before
+    // any payload is buffered.
+    const hello = encodeHello({ version: 1, exportName: "disk", clientName: "raw", maxPayload: 1 << 20, features: 0, sessionId: null, txidFloor: 0 });
+    const huge = new Uint8Array(56);
+    encodeHeader(huge, 0, { version: 1, opcode: Op.WRITE, flags: 0, txid: 1, offset: 0, length: 64 << 20, payloadLength: 64 << 20, status: 0 });
+    await raw([hello, huge], false);
+    await Bun.sleep(50);
+    expect(serverLog.lines.some((l) => l.includes("payload length 67108864 exceeds max payload"))).toBe(true);
+    // Half a header, then the client vanishes: the export just closes that connection.
+    await raw([hello, huge.subarray(0, 20)], true);
+    // A write whose frame is cut short in the payload: nothing is applied.
+    const partial = new Uint8Array(56 + 4096).fill(0xee);
+    encodeHeader(partial, 0, { version: 1, opcode: Op.WRITE, flags: 0, txid: 2, offset: 32 * MiB + 8192, length: 4096, payloadLength: 4096, status: 0 });
+    await raw([hello, partial.subarray(0, 56 + 1000)], true);
+    await Bun.sleep(50);
+    expect((await good.read(32 * MiB + 8192, 4096)).every((b) => b === 0)).toBe(true);
+    expect((await good.read(32 * MiB + 4096, 4096)).every((b) => b === 3)).toBe(true);
+    await good.close();
+  });
 });
