@@ -88,6 +88,14 @@ export default defineCommand({
         );
       }
     } finally {
+      for (const endpoint of endpoints) {
+        const c = endpoint.counters?.();
+        if (c) {
+          log.info(
+            `${endpoint.label}: connects=${c.connects} reconnects=${c.reconnects} resends=${c.resends} replays=${c.replays} keepalive_failures=${c.keepaliveFailures} timeouts=${c.timeouts}`,
+          );
+        }
+      }
       for (const endpoint of endpoints.reverse()) await endpoint.close().catch(() => {});
     }
   },

@@ -11,6 +11,7 @@ import type { Backend } from "../backend/types.ts";
 import type { ExportUrl } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { EngineLog } from "../engine/client-engine.ts";
+import type { EngineCounters } from "../engine/counters.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import { DstClient } from "./dst-client.ts";
 
@@ -27,6 +28,8 @@ export interface CopyEndpoint {
   isHole(offset: number, length: number): boolean;
   flush(): Promise<void>;
   close(): Promise<void>;
+  /** Reliability counters of a remote endpoint's engine (resends, reconnects, replays, ...). */
+  counters?: () => EngineCounters;
 }
 
 export function backendEndpoint(label: string, backend: Backend): CopyEndpoint {
@@ -70,6 +73,7 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
     isHole: () => false,
     flush: () => client.flush(),
     close: () => client.close(),
+    counters: () => client.engine.counters,
   };
 }
 

@@ -12,10 +12,10 @@
 
 /** Room in front of the data for any reply header (structured OFFSET_DATA needs 28). */
 export const HEADER_ROOM = 64;
-/** Below this a fresh allocation is cheap enough; pooling tiny buffers is not worth it. */
-const MIN_CLASS = 16; // 64 KiB
+/** Smallest class (64 KiB + HEADER_ROOM): smaller requests share it. */
+const MIN_CLASS = 16;
 const MAX_CLASS = 26; // 64 MiB
-const MAX_POOLED_BYTES = 64 * 1024 * 1024;
+const MAX_POOLED_BYTES = 32 * 1024 * 1024;
 
 const free: ArrayBuffer[][] = Array.from({ length: MAX_CLASS + 1 }, () => []);
 let pooledBytes = 0;

@@ -4,8 +4,9 @@
  * Returns 0 or the errno to answer with; never throws.
  *
  * Errno choices follow the NBD spec (proto.md, "Request errors"): EPERM for writes to a
- * read-only export; EINVAL for a read or other request that exceeds the export; ENOSPC for a
- * write, trim or zero that starts or ends past the end; EINVAL for an over-long payload.
+ * read-only export; EINVAL for a read, trim or other request that exceeds the export (proto.md "Error values": reads and
+ * trims past the end are EINVAL); ENOSPC for a write or write-zeroes that starts or ends past
+ * the end; EINVAL for an over-long payload.
  */
 import { Errno } from "../lib/errno.ts";
 
@@ -33,7 +34,7 @@ export function validateRequest(kind: RequestKind, offset: number, length: numbe
   if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) return Errno.EINVAL;
   if ((kind === "read" || kind === "write") && length > limits.maxPayload) return Errno.EINVAL;
   if (offset > limits.size || length > limits.size - offset) {
-    return kind === "write" || kind === "trim" || kind === "zero" ? Errno.ENOSPC : Errno.EINVAL;
+    return kind === "write" || kind === "zero" ? Errno.ENOSPC : Errno.EINVAL;
   }
   return 0;
 }

@@ -41,7 +41,10 @@ function url(name: string, transport: "tcp" | "unix" = "tcp"): string {
 }
 
 async function run(cmd: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn(cmd, { stdin: input === undefined ? "ignore" : new TextEncoder().encode(input), stdout: "pipe", stderr: "pipe" });
+  // nbdsh runs `env python3`: make it the system Python that python3-libnbd installed into,
+  // not a python3 from a version manager earlier on PATH.
+  const env = { ...process.env, PATH: `/usr/bin:/bin:${process.env.PATH ?? ""}` };
+  const proc = Bun.spawn(cmd, { stdin: input === undefined ? "ignore" : new TextEncoder().encode(input), stdout: "pipe", stderr: "pipe", env });
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   return { code, stdout, stderr };
 }

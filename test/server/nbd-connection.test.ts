@@ -111,6 +111,56 @@ describe("simple replies (no structured negotiation)", () => {
   });
 });
 
+describe("WRITE payloads split over many socket reads (streamed to a synchronous target)", () => {
+  function spyBackend() {
+    const backend = createMemoryBackend(MiB);
+    const calls: Array<[number, number, boolean]> = [];
+    let failAt = -1;
+    const spy: Backend = Object.assign(Object.create(Object.getPrototypeOf(backend)), backend, {
+      write(offset: number, source: Uint8Array, fua: boolean) {
+        calls.push([offset, source.length, fua]);
+        if (calls.length === failAt) throw new BackendError("media error", Errno.EIO);
+        backend.write(offset, source, fua);
+      },
+    });
+    return { spy, calls, backend, failOn: (n: number) => void (failAt = n) };
+  }
+
+  function sendInPieces(h: Harness, bytes: Uint8Array, size: number): void {
+    for (let at = 0; at < bytes.length; at += size) h.send(bytes.subarray(at, at + size));
+  }
+
+  test("each piece is written in place, FUA only on the last, one reply", () => {
+    const { spy, calls, backend } = spyBackend();
+    const h = ready({ backend: spy });
+    const data = randomBytes(10_000, 8);
+    sendInPieces(h, concat(encodeRequest({ type: Cmd.WRITE, flags: CmdFlag.FUA, cookie: 1n, offset: 100, data }), encodeRequest({ type: Cmd.FLUSH, cookie: 2n })), 3000);
+    expect(simple(h).map((r) => [r.cookie, errorOf(r)])).toEqual([[1n, 0], [2n, 0]]);
+    expect(calls.length).toBeGreaterThan(1);
+    expect(calls.map((c) => c[2])).toEqual([...calls.slice(1).map(() => false), true]);
+    expect(calls.reduce((n, c) => n + c[1], 0)).toBe(10_000);
+    const check = new Uint8Array(10_000);
+    backend.read(100, check);
+    expect([...check]).toEqual([...data]);
+  });
+
+  test("a failure in one piece fails the request once, after its payload is consumed", () => {
+    const { spy, failOn } = spyBackend();
+    failOn(2);
+    const h = ready({ backend: spy });
+    sendInPieces(h, concat(encodeRequest({ type: Cmd.WRITE, cookie: 1n, data: new Uint8Array(9000) }), encodeRequest({ type: Cmd.FLUSH, cookie: 2n })), 2000);
+    expect(simple(h).map((r) => [r.cookie, errorOf(r)])).toEqual([[1n, Errno.EIO], [2n, 0]]);
+  });
+
+  test("read-only: a split WRITE writes nothing and gets one EPERM", () => {
+    const { spy, calls } = spyBackend();
+    const h = ready({ backend: spy, access: "ro" });
+    sendInPieces(h, encodeRequest({ type: Cmd.WRITE, cookie: 1n, data: new Uint8Array(9000).fill(1) }), 1000);
+    expect(simple(h).map(errorOf)).toEqual([Errno.EPERM]);
+    expect(calls).toEqual([]);
+  });
+});
+
 describe("read-only access", () => {
   test("every WRITE, TRIM and WRITE_ZEROES gets EPERM; reads still work", () => {
     const h = ready({ access: "ro", size: MiB });
