@@ -14,6 +14,7 @@ import {
   compareBlocks,
   connectionLostLines,
   ensureBinary,
+  killChildren,
   reportedCounter,
   seconds,
   startCopy,
@@ -34,6 +35,7 @@ beforeAll(() => ensureBinary(), 120_000);
 afterAll(async () => {
   proxy?.close();
   await exporter?.kill("SIGKILL");
+  await killChildren();
   dir.remove();
 });
 

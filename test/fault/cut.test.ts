@@ -13,6 +13,7 @@ import {
   compareBlocks,
   connectionLostLines,
   ensureBinary,
+  killChildren,
   reportedCounter,
   seconds,
   startCopy,
@@ -32,6 +33,7 @@ beforeAll(() => ensureBinary(), 120_000);
 afterAll(async () => {
   proxy?.close();
   await exporter?.kill("SIGKILL");
+  await killChildren();
   dir.remove();
 });
 

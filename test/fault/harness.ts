@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "../..");
-export const BINARY = join(ROOT, "dist/dstd");
+/** The binary under test; DSTD_FAULT_BIN runs the tests against another build (e.g. a planted bug). */
+export const BINARY = process.env.DSTD_FAULT_BIN ? resolve(process.env.DSTD_FAULT_BIN) : join(ROOT, "dist/dstd");
 export const MiB = 1024 * 1024;
 const BUN = join(ROOT, "node_modules/.bin/bun");
 
@@ -25,6 +26,7 @@ function newestMtime(path: string): number {
 
 /** Build dist/dstd when it is missing or older than anything in src/ (or the build inputs). */
 export function ensureBinary(): void {
+  if (process.env.DSTD_FAULT_BIN) return; // somebody else's build: use it as it is
   const sourceTime = Math.max(
     newestMtime(join(ROOT, "src")),
     newestMtime(join(ROOT, "build.ts")),
@@ -99,6 +101,22 @@ export function compareBlocks(expected: string[], actualPath: string, length: nu
   return { blocks: expected.length, differing: differingIndexes.length, examples: differingIndexes.slice(0, 8) };
 }
 
+const children = new Set<Subprocess>();
+
+/** SIGKILL every export and copy this harness started that is still running (for afterAll). */
+export async function killChildren(): Promise<void> {
+  const running = [...children];
+  children.clear();
+  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  await Promise.all(running.map((child) => child.exited));
+}
+
+function track<T extends Subprocess>(child: T): T {
+  children.add(child);
+  void child.exited.then(() => children.delete(child));
+  return child;
+}
+
 export interface RunningExport {
   proc: Subprocess<"ignore", "pipe", "pipe">;
   port: number;
@@ -125,10 +143,8 @@ export async function startExport(options: { file?: string; memory?: string; siz
   const backend = options.file
     ? ["--file", options.file, ...(options.size ? ["--size", String(options.size)] : [])]
     : ["--memory", options.memory ?? "64MiB"];
-  const proc = Bun.spawn(
-    [BINARY, "export", ...backend, "--listen", `127.0.0.1:${options.port ?? 0}`, "--allow", "127.0.0.1/32:rw", "--log-level", "info"],
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
-  );
+  const argv = [BINARY, "export", ...backend, "--listen", `127.0.0.1:${options.port ?? 0}`, "--allow", "127.0.0.1/32:rw", "--log-level", "info"];
+  const proc = track(Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe" }));
   const out = collect(proc.stdout);
   const err = collect(proc.stderr);
   const output = () => out.text() + err.text();
@@ -171,10 +187,8 @@ export interface CopyRun {
 /** Run `dstd copy SOURCE TARGET [--config FILE]` with info logging (reconnects are logged). */
 export function startCopy(source: string, target: string, config?: string, extra: string[] = []): CopyRun {
   const startedAt = performance.now();
-  const proc = Bun.spawn(
-    [BINARY, "copy", source, target, ...(config ? ["--config", config] : []), "--log-level", "info", ...extra],
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
-  );
+  const argv = [BINARY, "copy", source, target, ...(config ? ["--config", config] : []), "--log-level", "info", ...extra];
+  const proc = track(Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe" }));
   const out = collect(proc.stdout);
   const err = collect(proc.stderr);
   const output = () => out.text() + err.text();

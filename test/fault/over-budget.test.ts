@@ -9,6 +9,7 @@ import { FaultProxy } from "./proxy.ts";
 import {
   MiB,
   ensureBinary,
+  killChildren,
   seconds,
   startCopy,
   startExport,
@@ -28,6 +29,7 @@ beforeAll(() => ensureBinary(), 120_000);
 afterAll(async () => {
   proxy?.close();
   await exporter?.kill("SIGKILL");
+  await killChildren();
   dir.remove();
 });
 
