@@ -69,7 +69,9 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const { log } = options;
   const exports: Export[] = [];
   const listeners: Listener[] = [];
+  let stopTicker = () => {};
   const closeAll = async () => {
+    stopTicker();
     for (const listener of listeners) await listener.close();
     for (const e of exports) e.backend.close();
   };
@@ -110,6 +112,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       log.info(`export '${e.name}': ${describeBackend(e.backend)}${e.readOnly ? " (read-only)" : ""}`);
     }
     for (const address of dstListener.bound) log.info(`listening for DST on ${describeListenAddress(address)}`);
+    const ticker = setInterval(() => server.tick(), 1000);
+    stopTicker = () => clearInterval(ticker);
     for (const address of nbdAddresses) log.info(`listening for NBD on ${describeListenAddress(address)}`);
     return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, stop: closeAll };
   } catch (error) {

@@ -103,8 +103,23 @@ export class DstServer {
   readonly accept = (sink: Sink, peer: Peer): ConnectionHandler => {
     this.counters.connections++;
     this.log.info(`${describePeer(peer)}: connected (DST)`);
-    return new DstConnection(this, sink, peer);
+    const connection = new DstConnection(this, sink, peer);
+    this.connections.add(connection);
+    return connection;
   };
+
+  /** Live connections, for tick(). */
+  readonly connections = new Set<DstConnection>();
+
+  /**
+   * Called about once a second by the export node (and by the simulator). A client sending
+   * one large frame over a slow link hears nothing from us until the frame is complete, and
+   * its keepalive PING waits behind that frame: so while bytes of an unfinished frame keep
+   * arriving, we tell the client the link is alive with an unsolicited PONG.
+   */
+  tick(): void {
+    for (const connection of this.connections) connection.progressTick();
+  }
 
   findExport(name: string): Export | undefined {
     return this.exportsByName.get(name);
@@ -178,6 +193,7 @@ export class DstConnection implements ConnectionHandler {
   private batch = new Uint8Array(BATCH_BYTES);
   private batchFill = 0;
   private paused = false;
+  private receivedSinceTick = 0;
   private readonly name: string;
 
   constructor(
@@ -190,6 +206,7 @@ export class DstConnection implements ConnectionHandler {
 
   onData(chunk: Uint8Array): void {
     if (this.state === "closed") return;
+    this.receivedSinceTick += chunk.length;
     const problem = this.decoder.push(chunk, this.onFrame);
     this.flushBatch();
     // The frame handler may have closed the connection: re-read the state.
@@ -209,6 +226,7 @@ export class DstConnection implements ConnectionHandler {
   }
 
   onClose(reason: string | null): void {
+    this.server.connections.delete(this);
     if (this.state === "closed") return;
     if (this.state === "auth" && this.pending !== null) {
       // The client checks our proof first and leaves when it fails: that is how a wrong key
@@ -219,6 +237,14 @@ export class DstConnection implements ConnectionHandler {
     this.state = "closed";
     if (this.session?.connection === this) this.session.connection = null;
     this.server.log.info(`${this.name}: closed${reason ? ` (${reason})` : ""}`);
+  }
+
+  progressTick(): void {
+    const receiving = this.receivedSinceTick > 0 && this.decoder.bufferedBytes > 0;
+    this.receivedSinceTick = 0;
+    if (this.state !== "ready" || !receiving) return;
+    this.reply(Op.PONG, 0, 0, 0, 0);
+    this.flushBatch();
   }
 
   /** A newer connection of the same session took over: stop at once, read nothing more. */
