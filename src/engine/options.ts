@@ -44,15 +44,16 @@ export interface EngineOptions {
   seed: number;
 }
 
+/** Keep equal to config/defaults.ts DEFAULT_RELIABILITY (test/engine/defaults.test.ts pins it). */
 export const ENGINE_DEFAULTS: Omit<EngineOptions, "exportName" | "clientName" | "seed"> = {
   inflight: 64,
   maxPayload: 32 * 1024 * 1024,
-  resendIntervalMs: 2_000,
+  resendIntervalMs: 1_000,
   resendIntervalMaxMs: 16_000,
-  maxResends: 8,
+  maxResends: 10,
   deadlineMs: 120_000,
   reconnectMinMs: 100,
-  reconnectMaxMs: 5_000,
+  reconnectMaxMs: 10_000,
   keepaliveIntervalMs: 2_000,
   keepaliveTimeoutMs: 6_000,
   replayBufferBytes: 256 * 1024 * 1024,
