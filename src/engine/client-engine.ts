@@ -138,6 +138,12 @@ export class ClientEngine {
   private maxPayload: number;
   private readonly replay = new ReplayLog();
   private internalFlushPending = false;
+  /** Replay transactions not yet acknowledged: until they are, nothing else is sent. */
+  private replaysPending = 0;
+  /** A replay failed: the next handshake replays the whole log again, whatever the epoch. */
+  private replayAgain = false;
+  /** Replay rounds failed in a row: backs the reconnect off, so a failing disk is not hammered. */
+  private replayStreak = 0;
   private lastError = "";
   /** Authentication state of the current connection (null: anonymous). */
   private auth: ClientAuth | null = null;
@@ -384,7 +390,8 @@ export class ClientEngine {
       const opened = this.channel.opener.open(frame);
       if (typeof opened === "string") return this.dropConnection(`from export: ${opened}`);
     }
-    if (header.opcode === Op.CHALLENGE) return this.onChallenge(payload);    if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
+    if (header.opcode === Op.CHALLENGE) return this.onChallenge(payload);
+    if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
     if (this.state !== "ready") return this.dropConnection("export sent a request before the handshake finished");
     if (header.opcode === Op.PONG) return;
     if ((header.opcode & REPLY_BIT) === 0) return this.dropConnection("export sent a request frame");
@@ -474,6 +481,7 @@ export class ClientEngine {
     this.lastPingAt = this.now;
     const restarted = previousEpoch !== null && previousEpoch !== welcome.epoch;
     this.requeue(restarted);
+    if (restarted) this.log.warn(`export restarted (new epoch): replaying ${this.replay.size} acknowledged writes not yet flushed`);
     this.setState(
       "ready",
       restarted ? `export restarted (new epoch); replaying ${this.replay.size} unflushed writes` : "ready",
@@ -482,12 +490,22 @@ export class ClientEngine {
     this.pump();
   }
 
-  /** After a (re)connect: replays first (if the export restarted), then everything pending in id order. */
+  /**
+   * After a (re)connect: replays first (if the export restarted, or an earlier replay failed),
+   * then everything pending in id order. Replaying the whole log again is safe only because of
+   * the barrier in pump(): while replays are pending nothing else reaches the export, so the
+   * log, applied in order, is the newest state of every range it touches.
+   */
   private requeue(restarted: boolean): void {
     const pendingTxns = [...this.pending.values()].filter((t) => t.internal !== "replay");
-    pendingTxns.sort((a, b) => a.txid - b.txid);
+    // An automatic flush goes first: writes held by the replay bound wait for it, so behind
+    // them it would never be sent (found by the simulator: a reconnect re-sorted it by txid
+    // and every write stalled until the flush's deadline).
+    const rank = (t: Txn) => (t.internal === "flush" ? 0 : 1);
+    pendingTxns.sort((a, b) => rank(a) - rank(b) || a.txid - b.txid);
     const replays: Txn[] = [];
-    if (restarted) {
+    if (restarted || this.replayAgain) {
+      this.replayAgain = false;
       for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
       for (const entry of this.replay.pending()) {
         const request: Request = { kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole };
@@ -501,6 +519,7 @@ export class ClientEngine {
       for (const txn of this.pending.values()) if (txn.internal === "replay") replays.push(txn);
       replays.sort((a, b) => a.txid - b.txid);
     }
+    this.replaysPending = replays.length;
     this.waiting = [...replays, ...pendingTxns];
   }
 
@@ -509,9 +528,15 @@ export class ClientEngine {
     this.maybeFlushForReplayBound();
     while (this.onWire < this.window && this.waiting.length > 0) {
       const txn = this.waiting[0]!;
+      if (!this.pending.has(txn.txid)) {
+        this.waiting.shift(); // failed by deadline while waiting
+        continue;
+      }
+      // Barrier: after an export restart, nothing but replays until every replay is acknowledged
+      // (a FLUSH sent earlier would release log entries whose replay has not landed yet).
+      if (this.replaysPending > 0 && txn.internal !== "replay") break;
       if (txn.kind === "write" && txn.internal === null && this.replay.bytes >= this.options.replayBufferBytes) break;
       this.waiting.shift();
-      if (!this.pending.has(txn.txid)) continue; // failed by deadline while waiting
       this.send(txn);
     }
     this.counters.inflight = this.onWire;
@@ -524,7 +549,9 @@ export class ClientEngine {
     this.counters.autoFlushes++;
     const txn = this.makeTxn({ kind: "flush", offset: 0, length: 0 }, null, "flush");
     this.pending.set(txn.txid, txn);
-    this.waiting.unshift(txn);
+    let at = 0;
+    while (at < this.waiting.length && this.waiting[at]!.internal === "replay") at++;
+    this.waiting.splice(at, 0, txn); // first after the replays, before anything else
   }
 
   private send(txn: Txn): void {
@@ -545,6 +572,11 @@ export class ClientEngine {
     this.pending.delete(txn.txid);
     if (txn.sentOn === this.connection && this.state === "ready") this.onWire--;
     if (status === 0) this.recordDurability(txn);
+    if (txn.internal === "replay") {
+      this.replaysPending--;
+      if (status !== 0) this.replayFailed(txn, status);
+      else if (this.replaysPending === 0 && !this.replayAgain) this.replayStreak = 0;
+    }
     if (txn.internal === "flush") {
       this.internalFlushPending = false;
       if (status !== 0) this.log.warn(`automatic flush failed: ${errnoMessage(status)}`);
@@ -553,19 +585,40 @@ export class ClientEngine {
     this.pump();
   }
 
-  /** Keep non-durable acknowledged mutations for replay; a successful FLUSH releases them. */
+  /**
+   * A replay did not land (disk error, or its budget ran out): the export may now lack an
+   * acknowledged write. Never carry on past it (a later FLUSH would release its log entry and
+   * lose the data for good): drop the connection and replay the whole log again on the next
+   * one (found by the simulator: an EIO on a replayed write, then a FLUSH, lost the write).
+   */
+  private replayFailed(txn: Txn, status: number): void {
+    this.counters.replayFailures++;
+    this.replayAgain = true;
+    this.reconnectAttempt = Math.max(this.reconnectAttempt, Math.min(++this.replayStreak, 30));
+    const why = `replay of ${txn.kind} ${txn.length} B at ${txn.offset} failed: ${errnoMessage(status)}; replaying again`;
+    if (this.state === "ready") this.dropConnection(why);
+    else this.log.warn(why);
+  }
+
+  /**
+   * Keep non-durable acknowledged mutations for replay; a successful FLUSH releases them.
+   * A FUA mutation is durable and is not kept, but it supersedes older entries for its range:
+   * replaying those after a restart would bury it under older data (found by the simulator:
+   * a FUA write after an unflushed write to the same block came back as the older data).
+   */
   private recordDurability(txn: Txn): void {
     if (txn.internal === "replay") return; // its entry is still in the log
+    if (txn.fua && txn.kind !== "read" && txn.kind !== "flush") {
+      this.replay.supersede(txn.offset, txn.length);
+      return;
+    }
     switch (txn.kind) {
       case "write":
-        if (!txn.fua) {
-          const data = txn.frame.subarray(HEADER_SIZE, HEADER_SIZE + txn.length);
-          this.replay.append("write", txn.offset, txn.length, data, false);
-        }
+        this.replay.append("write", txn.offset, txn.length, txn.frame.subarray(HEADER_SIZE, HEADER_SIZE + txn.length), false);
         break;
       case "trim":
       case "zero":
-        if (!txn.fua) this.replay.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
+        this.replay.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
         break;
       case "flush":
         this.replay.release(txn.flushMark);
@@ -579,7 +632,7 @@ export class ClientEngine {
     const silentMs = now - this.lastReceiveAt;
     if (silentMs >= this.options.keepaliveTimeoutMs) {
       this.counters.keepaliveFailures++;
-      this.dropConnection(`no data from export for ${silentMs} ms (keepalive timeout)`);
+      this.dropConnection(`no data from export for ${Math.round(silentMs)} ms (keepalive timeout)`);
       return;
     }
     if (silentMs >= this.options.keepaliveIntervalMs && now - this.lastPingAt >= this.options.keepaliveIntervalMs) {
@@ -587,9 +640,20 @@ export class ClientEngine {
       this.counters.pings++;
       this.transmit(encodeFrame({ opcode: Op.PING, txid: 0, offset: this.txidFloor() }));
     }
+    // TCP delivers in order and the export answers every frame it reads, so on a connection
+    // that is still delivering replies an unanswered request is queued behind others, not
+    // lost: resending it on the same stream only lengthens that queue (on a slow link every
+    // request would be sent several times and goodput collapses). Resend only once the
+    // connection has gone quiet for a resend interval; until then push the timer on.
+    const progressing = silentMs < this.options.resendIntervalMs;
     for (const txn of this.pending.values()) {
       if (txn.sentOn !== this.connection || now < txn.nextResendAt) continue;
-      if (txn.resends >= this.options.maxResends) {
+      if (progressing) {
+        txn.nextResendAt = now + this.jitter(txn.resendIntervalMs);
+        continue;
+      }
+      // Replays have no caller to fail and no budget: only the keepalive ends their connection.
+      if (txn.resends >= this.options.maxResends && txn.internal !== "replay") {
         this.fail1(txn, Errno.ETIMEDOUT, `no reply after ${txn.resends} resends`);
         continue;
       }
@@ -604,7 +668,7 @@ export class ClientEngine {
 
   private expireDeadlines(now: number): void {
     for (const txn of this.pending.values()) {
-      if (now >= txn.deadlineAt) this.fail1(txn, Errno.ETIMEDOUT, `deadline of ${this.options.deadlineMs} ms passed`);
+      if (now >= txn.deadlineAt && txn.internal !== "replay") this.fail1(txn, Errno.ETIMEDOUT, `deadline of ${this.options.deadlineMs} ms passed`);
     }
   }
 
@@ -637,6 +701,7 @@ export class ClientEngine {
     this.pending.clear();
     this.waiting = [];
     this.onWire = 0;
+    this.replaysPending = 0;
     for (const txn of txns) txn.done?.(errno, null);
   }
 

@@ -11,6 +11,8 @@ export interface EngineCounters {
   resends: number;
   /** Unflushed writes replayed because the export restarted (epoch changed). */
   replays: number;
+  /** Replayed writes the export failed (each makes the engine replay the whole log again). */
+  replayFailures: number;
   /** Connections declared dead because nothing arrived within the keepalive timeout. */
   keepaliveFailures: number;
   /** PINGs sent on idle connections. */
@@ -33,6 +35,7 @@ export function newCounters(): EngineCounters {
     reconnects: 0,
     resends: 0,
     replays: 0,
+    replayFailures: 0,
     keepaliveFailures: 0,
     pings: 0,
     timeouts: 0,

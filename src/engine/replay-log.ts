@@ -43,6 +43,44 @@ export class ReplayLog {
     this.bytesHeld += data ? data.length : 0;
   }
 
+  /**
+   * A durable (FUA) mutation of [offset, offset + length) was acknowledged. No older entry may
+   * ever be replayed over that range again (it would bury the durable data under older data
+   * after an export restart), so the range is cut out of every entry: covered entries go,
+   * overlapping ones shrink or split in two (the pieces keep their seq, so release() is
+   * unchanged). Linear in the log; FUA usually follows a FLUSH, which leaves the log short.
+   */
+  supersede(offset: number, length: number): void {
+    const end = offset + length;
+    let overlaps = false;
+    for (let i = this.head; i < this.entries.length && !overlaps; i++) {
+      const entry = this.entries[i]!;
+      overlaps = entry.offset < end && entry.offset + entry.length > offset;
+    }
+    if (!overlaps || length === 0) return;
+    const kept: ReplayEntry[] = [];
+    for (let i = this.head; i < this.entries.length; i++) {
+      const entry = this.entries[i]!;
+      const entryEnd = entry.offset + entry.length;
+      if (entryEnd <= offset || entry.offset >= end) {
+        kept.push(entry);
+        continue;
+      }
+      this.bytesHeld -= entry.data ? entry.data.length : 0;
+      if (entry.offset < offset) kept.push(this.piece(entry, entry.offset, offset));
+      if (entryEnd > end) kept.push(this.piece(entry, end, entryEnd));
+    }
+    this.entries = kept;
+    this.head = 0;
+    assert(this.bytesHeld >= 0, "replay byte count went negative");
+  }
+
+  private piece(entry: ReplayEntry, from: number, to: number): ReplayEntry {
+    const data = entry.data ? entry.data.subarray(from - entry.offset, to - entry.offset) : null;
+    this.bytesHeld += data ? data.length : 0;
+    return { seq: entry.seq, kind: entry.kind, offset: from, length: to - from, data, noHole: entry.noHole };
+  }
+
   /** The mark a FLUSH takes when it is sent: it will cover everything appended before now. */
   mark(): number {
     return this.nextSeq;
