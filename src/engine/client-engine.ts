@@ -535,16 +535,21 @@ export class ClientEngine {
       // Barrier: after an export restart, nothing but replays until every replay is acknowledged
       // (a FLUSH sent earlier would release log entries whose replay has not landed yet).
       if (this.replaysPending > 0 && txn.internal !== "replay") break;
-      if (txn.kind === "write" && txn.internal === null && this.replay.bytes >= this.options.replayBufferBytes) break;
+      if (txn.kind === "write" && txn.internal === null && this.replayFull()) break;
       this.waiting.shift();
       this.send(txn);
     }
     this.counters.inflight = this.onWire;
   }
 
+  /** The replay log holds its bound (an empty log never blocks, whatever the bound). */
+  private replayFull(): boolean {
+    return this.replay.size > 0 && this.replay.bytes >= this.options.replayBufferBytes;
+  }
+
   /** Bounded replay memory: past the bound, issue a FLUSH ourselves and hold new writes. */
   private maybeFlushForReplayBound(): void {
-    if (this.internalFlushPending || this.replay.bytes < this.options.replayBufferBytes) return;
+    if (this.internalFlushPending || !this.replayFull()) return;
     this.internalFlushPending = true;
     this.counters.autoFlushes++;
     const txn = this.makeTxn({ kind: "flush", offset: 0, length: 0 }, null, "flush");

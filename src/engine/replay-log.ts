@@ -6,7 +6,16 @@
  * succeeded — legal under the block-device contract only until the client's next FLUSH
  * returns. So the client keeps each such write until a FLUSH that was *sent after the
  * write's ack* succeeds, and replays the log (in ack order) when it reconnects to an export
- * whose epoch changed. FUA writes are durable at ack and never enter the log.
+ * whose epoch changed. FUA writes are durable at ack and never enter the log; when one is
+ * acknowledged it supersedes the overlapping parts of older entries (a replay of an older
+ * write must not bury it).
+ *
+ * Layout, for speed: the log sits on the data path of every write, and keeping one small
+ * object and one 4 KiB buffer alive per acknowledged write made the garbage collector the
+ * bottleneck (measured: 9.6 → 14–24 µs per 4 KiB write once tens of thousands were held).
+ * So entries are columns of numbers, and write data is copied into 4 MiB slabs that are
+ * dropped whole once every entry in them is released. FLUSH releases are FIFO, so slabs
+ * empty in order. pending() builds objects only for a replay, which is rare.
  *
  * Pure data structure: no I/O, no time.
  */
@@ -23,9 +32,30 @@ export interface ReplayEntry {
   noHole: boolean;
 }
 
+const SLAB_BYTES = 4 * 1024 * 1024;
+const KINDS: ReplayEntry["kind"][] = ["write", "trim", "zero"];
+
+interface Slab {
+  bytes: Uint8Array;
+  used: number;
+  /** Highest seq with data in this slab: the slab is free once that seq is released. */
+  lastSeq: number;
+}
+
 export class ReplayLog {
-  private entries: ReplayEntry[] = [];
+  // One column per field; index i (from `head`) is one entry. Plain number arrays stay packed.
+  private seqs: number[] = [];
+  private kinds: number[] = [];
+  private offsets: number[] = [];
+  private lengths: number[] = [];
+  private noHoles: number[] = [];
+  /** Data location: slab (index into `slabs` + `slabBase`) and byte offset; -1 for no data. */
+  private slabIds: number[] = [];
+  private slabOffsets: number[] = [];
   private head = 0;
+  private slabs: Slab[] = [];
+  /** Id of slabs[0] (slabs are dropped from the front). */
+  private slabBase = 0;
   private nextSeq = 0;
   private bytesHeld = 0;
 
@@ -34,51 +64,43 @@ export class ReplayLog {
   }
 
   get size(): number {
-    return this.entries.length - this.head;
+    return this.seqs.length - this.head;
   }
 
-  /** Record an acknowledged, not-yet-durable mutation. */
+  /** Record an acknowledged, not-yet-durable mutation; WRITE data is copied. */
   append(kind: ReplayEntry["kind"], offset: number, length: number, data: Uint8Array | null, noHole: boolean): void {
-    this.entries.push({ seq: this.nextSeq++, kind, offset, length, data, noHole });
-    this.bytesHeld += data ? data.length : 0;
+    const seq = this.nextSeq++;
+    let slabId = -1;
+    let slabOffset = 0;
+    if (data !== null && data.length > 0) {
+      [slabId, slabOffset] = this.store(data, seq);
+      this.bytesHeld += data.length;
+    }
+    this.push(seq, KINDS.indexOf(kind), offset, length, noHole ? 1 : 0, slabId, slabOffset);
   }
 
   /**
-   * A durable (FUA) mutation of [offset, offset + length) was acknowledged. No older entry may
-   * ever be replayed over that range again (it would bury the durable data under older data
-   * after an export restart), so the range is cut out of every entry: covered entries go,
-   * overlapping ones shrink or split in two (the pieces keep their seq, so release() is
-   * unchanged). Linear in the log; FUA usually follows a FLUSH, which leaves the log short.
+   * A FUA write, trim or zero of [offset, offset+length) was acknowledged: it is durable, so
+   * older unflushed entries must not be replayed over it. Cut the range out of them.
    */
   supersede(offset: number, length: number): void {
     const end = offset + length;
-    let overlaps = false;
-    for (let i = this.head; i < this.entries.length && !overlaps; i++) {
-      const entry = this.entries[i]!;
-      overlaps = entry.offset < end && entry.offset + entry.length > offset;
-    }
-    if (!overlaps || length === 0) return;
-    const kept: ReplayEntry[] = [];
-    for (let i = this.head; i < this.entries.length; i++) {
-      const entry = this.entries[i]!;
-      const entryEnd = entry.offset + entry.length;
-      if (entryEnd <= offset || entry.offset >= end) {
-        kept.push(entry);
+    if (length === 0 || !this.anyOverlap(offset, end)) return;
+    const old = this.columns();
+    this.resetColumns();
+    for (let i = 0; i < old.seqs.length; i++) {
+      const from = old.offsets[i]!;
+      const to = from + old.lengths[i]!;
+      const args = [old.seqs[i]!, old.kinds[i]!, old.noHoles[i]!, old.slabIds[i]!, old.slabOffsets[i]!, from] as const;
+      if (to <= offset || from >= end) {
+        this.pushPiece(...args, from, to);
         continue;
       }
-      this.bytesHeld -= entry.data ? entry.data.length : 0;
-      if (entry.offset < offset) kept.push(this.piece(entry, entry.offset, offset));
-      if (entryEnd > end) kept.push(this.piece(entry, end, entryEnd));
+      if (old.slabIds[i]! >= 0) this.bytesHeld -= to - from;
+      if (from < offset) this.keepPiece(...args, from, offset);
+      if (to > end) this.keepPiece(...args, end, to);
     }
-    this.entries = kept;
-    this.head = 0;
     assert(this.bytesHeld >= 0, "replay byte count went negative");
-  }
-
-  private piece(entry: ReplayEntry, from: number, to: number): ReplayEntry {
-    const data = entry.data ? entry.data.subarray(from - entry.offset, to - entry.offset) : null;
-    this.bytesHeld += data ? data.length : 0;
-    return { seq: entry.seq, kind: entry.kind, offset: from, length: to - from, data, noHole: entry.noHole };
   }
 
   /** The mark a FLUSH takes when it is sent: it will cover everything appended before now. */
@@ -86,24 +108,116 @@ export class ReplayLog {
     return this.nextSeq;
   }
 
-  /** A FLUSH sent at `mark` succeeded: drop every entry it covers. */
+  /** A FLUSH sent at `mark` succeeded: drop every entry it covers, and the slabs they emptied. */
   release(mark: number): void {
     assert(mark <= this.nextSeq, "flush mark from the future");
-    while (this.head < this.entries.length && this.entries[this.head]!.seq < mark) {
-      const entry = this.entries[this.head]!;
-      this.bytesHeld -= entry.data ? entry.data.length : 0;
-      this.entries[this.head] = undefined as unknown as ReplayEntry;
+    while (this.head < this.seqs.length && this.seqs[this.head]! < mark) {
+      if (this.slabIds[this.head]! >= 0) this.bytesHeld -= this.lengths[this.head]!;
       this.head++;
     }
-    if (this.head > 1024 && this.head * 2 > this.entries.length) {
-      this.entries = this.entries.slice(this.head);
-      this.head = 0;
+    while (this.slabs.length > 1 && this.slabs[0]!.lastSeq < mark) {
+      this.slabs.shift();
+      this.slabBase++;
     }
+    if (this.slabs.length === 1 && this.slabs[0]!.lastSeq < mark && this.size === 0) this.slabs[0]!.used = 0;
+    if (this.head > 1024 && this.head * 2 > this.seqs.length) this.compact();
     assert(this.bytesHeld >= 0, "replay byte count went negative");
   }
 
-  /** Entries to replay, oldest first. */
+  /** Entries to replay, oldest first (data are views into the log's slabs). */
   pending(): ReplayEntry[] {
-    return this.entries.slice(this.head);
+    const out: ReplayEntry[] = [];
+    for (let i = this.head; i < this.seqs.length; i++) {
+      const slabId = this.slabIds[i]!;
+      const length = this.lengths[i]!;
+      let data: Uint8Array | null = null;
+      if (slabId >= 0) {
+        const at = this.slabOffsets[i]!;
+        data = this.slabs[slabId - this.slabBase]!.bytes.subarray(at, at + length);
+      }
+      out.push({ seq: this.seqs[i]!, kind: KINDS[this.kinds[i]!]!, offset: this.offsets[i]!, length, data, noHole: this.noHoles[i] === 1 });
+    }
+    return out;
+  }
+
+  // ---- internals ----------------------------------------------------------------------
+
+  /** Copy `data` into the current slab (or a new one); returns [slab id, offset]. */
+  private store(data: Uint8Array, seq: number): [number, number] {
+    let slab = this.slabs[this.slabs.length - 1];
+    if (slab === undefined || slab.used + data.length > slab.bytes.length) {
+      slab = { bytes: new Uint8Array(Math.max(SLAB_BYTES, data.length)), used: 0, lastSeq: seq };
+      this.slabs.push(slab);
+    }
+    const at = slab.used;
+    slab.bytes.set(data, at);
+    slab.used += data.length;
+    slab.lastSeq = seq;
+    return [this.slabBase + this.slabs.length - 1, at];
+  }
+
+  private push(seq: number, kind: number, offset: number, length: number, noHole: number, slabId: number, slabOffset: number): void {
+    this.seqs.push(seq);
+    this.kinds.push(kind);
+    this.offsets.push(offset);
+    this.lengths.push(length);
+    this.noHoles.push(noHole);
+    this.slabIds.push(slabId);
+    this.slabOffsets.push(slabOffset);
+  }
+
+  /** Re-add an untouched entry (given as its fields and original start `base`). */
+  private pushPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, base: number, from: number, to: number): void {
+    this.push(seq, kind, from, to - from, noHole, slabId, slabId >= 0 ? slabOffset + (from - base) : 0);
+  }
+
+  /** Keep part [from, to) of an entry that was cut. */
+  private keepPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, base: number, from: number, to: number): void {
+    if (slabId >= 0) this.bytesHeld += to - from;
+    this.pushPiece(seq, kind, noHole, slabId, slabOffset, base, from, to);
+  }
+
+  private anyOverlap(offset: number, end: number): boolean {
+    for (let i = this.head; i < this.seqs.length; i++) {
+      const from = this.offsets[i]!;
+      if (from < end && from + this.lengths[i]! > offset) return true;
+    }
+    return false;
+  }
+
+  private columns() {
+    const h = this.head;
+    return {
+      seqs: this.seqs.slice(h),
+      kinds: this.kinds.slice(h),
+      offsets: this.offsets.slice(h),
+      lengths: this.lengths.slice(h),
+      noHoles: this.noHoles.slice(h),
+      slabIds: this.slabIds.slice(h),
+      slabOffsets: this.slabOffsets.slice(h),
+    };
+  }
+
+  private resetColumns(): void {
+    this.seqs = [];
+    this.kinds = [];
+    this.offsets = [];
+    this.lengths = [];
+    this.noHoles = [];
+    this.slabIds = [];
+    this.slabOffsets = [];
+    this.head = 0;
+  }
+
+  private compact(): void {
+    const c = this.columns();
+    this.seqs = c.seqs;
+    this.kinds = c.kinds;
+    this.offsets = c.offsets;
+    this.lengths = c.lengths;
+    this.noHoles = c.noHoles;
+    this.slabIds = c.slabIds;
+    this.slabOffsets = c.slabOffsets;
+    this.head = 0;
   }
 }
