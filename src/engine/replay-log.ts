@@ -13,9 +13,11 @@
  * Layout, for speed: the log sits on the data path of every write, and keeping one small
  * object and one 4 KiB buffer alive per acknowledged write made the garbage collector the
  * bottleneck (measured: 9.6 → 14–24 µs per 4 KiB write once tens of thousands were held).
- * So entries are columns of numbers, and write data is copied into 4 MiB slabs that are
- * dropped whole once every entry in them is released. FLUSH releases are FIFO, so slabs
- * empty in order. pending() builds objects only for a replay, which is rare.
+ * So entries are columns of numbers, and small writes' data is copied into 4 MiB slabs that
+ * are dropped (or recycled) whole once every entry in them is released; FLUSH releases are
+ * FIFO, so slabs empty in order. Large writes (≥ 64 KiB) keep a view of the request's own
+ * frame instead: few objects, and no copy or fresh pages for bulk data. pending() builds
+ * objects only for a replay, which is rare.
  *
  * Pure data structure: no I/O, no time.
  */
@@ -33,6 +35,10 @@ export interface ReplayEntry {
 }
 
 const SLAB_BYTES = 4 * 1024 * 1024;
+/** Writes at least this large are held by reference, not copied into a slab. */
+const BY_REFERENCE_BYTES = 64 * 1024;
+/** Emptied slabs kept for reuse (their pages are already faulted in). */
+const SPARE_SLABS = 2;
 const KINDS: ReplayEntry["kind"][] = ["write", "trim", "zero"];
 
 interface Slab {
@@ -52,6 +58,9 @@ export class ReplayLog {
   /** Data location: slab (index into `slabs` + `slabBase`) and byte offset; -1 for no data. */
   private slabIds: number[] = [];
   private slabOffsets: number[] = [];
+  /** Data held by reference (large writes); null where the data is in a slab or absent. */
+  private refs: Array<Uint8Array | null> = [];
+  private spare: Uint8Array[] = [];
   private head = 0;
   private slabs: Slab[] = [];
   /** Id of slabs[0] (slabs are dropped from the front). */
@@ -72,11 +81,13 @@ export class ReplayLog {
     const seq = this.nextSeq++;
     let slabId = -1;
     let slabOffset = 0;
+    let ref: Uint8Array | null = null;
     if (data !== null && data.length > 0) {
-      [slabId, slabOffset] = this.store(data, seq);
+      if (data.length >= BY_REFERENCE_BYTES) ref = data;
+      else [slabId, slabOffset] = this.store(data, seq);
       this.bytesHeld += data.length;
     }
-    this.push(seq, KINDS.indexOf(kind), offset, length, noHole ? 1 : 0, slabId, slabOffset);
+    this.push(seq, KINDS.indexOf(kind), offset, length, noHole ? 1 : 0, slabId, slabOffset, ref);
   }
 
   /**
@@ -91,12 +102,12 @@ export class ReplayLog {
     for (let i = 0; i < old.seqs.length; i++) {
       const from = old.offsets[i]!;
       const to = from + old.lengths[i]!;
-      const args = [old.seqs[i]!, old.kinds[i]!, old.noHoles[i]!, old.slabIds[i]!, old.slabOffsets[i]!, from] as const;
+      const args = [old.seqs[i]!, old.kinds[i]!, old.noHoles[i]!, old.slabIds[i]!, old.slabOffsets[i]!, old.refs[i]!, from] as const;
       if (to <= offset || from >= end) {
         this.pushPiece(...args, from, to);
         continue;
       }
-      if (old.slabIds[i]! >= 0) this.bytesHeld -= to - from;
+      if (old.slabIds[i]! >= 0 || old.refs[i] !== null) this.bytesHeld -= to - from;
       if (from < offset) this.keepPiece(...args, from, offset);
       if (to > end) this.keepPiece(...args, end, to);
     }
@@ -112,11 +123,13 @@ export class ReplayLog {
   release(mark: number): void {
     assert(mark <= this.nextSeq, "flush mark from the future");
     while (this.head < this.seqs.length && this.seqs[this.head]! < mark) {
-      if (this.slabIds[this.head]! >= 0) this.bytesHeld -= this.lengths[this.head]!;
+      if (this.slabIds[this.head]! >= 0 || this.refs[this.head] !== null) this.bytesHeld -= this.lengths[this.head]!;
+      this.refs[this.head] = null;
       this.head++;
     }
     while (this.slabs.length > 1 && this.slabs[0]!.lastSeq < mark) {
-      this.slabs.shift();
+      const freed = this.slabs.shift()!;
+      if (this.spare.length < SPARE_SLABS && freed.bytes.length === SLAB_BYTES) this.spare.push(freed.bytes);
       this.slabBase++;
     }
     if (this.slabs.length === 1 && this.slabs[0]!.lastSeq < mark && this.size === 0) this.slabs[0]!.used = 0;
@@ -130,7 +143,7 @@ export class ReplayLog {
     for (let i = this.head; i < this.seqs.length; i++) {
       const slabId = this.slabIds[i]!;
       const length = this.lengths[i]!;
-      let data: Uint8Array | null = null;
+      let data: Uint8Array | null = this.refs[i] ?? null;
       if (slabId >= 0) {
         const at = this.slabOffsets[i]!;
         data = this.slabs[slabId - this.slabBase]!.bytes.subarray(at, at + length);
@@ -146,7 +159,7 @@ export class ReplayLog {
   private store(data: Uint8Array, seq: number): [number, number] {
     let slab = this.slabs[this.slabs.length - 1];
     if (slab === undefined || slab.used + data.length > slab.bytes.length) {
-      slab = { bytes: new Uint8Array(Math.max(SLAB_BYTES, data.length)), used: 0, lastSeq: seq };
+      slab = { bytes: this.spare.pop() ?? new Uint8Array(SLAB_BYTES), used: 0, lastSeq: seq };
       this.slabs.push(slab);
     }
     const at = slab.used;
@@ -156,7 +169,7 @@ export class ReplayLog {
     return [this.slabBase + this.slabs.length - 1, at];
   }
 
-  private push(seq: number, kind: number, offset: number, length: number, noHole: number, slabId: number, slabOffset: number): void {
+  private push(seq: number, kind: number, offset: number, length: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null): void {
     this.seqs.push(seq);
     this.kinds.push(kind);
     this.offsets.push(offset);
@@ -164,17 +177,19 @@ export class ReplayLog {
     this.noHoles.push(noHole);
     this.slabIds.push(slabId);
     this.slabOffsets.push(slabOffset);
+    this.refs.push(ref);
   }
 
   /** Re-add an untouched entry (given as its fields and original start `base`). */
-  private pushPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, base: number, from: number, to: number): void {
-    this.push(seq, kind, from, to - from, noHole, slabId, slabId >= 0 ? slabOffset + (from - base) : 0);
+  private pushPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, base: number, from: number, to: number): void {
+    const piece = ref === null ? null : ref.subarray(from - base, to - base);
+    this.push(seq, kind, from, to - from, noHole, slabId, slabId >= 0 ? slabOffset + (from - base) : 0, piece);
   }
 
   /** Keep part [from, to) of an entry that was cut. */
-  private keepPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, base: number, from: number, to: number): void {
-    if (slabId >= 0) this.bytesHeld += to - from;
-    this.pushPiece(seq, kind, noHole, slabId, slabOffset, base, from, to);
+  private keepPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, base: number, from: number, to: number): void {
+    if (slabId >= 0 || ref !== null) this.bytesHeld += to - from;
+    this.pushPiece(seq, kind, noHole, slabId, slabOffset, ref, base, from, to);
   }
 
   private anyOverlap(offset: number, end: number): boolean {
@@ -195,6 +210,7 @@ export class ReplayLog {
       noHoles: this.noHoles.slice(h),
       slabIds: this.slabIds.slice(h),
       slabOffsets: this.slabOffsets.slice(h),
+      refs: this.refs.slice(h),
     };
   }
 
@@ -206,6 +222,7 @@ export class ReplayLog {
     this.noHoles = [];
     this.slabIds = [];
     this.slabOffsets = [];
+    this.refs = [];
     this.head = 0;
   }
 
@@ -218,6 +235,7 @@ export class ReplayLog {
     this.noHoles = c.noHoles;
     this.slabIds = c.slabIds;
     this.slabOffsets = c.slabOffsets;
+    this.refs = c.refs;
     this.head = 0;
   }
 }
