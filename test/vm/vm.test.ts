@@ -1,9 +1,11 @@
 /**
  * @module test/vm/vm — runs the guest tests in a qemu VM with Debian's stock kernel (this
- * host has no nbd driver). Builds the payload (guest scripts + guest-probe compiled with
- * `bun build --compile`), boots it with test/vm/run-in-vm.sh and requires the guest's closing
- * line to say `N passed, 0 failed`. Slow (boot ~4–10 s under TCG, more on a loaded host): the
- * per-test timeout is 10 minutes. Skipped when qemu-system-x86_64 is missing (Debian package
+ * host has no nbd driver). Builds the payload (guest scripts, guest-probe compiled with
+ * `bun build --compile`, and the real dstd built by build.ts), boots ONCE with
+ * test/vm/run-in-vm.sh running guest/all.sh over smoke.sh (netlink plumbing) and attach.sh
+ * (`dstd attach` end to end, restarts, throughput ratio versus nbd-client), and requires the
+ * combined closing line to say `N passed, 0 failed`. Slow (boot ~4–10 s under TCG, the whole
+ * run a few minutes on a loaded host): the per-test timeout is 15 minutes. Skipped when qemu-system-x86_64 is missing (Debian package
  * qemu-system-x86) unless CI=true and root, where run-in-vm.sh apt-installs it; and skipped
  * when DSTD_SKIP_VM=1.
  */
@@ -35,7 +37,7 @@ async function runLive(argv: string[]): Promise<{ code: number; output: string }
   return { code: await child.exited, output };
 }
 
-/** Payload directory: guest/*.sh plus the compiled probe. */
+/** Payload directory: guest/*.sh, the compiled probe, and dstd itself (built by build.ts). */
 function buildPayload(): string {
   const payload = mkdtempSync(join(tmpdir(), "dstd-vm-payload-"));
   mkdirSync(join(payload, "guest"));
@@ -45,12 +47,26 @@ function buildPayload(): string {
     { cwd: repo, stdout: "pipe", stderr: "pipe" },
   );
   if (build.exitCode !== 0) throw new Error(`bun build --compile guest-probe failed:\n${build.stderr.toString()}`);
+  // Its own copy (not dist/dstd, which other tests rebuild concurrently).
+  const dstd = Bun.spawnSync([process.execPath, "build.ts"], {
+    cwd: repo,
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, DSTD_OUTFILE: join(payload, "dstd") },
+  });
+  if (dstd.exitCode !== 0) throw new Error(`build.ts (dstd) failed:\n${dstd.stderr.toString()}`);
   return payload;
+}
+
+/** The last `N passed, N failed` line (guest/all.sh prints the combined one last). */
+function closingLine(output: string): string | null {
+  const lines = output.match(/^[0-9]+ passed, [0-9]+ failed$/gm);
+  return lines === null ? null : lines[lines.length - 1]!;
 }
 
 describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, () => {
   test(
-    "smoke: netlink CONNECT /dev/nbd0, I/O through the kernel-mode NBD server, STATUS, RECONFIGURE takeover, DISCONNECT",
+    "one boot: smoke (netlink CONNECT/STATUS/RECONFIGURE/DISCONNECT through the kernel-mode NBD server) + dstd attach (ext4, kill -9 daemon and export, handover, detach, throughput vs nbd-client)",
     async () => {
       const payload = buildPayload();
       try {
@@ -58,20 +74,32 @@ describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, (
           "bash",
           "test/vm/run-in-vm.sh",
           "--timeout",
-          "540",
+          "840",
+          "--memory",
+          "2G", // two ~105 MiB binaries live in the initramfs (RAM), plus two dstd processes
           "--modules",
-          "nbd",
+          "nbd ext4 crc32c_generic",
+          "--deb",
+          "e2fsprogs",
+          "--deb",
+          "nbd-client",
+          "--deb",
+          "libnl-3-200",
+          "--deb",
+          "libnl-genl-3-200",
           payload,
           "--",
           "sh",
+          "guest/all.sh",
           "guest/smoke.sh",
+          "guest/attach.sh",
         ]);
-        expect(output).toMatch(/^[1-9][0-9]* passed, 0 failed$/m);
+        expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
         expect(code).toBe(0);
       } finally {
         rmSync(payload, { recursive: true, force: true });
       }
     },
-    600_000,
+    900_000,
   );
 });
