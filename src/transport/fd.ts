@@ -4,7 +4,7 @@
  * event loop through `Bun.connect({ fd })` (shared/reference/bun-runtime.md §1), behind the
  * same Sink/ConnectionHandler boundary as transport/tcp.ts.
  *
- * Bun's socket.write() buffers nothing (bun-runtime.md §4): FdSink queues what the kernel
+ * Bun's socket.write() buffers nothing (bun-runtime.md §4): QueuedSink queues what the kernel
  * does not take and flushes it on `drain`, so protocol code writes whole replies and watches
  * `queuedBytes` for backpressure.
  *
@@ -12,74 +12,10 @@
  * blocking call: the same loop serves the kernel's requests, and a blocked loop is a hung
  * /dev/nbdN.
  */
-import type { Socket } from "bun";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 // Bun.connect({ fd }) is typed by the module augmentation in kernel/genl-socket.ts (part of the program).
+import { QueuedSink } from "./queued-sink.ts";
 import type { ConnectionHandler, Sink } from "./types.ts";
-
-class FdSink implements Sink {
-  socket: Socket<undefined> | null = null;
-  private readonly queue: Uint8Array[] = [];
-  private queued = 0;
-  /** end() or destroy() was called: accept no more writes. */
-  ending = false;
-  /** end() was called (a graceful close we asked for, e.g. after NBD_CMD_DISC). */
-  endCalled = false;
-
-  get queuedBytes(): number {
-    return this.queued;
-  }
-
-  write(bytes: Uint8Array): void {
-    if (this.ending || bytes.length === 0 || this.socket === null) return;
-    if (this.queued === 0) {
-      const written = this.socket.write(bytes);
-      if (written === bytes.length) return;
-      bytes = bytes.subarray(Math.max(written, 0));
-    }
-    this.queue.push(bytes); // by reference: the writer hands over the view (tcp.ts does the same)
-    this.queued += bytes.length;
-  }
-
-  /** On `drain`: push queued bytes until the kernel stops taking them. True when empty. */
-  flush(): boolean {
-    while (this.queue.length > 0 && this.socket !== null) {
-      const head = this.queue[0]!;
-      const written = this.socket.write(head);
-      if (written < head.length) {
-        this.queue[0] = head.subarray(Math.max(written, 0));
-        this.queued -= Math.max(written, 0);
-        return false;
-      }
-      this.queue.shift();
-      this.queued -= head.length;
-    }
-    if (this.ending) this.socket?.end();
-    return true;
-  }
-
-  end(): void {
-    if (this.ending) return;
-    this.ending = true;
-    this.endCalled = true;
-    if (this.queued === 0) this.socket?.end();
-  }
-
-  destroy(): void {
-    this.ending = true;
-    this.queue.length = 0;
-    this.queued = 0;
-    this.socket?.terminate();
-  }
-
-  pause(): void {
-    this.socket?.pause();
-  }
-
-  resume(): void {
-    this.socket?.resume();
-  }
-}
 
 /** A socket fd adopted into the event loop, with what its owner needs to watch it. */
 export interface AdoptedFd {
@@ -102,7 +38,7 @@ export interface AdoptedFd {
  * `makeHandler`. On success Bun owns the fd; on failure the caller still does.
  */
 export async function adoptFd(fd: number, makeHandler: (sink: Sink) => ConnectionHandler): Promise<AdoptedFd> {
-  const sink = new FdSink();
+  const sink = new QueuedSink();
   let handler: ConnectionHandler | null = null;
   let early: Uint8Array[] | null = [];
   let bytesIn = 0;

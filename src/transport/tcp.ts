@@ -1,81 +1,19 @@
 /**
  * @module transport/tcp — Bun TCP and Unix-domain sockets behind the Sink/ConnectionHandler
  * boundary. The only users of Bun.listen / Bun.connect for network traffic.
- *
- * Bun's socket.write() buffers nothing: it returns how many bytes the kernel took
- * (shared/reference/bun-runtime.md §4). SocketSink keeps the remainder in its own queue and
- * flushes it on `drain`, so protocol code can write whole frames and watch `queuedBytes`.
+ * Outgoing bytes go through QueuedSink (transport/queued-sink.ts), shared with adopted fds.
  */
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
 import type { ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
+import { QueuedSink } from "./queued-sink.ts";
 import type { AcceptHandler, ConnectionHandler, Peer, Sink } from "./types.ts";
 
 interface SocketState {
-  sink: SocketSink;
+  sink: QueuedSink;
   handler: ConnectionHandler | null;
   closed: boolean;
-}
-
-class SocketSink implements Sink {
-  private readonly queue: Uint8Array[] = [];
-  private queued = 0;
-  private ending = false;
-  constructor(private readonly socket: Socket<SocketState>) {}
-
-  get queuedBytes(): number {
-    return this.queued;
-  }
-
-  write(bytes: Uint8Array): void {
-    if (this.ending || bytes.length === 0) return;
-    if (this.queued === 0) {
-      const written = this.socket.write(bytes);
-      if (written === bytes.length) return;
-      bytes = bytes.subarray(Math.max(written, 0));
-    }
-    this.queue.push(bytes);
-    this.queued += bytes.length;
-  }
-
-  /** Called on `drain`: push queued bytes until the kernel stops taking them. */
-  flush(): boolean {
-    while (this.queue.length > 0) {
-      const head = this.queue[0]!;
-      const written = this.socket.write(head);
-      if (written < head.length) {
-        this.queue[0] = head.subarray(Math.max(written, 0));
-        this.queued -= Math.max(written, 0);
-        return false;
-      }
-      this.queue.shift();
-      this.queued -= head.length;
-    }
-    if (this.ending) this.socket.end();
-    return true;
-  }
-
-  end(): void {
-    if (this.ending) return;
-    this.ending = true;
-    if (this.queued === 0) this.socket.end();
-  }
-
-  destroy(): void {
-    this.ending = true;
-    this.queue.length = 0;
-    this.queued = 0;
-    this.socket.terminate();
-  }
-
-  pause(): void {
-    this.socket.pause();
-  }
-
-  resume(): void {
-    this.socket.resume();
-  }
 }
 
 function normaliseAddress(address: string): string {
@@ -92,7 +30,7 @@ function socketHandlers(makeHandler: (sink: Sink, socket: Socket<SocketState>) =
   return {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketState>) {
-      const sink = new SocketSink(socket);
+      const sink = new QueuedSink(socket);
       socket.data = { sink, handler: null, closed: false };
       socket.data.handler = makeHandler(sink, socket);
     },

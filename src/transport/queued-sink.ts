@@ -1,0 +1,88 @@
+/**
+ * @module transport/queued-sink — the one Sink implementation over a Bun socket, shared by
+ * TCP/Unix connections (transport/tcp.ts) and adopted fds (transport/fd.ts).
+ *
+ * Bun's socket.write() buffers nothing: it returns how many bytes the kernel took
+ * (shared/reference/bun-runtime.md §4). QueuedSink keeps the remainder, by reference, and
+ * flushes it on `drain`, so protocol code writes whole frames and watches `queuedBytes` for
+ * backpressure. Writers hand over their buffers: they must not change them afterwards.
+ */
+import type { Sink } from "./types.ts";
+
+/** The part of a Bun socket the sink drives. */
+export interface RawSocket {
+  write(bytes: Uint8Array): number;
+  end(): void;
+  terminate(): void;
+  pause(): void;
+  resume(): void;
+}
+
+export class QueuedSink implements Sink {
+  /** Null until the socket exists (an adopted fd is wired up after the sink is made). */
+  socket: RawSocket | null;
+  private readonly queue: Uint8Array[] = [];
+  private queued = 0;
+  /** end() or destroy() was called: accept no more writes. */
+  ending = false;
+  /** end() was called (a graceful close we asked for). */
+  endCalled = false;
+
+  constructor(socket: RawSocket | null = null) {
+    this.socket = socket;
+  }
+
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  write(bytes: Uint8Array): void {
+    if (this.ending || bytes.length === 0 || this.socket === null) return;
+    if (this.queued === 0) {
+      const written = this.socket.write(bytes);
+      if (written === bytes.length) return;
+      bytes = bytes.subarray(Math.max(written, 0));
+    }
+    this.queue.push(bytes);
+    this.queued += bytes.length;
+  }
+
+  /** On `drain`: push queued bytes until the kernel stops taking them. True when empty. */
+  flush(): boolean {
+    while (this.queue.length > 0 && this.socket !== null) {
+      const head = this.queue[0]!;
+      const written = this.socket.write(head);
+      if (written < head.length) {
+        this.queue[0] = head.subarray(Math.max(written, 0));
+        this.queued -= Math.max(written, 0);
+        return false;
+      }
+      this.queue.shift();
+      this.queued -= head.length;
+    }
+    if (this.ending) this.socket?.end();
+    return true;
+  }
+
+  end(): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.endCalled = true;
+    if (this.queued === 0) this.socket?.end();
+  }
+
+  destroy(): void {
+    this.ending = true;
+    this.queue.length = 0;
+    this.queued = 0;
+    this.socket?.terminate();
+  }
+
+  pause(): void {
+    this.socket?.pause();
+  }
+
+  resume(): void {
+    this.socket?.resume();
+  }
+}
