@@ -3,6 +3,7 @@
  * mode 0600, never resizing an existing file, clear errors for wrong paths, hole punching
  * that really frees blocks, and I/O failures surfacing as BackendError with an errno.
  */
+import { runUnprivileged } from "../helpers/unprivileged.ts";
 import { afterAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import { tmpdir } from "node:os";
@@ -93,13 +94,16 @@ describe("file backend: opening", () => {
     expect(() => openFileBackend(blockDevice!)).toThrow(`${blockDevice} is a block device; use --device to export it`);
   });
 
-  test.skipIf(process.getuid?.() === 0)("permission denied names the problem (skipped as root: root bypasses mode bits)", () => {
+  test("permission denied names the problem (checked as an ordinary user: root bypasses mode bits)", () => {
     const path = fresh();
     fs.writeFileSync(path, new Uint8Array(4096));
-    fs.chmodSync(path, 0o400);
-    const error = caught(() => openFileBackend(path));
-    expect((error as DstdError).errno).toBe(Errno.EACCES);
-    expect((error as Error).message).toMatch(/permission denied.*--read-only/);
+    fs.chmodSync(path, 0o444); // readable but not writable by an ordinary user
+    const run = runUnprivileged((src) => `
+      const { openFileBackend } = await import(${src("src/backend/file.ts")});
+      try { openFileBackend(${JSON.stringify(path)}); console.log("OPENED"); } catch (e) { console.log(e.errno, e.message); }`);
+    expect(run.stderr).toBe("");
+    expect(run.stdout.startsWith(`${Errno.EACCES} `)).toBe(true);
+    expect(run.stdout).toMatch(/permission denied.*--read-only/);
   });
 
   test("invalid and unsupportable sizes are refused; a failed create leaves no file behind", () => {

@@ -3,6 +3,7 @@
  * permission refusal with the chmod hint, every malformed variant refused with a reason, and
  * no secret (base64 or hex) in any message.
  */
+import { runUnprivileged } from "../helpers/unprivileged.ts";
 import { afterAll, describe, expect, test } from "bun:test";
 import {
   chmodSync,
@@ -247,13 +248,17 @@ describe("loadKeyFile", () => {
     expect(message).not.toContain(SECRET_B64);
   });
 
-  test.skipIf(process.getuid?.() === 0)(
-    "refuses an unreadable file (skipped as root: root reads anything)",
-    () => {
-      const path = fileWith(generateKeyFile("alice"), 0o000);
-      expect(keyError(() => loadKeyFile(path)).message).toContain("is not readable by this user");
-    },
-  );
+  test("refuses an unreadable file (checked as an ordinary user: root reads anything)", () => {
+    const path = fileWith(generateKeyFile("alice"), 0o600); // owner root (or us), mode fine, unreadable to others
+    if (process.getuid?.() !== 0) chmodSync(path, 0o000);
+    const run = runUnprivileged((src) => `
+      const { loadKeyFile } = await import(${src("src/crypto/keys.ts")});
+      try { loadKeyFile(${JSON.stringify(path)}); console.log("LOADED"); } catch (e) { console.log(e.code, e.message); }`);
+    expect(run.stderr).toBe("");
+    expect(run.stdout).toContain("E_KEY");
+    expect(run.stdout).toContain("is not readable by this user");
+    expect(run.stdout).not.toContain("LOADED");
+  });
 });
 
 describe("writeKeyFile", () => {
