@@ -15,6 +15,7 @@ import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { DstServer } from "../../src/server/dst-server.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
 import { recordingLog } from "../helpers/log.ts";
+import { until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
 const key = (identity: string): KeyMaterial => ({ identity, secret: new Uint8Array(randomBytes(32)) });
@@ -115,7 +116,6 @@ describe("mutual authentication and ACLs", () => {
     await client.write(0, marker);
     expect(Buffer.from(await client.read(0, marker.length)).equals(Buffer.from(marker))).toBe(true);
     await client.close();
-    await Bun.sleep(20);
     const wire = Buffer.concat(captured);
     expect(wire.length).toBeGreaterThan(marker.length * 2);
     expect(wire.includes(Buffer.from("PLAINTEXT-MARKER"))).toBe(false);
@@ -137,8 +137,7 @@ describe("mutual authentication and ACLs", () => {
     for (const k of [aliceWrong, mallory]) {
       await expect(open("disk", k)).rejects.toThrow("authentication failed (wrong key or unknown identity)");
     }
-    await Bun.sleep(50);
-    expect(serverLog.lines.some((l) => l.includes("identity 'mallory': authentication failed (unknown identity or key id)"))).toBe(true);
+    await until(() => serverLog.lines.some((l) => l.includes("identity 'mallory': authentication failed (unknown identity or key id)")), "the unknown identity to be logged");
     expect(serverLog.lines.some((l) => l.includes("identity 'alice': authentication failed"))).toBe(true);
     const after = new Uint8Array(4096);
     disk.read(MiB, after);
@@ -184,10 +183,8 @@ describe("mutual authentication and ACLs", () => {
       return copy;
     };
     const failed = victim.write(2 * MiB, new Uint8Array(4096).fill(2));
-    await Bun.sleep(200);
-    expect(serverLog.lines.some((l) => l.includes("frame authentication failed"))).toBe(true);
+    await until(() => serverLog.lines.some((l) => l.includes("frame authentication failed")), "the tampered frame's refusal");
     const current = new Uint8Array(4096);
-    disk.read(2 * MiB, current);
     // The tampered write was refused; the engine then reconnects and resends the clean copy.
     await failed;
     disk.read(2 * MiB, current);
@@ -208,8 +205,7 @@ describe("mutual authentication and ACLs", () => {
     };
     const count = serverLog.lines.filter((l) => l.includes("frame authentication failed")).length;
     await client.write(5 * MiB, new Uint8Array(4096).fill(5));
-    await Bun.sleep(100);
-    expect(serverLog.lines.filter((l) => l.includes("frame authentication failed")).length).toBe(count + 1);
+    await until(() => serverLog.lines.filter((l) => l.includes("frame authentication failed")).length === count + 1, "the replayed frame's refusal");
     await client.close();
   });
 
