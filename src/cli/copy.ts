@@ -40,7 +40,8 @@ function progressBar(enabled: boolean) {
 export default defineCommand({
   meta: {
     name: "copy",
-    description: "Copy between a local file/device and an export: dst://HOST[:PORT]/EXPORT, dst+unix:///EXPORT?socket=PATH",
+    description:
+      "Copy between a local file/device and an export, or between exports: dst://HOST[:PORT]/EXPORT, dst+unix:///EXPORT?socket=PATH, nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH",
   },
   args: {
     ...commonArgs,
@@ -68,7 +69,7 @@ export default defineCommand({
     const sourceSpec = parseEndpoint(args.source, "source");
     const targetSpec = parseEndpoint(args.target, "target");
     if ("path" in sourceSpec && "path" in targetSpec) {
-      throw new DstdError("E_USAGE", "one of SOURCE and TARGET must be an export URL (dst://... or dst+unix://...)");
+      throw new DstdError("E_USAGE", "one of SOURCE and TARGET must be an export URL (dst://, dst+unix://, nbd:// or nbd+unix://)");
     }
     if ("path" in sourceSpec && !existsSync(sourceSpec.path)) {
       throw new DstdError("E_USAGE", `source ${sourceSpec.path} does not exist`);

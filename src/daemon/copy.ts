@@ -14,6 +14,7 @@ import type { EngineLog } from "../engine/client-engine.ts";
 import type { EngineCounters } from "../engine/counters.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import { DstClient } from "./dst-client.ts";
+import { NbdClient } from "./nbd-client.ts";
 
 export interface CopyEndpoint {
   readonly label: string;
@@ -77,6 +78,23 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
   };
 }
 
+/** proto.md "Block size constraints": requests up to 32 MiB interoperate unless the server says less. */
+const NBD_CHUNK_MAX = 32 * 1024 * 1024;
+
+export function nbdEndpoint(label: string, client: NbdClient): CopyEndpoint {
+  return {
+    label,
+    size: client.size,
+    chunkMax: Math.min(NBD_CHUNK_MAX, client.maxPayload ?? NBD_CHUNK_MAX),
+    read: (offset, length) => client.read(offset, length),
+    write: (offset, data) => client.write(offset, data),
+    zero: (offset, length) => client.zero(offset, length),
+    isHole: () => false,
+    flush: () => client.flush(),
+    close: () => client.close(),
+  };
+}
+
 export interface OpenEndpointOptions {
   log: EngineLog;
   engine?: Partial<EngineOptions>;
@@ -94,11 +112,16 @@ export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, 
     return backendEndpoint(spec.path, backend);
   }
   const url = spec.url;
-  if (url.protocol !== "dst") {
-    throw new DstdError("E_USAGE", `${url.protocol}:// endpoints are not supported by this build of dstd copy yet`);
-  }
   const address =
     url.transport === "unix" ? { transport: "unix" as const, path: url.path } : { transport: "tcp" as const, host: url.host, port: url.port };
+  if (url.protocol === "nbd") {
+    const client = await NbdClient.open({ address, exportName: url.exportName, log: options.log });
+    if (options.writable && client.readOnly) {
+      await client.close();
+      throw new DstdError("E_READ_ONLY", `${client.where} is read-only (the server set NBD_FLAG_READ_ONLY)`);
+    }
+    return nbdEndpoint(client.where, client);
+  }
   const client = await DstClient.open({ ...options.engine, address, exportName: url.exportName, log: options.log });
   if (options.writable && !client.writable) {
     await client.close();
