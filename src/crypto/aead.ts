@@ -21,6 +21,12 @@ export const TAG_SIZE = 16;
 export interface Aead {
   seal(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array): Uint8Array;
   open(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): boolean;
+  /**
+   * Optional: like open(), but returns the plaintext in a buffer of the cipher's own (leaving
+   * `payload` as it was), or null on a bad tag — saves the copy back for ciphers that cannot
+   * decrypt in place (node:crypto).
+   */
+  openDetached?(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): Uint8Array | null;
   /** Wipes the key copy this object holds (where the runtime allows). */
   destroy(): void;
 }
@@ -72,6 +78,19 @@ class GcmAead implements Aead {
     }
     if (plain !== null) payload.set(plain);
     return true;
+  }
+  openDetached(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): Uint8Array | null {
+    const decipher = createDecipheriv("aes-256-gcm", this.key, nonce, { authTagLength: TAG_SIZE });
+    decipher.setAAD(header);
+    decipher.setAuthTag(tag);
+    const plain = payload.length > 0 ? decipher.update(payload) : new Uint8Array(0);
+    try {
+      decipher.final();
+    } catch {
+      plain.fill(0);
+      return null;
+    }
+    return plain;
   }
   destroy(): void {
     // KeyObject has no wipe; dropping the reference is all JS allows.

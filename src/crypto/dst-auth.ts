@@ -26,17 +26,23 @@ import {
   transcriptHash,
   verifyProof,
 } from "./handshake-auth.ts";
-import { FrameOpener, FrameSealer } from "./channel.ts";
+import { RecordOpener, RecordSealer } from "./record.ts";
 import { zero, type KeyMaterial } from "./keys.ts";
 import { chooseSuite, suiteAllowedOnTransport, type SuiteName, type TransportInfo } from "./suites.ts";
 
 const utf8 = new TextEncoder();
 const utf8Decode = new TextDecoder("utf-8", { fatal: false });
 
+/** The session's protection: records sealed per direction, or null for suite "none". */
 export interface Channel {
   suite: SuiteName;
-  sealer: FrameSealer;
-  opener: FrameOpener;
+  records: { sealer: RecordSealer; opener: RecordOpener } | null;
+}
+
+function makeChannel(suite: SuiteName, sendKey: Uint8Array, receiveKey: Uint8Array, sendDirection: 0 | 1): Channel {
+  if (suite === "none") return { suite, records: null };
+  const receiveDirection = sendDirection === 0 ? 1 : 0;
+  return { suite, records: { sealer: new RecordSealer(suite, sendKey, sendDirection), opener: new RecordOpener(suite, receiveKey, receiveDirection) } };
 }
 
 export const AUTH_FAILED_MESSAGE = "authentication failed (wrong key or unknown identity)";
@@ -83,11 +89,7 @@ export class ClientAuth {
       if (typeof dh === "string") return `CHALLENGE: ${dh}`;
       const keys = deriveSessionKeys(this.key.secret, this.nonce, nonceS, transcript, chosen, dh);
       zero(dh);
-      const channel: Channel = {
-        suite: chosen,
-        sealer: new FrameSealer(chosen, keys.clientToServer, 0),
-        opener: new FrameOpener(chosen, keys.serverToClient, 1),
-      };
+      const channel = makeChannel(chosen, keys.clientToServer, keys.serverToClient, 0);
       zero(keys.clientToServer);
       zero(keys.serverToClient);
       const auth = encodeHandshakeFrame(Op.AUTH, [[Attr.PROOF, clientProof(proofKey, transcript)]]);
@@ -165,11 +167,7 @@ export function serverChallenge(
         if (typeof dh === "string") return `HELLO: ${dh}`;
         const sessionKeys = deriveSessionKeys(psk, nonceC, nonceS, transcript, suite, dh);
         zero(dh);
-        const channel: Channel = {
-          suite,
-          sealer: new FrameSealer(suite, sessionKeys.serverToClient, 1),
-          opener: new FrameOpener(suite, sessionKeys.clientToServer, 0),
-        };
+        const channel = makeChannel(suite, sessionKeys.serverToClient, sessionKeys.clientToServer, 1);
         zero(sessionKeys.clientToServer);
         zero(sessionKeys.serverToClient);
         return channel;

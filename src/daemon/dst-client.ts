@@ -156,6 +156,9 @@ export class DstClient {
     send: (id: number, frame: Uint8Array) => {
       this.sinks.get(id)?.write(frame);
     },
+    defer: (flush: () => void) => {
+      setImmediate(flush);
+    },
     close: (id: number) => {
       const sink = this.sinks.get(id);
       this.sinks.delete(id);

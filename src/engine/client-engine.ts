@@ -50,6 +50,12 @@ export interface EngineIO {
   connect(connection: number): void;
   send(connection: number, frame: Uint8Array): void;
   close(connection: number): void;
+  /**
+   * Optional: run `flush` once the current burst of work is over (production: setImmediate,
+   * after every promise continuation the burst triggered). Lets one sealed record carry the
+   * requests that callers submit from their completion callbacks. Absent: flush at once.
+   */
+  defer?(flush: () => void): void;
 }
 
 export interface EngineLog {
@@ -82,6 +88,9 @@ interface Txn {
   /** FLUSH: replay-log mark taken at first send. */
   flushMark: number;
 }
+
+/** Seal what is collected once it reaches this size, even mid-event (bounded records). */
+const OUTBOX_RECORD_MAX = 256 * 1024;
 
 const opcodeOf: Record<OpKind, number> = {
   read: Op.READ,
@@ -149,6 +158,12 @@ export class ClientEngine {
   private auth: ClientAuth | null = null;
   private helloFrame: Uint8Array | null = null;
   private channel: Channel | null = null;
+  /** Frames waiting to leave as one sealed record (protected channels only). */
+  private outbox: Uint8Array[] = [];
+  private outboxBytes = 0;
+  /** Nesting of event handlers; the outermost one flushes the outbox. */
+  private depth = 0;
+  private flushScheduled = false;
   /** Data checksum in force (chosen by the export in WELCOME). */
   private checksum: ChecksumName = "none";
 
@@ -218,10 +233,46 @@ export class ClientEngine {
     this.io.send(connection, this.helloFrame);
   }
 
-  /** Put one frame on the current connection, sealed when the channel is protected. */
+  /**
+   * Put one frame on the current connection. On a protected channel frames are collected and
+   * leave as one sealed record when the outermost event handler returns (crypto/record.ts:
+   * one cipher setup per batch, not per frame); the transaction keeps its plaintext frame.
+   */
   private transmit(frame: Uint8Array): void {
-    // Sealing works in place; the transaction keeps its plaintext frame for resends.
-    this.io.send(this.connection, this.channel ? this.channel.sealer.seal(frame.slice()) : frame);
+    if (this.channel?.records == null) return this.io.send(this.connection, frame);
+    this.outbox.push(frame);
+    this.outboxBytes += frame.length;
+    if (this.outboxBytes >= OUTBOX_RECORD_MAX) this.flushOutbox();
+  }
+
+  private flushOutbox(): void {
+    if (this.outbox.length === 0) return;
+    const records = this.channel?.records;
+    if (records != null) this.io.send(this.connection, records.sealer.seal(this.outbox, this.outboxBytes));
+    this.outbox = [];
+    this.outboxBytes = 0;
+  }
+
+  /** Run an event handler; the outermost one sends what the event produced as one record. */
+  private event<T>(handler: () => T): T {
+    this.depth++;
+    try {
+      return handler();
+    } finally {
+      if (--this.depth === 0 && this.outbox.length > 0) this.scheduleFlush();
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.io.defer === undefined) return this.flushOutbox();
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // The outbox is emptied when a connection is lost, so whatever it holds then belongs to
+    // the current connection.
+    this.io.defer(() => {
+      this.flushScheduled = false;
+      this.flushOutbox();
+    });
   }
 
   connectFailed(connection: number, reason: string): void {
@@ -239,7 +290,17 @@ export class ClientEngine {
     if (connection !== this.connection) return;
     if (this.state !== "handshaking" && this.state !== "ready") return;
     this.lastReceiveAt = this.now;
-    const problem = this.decoder.push(chunk, this.onFrame);
+    this.event(() => {
+      const records = this.channel?.records;
+      if (records == null) return this.decode(connection, chunk);
+      const plaintexts = records.opener.push(chunk);
+      if (typeof plaintexts === "string") return this.dropConnection(`from export: ${plaintexts}`);
+      for (const plain of plaintexts) if (connection === this.connection) this.decode(connection, plain);
+    });
+  }
+
+  private decode(connection: number, bytes: Uint8Array): void {
+    const problem = this.decoder.push(bytes, this.onFrame);
     if (problem !== null && connection === this.connection && (this.state === "ready" || this.state === "handshaking")) {
       this.dropConnection(`protocol error from export: ${problem}`);
     }
@@ -249,6 +310,10 @@ export class ClientEngine {
   tick(now: number): void {
     assert(now >= this.now, "time went backwards");
     this.now = now;
+    this.event(() => this.tickState(now));
+  }
+
+  private tickState(now: number): void {
     switch (this.state) {
       case "idle":
         if (now >= this.reconnectAt) this.beginConnect();
@@ -288,11 +353,13 @@ export class ClientEngine {
       done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
       return 0;
     }
-    const txn = this.makeTxn(request, done, null);
-    this.pending.set(txn.txid, txn);
-    this.waiting.push(txn);
-    this.pump();
-    return txn.txid;
+    return this.event(() => {
+      const txn = this.makeTxn(request, done, null);
+      this.pending.set(txn.txid, txn);
+      this.waiting.push(txn);
+      this.pump();
+      return txn.txid;
+    });
   }
 
   // ---- internals ------------------------------------------------------------------------
@@ -368,6 +435,9 @@ export class ClientEngine {
 
   private connectionLost(reason: string): void {
     this.lastError = reason;
+    // Frames collected for the old connection die with it (they are resent from the txns).
+    this.outbox = [];
+    this.outboxBytes = 0;
     const wasReady = this.state === "ready";
     this.connection++; // fence: anything still arriving from the old connection is ignored
     this.onWire = 0;
@@ -386,10 +456,6 @@ export class ClientEngine {
 
   private readonly onFrame = (header: Header, payload: Uint8Array, frame: Uint8Array): void => {
     if (this.state !== "ready" && this.state !== "handshaking") return; // dropped mid-chunk
-    if (this.channel !== null) {
-      const opened = this.channel.opener.open(frame);
-      if (typeof opened === "string") return this.dropConnection(`from export: ${opened}`);
-    }
     if (header.opcode === Op.CHALLENGE) return this.onChallenge(payload);
     if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
     if (this.state !== "ready") return this.dropConnection("export sent a request before the handshake finished");

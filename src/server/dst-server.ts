@@ -34,6 +34,7 @@ import { decodeHello, encodeRefusal, encodeWelcome, negotiateVersion, type Hello
 import { decodeAttrs } from "../wire/dst/attrs.ts";
 import { Attr } from "../wire/dst/constants.ts";
 import { serverChallenge, type Channel, type KeyTable, type PendingAuth } from "../crypto/dst-auth.ts";
+import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
 import { DEFAULT_SUITES, isLoopbackAddress } from "../crypto/suites.ts";
 import { chooseChecksum, computeDigest, DEFAULT_CHECKSUMS, digestSize, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
@@ -207,7 +208,7 @@ export class DstConnection implements ConnectionHandler {
   onData(chunk: Uint8Array): void {
     if (this.state === "closed") return;
     this.receivedSinceTick += chunk.length;
-    const problem = this.decoder.push(chunk, this.onFrame);
+    const problem = this.decode(chunk);
     this.flushBatch();
     // The frame handler may have closed the connection: re-read the state.
     const closed = (this.state as string) === "closed";
@@ -216,6 +217,20 @@ export class DstConnection implements ConnectionHandler {
       this.paused = true;
       this.sink.pause();
     }
+  }
+
+  /** Plain frames, or (after the authenticated handshake) records holding frames. */
+  private decode(chunk: Uint8Array): string | null {
+    const records = this.channel?.records;
+    if (records == null) return this.decoder.push(chunk, this.onFrame);
+    const plaintexts = records.opener.push(chunk);
+    if (typeof plaintexts === "string") return plaintexts;
+    for (const plain of plaintexts) {
+      if (this.state === "closed") return null;
+      const problem = this.decoder.push(plain, this.onFrame);
+      if (problem !== null) return problem;
+    }
+    return null;
   }
 
   onDrain(): void {
@@ -240,7 +255,8 @@ export class DstConnection implements ConnectionHandler {
   }
 
   progressTick(): void {
-    const receiving = this.receivedSinceTick > 0 && this.decoder.bufferedBytes > 0;
+    const partial = this.decoder.bufferedBytes > 0 || (this.channel?.records?.opener.bufferedBytes ?? 0) > 0;
+    const receiving = this.receivedSinceTick > 0 && partial;
     this.receivedSinceTick = 0;
     if (this.state !== "ready" || !receiving) return;
     this.reply(Op.PONG, 0, 0, 0, 0);
@@ -257,10 +273,6 @@ export class DstConnection implements ConnectionHandler {
 
   private readonly onFrame = (header: Header, payload: Uint8Array, frame: Uint8Array): void => {
     if (this.state === "closed") return;
-    if (this.channel !== null) {
-      const opened = this.channel.opener.open(frame);
-      if (typeof opened === "string") return this.protocolError(opened);
-    }
     if (this.state === "hello") return this.onHello(header, payload, frame);
     if (this.state === "auth") return this.onAuth(header, payload);
     const kind = kindOf[header.opcode];
@@ -315,6 +327,8 @@ export class DstConnection implements ConnectionHandler {
       return this.refuse(Errno.EACCES, "authentication failed (wrong key or unknown identity)", false);
     }
     this.channel = result;
+    // Requests are executed before the handler returns, so spanning records can share a buffer.
+    if (result.records) result.records.opener.reuseBuffers = true;
     this.admit(pending.hello, pending.exp, identity);
   }
 
@@ -434,8 +448,10 @@ export class DstConnection implements ConnectionHandler {
       frame = this.batch;
       at = this.batchFill;
     } else {
-      frame = new Uint8Array(total);
-      at = 0;
+      // A large reply leaves as its own record: leave room for the record header in front
+      // so it is sealed where it lies (no copy).
+      at = this.channel?.records ? RECORD_HEADER_SIZE : 0;
+      frame = new Uint8Array(at + total);
     }
     let status = 0;
     try {
@@ -459,9 +475,9 @@ export class DstConnection implements ConnectionHandler {
       payloadLength: header.length + digest,
       status: 0,
     });
-    this.channel?.sealer.seal(frame.subarray(at, at + total));
+    const records = this.channel?.records;
     if (batched) this.batchFill += total;
-    else this.sink.write(frame);
+    else this.sink.write(records ? records.sealer.sealInPlace(frame) : frame);
   }
 
   private reply(opcode: number, txid: number, status: number, offset: number, length: number): void {
@@ -476,21 +492,26 @@ export class DstConnection implements ConnectionHandler {
       payloadLength: 0,
       status,
     });
-    this.channel?.sealer.seal(this.batch.subarray(this.batchFill, this.batchFill + HEADER_SIZE));
     this.batchFill += HEADER_SIZE;
   }
 
   private flushBatch(): void {
     if (this.batchFill === 0) return;
-    // The sink may keep what it cannot send yet, so hand it its own copy of the bytes.
-    if (this.state !== "closed") this.sink.write(this.batch.slice(0, this.batchFill));
+    // The sink may keep what it cannot send yet, so hand it its own copy of the bytes; on a
+    // protected channel that copy is the sealed record of the whole batch.
+    if (this.state !== "closed") {
+      const records = this.channel?.records;
+      const bytes = this.batch.subarray(0, this.batchFill);
+      this.sink.write(records ? records.sealer.seal([bytes], bytes.length) : bytes.slice());
+    }
     this.batchFill = 0;
   }
 
   /** Write one whole frame, sealed when the channel is protected. */
   private send(frame: Uint8Array): void {
     this.flushBatch();
-    this.sink.write(this.channel ? this.channel.sealer.seal(frame) : frame);
+    const records = this.channel?.records;
+    this.sink.write(records ? records.sealer.seal([frame], frame.length) : frame);
   }
 
   private refuse(status: number, message: string, log = true): void {

@@ -170,7 +170,7 @@ describe("mutual authentication and ACLs", () => {
     await expect(open("disk", null)).rejects.toThrow(/access denied: anonymous clients from 127.0.0.1/);
   });
 
-  test("a tampered frame closes the connection and is not applied; others continue", async () => {
+  test("a tampered record closes the connection and is not applied; others continue", async () => {
     const other = await open("disk", alice);
     const victim = await open("disk", alice);
     await victim.write(2 * MiB, new Uint8Array(4096).fill(1));
@@ -183,7 +183,7 @@ describe("mutual authentication and ACLs", () => {
       return copy;
     };
     const failed = victim.write(2 * MiB, new Uint8Array(4096).fill(2));
-    await until(() => serverLog.lines.some((l) => l.includes("frame authentication failed")), "the tampered frame's refusal");
+    await until(() => serverLog.lines.some((l) => l.includes("record authentication failed")), "the tampered frame's refusal");
     const current = new Uint8Array(4096);
     // The tampered write was refused; the engine then reconnects and resends the clean copy.
     await failed;
@@ -194,7 +194,7 @@ describe("mutual authentication and ACLs", () => {
     await victim.close();
   });
 
-  test("a replayed frame is rejected", async () => {
+  test("a replayed record is rejected", async () => {
     const client = await open("disk", alice);
     let replayed = false;
     mangle = (chunk) => {
@@ -203,9 +203,9 @@ describe("mutual authentication and ACLs", () => {
       mangle = null;
       return Buffer.concat([chunk, chunk]); // the same sealed frame twice
     };
-    const count = serverLog.lines.filter((l) => l.includes("frame authentication failed")).length;
+    const count = serverLog.lines.filter((l) => l.includes("record authentication failed")).length;
     await client.write(5 * MiB, new Uint8Array(4096).fill(5));
-    await until(() => serverLog.lines.filter((l) => l.includes("frame authentication failed")).length === count + 1, "the replayed frame's refusal");
+    await until(() => serverLog.lines.filter((l) => l.includes("record authentication failed")).length === count + 1, "the replayed frame's refusal");
     await client.close();
   });
 
