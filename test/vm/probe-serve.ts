@@ -6,68 +6,10 @@
  * Must not: do blocking I/O on the event loop — the same loop serves the kernel's NBD
  * requests, so a synchronous read of /dev/nbdN here would deadlock the probe.
  */
-import type { Socket } from "bun";
-import type { Sink } from "../../src/transport/types.ts";
+import { QueuedSink } from "../../src/transport/queued-sink.ts";
 import { NbdConnection } from "../../src/server/nbd-connection.ts";
 import type { NbdTarget } from "../../src/server/nbd-target.ts";
 import "../../src/kernel/genl-socket.ts"; // the Bun.connect({ fd }) type augmentation
-
-/** Sink over a Bun socket: queue what the kernel does not take, flush on drain. */
-class FdSink implements Sink {
-  socket: Socket<undefined> | null = null;
-  private readonly queue: Uint8Array[] = [];
-  private queued = 0;
-  private ending = false;
-
-  get queuedBytes(): number {
-    return this.queued;
-  }
-
-  write(bytes: Uint8Array): void {
-    if (this.ending || bytes.length === 0 || this.socket === null) return;
-    if (this.queued === 0) {
-      const written = this.socket.write(bytes);
-      if (written === bytes.length) return;
-      bytes = bytes.subarray(Math.max(written, 0));
-    }
-    this.queue.push(bytes);
-    this.queued += bytes.length;
-  }
-
-  flush(): void {
-    while (this.queue.length > 0 && this.socket !== null) {
-      const head = this.queue[0]!;
-      const written = this.socket.write(head);
-      if (written < head.length) {
-        this.queue[0] = head.subarray(Math.max(written, 0));
-        this.queued -= Math.max(written, 0);
-        return;
-      }
-      this.queue.shift();
-      this.queued -= head.length;
-    }
-    if (this.ending) this.socket?.end();
-  }
-
-  end(): void {
-    this.ending = true;
-    if (this.queued === 0) this.socket?.end();
-  }
-
-  destroy(): void {
-    this.queue.length = 0;
-    this.queued = 0;
-    this.socket?.terminate();
-  }
-
-  pause(): void {
-    this.socket?.pause();
-  }
-
-  resume(): void {
-    this.socket?.resume();
-  }
-}
 
 export interface Served {
   label: string;
@@ -81,7 +23,7 @@ export interface Served {
 
 /** Adopt `fd` into Bun's loop and serve the kernel's NBD requests on it from `target`. */
 export async function serveKernelEnd(fd: number, target: NbdTarget, label: string): Promise<Served> {
-  const sink = new FdSink();
+  const sink = new QueuedSink();
   let handler: NbdConnection | null = null;
   let markClosed: (reason: string) => void = () => {};
   const served: Served = {
