@@ -27,8 +27,8 @@
  * Both default to dist/dstd: then the table shows the benchmark's own noise.
  */
 import type { Subprocess } from "bun";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
-import { randomFillSync } from "node:crypto";
+import { writeRandomFile } from "../test/helpers/files.ts";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -66,20 +66,6 @@ interface Sample {
   wall: number;
   /** MiB per CPU-second of copy + export. */
   cpu: number;
-}
-
-function writeRandomFile(path: string, size: number): void {
-  const fd = openSync(path, "w");
-  const buffer = Buffer.allocUnsafe(16 * MiB);
-  try {
-    for (let at = 0; at < size; at += buffer.length) {
-      const n = Math.min(buffer.length, size - at);
-      randomFillSync(buffer, 0, n);
-      writeSync(fd, buffer, 0, n, at);
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 function freePort(): number {

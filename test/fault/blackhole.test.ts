@@ -5,39 +5,25 @@
  * copy must exit 0, log that keepalive declared the connection dead and reconnect, and
  * every 1 MiB block must be identical. Real time by nature: about 40 s.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { FaultProxy } from "./proxy.ts";
 import {
   MiB,
   blockHashes,
   compareBlocks,
   connectionLostLines,
-  ensureBinary,
-  killChildren,
+  faultSuite,
   reportedCounter,
   seconds,
-  startCopy,
-  startExport,
-  tempDir,
+  watchedCopy,
   writeClientConfig,
   writeRandomFile,
-  type RunningExport,
 } from "./harness.ts";
 
 const SIZE = 256 * MiB;
 const BLACKHOLE_MS = 30_000;
-const dir = tempDir("blackhole");
-let exporter: RunningExport | null = null;
-let proxy: FaultProxy | null = null;
-
-beforeAll(() => ensureBinary(), 120_000);
-afterAll(async () => {
-  proxy?.close();
-  await exporter?.kill("SIGKILL");
-  await killChildren();
-  dir.remove();
-});
+const suite = faultSuite("blackhole");
+const dir = suite.dir;
 
 test(
   "copy of 256 MiB survives a 30 s blackhole: keepalive reconnects, exit 0, zero differing blocks",
@@ -47,8 +33,7 @@ test(
     const disk = join(dir.path, "disk.img");
     writeRandomFile(source, SIZE);
     const expected = blockHashes(source, SIZE);
-    exporter = await startExport({ file: disk, size: SIZE });
-    proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: exporter.port } });
+    const { proxy, url } = await suite.exportBehindProxy({ file: disk, size: SIZE });
     const config = writeClientConfig(join(dir.path, "client.toml"), {
       keepalive_interval: "1s",
       keepalive_timeout: "3s",
@@ -56,11 +41,9 @@ test(
       reconnect_max: "2s", // so the copy resumes within ~2 s of the link healing
     });
 
-    const copy = startCopy(source, `dst://127.0.0.1:${proxy.port}/disk`, config);
-    let exited = false;
-    void copy.result.then(() => (exited = true));
+    const copy = watchedCopy(source, url, config);
     await Promise.race([proxy.whenDelivered("up", 0.4 * SIZE), copy.result]);
-    expect(exited).toBe(false); // the blackhole must hit the middle of the copy
+    expect(copy.exited()).toBe(false); // the blackhole must hit the middle of the copy
     const holeAt = performance.now();
     console.log(`blackhole of ${BLACKHOLE_MS / 1000} s starts at ${seconds(copy.startedAt)} s into the copy`);
     await proxy.blackhole(BLACKHOLE_MS);

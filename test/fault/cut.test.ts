@@ -4,38 +4,24 @@
  * 1 MiB block of the export's file must equal the source (sha256 per block).
  * Real processes (the compiled dist/dstd), real loopback TCP.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { FaultProxy } from "./proxy.ts";
 import {
   MiB,
   blockHashes,
   compareBlocks,
   connectionLostLines,
-  ensureBinary,
-  killChildren,
+  faultSuite,
   reportedCounter,
   seconds,
-  startCopy,
-  startExport,
-  tempDir,
+  watchedCopy,
   writeClientConfig,
   writeRandomFile,
-  type RunningExport,
 } from "./harness.ts";
 
 const SIZE = 256 * MiB;
-const dir = tempDir("cut");
-let exporter: RunningExport | null = null;
-let proxy: FaultProxy | null = null;
-
-beforeAll(() => ensureBinary(), 120_000);
-afterAll(async () => {
-  proxy?.close();
-  await exporter?.kill("SIGKILL");
-  await killChildren();
-  dir.remove();
-});
+const suite = faultSuite("cut");
+const dir = suite.dir;
 
 test(
   "copy of 256 MiB survives 5 connection resets: exit 0, zero differing blocks",
@@ -45,8 +31,7 @@ test(
     const disk = join(dir.path, "disk.img");
     writeRandomFile(source, SIZE);
     const expected = blockHashes(source, SIZE);
-    exporter = await startExport({ file: disk, size: SIZE });
-    proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: exporter.port } });
+    const { proxy, url } = await suite.exportBehindProxy({ file: disk, size: SIZE });
     const config = writeClientConfig(join(dir.path, "client.toml"), {
       deadline: "120s",
       keepalive_interval: "1s",
@@ -56,13 +41,11 @@ test(
     });
     console.log(`setup ${seconds(started)} s`);
 
-    const copy = startCopy(source, `dst://127.0.0.1:${proxy.port}/disk`, config);
-    let exited = false;
-    void copy.result.then(() => (exited = true));
+    const copy = watchedCopy(source, url, config);
     const cuts: string[] = [];
     for (const fraction of [0.15, 0.3, 0.45, 0.6, 0.75]) {
       await Promise.race([proxy.whenDelivered("up", fraction * SIZE), copy.result]);
-      if (exited) break;
+      if (copy.exited()) break;
       const reset = proxy.cut();
       cuts.push(`${(fraction * 100).toFixed(0)}% at ${seconds(copy.startedAt)} s (${reset} conn)`);
     }

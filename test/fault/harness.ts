@@ -5,44 +5,23 @@
  * Test tooling only; never imported by src/.
  */
 import type { Subprocess } from "bun";
-import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
-import { createHash, randomFillSync } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { afterAll, beforeAll } from "bun:test";
+import { ensureBinary as ensureDstd } from "../helpers/binary.ts";
+import { FaultProxy } from "./proxy.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 /** The binary under test; DSTD_FAULT_BIN runs the tests against another build (e.g. a planted bug). */
 export const BINARY = process.env.DSTD_FAULT_BIN ? resolve(process.env.DSTD_FAULT_BIN) : join(ROOT, "dist/dstd");
 export const MiB = 1024 * 1024;
-const BUN = join(ROOT, "node_modules/.bin/bun");
 
-function newestMtime(path: string): number {
-  const info = statSync(path);
-  if (!info.isDirectory()) return info.mtimeMs;
-  let newest = 0;
-  for (const entry of readdirSync(path)) newest = Math.max(newest, newestMtime(join(path, entry)));
-  return newest;
-}
-
-/** Build dist/dstd when it is missing or older than anything in src/ (or the build inputs). */
+/** Build dist/dstd from the current source (test/helpers/binary.ts), unless DSTD_FAULT_BIN names another build. */
 export function ensureBinary(): void {
   if (process.env.DSTD_FAULT_BIN) return; // somebody else's build: use it as it is
-  const sourceTime = Math.max(
-    newestMtime(join(ROOT, "src")),
-    newestMtime(join(ROOT, "build.ts")),
-    newestMtime(join(ROOT, "package.json")),
-  );
-  let binaryTime = 0;
-  try {
-    binaryTime = statSync(BINARY).mtimeMs;
-  } catch {}
-  if (binaryTime > sourceTime) return;
-  const started = performance.now();
-  const result = Bun.spawnSync([BUN, "run", "build"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  if (result.exitCode !== 0) {
-    throw new Error(`bun run build failed (exit ${result.exitCode}):\n${result.stdout.toString()}${result.stderr.toString()}`);
-  }
-  console.log(`built dist/dstd in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  ensureDstd();
 }
 
 export function tempDir(tag: string): { path: string; remove(): void } {
@@ -50,20 +29,7 @@ export function tempDir(tag: string): { path: string; remove(): void } {
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-/** A file of `size` random bytes (no all-zero 1 MiB block, so every block travels as data). */
-export function writeRandomFile(path: string, size: number): void {
-  const fd = openSync(path, "w");
-  const buffer = Buffer.allocUnsafe(16 * MiB);
-  try {
-    for (let at = 0; at < size; at += buffer.length) {
-      const n = Math.min(buffer.length, size - at);
-      randomFillSync(buffer, 0, n);
-      writeSync(fd, buffer, 0, n, at);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
+export { writeRandomFile } from "../helpers/files.ts";
 
 /** sha256 of every `blockSize` block of the first `length` bytes of `path` (short file: zeros). */
 export function blockHashes(path: string, length: number, blockSize = MiB): string[] {
@@ -200,15 +166,6 @@ export function startCopy(source: string, target: string, config?: string, extra
   return { proc, startedAt, result, output };
 }
 
-/** Poll (every 20 ms) until `check` is true; throw naming `what` after `ms`. */
-export async function waitFor(what: string, check: () => boolean, ms: number): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!check()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
-
 /** Bytes allocated to a (sparse) file: grows as the export writes into it. */
 export function allocatedBytes(path: string): number {
   try {
@@ -234,4 +191,49 @@ export function reportedCounter(output: string, name: string): number | null {
 
 export function seconds(since: number): string {
   return ((performance.now() - since) / 1000).toFixed(1);
+}
+
+/**
+ * The lifecycle every fault-test file shares: build the binary once, one temp dir, and every
+ * export and proxy started through the suite is stopped at the end (or by `stopAll`, e.g. in
+ * an afterEach), along with any stray child process.
+ */
+export function faultSuite(tag: string) {
+  const dir = tempDir(tag);
+  const exporters: RunningExport[] = [];
+  const proxies: FaultProxy[] = [];
+  const stopAll = async () => {
+    for (const proxy of proxies.splice(0)) proxy.close();
+    for (const exporter of exporters.splice(0)) await exporter.kill("SIGKILL");
+  };
+  beforeAll(() => ensureBinary(), 120_000);
+  afterAll(async () => {
+    await stopAll();
+    await killChildren();
+    dir.remove();
+  });
+  return {
+    dir,
+    stopAll,
+    async startExport(options: Parameters<typeof startExport>[0]): Promise<RunningExport> {
+      const exporter = await startExport(options);
+      exporters.push(exporter);
+      return exporter;
+    },
+    /** An export with a fault proxy in front; `url` goes through the proxy. */
+    async exportBehindProxy(options: Parameters<typeof startExport>[0]) {
+      const exporter = await this.startExport(options);
+      const proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: exporter.port } });
+      proxies.push(proxy);
+      return { exporter, proxy, url: `dst://127.0.0.1:${proxy.port}/disk` };
+    },
+  };
+}
+
+/** `dstd copy` plus whether it has exited yet (a fault must land while it is running). */
+export function watchedCopy(source: string, target: string, config?: string): CopyRun & { exited(): boolean } {
+  const copy = startCopy(source, target, config);
+  let exited = false;
+  void copy.result.then(() => (exited = true));
+  return { ...copy, exited: () => exited };
 }

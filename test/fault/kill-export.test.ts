@@ -20,7 +20,7 @@
  *    empty would NOT be fair — it loses flushed data too. Only replaying the client's log
  *    of acknowledged-unflushed writes can make this copy come out identical.
  */
-import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { afterEach, beforeAll, expect, test } from "bun:test";
 import { truncateSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -29,44 +29,32 @@ import {
   blockHashes,
   compareBlocks,
   connectionLostLines,
-  ensureBinary,
-  killChildren,
+  faultSuite,
   reportedCounter,
   seconds,
-  startCopy,
-  startExport,
-  tempDir,
-  waitFor,
+  watchedCopy,
   writeClientConfig,
   writeRandomFile,
-  type RunningExport,
 } from "./harness.ts";
+import { until } from "../helpers/wait.ts";
 
 const SIZE = 256 * MiB;
 const RESTART_AFTER_MS = 1_500;
-const dir = tempDir("kill");
+const suite = faultSuite("kill");
+const dir = suite.dir;
 const source = join(dir.path, "source.img");
 let expected: string[] = [];
-const exporters: RunningExport[] = [];
 
 beforeAll(() => {
-  ensureBinary();
   writeRandomFile(source, SIZE);
   expected = blockHashes(source, SIZE);
 }, 120_000);
-afterEach(async () => {
-  for (const e of exporters.splice(0)) await e.kill("SIGKILL");
-});
-afterAll(async () => {
-  await killChildren();
-  dir.remove();
-});
+afterEach(() => suite.stopAll());
 
 async function killAndRestart(variant: string, losePageCache: boolean): Promise<void> {
   const started = performance.now();
   const disk = join(dir.path, `${variant}.img`);
-  const first = await startExport({ file: disk, size: SIZE });
-  exporters.push(first);
+  const first = await suite.startExport({ file: disk, size: SIZE });
   const config = writeClientConfig(join(dir.path, `${variant}.toml`), {
     keepalive_interval: "1s",
     keepalive_timeout: "3s",
@@ -75,12 +63,10 @@ async function killAndRestart(variant: string, losePageCache: boolean): Promise<
     reconnect_max: "500ms",
     replay_buffer: "512MiB", // above the copy size: the engine never flushes on its own (see top)
   });
-  const copy = startCopy(source, `dst://127.0.0.1:${first.port}/disk`, config);
-  let exited = false;
-  void copy.result.then(() => (exited = true));
+  const copy = watchedCopy(source, `dst://127.0.0.1:${first.port}/disk`, config);
   // The export's file grows (st_blocks) as writes land: kill once 40% has landed.
-  await waitFor("40% of the copy to land", () => exited || allocatedBytes(disk) >= 0.4 * SIZE, 60_000);
-  expect(exited).toBe(false);
+  await until(() => copy.exited() || allocatedBytes(disk) >= 0.4 * SIZE, "40% of the copy to land", 60_000);
+  expect(copy.exited()).toBe(false);
   await first.kill("SIGKILL");
   const landed = allocatedBytes(disk);
   console.log(`${variant}: kill -9 at ${seconds(copy.startedAt)} s into the copy, ${(landed / MiB).toFixed(0)} MiB landed`);
@@ -90,8 +76,7 @@ async function killAndRestart(variant: string, losePageCache: boolean): Promise<
     expect(allocatedBytes(disk)).toBe(0);
   }
   await Bun.sleep(RESTART_AFTER_MS); // the outage itself, not a wait for a condition
-  const second = await startExport({ file: disk, port: first.port });
-  exporters.push(second);
+  const second = await suite.startExport({ file: disk, port: first.port });
   console.log(`${variant}: export restarted on port ${second.port} at ${seconds(copy.startedAt)} s`);
 
   const result = await copy.result;

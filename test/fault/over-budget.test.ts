@@ -3,54 +3,30 @@
  * blackhole 20 s) must end `dstd copy` with a non-zero exit and a clear message naming the
  * timeout, during the outage, instead of hanging or exiting 0 with data missing.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { FaultProxy } from "./proxy.ts";
-import {
-  MiB,
-  ensureBinary,
-  killChildren,
-  seconds,
-  startCopy,
-  startExport,
-  tempDir,
-  writeClientConfig,
-  writeRandomFile,
-  type RunningExport,
-} from "./harness.ts";
+import { MiB, faultSuite, seconds, watchedCopy, writeClientConfig, writeRandomFile } from "./harness.ts";
 
 const SIZE = 256 * MiB;
 const BLACKHOLE_MS = 20_000;
-const dir = tempDir("budget");
-let exporter: RunningExport | null = null;
-let proxy: FaultProxy | null = null;
-
-beforeAll(() => ensureBinary(), 120_000);
-afterAll(async () => {
-  proxy?.close();
-  await exporter?.kill("SIGKILL");
-  await killChildren();
-  dir.remove();
-});
+const suite = faultSuite("budget");
+const dir = suite.dir;
 
 test(
   "a 20 s outage with a 5 s deadline: copy exits non-zero naming the timeout, before the outage ends",
   async () => {
     const source = join(dir.path, "source.img");
     writeRandomFile(source, SIZE);
-    exporter = await startExport({ memory: "256MiB" });
-    proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: exporter.port } });
+    const { proxy, url } = await suite.exportBehindProxy({ memory: "256MiB" });
     const config = writeClientConfig(join(dir.path, "client.toml"), {
       keepalive_interval: "1s",
       keepalive_timeout: "3s",
       deadline: "5s",
     });
 
-    const copy = startCopy(source, `dst://127.0.0.1:${proxy.port}/disk`, config);
-    let exited = false;
-    void copy.result.then(() => (exited = true));
+    const copy = watchedCopy(source, url, config);
     await Promise.race([proxy.whenDelivered("up", 0.3 * SIZE), copy.result]);
-    expect(exited).toBe(false);
+    expect(copy.exited()).toBe(false);
     const holeAt = performance.now();
     const holeEnded = proxy.blackhole(BLACKHOLE_MS);
     console.log(`blackhole of ${BLACKHOLE_MS / 1000} s starts at ${seconds(copy.startedAt)} s into the copy`);

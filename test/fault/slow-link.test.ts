@@ -6,39 +6,22 @@
  * The last two tests were written as `test.failing` against engine bugs they found (see the
  * comments); both bugs are fixed and the tests now guard against their return.
  */
-import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
-import { FaultProxy } from "./proxy.ts";
 import {
   MiB,
   blockHashes,
   compareBlocks,
   connectionLostLines,
-  ensureBinary,
-  killChildren,
+  faultSuite,
   startCopy,
-  startExport,
-  tempDir,
   writeClientConfig,
   writeRandomFile,
-  type RunningExport,
 } from "./harness.ts";
 
-const dir = tempDir("slow");
-let exporter: RunningExport | null = null;
-let proxy: FaultProxy | null = null;
-
-beforeAll(() => ensureBinary(), 120_000);
-afterEach(async () => {
-  proxy?.close();
-  proxy = null;
-  await exporter?.kill("SIGKILL");
-  exporter = null;
-});
-afterAll(async () => {
-  await killChildren();
-  dir.remove();
-});
+const suite = faultSuite("slow");
+const dir = suite.dir;
+afterEach(() => suite.stopAll());
 
 interface SlowRun {
   exitCode: number;
@@ -58,12 +41,11 @@ async function copyOverSlowLink(
   const disk = join(dir.path, `${name}.img`);
   writeRandomFile(source, size);
   const expected = blockHashes(source, size);
-  exporter = await startExport({ file: disk, size });
-  proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: exporter.port } });
+  const { proxy, url } = await suite.exportBehindProxy({ file: disk, size });
   proxy.delay(link.delayMs ?? 0);
   proxy.throttle(link.bytesPerSecond ?? 0);
   const config = writeClientConfig(join(dir.path, `${name}.toml`), { deadline: "120s", ...keys });
-  const copy = startCopy(source, `dst://127.0.0.1:${proxy.port}/disk`, config);
+  const copy = startCopy(source, url, config);
   const result = await copy.result;
   const sentBytes = proxy.stats.bytesUp;
   const differing = result.exitCode === 0 ? compareBlocks(expected, disk, size).differing : -1;

@@ -10,20 +10,24 @@ import { join } from "node:path";
 const root = join(import.meta.dir, "..", "..");
 export const DSTD = join(root, "dist", "dstd");
 
-function newestSource(dir: string): number {
+function newestMtime(path: string): number {
+  const info = statSync(path);
+  if (!info.isDirectory()) return info.mtimeMs;
   let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestSource(path) : statSync(path).mtimeMs);
-  }
+  for (const entry of readdirSync(path)) newest = Math.max(newest, newestMtime(join(path, entry)));
   return newest;
 }
 
-/** Build dist/dstd if needed (once per test process). */
+/** Build dist/dstd when it is missing or older than anything in src/ or the build inputs. */
 export function ensureBinary(): string {
-  if (!existsSync(DSTD) || statSync(DSTD).mtimeMs < newestSource(join(root, "src"))) {
+  const sourceTime = Math.max(
+    newestMtime(join(root, "src")),
+    newestMtime(join(root, "build.ts")),
+    newestMtime(join(root, "package.json")),
+  );
+  if (!existsSync(DSTD) || statSync(DSTD).mtimeMs < sourceTime) {
     const result = spawnSync([process.execPath, "build.ts"], { cwd: root, stdout: "pipe", stderr: "pipe" });
-    if (result.exitCode !== 0) throw new Error(`build failed: ${result.stderr.toString()}`);
+    if (result.exitCode !== 0) throw new Error(`build failed (exit ${result.exitCode}):\n${result.stdout.toString()}${result.stderr.toString()}`);
   }
   return DSTD;
 }
