@@ -7,7 +7,7 @@
  * zeroed (it is the additional data); `payload` follows it in the same frame; `nonce` is unique
  * per key. seal() transforms payload in place and returns the tag; open() returns false and
  * leaves payload untouched unless the tag verifies (no unauthenticated plaintext ever escapes).
- * Must not: pick nonces (crypto/channel.ts does) or know anything about sessions.
+ * Must not: pick nonces (crypto/record.ts does) or know anything about sessions.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
 import { chacha20, xchacha20 } from "@noble/ciphers/chacha.js";

@@ -148,7 +148,7 @@ export interface SessionKeys {
  * make every session's keys new; the suite name in the info separates the keys of different
  * suites; the transcript ties them to everything negotiated; the X25519 secret (crypto/
  * ephemeral.ts), when given, adds forward secrecy. Zero both keys after handing them to
- * FrameSealer / FrameOpener (which keep their own copies).
+ * RecordSealer / RecordOpener (which keep their own copies).
  */
 export function deriveSessionKeys(
   psk: Uint8Array,

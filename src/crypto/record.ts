@@ -18,10 +18,17 @@
 import { assert } from "../lib/assert.ts";
 import { DstdError } from "../lib/errors.ts";
 import { createAead, TAG_SIZE, type Aead } from "./aead.ts";
-import { AES_GCM_MAX_BYTES, MAX_FRAMES } from "./channel.ts";
 import { SUITES, type SuiteName } from "./suites.ts";
 
 export const RECORD_HEADER_SIZE = 4 + TAG_SIZE;
+/** Records one key may protect per direction: the counter can never wrap. */
+export const MAX_RECORDS = 2 ** 48;
+/**
+ * Bytes one AES-GCM key may protect per direction: 2^46 (64 TiB) is 2^42 AES blocks, which
+ * keeps the birthday distinguishing advantage near σ²/2^128 = 2^-44 (SP 800-38D;
+ * draft-irtf-cfrg-aead-limits). About 6 hours at 3 GB/s: `rekeyDue` says when to reconnect.
+ */
+export const AES_GCM_MAX_BYTES = 2 ** 46;
 /** Largest ciphertext one record may carry: a max-size frame plus room for small ones. */
 export const RECORD_MAX = 33 * 1024 * 1024;
 export const RECORD_AUTH_FAILED = "record authentication failed (tampered, replayed or out of order)";
@@ -47,7 +54,7 @@ abstract class RecordChannel {
 
   /** Half the key's budget is used: reconnect (new nonces, new keys) at a quiet moment. */
   get rekeyDue(): boolean {
-    return this.counter >= MAX_FRAMES / 2 || this.bytes >= this.maxBytes / 2;
+    return this.counter >= MAX_RECORDS / 2 || this.bytes >= this.maxBytes / 2;
   }
 
   protected nextNonce(): Uint8Array {
@@ -78,7 +85,7 @@ export class RecordSealer extends RecordChannel {
   sealInPlace(record: Uint8Array): Uint8Array {
     const length = record.length - RECORD_HEADER_SIZE;
     assert(length >= 0 && length <= RECORD_MAX, `record of ${length} bytes`);
-    if (this.counter >= MAX_FRAMES || this.bytes + length > this.maxBytes) {
+    if (this.counter >= MAX_RECORDS || this.bytes + length > this.maxBytes) {
       throw new DstdError("E_CRYPTO", "this session's key has protected all it may; reconnect to rekey");
     }
     new DataView(record.buffer, record.byteOffset, 4).setUint32(0, length);

@@ -3,7 +3,7 @@
  * negotiation (first client preference the server allows) and the transport rule for "none".
  * docs/security.md §Suites explains each choice and the measured rates.
  *
- * Must not: do any cryptography (crypto/channel.ts does), or let "none" through on a transport
+ * Must not: do any cryptography (crypto/record.ts does), or let "none" through on a transport
  * that leaves the host.
  */
 import { BlockList, isIPv4, isIPv6 } from "node:net";

@@ -8,7 +8,7 @@ import { createPrivateKey, randomBytes } from "node:crypto";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
-import { FrameOpener, FrameSealer } from "../../src/crypto/channel.ts";
+import { RecordOpener, RecordSealer } from "../../src/crypto/record.ts";
 import { EPHEMERAL_PUBLIC_SIZE, newEphemeral, sharedSecret } from "../../src/crypto/ephemeral.ts";
 import {
   KEY_ID_SIZE,
@@ -275,17 +275,10 @@ describe("deriveSessionKeys", () => {
   test("the derived keys drive a working channel in both directions", () => {
     const client = deriveSessionKeys(key, nonceC, nonceS, transcript, "xchacha20-poly1305");
     const server = deriveSessionKeys(key, nonceC, nonceS, transcript, "xchacha20-poly1305");
-    const frame = new Uint8Array(56 + 5);
-    frame[31] = 5; // payloadLength
-    frame.set([1, 2, 3, 4, 5], 56);
-    const plain = frame.slice();
-    const up = new FrameSealer("xchacha20-poly1305", client.clientToServer, 0).seal(frame.slice());
-    expect(new FrameOpener("xchacha20-poly1305", server.clientToServer, 0).open(up)).toEqual(plain);
-    const down = new FrameSealer("xchacha20-poly1305", server.serverToClient, 1).seal(
-      frame.slice(),
-    );
-    expect(new FrameOpener("xchacha20-poly1305", client.serverToClient, 1).open(down)).toEqual(
-      plain,
-    );
+    const plain = Uint8Array.of(1, 2, 3, 4, 5);
+    const up = new RecordSealer("xchacha20-poly1305", client.clientToServer, 0).seal([plain], 5);
+    expect(new RecordOpener("xchacha20-poly1305", server.clientToServer, 0).push(up)).toEqual([plain]);
+    const down = new RecordSealer("xchacha20-poly1305", server.serverToClient, 1).seal([plain], 5);
+    expect(new RecordOpener("xchacha20-poly1305", client.serverToClient, 1).push(down)).toEqual([plain]);
   });
 });
