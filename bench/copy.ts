@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyFile, parseKeyFile, type KeyMaterial } from "../src/crypto/keys.ts";
 import type { SuiteName } from "../src/crypto/suites.ts";
-import { DstClient } from "../src/daemon/dst-client.ts";
+import { DstClient } from "../src/client/dst-client.ts";
 import { runDstd, startExport } from "../test/helpers/binary.ts";
 
 const MiB = 1024 * 1024;

@@ -1,6 +1,6 @@
 /**
  * @module cli/attach — `dstd attach [URL]`: make a remote export usable locally, with dstd in
- * the data path. By default it becomes a kernel block device (/dev/nbdN, daemon/kernel-attach.ts);
+ * the data path. By default it becomes a kernel block device (/dev/nbdN, attach/kernel-attach.ts);
  * `--nbd-listen ADDR` serves it as a standard NBD endpoint instead (machines without the kernel
  * NBD driver). Settings come from flags, the matching `[[attach]]` entry of --config (or the only
  * one, when no URL is given), then `[client]`.
@@ -15,8 +15,8 @@
 import { defineCommand } from "citty";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { startNbdAttach } from "../daemon/attach-node.ts";
-import { defaultStateDir } from "../daemon/attach-state.ts";
-import { attachKernel, type AttachmentEnd, type KernelAttachment } from "../daemon/kernel-attach.ts";
+import { defaultStateDir } from "../attach/state.ts";
+import { attachKernel, type AttachmentEnd, type KernelAttachment } from "../attach/kernel-attach.ts";
 import type { AttachConfig, Config, Reliability } from "../config/schema.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { formatSize } from "../lib/size.ts";

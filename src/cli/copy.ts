@@ -1,11 +1,11 @@
 /**
  * @module cli/copy — `dstd copy SRC DST`: argument handling, progress display, exit status.
- * The copying itself is daemon/copy.ts.
+ * The copying itself is client/copy.ts.
  */
 import { defineCommand } from "citty";
 import { existsSync } from "node:fs";
 import { loadKeyFile } from "../crypto/keys.ts";
-import { copyData, openEndpoint, type CopyEndpoint } from "../daemon/copy.ts";
+import { copyData, openEndpoint, type CopyEndpoint } from "../client/copy.ts";
 import { isUrl, parseExportUrl, type ExportUrl } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import { parseSize, formatSize } from "../lib/size.ts";

@@ -6,7 +6,7 @@
  * (the kernel fails the I/O it was holding for a restarted daemon), then clears the record.
  */
 import { defineCommand } from "citty";
-import { daemonAlive, defaultStateDir, listStates, parseBackendId, removeState, type AttachmentState } from "../daemon/attach-state.ts";
+import { daemonAlive, defaultStateDir, listStates, parseBackendId, removeState, type AttachmentState } from "../attach/state.ts";
 import { NbdControl, parseDevicePath, readDeviceSysfs } from "../kernel/device.ts";
 import { DstdError } from "../lib/errors.ts";
 import { commonArgs, readRawConfig, validateMerged } from "./args.ts";

@@ -3,7 +3,7 @@
  * directory, with their daemon's live counters (updated every second by the daemon).
  */
 import { defineCommand } from "citty";
-import { daemonAlive, defaultStateDir, listStates } from "../daemon/attach-state.ts";
+import { daemonAlive, defaultStateDir, listStates } from "../attach/state.ts";
 import { commonArgs, readRawConfig, validateMerged } from "./args.ts";
 
 function rows(stateDir: string) {

@@ -5,24 +5,24 @@
  * This file holds the mode for machines without the kernel NBD driver (`--nbd-listen`):
  * a standard newstyle NBD endpoint on a Unix socket or loopback TCP port, so qemu, libnbd
  * tools or nbdfuse get dstd's protection in the path. It shares the NBD server code with
- * `dstd export` (server/nbd-connection.ts) through an engine-backed NbdTarget.
+ * `dstd export` (nbd/connection.ts) through an engine-backed NbdTarget.
  */
 import type { ExportUrl, ListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { isLoopbackAddress } from "../crypto/suites.ts";
 import type { EngineOptions } from "../engine/options.ts";
-import { acceptNbd } from "../server/nbd-connection.ts";
+import { acceptNbd } from "../nbd/connection.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { Peer } from "../transport/types.ts";
-import { DstClient } from "./dst-client.ts";
-import { removeState, writeState, type AttachmentState } from "./attach-state.ts";
+import { DstClient } from "../client/dst-client.ts";
+import { removeState, writeState, type AttachmentState } from "../attach/state.ts";
 import { formatExportUrl } from "../lib/address.ts";
-import { createEngineTarget } from "./engine-target.ts";
+import { createEngineTarget } from "../storage/remote/engine-port.ts";
 
 export interface AttachOptions {
   url: ExportUrl;
-  /** Where this attachment's state file lives (daemon/attach-state.ts). */
+  /** Where this attachment's state file lives (attach/state.ts). */
   stateDir: string;
   engine: Partial<EngineOptions>;
   log: Log;

@@ -3,8 +3,8 @@
  * running listeners out. Opens every backend, starts the DST listeners (and the NBD
  * listeners where configured), and stops them cleanly. No argument parsing here (cli/).
  */
-import { openBackend } from "../backend/open.ts";
-import type { Backend } from "../backend/types.ts";
+import { openBackend } from "../storage/open.ts";
+import type { Backend } from "../storage/local/backend.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
@@ -12,8 +12,8 @@ import { DstdError } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
-import { DstServer } from "../server/dst-server.ts";
-import type { Export } from "../server/exports.ts";
+import { DstServer } from "../export/dst-server.ts";
+import type { Export } from "../export/exports.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { AcceptHandler } from "../transport/types.ts";
 
@@ -31,7 +31,7 @@ export interface ExportNodeOptions {
   /** Identities and their pre-shared keys ([[key]] / --key-file). */
   keys?: readonly KeyConfig[];
   log: Log;
-  /** Factory for the NBD front end (server/nbd-connection.ts); null when NBD is not built in. */
+  /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
   nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
 }
 

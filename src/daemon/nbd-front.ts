@@ -1,15 +1,15 @@
 /**
- * @module daemon/nbd-front — wires the NBD front end (server/nbd-connection.ts) to the
+ * @module daemon/nbd-front — wires the NBD front end (nbd/connection.ts) to the
  * export table: name lookup, the same allow list (by address only: plain NBD carries no
  * identity, so identity rules never admit an NBD client), and the same read-only rule as DST.
  * An export without an address rule refuses every NBD client (fail closed).
  */
 import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
-import { createBackendTarget } from "../server/backend-target.ts";
-import type { Export } from "../server/exports.ts";
-import { acceptNbd } from "../server/nbd-connection.ts";
-import type { NbdTarget } from "../server/nbd-target.ts";
+import { createBackendTarget } from "../storage/local/port.ts";
+import type { Export } from "../export/exports.ts";
+import { acceptNbd } from "../nbd/connection.ts";
+import type { NbdTarget } from "../storage/port.ts";
 import type { AcceptHandler, Peer } from "../transport/types.ts";
 
 export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler {

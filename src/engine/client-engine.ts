@@ -3,7 +3,7 @@
  *
  * It owns transaction ids, the in-flight table, resend on timeout, reconnect with backoff,
  * keepalive and durable resume (replay of acknowledged-but-unflushed writes after the export
- * restarted). It has no sockets and no timers: the driver (daemon/dst-client.ts in
+ * restarted). It has no sockets and no timers: the driver (client/dst-client.ts in
  * production, test/sim in simulation) feeds it events — connected, receive, disconnected,
  * tick(now) — and performs the effects it asks for through EngineIO. Every event carries
  * the connection id it belongs to; events from an older connection are ignored, which

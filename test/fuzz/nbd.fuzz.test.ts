@@ -7,13 +7,13 @@
  *   FUZZ_SEED=1234 bun test test/fuzz/nbd.fuzz.test.ts           # replay a failure
  */
 import { expect, test } from "bun:test";
-import { createMemoryBackend } from "../../src/backend/memory.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { Prng } from "../../src/lib/prng.ts";
-import { createBackendTarget } from "../../src/server/backend-target.ts";
-import type { NbdTarget } from "../../src/server/nbd-target.ts";
+import { createBackendTarget } from "../../src/storage/local/port.ts";
+import type { NbdTarget } from "../../src/storage/port.ts";
 import { Cmd, Info, Opt, REPLY_FLAG_DONE } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
-import { concat, harness, infoData, metaData, negotiate, option, parseReplies, u32, type Harness } from "../server/nbd-harness.ts";
+import { concat, harness, infoData, metaData, negotiate, option, parseReplies, u32, type Harness } from "../nbd/harness.ts";
 
 const iterations = Number(process.env.FUZZ_ITERATIONS ?? 5000);
 const seed = Number(process.env.FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 32));

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { listStates, writeState, type AttachmentState } from "../../src/daemon/attach-state.ts";
+import { listStates, writeState, type AttachmentState } from "../../src/attach/state.ts";
 
 const main = join(import.meta.dir, "..", "..", "src", "main.ts");
 const dir = mkdtempSync(join(tmpdir(), "dstd-attach-cli-"));

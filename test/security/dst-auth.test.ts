@@ -7,12 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { createMemoryBackend } from "../../src/backend/memory.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import type { KeyMaterial } from "../../src/crypto/keys.ts";
 import type { SuiteName } from "../../src/crypto/suites.ts";
-import { DstClient } from "../../src/daemon/dst-client.ts";
+import { DstClient } from "../../src/client/dst-client.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
-import { DstServer } from "../../src/server/dst-server.ts";
+import { DstServer } from "../../src/export/dst-server.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
 import { recordingLog } from "../helpers/log.ts";
 import { until } from "../helpers/wait.ts";

@@ -1,7 +1,7 @@
 /**
  * @module test/sim/harness — one simulated world: the real ClientEngine and the real DstServer
  * joined by SimNetwork, over a SimBackend, on a SimClock, with the oracle and checkers
- * watching every step. It is the simulated twin of daemon/dst-client.ts (the engine's driver)
+ * watching every step. It is the simulated twin of client/dst-client.ts (the engine's driver)
  * plus daemon/export-node.ts (the export), and the DSL the scenario tests are written in.
  *
  * Determinism: every random choice comes from Prng streams split off the seed (network,
@@ -14,7 +14,7 @@ import type { EngineOptions } from "../../src/engine/options.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { errnoName } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
-import { DstServer, type DstServerOptions } from "../../src/server/dst-server.ts";
+import { DstServer, type DstServerOptions } from "../../src/export/dst-server.ts";
 import { Op } from "../../src/wire/dst/constants.ts";
 import { decodeHeader } from "../../src/wire/dst/header.ts";
 import { makeWriteData } from "./block-data.ts";

@@ -17,7 +17,7 @@
 import { Errno } from "../../src/lib/errno.ts";
 import { BackendError } from "../../src/lib/errors.ts";
 import type { Prng } from "../../src/lib/prng.ts";
-import type { Backend, Extent } from "../../src/backend/types.ts";
+import type { Backend, Extent } from "../../src/storage/local/backend.ts";
 import { DST_MAGIC, HEADER_SIZE, Op } from "../../src/wire/dst/constants.ts";
 import { decodeHeader } from "../../src/wire/dst/header.ts";
 

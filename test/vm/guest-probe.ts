@@ -14,11 +14,11 @@
  *
  * Usage: guest-probe [--eperm-child | --takeover-child]
  */
-import { createMemoryBackend } from "../../src/backend/memory.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { NbdControl, readDeviceSysfs } from "../../src/kernel/device.ts";
 import { DstdError } from "../../src/lib/errors.ts";
-import { createBackendTarget } from "../../src/server/backend-target.ts";
-import { transmissionFlags } from "../../src/server/nbd-handshake.ts";
+import { createBackendTarget } from "../../src/storage/local/port.ts";
+import { transmissionFlags } from "../../src/nbd/handshake.ts";
 import { closeFd, socketPair } from "../../src/sys/libc.ts";
 import { run, serveKernelEnd, waitFor, within } from "./probe-serve.ts";
 

@@ -1,14 +1,14 @@
 /**
  * @module test/vm/probe-serve — helpers for the in-VM probe: serve one socket-pair end with
- * the real kernel-mode NBD server (server/nbd-connection.ts) over an in-memory export, run a
+ * the real kernel-mode NBD server (nbd/connection.ts) over an in-memory export, run a
  * guest command without blocking the event loop, and await with a deadline.
  *
  * Must not: do blocking I/O on the event loop — the same loop serves the kernel's NBD
  * requests, so a synchronous read of /dev/nbdN here would deadlock the probe.
  */
 import { QueuedSink } from "../../src/transport/queued-sink.ts";
-import { NbdConnection } from "../../src/server/nbd-connection.ts";
-import type { NbdTarget } from "../../src/server/nbd-target.ts";
+import { NbdConnection } from "../../src/nbd/connection.ts";
+import type { NbdTarget } from "../../src/storage/port.ts";
 import "../../src/kernel/genl-socket.ts"; // the Bun.connect({ fd }) type augmentation
 
 export interface Served {

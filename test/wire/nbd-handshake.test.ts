@@ -15,7 +15,7 @@ import {
   repMetaContext,
   repServer,
 } from "../../src/wire/nbd/handshake.ts";
-import { concat, infoData, metaData, option, randomBytes, u32 } from "../server/nbd-harness.ts";
+import { concat, infoData, metaData, option, randomBytes, u32 } from "../nbd/harness.ts";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 

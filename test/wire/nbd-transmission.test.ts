@@ -11,7 +11,7 @@ import {
   writeSimpleReply,
   type NbdRequest,
 } from "../../src/wire/nbd/transmission.ts";
-import { concat, randomBytes } from "../server/nbd-harness.ts";
+import { concat, randomBytes } from "../nbd/harness.ts";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 

@@ -4,7 +4,7 @@
  * encoders of client flags, option requests and request headers; incremental readers of the
  * server greeting, option replies, the EXPORT_NAME reply, and simple replies.
  *
- * Must not: touch a socket, decide policy (daemon/nbd-client.ts does), or throw on server
+ * Must not: touch a socket, decide policy (client/nbd-client.ts does), or throw on server
  * input — malformed bytes give a reason string and the reader stays failed.
  */
 import { putU16, putU32, putU64 } from "./transmission.ts";

@@ -4,7 +4,7 @@
  * types"): the server greeting, an incremental reader of what the client sends (client flags,
  * then options), parsers of option payloads and encoders of option replies.
  *
- * Must not: decide policy (which export, which errors: server/nbd-handshake.ts does), touch a
+ * Must not: decide policy (which export, which errors: nbd/handshake.ts does), touch a
  * socket, or throw on peer input — malformed bytes give a reason string.
  */
 import {

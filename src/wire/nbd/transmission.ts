@@ -6,7 +6,7 @@
  *
  * Must not: allocate per request on the fast path (the decoder reuses one request object and
  * hands out WRITE payloads as views of the received chunk when they arrive whole), interpret
- * commands (server/nbd-connection.ts does), or throw on peer input.
+ * commands (nbd/connection.ts does), or throw on peer input.
  */
 import {
   OFFSET_DATA_HEADER_SIZE,

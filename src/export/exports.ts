@@ -1,0 +1,23 @@
+/**
+ * @module server/exports — what an export is once configured: a named backend plus its
+ * access rules. Shared by the DST and NBD front ends so both enforce the same ACL and the
+ * same read-only rule.
+ */
+import type { Backend } from "../storage/local/backend.ts";
+import type { AllowRule } from "../lib/acl.ts";
+import type { SuiteName } from "../crypto/suites.ts";
+import type { ChecksumName } from "../crypto/checksum.ts";
+
+export interface Export {
+  name: string;
+  description: string;
+  backend: Backend;
+  /** Export-level read-only (--read-only): no client may write, whatever its grant. */
+  readOnly: boolean;
+  /** Allow list; empty means nobody gets in (fail closed). */
+  allow: AllowRule[];
+  /** Channel suites authenticated clients may use (default: DEFAULT_SUITES, never none). */
+  suites?: readonly SuiteName[];
+  /** End-to-end data checksums clients may choose (default: DEFAULT_CHECKSUMS). */
+  checksums?: readonly ChecksumName[];
+}

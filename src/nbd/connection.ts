@@ -1,0 +1,135 @@
+/**
+ * @module server/nbd-connection — one NBD connection as a ConnectionHandler: the fixed
+ * newstyle handshake (nbd/handshake.ts), or none at all in kernel mode (the Linux
+ * client speaks only the transmission phase and accepts only simple replies, landscape.md
+ * §2.3), then the transmission phase (nbd/transmission.ts) against an NbdTarget.
+ *
+ * The same code serves `dstd export --nbd-listen` (acceptNbd, a local backend through
+ * storage/local/port.ts) and `dstd attach` (kernel mode, or --nbd-listen, in front of the
+ * client engine).
+ *
+ * Must not: throw out of a ConnectionHandler method, or let one connection's bad input
+ * disturb another: malformed input closes this connection only, with a logged reason.
+ */
+import { AssertionError } from "../lib/assert.ts";
+import { errorMessage } from "../lib/errors.ts";
+import { describePeer, type AcceptHandler, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
+import { NbdHandshake, transmissionFlags, type NbdServerOptions, type Transmission } from "./handshake.ts";
+import { DEFAULT_LIMITS, NbdTransmission, type NbdConnectionLimits } from "./transmission.ts";
+
+export type { NbdLog, NbdResolution, NbdServerOptions } from "./handshake.ts";
+export type { NbdConnectionLimits } from "./transmission.ts";
+
+export interface NbdConnectionOptions extends NbdServerOptions {
+  mode: "newstyle" | "kernel";
+  /** Kernel mode: the export to resolve (there is no handshake to name one). Default "". */
+  exportName?: string;
+  /** Memory bounds; the defaults suit production, tests shrink them. */
+  limits?: Partial<NbdConnectionLimits>;
+}
+
+/** Factory for listeners: every accepted connection does the newstyle handshake. */
+export function acceptNbd(options: Omit<NbdConnectionOptions, "mode">): AcceptHandler {
+  return (sink, peer) => new NbdConnection(sink, peer, { ...options, mode: "newstyle" });
+}
+
+export class NbdConnection implements ConnectionHandler {
+  private handshake: NbdHandshake | null = null;
+  private transmission: NbdTransmission | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly sink: Sink,
+    private readonly peer: Peer,
+    private readonly options: NbdConnectionOptions,
+  ) {
+    try {
+      if (options.mode === "kernel") this.startKernel();
+      else {
+        this.handshake = new NbdHandshake(peer, options, (bytes) => sink.write(bytes));
+        this.handshake.start();
+      }
+    } catch (error) {
+      this.crash(error);
+    }
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.closed) return;
+    try {
+      if (this.transmission !== null) this.transmission.push(chunk);
+      else this.feedHandshake(chunk);
+    } catch (error) {
+      this.crash(error);
+    }
+  }
+
+  onDrain(): void {
+    if (this.closed) return;
+    try {
+      this.transmission?.drained();
+    } catch (error) {
+      this.crash(error);
+    }
+  }
+
+  onClose(reason: string | null): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.transmission?.close();
+    if (reason !== null) this.options.log?.info(`NBD ${describePeer(this.peer)} closed: ${reason}`);
+  }
+
+  private feedHandshake(chunk: Uint8Array): void {
+    const step = this.handshake!.feed(chunk);
+    if (step.kind === "continue") return;
+    if (step.kind === "close") {
+      if (!step.graceful) return this.fail(`handshake: ${step.reason}`);
+      this.closed = true;
+      this.sink.end();
+      return;
+    }
+    this.handshake = null;
+    this.enterTransmission(step.transmission);
+    if (step.remainder.length > 0) this.transmission?.push(step.remainder);
+  }
+
+  private startKernel(): void {
+    const name = this.options.exportName ?? "";
+    const resolved = this.options.resolve(name, this.peer);
+    if ("refuse" in resolved) return this.fail(`kernel export ${JSON.stringify(name)} refused: ${resolved.refuse}`);
+    const { target, access } = resolved;
+    // The kernel negotiates nothing: no structured replies, no meta contexts (landscape.md §2.3).
+    this.enterTransmission({ name, target, access, structured: false, blockStatus: false, flags: transmissionFlags(target, access, false) });
+  }
+
+  private enterTransmission(tx: Transmission): void {
+    const bounds = { ...DEFAULT_LIMITS, ...this.options.limits };
+    this.transmission = new NbdTransmission(this.sink, tx, bounds, {
+      fail: (reason) => this.fail(reason),
+      finished: () => {
+        this.closed = true;
+        this.sink.end();
+      },
+      warn: (message) => this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${message}`),
+      crash: (error) => this.crash(error),
+    });
+    const mode = this.options.mode === "kernel" ? " (kernel)" : tx.structured ? " (structured replies)" : "";
+    this.options.log?.info(`NBD ${describePeer(this.peer)}: serving ${JSON.stringify(tx.name)} ${this.transmission.writable ? "rw" : "ro"}${mode}`);
+  }
+
+  /** The peer broke the protocol: log why and drop this connection only (hard disconnect). */
+  private fail(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.transmission?.close();
+    this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${reason}; closing the connection`);
+    this.sink.destroy();
+  }
+
+  /** An unexpected exception is a dstd bug: assertions crash (lib/assert.ts); others drop the connection. */
+  private crash(error: unknown): void {
+    if (error instanceof AssertionError) throw error;
+    this.fail(`internal error: ${errorMessage(error)}`);
+  }
+}

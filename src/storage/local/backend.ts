@@ -1,0 +1,52 @@
+/**
+ * @module backend/types — the one interface every export backend implements (memory,
+ * sparse file, block device) and the simulator's fault/crash wrappers wrap.
+ *
+ * All calls are synchronous on purpose: a 4 KiB pread from page cache costs ~1 µs
+ * synchronously and ~18 µs through Bun's async thread pool (shared/reference/bun-runtime.md
+ * §3), and the request path must not pay an async hop per request.
+ *
+ * Every method validates nothing about the request: callers (storage/validate.ts) bounds-check
+ * against `size` and permissions first. Failures throw BackendError carrying the errno the
+ * client should receive; a backend never reports a failed I/O as success.
+ */
+export type BackendKind = "memory" | "file" | "device";
+
+export interface Extent {
+  /** Length in bytes of this run. */
+  length: number;
+  /** true when the range reads as zeroes and holds no storage (a hole). */
+  hole: boolean;
+  /** true when the range is known to read as zeroes (holes always are). */
+  zero: boolean;
+}
+
+export interface Backend {
+  readonly kind: BackendKind;
+  /** Human-readable origin, e.g. the file path or "memory". */
+  readonly description: string;
+  /** Export size in bytes (for devices: from BLKGETSIZE64, never from stat). */
+  readonly size: number;
+  /** Preferred I/O granularity: 4096 for files and memory, the logical block size for devices. */
+  readonly blockSize: number;
+  /** Opened without write access; writes throw BackendError(EROFS) as a last line of defence. */
+  readonly readOnly: boolean;
+
+  /** Fill `target` completely from `offset`. Short reads past EOF never happen (callers bound-check). */
+  read(offset: number, target: Uint8Array): void;
+  /** Write all of `source` at `offset`. `fua`: durable before returning (fdatasync). */
+  write(offset: number, source: Uint8Array, fua: boolean): void;
+  /** Make every completed write durable (fdatasync for files and devices). */
+  flush(): void;
+  /** Discard: punch a hole (file, KEEP_SIZE) or BLKDISCARD (device). Reads may return zeroes after. */
+  trim(offset: number, length: number): void;
+  /**
+   * Make the range read as zeroes. `mayPunch`: a hole is acceptable (NBD WRITE_ZEROES without
+   * NO_HOLE); otherwise the storage stays allocated (FALLOC_FL_ZERO_RANGE or written zeroes).
+   */
+  zero(offset: number, length: number, mayPunch: boolean): void;
+  /** Allocation map of [offset, offset+length): SEEK_DATA/SEEK_HOLE for files. Sum of lengths = length. */
+  extents(offset: number, length: number): Extent[];
+  /** Release the file descriptor / memory. Idempotent. */
+  close(): void;
+}
