@@ -1,5 +1,5 @@
 /**
- * @module daemon/kernel-attach — `dstd attach URL [--device /dev/nbdN]`: the remote export as
+ * @module attach/kernel-attach — `dstd attach URL [--device /dev/nbdN]`: the remote export as
  * a real Linux block device. A DST client (resend, reconnect, keepalive, replay) talks to the
  * export; one end of a socketpair is served with the kernel-mode NBD server
  * (nbd/connection.ts) over an engine-backed target; the other end goes to the kernel
@@ -36,12 +36,12 @@ import type { EngineOptions } from "../engine/options.ts";
 import { NbdControl, devicePath, parseDevicePath, readDeviceSysfs } from "../kernel/device.ts";
 import { transmissionFlags } from "../nbd/handshake.ts";
 import { NbdConnection } from "../nbd/connection.ts";
-import type { NbdTarget } from "../storage/port.ts";
+import type { StoragePort } from "../storage/port.ts";
 import { closeFd, socketPair } from "../sys/libc.ts";
 import { adoptFd, type AdoptedFd } from "../transport/fd.ts";
 import { daemonAlive, listStates, makeBackendId, planKernelAttach, removeState, writeState, type AttachmentState, type KernelPlan } from "./state.ts";
 import { DstClient } from "../client/dst-client.ts";
-import { createEngineTarget } from "../storage/remote/engine-port.ts";
+import { createEnginePort } from "../storage/remote/engine-port.ts";
 
 /** Block-layer timer of the device (ms): how soon requests stranded on a dead socket move on. */
 const REQUEUE_CHECK_MS = 5000;
@@ -174,7 +174,7 @@ export class KernelAttachment {
   private phase: Phase = "starting";
   private link: AdoptedFd | null = null;
   private reporter: ReturnType<typeof setInterval> | null = null;
-  private readonly target: NbdTarget;
+  private readonly target: StoragePort;
   private readonly access: "ro" | "rw";
   private readonly serverFlags: number;
   private readonly startedAt = new Date().toISOString();
@@ -187,7 +187,7 @@ export class KernelAttachment {
     private readonly watch: LinkDeadWatch,
   ) {
     this.ended = new Promise((resolve) => (this.markEnded = resolve));
-    this.target = createEngineTarget(client.engine, `dstd attach of ${url}`);
+    this.target = createEnginePort(client.engine, `dstd attach of ${url}`);
     this.access = this.target.readOnly ? "ro" : "rw";
     this.serverFlags = transmissionFlags(this.target, this.access, false);
     watch.listener = (index) => this.onLinkDead(index);

@@ -1,5 +1,5 @@
 /**
- * @module daemon/attach-state — what survives the attach daemon: one JSON file per
+ * @module attach/state — what survives the attach daemon: one JSON file per
  * attachment in the state directory (`<state_dir>/attach/<name>.json`). The daemon rewrites
  * its file every second with its live counters (write to a temporary file, then rename, so a
  * reader never sees half a file); `dstd list`, `status` and `detach` read them. A restarted

@@ -1,5 +1,5 @@
 /**
- * @module daemon/copy — `dstd copy SRC DST`: move bytes between a local file/device and an
+ * @module client/copy — `dstd copy SRC DST`: move bytes between a local file/device and an
  * export (either direction, or export to export) with many requests in flight.
  *
  * Both ends are CopyEndpoints. All-zero chunks are not written as data: a remote target gets

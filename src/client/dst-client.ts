@@ -1,5 +1,5 @@
 /**
- * @module daemon/dst-client — the client engine wired to real sockets and real time.
+ * @module client/dst-client — the client engine wired to real sockets and real time.
  * This is the composition root for the requester side: it owns the only timer (the tick)
  * and turns the engine's callback API into promises for `dstd copy` and tests. The NBD
  * bridge of `dstd attach` uses `submit` directly (no promise per request).

@@ -1,5 +1,5 @@
 /**
- * @module daemon/nbd-client — a plain NBD client over TCP or a Unix socket, for `dstd copy`
+ * @module client/nbd-client — a plain NBD client over TCP or a Unix socket, for `dstd copy`
  * to and from any NBD server (dstd's own NBD front, nbdkit, qemu-nbd, nbd-server).
  *
  * Fixed newstyle handshake with OPT_GO (falling back to OPT_EXPORT_NAME on ERR_UNSUP), simple

@@ -5,7 +5,7 @@
  * This file holds the mode for machines without the kernel NBD driver (`--nbd-listen`):
  * a standard newstyle NBD endpoint on a Unix socket or loopback TCP port, so qemu, libnbd
  * tools or nbdfuse get dstd's protection in the path. It shares the NBD server code with
- * `dstd export` (nbd/connection.ts) through an engine-backed NbdTarget.
+ * `dstd export` (nbd/connection.ts) through an engine-backed StoragePort.
  */
 import type { ExportUrl, ListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
@@ -18,7 +18,7 @@ import type { Peer } from "../transport/types.ts";
 import { DstClient } from "../client/dst-client.ts";
 import { removeState, writeState, type AttachmentState } from "../attach/state.ts";
 import { formatExportUrl } from "../lib/address.ts";
-import { createEngineTarget } from "../storage/remote/engine-port.ts";
+import { createEnginePort } from "../storage/remote/engine-port.ts";
 
 export interface AttachOptions {
   url: ExportUrl;
@@ -54,7 +54,7 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
     log,
     onStateChange: (state, detail) => (state === "ready" ? log.info : log.warn)(`export link ${state}: ${detail}`),
   });
-  const target = createEngineTarget(client.engine, `dstd attach of ${url.exportName}`);
+  const target = createEnginePort(client.engine, `dstd attach of ${url.exportName}`);
   const access = client.writable ? ("rw" as const) : ("ro" as const);
   const local = (peer: Peer) => peer.transport === "unix" || isLoopbackAddress(peer.address);
   let listener: Listener;

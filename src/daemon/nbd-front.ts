@@ -6,18 +6,18 @@
  */
 import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
-import { createBackendTarget } from "../storage/local/port.ts";
+import { createLocalPort } from "../storage/local/port.ts";
 import type { Export } from "../export/exports.ts";
 import { acceptNbd } from "../nbd/connection.ts";
-import type { NbdTarget } from "../storage/port.ts";
+import type { StoragePort } from "../storage/port.ts";
 import type { AcceptHandler, Peer } from "../transport/types.ts";
 
 export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler {
-  const targets = new Map<string, NbdTarget>();
+  const targets = new Map<string, StoragePort>();
   for (const e of exports) {
     targets.set(
       e.name,
-      createBackendTarget(e.backend, { readOnly: e.readOnly, description: e.description, log }),
+      createLocalPort(e.backend, { readOnly: e.readOnly, description: e.description, log }),
     );
   }
   const byName = new Map(exports.map((e) => [e.name, e]));

@@ -1,5 +1,5 @@
 /**
- * @module server/dst-server — the export side of the DST protocol: handshake, access
+ * @module export/dst-server — the export side of the DST protocol: handshake, access
  * control, per-session exactly-once bookkeeping, and request execution against a backend.
  *
  * No sockets and no timers here: a DstConnection is a ConnectionHandler fed bytes by the

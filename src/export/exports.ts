@@ -1,5 +1,5 @@
 /**
- * @module server/exports — what an export is once configured: a named backend plus its
+ * @module export/exports — what an export is once configured: a named backend plus its
  * access rules. Shared by the DST and NBD front ends so both enforce the same ACL and the
  * same read-only rule.
  */

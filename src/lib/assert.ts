@@ -1,5 +1,5 @@
 /**
- * @module assert — programmer-error checks. A failed assertion means dstd itself is wrong:
+ * @module lib/assert — programmer-error checks. A failed assertion means dstd itself is wrong:
  * it throws AssertionError, which crashes the process (and fails a simulation seed). Never
  * use it for peer or user input: those get a DstdError or a reason string.
  */

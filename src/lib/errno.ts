@@ -1,5 +1,5 @@
 /**
- * @module errno — the errno values dstd puts on the wire (DST reply status and NBD reply
+ * @module lib/errno — the errno values dstd puts on the wire (DST reply status and NBD reply
  * error) and their names. One table so both protocols and every log line agree.
  * Values are Linux's (asm-generic/errno-base.h, errno.h); the NBD spec (proto.md, "Error
  * values") uses the same numbers for the subset it defines.

@@ -1,5 +1,5 @@
 /**
- * @module errors — operational errors with stable codes. Programmer errors are assertions
+ * @module lib/errors — operational errors with stable codes. Programmer errors are assertions
  * (lib/assert.ts); everything a user, a peer or the disk can cause is a DstdError whose
  * message names the problem and, where it helps, the fix.
  */

@@ -1,5 +1,5 @@
 /**
- * @module server/nbd-buffers — a process-wide pool of large I/O buffers for the NBD server:
+ * @module nbd/buffers — a process-wide pool of large I/O buffers for the NBD server:
  * READ reply frames (header + data) and WRITE payloads that arrived split over several
  * socket reads. Reusing them keeps a 1 MiB-per-request workload from allocating (and the GC
  * from scanning) a megabyte per request.

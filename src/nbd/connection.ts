@@ -1,8 +1,8 @@
 /**
- * @module server/nbd-connection — one NBD connection as a ConnectionHandler: the fixed
+ * @module nbd/connection — one NBD connection as a ConnectionHandler: the fixed
  * newstyle handshake (nbd/handshake.ts), or none at all in kernel mode (the Linux
  * client speaks only the transmission phase and accepts only simple replies, landscape.md
- * §2.3), then the transmission phase (nbd/transmission.ts) against an NbdTarget.
+ * §2.3), then the transmission phase (nbd/transmission.ts) against an StoragePort.
  *
  * The same code serves `dstd export --nbd-listen` (acceptNbd, a local backend through
  * storage/local/port.ts) and `dstd attach` (kernel mode, or --nbd-listen, in front of the

@@ -1,5 +1,5 @@
 /**
- * @module server/nbd-extents — turns a target's allocation map into base:allocation
+ * @module nbd/extents — turns a target's allocation map into base:allocation
  * descriptors for an NBD_CMD_BLOCK_STATUS reply (proto.md "NBD_REPLY_TYPE_BLOCK_STATUS",
  * "base:allocation metadata context").
  *

@@ -1,5 +1,5 @@
 /**
- * @module server/nbd-handshake — the server side of NBD fixed newstyle option haggling
+ * @module nbd/handshake — the server side of NBD fixed newstyle option haggling
  * (proto.md "Fixed newstyle negotiation", "Option types"): which options are answered how,
  * which export a client gets, and the transmission flags it is told. Feeds on bytes, answers
  * through `send`, and ends in one of: transmission (with the chosen target), a graceful close
@@ -36,10 +36,10 @@ import {
   repMetaContext,
   repServer,
 } from "../wire/nbd/handshake.ts";
-import type { NbdTarget } from "../storage/port.ts";
+import type { StoragePort } from "../storage/port.ts";
 
 export type NbdResolution =
-  | { target: NbdTarget; access: Access }
+  | { target: StoragePort; access: Access }
   /** `code`: "unknown" → NBD_REP_ERR_UNKNOWN (default), "policy" → NBD_REP_ERR_POLICY (ACL). */
   | { refuse: string; code?: "unknown" | "policy" };
 
@@ -63,7 +63,7 @@ const MAX_OPTIONS = 1024;
 
 export interface Transmission {
   name: string;
-  target: NbdTarget;
+  target: StoragePort;
   access: Access;
   structured: boolean;
   /** base:allocation selected for this export: BLOCK_STATUS allowed. */
@@ -81,7 +81,7 @@ export type HandshakeStep =
  * features are only offered when the client may write; SEND_DF only with structured replies;
  * CAN_MULTI_CONN only when the target really shares its cache across connections.
  */
-export function transmissionFlags(target: NbdTarget, access: Access, structured: boolean): number {
+export function transmissionFlags(target: StoragePort, access: Access, structured: boolean): number {
   const writable = access === "rw" && !target.readOnly;
   let flags = TxFlag.HAS_FLAGS | TxFlag.SEND_CACHE;
   if (!writable) flags |= TxFlag.READ_ONLY;
@@ -253,7 +253,7 @@ export class NbdHandshake {
     this.send(encodeOptionReply(option, Rep.ACK));
   }
 
-  private transmission(name: string, target: NbdTarget, access: Access): Transmission {
+  private transmission(name: string, target: StoragePort, access: Access): Transmission {
     return {
       name,
       target,

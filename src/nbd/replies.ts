@@ -1,5 +1,5 @@
 /**
- * @module server/nbd-replies — where an NBD connection's replies are built: a batch buffer
+ * @module nbd/replies — where an NBD connection's replies are built: a batch buffer
  * that collects every small reply completed in one onData() (or one microtask) and leaves in
  * one sink.write, READ data read in place behind its header, and separate frames for large
  * READs. Simple or structured framing per proto.md "Simple reply message" / "Structured reply

@@ -1,6 +1,6 @@
 /**
- * @module server/nbd-transmission — the NBD transmission phase of one connection (proto.md
- * "Transmission", "Request types"): decode requests, check them, hand them to the NbdTarget,
+ * @module nbd/transmission — the NBD transmission phase of one connection (proto.md
+ * "Transmission", "Request types"): decode requests, check them, hand them to the StoragePort,
  * answer as they complete (out of order is allowed), keep memory bounded.
  *
  * Data path (issue 6): requests are decoded without copying where the bytes arrived whole;
@@ -22,7 +22,7 @@ import { giveBuffer, takeBuffer } from "./buffers.ts";
 import { describeExtents } from "./extents.ts";
 import { BASE_ALLOCATION_ID, type Transmission } from "./handshake.ts";
 import { INLINE_READ_MAX, ReplyBatch } from "./replies.ts";
-import type { NbdTarget } from "../storage/port.ts";
+import type { StoragePort } from "../storage/port.ts";
 import { validateRequest, type RequestKind, type RequestLimits } from "../storage/validate.ts";
 
 export interface NbdConnectionLimits {
@@ -83,7 +83,7 @@ class Op {
 }
 
 export class NbdTransmission {
-  private readonly target: NbdTarget;
+  private readonly target: StoragePort;
   private readonly limits: RequestLimits;
   private readonly decoder: RequestDecoder;
   private readonly replies: ReplyBatch;
@@ -358,7 +358,8 @@ export class NbdTransmission {
     if (invalid === 0) invalid = validateRequest("block-status", r.offset, r.length, this.limits);
     if (invalid !== 0) return this.refuse(r, invalid);
     const op = this.takeOp(r);
-    this.target.extents(r.offset, r.length, op.extentsDone);
+    const one = (r.flags & CmdFlag.REQ_ONE) !== 0;
+    this.target.extents(r.offset, r.length, one ? 1 : MAX_DESCRIPTORS, op.extentsDone);
   }
 
   /** Called by the target with the allocation map for a BLOCK_STATUS request. */

@@ -1,5 +1,5 @@
 /**
- * @module backend/open — turns a parsed export source (`--file`, `--device`, `--memory`) into
+ * @module storage/open — turns a parsed export source (`--file`, `--device`, `--memory`) into
  * an open Backend. The one entry point the daemon and CLI use, so every source gets the
  * same read-only handling.
  *

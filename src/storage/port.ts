@@ -1,56 +1,144 @@
 /**
- * @module server/nbd-target — what the NBD front end (nbd/connection.ts) serves. The
- * same connection code serves a local export (`dstd export`, through storage/local/port.ts)
- * and a remote disk through the client engine (`dstd attach --nbd-listen`), so this interface
- * is the only thing either side may assume about the other.
+ * @module storage/port — the one asynchronous contract for everything that serves blocks.
+ * The NBD front (nbd/), the DST export (export/), `dstd attach` and `dstd copy` all talk to
+ * a StoragePort; local backends (storage/local), a remote DST export (storage/remote), Ceph
+ * RBD, and layers that wrap another port (storage/layers: fault injection, delay, later
+ * replication and mirroring) all implement it. Nothing above this file may assume more.
  *
- * Contract for implementations:
- * - Every method calls `done` exactly once, synchronously or later. `errno` is 0 on success or
- *   a local errno (lib/errno.ts); the connection maps it onto the NBD wire set. Never report a
- *   failed operation as success.
- * - Requests reach a target already validated (range, access, flags, payload size).
- * - `read` fills all of `into` (a view into the connection's reply buffer, with room for the
- *   reply header in front, so the reply goes out as one write without a copy). The target
- *   must not touch `into` after calling `done`.
- * - `write` may keep `data` only until it calls `done` (the buffer is recycled after).
- * - FLUSH covers every write whose `done` was called before the flush was issued
- *   (proto.md "Ordering of messages and writes"); `fua` means durable before `done`.
- * - `synchronous: true` promises that every method calls `done` before returning; the
- *   connection then reads straight into its batched reply buffer.
+ * Contract for implementations (nbdkit's plugin/filter contract is the model):
+ * - Every request method calls its completion exactly once, synchronously or later. `errno`
+ *   is 0 on success or a local errno (lib/errno.ts). A failed operation is never reported as
+ *   success.
+ * - Requests reach a port already validated against `size`, `maxPayload` and `readOnly`
+ *   (storage/validate.ts); a port may validate again as a last line of defence.
+ * - Buffer ownership: `read` fills all of `into` and must not touch it after calling `done`;
+ *   `write` may keep `data` only until it calls `done` (the caller recycles it after).
+ * - Completions may arrive in any order. FLUSH covers every write whose completion was
+ *   called before the flush was issued (NBD proto.md "Ordering of messages and writes");
+ *   `fua` means durable before the completion.
+ * - `synchronous: true` promises that every method completes before returning; callers then
+ *   read straight into batched reply buffers and reuse receive buffers at once.
+ * - `size` may change (resize): read it per request, never cache it.
+ * - Completions must not throw; a port must not call back into its caller's completion from
+ *   inside a completion of another request in a way that recurses without bound.
  */
-import type { Extent } from "./local/backend.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
+import { DstdError } from "../lib/errors.ts";
+
+export interface Extent {
+  /** Length in bytes of this run. */
+  length: number;
+  /** true when the range reads as zeroes and holds no storage (a hole). */
+  hole: boolean;
+  /** true when the range is known to read as zeroes (holes always are). */
+  zero: boolean;
+}
 
 export interface ZeroFlags {
-  /** NBD_CMD_FLAG_FUA: durable before done. */
+  /** FUA: durable before done. */
   fua: boolean;
-  /** NBD_CMD_FLAG_NO_HOLE: the range must stay allocated (no punching). */
+  /** The range must stay allocated (no punching): NBD_CMD_FLAG_NO_HOLE, DST NO_HOLE. */
   noHole: boolean;
-  /** NBD_CMD_FLAG_FAST_ZERO: fail at once with ENOTSUP unless faster than writing zeroes. */
+  /** Fail at once with ENOTSUP unless faster than writing zeroes (NBD_CMD_FLAG_FAST_ZERO). */
   fast: boolean;
 }
 
-export interface NbdTarget {
+/** Completion of a request: 0 or an errno. */
+export type Done = (errno: number) => void;
+/** Completion of an extents walk: lengths are positive and sum to ≤ the length asked. */
+export type ExtentsDone = (errno: number, extents: Extent[] | null) => void;
+
+/**
+ * Most extents one walk returns: the largest BLOCK_STATUS reply we send has 2048
+ * descriptors, so a walk never needs more (issue: BLOCK_STATUS work bounded by its reply).
+ */
+export const MAX_EXTENTS = 2048;
+
+export interface StoragePort {
+  /** Kind of backend or layer ("memory", "file", "device", "remote", "rbd", "delay", …). */
+  readonly kind: string;
+  /** Human-readable origin: a file path, "memory", a URL. */
+  readonly description: string;
+  /** Size in bytes; may change with resize. */
   readonly size: number;
-  /** Preferred I/O size (NBD_INFO_BLOCK_SIZE "preferred"): a power of two ≥ 512. */
+  /** Preferred I/O size: a power of two ≥ 512. */
   readonly blockSize: number;
-  /** Largest READ/WRITE accepted (NBD_INFO_BLOCK_SIZE "maximum"). */
+  /** Largest READ/WRITE accepted. */
   readonly maxPayload: number;
   readonly readOnly: boolean;
   readonly canTrim: boolean;
   readonly canZero: boolean;
   readonly canFastZero: boolean;
   readonly canFlush: boolean;
-  /** Flush/FUA effects visible across connections (proto.md NBD_FLAG_CAN_MULTI_CONN). */
+  /** Flush/FUA effects visible across connections (NBD_FLAG_CAN_MULTI_CONN). */
   readonly canMultiConn: boolean;
   readonly canBlockStatus: boolean;
-  readonly description: string;
+  /** Every method completes before it returns. */
   readonly synchronous: boolean;
 
-  read(offset: number, into: Uint8Array, done: (errno: number) => void): void;
-  write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void): void;
-  flush(done: (errno: number) => void): void;
-  trim(offset: number, length: number, fua: boolean, done: (errno: number) => void): void;
-  zero(offset: number, length: number, flags: ZeroFlags, done: (errno: number) => void): void;
-  /** Allocation map of [offset, offset+length); lengths are positive and sum to ≤ length. */
-  extents(offset: number, length: number, done: (errno: number, extents: Extent[] | null) => void): void;
+  read(offset: number, into: Uint8Array, done: Done): void;
+  write(offset: number, data: Uint8Array, fua: boolean, done: Done): void;
+  flush(done: Done): void;
+  trim(offset: number, length: number, fua: boolean, done: Done): void;
+  zero(offset: number, length: number, flags: ZeroFlags, done: Done): void;
+  /**
+   * Allocation map of [offset, offset+length), at most `maxExtents` entries: the walk stops
+   * there (the caller reports only what it got), so its work is bounded by the reply.
+   */
+  extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void;
+  /** Grow (or shrink) to `size` bytes; absent where the backend cannot. */
+  resize?(size: number, done: Done): void;
+  /** Release what the port holds (descriptors, connections, legs). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A port's flags as one object, for status output and tests. */
+export function describePort(port: StoragePort): Record<string, unknown> {
+  return {
+    kind: port.kind,
+    description: port.description,
+    size: port.size,
+    blockSize: port.blockSize,
+    maxPayload: port.maxPayload,
+    readOnly: port.readOnly,
+    canTrim: port.canTrim,
+    canZero: port.canZero,
+    canFastZero: port.canFastZero,
+    canFlush: port.canFlush,
+    canMultiConn: port.canMultiConn,
+    canBlockStatus: port.canBlockStatus,
+    synchronous: port.synchronous,
+  };
+}
+
+/** Promise forms of the port's calls, for code that is not on the per-request path (copy, tests). */
+export const call = {
+  read: (port: StoragePort, offset: number, into: Uint8Array) =>
+    settle("read", offset, into.length, (done) => port.read(offset, into, done)),
+  write: (port: StoragePort, offset: number, data: Uint8Array, fua = false) =>
+    settle("write", offset, data.length, (done) => port.write(offset, data, fua, done)),
+  flush: (port: StoragePort) => settle("flush", 0, 0, (done) => port.flush(done)),
+  trim: (port: StoragePort, offset: number, length: number, fua = false) =>
+    settle("trim", offset, length, (done) => port.trim(offset, length, fua, done)),
+  zero: (port: StoragePort, offset: number, length: number, flags: Partial<ZeroFlags> = {}) =>
+    settle("write zeroes", offset, length, (done) =>
+      port.zero(offset, length, { fua: false, noHole: false, fast: false, ...flags }, done),
+    ),
+  extents: (port: StoragePort, offset: number, length: number, maxExtents = MAX_EXTENTS) =>
+    new Promise<Extent[]>((resolve, reject) =>
+      port.extents(offset, length, maxExtents, (errno, extents) =>
+        errno === 0 && extents !== null ? resolve(extents) : reject(failure("block status", offset, length, errno || Errno.EIO)),
+      ),
+    ),
+};
+
+function failure(what: string, offset: number, length: number, errno: number): DstdError {
+  const range = what === "flush" ? "" : ` ${length} B at offset ${offset}`;
+  return new DstdError("E_IO", `${what}${range} failed: ${errnoMessage(errno)}`, { errno });
+}
+
+function settle(what: string, offset: number, length: number, start: (done: Done) => void): Promise<void> {
+  return new Promise((resolve, reject) =>
+    start((errno) => (errno === 0 ? resolve() : reject(failure(what, offset, length, errno)))),
+  );
 }

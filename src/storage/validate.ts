@@ -1,5 +1,5 @@
 /**
- * @module server/validate — the one place every request is checked before a backend is
+ * @module storage/validate — the one place every request is checked before a backend is
  * touched, for both the DST and the NBD protocol (the model: nbdkit's validate_request()).
  * Returns 0 or the errno to answer with; never throws.
  *

@@ -9,8 +9,9 @@
 import { expect, test } from "bun:test";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { Prng } from "../../src/lib/prng.ts";
-import { createBackendTarget } from "../../src/storage/local/port.ts";
-import type { NbdTarget } from "../../src/storage/port.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
+import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
 import { Cmd, Info, Opt, REPLY_FLAG_DONE } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
 import { concat, harness, infoData, metaData, negotiate, option, parseReplies, u32, type Harness } from "../nbd/harness.ts";
@@ -74,35 +75,19 @@ async function feed(prng: Prng, h: Harness, bytes: Uint8Array, flushAsync: () =>
 let pendingCount = 0;
 const tick = () => new Promise<void>((resolve) => queueMicrotask(resolve));
 
-/** Sometimes an asynchronous target, completing in random order when asked. */
-function makeTarget(prng: Prng): { target: NbdTarget; flush: () => void } {
-  const inner = createBackendTarget(createMemoryBackend(SIZE), { maxPayload: prng.chance(0.2) ? 4096 : 1 << 25 });
+/** Sometimes an asynchronous target (storage/layers/deferred.ts), completing in random order when asked. */
+function makeTarget(prng: Prng): { target: StoragePort; flush: () => void } {
+  const inner = createLocalPort(createMemoryBackend(SIZE), { maxPayload: prng.chance(0.2) ? 4096 : 1 << 25 });
   if (prng.chance(0.5)) return { target: inner, flush: () => {} };
-  const pending: Array<() => void> = [];
-  const later = (run: () => void) => {
-    pending.push(run);
+  const held = new HeldWork();
+  const target = new DeferredLayer(inner, (work) => {
     pendingCount++;
-  };
-  const target: NbdTarget = {
-    ...inner,
-    size: inner.size, blockSize: inner.blockSize, maxPayload: inner.maxPayload, readOnly: inner.readOnly,
-    canTrim: true, canZero: true, canFastZero: true, canFlush: true, canMultiConn: false, canBlockStatus: true,
-    description: "async", synchronous: false,
-    read: (o, into, done) => later(() => inner.read(o, into, done)),
-    write: (o, d, f, done) => later(() => inner.write(o, d, f, done)),
-    flush: (done) => later(() => inner.flush(done)),
-    trim: (o, l, f, done) => later(() => inner.trim(o, l, f, done)),
-    zero: (o, l, f, done) => later(() => inner.zero(o, l, f, done)),
-    extents: (o, l, done) => later(() => inner.extents(o, l, done)),
-  };
-  const flush = () => {
-    while (pending.length > 0) {
-      const [run] = pending.splice(prng.int(pending.length), 1);
+    held.schedule(() => {
       pendingCount--;
-      run!();
-    }
-  };
-  return { target, flush };
+      work();
+    });
+  });
+  return { target, flush: () => held.releaseAll((count) => prng.int(count)) };
 }
 
 function randomOption(prng: Prng): Uint8Array {

@@ -14,9 +14,9 @@ import { join } from "node:path";
 import { openFileBackend } from "../../src/storage/local/file.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import type { Backend } from "../../src/storage/local/backend.ts";
-import { createBackendTarget } from "../../src/storage/local/port.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { acceptNbd } from "../../src/nbd/connection.ts";
-import type { NbdTarget } from "../../src/storage/port.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
 import { randomBytes } from "../nbd/harness.ts";
 
@@ -63,10 +63,10 @@ beforeAll(async () => {
   const ro = openFileBackend(join(dir, "ro.img"), { readOnly: true });
   const mem = createMemoryBackend(16 * MiB);
   backends.push(disk, ro, mem);
-  const targets = new Map<string, NbdTarget>([
-    ["disk", createBackendTarget(disk, { description: "interop disk" })],
-    ["ro", createBackendTarget(ro, { description: "read-only image" })],
-    ["mem", createBackendTarget(mem, { description: "memory" })],
+  const targets = new Map<string, StoragePort>([
+    ["disk", createLocalPort(disk, { description: "interop disk" })],
+    ["ro", createLocalPort(ro, { description: "read-only image" })],
+    ["mem", createLocalPort(mem, { description: "memory" })],
   ]);
   listener = await listen(
     [

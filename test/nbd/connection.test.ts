@@ -3,8 +3,9 @@ import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import type { Backend, Extent } from "../../src/storage/local/backend.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { BackendError } from "../../src/lib/errors.ts";
-import { createBackendTarget } from "../../src/storage/local/port.ts";
-import type { NbdTarget, ZeroFlags } from "../../src/storage/port.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
+import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
 import { Cmd, CmdFlag, REPLY_FLAG_DONE, ReplyType, State } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
 import { concat, harness, negotiate, parseReplies, randomBytes, view, type Harness, type Reply } from "./harness.ts";
@@ -91,7 +92,7 @@ describe("simple replies (no structured negotiation)", () => {
 
   test("a WRITE above the maximum payload but under 32 MiB is consumed and refused; the stream continues", () => {
     const backend = createMemoryBackend(MiB);
-    const h = ready({ target: createBackendTarget(backend, { maxPayload: 4096 }) });
+    const h = ready({ target: createLocalPort(backend, { maxPayload: 4096 }) });
     h.send(concat(encodeRequest({ type: Cmd.WRITE, cookie: 1n, data: new Uint8Array(8192) }), encodeRequest({ type: Cmd.FLUSH, cookie: 2n })));
     expect(simple(h).map((r) => [r.cookie, errorOf(r)])).toEqual([[1n, Errno.EINVAL], [2n, 0]]);
   });
@@ -415,32 +416,16 @@ describe("kernel mode", () => {
   });
 });
 
-/** A Backend-backed target whose operations complete only when the test says so. */
+/** A memory target whose operations complete only when the test says so (storage/layers/deferred.ts). */
 function asyncTarget(size: number) {
-  const inner = createBackendTarget(createMemoryBackend(size));
-  const pending: Array<() => void> = [];
-  const defer = (run: () => void) => void pending.push(run);
-  const target: NbdTarget & { pending: Array<() => void>; complete(index: number): void } = {
-    size: inner.size, blockSize: inner.blockSize, maxPayload: inner.maxPayload, readOnly: false,
-    canTrim: true, canZero: true, canFastZero: true, canFlush: true, canMultiConn: false, canBlockStatus: true,
-    description: "async", synchronous: false, pending,
-    read: (o, into, done) => defer(() => inner.read(o, into, done)),
-    write: (o, data, fua, done) => { const copy = data.slice(); defer(() => inner.write(o, copy, fua, done)); },
-    flush: (done) => defer(() => inner.flush(done)),
-    trim: (o, l, fua, done) => defer(() => inner.trim(o, l, fua, done)),
-    zero: (o, l, f: ZeroFlags, done) => defer(() => inner.zero(o, l, f, done)),
-    extents: (o, l, done) => defer(() => inner.extents(o, l, done)),
-    complete(index: number) {
-      const [run] = pending.splice(index, 1);
-      run!();
-    },
-  };
-  return target;
+  const held = new HeldWork();
+  const target = new DeferredLayer(createLocalPort(createMemoryBackend(size)), held.schedule);
+  return Object.assign(target, { pending: held.pending, complete: (index: number) => held.release(index) });
 }
 
-function syncTarget(size: number, overrides: { extents?: () => Extent[] }): NbdTarget {
-  const inner = createBackendTarget(createMemoryBackend(size));
+function syncTarget(size: number, overrides: { extents?: () => Extent[] }): StoragePort {
+  const inner = createLocalPort(createMemoryBackend(size));
   return Object.assign(Object.create(Object.getPrototypeOf(inner)), inner, {
-    extents: (_o: number, _l: number, done: (e: number, x: Extent[] | null) => void) => done(0, overrides.extents!()),
+    extents: (_o: number, _l: number, _m: number, done: (e: number, x: Extent[] | null) => void) => done(0, overrides.extents!()),
   });
 }

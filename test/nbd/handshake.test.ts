@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
-import { createBackendTarget } from "../../src/storage/local/port.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { Info, Opt, Rep, TxFlag } from "../../src/wire/nbd/constants.ts";
 import { Cmd } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
@@ -125,7 +125,7 @@ describe("OPT_GO / OPT_INFO", () => {
 
   test("an export-level read-only target is read-only even for an rw grant, and writes get EPERM", () => {
     const backend = createMemoryBackend(1 << 20);
-    const h = started({ target: createBackendTarget(backend, { readOnly: true }), access: "rw" });
+    const h = started({ target: createLocalPort(backend, { readOnly: true }), access: "rw" });
     const { flags } = infoExportOf(ask(h, option(Opt.GO, infoData("disk"))));
     expect(flags & TxFlag.READ_ONLY).toBe(TxFlag.READ_ONLY);
     h.send(encodeRequest({ type: Cmd.WRITE, cookie: 1n, data: new Uint8Array(8).fill(1) }));
@@ -133,7 +133,7 @@ describe("OPT_GO / OPT_INFO", () => {
   });
 
   test("CAN_MULTI_CONN is offered only when the target says its cache is shared", () => {
-    const inner = createBackendTarget(createMemoryBackend(1 << 20));
+    const inner = createLocalPort(createMemoryBackend(1 << 20));
     const unshared = Object.assign(Object.create(Object.getPrototypeOf(inner)), inner, { canMultiConn: false });
     expect(infoExportOf(ask(started({ target: inner }), option(Opt.INFO, infoData("disk")))).flags & TxFlag.CAN_MULTI_CONN).toBe(TxFlag.CAN_MULTI_CONN);
     expect(infoExportOf(ask(started({ target: unshared }), option(Opt.INFO, infoData("disk")))).flags & TxFlag.CAN_MULTI_CONN).toBe(0);

@@ -5,9 +5,9 @@
  */
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import type { Backend } from "../../src/storage/local/backend.ts";
-import { createBackendTarget } from "../../src/storage/local/port.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { NbdConnection, type NbdConnectionOptions } from "../../src/nbd/connection.ts";
-import type { NbdTarget } from "../../src/storage/port.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
 import type { Peer } from "../../src/transport/types.ts";
 import { IHAVEOPT, OPTION_REPLY_MAGIC, Opt, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC } from "../../src/wire/nbd/constants.ts";
 import { FakeSink } from "../helpers/fake-sink.ts";
@@ -19,7 +19,7 @@ export interface Harness {
   sink: FakeSink;
   connection: NbdConnection;
   backend: Backend;
-  target: NbdTarget;
+  target: StoragePort;
   logs: string[];
   send(bytes: Uint8Array): void;
 }
@@ -29,7 +29,7 @@ export interface HarnessOptions {
   size?: number;
   access?: "ro" | "rw";
   backend?: Backend;
-  target?: NbdTarget;
+  target?: StoragePort;
   room?: number;
   /** Export names that exist; "secret" is refused by policy. Default: "disk" and "". */
   names?: string[];
@@ -38,7 +38,7 @@ export interface HarnessOptions {
 
 export function harness(options: HarnessOptions = {}): Harness {
   const backend = options.backend ?? createMemoryBackend(options.size ?? 1 << 20);
-  const target = options.target ?? createBackendTarget(backend, { description: "test export" });
+  const target = options.target ?? createLocalPort(backend, { description: "test export" });
   const names = options.names ?? ["disk", ""];
   const logs: string[] = [];
   const sink = new FakeSink(options.room);

@@ -17,12 +17,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { DstClient } from "../../src/client/dst-client.ts";
-import { createEngineTarget } from "../../src/storage/remote/engine-port.ts";
+import { createEnginePort } from "../../src/storage/remote/engine-port.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { DstServer } from "../../src/export/dst-server.ts";
 import { NbdConnection } from "../../src/nbd/connection.ts";
-import type { NbdTarget } from "../../src/storage/port.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
 import { closeFd, socketPair } from "../../src/sys/libc.ts";
 import { adoptFd, type AdoptedFd } from "../../src/transport/fd.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
@@ -138,7 +138,7 @@ interface Pair {
 }
 
 /** One socketpair: the daemon end served like kernel-attach.ts does, the other end a fake kernel. */
-async function pair(target: NbdTarget, access: "ro" | "rw", firstCmdCookie: number, afterDaemonData?: (bytes: number) => void): Promise<Pair> {
+async function pair(target: StoragePort, access: "ro" | "rw", firstCmdCookie: number, afterDaemonData?: (bytes: number) => void): Promise<Pair> {
   const [a, b] = socketPair();
   const peer = { transport: "unix" as const, address: "kernel:test", port: 0 };
   let received = 0;
@@ -194,12 +194,12 @@ const server = new DstServer({
 });
 let listener: Listener;
 let client: DstClient;
-let target: NbdTarget;
+let target: StoragePort;
 
 beforeAll(async () => {
   listener = await listen([{ transport: "unix", path: socketPath }], server.accept);
   client = await DstClient.open({ address: { transport: "unix", path: socketPath }, exportName: "disk", log: recordingLog(), deadlineMs: 10_000 });
-  target = createEngineTarget(client.engine, "kernel-client test");
+  target = createEnginePort(client.engine, "kernel-client test");
 });
 afterAll(async () => {
   await client.close();
@@ -304,7 +304,7 @@ describe("kernel-mode NBD over a socketpair, through the engine to a DST export"
 
   test("a read-only export: writes fail with EPERM, reads work", async () => {
     const roClient = await DstClient.open({ address: { transport: "unix", path: socketPath }, exportName: "ro", log: recordingLog(), deadlineMs: 10_000 });
-    const roTarget = createEngineTarget(roClient.engine, "ro");
+    const roTarget = createEnginePort(roClient.engine, "ro");
     expect(roTarget.readOnly).toBe(true);
     const { kernel, kernelEnd } = await pair(roTarget, "ro", 400);
     expect((await kernel.submit(Cmd.WRITE, 0, 4096, { data: new Uint8Array(4096) })).error).toBe(Errno.EPERM);

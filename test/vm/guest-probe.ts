@@ -17,7 +17,7 @@
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { NbdControl, readDeviceSysfs } from "../../src/kernel/device.ts";
 import { DstdError } from "../../src/lib/errors.ts";
-import { createBackendTarget } from "../../src/storage/local/port.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { transmissionFlags } from "../../src/nbd/handshake.ts";
 import { closeFd, socketPair } from "../../src/sys/libc.ts";
 import { run, serveKernelEnd, waitFor, within } from "./probe-serve.ts";
@@ -51,7 +51,7 @@ async function epermChild(): Promise<void> {
 /** Child mode: a second process (a restarted daemon) takes nbd0 over, serves a read, exits. */
 async function takeoverChild(): Promise<void> {
   const control = await NbdControl.open();
-  const target = createBackendTarget(createMemoryBackend(SIZE));
+  const target = createLocalPort(createMemoryBackend(SIZE));
   const [kernelEnd, ourEnd] = socketPair();
   const served = await serveKernelEnd(ourEnd, target, "child");
   const taken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
   if (process.argv.includes("--eperm-child")) return epermChild();
   if (process.argv.includes("--takeover-child")) return takeoverChild();
   const backend = createMemoryBackend(SIZE);
-  const target = createBackendTarget(backend);
+  const target = createLocalPort(backend);
   const deadEvents: number[] = [];
   const linkDead = (index: number): void => void deadEvents.push(index);
   /** The next LINK_DEAD index, or "timeout". */

@@ -8,7 +8,7 @@
  */
 import { QueuedSink } from "../../src/transport/queued-sink.ts";
 import { NbdConnection } from "../../src/nbd/connection.ts";
-import type { NbdTarget } from "../../src/storage/port.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
 import "../../src/kernel/genl-socket.ts"; // the Bun.connect({ fd }) type augmentation
 
 export interface Served {
@@ -22,7 +22,7 @@ export interface Served {
 }
 
 /** Adopt `fd` into Bun's loop and serve the kernel's NBD requests on it from `target`. */
-export async function serveKernelEnd(fd: number, target: NbdTarget, label: string): Promise<Served> {
+export async function serveKernelEnd(fd: number, target: StoragePort, label: string): Promise<Served> {
   const sink = new QueuedSink();
   let handler: NbdConnection | null = null;
   let markClosed: (reason: string) => void = () => {};

@@ -1,6 +1,7 @@
 /**
- * @module backend/types — the one interface every export backend implements (memory,
- * sparse file, block device) and the simulator's fault/crash wrappers wrap.
+ * @module storage/local/backend — the synchronous interface of the local backends (memory,
+ * sparse file, block device). storage/local/port.ts turns one into a StoragePort with
+ * `synchronous: true`; nothing outside storage/local uses this interface directly.
  *
  * All calls are synchronous on purpose: a 4 KiB pread from page cache costs ~1 µs
  * synchronously and ~18 µs through Bun's async thread pool (shared/reference/bun-runtime.md
@@ -10,16 +11,11 @@
  * against `size` and permissions first. Failures throw BackendError carrying the errno the
  * client should receive; a backend never reports a failed I/O as success.
  */
+import type { Extent } from "../port.ts";
+
+export type { Extent };
 export type BackendKind = "memory" | "file" | "device";
 
-export interface Extent {
-  /** Length in bytes of this run. */
-  length: number;
-  /** true when the range reads as zeroes and holds no storage (a hole). */
-  hole: boolean;
-  /** true when the range is known to read as zeroes (holes always are). */
-  zero: boolean;
-}
 
 export interface Backend {
   readonly kind: BackendKind;
@@ -45,8 +41,11 @@ export interface Backend {
    * NO_HOLE); otherwise the storage stays allocated (FALLOC_FL_ZERO_RANGE or written zeroes).
    */
   zero(offset: number, length: number, mayPunch: boolean): void;
-  /** Allocation map of [offset, offset+length): SEEK_DATA/SEEK_HOLE for files. Sum of lengths = length. */
-  extents(offset: number, length: number): Extent[];
+  /**
+   * Allocation map of [offset, offset+length): SEEK_DATA/SEEK_HOLE for files. At most
+   * `maxExtents` entries (default MAX_EXTENTS); the walk stops there, so lengths sum to ≤ length.
+   */
+  extents(offset: number, length: number, maxExtents?: number): Extent[];
   /** Release the file descriptor / memory. Idempotent. */
   close(): void;
 }

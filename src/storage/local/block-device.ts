@@ -1,5 +1,5 @@
 /**
- * @module backend/block-device — a block device as an export (`--device /dev/X`). Size comes
+ * @module storage/local/block-device — a block device as an export (`--device /dev/X`). Size comes
  * from ioctl(BLKGETSIZE64) because stat reports 0 for devices; trim is BLKDISCARD and
  * zeroing is fallocate on the device, both only on logical-sector-aligned ranges (the kernel
  * answers EINVAL otherwise), so unaligned edges are written as zeroes.
@@ -75,7 +75,7 @@ export class BlockDeviceBackend extends FdBackend {
   }
 
   /** Devices expose no allocation map: everything is data that may hold anything. */
-  protected allocationMap(_offset: number, length: number): Extent[] {
+  protected allocationMap(_offset: number, length: number, _maxExtents: number): Extent[] {
     return [{ length, hole: false, zero: false }];
   }
 

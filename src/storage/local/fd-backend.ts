@@ -1,5 +1,5 @@
 /**
- * @module backend/fd-backend — the part of the file and block-device backends that is the
+ * @module storage/local/fd-backend — the part of the file and block-device backends that is the
  * same for both: positional read/write on an open descriptor, FUA as write + fdatasync,
  * flush, the closed/read-only guards and idempotent close. Subclasses add trim, zero and
  * extents, which differ (punch hole vs BLKDISCARD, SEEK_DATA vs "all data").
@@ -13,6 +13,7 @@ import { BackendError } from "../../lib/errors.ts";
 import { assert } from "../../lib/assert.ts";
 import { ioError, readFully, syncData, writeFully } from "./fd-io.ts";
 import type { Backend, BackendKind, Extent } from "./backend.ts";
+import { MAX_EXTENTS } from "../port.ts";
 
 export abstract class FdBackend implements Backend {
   abstract readonly kind: BackendKind;
@@ -58,10 +59,10 @@ export abstract class FdBackend implements Backend {
     if (length > 0) this.zeroRange(offset, length, mayPunch);
   }
 
-  extents(offset: number, length: number): Extent[] {
+  extents(offset: number, length: number, maxExtents = MAX_EXTENTS): Extent[] {
     this.check("block status", offset, length, false);
-    if (length === 0) return [];
-    return this.allocationMap(offset, length);
+    if (length === 0 || maxExtents < 1) return [];
+    return this.allocationMap(offset, length, maxExtents);
   }
 
   /** Idempotent; a failing close(2) is reported once, the descriptor is forgotten either way. */
@@ -77,7 +78,7 @@ export abstract class FdBackend implements Backend {
 
   protected abstract discard(offset: number, length: number): void;
   protected abstract zeroRange(offset: number, length: number, mayPunch: boolean): void;
-  protected abstract allocationMap(offset: number, length: number): Extent[];
+  protected abstract allocationMap(offset: number, length: number, maxExtents: number): Extent[];
 
   private check(operation: string, offset: number, length: number, writes: boolean): void {
     if (this.closed) throw new BackendError(`${operation} on ${this.path} after it was closed`, Errno.EBADF);

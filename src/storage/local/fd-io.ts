@@ -1,5 +1,5 @@
 /**
- * @module backend/fd-io — positional I/O on a file descriptor shared by the file and block
+ * @module storage/local/fd-io — positional I/O on a file descriptor shared by the file and block
  * device backends: read/write loops that survive short transfers, fallocate with a
  * written-zeroes fallback, and the one place that turns an OS failure into a BackendError.
  *

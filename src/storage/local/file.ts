@@ -1,5 +1,5 @@
 /**
- * @module backend/file — a sparse regular file as an export (`--file PATH [--size N]`).
+ * @module storage/local/file — a sparse regular file as an export (`--file PATH [--size N]`).
  * Created sparse (ftruncate, mode 0600) when missing and a size is given; an existing file
  * keeps its size. Trim punches holes, zeroing punches or uses ZERO_RANGE (falling back to
  * written zeroes), and block status comes from SEEK_DATA/SEEK_HOLE.
@@ -52,12 +52,15 @@ export class FileBackend extends FdBackend {
     writeZeroes(this.fd, this.path, offset, length);
   }
 
-  protected allocationMap(offset: number, length: number): Extent[] {
+  protected allocationMap(offset: number, length: number, maxExtents: number): Extent[] {
     const result: Extent[] = [];
     const end = offset + length;
     let position = offset;
     try {
+      // Two lseeks per data run: stop once the reply is full, whatever the length asked.
       while (position < end) {
+        // Full: stop; the map covers [offset, position) truthfully and the caller reports that much.
+        if (result.length >= maxExtents) return result.slice(0, maxExtents);
         const data = lseek(this.fd, position, SEEK_DATA); // -1: no data at or after position
         if (data < 0 || data >= end) break;
         if (data > position) result.push({ length: data - position, hole: true, zero: true });
@@ -71,6 +74,8 @@ export class FileBackend extends FdBackend {
       throw ioError(this.path, "block status", offset, length, error);
     }
     if (position < end) result.push({ length: end - position, hole: true, zero: true });
+    // A prefix of the map is a truthful answer (the reply says how far it reaches).
+    if (result.length > maxExtents) result.length = maxExtents;
     return result;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * @module backend/memory — a sparse in-memory export (`--memory SIZE`): storage is allocated
+ * @module storage/local/memory — a sparse in-memory export (`--memory SIZE`): storage is allocated
  * lazily in 1 MiB chunks, so a 10 GiB export costs only what has been written. Unallocated
  * chunks read as zeroes and report as holes; trim and zeroing of whole chunks free them.
  *
@@ -10,6 +10,7 @@ import { Errno } from "../../lib/errno.ts";
 import { BackendError, DstdError } from "../../lib/errors.ts";
 import { assert } from "../../lib/assert.ts";
 import type { Backend, Extent } from "./backend.ts";
+import { MAX_EXTENTS } from "../port.ts";
 
 /** Allocation granularity: large enough that a 1 MiB request touches at most 2 chunks. */
 export const MEMORY_CHUNK_SIZE = 1 << 20;
@@ -95,12 +96,15 @@ class SparseMemory implements MemoryBackend {
     this.clear(offset, length, mayPunch);
   }
 
-  extents(offset: number, length: number): Extent[] {
+  extents(offset: number, length: number, maxExtents = MAX_EXTENTS): Extent[] {
     this.check("block status", offset, length, false);
     const result: Extent[] = [];
+    if (maxExtents < 1) return result;
     const end = offset + length;
     let position = offset;
     for (const index of this.allocatedIndexes(offset, end)) {
+      // Full: stop here; the map covers [offset, position) truthfully and the caller reports that much.
+      if (result.length >= maxExtents) return result.slice(0, maxExtents);
       const start = Math.max(index * MEMORY_CHUNK_SIZE, offset);
       if (start > position) push(result, start - position, true);
       const stop = Math.min((index + 1) * MEMORY_CHUNK_SIZE, end);
@@ -108,6 +112,8 @@ class SparseMemory implements MemoryBackend {
       position = stop;
     }
     if (end > position) push(result, end - position, true);
+    // A prefix of the map is a truthful answer (the reply says how far it reaches).
+    if (result.length > maxExtents) result.length = maxExtents;
     return result;
   }
 

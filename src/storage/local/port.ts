@@ -1,6 +1,6 @@
 /**
- * @module server/backend-target — adapts a local Backend (memory, file, block device) to the
- * NbdTarget the NBD connection serves. Calls the backend synchronously — a page-cache hit
+ * @module storage/local/port — a local Backend (memory, file, block device) as a StoragePort.
+ * Calls the backend synchronously — a page-cache hit
  * costs ~1 µs that way versus ~18 µs through an async hop (storage/local/backend.ts) — and completes
  * every request before returning (`synchronous: true`).
  *
@@ -11,14 +11,14 @@
 import { AssertionError } from "../../lib/assert.ts";
 import { Errno, errnoFromError, errnoName } from "../../lib/errno.ts";
 import { DstdError, errorMessage } from "../../lib/errors.ts";
-import type { Backend, Extent } from "./backend.ts";
-import type { NbdTarget, ZeroFlags } from "../port.ts";
+import type { Backend } from "./backend.ts";
+import type { Done, Extent, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind, type RequestLimits } from "../validate.ts";
 
 /** 32 MiB: the largest request the Linux client sends and what proto.md suggests clients use. */
 export const DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
 
-export interface BackendTargetOptions {
+export interface LocalPortOptions {
   /** Export-level read-only: refuse writes even if the backend is writable. */
   readOnly?: boolean;
   maxPayload?: number;
@@ -26,11 +26,12 @@ export interface BackendTargetOptions {
   log?: { warn(message: string): void };
 }
 
-export function createBackendTarget(backend: Backend, options: BackendTargetOptions = {}): NbdTarget {
-  return new BackendTarget(backend, options);
+export function createLocalPort(backend: Backend, options: LocalPortOptions = {}): StoragePort {
+  return new LocalPort(backend, options);
 }
 
-class BackendTarget implements NbdTarget {
+class LocalPort implements StoragePort {
+  readonly kind: string;
   readonly size: number;
   readonly blockSize: number;
   readonly maxPayload: number;
@@ -49,8 +50,9 @@ class BackendTarget implements NbdTarget {
 
   constructor(
     private readonly backend: Backend,
-    private readonly options: BackendTargetOptions,
+    private readonly options: LocalPortOptions,
   ) {
+    this.kind = backend.kind;
     this.size = backend.size;
     this.blockSize = Math.max(512, backend.blockSize);
     this.maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
@@ -59,7 +61,7 @@ class BackendTarget implements NbdTarget {
     this.limits = { size: this.size, writable: !this.readOnly, maxPayload: this.maxPayload };
   }
 
-  read(offset: number, into: Uint8Array, done: (errno: number) => void): void {
+  read(offset: number, into: Uint8Array, done: Done): void {
     const invalid = validateRequest("read", offset, into.length, this.limits);
     if (invalid !== 0) return done(invalid);
     try {
@@ -70,7 +72,7 @@ class BackendTarget implements NbdTarget {
     done(0);
   }
 
-  write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void): void {
+  write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
     const invalid = validateRequest("write", offset, data.length, this.limits);
     if (invalid !== 0) return done(invalid);
     try {
@@ -81,7 +83,7 @@ class BackendTarget implements NbdTarget {
     done(0);
   }
 
-  flush(done: (errno: number) => void): void {
+  flush(done: Done): void {
     try {
       this.backend.flush();
     } catch (error) {
@@ -90,27 +92,31 @@ class BackendTarget implements NbdTarget {
     done(0);
   }
 
-  trim(offset: number, length: number, fua: boolean, done: (errno: number) => void): void {
+  trim(offset: number, length: number, fua: boolean, done: Done): void {
     this.mutate("trim", offset, length, fua, () => this.backend.trim(offset, length), done);
   }
 
-  zero(offset: number, length: number, flags: ZeroFlags, done: (errno: number) => void): void {
+  zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
     // proto.md NBD_CMD_FLAG_FAST_ZERO: "MUST fail quickly with NBD_ENOTSUP unless the request
     // can be serviced in less time than a corresponding NBD_CMD_WRITE".
     if (flags.fast && !this.fastZeroPossible(flags.noHole)) return done(Errno.ENOTSUP);
     this.mutate("zero", offset, length, flags.fua, () => this.backend.zero(offset, length, !flags.noHole), done);
   }
 
-  extents(offset: number, length: number, done: (errno: number, extents: Extent[] | null) => void): void {
+  extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
     const invalid = validateRequest("block-status", offset, length, this.limits);
     if (invalid !== 0) return done(invalid, null);
     let extents: Extent[];
     try {
-      extents = this.backend.extents(offset, length);
+      extents = this.backend.extents(offset, length, maxExtents);
     } catch (error) {
       return done(this.failure("block status", offset, length, error), null);
     }
     done(0, extents);
+  }
+
+  async close(): Promise<void> {
+    this.backend.close();
   }
 
   /**
@@ -129,7 +135,7 @@ class BackendTarget implements NbdTarget {
     length: number,
     fua: boolean,
     operation: () => void,
-    done: (errno: number) => void,
+    done: Done,
   ): void {
     const invalid = validateRequest(kind, offset, length, this.limits);
     if (invalid !== 0) return done(invalid);

@@ -1,5 +1,5 @@
 /**
- * @module daemon/engine-target — an NbdTarget backed by the DST client engine: the remote
+ * @module storage/remote/engine-port — a StoragePort backed by the DST client engine: the remote
  * export, reached through resend/reconnect/keepalive, served to an NBD client (the kernel
  * on a socketpair for `dstd attach`, or qemu/libnbd on `--nbd-listen`).
  *
@@ -10,12 +10,13 @@
 import type { Extent } from "../local/backend.ts";
 import { Perm, Feature } from "../../wire/dst/constants.ts";
 import type { ClientEngine } from "../../engine/client-engine.ts";
-import type { NbdTarget, ZeroFlags } from "../port.ts";
+import type { StoragePort, ZeroFlags } from "../port.ts";
 
-export function createEngineTarget(engine: ClientEngine, description: string): NbdTarget {
+export function createEnginePort(engine: ClientEngine, description: string): StoragePort {
   const welcome = engine.welcome!;
   const features = welcome.features;
   return {
+    kind: "remote",
     size: welcome.size,
     blockSize: Math.max(512, welcome.blockPreferred),
     maxPayload: engine.payloadLimit,
@@ -47,8 +48,9 @@ export function createEngineTarget(engine: ClientEngine, description: string): N
       if (flags.fast) return done(95 /* ENOTSUP: we cannot promise a fast zero remotely */);
       engine.submit({ kind: "zero", offset, length, fua: flags.fua, noHole: flags.noHole }, (errno) => done(errno));
     },
-    extents(_offset: number, length: number, done: (errno: number, extents: Extent[] | null) => void) {
+    extents(_offset: number, length: number, _maxExtents: number, done: (errno: number, extents: Extent[] | null) => void) {
       done(0, [{ length, hole: false, zero: false }]);
     },
+    async close() {},
   };
 }

@@ -1,0 +1,74 @@
+/**
+ * @module storage/layers/pass-through — the base of every layer: a StoragePort that forwards
+ * each call to the port it wraps. A layer subclasses it and overrides the few calls it
+ * changes (nbdkit's filters over `next_ops` are the model: filters/error/error.c is a few
+ * one-line callbacks). Properties are read through on every access, so a resize below is
+ * seen above at once.
+ */
+import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+
+export class PassThrough implements StoragePort {
+  constructor(protected readonly next: StoragePort) {}
+
+  get kind(): string {
+    return this.next.kind;
+  }
+  get description(): string {
+    return this.next.description;
+  }
+  get size(): number {
+    return this.next.size;
+  }
+  get blockSize(): number {
+    return this.next.blockSize;
+  }
+  get maxPayload(): number {
+    return this.next.maxPayload;
+  }
+  get readOnly(): boolean {
+    return this.next.readOnly;
+  }
+  get canTrim(): boolean {
+    return this.next.canTrim;
+  }
+  get canZero(): boolean {
+    return this.next.canZero;
+  }
+  get canFastZero(): boolean {
+    return this.next.canFastZero;
+  }
+  get canFlush(): boolean {
+    return this.next.canFlush;
+  }
+  get canMultiConn(): boolean {
+    return this.next.canMultiConn;
+  }
+  get canBlockStatus(): boolean {
+    return this.next.canBlockStatus;
+  }
+  get synchronous(): boolean {
+    return this.next.synchronous;
+  }
+
+  read(offset: number, into: Uint8Array, done: Done): void {
+    this.next.read(offset, into, done);
+  }
+  write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    this.next.write(offset, data, fua, done);
+  }
+  flush(done: Done): void {
+    this.next.flush(done);
+  }
+  trim(offset: number, length: number, fua: boolean, done: Done): void {
+    this.next.trim(offset, length, fua, done);
+  }
+  zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+    this.next.zero(offset, length, flags, done);
+  }
+  extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
+    this.next.extents(offset, length, maxExtents, done);
+  }
+  close(): Promise<void> {
+    return this.next.close();
+  }
+}
