@@ -24,6 +24,7 @@ import {
   selectKey,
   serverProof,
   transcriptHash,
+  resumeProof,
   verifyProof,
 } from "./handshake-auth.ts";
 import { RecordOpener, RecordSealer } from "./record.ts";
@@ -37,12 +38,28 @@ const utf8Decode = new TextDecoder("utf-8", { fatal: false });
 export interface Channel {
   suite: SuiteName;
   records: { sealer: RecordSealer; opener: RecordOpener } | null;
+  /** This handshake's resumption key (handshake-auth.ts SessionKeys.resume). */
+  resumeKey: Uint8Array;
 }
 
-function makeChannel(suite: SuiteName, sendKey: Uint8Array, receiveKey: Uint8Array, sendDirection: 0 | 1): Channel {
-  if (suite === "none") return { suite, records: null };
+function makeChannel(suite: SuiteName, sendKey: Uint8Array, receiveKey: Uint8Array, sendDirection: 0 | 1, resumeKey: Uint8Array): Channel {
+  if (suite === "none") return { suite, records: null, resumeKey };
   const receiveDirection = sendDirection === 0 ? 1 : 0;
-  return { suite, records: { sealer: new RecordSealer(suite, sendKey, sendDirection), opener: new RecordOpener(suite, receiveKey, receiveDirection) } };
+  return {
+    suite,
+    records: { sealer: new RecordSealer(suite, sendKey, sendDirection), opener: new RecordOpener(suite, receiveKey, receiveDirection) },
+    resumeKey,
+  };
+}
+
+/** The export's view of a completed authentication. */
+export interface AuthResult {
+  channel: Channel;
+  /**
+   * Whether the client's AUTH proved one of `keys` (the resumption keys of the session its
+   * HELLO names) over this handshake's transcript. Constant time per key; false without a proof.
+   */
+  provesResume(keys: readonly Uint8Array[]): boolean;
 }
 
 export const AUTH_FAILED_MESSAGE = "authentication failed (wrong key or unknown identity)";
@@ -69,8 +86,11 @@ export class ClientAuth {
     ];
   }
 
-  /** Verify the export's CHALLENGE; returns the AUTH frame and the channel, or why not. */
-  onChallenge(hello: Uint8Array, attrs: Map<number, Uint8Array>): { auth: Uint8Array; channel: Channel } | string {
+  /**
+   * Verify the export's CHALLENGE; returns the AUTH frame and the channel, or why not. With
+   * `resumeKey` (the session named in HELLO), AUTH also proves possession of it.
+   */
+  onChallenge(hello: Uint8Array, attrs: Map<number, Uint8Array>, resumeKey: Uint8Array | null = null): { auth: Uint8Array; channel: Channel } | string {
     const nonceS = attrs.get(Attr.NONCE);
     const ephS = attrs.get(Attr.EPHEMERAL);
     const suiteBytes = attrs.get(Attr.SUITE);
@@ -89,10 +109,12 @@ export class ClientAuth {
       if (typeof dh === "string") return `CHALLENGE: ${dh}`;
       const keys = deriveSessionKeys(this.key.secret, this.nonce, nonceS, transcript, chosen, dh);
       zero(dh);
-      const channel = makeChannel(chosen, keys.clientToServer, keys.serverToClient, 0);
+      const channel = makeChannel(chosen, keys.clientToServer, keys.serverToClient, 0, keys.resume);
       zero(keys.clientToServer);
       zero(keys.serverToClient);
-      const auth = encodeHandshakeFrame(Op.AUTH, [[Attr.PROOF, clientProof(proofKey, transcript)]]);
+      const records: AttrRecord[] = [[Attr.PROOF, clientProof(proofKey, transcript)]];
+      if (resumeKey !== null) records.push([Attr.RESUME_PROOF, resumeProof(resumeKey, transcript)]);
+      const auth = encodeHandshakeFrame(Op.AUTH, records);
       return { auth, channel };
     } finally {
       zero(proofKey);
@@ -111,7 +133,7 @@ export interface PendingAuth {
   known: boolean;
   suite: SuiteName;
   challenge: Uint8Array;
-  complete(attrs: Map<number, Uint8Array>): Channel | string;
+  complete(attrs: Map<number, Uint8Array>): AuthResult | string;
 }
 
 /**
@@ -167,10 +189,19 @@ export function serverChallenge(
         if (typeof dh === "string") return `HELLO: ${dh}`;
         const sessionKeys = deriveSessionKeys(psk, nonceC, nonceS, transcript, suite, dh);
         zero(dh);
-        const channel = makeChannel(suite, sessionKeys.serverToClient, sessionKeys.clientToServer, 1);
+        const channel = makeChannel(suite, sessionKeys.serverToClient, sessionKeys.clientToServer, 1, sessionKeys.resume);
         zero(sessionKeys.clientToServer);
         zero(sessionKeys.serverToClient);
-        return channel;
+        const claimed = authAttrs.get(Attr.RESUME_PROOF);
+        return {
+          channel,
+          provesResume(keys) {
+            if (claimed === undefined) return false;
+            let proven = false;
+            for (const key of keys) if (verifyProof(resumeProof(key, transcript), claimed)) proven = true;
+            return proven;
+          },
+        };
       } finally {
         zero(proofKey);
         if (selected === null) zero(psk);

@@ -26,6 +26,7 @@ const AUTH_INFO = new TextEncoder().encode("dstd v1 auth");
 const KEY_ID_INFO = new TextEncoder().encode("dstd v1 key id");
 const SERVER_LABEL = new TextEncoder().encode("server");
 const CLIENT_LABEL = new TextEncoder().encode("client");
+const RESUME_LABEL = new TextEncoder().encode("resume");
 
 /** A fresh handshake nonce from the system CSPRNG. */
 export function newNonce(): Uint8Array {
@@ -140,6 +141,17 @@ export interface SessionKeys {
   clientToServer: Uint8Array;
   /** Key of the server→client direction (direction 1). */
   serverToClient: Uint8Array;
+  /**
+   * The session's resumption key: a later handshake that resumes this session proves it holds
+   * it (resumeProof), so a session id seen on the wire is worthless without it (docs/security.md
+   * "Session resumption"). Never sent; kept by both ends for the session's life.
+   */
+  resume: Uint8Array;
+}
+
+/** HMAC-SHA256(resumeKey, "resume" || transcript): sent in AUTH when HELLO resumes a session. */
+export function resumeProof(resumeKey: Uint8Array, transcript: Uint8Array): Uint8Array {
+  return proof(resumeKey, RESUME_LABEL, transcript);
 }
 
 /**
@@ -170,7 +182,7 @@ export function deriveSessionKeys(
   };
   const expand = (direction: string): Uint8Array =>
     new Uint8Array(hkdfSync("sha256", ikm, salt, info(direction), SESSION_KEY_SIZE));
-  const keys = { clientToServer: expand("c2s"), serverToClient: expand("s2c") };
+  const keys = { clientToServer: expand("c2s"), serverToClient: expand("s2c"), resume: expand("resume") };
   zero(salt);
   if (ikm !== psk) zero(ikm);
   return keys;

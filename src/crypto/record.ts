@@ -97,36 +97,61 @@ export class RecordSealer extends RecordChannel {
   }
 }
 
+/** Called with each opened record's plaintext, in order; `false` stops (see RecordOpener.stoppedAt). */
+export type RecordHandler = (plaintext: Uint8Array, owner: unknown) => unknown;
+/** Supplies a body buffer for a record spanning chunks, with an owner handed back; null refuses for now. */
+export type RecordAllocator = (size: number) => { bytes: Uint8Array; owner: unknown } | null;
+
 /**
  * Incremental: push socket chunks, get whole decrypted records' plaintexts. Never throws on
  * input; a bad length or a failed tag kills the opener with a reason.
  */
 export class RecordOpener extends RecordChannel {
   /**
-   * When true, a record that spans chunks is gathered into one buffer reused for every such
-   * record, so the consumer must be done with each plaintext when push() returns (the
-   * export's request handler is; the client, which hands READ data to callers, is not).
+   * When true (and no allocator is set), a record that spans chunks is gathered into one
+   * buffer reused for every such record, so the consumer must be done with each plaintext
+   * when its handler returns.
    */
   reuseBuffers = false;
+  /** Where spanning records' bodies come from (the export accounts them against its budget). */
+  allocate: RecordAllocator | null = null;
   private gather: Uint8Array | null = null;
   private failed: string | null = null;
   private readonly head = new Uint8Array(RECORD_HEADER_SIZE);
   private headFill = 0;
   private body: Uint8Array | null = null;
+  private bodyOwner: unknown = null;
   private bodyFill = 0;
   private readonly tag = new Uint8Array(TAG_SIZE);
+  private stopped = -1;
 
   /** Bytes of an unfinished record held back. */
   get bufferedBytes(): number {
     return this.body === null ? this.headFill : RECORD_HEADER_SIZE + this.bodyFill;
   }
 
+  /** After push(): index in the chunk where it stopped early, or -1 when all was consumed. */
+  get stoppedAt(): number {
+    return this.stopped;
+  }
+
   /** Plaintexts of the records completed by `chunk` (in order), or the reason the stream is bad. */
   push(chunk: Uint8Array): Uint8Array[] | string {
-    if (this.failed !== null) return this.failed;
     const out: Uint8Array[] = [];
+    const problem = this.feed(chunk, (plain) => void out.push(plain));
+    return problem ?? out;
+  }
+
+  /**
+   * Opens the records completed by `chunk` and hands each plaintext to `onRecord` in order.
+   * Returns null, or the reason the stream is bad (and from then on, that reason again).
+   * Stops early when `onRecord` returns false or the allocator refuses: see stoppedAt.
+   */
+  feed(chunk: Uint8Array, onRecord: RecordHandler): string | null {
+    this.stopped = -1;
+    if (this.failed !== null) return this.failed;
     let pos = 0;
-    while (pos < chunk.length) {
+    while (pos < chunk.length || (this.body === null && this.headFill === RECORD_HEADER_SIZE)) {
       if (this.body === null) {
         // Fast path: a whole record inside the chunk is opened where it lies.
         if (this.headFill === 0 && chunk.length - pos >= RECORD_HEADER_SIZE) {
@@ -137,20 +162,27 @@ export class RecordOpener extends RecordChannel {
           if (end <= chunk.length) {
             const plain = this.open(chunk.subarray(pos, pos + 4), chunk.subarray(pos + 4, pos + RECORD_HEADER_SIZE), chunk.subarray(pos + RECORD_HEADER_SIZE, end));
             if (typeof plain === "string") return this.fail(plain);
-            out.push(plain);
             pos = end;
+            if (onRecord(plain, null) === false) return this.stop(pos);
             continue;
           }
         }
-        const n = Math.min(RECORD_HEADER_SIZE - this.headFill, chunk.length - pos);
-        this.head.set(chunk.subarray(pos, pos + n), this.headFill);
-        this.headFill += n;
-        pos += n;
-        if (this.headFill < RECORD_HEADER_SIZE) break;
+        if (this.headFill < RECORD_HEADER_SIZE) {
+          const n = Math.min(RECORD_HEADER_SIZE - this.headFill, chunk.length - pos);
+          this.head.set(chunk.subarray(pos, pos + n), this.headFill);
+          this.headFill += n;
+          pos += n;
+          if (this.headFill < RECORD_HEADER_SIZE) break;
+        }
         const length = readLength(this.head, 0);
         const problem = this.checkLength(length);
         if (problem !== null) return this.fail(problem);
-        if (this.reuseBuffers) {
+        if (this.allocate !== null) {
+          const given = this.allocate(length);
+          if (given === null) return this.stop(pos); // the header stays; the next push asks again
+          this.body = given.bytes.subarray(0, length);
+          this.bodyOwner = given.owner;
+        } else if (this.reuseBuffers) {
           if (this.gather === null || this.gather.length < length) this.gather = new Uint8Array(length);
           this.body = this.gather.subarray(0, length);
         } else {
@@ -165,12 +197,19 @@ export class RecordOpener extends RecordChannel {
       pos += n;
       if (this.bodyFill < body.length) break;
       const plain = this.open(this.head.subarray(0, 4), this.head.subarray(4), body);
+      const owner = this.bodyOwner;
       this.body = null;
+      this.bodyOwner = null;
       this.headFill = 0;
       if (typeof plain === "string") return this.fail(plain);
-      out.push(plain);
+      if (onRecord(plain, owner) === false) return this.stop(pos);
     }
-    return out;
+    return null;
+  }
+
+  private stop(pos: number): null {
+    this.stopped = pos;
+    return null;
   }
 
   private checkLength(length: number): string | null {

@@ -4,7 +4,8 @@
  * listeners where configured), and stops them cleanly. No argument parsing here (cli/).
  */
 import { openBackend } from "../storage/open.ts";
-import type { Backend } from "../storage/local/backend.ts";
+import { createLocalPort } from "../storage/local/port.ts";
+import type { StoragePort } from "../storage/port.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
@@ -12,7 +13,7 @@ import { DstdError } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
-import { DstServer } from "../export/dst-server.ts";
+import { DstServer } from "../export/server.ts";
 import type { Export } from "../export/exports.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { AcceptHandler } from "../transport/types.ts";
@@ -35,8 +36,8 @@ export interface ExportNodeOptions {
   nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
 }
 
-function describeBackend(backend: Backend): string {
-  return `${formatSize(backend.size)} ${backend.kind} ${backend.description}`;
+function describePort(port: StoragePort): string {
+  return `${formatSize(port.size)} ${port.kind} ${port.description}`;
 }
 
 /** Group exports by listen address: one listener may serve several exports. */
@@ -73,7 +74,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const closeAll = async () => {
     stopTicker();
     for (const listener of listeners) await listener.close();
-    for (const e of exports) e.backend.close();
+    for (const e of exports) await e.port.close();
   };
   try {
     for (const config of options.exports) {
@@ -87,7 +88,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       exports.push({
         name: config.name,
         description: config.description,
-        backend,
+        port: createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log }),
         readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
@@ -97,7 +98,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }
     }
-    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []) });
+    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate });
     const dstListener = await listen(byAddress(options.exports, (c) => c.listen), server.accept);
     listeners.push(dstListener);
     let nbdAddresses: ListenAddress[] = [];
@@ -109,7 +110,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       nbdAddresses = nbdListener.bound;
     }
     for (const e of exports) {
-      log.info(`export '${e.name}': ${describeBackend(e.backend)}${e.readOnly ? " (read-only)" : ""}`);
+      log.info(`export '${e.name}': ${describePort(e.port)}${e.readOnly ? " (read-only)" : ""}`);
     }
     for (const address of dstListener.bound) log.info(`listening for DST on ${describeListenAddress(address)}`);
     const ticker = setInterval(() => server.tick(), 1000);

@@ -6,7 +6,6 @@
  */
 import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
-import { createLocalPort } from "../storage/local/port.ts";
 import type { Export } from "../export/exports.ts";
 import { acceptNbd } from "../nbd/connection.ts";
 import type { StoragePort } from "../storage/port.ts";
@@ -14,12 +13,7 @@ import type { AcceptHandler, Peer } from "../transport/types.ts";
 
 export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler {
   const targets = new Map<string, StoragePort>();
-  for (const e of exports) {
-    targets.set(
-      e.name,
-      createLocalPort(e.backend, { readOnly: e.readOnly, description: e.description, log }),
-    );
-  }
+  for (const e of exports) targets.set(e.name, e.port);
   const byName = new Map(exports.map((e) => [e.name, e]));
   const allowed = (e: Export, peer: Peer) => matchAllow(e.allow, peer, null);
   return acceptNbd({
@@ -31,7 +25,7 @@ export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler 
         const who = peer.transport === "unix" ? "Unix socket clients are" : `address ${peer.address} is`;
         return { refuse: `${who} not allowed to use export '${name}'`, code: "policy" };
       }
-      return { target: targets.get(name)!, access };
+      return { target: targets.get(name)!, access, description: e.description };
     },
     list(peer: Peer) {
       return exports.filter((e) => allowed(e, peer) !== null).map((e) => ({ name: e.name, description: e.description }));

@@ -87,6 +87,8 @@ interface Txn {
   sends: number;
   /** FLUSH: replay-log mark taken at first send. */
   flushMark: number;
+  /** Session (ClientEngine.sessionSeq) this was last sent in; 0: never. */
+  session: number;
 }
 
 /** Seal what is collected once it reaches this size, even mid-event (bounded records). */
@@ -142,6 +144,16 @@ export class ClientEngine {
   private everReady = false;
   private startedAt = 0;
   private sessionId: Uint8Array | null = null;
+  /**
+   * The session's resumption secret: the token of the last WELCOME (anonymous sessions) or the
+   * resumption key of the last completed authenticated handshake (docs/protocol.md §6.5).
+   */
+  private resumeToken: Uint8Array | null = null;
+  private resumeKey: Uint8Array | null = null;
+  /** Most txids beyond the floor the export remembers (WELCOME MAX_TXID_SPAN; 0: unlimited). */
+  private txidSpan = 0;
+  /** Counts sessions: a WELCOME naming another session than we had starts a new one. */
+  private sessionSeq = 0;
   private epoch: number | null = null;
   private window = 1;
   private maxPayload: number;
@@ -224,6 +236,7 @@ export class ClientEngine {
         features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
         sessionId: this.sessionId,
         txidFloor: floor,
+        resumeToken: this.sessionId !== null && this.auth === null ? this.resumeToken : null,
       },
       [
         ...(this.auth?.helloAttrs() ?? []),
@@ -407,6 +420,7 @@ export class ClientEngine {
       resends: 0,
       sends: 0,
       flushMark: -1,
+      session: 0,
     };
   }
 
@@ -488,7 +502,8 @@ export class ClientEngine {
       return this.dropConnection("unexpected CHALLENGE from export");
     }
     const attrs = decodeAttrs(payload);
-    const result = typeof attrs === "string" ? `malformed CHALLENGE: ${attrs}` : this.auth.onChallenge(this.helloFrame!, attrs);
+    const resumeKey = this.sessionId !== null ? this.resumeKey : null;
+    const result = typeof attrs === "string" ? `malformed CHALLENGE: ${attrs}` : this.auth.onChallenge(this.helloFrame!, attrs, resumeKey);
     if (typeof result === "string") {
       const message = `export refused or failed authentication: ${result}`;
       if (!this.everReady) return this.fail(message, Errno.EACCES);
@@ -520,6 +535,16 @@ export class ClientEngine {
       // We hold a key: an unauthenticated WELCOME would be a downgrade. Fail closed.
       return this.fail("export did not authenticate (it answered without a CHALLENGE); refusing an unprotected channel", Errno.EACCES);
     }
+    if (!result.ok && result.status === Errno.ESTALE) {
+      // The export will not let us resume our session (it does not take our proof): start a
+      // new one. It did not restart, so nothing acknowledged is lost; in-flight requests are
+      // resent in the new session.
+      this.log.warn(`export refused to resume session: ${result.message}; starting a new session`);
+      this.sessionId = null;
+      this.resumeKey = null;
+      this.resumeToken = null;
+      return this.dropConnection("session could not be resumed");
+    }
     if (!result.ok) {
       const message = `export refused: ${result.message} (${errnoMessage(result.status)})`;
       if (!this.everReady && permanentRefusals.has(result.status)) return this.fail(message, result.status);
@@ -532,7 +557,14 @@ export class ClientEngine {
   private acceptWelcome(welcome: Welcome): void {
     const previousEpoch = this.epoch;
     this.welcome = welcome;
+    if (this.sessionId === null || !sameBytes(this.sessionId, welcome.sessionId)) {
+      // A new session: its resumption secret is this handshake's, for the session's life.
+      this.sessionSeq++;
+      this.resumeToken = welcome.resumeToken ?? null;
+      this.resumeKey = this.channel?.resumeKey ?? null;
+    }
     this.sessionId = welcome.sessionId;
+    this.txidSpan = welcome.maxTxidSpan ?? 0;
     this.epoch = welcome.epoch;
     this.maxPayload = Math.min(this.options.maxPayload, welcome.maxPayload);
     const checksum = welcome.checksum ?? "none";
@@ -592,6 +624,7 @@ export class ClientEngine {
   private pump(): void {
     if (this.state !== "ready") return;
     this.maybeFlushForReplayBound();
+    let floor: number | undefined;
     while (this.onWire < this.window && this.waiting.length > 0) {
       const txn = this.waiting[0]!;
       if (!this.pending.has(txn.txid)) {
@@ -601,7 +634,10 @@ export class ClientEngine {
       // Barrier: after an export restart, nothing but replays until every replay is acknowledged
       // (a FLUSH sent earlier would release log entries whose replay has not landed yet).
       if (this.replaysPending > 0 && txn.internal !== "replay") break;
+      // The export remembers results only txidSpan txids beyond our floor: wait for the floor.
+      if (this.txidSpan > 0 && txn.txid - (floor ??= this.txidFloor()) >= this.txidSpan) break;
       if (txn.kind === "write" && txn.internal === null && this.replayFull()) break;
+      floor = Math.min(floor ?? txn.txid, txn.txid);
       this.waiting.shift();
       this.send(txn);
     }
@@ -626,6 +662,7 @@ export class ClientEngine {
   }
 
   private send(txn: Txn): void {
+    txn.session = this.sessionSeq;
     if (txn.kind === "flush" && txn.flushMark < 0) txn.flushMark = this.replay.mark();
     txn.sentOn = this.connection;
     txn.nextResendAt = this.now + this.jitter(txn.resendIntervalMs);
@@ -776,15 +813,23 @@ export class ClientEngine {
     for (const txn of txns) txn.done?.(errno, null);
   }
 
-  /** Lowest txid still outstanding (the export may forget results below it). */
+  /**
+   * Lowest txid the export may still be asked about in this session: the lowest outstanding
+   * txid sent in the current session (the export may forget results below it). Requests not
+   * sent in this session yet (after a new session began) are new to the export whatever their
+   * txid, so they do not hold the floor back.
+   */
   private txidFloor(): number {
-    let floor = this.nextTxid;
-    for (const txid of this.pending.keys()) {
-      floor = txid;
-      break; // Map iteration is insertion order, and txids are inserted in increasing order
-    }
-    return floor;
+    // Map iteration is insertion order, and txids are inserted in increasing order.
+    for (const txn of this.pending.values()) if (txn.session === this.sessionSeq) return txn.txid;
+    return this.nextTxid;
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Reserved: permission bits exposed for callers checking a WELCOME. */

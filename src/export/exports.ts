@@ -1,9 +1,9 @@
 /**
- * @module export/exports — what an export is once configured: a named backend plus its
+ * @module export/exports — what an export is once configured: a named storage port plus its
  * access rules. Shared by the DST and NBD front ends so both enforce the same ACL and the
  * same read-only rule.
  */
-import type { Backend } from "../storage/local/backend.ts";
+import type { StoragePort } from "../storage/port.ts";
 import type { AllowRule } from "../lib/acl.ts";
 import type { SuiteName } from "../crypto/suites.ts";
 import type { ChecksumName } from "../crypto/checksum.ts";
@@ -11,7 +11,8 @@ import type { ChecksumName } from "../crypto/checksum.ts";
 export interface Export {
   name: string;
   description: string;
-  backend: Backend;
+  /** What the export serves: a local backend, a layer stack, a remote export… */
+  port: StoragePort;
   /** Export-level read-only (--read-only): no client may write, whatever its grant. */
   readOnly: boolean;
   /** Allow list; empty means nobody gets in (fail closed). */

@@ -39,7 +39,8 @@ import {
 import type { StoragePort } from "../storage/port.ts";
 
 export type NbdResolution =
-  | { target: StoragePort; access: Access }
+  /** `description`: NBD_INFO_DESCRIPTION (default: the port's own description). */
+  | { target: StoragePort; access: Access; description?: string }
   /** `code`: "unknown" → NBD_REP_ERR_UNKNOWN (default), "policy" → NBD_REP_ERR_POLICY (ACL). */
   | { refuse: string; code?: "unknown" | "policy" };
 
@@ -218,7 +219,7 @@ export class NbdHandshake {
     // and we never *require* it: nbd-client asks for nothing, landscape.md §2.1).
     this.info(option, infoExport(target.size, transmission.flags));
     if (request.requests.includes(Info.NAME)) this.info(option, infoName(request.name));
-    if (request.requests.includes(Info.DESCRIPTION)) this.info(option, infoDescription(target.description));
+    if (request.requests.includes(Info.DESCRIPTION)) this.info(option, infoDescription(resolved.description ?? target.description));
     this.info(option, infoBlockSize(1, target.blockSize, Math.min(target.maxPayload, 0xffffffff)));
     this.send(encodeOptionReply(option, Rep.ACK));
     if (option === Opt.INFO) return null;

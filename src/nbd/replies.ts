@@ -21,7 +21,7 @@ import {
   writeOffsetDataHeader,
   writeSimpleReply,
 } from "../wire/nbd/transmission.ts";
-import { giveBuffer } from "./buffers.ts";
+import { giveBuffer } from "../lib/buffer-pool.ts";
 
 const BATCH_SIZE = 256 * 1024;
 /** READs up to this size are answered inside the batch; larger ones get their own frame. */

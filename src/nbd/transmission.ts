@@ -18,7 +18,7 @@ import { Errno } from "../lib/errno.ts";
 import type { Sink } from "../transport/types.ts";
 import { Cmd, CmdFlag, DOS_PAYLOAD_LIMIT, commandName } from "../wire/nbd/constants.ts";
 import { RequestDecoder, type NbdRequest } from "../wire/nbd/transmission.ts";
-import { giveBuffer, takeBuffer } from "./buffers.ts";
+import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { describeExtents } from "./extents.ts";
 import { BASE_ALLOCATION_ID, type Transmission } from "./handshake.ts";
 import { INLINE_READ_MAX, ReplyBatch } from "./replies.ts";

@@ -22,6 +22,8 @@ export class QueuedSink implements Sink {
   /** Null until the socket exists (an adopted fd is wired up after the sink is made). */
   socket: RawSocket | null;
   private readonly queue: Uint8Array[] = [];
+  /** Release callbacks parallel to `queue` (undefined where the writer gave none). */
+  private readonly releases: Array<(() => void) | undefined> = [];
   private queued = 0;
   /** end() or destroy() was called: accept no more writes. */
   ending = false;
@@ -36,14 +38,21 @@ export class QueuedSink implements Sink {
     return this.queued;
   }
 
-  write(bytes: Uint8Array): void {
-    if (this.ending || bytes.length === 0 || this.socket === null) return;
+  write(bytes: Uint8Array, release?: () => void): void {
+    if (this.ending || bytes.length === 0 || this.socket === null) {
+      release?.();
+      return;
+    }
     if (this.queued === 0) {
       const written = this.socket.write(bytes);
-      if (written === bytes.length) return;
+      if (written === bytes.length) {
+        release?.();
+        return;
+      }
       bytes = bytes.subarray(Math.max(written, 0));
     }
     this.queue.push(bytes);
+    this.releases.push(release);
     this.queued += bytes.length;
   }
 
@@ -58,6 +67,7 @@ export class QueuedSink implements Sink {
         return false;
       }
       this.queue.shift();
+      this.releases.shift()?.();
       this.queued -= head.length;
     }
     if (this.ending) this.socket?.end();
@@ -74,6 +84,7 @@ export class QueuedSink implements Sink {
   destroy(): void {
     this.ending = true;
     this.queue.length = 0;
+    for (const release of this.releases.splice(0)) release?.();
     this.queued = 0;
     this.socket?.terminate();
   }

@@ -28,7 +28,13 @@ export function describePeer(peer: Peer): string {
  * (backpressure instead of growth), resuming in `ConnectionHandler.onDrain`.
  */
 export interface Sink {
-  write(bytes: Uint8Array): void;
+  /**
+   * Queue `bytes` for sending; the sink owns them from now on. `release`, when given, is
+   * called once the sink no longer references them (sent to the kernel, or discarded by
+   * destroy), so the writer may recycle the buffer into a pool; sinks that cannot tell never
+   * call it and the buffer is simply left to the garbage collector.
+   */
+  write(bytes: Uint8Array, release?: () => void): void;
   /** Bytes accepted by write() but not yet handed to the kernel. */
   readonly queuedBytes: number;
   /** Flush what is queued, then close. */

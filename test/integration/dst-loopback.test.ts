@@ -9,9 +9,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { DstClient } from "../../src/client/dst-client.ts";
-import { DstServer } from "../../src/export/dst-server.ts";
+import { DstServer } from "../../src/export/server.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
 import { recordingLog } from "../helpers/log.ts";
 import { until } from "../helpers/wait.ts";
@@ -30,10 +31,10 @@ const disk = createMemoryBackend(64 * MiB);
 const server = new DstServer({
   log: serverLog,
   exports: [
-    { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("127.0.0.1/32:rw", "unix:rw") },
-    { name: "ro", description: "", backend: createMemoryBackend(MiB), readOnly: true, allow: rules("127.0.0.1/32:rw") },
-    { name: "rogrant", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("127.0.0.1/32:ro") },
-    { name: "nobody", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: [] },
+    { name: "disk", description: "", port: createLocalPort(disk), readOnly: false, allow: rules("127.0.0.1/32:rw", "unix:rw") },
+    { name: "ro", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: true, allow: rules("127.0.0.1/32:rw") },
+    { name: "rogrant", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("127.0.0.1/32:ro") },
+    { name: "nobody", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: [] },
   ],
 });
 let listener: Listener;

@@ -16,11 +16,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { DstClient } from "../../src/client/dst-client.ts";
 import { createEnginePort } from "../../src/storage/remote/engine-port.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { Errno } from "../../src/lib/errno.ts";
-import { DstServer } from "../../src/export/dst-server.ts";
+import { DstServer } from "../../src/export/server.ts";
 import { NbdConnection } from "../../src/nbd/connection.ts";
 import type { StoragePort } from "../../src/storage/port.ts";
 import { closeFd, socketPair } from "../../src/sys/libc.ts";
@@ -188,8 +189,8 @@ const disk = createMemoryBackend(SIZE);
 const server = new DstServer({
   log: recordingLog(),
   exports: [
-    { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("unix:rw") },
-    { name: "ro", description: "", backend: createMemoryBackend(MiB), readOnly: true, allow: rules("unix:rw") },
+    { name: "disk", description: "", port: createLocalPort(disk), readOnly: false, allow: rules("unix:rw") },
+    { name: "ro", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: true, allow: rules("unix:rw") },
   ],
 });
 let listener: Listener;

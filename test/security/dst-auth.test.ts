@@ -8,11 +8,12 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import type { KeyMaterial } from "../../src/crypto/keys.ts";
 import type { SuiteName } from "../../src/crypto/suites.ts";
 import { DstClient } from "../../src/client/dst-client.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
-import { DstServer } from "../../src/export/dst-server.ts";
+import { DstServer } from "../../src/export/server.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
 import { recordingLog } from "../helpers/log.ts";
 import { until } from "../helpers/wait.ts";
@@ -40,10 +41,10 @@ const server = new DstServer({
     ["carol", [carol.secret, carolNext.secret]],
   ]),
   exports: [
-    { name: "disk", description: "", backend: disk, readOnly: false, allow: rules("alice@127.0.0.1/32:rw", "bob@127.0.0.1/32:ro", "carol@127.0.0.1/32:rw"), suites: ["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] },
-    { name: "elsewhere", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("alice@10.0.0.0/8:rw") },
-    { name: "anon", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("127.0.0.1/32:rw") },
-    { name: "gcm-only", description: "", backend: createMemoryBackend(MiB), readOnly: false, allow: rules("alice@127.0.0.1/32:rw"), suites: ["aes-256-gcm"] },
+    { name: "disk", description: "", port: createLocalPort(disk), readOnly: false, allow: rules("alice@127.0.0.1/32:rw", "bob@127.0.0.1/32:ro", "carol@127.0.0.1/32:rw"), suites: ["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] },
+    { name: "elsewhere", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("alice@10.0.0.0/8:rw") },
+    { name: "anon", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("127.0.0.1/32:rw") },
+    { name: "gcm-only", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("alice@127.0.0.1/32:rw"), suites: ["aes-256-gcm"] },
   ],
 });
 

@@ -14,7 +14,8 @@ import type { EngineOptions } from "../../src/engine/options.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { errnoName } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
-import { DstServer, type DstServerOptions } from "../../src/export/dst-server.ts";
+import { DstServer, type DstServerOptions } from "../../src/export/server.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { Op } from "../../src/wire/dst/constants.ts";
 import { decodeHeader } from "../../src/wire/dst/header.ts";
 import { makeWriteData } from "./block-data.ts";
@@ -315,7 +316,7 @@ export class Simulation {
   private startServer(): void {
     if (this.server !== undefined) this.marks.duplicates += this.server.counters.duplicates;
     this.server = new DstServer({
-      exports: [{ name: "disk", description: "", backend: this.backend, readOnly: false, allow: ALLOW }],
+      exports: [{ name: "disk", description: "", port: createLocalPort(this.backend), readOnly: false, allow: ALLOW }],
       log: {
         info: (m) => {
           if (m.includes("superseded")) this.marks.fenced++;
@@ -354,7 +355,7 @@ export class Simulation {
         violation("liveness", `connection c${id} was declared dead by keepalive although no fault touched it`);
       }
     }
-    const window = Math.min(this.config.engine.inflight, this.server.maxInflight);
+    const window = Math.min(this.config.engine.inflight, this.server.limits.maxInflight);
     if (engine.counters.inflight > window) violation("counters", `inflight gauge ${engine.counters.inflight} exceeds the window ${window}`);
     const slack = window * this.config.engine.maxPayload;
     if (engine.replayBytes > this.config.engine.replayBufferBytes + slack) {

@@ -139,6 +139,21 @@ export const Attr = {
   CHECKSUMS: 21,
   /** WELCOME: utf-8 name of the chosen data checksum ("none" or absent: no digests). */
   CHECKSUM: 22,
+  /**
+   * Anonymous sessions (loopback / Unix only): WELCOME carries a fresh 32-byte resumption
+   * token; a HELLO resuming the session must carry the latest one (docs/protocol.md §6.5).
+   */
+  RESUME_TOKEN: 23,
+  /**
+   * Authenticated sessions: AUTH carries HMAC(resume key of the session, "resume" ‖ transcript)
+   * when HELLO names a session to resume, proving it holds that session's secret (§6.5).
+   */
+  RESUME_PROOF: 24,
+  /**
+   * WELCOME: u32 most txids a client may use beyond its txid floor (the bound of the export's
+   * exactly-once table per session); a client keeps nextTxid − floor below it.
+   */
+  MAX_TXID_SPAN: 25,
 } as const;
 
 export const Perm = { READ: 0x01, WRITE: 0x02 } as const;
@@ -159,6 +174,8 @@ export const Feature = {
 export const PAYLOAD_MAX_MIN = 4096;
 /** Size of the SESSION_ID attribute value. */
 export const SESSION_ID_SIZE = 16;
+/** Size of RESUME_TOKEN and RESUME_PROOF values. */
+export const RESUME_SECRET_SIZE = 32;
 /** Longest EXPORT_NAME and CLIENT_NAME value in bytes. */
 export const NAME_MAX = 255;
 /** Longest MESSAGE a refusal carries; longer messages are cut at a utf-8 boundary. */

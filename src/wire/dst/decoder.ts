@@ -19,9 +19,20 @@ import { decodeHeader, invalidHeader, type Header } from "./header.ts";
  * Called once per frame, synchronously, in stream order. `frame` is the whole frame (header +
  * payload: what an AEAD tag will cover) and `payload` its tail. Both may be views of the pushed
  * chunk: Bun hands every socket `data` callback a fresh buffer, so keeping them is safe as long
- * as the pusher does not reuse its chunks.
+ * as the pusher does not reuse its chunks. `owner` is what the allocator returned for a frame
+ * gathered across chunks (null: the frame is a view of the pushed chunk, or was gathered into
+ * a buffer the decoder owns). Returning `false` stops decoding after this frame: push() returns
+ * and `stoppedAt` says where the unconsumed rest of the chunk begins.
  */
-export type FrameHandler = (header: Header, payload: Uint8Array, frame: Uint8Array) => void;
+export type FrameHandler = (header: Header, payload: Uint8Array, frame: Uint8Array, owner: unknown) => unknown;
+
+/**
+ * Supplies the buffer a frame spanning chunks is gathered into (its exact size), with an owner
+ * handed back in onFrame so the caller can account and release it. Returning null refuses for
+ * now (a memory budget is exhausted): push() stops before the frame's body and the next push
+ * asks again.
+ */
+export type FrameAllocator = (size: number) => { bytes: Uint8Array; owner: unknown } | null;
 
 export class FrameDecoder {
   /** Largest payload accepted; raise it after the handshake settles max_payload. */
@@ -33,47 +44,65 @@ export class FrameDecoder {
   /** Frame being gathered across chunks, with its validated header. */
   private frame: Uint8Array | null = null;
   private frameHeader: Header | null = null;
+  private frameOwner: unknown = null;
   private frameFill = 0;
+  /** A validated header whose body buffer the allocator refused; retried on the next push. */
+  private waiting: { header: Header; head: Uint8Array } | null = null;
+  private stopped = -1;
 
   /**
-   * When true, frames that span chunks are gathered into one buffer reused for every such
-   * frame (grown as needed), so the handler must be done with `payload`/`frame` when it
-   * returns. The export's request handler is (its backend copies synchronously); the client,
-   * which hands READ payloads to callers, is not. Saves an allocation and its page faults per
-   * large frame.
+   * When true (and no allocator is given), frames that span chunks are gathered into one
+   * buffer reused for every such frame (grown as needed), so the handler must be done with
+   * `payload`/`frame` when it returns. Saves an allocation and its page faults per large frame.
    */
   private readonly reuse: boolean;
+  private readonly allocate: FrameAllocator | null;
   private gather: Uint8Array | null = null;
 
-  constructor(maxPayload: number, options: { reuseBuffers?: boolean } = {}) {
+  constructor(maxPayload: number, options: { reuseBuffers?: boolean; allocate?: FrameAllocator } = {}) {
     this.maxPayload = maxPayload;
     this.reuse = options.reuseBuffers === true;
+    this.allocate = options.allocate ?? null;
   }
 
   /** Bytes held back waiting for the rest of a frame. */
   get bufferedBytes(): number {
+    if (this.waiting !== null) return HEADER_SIZE;
     return this.frame === null ? this.headerFill : this.frameFill;
   }
 
+  /** After push(): index in the chunk where decoding stopped early, or -1 if all was consumed. */
+  get stoppedAt(): number {
+    return this.stopped;
+  }
+
   /**
-   * Feeds one chunk. Returns null while the stream is fine (possibly mid-frame), or the reason
-   * the stream is corrupt; from then on the decoder is dead and returns that reason again.
-   * If onFrame throws, the decoder dies too ("frame handler threw: ...") and the exception
-   * propagates: the rest of the chunk can no longer be decoded in order. Not re-entrant.
+   * Feeds one chunk. Returns null while the stream is fine (possibly mid-frame, or stopped
+   * early: see stoppedAt), or the reason the stream is corrupt; from then on the decoder is
+   * dead and returns that reason again. If onFrame throws, the decoder dies too ("frame handler
+   * threw: ...") and the exception propagates. Not re-entrant.
    */
   push(chunk: Uint8Array, onFrame: FrameHandler): string | null {
+    this.stopped = -1;
     if (this.error !== null) return this.error;
     let pos = 0;
     for (;;) {
+      if (this.waiting !== null) {
+        if (!this.startFrame(this.waiting.header, this.waiting.head, 0, HEADER_SIZE)) return this.stop(pos);
+        this.waiting = null;
+        continue;
+      }
       if (this.frame !== null) {
         pos = this.fillFrame(chunk, pos);
         if (this.frameFill < this.frame.length) return null;
         const frame = this.frame;
         const header = this.frameHeader!;
+        const owner = this.frameOwner;
         this.frame = null;
         this.frameHeader = null;
+        this.frameOwner = null;
         this.frameFill = 0;
-        this.deliver(onFrame, header, frame.subarray(HEADER_SIZE), frame);
+        if (!this.deliver(onFrame, header, frame.subarray(HEADER_SIZE), frame, owner)) return this.stop(pos);
         continue;
       }
       if (this.headerFill > 0) {
@@ -82,7 +111,10 @@ export class FrameDecoder {
         this.headerFill = 0;
         const header = decodeHeader(this.headerBytes, 0);
         if (!this.accept(header)) return this.error;
-        this.startFrame(header, this.headerBytes, 0, HEADER_SIZE);
+        if (!this.startFrame(header, this.headerBytes, 0, HEADER_SIZE)) {
+          this.waiting = { header, head: this.headerBytes.slice() };
+          return this.stop(pos);
+        }
         continue;
       }
       const available = chunk.length - pos;
@@ -98,12 +130,17 @@ export class FrameDecoder {
         // Fast path: the whole frame is in this chunk; hand out views, copy nothing.
         const frame = chunk.subarray(pos, pos + size);
         pos += size;
-        this.deliver(onFrame, header, frame.subarray(HEADER_SIZE), frame);
+        if (!this.deliver(onFrame, header, frame.subarray(HEADER_SIZE), frame, null)) return this.stop(pos);
         continue;
       }
-      this.startFrame(header, chunk, pos, available);
+      if (!this.startFrame(header, chunk, pos, available)) return this.stop(pos);
       return null;
     }
+  }
+
+  private stop(pos: number): null {
+    this.stopped = pos;
+    return null;
   }
 
   private accept(header: Header): boolean {
@@ -114,10 +151,18 @@ export class FrameDecoder {
     return false;
   }
 
-  /** Allocates the frame at its exact size and copies the `count` bytes seen so far. */
-  private startFrame(header: Header, source: Uint8Array, at: number, count: number): void {
+  /**
+   * Takes the frame's buffer at its exact size and copies the `count` bytes seen so far.
+   * False when the allocator refused: nothing was consumed.
+   */
+  private startFrame(header: Header, source: Uint8Array, at: number, count: number): boolean {
     const size = HEADER_SIZE + header.payloadLength;
-    if (this.reuse) {
+    if (this.allocate !== null) {
+      const given = this.allocate(size);
+      if (given === null) return false;
+      this.frame = given.bytes.subarray(0, size);
+      this.frameOwner = given.owner;
+    } else if (this.reuse) {
       if (this.gather === null || this.gather.length < size) this.gather = new Uint8Array(size);
       this.frame = this.gather.subarray(0, size);
     } else {
@@ -126,6 +171,7 @@ export class FrameDecoder {
     this.frame.set(source.subarray(at, at + count), 0);
     this.frameFill = count;
     this.frameHeader = header;
+    return true;
   }
 
   private fillHeader(chunk: Uint8Array, pos: number): number {
@@ -143,9 +189,10 @@ export class FrameDecoder {
     return pos + n;
   }
 
-  private deliver(onFrame: FrameHandler, header: Header, payload: Uint8Array, frame: Uint8Array): void {
+  /** False when the handler asked to stop. */
+  private deliver(onFrame: FrameHandler, header: Header, payload: Uint8Array, frame: Uint8Array, owner: unknown): boolean {
     try {
-      onFrame(header, payload, frame);
+      return onFrame(header, payload, frame, owner) !== false;
     } catch (error) {
       this.error = `frame handler threw: ${errorMessage(error)}`;
       throw error;

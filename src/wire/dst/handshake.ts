@@ -16,6 +16,7 @@ import {
   Op,
   PAYLOAD_MAX_DEFAULT,
   PAYLOAD_MAX_MIN,
+  RESUME_SECRET_SIZE,
   SESSION_ID_SIZE,
   opcodeName,
 } from "./constants.ts";
@@ -64,6 +65,8 @@ export interface Hello {
   sessionId: Uint8Array | null;
   /** Lowest txid the client still has in flight; 0 when absent. */
   txidFloor: number;
+  /** Anonymous resumption token of the session named by sessionId (null when absent). */
+  resumeToken?: Uint8Array | null;
 }
 
 /** A whole HELLO frame: header version = h.version, txid 0. Attributes in type order. */
@@ -78,6 +81,7 @@ export function encodeHello(h: Hello, extra: AttrRecord[] = []): Uint8Array {
   records.push([Attr.MAX_PAYLOAD, u32(h.maxPayload)], [Attr.FEATURES, u32(h.features)]);
   if (h.sessionId !== null) records.push([Attr.SESSION_ID, h.sessionId]);
   if (h.txidFloor !== 0) records.push([Attr.TXID_FLOOR, u64(h.txidFloor)]);
+  if (h.resumeToken) records.push([Attr.RESUME_TOKEN, h.resumeToken]);
   records.push(...extra);
   return frame(h.version, Op.HELLO, 0, records);
 }
@@ -103,7 +107,11 @@ export function decodeHello(header: Header, payload: Uint8Array): Hello | string
   if (session !== undefined && session.length !== SESSION_ID_SIZE) {
     return `SESSION_ID is ${session.length} bytes, expected ${SESSION_ID_SIZE}`;
   }
-  return {
+  const token = attrs.get(Attr.RESUME_TOKEN);
+  if (token !== undefined && token.length !== RESUME_SECRET_SIZE) {
+    return `RESUME_TOKEN is ${token.length} bytes, expected ${RESUME_SECRET_SIZE}`;
+  }
+  const hello: Hello = {
     version: header.version,
     exportName: exportName.value,
     clientName: clientName.value,
@@ -112,6 +120,8 @@ export function decodeHello(header: Header, payload: Uint8Array): Hello | string
     sessionId: session === undefined ? null : session.slice(),
     txidFloor,
   };
+  if (token !== undefined) hello.resumeToken = token.slice();
+  return hello;
 }
 
 // ---- WELCOME ----
@@ -137,6 +147,10 @@ export interface Welcome {
   maxInflight: number;
   /** Data checksum the export chose from the client's offer (absent or "none": no digests). */
   checksum?: string;
+  /** Most txids beyond the client's floor the export remembers per session (0: not advertised). */
+  maxTxidSpan?: number;
+  /** Anonymous sessions: the token that resumes this session next time (null/absent otherwise). */
+  resumeToken?: Uint8Array | null;
 }
 
 export type WelcomeResult = { ok: true; welcome: Welcome } | { ok: false; status: number; message: string };
@@ -155,6 +169,8 @@ export function encodeWelcome(w: Welcome): Uint8Array {
     [Attr.EPOCH, u64(w.epoch)],
     [Attr.MAX_INFLIGHT, u32(w.maxInflight)],
     ...(w.checksum && w.checksum !== "none" ? [[Attr.CHECKSUM, utf8.encode(w.checksum)] as AttrRecord] : []),
+    ...(w.resumeToken ? [[Attr.RESUME_TOKEN, w.resumeToken] as AttrRecord] : []),
+    ...(w.maxTxidSpan ? [[Attr.MAX_TXID_SPAN, u32(w.maxTxidSpan)] as AttrRecord] : []),
   ]);
 }
 
@@ -200,7 +216,14 @@ export function decodeWelcome(header: Header, payload: Uint8Array): WelcomeResul
   if (session.length !== SESSION_ID_SIZE) return `SESSION_ID is ${session.length} bytes, expected ${SESSION_ID_SIZE}`;
   const checksumBytes = attrs.get(Attr.CHECKSUM);
   const checksum = checksumBytes === undefined ? "none" : lenientUtf8.decode(checksumBytes);
-  const welcome = { size, blockMin, blockPreferred, maxPayload, permissions, features, sessionId: session.slice(), epoch, maxInflight, checksum };
+  const token = attrs.get(Attr.RESUME_TOKEN);
+  if (token !== undefined && token.length !== RESUME_SECRET_SIZE) return `RESUME_TOKEN is ${token.length} bytes, expected ${RESUME_SECRET_SIZE}`;
+  const maxTxidSpan = intAttr(attrs, Attr.MAX_TXID_SPAN, 4, 0);
+  if (typeof maxTxidSpan === "string") return `WELCOME ${maxTxidSpan}`;
+  const welcome: Welcome = { size, blockMin, blockPreferred, maxPayload, permissions, features, sessionId: session.slice(), epoch, maxInflight, checksum };
+  // Optional attributes appear in the decoded value only when present (absent = not advertised).
+  if (maxTxidSpan !== 0) welcome.maxTxidSpan = maxTxidSpan;
+  if (token !== undefined) welcome.resumeToken = token.slice();
   const problem = invalidWelcome(welcome);
   return problem ?? { ok: true, welcome };
 }

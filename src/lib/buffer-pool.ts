@@ -1,5 +1,5 @@
 /**
- * @module nbd/buffers — a process-wide pool of large I/O buffers for the NBD server:
+ * @module lib/buffer-pool — a process-wide pool of large I/O buffers (NBD front, DST export):
  * READ reply frames (header + data) and WRITE payloads that arrived split over several
  * socket reads. Reusing them keeps a 1 MiB-per-request workload from allocating (and the GC
  * from scanning) a megabyte per request.
@@ -11,7 +11,7 @@
  */
 
 /** Room in front of the data for any reply header (structured OFFSET_DATA needs 28). */
-export const HEADER_ROOM = 64;
+export const HEADER_ROOM = 128;
 /** Smallest class (64 KiB + HEADER_ROOM): smaller requests share it. */
 const MIN_CLASS = 16;
 const MAX_CLASS = 26; // 64 MiB

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { giveBuffer, pooledBufferBytes, takeBuffer } from "../../src/nbd/buffers.ts";
+import { giveBuffer, pooledBufferBytes, takeBuffer } from "../../src/lib/buffer-pool.ts";
 
 test("a returned buffer is handed out again for the same size class, with the exact length asked", () => {
   const first = takeBuffer((1 << 20) + 28);

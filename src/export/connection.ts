@@ -1,0 +1,452 @@
+/**
+ * @module export/connection — one DST connection of the export as a ConnectionHandler: socket
+ * bytes in (plain frames, or sealed records after the authenticated handshake), the
+ * handshake (export/handshake.ts), then requests (export/requests.ts), replies out
+ * (export/replies.ts). No sockets and no timers: the transport (or the simulator) feeds
+ * bytes and drains, the server's injected `defer` schedules continuations.
+ *
+ * Backpressure instead of growth: bytes are consumed only as far as there is room to handle
+ * them. A frame that cannot be handled now (no reply room, no receive memory, MAX_INFLIGHT
+ * requests at the port, or this connection's turn used up) is held, the socket is paused and
+ * the unread rest stays where it is until completions, drains or the budget free room. Each
+ * turn handles at most `turnRequests` requests, so one client's 100,000 pipelined requests
+ * cannot stall the others.
+ *
+ * Must not: throw out of a ConnectionHandler method on peer input, apply a frame of a fenced
+ * connection, or hold memory that is not counted in the export's budget (beyond one socket
+ * chunk and one decoded frame per connection).
+ */
+import { Errno } from "../lib/errno.ts";
+import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
+import { safeText } from "../lib/peer-text.ts";
+import { digestSize, type ChecksumName } from "../crypto/checksum.ts";
+import type { RecordOpener } from "../crypto/record.ts";
+import { HANDSHAKE_PAYLOAD_MAX, Op, REPLY_BIT, opcodeName } from "../wire/dst/constants.ts";
+import { FrameDecoder } from "../wire/dst/decoder.ts";
+import { encodeRefusal } from "../wire/dst/handshake.ts";
+import type { Header } from "../wire/dst/header.ts";
+import type { StoragePort } from "../storage/port.ts";
+import { describePeer, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
+import { ExportHandshake, type Admitted } from "./handshake.ts";
+import { ReplyWriter } from "./replies.ts";
+import { RequestPipeline, type Held, type RequestHost } from "./requests.ts";
+import type { DstServer } from "./server.ts";
+import type { Session, SessionConnection, SessionTable } from "./sessions.ts";
+
+/** Receive memory frames or records were gathered into, counted until its last user lets go. */
+class ReceiveBuffer implements Held {
+  refs = 1;
+
+  constructor(
+    private readonly connection: DstConnection,
+    readonly bytes: Uint8Array,
+    readonly size: number,
+  ) {}
+
+  release(): void {
+    if (--this.refs > 0) return;
+    giveBuffer(this.bytes);
+    this.connection.receiveFreed(this.size);
+  }
+}
+
+interface HeldFrame {
+  header: Header;
+  payload: Uint8Array;
+  frame: Uint8Array;
+  owner: ReceiveBuffer | null;
+}
+
+interface Plaintext {
+  bytes: Uint8Array;
+  owner: ReceiveBuffer | null;
+}
+
+const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES]);
+
+export class DstConnection implements ConnectionHandler, SessionConnection, RequestHost {
+  private state: "hello" | "auth" | "ready" | "closed" = "hello";
+  readonly name: string;
+  readonly replies: ReplyWriter;
+  private readonly handshake: ExportHandshake;
+  private readonly decoder: FrameDecoder;
+  private opener: RecordOpener | null = null;
+  private requests: RequestPipeline | null = null;
+  private admitted: Admitted | null = null;
+  // Set at admission (RequestHost):
+  port!: StoragePort;
+  session!: Session;
+  writable = false;
+  maxPayload = 0;
+  checksum: ChecksumName = "none";
+  digestBytes = 0;
+
+  /** Socket chunks not consumed yet (the first one possibly in part). */
+  private readonly raw: Uint8Array[] = [];
+  /** Opened record plaintexts not decoded yet. */
+  private readonly plain: Plaintext[] = [];
+  /** Owner of the plaintext being decoded (frames inside it are views of it). */
+  private current: ReceiveBuffer | null = null;
+  /** A decoded frame waiting for room. */
+  private held: HeldFrame | null = null;
+  /** Why reading stopped: null while it may go on. */
+  private blocked: "room" | "turn" | null = null;
+  private turnCount = 0;
+  /** The allocator refused during the current decode pass (no receive memory now). */
+  private refused = false;
+  private paused = false;
+  private pumping = false;
+  private continueScheduled = false;
+  private receivedSinceTick = 0;
+  /** Receive memory this connection holds (gathered frames and records, payload copies). */
+  private receiveHeld = 0;
+  /** The handshake completed (for the connection guard's deadline). */
+  onAdmitted: (() => void) | null = null;
+
+  constructor(
+    private readonly server: DstServer,
+    private readonly sink: Sink,
+    private readonly peer: Peer,
+  ) {
+    this.name = describePeer(peer);
+    this.replies = new ReplyWriter(sink, server.replyBudget, server.limits.connectionReplyBytes);
+    this.handshake = new ExportHandshake(server, peer, this, this.name);
+    this.decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX, { allocate: this.allocate });
+  }
+
+  // ---- RequestHost ----------------------------------------------------------------------
+
+  get live(): boolean {
+    return this.state === "ready";
+  }
+  get sessions(): SessionTable {
+    return this.server.sessions;
+  }
+  get noDedupe(): boolean {
+    return this.server.unsafe.noDedupe;
+  }
+  get counters() {
+    return this.server.counters;
+  }
+
+  takeReceive(bytes: number): Held | null {
+    const given = this.allocate(bytes);
+    return given === null ? null : (given.owner as ReceiveBuffer);
+  }
+
+  completed(): void {
+    this.scheduleContinue();
+  }
+
+  warn(message: string): void {
+    this.server.log.warn(`${this.name}: ${message}`);
+  }
+
+  // ---- ConnectionHandler ----------------------------------------------------------------
+
+  onData(chunk: Uint8Array): void {
+    if (this.state === "closed") return;
+    this.receivedSinceTick += chunk.length;
+    this.raw.push(chunk);
+    this.pump();
+  }
+
+  onDrain(): void {
+    if (this.state === "closed") return;
+    this.replies.drained();
+    if (this.blocked !== null) this.pump();
+  }
+
+  onClose(reason: string | null): void {
+    this.server.connections.delete(this);
+    if (this.state === "closed") return this.release();
+    const abandoned = this.state === "auth" ? this.handshake.abandonedAuth : null;
+    if (abandoned !== null) this.server.log.warn(`${this.name}: ${abandoned}`);
+    this.state = "closed";
+    this.release();
+    this.server.log.info(`${this.name}: closed${reason ? ` (${reason})` : ""}`);
+  }
+
+  /** Bytes of an unfinished frame or record held back (for the partial-frame deadline). */
+  partialBytes(): number {
+    return this.decoder.bufferedBytes + (this.opener?.bufferedBytes ?? 0);
+  }
+
+  /**
+   * About once a second: a client sending one large frame over a slow link hears nothing from
+   * us until the frame is complete, and its keepalive PING waits behind that frame; while bytes
+   * of an unfinished frame keep arriving, tell it the link is alive with an unsolicited PONG.
+   */
+  progressTick(): void {
+    const receiving = this.receivedSinceTick > 0 && this.partialBytes() > 0;
+    this.receivedSinceTick = 0;
+    if (this.state !== "ready" || !receiving) return;
+    this.replies.header(Op.PONG, 0, 0, 0, 0);
+    this.replies.flush();
+  }
+
+  /** A newer connection of the same session took over: stop at once, read nothing more. */
+  fence(): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.server.log.info(`${this.name}: superseded by a reconnect of its session; closing`);
+    this.release();
+    this.sink.destroy();
+  }
+
+  // ---- input ------------------------------------------------------------------------------
+
+  /** Consume as much input as there is room for; pause the socket when stopped short. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    this.turnCount = 0;
+    this.blocked = null;
+    let problem: string | null = null;
+    try {
+      while (this.state !== "closed" && this.blocked === null && problem === null) {
+        if (this.held !== null) {
+          const held = this.held;
+          this.held = null;
+          if (!this.handleFrame(held.header, held.payload, held.frame, held.owner, true)) break;
+          continue;
+        }
+        if (this.plain.length > 0) problem = this.decodePlaintext();
+        else if (this.raw.length > 0) problem = this.consumeRaw();
+        else break;
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (this.state === "closed") return;
+    this.replies.flush();
+    if (problem !== null) return this.protocolError(problem);
+    const stopped = this.blocked !== null || this.raw.length > 0 || this.plain.length > 0;
+    if (stopped && !this.paused) {
+      this.paused = true;
+      this.sink.pause();
+    } else if (!stopped && this.paused) {
+      this.paused = false;
+      this.sink.resume();
+    }
+    if (this.blocked === "turn") this.scheduleContinue();
+  }
+
+  private readonly continueLater = () => {
+    this.continueScheduled = false;
+    if (this.state !== "closed") this.pump();
+  };
+
+  private scheduleContinue(): void {
+    if (this.continueScheduled) return;
+    this.continueScheduled = true;
+    this.server.defer(this.continueLater);
+  }
+
+  /** The first raw chunk: through the record opener on a protected channel, else the decoder. */
+  private consumeRaw(): string | null {
+    const chunk = this.raw[0]!;
+    let stoppedAt: number;
+    this.refused = false;
+    if (this.opener !== null) {
+      const problem = this.opener.feed(chunk, this.onRecord);
+      if (problem !== null) return problem;
+      stoppedAt = this.opener.stoppedAt;
+    } else {
+      this.current = null;
+      const problem = this.decoder.push(chunk, this.onFrame);
+      if (problem !== null) return problem;
+      stoppedAt = this.decoder.stoppedAt;
+    }
+    if (this.state === "closed") return null;
+    if (stoppedAt < 0 || stoppedAt >= chunk.length) this.raw.shift();
+    else this.raw[0] = chunk.subarray(stoppedAt);
+    // No receive memory for the next record or frame: handle what was opened first (it frees
+    // memory), and wait only when nothing else can move.
+    if (this.refused && this.plain.length === 0 && this.blocked === null) this.waitForRoom();
+    return null;
+  }
+
+  private readonly onRecord = (plaintext: Uint8Array, owner: unknown): boolean => {
+    this.plain.push({ bytes: plaintext, owner: owner as ReceiveBuffer | null });
+    return true;
+  };
+
+  private decodePlaintext(): string | null {
+    const entry = this.plain[0]!;
+    this.current = entry.owner;
+    this.refused = false;
+    const problem = this.decoder.push(entry.bytes, this.onFrame);
+    this.current = null;
+    if (problem !== null) return problem;
+    if (this.state === "closed") return null;
+    if (this.refused && this.blocked === null) this.waitForRoom();
+    const stoppedAt = this.decoder.stoppedAt;
+    if (stoppedAt >= 0 && stoppedAt < entry.bytes.length) {
+      entry.bytes = entry.bytes.subarray(stoppedAt);
+      return null;
+    }
+    this.plain.shift();
+    entry.owner?.release();
+    return null;
+  }
+
+  private readonly onFrame = (header: Header, payload: Uint8Array, frame: Uint8Array, gathered: unknown): boolean => {
+    const owner = (gathered as ReceiveBuffer | null) ?? this.current;
+    // A frame gathered by the decoder comes with its own reference; a view of a plaintext
+    // takes one so the plaintext outlives the decoder's pass over it.
+    if (gathered === null && owner !== null) owner.refs++;
+    return this.handleFrame(header, payload, frame, owner, false);
+  };
+
+  /**
+   * Handle one decoded frame. False stops decoding: the frame is held (no room yet), or the
+   * stream must switch (the channel just became protected), or the connection closed.
+   */
+  private handleFrame(header: Header, payload: Uint8Array, frame: Uint8Array, owner: ReceiveBuffer | null, retry: boolean): boolean {
+    if (this.state === "closed") {
+      owner?.release();
+      return false;
+    }
+    if (this.state === "hello" || this.state === "auth") {
+      const wasHello = this.state === "hello";
+      const step = wasHello ? this.handshake.onHello(header, payload, frame) : this.handshake.onAuth(header, payload);
+      owner?.release();
+      if (step.kind === "send") {
+        this.state = "auth";
+        this.replies.sendWhole(step.frame);
+        return true;
+      }
+      if (step.kind === "refuse") {
+        this.refuse(step.status, step.message, step.log);
+        return false;
+      }
+      this.admit(step.admitted);
+      // After AUTH the rest of the stream is sealed records: go back to consumeRaw.
+      return step.admitted.auth === null;
+    }
+    if (header.opcode === Op.PING) {
+      owner?.release();
+      this.server.sessions.prune(this.session, header.offset);
+      // PONG "as soon as it can, whatever else is in flight" (docs/protocol.md §4): not
+      // held behind requests waiting for room; a 56-byte reply.
+      this.replies.header(Op.PONG, header.txid, 0, header.offset, 0);
+      return true;
+    }
+    if (!requestOpcodes.has(header.opcode)) {
+      owner?.release();
+      this.protocolError(`unexpected ${opcodeName(header.opcode)} after the handshake`);
+      return false;
+    }
+    const requests = this.requests!;
+    if (requests.inflight >= this.server.limits.maxInflight) return this.hold(header, payload, frame, owner, "room");
+    if (this.turnCount >= this.server.limits.turnRequests) return this.hold(header, payload, frame, owner, "turn");
+    if (requests.handle(header, payload, owner) === "wait") {
+      if (!retry) this.server.counters.budgetWaits++;
+      this.waitForRoom();
+      return this.hold(header, payload, frame, owner, "room");
+    }
+    owner?.release();
+    this.turnCount++;
+    return true;
+  }
+
+  private hold(header: Header, payload: Uint8Array, frame: Uint8Array, owner: ReceiveBuffer | null, why: "room" | "turn"): false {
+    this.held = { header, payload, frame, owner };
+    this.blocked = why;
+    return false;
+  }
+
+  /** Retry when the export gives memory back (completions and drains retry on their own). */
+  private waitForRoom(): void {
+    this.blocked = "room";
+    this.server.receiveBudget.wait(this.continueLater);
+    this.server.replyBudget.wait(this.continueLater);
+  }
+
+  /** FrameDecoder / RecordOpener allocator: receive memory counted per connection and export-wide. */
+  private readonly allocate = (size: number): { bytes: Uint8Array; owner: unknown } | null => {
+    if (
+      (this.receiveHeld > 0 && this.receiveHeld + size > this.server.limits.connectionReceiveBytes) ||
+      !this.server.receiveBudget.take(size)
+    ) {
+      this.refused = true;
+      return null;
+    }
+    this.receiveHeld += size;
+    const bytes = takeBuffer(size);
+    return { bytes, owner: new ReceiveBuffer(this, bytes, size) };
+  };
+
+  /** A ReceiveBuffer's last user let go. */
+  receiveFreed(size: number): void {
+    this.receiveHeld -= size;
+    this.server.receiveBudget.give(size);
+  }
+
+  // ---- handshake outcome ------------------------------------------------------------------
+
+  private admit(admitted: Admitted): void {
+    this.admitted = admitted;
+    this.port = admitted.exp.port;
+    this.session = admitted.session;
+    this.writable = admitted.writable;
+    this.maxPayload = admitted.maxPayload;
+    this.checksum = admitted.checksum;
+    this.digestBytes = digestSize(admitted.checksum);
+    this.decoder.maxPayload = admitted.maxPayload;
+    this.requests = new RequestPipeline(this);
+    const channel = admitted.auth?.channel ?? null;
+    if (channel?.records) {
+      this.opener = channel.records.opener;
+      this.opener.allocate = this.allocate;
+      this.replies.sealer = channel.records.sealer;
+    }
+    this.state = "ready";
+    this.replies.sendWhole(admitted.welcome);
+    this.onAdmitted?.();
+    const session = admitted.session;
+    const sessionText = `session ${session.label}${admitted.resumed ? " (resumed)" : ""}`;
+    const who = admitted.identity === null ? "anonymous" : `identity ${safeText(admitted.identity)}, suite ${channel?.suite}`;
+    this.server.log.info(
+      `${this.name}: handshake ok: export ${safeText(admitted.exp.name)} ${this.writable ? "rw" : "ro"}, ${who}, ${sessionText}, client ${safeText(admitted.clientName)}`,
+    );
+  }
+
+  private refuse(status: number, message: string, log: string | null): void {
+    this.server.counters.refused++;
+    const records = this.handshake.authenticated?.channel.records;
+    if (records && this.replies.sealer === null) this.replies.sealer = records.sealer;
+    if (log !== null) this.server.log.warn(`${this.name}: refused: ${log}`);
+    this.replies.sendWhole(encodeRefusal(status, message));
+    this.state = "closed";
+    this.release();
+    this.sink.end();
+  }
+
+  private protocolError(reason: string): void {
+    if (this.state === "closed") return;
+    this.server.counters.protocolErrors++;
+    this.refuse(Errno.EPROTO, `protocol error: ${reason}`, `protocol error: ${reason}`);
+  }
+
+  /** Drop everything this connection holds but what its requests at the port still use. */
+  private release(): void {
+    this.server.receiveBudget.cancel(this.continueLater);
+    this.server.replyBudget.cancel(this.continueLater);
+    if (this.held !== null) {
+      this.held.owner?.release();
+      this.held = null;
+    }
+    for (const entry of this.plain.splice(0)) entry.owner?.release();
+    this.raw.length = 0;
+    this.replies.flush();
+    this.replies.close();
+    if (this.admitted !== null && this.session.connection === this) this.session.connection = null;
+  }
+}
+
+/** Opcode of a reply to `opcode` (for tests and logs). */
+export function replyOpcode(opcode: number): number {
+  return opcode | REPLY_BIT;
+}

@@ -1,0 +1,126 @@
+/**
+ * @module export/server — the DST export: its exports by name, its process epoch, its
+ * sessions, its memory budget and its live connections. `accept` is the AcceptHandler the
+ * transport (or the simulator) calls for each connection (export/connection.ts).
+ *
+ * No sockets and no timers here: `defer` (setImmediate in production, the simulated clock in
+ * test/sim) schedules continuations, and the export node calls `tick()` about once a second.
+ * The epoch is random per process: a client that sees a new epoch knows the export restarted
+ * (docs/protocol.md §6.5).
+ */
+import { randomBytes } from "node:crypto";
+import type { KeyTable } from "../crypto/dst-auth.ts";
+import type { ConnectionHandler, Peer, Sink } from "../transport/types.ts";
+import { describePeer } from "../transport/types.ts";
+import { Budget } from "./budget.ts";
+import { DstConnection } from "./connection.ts";
+import type { Export } from "./exports.ts";
+import { EXPORT_LIMITS, type ExportLimits } from "./limits.ts";
+import { SessionTable } from "./sessions.ts";
+
+export interface ServerLog {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface DstServerOptions {
+  exports: Export[];
+  log: ServerLog;
+  /** Epoch override (simulation restarts pick their own); random otherwise. */
+  epoch?: number;
+  /**
+   * Planted bugs for the simulator's checker tests (test/sim/planted-bugs.test.ts) ONLY: never
+   * set outside tests. noFencing: a resumed session leaves its old connection running;
+   * noDedupe: a resent mutation is applied again instead of answered from the session.
+   */
+  unsafe?: { noFencing?: boolean; noDedupe?: boolean };
+  /** Pre-shared keys by identity (several during a rotation overlap). */
+  keys?: KeyTable;
+  /** Bounds on what peers can make the export hold (defaults: export/limits.ts). */
+  limits?: Partial<ExportLimits>;
+  /** Run `work` soon, after the current event (default: queueMicrotask). */
+  defer?: (work: () => void) => void;
+}
+
+export interface ServerCounters {
+  connections: number;
+  refused: number;
+  requests: number;
+  duplicates: number;
+  protocolErrors: number;
+  checksumFailures: number;
+  /** Resume attempts refused: another identity, or no proof of the session's secret. */
+  resumesRefused: number;
+  /** Resends whose request differed from what was applied under their txid. */
+  mismatchedResends: number;
+  /** Mutations refused because the exactly-once table was at its bound. */
+  overflows: number;
+  /** Times a connection stopped reading for lack of memory or reply room. */
+  budgetWaits: number;
+}
+
+export class DstServer {
+  readonly epoch: number;
+  readonly counters: ServerCounters = {
+    connections: 0,
+    refused: 0,
+    requests: 0,
+    duplicates: 0,
+    protocolErrors: 0,
+    checksumFailures: 0,
+    resumesRefused: 0,
+    mismatchedResends: 0,
+    overflows: 0,
+    budgetWaits: 0,
+  };
+  readonly log: ServerLog;
+  readonly limits: ExportLimits;
+  readonly unsafe: { noFencing: boolean; noDedupe: boolean };
+  readonly keys: KeyTable;
+  readonly sessions: SessionTable;
+  /** Receive half of the memory budget: frames and records being gathered or awaiting completion. */
+  readonly receiveBudget: Budget;
+  /** Reply half: replies being produced and queued for slow readers. */
+  readonly replyBudget: Budget;
+  readonly defer: (work: () => void) => void;
+  /** Live connections, for tick(). */
+  readonly connections = new Set<DstConnection>();
+  private readonly exportsByName = new Map<string, Export>();
+
+  constructor(options: DstServerOptions) {
+    for (const e of options.exports) this.exportsByName.set(e.name, e);
+    this.log = options.log;
+    this.limits = { ...EXPORT_LIMITS, ...options.limits };
+    this.unsafe = { noFencing: options.unsafe?.noFencing === true, noDedupe: options.unsafe?.noDedupe === true };
+    this.keys = options.keys ?? new Map();
+    this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
+    this.defer = options.defer ?? queueMicrotask;
+    this.sessions = new SessionTable(this.limits);
+    const half = Math.floor(this.limits.memoryBudget / 2);
+    this.receiveBudget = new Budget(half, this.defer);
+    this.replyBudget = new Budget(half, this.defer);
+  }
+
+  /** AcceptHandler for transport/tcp.ts listen(). */
+  readonly accept = (sink: Sink, peer: Peer): ConnectionHandler & DstConnection => {
+    this.counters.connections++;
+    this.log.info(`${describePeer(peer)}: connected (DST)`);
+    const connection = new DstConnection(this, sink, peer);
+    this.connections.add(connection);
+    return connection;
+  };
+
+  /** Called about once a second by the export node (and by the simulator). */
+  tick(): void {
+    for (const connection of this.connections) connection.progressTick();
+  }
+
+  findExport(name: string): Export | undefined {
+    return this.exportsByName.get(name);
+  }
+
+  /** Memory held for peers right now (both halves of the budget). */
+  get memoryInUse(): number {
+    return this.receiveBudget.inUse + this.replyBudget.inUse;
+  }
+}
