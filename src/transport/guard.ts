@@ -10,8 +10,10 @@
  *     flood delays an honest handshake by at most the flood's own turnover;
  *   - at most `maxUnauthenticatedPerSource` in their handshake per source (an IPv4 address,
  *     an IPv6 /64, or "unix"): past it the new connection is closed at once;
- *   - the process-wide connection budget: past it a new connection is accepted and closed at
- *     once (so accept never fails with EMFILE, which makes Bun spin), logged once a minute;
+ *   - the process-wide connection budget: past it, the oldest handshake of the busiest source
+ *     on this listener is closed to make room; when this listener has none, the new connection
+ *     is accepted and closed at once (so accept never fails with EMFILE, which makes Bun spin),
+ *     logged once a minute. Only admitted connections can therefore lock newcomers out;
  *   - a frame deadline: a connection holding part of a frame or record (`partialBytes() > 0`)
  *     that receives nothing for `frameTimeoutMs` while reading is not paused is closed.
  *
@@ -174,66 +176,65 @@ export class ConnectionGuard {
     this.stopSweep();
   }
 
-  /** Log a line about a peer before admission, rate-limited per source. */
-  refused(source: string, line: string): void {
-    this.limiter.note(source, line, this.clock.now());
+  /** Log a line about a peer before admission, rate-limited per source and kind. */
+  refused(source: string, line: string, kind = "refused"): void {
+    this.limiter.note(source, line, this.clock.now(), kind);
   }
 
   private onAccept(sink: Sink, peer: Peer): ConnectionHandler {
     const { limits, protocol } = this.options;
     const source = sourceKey(peer);
-    const who = `${protocol} ${describePeer(peer)}`;
-    if (!this.budget.take()) {
-      this.counts.refusedAtBudget++;
-      this.refused(
-        "connection budget",
-        `${protocol}: ${this.budget.max} connections open, the most this process keeps (max_connections, ` +
-          `or what the file-descriptor limit allows); closing new connections such as ${describePeer(peer)} until some end`,
-      );
-      sink.destroy();
-      return NOOP;
-    }
-    const fromSource = this.pendingBySource.get(source);
-    if (fromSource !== undefined && fromSource.size >= limits.maxUnauthenticatedPerSource) {
-      this.budget.give();
+    const held = this.pendingBySource.get(source)?.size ?? 0;
+    if (held >= limits.maxUnauthenticatedPerSource) {
       this.counts.refusedPerSource++;
       this.refused(
         source,
-        `${who}: refused: ${fromSource.size} connections from ${source} are already in their handshake ` +
-          `(max_unauthenticated_per_source)`,
+        `${protocol} ${describePeer(peer)}: refused: ${held} connections from ${source} are already in their ` +
+          `handshake (max_unauthenticated_per_source)`,
+        "per-source",
       );
       sink.destroy();
       return NOOP;
     }
-    if (this.pending.size >= limits.maxUnauthenticated) this.evictOne();
-    const now = this.clock.now();
-    const guarded = new Guarded(this, sink, peer, source, now);
+    if (!this.budget.take() && !(this.evictOne("the connection budget is spent") && this.budget.take())) {
+      this.counts.refusedAtBudget++;
+      this.refused(
+        "all sources",
+        `${protocol}: ${this.budget.max} connections open, the most this process keeps (max_connections, ` +
+          `or what the file-descriptor limit allows); closing new connections such as ${describePeer(peer)} until some end`,
+        "budget",
+      );
+      sink.destroy();
+      return NOOP;
+    }
+    if (this.pending.size >= limits.maxUnauthenticated) {
+      this.evictOne(`${this.pending.size} connections are in their handshake on this listener (max_unauthenticated)`);
+    }
+    const guarded = new Guarded(this, sink, peer, source, this.clock.now());
     this.all.add(guarded);
     this.pending.add(guarded);
-    if (fromSource !== undefined) fromSource.add(guarded);
+    const group = this.pendingBySource.get(source);
+    if (group !== undefined) group.add(guarded);
     else this.pendingBySource.set(source, new Set([guarded]));
     try {
       guarded.inner = this.inner(guarded, peer, guarded);
     } catch (error) {
-      guarded.expire("internal error while accepting", false);
+      guarded.expire("internal error while accepting", null);
       throw error;
     }
     if (this.options.reportsAdmission === false) guarded.admitted();
     return guarded;
   }
 
-  /** Close the oldest handshake of the source holding the most handshakes. */
-  private evictOne(): void {
+  /** Close the oldest handshake of the source holding the most handshakes; false if none. */
+  private evictOne(why: string): boolean {
     let busiest: Set<Guarded> | null = null;
     for (const group of this.pendingBySource.values()) if (busiest === null || group.size > busiest.size) busiest = group;
     const victim = busiest?.values().next().value;
-    if (victim === undefined) return;
+    if (victim === undefined) return false;
     this.counts.evicted++;
-    victim.expire(
-      `${this.pending.size} connections in their handshake on this listener (max_unauthenticated); ` +
-        `closing the oldest from the busiest source`,
-      true,
-    );
+    victim.expire(`${why}: making room by closing the oldest handshake of the busiest source`, "evicted");
+    return true;
   }
 
   /** @internal Guarded → guard: the handshake completed. */
@@ -264,7 +265,7 @@ export class ConnectionGuard {
       if (!guarded.isAdmitted) {
         if (now - guarded.acceptedAt >= handshakeTimeoutMs) {
           this.counts.handshakeTimeouts++;
-          guarded.expire(`handshake not completed within ${formatDuration(handshakeTimeoutMs)}`, true);
+          guarded.expire(`handshake not completed within ${formatDuration(handshakeTimeoutMs)}`, "handshake-timeout");
         }
         continue;
       }
@@ -272,7 +273,7 @@ export class ConnectionGuard {
       const partial = guarded.partialBytes();
       if (partial > 0 && now - guarded.lastInput >= frameTimeoutMs) {
         this.counts.frameTimeouts++;
-        guarded.expire(`no progress for ${formatDuration(frameTimeoutMs)} on an unfinished frame (${partial} bytes held)`, false);
+        guarded.expire(`no progress for ${formatDuration(frameTimeoutMs)} on an unfinished frame (${partial} bytes held)`, null);
       }
     }
     this.limiter.flush(now);
@@ -283,10 +284,10 @@ export class ConnectionGuard {
     return this.clock.now();
   }
 
-  /** @internal */
-  logClose(guarded: Guarded, reason: string, limited: boolean): void {
+  /** @internal `kind`: rate-limit the line per source under this kind; null: log it plainly. */
+  logClose(guarded: Guarded, reason: string, kind: string | null): void {
     const line = `${this.options.protocol} ${describePeer(guarded.peer)}: ${reason}; closing`;
-    if (limited) this.refused(guarded.source, line);
+    if (kind !== null) this.refused(guarded.source, line, kind);
     else this.options.log.warn(line);
   }
 }
@@ -381,9 +382,9 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   }
 
   /** The guard closes this connection: log, drop the socket, tell the protocol once. */
-  expire(reason: string, limited: boolean): void {
+  expire(reason: string, kind: string | null): void {
     if (this.done) return;
-    this.guard.logClose(this, reason, limited);
+    this.guard.logClose(this, reason, kind);
     this.closeReason = reason;
     this.sink.destroy();
     this.onClose(reason); // no-op when the transport already reported the close
