@@ -37,7 +37,7 @@ export default defineCommand({
     });
     if (!("config" in result)) throw new Error(result.issues.map((i) => `${i.path}: ${i.message}`).join("\n"));
     const log = createLog("info", "demo");
-    const node = await startExportNode({ exports: result.config.exports, log, nbdAccept: acceptNbdForExports });
+    const node = await startExportNode({ exports: result.config.exports, log, nbdAccept: acceptNbdForExports, limits: result.config.limits });
     const url = `dst://127.0.0.1:${port}/disk`;
     process.stdout.write(
       [

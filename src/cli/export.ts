@@ -63,7 +63,13 @@ export default defineCommand({
       throw new Error("nothing to export: give --file PATH [--size SIZE], --device PATH or --memory SIZE (or [[export]] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
-    const node = await startExportNode({ exports: config.exports, keys: config.keys, log, nbdAccept: acceptNbdForExports });
+    const node = await startExportNode({
+      exports: config.exports,
+      keys: config.keys,
+      log,
+      nbdAccept: acceptNbdForExports,
+      limits: config.limits,
+    });
     const signal = await waitForSignal();
     log.info(`${signal}: stopping`);
     await node.stop();

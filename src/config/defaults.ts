@@ -78,3 +78,23 @@ export const LIMITS = {
 
 /** 32-byte pre-shared keys: inline `secret` is 64 hex digits or 43/44 base64 characters. */
 export const KEY_BYTES = 32;
+
+/**
+ * `[limits]`: what one export process lets peers hold (docs/security.md "Resource limits").
+ * The handshake and frame deadlines, the process-wide connection cap (lowered at start to fit
+ * the file-descriptor limit, transport/fd-budget.ts) and the caps on connections still in
+ * their handshake, per listener and per source address.
+ */
+export const DEFAULT_CONNECTION_LIMITS = {
+  handshakeTimeoutMs: 10_000,
+  frameTimeoutMs: 30_000,
+  maxConnections: 4096,
+  maxUnauthenticated: 128,
+  maxUnauthenticatedPerSource: 16,
+} as const;
+
+/** Bounds of the `[limits]` keys (inclusive). */
+export const CONNECTION_LIMIT_BOUNDS = {
+  timeoutMs: { min: 100, max: 3_600_000 },
+  count: { min: 1, max: 1_000_000 },
+} as const;

@@ -33,6 +33,7 @@
  *   keepalive_timeout     attach, [client]      duration > interval       "6s"
  *   replay_buffer         attach, [client]      size ≥ 1MiB               "256MiB"
  *   inflight              attach, [client]      integer 1..65536          64
+ *   [limits] ...          top                   deadlines, connection caps  config/limits.ts
  * The reliability keys may also sit in a `reliability` sub-table ([client.reliability],
  * [attach.reliability]). An attach inherits [client] values, which inherit the defaults.
  */
@@ -51,6 +52,7 @@ import {
   readPath,
 } from "./fields.ts";
 import { readAttaches, readClient, readExports, readKeys, sectionKeys } from "./sections.ts";
+import { LIMITS_KEYS, readLimits, type LimitsConfig, type LimitsInput } from "./limits.ts";
 
 export type { ConfigIssue } from "./fields.ts";
 
@@ -119,6 +121,7 @@ export interface ConfigInput {
   export?: ExportInput[];
   attach?: AttachInput[];
   client?: ClientInput;
+  limits?: LimitsInput;
 }
 
 // ---- resolved ---------------------------------------------------------------------------
@@ -183,9 +186,10 @@ export interface Config {
   readonly exports: readonly ExportConfig[];
   readonly attaches: readonly AttachConfig[];
   readonly client: ClientConfig;
+  readonly limits: LimitsConfig;
 }
 
-export const TOP_KEYS = ["log_level", "state_dir", "key", "export", "attach", "client"] as const;
+export const TOP_KEYS = ["log_level", "state_dir", "key", "export", "attach", "client", "limits"] as const;
 
 export interface ValidateOptions {
   /** Directory relative paths are resolved against (the config file's); null keeps them. */
@@ -209,6 +213,7 @@ export function validateConfig(
   const client = readClient(get(raw, "client"), issues);
   const exports = readExports(get(raw, "export"), identities, issues);
   const attaches = readAttaches(get(raw, "attach"), client, issues);
+  const limits = readLimits(get(raw, "limits"), issues);
   if (issues.list.length > 0) return { issues: sortIssues(issues.list) };
   const config: Config = {
     logLevel: logLevel ?? DEFAULT_LOG_LEVEL,
@@ -217,6 +222,7 @@ export function validateConfig(
     exports,
     attaches,
     client,
+    limits,
   };
   return { config: deepFreeze(config) };
 }
@@ -227,7 +233,7 @@ export function validateConfig(
  * first because attaches inherit from it). Stable: one table's issues keep their order.
  */
 function sortIssues(list: ConfigIssue[]): ConfigIssue[] {
-  const order = ["", "log_level", "state_dir", "key", "export", "attach", "client"];
+  const order = ["", "log_level", "state_dir", "key", "export", "attach", "client", "limits"];
   const rank = (issue: ConfigIssue): [number, number] => {
     const match = /^([a-z_]*)(?:\[(\d+)\])?/.exec(issue.path);
     const index = order.indexOf(match?.[1] ?? "");
@@ -240,5 +246,5 @@ function sortIssues(list: ConfigIssue[]): ConfigIssue[] {
 
 /** Every key the schema knows, per section (docs test: each must appear in docs/config.md). */
 export function knownKeys(): Record<string, readonly string[]> {
-  return { top: TOP_KEYS, ...sectionKeys() };
+  return { top: TOP_KEYS, ...sectionKeys(), limits: LIMITS_KEYS };
 }

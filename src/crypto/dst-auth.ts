@@ -29,6 +29,7 @@ import {
 } from "./handshake-auth.ts";
 import { RecordOpener, RecordSealer } from "./record.ts";
 import { zero, type KeyMaterial } from "./keys.ts";
+import { escapePeer, quotePeer } from "../lib/peer-text.ts";
 import { chooseSuite, suiteAllowedOnTransport, type SuiteName, type TransportInfo } from "./suites.ts";
 
 const utf8 = new TextEncoder();
@@ -100,7 +101,7 @@ export class ClientAuth {
     }
     const suite = utf8Decode.decode(suiteBytes);
     const chosen = chooseSuite([suite], this.offered);
-    if (chosen === null) return `export chose suite '${suite}', which this client did not offer`;
+    if (chosen === null) return `export chose suite ${quotePeer(suite)}, which this client did not offer`;
     const transcript = transcriptHash([hello, nonceS, suiteBytes, ephS]);
     const proofKey = deriveProofKey(this.key.secret, this.nonce, nonceS);
     try {
@@ -161,7 +162,9 @@ export function serverChallenge(
   const usable = allowedSuites.filter((s) => suiteAllowedOnTransport(s, transport));
   const suite = chooseSuite(offered, usable);
   if (suite === null) {
-    return { refuse: `no common suite (client offers ${offered.join(", ") || "none"}; export allows ${usable.join(", ") || "none"} here)` };
+    // The offer is the peer's text: escaped and cut (lib/peer-text.ts), it is logged and echoed.
+    const offer = offered.length === 0 ? "none" : escapePeer(offered.join(", "), 200);
+    return { refuse: `no common suite (client offers ${offer}; export allows ${usable.join(", ") || "none"} here)` };
   }
   const selected = selectKey(keys.get(identity) ?? [], wantedKey);
   const psk = selected ?? decoyKey();

@@ -10,6 +10,7 @@
 import type { ExportUrl, ListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
+import { quotePeer } from "../lib/peer-text.ts";
 import { isLoopbackAddress } from "../crypto/suites.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import { acceptNbd } from "../nbd/connection.ts";
@@ -64,7 +65,7 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
       acceptNbd({
         resolve(name: string, peer: Peer) {
           if (!local(peer)) return { refuse: "only local clients may use this endpoint", code: "policy" };
-          if (name !== "" && name !== url.exportName) return { refuse: `this endpoint serves '${url.exportName}', not '${name}'` };
+          if (name !== "" && name !== url.exportName) return { refuse: `this endpoint serves ${quotePeer(url.exportName)}, not ${quotePeer(name)}` };
           return { target, access };
         },
         list: (peer: Peer) => (local(peer) ? [{ name: url.exportName, description: target.description }] : []),

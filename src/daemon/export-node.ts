@@ -2,6 +2,10 @@
  * @module daemon/export-node — composition root of `dstd export`: resolved config in,
  * running listeners out. Opens every backend, starts the DST listeners (and the NBD
  * listeners where configured), and stops them cleanly. No argument parsing here (cli/).
+ *
+ * Every listener runs behind a ConnectionGuard (transport/guard.ts) with the `[limits]` of
+ * the config; one ConnectionBudget, sized to stay below the file-descriptor limit
+ * (transport/fd-budget.ts), is shared by all of them.
  */
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
@@ -15,8 +19,11 @@ import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
 import { DstServer } from "../export/server.ts";
 import type { Export } from "../export/exports.ts";
+import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
+import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
+import { ConnectionBudget, connectionCapacity } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
-import type { AcceptHandler } from "../transport/types.ts";
+
 
 export interface ExportNode {
   server: DstServer;
@@ -33,7 +40,9 @@ export interface ExportNodeOptions {
   keys?: readonly KeyConfig[];
   log: Log;
   /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
-  nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
+  nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler) | null;
+  /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
+  limits?: ConnectionLimits;
 }
 
 function describePort(port: StoragePort): string {
@@ -70,9 +79,11 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const { log } = options;
   const exports: Export[] = [];
   const listeners: Listener[] = [];
+  const guards: ConnectionGuard[] = [];
   let stopTicker = () => {};
   const closeAll = async () => {
     stopTicker();
+    for (const guard of guards) guard.close();
     for (const listener of listeners) await listener.close();
     for (const e of exports) await e.port.close();
   };
@@ -84,7 +95,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
           : config.backend.kind === "device"
             ? { kind: "device" as const, path: config.backend.path }
             : { kind: "memory" as const, size: config.backend.sizeBytes };
-      const backend = openBackend(spec, config.readOnly);
+      // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
+      const backend = openBackend(spec, config.readOnly, { lock: true });
       exports.push({
         name: config.name,
         description: config.description,
@@ -99,13 +111,20 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       }
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate });
-    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), server.accept);
+    const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
+    const budget = startBudget(limits, log);
+    const guard = (protocol: string, accept: GuardedAcceptHandler) => {
+      const made = new ConnectionGuard(accept, { protocol, limits, budget, log });
+      guards.push(made);
+      return made.accept;
+    };
+    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), guard("DST", server.accept));
     listeners.push(dstListener);
     let nbdAddresses: ListenAddress[] = [];
     const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
     if (nbdWanted.length > 0) {
       if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
-      const nbdListener = await listen(nbdWanted, options.nbdAccept(exports, log));
+      const nbdListener = await listen(nbdWanted, guard("NBD", options.nbdAccept(exports, log)));
       listeners.push(nbdListener);
       nbdAddresses = nbdListener.bound;
     }
@@ -121,4 +140,18 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     await closeAll();
     throw error;
   }
+}
+
+/** Raise the descriptor limit and size the process-wide connection budget to fit below it. */
+function startBudget(limits: ConnectionLimits, log: Log): ConnectionBudget {
+  const capacity = connectionCapacity(limits.maxConnections);
+  const files = Number.isFinite(capacity.fileLimit) ? `${capacity.fileLimit}` : "unlimited";
+  if (capacity.raisedFrom !== null) log.debug(`file-descriptor limit raised from ${capacity.raisedFrom} to ${files}`);
+  if (capacity.limitedByFiles) {
+    log.warn(
+      `at most ${capacity.max} connections (not max_connections = ${limits.maxConnections}): the file-descriptor ` +
+        `limit is ${files} and ${capacity.openFds} are in use; raise it (ulimit -n, systemd LimitNOFILE=) for more`,
+    );
+  }
+  return new ConnectionBudget(capacity.max);
 }

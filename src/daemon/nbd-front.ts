@@ -3,15 +3,21 @@
  * export table: name lookup, the same allow list (by address only: plain NBD carries no
  * identity, so identity rules never admit an NBD client), and the same read-only rule as DST.
  * An export without an address rule refuses every NBD client (fail closed).
+ *
+ * A client learns of an export only if it may use it (issue 9 item 8): OPT_LIST shows the
+ * exports this peer may use, and a name that exists but is not allowed to this peer gets
+ * exactly the answer of a name that does not exist; only the local log tells them apart.
  */
 import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
+import { quotePeer } from "../lib/peer-text.ts";
 import type { Export } from "../export/exports.ts";
 import { acceptNbd } from "../nbd/connection.ts";
 import type { StoragePort } from "../storage/port.ts";
-import type { AcceptHandler, Peer } from "../transport/types.ts";
+import type { GuardedAcceptHandler } from "../transport/guard.ts";
+import type { Peer } from "../transport/types.ts";
 
-export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler {
+export function acceptNbdForExports(exports: Export[], log: Log): GuardedAcceptHandler {
   const targets = new Map<string, StoragePort>();
   for (const e of exports) targets.set(e.name, e.port);
   const byName = new Map(exports.map((e) => [e.name, e]));
@@ -19,11 +25,13 @@ export function acceptNbdForExports(exports: Export[], log: Log): AcceptHandler 
   return acceptNbd({
     resolve(name: string, peer: Peer) {
       const e = byName.get(name);
-      if (e === undefined) return { refuse: `no export named '${name}'` };
-      const access = allowed(e, peer);
-      if (access === null) {
+      const access = e === undefined ? null : allowed(e, peer);
+      if (e === undefined || access === null) {
+        // The same words, code and path for "no such export" and "not yours" (item 8).
+        const refuse = `no export named ${quotePeer(name)} is available to this client`;
+        if (e === undefined) return { refuse };
         const who = peer.transport === "unix" ? "Unix socket clients are" : `address ${peer.address} is`;
-        return { refuse: `${who} not allowed to use export '${name}'`, code: "policy" };
+        return { refuse, detail: `${who} not allowed to use export ${quotePeer(name)}` };
       }
       return { target: targets.get(name)!, access, description: e.description };
     },

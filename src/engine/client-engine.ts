@@ -18,6 +18,7 @@
 import { assert } from "../lib/assert.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { Prng } from "../lib/prng.ts";
+import { escapePeer, quotePeer } from "../lib/peer-text.ts";
 import { Feature, Flag, HANDSHAKE_PAYLOAD_MAX, HEADER_SIZE, Op, Perm, REPLY_BIT } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { encodeHello, decodeWelcome, type Welcome } from "../wire/dst/handshake.ts";
@@ -546,7 +547,7 @@ export class ClientEngine {
       return this.dropConnection("session could not be resumed");
     }
     if (!result.ok) {
-      const message = `export refused: ${result.message} (${errnoMessage(result.status)})`;
+      const message = `export refused: ${escapePeer(result.message, 200)} (${errnoMessage(result.status)})`;
       if (!this.everReady && permanentRefusals.has(result.status)) return this.fail(message, result.status);
       return this.dropConnection(message);
     }
@@ -568,7 +569,7 @@ export class ClientEngine {
     this.epoch = welcome.epoch;
     this.maxPayload = Math.min(this.options.maxPayload, welcome.maxPayload);
     const checksum = welcome.checksum ?? "none";
-    if (!isChecksumName(checksum)) return this.dropConnection(`export chose unknown data checksum '${checksum}'`);
+    if (!isChecksumName(checksum)) return this.dropConnection(`export chose unknown data checksum ${quotePeer(checksum)}`);
     this.checksum = checksum;
     this.decoder.maxPayload = this.maxPayload;
     this.window = Math.max(1, Math.min(this.options.inflight, welcome.maxInflight));

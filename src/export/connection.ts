@@ -18,7 +18,7 @@
  */
 import { Errno } from "../lib/errno.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
-import { safeText } from "../lib/peer-text.ts";
+import { quotePeer } from "../lib/peer-text.ts";
 import { digestSize, type ChecksumName } from "../crypto/checksum.ts";
 import type { RecordOpener } from "../crypto/record.ts";
 import { HANDSHAKE_PAYLOAD_MAX, Op, REPLY_BIT, opcodeName } from "../wire/dst/constants.ts";
@@ -26,7 +26,8 @@ import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { encodeRefusal } from "../wire/dst/handshake.ts";
 import type { Header } from "../wire/dst/header.ts";
 import type { StoragePort } from "../storage/port.ts";
-import { describePeer, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
+import type { GuardHooks, GuardedHandler } from "../transport/guard.ts";
+import { describePeer, type Peer, type Sink } from "../transport/types.ts";
 import { ExportHandshake, type Admitted } from "./handshake.ts";
 import { ReplyWriter } from "./replies.ts";
 import { RequestPipeline, type Held, type RequestHost } from "./requests.ts";
@@ -64,7 +65,7 @@ interface Plaintext {
 
 const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES]);
 
-export class DstConnection implements ConnectionHandler, SessionConnection, RequestHost {
+export class DstConnection implements GuardedHandler, SessionConnection, RequestHost {
   private state: "hello" | "auth" | "ready" | "closed" = "hello";
   readonly name: string;
   readonly replies: ReplyWriter;
@@ -100,13 +101,12 @@ export class DstConnection implements ConnectionHandler, SessionConnection, Requ
   private receivedSinceTick = 0;
   /** Receive memory this connection holds (gathered frames and records, payload copies). */
   private receiveHeld = 0;
-  /** The handshake completed (for the connection guard's deadline). */
-  onAdmitted: (() => void) | null = null;
-
   constructor(
     private readonly server: DstServer,
     private readonly sink: Sink,
     private readonly peer: Peer,
+    /** The connection guard's hooks: admission (ends its handshake deadline), rate-limited refusal logs. */
+    private readonly hooks: GuardHooks | null,
   ) {
     this.name = describePeer(peer);
     this.replies = new ReplyWriter(sink, server.replyBudget, server.limits.connectionReplyBytes);
@@ -161,14 +161,18 @@ export class DstConnection implements ConnectionHandler, SessionConnection, Requ
     this.server.connections.delete(this);
     if (this.state === "closed") return this.release();
     const abandoned = this.state === "auth" ? this.handshake.abandonedAuth : null;
-    if (abandoned !== null) this.server.log.warn(`${this.name}: ${abandoned}`);
+    if (abandoned !== null) this.logRefusal(abandoned);
+    const admitted = this.state === "ready";
     this.state = "closed";
     this.release();
-    this.server.log.info(`${this.name}: closed${reason ? ` (${reason})` : ""}`);
+    const line = `closed${reason ? ` (${reason})` : ""}`;
+    if (admitted) this.server.log.info(`${this.name}: ${line}`);
+    else this.logRefusal(`${line} before the handshake completed`);
   }
 
-  /** Bytes of an unfinished frame or record held back (for the partial-frame deadline). */
+  /** Bytes of an unfinished frame or record held back (for the guard's frame deadline). */
   partialBytes(): number {
+    if (this.state === "closed") return 0;
     return this.decoder.bufferedBytes + (this.opener?.bufferedBytes ?? 0);
   }
 
@@ -404,12 +408,12 @@ export class DstConnection implements ConnectionHandler, SessionConnection, Requ
     }
     this.state = "ready";
     this.replies.sendWhole(admitted.welcome);
-    this.onAdmitted?.();
+    this.hooks?.admitted();
     const session = admitted.session;
     const sessionText = `session ${session.label}${admitted.resumed ? " (resumed)" : ""}`;
-    const who = admitted.identity === null ? "anonymous" : `identity ${safeText(admitted.identity)}, suite ${channel?.suite}`;
+    const who = admitted.identity === null ? "anonymous" : `identity ${quotePeer(admitted.identity)}, suite ${channel?.suite}`;
     this.server.log.info(
-      `${this.name}: handshake ok: export ${safeText(admitted.exp.name)} ${this.writable ? "rw" : "ro"}, ${who}, ${sessionText}, client ${safeText(admitted.clientName)}`,
+      `${this.name}: handshake ok: export ${quotePeer(admitted.exp.name)} ${this.writable ? "rw" : "ro"}, ${who}, ${sessionText}, client ${quotePeer(admitted.clientName)}`,
     );
   }
 
@@ -417,11 +421,20 @@ export class DstConnection implements ConnectionHandler, SessionConnection, Requ
     this.server.counters.refused++;
     const records = this.handshake.authenticated?.channel.records;
     if (records && this.replies.sealer === null) this.replies.sealer = records.sealer;
-    if (log !== null) this.server.log.warn(`${this.name}: refused: ${log}`);
+    if (log !== null) {
+      if (this.state === "ready") this.server.log.warn(`${this.name}: refused: ${log}`);
+      else this.logRefusal(`refused: ${log}`);
+    }
     this.replies.sendWhole(encodeRefusal(status, message));
     this.state = "closed";
     this.release();
     this.sink.end();
+  }
+
+  /** Before admission a peer's lines go through the guard's per-source rate limit. */
+  private logRefusal(line: string): void {
+    if (this.hooks !== null) this.hooks.refused(`${this.name}: ${line}`);
+    else this.server.log.warn(`${this.name}: ${line}`);
   }
 
   private protocolError(reason: string): void {

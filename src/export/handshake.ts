@@ -35,7 +35,7 @@ import { decodeHello, encodeWelcome, negotiateVersion, type Hello } from "../wir
 import type { Header } from "../wire/dst/header.ts";
 import type { Peer } from "../transport/types.ts";
 import type { Export } from "./exports.ts";
-import { safeText } from "../lib/peer-text.ts";
+import { quotePeer } from "../lib/peer-text.ts";
 import type { DstServer } from "./server.ts";
 import type { PeerClass, Session, SessionConnection, SessionOwner } from "./sessions.ts";
 
@@ -88,7 +88,7 @@ export class ExportHandshake {
   get abandonedAuth(): string | null {
     if (this.pending === null) return null;
     const why = this.pending.auth.known ? "client rejected the export's proof: keys differ" : "unknown identity or key id";
-    return `identity ${safeText(this.pending.auth.identity)}: authentication failed (${why})`;
+    return `identity ${quotePeer(this.pending.auth.identity)}: authentication failed (${why})`;
   }
 
   /** The first frame of the connection. */
@@ -119,7 +119,7 @@ export class ExportHandshake {
         `anonymous clients are accepted only on loopback and Unix sockets; ${this.peer.address} must authenticate with a key (dstd keygen)`,
       );
     }
-    if (exp === undefined) return refuse(Errno.ENOENT, `no export named ${safeText(hello.exportName)}`);
+    if (exp === undefined) return refuse(Errno.ENOENT, `no export named ${quotePeer(hello.exportName)}`);
     return this.admit(hello, exp, null, null);
   }
 
@@ -137,11 +137,11 @@ export class ExportHandshake {
         kind: "refuse",
         status: Errno.EACCES,
         message: "authentication failed (wrong key or unknown identity)",
-        log: `identity ${safeText(identity)}: authentication failed (${why})`,
+        log: `identity ${quotePeer(identity)}: authentication failed (${why})`,
       };
     }
     this.authenticated = result;
-    if (pending.exp === undefined) return refuse(Errno.ENOENT, `no export named ${safeText(pending.hello.exportName)}`);
+    if (pending.exp === undefined) return refuse(Errno.ENOENT, `no export named ${quotePeer(pending.hello.exportName)}`);
     return this.admit(pending.hello, pending.exp, identity, result);
   }
 
@@ -150,8 +150,8 @@ export class ExportHandshake {
     const access: Access | null = matchAllow(exp.allow, this.peer, identity);
     if (access === null) {
       const where = this.peer.transport === "unix" ? "a Unix socket" : this.peer.address;
-      const who = identity === null ? `anonymous clients from ${where} are` : `identity ${safeText(identity)} from ${where} is`;
-      return refuse(Errno.EACCES, `access denied: ${who} not allowed to use export ${safeText(exp.name)}`);
+      const who = identity === null ? `anonymous clients from ${where} are` : `identity ${quotePeer(identity)} from ${where} is`;
+      return refuse(Errno.EACCES, `access denied: ${who} not allowed to use export ${quotePeer(exp.name)}`);
     }
     const owner: SessionOwner = { exportName: exp.name, identity, peerClass: peerClass(this.peer) };
     const bound = this.bindSession(hello, owner, auth);

@@ -10,8 +10,8 @@
  */
 import { randomBytes } from "node:crypto";
 import type { KeyTable } from "../crypto/dst-auth.ts";
-import type { ConnectionHandler, Peer, Sink } from "../transport/types.ts";
-import { describePeer } from "../transport/types.ts";
+import type { GuardHooks } from "../transport/guard.ts";
+import type { Peer, Sink } from "../transport/types.ts";
 import { Budget } from "./budget.ts";
 import { DstConnection } from "./connection.ts";
 import type { Export } from "./exports.ts";
@@ -101,11 +101,14 @@ export class DstServer {
     this.replyBudget = new Budget(half, this.defer);
   }
 
-  /** AcceptHandler for transport/tcp.ts listen(). */
-  readonly accept = (sink: Sink, peer: Peer): ConnectionHandler & DstConnection => {
+  /**
+   * AcceptHandler for transport/tcp.ts listen(), behind a ConnectionGuard (transport/guard.ts)
+   * in production: the connection reports its admission and logs pre-admission refusals
+   * through `hooks` (rate-limited per source).
+   */
+  readonly accept = (sink: Sink, peer: Peer, hooks?: GuardHooks): DstConnection => {
     this.counters.connections++;
-    this.log.info(`${describePeer(peer)}: connected (DST)`);
-    const connection = new DstConnection(this, sink, peer);
+    const connection = new DstConnection(this, sink, peer, hooks ?? null);
     this.connections.add(connection);
     return connection;
   };

@@ -8,12 +8,21 @@
  * storage/local/port.ts) and `dstd attach` (kernel mode, or --nbd-listen, in front of the
  * client engine).
  *
+ * Behind a listener the connection runs under transport/guard.ts: it reports `admitted()`
+ * when the transmission phase starts (until then the handshake deadline runs and the
+ * connection counts as unauthenticated), logs refusals and failures before that point through
+ * the guard's per-source rate limit, and reports the bytes of an unfinished request for the
+ * frame deadline. During the handshake it reads no further option while replies are unsent
+ * (issue 9 item 7): the sink is paused until it drains.
+ *
  * Must not: throw out of a ConnectionHandler method, or let one connection's bad input
  * disturb another: malformed input closes this connection only, with a logged reason.
  */
 import { AssertionError } from "../lib/assert.ts";
 import { errorMessage } from "../lib/errors.ts";
-import { describePeer, type AcceptHandler, type ConnectionHandler, type Peer, type Sink } from "../transport/types.ts";
+import { quotePeer } from "../lib/peer-text.ts";
+import type { GuardHooks, GuardedHandler } from "../transport/guard.ts";
+import { describePeer, type Peer, type Sink } from "../transport/types.ts";
 import { NbdHandshake, transmissionFlags, type NbdServerOptions, type Transmission } from "./handshake.ts";
 import { DEFAULT_LIMITS, NbdTransmission, type NbdConnectionLimits } from "./transmission.ts";
 
@@ -28,25 +37,39 @@ export interface NbdConnectionOptions extends NbdServerOptions {
   limits?: Partial<NbdConnectionLimits>;
 }
 
-/** Factory for listeners: every accepted connection does the newstyle handshake. */
-export function acceptNbd(options: Omit<NbdConnectionOptions, "mode">): AcceptHandler {
-  return (sink, peer) => new NbdConnection(sink, peer, { ...options, mode: "newstyle" });
+/**
+ * Factory for listeners: every accepted connection does the newstyle handshake. Under a
+ * ConnectionGuard (transport/guard.ts) the hooks arrive as the third argument.
+ */
+export function acceptNbd(
+  options: Omit<NbdConnectionOptions, "mode">,
+): (sink: Sink, peer: Peer, hooks?: GuardHooks) => NbdConnection {
+  return (sink, peer, hooks) => new NbdConnection(sink, peer, { ...options, mode: "newstyle" }, hooks ?? null);
 }
 
-export class NbdConnection implements ConnectionHandler {
+const NO_BYTES = new Uint8Array(0);
+
+export class NbdConnection implements GuardedHandler {
   private handshake: NbdHandshake | null = null;
   private transmission: NbdTransmission | null = null;
   private closed = false;
+  /** Reading paused by the handshake: option replies are still unsent. */
+  private handshakePaused = false;
 
   constructor(
     private readonly sink: Sink,
     private readonly peer: Peer,
     private readonly options: NbdConnectionOptions,
+    private readonly hooks: GuardHooks | null = null,
   ) {
     try {
       if (options.mode === "kernel") this.startKernel();
       else {
-        this.handshake = new NbdHandshake(peer, options, (bytes) => sink.write(bytes));
+        this.handshake = new NbdHandshake(peer, options, {
+          send: (bytes) => sink.write(bytes),
+          congested: () => sink.queuedBytes > 0,
+          note: (line) => this.note(line),
+        });
         this.handshake.start();
       }
     } catch (error) {
@@ -67,7 +90,14 @@ export class NbdConnection implements ConnectionHandler {
   onDrain(): void {
     if (this.closed) return;
     try {
-      this.transmission?.drained();
+      if (this.handshake !== null) {
+        // Replies are out: read on, starting with the options already received.
+        if (this.handshakePaused) {
+          this.handshakePaused = false;
+          this.sink.resume();
+        }
+        this.feedHandshake(NO_BYTES);
+      } else this.transmission?.drained();
     } catch (error) {
       this.crash(error);
     }
@@ -77,12 +107,33 @@ export class NbdConnection implements ConnectionHandler {
     if (this.closed) return;
     this.closed = true;
     this.transmission?.close();
-    if (reason !== null) this.options.log?.info(`NBD ${describePeer(this.peer)} closed: ${reason}`);
+    if (reason !== null) this.note(`NBD ${describePeer(this.peer)} closed: ${reason}`);
+  }
+
+  /** Bytes of an unfinished request (transport/guard.ts frame deadline); the handshake has its own deadline. */
+  partialBytes(): number {
+    return this.transmission?.partialBytes() ?? 0;
+  }
+
+  /**
+   * A line about this peer: before transmission through the guard's per-source rate limit
+   * (anyone can cause it), afterwards (an admitted client) straight to the log.
+   */
+  private note(line: string, level: "info" | "warn" = "info"): void {
+    if (this.transmission === null && this.hooks !== null) this.hooks.refused(line);
+    else this.options.log?.[level](line);
   }
 
   private feedHandshake(chunk: Uint8Array): void {
     const step = this.handshake!.feed(chunk);
-    if (step.kind === "continue") return;
+    if (step.kind === "continue") {
+      // Stop reading while replies are unsent; onDrain resumes and feeds what is buffered.
+      if (this.sink.queuedBytes > 0 && !this.handshakePaused) {
+        this.handshakePaused = true;
+        this.sink.pause();
+      }
+      return;
+    }
     if (step.kind === "close") {
       if (!step.graceful) return this.fail(`handshake: ${step.reason}`);
       this.closed = true;
@@ -97,13 +148,17 @@ export class NbdConnection implements ConnectionHandler {
   private startKernel(): void {
     const name = this.options.exportName ?? "";
     const resolved = this.options.resolve(name, this.peer);
-    if ("refuse" in resolved) return this.fail(`kernel export ${JSON.stringify(name)} refused: ${resolved.refuse}`);
+    if ("refuse" in resolved) return this.fail(`kernel export ${quotePeer(name)} refused: ${resolved.detail ?? resolved.refuse}`);
     const { target, access } = resolved;
     // The kernel negotiates nothing: no structured replies, no meta contexts (landscape.md §2.3).
     this.enterTransmission({ name, target, access, structured: false, blockStatus: false, flags: transmissionFlags(target, access, false) });
   }
 
   private enterTransmission(tx: Transmission): void {
+    if (this.handshakePaused) {
+      this.handshakePaused = false;
+      this.sink.resume();
+    }
     const bounds = { ...DEFAULT_LIMITS, ...this.options.limits };
     this.transmission = new NbdTransmission(this.sink, tx, bounds, {
       fail: (reason) => this.fail(reason),
@@ -114,8 +169,9 @@ export class NbdConnection implements ConnectionHandler {
       warn: (message) => this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${message}`),
       crash: (error) => this.crash(error),
     });
+    this.hooks?.admitted();
     const mode = this.options.mode === "kernel" ? " (kernel)" : tx.structured ? " (structured replies)" : "";
-    this.options.log?.info(`NBD ${describePeer(this.peer)}: serving ${JSON.stringify(tx.name)} ${this.transmission.writable ? "rw" : "ro"}${mode}`);
+    this.options.log?.info(`NBD ${describePeer(this.peer)}: serving ${quotePeer(tx.name)} ${this.transmission.writable ? "rw" : "ro"}${mode}`);
   }
 
   /** The peer broke the protocol: log why and drop this connection only (hard disconnect). */
@@ -123,7 +179,7 @@ export class NbdConnection implements ConnectionHandler {
     if (this.closed) return;
     this.closed = true;
     this.transmission?.close();
-    this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${reason}; closing the connection`);
+    this.note(`NBD ${describePeer(this.peer)}: ${reason}; closing the connection`, "warn");
     this.sink.destroy();
   }
 

@@ -5,9 +5,15 @@
  * through `send`, and ends in one of: transmission (with the chosen target), a graceful close
  * (OPT_ABORT) or a hard disconnect with a logged reason.
  *
+ * Backpressure (issue 9 item 7): while `congested()` says replies are still unsent, no
+ * further option is answered; the rest stays in the reader until the connection calls
+ * `feed` again (with no bytes) once its sink has drained, so unread replies never pile up.
+ * Peer strings (export names, option data) reach the log only through lib/peer-text.ts.
+ *
  * Must not: serve requests (nbd/connection.ts), know about sockets, or throw on input.
  */
 import type { Access } from "../lib/acl.ts";
+import { quotePeer } from "../lib/peer-text.ts";
 import { describePeer, type Peer } from "../transport/types.ts";
 import {
   BASE_ALLOCATION,
@@ -41,12 +47,26 @@ import type { StoragePort } from "../storage/port.ts";
 export type NbdResolution =
   /** `description`: NBD_INFO_DESCRIPTION (default: the port's own description). */
   | { target: StoragePort; access: Access; description?: string }
-  /** `code`: "unknown" → NBD_REP_ERR_UNKNOWN (default), "policy" → NBD_REP_ERR_POLICY (ACL). */
-  | { refuse: string; code?: "unknown" | "policy" };
+  /**
+   * `refuse`: what the client is told; `detail`: what the log says instead (the real reason,
+   * when the client must not learn it: daemon/nbd-front.ts answers an unknown name and a
+   * forbidden one alike). `code`: "unknown" → NBD_REP_ERR_UNKNOWN (default), "policy" →
+   * NBD_REP_ERR_POLICY.
+   */
+  | { refuse: string; detail?: string; code?: "unknown" | "policy" };
 
 export interface NbdLog {
   info(message: string): void;
   warn(message: string): void;
+}
+
+/** How the handshake talks to its connection. */
+export interface HandshakeIo {
+  send(bytes: Uint8Array): void;
+  /** True while earlier replies are unsent: answer no further option (default: never). */
+  congested?(): boolean;
+  /** A refusal or client error worth a log line (rate-limited by the connection's guard). */
+  note(line: string): void;
 }
 
 export interface NbdServerOptions {
@@ -105,11 +125,15 @@ export class NbdHandshake {
   private metaExport: string | null = null;
   private options = 0;
 
+  private readonly send: (bytes: Uint8Array) => void;
+
   constructor(
     private readonly peer: Peer,
     private readonly server: NbdServerOptions,
-    private readonly send: (bytes: Uint8Array) => void,
-  ) {}
+    private readonly io: HandshakeIo,
+  ) {
+    this.send = (bytes) => io.send(bytes);
+  }
 
   /** Send the greeting (proto.md "Newstyle negotiation"): we offer FIXED_NEWSTYLE and NO_ZEROES. */
   start(): void {
@@ -119,6 +143,7 @@ export class NbdHandshake {
   feed(chunk: Uint8Array): HandshakeStep {
     this.reader.push(chunk);
     for (;;) {
+      if (this.io.congested?.() === true) return { kind: "continue" };
       const event = this.reader.next();
       if (event === null) return { kind: "continue" };
       switch (event.kind) {
@@ -188,7 +213,7 @@ export class NbdHandshake {
     const name = decodeName(data);
     if (name === null) return close("EXPORT_NAME carries an invalid export name");
     const resolved = this.server.resolve(name, this.peer);
-    if ("refuse" in resolved) return close(`export ${JSON.stringify(name)} refused: ${resolved.refuse}`);
+    if ("refuse" in resolved) return close(`export ${quotePeer(name)} refused: ${resolved.detail ?? resolved.refuse}`);
     const transmission = this.transmission(name, resolved.target, resolved.access);
     this.send(encodeExportNameReply(resolved.target.size, transmission.flags, this.noZeroes));
     return { kind: "transmission", transmission, remainder: this.reader.remainder() };
@@ -210,7 +235,7 @@ export class NbdHandshake {
     }
     const resolved = this.server.resolve(request.name, this.peer);
     if ("refuse" in resolved) {
-      this.error(option, resolved.code === "policy" ? Rep.ERR_POLICY : Rep.ERR_UNKNOWN, resolved.refuse);
+      this.error(option, resolved.code === "policy" ? Rep.ERR_POLICY : Rep.ERR_UNKNOWN, resolved.refuse, resolved.detail);
       return null;
     }
     const { target, access } = resolved;
@@ -238,7 +263,7 @@ export class NbdHandshake {
     if (typeof request === "string") return this.error(option, Rep.ERR_INVALID, request);
     const resolved = this.server.resolve(request.name, this.peer);
     if ("refuse" in resolved) {
-      return this.error(option, resolved.code === "policy" ? Rep.ERR_POLICY : Rep.ERR_UNKNOWN, resolved.refuse);
+      return this.error(option, resolved.code === "policy" ? Rep.ERR_POLICY : Rep.ERR_UNKNOWN, resolved.refuse, resolved.detail);
     }
     let matches = resolved.target.canBlockStatus && request.queries.some((q) => q === BASE_ALLOCATION);
     // LIST: no queries means "everything", and "base:" is the namespace wildcard (proto.md
@@ -270,9 +295,10 @@ export class NbdHandshake {
     this.send(encodeOptionReply(option, Rep.INFO, payload));
   }
 
-  private error(option: number, type: number, message: string): void {
+  /** `detail`: the log's version of `message` when the client must not see it. */
+  private error(option: number, type: number, message: string, detail = message): void {
     // Unsupported options are routine (clients probe); refusals and client errors are worth a line.
-    if (type !== Rep.ERR_UNSUP) this.server.log?.info(`NBD ${describePeer(this.peer)}: ${optionName(option)} answered ${replyName(type)}: ${message}`);
+    if (type !== Rep.ERR_UNSUP) this.io.note(`NBD ${describePeer(this.peer)}: ${optionName(option)} answered ${replyName(type)}: ${detail}`);
     this.send(encodeOptionError(option, type, message));
   }
 }

@@ -134,6 +134,11 @@ export class NbdTransmission {
     return this.limits.writable;
   }
 
+  /** Bytes of a request not yet complete (transport/guard.ts frame deadline). */
+  partialBytes(): number {
+    return this.closed ? 0 : this.decoder.partialBytes;
+  }
+
   /** Bytes from the socket. After DISC the client MUST NOT send more; anything is ignored. */
   push(chunk: Uint8Array): void {
     if (this.disconnecting || this.closed) return;

@@ -16,13 +16,17 @@ export type BackendSpec =
   | { kind: "device"; path: string }
   | { kind: "memory"; size: number };
 
-/** Open the backend; throws DstdError (E_CONFIG, E_OPEN, E_SIZE_MISMATCH) naming the problem. */
-export function openBackend(spec: BackendSpec, readOnly: boolean): Backend {
+/**
+ * Open the backend; throws DstdError (E_CONFIG, E_OPEN, E_SIZE_MISMATCH, E_LOCKED) naming the
+ * problem. `lock`: take the export lock on a file or device (storage/local/lock.ts).
+ */
+export function openBackend(spec: BackendSpec, readOnly: boolean, options: { lock?: boolean } = {}): Backend {
+  const lock = options.lock === true;
   switch (spec.kind) {
     case "file":
-      return openFileBackend(spec.path, { size: spec.size, readOnly });
+      return openFileBackend(spec.path, { size: spec.size, readOnly, lock });
     case "device":
-      return openBlockDevice(spec.path, { readOnly });
+      return openBlockDevice(spec.path, { readOnly, lock });
     case "memory":
       return createMemoryBackend(spec.size, { readOnly });
     default:

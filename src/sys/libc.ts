@@ -1,14 +1,15 @@
 /**
  * @module sys/libc — the only file that touches bun:ffi. Typed wrappers over the few libc
  * calls Bun has no API for: fallocate (punch hole / zero range), lseek SEEK_DATA/SEEK_HOLE,
- * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, socketpair, and the generic netlink socket calls
- * the kernel attach path needs.
+ * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, flock (one export per backing file),
+ * getrlimit/setrlimit RLIMIT_NOFILE (the connection budget, transport/fd-budget.ts),
+ * socketpair, and the generic netlink socket calls the kernel attach path needs.
  *
  * Each wrapper returns a result or throws SysError carrying the errno; none of them blocks
  * for long (netlink receives are only done on sockets driven by Bun's event loop).
  */
 import { dlopen, FFIType as T, ptr, read, type Pointer } from "bun:ffi";
-import { errnoMessage } from "../lib/errno.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
 
 const lib = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: T.ptr },
@@ -26,6 +27,9 @@ const lib = dlopen("libc.so.6", {
   close: { args: [T.i32], returns: T.i32 },
   fcntl: { args: [T.i32, T.i32, T.i64], returns: T.i32 },
   getpid: { args: [], returns: T.i32 },
+  flock: { args: [T.i32, T.i32], returns: T.i32 },
+  getrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
+  setrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
   geteuid: { args: [], returns: T.u32 },
 });
 
@@ -97,6 +101,56 @@ export function blockDeviceSectorSize(fd: number): number {
 export function blockDiscard(fd: number, offset: number, length: number): void {
   const range = new BigUint64Array([BigInt(offset), BigInt(length)]);
   check("ioctl(BLKDISCARD)", c.ioctl(fd, BLKDISCARD, ptr(range)));
+}
+
+/** sys/file.h */
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+
+/**
+ * flock(fd, op | LOCK_NB): true when the lock was taken, false when another open file
+ * description holds a conflicting one (EWOULDBLOCK). The lock belongs to the open file
+ * description and goes away with its last descriptor (flock(2)).
+ */
+export function tryFlock(fd: number, operation: number): boolean {
+  if (c.flock(fd, operation | LOCK_NB) === 0) return true;
+  const errno = lastErrno();
+  if (errno === Errno.EAGAIN) return false; // EWOULDBLOCK
+  throw new SysError("flock", errno);
+}
+
+// ---- process limits ------------------------------------------------------------------------
+
+/** sys/resource.h: RLIMIT_NOFILE on Linux (x86_64, aarch64). */
+export const RLIMIT_NOFILE = 7;
+/** RLIM_INFINITY, as a double (2^64 - 1 rounds up; anything this large means "no limit"). */
+const RLIM_INFINITY = 2 ** 64 - 1;
+
+export interface ResourceLimit {
+  /** Soft limit (what is enforced); Infinity for RLIM_INFINITY. */
+  soft: number;
+  /** Hard limit (how far the soft limit may be raised without privilege); Infinity for none. */
+  hard: number;
+}
+
+function limitValue(value: bigint): number {
+  const n = Number(value);
+  return n >= RLIM_INFINITY ? Number.POSITIVE_INFINITY : n;
+}
+
+export function getResourceLimit(resource: number): ResourceLimit {
+  const box = new BigUint64Array(2);
+  check("getrlimit", c.getrlimit(resource, ptr(box)));
+  return { soft: limitValue(box[0]!), hard: limitValue(box[1]!) };
+}
+
+/** setrlimit with both values; Infinity means RLIM_INFINITY. */
+export function setResourceLimit(resource: number, limit: ResourceLimit): void {
+  const raw = (n: number) => (n === Number.POSITIVE_INFINITY ? 0xffffffffffffffffn : BigInt(n));
+  const box = new BigUint64Array([raw(limit.soft), raw(limit.hard)]);
+  check("setrlimit", c.setrlimit(resource, ptr(box)));
 }
 
 // ---- sockets -------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ interface SocketState {
   sink: QueuedSink;
   handler: ConnectionHandler | null;
   closed: boolean;
+  /** Why the socket closed, kept for a close that happened before the handler existed. */
+  reason: string | null;
 }
 
 function normaliseAddress(address: string): string {
@@ -25,14 +27,20 @@ function socketHandlers(makeHandler: (sink: Sink, socket: Socket<SocketState>) =
     const state = socket.data;
     if (!state || state.closed) return;
     state.closed = true;
+    state.reason = reason;
     state.handler?.onClose(reason);
   };
   return {
     binaryType: "uint8array" as const,
     open(socket: Socket<SocketState>) {
       const sink = new QueuedSink(socket);
-      socket.data = { sink, handler: null, closed: false };
-      socket.data.handler = makeHandler(sink, socket);
+      const state: SocketState = { sink, handler: null, closed: false, reason: null };
+      socket.data = state;
+      const handler = makeHandler(sink, socket);
+      state.handler = handler;
+      // Bun runs close() synchronously when the handler ends or destroys the socket while it
+      // is being made (a refusal at accept): deliver that close now that the handler exists.
+      if (state.closed) handler.onClose(state.reason);
     },
     data(socket: Socket<SocketState>, chunk: Uint8Array) {
       const state = socket.data;

@@ -5,7 +5,9 @@
  * answers EINVAL otherwise), so unaligned edges are written as zeroes.
  *
  * Must not: open a device read-write that something else holds (mounted, another exporter):
- * read-write opens use O_EXCL, which the kernel turns into an exclusive claim (EBUSY).
+ * read-write opens use O_EXCL, which the kernel turns into an exclusive claim (EBUSY). With
+ * `lock`, the device node is also flock()ed (storage/local/lock.ts), so a read-only export
+ * and a read-write one of the same device exclude each other too, naming the holder.
  */
 import fs from "node:fs";
 import { Errno, errnoMessage } from "../../lib/errno.ts";
@@ -20,6 +22,7 @@ import {
 } from "../../sys/libc.ts";
 import { FdBackend } from "./fd-backend.ts";
 import { errnoOf, ioError, isUnsupported, tryFallocate, writeZeroes } from "./fd-io.ts";
+import { lockBacking } from "./lock.ts";
 import type { Extent } from "./backend.ts";
 
 /**
@@ -85,7 +88,7 @@ export class BlockDeviceBackend extends FdBackend {
   }
 }
 
-export function openBlockDevice(path: string, options: { readOnly?: boolean } = {}): BlockDeviceBackend {
+export function openBlockDevice(path: string, options: { readOnly?: boolean; lock?: boolean } = {}): BlockDeviceBackend {
   const readOnly = options.readOnly ?? false;
   checkIsBlockDevice(path, statPath(path));
   const { O_RDONLY, O_RDWR, O_EXCL } = fs.constants;
@@ -98,6 +101,7 @@ export function openBlockDevice(path: string, options: { readOnly?: boolean } = 
   }
   try {
     checkIsBlockDevice(path, fs.fstatSync(fd));
+    if (options.lock === true) lockBacking(fd, path, readOnly ? "shared" : "exclusive");
     const size = blockDeviceSize(fd);
     const sector = blockDeviceSectorSize(fd);
     return new BlockDeviceBackend(fd, path, size, readOnly, sector);

@@ -4,6 +4,9 @@
  * keeps its size. Trim punches holes, zeroing punches or uses ZERO_RANGE (falling back to
  * written zeroes), and block status comes from SEEK_DATA/SEEK_HOLE.
  *
+ * With `lock`, the file is flock()ed for the export (storage/local/lock.ts): a second export
+ * of it is refused, naming the holder.
+ *
  * Must not: ever truncate or extend an existing file (a size mismatch is refused), or open
  * anything that is not a regular file.
  */
@@ -20,6 +23,7 @@ import {
 } from "../../sys/libc.ts";
 import { FdBackend } from "./fd-backend.ts";
 import { errnoOf, ioError, tryFallocate, writeZeroes } from "./fd-io.ts";
+import { lockBacking } from "./lock.ts";
 import type { Extent } from "./backend.ts";
 
 const PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
@@ -31,6 +35,8 @@ export interface FileBackendOptions {
   /** Create the file when missing (default: true when `size` is given). */
   create?: boolean;
   readOnly?: boolean;
+  /** Take the export lock: exclusive, or shared when read-only (default false). */
+  lock?: boolean;
 }
 
 export class FileBackend extends FdBackend {
@@ -90,7 +96,7 @@ export function openFileBackend(path: string, options: FileBackendOptions = {}):
   } else {
     checkRegularFile(path, existing);
   }
-  return openExisting(path, size, readOnly);
+  return openExisting(path, size, readOnly, options.lock === true);
 }
 
 function checkSize(size: number): void {
@@ -142,6 +148,14 @@ function createSparse(path: string, options: FileBackendOptions): number | undef
     if (errnoOf(error) === Errno.EEXIST) return undefined;
     throw openError(path, "cannot create", error, false);
   }
+  if (options.lock === true) {
+    try {
+      lockBacking(fd, path, "exclusive");
+    } catch (error) {
+      fs.closeSync(fd); // someone opened our new file already: leave it to them
+      throw error;
+    }
+  }
   try {
     fs.ftruncateSync(fd, size); // sparse: no blocks are allocated until written
   } catch (error) {
@@ -152,7 +166,7 @@ function createSparse(path: string, options: FileBackendOptions): number | undef
   return fd;
 }
 
-function openExisting(path: string, size: number | undefined, readOnly: boolean): FileBackend {
+function openExisting(path: string, size: number | undefined, readOnly: boolean, lock: boolean): FileBackend {
   let fd: number;
   try {
     fd = fs.openSync(path, readOnly ? "r" : "r+");
@@ -162,6 +176,7 @@ function openExisting(path: string, size: number | undefined, readOnly: boolean)
   try {
     const stats = fs.fstatSync(fd);
     checkRegularFile(path, stats); // it may have been swapped since the stat
+    if (lock) lockBacking(fd, path, readOnly ? "shared" : "exclusive");
     if (size !== undefined && size !== stats.size) {
       throw new DstdError(
         "E_SIZE_MISMATCH",

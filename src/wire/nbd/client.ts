@@ -8,6 +8,7 @@
  * input — malformed bytes give a reason string and the reader stays failed.
  */
 import { putU16, putU32, putU64 } from "./transmission.ts";
+import { escapePeer } from "../../lib/peer-text.ts";
 import {
   HandshakeFlag,
   IHAVEOPT,
@@ -182,9 +183,12 @@ export function parseInfoReply(data: Uint8Array): InfoReply | string {
   return { info };
 }
 
-/** Text of an option error reply's data (proto.md: error replies MAY carry a message). */
+/**
+ * Text of an option error reply's data (proto.md: error replies MAY carry a message), made
+ * printable and bounded (lib/peer-text.ts): the server chose it, and it reaches a terminal.
+ */
 export function optionErrorMessage(data: Uint8Array): string {
-  return new TextDecoder("utf-8", { fatal: false }).decode(data).replace(/[\u0000-\u001f\u007f]/g, "?");
+  return escapePeer(data, 200);
 }
 
 /** One decoded simple reply; `data` is the caller's buffer filled, or null. */

@@ -49,6 +49,9 @@ export type HandshakeEvent =
  * absurd option never costs memory and never breaks parsing of the next one (proto.md
  * "Baseline": ERR_UNSUP "MUST NOT fail to parse the next message").
  */
+/** An empty reader keeps at most this much buffer (one largest option fits). */
+const SHRINK_ABOVE = 65536 + 16;
+
 export class HandshakeReader {
   private buffer = new Uint8Array(256);
   private start = 0;
@@ -117,7 +120,11 @@ export class HandshakeReader {
   }
 
   private compact(): void {
-    if (this.start === this.end) this.start = this.end = 0;
+    if (this.start !== this.end) return;
+    this.start = this.end = 0;
+    // A burst of options grew the buffer to a socket read's size: give that memory back
+    // rather than hold it for the rest of the handshake.
+    if (this.buffer.length > SHRINK_ABOVE) this.buffer = new Uint8Array(256);
   }
 
   private reserve(extra: number): void {

@@ -119,6 +119,26 @@ export class RequestDecoder {
     return Math.max(total, 0);
   }
 
+  /**
+   * Bytes of the request being received: a partial header or the payload received so far,
+   * plus anything buffered (0 exactly between requests). For the frame deadline
+   * (transport/guard.ts): a peer that stops half way through a request holds memory.
+   */
+  get partialBytes(): number {
+    const buffered = this.buffered;
+    switch (this.phase) {
+      case Phase.Header:
+        return this.scratchFill + buffered;
+      case Phase.Payload:
+      case Phase.Stream:
+        return REQUEST_HEADER_SIZE + this.payloadFill + buffered;
+      case Phase.Discard:
+        return REQUEST_HEADER_SIZE + this.request.length - this.discardLeft + buffered;
+      case Phase.Failed:
+        return 0;
+    }
+  }
+
   next(): NbdRequest | string | null {
     for (;;) {
       const chunk = this.chunks[this.chunkIndex];

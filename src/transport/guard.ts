@@ -1,0 +1,385 @@
+/**
+ * @module transport/guard — admission control in front of any protocol's AcceptHandler
+ * (issue 9 item 3; docs/security.md "Resource limits"). One ConnectionGuard per listener;
+ * one ConnectionBudget (transport/fd-budget.ts) per process. The guard enforces:
+ *
+ *   - a handshake deadline: a connection whose protocol has not called `admitted()` within
+ *     `handshakeTimeoutMs` of the accept is closed;
+ *   - at most `maxUnauthenticated` connections in their handshake on this listener: past it,
+ *     the oldest unauthenticated connection of the source holding the most is closed, so a
+ *     flood delays an honest handshake by at most the flood's own turnover;
+ *   - at most `maxUnauthenticatedPerSource` in their handshake per source (an IPv4 address,
+ *     an IPv6 /64, or "unix"): past it the new connection is closed at once;
+ *   - the process-wide connection budget: past it, the oldest handshake of the busiest source
+ *     on this listener is closed to make room; when this listener has none, the new connection
+ *     is accepted and closed at once (so accept never fails with EMFILE, which makes Bun spin),
+ *     logged once a minute. Only admitted connections can therefore lock newcomers out;
+ *   - a frame deadline: a connection holding part of a frame or record (`partialBytes() > 0`)
+ *     that receives nothing for `frameTimeoutMs` while reading is not paused is closed.
+ *
+ * Everything the guard logs about a peer before admission goes through a per-source
+ * LogLimiter (lib/log-limiter.ts); protocols log their own pre-admission refusals through
+ * `hooks.refused()` so they share it.
+ *
+ * Contract for a protocol (the hooks are the third argument of its accept handler):
+ *   - call `hooks.admitted()` once the peer has completed the handshake and may use the
+ *     connection (NBD: entering transmission, nbd/connection.ts; DST: when WELCOME is sent
+ *     to an admitted client, export/dst-server.ts). Idempotent. Until then the connection
+ *     counts as unauthenticated and the handshake deadline runs;
+ *   - log refusals and handshake failures with `hooks.refused(line)` (peer text escaped with
+ *     lib/peer-text.ts), not with the plain log;
+ *   - implement `partialBytes()` on the handler: bytes of an unfinished frame or record it
+ *     holds (0 between frames). Without it the frame deadline never fires;
+ *   - write, pause and close through the Sink it was given (the guard's, which tracks pauses:
+ *     time spent paused by the protocol's own backpressure never counts against the peer).
+ * A connection the guard closes hears `onClose(reason)` once, with the guard's reason.
+ *
+ * Timers: one sweep per guard on an injected clock (GuardClock), so tests drive time.
+ * Must not: parse protocol bytes, or let one peer's connections close another peer's,
+ * except by the documented eviction of the oldest handshake of the busiest source.
+ */
+import { formatDuration } from "../lib/duration.ts";
+import { LogLimiter } from "../lib/log-limiter.ts";
+import { parseIpv6 } from "../lib/acl.ts";
+import { ConnectionBudget } from "./fd-budget.ts";
+import { describePeer, type AcceptHandler, type ConnectionHandler, type Peer, type Sink } from "./types.ts";
+
+/** What a protocol tells the guard about its connection. */
+export interface GuardHooks {
+  /** The handshake completed and the peer may use the connection. Idempotent. */
+  admitted(): void;
+  /** Log a refusal or handshake failure of this peer, rate-limited per source. */
+  refused(line: string): void;
+}
+
+export interface GuardedHandler extends ConnectionHandler {
+  /** Bytes of an unfinished frame or record held (0 between frames). */
+  partialBytes?(): number;
+}
+
+/** An accept handler that may use the guard's hooks (plain AcceptHandlers fit too). */
+export type GuardedAcceptHandler = (sink: Sink, peer: Peer, hooks: GuardHooks) => GuardedHandler;
+
+/** The limits a guard enforces (config `[limits]`, config/limits.ts). */
+export interface ConnectionLimits {
+  handshakeTimeoutMs: number;
+  frameTimeoutMs: number;
+  /** Whole process; transport/fd-budget.ts may lower it to fit the descriptor limit. */
+  maxConnections: number;
+  /** Per listener. */
+  maxUnauthenticated: number;
+  maxUnauthenticatedPerSource: number;
+}
+
+export interface GuardClock {
+  /** Milliseconds, monotonic. */
+  now(): number;
+  /** Call `tick` every `ms` until the returned function is called. */
+  every(ms: number, tick: () => void): () => void;
+}
+
+export const realClock: GuardClock = {
+  now: () => performance.now(),
+  every(ms, tick) {
+    const timer = setInterval(tick, ms);
+    timer.unref?.(); // the listener keeps the process alive, never the guard's sweep
+    return () => clearInterval(timer);
+  },
+};
+
+export interface GuardLog {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface GuardOptions {
+  /** Names the listener in log lines: "NBD", "DST". */
+  protocol: string;
+  limits: ConnectionLimits;
+  /** Shared by every listener of the process; default: one of limits.maxConnections. */
+  budget?: ConnectionBudget;
+  log: GuardLog;
+  clock?: GuardClock;
+  /** Rate-limit window for pre-admission log lines (default 60 s). */
+  logWindowMs?: number;
+}
+
+/** What a guard has done so far (tests, diagnostics). */
+export interface GuardStats {
+  open: number;
+  unauthenticated: number;
+  refusedAtBudget: number;
+  refusedPerSource: number;
+  evicted: number;
+  handshakeTimeouts: number;
+  frameTimeouts: number;
+}
+
+/** Per-source key: the IPv4 address, the /64 of an IPv6 address (one host's usual share), "unix". */
+export function sourceKey(peer: Peer): string {
+  if (peer.transport === "unix") return "unix";
+  if (!peer.address.includes(":")) return peer.address;
+  const bytes = parseIpv6(peer.address);
+  if (bytes === null) return peer.address;
+  const groups: string[] = [];
+  for (let i = 0; i < 8; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return `${groups.join(":")}::/64`;
+}
+
+const NOOP: ConnectionHandler = { onData() {}, onDrain() {}, onClose() {} };
+
+export class ConnectionGuard {
+  readonly accept: AcceptHandler;
+  readonly budget: ConnectionBudget;
+  private readonly clock: GuardClock;
+  private readonly limiter: LogLimiter;
+  /** Every open connection, oldest first. */
+  private readonly all = new Set<Guarded>();
+  /** Connections still in their handshake, oldest first, and the same grouped by source. */
+  private readonly pending = new Set<Guarded>();
+  private readonly pendingBySource = new Map<string, Set<Guarded>>();
+  private readonly stopSweep: () => void;
+  private readonly counts: Omit<GuardStats, "open" | "unauthenticated"> = {
+    refusedAtBudget: 0,
+    refusedPerSource: 0,
+    evicted: 0,
+    handshakeTimeouts: 0,
+    frameTimeouts: 0,
+  };
+
+  constructor(
+    private readonly inner: GuardedAcceptHandler,
+    private readonly options: GuardOptions,
+  ) {
+    const { limits } = options;
+    this.clock = options.clock ?? realClock;
+    this.budget = options.budget ?? new ConnectionBudget(limits.maxConnections);
+    this.limiter = new LogLimiter((line) => options.log.warn(line), { windowMs: options.logWindowMs });
+    // A quarter of the shortest deadline: a connection is closed at most 25 % late.
+    const sweepMs = Math.min(1000, Math.max(10, Math.floor(Math.min(limits.handshakeTimeoutMs, limits.frameTimeoutMs) / 4)));
+    this.stopSweep = this.clock.every(sweepMs, () => this.sweep());
+    this.accept = (sink, peer) => this.onAccept(sink, peer);
+  }
+
+  get stats(): GuardStats {
+    return { open: this.all.size, unauthenticated: this.pending.size, ...this.counts };
+  }
+
+  /** Stop the sweep (the listener is closing). Open connections are left to the listener. */
+  close(): void {
+    this.stopSweep();
+  }
+
+  /** Log a line about a peer before admission, rate-limited per source and kind. */
+  refused(source: string, line: string, kind = "refused"): void {
+    this.limiter.note(source, line, this.clock.now(), kind);
+  }
+
+  private onAccept(sink: Sink, peer: Peer): ConnectionHandler {
+    const { limits, protocol } = this.options;
+    const source = sourceKey(peer);
+    const held = this.pendingBySource.get(source)?.size ?? 0;
+    if (held >= limits.maxUnauthenticatedPerSource) {
+      this.counts.refusedPerSource++;
+      this.refused(
+        source,
+        `${protocol} ${describePeer(peer)}: refused: ${held} connections from ${source} are already in their ` +
+          `handshake (max_unauthenticated_per_source)`,
+        "per-source",
+      );
+      sink.destroy();
+      return NOOP;
+    }
+    if (!this.budget.take() && !(this.evictOne("the connection budget is spent") && this.budget.take())) {
+      this.counts.refusedAtBudget++;
+      this.refused(
+        "all sources",
+        `${protocol}: ${this.budget.max} connections open, the most this process keeps (max_connections, ` +
+          `or what the file-descriptor limit allows); closing new connections such as ${describePeer(peer)} until some end`,
+        "budget",
+      );
+      sink.destroy();
+      return NOOP;
+    }
+    if (this.pending.size >= limits.maxUnauthenticated) {
+      this.evictOne(`${this.pending.size} connections are in their handshake on this listener (max_unauthenticated)`);
+    }
+    const guarded = new Guarded(this, sink, peer, source, this.clock.now());
+    this.all.add(guarded);
+    this.pending.add(guarded);
+    const group = this.pendingBySource.get(source);
+    if (group !== undefined) group.add(guarded);
+    else this.pendingBySource.set(source, new Set([guarded]));
+    try {
+      guarded.inner = this.inner(guarded, peer, guarded);
+    } catch (error) {
+      guarded.expire("internal error while accepting", null);
+      throw error;
+    }
+    return guarded;
+  }
+
+  /** Close the oldest handshake of the source holding the most handshakes; false if none. */
+  private evictOne(why: string): boolean {
+    let busiest: Set<Guarded> | null = null;
+    for (const group of this.pendingBySource.values()) if (busiest === null || group.size > busiest.size) busiest = group;
+    const victim = busiest?.values().next().value;
+    if (victim === undefined) return false;
+    this.counts.evicted++;
+    victim.expire(`${why}: making room by closing the oldest handshake of the busiest source`, "evicted");
+    return true;
+  }
+
+  /** @internal Guarded → guard: the handshake completed. */
+  promote(guarded: Guarded): void {
+    this.pending.delete(guarded);
+    this.leaveSource(guarded);
+  }
+
+  /** @internal Guarded → guard: the connection is gone. */
+  release(guarded: Guarded): void {
+    this.budget.give();
+    this.all.delete(guarded);
+    if (this.pending.delete(guarded)) this.leaveSource(guarded);
+  }
+
+  private leaveSource(guarded: Guarded): void {
+    const group = this.pendingBySource.get(guarded.source);
+    if (group === undefined) return;
+    group.delete(guarded);
+    if (group.size === 0) this.pendingBySource.delete(guarded.source);
+  }
+
+  /** @internal for tests: run one sweep now. */
+  sweep(): void {
+    const now = this.clock.now();
+    const { handshakeTimeoutMs, frameTimeoutMs } = this.options.limits;
+    for (const guarded of this.all) {
+      if (!guarded.isAdmitted) {
+        if (now - guarded.acceptedAt >= handshakeTimeoutMs) {
+          this.counts.handshakeTimeouts++;
+          guarded.expire(`handshake not completed within ${formatDuration(handshakeTimeoutMs)}`, "handshake-timeout");
+        }
+        continue;
+      }
+      if (guarded.isPaused) continue;
+      const partial = guarded.partialBytes();
+      if (partial > 0 && now - guarded.lastInput >= frameTimeoutMs) {
+        this.counts.frameTimeouts++;
+        guarded.expire(`no progress for ${formatDuration(frameTimeoutMs)} on an unfinished frame (${partial} bytes held)`, null);
+      }
+    }
+    this.limiter.flush(now);
+  }
+
+  /** @internal */
+  get now(): number {
+    return this.clock.now();
+  }
+
+  /** @internal `kind`: rate-limit the line per source under this kind; null: log it plainly. */
+  logClose(guarded: Guarded, reason: string, kind: string | null): void {
+    const line = `${this.options.protocol} ${describePeer(guarded.peer)}: ${reason}; closing`;
+    if (kind !== null) this.refused(guarded.source, line, kind);
+    else this.options.log.warn(line);
+  }
+}
+
+/** One guarded connection: the protocol's Sink, its hooks, and the transport's handler. */
+class Guarded implements ConnectionHandler, Sink, GuardHooks {
+  inner: GuardedHandler | null = null;
+  isAdmitted = false;
+  isPaused = false;
+  lastInput: number;
+  private done = false;
+  private closeReason: string | null = null;
+
+  constructor(
+    private readonly guard: ConnectionGuard,
+    private readonly sink: Sink,
+    readonly peer: Peer,
+    readonly source: string,
+    readonly acceptedAt: number,
+  ) {
+    this.lastInput = acceptedAt;
+  }
+
+  // ---- GuardHooks ------------------------------------------------------------------------
+
+  admitted(): void {
+    if (this.isAdmitted || this.done) return;
+    this.isAdmitted = true;
+    this.lastInput = this.guard.now;
+    this.guard.promote(this);
+  }
+
+  refused(line: string): void {
+    this.guard.refused(this.source, line);
+  }
+
+  // ---- Sink (what the protocol writes to) -------------------------------------------------
+
+  get queuedBytes(): number {
+    return this.sink.queuedBytes;
+  }
+
+  write(bytes: Uint8Array, release?: () => void): void {
+    this.sink.write(bytes, release);
+  }
+
+  end(): void {
+    this.sink.end();
+  }
+
+  destroy(): void {
+    this.sink.destroy();
+  }
+
+  pause(): void {
+    this.isPaused = true;
+    this.sink.pause();
+  }
+
+  resume(): void {
+    if (this.isPaused) this.lastInput = this.guard.now; // time paused is not the peer's stall
+    this.isPaused = false;
+    this.sink.resume();
+  }
+
+  // ---- ConnectionHandler (what the transport calls) -------------------------------------------
+
+  onData(chunk: Uint8Array): void {
+    this.lastInput = this.guard.now;
+    this.inner?.onData(chunk);
+  }
+
+  onDrain(): void {
+    this.inner?.onDrain();
+  }
+
+  onClose(reason: string | null): void {
+    if (this.done) return;
+    this.done = true;
+    this.guard.release(this);
+    this.inner?.onClose(this.closeReason ?? reason);
+  }
+
+  // ---- guard side -----------------------------------------------------------------------------
+
+  partialBytes(): number {
+    try {
+      return this.inner?.partialBytes?.() ?? 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** The guard closes this connection: log, drop the socket, tell the protocol once. */
+  expire(reason: string, kind: string | null): void {
+    if (this.done) return;
+    this.guard.logClose(this, reason, kind);
+    this.closeReason = reason;
+    this.sink.destroy();
+    this.onClose(reason); // no-op when the transport already reported the close
+  }
+}
