@@ -63,6 +63,9 @@ interface Plaintext {
   owner: ReceiveBuffer | null;
 }
 
+/** Request warnings logged per connection per tick (about a second); the rest are summarised. */
+const WARNINGS_PER_TICK = 10;
+
 const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES]);
 
 export class DstConnection implements GuardedHandler, SessionConnection, RequestHost {
@@ -101,6 +104,9 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
   private receivedSinceTick = 0;
   /** Receive memory this connection holds (gathered frames and records, payload copies). */
   private receiveHeld = 0;
+  /** Request warnings in the current tick window, and the last one not logged. */
+  private warnings = 0;
+  private lastSuppressed = "";
   constructor(
     private readonly server: DstServer,
     private readonly sink: Sink,
@@ -138,8 +144,14 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
     this.scheduleContinue();
   }
 
+  /**
+   * Request-level warnings a peer causes (bad ranges, refused resends, disk errors): the first
+   * WARNINGS_PER_TICK of each tick window are logged, the rest counted into one summary line at
+   * the next tick, so a client sending 100,000 bad requests costs a few lines a second.
+   */
   warn(message: string): void {
-    this.server.log.warn(`${this.name}: ${message}`);
+    if (this.warnings++ < WARNINGS_PER_TICK) this.server.log.warn(`${this.name}: ${message}`);
+    else this.lastSuppressed = message;
   }
 
   // ---- ConnectionHandler ----------------------------------------------------------------
@@ -182,6 +194,9 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
    * of an unfinished frame keep arriving, tell it the link is alive with an unsolicited PONG.
    */
   progressTick(): void {
+    const suppressed = this.warnings - WARNINGS_PER_TICK;
+    if (suppressed > 0) this.server.log.warn(`${this.name}: ${suppressed} more request warnings in the last second, the latest: ${this.lastSuppressed}`);
+    this.warnings = 0;
     const receiving = this.receivedSinceTick > 0 && this.partialBytes() > 0;
     this.receivedSinceTick = 0;
     if (this.state !== "ready" || !receiving) return;
