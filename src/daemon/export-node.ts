@@ -33,6 +33,8 @@ export interface ExportNodeOptions {
   log: Log;
   /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
   nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
+  /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
+  wrapAccept?: (accept: AcceptHandler, protocol: "dst" | "nbd") => AcceptHandler;
 }
 
 function describeBackend(backend: Backend): string {
@@ -98,13 +100,14 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       }
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []) });
-    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), server.accept);
+    const wrap = options.wrapAccept ?? ((accept: AcceptHandler) => accept);
+    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), wrap(server.accept, "dst"));
     listeners.push(dstListener);
     let nbdAddresses: ListenAddress[] = [];
     const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
     if (nbdWanted.length > 0) {
       if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
-      const nbdListener = await listen(nbdWanted, options.nbdAccept(exports, log));
+      const nbdListener = await listen(nbdWanted, wrap(options.nbdAccept(exports, log), "nbd"));
       listeners.push(nbdListener);
       nbdAddresses = nbdListener.bound;
     }
