@@ -42,6 +42,9 @@ export function startMetricsListener(address: ListenAddress, render: () => strin
   };
   const common = {
     maxRequestBodySize: MAX_BODY,
+    // One listener per address: without this, Bun.serve (with development: false) binds a port
+    // that is already in use (SO_REUSEPORT) instead of failing (test/status/http.test.ts).
+    reusePort: false,
     idleTimeout: IDLE_TIMEOUT_SEC,
     development: false,
     fetch: handle,

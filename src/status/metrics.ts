@@ -278,22 +278,20 @@ type AnyFamily = CounterFamily | GaugeFamily | HistogramFamily | CollectedFamily
 
 export class Registry {
   private readonly families: AnyFamily[] = [];
-  private readonly names = new Set<string>();
-
-  constructor() {
-    this.collected(
-      "counter",
-      {
-        name: "dstd_metrics_series_dropped_total",
-        help: "Label combinations not recorded because their family reached its series bound.",
-        labels: ["family"],
-        maxSeries: 1024,
-      },
-      (emit) => {
-        for (const family of this.families) if (family.dropped > 0) emit({ family: family.name }, family.dropped);
-      },
-    );
-  }
+  private readonly names = new Set<string>(["dstd_metrics_series_dropped_total"]);
+  /** Rendered last, so it includes what the other families dropped in this very render. */
+  private readonly dropped = new CollectedFamily(
+    "counter",
+    {
+      name: "dstd_metrics_series_dropped_total",
+      help: "Samples not recorded because their family had reached its series bound (owned families: per update; collected ones: per scrape).",
+      labels: ["family"],
+      maxSeries: 1024,
+    },
+    (emit) => {
+      for (const family of this.families) if (family.dropped > 0) emit({ family: family.name }, family.dropped);
+    },
+  );
 
   counter(options: FamilyOptions): CounterFamily {
     return this.add(new CounterFamily(this.check(options, "counter")));
@@ -315,7 +313,7 @@ export class Registry {
   /** The whole registry in Prometheus text format 0.0.4 (ends with a newline). */
   render(): string {
     const out: string[] = [];
-    for (const family of this.families) {
+    for (const family of [...this.families, this.dropped]) {
       out.push(`# HELP ${family.name} ${escapeHelp(family.help)}`);
       out.push(`# TYPE ${family.name} ${family.type}`);
       family.renderSamples(out);
