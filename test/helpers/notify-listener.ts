@@ -29,6 +29,9 @@ export function listenNotify(address: string): NotifyListener {
     }
   };
   let closed = false;
+  // Drain all the time, as systemd does: a Unix datagram queue holds only a few messages
+  // (net.unix.max_dgram_qlen, 10 by default) and the sender would get EAGAIN past that.
+  const pump = setInterval(drain, 2);
   return {
     address,
     messages,
@@ -44,6 +47,7 @@ export function listenNotify(address: string): NotifyListener {
     close() {
       if (closed) return;
       closed = true;
+      clearInterval(pump);
       drain();
       closeFd(fd);
     },
