@@ -18,7 +18,7 @@ export const nodeArgs = {
 
 export function stateDirFrom(args: { config?: string; "state-dir"?: string }): string {
   if (args["state-dir"] !== undefined) return args["state-dir"];
-  if (process.env.DSTD_STATE_DIR !== undefined) return process.env.DSTD_STATE_DIR;
+  if (process.env.DSTD_STATE_DIR) return process.env.DSTD_STATE_DIR; // an empty variable counts as unset
   if (args.config !== undefined) return loadConfigFile(args.config).stateDir;
   return DEFAULT_STATE_DIR;
 }

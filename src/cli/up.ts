@@ -38,7 +38,7 @@ export default defineCommand({
     const format = chooseFormat(args["log-format"], config.logFormat);
     const log = createLog(level ?? config.logLevel, undefined, { format });
     const metricsListen = args["metrics-listen"] === undefined ? undefined : parseMetricsListen(args["metrics-listen"]);
-    const stateDir = args["state-dir"] ?? process.env.DSTD_STATE_DIR ?? null;
+    const stateDir = args["state-dir"] ?? (process.env.DSTD_STATE_DIR || null); // an empty variable counts as unset
 
     // Signals are taken before the (possibly long) start, so none of them kills us half-way.
     let stopWanted: StopMode | null = null;

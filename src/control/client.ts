@@ -3,12 +3,16 @@
  * `reload`): connect, send JSON-line requests, match responses in order, hand event lines
  * to a callback. Lines longer than MAX_RESPONSE_BYTES end the connection with an error.
  */
-import { existsSync } from "node:fs";
-import { DstdError, errorMessage } from "../lib/errors.ts";
+import { lstatSync } from "node:fs";
+import { DstdError } from "../lib/errors.ts";
 import { connect } from "../transport/tcp.ts";
 import type { Sink } from "../transport/types.ts";
 import type { NodeEvent } from "../status/events.ts";
 import { CONTROL_VERSION, encodeLine, LineReader, MAX_RESPONSE_BYTES, type ControlResponse, type Method } from "./protocol.ts";
+
+function permissionDenied(path: string): DstdError {
+  return new DstdError("E_PERMISSION", `cannot use the control socket ${path}: permission denied (it is owner-only: run as the user running dstd up)`);
+}
 
 interface Waiter {
   resolve(result: unknown): void;
@@ -33,7 +37,14 @@ export class ControlClient {
    * stale one nobody answers). Permission problems are errors (they need fixing, not hiding).
    */
   static async connect(path: string): Promise<ControlClient | null> {
-    if (!existsSync(path)) return null;
+    try {
+      lstatSync(path);
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === "ENOENT" || code === "ENOTDIR") return null;
+      if (code === "EACCES" || code === "EPERM") throw permissionDenied(path);
+      throw error;
+    }
     const client = new ControlClient(path);
     try {
       client.sink = await connect({ transport: "unix", path }, () => ({
@@ -42,11 +53,9 @@ export class ControlClient {
         onClose: (reason) => client.closed(reason),
       }));
     } catch (error) {
-      const text = `${errorMessage(error)} ${errorMessage((error as { cause?: unknown }).cause ?? "")}`;
-      if (/ECONNREFUSED|ENOENT|refused|no such file/i.test(text)) return null;
-      if (/EACCES|EPERM|permission/i.test(text)) {
-        throw new DstdError("E_PERMISSION", `cannot use the control socket ${path}: permission denied (it is owner-only: run as the user running dstd up)`);
-      }
+      const code = ((error as { cause?: { code?: unknown } }).cause?.code ?? "") as string;
+      if (code === "ECONNREFUSED" || code === "ENOENT") return null; // a stale socket of a killed node, or gone meanwhile
+      if (code === "EACCES" || code === "EPERM") throw permissionDenied(path);
       throw error;
     }
     return client;
