@@ -47,7 +47,8 @@ export class EventBus {
   ) {}
 
   emit(type: NodeEventType, fields: EventFields = {}): NodeEvent {
-    const event: NodeEvent = { ...fields, seq: ++this.seq, time: this.now().toISOString(), type };
+    const event: NodeEvent = { seq: ++this.seq, time: this.now().toISOString(), type };
+    for (const [key, value] of Object.entries(fields)) if (!(key in event)) event[key] = value;
     this.history.push(event);
     if (this.history.length > this.historySize) this.history.shift();
     for (const listener of [...this.listeners]) listener(event);
