@@ -175,7 +175,7 @@ export function attachEngineOptions(entry: AttachConfig): Partial<EngineOptions>
     inflight: entry.reliability.inflightMax,
     checksums: entry.checksums,
     auth: entry.keyFile ? { key: loadKeyFile(entry.keyFile), suites: entry.suites } : null,
-  } as Partial<EngineOptions>;
+  };
 }
 
 /** Stable name of an attachment: its endpoint or device, else its URL. */
