@@ -2,11 +2,13 @@
  * The systemd units shipped in systemd/: `systemd-analyze verify` (Debian package systemd)
  * must accept them without a single warning, with ExecStart pointing at the built binary
  * (verify checks that the command exists). A canary proves a misspelt key is reported.
+ * The example node config next to it is a valid config.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { loadConfigFile } from "../../src/config/load.ts";
 import { ensureBinary } from "../helpers/binary.ts";
 import { haveTools } from "../helpers/tools.ts";
 
@@ -47,4 +49,11 @@ describe.skipIf(!haveTools({ "systemd-analyze": "systemd" }))("systemd/dstd.serv
     expect(result.output).toContain("Unknown key 'NoNewPrivilegs'");
     expect(result.output).toContain("/nonexistent/dstd");
   });
+});
+
+test("systemd/dstd.toml.example is a valid config with an export, an attachment and metrics", () => {
+  const config = loadConfigFile(join(import.meta.dir, "..", "..", "systemd", "dstd.toml.example"));
+  expect(config.exports.map((e) => e.name)).toEqual(["disk"]);
+  expect(config.attaches).toHaveLength(1);
+  expect(config.metricsListen).toEqual({ transport: "tcp", host: "127.0.0.1", port: 9810 });
 });
