@@ -20,6 +20,9 @@ export const main = defineCommand({
     attach: () => import("./attach.ts").then((m) => m.default),
     detach: () => import("./detach.ts").then((m) => m.default),
     list: () => import("./list.ts").then((m) => m.default),
-    status: () => import("./list.ts").then((m) => m.makeListCommand("status")),
+    status: () => import("./status.ts").then((m) => m.default),
+    up: () => import("./up.ts").then((m) => m.default),
+    events: () => import("./events.ts").then((m) => m.default),
+    reload: () => import("./reload.ts").then((m) => m.default),
   },
 });

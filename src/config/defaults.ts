@@ -4,13 +4,17 @@
  * default here and docs/config.md in the same commit (test/config/docs.test.ts checks that
  * every key is documented; it cannot check the numbers, so keep them in step by hand).
  */
-import type { ChecksumName, LogLevel, Reliability, SuiteName } from "./schema.ts";
+import type { ChecksumName, LogFormat, LogLevel, Reliability, SuiteName } from "./schema.ts";
 import { DST_DEFAULT_PORT, NBD_DEFAULT_PORT, DST_DEFAULT_EXPORT } from "../lib/address.ts";
 
 const MiB = 1024 * 1024;
 
 export const DEFAULT_LOG_LEVEL: LogLevel = "info";
 export const DEFAULT_STATE_DIR = "/var/lib/dstd";
+export const DEFAULT_LOG_FORMAT: LogFormat = "text";
+export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
+/** `metrics_listen` without a port (the metrics endpoint itself is off unless configured). */
+export const DEFAULT_METRICS_PORT = 9810;
 
 export const DEFAULT_DST_PORT = DST_DEFAULT_PORT;
 export const DEFAULT_NBD_PORT = NBD_DEFAULT_PORT;

@@ -9,6 +9,8 @@
  *   key                   where                 type / example            default
  *   log_level             top                   error|warn|info|debug|trace  "info"
  *   state_dir             top                   path                      "/var/lib/dstd"
+ *   log_format            top                   text|json                 "text"
+ *   metrics_listen        top                   "127.0.0.1:9810"          none (off)
  *   [[key]] identity      key table             "alice" (A-Za-z0-9._-)    required
  *   [[key]] file|secret   key table             path | 64 hex / base64    exactly one
  *   [[export]] name       export table          string, unique            "disk"
@@ -38,8 +40,8 @@
  * [attach.reliability]). An attach inherits [client] values, which inherit the defaults.
  */
 import type { AllowRule } from "../lib/acl.ts";
-import type { ExportUrl, ListenAddress } from "../lib/address.ts";
-import { DEFAULT_LOG_LEVEL, DEFAULT_STATE_DIR, LOG_LEVELS } from "./defaults.ts";
+import { parseListenAddress, type ExportUrl, type ListenAddress } from "../lib/address.ts";
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_METRICS_PORT, DEFAULT_STATE_DIR, LOG_FORMATS, LOG_LEVELS } from "./defaults.ts";
 import {
   type ConfigIssue,
   checkKeys,
@@ -50,6 +52,7 @@ import {
   isTable,
   readEnum,
   readPath,
+  readString,
 } from "./fields.ts";
 import { readAttaches, readClient, readExports, readKeys, sectionKeys } from "./sections.ts";
 import { LIMITS_KEYS, readLimits, type LimitsConfig, type LimitsInput } from "./limits.ts";
@@ -57,6 +60,7 @@ import { LIMITS_KEYS, readLimits, type LimitsConfig, type LimitsInput } from "./
 export type { ConfigIssue } from "./fields.ts";
 
 export type LogLevel = "error" | "warn" | "info" | "debug" | "trace";
+export type LogFormat = "text" | "json";
 export type ChecksumName = "xxh3" | "sha256" | "blake2b256" | "none";
 export type SuiteName =
   | "aes-256-gcm"
@@ -117,6 +121,8 @@ export interface ClientInput extends ReliabilityInput {
 export interface ConfigInput {
   log_level?: string;
   state_dir?: string;
+  log_format?: string;
+  metrics_listen?: string;
   key?: KeyInput[];
   export?: ExportInput[];
   attach?: AttachInput[];
@@ -182,6 +188,9 @@ export interface ClientConfig {
 export interface Config {
   readonly logLevel: LogLevel;
   readonly stateDir: string;
+  readonly logFormat: LogFormat;
+  /** Where `dstd up` serves Prometheus metrics; null: nowhere. */
+  readonly metricsListen: ListenAddress | null;
   readonly keys: readonly KeyConfig[];
   readonly exports: readonly ExportConfig[];
   readonly attaches: readonly AttachConfig[];
@@ -189,7 +198,7 @@ export interface Config {
   readonly limits: LimitsConfig;
 }
 
-export const TOP_KEYS = ["log_level", "state_dir", "key", "export", "attach", "client", "limits"] as const;
+export const TOP_KEYS = ["log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"] as const;
 
 export interface ValidateOptions {
   /** Directory relative paths are resolved against (the config file's); null keeps them. */
@@ -209,6 +218,8 @@ export function validateConfig(
   checkKeys(raw, TOP_KEYS, "", issues);
   const logLevel = readEnum(get(raw, "log_level"), LOG_LEVELS, "log_level", issues);
   const stateDir = readPath(get(raw, "state_dir"), "state_dir", issues);
+  const logFormat = readEnum(get(raw, "log_format"), LOG_FORMATS, "log_format", issues);
+  const metricsListen = readMetricsListen(get(raw, "metrics_listen"), issues);
   const { keys, identities } = readKeys(get(raw, "key"), issues);
   const client = readClient(get(raw, "client"), issues);
   const exports = readExports(get(raw, "export"), identities, issues);
@@ -218,6 +229,8 @@ export function validateConfig(
   const config: Config = {
     logLevel: logLevel ?? DEFAULT_LOG_LEVEL,
     stateDir: stateDir ?? DEFAULT_STATE_DIR,
+    logFormat: logFormat ?? DEFAULT_LOG_FORMAT,
+    metricsListen: metricsListen ?? null,
     keys,
     exports,
     attaches,
@@ -233,7 +246,7 @@ export function validateConfig(
  * first because attaches inherit from it). Stable: one table's issues keep their order.
  */
 function sortIssues(list: ConfigIssue[]): ConfigIssue[] {
-  const order = ["", "log_level", "state_dir", "key", "export", "attach", "client", "limits"];
+  const order = ["", "log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"];
   const rank = (issue: ConfigIssue): [number, number] => {
     const match = /^([a-z_]*)(?:\[(\d+)\])?/.exec(issue.path);
     const index = order.indexOf(match?.[1] ?? "");
@@ -242,6 +255,22 @@ function sortIssues(list: ConfigIssue[]): ConfigIssue[] {
   const ranked = list.map((issue, position) => ({ issue, position, rank: rank(issue) }));
   ranked.sort((x, y) => x.rank[0] - y.rank[0] || x.rank[1] - y.rank[1] || x.position - y.position);
   return ranked.map((entry) => entry.issue);
+}
+
+/** `metrics_listen`: one listen address (default port DEFAULT_METRICS_PORT). */
+function readMetricsListen(value: unknown, issues: Issues): ListenAddress | undefined {
+  const text = readString(value, "metrics_listen", issues);
+  if (text === undefined) return undefined;
+  const address = parseListenAddress(text, DEFAULT_METRICS_PORT);
+  if (typeof address === "string") {
+    issues.add("metrics_listen", address);
+    return undefined;
+  }
+  if (address.transport === "unix") {
+    issues.add("metrics_listen", "metrics are served over TCP only (Prometheus scrapes HOST:PORT); use e.g. \"127.0.0.1:9810\"");
+    return undefined;
+  }
+  return address;
 }
 
 /** Every key the schema knows, per section (docs test: each must appear in docs/config.md). */

@@ -53,7 +53,8 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
     address: connectAddress(url),
     exportName: url.exportName,
     log,
-    onStateChange: (state, detail) => (state === "ready" ? log.info : log.warn)(`export link ${state}: ${detail}`),
+    // ready and failed matter; each reconnect step is debug (the engine warns when a link is lost)
+    onStateChange: (state, detail) => (state === "ready" ? log.info : state === "failed" ? log.warn : log.debug)(`export link ${state}: ${detail}`),
   });
   const target = createEnginePort(client.engine, `dstd attach of ${url.exportName}`);
   const access = client.writable ? ("rw" as const) : ("ro" as const);

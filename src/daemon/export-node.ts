@@ -43,6 +43,8 @@ export interface ExportNodeOptions {
   nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
+  /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
+  wrapAccept?: (accept: GuardedAcceptHandler, protocol: "dst" | "nbd") => GuardedAcceptHandler;
 }
 
 function describePort(port: StoragePort): string {
@@ -113,18 +115,19 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
     const budget = startBudget(limits, log);
+    const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
     const guard = (protocol: string, accept: GuardedAcceptHandler) => {
       const made = new ConnectionGuard(accept, { protocol, limits, budget, log });
       guards.push(made);
       return made.accept;
     };
-    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), guard("DST", server.accept));
+    const dstListener = await listen(byAddress(options.exports, (c) => c.listen), guard("DST", wrap(server.accept, "dst")));
     listeners.push(dstListener);
     let nbdAddresses: ListenAddress[] = [];
     const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
     if (nbdWanted.length > 0) {
       if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
-      const nbdListener = await listen(nbdWanted, guard("NBD", options.nbdAccept(exports, log)));
+      const nbdListener = await listen(nbdWanted, guard("NBD", wrap(options.nbdAccept(exports, log), "nbd")));
       listeners.push(nbdListener);
       nbdAddresses = nbdListener.bound;
     }

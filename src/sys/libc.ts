@@ -4,6 +4,9 @@
  * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, flock (one export per backing file),
  * getrlimit/setrlimit RLIMIT_NOFILE (the connection budget, transport/fd-budget.ts),
  * socketpair, and the generic netlink socket calls the kernel attach path needs.
+ * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, socketpair, the generic netlink socket calls
+ * the kernel attach path needs, and what systemd integration needs: Unix datagrams (Bun has
+ * none: Bun.udpSocket is UDP only, see docs/status.md "systemd"), CLOCK_MONOTONIC and execv.
  *
  * Each wrapper returns a result or throws SysError carrying the errno; none of them blocks
  * for long (netlink receives are only done on sockets driven by Bun's event loop).
@@ -30,6 +33,8 @@ const lib = dlopen("libc.so.6", {
   flock: { args: [T.i32, T.i32], returns: T.i32 },
   getrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
   setrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
+  clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
+  execv: { args: [T.ptr, T.ptr], returns: T.i32 },
   geteuid: { args: [], returns: T.u32 },
 });
 
@@ -215,4 +220,90 @@ export function processId(): number {
 
 export function effectiveUserId(): number {
   return c.geteuid();
+}
+
+// ---- systemd: notify datagrams, the monotonic clock, re-exec ---------------------------------
+
+export const SOCK_DGRAM = 2;
+export const SOCK_NONBLOCK = 0o4000;
+const MSG_NOSIGNAL = 0x4000;
+const EAGAIN = 11;
+const SUN_PATH_MAX = 108;
+
+/**
+ * sockaddr_un for a path, or for an abstract name when `address` starts with '@' (the
+ * NOTIFY_SOCKET convention: '@' stands for the leading NUL; the length then covers the name
+ * exactly, with no terminating NUL — unix(7) "abstract").
+ */
+export function unixSockaddr(address: string): Uint8Array {
+  const abstract = address.startsWith("@");
+  const name = new TextEncoder().encode(abstract ? address.slice(1) : address);
+  const pathBytes = abstract ? 1 + name.length : name.length + 1;
+  if (name.length === 0 || pathBytes > SUN_PATH_MAX) {
+    throw new SysError(`unix socket address '${address}'`, 36 /* ENAMETOOLONG */);
+  }
+  const out = new Uint8Array(2 + pathBytes);
+  new DataView(out.buffer).setUint16(0, AF_UNIX, true);
+  out.set(name, abstract ? 3 : 2);
+  return out;
+}
+
+/**
+ * Send one datagram to a Unix datagram socket (path or '@abstract'). Non-blocking: a receiver
+ * whose queue is full gives false instead of stalling the event loop; other failures throw.
+ */
+export function sendUnixDatagram(address: string, message: Uint8Array): boolean {
+  const sockaddr = unixSockaddr(address);
+  const fd = check("socket(AF_UNIX, SOCK_DGRAM)", c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  try {
+    const sent = Number(c.sendto(fd, ptr(message), message.length, MSG_NOSIGNAL, ptr(sockaddr), sockaddr.length));
+    if (sent >= 0) return sent === message.length;
+    const errno = lastErrno();
+    if (errno === EAGAIN) return false;
+    throw new SysError(`sendto(${address})`, errno);
+  } finally {
+    c.close(fd);
+  }
+}
+
+/** A bound, non-blocking Unix datagram socket (a NOTIFY_SOCKET receiver, for tests and tools). */
+export function bindUnixDatagram(address: string): number {
+  const sockaddr = unixSockaddr(address);
+  const fd = check("socket(AF_UNIX, SOCK_DGRAM)", c.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (Number(c.bind(fd, ptr(sockaddr), sockaddr.length)) < 0) {
+    const errno = lastErrno();
+    c.close(fd);
+    throw new SysError(`bind(${address})`, errno);
+  }
+  return fd;
+}
+
+/** recv without waiting: bytes received, or -1 when nothing is queued. */
+export function receiveNow(fd: number, target: Uint8Array): number {
+  const got = Number(c.recv(fd, ptr(target), target.length, MSG_DONTWAIT));
+  if (got >= 0) return got;
+  const errno = lastErrno();
+  if (errno === EAGAIN) return -1;
+  throw new SysError("recv", errno);
+}
+
+/** CLOCK_MONOTONIC in microseconds (what systemd compares MONOTONIC_USEC= with). */
+export function monotonicMicroseconds(): bigint {
+  const timespec = new BigInt64Array(2);
+  check("clock_gettime(CLOCK_MONOTONIC)", c.clock_gettime(1, ptr(timespec)));
+  return timespec[0]! * 1_000_000n + timespec[1]! / 1000n;
+}
+
+/**
+ * Replace this process (same pid, same environment) with `path` run as `argv`. argv[0] may
+ * differ from the path: that is how a storage daemon marks itself with '@'. Returns only by
+ * throwing.
+ */
+export function execv(path: string, argv: readonly string[]): never {
+  const encoder = new TextEncoder();
+  const strings = [path, ...argv].map((s) => encoder.encode(`${s}\0`));
+  const vector = new BigUint64Array(argv.length + 1);
+  for (let i = 0; i < argv.length; i++) vector[i] = BigInt(ptr(strings[i + 1]!));
+  c.execv(ptr(strings[0]!), ptr(vector));
+  throw new SysError(`execv(${path})`, lastErrno());
 }

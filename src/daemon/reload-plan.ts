@@ -1,0 +1,130 @@
+/**
+ * @module daemon/reload-plan — what `dstd up` must do to go from the running configuration
+ * to a new one, decided without touching anything (pure; test/daemon/reload-plan.test.ts).
+ *
+ * Units are export groups (daemon/services.ts groupExports) and attachments, each with a
+ * signature: the canonical JSON of its config plus a digest of the key material it uses.
+ * A unit whose signature is unchanged keeps running untouched (its clients stay connected);
+ * a changed unit is stopped and started anew; a removed one is stopped; a new one started.
+ *
+ * Refused (nothing changes, and the reason says why):
+ * - the config or a key file is invalid, or two units want the same address or device;
+ * - restarting a group would empty a memory export the new config keeps (same name and
+ *   size): its contents live only in this process.
+ * With today's export, changing keys or an ACL restarts the export group that holds it
+ * (DST clients reconnect and resend; NBD clients reconnect). Applying them to live sessions
+ * is the export rewrite's job (docs/status.md "Reload").
+ */
+import { formatListenAddress } from "../lib/address.ts";
+import type { AttachConfig, Config, ExportConfig } from "../config/schema.ts";
+import { attachName, exportGroupName, groupExports } from "./services.ts";
+
+export interface UnitPlan<T> {
+  name: string;
+  signature: string;
+  config: T;
+}
+
+export interface NodePlan {
+  exportGroups: UnitPlan<ExportConfig[]>[];
+  attachments: UnitPlan<AttachConfig>[];
+}
+
+/** JSON with sorted keys; byte arrays as hex; allow rules as written. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (v instanceof Uint8Array) return Buffer.from(v).toString("hex");
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      const record = v as Record<string, unknown>;
+      if (typeof record.source === "string" && "access" in record && "network" in record) return record.source; // an AllowRule
+      return Object.fromEntries(Object.keys(record).sort().map((k) => [k, record[k]]));
+    }
+    return v;
+  });
+}
+
+/**
+ * The units a config asks for. `keyDigest` is a digest of every [[key]]'s material (export
+ * groups depend on all of them); `fileDigest` of one key file (an attachment's key_file).
+ */
+export function planNode(config: Config, keyDigest: string, fileDigest: (path: string) => string): NodePlan {
+  return {
+    exportGroups: groupExports(config.exports).map((group) => ({
+      name: exportGroupName(group),
+      signature: `${canonicalJson(group)}#${keyDigest}`,
+      config: group,
+    })),
+    attachments: config.attaches.map((entry) => ({
+      name: attachName(entry),
+      signature: `${canonicalJson(entry)}#${entry.keyFile === null ? "" : fileDigest(entry.keyFile)}`,
+      config: entry,
+    })),
+  };
+}
+
+/** Addresses and devices two units both want (each is a problem to report). */
+export function conflicts(config: Config): string[] {
+  const owners = new Map<string, string>();
+  const problems: string[] = [];
+  const claim = (what: string, who: string) => {
+    const previous = owners.get(what);
+    if (previous !== undefined && previous !== who) problems.push(`${what} is wanted by both ${previous} and ${who}`);
+    else owners.set(what, who);
+  };
+  for (const group of groupExports(config.exports)) {
+    const who = exportGroupName(group);
+    for (const e of group) for (const a of [...e.listen, ...e.nbdListen]) claim(address(a), who);
+  }
+  for (const entry of config.attaches) {
+    const who = attachName(entry);
+    if (entry.nbdListen !== null) claim(address(entry.nbdListen), who);
+    else if (entry.device !== null) claim(`device ${entry.device}`, who);
+  }
+  const names = new Map<string, number>();
+  for (const entry of config.attaches) names.set(attachName(entry), (names.get(attachName(entry)) ?? 0) + 1);
+  for (const [name, count] of names) if (count > 1) problems.push(`${count} [[attach]] entries are the same attachment (${name}): give each its own device or nbd_listen`);
+  if (config.metricsListen !== null) claim(address(config.metricsListen), "metrics_listen");
+  return problems;
+}
+
+function address(a: Parameters<typeof formatListenAddress>[0]): string {
+  // Unix paths and TCP host:port share one namespace of "where something listens".
+  return formatListenAddress(a);
+}
+
+export interface ReloadDiff {
+  keep: string[];
+  stop: string[];
+  start: string[];
+  /** Non-empty: refuse the reload with these reasons. */
+  refusals: string[];
+}
+
+/** Units to keep, stop and start; refusals when applying it would lose data. */
+export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
+  const diff: ReloadDiff = { keep: [], stop: [], start: [], refusals: [] };
+  const runningUnits = [...running.exportGroups, ...running.attachments];
+  const wantedUnits = [...wanted.exportGroups, ...wanted.attachments];
+  const wantedSignatures = new Map(wantedUnits.map((u) => [u.name, u.signature]));
+  const runningSignatures = new Map(runningUnits.map((u) => [u.name, u.signature]));
+  for (const unit of runningUnits) {
+    if (wantedSignatures.get(unit.name) === unit.signature) diff.keep.push(unit.name);
+    else diff.stop.push(unit.name);
+  }
+  for (const unit of wantedUnits) if (runningSignatures.get(unit.name) !== unit.signature) diff.start.push(unit.name);
+  // Memory exports in groups that stop: refuse while the new config keeps the same memory
+  // disk (same name and size): an ACL or listener change is no reason to empty it.
+  const wantedBackends = new Map(wanted.exportGroups.flatMap((g) => g.config.map((e) => [e.name, canonicalJson(e.backend)] as const)));
+  for (const group of running.exportGroups) {
+    if (!diff.stop.includes(group.name)) continue;
+    for (const e of group.config) {
+      if (e.backend.kind !== "memory") continue;
+      if (wantedBackends.get(e.name) === canonicalJson(e.backend)) {
+        diff.refusals.push(
+          `memory export '${e.name}' would be restarted (its group ${group.name} changes) and lose its contents: give it its own listen address, or restart dstd up on purpose`,
+        );
+      }
+    }
+  }
+  return diff;
+}

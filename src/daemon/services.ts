@@ -1,0 +1,265 @@
+/**
+ * @module daemon/services — the units `dstd up` supervises, built on the existing
+ * composition roots and nothing deeper: an export group (daemon/export-node.ts
+ * startExportNode), an NBD-endpoint attachment (daemon/attach-node.ts startNbdAttach) and a
+ * kernel attachment (attach/kernel-attach.ts attachKernel). Each is a Runner
+ * (daemon/supervisor.ts); what they report comes from what those roots expose today:
+ * DstServer.counters, the client engine's counters and state, and a connection tracker
+ * around the listeners (status/connections.ts).
+ *
+ * Export groups: exports that share a listen address must share one listener, so they run
+ * as one unit (named after its exports: "export:a+b"); exports on their own addresses are
+ * units of their own and start and stop independently.
+ */
+import { formatExportUrl, formatListenAddress } from "../lib/address.ts";
+import { DstdError } from "../lib/errors.ts";
+import type { Log } from "../lib/log.ts";
+import { loadKeyFile } from "../crypto/keys.ts";
+import type { AttachConfig, ExportConfig, KeyConfig } from "../config/schema.ts";
+import type { EngineOptions } from "../engine/options.ts";
+import type { ConnectionLimits } from "../transport/guard.ts";
+import { attachKernel } from "../attach/kernel-attach.ts";
+import type { ExportEntry } from "../control/schema.ts";
+import { ConnectionTracker, type ConnectionEvent } from "../status/connections.ts";
+import type { EventBus } from "../status/events.ts";
+import { startExportNode } from "./export-node.ts";
+import { acceptNbdForExports } from "./nbd-front.ts";
+import { startNbdAttach } from "./attach-node.ts";
+import type { Runner, Running, ServiceDetail } from "./supervisor.ts";
+
+/** Counter names an export group reports (docs/status.md). */
+export const EXPORT_COUNTERS = [
+  "connections",
+  "refused",
+  "requests",
+  "duplicates",
+  "protocolErrors",
+  "checksumFailures",
+  "connectionsOpened",
+  "bytesIn",
+  "bytesOut",
+  "connectionsCurrent",
+] as const;
+export const EXPORT_GAUGES = ["connectionsCurrent"] as const;
+
+/** Counter names an attachment reports: the client engine's (engine/counters.ts). */
+export const ATTACH_COUNTERS = [
+  "connects",
+  "reconnects",
+  "resends",
+  "replays",
+  "replayFailures",
+  "keepaliveFailures",
+  "pings",
+  "timeouts",
+  "staleReplies",
+  "autoFlushes",
+  "checksumFailures",
+  "inflight",
+] as const;
+export const ATTACH_GAUGES = ["inflight"] as const;
+
+// ---- export groups -----------------------------------------------------------------------
+
+/**
+ * Partition exports into groups that must share listeners: two exports are in one group
+ * when they have a DST or NBD listen address in common (transitively). Order follows the
+ * config.
+ */
+export function groupExports(exports: readonly ExportConfig[]): ExportConfig[][] {
+  const parent = exports.map((_, i) => i);
+  const find = (i: number): number => (parent[i] === i ? i : (parent[i] = find(parent[i]!)));
+  const owner = new Map<string, number>();
+  exports.forEach((e, i) => {
+    for (const address of [...e.listen.map((a) => `dst ${formatListenAddress(a)}`), ...e.nbdListen.map((a) => `nbd ${formatListenAddress(a)}`)]) {
+      const seen = owner.get(address);
+      if (seen === undefined) owner.set(address, i);
+      else parent[find(i)] = find(seen);
+    }
+  });
+  const groups = new Map<number, ExportConfig[]>();
+  exports.forEach((e, i) => {
+    const root = find(i);
+    groups.set(root, [...(groups.get(root) ?? []), e]);
+  });
+  return [...groups.values()];
+}
+
+export function exportGroupName(group: readonly ExportConfig[]): string {
+  return `export:${group.map((e) => e.name).join("+")}`;
+}
+
+function exportEntry(config: ExportConfig, sizeBytes: number | null): ExportEntry {
+  const backend = config.backend;
+  return {
+    name: config.name,
+    description: config.description,
+    backend: {
+      kind: backend.kind,
+      path: backend.kind === "memory" ? null : backend.path,
+      sizeBytes: sizeBytes ?? (backend.kind === "device" ? null : backend.sizeBytes),
+    },
+    readOnly: config.readOnly,
+    allow: config.allow.map((rule) => rule.source),
+  };
+}
+
+export interface ExportGroupOptions {
+  group: readonly ExportConfig[];
+  keys: readonly KeyConfig[];
+  /** Deadlines and connection caps of the listeners (config `[limits]`). */
+  limits: ConnectionLimits;
+  log: Log;
+  events: EventBus;
+  name: string;
+}
+
+export function exportGroupRunner(options: ExportGroupOptions): Runner {
+  const { group, log, events, name } = options;
+  const listeners = {
+    dst: [...new Set(group.flatMap((e) => e.listen.map(formatListenAddress)))],
+    nbd: [...new Set(group.flatMap((e) => e.nbdListen.map(formatListenAddress)))],
+  };
+  return {
+    gauges: EXPORT_GAUGES,
+    rated: ["requests", "bytesIn", "bytesOut"],
+    placeholder: (): ServiceDetail => ({
+      export: { exports: group.map((e) => exportEntry(e, null)), listeners, connections: { current: 0, list: [], truncated: false } },
+    }),
+    async start(): Promise<Running> {
+      const onEvent = (kind: "open" | "close", event: ConnectionEvent) => {
+        const fields = { service: name, protocol: event.protocol, peer: event.peer };
+        if (kind === "open") {
+          log.debug("connection opened", fields);
+          events.emit("connection.open", fields);
+        } else {
+          const done = { ...fields, durationMs: event.durationMs ?? 0, bytesIn: event.bytesIn ?? 0, bytesOut: event.bytesOut ?? 0, reason: event.reason ?? null };
+          log.debug("connection closed", done);
+          events.emit("connection.close", done);
+        }
+      };
+      const tracker = new ConnectionTracker(onEvent);
+      const node = await startExportNode({
+        exports: group,
+        keys: options.keys,
+        limits: options.limits,
+        log,
+        nbdAccept: acceptNbdForExports,
+        wrapAccept: (accept, protocol) => tracker.wrap(accept, protocol),
+      });
+      const bound = { dst: node.dstAddresses.map(formatListenAddress), nbd: node.nbdAddresses.map(formatListenAddress) };
+      return {
+        check: () => ({ state: "running" }),
+        stop: () => node.stop(),
+        detail: () => ({
+          export: {
+            exports: group.map((e, i) => exportEntry(e, node.exports[i]?.port.size ?? null)),
+            listeners: bound,
+            connections: tracker.snapshot(),
+          },
+        }),
+        counters: () => ({
+          ...node.server.counters,
+          connectionsOpened: tracker.opened,
+          bytesIn: tracker.bytesIn,
+          bytesOut: tracker.bytesOut,
+          connectionsCurrent: tracker.current,
+        }),
+      };
+    },
+  };
+}
+
+// ---- attachments -----------------------------------------------------------------------
+
+/** The engine options an [[attach]] entry asks for (its key file is read at each start). */
+export function attachEngineOptions(entry: AttachConfig): Partial<EngineOptions> {
+  return {
+    ...entry.reliability,
+    inflight: entry.reliability.inflightMax,
+    checksums: entry.checksums,
+    auth: entry.keyFile ? { key: loadKeyFile(entry.keyFile), suites: entry.suites } : null,
+  };
+}
+
+/** Stable name of an attachment: its endpoint or device, else its URL. */
+export function attachName(entry: AttachConfig): string {
+  if (entry.nbdListen !== null) return `attach:${formatListenAddress(entry.nbdListen)}`;
+  if (entry.device !== null) return `attach:${entry.device}`;
+  return `attach:${formatExportUrl(entry.url)}`;
+}
+
+export interface AttachRunnerOptions {
+  entry: AttachConfig;
+  stateDir: string;
+  log: Log;
+  /** Kernel attachments: NBD_ATTR_DEAD_CONN_TIMEOUT in seconds. */
+  deadConnTimeoutSec: number;
+}
+
+function engineCounters(counters: object): Record<string, number> {
+  return { ...(counters as Record<string, number>) };
+}
+
+/** Link state → health: ready is running; reconnecting is degraded; failed/closed is failed. */
+function linkHealth(state: string, fatal: string | null) {
+  if (state === "ready") return { state: "running" as const };
+  if (state === "failed" || state === "closed") return { failed: `export link ${state}${fatal ? `: ${fatal}` : ""}` };
+  return { state: "degraded" as const, detail: `export link ${state}; reconnecting` };
+}
+
+export function attachRunner(options: AttachRunnerOptions): Runner {
+  const { entry, log } = options;
+  const url = formatExportUrl(entry.url);
+  const mode = entry.nbdListen !== null ? ("nbd-listen" as const) : ("kernel" as const);
+  const placeholderDevice = entry.nbdListen !== null ? formatListenAddress(entry.nbdListen) : entry.device;
+  const common = {
+    gauges: ATTACH_GAUGES,
+    rated: ["resends", "reconnects"],
+    placeholder: (): ServiceDetail => ({ attach: { url, mode, device: placeholderDevice, link: "idle", sizeBytes: null, writable: null } }),
+  };
+  if (entry.nbdListen !== null) {
+    const nbdListen = entry.nbdListen;
+    return {
+      ...common,
+      async start(): Promise<Running> {
+        const node = await startNbdAttach({ url: entry.url, stateDir: options.stateDir, engine: attachEngineOptions(entry), log, nbdListen });
+        const engine = node.client.engine;
+        return {
+          check: () => linkHealth(engine.state, engine.fatal ?? null),
+          stop: () => node.stop(),
+          detail: () => ({
+            attach: { url, mode, device: formatListenAddress(node.bound), link: engine.state, sizeBytes: node.client.size, writable: node.client.writable },
+          }),
+          counters: () => engineCounters(engine.counters),
+        };
+      },
+    };
+  }
+  return {
+    ...common,
+    async start(): Promise<Running> {
+      const result = await attachKernel({
+        url: entry.url,
+        device: entry.device,
+        stateDir: options.stateDir,
+        engine: attachEngineOptions(entry),
+        deadConnTimeoutSec: options.deadConnTimeoutSec,
+        log,
+      });
+      if (result.kind === "already") throw new DstdError("E_BUSY", result.message);
+      const attachment = result.attachment;
+      const engine = attachment.client.engine;
+      const ended = attachment.ended.then((end) => (end.error !== null ? end.error.message : end.reason));
+      return {
+        check: () => linkHealth(engine.state, engine.fatal ?? null),
+        ended,
+        stop: (how) => (how === "handover" ? attachment.handover() : attachment.detach()),
+        detail: () => ({
+          attach: { url, mode, device: attachment.device, link: engine.state, sizeBytes: attachment.client.size, writable: attachment.client.writable },
+        }),
+        counters: () => engineCounters(engine.counters),
+      };
+    },
+  };
+}

@@ -1,0 +1,160 @@
+/**
+ * @module status/node-metrics — the metric families of a `dstd up` node, read at scrape
+ * time from its services (export groups, attachments), the node itself, the control
+ * socket and the process. Names and meanings: docs/status.md "Metrics".
+ *
+ * Label values are service names and states: they come from the operator's config and our
+ * own vocabularies, never from a peer; each family still has a series bound (metrics.ts).
+ */
+import { readdirSync } from "node:fs";
+import type { ServiceKind, ServiceState } from "../control/schema.ts";
+import { SERVICE_STATES } from "../control/schema.ts";
+import { METHODS } from "../control/protocol.ts";
+import { REJECT_REASONS, type ControlObserver } from "../control/server.ts";
+import { Registry } from "./metrics.ts";
+import { NODE_EVENT_TYPES, type EventBus, type NodeEventType } from "./events.ts";
+
+export interface ServiceView {
+  readonly name: string;
+  readonly kind: ServiceKind;
+  readonly state: ServiceState;
+  readonly restarts: number;
+  counters(): Record<string, number>;
+}
+
+export interface NodeMetricsSource {
+  services(): readonly ServiceView[];
+  version: string;
+  startedAtMs: number;
+  generation(): number;
+  /** null before the first reload. */
+  lastReload(): { ok: boolean; timeMs: number } | null;
+  ready(): boolean;
+  controlClients(): number;
+  eventSubscribers(): number;
+}
+
+/** [counter key, metric name, HELP] of export groups. */
+const EXPORT_COUNTER_METRICS: ReadonlyArray<readonly [string, string, string]> = [
+  ["connections", "dstd_export_dst_connections_total", "DST connections accepted by the export group's listeners."],
+  ["connectionsOpened", "dstd_export_connections_total", "Connections accepted (DST and NBD)."],
+  ["refused", "dstd_export_refused_total", "DST clients refused (access rules, authentication, unknown export)."],
+  ["requests", "dstd_export_requests_total", "DST requests received."],
+  ["duplicates", "dstd_export_duplicate_requests_total", "DST requests recognised as resends of one already answered."],
+  ["protocolErrors", "dstd_export_protocol_errors_total", "DST connections closed for a protocol violation."],
+  ["checksumFailures", "dstd_export_checksum_failures_total", "Writes refused because their data checksum did not match."],
+  ["bytesIn", "dstd_export_received_bytes_total", "Bytes received from clients (DST and NBD, framing included)."],
+  ["bytesOut", "dstd_export_sent_bytes_total", "Bytes sent to clients (DST and NBD, framing included)."],
+];
+
+const ATTACH_COUNTER_METRICS: ReadonlyArray<readonly [string, string, string]> = [
+  ["connects", "dstd_attach_connects_total", "Connection attempts to the export."],
+  ["reconnects", "dstd_attach_reconnects_total", "Successful handshakes after the first one."],
+  ["resends", "dstd_attach_resends_total", "Requests sent again after a timeout or a reconnect."],
+  ["replays", "dstd_attach_replays_total", "Unflushed writes replayed because the export restarted."],
+  ["replayFailures", "dstd_attach_replay_failures_total", "Replayed writes the export failed."],
+  ["keepaliveFailures", "dstd_attach_keepalive_failures_total", "Connections declared dead by the keepalive."],
+  ["pings", "dstd_attach_pings_total", "Keepalive pings sent on idle connections."],
+  ["timeouts", "dstd_attach_timeouts_total", "Requests failed because their resend or deadline budget was spent."],
+  ["staleReplies", "dstd_attach_stale_replies_total", "Replies for requests no longer outstanding (ignored)."],
+  ["autoFlushes", "dstd_attach_auto_flushes_total", "Flushes issued because the replay buffer reached its bound."],
+  ["checksumFailures", "dstd_attach_checksum_failures_total", "Data checksums that did not match."],
+];
+
+const MAX_SERVICES = 256;
+
+export interface NodeMetrics {
+  registry: Registry;
+  /** Feed the control server's observer with this. */
+  control: ControlObserver;
+  /** Count events by type. */
+  watchEvents(bus: EventBus): void;
+}
+
+export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
+  const registry = new Registry();
+  const byKind = (kind: ServiceKind) => source.services().filter((s) => s.kind === kind);
+
+  registry.collected("gauge", { name: "dstd_build_info", help: "Always 1; the version label names the running dstd.", labels: ["version"] }, (emit) =>
+    emit({ version: source.version }, 1),
+  );
+  registry.collected("gauge", { name: "dstd_node_start_time_seconds", help: "When this node started, in seconds since the Unix epoch." }, (emit) =>
+    emit({}, Math.floor(source.startedAtMs / 1000)),
+  );
+  registry.collected("gauge", { name: "dstd_node_ready", help: "1 once the node told systemd READY=1 (every unit had its first start)." }, (emit) =>
+    emit({}, source.ready() ? 1 : 0),
+  );
+  registry.collected("gauge", { name: "dstd_config_generation", help: "Configuration generation: 1 at start, +1 per applied reload." }, (emit) =>
+    emit({}, source.generation()),
+  );
+  registry.collected("gauge", { name: "dstd_config_last_reload_successful", help: "1 if the last reload was applied (also 1 before any reload), 0 if it was refused." }, (emit) =>
+    emit({}, source.lastReload()?.ok === false ? 0 : 1),
+  );
+  registry.collected(
+    "gauge",
+    { name: "dstd_config_last_reload_timestamp_seconds", help: "When the last reload was attempted, in seconds since the Unix epoch (0: never)." },
+    (emit) => emit({}, Math.floor((source.lastReload()?.timeMs ?? 0) / 1000)),
+  );
+
+  const serviceLabels = ["service", "kind"];
+  registry.collected(
+    "gauge",
+    { name: "dstd_service_state", help: "1 for the state each service is in, 0 for the others.", labels: ["service", "kind", "state"], values: { state: SERVICE_STATES }, maxSeries: MAX_SERVICES * SERVICE_STATES.length },
+    (emit) => {
+      for (const s of source.services()) for (const state of SERVICE_STATES) emit({ service: s.name, kind: s.kind, state }, s.state === state ? 1 : 0);
+    },
+  );
+  registry.collected("gauge", { name: "dstd_service_up", help: "1 while a service serves (running or degraded).", labels: serviceLabels, maxSeries: MAX_SERVICES }, (emit) => {
+    for (const s of source.services()) emit({ service: s.name, kind: s.kind }, s.state === "running" || s.state === "degraded" ? 1 : 0);
+  });
+  registry.collected("counter", { name: "dstd_service_restarts_total", help: "Restarts after a failure.", labels: serviceLabels, maxSeries: MAX_SERVICES }, (emit) => {
+    for (const s of source.services()) emit({ service: s.name, kind: s.kind }, s.restarts);
+  });
+
+  const perService = (kind: ServiceKind, type: "counter" | "gauge", key: string, name: string, help: string) =>
+    registry.collected(type, { name, help, labels: ["service"], maxSeries: MAX_SERVICES }, (emit) => {
+      for (const s of byKind(kind)) emit({ service: s.name }, s.counters()[key] ?? 0);
+    });
+  for (const [key, name, help] of EXPORT_COUNTER_METRICS) perService("export", "counter", key, name, help);
+  perService("export", "gauge", "connectionsCurrent", "dstd_export_open_connections", "Connections open now (DST and NBD).");
+  for (const [key, name, help] of ATTACH_COUNTER_METRICS) perService("attach", "counter", key, name, help);
+  perService("attach", "gauge", "inflight", "dstd_attach_inflight_requests", "Requests on the wire to the export now.");
+
+  const requests = registry.counter({ name: "dstd_control_requests_total", help: "Control socket requests, by method.", labels: ["method"], values: { method: [...METHODS, "invalid"] } });
+  const rejects = registry.counter({ name: "dstd_control_rejected_total", help: "Control clients refused or closed, by reason.", labels: ["reason"], values: { reason: REJECT_REASONS } });
+  registry.collected("gauge", { name: "dstd_control_clients", help: "Control socket connections open now." }, (emit) => emit({}, source.controlClients()));
+  registry.collected("gauge", { name: "dstd_event_followers", help: "Clients following the event stream now." }, (emit) => emit({}, source.eventSubscribers()));
+  const events = registry.counter({ name: "dstd_events_total", help: "Events emitted, by type.", labels: ["type"], values: { type: NODE_EVENT_TYPES } });
+  // Known label values start at 0, so a rate over them is defined before the first event.
+  for (const method of [...METHODS, "invalid"]) requests.labels({ method });
+  for (const reason of REJECT_REASONS) rejects.labels({ reason });
+  for (const type of NODE_EVENT_TYPES) events.labels({ type });
+
+  registry.collected("gauge", { name: "process_resident_memory_bytes", help: "Resident memory size in bytes." }, (emit) => emit({}, process.memoryUsage().rss));
+  registry.collected("gauge", { name: "dstd_heap_used_bytes", help: "JavaScript heap in use, in bytes." }, (emit) => emit({}, process.memoryUsage().heapUsed));
+  registry.collected("counter", { name: "process_cpu_seconds_total", help: "User and system CPU time spent, in seconds." }, (emit) => {
+    const usage = process.cpuUsage();
+    emit({}, (usage.user + usage.system) / 1e6);
+  });
+  registry.collected("gauge", { name: "process_start_time_seconds", help: "Start time of the process since the Unix epoch, in seconds." }, (emit) =>
+    emit({}, Math.floor(source.startedAtMs / 1000)),
+  );
+  registry.collected("gauge", { name: "process_open_fds", help: "Open file descriptors." }, (emit) => {
+    try {
+      emit({}, readdirSync("/proc/self/fd").length);
+    } catch {
+      // no procfs: leave the family without a sample
+    }
+  });
+
+  return {
+    registry,
+    control: {
+      request: (method) => requests.labels({ method }).inc(),
+      reject: (reason) => rejects.labels({ reason }).inc(),
+    },
+    watchEvents(bus: EventBus) {
+      bus.subscribe((event) => events.labels({ type: event.type satisfies NodeEventType }).inc());
+    },
+  };
+}

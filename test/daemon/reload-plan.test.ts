@@ -1,0 +1,155 @@
+/**
+ * daemon/reload-plan: which units a reload keeps, stops and starts; export grouping by
+ * shared listeners; refusals that protect memory exports; address conflicts; key material
+ * changes reaching the units that use it.
+ */
+import { describe, expect, test } from "bun:test";
+import { parseConfigText } from "../../src/config/load.ts";
+import { canonicalJson, conflicts, diffPlans, planNode } from "../../src/daemon/reload-plan.ts";
+import { groupExports } from "../../src/daemon/services.ts";
+
+const config = (text: string) => parseConfigText(text, "test.toml");
+const plan = (text: string, keyDigest = "k", fileDigest = (_: string) => "f") => planNode(config(text), keyDigest, fileDigest);
+
+const base = `
+[[export]]
+name = "a"
+memory = "1MiB"
+listen = "127.0.0.1:7001"
+allow = ["127.0.0.1/32:rw"]
+
+[[export]]
+name = "b"
+file = "/tmp/b.img"
+listen = "127.0.0.1:7001"
+allow = ["127.0.0.1/32:rw"]
+
+[[export]]
+name = "c"
+file = "/tmp/c.img"
+listen = "127.0.0.1:7002"
+allow = ["127.0.0.1/32:rw"]
+
+[[attach]]
+url = "dst://127.0.0.1:7002/c"
+nbd_listen = "unix:/tmp/c.sock"
+`;
+
+describe("groups", () => {
+  test("exports sharing a listener form one group, transitively", () => {
+    const groups = groupExports(
+      config(`
+[[export]]
+name = "x"
+memory = "1MiB"
+listen = ["127.0.0.1:1", "127.0.0.1:2"]
+[[export]]
+name = "y"
+memory = "1MiB"
+listen = "127.0.0.1:3"
+nbd_listen = "127.0.0.1:9"
+[[export]]
+name = "z"
+memory = "1MiB"
+listen = "127.0.0.1:2"
+nbd_listen = "127.0.0.1:9"
+[[export]]
+name = "w"
+memory = "1MiB"
+listen = "127.0.0.1:4"
+`).exports,
+    );
+    expect(groups.map((g) => g.map((e) => e.name))).toEqual([["x", "y", "z"], ["w"]]);
+  });
+
+  test("names", () => {
+    const p = plan(base);
+    expect(p.exportGroups.map((g) => g.name)).toEqual(["export:a+b", "export:c"]);
+    expect(p.attachments.map((a) => a.name)).toEqual(["attach:unix:/tmp/c.sock"]);
+  });
+});
+
+describe("diffPlans", () => {
+  test("the same config: everything kept", () => {
+    const d = diffPlans(plan(base), plan(base));
+    expect(d).toEqual({ keep: ["export:a+b", "export:c", "attach:unix:/tmp/c.sock"], stop: [], start: [], refusals: [] });
+  });
+
+  test("a new export on its own port starts; nothing else is touched", () => {
+    const d = diffPlans(plan(base), plan(`${base}\n[[export]]\nname = "d"\nmemory = "1MiB"\nlisten = "127.0.0.1:7003"\n`));
+    expect(d.start).toEqual(["export:d"]);
+    expect(d.stop).toEqual([]);
+    expect(d.keep).toHaveLength(3);
+  });
+
+  test("an ACL change restarts only its group", () => {
+    const changed = base.replace('listen = "127.0.0.1:7002"\nallow = ["127.0.0.1/32:rw"]', 'listen = "127.0.0.1:7002"\nallow = ["127.0.0.1/32:ro"]');
+    const d = diffPlans(plan(base), plan(changed));
+    expect(d.stop).toEqual(["export:c"]);
+    expect(d.start).toEqual(["export:c"]);
+    expect(d.keep).toEqual(["export:a+b", "attach:unix:/tmp/c.sock"]);
+    expect(d.refusals).toEqual([]);
+  });
+
+  test("restarting a group would empty a memory export it keeps: refused", () => {
+    const changed = base.replace('name = "b"\nfile = "/tmp/b.img"\nlisten = "127.0.0.1:7001"\nallow = ["127.0.0.1/32:rw"]', 'name = "b"\nfile = "/tmp/b.img"\nlisten = "127.0.0.1:7001"\nallow = ["127.0.0.1/32:ro"]');
+    const d = diffPlans(plan(base), plan(changed));
+    expect(d.refusals).toHaveLength(1);
+    expect(d.refusals[0]).toContain("memory export 'a' would be restarted");
+  });
+
+  test("a memory export whose size changes (a new disk on purpose) is not refused", () => {
+    const changed = base.replace('memory = "1MiB"', 'memory = "2MiB"');
+    expect(diffPlans(plan(base), plan(changed)).refusals).toEqual([]);
+  });
+
+  test("removing an export stops its group; removing an attachment stops it", () => {
+    const without = base.replace(/\[\[attach\]\][\s\S]*$/, "");
+    const d = diffPlans(plan(base), plan(without));
+    expect(d.stop).toEqual(["attach:unix:/tmp/c.sock"]);
+    expect(d.start).toEqual([]);
+  });
+
+  test("new key material restarts export groups; an attachment's key file only that attachment", () => {
+    const d = diffPlans(plan(base, "k1"), plan(base, "k2"));
+    expect(d.stop).toEqual(["export:a+b", "export:c"]);
+    expect(d.refusals).toHaveLength(1); // memory export 'a'
+    const withKey = base.replace('nbd_listen = "unix:/tmp/c.sock"', 'nbd_listen = "unix:/tmp/c.sock"\nkey_file = "/etc/k"');
+    const e = diffPlans(plan(withKey, "k", () => "old"), plan(withKey, "k", () => "new"));
+    expect(e.stop).toEqual(["attach:unix:/tmp/c.sock"]);
+  });
+});
+
+describe("conflicts", () => {
+  test("the same address for an export and an attachment, two attachments on one device, metrics on a DST port", () => {
+    const problems = conflicts(
+      config(`
+metrics_listen = "127.0.0.1:7001"
+[[export]]
+name = "a"
+memory = "1MiB"
+listen = "127.0.0.1:7001"
+nbd_listen = "unix:/tmp/x.sock"
+[[attach]]
+url = "dst://h/a"
+nbd_listen = "unix:/tmp/x.sock"
+[[attach]]
+url = "dst://h/b"
+device = "/dev/nbd1"
+[[attach]]
+url = "dst://h/c"
+device = "/dev/nbd1"
+`),
+    );
+    expect(problems).toEqual([
+      "unix:/tmp/x.sock is wanted by both export:a and attach:unix:/tmp/x.sock",
+      "2 [[attach]] entries are the same attachment (attach:/dev/nbd1): give each its own device or nbd_listen",
+      "127.0.0.1:7001 is wanted by both export:a and metrics_listen",
+    ]);
+  });
+
+  test("canonicalJson ignores key order and shows allow rules as written", () => {
+    expect(canonicalJson({ b: 1, a: [{ d: 1, c: new Uint8Array([255]) }] })).toBe('{"a":[{"c":"ff","d":1}],"b":1}');
+    expect(canonicalJson(config(base).exports[0]!.allow)).toBe('["127.0.0.1/32:rw"]');
+  });
+});
