@@ -11,7 +11,7 @@ import { DstdError } from "../lib/errors.ts";
 import { Perm } from "../wire/dst/constants.ts";
 import { connect } from "../transport/tcp.ts";
 import type { Sink } from "../transport/types.ts";
-import { ClientEngine, type Completion, type EngineLog, type EngineState, type Request } from "../engine/client-engine.ts";
+import { BUSY, ClientEngine, type Completion, type EngineLog, type EngineState, type Request } from "../engine/client-engine.ts";
 import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
 
 export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportName">> {
@@ -38,6 +38,9 @@ export class DstClient {
       exportName: options.exportName,
     };
     this.engine = new ClientEngine(engineOptions, this.io, options.log);
+    this.engine.onRoom = () => {
+      for (const wake of this.roomWaiters.splice(0)) wake();
+    };
     this.timer = setInterval(() => this.engine.tick(performance.now()), options.tickMs ?? 20);
   }
 
@@ -77,8 +80,19 @@ export class DstClient {
     return this.engine.payloadLimit;
   }
 
-  submit(request: Request, done: Completion): void {
-    this.engine.submit(request, done);
+  /** Submit without waiting for room: BUSY when the engine's queues are full (see engine). */
+  submit(request: Request, done: Completion): number {
+    return this.engine.submit(request, done);
+  }
+
+  /** A buffer to fill with a WRITE's data and pass as `data` — taken over without a copy. */
+  reserveWrite(length: number): Uint8Array {
+    return this.engine.reserveWrite(length);
+  }
+
+  /** READ into `into` (no fresh buffer). */
+  readInto(offset: number, into: Uint8Array): Promise<void> {
+    return this.call({ kind: "read", offset, length: into.length, into }).then(() => {});
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
@@ -123,17 +137,30 @@ export class DstClient {
     this.sinks.clear();
   }
 
-  private call(request: Request): Promise<Uint8Array | null> {
-    return new Promise((resolve, reject) => {
-      this.engine.submit(request, (errno, data) => {
-        if (errno === 0) resolve(data);
-        else {
-          const what = `${request.kind} ${request.length} B at offset ${request.offset}`;
-          reject(new DstdError("E_IO", `${what} failed: ${errnoMessage(errno)}`, { errno }));
-        }
+  private async call(request: Request): Promise<Uint8Array | null> {
+    for (;;) {
+      const result = new Promise<Uint8Array | null>((resolve, reject) => {
+        const txid = this.engine.submit(request, (errno, data) => {
+          if (errno === 0) resolve(data);
+          else {
+            const what = `${request.kind} ${request.length} B at offset ${request.offset}`;
+            reject(new DstdError("E_IO", `${what} failed: ${errnoMessage(errno)}`, { errno }));
+          }
+        });
+        if (txid === BUSY) resolve(BUSY_MARK);
       });
-    });
+      const value = await result;
+      if (value !== BUSY_MARK) return value;
+      await this.room();
+    }
   }
+
+  /** Resolves when the engine accepts requests again after a BUSY. */
+  private room(): Promise<void> {
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  private readonly roomWaiters: Array<() => void> = [];
 
   private readonly io = {
     connect: (id: number) => {
@@ -153,8 +180,10 @@ export class DstClient {
         (error: Error) => this.engine.connectFailed(id, error.message),
       );
     },
-    send: (id: number, frame: Uint8Array) => {
-      this.sinks.get(id)?.write(frame);
+    send: (id: number, bytes: Uint8Array, release?: () => void) => {
+      const sink = this.sinks.get(id);
+      if (sink) sink.write(bytes, release);
+      else release?.();
     },
     defer: (flush: () => void) => {
       setImmediate(flush);
@@ -168,6 +197,9 @@ export class DstClient {
     },
   };
 }
+
+/** Marks a submit that found the engine busy (never a real READ result). */
+const BUSY_MARK = new Uint8Array(0);
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;

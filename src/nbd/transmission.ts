@@ -301,6 +301,12 @@ export class NbdTransmission {
     op.buffer = payload;
     this.account(op, r.length);
     this.target.write(r.offset, r.payload ?? EMPTY, (r.flags & CmdFlag.FUA) !== 0, op.statusDone);
+    // A target that copied the data (the remote engine) lets the buffer go back to the pool
+    // now; its bytes stay counted in flight until the completion (the target's copy).
+    if (this.target.writeDataCopied === true && op.active && op.buffer !== null) {
+      giveBuffer(op.buffer);
+      op.buffer = null;
+    }
   }
 
   /**

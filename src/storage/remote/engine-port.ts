@@ -3,18 +3,38 @@
  * export, reached through resend/reconnect/keepalive, served to an NBD client (the kernel
  * on a socketpair for `dstd attach`, or qemu/libnbd on `--nbd-listen`).
  *
- * The engine copies WRITE data into its own frame at submit, so `data` is free for the
- * connection to recycle as soon as write() returns; READ data is copied into `into`.
- * FLUSH is sent to the export and completes only when the export's disk has it.
+ * The engine copies WRITE data at submit, so `data` is free for the caller to recycle as soon
+ * as write() returns (`writeDataCopied`); READ replies are decoded straight into `into`.
+ * FLUSH is sent to the export and completes only when the export's disk has it. When the
+ * engine's queues are full (submit says BUSY) requests wait here in order, with their write
+ * data copied; the caller (the NBD front) bounds how many it has in flight.
  */
 import type { Extent } from "../local/backend.ts";
 import { Perm, Feature } from "../../wire/dst/constants.ts";
-import type { ClientEngine } from "../../engine/client-engine.ts";
+import { BUSY, type ClientEngine, type Completion, type Request } from "../../engine/client-engine.ts";
 import type { StoragePort, ZeroFlags } from "../port.ts";
 
 export function createEnginePort(engine: ClientEngine, description: string): StoragePort {
   const welcome = engine.welcome!;
   const features = welcome.features;
+  const waiting: Array<{ request: Request; done: Completion }> = [];
+  const drain = () => {
+    while (waiting.length > 0) {
+      const next = waiting[0]!;
+      if (engine.submit(next.request, next.done) === BUSY) return;
+      waiting.shift();
+    }
+  };
+  const previousRoom = engine.onRoom;
+  engine.onRoom = () => {
+    previousRoom?.();
+    drain();
+  };
+  const submit = (request: Request, done: Completion) => {
+    if (waiting.length === 0 && engine.submit(request, done) !== BUSY) return;
+    if (request.data !== undefined) request.data = request.data.slice(); // the caller recycles it on return
+    waiting.push({ request, done });
+  };
   return {
     kind: "remote",
     size: welcome.size,
@@ -29,24 +49,22 @@ export function createEnginePort(engine: ClientEngine, description: string): Sto
     canBlockStatus: false,
     description,
     synchronous: false,
+    writeDataCopied: true,
     read(offset: number, into: Uint8Array, done: (errno: number) => void) {
-      engine.submit({ kind: "read", offset, length: into.length }, (errno, data) => {
-        if (errno === 0 && data !== null) into.set(data);
-        done(errno);
-      });
+      submit({ kind: "read", offset, length: into.length, into }, (errno) => done(errno));
     },
     write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void) {
-      engine.submit({ kind: "write", offset, length: data.length, data, fua }, (errno) => done(errno));
+      submit({ kind: "write", offset, length: data.length, data, fua }, (errno) => done(errno));
     },
     flush(done: (errno: number) => void) {
-      engine.submit({ kind: "flush", offset: 0, length: 0 }, (errno) => done(errno));
+      submit({ kind: "flush", offset: 0, length: 0 }, (errno) => done(errno));
     },
     trim(offset: number, length: number, fua: boolean, done: (errno: number) => void) {
-      engine.submit({ kind: "trim", offset, length, fua }, (errno) => done(errno));
+      submit({ kind: "trim", offset, length, fua }, (errno) => done(errno));
     },
     zero(offset: number, length: number, flags: ZeroFlags, done: (errno: number) => void) {
       if (flags.fast) return done(95 /* ENOTSUP: we cannot promise a fast zero remotely */);
-      engine.submit({ kind: "zero", offset, length, fua: flags.fua, noHole: flags.noHole }, (errno) => done(errno));
+      submit({ kind: "zero", offset, length, fua: flags.fua, noHole: flags.noHole }, (errno) => done(errno));
     },
     extents(_offset: number, length: number, _maxExtents: number, done: (errno: number, extents: Extent[] | null) => void) {
       done(0, [{ length, hole: false, zero: false }]);
