@@ -22,6 +22,10 @@ export interface CopyEndpoint {
   /** Most bytes per request this endpoint handles well. */
   readonly chunkMax: number;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Read into `into` (a buffer from the target's writeBuffer, so the data moves once). */
+  readInto?(offset: number, into: Uint8Array): Promise<void>;
+  /** A buffer for `length` bytes the caller fills and then passes to write() (no copy there). */
+  writeBuffer?(length: number): Uint8Array;
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Make the range read as zeroes, preferably without allocating. */
   zero(offset: number, length: number): Promise<void>;
@@ -42,6 +46,9 @@ export function backendEndpoint(label: string, backend: Backend): CopyEndpoint {
       const target = new Uint8Array(length);
       backend.read(offset, target);
       return target;
+    },
+    async readInto(offset, into) {
+      backend.read(offset, into);
     },
     async write(offset, data) {
       backend.write(offset, data, false);
@@ -69,6 +76,8 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
     size: client.size,
     chunkMax: client.maxPayload,
     read: (offset, length) => client.read(offset, length),
+    readInto: (offset, into) => client.readInto(offset, into),
+    writeBuffer: (length) => client.reserveWrite(length),
     write: (offset, data) => client.write(offset, data),
     zero: (offset, length) => client.zero(offset, length),
     isHole: () => false,
@@ -122,7 +131,10 @@ export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, 
     }
     return nbdEndpoint(client.where, client);
   }
-  const client = await DstClient.open({ ...options.engine, address, exportName: url.exportName, log: options.log });
+  // A copy flushes as it goes (FLUSH_EVERY), so it never needs the full replay bound: keeping
+  // it to COPY_REPLAY_MAX holds the copy's memory flat whatever its size.
+  const replayBufferBytes = Math.min(options.engine?.replayBufferBytes ?? COPY_REPLAY_MAX, COPY_REPLAY_MAX);
+  const client = await DstClient.open({ ...options.engine, replayBufferBytes, address, exportName: url.exportName, log: options.log });
   if (options.writable && !client.writable) {
     await client.close();
     throw new DstdError("E_READ_ONLY", `export '${url.exportName}' is read-only for this client`);
@@ -151,8 +163,20 @@ function isAllZero(data: Uint8Array): boolean {
 }
 
 /**
+ * The target is flushed after about this many bytes, while the copy goes on: a DST client
+ * keeps every acknowledged write until a FLUSH covers it (it replays them if the export
+ * restarts), so flushing as it goes keeps its memory flat for a copy of any size.
+ */
+const FLUSH_EVERY = 32 * 1024 * 1024;
+/** The replay bound a copy's DST client runs with (past it the engine flushes and waits). */
+const COPY_REPLAY_MAX = 64 * 1024 * 1024;
+
+/**
  * Copy `length` bytes (default: all of source) with `inflight` chunks in flight.
- * Throws DstdError naming the failed range; the target is flushed only on success.
+ * Each chunk moves once: read straight into the buffer the target will send (its
+ * writeBuffer), zero chunks sent as WRITE_ZEROES. Memory: `inflight` chunks plus what the
+ * target holds until its next flush (FLUSH_EVERY).
+ * Throws DstdError naming the failed range; the copy ends with a flush of the target.
  */
 export async function copyData(
   source: CopyEndpoint,
@@ -172,6 +196,20 @@ export async function copyData(
   let done = 0;
   let zeroBytes = 0;
   let failure: unknown = null;
+  let sinceFlush = 0;
+  let flushing: Promise<void> | null = null;
+  const flushAsWeGo = (length: number) => {
+    sinceFlush += length;
+    if (sinceFlush < FLUSH_EVERY || flushing !== null) return;
+    sinceFlush = 0;
+    flushing = target.flush().then(
+      () => void (flushing = null),
+      (error) => {
+        failure ??= error;
+        flushing = null;
+      },
+    );
+  };
   const worker = async () => {
     while (failure === null && next < total) {
       const offset = next;
@@ -182,7 +220,11 @@ export async function copyData(
           await target.zero(offset, length);
           zeroBytes += length;
         } else {
-          const data = await source.read(offset, length);
+          let data: Uint8Array;
+          if (source.readInto !== undefined) {
+            data = target.writeBuffer?.(length) ?? new Uint8Array(length);
+            await source.readInto(offset, data);
+          } else data = await source.read(offset, length);
           if (isAllZero(data)) {
             await target.zero(offset, length);
             zeroBytes += length;
@@ -195,10 +237,12 @@ export async function copyData(
         return;
       }
       done += length;
+      flushAsWeGo(length);
       options.progress?.(done, total);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.inflight) }, worker));
+  if (flushing !== null) await flushing;
   if (failure !== null) throw failure;
   await target.flush();
   return { bytes: total, zeroBytes, seconds: (performance.now() - started) / 1000 };

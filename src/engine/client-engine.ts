@@ -125,6 +125,8 @@ export class ClientEngine {
   private depth = 0;
   private flushScheduled = false;
   private wasBusy = false;
+  /** The txid floor the export last heard from us (HELLO, PING): it forgets results below it. */
+  private announcedFloor = 0;
   /** Data checksum in force (chosen by the export in WELCOME). */
   private checksum: ChecksumName = "none";
 
@@ -183,7 +185,8 @@ export class ClientEngine {
     this.decoder = this.newDecoder();
     this.lastReceiveAt = this.now;
     this.outbox.reset(this.sendOnCurrent, null);
-    this.io.send(connection, this.session.helloFrame(this.txidFloor()));
+    this.announcedFloor = this.txidFloor();
+    this.io.send(connection, this.session.helloFrame(this.announcedFloor));
   }
 
   connectFailed(connection: number, reason: string): void {
@@ -567,8 +570,13 @@ export class ClientEngine {
       // Barrier: after an export restart, nothing but replays until every replay is acknowledged
       // (a FLUSH sent earlier would release log entries whose replay has not landed yet).
       if (this.durability.replaysPending > 0 && txn.internal !== "replay") break;
-      // The export remembers results only txidSpan txids beyond our floor: wait for the floor.
-      if (this.session.txidSpan > 0 && txn.txid - (floor ??= this.txidFloor()) >= this.session.txidSpan) break;
+      // The export remembers results only txidSpan txids beyond the floor it last heard: tell
+      // it a newer floor when ours moved (a PING carries it), else wait for the floor to move.
+      if (this.session.txidSpan > 0 && txn.txid - this.announcedFloor >= this.session.txidSpan) {
+        floor ??= this.txidFloor();
+        if (floor > this.announcedFloor) this.announceFloor(floor);
+        if (txn.txid - this.announcedFloor >= this.session.txidSpan) break;
+      }
       if (txn.kind === "write" && txn.internal === null && this.durability.full) break;
       floor = Math.min(floor ?? txn.txid, txn.txid);
       this.waiting.shift();
@@ -576,6 +584,12 @@ export class ClientEngine {
       this.send(txn);
     }
     this.counters.inflight = this.onWire;
+  }
+
+  private announceFloor(floor: number): void {
+    this.announcedFloor = floor;
+    this.counters.pings++;
+    this.outbox.add(encodeFrame({ opcode: Op.PING, txid: 0, offset: floor }));
   }
 
   /** Bounded replay memory: past the bound, issue a FLUSH ourselves and hold new writes. */
@@ -649,8 +663,7 @@ export class ClientEngine {
     }
     if (silentMs >= this.options.keepaliveIntervalMs && now - this.lastPingAt >= this.options.keepaliveIntervalMs) {
       this.lastPingAt = now;
-      this.counters.pings++;
-      this.outbox.add(encodeFrame({ opcode: Op.PING, txid: 0, offset: this.txidFloor() }));
+      this.announceFloor(this.txidFloor());
     }
     // TCP delivers in order and the export answers every frame it reads, so on a connection
     // that is still delivering replies an unanswered request is queued behind others, not
