@@ -87,6 +87,36 @@ describe("DST over loopback", () => {
     await client.close();
   });
 
+  test("a long busy stream of writes never meets the export's exactly-once bound (the floor travels)", async () => {
+    const client = await open("disk");
+    const span = client.engine.welcome!.maxTxidSpan!;
+    expect(span).toBeGreaterThan(0);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < span * 4; i++) writes.push(client.write((i % 64) * 4096, new Uint8Array(4096).fill(i & 0xff)));
+    await Promise.all(writes);
+    expect(client.engine.counters.timeouts).toBe(0);
+    await client.close();
+  });
+
+  test("submit says BUSY past the queue bound; callers waiting on room all complete", async () => {
+    const client = await DstClient.open({
+      address: { transport: "tcp", host: "127.0.0.1", port },
+      exportName: "disk",
+      log: recordingLog(),
+      queueDepth: 8,
+    });
+    let busy = 0;
+    const done: Promise<void>[] = [];
+    for (let i = 0; i < 8; i++) done.push(new Promise((resolve) => client.submit({ kind: "read", offset: 0, length: 4096 }, () => resolve())));
+    if (client.submit({ kind: "read", offset: 0, length: 4096 }, () => {}) === -1) busy++;
+    expect(busy).toBe(1);
+    // The promise API waits for room instead of failing.
+    for (let i = 0; i < 64; i++) done.push(client.read(0, 4096).then(() => {}));
+    await Promise.all(done);
+    expect(client.engine.outstanding).toBe(0);
+    await client.close();
+  });
+
   test("1 MiB requests, trim and write-zeroes", async () => {
     const client = await open("disk", true);
     const big = new Uint8Array(MiB).fill(0x5a);
