@@ -148,6 +148,8 @@ const RELIABILITY_KEYS: Record<keyof Reliability, [string, (value: number) => st
   keepaliveTimeoutMs: ["keepalive_timeout", formatDuration],
   replayBufferBytes: ["replay_buffer", formatSize],
   inflightMax: ["inflight", String],
+  queueDepth: ["queue_depth", String],
+  connections: ["connections", String],
 };
 
 /**

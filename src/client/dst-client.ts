@@ -1,18 +1,52 @@
 /**
- * @module client/dst-client — the client engine wired to real sockets and real time.
- * This is the composition root for the requester side: it owns the only timer (the tick)
- * and turns the engine's callback API into promises for `dstd copy` and tests. The NBD
- * bridge of `dstd attach` uses `submit` directly (no promise per request).
+ * @module client/dst-client — the client engine wired to sockets and time: the driver of
+ * `dstd copy`, `dstd attach` and remote legs. Sockets come from an injected dialer and time
+ * from an injected clock (real sockets and setInterval in production, the simulated network
+ * and clock in test/sim), so the simulator runs this very driver.
+ *
+ * Several connections ("links", `connections = N`): when the export grants MULTI_CONN, the
+ * client runs N engines — N sessions, each with its own exactly-once table, fencing and
+ * replay log — and routes every byte of the disk to one link by its region (REGION_BYTES):
+ * a request that crosses regions is split and its parts joined. All writes to a byte
+ * therefore go through one link in order, so each link's replay after an export restart
+ * cannot bury another link's newer write; a FLUSH goes to every link (each releases its own
+ * replay log) and completes when all did.
  */
 import { randomInt } from "node:crypto";
 import type { ListenAddress } from "../lib/address.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
-import { Perm } from "../wire/dst/constants.ts";
+import { Feature, Perm } from "../wire/dst/constants.ts";
 import { connect } from "../transport/tcp.ts";
-import type { Sink } from "../transport/types.ts";
+import type { ConnectionHandler, Sink } from "../transport/types.ts";
 import { BUSY, ClientEngine, type Completion, type EngineLog, type EngineState, type Request } from "../engine/client-engine.ts";
+import type { EngineCounters } from "../engine/counters.ts";
+import { newCounters } from "../engine/counters.ts";
 import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
+
+/** Opens a connection; resolves with its Sink once connected, rejects with the reason. */
+export type Dialer = (address: ListenAddress, makeHandler: (sink: Sink) => ConnectionHandler) => Promise<Sink>;
+
+/** Time for the driver: production uses performance.now, setInterval and setImmediate. */
+export interface DriverClock {
+  now(): number;
+  /** Call `tick` every `ms` until the returned function is called. */
+  every(ms: number, tick: () => void): () => void;
+  /** Run `work` after the current burst of events. */
+  defer(work: () => void): void;
+}
+
+export const REAL_CLOCK: DriverClock = {
+  now: () => performance.now(),
+  every(ms, tick) {
+    const timer = setInterval(tick, ms);
+    return () => clearInterval(timer);
+  },
+  defer: (work) => void setImmediate(work),
+};
+
+/** Bytes of the disk that always go through the same link (see the module header). */
+export const REGION_BYTES = 4 * 1024 * 1024;
 
 export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportName">> {
   address: ListenAddress;
@@ -21,15 +55,126 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
   /** Tick period; resend/keepalive precision is about this. */
   tickMs?: number;
   onStateChange?: (state: EngineState, detail: string) => void;
+  /** DST connections to run when the export grants MULTI_CONN (default 1). */
+  connections?: number;
+  dial?: Dialer;
+  clock?: DriverClock;
+}
+
+/** One engine and its sockets. */
+class Link {
+  readonly engine: ClientEngine;
+  private readonly sinks = new Map<number, Sink>();
+  private stopTicking: () => void = () => {};
+  closed = false;
+
+  constructor(
+    options: EngineOptions,
+    private readonly address: ListenAddress,
+    private readonly dial: Dialer,
+    private readonly clock: DriverClock,
+    log: EngineLog,
+  ) {
+    this.engine = new ClientEngine(options, this.io, log);
+  }
+
+  /** Connect and handshake; rejects with the export's refusal or the connect error. */
+  async open(tickMs: number, onStateChange: ((state: EngineState, detail: string) => void) | undefined): Promise<void> {
+    const engine = this.engine;
+    this.stopTicking = this.clock.every(tickMs, () => engine.tick(this.clock.now()));
+    await new Promise<void>((resolve, reject) => {
+      engine.onStateChange = (state, detail) => {
+        onStateChange?.(state, detail);
+        if (state === "ready") resolve();
+        if (state === "failed") reject(new DstdError("E_CONNECT", engine.fatal ?? detail, { errno: Errno.EIO }));
+      };
+      engine.start(this.clock.now());
+    }).catch((error) => {
+      this.stop();
+      throw error;
+    });
+    engine.onStateChange = onStateChange ?? null;
+  }
+
+  stop(): void {
+    this.stopTicking();
+    for (const sink of this.sinks.values()) sink.destroy();
+    this.sinks.clear();
+  }
+
+  private readonly io = {
+    connect: (id: number) => {
+      this.dial(this.address, () => ({
+        onData: (chunk) => this.engine.receive(id, chunk),
+        onDrain: () => {},
+        onClose: (reason) => {
+          this.sinks.delete(id);
+          this.engine.disconnected(id, reason);
+        },
+      })).then(
+        (sink) => {
+          if (this.closed) return sink.destroy();
+          this.sinks.set(id, sink);
+          this.engine.connected(id);
+        },
+        (error: Error) => this.engine.connectFailed(id, error.message),
+      );
+    },
+    send: (id: number, bytes: Uint8Array, release?: () => void) => {
+      const sink = this.sinks.get(id);
+      if (sink) sink.write(bytes, release);
+      else release?.();
+    },
+    defer: (flush: () => void) => this.clock.defer(flush),
+    close: (id: number) => {
+      const sink = this.sinks.get(id);
+      this.sinks.delete(id);
+      // A deliberate close after the work is done ends gracefully; anything else is a reset.
+      if (this.closed) sink?.end();
+      else sink?.destroy();
+    },
+  };
 }
 
 export class DstClient {
-  readonly engine: ClientEngine;
-  private readonly sinks = new Map<number, Sink>();
-  private readonly timer: ReturnType<typeof setInterval>;
+  private readonly links: Link[] = [];
   private closed = false;
+  private readonly roomWaiters: Array<() => void> = [];
+  /** Buffers from reserveWrite(), handed over to the engine (no copy) when written. */
+  private readonly reserved = new WeakSet<Uint8Array>();
 
-  private constructor(private readonly options: DstClientOptions) {
+  private constructor(private readonly options: DstClientOptions) {}
+
+  /** The first link's engine (its WELCOME, state and counters describe the connection). */
+  get engine(): ClientEngine {
+    return this.links[0]!.engine;
+  }
+
+  /** Links running (1 unless connections > 1 and the export granted MULTI_CONN). */
+  get connections(): number {
+    return this.links.length;
+  }
+
+  /** Connect (all links) and handshake; rejects with the export's refusal or the connect error. */
+  static async open(options: DstClientOptions): Promise<DstClient> {
+    const client = new DstClient(options);
+    await client.addLink(options.onStateChange);
+    const wanted = Math.max(1, Math.min(options.connections ?? 1, 16));
+    const granted = ((client.engine.welcome?.features ?? 0) & Feature.MULTI_CONN) !== 0;
+    if (wanted > 1 && !granted) options.log.info(`export does not grant multi-connection consistency: using 1 connection, not ${wanted}`);
+    if (wanted > 1 && granted) {
+      try {
+        await Promise.all(Array.from({ length: wanted - 1 }, () => client.addLink(undefined)));
+      } catch (error) {
+        client.abort();
+        throw error;
+      }
+    }
+    return client;
+  }
+
+  private async addLink(onStateChange: DstClientOptions["onStateChange"]): Promise<void> {
+    const options = this.options;
     const engineOptions: EngineOptions = {
       ...ENGINE_DEFAULTS,
       clientName: "dstd",
@@ -37,30 +182,18 @@ export class DstClient {
       ...stripUndefined(options),
       exportName: options.exportName,
     };
-    this.engine = new ClientEngine(engineOptions, this.io, options.log);
-    this.engine.onRoom = () => {
+    const link = new Link(engineOptions, options.address, options.dial ?? connect, options.clock ?? REAL_CLOCK, options.log);
+    link.engine.onRoom = () => {
       for (const wake of this.roomWaiters.splice(0)) wake();
+      this.roomHook?.();
     };
-    this.timer = setInterval(() => this.engine.tick(performance.now()), options.tickMs ?? 20);
-  }
-
-  /** Connect and handshake; rejects with the export's refusal or the connect error. */
-  static async open(options: DstClientOptions): Promise<DstClient> {
-    const client = new DstClient(options);
-    const engine = client.engine;
-    await new Promise<void>((resolve, reject) => {
-      engine.onStateChange = (state, detail) => {
-        options.onStateChange?.(state, detail);
-        if (state === "ready") resolve();
-        if (state === "failed") reject(new DstdError("E_CONNECT", engine.fatal ?? detail, { errno: Errno.EIO }));
-      };
-      engine.start(performance.now());
-    }).catch((error) => {
-      client.stopTimer();
+    this.links.push(link);
+    try {
+      await link.open(options.tickMs ?? 20, onStateChange);
+    } catch (error) {
+      this.links.splice(this.links.indexOf(link), 1);
       throw error;
-    });
-    engine.onStateChange = options.onStateChange ?? null;
-    return client;
+    }
   }
 
   get size(): number {
@@ -77,18 +210,68 @@ export class DstClient {
 
   /** Largest READ/WRITE one request may carry. */
   get maxPayload(): number {
-    return this.engine.payloadLimit;
+    let limit = Number.MAX_SAFE_INTEGER;
+    for (const link of this.links) limit = Math.min(limit, link.engine.payloadLimit);
+    return limit;
   }
 
-  /** Submit without waiting for room: BUSY when the engine's queues are full (see engine). */
+  /** Requests submitted and not yet completed, over every link. */
+  get outstanding(): number {
+    let n = 0;
+    for (const link of this.links) n += link.engine.outstanding;
+    return n;
+  }
+
+  /** Counters summed over the links (inflight too). */
+  get counters(): EngineCounters {
+    if (this.links.length === 1) return this.engine.counters;
+    const sum = newCounters();
+    for (const link of this.links) {
+      for (const key of Object.keys(sum) as Array<keyof EngineCounters>) sum[key] += link.engine.counters[key];
+    }
+    return sum;
+  }
+
+  /**
+   * Submit without waiting: returns a positive number when accepted, 0 when refused at once
+   * (stopped; `done` was called), BUSY when the queues are full (`done` not called: wait for
+   * onRoom, see room()). A request crossing regions of several links is split and joined.
+   */
   submit(request: Request, done: Completion): number {
-    return this.engine.submit(request, done);
+    if (request.data !== undefined && this.reserved.has(request.data)) request.handOver = true;
+    if (this.links.length === 1) return this.engine.submit(request, done);
+    if (request.kind === "flush") return this.fanOut(request, done);
+    const parts = this.split(request);
+    if (parts.length === 1) return parts[0]!.link.engine.submit(request, done);
+    for (const part of parts) if (!part.link.engine.canAccept(part.request, 1)) return BUSY;
+    let left = parts.length;
+    let failure = 0;
+    const joined = (errno: number) => {
+      if (errno !== 0 && failure === 0) failure = errno;
+      if (--left === 0) done(failure, failure === 0 && request.kind === "read" ? (request.into ?? null) : null);
+    };
+    for (const part of parts) part.link.engine.submit(part.request, joined);
+    return 1;
   }
 
-  /** A buffer to fill with a WRITE's data and pass as `data` — taken over without a copy. */
+  /** A buffer to fill with a WRITE's data and pass as `data`: written without a copy. */
   reserveWrite(length: number): Uint8Array {
-    return this.engine.reserveWrite(length);
+    const buffer = new Uint8Array(length);
+    this.reserved.add(buffer);
+    return buffer;
   }
+
+  /** Resolves when the engines accept requests again after a BUSY. */
+  room(): Promise<void> {
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /** Set a callback for room after BUSY (the remote port's queue uses it). */
+  set onRoom(wake: (() => void) | null) {
+    this.roomHook = wake;
+  }
+
+  private roomHook: (() => void) | null = null;
 
   /** READ into `into` (no fresh buffer). */
   readInto(offset: number, into: Uint8Array): Promise<void> {
@@ -96,7 +279,7 @@ export class DstClient {
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
-    return this.call({ kind: "read", offset, length }) as Promise<Uint8Array>;
+    return this.call({ kind: "read", offset, length, into: new Uint8Array(length) }) as Promise<Uint8Array>;
   }
 
   async write(offset: number, data: Uint8Array, fua = false): Promise<void> {
@@ -118,84 +301,79 @@ export class DstClient {
   /** Wait for nothing to be outstanding, then close for good. */
   async close(): Promise<void> {
     if (this.closed) return;
-    while (this.engine.outstanding > 0) await Bun.sleep(5);
+    while (this.outstanding > 0) await Bun.sleep(5);
     this.closed = true;
-    this.engine.shutdown("closed by the client");
-    this.stopTimer();
+    for (const link of this.links) {
+      link.closed = true;
+      link.engine.shutdown("closed by the client");
+      link.stop();
+    }
   }
 
   /** Close at once, failing anything outstanding with ESHUTDOWN. */
   abort(): void {
     this.closed = true;
-    this.engine.shutdown("aborted");
-    this.stopTimer();
+    for (const link of this.links) {
+      link.closed = true;
+      link.engine.shutdown("aborted");
+      link.stop();
+    }
   }
 
-  private stopTimer(): void {
-    clearInterval(this.timer);
-    for (const sink of this.sinks.values()) sink.destroy();
-    this.sinks.clear();
+  /** FLUSH on every link; done when all finished (the first failure wins). */
+  private fanOut(request: Request, done: Completion): number {
+    for (const link of this.links) if (!link.engine.canAccept(request, 1)) return BUSY;
+    let left = this.links.length;
+    let failure = 0;
+    for (const link of this.links) {
+      link.engine.submit({ ...request }, (errno) => {
+        if (errno !== 0 && failure === 0) failure = errno;
+        if (--left === 0) done(failure, null);
+      });
+    }
+    return 1;
+  }
+
+  /** The parts of a request, one per run of regions owned by the same link. */
+  private split(request: Request): Array<{ link: Link; request: Request }> {
+    const count = this.links.length;
+    const linkOf = (offset: number) => this.links[Math.floor(offset / REGION_BYTES) % count]!;
+    const end = request.offset + request.length;
+    const first = linkOf(request.offset);
+    if (request.length === 0 || Math.floor((end - 1) / REGION_BYTES) === Math.floor(request.offset / REGION_BYTES)) {
+      return [{ link: first, request }];
+    }
+    const parts: Array<{ link: Link; request: Request }> = [];
+    let at = request.offset;
+    while (at < end) {
+      const stop = Math.min(end, (Math.floor(at / REGION_BYTES) + 1) * REGION_BYTES);
+      const part: Request = { ...request, offset: at, length: stop - at };
+      const from = at - request.offset;
+      if (request.data !== undefined) part.data = request.data.subarray(from, from + part.length);
+      if (request.into !== undefined) part.into = request.into.subarray(from, from + part.length);
+      parts.push({ link: linkOf(at), request: part });
+      at = stop;
+    }
+    return parts;
   }
 
   private async call(request: Request): Promise<Uint8Array | null> {
     for (;;) {
       const result = new Promise<Uint8Array | null>((resolve, reject) => {
-        const txid = this.engine.submit(request, (errno, data) => {
+        const accepted = this.submit(request, (errno, data) => {
           if (errno === 0) resolve(data);
           else {
             const what = `${request.kind} ${request.length} B at offset ${request.offset}`;
             reject(new DstdError("E_IO", `${what} failed: ${errnoMessage(errno)}`, { errno }));
           }
         });
-        if (txid === BUSY) resolve(BUSY_MARK);
+        if (accepted === BUSY) resolve(BUSY_MARK);
       });
       const value = await result;
       if (value !== BUSY_MARK) return value;
       await this.room();
     }
   }
-
-  /** Resolves when the engine accepts requests again after a BUSY. */
-  private room(): Promise<void> {
-    return new Promise((resolve) => this.roomWaiters.push(resolve));
-  }
-
-  private readonly roomWaiters: Array<() => void> = [];
-
-  private readonly io = {
-    connect: (id: number) => {
-      connect(this.options.address, (sink) => ({
-        onData: (chunk) => this.engine.receive(id, chunk),
-        onDrain: () => {},
-        onClose: (reason) => {
-          this.sinks.delete(id);
-          this.engine.disconnected(id, reason);
-        },
-      })).then(
-        (sink) => {
-          if (this.closed) return sink.destroy();
-          this.sinks.set(id, sink);
-          this.engine.connected(id);
-        },
-        (error: Error) => this.engine.connectFailed(id, error.message),
-      );
-    },
-    send: (id: number, bytes: Uint8Array, release?: () => void) => {
-      const sink = this.sinks.get(id);
-      if (sink) sink.write(bytes, release);
-      else release?.();
-    },
-    defer: (flush: () => void) => {
-      setImmediate(flush);
-    },
-    close: (id: number) => {
-      const sink = this.sinks.get(id);
-      this.sinks.delete(id);
-      // A deliberate close after the work is done ends gracefully; anything else is a reset.
-      if (this.closed) sink?.end();
-      else sink?.destroy();
-    },
-  };
 }
 
 /** Marks a submit that found the engine busy (never a real READ result). */

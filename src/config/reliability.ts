@@ -51,6 +51,14 @@ const FIELDS: Record<string, { field: keyof Reliability; read: Reader }> = {
     field: "inflightMax",
     read: (value, path, issues) => readInteger(value, LIMITS.inflightMax, path, issues),
   },
+  queue_depth: {
+    field: "queueDepth",
+    read: (value, path, issues) => readInteger(value, LIMITS.queueDepth, path, issues),
+  },
+  connections: {
+    field: "connections",
+    read: (value, path, issues) => readInteger(value, LIMITS.connections, path, issues),
+  },
 };
 
 export const RELIABILITY_KEYS = Object.keys(FIELDS);

@@ -243,8 +243,7 @@ export class ClientEngine {
       done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
       return 0;
     }
-    const bytes = request.kind === "write" ? request.length : 0;
-    if (this.pending.size > 0 && (this.pending.size >= this.options.queueDepth || this.waitingBytes + bytes > this.options.queueBytes)) {
+    if (!this.canAccept(request, 1)) {
       this.wasBusy = true;
       return BUSY;
     }
@@ -258,17 +257,14 @@ export class ClientEngine {
   }
 
   /**
-   * A buffer for a WRITE payload of `length` bytes that the caller fills (from a file, a
-   * socket…) and then submits as `data` — the engine takes it over without a copy. The caller
-   * must not touch it after submit.
+   * Whether `count` more requests like `request` would be accepted now (a caller splitting
+   * one request over several engines checks every part before submitting any).
    */
-  reserveWrite(length: number): Uint8Array {
-    const buffer = new Uint8Array(length);
-    this.reserved.add(buffer);
-    return buffer;
+  canAccept(request: Request, count: number): boolean {
+    if (this.pending.size === 0) return true;
+    const bytes = request.kind === "write" ? request.length : 0;
+    return this.pending.size + count <= this.options.queueDepth && this.waitingBytes + bytes <= this.options.queueBytes;
   }
-
-  private readonly reserved = new WeakSet<Uint8Array>();
 
   // ---- internals ------------------------------------------------------------------------
 
@@ -287,11 +283,7 @@ export class ClientEngine {
     if (request.kind !== "write") return null;
     const data = request.data;
     assert(data !== undefined && data.length === request.length, "write data length");
-    if (this.reserved.has(data)) {
-      this.reserved.delete(data);
-      return data;
-    }
-    return data.slice();
+    return request.handOver === true ? data : data.slice();
   }
 
   private newTxn(request: Request, data: Uint8Array | null, done: Completion | null, internal: Txn["internal"]): Txn {

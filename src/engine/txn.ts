@@ -21,11 +21,12 @@ export interface Request {
   offset: number;
   length: number;
   /**
-   * WRITE payload (length bytes). Copied into an engine buffer at submit, unless it is a
-   * buffer from reserveWrite() (then taken over without a copy: the caller must not touch it
-   * again).
+   * WRITE payload (length bytes). Copied into an engine buffer at submit, unless `handOver`
+   * says the caller gives the buffer away (then taken over without a copy: the caller must
+   * not touch it again — reserve-and-fill).
    */
   data?: Uint8Array;
+  handOver?: boolean;
   /** READ: put the data here (length bytes) and complete with it, instead of a fresh buffer. */
   into?: Uint8Array;
   fua?: boolean;

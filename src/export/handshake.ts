@@ -177,6 +177,7 @@ export class ExportHandshake {
       permissions: Perm.READ | (writable ? Perm.WRITE : 0),
       features:
         Feature.SESSIONS |
+        (port.canMultiConn ? Feature.MULTI_CONN : 0) |
         (port.canFlush ? Feature.FLUSH : 0) |
         Feature.FUA |
         (port.canTrim ? Feature.TRIM : 0) |

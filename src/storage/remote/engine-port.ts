@@ -11,27 +11,24 @@
  */
 import type { Extent } from "../local/backend.ts";
 import { Perm, Feature } from "../../wire/dst/constants.ts";
-import { BUSY, type ClientEngine, type Completion, type Request } from "../../engine/client-engine.ts";
+import { BUSY, type Completion, type Request } from "../../engine/client-engine.ts";
+import type { DstClient } from "../../client/dst-client.ts";
 import type { StoragePort, ZeroFlags } from "../port.ts";
 
-export function createEnginePort(engine: ClientEngine, description: string): StoragePort {
-  const welcome = engine.welcome!;
+export function createEnginePort(client: DstClient, description: string): StoragePort {
+  const welcome = client.engine.welcome!;
   const features = welcome.features;
   const waiting: Array<{ request: Request; done: Completion }> = [];
   const drain = () => {
     while (waiting.length > 0) {
       const next = waiting[0]!;
-      if (engine.submit(next.request, next.done) === BUSY) return;
+      if (client.submit(next.request, next.done) === BUSY) return;
       waiting.shift();
     }
   };
-  const previousRoom = engine.onRoom;
-  engine.onRoom = () => {
-    previousRoom?.();
-    drain();
-  };
+  client.onRoom = drain;
   const submit = (request: Request, done: Completion) => {
-    if (waiting.length === 0 && engine.submit(request, done) !== BUSY) return;
+    if (waiting.length === 0 && client.submit(request, done) !== BUSY) return;
     if (request.data !== undefined) request.data = request.data.slice(); // the caller recycles it on return
     waiting.push({ request, done });
   };
@@ -39,13 +36,15 @@ export function createEnginePort(engine: ClientEngine, description: string): Sto
     kind: "remote",
     size: welcome.size,
     blockSize: Math.max(512, welcome.blockPreferred),
-    maxPayload: engine.payloadLimit,
+    maxPayload: client.maxPayload,
     readOnly: (welcome.permissions & Perm.WRITE) === 0,
     canTrim: (features & Feature.TRIM) !== 0,
     canZero: (features & Feature.WRITE_ZEROES) !== 0,
     canFastZero: false,
     canFlush: (features & Feature.FLUSH) !== 0,
-    canMultiConn: false,
+    // One DstClient serves every connection of the NBD front, and its FLUSH goes to every
+    // DST link (client/dst-client.ts): a flush on any NBD connection covers all of them.
+    canMultiConn: true,
     canBlockStatus: false,
     description,
     synchronous: false,

@@ -165,6 +165,12 @@ export const Feature = {
   WRITE_ZEROES: 0x0008,
   /** The export keeps per-session state: resent requests apply once (issue: reliability). */
   SESSIONS: 0x0010,
+  /**
+   * WELCOME only: a FLUSH (or FUA) on any connection of this export covers writes
+   * acknowledged on every other connection (NBD's NBD_FLAG_CAN_MULTI_CONN), so a client may
+   * spread its requests over several connections (docs/protocol.md §6.5 "Multiple connections").
+   */
+  MULTI_CONN: 0x0020,
 } as const;
 
 /**
