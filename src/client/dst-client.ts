@@ -3,13 +3,21 @@
  * This is the composition root for the requester side: it owns the only timer (the tick)
  * and turns the engine's callback API into promises for `dstd copy` and tests. The NBD
  * bridge of `dstd attach` uses `submit` directly (no promise per request).
+ *
+ * First contact: with `firstContact: "fail"` (what `dstd copy` asks for unless `--wait`), a
+ * connection lost before the first handshake succeeded (refused, no such host, no such
+ * socket, not a DST export) ends `open` at once with that reason, instead of the engine
+ * retrying for its whole deadline in silence. "retry" (the default: a daemon such as
+ * `dstd attach` resuming a device must wait for its export) runs the engine's reconnect loop
+ * until the deadline. Once a session was established, losing the connection is what the
+ * engine's resend/reconnect budget is for, either way.
  */
 import { randomInt } from "node:crypto";
 import type { ListenAddress } from "../lib/address.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import { Perm } from "../wire/dst/constants.ts";
-import { connect } from "../transport/tcp.ts";
+import { connect, describeListenAddress } from "../transport/tcp.ts";
 import type { Sink } from "../transport/types.ts";
 import { ClientEngine, type Completion, type EngineLog, type EngineState, type Request } from "../engine/client-engine.ts";
 import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
@@ -21,6 +29,13 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
   /** Tick period; resend/keepalive precision is about this. */
   tickMs?: number;
   onStateChange?: (state: EngineState, detail: string) => void;
+  /** Before the first handshake: "fail" at the first lost connection, or "retry" until the deadline (default). */
+  firstContact?: "fail" | "retry";
+}
+
+/** The engine's "lost; reconnecting in N ms" detail without the retry part (it will not retry). */
+function lossReason(detail: string): string {
+  return detail.replace(/; reconnecting in \d+ ms$/, "");
 }
 
 export class DstClient {
@@ -46,10 +61,19 @@ export class DstClient {
     const client = new DstClient(options);
     const engine = client.engine;
     await new Promise<void>((resolve, reject) => {
+      let previous: EngineState = "idle";
       engine.onStateChange = (state, detail) => {
         options.onStateChange?.(state, detail);
         if (state === "ready") resolve();
         if (state === "failed") reject(new DstdError("E_CONNECT", engine.fatal ?? detail, { errno: Errno.EIO }));
+        if (state === "idle" && options.firstContact === "fail") {
+          const reason = lossReason(detail);
+          engine.shutdown(reason);
+          const where = describeListenAddress(options.address);
+          const hint = previous === "handshaking" ? handshakeHint(where) : connectHint(reason);
+          reject(new DstdError("E_CONNECT", `${reason}${hint}`, { errno: Errno.ECONNREFUSED }));
+        }
+        previous = state;
       };
       engine.start(performance.now());
     }).catch((error) => {
@@ -150,7 +174,7 @@ export class DstClient {
           this.sinks.set(id, sink);
           this.engine.connected(id);
         },
-        (error: Error) => this.engine.connectFailed(id, error.message),
+        (error: Error) => this.engine.connectFailed(id, connectFailure(error)),
       );
     },
     send: (id: number, frame: Uint8Array) => {
@@ -168,6 +192,41 @@ export class DstClient {
     },
   };
 }
+
+/** Bun's connect errors say "Failed to connect" and keep the reason in `code`: put it in words. */
+const CONNECT_CODES: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ENOENT: "no such socket",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "host name lookup failed for now",
+  EACCES: "permission denied",
+  ECONNRESET: "connection reset",
+  EHOSTUNREACH: "no route to host",
+  ENETUNREACH: "network unreachable",
+  ETIMEDOUT: "timed out",
+};
+
+function connectFailure(error: Error): string {
+  const source = (error.cause ?? error) as { code?: unknown };
+  const code = typeof source.code === "string" ? source.code : null;
+  if (code === null || error.message.includes(code)) return error.message;
+  const words = CONNECT_CODES[code];
+  return `${error.message.replace(/: Failed to connect$/, "")}: ${words === undefined ? code : `${words} (${code})`}`;
+}
+
+/** What to do about a first-contact failure (the reason itself says what happened). */
+function connectHint(reason: string): string {
+  if (/ECONNREFUSED/.test(reason)) return "; is the export running, and listening on this port?";
+  if (/ENOENT/.test(reason)) return "; is the export running, and listening on this socket path?";
+  if (/ENOTFOUND|EAI_/.test(reason)) return "; check the host name";
+  return "; add --wait to keep trying until the deadline";
+}
+
+/** Connected, then lost before WELCOME: most often not a DST export at all. */
+function handshakeHint(where: string): string {
+  return ` (during the DST handshake: is ${where} a dstd export's DST address? an NBD server is reached with nbd://)`;
+}
+
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;

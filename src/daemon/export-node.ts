@@ -3,9 +3,11 @@
  * running listeners out. Opens every backend, starts the DST listeners (and the NBD
  * listeners where configured), and stops them cleanly. No argument parsing here (cli/).
  */
+import { existsSync, rmSync } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import type { Backend } from "../storage/local/backend.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
+import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { DstdError } from "../lib/errors.ts";
@@ -35,8 +37,11 @@ export interface ExportNodeOptions {
   nbdAccept?: ((exports: Export[], log: Log) => AcceptHandler) | null;
 }
 
+/** "1 GiB sparse file /srv/disk.img", "512 MiB memory disk", "10 GiB block device /dev/sdb". */
 function describeBackend(backend: Backend): string {
-  return `${formatSize(backend.size)} ${backend.kind} ${backend.description}`;
+  const size = formatSize(backend.size);
+  if (backend.kind === "memory") return `${size} memory disk`;
+  return `${size} ${backend.kind === "file" ? "sparse file" : "block device"} ${backend.description}`;
 }
 
 /** Group exports by listen address: one listener may serve several exports. */
@@ -69,6 +74,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const { log } = options;
   const exports: Export[] = [];
   const listeners: Listener[] = [];
+  /** Files this start created (a missing --file with --size): removed again if the start fails. */
+  const created: string[] = [];
   let stopTicker = () => {};
   const closeAll = async () => {
     stopTicker();
@@ -83,7 +90,9 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
           : config.backend.kind === "device"
             ? { kind: "device" as const, path: config.backend.path }
             : { kind: "memory" as const, size: config.backend.sizeBytes };
+      const isNew = spec.kind === "file" && !existsSync(spec.path);
       const backend = openBackend(spec, config.readOnly);
+      if (isNew) created.push(spec.path);
       exports.push({
         name: config.name,
         description: config.description,
@@ -96,17 +105,21 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }
+      for (const warning of allowWarnings(config)) log.warn(warning);
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []) });
     const dstListener = await listen(byAddress(options.exports, (c) => c.listen), server.accept);
     listeners.push(dstListener);
-    let nbdAddresses: ListenAddress[] = [];
+    const nbdAddresses: ListenAddress[] = [];
     const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
-    if (nbdWanted.length > 0) {
-      if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
-      const nbdListener = await listen(nbdWanted, options.nbdAccept(exports, log));
+    if (nbdWanted.length > 0 && !options.nbdAccept) throw new Error("NBD front end not available in this build");
+    for (const address of nbdWanted) {
+      // Only the exports that asked for this NBD address are reachable through it.
+      const key = describeListenAddress(address);
+      const names = new Set(options.exports.filter((c) => c.nbdListen.some((a) => describeListenAddress(a) === key)).map((c) => c.name));
+      const nbdListener = await listen([address], options.nbdAccept!(exports.filter((e) => names.has(e.name)), log));
       listeners.push(nbdListener);
-      nbdAddresses = nbdListener.bound;
+      nbdAddresses.push(...nbdListener.bound);
     }
     for (const e of exports) {
       log.info(`export '${e.name}': ${describeBackend(e.backend)}${e.readOnly ? " (read-only)" : ""}`);
@@ -118,6 +131,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, stop: closeAll };
   } catch (error) {
     await closeAll();
+    // A failed start leaves nothing behind: not even the sparse file it just created.
+    for (const path of created) rmSync(path, { force: true });
     throw error;
   }
 }
