@@ -116,7 +116,11 @@ export default defineDstdCommand({
         process.stderr.write("dstd copy: interrupted before the copy started; nothing was copied\n");
         process.exit(EXIT_INTERRUPTED);
       }
-      if (interrupts === 1) abort.abort();
+      if (interrupts === 1) {
+        abort.abort();
+        progress.finish();
+        process.stderr.write("dstd copy: stopping: finishing the requests in flight (Ctrl-C again to stop at once)\n");
+      }
       // Second Ctrl-C: stop waiting for the requests in flight (an export that went away).
       else for (const endpoint of endpoints) endpoint.abort?.();
     };

@@ -14,6 +14,8 @@ export class ProgressLine {
   private link = "";
   private attempt = 0;
   private finished = false;
+  private everReady = false;
+  private trailing: ReturnType<typeof setTimeout> | null = null;
   private readonly started = performance.now();
 
   constructor(
@@ -34,23 +36,29 @@ export class ProgressLine {
    * the next attempt is), "connecting" = an attempt started, "ready" = back.
    */
   linkChanged(state: string, detail: string): void {
-    // The end of the copy closes the link on purpose: nothing to report.
-    if (state === "closed" || this.finished) return;
+    // The end of the copy closes the link on purpose; a handshake in progress is no news.
+    if (state === "closed" || state === "handshaking" || this.finished) return;
+    const reason = detail.replace(/; reconnecting in \d+ ms$/, "");
     if (state === "ready") {
       this.link = "";
       this.attempt = 0;
+      this.everReady = true;
     } else if (state === "idle") {
-      this.link = `link down: ${detail.replace(/; reconnecting in \d+ ms$/, "")}`;
+      this.link = this.everReady ? `link down: ${reason}` : `waiting for the export: ${reason}`;
     } else if (state === "connecting") {
       this.attempt++;
-      this.link = `${this.link || "link down"}`.replace(/; reconnect attempt \d+$/, "") + `; reconnect attempt ${this.attempt}`;
-    } else this.link = `link ${state}: ${detail}`;
+      if (this.attempt === 1 && !this.everReady) return; // the first try is not news either
+      const base = this.link.replace(/; (reconnect )?attempt \d+$/, "");
+      this.link = `${base}; ${this.everReady ? "reconnect attempt" : "attempt"} ${this.attempt}`;
+    } else this.link = `link ${state}: ${reason}`;
     this.draw(true);
   }
 
   /** End the line (before a summary or an error message is printed). */
   finish(): void {
     this.finished = true;
+    if (this.trailing !== null) clearTimeout(this.trailing);
+    this.trailing = null;
     if (!this.enabled || this.last === 0 || !this.terminal) return;
     this.write("\n");
     this.last = 0;
@@ -61,7 +69,16 @@ export class ProgressLine {
     const now = performance.now();
     // Redrawn in place 5 times a second on a terminal; a line a second into a file or pipe.
     const every = this.terminal ? 200 : 1000;
-    if (!force && now - this.last < every && (this.total === 0 || this.done < this.total)) return;
+    if (!force && now - this.last < every && (this.total === 0 || this.done < this.total)) {
+      // Skipped: draw the latest numbers when the interval is over, even if no update comes.
+      this.trailing ??= setTimeout(() => {
+        this.trailing = null;
+        this.draw(true);
+      }, every - (now - this.last));
+      return;
+    }
+    if (this.trailing !== null) clearTimeout(this.trailing);
+    this.trailing = null;
     this.last = now;
     const rate = this.done / 1024 / 1024 / Math.max(0.001, (now - this.started) / 1000);
     let bar: string;

@@ -81,11 +81,12 @@ export async function copyToStream(source: CopyEndpoint, sink: ByteSink, options
 /**
  * Copy a stream into `target` from offset 0 until the stream ends. A stream longer than the
  * target is an error naming both sizes (after what fits was written); shorter is fine.
+ * The total is unknown until the end, so progress reports (done, 0).
  */
 export async function copyFromStream(read: ByteSource, label: string, target: CopyEndpoint, options: CopyOptions): Promise<CopyResult> {
   const total = target.size;
   const state = options.state ?? newCopyState();
-  state.total = total;
+  state.total = 0; // unknown: a stream says how long it is only by ending
   const chunk = Math.max(4096, Math.min(options.chunk, target.chunkMax));
   const started = performance.now();
   const inflight = new Set<Promise<void>>();
@@ -102,7 +103,7 @@ export async function copyFromStream(read: ByteSource, label: string, target: Co
       () => {
         state.done += data.length;
         state.contiguous = state.done; // approximately: completions may come out of order
-        options.progress?.(state.done, total);
+        options.progress?.(state.done, 0);
       },
       (error) => {
         failure ??= error;
@@ -125,9 +126,16 @@ export async function copyFromStream(read: ByteSource, label: string, target: Co
     pendingBytes -= length;
     return out;
   };
-  while (failure === null && options.signal?.aborted !== true) {
+  // A read from a stream that stays open (a pipe nobody closes) must not outlast Ctrl-C.
+  const aborted = new Promise<null>((resolve) => {
+    if (options.signal?.aborted) resolve(null);
+    options.signal?.addEventListener("abort", () => resolve(null), { once: true });
+  });
+  const isAborted = () => options.signal?.aborted === true;
+  while (failure === null && !isAborted()) {
     if (!ended && pendingBytes < chunk) {
-      const bytes = await read();
+      const bytes = await Promise.race([read(), aborted]);
+      if (isAborted()) break;
       if (bytes === null) ended = true;
       else if (bytes.length > 0) {
         pending.push(bytes);

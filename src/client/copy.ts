@@ -112,7 +112,7 @@ export interface OpenEndpointOptions {
   writable: boolean;
   /** DST: fail on the first lost connection before the handshake, or retry until the deadline. */
   firstContact?: "fail" | "retry";
-  /** DST: link state changes after the first handshake (lost, reconnecting, ready again). */
+  /** DST: link state changes (attempts while waiting for first contact; lost, reconnecting, ready again). */
   onLinkChange?: (state: EngineState, detail: string) => void;
   /** Local target that exists with another size: replace it (via a temporary file) instead of refusing. */
   overwrite?: boolean;
@@ -221,8 +221,8 @@ export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, 
     exportName: url.exportName,
     log: options.log,
     firstContact: options.firstContact,
+    onStateChange: options.onLinkChange,
   });
-  if (options.onLinkChange) client.engine.onStateChange = options.onLinkChange;
   if (options.writable && !client.writable) {
     await client.close();
     throw new DstdError("E_READ_ONLY", `export '${url.exportName}' is read-only for this client`);

@@ -61,7 +61,6 @@ export class DstClient {
     const client = new DstClient(options);
     const engine = client.engine;
     await new Promise<void>((resolve, reject) => {
-      let previous: EngineState = "idle";
       engine.onStateChange = (state, detail) => {
         options.onStateChange?.(state, detail);
         if (state === "ready") resolve();
@@ -70,10 +69,12 @@ export class DstClient {
           const reason = lossReason(detail);
           engine.shutdown(reason);
           const where = describeListenAddress(options.address);
-          const hint = previous === "handshaking" ? handshakeHint(where) : connectHint(reason);
+          // Not connected at all: the connect error says why. Connected, then lost before
+          // WELCOME (whether or not HELLO went out): most often not a DST export.
+          const connected = !/cannot connect|connect timed out/.test(reason);
+          const hint = connected ? handshakeHint(where) : connectHint(reason);
           reject(new DstdError("E_CONNECT", `${reason}${hint}`, { errno: Errno.ECONNREFUSED }));
         }
-        previous = state;
       };
       engine.start(performance.now());
     }).catch((error) => {

@@ -81,12 +81,13 @@ export async function startExport(args: string[]): Promise<RunningExport> {
   };
 }
 
-/** Run `dstd ARGS` to completion. */
-export async function runDstd(args: string[], env: Record<string, string> = {}) {
+/** Run `dstd ARGS` to completion (optionally in `cwd`, with `stdin` piped in). */
+export async function runDstd(args: string[], env: Record<string, string> = {}, options: { cwd?: string; stdin?: Uint8Array } = {}) {
   const child = spawn([ensureBinary(), ...args], {
-    stdin: "ignore",
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
     stdout: "pipe",
     stderr: "pipe",
+    cwd: options.cwd,
     env: { ...process.env, ...env },
   });
   const [stdout, stderr, exitCode] = await Promise.all([
