@@ -67,8 +67,9 @@ export default defineDstdCommand({
       if (args.device !== undefined) throw new DstdError("E_USAGE", "--device and --nbd-listen are two different modes: give one");
       const nbdListen = listenText === null ? entry!.nbdListen! : parseListenAddress(listenText, 10809);
       if (typeof nbdListen === "string") throw new DstdError("E_USAGE", `--nbd-listen: ${nbdListen}`);
+      const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)
       const node = await startNbdAttach({ url, engine, log, nbdListen, stateDir });
-      const signal = await waitForSignal();
+      const signal = await signalled;
       log.info(`${signal}: flushing and detaching`);
       await node.stop();
       return;

@@ -63,6 +63,7 @@ export default defineDstdCommand({
     });
     if (!("config" in result)) throw new DstdError("E_CONFIG", result.issues.map((i) => `${i.path}: ${i.message}`).join("\n"));
     const log = createLog("info", "demo");
+    const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)
     const node = await startExportNode({ exports: result.config.exports, log, nbdAccept: acceptNbdForExports });
     const bound = (address: ListenAddress | undefined) => (address?.transport === "tcp" ? address.port : 0);
     const url = `dst://127.0.0.1:${bound(node.dstAddresses[0])}/disk`;
@@ -82,7 +83,7 @@ export default defineDstdCommand({
         "",
       ].join("\n"),
     );
-    const signal = await waitForSignal();
+    const signal = await signalled;
     log.info(`${signal}: stopping`);
     await node.stop();
   },

@@ -35,7 +35,7 @@ export default defineDstdCommand({
     memory: { type: "string", description: "serve a memory disk of this size, e.g. 512MiB", valueHint: "SIZE" },
     "read-only": { type: "boolean", alias: "r", description: "refuse every write, whatever the client's grant" },
     allow: { type: "string", description: "who may connect: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
-    description: { type: "string", description: "free-form description shown to NBD clients" },
+    description: { type: "string", description: "free-form description shown to NBD clients", valueHint: "TEXT" },
     "key-file": { type: "string", description: "identity key file (dstd keygen)", valueHint: "FILE" },
   },
   async run({ args, rawArgs }) {
@@ -75,8 +75,11 @@ export default defineDstdCommand({
       throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH or --memory SIZE (or [[export]] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
+    // Listen for SIGTERM before anything is announced: a supervisor may stop us the moment
+    // "listening" is logged, and that must be the clean stop, not the default kill.
+    const signalled = waitForSignal();
     const node = await startExportNode({ exports: config.exports, keys: config.keys, log, nbdAccept: acceptNbdForExports });
-    const signal = await waitForSignal();
+    const signal = await signalled;
     log.info(`${signal}: stopping`);
     await node.stop();
   },

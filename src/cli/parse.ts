@@ -11,7 +11,7 @@
  * (stdin/stdout). A value that looks like a flag (`--size --allow …`) is a missing value.
  */
 import type { ArgDef, ArgsDef } from "citty";
-import { editDistance } from "../config/fields.ts";
+import { suggest } from "../config/fields.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { DstdCommand } from "./command.ts";
 
@@ -44,15 +44,10 @@ interface Flag {
 
 /** "--alow" → "--allow": the known flag nearest to an unknown one, when it is a likely typo. */
 export function nearestFlag(name: string, known: readonly string[]): string | null {
+  // "--key" → "--key-file": an unambiguous start of a flag is what was meant.
   const prefixed = known.filter((k) => name.length >= 3 && k.startsWith(name));
   if (prefixed.length === 1) return prefixed[0]!;
-  let best: string | null = null;
-  let bestDistance = Number.POSITIVE_INFINITY;
-  for (const candidate of known) {
-    const distance = editDistance(name.toLowerCase(), candidate);
-    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
-  }
-  return bestDistance <= (name.length <= 4 ? 1 : 2) ? best : null;
+  return suggest(name, known);
 }
 
 function flagTable(argsDef: ArgsDef): { long: Map<string, Flag>; short: Map<string, Flag> } {

@@ -7,7 +7,7 @@
  */
 import { DstdError } from "../lib/errors.ts";
 import { formatSize } from "../lib/size.ts";
-import { CopyInterrupted, newCopyState, type CopyEndpoint, type CopyOptions, type CopyResult } from "./copy.ts";
+import { CopyInterrupted, isAllZero, newCopyState, type CopyEndpoint, type CopyOptions, type CopyResult } from "./copy.ts";
 
 /** Where stdout-bound bytes go: resolves once the bytes were accepted (backpressure). */
 export type ByteSink = (bytes: Uint8Array) => Promise<void>;
@@ -37,11 +37,6 @@ export function stdinSource(): ByteSource {
     const { value, done } = await reader.read();
     return done ? null : value;
   };
-}
-
-function isAllZero(data: Uint8Array): boolean {
-  for (let i = 0; i < data.length; i++) if (data[i] !== 0) return false;
-  return true;
 }
 
 /** Copy all of `source` to `sink` in offset order, reading up to `inflight` chunks ahead. */

@@ -261,7 +261,8 @@ export class CopyInterrupted extends DstdError {
   }
 }
 
-function isAllZero(data: Uint8Array): boolean {
+/** True when every byte is zero (such chunks travel as WRITE_ZEROES, not as data). */
+export function isAllZero(data: Uint8Array): boolean {
   if (data.byteOffset % 8 === 0 && data.length % 8 === 0) {
     const words = new BigUint64Array(data.buffer, data.byteOffset, data.length / 8);
     for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
