@@ -12,6 +12,7 @@
  */
 import type { ArgDef, ArgsDef } from "citty";
 import { suggest } from "../config/fields.ts";
+import { quoteInput } from "../lib/size.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { DstdCommand } from "./command.ts";
 
@@ -63,6 +64,11 @@ function flagTable(argsDef: ArgsDef): { long: Map<string, Flag>; short: Map<stri
   return { long, short };
 }
 
+/** What was typed, as it goes into a message: as is when plain, else quoted and cut short. */
+function shown(token: string): string {
+  return token.length <= 64 && !/[\u0000-\u001f\u007f]/.test(token) ? token : quoteInput(token, 64);
+}
+
 function looksLikeFlag(token: string): boolean {
   return token.startsWith("--") || /^-[A-Za-z]/.test(token);
 }
@@ -87,12 +93,12 @@ export function parseCommandLine(tokens: readonly string[], command: DstdCommand
     if (habit !== undefined) return fail(`there is no ${spelled} option: use ${habit}`);
     const guess = nearestFlag(bare, [...long.keys()]);
     const hint = guess === null ? "" : ` (did you mean --${guess}?)`;
-    fail(`unknown option ${spelled}${hint}; see 'dstd ${commandName} --help'`);
+    fail(`unknown option ${shown(spelled)}${hint}; see 'dstd ${commandName} --help'`);
   };
   const setValue = (flag: Flag, spelled: string, value: string | boolean) => {
     const previous = seen.get(flag.name);
     if (flag.takesValue && previous !== undefined && !repeatable.has(flag.name)) {
-      fail(`${spelled} was given twice ('${previous}' and '${String(value)}'); give it once`);
+      fail(`${spelled} was given twice ('${shown(previous)}' and '${shown(String(value))}'); give it once`);
     }
     seen.set(flag.name, String(value));
     args[flag.name] = value;
@@ -119,8 +125,12 @@ export function parseCommandLine(tokens: readonly string[], command: DstdCommand
       args._.push(token);
       if (index >= positionalDefs.length) {
         const expected = positionalDefs.length === 0 ? "takes no arguments" : `takes ${positionalDefs.map(([n]) => n.toUpperCase()).join(" ")}`;
-        const quote = afterFlag === null ? "" : ` after ${afterFlag} (a value with a space must be quoted: ${afterFlag.split(" ")[0]} "${afterFlag.split(" ").slice(1).join(" ")} ${token}")`;
-        fail(`unexpected argument '${token}'${quote}; ${commandName} ${expected}`);
+        // Only for plain, short words: the hint repeats them.
+        const flagText = afterFlag ?? "";
+        const plain = afterFlag !== null && shown(flagText) === flagText && shown(token) === token;
+        const [flagName, ...flagValue] = flagText.split(" ");
+        const quote = plain ? ` after ${flagText} (a value with a space must be quoted: ${flagName} "${flagValue.join(" ")} ${token}")` : "";
+        fail(`unexpected argument '${shown(token)}'${quote}; ${commandName} ${expected}`);
       }
       afterFlag = null;
       continue;
