@@ -11,13 +11,21 @@
  * therefore go through one link in order, so each link's replay after an export restart
  * cannot bury another link's newer write; a FLUSH goes to every link (each releases its own
  * replay log) and completes when all did.
+ *
+ * First contact: with `firstContact: "fail"` (what `dstd copy` asks for unless `--wait`), a
+ * connection lost before the first handshake succeeded (refused, no such host, no such
+ * socket, not a DST export) ends `open` at once with that reason, instead of the engine
+ * retrying for its whole deadline in silence. "retry" (the default: a daemon such as
+ * `dstd attach` resuming a device must wait for its export) runs the engine's reconnect loop
+ * until the deadline. Once a session was established, losing the connection is what the
+ * engine's resend/reconnect budget is for, either way.
  */
 import { randomInt } from "node:crypto";
 import type { ListenAddress } from "../lib/address.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import { Feature, Perm } from "../wire/dst/constants.ts";
-import { connect } from "../transport/tcp.ts";
+import { connect, describeListenAddress } from "../transport/tcp.ts";
 import type { ConnectionHandler, Sink } from "../transport/types.ts";
 import { BUSY, ClientEngine, type Completion, type EngineLog, type EngineState, type Request } from "../engine/client-engine.ts";
 import type { EngineCounters } from "../engine/counters.ts";
@@ -59,6 +67,8 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
   connections?: number;
   dial?: Dialer;
   clock?: DriverClock;
+  /** Before the first handshake: "fail" at the first lost connection, or "retry" until the deadline (default). */
+  firstContact?: "fail" | "retry";
 }
 
 /** One engine and its sockets. */
@@ -79,7 +89,11 @@ class Link {
   }
 
   /** Connect and handshake; rejects with the export's refusal or the connect error. */
-  async open(tickMs: number, onStateChange: ((state: EngineState, detail: string) => void) | undefined): Promise<void> {
+  async open(
+    tickMs: number,
+    onStateChange: ((state: EngineState, detail: string) => void) | undefined,
+    firstContact: "fail" | "retry",
+  ): Promise<void> {
     const engine = this.engine;
     this.stopTicking = this.clock.every(tickMs, () => engine.tick(this.clock.now()));
     await new Promise<void>((resolve, reject) => {
@@ -87,6 +101,16 @@ class Link {
         onStateChange?.(state, detail);
         if (state === "ready") resolve();
         if (state === "failed") reject(new DstdError("E_CONNECT", engine.fatal ?? detail, { errno: Errno.EIO }));
+        if (state === "idle" && firstContact === "fail") {
+          const reason = lossReason(detail);
+          engine.shutdown(reason);
+          const where = describeListenAddress(this.address);
+          // Not connected at all: the connect error says why. Connected, then lost before
+          // WELCOME (whether or not HELLO went out): most often not a DST export.
+          const connected = !/cannot connect|connect timed out/.test(reason);
+          const hint = connected ? handshakeHint(where) : connectHint(reason);
+          reject(new DstdError("E_CONNECT", `${reason}${hint}`, { errno: Errno.ECONNREFUSED }));
+        }
       };
       engine.start(this.clock.now());
     }).catch((error) => {
@@ -117,7 +141,7 @@ class Link {
           this.sinks.set(id, sink);
           this.engine.connected(id);
         },
-        (error: Error) => this.engine.connectFailed(id, error.message),
+        (error: Error) => this.engine.connectFailed(id, connectFailure(error)),
       );
     },
     send: (id: number, bytes: Uint8Array, release?: () => void) => {
@@ -189,7 +213,7 @@ export class DstClient {
     };
     this.links.push(link);
     try {
-      await link.open(options.tickMs ?? 20, onStateChange);
+      await link.open(options.tickMs ?? 20, onStateChange, options.firstContact ?? "retry");
     } catch (error) {
       this.links.splice(this.links.indexOf(link), 1);
       throw error;
@@ -381,4 +405,43 @@ const BUSY_MARK = new Uint8Array(0);
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** The engine's "lost; reconnecting in N ms" detail without the retry part (it will not retry). */
+function lossReason(detail: string): string {
+  return detail.replace(/; reconnecting in \d+ ms$/, "");
+}
+
+/** Bun's connect errors say "Failed to connect" and keep the reason in `code`: put it in words. */
+const CONNECT_CODES: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ENOENT: "no such socket",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "host name lookup failed for now",
+  EACCES: "permission denied",
+  ECONNRESET: "connection reset",
+  EHOSTUNREACH: "no route to host",
+  ENETUNREACH: "network unreachable",
+  ETIMEDOUT: "timed out",
+};
+
+function connectFailure(error: Error): string {
+  const source = (error.cause ?? error) as { code?: unknown };
+  const code = typeof source.code === "string" ? source.code : null;
+  if (code === null || error.message.includes(code)) return error.message;
+  const words = CONNECT_CODES[code];
+  return `${error.message.replace(/: Failed to connect$/, "")}: ${words === undefined ? code : `${words} (${code})`}`;
+}
+
+/** What to do about a first-contact failure (the reason itself says what happened). */
+function connectHint(reason: string): string {
+  if (/ECONNREFUSED/.test(reason)) return "; is the export running, and listening on this port?";
+  if (/ENOENT/.test(reason)) return "; is the export running, and listening on this socket path?";
+  if (/ENOTFOUND|EAI_/.test(reason)) return "; check the host name";
+  return "; add --wait to keep trying until the deadline";
+}
+
+/** Connected, then lost before WELCOME: most often not a DST export at all. */
+function handshakeHint(where: string): string {
+  return ` (during the DST handshake: is ${where} a dstd export's DST address? an NBD server is reached with nbd://)`;
 }

@@ -7,10 +7,12 @@
  * the config; one ConnectionBudget, sized to stay below the file-descriptor limit
  * (transport/fd-budget.ts), is shared by all of them.
  */
+import { existsSync, rmSync } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import type { StoragePort } from "../storage/port.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
+import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { DstdError } from "../lib/errors.ts";
@@ -47,8 +49,13 @@ export interface ExportNodeOptions {
   wrapAccept?: (accept: GuardedAcceptHandler, protocol: "dst" | "nbd") => GuardedAcceptHandler;
 }
 
+/** "1 GiB sparse file /srv/disk.img", "512 MiB memory disk", "10 GiB block device /dev/sdb". */
 function describePort(port: StoragePort): string {
-  return `${formatSize(port.size)} ${port.kind} ${port.description}`;
+  const size = formatSize(port.size);
+  if (port.kind === "memory") return `${size} memory disk`;
+  if (port.kind === "file") return `${size} sparse file ${port.description}`;
+  if (port.kind === "device") return `${size} block device ${port.description}`;
+  return `${size} ${port.kind} ${port.description}`;
 }
 
 /** Group exports by listen address: one listener may serve several exports. */
@@ -82,6 +89,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const exports: Export[] = [];
   const listeners: Listener[] = [];
   const guards: ConnectionGuard[] = [];
+  /** Files this start created (a missing --file with --size): removed again if the start fails. */
+  const created: string[] = [];
   let stopTicker = () => {};
   const closeAll = async () => {
     stopTicker();
@@ -97,8 +106,10 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
           : config.backend.kind === "device"
             ? { kind: "device" as const, path: config.backend.path }
             : { kind: "memory" as const, size: config.backend.sizeBytes };
+      const isNew = spec.kind === "file" && !existsSync(spec.path);
       // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
       const backend = openBackend(spec, config.readOnly, { lock: true });
+      if (isNew) created.push(spec.path);
       exports.push({
         name: config.name,
         description: config.description,
@@ -111,6 +122,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }
+      for (const warning of allowWarnings(config)) log.warn(warning);
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
@@ -123,13 +135,16 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     };
     const dstListener = await listen(byAddress(options.exports, (c) => c.listen), guard("DST", wrap(server.accept, "dst")));
     listeners.push(dstListener);
-    let nbdAddresses: ListenAddress[] = [];
+    const nbdAddresses: ListenAddress[] = [];
     const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
-    if (nbdWanted.length > 0) {
-      if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
-      const nbdListener = await listen(nbdWanted, guard("NBD", wrap(options.nbdAccept(exports, log), "nbd")));
+    if (nbdWanted.length > 0 && !options.nbdAccept) throw new Error("NBD front end not available in this build");
+    for (const address of nbdWanted) {
+      // Only the exports that asked for this NBD address are reachable through it.
+      const key = describeListenAddress(address);
+      const names = new Set(options.exports.filter((c) => c.nbdListen.some((a) => describeListenAddress(a) === key)).map((c) => c.name));
+      const nbdListener = await listen([address], guard("NBD", wrap(options.nbdAccept!(exports.filter((e) => names.has(e.name)), log), "nbd")));
       listeners.push(nbdListener);
-      nbdAddresses = nbdListener.bound;
+      nbdAddresses.push(...nbdListener.bound);
     }
     for (const e of exports) {
       log.info(`export '${e.name}': ${describePort(e.port)}${e.readOnly ? " (read-only)" : ""}`);
@@ -141,6 +156,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, stop: closeAll };
   } catch (error) {
     await closeAll();
+    // A failed start leaves nothing behind: not even the sparse file it just created.
+    for (const path of created) rmSync(path, { force: true });
     throw error;
   }
 }

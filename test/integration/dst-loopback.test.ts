@@ -5,7 +5,7 @@
  * misbehaving client that must not disturb a well-behaved one.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
@@ -39,7 +39,8 @@ const server = new DstServer({
 });
 let listener: Listener;
 let port = 0;
-const socketPath = join(mkdtempSync(join(tmpdir(), "dstd-")), "dst.sock");
+const socketDir = mkdtempSync(join(tmpdir(), "dstd-loopback-"));
+const socketPath = join(socketDir, "dst.sock");
 
 beforeAll(async () => {
   listener = await listen(
@@ -51,7 +52,10 @@ beforeAll(async () => {
   );
   port = (listener.bound[0] as { port: number }).port;
 });
-afterAll(() => listener.close());
+afterAll(async () => {
+  await listener.close();
+  rmSync(socketDir, { recursive: true, force: true });
+});
 
 function open(exportName: string, unix = false) {
   return DstClient.open({
