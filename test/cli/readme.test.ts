@@ -23,7 +23,7 @@ const scratch = scratchDir("cli-readme");
 afterAll(() => scratch.remove());
 
 /** Tools a README line may name besides npm, npx bun and dist/dstd (Debian packages, coreutils). */
-const EXTERNAL = new Set(["nbdinfo", "gzip", "gunzip", "head", "cmp"]);
+const EXTERNAL = new Set(["nbdinfo", "gzip", "gunzip", "head", "cmp", "install", "systemctl"]);
 
 /** The lines of every ```sh block, without comments. */
 function readmeLines(): string[] {
