@@ -124,6 +124,16 @@ export class Applier {
     this.source = this.makeSource();
   }
 
+  /** The position saved in `dir` (origin when none), without starting anything. */
+  static async readPosition(dir: LogDirectory): Promise<AppliedPosition> {
+    const state = await StateFile.open<Record<string, unknown>>(dir, APPLIER_STATE_FILE, APPLIER_STATE_KIND, (v) => {
+      const p = validatePosition(v);
+      return typeof p === "string" ? p : (v as Record<string, unknown>);
+    });
+    await state.close();
+    return state.value === null ? { point: CHAIN_ORIGIN, applyingThrough: 0, inResync: false } : (validatePosition(state.value) as AppliedPosition);
+  }
+
   /** Opens the saved position in `dir` (origin when none) and starts replaying. */
   static async open(port: StoragePort, dir: LogDirectory, options: ApplierOptions): Promise<Applier> {
     const state = await StateFile.open<Record<string, unknown>>(dir, APPLIER_STATE_FILE, APPLIER_STATE_KIND, (v) => {

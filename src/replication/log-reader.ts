@@ -117,11 +117,22 @@ export class LogReader implements RecordSource {
 
   private async readAsync(maxBytes: number): Promise<ReadChunk> {
     const table = this.store.segmentTable();
-    if (this.segment === null) await this.locate(table);
+    if (this.segment === null) {
+      // Not there yet (a secondary whose copy is behind its applier, or a reader that follows
+      // the log): nothing to read until the log reaches the seq. Callers that must tell a
+      // position beyond the log from one not yet reached compare with the store's end.
+      if (this.nextSeq > this.store.durable.seq + 1) return this.empty();
+      await this.locate(table);
+    }
     for (;;) {
       const current = table.find((s) => s.firstSeq === this.segment);
       if (current === undefined) {
-        throw new Error(`seq ${this.nextSeq} is no longer in the log (released; the log starts at seq ${this.store.first})`);
+        if (this.nextSeq < this.store.first) {
+          throw new Error(`seq ${this.nextSeq} is no longer in the log (released; the log starts at seq ${this.store.first})`);
+        }
+        // Its segment does not exist yet (nothing written there): look again next time.
+        this.segment = null;
+        return this.empty();
       }
       if (this.offset < current.durableSize) return this.readFrom(current, maxBytes);
       // At the durable end of this segment: go on in the next one once it holds durable records.
@@ -199,9 +210,6 @@ export class LogReader implements RecordSource {
   private async locate(table: Segment[]): Promise<void> {
     const first = this.store.first;
     if (this.nextSeq < first) throw new Error(`seq ${this.nextSeq} is no longer in the log (released; the log starts at seq ${first})`);
-    if (this.nextSeq > this.store.durable.seq + 1) {
-      throw new Error(`seq ${this.nextSeq} is beyond the end of the log (last durable seq ${this.store.durable.seq})`);
-    }
     let segment = table[0];
     for (const s of table) if (s.firstSeq <= this.nextSeq) segment = s;
     if (segment === undefined) {

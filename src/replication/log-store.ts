@@ -59,6 +59,11 @@ export interface LogStoreOptions {
    * acknowledged) or "truncate" (a secondary's copy: fetch again from there).
    */
   onCorruption?: "refuse" | "truncate";
+  /**
+   * Records up to this seq are known to have been durable (a checkpoint, a secondary's
+   * position): a bad one among them is corruption, never a torn tail.
+   */
+  durableThrough?: number;
   /** Discard every record after this sequence number at open (they were declared void). */
   voidAfter?: number;
   log?: Log;
@@ -157,10 +162,10 @@ export class LogStore {
   get durable(): ChainPoint {
     return this.durablePoint;
   }
-  /** First sequence number still held (last + 1 when none). */
+  /** First sequence number still held (durable + 1 when no segment holds a record). */
   get first(): number {
     const first = this.segments.find((s) => s.lastSeq >= s.firstSeq);
-    return first === undefined ? this.tail.seq + 1 : first.firstSeq;
+    return first === undefined ? this.durablePoint.seq + 1 : first.firstSeq;
   }
   get generation(): number {
     return this.generationValue;
@@ -169,6 +174,16 @@ export class LogStore {
   get bytes(): number {
     let total = this.queued;
     for (const s of this.segments) total += s.size;
+    return total;
+  }
+  /**
+   * Bytes still needed if every record ≤ `upTo` could go: queued bytes plus the segments
+   * holding a record after it. (A fully released active segment stays on disk only to keep
+   * the chain point; it goes with the next rotation.)
+   */
+  neededBytes(upTo: number): number {
+    let total = this.queued;
+    for (const s of this.segments) if (s.lastSeq > upTo) total += s.size;
     return total;
   }
   /** Bytes of records queued and not yet handed to a write. */
@@ -505,14 +520,19 @@ async function recover(dir: LogDirectory, options: LogStoreOptions): Promise<Rec
           : -1;
       if (problem.beyondLimit) {
         // Void records (declared so before the log was abandoned): cut, not reported as damage.
-      } else if (isLast && (problem.incomplete || successor < 0)) {
+      } else if (isLast && (problem.incomplete || successor < 0) && expectedSeq > (options.durableThrough ?? 0)) {
         report.tornTail = { segment: name, offset: problem.offset, bytes: scan.fileSize - scan.validBytes, reason: problem.reason };
       } else if ((options.onCorruption ?? "refuse") === "truncate") {
         report.corruption = { segment: name, offset: problem.offset, seq: expectedSeq, bytes: scan.fileSize - scan.validBytes, reason: problem.reason };
         options.log?.error(`replication log: record seq ${expectedSeq} at ${where} is corrupt (${problem.reason}); cut off with everything after it`);
       } else {
         await files.close(file);
-        const proof = successor >= 0 ? ` (a record written after it was durable follows at offset ${successor})` : " (later segments follow it)";
+        const proof =
+          successor >= 0
+            ? ` (a record written after it was durable follows at offset ${successor})`
+            : expectedSeq <= (options.durableThrough ?? 0)
+              ? ` (it was durable: checkpointed or applied by a secondary through seq ${options.durableThrough})`
+              : " (later segments follow it)";
         throw new DstdError(
           "E_LOG_CORRUPT",
           `replication log ${dir.path}: record seq ${expectedSeq} at ${where} is corrupt: ${problem.reason}${proof}. ` +

@@ -33,7 +33,7 @@ import { call, type Done, type StoragePort, type ZeroFlags } from "../storage/po
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
 import type { LogDirectory } from "./files.ts";
 import { LogReader, type LogPosition, type ReadChunk } from "./log-reader.ts";
-import { LogStore, type RecoveryReport } from "./log-store.ts";
+import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
 import {
   INITIAL_PRIMARY_STATE,
   isSecondaryName,
@@ -142,10 +142,14 @@ export class ReplicationPrimary extends PassThrough {
   private issuing = false;
   private issueAgain = false;
   private closed = false;
+  /** The log directory cannot be written: every mutation fails with this errno. */
+  private broken = 0;
   private readonly highWater: number;
   private readonly lowWater: number;
   private readonly resyncWater: number;
   private readonly checkpointBytes: number;
+  /** Bytes one resync copy reads and logs (a piece of a region). */
+  private readonly copyPiece: number;
 
   private constructor(
     next: StoragePort,
@@ -163,6 +167,7 @@ export class ReplicationPrimary extends PassThrough {
     this.lowWater = limit * (options.lowWater ?? 0.5);
     this.resyncWater = limit * (options.resyncWater ?? 0.75);
     this.checkpointBytes = options.checkpointBytes ?? Math.max(1, Math.floor(limit / 8));
+    this.copyPiece = Math.max(4096, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
     store.onFreed(() => this.kick());
   }
 
@@ -178,9 +183,11 @@ export class ReplicationPrimary extends PassThrough {
     const state = stateFile.value ?? INITIAL_PRIMARY_STATE;
     const { store, recovery } = await LogStore.open(dir, {
       now,
-      segmentSize: options.segmentSize,
+      // Several segments fit the limit, so releasing whole segments frees space in steps.
+      segmentSize: Math.max(RECORD_HEADER_SIZE, Math.min(options.segmentSize ?? DEFAULT_SEGMENT_SIZE, Math.floor(options.logLimit / 4))),
       maxBatchBytes: options.maxBatchBytes,
       voidAfter: state.voidAfter ?? undefined,
+      durableThrough: Math.max(state.checkpoint, ...Object.values(state.secondaries)),
       onCorruption: "refuse",
       log: options.log,
       onAppend: options.onAppend,
@@ -352,6 +359,7 @@ export class ReplicationPrimary extends PassThrough {
 
   private submit(op: Op): void {
     if (this.closed) return op.done(Errno.ESHUTDOWN);
+    if (this.broken !== 0) return op.done(Errno.EIO);
     if (this.holding || this.held.length > 0 || this.locks.some((lock) => overlaps(lock, op))) {
       this.held.push(op);
       return;
@@ -360,6 +368,7 @@ export class ReplicationPrimary extends PassThrough {
   }
 
   private admit(op: Op): void {
+    if (this.broken !== 0) return op.done(Errno.EIO);
     if (this.mode === "logging") {
       if (this.store.failed === 0 && this.store.bytes + recordBytes(op) <= this.highWater) {
         this.pipeline.push(op);
@@ -507,13 +516,19 @@ export class ReplicationPrimary extends PassThrough {
   private afterFinish(): void {
     if (this.transition === "to-overflow" && !this.pipeline.some((op) => op.logged)) this.finishOverflow();
     else if (this.transition === "to-logging" && !this.pipeline.some((op) => !op.logged)) this.finishResume();
-    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || (this.store.bytes > this.resyncWater && this.writtenBackSinceCheckpoint > 0)) {
-      this.runCheckpoint(() => {});
-    }
+    this.maybeCheckpoint();
     this.kick();
   }
 
   // ---- checkpoints and log release ----
+
+  /** After enough write-back, or whenever the log is filling and a checkpoint would free some. */
+  private maybeCheckpoint(): void {
+    if (this.checkpointing) return;
+    const behind = this.writtenBackThrough() > this.state.checkpoint;
+    if (!behind) return;
+    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || this.store.bytes > this.resyncWater) this.runCheckpoint(() => {});
+  }
 
   /** Every logged record ≤ this has been written back (or has no effect on the disk). */
   private writtenBackThrough(): number {
@@ -543,10 +558,16 @@ export class ReplicationPrimary extends PassThrough {
     });
   }
 
-  private releaseLog(): void {
+  /** Records every secondary applied and the disk holds durably: the log may drop them. */
+  private releaseBound(): number {
     let upTo = this.state.checkpoint;
     for (const applied of Object.values(this.state.secondaries)) upTo = Math.min(upTo, applied);
-    this.store.release(upTo);
+    return upTo;
+  }
+
+  private releaseLog(): void {
+    this.store.release(this.releaseBound());
+    this.kick();
   }
 
   private saveState(next: PrimaryState, done: Done): void {
@@ -565,6 +586,7 @@ export class ReplicationPrimary extends PassThrough {
     );
     this.transition = "to-overflow";
     this.holding = true;
+    this.resyncCursor = 0;
     this.afterFinishSoon();
   }
 
@@ -574,9 +596,15 @@ export class ReplicationPrimary extends PassThrough {
     this.transitionSaving = true;
     const through = this.store.durable.seq;
     const enter = (errno: number): void => {
-      if (errno !== 0) this.options.log?.error(`replication: entering overflow: ${errnoMessage(errno)}`);
       this.transitionSaving = false;
       this.transition = null;
+      if (errno !== 0) {
+        // Neither the log nor the state can be written: writing on without a record would let
+        // the secondaries diverge silently and let recovery replay old records over new data.
+        // Fail closed: mutations fail with EIO until a restart (reads go on).
+        this.options.log?.error(`replication: cannot write around the log (${errnoMessage(errno)}); refusing writes until restarted`);
+        this.broken = errno;
+      }
       this.mode = "overflow";
       this.holding = false;
       this.releaseHeld();
@@ -599,13 +627,14 @@ export class ReplicationPrimary extends PassThrough {
   /** Resumes logging when the log has room again (and it is healthy). */
   private kick(): void {
     if (this.closed) return;
-    if (this.mode === "overflow" && this.transition === null && this.store.failed === 0 && this.store.bytes <= this.lowWater) {
+    if (this.mode === "overflow" && this.transition === null && this.store.failed === 0 && this.store.neededBytes(this.releaseBound()) <= this.lowWater) {
       this.transition = "to-logging";
       this.holding = true;
       if (!this.pipeline.some((op) => !op.logged)) this.finishResume();
       return;
     }
     if (this.mode === "logging" && this.transition === null) this.resyncStep();
+    this.maybeCheckpoint();
   }
 
   private finishResume(): void {
@@ -634,27 +663,37 @@ export class ReplicationPrimary extends PassThrough {
 
   // ---- resync: copying dirty regions into the log ----
 
+  /**
+   * Copies the next piece of the next dirty region. A region's bit is cleared once its last
+   * piece is durable; an overflow in between restarts the region (resyncCursor reset), so a
+   * write around the log into an already copied piece is never lost.
+   */
   private resyncStep(): void {
     if (!this.state.resyncPending || this.copying || this.holding || this.store.failed !== 0) return;
-    if (this.store.bytes > this.resyncWater) return;
     let runs = this.bitmap.runs(this.resyncCursor, 1);
     if (runs.length === 0 && this.resyncCursor > 0) {
       this.resyncCursor = 0;
       runs = this.bitmap.runs(0, 1);
     }
     if (runs.length === 0) return this.finishResync();
-    const offset = runs[0]!.offset;
-    const end = Math.min(offset + this.bitmap.regionSize, this.next.size);
-    this.resyncCursor = offset + this.bitmap.regionSize;
-    if (end <= offset) {
-      // A region past the end of a shrunk disk: nothing to copy.
-      this.bitmap.clear(offset, this.bitmap.regionSize);
+    if (this.store.neededBytes(this.releaseBound()) > this.resyncWater) return;
+    const region = this.bitmap.regionSize;
+    const regionStart = Math.floor(Math.max(runs[0]!.offset, this.resyncCursor) / region) * region;
+    const offset = Math.max(runs[0]!.offset, this.resyncCursor, regionStart);
+    const regionEnd = Math.min(regionStart + region, this.next.size);
+    if (offset >= regionEnd) {
+      // A region past the end of a shrunk disk, or wholly copied: nothing (more) to copy.
+      this.bitmap.clear(regionStart, region);
+      this.resyncCursor = regionStart + region;
       return this.resyncStep();
     }
+    const end = Math.min(regionEnd, offset + this.copyPiece);
     const copy = this.op("copy", offset, end, null, false, false, 0, () => {});
     copy.logged = true;
     copy.ready = true;
     copy.firstSeq = this.store.last.seq + 1;
+    copy.newSize = end >= regionEnd ? regionStart : -1; // ≥ 0: the region to clear when durable
+    this.resyncCursor = end;
     this.copying = true;
     this.locks.push(copy);
     this.pipeline.push(copy);
@@ -687,7 +726,8 @@ export class ReplicationPrimary extends PassThrough {
           if (e !== 0) failed = e;
           if (--waiting > 0) return;
           this.copying = false;
-          if (failed === 0) this.bitmap.clear(op.offset, length);
+          if (failed === 0 && op.newSize >= 0 && this.mode === "logging" && !this.holding) this.bitmap.clear(op.newSize, this.bitmap.regionSize);
+          if (failed !== 0) this.resyncCursor = 0;
           this.finish(op, failed);
         });
       }
