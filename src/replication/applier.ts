@@ -102,6 +102,8 @@ export class Applier {
   private position: AppliedPosition;
   private source: RecordSource;
   private unsubscribe: (() => void) | null = null;
+  /** The source said more is available since the last read began. */
+  private signalled = false;
   private busy = false;
   private pausedFlag = false;
   private haltedReason: string | null = null;
@@ -122,6 +124,11 @@ export class Applier {
     this.recoverUntil = position.applyingThrough;
     this.maxBatchBytes = options.maxBatchBytes ?? 8 << 20;
     this.source = this.makeSource();
+    // Subscribed once, before any read: a wakeup that arrives while a read runs is not lost.
+    this.unsubscribe = this.source.onAvailable(() => {
+      this.signalled = true;
+      if (!this.busy) this.pump();
+    });
   }
 
   /** The position saved in `dir` (origin when none), without starting anything. */
@@ -193,19 +200,14 @@ export class Applier {
     if (this.busy || this.pausedFlag || this.haltedReason !== null || this.closed) return;
     if (this.delayed.length > 0) return this.applyDue();
     this.busy = true;
+    this.signalled = false;
     this.source.read(this.maxBatchBytes, (error, chunk) => {
       this.busy = false;
       if (this.closed) return;
       if (error !== null) return this.halt(`reading the log after seq ${this.position.point.seq}: ${error}`);
       if (chunk === null || chunk.records.length === 0) {
-        // Nothing yet: wait until the source has more.
-        if (this.unsubscribe === null) {
-          this.unsubscribe = this.source.onAvailable(() => {
-            this.unsubscribe?.();
-            this.unsubscribe = null;
-            this.pump();
-          });
-        }
+        // Nothing yet: the source's next wakeup pumps again (or one came during the read).
+        if (this.signalled) this.pump();
         return;
       }
       this.delayed = chunk.records;

@@ -124,15 +124,19 @@ export class LogReader implements RecordSource {
       if (this.nextSeq > this.store.durable.seq + 1) return this.empty();
       await this.locate(table);
     }
+    let relocated = false;
     for (;;) {
       const current = table.find((s) => s.firstSeq === this.segment);
       if (current === undefined) {
         if (this.nextSeq < this.store.first) {
           throw new Error(`seq ${this.nextSeq} is no longer in the log (released; the log starts at seq ${this.store.first})`);
         }
-        // Its segment does not exist yet (nothing written there): look again next time.
+        // Its segment was released under us (we had read all of it) or does not exist yet.
         this.segment = null;
-        return this.empty();
+        if (this.nextSeq > this.store.durable.seq || relocated) return this.empty();
+        relocated = true;
+        await this.locate(table);
+        continue;
       }
       if (this.offset < current.durableSize) return this.readFrom(current, maxBytes);
       // At the durable end of this segment: go on in the next one once it holds durable records.

@@ -135,6 +135,8 @@ export class ReplicationPrimary extends PassThrough {
   private copying = false;
   private resyncCursor = 0;
   private directSinceFlush = 0;
+  /** Completions waiting on the newest disk flush issued for writes made around the log. */
+  private diskFlushWaiters: Done[] | null = null;
   private writtenBackSinceCheckpoint = 0;
   private checkpointing = false;
   /** A mode switch is saving the state. */
@@ -167,8 +169,9 @@ export class ReplicationPrimary extends PassThrough {
     this.lowWater = limit * (options.lowWater ?? 0.5);
     this.resyncWater = limit * (options.resyncWater ?? 0.75);
     this.checkpointBytes = options.checkpointBytes ?? Math.max(1, Math.floor(limit / 8));
-    this.copyPiece = Math.max(4096, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
+    this.copyPiece = Math.max(512, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
     store.onFreed(() => this.kick());
+    store.onDurable(() => this.afterFinishSoon());
   }
 
   /**
@@ -256,13 +259,22 @@ export class ReplicationPrimary extends PassThrough {
 
   override flush(done: Done): void {
     if (this.closed) return done(Errno.ESHUTDOWN);
-    // Logged mutations completed before this flush are durable in the log; only writes made
-    // around it need the disk flushed.
-    if (this.directSinceFlush === 0) return done(0);
+    // Logged mutations completed before this flush are durable in the log already; only
+    // writes made around it need the disk flushed — by a flush issued after they completed.
+    if (this.directSinceFlush === 0) {
+      // None since the last disk flush started; if that one still runs, it is the one
+      // that makes them durable: complete with it, never before.
+      if (this.diskFlushWaiters === null) return done(0);
+      this.diskFlushWaiters.push(done);
+      return;
+    }
     this.directSinceFlush = 0;
+    const waiters: Done[] = [done];
+    this.diskFlushWaiters = waiters;
     this.next.flush((errno) => {
+      if (this.diskFlushWaiters === waiters) this.diskFlushWaiters = null;
       if (errno !== 0) this.directSinceFlush++;
-      done(errno);
+      for (const w of waiters) w(errno);
     });
   }
 
@@ -335,7 +347,7 @@ export class ReplicationPrimary extends PassThrough {
       last: this.store.last.seq,
       durable: this.store.durable.seq,
       checkpoint: this.state.checkpoint,
-      logBytes: this.store.bytes,
+      logBytes: this.logUsage(),
       logLimit: this.options.logLimit,
       logFailure: this.store.failed !== 0 ? this.store.failure : null,
       dirtyRegions: this.bitmap.dirtyRegions,
@@ -370,7 +382,7 @@ export class ReplicationPrimary extends PassThrough {
   private admit(op: Op): void {
     if (this.broken !== 0) return op.done(Errno.EIO);
     if (this.mode === "logging") {
-      if (this.store.failed === 0 && this.store.bytes + recordBytes(op) <= this.highWater) {
+      if (this.store.failed === 0 && this.logUsage() + recordBytes(op) <= this.highWater) {
         this.pipeline.push(op);
         this.logOp(op);
         return;
@@ -514,7 +526,7 @@ export class ReplicationPrimary extends PassThrough {
   }
 
   private afterFinish(): void {
-    if (this.transition === "to-overflow" && !this.pipeline.some((op) => op.logged)) this.finishOverflow();
+    if (this.transition === "to-overflow") this.afterFinishSoon();
     else if (this.transition === "to-logging" && !this.pipeline.some((op) => !op.logged)) this.finishResume();
     this.maybeCheckpoint();
     this.kick();
@@ -527,7 +539,10 @@ export class ReplicationPrimary extends PassThrough {
     if (this.checkpointing) return;
     const behind = this.writtenBackThrough() > this.state.checkpoint;
     if (!behind) return;
-    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || this.store.bytes > this.resyncWater) this.runCheckpoint(() => {});
+    // Enough written back, or the log fills (a resync copy would not fit), or the layer is
+    // idle: flush the disk once and let the log go.
+    const filling = this.logUsage() + this.copyPiece + RECORD_HEADER_SIZE > this.resyncWater;
+    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || filling || this.pipeline.length === 0) this.runCheckpoint(() => {});
   }
 
   /** Every logged record ≤ this has been written back (or has no effect on the disk). */
@@ -558,6 +573,15 @@ export class ReplicationPrimary extends PassThrough {
     });
   }
 
+  /**
+   * What counts against logLimit: records not yet released (applied by every secondary and
+   * checkpointed) plus queued ones. A released segment that still carries the chain point
+   * stays on disk until the next rotation, so the disk may hold one segment more (≤ logLimit/4).
+   */
+  private logUsage(): number {
+    return this.store.neededBytes(this.releaseBound());
+  }
+
   /** Records every secondary applied and the disk holds durably: the log may drop them. */
   private releaseBound(): number {
     let upTo = this.state.checkpoint;
@@ -582,7 +606,7 @@ export class ReplicationPrimary extends PassThrough {
     this.options.log?.warn(
       this.store.failed !== 0
         ? `replication: the log failed (${this.store.failure}); writing around it and marking dirty regions`
-        : `replication: log at ${this.store.bytes} of ${this.options.logLimit} bytes (high-water mark); writing around it and marking dirty regions`,
+        : `replication: log at ${this.logUsage()} of ${this.options.logLimit} bytes (high-water mark); writing around it and marking dirty regions`,
     );
     this.transition = "to-overflow";
     this.holding = true;
@@ -619,9 +643,11 @@ export class ReplicationPrimary extends PassThrough {
     });
   }
 
+  /** A switch to overflow waits for every logged mutation and every appended record (marks). */
   private afterFinishSoon(): void {
-    // Entered from admission: the pipeline may already be free of logged mutations.
-    if (this.transition === "to-overflow" && !this.pipeline.some((op) => op.logged)) this.finishOverflow();
+    if (this.transition !== "to-overflow" || this.pipeline.some((op) => op.logged)) return;
+    if (this.store.failed === 0 && this.store.durable.seq !== this.store.last.seq) return;
+    this.finishOverflow();
   }
 
   /** Resumes logging when the log has room again (and it is healthy). */
@@ -676,7 +702,7 @@ export class ReplicationPrimary extends PassThrough {
       runs = this.bitmap.runs(0, 1);
     }
     if (runs.length === 0) return this.finishResync();
-    if (this.store.neededBytes(this.releaseBound()) > this.resyncWater) return;
+    if (this.logUsage() + this.copyPiece + RECORD_HEADER_SIZE > this.resyncWater) return;
     const region = this.bitmap.regionSize;
     const regionStart = Math.floor(Math.max(runs[0]!.offset, this.resyncCursor) / region) * region;
     const offset = Math.max(runs[0]!.offset, this.resyncCursor, regionStart);

@@ -117,7 +117,9 @@ export class StateFile<T> {
       if (best === null || slot.counter > best.counter) best = { counter: slot.counter, value, slot: i };
     });
     if (best === null) {
-      const blank = n === 0 || buffer.subarray(0, n).every((b) => b === 0);
+      // The first save writes slot 0: slot 1 never written means no save ever completed
+      // (slot 0 holds a torn first attempt at most), so there is no state yet.
+      const blank = n === 0 || buffer.subarray(SLOT_SIZE).every((b) => b === 0);
       if (!blank) {
         await files.close(file);
         throw new DstdError("E_STATE", `${dir.path}/${name} holds no valid state (${problems.join("; ")})`);
