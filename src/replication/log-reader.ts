@@ -160,7 +160,7 @@ export class LogReader implements RecordSource {
     while (at < n) {
       const result = decodeRecordAt(buffer, at);
       if (result.kind === "short") break;
-      const where = `${segment.name} offset ${this.offset + at}`;
+      const where = `${segment.name} offset ${this.offset + at} (where seq ${point === null ? this.nextSeq : point.seq + 1} belongs)`;
       let reason = result.kind === "invalid" ? result.reason : null;
       if (reason === null && result.kind === "record") {
         const record = result.record;

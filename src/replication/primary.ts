@@ -666,6 +666,24 @@ export class ReplicationPrimary extends PassThrough {
   private finishResume(): void {
     if (this.transition !== "to-logging" || this.transitionSaving) return;
     this.transitionSaving = true;
+    // Writes made around the log become durable first: a resync copy must never capture
+    // data a crash could still take back (recovery would replay the copy over the older
+    // data the crash left, mixing two states in one region).
+    this.next.flush((flushErrno) => {
+      if (flushErrno !== 0) {
+        this.transitionSaving = false;
+        this.transition = null;
+        this.options.log?.warn(`replication: flush before resuming the log failed: ${errnoMessage(flushErrno)}; staying around it`);
+        this.holding = false;
+        this.releaseHeld();
+        return;
+      }
+      this.directSinceFlush = 0;
+      this.saveResume();
+    });
+  }
+
+  private saveResume(): void {
     // The state must say "logging" before any new record exists: recovery would otherwise
     // treat those records as void.
     this.saveState({ ...this.state, mode: "logging", voidAfter: null, resyncPending: true }, (errno) => {

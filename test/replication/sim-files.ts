@@ -18,28 +18,50 @@ const SECTOR = 512;
 
 type Change = { kind: "write"; position: number; data: Uint8Array } | { kind: "truncate"; size: number };
 
+/** A growable byte array (capacity doubles, so appending is amortized O(1)). */
+class Bytes {
+  buf = new Uint8Array(0);
+  length = 0;
+
+  view(): Uint8Array {
+    return this.buf.subarray(0, this.length);
+  }
+
+  resize(length: number): void {
+    if (length > this.buf.length) {
+      const next = new Uint8Array(Math.max(length, this.buf.length * 2, 4096));
+      next.set(this.buf.subarray(0, this.length));
+      this.buf = next;
+    } else if (length > this.length) {
+      this.buf.fill(0, this.length, length);
+    }
+    this.length = length;
+  }
+
+  copy(): Bytes {
+    const out = new Bytes();
+    out.buf = this.buf.slice(0, Math.max(this.length, 1));
+    out.length = this.length;
+    return out;
+  }
+}
+
 /** One file's bytes: what survives a crash (`durable`) and what reads see (`current`). */
 class SimInode {
-  durable = new Uint8Array(0);
-  current = new Uint8Array(0);
+  durable = new Bytes();
+  current = new Bytes();
   changes: Change[] = [];
 
   apply(target: "durable" | "current", change: Change): void {
     const bytes = this[target];
     if (change.kind === "truncate") {
-      const next = new Uint8Array(change.size);
-      next.set(bytes.subarray(0, Math.min(bytes.length, change.size)));
-      this[target] = next;
+      if (change.size < bytes.length) bytes.buf.fill(0, change.size, bytes.length);
+      bytes.resize(change.size);
       return;
     }
     const end = change.position + change.data.length;
-    let next = bytes;
-    if (end > bytes.length) {
-      next = new Uint8Array(end);
-      next.set(bytes);
-    }
-    next.set(change.data, change.position);
-    this[target] = next;
+    if (end > bytes.length) bytes.resize(end);
+    bytes.buf.set(change.data, change.position);
   }
 
   sync(): void {
@@ -67,7 +89,7 @@ class SimInode {
       }
     }
     this.changes = [];
-    this.current = this.durable.slice();
+    this.current = this.durable.copy();
   }
 }
 
@@ -166,8 +188,8 @@ export class SimDisk {
   corrupt(name: string, position: number): boolean {
     const inode = this.entries.get(name);
     if (inode === undefined || position >= inode.durable.length || inode.changes.length > 0) return false;
-    inode.durable[position]! ^= 1 << this.prng.int(8);
-    inode.current = inode.durable.slice();
+    inode.durable.buf[position]! ^= 1 << this.prng.int(8);
+    inode.current = inode.durable.copy();
     return true;
   }
 
@@ -261,7 +283,7 @@ class SimFile implements LogFile {
     this.call(() => {
       const bytes = this.inode.current;
       const n = Math.max(0, Math.min(into.length, bytes.length - position));
-      into.set(bytes.subarray(position, position + n));
+      into.set(bytes.buf.subarray(position, position + n));
       done(0, n);
     }, (e) => done(e, 0));
   }
