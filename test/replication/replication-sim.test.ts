@@ -1,7 +1,7 @@
 /**
  * @module test/replication/replication-sim.test — runs the replication simulation
  * (replication-sim.ts) over many seeds. docs/replication.md §8.
- *   bun test test/replication/replication-sim.test.ts                    # SIM_SEEDS (default 2,000)
+ *   bun test test/replication/replication-sim.test.ts                    # SIM_SEEDS (default 10,000)
  *   SIM_SEEDS=100000 SIM_SEED_START=5000 bun test test/replication/replication-sim.test.ts
  *   SIM_SEED=1234 bun test test/replication/replication-sim.test.ts      # one seed, verbose trace
  */
@@ -9,7 +9,7 @@ import { expect, test } from "bun:test";
 import { runSeed, type SimStats } from "./replication-sim.ts";
 
 const single = process.env.SIM_SEED;
-const seeds = Number(process.env.SIM_SEEDS ?? 2_000);
+const seeds = Number(process.env.SIM_SEEDS ?? 10_000);
 const start = Number(process.env.SIM_SEED_START ?? 1);
 
 if (single !== undefined) {

@@ -22,13 +22,10 @@
  * - convergence: with faults off, the secondary catches up and equals the primary's disk.
  */
 import { Prng } from "../../src/lib/prng.ts";
-import { Errno } from "../../src/lib/errno.ts";
-import { call } from "../../src/storage/port.ts";
-import type { StoragePort } from "../../src/storage/port.ts";
 import { LogReader } from "../../src/replication/log-reader.ts";
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { Secondary } from "../../src/replication/secondary.ts";
-import { decodeHeader, RecordFlag, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
+import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
 import { parseSegmentName } from "../../src/replication/segments.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 import { settle, SimDisk } from "./sim-files.ts";
@@ -536,9 +533,3 @@ function applyShadow(target: Uint8Array, r: ShadowRecord): void {
       return;
   }
 }
-
-// Keep the imports honest for readers: errno names used in messages.
-void Errno;
-void RecordFlag;
-void call;
-export type { StoragePort };
