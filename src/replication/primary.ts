@@ -435,6 +435,10 @@ export class ReplicationPrimary extends PassThrough {
   private recordDurable(op: Op, errno: number): void {
     if (errno !== 0 && op.errno === 0) op.errno = errno;
     if (--op.waiting > 0) return;
+    if (this.closed) {
+      this.pipeline.splice(this.pipeline.indexOf(op), 1);
+      return op.done(op.errno || Errno.ESHUTDOWN);
+    }
     if (op.errno !== 0) {
       // The log failed under this mutation: it was never acknowledged, so write it around the
       // log like any mutation from now on (its records are void; see startOverflow).
