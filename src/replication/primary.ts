@@ -543,10 +543,11 @@ export class ReplicationPrimary extends PassThrough {
     if (this.checkpointing) return;
     const behind = this.writtenBackThrough() > this.state.checkpoint;
     if (!behind) return;
-    // Enough written back, or the log fills (a resync copy would not fit), or the layer is
-    // idle: flush the disk once and let the log go.
+    // Enough written back, or the log fills (a resync copy would not fit): flush the disk
+    // once and let the log go. (Not when merely idle: a disk flush on a synchronous port
+    // runs on the event loop, and an idle log costs nothing.)
     const filling = this.logUsage() + this.copyPiece + RECORD_HEADER_SIZE > this.resyncWater;
-    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || filling || this.pipeline.length === 0) this.runCheckpoint(() => {});
+    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || filling) this.runCheckpoint(() => {});
   }
 
   /** Every logged record ≤ this has been written back (or has no effect on the disk). */
