@@ -33,6 +33,13 @@ export interface ExportNode {
   /** DST listeners' bound addresses (real ports). */
   dstAddresses: ListenAddress[];
   nbdAddresses: ListenAddress[];
+  /**
+   * Apply a reload's new allow lists and keys to the running exports, at once: new
+   * connections see them, live DST and NBD sessions that lost their grant are closed or
+   * downgraded to read-only (returns one line per change). Only these policy fields may
+   * differ from what the node was started with (daemon/reload-plan.ts decides).
+   */
+  updatePolicy(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[];
   stop(): Promise<void>;
 }
 
@@ -42,7 +49,7 @@ export interface ExportNodeOptions {
   keys?: readonly KeyConfig[];
   log: Log;
   /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
-  nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler) | null;
+  nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
   /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
@@ -88,6 +95,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const { log } = options;
   const exports: Export[] = [];
   const listeners: Listener[] = [];
+  const fronts: Array<{ recheck?(): string[] }> = [];
   const guards: ConnectionGuard[] = [];
   /** Files this start created (a missing --file with --size): removed again if the start fails. */
   const created: string[] = [];
@@ -142,7 +150,9 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       // Only the exports that asked for this NBD address are reachable through it.
       const key = describeListenAddress(address);
       const names = new Set(options.exports.filter((c) => c.nbdListen.some((a) => describeListenAddress(a) === key)).map((c) => c.name));
-      const nbdListener = await listen([address], guard("NBD", wrap(options.nbdAccept!(exports.filter((e) => names.has(e.name)), log), "nbd")));
+      const front = options.nbdAccept!(exports.filter((e) => names.has(e.name)), log);
+      fronts.push(front);
+      const nbdListener = await listen([address], guard("NBD", wrap(front, "nbd")));
       listeners.push(nbdListener);
       nbdAddresses.push(...nbdListener.bound);
     }
@@ -153,7 +163,22 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const ticker = setInterval(() => server.tick(), 1000);
     stopTicker = () => clearInterval(ticker);
     for (const address of nbdAddresses) log.info(`listening for NBD on ${describeListenAddress(address)}`);
-    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, stop: closeAll };
+    const updatePolicy = (configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[] => {
+      const changes: string[] = [];
+      for (const config of configs) {
+        const e = exports.find((x) => x.name === config.name);
+        if (e === undefined) continue;
+        const before = e.allow.map((r) => r.source).join(",");
+        e.allow = [...config.allow];
+        e.suites = config.suites;
+        e.checksums = config.checksums;
+        if (before !== e.allow.map((r) => r.source).join(",")) changes.push(`export '${e.name}': allow list now ${e.allow.map((r) => r.source).join(", ") || "(empty: refuses everyone)"}`);
+      }
+      changes.push(...server.revalidate(loadKeyTable(keys)));
+      for (const front of fronts) changes.push(...(front.recheck?.() ?? []));
+      return changes;
+    };
+    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, stop: closeAll };
   } catch (error) {
     await closeAll();
     // A failed start leaves nothing behind: not even the sparse file it just created.

@@ -18,17 +18,23 @@ import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import type { Export } from "../export/exports.ts";
-import { acceptNbd } from "../nbd/connection.ts";
+import { acceptNbd, type NbdConnection } from "../nbd/connection.ts";
 import type { StoragePort } from "../storage/port.ts";
 import type { GuardedAcceptHandler } from "../transport/guard.ts";
 import type { Peer } from "../transport/types.ts";
 
-export function acceptNbdForExports(exports: Export[], log: Log): GuardedAcceptHandler {
+/** The NBD front of some exports, and the re-check a configuration reload runs on its live connections. */
+export type NbdFront = GuardedAcceptHandler & {
+  /** Close or downgrade live connections whose export no longer grants them (returns what it did). */
+  recheck(): string[];
+};
+
+export function acceptNbdForExports(exports: Export[], log: Log): NbdFront {
   const targets = new Map<string, StoragePort>();
   for (const e of exports) targets.set(e.name, e.port);
   const byName = new Map(exports.map((e) => [e.name, e]));
   const allowed = (e: Export, peer: Peer) => matchAllow(e.allow, peer, null);
-  return acceptNbd({
+  const accept = acceptNbd({
     resolve(requested: string, peer: Peer) {
       const name = requested === "" && exports.length === 1 ? exports[0]!.name : requested;
       const e = byName.get(name);
@@ -50,4 +56,28 @@ export function acceptNbdForExports(exports: Export[], log: Log): GuardedAcceptH
     },
     log,
   });
+  // Live connections (each leaves the set when its socket closes): what a reload re-checks.
+  const live = new Set<NbdConnection>();
+  const handler: GuardedAcceptHandler = (sink, peer, hooks) => {
+    const connection = accept(sink, peer, hooks);
+    live.add(connection);
+    const onClose = connection.onClose.bind(connection);
+    connection.onClose = (reason) => {
+      live.delete(connection);
+      onClose(reason);
+    };
+    return connection;
+  };
+  const recheck = () => {
+    const changes: string[] = [];
+    for (const connection of live) {
+      const change = connection.recheck((name, peer) => {
+        const e = byName.get(name);
+        return e === undefined ? null : allowed(e, peer);
+      });
+      if (change !== null) changes.push(change);
+    }
+    return changes;
+  };
+  return Object.assign(handler, { recheck });
 }

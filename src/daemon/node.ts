@@ -339,6 +339,17 @@ export class Node {
     const newMetrics = this.options.metricsListen ?? config.metricsListen;
     const metricsChanged = (oldMetrics === null ? "" : formatListenAddress(oldMetrics)) !== (newMetrics === null ? "" : formatListenAddress(newMetrics));
 
+    for (const name of diff.update) {
+      const unit = next.plan.exportGroups.find((u) => u.name === name);
+      const applied = unit === undefined ? null : (this.services.get(name)?.update({ group: unit.config, keys: config.keys }) ?? null);
+      if (applied === null) {
+        // Not running right now (backoff): restart it with the new settings instead.
+        diff.stop.push(name);
+        diff.start.push(name);
+        continue;
+      }
+      changes.push(`updated ${name} in place${applied.length > 0 ? `: ${applied.join("; ")}` : ""}`);
+    }
     await this.removeUnits(diff.stop, "stop");
     for (const name of diff.stop) changes.push(diff.start.includes(name) ? `restarted ${name} (its settings changed)` : `stopped ${name}`);
     if (metricsChanged) {

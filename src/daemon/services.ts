@@ -151,6 +151,10 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
       return {
         check: () => ({ state: "running" }),
         stop: () => node.stop(),
+        update: (next) => {
+          const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };
+          return node.updatePolicy(configs, keys);
+        },
         detail: () => ({
           export: {
             exports: group.map((e, i) => exportEntry(e, node.exports[i]?.port.size ?? null)),

@@ -76,7 +76,7 @@ export class DstServer {
   readonly log: ServerLog;
   readonly limits: ExportLimits;
   readonly unsafe: { noFencing: boolean; noDedupe: boolean };
-  readonly keys: KeyTable;
+  keys: KeyTable;
   readonly sessions: SessionTable;
   /** Receive half of the memory budget: frames and records being gathered or awaiting completion. */
   readonly receiveBudget: Budget;
@@ -120,6 +120,23 @@ export class DstServer {
 
   findExport(name: string): Export | undefined {
     return this.exportsByName.get(name);
+  }
+
+  /**
+   * A configuration reload changed allow lists or keys (the Export objects were updated in
+   * place, `keys` is the new table): re-check every live session at once. A session whose
+   * identity has no key any more, or whose address/identity no rule admits, is closed; a
+   * read-write session that now has only a read grant goes on read-only. Returns one line per
+   * session touched, for the reload report.
+   */
+  revalidate(keys: KeyTable): string[] {
+    this.keys = keys;
+    const changes: string[] = [];
+    for (const connection of this.connections) {
+      const change = connection.revalidate();
+      if (change !== null) changes.push(change);
+    }
+    return changes;
   }
 
   /** Memory held for peers right now (both halves of the budget). */
