@@ -10,7 +10,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
-import type { StoragePort } from "../storage/port.ts";
+import { call, type StoragePort } from "../storage/port.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
@@ -40,6 +40,12 @@ export interface ExportNode {
    * differ from what the node was started with (daemon/reload-plan.ts decides).
    */
   updatePolicy(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[];
+  /**
+   * Grow (or, with allowShrink, shrink) export `name` while clients stay connected; DST clients
+   * hear the new size in band. A shrink is refused while data lies past the new end, unless
+   * forced. Resolves with a one-line report.
+   */
+  resize(name: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -178,7 +184,23 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       for (const front of fronts) changes.push(...(front.recheck?.() ?? []));
       return changes;
     };
-    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, stop: closeAll };
+    const resize = async (name: string, size: number, resizeOptions: { allowShrink: boolean; force: boolean }): Promise<string> => {
+      const e = exports.find((x) => x.name === name);
+      if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
+      const before = e.port.size;
+      if (size < before) {
+        if (!resizeOptions.allowShrink) {
+          throw new DstdError("E_USAGE", `export '${name}' is ${formatSize(before)}; shrinking it to ${formatSize(size)} loses what lies past the new end: add --allow-shrink`);
+        }
+        const tail = await call.extents(e.port, size, before - size, 2).catch(() => [{ length: before - size, hole: false, zero: false }]);
+        if (tail.some((x) => !x.hole && !x.zero) && !resizeOptions.force) {
+          throw new DstdError("E_USAGE", `export '${name}' holds data past ${formatSize(size)}: shrinking would lose it; add --force to shrink anyway`);
+        }
+      }
+      await server.resize(name, size);
+      return `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
+    };
+    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, resize, stop: closeAll };
   } catch (error) {
     await closeAll();
     // A failed start leaves nothing behind: not even the sparse file it just created.

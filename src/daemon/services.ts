@@ -151,6 +151,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
       return {
         check: () => ({ state: "running" }),
         stop: () => node.stop(),
+        resize: (exportName, size, resizeOptions) => node.resize(exportName, size, resizeOptions),
         update: (next) => {
           const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };
           return node.updatePolicy(configs, keys);

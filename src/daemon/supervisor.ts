@@ -46,6 +46,8 @@ export interface Running {
    * Absent: the unit cannot, and is restarted instead.
    */
   update?(config: unknown): string[];
+  /** Resize one of the unit's exports online (export groups only). */
+  resize?(exportName: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
 }
 
 export interface Runner {
@@ -137,6 +139,11 @@ export class SupervisedService implements Service {
   }
 
   /** Stop for good (removed by a reload, or the node stops). */
+  /** The running unit (null while it starts, backs off or stopped). */
+  get current(): Running | null {
+    return this.running;
+  }
+
   /** Apply a policy change to the running unit; null when it is not running or cannot (restart it). */
   update(config: unknown): string[] | null {
     const running = this.running;

@@ -92,6 +92,8 @@ export class ClientEngine {
   onReady: (() => void) | null = null;
   /** Called when submit() would accept again after it answered BUSY. */
   onRoom: (() => void) | null = null;
+  /** Called when the export announced a new size (an online resize); `welcome.size` is updated. */
+  onResize: ((size: number) => void) | null = null;
 
   private readonly options: EngineOptions;
   private readonly io: EngineIO;
@@ -435,6 +437,14 @@ export class ClientEngine {
     if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
     if (this.state !== "ready") return this.dropConnection("export sent a request before the handshake finished");
     if (header.opcode === Op.PONG) return;
+    if (header.opcode === Op.SIZE_NOTICE) {
+      if (this.welcome !== null && header.offset !== this.welcome.size) {
+        this.log.info(`export size changed: ${this.welcome.size} → ${header.offset} bytes`);
+        this.welcome = { ...this.welcome, size: header.offset };
+        this.onResize?.(header.offset);
+      }
+      return;
+    }
     if ((header.opcode & REPLY_BIT) === 0) return this.dropConnection("export sent a request frame");
     const txn = this.pending.get(header.txid);
     if (txn === undefined || txn.sentOn !== this.connection) {

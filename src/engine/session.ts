@@ -63,7 +63,7 @@ export class ClientSession {
         exportName: this.options.exportName,
         clientName: this.options.clientName,
         maxPayload: this.options.maxPayload,
-        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
+        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS | Feature.RESIZE_NOTICE,
         sessionId: this.id,
         txidFloor,
         resumeToken: this.id !== null && this.auth === null ? this.resumeToken : null,

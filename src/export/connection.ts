@@ -183,6 +183,14 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
     else this.logRefusal(`${line} before the handshake completed`);
   }
 
+  /** The export `name` changed size: tell the client in band (if it asked for notices). */
+  notifySize(name: string, size: number): void {
+    const admitted = this.admitted;
+    if (this.state !== "ready" || admitted === null || admitted.exp.name !== name || !admitted.resizeNotices) return;
+    this.replies.header(Op.SIZE_NOTICE, 0, 0, size, 0);
+    this.replies.flush();
+  }
+
   /** See DstServer.revalidate: close or downgrade this session if a reload took its grant. */
   revalidate(): string | null {
     const admitted = this.admitted;

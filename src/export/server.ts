@@ -9,6 +9,8 @@
  * (docs/protocol.md §6.5).
  */
 import { randomBytes } from "node:crypto";
+import { errnoMessage } from "../lib/errno.ts";
+import { DstdError } from "../lib/errors.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import type { GuardHooks } from "../transport/guard.ts";
 import type { Peer, Sink } from "../transport/types.ts";
@@ -120,6 +122,26 @@ export class DstServer {
 
   findExport(name: string): Export | undefined {
     return this.exportsByName.get(name);
+  }
+
+  /**
+   * Resize export `name` (its port must support it), then tell every connected client that
+   * asked for notices, in band (docs/protocol.md §4 SIZE_NOTICE). Shrinking is the caller's
+   * decision to guard (daemon/export-node.ts: --allow-shrink, data past the new end).
+   */
+  resize(name: string, size: number): Promise<void> {
+    const exp = this.exportsByName.get(name);
+    if (exp === undefined) return Promise.reject(new DstdError("E_USAGE", `no export named '${name}'`));
+    const port = exp.port;
+    if (port.resize === undefined) return Promise.reject(new DstdError("E_RESIZE", `export '${name}' (${port.kind}) cannot be resized`));
+    return new Promise((resolve, reject) => {
+      port.resize!(size, (errno) => {
+        if (errno !== 0) return reject(new DstdError("E_RESIZE", `resize of export '${name}' to ${size} bytes failed: ${errnoMessage(errno)}`, { errno }));
+        for (const connection of this.connections) connection.notifySize(name, port.size);
+        this.log.info(`export '${name}' resized to ${port.size} bytes`);
+        resolve();
+      });
+    });
   }
 
   /**

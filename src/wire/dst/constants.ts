@@ -62,6 +62,11 @@ export const Op = {
   PING: 0x20,
   /** Reply to PING. */
   PONG: 0x20 | REPLY_BIT,
+  /**
+   * Export → client notice, unsolicited, txid 0: the export's size is now `offset` bytes
+   * (an online resize). Sent only to clients that asked for Feature.RESIZE_NOTICE in HELLO.
+   */
+  SIZE_NOTICE: 0x21 | REPLY_BIT,
 } as const;
 
 export const Flag = {
@@ -171,6 +176,8 @@ export const Feature = {
    * spread its requests over several connections (docs/protocol.md §6.5 "Multiple connections").
    */
   MULTI_CONN: 0x0020,
+  /** HELLO and WELCOME: the client understands SIZE_NOTICE frames (an online resize). */
+  RESIZE_NOTICE: 0x0040,
 } as const;
 
 /**
