@@ -190,11 +190,24 @@ export interface Timed {
   cpuSeconds: number;
 }
 
-/** Run a one-shot command to completion; wall time, peak RSS and CPU from its rusage. */
-export async function timed(run: Run, cmd: string[], env?: Record<string, string>): Promise<Timed> {
-  const start = performance.now();
+/** Run a child to completion with its output collected; SIGKILL and an error after `timeoutSeconds`. */
+async function collect(run: Run, cmd: string[], timeoutSeconds: number, env?: Record<string, string>) {
   const proc = run.spawn(cmd, { pipe: true, env });
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    proc.kill("SIGKILL");
+  }, timeoutSeconds * 1000);
   const [out, err, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), new Response(proc.stderr as ReadableStream).text(), proc.exited]);
+  clearTimeout(timer);
+  if (timedOut) throw new Error(`${cmd[0]} did not finish within ${timeoutSeconds} s (killed): ${cmd.join(" ")}`);
+  return { proc, out, err, code };
+}
+
+/** Run a one-shot command to completion; wall time, peak RSS and CPU from its rusage. */
+export async function timed(run: Run, cmd: string[], timeoutSeconds: number, env?: Record<string, string>): Promise<Timed> {
+  const start = performance.now();
+  const { proc, out, err, code } = await collect(run, cmd, timeoutSeconds, env);
   const seconds = (performance.now() - start) / 1000;
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (${code ?? proc.signalCode}): ${(err || out).trim().split("\n").slice(-5).join(" / ")}`);
   const usage = proc.resourceUsage();
@@ -222,9 +235,8 @@ export async function fio(run: Run, uri: string, job: FioJob, runtime: number, s
     "fio", "--name=b", "--ioengine=nbd", `--uri=${uri}`, "--time_based", `--runtime=${runtime}`,
     `--size=${sizeMiB}M`, `--rw=${job.rw}`, `--bs=${job.bs}`, `--iodepth=${job.iodepth}`, "--output-format=json",
   ];
-  const proc = run.spawn(cmd, { pipe: true });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), new Response(proc.stderr as ReadableStream).text(), proc.exited]);
-  if (code !== 0) throw new Error(`fio ${job.name} against ${uri} failed (${code ?? proc.signalCode}): ${err.trim().split("\n").slice(-3).join(" / ")}`);
+  const { proc, out, err, code } = await collect(run, cmd, runtime + 60);
+  if (code !== 0) throw new Error(`fio ${job.name} against ${uri} failed (${code ?? proc.signalCode}): ${err.trim().split("\n")[0]}`);
   // fio prints a banner line before the JSON: skip to the first "{".
   const result = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   if (result.error) throw new Error(`fio ${job.name} against ${uri}: error ${result.error}: ${err.trim()}`);

@@ -27,6 +27,7 @@
  *   BENCH_SIZE=MiB (1024)   source/target/export size;  BENCH_RUNTIME=s (5) per fio run
  *   BENCH_ROUNDS=N (3)      rounds, medians reported;   BENCH_ONLY=copy,attach,direct
  *   BENCH_DIR=DIR (tmpdir)  where the run's temp directory goes (removed at the end)
+ *   BENCH_COPY_TIMEOUT=s (600) a copy that takes longer is killed and reported as an error
  * Missing peers skip their section, naming the Debian package. Every process and file the
  * run makes is removed at the end, on failure, and on Ctrl-C/SIGTERM (bench/harness.ts).
  */
@@ -50,6 +51,8 @@ const baselineArg = argv.includes("--baseline") ? argv[argv.indexOf("--baseline"
 const baselineCommit = baselineArg ?? process.env.BENCH_BASELINE;
 const sizeText = sizeMiB % 1024 === 0 ? `${sizeMiB / 1024} GiB` : `${sizeMiB} MiB`;
 const IDENTITY = "bench";
+/** Longest a single copy may take before it counts as a failure (a hung client must not hang the run). */
+const copyTimeout = Number(process.env.BENCH_COPY_TIMEOUT ?? 600);
 
 /** One dstd build under test: "dstd" (this tree) or "before" (the baseline). */
 interface Dstd {
@@ -221,7 +224,7 @@ async function copySection(run: Run, dstds: Dstd[], peers: Peers, sources: Recor
             return;
           }
           const server0 = cpuSeconds(d.export.proc.pid);
-          const t = await timed(run, [d.bin, "copy", source, `dst://127.0.0.1:${d.dstPort}/disk`, ...(mode === "aes" ? ["--key-file", d.key!] : [])], d.env);
+          const t = await timed(run, [d.bin, "copy", source, `dst://127.0.0.1:${d.dstPort}/disk`, ...(mode === "aes" ? ["--key-file", d.key!] : [])], copyTimeout, d.env);
           const serverCpu = cpuSeconds(d.export.proc.pid) - server0;
           await check(key, source, d.target);
           record(key, sizeMiB / t.seconds);
@@ -238,7 +241,7 @@ async function copySection(run: Run, dstds: Dstd[], peers: Peers, sources: Recor
           ? `nbd://127.0.0.1:${peers.plainPort}/disk`
           : `nbds://${IDENTITY}@127.0.0.1:${peers.tlsPort}/disk?tls-psk-file=${peers.psk}`;
         const server0 = cpuSeconds(server.proc.pid);
-        const t = await timed(run, ["nbdcopy", "--flush", source, uri]);
+        const t = await timed(run, ["nbdcopy", "--flush", source, uri], copyTimeout);
         const serverCpu = cpuSeconds(server.proc.pid) - server0;
         await check(peerKey, source, peers.target);
         record(peerKey, sizeMiB / t.seconds);
