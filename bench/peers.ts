@@ -469,9 +469,20 @@ function printTable(withBefore: boolean): boolean {
 
 // ───────────────────────────── main ─────────────────────────────
 
+/** /proc/pressure/cpu "some avg60": how contended the machine is (numbers are noisy above a few %). */
+function cpuPressure(): string {
+  try {
+    const match = /some avg10=[\d.]+ avg60=([\d.]+)/.exec(readFileSync("/proc/pressure/cpu", "utf8"));
+    return match ? `${match[1]}%` : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 async function main(): Promise<number> {
   const run = new Run(process.env.BENCH_DIR ?? tmpdir(), "dstd-peers-");
   const load0 = loadavg()[0]!;
+  const psi0 = cpuPressure();
   try {
     const skip = (section: string, tools: string[]) => {
       for (const tool of tools) {
@@ -534,7 +545,8 @@ async function main(): Promise<number> {
       `${sizeText} sources/targets/exports, all in page cache (written, fdatasync'ed, read before measuring); ` +
       `fio --ioengine=nbd ${runtime} s per run, median of ${rounds} interleaved round(s), tool order rotated per round; ` +
       `copy = wall time of the whole command (process start to exit), nbdcopy with --flush because dstd copy ends with a FLUSH; ` +
-      `ratio = dstd / peer (for RSS rows: value target on dstd). ${cpus().length} CPUs, load average ${load0.toFixed(1)} at start, ${loadavg()[0]!.toFixed(1)} at end.`,
+      `ratio = dstd / peer (for RSS rows: value target on dstd). ${cpus().length} CPUs, load average ${load0.toFixed(1)} at start, ${loadavg()[0]!.toFixed(1)} at end; ` +
+      `CPU pressure (PSI "some", share of time something waited for a CPU, last 60 s) ${psi0} at start, ${cpuPressure()} at end.`,
     );
     if (!hwmResetWorks) console.log("note: /proc/PID/clear_refs refused; per-section export RSS is cumulative");
     for (const [key, text] of notes) console.log(`note: ${key}: ${text}`);
