@@ -19,7 +19,7 @@ import { DstdError } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
-import { DstServer } from "../export/server.ts";
+import { DstServer, type RequestObserver } from "../export/server.ts";
 import type { Export } from "../export/exports.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
@@ -58,6 +58,8 @@ export interface ExportNodeOptions {
   nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
+  /** Per-request metrics (dstd up). */
+  observer?: RequestObserver;
   /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
   wrapAccept?: (accept: GuardedAcceptHandler, protocol: "dst" | "nbd") => GuardedAcceptHandler;
 }
@@ -138,7 +140,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       }
       for (const warning of allowWarnings(config)) log.warn(warning);
     }
-    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate });
+    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
     const budget = startBudget(limits, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);

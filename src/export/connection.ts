@@ -135,6 +135,15 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
   get counters() {
     return this.server.counters;
   }
+  get observer() {
+    return this.server.observer;
+  }
+  get exportName(): string {
+    return this.admitted?.exp.name ?? "";
+  }
+  now(): number {
+    return this.server.now();
+  }
 
   takeReceive(bytes: number): Held | null {
     const given = this.allocate(bytes);

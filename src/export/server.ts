@@ -42,6 +42,15 @@ export interface DstServerOptions {
   limits?: Partial<ExportLimits>;
   /** Run `work` soon, after the current event (default: queueMicrotask). */
   defer?: (work: () => void) => void;
+  /** Told about every request the port completed (metrics); optional. */
+  observer?: RequestObserver;
+  /** Milliseconds, monotonic, for request latency (default performance.now). */
+  now?: () => number;
+}
+
+/** What the export reports of each request it served (status/node-metrics.ts counts it). */
+export interface RequestObserver {
+  completed(exportName: string, kind: "read" | "write" | "flush" | "trim" | "zero" | "cache" | "block-status", bytes: number, errno: number, seconds: number): void;
 }
 
 export interface ServerCounters {
@@ -85,6 +94,8 @@ export class DstServer {
   /** Reply half: replies being produced and queued for slow readers. */
   readonly replyBudget: Budget;
   readonly defer: (work: () => void) => void;
+  readonly observer: RequestObserver | null;
+  readonly now: () => number;
   /** Live connections, for tick(). */
   readonly connections = new Set<DstConnection>();
   private readonly exportsByName = new Map<string, Export>();
@@ -97,6 +108,8 @@ export class DstServer {
     this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
     this.defer = options.defer ?? queueMicrotask;
+    this.observer = options.observer ?? null;
+    this.now = options.now ?? (() => performance.now());
     this.sessions = new SessionTable(this.limits);
     const half = Math.floor(this.limits.memoryBudget / 2);
     this.receiveBudget = new Budget(half, this.defer);
