@@ -154,7 +154,7 @@ const RELIABILITY_KEYS: Record<keyof Reliability, [string, (value: number) => st
   replayBufferBytes: ["replay_buffer", formatSize],
   inflightMax: ["inflight", String],
   queueDepth: ["queue_depth", String],
-  connections: ["connections", String],
+  links: ["links", String],
 };
 
 /**

@@ -11,6 +11,7 @@ import { existsSync } from "node:fs";
 import { loadKeyFile } from "../crypto/keys.ts";
 import {
   copyData,
+  FLUSH_EVERY,
   CopyInterrupted,
   newCopyState,
   openEndpoint,
@@ -59,6 +60,7 @@ export default defineDstdCommand({
     deadline: { type: "string", description: "how long one request may take, across reconnects, before the copy fails (default 2m, [client] deadline)", valueHint: "DURATION" },
     wait: { type: "boolean", description: "wait for the export to come up (until --deadline) instead of failing when it cannot be reached" },
     overwrite: { type: "boolean", description: "replace an existing local target file of another size" },
+    "flush-every": { type: "string", description: "flush the target after this many bytes while copying (default 32MiB; 0: only at the end, the client then keeps up to [client] replay_buffer for replay)", valueHint: "SIZE" },
   },
   examples: [
     "dstd copy image.raw dst://server:10810/disk --progress",
@@ -84,6 +86,8 @@ export default defineDstdCommand({
     const engine = { ...reliability, inflight: reliability.inflightMax, auth, checksums: config.client.checksums };
     const chunk = args.chunk === undefined ? 1024 * 1024 : parseSize(args.chunk);
     if (typeof chunk === "string") throw new UsageError(`--chunk: ${chunk}`);
+    const flushEvery = args["flush-every"] === undefined ? FLUSH_EVERY : parseSize(args["flush-every"]);
+    if (typeof flushEvery === "string") throw new UsageError(`--flush-every: ${flushEvery}`);
     const inflight = args.inflight === undefined ? 32 : Number(args.inflight);
     if (!Number.isInteger(inflight) || inflight < 1 || inflight > 1024) {
       throw new UsageError(`--inflight: '${args.inflight}' is not a whole number from 1 to 1024`);
@@ -131,12 +135,13 @@ export default defineDstdCommand({
       engine,
       firstContact: args.wait === true ? ("retry" as const) : ("fail" as const),
       onLinkChange: (linkState: string, detail: string) => progress.linkChanged(linkState, detail),
+      flushEvery,
     };
     let local: LocalTarget | null = null;
     let targetName = args.target;
     try {
       let result: CopyResult;
-      const options = { chunk, inflight, progress: (done: number, total: number) => progress.update(done, total), signal: abort.signal, state };
+      const options = { chunk, inflight, flushEvery, progress: (done: number, total: number) => progress.update(done, total), signal: abort.signal, state };
       if ("stream" in sourceSpec) {
         const target = await openEndpoint(targetSpec as { url: ExportUrl }, { ...common, writable: true });
         endpoints.push(target);

@@ -125,6 +125,8 @@ export interface OpenEndpointOptions {
   onLinkChange?: (state: EngineState, detail: string) => void;
   /** Local target that exists with another size: replace it (via a temporary file) instead of refusing. */
   overwrite?: boolean;
+  /** The copy's flush interval (CopyOptions.flushEvery): it sets how much a DST client must keep for replay. */
+  flushEvery?: number;
 }
 
 /**
@@ -225,8 +227,11 @@ export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, 
     return nbdEndpoint(client.where, client);
   }
   // A copy flushes as it goes (FLUSH_EVERY), so it never needs the full replay bound: keeping
-  // it to COPY_REPLAY_MAX holds the copy's memory flat whatever its size.
-  const replayBufferBytes = Math.min(options.engine?.replayBufferBytes ?? COPY_REPLAY_MAX, COPY_REPLAY_MAX);
+  // it to twice the flush interval holds the copy's memory flat whatever its size. With
+  // --flush-every 0 (one flush at the end) the configured replay_buffer applies as it is.
+  const flushEvery = options.flushEvery ?? FLUSH_EVERY;
+  const configured = options.engine?.replayBufferBytes ?? COPY_REPLAY_MAX;
+  const replayBufferBytes = flushEvery === 0 ? configured : Math.min(configured, Math.max(COPY_REPLAY_MAX, 2 * flushEvery));
   const client = await DstClient.open({
     ...options.engine,
     replayBufferBytes,
@@ -293,6 +298,8 @@ export interface CopyOptions {
   signal?: AbortSignal;
   /** Filled in as the copy runs (for the summary after a failure or an interrupt). */
   state?: CopyState;
+  /** Flush the target after about this many bytes (default FLUSH_EVERY); 0: only at the end. */
+  flushEvery?: number;
 }
 
 /**
@@ -300,7 +307,7 @@ export interface CopyOptions {
  * keeps every acknowledged write until a FLUSH covers it (it replays them if the export
  * restarts), so flushing as it goes keeps its memory flat for a copy of any size.
  */
-const FLUSH_EVERY = 32 * 1024 * 1024;
+export const FLUSH_EVERY = 32 * 1024 * 1024;
 /** The replay bound a copy's DST client runs with (past it the engine flushes and waits). */
 const COPY_REPLAY_MAX = 64 * 1024 * 1024;
 
@@ -327,10 +334,11 @@ export async function copyData(source: CopyEndpoint, target: CopyEndpoint, optio
   let zeroBytes = 0;
   let failure: unknown = null;
   let sinceFlush = 0;
+  const flushEvery = options.flushEvery ?? FLUSH_EVERY;
   let flushing: Promise<void> | null = null;
   const flushAsWeGo = (length: number) => {
     sinceFlush += length;
-    if (sinceFlush < FLUSH_EVERY || flushing !== null) return;
+    if (flushEvery === 0 || sinceFlush < flushEvery || flushing !== null) return;
     sinceFlush = 0;
     flushing = target.flush().then(
       () => void (flushing = null),

@@ -4,7 +4,7 @@
  * from an injected clock (real sockets and setInterval in production, the simulated network
  * and clock in test/sim), so the simulator runs this very driver.
  *
- * Several connections ("links", `connections = N`): when the export grants MULTI_CONN, the
+ * Several connections ("links", `links = N`): when the export grants MULTI_CONN, the
  * client runs N engines — N sessions, each with its own exactly-once table, fencing and
  * replay log — and routes every byte of the disk to one link by its region (REGION_BYTES):
  * a request that crosses regions is split and its parts joined. All writes to a byte
@@ -63,8 +63,8 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
   /** Tick period; resend/keepalive precision is about this. */
   tickMs?: number;
   onStateChange?: (state: EngineState, detail: string) => void;
-  /** DST connections to run when the export grants MULTI_CONN (default 1). */
-  connections?: number;
+  /** DST connections (links) to run when the export grants MULTI_CONN (default 1). */
+  links?: number;
   dial?: Dialer;
   clock?: DriverClock;
   /** Before the first handshake: "fail" at the first lost connection, or "retry" until the deadline (default). */
@@ -183,7 +183,7 @@ export class DstClient {
   static async open(options: DstClientOptions): Promise<DstClient> {
     const client = new DstClient(options);
     await client.addLink(options.onStateChange);
-    const wanted = Math.max(1, Math.min(options.connections ?? 1, 16));
+    const wanted = Math.max(1, Math.min(options.links ?? 1, 16));
     const granted = ((client.engine.welcome?.features ?? 0) & Feature.MULTI_CONN) !== 0;
     if (wanted > 1 && !granted) options.log.info(`export does not grant multi-connection consistency: using 1 connection, not ${wanted}`);
     if (wanted > 1 && granted) {

@@ -69,7 +69,7 @@ export const DEFAULT_RELIABILITY: Readonly<Reliability> = {
   replayBufferBytes: 256 * MiB,
   inflightMax: 64,
   queueDepth: 1024,
-  connections: 1,
+  links: 1,
 };
 
 /** Bounds the validator enforces (inclusive). */
@@ -77,8 +77,8 @@ export const LIMITS = {
   maxResends: { min: 0, max: 1000 },
   inflightMax: { min: 1, max: 65536 },
   queueDepth: { min: 1, max: 65536 },
-  /** DST connections one client runs to an export (client/dst-client.ts). */
-  connections: { min: 1, max: 16 },
+  /** DST connections (links) one client runs to an export (client/dst-client.ts). */
+  links: { min: 1, max: 16 },
   /** At least one 1 MiB write must fit in the replay buffer. */
   replayBufferBytes: { min: MiB },
   /** Any duration key: 1 ms .. 24 h (0 would spin, more is surely a typo). */

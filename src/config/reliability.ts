@@ -55,9 +55,9 @@ const FIELDS: Record<string, { field: keyof Reliability; read: Reader }> = {
     field: "queueDepth",
     read: (value, path, issues) => readInteger(value, LIMITS.queueDepth, path, issues),
   },
-  connections: {
-    field: "connections",
-    read: (value, path, issues) => readInteger(value, LIMITS.connections, path, issues),
+  links: {
+    field: "links",
+    read: (value, path, issues) => readInteger(value, LIMITS.links, path, issues),
   },
 };
 

@@ -82,7 +82,7 @@ export interface ReliabilityInput {
   keepalive_timeout?: string;
   replay_buffer?: string | number;
   queue_depth?: number;
-  connections?: number;
+  links?: number;
   inflight?: number;
 }
 export interface KeyInput {
@@ -146,8 +146,8 @@ export interface Reliability {
   inflightMax: number;
   /** Requests a client keeps outstanding before it waits (engine queueDepth). */
   queueDepth: number;
-  /** DST connections to the export, used when it grants multi-connection consistency. */
-  connections: number;
+  /** DST connections (links) to the export, used when it grants multi-connection consistency. */
+  links: number;
 }
 
 export type KeyConfig =

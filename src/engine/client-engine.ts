@@ -92,6 +92,8 @@ export class ClientEngine {
   onReady: (() => void) | null = null;
   /** Called when submit() would accept again after it answered BUSY. */
   onRoom: (() => void) | null = null;
+  /** Called when a new session gave an outstanding request a new txid (simulator bookkeeping). */
+  onRenumber: ((oldTxid: number, newTxid: number) => void) | null = null;
   /** Called when the export announced a new size (an online resize); `welcome.size` is updated. */
   onResize: ((size: number) => void) | null = null;
 
@@ -515,6 +517,10 @@ export class ClientEngine {
     this.outbox.sealer = this.session.channel?.records?.sealer ?? null;
     const restarted = outcome.restarted;
     this.requeue(restarted);
+    // A new session knows none of our txids: give everything we will send in it fresh ones,
+    // in send order (replays first). The export's exactly-once table then only ever holds
+    // txids at or above the floor we announce, and the floor can pass old requests.
+    if (outcome.newSession) this.renumber();
     const held = this.durability.log.size;
     if (restarted) this.log.warn(`export restarted (new epoch): replaying ${held} acknowledged writes not yet flushed`);
     this.setState("ready", restarted ? `export restarted (new epoch); replaying ${held} unflushed writes` : "ready");
@@ -609,7 +615,6 @@ export class ClientEngine {
 
   private send(txn: Txn): void {
     if (txn.kind === "flush" && txn.flushMark < 0) txn.flushMark = this.durability.log.mark();
-    txn.session = this.session.seq;
     txn.sentOn = this.connection;
     txn.nextResendAt = this.now + this.jitter(txn.resendIntervalMs);
     this.onWire++;
@@ -735,15 +740,30 @@ export class ClientEngine {
   }
 
   /**
-   * Lowest txid the export may still be asked about in this session: the lowest outstanding
-   * txid sent in the current session (the export may forget results below it). Requests not
-   * sent in this session yet (after a new session began) are new to the export whatever their
-   * txid, so they do not hold the floor back.
+   * Lowest txid the export may still be asked about: the lowest outstanding txid (the export
+   * may forget results below it). Every outstanding txn counts, sent or not: one not sent yet
+   * will be, under its txid, and must not land below a floor already announced.
    */
   private txidFloor(): number {
     // Map iteration is insertion order, and txids are inserted in increasing order.
-    for (const txn of this.pending.values()) if (txn.session === this.session.seq) return txn.txid;
+    for (const txn of this.pending.values()) return txn.txid;
     return this.nextTxid;
+  }
+
+  /** Fresh txids for every waiting txn, in send order (see onWelcome); observers are told. */
+  private renumber(): void {
+    const order = [...this.waiting, ...[...this.pending.values()].filter((t) => !this.waiting.includes(t))];
+    this.pending.clear();
+    for (const txn of order) {
+      const old = txn.txid;
+      txn.txid = this.nextTxid++;
+      // A fresh header buffer: the old one may still sit in a closed connection's queue.
+      const header = txn.header.slice();
+      new DataView(header.buffer).setBigUint64(8, BigInt(txn.txid));
+      txn.header = header;
+      this.pending.set(txn.txid, txn);
+      this.onRenumber?.(old, txn.txid);
+    }
   }
 }
 

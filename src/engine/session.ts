@@ -5,8 +5,8 @@
  * an authenticated handshake, and what a WELCOME or a refusal means for the session.
  *
  * A session's resumption secret is fixed when the session is made (export/sessions.ts says
- * why). `seq` counts sessions: requests sent in an earlier session are new to the export's
- * exactly-once table of the current one (engine/client-engine.ts txidFloor()).
+ * why). A new session knows none of the client's txids (engine/client-engine.ts renumbers
+ * what it will send in it).
  * Pure: no I/O, no time.
  */
 import { ClientAuth, type Channel } from "../crypto/dst-auth.ts";
@@ -40,8 +40,6 @@ export type WelcomeOutcome =
 export class ClientSession {
   id: Uint8Array | null = null;
   epoch: number | null = null;
-  /** Counts sessions; txns remember the one they were last sent in. */
-  seq = 0;
   /** Most txids beyond the floor the export remembers (WELCOME MAX_TXID_SPAN; 0: unlimited). */
   txidSpan = 0;
   private resumeToken: Uint8Array | null = null;
@@ -117,7 +115,6 @@ export class ClientSession {
     const newSession = this.id === null || !sameBytes(this.id, welcome.sessionId);
     if (newSession) {
       // A new session: its resumption secret is this handshake's, for the session's life.
-      this.seq++;
       this.resumeToken = welcome.resumeToken ?? null;
       this.resumeKey = this.channel?.resumeKey ?? null;
     }

@@ -63,8 +63,6 @@ export interface Txn {
   sends: number;
   /** FLUSH: replay-log mark taken at first send. */
   flushMark: number;
-  /** Session (the engine's session counter) this was last sent in; 0: never. */
-  session: number;
 }
 
 export const opcodeOf: Readonly<Record<OpKind, number>> = {
@@ -141,6 +139,5 @@ export function makeTxn(
     resends: 0,
     sends: 0,
     flushMark: -1,
-    session: 0,
   };
 }

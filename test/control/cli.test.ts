@@ -60,7 +60,7 @@ describe("without a node", () => {
     for (const command of ["events", "reload"]) {
       const r = await runDstd([command, "--state-dir", join(dir, "empty")]);
       expect(r.exitCode).toBe(1);
-      expect(r.stderr).toBe(`dstd: no dstd up node is running with state directory ${join(dir, "empty")} (nothing answers on ${join(dir, "empty", "control.sock")})\n`);
+      expect(r.stderr).toBe(`dstd ${command}: no dstd up node is running with state directory ${join(dir, "empty")} (nothing answers on ${join(dir, "empty", "control.sock")})\n`);
     }
   });
 });

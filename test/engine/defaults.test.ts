@@ -7,7 +7,7 @@ import { DEFAULT_RELIABILITY } from "../../src/config/defaults.ts";
 import { ENGINE_DEFAULTS } from "../../src/engine/options.ts";
 
 test("engine defaults equal the config defaults", () => {
-  const { inflightMax, connections: _connections, ...rest } = DEFAULT_RELIABILITY;
+  const { inflightMax, links: _links, ...rest } = DEFAULT_RELIABILITY;
   expect({ ...rest, inflight: inflightMax }).toEqual({
     queueDepth: ENGINE_DEFAULTS.queueDepth,
     resendIntervalMs: ENGINE_DEFAULTS.resendIntervalMs,

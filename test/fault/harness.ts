@@ -231,8 +231,8 @@ export function faultSuite(tag: string) {
 }
 
 /** `dstd copy` plus whether it has exited yet (a fault must land while it is running). */
-export function watchedCopy(source: string, target: string, config?: string): CopyRun & { exited(): boolean } {
-  const copy = startCopy(source, target, config);
+export function watchedCopy(source: string, target: string, config?: string, extra: string[] = []): CopyRun & { exited(): boolean } {
+  const copy = startCopy(source, target, config, extra);
   let exited = false;
   void copy.result.then(() => (exited = true));
   return { ...copy, exited: () => exited };

@@ -10,9 +10,10 @@
  *    session, and resending what was in flight — but it would pass without any replay.
  * 2. "page cache lost": what a crash of the export's machine would do. Between the kill and
  *    the restart the test puts the file back into its last DURABLE state, i.e. the state as
- *    of the last FLUSH the export completed. That state is known exactly here: `dstd copy`
- *    sends its only FLUSH after the last write, and with replay_buffer (512 MiB) above the
- *    copy size the engine never issues a flush of its own — so nothing written by this copy
+ *    of the last FLUSH the export completed. That state is known exactly here: with
+ *    `--flush-every 0` `dstd copy` sends its only FLUSH after the last write, and with
+ *    replay_buffer (512 MiB) above the copy size the engine never issues a flush of its own
+ *    — so nothing written by this copy
  *    was ever flushed, and the durable state is the freshly created (all-zero, sparse) file.
  *    Reverting to it is the worst case a crash may legally produce (it may lose any subset
  *    of unflushed writes; this loses all of them) and nothing more: reverting blocks that a
@@ -63,7 +64,8 @@ async function killAndRestart(variant: string, losePageCache: boolean): Promise<
     reconnect_max: "500ms",
     replay_buffer: "512MiB", // above the copy size: the engine never flushes on its own (see top)
   });
-  const copy = watchedCopy(source, `dst://127.0.0.1:${first.port}/disk`, config);
+  // One FLUSH at the end (see top): the copy's default flushes every 32 MiB as it goes.
+  const copy = watchedCopy(source, `dst://127.0.0.1:${first.port}/disk`, config, ["--flush-every", "0"]);
   // The export's file grows (st_blocks) as writes land: kill once 40% has landed.
   await until(() => copy.exited() || allocatedBytes(disk) >= 0.4 * SIZE, "40% of the copy to land", 60_000);
   expect(copy.exited()).toBe(false);

@@ -68,6 +68,7 @@ export class Simulation {
   livenessBoundMs = 0;
   private readonly eioSeen: Record<OpKind, number> = { read: 0, write: 0, flush: 0, trim: 0, zero: 0 };
   private readonly appTxids = new Set<number>();
+  private readonly opsByTxid = new Map<number, OpRecord>();
   private readonly traceRing: string[] = [];
   private traceNext = 0;
   private lastConnectId = 0;
@@ -115,6 +116,23 @@ export class Simulation {
       },
     );
     this.engine.onStateChange = (state, detail) => this.onEngineState(state, detail);
+    // A new session gives outstanding requests fresh txids: follow them, so per-request send
+    // counts and the app/internal split stay per request.
+    this.engine.onRenumber = (from, to) => {
+      const op = this.opsByTxid.get(from);
+      if (op !== undefined) {
+        this.opsByTxid.delete(from);
+        this.opsByTxid.set(to, op);
+        op.txid = to;
+        this.appTxids.add(to);
+      }
+      const sent = this.sends.get(from);
+      if (sent !== undefined) {
+        this.sends.delete(from);
+        this.sends.set(to, sent);
+      }
+      if (this.seen.internalTxids.delete(from)) this.seen.internalTxids.add(to);
+    };
     this.startServer();
   }
 
@@ -183,6 +201,7 @@ export class Simulation {
     if (kind === "flush") request.offset = request.length = 0;
     op.txid = this.engine.submit(request, (status, data) => this.completed(op, status, data));
     this.appTxids.add(op.txid);
+    this.opsByTxid.set(op.txid, op);
     this.trace(`app: #${op.id} ${kind} blocks ${first}+${count}${fua ? " fua" : ""} v${version} → txid ${op.txid}`);
     return op;
   }
