@@ -16,7 +16,7 @@
  * is the export rewrite's job (docs/status.md "Reload").
  */
 import { formatListenAddress } from "../lib/address.ts";
-import type { AttachConfig, Config, ExportConfig } from "../config/schema.ts";
+import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
 import { attachName, exportGroupName, groupExports } from "./services.ts";
 
 export interface UnitPlan<T> {

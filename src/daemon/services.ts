@@ -15,7 +15,7 @@ import { formatExportUrl, formatListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
-import type { AttachConfig, ExportConfig, KeyConfig } from "../config/schema.ts";
+import type { AttachConfig, ExportConfig, KeyConfig } from "../config/types.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
 import { attachKernel } from "../attach/kernel-attach.ts";

@@ -8,8 +8,6 @@
 export const DST_MAGIC = 0x44535431;
 /** Highest (and only) protocol version this build speaks. */
 export const DST_VERSION = 1;
-/** Default TCP port of the DST protocol (NBD uses 10809; we are the next one up). */
-export const DST_PORT = 10810;
 
 /**
  * Fixed header layout (all integers big-endian):

@@ -6,9 +6,6 @@
  */
 import { Errno } from "../../lib/errno.ts";
 
-/** IANA port for newstyle negotiation (proto.md "Newstyle negotiation"). */
-export const NBD_PORT = 10809;
-
 // proto.md "Newstyle negotiation": 'NBDMAGIC' then 'IHAVEOPT', both 64-bit big-endian.
 export const NBDMAGIC = 0x4e42444d41474943n;
 export const IHAVEOPT = 0x49484156454f5054n;
