@@ -23,7 +23,7 @@ export const DST_VERSION = 1;
  *   28  4    payloadLength  bytes of payload following the header
  *   32  4    status         errno-style result in replies (0 = success); 0 in requests
  *   36  4    reserved       must be zero (a receiver rejects non-zero)
- *   40  16   authTag        authentication tag; all zero until a security suite is negotiated
+ *   40  16   authTag        unused: sent as zero, not checked (sealed records cover whole frames)
  *   56       payload
  */
 export const HEADER_SIZE = 56;
@@ -46,7 +46,7 @@ export const REPLY_BIT = 0x80;
 
 export const Op = {
   HELLO: 0x01,
-  /** Reply to HELLO (anonymous) or to AUTH (authenticated; the first protected frame). */
+  /** Reply to HELLO (anonymous) or to AUTH (authenticated; inside the first sealed record). */
   WELCOME: 0x01 | REPLY_BIT,
   /** Client's proof of the pre-shared key (docs/security.md §3). */
   AUTH: 0x02,
