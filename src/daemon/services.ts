@@ -27,36 +27,8 @@ import { acceptNbdForExports } from "./nbd-front.ts";
 import { startNbdAttach } from "./attach-node.ts";
 import type { Runner, Running, ServiceDetail } from "./supervisor.ts";
 
-/** Counter names an export group reports (docs/status.md). */
-export const EXPORT_COUNTERS = [
-  "connections",
-  "refused",
-  "requests",
-  "duplicates",
-  "protocolErrors",
-  "checksumFailures",
-  "connectionsOpened",
-  "bytesIn",
-  "bytesOut",
-  "connectionsCurrent",
-] as const;
 export const EXPORT_GAUGES = ["connectionsCurrent"] as const;
 
-/** Counter names an attachment reports: the client engine's (engine/counters.ts). */
-export const ATTACH_COUNTERS = [
-  "connects",
-  "reconnects",
-  "resends",
-  "replays",
-  "replayFailures",
-  "keepaliveFailures",
-  "pings",
-  "timeouts",
-  "staleReplies",
-  "autoFlushes",
-  "checksumFailures",
-  "inflight",
-] as const;
 export const ATTACH_GAUGES = ["inflight"] as const;
 
 // ---- export groups -----------------------------------------------------------------------

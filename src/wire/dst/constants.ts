@@ -40,7 +40,6 @@ export const HEADER = {
   reserved: 36,
   authTag: 40,
 } as const;
-export const AUTH_TAG_SIZE = 16;
 
 export const REPLY_BIT = 0x80;
 

@@ -88,11 +88,6 @@ rule(Op.WRITE_ZEROES | REPLY_BIT, 0, Payload.None);
 rule(Op.PING, 0, Payload.None);
 rule(Op.PONG, 0, Payload.None);
 
-/** True for opcodes this build knows (requests and replies). */
-export function knownOpcode(opcode: number): boolean {
-  return (allowedFlags[opcode] ?? -1) >= 0;
-}
-
 // ---- encode / decode ----
 
 function writeHeader(
