@@ -6,6 +6,7 @@
  */
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
+import type { ConfigInput } from "../config/types.ts";
 import { validateConfig } from "../config/validate.ts";
 import { startExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
@@ -48,7 +49,7 @@ export default defineDstdCommand({
     const dir = resolve(args.dir ?? "data");
     mkdirSync(dir, { recursive: true });
     const nbdPort = port === DST_DEFAULT_PORT ? NBD_DEFAULT_PORT : port === 0 ? 0 : port + 1;
-    const result = validateConfig({
+    const input: ConfigInput = {
       export: [
         {
           name: "disk",
@@ -60,7 +61,8 @@ export default defineDstdCommand({
           description: "dstd demo disk",
         },
       ],
-    });
+    };
+    const result = validateConfig(input);
     if (!("config" in result)) throw new DstdError("E_CONFIG", result.issues.map((i) => `${i.path}: ${i.message}`).join("\n"));
     const log = createLog("info", "demo");
     const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)
