@@ -1,7 +1,7 @@
 /**
  * @module build — `bun run build`: compile dstd into one executable, dist/dstd.
  * The source map is embedded so stack traces name our files and lines; names are kept
- * (no identifier minification) so they stay readable too (shared/reference/bun-runtime.md §6).
+ * (no identifier minification) so they stay readable too.
  */
 import { $ } from "bun";
 import pkg from "./package.json" with { type: "json" };

@@ -229,7 +229,7 @@ export const FIO_JOBS: FioJob[] = [
   { name: "rand read 4 KiB QD32", rw: "randread", bs: "4k", iodepth: 32, unit: "IOPS" },
 ];
 
-/** fio's nbd ioengine against `uri` (the command line of shared/reference/perf-anchors.md). */
+/** fio's nbd ioengine against `uri` (the job parameters of the peer measurements in issue 10). */
 export async function fio(run: Run, uri: string, job: FioJob, runtime: number, sizeMiB: number): Promise<number> {
   const cmd = [
     "fio", "--name=b", "--ioengine=nbd", `--uri=${uri}`, "--time_based", `--runtime=${runtime}`,

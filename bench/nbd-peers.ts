@@ -12,7 +12,6 @@
  * BENCH_WORKLOADS (seq-read,seq-write,rand-read,rand-write), BENCH_ROUNDS (1; the median is
  * reported), DSTD_CMD (how to run dstd; default `bun src/main.ts`, or dist/dstd if built).
  * Peers missing from PATH are skipped with the Debian package to install.
- * Commands follow shared/reference/perf-anchors.md.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -174,7 +173,7 @@ async function fio(uri: string, w: Workload): Promise<number> {
   );
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) throw new Error(`fio ${w.name} against ${uri} failed (${code}): ${err.trim()}`);
-  // fio prints a banner before the JSON (perf-anchors.md): skip to the first "{".
+  // fio prints a banner before the JSON: skip to the first "{".
   const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
   const side = w.rw.includes("read") ? job.read : job.write;
   return w.unit === "IOPS" ? side.iops : side.bw_bytes / MiB;

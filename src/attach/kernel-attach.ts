@@ -5,14 +5,14 @@
  * (nbd/connection.ts) over an engine-backed target; the other end goes to the kernel
  * with NBD_CMD_CONNECT (generic netlink, kernel/device.ts) and is closed here after the ack.
  *
- * Verbs and signals (landscape P13: say what each one does to the device):
+ * Verbs and signals (each says what it does to the device; ceph/ceph#31687):
  * - detach (SIGTERM/SIGINT, `dstd detach`): flush the device, NBD_CMD_DISCONNECT, exit. The
  *   device goes away.
  * - handover (SIGUSR2) and SIGKILL: the daemon goes, the device stays; I/O waits up to the
  *   dead-connection timeout for the next `dstd attach` of the same device/URL, which takes it
  *   over with NBD_CMD_RECONFIGURE and the same backend identifier (restart, upgrade).
  *
- * Takeover (landscape P6): the kernel accepts a RECONFIGURE socket only in place of a DEAD
+ * Takeover (nbd_genl_reconfigure; ydb-platform/nbs#5386): the kernel accepts a RECONFIGURE socket only in place of a DEAD
  * one and otherwise drops it while still acking. A killed daemon's socket end dies with its
  * process, so the kernel has marked it dead by the time a new daemon asks; if not, our new
  * socket is closed at once, and we wait for LINK_DEAD and retry. Success is verified by the
@@ -22,7 +22,7 @@
  *
  * Must not: block the event loop (it serves the kernel's I/O; our own device I/O — probe read,
  * fsync, queue limits — goes through the fs thread pool), or send a size-changing RECONFIGURE
- * (it freezes the queue inside the netlink send: landscape P8).
+ * (it freezes the queue inside the netlink send: ydb-platform/nbs#6116).
  */
 import { randomBytes } from "node:crypto";
 import { constants, readFileSync } from "node:fs";

@@ -115,7 +115,7 @@ export function daemonAlive(pid: number): boolean {
 
 // ---- what `dstd attach` does about an existing record (kernel mode) ------------------------
 
-/** "dstd:URL#ATTACHID": names the export and this attachment (landscape P12). */
+/** "dstd:URL#ATTACHID": names the export and this attachment, so a reattach never binds another export to the device (ceph/ceph#41323). */
 export function makeBackendId(url: string, attachId: string): string {
   return `dstd:${url}#${attachId}`;
 }

@@ -4,12 +4,11 @@
  * about command-line values into messages that name the flag.
  */
 import type { ArgsDef } from "citty";
-import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { formatIssues } from "../config/load.ts";
-import { validateConfig, type Config, type ConfigIssue } from "../config/schema.ts";
-import { DstdError, errorMessage } from "../lib/errors.ts";
-import { createLog, isLogLevel, type Log } from "../lib/log.ts";
+import { formatIssues, readConfigFile } from "../config/load.ts";
+import type { Config, ConfigIssue } from "../config/types.ts";
+import { validateConfig } from "../config/validate.ts";
+import { DstdError } from "../lib/errors.ts";
+import { createLog, isLogLevel, LOG_LEVELS, type Log } from "../lib/log.ts";
 
 export const commonArgs = {
   config: { type: "string", description: "TOML config file (flags override it)", valueHint: "FILE" },
@@ -27,20 +26,11 @@ export function repeated(rawArgs: readonly string[], flag: string): string[] {
   return values;
 }
 
-/** Raw TOML of --config (or {}), for merging with flags before validation. */
+/** Raw TOML of --config (or {}), for merging with flags before validation (config/load.ts reads it). */
 export function readRawConfig(path: string | undefined): { raw: Record<string, unknown>; source: string; baseDir: string | null } {
   if (!path) return { raw: {}, source: "command line", baseDir: null };
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new DstdError("E_CONFIG", `${path}: cannot read config file: ${errorMessage(error)}`);
-  }
-  try {
-    return { raw: Bun.TOML.parse(text) as Record<string, unknown>, source: path, baseDir: dirname(resolve(path)) };
-  } catch (error) {
-    throw new DstdError("E_CONFIG", `${path}: invalid TOML: ${errorMessage(error).replace(/^TOML Parse error:\s*/, "")}`);
-  }
+  const { raw, baseDir } = readConfigFile(path);
+  return { raw, source: path, baseDir };
 }
 
 /**
@@ -65,6 +55,6 @@ export function validateMerged(raw: unknown, source: string, baseDir: string | n
 
 export function logFromArgs(level: string | undefined, fallback: string, tag?: string): Log {
   const chosen = level ?? fallback;
-  if (!isLogLevel(chosen)) throw new DstdError("E_USAGE", `--log-level: '${chosen}' is not one of error, warn, info, debug, trace`);
+  if (!isLogLevel(chosen)) throw new DstdError("E_USAGE", `--log-level: '${chosen}' is not one of ${LOG_LEVELS.join(", ")}`);
   return createLog(chosen, tag);
 }

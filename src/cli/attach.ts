@@ -16,10 +16,10 @@ import { loadKeyFile } from "../crypto/keys.ts";
 import { startNbdAttach } from "../daemon/attach-node.ts";
 import { defaultStateDir } from "../attach/state.ts";
 import { attachKernel, type AttachmentEnd, type KernelAttachment } from "../attach/kernel-attach.ts";
-import type { AttachConfig, Config, Reliability } from "../config/schema.ts";
+import type { AttachConfig, Config, Reliability } from "../config/types.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { formatSize } from "../lib/size.ts";
-import { formatExportUrl, parseExportUrl, parseListenAddress, type ExportUrl } from "../lib/address.ts";
+import { formatExportUrl, NBD_DEFAULT_PORT, parseExportUrl, parseListenAddress, type ExportUrl } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { commonArgs, logFromArgs, readRawConfig, validateMerged } from "./args.ts";
@@ -65,7 +65,7 @@ export default defineDstdCommand({
     const listenText = args["nbd-listen"] ?? null;
     if (listenText !== null || (device === null && entry?.nbdListen)) {
       if (args.device !== undefined) throw new DstdError("E_USAGE", "--device and --nbd-listen are two different modes: give one");
-      const nbdListen = listenText === null ? entry!.nbdListen! : parseListenAddress(listenText, 10809);
+      const nbdListen = listenText === null ? entry!.nbdListen! : parseListenAddress(listenText, NBD_DEFAULT_PORT);
       if (typeof nbdListen === "string") throw new DstdError("E_USAGE", `--nbd-listen: ${nbdListen}`);
       const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)
       const node = await startNbdAttach({ url, engine, log, nbdListen, stateDir });

@@ -6,10 +6,11 @@
  */
 import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
-import { validateConfig } from "../config/schema.ts";
+import type { ConfigInput } from "../config/types.ts";
+import { validateConfig } from "../config/validate.ts";
 import { startExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
-import { parsePort, type ListenAddress } from "../lib/address.ts";
+import { DST_DEFAULT_PORT, NBD_DEFAULT_PORT, parsePort, type ListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import { createLog } from "../lib/log.ts";
 import { defineDstdCommand } from "./command.ts";
@@ -42,13 +43,13 @@ export default defineDstdCommand({
   },
   examples: ["npm start", "dstd demo --dir /var/tmp/dstd-demo -p 20810"],
   async run({ args }) {
-    const port = args.port === undefined ? 10810 : parsePort(args.port);
+    const port = args.port === undefined ? DST_DEFAULT_PORT : parsePort(args.port);
     if (typeof port === "string") throw new UsageError(`--port: ${port}`);
     if (port === 65535) throw new UsageError(`--port: ${port} leaves no room for the NBD port; use 1..65534 (or 0 for any free ports)`);
     const dir = resolve(args.dir ?? "data");
     mkdirSync(dir, { recursive: true });
-    const nbdPort = port === 10810 ? 10809 : port === 0 ? 0 : port + 1;
-    const result = validateConfig({
+    const nbdPort = port === DST_DEFAULT_PORT ? NBD_DEFAULT_PORT : port === 0 ? 0 : port + 1;
+    const input: ConfigInput = {
       export: [
         {
           name: "disk",
@@ -60,7 +61,8 @@ export default defineDstdCommand({
           description: "dstd demo disk",
         },
       ],
-    });
+    };
+    const result = validateConfig(input);
     if (!("config" in result)) throw new DstdError("E_CONFIG", result.issues.map((i) => `${i.path}: ${i.message}`).join("\n"));
     const log = createLog("info", "demo");
     const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)

@@ -12,7 +12,7 @@
  */
 import { accessSync, constants, statSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
-import type { Config } from "../config/schema.ts";
+import type { Config } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { ListenAddress } from "../lib/address.ts";

@@ -6,13 +6,9 @@
  */
 import { type AllowRule, formatCidr, parseAllowRule, parseCidr } from "../lib/acl.ts";
 import { quoteInput } from "../lib/size.ts";
-import {
-  CHECKSUM_NAMES,
-  DEFAULT_ALLOW,
-  DEFAULT_CHECKSUMS,
-  DEFAULT_SUITES,
-  SUITE_NAMES,
-} from "./defaults.ts";
+import { CHECKSUM_NAMES, DEFAULT_CHECKSUMS } from "../crypto/checksum.ts";
+import { DEFAULT_SUITES, SUITE_NAMES } from "../crypto/suites.ts";
+import { DEFAULT_ALLOW } from "./defaults.ts";
 import {
   checkKeys,
   describe,
@@ -25,7 +21,7 @@ import {
   readString,
   readStringList,
 } from "./fields.ts";
-import type { ChecksumName, SuiteName } from "./schema.ts";
+import type { ChecksumName, SuiteName } from "./types.ts";
 
 export const ALLOW_TABLE_KEYS = ["identity", "network", "access"] as const;
 

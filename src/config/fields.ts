@@ -8,12 +8,7 @@ import { isAbsolute, resolve } from "node:path";
 import { IDENTITY_RULE, isValidIdentity } from "../lib/acl.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { formatSize, parseSize, quoteInput } from "../lib/size.ts";
-
-export interface ConfigIssue {
-  /** Where: "log_level", "export[1].size", "export[0].allow[2]"; "" for the whole file. */
-  path: string;
-  message: string;
-}
+import type { ConfigIssue } from "./types.ts";
 
 export type Table = Record<string, unknown>;
 

@@ -12,24 +12,7 @@
  */
 import { CONNECTION_LIMIT_BOUNDS, DEFAULT_CONNECTION_LIMITS } from "./defaults.ts";
 import { checkKeys, get, type Issues, isTable, join, readDuration, readInteger, describe } from "./fields.ts";
-
-/** Resolved `[limits]` (milliseconds and counts). */
-export interface LimitsConfig {
-  readonly handshakeTimeoutMs: number;
-  readonly frameTimeoutMs: number;
-  readonly maxConnections: number;
-  readonly maxUnauthenticated: number;
-  readonly maxUnauthenticatedPerSource: number;
-}
-
-/** Raw `[limits]` as TOML gives it. */
-export interface LimitsInput {
-  handshake_timeout?: string;
-  frame_timeout?: string;
-  max_connections?: number;
-  max_unauthenticated?: number;
-  max_unauthenticated_per_source?: number;
-}
+import type { LimitsConfig } from "./types.ts";
 
 const FIELDS: Record<string, { field: keyof LimitsConfig; kind: "duration" | "count" }> = {
   handshake_timeout: { field: "handshakeTimeoutMs", kind: "duration" },

@@ -1,13 +1,16 @@
 /**
- * @module config/load — the only place configuration touches the filesystem: read the file,
- * Bun.TOML.parse it, validateConfig it. Every failure is one DstdError("E_CONFIG") whose
- * message is ready to print: one line per problem, each prefixed by the file name
- * ("dstd.toml: export[1].size: ..."). Never returns a half-valid config.
+ * @module config/load — the only place configuration touches the filesystem and the only TOML
+ * reader: read the file, Bun.TOML.parse it, validateConfig it. Every failure is one
+ * DstdError("E_CONFIG") whose message is ready to print: one line per problem, each prefixed
+ * by the file name ("dstd.toml: export[1].size: ..."). Never returns a half-valid config.
+ * Commands that merge flags into the file's tables first take the raw tables from
+ * readConfigFile and validate the merge themselves (cli/args.ts).
  */
 import { readFileSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { DstdError, errorMessage } from "../lib/errors.ts";
-import { type Config, type ConfigIssue, type ValidateOptions, validateConfig } from "./schema.ts";
+import type { Config, ConfigIssue, ValidateOptions } from "./types.ts";
+import { validateConfig } from "./validate.ts";
 
 /** A config file larger than this is surely not a config file (and would be slow to scan). */
 export const CONFIG_FILE_MAX = 1024 * 1024;
@@ -26,8 +29,17 @@ export class ConfigError extends DstdError {
 
 /** Read, parse and validate a config file; relative paths in it are relative to its folder. */
 export function loadConfigFile(path: string): Config {
-  const text = readConfigText(path);
-  return parseConfigText(text, path, { baseDir: dirname(resolve(path)) });
+  const { raw, baseDir } = readConfigFile(path);
+  return validateOrThrow(raw, path, { baseDir });
+}
+
+/**
+ * Read and parse a config file without validating it: its tables as TOML gives them, and the
+ * folder its relative paths start from. Throws ConfigError when it cannot be read or parsed.
+ */
+export function readConfigFile(path: string): { raw: Record<string, unknown>; baseDir: string } {
+  const raw = parseToml(readConfigText(path), path);
+  return { raw, baseDir: dirname(resolve(path)) };
 }
 
 function readConfigText(path: string): string {
@@ -61,15 +73,22 @@ export function parseConfigText(
   source: string,
   options: ValidateOptions = {},
 ): Config {
-  let raw: unknown;
+  return validateOrThrow(parseToml(text, source), source, options);
+}
+
+/** Bun.TOML.parse, with a syntax error located and named by `source`. */
+function parseToml(text: string, source: string): Record<string, unknown> {
   try {
-    raw = Bun.TOML.parse(text);
+    return Bun.TOML.parse(text) as Record<string, unknown>;
   } catch (error) {
     const message = tomlMessage(error);
     const line = locateSyntaxError(text, message);
     const where = line === null ? "" : ` line ${line}:`;
     throw new ConfigError(`${source}:${where} invalid TOML: ${message}`, [], error);
   }
+}
+
+function validateOrThrow(raw: unknown, source: string, options: ValidateOptions): Config {
   const result = validateConfig(raw, options);
   if ("config" in result) return result.config;
   throw new ConfigError(formatIssues(result.issues, source), result.issues);

@@ -5,10 +5,10 @@
  * Values layer: defaults.ts ← [client] ← [[attach]]. Reliability keys may be flat or inside
  * a `reliability` sub-table, not both. Pure.
  */
-import { parseExportUrl, parseListenAddress } from "../lib/address.ts";
+import { NBD_DEFAULT_PORT, parseExportUrl, parseListenAddress } from "../lib/address.ts";
 import { formatDuration } from "../lib/duration.ts";
 import { readChecksums, readSuites } from "./access.ts";
-import { DEFAULT_NBD_PORT, DEFAULT_RELIABILITY, LIMITS } from "./defaults.ts";
+import { DEFAULT_RELIABILITY, LIMITS } from "./defaults.ts";
 import {
   checkKeys,
   describe,
@@ -24,7 +24,7 @@ import {
   readTableArray,
   type Table,
 } from "./fields.ts";
-import type { AttachConfig, ClientConfig, Reliability } from "./schema.ts";
+import type { AttachConfig, ClientConfig, Reliability } from "./types.ts";
 
 type Reader = (value: unknown, path: string, issues: Issues) => number | undefined;
 
@@ -155,7 +155,7 @@ export function readAttaches(value: unknown, client: ClientConfig, issues: Issue
     const listenPath = join(path, "nbd_listen");
     const listenText = readString(get(table, "nbd_listen"), listenPath, issues);
     const nbdListen =
-      listenText === undefined ? null : parseListenAddress(listenText, DEFAULT_NBD_PORT);
+      listenText === undefined ? null : parseListenAddress(listenText, NBD_DEFAULT_PORT);
     if (typeof nbdListen === "string") issues.add(listenPath, nbdListen);
     const keyFile = readPath(get(table, "key_file"), join(path, "key_file"), issues);
     const suites = readSuites(get(table, "suites"), join(path, "suites"), issues);

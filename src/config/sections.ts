@@ -4,22 +4,19 @@
  * listen lists. Allow rules and suites are in config/access.ts, client-side tables in
  * config/reliability.ts. Pure: paths are checked as text, never opened.
  */
+import { SECRET_SIZE } from "../crypto/keys.ts";
 import {
+  DST_DEFAULT_EXPORT,
+  DST_DEFAULT_PORT,
   EXPORT_NAME_MAX,
   type ListenAddress,
   formatListenAddress,
+  NBD_DEFAULT_PORT,
   parseListenAddress,
 } from "../lib/address.ts";
 import { quoteInput } from "../lib/size.ts";
-import { ALLOW_TABLE_KEYS, readAllow, readChecksums, readSuites } from "./access.ts";
-import {
-  DEFAULT_DST_PORT,
-  DEFAULT_EXPORT_NAME,
-  DEFAULT_LISTEN,
-  DEFAULT_NBD_LISTEN,
-  DEFAULT_NBD_PORT,
-  KEY_BYTES,
-} from "./defaults.ts";
+import { readAllow, readChecksums, readSuites } from "./access.ts";
+import { DEFAULT_LISTEN, DEFAULT_NBD_LISTEN } from "./defaults.ts";
 import {
   checkKeys,
   get,
@@ -34,10 +31,7 @@ import {
   readTableArray,
   type Table,
 } from "./fields.ts";
-import { ATTACH_KEYS, CLIENT_KEYS, RELIABILITY_KEYS } from "./reliability.ts";
-import type { BackendConfig, ExportConfig, KeyConfig } from "./schema.ts";
-
-export { readAttaches, readClient } from "./reliability.ts";
+import type { BackendConfig, ExportConfig, KeyConfig } from "./types.ts";
 
 export const KEY_KEYS = ["identity", "file", "secret"] as const;
 export const EXPORT_KEYS = [
@@ -55,17 +49,6 @@ export const EXPORT_KEYS = [
   "checksums",
 ] as const;
 
-export function sectionKeys(): Record<string, readonly string[]> {
-  return {
-    key: KEY_KEYS,
-    export: EXPORT_KEYS,
-    "export.allow": ALLOW_TABLE_KEYS,
-    attach: ATTACH_KEYS,
-    client: CLIENT_KEYS,
-    reliability: RELIABILITY_KEYS,
-  };
-}
-
 const HEX_KEY = /^[0-9a-fA-F]{64}$/;
 const BASE64_KEY = /^[A-Za-z0-9+/_-]{43}=?$/;
 
@@ -73,11 +56,11 @@ const BASE64_KEY = /^[A-Za-z0-9+/_-]{43}=?$/;
 export function decodeSecret(text: string): Uint8Array | string {
   const trimmed = text.trim();
   const wrong =
-    `secret must be ${KEY_BYTES} bytes written as 64 hex digits or 44 base64 characters`;
+    `secret must be ${SECRET_SIZE} bytes written as 64 hex digits or 44 base64 characters`;
   let decoded: Buffer | null = null;
   if (HEX_KEY.test(trimmed)) decoded = Buffer.from(trimmed, "hex");
   else if (BASE64_KEY.test(trimmed)) decoded = Buffer.from(trimmed, "base64");
-  if (decoded === null || decoded.length !== KEY_BYTES) return wrong;
+  if (decoded === null || decoded.length !== SECRET_SIZE) return wrong;
   // Copy out of Buffer's shared pool, then wipe the pooled bytes (as crypto/keys.ts does).
   const bytes = new Uint8Array(decoded);
   decoded.fill(0);
@@ -156,7 +139,7 @@ export function readExports(
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
 function readExportName(value: unknown, path: string, issues: Issues): string | undefined {
-  if (value === undefined) return DEFAULT_EXPORT_NAME;
+  if (value === undefined) return DST_DEFAULT_EXPORT;
   const name = readString(value, path, issues);
   if (name === undefined) return undefined;
   let problem: string | null = null;
@@ -179,8 +162,8 @@ function readExport(
   const at = (key: string) => join(path, key);
   const backend = readBackend(table, path, issues);
   const description = readString(get(table, "description"), at("description"), issues);
-  const listen = readListen(table, at, "listen", DEFAULT_LISTEN, DEFAULT_DST_PORT, issues);
-  const nbdDefaults = [DEFAULT_NBD_LISTEN, DEFAULT_NBD_PORT] as const;
+  const listen = readListen(table, at, "listen", DEFAULT_LISTEN, DST_DEFAULT_PORT, issues);
+  const nbdDefaults = [DEFAULT_NBD_LISTEN, NBD_DEFAULT_PORT] as const;
   const nbdListen = readListen(table, at, "nbd_listen", ...nbdDefaults, issues);
   if (listen?.length === 0 && nbdListen?.length === 0) {
     issues.add(path, "export is unreachable: listen and nbd_listen are both empty");

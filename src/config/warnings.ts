@@ -11,7 +11,7 @@
 import { isLoopbackAddress } from "../crypto/suites.ts";
 import { cidrContains, parseCidr, type Cidr } from "../lib/acl.ts";
 import type { ListenAddress } from "../lib/address.ts";
-import type { ExportConfig } from "./schema.ts";
+import type { ExportConfig } from "./types.ts";
 
 const LOOPBACK_NETWORKS = [parseCidr("127.0.0.0/8"), parseCidr("::1/128")] as Cidr[];
 

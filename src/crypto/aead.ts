@@ -1,11 +1,10 @@
 /**
- * @module crypto/aead — detached, in-place AEAD over a DST frame for each suite: the payload is
- * encrypted (or only authenticated) where it lies and the 16-byte tag goes to the header's
- * authTag field, so a protected frame has exactly the size of the plain one.
+ * @module crypto/aead — detached, in-place AEAD for each suite, as crypto/record.ts seals
+ * records with it: the data is encrypted (or only authenticated) where it lies and the 16-byte
+ * tag is returned apart (the record layer puts it in the record header).
  *
- * Contract of every Aead: `header` is the 56-byte frame header with its authTag field already
- * zeroed (it is the additional data); `payload` follows it in the same frame; `nonce` is unique
- * per key. seal() transforms payload in place and returns the tag; open() returns false and
+ * Contract of every Aead: `header` is the additional data (a record's 4 length bytes);
+ * `payload` is the data to protect (the record's frames); `nonce` is unique per key. seal() transforms payload in place and returns the tag; open() returns false and
  * leaves payload untouched unless the tag verifies (no unauthenticated plaintext ever escapes).
  * Must not: pick nonces (crypto/record.ts does) or know anything about sessions.
  */
@@ -55,7 +54,7 @@ export function createAead(suite: Exclude<SuiteName, "none">, key: Uint8Array): 
 
 /**
  * AES-256-GCM (NIST SP 800-38D) in node:crypto. A KeyObject keeps the expanded key native and
- * is ~30 % faster per frame than a raw key; its copy of the key cannot be wiped from JS.
+ * is ~30 % faster per call than a raw key; its copy of the key cannot be wiped from JS.
  * cipher.update() cannot write into a caller buffer, so each direction costs one payload copy.
  */
 class GcmAead implements Aead {

@@ -6,7 +6,7 @@
  *   C→S HELLO      identity, key id, nonce_c, eph_c, offered suites (+ the usual HELLO attrs)
  *   S→C CHALLENGE  nonce_s, suite, eph_s, proof_s = HMAC(pk, "server" ‖ T)
  *   C→S AUTH       proof_c = HMAC(pk, "client" ‖ T)
- *   S→C WELCOME    first frame sealed with the s2c key
+ *   S→C WELCOME    in the first record sealed with the s2c key
  * T = transcriptHash([HELLO frame bytes, nonce_s, suite, eph_s]); pk from HKDF(psk, nonces).
  */
 import { Attr, Op } from "../wire/dst/constants.ts";

@@ -21,9 +21,9 @@ export interface SuiteInfo {
   name: SuiteName;
   /** Payload is confidential (encrypted). */
   encrypts: boolean;
-  /** Header and payload are authenticated (a 16-byte tag in the header's authTag field). */
+  /** Records are authenticated: a 16-byte tag in each record header (crypto/record.ts). */
   authenticates: boolean;
-  /** Bytes of the per-frame AEAD nonce (0 for "none"). */
+  /** Bytes of the AEAD nonce, one per record (0 for "none"). */
   nonceLength: number;
   /** Runs in native code (node:crypto); false means pure JS (@noble/ciphers, ~100 MB/s). */
   native: boolean;

@@ -11,7 +11,7 @@ import { existsSync, rmSync } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
-import type { ExportConfig, KeyConfig } from "../config/schema.ts";
+import type { ExportConfig, KeyConfig } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";

@@ -16,7 +16,7 @@ import { formatListenAddress, type ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import type { LogLevel, NodeLog } from "../lib/log.ts";
 import { loadConfigFile } from "../config/load.ts";
-import type { Config } from "../config/schema.ts";
+import type { Config } from "../config/types.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { NodeInfo, ReloadOutcome, ServiceStatus } from "../control/schema.ts";
 import { CONTROL_VERSION } from "../control/protocol.ts";

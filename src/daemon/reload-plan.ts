@@ -16,7 +16,7 @@
  * stays connected; sessions that lost their grant are closed or downgraded to read-only.
  */
 import { formatListenAddress } from "../lib/address.ts";
-import type { AttachConfig, Config, ExportConfig } from "../config/schema.ts";
+import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
 import { attachName, exportGroupName, groupExports } from "./services.ts";
 
 export interface UnitPlan<T> {

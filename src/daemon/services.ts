@@ -15,7 +15,7 @@ import { formatExportUrl, formatListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
-import type { AttachConfig, ExportConfig, KeyConfig } from "../config/schema.ts";
+import type { AttachConfig, ExportConfig, KeyConfig } from "../config/types.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
 import type { RequestObserver } from "../export/server.ts";
@@ -28,36 +28,8 @@ import { acceptNbdForExports } from "./nbd-front.ts";
 import { startNbdAttach } from "./attach-node.ts";
 import type { Runner, Running, ServiceDetail } from "./supervisor.ts";
 
-/** Counter names an export group reports (docs/status.md). */
-export const EXPORT_COUNTERS = [
-  "connections",
-  "refused",
-  "requests",
-  "duplicates",
-  "protocolErrors",
-  "checksumFailures",
-  "connectionsOpened",
-  "bytesIn",
-  "bytesOut",
-  "connectionsCurrent",
-] as const;
 export const EXPORT_GAUGES = ["connectionsCurrent", "memoryBytes", "sessions"] as const;
 
-/** Counter names an attachment reports: the client engine's (engine/counters.ts). */
-export const ATTACH_COUNTERS = [
-  "connects",
-  "reconnects",
-  "resends",
-  "replays",
-  "replayFailures",
-  "keepaliveFailures",
-  "pings",
-  "timeouts",
-  "staleReplies",
-  "autoFlushes",
-  "checksumFailures",
-  "inflight",
-] as const;
 export const ATTACH_GAUGES = ["inflight"] as const;
 
 // ---- export groups -----------------------------------------------------------------------

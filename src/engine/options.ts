@@ -48,7 +48,7 @@ export interface EngineOptions {
   seed: number;
 }
 
-/** Keep equal to config/defaults.ts DEFAULT_RELIABILITY (test/engine/defaults.test.ts pins it). */
+/** The owner of these defaults: config/defaults.ts DEFAULT_RELIABILITY derives from them. */
 export const ENGINE_DEFAULTS: Omit<EngineOptions, "exportName" | "clientName" | "seed"> = {
   inflight: 64,
   maxPayload: 32 * 1024 * 1024,

@@ -6,8 +6,8 @@
  *   per batch, not per frame), built from the frames' parts without assembling them
  *   (RecordSealer.sealParts), bounded to RECORD_TARGET bytes;
  * - on a plain channel, small frames are copied into one pooled batch buffer (one socket
- *   write for many requests: perf-anchors.md "batching … matters more than anything else for
- *   small requests"); a large payload goes as its own writes — header, payload, digest — so a
+ *   write for many requests: for small requests, batching matters more than anything else);
+ *   a large payload goes as its own writes — header, payload, digest — so a
  *   1 MiB WRITE is never concatenated.
  * Buffers handed to `send` belong to the sink until it releases them; payload buffers are the
  * txn's own and are never changed, so resending them is safe.

@@ -1,7 +1,7 @@
 /**
  * @module export/replies — how one DST connection's replies leave: small replies batched into
- * one pooled buffer per turn (one socket write, one sealed record: perf-anchors.md "batching
- * replies matters more than anything else for small requests"), large READ replies built in
+ * one pooled buffer per turn (one socket write, one sealed record: for small requests,
+ * batching replies matters more than anything else), large READ replies built in
  * their own pooled frame with room for the record header in front so they are sealed where
  * they lie, and the memory accounting of both.
  *

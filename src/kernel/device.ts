@@ -3,12 +3,12 @@
  * netlink family, CONNECT a socket to /dev/nbdN, RECONFIGURE (take over after a restart),
  * DISCONNECT, STATUS, LINK_DEAD notifications, and the sysfs files that tell the truth about
  * a device (pid, backend, size). Kernel errors become DstdErrors that name the device and the
- * fix. Semantics from drivers/block/nbd.c (landscape.md §2.4).
+ * fix. Semantics from drivers/block/nbd.c.
  *
  * Must not: serve NBD requests (the kernel-facing NBD server does that), or block the event
  * loop (netlink goes through GenlSocket; sysfs reads are small synchronous file reads).
  *
- * RECONFIGURE trap (landscape P6): each new socket replaces the first DEAD socket of the
+ * RECONFIGURE trap (nbd_genl_reconfigure; ydb-platform/nbs#5386): each new socket replaces the first DEAD socket of the
  * device. When no socket is dead the kernel drops the new socket and still reports success.
  * Callers taking over a device must make sure the old socket end is closed first (the daemon
  * that held it exited, or the kernel sent LINK_DEAD), and afterwards verify that the kernel's

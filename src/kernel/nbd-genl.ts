@@ -2,7 +2,7 @@
  * @module kernel/nbd-genl — message builders and reply parsers for the generic netlink
  * controller (family lookup) and the kernel's `nbd` family. Constants from
  * include/uapi/linux/genetlink.h and include/uapi/linux/nbd-netlink.h; per-command rules from
- * drivers/block/nbd.c (see ../shared/reference/landscape.md §2.4).
+ * drivers/block/nbd.c.
  *
  * Must not: do I/O, or throw on a reply (parsers return a reason). Builders are fed by dstd
  * only: their numeric ranges are asserted by the netlink builder.
@@ -154,7 +154,7 @@ export interface ConnectMessage {
   sizeBytes: number;
   /** 512..PAGE_SIZE, power of two; the kernel defaults to 1024 when absent. */
   blockSizeBytes?: number;
-  /** Kernel I/O timeout in seconds; dstd sends 0 (it owns deadlines; landscape P7/P14). */
+  /** Kernel I/O timeout in seconds; dstd sends 0 (it owns deadlines; ydb-platform/nbs#2791). */
   timeoutSec?: number;
   /** NBD transmission flags (HAS_FLAGS | READ_ONLY | SEND_FLUSH | …). */
   serverFlags: number;
@@ -195,7 +195,7 @@ export interface ReconfigureMessage {
 /**
  * NBD_CMD_RECONFIGURE. Deliberately no SIZE_BYTES/BLOCK_SIZE_BYTES: a resize freezes the
  * device queue inside the netlink send, which deadlocks a sender that also serves the device
- * (landscape P8). A resize needs its own builder issued from a worker.
+ * (ydb-platform/nbs#6116). A resize needs its own builder issued from a worker.
  */
 export function buildReconfigure(family: number, m: ReconfigureMessage, seq = 0): Uint8Array {
   const b = new NetlinkBuilder(family, REQUEST_FLAGS, seq)

@@ -13,9 +13,9 @@
 import { parseIp, parseIpv6 } from "./acl.ts";
 import { quoteInput } from "./size.ts";
 
-/** Mirrors DST_PORT in wire/dst/constants.ts (lib may not import wire; a test pins them). */
+/** Default TCP port of the DST protocol (NBD's IANA port is 10809; DST takes the next one). */
 export const DST_DEFAULT_PORT = 10810;
-/** IANA port of NBD (proto.md). */
+/** IANA port of NBD (proto.md "Newstyle negotiation"). */
 export const NBD_DEFAULT_PORT = 10809;
 /** Export name a dst:// URL without a path refers to (config default export name too). */
 export const DST_DEFAULT_EXPORT = "disk";

@@ -33,6 +33,7 @@ export interface NodeLog extends Log {
   setLevel(level: LogLevel): void;
 }
 
+export const LOG_LEVELS: readonly LogLevel[] = ["error", "warn", "info", "debug", "trace"];
 export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
 const levels: Record<LogLevel, number> = { error: 0, warn: 1, info: 3, debug: 4, trace: 5 };
 type LineLevel = "error" | "warn" | "info" | "debug";

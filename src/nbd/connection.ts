@@ -1,8 +1,8 @@
 /**
  * @module nbd/connection — one NBD connection as a ConnectionHandler: the fixed
  * newstyle handshake (nbd/handshake.ts), or none at all in kernel mode (the Linux
- * client speaks only the transmission phase and accepts only simple replies, landscape.md
- * §2.3), then the transmission phase (nbd/transmission.ts) against an StoragePort.
+ * client speaks only the transmission phase and accepts only simple replies,
+ * drivers/block/nbd.c), then the transmission phase (nbd/transmission.ts) against an StoragePort.
  *
  * The same code serves `dstd export --nbd-listen` (acceptNbd, a local backend through
  * storage/local/port.ts) and `dstd attach` (kernel mode, or --nbd-listen, in front of the
@@ -180,7 +180,7 @@ export class NbdConnection implements GuardedHandler {
     const resolved = this.options.resolve(name, this.peer);
     if ("refuse" in resolved) return this.fail(`kernel export ${quotePeer(name)} refused: ${resolved.detail ?? resolved.refuse}`);
     const { target, access } = resolved;
-    // The kernel negotiates nothing: no structured replies, no meta contexts (landscape.md §2.3).
+    // The kernel negotiates nothing: no structured replies, no meta contexts (drivers/block/nbd.c).
     this.enterTransmission({ name, target, access, structured: false, blockStatus: false, flags: transmissionFlags(target, access, false) });
   }
 

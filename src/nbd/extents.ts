@@ -4,8 +4,7 @@
  * "base:allocation metadata context").
  *
  * Lengths are JS numbers bounded by the 32-bit request length, so no sum can overflow
- * (nbdkit's CVE-2025-47711/47712 were off-by-one and 32-bit overflow bugs here; landscape.md
- * P23). Must not: emit a zero-length descriptor, exceed the request, or emit none at all.
+ * (nbdkit's CVE-2025-47711/47712 were off-by-one and 32-bit overflow bugs here). Must not: emit a zero-length descriptor, exceed the request, or emit none at all.
  */
 import type { Extent } from "../storage/local/backend.ts";
 import { State } from "../wire/nbd/constants.ts";

@@ -241,7 +241,7 @@ export class NbdHandshake {
     const { target, access } = resolved;
     const transmission = this.transmission(request.name, target, access);
     // NBD_INFO_EXPORT is mandatory; BLOCK_SIZE is always sent (clients ignore unrequested info,
-    // and we never *require* it: nbd-client asks for nothing, landscape.md §2.1).
+    // and we never *require* it: nbd-client asks for nothing).
     this.info(option, infoExport(target.size, transmission.flags));
     if (request.requests.includes(Info.NAME)) this.info(option, infoName(request.name));
     if (request.requests.includes(Info.DESCRIPTION)) this.info(option, infoDescription(resolved.description ?? target.description));

@@ -198,13 +198,6 @@ export function setSocketOptionInt(fd: number, level: number, name: number, valu
   check("setsockopt", c.setsockopt(fd, level, name, ptr(box), 4));
 }
 
-/** sendto the kernel (sockaddr_nl with pid 0). */
-export function sendToKernel(fd: number, message: Uint8Array): number {
-  const address = new Uint8Array(12);
-  new DataView(address.buffer).setUint16(0, AF_NETLINK, true);
-  return check("sendto(netlink)", c.sendto(fd, ptr(message), message.length, 0, ptr(address), 12));
-}
-
 /** Blocking recv into `target`; returns bytes received. Only for sockets with a timeout set. */
 export function receive(fd: number, target: Uint8Array, flags = 0): number {
   return check("recv", c.recv(fd, ptr(target), target.length, flags));

@@ -1,10 +1,10 @@
 /**
  * @module transport/fd — a stream socket created outside Bun's networking (one end of a
  * socketpair from sys/libc, whose other end goes to the kernel's NBD driver) driven by Bun's
- * event loop through `Bun.connect({ fd })` (shared/reference/bun-runtime.md §1), behind the
+ * event loop through `Bun.connect({ fd })`, behind the
  * same Sink/ConnectionHandler boundary as transport/tcp.ts.
  *
- * Bun's socket.write() buffers nothing (bun-runtime.md §4): QueuedSink queues what the kernel
+ * Bun's socket.write() buffers nothing: QueuedSink queues what the kernel
  * does not take and flushes it on `drain`, so protocol code writes whole replies and watches
  * `queuedBytes` for backpressure.
  *

@@ -2,8 +2,8 @@
  * @module transport/queued-sink — the one Sink implementation over a Bun socket, shared by
  * TCP/Unix connections (transport/tcp.ts) and adopted fds (transport/fd.ts).
  *
- * Bun's socket.write() buffers nothing: it returns how many bytes the kernel took
- * (shared/reference/bun-runtime.md §4). QueuedSink keeps the remainder, by reference, and
+ * Bun's socket.write() buffers nothing: it returns how many bytes the kernel took.
+ * QueuedSink keeps the remainder, by reference, and
  * flushes it on `drain`, so protocol code writes whole frames and watches `queuedBytes` for
  * backpressure. Writers hand over their buffers: they must not change them afterwards.
  */

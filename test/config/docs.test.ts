@@ -7,7 +7,7 @@ import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_ALLOW, DEFAULT_LISTEN, DEFAULT_RELIABILITY } from "../../src/config/defaults.ts";
-import { knownKeys } from "../../src/config/schema.ts";
+import { knownKeys } from "../../src/config/validate.ts";
 import { formatDuration } from "../../src/lib/duration.ts";
 
 const doc = readFileSync(join(import.meta.dir, "../../docs/config.md"), "utf8");
@@ -43,6 +43,8 @@ test("documented defaults match defaults.ts", () => {
   expect(row("keepalive_timeout")).toContain(`"${formatDuration(r.keepaliveTimeoutMs)}"`);
   expect(row("replay_buffer")).toContain(`"${r.replayBufferBytes / 1024 / 1024}MiB"`);
   expect(row("inflight")).toContain(`\`${r.inflightMax}\``);
+  expect(row("queue_depth")).toContain(`\`${r.queueDepth}\``);
+  expect(row("links")).toContain(`\`${r.links}\``);
   expect(row("listen")).toContain(JSON.stringify(DEFAULT_LISTEN).replaceAll(",", ", "));
   expect(row("allow")).toContain(JSON.stringify(DEFAULT_ALLOW).replaceAll(",", ", "));
 });

@@ -3,7 +3,7 @@
  * listen address, default port 9810; Unix sockets refused with the reason).
  */
 import { describe, expect, test } from "bun:test";
-import { validateConfig } from "../../src/config/schema.ts";
+import { validateConfig } from "../../src/config/validate.ts";
 
 const issues = (raw: unknown) => {
   const result = validateConfig(raw);

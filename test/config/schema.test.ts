@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { type AllowRule, formatCidr } from "../../src/lib/acl.ts";
 import { DEFAULT_ALLOW, DEFAULT_RELIABILITY } from "../../src/config/defaults.ts";
 import { formatIssues } from "../../src/config/load.ts";
-import { type Config, validateConfig } from "../../src/config/schema.ts";
+import type { Config } from "../../src/config/types.ts";
+import { validateConfig } from "../../src/config/validate.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/config");
 const KiB = 1024;

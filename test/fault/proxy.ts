@@ -260,7 +260,7 @@ export class FaultProxy {
   }
 
   private enqueue(pair: Pair, flow: Flow, source: Socket<Tag>, chunk: Uint8Array): void {
-    // Bun hands every data() call a fresh buffer (bun-runtime.md §4): keep it, no copy.
+    // Bun hands every data() call a fresh buffer: keep it, no copy.
     flow.chunks.push({ bytes: chunk, readyAt: performance.now() + this.delayMs });
     flow.queued += chunk.length;
     if (!flow.paused && flow.queued > this.highWater) {

@@ -19,7 +19,7 @@ import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, parseConfigText } from "../../src/config/load.ts";
-import { knownKeys, validateConfig } from "../../src/config/schema.ts";
+import { knownKeys, validateConfig } from "../../src/config/validate.ts";
 import { matchAllow, parseAllowRule, parseCidr } from "../../src/lib/acl.ts";
 import { parseExportUrl, parseListenAddress } from "../../src/lib/address.ts";
 import { parseDuration } from "../../src/lib/duration.ts";

@@ -4,7 +4,6 @@
  */
 import { describe, expect, test } from "bun:test";
 import {
-  DST_DEFAULT_PORT,
   type ExportUrl,
   formatExportUrl,
   formatListenAddress,
@@ -13,13 +12,8 @@ import {
   parseExportUrl,
   parseListenAddress,
 } from "../../src/lib/address.ts";
-import { DST_PORT } from "../../src/wire/dst/constants.ts";
 
 const tcp = (host: string, port: number): ListenAddress => ({ transport: "tcp", host, port });
-
-test("DST_DEFAULT_PORT mirrors the wire constant", () => {
-  expect(DST_DEFAULT_PORT).toBe(DST_PORT);
-});
 
 describe("parseListenAddress accepts", () => {
   const cases: [string, ListenAddress][] = [

@@ -202,7 +202,7 @@ describe("mutual authentication and ACLs", () => {
       if (chunk.length < 4096 || replayed) return chunk;
       replayed = true;
       mangle = null;
-      return Buffer.concat([chunk, chunk]); // the same sealed frame twice
+      return Buffer.concat([chunk, chunk]); // the same sealed record twice
     };
     const count = serverLog.lines.filter((l) => l.includes("record authentication failed")).length;
     await client.write(5 * MiB, new Uint8Array(4096).fill(5));

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_CONNECTION_LIMITS } from "../../src/config/defaults.ts";
-import { validateConfig } from "../../src/config/schema.ts";
+import { validateConfig } from "../../src/config/validate.ts";
 
 const docs = (name: string) => readFileSync(join(import.meta.dir, "../../docs", name), "utf8");
 

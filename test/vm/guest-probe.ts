@@ -8,7 +8,7 @@
  * Steps: resolve the family; CONNECT /dev/nbd0 with one end of a socket pair; sysfs and
  * STATUS; EBUSY, backend-mismatch and EPERM (unprivileged user) messages; dd a pattern through
  * the device and back (and compare with the server's memory); RECONFIGURE while the socket is
- * alive (landscape P6: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE
+ * alive (nbd_genl_reconfigure acks it and drops the socket); kill the serving end → LINK_DEAD → RECONFIGURE
  * with a new pair → I/O continues on the new socket; a NEW process takes over the same way
  * (a daemon restart) and dies → LINK_DEAD → DISCONNECT of the orphaned device cleans up.
  *
@@ -145,7 +145,7 @@ async function main(): Promise<void> {
   closeFd(kernelEnd2);
   check("RECONFIGURE with a live socket is acknowledged", acked === true, String(acked));
   const dropped = await within(second.closed, 5000);
-  check("…and the kernel silently released the new socket (landscape P6)", dropped !== "timeout", String(dropped));
+  check("…and the kernel silently released the new socket", dropped !== "timeout", String(dropped));
   const firstBefore = first.bytesIn;
   const probeRead = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=1M", "count=1", "iflag=direct"]);
   check("I/O still flows through the first socket", probeRead.code === 0 && first.bytesIn > firstBefore && second.bytesIn === 0, `first +${first.bytesIn - firstBefore} B, second ${second.bytesIn} B`);

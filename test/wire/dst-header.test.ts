@@ -177,7 +177,7 @@ describe("invalidHeader accepts", () => {
     ["WRITE_ZEROES reply", rawHeader({ opcode: Op.WRITE_ZEROES | REPLY_BIT, txid: 1 })],
     ["PING", rawHeader({ opcode: Op.PING, txid: 2 ** 53 - 1 })],
     ["PONG", rawHeader({ opcode: Op.PONG, txid: 2 ** 53 - 1 })],
-    ["a non-zero authTag (the security layer owns it)", rawHeader({ opcode: Op.PING, txid: 1 }, 0, (b) => b.fill(0xee, HEADER.authTag))],
+    ["a non-zero authTag (unused, not checked)", rawHeader({ opcode: Op.PING, txid: 1 }, 0, (b) => b.fill(0xee, HEADER.authTag))],
   ];
   for (const [name, bytes] of valid) test(name, () => expect(reason(bytes)).toBeNull());
 

@@ -4,8 +4,8 @@
  * `synchronous: true`; nothing outside storage/local uses this interface directly.
  *
  * All calls are synchronous on purpose: a 4 KiB pread from page cache costs ~1 µs
- * synchronously and ~18 µs through Bun's async thread pool (shared/reference/bun-runtime.md
- * §3), and the request path must not pay an async hop per request.
+ * synchronously and ~18 µs through Bun's async thread pool (measured with Bun 1.4), and the
+ * request path must not pay an async hop per request.
  *
  * Every method validates nothing about the request: callers (storage/validate.ts) bounds-check
  * against `size` and permissions first. Failures throw BackendError carrying the errno the

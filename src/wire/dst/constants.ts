@@ -8,8 +8,6 @@
 export const DST_MAGIC = 0x44535431;
 /** Highest (and only) protocol version this build speaks. */
 export const DST_VERSION = 1;
-/** Default TCP port of the DST protocol (NBD uses 10809; we are the next one up). */
-export const DST_PORT = 10810;
 
 /**
  * Fixed header layout (all integers big-endian):
@@ -25,7 +23,7 @@ export const DST_PORT = 10810;
  *   28  4    payloadLength  bytes of payload following the header
  *   32  4    status         errno-style result in replies (0 = success); 0 in requests
  *   36  4    reserved       must be zero (a receiver rejects non-zero)
- *   40  16   authTag        authentication tag; all zero until a security suite is negotiated
+ *   40  16   authTag        unused: sent as zero, not checked (sealed records cover whole frames)
  *   56       payload
  */
 export const HEADER_SIZE = 56;
@@ -42,13 +40,12 @@ export const HEADER = {
   reserved: 36,
   authTag: 40,
 } as const;
-export const AUTH_TAG_SIZE = 16;
 
 export const REPLY_BIT = 0x80;
 
 export const Op = {
   HELLO: 0x01,
-  /** Reply to HELLO (anonymous) or to AUTH (authenticated; the first protected frame). */
+  /** Reply to HELLO (anonymous) or to AUTH (authenticated; inside the first sealed record). */
   WELCOME: 0x01 | REPLY_BIT,
   /** Client's proof of the pre-shared key (docs/security.md §3). */
   AUTH: 0x02,

@@ -3,7 +3,7 @@
  * out. Pure (no I/O); must never throw on any input and never loop: every loop iteration
  * consumes input or completes a frame, and a corrupt stream kills the decoder with a reason.
  *
- * Copies only what it must (perf-anchors: re-joining partial chunks was quadratic for 1 MiB
+ * Copies only what it must (re-joining partial chunks was measured quadratic for 1 MiB
  * writes):
  * - a frame lying wholly inside one chunk is handed over as subarrays of that chunk;
  * - a frame spanning chunks is gathered into ONE buffer of the frame's exact size, allocated

@@ -89,11 +89,6 @@ rule(Op.PING, 0, Payload.None);
 rule(Op.PONG, 0, Payload.None);
 rule(Op.SIZE_NOTICE, 0, Payload.None);
 
-/** True for opcodes this build knows (requests and replies). */
-export function knownOpcode(opcode: number): boolean {
-  return (allowedFlags[opcode] ?? -1) >= 0;
-}
-
 // ---- encode / decode ----
 
 function writeHeader(
@@ -182,7 +177,7 @@ export function encodeHeaderVersion(target: Uint8Array, at: number, version: num
 /**
  * Why this header cannot start a valid frame, or null. `maxPayload` is the limit in force
  * (HANDSHAKE_PAYLOAD_MAX before the handshake, the negotiated value after). The authTag is
- * not looked at: the security layer owns it. Order of checks: identity (magic, version,
+ * not looked at: it is unused (a sealed record's tag covers the whole frame). Order of checks: identity (magic, version,
  * opcode) first so that talking to the wrong service gives the clearest reason.
  */
 export function invalidHeader(h: Header, maxPayload: number): string | null {

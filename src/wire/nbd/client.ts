@@ -10,7 +10,6 @@
 import { putU16, putU32, putU64 } from "./transmission.ts";
 import { escapePeer } from "../../lib/peer-text.ts";
 import {
-  HandshakeFlag,
   IHAVEOPT,
   Info,
   NBDMAGIC,
@@ -293,14 +292,6 @@ export class SimpleReplyDecoder {
     this.position = 0;
     return reason;
   }
-}
-
-/** Handshake flags a client can use, named for messages. */
-export function describeHandshakeFlags(flags: number): string {
-  const names = [];
-  if (flags & HandshakeFlag.FIXED_NEWSTYLE) names.push("FIXED_NEWSTYLE");
-  if (flags & HandshakeFlag.NO_ZEROES) names.push("NO_ZEROES");
-  return names.length ? names.join("|") : "none";
 }
 
 const EMPTY = new Uint8Array(0);

@@ -1,13 +1,9 @@
 /**
  * @module wire/nbd/constants — every number of the NBD protocol dstd uses, from
- * NetworkBlockDevice/nbd doc/proto.md (summarised in shared/reference/landscape.md §2.1–2.2),
- * plus the mapping of local errno values onto the few the spec allows on the wire.
+ * NetworkBlockDevice/nbd doc/proto.md, plus the mapping of local errno values onto the few the spec allows on the wire.
  * Pure data: imports nothing but the errno table.
  */
 import { Errno } from "../../lib/errno.ts";
-
-/** IANA port for newstyle negotiation (proto.md "Newstyle negotiation"). */
-export const NBD_PORT = 10809;
 
 // proto.md "Newstyle negotiation": 'NBDMAGIC' then 'IHAVEOPT', both 64-bit big-endian.
 export const NBDMAGIC = 0x4e42444d41474943n;
@@ -116,7 +112,7 @@ export const ReplyType = {
   NONE: 0,
   OFFSET_DATA: 1,
   OFFSET_HOLE: 2,
-  BLOCK_STATUS: 5, // NOT 3: nbd.h's stale value; the spec says 5 (landscape.md §2.2)
+  BLOCK_STATUS: 5, // NOT 3: nbd.h's stale value; the spec says 5
   ERROR: 0x8001,
   ERROR_OFFSET: 0x8002,
 } as const;

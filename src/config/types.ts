@@ -1,8 +1,8 @@
 /**
- * @module config/schema — the shape of dstd.toml: the raw input types (what TOML or the CLI
- * hands us), the resolved Config (units normalized, addresses and rules parsed, defaults
- * filled, deeply frozen), and validateConfig, which turns one into the other or returns
- * EVERY issue with its path. Pure: no I/O (config/load.ts reads files), never throws.
+ * @module config/types — the shape of dstd.toml, and the leaf of config/: the raw input types
+ * (what TOML or the command line hands us), the resolved Config (units normalized, addresses
+ * and rules parsed, defaults filled, deeply frozen) and the issue a validator reports. Types
+ * only; the vocabularies they use (suite, checksum and log names) belong to their owners.
  *
  * Keys and defaults (full reference with examples: docs/config.md; numbers: defaults.ts):
  *
@@ -35,39 +35,31 @@
  *   keepalive_timeout     attach, [client]      duration > interval       "6s"
  *   replay_buffer         attach, [client]      size ≥ 1MiB               "256MiB"
  *   inflight              attach, [client]      integer 1..65536          64
+ *   queue_depth           attach, [client]      integer 1..65536          1024
+ *   links                 attach, [client]      integer 1..16             1
  *   [limits] ...          top                   deadlines, connection caps  config/limits.ts
  * The reliability keys may also sit in a `reliability` sub-table ([client.reliability],
  * [attach.reliability]). An attach inherits [client] values, which inherit the defaults.
  */
+import type { ChecksumName } from "../crypto/checksum.ts";
+import type { SuiteName } from "../crypto/suites.ts";
 import type { AllowRule } from "../lib/acl.ts";
-import { parseListenAddress, type ExportUrl, type ListenAddress } from "../lib/address.ts";
-import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_METRICS_PORT, DEFAULT_STATE_DIR, LOG_FORMATS, LOG_LEVELS } from "./defaults.ts";
-import {
-  type ConfigIssue,
-  checkKeys,
-  deepFreeze,
-  describe,
-  get,
-  Issues,
-  isTable,
-  readEnum,
-  readPath,
-  readString,
-} from "./fields.ts";
-import { readAttaches, readClient, readExports, readKeys, sectionKeys } from "./sections.ts";
-import { LIMITS_KEYS, readLimits, type LimitsConfig, type LimitsInput } from "./limits.ts";
+import type { ExportUrl, ListenAddress } from "../lib/address.ts";
+import type { LogFormat, LogLevel } from "../lib/log.ts";
 
-export type { ConfigIssue } from "./fields.ts";
+export type { ChecksumName, LogFormat, LogLevel, SuiteName };
 
-export type LogLevel = "error" | "warn" | "info" | "debug" | "trace";
-export type LogFormat = "text" | "json";
-export type ChecksumName = "xxh3" | "sha256" | "blake2b256" | "none";
-export type SuiteName =
-  | "aes-256-gcm"
-  | "chacha20-poly1305"
-  | "xchacha20-poly1305"
-  | "integrity"
-  | "none";
+/** One problem found in a config, with where it is. */
+export interface ConfigIssue {
+  /** Where: "log_level", "export[1].size", "export[0].allow[2]"; "" for the whole file. */
+  path: string;
+  message: string;
+}
+
+export interface ValidateOptions {
+  /** Directory relative paths are resolved against (the config file's); null keeps them. */
+  baseDir?: string | null;
+}
 
 // ---- raw input: what Bun.TOML.parse returns for a valid file (all optional) ------------
 
@@ -120,6 +112,14 @@ export interface ClientInput extends ReliabilityInput {
   checksums?: string[];
   reliability?: ReliabilityInput;
 }
+/** Raw `[limits]` as TOML gives it (config/limits.ts). */
+export interface LimitsInput {
+  handshake_timeout?: string;
+  frame_timeout?: string;
+  max_connections?: number;
+  max_unauthenticated?: number;
+  max_unauthenticated_per_source?: number;
+}
 export interface ConfigInput {
   log_level?: string;
   state_dir?: string;
@@ -148,6 +148,15 @@ export interface Reliability {
   queueDepth: number;
   /** DST connections (links) to the export, used when it grants multi-connection consistency. */
   links: number;
+}
+
+/** Resolved `[limits]` (milliseconds and counts). */
+export interface LimitsConfig {
+  readonly handshakeTimeoutMs: number;
+  readonly frameTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly maxUnauthenticated: number;
+  readonly maxUnauthenticatedPerSource: number;
 }
 
 export type KeyConfig =
@@ -202,84 +211,4 @@ export interface Config {
   readonly attaches: readonly AttachConfig[];
   readonly client: ClientConfig;
   readonly limits: LimitsConfig;
-}
-
-export const TOP_KEYS = ["log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"] as const;
-
-export interface ValidateOptions {
-  /** Directory relative paths are resolved against (the config file's); null keeps them. */
-  baseDir?: string | null;
-}
-
-/** Validate parsed TOML (or any value) into a frozen Config, or list every issue found. */
-export function validateConfig(
-  raw: unknown,
-  options: ValidateOptions = {},
-): { config: Config } | { issues: ConfigIssue[] } {
-  const issues = new Issues(options.baseDir ?? null);
-  if (!isTable(raw)) {
-    issues.add("", `expected a table of settings, got ${describe(raw)}`);
-    return { issues: issues.list };
-  }
-  checkKeys(raw, TOP_KEYS, "", issues);
-  const logLevel = readEnum(get(raw, "log_level"), LOG_LEVELS, "log_level", issues);
-  const stateDir = readPath(get(raw, "state_dir"), "state_dir", issues);
-  const logFormat = readEnum(get(raw, "log_format"), LOG_FORMATS, "log_format", issues);
-  const metricsListen = readMetricsListen(get(raw, "metrics_listen"), issues);
-  const { keys, identities } = readKeys(get(raw, "key"), issues);
-  const client = readClient(get(raw, "client"), issues);
-  const exports = readExports(get(raw, "export"), identities, issues);
-  const attaches = readAttaches(get(raw, "attach"), client, issues);
-  const limits = readLimits(get(raw, "limits"), issues);
-  if (issues.list.length > 0) return { issues: sortIssues(issues.list) };
-  const config: Config = {
-    logLevel: logLevel ?? DEFAULT_LOG_LEVEL,
-    stateDir: stateDir ?? DEFAULT_STATE_DIR,
-    logFormat: logFormat ?? DEFAULT_LOG_FORMAT,
-    metricsListen: metricsListen ?? null,
-    keys,
-    exports,
-    attaches,
-    client,
-    limits,
-  };
-  return { config: deepFreeze(config) };
-}
-
-/**
- * Issues in file order of sections (top-level keys, [[key]], [[export]], [[attach]],
- * [client]) and of tables within a section, rather than validation order ([client] is read
- * first because attaches inherit from it). Stable: one table's issues keep their order.
- */
-function sortIssues(list: ConfigIssue[]): ConfigIssue[] {
-  const order = ["", "log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"];
-  const rank = (issue: ConfigIssue): [number, number] => {
-    const match = /^([a-z_]*)(?:\[(\d+)\])?/.exec(issue.path);
-    const index = order.indexOf(match?.[1] ?? "");
-    return [index < 0 ? 1 : index, Number(match?.[2] ?? -1)];
-  };
-  const ranked = list.map((issue, position) => ({ issue, position, rank: rank(issue) }));
-  ranked.sort((x, y) => x.rank[0] - y.rank[0] || x.rank[1] - y.rank[1] || x.position - y.position);
-  return ranked.map((entry) => entry.issue);
-}
-
-/** `metrics_listen`: one listen address (default port DEFAULT_METRICS_PORT). */
-function readMetricsListen(value: unknown, issues: Issues): ListenAddress | undefined {
-  const text = readString(value, "metrics_listen", issues);
-  if (text === undefined) return undefined;
-  const address = parseListenAddress(text, DEFAULT_METRICS_PORT);
-  if (typeof address === "string") {
-    issues.add("metrics_listen", address);
-    return undefined;
-  }
-  if (address.transport === "unix") {
-    issues.add("metrics_listen", "metrics are served over TCP only (Prometheus scrapes HOST:PORT); use e.g. \"127.0.0.1:9810\"");
-    return undefined;
-  }
-  return address;
-}
-
-/** Every key the schema knows, per section (docs test: each must appear in docs/config.md). */
-export function knownKeys(): Record<string, readonly string[]> {
-  return { top: TOP_KEYS, ...sectionKeys(), limits: LIMITS_KEYS };
 }
