@@ -195,7 +195,7 @@ export interface ReconfigureMessage {
 /**
  * NBD_CMD_RECONFIGURE. Deliberately no SIZE_BYTES/BLOCK_SIZE_BYTES: a resize freezes the
  * device queue inside the netlink send, which deadlocks a sender that also serves the device
- * (landscape P8). A resize needs its own builder issued from a worker.
+ * (landscape P8). A resize has its own builder (buildResize), sent from a worker.
  */
 export function buildReconfigure(family: number, m: ReconfigureMessage, seq = 0): Uint8Array {
   const b = new NetlinkBuilder(family, REQUEST_FLAGS, seq)
@@ -205,6 +205,32 @@ export function buildReconfigure(family: number, m: ReconfigureMessage, seq = 0)
   if (m.deadConnTimeoutSec !== undefined) b.u64(NbdAttr.DEAD_CONN_TIMEOUT, m.deadConnTimeoutSec);
   if (m.backendId !== undefined) b.string(NbdAttr.BACKEND_IDENTIFIER, m.backendId);
   if (m.socketFds !== undefined && m.socketFds.length > 0) putSockets(b, m.socketFds);
+  return b.finish();
+}
+
+export interface ResizeMessage {
+  index: number;
+  /** Must equal the identifier given at CONNECT (the kernel answers -EINVAL otherwise). */
+  backendId?: string;
+  sizeBytes: number;
+  /** Omitted: the device keeps its logical block size. */
+  blockSizeBytes?: number;
+}
+
+/**
+ * NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES: a new capacity for a running device. The
+ * kernel applies it inside the send (nbd_genl_reconfigure → nbd_set_size), and on kernels
+ * that freeze the queue for it the send waits for the device's in-flight I/O (landscape
+ * P8). Only a thread that does not serve the device may send it: kernel/resize.ts runs it in
+ * a Worker.
+ */
+export function buildResize(family: number, m: ResizeMessage, seq = 0): Uint8Array {
+  const b = new NetlinkBuilder(family, REQUEST_FLAGS, seq)
+    .genlHeader(NbdCmd.RECONFIGURE, NBD_GENL_VERSION)
+    .u32(NbdAttr.INDEX, m.index)
+    .u64(NbdAttr.SIZE_BYTES, m.sizeBytes);
+  if (m.blockSizeBytes !== undefined) b.u64(NbdAttr.BLOCK_SIZE_BYTES, m.blockSizeBytes);
+  if (m.backendId !== undefined) b.string(NbdAttr.BACKEND_IDENTIFIER, m.backendId);
   return b.finish();
 }
 

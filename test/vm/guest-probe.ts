@@ -41,7 +41,7 @@ async function epermChild(): Promise<void> {
   const [kernelEnd] = socketPair();
   try {
     const control = await NbdControl.open();
-    await control.connectDevice({ socketFd: kernelEnd, size: SIZE, blockSize: 4096, serverFlags: 1, deadConnTimeoutSec: 0, backendId: "x" });
+    await control.connectDevice({ socketFds: [kernelEnd], size: SIZE, blockSize: 4096, serverFlags: 1, deadConnTimeoutSec: 0, backendId: "x" });
     console.log("unexpectedly attached");
   } catch (error) {
     console.log(describe(error));
@@ -54,7 +54,7 @@ async function takeoverChild(): Promise<void> {
   const target = createLocalPort(createMemoryBackend(SIZE));
   const [kernelEnd, ourEnd] = socketPair();
   const served = await serveKernelEnd(ourEnd, target, "child");
-  const taken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
+  const taken = await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd], backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
   closeFd(kernelEnd);
   check("a new process RECONFIGUREs nbd0 onto its own socket", taken === true, String(taken));
   const read = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=4k", "count=1", "iflag=direct"]);
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
   const first = await serveKernelEnd(ourEnd1, target, "first");
   const flags = transmissionFlags(target, "rw", false);
   started = performance.now();
-  const index = await control.connectDevice({ socketFd: kernelEnd1, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
+  const index = await control.connectDevice({ socketFds: [kernelEnd1], index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
   info(`CONNECT took ${(performance.now() - started).toFixed(1)} ms (server flags 0x${flags.toString(16)})`);
   closeFd(kernelEnd1); // the kernel holds its own reference now
   check("CONNECT /dev/nbd0", index === 0, `index ${index}`);
@@ -116,10 +116,10 @@ async function main(): Promise<void> {
   // ---- clear errors ----
   const [spareKernel, spareOurs] = socketPair();
   const busy = await control
-    .connectDevice({ socketFd: spareKernel, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID })
+    .connectDevice({ socketFds: [spareKernel], index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID })
     .then(() => null, (e: unknown) => e);
   check("CONNECT on a busy device says so", busy instanceof DstdError && busy.code === "E_BUSY" && busy.message.startsWith("nbd0 is already in use"), describe(busy));
-  const mismatch = await control.reconfigureDevice({ index: 0, socketFd: spareKernel, backendId: "someone-else" }).then(() => null, (e: unknown) => e);
+  const mismatch = await control.reconfigureDevice({ index: 0, socketFds: [spareKernel], backendId: "someone-else" }).then(() => null, (e: unknown) => e);
   check("RECONFIGURE with another backend id names both", mismatch instanceof DstdError && mismatch.code === "E_BACKEND_MISMATCH" && mismatch.message.includes(`"${BACKEND_ID}"`), describe(mismatch));
   closeFd(spareKernel);
   closeFd(spareOurs);
@@ -141,7 +141,7 @@ async function main(): Promise<void> {
   // ---- RECONFIGURE while the socket is alive: acked, but the kernel drops the socket (P6) ----
   const [kernelEnd2, ourEnd2] = socketPair();
   const second = await serveKernelEnd(ourEnd2, target, "second");
-  const acked = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd2, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
+  const acked = await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd2], backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
   closeFd(kernelEnd2);
   check("RECONFIGURE with a live socket is acknowledged", acked === true, String(acked));
   const dropped = await within(second.closed, 5000);
@@ -159,7 +159,7 @@ async function main(): Promise<void> {
   const [kernelEnd3, ourEnd3] = socketPair();
   const third = await serveKernelEnd(ourEnd3, target, "third");
   started = performance.now();
-  const retaken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd3, backendId: BACKEND_ID, deadConnTimeoutSec: 30 }).then(() => true, (e: unknown) => describe(e));
+  const retaken = await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd3], backendId: BACKEND_ID, deadConnTimeoutSec: 30 }).then(() => true, (e: unknown) => describe(e));
   closeFd(kernelEnd3);
   check("RECONFIGURE onto the dead socket", retaken === true, `${String(retaken)} in ${(performance.now() - started).toFixed(1)} ms`);
   const after = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback2", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
@@ -180,7 +180,7 @@ async function main(): Promise<void> {
   // ---- this process reattaches the orphan; the data is intact; DISCONNECT while served ----
   const [kernelEnd4, ourEnd4] = socketPair();
   const fourth = await serveKernelEnd(ourEnd4, target, "fourth");
-  await control.reconfigureDevice({ index: 0, socketFd: kernelEnd4, backendId: BACKEND_ID });
+  await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd4], backendId: BACKEND_ID });
   closeFd(kernelEnd4);
   const again = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback3", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
   const back3 = new Uint8Array(await Bun.file("/tmp/readback3").arrayBuffer());
@@ -197,7 +197,7 @@ async function main(): Promise<void> {
   // ---- DISCONNECT of a device whose server is gone (what `detach --force` does) ----
   const [kernelEnd5, ourEnd5] = socketPair();
   const fifth = await serveKernelEnd(ourEnd5, target, "fifth");
-  await control.connectDevice({ socketFd: kernelEnd5, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
+  await control.connectDevice({ socketFds: [kernelEnd5], index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
   closeFd(kernelEnd5);
   fifth.kill();
   check("LINK_DEAD for the orphan", (await nextLinkDead(10_000)) === 0);
