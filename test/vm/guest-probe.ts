@@ -11,11 +11,18 @@
  * alive (landscape P6: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE
  * with a new pair → I/O continues on the new socket; a NEW process takes over the same way
  * (a daemon restart) and dies → LINK_DEAD → DISCONNECT of the orphaned device cleans up.
+ * Resize (kernel/resize.ts): grow nbd0 through netlink from a Worker while a reader runs on
+ * the device (landscape P8), and `blockdev --getsize64` shows it. Two sockets (nbd1): refused
+ * without CAN_MULTI_CONN; with it, I/O flows, one socket dies → I/O falls back to the other →
+ * RECONFIGURE puts a new socket in the dead one's place; an extra socket is dropped (P6).
  *
  * Usage: guest-probe [--eperm-child | --takeover-child]
  */
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
-import { NbdControl, readDeviceSysfs } from "../../src/kernel/device.ts";
+import { NbdControl, readDeviceSysfs, readSocketCount } from "../../src/kernel/device.ts";
+import { resizeDevice } from "../../src/kernel/resize.ts";
+import { AssertionError } from "../../src/lib/assert.ts";
+import { TxFlag } from "../../src/wire/nbd/constants.ts";
 import { DstdError } from "../../src/lib/errors.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { transmissionFlags } from "../../src/nbd/handshake.ts";
@@ -24,6 +31,8 @@ import { run, serveKernelEnd, waitFor, within } from "./probe-serve.ts";
 
 const MiB = 1 << 20;
 const SIZE = 64 * MiB;
+/** nbd0 after the resize (the memory export has this much from the start). */
+const GROWN = 96 * MiB;
 const BACKEND_ID = "dstd-probe:smoke";
 const DEVICE = "/dev/nbd0";
 
@@ -80,7 +89,7 @@ const mbps = (bytes: number, ms: number): string => `${((bytes / MiB) * 1000 / m
 async function main(): Promise<void> {
   if (process.argv.includes("--eperm-child")) return epermChild();
   if (process.argv.includes("--takeover-child")) return takeoverChild();
-  const backend = createMemoryBackend(SIZE);
+  const backend = createMemoryBackend(GROWN);
   const target = createLocalPort(backend);
   const deadEvents: number[] = [];
   const linkDead = (index: number): void => void deadEvents.push(index);
@@ -137,6 +146,23 @@ async function main(): Promise<void> {
   const read = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
   const back = new Uint8Array(await Bun.file("/tmp/readback").arrayBuffer());
   check("dd it back: identical bytes", read.code === 0 && Buffer.from(back).equals(data), read.code === 0 ? mbps(data.length, read.ms) : read.output);
+
+  // ---- resize from a worker while the device is busy (landscape P8) ----
+  const onMain = await control.resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: BACKEND_ID }).then(() => null, (e: unknown) => e);
+  check("a size change from the thread that serves the device is refused (an assertion, P8)", onMain instanceof AssertionError, String(onMain));
+  const wrong = await resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: "someone-else" }).then(() => null, (e: unknown) => e);
+  check("resize with another backend id: the worker's error names both", wrong instanceof DstdError && wrong.code === "E_BACKEND_MISMATCH", describe(wrong));
+  const reader = run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=64k", "count=512", "iflag=direct"]); // I/O in flight during the change
+  started = performance.now();
+  const grown = await resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: BACKEND_ID }).then((size) => size, (e: unknown) => describe(e));
+  info(`resize 64 → 96 MiB from a worker took ${(performance.now() - started).toFixed(0)} ms`);
+  check("resize through netlink from a worker: sysfs reports 96 MiB", grown === GROWN, String(grown));
+  const readerDone = await reader;
+  check("…while a reader kept going on the device (this thread served it)", readerDone.code === 0, readerDone.output);
+  const size64 = await run(["blockdev", "--getsize64", DEVICE]);
+  check("blockdev --getsize64 shows the new size", size64.output.trim() === String(GROWN), size64.output);
+  const tail = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=1M", "skip=90", "count=6", "iflag=direct"]);
+  check("the grown tail reads (MiB 90..96)", tail.code === 0, tail.output);
 
   // ---- RECONFIGURE while the socket is alive: acked, but the kernel drops the socket (P6) ----
   const [kernelEnd2, ourEnd2] = socketPair();
@@ -207,7 +233,57 @@ async function main(): Promise<void> {
   check("DISCONNECT of an orphaned device clears it", orphanCleared, `${(performance.now() - started).toFixed(0)} ms; ${JSON.stringify(readDeviceSysfs(0))}`);
   const idle = await control.disconnectDevice(0).then(() => "ok", (e: unknown) => describe(e));
   info(`DISCONNECT of an idle nbd0: ${idle}`);
+  await twoSockets(control, nextLinkDead);
   control.close();
+}
+
+/** nbd1 with two sockets: the kernel's rules that `dstd attach --connections 2` builds on. */
+async function twoSockets(control: NbdControl, nextLinkDead: (ms: number) => Promise<number | "timeout">): Promise<void> {
+  const target = createLocalPort(createMemoryBackend(SIZE)); // a local port: canMultiConn true
+  const flags = transmissionFlags(target, "rw", false);
+  const pairs = [socketPair(), socketPair()];
+  const refused = await control
+    .connectDevice({ socketFds: pairs.map(([k]) => k), index: 1, size: SIZE, blockSize: 4096, serverFlags: flags & ~TxFlag.CAN_MULTI_CONN, deadConnTimeoutSec: 30, backendId: "multi" })
+    .then(() => "attached", (e: unknown) => describe(e));
+  check("two sockets without CAN_MULTI_CONN: the kernel refuses", refused !== "attached", refused);
+  for (const [k, o] of pairs) (closeFd(k), closeFd(o));
+  const [[k1, o1], [k2, o2]] = [socketPair(), socketPair()];
+  const a = await serveKernelEnd(o1, target, "multi-a");
+  const b = await serveKernelEnd(o2, target, "multi-b");
+  const index = await control.connectDevice({ socketFds: [k1, k2], index: 1, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: "multi" });
+  closeFd(k1);
+  closeFd(k2);
+  check("CONNECT nbd1 with two sockets (CAN_MULTI_CONN)", index === 1, `index ${index}`);
+  check("sysfs mq/: one hardware queue per socket", readSocketCount(1) === 2, String(readSocketCount(1)));
+  const writes = await Promise.all([0, 1].map((i) => run(["dd", "if=/tmp/pattern", "of=/dev/nbd1", "bs=1M", `seek=${i * 8}`, "oflag=direct", "conv=fsync"])));
+  const reads = await Promise.all([0, 1].map((i) => run(["dd", "if=/dev/nbd1", `of=/tmp/multi${i}`, "bs=1M", `skip=${i * 8}`, "count=8", "iflag=direct"])));
+  const pattern8 = new Uint8Array(await Bun.file("/tmp/pattern").arrayBuffer());
+  const same = await Promise.all([0, 1].map(async (i) => Buffer.from(new Uint8Array(await Bun.file(`/tmp/multi${i}`).arrayBuffer())).equals(pattern8)));
+  info(`two sockets: the kernel sent ${a.bytesIn} B on the first, ${b.bytesIn} B on the second (one hardware queue per socket, CPUs map to queues)`);
+  check("two writers and two readers in parallel: identical bytes", writes.every((w) => w.code === 0) && reads.every((r) => r.code === 0) && same.every(Boolean), [...writes, ...reads].map((r) => r.output.split("\n").pop()).join(" | "));
+  const busier = a.bytesIn >= b.bytesIn ? a : b;
+  const other = busier === a ? b : a;
+  busier.kill();
+  check("one of the two sockets dies → LINK_DEAD for nbd1", (await nextLinkDead(10_000)) === 1);
+  const fallback = await run(["dd", "if=/dev/nbd1", "of=/dev/null", "bs=1M", "count=4", "iflag=direct"]);
+  const otherBefore = other.bytesIn;
+  const again = await run(["dd", "if=/dev/nbd1", "of=/dev/null", "bs=1M", "count=4", "skip=4", "iflag=direct"]);
+  check("I/O goes on over the live socket meanwhile (the kernel's fallback)", fallback.code === 0 && again.code === 0 && other.bytesIn > otherBefore, `${fallback.output} | ${again.output}`);
+  const [k3, o3] = socketPair();
+  const c = await serveKernelEnd(o3, target, "multi-c");
+  await control.reconfigureDevice({ index: 1, socketFds: [k3], backendId: "multi" });
+  closeFd(k3);
+  const dropped = await within(c.closed, 1000);
+  check("RECONFIGURE with one socket takes the dead one's place (kept)", dropped === "timeout", String(dropped));
+  const [k4, o4] = socketPair();
+  const d = await serveKernelEnd(o4, target, "multi-d");
+  await control.reconfigureDevice({ index: 1, socketFds: [k4], backendId: "multi" });
+  closeFd(k4);
+  check("a further socket while none is dead is dropped (P6, per socket)", (await within(d.closed, 5000)) !== "timeout");
+  await control.disconnectDevice(1);
+  const closed = await within(Promise.all([other.closed, c.closed]), 5000);
+  check("DISCONNECT closes both serving sockets", closed !== "timeout");
+  check("nbd1 is free again", await waitFor(() => readDeviceSysfs(1).pid === null, 5000));
 }
 
 try {

@@ -1,0 +1,77 @@
+#!/bin/sh
+# test/vm/guest/sockets-bench.sh — `dstd attach --connections N` for N = 1, 2, 4 against one
+# `dstd export` in the same boot, with fio inside the guest (O_DIRECT, libaio, two jobs pinned to
+# the two vCPUs so that both of the kernel's submitting CPUs — and so up to two hardware queues,
+# i.e. sockets — are used): sequential 1 MiB write/read at QD16 and random 4 KiB write/read at
+# QD32, each time-based. nbd-client (one socket) on the export's NBD listener is the reference.
+# Prints one `BENCH` line per run and a closing table; only ratios within one boot mean anything
+# (TCG, a shared host). Opt-in: DSTD_VM_BENCH=1 bun test test/vm/vm.test.ts.
+# Needs: -k nbd -d fio -d nbd-client -d libnl-3-200 -d libnl-genl-3-200
+. "$(dirname "$0")/lib.sh"
+
+export DSTD_STATE_DIR=/run/dstd
+DSTD=/payload/dstd
+RUNTIME=${BENCH_RUNTIME:-10}
+info() { echo "INFO: $*"; }
+wait_until() {
+  n=$(( $1 * 5 )); shift
+  while [ "$n" -gt 0 ]; do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.2; n=$((n - 1))
+  done
+  return 1
+}
+
+cat >/tmp/bench-export.toml <<'EOF'
+[[export]]
+name = "bench"
+file = "/tmp/bench.img"
+size = "256MiB"
+listen = ["127.0.0.1:10810"]
+nbd_listen = ["127.0.0.1:10809"]
+allow = ["127.0.0.1/32:rw"]
+EOF
+"$DSTD" export --config /tmp/bench-export.toml >/tmp/bench-export.log 2>&1 &
+check "dstd export (bench, 256 MiB)" wait_until 60 grep -q "listening for NBD" /tmp/bench-export.log
+command -v fio >/dev/null 2>&1; HAVE_FIO=$?
+check "fio is in the guest" test "$HAVE_FIO" = 0
+
+# run_fio LABEL DEVICE RW BS DEPTH → one BENCH line: "LABEL rw bs: MiB/s IOPS"
+run_fio() {
+  out=$(fio --name=b --filename="$2" --rw="$3" --bs="$4" --iodepth="$5" --numjobs=2 --cpus_allowed=0-1 \
+    --cpus_allowed_policy=split --direct=1 --ioengine=libaio --size=128M --offset_increment=128M \
+    --time_based --runtime="$RUNTIME" --ramp_time=1 --group_reporting --output-format=terse --terse-version=3 2>&1)
+  # terse v3: field 7 read KiB/s, 8 read IOPS; 48 write KiB/s, 49 write IOPS
+  echo "$out" | awk -F';' -v label="$1" -v rw="$3" -v bs="$4" 'NF > 50 {
+    kib = $7 + $48; iops = $8 + $49
+    printf "BENCH %s %s %s: %.1f MiB/s %d IOPS\n", label, rw, bs, kib / 1024, iops; found = 1 }
+    END { if (!found) printf "BENCH %s %s %s: failed\n", label, rw, bs }'
+}
+
+bench_device() { # LABEL DEVICE
+  run_fio "$1" "$2" write 1M 8
+  run_fio "$1" "$2" read 1M 8
+  run_fio "$1" "$2" randwrite 4k 16
+  run_fio "$1" "$2" randread 4k 16
+}
+
+for n in 1 2 4; do
+  "$DSTD" attach dst://127.0.0.1:10810/bench --device /dev/nbd1 --connections "$n" >/tmp/bench-attach-$n.log 2>&1 &
+  pid=$!
+  wait_until 60 grep -q '"state": "ready"' $DSTD_STATE_DIR/attach/nbd1.json; up=$?
+  check "dstd attach --connections $n serves /dev/nbd1" test "$up" = 0
+  if [ "$up" = 0 ]; then
+    info "nbd1: $(ls /sys/block/nbd1/mq | wc -l) hardware queue(s); io_timeout $(cat /sys/block/nbd1/queue/io_timeout) ms"
+    [ "$HAVE_FIO" = 0 ] && bench_device "dstd-$n" /dev/nbd1 | tee -a /tmp/bench.lines
+  fi
+  "$DSTD" detach /dev/nbd1 >/dev/null 2>&1
+  wait_until 30 sh -c "! kill -0 $pid"
+done
+if nbd-client 127.0.0.1 10809 /dev/nbd1 -N bench -b 4096 >/tmp/nbd-client.log 2>&1 && wait_until 10 test -e /sys/block/nbd1/pid; then
+  [ "$HAVE_FIO" = 0 ] && bench_device "nbd-client-1" /dev/nbd1 | tee -a /tmp/bench.lines
+  nbd-client -d /dev/nbd1 >/dev/null 2>&1
+fi
+check "every run produced a number" sh -c '! grep -q ": failed" /tmp/bench.lines && [ $(wc -l </tmp/bench.lines) = 16 ]'
+echo "INFO: ---- sockets benchmark (MiB/s, IOPS; fio, 2 jobs, ${RUNTIME} s each) ----"
+sed 's/^BENCH /INFO: /' /tmp/bench.lines
+finish
