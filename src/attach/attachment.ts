@@ -10,13 +10,13 @@
  * port (attach/shared-port.ts says why that makes NBD_FLAG_CAN_MULTI_CONN true). The count
  * is fixed at CONNECT; a takeover gives the kernel as many as the device has.
  *
- * Verbs and signals (landscape P13: say what each one does to the device):
+ * Verbs and signals (docs/kernel.md §7 says what each one does to the device):
  * - detach (SIGTERM/SIGINT, `dstd detach`): the device goes away (attach/leave.ts).
  * - handover (SIGUSR2) and SIGKILL: the daemon goes, the device stays; I/O waits up to the
  *   dead-connection timeout for the next `dstd attach` of the same device/URL, which takes it
  *   over with NBD_CMD_RECONFIGURE and the same backend identifier (attach/takeover.ts).
  * - resize (`resize()`, and on a takeover when the export grew): a new device size through
- *   netlink from a worker (kernel/resize.ts), never from this thread (landscape P8).
+ *   netlink from a worker (kernel/resize.ts), never from this thread (docs/kernel.md §4).
  *
  * Must not: block the event loop (it serves the kernel's I/O; our own device I/O — probe
  * read, fsync, queue limits — goes through the fs thread pool), or send a size-changing

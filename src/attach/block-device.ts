@@ -23,8 +23,8 @@ export const MULTI_SOCKET_TIMEOUT_MARGIN_MS = 30_000;
  * The block-layer timer (/sys/block/nbdN/queue/io_timeout) for a device with `sockets`
  * sockets whose requests the engine answers within `deadlineMs` (success or an error).
  *
- * The kernel's timer does different things by socket count (nbd_xmit_timeout, landscape
- * §2.4): with one socket and NBD_ATTR_TIMEOUT 0 it only re-arms, and at each expiry moves a
+ * The kernel's timer does different things by socket count (nbd_xmit_timeout,
+ * docs/kernel.md §5): with one socket and NBD_ATTR_TIMEOUT 0 it only re-arms, and at each expiry moves a
  * request stranded on a replaced (dead) socket to the new one, so a short timer bounds the
  * stall of a daemon restart; with several sockets every expiry marks the request's socket
  * dead (LINK_DEAD, shutdown) and requeues the request on another socket while dstd's engine

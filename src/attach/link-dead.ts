@@ -2,7 +2,7 @@
  * @module attach/link-dead — the kernel's LINK_DEAD notifications (nbd_mc_group multicast,
  * kernel/device.ts NbdControl onLinkDead) as an attachment uses them: a listener for the
  * serving attachment (counts, logs), and an awaitable "next LINK_DEAD for device N" for a
- * takeover that waits for the kernel to mark a socket dead (landscape P6).
+ * takeover that waits for the kernel to mark a socket dead (docs/kernel.md §3).
  *
  * Must not: decide anything; it only delivers.
  */

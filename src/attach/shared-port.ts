@@ -1,9 +1,9 @@
 /**
  * @module attach/shared-port — the one StoragePort every kernel socket of an attachment is
  * served from, and why it may advertise NBD_FLAG_CAN_MULTI_CONN (which the kernel requires
- * before it accepts more than one socket: landscape §2.4, CONNECT).
+ * before it accepts more than one socket: docs/kernel.md §2).
  *
- * What the flag promises (NBD proto.md, "Multiple connections"; landscape §2.3): a FLUSH on
+ * What the flag promises (the NBD protocol's NBD_FLAG_CAN_MULTI_CONN; docs/kernel.md §8): a FLUSH on
  * any connection covers every write whose reply went out, on any connection, before the
  * FLUSH was sent; FUA and reads likewise see each other across connections. Why it holds
  * here: all N sockets are served by one port over ONE client engine, i.e. one DST session

@@ -132,7 +132,7 @@ export function daemonAlive(pid: number): boolean {
 
 // ---- the backend identifier (NBD_ATTR_BACKEND_IDENTIFIER) ---------------------------------
 
-/** "dstd:URL#ATTACHID": names the export and this attachment (landscape P12). */
+/** "dstd:URL#ATTACHID": names the export and this attachment (docs/kernel.md §7). */
 export function makeBackendId(url: string, attachId: string): string {
   return `dstd:${url}#${attachId}`;
 }

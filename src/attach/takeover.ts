@@ -3,7 +3,7 @@
  * NBD_CMD_RECONFIGURE of a running device with new sockets in place of dead ones (a killed
  * or handed-over daemon's, or ours that the kernel closed), with the same backend identifier.
  *
- * The trap (landscape P6): the kernel puts each new socket in place of the first DEAD one and
+ * The trap (docs/kernel.md §3): the kernel puts each new socket in place of the first DEAD one and
  * still acks when none is dead, dropping the socket (and ignoring the rest of the list). A
  * killed daemon's sockets die with its process, but the kernel marks them dead on its own
  * time. So: after the ack, a new socket the kernel dropped shows up as our end closing at

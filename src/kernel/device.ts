@@ -4,17 +4,17 @@
  * new size from a worker: kernel/resize.ts), DISCONNECT, STATUS, LINK_DEAD notifications, and
  * the sysfs files that tell the truth about a device (pid, backend, size, socket count).
  * Kernel errors become DstdErrors that name the device and the fix. Semantics from
- * drivers/block/nbd.c (landscape.md §2.4).
+ * drivers/block/nbd.c (docs/kernel.md).
  *
  * Must not: serve NBD requests (the kernel-facing NBD server does that), or block the event
  * loop (netlink goes through GenlSocket; sysfs reads are small synchronous file reads), or
- * send a size change from the main thread (resizeDevice asserts it runs in a worker: P8).
+ * send a size change from the main thread (resizeDevice asserts it runs in a worker: §4).
  *
  * Several sockets (NBD_ATTR_SOCKETS with N items): the kernel makes one hardware queue per
  * socket and refuses N > 1 unless the server flags carry NBD_FLAG_CAN_MULTI_CONN. The count
  * is fixed at CONNECT: RECONFIGURE only replaces dead sockets, one per fd, in order.
  *
- * RECONFIGURE trap (landscape P6): each new socket replaces the first DEAD socket of the
+ * RECONFIGURE trap (docs/kernel.md §3): each new socket replaces the first DEAD socket of the
  * device. When no socket is dead the kernel drops the new socket and still reports success.
  * Callers taking over a device must make sure the old socket end is closed first (the daemon
  * that held it exited, or the kernel sent LINK_DEAD), and afterwards verify that the kernel's
@@ -186,7 +186,7 @@ export class NbdControl {
 
   /**
    * NBD_CMD_RECONFIGURE with a new size (same backend identifier). The kernel may freeze the
-   * device's queue inside this call until in-flight I/O completes (landscape P8), so it runs
+   * device's queue inside this call until in-flight I/O completes (docs/kernel.md §4), so it runs
    * only off the main thread: kernel/resize.ts sends it from a Worker while the main thread
    * keeps serving the device.
    */

@@ -2,7 +2,7 @@
  * @module kernel/nbd-genl — message builders and reply parsers for the generic netlink
  * controller (family lookup) and the kernel's `nbd` family. Constants from
  * include/uapi/linux/genetlink.h and include/uapi/linux/nbd-netlink.h; per-command rules from
- * drivers/block/nbd.c (see ../shared/reference/landscape.md §2.4).
+ * drivers/block/nbd.c (docs/kernel.md §1–§3).
  *
  * Must not: do I/O, or throw on a reply (parsers return a reason). Builders are fed by dstd
  * only: their numeric ranges are asserted by the netlink builder.
@@ -154,7 +154,7 @@ export interface ConnectMessage {
   sizeBytes: number;
   /** 512..PAGE_SIZE, power of two; the kernel defaults to 1024 when absent. */
   blockSizeBytes?: number;
-  /** Kernel I/O timeout in seconds; dstd sends 0 (it owns deadlines; landscape P7/P14). */
+  /** Kernel I/O timeout in seconds; dstd sends 0 (it owns deadlines; docs/kernel.md §5). */
   timeoutSec?: number;
   /** NBD transmission flags (HAS_FLAGS | READ_ONLY | SEND_FLUSH | …). */
   serverFlags: number;
@@ -195,7 +195,7 @@ export interface ReconfigureMessage {
 /**
  * NBD_CMD_RECONFIGURE. Deliberately no SIZE_BYTES/BLOCK_SIZE_BYTES: a resize freezes the
  * device queue inside the netlink send, which deadlocks a sender that also serves the device
- * (landscape P8). A resize has its own builder (buildResize), sent from a worker.
+ * (docs/kernel.md §4). A resize has its own builder (buildResize), sent from a worker.
  */
 export function buildReconfigure(family: number, m: ReconfigureMessage, seq = 0): Uint8Array {
   const b = new NetlinkBuilder(family, REQUEST_FLAGS, seq)
@@ -220,8 +220,8 @@ export interface ResizeMessage {
 /**
  * NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES: a new capacity for a running device. The
  * kernel applies it inside the send (nbd_genl_reconfigure → nbd_set_size), and on kernels
- * that freeze the queue for it the send waits for the device's in-flight I/O (landscape
- * P8). Only a thread that does not serve the device may send it: kernel/resize.ts runs it in
+ * that freeze the queue for it the send waits for the device's in-flight I/O (docs/kernel.md
+ * §4). Only a thread that does not serve the device may send it: kernel/resize.ts runs it in
  * a Worker.
  */
 export function buildResize(family: number, m: ResizeMessage, seq = 0): Uint8Array {

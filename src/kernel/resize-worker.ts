@@ -4,7 +4,7 @@
  * sends NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES (kernel/device.ts resizeDevice) and
  * posts back the outcome and the size sysfs then reports.
  *
- * Why a thread of its own (landscape P8): the kernel applies the size inside the netlink send
+ * Why a thread of its own (docs/kernel.md §4): the kernel applies the size inside the netlink send
  * and may freeze the device's queue there until in-flight I/O completes; that I/O is served
  * by the main thread, which must stay free to serve it.
  *

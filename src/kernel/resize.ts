@@ -1,7 +1,7 @@
 /**
  * @module kernel/resize — a new size for a running /dev/nbdN, sent through netlink from a
  * Worker (kernel/resize-worker.ts) so that the thread serving the device's I/O never waits
- * inside the kernel's size change (landscape P8: nbd_set_size may freeze the queue until
+ * inside the kernel's size change (docs/kernel.md §4: nbd_set_size may freeze the queue until
  * in-flight requests complete, and those are served by this thread). The caller keeps
  * serving while it awaits `resizeDevice`.
  *

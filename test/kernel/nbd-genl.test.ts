@@ -1,7 +1,7 @@
 /**
  * @module test/kernel/nbd-genl — nbd family and controller messages against golden bytes laid
- * out from include/uapi/linux/nbd-netlink.h / genetlink.h (landscape.md §2.4), the 108-byte
- * CONNECT captured in bun-runtime.md §2, and canned kernel replies (one captured from this
+ * out from include/uapi/linux/nbd-netlink.h / genetlink.h (docs/kernel.md §1), the 108-byte
+ * CONNECT example (two sockets), and canned kernel replies (one captured from this
  * host's nlctrl, the others hand-assembled in the layout nbd.c's reply builders produce).
  */
 import { describe, expect, test } from "bun:test";
@@ -37,7 +37,7 @@ function message(text: string): NetlinkMessage {
 const FLAGS_0x165 = 0x1 | 0x4 | 0x20 | 0x40 | 0x100;
 
 describe("requests (golden bytes)", () => {
-  test("CONNECT: the 108-byte example of bun-runtime.md §2 (family 0x1234, seq 12, two sockets)", () => {
+  test("CONNECT: the 108-byte two-socket example (family 0x1234, seq 12, two sockets)", () => {
     const bytes = buildConnect(
       0x1234,
       {

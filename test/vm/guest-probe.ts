@@ -8,11 +8,11 @@
  * Steps: resolve the family; CONNECT /dev/nbd0 with one end of a socket pair; sysfs and
  * STATUS; EBUSY, backend-mismatch and EPERM (unprivileged user) messages; dd a pattern through
  * the device and back (and compare with the server's memory); RECONFIGURE while the socket is
- * alive (landscape P6: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE
+ * alive (docs/kernel.md §3: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE
  * with a new pair → I/O continues on the new socket; a NEW process takes over the same way
  * (a daemon restart) and dies → LINK_DEAD → DISCONNECT of the orphaned device cleans up.
  * Resize (kernel/resize.ts): grow nbd0 through netlink from a Worker while a reader runs on
- * the device (landscape P8), and `blockdev --getsize64` shows it. Two sockets (nbd1): refused
+ * the device (docs/kernel.md §4), and `blockdev --getsize64` shows it. Two sockets (nbd1): refused
  * without CAN_MULTI_CONN; with it, I/O flows, one socket dies → I/O falls back to the other →
  * RECONFIGURE puts a new socket in the dead one's place; an extra socket is dropped (P6).
  *
@@ -147,7 +147,7 @@ async function main(): Promise<void> {
   const back = new Uint8Array(await Bun.file("/tmp/readback").arrayBuffer());
   check("dd it back: identical bytes", read.code === 0 && Buffer.from(back).equals(data), read.code === 0 ? mbps(data.length, read.ms) : read.output);
 
-  // ---- resize from a worker while the device is busy (landscape P8) ----
+  // ---- resize from a worker while the device is busy (docs/kernel.md §4) ----
   const onMain = await control.resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: BACKEND_ID }).then(() => null, (e: unknown) => e);
   check("a size change from the thread that serves the device is refused (an assertion, P8)", onMain instanceof AssertionError, String(onMain));
   const wrong = await resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: "someone-else" }).then(() => null, (e: unknown) => e);
@@ -171,7 +171,7 @@ async function main(): Promise<void> {
   closeFd(kernelEnd2);
   check("RECONFIGURE with a live socket is acknowledged", acked === true, String(acked));
   const dropped = await within(second.closed, 5000);
-  check("…and the kernel silently released the new socket (landscape P6)", dropped !== "timeout", String(dropped));
+  check("…and the kernel silently released the new socket (docs/kernel.md §3)", dropped !== "timeout", String(dropped));
   const firstBefore = first.bytesIn;
   const probeRead = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=1M", "count=1", "iflag=direct"]);
   check("I/O still flows through the first socket", probeRead.code === 0 && first.bytesIn > firstBefore && second.bytesIn === 0, `first +${first.bytesIn - firstBefore} B, second ${second.bytesIn} B`);

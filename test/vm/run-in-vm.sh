@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/vm/run-in-vm.sh — boot Debian's stock kernel under qemu (TCG, no KVM needed) with a
 # throw-away initramfs and run one command inside it. For tests that need kernel features this
-# host lacks (the nbd driver). Recipe and measurements: ../shared/reference/vm-harness.md;
+# host lacks (the nbd driver). Recipe, measurements and
 # how to add a guest test: test/vm/README.md.
 #
 #   test/vm/run-in-vm.sh [options] PAYLOAD_DIR -- COMMAND [ARGS...]

@@ -13,11 +13,11 @@ export DSTD_STATE_DIR=/run/dstd
 DSTD=/payload/dstd
 RUNTIME=${BENCH_RUNTIME:-10}
 info() { echo "INFO: $*"; }
-wait_until() {
-  n=$(( $1 * 5 )); shift
-  while [ "$n" -gt 0 ]; do
+wait_until() { # (its counter must not share a name with the callers' variables: sh has no locals)
+  tries=$(( $1 * 5 )); shift
+  while [ "$tries" -gt 0 ]; do
     "$@" >/dev/null 2>&1 && return 0
-    sleep 0.2; n=$((n - 1))
+    sleep 0.2; tries=$((tries - 1))
   done
   return 1
 }
@@ -55,14 +55,14 @@ bench_device() { # LABEL DEVICE
   run_fio "$1" "$2" randread 4k 16
 }
 
-for n in 1 2 4; do
-  "$DSTD" attach dst://127.0.0.1:10810/bench --device /dev/nbd1 --connections "$n" >/tmp/bench-attach-$n.log 2>&1 &
+for conns in 1 2 4; do
+  "$DSTD" attach dst://127.0.0.1:10810/bench --device /dev/nbd1 --connections "$conns" >/tmp/bench-attach-$conns.log 2>&1 &
   pid=$!
   wait_until 60 grep -q '"state": "ready"' $DSTD_STATE_DIR/attach/nbd1.json; up=$?
-  check "dstd attach --connections $n serves /dev/nbd1" test "$up" = 0
+  check "dstd attach --connections $conns serves /dev/nbd1" test "$up" = 0
   if [ "$up" = 0 ]; then
     info "nbd1: $(ls /sys/block/nbd1/mq | wc -l) hardware queue(s); io_timeout $(cat /sys/block/nbd1/queue/io_timeout) ms"
-    [ "$HAVE_FIO" = 0 ] && bench_device "dstd-$n" /dev/nbd1 | tee -a /tmp/bench.lines
+    [ "$HAVE_FIO" = 0 ] && bench_device "dstd-$conns" /dev/nbd1 | tee -a /tmp/bench.lines
   fi
   "$DSTD" detach /dev/nbd1 >/dev/null 2>&1
   wait_until 30 sh -c "! kill -0 $pid"
