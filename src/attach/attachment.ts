@@ -156,7 +156,8 @@ export class KernelAttachment {
     const fresh = deviceGeometry(link.exportSize, link.blockPreferred, link.blockMin);
     this.blockSize = logicalBlockSize(this.index) ?? previous?.blockSize ?? fresh.blockSize;
     this.size = readDeviceSysfs(this.index).sizeBytes ?? fresh.size;
-    this.sockets = readSocketCount(this.index) ?? previous?.connections ?? 1;
+    // The record knows the count; sysfs mq/ only shows min(sockets, CPUs) (kernel/device.ts).
+    this.sockets = previous?.connections ?? readSocketCount(this.index) ?? 1;
     if (this.sockets !== this.o.connections) {
       this.o.log.info(`${this.device} has ${this.sockets} socket${this.sockets === 1 ? "" : "s"} (fixed when it was attached): taking over as many; connections = ${this.o.connections} applies when it is attached anew`);
     }

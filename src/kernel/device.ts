@@ -337,9 +337,10 @@ export function readDeviceSysfs(index: number, sysRoot = "/sys"): DeviceSysfs {
 }
 
 /**
- * How many sockets the running device nbdN has: the kernel gives it one hardware queue per
- * socket at CONNECT (nbd_start_device → blk_mq_update_nr_hw_queues), listed in
- * /sys/block/nbdN/mq/. Null when the directory is missing or empty.
+ * The hardware queues of the running device nbdN (/sys/block/nbdN/mq/): the kernel asks for
+ * one per socket at CONNECT (nbd_start_device → blk_mq_update_nr_hw_queues), but the block
+ * layer caps the count at the number of CPUs, so this is min(sockets, CPUs): the sockets in
+ * use, a lower bound of the sockets the device has. Null when the directory is missing or empty.
  */
 export function readSocketCount(index: number, sysRoot = "/sys"): number | null {
   try {

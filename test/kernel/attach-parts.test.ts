@@ -101,7 +101,7 @@ describe("socket count of a device (sysfs mq/)", () => {
   const root = mkdtempSync(join(tmpdir(), "dstd-sysfs-mq-"));
   afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-  test("one hardware queue per socket; missing or empty reads as null", () => {
+  test("one hardware queue per socket (capped at the CPUs by the kernel); missing or empty reads as null", () => {
     for (const q of ["0", "1", "2"]) mkdirSync(join(root, "block", "nbd3", "mq", q), { recursive: true });
     mkdirSync(join(root, "block", "nbd4", "mq"), { recursive: true });
     expect(readSocketCount(3, root)).toBe(3);

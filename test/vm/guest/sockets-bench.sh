@@ -61,7 +61,7 @@ for conns in 1 2 4; do
   wait_until 60 grep -q '"state": "ready"' $DSTD_STATE_DIR/attach/nbd1.json; up=$?
   check "dstd attach --connections $conns serves /dev/nbd1" test "$up" = 0
   if [ "$up" = 0 ]; then
-    info "nbd1: $(ls /sys/block/nbd1/mq | wc -l) hardware queue(s); io_timeout $(cat /sys/block/nbd1/queue/io_timeout) ms"
+    info "nbd1: $conns socket(s), $(ls /sys/block/nbd1/mq | wc -l) hardware queue(s) (at most one per CPU); io_timeout $(cat /sys/block/nbd1/queue/io_timeout) ms"
     [ "$HAVE_FIO" = 0 ] && bench_device "dstd-$conns" /dev/nbd1 | tee -a /tmp/bench.lines
   fi
   "$DSTD" detach /dev/nbd1 >/dev/null 2>&1
