@@ -4,7 +4,8 @@
 # the two vCPUs so that both of the kernel's submitting CPUs — and so up to two hardware queues,
 # i.e. sockets — are used): sequential 1 MiB write/read at QD16 and random 4 KiB write/read at
 # QD32, each time-based. nbd-client (one socket) on the export's NBD listener is the reference.
-# Prints one `BENCH` line per run and a closing table; only ratios within one boot mean anything
+# Two rounds in mirrored order; prints one `BENCH` line per run and a closing table of means;
+# only ratios within one boot mean anything
 # (TCG, a shared host). Opt-in: DSTD_VM_BENCH=1 bun test test/vm/vm.test.ts.
 # Needs: -k nbd -d fio -d nbd-client -d libnl-3-200 -d libnl-genl-3-200
 . "$(dirname "$0")/lib.sh"
@@ -44,7 +45,7 @@ run_fio() {
   # terse v3: field 7 read KiB/s, 8 read IOPS; 48 write KiB/s, 49 write IOPS
   echo "$out" | awk -F';' -v label="$1" -v rw="$3" -v bs="$4" 'NF > 50 {
     kib = $7 + $48; iops = $8 + $49
-    printf "BENCH %s %s %s: %.1f MiB/s %d IOPS\n", label, rw, bs, kib / 1024, iops; found = 1 }
+    printf "BENCH %s %s %s: %.2f MiB/s %.0f IOPS\n", label, rw, bs, kib / 1024, iops; found = 1 }
     END { if (!found) printf "BENCH %s %s %s: failed\n", label, rw, bs }'
 }
 
@@ -55,23 +56,32 @@ bench_device() { # LABEL DEVICE
   run_fio "$1" "$2" randread 4k 16
 }
 
-for conns in 1 2 4; do
-  "$DSTD" attach dst://127.0.0.1:10810/bench --device /dev/nbd1 --connections "$conns" >/tmp/bench-attach-$conns.log 2>&1 &
+bench_attached() { # CONNS
+  "$DSTD" attach dst://127.0.0.1:10810/bench --device /dev/nbd1 --connections "$1" >/tmp/bench-attach-$1.log 2>&1 &
   pid=$!
   wait_until 60 grep -q '"state": "ready"' $DSTD_STATE_DIR/attach/nbd1.json; up=$?
-  check "dstd attach --connections $conns serves /dev/nbd1" test "$up" = 0
+  check "dstd attach --connections $1 serves /dev/nbd1" test "$up" = 0
   if [ "$up" = 0 ]; then
-    info "nbd1: $conns socket(s), $(ls /sys/block/nbd1/mq | wc -l) hardware queue(s) (at most one per CPU); io_timeout $(cat /sys/block/nbd1/queue/io_timeout) ms"
-    [ "$HAVE_FIO" = 0 ] && bench_device "dstd-$conns" /dev/nbd1 | tee -a /tmp/bench.lines
+    info "nbd1: $1 socket(s), $(ls /sys/block/nbd1/mq | wc -l) hardware queue(s) (at most one per CPU); io_timeout $(cat /sys/block/nbd1/queue/io_timeout) ms"
+    [ "$HAVE_FIO" = 0 ] && bench_device "dstd-$1" /dev/nbd1 | tee -a /tmp/bench.lines
   fi
   "$DSTD" detach /dev/nbd1 >/dev/null 2>&1
   wait_until 30 sh -c "! kill -0 $pid"
-done
-if nbd-client 127.0.0.1 10809 /dev/nbd1 -N bench -b 4096 >/tmp/nbd-client.log 2>&1 && wait_until 10 test -e /sys/block/nbd1/pid; then
-  [ "$HAVE_FIO" = 0 ] && bench_device "nbd-client-1" /dev/nbd1 | tee -a /tmp/bench.lines
-  nbd-client -d /dev/nbd1 >/dev/null 2>&1
-fi
-check "every run produced a number" sh -c '! grep -q ": failed" /tmp/bench.lines && [ $(wc -l </tmp/bench.lines) = 16 ]'
-echo "INFO: ---- sockets benchmark (MiB/s, IOPS; fio, 2 jobs, ${RUNTIME} s each) ----"
-sed 's/^BENCH /INFO: /' /tmp/bench.lines
+}
+bench_nbd_client() {
+  if nbd-client 127.0.0.1 10809 /dev/nbd1 -N bench -b 4096 >/tmp/nbd-client.log 2>&1 && wait_until 10 test -e /sys/block/nbd1/pid; then
+    [ "$HAVE_FIO" = 0 ] && bench_device "nbd-client-1" /dev/nbd1 | tee -a /tmp/bench.lines
+    nbd-client -d /dev/nbd1 >/dev/null 2>&1
+    wait_until 10 sh -c '! test -e /sys/block/nbd1/pid'
+  fi
+}
+# Two rounds in mirrored order (1 2 4 ref, ref 4 2 1) so that drift of the host's load cancels.
+for conns in 1 2 4; do bench_attached "$conns"; done
+bench_nbd_client
+bench_nbd_client
+for conns in 4 2 1; do bench_attached "$conns"; done
+check "every run produced a number" sh -c '! grep -q ": failed" /tmp/bench.lines && [ $(wc -l </tmp/bench.lines) = 32 ]'
+echo "INFO: ---- sockets benchmark: mean of 2 rounds (fio, 2 jobs pinned to the 2 vCPUs, ${RUNTIME} s each) ----"
+awk '/^BENCH/ { key = $2 " " $3 " " $4; mib[key] += $5; iops[key] += $7; n[key]++; if (!(key in seen)) { seen[key] = 1; order[++k] = key } }
+  END { for (i = 1; i <= k; i++) { key = order[i]; printf "INFO: %-28s %7.2f MiB/s %7.0f IOPS\n", key, mib[key] / n[key], iops[key] / n[key] } }' /tmp/bench.lines
 finish
