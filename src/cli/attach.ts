@@ -17,7 +17,7 @@ import { loadKeyFile } from "../crypto/keys.ts";
 import { attachKernel, startNbdAttach, type KernelAttachNode } from "../daemon/attach-node.ts";
 import { defaultStateDir } from "../attach/state.ts";
 import type { AttachmentEnd } from "../attach/attachment.ts";
-import { LIMITS } from "../config/defaults.ts";
+import { DEFAULT_ATTACH_CONNECTIONS, LIMITS } from "../config/defaults.ts";
 import type { AttachConfig, Config, Reliability } from "../config/schema.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { formatSize } from "../lib/size.ts";
@@ -73,7 +73,7 @@ export default defineCommand({
       return;
     }
     if (entry?.nbdListen) log.warn("[[attach]] nbd_listen together with a device is not supported yet: serving the device only");
-    const connections = socketCount(args.connections, entry?.connections ?? 1);
+    const connections = socketCount(args.connections, entry?.connections ?? DEFAULT_ATTACH_CONNECTIONS);
     const result = await attachKernel({ url, device, stateDir, engine, deadConnTimeoutSec: deadConnTimeout(args["dead-conn-timeout"]), connections, log });
     if (result.kind === "already") {
       process.stdout.write(`${result.message}\n`);
