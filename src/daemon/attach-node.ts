@@ -100,6 +100,11 @@ export interface KernelAttachNode {
   readonly ended: Promise<AttachmentEnd>;
   detach(): Promise<void>;
   handover(): Promise<void>;
+  /**
+   * Give the device the size of an export of `exportSize` bytes, from a worker while I/O goes
+   * on (attach/attachment.ts resize; the hook for `dstd resize`). Resolves with the new size.
+   */
+  resize(exportSize: number, options?: { allowShrink?: boolean }): Promise<number>;
 }
 
 export type KernelAttachResult = { kind: "already"; message: string } | { kind: "attached"; attachment: KernelAttachNode };
@@ -137,6 +142,7 @@ export async function attachKernel(o: KernelAttachRequest): Promise<KernelAttach
           ended: attachment.ended,
           detach: () => attachment.detach(),
           handover: () => attachment.handover(),
+          resize: (exportSize, options) => attachment.resize(exportSize, options),
         },
       };
     } catch (error) {
