@@ -352,7 +352,7 @@ export class KernelAttachment {
     if (this.reporter !== null) clearInterval(this.reporter);
     this.reporter = null;
     this.watch.listener = null;
-    this.links.terminateAll();
+    this.links.retire();
     if (deviceGone) removeState(this.o.stateDir, this.device);
     this.control.close();
     if ((await within(this.exportLink.close(), 10_000)) === "timeout") this.exportLink.abort();

@@ -35,6 +35,7 @@ export interface NewLinks {
 export class KernelLinks {
   private readonly live = new Set<AdoptedFd>();
   private opened = 0;
+  private retired = false;
 
   /** `onClosed` hears about every kept link that closes (not about ones never kept). */
   constructor(
@@ -87,8 +88,9 @@ export class KernelLinks {
     }
   }
 
-  /** The kernel took `link`: serve it as one of the device's sockets. */
+  /** The kernel took `link`: serve it as one of the device's sockets (closed at once after retire()). */
   keep(link: AdoptedFd): void {
+    if (this.retired) return link.terminate(); // a takeover that finished after the attachment ended
     this.live.add(link);
     void link.closed.then((reason) => {
       if (!this.live.delete(link)) return;
@@ -106,6 +108,12 @@ export class KernelLinks {
     const links = [...this.live];
     this.live.clear();
     for (const link of links) link.terminate();
+  }
+
+  /** Close every live link and every link kept from now on: the attachment is over. */
+  retire(): void {
+    this.retired = true;
+    this.terminateAll();
   }
 
   /** Resolves once every live link has closed (the kernel's DISCONNECT shuts them all). */
