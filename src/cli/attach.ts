@@ -1,6 +1,6 @@
 /**
  * @module cli/attach — `dstd attach [URL]`: make a remote export usable locally, with dstd in
- * the data path. By default it becomes a kernel block device (/dev/nbdN, attach/kernel-attach.ts);
+ * the data path. By default it becomes a kernel block device (/dev/nbdN, attach/attachment.ts);
  * `--nbd-listen ADDR` serves it as a standard NBD endpoint instead (machines without the kernel
  * NBD driver). Settings come from flags, the matching `[[attach]]` entry of --config (or the only
  * one, when no URL is given), then `[client]`.
@@ -13,9 +13,10 @@
  *                    engine, so changes are reported with how to apply them (restart: no unmap)
  */
 import { loadKeyFile } from "../crypto/keys.ts";
-import { startNbdAttach } from "../daemon/attach-node.ts";
+import { attachKernel, startNbdAttach, type KernelAttachNode } from "../daemon/attach-node.ts";
 import { defaultStateDir } from "../attach/state.ts";
-import { attachKernel, type AttachmentEnd, type KernelAttachment } from "../attach/kernel-attach.ts";
+import type { AttachmentEnd } from "../attach/attachment.ts";
+import { DEFAULT_ATTACH_CONNECTIONS, LIMITS } from "../config/defaults.ts";
 import type { AttachConfig, Config, Reliability } from "../config/types.ts";
 import { formatDuration, parseDuration } from "../lib/duration.ts";
 import { formatSize } from "../lib/size.ts";
@@ -44,6 +45,7 @@ export default defineDstdCommand({
     device: { type: "string", description: "kernel NBD device to attach (/dev/nbdN; default: the first free one)", valueHint: "DEV" },
     "nbd-listen": { type: "string", description: "serve the disk as NBD here instead: unix:PATH or 127.0.0.1:PORT", valueHint: "ADDR" },
     "dead-conn-timeout": { type: "string", description: "how long the kernel holds I/O for a restarted daemon (default 2m)", valueHint: "DURATION" },
+    connections: { type: "string", description: "sockets to give the kernel (NBD multi-conn; default 1, or [[attach]] connections)", valueHint: "N" },
     "key-file": { type: "string", description: "identity key file to authenticate with", valueHint: "FILE" },
     "state-dir": { type: "string", description: "attachment state directory (default /var/lib/dstd or $DSTD_STATE_DIR)", valueHint: "DIR" },
   },
@@ -65,6 +67,7 @@ export default defineDstdCommand({
     const listenText = args["nbd-listen"] ?? null;
     if (listenText !== null || (device === null && entry?.nbdListen)) {
       if (args.device !== undefined) throw new DstdError("E_USAGE", "--device and --nbd-listen are two different modes: give one");
+      if (args.connections !== undefined) throw new DstdError("E_USAGE", "--connections counts the sockets of a kernel device; --nbd-listen serves each NBD client on its own connection");
       const nbdListen = listenText === null ? entry!.nbdListen! : parseListenAddress(listenText, NBD_DEFAULT_PORT);
       if (typeof nbdListen === "string") throw new DstdError("E_USAGE", `--nbd-listen: ${nbdListen}`);
       const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)
@@ -75,7 +78,8 @@ export default defineDstdCommand({
       return;
     }
     if (entry?.nbdListen) log.warn("[[attach]] nbd_listen together with a device is not supported yet: serving the device only");
-    const result = await attachKernel({ url, device, stateDir, engine, deadConnTimeoutSec: deadConnTimeout(args["dead-conn-timeout"]), log });
+    const connections = socketCount(args.connections, entry?.connections ?? DEFAULT_ATTACH_CONNECTIONS);
+    const result = await attachKernel({ url, device, stateDir, engine, deadConnTimeoutSec: deadConnTimeout(args["dead-conn-timeout"]), connections, log });
     if (result.kind === "already") {
       process.stdout.write(`${result.message}\n`);
       return;
@@ -112,8 +116,16 @@ function deadConnTimeout(text: string | undefined): number {
   return Math.ceil(ms / 1000);
 }
 
+function socketCount(text: string | undefined, configured: number): number {
+  if (text === undefined) return configured;
+  const { min, max } = LIMITS.attachConnections;
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text.trim()) || n < min || n > max) throw new DstdError("E_USAGE", `--connections ${text}: give a whole number of sockets from ${min} to ${max}`);
+  return n;
+}
+
 /** Run until a signal or until the device goes away by itself; exit status via the thrown error. */
-async function superviseKernel(attachment: KernelAttachment, log: Log, reload: () => void): Promise<void> {
+async function superviseKernel(attachment: KernelAttachNode, log: Log, reload: () => void): Promise<void> {
   const event = await new Promise<{ signal: string } | { end: AttachmentEnd }>((resolve) => {
     const handlers: Array<[NodeJS.Signals, () => void]> = [];
     const on = (signal: NodeJS.Signals, fn: () => void) => {

@@ -62,7 +62,12 @@ export const LIMITS = {
   replayBufferBytes: { min: MiB },
   /** Any duration key: 1 ms .. 24 h (0 would spin, more is surely a typo). */
   durationMs: { min: 1, max: 24 * 3_600_000 },
+  /** [[attach]] connections: sockets to the kernel (the kernel uses at most one per CPU). */
+  attachConnections: { min: 1, max: 16 },
 } as const;
+
+/** [[attach]] connections: sockets a kernel attachment gives /dev/nbdN (attach/shared-port.ts). */
+export const DEFAULT_ATTACH_CONNECTIONS = 1;
 
 /**
  * `[limits]`: what one export process lets peers hold (docs/security.md "Resource limits").

@@ -8,7 +8,7 @@
 import { NBD_DEFAULT_PORT, parseExportUrl, parseListenAddress } from "../lib/address.ts";
 import { formatDuration } from "../lib/duration.ts";
 import { readChecksums, readSuites } from "./access.ts";
-import { DEFAULT_RELIABILITY, LIMITS } from "./defaults.ts";
+import { DEFAULT_ATTACH_CONNECTIONS, DEFAULT_RELIABILITY, LIMITS } from "./defaults.ts";
 import {
   checkKeys,
   describe,
@@ -63,7 +63,7 @@ const FIELDS: Record<string, { field: keyof Reliability; read: Reader }> = {
 
 export const RELIABILITY_KEYS = Object.keys(FIELDS);
 export const CLIENT_KEYS = ["key_file", "suites", "checksums", "reliability", ...RELIABILITY_KEYS];
-export const ATTACH_KEYS = ["url", "device", "nbd_listen", ...CLIENT_KEYS];
+export const ATTACH_KEYS = ["url", "device", "nbd_listen", "connections", ...CLIENT_KEYS];
 
 /**
  * Ordering rules between two duration keys: [key, other key, relation]. A keepalive timeout
@@ -157,6 +157,7 @@ export function readAttaches(value: unknown, client: ClientConfig, issues: Issue
     const nbdListen =
       listenText === undefined ? null : parseListenAddress(listenText, NBD_DEFAULT_PORT);
     if (typeof nbdListen === "string") issues.add(listenPath, nbdListen);
+    const connections = readInteger(get(table, "connections"), LIMITS.attachConnections, join(path, "connections"), issues);
     const keyFile = readPath(get(table, "key_file"), join(path, "key_file"), issues);
     const suites = readSuites(get(table, "suites"), join(path, "suites"), issues);
     const checksums = readChecksums(get(table, "checksums"), join(path, "checksums"), issues);
@@ -166,6 +167,7 @@ export function readAttaches(value: unknown, client: ClientConfig, issues: Issue
       url,
       device: device ?? null,
       nbdListen,
+      connections: connections ?? DEFAULT_ATTACH_CONNECTIONS,
       keyFile: keyFile ?? client.keyFile,
       suites: get(table, "suites") === undefined ? client.suites : (suites ?? []),
       checksums: get(table, "checksums") === undefined ? client.checksums : (checksums ?? []),

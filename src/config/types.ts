@@ -26,6 +26,7 @@
  *   [[attach]] url        attach table          "dst://host/disk"         required
  *   device                attach                "/dev/nbd0"               first free
  *   nbd_listen            attach                "unix:/run/x.sock"        none
+ *   connections           attach                integer 1..16 (sockets)   1
  *   key_file              attach, [client]      path                      none ([client]'s)
  *   resend_interval       attach, [client]      duration                  "1s"
  *   max_resends           attach, [client]      integer 0..1000           10
@@ -105,6 +106,7 @@ export interface AttachInput extends ClientInput {
   url?: string;
   device?: string;
   nbd_listen?: string;
+  connections?: number;
 }
 export interface ClientInput extends ReliabilityInput {
   key_file?: string;
@@ -186,6 +188,8 @@ export interface AttachConfig {
   /** null: pick the first free /dev/nbdN. */
   readonly device: string | null;
   readonly nbdListen: ListenAddress | null;
+  /** Sockets a kernel attachment gives /dev/nbdN (NBD_ATTR_SOCKETS entries). */
+  readonly connections: number;
   readonly keyFile: string | null;
   /** Offered in this preference order. */
   readonly suites: readonly SuiteName[];

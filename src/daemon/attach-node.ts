@@ -1,25 +1,32 @@
 /**
  * @module daemon/attach-node — composition root of `dstd attach`: a DST client (resend,
- * reconnect, keepalive, replay) to the remote export, served to local NBD consumers.
+ * reconnect, keepalive, replay; client/dst-client.ts) to the remote export, its engine-backed
+ * StoragePort (storage/remote/engine-port.ts), and one of the two attachment modes of
+ * attach/:
+ * - kernel (default): attach/preflight.ts settles the device with the kernel first, then
+ *   attach/attachment.ts makes or takes over /dev/nbdN and serves it;
+ * - `--nbd-listen`: attach/nbd-endpoint.ts serves local NBD clients.
+ * The export link the attachment sees (attach/export-link.ts) is built here from the client,
+ * so attach/ never reaches into the engine.
  *
- * This file holds the mode for machines without the kernel NBD driver (`--nbd-listen`):
- * a standard newstyle NBD endpoint on a Unix socket or loopback TCP port, so qemu, libnbd
- * tools or nbdfuse get dstd's protection in the path. It shares the NBD server code with
- * `dstd export` (nbd/connection.ts) through an engine-backed StoragePort.
+ * Must not: hold lifecycle logic (attach/ does), or open the export before the kernel side
+ * said yes (a refused or already-attached device never bothers the export).
  */
-import type { ExportUrl, ListenAddress } from "../lib/address.ts";
+import { formatExportUrl, type ExportUrl, type ListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
-import { quotePeer } from "../lib/peer-text.ts";
 import { isLoopbackAddress } from "../crypto/suites.ts";
-import type { EngineOptions } from "../engine/options.ts";
-import { acceptNbd } from "../nbd/connection.ts";
-import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
-import type { Peer } from "../transport/types.ts";
+import type { EngineState } from "../engine/client-engine.ts";
+import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
+import { describeListenAddress } from "../transport/tcp.ts";
 import { DstClient } from "../client/dst-client.ts";
-import { removeState, writeState, type AttachmentState } from "../attach/state.ts";
-import { formatExportUrl } from "../lib/address.ts";
 import { createEnginePort } from "../storage/remote/engine-port.ts";
+import { KernelAttachment, type AttachmentEnd } from "../attach/attachment.ts";
+import type { ExportLink } from "../attach/export-link.ts";
+import { serveNbdEndpoint } from "../attach/nbd-endpoint.ts";
+import { preflight } from "../attach/preflight.ts";
+
+// ---- --nbd-listen ----------------------------------------------------------------------------
 
 export interface AttachOptions {
   url: ExportUrl;
@@ -36,15 +43,9 @@ export interface AttachNode {
   stop(): Promise<void>;
 }
 
-function connectAddress(url: ExportUrl): ListenAddress {
-  return url.transport === "unix"
-    ? { transport: "unix", path: url.path }
-    : { transport: "tcp", host: url.host, port: url.port };
-}
-
 export async function startNbdAttach(options: AttachOptions): Promise<AttachNode> {
   const { url, log } = options;
-  if (url.protocol !== "dst") throw new DstdError("E_USAGE", "dstd attach connects to dst:// or dst+unix:// exports");
+  requireDst(url);
   if (options.nbdListen.transport === "tcp" && !isLoopbackAddress(options.nbdListen.host)) {
     throw new DstdError("E_USAGE", `--nbd-listen ${describeListenAddress(options.nbdListen)}: serve local clients only (unix:PATH or a loopback address)`);
   }
@@ -56,61 +57,156 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
     // ready and failed matter; each reconnect step is debug (the engine warns when a link is lost)
     onStateChange: (state, detail) => (state === "ready" ? log.info : state === "failed" ? log.warn : log.debug)(`export link ${state}: ${detail}`),
   });
-  const target = createEnginePort(client, `dstd attach of ${url.exportName}`);
-  const access = client.writable ? ("rw" as const) : ("ro" as const);
-  const local = (peer: Peer) => peer.transport === "unix" || isLoopbackAddress(peer.address);
-  let listener: Listener;
+  const link = exportLinkOf(client, `dstd attach of ${url.exportName}`, options.engine);
+  let endpoint;
   try {
-    listener = await listen(
-      [options.nbdListen],
-      acceptNbd({
-        resolve(name: string, peer: Peer) {
-          if (!local(peer)) return { refuse: "only local clients may use this endpoint", code: "policy" };
-          if (name !== "" && name !== url.exportName) return { refuse: `this endpoint serves ${quotePeer(url.exportName)}, not ${quotePeer(name)}` };
-          return { target, access };
-        },
-        list: (peer: Peer) => (local(peer) ? [{ name: url.exportName, description: target.description }] : []),
-        log,
-      }),
-    );
+    endpoint = await serveNbdEndpoint({ url: formatExportUrl(url), exportName: url.exportName, nbdListen: options.nbdListen, stateDir: options.stateDir, exportLink: link, log });
   } catch (error) {
     client.abort();
     throw error;
   }
-  const bound = listener.bound[0]!;
-  log.info(`attached '${url.exportName}' (${client.size} bytes, ${access}); serving NBD on ${describeListenAddress(bound)}`);
-  const device = describeListenAddress(bound);
-  const startedAt = new Date().toISOString();
-  const report = () => {
-    const c = client.engine.counters;
-    const state: AttachmentState = {
-      device,
-      url: formatExportUrl(url),
-      mode: "nbd-listen",
-      backendId: null,
-      pid: process.pid,
-      state: client.engine.state,
-      startedAt,
-      updatedAt: new Date().toISOString(),
-      counters: { inflight: c.inflight, resends: c.resends, reconnects: c.reconnects, replays: c.replays, keepaliveFailures: c.keepaliveFailures, timeouts: c.timeouts },
-    };
-    try {
-      writeState(options.stateDir, state);
-    } catch (error) {
-      log.warn(`cannot write state file in ${options.stateDir}: ${(error as Error).message}`);
-    }
-  };
-  report();
-  const reporter = setInterval(report, 1000);
   return {
     client,
-    bound,
+    bound: endpoint.bound,
     async stop() {
-      clearInterval(reporter);
-      removeState(options.stateDir, device);
-      await listener.close();
+      await endpoint.stop();
       await client.flush().catch((error: Error) => log.warn(`final flush failed: ${error.message}`));
       await client.close();
     },
+  };
+}
+
+// ---- kernel ----------------------------------------------------------------------------------
+
+export interface KernelAttachRequest {
+  url: ExportUrl;
+  /** "/dev/nbdN", or null: the kernel picks a free device. */
+  device: string | null;
+  stateDir: string;
+  engine: Partial<EngineOptions>;
+  /** How long the kernel holds I/O for a new daemon after ours dies (NBD_ATTR_DEAD_CONN_TIMEOUT). */
+  deadConnTimeoutSec: number;
+  /** Sockets to give the kernel at CONNECT (NBD_ATTR_SOCKETS entries); default 1. */
+  connections?: number;
+  log: Log;
+}
+
+/** A running kernel attachment and the client under it (what `dstd status` reads). */
+export interface KernelAttachNode {
+  readonly client: DstClient;
+  readonly attachment: KernelAttachment;
+  readonly device: string;
+  /** Resolves when the attachment ends without detach()/handover(). */
+  readonly ended: Promise<AttachmentEnd>;
+  detach(): Promise<void>;
+  handover(): Promise<void>;
+  /**
+   * Give the device the size of an export of `exportSize` bytes, from a worker while I/O goes
+   * on (attach/attachment.ts resize; the hook for `dstd resize`). Resolves with the new size.
+   */
+  resize(exportSize: number, options?: { allowShrink?: boolean }): Promise<number>;
+}
+
+export type KernelAttachResult = { kind: "already"; message: string } | { kind: "attached"; attachment: KernelAttachNode };
+
+/** Connect to the export and attach it to a kernel NBD device (or resume a dead daemon's). */
+export async function attachKernel(o: KernelAttachRequest): Promise<KernelAttachResult> {
+  requireDst(o.url);
+  const url = formatExportUrl(o.url);
+  const ready = await preflight({ url, device: o.device, stateDir: o.stateDir, log: o.log });
+  if (ready.kind === "already") return ready;
+  try {
+    const client = await DstClient.open({
+      ...o.engine,
+      address: connectAddress(o.url),
+      exportName: o.url.exportName,
+      log: o.log,
+      onStateChange: exportLinkLogger(o.log),
+    });
+    try {
+      const attachment = new KernelAttachment(
+        { url, exportName: o.url.exportName, stateDir: o.stateDir, deadConnTimeoutSec: o.deadConnTimeoutSec, connections: o.connections ?? 1, log: o.log },
+        ready.control,
+        exportLinkOf(client, `dstd attach of ${url}`, o.engine),
+        ready.watch,
+      );
+      await attachment.start(ready.plan);
+      return {
+        kind: "attached",
+        attachment: {
+          client,
+          attachment,
+          get device() {
+            return attachment.device;
+          },
+          ended: attachment.ended,
+          detach: () => attachment.detach(),
+          handover: () => attachment.handover(),
+          resize: (exportSize, options) => attachment.resize(exportSize, options),
+        },
+      };
+    } catch (error) {
+      client.abort();
+      throw error;
+    }
+  } catch (error) {
+    ready.control.close();
+    throw error;
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------------------------
+
+/** The attachment's view of the export: the engine port plus what the lifecycle reads. */
+function exportLinkOf(client: DstClient, description: string, engine: Partial<EngineOptions>): ExportLink {
+  const port = createEnginePort(client, description);
+  const deadlineMs = engine.deadlineMs ?? ENGINE_DEFAULTS.deadlineMs;
+  return {
+    port,
+    get exportSize() {
+      return client.size;
+    },
+    get blockPreferred() {
+      return client.engine.welcome!.blockPreferred;
+    },
+    get blockMin() {
+      return client.engine.welcome!.blockMin;
+    },
+    get maxPayload() {
+      return client.maxPayload;
+    },
+    deadlineMs,
+    get state() {
+      return client.engine.state;
+    },
+    get counters() {
+      return client.engine.counters;
+    },
+    get outstanding() {
+      return client.engine.outstanding;
+    },
+    flush: () => client.flush(),
+    close: () => client.close(),
+    abort: () => client.abort(),
+  };
+}
+
+function requireDst(url: ExportUrl): void {
+  if (url.protocol !== "dst") throw new DstdError("E_USAGE", "dstd attach connects to dst:// or dst+unix:// exports");
+}
+
+function connectAddress(url: ExportUrl): ListenAddress {
+  return url.transport === "unix" ? { transport: "unix", path: url.path } : { transport: "tcp", host: url.host, port: url.port };
+}
+
+/** Link changes that matter at info/warn (ready, lost, failed); each reconnect attempt at debug. */
+function exportLinkLogger(log: Log): (state: EngineState, detail: string) => void {
+  let previous: EngineState = "idle";
+  return (state, detail) => {
+    const line = `export link ${state}: ${detail}`;
+    if (state === "ready" || (state === "closed" && previous !== "failed")) log.info(line);
+    else if (state === "failed" || previous === "ready") log.warn(line);
+    else log.debug(line);
+    previous = state;
   };
 }

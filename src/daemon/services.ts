@@ -2,7 +2,7 @@
  * @module daemon/services — the units `dstd up` supervises, built on the existing
  * composition roots and nothing deeper: an export group (daemon/export-node.ts
  * startExportNode), an NBD-endpoint attachment (daemon/attach-node.ts startNbdAttach) and a
- * kernel attachment (attach/kernel-attach.ts attachKernel). Each is a Runner
+ * kernel attachment (daemon/attach-node.ts attachKernel). Each is a Runner
  * (daemon/supervisor.ts); what they report comes from what those roots expose today:
  * DstServer.counters, the client engine's counters and state, and a connection tracker
  * around the listeners (status/connections.ts).
@@ -19,13 +19,12 @@ import type { AttachConfig, ExportConfig, KeyConfig } from "../config/types.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
 import type { RequestObserver } from "../export/server.ts";
-import { attachKernel } from "../attach/kernel-attach.ts";
 import type { ExportEntry } from "../control/schema.ts";
 import { ConnectionTracker, type ConnectionEvent } from "../status/connections.ts";
 import type { EventBus } from "../status/events.ts";
 import { startExportNode } from "./export-node.ts";
 import { acceptNbdForExports } from "./nbd-front.ts";
-import { startNbdAttach } from "./attach-node.ts";
+import { attachKernel, startNbdAttach } from "./attach-node.ts";
 import type { Runner, Running, ServiceDetail } from "./supervisor.ts";
 
 export const EXPORT_GAUGES = ["connectionsCurrent", "memoryBytes", "sessions"] as const;
@@ -228,6 +227,7 @@ export function attachRunner(options: AttachRunnerOptions): Runner {
         stateDir: options.stateDir,
         engine: attachEngineOptions(entry),
         deadConnTimeoutSec: options.deadConnTimeoutSec,
+        connections: entry.connections,
         log,
       });
       if (result.kind === "already") throw new DstdError("E_BUSY", result.message);

@@ -1,14 +1,20 @@
 /**
  * @module kernel/device — the Linux NBD device as dstd drives it: resolve the `nbd` generic
- * netlink family, CONNECT a socket to /dev/nbdN, RECONFIGURE (take over after a restart),
- * DISCONNECT, STATUS, LINK_DEAD notifications, and the sysfs files that tell the truth about
- * a device (pid, backend, size). Kernel errors become DstdErrors that name the device and the
- * fix. Semantics from drivers/block/nbd.c.
+ * netlink family, CONNECT sockets to /dev/nbdN, RECONFIGURE (take over after a restart, or a
+ * new size from a worker: kernel/resize.ts), DISCONNECT, STATUS, LINK_DEAD notifications, and
+ * the sysfs files that tell the truth about a device (pid, backend, size, socket count).
+ * Kernel errors become DstdErrors that name the device and the fix. Semantics from
+ * drivers/block/nbd.c (docs/kernel.md).
  *
  * Must not: serve NBD requests (the kernel-facing NBD server does that), or block the event
- * loop (netlink goes through GenlSocket; sysfs reads are small synchronous file reads).
+ * loop (netlink goes through GenlSocket; sysfs reads are small synchronous file reads), or
+ * send a size change from the main thread (resizeDevice asserts it runs in a worker: §4).
  *
- * RECONFIGURE trap (nbd_genl_reconfigure; ydb-platform/nbs#5386): each new socket replaces the first DEAD socket of the
+ * Several sockets (NBD_ATTR_SOCKETS with N items): the kernel makes one hardware queue per
+ * socket and refuses N > 1 unless the server flags carry NBD_FLAG_CAN_MULTI_CONN. The count
+ * is fixed at CONNECT: RECONFIGURE only replaces dead sockets, one per fd, in order.
+ *
+ * RECONFIGURE trap (docs/kernel.md §3): each new socket replaces the first DEAD socket of the
  * device. When no socket is dead the kernel drops the new socket and still reports success.
  * Callers taking over a device must make sure the old socket end is closed first (the daemon
  * that held it exited, or the kernel sent LINK_DEAD), and afterwards verify that the kernel's
@@ -18,7 +24,9 @@
  * 6.1.192 in test/vm), so after a daemon restart it names a dead (or reused) pid; `backend`
  * confirms identity only. (Verified in the VM smoke test: guest-probe.ts.)
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
+import { isMainThread } from "node:worker_threads";
+import { assert } from "../lib/assert.ts";
 import { Errno } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import { GenlSocket, NetlinkError } from "./genl-socket.ts";
@@ -28,6 +36,7 @@ import {
   buildConnect,
   buildDisconnect,
   buildReconfigure,
+  buildResize,
   buildStatus,
   parseConnectReply,
   parseLinkDead,
@@ -57,8 +66,11 @@ export async function resolveNbdFamily(socket: GenlSocket): Promise<NbdFamily> {
 }
 
 export interface ConnectOptions {
-  /** The kernel's end of the socket pair (a fd in this process; the kernel takes a reference). */
-  socketFd: number;
+  /**
+   * The kernel's ends of the socket pairs (fds in this process; the kernel takes a reference
+   * to each). More than one needs NBD_FLAG_CAN_MULTI_CONN in `serverFlags`.
+   */
+  socketFds: readonly number[];
   /** Wanted device index (/dev/nbdN); omitted → the kernel picks a free one. */
   index?: number;
   size: number;
@@ -74,9 +86,18 @@ export interface ConnectOptions {
 
 export interface ReconfigureOptions {
   index: number;
-  socketFd: number;
+  /** Each replaces the first dead socket of the device; extra ones are dropped (P6). */
+  socketFds: readonly number[];
   backendId: string;
   deadConnTimeoutSec?: number;
+}
+
+export interface ResizeOptions {
+  index: number;
+  sizeBytes: number;
+  /** The device's logical block size (the size must be a multiple of it). */
+  blockSize: number;
+  backendId: string;
 }
 
 export interface NbdControlOptions {
@@ -114,6 +135,7 @@ export class NbdControl {
   /** NBD_CMD_CONNECT → the device index. The I/O timeout is sent as 0: dstd owns deadlines (P7, P14). */
   async connectDevice(o: ConnectOptions): Promise<number> {
     checkGeometry(o.size, o.blockSize);
+    assert(o.socketFds.length >= 1, "connectDevice(): no socket");
     const message = buildConnect(this.family.id, {
       index: o.index,
       sizeBytes: o.size,
@@ -123,7 +145,7 @@ export class NbdControl {
       clientFlags: o.clientFlags,
       deadConnTimeoutSec: o.deadConnTimeoutSec,
       backendId: o.backendId,
-      socketFds: [o.socketFd],
+      socketFds: o.socketFds,
     });
     const what = o.index === undefined ? "attach a new nbd device" : `attach ${deviceName(o.index)}`;
     let replies: NetlinkMessage[];
@@ -151,7 +173,7 @@ export class NbdControl {
     const message = buildReconfigure(this.family.id, {
       index: o.index,
       backendId: o.backendId,
-      socketFds: [o.socketFd],
+      socketFds: o.socketFds,
       deadConnTimeoutSec: o.deadConnTimeoutSec,
     });
     try {
@@ -159,6 +181,24 @@ export class NbdControl {
     } catch (error) {
       if (errnoOf(error) === Errno.EINVAL) throw explainReconfigureEinval(o.index, o.backendId, error);
       throw mapNbdError(error, `reattach ${deviceName(o.index)}`);
+    }
+  }
+
+  /**
+   * NBD_CMD_RECONFIGURE with a new size (same backend identifier). The kernel may freeze the
+   * device's queue inside this call until in-flight I/O completes (docs/kernel.md §4), so it runs
+   * only off the main thread: kernel/resize.ts sends it from a Worker while the main thread
+   * keeps serving the device.
+   */
+  async resizeDevice(o: ResizeOptions): Promise<void> {
+    assert(!isMainThread, "resizeDevice() must run in a worker: a size change may wait for the I/O this thread serves (P8)");
+    checkGeometry(o.sizeBytes, o.blockSize);
+    const message = buildResize(this.family.id, { index: o.index, sizeBytes: o.sizeBytes, backendId: o.backendId });
+    try {
+      await this.socket.request(message, "RECONFIGURE (size)");
+    } catch (error) {
+      if (errnoOf(error) === Errno.EINVAL) throw explainReconfigureEinval(o.index, o.backendId, error);
+      throw mapNbdError(error, `resize ${deviceName(o.index)}`);
     }
   }
 
@@ -294,6 +334,21 @@ export function readDeviceSysfs(index: number, sysRoot = "/sys"): DeviceSysfs {
     backend: backend === null || backend === "" ? null : backend,
     sizeBytes: Number.isSafeInteger(sectorCount) && sectors !== "" ? sectorCount * 512 : null,
   };
+}
+
+/**
+ * The hardware queues of the running device nbdN (/sys/block/nbdN/mq/): the kernel asks for
+ * one per socket at CONNECT (nbd_start_device → blk_mq_update_nr_hw_queues), but the block
+ * layer caps the count at the number of CPUs, so this is min(sockets, CPUs): the sockets in
+ * use, a lower bound of the sockets the device has. Null when the directory is missing or empty.
+ */
+export function readSocketCount(index: number, sysRoot = "/sys"): number | null {
+  try {
+    const queues = readdirSync(`${sysRoot}/block/${deviceName(index)}/mq`).filter((name) => /^[0-9]+$/.test(name));
+    return queues.length > 0 ? queues.length : null;
+  } catch {
+    return null;
+  }
 }
 
 function readSmall(path: string): string | null {

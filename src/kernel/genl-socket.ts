@@ -1,7 +1,7 @@
 /**
  * @module kernel/genl-socket — an event-driven generic netlink socket. The fd comes from
  * sys/libc (socket(AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_GENERIC) + bind), then Bun's
- * event loop drives it through `Bun.connect({ fd })`: requests are
+ * event loop drives it through `Bun.connect({ fd })` (the fd is adopted like transport/fd.ts does with socket pairs): requests are
  * awaited, replies are matched by sequence number, multicast notifications go to a callback.
  *
  * Must not: block the event loop waiting for the kernel (no blocking recv), or know anything
@@ -10,7 +10,7 @@
  * Caveat every caller must respect: sending a generic netlink request runs the family's
  * handler synchronously inside the send syscall. A handler that waits for in-flight block I/O
  * (nbd RECONFIGURE with a new size freezes the queue) therefore blocks this thread even on a
- * non-blocking socket, and deadlocks if this thread also serves that device (ydb-platform/nbs#6116).
+ * non-blocking socket, and deadlocks if this thread also serves that device (docs/kernel.md §4).
  * Such requests belong on a worker; CONNECT, RECONFIGURE without a size, DISCONNECT and STATUS
  * do not wait for the device's I/O.
  */

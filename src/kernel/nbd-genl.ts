@@ -2,7 +2,7 @@
  * @module kernel/nbd-genl — message builders and reply parsers for the generic netlink
  * controller (family lookup) and the kernel's `nbd` family. Constants from
  * include/uapi/linux/genetlink.h and include/uapi/linux/nbd-netlink.h; per-command rules from
- * drivers/block/nbd.c.
+ * drivers/block/nbd.c (docs/kernel.md §1–§3).
  *
  * Must not: do I/O, or throw on a reply (parsers return a reason). Builders are fed by dstd
  * only: their numeric ranges are asserted by the netlink builder.
@@ -154,7 +154,7 @@ export interface ConnectMessage {
   sizeBytes: number;
   /** 512..PAGE_SIZE, power of two; the kernel defaults to 1024 when absent. */
   blockSizeBytes?: number;
-  /** Kernel I/O timeout in seconds; dstd sends 0 (it owns deadlines; ydb-platform/nbs#2791). */
+  /** Kernel I/O timeout in seconds; dstd sends 0 (it owns deadlines; docs/kernel.md §5). */
   timeoutSec?: number;
   /** NBD transmission flags (HAS_FLAGS | READ_ONLY | SEND_FLUSH | …). */
   serverFlags: number;
@@ -195,7 +195,7 @@ export interface ReconfigureMessage {
 /**
  * NBD_CMD_RECONFIGURE. Deliberately no SIZE_BYTES/BLOCK_SIZE_BYTES: a resize freezes the
  * device queue inside the netlink send, which deadlocks a sender that also serves the device
- * (ydb-platform/nbs#6116). A resize needs its own builder issued from a worker.
+ * (docs/kernel.md §4). A resize has its own builder (buildResize), sent from a worker.
  */
 export function buildReconfigure(family: number, m: ReconfigureMessage, seq = 0): Uint8Array {
   const b = new NetlinkBuilder(family, REQUEST_FLAGS, seq)
@@ -205,6 +205,32 @@ export function buildReconfigure(family: number, m: ReconfigureMessage, seq = 0)
   if (m.deadConnTimeoutSec !== undefined) b.u64(NbdAttr.DEAD_CONN_TIMEOUT, m.deadConnTimeoutSec);
   if (m.backendId !== undefined) b.string(NbdAttr.BACKEND_IDENTIFIER, m.backendId);
   if (m.socketFds !== undefined && m.socketFds.length > 0) putSockets(b, m.socketFds);
+  return b.finish();
+}
+
+export interface ResizeMessage {
+  index: number;
+  /** Must equal the identifier given at CONNECT (the kernel answers -EINVAL otherwise). */
+  backendId?: string;
+  sizeBytes: number;
+  /** Omitted: the device keeps its logical block size. */
+  blockSizeBytes?: number;
+}
+
+/**
+ * NBD_CMD_RECONFIGURE with NBD_ATTR_SIZE_BYTES: a new capacity for a running device. The
+ * kernel applies it inside the send (nbd_genl_reconfigure → nbd_set_size), and on kernels
+ * that freeze the queue for it the send waits for the device's in-flight I/O (docs/kernel.md
+ * §4). Only a thread that does not serve the device may send it: kernel/resize.ts runs it in
+ * a Worker.
+ */
+export function buildResize(family: number, m: ResizeMessage, seq = 0): Uint8Array {
+  const b = new NetlinkBuilder(family, REQUEST_FLAGS, seq)
+    .genlHeader(NbdCmd.RECONFIGURE, NBD_GENL_VERSION)
+    .u32(NbdAttr.INDEX, m.index)
+    .u64(NbdAttr.SIZE_BYTES, m.sizeBytes);
+  if (m.blockSizeBytes !== undefined) b.u64(NbdAttr.BLOCK_SIZE_BYTES, m.blockSizeBytes);
+  if (m.backendId !== undefined) b.string(NbdAttr.BACKEND_IDENTIFIER, m.backendId);
   return b.finish();
 }
 

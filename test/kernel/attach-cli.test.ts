@@ -58,6 +58,17 @@ describe("dstd attach: refusals before anything is attached", () => {
     const device = await dstd(["attach", "dst://127.0.0.1/disk", "--device", "/dev/sda"]);
     expect(device.stderr).toContain('"/dev/sda" is not an NBD device: expected /dev/nbdN');
   });
+
+  test("--connections: a whole number of sockets from 1 to 16, and only for kernel devices", async () => {
+    for (const bad of ["0", "17", "two", "1.5"]) {
+      const r = await dstd(["attach", "dst://127.0.0.1/disk", "--connections", bad]);
+      expect(r.stderr).toBe(`dstd attach: --connections ${bad}: give a whole number of sockets from 1 to 16\n`);
+      expect(r.code).toBe(2);
+    }
+    const listen = await dstd(["attach", "dst://127.0.0.1/disk", "--nbd-listen", "unix:/tmp/x.sock", "--connections", "2"]);
+    expect(listen.stderr).toBe("dstd attach: --connections counts the sockets of a kernel device; --nbd-listen serves each NBD client on its own connection\n");
+    expect(listen.code).toBe(2);
+  }, 30_000); // five processes: slow on a loaded 2-core host
 });
 
 describe.skipIf(configured(0) || configured(5))("dstd detach of kernel devices that are gone", () => {

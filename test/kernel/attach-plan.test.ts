@@ -1,12 +1,13 @@
 /**
- * What `dstd attach` decides before touching the kernel (attach/state.ts
- * planKernelAttach), and the device geometry it asks for (attach/kernel-attach.ts
+ * What `dstd attach` decides before touching the kernel (attach/plan.ts
+ * planKernelAttach), and the device geometry it asks for (attach/geometry.ts
  * deviceGeometry): idempotent attach, refusals naming the holder, resume after a killed
  * daemon (with and without its record), stale records. The kernel's word (sysfs) is faked.
  */
 import { describe, expect, test } from "bun:test";
-import { daemonAlive, makeBackendId, parseBackendId, planKernelAttach, type AttachmentState, type PlanInput } from "../../src/attach/state.ts";
-import { deviceGeometry } from "../../src/attach/kernel-attach.ts";
+import { daemonAlive, makeBackendId, parseBackendId, type AttachmentState } from "../../src/attach/state.ts";
+import { planKernelAttach, type PlanInput } from "../../src/attach/plan.ts";
+import { deviceGeometry } from "../../src/attach/geometry.ts";
 import type { DeviceSysfs } from "../../src/kernel/device.ts";
 
 const URL_A = "dst://10.0.0.1:10810/disk";

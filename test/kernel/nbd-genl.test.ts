@@ -1,7 +1,7 @@
 /**
  * @module test/kernel/nbd-genl — nbd family and controller messages against golden bytes laid
- * out from include/uapi/linux/nbd-netlink.h / genetlink.h, the 108-byte CONNECT of an
- * independent earlier encoder, and canned kernel replies (one captured from this
+ * out from include/uapi/linux/nbd-netlink.h / genetlink.h (docs/kernel.md §1), the 108-byte
+ * CONNECT example (two sockets), and canned kernel replies (one captured from this
  * host's nlctrl, the others hand-assembled in the layout nbd.c's reply builders produce).
  */
 import { describe, expect, test } from "bun:test";
@@ -11,6 +11,7 @@ import {
   buildDisconnect,
   buildGetFamily,
   buildReconfigure,
+  buildResize,
   buildStatus,
   parseConnectReply,
   parseFamilyReply,
@@ -36,7 +37,7 @@ function message(text: string): NetlinkMessage {
 const FLAGS_0x165 = 0x1 | 0x4 | 0x20 | 0x40 | 0x100;
 
 describe("requests (golden bytes)", () => {
-  test("CONNECT: the 108 bytes of an independent encoder (family 0x1234, seq 12, two sockets)", () => {
+  test("CONNECT: the 108-byte two-socket example (family 0x1234, seq 12, two sockets)", () => {
     const bytes = buildConnect(
       0x1234,
       {
@@ -87,6 +88,25 @@ describe("requests (golden bytes)", () => {
       "40000000 34120500 07000000 00000000 03010000 08000100 00000000 0c000800 1e000000 00000000 " +
         "07000a00 61620000 10000700 0c000100 08000100 09000000",
     );
+  });
+
+  test("RECONFIGURE with two sockets: one SOCK_ITEM per fd (a takeover of a two-socket device)", () => {
+    const bytes = buildReconfigure(0x1234, { index: 1, socketFds: [9, 10] }, 7);
+    expect(hexDump(bytes)).toBe(
+      "38000000 34120500 07000000 00000000 03010000 08000100 01000000 " + // len 56
+        "1c000700 0c000100 08000100 09000000 0c000100 08000100 0a000000",
+    );
+  });
+
+  test("resize: RECONFIGURE with index, SIZE_BYTES and the backend, no sockets", () => {
+    const bytes = buildResize(0x1234, { index: 2, sizeBytes: 320 << 20, backendId: "ab" }, 7);
+    expect(hexDump(bytes)).toBe(
+      "30000000 34120500 07000000 00000000 03010000 08000100 02000000 " +
+        "0c000200 00000014 00000000 " + // SIZE_BYTES 320 MiB
+        "07000a00 61620000",
+    );
+    const withBlock = buildResize(0x1234, { index: 2, sizeBytes: 4096, blockSizeBytes: 4096 });
+    expect(hexDump(withBlock)).toContain("0c000300 00100000 00000000"); // BLOCK_SIZE_BYTES 4096
   });
 
   test("DISCONNECT and STATUS", () => {

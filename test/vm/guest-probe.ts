@@ -8,14 +8,21 @@
  * Steps: resolve the family; CONNECT /dev/nbd0 with one end of a socket pair; sysfs and
  * STATUS; EBUSY, backend-mismatch and EPERM (unprivileged user) messages; dd a pattern through
  * the device and back (and compare with the server's memory); RECONFIGURE while the socket is
- * alive (nbd_genl_reconfigure acks it and drops the socket); kill the serving end → LINK_DEAD → RECONFIGURE
+ * alive (docs/kernel.md §3: acked, socket dropped); kill the serving end → LINK_DEAD → RECONFIGURE
  * with a new pair → I/O continues on the new socket; a NEW process takes over the same way
  * (a daemon restart) and dies → LINK_DEAD → DISCONNECT of the orphaned device cleans up.
+ * Resize (kernel/resize.ts): grow nbd0 through netlink from a Worker while a reader runs on
+ * the device (docs/kernel.md §4), and `blockdev --getsize64` shows it. Two sockets (nbd1): refused
+ * without CAN_MULTI_CONN; with it, I/O flows, one socket dies → I/O falls back to the other →
+ * RECONFIGURE puts a new socket in the dead one's place; an extra socket is dropped (P6).
  *
  * Usage: guest-probe [--eperm-child | --takeover-child]
  */
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
-import { NbdControl, readDeviceSysfs } from "../../src/kernel/device.ts";
+import { NbdControl, readDeviceSysfs, readSocketCount } from "../../src/kernel/device.ts";
+import { resizeDevice } from "../../src/kernel/resize.ts";
+import { AssertionError } from "../../src/lib/assert.ts";
+import { TxFlag } from "../../src/wire/nbd/constants.ts";
 import { DstdError } from "../../src/lib/errors.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { transmissionFlags } from "../../src/nbd/handshake.ts";
@@ -24,6 +31,8 @@ import { run, serveKernelEnd, waitFor, within } from "./probe-serve.ts";
 
 const MiB = 1 << 20;
 const SIZE = 64 * MiB;
+/** nbd0 after the resize (the memory export has this much from the start). */
+const GROWN = 96 * MiB;
 const BACKEND_ID = "dstd-probe:smoke";
 const DEVICE = "/dev/nbd0";
 
@@ -41,7 +50,7 @@ async function epermChild(): Promise<void> {
   const [kernelEnd] = socketPair();
   try {
     const control = await NbdControl.open();
-    await control.connectDevice({ socketFd: kernelEnd, size: SIZE, blockSize: 4096, serverFlags: 1, deadConnTimeoutSec: 0, backendId: "x" });
+    await control.connectDevice({ socketFds: [kernelEnd], size: SIZE, blockSize: 4096, serverFlags: 1, deadConnTimeoutSec: 0, backendId: "x" });
     console.log("unexpectedly attached");
   } catch (error) {
     console.log(describe(error));
@@ -54,7 +63,7 @@ async function takeoverChild(): Promise<void> {
   const target = createLocalPort(createMemoryBackend(SIZE));
   const [kernelEnd, ourEnd] = socketPair();
   const served = await serveKernelEnd(ourEnd, target, "child");
-  const taken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
+  const taken = await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd], backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
   closeFd(kernelEnd);
   check("a new process RECONFIGUREs nbd0 onto its own socket", taken === true, String(taken));
   const read = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=4k", "count=1", "iflag=direct"]);
@@ -80,7 +89,7 @@ const mbps = (bytes: number, ms: number): string => `${((bytes / MiB) * 1000 / m
 async function main(): Promise<void> {
   if (process.argv.includes("--eperm-child")) return epermChild();
   if (process.argv.includes("--takeover-child")) return takeoverChild();
-  const backend = createMemoryBackend(SIZE);
+  const backend = createMemoryBackend(GROWN);
   const target = createLocalPort(backend);
   const deadEvents: number[] = [];
   const linkDead = (index: number): void => void deadEvents.push(index);
@@ -99,7 +108,7 @@ async function main(): Promise<void> {
   const first = await serveKernelEnd(ourEnd1, target, "first");
   const flags = transmissionFlags(target, "rw", false);
   started = performance.now();
-  const index = await control.connectDevice({ socketFd: kernelEnd1, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
+  const index = await control.connectDevice({ socketFds: [kernelEnd1], index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
   info(`CONNECT took ${(performance.now() - started).toFixed(1)} ms (server flags 0x${flags.toString(16)})`);
   closeFd(kernelEnd1); // the kernel holds its own reference now
   check("CONNECT /dev/nbd0", index === 0, `index ${index}`);
@@ -116,10 +125,10 @@ async function main(): Promise<void> {
   // ---- clear errors ----
   const [spareKernel, spareOurs] = socketPair();
   const busy = await control
-    .connectDevice({ socketFd: spareKernel, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID })
+    .connectDevice({ socketFds: [spareKernel], index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID })
     .then(() => null, (e: unknown) => e);
   check("CONNECT on a busy device says so", busy instanceof DstdError && busy.code === "E_BUSY" && busy.message.startsWith("nbd0 is already in use"), describe(busy));
-  const mismatch = await control.reconfigureDevice({ index: 0, socketFd: spareKernel, backendId: "someone-else" }).then(() => null, (e: unknown) => e);
+  const mismatch = await control.reconfigureDevice({ index: 0, socketFds: [spareKernel], backendId: "someone-else" }).then(() => null, (e: unknown) => e);
   check("RECONFIGURE with another backend id names both", mismatch instanceof DstdError && mismatch.code === "E_BACKEND_MISMATCH" && mismatch.message.includes(`"${BACKEND_ID}"`), describe(mismatch));
   closeFd(spareKernel);
   closeFd(spareOurs);
@@ -138,14 +147,31 @@ async function main(): Promise<void> {
   const back = new Uint8Array(await Bun.file("/tmp/readback").arrayBuffer());
   check("dd it back: identical bytes", read.code === 0 && Buffer.from(back).equals(data), read.code === 0 ? mbps(data.length, read.ms) : read.output);
 
+  // ---- resize from a worker while the device is busy (docs/kernel.md §4) ----
+  const onMain = await control.resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: BACKEND_ID }).then(() => null, (e: unknown) => e);
+  check("a size change from the thread that serves the device is refused (an assertion, P8)", onMain instanceof AssertionError, String(onMain));
+  const wrong = await resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: "someone-else" }).then(() => null, (e: unknown) => e);
+  check("resize with another backend id: the worker's error names both", wrong instanceof DstdError && wrong.code === "E_BACKEND_MISMATCH", describe(wrong));
+  const reader = run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=64k", "count=512", "iflag=direct"]); // I/O in flight during the change
+  started = performance.now();
+  const grown = await resizeDevice({ index: 0, sizeBytes: GROWN, blockSize: 4096, backendId: BACKEND_ID }).then((size) => size, (e: unknown) => describe(e));
+  info(`resize 64 → 96 MiB from a worker took ${(performance.now() - started).toFixed(0)} ms`);
+  check("resize through netlink from a worker: sysfs reports 96 MiB", grown === GROWN, String(grown));
+  const readerDone = await reader;
+  check("…while a reader kept going on the device (this thread served it)", readerDone.code === 0, readerDone.output);
+  const size64 = await run(["blockdev", "--getsize64", DEVICE]);
+  check("blockdev --getsize64 shows the new size", size64.output.trim() === String(GROWN), size64.output);
+  const tail = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=1M", "skip=90", "count=6", "iflag=direct"]);
+  check("the grown tail reads (MiB 90..96)", tail.code === 0, tail.output);
+
   // ---- RECONFIGURE while the socket is alive: acked, but the kernel drops the socket (P6) ----
   const [kernelEnd2, ourEnd2] = socketPair();
   const second = await serveKernelEnd(ourEnd2, target, "second");
-  const acked = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd2, backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
+  const acked = await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd2], backendId: BACKEND_ID }).then(() => true, (e: unknown) => describe(e));
   closeFd(kernelEnd2);
   check("RECONFIGURE with a live socket is acknowledged", acked === true, String(acked));
   const dropped = await within(second.closed, 5000);
-  check("…and the kernel silently released the new socket", dropped !== "timeout", String(dropped));
+  check("…and the kernel silently released the new socket (docs/kernel.md §3)", dropped !== "timeout", String(dropped));
   const firstBefore = first.bytesIn;
   const probeRead = await run(["dd", `if=${DEVICE}`, "of=/dev/null", "bs=1M", "count=1", "iflag=direct"]);
   check("I/O still flows through the first socket", probeRead.code === 0 && first.bytesIn > firstBefore && second.bytesIn === 0, `first +${first.bytesIn - firstBefore} B, second ${second.bytesIn} B`);
@@ -159,7 +185,7 @@ async function main(): Promise<void> {
   const [kernelEnd3, ourEnd3] = socketPair();
   const third = await serveKernelEnd(ourEnd3, target, "third");
   started = performance.now();
-  const retaken = await control.reconfigureDevice({ index: 0, socketFd: kernelEnd3, backendId: BACKEND_ID, deadConnTimeoutSec: 30 }).then(() => true, (e: unknown) => describe(e));
+  const retaken = await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd3], backendId: BACKEND_ID, deadConnTimeoutSec: 30 }).then(() => true, (e: unknown) => describe(e));
   closeFd(kernelEnd3);
   check("RECONFIGURE onto the dead socket", retaken === true, `${String(retaken)} in ${(performance.now() - started).toFixed(1)} ms`);
   const after = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback2", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
@@ -180,7 +206,7 @@ async function main(): Promise<void> {
   // ---- this process reattaches the orphan; the data is intact; DISCONNECT while served ----
   const [kernelEnd4, ourEnd4] = socketPair();
   const fourth = await serveKernelEnd(ourEnd4, target, "fourth");
-  await control.reconfigureDevice({ index: 0, socketFd: kernelEnd4, backendId: BACKEND_ID });
+  await control.reconfigureDevice({ index: 0, socketFds: [kernelEnd4], backendId: BACKEND_ID });
   closeFd(kernelEnd4);
   const again = await run(["dd", `if=${DEVICE}`, "of=/tmp/readback3", "bs=1M", "skip=4", "count=8", "iflag=direct"]);
   const back3 = new Uint8Array(await Bun.file("/tmp/readback3").arrayBuffer());
@@ -197,7 +223,7 @@ async function main(): Promise<void> {
   // ---- DISCONNECT of a device whose server is gone (what `detach --force` does) ----
   const [kernelEnd5, ourEnd5] = socketPair();
   const fifth = await serveKernelEnd(ourEnd5, target, "fifth");
-  await control.connectDevice({ socketFd: kernelEnd5, index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
+  await control.connectDevice({ socketFds: [kernelEnd5], index: 0, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: BACKEND_ID });
   closeFd(kernelEnd5);
   fifth.kill();
   check("LINK_DEAD for the orphan", (await nextLinkDead(10_000)) === 0);
@@ -207,7 +233,57 @@ async function main(): Promise<void> {
   check("DISCONNECT of an orphaned device clears it", orphanCleared, `${(performance.now() - started).toFixed(0)} ms; ${JSON.stringify(readDeviceSysfs(0))}`);
   const idle = await control.disconnectDevice(0).then(() => "ok", (e: unknown) => describe(e));
   info(`DISCONNECT of an idle nbd0: ${idle}`);
+  await twoSockets(control, nextLinkDead);
   control.close();
+}
+
+/** nbd1 with two sockets: the kernel's rules that `dstd attach --connections 2` builds on. */
+async function twoSockets(control: NbdControl, nextLinkDead: (ms: number) => Promise<number | "timeout">): Promise<void> {
+  const target = createLocalPort(createMemoryBackend(SIZE)); // a local port: canMultiConn true
+  const flags = transmissionFlags(target, "rw", false);
+  const pairs = [socketPair(), socketPair()];
+  const refused = await control
+    .connectDevice({ socketFds: pairs.map(([k]) => k), index: 1, size: SIZE, blockSize: 4096, serverFlags: flags & ~TxFlag.CAN_MULTI_CONN, deadConnTimeoutSec: 30, backendId: "multi" })
+    .then(() => "attached", (e: unknown) => describe(e));
+  check("two sockets without CAN_MULTI_CONN: the kernel refuses", refused !== "attached", refused);
+  for (const [k, o] of pairs) (closeFd(k), closeFd(o));
+  const [[k1, o1], [k2, o2]] = [socketPair(), socketPair()];
+  const a = await serveKernelEnd(o1, target, "multi-a");
+  const b = await serveKernelEnd(o2, target, "multi-b");
+  const index = await control.connectDevice({ socketFds: [k1, k2], index: 1, size: SIZE, blockSize: 4096, serverFlags: flags, deadConnTimeoutSec: 30, backendId: "multi" });
+  closeFd(k1);
+  closeFd(k2);
+  check("CONNECT nbd1 with two sockets (CAN_MULTI_CONN)", index === 1, `index ${index}`);
+  check("sysfs mq/: one hardware queue per socket (2 sockets, 2 vCPUs)", readSocketCount(1) === 2, String(readSocketCount(1)));
+  const writes = await Promise.all([0, 1].map((i) => run(["dd", "if=/tmp/pattern", "of=/dev/nbd1", "bs=1M", `seek=${i * 8}`, "oflag=direct", "conv=fsync"])));
+  const reads = await Promise.all([0, 1].map((i) => run(["dd", "if=/dev/nbd1", `of=/tmp/multi${i}`, "bs=1M", `skip=${i * 8}`, "count=8", "iflag=direct"])));
+  const pattern8 = new Uint8Array(await Bun.file("/tmp/pattern").arrayBuffer());
+  const same = await Promise.all([0, 1].map(async (i) => Buffer.from(new Uint8Array(await Bun.file(`/tmp/multi${i}`).arrayBuffer())).equals(pattern8)));
+  info(`two sockets: the kernel sent ${a.bytesIn} B on the first, ${b.bytesIn} B on the second (one hardware queue per socket, CPUs map to queues)`);
+  check("two writers and two readers in parallel: identical bytes", writes.every((w) => w.code === 0) && reads.every((r) => r.code === 0) && same.every(Boolean), [...writes, ...reads].map((r) => r.output.split("\n").pop()).join(" | "));
+  const busier = a.bytesIn >= b.bytesIn ? a : b;
+  const other = busier === a ? b : a;
+  busier.kill();
+  check("one of the two sockets dies → LINK_DEAD for nbd1", (await nextLinkDead(10_000)) === 1);
+  const fallback = await run(["dd", "if=/dev/nbd1", "of=/dev/null", "bs=1M", "count=4", "iflag=direct"]);
+  const otherBefore = other.bytesIn;
+  const again = await run(["dd", "if=/dev/nbd1", "of=/dev/null", "bs=1M", "count=4", "skip=4", "iflag=direct"]);
+  check("I/O goes on over the live socket meanwhile (the kernel's fallback)", fallback.code === 0 && again.code === 0 && other.bytesIn > otherBefore, `${fallback.output} | ${again.output}`);
+  const [k3, o3] = socketPair();
+  const c = await serveKernelEnd(o3, target, "multi-c");
+  await control.reconfigureDevice({ index: 1, socketFds: [k3], backendId: "multi" });
+  closeFd(k3);
+  const dropped = await within(c.closed, 1000);
+  check("RECONFIGURE with one socket takes the dead one's place (kept)", dropped === "timeout", String(dropped));
+  const [k4, o4] = socketPair();
+  const d = await serveKernelEnd(o4, target, "multi-d");
+  await control.reconfigureDevice({ index: 1, socketFds: [k4], backendId: "multi" });
+  closeFd(k4);
+  check("a further socket while none is dead is dropped (P6, per socket)", (await within(d.closed, 5000)) !== "timeout");
+  await control.disconnectDevice(1);
+  const closed = await within(Promise.all([other.closed, c.closed]), 5000);
+  check("DISCONNECT closes both serving sockets", closed !== "timeout");
+  check("nbd1 is free again", await waitFor(() => readDeviceSysfs(1).pid === null, 5000));
 }
 
 try {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test/vm/run-in-vm.sh — boot Debian's stock kernel under qemu (TCG, no KVM needed) with a
 # throw-away initramfs and run one command inside it. For tests that need kernel features this
-# host lacks (the nbd driver). How to add a guest test: test/vm/README.md.
+# host lacks (the nbd driver). Recipe, measurements and
+# how to add a guest test: test/vm/README.md.
 #
 #   test/vm/run-in-vm.sh [options] PAYLOAD_DIR -- COMMAND [ARGS...]
 #
