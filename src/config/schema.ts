@@ -14,7 +14,8 @@
  *   [[key]] identity      key table             "alice" (A-Za-z0-9._-)    required
  *   [[key]] file|secret   key table             path | 64 hex / base64    exactly one
  *   [[export]] name       export table          string, unique            "disk"
- *   file|device|memory    export table          path | /dev path | size   exactly one
+ *   file|device|memory|tree  export table       path | /dev path | size | table  exactly one
+ *   [export.tree]         export                mirror|linear|stripe = [legs]  docs/tree.md
  *   size                  export (file only)    "10GiB" | bytes           existing size
  *   description           export                string                    ""
  *   listen                export                ["HOST:PORT", "unix:P"]   ["127.0.0.1:10810"]
@@ -40,6 +41,7 @@
  * [attach.reliability]). An attach inherits [client] values, which inherit the defaults.
  */
 import type { AllowRule } from "../lib/acl.ts";
+import type { TreeNodeSpec } from "../storage/tree/spec.ts";
 import { parseListenAddress, type ExportUrl, type ListenAddress } from "../lib/address.ts";
 import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, DEFAULT_METRICS_PORT, DEFAULT_STATE_DIR, LOG_FORMATS, LOG_LEVELS } from "./defaults.ts";
 import {
@@ -99,6 +101,8 @@ export interface ExportInput {
   size?: string | number;
   device?: string;
   memory?: string | number;
+  /** A storage tree: one node table (config/tree.ts). */
+  tree?: Record<string, unknown>;
   description?: string;
   listen?: string | string[];
   nbd_listen?: string | string[];
@@ -151,7 +155,9 @@ export type KeyConfig =
 export type BackendConfig =
   | { readonly kind: "file"; readonly path: string; readonly sizeBytes: number | null }
   | { readonly kind: "device"; readonly path: string }
-  | { readonly kind: "memory"; readonly sizeBytes: number };
+  | { readonly kind: "memory"; readonly sizeBytes: number }
+  /** A storage tree (config/tree.ts, docs/tree.md). */
+  | { readonly kind: "tree"; readonly root: TreeNodeSpec };
 
 export interface ExportConfig {
   readonly name: string;
@@ -222,7 +228,7 @@ export function validateConfig(
   const metricsListen = readMetricsListen(get(raw, "metrics_listen"), issues);
   const { keys, identities } = readKeys(get(raw, "key"), issues);
   const client = readClient(get(raw, "client"), issues);
-  const exports = readExports(get(raw, "export"), identities, issues);
+  const exports = readExports(get(raw, "export"), identities, issues, client);
   const attaches = readAttaches(get(raw, "attach"), client, issues);
   const limits = readLimits(get(raw, "limits"), issues);
   if (issues.list.length > 0) return { issues: sortIssues(issues.list) };

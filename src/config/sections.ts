@@ -13,6 +13,7 @@ import {
 import { quoteInput } from "../lib/size.ts";
 import { ALLOW_TABLE_KEYS, readAllow, readChecksums, readSuites } from "./access.ts";
 import {
+  DEFAULT_RELIABILITY,
   DEFAULT_DST_PORT,
   DEFAULT_EXPORT_NAME,
   DEFAULT_LISTEN,
@@ -35,7 +36,8 @@ import {
   type Table,
 } from "./fields.ts";
 import { ATTACH_KEYS, CLIENT_KEYS, RELIABILITY_KEYS } from "./reliability.ts";
-import type { BackendConfig, ExportConfig, KeyConfig } from "./schema.ts";
+import type { BackendConfig, ClientConfig, ExportConfig, KeyConfig } from "./schema.ts";
+import { TREE_KEYS, readTree } from "./tree.ts";
 
 export { readAttaches, readClient } from "./reliability.ts";
 
@@ -46,6 +48,7 @@ export const EXPORT_KEYS = [
   "size",
   "device",
   "memory",
+  "tree",
   "description",
   "listen",
   "nbd_listen",
@@ -60,6 +63,7 @@ export function sectionKeys(): Record<string, readonly string[]> {
     key: KEY_KEYS,
     export: EXPORT_KEYS,
     "export.allow": ALLOW_TABLE_KEYS,
+    "export.tree": TREE_KEYS,
     attach: ATTACH_KEYS,
     client: CLIENT_KEYS,
     reliability: RELIABILITY_KEYS,
@@ -133,6 +137,7 @@ export function readExports(
   value: unknown,
   identities: ReadonlySet<string>,
   issues: Issues,
+  client?: ClientConfig,
 ): ExportConfig[] {
   const exports: ExportConfig[] = [];
   const seen = new Map<string, string>();
@@ -147,7 +152,7 @@ export function readExports(
       }
       seen.set(name, path);
     }
-    const config = readExport(table, path, identities, issues);
+    const config = readExport(table, path, identities, issues, client);
     if (config !== undefined && name !== undefined) exports.push({ name, ...config });
   }
   return exports;
@@ -174,10 +179,11 @@ function readExport(
   path: string,
   identities: ReadonlySet<string>,
   issues: Issues,
+  client?: ClientConfig,
 ): Omit<ExportConfig, "name"> | undefined {
   checkKeys(table, EXPORT_KEYS, path, issues);
   const at = (key: string) => join(path, key);
-  const backend = readBackend(table, path, issues);
+  const backend = readBackend(table, path, issues, client);
   const description = readString(get(table, "description"), at("description"), issues);
   const listen = readListen(table, at, "listen", DEFAULT_LISTEN, DEFAULT_DST_PORT, issues);
   const nbdDefaults = [DEFAULT_NBD_LISTEN, DEFAULT_NBD_PORT] as const;
@@ -203,15 +209,21 @@ function readExport(
   };
 }
 
-function readBackend(table: Table, path: string, issues: Issues): BackendConfig | undefined {
-  const kinds = (["file", "device", "memory"] as const).filter((k) => get(table, k) !== undefined);
+function readBackend(table: Table, path: string, issues: Issues, client?: ClientConfig): BackendConfig | undefined {
+  const kinds = (["file", "device", "memory", "tree"] as const).filter((k) => get(table, k) !== undefined);
   if (kinds.length !== 1) {
     const which = kinds.length === 0 ? "none is set" : `got ${kinds.join(" and ")}`;
-    issues.add(path, `set exactly one of file, device or memory (${which})`);
+    issues.add(path, `set exactly one of file, device, memory or tree (${which})`);
+  }
+  if (kinds.length === 1 && kinds[0] === "tree") {
+    if (get(table, "size") !== undefined) issues.add(join(path, "size"), "size is only for file exports; a tree leg takes its own size");
+    const client0 = client ?? { keyFile: null, suites: [], checksums: [], reliability: DEFAULT_RELIABILITY };
+    const root = readTree(get(table, "tree"), join(path, "tree"), client0, issues);
+    return root === undefined || get(table, "size") !== undefined ? undefined : { kind: "tree", root };
   }
   const sizeValue = get(table, "size");
   const sizeBytes = readSize(sizeValue, 1, join(path, "size"), issues);
-  const kind = kinds.length === 1 ? kinds[0] : undefined;
+  const kind = kinds.length === 1 && kinds[0] !== "tree" ? kinds[0] : undefined;
   if (sizeValue !== undefined && kind !== undefined && kind !== "file") {
     const hint = kind === "memory" ? '; memory takes the size itself: memory = "512MiB"' : "";
     issues.add(join(path, "size"), `size is only for file exports${hint}`);

@@ -10,6 +10,7 @@
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import type { StoragePort } from "../storage/port.ts";
+import { openTree } from "../storage/tree/open.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
@@ -91,18 +92,10 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   };
   try {
     for (const config of options.exports) {
-      const spec =
-        config.backend.kind === "file"
-          ? { kind: "file" as const, path: config.backend.path, size: config.backend.sizeBytes ?? undefined }
-          : config.backend.kind === "device"
-            ? { kind: "device" as const, path: config.backend.path }
-            : { kind: "memory" as const, size: config.backend.sizeBytes };
-      // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
-      const backend = openBackend(spec, config.readOnly, { lock: true });
       exports.push({
         name: config.name,
         description: config.description,
-        port: createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log }),
+        port: await openExportPort(config, log),
         readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
@@ -143,6 +136,23 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     await closeAll();
     throw error;
   }
+}
+
+/**
+ * The port an export serves: a local backend, or a storage tree (storage/tree/open.ts; legs
+ * are opened writable, since a mirror writes its metadata — a read-only export refuses
+ * writes itself).
+ */
+async function openExportPort(config: ExportConfig, log: Log): Promise<StoragePort> {
+  const b = config.backend;
+  if (b.kind === "tree") {
+    return openTree(b.root, { log: { info: (m) => log.info(m), warn: (m) => log.warn(m), debug: (m) => log.debug(m) }, lock: true });
+  }
+  const spec =
+    b.kind === "file" ? { kind: "file" as const, path: b.path, size: b.sizeBytes ?? undefined } : b.kind === "device" ? { kind: "device" as const, path: b.path } : { kind: "memory" as const, size: b.sizeBytes };
+  // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
+  const backend = openBackend(spec, config.readOnly, { lock: true });
+  return createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log });
 }
 
 /** Raise the descriptor limit and size the process-wide connection budget to fit below it. */

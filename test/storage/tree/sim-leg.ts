@@ -143,7 +143,11 @@ export class SimStore {
   }
 
   flush(): void {
-    this.durable.set(this.data);
+    // In order, FUA ones too: a later FUA write must end up over an earlier cached one.
+    for (const m of this.unflushed) {
+      if (m.bytes === null) this.durable.fill(0, m.offset, m.offset + m.length);
+      else this.durable.set(m.bytes, m.offset);
+    }
     this.unflushed = [];
   }
 
@@ -228,34 +232,60 @@ export class SimLeg implements StoragePort {
     if (offset < 0 || length < 0 || offset + length > this.store.size) throw new Error(`${this.store.name}: request ${offset}+${length} out of range ${this.store.size}`);
   }
 
-  /** Take effect once the leg is up, reply once it is up again; fail at the budget. */
+  /**
+   * Take effect once the leg is up, reply once it is up again; fail at the budget. The
+   * deadline costs an event only when the request has to wait (the leg down, or a reply that
+   * would come after it): most requests complete in two events.
+   */
   private request(effect: () => void, done: Done): void {
     const store = this.store;
+    const clock = store.clock;
     store.counters.requests++;
+    const deadline = clock.now + store.timing.budgetMs;
     let finished = false;
     let applied = false;
-    const clock = store.clock;
-    clock.after(store.timing.budgetMs, () => {
+    let timer = false;
+    const fail = () => {
       if (finished || this.dead) return;
       finished = true;
       store.counters.timeouts++;
       done(Errno.ETIMEDOUT);
-    });
+    };
+    const wait = (step: () => void) => {
+      this.parked.push(step);
+      if (!timer) {
+        timer = true;
+        clock.after(deadline - clock.now, fail);
+      }
+    };
     const reply = () => {
       if (finished || this.dead) return;
-      if (store.down) return void this.parked.push(reply);
+      if (store.down) return wait(reply);
       finished = true;
       done(0);
     };
     const arrive = () => {
       if (finished || this.dead) return;
-      if (store.down) return void this.parked.push(arrive);
+      if (store.down) return wait(arrive);
       if (!applied) {
         applied = true;
         effect();
       }
-      clock.after(store.latency(), reply);
+      const at = clock.now + store.latency();
+      if (at > deadline) {
+        if (!timer) {
+          timer = true;
+          clock.after(deadline - clock.now, fail);
+        }
+        return;
+      }
+      clock.after(at - clock.now, reply);
     };
-    clock.after(store.latency(), arrive);
+    const first = clock.now + store.latency();
+    if (first > deadline) {
+      timer = true;
+      return void clock.after(store.timing.budgetMs, fail);
+    }
+    clock.after(first - clock.now, arrive);
   }
 }

@@ -107,7 +107,8 @@ export class TreeWorld {
       await settleMicrotasks();
       if (settled) break;
       if (this.clock.now >= end) throw new Error(`async step did not finish in ${limitMs} simulated ms`);
-      this.clock.runUntil(this.clock.ticks + 1);
+      // Every leg request takes ≥ 2 ms: stepping 2 ms never skips past a continuation's I/O.
+      this.clock.runUntil(this.clock.ticks + 2);
     }
     if (error !== null) throw error;
     return value as T;
@@ -218,18 +219,17 @@ export class TreeWorld {
   async verifyImage(invariant: string, context: string, tolerant = false): Promise<void> {
     const size = this.oracle.blockCount * BLOCK;
     const chunk = Math.min(this.port.maxPayload, 32 * 1024);
+    const reads: Promise<{ at: number; bytes: Uint8Array } | null>[] = [];
     for (let at = 0; at < size; at += chunk) {
-      const n = Math.min(chunk, size - at);
-      const bytes = new Uint8Array(n);
-      const read = call.read(this.port, at, bytes);
-      if (tolerant) {
-        if (!(await this.drive(read.then(() => true, () => false)))) continue;
-      } else {
-        await this.drive(read);
-      }
-      for (let b = 0; b < n / BLOCK; b++) {
-        const block = at / BLOCK + b;
-        const problem = this.oracle.check(block, bytes.subarray(b * BLOCK, (b + 1) * BLOCK), this.oracle.blocks[block]!.now);
+      const bytes = new Uint8Array(Math.min(chunk, size - at));
+      const read = call.read(this.port, at, bytes).then(() => ({ at, bytes }));
+      reads.push(tolerant ? read.catch(() => null) : read);
+    }
+    for (const got of await this.drive(Promise.all(reads))) {
+      if (got === null) continue;
+      for (let b = 0; b < got.bytes.length / BLOCK; b++) {
+        const block = got.at / BLOCK + b;
+        const problem = this.oracle.check(block, got.bytes.subarray(b * BLOCK, (b + 1) * BLOCK), this.oracle.blocks[block]!.now);
         if (problem !== null) violation(invariant, `${context}: block ${block} ${problem}`);
       }
     }
@@ -248,15 +248,15 @@ export class TreeWorld {
       const states = mirror.legs.map((l) => l.state);
       if (states.some((s) => s !== "in-sync")) violation("convergence", `mirror legs not all in sync: ${states.join(", ")}`);
       const meta = mirror.layout.metaBytes;
-      const images: Uint8Array[] = [];
-      for (const leg of mirror.legs) {
-        const bytes = new Uint8Array(mirror.size);
+      const images = mirror.legs.map(() => new Uint8Array(mirror.size));
+      const reads: Promise<void>[] = [];
+      mirror.legs.forEach((leg, i) => {
         for (let at = 0; at < mirror.size; at += 32 * 1024) {
           const n = Math.min(32 * 1024, mirror.size - at);
-          await this.drive(call.read(leg.port!, meta + at, bytes.subarray(at, at + n)));
+          reads.push(call.read(leg.port!, meta + at, images[i]!.subarray(at, at + n)));
         }
-        images.push(bytes);
-      }
+      });
+      await this.drive(Promise.all(reads));
       for (let i = 1; i < images.length; i++) {
         if (!Buffer.from(images[0]!).equals(Buffer.from(images[i]!))) {
           const at = images[0]!.findIndex((b, k) => b !== images[i]![k]);
@@ -301,14 +301,29 @@ export async function runTreeSeed(seed: number): Promise<SeedResult> {
   }
 }
 
+export const phaseTimes: Record<string, number> = {};
 async function runWorld(world: TreeWorld): Promise<SeedResult> {
   const { prng, clock } = world;
+  // TREE_STATS=1: CPU milliseconds per phase, summed over seeds (where a seed's time goes).
+  const stats = process.env.TREE_STATS !== undefined;
+  const cpu = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  let mark = stats ? cpu() : 0;
+  const phase = (name: string) => {
+    if (!stats) return;
+    const now = cpu();
+    phaseTimes[name] = (phaseTimes[name] ?? 0) + now - mark;
+    mark = now;
+  };
   await world.open();
+  phase("open");
   world.oracle = new TreeOracle(Math.floor(world.port.size / BLOCK), BLOCK);
   const hasMirror = world.built.mirrors.length > 0;
 
   // Workload and fault schedule from the seed.
-  const remaining = { n: 30 + prng.int(120) };
+  const remaining = { n: 20 + prng.int(80) };
   const depth = 1 + prng.int(8);
   const reads = 20 + prng.int(30);
   const mix = [reads, reads + 40, reads + 45, reads + 50, 100];
@@ -354,6 +369,7 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   while (clock.now < safetyMs) {
     clock.runUntil(Math.min(clock.ticks + 10, safetyMs));
     if (crashAt >= 0 && !crashed && clock.now >= crashAt) {
+      await settleMicrotasks();
       crashed = true;
       world.crashNode();
       world.paused = true;
@@ -377,9 +393,10 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
       await world.verifyImage("lost write", "after the node crash", true);
       world.paused = false;
     }
-    await settleMicrotasks();
+    // The tree needs no promise continuations while it runs (only open/close are async).
   }
 
+  phase("safety");
   // Heal: every leaf up; requests from now on must succeed.
   world.heal();
   world.note("HEAL");
@@ -397,10 +414,11 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
       violation("liveness", `not converged 120 s after heal: ${world.outstanding} requests outstanding; mirror legs ${states}`);
     }
     clock.runUntil(clock.ticks + 10);
-    await settleMicrotasks();
+    if (clock.ticks % 500 === 0) await settleMicrotasks();
   }
   for (const op of world.ops) if (op.status === null && !op.lost) violation("liveness", `request #${op.id} never completed`);
 
+  phase("converge");
   // Verification.
   world.checkShortOutages();
   await world.verifyImage("final image", "after convergence");
@@ -418,7 +436,9 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
     }
     await world.verifyImage("final image", "after a clean close and reopen");
   }
+  phase("verify");
   const failed = world.ops.filter((op) => op.status !== null && op.status !== 0).length;
+  if (process.env.TREE_STATS) console.log(`seed ${world.seed} ${world.shape.name} events ${world.clock.eventsRun} sim ${world.clock.now} ms requests ${world.stores.reduce((n, s) => n + s.counters.requests, 0)} ops ${world.ops.length} bytes ${world.stores.reduce((n, s) => n + s.counters.bytesWritten, 0)}`);
   return {
     seed: world.seed,
     shape: world.shape.name,

@@ -54,6 +54,15 @@ export function sizeOf(spec: NodeSpec, leafSizes: readonly number[]): number {
 export function randomShape(prng: Prng): TreeShape {
   for (;;) {
     const shape = drawShape(prng);
+    // Leaves outside any mirror need no room for metadata: keep them small (cheaper seeds).
+    const shrink = (spec: NodeSpec, underMirror: boolean): void => {
+      if (spec.kind === "leaf") {
+        if (!underMirror) shape.leafSizes[spec.leaf] = (1 + prng.int(5)) * 8192;
+        return;
+      }
+      for (const child of spec.children) shrink(child, underMirror || spec.kind === "mirror");
+    };
+    shrink(shape.root, false);
     if (sizeOf(shape.root, shape.leafSizes) >= 8192) return shape;
   }
 }
@@ -62,7 +71,7 @@ export function randomShape(prng: Prng): TreeShape {
 function drawShape(prng: Prng): TreeShape {
   const leafSizes: number[] = [];
   const leaf = (): NodeSpec => {
-    leafSizes.push((16 + prng.int(17)) * 4096); // 64–128 KiB
+    leafSizes.push((14 + prng.int(11)) * 4096); // 56–96 KiB
     return { kind: "leaf", leaf: leafSizes.length - 1 };
   };
   const node = (kind: "linear" | "stripe" | "mirror", children: NodeSpec[]): NodeSpec => {

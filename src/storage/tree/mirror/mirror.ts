@@ -295,20 +295,17 @@ export class MirrorPort implements StoragePort, Describable {
     let intent: Uint8Array | null = null;
     if (!plan.create) {
       const authority = this.legs[plan.authority]!.port!;
-      if (plan.unclean) intent = await this.readSlot(authority, ACTIVE_SLOT);
-      for (const leg of this.legs) {
-        const p = plan.legs[leg.index]!;
-        if (p.fromSlot && !p.full) leg.needs.load(await this.readSlot(authority, leg.index));
-        if (p.fromActive && intent !== null) this.addActiveRegions(leg.needs, intent);
-      }
+      const wanted = this.legs.filter((leg) => plan.legs[leg.index]!.fromSlot && !plan.legs[leg.index]!.full);
+      const [read, ...bitmaps] = await Promise.all([plan.unclean ? this.readSlot(authority, ACTIVE_SLOT) : null, ...wanted.map((leg) => this.readSlot(authority, leg.index))]);
+      intent = read ?? null;
+      wanted.forEach((leg, i) => leg.needs.load(bitmaps[i]!));
+      for (const leg of this.legs) if (plan.legs[leg.index]!.fromActive && intent !== null) this.addActiveRegions(leg.needs, intent);
     }
     for (const leg of this.legs) if (leg.full) leg.needs.fill();
     // Bitmaps first, then the superblocks that point at them, then the cleared write-intent
     // bitmap: a crash between steps leaves the previous, still consistent, record.
-    for (let slot = 0; slot < MAX_MIRROR_LEGS; slot++) {
-      const bytes = this.slotBytes(slot);
-      await Promise.all(inSync.map((leg) => this.writeMeta(leg, bitmapOffset(this.layout, slot), bytes, false)));
-    }
+    const slots = Array.from({ length: MAX_MIRROR_LEGS }, (_, slot) => this.slotBytes(slot));
+    await Promise.all(inSync.flatMap((leg) => slots.map((bytes, slot) => this.writeMeta(leg, bitmapOffset(this.layout, slot), bytes, false))));
     if (plan.create) {
       // Leg 0 (the source) first: a crash before the others are stamped leaves them blank.
       for (const leg of this.legs) await this.writeMeta(leg, (this.seq % 2) * SUPERBLOCK_BYTES, this.superblockFor(leg, leg.state === "in-sync" ? this.generation : 0), true);
