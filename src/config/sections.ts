@@ -213,7 +213,8 @@ function readBackend(table: Table, path: string, issues: Issues, client?: Client
   const kinds = (["file", "device", "memory", "tree"] as const).filter((k) => get(table, k) !== undefined);
   if (kinds.length !== 1) {
     const which = kinds.length === 0 ? "none is set" : `got ${kinds.join(" and ")}`;
-    issues.add(path, `set exactly one of file, device, memory or tree (${which})`);
+    const choices = kinds.includes("tree") ? "file, device, memory or tree" : "file, device or memory";
+    issues.add(path, `set exactly one of ${choices} (${which})`);
   }
   if (kinds.length === 1 && kinds[0] === "tree") {
     if (get(table, "size") !== undefined) issues.add(join(path, "size"), "size is only for file exports; a tree leg takes its own size");
