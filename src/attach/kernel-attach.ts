@@ -187,7 +187,7 @@ export class KernelAttachment {
     private readonly watch: LinkDeadWatch,
   ) {
     this.ended = new Promise((resolve) => (this.markEnded = resolve));
-    this.target = createEnginePort(client.engine, `dstd attach of ${url}`);
+    this.target = createEnginePort(client, `dstd attach of ${url}`);
     this.access = this.target.readOnly ? "ro" : "rw";
     this.serverFlags = transmissionFlags(this.target, this.access, false);
     watch.listener = (index) => this.onLinkDead(index);

@@ -12,7 +12,6 @@
  *   SIGHUP           re-read the config; reliability settings cannot change in a running
  *                    engine, so changes are reported with how to apply them (restart: no unmap)
  */
-import { defineCommand } from "citty";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { startNbdAttach } from "../daemon/attach-node.ts";
 import { defaultStateDir } from "../attach/state.ts";
@@ -25,15 +24,20 @@ import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { commonArgs, logFromArgs, readRawConfig, validateMerged } from "./args.ts";
 import { waitForSignal } from "./signals.ts";
+import { defineDstdCommand } from "./command.ts";
 
 const DEFAULT_DEAD_CONN_TIMEOUT_SEC = 120;
 
-export default defineCommand({
+export default defineDstdCommand({
   meta: {
     name: "attach",
     description:
       "Attach a remote export as /dev/nbdN (or serve it over NBD with --nbd-listen). Runs until detached: SIGTERM detaches (the device goes away), SIGUSR2 or SIGKILL leave the device for the next `dstd attach` of it to resume",
   },
+  examples: [
+    "dstd attach dst://server/disk --key-file alice.key",
+    "dstd attach dst://server/disk --nbd-listen unix:/run/dstd-disk.sock",
+  ],
   args: {
     ...commonArgs,
     url: { type: "positional", description: "dst://HOST[:PORT]/EXPORT or dst+unix:///EXPORT?socket=PATH (default: the only [[attach]] of --config)", required: false },
@@ -63,8 +67,9 @@ export default defineCommand({
       if (args.device !== undefined) throw new DstdError("E_USAGE", "--device and --nbd-listen are two different modes: give one");
       const nbdListen = listenText === null ? entry!.nbdListen! : parseListenAddress(listenText, 10809);
       if (typeof nbdListen === "string") throw new DstdError("E_USAGE", `--nbd-listen: ${nbdListen}`);
+      const signalled = waitForSignal(); // before "listening" is logged (cli/export.ts says why)
       const node = await startNbdAttach({ url, engine, log, nbdListen, stateDir });
-      const signal = await waitForSignal();
+      const signal = await signalled;
       log.info(`${signal}: flushing and detaching`);
       await node.stop();
       return;
@@ -148,6 +153,8 @@ const RELIABILITY_KEYS: Record<keyof Reliability, [string, (value: number) => st
   keepaliveTimeoutMs: ["keepalive_timeout", formatDuration],
   replayBufferBytes: ["replay_buffer", formatSize],
   inflightMax: ["inflight", String],
+  queueDepth: ["queue_depth", String],
+  connections: ["connections", String],
 };
 
 /**

@@ -5,21 +5,22 @@
  * attachment whose daemon is gone: for a kernel device it sends NBD_CMD_DISCONNECT itself
  * (the kernel fails the I/O it was holding for a restarted daemon), then clears the record.
  */
-import { defineCommand } from "citty";
 import { daemonAlive, defaultStateDir, listStates, parseBackendId, removeState, type AttachmentState } from "../attach/state.ts";
 import { NbdControl, parseDevicePath, readDeviceSysfs } from "../kernel/device.ts";
 import { DstdError } from "../lib/errors.ts";
 import { commonArgs, readRawConfig, validateMerged } from "./args.ts";
+import { defineDstdCommand } from "./command.ts";
 
 /** The daemon flushes the device (≤ 60 s), disconnects and flushes the export (≤ 30 s). */
 const DAEMON_STOP_WAIT_MS = 120_000;
 
-export default defineCommand({
-  meta: { name: "detach", description: "Detach an attachment: flush, then stop its daemon (a /dev/nbdN device goes away)" },
+export default defineDstdCommand({
+  meta: { name: "detach", description: "Detach an attachment: flush, then stop its daemon (a /dev/nbdN device goes away). Detaching what is not attached says so and succeeds." },
+  examples: ["dstd detach /dev/nbd0", "dstd detach unix:/run/dstd-disk.sock"],
   args: {
     ...commonArgs,
     device: { type: "positional", description: "/dev/nbdN or the NBD endpoint shown by dstd list", required: true },
-    force: { type: "boolean", description: "the daemon is gone: disconnect the device anyway and clear the record" },
+    force: { type: "boolean", alias: "f", description: "the daemon is gone: disconnect the device anyway and clear the record" },
     "state-dir": { type: "string", description: "attachment state directory", valueHint: "DIR" },
   },
   async run({ args }) {

@@ -2,34 +2,46 @@
  * @module cli/export — `dstd export`: flags (and --config) → validated config → running
  * export node; stops cleanly on SIGINT/SIGTERM.
  */
-import { defineCommand } from "citty";
 import { resolve } from "node:path";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { isUrl, parseExportUrl } from "../lib/address.ts";
-import { DstdError } from "../lib/errors.ts";
 import { startExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
 import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
+import { defineDstdCommand } from "./command.ts";
+import { UsageError } from "./parse.ts";
 import { waitForSignal } from "./signals.ts";
 
-export default defineCommand({
-  meta: { name: "export", description: "Serve a sparse file, a block device or a memory disk to remote clients" },
+export default defineDstdCommand({
+  meta: {
+    name: "export",
+    description:
+      "Serve a sparse file, a block device or a memory disk to remote clients over DST (and standard NBD with --nbd-listen). Runs in the foreground until SIGINT or SIGTERM. dstd fails closed: without --allow every client is refused.",
+  },
+  repeatable: ["listen", "nbd-listen", "allow", "key-file", "mirror", "linear", "stripe"],
+  habits: { p: "--listen HOST:PORT", port: "--listen HOST:PORT", bind: "--listen HOST:PORT", x: "--name NAME", "export-name": "--name NAME" },
+  examples: [
+    "dstd export --file disk.img --size 10GiB --allow 10.0.0.0/8:rw --listen 0.0.0.0:10810",
+    "dstd export --memory 512MiB --listen unix:/run/dstd.sock --allow unix:rw",
+    "dstd export --mirror dst://10.0.0.1/disk --mirror dst://10.0.0.2/disk --key-file node.key --allow 10.0.0.0/8:rw",
+    "dstd export --config /etc/dstd.toml",
+  ],
   args: {
     ...commonArgs,
     name: { type: "string", description: "export name (default: disk)", valueHint: "NAME" },
-    listen: { type: "string", description: "DST address, repeatable: HOST:PORT, [V6]:PORT, unix:PATH (default 127.0.0.1:10810)", valueHint: "ADDR" },
-    "nbd-listen": { type: "string", description: "also serve standard NBD here, repeatable (default port 10809)", valueHint: "ADDR" },
+    listen: { type: "string", description: "DST address: HOST:PORT, [V6]:PORT, unix:PATH (default 127.0.0.1:10810)", valueHint: "ADDR" },
+    "nbd-listen": { type: "string", description: "also serve standard NBD here (default port 10809)", valueHint: "ADDR" },
     file: { type: "string", description: "serve this sparse file (created with --size when missing)", valueHint: "PATH" },
     size: { type: "string", description: "size of a new --file, e.g. 10GiB", valueHint: "SIZE" },
     device: { type: "string", description: "serve this block device", valueHint: "PATH" },
     memory: { type: "string", description: "serve a memory disk of this size, e.g. 512MiB", valueHint: "SIZE" },
-    "read-only": { type: "boolean", description: "refuse every write, whatever the client's grant" },
-    allow: { type: "string", description: "who may connect, repeatable: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
-    description: { type: "string", description: "free-form description shown to NBD clients" },
-    "key-file": { type: "string", description: "identity key file (dstd keygen), repeatable; also what remote legs authenticate with", valueHint: "FILE" },
-    mirror: { type: "string", description: "serve a mirror of these legs, repeatable, in order: dst://HOST[:PORT]/NAME, dst+unix://…, or a path (docs/tree.md)", valueHint: "URL_OR_PATH" },
-    linear: { type: "string", description: "serve the concatenation of these legs, repeatable, in order", valueHint: "URL_OR_PATH" },
-    stripe: { type: "string", description: "serve a stripe (RAID-0) over these legs, repeatable, in order", valueHint: "URL_OR_PATH" },
+    "read-only": { type: "boolean", alias: "r", description: "refuse every write, whatever the client's grant" },
+    allow: { type: "string", description: "who may connect: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
+    description: { type: "string", description: "free-form description shown to NBD clients", valueHint: "TEXT" },
+    "key-file": { type: "string", description: "identity key file (dstd keygen); remote tree legs authenticate with the first", valueHint: "FILE" },
+    mirror: { type: "string", description: "serve a mirror of these legs, in order: dst://HOST[:PORT]/NAME, dst+unix://…, or a path (docs/tree.md)", valueHint: "URL_OR_PATH" },
+    linear: { type: "string", description: "serve the concatenation of these legs, in order", valueHint: "URL_OR_PATH" },
+    stripe: { type: "string", description: "serve a stripe (RAID-0) over these legs, in order", valueHint: "URL_OR_PATH" },
     "stripe-chunk": { type: "string", description: "stripe chunk size (default 512KiB)", valueHint: "SIZE" },
     "assume-clean": { type: "boolean", description: "a NEW mirror's legs are blank and identical: skip its initial resync" },
   },
@@ -75,17 +87,14 @@ export default defineCommand({
     }
     const config = validateMerged(raw, source, baseDir, cliIndex);
     if (config.exports.length === 0) {
-      throw new Error("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
+      throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
-    const node = await startExportNode({
-      exports: config.exports,
-      keys: config.keys,
-      log,
-      nbdAccept: acceptNbdForExports,
-      limits: config.limits,
-    });
-    const signal = await waitForSignal();
+    // Listen for SIGTERM before anything is announced: a supervisor may stop us the moment
+    // "listening" is logged, and that must be the clean stop, not the default kill.
+    const signalled = waitForSignal();
+    const node = await startExportNode({ exports: config.exports, keys: config.keys, log, nbdAccept: acceptNbdForExports, limits: config.limits });
+    const signal = await signalled;
     log.info(`${signal}: stopping`);
     await node.stop();
   },
@@ -99,21 +108,21 @@ export default defineCommand({
 function treeFromFlags(rawArgs: readonly string[], args: { size?: string; "stripe-chunk"?: string; "assume-clean"?: boolean; file?: string; device?: string; memory?: string }): Record<string, unknown> | null {
   const given = (["mirror", "linear", "stripe"] as const).map((kind) => [kind, repeated(rawArgs, kind)] as const).filter(([, legs]) => legs.length > 0);
   if (given.length === 0) {
-    if (args["stripe-chunk"] !== undefined) throw new DstdError("E_USAGE", "--stripe-chunk needs --stripe legs");
-    if (args["assume-clean"]) throw new DstdError("E_USAGE", "--assume-clean needs --mirror legs");
+    if (args["stripe-chunk"] !== undefined) throw new UsageError("--stripe-chunk needs --stripe legs");
+    if (args["assume-clean"]) throw new UsageError("--assume-clean needs --mirror legs");
     return null;
   }
-  if (given.length > 1) throw new DstdError("E_USAGE", `give one of --mirror, --linear or --stripe (got ${given.map(([k]) => `--${k}`).join(" and ")}); nest them in [export.tree] of --config`);
-  if (args.file !== undefined || args.device !== undefined || args.memory !== undefined) throw new DstdError("E_USAGE", "--file, --device and --memory cannot be combined with tree legs; give the file as a leg");
+  if (given.length > 1) throw new UsageError(`give one of --mirror, --linear or --stripe (got ${given.map(([k]) => `--${k}`).join(" and ")}); nest them in [export.tree] of --config`);
+  if (args.file !== undefined || args.device !== undefined || args.memory !== undefined) throw new UsageError("--file, --device and --memory cannot be combined with tree legs; give the file as a leg");
   const [kind, legs] = given[0]!;
-  if (args["stripe-chunk"] !== undefined && kind !== "stripe") throw new DstdError("E_USAGE", "--stripe-chunk is only for --stripe");
-  if (args["assume-clean"] && kind !== "mirror") throw new DstdError("E_USAGE", "--assume-clean is only for --mirror");
+  if (args["stripe-chunk"] !== undefined && kind !== "stripe") throw new UsageError("--stripe-chunk is only for --stripe");
+  if (args["assume-clean"] && kind !== "mirror") throw new UsageError("--assume-clean is only for --mirror");
   const table: Record<string, unknown> = {
     [kind]: legs.map((leg) => {
       if (isUrl(leg)) {
         const url = parseExportUrl(leg);
-        if (typeof url === "string") throw new DstdError("E_USAGE", `--${kind} ${url}`);
-        if (url.protocol !== "dst") throw new DstdError("E_USAGE", `--${kind} ${leg}: a leg is a DST export (dst:// or dst+unix://)`);
+        if (typeof url === "string") throw new UsageError(`--${kind} ${url}`);
+        if (url.protocol !== "dst") throw new UsageError(`--${kind} ${leg}: a leg is a DST export (dst:// or dst+unix://)`);
         return leg;
       }
       return args.size !== undefined && !leg.startsWith("/dev/") ? { file: resolve(leg), size: args.size } : resolve(leg);

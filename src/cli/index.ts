@@ -1,28 +1,30 @@
 /**
- * @module cli/index — the root `dstd` command: subcommands are loaded lazily so
- * `dstd --version` stays fast.
+ * @module cli/index — the table of `dstd` subcommands: name, one-line summary (the root help)
+ * and a lazy loader, so `dstd --version` and `dstd help` load no command code.
  */
-import { defineCommand } from "citty";
-import { VERSION } from "../version.ts";
+import type { DstdCommand } from "./command.ts";
 
-export const main = defineCommand({
-  meta: {
-    name: "dstd",
-    version: VERSION,
-    description: "Network block storage node: serve disks over the DST transaction protocol and NBD, copy to and from them",
-  },
-  subCommands: {
-    export: () => import("./export.ts").then((m) => m.default),
-    copy: () => import("./copy.ts").then((m) => m.default),
-    "check-config": () => import("./check-config.ts").then((m) => m.default),
-    demo: () => import("./demo.ts").then((m) => m.default),
-    keygen: () => import("./keygen.ts").then((m) => m.default),
-    attach: () => import("./attach.ts").then((m) => m.default),
-    detach: () => import("./detach.ts").then((m) => m.default),
-    list: () => import("./list.ts").then((m) => m.default),
-    status: () => import("./status.ts").then((m) => m.default),
-    up: () => import("./up.ts").then((m) => m.default),
-    events: () => import("./events.ts").then((m) => m.default),
-    reload: () => import("./reload.ts").then((m) => m.default),
-  },
-});
+export interface CommandEntry {
+  summary: string;
+  load: () => Promise<DstdCommand>;
+}
+
+const load = <T>(module: Promise<{ default: T }>) => module.then((m) => m.default as DstdCommand);
+
+export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
+  export: { summary: "serve a sparse file, a block device or a memory disk over DST (and NBD)", load: () => load(import("./export.ts")) },
+  copy: { summary: "copy between a local file, device or stdin/stdout and an export, or between exports", load: () => load(import("./copy.ts")) },
+  "check-config": { summary: "validate a config file and check what export and attach would refuse", load: () => load(import("./check-config.ts")) },
+  demo: { summary: "export ./data/disk.img (1 GiB, sparse) on 127.0.0.1: the quick start", load: () => load(import("./demo.ts")) },
+  keygen: { summary: "create an identity key file (mode 0600) for authenticated sessions", load: () => load(import("./keygen.ts")) },
+  attach: { summary: "attach a remote export as /dev/nbdN, or serve it as a local NBD endpoint", load: () => load(import("./attach.ts")) },
+  detach: { summary: "flush and detach an attachment", load: () => load(import("./detach.ts")) },
+  list: { summary: "show attachments and their counters (--json for scripts)", load: () => load(import("./list.ts")) },
+  status: { summary: "what a running node (dstd up) is doing, and the attachments (--json for scripts)", load: () => load(import("./status.ts")) },
+  up: { summary: "run every export and attachment of a config file in one supervised process", load: () => load(import("./up.ts")) },
+  events: { summary: "stream a running node's state changes as JSON lines (--follow)", load: () => load(import("./events.ts")) },
+  resize: { summary: "grow (or shrink) an export of the running node while its clients stay connected", load: () => load(import("./resize.ts")) },
+  reload: { summary: "make a running node re-read its config (as SIGHUP), reporting what changed", load: () => load(import("./reload.ts")) },
+  help: { summary: "show help for dstd or for one command", load: () => load(import("./help.ts")) },
+  version: { summary: "print the version", load: () => load(import("./version.ts")) },
+};

@@ -2,9 +2,9 @@
  * @module cli/list — `dstd list` / `dstd status`: the attachments recorded in the state
  * directory, with their daemon's live counters (updated every second by the daemon).
  */
-import { defineCommand } from "citty";
 import { daemonAlive, defaultStateDir, listStates } from "../attach/state.ts";
 import { commonArgs, readRawConfig, validateMerged } from "./args.ts";
+import { defineDstdCommand } from "./command.ts";
 
 function rows(stateDir: string) {
   return listStates(stateDir).map((s) => ({
@@ -14,7 +14,7 @@ function rows(stateDir: string) {
 }
 
 export function makeListCommand(name: "list" | "status") {
-  return defineCommand({
+  return defineDstdCommand({
     meta: { name, description: "Show attachments: device, URL, state, daemon pid, in-flight, resends, reconnects" },
     args: {
       ...commonArgs,

@@ -5,12 +5,18 @@
  * Both ends are CopyEndpoints. All-zero chunks are not written as data: a remote target gets
  * WRITE_ZEROES (the export may punch a hole), a local file target gets a punched hole, so a
  * sparse source stays sparse. The copy ends with a FLUSH of the target; only then is it done.
+ * A local target file is written under a temporary name and renamed into place after that
+ * FLUSH (openLocalTarget), so an interrupted copy never leaves a full-size file that looks
+ * complete. Reading stdin and writing stdout are client/copy-stream.ts.
  */
+import { renameSync, rmSync, statSync, type Stats } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import type { Backend } from "../storage/local/backend.ts";
 import type { ExportUrl } from "../lib/address.ts";
+import { errnoFromError, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
-import type { EngineLog } from "../engine/client-engine.ts";
+import { formatSize } from "../lib/size.ts";
+import type { EngineLog, EngineState } from "../engine/client-engine.ts";
 import type { EngineCounters } from "../engine/counters.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import { DstClient } from "./dst-client.ts";
@@ -22,6 +28,10 @@ export interface CopyEndpoint {
   /** Most bytes per request this endpoint handles well. */
   readonly chunkMax: number;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Read into `into` (a buffer from the target's writeBuffer, so the data moves once). */
+  readInto?(offset: number, into: Uint8Array): Promise<void>;
+  /** A buffer for `length` bytes the caller fills and then passes to write() (no copy there). */
+  writeBuffer?(length: number): Uint8Array;
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Make the range read as zeroes, preferably without allocating. */
   zero(offset: number, length: number): Promise<void>;
@@ -29,6 +39,8 @@ export interface CopyEndpoint {
   isHole(offset: number, length: number): boolean;
   flush(): Promise<void>;
   close(): Promise<void>;
+  /** Give up on what is in flight and close now (a second Ctrl-C); absent: close() is prompt. */
+  abort?(): void;
   /** Reliability counters of a remote endpoint's engine (resends, reconnects, replays, ...). */
   counters?: () => EngineCounters;
 }
@@ -42,6 +54,9 @@ export function backendEndpoint(label: string, backend: Backend): CopyEndpoint {
       const target = new Uint8Array(length);
       backend.read(offset, target);
       return target;
+    },
+    async readInto(offset, into) {
+      backend.read(offset, into);
     },
     async write(offset, data) {
       backend.write(offset, data, false);
@@ -69,11 +84,14 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
     size: client.size,
     chunkMax: client.maxPayload,
     read: (offset, length) => client.read(offset, length),
+    readInto: (offset, into) => client.readInto(offset, into),
+    writeBuffer: (length) => client.reserveWrite(length),
     write: (offset, data) => client.write(offset, data),
     zero: (offset, length) => client.zero(offset, length),
     isHole: () => false,
     flush: () => client.flush(),
     close: () => client.close(),
+    abort: () => client.abort(),
     counters: () => client.engine.counters,
   };
 }
@@ -101,6 +119,90 @@ export interface OpenEndpointOptions {
   /** Local target: create it with this size when it does not exist. */
   createSize?: number;
   writable: boolean;
+  /** DST: fail on the first lost connection before the handshake, or retry until the deadline. */
+  firstContact?: "fail" | "retry";
+  /** DST: link state changes (attempts while waiting for first contact; lost, reconnecting, ready again). */
+  onLinkChange?: (state: EngineState, detail: string) => void;
+  /** Local target that exists with another size: replace it (via a temporary file) instead of refusing. */
+  overwrite?: boolean;
+}
+
+/**
+ * A local target is never left looking complete when it is not: a file that does not exist
+ * yet (or is replaced with --overwrite) is written under a temporary name next to it and
+ * renamed into place only after the final flush (`commit`); on failure or Ctrl-C the
+ * temporary file is removed (`abandon`). An existing file of the source's size and a device
+ * are written in place (like dd conv=notrunc): `abandon` then only reports what changed.
+ */
+export interface LocalTarget {
+  endpoint: CopyEndpoint;
+  /** The file the user named. */
+  path: string;
+  /** Where the bytes go until commit; equal to `path` when written in place. */
+  writingTo: string;
+  commit(): void;
+  /** Remove the temporary file (if any) and say what became of the target. */
+  abandon(copied: number): string;
+}
+
+export function openLocalTarget(path: string, size: number, overwrite: boolean): LocalTarget {
+  if (path.startsWith("/dev/")) return inPlace(path, openBackend({ kind: "device", path }, false));
+  const existing = statOrNull(path);
+  if (existing !== null && existing.isFile() && existing.size === size && !overwrite) {
+    return inPlace(path, openBackend({ kind: "file", path }, false));
+  }
+  if (existing !== null && !existing.isFile()) {
+    throw new DstdError("E_USAGE", `target ${path} exists and is not a regular file${existing.isBlockDevice() ? " (block devices are written in place only under /dev/)" : ""}`);
+  }
+  if (existing !== null && !overwrite) {
+    throw new DstdError(
+      "E_USAGE",
+      `target ${path} exists with ${formatSize(existing.size)} (${existing.size} bytes) but the source has ${formatSize(size)} (${size} bytes): ` +
+        "pass --overwrite to replace it, or remove it first",
+    );
+  }
+  const temporary = `${path}.partial-${process.pid}`;
+  const backend = openBackend({ kind: "file", path: temporary, size }, false);
+  let done = false;
+  return {
+    endpoint: backendEndpoint(path, backend),
+    path,
+    writingTo: temporary,
+    commit() {
+      renameSync(temporary, path);
+      done = true;
+    },
+    abandon(copied) {
+      if (done) return `${path} is complete`;
+      backend.close();
+      rmSync(temporary, { force: true });
+      const before = existing === null ? `${path} was not created` : `${path} was left as it was`;
+      return `${before}; the partial copy (${formatSize(copied)}) was removed`;
+    },
+  };
+}
+
+function inPlace(path: string, backend: Backend): LocalTarget {
+  return {
+    endpoint: backendEndpoint(path, backend),
+    path,
+    writingTo: path,
+    commit() {},
+    abandon(copied) {
+      return copied === 0
+        ? `${path} was not changed`
+        : `${path} was written in place and is now incomplete: its first ${formatSize(copied)} are the source's, the rest is what it held before`;
+    },
+  };
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch (error) {
+    if ((error as { code?: string }).code === "ENOENT") return null;
+    throw new DstdError("E_OPEN", `cannot look up ${path}: ${errnoMessage(errnoFromError(error))}`);
+  }
 }
 
 export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, options: OpenEndpointOptions): Promise<CopyEndpoint> {
@@ -122,7 +224,18 @@ export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, 
     }
     return nbdEndpoint(client.where, client);
   }
-  const client = await DstClient.open({ ...options.engine, address, exportName: url.exportName, log: options.log });
+  // A copy flushes as it goes (FLUSH_EVERY), so it never needs the full replay bound: keeping
+  // it to COPY_REPLAY_MAX holds the copy's memory flat whatever its size.
+  const replayBufferBytes = Math.min(options.engine?.replayBufferBytes ?? COPY_REPLAY_MAX, COPY_REPLAY_MAX);
+  const client = await DstClient.open({
+    ...options.engine,
+    replayBufferBytes,
+    address,
+    exportName: url.exportName,
+    log: options.log,
+    firstContact: options.firstContact,
+    onStateChange: options.onLinkChange,
+  });
   if (options.writable && !client.writable) {
     await client.close();
     throw new DstdError("E_READ_ONLY", `export '${url.exportName}' is read-only for this client`);
@@ -140,7 +253,29 @@ export interface CopyResult {
   seconds: number;
 }
 
-function isAllZero(data: Uint8Array): boolean {
+/** How far a copy got, readable while it runs and after it failed or was interrupted. */
+export interface CopyState {
+  /** Bytes whose chunk completed (in any order). */
+  done: number;
+  /** Bytes from offset 0 up to the first chunk not yet completed: what the target surely holds. */
+  contiguous: number;
+  total: number;
+}
+
+export function newCopyState(): CopyState {
+  return { done: 0, contiguous: 0, total: 0 };
+}
+
+/** Ctrl-C (or another abort): the chunks in flight completed, no new ones were started. */
+export class CopyInterrupted extends DstdError {
+  constructor(readonly state: Readonly<CopyState>) {
+    super("E_INTERRUPTED", `interrupted after ${formatSize(state.contiguous)} of ${formatSize(state.total)}`);
+    this.name = "CopyInterrupted";
+  }
+}
+
+/** True when every byte is zero (such chunks travel as WRITE_ZEROES, not as data). */
+export function isAllZero(data: Uint8Array): boolean {
   if (data.byteOffset % 8 === 0 && data.length % 8 === 0) {
     const words = new BigUint64Array(data.buffer, data.byteOffset, data.length / 8);
     for (let i = 0; i < words.length; i++) if (words[i] !== 0n) return false;
@@ -150,16 +285,36 @@ function isAllZero(data: Uint8Array): boolean {
   return true;
 }
 
+export interface CopyOptions {
+  chunk: number;
+  inflight: number;
+  progress?: CopyProgress;
+  /** Stop starting chunks when aborted; the copy then ends with CopyInterrupted. */
+  signal?: AbortSignal;
+  /** Filled in as the copy runs (for the summary after a failure or an interrupt). */
+  state?: CopyState;
+}
+
+/**
+ * The target is flushed after about this many bytes, while the copy goes on: a DST client
+ * keeps every acknowledged write until a FLUSH covers it (it replays them if the export
+ * restarts), so flushing as it goes keeps its memory flat for a copy of any size.
+ */
+const FLUSH_EVERY = 32 * 1024 * 1024;
+/** The replay bound a copy's DST client runs with (past it the engine flushes and waits). */
+const COPY_REPLAY_MAX = 64 * 1024 * 1024;
+
 /**
  * Copy `length` bytes (default: all of source) with `inflight` chunks in flight.
- * Throws DstdError naming the failed range; the target is flushed only on success.
+ * Each chunk moves once: read straight into the buffer the target will send (its
+ * writeBuffer), zero chunks sent as WRITE_ZEROES. Memory: `inflight` chunks plus what the
+ * target holds until its next flush (FLUSH_EVERY).
+ * Throws DstdError naming the failed range; the copy ends with a flush of the target.
  */
-export async function copyData(
-  source: CopyEndpoint,
-  target: CopyEndpoint,
-  options: { chunk: number; inflight: number; progress?: CopyProgress },
-): Promise<CopyResult> {
+export async function copyData(source: CopyEndpoint, target: CopyEndpoint, options: CopyOptions): Promise<CopyResult> {
   const total = source.size;
+  const state = options.state ?? newCopyState();
+  state.total = total;
   if (target.size < total) {
     throw new DstdError(
       "E_SIZE",
@@ -169,11 +324,34 @@ export async function copyData(
   const chunk = Math.max(4096, Math.min(options.chunk, source.chunkMax, target.chunkMax));
   const started = performance.now();
   let next = 0;
-  let done = 0;
   let zeroBytes = 0;
   let failure: unknown = null;
+  let sinceFlush = 0;
+  let flushing: Promise<void> | null = null;
+  const flushAsWeGo = (length: number) => {
+    sinceFlush += length;
+    if (sinceFlush < FLUSH_EVERY || flushing !== null) return;
+    sinceFlush = 0;
+    flushing = target.flush().then(
+      () => void (flushing = null),
+      (error) => {
+        failure ??= error;
+        flushing = null;
+      },
+    );
+  };
+  const completed = new Set<number>();
+  const finished = (offset: number, length: number) => {
+    state.done += length;
+    completed.add(offset);
+    while (completed.has(state.contiguous)) {
+      completed.delete(state.contiguous);
+      state.contiguous = Math.min(total, state.contiguous + chunk);
+    }
+    options.progress?.(state.done, total);
+  };
   const worker = async () => {
-    while (failure === null && next < total) {
+    while (failure === null && next < total && options.signal?.aborted !== true) {
       const offset = next;
       const length = Math.min(chunk, total - offset);
       next += length;
@@ -182,7 +360,11 @@ export async function copyData(
           await target.zero(offset, length);
           zeroBytes += length;
         } else {
-          const data = await source.read(offset, length);
+          let data: Uint8Array;
+          if (source.readInto !== undefined) {
+            data = target.writeBuffer?.(length) ?? new Uint8Array(length);
+            await source.readInto(offset, data);
+          } else data = await source.read(offset, length);
           if (isAllZero(data)) {
             await target.zero(offset, length);
             zeroBytes += length;
@@ -194,12 +376,14 @@ export async function copyData(
         failure ??= error;
         return;
       }
-      done += length;
-      options.progress?.(done, total);
+      finished(offset, length);
+      flushAsWeGo(length);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.inflight) }, worker));
+  if (flushing !== null) await flushing;
   if (failure !== null) throw failure;
+  if (options.signal?.aborted === true && state.done < total) throw new CopyInterrupted(state);
   await target.flush();
   return { bytes: total, zeroBytes, seconds: (performance.now() - started) / 1000 };
 }

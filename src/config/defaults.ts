@@ -68,12 +68,17 @@ export const DEFAULT_RELIABILITY: Readonly<Reliability> = {
   keepaliveTimeoutMs: 6000,
   replayBufferBytes: 256 * MiB,
   inflightMax: 64,
+  queueDepth: 1024,
+  connections: 1,
 };
 
 /** Bounds the validator enforces (inclusive). */
 export const LIMITS = {
   maxResends: { min: 0, max: 1000 },
   inflightMax: { min: 1, max: 65536 },
+  queueDepth: { min: 1, max: 65536 },
+  /** DST connections one client runs to an export (client/dst-client.ts). */
+  connections: { min: 1, max: 16 },
   /** At least one 1 MiB write must fit in the replay buffer. */
   replayBufferBytes: { min: MiB },
   /** Any duration key: 1 ms .. 24 h (0 would spin, more is surely a typo). */

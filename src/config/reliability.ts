@@ -51,6 +51,14 @@ const FIELDS: Record<string, { field: keyof Reliability; read: Reader }> = {
     field: "inflightMax",
     read: (value, path, issues) => readInteger(value, LIMITS.inflightMax, path, issues),
   },
+  queue_depth: {
+    field: "queueDepth",
+    read: (value, path, issues) => readInteger(value, LIMITS.queueDepth, path, issues),
+  },
+  connections: {
+    field: "connections",
+    read: (value, path, issues) => readInteger(value, LIMITS.connections, path, issues),
+  },
 };
 
 export const RELIABILITY_KEYS = Object.keys(FIELDS);
@@ -135,6 +143,10 @@ export function readAttaches(value: unknown, client: ClientConfig, issues: Issue
     const urlText = readString(get(table, "url"), join(path, "url"), issues);
     const url = urlText === undefined ? undefined : parseExportUrl(urlText);
     if (typeof url === "string") issues.add(join(path, "url"), url);
+    // dstd attach serves the disk through the DST engine (resend, reconnect, replay); it refuses nbd://.
+    else if (url !== undefined && url.protocol !== "dst") {
+      issues.add(join(path, "url"), "attach connects to dst:// or dst+unix:// exports; an nbd:// server is attached with nbd-client or qemu directly, and copied with dstd copy");
+    }
     if (get(table, "url") === undefined) {
       issues.add(join(path, "url"), "missing url (dst://HOST/EXPORT)");
     }
@@ -149,7 +161,7 @@ export function readAttaches(value: unknown, client: ClientConfig, issues: Issue
     const suites = readSuites(get(table, "suites"), join(path, "suites"), issues);
     const checksums = readChecksums(get(table, "checksums"), join(path, "checksums"), issues);
     const reliability = readReliability(table, path, client.reliability, issues);
-    if (url === undefined || typeof url === "string" || typeof nbdListen === "string") continue;
+    if (url === undefined || typeof url === "string" || url.protocol !== "dst" || typeof nbdListen === "string") continue;
     attaches.push({
       url,
       device: device ?? null,

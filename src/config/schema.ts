@@ -83,6 +83,8 @@ export interface ReliabilityInput {
   keepalive_interval?: string;
   keepalive_timeout?: string;
   replay_buffer?: string | number;
+  queue_depth?: number;
+  connections?: number;
   inflight?: number;
 }
 export interface KeyInput {
@@ -146,6 +148,10 @@ export interface Reliability {
   keepaliveTimeoutMs: number;
   replayBufferBytes: number;
   inflightMax: number;
+  /** Requests a client keeps outstanding before it waits (engine queueDepth). */
+  queueDepth: number;
+  /** DST connections to the export, used when it grants multi-connection consistency. */
+  connections: number;
 }
 
 export type KeyConfig =

@@ -59,6 +59,8 @@ export interface ControlHandlers {
   status(): unknown;
   /** Resolves with the outcome; throws DstdError for "nothing changed, because". */
   reload(): Promise<unknown>;
+  /** Resize an export online: params { name, size, allowShrink?, force? }; throws DstdError why not. */
+  resize(params: Record<string, unknown>): Promise<unknown>;
   events: EventBus;
 }
 
@@ -121,9 +123,12 @@ export async function startControlServer(options: {
     observer,
     log,
     connections,
-    /** Reloads run one at a time, whoever asks. */
+    /** Reloads (and resizes) run one at a time, whoever asks. */
     serialReload(): Promise<unknown> {
-      const next = reloads.then(() => handlers.reload());
+      return shared.serial(() => handlers.reload());
+    },
+    serial(work: () => Promise<unknown>): Promise<unknown> {
+      const next = reloads.then(work);
       reloads = next.catch(() => {});
       return next;
     },
@@ -172,6 +177,7 @@ interface Shared {
   log: Log;
   connections: Set<ControlConnection>;
   serialReload(): Promise<unknown>;
+  serial(work: () => Promise<unknown>): Promise<unknown>;
 }
 
 class ControlConnection implements ConnectionHandler {
@@ -297,6 +303,8 @@ class ControlConnection implements ConnectionHandler {
         return this.send(okResponse(request.id, handlers.status()));
       case "reload":
         return this.send(okResponse(request.id, await this.shared.serialReload()));
+      case "resize":
+        return this.send(okResponse(request.id, await this.shared.serial(() => handlers.resize(request.params))));
       case "events":
         return this.events(request.id, request.params);
     }

@@ -27,6 +27,12 @@ export interface Aead {
    * decrypt in place (node:crypto).
    */
   openDetached?(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): Uint8Array | null;
+  /**
+   * Optional: seal `parts` (in order, as one plaintext) without assembling them: returns the
+   * ciphertext pieces (new buffers, or the parts themselves for an integrity-only suite) and
+   * the tag. Lets a record go out as its header plus these pieces, with no concatenation copy.
+   */
+  sealParts?(aad: Uint8Array, parts: readonly Uint8Array[], nonce: Uint8Array): { pieces: Uint8Array[]; tag: Uint8Array };
   /** Wipes the key copy this object holds (where the runtime allows). */
   destroy(): void;
 }
@@ -63,6 +69,14 @@ class GcmAead implements Aead {
     if (payload.length > 0) payload.set(cipher.update(payload));
     cipher.final();
     return cipher.getAuthTag();
+  }
+  sealParts(aad: Uint8Array, parts: readonly Uint8Array[], nonce: Uint8Array): { pieces: Uint8Array[]; tag: Uint8Array } {
+    const cipher = createCipheriv("aes-256-gcm", this.key, nonce, { authTagLength: TAG_SIZE });
+    cipher.setAAD(aad);
+    const pieces: Uint8Array[] = [];
+    for (const part of parts) if (part.length > 0) pieces.push(cipher.update(part));
+    cipher.final();
+    return { pieces, tag: cipher.getAuthTag() };
   }
   open(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): boolean {
     const decipher = createDecipheriv("aes-256-gcm", this.key, nonce, { authTagLength: TAG_SIZE });
@@ -113,6 +127,16 @@ class GmacAead implements Aead {
     if (payload.length > 0) cipher.setAAD(payload);
     cipher.final();
     return cipher.getAuthTag();
+  }
+  sealParts(aad: Uint8Array, parts: readonly Uint8Array[], nonce: Uint8Array): { pieces: Uint8Array[]; tag: Uint8Array } {
+    // Same tag as seal() over the assembled plaintext: GCM's additional data is one stream, so
+    // feeding it in pieces (as seal() already does for header and payload) authenticates their
+    // concatenation.
+    const cipher = createCipheriv("aes-256-gcm", this.key, nonce, { authTagLength: TAG_SIZE });
+    cipher.setAAD(aad);
+    for (const part of parts) if (part.length > 0) cipher.setAAD(part);
+    cipher.final();
+    return { pieces: parts.filter((p) => p.length > 0), tag: cipher.getAuthTag() };
   }
   open(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): boolean {
     const decipher = createDecipheriv("aes-256-gcm", this.key, nonce, { authTagLength: TAG_SIZE });
@@ -186,3 +210,4 @@ class ChachaAead implements Aead {
     return tag;
   }
 }
+

@@ -56,7 +56,7 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
     // ready and failed matter; each reconnect step is debug (the engine warns when a link is lost)
     onStateChange: (state, detail) => (state === "ready" ? log.info : state === "failed" ? log.warn : log.debug)(`export link ${state}: ${detail}`),
   });
-  const target = createEnginePort(client.engine, `dstd attach of ${url.exportName}`);
+  const target = createEnginePort(client, `dstd attach of ${url.exportName}`);
   const access = client.writable ? ("rw" as const) : ("ro" as const);
   const local = (peer: Peer) => peer.transport === "unix" || isLoopbackAddress(peer.address);
   let listener: Listener;

@@ -7,18 +7,20 @@
  * the config; one ConnectionBudget, sized to stay below the file-descriptor limit
  * (transport/fd-budget.ts), is shared by all of them.
  */
+import { existsSync, rmSync } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
-import type { StoragePort } from "../storage/port.ts";
+import { call, type StoragePort } from "../storage/port.ts";
 import { openTree } from "../storage/tree/open.ts";
 import type { ExportConfig, KeyConfig } from "../config/schema.ts";
+import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
-import { DstServer } from "../export/server.ts";
+import { DstServer, type RequestObserver } from "../export/server.ts";
 import type { Export } from "../export/exports.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
@@ -32,6 +34,19 @@ export interface ExportNode {
   /** DST listeners' bound addresses (real ports). */
   dstAddresses: ListenAddress[];
   nbdAddresses: ListenAddress[];
+  /**
+   * Apply a reload's new allow lists and keys to the running exports, at once: new
+   * connections see them, live DST and NBD sessions that lost their grant are closed or
+   * downgraded to read-only (returns one line per change). Only these policy fields may
+   * differ from what the node was started with (daemon/reload-plan.ts decides).
+   */
+  updatePolicy(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[];
+  /**
+   * Grow (or, with allowShrink, shrink) export `name` while clients stay connected; DST clients
+   * hear the new size in band. A shrink is refused while data lies past the new end, unless
+   * forced. Resolves with a one-line report.
+   */
+  resize(name: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -41,15 +56,22 @@ export interface ExportNodeOptions {
   keys?: readonly KeyConfig[];
   log: Log;
   /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
-  nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler) | null;
+  nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
+  /** Per-request metrics (dstd up). */
+  observer?: RequestObserver;
   /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
   wrapAccept?: (accept: GuardedAcceptHandler, protocol: "dst" | "nbd") => GuardedAcceptHandler;
 }
 
+/** "1 GiB sparse file /srv/disk.img", "512 MiB memory disk", "10 GiB block device /dev/sdb". */
 function describePort(port: StoragePort): string {
-  return `${formatSize(port.size)} ${port.kind} ${port.description}`;
+  const size = formatSize(port.size);
+  if (port.kind === "memory") return `${size} memory disk`;
+  if (port.kind === "file") return `${size} sparse file ${port.description}`;
+  if (port.kind === "device") return `${size} block device ${port.description}`;
+  return `${size} ${port.kind} ${port.description}`;
 }
 
 /** Group exports by listen address: one listener may serve several exports. */
@@ -82,7 +104,10 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   const { log } = options;
   const exports: Export[] = [];
   const listeners: Listener[] = [];
+  const fronts: Array<{ recheck?(): string[] }> = [];
   const guards: ConnectionGuard[] = [];
+  /** Files this start created (a missing --file with --size): removed again if the start fails. */
+  const created: string[] = [];
   let stopTicker = () => {};
   const closeAll = async () => {
     stopTicker();
@@ -95,7 +120,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       exports.push({
         name: config.name,
         description: config.description,
-        port: await openExportPort(config, log),
+        port: await openExportPort(config, log, created),
         readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
@@ -104,8 +129,9 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }
+      for (const warning of allowWarnings(config)) log.warn(warning);
     }
-    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate });
+    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
     const budget = startBudget(limits, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
@@ -116,13 +142,18 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     };
     const dstListener = await listen(byAddress(options.exports, (c) => c.listen), guard("DST", wrap(server.accept, "dst")));
     listeners.push(dstListener);
-    let nbdAddresses: ListenAddress[] = [];
+    const nbdAddresses: ListenAddress[] = [];
     const nbdWanted = byAddress(options.exports, (c) => c.nbdListen);
-    if (nbdWanted.length > 0) {
-      if (!options.nbdAccept) throw new Error("NBD front end not available in this build");
-      const nbdListener = await listen(nbdWanted, guard("NBD", wrap(options.nbdAccept(exports, log), "nbd")));
+    if (nbdWanted.length > 0 && !options.nbdAccept) throw new Error("NBD front end not available in this build");
+    for (const address of nbdWanted) {
+      // Only the exports that asked for this NBD address are reachable through it.
+      const key = describeListenAddress(address);
+      const names = new Set(options.exports.filter((c) => c.nbdListen.some((a) => describeListenAddress(a) === key)).map((c) => c.name));
+      const front = options.nbdAccept!(exports.filter((e) => names.has(e.name)), log);
+      fronts.push(front);
+      const nbdListener = await listen([address], guard("NBD", wrap(front, "nbd")));
       listeners.push(nbdListener);
-      nbdAddresses = nbdListener.bound;
+      nbdAddresses.push(...nbdListener.bound);
     }
     for (const e of exports) {
       log.info(`export '${e.name}': ${describePort(e.port)}${e.readOnly ? " (read-only)" : ""}`);
@@ -131,9 +162,42 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const ticker = setInterval(() => server.tick(), 1000);
     stopTicker = () => clearInterval(ticker);
     for (const address of nbdAddresses) log.info(`listening for NBD on ${describeListenAddress(address)}`);
-    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, stop: closeAll };
+    const updatePolicy = (configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[] => {
+      const changes: string[] = [];
+      for (const config of configs) {
+        const e = exports.find((x) => x.name === config.name);
+        if (e === undefined) continue;
+        const before = e.allow.map((r) => r.source).join(",");
+        e.allow = [...config.allow];
+        e.suites = config.suites;
+        e.checksums = config.checksums;
+        if (before !== e.allow.map((r) => r.source).join(",")) changes.push(`export '${e.name}': allow list now ${e.allow.map((r) => r.source).join(", ") || "(empty: refuses everyone)"}`);
+      }
+      changes.push(...server.revalidate(loadKeyTable(keys)));
+      for (const front of fronts) changes.push(...(front.recheck?.() ?? []));
+      return changes;
+    };
+    const resize = async (name: string, size: number, resizeOptions: { allowShrink: boolean; force: boolean }): Promise<string> => {
+      const e = exports.find((x) => x.name === name);
+      if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
+      const before = e.port.size;
+      if (size < before) {
+        if (!resizeOptions.allowShrink) {
+          throw new DstdError("E_USAGE", `export '${name}' is ${formatSize(before)}; shrinking it to ${formatSize(size)} loses what lies past the new end: add --allow-shrink`);
+        }
+        const tail = await call.extents(e.port, size, before - size, 2).catch(() => [{ length: before - size, hole: false, zero: false }]);
+        if (tail.some((x) => !x.hole && !x.zero) && !resizeOptions.force) {
+          throw new DstdError("E_USAGE", `export '${name}' holds data past ${formatSize(size)}: shrinking would lose it; add --force to shrink anyway`);
+        }
+      }
+      await server.resize(name, size);
+      return `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
+    };
+    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, resize, stop: closeAll };
   } catch (error) {
     await closeAll();
+    // A failed start leaves nothing behind: not even the sparse file it just created.
+    for (const path of created) rmSync(path, { force: true });
     throw error;
   }
 }
@@ -143,15 +207,17 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
  * are opened writable, since a mirror writes its metadata — a read-only export refuses
  * writes itself).
  */
-async function openExportPort(config: ExportConfig, log: Log): Promise<StoragePort> {
+async function openExportPort(config: ExportConfig, log: Log, created: string[]): Promise<StoragePort> {
   const b = config.backend;
   if (b.kind === "tree") {
     return openTree(b.root, { log: { info: (m) => log.info(m), warn: (m) => log.warn(m), debug: (m) => log.debug(m) }, lock: true });
   }
   const spec =
     b.kind === "file" ? { kind: "file" as const, path: b.path, size: b.sizeBytes ?? undefined } : b.kind === "device" ? { kind: "device" as const, path: b.path } : { kind: "memory" as const, size: b.sizeBytes };
+  const isNew = spec.kind === "file" && !existsSync(spec.path);
   // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
   const backend = openBackend(spec, config.readOnly, { lock: true });
+  if (isNew) created.push(spec.path);
   return createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log });
 }
 

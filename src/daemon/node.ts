@@ -160,6 +160,7 @@ export class Node {
         hello: () => ({ node: "dstd", version: VERSION, pid: process.pid, protocol: CONTROL_VERSION, statusSchema: STATUS_SCHEMA, statusVersion: STATUS_VERSION }),
         status: () => this.status(),
         reload: () => this.reload(),
+        resize: (params) => this.resize(params),
         events: this.events,
       },
     });
@@ -193,7 +194,7 @@ export class Node {
     for (const unit of plan.exportGroups) {
       if (!names.includes(unit.name)) continue;
       const log = this.log.child(unit.name);
-      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.loaded.config.limits, log, events: this.events, name: unit.name });
+      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.loaded.config.limits, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name });
       starts.push(this.add(unit.name, "export", runner, log));
     }
     await Promise.all(starts.splice(0));
@@ -339,6 +340,17 @@ export class Node {
     const newMetrics = this.options.metricsListen ?? config.metricsListen;
     const metricsChanged = (oldMetrics === null ? "" : formatListenAddress(oldMetrics)) !== (newMetrics === null ? "" : formatListenAddress(newMetrics));
 
+    for (const name of diff.update) {
+      const unit = next.plan.exportGroups.find((u) => u.name === name);
+      const applied = unit === undefined ? null : (this.services.get(name)?.update({ group: unit.config, keys: config.keys }) ?? null);
+      if (applied === null) {
+        // Not running right now (backoff): restart it with the new settings instead.
+        diff.stop.push(name);
+        diff.start.push(name);
+        continue;
+      }
+      changes.push(`updated ${name} in place${applied.length > 0 ? `: ${applied.join("; ")}` : ""}`);
+    }
     await this.removeUnits(diff.stop, "stop");
     for (const name of diff.stop) changes.push(diff.start.includes(name) ? `restarted ${name} (its settings changed)` : `stopped ${name}`);
     if (metricsChanged) {
@@ -366,6 +378,23 @@ export class Node {
       exportGroups: plan.exportGroups.filter((u) => this.services.has(u.name)),
       attachments: plan.attachments.filter((u) => this.services.has(u.name)),
     };
+  }
+
+  /** `dstd resize NAME SIZE`: find the export's group and resize it while its clients stay connected. */
+  private async resize(params: Record<string, unknown>): Promise<unknown> {
+    const name = params.name;
+    const size = params.size;
+    if (typeof name !== "string" || typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+      throw new DstdError("E_REQUEST", "resize needs { name: string, size: a whole number of bytes }");
+    }
+    const unit = this.loaded.plan.exportGroups.find((u) => u.config.some((e) => e.name === name));
+    if (unit === undefined) throw new DstdError("E_USAGE", `no export named '${name}' in this node's config`);
+    const running = this.services.get(unit.name)?.current ?? null;
+    if (running?.resize === undefined) throw new DstdError("E_STATE", `export '${name}' is not running right now (${unit.name}); try again when it is`);
+    const message = await running.resize(name, size, { allowShrink: params.allowShrink === true, force: params.force === true });
+    this.events.emit("export.resized", { name, size });
+    this.log.info(message);
+    return { name, size, message };
   }
 
   /** STOPPING=1, stop every unit ("handover" leaves kernel devices attached), close sockets. */

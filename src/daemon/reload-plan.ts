@@ -11,9 +11,9 @@
  * - the config or a key file is invalid, or two units want the same address or device;
  * - restarting a group would empty a memory export the new config keeps (same name and
  *   size): its contents live only in this process.
- * With today's export, changing keys or an ACL restarts the export group that holds it
- * (DST clients reconnect and resend; NBD clients reconnect). Applying them to live sessions
- * is the export rewrite's job (docs/status.md "Reload").
+ * A change of allow lists, suites, checksums or keys only ("policy") is applied to the
+ * running export group in place (daemon/export-node.ts updatePolicy): every other client
+ * stays connected; sessions that lost their grant are closed or downgraded to read-only.
  */
 import { formatListenAddress } from "../lib/address.ts";
 import type { AttachConfig, Config, ExportConfig } from "../config/schema.ts";
@@ -22,6 +22,12 @@ import { attachName, exportGroupName, groupExports } from "./services.ts";
 export interface UnitPlan<T> {
   name: string;
   signature: string;
+  /**
+   * The signature without what a running unit can change in place (an export group's allow
+   * lists, suites, checksums and keys): equal structures with different signatures are
+   * updated live, not restarted.
+   */
+  structure: string;
   config: T;
 }
 
@@ -52,11 +58,13 @@ export function planNode(config: Config, keyDigest: string, fileDigest: (path: s
     exportGroups: groupExports(config.exports).map((group) => ({
       name: exportGroupName(group),
       signature: `${canonicalJson(group)}#${keyDigest}`,
+      structure: canonicalJson(group.map((e) => ({ ...e, allow: null, suites: null, checksums: null }))),
       config: group,
     })),
     attachments: config.attaches.map((entry) => ({
       name: attachName(entry),
       signature: `${canonicalJson(entry)}#${entry.keyFile === null ? "" : fileDigest(entry.keyFile)}`,
+      structure: `${canonicalJson(entry)}#${entry.keyFile === null ? "" : fileDigest(entry.keyFile)}`,
       config: entry,
     })),
   };
@@ -94,6 +102,8 @@ function address(a: Parameters<typeof formatListenAddress>[0]): string {
 
 export interface ReloadDiff {
   keep: string[];
+  /** Running units whose policy (allow lists, keys) changed: updated in place, clients stay. */
+  update: string[];
   stop: string[];
   start: string[];
   /** Non-empty: refuse the reload with these reasons. */
@@ -102,16 +112,20 @@ export interface ReloadDiff {
 
 /** Units to keep, stop and start; refusals when applying it would lose data. */
 export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
-  const diff: ReloadDiff = { keep: [], stop: [], start: [], refusals: [] };
+  const diff: ReloadDiff = { keep: [], update: [], stop: [], start: [], refusals: [] };
   const runningUnits = [...running.exportGroups, ...running.attachments];
   const wantedUnits = [...wanted.exportGroups, ...wanted.attachments];
   const wantedSignatures = new Map(wantedUnits.map((u) => [u.name, u.signature]));
   const runningSignatures = new Map(runningUnits.map((u) => [u.name, u.signature]));
+  const wantedStructures = new Map(wantedUnits.map((u) => [u.name, u.structure]));
   for (const unit of runningUnits) {
     if (wantedSignatures.get(unit.name) === unit.signature) diff.keep.push(unit.name);
+    else if (wantedStructures.get(unit.name) === unit.structure) diff.update.push(unit.name);
     else diff.stop.push(unit.name);
   }
-  for (const unit of wantedUnits) if (runningSignatures.get(unit.name) !== unit.signature) diff.start.push(unit.name);
+  for (const unit of wantedUnits) {
+    if (runningSignatures.get(unit.name) !== unit.signature && !diff.update.includes(unit.name)) diff.start.push(unit.name);
+  }
   // Memory exports in groups that stop: refuse while the new config keeps the same memory
   // disk (same name and size): an ACL or listener change is no reason to empty it.
   const wantedBackends = new Map(wanted.exportGroups.flatMap((g) => g.config.map((e) => [e.name, canonicalJson(e.backend)] as const)));

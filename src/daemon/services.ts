@@ -18,6 +18,7 @@ import { loadKeyFile } from "../crypto/keys.ts";
 import type { AttachConfig, ExportConfig, KeyConfig } from "../config/schema.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
+import type { RequestObserver } from "../export/server.ts";
 import { attachKernel } from "../attach/kernel-attach.ts";
 import type { ExportEntry } from "../control/schema.ts";
 import type { StoragePort } from "../storage/port.ts";
@@ -42,7 +43,7 @@ export const EXPORT_COUNTERS = [
   "bytesOut",
   "connectionsCurrent",
 ] as const;
-export const EXPORT_GAUGES = ["connectionsCurrent"] as const;
+export const EXPORT_GAUGES = ["connectionsCurrent", "memoryBytes", "sessions"] as const;
 
 /** Counter names an attachment reports: the client engine's (engine/counters.ts). */
 export const ATTACH_COUNTERS = [
@@ -114,6 +115,8 @@ export interface ExportGroupOptions {
   keys: readonly KeyConfig[];
   /** Deadlines and connection caps of the listeners (config `[limits]`). */
   limits: ConnectionLimits;
+  /** Per-request metrics of the group's DST requests. */
+  observer?: RequestObserver;
   log: Log;
   events: EventBus;
   name: string;
@@ -148,6 +151,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         exports: group,
         keys: options.keys,
         limits: options.limits,
+        observer: options.observer,
         log,
         nbdAccept: acceptNbdForExports,
         wrapAccept: (accept, protocol) => tracker.wrap(accept, protocol),
@@ -156,6 +160,11 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
       return {
         check: () => ({ state: "running" }),
         stop: () => node.stop(),
+        resize: (exportName, size, resizeOptions) => node.resize(exportName, size, resizeOptions),
+        update: (next) => {
+          const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };
+          return node.updatePolicy(configs, keys);
+        },
         detail: () => ({
           export: {
             exports: group.map((e, i) => exportEntry(e, node.exports[i]?.port ?? null)),
@@ -169,6 +178,8 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
           bytesIn: tracker.bytesIn,
           bytesOut: tracker.bytesOut,
           connectionsCurrent: tracker.current,
+          memoryBytes: node.server.memoryInUse,
+          sessions: node.server.sessions.size,
         }),
       };
     },

@@ -41,6 +41,13 @@ export interface Running {
   detail(): ServiceDetail;
   /** Monotonic counters and gauges (names in `gauges` are not summed across restarts). */
   counters(): Record<string, number>;
+  /**
+   * Apply a reload's policy change (allow lists, keys) while running; returns what changed.
+   * Absent: the unit cannot, and is restarted instead.
+   */
+  update?(config: unknown): string[];
+  /** Resize one of the unit's exports online (export groups only). */
+  resize?(exportName: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
 }
 
 export interface Runner {
@@ -132,6 +139,18 @@ export class SupervisedService implements Service {
   }
 
   /** Stop for good (removed by a reload, or the node stops). */
+  /** The running unit (null while it starts, backs off or stopped). */
+  get current(): Running | null {
+    return this.running;
+  }
+
+  /** Apply a policy change to the running unit; null when it is not running or cannot (restart it). */
+  update(config: unknown): string[] | null {
+    const running = this.running;
+    if (running === null || running.update === undefined) return null;
+    return running.update(config);
+  }
+
   async stop(mode: StopMode = "stop"): Promise<void> {
     this.stopping = mode;
     if (this.retryTimer !== null) this.clock.clearTimeout(this.retryTimer);

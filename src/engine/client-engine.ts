@@ -1,55 +1,54 @@
 /**
  * @module engine/client-engine — the DST requester as a sans-I/O state machine.
  *
- * It owns transaction ids, the in-flight table, resend on timeout, reconnect with backoff,
+ * It owns transaction ids, the request queues, resend on timeout, reconnect with backoff,
  * keepalive and durable resume (replay of acknowledged-but-unflushed writes after the export
  * restarted). It has no sockets and no timers: the driver (client/dst-client.ts in
  * production, test/sim in simulation) feeds it events — connected, receive, disconnected,
- * tick(now) — and performs the effects it asks for through EngineIO. Every event carries
- * the connection id it belongs to; events from an older connection are ignored, which
- * fences stale bytes on the client side.
+ * tick(now) — and performs the effects it asks for through EngineIO. Every event carries the
+ * connection id it belongs to; events from an older connection are ignored, which fences
+ * stale bytes on the client side.
  *
- * Lifecycle (one transition function, `setState`):
+ * Its parts: engine/txn.ts (a transaction and its wire form), engine/session.ts (handshake,
+ * session, resumption), engine/outbox.ts (how frames leave), engine/durability.ts (replay log
+ * and replay rounds). This file holds the lifecycle, the queues and the timers.
+ *
+ * Queues (libnbd's to-issue → on the wire → done): `submit` refuses with "busy" once
+ * `queueDepth` requests are outstanding or `queueBytes` of write data wait to be sent, and
+ * `onRoom` tells the caller when to try again — memory never grows with what a caller submits.
+ *
+ * Lifecycle (transitions in `TRANSITIONS`, checked by setState):
  *   idle ──connect──▶ connecting ──connected──▶ handshaking ──WELCOME──▶ ready
  *     ▲                    │                         │                     │
  *     └──── backoff ◀──────┴───── failure ◀──────────┴──── dead/closed ◀───┘
  *   any ──refused on first contact / shutdown──▶ failed | closed (terminal)
  */
 import { assert } from "../lib/assert.ts";
+import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { Prng } from "../lib/prng.ts";
-import { escapePeer, quotePeer } from "../lib/peer-text.ts";
-import { Feature, Flag, HANDSHAKE_PAYLOAD_MAX, HEADER_SIZE, Op, Perm, REPLY_BIT } from "../wire/dst/constants.ts";
+import { verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
+import { Flag, HANDSHAKE_PAYLOAD_MAX, Op, Perm, REPLY_BIT } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
-import { encodeHello, decodeWelcome, type Welcome } from "../wire/dst/handshake.ts";
-import { decodeAttrs } from "../wire/dst/attrs.ts";
-import { ClientAuth, type Channel } from "../crypto/dst-auth.ts";
-import { computeDigest, DEFAULT_CHECKSUMS, digestSize, isChecksumName, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
-import { Attr } from "../wire/dst/constants.ts";
-import { encodeFrame, frameBuffer, type Header } from "../wire/dst/header.ts";
+import type { Welcome } from "../wire/dst/handshake.ts";
+import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
+import { Durability } from "./durability.ts";
 import type { EngineOptions } from "./options.ts";
-import { ReplayLog } from "./replay-log.ts";
+import { Outbox } from "./outbox.ts";
+import { ClientSession } from "./session.ts";
+import { makeTxn, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
 
-export type OpKind = "read" | "write" | "flush" | "trim" | "zero";
-
-export interface Request {
-  kind: OpKind;
-  offset: number;
-  length: number;
-  /** WRITE payload (length bytes). The engine copies it into the frame at submit. */
-  data?: Uint8Array;
-  fua?: boolean;
-  noHole?: boolean;
-}
-
-/** errno 0 = success; `data` is the READ payload. */
-export type Completion = (errno: number, data: Uint8Array | null) => void;
+export type { Completion, OpKind, Request } from "./txn.ts";
 
 /** Effects the engine asks its driver to perform. Must not call back into the engine synchronously. */
 export interface EngineIO {
   connect(connection: number): void;
-  send(connection: number, frame: Uint8Array): void;
+  /**
+   * Write bytes on the connection; the sink owns them until it calls `release` (when given),
+   * after which the engine may recycle the buffer.
+   */
+  send(connection: number, bytes: Uint8Array, release?: () => void): void;
   close(connection: number): void;
   /**
    * Optional: run `flush` once the current burst of work is over (production: setImmediate,
@@ -67,51 +66,18 @@ export interface EngineLog {
 
 export type EngineState = "idle" | "connecting" | "handshaking" | "ready" | "failed" | "closed";
 
-interface Txn {
-  txid: number;
-  kind: OpKind;
-  frame: Uint8Array;
-  offset: number;
-  length: number;
-  fua: boolean;
-  noHole: boolean;
-  done: Completion | null;
-  /** Internal transactions: replays after an export restart, and flushes the engine issues itself. */
-  internal: "replay" | "flush" | null;
-  deadlineAt: number;
-  /** Connection this was last sent on (0: not sent on the current connection). */
-  sentOn: number;
-  nextResendAt: number;
-  resendIntervalMs: number;
-  resends: number;
-  /** Times this frame went on the wire (any connection). */
-  sends: number;
-  /** FLUSH: replay-log mark taken at first send. */
-  flushMark: number;
-  /** Session (ClientEngine.sessionSeq) this was last sent in; 0: never. */
-  session: number;
-}
-
-/** Seal what is collected once it reaches this size, even mid-event (bounded records). */
-const OUTBOX_RECORD_MAX = 256 * 1024;
-
-const opcodeOf: Record<OpKind, number> = {
-  read: Op.READ,
-  write: Op.WRITE,
-  flush: Op.FLUSH,
-  trim: Op.TRIM,
-  zero: Op.WRITE_ZEROES,
+/** Allowed transitions; anything else is a bug (setState asserts). */
+const TRANSITIONS: Readonly<Record<EngineState, readonly EngineState[]>> = {
+  idle: ["connecting", "failed", "closed"],
+  connecting: ["handshaking", "idle", "failed", "closed"],
+  handshaking: ["ready", "idle", "failed", "closed"],
+  ready: ["idle", "failed", "closed"],
+  failed: [],
+  closed: [],
 };
 
-/** Refusals on first contact that retrying cannot fix: report them at once. */
-const permanentRefusals = new Set<number>([
-  Errno.ENOENT,
-  Errno.EACCES,
-  Errno.EPERM,
-  Errno.EPROTONOSUPPORT,
-  Errno.EINVAL,
-  Errno.EBADMSG,
-]);
+/** Returned by submit() when the queues are full: nothing was queued, `done` was not called. */
+export const BUSY = -1;
 
 export class ClientEngine {
   readonly counters: EngineCounters = newCounters();
@@ -124,18 +90,28 @@ export class ClientEngine {
   onStateChange: ((state: EngineState, detail: string) => void) | null = null;
   /** Called when the engine becomes ready (first time and after each reconnect). */
   onReady: (() => void) | null = null;
+  /** Called when submit() would accept again after it answered BUSY. */
+  onRoom: (() => void) | null = null;
+  /** Called when the export announced a new size (an online resize); `welcome.size` is updated. */
+  onResize: ((size: number) => void) | null = null;
 
   private readonly options: EngineOptions;
   private readonly io: EngineIO;
   private readonly log: EngineLog;
   private readonly prng: Prng;
+  private readonly session: ClientSession;
+  private readonly durability: Durability;
+  private readonly outbox: Outbox;
+  /** Every outstanding txn, by txid (insertion order = txid order). */
   private readonly pending = new Map<number, Txn>();
   /** Txns to send on the current connection, in order. */
   private waiting: Txn[] = [];
+  /** Write bytes in txns not yet on the wire (bounded by queueBytes). */
+  private waitingBytes = 0;
   private onWire = 0;
   private nextTxid = 1;
   private connection = 0;
-  private decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
+  private decoder: FrameDecoder;
   private now = 0;
   private stateSince = 0;
   private lastReceiveAt = 0;
@@ -144,39 +120,15 @@ export class ClientEngine {
   private reconnectAttempt = 0;
   private everReady = false;
   private startedAt = 0;
-  private sessionId: Uint8Array | null = null;
-  /**
-   * The session's resumption secret: the token of the last WELCOME (anonymous sessions) or the
-   * resumption key of the last completed authenticated handshake (docs/protocol.md §6.5).
-   */
-  private resumeToken: Uint8Array | null = null;
-  private resumeKey: Uint8Array | null = null;
-  /** Most txids beyond the floor the export remembers (WELCOME MAX_TXID_SPAN; 0: unlimited). */
-  private txidSpan = 0;
-  /** Counts sessions: a WELCOME naming another session than we had starts a new one. */
-  private sessionSeq = 0;
-  private epoch: number | null = null;
   private window = 1;
   private maxPayload: number;
-  private readonly replay = new ReplayLog();
-  private internalFlushPending = false;
-  /** Replay transactions not yet acknowledged: until they are, nothing else is sent. */
-  private replaysPending = 0;
-  /** A replay failed: the next handshake replays the whole log again, whatever the epoch. */
-  private replayAgain = false;
-  /** Replay rounds failed in a row: backs the reconnect off, so a failing disk is not hammered. */
-  private replayStreak = 0;
   private lastError = "";
-  /** Authentication state of the current connection (null: anonymous). */
-  private auth: ClientAuth | null = null;
-  private helloFrame: Uint8Array | null = null;
-  private channel: Channel | null = null;
-  /** Frames waiting to leave as one sealed record (protected channels only). */
-  private outbox: Uint8Array[] = [];
-  private outboxBytes = 0;
   /** Nesting of event handlers; the outermost one flushes the outbox. */
   private depth = 0;
   private flushScheduled = false;
+  private wasBusy = false;
+  /** The txid floor the export last heard from us (HELLO, PING): it forgets results below it. */
+  private announcedFloor = 0;
   /** Data checksum in force (chosen by the export in WELCOME). */
   private checksum: ChecksumName = "none";
 
@@ -188,6 +140,10 @@ export class ClientEngine {
     this.log = log;
     this.prng = new Prng(options.seed);
     this.maxPayload = options.maxPayload;
+    this.session = new ClientSession(options);
+    this.durability = new Durability(options.replayBufferBytes);
+    this.outbox = new Outbox(this.sendOnCurrent);
+    this.decoder = this.newDecoder();
   }
 
   /** Most bytes one READ or WRITE may carry on this connection. */
@@ -197,17 +153,22 @@ export class ClientEngine {
 
   /** Acknowledged writes still held for replay, in bytes. */
   get replayBytes(): number {
-    return this.replay.bytes;
+    return this.durability.log.bytes;
   }
 
   /** Acknowledged mutations still held for replay (entries, not bytes). */
   get replayEntries(): number {
-    return this.replay.size;
+    return this.durability.log.size;
   }
 
   /** Requests submitted and not yet completed. */
   get outstanding(): number {
     return this.pending.size;
+  }
+
+  /** Requests one submit-burst may still add before submit() says BUSY. */
+  get room(): number {
+    return Math.max(0, this.options.queueDepth - this.pending.size);
   }
 
   // ---- driver events ------------------------------------------------------------------
@@ -223,70 +184,11 @@ export class ClientEngine {
   connected(connection: number): void {
     if (connection !== this.connection || this.state !== "connecting") return;
     this.setState("handshaking", "connected; sending HELLO");
-    this.decoder = new FrameDecoder(HANDSHAKE_PAYLOAD_MAX);
+    this.decoder = this.newDecoder();
     this.lastReceiveAt = this.now;
-    const floor = this.txidFloor();
-    this.channel = null;
-    this.auth = this.options.auth ? new ClientAuth(this.options.auth.key, this.options.auth.suites) : null;
-    this.helloFrame = encodeHello(
-      {
-        version: 1,
-        exportName: this.options.exportName,
-        clientName: this.options.clientName,
-        maxPayload: this.options.maxPayload,
-        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
-        sessionId: this.sessionId,
-        txidFloor: floor,
-        resumeToken: this.sessionId !== null && this.auth === null ? this.resumeToken : null,
-      },
-      [
-        ...(this.auth?.helloAttrs() ?? []),
-        [Attr.CHECKSUMS, new TextEncoder().encode((this.options.checksums ?? DEFAULT_CHECKSUMS).join(","))],
-      ],
-    );
-    this.io.send(connection, this.helloFrame);
-  }
-
-  /**
-   * Put one frame on the current connection. On a protected channel frames are collected and
-   * leave as one sealed record when the outermost event handler returns (crypto/record.ts:
-   * one cipher setup per batch, not per frame); the transaction keeps its plaintext frame.
-   */
-  private transmit(frame: Uint8Array): void {
-    if (this.channel?.records == null) return this.io.send(this.connection, frame);
-    this.outbox.push(frame);
-    this.outboxBytes += frame.length;
-    if (this.outboxBytes >= OUTBOX_RECORD_MAX) this.flushOutbox();
-  }
-
-  private flushOutbox(): void {
-    if (this.outbox.length === 0) return;
-    const records = this.channel?.records;
-    if (records != null) this.io.send(this.connection, records.sealer.seal(this.outbox, this.outboxBytes));
-    this.outbox = [];
-    this.outboxBytes = 0;
-  }
-
-  /** Run an event handler; the outermost one sends what the event produced as one record. */
-  private event<T>(handler: () => T): T {
-    this.depth++;
-    try {
-      return handler();
-    } finally {
-      if (--this.depth === 0 && this.outbox.length > 0) this.scheduleFlush();
-    }
-  }
-
-  private scheduleFlush(): void {
-    if (this.io.defer === undefined) return this.flushOutbox();
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    // The outbox is emptied when a connection is lost, so whatever it holds then belongs to
-    // the current connection.
-    this.io.defer(() => {
-      this.flushScheduled = false;
-      this.flushOutbox();
-    });
+    this.outbox.reset(this.sendOnCurrent, null);
+    this.announcedFloor = this.txidFloor();
+    this.io.send(connection, this.session.helloFrame(this.announcedFloor));
   }
 
   connectFailed(connection: number, reason: string): void {
@@ -305,11 +207,140 @@ export class ClientEngine {
     if (this.state !== "handshaking" && this.state !== "ready") return;
     this.lastReceiveAt = this.now;
     this.event(() => {
-      const records = this.channel?.records;
+      const records = this.session.channel?.records;
       if (records == null) return this.decode(connection, chunk);
       const plaintexts = records.opener.push(chunk);
       if (typeof plaintexts === "string") return this.dropConnection(`from export: ${plaintexts}`);
       for (const plain of plaintexts) if (connection === this.connection) this.decode(connection, plain);
+    });
+  }
+
+  /** Advance time: resends, deadlines, keepalive, reconnect. Call every few tens of ms. */
+  tick(now: number): void {
+    assert(now >= this.now, "time went backwards");
+    this.now = now;
+    this.event(() => this.tickState(now));
+  }
+
+  /** Stop for good: fail everything outstanding with ESHUTDOWN and close the connection. */
+  shutdown(reason = "client shut down"): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    const open = this.connection !== 0 && this.state !== "idle";
+    const id = this.connection++;
+    this.outbox.discard();
+    if (open) this.io.close(id);
+    this.setState("closed", reason);
+    this.failAll(Errno.ESHUTDOWN);
+  }
+
+  // ---- API ------------------------------------------------------------------------------
+
+  /**
+   * Queue a request. Returns its txid; 0 when refused at once because the engine has stopped
+   * (`done` was called); BUSY when the queues are full (`done` was not called: try again on
+   * `onRoom`). A WRITE's data is copied at submit unless it came from reserveWrite().
+   */
+  submit(request: Request, done: Completion): number {
+    if (this.state === "failed" || this.state === "closed") {
+      done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
+      return 0;
+    }
+    if (!this.canAccept(request, 1)) {
+      this.wasBusy = true;
+      return BUSY;
+    }
+    return this.event(() => {
+      const txn = this.newTxn(request, this.ownData(request), done, null);
+      this.pending.set(txn.txid, txn);
+      this.enqueue(txn);
+      this.pump();
+      return txn.txid;
+    });
+  }
+
+  /**
+   * Whether `count` more requests like `request` would be accepted now (a caller splitting
+   * one request over several engines checks every part before submitting any).
+   */
+  canAccept(request: Request, count: number): boolean {
+    if (this.pending.size === 0) return true;
+    const bytes = request.kind === "write" ? request.length : 0;
+    return this.pending.size + count <= this.options.queueDepth && this.waitingBytes + bytes <= this.options.queueBytes;
+  }
+
+  // ---- internals ------------------------------------------------------------------------
+
+  private newDecoder(): FrameDecoder {
+    return new FrameDecoder(HANDSHAKE_PAYLOAD_MAX, { allocate: this.allocateReply });
+  }
+
+  /** READ replies spanning chunks are gathered into pooled buffers (given back once copied out). */
+  private readonly allocateReply = (size: number) => {
+    const bytes = takeBuffer(size);
+    return { bytes, owner: bytes };
+  };
+
+  /** The engine's own copy of a WRITE's data (none for other requests). */
+  private ownData(request: Request): Uint8Array | null {
+    if (request.kind !== "write") return null;
+    const data = request.data;
+    assert(data !== undefined && data.length === request.length, "write data length");
+    return request.handOver === true ? data : data.slice();
+  }
+
+  private newTxn(request: Request, data: Uint8Array | null, done: Completion | null, internal: Txn["internal"]): Txn {
+    return makeTxn(this.nextTxid++, request, data, this.checksum, done, internal, {
+      now: this.now,
+      deadlineMs: this.options.deadlineMs,
+      resendIntervalMs: this.options.resendIntervalMs,
+    });
+  }
+
+  private enqueue(txn: Txn): void {
+    this.waiting.push(txn);
+    if (txn.kind === "write") this.waitingBytes += txn.length;
+  }
+
+  private dequeued(txn: Txn): void {
+    if (txn.kind === "write") this.waitingBytes -= txn.length;
+  }
+
+  private readonly sendOnCurrent = (bytes: Uint8Array, release?: () => void): void => {
+    this.io.send(this.connection, bytes, release);
+  };
+
+  /** Put one txn's frame on the current connection (through the outbox). */
+  private transmit(txn: Txn): void {
+    this.outbox.add(txn.header, txn.data, txn.digest);
+  }
+
+  /** Run an event handler; the outermost one sends what the event produced. */
+  private event<T>(handler: () => T): T {
+    this.depth++;
+    try {
+      return handler();
+    } finally {
+      if (--this.depth === 0) this.afterEvent();
+    }
+  }
+
+  private afterEvent(): void {
+    if (this.outbox.pending) this.scheduleFlush();
+    if (this.wasBusy && this.pending.size < this.options.queueDepth && this.waitingBytes < this.options.queueBytes) {
+      this.wasBusy = false;
+      this.onRoom?.();
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.io.defer === undefined) return this.outbox.flush();
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // The outbox is emptied when a connection is lost, so whatever it holds then belongs to
+    // the current connection.
+    this.io.defer(() => {
+      this.flushScheduled = false;
+      this.outbox.flush();
     });
   }
 
@@ -318,13 +349,6 @@ export class ClientEngine {
     if (problem !== null && connection === this.connection && (this.state === "ready" || this.state === "handshaking")) {
       this.dropConnection(`protocol error from export: ${problem}`);
     }
-  }
-
-  /** Advance time: resends, deadlines, keepalive, reconnect. Call every few tens of ms. */
-  tick(now: number): void {
-    assert(now >= this.now, "time went backwards");
-    this.now = now;
-    this.event(() => this.tickState(now));
   }
 
   private tickState(now: number): void {
@@ -349,84 +373,9 @@ export class ClientEngine {
     this.checkFirstContact(now);
   }
 
-  /** Stop for good: fail everything outstanding with ESHUTDOWN and close the connection. */
-  shutdown(reason = "client shut down"): void {
-    if (this.state === "closed" || this.state === "failed") return;
-    const open = this.connection !== 0 && this.state !== "idle";
-    const id = this.connection++;
-    if (open) this.io.close(id);
-    this.setState("closed", reason);
-    this.failAll(Errno.ESHUTDOWN);
-  }
-
-  // ---- API ------------------------------------------------------------------------------
-
-  /** Queue a request; returns its txid (0 when refused at once because the engine has stopped). */
-  submit(request: Request, done: Completion): number {
-    if (this.state === "failed" || this.state === "closed") {
-      done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
-      return 0;
-    }
-    return this.event(() => {
-      const txn = this.makeTxn(request, done, null);
-      this.pending.set(txn.txid, txn);
-      this.waiting.push(txn);
-      this.pump();
-      return txn.txid;
-    });
-  }
-
-  // ---- internals ------------------------------------------------------------------------
-
-  private makeTxn(request: Request, done: Completion | null, internal: Txn["internal"]): Txn {
-    const isWrite = request.kind === "write";
-    if (isWrite) assert(request.data !== undefined && request.data.length === request.length, "write data length");
-    let flags = request.fua ? Flag.FUA : 0;
-    if (request.kind === "zero" && request.noHole) flags |= Flag.NO_HOLE;
-    const txid = this.nextTxid++;
-    const digest = isWrite ? digestSize(this.checksum) : 0;
-    if (digest > 0) flags |= Flag.DIGEST;
-    const fields = {
-      opcode: opcodeOf[request.kind],
-      flags,
-      txid,
-      offset: request.kind === "flush" ? 0 : request.offset,
-      length: request.kind === "flush" ? 0 : request.length,
-    };
-    let frame: Uint8Array;
-    if (digest > 0) {
-      // The digest is taken over our own copy, so corruption anywhere after this point —
-      // network, export memory — is caught by the export before the write is applied.
-      frame = frameBuffer(fields, request.length + digest);
-      frame.set(request.data!, HEADER_SIZE);
-      const end = HEADER_SIZE + request.length;
-      computeDigest(this.checksum, frame.subarray(HEADER_SIZE, end), frame, end);
-    } else {
-      frame = encodeFrame(fields, isWrite ? request.data : undefined);
-    }
-    return {
-      txid,
-      kind: request.kind,
-      frame,
-      offset: request.offset,
-      length: request.length,
-      fua: request.fua === true,
-      noHole: request.noHole === true,
-      done,
-      internal,
-      deadlineAt: this.now + this.options.deadlineMs,
-      sentOn: 0,
-      nextResendAt: 0,
-      resendIntervalMs: this.options.resendIntervalMs,
-      resends: 0,
-      sends: 0,
-      flushMark: -1,
-      session: 0,
-    };
-  }
-
   private setState(state: EngineState, detail: string): void {
     if (this.state === state) return;
+    assert(TRANSITIONS[this.state].includes(state), `engine state ${this.state} → ${state} is not a transition`);
     this.state = state;
     this.stateSince = this.now;
     this.onStateChange?.(state, detail);
@@ -451,8 +400,7 @@ export class ClientEngine {
   private connectionLost(reason: string): void {
     this.lastError = reason;
     // Frames collected for the old connection die with it (they are resent from the txns).
-    this.outbox = [];
-    this.outboxBytes = 0;
+    this.outbox.discard();
     const wasReady = this.state === "ready";
     this.connection++; // fence: anything still arriving from the old connection is ignored
     this.onWire = 0;
@@ -469,12 +417,34 @@ export class ClientEngine {
     return Math.round(base * (0.5 + 0.5 * this.prng.float()));
   }
 
-  private readonly onFrame = (header: Header, payload: Uint8Array, frame: Uint8Array): void => {
+  private readonly onFrame = (header: Header, payload: Uint8Array, _frame: Uint8Array, gathered: unknown): void => {
+    try {
+      this.handleFrame(header, payload);
+    } finally {
+      // A pooled gather buffer is free once the frame was handled (READ data was copied out,
+      // or handed to a caller without `into`, which then owns the buffer: see complete()).
+      if (gathered !== null && !this.handedOut) giveBuffer(gathered as Uint8Array);
+      this.handedOut = false;
+    }
+  };
+
+  /** The current frame's payload went to a caller (not copied): its pooled buffer is theirs. */
+  private handedOut = false;
+
+  private handleFrame(header: Header, payload: Uint8Array): void {
     if (this.state !== "ready" && this.state !== "handshaking") return; // dropped mid-chunk
     if (header.opcode === Op.CHALLENGE) return this.onChallenge(payload);
     if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
     if (this.state !== "ready") return this.dropConnection("export sent a request before the handshake finished");
     if (header.opcode === Op.PONG) return;
+    if (header.opcode === Op.SIZE_NOTICE) {
+      if (this.welcome !== null && header.offset !== this.welcome.size) {
+        this.log.info(`export size changed: ${this.welcome.size} → ${header.offset} bytes`);
+        this.welcome = { ...this.welcome, size: header.offset };
+        this.onResize?.(header.offset);
+      }
+      return;
+    }
     if ((header.opcode & REPLY_BIT) === 0) return this.dropConnection("export sent a request frame");
     const txn = this.pending.get(header.txid);
     if (txn === undefined || txn.sentOn !== this.connection) {
@@ -484,9 +454,7 @@ export class ClientEngine {
     if (header.opcode !== (opcodeOf[txn.kind] | REPLY_BIT)) {
       return this.dropConnection(`reply opcode 0x${header.opcode.toString(16)} does not match txid ${txn.txid}`);
     }
-    if (header.status === Errno.ESHUTDOWN) {
-      return this.dropConnection("export is shutting down");
-    }
+    if (header.status === Errno.ESHUTDOWN) return this.dropConnection("export is shutting down");
     if (header.status === Errno.EBADMSG) return this.retryCorrupt(txn, "the export found the write's data checksum wrong");
     let data: Uint8Array | null = null;
     if (txn.kind === "read" && header.status === 0) {
@@ -494,24 +462,20 @@ export class ClientEngine {
       if ((header.flags & Flag.DIGEST) !== 0 && !verifyDigest(this.checksum, data, payload.subarray(header.length))) {
         return this.retryCorrupt(txn, "READ reply failed its data checksum");
       }
+      if (txn.into !== null) {
+        txn.into.set(data);
+        data = txn.into;
+      } else this.handedOut = true;
     }
     this.complete(txn, header.status, data);
-  };
+  }
 
   private onChallenge(payload: Uint8Array): void {
-    if (this.state !== "handshaking" || this.auth === null || this.channel !== null) {
-      return this.dropConnection("unexpected CHALLENGE from export");
-    }
-    const attrs = decodeAttrs(payload);
-    const resumeKey = this.sessionId !== null ? this.resumeKey : null;
-    const result = typeof attrs === "string" ? `malformed CHALLENGE: ${attrs}` : this.auth.onChallenge(this.helloFrame!, attrs, resumeKey);
-    if (typeof result === "string") {
-      const message = `export refused or failed authentication: ${result}`;
-      if (!this.everReady) return this.fail(message, Errno.EACCES);
-      return this.dropConnection(message);
-    }
-    this.io.send(this.connection, result.auth);
-    this.channel = result.channel;
+    if (this.state !== "handshaking") return this.dropConnection("unexpected CHALLENGE from export");
+    const step = this.session.onChallenge(payload, this.everReady);
+    if ("fail" in step) return this.fail(step.fail, Errno.EACCES);
+    if ("drop" in step) return this.dropConnection(step.drop);
+    this.io.send(this.connection, step.auth);
   }
 
   /** A digest mismatch: send the same request again, within the resend budget. */
@@ -526,51 +490,21 @@ export class ClientEngine {
     txn.sends++;
     this.counters.resends++;
     txn.nextResendAt = this.now + this.jitter(txn.resendIntervalMs);
-    this.transmit(txn.frame);
+    this.transmit(txn);
   }
 
   private onWelcome(header: Header, payload: Uint8Array): void {
-    const result = decodeWelcome(header, payload);
-    if (typeof result === "string") return this.dropConnection(`malformed WELCOME: ${result}`);
-    if (result.ok && this.auth !== null && this.channel === null) {
-      // We hold a key: an unauthenticated WELCOME would be a downgrade. Fail closed.
-      return this.fail("export did not authenticate (it answered without a CHALLENGE); refusing an unprotected channel", Errno.EACCES);
-    }
-    if (!result.ok && result.status === Errno.ESTALE) {
-      // The export will not let us resume our session (it does not take our proof): start a
-      // new one. It did not restart, so nothing acknowledged is lost; in-flight requests are
-      // resent in the new session.
-      this.log.warn(`export refused to resume session: ${result.message}; starting a new session`);
-      this.sessionId = null;
-      this.resumeKey = null;
-      this.resumeToken = null;
-      return this.dropConnection("session could not be resumed");
-    }
-    if (!result.ok) {
-      const message = `export refused: ${escapePeer(result.message, 200)} (${errnoMessage(result.status)})`;
-      if (!this.everReady && permanentRefusals.has(result.status)) return this.fail(message, result.status);
-      return this.dropConnection(message);
+    const outcome = this.session.onWelcome(header, payload, this.everReady);
+    if (outcome.kind === "fail") return this.fail(outcome.message, outcome.errno);
+    if (outcome.kind === "drop") {
+      if (outcome.message.includes("starting a new session")) this.log.warn(outcome.message);
+      return this.dropConnection(outcome.message);
     }
     if (this.state !== "handshaking") return this.dropConnection("unexpected WELCOME");
-    this.acceptWelcome(result.welcome);
-  }
-
-  private acceptWelcome(welcome: Welcome): void {
-    const previousEpoch = this.epoch;
+    const welcome = outcome.welcome;
     this.welcome = welcome;
-    if (this.sessionId === null || !sameBytes(this.sessionId, welcome.sessionId)) {
-      // A new session: its resumption secret is this handshake's, for the session's life.
-      this.sessionSeq++;
-      this.resumeToken = welcome.resumeToken ?? null;
-      this.resumeKey = this.channel?.resumeKey ?? null;
-    }
-    this.sessionId = welcome.sessionId;
-    this.txidSpan = welcome.maxTxidSpan ?? 0;
-    this.epoch = welcome.epoch;
     this.maxPayload = Math.min(this.options.maxPayload, welcome.maxPayload);
-    const checksum = welcome.checksum ?? "none";
-    if (!isChecksumName(checksum)) return this.dropConnection(`export chose unknown data checksum ${quotePeer(checksum)}`);
-    this.checksum = checksum;
+    this.checksum = outcome.checksum;
     this.decoder.maxPayload = this.maxPayload;
     this.window = Math.max(1, Math.min(this.options.inflight, welcome.maxInflight));
     this.reconnectAttempt = 0;
@@ -578,13 +512,12 @@ export class ClientEngine {
     this.everReady = true;
     this.lastReceiveAt = this.now;
     this.lastPingAt = this.now;
-    const restarted = previousEpoch !== null && previousEpoch !== welcome.epoch;
+    this.outbox.sealer = this.session.channel?.records?.sealer ?? null;
+    const restarted = outcome.restarted;
     this.requeue(restarted);
-    if (restarted) this.log.warn(`export restarted (new epoch): replaying ${this.replay.size} acknowledged writes not yet flushed`);
-    this.setState(
-      "ready",
-      restarted ? `export restarted (new epoch); replaying ${this.replay.size} unflushed writes` : "ready",
-    );
+    const held = this.durability.log.size;
+    if (restarted) this.log.warn(`export restarted (new epoch): replaying ${held} acknowledged writes not yet flushed`);
+    this.setState("ready", restarted ? `export restarted (new epoch); replaying ${held} unflushed writes` : "ready");
     this.onReady?.();
     this.pump();
   }
@@ -596,6 +529,7 @@ export class ClientEngine {
    * log, applied in order, is the newest state of every range it touches.
    */
   private requeue(restarted: boolean): void {
+    const durability = this.durability;
     const pendingTxns = [...this.pending.values()].filter((t) => t.internal !== "replay");
     // An automatic flush goes first: writes held by the replay bound wait for it, so behind
     // them it would never be sent (found by the simulator: a reconnect re-sorted it by txid
@@ -603,13 +537,13 @@ export class ClientEngine {
     const rank = (t: Txn) => (t.internal === "flush" ? 0 : 1);
     pendingTxns.sort((a, b) => rank(a) - rank(b) || a.txid - b.txid);
     const replays: Txn[] = [];
-    if (restarted || this.replayAgain) {
-      this.replayAgain = false;
+    if (restarted || durability.replayAgain) {
+      durability.replayAgain = false;
       for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
-      for (const entry of this.replay.pending()) {
+      for (const entry of durability.entries()) {
         const request: Request = { kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole };
-        if (entry.data) request.data = entry.data;
-        const txn = this.makeTxn(request, null, "replay");
+        // A copy: the log's slabs may be recycled while the replay is on the wire.
+        const txn = this.newTxn(request, entry.data?.slice() ?? null, null, "replay");
         this.pending.set(txn.txid, txn);
         replays.push(txn);
       }
@@ -618,8 +552,10 @@ export class ClientEngine {
       for (const txn of this.pending.values()) if (txn.internal === "replay") replays.push(txn);
       replays.sort((a, b) => a.txid - b.txid);
     }
-    this.replaysPending = replays.length;
+    durability.replaysPending = replays.length;
     this.waiting = [...replays, ...pendingTxns];
+    this.waitingBytes = 0;
+    for (const txn of this.waiting) if (txn.kind === "write") this.waitingBytes += txn.length;
   }
 
   private pump(): void {
@@ -630,32 +566,41 @@ export class ClientEngine {
       const txn = this.waiting[0]!;
       if (!this.pending.has(txn.txid)) {
         this.waiting.shift(); // failed by deadline while waiting
+        this.dequeued(txn);
         continue;
       }
       // Barrier: after an export restart, nothing but replays until every replay is acknowledged
       // (a FLUSH sent earlier would release log entries whose replay has not landed yet).
-      if (this.replaysPending > 0 && txn.internal !== "replay") break;
-      // The export remembers results only txidSpan txids beyond our floor: wait for the floor.
-      if (this.txidSpan > 0 && txn.txid - (floor ??= this.txidFloor()) >= this.txidSpan) break;
-      if (txn.kind === "write" && txn.internal === null && this.replayFull()) break;
+      if (this.durability.replaysPending > 0 && txn.internal !== "replay") break;
+      // The export remembers results only txidSpan txids beyond the floor it last heard: tell
+      // it a newer floor when ours moved (a PING carries it), else wait for the floor to move.
+      if (this.session.txidSpan > 0 && txn.txid - this.announcedFloor >= this.session.txidSpan) {
+        floor ??= this.txidFloor();
+        if (floor > this.announcedFloor) this.announceFloor(floor);
+        if (txn.txid - this.announcedFloor >= this.session.txidSpan) break;
+      }
+      if (txn.kind === "write" && txn.internal === null && this.durability.full) break;
       floor = Math.min(floor ?? txn.txid, txn.txid);
       this.waiting.shift();
+      this.dequeued(txn);
       this.send(txn);
     }
     this.counters.inflight = this.onWire;
   }
 
-  /** The replay log holds its bound (an empty log never blocks, whatever the bound). */
-  private replayFull(): boolean {
-    return this.replay.size > 0 && this.replay.bytes >= this.options.replayBufferBytes;
+  private announceFloor(floor: number): void {
+    this.announcedFloor = floor;
+    this.counters.pings++;
+    this.outbox.add(encodeFrame({ opcode: Op.PING, txid: 0, offset: floor }));
   }
 
   /** Bounded replay memory: past the bound, issue a FLUSH ourselves and hold new writes. */
   private maybeFlushForReplayBound(): void {
-    if (this.internalFlushPending || !this.replayFull()) return;
-    this.internalFlushPending = true;
+    const durability = this.durability;
+    if (durability.autoFlushPending || !durability.full) return;
+    durability.autoFlushPending = true;
     this.counters.autoFlushes++;
-    const txn = this.makeTxn({ kind: "flush", offset: 0, length: 0 }, null, "flush");
+    const txn = this.newTxn({ kind: "flush", offset: 0, length: 0 }, null, null, "flush");
     this.pending.set(txn.txid, txn);
     let at = 0;
     while (at < this.waiting.length && this.waiting[at]!.internal === "replay") at++;
@@ -663,14 +608,14 @@ export class ClientEngine {
   }
 
   private send(txn: Txn): void {
-    txn.session = this.sessionSeq;
-    if (txn.kind === "flush" && txn.flushMark < 0) txn.flushMark = this.replay.mark();
+    if (txn.kind === "flush" && txn.flushMark < 0) txn.flushMark = this.durability.log.mark();
+    txn.session = this.session.seq;
     txn.sentOn = this.connection;
     txn.nextResendAt = this.now + this.jitter(txn.resendIntervalMs);
     this.onWire++;
     if (txn.sends > 0) this.counters.resends++;
     txn.sends++;
-    this.transmit(txn.frame);
+    this.transmit(txn);
   }
 
   private jitter(ms: number): number {
@@ -678,16 +623,17 @@ export class ClientEngine {
   }
 
   private complete(txn: Txn, status: number, data: Uint8Array | null): void {
+    const durability = this.durability;
     this.pending.delete(txn.txid);
     if (txn.sentOn === this.connection && this.state === "ready") this.onWire--;
-    if (status === 0) this.recordDurability(txn);
+    if (status === 0) durability.record(txn);
     if (txn.internal === "replay") {
-      this.replaysPending--;
+      durability.replaysPending--;
       if (status !== 0) this.replayFailed(txn, status);
-      else if (this.replaysPending === 0 && !this.replayAgain) this.replayStreak = 0;
+      else if (durability.replaysPending === 0 && !durability.replayAgain) durability.replayStreak = 0;
     }
     if (txn.internal === "flush") {
-      this.internalFlushPending = false;
+      durability.autoFlushPending = false;
       if (status !== 0) this.log.warn(`automatic flush failed: ${errnoMessage(status)}`);
     }
     txn.done?.(status, data);
@@ -701,40 +647,13 @@ export class ClientEngine {
    * one (found by the simulator: an EIO on a replayed write, then a FLUSH, lost the write).
    */
   private replayFailed(txn: Txn, status: number): void {
+    const durability = this.durability;
     this.counters.replayFailures++;
-    this.replayAgain = true;
-    this.reconnectAttempt = Math.max(this.reconnectAttempt, Math.min(++this.replayStreak, 30));
+    durability.replayAgain = true;
+    this.reconnectAttempt = Math.max(this.reconnectAttempt, Math.min(++durability.replayStreak, 30));
     const why = `replay of ${txn.kind} ${txn.length} B at ${txn.offset} failed: ${errnoMessage(status)}; replaying again`;
     if (this.state === "ready") this.dropConnection(why);
     else this.log.warn(why);
-  }
-
-  /**
-   * Keep non-durable acknowledged mutations for replay; a successful FLUSH releases them.
-   * A FUA mutation is durable and is not kept, but it supersedes older entries for its range:
-   * replaying those after a restart would bury it under older data (found by the simulator:
-   * a FUA write after an unflushed write to the same block came back as the older data).
-   */
-  private recordDurability(txn: Txn): void {
-    if (txn.internal === "replay") return; // its entry is still in the log
-    if (txn.fua && txn.kind !== "read" && txn.kind !== "flush") {
-      this.replay.supersede(txn.offset, txn.length);
-      return;
-    }
-    switch (txn.kind) {
-      case "write":
-        this.replay.append("write", txn.offset, txn.length, txn.frame.subarray(HEADER_SIZE, HEADER_SIZE + txn.length), false);
-        break;
-      case "trim":
-      case "zero":
-        this.replay.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
-        break;
-      case "flush":
-        this.replay.release(txn.flushMark);
-        break;
-      case "read":
-        break;
-    }
   }
 
   private tickReady(now: number): void {
@@ -746,8 +665,7 @@ export class ClientEngine {
     }
     if (silentMs >= this.options.keepaliveIntervalMs && now - this.lastPingAt >= this.options.keepaliveIntervalMs) {
       this.lastPingAt = now;
-      this.counters.pings++;
-      this.transmit(encodeFrame({ opcode: Op.PING, txid: 0, offset: this.txidFloor() }));
+      this.announceFloor(this.txidFloor());
     }
     // TCP delivers in order and the export answers every frame it reads, so on a connection
     // that is still delivering replies an unanswered request is queued behind others, not
@@ -771,7 +689,7 @@ export class ClientEngine {
       this.counters.resends++;
       txn.resendIntervalMs = Math.min(txn.resendIntervalMs * 2, this.options.resendIntervalMaxMs);
       txn.nextResendAt = now + this.jitter(txn.resendIntervalMs);
-      this.transmit(txn.frame);
+      this.transmit(txn);
     }
   }
 
@@ -792,7 +710,7 @@ export class ClientEngine {
   private fail1(txn: Txn, errno: number, why: string): void {
     this.counters.timeouts++;
     this.log.warn(`txid ${txn.txid} (${txn.kind} ${txn.length} B at ${txn.offset}) failed: ${why}`);
-    if (txn.internal === "flush") this.internalFlushPending = false;
+    if (txn.internal === "flush") this.durability.autoFlushPending = false;
     this.complete(txn, errno, null);
   }
 
@@ -800,6 +718,7 @@ export class ClientEngine {
     this.fatal = message;
     const open = this.connection !== 0 && (this.state === "handshaking" || this.state === "ready");
     const id = this.connection++;
+    this.outbox.discard();
     if (open) this.io.close(id);
     this.setState("failed", message);
     this.failAll(errno);
@@ -809,8 +728,9 @@ export class ClientEngine {
     const txns = [...this.pending.values()];
     this.pending.clear();
     this.waiting = [];
+    this.waitingBytes = 0;
     this.onWire = 0;
-    this.replaysPending = 0;
+    this.durability.replaysPending = 0;
     for (const txn of txns) txn.done?.(errno, null);
   }
 
@@ -822,18 +742,14 @@ export class ClientEngine {
    */
   private txidFloor(): number {
     // Map iteration is insertion order, and txids are inserted in increasing order.
-    for (const txn of this.pending.values()) if (txn.session === this.sessionSeq) return txn.txid;
+    for (const txn of this.pending.values()) if (txn.session === this.session.seq) return txn.txid;
     return this.nextTxid;
   }
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-/** Reserved: permission bits exposed for callers checking a WELCOME. */
+/** Whether a WELCOME grants writing. */
 export function canWrite(welcome: Welcome): boolean {
   return (welcome.permissions & Perm.WRITE) !== 0;
 }
+
+export { wireBytes };

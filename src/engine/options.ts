@@ -40,6 +40,10 @@ export interface EngineOptions {
   keepaliveTimeoutMs: number;
   /** Bound on acknowledged-but-unflushed write bytes kept for replay after an export restart. */
   replayBufferBytes: number;
+  /** Requests outstanding (queued, on the wire) before submit() answers BUSY. */
+  queueDepth: number;
+  /** Bytes of write data waiting to go on the wire before submit() answers BUSY. */
+  queueBytes: number;
   /** Seed for jitter (deterministic in simulation; random in production). */
   seed: number;
 }
@@ -57,4 +61,6 @@ export const ENGINE_DEFAULTS: Omit<EngineOptions, "exportName" | "clientName" | 
   keepaliveIntervalMs: 2_000,
   keepaliveTimeoutMs: 6_000,
   replayBufferBytes: 256 * 1024 * 1024,
+  queueDepth: 1024,
+  queueBytes: 64 * 1024 * 1024,
 };

@@ -16,6 +16,7 @@
  * connection, or hold memory that is not counted in the export's budget (beyond one socket
  * chunk and one decoded frame per connection).
  */
+import { matchAllow } from "../lib/acl.ts";
 import { Errno } from "../lib/errno.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { quotePeer } from "../lib/peer-text.ts";
@@ -134,6 +135,15 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
   get counters() {
     return this.server.counters;
   }
+  get observer() {
+    return this.server.observer;
+  }
+  get exportName(): string {
+    return this.admitted?.exp.name ?? "";
+  }
+  now(): number {
+    return this.server.now();
+  }
 
   takeReceive(bytes: number): Held | null {
     const given = this.allocate(bytes);
@@ -180,6 +190,39 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
     const line = `closed${reason ? ` (${reason})` : ""}`;
     if (admitted) this.server.log.info(`${this.name}: ${line}`);
     else this.logRefusal(`${line} before the handshake completed`);
+  }
+
+  /** The export `name` changed size: tell the client in band (if it asked for notices). */
+  notifySize(name: string, size: number): void {
+    const admitted = this.admitted;
+    if (this.state !== "ready" || admitted === null || admitted.exp.name !== name || !admitted.resizeNotices) return;
+    this.replies.header(Op.SIZE_NOTICE, 0, 0, size, 0);
+    this.replies.flush();
+  }
+
+  /** See DstServer.revalidate: close or downgrade this session if a reload took its grant. */
+  revalidate(): string | null {
+    const admitted = this.admitted;
+    if (this.state !== "ready" || admitted === null) return null;
+    const who = admitted.identity === null ? `anonymous client ${this.name}` : `identity ${quotePeer(admitted.identity)} at ${this.name}`;
+    const exportName = quotePeer(admitted.exp.name);
+    let why: string | null = null;
+    if (admitted.identity !== null && !this.server.keys.has(admitted.identity)) why = `the key of ${who} was removed`;
+    const access = why === null ? matchAllow(admitted.exp.allow, this.peer, admitted.identity) : null;
+    if (why === null && access === null) why = `${who} is no longer allowed to use export ${exportName}`;
+    if (why !== null) {
+      this.server.log.warn(`${this.name}: closing: ${why} (configuration reload)`);
+      this.state = "closed";
+      this.release();
+      this.sink.end();
+      return `closed the session of ${who}: ${why}`;
+    }
+    if (this.writable && (access !== "rw" || admitted.exp.readOnly)) {
+      this.writable = false;
+      this.server.log.warn(`${this.name}: ${who} now has read-only access to export ${exportName} (configuration reload); writes are refused`);
+      return `${who} downgraded to read-only on export ${exportName}`;
+    }
+    return null;
   }
 
   /** Bytes of an unfinished frame or record held back (for the guard's frame deadline). */

@@ -45,6 +45,8 @@ export interface Admitted {
   identity: string | null;
   /** CLIENT_NAME from HELLO (free-form, for logs). */
   clientName: string;
+  /** The client asked for SIZE_NOTICE frames (Feature.RESIZE_NOTICE). */
+  resizeNotices: boolean;
   writable: boolean;
   maxPayload: number;
   checksum: ChecksumName;
@@ -177,6 +179,8 @@ export class ExportHandshake {
       permissions: Perm.READ | (writable ? Perm.WRITE : 0),
       features:
         Feature.SESSIONS |
+        (hello.features & Feature.RESIZE_NOTICE) |
+        (port.canMultiConn ? Feature.MULTI_CONN : 0) |
         (port.canFlush ? Feature.FLUSH : 0) |
         Feature.FUA |
         (port.canTrim ? Feature.TRIM : 0) |
@@ -188,7 +192,7 @@ export class ExportHandshake {
       maxTxidSpan: limits.sessionEntries,
       resumeToken: token,
     });
-    return { kind: "admitted", admitted: { exp, identity, clientName: hello.clientName, writable, maxPayload, checksum, session, resumed, welcome, auth } };
+    return { kind: "admitted", admitted: { exp, identity, clientName: hello.clientName, resizeNotices: (hello.features & Feature.RESIZE_NOTICE) !== 0, writable, maxPayload, checksum, session, resumed, welcome, auth } };
   }
 
   /**

@@ -23,6 +23,7 @@ import { encodeHeader, type Header } from "../wire/dst/header.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { validateRequest, type RequestKind } from "../storage/validate.ts";
 import type { ReplyWriter } from "./replies.ts";
+import type { RequestObserver } from "./server.ts";
 import type { Entry, Session, SessionTable } from "./sessions.ts";
 
 const kindOf: Record<number, RequestKind> = {
@@ -58,6 +59,10 @@ export interface RequestHost {
   takeReceive(bytes: number): Held | null;
   /** A request finished after handle() returned: the connection may continue reading. */
   completed(): void;
+  /** Metrics of served requests (null: none). */
+  readonly observer: RequestObserver | null;
+  readonly exportName: string;
+  now(): number;
   warn(message: string): void;
 }
 
@@ -80,6 +85,7 @@ class RequestOp {
   held: Held | null = null;
   /** The payload copy this op owns (async port, payload in a transient chunk). */
   copy: Uint8Array | null = null;
+  startedAt = 0;
   /** Set while the port call runs: a completion then is synchronous, not "later". */
   dispatching = false;
   readonly done: (errno: number) => void;
@@ -179,6 +185,7 @@ export class RequestPipeline {
     op.held = copyHeld ?? held;
     if (op.held !== null && op.held === held) held.refs++;
     op.dispatching = true;
+    if (host.observer !== null) op.startedAt = host.now();
     this.inflight++;
     this.dispatch(op, data);
     // A synchronous port has called finish() already (and the op went back to the pool).
@@ -253,6 +260,7 @@ export class RequestPipeline {
   finish(op: RequestOp, errno: number): void {
     const host = this.host;
     this.inflight--;
+    host.observer?.completed(host.exportName, op.kind, op.length, errno, (host.now() - op.startedAt) / 1000);
     if (op.entry !== null) {
       // A failed request is remembered like a success (its resend is answered, not re-run),
       // except EPERM, which nothing was attempted for.

@@ -9,6 +9,8 @@
  * (docs/protocol.md §6.5).
  */
 import { randomBytes } from "node:crypto";
+import { errnoMessage } from "../lib/errno.ts";
+import { DstdError } from "../lib/errors.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import type { GuardHooks } from "../transport/guard.ts";
 import type { Peer, Sink } from "../transport/types.ts";
@@ -40,6 +42,15 @@ export interface DstServerOptions {
   limits?: Partial<ExportLimits>;
   /** Run `work` soon, after the current event (default: queueMicrotask). */
   defer?: (work: () => void) => void;
+  /** Told about every request the port completed (metrics); optional. */
+  observer?: RequestObserver;
+  /** Milliseconds, monotonic, for request latency (default performance.now). */
+  now?: () => number;
+}
+
+/** What the export reports of each request it served (status/node-metrics.ts counts it). */
+export interface RequestObserver {
+  completed(exportName: string, kind: "read" | "write" | "flush" | "trim" | "zero" | "cache" | "block-status", bytes: number, errno: number, seconds: number): void;
 }
 
 export interface ServerCounters {
@@ -76,13 +87,15 @@ export class DstServer {
   readonly log: ServerLog;
   readonly limits: ExportLimits;
   readonly unsafe: { noFencing: boolean; noDedupe: boolean };
-  readonly keys: KeyTable;
+  keys: KeyTable;
   readonly sessions: SessionTable;
   /** Receive half of the memory budget: frames and records being gathered or awaiting completion. */
   readonly receiveBudget: Budget;
   /** Reply half: replies being produced and queued for slow readers. */
   readonly replyBudget: Budget;
   readonly defer: (work: () => void) => void;
+  readonly observer: RequestObserver | null;
+  readonly now: () => number;
   /** Live connections, for tick(). */
   readonly connections = new Set<DstConnection>();
   private readonly exportsByName = new Map<string, Export>();
@@ -95,6 +108,8 @@ export class DstServer {
     this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
     this.defer = options.defer ?? queueMicrotask;
+    this.observer = options.observer ?? null;
+    this.now = options.now ?? (() => performance.now());
     this.sessions = new SessionTable(this.limits);
     const half = Math.floor(this.limits.memoryBudget / 2);
     this.receiveBudget = new Budget(half, this.defer);
@@ -120,6 +135,43 @@ export class DstServer {
 
   findExport(name: string): Export | undefined {
     return this.exportsByName.get(name);
+  }
+
+  /**
+   * Resize export `name` (its port must support it), then tell every connected client that
+   * asked for notices, in band (docs/protocol.md §4 SIZE_NOTICE). Shrinking is the caller's
+   * decision to guard (daemon/export-node.ts: --allow-shrink, data past the new end).
+   */
+  resize(name: string, size: number): Promise<void> {
+    const exp = this.exportsByName.get(name);
+    if (exp === undefined) return Promise.reject(new DstdError("E_USAGE", `no export named '${name}'`));
+    const port = exp.port;
+    if (port.resize === undefined) return Promise.reject(new DstdError("E_RESIZE", `export '${name}' (${port.kind}) cannot be resized`));
+    return new Promise((resolve, reject) => {
+      port.resize!(size, (errno) => {
+        if (errno !== 0) return reject(new DstdError("E_RESIZE", `resize of export '${name}' to ${size} bytes failed: ${errnoMessage(errno)}`, { errno }));
+        for (const connection of this.connections) connection.notifySize(name, port.size);
+        this.log.info(`export '${name}' resized to ${port.size} bytes`);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * A configuration reload changed allow lists or keys (the Export objects were updated in
+   * place, `keys` is the new table): re-check every live session at once. A session whose
+   * identity has no key any more, or whose address/identity no rule admits, is closed; a
+   * read-write session that now has only a read grant goes on read-only. Returns one line per
+   * session touched, for the reload report.
+   */
+  revalidate(keys: KeyTable): string[] {
+    this.keys = keys;
+    const changes: string[] = [];
+    for (const connection of this.connections) {
+      const change = connection.revalidate();
+      if (change !== null) changes.push(change);
+    }
+    return changes;
   }
 
   /** Memory held for peers right now (both halves of the budget). */

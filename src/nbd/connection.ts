@@ -20,6 +20,7 @@
  */
 import { AssertionError } from "../lib/assert.ts";
 import { errorMessage } from "../lib/errors.ts";
+import type { Access } from "../lib/acl.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import type { GuardHooks, GuardedHandler } from "../transport/guard.ts";
 import { describePeer, type Peer, type Sink } from "../transport/types.ts";
@@ -75,6 +76,35 @@ export class NbdConnection implements GuardedHandler {
     } catch (error) {
       this.crash(error);
     }
+  }
+
+  /**
+   * A configuration reload changed who may use what: `access` is what this peer's export now
+   * grants it (null: nothing). Closes or downgrades the connection; returns what it did.
+   */
+  recheck(access: (exportName: string, peer: Peer) => Access | null): string | null {
+    const tx = this.transmission;
+    if (this.closed || tx === null) return null;
+    const now = access(tx.exportName, this.peer);
+    const who = `NBD ${describePeer(this.peer)}`;
+    if (now === null) {
+      this.options.log?.warn(`${who}: closing: no longer allowed to use export ${quotePeer(tx.exportName)} (configuration reload)`);
+      this.closed = true;
+      tx.close();
+      this.sink.end();
+      return `closed ${who}: no longer allowed to use export ${quotePeer(tx.exportName)}`;
+    }
+    if (now === "ro" && tx.writable) {
+      tx.downgrade();
+      this.options.log?.warn(`${who}: now read-only on export ${quotePeer(tx.exportName)} (configuration reload); writes are refused`);
+      return `${who} downgraded to read-only on export ${quotePeer(tx.exportName)}`;
+    }
+    return null;
+  }
+
+  /** The connection is gone (for registries of live connections). */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   onData(chunk: Uint8Array): void {

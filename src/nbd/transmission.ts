@@ -134,6 +134,19 @@ export class NbdTransmission {
     return this.limits.writable;
   }
 
+  /** The export this connection serves. */
+  get exportName(): string {
+    return this.tx.name;
+  }
+
+  /**
+   * A reload took the write grant away: refuse writes from now on (EPERM, as for a read-only
+   * export). The client was told it may write when it connected; it learns per request.
+   */
+  downgrade(): void {
+    this.limits.writable = false;
+  }
+
   /** Bytes of a request not yet complete (transport/guard.ts frame deadline). */
   partialBytes(): number {
     return this.closed ? 0 : this.decoder.partialBytes;
@@ -301,6 +314,12 @@ export class NbdTransmission {
     op.buffer = payload;
     this.account(op, r.length);
     this.target.write(r.offset, r.payload ?? EMPTY, (r.flags & CmdFlag.FUA) !== 0, op.statusDone);
+    // A target that copied the data (the remote engine) lets the buffer go back to the pool
+    // now; its bytes stay counted in flight until the completion (the target's copy).
+    if (this.target.writeDataCopied === true && op.active && op.buffer !== null) {
+      giveBuffer(op.buffer);
+      op.buffer = null;
+    }
   }
 
   /**

@@ -22,6 +22,7 @@ export const NODE_EVENT_TYPES = [
   "service.removed",
   "connection.open",
   "connection.close",
+  "export.resized",
 ] as const;
 export type NodeEventType = (typeof NODE_EVENT_TYPES)[number];
 

@@ -11,7 +11,9 @@ import type { ServiceKind, ServiceState } from "../control/schema.ts";
 import { SERVICE_STATES } from "../control/schema.ts";
 import { METHODS } from "../control/protocol.ts";
 import { REJECT_REASONS, type ControlObserver } from "../control/server.ts";
-import { Registry } from "./metrics.ts";
+import { LATENCY_BUCKETS, Registry } from "./metrics.ts";
+import type { RequestObserver } from "../export/server.ts";
+import { errnoName } from "../lib/errno.ts";
 import { NODE_EVENT_TYPES, type EventBus, type NodeEventType } from "./events.ts";
 
 export interface ServiceView {
@@ -45,6 +47,10 @@ const EXPORT_COUNTER_METRICS: ReadonlyArray<readonly [string, string, string]> =
   ["checksumFailures", "dstd_export_checksum_failures_total", "Writes refused because their data checksum did not match."],
   ["bytesIn", "dstd_export_received_bytes_total", "Bytes received from clients (DST and NBD, framing included)."],
   ["bytesOut", "dstd_export_sent_bytes_total", "Bytes sent to clients (DST and NBD, framing included)."],
+  ["resumesRefused", "dstd_export_resumes_refused_total", "Session resumes refused: another identity, or no proof of the session's secret."],
+  ["mismatchedResends", "dstd_export_mismatched_resends_total", "Resends whose request differed from what was applied under their txid (refused)."],
+  ["overflows", "dstd_export_exactly_once_overflows_total", "Mutations refused because the session's exactly-once table was full."],
+  ["budgetWaits", "dstd_export_budget_waits_total", "Times a connection stopped reading for lack of memory or reply room."],
 ];
 
 const ATTACH_COUNTER_METRICS: ReadonlyArray<readonly [string, string, string]> = [
@@ -65,14 +71,44 @@ const MAX_SERVICES = 256;
 
 export interface NodeMetrics {
   registry: Registry;
+  /** The per-request metrics of one export group's DST requests (counts, bytes, errors, latency). */
+  requests(service: string): RequestObserver;
   /** Feed the control server's observer with this. */
   control: ControlObserver;
   /** Count events by type. */
   watchEvents(bus: EventBus): void;
 }
 
+const OPERATIONS = ["read", "write", "flush", "trim", "zero", "cache", "block-status"];
+
 export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
   const registry = new Registry();
+  // Label values: service names (the operator's config), our operation names and errno names
+  // from lib/errno.ts (anything else is "other"): nothing a peer chooses.
+  const opLabels = { labels: ["service", "op"], values: { op: OPERATIONS }, maxSeries: MAX_SERVICES * OPERATIONS.length };
+  const operations = registry.counter({ name: "dstd_export_operations_total", help: "DST requests the export's storage completed, by operation.", ...opLabels });
+  const operationBytes = registry.counter({ name: "dstd_export_operation_bytes_total", help: "Bytes covered by completed DST requests, by operation (read, write, trim, zero).", ...opLabels });
+  const operationErrors = registry.counter({
+    name: "dstd_export_operation_errors_total",
+    help: "DST requests that failed, by operation and errno.",
+    labels: ["service", "op", "errno"],
+    values: { op: OPERATIONS },
+    maxSeries: 1024,
+  });
+  const latency = registry.histogram({
+    name: "dstd_export_operation_duration_seconds",
+    help: "Time from handing a DST request to the storage port to its completion, by operation.",
+    buckets: LATENCY_BUCKETS,
+    ...opLabels,
+  });
+  const requestObserver = (service: string): RequestObserver => ({
+    completed(_exportName, kind, bytes, errno, seconds) {
+      operations.labels({ service, op: kind }).inc();
+      if (kind !== "flush") operationBytes.labels({ service, op: kind }).inc(bytes);
+      if (errno !== 0) operationErrors.labels({ service, op: kind, errno: errnoName(errno) }).inc();
+      latency.labels({ service, op: kind }).observe(seconds);
+    },
+  });
   const byKind = (kind: ServiceKind) => source.services().filter((s) => s.kind === kind);
 
   registry.collected("gauge", { name: "dstd_build_info", help: "Always 1; the version label names the running dstd.", labels: ["version"] }, (emit) =>
@@ -117,6 +153,8 @@ export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
     });
   for (const [key, name, help] of EXPORT_COUNTER_METRICS) perService("export", "counter", key, name, help);
   perService("export", "gauge", "connectionsCurrent", "dstd_export_open_connections", "Connections open now (DST and NBD).");
+  perService("export", "gauge", "memoryBytes", "dstd_export_memory_bytes", "Bytes the export holds for peers now (receive buffers, replies being produced or queued), within its memory budget.");
+  perService("export", "gauge", "sessions", "dstd_export_sessions", "DST sessions remembered (connected or waiting for a reconnect).");
   for (const [key, name, help] of ATTACH_COUNTER_METRICS) perService("attach", "counter", key, name, help);
   perService("attach", "gauge", "inflight", "dstd_attach_inflight_requests", "Requests on the wire to the export now.");
 
@@ -149,6 +187,7 @@ export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
 
   return {
     registry,
+    requests: requestObserver,
     control: {
       request: (method) => requests.labels({ method }).inc(),
       reject: (reason) => rejects.labels({ reason }).inc(),

@@ -75,6 +75,11 @@ export interface StoragePort {
   readonly canBlockStatus: boolean;
   /** Every method completes before it returns. */
   readonly synchronous: boolean;
+  /**
+   * Optional: true when `write` no longer references `data` once it returns (it copied it:
+   * the remote engine does), so the caller may recycle the buffer before the completion.
+   */
+  readonly writeDataCopied?: boolean;
 
   read(offset: number, into: Uint8Array, done: Done): void;
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void;

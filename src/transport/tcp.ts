@@ -5,6 +5,7 @@
  */
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
+import { dirname } from "node:path";
 import type { ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import { QueuedSink } from "./queued-sink.ts";
@@ -87,8 +88,10 @@ export async function listen(addresses: ListenAddress[], accept: AcceptHandler):
   const listeners: Array<TCPSocketListener<SocketState> | UnixSocketListener<SocketState>> = [];
   const bound: ListenAddress[] = [];
   const unixPaths: string[] = [];
+  let current: ListenAddress | null = null;
   try {
     for (const address of addresses) {
+      current = address;
       if (address.transport === "unix") {
         await clearStaleUnixSocket(address.path);
         const socket = socketHandlers((sink) => accept(sink, { transport: "unix", address: address.path, port: 0 }));
@@ -108,8 +111,8 @@ export async function listen(addresses: ListenAddress[], accept: AcceptHandler):
   } catch (error) {
     for (const listener of listeners) listener.stop(true);
     if (error instanceof DstdError) throw error;
-    const where = addresses.map(describeListenAddress).join(", ");
-    throw new DstdError("E_LISTEN", `cannot listen on ${where}: ${errorMessage(error)}`, { cause: error });
+    const where = current === null ? addresses.map(describeListenAddress).join(", ") : describeListenAddress(current);
+    throw new DstdError("E_LISTEN", `cannot listen on ${where}: ${listenFailure(error, current)}`, { cause: error });
   }
   return {
     bound,
@@ -118,6 +121,38 @@ export async function listen(addresses: ListenAddress[], accept: AcceptHandler):
       for (const path of unixPaths) if (existsSync(path)) unlinkSync(path);
     },
   };
+}
+
+/**
+ * Bun's listen error says only "Failed to listen at HOST"; the reason is in its `code`.
+ * Name it, and what to do about it (bind(2) and unix(7) list these errnos).
+ */
+function listenFailure(error: unknown, address: ListenAddress | null): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return errorMessage(error);
+  const unix = address?.transport === "unix";
+  const dir = unix ? dirname(address.path) : "";
+  switch (code) {
+    case "EADDRINUSE":
+      return unix
+        ? "address already in use (EADDRINUSE): remove the stale socket file or choose another path"
+        : "address already in use (EADDRINUSE): another process (another dstd?) listens on this port; stop it or choose another port";
+    case "EADDRNOTAVAIL":
+      return "address not available (EADDRNOTAVAIL): this machine has no such address; use one of its addresses, or 0.0.0.0 (all IPv4) or [::] (all IPv6)";
+    case "EACCES":
+    case "EPERM":
+      return unix
+        ? `permission denied (${code}): this user cannot create a socket in ${dir}; choose a directory it may write to`
+        : `permission denied (${code}): ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a port of 1024 or more`;
+    case "ENOENT":
+      return unix ? `no such directory (ENOENT): ${dir} does not exist; create it first` : `no such file or directory (ENOENT)`;
+    case "ENOTDIR":
+      return `not a directory (ENOTDIR): a part of ${dir} is a file`;
+    case "ENAMETOOLONG":
+      return "name too long (ENAMETOOLONG): Unix socket paths are limited to 107 bytes; choose a shorter path";
+    default:
+      return `${errorMessage(error)} (${code})`;
+  }
 }
 
 export function describeListenAddress(address: ListenAddress): string {

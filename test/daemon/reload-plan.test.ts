@@ -72,7 +72,7 @@ listen = "127.0.0.1:4"
 describe("diffPlans", () => {
   test("the same config: everything kept", () => {
     const d = diffPlans(plan(base), plan(base));
-    expect(d).toEqual({ keep: ["export:a+b", "export:c", "attach:unix:/tmp/c.sock"], stop: [], start: [], refusals: [] });
+    expect(d).toEqual({ keep: ["export:a+b", "export:c", "attach:unix:/tmp/c.sock"], update: [], stop: [], start: [], refusals: [] });
   });
 
   test("a new export on its own port starts; nothing else is touched", () => {
@@ -82,17 +82,25 @@ describe("diffPlans", () => {
     expect(d.keep).toHaveLength(3);
   });
 
-  test("an ACL change restarts only its group", () => {
+  test("an ACL change updates only its group in place (no restart)", () => {
     const changed = base.replace('listen = "127.0.0.1:7002"\nallow = ["127.0.0.1/32:rw"]', 'listen = "127.0.0.1:7002"\nallow = ["127.0.0.1/32:ro"]');
     const d = diffPlans(plan(base), plan(changed));
-    expect(d.stop).toEqual(["export:c"]);
-    expect(d.start).toEqual(["export:c"]);
+    expect(d.update).toEqual(["export:c"]);
+    expect(d.stop).toEqual([]);
+    expect(d.start).toEqual([]);
     expect(d.keep).toEqual(["export:a+b", "attach:unix:/tmp/c.sock"]);
     expect(d.refusals).toEqual([]);
   });
 
-  test("restarting a group would empty a memory export it keeps: refused", () => {
+  test("an ACL change next to a memory export is applied in place: nothing to refuse", () => {
     const changed = base.replace('name = "b"\nfile = "/tmp/b.img"\nlisten = "127.0.0.1:7001"\nallow = ["127.0.0.1/32:rw"]', 'name = "b"\nfile = "/tmp/b.img"\nlisten = "127.0.0.1:7001"\nallow = ["127.0.0.1/32:ro"]');
+    const d = diffPlans(plan(base), plan(changed));
+    expect(d.update).toEqual(["export:a+b"]);
+    expect(d.refusals).toEqual([]);
+  });
+
+  test("restarting a group would empty a memory export it keeps: refused", () => {
+    const changed = base.replace('name = "b"\nfile = "/tmp/b.img"', 'name = "b"\nfile = "/tmp/b2.img"');
     const d = diffPlans(plan(base), plan(changed));
     expect(d.refusals).toHaveLength(1);
     expect(d.refusals[0]).toContain("memory export 'a' would be restarted");
@@ -110,10 +118,11 @@ describe("diffPlans", () => {
     expect(d.start).toEqual([]);
   });
 
-  test("new key material restarts export groups; an attachment's key file only that attachment", () => {
+  test("new key material updates export groups in place; an attachment's key file restarts only that attachment", () => {
     const d = diffPlans(plan(base, "k1"), plan(base, "k2"));
-    expect(d.stop).toEqual(["export:a+b", "export:c"]);
-    expect(d.refusals).toHaveLength(1); // memory export 'a'
+    expect(d.update).toEqual(["export:a+b", "export:c"]);
+    expect(d.stop).toEqual([]);
+    expect(d.refusals).toEqual([]);
     const withKey = base.replace('nbd_listen = "unix:/tmp/c.sock"', 'nbd_listen = "unix:/tmp/c.sock"\nkey_file = "/etc/k"');
     const e = diffPlans(plan(withKey, "k", () => "old"), plan(withKey, "k", () => "new"));
     expect(e.stop).toEqual(["attach:unix:/tmp/c.sock"]);

@@ -7,8 +7,9 @@ import { DEFAULT_RELIABILITY } from "../../src/config/defaults.ts";
 import { ENGINE_DEFAULTS } from "../../src/engine/options.ts";
 
 test("engine defaults equal the config defaults", () => {
-  const { inflightMax, ...rest } = DEFAULT_RELIABILITY;
+  const { inflightMax, connections: _connections, ...rest } = DEFAULT_RELIABILITY;
   expect({ ...rest, inflight: inflightMax }).toEqual({
+    queueDepth: ENGINE_DEFAULTS.queueDepth,
     resendIntervalMs: ENGINE_DEFAULTS.resendIntervalMs,
     maxResends: ENGINE_DEFAULTS.maxResends,
     deadlineMs: ENGINE_DEFAULTS.deadlineMs,

@@ -41,7 +41,7 @@ test(
     expect(intoHole).toBeLessThan(BLACKHOLE_MS / 1000);
     expect(intoHole).toBeGreaterThan(2); // ...and not before the budget could be spent
     // The last line is the error dstd exits with; it must say what ran out.
-    expect(lastLine).toMatch(/^dstd: /);
+    expect(lastLine).toMatch(/^dstd copy: /);
     expect(lastLine).toMatch(/timed out|timeout|deadline/i);
     proxy.close();
     await holeEnded;

@@ -35,7 +35,7 @@ export function ensureBinary(): string {
 export interface RunningExport {
   process: Subprocess<"ignore", "pipe", "pipe">;
   port: number;
-  /** Everything the export logged so far. */
+  /** Everything the export logged so far (all of it after stop()). */
   log(): string;
   stop(): Promise<void>;
 }
@@ -50,6 +50,7 @@ export async function startExport(args: string[]): Promise<RunningExport> {
   let text = "";
   const decoder = new TextDecoder();
   const reader = child.stderr.getReader();
+  let pumped: Promise<void> = Promise.resolve();
   const port = await new Promise<number>((resolve, reject) => {
     const pump = async () => {
       for (;;) {
@@ -68,7 +69,7 @@ export async function startExport(args: string[]): Promise<RunningExport> {
         text += decoder.decode(value);
       }
     };
-    pump().catch(reject);
+    pumped = pump().catch(reject);
   });
   return {
     process: child,
@@ -77,16 +78,18 @@ export async function startExport(args: string[]): Promise<RunningExport> {
     async stop() {
       child.kill("SIGTERM");
       await child.exited;
+      await pumped; // everything it wrote is in log() once stop() returns
     },
   };
 }
 
-/** Run `dstd ARGS` to completion. */
-export async function runDstd(args: string[], env: Record<string, string> = {}) {
+/** Run `dstd ARGS` to completion (optionally in `cwd`, with `stdin` piped in). */
+export async function runDstd(args: string[], env: Record<string, string> = {}, options: { cwd?: string; stdin?: Uint8Array } = {}) {
   const child = spawn([ensureBinary(), ...args], {
-    stdin: "ignore",
+    stdin: options.stdin === undefined ? "ignore" : new Blob([options.stdin]),
     stdout: "pipe",
     stderr: "pipe",
+    cwd: options.cwd,
     env: { ...process.env, ...env },
   });
   const [stdout, stderr, exitCode] = await Promise.all([

@@ -1,7 +1,10 @@
 /**
- * @module test/helpers/files — test and benchmark data files.
+ * @module test/helpers/files — test and benchmark data files, and scratch folders that
+ * tests remove again (a test run leaves nothing in the temporary directory).
  */
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { randomFillSync } from "node:crypto";
 
 const MiB = 1024 * 1024;
@@ -19,4 +22,10 @@ export function writeRandomFile(path: string, size: number): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** A fresh folder under the temporary directory; call `remove()` in afterAll. */
+export function scratchDir(tag: string): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), `dstd-${tag}-`));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
 }

@@ -2,9 +2,10 @@
  * @module test/helpers/unprivileged — run a snippet of dstd code as an ordinary user.
  * Tests of permission errors cannot fail as root (root bypasses mode bits), and CI runs as
  * root; so as root the snippet runs under `setpriv` as nobody (util-linux, on every Debian),
- * and as an ordinary user it runs as that user. Returns what the snippet printed.
+ * and as an ordinary user it runs as that user. Returns what the snippet printed; the
+ * snippet's folder is removed afterwards (tests leave nothing in the temporary directory).
  */
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -18,6 +19,10 @@ export function runUnprivileged(body: (src: (path: string) => string) => string)
   writeFileSync(script, `await (async () => {\n${body((p) => JSON.stringify(join(root, p)))}\n})();\n`, { mode: 0o644 });
   const asRoot = process.getuid?.() === 0;
   const cmd = asRoot ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, script] : [process.execPath, script];
-  const result = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
-  return { stdout: result.stdout.toString(), stderr: result.stderr.toString(), exitCode: result.exitCode ?? -1 };
+  try {
+    const result = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe" });
+    return { stdout: result.stdout.toString(), stderr: result.stderr.toString(), exitCode: result.exitCode ?? -1 };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -5,7 +5,7 @@
  * misbehaving client that must not disturb a well-behaved one.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
@@ -39,7 +39,8 @@ const server = new DstServer({
 });
 let listener: Listener;
 let port = 0;
-const socketPath = join(mkdtempSync(join(tmpdir(), "dstd-")), "dst.sock");
+const socketDir = mkdtempSync(join(tmpdir(), "dstd-loopback-"));
+const socketPath = join(socketDir, "dst.sock");
 
 beforeAll(async () => {
   listener = await listen(
@@ -51,7 +52,10 @@ beforeAll(async () => {
   );
   port = (listener.bound[0] as { port: number }).port;
 });
-afterAll(() => listener.close());
+afterAll(async () => {
+  await listener.close();
+  rmSync(socketDir, { recursive: true, force: true });
+});
 
 function open(exportName: string, unix = false) {
   return DstClient.open({
@@ -84,6 +88,36 @@ describe("DST over loopback", () => {
     const joined = new Uint8Array(blocks * 4096);
     parts.forEach((p, i) => joined.set(p, i * 4096));
     expect(Buffer.compare(joined, data)).toBe(0);
+    await client.close();
+  });
+
+  test("a long busy stream of writes never meets the export's exactly-once bound (the floor travels)", async () => {
+    const client = await open("disk");
+    const span = client.engine.welcome!.maxTxidSpan!;
+    expect(span).toBeGreaterThan(0);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < span * 4; i++) writes.push(client.write((i % 64) * 4096, new Uint8Array(4096).fill(i & 0xff)));
+    await Promise.all(writes);
+    expect(client.engine.counters.timeouts).toBe(0);
+    await client.close();
+  });
+
+  test("submit says BUSY past the queue bound; callers waiting on room all complete", async () => {
+    const client = await DstClient.open({
+      address: { transport: "tcp", host: "127.0.0.1", port },
+      exportName: "disk",
+      log: recordingLog(),
+      queueDepth: 8,
+    });
+    let busy = 0;
+    const done: Promise<void>[] = [];
+    for (let i = 0; i < 8; i++) done.push(new Promise((resolve) => client.submit({ kind: "read", offset: 0, length: 4096 }, () => resolve())));
+    if (client.submit({ kind: "read", offset: 0, length: 4096 }, () => {}) === -1) busy++;
+    expect(busy).toBe(1);
+    // The promise API waits for room instead of failing.
+    for (let i = 0; i < 64; i++) done.push(client.read(0, 4096).then(() => {}));
+    await Promise.all(done);
+    expect(client.engine.outstanding).toBe(0);
     await client.close();
   });
 

@@ -31,13 +31,13 @@ async function deadPid(): Promise<number> {
 describe("dstd attach: refusals before anything is attached", () => {
   test.skipIf(!noNbd)("no nbd driver: exit 1 naming the fix (modprobe nbd), the export is not contacted", async () => {
     const r = await dstd(["attach", "dst://127.0.0.1:9/disk", "--device", "/dev/nbd0", "--state-dir", join(dir, "s1")]);
-    expect(r.stderr).toBe("dstd: the kernel has no nbd driver loaded: run `modprobe nbd` (or build the kernel with CONFIG_BLK_DEV_NBD)\n");
+    expect(r.stderr).toBe("dstd attach: the kernel has no nbd driver loaded: run `modprobe nbd` (or build the kernel with CONFIG_BLK_DEV_NBD)\n");
     expect(r.code).toBe(1);
   });
 
   test("no URL and no [[attach]] entry: usage error (exit 2)", async () => {
     const r = await dstd(["attach"]);
-    expect(r.stderr).toBe("dstd: give the export URL to attach (or one [[attach]] entry in --config)\n");
+    expect(r.stderr).toBe("dstd attach: give the export URL to attach (or one [[attach]] entry in --config)\n");
     expect(r.code).toBe(2);
   });
 
@@ -54,7 +54,7 @@ describe("dstd attach: refusals before anything is attached", () => {
     expect(zero.stderr).toContain("--dead-conn-timeout must be at least 1s");
     expect(zero.code).toBe(2);
     const both = await dstd(["attach", "dst://127.0.0.1/disk", "--device", "/dev/nbd0", "--nbd-listen", "unix:/tmp/x.sock"]);
-    expect(both.stderr).toBe("dstd: --device and --nbd-listen are two different modes: give one\n");
+    expect(both.stderr).toBe("dstd attach: --device and --nbd-listen are two different modes: give one\n");
     const device = await dstd(["attach", "dst://127.0.0.1/disk", "--device", "/dev/sda"]);
     expect(device.stderr).toContain('"/dev/sda" is not an NBD device: expected /dev/nbdN');
   });
@@ -85,7 +85,7 @@ describe.skipIf(configured(0) || configured(5))("dstd detach of kernel devices t
     };
     writeState(stateDir, state);
     const refused = await dstd(["detach", "/dev/nbd5", "--state-dir", stateDir]);
-    expect(refused.stderr).toBe(`dstd: the daemon of /dev/nbd5 (pid ${state.pid}) is gone; use --force to clear it\n`);
+    expect(refused.stderr).toBe(`dstd detach: the daemon of /dev/nbd5 (pid ${state.pid}) is gone; use --force to clear it\n`);
     expect(refused.code).toBe(1);
     const forced = await dstd(["detach", "/dev/nbd5", "--force", "--state-dir", stateDir]);
     expect(forced.stdout).toBe("cleared /dev/nbd5 (its daemon was gone and the device was already detached)\n");

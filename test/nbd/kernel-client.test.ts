@@ -200,7 +200,7 @@ let target: StoragePort;
 beforeAll(async () => {
   listener = await listen([{ transport: "unix", path: socketPath }], server.accept);
   client = await DstClient.open({ address: { transport: "unix", path: socketPath }, exportName: "disk", log: recordingLog(), deadlineMs: 10_000 });
-  target = createEnginePort(client.engine, "kernel-client test");
+  target = createEnginePort(client, "kernel-client test");
 });
 afterAll(async () => {
   await client.close();
@@ -305,7 +305,7 @@ describe("kernel-mode NBD over a socketpair, through the engine to a DST export"
 
   test("a read-only export: writes fail with EPERM, reads work", async () => {
     const roClient = await DstClient.open({ address: { transport: "unix", path: socketPath }, exportName: "ro", log: recordingLog(), deadlineMs: 10_000 });
-    const roTarget = createEnginePort(roClient.engine, "ro");
+    const roTarget = createEnginePort(roClient, "ro");
     expect(roTarget.readOnly).toBe(true);
     const { kernel, kernelEnd } = await pair(roTarget, "ro", 400);
     expect((await kernel.submit(Cmd.WRITE, 0, 4096, { data: new Uint8Array(4096) })).error).toBe(Errno.EPERM);

@@ -16,8 +16,8 @@ import { errnoName } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import { DstServer, type DstServerOptions } from "../../src/export/server.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
-import { Op } from "../../src/wire/dst/constants.ts";
-import { decodeHeader } from "../../src/wire/dst/header.ts";
+import { Op, PAYLOAD_MAX_DEFAULT } from "../../src/wire/dst/constants.ts";
+import { FrameDecoder } from "../../src/wire/dst/decoder.ts";
 import { makeWriteData } from "./block-data.ts";
 import { checkFailure, Oracle, SimViolation, violation, type OpRecord } from "./checkers.ts";
 import { SimBackend, type CrashMode } from "./sim-backend.ts";
@@ -101,7 +101,12 @@ export class Simulation {
           this.seen.connects++;
           this.network.connect(id);
         },
-        send: (id, frame) => this.tap(id, frame),
+        send: (id, bytes, release) => {
+          // The network holds what it carries until delivery: give it its own copy, so the
+          // engine may recycle its buffer at once (as a real sink's release would let it).
+          this.tap(id, bytes.slice());
+          release?.();
+        },
         close: (id) => this.network.close(id),
       },
       {
@@ -334,15 +339,24 @@ export class Simulation {
     if (this.config.verbose) this.trace(line);
   }
 
-  private tap(id: number, frame: Uint8Array): void {
-    const header = decodeHeader(frame, 0);
-    if (requestOpcodes.has(header.opcode)) {
-      this.sends.set(header.txid, (this.sends.get(header.txid) ?? 0) + 1);
-      if (!this.appTxids.has(header.txid)) this.seen.internalTxids.add(header.txid);
+  /** Count every request frame the engine puts on the wire (its sends batch and split frames). */
+  private tap(id: number, bytes: Uint8Array): void {
+    let decoder = this.tapDecoders.get(id);
+    if (decoder === undefined) {
+      decoder = new FrameDecoder(PAYLOAD_MAX_DEFAULT + 64);
+      this.tapDecoders.set(id, decoder);
     }
-    if (this.config.verbose) this.trace(`net c${id} → export: op 0x${header.opcode.toString(16)} txid ${header.txid} off ${header.offset} len ${header.length}`);
-    this.network.send(id, frame);
+    decoder.push(bytes, (header) => {
+      if (requestOpcodes.has(header.opcode)) {
+        this.sends.set(header.txid, (this.sends.get(header.txid) ?? 0) + 1);
+        if (!this.appTxids.has(header.txid)) this.seen.internalTxids.add(header.txid);
+      }
+      if (this.config.verbose) this.trace(`net c${id} → export: op 0x${header.opcode.toString(16)} txid ${header.txid} off ${header.offset} len ${header.length}`);
+    });
+    this.network.send(id, bytes);
   }
+
+  private readonly tapDecoders = new Map<number, FrameDecoder>();
 
   private tickEngine(): void {
     const engine = this.engine;

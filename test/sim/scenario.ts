@@ -27,6 +27,8 @@ export interface WorldOptions {
 }
 
 export const SCENARIO_ENGINE: SimConfig["engine"] = {
+  queueDepth: 1024,
+  queueBytes: 64 * 1024 * 1024,
   inflight: 8,
   maxPayload: 65536,
   resendIntervalMs: 100,

@@ -69,6 +69,9 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
   const keepaliveIntervalMs = between(prng, 100, 400);
   const maxBlocksPerOp = between(prng, 1, 8);
   const engine: SimConfig["engine"] = {
+    // Not drawn: swarm workloads stay below it (the bound has its own scenario test).
+    queueDepth: 1024,
+    queueBytes: 64 * 1024 * 1024,
     inflight: prng.pick([1, 2, 4, 8, 16, 64]),
     maxPayload: 65536,
     resendIntervalMs: between(prng, 4 * latencyMaxMs + 2 * tickMs, 400),

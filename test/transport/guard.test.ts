@@ -67,7 +67,7 @@ const LIMITS: ConnectionLimits = {
   maxUnauthenticatedPerSource: 3,
 };
 
-function setup(limits: Partial<ConnectionLimits> = {}, extra: { budget?: ConnectionBudget; reportsAdmission?: boolean } = {}) {
+function setup(limits: Partial<ConnectionLimits> = {}, extra: { budget?: ConnectionBudget } = {}) {
   const clock = new FakeClock();
   const lines: string[] = [];
   const probes: Probe[] = [];
@@ -276,18 +276,6 @@ describe("frame deadline", () => {
     expect(sink.destroyed).toBe(false);
     clock.advance(1);
     expect(sink.destroyed).toBe(true);
-  });
-});
-
-describe("protocols that do not report admission yet", () => {
-  test("count as admitted at accept: no handshake deadline, no handshake caps, the budget still applies", () => {
-    const budget = new ConnectionBudget(5);
-    const { clock, connect, guard } = setup({}, { budget, reportsAdmission: false });
-    const all = [1, 2, 3, 4, 5].map(() => connect("192.0.2.1"));
-    clock.advance(3_600_000);
-    expect(all.every((c) => !c.sink.destroyed)).toBe(true);
-    expect(guard.stats.unauthenticated).toBe(0);
-    expect(connect("192.0.2.2").sink.destroyed).toBe(true);
   });
 });
 

@@ -46,6 +46,13 @@ export interface Backend {
    * `maxExtents` entries (default MAX_EXTENTS); the walk stops there, so lengths sum to ≤ length.
    */
   extents(offset: number, length: number, maxExtents?: number): Extent[];
+  /**
+   * Change the size to `size` bytes (online resize). A file grows sparse or is truncated; a
+   * memory disk grows or drops what lies past the end; a block device cannot be resized from
+   * here: it accepts only the size the device now reports (it grew underneath: detected).
+   * Throws BackendError naming the problem.
+   */
+  resize?(size: number): void;
   /** Release the file descriptor / memory. Idempotent. */
   close(): void;
 }

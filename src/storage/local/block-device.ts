@@ -11,7 +11,7 @@
  */
 import fs from "node:fs";
 import { Errno, errnoMessage } from "../../lib/errno.ts";
-import { DstdError } from "../../lib/errors.ts";
+import { BackendError, DstdError } from "../../lib/errors.ts";
 import {
   blockDeviceSectorSize,
   blockDeviceSize,
@@ -49,6 +49,18 @@ export class BlockDeviceBackend extends FdBackend {
   ) {
     super(fd, path, size, readOnly);
     this.blockSize = logicalBlockSize <= PREFERRED_BLOCK_SIZE ? PREFERRED_BLOCK_SIZE : logicalBlockSize;
+  }
+
+  /**
+   * A block device is resized by its owner (lvextend, a grown LUN), not by us: accept the
+   * size the device reports now (BLKGETSIZE64) and nothing else.
+   */
+  resize(size: number): void {
+    const actual = blockDeviceSize(this.fd);
+    if (actual !== size) {
+      throw new BackendError(`${this.path} is ${actual} bytes: a block device is resized by growing the device itself, then dstd resize follows it`, Errno.EINVAL);
+    }
+    this.size = actual;
   }
 
   /** BLKDISCARD of the sector-aligned interior. Trim is advisory (proto.md NBD_CMD_TRIM), so

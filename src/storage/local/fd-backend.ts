@@ -24,9 +24,11 @@ export abstract class FdBackend implements Backend {
     /** The descriptor; exposed for tests and diagnostics only — do not do I/O through it. */
     readonly fd: number,
     readonly path: string,
-    readonly size: number,
+    public size: number,
     readonly readOnly: boolean,
   ) {}
+
+  abstract resize(size: number): void;
 
   get description(): string {
     return this.path;

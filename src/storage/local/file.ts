@@ -12,7 +12,7 @@
  */
 import fs from "node:fs";
 import { errnoMessage, Errno } from "../../lib/errno.ts";
-import { DstdError } from "../../lib/errors.ts";
+import { BackendError, DstdError } from "../../lib/errors.ts";
 import {
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
@@ -56,6 +56,17 @@ export class FileBackend extends FdBackend {
     if (mayPunch && tryFallocate(this.fd, this.path, "write zeroes", PUNCH, offset, length)) return;
     if (tryFallocate(this.fd, this.path, "write zeroes", ZERO_RANGE, offset, length)) return;
     writeZeroes(this.fd, this.path, offset, length);
+  }
+
+  /** Grow sparse (no blocks allocated) or truncate: ftruncate(2). */
+  resize(size: number): void {
+    if (this.readOnly) throw new BackendError(`resize refused: ${this.path} is open read-only`, Errno.EROFS);
+    try {
+      fs.ftruncateSync(this.fd, size);
+    } catch (error) {
+      throw ioError(this.path, "resize", size, 0, error);
+    }
+    this.size = size;
   }
 
   protected allocationMap(offset: number, length: number, maxExtents: number): Extent[] {

@@ -40,9 +40,22 @@ class SparseMemory implements MemoryBackend {
   private closed = false;
 
   constructor(
-    readonly size: number,
+    public size: number,
     readonly readOnly: boolean,
   ) {}
+
+  resize(size: number): void {
+    if (this.closed) throw new BackendError("resize of a closed memory disk", Errno.EBADF);
+    if (size < this.size) {
+      // Free whole chunks past the end; the partial last chunk keeps only what stays inside.
+      for (const index of [...this.chunks.keys()]) {
+        const base = index * MEMORY_CHUNK_SIZE;
+        if (base >= size) this.chunks.delete(index);
+        else if (base + MEMORY_CHUNK_SIZE > size) this.chunks.set(index, this.chunks.get(index)!.slice(0, size - base));
+      }
+    }
+    this.size = size;
+  }
 
   allocatedBytes(): number {
     let total = 0;

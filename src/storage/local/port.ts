@@ -32,7 +32,6 @@ export function createLocalPort(backend: Backend, options: LocalPortOptions = {}
 
 class LocalPort implements StoragePort {
   readonly kind: string;
-  readonly size: number;
   readonly blockSize: number;
   readonly maxPayload: number;
   readonly readOnly: boolean;
@@ -46,19 +45,18 @@ class LocalPort implements StoragePort {
   readonly canBlockStatus = true;
   readonly synchronous = true;
   readonly description: string;
-  private readonly limits: RequestLimits;
+  private limits: RequestLimits;
 
   constructor(
     private readonly backend: Backend,
     private readonly options: LocalPortOptions,
   ) {
     this.kind = backend.kind;
-    this.size = backend.size;
     this.blockSize = Math.max(512, backend.blockSize);
     this.maxPayload = options.maxPayload ?? DEFAULT_MAX_PAYLOAD;
     this.readOnly = backend.readOnly || (options.readOnly ?? false);
     this.description = options.description ?? backend.description;
-    this.limits = { size: this.size, writable: !this.readOnly, maxPayload: this.maxPayload };
+    this.limits = { size: backend.size, writable: !this.readOnly, maxPayload: this.maxPayload };
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {
@@ -117,6 +115,23 @@ class LocalPort implements StoragePort {
 
   async close(): Promise<void> {
     this.backend.close();
+  }
+
+  /** The backend's size now (it changes with resize). */
+  get size(): number {
+    return this.backend.size;
+  }
+
+  resize(size: number, done: Done): void {
+    const backend = this.backend;
+    if (backend.resize === undefined) return done(Errno.ENOTSUP);
+    try {
+      backend.resize(size);
+    } catch (error) {
+      return done(this.failure("resize", size, 0, error));
+    }
+    this.limits.size = backend.size;
+    done(0);
   }
 
   /**

@@ -27,6 +27,8 @@ export interface RemotePortOptions {
   log: EngineLog;
   /** Called on every link state change (ready, connecting, failed, …). */
   onStateChange?: (state: string, detail: string) => void;
+  /** Before the first handshake (client/dst-client.ts): "fail" (default here) or "retry" until the deadline. */
+  firstContact?: "fail" | "retry";
 }
 
 export function remoteAddress(url: ExportUrl): ListenAddress {
@@ -45,6 +47,9 @@ export async function openRemotePort(options: RemotePortOptions): Promise<Remote
       exportName: options.url.exportName,
       log: options.log,
       onStateChange: options.onStateChange,
+      // A leg that is down when the tree opens is retried by the mirror's probes, so give up
+      // at the first lost connection instead of waiting a whole deadline in silence.
+      firstContact: options.firstContact ?? "fail",
     });
   } catch (error) {
     throw new DstdError("E_CONNECT", `leg ${where}: ${(error as Error).message}`, { cause: error });
@@ -56,25 +61,18 @@ export class RemotePort extends EnginePort implements Describable {
   override readonly kind = "remote";
   private closing: Promise<void> | null = null;
 
-  constructor(
-    readonly client: DstClient,
-    description: string,
-  ) {
-    super(client.engine, description);
-  }
-
   override close(): Promise<void> {
     this.closing ??= this.client.close();
     return this.closing;
   }
 
   describe(): NodeSnapshot {
-    const c = this.engine.counters;
+    const c = this.client.counters;
     return {
       kind: this.kind,
       description: this.description,
       sizeBytes: this.size,
-      link: this.engine.state,
+      link: this.client.engine.state,
       counters: { inflight: c.inflight, resends: c.resends, reconnects: c.reconnects, replays: c.replays, timeouts: c.timeouts, keepaliveFailures: c.keepaliveFailures },
     };
   }

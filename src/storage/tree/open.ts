@@ -74,14 +74,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       return openRemotePort({
         url: spec.url,
         engine: {
-          resendIntervalMs: r.resendIntervalMs,
-          maxResends: r.maxResends,
-          deadlineMs: r.deadlineMs,
-          reconnectMinMs: r.reconnectMinMs,
-          reconnectMaxMs: r.reconnectMaxMs,
-          keepaliveIntervalMs: r.keepaliveIntervalMs,
-          keepaliveTimeoutMs: r.keepaliveTimeoutMs,
-          replayBufferBytes: r.replayBufferBytes,
+          ...r,
           inflight: r.inflightMax,
           checksums: spec.checksums,
           auth: spec.keyFile !== null ? { key: loadKeyFile(spec.keyFile), suites: spec.suites } : null,

@@ -62,6 +62,11 @@ export const Op = {
   PING: 0x20,
   /** Reply to PING. */
   PONG: 0x20 | REPLY_BIT,
+  /**
+   * Export → client notice, unsolicited, txid 0: the export's size is now `offset` bytes
+   * (an online resize). Sent only to clients that asked for Feature.RESIZE_NOTICE in HELLO.
+   */
+  SIZE_NOTICE: 0x21 | REPLY_BIT,
 } as const;
 
 export const Flag = {
@@ -165,6 +170,14 @@ export const Feature = {
   WRITE_ZEROES: 0x0008,
   /** The export keeps per-session state: resent requests apply once (issue: reliability). */
   SESSIONS: 0x0010,
+  /**
+   * WELCOME only: a FLUSH (or FUA) on any connection of this export covers writes
+   * acknowledged on every other connection (NBD's NBD_FLAG_CAN_MULTI_CONN), so a client may
+   * spread its requests over several connections (docs/protocol.md §6.5 "Multiple connections").
+   */
+  MULTI_CONN: 0x0020,
+  /** HELLO and WELCOME: the client understands SIZE_NOTICE frames (an online resize). */
+  RESIZE_NOTICE: 0x0040,
 } as const;
 
 /**

@@ -87,6 +87,7 @@ rule(Op.WRITE_ZEROES, Flag.FUA | Flag.NO_HOLE, Payload.None);
 rule(Op.WRITE_ZEROES | REPLY_BIT, 0, Payload.None);
 rule(Op.PING, 0, Payload.None);
 rule(Op.PONG, 0, Payload.None);
+rule(Op.SIZE_NOTICE, 0, Payload.None);
 
 /** True for opcodes this build knows (requests and replies). */
 export function knownOpcode(opcode: number): boolean {

@@ -16,7 +16,9 @@ import { ClientEngine } from "../../../src/engine/client-engine.ts";
 import { ENGINE_DEFAULTS } from "../../../src/engine/options.ts";
 import { DstServer } from "../../../src/export/server.ts";
 import { createLocalPort } from "../../../src/storage/local/port.ts";
+import { Perm } from "../../../src/wire/dst/constants.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
+import type { DstClient } from "../../../src/client/dst-client.ts";
 import { createEnginePort } from "../../../src/storage/remote/engine-port.ts";
 import { openMirror, type MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { SimBackend } from "../../sim/sim-backend.ts";
@@ -80,7 +82,29 @@ class EngineLeg {
       clock.after(10, tick);
     };
     clock.after(10, tick);
-    this.port = createEnginePort(this.engine, `leg ${seed}`);
+    // The port over the engine as DstClient drives it with one link (client/dst-client.ts):
+    // EnginePort uses only these members.
+    const engine = this.engine;
+    const client = {
+      engine,
+      get size() {
+        return engine.welcome!.size;
+      },
+      get blockSize() {
+        return engine.welcome!.blockPreferred;
+      },
+      get writable() {
+        return (engine.welcome!.permissions & Perm.WRITE) !== 0;
+      },
+      get maxPayload() {
+        return engine.payloadLimit;
+      },
+      submit: (request: Parameters<ClientEngine["submit"]>[0], done: Parameters<ClientEngine["submit"]>[1]) => engine.submit(request, done),
+      set onRoom(wake: (() => void) | null) {
+        engine.onRoom = wake;
+      },
+    };
+    this.port = createEnginePort(client as unknown as DstClient, `leg ${seed}`);
   }
 
   startServer(): void {

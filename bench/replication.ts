@@ -1,0 +1,143 @@
+/**
+ * @module bench/replication — what the replication log costs the primary (issue 11 targets),
+ * as ratios measured in one run (docs/replication.md §9):
+ *   seq-1MiB    sequential 1 MiB writes at QD32 then one FLUSH: log on vs off   (target ≥ 0.8×)
+ *   rand-4KiB   random 4 KiB writes at QD32 then one FLUSH: log on vs off       (target ≥ 0.8×)
+ *   fua-4KiB    4 KiB FUA writes at QD32: group commit (log on) vs one fdatasync per write
+ *               (the local port with FUA, log off)                               (target ≥ 5×)
+ * "Off" is the export's own port over a sparse file (storage/local, synchronous); "on" is
+ * ReplicationPrimary over the same kind of port with its log directory on the same file
+ * system, log limit large enough never to overflow. Each cell is the median of ROUNDS runs,
+ * interleaved (off, on, on, off, ...) so load drift hits both alike; every run starts from
+ * fresh files. Throughput counts the time until the FLUSH (or the last FUA write) completed.
+ *
+ *   bun bench/replication.ts
+ *   ROUNDS=5 SEQ_SIZE=1024 RAND_COUNT=32768 FUA_COUNT=4096 bun bench/replication.ts
+ *   BENCH_DIR=/mnt/disk bun bench/replication.ts        # put files on another file system
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Prng } from "../src/lib/prng.ts";
+import { openLogDirectory } from "../src/replication/files.ts";
+import { ReplicationPrimary } from "../src/replication/primary.ts";
+import { openFileBackend } from "../src/storage/local/file.ts";
+import { createLocalPort } from "../src/storage/local/port.ts";
+import { call, type StoragePort } from "../src/storage/port.ts";
+
+const MiB = 1 << 20;
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const SEQ_SIZE = Number(process.env.SEQ_SIZE ?? 256) * MiB;
+const RAND_COUNT = Number(process.env.RAND_COUNT ?? 16384);
+const FUA_COUNT = Number(process.env.FUA_COUNT ?? 2048);
+const QD = 32;
+const DISK_SIZE = Math.max(SEQ_SIZE, 1024 * MiB);
+const BASE = process.env.BENCH_DIR ?? os.tmpdir();
+
+interface Setup {
+  port: StoragePort;
+  cleanup: () => Promise<void>;
+}
+
+async function setup(logOn: boolean): Promise<Setup> {
+  const dir = fs.mkdtempSync(path.join(BASE, "dstd-bench-repl-"));
+  const backend = openFileBackend(path.join(dir, "disk.img"), { size: DISK_SIZE });
+  const local = createLocalPort(backend);
+  const port = logOn
+    ? await ReplicationPrimary.open(local, openLogDirectory(path.join(dir, "log")), { logLimit: 4 * DISK_SIZE, segmentSize: 64 * MiB })
+    : local;
+  return {
+    port,
+    cleanup: async () => {
+      await port.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs `count` writes with QD requests in flight; returns seconds until all (and the flush) completed. */
+async function run(port: StoragePort, count: number, size: number, offsetOf: (i: number) => number, fua: boolean, flush: boolean): Promise<number> {
+  const data = new Prng(7).bytes(size);
+  const start = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let issued = 0;
+    let completed = 0;
+    let looping = false;
+    const next = (): void => {
+      if (looping) return; // a synchronous port completes inside write(): the loop goes on
+      looping = true;
+      while (issued < count && issued - completed < QD) {
+        const i = issued++;
+        port.write(offsetOf(i), data, fua, (errno) => {
+          if (errno !== 0) return reject(new Error(`write ${i} failed: errno ${errno}`));
+          completed++;
+          if (completed === count) resolve();
+          else next();
+        });
+      }
+      looping = false;
+    };
+    next();
+  });
+  if (flush) await call.flush(port);
+  return (performance.now() - start) / 1000;
+}
+
+type Workload = { name: string; bytes: number; ops: number; go: (port: StoragePort) => Promise<number>; offTarget: string };
+
+const prng = new Prng(42);
+const randomOffsets = Array.from({ length: RAND_COUNT }, () => prng.int(DISK_SIZE / 4096) * 4096);
+const workloads: Workload[] = [
+  {
+    name: "seq-1MiB",
+    bytes: SEQ_SIZE,
+    ops: SEQ_SIZE / MiB,
+    go: (port) => run(port, SEQ_SIZE / MiB, MiB, (i) => i * MiB, false, true),
+    offTarget: "log off",
+  },
+  {
+    name: "rand-4KiB",
+    bytes: RAND_COUNT * 4096,
+    ops: RAND_COUNT,
+    go: (port) => run(port, RAND_COUNT, 4096, (i) => randomOffsets[i]!, false, true),
+    offTarget: "log off",
+  },
+  {
+    name: "fua-4KiB",
+    bytes: FUA_COUNT * 4096,
+    ops: FUA_COUNT,
+    go: (port) => run(port, FUA_COUNT, 4096, (i) => i * 4096, true, false),
+    offTarget: "fdatasync per write",
+  },
+];
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+console.log(`replication bench: ${ROUNDS} rounds, QD${QD}, files in ${BASE}`);
+const rows: string[][] = [["workload", "off", "on (log)", "ratio on/off", "target"]];
+for (const w of workloads) {
+  const times: Record<"off" | "on", number[]> = { off: [], on: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    const order: ("off" | "on")[] = round % 2 === 0 ? ["off", "on"] : ["on", "off"];
+    for (const which of order) {
+      const s = await setup(which === "on");
+      try {
+        times[which].push(await w.go(s.port));
+      } finally {
+        await s.cleanup();
+      }
+    }
+  }
+  const off = median(times.off);
+  const on = median(times.on);
+  const rate = (seconds: number) =>
+    w.name === "fua-4KiB" ? `${Math.round(w.ops / seconds)} writes/s` : `${(w.bytes / MiB / seconds).toFixed(0)} MiB/s`;
+  const target = w.name === "fua-4KiB" ? "≥ 5×" : "≥ 0.8×";
+  rows.push([w.name, `${rate(off)} (${w.offTarget})`, rate(on), `${(off / on).toFixed(2)}×`, target]);
+  console.log(`  ${w.name}: off ${times.off.map((t) => t.toFixed(2)).join(" ")} s, on ${times.on.map((t) => t.toFixed(2)).join(" ")} s`);
+}
+const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join("  "));

@@ -1,0 +1,120 @@
+/**
+ * @module cli/preflight — what `dstd check-config` checks beyond the schema: the things
+ * `dstd export` and `dstd attach` would refuse at start, looked up on this machine without
+ * starting anything.
+ *
+ * Problems (export/attach would refuse to start): key files that are missing, unreadable,
+ * readable by others or for another identity (crypto/keys.ts loadKeyFile is the same check
+ * the daemons run); export files and devices that cannot be opened as configured.
+ * Warnings (it may work elsewhere, or as another user): listen addresses this user cannot
+ * bind now (tried for real on TCP, and released at once; checked on the folder for Unix
+ * sockets), and allow rules that can never match (config/warnings.ts).
+ */
+import { accessSync, constants, statSync, type Stats } from "node:fs";
+import { dirname } from "node:path";
+import type { Config } from "../config/schema.ts";
+import { allowWarnings } from "../config/warnings.ts";
+import { loadKeyFile } from "../crypto/keys.ts";
+import type { ListenAddress } from "../lib/address.ts";
+import { errorMessage } from "../lib/errors.ts";
+import { describeListenAddress, listen } from "../transport/tcp.ts";
+
+export interface Preflight {
+  problems: string[];
+  warnings: string[];
+}
+
+function statOrNull(path: string): Stats | null {
+  try {
+    return statSync(path);
+  } catch {
+    return null;
+  }
+}
+
+function checkKeyFile(path: string, where: string, identity: string | null, problems: string[]): void {
+  try {
+    const material = loadKeyFile(path);
+    if (identity !== null && material.identity !== identity) {
+      problems.push(`${where}: key file ${path} is for identity '${material.identity}', not '${identity}'`);
+    }
+  } catch (error) {
+    problems.push(`${where}: ${errorMessage(error)}`);
+  }
+}
+
+function checkBackend(config: Config["exports"][number], where: string, problems: string[]): void {
+  const backend = config.backend;
+  if (backend.kind === "memory" || backend.kind === "tree") return; // tree legs are checked when opened
+  const stats = statOrNull(backend.path);
+  if (backend.kind === "device") {
+    if (stats === null) problems.push(`${where}.device: ${backend.path} does not exist`);
+    else if (!stats.isBlockDevice()) problems.push(`${where}.device: ${backend.path} is not a block device${stats.isFile() ? " (use file = for a regular file)" : ""}`);
+    return;
+  }
+  if (stats === null) {
+    if (backend.sizeBytes === null) problems.push(`${where}.file: ${backend.path} does not exist; give size to create it`);
+    else if (config.readOnly) problems.push(`${where}.file: ${backend.path} does not exist; a read-only export needs an existing file`);
+    else if (statOrNull(dirname(backend.path))?.isDirectory() !== true) problems.push(`${where}.file: folder ${dirname(backend.path)} does not exist`);
+    return;
+  }
+  if (!stats.isFile()) {
+    problems.push(`${where}.file: ${backend.path} is not a regular file${stats.isBlockDevice() ? " (use device = for a block device)" : ""}`);
+  } else if (backend.sizeBytes !== null && backend.sizeBytes !== stats.size) {
+    problems.push(`${where}.size: ${backend.path} exists with ${stats.size} bytes, not ${backend.sizeBytes}; an existing file is never resized (remove size to use it as it is)`);
+  }
+}
+
+async function checkListen(address: ListenAddress, where: string, warnings: string[]): Promise<void> {
+  const text = describeListenAddress(address);
+  if (address.transport === "unix") {
+    const dir = dirname(address.path);
+    const existing = statOrNull(address.path);
+    if (statOrNull(dir)?.isDirectory() !== true) {
+      warnings.push(`${where}: cannot listen on ${text}: folder ${dir} does not exist`);
+    } else if (existing !== null && !existing.isSocket()) {
+      warnings.push(`${where}: cannot listen on ${text}: a file that is not a socket is in the way`);
+    } else {
+      try {
+        accessSync(dir, constants.W_OK | constants.X_OK);
+      } catch {
+        warnings.push(`${where}: cannot listen on ${text}: this user cannot create a socket in ${dir}`);
+      }
+    }
+    return;
+  }
+  if (address.port === 0) return;
+  try {
+    const listener = await listen([address], () => ({ onData() {}, onDrain() {}, onClose() {} }));
+    await listener.close();
+  } catch (error) {
+    warnings.push(`${where}: ${errorMessage(error)} (as this user, now)`);
+  }
+}
+
+export async function preflight(config: Config): Promise<Preflight> {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  config.keys.forEach((key, i) => {
+    if (key.kind === "file") checkKeyFile(key.path, `key[${i}]`, key.identity, problems);
+  });
+  if (config.client.keyFile !== null) checkKeyFile(config.client.keyFile, "client.key_file", null, problems);
+  config.attaches.forEach((attach, i) => {
+    if (attach.keyFile !== null && attach.keyFile !== config.client.keyFile) checkKeyFile(attach.keyFile, `attach[${i}].key_file`, null, problems);
+  });
+  const seen = new Set<string>();
+  const tryListen = async (address: ListenAddress, where: string) => {
+    const key = describeListenAddress(address);
+    if (seen.has(key)) return;
+    seen.add(key);
+    await checkListen(address, where, warnings);
+  };
+  for (const [i, e] of config.exports.entries()) {
+    checkBackend(e, `export[${i}]`, problems);
+    for (const address of e.listen) await tryListen(address, `export[${i}].listen`);
+    for (const address of e.nbdListen) await tryListen(address, `export[${i}].nbd_listen`);
+    warnings.push(...allowWarnings(e));
+  }
+  for (const [i, a] of config.attaches.entries()) if (a.nbdListen !== null) await tryListen(a.nbdListen, `attach[${i}].nbd_listen`);
+  return { problems, warnings };
+}

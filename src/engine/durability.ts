@@ -1,0 +1,62 @@
+/**
+ * @module engine/durability — what keeps the FLUSH contract across an export restart: the
+ * replay log of acknowledged, not yet flushed mutations (engine/replay-log.ts), its byte bound
+ * (past it the engine issues a FLUSH itself and holds new writes), and the state of a replay
+ * round after the export's epoch changed (docs/protocol.md §6.5 "Epoch").
+ * Pure: no I/O, no time.
+ */
+import { ReplayLog, type ReplayEntry } from "./replay-log.ts";
+import type { Txn } from "./txn.ts";
+
+export class Durability {
+  readonly log = new ReplayLog();
+  /** The engine's own FLUSH (the replay bound was reached) is outstanding. */
+  autoFlushPending = false;
+  /** Replay transactions not yet acknowledged: until they are, nothing else is sent. */
+  replaysPending = 0;
+  /** A replay failed: the next handshake replays the whole log again, whatever the epoch. */
+  replayAgain = false;
+  /** Replay rounds failed in a row: backs the reconnect off, so a failing disk is not hammered. */
+  replayStreak = 0;
+
+  constructor(private readonly boundBytes: number) {}
+
+  /** The log holds its bound (an empty log never blocks, whatever the bound). */
+  get full(): boolean {
+    return this.log.size > 0 && this.log.bytes >= this.boundBytes;
+  }
+
+  /** The entries a replay round sends, oldest first. */
+  entries(): ReplayEntry[] {
+    return this.log.pending();
+  }
+
+  /**
+   * A txn succeeded: keep non-durable acknowledged mutations for replay; a successful FLUSH
+   * releases them. A FUA mutation is durable and is not kept, but it supersedes older entries
+   * for its range: replaying those after a restart would bury it under older data (found by
+   * the simulator: a FUA write after an unflushed write to the same block came back as the
+   * older data).
+   */
+  record(txn: Txn): void {
+    if (txn.internal === "replay") return; // its entry is still in the log
+    if (txn.fua && txn.kind !== "read" && txn.kind !== "flush") {
+      this.log.supersede(txn.offset, txn.length);
+      return;
+    }
+    switch (txn.kind) {
+      case "write":
+        this.log.append("write", txn.offset, txn.length, txn.data!, false);
+        break;
+      case "trim":
+      case "zero":
+        this.log.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
+        break;
+      case "flush":
+        this.log.release(txn.flushMark);
+        break;
+      case "read":
+        break;
+    }
+  }
+}

@@ -1,0 +1,851 @@
+/**
+ * @module replication/primary — the primary side of asynchronous replication as a storage
+ * layer over the export's backend (docs/replication.md §4–§5). Every mutation becomes a log
+ * record (replication/log-store.ts) and completes once the record is durable (group commit)
+ * and written back to the disk below; the disk follows the log, so the log is also the
+ * disk's write-ahead log: recovery replays what followed the last checkpoint.
+ *
+ * Ordering: mutations queue in arrival order (= sequence order); one is written back only
+ * when no earlier unfinished mutation overlaps it, so the disk sees overlapping mutations in
+ * log order, exactly as a secondary replays them. Reads pass straight through: a mutation
+ * completes only after its write-back, so reads see every completed one.
+ *
+ * FLUSH covers every mutation completed before it: logged ones are durable in the log
+ * already, so only mutations written around the log (overflow) need a flush of the disk.
+ *
+ * Log space: past `highWater` × `logLimit` (or when the log failed) the layer stops logging
+ * — after a checkpoint, so recovery never replays old records over newer data — and marks
+ * the regions it writes in a persisted bitmap (replication/dirty-bitmap.ts). The primary's
+ * writes never fail or wait for a secondary. Below `lowWater` it logs again, writing a
+ * RESYNC_BEGIN mark, copies every dirty region into the log as RESYNC writes, then writes
+ * RESYNC_END: a secondary replaying the log is inconsistent only between the two marks.
+ *
+ * Must not: complete a mutation before its record (or its dirty mark) is durable; write back
+ * overlapping mutations out of log order; append a record for a region while a resync copy
+ * of it is between reading the disk and appending (that record must follow the copy).
+ */
+import { assert } from "../lib/assert.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
+import { DstdError } from "../lib/errors.ts";
+import type { Log } from "../lib/log.ts";
+import { PassThrough } from "../storage/layers/pass-through.ts";
+import { call, type Done, type StoragePort, type ZeroFlags } from "../storage/port.ts";
+import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
+import type { LogDirectory } from "./files.ts";
+import { LogReader, type LogPosition, type ReadChunk } from "./log-reader.ts";
+import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
+import {
+  INITIAL_PRIMARY_STATE,
+  isSecondaryName,
+  MAX_SECONDARIES,
+  PRIMARY_STATE_KIND,
+  validatePrimaryState,
+  type PrimaryState,
+} from "./primary-state.ts";
+import { MAX_RECORD_PAYLOAD, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint, type RecordOpCode } from "./record.ts";
+import { StateFile } from "./state-file.ts";
+
+export interface PrimaryOptions {
+  /** Most bytes the log may hold (segments + queued records). */
+  logLimit: number;
+  /** Fraction of logLimit past which mutations are written around the log (default 0.9). */
+  highWater?: number;
+  /** Fraction below which logging resumes after an overflow (default 0.5). */
+  lowWater?: number;
+  /** Fraction above which resync copies pause, leaving room for the primary's writes (default 0.75). */
+  resyncWater?: number;
+  /** Write-back bytes between checkpoints (default logLimit / 8). */
+  checkpointBytes?: number;
+  segmentSize?: number;
+  maxBatchBytes?: number;
+  /** Memory bound of the dirty bitmap (default 1 MiB). */
+  maxBitmapBytes?: number;
+  /** Clock for Lamport stamps, µs (default: wall clock). */
+  now?: () => number;
+  log?: Log;
+  /** Observer of every appended record (simulator oracle). */
+  onAppend?: (point: ChainPoint, chunks: readonly Uint8Array[]) => void;
+}
+
+export interface PrimaryStatus {
+  mode: "logging" | "overflow";
+  /** A transition or a resync copy is running. */
+  transition: "to-overflow" | "to-logging" | null;
+  generation: number;
+  first: number;
+  last: number;
+  durable: number;
+  checkpoint: number;
+  logBytes: number;
+  logLimit: number;
+  logFailure: string | null;
+  dirtyRegions: number;
+  regionSize: number;
+  resyncPending: boolean;
+  secondaries: Record<string, number>;
+  /** Mutations queued or in flight in the layer. */
+  inFlight: number;
+}
+
+type Kind = "write" | "trim" | "zero" | "resize" | "copy";
+
+interface Op {
+  kind: Kind;
+  offset: number;
+  /** Exclusive end (Infinity for resize: it orders against everything). */
+  end: number;
+  data: Uint8Array | null;
+  noHole: boolean;
+  fua: boolean;
+  newSize: number;
+  done: Done;
+  /** Has records in the log (false: written around it, marked in the bitmap). */
+  logged: boolean;
+  firstSeq: number;
+  lastSeq: number;
+  /** Records or marks not yet durable. */
+  waiting: number;
+  ready: boolean;
+  started: boolean;
+  errno: number;
+}
+
+const OP_CODES: Record<Exclude<Kind, "copy">, RecordOpCode> = {
+  write: RecordOp.WRITE,
+  trim: RecordOp.TRIM,
+  zero: RecordOp.ZERO,
+  resize: RecordOp.RESIZE,
+};
+
+/** The files a primary keeps in its log directory besides segments. */
+export const PRIMARY_STATE_FILE = "primary.state";
+export const DIRTY_BITMAP_FILE = "dirty.bitmap";
+
+export class ReplicationPrimary extends PassThrough {
+  /** Mutations in arrival order, unfinished. */
+  private readonly pipeline: Op[] = [];
+  /** Mutations waiting to enter the pipeline (during a transition, or behind a copy lock). */
+  private readonly held: Op[] = [];
+  private holding = false;
+  private transition: PrimaryStatus["transition"] = null;
+  private mode: "logging" | "overflow";
+  private state: PrimaryState;
+  /** Regions locked by a resync copy until its records are appended. */
+  private readonly locks: Op[] = [];
+  private copying = false;
+  private resyncCursor = 0;
+  private directSinceFlush = 0;
+  /** Completions waiting on the newest disk flush issued for writes made around the log. */
+  private diskFlushWaiters: Done[] | null = null;
+  private writtenBackSinceCheckpoint = 0;
+  private checkpointing = false;
+  /** A mode switch is saving the state. */
+  private transitionSaving = false;
+  private issuing = false;
+  private issueAgain = false;
+  private closed = false;
+  /** The log directory cannot be written: every mutation fails with this errno. */
+  private broken = 0;
+  private readonly highWater: number;
+  private readonly lowWater: number;
+  private readonly resyncWater: number;
+  private readonly checkpointBytes: number;
+  /** Bytes one resync copy reads and logs (a piece of a region). */
+  private readonly copyPiece: number;
+
+  private constructor(
+    next: StoragePort,
+    readonly store: LogStore,
+    private readonly stateFile: StateFile<PrimaryState>,
+    readonly bitmap: DirtyBitmap,
+    private readonly options: PrimaryOptions,
+    readonly recovery: RecoveryReport,
+  ) {
+    super(next);
+    this.state = stateFile.value ?? INITIAL_PRIMARY_STATE;
+    this.mode = this.state.mode;
+    const limit = options.logLimit;
+    this.highWater = limit * (options.highWater ?? 0.9);
+    this.lowWater = limit * (options.lowWater ?? 0.5);
+    this.resyncWater = limit * (options.resyncWater ?? 0.75);
+    this.checkpointBytes = options.checkpointBytes ?? Math.max(1, Math.floor(limit / 8));
+    this.copyPiece = Math.max(512, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
+    store.onFreed(() => this.kick());
+    store.onDurable(() => this.afterFinishSoon());
+  }
+
+  /**
+   * Opens the log, state and bitmap in `dir` over the disk `next`, replays the records that
+   * follow the checkpoint onto the disk, flushes it and records the new checkpoint.
+   * Throws DstdError naming the problem when the log is corrupt or lacks needed records.
+   */
+  static async open(next: StoragePort, dir: LogDirectory, options: PrimaryOptions): Promise<ReplicationPrimary> {
+    assert(options.logLimit > 0, "logLimit must be positive");
+    const now = options.now ?? (() => Date.now() * 1000);
+    const stateFile = await StateFile.open(dir, PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState);
+    const state = stateFile.value ?? INITIAL_PRIMARY_STATE;
+    const { store, recovery } = await LogStore.open(dir, {
+      now,
+      // Several segments fit the limit, so releasing whole segments frees space in steps.
+      segmentSize: Math.max(RECORD_HEADER_SIZE, Math.min(options.segmentSize ?? DEFAULT_SEGMENT_SIZE, Math.floor(options.logLimit / 4))),
+      maxBatchBytes: options.maxBatchBytes,
+      voidAfter: state.voidAfter ?? undefined,
+      durableThrough: Math.max(state.checkpoint, ...Object.values(state.secondaries)),
+      onCorruption: "refuse",
+      log: options.log,
+      onAppend: options.onAppend,
+    });
+    if (store.last.seq < state.checkpoint) {
+      await store.close();
+      throw new DstdError(
+        "E_LOG_GAP",
+        `replication log ${dir.path} ends at seq ${store.last.seq} but the disk was checkpointed at seq ${state.checkpoint}: ` +
+          `log segments are missing; the secondaries need a full resync`,
+      );
+    }
+    if (store.first > state.checkpoint + 1 && store.last.seq > state.checkpoint) {
+      await store.close();
+      throw new DstdError(
+        "E_LOG_GAP",
+        `replication log ${dir.path} starts at seq ${store.first} but the disk needs records from seq ${state.checkpoint + 1}`,
+      );
+    }
+    const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
+    if (store.last.seq > state.checkpoint) {
+      await replay(next, store, state.checkpoint);
+      await call.flush(next);
+      await stateFile.saveNow({ ...state, checkpoint: store.last.seq });
+    }
+    const primary = new ReplicationPrimary(next, store, stateFile, bitmap, options, recovery);
+    if (primary.mode === "logging" && bitmap.dirtyRegions > 0 && !primary.state.resyncPending) {
+      options.log?.warn(`replication: ${bitmap.dirtyRegions} dirty regions without a resync under way; resyncing them`);
+      primary.state = { ...primary.state, resyncPending: true };
+      primary.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
+    }
+    primary.kick();
+    return primary;
+  }
+
+  override get kind(): string {
+    return "replication-primary";
+  }
+  override get synchronous(): boolean {
+    return false;
+  }
+  /** A fast zero could not be undone once logged: never promised. */
+  override get canFastZero(): boolean {
+    return false;
+  }
+
+  // ---- the port ----
+
+  override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    this.submit(this.op("write", offset, offset + data.length, data, false, fua, 0, done));
+  }
+
+  override trim(offset: number, length: number, fua: boolean, done: Done): void {
+    this.submit(this.op("trim", offset, offset + length, null, false, fua, 0, done));
+  }
+
+  override zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+    if (flags.fast) return done(Errno.ENOTSUP);
+    this.submit(this.op("zero", offset, offset + length, null, flags.noHole, flags.fua, 0, done));
+  }
+
+  get resize(): ((size: number, done: Done) => void) | undefined {
+    if (this.next.resize === undefined) return undefined;
+    return (size: number, done: Done) => this.submit(this.op("resize", 0, Infinity, null, false, false, size, done));
+  }
+
+  override flush(done: Done): void {
+    if (this.closed) return done(Errno.ESHUTDOWN);
+    // Logged mutations completed before this flush are durable in the log already; only
+    // writes made around it need the disk flushed — by a flush issued after they completed.
+    if (this.directSinceFlush === 0) {
+      // None since the last disk flush started; if that one still runs, it is the one
+      // that makes them durable: complete with it, never before.
+      if (this.diskFlushWaiters === null) return done(0);
+      this.diskFlushWaiters.push(done);
+      return;
+    }
+    this.directSinceFlush = 0;
+    const waiters: Done[] = [done];
+    this.diskFlushWaiters = waiters;
+    this.next.flush((errno) => {
+      if (this.diskFlushWaiters === waiters) this.diskFlushWaiters = null;
+      if (errno !== 0) this.directSinceFlush++;
+      for (const w of waiters) w(errno);
+    });
+  }
+
+  override async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const op of this.held.splice(0)) op.done(Errno.ESHUTDOWN);
+    await this.store.close();
+    await this.stateFile.close();
+    await this.bitmap.close();
+    await this.next.close();
+  }
+
+  // ---- what the shipping plugs into ----
+
+  /** A reader of durable records from `from` (a secondary's FETCH). */
+  reader(from: LogPosition, after: ChainPoint | null = null): LogReader {
+    return new LogReader(this.store, from, after);
+  }
+
+  /** Registers a secondary: segments it has not applied are kept for it. */
+  addSecondary(name: string, applied: number, done: Done = () => {}): string | null {
+    if (!isSecondaryName(name)) return `secondary name ${JSON.stringify(name)} is invalid`;
+    if (!(name in this.state.secondaries) && Object.keys(this.state.secondaries).length >= MAX_SECONDARIES) {
+      return `at most ${MAX_SECONDARIES} secondaries`;
+    }
+    if (applied + 1 < this.store.first && applied < this.store.last.seq) {
+      return `secondary ${name} applied seq ${applied}, but the log starts at seq ${this.store.first}: it needs a full sync`;
+    }
+    this.saveState({ ...this.state, secondaries: { ...this.state.secondaries, [name]: applied } }, done);
+    return null;
+  }
+
+  removeSecondary(name: string, done: Done = () => {}): void {
+    const secondaries = { ...this.state.secondaries };
+    delete secondaries[name];
+    this.saveState({ ...this.state, secondaries }, (errno) => {
+      this.releaseLog();
+      done(errno);
+    });
+  }
+
+  /** Secondary `name` has applied every record ≤ seq durably: the log may drop them. */
+  secondaryApplied(name: string, seq: number, done: Done = () => {}): string | null {
+    const current = this.state.secondaries[name];
+    if (current === undefined) return `unknown secondary ${JSON.stringify(name)}`;
+    if (seq > this.store.durable.seq) return `secondary ${name} claims seq ${seq}, beyond the durable log (seq ${this.store.durable.seq})`;
+    if (seq <= current) {
+      done(0);
+      return null;
+    }
+    this.saveState({ ...this.state, secondaries: { ...this.state.secondaries, [name]: seq } }, (errno) => {
+      if (errno === 0) this.releaseLog();
+      done(errno);
+    });
+    return null;
+  }
+
+  /** Up to `max` runs of regions written around the log and not yet copied into it. */
+  dirtyRegions(from = 0, max = 1024): { offset: number; length: number }[] {
+    return this.bitmap.runs(from, max);
+  }
+
+  status(): PrimaryStatus {
+    return {
+      mode: this.mode,
+      transition: this.transition,
+      generation: this.store.generation,
+      first: this.store.first,
+      last: this.store.last.seq,
+      durable: this.store.durable.seq,
+      checkpoint: this.state.checkpoint,
+      logBytes: this.logUsage(),
+      logLimit: this.options.logLimit,
+      logFailure: this.store.failed !== 0 ? this.store.failure : null,
+      dirtyRegions: this.bitmap.dirtyRegions,
+      regionSize: this.bitmap.regionSize,
+      resyncPending: this.state.resyncPending,
+      secondaries: { ...this.state.secondaries },
+      inFlight: this.pipeline.length + this.held.length,
+    };
+  }
+
+  /** Flushes the disk and advances the checkpoint now (normally driven by write-back volume). */
+  checkpoint(done: Done = () => {}): void {
+    this.runCheckpoint(done);
+  }
+
+  // ---- admission ----
+
+  private op(kind: Kind, offset: number, end: number, data: Uint8Array | null, noHole: boolean, fua: boolean, newSize: number, done: Done): Op {
+    return { kind, offset, end, data, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0 };
+  }
+
+  private submit(op: Op): void {
+    if (this.closed) return op.done(Errno.ESHUTDOWN);
+    if (this.broken !== 0) return op.done(Errno.EIO);
+    if (this.holding || this.held.length > 0 || this.locks.some((lock) => overlaps(lock, op))) {
+      this.held.push(op);
+      return;
+    }
+    this.admit(op);
+  }
+
+  private admit(op: Op): void {
+    if (this.broken !== 0) return op.done(Errno.EIO);
+    if (this.mode === "logging") {
+      if (this.store.failed === 0 && this.logUsage() + recordBytes(op) <= this.highWater) {
+        this.pipeline.push(op);
+        this.logOp(op);
+        return;
+      }
+      this.held.push(op);
+      this.startOverflow();
+      return;
+    }
+    this.pipeline.push(op);
+    this.markDirect(op);
+  }
+
+  /** Admits held mutations in order, until a transition or a copy lock holds them again. */
+  private releaseHeld(): void {
+    while (this.held.length > 0 && !this.holding) {
+      const op = this.held[0]!;
+      if (this.locks.some((lock) => overlaps(lock, op))) {
+        // Keep arrival order among held mutations: the rest waits behind this one.
+        return;
+      }
+      this.held.shift();
+      this.admit(op);
+    }
+  }
+
+  private logOp(op: Op): void {
+    op.logged = true;
+    if (op.kind === "write") {
+      const data = op.data!;
+      const pieces = Math.ceil(data.length / MAX_RECORD_PAYLOAD);
+      op.waiting = pieces;
+      for (let i = 0; i < pieces; i++) {
+        const at = i * MAX_RECORD_PAYLOAD;
+        const piece = data.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
+        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno));
+        if (i === 0) op.firstSeq = seq;
+        op.lastSeq = seq;
+      }
+      return;
+    }
+    assert(op.kind !== "copy", "copies are logged by runCopy");
+    op.waiting = 1;
+    const flags = op.kind === "zero" && op.noHole ? RecordFlag.NO_HOLE : 0;
+    const offset = op.kind === "resize" ? 0 : op.offset;
+    const length = op.kind === "resize" ? op.newSize : op.end - op.offset;
+    const seq = this.store.append(OP_CODES[op.kind], flags, offset, length, EMPTY, (errno) => this.recordDurable(op, errno));
+    op.firstSeq = op.lastSeq = seq;
+  }
+
+  private recordDurable(op: Op, errno: number): void {
+    if (errno !== 0 && op.errno === 0) op.errno = errno;
+    if (--op.waiting > 0) return;
+    if (this.closed) {
+      this.pipeline.splice(this.pipeline.indexOf(op), 1);
+      return op.done(op.errno || Errno.ESHUTDOWN);
+    }
+    if (op.errno !== 0) {
+      // The log failed under this mutation: it was never acknowledged, so write it around the
+      // log like any mutation from now on (its records are void; see startOverflow).
+      op.errno = 0;
+      op.logged = false;
+      this.startOverflow();
+      this.markDirect(op);
+      return;
+    }
+    op.ready = true;
+    this.issue();
+  }
+
+  private markDirect(op: Op): void {
+    op.logged = false;
+    op.waiting = 1;
+    const length = op.kind === "resize" ? 0 : op.end - op.offset;
+    if (op.kind === "resize") {
+      op.ready = true;
+      this.issue();
+      return;
+    }
+    this.bitmap.mark(op.offset, length, (errno) => {
+      if (errno !== 0) {
+        // The bitmap cannot be persisted: writing now would leave a region no resync knows
+        // about. Fail the mutation (the disk below the log is failing too, most likely).
+        op.errno = errno;
+      }
+      op.ready = true;
+      this.issue();
+    });
+  }
+
+  // ---- write-back in log order ----
+
+  private issue(): void {
+    if (this.issuing) {
+      this.issueAgain = true;
+      return;
+    }
+    this.issuing = true;
+    do {
+      this.issueAgain = false;
+      for (let i = 0; i < this.pipeline.length; i++) {
+        const op = this.pipeline[i]!;
+        if (op.started || !op.ready) continue;
+        let blocked = false;
+        for (let j = 0; j < i; j++) {
+          if (overlaps(this.pipeline[j]!, op)) {
+            blocked = true;
+            break;
+          }
+        }
+        if (!blocked) this.start(op);
+      }
+    } while (this.issueAgain);
+    this.issuing = false;
+  }
+
+  private start(op: Op): void {
+    op.started = true;
+    if (op.errno !== 0) return this.finish(op, op.errno);
+    if (op.kind === "copy") return this.runCopy(op);
+    const fua = !op.logged && op.fua;
+    const finish = (errno: number): void => this.finish(op, errno);
+    switch (op.kind) {
+      case "write":
+        return this.next.write(op.offset, op.data!, fua, finish);
+      case "trim":
+        return this.next.trim(op.offset, op.end - op.offset, fua, finish);
+      case "zero":
+        return this.next.zero(op.offset, op.end - op.offset, { fua, noHole: op.noHole, fast: false }, finish);
+      case "resize":
+        return this.next.resize!(op.newSize, finish);
+    }
+  }
+
+  private finish(op: Op, errno: number): void {
+    const index = this.pipeline.indexOf(op);
+    assert(index >= 0, "finished mutation not in the pipeline");
+    this.pipeline.splice(index, 1);
+    if (op.kind !== "copy") {
+      if (!op.logged && errno === 0) this.directSinceFlush++;
+      if (op.logged) this.writtenBackSinceCheckpoint += op.end === Infinity ? 0 : op.end - op.offset;
+      op.done(errno);
+    }
+    this.issue();
+    this.afterFinish();
+  }
+
+  private afterFinish(): void {
+    if (this.transition === "to-overflow") this.afterFinishSoon();
+    else if (this.transition === "to-logging" && !this.pipeline.some((op) => !op.logged)) this.finishResume();
+    this.maybeCheckpoint();
+    this.kick();
+  }
+
+  // ---- checkpoints and log release ----
+
+  /** After enough write-back, or whenever the log is filling and a checkpoint would free some. */
+  private maybeCheckpoint(): void {
+    if (this.checkpointing) return;
+    const behind = this.writtenBackThrough() > this.state.checkpoint;
+    if (!behind) return;
+    // Enough written back, or the log fills (a resync copy would not fit): flush the disk
+    // once and let the log go. (Not when merely idle: a disk flush on a synchronous port
+    // runs on the event loop, and an idle log costs nothing.)
+    const filling = this.logUsage() + this.copyPiece + RECORD_HEADER_SIZE > this.resyncWater;
+    if (this.writtenBackSinceCheckpoint >= this.checkpointBytes || filling) this.runCheckpoint(() => {});
+  }
+
+  /** Every logged record ≤ this has been written back (or has no effect on the disk). */
+  private writtenBackThrough(): number {
+    let min = this.store.last.seq;
+    for (const op of this.pipeline) if (op.logged && op.firstSeq - 1 < min) min = op.firstSeq - 1;
+    return min;
+  }
+
+  private runCheckpoint(done: Done): void {
+    if (this.checkpointing || this.closed) return done(0);
+    const through = Math.min(this.writtenBackThrough(), this.store.durable.seq);
+    if (through <= this.state.checkpoint) return done(0);
+    this.checkpointing = true;
+    this.writtenBackSinceCheckpoint = 0;
+    this.next.flush((errno) => {
+      if (errno !== 0) {
+        this.checkpointing = false;
+        this.options.log?.warn(`replication: checkpoint flush failed: ${errnoMessage(errno)}`);
+        return done(errno);
+      }
+      this.saveState({ ...this.state, checkpoint: Math.max(this.state.checkpoint, through) }, (saveErrno) => {
+        this.checkpointing = false;
+        if (saveErrno === 0) this.releaseLog();
+        done(saveErrno);
+        this.afterFinishSoon();
+      });
+    });
+  }
+
+  /**
+   * What counts against logLimit: records not yet released (applied by every secondary and
+   * checkpointed) plus queued ones. A released segment that still carries the chain point
+   * stays on disk until the next rotation, so the disk may hold one segment more (≤ logLimit/4).
+   */
+  private logUsage(): number {
+    return this.store.neededBytes(this.releaseBound());
+  }
+
+  /** Records every secondary applied and the disk holds durably: the log may drop them. */
+  private releaseBound(): number {
+    let upTo = this.state.checkpoint;
+    for (const applied of Object.values(this.state.secondaries)) upTo = Math.min(upTo, applied);
+    return upTo;
+  }
+
+  private releaseLog(): void {
+    this.store.release(this.releaseBound());
+    this.kick();
+  }
+
+  private saveState(next: PrimaryState, done: Done): void {
+    this.state = next;
+    this.stateFile.save(next, done);
+  }
+
+  // ---- overflow: writing around a full (or failed) log ----
+
+  private startOverflow(): void {
+    if (this.mode === "overflow" || this.transition === "to-overflow") return;
+    this.options.log?.warn(
+      this.store.failed !== 0
+        ? `replication: the log failed (${this.store.failure}); writing around it and marking dirty regions`
+        : `replication: log at ${this.logUsage()} of ${this.options.logLimit} bytes (high-water mark); writing around it and marking dirty regions`,
+    );
+    this.transition = "to-overflow";
+    this.holding = true;
+    this.resyncCursor = 0;
+    this.afterFinishSoon();
+  }
+
+  /** Once no logged mutation is unfinished: checkpoint, declare later records void, switch. */
+  private finishOverflow(): void {
+    if (this.transitionSaving) return;
+    this.transitionSaving = true;
+    const through = this.store.durable.seq;
+    const enter = (errno: number): void => {
+      this.transitionSaving = false;
+      this.transition = null;
+      if (errno !== 0) {
+        // Neither the log nor the state can be written: writing on without a record would let
+        // the secondaries diverge silently and let recovery replay old records over new data.
+        // Fail closed: mutations fail with EIO until a restart (reads go on).
+        this.options.log?.error(`replication: cannot write around the log (${errnoMessage(errno)}); refusing writes until restarted`);
+        this.broken = errno;
+      }
+      this.mode = "overflow";
+      this.holding = false;
+      this.releaseHeld();
+      this.kick();
+    };
+    this.next.flush((errno) => {
+      if (errno !== 0) return enter(errno);
+      this.saveState({ ...this.state, mode: "overflow", checkpoint: Math.max(this.state.checkpoint, through), voidAfter: through }, (saveErrno) => {
+        if (saveErrno === 0) this.releaseLog();
+        enter(saveErrno);
+      });
+    });
+  }
+
+  /** A switch to overflow waits for every logged mutation and every appended record (marks). */
+  private afterFinishSoon(): void {
+    if (this.transition !== "to-overflow" || this.pipeline.some((op) => op.logged)) return;
+    if (this.store.failed === 0 && this.store.durable.seq !== this.store.last.seq) return;
+    this.finishOverflow();
+  }
+
+  /** Resumes logging when the log has room again (and it is healthy). */
+  private kick(): void {
+    if (this.closed) return;
+    if (this.mode === "overflow" && this.transition === null && this.store.failed === 0 && this.store.neededBytes(this.releaseBound()) <= this.lowWater) {
+      this.transition = "to-logging";
+      this.holding = true;
+      if (!this.pipeline.some((op) => !op.logged)) this.finishResume();
+      return;
+    }
+    if (this.mode === "logging" && this.transition === null) this.resyncStep();
+    this.maybeCheckpoint();
+  }
+
+  private finishResume(): void {
+    if (this.transition !== "to-logging" || this.transitionSaving) return;
+    this.transitionSaving = true;
+    // Writes made around the log become durable first: a resync copy must never capture
+    // data a crash could still take back (recovery would replay the copy over the older
+    // data the crash left, mixing two states in one region).
+    this.next.flush((flushErrno) => {
+      if (flushErrno !== 0) {
+        this.transitionSaving = false;
+        this.transition = null;
+        this.options.log?.warn(`replication: flush before resuming the log failed: ${errnoMessage(flushErrno)}; staying around it`);
+        this.holding = false;
+        this.releaseHeld();
+        return;
+      }
+      this.directSinceFlush = 0;
+      this.saveResume();
+    });
+  }
+
+  private saveResume(): void {
+    // The state must say "logging" before any new record exists: recovery would otherwise
+    // treat those records as void.
+    this.saveState({ ...this.state, mode: "logging", voidAfter: null, resyncPending: true }, (errno) => {
+      this.transitionSaving = false;
+      this.transition = null;
+      if (errno !== 0) {
+        this.options.log?.error(`replication: cannot resume logging: ${errnoMessage(errno)}`);
+        this.holding = false;
+        this.releaseHeld();
+        return;
+      }
+      this.options.log?.info(`replication: log has room again; logging, then resyncing ${this.bitmap.dirtyRegions} dirty regions`);
+      this.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
+      this.mode = "logging";
+      this.resyncCursor = 0;
+      this.holding = false;
+      this.releaseHeld();
+      this.kick();
+    });
+  }
+
+  // ---- resync: copying dirty regions into the log ----
+
+  /**
+   * Copies the next piece of the next dirty region. A region's bit is cleared once its last
+   * piece is durable; an overflow in between restarts the region (resyncCursor reset), so a
+   * write around the log into an already copied piece is never lost.
+   */
+  private resyncStep(): void {
+    if (!this.state.resyncPending || this.copying || this.holding || this.store.failed !== 0) return;
+    let runs = this.bitmap.runs(this.resyncCursor, 1);
+    if (runs.length === 0 && this.resyncCursor > 0) {
+      this.resyncCursor = 0;
+      runs = this.bitmap.runs(0, 1);
+    }
+    if (runs.length === 0) return this.finishResync();
+    if (this.logUsage() + this.copyPiece + RECORD_HEADER_SIZE > this.resyncWater) return;
+    const region = this.bitmap.regionSize;
+    const regionStart = Math.floor(Math.max(runs[0]!.offset, this.resyncCursor) / region) * region;
+    const offset = Math.max(runs[0]!.offset, this.resyncCursor, regionStart);
+    const regionEnd = Math.min(regionStart + region, this.next.size);
+    if (offset >= regionEnd) {
+      // A region past the end of a shrunk disk, or wholly copied: nothing (more) to copy.
+      this.bitmap.clear(regionStart, region);
+      this.resyncCursor = regionStart + region;
+      return this.resyncStep();
+    }
+    const end = Math.min(regionEnd, offset + this.copyPiece);
+    const copy = this.op("copy", offset, end, null, false, false, 0, () => {});
+    copy.logged = true;
+    copy.ready = true;
+    copy.firstSeq = this.store.last.seq + 1;
+    copy.newSize = end >= regionEnd ? regionStart : -1; // ≥ 0: the region to clear when durable
+    this.resyncCursor = end;
+    this.copying = true;
+    this.locks.push(copy);
+    this.pipeline.push(copy);
+    this.issue();
+  }
+
+  /** Runs when no earlier mutation overlaps the region: read it, log it, unlock, wait durable. */
+  private runCopy(op: Op): void {
+    const length = op.end - op.offset;
+    const data = new Uint8Array(length);
+    this.next.read(op.offset, data, (errno) => {
+      const unlock = (): void => {
+        this.locks.splice(this.locks.indexOf(op), 1);
+        this.releaseHeld();
+      };
+      if (errno !== 0 || this.store.failed !== 0) {
+        unlock();
+        this.copying = false;
+        this.options.log?.warn(`replication: resync copy of ${length} bytes at ${op.offset} failed: ${errnoMessage(errno || this.store.failed)}`);
+        return this.finish(op, errno || this.store.failed);
+      }
+      const pieces = Math.ceil(length / MAX_RECORD_PAYLOAD);
+      let waiting = pieces;
+      let failed = 0;
+      op.firstSeq = this.store.last.seq + 1;
+      for (let i = 0; i < pieces; i++) {
+        const at = i * MAX_RECORD_PAYLOAD;
+        const piece = data.subarray(at, Math.min(length, at + MAX_RECORD_PAYLOAD));
+        op.lastSeq = this.store.append(RecordOp.WRITE, RecordFlag.RESYNC, op.offset + at, piece.length, piece, (e) => {
+          if (e !== 0) failed = e;
+          if (--waiting > 0) return;
+          this.copying = false;
+          if (failed === 0 && op.newSize >= 0 && this.mode === "logging" && !this.holding) this.bitmap.clear(op.newSize, this.bitmap.regionSize);
+          if (failed !== 0) this.resyncCursor = 0;
+          this.finish(op, failed);
+        });
+      }
+      // Records of later mutations of this region now follow the copy's.
+      unlock();
+    });
+  }
+
+  private finishResync(): void {
+    if (!this.state.resyncPending || this.copying) return;
+    this.copying = true;
+    // Cleared bits must be durable before the state says the resync is over.
+    this.bitmap.persist((errno) => {
+      if (errno !== 0 || this.bitmap.dirtyRegions > 0 || this.mode !== "logging" || this.holding) {
+        this.copying = false;
+        return;
+      }
+      this.store.append(RecordOp.MARK, RecordFlag.RESYNC_END, 0, 0, EMPTY, (appendErrno) => {
+        this.copying = false;
+        if (appendErrno !== 0) return;
+        this.saveState({ ...this.state, resyncPending: false }, () => this.kick());
+      });
+    });
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function overlaps(a: Op, b: Op): boolean {
+  return a.offset < b.end && b.offset < a.end;
+}
+
+/** Log bytes a mutation will take (headers + payload). */
+function recordBytes(op: Op): number {
+  if (op.kind !== "write") return RECORD_HEADER_SIZE;
+  const length = op.end - op.offset;
+  return length + RECORD_HEADER_SIZE * Math.ceil(length / MAX_RECORD_PAYLOAD);
+}
+
+/** Applies the records after `checkpoint` to the disk, in order (recovery). */
+async function replay(port: StoragePort, store: LogStore, checkpoint: number): Promise<void> {
+  const reader = new LogReader(store, { seq: checkpoint + 1 });
+  try {
+    for (;;) {
+      const chunk = await new Promise<ReadChunk | null>((resolve, reject) =>
+        reader.read(8 << 20, (error, c) => (error !== null ? reject(new DstdError("E_LOG_CORRUPT", `replaying the log: ${error}`)) : resolve(c))),
+      );
+      if (chunk === null || chunk.records.length === 0) return;
+      for (const record of chunk.records) {
+        switch (record.op) {
+          case RecordOp.WRITE:
+            await call.write(port, record.offset, record.payload);
+            break;
+          case RecordOp.TRIM:
+            await call.trim(port, record.offset, record.length);
+            break;
+          case RecordOp.ZERO:
+            await call.zero(port, record.offset, record.length, { noHole: (record.flags & RecordFlag.NO_HOLE) !== 0 });
+            break;
+          case RecordOp.RESIZE:
+            if (port.resize !== undefined) await new Promise<void>((resolve, reject) => port.resize!(record.length, (e) => (e === 0 ? resolve() : reject(new DstdError("E_IO", `resize: ${errnoMessage(e)}`)))));
+            break;
+          default:
+            break;
+        }
+      }
+    }
+  } finally {
+    await reader.close();
+  }
+}
+

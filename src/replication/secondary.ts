@@ -1,0 +1,88 @@
+/**
+ * @module replication/secondary — a secondary's local half, composed: its copy of the
+ * primary's log (a LogStore fed verbatim with fetched records) and the applier replaying that
+ * copy into its disk, both in one log directory. The shipping (fetching over DST) plugs in
+ * at `receive` and `wanted`. docs/replication.md §6.
+ *
+ * The copy is a cache of the primary's log: a corrupt record in it is cut with everything
+ * after it and fetched again; if that cut falls below what the applier has already applied
+ * (those records may be gone from the primary), the copy restarts empty at the applier's
+ * position, which is all replay needs.
+ *
+ * Must not: accept a record that does not continue the copy (gap, fork, checksum); let the
+ * copy drop records the applier has not applied.
+ */
+import type { Log } from "../lib/log.ts";
+import type { StoragePort } from "../storage/port.ts";
+import { Applier, type ApplierClock } from "./applier.ts";
+import { files, type FileDone, type LogDirectory } from "./files.ts";
+import { LogReader } from "./log-reader.ts";
+import { LogStore, type RecoveryReport } from "./log-store.ts";
+import { parseSegmentName } from "./segments.ts";
+import type { ChainPoint } from "./record.ts";
+
+export interface SecondaryOptions {
+  clock: ApplierClock;
+  replayDelayMs?: number;
+  segmentSize?: number;
+  maxBatchBytes?: number;
+  log?: Log;
+}
+
+export class Secondary {
+  private constructor(
+    readonly copy: LogStore,
+    readonly applier: Applier,
+    readonly recovery: RecoveryReport,
+  ) {
+    // Applied records are no longer needed in the copy.
+    applier.onApplied((point) => copy.release(point.seq));
+  }
+
+  static async open(port: StoragePort, dir: LogDirectory, options: SecondaryOptions): Promise<Secondary> {
+    const position = await Applier.readPosition(dir);
+    const storeOptions = {
+      now: () => options.clock.now(),
+      segmentSize: options.segmentSize,
+      maxBatchBytes: options.maxBatchBytes,
+      onCorruption: "truncate" as const,
+      log: options.log,
+    };
+    let { store, recovery } = await LogStore.open(dir, { ...storeOptions, base: position.point });
+    if (store.last.seq < position.point.seq) {
+      // The copy lost records the applier already applied: start it over at the applier.
+      options.log?.warn(`replication: local log copy ends at seq ${store.last.seq}, replay is at seq ${position.point.seq}; restarting the copy there`);
+      await store.close();
+      for (const name of await files.list(dir)) if (parseSegmentName(name) !== null) await files.remove(dir, name);
+      await files.syncDir(dir);
+      ({ store, recovery } = await LogStore.open(dir, { ...storeOptions, base: position.point }));
+    }
+    const applier = await Applier.open(port, dir, {
+      source: (from, after) => new LogReader(store, from, after),
+      clock: options.clock,
+      replayDelayMs: options.replayDelayMs,
+      maxBatchBytes: options.maxBatchBytes,
+      log: options.log,
+    });
+    return new Secondary(store, applier, recovery);
+  }
+
+  /** The next seq to fetch and the chain point the fetched records must follow. */
+  wanted(): ChainPoint {
+    return this.copy.last;
+  }
+
+  /**
+   * Stores fetched records (whole records, back to back, as the primary's reader returns
+   * them). Returns null, or the reason the first bad record was refused (nothing from it on
+   * is kept: fetch again from `wanted()`). `done` runs once what was kept is durable.
+   */
+  receive(bytes: Uint8Array, done: FileDone): string | null {
+    return this.copy.appendEncoded(bytes, done);
+  }
+
+  async close(): Promise<void> {
+    await this.applier.close();
+    await this.copy.close();
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * `dstd check-config` checks what `dstd export` and `dstd attach` would refuse (issue 14
+ * item 9) and warns about what cannot work (item 10's allow rule that can never match):
+ * the compiled binary on config files written here. Problems exit 2 with one line each;
+ * warnings keep exit 0. examples/dstd.toml, the repository's example, must pass (item 10).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { ensureBinary, runDstd, startExport } from "../helpers/binary.ts";
+import { scratchDir } from "../helpers/files.ts";
+
+const scratch = scratchDir("cli-check");
+afterAll(() => scratch.remove());
+
+function config(name: string, text: string): string {
+  const path = join(scratch.path, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+describe("dstd check-config", () => {
+  test("examples/dstd.toml passes", async () => {
+    const example = join(import.meta.dir, "../../examples/dstd.toml");
+    const r = await runDstd(["check-config", example]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe(`${example}: ok (2 export(s): disk, scratch; 0 attachment(s); 0 key(s))\n`);
+  });
+
+  test("key files: missing, readable by others, for another identity", async () => {
+    const keyed = join(scratch.path, "bob.key");
+    const keygen = await runDstd(["keygen", "--identity", "bob", "--out", keyed]);
+    expect(keygen.exitCode).toBe(0);
+    const loose = join(scratch.path, "loose.key");
+    await runDstd(["keygen", "--identity", "carol", "--out", loose]);
+    chmodSync(loose, 0o644);
+    const path = config(
+      "keys.toml",
+      `[[key]]\nidentity = "alice"\nfile = "absent.key"\n\n[[key]]\nidentity = "carol"\nfile = "loose.key"\n\n[[key]]\nidentity = "dave"\nfile = "bob.key"\n\n[[export]]\nmemory = "1MiB"\nallow = ["127.0.0.1/32:rw"]\n`,
+    );
+    const r = await runDstd(["check-config", path]);
+    expect(r.exitCode).toBe(2);
+    const lines = r.stderr.trimEnd().split("\n");
+    expect(lines[0]).toBe(`dstd check-config: ${path}: key[0]: key file ${join(scratch.path, "absent.key")} does not exist (create one with: dstd keygen --identity NAME --out ${join(scratch.path, "absent.key")})`);
+    expect(lines[1]).toBe(`${path}: key[1]: key file ${loose} is readable by others (mode 0644); run: chmod 600 ${loose}`);
+    expect(lines[2]).toBe(`${path}: key[2]: key file ${keyed} is for identity 'bob', not 'dave'`);
+    expect(lines[3]).toBe(`${path}: 3 problem(s): export or attach would refuse to start`);
+  });
+
+  test("an attach URL with a scheme attach refuses, and export files that cannot be opened", async () => {
+    const path = config(
+      "attach.toml",
+      `[[attach]]\nurl = "nbd://storage-1/disk"\n\n[[export]]\nfile = "nowhere/disk.img"\nsize = "1GiB"\nallow = ["127.0.0.1/32:rw"]\n`,
+    );
+    const r = await runDstd(["check-config", path]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`${path}: attach[0].url: attach connects to dst:// or dst+unix:// exports`);
+    const files = config("files.toml", `[[export]]\nfile = "absent.img"\nallow = ["127.0.0.1/32:rw"]\n`);
+    const f = await runDstd(["check-config", files]);
+    expect(f.exitCode).toBe(2);
+    expect(f.stderr).toContain(`export[0].file: ${join(scratch.path, "absent.img")} does not exist; give size to create it`);
+  });
+
+  test("warnings: an address in use or not on this machine, an allow rule that can never match", async () => {
+    const running = await startExport(["--memory", "1MiB", "--allow", "127.0.0.1/32:rw"]);
+    try {
+      const path = config(
+        "warn.toml",
+        `[[export]]\nname = "busy"\nmemory = "1MiB"\nlisten = ["127.0.0.1:${running.port}"]\nallow = ["127.0.0.1/32:rw", "10.0.0.0/8:rw"]\n\n` +
+          `[[export]]\nname = "elsewhere"\nmemory = "1MiB"\nlisten = ["192.0.2.1:10810"]\nallow = ["192.0.2.0/24:rw"]\n`,
+      );
+      const r = await runDstd(["check-config", path]);
+      expect(r.exitCode).toBe(0);
+      const warnings = r.stderr.trimEnd().split("\n");
+      expect(warnings).toEqual([
+        `${path}: warning: export[0].listen: cannot listen on 127.0.0.1:${running.port}: address already in use (EADDRINUSE): another process (another dstd?) listens on this port; stop it or choose another port (as this user, now)`,
+        `${path}: warning: export 'busy': allow rule '10.0.0.0/8:rw' can never match: the export listens only on loopback (127.0.0.1:${running.port}), where every client is local; to admit that network listen on an address it can reach, e.g. --listen 0.0.0.0:${running.port}`,
+        `${path}: warning: export[1].listen: cannot listen on 192.0.2.1:10810: address not available (EADDRNOTAVAIL): this machine has no such address; use one of its addresses, or 0.0.0.0 (all IPv4) or [::] (all IPv6) (as this user, now)`,
+      ]);
+      expect(r.stdout).toBe(`${path}: ok (2 export(s): busy, elsewhere; 0 attachment(s); 0 key(s); 3 warning(s) above)\n`);
+    } finally {
+      await running.stop();
+    }
+  });
+
+  test("as an ordinary user: a privileged port is a warning", () => {
+    // Privileged ports start where the kernel says (ip_unprivileged_port_start, 1024 by default).
+    if (Number(readFileSync("/proc/sys/net/ipv4/ip_unprivileged_port_start", "utf8")) <= 1) return;
+    const path = config("low.toml", `[[export]]\nmemory = "1MiB"\nlisten = ["127.0.0.1:1"]\nallow = ["127.0.0.1/32:rw"]\n`);
+    chmodSync(scratch.path, 0o755);
+    chmodSync(path, 0o644);
+    // As root, drop to nobody (util-linux setpriv); as an ordinary user, run as that user.
+    const asNobody = process.getuid?.() === 0 ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [];
+    const r = Bun.spawnSync([...asNobody, ensureBinary(), "check-config", path], { stdout: "pipe", stderr: "pipe" });
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr.toString()).toContain("cannot listen on 127.0.0.1:1: permission denied (EACCES): ports below 1024 need root or CAP_NET_BIND_SERVICE");
+  });
+
+  test("dstd export logs the allow rule that can never match, and names its disk once", async () => {
+    const exp = await startExport(["--memory", "1MiB", "--allow", "10.0.0.0/8:rw"]);
+    await exp.stop();
+    expect(exp.log()).toContain("allow rule '10.0.0.0/8:rw' can never match: the export listens only on loopback");
+    expect(exp.log()).toContain("export 'disk': 1 MiB memory disk\n");
+    expect(exp.log()).not.toMatch(/\b(\w+) \1\b/);
+  });
+});

@@ -1,0 +1,213 @@
+/**
+ * @module test/replication/log-store — the log store and reader on the real file system
+ * (src/replication/log-store.ts, log-reader.ts, files.ts): group commit, rotation, reopen,
+ * a torn tail cut, a corrupt record refused naming it (or cut on a secondary's copy),
+ * streaming from a sequence number or an exact byte position, release of applied segments.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { openLogDirectory } from "../../src/replication/files.ts";
+import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
+import { LogStore } from "../../src/replication/log-store.ts";
+import { RecordOp } from "../../src/replication/record.ts";
+import { segmentName } from "../../src/replication/segments.ts";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "dstd-log-"));
+  dirs.push(d);
+  return d;
+}
+
+let clock = 1_000_000;
+const now = () => clock++;
+
+function append(store: LogStore, offset: number, data: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const seq = store.append(RecordOp.WRITE, 0, offset, data.length, data, (errno) => (errno === 0 ? resolve(seq) : reject(new Error(`errno ${errno}`))));
+  });
+}
+
+function read(reader: LogReader, max = 1 << 20): Promise<ReadChunk> {
+  return new Promise((resolve, reject) => reader.read(max, (error, chunk) => (error !== null ? reject(new Error(error)) : resolve(chunk!))));
+}
+
+function block(n: number, size = 4096): Uint8Array {
+  return new Uint8Array(size).fill(n & 0xff);
+}
+
+describe("log store", () => {
+  test("group commit: 64 appends issued together share few fdatasyncs, each completes once durable", async () => {
+    const dir = openLogDirectory(tempDir());
+    const { store, recovery } = await LogStore.open(dir, { now });
+    expect(recovery.records).toBe(0);
+    let syncs = 0;
+    const original = store["active"];
+    expect(original).toBeNull();
+    const seqs = await Promise.all(Array.from({ length: 64 }, (_, i) => append(store, i * 4096, block(i))));
+    expect(seqs).toEqual(Array.from({ length: 64 }, (_, i) => i + 1));
+    expect(store.durable.seq).toBe(64);
+    // Count syncs by instrumenting the active file for a second burst.
+    const active = store["active"]!.file;
+    const sync = active.sync.bind(active);
+    active.sync = (done) => {
+      syncs++;
+      sync(done);
+    };
+    await Promise.all(Array.from({ length: 64 }, (_, i) => append(store, i * 4096, block(i + 100))));
+    expect(store.durable.seq).toBe(128);
+    expect(syncs).toBeGreaterThanOrEqual(1);
+    expect(syncs).toBeLessThan(16);
+    await store.close();
+  });
+
+  test("rotation by size, reopen finds every record, reader streams across segments", async () => {
+    const root = tempDir();
+    const dir = openLogDirectory(root);
+    const { store } = await LogStore.open(dir, { now, segmentSize: 64 * 1024 });
+    for (let i = 0; i < 100; i++) await append(store, i * 4096, block(i));
+    const segments = store.segmentTable();
+    expect(segments.length).toBeGreaterThan(5);
+    expect(segments[0]!.name).toBe(segmentName(1));
+    await store.close();
+
+    const reopened = await LogStore.open(dir, { now, segmentSize: 64 * 1024 });
+    expect(reopened.recovery.records).toBe(100);
+    expect(reopened.recovery.tornTail).toBeNull();
+    expect(reopened.store.last.seq).toBe(100);
+    const reader = new LogReader(reopened.store, { seq: 1 });
+    const seen: number[] = [];
+    for (;;) {
+      const chunk = await read(reader, 20_000);
+      if (chunk.records.length === 0) break;
+      for (const r of chunk.records) {
+        seen.push(r.seq);
+        expect(r.payload[0]).toBe((r.seq - 1) & 0xff);
+      }
+    }
+    expect(seen).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    // Appending continues the chain after a reopen; the reader sees the new record.
+    await append(reopened.store, 0, block(200));
+    const more = await read(reader);
+    expect(more.records.map((r) => r.seq)).toEqual([101]);
+    // An exact position (segment + offset) resumes without a scan; a seq alone scans.
+    const fromSeq = new LogReader(reopened.store, { seq: 57 });
+    const a = await read(fromSeq, 1);
+    expect(a.records[0]!.seq).toBe(57);
+    const exact = new LogReader(reopened.store, a.next);
+    expect((await read(exact, 1)).records[0]!.seq).toBe(58);
+    // A wrong hint falls back to the seq.
+    const wrong = new LogReader(reopened.store, { seq: 60, segment: a.next.segment, offset: a.next.offset });
+    expect((await read(wrong, 1)).records[0]!.seq).toBe(60);
+    await Promise.all([reader.close(), fromSeq.close(), exact.close(), wrong.close()]);
+    await reopened.store.close();
+  });
+
+  test("a torn tail is cut and reported; appends continue from the last whole record", async () => {
+    const root = tempDir();
+    const dir = openLogDirectory(root);
+    const { store } = await LogStore.open(dir, { now });
+    for (let i = 0; i < 5; i++) await append(store, 0, block(i));
+    await store.close();
+    const file = path.join(root, segmentName(1));
+    const size = fs.statSync(file).size;
+    fs.truncateSync(file, size - 100); // the last record lost its tail
+    const { store: again, recovery } = await LogStore.open(dir, { now });
+    expect(recovery.tornTail).not.toBeNull();
+    expect(recovery.tornTail!.reason).toContain("file ends inside the record");
+    expect(again.last.seq).toBe(4);
+    expect(await append(again, 0, block(9))).toBe(5);
+    await again.close();
+  });
+
+  test("a garbage tail with no durable successor is torn; a corrupt durable record is refused, naming it", async () => {
+    const root = tempDir();
+    const dir = openLogDirectory(root);
+    const { store } = await LogStore.open(dir, { now });
+    for (let i = 0; i < 6; i++) await append(store, 0, block(i));
+    await store.close();
+    const file = path.join(root, segmentName(1));
+    const recordSize = 88 + 4096;
+    // Flip a payload byte of record 3: records 4..6 were written after it was durable.
+    const bytes = fs.readFileSync(file);
+    bytes[2 * recordSize + 200]! ^= 1;
+    fs.writeFileSync(file, bytes);
+    let message = "";
+    try {
+      await LogStore.open(dir, { now });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain("record seq 3");
+    expect(message).toContain(`${segmentName(1)} offset ${2 * recordSize}`);
+    expect(message).toContain("payload checksum mismatch");
+    // A secondary's copy cuts it instead (and fetches again from there).
+    const { store: cut, recovery } = await LogStore.open(dir, { now, onCorruption: "truncate" });
+    expect(recovery.corruption?.seq).toBe(3);
+    expect(cut.last.seq).toBe(2);
+    await cut.close();
+    // Now the last record is garbage and nothing follows: a torn tail, cut silently.
+    const again = fs.readFileSync(file);
+    again.fill(0x55, recordSize + 10, recordSize + 50);
+    fs.writeFileSync(file, again);
+    const { store: torn, recovery: r2 } = await LogStore.open(dir, { now });
+    expect(r2.tornTail?.offset).toBe(recordSize);
+    expect(torn.last.seq).toBe(1);
+    await torn.close();
+  });
+
+  test("release deletes applied segments but keeps the one holding the last durable record", async () => {
+    const root = tempDir();
+    const dir = openLogDirectory(root);
+    const { store } = await LogStore.open(dir, { now, segmentSize: 16 * 1024 });
+    for (let i = 0; i < 40; i++) await append(store, 0, block(i));
+    const before = store.segmentTable().length;
+    const freed = new Promise<void>((resolve) => store.onFreed(resolve));
+    store.release(1_000_000);
+    await freed;
+    const after = store.segmentTable();
+    expect(after.length).toBe(1);
+    expect(before).toBeGreaterThan(5);
+    expect(store.first).toBe(after[0]!.firstSeq);
+    expect(fs.readdirSync(root).filter((n) => n.startsWith("log-"))).toEqual([after[0]!.name]);
+    // A reader asking for a released seq gets a clear error.
+    const reader = new LogReader(store, { seq: 1 });
+    await expect(read(reader)).rejects.toThrow("seq 1 is no longer in the log");
+    await store.close();
+    // Reopen: the chain continues from the kept segment.
+    const { store: again } = await LogStore.open(dir, { now, segmentSize: 16 * 1024 });
+    expect(again.last.seq).toBe(40);
+    expect(await append(again, 0, block(1))).toBe(41);
+    await again.close();
+  });
+
+  test("appendEncoded copies a shipped log verbatim and refuses the first bad record", async () => {
+    const source = await LogStore.open(openLogDirectory(tempDir()), { now });
+    for (let i = 0; i < 10; i++) await append(source.store, i * 4096, block(i));
+    const reader = new LogReader(source.store, { seq: 1 });
+    const chunk = await read(reader);
+    expect(chunk.records.length).toBe(10);
+    const copy = await LogStore.open(openLogDirectory(tempDir()), { now, onCorruption: "truncate" });
+    const bytes = chunk.bytes.slice();
+    bytes[5 * (88 + 4096) + 300]! ^= 4; // record 6's payload
+    const done = new Promise<number>((resolve) => {
+      const reason = copy.store.appendEncoded(bytes, resolve);
+      expect(reason).toContain("record seq 6: payload checksum mismatch");
+    });
+    expect(await done).toBe(0);
+    expect(copy.store.durable.seq).toBe(5);
+    // The rest, fetched again from seq 6, continues the chain.
+    const again = new LogReader(source.store, { seq: 6 });
+    const rest = await read(again);
+    const ok = await new Promise<number>((resolve) => expect(copy.store.appendEncoded(rest.bytes, resolve)).toBeNull());
+    expect(ok).toBe(0);
+    expect(copy.store.durable.seq).toBe(10);
+    await Promise.all([reader.close(), again.close(), source.store.close(), copy.store.close()]);
+  });
+});

@@ -1,0 +1,37 @@
+/**
+ * @module test/replication/replication-sim.test — runs the replication simulation
+ * (replication-sim.ts) over many seeds. docs/replication.md §8.
+ *   bun test test/replication/replication-sim.test.ts                    # SIM_SEEDS (default 10,000)
+ *   SIM_SEEDS=100000 SIM_SEED_START=5000 bun test test/replication/replication-sim.test.ts
+ *   SIM_SEED=1234 bun test test/replication/replication-sim.test.ts      # one seed, verbose trace
+ */
+import { expect, test } from "bun:test";
+import { runSeed, type SimStats } from "./replication-sim.ts";
+
+const single = process.env.SIM_SEED;
+const seeds = Number(process.env.SIM_SEEDS ?? 10_000);
+const start = Number(process.env.SIM_SEED_START ?? 1);
+
+if (single !== undefined) {
+  test(`replication sim seed ${single}`, async () => {
+    const stats = await runSeed(Number(single), true);
+    console.log(stats);
+  }, 600_000);
+} else {
+  test(`replication sim: ${seeds} seeds from ${start}`, async () => {
+    const total: Record<string, number> = {};
+    const began = performance.now();
+    for (let seed = start; seed < start + seeds; seed++) {
+      const stats: SimStats = await runSeed(seed);
+      for (const [k, v] of Object.entries(stats)) total[k] = (total[k] ?? 0) + Number(v);
+    }
+    const seconds = (performance.now() - began) / 1000;
+    console.log(`replication sim: ${seeds} seeds in ${seconds.toFixed(1)} s`, total);
+    // The swarm must reach every path, or it is not testing them.
+    if (seeds >= 1000) {
+      for (const key of ["primaryCrashes", "secondaryCrashes", "overflows", "resyncs", "transitRefused", "copyRot", "logRot", "haltsOnCorruption", "tornTails", "prefixChecks", "converged"]) {
+        expect(total[key] ?? 0).toBeGreaterThan(0);
+      }
+    }
+  }, 1_800_000);
+}

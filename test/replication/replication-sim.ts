@@ -1,0 +1,535 @@
+/**
+ * @module test/replication/replication-sim — one seed of the replication simulation: the real
+ * ReplicationPrimary, LogStore, LogReader, Secondary and Applier over simulated disks
+ * (sim-files.ts, sim-port.ts) on simulated time, with a simulated shipping between them.
+ * docs/replication.md §8.
+ *
+ * World: a primary (log directory + data disk) serving a random workload; a secondary (log
+ * copy + applier + data disk); a shipper that reads durable records from the primary and
+ * hands them to the secondary, reporting applied positions back. Faults, drawn from the
+ * seed: primary and secondary power loss (unsynced file changes kept, dropped or torn by
+ * sector; unflushed disk writes kept or dropped), bit rot in the primary's log or the
+ * secondary's copy, corruption in transit, replay paused and resumed, a log small enough to
+ * overflow into the dirty bitmap and resync.
+ *
+ * Invariants (checked as they happen, and at the end):
+ * - prefix: whenever the applier reports itself consistent, its disk equals the state after
+ *   exactly the log prefix it applied (replayed from the records the primary appended);
+ * - exact records: every record the secondary applies is the primary's (same seq, chain):
+ *   never one past a gap or a checksum failure, never one the primary later lost;
+ * - durability: after a primary crash and recovery, every block holds a value it may hold —
+ *   acknowledged and flushed (or FUA) data is never lost;
+ * - convergence: with faults off, the secondary catches up and equals the primary's disk.
+ */
+import { Prng } from "../../src/lib/prng.ts";
+import { LogReader } from "../../src/replication/log-reader.ts";
+import { ReplicationPrimary } from "../../src/replication/primary.ts";
+import { Secondary } from "../../src/replication/secondary.ts";
+import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
+import { parseSegmentName } from "../../src/replication/segments.ts";
+import { SimClock } from "../sim/sim-clock.ts";
+import { settle, SimDisk } from "./sim-files.ts";
+import { SimDiskPort } from "./sim-port.ts";
+
+export class SimFailure extends Error {}
+
+export interface SimStats {
+  ops: number;
+  acked: number;
+  primaryCrashes: number;
+  secondaryCrashes: number;
+  recordsApplied: number;
+  overflows: number;
+  resyncs: number;
+  transitRefused: number;
+  copyRot: number;
+  logRot: number;
+  haltsOnCorruption: number;
+  tornTails: number;
+  prefixChecks: number;
+  converged: boolean;
+}
+
+interface ShadowRecord {
+  chain: bigint;
+  op: number;
+  flags: number;
+  offset: number;
+  length: number;
+  payload: Uint8Array;
+}
+
+interface BlockState {
+  /** Values a crash may leave (the last known durable one first). */
+  candidates: number[];
+  inFlight: number | null;
+}
+
+export async function runSeed(seed: number, verbose = false): Promise<SimStats> {
+  const trace: string[] = [];
+  const log = (line: string) => {
+    trace.push(`[${clock.ticks}] ${line}`);
+    if (trace.length > 200) trace.shift();
+    if (verbose) console.log(`[${clock.ticks}] ${line}`);
+  };
+  const simLog = (who: string) => ({
+    error: (m: string) => log(`${who} error: ${m}`),
+    warn: (m: string) => log(`${who} warn: ${m}`),
+    info: (m: string) => log(`${who} info: ${m}`),
+    debug: (m: string) => log(`${who} debug: ${m}`),
+  });
+  const root = new Prng(seed);
+  const clock = new SimClock();
+  const prng = {
+    files: new Prng(root.next()),
+    port: new Prng(root.next()),
+    work: new Prng(root.next()),
+    faults: new Prng(root.next()),
+  };
+  const f = prng.faults;
+  const blockSize = f.pick([512, 512, 1024, 4096]);
+  const blocks = 8 + f.int(40);
+  const diskSize = blockSize * blocks;
+  const options = {
+    logLimit: f.chance(0.4) ? blockSize * (6 + f.int(20)) : 1 << 24,
+    segmentSize: f.pick([2048, 8192, 1 << 16]),
+    maxBatchBytes: f.pick([RECORD_HEADER_SIZE + (1 << 20), 2 << 20]),
+    maxBitmapBytes: f.pick([1, 2, 64]),
+    checkpointBytes: blockSize * (1 + f.int(16)),
+  };
+  const opsTotal = 30 + f.int(100);
+  const queueDepth = 1 + f.int(8);
+  const crashRate = f.pick([0, 0.01, 0.03]);
+  const secondaryCrashRate = f.pick([0, 0.01, 0.03]);
+  const transitCorruption = f.pick([0, 0.02, 0.1]);
+  const copyRotRate = f.pick([0, 0, 0.01]);
+  const logRotRate = f.pick([0, 0, 0, 0.005]);
+  const pauseRate = f.pick([0, 0.02]);
+  const replayDelayMs = f.pick([0, 0, 0, 20]);
+  const stats: SimStats = {
+    ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
+    transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
+  };
+  const fail = (invariant: string, detail: string): never => {
+    throw new SimFailure(
+      `replication sim seed ${seed}: ${invariant}: ${detail}\n  replay: SIM_SEED=${seed} bun test test/replication/replication-sim.test.ts\n` +
+        trace.slice(-40).join("\n"),
+    );
+  };
+  log(`options ${JSON.stringify({ blockSize, blocks, ...options, opsTotal, queueDepth, crashRate, secondaryCrashRate, transitCorruption, copyRotRate, logRotRate, replayDelayMs })}`);
+
+  // ---- the primary ----
+  const primaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2] });
+  const primaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3));
+  const shadow = new Map<number, ShadowRecord>();
+  const now = () => clock.ticks * 1000 + 1;
+  let primary = null as ReplicationPrimary | null;
+  let primaryDead = false; // the log is corrupt beyond recovery: the primary stays down
+  let primaryLogCorrupted = false;
+  let maxApplied = 0;
+
+  const onAppend = (point: ChainPoint, chunks: readonly Uint8Array[]) => {
+    const header = decodeHeader(chunks[0]!);
+    let payload: Uint8Array = chunks.length > 1 ? chunks[1]!.slice() : chunks[0]!.slice(RECORD_HEADER_SIZE);
+    if (header.op !== RecordOp.WRITE) payload = new Uint8Array(0);
+    shadow.set(point.seq, { chain: point.chain, op: header.op, flags: header.flags, offset: header.offset, length: header.length, payload });
+    if (verbose) log(`append seq ${point.seq} op ${header.op} flags ${header.flags} at ${header.offset} len ${header.length}${payload.length > 0 ? ` value ${valueOf(payload, 0, Math.min(blockSize, payload.length))}` : ""}`);
+  };
+
+  async function openPrimary(): Promise<void> {
+    try {
+      primary = await settle(
+        clock,
+        ReplicationPrimary.open(primaryDisk.handle(), primaryFiles.directory(), { ...options, now, onAppend, log: simLog("primary") }),
+      );
+    } catch (error) {
+      const message = (error as Error).message;
+      if (primaryLogCorrupted && message.includes("is corrupt")) {
+        log(`primary refuses its corrupt log: ${message.split(". ")[0]}`);
+        primaryDead = true;
+        return;
+      }
+      fail("primary recovery", message);
+    }
+    const p = primary!;
+    if (p.recovery.tornTail !== null) stats.tornTails++;
+    // Records the crash lost are gone from the shadow too; the secondary must never have one.
+    const last = p.store.last.seq;
+    for (const seq of [...shadow.keys()]) if (seq > last) shadow.delete(seq);
+    if (maxApplied > last) fail("secondary ahead of primary", `secondary applied seq ${maxApplied}, primary log ends at ${last}`);
+    for (const [seq, r] of shadow) {
+      if (seq === last && r.chain !== p.store.last.chain) fail("primary recovery", `seq ${seq} chain differs after recovery`);
+    }
+    reportedApplied = -1;
+    if (p.status().secondaries.s1 === undefined) {
+      const reason = p.addSecondary("s1", 0);
+      if (reason !== null) fail("addSecondary", reason);
+    }
+    log(`primary open: last ${last}, checkpoint ${p.status().checkpoint}, mode ${p.status().mode}`);
+  }
+
+  // ---- the secondary ----
+  const secondaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2] });
+  const secondaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3));
+  let secondary = null as Secondary | null;
+  let secondaryEpoch = 0;
+  const model = { seq: 0, bytes: new Uint8Array(diskSize) };
+
+  function modelAt(seq: number): Uint8Array {
+    if (seq < model.seq) fail("prefix", `model asked to go back from ${model.seq} to ${seq}`);
+    while (model.seq < seq) {
+      const r = shadow.get(model.seq + 1);
+      if (r === undefined) fail("prefix", `record ${model.seq + 1} is not in the primary's log`);
+      applyShadow(model.bytes, r!);
+      model.seq++;
+    }
+    return model.bytes;
+  }
+
+  async function openSecondary(): Promise<void> {
+    const epoch = ++secondaryEpoch;
+    const clockApi = {
+      now,
+      after: (ms: number, run: () => void) => {
+        let live = true;
+        clock.after(ms, () => live && epoch === secondaryEpoch && run());
+        return () => (live = false);
+      },
+    };
+    const s = await settle(clock, Secondary.open(secondaryDisk.handle(), secondaryFiles.directory(), { clock: clockApi, replayDelayMs, segmentSize: options.segmentSize, maxBatchBytes: 64 * 1024 }));
+    secondary = s;
+    s.applier.onApplied((point) => {
+      if (epoch !== secondaryEpoch) return;
+      const record = shadow.get(point.seq);
+      if (record === undefined || record.chain !== point.chain) {
+        fail("exact records", `secondary applied seq ${point.seq} (chain ${point.chain.toString(16)}) which is not the primary's record`);
+      }
+      stats.recordsApplied = Math.max(stats.recordsApplied, point.seq);
+      maxApplied = Math.max(maxApplied, point.seq);
+      const status = s.applier.status();
+      if (status.consistent) {
+        stats.prefixChecks++;
+        const expected = modelAt(point.seq);
+        const i = firstDifference(secondaryDisk.current, expected);
+        if (i >= 0) fail("prefix", `secondary at seq ${point.seq} differs from the log prefix at byte ${i} (block ${Math.floor(i / blockSize)})`);
+      }
+      primary?.secondaryApplied("s1", point.seq);
+    });
+    log(`secondary open: copy ${s.copy.first}..${s.copy.last.seq}, applied ${s.applier.status().applied.seq}`);
+  }
+
+  // ---- shipping ----
+  let reader: LogReader | null = null;
+  let readerFor: ReplicationPrimary | null = null;
+  let shipping = false;
+  let shipError: string | null = null;
+  /** What this primary incarnation was last told the secondary applied. */
+  let reportedApplied = -1;
+  function ship(): void {
+    if (shipping) return;
+    const p = primary;
+    const s = secondary;
+    if (p === null || s === null) return;
+    // Every FETCH carries the secondary's applied position (the primary may have restarted).
+    const applied = s.applier.status().applied.seq;
+    if (applied > reportedApplied && applied <= p.store.durable.seq) {
+      reportedApplied = applied;
+      p.secondaryApplied("s1", applied);
+    }
+    // A FETCH would long-poll; here: read only when the primary has more durable records.
+    if (p.store.durable.seq <= s.wanted().seq && shipError === null) return;
+    if (reader === null || readerFor !== p) {
+      const from = s.wanted();
+      reader = p.reader({ seq: from.seq + 1 }, from.seq === 0 ? null : from);
+      readerFor = p;
+    }
+    shipping = true;
+    const r = reader;
+    r.read(4096 + f.int(16384), (error, chunk) => {
+      shipping = false;
+      if (p !== primary || s !== secondary) return;
+      if (error !== null) {
+        if (shipError === null) log(`shipping: ${error}`);
+        shipError = error;
+        reader = null;
+        return;
+      }
+      shipError = null;
+      if (chunk === null || chunk.records.length === 0) return;
+      let bytes = chunk.bytes;
+      if (prng.faults.chance(transitCorruption)) {
+        bytes = bytes.slice();
+        bytes[prng.faults.int(bytes.length)]! ^= 1 << prng.faults.int(8);
+      }
+      const reason = s.receive(bytes, () => {});
+      if (reason !== null) {
+        stats.transitRefused++;
+        log(`secondary refused fetched records: ${reason}`);
+        reader = null; // fetch again from what the copy holds
+      }
+    });
+  }
+
+  // ---- the workload ----
+  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null }));
+  let nextValue = 1;
+  let inFlight = 0;
+  let submitted = 0;
+  let primaryIncarnation = 0;
+  const pendingFlushes: { blocks: Map<number, number> }[] = [];
+
+  function fill(value: number, count: number): Uint8Array {
+    const out = new Uint8Array(count * blockSize);
+    for (let b = 0; b < count; b++) {
+      const view = new DataView(out.buffer, b * blockSize, blockSize);
+      for (let i = 0; i + 4 <= blockSize; i += 4) view.setUint32(i, value);
+    }
+    return out;
+  }
+
+  function submit(): void {
+    const p = primary;
+    if (p === null || submitted >= opsTotal || inFlight >= queueDepth) return;
+    const w = prng.work;
+    const kind = w.int(10);
+    const incarnation = primaryIncarnation;
+    if (kind === 0) {
+      // FLUSH: afterwards, every value acknowledged before it is durable.
+      const snapshot = new Map<number, number>();
+      state.forEach((b, i) => snapshot.set(i, b.candidates[b.candidates.length - 1]!));
+      inFlight++;
+      submitted++;
+      stats.ops++;
+      if (verbose) log("submit flush");
+      p.flush((errno) => {
+        if (incarnation !== primaryIncarnation) return;
+        if (verbose) log("ack flush");
+        inFlight--;
+        if (errno !== 0) fail("flush", `failed: ${errno}`);
+        for (const [i, value] of snapshot) {
+          const b = state[i]!;
+          const at = b.candidates.indexOf(value);
+          if (at > 0) b.candidates.splice(0, at);
+        }
+        stats.acked++;
+      });
+      return;
+    }
+    const first = w.int(blocks);
+    let count = 1 + w.int(Math.min(8, blocks - first));
+    for (let i = 0; i < count; i++) {
+      if (state[first + i]!.inFlight !== null) {
+        count = i;
+        break;
+      }
+    }
+    if (count === 0) return;
+    const value = kind <= 6 ? nextValue++ : 0;
+    const fua = w.chance(0.2);
+    for (let i = 0; i < count; i++) state[first + i]!.inFlight = value;
+    inFlight++;
+    submitted++;
+    stats.ops++;
+    const what = `${kind <= 6 ? `write ${value}` : kind <= 8 ? "zero" : "trim"} blocks ${first}+${count}${fua ? " fua" : ""}`;
+    if (verbose) log(`submit ${what}`);
+    const done = (errno: number) => {
+      if (incarnation !== primaryIncarnation) return;
+      if (verbose) log(`ack ${what} (mode ${primary?.status().mode})`);
+      inFlight--;
+      if (errno !== 0) fail("workload", `mutation of blocks ${first}+${count} failed with errno ${errno}`);
+      stats.acked++;
+      for (let i = 0; i < count; i++) {
+        const b = state[first + i]!;
+        b.inFlight = null;
+        if (fua) b.candidates = [value];
+        else b.candidates.push(value);
+      }
+    };
+    if (kind <= 6) p.write(first * blockSize, fill(value, count), fua, done);
+    else if (kind <= 8) p.zero(first * blockSize, count * blockSize, { fua, noHole: w.chance(0.5), fast: false }, done);
+    else p.trim(first * blockSize, count * blockSize, fua, done);
+  }
+
+  function checkPrimaryDisk(when: string): void {
+    const bytes = primaryDisk.current;
+    for (let i = 0; i < blocks; i++) {
+      const value = valueOf(bytes, i * blockSize, blockSize);
+      const b = state[i]!;
+      const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight])];
+      if (value === null || !allowed.includes(value)) {
+        fail("durability", `${when}: block ${i} holds ${value === null ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
+      }
+      b.candidates = [value!];
+      b.inFlight = null;
+    }
+  }
+
+  // ---- faults ----
+  async function crashPrimary(): Promise<void> {
+    const mode = f.chance(0.5) ? "random" : "lose-all";
+    log(`CRASH primary (${mode}) state ${JSON.stringify(primary?.["state"])} last ${primary?.store.last.seq} durable ${primary?.store.durable.seq} segments ${JSON.stringify(primary?.store.segmentTable().map((x) => [x.firstSeq, x.lastSeq, x.durableLast]))}`);
+    stats.primaryCrashes++;
+    primary = null;
+    reader = null;
+    shipping = false;
+    primaryIncarnation++;
+    inFlight = 0;
+    primaryFiles.crash(mode);
+    primaryDisk.crash(mode);
+    await openPrimary();
+    if (primary !== null) checkPrimaryDisk("after primary recovery");
+  }
+
+  async function crashSecondary(): Promise<void> {
+    const mode = f.chance(0.5) ? "random" : "lose-all";
+    log(`CRASH secondary (${mode})`);
+    stats.secondaryCrashes++;
+    secondary = null;
+    reader = null;
+    shipping = false;
+    secondaryEpoch++;
+    secondaryFiles.crash(mode);
+    secondaryDisk.crash(mode);
+    await openSecondary();
+  }
+
+  function rot(disk: SimDisk, what: string): boolean {
+    const names = disk["names"]().filter((n: string) => parseSegmentName(n) !== null);
+    if (names.length === 0) return false;
+    const name = f.pick(names);
+    const size = disk.durableSize(name);
+    if (size === 0) return false;
+    const at = f.int(size);
+    if (!disk.corrupt(name, at)) return false;
+    log(`ROT ${what} ${name} byte ${at}`);
+    return true;
+  }
+
+  // ---- run ----
+  await openPrimary();
+  await openSecondary();
+
+  let steps = 0;
+  let lastOverflow = false;
+  while (submitted < opsTotal || inFlight > 0) {
+    if (++steps > 200_000) fail("liveness", `workload stuck: ${submitted}/${opsTotal} submitted, ${inFlight} in flight`);
+    if (!primaryDead) submit();
+    ship();
+    const status = primary?.status();
+    if (status !== undefined) {
+      const overflow = status.mode === "overflow";
+      if (overflow && !lastOverflow) stats.overflows++;
+      lastOverflow = overflow;
+    }
+    if (primary !== null && f.chance(crashRate)) await crashPrimary();
+    if (secondary !== null && f.chance(secondaryCrashRate)) await crashSecondary();
+    if (f.chance(copyRotRate) && rot(secondaryFiles, "secondary copy")) stats.copyRot++;
+    if (!primaryLogCorrupted && f.chance(logRotRate) && rot(primaryFiles, "primary log")) {
+      stats.logRot++;
+      primaryLogCorrupted = true;
+    }
+    if (secondary !== null && f.chance(pauseRate)) {
+      const s = secondary;
+      s.applier.pause();
+      clock.after(5 + f.int(50), () => s.applier.resume());
+    }
+    const halted = secondary?.applier.status().halted;
+    if (halted) {
+      // The copy is corrupt (rot): the local half halts naming the record; a restart cuts it.
+      stats.haltsOnCorruption++;
+      log(`applier halted: ${halted}`);
+      if (!/checksum|corrupt|chain|not a log record|version|flags|op |reserved|malformed|payload|seq/.test(halted)) fail("halt", halted);
+      const closing = secondary!;
+      secondary = null;
+      reader = null;
+      shipping = false;
+      secondaryEpoch++;
+      await settle(clock, closing.close());
+      await openSecondary();
+    }
+    if (primaryDead) break;
+    clock.runUntil(clock.ticks + 1);
+    for (let i = 0; i < 2; i++) await null;
+  }
+
+  // ---- convergence: faults off ----
+  if (primary !== null && !primaryDead) {
+    await settle(clock, new Promise<void>((resolve) => primary!.flush(() => resolve())));
+    const deadline = clock.ticks + 200_000;
+    let stable = 0;
+    while (clock.ticks < deadline) {
+      ship();
+      const s = secondary!;
+      const st = s.applier.status();
+      if (st.halted) {
+        if (primaryLogCorrupted && shipError !== null) break;
+        secondary = null;
+        reader = null;
+        shipping = false;
+        secondaryEpoch++;
+        await settle(clock, s.close());
+        await openSecondary();
+        continue;
+      }
+      if (st.paused) s.applier.resume();
+      const p = primary!.status();
+      if (shipError !== null && primaryLogCorrupted) break;
+      if (st.applied.seq === p.durable && p.durable === p.last && st.consistent && p.mode === "logging" && !p.resyncPending && p.inFlight === 0) {
+        if (++stable > 50) break;
+      } else stable = 0;
+      clock.runUntil(clock.ticks + 1);
+      for (let i = 0; i < 8; i++) await null;
+    }
+    const p = primary!.status();
+    const st = secondary!.applier.status();
+    if (primaryLogCorrupted && shipError !== null) {
+      // Shipping stops at the corrupt record and names it. (That replay never passes it is the
+      // exact-records invariant: every applied record equals the primary's original.)
+      if (!/seq \d+/.test(shipError)) fail("corruption report", `shipping error does not name a record: ${shipError}`);
+    } else {
+      if (st.applied.seq !== p.last || !st.consistent || p.mode !== "logging" || p.resyncPending) {
+        fail("convergence", `secondary at seq ${st.applied.seq} (consistent ${st.consistent}, recovering ${st.recovering}, paused ${st.paused}, delayed ${st.delayed}, copy ${secondary!.copy.first}..${secondary!.copy.durable.seq}, ship error ${shipError}), primary at ${p.last} (mode ${p.mode}, resync ${p.resyncPending}, ${p.dirtyRegions} dirty, log ${p.logBytes}/${p.logLimit})`);
+      }
+      const i = firstDifference(primaryDisk.current, secondaryDisk.current);
+      if (i >= 0) fail("convergence", `primary and secondary differ at byte ${i} (block ${Math.floor(i / blockSize)}) with lag 0`);
+      stats.converged = true;
+      if (p.resyncPending === false && stats.overflows > 0) stats.resyncs++;
+    }
+    // Final durability: crash the primary once more; nothing acknowledged and flushed is lost.
+    if (!primaryLogCorrupted) {
+      await settle(clock, new Promise<void>((resolve) => primary!.flush(() => resolve())));
+      state.forEach((b) => (b.candidates = [b.candidates[b.candidates.length - 1]!]));
+      await crashPrimary();
+    }
+  }
+  return stats;
+}
+
+/** Index of the first differing byte, or -1 (native compare first: this runs on every batch). */
+function firstDifference(a: Uint8Array, b: Uint8Array): number {
+  if (Buffer.compare(a, b) === 0) return -1;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
+  return a.length;
+}
+
+/** The value a block holds: 0 (zeroes), the write's value, or null (garbage). */
+function valueOf(bytes: Uint8Array, offset: number, size: number): number | null {
+  const view = new DataView(bytes.buffer, bytes.byteOffset + offset, size);
+  const first = view.getUint32(0);
+  for (let i = 0; i + 4 <= size; i += 4) if (view.getUint32(i) !== first) return null;
+  return first;
+}
+
+function applyShadow(target: Uint8Array, r: ShadowRecord): void {
+  switch (r.op) {
+    case RecordOp.WRITE:
+      target.set(r.payload, r.offset);
+      return;
+    case RecordOp.TRIM:
+    case RecordOp.ZERO:
+      target.fill(0, r.offset, Math.min(target.length, r.offset + r.length));
+      return;
+    default:
+      return;
+  }
+}
