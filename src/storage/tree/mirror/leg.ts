@@ -71,6 +71,8 @@ export class MirrorLeg {
   reads = 0;
   /** Times it was degraded (flapping shows here). */
   degradations = 0;
+  /** Bytes every resync moved to it since it last left the in-sync set (one resync may stop and resume). */
+  movedSinceLeft = 0;
   resync: ResyncSnapshot | null = null;
 
   constructor(

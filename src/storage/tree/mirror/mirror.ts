@@ -712,6 +712,7 @@ export class MirrorPort implements StoragePort, Describable {
       }
       leg.low = leg.diskGen ?? leg.joinGen;
       leg.high = Math.max(this.generation, leg.issuedGen);
+      leg.movedSinceLeft = 0;
       this.generation++;
     } else if (leg.state === "syncing") {
       leg.high = leg.highBound;
@@ -913,11 +914,13 @@ export class MirrorPort implements StoragePort, Describable {
     if (current !== undefined && current.snapshot === snapshot) this.resyncs.delete(leg.index);
     const moved = snapshot.copiedBytes + snapshot.zeroedBytes;
     this.resyncedBytes += moved;
+    leg.movedSinceLeft += moved;
     const seconds = ((this.clock.now() - startedAt) / 1000).toFixed(1);
     if (joined) {
       leg.resync = null;
+      const all = leg.movedSinceLeft === moved ? "" : `; ${leg.movedSinceLeft} bytes by all resyncs since it left`;
       this.log.info(
-        `mirror leg ${leg.label} in sync at generation ${this.generation}; resync moved ${moved} bytes (${formatSize(moved)}: ${snapshot.copiedBytes} copied, ${snapshot.zeroedBytes} zeroed) in ${seconds} s`,
+        `mirror leg ${leg.label} in sync at generation ${this.generation}; resync moved ${moved} bytes (${formatSize(moved)}: ${snapshot.copiedBytes} copied, ${snapshot.zeroedBytes} zeroed) in ${seconds} s${all}`,
       );
     } else if (!this.closed) {
       this.log.warn(`mirror leg ${leg.label}: resync stopped (${leg.state}) after ${formatSize(snapshot.doneBytes)}; it resumes when the leg is back`);
