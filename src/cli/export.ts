@@ -4,6 +4,7 @@
  */
 import { resolve } from "node:path";
 import { loadKeyFile } from "../crypto/keys.ts";
+import { isUrl, parseExportUrl } from "../lib/address.ts";
 import { startExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
 import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
@@ -17,11 +18,12 @@ export default defineDstdCommand({
     description:
       "Serve a sparse file, a block device or a memory disk to remote clients over DST (and standard NBD with --nbd-listen). Runs in the foreground until SIGINT or SIGTERM. dstd fails closed: without --allow every client is refused.",
   },
-  repeatable: ["listen", "nbd-listen", "allow", "key-file"],
+  repeatable: ["listen", "nbd-listen", "allow", "key-file", "mirror", "linear", "stripe"],
   habits: { p: "--listen HOST:PORT", port: "--listen HOST:PORT", bind: "--listen HOST:PORT", x: "--name NAME", "export-name": "--name NAME" },
   examples: [
     "dstd export --file disk.img --size 10GiB --allow 10.0.0.0/8:rw --listen 0.0.0.0:10810",
     "dstd export --memory 512MiB --listen unix:/run/dstd.sock --allow unix:rw",
+    "dstd export --mirror dst://10.0.0.1/disk --mirror dst://10.0.0.2/disk --key-file node.key --allow 10.0.0.0/8:rw",
     "dstd export --config /etc/dstd.toml",
   ],
   args: {
@@ -36,23 +38,30 @@ export default defineDstdCommand({
     "read-only": { type: "boolean", alias: "r", description: "refuse every write, whatever the client's grant" },
     allow: { type: "string", description: "who may connect: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
     description: { type: "string", description: "free-form description shown to NBD clients", valueHint: "TEXT" },
-    "key-file": { type: "string", description: "identity key file (dstd keygen)", valueHint: "FILE" },
+    "key-file": { type: "string", description: "identity key file (dstd keygen); remote tree legs authenticate with the first", valueHint: "FILE" },
+    mirror: { type: "string", description: "serve a mirror of these legs, in order: dst://HOST[:PORT]/NAME, dst+unix://…, or a path (docs/tree.md)", valueHint: "URL_OR_PATH" },
+    linear: { type: "string", description: "serve the concatenation of these legs, in order", valueHint: "URL_OR_PATH" },
+    stripe: { type: "string", description: "serve a stripe (RAID-0) over these legs, in order", valueHint: "URL_OR_PATH" },
+    "stripe-chunk": { type: "string", description: "stripe chunk size (default 512KiB)", valueHint: "SIZE" },
+    "assume-clean": { type: "boolean", description: "a NEW mirror's legs are blank and identical: skip its initial resync" },
   },
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
-    const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined;
+    const tree = treeFromFlags(rawArgs, args);
+    const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined || tree !== null;
     let cliIndex = -1;
     if (flagged || repeated(rawArgs, "listen").length || repeated(rawArgs, "allow").length) {
       const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
       const name = args.name ?? "disk";
       cliIndex = exports.findIndex((e) => (e.name ?? "disk") === name);
       const base: Record<string, unknown> = cliIndex >= 0 ? { ...exports[cliIndex]! } : { name };
-      if (flagged) for (const key of ["file", "device", "memory", "size"]) delete base[key];
+      if (flagged) for (const key of ["file", "device", "memory", "size", "tree"]) delete base[key];
       const set = (key: string, value: unknown) => {
         if (value !== undefined && !(Array.isArray(value) && value.length === 0)) base[key] = value;
       };
+      set("tree", tree ?? undefined);
       set("file", args.file);
-      set("size", args.size);
+      if (tree === null) set("size", args.size);
       set("device", args.device);
       set("memory", args.memory);
       set("listen", repeated(rawArgs, "listen"));
@@ -69,10 +78,16 @@ export default defineDstdCommand({
       const keys = Array.isArray(raw.key) ? [...(raw.key as unknown[])] : [];
       for (const path of keyFiles) keys.push({ identity: loadKeyFile(path).identity, file: resolve(path) });
       raw.key = keys;
+      // Remote legs authenticate with the first key file unless [client] names another.
+      if (tree !== null) {
+        const client = typeof raw.client === "object" && raw.client !== null ? { ...(raw.client as Record<string, unknown>) } : {};
+        client.key_file ??= resolve(keyFiles[0]!);
+        raw.client = client;
+      }
     }
     const config = validateMerged(raw, source, baseDir, cliIndex);
     if (config.exports.length === 0) {
-      throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH or --memory SIZE (or [[export]] in --config)");
+      throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
     // Listen for SIGTERM before anything is announced: a supervisor may stop us the moment
@@ -84,3 +99,36 @@ export default defineDstdCommand({
     await node.stop();
   },
 });
+
+/**
+ * `--mirror A --mirror B` (or --linear, --stripe [--stripe-chunk]) as an `[export.tree]`
+ * table (config/tree.ts), or null when no tree flag is given. Legs are URLs or paths, in
+ * order; with --size, path legs are files created with that size.
+ */
+function treeFromFlags(rawArgs: readonly string[], args: { size?: string; "stripe-chunk"?: string; "assume-clean"?: boolean; file?: string; device?: string; memory?: string }): Record<string, unknown> | null {
+  const given = (["mirror", "linear", "stripe"] as const).map((kind) => [kind, repeated(rawArgs, kind)] as const).filter(([, legs]) => legs.length > 0);
+  if (given.length === 0) {
+    if (args["stripe-chunk"] !== undefined) throw new UsageError("--stripe-chunk needs --stripe legs");
+    if (args["assume-clean"]) throw new UsageError("--assume-clean needs --mirror legs");
+    return null;
+  }
+  if (given.length > 1) throw new UsageError(`give one of --mirror, --linear or --stripe (got ${given.map(([k]) => `--${k}`).join(" and ")}); nest them in [export.tree] of --config`);
+  if (args.file !== undefined || args.device !== undefined || args.memory !== undefined) throw new UsageError("--file, --device and --memory cannot be combined with tree legs; give the file as a leg");
+  const [kind, legs] = given[0]!;
+  if (args["stripe-chunk"] !== undefined && kind !== "stripe") throw new UsageError("--stripe-chunk is only for --stripe");
+  if (args["assume-clean"] && kind !== "mirror") throw new UsageError("--assume-clean is only for --mirror");
+  const table: Record<string, unknown> = {
+    [kind]: legs.map((leg) => {
+      if (isUrl(leg)) {
+        const url = parseExportUrl(leg);
+        if (typeof url === "string") throw new UsageError(`--${kind} ${url}`);
+        if (url.protocol !== "dst") throw new UsageError(`--${kind} ${leg}: a leg is a DST export (dst:// or dst+unix://)`);
+        return leg;
+      }
+      return args.size !== undefined && !leg.startsWith("/dev/") ? { file: resolve(leg), size: args.size } : resolve(leg);
+    }),
+  };
+  if (args["stripe-chunk"] !== undefined) table.chunk = args["stripe-chunk"];
+  if (args["assume-clean"]) table.assume_clean = true;
+  return table;
+}

@@ -45,7 +45,7 @@ function checkKeyFile(path: string, where: string, identity: string | null, prob
 
 function checkBackend(config: Config["exports"][number], where: string, problems: string[]): void {
   const backend = config.backend;
-  if (backend.kind === "memory") return;
+  if (backend.kind === "memory" || backend.kind === "tree") return; // tree legs are checked when opened
   const stats = statOrNull(backend.path);
   if (backend.kind === "device") {
     if (stats === null) problems.push(`${where}.device: ${backend.path} does not exist`);

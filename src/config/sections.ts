@@ -16,7 +16,7 @@ import {
 } from "../lib/address.ts";
 import { quoteInput } from "../lib/size.ts";
 import { readAllow, readChecksums, readSuites } from "./access.ts";
-import { DEFAULT_LISTEN, DEFAULT_NBD_LISTEN } from "./defaults.ts";
+import { DEFAULT_LISTEN, DEFAULT_NBD_LISTEN, DEFAULT_RELIABILITY } from "./defaults.ts";
 import {
   checkKeys,
   get,
@@ -31,7 +31,8 @@ import {
   readTableArray,
   type Table,
 } from "./fields.ts";
-import type { BackendConfig, ExportConfig, KeyConfig } from "./types.ts";
+import type { BackendConfig, ClientConfig, ExportConfig, KeyConfig } from "./types.ts";
+import { readTree } from "./tree.ts";
 
 export const KEY_KEYS = ["identity", "file", "secret"] as const;
 export const EXPORT_KEYS = [
@@ -40,6 +41,7 @@ export const EXPORT_KEYS = [
   "size",
   "device",
   "memory",
+  "tree",
   "description",
   "listen",
   "nbd_listen",
@@ -116,6 +118,7 @@ export function readExports(
   value: unknown,
   identities: ReadonlySet<string>,
   issues: Issues,
+  client?: ClientConfig,
 ): ExportConfig[] {
   const exports: ExportConfig[] = [];
   const seen = new Map<string, string>();
@@ -130,7 +133,7 @@ export function readExports(
       }
       seen.set(name, path);
     }
-    const config = readExport(table, path, identities, issues);
+    const config = readExport(table, path, identities, issues, client);
     if (config !== undefined && name !== undefined) exports.push({ name, ...config });
   }
   return exports;
@@ -157,10 +160,11 @@ function readExport(
   path: string,
   identities: ReadonlySet<string>,
   issues: Issues,
+  client?: ClientConfig,
 ): Omit<ExportConfig, "name"> | undefined {
   checkKeys(table, EXPORT_KEYS, path, issues);
   const at = (key: string) => join(path, key);
-  const backend = readBackend(table, path, issues);
+  const backend = readBackend(table, path, issues, client);
   const description = readString(get(table, "description"), at("description"), issues);
   const listen = readListen(table, at, "listen", DEFAULT_LISTEN, DST_DEFAULT_PORT, issues);
   const nbdDefaults = [DEFAULT_NBD_LISTEN, NBD_DEFAULT_PORT] as const;
@@ -186,15 +190,22 @@ function readExport(
   };
 }
 
-function readBackend(table: Table, path: string, issues: Issues): BackendConfig | undefined {
-  const kinds = (["file", "device", "memory"] as const).filter((k) => get(table, k) !== undefined);
+function readBackend(table: Table, path: string, issues: Issues, client?: ClientConfig): BackendConfig | undefined {
+  const kinds = (["file", "device", "memory", "tree"] as const).filter((k) => get(table, k) !== undefined);
   if (kinds.length !== 1) {
     const which = kinds.length === 0 ? "none is set" : `got ${kinds.join(" and ")}`;
-    issues.add(path, `set exactly one of file, device or memory (${which})`);
+    const choices = kinds.includes("tree") ? "file, device, memory or tree" : "file, device or memory";
+    issues.add(path, `set exactly one of ${choices} (${which})`);
+  }
+  if (kinds.length === 1 && kinds[0] === "tree") {
+    if (get(table, "size") !== undefined) issues.add(join(path, "size"), "size is only for file exports; a tree leg takes its own size");
+    const client0 = client ?? { keyFile: null, suites: [], checksums: [], reliability: DEFAULT_RELIABILITY };
+    const root = readTree(get(table, "tree"), join(path, "tree"), client0, issues);
+    return root === undefined || get(table, "size") !== undefined ? undefined : { kind: "tree", root };
   }
   const sizeValue = get(table, "size");
   const sizeBytes = readSize(sizeValue, 1, join(path, "size"), issues);
-  const kind = kinds.length === 1 ? kinds[0] : undefined;
+  const kind = kinds.length === 1 && kinds[0] !== "tree" ? kinds[0] : undefined;
   if (sizeValue !== undefined && kind !== undefined && kind !== "file") {
     const hint = kind === "memory" ? '; memory takes the size itself: memory = "512MiB"' : "";
     issues.add(join(path, "size"), `size is only for file exports${hint}`);

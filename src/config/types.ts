@@ -14,7 +14,8 @@
  *   [[key]] identity      key table             "alice" (A-Za-z0-9._-)    required
  *   [[key]] file|secret   key table             path | 64 hex / base64    exactly one
  *   [[export]] name       export table          string, unique            "disk"
- *   file|device|memory    export table          path | /dev path | size   exactly one
+ *   file|device|memory|tree  export table       path | /dev path | size | table  exactly one
+ *   [export.tree]         export                mirror|linear|stripe = [legs]  docs/tree.md
  *   size                  export (file only)    "10GiB" | bytes           existing size
  *   description           export                string                    ""
  *   listen                export                ["HOST:PORT", "unix:P"]   ["127.0.0.1:10810"]
@@ -45,6 +46,7 @@
 import type { ChecksumName } from "../crypto/checksum.ts";
 import type { SuiteName } from "../crypto/suites.ts";
 import type { AllowRule } from "../lib/acl.ts";
+import type { ReadPolicy } from "./tree-spec.ts";
 import type { ExportUrl, ListenAddress } from "../lib/address.ts";
 import type { LogFormat, LogLevel } from "../lib/log.ts";
 
@@ -94,6 +96,8 @@ export interface ExportInput {
   size?: string | number;
   device?: string;
   memory?: string | number;
+  /** A storage tree: one node table (config/tree.ts). */
+  tree?: Record<string, unknown>;
   description?: string;
   listen?: string | string[];
   nbd_listen?: string | string[];
@@ -168,7 +172,9 @@ export type KeyConfig =
 export type BackendConfig =
   | { readonly kind: "file"; readonly path: string; readonly sizeBytes: number | null }
   | { readonly kind: "device"; readonly path: string }
-  | { readonly kind: "memory"; readonly sizeBytes: number };
+  | { readonly kind: "memory"; readonly sizeBytes: number }
+  /** A storage tree (config/tree.ts, docs/tree.md). */
+  | { readonly kind: "tree"; readonly root: TreeNodeSpec };
 
 export interface ExportConfig {
   readonly name: string;
@@ -215,4 +221,30 @@ export interface Config {
   readonly attaches: readonly AttachConfig[];
   readonly client: ClientConfig;
   readonly limits: LimitsConfig;
+}
+
+/** A storage tree as configured (docs/tree.md "Configuration"; config/tree.ts reads it). */
+export type TreeNodeSpec =
+  | { readonly kind: "file"; readonly path: string; readonly sizeBytes: number | null }
+  | { readonly kind: "device"; readonly path: string }
+  | { readonly kind: "memory"; readonly sizeBytes: number }
+  | {
+      readonly kind: "remote";
+      readonly url: ExportUrl;
+      /** Identity key to authenticate with; null: anonymous (loopback and Unix sockets only). */
+      readonly keyFile: string | null;
+      readonly suites: readonly SuiteName[];
+      readonly checksums: readonly ChecksumName[];
+      readonly reliability: Readonly<Reliability>;
+    }
+  | { readonly kind: "linear"; readonly legs: readonly TreeLegSpec[] }
+  | { readonly kind: "stripe"; readonly legs: readonly TreeLegSpec[]; readonly chunkBytes: number }
+  | { readonly kind: "mirror"; readonly legs: readonly TreeLegSpec[]; readonly readPolicy: ReadPolicy; readonly assumeClean: boolean };
+
+export interface TreeLegSpec {
+  readonly node: TreeNodeSpec;
+  /** Mirror legs: never read while another leg is in sync (a WAN leg). */
+  readonly writeMostly: boolean;
+  /** Shown in status and logs: the URL, the path, or the node's name. */
+  readonly label: string;
 }

@@ -34,6 +34,7 @@ import {
   RELIABILITY_KEYS,
 } from "./reliability.ts";
 import { EXPORT_KEYS, KEY_KEYS, readExports, readKeys } from "./sections.ts";
+import { TREE_KEYS } from "./tree.ts";
 import type { Config, ConfigIssue, ValidateOptions } from "./types.ts";
 
 export const TOP_KEYS = ["log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"] as const;
@@ -55,7 +56,7 @@ export function validateConfig(
   const metricsListen = readMetricsListen(get(raw, "metrics_listen"), issues);
   const { keys, identities } = readKeys(get(raw, "key"), issues);
   const client = readClient(get(raw, "client"), issues);
-  const exports = readExports(get(raw, "export"), identities, issues);
+  const exports = readExports(get(raw, "export"), identities, issues, client);
   const attaches = readAttaches(get(raw, "attach"), client, issues);
   const limits = readLimits(get(raw, "limits"), issues);
   if (issues.list.length > 0) return { issues: sortIssues(issues.list) };
@@ -113,6 +114,7 @@ export function knownKeys(): Record<string, readonly string[]> {
     key: KEY_KEYS,
     export: EXPORT_KEYS,
     "export.allow": ALLOW_TABLE_KEYS,
+    "export.tree": TREE_KEYS,
     attach: ATTACH_KEYS,
     client: CLIENT_KEYS,
     reliability: RELIABILITY_KEYS,

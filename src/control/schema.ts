@@ -6,6 +6,7 @@
  * meaning of a field makes version 2.
  */
 import type { AttachmentState } from "../attach/state.ts";
+import type { NodeSnapshot } from "../storage/tree/describe.ts";
 
 export const STATUS_SCHEMA = "dstd-status";
 export const STATUS_VERSION = 1;
@@ -32,10 +33,12 @@ export interface ConnectionEntry {
 export interface ExportEntry {
   name: string;
   description: string;
-  backend: { kind: "file" | "device" | "memory"; path: string | null; sizeBytes: number | null };
+  backend: { kind: "file" | "device" | "memory" | "tree"; path: string | null; sizeBytes: number | null };
   readOnly: boolean;
   /** Allow rules as written in the config ("alice@10.0.0.0/8:rw"). */
   allow: string[];
+  /** Storage trees only: each node, each mirror leg's state, generation and resync progress (docs/tree.md "Status"). */
+  tree?: NodeSnapshot;
 }
 
 export interface ExportGroupStatus {

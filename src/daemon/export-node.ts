@@ -11,6 +11,7 @@ import { existsSync, rmSync } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
+import { openTree } from "../storage/tree/open.ts";
 import type { ExportConfig, KeyConfig } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
@@ -116,20 +117,10 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   };
   try {
     for (const config of options.exports) {
-      const spec =
-        config.backend.kind === "file"
-          ? { kind: "file" as const, path: config.backend.path, size: config.backend.sizeBytes ?? undefined }
-          : config.backend.kind === "device"
-            ? { kind: "device" as const, path: config.backend.path }
-            : { kind: "memory" as const, size: config.backend.sizeBytes };
-      const isNew = spec.kind === "file" && !existsSync(spec.path);
-      // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
-      const backend = openBackend(spec, config.readOnly, { lock: true });
-      if (isNew) created.push(spec.path);
       exports.push({
         name: config.name,
         description: config.description,
-        port: createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log }),
+        port: await openExportPort(config, log, created),
         readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
@@ -209,6 +200,25 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     for (const path of created) rmSync(path, { force: true });
     throw error;
   }
+}
+
+/**
+ * The port an export serves: a local backend, or a storage tree (storage/tree/open.ts; legs
+ * are opened writable, since a mirror writes its metadata — a read-only export refuses
+ * writes itself).
+ */
+async function openExportPort(config: ExportConfig, log: Log, created: string[]): Promise<StoragePort> {
+  const b = config.backend;
+  if (b.kind === "tree") {
+    return openTree(b.root, { log: { info: (m) => log.info(m), warn: (m) => log.warn(m), debug: (m) => log.debug(m) }, lock: true });
+  }
+  const spec =
+    b.kind === "file" ? { kind: "file" as const, path: b.path, size: b.sizeBytes ?? undefined } : b.kind === "device" ? { kind: "device" as const, path: b.path } : { kind: "memory" as const, size: b.sizeBytes };
+  const isNew = spec.kind === "file" && !existsSync(spec.path);
+  // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
+  const backend = openBackend(spec, config.readOnly, { lock: true });
+  if (isNew) created.push(spec.path);
+  return createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log });
 }
 
 /** Raise the descriptor limit and size the process-wide connection budget to fit below it. */

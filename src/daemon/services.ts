@@ -20,6 +20,8 @@ import type { EngineOptions } from "../engine/options.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
 import type { RequestObserver } from "../export/server.ts";
 import type { ExportEntry } from "../control/schema.ts";
+import type { StoragePort } from "../storage/port.ts";
+import { snapshotOf } from "../storage/tree/describe.ts";
 import { ConnectionTracker, type ConnectionEvent } from "../status/connections.ts";
 import type { EventBus } from "../status/events.ts";
 import { startExportNode } from "./export-node.ts";
@@ -61,19 +63,22 @@ export function exportGroupName(group: readonly ExportConfig[]): string {
   return `export:${group.map((e) => e.name).join("+")}`;
 }
 
-function exportEntry(config: ExportConfig, sizeBytes: number | null): ExportEntry {
+function exportEntry(config: ExportConfig, port: StoragePort | null): ExportEntry {
   const backend = config.backend;
-  return {
+  const entry: ExportEntry = {
     name: config.name,
     description: config.description,
     backend: {
       kind: backend.kind,
-      path: backend.kind === "memory" ? null : backend.path,
-      sizeBytes: sizeBytes ?? (backend.kind === "device" ? null : backend.sizeBytes),
+      path: backend.kind === "file" || backend.kind === "device" ? backend.path : null,
+      sizeBytes: port?.size ?? (backend.kind === "file" || backend.kind === "memory" ? backend.sizeBytes : null),
     },
     readOnly: config.readOnly,
     allow: config.allow.map((rule) => rule.source),
   };
+  // A storage tree: every node's and mirror leg's state (storage/tree/describe.ts).
+  if (backend.kind === "tree" && port !== null) entry.tree = snapshotOf(port);
+  return entry;
 }
 
 export interface ExportGroupOptions {
@@ -133,7 +138,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         },
         detail: () => ({
           export: {
-            exports: group.map((e, i) => exportEntry(e, node.exports[i]?.port.size ?? null)),
+            exports: group.map((e, i) => exportEntry(e, node.exports[i]?.port ?? null)),
             listeners: bound,
             connections: tracker.snapshot(),
           },

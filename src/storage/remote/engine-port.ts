@@ -1,73 +1,129 @@
 /**
- * @module storage/remote/engine-port — a StoragePort backed by the DST client engine: the remote
- * export, reached through resend/reconnect/keepalive, served to an NBD client (the kernel
- * on a socketpair for `dstd attach`, or qemu/libnbd on `--nbd-listen`).
+ * @module storage/remote/engine-port — a StoragePort backed by the DST client: the remote export,
+ * reached through resend/reconnect/keepalive. Served to an NBD client (the kernel on a
+ * socketpair for `dstd attach`, or qemu/libnbd on `--nbd-listen`), and used as a leg of a
+ * storage tree (storage/remote/remote-port.ts, docs/tree.md).
  *
- * The engine copies WRITE data at submit, so `data` is free for the caller to recycle as soon
- * as write() returns (`writeDataCopied`); READ replies are decoded straight into `into`.
- * FLUSH is sent to the export and completes only when the export's disk has it. When the
- * engine's queues are full (submit says BUSY) requests wait here in order, with their write
- * data copied; the caller (the NBD front) bounds how many it has in flight.
+ * A request fails only when the engine's budget for it is spent (deadline, max_resends): an
+ * outage shorter than that only delays it. Properties are read from the export's latest
+ * WELCOME on every access (a reconnect or a resize notice may bring a new size). The engine
+ * copies WRITE data at submit, so `data` is free for the caller to recycle as soon as write()
+ * returns (`writeDataCopied`); READ replies are decoded straight into `into`. FLUSH completes
+ * only when the export's disk has every write acknowledged before it. When the engine's
+ * queues are full (submit says BUSY) requests wait here in order, with their write data
+ * copied; the caller (the NBD front, a mirror) bounds how many it has in flight.
+ *
+ * Extents: DST has no block-status request, so the allocation map is unknown here and every
+ * range is reported as data (never as zeroes): honest, if uninformative.
  */
-import type { Extent } from "../local/backend.ts";
-import { Perm, Feature } from "../../wire/dst/constants.ts";
+import { Errno } from "../../lib/errno.ts";
+import { Feature } from "../../wire/dst/constants.ts";
 import { BUSY, type Completion, type Request } from "../../engine/client-engine.ts";
 import type { DstClient } from "../../client/dst-client.ts";
-import type { StoragePort, ZeroFlags } from "../port.ts";
+import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import { validateRequest, type RequestKind } from "../validate.ts";
 
 export function createEnginePort(client: DstClient, description: string): StoragePort {
-  const welcome = client.engine.welcome!;
-  const features = welcome.features;
-  const waiting: Array<{ request: Request; done: Completion }> = [];
-  const drain = () => {
-    while (waiting.length > 0) {
-      const next = waiting[0]!;
-      if (client.submit(next.request, next.done) === BUSY) return;
-      waiting.shift();
-    }
-  };
-  client.onRoom = drain;
-  const submit = (request: Request, done: Completion) => {
-    if (waiting.length === 0 && client.submit(request, done) !== BUSY) return;
+  return new EnginePort(client, description);
+}
+
+export class EnginePort implements StoragePort {
+  readonly kind: string = "remote";
+  readonly canFastZero = false;
+  // One DstClient serves every connection of the NBD front, and its FLUSH goes to every DST
+  // link (client/dst-client.ts): a flush on any NBD connection covers all of them.
+  readonly canMultiConn = true;
+  readonly canBlockStatus = false;
+  readonly synchronous = false;
+  readonly writeDataCopied = true;
+  private readonly waiting: Array<{ request: Request; done: Completion }> = [];
+
+  constructor(
+    readonly client: DstClient,
+    readonly description: string,
+  ) {
+    client.onRoom = () => this.drain();
+  }
+
+  private get features(): number {
+    return this.client.engine.welcome!.features;
+  }
+  get size(): number {
+    return this.client.size;
+  }
+  get blockSize(): number {
+    return Math.max(512, this.client.blockSize);
+  }
+  get maxPayload(): number {
+    return this.client.maxPayload;
+  }
+  get readOnly(): boolean {
+    return !this.client.writable;
+  }
+  get canTrim(): boolean {
+    return (this.features & Feature.TRIM) !== 0;
+  }
+  get canZero(): boolean {
+    return (this.features & Feature.WRITE_ZEROES) !== 0;
+  }
+  get canFlush(): boolean {
+    return (this.features & Feature.FLUSH) !== 0;
+  }
+
+  read(offset: number, into: Uint8Array, done: Done): void {
+    const invalid = this.check("read", offset, into.length);
+    if (invalid !== 0) return done(invalid);
+    this.submit({ kind: "read", offset, length: into.length, into }, (errno) => done(errno));
+  }
+
+  write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    const invalid = this.check("write", offset, data.length);
+    if (invalid !== 0) return done(invalid);
+    this.submit({ kind: "write", offset, length: data.length, data, fua }, (errno) => done(errno));
+  }
+
+  flush(done: Done): void {
+    this.submit({ kind: "flush", offset: 0, length: 0 }, (errno) => done(errno));
+  }
+
+  trim(offset: number, length: number, fua: boolean, done: Done): void {
+    const invalid = this.check("trim", offset, length);
+    if (invalid !== 0) return done(invalid);
+    this.submit({ kind: "trim", offset, length, fua }, (errno) => done(errno));
+  }
+
+  zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+    // proto.md NBD_CMD_FLAG_FAST_ZERO: a remote zero cannot promise to be faster than a write.
+    if (flags.fast) return done(Errno.ENOTSUP);
+    const invalid = this.check("zero", offset, length);
+    if (invalid !== 0) return done(invalid);
+    this.submit({ kind: "zero", offset, length, fua: flags.fua, noHole: flags.noHole }, (errno) => done(errno));
+  }
+
+  extents(offset: number, length: number, _maxExtents: number, done: ExtentsDone): void {
+    const invalid = this.check("block-status", offset, length);
+    if (invalid !== 0) return done(invalid, null);
+    done(0, length === 0 ? [] : [{ length, hole: false, zero: false }]);
+  }
+
+  async close(): Promise<void> {}
+
+  private submit(request: Request, done: Completion): void {
+    if (this.waiting.length === 0 && this.client.submit(request, done) !== BUSY) return;
     if (request.data !== undefined) request.data = request.data.slice(); // the caller recycles it on return
-    waiting.push({ request, done });
-  };
-  return {
-    kind: "remote",
-    size: welcome.size,
-    blockSize: Math.max(512, welcome.blockPreferred),
-    maxPayload: client.maxPayload,
-    readOnly: (welcome.permissions & Perm.WRITE) === 0,
-    canTrim: (features & Feature.TRIM) !== 0,
-    canZero: (features & Feature.WRITE_ZEROES) !== 0,
-    canFastZero: false,
-    canFlush: (features & Feature.FLUSH) !== 0,
-    // One DstClient serves every connection of the NBD front, and its FLUSH goes to every
-    // DST link (client/dst-client.ts): a flush on any NBD connection covers all of them.
-    canMultiConn: true,
-    canBlockStatus: false,
-    description,
-    synchronous: false,
-    writeDataCopied: true,
-    read(offset: number, into: Uint8Array, done: (errno: number) => void) {
-      submit({ kind: "read", offset, length: into.length, into }, (errno) => done(errno));
-    },
-    write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void) {
-      submit({ kind: "write", offset, length: data.length, data, fua }, (errno) => done(errno));
-    },
-    flush(done: (errno: number) => void) {
-      submit({ kind: "flush", offset: 0, length: 0 }, (errno) => done(errno));
-    },
-    trim(offset: number, length: number, fua: boolean, done: (errno: number) => void) {
-      submit({ kind: "trim", offset, length, fua }, (errno) => done(errno));
-    },
-    zero(offset: number, length: number, flags: ZeroFlags, done: (errno: number) => void) {
-      if (flags.fast) return done(95 /* ENOTSUP: we cannot promise a fast zero remotely */);
-      submit({ kind: "zero", offset, length, fua: flags.fua, noHole: flags.noHole }, (errno) => done(errno));
-    },
-    extents(_offset: number, length: number, _maxExtents: number, done: (errno: number, extents: Extent[] | null) => void) {
-      done(0, [{ length, hole: false, zero: false }]);
-    },
-    async close() {},
-  };
+    this.waiting.push({ request, done });
+  }
+
+  private drain(): void {
+    while (this.waiting.length > 0) {
+      const next = this.waiting[0]!;
+      if (this.client.submit(next.request, next.done) === BUSY) return;
+      this.waiting.shift();
+    }
+  }
+
+  /** Last line of defence before a request goes on the wire (storage/validate.ts). */
+  private check(kind: RequestKind, offset: number, length: number): number {
+    return validateRequest(kind, offset, length, { size: this.size, writable: !this.readOnly, maxPayload: this.maxPayload });
+  }
 }

@@ -1,0 +1,207 @@
+/**
+ * @module storage/tree/linear — concatenation (DST's "linear" mapping, dm-linear): leg i
+ * holds the bytes [start_i, start_i + length_i) of the node. A request crossing a leg
+ * boundary is split and its completions joined. `append` adds a leg at the end while I/O
+ * runs: the node's size grows at once (storage/port.ts: callers read `size` per request).
+ *
+ * Each leg contributes its size rounded down to the node's block size (the largest leg
+ * block size at construction), so every leg starts block-aligned; a later leg may not have
+ * a larger block size than that. A leg's contribution is fixed when it is added: a leg that
+ * grows later does not shift the legs after it.
+ *
+ * Must not: hold timers or sockets (pure logic over ports); call a completion twice.
+ */
+import { Errno } from "../../lib/errno.ts";
+import { DstdError } from "../../lib/errors.ts";
+import { formatSize } from "../../lib/size.ts";
+import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import type { Describable, NodeSnapshot } from "./describe.ts";
+import { snapshotOf } from "./describe.ts";
+import { ExtentCollector } from "./extents.ts";
+import { joinCompletions, sequence } from "./join.ts";
+import { checkRequest, closeAll, combinedFlags, type TreeLeg } from "./legs.ts";
+
+interface Placed extends TreeLeg {
+  start: number;
+  length: number;
+}
+
+type Piece = (port: StoragePort, legOffset: number, at: number, length: number, done: Done) => void;
+
+export class LinearPort implements StoragePort, Describable {
+  readonly kind = "linear";
+  readonly description: string;
+  readonly canMultiConn = true;
+  private readonly placed: Placed[] = [];
+  private readonly unit: number;
+  private total = 0;
+  private flags: ReturnType<typeof combinedFlags>;
+  private closed = false;
+
+  constructor(legs: readonly TreeLeg[], options: { description?: string } = {}) {
+    if (legs.length === 0) throw new DstdError("E_CONFIG", "linear needs at least one leg");
+    this.unit = Math.max(512, ...legs.map((leg) => leg.port.blockSize));
+    this.flags = combinedFlags(legs.map((leg) => leg.port));
+    for (const leg of legs) this.append(leg);
+    this.description = options.description ?? `linear of ${legs.length} legs`;
+  }
+
+  get size(): number {
+    return this.total;
+  }
+  get blockSize(): number {
+    return this.unit;
+  }
+  get maxPayload(): number {
+    return this.flags.maxPayload;
+  }
+  get readOnly(): boolean {
+    return this.flags.readOnly;
+  }
+  get canTrim(): boolean {
+    return this.flags.canTrim;
+  }
+  get canZero(): boolean {
+    return this.flags.canZero;
+  }
+  get canFastZero(): boolean {
+    return this.flags.canFastZero;
+  }
+  get canFlush(): boolean {
+    return this.flags.canFlush;
+  }
+  get canBlockStatus(): boolean {
+    return this.flags.canBlockStatus;
+  }
+  get synchronous(): boolean {
+    return this.flags.synchronous;
+  }
+
+  /** The legs in order with where each starts (status, tests). */
+  get legs(): readonly { label: string; start: number; length: number; port: StoragePort }[] {
+    return this.placed;
+  }
+
+  /**
+   * Add a leg at the end; the node grows by the leg's size (rounded down to the block size)
+   * at once. Throws DstdError (E_CONFIG) when the leg cannot be placed.
+   */
+  append(leg: TreeLeg): void {
+    if (this.closed) throw new DstdError("E_CLOSED", "linear node is closed");
+    if (leg.port.blockSize > this.unit) {
+      throw new DstdError("E_CONFIG", `leg ${leg.label}: block size ${leg.port.blockSize} is larger than the linear node's ${this.unit}`);
+    }
+    const length = Math.floor(leg.port.size / this.unit) * this.unit;
+    if (length <= 0) throw new DstdError("E_CONFIG", `leg ${leg.label}: ${formatSize(leg.port.size)} is smaller than one ${this.unit}-byte block`);
+    this.placed.push({ ...leg, start: this.total, length });
+    this.total += length;
+    this.flags = combinedFlags(this.placed.map((p) => p.port));
+  }
+
+  read(offset: number, into: Uint8Array, done: Done): void {
+    const invalid = checkRequest("read", offset, into.length, this);
+    if (invalid !== 0) return done(invalid);
+    this.split(offset, into.length, done, (port, legOffset, at, length, piece) => port.read(legOffset, into.subarray(at, at + length), piece));
+  }
+
+  write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    const invalid = checkRequest("write", offset, data.length, this);
+    if (invalid !== 0) return done(invalid);
+    this.split(offset, data.length, done, (port, legOffset, at, length, piece) => port.write(legOffset, data.subarray(at, at + length), fua, piece));
+  }
+
+  trim(offset: number, length: number, fua: boolean, done: Done): void {
+    const invalid = checkRequest("trim", offset, length, this);
+    if (invalid !== 0) return done(invalid);
+    this.split(offset, length, done, (port, legOffset, _at, n, piece) => port.trim(legOffset, n, fua, piece));
+  }
+
+  zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+    const invalid = checkRequest("zero", offset, length, this);
+    if (invalid !== 0) return done(invalid);
+    this.split(offset, length, done, (port, legOffset, _at, n, piece) => port.zero(legOffset, n, flags, piece));
+  }
+
+  flush(done: Done): void {
+    const legs = this.placed.filter((p) => p.port.canFlush);
+    const join = joinCompletions(legs.length + 1, done);
+    for (const leg of legs) leg.port.flush(join);
+    join(0);
+  }
+
+  extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
+    const invalid = checkRequest("block-status", offset, length, this);
+    if (invalid !== 0) return done(invalid, null);
+    const pieces: { port: StoragePort; legOffset: number; length: number }[] = [];
+    this.pieces(offset, length, (leg, legOffset, _at, n) => pieces.push({ port: leg.port, legOffset, length: n }));
+    const collector = new ExtentCollector(Math.max(1, maxExtents));
+    let failed = 0;
+    sequence(
+      pieces.length,
+      (i, next) => {
+        const piece = pieces[i]!;
+        piece.port.extents(piece.legOffset, piece.length, Math.max(1, maxExtents - collector.extents.length + 1), (errno, walk) => {
+          if (errno !== 0 || walk === null) {
+            failed = errno || Errno.EIO;
+            return next(false);
+          }
+          collector.add(walk, piece.length);
+          next(!collector.full);
+        });
+      },
+      () => (failed !== 0 && collector.covered === 0 ? done(failed, null) : done(0, collector.extents)),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await closeAll(this.placed.map((p) => p.port));
+  }
+
+  describe(): NodeSnapshot {
+    return {
+      kind: this.kind,
+      description: this.description,
+      sizeBytes: this.size,
+      legs: this.placed.map((p, index) => ({ index, label: p.label, state: "ok", offsetBytes: p.start, sizeBytes: p.length, node: snapshotOf(p.port) })),
+    };
+  }
+
+  /** Index of the leg holding byte `offset` (offset < size). */
+  private find(offset: number): number {
+    let low = 0;
+    let high = this.placed.length - 1;
+    while (low < high) {
+      const mid = (low + high + 1) >> 1;
+      if (this.placed[mid]!.start <= offset) low = mid;
+      else high = mid - 1;
+    }
+    return low;
+  }
+
+  private pieces(offset: number, length: number, visit: (leg: Placed, legOffset: number, at: number, length: number) => void): number {
+    let count = 0;
+    let at = 0;
+    for (let i = this.find(offset); at < length; i++) {
+      const leg = this.placed[i]!;
+      const legOffset = offset + at - leg.start;
+      const n = Math.min(length - at, leg.length - legOffset);
+      visit(leg, legOffset, at, n);
+      at += n;
+      count++;
+    }
+    return count;
+  }
+
+  private split(offset: number, length: number, done: Done, piece: Piece): void {
+    if (length === 0) return done(0);
+    const first = this.placed[this.find(offset)]!;
+    if (offset + length <= first.start + first.length) return piece(first.port, offset - first.start, 0, length, done);
+    let count = 0;
+    this.pieces(offset, length, () => count++);
+    const join = joinCompletions(count + 1, done);
+    this.pieces(offset, length, (leg, legOffset, at, n) => piece(leg.port, legOffset, at, n, join));
+    join(0);
+  }
+}

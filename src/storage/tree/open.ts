@@ -1,0 +1,133 @@
+/**
+ * @module storage/tree/open — opens a configured storage tree (config/types.ts TreeNodeSpec) into one
+ * StoragePort: local leaves through storage/open.ts, remote leaves through
+ * storage/remote/remote-port.ts, inner nodes as LinearPort, StripePort and mirrors. The
+ * composition root of the tree; the layers themselves stay pure logic.
+ *
+ * A mirror leg that cannot be opened (a remote export that is down) is handed to the mirror
+ * as absent, with a way to open it again: the mirror starts degraded if its metadata allows
+ * and keeps trying (mirror.ts probes). A linear or stripe leg that cannot be opened fails the
+ * whole node (it holds data nothing else has). On failure everything opened is closed again.
+ */
+import { randomBytes } from "node:crypto";
+import { formatExportUrl } from "../../lib/address.ts";
+import { errorMessage } from "../../lib/errors.ts";
+import { loadKeyFile } from "../../crypto/keys.ts";
+import { openBackend } from "../open.ts";
+import { createLocalPort } from "../local/port.ts";
+import type { StoragePort } from "../port.ts";
+import { openRemotePort } from "../remote/remote-port.ts";
+import type { TreeClock } from "./clock.ts";
+import { LinearPort } from "./linear.ts";
+import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
+import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
+import { StripePort } from "./stripe.ts";
+import { systemClock } from "./system-clock.ts";
+
+export interface TreeLog {
+  info(message: string): void;
+  warn(message: string): void;
+  debug?(message: string): void;
+}
+
+export interface OpenTreeOptions {
+  log: TreeLog;
+  /** Take the export lock on local files and devices (storage/local/lock.ts). */
+  lock?: boolean;
+  clock?: TreeClock;
+  /** Mirror settings beyond the spec (tests, benchmarks): probe interval, resync window, layout. */
+  mirror?: Partial<Omit<MirrorOptions, "clock" | "randomId" | "log">>;
+}
+
+/** The label a leg is shown with when the configuration gives none. */
+export function defaultLabel(node: TreeNodeSpec): string {
+  switch (node.kind) {
+    case "remote":
+      return formatExportUrl(node.url);
+    case "file":
+    case "device":
+      return node.path;
+    case "memory":
+      return `memory:${node.sizeBytes}`;
+    default:
+      return `${node.kind}(${node.legs.map((leg) => leg.label).join(", ")})`;
+  }
+}
+
+export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Promise<StoragePort> {
+  const clock = options.clock ?? systemClock;
+  const log = options.log;
+  switch (spec.kind) {
+    case "file":
+    case "device":
+    case "memory": {
+      const backend = openBackend(
+        spec.kind === "memory" ? { kind: "memory", size: spec.sizeBytes } : spec.kind === "file" ? { kind: "file", path: spec.path, size: spec.sizeBytes ?? undefined } : { kind: "device", path: spec.path },
+        false,
+        { lock: options.lock === true },
+      );
+      return createLocalPort(backend, { description: backend.description, log });
+    }
+    case "remote": {
+      const where = formatExportUrl(spec.url);
+      const r = spec.reliability;
+      return openRemotePort({
+        url: spec.url,
+        engine: {
+          ...r,
+          inflight: r.inflightMax,
+          checksums: spec.checksums,
+          auth: spec.keyFile !== null ? { key: loadKeyFile(spec.keyFile), suites: spec.suites } : null,
+        },
+        log: { info: (m) => log.info(`leg ${where}: ${m}`), warn: (m) => log.warn(`leg ${where}: ${m}`), debug: (m) => log.debug?.(`leg ${where}: ${m}`) },
+        onStateChange: (state, detail) => (state === "ready" ? log.info : log.debug ?? log.info)(`leg ${where}: link ${state}: ${detail}`),
+      });
+    }
+    case "linear":
+    case "stripe": {
+      const ports = await openAll(spec.legs, options);
+      const legs = ports.map((port, i) => ({ port, label: spec.legs[i]!.label }));
+      try {
+        return spec.kind === "linear" ? new LinearPort(legs) : new StripePort(legs, spec.chunkBytes);
+      } catch (error) {
+        await Promise.allSettled(ports.map((p) => p.close()));
+        throw error;
+      }
+    }
+    case "mirror": {
+      const opened = await Promise.allSettled(spec.legs.map((leg) => openTree(leg.node, options)));
+      const legs = opened.map((result, i) => {
+        const leg = spec.legs[i]!;
+        if (result.status === "rejected") log.warn(`mirror leg ${leg.label} cannot be opened (${errorMessage(result.reason)}); the mirror will keep trying`);
+        return {
+          label: leg.label,
+          writeMostly: leg.writeMostly,
+          port: result.status === "fulfilled" ? result.value : null,
+          open: () => openTree(leg.node, options),
+        };
+      });
+      try {
+        return await openMirror(legs, {
+          ...options.mirror,
+          clock,
+          randomId: () => new Uint8Array(randomBytes(16)),
+          log,
+          readPolicy: spec.readPolicy,
+          assumeClean: spec.assumeClean,
+        });
+      } catch (error) {
+        await Promise.allSettled(legs.map((leg) => leg.port?.close()));
+        throw error;
+      }
+    }
+  }
+}
+
+/** Open every leg; if one fails, close the others and rethrow. */
+async function openAll(legs: readonly TreeLegSpec[], options: OpenTreeOptions): Promise<StoragePort[]> {
+  const results = await Promise.allSettled(legs.map((leg) => openTree(leg.node, options)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed === undefined) return results.map((r) => (r as PromiseFulfilledResult<StoragePort>).value);
+  await Promise.allSettled(results.map((r) => (r.status === "fulfilled" ? r.value.close() : undefined)));
+  throw failed.reason;
+}

@@ -1,0 +1,143 @@
+/**
+ * The mirror's on-leg format (mirror/layout.ts) and the assembly decisions (mirror/assemble.ts):
+ * superblock round trip and torn copies, layout sizing, and which leg is current in each case
+ * docs/tree.md "Generations" lists.
+ */
+import { describe, expect, test } from "bun:test";
+import { planAssembly, type LegFound } from "../../../src/storage/tree/mirror/assemble.ts";
+import {
+  DEFAULT_META_BYTES,
+  type Layout,
+  SUPERBLOCK_AREA,
+  SUPERBLOCK_BYTES,
+  SlotState,
+  type Superblock,
+  decodeSuperblockArea,
+  encodeSuperblock,
+  planLayout,
+} from "../../../src/storage/tree/mirror/layout.ts";
+
+const GiB = 1024 ** 3;
+const layout = planLayout(10 * GiB, 4096) as Layout;
+const id = new Uint8Array(16).fill(0xab);
+const other = new Uint8Array(16).fill(0xcd);
+
+function sb(legIndex: number, generation: number, seq: number, slots: Superblock["slots"], open = false, mirrorId = id): Superblock {
+  return { mirrorId, seq, generation, layout, legIndex, legCount: slots.length, open, slots };
+}
+function area(...copies: (Superblock | null)[]): Uint8Array {
+  const bytes = new Uint8Array(SUPERBLOCK_AREA);
+  copies.forEach((copy, i) => copy && bytes.set(encodeSuperblock(copy), i * SUPERBLOCK_BYTES));
+  return bytes;
+}
+const inSync = (low = 1) => ({ state: SlotState.IN_SYNC, low, high: 0 });
+const out = (low: number, high: number) => ({ state: SlotState.BITMAP, low, high });
+function leg(decodedArea: Uint8Array | null, writeMostly = false): LegFound {
+  return { present: decodedArea !== null, sizeBytes: 10 * GiB, blockSize: 4096, writeMostly, decoded: decodedArea === null ? null : decodeSuperblockArea(decodedArea) };
+}
+const plan = (legs: LegFound[]) => planAssembly(legs, { assumeClean: false, newId: other });
+
+describe("layout", () => {
+  test("1 MiB of metadata, 64 KiB regions up to ~57 GiB, larger regions beyond; write intent 64 MiB", () => {
+    expect(layout).toEqual({ metaBytes: DEFAULT_META_BYTES, dataBytes: 10 * GiB - DEFAULT_META_BYTES, regionBytes: 65536, activeBytes: 64 * 1024 * 1024, bitmapBytes: 114688 });
+    const big = planLayout(16 * 1024 * GiB, 4096) as Layout;
+    expect(big.regionBytes).toBe(32 * 1024 * 1024);
+    expect(Math.ceil(big.dataBytes / big.regionBytes)).toBeLessThanOrEqual(big.bitmapBytes * 8);
+    expect(planLayout(DEFAULT_META_BYTES, 4096)).toContain("no room for data");
+  });
+
+  test("superblock round trip; the valid copy with the higher seq wins; a torn copy falls back", () => {
+    const s1 = sb(0, 3, 10, [inSync(), out(1, 2)]);
+    const s2 = { ...s1, seq: 11, generation: 4 };
+    const both = area(s1, s2);
+    const decoded = decodeSuperblockArea(both);
+    expect(decoded.kind).toBe("valid");
+    if (decoded.kind === "valid") expect([decoded.sb.seq, decoded.sb.generation, decoded.sb.slots[1]]).toEqual([11, 4, out(1, 2)]);
+    both[SUPERBLOCK_BYTES + 100]! ^= 1; // tear the newer copy
+    const fallback = decodeSuperblockArea(both);
+    expect(fallback.kind === "valid" && fallback.sb.seq).toBe(10);
+    both[100]! ^= 1; // tear both
+    const damaged = decodeSuperblockArea(both);
+    expect(damaged.kind).toBe("damaged");
+    expect(damaged.kind === "damaged" && Buffer.from(damaged.mirrorId!).equals(Buffer.from(id))).toBe(true);
+    expect(decodeSuperblockArea(new Uint8Array(SUPERBLOCK_AREA)).kind).toBe("blank");
+  });
+});
+
+describe("assembly", () => {
+  test("all blank: create; leg 0 is the source", () => {
+    const p = planAssembly([leg(area()), leg(area())], { assumeClean: false, newId: other });
+    expect(typeof p !== "string" && [p.create, p.legs.map((l) => [l.state, l.full])]).toEqual([true, [["in-sync", false], ["syncing", true]]]);
+    expect(plan([leg(area()), leg(null)])).toContain("cannot create the mirror: leg 1 is unreachable");
+  });
+
+  test("both in sync, clean: nothing to do", () => {
+    const slots = [inSync(), inSync()];
+    const p = plan([leg(area(sb(0, 5, 9, slots))), leg(area(sb(1, 5, 9, slots)))]);
+    expect(typeof p !== "string" && [p.generation, p.unclean, p.legs.map((l) => l.state)]).toEqual([5, false, ["in-sync", "in-sync"]]);
+  });
+
+  test("an unreachable leg listed in sync refuses the open; one listed out of sync is absent", () => {
+    const slots = [inSync(), inSync()];
+    expect(plan([leg(area(sb(0, 5, 9, slots))), leg(null)])).toContain("leg 1 is unreachable and the mirror's last record lists it in sync");
+    const degraded = [inSync(), out(4, 5)];
+    const p = plan([leg(area(sb(0, 6, 10, degraded))), leg(null)]);
+    expect(typeof p !== "string" && p.legs.map((l) => [l.state, l.fromSlot])).toEqual([["in-sync", false], ["absent", true]]);
+  });
+
+  test("the newest record wins: a stale leg is resynced from its bitmap, an older one whole, a newer one is diverged", () => {
+    const authSlots = [inSync(), out(4, 5)];
+    const authority = area(sb(0, 6, 10, authSlots));
+    const cases: [number, string, boolean][] = [
+      [5, "syncing", false], // in range: bitmap
+      [4, "syncing", false],
+      [3, "syncing", true], // older than when it left: whole leg
+    ];
+    for (const [gen, state, full] of cases) {
+      const p = plan([leg(authority), leg(area(sb(1, gen, 8, [inSync(), inSync()])))]);
+      if (typeof p === "string") throw new Error(p);
+      expect([gen, p.legs[1]!.state as string, p.legs[1]!.full, p.legs[1]!.fromSlot]).toEqual([gen, state, full, state === "syncing" && !full]);
+    }
+  });
+
+  test("split brain: each recorded the other out of sync and went on; the newest serves, the other is never overwritten", () => {
+    // Leg 0 dropped leg 1 at 4..5 and went on to 6; leg 1 dropped leg 0 at 4..5 and went on to 8.
+    const leg0 = area(sb(0, 6, 10, [inSync(), out(4, 5)]));
+    const leg1 = area(sb(1, 8, 12, [out(4, 5), inSync()]));
+    const p = plan([leg(leg0), leg(leg1)]);
+    if (typeof p === "string") throw new Error(p);
+    expect([p.authority, p.legs.map((l) => l.state)]).toEqual([1, ["diverged", "in-sync"]]);
+    expect(p.legs[0]!.note).toContain("newer than when it left (5): written elsewhere since");
+  });
+
+  test("a leg lagging one commit behind the newest record is still in sync", () => {
+    const newest = area(sb(0, 6, 12, [inSync(), inSync()]));
+    const lagging = area(sb(1, 5, 11, [inSync(), inSync()]));
+    const p = plan([leg(newest), leg(lagging)]);
+    expect(typeof p !== "string" && p.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
+  });
+
+  test("foreign: another mirror's leg, or this mirror's leg in the wrong slot; blank: resynced whole; torn own superblock: whole", () => {
+    const slots = [inSync(), inSync(), inSync()];
+    const p = plan([leg(area(sb(0, 2, 3, slots))), leg(area(sb(1, 2, 3, slots, false, other))), leg(area(sb(1, 2, 3, slots)))]);
+    expect(typeof p !== "string" && p.legs.map((l) => l.state)).toEqual(["in-sync", "foreign", "foreign"]);
+    const blank = plan([leg(area(sb(0, 2, 3, [inSync(), inSync()]))), leg(area())]);
+    expect(typeof blank !== "string" && [blank.legs[1]!.state, blank.legs[1]!.full, blank.generation]).toEqual(["syncing", true, 3]);
+    const torn = area(sb(1, 2, 3, [inSync(), inSync()]));
+    torn[50]! ^= 1;
+    const tornPlan = plan([leg(area(sb(0, 2, 3, [inSync(), inSync()]))), leg(torn)]);
+    expect(typeof tornPlan !== "string" && [tornPlan.legs[1]!.state, tornPlan.legs[1]!.full]).toEqual(["syncing", true]);
+  });
+
+  test("unclean stop: every in-sync leg but the source (not write-mostly) resyncs the write-intent regions, generation goes up", () => {
+    const slots = [inSync(), inSync(), inSync()];
+    const p = plan([leg(area(sb(0, 4, 7, slots, true)), true), leg(area(sb(1, 4, 7, slots, true))), leg(area(sb(2, 4, 7, slots, true)))]);
+    if (typeof p === "string") throw new Error(p);
+    expect([p.unclean, p.generation, p.legs.map((l) => [l.state, l.fromActive])]).toEqual([true, 5, [["syncing", true], ["in-sync", false], ["syncing", true]]]);
+  });
+
+  test("a configuration shorter than the record refuses when it drops an in-sync leg", () => {
+    const slots = [inSync(), inSync(), inSync()];
+    expect(plan([leg(area(sb(0, 2, 3, slots))), leg(area(sb(1, 2, 3, slots)))])).toContain("slot 2 of the mirror is in sync but the configuration has only 2 legs");
+  });
+});

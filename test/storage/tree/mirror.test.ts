@@ -1,0 +1,234 @@
+/**
+ * Mirror scenarios on simulated legs (rig.ts), each one story with the numbers its path must
+ * produce: short outages only delay, long ones degrade and resync exactly the dirty regions
+ * while I/O continues, stale/foreign/diverged legs are never read as current, an unclean stop
+ * resyncs only the write-intent regions, bounds hold.
+ */
+import { describe, expect, test } from "bun:test";
+import { Errno } from "../../../src/lib/errno.ts";
+import { call } from "../../../src/storage/port.ts";
+import { encodeSuperblock, decodeSuperblockArea, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
+import { Rig, filled, legData } from "./rig.ts";
+
+const KiB = 1024;
+const LEG = 45056 + 256 * KiB; // metadata + 256 KiB of data
+
+describe("mirror over simulated legs", () => {
+  test("a new mirror syncs leg 1 from leg 0; --assume-clean skips that", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG), rig.store(LEG)];
+    a.data.fill(7, 45056);
+    const m = await rig.mirror([a, b]);
+    expect(m.size).toBe(256 * KiB);
+    expect(m.legs.map((l) => l.state)).toEqual(["in-sync", "syncing"]);
+    await rig.until(() => m.legs[1]!.state === "in-sync", "leg 1 in sync");
+    expect(Buffer.from(legData(b, m)).equals(Buffer.from(legData(a, m)))).toBe(true);
+    expect(m.resyncedBytes).toBe(256 * KiB);
+
+    const rig2 = new Rig();
+    const m2 = await rig2.mirror([rig2.store(LEG), rig2.store(LEG)], { assumeClean: true });
+    expect(m2.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
+    expect(m2.generation).toBe(1);
+  });
+
+  test("an outage shorter than the budget only delays writes: no degrade, both legs have the data", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 1000), rig.store(LEG, 1000)];
+    const m = await rig.mirror([a, b], { assumeClean: true });
+    b.cut(600); // < the 1000 ms budget
+    const started = rig.clock.now;
+    await rig.write(m, 8192, filled(8192, 1));
+    expect(rig.clock.now - started).toBeGreaterThanOrEqual(590); // it waited for the leg
+    expect(m.legs.map((l) => [l.state, l.degradations])).toEqual([["in-sync", 0], ["in-sync", 0]]);
+    expect(b.data[45056 + 8192]).toBe(1);
+    expect(m.generation).toBe(1);
+  });
+
+  test("an outage longer than the budget degrades the leg; it returns and only the dirty regions are resynced, while I/O continues", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 500), rig.store(LEG, 500)];
+    const m = await rig.mirror([a, b], { assumeClean: true });
+    await rig.write(m, 0, filled(64 * KiB, 1)); // both legs have it
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 16 * KiB, filled(4096, 2)); // fails on b after 500 ms → degraded, still completes
+    expect(m.legs[1]!.state).toBe("degraded");
+    expect(m.generation).toBe(2);
+    await rig.write(m, 100 * KiB, filled(8192, 3)); // goes to a only
+    await rig.settle(call.flush(m));
+    const snapshot = m.describe();
+    expect(snapshot.legs![1]!.state).toBe("degraded");
+    expect(snapshot.legs![1]!.dirtyBytes).toBe(3 * 4096); // regions 4, 25, 26
+    expect(snapshot.legs![1]!.lastError).toContain("timed out");
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "syncing", "probe finds the leg back");
+    // I/O while the leg resyncs: a write into a dirty region and one elsewhere.
+    const during = [rig.write(m, 100 * KiB, filled(4096, 4)), rig.write(m, 200 * KiB, filled(4096, 5))];
+    await rig.settle(Promise.all(during));
+    await rig.until(() => m.legs[1]!.state === "in-sync", "leg back in sync");
+    expect(m.resyncedBytes).toBeLessThanOrEqual(3 * 4096); // the dirty regions, not the 256 KiB
+    expect(m.resyncedBytes).toBeGreaterThan(0);
+    expect(Buffer.from(legData(b, m)).equals(Buffer.from(legData(a, m)))).toBe(true);
+    expect(legData(b, m)[16 * KiB]).toBe(2);
+    expect(legData(b, m)[100 * KiB]).toBe(4);
+    expect(rig.logs.some((l) => /in sync at generation 2; resync moved \d+ bytes/.test(l))).toBe(true);
+  });
+
+  test("the last in-sync leg is never degraded: its failure goes to the caller", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    const m = await rig.mirror([a, b], { assumeClean: true });
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 0, filled(4096, 1));
+    expect(m.legs[1]!.state).toBe("degraded");
+    a.cut(Number.POSITIVE_INFINITY);
+    const failed = await rig.settle(call.write(m, 0, filled(4096, 2)).then(() => 0, (e: { errno: number }) => e.errno));
+    expect(failed).toBe(Errno.ETIMEDOUT);
+    expect(m.legs[0]!.state).toBe("in-sync");
+    const readFailed = await rig.settle(rig.read(m, 0, 4096).then(() => 0, (e: { errno: number }) => e.errno));
+    expect(readFailed).toBe(Errno.ETIMEDOUT);
+    expect(rig.logs.some((l) => l.includes("last in-sync leg"))).toBe(true);
+  });
+
+  test("reads: round-robin spreads them, write-mostly legs are not read while another is in sync, least-latency picks the fast leg", async () => {
+    const rig = new Rig();
+    const legs = [rig.store(LEG), rig.store(LEG), rig.store(LEG)];
+    const m = await rig.mirror(legs, { assumeClean: true, writeMostly: [false, false, true] });
+    const before = legs.map((s) => s.counters.requests);
+    for (let i = 0; i < 20; i++) await rig.read(m, 0, 4096);
+    const reads = legs.map((s, i) => s.counters.requests - before[i]!);
+    expect(reads).toEqual([10, 10, 0]);
+
+    const rig2 = new Rig();
+    const fast = rig2.store(LEG);
+    const slow = new (fast.constructor as typeof import("./sim-leg.ts").SimStore)("slow", LEG, rig2.clock, rig2.prng, { budgetMs: 5000, latencyMinMs: 40, latencySpreadMs: 0 });
+    const m2 = await rig2.mirror([slow, fast], { assumeClean: true, readPolicy: "least-latency" });
+    const fastBefore = fast.counters.requests;
+    const slowBefore = slow.counters.requests;
+    for (let i = 0; i < 20; i++) await rig2.read(m2, 0, 4096);
+    expect(fast.counters.requests - fastBefore).toBeGreaterThanOrEqual(17);
+    expect(slow.counters.requests - slowBefore).toBeLessThanOrEqual(3);
+  });
+
+  test("a leg with another mirror's metadata is foreign and never touched; a blank replacement is resynced whole", async () => {
+    const rig = new Rig();
+    const [a, b, c] = [rig.store(LEG), rig.store(LEG), rig.store(LEG)];
+    const m1 = await rig.mirror([a, b], { assumeClean: true });
+    await rig.write(m1, 0, filled(4096, 9));
+    await rig.settle(m1.close());
+    // c holds the metadata of another mirror (same slot index, another identity).
+    const rigOther = new Rig();
+    const m2 = await rigOther.mirror([rigOther.store(LEG), rigOther.store(LEG)], { assumeClean: true });
+    await rigOther.settle(m2.close());
+    const other = rigOther.stores[1]!.data.slice(0, SUPERBLOCK_AREA);
+    c.data.set(other, 0);
+    c.durable.set(other, 0);
+    const before = c.data.slice();
+    const m1again = await rig.mirror([a, c]);
+    expect(m1again.legs[1]!.state).toBe("foreign");
+    await rig.write(m1again, 0, filled(4096, 3));
+    rig.run(500);
+    expect(Buffer.from(c.data).equals(Buffer.from(before))).toBe(true); // never written
+    await rig.settle(m1again.close());
+    // A blank disk in its place is resynced whole.
+    const blank = rig.store(LEG, 1000, "blank");
+    const m1blank = await rig.mirror([a, blank]);
+    expect(m1blank.legs[1]!.state).toBe("syncing");
+    await rig.until(() => m1blank.legs[1]!.state === "in-sync", "blank leg in sync");
+    expect(m1blank.resyncedBytes).toBe(m1blank.size);
+    expect(legData(blank, m1blank)[0]).toBe(3);
+    expect(decodeSuperblockArea(a.data.subarray(0, SUPERBLOCK_AREA)).kind).toBe("valid");
+    expect(encodeSuperblock).toBeDefined();
+  });
+
+  test("an unreachable leg the record lists in sync blocks the open (it may be newer); one recorded out of sync does not", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    const m = await rig.mirror([a, b], { assumeClean: true });
+    await rig.settle(m.close());
+    b.cut(Number.POSITIVE_INFINITY);
+    await expect(rig.mirror([a, b])).rejects.toThrow(/leg 1 is unreachable and the mirror's last record lists it in sync/);
+    b.up();
+    const m2 = await rig.mirror([a, b]);
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m2, 0, filled(4096, 1)); // b degraded, recorded
+    rig.run(10);
+    a.crash(() => true); // the node dies (nothing lost: the record was FUA)
+    b.up();
+    b.cut(Number.POSITIVE_INFINITY);
+    const m3 = await rig.mirror([a, b]);
+    expect(m3.legs.map((l) => l.state)).toEqual(["in-sync", "absent"]);
+    expect(m3.generation).toBe(2);
+    b.up();
+    await rig.until(() => m3.legs[1]!.state === "in-sync", "absent leg returns and resyncs");
+    expect(legData(b, m3)[0]).toBe(1);
+  });
+
+  test("after an unclean stop only the write-intent regions are resynced; after a clean close nothing is", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG), rig.store(LEG)];
+    const m = await rig.mirror([a, b], { assumeClean: true, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 } });
+    await rig.write(m, 0, filled(4096, 1));
+    await rig.write(m, 128 * KiB, filled(4096, 2));
+    // The node crashes without a clean close: both legs keep their writes (flush not needed here).
+    for (const s of [a, b]) s.crash(() => true);
+    const m2 = await rig.mirror([a, b]);
+    expect(m2.legs.map((l) => l.state)).toEqual(["in-sync", "syncing"]);
+    await rig.until(() => m2.legs[1]!.state === "in-sync", "intent regions resynced");
+    expect(m2.resyncedBytes).toBe(2 * 16384); // two write-intent regions, not the whole 256 KiB
+    await rig.settle(m2.close());
+    const m3 = await rig.mirror([a, b]);
+    expect(m3.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
+    expect(rig.logs.filter((l) => l.includes("after an unclean stop")).length).toBe(1);
+  });
+
+  test("a returning leg written elsewhere after it left (split brain) is diverged and never touched", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    const m = await rig.mirror([a, b], { assumeClean: true });
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 0, filled(4096, 1)); // b degraded at generation 1 → mirror at 2
+    expect(m.generation).toBe(2);
+    // Meanwhile someone runs b alone as a mirror that bumps its generation (a forced start).
+    const sb = decodeSuperblockArea(b.data.subarray(0, SUPERBLOCK_AREA));
+    if (sb.kind !== "valid") throw new Error("b has no superblock");
+    const forged = encodeSuperblock({ ...sb.sb, generation: 5, seq: sb.sb.seq + 1 });
+    b.data.set(forged, ((sb.sb.seq + 1) % 2) * 4096);
+    const before = b.data.slice();
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "diverged", "probe finds it diverged");
+    rig.run(1000);
+    expect(Buffer.from(b.data).equals(Buffer.from(before))).toBe(true);
+    expect(m.describe().legs![1]!.lastError).toContain("written elsewhere");
+  });
+
+  test("bounded: requests beyond maxQueued get EAGAIN instead of growing the queue", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 5000), rig.store(LEG, 5000)];
+    const m = await rig.mirror([a, b], { assumeClean: true, maxQueued: 4 });
+    b.cut(1000); // writes wait
+    const results: number[] = [];
+    for (let i = 0; i < 6; i++) m.write(i * 4096, filled(4096, i), false, (e) => results.push(e));
+    expect(results).toEqual([Errno.EAGAIN, Errno.EAGAIN]);
+    await rig.until(() => results.length === 6, "the four admitted writes complete");
+    expect(results.slice(2)).toEqual([0, 0, 0, 0]);
+  });
+
+  test("describe() shows every leg's state, generation and resync progress", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    const m = await rig.mirror([a, b], { assumeClean: true, resyncWindow: 1, resyncChunkBytes: 4096 });
+    b.cut(Number.POSITIVE_INFINITY);
+    for (let i = 0; i < 8; i++) await rig.write(m, i * 8192, filled(4096, 1));
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "syncing", "resync starts");
+    const during = m.describe();
+    expect(during.kind).toBe("mirror");
+    expect(during.generation).toBe(2);
+    expect(during.legs![1]).toMatchObject({ index: 1, label: "L1", state: "syncing", generation: 1, writeMostly: false, degradations: 1 });
+    expect(during.legs![1]!.resync).toMatchObject({ full: false });
+    expect(during.legs![1]!.resync!.remainingBytes).toBeGreaterThan(0);
+    expect(during.legs![0]!.node).toMatchObject({ kind: "sim", description: "L0" });
+    await rig.until(() => m.legs[1]!.state === "in-sync", "resync done");
+    expect(m.describe().legs![1]).toMatchObject({ state: "in-sync", generation: 2, dirtyBytes: 0, resync: null });
+  });
+});

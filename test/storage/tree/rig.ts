@@ -1,0 +1,108 @@
+/**
+ * @module test/storage/tree/rig — a small world for hand-written tree scenarios: SimStore legs
+ * on a SimClock (sim-leg.ts), a mirror (or any port) over them, and promise helpers that run
+ * simulated time until an operation settles. Test tooling only.
+ */
+import { Prng } from "../../../src/lib/prng.ts";
+import type { StoragePort } from "../../../src/storage/port.ts";
+import { call } from "../../../src/storage/port.ts";
+import { MirrorPort, openMirror, type MirrorOptions } from "../../../src/storage/tree/mirror/mirror.ts";
+import { SimClock } from "../../sim/sim-clock.ts";
+import { SimStore, treeClock } from "./sim-leg.ts";
+import { SIM_META_BYTES } from "./topology.ts";
+
+let rigs = 0;
+
+export class Rig {
+  readonly clock = new SimClock(1);
+  readonly tclock = treeClock(this.clock);
+  /** Seeded per rig: two rigs' mirrors get different identities. */
+  readonly prng = new Prng(7 + rigs++);
+  readonly stores: SimStore[] = [];
+  readonly logs: string[] = [];
+  readonly log = {
+    info: (m: string) => void this.logs.push(`INFO ${m}`),
+    warn: (m: string) => void this.logs.push(`WARN ${m}`),
+  };
+
+  /** A leg of `size` bytes with this budget and a fixed 2–4 ms latency. */
+  store(size: number, budgetMs = 1000, name = `L${this.stores.length}`): SimStore {
+    const store = new SimStore(name, size, this.clock, new Prng(this.stores.length + 1), { budgetMs, latencyMinMs: 2, latencySpreadMs: 2 });
+    this.stores.push(store);
+    return store;
+  }
+
+  /** Run simulated time until `promise` settles (at most `limitMs`). */
+  async settle<T>(promise: Promise<T>, limitMs = 600_000): Promise<T> {
+    let done = false;
+    let value: T | undefined;
+    let error: unknown = null;
+    promise.then(
+      (v) => {
+        done = true;
+        value = v;
+      },
+      (e: unknown) => {
+        done = true;
+        error = e;
+      },
+    );
+    const end = this.clock.now + limitMs;
+    while (!done) {
+      for (let i = 0; i < 8; i++) await undefined;
+      if (done) break;
+      if (this.clock.now >= end) throw new Error(`not settled after ${limitMs} simulated ms`);
+      this.clock.runUntil(this.clock.ticks + 1);
+    }
+    if (error !== null) throw error;
+    return value as T;
+  }
+
+  /** Run simulated time for `ms`. */
+  run(ms: number): void {
+    this.clock.runUntil(this.clock.ticks + ms);
+  }
+
+  /** Run until `condition()` (checked every ms), at most `limitMs`. */
+  async until(condition: () => boolean, what: string, limitMs = 600_000): Promise<void> {
+    const end = this.clock.now + limitMs;
+    while (!condition()) {
+      if (this.clock.now >= end) throw new Error(`${what}: not reached after ${limitMs} simulated ms\n${this.logs.slice(-20).join("\n")}`);
+      this.clock.runUntil(this.clock.ticks + 1);
+      if (this.clock.ticks % 50 === 0) for (let i = 0; i < 8; i++) await undefined;
+    }
+  }
+
+  async mirror(stores: SimStore[], options: Partial<MirrorOptions> & { writeMostly?: boolean[] } = {}): Promise<MirrorPort> {
+    const legs = stores.map((store, i) => ({ label: store.name, port: store.port() as StoragePort, writeMostly: options.writeMostly?.[i] ?? false }));
+    return this.settle(
+      openMirror(legs, {
+        clock: this.tclock,
+        randomId: () => this.prng.bytes(16),
+        log: this.log,
+        probeIntervalMs: 100,
+        layout: { metaBytes: SIM_META_BYTES, regionBytes: 4096, activeBytes: 16384 },
+        ...options,
+      }),
+    );
+  }
+
+  write(port: StoragePort, offset: number, bytes: Uint8Array, fua = false): Promise<void> {
+    return this.settle(call.write(port, offset, bytes, fua));
+  }
+
+  async read(port: StoragePort, offset: number, length: number): Promise<Uint8Array> {
+    const into = new Uint8Array(length);
+    await this.settle(call.read(port, offset, into));
+    return into;
+  }
+}
+
+export function filled(length: number, value: number): Uint8Array {
+  return new Uint8Array(length).fill(value);
+}
+
+/** A leg's data area (after the mirror's metadata) as bytes. */
+export function legData(store: SimStore, mirror: MirrorPort): Uint8Array {
+  return store.data.subarray(mirror.layout.metaBytes, mirror.layout.metaBytes + mirror.size);
+}

@@ -1,0 +1,455 @@
+/**
+ * @module test/storage/tree/swarm — one seed of the storage-tree simulation, start to finish
+ * (docs/tree.md "Simulation"): a random tree (linear, stripe, mirror, nested up to three
+ * levels) over simulated leaves (sim-leg.ts), a random workload checked against the
+ * reference model (oracle.ts), and a fault schedule: cuts shorter than the budget (must only
+ * delay), cuts longer than it (mirror legs degrade and must resync when back), leaves down
+ * until the end, slow periods, and crashes of the node running the tree (unflushed writes
+ * lost at random; the tree reopened from what the legs hold).
+ *
+ * Phases: safety (workload + faults), heal (every leaf up; requests from now on must
+ * succeed), convergence (every mirror leg back in sync), verification (the whole tree read
+ * back against the model; every mirror's legs byte-identical; a clean close and reopen
+ * needs no resync and reads the same). Every random choice comes from the seed.
+ */
+import { Prng } from "../../../src/lib/prng.ts";
+import { errnoName } from "../../../src/lib/errno.ts";
+import type { StoragePort } from "../../../src/storage/port.ts";
+import { call } from "../../../src/storage/port.ts";
+import { blockVersion, makeWriteData } from "../../sim/block-data.ts";
+import { SimClock } from "../../sim/sim-clock.ts";
+import { type Op, type OpKind, TreeOracle, TreeViolation, violation } from "./oracle.ts";
+import { SimStore, treeClock } from "./sim-leg.ts";
+import { type Built, buildTree, describeShape, randomShape, type TreeShape } from "./topology.ts";
+
+const BLOCK = 512;
+
+export interface SeedResult {
+  seed: number;
+  shape: string;
+  ops: number;
+  failed: number;
+  degradations: number;
+  resyncedBytes: number;
+  crashes: number;
+  reopenRefused: number;
+  shortCuts: number;
+  longCuts: number;
+  marks: Record<string, number>;
+}
+
+/** Give promise continuations a chance to run (the tree's open/close are async). */
+async function settleMicrotasks(): Promise<void> {
+  for (let i = 0; i < 8; i++) await undefined;
+}
+
+export class TreeWorld {
+  readonly clock = new SimClock(1);
+  readonly tclock = treeClock(this.clock);
+  readonly stores: SimStore[];
+  readonly shape: TreeShape;
+  oracle!: TreeOracle;
+  readonly prng: Prng;
+  /** No submissions while the tree is being reopened after a node crash. */
+  paused = false;
+  private readonly treePrng: Prng;
+  built!: Built;
+  readonly ops: Op[] = [];
+  private nextVersion = 1;
+  outstanding = 0;
+  healAt = -1;
+  readonly trace: string[] = [];
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0 };
+
+  constructor(readonly seed: number) {
+    const seeds = new Prng(seed);
+    this.prng = new Prng(seeds.next());
+    this.treePrng = new Prng(seeds.next());
+    const legPrng = new Prng(seeds.next());
+    this.shape = randomShape(new Prng(seeds.next()));
+    this.stores = this.shape.leafSizes.map((size, i) => {
+      const timing = { budgetMs: 150 + legPrng.int(850), latencyMinMs: 1 + legPrng.int(3), latencySpreadMs: legPrng.int(15) };
+      return new SimStore(`L${i}`, size, this.clock, new Prng(legPrng.next()), timing);
+    });
+  }
+
+  log = {
+    info: (m: string) => this.note(`tree: ${m}`),
+    warn: (m: string) => this.note(`tree WARN: ${m}`),
+  };
+
+  note(line: string): void {
+    this.trace.push(`${String(this.clock.now).padStart(7)} ms  ${line}`);
+    if (this.trace.length > 400 && process.env.TREE_SEED === undefined) this.trace.splice(0, 100);
+  }
+
+  get port(): StoragePort {
+    return this.built.port;
+  }
+
+  /** Run the clock until `promise` settles (the tree's async open/close). */
+  async drive<T>(promise: Promise<T>, limitMs = 600_000): Promise<T> {
+    let settled = false;
+    let value: T | undefined;
+    let error: unknown = null;
+    promise.then(
+      (v) => {
+        settled = true;
+        value = v;
+      },
+      (e: unknown) => {
+        settled = true;
+        error = e;
+      },
+    );
+    const end = this.clock.now + limitMs;
+    for (;;) {
+      await settleMicrotasks();
+      if (settled) break;
+      if (this.clock.now >= end) throw new Error(`async step did not finish in ${limitMs} simulated ms`);
+      // Every leg request takes ≥ 2 ms: stepping 2 ms never skips past a continuation's I/O.
+      this.clock.runUntil(this.clock.ticks + 2);
+    }
+    if (error !== null) throw error;
+    return value as T;
+  }
+
+  /** Open a new life of the tree on fresh ports over the same stores. */
+  async open(): Promise<void> {
+    const ports = this.stores.map((s) => s.port());
+    this.built = await this.drive(buildTree(this.shape.root, ports, this.tclock, this.treePrng, this.log, (leaf) => this.stores[leaf]!.port()));
+  }
+
+  // ---- workload --------------------------------------------------------------------------------
+
+  submit(kind: OpKind, first: number, count: number, fua: boolean): Op {
+    const version = kind === "write" ? this.nextVersion++ : kind === "trim" || kind === "zero" ? 0 : -1;
+    const op: Op = { id: this.ops.length + 1, kind, first, count, version, fua, submitAt: this.clock.now, serial: this.oracle.nextSerial(), convergence: this.healAt >= 0, status: null, lost: false };
+    this.ops.push(op);
+    this.outstanding++;
+    this.oracle.submitted(op);
+    if (process.env.TREE_SEED !== undefined) this.note(`#${op.id} ${kind} ${first}+${count}${fua ? " fua" : ""} v${version}`);
+    const port = this.port;
+    const offset = first * BLOCK;
+    const length = count * BLOCK;
+    const done = (status: number, data: Uint8Array | null = null) => this.completed(op, status, data);
+    switch (kind) {
+      case "read": {
+        const into = new Uint8Array(length);
+        port.read(offset, into, (s) => done(s, into));
+        break;
+      }
+      case "write":
+        port.write(offset, makeWriteData(version, first, count, BLOCK), fua, done);
+        break;
+      case "trim":
+        port.trim(offset, length, fua, done);
+        break;
+      case "zero":
+        port.zero(offset, length, { fua, noHole: false, fast: false }, done);
+        break;
+      case "flush":
+        port.flush(done);
+        break;
+    }
+    return op;
+  }
+
+  private completed(op: Op, status: number, data: Uint8Array | null): void {
+    if (op.lost) return; // the node that ran it is gone
+    if (op.status !== null) violation("liveness", `request #${op.id} (${op.kind}) completed twice`);
+    op.status = status;
+    this.outstanding--;
+    if (status !== 0 || process.env.TREE_SEED !== undefined) this.note(`#${op.id} ${op.kind} ${op.first}+${op.count} ${status === 0 ? "ok" : `failed: ${errnoName(status)}`}`);
+    if (status !== 0 && op.convergence) violation("liveness", `request #${op.id} (${op.kind} blocks ${op.first}+${op.count}) submitted after faults stopped failed with ${errnoName(status)}`);
+    this.oracle.completed(op, status, data);
+  }
+
+  /** Submit what the queue depth allows, on blocks free of conflicting requests. */
+  pump(depth: number, remaining: { n: number }, mix: number[]): void {
+    if (this.paused) return;
+    const blocks = this.oracle.blockCount;
+    while (this.outstanding < depth && remaining.n > 0) {
+      const roll = this.prng.int(100);
+      const kind: OpKind = roll < mix[0]! ? "read" : roll < mix[1]! ? "write" : roll < mix[2]! ? "trim" : roll < mix[3]! ? "zero" : "flush";
+      if (kind === "flush") {
+        this.submit("flush", 0, 0, false);
+        remaining.n--;
+        continue;
+      }
+      let placed = false;
+      for (let attempt = 0; attempt < 8 && !placed; attempt++) {
+        const count = 1 + this.prng.int(Math.min(8, blocks));
+        const first = this.prng.int(blocks - count + 1);
+        if (!this.oracle.canSubmit(kind, first, count)) continue;
+        this.submit(kind, first, count, kind !== "read" && this.prng.chance(0.15));
+        placed = true;
+      }
+      remaining.n--;
+      if (!placed) break;
+    }
+  }
+
+  // ---- faults ------------------------------------------------------------------------------------
+
+  /** Crash the node: in-flight requests vanish, unflushed writes survive at random. */
+  crashNode(): void {
+    this.marks.crashes++;
+    const inflight = this.ops.filter((op) => op.status === null && !op.lost);
+    this.note(`NODE CRASH: ${inflight.length} requests in flight vanish`);
+    this.oracle.crashed(inflight);
+    this.outstanding -= inflight.length;
+    for (const store of this.stores) store.crash(() => this.prng.chance(0.5));
+  }
+
+  heal(): void {
+    this.healAt = this.clock.now;
+    for (const store of this.stores) {
+      store.up();
+      store.slowUntil = 0;
+    }
+  }
+
+  // ---- checks ------------------------------------------------------------------------------------
+
+  /**
+   * Read the whole tree and check it against the model. `tolerant`: chunks whose read fails
+   * (a leg still down) are skipped — only what was read is checked.
+   */
+  async verifyImage(invariant: string, context: string, tolerant = false): Promise<void> {
+    const size = this.oracle.blockCount * BLOCK;
+    const chunk = Math.min(this.port.maxPayload, 32 * 1024);
+    const reads: Promise<{ at: number; bytes: Uint8Array } | null>[] = [];
+    for (let at = 0; at < size; at += chunk) {
+      const bytes = new Uint8Array(Math.min(chunk, size - at));
+      const read = call.read(this.port, at, bytes).then(() => ({ at, bytes }));
+      reads.push(tolerant ? read.catch(() => null) : read);
+    }
+    for (const got of await this.drive(Promise.all(reads))) {
+      if (got === null) continue;
+      for (let b = 0; b < got.bytes.length / BLOCK; b++) {
+        const block = got.at / BLOCK + b;
+        const problem = this.oracle.check(block, got.bytes.subarray(b * BLOCK, (b + 1) * BLOCK), this.oracle.blocks[block]!.now);
+        if (problem !== null) violation(invariant, `${context}: block ${block} ${problem}`);
+      }
+    }
+  }
+
+  /** Every mirror: all legs in sync and their data areas byte-identical. */
+  async verifyLegs(): Promise<void> {
+    // Metadata writes a FLUSH started (write-intent clears) land on nested mirrors' legs too.
+    const quiet = () => this.built.mirrors.every(({ mirror }) => mirror.quiescent);
+    for (let waited = 0; !quiet(); waited += 10) {
+      if (waited > 60_000) violation("liveness", "mirrors still busy 60 s after the final flush");
+      this.clock.runUntil(this.clock.ticks + 10);
+      await settleMicrotasks();
+    }
+    for (const { mirror } of this.built.mirrors) {
+      const states = mirror.legs.map((l) => l.state);
+      if (states.some((s) => s !== "in-sync")) violation("convergence", `mirror legs not all in sync: ${states.join(", ")}`);
+      const meta = mirror.layout.metaBytes;
+      const images = mirror.legs.map(() => new Uint8Array(mirror.size));
+      const reads: Promise<void>[] = [];
+      mirror.legs.forEach((leg, i) => {
+        for (let at = 0; at < mirror.size; at += 32 * 1024) {
+          const n = Math.min(32 * 1024, mirror.size - at);
+          reads.push(call.read(leg.port!, meta + at, images[i]!.subarray(at, at + n)));
+        }
+      });
+      await this.drive(Promise.all(reads));
+      for (let i = 1; i < images.length; i++) {
+        if (!Buffer.from(images[0]!).equals(Buffer.from(images[i]!))) {
+          const at = images[0]!.findIndex((b, k) => b !== images[i]![k]);
+          const block = Math.floor(at / BLOCK);
+          const versions = images.map((image) => blockVersion(image.subarray(block * BLOCK, (block + 1) * BLOCK), block));
+          violation("legs differ", `mirror ${mirror.description}: leg ${i} differs from leg 0 at byte ${at} (mirror block ${block}; versions by leg: ${versions.join(" | ")})`);
+        }
+      }
+    }
+  }
+
+  /**
+   * A mirror leg degrades only when a leaf under it spent a request's whole budget: outages
+   * and slow periods shorter than that only delay (what md over NBD gets wrong).
+   */
+  checkShortOutages(): void {
+    for (const { mirror, legLeaves } of this.built.mirrors) {
+      mirror.legs.forEach((leg, i) => {
+        if (leg.degradations === 0) return;
+        const leaves = legLeaves[i]!.map((l) => this.stores[l]!);
+        if (!leaves.some((s) => s.counters.timeouts > 0)) {
+          const outages = leaves.map((s) => `${s.name}: longest outage ${s.longestOutage} ms, budget ${s.timing.budgetMs} ms`).join("; ");
+          violation("degraded by a short outage", `mirror leg ${leg.label} degraded ${leg.degradations}× but no leaf under it ever spent its budget (${outages})`);
+        }
+      });
+    }
+  }
+
+  dump(): string {
+    return this.trace.slice(process.env.TREE_SEED ? 0 : -60).join("\n");
+  }
+}
+
+/** Run one seed; throws TreeViolation (with the seed in the message) on any broken invariant. */
+export async function runTreeSeed(seed: number): Promise<SeedResult> {
+  const world = new TreeWorld(seed);
+  try {
+    return await runWorld(world);
+  } catch (error) {
+    const what = error instanceof TreeViolation ? error.message : (error as Error).stack ?? String(error);
+    throw new Error(`tree sim seed ${seed} (${describeShape(world.shape.root)}): ${what}\n  replay: TREE_SEED=${seed} bun test test/storage/tree/swarm.test.ts\n${world.dump()}`);
+  }
+}
+
+export const phaseTimes: Record<string, number> = {};
+async function runWorld(world: TreeWorld): Promise<SeedResult> {
+  const { prng, clock } = world;
+  // TREE_STATS=1: CPU milliseconds per phase, summed over seeds (where a seed's time goes).
+  const stats = process.env.TREE_STATS !== undefined;
+  const cpu = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  let mark = stats ? cpu() : 0;
+  const phase = (name: string) => {
+    if (!stats) return;
+    const now = cpu();
+    phaseTimes[name] = (phaseTimes[name] ?? 0) + now - mark;
+    mark = now;
+  };
+  await world.open();
+  phase("open");
+  world.oracle = new TreeOracle(Math.floor(world.port.size / BLOCK), BLOCK);
+  const hasMirror = world.built.mirrors.length > 0;
+
+  // Workload and fault schedule from the seed.
+  const remaining = { n: 20 + prng.int(80) };
+  const depth = 1 + prng.int(8);
+  const reads = 20 + prng.int(30);
+  const mix = [reads, reads + 40, reads + 45, reads + 50, 100];
+  const safetyMs = 2_000 + prng.int(6_000);
+  for (const store of world.stores) {
+    const budget = store.timing.budgetMs;
+    const cuts = prng.int(4);
+    for (let c = 0; c < cuts; c++) {
+      const at = prng.int(safetyMs);
+      const roll = prng.int(10);
+      const duration = roll < 4 ? Math.max(1, Math.floor(budget / 2) - 2 * store.maxLatency - 2) : roll < 8 ? Math.floor(budget * (1.2 + prng.float() * 2)) : Number.POSITIVE_INFINITY;
+      clock.after(at, () => {
+        if (world.healAt >= 0) return;
+        world.note(`${store.name} down for ${Number.isFinite(duration) ? `${duration} ms` : "until heal"} (budget ${budget} ms)`);
+        if (roll < 4) world.marks.shortCuts++;
+        else if (roll < 8) world.marks.longCuts++;
+        else world.marks.downUntilHeal++;
+        store.cut(duration);
+      });
+    }
+    if (prng.chance(0.3)) {
+      const at = prng.int(safetyMs);
+      const factor = 2 + prng.int(6);
+      clock.after(at, () => {
+        if (world.healAt >= 0) return;
+        world.marks.slow++;
+        store.slow(100 + prng.int(900), factor);
+      });
+    }
+  }
+  const crashAt = hasMirror && prng.chance(0.3) ? prng.int(safetyMs) : -1;
+
+  // Safety phase.
+  // Spread the workload over the whole safety phase, so faults meet requests.
+  const gap = Math.max(2, Math.floor((2 * safetyMs * depth) / remaining.n));
+  const pumpEvery = () => {
+    if (world.healAt >= 0) return;
+    world.pump(depth, remaining, mix);
+    if (world.healAt < 0) clock.after(1 + prng.int(gap), pumpEvery);
+  };
+  clock.after(1, pumpEvery);
+  let crashed = false;
+  while (clock.now < safetyMs) {
+    clock.runUntil(Math.min(clock.ticks + 10, safetyMs));
+    if (crashAt >= 0 && !crashed && clock.now >= crashAt) {
+      await settleMicrotasks();
+      crashed = true;
+      world.crashNode();
+      world.paused = true;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await world.open();
+          break;
+        } catch (error) {
+          // A leg the mirror lists in sync was unreachable (it may be newer), or a metadata
+          // write at open spent its budget: the open fails, as `dstd export` would exit.
+          if ((error as { code?: string }).code !== "E_MIRROR" || attempt >= 3) throw error;
+          if (/unreachable/.test((error as Error).message)) world.marks.reopenRefused++;
+          else world.marks.openFailed++;
+          world.note(`reopen failed: ${(error as Error).message}`);
+          // The node gives up (as `dstd export` exits): what it opened goes away with it.
+          for (const store of world.stores) store.abandon();
+          world.heal(); // and comes back once its legs are back (no new faults meanwhile)
+        }
+      }
+      world.healAt = -1;
+      await world.verifyImage("lost write", "after the node crash", true);
+      world.paused = false;
+    }
+    // The tree needs no promise continuations while it runs (only open/close are async).
+  }
+
+  phase("safety");
+  // Heal: every leaf up; requests from now on must succeed.
+  world.heal();
+  world.note("HEAL");
+  const drained = { n: 20 };
+  const converge = () => {
+    world.pump(depth, drained, mix);
+    if (drained.n > 0) clock.after(1 + prng.int(10), converge);
+  };
+  clock.after(1, converge);
+  const limit = clock.now + 120_000;
+  const mirrorsInSync = () => world.built.mirrors.every(({ mirror }) => mirror.legs.every((l) => l.state === "in-sync"));
+  while (!(world.outstanding === 0 && drained.n === 0 && mirrorsInSync())) {
+    if (clock.now >= limit) {
+      const states = world.built.mirrors.map(({ mirror }) => mirror.legs.map((l) => `${l.label}:${l.state}`).join(" ")).join(" | ");
+      violation("liveness", `not converged 120 s after heal: ${world.outstanding} requests outstanding; mirror legs ${states}`);
+    }
+    clock.runUntil(clock.ticks + 10);
+    if (clock.ticks % 500 === 0) await settleMicrotasks();
+  }
+  for (const op of world.ops) if (op.status === null && !op.lost) violation("liveness", `request #${op.id} never completed`);
+
+  phase("converge");
+  // Verification.
+  world.checkShortOutages();
+  await world.verifyImage("final image", "after convergence");
+  await world.drive(call.flush(world.port));
+  await world.verifyLegs();
+  const degradations = world.built.mirrors.reduce((n, { mirror }) => n + mirror.legs.reduce((m, l) => m + l.degradations, 0), 0);
+  const resyncedBytes = world.built.mirrors.reduce((n, { mirror }) => n + mirror.resyncedBytes, 0);
+  if (hasMirror) {
+    // A clean close records it; the next open resyncs nothing and reads the same.
+    await world.drive(world.port.close());
+    await world.open();
+    for (const { mirror } of world.built.mirrors) {
+      const states = mirror.legs.map((l) => l.state);
+      if (states.some((s) => s !== "in-sync")) violation("clean reopen", `after a clean close the mirror reopened with legs ${states.join(", ")}`);
+    }
+    await world.verifyImage("final image", "after a clean close and reopen");
+  }
+  phase("verify");
+  const failed = world.ops.filter((op) => op.status !== null && op.status !== 0).length;
+  if (process.env.TREE_STATS) console.log(`seed ${world.seed} ${world.shape.name} events ${world.clock.eventsRun} sim ${world.clock.now} ms requests ${world.stores.reduce((n, s) => n + s.counters.requests, 0)} ops ${world.ops.length} bytes ${world.stores.reduce((n, s) => n + s.counters.bytesWritten, 0)}`);
+  return {
+    seed: world.seed,
+    shape: world.shape.name,
+    ops: world.ops.length,
+    failed,
+    degradations,
+    resyncedBytes,
+    crashes: world.marks.crashes,
+    reopenRefused: world.marks.reopenRefused,
+    shortCuts: world.marks.shortCuts,
+    longCuts: world.marks.longCuts,
+    marks: { ...world.marks },
+  };
+}
