@@ -228,7 +228,27 @@ export class KernelAttachment {
     return this.size;
   }
 
-  /** After a takeover: grow the device to an export that grew meanwhile; never shrink on our own. */
+  /**
+   * The export announced a new size in band (DstClient.onResize: `dstd resize` on the export's
+   * node): grow the device to it while it serves; a takeover in progress follows the size
+   * when it completes, and a change during a resize is applied after it.
+   */
+  exportResized(): void {
+    if (!this.phase.is("serving")) return;
+    if (this.resizing) {
+      this.resizeAgain = true;
+      return;
+    }
+    void this.followExportSize().then(() => {
+      if (!this.resizeAgain) return;
+      this.resizeAgain = false;
+      this.exportResized();
+    });
+  }
+
+  private resizeAgain = false;
+
+  /** After a takeover or a resize notice: grow the device to an export that grew; never shrink on our own. */
   private async followExportSize(): Promise<void> {
     const target = deviceSizeFor(this.port.size, this.blockSize);
     if (target > this.size) {

@@ -211,6 +211,12 @@ export class DstClient {
       for (const wake of this.roomWaiters.splice(0)) wake();
       this.roomHook?.();
     };
+    // Every link hears of a resize; the client reports each new size once.
+    link.engine.onResize = (size) => {
+      if (size === this.reportedSize) return;
+      this.reportedSize = size;
+      this.resizeHook?.(size);
+    };
     this.links.push(link);
     try {
       await link.open(options.tickMs ?? 20, onStateChange, options.firstContact ?? "retry");
@@ -220,8 +226,9 @@ export class DstClient {
     }
   }
 
+  /** The export's size as last announced on any link (an online resize reaches links one by one). */
   get size(): number {
-    return this.engine.welcome!.size;
+    return this.reportedSize >= 0 ? this.reportedSize : this.engine.welcome!.size;
   }
 
   get blockSize(): number {
@@ -296,6 +303,18 @@ export class DstClient {
   }
 
   private roomHook: (() => void) | null = null;
+
+  /**
+   * The export's size changed (a SIZE_NOTICE, or a WELCOME after a reconnect with another
+   * size): called once per new size, whichever link heard it first. `size` already says it.
+   */
+  set onResize(hook: ((size: number) => void) | null) {
+    this.resizeHook = hook;
+    this.reportedSize = this.links.length > 0 ? this.size : -1;
+  }
+
+  private resizeHook: ((size: number) => void) | null = null;
+  private reportedSize = -1;
 
   /** READ into `into` (no fresh buffer). */
   readInto(offset: number, into: Uint8Array): Promise<void> {

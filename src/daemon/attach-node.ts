@@ -131,6 +131,7 @@ export async function attachKernel(o: KernelAttachRequest): Promise<KernelAttach
         ready.watch,
       );
       await attachment.start(ready.plan);
+      client.onResize = () => attachment.exportResized();
       return {
         kind: "attached",
         attachment: {

@@ -504,7 +504,13 @@ export class ClientEngine {
     }
     if (this.state !== "handshaking") return this.dropConnection("unexpected WELCOME");
     const welcome = outcome.welcome;
+    const previousSize = this.welcome?.size ?? null;
     this.welcome = welcome;
+    // A reconnect may find the export resized while we were away (no SIZE_NOTICE then).
+    if (previousSize !== null && previousSize !== welcome.size) {
+      this.log.info(`export size changed: ${previousSize} → ${welcome.size} bytes`);
+      this.onResize?.(welcome.size);
+    }
     this.maxPayload = Math.min(this.options.maxPayload, welcome.maxPayload);
     this.checksum = outcome.checksum;
     this.decoder.maxPayload = this.maxPayload;

@@ -70,6 +70,9 @@ function open(who: string): Promise<DstClient> {
     address: { transport: "tcp", host: "127.0.0.1", port },
     exportName: "p",
     log: { info() {}, warn() {} },
+    // The tests count reconnects to prove a reload or resize keeps sessions; a loaded CI host
+    // can starve an idle connection's PONGs past the default 6 s, which is not what they test.
+    keepaliveTimeoutMs: 30_000,
     auth: { key: loadKeyFile(keyPath(who)), suites: ["aes-256-gcm"] },
   });
 }
@@ -113,11 +116,14 @@ describe("dstd up: live changes", () => {
   test("dstd resize grows the export; a connected client learns the new size in band", async () => {
     const bob = await open("bob");
     expect(bob.size).toBe(64 * MiB);
+    const announced: number[] = [];
+    bob.onResize = (size) => announced.push(size); // what dstd attach follows to grow /dev/nbdX
     const resized = await runDstd(["resize", "p", "128MiB", "--state-dir", stateDir]);
     expect(resized.stderr).toBe("");
     expect(resized.exitCode).toBe(0);
     expect(resized.stdout).toContain("resized from 64 MiB to 128 MiB");
     await until(() => bob.size === 128 * MiB, "the client to learn the new size", 5_000);
+    expect(announced).toEqual([128 * MiB]);
     expect(bob.engine.counters.reconnects).toBe(0);
     // The new space is usable at once, by the same session.
     await bob.write(100 * MiB, new Uint8Array(4096).fill(7));

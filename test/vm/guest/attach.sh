@@ -245,6 +245,29 @@ check "list: no attachments" sh -c "$DSTD list | grep -qx 'no attachments'"
 out=$("$DSTD" detach /dev/nbd0 2>&1); rc=$?
 check "detach again: 'not attached; nothing to do', exit 0" sh -c "[ $rc = 0 ] && echo '$out' | grep -qx '/dev/nbd0 is not attached; nothing to do'"
 check "no I/O errors in dmesg at the end" no_io_errors
+# ---- online resize in band: dstd up serves an export, dstd resize grows it, and the attach
+# daemon grows /dev/nbd2 from the SIZE_NOTICE while ext4 stays mounted (no restart) ----------
+step "dstd resize: an attached device grows in band"
+printf '[[export]]\nname = "grow"\nfile = "/tmp/grow.img"\nsize = "64MiB"\nlisten = ["127.0.0.1:10811"]\nallow = ["127.0.0.1/32:rw"]\n' >/tmp/up.toml
+"$DSTD" up --config /tmp/up.toml >/tmp/up.log 2>&1 &
+UP_PID=$!
+check "dstd up serves the export 'grow'" wait_until 60 grep -q "listening for DST on 127.0.0.1:10811" /tmp/up.log
+"$DSTD" attach dst://127.0.0.1:10811/grow --device /dev/nbd2 >/tmp/attach-grow.log 2>&1 &
+GROW_PID=$!
+check "attach /dev/nbd2" wait_until 60 grep -q '"state": "ready"' $DSTD_STATE_DIR/attach/nbd2.json
+check "mkfs.ext4 + mount /dev/nbd2" sh -c "mkfs.ext4 -q -F /dev/nbd2 && mkdir -p /mnt/grow && mount -t ext4 /dev/nbd2 /mnt/grow"
+check "write g1 + sync" sh -c "cp /tmp/src1 /mnt/grow/g1 && sync"
+check "dstd resize grow 96MiB (through dstd up's control socket)" "$DSTD" resize grow 96MiB
+check "the attach daemon grows /dev/nbd2 in band" wait_until 30 grep -q "resized /dev/nbd2: 67108864 → 100663296 bytes" /tmp/attach-grow.log
+check "blockdev --getsize64 /dev/nbd2: 96 MiB" sh -c '[ "$(blockdev --getsize64 /dev/nbd2)" = 100663296 ]'
+check "the same daemon still serves it (no restart)" kill -0 "$GROW_PID"
+check "resize2fs grows the mounted ext4 online" resize2fs /dev/nbd2
+check "df: the filesystem is now larger than 64 MiB" sh -c "[ \$(df -k /mnt/grow | awk 'NR==2 {print \$2}') -gt 70000 ]"
+check "g1 intact after the grow" sh -c "sync; echo 3 >/proc/sys/vm/drop_caches; [ \"\$(md5sum </mnt/grow/g1)\" = \"\$(md5sum </tmp/src1)\" ]"
+check "umount + e2fsck -fn: clean" sh -c "umount /mnt/grow && e2fsck -fn /dev/nbd2"
+"$DSTD" detach /dev/nbd2 >/dev/null 2>&1; wait_pid "$GROW_PID" 30
+kill "$UP_PID"; wait_pid "$UP_PID" 30
+check "no I/O errors in dmesg after the in-band resize" no_io_errors
 step "functional part done"
 
 # ---- throughput: dstd attach vs nbd-client on the same export (ratio only) ------------------
