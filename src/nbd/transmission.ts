@@ -119,7 +119,16 @@ export class NbdTransmission {
   ) {
     this.target = tx.target;
     const maxPayload = Math.min(tx.target.maxPayload, MAX_WIRE_PAYLOAD);
-    this.limits = { size: tx.target.size, writable: tx.access === "rw" && !tx.target.readOnly, maxPayload };
+    const target = tx.target;
+    // The size follows the target: an export resized online (a kernel device grown in band by
+    // `dstd attach`, docs/kernel.md) serves its new range at once, and a shrunk one refuses the old tail.
+    this.limits = {
+      get size() {
+        return target.size;
+      },
+      writable: tx.access === "rw" && !tx.target.readOnly,
+      maxPayload,
+    };
     this.decoder = new RequestDecoder({
       maxPayload,
       discardLimit: Math.max(DOS_PAYLOAD_LIMIT, maxPayload),

@@ -90,6 +90,20 @@ describe("simple replies (no structured negotiation)", () => {
     expect(h.sink.closed).toBe(false);
   });
 
+  test("an export resized online serves its new range on a connection made before (port.ts: size is read per request)", () => {
+    const h = ready({ size: MiB });
+    h.send(encodeRequest({ type: Cmd.READ, cookie: 1n, offset: MiB, length: 4096 }));
+    expect(errorOf(simple(h)[0])).toBe(Errno.EINVAL);
+    let resized = -1;
+    h.target.resize!(2 * MiB, (error) => (resized = error));
+    expect(resized).toBe(0);
+    h.send(encodeRequest({ type: Cmd.READ, cookie: 2n, offset: MiB, length: 4096 }));
+    expect(simple(h, new Map([[2n, 4096]])).map(errorOf)).toEqual([0]);
+    h.target.resize!(MiB / 2, (error) => (resized = error));
+    h.send(encodeRequest({ type: Cmd.READ, cookie: 3n, offset: (3 * MiB) / 4, length: 4096 }));
+    expect(errorOf(simple(h)[0])).toBe(Errno.EINVAL);
+  });
+
   test("a WRITE above the maximum payload but under 32 MiB is consumed and refused; the stream continues", () => {
     const backend = createMemoryBackend(MiB);
     const h = ready({ target: createLocalPort(backend, { maxPayload: 4096 }) });

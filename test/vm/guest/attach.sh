@@ -163,7 +163,8 @@ kill -9 "$EXPORT_PID"; wait "$EXPORT_PID" 2>/dev/null
 WRITER=$!
 sleep 2
 check "the writer waits while the export is down" kill -0 "$WRITER"
-# It comes back 64 MiB larger: the next attach daemon grows the device (below, after SIGUSR2).
+# It comes back 64 MiB larger: the attach daemon hears the new size in the WELCOME of its
+# reconnect and grows the device in band (docs/kernel.md); the next daemon (after SIGUSR2) keeps it.
 truncate -s 320M /tmp/disk.img && sed -i 's/size = "256MiB"/size = "320MiB"/' /tmp/export.toml
 step "restart export"
 start_export; check "the export restarts on the same file, grown to 320 MiB" test $? = 0
@@ -171,6 +172,7 @@ wait_pid "$WRITER" 120
 check "the write issued while the export was down completed (cp + sync exit 0)" test "$RC" = 0
 check "list: the engine reconnected (reconnects ≥ 1), state ready" wait_until 5 sh -c "grep -qE '\"reconnects\": [1-9]' $STATE && grep -q '\"state\": \"ready\"' $STATE"
 check "f1..f5 identical after the export restart" verify_files 5
+check "…and grows /dev/nbd0 in band to the export's new size (RECONFIGURE + SIZE_BYTES from a worker)" wait_until 60 grep -q "resized /dev/nbd0: 268435456 → 335544320 bytes" "$ALOG"
 check "no I/O errors in dmesg" no_io_errors
 step "umount + fsck"
 check "umount" umount "$MNT"
@@ -187,7 +189,6 @@ check "…leaving nbd0 attached" test -e /sys/block/nbd0/pid
 check "list: daemon gone" list_has '"state": "daemon gone"'
 start_attach
 check "the next dstd attach resumes it" wait_until 90 grep -q "took /dev/nbd0 over (daemon restart)" "$ALOG"
-check "…and grows it to the export's new size (RECONFIGURE + SIZE_BYTES from a worker)" wait_until 60 grep -q "resized /dev/nbd0: 268435456 → 335544320 bytes" "$ALOG"
 check "blockdev --getsize64 /dev/nbd0: 320 MiB" sh -c '[ "$(blockdev --getsize64 /dev/nbd0)" = 335544320 ]'
 check "list: restarts 3, size 320 MiB" wait_until 10 sh -c "grep -q '\"restarts\": 3,' $STATE && grep -q '\"sizeBytes\": 335544320,' $STATE"
 check "reads through the resumed device" dd if=/dev/nbd0 of=/dev/null bs=1M count=8 iflag=direct
