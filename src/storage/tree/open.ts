@@ -6,7 +6,7 @@
  *
  * A mirror leg that cannot be opened (a remote export that is down) is handed to the mirror
  * as absent, with a way to open it again: the mirror starts degraded if its metadata allows
- * and keeps trying (mirror.ts probes). A linear or stripe leg that cannot be opened fails the
+ * and keeps trying (mirror/leg-health.ts probes). A linear or stripe leg that cannot be opened fails the
  * whole node (it holds data nothing else has). On failure everything opened is closed again.
  */
 import { randomBytes } from "node:crypto";

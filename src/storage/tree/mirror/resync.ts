@@ -4,7 +4,7 @@
  *
  * Up to `window` regions are copied at once; a region is locked while it is copied, so user
  * writes to it wait and no write can land between the read from the source and the write to
- * the leg (the mirror's lock table: mirror/mirror.ts). Writes to other regions go to the
+ * the leg (the mirror's lock table: mirror/region-locks.ts). Writes to other regions go to the
  * syncing leg as to any other, so a region, once copied, stays current. A chunk that reads
  * as all zeroes is sent as WRITE_ZEROES. Every `checkpointBytes` the leg is flushed and only
  * then are the copied regions cleared from the on-disk bitmap: a crash never leaves a region

@@ -1,0 +1,170 @@
+/**
+ * @module storage/tree/mirror/leg-health — a leg that fails, and a leg that comes back
+ * (docs/tree.md "Writes, reads, failures", "Generations" and "Leg states"):
+ *
+ * - a leg that fails a request after its own budget is degraded (the generation goes up, the
+ *   in-sync legs' superblocks record it out of sync, the writes in flight are recorded in its
+ *   bitmap slot and complete only once that record is down); the last in-sync leg is never
+ *   degraded: its failures go to the caller;
+ * - a degraded or absent leg is probed every `probeIntervalMs` (its superblock read, or the
+ *   leg reopened); when it answers with a generation its slot allows it is resynced, a blank
+ *   or older one whole, and a foreign, diverged, damaged or too small one is left untouched.
+ */
+import { errnoMessage } from "../../../lib/errno.ts";
+import { formatSize } from "../../../lib/size.ts";
+import type { StoragePort } from "../../port.ts";
+import { joinCompletions } from "../join.ts";
+import { SUPERBLOCK_AREA, decodeSuperblockArea, sameId } from "./layout.ts";
+import type { MirrorLeg } from "./leg.ts";
+import { SB_KEY, addActiveRegions, commitRecord } from "./metadata.ts";
+import type { FailureCause } from "./resync.ts";
+import type { MirrorState, MutOp } from "./state.ts";
+
+/**
+ * `leg` failed a request after its own budget. Degrade it unless it is the last in-sync
+ * leg; true when the failure was absorbed (the caller may go on without the leg).
+ */
+export function legFailed(s: MirrorState, leg: MirrorLeg, errno: number, cause: FailureCause): boolean {
+  const what = `${cause} failed: ${errnoMessage(errno)}`;
+  if (leg.state === "in-sync") {
+    if (s.legs.filter((l) => l.state === "in-sync").length <= 1) {
+      const now = s.clock.now();
+      if (now - s.lastLastLegWarning >= 10_000 || s.lastLastLegWarning === 0) {
+        s.lastLastLegWarning = now;
+        s.log.warn(`mirror leg ${leg.label}: ${what}; it is the last in-sync leg, so the error goes to the client`);
+      }
+      return false;
+    }
+    leg.low = leg.diskGen ?? leg.joinGen;
+    leg.high = Math.max(s.generation, leg.issuedGen);
+    leg.movedSinceLeft = 0;
+    s.generation++;
+  } else if (leg.state === "syncing") {
+    leg.high = leg.highBound;
+    leg.joinPhase = 0;
+  } else {
+    return true;
+  }
+  const was = leg.state;
+  leg.state = "degraded";
+  leg.degradations++;
+  leg.lastError = what;
+  s.log.warn(`mirror leg ${leg.label} degraded (${was}, ${what}); generation ${s.generation}; its writes are now recorded for resync`);
+  const pages = new Set<number>();
+  if (cause === "flush" && was === "in-sync") {
+    // Its flush failed: writes it acknowledged since the last durable point may be gone.
+    addActiveRegions(s, leg.needs, s.active.bytes, (page) => pages.add(page));
+  } else {
+    // Not lost while this node runs, but not known durable either: recorded on disk only.
+    addActiveRegions(s, leg.unflushed, s.active.bytes, (page) => pages.add(page));
+  }
+  // Every write in flight may be missing on it; those complete only after the record is down.
+  const held: MutOp[] = [];
+  for (const op of s.running) {
+    if (!op.issued || op.legsDone) continue;
+    leg.needs.setRange(op.r0, op.r1, (page) => pages.add(page));
+    op.barrier++;
+    held.push(op);
+  }
+  const release = joinCompletions(pages.size + 1, (e) => {
+    for (const op of held) s.hooks.releaseBarrier(op, e);
+  });
+  s.recordsMade++;
+  commitRecord(s, release);
+  for (const page of pages) s.meta.persist(s.pageKey(leg.index, page), release);
+  s.resyncs.get(leg.index)?.pump();
+  scheduleProbe(s, leg);
+  return true;
+}
+
+export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
+  if (s.closed || leg.probe !== null || leg.probing) return;
+  leg.probe = s.clock.after(s.probeIntervalMs, () => {
+    leg.probe = null;
+    runProbe(s, leg);
+  });
+}
+
+/** Ask a degraded (or absent) leg for its superblock; resync it if it may rejoin. */
+function runProbe(s: MirrorState, leg: MirrorLeg): void {
+  if (s.closed || !leg.tracked || leg.probing) return;
+  if (leg.port === null) {
+    if (leg.open === null) return;
+    leg.probing = true;
+    leg.open().then(
+      (port) => {
+        leg.probing = false;
+        if (s.closed) return void port.close();
+        if (port.readOnly || port.maxPayload < s.maxPayload || port.blockSize > s.blockSize) {
+          leg.state = "too-small";
+          leg.lastError = `reopened leg does not fit the mirror (read-only, smaller payload or larger block size)`;
+          s.log.warn(`mirror leg ${leg.label}: ${leg.lastError}`);
+          s.meta.persist(SB_KEY);
+          return void port.close();
+        }
+        leg.port = port;
+        runProbe(s, leg);
+      },
+      (error: Error) => {
+        leg.probing = false;
+        leg.lastError = `cannot open: ${error.message}`;
+        scheduleProbe(s, leg);
+      },
+    );
+    return;
+  }
+  const port = leg.port;
+  leg.probing = true;
+  const area = new Uint8Array(SUPERBLOCK_AREA);
+  port.read(0, area, (errno) => {
+    leg.probing = false;
+    if (s.closed || !leg.tracked) return;
+    if (errno !== 0) {
+      leg.lastError = `probe failed: ${errnoMessage(errno)}`;
+      return scheduleProbe(s, leg);
+    }
+    judgeReturning(s, leg, port, area);
+  });
+}
+
+function judgeReturning(s: MirrorState, leg: MirrorLeg, port: StoragePort, area: Uint8Array): void {
+  if (port.size < s.layout.metaBytes + s.layout.dataBytes) return refuse(s, leg, "too-small", `${port.size} bytes; the mirror needs ${s.layout.metaBytes + s.layout.dataBytes}`);
+  const decoded = decodeSuperblockArea(area);
+  let full = leg.full;
+  if (decoded.kind === "damaged") {
+    if (decoded.mirrorId === null || !sameId(decoded.mirrorId, s.mirrorId)) return refuse(s, leg, "damaged", decoded.reason);
+    full = true;
+    s.log.warn(`mirror leg ${leg.label} came back with a torn superblock (${decoded.reason}): resyncing it whole`);
+  } else if (decoded.kind === "blank") {
+    full = true;
+    s.log.warn(`mirror leg ${leg.label} came back without mirror metadata: resyncing it whole`);
+  } else {
+    const sb = decoded.sb;
+    if (!sameId(sb.mirrorId, s.mirrorId)) return refuse(s, leg, "foreign", "holds another mirror's metadata");
+    if (sb.legIndex !== leg.index) return refuse(s, leg, "foreign", `holds slot ${sb.legIndex} of this mirror`);
+    leg.diskGen = sb.generation;
+    if (sb.generation > leg.highBound) return refuse(s, leg, "diverged", `generation ${sb.generation} is newer than when it left (${leg.highBound}): written elsewhere since`);
+    if (sb.generation < leg.low) {
+      full = true;
+      s.log.warn(`mirror leg ${leg.label} came back with generation ${sb.generation}, older than when it left (${leg.low}): resyncing it whole`);
+    }
+  }
+  if (full && !leg.full) {
+    leg.full = true;
+    leg.needs.fill();
+    for (let page = 0; page < s.pagesPerSlot; page++) s.meta.persist(s.pageKey(leg.index, page));
+    s.meta.persist(SB_KEY);
+  }
+  leg.state = "syncing";
+  leg.lastError = null;
+  s.log.info(`mirror leg ${leg.label} is back (generation ${leg.diskGen ?? "none"}): resyncing ${formatSize(Math.min(leg.needs.count * s.layout.regionBytes, s.size))}${leg.full ? " (whole leg)" : ""}`);
+  s.hooks.startResync(leg);
+}
+
+function refuse(s: MirrorState, leg: MirrorLeg, state: MirrorLeg["state"], why: string): void {
+  leg.state = state;
+  leg.lastError = why;
+  s.log.warn(`mirror leg ${leg.label} is ${state}: ${why}; it is left untouched (docs/tree.md "Leg states")`);
+  s.meta.persist(SB_KEY);
+}
+
