@@ -190,7 +190,7 @@ export class ClientEngine {
     this.lastReceiveAt = this.now;
     this.outbox.reset(this.sendOnCurrent, null);
     this.announcedFloor = this.txidFloor();
-    this.io.send(connection, this.session.helloFrame(this.announcedFloor));
+    this.io.send(connection, this.session.helloFrame(this.announcedFloor, connection));
   }
 
   connectFailed(connection: number, reason: string): void {

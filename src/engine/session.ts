@@ -51,8 +51,12 @@ export class ClientSession {
 
   constructor(private readonly options: EngineOptions) {}
 
-  /** The HELLO frame of a new connection; `txidFloor` is the floor to announce. */
-  helloFrame(txidFloor: number): Uint8Array {
+  /**
+   * The HELLO frame of a new connection; `txidFloor` is the floor to announce, `connectionSeq`
+   * the connection's number (higher for every connection: a late HELLO of an abandoned one is
+   * refused by the export, docs/protocol.md §6.5).
+   */
+  helloFrame(txidFloor: number, connectionSeq: number): Uint8Array {
     this.channel = null;
     this.auth = this.options.auth ? new ClientAuth(this.options.auth.key, this.options.auth.suites) : null;
     this.hello = encodeHello(
@@ -64,6 +68,7 @@ export class ClientSession {
         features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS | Feature.RESIZE_NOTICE,
         sessionId: this.id,
         txidFloor,
+        connectionSeq,
         resumeToken: this.id !== null && this.auth === null ? this.resumeToken : null,
       },
       [

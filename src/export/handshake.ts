@@ -210,6 +210,7 @@ export class ExportHandshake {
     if (known === undefined) {
       const session = sessions.create(owner);
       session.connection = this.connection;
+      session.connectionSeq = hello.connectionSeq ?? 0;
       return { session, resumed: false };
     }
     const mismatch = sessions.ownerMismatch(known, owner);
@@ -219,12 +220,21 @@ export class ExportHandshake {
       const why = mismatch ?? (auth !== null ? "the client did not prove the session's resumption key" : "the resumption token does not match");
       return { refuse: refuse(Errno.ESTALE, `cannot resume session ${known.label}: ${why}`) };
     }
+    // A late handshake: this connection is not newer than the one last admitted for the
+    // session (the client gave up on it and reconnected since; its HELLO was held on the way).
+    // Taking over would fence the client's live connection. Refuse it and touch nothing.
+    const seq = hello.connectionSeq ?? 0;
+    if (seq !== 0 && seq <= known.connectionSeq && !this.server.unsafe.staleResumes) {
+      this.server.counters.staleResumes++;
+      return { refuse: refuse(Errno.EALREADY, `stale handshake for session ${known.label}: connection ${seq} is not newer than connection ${known.connectionSeq}, which took over already`) };
+    }
     // Fence: the old connection must never apply another frame once the new one is served.
     // Its requests still at the storage port finish there; their results land in the
     // exactly-once table, where this connection's resends find them.
     const stale = known.connection !== null && known.connection !== this.connection;
     if (stale && !this.server.unsafe.noFencing) known.connection!.fence();
     known.connection = this.connection;
+    if (seq !== 0) known.connectionSeq = seq;
     sessions.prune(known, hello.txidFloor);
     sessions.touch(known);
     return { session: known, resumed: true };

@@ -33,9 +33,10 @@ export interface DstServerOptions {
   /**
    * Planted bugs for the simulator's checker tests (test/sim/planted-bugs.test.ts) ONLY: never
    * set outside tests. noFencing: a resumed session leaves its old connection running;
-   * noDedupe: a resent mutation is applied again instead of answered from the session.
+   * noDedupe: a resent mutation is applied again instead of answered from the session;
+   * staleResumes: a late handshake of an older connection takes the session over.
    */
-  unsafe?: { noFencing?: boolean; noDedupe?: boolean };
+  unsafe?: { noFencing?: boolean; noDedupe?: boolean; staleResumes?: boolean };
   /** Pre-shared keys by identity (several during a rotation overlap). */
   keys?: KeyTable;
   /** Bounds on what peers can make the export hold (defaults: export/limits.ts). */
@@ -62,6 +63,8 @@ export interface ServerCounters {
   checksumFailures: number;
   /** Resume attempts refused: another identity, or no proof of the session's secret. */
   resumesRefused: number;
+  /** Late handshakes refused: a resume older than the connection already serving the session. */
+  staleResumes: number;
   /** Resends whose request differed from what was applied under their txid. */
   mismatchedResends: number;
   /** Mutations refused because the exactly-once table was at its bound. */
@@ -80,13 +83,14 @@ export class DstServer {
     protocolErrors: 0,
     checksumFailures: 0,
     resumesRefused: 0,
+    staleResumes: 0,
     mismatchedResends: 0,
     overflows: 0,
     budgetWaits: 0,
   };
   readonly log: ServerLog;
   readonly limits: ExportLimits;
-  readonly unsafe: { noFencing: boolean; noDedupe: boolean };
+  readonly unsafe: { noFencing: boolean; noDedupe: boolean; staleResumes: boolean };
   keys: KeyTable;
   readonly sessions: SessionTable;
   /** Receive half of the memory budget: frames and records being gathered or awaiting completion. */
@@ -104,7 +108,11 @@ export class DstServer {
     for (const e of options.exports) this.exportsByName.set(e.name, e);
     this.log = options.log;
     this.limits = { ...EXPORT_LIMITS, ...options.limits };
-    this.unsafe = { noFencing: options.unsafe?.noFencing === true, noDedupe: options.unsafe?.noDedupe === true };
+    this.unsafe = {
+      noFencing: options.unsafe?.noFencing === true,
+      noDedupe: options.unsafe?.noDedupe === true,
+      staleResumes: options.unsafe?.staleResumes === true,
+    };
     this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);
     this.defer = options.defer ?? queueMicrotask;

@@ -52,6 +52,8 @@ export interface Entry {
 export class Session {
   readonly key: string;
   connection: SessionConnection | null = null;
+  /** CONNECTION_SEQ of the newest handshake admitted for the session (0: the client sends none). */
+  connectionSeq = 0;
   /** The session's resumption secret (set when it is made; empty until then). */
   secrets: Uint8Array[] = [];
   readonly entries = new Map<number, Entry>();

@@ -30,6 +30,7 @@ export const Errno = {
   ESHUTDOWN: 108,
   ETIMEDOUT: 110,
   ECONNREFUSED: 111,
+  EALREADY: 114,
   ESTALE: 116,
   EDQUOT: 122,
 } as const;
@@ -64,6 +65,7 @@ const messages: Record<number, string> = {
   108: "transport endpoint shut down",
   110: "timed out",
   111: "connection refused",
+  114: "operation already in progress",
   116: "stale session (it cannot be resumed)",
   122: "disk quota exceeded",
 };

@@ -48,6 +48,7 @@ const EXPORT_COUNTER_METRICS: ReadonlyArray<readonly [string, string, string]> =
   ["bytesIn", "dstd_export_received_bytes_total", "Bytes received from clients (DST and NBD, framing included)."],
   ["bytesOut", "dstd_export_sent_bytes_total", "Bytes sent to clients (DST and NBD, framing included)."],
   ["resumesRefused", "dstd_export_resumes_refused_total", "Session resumes refused: another identity, or no proof of the session's secret."],
+  ["staleResumes", "dstd_export_stale_resumes_total", "Late session handshakes refused: an older connection than the one already admitted for the session."],
   ["mismatchedResends", "dstd_export_mismatched_resends_total", "Resends whose request differed from what was applied under their txid (refused)."],
   ["overflows", "dstd_export_exactly_once_overflows_total", "Mutations refused because the session's exactly-once table was full."],
   ["budgetWaits", "dstd_export_budget_waits_total", "Times a connection stopped reading for lack of memory or reply room."],

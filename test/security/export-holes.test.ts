@@ -144,6 +144,27 @@ describe("sessions belong to the identity that made them", () => {
     victim.close();
   }, 60_000);
 
+  test("a late handshake of an older connection is refused (EALREADY); the newer connection keeps its session", async () => {
+    const first = await RawDst.connect(exp.port);
+    const made = await first.handshake({ exportName: "disk", connectionSeq: 1 });
+    expect(made.ok).toBe(true);
+    if (!made.ok) return;
+    const session = { exportName: "disk", sessionId: made.welcome.sessionId, resumeToken: made.welcome.resumeToken!, txidFloor: 1 };
+    const newer = await RawDst.connect(exp.port);
+    const taken = await newer.handshake({ ...session, connectionSeq: 3 });
+    expect(taken.ok).toBe(true); // a newer connection takes over (and fences the first)
+    const late = await RawDst.connect(exp.port);
+    const refused = await late.handshake({ ...session, connectionSeq: 2 });
+    expect(refused).toMatchObject({ ok: false, status: Errno.EALREADY });
+    if (!refused.ok) expect(refused.message).toMatch(/stale handshake for session [0-9a-f]{8}: connection 2 is not newer than connection 3/);
+    const replayed = await RawDst.connect(exp.port);
+    expect(await replayed.handshake({ ...session, connectionSeq: 3 })).toMatchObject({ ok: false, status: Errno.EALREADY });
+    // The newer connection is still served: nothing was fenced by the late ones.
+    await newer.sendFrames(encodeFrame({ opcode: Op.PING, txid: 0, offset: 1 }));
+    expect((await newer.next()).header.opcode).toBe(Op.PONG);
+    for (const c of [first, newer, late, replayed]) c.close();
+  }, 60_000);
+
   test("a resend under a used txid with other data is refused loudly; the applied data stays", async () => {
     const raw = await RawDst.connect(exp.port);
     const made = await raw.handshake({ exportName: "disk" });

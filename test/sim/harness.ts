@@ -60,9 +60,11 @@ export class Simulation {
   outstanding = 0;
   /** txid → times it went on the wire (any connection). */
   readonly sends = new Map<number, number>();
+  /** Every size the engine reported through onResize, in order. */
+  readonly resizes: number[] = [];
   readonly seen = { connects: 0, ready: 0, keepaliveDrops: 0, restarts: 0, epochChanges: 0, internalTxids: new Set<number>() };
   /** How often the interesting paths ran (the swarm asserts each is reached: coverage marks). */
-  readonly marks = { fenced: 0, duplicates: 0, lateDeliveries: 0, timeouts: 0, eio: 0 };
+  readonly marks = { fenced: 0, takeovers: 0, staleResumes: 0, duplicates: 0, lateDeliveries: 0, timeouts: 0, eio: 0 };
   /** After heal(): every request must complete by max(submit, healAt) + livenessBoundMs. */
   healAt = -1;
   livenessBoundMs = 0;
@@ -94,6 +96,14 @@ export class Simulation {
     };
     this.oracle = new Oracle(config.blocks, config.blockSize);
     this.network = new SimNetwork(this.clock, networkPrng, config.network, this.clientEndpoint, (line) => this.trace(line));
+    // A takeover must come from a newer connection than the one it fences: the engine numbers
+    // its connections in the order it opens them and keeps one at a time, so an older one
+    // taking over is a late handshake the client already gave up on (docs/protocol.md §6.5),
+    // and it would cut the client's live connection.
+    this.network.onFence = (taker, fenced) => {
+      this.marks.takeovers++;
+      if (taker < fenced) this.deferred ??= new SimViolation("stale takeover", `the late handshake of c${taker} took the session over and fenced the newer c${fenced}`);
+    };
     this.engine = new ClientEngine(
       { ...config.engine, seed: engineSeed, exportName: "disk", clientName: "sim" },
       {
@@ -116,6 +126,10 @@ export class Simulation {
       },
     );
     this.engine.onStateChange = (state, detail) => this.onEngineState(state, detail);
+    this.engine.onResize = (size) => {
+      this.trace(`engine: export size is now ${size} bytes`);
+      this.resizes.push(size);
+    };
     // A new session gives outstanding requests fresh txids: follow them, so per-request send
     // counts and the app/internal split stay per request.
     this.engine.onRenumber = (from, to) => {
@@ -263,6 +277,14 @@ export class Simulation {
     this.startServer();
   }
 
+  /** Grow the export online (DstServer.resize): connected clients get a SIZE_NOTICE. */
+  resizeExport(size: number): void {
+    this.trace(`export: resize to ${size} bytes`);
+    // The local port resizes synchronously: the notices are on the wire when this returns.
+    void this.server.resize("disk", size).catch(() => {});
+    if (this.backend.size !== size) throw new Error(`harness misuse: the export did not grow to ${size} bytes`);
+  }
+
   /** Faults stop: from now on every request must complete within `boundMs`. */
   heal(boundMs: number): void {
     this.network.heal();
@@ -309,6 +331,7 @@ export class Simulation {
     return {
       ...this.marks,
       duplicates: this.marks.duplicates + this.server.counters.duplicates,
+      staleResumes: this.marks.staleResumes + this.server.counters.staleResumes,
       lateDeliveries: this.network.counters.lateDeliveries,
       restarts: this.seen.restarts,
       replays: c.replays,
@@ -338,7 +361,10 @@ export class Simulation {
   // ---- internals -----------------------------------------------------------------------------
 
   private startServer(): void {
-    if (this.server !== undefined) this.marks.duplicates += this.server.counters.duplicates;
+    if (this.server !== undefined) {
+      this.marks.duplicates += this.server.counters.duplicates;
+      this.marks.staleResumes += this.server.counters.staleResumes;
+    }
     this.server = new DstServer({
       exports: [{ name: "disk", description: "", port: createLocalPort(this.backend), readOnly: false, allow: ALLOW }],
       log: {

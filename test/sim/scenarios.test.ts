@@ -179,6 +179,116 @@ describe("fencing", () => {
   });
 });
 
+describe("stale handshakes", () => {
+  /**
+   * The engine gives up on a connection whose HELLO is held on the way and takes the session
+   * over on a newer one; while writes are in flight there, the held HELLO arrives.
+   */
+  function lateHandshake(options: Parameters<typeof world>[0] = {}) {
+    const t = world({ ...options, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    t.write(1);
+    t.settle(1_000);
+    const first = t.currentConnection;
+    t.network.reset(first);
+    t.runUntil(() => t.currentConnection !== first, 1_000, 1);
+    const late = t.currentConnection;
+    t.network.stall(late, "toServer", Number.POSITIVE_INFINITY); // its HELLO is held on the way
+    t.runUntil(() => t.engine.state === "ready" && t.currentConnection !== late, 3_000, 1);
+    const live = t.currentConnection;
+    const session = t.engine.welcome!.sessionId;
+    const reconnects = t.engine.counters.reconnects;
+    const writes = [t.write(10), t.write(11, 2), t.write(13, 1, { fua: true })];
+    t.network.release(late); // the abandoned connection's HELLO (and its FIN) reach the export now
+    t.settle(2_000);
+    t.run(1_000);
+    return { t, late, live, session, reconnects, writes };
+  }
+
+  test("a late handshake of an abandoned connection is refused and disturbs nothing", () => {
+    const { t, late, live, session, reconnects, writes } = lateHandshake();
+    expect(live).toBeGreaterThan(late);
+    expect(t.server.counters.staleResumes).toBe(1); // refused, not admitted
+    expect(t.marks.takeovers).toBe(0); // nothing was fenced: the live connection kept serving
+    expect(t.currentConnection).toBe(live);
+    expect(t.engine.counters.reconnects).toBe(reconnects);
+    expect(t.engine.welcome!.sessionId).toEqual(session);
+    for (const w of writes) {
+      expect(w.status).toBe(0);
+      expect(t.sends.get(w.txid)).toBe(1); // sent once: no resend, no reconnect
+    }
+    finish(t);
+  });
+
+  test("planted bug: a late handshake admitted takes the session over and cuts the live connection", () => {
+    expect(() => lateHandshake({ unsafe: { staleResumes: true } })).toThrow(/stale takeover: the late handshake of c\d+ took the session over and fenced the newer c\d+/);
+  });
+
+  test("a late handshake naming a session the restarted export forgot makes an orphan session and disturbs nothing", () => {
+    const t = world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    for (let b = 0; b < 4; b++) t.write(b);
+    t.settle(1_000);
+    const before = t.currentConnection;
+    t.restartExport("lose-all");
+    t.runUntil(() => t.currentConnection !== before, 1_000, 1);
+    const late = t.currentConnection;
+    t.network.stall(late, "toServer", Number.POSITIVE_INFINITY);
+    t.runUntil(() => t.engine.state === "ready" && t.engine.outstanding === 0, 3_000, 1);
+    const live = t.currentConnection;
+    const session = t.engine.welcome!.sessionId; // a new session: the export forgot the old one
+    expect(t.engine.counters.replays).toBe(4);
+    const reconnects = t.engine.counters.reconnects;
+    const w = t.write(20);
+    t.network.release(late); // a HELLO naming the forgotten session: a new, orphan session
+    t.settle(2_000);
+    t.run(1_000);
+    expect(t.server.sessions.size).toBe(2);
+    expect(t.marks.takeovers).toBe(0);
+    expect(t.currentConnection).toBe(live);
+    expect(t.engine.counters.reconnects).toBe(reconnects);
+    expect(t.engine.welcome!.sessionId).toEqual(session);
+    expect(w.status).toBe(0);
+    expect(t.sends.get(w.txid)).toBe(1);
+    finish(t);
+  });
+});
+
+describe("renumbering and resize", () => {
+  test("a restart with renumbered requests in flight and two resizes: each size reported once, every request once", () => {
+    const block = 4096;
+    const t = world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    for (let b = 0; b < 6; b++) t.write(b); // acknowledged, not flushed: replayed after the restart
+    t.settle(1_000);
+    t.resizeExport(96 * block); // connected: a SIZE_NOTICE
+    t.run(100);
+    expect(t.resizes).toEqual([96 * block]);
+    t.network.stall(t.currentConnection, "toClient", Number.POSITIVE_INFINITY); // replies held
+    const inflight = [t.write(10), t.write(12, 2, { fua: true }), t.read(20, 4), t.zero(30), t.write(0)];
+    t.run(20);
+    const firstTxids = inflight.map((op) => op.txid);
+    for (const op of inflight) expect(op.status).toBeNull();
+    t.restartExport("lose-all"); // a new session: the engine renumbers everything outstanding
+    t.resizeExport(128 * block); // no connection to notify: the client learns it in WELCOME
+    const applied = { writes: t.backend.counters.writes, zeroes: t.backend.counters.zeroes };
+    t.settle(3_000);
+    for (const op of inflight) expect(op.status).toBe(0);
+    inflight.forEach((op, i) => expect(op.txid).not.toBe(firstTxids[i]!)); // renumbered and followed
+    // The new export applied six replays and each outstanding mutation once (the harness
+    // also fails a request completed twice, and a txid applied twice by one export instance).
+    expect(t.backend.counters.writes - applied.writes).toBe(6 + 3);
+    expect(t.backend.counters.zeroes - applied.zeroes).toBe(1);
+    expect(t.engine.counters.replays).toBe(6);
+    expect(t.engine.welcome!.size).toBe(128 * block);
+    expect(t.resizes).toEqual([96 * block, 128 * block]);
+    t.network.reset(t.currentConnection); // a plain reconnect: the session resumes at the same size
+    const r = t.read(0, 8);
+    t.settle(2_000);
+    expect(r.status).toBe(0);
+    expect(t.engine.counters.reconnects).toBe(2);
+    expect(t.resizes).toEqual([96 * block, 128 * block]); // not reported again
+    finish(t);
+  });
+});
+
 describe("budget", () => {
   test("a partition longer than the deadline fails the request with ETIMEDOUT exactly at the deadline", () => {
     const t = world({ engine: { deadlineMs: 2_000 } });

@@ -41,8 +41,8 @@ export class SimBackend implements Backend {
   readonly kind = "memory" as const;
   readonly description = "simulated disk";
   readonly readOnly = false;
-  readonly current: Uint8Array;
-  private readonly base: Uint8Array;
+  current: Uint8Array;
+  private base: Uint8Array;
   private unflushed: Mutation[] = [];
   faults: BackendFaults = { eioProbability: 0 };
   /** Scenario hook: fail the next call of these kinds with EIO (FIFO). */
@@ -55,7 +55,7 @@ export class SimBackend implements Backend {
   onDuplicateApply: ((txid: number, offset: number) => void) | null = null;
 
   constructor(
-    readonly size: number,
+    public size: number,
     readonly blockSize: number,
     private readonly prng: Prng,
   ) {
@@ -100,6 +100,22 @@ export class SimBackend implements Backend {
   }
 
   close(): void {}
+
+  /**
+   * Online resize, growth only (the oracle's blocks stay where they are): the new tail reads
+   * as zeroes. Treated as metadata the export made durable before it answered (a crash keeps it).
+   */
+  resize(size: number): void {
+    if (size < this.size) throw new BackendError(`the simulated disk only grows (${this.size} → ${size} bytes)`, Errno.EINVAL);
+    const grow = (image: Uint8Array) => {
+      const bigger = new Uint8Array(size);
+      bigger.set(image);
+      return bigger;
+    };
+    this.current = grow(this.current);
+    this.base = grow(this.base);
+    this.size = size;
+  }
 
   /** The image a crash right now would leave at least: `base` plus every FUA mutation. */
   durableImage(): Uint8Array {

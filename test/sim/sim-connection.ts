@@ -160,7 +160,12 @@ export class SimConnection {
       (chunk) => {
         if (!this.serverOpen) return;
         if (!this.clientOpen) net.counters.lateDeliveries++;
-        this.handler!.onData(chunk);
+        net.delivering = this.id;
+        try {
+          this.handler!.onData(chunk);
+        } finally {
+          net.delivering = null;
+        }
       },
       (reason) => this.serverClosed(reason),
     );
@@ -202,7 +207,12 @@ export class SimConnection {
     },
     queuedBytes: 0,
     end: () => this.serverShutdown("closed by the export"),
-    destroy: () => this.serverShutdown("connection reset by the export"),
+    destroy: () => {
+      // Destroyed while the export reads another connection's bytes: a session takeover fenced it.
+      const taker = this.net.delivering;
+      if (taker !== null && taker !== this.id && this.serverOpen) this.net.onFence?.(taker, this.id);
+      this.serverShutdown("connection reset by the export");
+    },
     pause: () => {
       this.toServer.paused = true;
     },

@@ -62,6 +62,10 @@ export class SimNetwork {
    * handshake, not after heal). */
   connectFaults = false;
   partition: { until: number; mode: "hold" | "blackhole"; toServer: boolean; toClient: boolean } | null = null;
+  /** Connection whose bytes the export is reading right now (null outside a delivery). */
+  delivering: number | null = null;
+  /** The export fenced connection `fenced` while reading `taker`'s bytes (a session takeover). */
+  onFence: ((taker: number, fenced: number) => void) | null = null;
   counters = { connects: 0, refused: 0, hung: 0, resets: 0, stalls: 0, partitions: 0, unitsSent: 0, lateDeliveries: 0 };
 
   constructor(

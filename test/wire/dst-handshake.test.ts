@@ -120,6 +120,12 @@ describe("round trips", () => {
     expect((decoded as Hello).sessionId).toEqual(sampleHello.sessionId);
   });
 
+  test("HELLO with a connection number (CONNECTION_SEQ)", () => {
+    const hello: Hello = { ...sampleHello, connectionSeq: 7 };
+    expect(decodeHello(...split(encodeHello(hello)))).toEqual(hello);
+    expect("connectionSeq" in (decodeHello(...split(encodeHello({ ...sampleHello, connectionSeq: 0 }))) as Hello)).toBe(false);
+  });
+
   test("HELLO header carries the client's highest version", () => {
     const frame = encodeHello({ ...sampleHello, version: 3 });
     expect(frame[4]).toBe(3);
@@ -211,6 +217,7 @@ describe("HELLO reasons", () => {
     ["SESSION_ID size", [name("d"), [Attr.SESSION_ID, new Uint8Array(15)]], "SESSION_ID is 15 bytes, expected 16"],
     ["TXID_FLOOR size", [name("d"), [Attr.TXID_FLOOR, new Uint8Array(4)]], "TXID_FLOOR is 4 bytes, expected 8"],
     ["TXID_FLOOR too big", [name("d"), [Attr.TXID_FLOOR, Uint8Array.of(0, 0x20, 0, 0, 0, 0, 0, 0)]], "TXID_FLOOR exceeds 2^53"],
+    ["CONNECTION_SEQ size", [name("d"), [Attr.CONNECTION_SEQ, new Uint8Array(4)]], "CONNECTION_SEQ is 4 bytes, expected 8"],
   ];
   for (const [label, records, reason] of cases) test(label, () => expect(decodeHello(...helloWith(records))).toBe(reason));
 

@@ -156,6 +156,12 @@ export const Attr = {
    * exactly-once table per session); a client keeps nextTxid − floor below it.
    */
   MAX_TXID_SPAN: 25,
+  /**
+   * HELLO: u64 the client's number for this connection, higher for every connection it opens;
+   * the export refuses a resume that is not newer than the connection it last admitted for the
+   * session, so a late handshake of an abandoned connection cannot take over (§6.5).
+   */
+  CONNECTION_SEQ: 26,
 } as const;
 
 export const Perm = { READ: 0x01, WRITE: 0x02 } as const;

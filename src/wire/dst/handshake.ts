@@ -67,6 +67,8 @@ export interface Hello {
   txidFloor: number;
   /** Anonymous resumption token of the session named by sessionId (null when absent). */
   resumeToken?: Uint8Array | null;
+  /** The client's number for this connection (CONNECTION_SEQ); 0 when absent. */
+  connectionSeq?: number;
 }
 
 /** A whole HELLO frame: header version = h.version, txid 0. Attributes in type order. */
@@ -82,6 +84,7 @@ export function encodeHello(h: Hello, extra: AttrRecord[] = []): Uint8Array {
   if (h.sessionId !== null) records.push([Attr.SESSION_ID, h.sessionId]);
   if (h.txidFloor !== 0) records.push([Attr.TXID_FLOOR, u64(h.txidFloor)]);
   if (h.resumeToken) records.push([Attr.RESUME_TOKEN, h.resumeToken]);
+  if (h.connectionSeq) records.push([Attr.CONNECTION_SEQ, u64(h.connectionSeq)]);
   records.push(...extra);
   return frame(h.version, Op.HELLO, 0, records);
 }
@@ -103,6 +106,8 @@ export function decodeHello(header: Header, payload: Uint8Array): Hello | string
   if (typeof features === "string") return features;
   const txidFloor = intAttr(attrs, Attr.TXID_FLOOR, 8, 0);
   if (typeof txidFloor === "string") return txidFloor;
+  const connectionSeq = intAttr(attrs, Attr.CONNECTION_SEQ, 8, 0);
+  if (typeof connectionSeq === "string") return connectionSeq;
   const session = attrs.get(Attr.SESSION_ID);
   if (session !== undefined && session.length !== SESSION_ID_SIZE) {
     return `SESSION_ID is ${session.length} bytes, expected ${SESSION_ID_SIZE}`;
@@ -121,6 +126,7 @@ export function decodeHello(header: Header, payload: Uint8Array): Hello | string
     txidFloor,
   };
   if (token !== undefined) hello.resumeToken = token.slice();
+  if (connectionSeq !== 0) hello.connectionSeq = connectionSeq;
   return hello;
 }
 
