@@ -16,7 +16,7 @@ export default defineDstdCommand({
   meta: {
     name: "export",
     description:
-      "Serve a sparse file, a block device or a memory disk to remote clients over DST (and standard NBD with --nbd-listen). Runs in the foreground until SIGINT or SIGTERM. dstd fails closed: without --allow every client is refused.",
+      "Serve a sparse file, a block device, a memory disk or a Ceph RBD image to remote clients over DST (and standard NBD with --nbd-listen). Runs in the foreground until SIGINT or SIGTERM. dstd fails closed: without --allow every client is refused.",
   },
   repeatable: ["listen", "nbd-listen", "allow", "key-file", "mirror", "linear", "stripe"],
   habits: { p: "--listen HOST:PORT", port: "--listen HOST:PORT", bind: "--listen HOST:PORT", x: "--name NAME", "export-name": "--name NAME" },
@@ -24,6 +24,7 @@ export default defineDstdCommand({
     "dstd export --file disk.img --size 10GiB --allow 10.0.0.0/8:rw --listen 0.0.0.0:10810",
     "dstd export --memory 512MiB --listen unix:/run/dstd.sock --allow unix:rw",
     "dstd export --mirror dst://10.0.0.1/disk --mirror dst://10.0.0.2/disk --key-file node.key --allow 10.0.0.0/8:rw",
+    "dstd export --rbd rbd/vm1 --ceph-conf /etc/ceph/ceph.conf --ceph-id dstd --nbd-listen 127.0.0.1:10809 --allow 127.0.0.1/32:rw",
     "dstd export --config /etc/dstd.toml",
   ],
   args: {
@@ -35,6 +36,10 @@ export default defineDstdCommand({
     size: { type: "string", description: "size of a new --file, e.g. 10GiB", valueHint: "SIZE" },
     device: { type: "string", description: "serve this block device", valueHint: "PATH" },
     memory: { type: "string", description: "serve a memory disk of this size, e.g. 512MiB", valueHint: "SIZE" },
+    rbd: { type: "string", description: "serve this Ceph RBD image: POOL/IMAGE, POOL/NAMESPACE/IMAGE, @SNAP for a snapshot (read-only); docs/rbd.md", valueHint: "POOL/IMAGE[@SNAP]" },
+    "ceph-conf": { type: "string", description: "ceph.conf for --rbd (default: librados's search, /etc/ceph/ceph.conf)", valueHint: "FILE" },
+    "ceph-id": { type: "string", description: "Ceph client id for --rbd, without client. (default admin)", valueHint: "NAME" },
+    "ceph-keyring": { type: "string", description: "keyring for --rbd (default: from ceph.conf)", valueHint: "FILE" },
     "read-only": { type: "boolean", alias: "r", description: "refuse every write, whatever the client's grant" },
     allow: { type: "string", description: "who may connect: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
     description: { type: "string", description: "free-form description shown to NBD clients", valueHint: "TEXT" },
@@ -48,14 +53,14 @@ export default defineDstdCommand({
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
     const tree = treeFromFlags(rawArgs, args);
-    const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined || tree !== null;
+    const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined || args.rbd !== undefined || tree !== null;
     let cliIndex = -1;
     if (flagged || repeated(rawArgs, "listen").length || repeated(rawArgs, "allow").length) {
       const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
       const name = args.name ?? "disk";
       cliIndex = exports.findIndex((e) => (e.name ?? "disk") === name);
       const base: Record<string, unknown> = cliIndex >= 0 ? { ...exports[cliIndex]! } : { name };
-      if (flagged) for (const key of ["file", "device", "memory", "size", "tree"]) delete base[key];
+      if (flagged) for (const key of ["file", "device", "memory", "size", "tree", "rbd", "ceph_conf", "ceph_id", "ceph_keyring"]) delete base[key];
       const set = (key: string, value: unknown) => {
         if (value !== undefined && !(Array.isArray(value) && value.length === 0)) base[key] = value;
       };
@@ -64,6 +69,10 @@ export default defineDstdCommand({
       if (tree === null) set("size", args.size);
       set("device", args.device);
       set("memory", args.memory);
+      set("rbd", args.rbd);
+      set("ceph_conf", args["ceph-conf"] === undefined ? undefined : resolve(args["ceph-conf"]));
+      set("ceph_id", args["ceph-id"]);
+      set("ceph_keyring", args["ceph-keyring"] === undefined ? undefined : resolve(args["ceph-keyring"]));
       set("listen", repeated(rawArgs, "listen"));
       set("nbd_listen", repeated(rawArgs, "nbd-listen"));
       set("allow", repeated(rawArgs, "allow"));
@@ -87,7 +96,7 @@ export default defineDstdCommand({
     }
     const config = validateMerged(raw, source, baseDir, cliIndex);
     if (config.exports.length === 0) {
-      throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
+      throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
     // Listen for SIGTERM before anything is announced: a supervisor may stop us the moment
@@ -105,7 +114,7 @@ export default defineDstdCommand({
  * table (config/tree.ts), or null when no tree flag is given. Legs are URLs or paths, in
  * order; with --size, path legs are files created with that size.
  */
-function treeFromFlags(rawArgs: readonly string[], args: { size?: string; "stripe-chunk"?: string; "assume-clean"?: boolean; file?: string; device?: string; memory?: string }): Record<string, unknown> | null {
+function treeFromFlags(rawArgs: readonly string[], args: { size?: string; "stripe-chunk"?: string; "assume-clean"?: boolean; file?: string; device?: string; memory?: string; rbd?: string }): Record<string, unknown> | null {
   const given = (["mirror", "linear", "stripe"] as const).map((kind) => [kind, repeated(rawArgs, kind)] as const).filter(([, legs]) => legs.length > 0);
   if (given.length === 0) {
     if (args["stripe-chunk"] !== undefined) throw new UsageError("--stripe-chunk needs --stripe legs");
@@ -113,7 +122,7 @@ function treeFromFlags(rawArgs: readonly string[], args: { size?: string; "strip
     return null;
   }
   if (given.length > 1) throw new UsageError(`give one of --mirror, --linear or --stripe (got ${given.map(([k]) => `--${k}`).join(" and ")}); nest them in [export.tree] of --config`);
-  if (args.file !== undefined || args.device !== undefined || args.memory !== undefined) throw new UsageError("--file, --device and --memory cannot be combined with tree legs; give the file as a leg");
+  if (args.file !== undefined || args.device !== undefined || args.memory !== undefined || args.rbd !== undefined) throw new UsageError("--file, --device, --memory and --rbd cannot be combined with tree legs; give the file as a leg");
   const [kind, legs] = given[0]!;
   if (args["stripe-chunk"] !== undefined && kind !== "stripe") throw new UsageError("--stripe-chunk is only for --stripe");
   if (args["assume-clean"] && kind !== "mirror") throw new UsageError("--assume-clean is only for --mirror");

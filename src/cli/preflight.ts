@@ -17,6 +17,7 @@ import { allowWarnings } from "../config/warnings.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { errorMessage } from "../lib/errors.ts";
+import { rbdPreflight } from "../storage/rbd/open.ts";
 import { describeListenAddress, listen } from "../transport/tcp.ts";
 
 export interface Preflight {
@@ -46,6 +47,10 @@ function checkKeyFile(path: string, where: string, identity: string | null, prob
 function checkBackend(config: Config["exports"][number], where: string, problems: string[]): void {
   const backend = config.backend;
   if (backend.kind === "memory" || backend.kind === "tree") return; // tree legs are checked when opened
+  if (backend.kind === "rbd") {
+    for (const problem of rbdPreflight(backend.rbd)) problems.push(`${where}.rbd: ${problem}`);
+    return;
+  }
   const stats = statOrNull(backend.path);
   if (backend.kind === "device") {
     if (stats === null) problems.push(`${where}.device: ${backend.path} does not exist`);

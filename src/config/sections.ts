@@ -1,6 +1,6 @@
 /**
  * @module config/sections — validators for the [[key]] and [[export]] tables: identities
- * and their key material, export names, backends (exactly one of file/device/memory) and
+ * and their key material, export names, backends (exactly one of file/device/memory/tree/rbd) and
  * listen lists. Allow rules and suites are in config/access.ts, client-side tables in
  * config/reliability.ts. Pure: paths are checked as text, never opened.
  */
@@ -33,6 +33,7 @@ import {
 } from "./fields.ts";
 import type { BackendConfig, ClientConfig, ExportConfig, KeyConfig } from "./types.ts";
 import { readTree } from "./tree.ts";
+import { checkCephKeysWithoutRbd, RBD_KEYS, readRbd } from "./rbd.ts";
 
 export const KEY_KEYS = ["identity", "file", "secret"] as const;
 export const EXPORT_KEYS = [
@@ -42,6 +43,7 @@ export const EXPORT_KEYS = [
   "device",
   "memory",
   "tree",
+  ...RBD_KEYS,
   "description",
   "listen",
   "nbd_listen",
@@ -183,7 +185,8 @@ function readExport(
     backend,
     listen,
     nbdListen,
-    readOnly: readOnly ?? false,
+    // A snapshot cannot be written: its export is read-only (docs/rbd.md).
+    readOnly: (readOnly ?? false) || (backend.kind === "rbd" && backend.rbd.snapshot !== null),
     allow,
     suites,
     checksums,
@@ -191,12 +194,18 @@ function readExport(
 }
 
 function readBackend(table: Table, path: string, issues: Issues, client?: ClientConfig): BackendConfig | undefined {
-  const kinds = (["file", "device", "memory", "tree"] as const).filter((k) => get(table, k) !== undefined);
+  const kinds = (["file", "device", "memory", "tree", "rbd"] as const).filter((k) => get(table, k) !== undefined);
   if (kinds.length !== 1) {
     const which = kinds.length === 0 ? "none is set" : `got ${kinds.join(" and ")}`;
-    const choices = kinds.includes("tree") ? "file, device, memory or tree" : "file, device or memory";
+    const choices = kinds.includes("tree") ? "file, device, memory or tree" : kinds.includes("rbd") ? "file, device, memory or rbd" : "file, device or memory";
     issues.add(path, `set exactly one of ${choices} (${which})`);
   }
+  if (kinds.length === 1 && kinds[0] === "rbd") {
+    if (get(table, "size") !== undefined) issues.add(join(path, "size"), "size is only for file exports; an RBD image has its own size (rbd create --size, dstd resize)");
+    const rbd = readRbd(table, path, issues);
+    return rbd === undefined || get(table, "size") !== undefined ? undefined : { kind: "rbd", rbd };
+  }
+  checkCephKeysWithoutRbd(table, path, issues);
   if (kinds.length === 1 && kinds[0] === "tree") {
     if (get(table, "size") !== undefined) issues.add(join(path, "size"), "size is only for file exports; a tree leg takes its own size");
     const client0 = client ?? { keyFile: null, suites: [], checksums: [], reliability: DEFAULT_RELIABILITY };
@@ -205,7 +214,7 @@ function readBackend(table: Table, path: string, issues: Issues, client?: Client
   }
   const sizeValue = get(table, "size");
   const sizeBytes = readSize(sizeValue, 1, join(path, "size"), issues);
-  const kind = kinds.length === 1 && kinds[0] !== "tree" ? kinds[0] : undefined;
+  const kind = kinds.length === 1 && kinds[0] !== "tree" && kinds[0] !== "rbd" ? kinds[0] : undefined;
   if (sizeValue !== undefined && kind !== undefined && kind !== "file") {
     const hint = kind === "memory" ? '; memory takes the size itself: memory = "512MiB"' : "";
     issues.add(join(path, "size"), `size is only for file exports${hint}`);

@@ -174,7 +174,24 @@ export type BackendConfig =
   | { readonly kind: "device"; readonly path: string }
   | { readonly kind: "memory"; readonly sizeBytes: number }
   /** A storage tree (config/tree.ts, docs/tree.md). */
-  | { readonly kind: "tree"; readonly root: TreeNodeSpec };
+  | { readonly kind: "tree"; readonly root: TreeNodeSpec }
+  /** A Ceph RBD image (config/rbd.ts, docs/rbd.md). */
+  | { readonly kind: "rbd"; readonly rbd: RbdSpec };
+
+/** A Ceph RBD image and how to reach its cluster (`rbd = "POOL/IMAGE[@SNAP]"`, docs/rbd.md). */
+export interface RbdSpec {
+  readonly pool: string;
+  /** RADOS namespace (`POOL/NAMESPACE/IMAGE`); null: the default one. */
+  readonly namespace: string | null;
+  readonly image: string;
+  /** Serve this snapshot (read-only); null: the image head. */
+  readonly snapshot: string | null;
+  /** ceph.conf; null: librados's default search (CEPH_CONF, /etc/ceph/ceph.conf). */
+  readonly conf: string | null;
+  /** Client id without "client."; null: librados's default ("admin"). */
+  readonly id: string | null;
+  readonly keyring: string | null;
+}
 
 export interface ExportConfig {
   readonly name: string;

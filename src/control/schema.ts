@@ -33,7 +33,7 @@ export interface ConnectionEntry {
 export interface ExportEntry {
   name: string;
   description: string;
-  backend: { kind: "file" | "device" | "memory" | "tree"; path: string | null; sizeBytes: number | null };
+  backend: { kind: "file" | "device" | "memory" | "tree" | "rbd"; path: string | null; sizeBytes: number | null };
   readOnly: boolean;
   /** Allow rules as written in the config ("alice@10.0.0.0/8:rw"). */
   allow: string[];

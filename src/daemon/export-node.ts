@@ -8,7 +8,7 @@
  * (transport/fd-budget.ts), is shared by all of them.
  */
 import { existsSync, rmSync } from "node:fs";
-import { openBackend } from "../storage/open.ts";
+import { openBackend, openPort } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
 import { openTree } from "../storage/tree/open.ts";
@@ -212,6 +212,7 @@ async function openExportPort(config: ExportConfig, log: Log, created: string[])
   if (b.kind === "tree") {
     return openTree(b.root, { log: { info: (m) => log.info(m), warn: (m) => log.warn(m), debug: (m) => log.debug(m) }, lock: true });
   }
+  if (b.kind === "rbd") return openPort(b, config.readOnly, { log });
   const spec =
     b.kind === "file" ? { kind: "file" as const, path: b.path, size: b.sizeBytes ?? undefined } : b.kind === "device" ? { kind: "device" as const, path: b.path } : { kind: "memory" as const, size: b.sizeBytes };
   const isNew = spec.kind === "file" && !existsSync(spec.path);

@@ -22,6 +22,7 @@ import type { RequestObserver } from "../export/server.ts";
 import type { ExportEntry } from "../control/schema.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { snapshotOf } from "../storage/tree/describe.ts";
+import { describeRbd } from "../storage/rbd/open.ts";
 import { ConnectionTracker, type ConnectionEvent } from "../status/connections.ts";
 import type { EventBus } from "../status/events.ts";
 import { startExportNode } from "./export-node.ts";
@@ -70,7 +71,7 @@ function exportEntry(config: ExportConfig, port: StoragePort | null): ExportEntr
     description: config.description,
     backend: {
       kind: backend.kind,
-      path: backend.kind === "file" || backend.kind === "device" ? backend.path : null,
+      path: backend.kind === "file" || backend.kind === "device" ? backend.path : backend.kind === "rbd" ? describeRbd(backend.rbd) : null,
       sizeBytes: port?.size ?? (backend.kind === "file" || backend.kind === "memory" ? backend.sizeBytes : null),
     },
     readOnly: config.readOnly,

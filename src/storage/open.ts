@@ -1,7 +1,7 @@
 /**
  * @module storage/open — turns a parsed export source (`--file`, `--device`, `--memory`) into
- * an open Backend. The one entry point the daemon and CLI use, so every source gets the
- * same read-only handling.
+ * an open Backend, and any source (those, or `--rbd`: storage/rbd/) into an open StoragePort.
+ * The one entry point the daemon and CLI use, so every source gets the same read-only handling.
  *
  * Must not: parse command lines or sizes (config does) or keep a registry of open backends.
  */
@@ -10,6 +10,10 @@ import { openBlockDevice } from "./local/block-device.ts";
 import { openFileBackend } from "./local/file.ts";
 import { createMemoryBackend } from "./local/memory.ts";
 import type { Backend } from "./local/backend.ts";
+import { createLocalPort } from "./local/port.ts";
+import type { StoragePort } from "./port.ts";
+import { openRbdPort } from "./rbd/open.ts";
+import type { RbdSpec } from "../config/types.ts";
 
 export type BackendSpec =
   | { kind: "file"; path: string; size?: number }
@@ -32,4 +36,21 @@ export function openBackend(spec: BackendSpec, readOnly: boolean, options: { loc
     default:
       return assertNever(spec);
   }
+}
+
+/** A source served through its own asynchronous port rather than a local Backend. */
+export type PortSpec = BackendSpec | { kind: "rbd"; rbd: RbdSpec };
+
+/**
+ * Open any source as a StoragePort: a local backend wrapped by storage/local/port.ts, or a Ceph
+ * RBD image (storage/rbd/open.ts). Throws DstdError naming the problem.
+ */
+export async function openPort(
+  spec: PortSpec,
+  readOnly: boolean,
+  options: { lock?: boolean; log?: { warn(message: string): void } } = {},
+): Promise<StoragePort> {
+  if (spec.kind === "rbd") return openRbdPort(spec.rbd, { readOnly, log: options.log });
+  const backend = openBackend(spec, readOnly, options);
+  return createLocalPort(backend, { readOnly, description: backend.description, log: options.log });
 }

@@ -1,0 +1,55 @@
+/**
+ * @module storage/rbd/open — opens a configured Ceph RBD image (config/types.ts RbdSpec) as a
+ * StoragePort: connect to the cluster, open the pool, open the image (at its snapshot, if
+ * any, read-only). Failures are DstdError E_OPEN naming the image and what failed; whatever
+ * was opened is closed again.
+ */
+import { existsSync } from "node:fs";
+import type { RbdSpec } from "../../config/types.ts";
+import { DstdError, errorMessage } from "../../lib/errors.ts";
+import { RbdCluster, RbdError, rbdLibraryProblem } from "../../sys/librbd.ts";
+import type { StoragePort } from "../port.ts";
+import { RbdPort } from "./port.ts";
+
+/** rados_connect and monitor commands give up after this (client_mount_timeout); ceph.conf may override. */
+export const RBD_CONNECT_TIMEOUT_SECONDS = 30;
+
+/** `rbd:POOL/[NAMESPACE/]IMAGE[@SNAP]`, as status and logs show it. */
+export function describeRbd(spec: RbdSpec): string {
+  const ns = spec.namespace === null ? "" : `${spec.namespace}/`;
+  return `rbd:${spec.pool}/${ns}${spec.image}${spec.snapshot === null ? "" : `@${spec.snapshot}`}`;
+}
+
+/** What would stop the image from being opened on this machine, checked without a cluster. */
+export function rbdPreflight(spec: RbdSpec): string[] {
+  const problems: string[] = [];
+  const library = rbdLibraryProblem();
+  if (library !== null) problems.push(library);
+  if (spec.conf !== null && !existsSync(spec.conf)) problems.push(`ceph_conf: ${spec.conf} does not exist`);
+  if (spec.keyring !== null && !existsSync(spec.keyring)) problems.push(`ceph_keyring: ${spec.keyring} does not exist`);
+  return problems;
+}
+
+export async function openRbdPort(spec: RbdSpec, options: { readOnly: boolean; log?: { warn(message: string): void } }): Promise<StoragePort> {
+  const description = describeRbd(spec);
+  const readOnly = options.readOnly || spec.snapshot !== null;
+  let cluster: RbdCluster;
+  try {
+    cluster = RbdCluster.connect({ conf: spec.conf, id: spec.id, keyring: spec.keyring, connectTimeoutSeconds: RBD_CONNECT_TIMEOUT_SECONDS }, spec.pool, spec.namespace);
+  } catch (error) {
+    throw openError(description, error);
+  }
+  try {
+    const image = await cluster.openImage(spec.image, spec.snapshot, readOnly);
+    return new RbdPort(image, cluster, { description, readOnly, log: options.log });
+  } catch (error) {
+    cluster.close();
+    throw openError(description, error);
+  }
+}
+
+function openError(description: string, error: unknown): DstdError {
+  const errno = error instanceof RbdError ? error.errno : 5;
+  const hint = errno === 2 && error instanceof RbdError && error.call === "opening the image" ? " (create it with rbd create --size SIZE POOL/IMAGE)" : "";
+  return new DstdError("E_OPEN", `cannot open ${description}: ${errorMessage(error)}${hint}`, { errno, cause: error });
+}

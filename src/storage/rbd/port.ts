@@ -1,0 +1,164 @@
+/**
+ * @module storage/rbd/port — an open Ceph RBD image as a StoragePort (docs/rbd.md "Design").
+ * Every request is one asynchronous librbd call (sys/librbd.ts); its completion arrives on the
+ * JavaScript thread and calls `done` exactly once. FUA is the write followed by a flush.
+ *
+ * Trim is rbd_aio_discard, a hint: RBD does not zero a partial discard (it skips anything
+ * smaller than its discard granularity). Write-zeroes is rbd_aio_write_zeroes, which reads back
+ * as zeroes over exactly its range; with NO_HOLE it asks for thick provisioning. FAST_ZERO is
+ * refused (ENOTSUP): librbd may write zeroes to do it.
+ *
+ * Must not: cache the size (another client may resize the image: librbd refreshes it), or
+ * let a request reach librbd after close began (EBADF instead).
+ */
+import { Errno, errnoName } from "../../lib/errno.ts";
+import type { RbdCluster, RbdImage } from "../../sys/librbd.ts";
+import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import { validateRequest, type RequestKind } from "../validate.ts";
+
+/** 32 MiB: the largest request the Linux client sends (as storage/local/port.ts). */
+const MAX_PAYLOAD = 32 * 1024 * 1024;
+
+/** errno values a client may see as they are; anything else becomes EIO. */
+const PASSED = new Set<number>(Object.values(Errno));
+
+/** A librbd result (≥ 0 or a negative errno) as a port errno. */
+export function rbdErrno(result: number): number {
+  if (result >= 0) return 0;
+  return PASSED.has(-result) ? -result : Errno.EIO;
+}
+
+export interface RbdPortOptions {
+  description: string;
+  readOnly: boolean;
+  log?: { warn(message: string): void };
+}
+
+export class RbdPort implements StoragePort {
+  readonly kind = "rbd";
+  readonly description: string;
+  readonly blockSize = 4096;
+  readonly maxPayload = MAX_PAYLOAD;
+  readonly readOnly: boolean;
+  readonly canTrim = true;
+  readonly canZero = true;
+  readonly canFastZero = false;
+  readonly canFlush = true;
+  /** One image handle serves every connection: a flush covers all of their writes. */
+  readonly canMultiConn = true;
+  readonly canBlockStatus = false;
+  readonly synchronous = false;
+  private inFlight = 0;
+  private closing: Promise<void> | null = null;
+  private drained: (() => void) | null = null;
+  private failures = 0;
+
+  constructor(
+    private readonly image: RbdImage,
+    private readonly cluster: RbdCluster,
+    private readonly options: RbdPortOptions,
+  ) {
+    this.description = options.description;
+    this.readOnly = options.readOnly;
+  }
+
+  get size(): number {
+    return this.closing === null ? this.image.size() : 0;
+  }
+
+  read(offset: number, into: Uint8Array, done: Done): void {
+    const invalid = this.check("read", offset, into.length);
+    if (invalid !== 0) return done(invalid);
+    this.inFlight++;
+    this.image.read(offset, into, (result) => {
+      // A read inside the image fills the whole buffer; anything shorter is an error.
+      this.finish("read", offset, into.length, result >= 0 && result !== into.length ? -Errno.EIO : result, done);
+    });
+  }
+
+  write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    const invalid = this.check("write", offset, data.length);
+    if (invalid !== 0) return done(invalid);
+    this.inFlight++;
+    this.image.write(offset, data, (result) => this.afterMutation("write", offset, data.length, result, fua, done));
+  }
+
+  flush(done: Done): void {
+    if (this.closing !== null) return done(Errno.EBADF);
+    this.inFlight++;
+    this.image.flush((result) => this.finish("flush", 0, 0, result, done));
+  }
+
+  trim(offset: number, length: number, fua: boolean, done: Done): void {
+    const invalid = this.check("trim", offset, length);
+    if (invalid !== 0) return done(invalid);
+    if (length === 0) return done(0);
+    this.inFlight++;
+    this.image.discard(offset, length, (result) => this.afterMutation("trim", offset, length, result, fua, done));
+  }
+
+  zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+    // proto.md NBD_CMD_FLAG_FAST_ZERO: fail at once unless faster than writing zeroes.
+    if (flags.fast) return done(Errno.ENOTSUP);
+    const invalid = this.check("zero", offset, length);
+    if (invalid !== 0) return done(invalid);
+    if (length === 0) return done(0);
+    this.inFlight++;
+    this.image.writeZeroes(offset, length, flags.noHole, (result) => this.afterMutation("zero", offset, length, result, flags.fua, done));
+  }
+
+  extents(offset: number, length: number, _maxExtents: number, done: ExtentsDone): void {
+    const invalid = this.check("block-status", offset, length);
+    if (invalid !== 0) return done(invalid, null);
+    // No allocation map (canBlockStatus is false): everything is data.
+    done(0, length === 0 ? [] : [{ length, hole: false, zero: false }]);
+  }
+
+  resize(size: number, done: Done): void {
+    if (this.closing !== null) return done(Errno.EBADF);
+    if (this.readOnly) return done(Errno.EROFS);
+    if (!Number.isSafeInteger(size) || size < 0) return done(Errno.EINVAL);
+    // rbd_resize is synchronous: growing changes the header only; a shrink deletes objects.
+    const result = this.image.resize(size);
+    done(this.report("resize", size, 0, result));
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+      await new Promise<void>((resolve) => this.image.close(() => resolve()));
+      this.cluster.close();
+    })();
+    return this.closing;
+  }
+
+  private check(kind: RequestKind, offset: number, length: number): number {
+    if (this.closing !== null) return Errno.EBADF;
+    return validateRequest(kind, offset, length, { size: this.image.size(), writable: !this.readOnly, maxPayload: MAX_PAYLOAD });
+  }
+
+  private afterMutation(what: string, offset: number, length: number, result: number, fua: boolean, done: Done): void {
+    // FUA (proto.md "Command flags"): durable before the reply, so flush after the write.
+    if (result < 0 || !fua) return this.finish(what, offset, length, result, done);
+    this.image.flush((flushed) => this.finish(`${what} (FUA flush)`, offset, length, flushed, done));
+  }
+
+  private finish(what: string, offset: number, length: number, result: number, done: Done): void {
+    this.inFlight--;
+    const errno = this.report(what, offset, length, result);
+    if (this.inFlight === 0 && this.drained !== null) this.drained();
+    done(errno);
+  }
+
+  /** The errno for `result`, logging failures (the first ten, then every hundredth). */
+  private report(what: string, offset: number, length: number, result: number): number {
+    const errno = rbdErrno(result);
+    if (result < 0) {
+      this.failures++;
+      if (this.failures <= 10 || this.failures % 100 === 0) {
+        this.options.log?.warn(`${this.description}: ${what} ${length} B at offset ${offset} failed: librbd ${result} (${errnoName(errno)}; ${this.failures} failure(s) so far)`);
+      }
+    }
+    return errno;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * The Ceph RBD keys of an [[export]] (config/rbd.ts): the image spec, the ceph_* keys,
+ * snapshot → read-only, and the mistakes reported with their path.
+ */
+import { describe, expect, test } from "bun:test";
+import { formatIssues } from "../../src/config/load.ts";
+import { parseRbdImageSpec } from "../../src/config/rbd.ts";
+import { validateConfig } from "../../src/config/validate.ts";
+
+function check(exportTable: Record<string, unknown>) {
+  return validateConfig({ export: [{ allow: ["127.0.0.1/32:rw"], ...exportTable }] }, { baseDir: "/etc/dstd" });
+}
+
+function issues(exportTable: Record<string, unknown>): string {
+  const result = check(exportTable);
+  return "issues" in result ? formatIssues(result.issues, "t.toml") : "";
+}
+
+describe("parseRbdImageSpec", () => {
+  test("POOL/IMAGE, POOL/NAMESPACE/IMAGE, with or without @SNAP", () => {
+    expect(parseRbdImageSpec("rbd/vm1")).toEqual({ pool: "rbd", namespace: null, image: "vm1", snapshot: null });
+    expect(parseRbdImageSpec("rbd/ns/vm1@daily")).toEqual({ pool: "rbd", namespace: "ns", image: "vm1", snapshot: "daily" });
+  });
+
+  test("malformed specs are refused naming the forms", () => {
+    for (const bad of ["vm1", "rbd/", "/vm1", "a/b/c/d", "rbd/vm1@", "rbd/vm1@a@b", "rbd//vm1"]) {
+      expect(parseRbdImageSpec(bad)).toMatch(/is not an RBD image: write POOL\/IMAGE/);
+    }
+    expect(parseRbdImageSpec("rbd/v\u0001")).toMatch(/control characters/);
+    expect(parseRbdImageSpec(`rbd/${"x".repeat(300)}`)).toMatch(/longer than 255 bytes/);
+  });
+});
+
+describe("[[export]] rbd", () => {
+  test("resolves the image and the ceph keys; relative paths against the config folder", () => {
+    const result = check({ rbd: "rbd/vm1", ceph_conf: "ceph.conf", ceph_id: "dstd", ceph_keyring: "/etc/ceph/k" });
+    if ("issues" in result) throw new Error(formatIssues(result.issues, "t.toml"));
+    const e = result.config.exports[0]!;
+    expect(e.backend).toEqual({ kind: "rbd", rbd: { pool: "rbd", namespace: null, image: "vm1", snapshot: null, conf: "/etc/dstd/ceph.conf", id: "dstd", keyring: "/etc/ceph/k" } });
+    expect(e.readOnly).toBe(false);
+  });
+
+  test("a snapshot export is read-only", () => {
+    const result = check({ rbd: "rbd/vm1@s1" });
+    if ("issues" in result) throw new Error(formatIssues(result.issues, "t.toml"));
+    expect(result.config.exports[0]!.readOnly).toBe(true);
+  });
+
+  test("mistakes are reported with their key path", () => {
+    expect(issues({ rbd: "vm1" })).toContain('export[0].rbd: "vm1" is not an RBD image');
+    expect(issues({ rbd: "rbd/vm1", size: "1GiB" })).toContain("export[0].size: size is only for file exports; an RBD image has its own size");
+    expect(issues({ rbd: "rbd/vm1", file: "/x" })).toContain("set exactly one of file, device, memory or rbd (got file and rbd)");
+    expect(issues({ rbd: "rbd/vm1", ceph_id: "client.admin" })).toContain('export[0].ceph_id: "client.admin": give the client id without "client."');
+    expect(issues({ memory: "1MiB", ceph_conf: "/etc/ceph/ceph.conf" })).toContain("export[0].ceph_conf: ceph_conf is only for rbd exports");
+    expect(issues({ rbd: 5 })).toContain("export[0].rbd:");
+  });
+});
