@@ -16,7 +16,7 @@ import { errnoName } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import { DstServer, type DstServerOptions } from "../../src/export/server.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
-import { DeferredLayer } from "../../src/storage/layers/deferred.ts";
+import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
 import type { StoragePort } from "../../src/storage/port.ts";
 import { Op, PAYLOAD_MAX_DEFAULT } from "../../src/wire/dst/constants.ts";
 import { FrameDecoder } from "../../src/wire/dst/decoder.ts";
@@ -90,6 +90,9 @@ export class Simulation {
   private contentTxids = new Map<string, Set<number>>();
   private contentApplied = new Map<string, number>();
   private readonly portPrng: Prng;
+  /** asyncPort, scenarios: while true, port calls wait in heldWork until the scenario runs them. */
+  portHeld = false;
+  readonly heldWork = new HeldWork();
 
   constructor(readonly config: SimConfig) {
     const seeds = new Prng(config.seed);
@@ -420,9 +423,11 @@ export class Simulation {
     if (asyncPort === undefined) return local;
     const generation = this.generation;
     return new DeferredLayer(local, (work) => {
-      this.clock.after(this.portPrng.int(asyncPort.maxDelayMs + 1), () => {
+      const run = () => {
         if (generation === this.generation) work();
-      });
+      };
+      if (this.portHeld) this.heldWork.schedule(run);
+      else this.clock.after(this.portPrng.int(asyncPort.maxDelayMs + 1), run);
     });
   }
 
