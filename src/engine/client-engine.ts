@@ -36,6 +36,7 @@ import { newCounters, type EngineCounters } from "./counters.ts";
 import { Durability } from "./durability.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
+import { newestPieces } from "./replay-log.ts";
 import { ClientSession } from "./session.ts";
 import { makeTxn, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
 
@@ -537,8 +538,9 @@ export class ClientEngine {
   /**
    * After a (re)connect: replays first (if the export restarted, or an earlier replay failed),
    * then everything pending in id order. Replaying the whole log again is safe only because of
-   * the barrier in pump(): while replays are pending nothing else reaches the export, so the
-   * log, applied in order, is the newest state of every range it touches.
+   * the barrier in pump(): while replays are pending nothing else reaches the export, and the
+   * replays are the newest state of every range the log touches, cut so that none overlap
+   * (newestPieces: replays in flight together may land in any order).
    */
   private requeue(restarted: boolean): void {
     const durability = this.durability;
@@ -552,7 +554,7 @@ export class ClientEngine {
     if (restarted || durability.replayAgain) {
       durability.replayAgain = false;
       for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
-      for (const entry of durability.entries()) {
+      for (const entry of newestPieces(durability.entries())) {
         const request: Request = { kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole };
         // A copy: the log's slabs may be recycled while the replay is on the wire.
         const txn = this.newTxn(request, entry.data?.slice() ?? null, null, "replay");

@@ -239,3 +239,59 @@ export class ReplayLog {
     this.head = 0;
   }
 }
+
+/**
+ * The newest state of every range the entries touch, as entries that do not overlap (oldest
+ * first, each cut to the parts no newer entry covers). Replays are sent together and requests
+ * in flight at the same time have no order (docs/protocol.md §1 "Pipelining and order"): an
+ * export whose storage completes out of order would otherwise let an older replay land on top
+ * of a newer one (found by the simulator with an asynchronous port: a replayed TRIM landed
+ * after the replayed WRITE of the same block). Only run on a replay, so it may allocate.
+ */
+export function newestPieces(entries: ReplayEntry[]): ReplayEntry[] {
+  // Covered ranges, disjoint and sorted by start: [start0, end0, start1, end1, ...].
+  const covered: number[] = [];
+  const kept: ReplayEntry[][] = [];
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const entry = entries[i]!;
+    const pieces: ReplayEntry[] = [];
+    let at = entry.offset;
+    const end = entry.offset + entry.length;
+    // First covered range that ends after `at`.
+    let lo = 0;
+    let hi = covered.length / 2;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (covered[2 * mid + 1]! <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let k = lo; at < end; k++) {
+      const start = k < covered.length / 2 ? covered[2 * k]! : Number.POSITIVE_INFINITY;
+      if (start > at) pieces.push(piece(entry, at, Math.min(start, end)));
+      if (k >= covered.length / 2) break;
+      at = Math.max(at, covered[2 * k + 1]!);
+    }
+    // Add [offset, end) to the covered set, merging what it touches.
+    let first = lo;
+    while (first > 0 && covered[2 * first - 1]! >= entry.offset) first--;
+    let last = first;
+    let from = entry.offset;
+    let to = end;
+    while (last < covered.length / 2 && covered[2 * last]! <= to) {
+      from = Math.min(from, covered[2 * last]!);
+      to = Math.max(to, covered[2 * last + 1]!);
+      last++;
+    }
+    if (entry.length > 0) covered.splice(2 * first, 2 * (last - first), from, to);
+    kept.push(pieces);
+  }
+  const out: ReplayEntry[] = [];
+  for (let i = kept.length - 1; i >= 0; i--) out.push(...kept[i]!);
+  return out;
+}
+
+function piece(entry: ReplayEntry, from: number, to: number): ReplayEntry {
+  if (from === entry.offset && to === entry.offset + entry.length) return entry;
+  const data = entry.data === null ? null : entry.data.subarray(from - entry.offset, to - entry.offset);
+  return { ...entry, offset: from, length: to - from, data };
+}

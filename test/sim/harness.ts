@@ -16,6 +16,8 @@ import { errnoName } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import { DstServer, type DstServerOptions } from "../../src/export/server.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
+import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
 import { Op, PAYLOAD_MAX_DEFAULT } from "../../src/wire/dst/constants.ts";
 import { FrameDecoder } from "../../src/wire/dst/decoder.ts";
 import { makeWriteData } from "./block-data.ts";
@@ -40,6 +42,12 @@ export interface SimConfig {
   verbose?: boolean;
   /** Check exactly-once application (default on; off shows what the data checkers catch alone). */
   checkExactlyOnce?: boolean;
+  /**
+   * Serve the export from an asynchronous port (storage/layers/deferred.ts over the local
+   * port): every call runs 0..maxDelayMs simulated ms later, so completions arrive late and
+   * out of order. Absent: the local port's synchronous fast path.
+   */
+  asyncPort?: { maxDelayMs: number };
 }
 
 const TRACE_LINES = Number(process.env.SIM_TRACE_LINES ?? 200);
@@ -78,6 +86,13 @@ export class Simulation {
   private started = false;
   private lastEpoch: number | null = null;
   private deferred: SimViolation | null = null;
+  /** asyncPort: per write content ("offset:hash"), txids that carried it to the current instance, and its applications there. */
+  private contentTxids = new Map<string, Set<number>>();
+  private contentApplied = new Map<string, number>();
+  private readonly portPrng: Prng;
+  /** asyncPort, scenarios: while true, port calls wait in heldWork until the scenario runs them. */
+  portHeld = false;
+  readonly heldWork = new HeldWork();
 
   constructor(readonly config: SimConfig) {
     const seeds = new Prng(config.seed);
@@ -85,11 +100,26 @@ export class Simulation {
     const backendPrng = new Prng(seeds.next());
     this.prng = new Prng(seeds.next());
     const engineSeed = seeds.next();
+    this.portPrng = new Prng(seeds.next());
     this.backend = new SimBackend(config.blocks * config.blockSize, config.blockSize, backendPrng);
     // Raised after the event: thrown inside the backend call, the export would turn it into EIO.
     this.backend.onDuplicateApply = (txid, offset) => {
       if (config.checkExactlyOnce === false) return;
       this.deferred ??= new SimViolation("exactly-once", `txid ${txid} (write at byte ${offset}) was applied twice by export instance ${this.generation}`);
+    };
+    // An asynchronous port gets a copy of the data, without the frame header naming its txid:
+    // count applications by content instead. Within one export instance, a write's content
+    // (offset and data) may be applied at most as often as distinct txids carrying it reached
+    // that instance (a replay sent again after a failed replay is a new txid with old content).
+    this.backend.onUntrackedApply = (offset, data) => {
+      if (config.checkExactlyOnce === false) return;
+      const key = `${offset}:${Bun.hash.xxHash3(data)}`;
+      const applied = (this.contentApplied.get(key) ?? 0) + 1;
+      this.contentApplied.set(key, applied);
+      const carriers = this.contentTxids.get(key)?.size ?? 0;
+      if (applied > carriers) {
+        this.deferred ??= new SimViolation("exactly-once", `a write at byte ${offset} was applied ${applied} times by export instance ${this.generation}, but only ${carriers} txids carried it there`);
+      }
     };
     this.clock.afterEvent = () => {
       if (this.deferred !== null) throw this.deferred;
@@ -274,6 +304,8 @@ export class Simulation {
     this.trace(`export: crashed (${mode}, ${lost} unflushed mutations lost); restarting`);
     this.oracle.checkCrash(this.backend.current);
     this.generation++;
+    this.contentTxids = new Map();
+    this.contentApplied = new Map();
     this.startServer();
   }
 
@@ -366,7 +398,7 @@ export class Simulation {
       this.marks.staleResumes += this.server.counters.staleResumes;
     }
     this.server = new DstServer({
-      exports: [{ name: "disk", description: "", port: createLocalPort(this.backend), readOnly: false, allow: ALLOW }],
+      exports: [{ name: "disk", description: "", port: this.exportPort(), readOnly: false, allow: ALLOW }],
       log: {
         info: (m) => {
           if (m.includes("superseded")) this.marks.fenced++;
@@ -380,6 +412,25 @@ export class Simulation {
     this.network.accept = this.server.accept;
   }
 
+  /**
+   * The port the export serves: the local port, or the deferred layer over it (asyncPort). Work
+   * an export instance left at the port when it died never runs: a killed process issues
+   * nothing more, and what it had issued is volatile, lost in the crash with the cache.
+   */
+  private exportPort(): StoragePort {
+    const local = createLocalPort(this.backend);
+    const asyncPort = this.config.asyncPort;
+    if (asyncPort === undefined) return local;
+    const generation = this.generation;
+    return new DeferredLayer(local, (work) => {
+      const run = () => {
+        if (generation === this.generation) work();
+      };
+      if (this.portHeld) this.heldWork.schedule(run);
+      else this.clock.after(this.portPrng.int(asyncPort.maxDelayMs + 1), run);
+    });
+  }
+
   private traceVerbose(line: string): void {
     if (this.config.verbose) this.trace(line);
   }
@@ -391,7 +442,8 @@ export class Simulation {
       decoder = new FrameDecoder(PAYLOAD_MAX_DEFAULT + 64);
       this.tapDecoders.set(id, decoder);
     }
-    decoder.push(bytes, (header) => {
+    decoder.push(bytes, (header, payload) => {
+      if (header.opcode === Op.WRITE && this.config.asyncPort !== undefined) this.noteCarrier(id, header.txid, header.offset, payload.subarray(0, header.length));
       if (requestOpcodes.has(header.opcode)) {
         this.sends.set(header.txid, (this.sends.get(header.txid) ?? 0) + 1);
         if (!this.appTxids.has(header.txid)) this.seen.internalTxids.add(header.txid);
@@ -402,6 +454,16 @@ export class Simulation {
   }
 
   private readonly tapDecoders = new Map<number, FrameDecoder>();
+
+  /** A WRITE went out on connection `id`: remember its txid by content for the instance it reaches. */
+  private noteCarrier(id: number, txid: number, offset: number, data: Uint8Array): void {
+    // The engine sends only after `connected`, which comes after the SYN reached an instance.
+    if (this.network.connections.get(id)?.generation !== this.network.generation) return;
+    const key = `${offset}:${Bun.hash.xxHash3(data)}`;
+    let txids = this.contentTxids.get(key);
+    if (txids === undefined) this.contentTxids.set(key, (txids = new Set()));
+    txids.add(txid);
+  }
 
   private tickEngine(): void {
     const engine = this.engine;

@@ -1,9 +1,11 @@
 /**
  * The simulator must catch real bugs, not just pass (TigerBeetle keeps a `canary` fuzzer for
- * the same reason). Two bugs are planted in the export through DstServerOptions.unsafe:
+ * the same reason). Three bugs are planted in the export through DstServerOptions.unsafe:
  * - noFencing: a reconnecting session no longer closes its old connection, so a delayed copy
  *   of an old write can land on top of newer data;
  * - noDedupe: a resent mutation is applied again instead of answered from the session.
+ * - staleResumes: a late handshake of a connection the client gave up on takes the session
+ *   over from the newer, live one.
  * For each, the swarm runs until a seed fails (for noFencing also with the data checkers
  * alone, exactly-once off), and the same seed must pass without the bug: the failure is the
  * bug's doing. The seeds that caught them are printed (docs/simulation.md records them).
@@ -29,6 +31,9 @@ const cases: { name: string; unsafe: ServerUnsafe; limit: number; dataLimit: num
   // workload never overlaps in-flight mutations; only overlapping replays resent on timeout
   // can): the double application itself is the bug, and the exactly-once checker sees it.
   { name: "noDedupe", unsafe: { noDedupe: true }, limit: 200, dataLimit: null },
+  // A late handshake admitted cuts the client's live connection: a disturbance, not data loss
+  // (the client reconnects and resends), so only the stale-takeover checker sees it.
+  { name: "staleResumes", unsafe: { staleResumes: true }, limit: 1_000, dataLimit: null },
 ];
 
 describe("planted bugs are caught", () => {

@@ -24,6 +24,7 @@ export interface WorldOptions {
   blocks?: number;
   blockSize?: number;
   tickMs?: number;
+  asyncPort?: SimConfig["asyncPort"];
 }
 
 export const SCENARIO_ENGINE: SimConfig["engine"] = {
@@ -62,6 +63,7 @@ export function world(options: WorldOptions = {}): Simulation {
   };
   if (options.unsafe) config.unsafe = options.unsafe;
   if (options.checkExactlyOnce === false) config.checkExactlyOnce = false;
+  if (options.asyncPort) config.asyncPort = options.asyncPort;
   const sim = new Simulation(config).start();
   if (!sim.runUntil(() => sim.engine.state === "ready", 1000)) throw new Error("scenario world never became ready");
   return sim;

@@ -53,6 +53,8 @@ export class SimBackend implements Backend {
   private applied = new Map<number, number>();
   /** Called when a txid is applied a second time by one export instance. */
   onDuplicateApply: ((txid: number, offset: number) => void) | null = null;
+  /** Called for a write whose frame header is not in front of its data (an asynchronous port's copy). */
+  onUntrackedApply: ((offset: number, data: Uint8Array) => void) | null = null;
 
   constructor(
     public size: number,
@@ -177,9 +179,9 @@ export class SimBackend implements Backend {
   }
 
   private noteApplied(source: Uint8Array, offset: number): void {
-    if (source.byteOffset < HEADER_SIZE) return;
+    if (source.byteOffset < HEADER_SIZE) return this.onUntrackedApply?.(offset, source);
     const header = decodeHeader(new Uint8Array(source.buffer, source.byteOffset - HEADER_SIZE, HEADER_SIZE), 0);
-    if (header.magic !== DST_MAGIC || header.opcode !== Op.WRITE || header.length !== source.length) return;
+    if (header.magic !== DST_MAGIC || header.opcode !== Op.WRITE || header.length !== source.length) return this.onUntrackedApply?.(offset, source);
     const times = (this.applied.get(header.txid) ?? 0) + 1;
     this.applied.set(header.txid, times);
     if (times > 1) this.onDuplicateApply?.(header.txid, offset);

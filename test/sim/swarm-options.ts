@@ -96,7 +96,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
   const recoveryMs = 2 * engine.keepaliveTimeoutMs + 2 * engine.reconnectMaxMs + 20 * latencyMaxMs + 10 * tickMs;
   engine.deadlineMs = recoveryMs + between(prng, 0, 4000);
   const on = 0.5;
-  return {
+  const config: SwarmConfig = {
     sim: {
       seed,
       blocks,
@@ -139,4 +139,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
       safetyMs: 8000,
     },
   };
+  // Drawn last, so the draws above (and seeds run on the synchronous port) stay as they were.
+  if (prng.chance(0.5)) config.sim.asyncPort = { maxDelayMs: prng.pick([0, 1, 5, 20]) };
+  return config;
 }
