@@ -10,6 +10,9 @@
  * `client_mount_timeout`) and `RbdImage.resize` (rbd_resize) block once, while starting and
  * resizing.
  *
+ * Buffers handed to read and write stay referenced (and must stay unchanged) until their
+ * completion: without librbd's cache, writes are zero-copy (librbd sends the caller's bytes).
+ *
  * The libraries are loaded on first use, by absolute path (Debian: librbd1, librados2), so a
  * build without Ceph installed runs everything else and names the package when asked for RBD.
  */
@@ -56,6 +59,7 @@ function loadRados() {
     rados_create: { args: [T.ptr, T.cstring], returns: T.i32 },
     rados_conf_read_file: { args: [T.ptr, T.cstring], returns: T.i32 },
     rados_conf_set: { args: [T.ptr, T.cstring, T.cstring], returns: T.i32 },
+    rados_conf_get: { args: [T.ptr, T.cstring, T.ptr, T.u64], returns: T.i32 },
     rados_connect: { args: [T.ptr], returns: T.i32 },
     rados_shutdown: { args: [T.ptr], returns: T.void },
     rados_ioctx_create: { args: [T.ptr, T.cstring, T.ptr], returns: T.i32 },
@@ -185,8 +189,16 @@ export class RbdCluster {
       // Defaults first, so that ceph.conf may override them.
       set("client_mount_timeout", String(options.connectTimeoutSeconds));
       set("rados_mon_op_timeout", String(options.connectTimeoutSeconds));
+      // No librbd cache: a write is on the OSDs when it completes (docs/rbd.md "Design").
+      set("rbd_cache", "false");
       const conf = options.conf === null ? null : ptr(cstring(options.conf));
       check("reading the Ceph configuration", rados.rados_conf_read_file(cluster, conf), options.conf === null ? " (default search path)" : ` ${options.conf}`);
+      // Without a cache librbd may send the caller's buffer itself instead of a copy (it holds
+      // the completion until it lets go of the buffer); with a cache the copy is required.
+      const value = new Uint8Array(16);
+      if (rados.rados_conf_get(cluster, ptr(cstring("rbd_cache")), ptr(value), value.length) === 0 && new TextDecoder().decode(value.subarray(0, value.indexOf(0))) === "false") {
+        set("rbd_disable_zero_copy_writes", "false");
+      }
       if (options.keyring !== null) set("keyring", options.keyring);
       check("connecting to the Ceph cluster (rados_connect)", rados.rados_connect(cluster));
       check("opening the pool", rados.rados_ioctx_create(cluster, ptr(cstring(pool)), ptr(out)), ` '${pool}'`);

@@ -127,6 +127,27 @@ export function portContract(name: string, options: PortContractOptions): void {
         expect(p.size).toBe(size);
       }));
 
+    test("a write's buffer may be reused the moment its completion is called", () =>
+      withPort(async (p) => {
+        // Four buffers, each refilled for the next write as soon as the previous one completes:
+        // a port (or library) that still read the bytes after `done` would store the new fill.
+        const chunk = 256 * 1024;
+        const buffers = [0, 1, 2, 3].map(() => new Uint8Array(chunk));
+        await Promise.all(
+          buffers.map(async (buffer, lane) => {
+            for (let i = lane; i < 24; i += 4) {
+              buffer.fill(i + 1);
+              expect(await write(p, i * chunk, buffer)).toBe(0);
+            }
+            buffer.fill(0xee);
+          }),
+        );
+        for (let i = 0; i < 24; i++) {
+          const back = await readBack(p, i * chunk, chunk);
+          expect(back.every((b) => b === i + 1)).toBe(true);
+        }
+      }));
+
     test("requests past the end fail: read EINVAL, write and zero ENOSPC; nothing is written", () =>
       withPort(async (p) => {
         expect((await read(p, p.size - 512, 1024)).errno).toBe(Errno.EINVAL);
