@@ -33,6 +33,7 @@ import {
 } from "./fields.ts";
 import type { BackendConfig, ClientConfig, ExportConfig, KeyConfig } from "./types.ts";
 import { readTree } from "./tree.ts";
+import { readReplication } from "./replication.ts";
 
 export const KEY_KEYS = ["identity", "file", "secret"] as const;
 export const EXPORT_KEYS = [
@@ -49,6 +50,7 @@ export const EXPORT_KEYS = [
   "allow",
   "suites",
   "checksums",
+  "replication",
 ] as const;
 
 const HEX_KEY = /^[0-9a-fA-F]{64}$/;
@@ -176,6 +178,8 @@ function readExport(
   const allow = readAllow(get(table, "allow"), at("allow"), identities, issues);
   const suites = readSuites(get(table, "suites"), at("suites"), issues);
   const checksums = readChecksums(get(table, "checksums"), at("checksums"), issues);
+  const replication = readReplication(get(table, "replication"), at("replication"), client, issues);
+  if (replication === undefined) return undefined;
   if (backend === undefined || listen === undefined || nbdListen === undefined) return undefined;
   if (allow === undefined || suites === undefined || checksums === undefined) return undefined;
   return {
@@ -187,6 +191,7 @@ function readExport(
     allow,
     suites,
     checksums,
+    replication,
   };
 }
 
