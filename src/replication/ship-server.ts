@@ -105,7 +105,7 @@ export class LogShipServer implements LogSource {
         if (fork !== null) return finish({ status: Errno.ESTALE, reason: `diverged at seq ${held}: ${fork}` });
       }
       const payload = encodeFetchReply(
-        { nextSeq: chunk.next.seq, nextSegment: chunk.next.segment, nextOffset: chunk.next.offset, durable: store.durable.seq, generation: store.generation },
+        { nextSeq: chunk.next.seq, nextSegment: chunk.next.segment, nextOffset: chunk.next.offset, durable: store.durable.seq, generation: store.generation, behind: bytesAfter(primary, chunk.next) },
         chunk.bytes,
       );
       finish({ status: 0, payload });
@@ -135,4 +135,14 @@ export class LogShipServer implements LogSource {
     };
     read(false);
   }
+}
+
+/** Durable log bytes after a position (the secondary's lag in bytes once it has `next`). */
+function bytesAfter(primary: ReplicationPrimary, next: { seq: number; segment: number; offset: number }): number {
+  let bytes = 0;
+  for (const s of primary.store.segmentTable()) {
+    if (s.durableLast < next.seq) continue;
+    bytes += s.firstSeq === next.segment ? Math.max(0, s.durableSize - next.offset) : s.firstSeq > next.segment ? s.durableSize : 0;
+  }
+  return bytes;
 }

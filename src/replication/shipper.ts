@@ -45,6 +45,8 @@ export interface ShipperStatus {
   /** The primary's durable seq at the last answer (0 before any). */
   primaryDurable: number;
   primaryGeneration: number;
+  /** Primary's durable log bytes not fetched yet, at the last answer. */
+  behindBytes: number;
   /** ms on the shipper's clock of the last answer from the primary (null: none yet). */
   lastContact: number | null;
   /** Bytes of records received since start. */
@@ -60,6 +62,7 @@ export class Shipper {
   private hint: { seq: number; segment: number; offset: number } | null = null;
   private primaryDurable = 0;
   private primaryGeneration = 0;
+  private behindBytes = 0;
   private lastContact: number | null = null;
   private receivedBytes = 0;
   private fetches = 0;
@@ -80,6 +83,7 @@ export class Shipper {
       reason: this.reason,
       primaryDurable: this.primaryDurable,
       primaryGeneration: this.primaryGeneration,
+      behindBytes: this.behindBytes,
       lastContact: this.lastContact,
       receivedBytes: this.receivedBytes,
       fetches: this.fetches,
@@ -158,6 +162,7 @@ export class Shipper {
     this.lastContact = this.clock.now();
     this.primaryDurable = reply.durable;
     this.primaryGeneration = reply.generation;
+    this.behindBytes = reply.behind;
     if (reply.records.length === 0) {
       this.busy = false;
       this.ok();

@@ -169,8 +169,8 @@ export const Perm = { READ: 0x01, WRITE: 0x02, REPLICA: 0x04 } as const;
 
 /** FETCH request payload: segment, offset in it, applied seq, prev chain, prev Lamport, prev generation (u64 each). */
 export const FETCH_REQUEST_SIZE = 48;
-/** A successful FETCH reply's payload starts with: next seq, next segment, next offset, primary's durable seq, generation (u64 each). */
-export const FETCH_REPLY_PREFIX = 40;
+/** A successful FETCH reply's payload starts with: next seq, next segment, next offset, primary's durable seq, generation, durable bytes after next (u64 each). */
+export const FETCH_REPLY_PREFIX = 48;
 
 export const Feature = {
   FLUSH: 0x0001,

@@ -12,9 +12,10 @@
  *   40 prevGen     its generation
  * The header's offset is the wanted seq, its length the most record bytes wanted.
  *
- * Reply payload on success (status 0): FETCH_REPLY_PREFIX = 40 bytes (next seq, next segment,
- * next offset, the primary's durable seq, the primary's generation), then whole records back
- * to back (possibly none). On failure: a utf-8 reason (at most MESSAGE_MAX bytes).
+ * Reply payload on success (status 0): FETCH_REPLY_PREFIX = 48 bytes (next seq, next segment,
+ * next offset, the primary's durable seq, the primary's generation, the durable log bytes after
+ * the next position — the secondary's lag in bytes), then whole records back to back (possibly
+ * none). On failure: a utf-8 reason (at most MESSAGE_MAX bytes).
  */
 import { readU64, writeU64 } from "./bytes.ts";
 import { FETCH_REPLY_PREFIX, FETCH_REQUEST_SIZE, MESSAGE_MAX } from "./constants.ts";
@@ -39,6 +40,8 @@ export interface FetchReply {
   /** The primary's last durable seq (lag = durable − what the secondary holds). */
   durable: number;
   generation: number;
+  /** Durable log bytes on the primary after the next position (what is still to fetch). */
+  behind: number;
   /** Whole records (a view into the payload). */
   records: Uint8Array;
 }
@@ -75,16 +78,17 @@ export function encodeFetchReply(r: Omit<FetchReply, "records">, records: Uint8A
   writeU64(out, 16, r.nextOffset);
   writeU64(out, 24, r.durable);
   writeU64(out, 32, r.generation);
+  writeU64(out, 40, r.behind);
   out.set(records, FETCH_REPLY_PREFIX);
   return out;
 }
 
 export function decodeFetchReply(payload: Uint8Array): FetchReply | string {
   if (payload.length < FETCH_REPLY_PREFIX) return `FETCH reply of ${payload.length} bytes is shorter than its ${FETCH_REPLY_PREFIX}-byte prefix`;
-  const fields = [0, 8, 16, 24, 32].map((at) => readU64(payload, at));
+  const fields = [0, 8, 16, 24, 32, 40].map((at) => readU64(payload, at));
   if (fields.some((v) => v > U53)) return "FETCH reply field exceeds 2^53";
-  const [nextSeq, nextSegment, nextOffset, durable, generation] = fields as [number, number, number, number, number];
-  return { nextSeq, nextSegment, nextOffset, durable, generation, records: payload.subarray(FETCH_REPLY_PREFIX) };
+  const [nextSeq, nextSegment, nextOffset, durable, generation, behind] = fields as [number, number, number, number, number, number];
+  return { nextSeq, nextSegment, nextOffset, durable, generation, behind, records: payload.subarray(FETCH_REPLY_PREFIX) };
 }
 
 /** A failed FETCH's reason, cut to MESSAGE_MAX bytes. */
