@@ -47,6 +47,8 @@ export interface ReplicaStatus {
   /** Secondary: fetching and replay paused flags. */
   fetch_paused: boolean;
   replay_paused: boolean;
+  /** Secondary: log bytes stored in the copy since the node started (each record once, unless a copy was cut after a crash). */
+  received_bytes: number;
   /** Primary: each secondary that fetched, with its applied seq. */
   secondaries: Array<{ name: string; applied: number; last_contact_seconds: number; refused: string | null }>;
   /** Primary: "logging" or "overflow" (writing around the log into the dirty bitmap). */
@@ -110,6 +112,7 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     last_contact_seconds: lastContact,
     fetch_paused: false,
     replay_paused: false,
+    received_bytes: 0,
     secondaries: contacts,
     mode: p.mode,
     dirty_regions: p.dirtyRegions,
@@ -144,6 +147,7 @@ function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): Re
   if (shipper.state === "diverged") [state, reason] = ["diverged", shipper.reason];
   else if (shipper.state === "released") [state, reason] = ["inconsistent", shipper.reason];
   else if (applier.halted !== null) [state, reason] = ["stalled", `replay halted: ${applier.halted}`];
+  else if (shipper.state === "refused") [state, reason] = ["stalled", shipper.reason];
   else if (!applier.consistent) [state, reason] = ["inconsistent", applier.recovering ? "re-applying records after a crash" : "a resync of regions the primary wrote around its log is being replayed"];
   else if (shipper.state === "paused" || applier.paused) [state, reason] = ["paused", shipper.state === "paused" && applier.paused ? "fetching and replay paused" : shipper.state === "paused" ? "fetching paused" : "replay paused"];
   else if (shipper.state === "retrying" && (shipper.lastContact === null || now - shipper.lastContact > 5000)) [state, reason] = ["disconnected", shipper.reason];
@@ -167,6 +171,7 @@ function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): Re
     last_contact_seconds: shipper.lastContact === null ? null : seconds(now - shipper.lastContact),
     fetch_paused: shipper.state === "paused",
     replay_paused: applier.paused,
+    received_bytes: shipper.receivedBytes,
     secondaries: [],
     mode: null,
     dirty_regions: 0,

@@ -36,7 +36,11 @@ export interface ShipperOptions {
   log?: Log;
 }
 
-export type ShipperState = "fetching" | "paused" | "released" | "diverged" | "retrying" | "stopped";
+/**
+ * "refused": the primary answered, but cannot ship from here (its log is unreadable at that
+ * record); asked again periodically. "retrying": the primary could not be reached.
+ */
+export type ShipperState = "fetching" | "paused" | "released" | "diverged" | "refused" | "retrying" | "stopped";
 
 export interface ShipperStatus {
   state: ShipperState;
@@ -121,7 +125,7 @@ export class Shipper {
   }
 
   private next(): void {
-    if (this.busy || (this.state !== "fetching" && this.state !== "retrying")) return;
+    if (this.busy || (this.state !== "fetching" && this.state !== "retrying" && this.state !== "refused")) return;
     this.busy = true;
     const want = this.secondary.wanted();
     const hint = this.hint !== null && this.hint.seq === want.seq + 1 ? this.hint : null;
@@ -153,10 +157,12 @@ export class Shipper {
       this.options.log?.error(`replication: fetching stopped: ${this.reason}`);
       return;
     }
-    if (status !== 0 || payload === null) {
-      const why = payload !== null && payload.length > 0 ? decodeFetchReason(payload) : errnoMessage(status);
-      return this.retry(`FETCH from seq ${request.seq} failed: ${why}`);
+    if (status !== 0 && payload !== null && payload.length > 0) {
+      // The primary answered with a reason (its log cannot be read there): not a link problem.
+      this.lastContact = this.clock.now();
+      return this.retry(`the primary cannot ship seq ${request.seq}: ${decodeFetchReason(payload)}`, "refused");
     }
+    if (status !== 0 || payload === null) return this.retry(`FETCH from seq ${request.seq} failed: ${errnoMessage(status)}`);
     const reply = decodeFetchReply(payload);
     if (typeof reply === "string") return this.retry(reply);
     this.lastContact = this.clock.now();
@@ -193,14 +199,14 @@ export class Shipper {
   }
 
   private ok(): void {
-    if (this.state === "retrying") this.state = "fetching";
+    if (this.state === "retrying" || this.state === "refused") this.state = "fetching";
     this.reason = null;
   }
 
-  private retry(reason: string): void {
+  private retry(reason: string, state: "retrying" | "refused" = "retrying"): void {
     this.busy = false;
-    if (this.state !== "retrying") this.options.log?.warn(`replication: ${reason}; retrying`);
-    this.state = "retrying";
+    if (this.state !== state || this.reason !== reason) this.options.log?.warn(`replication: ${reason}; retrying`);
+    this.state = state;
     this.reason = reason;
     this.cancel();
     this.cancelTimer = this.clock.after(this.options.retryMs ?? 1000, () => {
