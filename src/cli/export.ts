@@ -25,6 +25,8 @@ export default defineDstdCommand({
     "dstd export --memory 512MiB --listen unix:/run/dstd.sock --allow unix:rw",
     "dstd export --mirror dst://10.0.0.1/disk --mirror dst://10.0.0.2/disk --key-file node.key --allow 10.0.0.0/8:rw",
     "dstd export --rbd rbd/vm1 --ceph-conf /etc/ceph/ceph.conf --ceph-id dstd --nbd-listen 127.0.0.1:10809 --allow 127.0.0.1/32:rw",
+    "dstd export --file disk.img --size 10GiB --allow 10.0.0.0/8:rw --allow site-b@192.0.2.0/24:replica --log-dir /var/lib/dstd/disk.log",
+    "dstd export --file disk.img --size 10GiB --log-dir /var/lib/dstd/disk.log --replica-of dst://site-a:10810/disk --key-file site-b.key --allow 10.1.0.0/16:ro",
     "dstd export --config /etc/dstd.toml",
   ],
   args: {
@@ -49,13 +51,17 @@ export default defineDstdCommand({
     stripe: { type: "string", description: "serve a stripe (RAID-0) over these legs, in order", valueHint: "URL_OR_PATH" },
     "stripe-chunk": { type: "string", description: "stripe chunk size (default 512KiB)", valueHint: "SIZE" },
     "assume-clean": { type: "boolean", description: "a NEW mirror's legs are blank and identical: skip its initial resync" },
+    "log-dir": { type: "string", description: "replicate: keep the replication log here (a primary, or with --replica-of a secondary; docs/replication.md)", valueHint: "DIR" },
+    "log-size": { type: "string", description: "primary: most bytes the replication log holds (default 1GiB)", valueHint: "SIZE" },
+    "replica-of": { type: "string", description: "be a secondary of this primary export, fetching its log with the first --key-file: dst://HOST[:PORT]/NAME", valueHint: "URL" },
+    "replay-delay": { type: "string", description: "secondary: apply each record this long after the primary wrote it (an undo window)", valueHint: "DURATION" },
   },
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
     const tree = treeFromFlags(rawArgs, args);
     const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined || args.rbd !== undefined || tree !== null;
     let cliIndex = -1;
-    if (flagged || repeated(rawArgs, "listen").length || repeated(rawArgs, "allow").length) {
+    if (flagged || args["log-dir"] !== undefined || repeated(rawArgs, "listen").length || repeated(rawArgs, "allow").length) {
       const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
       const name = args.name ?? "disk";
       cliIndex = exports.findIndex((e) => (e.name ?? "disk") === name);
@@ -78,6 +84,8 @@ export default defineDstdCommand({
       set("allow", repeated(rawArgs, "allow"));
       set("description", args.description);
       if (args["read-only"]) base.read_only = true;
+      const replication = replicationFromFlags(args, repeated(rawArgs, "key-file"));
+      if (replication !== null) base.replication = replication;
       if (cliIndex >= 0) exports[cliIndex] = base;
       else cliIndex = exports.push(base) - 1;
       raw.export = exports;
@@ -108,6 +116,33 @@ export default defineDstdCommand({
     await node.stop();
   },
 });
+
+/** `--log-dir DIR [--log-size SIZE]` (primary) or `--log-dir DIR --replica-of URL` (secondary) as an [export.replication] table. */
+function replicationFromFlags(
+  args: { "log-dir"?: string; "log-size"?: string; "replica-of"?: string; "replay-delay"?: string },
+  keyFiles: readonly string[],
+): Record<string, unknown> | null {
+  const dir = args["log-dir"];
+  if (dir === undefined) {
+    for (const flag of ["log-size", "replica-of", "replay-delay"] as const) {
+      if (args[flag] !== undefined) throw new UsageError(`--${flag} needs --log-dir DIR (where the replication log is kept)`);
+    }
+    return null;
+  }
+  const table: Record<string, unknown> = { log_dir: resolve(dir) };
+  const peer = args["replica-of"];
+  if (peer === undefined) {
+    if (args["replay-delay"] !== undefined) throw new UsageError("--replay-delay is for a secondary (--replica-of URL)");
+    if (args["log-size"] !== undefined) table.log_size = args["log-size"];
+    return table;
+  }
+  if (args["log-size"] !== undefined) throw new UsageError("--log-size is for a primary; a secondary keeps only what it has not applied");
+  table.role = "secondary";
+  table.peer = peer;
+  if (keyFiles.length > 0) table.key_file = resolve(keyFiles[0]!);
+  if (args["replay-delay"] !== undefined) table.replay_delay = args["replay-delay"];
+  return table;
+}
 
 /**
  * `--mirror A --mirror B` (or --linear, --stripe [--stripe-chunk]) as an `[export.tree]`

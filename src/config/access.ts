@@ -70,7 +70,7 @@ function readAllowItem(item: unknown, path: string, issues: Issues): AllowRule |
   }
   checkKeys(item, ALLOW_TABLE_KEYS, path, issues);
   const identity = readIdentity(get(item, "identity"), join(path, "identity"), issues);
-  const access = readEnum(get(item, "access"), ["ro", "rw"] as const, join(path, "access"), issues);
+  const access = readEnum(get(item, "access"), ["ro", "rw", "replica"] as const, join(path, "access"), issues);
   const networkPath = join(path, "network");
   const networkText = readString(get(item, "network"), networkPath, issues);
   if (get(item, "network") === undefined) {

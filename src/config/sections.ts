@@ -34,6 +34,7 @@ import {
 import type { BackendConfig, ClientConfig, ExportConfig, KeyConfig } from "./types.ts";
 import { readTree } from "./tree.ts";
 import { checkCephKeysWithoutRbd, RBD_KEYS, readRbd } from "./rbd.ts";
+import { readReplication } from "./replication.ts";
 
 export const KEY_KEYS = ["identity", "file", "secret"] as const;
 export const EXPORT_KEYS = [
@@ -51,6 +52,7 @@ export const EXPORT_KEYS = [
   "allow",
   "suites",
   "checksums",
+  "replication",
 ] as const;
 
 const HEX_KEY = /^[0-9a-fA-F]{64}$/;
@@ -178,6 +180,8 @@ function readExport(
   const allow = readAllow(get(table, "allow"), at("allow"), identities, issues);
   const suites = readSuites(get(table, "suites"), at("suites"), issues);
   const checksums = readChecksums(get(table, "checksums"), at("checksums"), issues);
+  const replication = readReplication(get(table, "replication"), at("replication"), client, issues);
+  if (replication === undefined) return undefined;
   if (backend === undefined || listen === undefined || nbdListen === undefined) return undefined;
   if (allow === undefined || suites === undefined || checksums === undefined) return undefined;
   return {
@@ -190,6 +194,7 @@ function readExport(
     allow,
     suites,
     checksums,
+    replication,
   };
 }
 

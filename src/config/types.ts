@@ -88,7 +88,7 @@ export interface KeyInput {
 export interface AllowTableInput {
   identity?: string;
   network?: string;
-  access?: "ro" | "rw";
+  access?: "ro" | "rw" | "replica";
 }
 export interface ExportInput {
   name?: string;
@@ -204,6 +204,21 @@ export interface ExportConfig {
   /** Suites this export allows; the client's preference order decides among them. */
   readonly suites: readonly SuiteName[];
   readonly checksums: readonly ChecksumName[];
+  /** `[export.replication]` (docs/replication.md §11); null: not replicated. */
+  readonly replication?: ReplicationConfig | null;
+}
+
+/** An export's replication log and role (config/replication.ts reads it). */
+export interface ReplicationConfig {
+  readonly logDir: string;
+  /** Primary: most bytes its log holds (past the high-water mark it writes around it). */
+  readonly logSize: number;
+  readonly role: "primary" | "secondary";
+  /** Secondary: its primary's export. */
+  readonly peer: ExportUrl | null;
+  /** Secondary: the identity key it fetches with; null: anonymous (loopback only). */
+  readonly keyFile: string | null;
+  readonly replayDelayMs: number;
 }
 
 export interface AttachConfig {

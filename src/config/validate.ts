@@ -5,6 +5,7 @@
  * limits.ts). Pure: no I/O (config/load.ts reads files), never throws. The shape and the key
  * table are in config/types.ts.
  */
+import { REPLICATION_KEYS } from "./replication.ts";
 import { type ListenAddress, parseListenAddress } from "../lib/address.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../lib/log.ts";
 import { ALLOW_TABLE_KEYS } from "./access.ts";
@@ -115,6 +116,7 @@ export function knownKeys(): Record<string, readonly string[]> {
     export: EXPORT_KEYS,
     "export.allow": ALLOW_TABLE_KEYS,
     "export.tree": TREE_KEYS,
+    "export.replication": REPLICATION_KEYS,
     attach: ATTACH_KEYS,
     client: CLIENT_KEYS,
     reliability: RELIABILITY_KEYS,

@@ -26,11 +26,14 @@ import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
 import { ConnectionBudget, connectionCapacity } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
+import { openReplica, type ReplicaHandle } from "./replica-node.ts";
 
 
 export interface ExportNode {
   server: DstServer;
   exports: Export[];
+  /** The replicated exports ([export.replication]), by export name. */
+  replicas: Map<string, ReplicaHandle>;
   /** DST listeners' bound addresses (real ports). */
   dstAddresses: ListenAddress[];
   nbdAddresses: ListenAddress[];
@@ -109,19 +112,33 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   /** Files this start created (a missing --file with --size): removed again if the start fails. */
   const created: string[] = [];
   let stopTicker = () => {};
+  const replicas = new Map<string, ReplicaHandle>();
+  const disks: StoragePort[] = [];
   const closeAll = async () => {
     stopTicker();
     for (const guard of guards) guard.close();
     for (const listener of listeners) await listener.close();
-    for (const e of exports) await e.port.close();
+    for (const replica of replicas.values()) await replica.close();
+    for (const disk of disks) await disk.close();
   };
   try {
     for (const config of options.exports) {
+      const disk = await openExportPort(config, log, created);
+      disks.push(disk);
+      let port = disk;
+      let replica: ReplicaHandle | null = null;
+      if (config.replication) {
+        replica = await openReplica(config, disk, log);
+        replicas.set(config.name, replica);
+        port = replica.port;
+      }
       exports.push({
         name: config.name,
         description: config.description,
-        port: await openExportPort(config, log, created),
-        readOnly: config.readOnly,
+        port,
+        log: replica?.log,
+        // A secondary serves its disk read-only: only the replay writes to it.
+        readOnly: config.readOnly || replica?.role === "secondary",
         allow: [...config.allow],
         suites: config.suites,
         checksums: config.checksums,
@@ -193,7 +210,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       await server.resize(name, size);
       return `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
     };
-    return { server, exports, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, resize, stop: closeAll };
+    return { server, exports, replicas, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, resize, stop: closeAll };
   } catch (error) {
     await closeAll();
     // A failed start leaves nothing behind: not even the sparse file it just created.

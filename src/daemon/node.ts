@@ -20,6 +20,8 @@ import type { Config } from "../config/types.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { NodeInfo, ReloadOutcome, ServiceStatus } from "../control/schema.ts";
 import { CONTROL_VERSION } from "../control/protocol.ts";
+import type { ReplicaHandle } from "./replica-node.ts";
+import { replicaRequest } from "./replica-control.ts";
 import { controlSocketPath, startControlServer, type ControlServer } from "../control/server.ts";
 import { EventBus } from "../status/events.ts";
 import { startMetricsListener, type MetricsListener } from "../status/http.ts";
@@ -161,6 +163,7 @@ export class Node {
         status: () => this.status(),
         reload: () => this.reload(),
         resize: (params) => this.resize(params),
+        replica: (params) => replicaRequest(this.replicaHandles(), params, this.log),
         events: this.events,
       },
     });
@@ -378,6 +381,16 @@ export class Node {
       exportGroups: plan.exportGroups.filter((u) => this.services.has(u.name)),
       attachments: plan.attachments.filter((u) => this.services.has(u.name)),
     };
+  }
+
+  /** Every running replicated export of this node. */
+  private replicaHandles(): Map<string, ReplicaHandle> {
+    const all = new Map<string, ReplicaHandle>();
+    for (const unit of this.loaded.plan.exportGroups) {
+      const running = this.services.get(unit.name)?.current ?? null;
+      for (const [name, handle] of running?.replicas?.() ?? []) all.set(name, handle);
+    }
+    return all;
   }
 
   /** `dstd resize NAME SIZE`: find the export's group and resize it while its clients stay connected. */

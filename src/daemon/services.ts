@@ -133,6 +133,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         check: () => ({ state: "running" }),
         stop: () => node.stop(),
         resize: (exportName, size, resizeOptions) => node.resize(exportName, size, resizeOptions),
+        replicas: () => node.replicas,
         update: (next) => {
           const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };
           return node.updatePolicy(configs, keys);

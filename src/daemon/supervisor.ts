@@ -8,6 +8,7 @@
  * Running (health, status detail, counters, stop). The node and everything that reports
  * (control socket, metrics, systemd STATUS=) see the result as a Service.
  */
+import type { ReplicaHandle } from "./replica-node.ts";
 import { errorMessage } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import type { AttachStatus, ExportGroupStatus, ServiceKind, ServiceState, ServiceStatus } from "../control/schema.ts";
@@ -48,6 +49,8 @@ export interface Running {
   update?(config: unknown): string[];
   /** Resize one of the unit's exports online (export groups only). */
   resize?(exportName: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
+  /** The unit's replicated exports (export groups only). */
+  replicas?(): ReadonlyMap<string, ReplicaHandle>;
 }
 
 export interface Runner {

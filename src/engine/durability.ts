@@ -56,6 +56,7 @@ export class Durability {
         this.log.release(txn.flushMark);
         break;
       case "read":
+      case "fetch":
         break;
     }
   }

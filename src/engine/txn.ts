@@ -14,7 +14,8 @@ import { computeDigest, digestSize, type ChecksumName } from "../crypto/checksum
 import { Flag, HEADER_SIZE, Op } from "../wire/dst/constants.ts";
 import { encodeHeader } from "../wire/dst/header.ts";
 
-export type OpKind = "read" | "write" | "flush" | "trim" | "zero";
+/** "fetch": a replication log FETCH (docs/protocol.md §11): `data` is its request payload, the reply payload is handed back. */
+export type OpKind = "read" | "write" | "flush" | "trim" | "zero" | "fetch";
 
 export interface Request {
   kind: OpKind;
@@ -71,6 +72,7 @@ export const opcodeOf: Readonly<Record<OpKind, number>> = {
   flush: Op.FLUSH,
   trim: Op.TRIM,
   zero: Op.WRITE_ZEROES,
+  fetch: Op.FETCH,
 };
 
 /** Bytes the txn puts on the wire. */

@@ -16,7 +16,7 @@
  * connection, or hold memory that is not counted in the export's budget (beyond one socket
  * chunk and one decoded frame per connection).
  */
-import { matchAllow } from "../lib/acl.ts";
+import { matchAllow, matchReplica } from "../lib/acl.ts";
 import { Errno } from "../lib/errno.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { quotePeer } from "../lib/peer-text.ts";
@@ -31,7 +31,8 @@ import type { GuardHooks, GuardedHandler } from "../transport/guard.ts";
 import { describePeer, type Peer, type Sink } from "../transport/types.ts";
 import { ExportHandshake, type Admitted } from "./handshake.ts";
 import { ReplyWriter } from "./replies.ts";
-import { RequestPipeline, type Held, type RequestHost } from "./requests.ts";
+import { RequestPipeline, type Held } from "./requests.ts";
+import type { FetchHost, LogSource } from "./fetch.ts";
 import type { DstServer } from "./server.ts";
 import type { Session, SessionConnection, SessionTable } from "./sessions.ts";
 
@@ -67,9 +68,9 @@ interface Plaintext {
 /** Request warnings logged per connection per tick (about a second); the rest are summarised. */
 const WARNINGS_PER_TICK = 10;
 
-const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES]);
+const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES, Op.FETCH]);
 
-export class DstConnection implements GuardedHandler, SessionConnection, RequestHost {
+export class DstConnection implements GuardedHandler, SessionConnection, FetchHost {
   private state: "hello" | "auth" | "ready" | "closed" = "hello";
   readonly name: string;
   readonly replies: ReplyWriter;
@@ -81,7 +82,11 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
   // Set at admission (RequestHost):
   port!: StoragePort;
   session!: Session;
+  readable = false;
   writable = false;
+  replica = false;
+  logSource: LogSource | null = null;
+  identity: string | null = null;
   maxPayload = 0;
   checksum: ChecksumName = "none";
   digestBytes = 0;
@@ -209,7 +214,10 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
     let why: string | null = null;
     if (admitted.identity !== null && !this.server.keys.has(admitted.identity)) why = `the key of ${who} was removed`;
     const access = why === null ? matchAllow(admitted.exp.allow, this.peer, admitted.identity) : null;
-    if (why === null && access === null) why = `${who} is no longer allowed to use export ${exportName}`;
+    const replica = why === null && admitted.exp.log !== undefined && matchReplica(admitted.exp.allow, this.peer, admitted.identity);
+    if (why === null && access === null && !replica) why = `${who} is no longer allowed to use export ${exportName}`;
+    this.replica = replica;
+    if (access === null) this.readable = false;
     if (why !== null) {
       this.server.log.warn(`${this.name}: closing: ${why} (configuration reload)`);
       this.state = "closed";
@@ -452,7 +460,11 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
     this.admitted = admitted;
     this.port = admitted.exp.port;
     this.session = admitted.session;
+    this.readable = admitted.readable;
     this.writable = admitted.writable;
+    this.replica = admitted.replica;
+    this.logSource = admitted.exp.log ?? null;
+    this.identity = admitted.identity;
     this.maxPayload = admitted.maxPayload;
     this.checksum = admitted.checksum;
     this.digestBytes = digestSize(admitted.checksum);
@@ -471,7 +483,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, Request
     const sessionText = `session ${session.label}${admitted.resumed ? " (resumed)" : ""}`;
     const who = admitted.identity === null ? "anonymous" : `identity ${quotePeer(admitted.identity)}, suite ${channel?.suite}`;
     this.server.log.info(
-      `${this.name}: handshake ok: export ${quotePeer(admitted.exp.name)} ${this.writable ? "rw" : "ro"}, ${who}, ${sessionText}, client ${quotePeer(admitted.clientName)}`,
+      `${this.name}: handshake ok: export ${quotePeer(admitted.exp.name)} ${this.writable ? "rw" : this.readable ? "ro" : "replica"}, ${who}, ${sessionText}, client ${quotePeer(admitted.clientName)}`,
     );
   }
 

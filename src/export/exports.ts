@@ -7,6 +7,7 @@ import type { StoragePort } from "../storage/port.ts";
 import type { AllowRule } from "../lib/acl.ts";
 import type { SuiteName } from "../crypto/suites.ts";
 import type { ChecksumName } from "../crypto/checksum.ts";
+import type { LogSource } from "./fetch.ts";
 
 export interface Export {
   name: string;
@@ -21,4 +22,6 @@ export interface Export {
   suites?: readonly SuiteName[];
   /** End-to-end data checksums clients may choose (default: DEFAULT_CHECKSUMS). */
   checksums?: readonly ChecksumName[];
+  /** The replication log this export serves to FETCH (a replication primary), if any. */
+  log?: LogSource;
 }

@@ -16,7 +16,7 @@
  * nothing of the session is touched: not its connection, not its exactly-once table.
  */
 import { randomBytes } from "node:crypto";
-import { matchAllow, type Access } from "../lib/acl.ts";
+import { matchAllow, matchReplica, type Access } from "../lib/acl.ts";
 import { Errno } from "../lib/errno.ts";
 import { serverChallenge, type AuthResult, type PendingAuth } from "../crypto/dst-auth.ts";
 import { chooseChecksum, DEFAULT_CHECKSUMS, type ChecksumName } from "../crypto/checksum.ts";
@@ -47,7 +47,11 @@ export interface Admitted {
   clientName: string;
   /** The client asked for SIZE_NOTICE frames (Feature.RESIZE_NOTICE). */
   resizeNotices: boolean;
+  /** The client may READ (an ro or rw rule matched); false for a replica-only client. */
+  readable: boolean;
   writable: boolean;
+  /** The client may FETCH the replication log (a "replica" rule matched). */
+  replica: boolean;
   maxPayload: number;
   checksum: ChecksumName;
   session: Session;
@@ -150,7 +154,8 @@ export class ExportHandshake {
   /** Access check (after authentication, so refusals reveal nothing to strangers), session, WELCOME. */
   private admit(hello: Hello, exp: Export, identity: string | null, auth: AuthResult | null): HandshakeStep {
     const access: Access | null = matchAllow(exp.allow, this.peer, identity);
-    if (access === null) {
+    const replica = exp.log !== undefined && matchReplica(exp.allow, this.peer, identity);
+    if (access === null && !replica) {
       const where = this.peer.transport === "unix" ? "a Unix socket" : this.peer.address;
       const who = identity === null ? `anonymous clients from ${where} are` : `identity ${quotePeer(identity)} from ${where} is`;
       return refuse(Errno.EACCES, `access denied: ${who} not allowed to use export ${quotePeer(exp.name)}`);
@@ -176,7 +181,7 @@ export class ExportHandshake {
       blockMin: 1,
       blockPreferred: port.blockSize,
       maxPayload,
-      permissions: Perm.READ | (writable ? Perm.WRITE : 0),
+      permissions: (access !== null ? Perm.READ : 0) | (writable ? Perm.WRITE : 0) | (replica ? Perm.REPLICA : 0),
       features:
         Feature.SESSIONS |
         (hello.features & Feature.RESIZE_NOTICE) |
@@ -192,7 +197,7 @@ export class ExportHandshake {
       maxTxidSpan: limits.sessionEntries,
       resumeToken: token,
     });
-    return { kind: "admitted", admitted: { exp, identity, clientName: hello.clientName, resizeNotices: (hello.features & Feature.RESIZE_NOTICE) !== 0, writable, maxPayload, checksum, session, resumed, welcome, auth } };
+    return { kind: "admitted", admitted: { exp, identity, clientName: hello.clientName, resizeNotices: (hello.features & Feature.RESIZE_NOTICE) !== 0, readable: access !== null, writable, replica, maxPayload, checksum, session, resumed, welcome, auth } };
   }
 
   /**

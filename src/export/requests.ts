@@ -25,6 +25,7 @@ import { validateRequest, type RequestKind } from "../storage/validate.ts";
 import type { ReplyWriter } from "./replies.ts";
 import type { RequestObserver } from "./server.ts";
 import type { Entry, Session, SessionTable } from "./sessions.ts";
+import { handleFetch, type FetchHost } from "./fetch.ts";
 
 const kindOf: Record<number, RequestKind> = {
   [Op.READ]: "read",
@@ -49,6 +50,8 @@ export interface RequestHost {
   readonly session: Session;
   readonly sessions: SessionTable;
   readonly replies: ReplyWriter;
+  /** false for a client whose only right is "replica" (it may FETCH and nothing else). */
+  readonly readable: boolean;
   readonly writable: boolean;
   readonly maxPayload: number;
   readonly checksum: ChecksumName;
@@ -100,7 +103,7 @@ export class RequestPipeline {
   inflight = 0;
   private readonly pool: RequestOp[] = [];
 
-  constructor(private readonly host: RequestHost) {}
+  constructor(private readonly host: FetchHost) {}
 
   /**
    * Handle one request frame. "wait": nothing was done (no room for its reply or payload);
@@ -108,6 +111,7 @@ export class RequestPipeline {
    */
   handle(header: Header, payload: Uint8Array, held: Held | null): HandleResult {
     const host = this.host;
+    if (header.opcode === Op.FETCH) return handleFetch(host, header, payload);
     const kind = kindOf[header.opcode]!;
     const digest = kind === "read" ? host.digestBytes : 0;
     const reservation = kind === "read" ? RECORD_HEADER_SIZE + HEADER_SIZE + header.length + digest : HEADER_SIZE;
@@ -121,6 +125,7 @@ export class RequestPipeline {
       writable: host.writable,
       maxPayload: host.maxPayload,
     });
+    if (status === 0 && !host.readable) status = Errno.EPERM;
     if (status === 0) status = featureRefusal(kind, port);
     let data = payload;
     if (status === 0 && kind === "write" && (header.flags & Flag.DIGEST) !== 0) {

@@ -5,7 +5,7 @@
  * rule facing an anonymous client, or an empty rule list all give "no access" (null).
  *
  * Rule syntax ("--allow" and the config's `allow = [...]`):
- *   [IDENTITY@]NETWORK[:ACCESS]   NETWORK = CIDR | "unix", ACCESS = "ro" | "rw" (default "rw")
+ *   [IDENTITY@]NETWORK[:ACCESS]   NETWORK = CIDR | "unix", ACCESS = "ro" | "rw" | "replica" (default "rw")
  *   "10.0.0.0/8", "192.168.1.5:ro" (= /32), "alice@10.0.0.0/8:rw", "::1", "fd00::/8:ro",
  *   "[fd00::1]:ro", "unix", "unix:ro", "alice@unix".
  * The ":ro"/":rw" suffix is split off first, so "::1:ro" is the network ::1 read-only.
@@ -13,6 +13,9 @@
  * Matching (matchAllow): a rule matches when its network contains the peer AND (its identity
  * is null OR equals the authenticated identity). The most permissive matching rule wins:
  * "rw" if any matching rule grants rw, else "ro" if any matches, else null (refused).
+ * "replica" is a right of its own (docs/replication.md §10): it allows fetching the export's
+ * replication log and nothing else; matchAllow ignores such rules and matchReplica reads them,
+ * so a client's rights are the union of every rule it matches.
  * IPv4-mapped peers (::ffff:a.b.c.d, what a dual-stack socket reports) are treated exactly
  * like IPv4 peers, so "::/0" never lets IPv4 clients in; only rules inside ::ffff:0:0/96
  * (RFC 4291 §2.5.5.2) match IPv4 peers from the IPv6 side.
@@ -20,6 +23,8 @@
 import { quoteInput } from "./size.ts";
 
 export type Access = "ro" | "rw";
+/** What one rule grants: read/write access, or the right to fetch the replication log. */
+export type RuleAccess = Access | "replica";
 
 export interface Cidr {
   family: 4 | 6;
@@ -32,7 +37,7 @@ export interface AllowRule {
   /** Authenticated identity the rule is for; null = any client, authenticated or not. */
   identity: string | null;
   network: Cidr | "unix";
-  access: Access;
+  access: RuleAccess;
   /** The rule as written, for logs and error messages. */
   source: string;
 }
@@ -222,10 +227,13 @@ export function parseAllowRule(text: string): AllowRule | string {
   if (source === "") return "empty allow rule; use e.g. \"10.0.0.0/8:rw\" or \"unix\"";
   if (source.length > RULE_TEXT_MAX) return `${quoteInput(source)} is too long to be an allow rule`;
   let body = source;
-  let access: Access = "rw";
+  let access: RuleAccess = "rw";
   if (body.endsWith(":ro") || body.endsWith(":rw")) {
     access = body.endsWith(":ro") ? "ro" : "rw";
     body = body.slice(0, -3);
+  } else if (body.endsWith(":replica")) {
+    access = "replica";
+    body = body.slice(0, -":replica".length);
   }
   let identity: string | null = null;
   const at = body.indexOf("@");
@@ -249,11 +257,11 @@ function explainNetwork(body: string, cidrReason: string): string {
     const head = body.slice(0, colon);
     const suffix = body.slice(colon + 1);
     if (/^[A-Za-z]+$/.test(suffix) && (head === "unix" || typeof parseCidr(head) !== "string")) {
-      return `unknown access ${quoteInput(suffix)}; use ":ro" or ":rw"`;
+      return `unknown access ${quoteInput(suffix)}; use ":ro", ":rw" or ":replica"`;
     }
   }
   const hint = body.includes(":") ? ` (write IPv6 as "fd00::/8:ro" or "[fd00::1]:ro")` : "";
-  return `${cidrReason}${hint}; expected [IDENTITY@]CIDR|unix[:ro|:rw]`;
+  return `${cidrReason}${hint}; expected [IDENTITY@]CIDR|unix[:ro|:rw|:replica]`;
 }
 
 export interface AllowPeer {
@@ -292,10 +300,17 @@ function peerIp(address: string): IpAddress | null {
   return ip;
 }
 
+/** Does `rule` match this peer (network and identity)? `ip` is peerIp() of a tcp peer. */
+function ruleMatches(rule: AllowRule, peer: AllowPeer, ip: IpAddress | null, identity: string | null): boolean {
+  if (rule.identity !== null && rule.identity !== identity) return false;
+  return rule.network === "unix" ? peer.transport === "unix" : ip !== null && networkContains(rule.network, ip);
+}
+
 /**
  * The access `rules` grant this peer: "rw" if any matching rule grants rw, else "ro" if any
  * matches, else null. Identity rules never match an anonymous (null) identity. Unix peers
  * match only "unix" rules; a tcp address that does not parse matches nothing (fail closed).
+ * "replica" rules grant no data access (see matchReplica).
  */
 export function matchAllow(
   rules: readonly AllowRule[],
@@ -305,14 +320,15 @@ export function matchAllow(
   const ip = peer.transport === "tcp" ? peerIp(peer.address) : null;
   let granted: Access | null = null;
   for (const rule of rules) {
-    if (rule.identity !== null && rule.identity !== identity) continue;
-    const matches =
-      rule.network === "unix"
-        ? peer.transport === "unix"
-        : ip !== null && networkContains(rule.network, ip);
-    if (!matches) continue;
+    if (rule.access === "replica" || !ruleMatches(rule, peer, ip, identity)) continue;
     if (rule.access === "rw") return "rw";
     granted = "ro";
   }
   return granted;
+}
+
+/** Does a "replica" rule match this peer (may it fetch the export's replication log)? */
+export function matchReplica(rules: readonly AllowRule[], peer: AllowPeer, identity: string | null): boolean {
+  const ip = peer.transport === "tcp" ? peerIp(peer.address) : null;
+  return rules.some((rule) => rule.access === "replica" && ruleMatches(rule, peer, ip, identity));
 }

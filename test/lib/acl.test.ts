@@ -11,6 +11,7 @@ import {
   formatCidr,
   formatIp,
   matchAllow,
+  matchReplica,
   parseAllowRule,
   parseCidr,
   parseIp,
@@ -100,9 +101,9 @@ describe("parseCidr", () => {
 
 describe("parseAllowRule", () => {
   const notRule = (text: string, why: string) =>
-    `"${text}" is not an allow rule: ${why}; expected [IDENTITY@]CIDR|unix[:ro|:rw]`;
+    `"${text}" is not an allow rule: ${why}; expected [IDENTITY@]CIDR|unix[:ro|:rw|:replica]`;
   const badAccess = (text: string, access: string) =>
-    `"${text}" is not an allow rule: unknown access "${access}"; use ":ro" or ":rw"`;
+    `"${text}" is not an allow rule: unknown access "${access}"; use ":ro", ":rw" or ":replica"`;
   test("forms", () => {
     const check = (text: string, identity: string | null, network: string, access: string) => {
       const parsed = rule(text);
@@ -152,6 +153,29 @@ describe("parseAllowRule", () => {
   }
   test("identity rule text", () => {
     expect(IDENTITY_RULE).toBe("1 to 64 characters from A-Z a-z 0-9 . _ -");
+  });
+});
+
+describe("replica rules", () => {
+  test("parse: IDENTITY@CIDR:replica and CIDR:replica (::1:replica is the network ::1)", () => {
+    const [a, b] = rules("site-b@10.0.0.0/8:replica", "::1:replica");
+    expect(a!.access).toBe("replica");
+    expect(a!.identity).toBe("site-b");
+    expect(b!.access).toBe("replica");
+    expect(b!.identity).toBeNull();
+  });
+
+  test("a replica rule grants no data access; rights are the union of the matching rules", () => {
+    const only = rules("site-b@10.0.0.0/8:replica");
+    expect(matchAllow(only, tcp("10.0.0.2"), "site-b")).toBeNull();
+    expect(matchReplica(only, tcp("10.0.0.2"), "site-b")).toBe(true);
+    expect(matchReplica(only, tcp("10.0.0.2"), "other")).toBe(false);
+    expect(matchReplica(only, tcp("10.0.0.2"), null)).toBe(false);
+    expect(matchReplica(only, tcp("11.0.0.2"), "site-b")).toBe(false);
+    const both = rules("site-b@10.0.0.0/8:replica", "10.0.0.0/8:ro");
+    expect(matchAllow(both, tcp("10.0.0.2"), "site-b")).toBe("ro");
+    expect(matchReplica(both, tcp("10.0.0.2"), "site-b")).toBe(true);
+    expect(matchReplica(rules("10.0.0.0/8:rw"), tcp("10.0.0.2"), "site-b")).toBe(false);
   });
 });
 

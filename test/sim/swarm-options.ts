@@ -133,6 +133,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
         flush: between(prng, 0, 3),
         trim: between(prng, 0, 2),
         zero: between(prng, 0, 2),
+        fetch: 0,
       },
       fuaProbability: prng.chance(0.5) ? prng.float() * 0.5 : 0,
       gapMeanMs: between(prng, 1, 30),

@@ -56,6 +56,12 @@ export const Op = {
   FLUSH: 0x12,
   TRIM: 0x13,
   WRITE_ZEROES: 0x14,
+  /**
+   * Fetch records of the export's replication log from a position (docs/protocol.md §11):
+   * offset = the first seq wanted, length = most record bytes wanted, payload = the position
+   * and the applied report (FETCH_REQUEST_SIZE bytes). Needs Perm.REPLICA.
+   */
+  FETCH: 0x15,
   PING: 0x20,
   /** Reply to PING. */
   PONG: 0x20 | REPLY_BIT,
@@ -164,7 +170,13 @@ export const Attr = {
   CONNECTION_SEQ: 26,
 } as const;
 
-export const Perm = { READ: 0x01, WRITE: 0x02 } as const;
+/** REPLICA: the client may FETCH the replication log (an allow rule of access "replica"). */
+export const Perm = { READ: 0x01, WRITE: 0x02, REPLICA: 0x04 } as const;
+
+/** FETCH request payload: segment, offset in it, applied seq, prev chain, prev Lamport, prev generation (u64 each). */
+export const FETCH_REQUEST_SIZE = 48;
+/** A successful FETCH reply's payload starts with: next seq, next segment, next offset, primary's durable seq, generation, durable bytes after next (u64 each). */
+export const FETCH_REPLY_PREFIX = 48;
 
 export const Feature = {
   FLUSH: 0x0001,

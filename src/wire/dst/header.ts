@@ -14,6 +14,7 @@ import {
   DIGEST_SIZES,
   DST_MAGIC,
   DST_VERSION,
+  FETCH_REQUEST_SIZE,
   FLAGS_KNOWN,
   Flag,
   HANDSHAKE_PAYLOAD_MAX,
@@ -61,6 +62,10 @@ const enum Payload {
   LengthIfOk = 2,
   /** TLV attributes, at most HANDSHAKE_PAYLOAD_MAX bytes (HELLO, WELCOME). */
   Attributes = 3,
+  /** Exactly FETCH_REQUEST_SIZE bytes (FETCH request). */
+  FetchRequest = 4,
+  /** Any length up to the max payload (FETCH reply: prefix + records, or a reason). */
+  Bounded = 5,
 }
 
 /** Flag bits each opcode accepts; -1 marks an opcode this version does not know. */
@@ -85,6 +90,8 @@ rule(Op.TRIM, Flag.FUA, Payload.None);
 rule(Op.TRIM | REPLY_BIT, 0, Payload.None);
 rule(Op.WRITE_ZEROES, Flag.FUA | Flag.NO_HOLE, Payload.None);
 rule(Op.WRITE_ZEROES | REPLY_BIT, 0, Payload.None);
+rule(Op.FETCH, 0, Payload.FetchRequest);
+rule(Op.FETCH | REPLY_BIT, 0, Payload.Bounded);
 rule(Op.PING, 0, Payload.None);
 rule(Op.PONG, 0, Payload.None);
 rule(Op.SIZE_NOTICE, 0, Payload.None);
@@ -207,6 +214,10 @@ function invalidPayload(h: Header, op: number, maxPayload: number): string | nul
       return n === 0 ? null : `payload on an opcode that carries none (${opcodeName(op)}, ${n} bytes)`;
     case Payload.Length:
       return matchesLength(h, op, n, digest);
+    case Payload.FetchRequest:
+      return n === FETCH_REQUEST_SIZE ? null : `FETCH payload length ${n} is not ${FETCH_REQUEST_SIZE}`;
+    case Payload.Bounded:
+      return null;
     case Payload.LengthIfOk:
       if (h.status !== 0) {
         return n === 0 ? null : `payload on an opcode that carries none (failed ${opcodeName(op)}, ${n} bytes)`;

@@ -1,0 +1,47 @@
+/**
+ * @module daemon/replica-control — the control socket's `replica` method (docs/replication.md
+ * §12): `dstd replica status|pause|resume|promote|demote|resync` find the export's
+ * ReplicaHandle and act on it. Params: { op, name?, fetch?, replay?, force?, full? }.
+ */
+import { DstdError } from "../lib/errors.ts";
+import type { Log } from "../lib/log.ts";
+import type { PauseWhat, ReplicaHandle } from "./replica-node.ts";
+
+export async function replicaRequest(handles: ReadonlyMap<string, ReplicaHandle>, params: Record<string, unknown>, log: Log): Promise<unknown> {
+  const op = params.op;
+  const name = params.name;
+  if (name !== undefined && typeof name !== "string") throw new DstdError("E_REQUEST", "replica: name must be a string");
+  if (op === "status") {
+    const chosen = name === undefined ? [...handles.values()] : [find(handles, name)];
+    return { replicas: chosen.map((h) => h.status()) };
+  }
+  if (typeof name !== "string") throw new DstdError("E_REQUEST", `replica ${String(op)} needs the export's name`);
+  const handle = find(handles, name);
+  const what: PauseWhat = params.fetch === true && params.replay !== true ? "fetch" : params.replay === true && params.fetch !== true ? "replay" : "both";
+  let message: string;
+  switch (op) {
+    case "pause":
+      message = handle.pause(what);
+      break;
+    case "resume":
+      message = handle.resume(what);
+      break;
+    case "promote":
+    case "demote":
+    case "resync":
+      throw new DstdError("E_STATE", `replica ${op} is not built yet (docs/replication.md §12 says what exists)`);
+    default:
+      throw new DstdError("E_REQUEST", `unknown replica operation ${JSON.stringify(op)}; use status, pause, resume, promote, demote or resync`);
+  }
+  log.info(message);
+  return { message, status: handle.status() };
+}
+
+function find(handles: ReadonlyMap<string, ReplicaHandle>, name: string): ReplicaHandle {
+  const handle = handles.get(name);
+  if (handle === undefined) {
+    const known = [...handles.keys()];
+    throw new DstdError("E_USAGE", `no replicated export named '${name}' is running${known.length > 0 ? ` (replicated: ${known.join(", ")})` : " (no export of this node has [export.replication])"}`);
+  }
+  return handle;
+}

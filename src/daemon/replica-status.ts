@@ -1,0 +1,179 @@
+/**
+ * @module daemon/replica-status — one replicated export's status as `dstd replica status`
+ * and the metrics show it (docs/replication.md §12): role, generation, state with its reason,
+ * lag in bytes and seconds, ETA, log usage, last contact. Pure: built from the status of the
+ * parts (primary, applier, shipper) and a few samples of the lag over time.
+ *
+ * A secondary's state, first match wins: `diverged` (its log does not continue the primary's),
+ * `inconsistent` (released: a full sync is needed; or replaying a resync or recovering after a
+ * crash), `stalled` (replay halted at a bad record; or connected with lag that has not shrunk
+ * for STALL_MS), `paused`, `disconnected` (the primary cannot be reached), `replicating`.
+ */
+import type { ApplierStatus } from "../replication/applier.ts";
+import type { PrimaryStatus } from "../replication/primary.ts";
+import type { SecondaryContact } from "../replication/ship-server.ts";
+import type { ShipperStatus } from "../replication/shipper.ts";
+
+/** A lag that has not shrunk for this long while connected is a stall. */
+export const STALL_MS = 30_000;
+/** Samples kept for the catch-up rate (one per status call at most every second). */
+const SAMPLES = 64;
+
+export type ReplicaState = "replicating" | "inconsistent" | "paused" | "diverged" | "stalled" | "disconnected" | "primary";
+
+export interface ReplicaStatus {
+  name: string;
+  role: "primary" | "secondary";
+  generation: number;
+  state: ReplicaState;
+  /** Why the state is not plainly healthy; null when it is. */
+  reason: string | null;
+  /** Secondary: the primary's URL. */
+  peer: string | null;
+  /** Secondary: durable log bytes on the primary not fetched yet, plus the local copy while it holds records not applied (an upper bound); primary: its log bytes while a secondary is registered. */
+  lag_bytes: number;
+  /** Secondary: 0 when caught up, else seconds since the primary wrote the last record applied here (an upper bound). */
+  lag_seconds: number;
+  /** Seconds to catch up at the recent rate; null when not shrinking or unknown. */
+  eta_seconds: number | null;
+  /** Records: the last applied (secondary) or the last durable (primary). */
+  seq: number;
+  /** Secondary: the primary's durable seq at the last answer. */
+  primary_seq: number | null;
+  log_bytes: number;
+  log_limit: number | null;
+  /** Seconds since the last answer from (secondary) or FETCH by (primary, the most recent) the peer; null: never. */
+  last_contact_seconds: number | null;
+  /** Secondary: fetching and replay paused flags. */
+  fetch_paused: boolean;
+  replay_paused: boolean;
+  /** Secondary: log bytes stored in the copy since the node started (each record once, unless a copy was cut after a crash). */
+  received_bytes: number;
+  /** Primary: each secondary that fetched, with its applied seq. */
+  secondaries: Array<{ name: string; applied: number; last_contact_seconds: number; refused: string | null }>;
+  /** Primary: "logging" or "overflow" (writing around the log into the dirty bitmap). */
+  mode: string | null;
+  dirty_regions: number;
+}
+
+export interface StatusSample {
+  at: number;
+  lag: number;
+  applied: number;
+}
+
+export type StatusInput =
+  | { name: string; role: "primary"; primary: PrimaryStatus; contacts: SecondaryContact[]; now: number }
+  | {
+      name: string;
+      role: "secondary";
+      peer: string;
+      applier: ApplierStatus;
+      copyLast: number;
+      copyBytes: number;
+      shipper: ShipperStatus;
+      /** Mutable: the status call appends to it (bounded). */
+      samples: StatusSample[];
+      now: number;
+    };
+
+const seconds = (ms: number) => Math.round(ms / 100) / 10;
+
+export function replicaStatusOf(input: StatusInput): ReplicaStatus {
+  if (input.role === "primary") return primaryStatus(input);
+  return secondaryStatus(input);
+}
+
+function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): ReplicaStatus {
+  const p = input.primary;
+  const contacts = input.contacts.map((c) => ({
+    name: c.name,
+    applied: p.secondaries[c.name] ?? c.applied,
+    last_contact_seconds: seconds(input.now - c.lastContact),
+    refused: c.refused,
+  }));
+  const lastContact = contacts.length === 0 ? null : Math.min(...contacts.map((c) => c.last_contact_seconds));
+  const behind = Object.values(p.secondaries);
+  const reason = p.logFailure ?? (p.mode === "overflow" ? "the log is full: writing around it into the dirty bitmap (secondaries will resync those regions)" : null);
+  return {
+    name: input.name,
+    role: "primary",
+    generation: p.generation,
+    state: "primary",
+    reason,
+    peer: null,
+    lag_bytes: behind.length === 0 ? 0 : p.logBytes,
+    lag_seconds: 0,
+    eta_seconds: null,
+    seq: p.durable,
+    primary_seq: null,
+    log_bytes: p.logBytes,
+    log_limit: p.logLimit,
+    last_contact_seconds: lastContact,
+    fetch_paused: false,
+    replay_paused: false,
+    received_bytes: 0,
+    secondaries: contacts,
+    mode: p.mode,
+    dirty_regions: p.dirtyRegions,
+  };
+}
+
+function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): ReplicaStatus {
+  const { applier, shipper, now } = input;
+  const applied = applier.applied.seq;
+  // Fetched but not applied: the copy's bytes (it also holds applied records until their
+  // segment is released, so this is an upper bound while records wait for replay).
+  const notApplied = input.copyLast > applied ? input.copyBytes : 0;
+  const lag = shipper.behindBytes + notApplied;
+  const caughtUp = shipper.lastContact !== null && applied >= shipper.primaryDurable && lag === 0;
+  const samples = input.samples;
+  const last = samples[samples.length - 1];
+  if (last === undefined || now - last.at >= 1000) {
+    samples.push({ at: now, lag, applied });
+    if (samples.length > SAMPLES) samples.shift();
+  }
+  // The catch-up rate over the samples: bytes of lag shed per second.
+  const first = samples[0]!;
+  const span = now - first.at;
+  const rate = span > 0 ? (first.lag - lag) / (span / 1000) : 0;
+  const eta = lag === 0 ? 0 : rate > 0 ? Math.round(lag / rate) : null;
+  // Stalled: lag and applied seq unchanged for STALL_MS while the primary answers.
+  const still = samples.filter((s) => now - s.at <= STALL_MS + 1000);
+  const oldest = still[0];
+  const stuck = oldest !== undefined && now - oldest.at >= STALL_MS && lag > 0 && still.every((s) => s.applied === applied && s.lag <= lag && s.lag > 0);
+  let state: ReplicaState = "replicating";
+  let reason: string | null = null;
+  if (shipper.state === "diverged") [state, reason] = ["diverged", shipper.reason];
+  else if (shipper.state === "released") [state, reason] = ["inconsistent", shipper.reason];
+  else if (applier.halted !== null) [state, reason] = ["stalled", `replay halted: ${applier.halted}`];
+  else if (shipper.state === "refused") [state, reason] = ["stalled", shipper.reason];
+  else if (!applier.consistent) [state, reason] = ["inconsistent", applier.recovering ? "re-applying records after a crash" : "a resync of regions the primary wrote around its log is being replayed"];
+  else if (shipper.state === "paused" || applier.paused) [state, reason] = ["paused", shipper.state === "paused" && applier.paused ? "fetching and replay paused" : shipper.state === "paused" ? "fetching paused" : "replay paused"];
+  else if (shipper.state === "retrying" && (shipper.lastContact === null || now - shipper.lastContact > 5000)) [state, reason] = ["disconnected", shipper.reason];
+  else if (stuck) [state, reason] = ["stalled", `connected, but the lag of ${lag} bytes has not shrunk for ${STALL_MS / 1000} s${applier.delayed > 0 ? ` (${applier.delayed} records held by replay_delay)` : ""}`];
+  else if (shipper.state === "retrying") reason = shipper.reason;
+  const lagSeconds = caughtUp || applier.applied.lamport === 0 ? 0 : Math.max(0, seconds(Date.now() - applier.applied.lamport / 1000));
+  return {
+    name: input.name,
+    role: "secondary",
+    generation: Math.max(applier.applied.generation, shipper.primaryGeneration),
+    state,
+    reason,
+    peer: input.peer,
+    lag_bytes: lag,
+    lag_seconds: lag === 0 && applied >= shipper.primaryDurable ? 0 : lagSeconds,
+    eta_seconds: eta,
+    seq: applied,
+    primary_seq: shipper.lastContact === null ? null : shipper.primaryDurable,
+    log_bytes: input.copyBytes,
+    log_limit: null,
+    last_contact_seconds: shipper.lastContact === null ? null : seconds(now - shipper.lastContact),
+    fetch_paused: shipper.state === "paused",
+    replay_paused: applier.paused,
+    received_bytes: shipper.receivedBytes,
+    secondaries: [],
+    mode: null,
+    dirty_regions: 0,
+  };
+}

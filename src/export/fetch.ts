@@ -1,0 +1,90 @@
+/**
+ * @module export/fetch — serving FETCH (docs/protocol.md §11): a secondary copying this
+ * export's replication log. The export only checks the right (Perm.REPLICA, from an allow rule
+ * of access "replica"), bounds the answer, frames the reply; what the answer holds comes from
+ * the export's `LogSource` (the replication primary's log, src/replication/ship-server.ts).
+ */
+import { Errno } from "../lib/errno.ts";
+import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
+import { FETCH_REPLY_PREFIX, HEADER_SIZE, MESSAGE_MAX, Op, REPLY_BIT } from "../wire/dst/constants.ts";
+import { encodeHeader, type Header } from "../wire/dst/header.ts";
+import { decodeFetchRequest, encodeFetchReason, type FetchRequest } from "../wire/dst/fetch.ts";
+import type { HandleResult, RequestHost } from "./requests.ts";
+
+/** The answer to one FETCH: a reply payload (prefix + records), or a failure with its reason. */
+export type FetchAnswer = { status: 0; payload: Uint8Array } | { status: number; reason: string };
+
+/** A replicated export's log, as FETCH sees it. */
+export interface LogSource {
+  /** Smallest `length` a FETCH may ask for: one whole record of the largest size. */
+  readonly minFetchBytes: number;
+  /**
+   * Answer one FETCH of `secondary` (its identity, or "anonymous"); `done` exactly once. The
+   * payload is at most FETCH_REPLY_PREFIX + request.maxBytes bytes.
+   */
+  fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void;
+}
+
+export interface FetchHost extends RequestHost {
+  readonly replica: boolean;
+  readonly logSource: LogSource | null;
+  readonly identity: string | null;
+}
+
+/** Handle one FETCH frame (the caller routed it here by opcode). */
+export function handleFetch(host: FetchHost, header: Header, payload: Uint8Array): HandleResult {
+  const source = host.logSource;
+  const limit = host.maxPayload - FETCH_REPLY_PREFIX;
+  const wanted = Math.min(header.length, limit);
+  const reservation = RECORD_HEADER_SIZE + HEADER_SIZE + Math.max(FETCH_REPLY_PREFIX + wanted, MESSAGE_MAX);
+  if (!host.replies.reserve(reservation)) return "wait";
+  host.counters.requests++;
+  const txid = header.txid;
+  const fail = (status: number, reason: string) => {
+    host.warn(`FETCH from seq ${header.offset}: ${reason}`);
+    send(host, txid, header.offset, status, encodeFetchReason(reason), reservation);
+  };
+  if (source === null) {
+    fail(Errno.ENOTSUP, `export ${host.exportName} is not a replication primary`);
+    return "done";
+  }
+  if (!host.replica) {
+    fail(Errno.EPERM, `no "replica" allow rule grants this client the log of export ${host.exportName}`);
+    return "done";
+  }
+  if (wanted < source.minFetchBytes) {
+    fail(Errno.EINVAL, `FETCH length ${header.length} is below one whole record (${source.minFetchBytes} bytes) or above the max payload`);
+    return "done";
+  }
+  const request = decodeFetchRequest(header.offset, wanted, payload);
+  if (typeof request === "string") {
+    fail(Errno.EINVAL, request);
+    return "done";
+  }
+  let sync = true;
+  source.fetch(request, host.identity ?? "anonymous", (answer) => {
+    if (!host.live) host.replies.unreserve(reservation);
+    else if ("payload" in answer) send(host, txid, header.offset, 0, answer.payload, reservation);
+    else send(host, txid, header.offset, answer.status, encodeFetchReason(answer.reason), reservation);
+    if (!sync) host.completed();
+  });
+  sync = false;
+  return "done";
+}
+
+function send(host: FetchHost, txid: number, offset: number, status: number, payload: Uint8Array, reservation: number): void {
+  const total = HEADER_SIZE + payload.length;
+  const frame = host.replies.frame(total);
+  encodeHeader(frame, RECORD_HEADER_SIZE, {
+    version: 1,
+    opcode: Op.FETCH | REPLY_BIT,
+    flags: 0,
+    txid,
+    offset,
+    length: status === 0 ? payload.length - FETCH_REPLY_PREFIX : 0,
+    payloadLength: payload.length,
+    status,
+  });
+  frame.set(payload, RECORD_HEADER_SIZE + HEADER_SIZE);
+  host.replies.sendFrame(frame.subarray(0, RECORD_HEADER_SIZE + total), reservation);
+}

@@ -1,0 +1,148 @@
+/**
+ * @module replication/ship-server — the primary's side of log shipping: answers a secondary's
+ * FETCH (docs/protocol.md §11, docs/replication.md §10) from the replication primary's log.
+ *
+ * Per FETCH: register the secondary (by identity) or record the applied seq it reports (the
+ * log keeps what it has not applied); refuse a position before the log ("released": it needs
+ * a full sync) or one that does not continue the primary's log ("diverged at seq N": its last
+ * record differs from the primary's, or it holds records the primary does not have); read at
+ * most `maxBytes` of durable records from the exact position (segment + offset) and answer
+ * with them and the position after them. When nothing new is durable, the answer waits up to
+ * `waitMs` for the next durable record (a long poll), then answers empty.
+ *
+ * Memory: one reader and one read buffer (≤ maxBytes + one record) per FETCH being answered;
+ * the export bounds the FETCHes in flight by their reply reservations.
+ */
+import { Errno } from "../lib/errno.ts";
+import type { Log } from "../lib/log.ts";
+import type { FetchAnswer, LogSource } from "../export/fetch.ts";
+import { encodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
+import type { ReplicationPrimary } from "./primary.ts";
+import { hex64, invalidSuccessor, MAX_RECORD_SIZE, type ChainPoint } from "./record.ts";
+import type { ReadChunk } from "./log-reader.ts";
+
+export interface ShipServerClock {
+  /** Milliseconds. */
+  now(): number;
+  after(ms: number, run: () => void): () => void;
+}
+
+/** What the primary knows of one secondary, for status. */
+export interface SecondaryContact {
+  name: string;
+  /** Last FETCH (ms on the server's clock). */
+  lastContact: number;
+  applied: number;
+  /** The seq it asked for last. */
+  wanted: number;
+  /** Why its last FETCH was refused (released, diverged), or null. */
+  refused: string | null;
+}
+
+export class LogShipServer implements LogSource {
+  readonly minFetchBytes = MAX_RECORD_SIZE;
+  private readonly contacts = new Map<string, SecondaryContact>();
+  /** FETCHes being answered (long polls included). */
+  active = 0;
+
+  constructor(
+    private readonly primary: ReplicationPrimary,
+    private readonly clock: ShipServerClock,
+    private readonly options: { waitMs?: number; log?: Log } = {},
+  ) {}
+
+  secondaries(): SecondaryContact[] {
+    return [...this.contacts.values()].map((c) => ({ ...c }));
+  }
+
+  fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
+    const primary = this.primary;
+    const store = primary.store;
+    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null };
+    this.contacts.set(secondary, contact);
+    contact.lastContact = this.clock.now();
+    contact.wanted = request.seq;
+    const refuse = (status: number, reason: string) => {
+      contact.refused = reason;
+      done({ status, reason });
+    };
+    const held = request.seq - 1;
+    const durable = store.durable;
+    if (held > durable.seq) {
+      return refuse(Errno.ESTALE, `diverged at seq ${durable.seq + 1}: the secondary holds seq ${held}, beyond the primary's log (durable through seq ${durable.seq}, generation ${store.generation})`);
+    }
+    if (held === durable.seq && held > 0 && durable.chain !== request.prevChain) {
+      return refuse(Errno.ESTALE, `diverged at seq ${held}: the secondary's record ends 0x${hex64(request.prevChain)}, the primary's 0x${hex64(durable.chain)}`);
+    }
+    if (request.seq < store.first) {
+      return refuse(Errno.ENODATA, `released: seq ${request.seq} is no longer in the primary's log (it starts at seq ${store.first}); a full sync is needed`);
+    }
+    const registered = primary.status().secondaries[secondary];
+    const why = registered === undefined ? primary.addSecondary(secondary, request.applied) : primary.secondaryApplied(secondary, Math.min(request.applied, durable.seq));
+    if (why !== null) return refuse(Errno.ENODATA, why);
+    contact.applied = Math.max(contact.applied, request.applied);
+    contact.refused = null;
+    const after: ChainPoint = { seq: held, chain: request.prevChain, lamport: request.prevLamport, generation: request.prevGeneration };
+    const reader = primary.reader(request.segment > 0 ? { seq: request.seq, segment: request.segment, offset: request.offset } : { seq: request.seq });
+    this.active++;
+    let finished = false;
+    let cancelWait = () => {};
+    let unsubscribe = () => {};
+    const finish = (answer: FetchAnswer) => {
+      if (finished) return;
+      finished = true;
+      this.active--;
+      cancelWait();
+      unsubscribe();
+      void reader.close();
+      if ("reason" in answer) contact.refused = answer.reason;
+      done(answer);
+    };
+    const answer = (chunk: ReadChunk) => {
+      const first = chunk.records[0];
+      if (first !== undefined && held > 0) {
+        const fork = invalidSuccessor(after, first);
+        if (fork !== null) return finish({ status: Errno.ESTALE, reason: `diverged at seq ${held}: ${fork}` });
+      }
+      const payload = encodeFetchReply(
+        { nextSeq: chunk.next.seq, nextSegment: chunk.next.segment, nextOffset: chunk.next.offset, durable: store.durable.seq, generation: store.generation, behind: bytesAfter(primary, chunk.next) },
+        chunk.bytes,
+      );
+      finish({ status: 0, payload });
+    };
+    const read = (last: boolean) => {
+      reader.read(request.maxBytes, (error, chunk) => {
+        if (finished) return;
+        if (error !== null) {
+          const released = request.seq < store.first;
+          return finish(
+            released
+              ? { status: Errno.ENODATA, reason: `released: ${error}; a full sync is needed` }
+              : { status: Errno.EIO, reason: `the primary's log cannot be shipped: ${error}` },
+          );
+        }
+        if (chunk!.records.length > 0 || last) return answer(chunk!);
+        // Nothing new yet: wait for the next durable record, or answer empty after waitMs.
+        let woken = false;
+        const wake = () => {
+          if (woken || finished) return;
+          woken = true;
+          read(true);
+        };
+        unsubscribe = reader.onAvailable(wake);
+        cancelWait = this.clock.after(this.options.waitMs ?? 250, wake);
+      });
+    };
+    read(false);
+  }
+}
+
+/** Durable log bytes after a position (the secondary's lag in bytes once it has `next`). */
+function bytesAfter(primary: ReplicationPrimary, next: { seq: number; segment: number; offset: number }): number {
+  let bytes = 0;
+  for (const s of primary.store.segmentTable()) {
+    if (s.durableLast < next.seq) continue;
+    bytes += s.firstSeq === next.segment ? Math.max(0, s.durableSize - next.offset) : s.firstSeq > next.segment ? s.durableSize : 0;
+  }
+  return bytes;
+}

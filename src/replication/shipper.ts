@@ -1,0 +1,217 @@
+/**
+ * @module replication/shipper — the secondary's side of log shipping (docs/replication.md §10):
+ * fetches its primary's log from the exact position its copy ends at, stores what arrives in
+ * the copy (`Secondary.receive`), and reports the applied seq with every FETCH.
+ *
+ * One FETCH in flight (at most `maxBytes` of records, plus the next one is sent only once
+ * what arrived is durable in the copy): memory is bounded by one answer. The FETCH itself
+ * travels through an injected `FetchTransport` — the DST client engine in dstd (resend,
+ * reconnect, keepalive, sealed records), a simulated link in tests.
+ *
+ * After a cut the next FETCH asks for the seq after the copy's last durable record, with the
+ * segment and byte offset the previous answer named: the primary resumes at that exact byte.
+ * "released" (the primary no longer has the records: a full sync is needed) and "diverged at
+ * seq N" (the copy does not continue the primary's log) stop fetching, with the reason in
+ * `status()`; other failures (link down, timeouts, a refused record) are retried.
+ */
+import { Errno, errnoMessage } from "../lib/errno.ts";
+import type { Log } from "../lib/log.ts";
+import { decodeFetchReason, decodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
+import type { Secondary } from "./secondary.ts";
+
+/** Sends one FETCH; `done` once with the reply's status and payload (records, or a reason). */
+export type FetchTransport = (request: FetchRequest, done: (status: number, payload: Uint8Array | null) => void) => void;
+
+export interface ShipperClock {
+  /** Milliseconds. */
+  now(): number;
+  after(ms: number, run: () => void): () => void;
+}
+
+export interface ShipperOptions {
+  /** Most record bytes per FETCH (default 4 MiB; at least one whole record). */
+  maxBytes?: number;
+  /** Wait before retrying after a failure (default 1 s). */
+  retryMs?: number;
+  log?: Log;
+}
+
+/**
+ * "refused": the primary answered, but cannot ship from here (its log is unreadable at that
+ * record); asked again periodically. "retrying": the primary could not be reached.
+ */
+export type ShipperState = "fetching" | "paused" | "released" | "diverged" | "refused" | "retrying" | "stopped";
+
+export interface ShipperStatus {
+  state: ShipperState;
+  /** Why fetching stopped or is retrying; null when healthy. */
+  reason: string | null;
+  /** The primary's durable seq at the last answer (0 before any). */
+  primaryDurable: number;
+  primaryGeneration: number;
+  /** Primary's durable log bytes not fetched yet, at the last answer. */
+  behindBytes: number;
+  /** ms on the shipper's clock of the last answer from the primary (null: none yet). */
+  lastContact: number | null;
+  /** Bytes of records received since start. */
+  receivedBytes: number;
+  fetches: number;
+}
+
+export class Shipper {
+  private state: ShipperState = "stopped";
+  private reason: string | null = null;
+  private busy = false;
+  private cancelTimer: (() => void) | null = null;
+  private hint: { seq: number; segment: number; offset: number } | null = null;
+  private primaryDurable = 0;
+  private primaryGeneration = 0;
+  private behindBytes = 0;
+  private lastContact: number | null = null;
+  private receivedBytes = 0;
+  private fetches = 0;
+  private readonly maxBytes: number;
+
+  constructor(
+    private readonly secondary: Secondary,
+    private readonly transport: FetchTransport,
+    private readonly clock: ShipperClock,
+    private readonly options: ShipperOptions = {},
+  ) {
+    this.maxBytes = options.maxBytes ?? 4 << 20;
+  }
+
+  status(): ShipperStatus {
+    return {
+      state: this.state,
+      reason: this.reason,
+      primaryDurable: this.primaryDurable,
+      primaryGeneration: this.primaryGeneration,
+      behindBytes: this.behindBytes,
+      lastContact: this.lastContact,
+      receivedBytes: this.receivedBytes,
+      fetches: this.fetches,
+    };
+  }
+
+  start(): void {
+    if (this.state !== "stopped" && this.state !== "paused") return;
+    this.state = "fetching";
+    this.reason = null;
+    this.next();
+  }
+
+  pause(): void {
+    if (this.state === "stopped") return;
+    this.state = "paused";
+    this.cancel();
+  }
+
+  resume(): void {
+    if (this.state === "paused" || this.state === "released" || this.state === "diverged") {
+      this.state = "stopped";
+      this.start();
+    }
+  }
+
+  stop(): void {
+    this.state = "stopped";
+    this.cancel();
+  }
+
+  private cancel(): void {
+    this.cancelTimer?.();
+    this.cancelTimer = null;
+  }
+
+  private next(): void {
+    if (this.busy || (this.state !== "fetching" && this.state !== "retrying" && this.state !== "refused")) return;
+    this.busy = true;
+    const want = this.secondary.wanted();
+    const hint = this.hint !== null && this.hint.seq === want.seq + 1 ? this.hint : null;
+    const applied = this.secondary.applier.status().applied.seq;
+    const request: FetchRequest = {
+      seq: want.seq + 1,
+      maxBytes: this.maxBytes,
+      segment: hint?.segment ?? 0,
+      offset: hint?.offset ?? 0,
+      applied: Math.min(applied, want.seq),
+      prevChain: want.chain,
+      prevLamport: want.lamport,
+      prevGeneration: want.generation,
+    };
+    this.fetches++;
+    this.transport(request, (status, payload) => this.answered(request, status, payload));
+  }
+
+  private answered(request: FetchRequest, status: number, payload: Uint8Array | null): void {
+    if (this.state === "stopped" || this.state === "paused") {
+      this.busy = false;
+      return;
+    }
+    if (status === Errno.ENODATA || status === Errno.ESTALE) {
+      this.lastContact = this.clock.now();
+      this.busy = false;
+      this.state = status === Errno.ENODATA ? "released" : "diverged";
+      this.reason = payload !== null ? decodeFetchReason(payload) : errnoMessage(status);
+      this.options.log?.error(`replication: fetching stopped: ${this.reason}`);
+      return;
+    }
+    if (status !== 0 && payload !== null && payload.length > 0) {
+      // The primary answered with a reason (its log cannot be read there): not a link problem.
+      this.lastContact = this.clock.now();
+      return this.retry(`the primary cannot ship seq ${request.seq}: ${decodeFetchReason(payload)}`, "refused");
+    }
+    if (status !== 0 || payload === null) return this.retry(`FETCH from seq ${request.seq} failed: ${errnoMessage(status)}`);
+    const reply = decodeFetchReply(payload);
+    if (typeof reply === "string") return this.retry(reply);
+    this.lastContact = this.clock.now();
+    this.primaryDurable = reply.durable;
+    this.primaryGeneration = reply.generation;
+    this.behindBytes = reply.behind;
+    if (reply.records.length === 0) {
+      this.busy = false;
+      this.ok();
+      return this.next();
+    }
+    // `done` may run before receive() returns (nothing kept): act once both are known.
+    let returned = false;
+    let refused: string | null = null;
+    let early: number | null = null;
+    const stored = (errno: number) => {
+      this.busy = false;
+      if (errno !== 0) return this.retry(`storing fetched records failed: ${errnoMessage(errno)}`);
+      if (refused !== null) {
+        this.hint = null;
+        return this.retry(`fetched records refused: ${refused}`);
+      }
+      this.receivedBytes += reply.records.length;
+      this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
+      this.ok();
+      this.next();
+    };
+    refused = this.secondary.receive(reply.records, (errno) => {
+      if (returned) stored(errno);
+      else early = errno;
+    });
+    returned = true;
+    if (early !== null) stored(early);
+  }
+
+  private ok(): void {
+    if (this.state === "retrying" || this.state === "refused") this.state = "fetching";
+    this.reason = null;
+  }
+
+  private retry(reason: string, state: "retrying" | "refused" = "retrying"): void {
+    this.busy = false;
+    if (this.state !== state || this.reason !== reason) this.options.log?.warn(`replication: ${reason}; retrying`);
+    this.state = state;
+    this.reason = reason;
+    this.cancel();
+    this.cancelTimer = this.clock.after(this.options.retryMs ?? 1000, () => {
+      this.cancelTimer = null;
+      this.next();
+    });
+  }
+}

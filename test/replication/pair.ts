@@ -1,0 +1,192 @@
+/**
+ * @module test/replication/pair — real-process replication for tests: a primary and a
+ * secondary `dstd up` node on loopback (the compiled dist/dstd), each with its own config,
+ * state directory and log directory; the secondary fetches through the fault proxy
+ * (test/fault/proxy.ts) with an identity key granted `replica` on the primary.
+ * `status()` asks `dstd replica status --json` of a node; `caughtUp()` waits for lag 0.
+ */
+import { spawn } from "bun";
+import { createHash } from "node:crypto";
+import { closeSync, openSync, readSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { ensureBinary, runDstd } from "../helpers/binary.ts";
+import { startNode, type NodeProcess } from "../helpers/node-process.ts";
+import { FaultProxy } from "../fault/proxy.ts";
+import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
+
+export const MiB = 1024 * 1024;
+
+/** A free loopback port (bound then released: another process could take it in between). */
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Side {
+  name: "a" | "b";
+  config: string;
+  stateDir: string;
+  image: string;
+  logDir: string;
+  port: number;
+  node: NodeProcess | null;
+}
+
+export interface PairOptions {
+  size: number;
+  /** Primary's log_size (default 256MiB). */
+  logSize?: string;
+  /** Secondary [export.replication] extras, e.g. replay_delay. */
+  secondaryExtra?: string;
+}
+
+export class ReplicaPair {
+  readonly a: Side;
+  readonly b: Side;
+  proxy!: FaultProxy;
+  private constructor(
+    readonly dir: string,
+    readonly options: PairOptions,
+    ports: [number, number],
+  ) {
+    const side = (name: "a" | "b", port: number): Side => ({
+      name,
+      config: join(dir, `${name}.toml`),
+      stateDir: join(dir, `${name}.state`),
+      image: join(dir, `${name}.img`),
+      logDir: join(dir, `${name}.log`),
+      port,
+      node: null,
+    });
+    this.a = side("a", ports[0]);
+    this.b = side("b", ports[1]);
+  }
+
+  /** Keys and configs written; nothing started. */
+  static async create(dir: string, options: PairOptions): Promise<ReplicaPair> {
+    const pair = new ReplicaPair(dir, options, [await freePort(), await freePort()]);
+    const key = join(dir, "site-b.key");
+    const made = await runDstd(["keygen", "--identity", "site-b", "--out", key]);
+    if (made.exitCode !== 0) throw new Error(`keygen failed: ${made.stderr}`);
+    pair.proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: pair.a.port } });
+    const { a, b } = pair;
+    writeFileSync(
+      a.config,
+      `state_dir = "${a.stateDir}"
+[[key]]
+identity = "site-b"
+file = "${key}"
+[[export]]
+name = "disk"
+file = "${a.image}"
+size = ${options.size}
+listen = "127.0.0.1:${a.port}"
+allow = ["127.0.0.1:rw", "site-b@127.0.0.1:replica"]
+[export.replication]
+log_dir = "${a.logDir}"
+log_size = "${options.logSize ?? "256MiB"}"
+`,
+    );
+    writeFileSync(
+      b.config,
+      `state_dir = "${b.stateDir}"
+[[export]]
+name = "disk"
+file = "${b.image}"
+size = ${options.size}
+listen = "127.0.0.1:${b.port}"
+allow = ["127.0.0.1:ro"]
+[export.replication]
+role = "secondary"
+log_dir = "${b.logDir}"
+peer = "dst://127.0.0.1:${pair.proxy.port}/disk"
+key_file = "${key}"
+${options.secondaryExtra ?? ""}
+[client]
+resend_interval = "500ms"
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+keepalive_interval = "1s"
+keepalive_timeout = "3s"
+`,
+    );
+    return pair;
+  }
+
+  async start(side: Side): Promise<void> {
+    const node = startNode(["--config", side.config, "--state-dir", side.stateDir], { DSTD_STATE_DIR: undefined });
+    side.node = node;
+    await node.waitForLog("ready:", `node ${side.name} ready`, 30_000);
+  }
+
+  async stop(side: Side, signal: NodeJS.Signals = "SIGTERM"): Promise<number> {
+    const node = side.node;
+    side.node = null;
+    return node === null ? 0 : await node.stop(signal);
+  }
+
+  async status(side: Side): Promise<ReplicaStatus> {
+    const result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
+    if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}`);
+    return (JSON.parse(result.stdout) as { replicas: ReplicaStatus[] }).replicas[0]!;
+  }
+
+  async replica(side: Side, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+    return await runDstd(["replica", ...args, "--state-dir", side.stateDir]);
+  }
+
+  /** Waits until the secondary reports lag 0 with the primary's last durable seq applied. */
+  async caughtUp(limitMs: number): Promise<ReplicaStatus> {
+    const deadline = performance.now() + limitMs;
+    let last: ReplicaStatus | null = null;
+    for (;;) {
+      const primary = await this.status(this.a);
+      last = await this.status(this.b);
+      if (last.lag_bytes === 0 && last.seq === primary.seq && last.state === "replicating") return last;
+      if (performance.now() > deadline) throw new Error(`secondary did not catch up in ${limitMs} ms: ${JSON.stringify(last)} vs primary seq ${primary.seq}`);
+      await Bun.sleep(200);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.stop(this.a, "SIGKILL");
+    await this.stop(this.b, "SIGKILL");
+    this.proxy?.close();
+  }
+}
+
+/** `dstd copy SOURCE dst://127.0.0.1:PORT/disk` to completion. */
+export async function copyInto(source: string, port: number, extra: string[] = []): Promise<{ exitCode: number; output: string }> {
+  const child = spawn([ensureBinary(), "copy", source, `dst://127.0.0.1:${port}/disk`, ...extra], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()]);
+  return { exitCode: await child.exited, output: out + err };
+}
+
+/** sha256 of the first `length` bytes of a file. */
+export function hashPrefix(path: string, length: number): string {
+  const hash = createHash("sha256");
+  const fd = openSync(path, "r");
+  const buffer = new Uint8Array(4 * MiB);
+  try {
+    for (let at = 0; at < length; ) {
+      const n = readSync(fd, buffer, 0, Math.min(buffer.length, length - at), at);
+      if (n <= 0) {
+        hash.update(new Uint8Array(Math.min(buffer.length, length - at)));
+        at += Math.min(buffer.length, length - at);
+        continue;
+      }
+      hash.update(buffer.subarray(0, n));
+      at += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest("hex");
+}
