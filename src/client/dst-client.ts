@@ -1,8 +1,9 @@
 /**
  * @module client/dst-client — the client engine wired to sockets and time: the driver of
  * `dstd copy`, `dstd attach` and remote legs. Sockets come from an injected dialer and time
- * from an injected clock (real sockets and setInterval in production, the simulated network
- * and clock in test/sim), so the simulator runs this very driver.
+ * from an injected clock (real sockets and setInterval in production). The simulator does not
+ * run this driver yet, only the engine driven the same way (docs/simulation.md, "Not
+ * modelled": the dialer's Promise resolves outside simulated time).
  *
  * Several connections ("links", `links = N`): when the export grants MULTI_CONN, the
  * client runs N engines — N sessions, each with its own exactly-once table, fencing and

@@ -198,6 +198,13 @@ export class Simulation {
       this.clock.after(this.config.tickMs, tick);
     };
     this.clock.after(this.config.tickMs, tick);
+    // The export node ticks its server about once a second (daemon/export-node.ts): PONGs
+    // for a client whose request is still arriving, rate-limited warnings.
+    const serverTick = () => {
+      this.server.tick();
+      this.clock.after(1000, serverTick);
+    };
+    this.clock.after(1000, serverTick);
     return this;
   }
 
@@ -407,6 +414,9 @@ export class Simulation {
         warn: (m) => this.trace(`export WARN: ${m}`),
       },
       epoch: this.generation + 1,
+      // Continuations (replies of completions that came later, budget wake-ups) run in
+      // simulated time: the default, queueMicrotask, would run them only when the test yields.
+      defer: (work) => this.clock.after(0, work),
       ...(this.config.unsafe ? { unsafe: this.config.unsafe } : {}),
     });
     this.network.accept = this.server.accept;

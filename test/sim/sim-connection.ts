@@ -94,6 +94,22 @@ export class Direction {
     this.head = 0;
   }
 
+  /**
+   * The link is fast again (convergence): what a slow link had queued arrives within one
+   * healthy trip instead of at its throttled times, as a real link drains its queue once the
+   * bandwidth is back. Order is kept (times are clamped, so they stay non-decreasing).
+   */
+  unthrottle(): void {
+    const cap = this.net.clock.now + this.net.latencyMaxMs;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const unit = this.queue[i]!;
+      unit.readyAt = Math.min(unit.readyAt, cap);
+    }
+    this.lastReadyAt = Math.min(this.lastReadyAt, cap);
+    this.busyUntil = Math.min(this.busyUntil, this.net.clock.now);
+    this.wake();
+  }
+
   release(): void {
     if (this.heldUntil > this.net.clock.now) this.heldUntil = this.net.clock.now;
     this.wake();

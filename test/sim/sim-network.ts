@@ -174,12 +174,16 @@ export class SimNetwork {
     });
   }
 
-  /** Convergence: no partition, no slow link, everything held is released now. */
+  /** Convergence: no partition, no slow link, everything held or throttled is delivered now. */
   heal(): void {
     this.partition = null;
     this.slowUntil = 0;
     this.connectFaults = false;
-    for (const connection of this.connections.values()) this.release(connection.id);
+    for (const connection of this.connections.values()) {
+      this.release(connection.id);
+      connection.toServer.unthrottle();
+      connection.toClient.unthrottle();
+    }
     this.trace("net: healed");
   }
 

@@ -21,7 +21,8 @@ export { swarmOptions } from "./swarm-options.ts";
 /** Liveness bound after faults stop: detect a dead connection, reconnect, drain the backlog. */
 export function livenessBound(sim: Simulation, backlog: number): number {
   const e = sim.config.engine;
-  const rtt = 2 * sim.network.latencyMaxMs + 2 * sim.config.tickMs;
+  // A round trip includes the storage's time when the port is asynchronous (one call each).
+  const rtt = 2 * sim.network.latencyMaxMs + 2 * sim.config.tickMs + (sim.config.asyncPort?.maxDelayMs ?? 0);
   const windows = Math.ceil((backlog + sim.engine.replayEntries + 4) / Math.min(e.inflight, 256)) + 4;
   return 3 * e.keepaliveTimeoutMs + 2 * e.reconnectMaxMs + windows * rtt + 10 * sim.config.tickMs;
 }
