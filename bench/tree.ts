@@ -17,7 +17,8 @@
  *      kept, default 2), BENCH_PROFILE=DIR (run the tree nodes from source under
  *      `bun --cpu-prof`, profiles written to DIR), BENCH_DIR (where leg files go, default
  *      /dev/shm when present: the legs' storage must not be the limit), BENCH_ONLY (comma
- *      list of hop, stripe, mirror: only those rows, with direct).
+ *      list of hop, stripe, mirror: only those rows, with direct), BENCH_BEFORE_BIN=PATH (a
+ *      hop row whose tree node is that build: before/after in one run).
  */
 import { type Subprocess, spawn } from "bun";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -30,6 +31,8 @@ const MiB = 1024 * 1024;
 const mib = Number(process.env.BENCH_MIB ?? 256);
 const rounds = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));
 const profileDir = process.env.BENCH_PROFILE ?? null;
+/** Another build of dstd (e.g. an older commit's dist/dstd): adds a hop row with the tree node from it. */
+const before = process.env.BENCH_BEFORE_BIN ?? null;
 const parent = process.env.BENCH_DIR ?? (existsSync("/dev/shm") ? "/dev/shm" : tmpdir());
 const dir = mkdtempSync(join(parent, "dstd-bench-tree-"));
 const legBytes = Math.max(2 * mib, 512) * MiB;
@@ -45,10 +48,10 @@ interface Node {
 const nodes: Node[] = [];
 
 /** Start `dstd export ARGS` (the compiled binary, or the source under --cpu-prof) and wait for its port. */
-async function start(name: string, args: string[], profiled = false): Promise<Node> {
+async function start(name: string, args: string[], profiled = false, binary: string | null = null): Promise<Node> {
   const cmd = profiled && profileDir !== null
-    ? [process.execPath, "--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name}.cpuprofile`, join(import.meta.dir, "..", "src", "main.ts")]
-    : [ensureBinary()];
+    ? [process.execPath, "--cpu-prof", `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${name.replace(/\W+/g, "-")}.cpuprofile`, join(import.meta.dir, "..", "src", "main.ts")]
+    : [binary ?? ensureBinary()];
   const proc = spawn([...cmd, "export", "--listen", "127.0.0.1:0", "--allow", "127.0.0.1/32:rw", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   let text = "";
   const reader = proc.stderr.getReader();
@@ -136,8 +139,8 @@ async function sequential(port: number, kind: "read" | "write", tree: Node | nul
 
 type Row = { label: string; write: Phase; read: Phase };
 
-async function measure(label: string, legs: Node[], tree: string[] | null): Promise<Row> {
-  const node = tree === null ? null : await start(label, tree, true);
+async function measure(label: string, legs: Node[], tree: string[] | null, binary: string | null = null): Promise<Row> {
+  const node = tree === null ? null : await start(label, tree, binary === null, binary);
   try {
     const port = node?.port ?? legs[0]!.port;
     // Warm-up (not measured): the same writes once, so the legs' files and the node's buffer
@@ -165,14 +168,15 @@ try {
     if (row.read.mibs > old.read.mibs) old.read = row.read;
   };
   const only = process.env.BENCH_ONLY?.split(",") ?? null; // e.g. "hop" when profiling
-  const configs: [string, string, Node[], string[] | null][] = [
-    ["direct", "direct (one leg)", [a], null],
-    ["hop", "hop (tree node, linear of one leg)", [a], ["--linear", url(a)]],
-    ["stripe", "stripe of two legs", [a, b], ["--stripe", url(a), "--stripe", url(b)]],
-    ["mirror", "mirror of two legs", [c, d], ["--mirror", url(c), "--mirror", url(d), "--assume-clean"]],
+  const configs: [string, string, Node[], string[] | null, string | null][] = [
+    ["direct", "direct (one leg)", [a], null, null],
+    ["hop", "hop (tree node, linear of one leg)", [a], ["--linear", url(a)], null],
+    ["stripe", "stripe of two legs", [a, b], ["--stripe", url(a), "--stripe", url(b)], null],
+    ["mirror", "mirror of two legs", [c, d], ["--mirror", url(c), "--mirror", url(d), "--assume-clean"], null],
   ];
+  if (before !== null) configs.push(["hop", "hop, tree node from BENCH_BEFORE_BIN", [a], ["--linear", url(a)], before]);
   for (let round = 0; round < rounds; round++) {
-    for (const [key, label, on, tree] of configs) if (only === null || key === "direct" || only.includes(key)) keep(await measure(label, on, tree));
+    for (const [key, label, on, tree, binary] of configs) if (only === null || key === "direct" || only.includes(key)) keep(await measure(label, on, tree, binary));
   }
   const base = best.get("direct (one leg)")!;
   console.log(`\ndstd tree node, loopback, legs = dstd export --file on ${parent}; seq 1 MiB QD32, ${mib} MiB per phase, best of ${rounds}`);
