@@ -289,7 +289,7 @@ export class ClientEngine {
     if (request.kind !== "write") return null;
     const data = request.data;
     assert(data !== undefined && data.length === request.length, "write data length");
-    return request.handOver === true ? data : data.slice();
+    return request.handOver === true ? data : this.durability.copies.copy(data);
   }
 
   private newTxn(request: Request, data: Uint8Array | null, done: Completion | null, internal: Txn["internal"]): Txn {
@@ -641,7 +641,7 @@ export class ClientEngine {
     const durability = this.durability;
     this.pending.delete(txn.txid);
     if (txn.sentOn === this.connection && this.state === "ready") this.onWire--;
-    if (status === 0) durability.record(txn);
+    durability.settle(txn, status);
     if (txn.internal === "replay") {
       durability.replaysPending--;
       if (status !== 0) this.replayFailed(txn, status);

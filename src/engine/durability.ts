@@ -1,15 +1,19 @@
 /**
  * @module engine/durability — what keeps the FLUSH contract across an export restart: the
- * replay log of acknowledged, not yet flushed mutations (engine/replay-log.ts), its byte bound
+ * replay log of acknowledged, not yet flushed mutations (engine/replay-log.ts), the private
+ * copies of write data it holds (engine/write-copies.ts), its byte bound
  * (past it the engine issues a FLUSH itself and holds new writes), and the state of a replay
  * round after the export's epoch changed (docs/protocol.md §6.5 "Epoch").
  * Pure: no I/O, no time.
  */
 import { ReplayLog, type ReplayEntry } from "./replay-log.ts";
 import type { Txn } from "./txn.ts";
+import { WriteCopies } from "./write-copies.ts";
 
 export class Durability {
-  readonly log = new ReplayLog();
+  /** The engine's private copies of large write payloads (engine/write-copies.ts). */
+  readonly copies: WriteCopies;
+  readonly log: ReplayLog;
   /** The engine's own FLUSH (the replay bound was reached) is outstanding. */
   autoFlushPending = false;
   /** Replay transactions not yet acknowledged: until they are, nothing else is sent. */
@@ -19,7 +23,11 @@ export class Durability {
   /** Replay rounds failed in a row: backs the reconnect off, so a failing disk is not hammered. */
   replayStreak = 0;
 
-  constructor(private readonly boundBytes: number) {}
+  constructor(private readonly boundBytes: number) {
+    const copies = new WriteCopies(boundBytes);
+    this.copies = copies;
+    this.log = new ReplayLog({ released: (data) => copies.give(data), cut: (data) => copies.disown(data) });
+  }
 
   /** The log holds its bound (an empty log never blocks, whatever the bound). */
   get full(): boolean {
@@ -38,16 +46,15 @@ export class Durability {
    * the simulator: a FUA write after an unflushed write to the same block came back as the
    * older data).
    */
-  record(txn: Txn): void {
-    if (txn.internal === "replay") return; // its entry is still in the log
+  record(txn: Txn): boolean {
+    if (txn.internal === "replay") return false; // its entry is still in the log
     if (txn.fua && txn.kind !== "read" && txn.kind !== "flush") {
       this.log.supersede(txn.offset, txn.length);
-      return;
+      return false;
     }
     switch (txn.kind) {
       case "write":
-        this.log.append("write", txn.offset, txn.length, txn.data!, false);
-        break;
+        return this.log.append("write", txn.offset, txn.length, txn.data!, false);
       case "trim":
       case "zero":
         this.log.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
@@ -59,5 +66,20 @@ export class Durability {
       case "fetch":
         break;
     }
+    return false;
+  }
+
+  /**
+   * A txn ended: record it when it succeeded, and take its private copy back when nothing can
+   * read it any more — not when the log keeps it (the FLUSH that releases it gives it back),
+   * and not when it failed or went on the wire more than once (a socket queue may still hold
+   * the frame): then the garbage collector frees it.
+   */
+  settle(txn: Txn, status: number): void {
+    const kept = status === 0 && this.record(txn);
+    const data = txn.data;
+    if (kept || data === null || !this.copies.owns(data)) return;
+    if (status === 0 && txn.sends === 1) this.copies.give(data);
+    else this.copies.disown(data);
   }
 }

@@ -48,6 +48,16 @@ interface Slab {
   lastSeq: number;
 }
 
+/** What becomes of a large write's data the log held by reference (engine/write-copies.ts). */
+export interface ReplayRefs {
+  /** The entry was released by a FLUSH: nothing reads the data any more. */
+  released(data: Uint8Array): void;
+  /** The entry was cut (superseded in part): its pieces may outlive each other. */
+  cut(data: Uint8Array): void;
+}
+
+const NO_REFS: ReplayRefs = { released() {}, cut() {} };
+
 export class ReplayLog {
   // One column per field; index i (from `head`) is one entry. Plain number arrays stay packed.
   private seqs: number[] = [];
@@ -68,6 +78,8 @@ export class ReplayLog {
   private nextSeq = 0;
   private bytesHeld = 0;
 
+  constructor(private readonly refsHook: ReplayRefs = NO_REFS) {}
+
   get bytes(): number {
     return this.bytesHeld;
   }
@@ -76,8 +88,11 @@ export class ReplayLog {
     return this.seqs.length - this.head;
   }
 
-  /** Record an acknowledged, not-yet-durable mutation; WRITE data is copied. */
-  append(kind: ReplayEntry["kind"], offset: number, length: number, data: Uint8Array | null, noHole: boolean): void {
+  /**
+   * Record an acknowledged, not-yet-durable mutation; small WRITE data is copied, large data
+   * is kept by reference (then true: the caller must leave `data` alone until `released`).
+   */
+  append(kind: ReplayEntry["kind"], offset: number, length: number, data: Uint8Array | null, noHole: boolean): boolean {
     const seq = this.nextSeq++;
     let slabId = -1;
     let slabOffset = 0;
@@ -88,6 +103,7 @@ export class ReplayLog {
       this.bytesHeld += data.length;
     }
     this.push(seq, KINDS.indexOf(kind), offset, length, noHole ? 1 : 0, slabId, slabOffset, ref);
+    return ref !== null;
   }
 
   /**
@@ -108,6 +124,7 @@ export class ReplayLog {
         continue;
       }
       if (old.slabIds[i]! >= 0 || old.refs[i] !== null) this.bytesHeld -= to - from;
+      if (old.refs[i] !== null) this.refsHook.cut(old.refs[i]!);
       if (from < offset) this.keepPiece(...args, from, offset);
       if (to > end) this.keepPiece(...args, end, to);
     }
@@ -124,6 +141,8 @@ export class ReplayLog {
     assert(mark <= this.nextSeq, "flush mark from the future");
     while (this.head < this.seqs.length && this.seqs[this.head]! < mark) {
       if (this.slabIds[this.head]! >= 0 || this.refs[this.head] !== null) this.bytesHeld -= this.lengths[this.head]!;
+      const ref = this.refs[this.head];
+      if (ref !== null && ref !== undefined) this.refsHook.released(ref);
       this.refs[this.head] = null;
       this.head++;
     }
