@@ -3,7 +3,10 @@
 # one mon and one memstore OSD, pool size 1, everything on 127.0.0.1 and inside DIR, no
 # systemd, no root. Debian packages: ceph-mon ceph-osd ceph-common.
 #
-#   ceph-cluster.sh start DIR [MEMSTORE_BYTES]  → DIR/ceph.conf; pool "rbd" initialised
+#   ceph-cluster.sh start DIR [MEMSTORE_BYTES] [cephx]
+#       → DIR/ceph.conf; pool "rbd" initialised. With cephx: authentication on, DIR/keyring
+#         holds client.admin's key, DIR/client.test.keyring a client restricted to pool rbd
+#         (mon 'profile rbd', osd 'profile rbd pool=rbd').
 #   ceph-cluster.sh stop DIR                    → daemons stopped, DIR removed
 #
 # DIR must be short: admin-socket paths must stay under 108 characters.
@@ -38,6 +41,8 @@ start) ;;
 esac
 
 MEMSTORE=${3:-4294967296}
+AUTH=none
+[ "${4:-}" = cephx ] && AUTH=cephx
 mkdir -p "$D/run" "$D/log" "$D/mon/a" "$D/osd/0"
 trap 'status=$?; if [ $status != 0 ]; then tail -n 20 "$D"/log/*.out "$D"/log/*.log >&2 2>/dev/null || true; stop; fi' EXIT
 read -r P2 P1 < <(/usr/bin/python3 -c 'import socket; ss=[socket.socket() for _ in range(2)]; [s.bind(("127.0.0.1",0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])')
@@ -49,9 +54,9 @@ fsid = $FSID
 mon host = [v2:127.0.0.1:$P2,v1:127.0.0.1:$P1]
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
-auth cluster required = none
-auth service required = none
-auth client required = none
+auth cluster required = $AUTH
+auth service required = $AUTH
+auth client required = $AUTH
 auth allow insecure global id reclaim = false
 keyring = $D/keyring
 run dir = $D/run
@@ -83,9 +88,14 @@ osd objectstore = memstore
 memstore device bytes = $MEMSTORE
 CONF
 : > "$D/keyring"
+if [ $AUTH = cephx ]; then
+  ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  ceph-authtool "$D/keyring" --gen-key -n client.admin --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' >/dev/null
+  ceph-authtool "$D/keyring" --gen-key -n osd.0 --cap mon 'allow profile osd' --cap osd 'allow *' >/dev/null
+fi
 C=(-c "$D/ceph.conf")
 monmaptool --create --addv a "[v2:127.0.0.1:$P2,v1:127.0.0.1:$P1]" --fsid "$FSID" "$D/monmap" >/dev/null
-ceph-mon "${C[@]}" --mkfs -i a --monmap "$D/monmap"
+ceph-mon "${C[@]}" --mkfs -i a --monmap "$D/monmap" --keyring "$D/keyring"
 ceph-mon "${C[@]}" -i a -f >>"$D/log/mon.a.out" 2>&1 </dev/null &
 echo "mon.a $!" >> "$D/pids"
 timeout 30 ceph "${C[@]}" --connect-timeout 10 mon stat >/dev/null
@@ -101,5 +111,8 @@ done
 [ $up = 1 ] || { echo "osd.$OSD_ID did not come up" >&2; exit 1; }
 timeout 30 ceph "${C[@]}" osd pool create rbd 8 8 >/dev/null 2>&1
 timeout 60 rbd "${C[@]}" pool init rbd
+if [ $AUTH = cephx ]; then
+  timeout 30 ceph "${C[@]}" auth get-or-create client.test mon 'profile rbd' osd 'profile rbd pool=rbd' -o "$D/client.test.keyring"
+fi
 trap - EXIT
 echo "$D/ceph.conf"

@@ -18,6 +18,8 @@ export const CEPH_TOOLS = { "ceph-mon": "ceph-mon", "ceph-osd": "ceph-osd", monm
 export interface CephCluster {
   dir: string;
   conf: string;
+  /** With cephx: a keyring of client.test, restricted to pool rbd; null otherwise. */
+  testKeyring: string | null;
   /** Run `rbd -c CONF ARGS`; resolves with its stdout, rejects naming the command on failure. */
   rbd(...args: string[]): Promise<string>;
   stop(): Promise<void>;
@@ -42,12 +44,12 @@ async function run(cmd: string[]): Promise<string> {
 
 /**
  * Start a cluster (a few seconds) with pool "rbd" initialised. `memstoreBytes` caps the OSD's
- * RAM for object data. The folder name stays short: admin-socket paths must be < 108 bytes.
+ * RAM for object data; `cephx` turns authentication on and adds a restricted client.test. The folder name stays short: admin-socket paths must be < 108 bytes.
  */
-export async function startCephCluster(memstoreBytes = 2 * 1024 ** 3): Promise<CephCluster> {
+export async function startCephCluster(memstoreBytes = 2 * 1024 ** 3, options: { cephx?: boolean } = {}): Promise<CephCluster> {
   const dir = mkdtempSync("/tmp/dstd-ceph-");
   try {
-    await run([SCRIPT, "start", dir, String(memstoreBytes)]);
+    await run([SCRIPT, "start", dir, String(memstoreBytes), ...(options.cephx ? ["cephx"] : [])]);
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
@@ -56,6 +58,7 @@ export async function startCephCluster(memstoreBytes = 2 * 1024 ** 3): Promise<C
   return {
     dir,
     conf,
+    testKeyring: options.cephx ? join(dir, "client.test.keyring") : null,
     rbd: (...args: string[]) => run(["rbd", "-c", conf, ...args]),
     async stop() {
       if (existsSync(dir)) await run([SCRIPT, "stop", dir]);

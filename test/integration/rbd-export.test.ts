@@ -2,7 +2,8 @@
  * `dstd export --rbd` and `dstd up` with an `rbd` export, against a real single-node Ceph
  * cluster (test/helpers/ceph.ts) and real NBD clients: nbdinfo, nbdcopy (libnbd-bin) and
  * qemu-io (qemu-utils); what dstd wrote is read back with Ceph's own `rbd export`. A snapshot
- * is served read-only; `dstd resize` grows the image; `dstd status --json` names it. Compiled
+ * is served read-only; `dstd resize` grows the image; `dstd status --json` names it; with cephx
+ * a restricted client id and keyring (--ceph-id, --ceph-keyring) authenticate. Compiled
  * binary, real sockets.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -160,6 +161,36 @@ describe.skipIf(!enabled)("dstd up with an rbd export", () => {
       expect(info.size).toBe(96 * MiB);
     } finally {
       expect(await node.stop()).toBe(0);
+    }
+  }, 180_000);
+});
+
+describe.skipIf(!enabled)("dstd export --rbd with cephx", () => {
+  test("a restricted client authenticates with --ceph-id and --ceph-keyring; without its key it is refused", async () => {
+    const secure = await startCephCluster(512 * 1024 ** 2, { cephx: true });
+    try {
+      await secure.rbd("create", "rbd/locked", "--size", "16M");
+      const wrong = await runDstd(["export", "--rbd", "rbd/locked", "--ceph-conf", secure.conf, "--ceph-id", "test", "--listen", "127.0.0.1:0", "--allow", "127.0.0.1/32:rw"]);
+      expect(wrong.exitCode).not.toBe(0);
+      expect(wrong.stderr).toContain("cannot open rbd:rbd/locked: connecting to the Ceph cluster (rados_connect): permission denied");
+      const exp = await startExport(["--rbd", "rbd/locked", "--ceph-conf", secure.conf, "--ceph-id", "test", "--ceph-keyring", secure.testKeyring!, "--nbd-listen", "127.0.0.1:0", "--allow", "127.0.0.1/32:rw"]);
+      try {
+        const pattern = /listening for NBD on 127\.0\.0\.1:(\d+)/;
+        await until(() => pattern.test(exp.log()), "the NBD listener", 10_000);
+        const url = `nbd://127.0.0.1:${pattern.exec(exp.log())![1]}/disk`;
+        const source = join(dir, "cephx.img");
+        writeFileSync(source, new Uint8Array(16 * MiB).map((_, i) => (i * 7) & 0xff || 1));
+        await ok(["nbdcopy", "--flush", source, url]);
+        const path = join(dir, "cephx.out");
+        await ok(["rbd", "-c", secure.conf, "export", "rbd/locked", path]);
+        expect(Buffer.compare(readFileSync(path), readFileSync(source))).toBe(0);
+        rmSync(path);
+        rmSync(source);
+      } finally {
+        await exp.stop();
+      }
+    } finally {
+      await secure.stop();
     }
   }, 180_000);
 });
