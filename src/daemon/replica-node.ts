@@ -34,7 +34,7 @@ import { files, openLogDirectory, type LogDirectory } from "../replication/files
 import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
 import { PRIMARY_STATE_FILE, ReplicationPrimary } from "../replication/primary.ts";
 import { INITIAL_PRIMARY_STATE, PRIMARY_STATE_KIND, validatePrimaryState } from "../replication/primary-state.ts";
-import { RecordOp } from "../replication/record.ts";
+import { RecordFlag, RecordOp } from "../replication/record.ts";
 import { readRole, saveRole, type Role } from "../replication/role-file.ts";
 import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
@@ -290,7 +290,7 @@ class ReplicaNode implements ReplicaHandle {
     const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger, base: point });
     primary.store.startGeneration(next);
     // The new generation is durable before any write is accepted.
-    const errno = await new Promise<number>((resolve) => primary.store.append(RecordOp.MARK, 0, 0, 0, new Uint8Array(0), resolve));
+    const errno = await new Promise<number>((resolve) => primary.store.append(RecordOp.MARK, RecordFlag.GENERATION, 0, 0, new Uint8Array(0), resolve));
     if (errno !== 0) {
       await primary.close();
       throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);

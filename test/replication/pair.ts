@@ -45,6 +45,8 @@ export interface PairOptions {
   logSize?: string;
   /** Secondary [export.replication] extras, e.g. replay_delay. */
   secondaryExtra?: string;
+  /** The primary names the secondary as its peer too (fencing after a failover), with key site-a. */
+  symmetric?: boolean;
 }
 
 export class ReplicaPair {
@@ -73,8 +75,12 @@ export class ReplicaPair {
   static async create(dir: string, options: PairOptions): Promise<ReplicaPair> {
     const pair = new ReplicaPair(dir, options, [await freePort(), await freePort()]);
     const key = join(dir, "site-b.key");
-    const made = await runDstd(["keygen", "--identity", "site-b", "--out", key]);
-    if (made.exitCode !== 0) throw new Error(`keygen failed: ${made.stderr}`);
+    const keyA = join(dir, "site-a.key");
+    for (const [identity, path] of [["site-b", key], ["site-a", keyA]]) {
+      const made = await runDstd(["keygen", "--identity", identity!, "--out", path!]);
+      if (made.exitCode !== 0) throw new Error(`keygen failed: ${made.stderr}`);
+    }
+    const symmetric = options.symmetric === true;
     pair.proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: pair.a.port } });
     const { a, b } = pair;
     writeFileSync(
@@ -92,17 +98,19 @@ allow = ["127.0.0.1:rw", "site-b@127.0.0.1:replica"]
 [export.replication]
 log_dir = "${a.logDir}"
 log_size = "${options.logSize ?? "256MiB"}"
+${symmetric ? `peer = "dst://127.0.0.1:${b.port}/disk"\nkey_file = "${keyA}"` : ""}
 `,
     );
     writeFileSync(
       b.config,
       `state_dir = "${b.stateDir}"
+${symmetric ? `[[key]]\nidentity = "site-a"\nfile = "${keyA}"` : ""}
 [[export]]
 name = "disk"
 file = "${b.image}"
 size = ${options.size}
 listen = "127.0.0.1:${b.port}"
-allow = ["127.0.0.1:ro"]
+allow = ["127.0.0.1:rw"${symmetric ? `, "site-a@127.0.0.1:replica"` : ""}]
 [export.replication]
 role = "secondary"
 log_dir = "${b.logDir}"
@@ -134,7 +142,7 @@ keepalive_timeout = "3s"
 
   async status(side: Side): Promise<ReplicaStatus> {
     const result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
-    if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}`);
+    if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}\nits log:\n${side.node?.stderr().slice(-3000)}`);
     return (JSON.parse(result.stdout) as { replicas: ReplicaStatus[] }).replicas[0]!;
   }
 
