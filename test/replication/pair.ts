@@ -36,6 +36,8 @@ export interface Side {
   image: string;
   logDir: string;
   port: number;
+  /** Prometheus metrics of the node: http://127.0.0.1:PORT/metrics. */
+  metricsPort: number;
   node: NodeProcess | null;
 }
 
@@ -56,24 +58,25 @@ export class ReplicaPair {
   private constructor(
     readonly dir: string,
     readonly options: PairOptions,
-    ports: [number, number],
+    ports: [number, number, number, number],
   ) {
-    const side = (name: "a" | "b", port: number): Side => ({
+    const side = (name: "a" | "b", port: number, metricsPort: number): Side => ({
       name,
       config: join(dir, `${name}.toml`),
       stateDir: join(dir, `${name}.state`),
       image: join(dir, `${name}.img`),
       logDir: join(dir, `${name}.log`),
       port,
+      metricsPort,
       node: null,
     });
-    this.a = side("a", ports[0]);
-    this.b = side("b", ports[1]);
+    this.a = side("a", ports[0], ports[2]);
+    this.b = side("b", ports[1], ports[3]);
   }
 
   /** Keys and configs written; nothing started. */
   static async create(dir: string, options: PairOptions): Promise<ReplicaPair> {
-    const pair = new ReplicaPair(dir, options, [await freePort(), await freePort()]);
+    const pair = new ReplicaPair(dir, options, [await freePort(), await freePort(), await freePort(), await freePort()]);
     const key = join(dir, "site-b.key");
     const keyA = join(dir, "site-a.key");
     for (const [identity, path] of [["site-b", key], ["site-a", keyA]]) {
@@ -86,6 +89,7 @@ export class ReplicaPair {
     writeFileSync(
       a.config,
       `state_dir = "${a.stateDir}"
+metrics_listen = "127.0.0.1:${a.metricsPort}"
 [[key]]
 identity = "site-b"
 file = "${key}"
@@ -104,6 +108,7 @@ ${symmetric ? `peer = "dst://127.0.0.1:${b.port}/disk"\nkey_file = "${keyA}"` : 
     writeFileSync(
       b.config,
       `state_dir = "${b.stateDir}"
+metrics_listen = "127.0.0.1:${b.metricsPort}"
 ${symmetric ? `[[key]]\nidentity = "site-a"\nfile = "${keyA}"` : ""}
 [[export]]
 name = "disk"
@@ -144,6 +149,10 @@ keepalive_timeout = "3s"
     const result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
     if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}\nits log:\n${side.node?.stderr().slice(-3000)}`);
     return (JSON.parse(result.stdout) as { replicas: ReplicaStatus[] }).replicas[0]!;
+  }
+
+  async metrics(side: Side): Promise<string> {
+    return await (await fetch(`http://127.0.0.1:${side.metricsPort}/metrics`)).text();
   }
 
   async replica(side: Side, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
