@@ -34,7 +34,7 @@ import { files, openLogDirectory, type LogDirectory } from "../replication/files
 import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
 import { PRIMARY_STATE_FILE, ReplicationPrimary } from "../replication/primary.ts";
 import { INITIAL_PRIMARY_STATE, PRIMARY_STATE_KIND, validatePrimaryState } from "../replication/primary-state.ts";
-import { RecordFlag, RecordOp } from "../replication/record.ts";
+import { RecordFlag, RecordOp, type ChainPoint } from "../replication/record.ts";
 import { readRole, saveRole, type Role } from "../replication/role-file.ts";
 import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
@@ -197,8 +197,24 @@ class ReplicaNode implements ReplicaHandle {
    */
   private async fence(side: Extract<Side, { kind: "primary" }>): Promise<"secondary" | string | null> {
     const last = side.primary.store.last;
-    const link = this.peerLink("fail");
     const peer = formatExportUrl(this.replication.peer!);
+    const answer = await this.probePeer(last);
+    if (answer.status === 0) {
+      this.logger.warn(`export '${this.name}': the peer ${peer} is a replication primary and its log continues ours (seq ${last.seq}): starting as its secondary, not as a second primary`);
+      return "secondary";
+    }
+    if (answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
+      const why = `the peer ${peer} is a replication primary and our log forked from its log: ${answer.reason}`;
+      this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica demote/resync`);
+      return why;
+    }
+    this.logger.info(`export '${this.name}': the peer ${peer} is not a replication primary (${answer.reason}): starting as primary`);
+    return null;
+  }
+
+  /** One FETCH to the peer from after `last`: is it a primary, does its log continue ours? */
+  private async probePeer(last: ChainPoint): Promise<{ status: number; reason: string }> {
+    const link = this.peerLink("fail");
     try {
       const answer = await new Promise<{ status: number; payload: Uint8Array | null }>((resolve) =>
         link.transport(
@@ -206,18 +222,8 @@ class ReplicaNode implements ReplicaHandle {
           (status, payload) => resolve({ status, payload }),
         ),
       );
-      const reason = answer.payload !== null && answer.status !== 0 ? decodeFetchReason(answer.payload) : "";
-      if (answer.status === 0) {
-        this.logger.warn(`export '${this.name}': the peer ${peer} is a replication primary and its log continues ours (seq ${last.seq}): starting as its secondary, not as a second primary`);
-        return "secondary";
-      }
-      if (answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
-        const why = `the peer ${peer} is a replication primary and our log forked from its log: ${reason}`;
-        this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica demote/resync`);
-        return why;
-      }
-      this.logger.info(`export '${this.name}': the peer ${peer} is not a replication primary (${reason || errnoMessage(answer.status)}): starting as primary`);
-      return null;
+      const reason = answer.payload !== null && answer.status !== 0 ? decodeFetchReason(answer.payload) : errnoMessage(answer.status);
+      return { status: answer.status, reason };
     } finally {
       link.close();
     }
@@ -262,9 +268,7 @@ class ReplicaNode implements ReplicaHandle {
   async promote(force: boolean): Promise<string> {
     const side = this.side;
     if (side.kind === "primary") return `export '${this.name}' is primary already (generation ${side.primary.status().generation})`;
-    if (!force) {
-      throw new DstdError("E_STATE", `planned promote (handover with the primary's log drained) is not built yet; stop the primary and use promote ${this.name} --force`);
-    }
+    if (!force) await this.checkHandover(side);
     let point = side.kind === "secondary" ? side.secondary.applier.status().applied : null;
     let generation = side.kind === "diverged" ? side.generation : 0;
     if (side.kind === "secondary") {
@@ -297,10 +301,36 @@ class ReplicaNode implements ReplicaHandle {
     }
     await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
     await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
-    const message = `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node`;
+    const message = force
+      ? `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node`
+      : `export '${this.name}': promoted to primary (handover) at seq ${point.seq}, generation ${next}; the old primary follows it as a secondary`;
     this.logger.warn(message);
     this.become({ kind: "primary", primary, server: new LogShipServer(primary, realTimer, { log: this.logger }) });
     return message;
+  }
+
+  /**
+   * A planned promote: the primary must have stepped down (demote: it answers FETCH with "not a
+   * replication primary") and everything it logged must be applied here.
+   */
+  private async checkHandover(side: Side): Promise<void> {
+    if (side.kind !== "secondary") throw new DstdError("E_STATE", `export '${this.name}' is ${side.kind}: only promote --force makes it primary`);
+    const peer = formatExportUrl(this.replication.peer!);
+    const answer = await this.probePeer(side.secondary.wanted());
+    if (answer.status === 0 || answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
+      throw new DstdError("E_STATE", `the primary ${peer} still serves its log: run dstd replica demote ${this.name} on it first (it drains to this node), or fail over with --force if it is gone`);
+    }
+    if (answer.status !== Errno.ENOTSUP) {
+      throw new DstdError("E_STATE", `cannot check that the primary ${peer} stepped down (${answer.reason}): fail over with promote ${this.name} --force if it is gone`);
+    }
+    side.shipper.stop();
+    await this.drain(side.secondary);
+    const applied = side.secondary.applier.status().applied.seq;
+    const last = side.shipper.status().primaryDurable;
+    if (applied !== side.secondary.copy.last.seq || applied < last) {
+      side.shipper.start();
+      throw new DstdError("E_STATE", `not drained: applied seq ${applied}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${last}; try again, or --force`);
+    }
   }
 
   async demote(): Promise<string> {
@@ -310,6 +340,11 @@ class ReplicaNode implements ReplicaHandle {
     this.bind(this.disk, undefined, true);
     if (side.kind === "primary") {
       await this.quiesce(side.primary);
+      const behind = await this.drainSecondaries(side.primary);
+      if (behind !== null) {
+        this.bind(side.primary, side.server, this.config.readOnly);
+        throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
+      }
       await side.primary.close();
       await this.writeApplied(side.primary);
     }
@@ -347,6 +382,18 @@ class ReplicaNode implements ReplicaHandle {
     const deadline = Date.now() + 30_000;
     while (primary.status().inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
     await new Promise<number>((resolve) => primary.checkpoint(resolve));
+  }
+
+  /** Waits (≤ 60 s) until every registered secondary has applied the whole log; null, or who is behind. */
+  private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
+    const target = primary.store.last.seq;
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const behind = Object.entries(primary.status().secondaries).filter(([, applied]) => applied < target);
+      if (behind.length === 0) return null;
+      if (Date.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 60 s`).join("; ");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   /** The applied position = the primary's last record (its disk holds it, flushed). */

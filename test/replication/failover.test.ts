@@ -1,5 +1,8 @@
 /**
- * Failover between real processes (issue 11 item 5, docs/replication.md §11): the primary dies
+ * Role changes between real processes (issue 11 item 5, docs/replication.md §11). Planned
+ * handover: demote drains the primary to its secondary, promote (without --force) checks that
+ * the primary stepped down and everything is applied, and the old primary follows the new one
+ * with no write lost. Failover: the primary dies
  * with writes its secondary never fetched; `dstd replica promote disk --force` makes the
  * secondary a primary of a new generation that takes writes (and keeps them through a kill -9);
  * the old primary comes back, asks its peer, finds its log forked and serves read-only as
@@ -73,6 +76,51 @@ test(
     await pair.stop(pair.a, "SIGKILL");
     await pair.start(pair.a);
     expect((await pair.status(pair.a)).role).toBe("diverged");
+  },
+  240_000,
+);
+
+test(
+  "planned handover: demote drains the primary, promote takes over, the old primary follows the new one, no write lost",
+  async () => {
+    const where = join(dir.path, "handover");
+    mkdirSync(where);
+    pair = await ReplicaPair.create(where, { size: 32 * MiB, symmetric: true });
+    await pair.start(pair.a);
+    await pair.start(pair.b);
+    const first = join(where, "first.bin");
+    writeRandomFile(first, 8 * MiB);
+    expect((await copyInto(first, pair.a.port)).exitCode).toBe(0);
+    // While the primary serves, a planned promote is refused.
+    const early = await pair.replica(pair.b, "promote", "disk");
+    expect(early.exitCode).not.toBe(0);
+    expect(early.stderr).toContain("demote");
+    const demoted = await pair.replica(pair.a, "demote", "disk");
+    expect(demoted.exitCode).toBe(0);
+    expect((await pair.status(pair.a)).role).toBe("secondary");
+    const promoted = await pair.replica(pair.b, "promote", "disk");
+    console.log(`${demoted.stdout.trim()} / ${promoted.stdout.trim()}${promoted.stderr}`);
+    expect(promoted.exitCode).toBe(0);
+    const b = await pair.status(pair.b);
+    expect(b.role).toBe("primary");
+    expect(hashPrefix(pair.b.image, 8 * MiB)).toBe(hashPrefix(first, 8 * MiB));
+    const second = join(where, "second.bin");
+    writeRandomFile(second, 4 * MiB);
+    expect((await copyInto(second, pair.b.port)).exitCode).toBe(0);
+    // The old primary now replicates the new one.
+    const deadline = performance.now() + 60_000;
+    let a = await pair.status(pair.a);
+    for (;;) {
+      const primary = await pair.status(pair.b);
+      a = await pair.status(pair.a);
+      if (a.state === "replicating" && a.lag_bytes === 0 && a.seq === primary.seq) break;
+      if (performance.now() > deadline) throw new Error(`old primary did not follow: ${JSON.stringify(a)}`);
+      await Bun.sleep(200);
+    }
+    console.log(`old primary: ${JSON.stringify(a)}`);
+    expect(a.generation).toBe(2);
+    expect(hashPrefix(pair.a.image, 32 * MiB)).toBe(hashPrefix(pair.b.image, 32 * MiB));
+    expect((await copyInto(second, pair.a.port)).exitCode).not.toBe(0);
   },
   240_000,
 );
