@@ -38,7 +38,7 @@ import { RecordFlag, RecordOp, type ChainPoint } from "../replication/record.ts"
 import { readRole, saveRole, type Role } from "../replication/role-file.ts";
 import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
-import { LogShipServer } from "../replication/ship-server.ts";
+import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
 import { Shipper } from "../replication/shipper.ts";
 import { StateFile } from "../replication/state-file.ts";
 import type { LogSource } from "../export/fetch.ts";
@@ -148,6 +148,11 @@ class ReplicaNode implements ReplicaHandle {
     const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger });
     const server = new LogShipServer(primary, realTimer, { log: this.logger });
     const s = primary.status();
+    if (Object.keys(s.secondaries).length === 0 && primary.store.first <= 1) {
+      // A new log: keep it for the first secondary, whenever it comes.
+      const why = primary.addSecondary(AWAITING_FIRST_SECONDARY, 0);
+      if (why !== null) this.logger.warn(`export '${this.name}': ${why}`);
+    }
     this.logger.info(`export '${this.name}': replication primary, log ${this.replication.logDir} (seq ${s.last}, generation ${s.generation})`);
     return { kind: "primary", primary, server };
   }

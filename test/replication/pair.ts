@@ -17,16 +17,21 @@ import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
 
 export const MiB = 1024 * 1024;
 
-/** A free loopback port (bound then released: another process could take it in between). */
+/**
+ * A free loopback port below the ephemeral range (32768+), so that no outgoing connection of
+ * this test's own processes can be holding it when a node binds it later; bound then released
+ * (another process could still take it in between: the node's restart then retries).
+ */
 export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 export interface Side {
@@ -146,7 +151,12 @@ keepalive_timeout = "3s"
   }
 
   async status(side: Side): Promise<ReplicaStatus> {
-    const result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
+    let result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
+    // The export unit may be restarting (its supervisor retries a failed start every second).
+    for (let i = 0; i < 20 && result.exitCode !== 0 && result.stderr.includes("no replicated export"); i++) {
+      await Bun.sleep(250);
+      result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
+    }
     if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}\nits log:\n${side.node?.stderr().slice(-3000)}`);
     return (JSON.parse(result.stdout) as { replicas: ReplicaStatus[] }).replicas[0]!;
   }

@@ -152,3 +152,25 @@ test(
   },
   240_000,
 );
+
+test(
+  "a secondary started after the primary's log rotated still begins at seq 1 (the log waits for its first secondary)",
+  async () => {
+    const where = join(dir.path, "late");
+    mkdirSync(where);
+    pair = await ReplicaPair.create(where, { size: SIZE, logSize: "64MiB" });
+    await pair.start(pair.a);
+    const source = join(where, "source.bin");
+    writeRandomFile(source, 40 * MiB);
+    expect((await copyInto(source, pair.a.port)).exitCode).toBe(0);
+    const segments = readdirSync(pair.a.logDir).filter((n) => n.endsWith(".dstl"));
+    expect(segments.length).toBeGreaterThan(1); // 16 MiB segments: rotated, yet nothing released
+    expect(segments).toContain("log-0000000000000001.dstl");
+    await pair.start(pair.b);
+    const status = await pair.caughtUp(120_000);
+    expect(status.state).toBe("replicating");
+    expect(hashPrefix(pair.b.image, SIZE)).toBe(hashPrefix(pair.a.image, SIZE));
+    expect((await pair.status(pair.a)).secondaries.map((s) => s.name)).toEqual(["site-b"]);
+  },
+  240_000,
+);
