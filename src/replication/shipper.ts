@@ -30,7 +30,7 @@ export interface ShipperClock {
 }
 
 export interface ShipperOptions {
-  /** Most record bytes per FETCH (default 4 MiB; at least one whole record). */
+  /** Most record bytes per FETCH (default 8 MiB; at least one whole record). */
   maxBytes?: number;
   /** Wait before retrying after a failure (default 1 s). */
   retryMs?: number;
@@ -81,7 +81,7 @@ export class Shipper {
     private readonly clock: ShipperClock,
     private readonly options: ShipperOptions = {},
   ) {
-    this.maxBytes = options.maxBytes ?? 4 << 20;
+    this.maxBytes = options.maxBytes ?? 8 << 20;
   }
 
   status(): ShipperStatus {
