@@ -342,7 +342,8 @@ class ReplicaNode implements ReplicaHandle {
     const side = this.side;
     if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: a secondary of whom?`);
     if (side.kind === "secondary") return `export '${this.name}' is a secondary already`;
-    this.bind(this.disk, undefined, true);
+    // No more writes; a primary keeps serving its log so its secondaries drain and report.
+    this.bind(this.disk, side.kind === "primary" ? side.server : undefined, true);
     if (side.kind === "primary") {
       await this.quiesce(side.primary);
       const behind = await this.drainSecondaries(side.primary);
@@ -389,14 +390,14 @@ class ReplicaNode implements ReplicaHandle {
     await new Promise<number>((resolve) => primary.checkpoint(resolve));
   }
 
-  /** Waits (≤ 60 s) until every registered secondary has applied the whole log; null, or who is behind. */
+  /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
   private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
     const target = primary.store.last.seq;
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 45_000;
     for (;;) {
       const behind = Object.entries(primary.status().secondaries).filter(([, applied]) => applied < target);
       if (behind.length === 0) return null;
-      if (Date.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 60 s`).join("; ");
+      if (Date.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 45 s`).join("; ");
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

@@ -96,6 +96,7 @@ test(
     expect(early.exitCode).not.toBe(0);
     expect(early.stderr).toContain("demote");
     const demoted = await pair.replica(pair.a, "demote", "disk");
+    if (demoted.exitCode !== 0) console.log(`demote failed: ${demoted.stderr}`);
     expect(demoted.exitCode).toBe(0);
     expect((await pair.status(pair.a)).role).toBe("secondary");
     const promoted = await pair.replica(pair.b, "promote", "disk");
