@@ -6,8 +6,8 @@
  *   log_dir = "/var/lib/dstd/disk.log"   the log (primary) or the log copy + applied position (secondary)
  *   log_size = "1GiB"                    most bytes the primary's log holds before it writes around it
  *   role = "primary"                     or "secondary"
- *   peer = "dst://10.0.0.1:10810/disk"   secondary: the primary's export
- *   key_file = "site-b.key"              secondary: the identity it fetches with (default [client] key_file)
+ *   peer = "dst://10.0.0.1:10810/disk"   secondary: the primary's export; primary: the other node (fencing, demote)
+ *   key_file = "site-b.key"              the identity it fetches with (default [client] key_file)
  *   replay_delay = "0s"                  secondary: hold each record this long before applying it
  *   compress = false                     reserved: compression on the wire is not built yet
  */
@@ -51,9 +51,7 @@ export function readReplication(value: unknown, path: string, client: ClientConf
   }
   if (role === "secondary" && get(value, "peer") === undefined) issues.add(at("peer"), 'a secondary needs peer = "dst://HOST:PORT/NAME" (its primary)');
   if (role === "primary") {
-    for (const key of ["peer", "replay_delay", "key_file"] as const) {
-      if (get(value, key) !== undefined) issues.add(at(key), `${key} is for role = "secondary"`);
-    }
+    if (get(value, "replay_delay") !== undefined) issues.add(at("replay_delay"), 'replay_delay is for role = "secondary"');
   } else if (get(value, "log_size") !== undefined) issues.add(at("log_size"), 'log_size is for role = "primary" (a secondary keeps only what it has not applied)');
   if (logDir === undefined || role === undefined || (get(value, "log_size") !== undefined && logSize === undefined)) return undefined;
   if (get(value, "replay_delay") !== undefined && replayDelayMs === undefined) return undefined;

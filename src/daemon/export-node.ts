@@ -125,24 +125,25 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     for (const config of options.exports) {
       const disk = await openExportPort(config, log, created);
       disks.push(disk);
-      let port = disk;
-      let replica: ReplicaHandle | null = null;
-      if (config.replication) {
-        replica = await openReplica(config, disk, log);
-        replicas.set(config.name, replica);
-        port = replica.port;
-      }
-      exports.push({
+      const entry: Export = {
         name: config.name,
         description: config.description,
-        port,
-        log: replica?.log,
-        // A secondary serves its disk read-only: only the replay writes to it.
-        readOnly: config.readOnly || replica?.role === "secondary",
+        port: disk,
+        readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
         checksums: config.checksums,
-      });
+      };
+      if (config.replication) {
+        // A secondary (or a diverged old primary) serves its disk read-only; roles may change while running.
+        const bind = (port: StoragePort, source: Export["log"], readOnly: boolean) => {
+          entry.port = port;
+          entry.log = source;
+          entry.readOnly = readOnly;
+        };
+        replicas.set(config.name, await openReplica(config, disk, log, bind));
+      }
+      exports.push(entry);
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }

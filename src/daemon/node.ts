@@ -112,6 +112,7 @@ export class Node {
     this.scheduler = options.scheduler ?? realScheduler;
     this.stateDir = options.stateDir ?? loaded.config.stateDir;
     this.metrics = nodeMetrics({
+      replicas: () => [...this.replicaHandles().values()].map((h) => h.status()),
       services: () => [...this.services.values()],
       version: VERSION,
       startedAtMs: this.startedAt,

@@ -27,9 +27,13 @@ export async function replicaRequest(handles: ReadonlyMap<string, ReplicaHandle>
       message = handle.resume(what);
       break;
     case "promote":
+      message = await handle.promote(params.force === true);
+      break;
     case "demote":
+      message = await handle.demote();
+      break;
     case "resync":
-      throw new DstdError("E_STATE", `replica ${op} is not built yet (docs/replication.md §12 says what exists)`);
+      throw new DstdError("E_STATE", `replica resync is not built yet: a diverged node is repaired today by copying the primary's disk onto it (dstd copy) and starting it with a new log directory as a secondary (docs/replication.md §12)`);
     default:
       throw new DstdError("E_REQUEST", `unknown replica operation ${JSON.stringify(op)}; use status, pause, resume, promote, demote or resync`);
   }

@@ -1,40 +1,65 @@
 /**
- * @module daemon/replica-node — composition of one replicated export (docs/replication.md §10,
- * §11): a primary (the replication layer over the export's disk, and the FETCH server for its
- * log) or a secondary (the log copy + applier over the disk, the shipper fetching from the
- * peer through a DST client, the disk served read-only). Gives the control socket and the
- * metrics one status per export and the operations on it.
+ * @module daemon/replica-node — composition of one replicated export (docs/replication.md
+ * §10–§12) and its role changes. A node is, for the export, one of:
+ * - primary: the replication layer over the disk (writes logged) and the FETCH server;
+ * - secondary: the log copy + applier over the disk, the shipper fetching from the peer, the
+ *   disk served read-only;
+ * - diverged: its log forked from the peer's (an old primary after a failover): the disk is
+ *   served read-only and nothing is replicated until an operator acts (demote, resync).
+ *
+ * The role is kept in the log directory (replication/role-file.ts); the configured role is
+ * that of a new directory. A primary with a `peer` asks it at start whether it is a primary
+ * already (fencing): if the peer's log continues ours, we start as its secondary; if it forked,
+ * as diverged — never as a second primary. An unreachable peer cannot answer: we start as
+ * primary (the risk MARS has too), and say so in the log.
+ *
+ * `promote --force`: fetching stops, the applier finishes what the copy holds, the copy goes,
+ * and a primary log continues from the last applied record in a new generation (a MARK record
+ * of that generation is durable before the first write is accepted). `demote`: the export
+ * stops taking writes, the primary layer drains and closes, the applied position is set to its
+ * last record, and the node fetches from its peer.
  */
 import type { ExportConfig } from "../config/types.ts";
 import { DEFAULT_SUITES } from "../crypto/suites.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { formatExportUrl } from "../lib/address.ts";
-import { Errno } from "../lib/errno.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
+import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import type { StoragePort } from "../storage/port.ts";
-import { DstClient, type DstClientOptions } from "../client/dst-client.ts";
+import { PassThrough } from "../storage/layers/pass-through.ts";
 import { remoteAddress } from "../storage/remote/remote-port.ts";
-import { encodeFetchRequest } from "../wire/dst/fetch.ts";
-import { openLogDirectory } from "../replication/files.ts";
-import { ReplicationPrimary } from "../replication/primary.ts";
+import { decodeFetchReason } from "../wire/dst/fetch.ts";
+import { files, openLogDirectory, type LogDirectory } from "../replication/files.ts";
+import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
+import { PRIMARY_STATE_FILE, ReplicationPrimary } from "../replication/primary.ts";
+import { INITIAL_PRIMARY_STATE, PRIMARY_STATE_KIND, validatePrimaryState } from "../replication/primary-state.ts";
+import { RecordFlag, RecordOp, type ChainPoint } from "../replication/record.ts";
+import { readRole, saveRole, type Role } from "../replication/role-file.ts";
+import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
-import { LogShipServer } from "../replication/ship-server.ts";
-import { Shipper, type FetchTransport } from "../replication/shipper.ts";
+import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
+import { Shipper } from "../replication/shipper.ts";
+import { StateFile } from "../replication/state-file.ts";
 import type { LogSource } from "../export/fetch.ts";
+import { PeerLink } from "./peer-link.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
 
 export type PauseWhat = "fetch" | "replay" | "both";
 
+/** How the export serves what the replica decides: its port, its log (primary), read-only or not. */
+export type ExportBinder = (port: StoragePort, log: LogSource | undefined, readOnly: boolean) => void;
+
 export interface ReplicaHandle {
   readonly name: string;
-  readonly role: "primary" | "secondary";
-  /** What the export serves: the replication layer (primary) or the disk (secondary, read-only). */
+  readonly role: Role;
   readonly port: StoragePort;
-  /** The log FETCH reads (primary only). */
   readonly log: LogSource | undefined;
   status(): ReplicaStatus;
   pause(what: PauseWhat): string;
   resume(what: PauseWhat): string;
+  promote(force: boolean): Promise<string>;
+  demote(): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -46,189 +71,356 @@ const realTimer = {
   },
 };
 
-/** Opens the replication of `config` over its disk `disk`. */
-export async function openReplica(config: ExportConfig, disk: StoragePort, log: Log): Promise<ReplicaHandle> {
-  const replication = config.replication!;
-  const dir = openLogDirectory(replication.logDir);
-  if (replication.role === "primary") {
-    const primary = await ReplicationPrimary.open(disk, dir, { logLimit: replication.logSize, log });
-    const server = new LogShipServer(primary, realTimer, { log });
-    log.info(`export '${config.name}': replication primary, log ${replication.logDir} (${primary.status().last} records, generation ${primary.status().generation})`);
-    return new PrimaryHandle(config.name, primary, server);
+/** The disk lent to a replication layer: closing the layer leaves the disk open (roles change). */
+class Borrowed extends PassThrough {
+  override close(): Promise<void> {
+    return Promise.resolve();
   }
-  const secondary = await Secondary.open(disk, dir, {
-    clock: { now: () => Date.now() * 1000, after: realTimer.after },
-    replayDelayMs: replication.replayDelayMs,
-    log,
-  });
-  const peer = replication.peer!;
-  const client = new PeerLink(
-    {
-      address: remoteAddress(peer),
-      exportName: peer.exportName,
-      clientName: `dstd secondary of ${config.name}`,
-      log,
-      auth: replication.keyFile !== null ? { key: loadKeyFile(replication.keyFile), suites: DEFAULT_SUITES } : null,
-      firstContact: "retry",
-      // Shipping waits out any outage: a FETCH that fails is simply asked again.
-      deadlineMs: 60_000,
-    },
-    log,
-  );
-  const shipper = new Shipper(secondary, client.transport, realTimer, { log });
-  shipper.start();
-  log.info(`export '${config.name}': replication secondary of ${formatExportUrl(peer)}, applied through seq ${secondary.applier.status().applied.seq}`);
-  return new SecondaryHandle(config.name, disk, secondary, shipper, client, formatExportUrl(peer));
 }
 
-class PrimaryHandle implements ReplicaHandle {
-  readonly role = "primary";
+type Side =
+  | { kind: "primary"; primary: ReplicationPrimary; server: LogShipServer }
+  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: PeerLink; samples: StatusSample[] }
+  | { kind: "diverged"; reason: string; generation: number };
+
+/** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
+export async function openReplica(config: ExportConfig, disk: StoragePort, log: Log, bind: ExportBinder): Promise<ReplicaHandle> {
+  const node = new ReplicaNode(config, disk, openLogDirectory(config.replication!.logDir), log, bind);
+  await node.start();
+  return node;
+}
+
+class ReplicaNode implements ReplicaHandle {
+  private side: Side = { kind: "diverged", reason: "starting", generation: 0 };
+  readonly name: string;
+
   constructor(
-    readonly name: string,
-    private readonly primary: ReplicationPrimary,
-    private readonly server: LogShipServer,
-  ) {}
+    private readonly config: ExportConfig,
+    private readonly disk: StoragePort,
+    private readonly dir: LogDirectory,
+    private readonly logger: Log,
+    private readonly bind: ExportBinder,
+  ) {
+    this.name = config.name;
+  }
+
+  private get replication() {
+    return this.config.replication!;
+  }
+
+  get role(): Role {
+    return this.side.kind;
+  }
 
   get port(): StoragePort {
-    return this.primary;
+    return this.side.kind === "primary" ? this.side.primary : this.disk;
   }
 
-  get log(): LogSource {
-    return this.server;
+  get log(): LogSource | undefined {
+    return this.side.kind === "primary" ? this.side.server : undefined;
   }
+
+  async start(): Promise<void> {
+    const saved = await readRole(this.dir);
+    const role = saved?.role ?? this.replication.role;
+    if (saved !== null && saved.role !== this.replication.role) {
+      this.logger.warn(`export '${this.name}': the log directory says ${saved.role} (${saved.reason ?? "a role change"}); the config's role ${this.replication.role} applies only to a new log directory`);
+    }
+    if (role === "diverged") return this.become({ kind: "diverged", reason: saved?.reason ?? "diverged", generation: saved?.generation ?? 0 });
+    if (role === "secondary") return this.become(await this.openSecondary());
+    const side = await this.openPrimary();
+    if (this.replication.peer === null) return this.become(side);
+    const fenced = await this.fence(side);
+    if (fenced === null) return this.become(side);
+    await side.primary.close();
+    if (fenced === "secondary") {
+      await this.writeApplied(side.primary);
+      await saveRole(this.dir, { role: "secondary", generation: side.primary.status().generation, reason: "the peer is primary and our log is a prefix of its log" });
+      return this.become(await this.openSecondary());
+    }
+    await saveRole(this.dir, { role: "diverged", generation: side.primary.status().generation, reason: fenced });
+    return this.become({ kind: "diverged", reason: fenced, generation: side.primary.status().generation });
+  }
+
+  // ---- sides ------------------------------------------------------------------------------
+
+  private async openPrimary(): Promise<Extract<Side, { kind: "primary" }>> {
+    const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger });
+    const server = new LogShipServer(primary, realTimer, { log: this.logger });
+    const s = primary.status();
+    if (Object.keys(s.secondaries).length === 0 && primary.store.first <= 1) {
+      // A new log: keep it for the first secondary, whenever it comes.
+      const why = primary.addSecondary(AWAITING_FIRST_SECONDARY, 0);
+      if (why !== null) this.logger.warn(`export '${this.name}': ${why}`);
+    }
+    this.logger.info(`export '${this.name}': replication primary, log ${this.replication.logDir} (seq ${s.last}, generation ${s.generation})`);
+    return { kind: "primary", primary, server };
+  }
+
+  private async openSecondary(): Promise<Extract<Side, { kind: "secondary" }>> {
+    const peer = this.replication.peer;
+    if (peer === null) throw new DstdError("E_USAGE", `export '${this.name}' is a secondary but has no peer = "dst://HOST:PORT/NAME" in [export.replication]`);
+    const secondary = await Secondary.open(this.disk, this.dir, {
+      clock: { now: () => Date.now() * 1000, after: realTimer.after },
+      replayDelayMs: this.replication.replayDelayMs,
+      log: this.logger,
+    });
+    const link = this.peerLink("retry");
+    const shipper = new Shipper(secondary, link.transport, realTimer, { log: this.logger });
+    shipper.start();
+    this.logger.info(`export '${this.name}': replication secondary of ${formatExportUrl(peer)}, applied through seq ${secondary.applier.status().applied.seq}`);
+    return { kind: "secondary", secondary, shipper, link, samples: [] };
+  }
+
+  private peerLink(firstContact: "retry" | "fail"): PeerLink {
+    const peer = this.replication.peer!;
+    return new PeerLink(
+      {
+        address: remoteAddress(peer),
+        exportName: peer.exportName,
+        clientName: `dstd replica of ${this.name}`,
+        log: this.logger,
+        auth: this.replication.keyFile !== null ? { key: loadKeyFile(this.replication.keyFile), suites: DEFAULT_SUITES } : null,
+        firstContact,
+        // Shipping waits out any outage: a FETCH that fails is simply asked again.
+        deadlineMs: firstContact === "fail" ? 10_000 : 60_000,
+      },
+      this.logger,
+    );
+  }
+
+  private become(side: Side): void {
+    this.side = side;
+    const readOnly = this.config.readOnly || side.kind !== "primary";
+    this.bind(this.port, this.log, readOnly);
+  }
+
+  /**
+   * Before serving writes as a primary: is the peer a primary already? null: no (or it cannot
+   * be reached); "secondary": its log continues ours (we are behind it); else the reason we
+   * forked from it.
+   */
+  private async fence(side: Extract<Side, { kind: "primary" }>): Promise<"secondary" | string | null> {
+    const last = side.primary.store.last;
+    const peer = formatExportUrl(this.replication.peer!);
+    const answer = await this.probePeer(last);
+    if (answer.status === 0) {
+      this.logger.warn(`export '${this.name}': the peer ${peer} is a replication primary and its log continues ours (seq ${last.seq}): starting as its secondary, not as a second primary`);
+      return "secondary";
+    }
+    if (answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
+      const why = `the peer ${peer} is a replication primary and our log forked from its log: ${answer.reason}`;
+      this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica demote/resync`);
+      return why;
+    }
+    this.logger.info(`export '${this.name}': the peer ${peer} is not a replication primary (${answer.reason}): starting as primary`);
+    return null;
+  }
+
+  /** One FETCH to the peer from after `last`: is it a primary, does its log continue ours? */
+  private async probePeer(last: ChainPoint): Promise<{ status: number; reason: string }> {
+    const link = this.peerLink("fail");
+    try {
+      const answer = await new Promise<{ status: number; payload: Uint8Array | null }>((resolve) =>
+        link.transport(
+          { seq: last.seq + 1, maxBytes: 2 << 20, segment: 0, offset: 0, applied: last.seq, prevChain: last.chain, prevLamport: last.lamport, prevGeneration: last.generation },
+          (status, payload) => resolve({ status, payload }),
+        ),
+      );
+      const reason = answer.payload !== null && answer.status !== 0 ? decodeFetchReason(answer.payload) : errnoMessage(answer.status);
+      return { status: answer.status, reason };
+    } finally {
+      link.close();
+    }
+  }
+
+  // ---- operations -------------------------------------------------------------------------
 
   status(): ReplicaStatus {
-    return replicaStatusOf({ name: this.name, role: "primary", primary: this.primary.status(), contacts: this.server.secondaries(), now: realTimer.now() });
-  }
-
-  pause(): string {
-    return `export '${this.name}' is a primary: nothing to pause (pause fetching or replay on its secondary)`;
-  }
-
-  resume(): string {
-    return this.pause();
-  }
-
-  async close(): Promise<void> {
-    await this.primary.close();
-  }
-}
-
-class SecondaryHandle implements ReplicaHandle {
-  readonly role = "secondary";
-  readonly log = undefined;
-  private readonly samples: StatusSample[] = [];
-
-  constructor(
-    readonly name: string,
-    readonly port: StoragePort,
-    private readonly secondary: Secondary,
-    private readonly shipper: Shipper,
-    private readonly link: PeerLink,
-    private readonly peer: string,
-  ) {}
-
-  status(): ReplicaStatus {
+    const side = this.side;
+    const now = realTimer.now();
+    if (side.kind === "primary") return replicaStatusOf({ name: this.name, role: "primary", primary: side.primary.status(), contacts: side.server.secondaries(), now });
+    if (side.kind === "diverged") return replicaStatusOf({ name: this.name, role: "diverged", reason: side.reason, generation: side.generation });
     return replicaStatusOf({
       name: this.name,
       role: "secondary",
-      peer: this.peer,
-      applier: this.secondary.applier.status(),
-      copyLast: this.secondary.copy.last.seq,
-      copyBytes: this.secondary.copy.bytes,
-      shipper: this.shipper.status(),
-      samples: this.samples,
-      now: realTimer.now(),
+      peer: formatExportUrl(this.replication.peer!),
+      applier: side.secondary.applier.status(),
+      copyLast: side.secondary.copy.last.seq,
+      copyBytes: side.secondary.copy.bytes,
+      shipper: side.shipper.status(),
+      samples: side.samples,
+      now,
     });
   }
 
   pause(what: PauseWhat): string {
-    if (what !== "replay") this.shipper.pause();
-    if (what !== "fetch") this.secondary.applier.pause();
-    return `export '${this.name}': ${what === "both" ? "fetching and replay" : what === "fetch" ? "fetching" : "replay"} paused`;
+    const side = this.side;
+    if (side.kind !== "secondary") return `export '${this.name}' is ${side.kind}: nothing to pause (pause fetching or replay on its secondary)`;
+    if (what !== "replay") side.shipper.pause();
+    if (what !== "fetch") side.secondary.applier.pause();
+    return `export '${this.name}': ${describeWhat(what)} paused`;
   }
 
   resume(what: PauseWhat): string {
-    if (what !== "replay") this.shipper.resume();
-    if (what !== "fetch") this.secondary.applier.resume();
-    return `export '${this.name}': ${what === "both" ? "fetching and replay" : what === "fetch" ? "fetching" : "replay"} resumed`;
+    const side = this.side;
+    if (side.kind !== "secondary") return `export '${this.name}' is ${side.kind}: nothing to resume`;
+    if (what !== "replay") side.shipper.resume();
+    if (what !== "fetch") side.secondary.applier.resume();
+    return `export '${this.name}': ${describeWhat(what)} resumed`;
   }
 
-  async close(): Promise<void> {
-    this.shipper.stop();
-    this.link.close();
-    await this.secondary.close();
-  }
-}
-
-/**
- * The secondary's DST client to its primary, opened lazily and opened again after the engine
- * gave up (a deadline spent during a long outage): FETCH is always safe to ask again.
- */
-class PeerLink {
-  private client: DstClient | null = null;
-  private opening: Promise<DstClient> | null = null;
-  private closed = false;
-
-  constructor(
-    private readonly options: DstClientOptions,
-    private readonly log: Log,
-  ) {}
-
-  readonly transport: FetchTransport = (request, done) => {
-    this.get().then(
-      (client) => {
-        const accepted = client.submit(
-          { kind: "fetch", offset: request.seq, length: request.maxBytes, data: encodeFetchRequest(request) },
-          (errno, data) => {
-            if (errno === Errno.EIO || errno === Errno.ESHUTDOWN || errno === Errno.ETIMEDOUT) this.drop(client);
-            done(errno, data);
-          },
-        );
-        if (accepted <= 0) {
-          this.drop(client);
-          if (accepted !== 0) done(Errno.EAGAIN, null);
-        }
-      },
-      (error: Error) => done(Errno.ECONNREFUSED, new TextEncoder().encode(error.message)),
-    );
-  };
-
-  private get(): Promise<DstClient> {
-    if (this.closed) return Promise.reject(new Error("shipping stopped"));
-    if (this.client !== null) return Promise.resolve(this.client);
-    this.opening ??= DstClient.open(this.options).then(
-      (client) => {
-        this.opening = null;
-        if (this.closed) {
-          void client.close();
-          throw new Error("shipping stopped");
-        }
-        this.client = client;
-        return client;
-      },
-      (error: Error) => {
-        this.opening = null;
-        this.log.warn(`replication: cannot reach the primary: ${error.message}`);
-        throw error;
-      },
-    );
-    return this.opening;
+  async promote(force: boolean): Promise<string> {
+    const side = this.side;
+    if (side.kind === "primary") return `export '${this.name}' is primary already (generation ${side.primary.status().generation})`;
+    if (!force) await this.checkHandover(side);
+    let point = side.kind === "secondary" ? side.secondary.applier.status().applied : null;
+    let generation = side.kind === "diverged" ? side.generation : 0;
+    if (side.kind === "secondary") {
+      side.shipper.stop();
+      side.link.close();
+      await this.drain(side.secondary);
+      const applier = side.secondary.applier.status();
+      point = applier.applied;
+      generation = Math.max(point.generation, side.secondary.copy.generation, side.shipper.status().primaryGeneration);
+      await side.secondary.close();
+    }
+    this.bind(this.disk, undefined, true);
+    if (point === null) {
+      // Diverged: this node was a primary; its own log continues in a new generation.
+      const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger });
+      point = primary.store.last;
+      generation = Math.max(generation, primary.status().generation);
+      await primary.close();
+    } else {
+      await this.clearForPrimary(point.seq);
+    }
+    const next = generation + 1;
+    const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger, base: point });
+    primary.store.startGeneration(next);
+    // The new generation is durable before any write is accepted.
+    const errno = await new Promise<number>((resolve) => primary.store.append(RecordOp.MARK, RecordFlag.GENERATION, 0, 0, new Uint8Array(0), resolve));
+    if (errno !== 0) {
+      await primary.close();
+      throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);
+    }
+    await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
+    await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
+    const message = force
+      ? `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node`
+      : `export '${this.name}': promoted to primary (handover) at seq ${point.seq}, generation ${next}; the old primary follows it as a secondary`;
+    this.logger.warn(message);
+    this.become({ kind: "primary", primary, server: new LogShipServer(primary, realTimer, { log: this.logger }) });
+    return message;
   }
 
-  private drop(client: DstClient): void {
-    if (this.client !== client) return;
-    const state = client.engine.state;
-    if (state === "failed" || state === "closed") {
-      this.client = null;
-      void client.close();
+  /**
+   * A planned promote: the primary must have stepped down (demote: it answers FETCH with "not a
+   * replication primary") and everything it logged must be applied here.
+   */
+  private async checkHandover(side: Side): Promise<void> {
+    if (side.kind !== "secondary") throw new DstdError("E_STATE", `export '${this.name}' is ${side.kind}: only promote --force makes it primary`);
+    const peer = formatExportUrl(this.replication.peer!);
+    const answer = await this.probePeer(side.secondary.wanted());
+    if (answer.status === 0 || answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
+      throw new DstdError("E_STATE", `the primary ${peer} still serves its log: run dstd replica demote ${this.name} on it first (it drains to this node), or fail over with --force if it is gone`);
+    }
+    if (answer.status !== Errno.ENOTSUP) {
+      throw new DstdError("E_STATE", `cannot check that the primary ${peer} stepped down (${answer.reason}): fail over with promote ${this.name} --force if it is gone`);
+    }
+    side.shipper.stop();
+    await this.drain(side.secondary);
+    const applied = side.secondary.applier.status().applied.seq;
+    const last = side.shipper.status().primaryDurable;
+    if (applied !== side.secondary.copy.last.seq || applied < last) {
+      side.shipper.start();
+      throw new DstdError("E_STATE", `not drained: applied seq ${applied}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${last}; try again, or --force`);
     }
   }
 
-  close(): void {
-    this.closed = true;
-    const client = this.client;
-    this.client = null;
-    if (client !== null) void client.close();
+  async demote(): Promise<string> {
+    const side = this.side;
+    if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: a secondary of whom?`);
+    if (side.kind === "secondary") return `export '${this.name}' is a secondary already`;
+    // No more writes; a primary keeps serving its log so its secondaries drain and report.
+    this.bind(this.disk, side.kind === "primary" ? side.server : undefined, true);
+    if (side.kind === "primary") {
+      await this.quiesce(side.primary);
+      const behind = await this.drainSecondaries(side.primary);
+      if (behind !== null) {
+        this.bind(side.primary, side.server, this.config.readOnly);
+        throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
+      }
+      await side.primary.close();
+      await this.writeApplied(side.primary);
+    }
+    await saveRole(this.dir, { role: "secondary", generation: side.kind === "primary" ? side.primary.status().generation : side.generation, reason: "demoted" });
+    this.become(await this.openSecondary());
+    const message = `export '${this.name}': demoted to secondary of ${formatExportUrl(this.replication.peer)}; its disk is served read-only`;
+    this.logger.warn(message);
+    return message;
   }
+
+  async close(): Promise<void> {
+    const side = this.side;
+    if (side.kind === "primary") await side.primary.close();
+    if (side.kind === "secondary") {
+      side.shipper.stop();
+      side.link.close();
+      await side.secondary.close();
+    }
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------
+
+  /** Waits while the applier makes progress through the copy (not when paused, halted or delayed). */
+  private async drain(secondary: Secondary): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const s = secondary.applier.status();
+      if (s.applied.seq >= secondary.copy.durable.seq || s.halted !== null || s.paused || s.delayed > 0 || Date.now() > deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  /** Waits until the primary layer has no mutation in flight, then checkpoints (disk flushed). */
+  private async quiesce(primary: ReplicationPrimary): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (primary.status().inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    await new Promise<number>((resolve) => primary.checkpoint(resolve));
+  }
+
+  /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
+  private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
+    const target = primary.store.last.seq;
+    const deadline = Date.now() + 45_000;
+    for (;;) {
+      const behind = Object.entries(primary.status().secondaries).filter(([, applied]) => applied < target);
+      if (behind.length === 0) return null;
+      if (Date.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 45 s`).join("; ");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** The applied position = the primary's last record (its disk holds it, flushed). */
+  private async writeApplied(primary: ReplicationPrimary): Promise<void> {
+    const last = primary.store.last;
+    await Applier.writePosition(this.dir, { point: last, applyingThrough: last.seq, inResync: false });
+  }
+
+  /** A promoted secondary's directory: the primary state says "disk holds every record ≤ seq"; the copy goes. */
+  private async clearForPrimary(seq: number): Promise<void> {
+    const state = await StateFile.open(this.dir, PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState);
+    try {
+      await state.saveNow({ ...INITIAL_PRIMARY_STATE, checkpoint: seq });
+    } finally {
+      await state.close();
+    }
+    for (const name of await files.list(this.dir)) if (parseSegmentName(name) !== null) await files.remove(this.dir, name);
+    await files.syncDir(this.dir);
+  }
+}
+
+function describeWhat(what: PauseWhat): string {
+  return what === "both" ? "fetching and replay" : what === "fetch" ? "fetching" : "replay";
 }

@@ -23,7 +23,8 @@ export type ReplicaState = "replicating" | "inconsistent" | "paused" | "diverged
 
 export interface ReplicaStatus {
   name: string;
-  role: "primary" | "secondary";
+  /** "diverged": an old primary whose log forked from its peer's; it serves read-only. */
+  role: "primary" | "secondary" | "diverged";
   generation: number;
   state: ReplicaState;
   /** Why the state is not plainly healthy; null when it is. */
@@ -64,6 +65,7 @@ export interface StatusSample {
 
 export type StatusInput =
   | { name: string; role: "primary"; primary: PrimaryStatus; contacts: SecondaryContact[]; now: number }
+  | { name: string; role: "diverged"; reason: string; generation: number }
   | {
       name: string;
       role: "secondary";
@@ -81,6 +83,7 @@ const seconds = (ms: number) => Math.round(ms / 100) / 10;
 
 export function replicaStatusOf(input: StatusInput): ReplicaStatus {
   if (input.role === "primary") return primaryStatus(input);
+  if (input.role === "diverged") return divergedStatus(input);
   return secondaryStatus(input);
 }
 
@@ -116,6 +119,31 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     secondaries: contacts,
     mode: p.mode,
     dirty_regions: p.dirtyRegions,
+  };
+}
+
+function divergedStatus(input: Extract<StatusInput, { role: "diverged" }>): ReplicaStatus {
+  return {
+    name: input.name,
+    role: "diverged",
+    generation: input.generation,
+    state: "diverged",
+    reason: input.reason,
+    peer: null,
+    lag_bytes: 0,
+    lag_seconds: 0,
+    eta_seconds: null,
+    seq: 0,
+    primary_seq: null,
+    log_bytes: 0,
+    log_limit: null,
+    last_contact_seconds: null,
+    fetch_paused: false,
+    replay_paused: false,
+    received_bytes: 0,
+    secondaries: [],
+    mode: null,
+    dirty_regions: 0,
   };
 }
 

@@ -85,7 +85,10 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
   readable = false;
   writable = false;
   replica = false;
-  logSource: LogSource | null = null;
+  /** The export's log now (a replica's role may change while clients stay connected). */
+  get logSource(): LogSource | null {
+    return this.admitted?.exp.log ?? null;
+  }
   identity: string | null = null;
   maxPayload = 0;
   checksum: ChecksumName = "none";
@@ -214,7 +217,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     let why: string | null = null;
     if (admitted.identity !== null && !this.server.keys.has(admitted.identity)) why = `the key of ${who} was removed`;
     const access = why === null ? matchAllow(admitted.exp.allow, this.peer, admitted.identity) : null;
-    const replica = why === null && admitted.exp.log !== undefined && matchReplica(admitted.exp.allow, this.peer, admitted.identity);
+    const replica = why === null && matchReplica(admitted.exp.allow, this.peer, admitted.identity);
     if (why === null && access === null && !replica) why = `${who} is no longer allowed to use export ${exportName}`;
     this.replica = replica;
     if (access === null) this.readable = false;
@@ -463,7 +466,6 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     this.readable = admitted.readable;
     this.writable = admitted.writable;
     this.replica = admitted.replica;
-    this.logSource = admitted.exp.log ?? null;
     this.identity = admitted.identity;
     this.maxPayload = admitted.maxPayload;
     this.checksum = admitted.checksum;

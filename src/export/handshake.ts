@@ -154,7 +154,8 @@ export class ExportHandshake {
   /** Access check (after authentication, so refusals reveal nothing to strangers), session, WELCOME. */
   private admit(hello: Hello, exp: Export, identity: string | null, auth: AuthResult | null): HandshakeStep {
     const access: Access | null = matchAllow(exp.allow, this.peer, identity);
-    const replica = exp.log !== undefined && matchReplica(exp.allow, this.peer, identity);
+    // Granted whether or not the export has a log now: its role may change while connected.
+    const replica = matchReplica(exp.allow, this.peer, identity);
     if (access === null && !replica) {
       const where = this.peer.transport === "unix" ? "a Unix socket" : this.peer.address;
       const who = identity === null ? `anonymous clients from ${where} are` : `identity ${quotePeer(identity)} from ${where} is`;

@@ -141,6 +141,22 @@ export class Applier {
     return state.value === null ? { point: CHAIN_ORIGIN, applyingThrough: 0, inResync: false } : (validatePosition(state.value) as AppliedPosition);
   }
 
+  /**
+   * Saves `position` in `dir` without an applier running: a primary becoming a secondary
+   * (demotion) whose disk holds every record through `position.point`, flushed.
+   */
+  static async writePosition(dir: LogDirectory, position: AppliedPosition): Promise<void> {
+    const state = await StateFile.open<Record<string, unknown>>(dir, APPLIER_STATE_FILE, APPLIER_STATE_KIND, (v) => {
+      const p = validatePosition(v);
+      return typeof p === "string" ? p : (v as Record<string, unknown>);
+    });
+    try {
+      await state.saveNow(encodePosition(position));
+    } finally {
+      await state.close();
+    }
+  }
+
   /** Opens the saved position in `dir` (origin when none) and starts replaying. */
   static async open(port: StoragePort, dir: LogDirectory, options: ApplierOptions): Promise<Applier> {
     const state = await StateFile.open<Record<string, unknown>>(dir, APPLIER_STATE_FILE, APPLIER_STATE_KIND, (v) => {

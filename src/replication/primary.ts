@@ -60,6 +60,8 @@ export interface PrimaryOptions {
   maxBatchBytes?: number;
   /** Memory bound of the dirty bitmap (default 1 MiB). */
   maxBitmapBytes?: number;
+  /** An empty log continues from this point (a promoted secondary: its last applied record). */
+  base?: ChainPoint;
   /** Clock for Lamport stamps, µs (default: wall clock). */
   now?: () => number;
   log?: Log;
@@ -192,6 +194,7 @@ export class ReplicationPrimary extends PassThrough {
       voidAfter: state.voidAfter ?? undefined,
       durableThrough: Math.max(state.checkpoint, ...Object.values(state.secondaries)),
       onCorruption: "refuse",
+      base: options.base,
       log: options.log,
       onAppend: options.onAppend,
     });

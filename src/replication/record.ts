@@ -71,6 +71,8 @@ export const RecordFlag = {
   RESYNC_BEGIN: 1,
   /** MARK: every region written without logging has been copied into the log: consistent again. */
   RESYNC_END: 2,
+  /** MARK: a promotion starts this record's generation here (docs/replication.md §11). */
+  GENERATION: 4,
 } as const;
 
 /** Flags each op accepts. */
@@ -79,7 +81,7 @@ const FLAGS_ALLOWED: Readonly<Record<number, number>> = {
   [RecordOp.TRIM]: 0,
   [RecordOp.ZERO]: RecordFlag.NO_HOLE,
   [RecordOp.RESIZE]: 0,
-  [RecordOp.MARK]: RecordFlag.RESYNC_BEGIN | RecordFlag.RESYNC_END,
+  [RecordOp.MARK]: RecordFlag.RESYNC_BEGIN | RecordFlag.RESYNC_END | RecordFlag.GENERATION,
 };
 
 const OP_NAMES: Readonly<Record<number, string>> = {

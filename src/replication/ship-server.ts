@@ -39,6 +39,14 @@ export interface SecondaryContact {
   refused: string | null;
 }
 
+/**
+ * Registered on a new log until the first real secondary fetches: the log keeps every record
+ * for it (past the log's size the primary writes around the log into the dirty bitmap, and
+ * the secondary resyncs those regions), so a secondary started after the primary's first
+ * writes still begins at seq 1 instead of "released".
+ */
+export const AWAITING_FIRST_SECONDARY = "awaiting-first-secondary";
+
 export class LogShipServer implements LogSource {
   readonly minFetchBytes = MAX_RECORD_SIZE;
   private readonly contacts = new Map<string, SecondaryContact>();
@@ -80,6 +88,7 @@ export class LogShipServer implements LogSource {
     const registered = primary.status().secondaries[secondary];
     const why = registered === undefined ? primary.addSecondary(secondary, request.applied) : primary.secondaryApplied(secondary, Math.min(request.applied, durable.seq));
     if (why !== null) return refuse(Errno.ENODATA, why);
+    if (registered === undefined && AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
     contact.applied = Math.max(contact.applied, request.applied);
     contact.refused = null;
     const after: ChainPoint = { seq: held, chain: request.prevChain, lamport: request.prevLamport, generation: request.prevGeneration };

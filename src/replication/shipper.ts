@@ -3,8 +3,9 @@
  * fetches its primary's log from the exact position its copy ends at, stores what arrives in
  * the copy (`Secondary.receive`), and reports the applied seq with every FETCH.
  *
- * One FETCH in flight (at most `maxBytes` of records, plus the next one is sent only once
- * what arrived is durable in the copy): memory is bounded by one answer. The FETCH itself
+ * One FETCH in flight (at most `maxBytes` of records); the next one is sent while the previous
+ * answer is being made durable in the copy, never while two are: memory is bounded by two
+ * answers. The FETCH itself
  * travels through an injected `FetchTransport` — the DST client engine in dstd (resend,
  * reconnect, keepalive, sealed records), a simulated link in tests.
  *
@@ -29,7 +30,7 @@ export interface ShipperClock {
 }
 
 export interface ShipperOptions {
-  /** Most record bytes per FETCH (default 4 MiB; at least one whole record). */
+  /** Most record bytes per FETCH (default 8 MiB; at least one whole record). */
   maxBytes?: number;
   /** Wait before retrying after a failure (default 1 s). */
   retryMs?: number;
@@ -62,6 +63,8 @@ export class Shipper {
   private state: ShipperState = "stopped";
   private reason: string | null = null;
   private busy = false;
+  /** Answers handed to the copy and not durable yet (at most 1 while a FETCH is in flight). */
+  private storing = 0;
   private cancelTimer: (() => void) | null = null;
   private hint: { seq: number; segment: number; offset: number } | null = null;
   private primaryDurable = 0;
@@ -78,7 +81,7 @@ export class Shipper {
     private readonly clock: ShipperClock,
     private readonly options: ShipperOptions = {},
   ) {
-    this.maxBytes = options.maxBytes ?? 4 << 20;
+    this.maxBytes = options.maxBytes ?? 8 << 20;
   }
 
   status(): ShipperStatus {
@@ -125,7 +128,7 @@ export class Shipper {
   }
 
   private next(): void {
-    if (this.busy || (this.state !== "fetching" && this.state !== "retrying" && this.state !== "refused")) return;
+    if (this.busy || this.storing > 1 || (this.state !== "fetching" && this.state !== "retrying" && this.state !== "refused")) return;
     this.busy = true;
     const want = this.secondary.wanted();
     const hint = this.hint !== null && this.hint.seq === want.seq + 1 ? this.hint : null;
@@ -179,23 +182,29 @@ export class Shipper {
     let refused: string | null = null;
     let early: number | null = null;
     const stored = (errno: number) => {
-      this.busy = false;
+      this.storing--;
       if (errno !== 0) return this.retry(`storing fetched records failed: ${errnoMessage(errno)}`);
       if (refused !== null) {
         this.hint = null;
         return this.retry(`fetched records refused: ${refused}`);
       }
       this.receivedBytes += reply.records.length;
-      this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
-      this.ok();
       this.next();
     };
+    this.storing++;
     refused = this.secondary.receive(reply.records, (errno) => {
       if (returned) stored(errno);
       else early = errno;
     });
     returned = true;
-    if (early !== null) stored(early);
+    this.busy = false;
+    if (early !== null) return stored(early);
+    if (refused !== null) return; // the kept part is being stored; `stored` retries after it
+    // Pipelined: the next FETCH goes out while these records are being made durable (at most
+    // one answer being stored while one is in flight: memory stays two answers).
+    this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
+    this.ok();
+    this.next();
   }
 
   private ok(): void {

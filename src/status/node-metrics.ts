@@ -34,7 +34,32 @@ export interface NodeMetricsSource {
   ready(): boolean;
   controlClients(): number;
   eventSubscribers(): number;
+  /** The replicated exports' status (daemon/replica-status.ts), absent: none. */
+  replicas?(): readonly ReplicaMetricView[];
 }
+
+/** What the dstd_replica_* families read of one replicated export. */
+export interface ReplicaMetricView {
+  readonly name: string;
+  readonly role: string;
+  readonly state: string;
+  readonly generation: number;
+  readonly seq: number;
+  readonly lag_bytes: number;
+  readonly lag_seconds: number;
+  readonly log_bytes: number;
+  readonly last_contact_seconds: number | null;
+}
+
+/** Replica states (label values of dstd_replica_state). */
+export const REPLICA_STATES = ["primary", "replicating", "inconsistent", "paused", "diverged", "stalled", "disconnected"] as const;
+const REPLICA_GAUGES: ReadonlyArray<readonly [keyof ReplicaMetricView, string, string]> = [
+  ["generation", "dstd_replica_generation", "The replicated export's generation (a promotion starts a new one)."],
+  ["seq", "dstd_replica_seq", "Last record applied (secondary) or durable in the log (primary)."],
+  ["lag_bytes", "dstd_replica_lag_bytes", "Secondary: log bytes on the primary not applied here (an upper bound while records wait for replay)."],
+  ["lag_seconds", "dstd_replica_lag_seconds", "Secondary: 0 when caught up, else seconds since the primary wrote the last record applied here."],
+  ["log_bytes", "dstd_replica_log_bytes", "Bytes of the replication log (primary) or of the local log copy (secondary)."],
+];
 
 /** [counter key, metric name, HELP] of export groups. */
 const EXPORT_COUNTER_METRICS: ReadonlyArray<readonly [string, string, string]> = [
@@ -158,6 +183,23 @@ export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
   perService("export", "gauge", "sessions", "dstd_export_sessions", "DST sessions remembered (connected or waiting for a reconnect).");
   for (const [key, name, help] of ATTACH_COUNTER_METRICS) perService("attach", "counter", key, name, help);
   perService("attach", "gauge", "inflight", "dstd_attach_inflight_requests", "Requests on the wire to the export now.");
+
+  const replicas = () => source.replicas?.() ?? [];
+  registry.collected(
+    "gauge",
+    { name: "dstd_replica_state", help: "1 for the state each replicated export is in, 0 for the others; role: primary, secondary or diverged.", labels: ["export", "role", "state"], values: { state: REPLICA_STATES }, maxSeries: MAX_SERVICES * REPLICA_STATES.length },
+    (emit) => {
+      for (const r of replicas()) for (const state of REPLICA_STATES) emit({ export: r.name, role: r.role, state }, r.state === state ? 1 : 0);
+    },
+  );
+  for (const [key, name, help] of REPLICA_GAUGES) {
+    registry.collected("gauge", { name, help, labels: ["export"], maxSeries: MAX_SERVICES }, (emit) => {
+      for (const r of replicas()) emit({ export: r.name }, r[key] as number);
+    });
+  }
+  registry.collected("gauge", { name: "dstd_replica_last_contact_seconds", help: "Seconds since the last answer from (secondary) or FETCH by (primary) the peer; absent: never.", labels: ["export"], maxSeries: MAX_SERVICES }, (emit) => {
+    for (const r of replicas()) if (r.last_contact_seconds !== null) emit({ export: r.name }, r.last_contact_seconds);
+  });
 
   const requests = registry.counter({ name: "dstd_control_requests_total", help: "Control socket requests, by method.", labels: ["method"], values: { method: [...METHODS, "invalid"] } });
   const rejects = registry.counter({ name: "dstd_control_rejected_total", help: "Control clients refused or closed, by reason.", labels: ["reason"], values: { reason: REJECT_REASONS } });

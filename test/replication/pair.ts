@@ -17,16 +17,21 @@ import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
 
 export const MiB = 1024 * 1024;
 
-/** A free loopback port (bound then released: another process could take it in between). */
+/**
+ * A free loopback port below the ephemeral range (32768+), so that no outgoing connection of
+ * this test's own processes can be holding it when a node binds it later; bound then released
+ * (another process could still take it in between: the node's restart then retries).
+ */
 export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    const free = await new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
 }
 
 export interface Side {
@@ -36,6 +41,8 @@ export interface Side {
   image: string;
   logDir: string;
   port: number;
+  /** Prometheus metrics of the node: http://127.0.0.1:PORT/metrics. */
+  metricsPort: number;
   node: NodeProcess | null;
 }
 
@@ -45,6 +52,8 @@ export interface PairOptions {
   logSize?: string;
   /** Secondary [export.replication] extras, e.g. replay_delay. */
   secondaryExtra?: string;
+  /** The primary names the secondary as its peer too (fencing after a failover), with key site-a. */
+  symmetric?: boolean;
 }
 
 export class ReplicaPair {
@@ -54,32 +63,38 @@ export class ReplicaPair {
   private constructor(
     readonly dir: string,
     readonly options: PairOptions,
-    ports: [number, number],
+    ports: [number, number, number, number],
   ) {
-    const side = (name: "a" | "b", port: number): Side => ({
+    const side = (name: "a" | "b", port: number, metricsPort: number): Side => ({
       name,
       config: join(dir, `${name}.toml`),
       stateDir: join(dir, `${name}.state`),
       image: join(dir, `${name}.img`),
       logDir: join(dir, `${name}.log`),
       port,
+      metricsPort,
       node: null,
     });
-    this.a = side("a", ports[0]);
-    this.b = side("b", ports[1]);
+    this.a = side("a", ports[0], ports[2]);
+    this.b = side("b", ports[1], ports[3]);
   }
 
   /** Keys and configs written; nothing started. */
   static async create(dir: string, options: PairOptions): Promise<ReplicaPair> {
-    const pair = new ReplicaPair(dir, options, [await freePort(), await freePort()]);
+    const pair = new ReplicaPair(dir, options, [await freePort(), await freePort(), await freePort(), await freePort()]);
     const key = join(dir, "site-b.key");
-    const made = await runDstd(["keygen", "--identity", "site-b", "--out", key]);
-    if (made.exitCode !== 0) throw new Error(`keygen failed: ${made.stderr}`);
+    const keyA = join(dir, "site-a.key");
+    for (const [identity, path] of [["site-b", key], ["site-a", keyA]]) {
+      const made = await runDstd(["keygen", "--identity", identity!, "--out", path!]);
+      if (made.exitCode !== 0) throw new Error(`keygen failed: ${made.stderr}`);
+    }
+    const symmetric = options.symmetric === true;
     pair.proxy = FaultProxy.start({ upstream: { host: "127.0.0.1", port: pair.a.port } });
     const { a, b } = pair;
     writeFileSync(
       a.config,
       `state_dir = "${a.stateDir}"
+metrics_listen = "127.0.0.1:${a.metricsPort}"
 [[key]]
 identity = "site-b"
 file = "${key}"
@@ -92,17 +107,20 @@ allow = ["127.0.0.1:rw", "site-b@127.0.0.1:replica"]
 [export.replication]
 log_dir = "${a.logDir}"
 log_size = "${options.logSize ?? "256MiB"}"
+${symmetric ? `peer = "dst://127.0.0.1:${b.port}/disk"\nkey_file = "${keyA}"` : ""}
 `,
     );
     writeFileSync(
       b.config,
       `state_dir = "${b.stateDir}"
+metrics_listen = "127.0.0.1:${b.metricsPort}"
+${symmetric ? `[[key]]\nidentity = "site-a"\nfile = "${keyA}"` : ""}
 [[export]]
 name = "disk"
 file = "${b.image}"
 size = ${options.size}
 listen = "127.0.0.1:${b.port}"
-allow = ["127.0.0.1:ro"]
+allow = ["127.0.0.1:rw"${symmetric ? `, "site-a@127.0.0.1:replica"` : ""}]
 [export.replication]
 role = "secondary"
 log_dir = "${b.logDir}"
@@ -133,25 +151,55 @@ keepalive_timeout = "3s"
   }
 
   async status(side: Side): Promise<ReplicaStatus> {
-    const result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
-    if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}`);
+    let result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
+    // The export unit may be restarting (its supervisor retries a failed start every second).
+    for (let i = 0; i < 20 && result.exitCode !== 0 && result.stderr.includes("no replicated export"); i++) {
+      await Bun.sleep(250);
+      result = await runDstd(["replica", "status", "disk", "--json", "--state-dir", side.stateDir]);
+    }
+    if (result.exitCode !== 0) throw new Error(`replica status on ${side.name} failed: ${result.stderr}\nits log:\n${side.node?.stderr().slice(-3000)}`);
     return (JSON.parse(result.stdout) as { replicas: ReplicaStatus[] }).replicas[0]!;
+  }
+
+  async metrics(side: Side): Promise<string> {
+    return await (await fetch(`http://127.0.0.1:${side.metricsPort}/metrics`)).text();
   }
 
   async replica(side: Side, ...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
     return await runDstd(["replica", ...args, "--state-dir", side.stateDir]);
   }
 
-  /** Waits until the secondary reports lag 0 with the primary's last durable seq applied. */
+  /** One gauge of a node's dstd_replica_* metrics (null: absent). */
+  async gauge(side: Side, name: string, labels = 'export="disk"'): Promise<number | null> {
+    const text = await this.metrics(side);
+    const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}} `));
+    return line === undefined ? null : Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+
+  /**
+   * Waits until the secondary reports lag 0 with the primary's last durable seq applied, in the
+   * state replicating. Polls the metrics endpoints (cheap: no process per poll), then confirms
+   * with `dstd replica status`.
+   */
   async caughtUp(limitMs: number): Promise<ReplicaStatus> {
     const deadline = performance.now() + limitMs;
-    let last: ReplicaStatus | null = null;
     for (;;) {
-      const primary = await this.status(this.a);
-      last = await this.status(this.b);
-      if (last.lag_bytes === 0 && last.seq === primary.seq && last.state === "replicating") return last;
-      if (performance.now() > deadline) throw new Error(`secondary did not catch up in ${limitMs} ms: ${JSON.stringify(last)} vs primary seq ${primary.seq}`);
-      await Bun.sleep(200);
+      try {
+        const [primarySeq, seq, lag, replicating] = await Promise.all([
+          this.gauge(this.a, "dstd_replica_seq"),
+          this.gauge(this.b, "dstd_replica_seq"),
+          this.gauge(this.b, "dstd_replica_lag_bytes"),
+          this.gauge(this.b, "dstd_replica_state", 'export="disk",role="secondary",state="replicating"'),
+        ]);
+        if (lag === 0 && seq === primarySeq && replicating === 1) {
+          const status = await this.status(this.b);
+          if (status.lag_bytes === 0 && status.seq === primarySeq && status.state === "replicating") return status;
+        }
+      } catch {
+        // a node restarting: its endpoint is back in a moment
+      }
+      if (performance.now() > deadline) throw new Error(`secondary did not catch up in ${limitMs} ms: ${JSON.stringify(await this.status(this.b))} vs primary seq ${(await this.status(this.a)).seq}`);
+      await Bun.sleep(100);
     }
   }
 

@@ -8,6 +8,7 @@ import { afterAll, afterEach, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { scratchDir, writeRandomFile } from "../helpers/files.ts";
+import { haveTools } from "../helpers/tools.ts";
 import { copyInto, hashPrefix, MiB, ReplicaPair } from "./pair.ts";
 import { RECORD_HEADER_SIZE } from "../../src/replication/record.ts";
 
@@ -55,6 +56,17 @@ test(
     // Resumed at the exact byte: the records stored add up to the primary's log, none twice.
     expect(status.received_bytes).toBe(segmentBytes(pair.a.logDir));
     expect(pair.b.node!.stderr()).toMatch(/FETCH from seq \d+ failed|retrying|connection lost/);
+    // The same in the metrics, which promtool accepts.
+    const metrics = await pair.metrics(pair.b);
+    expect(metrics).toContain('dstd_replica_lag_bytes{export="disk"} 0');
+    expect(metrics).toContain('dstd_replica_state{export="disk",role="secondary",state="replicating"} 1');
+    expect(metrics).toContain(`dstd_replica_seq{export="disk"} ${status.seq}`);
+    expect(await pair.metrics(pair.a)).toContain('dstd_replica_state{export="disk",role="primary",state="primary"} 1');
+    if (haveTools({ promtool: "prometheus" })) {
+      const checked = Bun.spawnSync(["promtool", "check", "metrics"], { stdin: new TextEncoder().encode(metrics) });
+      expect(`${checked.stdout}${checked.stderr}`.trim()).toBe("");
+      expect(checked.exitCode).toBe(0);
+    }
   },
   240_000,
 );
@@ -137,6 +149,28 @@ test(
     expect(status.seq).toBe(target - 1);
     const human = await pair.replica(pair.b, "status");
     expect(human.stdout).toContain("stalled");
+  },
+  240_000,
+);
+
+test(
+  "a secondary started after the primary's log rotated still begins at seq 1 (the log waits for its first secondary)",
+  async () => {
+    const where = join(dir.path, "late");
+    mkdirSync(where);
+    pair = await ReplicaPair.create(where, { size: SIZE, logSize: "64MiB" });
+    await pair.start(pair.a);
+    const source = join(where, "source.bin");
+    writeRandomFile(source, 40 * MiB);
+    expect((await copyInto(source, pair.a.port)).exitCode).toBe(0);
+    const segments = readdirSync(pair.a.logDir).filter((n) => n.endsWith(".dstl"));
+    expect(segments.length).toBeGreaterThan(1); // 16 MiB segments: rotated, yet nothing released
+    expect(segments).toContain("log-0000000000000001.dstl");
+    await pair.start(pair.b);
+    const status = await pair.caughtUp(120_000);
+    expect(status.state).toBe("replicating");
+    expect(hashPrefix(pair.b.image, SIZE)).toBe(hashPrefix(pair.a.image, SIZE));
+    expect((await pair.status(pair.a)).secondaries.map((s) => s.name)).toEqual(["site-b"]);
   },
   240_000,
 );

@@ -1,0 +1,77 @@
+/**
+ * @module bench/replication-catchup — how fast a secondary catches up through a slow link
+ * (issue 11 target: ≥ 0.8× the link's rate), between real processes (dist/dstd, two `dstd up`
+ * nodes, the fault proxy of test/fault pacing the link and adding a delay each way).
+ *
+ * Per round: the secondary's fetching and replay are paused, SIZE MiB are written into the
+ * primary; then fetching resumes (replay still paused) and the time until the copy holds the
+ * primary's whole log is measured — the shipping rate against the link's pacing rate — then
+ * replay resumes and the time until lag 0 is measured (the apply rate, bound by the
+ * secondary's disk: each batch costs three fdatasyncs). The "link" is the proxy's pacing
+ * rate; the bytes counted are those the proxy delivered.
+ *
+ *   bun bench/replication-catchup.ts
+ *   SIZE=256 LINK_MIB=20 DELAY_MS=50 ROUNDS=3 bun bench/replication-catchup.ts
+ */
+import { mkdirSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { copyInto, MiB, ReplicaPair } from "../test/replication/pair.ts";
+import { writeRandomFile } from "../test/helpers/files.ts";
+
+const SIZE = Number(process.env.SIZE ?? 96) * MiB;
+const LINK = Number(process.env.LINK_MIB ?? 16) * MiB;
+const DELAY_MS = Number(process.env.DELAY_MS ?? 25);
+const ROUNDS = Number(process.env.ROUNDS ?? 2);
+
+const base = path.join(process.env.BENCH_DIR ?? os.tmpdir(), `dstd-bench-catchup-${process.pid}`);
+mkdirSync(base, { recursive: true });
+const ratios: number[] = [];
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    const dir = path.join(base, `r${round}`);
+    mkdirSync(dir);
+    const pair = await ReplicaPair.create(dir, { size: SIZE, logSize: `${Math.max(256, (2 * SIZE) / MiB)}MiB` });
+    try {
+      await pair.start(pair.a);
+      await pair.start(pair.b);
+      pair.proxy.delay(DELAY_MS);
+      pair.proxy.throttle(LINK);
+      await pair.replica(pair.b, "pause", "disk");
+      const source = path.join(dir, "source.bin");
+      writeRandomFile(source, SIZE);
+      const copied = await copyInto(source, pair.a.port);
+      if (copied.exitCode !== 0) throw new Error(copied.output);
+      const bytesBefore = pair.proxy.stats.bytesDown;
+      const started = performance.now();
+      await pair.replica(pair.b, "resume", "disk", "--fetch");
+      const target = (await pair.status(pair.a)).seq;
+      for (;;) {
+        const s = await pair.status(pair.b);
+        if (s.primary_seq === target && s.lag_bytes > 0 && s.log_bytes >= SIZE) {
+          // Everything fetched once the copy holds the whole log (replay paused).
+          const copyLast = await pair.gauge(pair.b, "dstd_replica_log_bytes");
+          if (copyLast !== null && pair.proxy.stats.bytesDown - bytesBefore >= SIZE) break;
+        }
+        await Bun.sleep(50);
+      }
+      const seconds = (performance.now() - started) / 1000;
+      const shipped = pair.proxy.stats.bytesDown - bytesBefore;
+      const rate = shipped / seconds;
+      ratios.push(rate / LINK);
+      const applyStart = performance.now();
+      await pair.replica(pair.b, "resume", "disk", "--replay");
+      await pair.caughtUp(600_000);
+      const applySeconds = (performance.now() - applyStart) / 1000;
+      console.log(
+        `round ${round + 1}: fetched ${(shipped / MiB).toFixed(1)} MiB in ${seconds.toFixed(1)} s = ${(rate / MiB).toFixed(2)} MiB/s on a ${(LINK / MiB).toFixed(0)} MiB/s link with ${DELAY_MS} ms each way: ${(rate / LINK).toFixed(2)}×; then applied in ${applySeconds.toFixed(1)} s (${(SIZE / MiB / applySeconds).toFixed(1)} MiB/s)`,
+      );
+    } finally {
+      await pair.close();
+    }
+  }
+  ratios.sort((a, b) => a - b);
+  console.log(`fetch / link: median ${ratios[Math.floor(ratios.length / 2)]!.toFixed(2)}× (target ≥ 0.8×)`);
+} finally {
+  rmSync(base, { recursive: true, force: true });
+}

@@ -1,0 +1,78 @@
+/**
+ * @module daemon/peer-link — a replica's DST client to its peer, for FETCH (docs/protocol.md
+ * §11): opened lazily, opened again after the engine gave up (a deadline spent during a long
+ * outage) — FETCH is always safe to ask again.
+ */
+import { Errno } from "../lib/errno.ts";
+import type { Log } from "../lib/log.ts";
+import { DstClient, type DstClientOptions } from "../client/dst-client.ts";
+import { encodeFetchRequest } from "../wire/dst/fetch.ts";
+import type { FetchTransport } from "../replication/shipper.ts";
+
+export class PeerLink {
+  private client: DstClient | null = null;
+  private opening: Promise<DstClient> | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly options: DstClientOptions,
+    private readonly log: Log,
+  ) {}
+
+  readonly transport: FetchTransport = (request, done) => {
+    this.get().then(
+      (client) => {
+        const accepted = client.submit(
+          { kind: "fetch", offset: request.seq, length: request.maxBytes, data: encodeFetchRequest(request) },
+          (errno, data) => {
+            if (errno === Errno.EIO || errno === Errno.ESHUTDOWN || errno === Errno.ETIMEDOUT) this.drop(client);
+            done(errno, data);
+          },
+        );
+        if (accepted <= 0) {
+          this.drop(client);
+          if (accepted !== 0) done(Errno.EAGAIN, null);
+        }
+      },
+      (error: Error) => done(Errno.ECONNREFUSED, new TextEncoder().encode(error.message)),
+    );
+  };
+
+  private get(): Promise<DstClient> {
+    if (this.closed) return Promise.reject(new Error("shipping stopped"));
+    if (this.client !== null) return Promise.resolve(this.client);
+    this.opening ??= DstClient.open(this.options).then(
+      (client) => {
+        this.opening = null;
+        if (this.closed) {
+          void client.close();
+          throw new Error("shipping stopped");
+        }
+        this.client = client;
+        return client;
+      },
+      (error: Error) => {
+        this.opening = null;
+        this.log.warn(`replication: cannot reach the primary: ${error.message}`);
+        throw error;
+      },
+    );
+    return this.opening;
+  }
+
+  private drop(client: DstClient): void {
+    if (this.client !== client) return;
+    const state = client.engine.state;
+    if (state === "failed" || state === "closed") {
+      this.client = null;
+      void client.close();
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    const client = this.client;
+    this.client = null;
+    if (client !== null) void client.close();
+  }
+}
