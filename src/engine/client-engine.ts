@@ -34,6 +34,7 @@ import type { Welcome } from "../wire/dst/handshake.ts";
 import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import { Durability } from "./durability.ts";
+import { Lease } from "./lease.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import { ClientSession } from "./session.ts";
@@ -240,7 +241,9 @@ export class ClientEngine {
   /**
    * Queue a request. Returns its txid; 0 when refused at once because the engine has stopped
    * (`done` was called); BUSY when the queues are full (`done` was not called: try again on
-   * `onRoom`). A WRITE's data is copied at submit unless it came from reserveWrite().
+   * `onRoom`). A WRITE's data is copied at submit unless the caller hands it over
+   * (`handOver`, e.g. a buffer from DstClient.reserveWrite()); with `recycle` too, the buffer
+   * is given back once nothing refers to it any more (engine/lease.ts).
    */
   submit(request: Request, done: Completion): number {
     if (this.state === "failed" || this.state === "closed") {
@@ -253,6 +256,7 @@ export class ClientEngine {
     }
     return this.event(() => {
       const txn = this.newTxn(request, this.ownData(request), done, null);
+      if (request.handOver === true && request.recycle !== undefined && txn.data !== null) txn.lease = new Lease(txn.data, request.recycle);
       this.pending.set(txn.txid, txn);
       this.enqueue(txn);
       this.pump();
@@ -313,7 +317,7 @@ export class ClientEngine {
 
   /** Put one txn's frame on the current connection (through the outbox). */
   private transmit(txn: Txn): void {
-    this.outbox.add(txn.header, txn.data, txn.digest);
+    this.outbox.add(txn.header, txn.data, txn.digest, txn.lease);
   }
 
   /** Run an event handler; the outermost one sends what the event produced. */
@@ -648,7 +652,15 @@ export class ClientEngine {
       if (status !== 0) this.log.warn(`automatic flush failed: ${errnoMessage(status)}`);
     }
     txn.done?.(status, data);
+    this.letGo(txn);
     this.pump();
+  }
+
+  /** The txn is finished: its hold on a handed-over buffer ends (the replay log may keep one). */
+  private letGo(txn: Txn): void {
+    const lease = txn.lease;
+    txn.lease = null;
+    lease?.drop();
   }
 
   /**
@@ -742,7 +754,10 @@ export class ClientEngine {
     this.waitingBytes = 0;
     this.onWire = 0;
     this.durability.replaysPending = 0;
-    for (const txn of txns) txn.done?.(errno, null);
+    for (const txn of txns) {
+      txn.done?.(errno, null);
+      this.letGo(txn);
+    }
   }
 
   /**

@@ -46,7 +46,7 @@ export class Durability {
     }
     switch (txn.kind) {
       case "write":
-        this.log.append("write", txn.offset, txn.length, txn.data!, false);
+        this.log.append("write", txn.offset, txn.length, txn.data!, false, txn.lease);
         break;
       case "trim":
       case "zero":
