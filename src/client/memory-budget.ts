@@ -1,6 +1,6 @@
 /**
- * @module client/memory-budget — keeps `dstd copy` under its memory bound (README "Copy":
- * peak RSS ≤ 256 MiB for a copy of any size) where buffers cannot be reused.
+ * @module client/memory-budget — keeps `dstd copy` under its memory bound (peak RSS ≤ 256 MiB
+ * for a copy of any size; test/cli/copy-memory.test.ts checks it) where buffers cannot be reused.
  *
  * What a copy holds alive is bounded by construction: the chunks in flight, the replay log
  * (flushed as it goes, client/copy.ts FLUSH_EVERY), the socket queue (the engine's window),
