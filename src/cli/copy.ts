@@ -21,6 +21,7 @@ import {
   type LocalTarget,
 } from "../client/copy.ts";
 import { copyFromStream, copyToStream, stdinSource, stdoutSink } from "../client/copy-stream.ts";
+import { MemoryBudget } from "../client/memory-budget.ts";
 import { isUrl, parseExportUrl, type ExportUrl } from "../lib/address.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
@@ -141,7 +142,8 @@ export default defineDstdCommand({
     let targetName = args.target;
     try {
       let result: CopyResult;
-      const options = { chunk, inflight, flushEvery, progress: (done: number, total: number) => progress.update(done, total), signal: abort.signal, state };
+      const memory = new MemoryBudget();
+      const options = { chunk, inflight, flushEvery, memory, progress: (done: number, total: number) => progress.update(done, total), signal: abort.signal, state };
       if ("stream" in sourceSpec) {
         const target = await openEndpoint(targetSpec as { url: ExportUrl }, { ...common, writable: true });
         endpoints.push(target);

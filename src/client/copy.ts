@@ -20,6 +20,7 @@ import type { EngineLog, EngineState } from "../engine/client-engine.ts";
 import type { EngineCounters } from "../engine/counters.ts";
 import type { EngineOptions } from "../engine/options.ts";
 import { DstClient } from "./dst-client.ts";
+import { MemoryBudget } from "./memory-budget.ts";
 import { NbdClient } from "./nbd-client.ts";
 
 export interface CopyEndpoint {
@@ -32,6 +33,8 @@ export interface CopyEndpoint {
   readInto?(offset: number, into: Uint8Array): Promise<void>;
   /** A buffer for `length` bytes the caller fills and then passes to write() (no copy there). */
   writeBuffer?(length: number): Uint8Array;
+  /** A writeBuffer() buffer that will not be written after all (its chunk was all zeroes). */
+  unreserve?(buffer: Uint8Array): void;
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Make the range read as zeroes, preferably without allocating. */
   zero(offset: number, length: number): Promise<void>;
@@ -86,6 +89,7 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
     read: (offset, length) => client.read(offset, length),
     readInto: (offset, into) => client.readInto(offset, into),
     writeBuffer: (length) => client.reserveWrite(length),
+    unreserve: (buffer) => client.unreserveWrite(buffer),
     write: (offset, data) => client.write(offset, data),
     zero: (offset, length) => client.zero(offset, length),
     isHole: () => false,
@@ -300,6 +304,8 @@ export interface CopyOptions {
   state?: CopyState;
   /** Flush the target after about this many bytes (default FLUSH_EVERY); 0: only at the end. */
   flushEvery?: number;
+  /** Checked after each chunk (client/memory-budget.ts); absent: none. */
+  memory?: MemoryBudget;
 }
 
 /**
@@ -374,6 +380,7 @@ export async function copyData(source: CopyEndpoint, target: CopyEndpoint, optio
             await source.readInto(offset, data);
           } else data = await source.read(offset, length);
           if (isAllZero(data)) {
+            target.unreserve?.(data);
             await target.zero(offset, length);
             zeroBytes += length;
           } else {
@@ -386,6 +393,7 @@ export async function copyData(source: CopyEndpoint, target: CopyEndpoint, optio
       }
       finished(offset, length);
       flushAsWeGo(length);
+      options.memory?.check();
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.inflight) }, worker));

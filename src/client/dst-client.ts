@@ -32,6 +32,7 @@ import { BUSY, ClientEngine, type Completion, type EngineLog, type EngineState, 
 import type { EngineCounters } from "../engine/counters.ts";
 import { newCounters } from "../engine/counters.ts";
 import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
+import { WritePool } from "./write-pool.ts";
 
 /** Opens a connection; resolves with its Sink once connected, rejects with the reason. */
 export type Dialer = (address: ListenAddress, makeHandler: (sink: Sink) => ConnectionHandler) => Promise<Sink>;
@@ -167,6 +168,8 @@ export class DstClient {
   private readonly roomWaiters: Array<() => void> = [];
   /** Buffers from reserveWrite(), handed over to the engine (no copy) when written. */
   private readonly reserved = new WeakSet<Uint8Array>();
+  /** Where reserveWrite() buffers come from and go back to once the engine is done with them. */
+  readonly writePool = new WritePool();
 
   private constructor(private readonly options: DstClientOptions) {}
 
@@ -270,12 +273,30 @@ export class DstClient {
    * onRoom, see room()). A request crossing regions of several links is split and joined.
    */
   submit(request: Request, done: Completion): number {
-    if (request.data !== undefined && this.reserved.has(request.data)) request.handOver = true;
+    const data = request.data;
+    if (data !== undefined && this.reserved.has(data)) {
+      request.handOver = true;
+      request.recycle = this.writePool.give;
+    }
+    const accepted = this.submitParts(request, done);
+    // Accepted (or refused with `done` called): the buffer is the engine's now. BUSY: still ours.
+    if (accepted !== BUSY && data !== undefined && request.recycle === this.writePool.give) this.reserved.delete(data);
+    return accepted;
+  }
+
+  private submitParts(request: Request, done: Completion): number {
     if (this.links.length === 1) return this.engine.submit(request, done);
     if (request.kind === "flush") return this.fanOut(request, done);
     const parts = this.split(request);
     if (parts.length === 1) return parts[0]!.link.engine.submit(request, done);
     for (const part of parts) if (!part.link.engine.canAccept(part.request, 1)) return BUSY;
+    const recycle = request.recycle;
+    if (recycle !== undefined) {
+      // Each part's lease ends on its own; the buffer goes back when all of them ended.
+      let holding = parts.length;
+      const whole = request.data!;
+      for (const part of parts) part.request.recycle = () => void (--holding === 0 && recycle(whole));
+    }
     let left = parts.length;
     let failure = 0;
     const joined = (errno: number) => {
@@ -286,11 +307,21 @@ export class DstClient {
     return 1;
   }
 
-  /** A buffer to fill with a WRITE's data and pass as `data`: written without a copy. */
+  /**
+   * A buffer to fill with a WRITE's data and pass as `data`: written without a copy, and
+   * given back to the pool once the engine is done with it. Pass it to write() once, and do
+   * not touch it afterwards; a buffer not written after all goes back with unreserveWrite().
+   */
   reserveWrite(length: number): Uint8Array {
-    const buffer = new Uint8Array(length);
+    const buffer = this.writePool.take(length);
     this.reserved.add(buffer);
     return buffer;
+  }
+
+  /** A reserveWrite() buffer that will not be written (its chunk was all zeroes): back to the pool. */
+  unreserveWrite(buffer: Uint8Array): void {
+    if (!this.reserved.delete(buffer)) return;
+    this.writePool.give(buffer);
   }
 
   /** Resolves when the engines accept requests again after a BUSY. */

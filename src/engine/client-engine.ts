@@ -34,6 +34,7 @@ import type { Welcome } from "../wire/dst/handshake.ts";
 import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import { Durability } from "./durability.ts";
+import { Lease } from "./lease.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import { newestPieces } from "./replay-log.ts";
@@ -241,7 +242,9 @@ export class ClientEngine {
   /**
    * Queue a request. Returns its txid; 0 when refused at once because the engine has stopped
    * (`done` was called); BUSY when the queues are full (`done` was not called: try again on
-   * `onRoom`). A WRITE's data is copied at submit unless it came from reserveWrite().
+   * `onRoom`). A WRITE's data is copied at submit unless the caller hands it over
+   * (`handOver`, e.g. a buffer from DstClient.reserveWrite()); with `recycle` too, the buffer
+   * is given back once nothing refers to it any more (engine/lease.ts).
    */
   submit(request: Request, done: Completion): number {
     if (this.state === "failed" || this.state === "closed") {
@@ -254,6 +257,7 @@ export class ClientEngine {
     }
     return this.event(() => {
       const txn = this.newTxn(request, this.ownData(request), done, null);
+      txn.lease = this.leaseOf(request, txn.data);
       this.pending.set(txn.txid, txn);
       this.enqueue(txn);
       this.pump();
@@ -282,6 +286,18 @@ export class ClientEngine {
     const bytes = takeBuffer(size);
     return { bytes, owner: bytes };
   };
+
+  /**
+   * Who gives a WRITE buffer back once nothing refers to it (engine/lease.ts): the caller's
+   * `recycle` for a handed-over buffer, the engine's copy pool (engine/write-copies.ts) for a
+   * pooled copy; null leaves the buffer to the garbage collector.
+   */
+  private leaseOf(request: Request, data: Uint8Array | null): Lease | null {
+    if (data === null) return null;
+    if (request.handOver === true) return request.recycle === undefined ? null : new Lease(data, request.recycle);
+    const copies = this.durability.copies;
+    return copies.owns(data) ? new Lease(data, (buffer) => copies.give(buffer)) : null;
+  }
 
   /** The engine's own copy of a WRITE's data (none for other requests). */
   private ownData(request: Request): Uint8Array | null {
@@ -315,7 +331,7 @@ export class ClientEngine {
 
   /** Put one txn's frame on the current connection (through the outbox). */
   private transmit(txn: Txn): void {
-    this.outbox.add(txn.header, txn.data, txn.digest);
+    this.outbox.add(txn.header, txn.data, txn.digest, txn.lease);
   }
 
   /** Run an event handler; the outermost one sends what the event produced. */
@@ -652,7 +668,15 @@ export class ClientEngine {
       if (status !== 0) this.log.warn(`automatic flush failed: ${errnoMessage(status)}`);
     }
     txn.done?.(status, data);
+    this.letGo(txn);
     this.pump();
+  }
+
+  /** The txn is finished: its hold on a handed-over buffer ends (the replay log may keep one). */
+  private letGo(txn: Txn): void {
+    const lease = txn.lease;
+    txn.lease = null;
+    lease?.drop();
   }
 
   /**
@@ -746,7 +770,10 @@ export class ClientEngine {
     this.waitingBytes = 0;
     this.onWire = 0;
     this.durability.replaysPending = 0;
-    for (const txn of txns) txn.done?.(errno, null);
+    for (const txn of txns) {
+      txn.done?.(errno, null);
+      this.letGo(txn);
+    }
   }
 
   /**

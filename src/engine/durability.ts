@@ -26,7 +26,7 @@ export class Durability {
   constructor(private readonly boundBytes: number) {
     const copies = new WriteCopies(boundBytes);
     this.copies = copies;
-    this.log = new ReplayLog({ released: (data) => copies.give(data), cut: (data) => copies.disown(data) });
+    this.log = new ReplayLog();
   }
 
   /** The log holds its bound (an empty log never blocks, whatever the bound). */
@@ -46,15 +46,16 @@ export class Durability {
    * the simulator: a FUA write after an unflushed write to the same block came back as the
    * older data).
    */
-  record(txn: Txn): boolean {
-    if (txn.internal === "replay") return false; // its entry is still in the log
+  record(txn: Txn): void {
+    if (txn.internal === "replay") return; // its entry is still in the log
     if (txn.fua && txn.kind !== "read" && txn.kind !== "flush") {
       this.log.supersede(txn.offset, txn.length);
-      return false;
+      return;
     }
     switch (txn.kind) {
       case "write":
-        return this.log.append("write", txn.offset, txn.length, txn.data!, false);
+        this.log.append("write", txn.offset, txn.length, txn.data!, false, txn.lease);
+        break;
       case "trim":
       case "zero":
         this.log.append(txn.kind, txn.offset, txn.length, null, txn.noHole);
@@ -66,20 +67,10 @@ export class Durability {
       case "fetch":
         break;
     }
-    return false;
   }
 
-  /**
-   * A txn ended: record it when it succeeded, and take its private copy back when nothing can
-   * read it any more — not when the log keeps it (the FLUSH that releases it gives it back),
-   * and not when it failed or went on the wire more than once (a socket queue may still hold
-   * the frame): then the garbage collector frees it.
-   */
+  /** A txn ended: record it when it succeeded (its hold on a leased buffer ends in the engine). */
   settle(txn: Txn, status: number): void {
-    const kept = status === 0 && this.record(txn);
-    const data = txn.data;
-    if (kept || data === null || !this.copies.owns(data)) return;
-    if (status === 0 && txn.sends === 1) this.copies.give(data);
-    else this.copies.disown(data);
+    if (status === 0) this.record(txn);
   }
 }

@@ -10,10 +10,12 @@
  *   a large payload goes as its own writes — header, payload, digest — so a
  *   1 MiB WRITE is never concatenated.
  * Buffers handed to `send` belong to the sink until it releases them; payload buffers are the
- * txn's own and are never changed, so resending them is safe.
+ * txn's own and are never changed, so resending them is safe. A payload under a lease
+ * (engine/lease.ts) is held while its parts wait to be sealed and while the sink queues it.
  */
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import type { RecordSealer } from "../crypto/record.ts";
+import type { Lease } from "./lease.ts";
 
 /** Seal what is collected once it reaches this size, even mid-event (bounded records). */
 export const RECORD_TARGET = 256 * 1024;
@@ -28,6 +30,8 @@ export class Outbox {
   sealer: RecordSealer | null = null;
   private parts: Uint8Array[] = [];
   private partBytes = 0;
+  /** Leases of payloads among `parts` (dropped once sealed or discarded). */
+  private leases: Lease[] = [];
   private batch: Uint8Array | null = null;
   private fill = 0;
 
@@ -46,11 +50,17 @@ export class Outbox {
   }
 
   /** Queue one frame given as its pieces (header, then optional payload and digest). */
-  add(header: Uint8Array, payload: Uint8Array | null = null, digest: Uint8Array | null = null): void {
+  add(header: Uint8Array, payload: Uint8Array | null = null, digest: Uint8Array | null = null, lease: Lease | null = null): void {
     const size = header.length + (payload?.length ?? 0) + (digest?.length ?? 0);
     if (this.sealer !== null) {
       this.parts.push(header);
-      if (payload !== null && payload.length > 0) this.parts.push(payload);
+      if (payload !== null && payload.length > 0) {
+        this.parts.push(payload);
+        if (lease !== null) {
+          lease.hold();
+          this.leases.push(lease);
+        }
+      }
       if (digest !== null) this.parts.push(digest);
       this.partBytes += size;
       if (this.partBytes >= RECORD_TARGET) this.flush();
@@ -74,7 +84,7 @@ export class Outbox {
     }
     this.flush();
     this.send(header);
-    if (payload !== null) this.send(payload);
+    if (payload !== null) this.send(payload, lease?.holdFor());
     if (digest !== null) this.send(digest);
   }
 
@@ -82,9 +92,14 @@ export class Outbox {
   flush(): void {
     if (this.sealer !== null) {
       if (this.partBytes === 0) return;
-      const pieces = this.sealer.sealParts(this.parts, this.partBytes);
-      this.parts = [];
-      this.partBytes = 0;
+      let pieces: Uint8Array[];
+      try {
+        pieces = this.sealer.sealParts(this.parts, this.partBytes);
+      } finally {
+        this.parts = [];
+        this.partBytes = 0;
+        this.dropLeases(); // the ciphertext is the sealer's own: the payloads are free
+      }
       for (const piece of pieces) this.send(piece);
       return;
     }
@@ -100,8 +115,16 @@ export class Outbox {
   discard(): void {
     this.parts = [];
     this.partBytes = 0;
+    this.dropLeases();
     if (this.batch !== null) giveBuffer(this.batch);
     this.batch = null;
     this.fill = 0;
+  }
+
+  private dropLeases(): void {
+    if (this.leases.length === 0) return;
+    const leases = this.leases;
+    this.leases = [];
+    for (const lease of leases) lease.drop();
   }
 }

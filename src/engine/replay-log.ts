@@ -16,12 +16,15 @@
  * So entries are columns of numbers, and small writes' data is copied into 4 MiB slabs that
  * are dropped (or recycled) whole once every entry in them is released; FLUSH releases are
  * FIFO, so slabs empty in order. Large writes (≥ 64 KiB) keep a view of the request's own
- * frame instead: few objects, and no copy or fresh pages for bulk data. pending() builds
+ * frame instead: few objects, and no copy or fresh pages for bulk data; when that buffer is
+ * under a lease (engine/lease.ts), each entry (and each piece a FUA cut leaves) holds it once
+ * and drops it when released, so the caller's pool gets it back. pending() builds
  * objects only for a replay, which is rare.
  *
  * Pure data structure: no I/O, no time.
  */
 import { assert } from "../lib/assert.ts";
+import type { Lease } from "./lease.ts";
 
 export interface ReplayEntry {
   /** Monotonic position; a FLUSH covers every entry with seq < its mark. */
@@ -48,16 +51,6 @@ interface Slab {
   lastSeq: number;
 }
 
-/** What becomes of a large write's data the log held by reference (engine/write-copies.ts). */
-export interface ReplayRefs {
-  /** The entry was released by a FLUSH: nothing reads the data any more. */
-  released(data: Uint8Array): void;
-  /** The entry was cut (superseded in part): its pieces may outlive each other. */
-  cut(data: Uint8Array): void;
-}
-
-const NO_REFS: ReplayRefs = { released() {}, cut() {} };
-
 export class ReplayLog {
   // One column per field; index i (from `head`) is one entry. Plain number arrays stay packed.
   private seqs: number[] = [];
@@ -70,6 +63,8 @@ export class ReplayLog {
   private slabOffsets: number[] = [];
   /** Data held by reference (large writes); null where the data is in a slab or absent. */
   private refs: Array<Uint8Array | null> = [];
+  /** The lease of a `refs` entry's buffer, held once per entry; null when none. */
+  private leases: Array<Lease | null> = [];
   private spare: Uint8Array[] = [];
   private head = 0;
   private slabs: Slab[] = [];
@@ -77,8 +72,6 @@ export class ReplayLog {
   private slabBase = 0;
   private nextSeq = 0;
   private bytesHeld = 0;
-
-  constructor(private readonly refsHook: ReplayRefs = NO_REFS) {}
 
   get bytes(): number {
     return this.bytesHeld;
@@ -90,20 +83,23 @@ export class ReplayLog {
 
   /**
    * Record an acknowledged, not-yet-durable mutation; small WRITE data is copied, large data
-   * is kept by reference (then true: the caller must leave `data` alone until `released`).
+   * kept by reference (holding `lease`, when given, until the entry is released).
    */
-  append(kind: ReplayEntry["kind"], offset: number, length: number, data: Uint8Array | null, noHole: boolean): boolean {
+  append(kind: ReplayEntry["kind"], offset: number, length: number, data: Uint8Array | null, noHole: boolean, lease: Lease | null = null): void {
     const seq = this.nextSeq++;
     let slabId = -1;
     let slabOffset = 0;
     let ref: Uint8Array | null = null;
+    let held: Lease | null = null;
     if (data !== null && data.length > 0) {
-      if (data.length >= BY_REFERENCE_BYTES) ref = data;
-      else [slabId, slabOffset] = this.store(data, seq);
+      if (data.length >= BY_REFERENCE_BYTES) {
+        ref = data;
+        held = lease;
+        held?.hold();
+      } else [slabId, slabOffset] = this.store(data, seq);
       this.bytesHeld += data.length;
     }
-    this.push(seq, KINDS.indexOf(kind), offset, length, noHole ? 1 : 0, slabId, slabOffset, ref);
-    return ref !== null;
+    this.push(seq, KINDS.indexOf(kind), offset, length, noHole ? 1 : 0, slabId, slabOffset, ref, held);
   }
 
   /**
@@ -118,15 +114,17 @@ export class ReplayLog {
     for (let i = 0; i < old.seqs.length; i++) {
       const from = old.offsets[i]!;
       const to = from + old.lengths[i]!;
-      const args = [old.seqs[i]!, old.kinds[i]!, old.noHoles[i]!, old.slabIds[i]!, old.slabOffsets[i]!, old.refs[i]!, from] as const;
+      const lease = old.leases[i]!;
+      const args = [old.seqs[i]!, old.kinds[i]!, old.noHoles[i]!, old.slabIds[i]!, old.slabOffsets[i]!, old.refs[i]!, lease, from] as const;
       if (to <= offset || from >= end) {
         this.pushPiece(...args, from, to);
         continue;
       }
       if (old.slabIds[i]! >= 0 || old.refs[i] !== null) this.bytesHeld -= to - from;
-      if (old.refs[i] !== null) this.refsHook.cut(old.refs[i]!);
+      // Each piece kept holds the lease once; the entry that was cut lets go of it.
       if (from < offset) this.keepPiece(...args, from, offset);
       if (to > end) this.keepPiece(...args, end, to);
+      lease?.drop();
     }
     assert(this.bytesHeld >= 0, "replay byte count went negative");
   }
@@ -141,9 +139,9 @@ export class ReplayLog {
     assert(mark <= this.nextSeq, "flush mark from the future");
     while (this.head < this.seqs.length && this.seqs[this.head]! < mark) {
       if (this.slabIds[this.head]! >= 0 || this.refs[this.head] !== null) this.bytesHeld -= this.lengths[this.head]!;
-      const ref = this.refs[this.head];
-      if (ref !== null && ref !== undefined) this.refsHook.released(ref);
       this.refs[this.head] = null;
+      this.leases[this.head]?.drop();
+      this.leases[this.head] = null;
       this.head++;
     }
     while (this.slabs.length > 1 && this.slabs[0]!.lastSeq < mark) {
@@ -188,7 +186,7 @@ export class ReplayLog {
     return [this.slabBase + this.slabs.length - 1, at];
   }
 
-  private push(seq: number, kind: number, offset: number, length: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null): void {
+  private push(seq: number, kind: number, offset: number, length: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, lease: Lease | null): void {
     this.seqs.push(seq);
     this.kinds.push(kind);
     this.offsets.push(offset);
@@ -197,18 +195,24 @@ export class ReplayLog {
     this.slabIds.push(slabId);
     this.slabOffsets.push(slabOffset);
     this.refs.push(ref);
+    this.leases.push(lease);
   }
 
-  /** Re-add an untouched entry (given as its fields and original start `base`). */
-  private pushPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, base: number, from: number, to: number): void {
+  /** Re-add an untouched entry (given as its fields and original start `base`); its lease hold moves with it. */
+  private pushPiece(
+    seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, lease: Lease | null, base: number, from: number, to: number,
+  ): void {
     const piece = ref === null ? null : ref.subarray(from - base, to - base);
-    this.push(seq, kind, from, to - from, noHole, slabId, slabId >= 0 ? slabOffset + (from - base) : 0, piece);
+    this.push(seq, kind, from, to - from, noHole, slabId, slabId >= 0 ? slabOffset + (from - base) : 0, piece, lease);
   }
 
-  /** Keep part [from, to) of an entry that was cut. */
-  private keepPiece(seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, base: number, from: number, to: number): void {
+  /** Keep part [from, to) of an entry that was cut (a new holder of its lease). */
+  private keepPiece(
+    seq: number, kind: number, noHole: number, slabId: number, slabOffset: number, ref: Uint8Array | null, lease: Lease | null, base: number, from: number, to: number,
+  ): void {
     if (slabId >= 0 || ref !== null) this.bytesHeld += to - from;
-    this.pushPiece(seq, kind, noHole, slabId, slabOffset, ref, base, from, to);
+    lease?.hold();
+    this.pushPiece(seq, kind, noHole, slabId, slabOffset, ref, lease, base, from, to);
   }
 
   private anyOverlap(offset: number, end: number): boolean {
@@ -230,6 +234,7 @@ export class ReplayLog {
       slabIds: this.slabIds.slice(h),
       slabOffsets: this.slabOffsets.slice(h),
       refs: this.refs.slice(h),
+      leases: this.leases.slice(h),
     };
   }
 
@@ -242,6 +247,7 @@ export class ReplayLog {
     this.slabIds = [];
     this.slabOffsets = [];
     this.refs = [];
+    this.leases = [];
     this.head = 0;
   }
 
@@ -255,6 +261,7 @@ export class ReplayLog {
     this.slabIds = c.slabIds;
     this.slabOffsets = c.slabOffsets;
     this.refs = c.refs;
+    this.leases = c.leases;
     this.head = 0;
   }
 }

@@ -13,6 +13,7 @@
 import { computeDigest, digestSize, type ChecksumName } from "../crypto/checksum.ts";
 import { Flag, HEADER_SIZE, Op } from "../wire/dst/constants.ts";
 import { encodeHeader } from "../wire/dst/header.ts";
+import type { Lease } from "./lease.ts";
 
 /** "fetch": a replication log FETCH (docs/protocol.md §11): `data` is its request payload, the reply payload is handed back. */
 export type OpKind = "read" | "write" | "flush" | "trim" | "zero" | "fetch";
@@ -28,6 +29,13 @@ export interface Request {
    */
   data?: Uint8Array;
   handOver?: boolean;
+  /**
+   * With `handOver`: the engine gives the buffer back through this once nothing refers to it
+   * any more (the txn completed, the socket took its bytes, a FLUSH released it from the
+   * replay log — engine/lease.ts), so the caller can fill it again (a fixed-capacity pool).
+   * Absent: a handed-over buffer is left to the garbage collector.
+   */
+  recycle?: (buffer: Uint8Array) => void;
   /** READ: put the data here (length bytes) and complete with it, instead of a fresh buffer. */
   into?: Uint8Array;
   fua?: boolean;
@@ -44,6 +52,8 @@ export interface Txn {
   header: Uint8Array;
   /** WRITE payload owned by the engine, or null. */
   data: Uint8Array | null;
+  /** Set when `data` was handed over with a way back (Request.recycle): who still holds it. */
+  lease: Lease | null;
   /** End-to-end digest of `data` (DIGEST flag set), or null. */
   digest: Uint8Array | null;
   offset: number;
@@ -126,6 +136,7 @@ export function makeTxn(
     kind: request.kind,
     header,
     data,
+    lease: null,
     digest,
     offset: request.offset,
     length: request.length,

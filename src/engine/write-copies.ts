@@ -6,17 +6,11 @@
  * (engine/replay-log.ts). A fresh 1 MiB buffer per write costs page faults and garbage
  * collection — measured on a tree node (docs/tree.md "Performance") as the largest share of
  * its CPU — while copying into a buffer that is already faulted in costs little. So copies
- * come from here and go back here once nothing can read them any more:
- *
- * - at completion, when the write succeeded after one transmission and the log did not keep
- *   it (a resent frame may still sit in a dead or busy socket queue: that copy is left to
- *   the garbage collector instead);
- * - when a FLUSH releases the log entry that holds it (a FLUSH acknowledged after the write
- *   means every byte sent before it on that connection has left).
- *
- * A copy the log cut into pieces (a FUA write superseded part of it) is disowned: pieces may
- * outlive each other, so it is left to the garbage collector. Giving back is idempotent per
- * buffer (only a buffer still lent out is taken back), so a stray second give is harmless.
+ * come from here, each under a lease (engine/lease.ts) held by the txn, the outbox until
+ * sealed, the socket queue until the kernel took the bytes, and every replay-log entry or
+ * piece that refers to it; it goes back here when the last holder lets go. A copy whose
+ * holder never lets go (a dead socket's queue) is left to the garbage collector.
+ * Giving back is idempotent per buffer (only a buffer still lent out is taken back).
  *
  * Bounded: buffers come in power-of-two classes from 64 KiB; the pool keeps at most
  * `maxPooledBytes` free (the replay bound: what the log may hold anyway). Pure: no I/O.

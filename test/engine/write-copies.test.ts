@@ -6,8 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Durability } from "../../src/engine/durability.ts";
-import { ReplayLog } from "../../src/engine/replay-log.ts";
-import { makeTxn, type Request } from "../../src/engine/txn.ts";
+import { Lease } from "../../src/engine/lease.ts";
+import { makeTxn, type Request, type Txn } from "../../src/engine/txn.ts";
 import { POOLED_MIN_BYTES, WriteCopies } from "../../src/engine/write-copies.ts";
 
 const MiB = 1024 * 1024;
@@ -55,55 +55,61 @@ describe("WriteCopies", () => {
   });
 });
 
-describe("the replay log and Durability give copies back", () => {
-  test("released entries are handed back whole; cut ones are reported as cut", () => {
-    const released: Uint8Array[] = [];
-    const cut: Uint8Array[] = [];
-    const log = new ReplayLog({ released: (d) => released.push(d), cut: (d) => cut.push(d) });
-    const big = filled(MiB, 1);
-    const other = filled(MiB, 2);
-    expect(log.append("write", 0, MiB, big, false)).toBe(true);
-    expect(log.append("write", 4 * MiB, MiB, other, false)).toBe(true);
-    expect(log.append("write", 8 * MiB, 4096, filled(4096, 3), false)).toBe(false); // copied into a slab
-    log.supersede(4 * MiB + 4096, 4096); // cuts `other` in two
-    expect(cut).toEqual([other]);
-    log.release(log.mark());
-    expect(released[0]!.buffer).toBe(big.buffer); // a view of it (supersede rebuilt the columns)
-    expect(released[0]!.length).toBe(MiB);
-    expect(released.length).toBe(3); // big, and the two pieces of other
-    expect(log.bytes).toBe(0);
-  });
-
-  const write = (d: Durability, fua: boolean, sends: number) => {
-    const request: Request = { kind: "write", offset: 0, length: MiB, data: filled(MiB, 5), fua };
-    const txn = makeTxn(1, request, d.copies.copy(request.data!), "none", null, null, timing);
-    txn.sends = sends;
+describe("copies under a lease come back through the replay log and Durability", () => {
+  /** A txn as the engine makes it: a pooled copy under a lease that gives it back (engine/lease.ts). */
+  const write = (d: Durability, fua: boolean, offset = 0) => {
+    const request: Request = { kind: "write", offset, length: MiB, data: filled(MiB, 5), fua };
+    const copy = d.copies.copy(request.data!);
+    const txn = makeTxn(1, request, copy, "none", null, null, timing);
+    txn.lease = new Lease(copy, (b) => d.copies.give(b));
     return txn;
   };
+  const end = (txn: Txn) => txn.lease!.drop(); // the engine's letGo
+  const flush = (d: Durability) => {
+    const txn = makeTxn(2, { kind: "flush", offset: 0, length: 0 }, null, "none", null, null, timing);
+    txn.flushMark = d.log.mark();
+    d.settle(txn, 0);
+  };
 
-  test("a FUA write sent once is given back at completion", () => {
+  test("a FUA write is given back when its txn ends", () => {
     const d = new Durability(64 * MiB);
-    d.settle(write(d, true, 1), 0);
+    const txn = write(d, true);
+    d.settle(txn, 0);
+    end(txn);
     expect(d.copies.pooledBytes).toBe(MiB);
   });
 
   test("a plain write stays in the log until a FLUSH releases it", () => {
     const d = new Durability(64 * MiB);
-    const txn = write(d, false, 1);
+    const txn = write(d, false);
     d.settle(txn, 0);
+    end(txn);
     expect(d.copies.pooledBytes).toBe(0);
     expect(d.log.bytes).toBe(MiB);
-    const flush = makeTxn(2, { kind: "flush", offset: 0, length: 0 }, null, "none", null, null, timing);
-    flush.flushMark = d.log.mark();
-    d.settle(flush, 0);
+    flush(d);
     expect(d.log.bytes).toBe(0);
     expect(d.copies.pooledBytes).toBe(MiB);
   });
 
-  test("a resent or failed write is never given back (a socket queue may still hold it)", () => {
+  test("a write cut in pieces by a FUA comes back only when every piece is released", () => {
     const d = new Durability(64 * MiB);
-    d.settle(write(d, true, 2), 0);
-    d.settle(write(d, false, 1), 5);
+    const txn = write(d, false);
+    d.settle(txn, 0);
+    end(txn);
+    d.log.supersede(4096, 4096); // two pieces left, each holding the lease
     expect(d.copies.pooledBytes).toBe(0);
+    flush(d);
+    expect(d.copies.pooledBytes).toBe(MiB);
+  });
+
+  test("a copy still queued on a socket never comes back while queued", () => {
+    const d = new Durability(64 * MiB);
+    const txn = write(d, true);
+    const release = txn.lease!.holdFor(); // the sink's queue
+    d.settle(txn, 5);
+    end(txn);
+    expect(d.copies.pooledBytes).toBe(0);
+    release();
+    expect(d.copies.pooledBytes).toBe(MiB);
   });
 });

@@ -48,6 +48,13 @@ export interface SimConfig {
    * out of order. Absent: the local port's synchronous fast path.
    */
   asyncPort?: { maxDelayMs: number };
+  /**
+   * Hand WRITE buffers over to the engine with a way back (Request.handOver + recycle), as
+   * `dstd copy` does: a buffer given back is at once overwritten with junk, so any use of it
+   * afterwards (a resend, a replay, a record sealed late) reaches the export as corrupt data
+   * and the data checkers fail the run; a buffer given back twice fails it at once.
+   */
+  handOver?: boolean;
 }
 
 const TRACE_LINES = Number(process.env.SIM_TRACE_LINES ?? 200);
@@ -78,6 +85,8 @@ export class Simulation {
   livenessBoundMs = 0;
   private readonly eioSeen: Record<OpKind, number> = { read: 0, write: 0, flush: 0, trim: 0, zero: 0, fetch: 0 };
   private readonly appTxids = new Set<number>();
+  /** Handed-over WRITE buffers the engine gave back (see SimConfig.handOver). */
+  private readonly recycled = new WeakSet<Uint8Array>();
   private readonly opsByTxid = new Map<number, OpRecord>();
   private readonly traceRing: string[] = [];
   private traceNext = 0;
@@ -249,6 +258,14 @@ export class Simulation {
     this.oracle.submitted(op);
     const request: Request = { kind, offset: first * blockSize, length: count * blockSize, fua };
     if (kind === "write") request.data = makeWriteData(version, first, count, blockSize);
+    if (kind === "write" && this.config.handOver === true) {
+      request.handOver = true;
+      request.recycle = (buffer) => {
+        if (this.recycled.has(buffer)) violation("budget", `request #${op.id}'s write buffer was given back twice`);
+        this.recycled.add(buffer);
+        buffer.fill(0xa5);
+      };
+    }
     if (kind === "flush") request.offset = request.length = 0;
     op.txid = this.engine.submit(request, (status, data) => this.completed(op, status, data));
     this.appTxids.add(op.txid);

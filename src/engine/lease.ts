@@ -1,0 +1,50 @@
+/**
+ * @module engine/lease — who still holds a WRITE buffer the caller handed over with a way to
+ * get it back (Request.recycle).
+ *
+ * A handed-over buffer is referred to by the txn until it completes, by the outbox until its
+ * record is sealed, by the socket's queue until the kernel took the bytes (the sink's
+ * release), and by the replay log until a FLUSH covers the write. Each of them holds the lease
+ * once and drops it once; when the last one drops it, the buffer goes back to its owner (a
+ * fixed-capacity pool in client/dst-client.ts) to be filled again. A buffer must never come
+ * back while any of them could still read it: the bytes on the wire and in a replay would then
+ * be another request's.
+ * Pure: no I/O, no time.
+ */
+import { assert } from "../lib/assert.ts";
+
+export class Lease {
+  private holders = 1;
+
+  /** Held once by whoever creates it (the txn). */
+  constructor(
+    private readonly buffer: Uint8Array,
+    private readonly recycle: (buffer: Uint8Array) => void,
+  ) {}
+
+  hold(): void {
+    assert(this.holders > 0, "lease held after it was given back");
+    this.holders++;
+  }
+
+  drop(): void {
+    assert(this.holders > 0, "lease dropped more often than held");
+    if (--this.holders === 0) this.recycle(this.buffer);
+  }
+
+  /** A release callback for a sink write: holds now, drops when called (once). */
+  holdFor(): () => void {
+    this.hold();
+    let dropped = false;
+    return () => {
+      if (dropped) return;
+      dropped = true;
+      this.drop();
+    };
+  }
+
+  /** For tests and assertions. */
+  get held(): number {
+    return this.holders;
+  }
+}
