@@ -34,7 +34,7 @@ import type { Welcome } from "../wire/dst/handshake.ts";
 import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import { Durability } from "./durability.ts";
-import { Lease } from "./lease.ts";
+import { leaseFor } from "./lease.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import { newestPieces } from "./replay-log.ts";
@@ -257,7 +257,7 @@ export class ClientEngine {
     }
     return this.event(() => {
       const txn = this.newTxn(request, this.ownData(request), done, null);
-      txn.lease = this.leaseOf(request, txn.data);
+      txn.lease = leaseFor(request, txn.data, this.durability.copies);
       this.pending.set(txn.txid, txn);
       this.enqueue(txn);
       this.pump();
@@ -287,19 +287,6 @@ export class ClientEngine {
     return { bytes, owner: bytes };
   };
 
-  /**
-   * Who gives a WRITE buffer back once nothing refers to it (engine/lease.ts): the caller's
-   * `recycle` for a handed-over buffer, the engine's copy pool (engine/write-copies.ts) for a
-   * pooled copy; null leaves the buffer to the garbage collector.
-   */
-  private leaseOf(request: Request, data: Uint8Array | null): Lease | null {
-    if (data === null) return null;
-    if (request.handOver === true) return request.recycle === undefined ? null : new Lease(data, request.recycle);
-    const copies = this.durability.copies;
-    return copies.owns(data) ? new Lease(data, (buffer) => copies.give(buffer)) : null;
-  }
-
-  /** The engine's own copy of a WRITE's data (none for other requests). */
   private ownData(request: Request): Uint8Array | null {
     if (request.kind === "fetch") return request.data!.slice();
     if (request.kind !== "write") return null;

@@ -12,6 +12,8 @@
  * Pure: no I/O, no time.
  */
 import { assert } from "../lib/assert.ts";
+import type { Request } from "./txn.ts";
+import type { WriteCopies } from "./write-copies.ts";
 
 export class Lease {
   private holders = 1;
@@ -47,4 +49,15 @@ export class Lease {
   get held(): number {
     return this.holders;
   }
+}
+
+/**
+ * Who gives a WRITE buffer back once nothing refers to it: the caller's `recycle` for a
+ * handed-over buffer, the engine's copy pool (engine/write-copies.ts) for a pooled copy; null
+ * leaves the buffer to the garbage collector.
+ */
+export function leaseFor(request: Request, data: Uint8Array | null, copies: WriteCopies): Lease | null {
+  if (data === null) return null;
+  if (request.handOver === true) return request.recycle === undefined ? null : new Lease(data, request.recycle);
+  return copies.owns(data) ? new Lease(data, (buffer) => copies.give(buffer)) : null;
 }
