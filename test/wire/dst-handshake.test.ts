@@ -312,3 +312,21 @@ describe("version negotiation", () => {
     });
   });
 });
+
+describe("decoded values own their bytes", () => {
+  test("a session id and token decoded from a Buffer payload survive the payload being reused", () => {
+    // Opened records may be Buffers (whose slice() is a view) in reused buffers: a session id
+    // kept as a view turned into other bytes, and the client resumed a session it never had.
+    for (const [frame, decode] of [
+      [encodeHello({ ...sampleHello, sessionId: new Uint8Array(16).fill(3), resumeToken: new Uint8Array(32).fill(4) }), decodeHello],
+      [encodeWelcome({ ...sampleWelcome, sessionId: new Uint8Array(16).fill(3), resumeToken: new Uint8Array(32).fill(4) }), decodeWelcome],
+    ] as const) {
+      const payload = Buffer.from(frame.subarray(HEADER_SIZE));
+      const value = (decode as (h: Header, p: Uint8Array) => unknown)(decodeHeader(frame, 0), payload) as Record<string, unknown>;
+      const found = ("welcome" in value ? (value.welcome as Record<string, unknown>) : value) as { sessionId: Uint8Array; resumeToken?: Uint8Array };
+      payload.fill(0xee);
+      expect([...found.sessionId]).toEqual(new Array(16).fill(3));
+      expect([...found.resumeToken!]).toEqual(new Array(32).fill(4));
+    }
+  });
+});

@@ -122,10 +122,10 @@ export function decodeHello(header: Header, payload: Uint8Array): Hello | string
     clientName: clientName.value,
     maxPayload,
     features,
-    sessionId: session === undefined ? null : session.slice(),
+    sessionId: session === undefined ? null : copyOf(session),
     txidFloor,
   };
-  if (token !== undefined) hello.resumeToken = token.slice();
+  if (token !== undefined) hello.resumeToken = copyOf(token);
   if (connectionSeq !== 0) hello.connectionSeq = connectionSeq;
   return hello;
 }
@@ -226,10 +226,10 @@ export function decodeWelcome(header: Header, payload: Uint8Array): WelcomeResul
   if (token !== undefined && token.length !== RESUME_SECRET_SIZE) return `RESUME_TOKEN is ${token.length} bytes, expected ${RESUME_SECRET_SIZE}`;
   const maxTxidSpan = intAttr(attrs, Attr.MAX_TXID_SPAN, 4, 0);
   if (typeof maxTxidSpan === "string") return `WELCOME ${maxTxidSpan}`;
-  const welcome: Welcome = { size, blockMin, blockPreferred, maxPayload, permissions, features, sessionId: session.slice(), epoch, maxInflight, checksum };
+  const welcome: Welcome = { size, blockMin, blockPreferred, maxPayload, permissions, features, sessionId: copyOf(session), epoch, maxInflight, checksum };
   // Optional attributes appear in the decoded value only when present (absent = not advertised).
   if (maxTxidSpan !== 0) welcome.maxTxidSpan = maxTxidSpan;
-  if (token !== undefined) welcome.resumeToken = token.slice();
+  if (token !== undefined) welcome.resumeToken = copyOf(token);
   const problem = invalidWelcome(welcome);
   return problem ?? { ok: true, welcome };
 }
@@ -269,4 +269,13 @@ export function versionMismatch(peerVersion: number): string {
 export function negotiateVersion(clientMax: number): number | string {
   if (!Number.isInteger(clientMax) || clientMax < 1) return versionMismatch(clientMax);
   return Math.min(clientMax, DST_VERSION);
+}
+
+/**
+ * A copy that owns its bytes. Kept values (a session id, a token) must not be views into the
+ * frame they came in: a payload opened from a record may be a Buffer, whose slice() is a view,
+ * and record buffers are reused — the client would resume with whatever bytes came next.
+ */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
 }
