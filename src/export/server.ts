@@ -34,9 +34,10 @@ export interface DstServerOptions {
    * Planted bugs for the simulator's checker tests (test/sim/planted-bugs.test.ts) ONLY: never
    * set outside tests. noFencing: a resumed session leaves its old connection running;
    * noDedupe: a resent mutation is applied again instead of answered from the session;
-   * staleResumes: a late handshake of an older connection takes the session over.
+   * staleResumes: a late handshake of an older connection takes the session over;
+   * unprovenResumes: a HELLO naming a session resumes it without proving its secret.
    */
-  unsafe?: { noFencing?: boolean; noDedupe?: boolean; staleResumes?: boolean };
+  unsafe?: { noFencing?: boolean; noDedupe?: boolean; staleResumes?: boolean; unprovenResumes?: boolean };
   /** Pre-shared keys by identity (several during a rotation overlap). */
   keys?: KeyTable;
   /** Bounds on what peers can make the export hold (defaults: export/limits.ts). */
@@ -90,7 +91,7 @@ export class DstServer {
   };
   readonly log: ServerLog;
   readonly limits: ExportLimits;
-  readonly unsafe: { noFencing: boolean; noDedupe: boolean; staleResumes: boolean };
+  readonly unsafe: { noFencing: boolean; noDedupe: boolean; staleResumes: boolean; unprovenResumes: boolean };
   keys: KeyTable;
   readonly sessions: SessionTable;
   /** Receive half of the memory budget: frames and records being gathered or awaiting completion. */
@@ -112,6 +113,7 @@ export class DstServer {
       noFencing: options.unsafe?.noFencing === true,
       noDedupe: options.unsafe?.noDedupe === true,
       staleResumes: options.unsafe?.staleResumes === true,
+      unprovenResumes: options.unsafe?.unprovenResumes === true,
     };
     this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);

@@ -21,6 +21,7 @@ import type { StoragePort } from "../../src/storage/port.ts";
 import { Op, PAYLOAD_MAX_DEFAULT } from "../../src/wire/dst/constants.ts";
 import { FrameDecoder } from "../../src/wire/dst/decoder.ts";
 import { makeWriteData } from "./block-data.ts";
+import { Adversary } from "./adversary.ts";
 import { checkFailure, Oracle, SimViolation, violation, type OpRecord } from "./checkers.ts";
 import { SimBackend, type CrashMode } from "./sim-backend.ts";
 import { SimClock } from "./sim-clock.ts";
@@ -55,6 +56,8 @@ export interface SimConfig {
    * and the data checkers fail the run; a buffer given back twice fails it at once.
    */
   handOver?: boolean;
+  /** A hostile client resumes the victim's session by its sniffed id (test/sim/adversary.ts). */
+  adversary?: boolean;
 }
 
 const TRACE_LINES = Number(process.env.SIM_TRACE_LINES ?? 200);
@@ -65,6 +68,8 @@ export class Simulation {
   readonly clock = new SimClock(1);
   readonly network: SimNetwork;
   readonly backend: SimBackend;
+  /** The hostile client, when SimConfig.adversary is on. */
+  adversary: Adversary | null = null;
   readonly engine: ClientEngine;
   readonly oracle: Oracle;
   /** Randomness for the workload and the fault schedule (the swarm driver's stream). */
@@ -214,6 +219,20 @@ export class Simulation {
       this.clock.after(1000, serverTick);
     };
     this.clock.after(1000, serverTick);
+    if (this.config.adversary === true) {
+      this.adversary = new Adversary(
+        {
+          clock: this.clock,
+          engine: this.engine,
+          server: () => this.server,
+          diskBytes: this.config.blocks * this.config.blockSize,
+          blockSize: this.config.blockSize,
+          trace: (line) => this.trace(line),
+        },
+        this.config.seed,
+      );
+      this.adversary.start();
+    }
     return this;
   }
 
@@ -343,6 +362,7 @@ export class Simulation {
 
   /** Faults stop: from now on every request must complete within `boundMs`. */
   heal(boundMs: number): void {
+    this.adversary?.stop();
     this.network.heal();
     this.backend.faults = { eioProbability: 0 };
     this.healAt = this.now;
@@ -379,6 +399,10 @@ export class Simulation {
     let timedOut = 0;
     for (const op of this.ops) if (op.status === 110) timedOut++;
     if (c.timeouts < timedOut) violation("counters", `timeouts is ${c.timeouts} but ${timedOut} requests timed out`);
+    const adversary = this.adversary?.counters;
+    if (adversary !== undefined && adversary.refused !== adversary.attempts) {
+      violation("security", `the adversary made ${adversary.attempts} attempts but only ${adversary.refused} were refused`);
+    }
   }
 
   /** Coverage marks of this run so far: which recovery paths actually ran. */
@@ -397,6 +421,7 @@ export class Simulation {
       keepaliveFailures: c.keepaliveFailures,
       resends: c.resends,
       staleReplies: c.staleReplies,
+      adversaryRefused: this.adversary?.counters.refused ?? 0,
     };
   }
 

@@ -1,11 +1,13 @@
 /**
  * The simulator must catch real bugs, not just pass (TigerBeetle keeps a `canary` fuzzer for
- * the same reason). Three bugs are planted in the export through DstServerOptions.unsafe:
+ * the same reason). Four bugs are planted in the export through DstServerOptions.unsafe:
  * - noFencing: a reconnecting session no longer closes its old connection, so a delayed copy
  *   of an old write can land on top of newer data;
  * - noDedupe: a resent mutation is applied again instead of answered from the session.
  * - staleResumes: a late handshake of a connection the client gave up on takes the session
  *   over from the newer, live one.
+ * - unprovenResumes: a HELLO naming a session resumes it without the session's secret (the
+ *   hijack of issue "Close the holes"); the adversary of every third seed (adversary.ts) tries.
  * For each, the swarm runs until a seed fails (for noFencing also with the data checkers
  * alone, exactly-once off), and the same seed must pass without the bug: the failure is the
  * bug's doing. The seeds that caught them are printed (docs/simulation.md records them).
@@ -34,6 +36,8 @@ const cases: { name: string; unsafe: ServerUnsafe; limit: number; dataLimit: num
   // A late handshake admitted cuts the client's live connection: a disturbance, not data loss
   // (the client reconnects and resends), so only the stale-takeover checker sees it.
   { name: "staleResumes", unsafe: { staleResumes: true }, limit: 1_000, dataLimit: null },
+  // The hijack: only the adversary seeds attempt it; the security checker sees it at once.
+  { name: "unprovenResumes", unsafe: { unprovenResumes: true }, limit: 300, dataLimit: null },
 ];
 
 describe("planted bugs are caught", () => {

@@ -105,6 +105,8 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
       engine,
       // Not drawn from the prng (that would change every seed's other knobs): odd seeds.
       handOver: seed % 2 === 1,
+      // Every third seed, a hostile client tries to take the session over (test/sim/adversary.ts).
+      adversary: seed % 3 === 0,
       network: {
         latencyMinMs,
         latencyMeanMs,
