@@ -102,6 +102,67 @@ describe.skipIf(!enabled)("rbd port", () => {
     await expect(openRbdPort(spec("x", { conf: "/nonexistent/ceph.conf" }), { readOnly: false })).rejects.toThrow(/\/nonexistent\/ceph\.conf/);
   });
 
+  test("block status: written objects are data, the rest holes (fast-diff map); a whole-object discard is a hole again", async () => {
+    const port = await openRbdPort(spec(await newImage("64M")), { readOnly: false });
+    const data = (length: number) => ({ length, hole: false, zero: false });
+    const hole = (length: number) => ({ length, hole: true, zero: true });
+    try {
+      expect(port.canBlockStatus).toBe(true);
+      expect(await call.extents(port, 0, 64 * MiB)).toEqual([hole(64 * MiB)]);
+      await call.write(port, 0, pattern(MiB, 1));
+      await call.write(port, 32 * MiB + 4096, pattern(8192, 2));
+      // Whole objects (4 MiB): a write anywhere in one makes all of it data.
+      expect(await call.extents(port, 0, 64 * MiB)).toEqual([data(4 * MiB), hole(28 * MiB), data(4 * MiB), hole(28 * MiB)]);
+      // A range inside objects is clipped to the range; the walk stops at maxExtents.
+      expect(await call.extents(port, 3 * MiB, 2 * MiB)).toEqual([data(MiB), hole(MiB)]);
+      expect(await call.extents(port, 0, 64 * MiB, 1)).toEqual([data(4 * MiB)]);
+      await call.trim(port, 32 * MiB, 4 * MiB);
+      expect(await call.extents(port, 0, 64 * MiB)).toEqual([data(4 * MiB), hole(60 * MiB)]);
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+
+  test("block status of an image without fast-diff is all data (no cheap map, never a guessed hole)", async () => {
+    const name = `img${++images}`;
+    await cluster!.rbd("create", `rbd/${name}`, "--size", "16M", "--image-feature", "layering");
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    try {
+      expect(await call.extents(port, 0, 16 * MiB)).toEqual([{ length: 16 * MiB, hole: false, zero: false }]);
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+
+  test("a resize runs on the worker thread: reads keep being answered while it is under way", async () => {
+    // 128 objects with data: shrinking to one object deletes 127 of them, one OSD op each.
+    const name = await newImage("512M");
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    try {
+      await Promise.all(Array.from({ length: 128 }, (_, i) => call.write(port, i * 4 * MiB, pattern(4096, i + 1))));
+      let resized = false;
+      const resize = new Promise<number>((resolve) => port.resize!(4 * MiB, resolve)).then((errno) => {
+        resized = true;
+        return errno;
+      });
+      // Observable, not timed: with rbd_resize on this thread no read could complete before
+      // the resize's completion (the event loop would be stopped inside it).
+      let readsDuring = 0;
+      const back = new Uint8Array(4096);
+      while (!resized) {
+        await call.read(port, 0, back);
+        if (!resized) readsDuring++;
+      }
+      expect(await resize).toBe(0);
+      expect(readsDuring).toBeGreaterThan(0);
+      expect(back).toEqual(new Uint8Array(pattern(4096, 1)));
+      expect(port.size).toBe(4 * MiB);
+      expect(JSON.parse(await cluster!.rbd("info", "--format", "json", `rbd/${name}`)).size).toBe(4 * MiB);
+    } finally {
+      await port.close();
+    }
+  }, 120_000);
+
   test("nothing stays in flight after the ports close", () => {
     expect(rbdRequestsInFlight()).toBe(0);
   });
