@@ -9,7 +9,8 @@
  *   BENCH_RUNTIME=5 BENCH_ROUNDS=3 npm run bench:rbd
  *
  * Environment: BENCH_RUNTIME seconds per fio run (10), BENCH_SIZE image size in MiB (1024),
- * BENCH_ROUNDS (1; the median is reported; servers alternate within a round), BENCH_JOBS
+ * BENCH_ROUNDS (1; the median is reported; servers alternate within a round, and which one
+ * goes first alternates between rounds), BENCH_JOBS
  * (seq-write,seq-read,rand-write,rand-read), DSTD_CMD (how
  * to run dstd; default dist/dstd when built, else `bun src/main.ts`). One server runs at a
  * time: two writers on one image would pass its exclusive lock back and forth.
@@ -101,7 +102,10 @@ async function main(): Promise<void> {
     await timed(run, ["rbd", "-c", conf, "bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8", "--io-total", `${sizeMiB}M`, "--io-pattern", "seq", "rbd/bench"], 600);
     for (const job of jobs) {
       for (let round = 0; round < rounds; round++) {
-        for (const peer of PEERS) {
+        // Alternate who goes first: the first server after the fill (or after `rbd bench`)
+        // measured markedly slower whoever it was; the median over rounds then drops that run
+        // for both servers alike.
+        for (const peer of round % 2 === 0 ? PEERS : [...PEERS].reverse()) {
           const port = run.freePort();
           const server = await run.server(peer.name, peer.command(conf, port), { tcp: port });
           const before = cpuSeconds(server.proc.pid);
