@@ -78,5 +78,9 @@ async function serve(request: OffloadRequest): Promise<OffloadReply> {
 let queue: Promise<void> = Promise.resolve();
 self.onmessage = (event: MessageEvent<OffloadRequest>) => {
   const request = event.data;
-  queue = queue.then(() => serve(request).then((reply) => self.postMessage(reply)));
+  // A failure answers its request (EIO) and never stops the queue behind it.
+  queue = queue.then(() => serve(request)).then(
+    (reply) => self.postMessage(reply),
+    () => self.postMessage({ id: request.id, result: -5, extents: null } satisfies OffloadReply),
+  );
 };
