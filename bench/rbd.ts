@@ -3,7 +3,8 @@
  * and against `qemu-nbd` serving the same image through qemu's rbd driver (qemu-block-extra),
  * with `rbd bench` (librbd, no NBD hop) as the ceiling; all on one throw-away single-node
  * cluster (test/helpers/ceph-cluster.sh, memstore OSD) in the same run. Prints each result,
- * dstd's ratio to qemu-nbd and to the ceiling, and each server's CPU time per workload.
+ * dstd's ratio to qemu-nbd (of the medians, and the median of each round's own ratio, which
+ * a loaded machine disturbs less) and to the ceiling, and each server's CPU time per workload.
  *
  *   npm run bench:rbd
  *   BENCH_RUNTIME=5 BENCH_ROUNDS=3 npm run bench:rbd
@@ -134,12 +135,14 @@ async function main(): Promise<void> {
       m("qemu-nbd").toFixed(0),
       m("rbd bench").toFixed(0),
       `${(m("dstd") / m("qemu-nbd")).toFixed(2)}×`,
+      // Same-round pairs: both servers saw about the same load from the rest of the machine.
+      `${median((r.get("dstd") ?? []).map((v, i) => v / (r.get("qemu-nbd") ?? [])[i]!)).toFixed(2)}×`,
       `${(m("dstd") / m("rbd bench")).toFixed(2)}×`,
       `${c("dstd").toFixed(1)} / ${c("qemu-nbd").toFixed(1)}`,
     ];
   });
   console.log();
-  console.log(table(["workload", "dstd", "qemu-nbd", "rbd bench", "dstd/qemu-nbd", "dstd/rbd bench", "CPU s dstd / qemu-nbd"], rows, new Set([1, 2, 3, 4, 5])));
+  console.log(table(["workload", "dstd", "qemu-nbd", "rbd bench", "dstd/qemu-nbd", "median of round ratios", "dstd/rbd bench", "CPU s dstd / qemu-nbd"], rows, new Set([1, 2, 3, 4, 5, 6])));
   console.log();
   console.log(`${runtime} s per fio run (--ioengine=nbd), ${rounds} round(s), median; ${sizeMiB} MiB image on a memstore OSD; rbd bench: same size, pattern and depth`);
 }
