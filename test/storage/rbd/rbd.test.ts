@@ -61,6 +61,12 @@ describe.skipIf(!enabled)("rbd port", () => {
       await call.read(snap, 0, back);
       expect(back).toEqual(new Uint8Array(before));
       await expect(call.write(snap, 0, new Uint8Array(4096))).rejects.toThrow(/failed/);
+      // Block status of the snapshot: its own object map (the head's later writes are not in it).
+      await call.write(head, 8 * MiB, pattern(4096, 3));
+      expect(await call.extents(snap, 0, 16 * MiB)).toEqual([
+        { length: 4 * MiB, hole: false, zero: false },
+        { length: 12 * MiB, hole: true, zero: true },
+      ]);
     } finally {
       await snap.close();
       await head.close();
