@@ -5,10 +5,13 @@
  * problem. Skips naming the Debian packages when Ceph is not installed.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { NbdClient } from "../../../src/client/nbd-client.ts";
+import { acceptNbd } from "../../../src/nbd/connection.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
 import { openRbdPort } from "../../../src/storage/rbd/open.ts";
 import { rbdRequestsInFlight } from "../../../src/sys/librbd.ts";
 import type { RbdSpec } from "../../../src/config/types.ts";
+import { listen } from "../../../src/transport/tcp.ts";
 import { haveCeph, startCephCluster, type CephCluster } from "../../helpers/ceph.ts";
 import { pattern } from "../contract.ts";
 import { portContract } from "../port-contract.ts";
@@ -140,23 +143,28 @@ describe.skipIf(!enabled)("rbd port", () => {
     }
   }, 60_000);
 
-  test("a resize runs on the worker thread: reads keep being answered while it is under way", async () => {
+  test("a resize runs on the worker thread: reads on an NBD connection keep being answered while it is under way", async () => {
     // 128 objects with data: shrinking to one object deletes 127 of them, one OSD op each.
     const name = await newImage("512M");
     const port = await openRbdPort(spec(name), { readOnly: false });
+    const quiet = { info() {}, warn() {} };
+    const listener = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], acceptNbd({ resolve: () => ({ target: port, access: "rw" }), list: () => [], log: quiet }));
+    const bound = listener.bound[0]!;
+    const client = await NbdClient.open({ address: { transport: "tcp", host: "127.0.0.1", port: bound.transport === "tcp" ? bound.port : 0 }, exportName: "disk", log: quiet });
     try {
       await Promise.all(Array.from({ length: 128 }, (_, i) => call.write(port, i * 4 * MiB, pattern(4096, i + 1))));
       let resized = false;
+      // What `dstd resize` does under `dstd up` (daemon/export-node.ts): the port's resize.
       const resize = new Promise<number>((resolve) => port.resize!(4 * MiB, resolve)).then((errno) => {
         resized = true;
         return errno;
       });
-      // Observable, not timed: with rbd_resize on this thread no read could complete before
-      // the resize's completion (the event loop would be stopped inside it).
+      // Observable, not timed: with rbd_resize on this thread no NBD reply could be sent
+      // before the resize's completion (the event loop would be stopped inside it).
       let readsDuring = 0;
-      const back = new Uint8Array(4096);
+      let back: Uint8Array = new Uint8Array(0);
       while (!resized) {
-        await call.read(port, 0, back);
+        back = await client.read(0, 4096);
         if (!resized) readsDuring++;
       }
       expect(await resize).toBe(0);
@@ -165,6 +173,8 @@ describe.skipIf(!enabled)("rbd port", () => {
       expect(port.size).toBe(4 * MiB);
       expect(JSON.parse(await cluster!.rbd("info", "--format", "json", `rbd/${name}`)).size).toBe(4 * MiB);
     } finally {
+      await client.close();
+      await listener.close();
       await port.close();
     }
   }, 120_000);
