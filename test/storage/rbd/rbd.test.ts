@@ -10,6 +10,8 @@ import { acceptNbd } from "../../../src/nbd/connection.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
 import { openRbdPort } from "../../../src/storage/rbd/open.ts";
 import { rbdRequestsInFlight } from "../../../src/sys/librbd.ts";
+import { MAX_OFFLOAD_QUEUE } from "../../../src/sys/librbd-offload.ts";
+import { Errno } from "../../../src/lib/errno.ts";
 import type { RbdSpec } from "../../../src/config/types.ts";
 import { listen } from "../../../src/transport/tcp.ts";
 import { haveCeph, startCephCluster, type CephCluster } from "../../helpers/ceph.ts";
@@ -175,6 +177,23 @@ describe.skipIf(!enabled)("rbd port", () => {
     } finally {
       await client.close();
       await listener.close();
+      await port.close();
+    }
+  }, 120_000);
+
+  test("the worker's queue is bounded: past MAX_OFFLOAD_QUEUE block-status walks fail at once with EAGAIN, the rest complete", async () => {
+    const port = await openRbdPort(spec(await newImage("16M")), { readOnly: false });
+    try {
+      await call.write(port, 0, pattern(4096, 5));
+      const extra = 8;
+      const answers = await Promise.all(
+        Array.from({ length: MAX_OFFLOAD_QUEUE + extra }, () => new Promise<number>((resolve) => port.extents(0, 16 * MiB, 16, (errno) => resolve(errno)))),
+      );
+      expect(answers.filter((errno) => errno === Errno.EAGAIN).length).toBe(extra);
+      expect(answers.filter((errno) => errno === 0).length).toBe(MAX_OFFLOAD_QUEUE);
+      // And the worker serves the next one as usual.
+      expect(await call.extents(port, 0, 16 * MiB)).toEqual([{ length: 4 * MiB, hole: false, zero: false }, { length: 12 * MiB, hole: true, zero: true }]);
+    } finally {
       await port.close();
     }
   }, 120_000);
