@@ -3,13 +3,15 @@
  * and against `qemu-nbd` serving the same image through qemu's rbd driver (qemu-block-extra),
  * with `rbd bench` (librbd, no NBD hop) as the ceiling; all on one throw-away single-node
  * cluster (test/helpers/ceph-cluster.sh, memstore OSD) in the same run. Prints each result,
- * dstd's ratio to qemu-nbd and to the ceiling, and each server's CPU time per workload.
+ * dstd's ratio to qemu-nbd (of the medians, and the median of each round's own ratio, which
+ * a loaded machine disturbs less) and to the ceiling, and each server's CPU time per workload.
  *
  *   npm run bench:rbd
  *   BENCH_RUNTIME=5 BENCH_ROUNDS=3 npm run bench:rbd
  *
  * Environment: BENCH_RUNTIME seconds per fio run (10), BENCH_SIZE image size in MiB (1024),
- * BENCH_ROUNDS (1; the median is reported; servers alternate within a round), BENCH_JOBS
+ * BENCH_ROUNDS (1; the median is reported; servers alternate within a round, and which one
+ * goes first alternates between rounds), BENCH_JOBS
  * (seq-write,seq-read,rand-write,rand-read), DSTD_CMD (how
  * to run dstd; default dist/dstd when built, else `bun src/main.ts`). One server runs at a
  * time: two writers on one image would pass its exclusive lock back and forth.
@@ -101,7 +103,10 @@ async function main(): Promise<void> {
     await timed(run, ["rbd", "-c", conf, "bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8", "--io-total", `${sizeMiB}M`, "--io-pattern", "seq", "rbd/bench"], 600);
     for (const job of jobs) {
       for (let round = 0; round < rounds; round++) {
-        for (const peer of PEERS) {
+        // Alternate who goes first: the first server after the fill (or after `rbd bench`)
+        // measured markedly slower whoever it was; the median over rounds then drops that run
+        // for both servers alike.
+        for (const peer of round % 2 === 0 ? PEERS : [...PEERS].reverse()) {
           const port = run.freePort();
           const server = await run.server(peer.name, peer.command(conf, port), { tcp: port });
           const before = cpuSeconds(server.proc.pid);
@@ -130,12 +135,14 @@ async function main(): Promise<void> {
       m("qemu-nbd").toFixed(0),
       m("rbd bench").toFixed(0),
       `${(m("dstd") / m("qemu-nbd")).toFixed(2)}×`,
+      // Same-round pairs: both servers saw about the same load from the rest of the machine.
+      `${median((r.get("dstd") ?? []).map((v, i) => v / (r.get("qemu-nbd") ?? [])[i]!)).toFixed(2)}×`,
       `${(m("dstd") / m("rbd bench")).toFixed(2)}×`,
       `${c("dstd").toFixed(1)} / ${c("qemu-nbd").toFixed(1)}`,
     ];
   });
   console.log();
-  console.log(table(["workload", "dstd", "qemu-nbd", "rbd bench", "dstd/qemu-nbd", "dstd/rbd bench", "CPU s dstd / qemu-nbd"], rows, new Set([1, 2, 3, 4, 5])));
+  console.log(table(["workload", "dstd", "qemu-nbd", "rbd bench", "dstd/qemu-nbd", "median of round ratios", "dstd/rbd bench", "CPU s dstd / qemu-nbd"], rows, new Set([1, 2, 3, 4, 5, 6])));
   console.log();
   console.log(`${runtime} s per fio run (--ioengine=nbd), ${rounds} round(s), median; ${sizeMiB} MiB image on a memstore OSD; rbd bench: same size, pattern and depth`);
 }

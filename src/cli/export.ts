@@ -5,6 +5,7 @@
 import { resolve } from "node:path";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { isUrl, parseExportUrl } from "../lib/address.ts";
+import { RBD_LEG_PREFIX } from "../config/tree.ts";
 import { startExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
 import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
@@ -46,7 +47,7 @@ export default defineDstdCommand({
     allow: { type: "string", description: "who may connect: [IDENTITY@]CIDR|unix[:ro|:rw]", valueHint: "RULE" },
     description: { type: "string", description: "free-form description shown to NBD clients", valueHint: "TEXT" },
     "key-file": { type: "string", description: "identity key file (dstd keygen); remote tree legs authenticate with the first", valueHint: "FILE" },
-    mirror: { type: "string", description: "serve a mirror of these legs, in order: dst://HOST[:PORT]/NAME, dst+unix://…, or a path (docs/tree.md)", valueHint: "URL_OR_PATH" },
+    mirror: { type: "string", description: "serve a mirror of these legs, in order: dst://HOST[:PORT]/NAME, dst+unix://…, rbd:POOL/IMAGE, or a path (docs/tree.md)", valueHint: "URL_OR_PATH" },
     linear: { type: "string", description: "serve the concatenation of these legs, in order", valueHint: "URL_OR_PATH" },
     stripe: { type: "string", description: "serve a stripe (RAID-0) over these legs, in order", valueHint: "URL_OR_PATH" },
     "stripe-chunk": { type: "string", description: "stripe chunk size (default 512KiB)", valueHint: "SIZE" },
@@ -163,6 +164,8 @@ function treeFromFlags(rawArgs: readonly string[], args: { size?: string; "strip
   if (args["assume-clean"] && kind !== "mirror") throw new UsageError("--assume-clean is only for --mirror");
   const table: Record<string, unknown> = {
     [kind]: legs.map((leg) => {
+      // rbd:POOL/IMAGE: config/tree.ts checks the spec; --ceph-conf/--ceph-id/--ceph-keyring apply.
+      if (leg.startsWith(RBD_LEG_PREFIX)) return leg;
       if (isUrl(leg)) {
         const url = parseExportUrl(leg);
         if (typeof url === "string") throw new UsageError(`--${kind} ${url}`);

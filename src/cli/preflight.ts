@@ -5,14 +5,15 @@
  *
  * Problems (export/attach would refuse to start): key files that are missing, unreadable,
  * readable by others or for another identity (crypto/keys.ts loadKeyFile is the same check
- * the daemons run); export files and devices that cannot be opened as configured.
+ * the daemons run); export files and devices that cannot be opened as configured; for RBD
+ * images (the export's, or a tree's rbd legs) a missing librbd, ceph_conf or ceph_keyring.
  * Warnings (it may work elsewhere, or as another user): listen addresses this user cannot
  * bind now (tried for real on TCP, and released at once; checked on the folder for Unix
  * sockets), and allow rules that can never match (config/warnings.ts).
  */
 import { accessSync, constants, statSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
-import type { Config } from "../config/types.ts";
+import type { Config, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { ListenAddress } from "../lib/address.ts";
@@ -46,7 +47,12 @@ function checkKeyFile(path: string, where: string, identity: string | null, prob
 
 function checkBackend(config: Config["exports"][number], where: string, problems: string[]): void {
   const backend = config.backend;
-  if (backend.kind === "memory" || backend.kind === "tree") return; // tree legs are checked when opened
+  if (backend.kind === "memory") return;
+  if (backend.kind === "tree") {
+    // Other legs are checked when opened; an rbd leg's library and files are cheap to check here.
+    checkRbdLegs(backend.root, `${where}.tree`, problems);
+    return;
+  }
   if (backend.kind === "rbd") {
     for (const problem of rbdPreflight(backend.rbd)) problems.push(`${where}.rbd: ${problem}`);
     return;
@@ -67,6 +73,16 @@ function checkBackend(config: Config["exports"][number], where: string, problems
     problems.push(`${where}.file: ${backend.path} is not a regular file${stats.isBlockDevice() ? " (use device = for a block device)" : ""}`);
   } else if (backend.sizeBytes !== null && backend.sizeBytes !== stats.size) {
     problems.push(`${where}.size: ${backend.path} exists with ${stats.size} bytes, not ${backend.sizeBytes}; an existing file is never resized (remove size to use it as it is)`);
+  }
+}
+
+function checkRbdLegs(node: TreeNodeSpec, where: string, problems: string[]): void {
+  if (node.kind === "rbd") {
+    for (const problem of rbdPreflight(node.rbd)) problems.push(`${where}: ${problem}`);
+    return;
+  }
+  if (node.kind === "mirror" || node.kind === "linear" || node.kind === "stripe") {
+    node.legs.forEach((leg, i) => checkRbdLegs(leg.node, `${where}.${node.kind}[${i}]`, problems));
   }
 }
 

@@ -40,8 +40,8 @@ export function readRbd(table: Table, path: string, issues: Issues): RbdSpec | u
   const keyring = readPath(get(table, "ceph_keyring"), join(path, "ceph_keyring"), issues);
   const id = readString(get(table, "ceph_id"), join(path, "ceph_id"), issues);
   let ok = true;
-  if (id !== undefined && (id === "" || id.startsWith("client.") || CONTROL.test(id))) {
-    issues.add(join(path, "ceph_id"), `${quoteInput(id)}: give the client id without "client.", e.g. "admin"`);
+  if (id !== undefined && !validId(id)) {
+    issues.add(join(path, "ceph_id"), idProblem(id));
     ok = false;
   }
   if (text === undefined) return undefined;
@@ -55,9 +55,26 @@ export function readRbd(table: Table, path: string, issues: Issues): RbdSpec | u
   return { ...spec, conf: conf ?? null, id: id ?? null, keyring: keyring ?? null };
 }
 
+/** ceph_conf, ceph_id and ceph_keyring of a tree export: the defaults of its rbd legs. */
+export function readCephDefaults(table: Table, path: string, issues: Issues): Pick<RbdSpec, "conf" | "id" | "keyring"> {
+  const conf = readPath(get(table, "ceph_conf"), join(path, "ceph_conf"), issues);
+  const keyring = readPath(get(table, "ceph_keyring"), join(path, "ceph_keyring"), issues);
+  const id = readString(get(table, "ceph_id"), join(path, "ceph_id"), issues);
+  if (id !== undefined && !validId(id)) issues.add(join(path, "ceph_id"), idProblem(id));
+  return { conf: conf ?? null, id: id !== undefined && validId(id) ? id : null, keyring: keyring ?? null };
+}
+
+function validId(id: string): boolean {
+  return !(id === "" || id.startsWith("client.") || CONTROL.test(id));
+}
+
+function idProblem(id: string): string {
+  return `${quoteInput(id)}: give the client id without "client.", e.g. "admin"`;
+}
+
 /** Issues for Ceph keys given to an export that does not serve an RBD image. */
 export function checkCephKeysWithoutRbd(table: Table, path: string, issues: Issues): void {
   for (const key of RBD_KEYS.slice(1)) {
-    if (get(table, key) !== undefined) issues.add(join(path, key), `${key} is only for rbd exports`);
+    if (get(table, key) !== undefined) issues.add(join(path, key), `${key} is only for rbd exports (or trees with rbd legs)`);
   }
 }

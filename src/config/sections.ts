@@ -33,7 +33,7 @@ import {
 } from "./fields.ts";
 import type { BackendConfig, ClientConfig, ExportConfig, KeyConfig } from "./types.ts";
 import { readTree } from "./tree.ts";
-import { checkCephKeysWithoutRbd, RBD_KEYS, readRbd } from "./rbd.ts";
+import { checkCephKeysWithoutRbd, RBD_KEYS, readCephDefaults, readRbd } from "./rbd.ts";
 import { readReplication } from "./replication.ts";
 
 export const KEY_KEYS = ["identity", "file", "secret"] as const;
@@ -210,13 +210,15 @@ function readBackend(table: Table, path: string, issues: Issues, client?: Client
     const rbd = readRbd(table, path, issues);
     return rbd === undefined || get(table, "size") !== undefined ? undefined : { kind: "rbd", rbd };
   }
-  checkCephKeysWithoutRbd(table, path, issues);
   if (kinds.length === 1 && kinds[0] === "tree") {
     if (get(table, "size") !== undefined) issues.add(join(path, "size"), "size is only for file exports; a tree leg takes its own size");
     const client0 = client ?? { keyFile: null, suites: [], checksums: [], reliability: DEFAULT_RELIABILITY };
-    const root = readTree(get(table, "tree"), join(path, "tree"), client0, issues);
+    // The export's ceph_* keys are how its rbd legs reach their cluster (docs/rbd.md "As a tree leg").
+    const ceph = readCephDefaults(table, path, issues);
+    const root = readTree(get(table, "tree"), join(path, "tree"), client0, issues, ceph);
     return root === undefined || get(table, "size") !== undefined ? undefined : { kind: "tree", root };
   }
+  checkCephKeysWithoutRbd(table, path, issues);
   const sizeValue = get(table, "size");
   const sizeBytes = readSize(sizeValue, 1, join(path, "size"), issues);
   const kind = kinds.length === 1 && kinds[0] !== "tree" && kinds[0] !== "rbd" ? kinds[0] : undefined;

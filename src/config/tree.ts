@@ -8,12 +8,14 @@
  *   file = PATH [size = SIZE]     a sparse file (created with size when missing)
  *   device = /dev/PATH            a block device
  *   memory = SIZE                 a memory disk (tests)
+ *   rbd = "POOL/IMAGE[@SNAP]"     a Ceph RBD image (ceph_conf, ceph_id, ceph_keyring may be
+ *                                 set per leg; by default the export's own; docs/rbd.md)
  *   mirror = [LEG, …]             RAID-1 (read_policy, assume_clean; legs may be write_mostly)
  *   linear = [LEG, …]             concatenation
  *   stripe = [LEG, …]             RAID-0 (chunk = SIZE, default 512KiB)
  *
- * and a LEG is a node table or a string: a dst:// or dst+unix:// URL, or a path (a file, or
- * a device under /dev/). Every problem is reported with its path, e.g.
+ * and a LEG is a node table or a string: a dst:// or dst+unix:// URL, `rbd:POOL/IMAGE[@SNAP]`,
+ * or a path (a file, or a device under /dev/). Every problem is reported with its path, e.g.
  * `export[0].tree.mirror[1].stripe[0].url`. Remote legs inherit [client]'s key_file,
  * suites, checksums and reliability. Pure.
  */
@@ -23,13 +25,22 @@ import { DEFAULT_STRIPE_CHUNK, MAX_MIRROR_LEGS, MAX_TREE_DEPTH, MAX_TREE_LEGS, R
 import { readChecksums, readSuites } from "./access.ts";
 import { checkKeys, describe, get, type Issues, isTable, join, readBoolean, readEnum, readPath, readSize, readString, type Table } from "./fields.ts";
 import { RELIABILITY_KEYS, readReliability } from "./reliability.ts";
-import type { ClientConfig, TreeLegSpec, TreeNodeSpec } from "./types.ts";
+import { parseRbdImageSpec, RBD_KEYS, readRbd } from "./rbd.ts";
+import type { ClientConfig, RbdSpec, TreeLegSpec, TreeNodeSpec } from "./types.ts";
 
-const KINDS = ["url", "file", "device", "memory", "mirror", "linear", "stripe"] as const;
+const KINDS = ["url", "file", "device", "memory", "rbd", "mirror", "linear", "stripe"] as const;
 type Kind = (typeof KINDS)[number];
 const REMOTE_KEYS = ["key_file", "suites", "checksums", "reliability", ...RELIABILITY_KEYS];
+/** ceph_conf, ceph_id, ceph_keyring: per rbd leg. */
+const CEPH_KEYS = RBD_KEYS.slice(1);
+/** A leg written `rbd:POOL/IMAGE[@SNAP]` (no `//`: an image spec, as the rbd command writes it). */
+export const RBD_LEG_PREFIX = "rbd:";
 
-export const TREE_KEYS = [...KINDS, "size", "name", "chunk", "read_policy", "assume_clean", "write_mostly", ...REMOTE_KEYS] as const;
+export const TREE_KEYS = [...KINDS, "size", "name", "chunk", "read_policy", "assume_clean", "write_mostly", ...REMOTE_KEYS, ...CEPH_KEYS] as const;
+
+/** How rbd legs reach their cluster unless the leg says otherwise: the export's ceph_* keys. */
+export type CephDefaults = Pick<RbdSpec, "conf" | "id" | "keyring">;
+const NO_CEPH_DEFAULTS: CephDefaults = { conf: null, id: null, keyring: null };
 
 /** Which keys only make sense for which kind of node (the message names the kind they need). */
 const ONLY_FOR: Record<string, Kind[]> = {
@@ -38,10 +49,11 @@ const ONLY_FOR: Record<string, Kind[]> = {
   read_policy: ["mirror"],
   assume_clean: ["mirror"],
   ...Object.fromEntries(REMOTE_KEYS.map((key) => [key, ["url"] as Kind[]])),
+  ...Object.fromEntries(CEPH_KEYS.map((key) => [key, ["rbd"] as Kind[]])),
 };
 
 /** The `tree` table of an export, or undefined with issues recorded. */
-export function readTree(value: unknown, path: string, client: ClientConfig, issues: Issues): TreeNodeSpec | undefined {
+export function readTree(value: unknown, path: string, client: ClientConfig, issues: Issues, ceph: CephDefaults = NO_CEPH_DEFAULTS): TreeNodeSpec | undefined {
   if (!isTable(value)) {
     issues.add(path, `expected a table ([export.tree] with one of mirror, linear, stripe), got ${describe(value)}`);
     return undefined;
@@ -51,11 +63,14 @@ export function readTree(value: unknown, path: string, client: ClientConfig, iss
     issues.add(path, `a tree's root is a mirror, linear or stripe (a single ${kinds[0]} is an ordinary export: set it in [[export]])`);
     return undefined;
   }
-  return readNode(value, path, client, 1, false, issues)?.node;
+  return readNode(value, path, { ...client, ceph }, 1, false, issues)?.node;
 }
 
+/** What legs inherit: [client]'s settings for remote legs, the export's ceph_* for rbd legs. */
+type Inherited = ClientConfig & { ceph: CephDefaults };
+
 /** A node table (or a leg string) at `path`; `inMirror`: it is a leg of a mirror. */
-function readNode(value: unknown, path: string, client: ClientConfig, depth: number, inMirror: boolean, issues: Issues): TreeLegSpec | undefined {
+function readNode(value: unknown, path: string, client: Inherited, depth: number, inMirror: boolean, issues: Issues): TreeLegSpec | undefined {
   if (typeof value === "string") return readLegString(value, path, client, issues);
   if (!isTable(value)) {
     issues.add(path, `expected a leg: a URL, a path or a table, got ${describe(value)}`);
@@ -110,6 +125,15 @@ function readNode(value: unknown, path: string, client: ClientConfig, depth: num
       if (size !== undefined) node = { kind: "memory", sizeBytes: size };
       break;
     }
+    case "rbd": {
+      const rbd = readRbd(table, path, issues);
+      if (rbd !== undefined) {
+        const given = (key: string) => get(table, key) !== undefined;
+        const d = client.ceph;
+        node = { kind: "rbd", rbd: { ...rbd, conf: given("ceph_conf") ? rbd.conf : d.conf, id: given("ceph_id") ? rbd.id : d.id, keyring: given("ceph_keyring") ? rbd.keyring : d.keyring } };
+      }
+      break;
+    }
     default:
       node = readInner(kind, table, path, client, depth, issues);
   }
@@ -117,7 +141,7 @@ function readNode(value: unknown, path: string, client: ClientConfig, depth: num
   return { node, writeMostly, label: name ?? labelOf(node) };
 }
 
-function readInner(kind: "mirror" | "linear" | "stripe", table: Table, path: string, client: ClientConfig, depth: number, issues: Issues): TreeNodeSpec | undefined {
+function readInner(kind: "mirror" | "linear" | "stripe", table: Table, path: string, client: Inherited, depth: number, issues: Issues): TreeNodeSpec | undefined {
   const at = join(path, kind);
   if (depth > MAX_TREE_DEPTH) {
     issues.add(at, `the tree is nested more than ${MAX_TREE_DEPTH} levels deep`);
@@ -190,7 +214,16 @@ function readRemote(value: unknown, at: string, table: Table, path: string, clie
 }
 
 /** A leg written as a string: a dst URL, a device under /dev/, or a file path. */
-function readLegString(text: string, path: string, client: ClientConfig, issues: Issues): TreeLegSpec | undefined {
+function readLegString(text: string, path: string, client: Inherited, issues: Issues): TreeLegSpec | undefined {
+  if (text.startsWith(RBD_LEG_PREFIX)) {
+    const spec = parseRbdImageSpec(text.slice(RBD_LEG_PREFIX.length));
+    if (typeof spec === "string") {
+      issues.add(path, spec);
+      return undefined;
+    }
+    const node: TreeNodeSpec = { kind: "rbd", rbd: { ...spec, ...client.ceph } };
+    return { node, writeMostly: false, label: labelOf(node) };
+  }
   if (isUrl(text)) {
     const node = readRemote(text, path, {}, path, client, issues);
     return node === undefined ? undefined : { node, writeMostly: false, label: labelOf(node) };
@@ -210,7 +243,15 @@ function labelOf(node: TreeNodeSpec): string {
       return node.path;
     case "memory":
       return `memory:${formatSize(node.sizeBytes)}`;
+    case "rbd":
+      return rbdLabel(node.rbd);
     default:
       return `${node.kind}(${node.legs.map((leg) => leg.label).join(", ")})`;
   }
+}
+
+/** `rbd:POOL/[NAMESPACE/]IMAGE[@SNAP]`, as the leg is written (storage/rbd/open.ts describeRbd). */
+export function rbdLabel(spec: RbdSpec): string {
+  const ns = spec.namespace === null ? "" : `${spec.namespace}/`;
+  return `${RBD_LEG_PREFIX}${spec.pool}/${ns}${spec.image}${spec.snapshot === null ? "" : `@${spec.snapshot}`}`;
 }

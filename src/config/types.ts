@@ -260,6 +260,8 @@ export type TreeNodeSpec =
   | { readonly kind: "file"; readonly path: string; readonly sizeBytes: number | null }
   | { readonly kind: "device"; readonly path: string }
   | { readonly kind: "memory"; readonly sizeBytes: number }
+  /** A Ceph RBD image (docs/rbd.md "As a tree leg"). */
+  | { readonly kind: "rbd"; readonly rbd: RbdSpec }
   | {
       readonly kind: "remote";
       readonly url: ExportUrl;

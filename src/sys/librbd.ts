@@ -7,8 +7,8 @@
  * is one `JSCallback` with `threadsafe: true`, which Bun queues onto the JavaScript thread;
  * there the request's handler reads the return value and releases the completion. No call
  * here blocks the event loop per request; `connectCluster` (rados_connect, bounded by
- * `client_mount_timeout`) and `RbdImage.resize` (rbd_resize) block once, while starting and
- * resizing.
+ * `client_mount_timeout`) blocks once, while starting. rbd_resize and rbd_diff_iterate2,
+ * which block, run on a worker thread (sys/librbd-offload.ts, sys/librbd-worker.ts).
  *
  * Buffers handed to read and write stay referenced (and must stay unchanged) until their
  * completion: without librbd's cache, writes are zero-copy (librbd sends the caller's bytes).
@@ -19,6 +19,7 @@
 import { existsSync } from "node:fs";
 import { dlopen, FFIType as T, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { errnoMessage } from "../lib/errno.ts";
+import { offload } from "./librbd-offload.ts";
 
 /** Where Debian and other distributions install the libraries, in the order tried. */
 const LIBRARY_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
@@ -52,6 +53,11 @@ export function rbdLibraryProblem(): string | null {
   } catch (error) {
     return (error as Error).message;
   }
+}
+
+/** Absolute path of librbd (for sys/librbd-worker.ts, which opens it on its own thread). */
+export function librbdPath(): string {
+  return find("librbd.so.1", "librbd1");
 }
 
 function loadRados() {
@@ -261,9 +267,21 @@ export class RbdImage {
     return Number(this.out[0]);
   }
 
-  /** Blocks until the header is updated (growing is metadata only; shrinking deletes objects). */
-  resize(size: number): number {
-    return this.rbd.rbd_resize(this.image, size);
+  /**
+   * rbd_resize on the worker (sys/librbd-offload.ts): growing updates the header, shrinking
+   * deletes objects; either way this thread keeps serving meanwhile.
+   */
+  resize(size: number, done: RbdDone): void {
+    void offload({ kind: "resize", image: Number(this.image), size }).then((reply) => done(reply.result));
+  }
+
+  /**
+   * The allocation map of [offset, offset + length) on the worker (rbd_diff_iterate2, whole
+   * objects, parent included): flat [offset, length, exists] triples in image order, or null
+   * when the image has no valid fast-diff map (no cheap answer).
+   */
+  allocated(offset: number, length: number, done: (result: number, extents: number[] | null) => void): void {
+    void offload({ kind: "allocated", image: Number(this.image), offset, length }).then((reply) => done(reply.result, reply.extents));
   }
 
   read(offset: number, into: Uint8Array, done: RbdDone): void {

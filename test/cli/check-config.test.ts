@@ -61,6 +61,18 @@ describe("dstd check-config", () => {
     expect(f.stderr).toContain(`export[0].file: ${join(scratch.path, "absent.img")} does not exist; give size to create it`);
   });
 
+  test("an rbd leg of a tree whose ceph.conf is missing is named with its leg", async () => {
+    const leg = join(scratch.path, "leg.img");
+    writeFileSync(leg, new Uint8Array(4096));
+    const path = config(
+      "rbd-leg.toml",
+      `[[export]]\nceph_conf = "/nonexistent/ceph.conf"\nallow = ["127.0.0.1/32:rw"]\n[export.tree]\nmirror = ["rbd:rbd/vm1", "leg.img"]\n`,
+    );
+    const r = await runDstd(["check-config", path]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`${path}: export[0].tree.mirror[0]: ceph_conf: /nonexistent/ceph.conf does not exist`);
+  });
+
   test("warnings: an address in use or not on this machine, an allow rule that can never match", async () => {
     const running = await startExport(["--memory", "1MiB", "--allow", "127.0.0.1/32:rw"]);
     try {

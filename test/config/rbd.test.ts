@@ -55,3 +55,31 @@ describe("[[export]] rbd", () => {
     expect(issues({ rbd: 5 })).toContain("export[0].rbd:");
   });
 });
+
+describe("rbd legs of a tree", () => {
+  const conf = { conf: "/etc/dstd/ceph.conf", id: "dstd", keyring: null };
+
+  test("`rbd:POOL/IMAGE` strings and rbd tables are legs; they inherit the export's ceph_* keys unless they set their own", () => {
+    const result = check({
+      ceph_conf: "ceph.conf",
+      ceph_id: "dstd",
+      tree: { mirror: ["rbd:rbd/vm1", { rbd: "rbd/ns/vm2@s1", ceph_conf: "/other/ceph.conf" }, "/data/leg.img"] },
+    });
+    if ("issues" in result) throw new Error(formatIssues(result.issues, "t.toml"));
+    const backend = result.config.exports[0]!.backend;
+    if (backend.kind !== "tree" || backend.root.kind !== "mirror") throw new Error(`not a mirror: ${JSON.stringify(backend)}`);
+    const [a, b, c] = backend.root.legs;
+    expect(a!.node).toEqual({ kind: "rbd", rbd: { pool: "rbd", namespace: null, image: "vm1", snapshot: null, ...conf } });
+    expect(a!.label).toBe("rbd:rbd/vm1");
+    expect(b!.node).toEqual({ kind: "rbd", rbd: { pool: "rbd", namespace: "ns", image: "vm2", snapshot: "s1", ...conf, conf: "/other/ceph.conf" } });
+    expect(b!.label).toBe("rbd:rbd/ns/vm2@s1");
+    expect(c!.node).toEqual({ kind: "file", path: "/data/leg.img", sizeBytes: null });
+  });
+
+  test("mistakes in rbd legs are reported with their path", () => {
+    expect(issues({ tree: { mirror: ["rbd:vm1", "/x"] } })).toContain('export[0].tree.mirror[0]: "vm1" is not an RBD image');
+    expect(issues({ tree: { stripe: [{ rbd: "rbd/a", chunk: "1MiB" }, "/x"] } })).toContain("export[0].tree.stripe[0].chunk: chunk is only for stripe nodes, not rbd");
+    expect(issues({ tree: { linear: [{ file: "/x", ceph_id: "a" }, "/y"] } })).toContain("export[0].tree.linear[0].ceph_id: ceph_id is only for rbd nodes, not file");
+    expect(issues({ ceph_id: "client.x", tree: { mirror: ["rbd:rbd/a", "/y"] } })).toContain('export[0].ceph_id: "client.x": give the client id without "client."');
+  });
+});

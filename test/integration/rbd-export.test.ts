@@ -127,6 +127,53 @@ describe.skipIf(!enabled)("dstd export --rbd", () => {
     expect(exp.log()).toContain("(read-only)");
   }, 120_000);
 
+  test("nbdinfo --map shows a sparse image's holes (block status from the fast-diff map)", async () => {
+    await cluster!.rbd("create", "rbd/sparse", "--size", "64M");
+    const { exp, url } = await serve("rbd/sparse");
+    try {
+      await ok(["qemu-io", "-f", "raw", "-c", "write -P 9 0 1M", "-c", "write -P 7 33558528 8192", url]);
+      const map = JSON.parse(await ok(["nbdinfo", "--map", "--json", url])) as { offset: number; length: number; type: number; description: string }[];
+      const runs = map.map((e) => [e.offset, e.length, e.description]);
+      // Whole 4 MiB objects: the one at 0 and the one holding 32 MiB + 4 KiB are data.
+      expect(runs).toEqual([
+        [0, 4 * MiB, "data"],
+        [4 * MiB, 28 * MiB, "hole,zero"],
+        [32 * MiB, 4 * MiB, "data"],
+        [36 * MiB, 28 * MiB, "hole,zero"],
+      ]);
+    } finally {
+      await exp.stop();
+    }
+    expect(exp.log()).not.toContain("ERROR");
+  }, 120_000);
+
+  test("a mirror of an RBD image and a file (--mirror rbd:POOL/IMAGE --mirror FILE): copy in, both legs identical", async () => {
+    await cluster!.rbd("create", "rbd/mleg", "--size", "64M");
+    const leg = join(dir, "mleg.img");
+    const exp = await startExport(["--mirror", "rbd:rbd/mleg", "--mirror", leg, "--size", "64MiB", "--assume-clean", "--ceph-conf", cluster!.conf, "--nbd-listen", "127.0.0.1:0", "--allow", "127.0.0.1/32:rw"]);
+    const pattern = /listening for NBD on 127\.0\.0\.1:(\d+)/;
+    const source = join(dir, "msource.img");
+    try {
+      await until(() => pattern.test(exp.log()), "the NBD listener", 10_000);
+      const url = `nbd://127.0.0.1:${pattern.exec(exp.log())![1]}/disk`;
+      // Each leg keeps the mirror's metadata in its first MiB (docs/tree.md "On-leg metadata").
+      const size = JSON.parse(await ok(["nbdinfo", "--json", url])).exports[0]["export-size"] as number;
+      expect(size).toBe(63 * MiB);
+      const data = new Uint8Array(size);
+      for (let i = 0; i < data.length; i += 4096) data.fill(((i >> 12) * 13) % 251 + 1, i, i + 4096);
+      writeFileSync(source, data);
+      await ok(["nbdcopy", "--flush", source, url]);
+    } finally {
+      await exp.stop();
+    }
+    const wanted = readFileSync(source);
+    expect(Buffer.compare(readFileSync(leg).subarray(MiB), wanted)).toBe(0);
+    expect(Buffer.compare((await rbdExport("rbd/mleg")).subarray(MiB), wanted)).toBe(0);
+    expect(exp.log()).toContain("rbd:rbd/mleg");
+    expect(exp.log()).not.toContain("ERROR");
+    rmSync(source);
+  }, 120_000);
+
   test("a missing image fails at start, naming it and how to create it", async () => {
     const result = await runDstd(["export", "--rbd", "rbd/absent", "--ceph-conf", cluster!.conf, "--listen", "127.0.0.1:0", "--allow", "127.0.0.1/32:rw"]);
     expect(result.exitCode).not.toBe(0);

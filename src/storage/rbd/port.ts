@@ -6,14 +6,15 @@
  * Trim is rbd_aio_discard, a hint: RBD does not zero a partial discard (it skips anything
  * smaller than its discard granularity). Write-zeroes is rbd_aio_write_zeroes, which reads back
  * as zeroes over exactly its range; with NO_HOLE it asks for thick provisioning. FAST_ZERO is
- * refused (ENOTSUP): librbd may write zeroes to do it.
+ * refused (ENOTSUP): librbd may write zeroes to do it. Block status and resize run librbd's
+ * blocking calls on a worker thread (sys/librbd-offload.ts), counted in flight like I/O.
  *
  * Must not: cache the size (another client may resize the image: librbd refreshes it), or
  * let a request reach librbd after close began (EBADF instead).
  */
 import { Errno, errnoName } from "../../lib/errno.ts";
 import type { RbdCluster, RbdImage } from "../../sys/librbd.ts";
-import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import type { Done, Extent, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind } from "../validate.ts";
 
 /** 32 MiB: the largest request the Linux client sends (as storage/local/port.ts). */
@@ -26,6 +27,34 @@ const PASSED = new Set<number>(Object.values(Errno));
 export function rbdErrno(result: number): number {
   if (result >= 0) return 0;
   return PASSED.has(-result) ? -result : Errno.EIO;
+}
+
+/**
+ * [offset, offset + length) as extents from rbd_diff_iterate2's [offset, length, exists]
+ * triples (whole objects, in image order, possibly reaching past the range): reported and
+ * existing is data, anything else a hole that reads as zeroes. Adjacent runs of one kind are
+ * merged; at most `maxExtents` (the walk stops there, storage/port.ts MAX_EXTENTS).
+ */
+export function allocationExtents(offset: number, length: number, triples: readonly number[], maxExtents: number): Extent[] {
+  const end = offset + length;
+  const out: Extent[] = [];
+  let at = offset;
+  const push = (to: number, data: boolean) => {
+    if (to <= at) return;
+    const last = out[out.length - 1];
+    if (last !== undefined && last.hole === !data) last.length += to - at;
+    else out.push({ length: to - at, hole: !data, zero: !data });
+    at = to;
+  };
+  for (let i = 0; i + 2 < triples.length && at < end; i += 3) {
+    const start = Math.max(triples[i]!, at);
+    const stop = Math.min(triples[i]! + triples[i + 1]!, end);
+    if (stop <= start) continue;
+    push(start, false);
+    push(stop, triples[i + 2] === 1);
+  }
+  push(end, false);
+  return out.length > maxExtents ? out.slice(0, maxExtents) : out;
 }
 
 export interface RbdPortOptions {
@@ -46,7 +75,8 @@ export class RbdPort implements StoragePort {
   readonly canFlush = true;
   /** One image handle serves every connection: a flush covers all of their writes. */
   readonly canMultiConn = true;
-  readonly canBlockStatus = false;
+  /** rbd_diff_iterate2 on the fast-diff object map (sys/librbd-worker.ts); all data without one. */
+  readonly canBlockStatus = true;
   readonly synchronous = false;
   private inFlight = 0;
   private closing: Promise<void> | null = null;
@@ -107,20 +137,28 @@ export class RbdPort implements StoragePort {
     this.image.writeZeroes(offset, length, flags.noHole, (result) => this.afterMutation("zero", offset, length, result, flags.fua, done));
   }
 
-  extents(offset: number, length: number, _maxExtents: number, done: ExtentsDone): void {
+  extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
     const invalid = this.check("block-status", offset, length);
     if (invalid !== 0) return done(invalid, null);
-    // No allocation map (canBlockStatus is false): everything is data.
-    done(0, length === 0 ? [] : [{ length, hole: false, zero: false }]);
+    if (length === 0) return done(0, []);
+    this.inFlight++;
+    this.image.allocated(offset, length, (result, triples) => {
+      this.inFlight--;
+      const errno = this.report("block-status", offset, length, result);
+      if (this.inFlight === 0 && this.drained !== null) this.drained();
+      if (errno !== 0) return done(errno, null);
+      // No fast-diff map: no cheap answer, so all of it is data (never claim a hole unknown).
+      done(0, triples === null ? [{ length, hole: false, zero: false }] : allocationExtents(offset, length, triples, maxExtents));
+    });
   }
 
   resize(size: number, done: Done): void {
     if (this.closing !== null) return done(Errno.EBADF);
     if (this.readOnly) return done(Errno.EROFS);
     if (!Number.isSafeInteger(size) || size < 0) return done(Errno.EINVAL);
-    // rbd_resize is synchronous: growing changes the header only; a shrink deletes objects.
-    const result = this.image.resize(size);
-    done(this.report("resize", size, 0, result));
+    // rbd_resize blocks (a shrink deletes objects): it runs on the librbd worker thread.
+    this.inFlight++;
+    this.image.resize(size, (result) => this.finish("resize", size, 0, result, done));
   }
 
   close(): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * @module storage/tree/open — opens a configured storage tree (config/types.ts TreeNodeSpec) into one
  * StoragePort: local leaves through storage/open.ts, remote leaves through
- * storage/remote/remote-port.ts, inner nodes as LinearPort, StripePort and mirrors. The
+ * storage/remote/remote-port.ts, Ceph RBD leaves through storage/rbd/open.ts, inner nodes as LinearPort, StripePort and mirrors. The
  * composition root of the tree; the layers themselves stay pure logic.
  *
  * A mirror leg that cannot be opened (a remote export that is down) is handed to the mirror
@@ -17,6 +17,7 @@ import { openBackend } from "../open.ts";
 import { createLocalPort } from "../local/port.ts";
 import type { StoragePort } from "../port.ts";
 import { openRemotePort } from "../remote/remote-port.ts";
+import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
 import { LinearPort } from "./linear.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
@@ -49,6 +50,8 @@ export function defaultLabel(node: TreeNodeSpec): string {
       return node.path;
     case "memory":
       return `memory:${node.sizeBytes}`;
+    case "rbd":
+      return describeRbd(node.rbd);
     default:
       return `${node.kind}(${node.legs.map((leg) => leg.label).join(", ")})`;
   }
@@ -68,6 +71,9 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       );
       return createLocalPort(backend, { description: backend.description, log });
     }
+    case "rbd":
+      // A leg like any other: its own cluster connection and image handle (docs/rbd.md "As a tree leg").
+      return openRbdPort(spec.rbd, { readOnly: false, log });
     case "remote": {
       const where = formatExportUrl(spec.url);
       const r = spec.reliability;

@@ -5,10 +5,15 @@
  * problem. Skips naming the Debian packages when Ceph is not installed.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { NbdClient } from "../../../src/client/nbd-client.ts";
+import { acceptNbd } from "../../../src/nbd/connection.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
 import { openRbdPort } from "../../../src/storage/rbd/open.ts";
 import { rbdRequestsInFlight } from "../../../src/sys/librbd.ts";
+import { MAX_OFFLOAD_QUEUE } from "../../../src/sys/librbd-offload.ts";
+import { Errno } from "../../../src/lib/errno.ts";
 import type { RbdSpec } from "../../../src/config/types.ts";
+import { listen } from "../../../src/transport/tcp.ts";
 import { haveCeph, startCephCluster, type CephCluster } from "../../helpers/ceph.ts";
 import { pattern } from "../contract.ts";
 import { portContract } from "../port-contract.ts";
@@ -61,6 +66,12 @@ describe.skipIf(!enabled)("rbd port", () => {
       await call.read(snap, 0, back);
       expect(back).toEqual(new Uint8Array(before));
       await expect(call.write(snap, 0, new Uint8Array(4096))).rejects.toThrow(/failed/);
+      // Block status of the snapshot: its own object map (the head's later writes are not in it).
+      await call.write(head, 8 * MiB, pattern(4096, 3));
+      expect(await call.extents(snap, 0, 16 * MiB)).toEqual([
+        { length: 4 * MiB, hole: false, zero: false },
+        { length: 12 * MiB, hole: true, zero: true },
+      ]);
     } finally {
       await snap.close();
       await head.close();
@@ -101,6 +112,91 @@ describe.skipIf(!enabled)("rbd port", () => {
   test("a missing ceph.conf fails naming the file", async () => {
     await expect(openRbdPort(spec("x", { conf: "/nonexistent/ceph.conf" }), { readOnly: false })).rejects.toThrow(/\/nonexistent\/ceph\.conf/);
   });
+
+  test("block status: written objects are data, the rest holes (fast-diff map); a whole-object discard is a hole again", async () => {
+    const port = await openRbdPort(spec(await newImage("64M")), { readOnly: false });
+    const data = (length: number) => ({ length, hole: false, zero: false });
+    const hole = (length: number) => ({ length, hole: true, zero: true });
+    try {
+      expect(port.canBlockStatus).toBe(true);
+      expect(await call.extents(port, 0, 64 * MiB)).toEqual([hole(64 * MiB)]);
+      await call.write(port, 0, pattern(MiB, 1));
+      await call.write(port, 32 * MiB + 4096, pattern(8192, 2));
+      // Whole objects (4 MiB): a write anywhere in one makes all of it data.
+      expect(await call.extents(port, 0, 64 * MiB)).toEqual([data(4 * MiB), hole(28 * MiB), data(4 * MiB), hole(28 * MiB)]);
+      // A range inside objects is clipped to the range; the walk stops at maxExtents.
+      expect(await call.extents(port, 3 * MiB, 2 * MiB)).toEqual([data(MiB), hole(MiB)]);
+      expect(await call.extents(port, 0, 64 * MiB, 1)).toEqual([data(4 * MiB)]);
+      await call.trim(port, 32 * MiB, 4 * MiB);
+      expect(await call.extents(port, 0, 64 * MiB)).toEqual([data(4 * MiB), hole(60 * MiB)]);
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+
+  test("block status of an image without fast-diff is all data (no cheap map, never a guessed hole)", async () => {
+    const name = `img${++images}`;
+    await cluster!.rbd("create", `rbd/${name}`, "--size", "16M", "--image-feature", "layering");
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    try {
+      expect(await call.extents(port, 0, 16 * MiB)).toEqual([{ length: 16 * MiB, hole: false, zero: false }]);
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+
+  test("a resize runs on the worker thread: reads on an NBD connection keep being answered while it is under way", async () => {
+    // 128 objects with data: shrinking to one object deletes 127 of them, one OSD op each.
+    const name = await newImage("512M");
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    const quiet = { info() {}, warn() {} };
+    const listener = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], acceptNbd({ resolve: () => ({ target: port, access: "rw" }), list: () => [], log: quiet }));
+    const bound = listener.bound[0]!;
+    const client = await NbdClient.open({ address: { transport: "tcp", host: "127.0.0.1", port: bound.transport === "tcp" ? bound.port : 0 }, exportName: "disk", log: quiet });
+    try {
+      await Promise.all(Array.from({ length: 128 }, (_, i) => call.write(port, i * 4 * MiB, pattern(4096, i + 1))));
+      let resized = false;
+      // What `dstd resize` does under `dstd up` (daemon/export-node.ts): the port's resize.
+      const resize = new Promise<number>((resolve) => port.resize!(4 * MiB, resolve)).then((errno) => {
+        resized = true;
+        return errno;
+      });
+      // Observable, not timed: with rbd_resize on this thread no NBD reply could be sent
+      // before the resize's completion (the event loop would be stopped inside it).
+      let readsDuring = 0;
+      let back: Uint8Array = new Uint8Array(0);
+      while (!resized) {
+        back = await client.read(0, 4096);
+        if (!resized) readsDuring++;
+      }
+      expect(await resize).toBe(0);
+      expect(readsDuring).toBeGreaterThan(0);
+      expect(back).toEqual(new Uint8Array(pattern(4096, 1)));
+      expect(port.size).toBe(4 * MiB);
+      expect(JSON.parse(await cluster!.rbd("info", "--format", "json", `rbd/${name}`)).size).toBe(4 * MiB);
+    } finally {
+      await client.close();
+      await listener.close();
+      await port.close();
+    }
+  }, 120_000);
+
+  test("the worker's queue is bounded: past MAX_OFFLOAD_QUEUE block-status walks fail at once with EAGAIN, the rest complete", async () => {
+    const port = await openRbdPort(spec(await newImage("16M")), { readOnly: false });
+    try {
+      await call.write(port, 0, pattern(4096, 5));
+      const extra = 8;
+      const answers = await Promise.all(
+        Array.from({ length: MAX_OFFLOAD_QUEUE + extra }, () => new Promise<number>((resolve) => port.extents(0, 16 * MiB, 16, (errno) => resolve(errno)))),
+      );
+      expect(answers.filter((errno) => errno === Errno.EAGAIN).length).toBe(extra);
+      expect(answers.filter((errno) => errno === 0).length).toBe(MAX_OFFLOAD_QUEUE);
+      // And the worker serves the next one as usual.
+      expect(await call.extents(port, 0, 16 * MiB)).toEqual([{ length: 4 * MiB, hole: false, zero: false }, { length: 12 * MiB, hole: true, zero: true }]);
+    } finally {
+      await port.close();
+    }
+  }, 120_000);
 
   test("nothing stays in flight after the ports close", () => {
     expect(rbdRequestsInFlight()).toBe(0);

@@ -70,7 +70,7 @@ mirror = [
       "export[0].tree.mirror[3].bogus: unknown key 'bogus'",
       "export[0].tree.mirror[3].size: size is only for file nodes, not url",
       "export[0].tree.mirror[3].chunk: chunk is only for stripe nodes, not url",
-      "export[0].tree.mirror[4]: set exactly one of url, file, device, memory, mirror, linear, stripe (got url and file)",
+      "export[0].tree.mirror[4]: set exactly one of url, file, device, memory, rbd, mirror, linear, stripe (got url and file)",
       "export[0].tree.mirror[5].read_policy: read_policy is only for mirror nodes, not linear",
       "export[0].tree.mirror[6].mirror: every leg is write_mostly: at least one must serve reads",
     ]);
