@@ -7,9 +7,10 @@
 # applied the primary's seq taken after that sync (an observable, not a sleep); a writer keeps
 # writing with O_DIRECT; kill -9 of A while it writes. Then `dstd replica promote disk --force`
 # on B, the dead nbd0 is cleaned up (kill -9 of its attach daemon, detach --force, lazy umount),
-# /dev/nbd1 is attached to B: e2fsck -fn, mount (the kernel replays the journal), every synced
-# file present with its checksum, every unsynced file a prefix of its source (a prefix of the
-# primary's writes), the new primary takes writes, umount, e2fsck -fn clean.
+# /dev/nbd1 is attached to B: mount + umount (the kernel replays the journal), e2fsck -fn clean,
+# mount, every synced file present with its checksum, every unsynced file a prefix of its
+# source (a prefix of the primary's writes), the new primary takes writes, umount, e2fsck -fn
+# clean again.
 # The nodes run under `dstd up` (TOML [export.replication]), not `dstd export --log-dir`: the
 # `dstd replica` commands reach a node through the control socket, which only `dstd up` opens.
 # Needs: -k "nbd ext4 crc32c_generic" -d e2fsprogs
@@ -153,13 +154,18 @@ step "attach /dev/nbd1 to B"
 ATTACH_B=$!
 check "dstd attach $B_URL --device /dev/nbd1 is serving" wait_until 90 served nbd1
 check "nbd1 is writable (attached after the promotion: read-write)" sh -c '[ "$(cat /sys/block/nbd1/ro)" = 0 ]'
-# Before any mount: ext4's journal was live when A died, so e2fsck -n (which never replays a
-# journal) may note the skipped recovery; the structures outside the journal must be sound.
+# Before any mount, e2fsck -n (which never replays a journal) sees the structures as written
+# in place: ext4's journal was live when A died, so this is shown, not judged (a checkpoint cut
+# short is a legitimate crash state that only the journal replay completes).
 e2fsck -fn /dev/nbd1 >"$W/fsck1.log" 2>&1; rc=$?
-sed 's/^/INFO: e2fsck before mount: /' "$W/fsck1.log" | head -n 30
-check "e2fsck -fn /dev/nbd1 before mount: clean (exit $rc)" test "$rc" = 0
-step "mount nbd1 (journal replay) and verify"
+sed 's/^/INFO: e2fsck -fn before the journal replay: /' "$W/fsck1.log" | head -n 12
+info "e2fsck -fn before the journal replay exited $rc"
+step "mount nbd1 (journal replay), umount, e2fsck"
 check "mount /dev/nbd1 (the kernel replays ext4's journal)" mount -t ext4 /dev/nbd1 "$MNT_B"
+check "umount /dev/nbd1" umount "$MNT_B"
+check "e2fsck -fn /dev/nbd1 after the journal replay, before any new write: clean" e2fsck -fn /dev/nbd1
+step "mount nbd1 and verify"
+check "mount /dev/nbd1 again" mount -t ext4 /dev/nbd1 "$MNT_B"
 drop_caches
 i=1
 while [ "$i" -le "$SYNCED" ]; do
@@ -181,7 +187,7 @@ check "the new primary takes writes: n1 + sync" sh -c "cp $W/src1 $MNT_B/n1 && s
 check "n1 reads back identical (page cache dropped)" sh -c "sync; echo 3 >/proc/sys/vm/drop_caches; [ \"\$(md5sum <$MNT_B/n1)\" = \"\$(md5sum <$W/src1)\" ]"
 check "no I/O errors on nbd1 (the new primary's device)" sh -c "! dmesg | grep -E 'I/O error|EXT4-fs error|EXT4-fs warning' | grep -q nbd1"
 check "umount /dev/nbd1" umount "$MNT_B"
-check "e2fsck -fn /dev/nbd1 after the journal replay: clean" e2fsck -fn /dev/nbd1
+check "e2fsck -fn /dev/nbd1 after the new primary's writes: clean" e2fsck -fn /dev/nbd1
 SEQ=$(status_field "$B_STATE" seq)
 check "B's replica status: its log took the new writes (seq ${SEQ:-?} > promotion seq ${AT:-?})" sh -c "[ -n '$SEQ' ] && [ -n '$AT' ] && [ $SEQ -gt ${AT:-0} ]"
 
