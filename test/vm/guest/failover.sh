@@ -1,7 +1,8 @@
 #!/bin/sh
 # test/vm/guest/failover.sh — replication failover under a mounted filesystem (issue 11, "Tests
-# beyond the simulation": the kernel VM; docs/replication.md §11). Two `dstd up` nodes on
-# loopback: A a replication primary, B its secondary (anonymous loopback `replica` grant).
+# beyond the simulation": the kernel VM; docs/replication.md §11). Two `dstd export` nodes with
+# the replication flags on loopback: A a primary (`--log-dir`), B its secondary (`--replica-of`,
+# anonymous under A's `127.0.0.1:replica` grant), each with `--state-dir` for `dstd replica`.
 # /dev/nbd0 is attached to A (dstd attach), mkfs.ext4 + mount; files are written and `sync`ed
 # (their checksums kept); the secondary's `dstd replica status --json` is polled until it has
 # applied the primary's seq taken after that sync (an observable, not a sleep); a writer keeps
@@ -11,15 +12,13 @@
 # mount, every synced file present with its checksum, every unsynced file a prefix of its
 # source (a prefix of the primary's writes), the new primary takes writes, umount, e2fsck -fn
 # clean again.
-# The nodes run under `dstd up` (TOML [export.replication]), not `dstd export --log-dir`: the
-# `dstd replica` commands reach a node through the control socket, which only `dstd up` opens.
 # Needs: -k "nbd ext4 crc32c_generic" -d e2fsprogs
 . "$(dirname "$0")/lib.sh"
 
 unset DSTD_STATE_DIR
 DSTD=/payload/dstd
 W=/tmp/fo
-A_STATE=/run/fo/a.state
+A_STATE=/run/fo/a.state # the nodes' control sockets (dstd export --state-dir)
 B_STATE=/run/fo/b.state
 ATT=/run/fo/attach
 A_URL=dst://127.0.0.1:10820/disk
@@ -50,43 +49,20 @@ applied_at_least() { s=$(status_field "$B_STATE" seq); [ -n "$s" ] && [ "$s" -ge
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 served() { grep -q '"state": "ready"' "$ATT/attach/$1.json" 2>/dev/null; }
 
-mkdir -p "$W" "$A_STATE" "$B_STATE" "$ATT" "$MNT_A" "$MNT_B"
-cat >"$W/a.toml" <<EOF
-state_dir = "$A_STATE"
-[[export]]
-name = "disk"
-file = "$W/a.img"
-size = "128MiB"
-listen = "127.0.0.1:10820"
-allow = ["127.0.0.1:rw", "127.0.0.1:replica"]
-[export.replication]
-log_dir = "$W/a.log"
-log_size = "128MiB"
-EOF
-cat >"$W/b.toml" <<EOF
-state_dir = "$B_STATE"
-[[export]]
-name = "disk"
-file = "$W/b.img"
-size = "128MiB"
-listen = "127.0.0.1:10821"
-allow = ["127.0.0.1:rw"]
-[export.replication]
-role = "secondary"
-log_dir = "$W/b.log"
-peer = "$A_URL"
-EOF
+mkdir -p "$W" "$ATT" "$MNT_A" "$MNT_B"
 i=1
 while [ "$i" -le "$SYNCED" ]; do dd if=/dev/urandom of="$W/src$i" bs=1M count=4 2>/dev/null; i=$((i + 1)); done
 
 # ---- the pair and the attachment -------------------------------------------------------------
-step "start primary A and secondary B (dstd up)"
-"$DSTD" up --config "$W/a.toml" >"$W/a.out" 2>&1 &
+step "start primary A and secondary B (dstd export with replication flags)"
+"$DSTD" export --file "$W/a.img" --size 128MiB --listen 127.0.0.1:10820 --allow 127.0.0.1:rw --allow 127.0.0.1:replica \
+  --log-dir "$W/a.log" --log-size 128MiB --state-dir "$A_STATE" >"$W/a.out" 2>&1 &
 A_PID=$!
-"$DSTD" up --config "$W/b.toml" >"$W/b.out" 2>&1 &
+"$DSTD" export --file "$W/b.img" --size 128MiB --listen 127.0.0.1:10821 --allow 127.0.0.1:rw \
+  --log-dir "$W/b.log" --replica-of "$A_URL" --state-dir "$B_STATE" >"$W/b.out" 2>&1 &
 B_PID=$!
-check "A: dstd up serves 'disk' as a replication primary" wait_until 90 sh -c "grep -q 'ready:' $W/a.out && grep -q 'replication primary, log' $W/a.out"
-check "B: dstd up serves 'disk' as a read-only secondary of A" wait_until 90 sh -c "grep -q 'ready:' $W/b.out && grep -q 'replication secondary of $A_URL' $W/b.out"
+check "A: dstd export --log-dir serves 'disk' as a replication primary, control socket in --state-dir" wait_until 90 sh -c "grep -q 'listening for DST' $W/a.out && grep -q 'replication primary, log' $W/a.out && grep -q 'control socket $A_STATE/control.sock' $W/a.out"
+check "B: dstd export --replica-of serves 'disk' as a read-only secondary of A" wait_until 90 sh -c "grep -q 'listening for DST' $W/b.out && grep -q 'replication secondary of $A_URL' $W/b.out"
 replicating() { [ "$(status_field "$B_STATE" state)" = replicating ]; }
 check "B fetches from A: replica status says replicating" wait_until 60 replicating
 step "attach /dev/nbd0 to A"
