@@ -56,7 +56,7 @@ export default defineDstdCommand({
     "log-size": { type: "string", description: "primary: most bytes the replication log holds (default 1GiB)", valueHint: "SIZE" },
     "replica-of": { type: "string", description: "be a secondary of this primary export, fetching its log with the first --key-file: dst://HOST[:PORT]/NAME", valueHint: "URL" },
     "replay-delay": { type: "string", description: "secondary: apply each record this long after the primary wrote it (an undo window)", valueHint: "DURATION" },
-    "state-dir": { type: "string", description: "replicated exports: open the control socket here, for dstd replica status|pause|resume|promote|demote --state-dir DIR", valueHint: "DIR" },
+    "state-dir": { type: "string", description: "replicated exports: open the control socket in DIR, for dstd replica (status, promote, pause…) with --state-dir DIR", valueHint: "DIR" },
   },
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
