@@ -6,7 +6,8 @@ import { resolve } from "node:path";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { isUrl, parseExportUrl } from "../lib/address.ts";
 import { RBD_LEG_PREFIX } from "../config/tree.ts";
-import { startExportNode } from "../daemon/export-node.ts";
+import { startExportControl } from "../daemon/export-control.ts";
+import { startExportNode, type ExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
 import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
 import { defineDstdCommand } from "./command.ts";
@@ -27,7 +28,7 @@ export default defineDstdCommand({
     "dstd export --mirror dst://10.0.0.1/disk --mirror dst://10.0.0.2/disk --key-file node.key --allow 10.0.0.0/8:rw",
     "dstd export --rbd rbd/vm1 --ceph-conf /etc/ceph/ceph.conf --ceph-id dstd --nbd-listen 127.0.0.1:10809 --allow 127.0.0.1/32:rw",
     "dstd export --file disk.img --size 10GiB --allow 10.0.0.0/8:rw --allow site-b@192.0.2.0/24:replica --log-dir /var/lib/dstd/disk.log",
-    "dstd export --file disk.img --size 10GiB --log-dir /var/lib/dstd/disk.log --replica-of dst://site-a:10810/disk --key-file site-b.key --allow 10.1.0.0/16:ro",
+    "dstd export --file disk.img --size 10GiB --log-dir /var/lib/dstd/disk.log --replica-of dst://site-a:10810/disk --key-file site-b.key --allow 10.1.0.0/16:ro --state-dir /run/dstd-b",
     "dstd export --config /etc/dstd.toml",
   ],
   args: {
@@ -56,6 +57,7 @@ export default defineDstdCommand({
     "log-size": { type: "string", description: "primary: most bytes the replication log holds (default 1GiB)", valueHint: "SIZE" },
     "replica-of": { type: "string", description: "be a secondary of this primary export, fetching its log with the first --key-file: dst://HOST[:PORT]/NAME", valueHint: "URL" },
     "replay-delay": { type: "string", description: "secondary: apply each record this long after the primary wrote it (an undo window)", valueHint: "DURATION" },
+    "state-dir": { type: "string", description: "replicated exports: open the control socket in DIR, for dstd replica (status, promote, pause…) with --state-dir DIR", valueHint: "DIR" },
   },
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
@@ -107,13 +109,23 @@ export default defineDstdCommand({
     if (config.exports.length === 0) {
       throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
     }
+    if (args["state-dir"] !== undefined && !config.exports.some((e) => e.replication)) {
+      throw new UsageError("--state-dir opens the control socket of a replicated export: give --log-dir DIR too (or [export.replication] in --config)");
+    }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
     // Listen for SIGTERM before anything is announced: a supervisor may stop us the moment
     // "listening" is logged, and that must be the clean stop, not the default kill.
     const signalled = waitForSignal();
-    const node = await startExportNode({ exports: config.exports, keys: config.keys, log, nbdAccept: acceptNbdForExports, limits: config.limits });
+    let node: ExportNode | null = null;
+    const control = args["state-dir"] === undefined ? null : await startExportControl(resolve(args["state-dir"]), () => node?.replicas ?? new Map(), log);
+    if (control !== null) log.info(`control socket ${control.path} (dstd replica … --state-dir ${args["state-dir"]})`);
+    node = await startExportNode({ exports: config.exports, keys: config.keys, log, nbdAccept: acceptNbdForExports, limits: config.limits }).catch(async (error: unknown) => {
+      await control?.close();
+      throw error;
+    });
     const signal = await signalled;
     log.info(`${signal}: stopping`);
+    await control?.close();
     await node.stop();
   },
 });

@@ -4,7 +4,9 @@
  * `bun build --compile`, and the real dstd built by build.ts), boots ONCE with
  * test/vm/run-in-vm.sh running guest/all.sh over smoke.sh (netlink plumbing) and attach.sh
  * (`dstd attach` end to end, restarts, throughput ratio versus nbd-client), and requires the
- * combined closing line to say `N passed, 0 failed`. Slow (boot ~4–10 s under TCG, the whole
+ * combined closing line to say `N passed, 0 failed`. A second boot runs guest/failover.sh
+ * (replication failover under a mounted ext4: kill -9 of the primary, promote --force, the
+ * new primary's disk attached, e2fsck, synced files intact; docs/replication.md §11). Slow (boot ~4–10 s under TCG, the whole
  * run a few minutes on a loaded host): the per-test timeout is 15 minutes. Skipped when qemu-system-x86_64 is missing (Debian package
  * qemu-system-x86) unless CI=true and root, where run-in-vm.sh apt-installs it; and skipped
  * when DSTD_SKIP_VM=1.
@@ -41,17 +43,17 @@ async function runLive(argv: string[]): Promise<{ code: number; output: string }
   return { code: await child.exited, output };
 }
 
-/** Payload directory: guest/*.sh, the compiled probe, and dstd itself (built by build.ts). */
-function buildPayload(): string {
+/** Payload directory: guest/*.sh, the compiled probe (unless `probe` is false), and dstd itself (built by build.ts). */
+function buildPayload(probe = true): string {
   const payload = mkdtempSync(join(tmpdir(), "dstd-vm-payload-"));
   mkdirSync(join(payload, "guest"));
   cpSync(join(repo, "test/vm/guest"), join(payload, "guest"), { recursive: true });
-  const build = Bun.spawnSync(
+  const build = !probe ? null : Bun.spawnSync(
     // the resize worker is an extra entry point (kernel/resize.ts finds it at src/kernel/ in this layout)
     [process.execPath, "build", "--compile", "test/vm/guest-probe.ts", "src/kernel/resize-worker.ts", "--outfile", join(payload, "guest-probe")],
     { cwd: repo, stdout: "pipe", stderr: "pipe" },
   );
-  if (build.exitCode !== 0) throw new Error(`bun build --compile guest-probe failed:\n${build.stderr.toString()}`);
+  if (build !== null && build.exitCode !== 0) throw new Error(`bun build --compile guest-probe failed:\n${build.stderr.toString()}`);
   // Its own copy (not dist/dstd, which other tests rebuild concurrently).
   const dstd = Bun.spawnSync([process.execPath, "build.ts"], {
     cwd: repo,
@@ -100,6 +102,39 @@ describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, (
           "guest/all.sh",
           "guest/smoke.sh",
           "guest/attach.sh",
+        ]);
+        expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
+        expect(code).toBe(0);
+      } finally {
+        rmSync(payload, { recursive: true, force: true });
+      }
+    },
+    900_000,
+  );
+
+  // A boot of its own (the one above already takes up to ~10 minutes on a loaded host), with
+  // dstd only: no guest-probe, so a smaller initramfs.
+  test(
+    "replication failover: ext4 on /dev/nbd0 from the primary, kill -9 of the primary mid-write, promote --force, /dev/nbd1 from the new primary: e2fsck -fn clean, synced files intact",
+    async () => {
+      const payload = buildPayload(false);
+      try {
+        const { code, output } = await runLive([
+          "bash",
+          "test/vm/run-in-vm.sh",
+          "--timeout",
+          "840",
+          "--memory",
+          "2G", // dstd (~105 MiB) lives in the initramfs (RAM), plus four dstd processes, images and logs in /tmp
+          "--modules",
+          "nbd ext4 crc32c_generic",
+          "--deb",
+          "e2fsprogs",
+          payload,
+          "--",
+          "sh",
+          "guest/all.sh",
+          "guest/failover.sh",
         ]);
         expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
         expect(code).toBe(0);
