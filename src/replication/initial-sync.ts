@@ -149,6 +149,10 @@ export function coalesceRanges(ranges: readonly [number, number][], max = MAX_SY
 
 export interface SyncOptions {
   retryMs?: number;
+  /** Disk range asked per COPY (default 256 MiB). */
+  copyRange?: number;
+  /** Progress is saved after this much of the ranges (default 64 MiB). */
+  saveEvery?: number;
   log?: Log;
 }
 
@@ -173,6 +177,7 @@ export class InitialSync {
   private startedAt = 0;
   private startedDone = 0;
   private finished: ((error: string | null) => void) | null = null;
+  private readonly idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly disk: StoragePort,
@@ -231,12 +236,18 @@ export class InitialSync {
     if (this.phase === "copying") this.next();
   }
 
+  /** Stops; resolves once no write or save of ours is under way and the state file is closed. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.cancelTimer?.();
-    while (this.writing > 0 || this.saving) await new Promise((resolve) => setTimeout(resolve, 10));
+    if (this.writing > 0 || this.saving) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     await this.file?.close();
     this.file = null;
+  }
+
+  private settled(): void {
+    if (this.writing > 0 || this.saving) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
   // ---- begin -------------------------------------------------------------------------------
@@ -301,7 +312,7 @@ export class InitialSync {
     if (this.stopped || this.paused || this.inFlight || this.writing > 1 || this.phase !== "copying") return;
     const where = this.locate(this.asked);
     if (where === null) return this.maybeComplete();
-    const length = Math.min(where.left, COPY_RANGE);
+    const length = Math.min(where.left, this.options.copyRange ?? COPY_RANGE);
     this.inFlight = true;
     this.transport({ kind: SyncKind.COPY, keepFrom: 0, chain: 0n, lamport: 0, generation: 0 }, where.offset, length, (status, payload) => {
       this.inFlight = false;
@@ -346,11 +357,11 @@ export class InitialSync {
       if (errno !== 0 && failed === 0) failed = errno;
       if (--left > 0) return;
       this.writing--;
-      if (this.stopped) return;
+      if (this.stopped) return this.settled();
       if (failed !== 0) return this.fail(`writing the copy at ${offset} failed: ${errnoMessage(failed)}`);
       chunk.finished = true;
       while (this.chunks[0]?.finished === true) this.written += this.chunks.shift()!.covered;
-      if (this.written - this.savedAt >= SAVE_EVERY) this.save(() => this.next());
+      if (this.written - this.savedAt >= (this.options.saveEvery ?? SAVE_EVERY)) this.save(() => this.next());
       else this.next();
       this.maybeComplete();
     };
@@ -378,14 +389,17 @@ export class InitialSync {
     this.saving = true;
     const through = this.written;
     this.disk.flush((errno) => {
-      if (errno !== 0) {
+      if (errno !== 0 || this.stopped) {
         this.saving = false;
-        return this.fail(`flushing the copy failed: ${errnoMessage(errno)}`);
+        this.settled();
+        return errno !== 0 ? this.fail(`flushing the copy failed: ${errnoMessage(errno)}`) : undefined;
       }
       const state = this.state!;
       state.done = Math.max(state.done, through);
       this.file!.save(encodeSyncState(state), (saveErrno) => {
         this.saving = false;
+        this.settled();
+        if (this.stopped) return;
         if (saveErrno !== 0) return this.fail(`saving the sync progress failed: ${errnoMessage(saveErrno)}`);
         this.savedAt = through;
         then();
