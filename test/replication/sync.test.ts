@@ -9,6 +9,7 @@
 import { afterAll, afterEach, expect, test } from "bun:test";
 import { readdirSync, rmSync, statSync } from "node:fs";
 import { scratchDir, writeRandomFile } from "../helpers/files.ts";
+import { haveTools } from "../helpers/tools.ts";
 import { copyInto, hashPrefix, MiB, ReplicaPair, writeAt } from "./pair.ts";
 import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
 
@@ -62,6 +63,15 @@ test(
     p.proxy.throttle(24 * MiB); // so the writer runs during the copy
     await p.start(p.b);
     const syncing = await waitFor(p, (s) => s.state === "syncing", "the secondary syncing");
+    // Seen in the metrics (which promtool accepts) and in the human status.
+    const metrics = await p.metrics(p.b);
+    expect(metrics).toContain('dstd_replica_state{export="disk",role="secondary",state="syncing"} 1');
+    expect(metrics).toContain(`dstd_replica_sync_total_bytes{export="disk"} ${size}`);
+    if (haveTools({ promtool: "prometheus" })) {
+      const checked = Bun.spawnSync(["promtool", "check", "metrics"], { stdin: new TextEncoder().encode(metrics) });
+      expect(`${checked.stdout}${checked.stderr}`.trim()).toBe("");
+    }
+    expect((await p.replica(p.b, "status")).stdout).toMatch(/syncing[\s\S]*sync copying: /);
     // The writer writes while the copy runs (1 MiB writes, some where the copy has not been yet).
     await writeAt(p.a.port, 128 * MiB, 16 * MiB);
     const during = await p.status(p.b);
