@@ -7,7 +7,8 @@
  * (a promotion keeps its log from the promotion point for the old primary, ship-server.ts's
  * placeholder) — so only what was written on either side since the fork travels.
  *
- * The fork point is found by bisection over this log's records with SYNC BEGIN probes: the
+ * The fork point is found by bisection over this log's records (and the point before the first,
+ * named by its `prev` chain) with SYNC BEGIN probes: the
  * peer answers 0 when its log continues our record s (then F ≥ s; it also registers us at s,
  * keeping its log from there), ESTALE when it does not (F < s), ENODATA when its log no longer
  * holds s+1 (F ≥ s, or the peer released what the repair needs). Memory: one chain point and
@@ -50,6 +51,9 @@ export async function planForkRepair(dir: LogDirectory, disk: StoragePort, logSi
         );
         if (chunk.records.length === 0) break;
         for (const r of chunk.records) {
+          // The point before the first record held: its chain is the record's `prev` (the fork
+          // is often there — the log was released up to what the promoted secondary applied).
+          if (points.length === 0 && r.seq > 1) points.push({ seq: r.seq - 1, chain: r.prev, lamport: Math.max(0, r.lamport - 1), generation: r.generation });
           points.push(chainPointOf(r));
           if (r.op === RecordOp.WRITE || r.op === RecordOp.TRIM || r.op === RecordOp.ZERO) written.push({ seq: r.seq, range: [r.offset, r.length] });
           if (r.op === RecordOp.RESIZE) throw new DstdError("E_STATE", `resync: this node's log resized the disk at seq ${r.seq}: use resync --full`);

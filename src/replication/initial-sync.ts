@@ -14,9 +14,10 @@
  * there, not at 0), `end`, the bytes moved. Phases: "copying", then "catching-up" (the
  * applier's position is P and the log copy starts empty after P), then the file is removed.
  *
- * One COPY in flight (≤ 8 MiB of data each); the next goes out while the previous answer is
- * being written: memory is two answers. A failed request is asked again after `retryMs`
- * (COPY reads only: always safe to repeat). No timers of its own besides the injected clock.
+ * The ranges are copied in slices of 32 MiB, three at a time, each with one COPY in flight
+ * (≤ 8 MiB of data) or one answer being written: memory is three answers. Progress is saved
+ * over whole slices in order. A failed COPY is asked again after `retryMs` (COPY only reads:
+ * always safe to repeat). No timers of its own besides the injected clock.
  */
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
@@ -34,8 +35,23 @@ export const SYNC_STATE_FILE = "sync.state";
 export const SYNC_STATE_KIND = 4;
 /** Most ranges a fork repair names (coalesced to fit; copying a little more is harmless). */
 export const MAX_SYNC_RANGES = 64;
-/** Disk range asked per COPY (the answer stops earlier once it carries 8 MiB of data). */
-const COPY_RANGE = 256 << 20;
+/** A slice of the disk copied by one lane, one COPY after the other (an answer stops earlier once it carries 8 MiB of data). */
+const COPY_RANGE = 32 << 20;
+/** Slices in copy at once. */
+const LANES = 3;
+
+interface Slice {
+  /** Bytes into the ranges: [start, end); `cursor` = where the next COPY asks from. */
+  start: number;
+  end: number;
+  cursor: number;
+  inFlight: boolean;
+  writing: boolean;
+  /** Bytes of this slice written. */
+  done: number;
+  /** No COPY before this moment (ms, after a failure). */
+  retryAt: number;
+}
 /** Progress is made durable (disk flush, then the state) after this much of the disk. */
 const SAVE_EVERY = 64 << 20;
 
@@ -149,8 +165,10 @@ export function coalesceRanges(ranges: readonly [number, number][], max = MAX_SY
 
 export interface SyncOptions {
   retryMs?: number;
-  /** Disk range asked per COPY (default 256 MiB). */
+  /** Bytes of the disk per slice (default 32 MiB). */
   copyRange?: number;
+  /** Slices in copy at once (default 3). */
+  lanes?: number;
   /** Progress is saved after this much of the ranges (default 64 MiB). */
   saveEvery?: number;
   log?: Log;
@@ -159,8 +177,8 @@ export interface SyncOptions {
 export class InitialSync {
   private state: SyncState | null = null;
   private file: StateFile<Record<string, unknown>> | null = null;
-  /** COPY answers being written, in disk order: `written` advances over the finished prefix only. */
-  private chunks: { covered: number; finished: boolean }[] = [];
+  /** Slices of the ranges being copied, in order (at most `lanes`). */
+  private slices: Slice[] = [];
   private phase: SyncProgress["phase"] = "beginning";
   private reason: string | null = null;
   private stopped = false;
@@ -172,7 +190,6 @@ export class InitialSync {
   private written = 0;
   private savedAt = 0;
   private writing = 0;
-  private inFlight = false;
   private saving = false;
   private startedAt = 0;
   private startedDone = 0;
@@ -209,7 +226,7 @@ export class InitialSync {
   status(): SyncProgress {
     const s = this.state;
     const totalBytes = s === null ? 0 : total(s);
-    const doneBytes = s === null ? 0 : Math.max(s.done, this.written);
+    const doneBytes = s === null ? 0 : Math.max(s.done, this.written + this.slices.reduce((n, slice) => n + slice.done, 0));
     const span = (this.clock.now() - this.startedAt) / 1000;
     const rate = s !== null && this.startedAt > 0 && span >= 1 ? Math.round((doneBytes - this.startedDone) / span) : null;
     return {
@@ -293,6 +310,7 @@ export class InitialSync {
   private copying(): void {
     this.phase = "copying";
     this.asked = this.written = this.savedAt = this.state!.done;
+    this.slices = [];
     this.startedAt = this.clock.now();
     this.startedDone = this.state!.done;
     this.next();
@@ -308,40 +326,57 @@ export class InitialSync {
     return null;
   }
 
+  /**
+   * Keeps `lanes` slices of the ranges in copy, one COPY in flight or one answer being written
+   * per slice: the link stays busy while answers are produced, sealed and written (one COPY at
+   * a time leaves it idle for a round trip and both ends' work per answer).
+   */
   private next(): void {
-    if (this.stopped || this.paused || this.inFlight || this.writing > 1 || this.phase !== "copying") return;
-    const where = this.locate(this.asked);
-    if (where === null) return this.maybeComplete();
-    const length = Math.min(where.left, this.options.copyRange ?? COPY_RANGE);
-    this.inFlight = true;
+    if (this.stopped || this.paused || this.phase !== "copying") return;
+    const sliceBytes = this.options.copyRange ?? COPY_RANGE;
+    while (this.slices.length < (this.options.lanes ?? LANES)) {
+      const where = this.locate(this.asked);
+      if (where === null) break;
+      const length = Math.min(where.left, sliceBytes);
+      this.slices.push({ start: this.asked, end: this.asked + length, cursor: this.asked, inFlight: false, writing: false, done: 0, retryAt: 0 });
+      this.asked += length;
+    }
+    const now = this.clock.now();
+    for (const slice of this.slices) if (!slice.inFlight && !slice.writing && slice.cursor < slice.end && now >= slice.retryAt) this.ask(slice);
+    this.maybeComplete();
+  }
+
+  private ask(slice: Slice): void {
+    const where = this.locate(slice.cursor)!;
+    const length = slice.end - slice.cursor;
+    slice.inFlight = true;
     this.transport({ kind: SyncKind.COPY, keepFrom: 0, chain: 0n, lamport: 0, generation: 0 }, where.offset, length, (status, payload) => {
-      this.inFlight = false;
+      slice.inFlight = false;
       if (this.stopped) return;
       if (status !== 0) {
         const why = payload !== null && payload.length > 0 ? decodeFetchReason(payload) : errnoMessage(status);
         if (status === Errno.ENOTSUP || status === Errno.EPERM) return this.fail(`the primary refused the copy: ${why}`);
-        return this.retry(`SYNC COPY at ${where.offset} failed: ${why}`, () => this.next());
+        return this.retrySlice(slice, `SYNC COPY at ${where.offset} failed: ${why}`);
       }
       const reply = decodeSyncCopy(payload ?? new Uint8Array(0), where.offset, length);
-      if (typeof reply === "string") return this.retry(reply, () => this.next());
+      if (typeof reply === "string") return this.retrySlice(slice, reply);
       this.reason = null;
       const covered = reply.end - where.offset;
-      this.asked += covered;
+      slice.cursor += covered;
       const state = this.state!;
       state.end = Math.max(state.end, reply.durable);
       let moved = 0;
       for (const r of reply.runs) moved += r.length;
       state.moved += moved;
-      this.write(where.offset, reply.end, reply.runs, covered);
+      this.write(slice, where.offset, reply.end, reply.runs, covered);
       this.next();
     });
   }
 
   /** Writes the runs and zeroes the gaps between them (the primary reads zeroes there). */
-  private write(offset: number, end: number, runs: { offset: number; length: number; data: Uint8Array }[], covered: number): void {
+  private write(slice: Slice, offset: number, end: number, runs: { offset: number; length: number; data: Uint8Array }[], covered: number): void {
     this.writing++;
-    const chunk = { covered, finished: false };
-    this.chunks.push(chunk);
+    slice.writing = true;
     const jobs: ((done: (errno: number) => void) => void)[] = [];
     let at = offset;
     const zero = (from: number, to: number) => jobs.push((d) => this.zero(from, to, d));
@@ -357,19 +392,32 @@ export class InitialSync {
       if (errno !== 0 && failed === 0) failed = errno;
       if (--left > 0) return;
       this.writing--;
+      slice.writing = false;
       if (this.stopped) return this.settled();
       if (failed !== 0) return this.fail(`writing the copy at ${offset} failed: ${errnoMessage(failed)}`);
-      chunk.finished = true;
-      while (this.chunks[0]?.finished === true) this.written += this.chunks.shift()!.covered;
+      slice.done += covered;
+      // `written` advances over whole slices, in order: a save never claims a gap.
+      for (let first = this.slices[0]; first !== undefined && first.cursor === first.end && !first.inFlight && !first.writing; first = this.slices[0]) {
+        this.written = first.end;
+        this.slices.shift();
+      }
       if (this.written - this.savedAt >= (this.options.saveEvery ?? SAVE_EVERY)) this.save(() => this.next());
       else this.next();
-      this.maybeComplete();
     };
     if (left === 0) {
       left = 1;
       return one(0);
     }
     for (const job of jobs) job(one);
+  }
+
+  private retrySlice(slice: Slice, reason: string): void {
+    this.retries++;
+    if (this.reason !== reason) this.options.log?.warn(`replication: ${reason}; retrying`);
+    this.reason = reason;
+    const retryMs = this.options.retryMs ?? 1000;
+    slice.retryAt = this.clock.now() + retryMs;
+    this.clock.after(retryMs, () => this.next());
   }
 
   private zero(from: number, to: number, done: (errno: number) => void): void {
@@ -409,7 +457,7 @@ export class InitialSync {
 
   private maybeComplete(): void {
     const state = this.state!;
-    if (this.stopped || this.phase !== "copying" || this.writing > 0 || this.inFlight || this.saving || this.written < total(state)) return;
+    if (this.stopped || this.phase !== "copying" || this.writing > 0 || this.slices.length > 0 || this.saving || this.written < total(state)) return;
     this.phase = "catching-up";
     void this.complete();
   }

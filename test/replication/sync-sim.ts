@@ -87,13 +87,14 @@ export async function runSyncSeed(seed: number, verbose = false): Promise<SyncSi
   const budget = f.pick([4096, 4096 + f.int(8192), 1 << 16]);
   const copyRange = f.pick([blockSize * 4, blockSize * 16, diskSize]);
   const saveEvery = f.pick([blockSize * 2, blockSize * 8, diskSize]);
+  const lanes = f.pick([1, 2, 3]);
   const failRate = f.pick([0, 0.05, 0.2]);
   const crashRate = f.pick([0, 0.02, 0.05]);
   const opsBefore = 20 + f.int(60);
   const opsDuring = 20 + f.int(80);
   const queueDepth = 1 + f.int(6);
   const stats: SyncSimStats = { syncs: 0, resumes: 0, secondaryCrashes: 0, failedAnswers: 0, prefixChecks: 0, overflowed: false, moved: 0, diskSize, releasedBefore: false };
-  log(`options ${JSON.stringify({ blockSize, blocks, ...options, budget, copyRange, saveEvery, failRate, crashRate, opsBefore, opsDuring, queueDepth })}`);
+  log(`options ${JSON.stringify({ blockSize, blocks, ...options, budget, copyRange, saveEvery, lanes, failRate, crashRate, opsBefore, opsDuring, queueDepth })}`);
   const now = () => clock.ticks * 1000 + 1;
   const timer = (alive: () => boolean) => ({
     now: () => clock.now,
@@ -196,7 +197,7 @@ export async function runSyncSeed(seed: number, verbose = false): Promise<SyncSi
         );
       });
     };
-    sync = new InitialSync(secondaryDisk.handle(), secondaryFiles.directory(), transport, timer(alive), { retryMs: 3, copyRange, saveEvery, log: simLog("sync") });
+    sync = new InitialSync(secondaryDisk.handle(), secondaryFiles.directory(), transport, timer(alive), { retryMs: 3, copyRange, saveEvery, lanes, log: simLog("sync") });
     const s = sync;
     void s.start({ from: null, ranges: null, why: "initial sync" }, (error) => {
       if (!alive()) return;
