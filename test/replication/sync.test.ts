@@ -153,6 +153,14 @@ test(
     expect(onPrimary.exitCode).not.toBe(0);
     expect(onPrimary.stderr).toContain("is the primary");
 
+    // Refused while the peer cannot be asked (nothing changes: still diverged).
+    await p.stop(p.b);
+    const unreachable = await p.replica(p.a, "resync", "disk");
+    expect(unreachable.exitCode).not.toBe(0);
+    expect(unreachable.stderr).toContain("cannot be asked");
+    expect((await p.status(p.a)).role).toBe("diverged");
+    await p.start(p.b);
+
     const resync = await p.replica(p.a, "resync", "disk");
     console.log(resync.stdout + resync.stderr);
     expect(resync.exitCode).toBe(0);
