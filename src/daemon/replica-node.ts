@@ -465,7 +465,7 @@ class ReplicaNode implements ReplicaHandle {
     const side = this.side;
     if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: resync from whom?`);
     if (side.kind === "primary") throw new DstdError("E_STATE", `export '${this.name}' is the primary: resync runs on a diverged old primary or a secondary, copying from its primary`);
-    if (side.kind === "syncing") return `export '${this.name}': a sync is already under way (${side.sync.status().doneBytes} of ${side.sync.status().totalBytes} bytes)`;
+    if (side.kind === "syncing" && side.sync.status().phase !== "failed") return `export '${this.name}': a sync is already under way (${side.sync.status().doneBytes} of ${side.sync.status().totalBytes} bytes)`;
     const peer = formatExportUrl(this.replication.peer);
     const answer = await this.probePeer({ seq: 0, chain: 0n, lamport: 0, generation: 0 });
     if (answer.status === Errno.ENOTSUP) throw new DstdError("E_STATE", `the peer ${peer} is not a replication primary (${answer.reason}): nothing to resync from`);
