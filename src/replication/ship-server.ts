@@ -10,6 +10,8 @@
  * with them and the position after them. When nothing new is durable, the answer waits up to
  * `waitMs` for the next durable record (a long poll), then answers empty.
  *
+ * SYNC (a secondary's initial sync, §10.1) is answered by sync-server.ts through `sync`.
+ *
  * Memory: one reader and one read buffer (≤ maxBytes + one record) per FETCH being answered;
  * the export bounds the FETCHes in flight by their reply reservations.
  */
