@@ -59,6 +59,11 @@ function renderReplicas(replicas: readonly ReplicaStatus[]): string {
     if (r.role === "secondary") {
       const eta = r.eta_seconds === null ? "unknown" : `${r.eta_seconds} s`;
       lines.push(`  peer ${r.peer}; applied seq ${r.seq} of ${r.primary_seq ?? "?"}; lag ${formatSize(r.lag_bytes)}, ${r.lag_seconds} s; ETA ${eta}`);
+      const sync = r.sync;
+      if (sync !== null) {
+        const rate = sync.rate_bytes_per_second === null ? "rate unknown" : `${formatSize(sync.rate_bytes_per_second)}/s`;
+        lines.push(`  sync ${sync.phase}: ${formatSize(sync.done_bytes)} of ${formatSize(sync.total_bytes)} (${formatSize(sync.moved_bytes)} of data moved), ${rate}, ETA ${sync.eta_seconds === null ? "unknown" : `${sync.eta_seconds} s`}; consistent at seq ${sync.consistent_at_seq}`);
+      }
       lines.push(`  log copy ${formatSize(r.log_bytes)}; last contact ${r.last_contact_seconds === null ? "never" : `${r.last_contact_seconds} s ago`}${r.fetch_paused ? "; fetch paused" : ""}${r.replay_paused ? "; replay paused" : ""}`);
     } else {
       lines.push(`  seq ${r.seq}; log ${formatSize(r.log_bytes)} of ${formatSize(r.log_limit ?? 0)} (${r.mode}${r.dirty_regions > 0 ? `, ${r.dirty_regions} dirty regions` : ""})`);

@@ -1,13 +1,15 @@
 /**
- * @module daemon/peer-link — a replica's DST client to its peer, for FETCH (docs/protocol.md
- * §11): opened lazily, opened again after the engine gave up (a deadline spent during a long
- * outage) — FETCH is always safe to ask again.
+ * @module daemon/peer-link — a replica's DST client to its peer, for FETCH and SYNC
+ * (docs/protocol.md §11, §12): opened lazily, opened again after the engine gave up (a deadline spent during a long
+ * outage) — FETCH and SYNC only read: always safe to ask again.
  */
 import { Errno } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import { DstClient, type DstClientOptions } from "../client/dst-client.ts";
 import { encodeFetchRequest } from "../wire/dst/fetch.ts";
 import type { FetchTransport } from "../replication/shipper.ts";
+import type { SyncTransport } from "../replication/initial-sync.ts";
+import { encodeSyncRequest } from "../wire/dst/sync.ts";
 
 export class PeerLink {
   private client: DstClient | null = null;
@@ -20,10 +22,19 @@ export class PeerLink {
   ) {}
 
   readonly transport: FetchTransport = (request, done) => {
+    this.submit("fetch", request.seq, request.maxBytes, encodeFetchRequest(request), done);
+  };
+
+  /** SYNC (initial sync, docs/protocol.md §12) over the same connection. */
+  readonly sync: SyncTransport = (request, offset, length, done) => {
+    this.submit("sync", offset, length, encodeSyncRequest(request), done);
+  };
+
+  private submit(kind: "fetch" | "sync", offset: number, length: number, data: Uint8Array, done: (status: number, payload: Uint8Array | null) => void): void {
     this.get().then(
       (client) => {
         const accepted = client.submit(
-          { kind: "fetch", offset: request.seq, length: request.maxBytes, data: encodeFetchRequest(request) },
+          { kind, offset, length, data },
           (errno, data) => {
             if (errno === Errno.EIO || errno === Errno.ESHUTDOWN || errno === Errno.ETIMEDOUT) this.drop(client);
             done(errno, data);
@@ -36,7 +47,7 @@ export class PeerLink {
       },
       (error: Error) => done(Errno.ECONNREFUSED, new TextEncoder().encode(error.message)),
     );
-  };
+  }
 
   private get(): Promise<DstClient> {
     if (this.closed) return Promise.reject(new Error("shipping stopped"));

@@ -33,7 +33,8 @@ export async function replicaRequest(handles: ReadonlyMap<string, ReplicaHandle>
       message = await handle.demote();
       break;
     case "resync":
-      throw new DstdError("E_STATE", `replica resync is not built yet: a diverged node is repaired today by copying the primary's disk onto it (dstd copy) and starting it with a new log directory as a secondary (docs/replication.md §12)`);
+      message = await handle.resync(params.full === true);
+      break;
     default:
       throw new DstdError("E_REQUEST", `unknown replica operation ${JSON.stringify(op)}; use status, pause, resume, promote, demote or resync`);
   }

@@ -13,6 +13,9 @@
  * as diverged — never as a second primary. An unreachable peer cannot answer: we start as
  * primary (the risk MARS has too), and say so in the log.
  *
+ * - syncing: a secondary copying its primary's disk (initial sync; `resync` of a diverged old
+ *   primary), then a secondary replaying the log from the sync point (replication/initial-sync.ts).
+ *
  * `promote --force`: fetching stops, the applier finishes what the copy holds, the copy goes,
  * and a primary log continues from the last applied record in a new generation (a MARK record
  * of that generation is durable before the first write is accepted). `demote`: the export
@@ -40,6 +43,8 @@ import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
 import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
 import { Shipper } from "../replication/shipper.ts";
+import { finishSync, InitialSync, readSyncState } from "../replication/initial-sync.ts";
+import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
 import { StateFile } from "../replication/state-file.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { PeerLink } from "./peer-link.ts";
@@ -60,6 +65,7 @@ export interface ReplicaHandle {
   resume(what: PauseWhat): string;
   promote(force: boolean): Promise<string>;
   demote(): Promise<string>;
+  resync(full: boolean): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -78,9 +84,13 @@ class Borrowed extends PassThrough {
   }
 }
 
+/** After a sync's copy: consistent once the log is applied through `end`. */
+type CatchingUp = { point: number; end: number; moved: number; total: number };
+
 type Side =
   | { kind: "primary"; primary: ReplicationPrimary; server: LogShipServer }
-  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: PeerLink; samples: StatusSample[] }
+  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: PeerLink; samples: StatusSample[]; catchingUp: CatchingUp | null }
+  | { kind: "syncing"; sync: InitialSync; link: PeerLink; paused: boolean }
   | { kind: "diverged"; reason: string; generation: number };
 
 /** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
@@ -109,7 +119,7 @@ class ReplicaNode implements ReplicaHandle {
   }
 
   get role(): Role {
-    return this.side.kind;
+    return this.side.kind === "syncing" ? "secondary" : this.side.kind;
   }
 
   get port(): StoragePort {
@@ -157,19 +167,85 @@ class ReplicaNode implements ReplicaHandle {
     return { kind: "primary", primary, server };
   }
 
-  private async openSecondary(): Promise<Extract<Side, { kind: "secondary" }>> {
+  private async openSecondary(): Promise<Extract<Side, { kind: "secondary" | "syncing" }>> {
     const peer = this.replication.peer;
     if (peer === null) throw new DstdError("E_USAGE", `export '${this.name}' is a secondary but has no peer = "dst://HOST:PORT/NAME" in [export.replication]`);
+    const synced = await readSyncState(this.dir);
+    if (synced?.phase === "copying") return this.openSyncing({ from: null, ranges: null, why: synced.why });
+    const catchingUp = synced === null ? null : { point: synced.point.seq, end: synced.end, moved: synced.moved, total: synced.done };
     const secondary = await Secondary.open(this.disk, this.dir, {
       clock: { now: () => Date.now() * 1000, after: realTimer.after },
       replayDelayMs: this.replication.replayDelayMs,
       log: this.logger,
     });
     const link = this.peerLink("retry");
-    const shipper = new Shipper(secondary, link.transport, realTimer, { log: this.logger });
-    shipper.start();
+    const side: Extract<Side, { kind: "secondary" }> = { kind: "secondary", secondary, shipper: null as unknown as Shipper, link, samples: [], catchingUp };
+    side.shipper = new Shipper(secondary, link.transport, realTimer, {
+      log: this.logger,
+      // A new secondary (nothing applied) or one still inconsistent after a sync: the primary
+      // no longer has its log from there, so copy the disk (a consistent secondary waits for
+      // an operator: resync --full would make it inconsistent for the copy's duration).
+      onStopped: (state) => {
+        if (state === "released" && this.side === side && (secondary.applier.status().applied.seq === 0 || side.catchingUp !== null)) {
+          void this.switchToSync({ from: null, ranges: null, why: "initial sync" }).catch((e: Error) => this.logger.error(`export '${this.name}': ${e.message}`));
+        }
+      },
+    });
+    const consistent = () => {
+      const a = secondary.applier.status();
+      if (side.catchingUp === null || a.applied.seq < side.catchingUp.end || !a.consistent) return;
+      side.catchingUp = null;
+      this.logger.info(`export '${this.name}': initial sync complete: consistent at seq ${a.applied.seq}`);
+      void finishSync(this.dir).catch((e: Error) => this.logger.warn(`export '${this.name}': ${e.message}`));
+    };
+    secondary.applier.onApplied(consistent);
+    consistent();
+    side.shipper.start();
     this.logger.info(`export '${this.name}': replication secondary of ${formatExportUrl(peer)}, applied through seq ${secondary.applier.status().applied.seq}`);
-    return { kind: "secondary", secondary, shipper, link, samples: [] };
+    return side;
+  }
+
+  /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary. */
+  private openSyncing(plan: SyncPlan): Extract<Side, { kind: "syncing" }> {
+    const link = this.peerLink("retry");
+    const sync = new InitialSync(this.disk, this.dir, link.sync, realTimer, { log: this.logger });
+    const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused: false };
+    void sync.start(plan, (error) => {
+      if (error !== null || this.side !== side) return;
+      link.close();
+      void sync
+        .stop()
+        .then(() => this.openSecondary())
+        .then(
+          (next) => {
+            if (this.side === side) this.become(next);
+          },
+          (e: Error) => this.logger.error(`export '${this.name}': opening the secondary after the sync failed: ${e.message}`),
+        );
+    });
+    return side;
+  }
+
+  /** Leaves the current side for a sync (the role file says secondary first). */
+  private async switchToSync(plan: SyncPlan): Promise<void> {
+    const side = this.side;
+    const generation = this.status().generation;
+    await this.closeSide(side);
+    await saveRole(this.dir, { role: "secondary", generation, reason: plan.why });
+    this.become(this.openSyncing(plan));
+  }
+
+  private async closeSide(side: Side): Promise<void> {
+    if (side.kind === "primary") await side.primary.close();
+    if (side.kind === "secondary") {
+      side.shipper.stop();
+      side.link.close();
+      await side.secondary.close();
+    }
+    if (side.kind === "syncing") {
+      side.link.close();
+      await side.sync.stop();
+    }
   }
 
   private peerLink(firstContact: "retry" | "fail"): PeerLink {
@@ -241,6 +317,7 @@ class ReplicaNode implements ReplicaHandle {
     const now = realTimer.now();
     if (side.kind === "primary") return replicaStatusOf({ name: this.name, role: "primary", primary: side.primary.status(), contacts: side.server.secondaries(), now });
     if (side.kind === "diverged") return replicaStatusOf({ name: this.name, role: "diverged", reason: side.reason, generation: side.generation });
+    if (side.kind === "syncing") return replicaStatusOf({ name: this.name, role: "syncing", peer: formatExportUrl(this.replication.peer!), sync: side.sync.status(), paused: side.paused });
     return replicaStatusOf({
       name: this.name,
       role: "secondary",
@@ -249,6 +326,7 @@ class ReplicaNode implements ReplicaHandle {
       copyLast: side.secondary.copy.last.seq,
       copyBytes: side.secondary.copy.bytes,
       shipper: side.shipper.status(),
+      catchingUp: side.catchingUp,
       samples: side.samples,
       now,
     });
@@ -256,6 +334,11 @@ class ReplicaNode implements ReplicaHandle {
 
   pause(what: PauseWhat): string {
     const side = this.side;
+    if (side.kind === "syncing" && what !== "replay") {
+      side.paused = true;
+      side.sync.pause();
+      return `export '${this.name}': the initial sync's copy paused`;
+    }
     if (side.kind !== "secondary") return `export '${this.name}' is ${side.kind}: nothing to pause (pause fetching or replay on its secondary)`;
     if (what !== "replay") side.shipper.pause();
     if (what !== "fetch") side.secondary.applier.pause();
@@ -264,6 +347,11 @@ class ReplicaNode implements ReplicaHandle {
 
   resume(what: PauseWhat): string {
     const side = this.side;
+    if (side.kind === "syncing" && what !== "replay") {
+      side.paused = false;
+      side.sync.resume();
+      return `export '${this.name}': the initial sync's copy resumed`;
+    }
     if (side.kind !== "secondary") return `export '${this.name}' is ${side.kind}: nothing to resume`;
     if (what !== "replay") side.shipper.resume();
     if (what !== "fetch") side.secondary.applier.resume();
@@ -273,6 +361,9 @@ class ReplicaNode implements ReplicaHandle {
   async promote(force: boolean): Promise<string> {
     const side = this.side;
     if (side.kind === "primary") return `export '${this.name}' is primary already (generation ${side.primary.status().generation})`;
+    if (side.kind === "syncing" || (side.kind === "secondary" && side.catchingUp !== null)) {
+      throw new DstdError("E_STATE", `export '${this.name}' is inconsistent: its initial sync has not finished (dstd replica status ${this.name}); promoting it would serve a disk that matches no state of the primary`);
+    }
     if (!force) await this.checkHandover(side);
     let point = side.kind === "secondary" ? side.secondary.applier.status().applied : null;
     let generation = side.kind === "diverged" ? side.generation : 0;
@@ -304,6 +395,10 @@ class ReplicaNode implements ReplicaHandle {
       await primary.close();
       throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);
     }
+    // The log waits for the old primary from here (a fork repair replays it from the fork, §11),
+    // or for whichever secondary registers first.
+    const kept = primary.addSecondary(AWAITING_FIRST_SECONDARY, point.seq);
+    if (kept !== null) this.logger.warn(`export '${this.name}': ${kept}`);
     await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
     await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
     const message = force
@@ -341,7 +436,7 @@ class ReplicaNode implements ReplicaHandle {
   async demote(): Promise<string> {
     const side = this.side;
     if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: a secondary of whom?`);
-    if (side.kind === "secondary") return `export '${this.name}' is a secondary already`;
+    if (side.kind === "secondary" || side.kind === "syncing") return `export '${this.name}' is a secondary already`;
     // No more writes; a primary keeps serving its log so its secondaries drain and report.
     this.bind(this.disk, side.kind === "primary" ? side.server : undefined, true);
     if (side.kind === "primary") {
@@ -361,14 +456,39 @@ class ReplicaNode implements ReplicaHandle {
     return message;
   }
 
-  async close(): Promise<void> {
+  /**
+   * `resync` (docs/replication.md §11): a diverged old primary copies from its peer the ranges
+   * written on either side since the fork and follows it; `--full` (also for a secondary)
+   * copies the whole disk. Returns once the sync has started.
+   */
+  async resync(full: boolean): Promise<string> {
     const side = this.side;
-    if (side.kind === "primary") await side.primary.close();
-    if (side.kind === "secondary") {
-      side.shipper.stop();
-      side.link.close();
-      await side.secondary.close();
+    if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: resync from whom?`);
+    if (side.kind === "primary") throw new DstdError("E_STATE", `export '${this.name}' is the primary: resync runs on a diverged old primary or a secondary, copying from its primary`);
+    if (side.kind === "syncing" && side.sync.status().phase !== "failed") return `export '${this.name}': a sync is already under way (${side.sync.status().doneBytes} of ${side.sync.status().totalBytes} bytes)`;
+    const peer = formatExportUrl(this.replication.peer);
+    const answer = await this.probePeer({ seq: 0, chain: 0n, lamport: 0, generation: 0 });
+    if (answer.status === Errno.ENOTSUP) throw new DstdError("E_STATE", `the peer ${peer} is not a replication primary (${answer.reason}): nothing to resync from`);
+    if (answer.status !== 0 && answer.status !== Errno.ESTALE && answer.status !== Errno.ENODATA) throw new DstdError("E_STATE", `the peer ${peer} cannot be asked (${answer.reason}): resync needs its primary`);
+    let plan: SyncPlan = { from: null, ranges: null, why: "resync --full" };
+    if (!full) {
+      if (side.kind !== "diverged") throw new DstdError("E_STATE", `export '${this.name}' is a secondary, not diverged: no fork to repair (a secondary its primary released needs resync --full)`);
+      const link = this.peerLink("fail");
+      try {
+        plan = await planForkRepair(this.dir, new Borrowed(this.disk), this.replication.logSize, link.sync, this.logger);
+      } finally {
+        link.close();
+      }
     }
+    await this.switchToSync(plan);
+    const total = plan.ranges === null ? this.disk.size : plan.ranges.reduce((n, [, l]) => n + l, 0);
+    const message = `export '${this.name}': ${plan.why} from ${peer} started: copying ${total} bytes, then following it as a secondary (dstd replica status ${this.name})`;
+    this.logger.warn(message);
+    return message;
+  }
+
+  async close(): Promise<void> {
+    await this.closeSide(this.side);
   }
 
   // ---- helpers ----------------------------------------------------------------------------

@@ -4,22 +4,43 @@
  * lag in bytes and seconds, ETA, log usage, last contact. Pure: built from the status of the
  * parts (primary, applier, shipper) and a few samples of the lag over time.
  *
+ * A secondary copying its primary's disk (initial sync, fork repair) is `syncing` (with the
+ * bytes done and total, the rate and ETA), or `stalled` when the primary refused the sync.
  * A secondary's state, first match wins: `diverged` (its log does not continue the primary's),
- * `inconsistent` (released: a full sync is needed; or replaying a resync or recovering after a
- * crash), `stalled` (replay halted at a bad record; or connected with lag that has not shrunk
+ * `inconsistent` (released: a full sync is needed; or replaying the log over a fresh copy up to
+ * the seq that makes it consistent; or replaying a resync or recovering after a crash), `stalled` (replay halted at a bad record; or connected with lag that has not shrunk
  * for STALL_MS), `paused`, `disconnected` (the primary cannot be reached), `replicating`.
  */
 import type { ApplierStatus } from "../replication/applier.ts";
 import type { PrimaryStatus } from "../replication/primary.ts";
 import type { SecondaryContact } from "../replication/ship-server.ts";
 import type { ShipperStatus } from "../replication/shipper.ts";
+import type { SyncProgress } from "../replication/initial-sync.ts";
 
 /** A lag that has not shrunk for this long while connected is a stall. */
 export const STALL_MS = 30_000;
 /** Samples kept for the catch-up rate (one per status call at most every second). */
 const SAMPLES = 64;
 
-export type ReplicaState = "replicating" | "inconsistent" | "paused" | "diverged" | "stalled" | "disconnected" | "primary";
+export type ReplicaState = "replicating" | "syncing" | "inconsistent" | "paused" | "diverged" | "stalled" | "disconnected" | "primary";
+
+/** An initial sync or fork repair (docs/replication.md §10.1). */
+export interface SyncStatus {
+  /** "copying" the disk, or "catching-up": replaying the log until seq `consistent_at_seq`. */
+  phase: string;
+  /** The sync point: the log is replayed from the seq after it. */
+  point_seq: number;
+  done_bytes: number;
+  total_bytes: number;
+  /** Data bytes received (holes and zeroes are not sent). */
+  moved_bytes: number;
+  rate_bytes_per_second: number | null;
+  eta_seconds: number | null;
+  /** Consistent once the log is applied through this seq. */
+  consistent_at_seq: number;
+  /** Failed SYNC requests asked again. */
+  retries: number;
+}
 
 export interface ReplicaStatus {
   name: string;
@@ -55,6 +76,10 @@ export interface ReplicaStatus {
   /** Primary: "logging" or "overflow" (writing around the log into the dirty bitmap). */
   mode: string | null;
   dirty_regions: number;
+  /** Secondary: the initial sync or fork repair under way; null when none. */
+  sync: SyncStatus | null;
+  /** Secondary: failed or refused FETCHes asked again since the node started. */
+  retries: number;
 }
 
 export interface StatusSample {
@@ -66,6 +91,7 @@ export interface StatusSample {
 export type StatusInput =
   | { name: string; role: "primary"; primary: PrimaryStatus; contacts: SecondaryContact[]; now: number }
   | { name: string; role: "diverged"; reason: string; generation: number }
+  | { name: string; role: "syncing"; peer: string; sync: SyncProgress; paused: boolean }
   | {
       name: string;
       role: "secondary";
@@ -74,6 +100,8 @@ export type StatusInput =
       copyLast: number;
       copyBytes: number;
       shipper: ShipperStatus;
+      /** After a sync's copy: consistent once applied through `end` (null: no sync). */
+      catchingUp: { point: number; end: number; moved: number; total: number } | null;
       /** Mutable: the status call appends to it (bounded). */
       samples: StatusSample[];
       now: number;
@@ -84,6 +112,7 @@ const seconds = (ms: number) => Math.round(ms / 100) / 10;
 export function replicaStatusOf(input: StatusInput): ReplicaStatus {
   if (input.role === "primary") return primaryStatus(input);
   if (input.role === "diverged") return divergedStatus(input);
+  if (input.role === "syncing") return syncingStatus(input);
   return secondaryStatus(input);
 }
 
@@ -119,6 +148,8 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     secondaries: contacts,
     mode: p.mode,
     dirty_regions: p.dirtyRegions,
+    sync: null,
+    retries: 0,
   };
 }
 
@@ -144,6 +175,40 @@ function divergedStatus(input: Extract<StatusInput, { role: "diverged" }>): Repl
     secondaries: [],
     mode: null,
     dirty_regions: 0,
+    sync: null,
+    retries: 0,
+  };
+}
+
+function syncingStatus(input: Extract<StatusInput, { role: "syncing" }>): ReplicaStatus {
+  const p = input.sync;
+  const failed = p.phase === "failed";
+  return {
+    ...divergedStatus({ name: input.name, role: "diverged", reason: "", generation: 0 }),
+    role: "secondary",
+    state: failed ? "stalled" : input.paused ? "paused" : "syncing",
+    reason: failed ? `initial sync stopped: ${p.reason}` : input.paused ? "the sync's copy is paused" : (p.reason ?? `copying the primary's disk: ${p.doneBytes} of ${p.totalBytes} bytes`),
+    peer: input.peer,
+    lag_bytes: p.totalBytes - p.doneBytes,
+    eta_seconds: p.eta,
+    seq: p.point,
+    fetch_paused: input.paused,
+    sync: syncFields(p.phase, p),
+    retries: p.retries,
+  };
+}
+
+function syncFields(phase: string, p: Omit<SyncProgress, "phase">): SyncStatus {
+  return {
+    phase,
+    point_seq: p.point,
+    done_bytes: p.doneBytes,
+    total_bytes: p.totalBytes,
+    moved_bytes: p.movedBytes,
+    rate_bytes_per_second: p.rate,
+    eta_seconds: p.eta,
+    consistent_at_seq: p.end,
+    retries: p.retries,
   };
 }
 
@@ -176,6 +241,7 @@ function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): Re
   else if (shipper.state === "released") [state, reason] = ["inconsistent", shipper.reason];
   else if (applier.halted !== null) [state, reason] = ["stalled", `replay halted: ${applier.halted}`];
   else if (shipper.state === "refused") [state, reason] = ["stalled", shipper.reason];
+  else if (input.catchingUp !== null && applied < input.catchingUp.end) [state, reason] = ["inconsistent", `initial sync: replaying the log over the copy, consistent at seq ${input.catchingUp.end} (applied seq ${applied})`];
   else if (!applier.consistent) [state, reason] = ["inconsistent", applier.recovering ? "re-applying records after a crash" : "a resync of regions the primary wrote around its log is being replayed"];
   else if (shipper.state === "paused" || applier.paused) [state, reason] = ["paused", shipper.state === "paused" && applier.paused ? "fetching and replay paused" : shipper.state === "paused" ? "fetching paused" : "replay paused"];
   else if (shipper.state === "retrying" && (shipper.lastContact === null || now - shipper.lastContact > 5000)) [state, reason] = ["disconnected", shipper.reason];
@@ -203,5 +269,10 @@ function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): Re
     secondaries: [],
     mode: null,
     dirty_regions: 0,
+    sync:
+      input.catchingUp === null
+        ? null
+        : syncFields("catching-up", { reason: null, point: input.catchingUp.point, doneBytes: input.catchingUp.total, totalBytes: input.catchingUp.total, movedBytes: input.catchingUp.moved, rate: null, eta: eta, end: input.catchingUp.end, retries: 0 }),
+    retries: shipper.retries,
   };
 }

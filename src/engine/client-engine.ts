@@ -288,7 +288,7 @@ export class ClientEngine {
   };
 
   private ownData(request: Request): Uint8Array | null {
-    if (request.kind === "fetch") return request.data!.slice();
+    if (request.kind === "fetch" || request.kind === "sync") return request.data!.slice();
     if (request.kind !== "write") return null;
     const data = request.data;
     assert(data !== undefined && data.length === request.length, "write data length");
@@ -464,7 +464,7 @@ export class ClientEngine {
     if (header.status === Errno.ESHUTDOWN) return this.dropConnection("export is shutting down");
     if (header.status === Errno.EBADMSG) return this.retryCorrupt(txn, "the export found the write's data checksum wrong");
     let data: Uint8Array | null = null;
-    if (txn.kind === "fetch") data = payload.slice(); // the records, or the reason of a failure
+    if (txn.kind === "fetch" || txn.kind === "sync") data = payload.slice(); // the records (copied data), or the reason of a failure
     if (txn.kind === "read" && header.status === 0) {
       data = payload.subarray(0, header.length);
       if ((header.flags & Flag.DIGEST) !== 0 && !verifyDigest(this.checksum, data, payload.subarray(header.length))) {

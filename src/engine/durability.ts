@@ -65,6 +65,7 @@ export class Durability {
         break;
       case "read":
       case "fetch":
+      case "sync":
         break;
     }
   }

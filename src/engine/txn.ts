@@ -15,8 +15,11 @@ import { Flag, HEADER_SIZE, Op } from "../wire/dst/constants.ts";
 import { encodeHeader } from "../wire/dst/header.ts";
 import type { Lease } from "./lease.ts";
 
-/** "fetch": a replication log FETCH (docs/protocol.md §11): `data` is its request payload, the reply payload is handed back. */
-export type OpKind = "read" | "write" | "flush" | "trim" | "zero" | "fetch";
+/**
+ * "fetch": a replication log FETCH (docs/protocol.md §11); "sync": a replica's initial-sync
+ * request (§12). For both, `data` is the request payload and the reply payload is handed back.
+ */
+export type OpKind = "read" | "write" | "flush" | "trim" | "zero" | "fetch" | "sync";
 
 export interface Request {
   kind: OpKind;
@@ -83,6 +86,7 @@ export const opcodeOf: Readonly<Record<OpKind, number>> = {
   trim: Op.TRIM,
   zero: Op.WRITE_ZEROES,
   fetch: Op.FETCH,
+  sync: Op.SYNC,
 };
 
 /** Bytes the txn puts on the wire. */

@@ -68,7 +68,7 @@ interface Plaintext {
 /** Request warnings logged per connection per tick (about a second); the rest are summarised. */
 const WARNINGS_PER_TICK = 10;
 
-const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES, Op.FETCH]);
+const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES, Op.FETCH, Op.SYNC]);
 
 export class DstConnection implements GuardedHandler, SessionConnection, FetchHost {
   private state: "hello" | "auth" | "ready" | "closed" = "hello";

@@ -9,6 +9,7 @@ import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
 import { FETCH_REPLY_PREFIX, HEADER_SIZE, MESSAGE_MAX, Op, REPLY_BIT } from "../wire/dst/constants.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
 import { decodeFetchRequest, encodeFetchReason, type FetchRequest } from "../wire/dst/fetch.ts";
+import type { SyncRequest } from "../wire/dst/sync.ts";
 import type { HandleResult, RequestHost } from "./requests.ts";
 
 /** The answer to one FETCH: a reply payload (prefix + records), or a failure with its reason. */
@@ -23,6 +24,11 @@ export interface LogSource {
    * payload is at most FETCH_REPLY_PREFIX + request.maxBytes bytes.
    */
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void;
+  /**
+   * Answer one SYNC (docs/protocol.md §12): BEGIN registers `secondary` at the sync point,
+   * COPY reads [offset, offset + length); the payload is at most `budget` bytes.
+   */
+  sync(request: SyncRequest, offset: number, length: number, budget: number, secondary: string, done: (answer: FetchAnswer) => void): void;
 }
 
 export interface FetchHost extends RequestHost {

@@ -26,6 +26,7 @@ import type { ReplyWriter } from "./replies.ts";
 import type { RequestObserver } from "./server.ts";
 import type { Entry, Session, SessionTable } from "./sessions.ts";
 import { handleFetch, type FetchHost } from "./fetch.ts";
+import { handleSync } from "./sync.ts";
 
 const kindOf: Record<number, RequestKind> = {
   [Op.READ]: "read",
@@ -112,6 +113,7 @@ export class RequestPipeline {
   handle(header: Header, payload: Uint8Array, held: Held | null): HandleResult {
     const host = this.host;
     if (header.opcode === Op.FETCH) return handleFetch(host, header, payload);
+    if (header.opcode === Op.SYNC) return handleSync(host, header, payload);
     const kind = kindOf[header.opcode]!;
     const digest = kind === "read" ? host.digestBytes : 0;
     const reservation = kind === "read" ? RECORD_HEADER_SIZE + HEADER_SIZE + header.length + digest : HEADER_SIZE;

@@ -336,6 +336,15 @@ export class ReplicationPrimary extends PassThrough {
     return null;
   }
 
+  /**
+   * The newest seq a read of the disk is sure to include: every record ≤ it is durable and
+   * written back (a secondary's initial sync copies the disk from here and replays the log
+   * after it, docs/replication.md §10.1).
+   */
+  syncPoint(): number {
+    return Math.min(this.writtenBackThrough(), this.store.durable.seq);
+  }
+
   /** Up to `max` runs of regions written around the log and not yet copied into it. */
   dirtyRegions(from = 0, max = 1024): { offset: number; length: number }[] {
     return this.bitmap.runs(from, max);

@@ -10,6 +10,8 @@
  * with them and the position after them. When nothing new is durable, the answer waits up to
  * `waitMs` for the next durable record (a long poll), then answers empty.
  *
+ * SYNC (a secondary's initial sync, §10.1) is answered by sync-server.ts through `sync`.
+ *
  * Memory: one reader and one read buffer (≤ maxBytes + one record) per FETCH being answered;
  * the export bounds the FETCHes in flight by their reply reservations.
  */
@@ -17,6 +19,8 @@ import { Errno } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import type { FetchAnswer, LogSource } from "../export/fetch.ts";
 import { encodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
+import type { SyncRequest } from "../wire/dst/sync.ts";
+import { answerSync } from "./sync-server.ts";
 import type { ReplicationPrimary } from "./primary.ts";
 import { hex64, invalidSuccessor, MAX_RECORD_SIZE, type ChainPoint } from "./record.ts";
 import type { ReadChunk } from "./log-reader.ts";
@@ -63,6 +67,21 @@ export class LogShipServer implements LogSource {
     return [...this.contacts.values()].map((c) => ({ ...c }));
   }
 
+  /** A SYNC (initial sync: BEGIN registers the secondary at the sync point; COPY reads the disk): replication/sync-server.ts. */
+  sync(request: SyncRequest, offset: number, length: number, budget: number, secondary: string, done: (answer: FetchAnswer) => void): void {
+    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null };
+    this.contacts.set(secondary, contact);
+    contact.lastContact = this.clock.now();
+    const primary = this.primary;
+    const registered = () => {
+      if (secondary !== AWAITING_FIRST_SECONDARY && AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
+    };
+    answerSync(primary, request, offset, length, budget, secondary, registered, (answer) => {
+      contact.refused = "reason" in answer ? answer.reason : null;
+      done(answer);
+    });
+  }
+
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
     const primary = this.primary;
     const store = primary.store;
@@ -88,7 +107,6 @@ export class LogShipServer implements LogSource {
     const registered = primary.status().secondaries[secondary];
     const why = registered === undefined ? primary.addSecondary(secondary, request.applied) : primary.secondaryApplied(secondary, Math.min(request.applied, durable.seq));
     if (why !== null) return refuse(Errno.ENODATA, why);
-    if (registered === undefined && AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
     contact.applied = Math.max(contact.applied, request.applied);
     contact.refused = null;
     const after: ChainPoint = { seq: held, chain: request.prevChain, lamport: request.prevLamport, generation: request.prevGeneration };
@@ -113,6 +131,9 @@ export class LogShipServer implements LogSource {
         const fork = invalidSuccessor(after, first);
         if (fork !== null) return finish({ status: Errno.ESTALE, reason: `diverged at seq ${held}: ${fork}` });
       }
+      // A secondary whose log continues ours replaces the placeholder (not one that forked:
+      // the log stays kept from the placeholder's seq for its repair, §11).
+      if (AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
       const payload = encodeFetchReply(
         { nextSeq: chunk.next.seq, nextSegment: chunk.next.segment, nextOffset: chunk.next.offset, durable: store.durable.seq, generation: store.generation, behind: bytesAfter(primary, chunk.next) },
         chunk.bytes,

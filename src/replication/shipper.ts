@@ -35,6 +35,8 @@ export interface ShipperOptions {
   /** Wait before retrying after a failure (default 1 s). */
   retryMs?: number;
   log?: Log;
+  /** Fetching stopped: the primary answered released or diverged (the node may start a sync). */
+  onStopped?: (state: "released" | "diverged", reason: string) => void;
 }
 
 /**
@@ -57,6 +59,8 @@ export interface ShipperStatus {
   /** Bytes of records received since start. */
   receivedBytes: number;
   fetches: number;
+  /** Failed or refused FETCHes asked again (a count to wait on). */
+  retries: number;
 }
 
 export class Shipper {
@@ -73,6 +77,7 @@ export class Shipper {
   private lastContact: number | null = null;
   private receivedBytes = 0;
   private fetches = 0;
+  private retries = 0;
   private readonly maxBytes: number;
 
   constructor(
@@ -94,6 +99,7 @@ export class Shipper {
       lastContact: this.lastContact,
       receivedBytes: this.receivedBytes,
       fetches: this.fetches,
+      retries: this.retries,
     };
   }
 
@@ -158,6 +164,7 @@ export class Shipper {
       this.state = status === Errno.ENODATA ? "released" : "diverged";
       this.reason = payload !== null ? decodeFetchReason(payload) : errnoMessage(status);
       this.options.log?.error(`replication: fetching stopped: ${this.reason}`);
+      this.options.onStopped?.(this.state, this.reason);
       return;
     }
     if (status !== 0 && payload !== null && payload.length > 0) {
@@ -214,6 +221,7 @@ export class Shipper {
 
   private retry(reason: string, state: "retrying" | "refused" = "retrying"): void {
     this.busy = false;
+    this.retries++;
     if (this.state !== state || this.reason !== reason) this.options.log?.warn(`replication: ${reason}; retrying`);
     this.state = state;
     this.reason = reason;

@@ -49,16 +49,27 @@ export interface ReplicaMetricView {
   readonly lag_seconds: number;
   readonly log_bytes: number;
   readonly last_contact_seconds: number | null;
+  /** Secondary: failed FETCHes asked again. */
+  readonly retries: number;
+  /** An initial sync or fork repair under way. */
+  readonly sync: { readonly done_bytes: number; readonly total_bytes: number; readonly moved_bytes: number } | null;
 }
 
 /** Replica states (label values of dstd_replica_state). */
-export const REPLICA_STATES = ["primary", "replicating", "inconsistent", "paused", "diverged", "stalled", "disconnected"] as const;
+export const REPLICA_STATES = ["primary", "replicating", "syncing", "inconsistent", "paused", "diverged", "stalled", "disconnected"] as const;
 const REPLICA_GAUGES: ReadonlyArray<readonly [keyof ReplicaMetricView, string, string]> = [
   ["generation", "dstd_replica_generation", "The replicated export's generation (a promotion starts a new one)."],
   ["seq", "dstd_replica_seq", "Last record applied (secondary) or durable in the log (primary)."],
   ["lag_bytes", "dstd_replica_lag_bytes", "Secondary: log bytes on the primary not applied here (an upper bound while records wait for replay)."],
   ["lag_seconds", "dstd_replica_lag_seconds", "Secondary: 0 when caught up, else seconds since the primary wrote the last record applied here."],
   ["log_bytes", "dstd_replica_log_bytes", "Bytes of the replication log (primary) or of the local log copy (secondary)."],
+  ["retries", "dstd_replica_fetch_retries", "Secondary: failed or refused FETCHes asked again since the node started."],
+];
+/** [sync key, metric name, HELP]: present while an initial sync or fork repair runs. */
+const REPLICA_SYNC_GAUGES: ReadonlyArray<readonly ["done_bytes" | "total_bytes" | "moved_bytes", string, string]> = [
+  ["done_bytes", "dstd_replica_sync_done_bytes", "Initial sync: bytes of the disk (or of the fork repair's ranges) copied."],
+  ["total_bytes", "dstd_replica_sync_total_bytes", "Initial sync: bytes of the disk (or of the fork repair's ranges) to copy."],
+  ["moved_bytes", "dstd_replica_sync_moved_bytes", "Initial sync: data bytes received (holes and zeroes are not sent)."],
 ];
 
 /** [counter key, metric name, HELP] of export groups. */
@@ -195,6 +206,11 @@ export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
   for (const [key, name, help] of REPLICA_GAUGES) {
     registry.collected("gauge", { name, help, labels: ["export"], maxSeries: MAX_SERVICES }, (emit) => {
       for (const r of replicas()) emit({ export: r.name }, r[key] as number);
+    });
+  }
+  for (const [key, name, help] of REPLICA_SYNC_GAUGES) {
+    registry.collected("gauge", { name, help, labels: ["export"], maxSeries: MAX_SERVICES }, (emit) => {
+      for (const r of replicas()) if (r.sync !== null) emit({ export: r.name }, r.sync[key]);
     });
   }
   registry.collected("gauge", { name: "dstd_replica_last_contact_seconds", help: "Seconds since the last answer from (secondary) or FETCH by (primary) the peer; absent: never.", labels: ["export"], maxSeries: MAX_SERVICES }, (emit) => {

@@ -6,13 +6,15 @@
  * `status()` asks `dstd replica status --json` of a node; `caughtUp()` waits for lag 0.
  */
 import { spawn } from "bun";
-import { createHash } from "node:crypto";
-import { closeSync, openSync, readSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, openSync, readSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { ensureBinary, runDstd } from "../helpers/binary.ts";
 import { startNode, type NodeProcess } from "../helpers/node-process.ts";
 import { FaultProxy } from "../fault/proxy.ts";
+import { recordingLog } from "../helpers/log.ts";
+import { DstClient } from "../../src/client/dst-client.ts";
 import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
 
 export const MiB = 1024 * 1024;
@@ -77,6 +79,18 @@ export class ReplicaPair {
     });
     this.a = side("a", ports[0], ports[2]);
     this.b = side("b", ports[1], ports[3]);
+  }
+
+  /** A pair in a new directory `name` under `parent` (keys and configs written; nothing started). */
+  static async in(parent: string, name: string, options: PairOptions): Promise<ReplicaPair> {
+    const where = join(parent, name);
+    mkdirSync(where);
+    return await ReplicaPair.create(where, options);
+  }
+
+  /** A path in the pair's directory (sources, scratch files). */
+  file(name: string): string {
+    return join(this.dir, name);
   }
 
   /** Keys and configs written; nothing started. */
@@ -237,4 +251,19 @@ export function hashPrefix(path: string, length: number): string {
     closeSync(fd);
   }
   return hash.digest("hex");
+}
+
+/** Writes `length` random bytes at `offset` of the export on `port` (1 MiB writes, then a flush); returns them. */
+export async function writeAt(port: number, offset: number, length: number): Promise<Uint8Array> {
+  const data = new Uint8Array(randomBytes(length));
+  const client = await DstClient.open({ address: { transport: "tcp", host: "127.0.0.1", port }, exportName: "disk", log: recordingLog(), deadlineMs: 30_000 });
+  try {
+    const writes: Promise<void>[] = [];
+    for (let at = 0; at < length; at += MiB) writes.push(client.write(offset + at, data.subarray(at, Math.min(length, at + MiB))));
+    await Promise.all(writes);
+    await client.flush();
+  } finally {
+    await client.close();
+  }
+  return data;
 }

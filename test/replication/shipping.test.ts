@@ -5,7 +5,7 @@
  * primary, waits for `dstd replica status` to report lag 0, and compares the images.
  */
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { scratchDir, writeRandomFile } from "../helpers/files.ts";
 import { haveTools } from "../helpers/tools.ts";
@@ -32,12 +32,10 @@ function segmentBytes(logDir: string): number {
 test(
   "a secondary with a replica key catches up through a cut mid-stream: every log byte stored once, images identical",
   async () => {
-    const where = join(dir.path, "cut");
-    mkdirSync(where);
-    pair = await ReplicaPair.create(where, { size: SIZE });
+    pair = await ReplicaPair.in(dir.path, "cut", { size: SIZE });
     await pair.start(pair.a);
     await pair.start(pair.b);
-    const source = join(where, "source.bin");
+    const source = pair.file("source.bin");
     writeRandomFile(source, 48 * MiB);
     pair.proxy.throttle(16 * MiB); // so the cut lands while records stream
     const copy = copyInto(source, pair.a.port);
@@ -74,12 +72,10 @@ test(
 test(
   "kill -9 of the secondary and of the primary mid-workload: both restart, the secondary catches up, images identical",
   async () => {
-    const where = join(dir.path, "kill");
-    mkdirSync(where);
-    pair = await ReplicaPair.create(where, { size: SIZE });
+    pair = await ReplicaPair.in(dir.path, "kill", { size: SIZE });
     await pair.start(pair.a);
     await pair.start(pair.b);
-    const source = join(where, "source.bin");
+    const source = pair.file("source.bin");
     writeRandomFile(source, 48 * MiB);
     const copy = copyInto(source, pair.a.port, ["--flush-every", "4MiB"]);
     const fraction = 0.2 + Math.random() * 0.3;
@@ -103,17 +99,15 @@ test(
 test(
   "a flipped byte in a stored log record stops shipping at that record, naming it; nothing past it is applied",
   async () => {
-    const where = join(dir.path, "flip");
-    mkdirSync(where);
-    pair = await ReplicaPair.create(where, { size: SIZE });
+    pair = await ReplicaPair.in(dir.path, "flip", { size: SIZE });
     await pair.start(pair.a);
     await pair.start(pair.b);
-    const first = join(where, "first.bin");
+    const first = pair.file("first.bin");
     writeRandomFile(first, 4 * MiB);
     expect((await copyInto(first, pair.a.port)).exitCode).toBe(0);
     const before = await pair.caughtUp(60_000);
     expect((await pair.replica(pair.b, "pause", "disk", "--fetch")).exitCode).toBe(0);
-    const second = join(where, "second.bin");
+    const second = pair.file("second.bin");
     writeRandomFile(second, 8 * MiB);
     expect((await copyInto(second, pair.a.port)).exitCode).toBe(0);
     // Walk the primary's segment to the 4th record after what the secondary has, flip a payload byte.
@@ -144,8 +138,14 @@ test(
     console.log(`secondary ${JSON.stringify(status)}`);
     expect(status.state).toBe("stalled");
     expect(status.reason).toContain(`seq ${target}`);
-    await Bun.sleep(1500); // retries change nothing
-    status = await pair.status(pair.b);
+    // Retries change nothing: wait until the refused FETCH has been asked again twice more.
+    const retried = status.retries;
+    for (let i = 0; i < 150 && status.retries < retried + 2; i++) {
+      await Bun.sleep(100);
+      status = await pair.status(pair.b);
+    }
+    expect(status.retries).toBeGreaterThanOrEqual(retried + 2);
+    expect(status.state).toBe("stalled");
     expect(status.seq).toBe(target - 1);
     const human = await pair.replica(pair.b, "status");
     expect(human.stdout).toContain("stalled");
@@ -156,11 +156,9 @@ test(
 test(
   "a secondary started after the primary's log rotated still begins at seq 1 (the log waits for its first secondary)",
   async () => {
-    const where = join(dir.path, "late");
-    mkdirSync(where);
-    pair = await ReplicaPair.create(where, { size: SIZE, logSize: "64MiB" });
+    pair = await ReplicaPair.in(dir.path, "late", { size: SIZE, logSize: "64MiB" });
     await pair.start(pair.a);
-    const source = join(where, "source.bin");
+    const source = pair.file("source.bin");
     writeRandomFile(source, 40 * MiB);
     expect((await copyInto(source, pair.a.port)).exitCode).toBe(0);
     const segments = readdirSync(pair.a.logDir).filter((n) => n.endsWith(".dstl"));

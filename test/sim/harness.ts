@@ -88,7 +88,7 @@ export class Simulation {
   /** After heal(): every request must complete by max(submit, healAt) + livenessBoundMs. */
   healAt = -1;
   livenessBoundMs = 0;
-  private readonly eioSeen: Record<OpKind, number> = { read: 0, write: 0, flush: 0, trim: 0, zero: 0, fetch: 0 };
+  private readonly eioSeen: Record<OpKind, number> = { read: 0, write: 0, flush: 0, trim: 0, zero: 0, fetch: 0, sync: 0 };
   private readonly appTxids = new Set<number>();
   /** Handed-over WRITE buffers the engine gave back (see SimConfig.handOver). */
   private readonly recycled = new WeakSet<Uint8Array>();
@@ -310,7 +310,7 @@ export class Simulation {
       tickMs: this.config.tickMs,
       maxResends: this.config.engine.maxResends,
       sends: this.sends,
-      injected: { ...this.backend.injectedByKind, fetch: 0 },
+      injected: { ...this.backend.injectedByKind, fetch: 0, sync: 0 },
     };
     checkFailure(op, status, this.now, limits, this.eioSeen);
     this.oracle.completed(op, status, data);

@@ -138,6 +138,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
         trim: between(prng, 0, 2),
         zero: between(prng, 0, 2),
         fetch: 0,
+        sync: 0,
       },
       fuaProbability: prng.chance(0.5) ? prng.float() * 0.5 : 0,
       gapMeanMs: between(prng, 1, 30),

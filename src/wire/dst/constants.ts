@@ -62,6 +62,12 @@ export const Op = {
    * and the applied report (FETCH_REQUEST_SIZE bytes). Needs Perm.REPLICA.
    */
   FETCH: 0x15,
+  /**
+   * Initial sync of a replica (docs/protocol.md §12): BEGIN (the primary keeps its log from a
+   * sync point and names it) or COPY (allocated data of a disk range, holes skipped). Needs
+   * Perm.REPLICA; reads only.
+   */
+  SYNC: 0x16,
   PING: 0x20,
   /** Reply to PING. */
   PONG: 0x20 | REPLY_BIT,
@@ -177,6 +183,20 @@ export const Perm = { READ: 0x01, WRITE: 0x02, REPLICA: 0x04 } as const;
 export const FETCH_REQUEST_SIZE = 48;
 /** A successful FETCH reply's payload starts with: next seq, next segment, next offset, primary's durable seq, generation, durable bytes after next (u64 each). */
 export const FETCH_REPLY_PREFIX = 48;
+/**
+ * SYNC request payload: kind (SyncKind), keepFrom (BEGIN: keep the log after this seq, whose
+ * chain, Lamport stamp and generation follow; 0 = the primary's own sync point) (u64 each).
+ */
+export const SYNC_REQUEST_SIZE = 40;
+/** SYNC BEGIN reply: the sync point (seq, chain, Lamport, generation), disk size, durable seq (u64 each). */
+export const SYNC_BEGIN_REPLY_SIZE = 48;
+/** SYNC COPY reply prefix: end of the range covered, the primary's durable seq after reading, run count (u64 each). */
+export const SYNC_COPY_PREFIX = 24;
+/** One SYNC COPY run: offset, length (u64 each). */
+export const SYNC_RUN_SIZE = 16;
+/** Most runs one SYNC COPY reply lists. */
+export const SYNC_MAX_RUNS = 4096;
+export const SyncKind = { BEGIN: 1, COPY: 2 } as const;
 
 export const Feature = {
   FLUSH: 0x0001,

@@ -15,6 +15,7 @@ import {
   DST_MAGIC,
   DST_VERSION,
   FETCH_REQUEST_SIZE,
+  SYNC_REQUEST_SIZE,
   FLAGS_KNOWN,
   Flag,
   HANDSHAKE_PAYLOAD_MAX,
@@ -66,6 +67,8 @@ const enum Payload {
   FetchRequest = 4,
   /** Any length up to the max payload (FETCH reply: prefix + records, or a reason). */
   Bounded = 5,
+  /** Exactly SYNC_REQUEST_SIZE bytes (SYNC request). */
+  SyncRequest = 6,
 }
 
 /** Flag bits each opcode accepts; -1 marks an opcode this version does not know. */
@@ -92,6 +95,8 @@ rule(Op.WRITE_ZEROES, Flag.FUA | Flag.NO_HOLE, Payload.None);
 rule(Op.WRITE_ZEROES | REPLY_BIT, 0, Payload.None);
 rule(Op.FETCH, 0, Payload.FetchRequest);
 rule(Op.FETCH | REPLY_BIT, 0, Payload.Bounded);
+rule(Op.SYNC, 0, Payload.SyncRequest);
+rule(Op.SYNC | REPLY_BIT, 0, Payload.Bounded);
 rule(Op.PING, 0, Payload.None);
 rule(Op.PONG, 0, Payload.None);
 rule(Op.SIZE_NOTICE, 0, Payload.None);
@@ -216,6 +221,8 @@ function invalidPayload(h: Header, op: number, maxPayload: number): string | nul
       return matchesLength(h, op, n, digest);
     case Payload.FetchRequest:
       return n === FETCH_REQUEST_SIZE ? null : `FETCH payload length ${n} is not ${FETCH_REQUEST_SIZE}`;
+    case Payload.SyncRequest:
+      return n === SYNC_REQUEST_SIZE ? null : `SYNC payload length ${n} is not ${SYNC_REQUEST_SIZE}`;
     case Payload.Bounded:
       return null;
     case Payload.LengthIfOk:
