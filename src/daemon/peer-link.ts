@@ -1,11 +1,14 @@
 /**
  * @module daemon/peer-link — a replica's DST client to its peer, for FETCH (docs/protocol.md
  * §11): opened lazily, opened again after the engine gave up (a deadline spent during a long
- * outage) — FETCH is always safe to ask again.
+ * outage) — FETCH is always safe to ask again. A FETCH that wants compression carries Flag.ZSTD
+ * only when the peer's WELCOME granted Feature.FETCH_ZSTD (docs/protocol.md §11.1): an older
+ * primary, which would refuse the flag, gets plain FETCHes.
  */
 import { Errno } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import { DstClient, type DstClientOptions } from "../client/dst-client.ts";
+import { Feature } from "../wire/dst/constants.ts";
 import { encodeFetchRequest } from "../wire/dst/fetch.ts";
 import type { FetchTransport } from "../replication/shipper.ts";
 
@@ -22,11 +25,12 @@ export class PeerLink {
   readonly transport: FetchTransport = (request, done) => {
     this.get().then(
       (client) => {
+        const zstd = request.zstd === true && ((client.engine.welcome?.features ?? 0) & Feature.FETCH_ZSTD) !== 0;
         const accepted = client.submit(
-          { kind: "fetch", offset: request.seq, length: request.maxBytes, data: encodeFetchRequest(request) },
-          (errno, data) => {
+          { kind: "fetch", offset: request.seq, length: request.maxBytes, data: encodeFetchRequest(request), zstd },
+          (errno, data, flags) => {
             if (errno === Errno.EIO || errno === Errno.ESHUTDOWN || errno === Errno.ETIMEDOUT) this.drop(client);
-            done(errno, data);
+            done(errno, data, flags);
           },
         );
         if (accepted <= 0) {

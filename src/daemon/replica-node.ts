@@ -166,7 +166,7 @@ class ReplicaNode implements ReplicaHandle {
       log: this.logger,
     });
     const link = this.peerLink("retry");
-    const shipper = new Shipper(secondary, link.transport, realTimer, { log: this.logger });
+    const shipper = new Shipper(secondary, link.transport, realTimer, { log: this.logger, zstd: this.replication.compress, bandwidth: this.replication.bandwidth });
     shipper.start();
     this.logger.info(`export '${this.name}': replication secondary of ${formatExportUrl(peer)}, applied through seq ${secondary.applier.status().applied.seq}`);
     return { kind: "secondary", secondary, shipper, link, samples: [] };
