@@ -18,6 +18,10 @@
  * of that generation is durable before the first write is accepted). `demote`: the export
  * stops taking writes, the primary layer drains and closes, the applied position is set to its
  * last record, and the node fetches from its peer.
+ *
+ * Time, the link to the peer and the log options come from a `ReplicaEnv`: real timers and a
+ * DST client (PeerLink) in dstd, simulated ones in the cluster simulation
+ * (test/replication/cluster-sim.ts), which thus runs this very logic.
  */
 import type { ExportConfig } from "../config/types.ts";
 import { DEFAULT_SUITES } from "../crypto/suites.ts";
@@ -39,7 +43,9 @@ import { readRole, saveRole, type Role } from "../replication/role-file.ts";
 import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
 import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
-import { Shipper } from "../replication/shipper.ts";
+import { Shipper, type FetchTransport } from "../replication/shipper.ts";
+import type { PrimaryOptions } from "../replication/primary.ts";
+import type { SecondaryOptions } from "../replication/secondary.ts";
 import { StateFile } from "../replication/state-file.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { PeerLink } from "./peer-link.ts";
@@ -71,6 +77,19 @@ const realTimer = {
   },
 };
 
+/** What a replica node takes from its surroundings (real in dstd, simulated in tests). */
+export interface ReplicaEnv {
+  /** Milliseconds (monotonic) and timers. */
+  timer: { now(): number; after(ms: number, run: () => void): () => void };
+  /** Wall clock in µs (Lamport stamps, replay delay). */
+  wallMicros(): number;
+  /** A FETCH link to the peer; "fail": the first connection may fail (a probe). */
+  link(firstContact: "retry" | "fail"): { transport: FetchTransport; close(): void };
+  /** Extra options of every primary layer and secondary opened (tests: sizes, hooks). */
+  primaryOptions?: Partial<PrimaryOptions>;
+  secondaryOptions?: Partial<Omit<SecondaryOptions, "clock">>;
+}
+
 /** The disk lent to a replication layer: closing the layer leaves the disk open (roles change). */
 class Borrowed extends PassThrough {
   override close(): Promise<void> {
@@ -80,17 +99,40 @@ class Borrowed extends PassThrough {
 
 type Side =
   | { kind: "primary"; primary: ReplicationPrimary; server: LogShipServer }
-  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: PeerLink; samples: StatusSample[] }
+  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: { transport: FetchTransport; close(): void }; samples: StatusSample[] }
   | { kind: "diverged"; reason: string; generation: number };
 
 /** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
 export async function openReplica(config: ExportConfig, disk: StoragePort, log: Log, bind: ExportBinder): Promise<ReplicaHandle> {
-  const node = new ReplicaNode(config, disk, openLogDirectory(config.replication!.logDir), log, bind);
+  const env: ReplicaEnv = {
+    timer: realTimer,
+    wallMicros: () => Date.now() * 1000,
+    link: (firstContact) => peerLink(config, log, firstContact),
+  };
+  const node = new ReplicaNode(config, disk, openLogDirectory(config.replication!.logDir), log, bind, env);
   await node.start();
   return node;
 }
 
-class ReplicaNode implements ReplicaHandle {
+function peerLink(config: ExportConfig, logger: Log, firstContact: "retry" | "fail"): PeerLink {
+  const replication = config.replication!;
+  const peer = replication.peer!;
+  return new PeerLink(
+    {
+      address: remoteAddress(peer),
+      exportName: peer.exportName,
+      clientName: `dstd replica of ${config.name}`,
+      log: logger,
+      auth: replication.keyFile !== null ? { key: loadKeyFile(replication.keyFile), suites: DEFAULT_SUITES } : null,
+      firstContact,
+      // Shipping waits out any outage: a FETCH that fails is simply asked again.
+      deadlineMs: firstContact === "fail" ? 10_000 : 60_000,
+    },
+    logger,
+  );
+}
+
+export class ReplicaNode implements ReplicaHandle {
   private side: Side = { kind: "diverged", reason: "starting", generation: 0 };
   readonly name: string;
 
@@ -100,8 +142,17 @@ class ReplicaNode implements ReplicaHandle {
     private readonly dir: LogDirectory,
     private readonly logger: Log,
     private readonly bind: ExportBinder,
+    private readonly env: ReplicaEnv,
   ) {
     this.name = config.name;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.env.timer.after(ms, resolve));
+  }
+
+  private primaryOptions(): PrimaryOptions {
+    return { logLimit: this.replication.logSize, log: this.logger, ...this.env.primaryOptions };
   }
 
   private get replication() {
@@ -145,8 +196,8 @@ class ReplicaNode implements ReplicaHandle {
   // ---- sides ------------------------------------------------------------------------------
 
   private async openPrimary(): Promise<Extract<Side, { kind: "primary" }>> {
-    const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger });
-    const server = new LogShipServer(primary, realTimer, { log: this.logger });
+    const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, this.primaryOptions());
+    const server = new LogShipServer(primary, this.env.timer, { log: this.logger });
     const s = primary.status();
     if (Object.keys(s.secondaries).length === 0 && primary.store.first <= 1) {
       // A new log: keep it for the first secondary, whenever it comes.
@@ -161,33 +212,18 @@ class ReplicaNode implements ReplicaHandle {
     const peer = this.replication.peer;
     if (peer === null) throw new DstdError("E_USAGE", `export '${this.name}' is a secondary but has no peer = "dst://HOST:PORT/NAME" in [export.replication]`);
     const secondary = await Secondary.open(this.disk, this.dir, {
-      clock: { now: () => Date.now() * 1000, after: realTimer.after },
+      ...this.env.secondaryOptions,
+      clock: { now: () => this.env.wallMicros(), after: (ms, run) => this.env.timer.after(ms, run) },
       replayDelayMs: this.replication.replayDelayMs,
       log: this.logger,
     });
-    const link = this.peerLink("retry");
-    const shipper = new Shipper(secondary, link.transport, realTimer, { log: this.logger, zstd: this.replication.compress, bandwidth: this.replication.bandwidth });
+    const link = this.env.link("retry");
+    const shipper = new Shipper(secondary, link.transport, this.env.timer, { log: this.logger, zstd: this.replication.compress, bandwidth: this.replication.bandwidth });
     shipper.start();
     this.logger.info(`export '${this.name}': replication secondary of ${formatExportUrl(peer)}, applied through seq ${secondary.applier.status().applied.seq}`);
     return { kind: "secondary", secondary, shipper, link, samples: [] };
   }
 
-  private peerLink(firstContact: "retry" | "fail"): PeerLink {
-    const peer = this.replication.peer!;
-    return new PeerLink(
-      {
-        address: remoteAddress(peer),
-        exportName: peer.exportName,
-        clientName: `dstd replica of ${this.name}`,
-        log: this.logger,
-        auth: this.replication.keyFile !== null ? { key: loadKeyFile(this.replication.keyFile), suites: DEFAULT_SUITES } : null,
-        firstContact,
-        // Shipping waits out any outage: a FETCH that fails is simply asked again.
-        deadlineMs: firstContact === "fail" ? 10_000 : 60_000,
-      },
-      this.logger,
-    );
-  }
 
   private become(side: Side): void {
     this.side = side;
@@ -219,7 +255,7 @@ class ReplicaNode implements ReplicaHandle {
 
   /** One FETCH to the peer from after `last`: is it a primary, does its log continue ours? */
   private async probePeer(last: ChainPoint): Promise<{ status: number; reason: string }> {
-    const link = this.peerLink("fail");
+    const link = this.env.link("fail");
     try {
       const answer = await new Promise<{ status: number; payload: Uint8Array | null }>((resolve) =>
         link.transport(
@@ -238,7 +274,7 @@ class ReplicaNode implements ReplicaHandle {
 
   status(): ReplicaStatus {
     const side = this.side;
-    const now = realTimer.now();
+    const now = this.env.timer.now();
     if (side.kind === "primary") return replicaStatusOf({ name: this.name, role: "primary", primary: side.primary.status(), contacts: side.server.secondaries(), now });
     if (side.kind === "diverged") return replicaStatusOf({ name: this.name, role: "diverged", reason: side.reason, generation: side.generation });
     return replicaStatusOf({
@@ -288,7 +324,7 @@ class ReplicaNode implements ReplicaHandle {
     this.bind(this.disk, undefined, true);
     if (point === null) {
       // Diverged: this node was a primary; its own log continues in a new generation.
-      const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger });
+      const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, this.primaryOptions());
       point = primary.store.last;
       generation = Math.max(generation, primary.status().generation);
       await primary.close();
@@ -296,7 +332,7 @@ class ReplicaNode implements ReplicaHandle {
       await this.clearForPrimary(point.seq);
     }
     const next = generation + 1;
-    const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { logLimit: this.replication.logSize, log: this.logger, base: point });
+    const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { ...this.primaryOptions(), base: point });
     primary.store.startGeneration(next);
     // The new generation is durable before any write is accepted.
     const errno = await new Promise<number>((resolve) => primary.store.append(RecordOp.MARK, RecordFlag.GENERATION, 0, 0, new Uint8Array(0), resolve));
@@ -310,7 +346,7 @@ class ReplicaNode implements ReplicaHandle {
       ? `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node`
       : `export '${this.name}': promoted to primary (handover) at seq ${point.seq}, generation ${next}; the old primary follows it as a secondary`;
     this.logger.warn(message);
-    this.become({ kind: "primary", primary, server: new LogShipServer(primary, realTimer, { log: this.logger }) });
+    this.become({ kind: "primary", primary, server: new LogShipServer(primary, this.env.timer, { log: this.logger }) });
     return message;
   }
 
@@ -375,30 +411,30 @@ class ReplicaNode implements ReplicaHandle {
 
   /** Waits while the applier makes progress through the copy (not when paused, halted or delayed). */
   private async drain(secondary: Secondary): Promise<void> {
-    const deadline = Date.now() + 30_000;
+    const deadline = this.env.timer.now() + 30_000;
     for (;;) {
       const s = secondary.applier.status();
-      if (s.applied.seq >= secondary.copy.durable.seq || s.halted !== null || s.paused || s.delayed > 0 || Date.now() > deadline) return;
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (s.applied.seq >= secondary.copy.durable.seq || s.halted !== null || s.paused || s.delayed > 0 || this.env.timer.now() > deadline) return;
+      await this.sleep(20);
     }
   }
 
   /** Waits until the primary layer has no mutation in flight, then checkpoints (disk flushed). */
   private async quiesce(primary: ReplicationPrimary): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    while (primary.status().inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    const deadline = this.env.timer.now() + 30_000;
+    while (primary.status().inFlight > 0 && this.env.timer.now() < deadline) await this.sleep(20);
     await new Promise<number>((resolve) => primary.checkpoint(resolve));
   }
 
   /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
   private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
     const target = primary.store.last.seq;
-    const deadline = Date.now() + 45_000;
+    const deadline = this.env.timer.now() + 45_000;
     for (;;) {
       const behind = Object.entries(primary.status().secondaries).filter(([, applied]) => applied < target);
       if (behind.length === 0) return null;
-      if (Date.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 45 s`).join("; ");
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (this.env.timer.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 45 s`).join("; ");
+      await this.sleep(50);
     }
   }
 
