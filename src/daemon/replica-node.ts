@@ -340,6 +340,17 @@ export class ReplicaNode implements ReplicaHandle {
       await primary.close();
       throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);
     }
+    // The log is kept for the peer from the promotion point until it fetches (the old primary
+    // following after a handover, or resyncing after a failover): without this a crash of the
+    // new primary before its first FETCH released the log it needs (found by the cluster
+    // simulation, docs/replication.md §8.2).
+    await new Promise<number>((resolve) => {
+      const why = primary.addSecondary(AWAITING_FIRST_SECONDARY, point!.seq, resolve);
+      if (why !== null) {
+        this.logger.warn(`export '${this.name}': ${why}`);
+        resolve(0);
+      }
+    });
     await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
     await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
     const message = force
@@ -368,9 +379,9 @@ export class ReplicaNode implements ReplicaHandle {
     await this.drain(side.secondary);
     const applied = side.secondary.applier.status().applied.seq;
     const last = side.shipper.status().primaryDurable;
-    if (applied !== side.secondary.copy.last.seq || applied < last) {
+    if (applied !== side.secondary.copy.last.seq || applied < last || !side.secondary.applier.status().consistent) {
       side.shipper.start();
-      throw new DstdError("E_STATE", `not drained: applied seq ${applied}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${last}; try again, or --force`);
+      throw new DstdError("E_STATE", `not drained: applied seq ${applied}${side.secondary.applier.status().consistent ? "" : " (inconsistent: a resync or recovery is not finished)"}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${last}; try again, or --force`);
     }
   }
 
@@ -428,11 +439,15 @@ export class ReplicaNode implements ReplicaHandle {
 
   /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
   private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
-    const target = primary.store.last.seq;
     const deadline = this.env.timer.now() + 45_000;
     for (;;) {
-      const behind = Object.entries(primary.status().secondaries).filter(([, applied]) => applied < target);
-      if (behind.length === 0) return null;
+      // Writes made around the log (overflow) reach a secondary only through the resync: the
+      // handover waits for RESYNC_END, or the new primary would lack those regions.
+      const status = primary.status();
+      const target = primary.store.last.seq;
+      const behind = Object.entries(status.secondaries).filter(([, applied]) => applied < target);
+      if (behind.length === 0 && status.mode === "logging" && !status.resyncPending) return null;
+      if (behind.length === 0 && this.env.timer.now() > deadline) return `the log is ${status.mode === "logging" ? "resyncing" : "in overflow"}: ${status.dirtyRegions} regions written around it have not reached the secondaries after 45 s`;
       if (this.env.timer.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 45 s`).join("; ");
       await this.sleep(50);
     }
