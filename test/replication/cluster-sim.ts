@@ -39,6 +39,7 @@ import { Prng } from "../../src/lib/prng.ts";
 import { zstdCompress } from "../../src/lib/zstd.ts";
 import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
 import { readRole } from "../../src/replication/role-file.ts";
+import { AWAITING_FIRST_SECONDARY } from "../../src/replication/ship-server.ts";
 import type { FetchTransport } from "../../src/replication/shipper.ts";
 import type { StoragePort } from "../../src/storage/port.ts";
 import { Flag } from "../../src/wire/dst/constants.ts";
@@ -202,8 +203,17 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
           return clock.after(delay(), () => alive() && done(Errno.ENOTSUP, reason));
         }
         const targetEpoch = target.epoch;
+        // The engine's deadline: a FETCH whose answer never comes (the primary crashed with it)
+        // fails, and the shipper asks again.
+        let answered = false;
+        clock.after(2000, () => {
+          if (answered) return;
+          answered = true;
+          if (alive()) done(Errno.ETIMEDOUT, null);
+        });
         source.fetch(request, from.name, (answer) => {
-          if (target.epoch !== targetEpoch) return; // the primary crashed: its answer is lost; the link fails it
+          if (target.epoch !== targetEpoch || answered) return; // lost with the primary, or timed out
+          answered = true;
           if (from.epoch === epoch && answer.status === 0) {
             const generation = source === target.bound?.log ? target.replica!.status().generation : 0;
             if (request.applied > from.reported.seq || generation !== from.reported.generation) from.reported = { seq: request.applied, generation };
@@ -275,6 +285,13 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     await settle(clock, replica.start());
     node.model = null;
     hook(node);
+    if (epoch === 1 && node.name === "a" && threeNodes) {
+      // Both secondaries known from the start: a secondary joining after the log was released
+      // needs an initial sync (docs/replication.md §10, not this simulation's subject).
+      const layer = (replica["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
+      for (const name of ["b", "c"]) await settle(clock, new Promise((resolve) => layer.addSecondary(name, 0, resolve)));
+      await settle(clock, new Promise((resolve) => layer.removeSecondary(AWAITING_FIRST_SECONDARY, resolve)));
+    }
     const s = replica.status();
     log(`${node.name} started: ${s.role} ${s.state} seq ${s.seq} generation ${s.generation}`);
     if (s.role === "secondary") {
@@ -513,9 +530,12 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     for (const node of nodes) {
       if (node.replica !== null && f.chance(crashRate) && !(failover.done && writer() === null)) crash(node);
       if (node.replica === null && node.downUntil !== null && clock.ticks >= node.downUntil) {
-        // The old primary returns only once its peer can answer: a node cannot tell a dead
-        // peer from a partition (docs/replication.md §11), so an operator brings it back then.
-        if (failover.done && node.name === failover.old) linkDown.delete(linkKey(node.name, node.peer!));
+        // The old primary returns only once its peer is up and can answer: a node cannot tell
+        // a dead peer from a partition (docs/replication.md §11), so an operator brings it back then.
+        if (failover.done && node.name === failover.old) {
+          if (byName(node.peer!).replica === null) continue;
+          linkDown.delete(linkKey(node.name, node.peer!));
+        }
         await restart(node);
       }
     }
@@ -546,7 +566,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
 
   // ---- convergence: faults off, everything healed and restarted ----
   linkDown.clear();
-  for (const node of nodes) if (node.replica === null) await restart(node);
+  for (const node of [...nodes].sort((x, y) => Number(x.name === failover.old) - Number(y.name === failover.old))) if (node.replica === null) await restart(node);
   const primary = writer();
   if (primary === null) fail("convergence", "no node takes writes at the end");
   await settle(clock, new Promise<void>((resolve) => primary!.bound!.port.flush(() => resolve())));
@@ -562,11 +582,14 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       const s = applier(n)!.status();
       return s.applied.seq !== p.last || !s.consistent;
     });
-    if (behind.length === 0 && settled) break;
+    // No follower (the old primary diverged): nothing to converge; the log is kept for it.
+    if (followers.length === 0 || (behind.length === 0 && settled)) break;
     if (clock.ticks > deadline) {
       const n = behind[0];
       const s = n?.replica!.status();
       const p = layer();
+      const side = n?.replica?.["side"] as { shipper?: { status(): unknown }; secondary?: { copy: { last: ChainPoint; durable: ChainPoint } } } | undefined;
+      log(`stuck: shipper ${JSON.stringify(side?.shipper?.status())} applier ${JSON.stringify(n === undefined ? null : applier(n)?.status(), (_k, v) => (typeof v === "bigint" ? v.toString(16) : v))} copy ${side?.secondary?.copy.last.seq}/${side?.secondary?.copy.durable.seq}`);
       fail("convergence", `${n?.name} at seq ${s?.seq} (${s?.state}: ${s?.reason}) while ${primary!.name} is at seq ${last()} (mode ${p.mode}, resync ${p.resyncPending}, log ${p.logBytes}/${p.logLimit})`);
     }
     clock.runUntil(clock.ticks + 1);
