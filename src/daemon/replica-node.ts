@@ -240,6 +240,16 @@ export class ReplicaNode implements ReplicaHandle {
     const last = side.primary.store.last;
     const peer = formatExportUrl(this.replication.peer!);
     const answer = await this.probePeer(last);
+    const own = side.primary.status();
+    if (answer.status === 0 && (own.mode !== "logging" || own.resyncPending || own.dirtyRegions > 0)) {
+      // Our log is a prefix of the peer's, but our disk also holds writes made around the log
+      // (overflow, docs/replication.md §5) that the peer never received: it is not the state
+      // after that prefix, so following the peer would mix the two (found by the cluster
+      // simulation, §8.2). Diverged: the regions are in our dirty bitmap for the repair.
+      const why = `the peer ${peer} is a replication primary whose log continues ours (seq ${last.seq}), but our disk holds writes made around the log (${own.dirtyRegions} dirty regions, mode ${own.mode}${own.resyncPending ? ", resync pending" : ""}) that it never received`;
+      this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica resync`);
+      return why;
+    }
     if (answer.status === 0) {
       this.logger.warn(`export '${this.name}': the peer ${peer} is a replication primary and its log continues ours (seq ${last.seq}): starting as its secondary, not as a second primary`);
       return "secondary";
