@@ -466,6 +466,11 @@ export class ReplicaNode implements ReplicaHandle {
   /** The applied position = the primary's last record (its disk holds it, flushed). */
   private async writeApplied(primary: ReplicationPrimary): Promise<void> {
     const last = primary.store.last;
+    // The position claims the disk holds every record ≤ last durably: flush it first (a
+    // checkpoint already under way when the layer quiesced does not cover the last records;
+    // found by the cluster simulation, docs/replication.md §8.2).
+    const errno = await new Promise<number>((resolve) => this.disk.flush(resolve));
+    if (errno !== 0) throw new DstdError("E_IO", `the disk could not be flushed before becoming a secondary: ${errnoMessage(errno)}`);
     await Applier.writePosition(this.dir, { point: last, applyingThrough: last.seq, inResync: false });
   }
 
