@@ -88,7 +88,9 @@ export class LogShipServer implements LogSource {
     const registered = primary.status().secondaries[secondary];
     const why = registered === undefined ? primary.addSecondary(secondary, request.applied) : primary.secondaryApplied(secondary, Math.min(request.applied, durable.seq));
     if (why !== null) return refuse(Errno.ENODATA, why);
-    if (registered === undefined && AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
+    // Whenever a real secondary fetches, not only at its first registration: a crash can leave
+    // both in the state, and the placeholder would then pin the log for good (cluster sim, §8.2).
+    if (AWAITING_FIRST_SECONDARY in primary.status().secondaries && secondary !== AWAITING_FIRST_SECONDARY) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
     contact.applied = Math.max(contact.applied, request.applied);
     contact.refused = null;
     const after: ChainPoint = { seq: held, chain: request.prevChain, lamport: request.prevLamport, generation: request.prevGeneration };

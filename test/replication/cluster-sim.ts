@@ -590,7 +590,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       const p = layer();
       const side = n?.replica?.["side"] as { shipper?: { status(): unknown }; secondary?: { copy: { last: ChainPoint; durable: ChainPoint } } } | undefined;
       log(`stuck: shipper ${JSON.stringify(side?.shipper?.status())} applier ${JSON.stringify(n === undefined ? null : applier(n)?.status(), (_k, v) => (typeof v === "bigint" ? v.toString(16) : v))} copy ${side?.secondary?.copy.last.seq}/${side?.secondary?.copy.durable.seq}`);
-      fail("convergence", `${n?.name} at seq ${s?.seq} (${s?.state}: ${s?.reason}) while ${primary!.name} is at seq ${last()} (mode ${p.mode}, resync ${p.resyncPending}, log ${p.logBytes}/${p.logLimit})`);
+      fail("convergence", `${n?.name} at seq ${s?.seq} (${s?.state}: ${s?.reason}) while ${primary!.name} is at seq ${last()} (mode ${p.mode}, resync ${p.resyncPending}, log ${p.logBytes}/${p.logLimit}, checkpoint ${p.checkpoint}, secondaries ${JSON.stringify(p.secondaries)})`);
     }
     clock.runUntil(clock.ticks + 1);
     for (let i = 0; i < 4; i++) await null;
