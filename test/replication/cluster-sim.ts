@@ -353,6 +353,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   function submit(): void {
     const node = writer();
     if (node === null || submitted >= opsTotal || inFlight >= queueDepth) return;
+    if (handoverDue()) return; // let the writes drain so the handover can be tried
     const port = node.bound!.port;
     const w = prng.work;
     const kind = w.int(10);
@@ -519,10 +520,13 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   let steps = 0;
   let scribbled = false;
   let handoverTries = 0;
+  function handoverDue(): boolean {
+    return handoverAt >= 0 && submitted >= handoverAt && stats.handovers === 0 && handoverTries < 3;
+  }
   while (submitted < opsTotal || inFlight > 0) {
     if (++steps > 100_000) fail("liveness", `workload stuck: ${submitted}/${opsTotal} submitted, ${inFlight} in flight`);
     submit();
-    if (handoverAt >= 0 && submitted >= handoverAt && inFlight === 0 && stats.handovers === 0 && handoverTries < 3) {
+    if (handoverDue() && inFlight === 0) {
       handoverTries++;
       await handover();
     }
