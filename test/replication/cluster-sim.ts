@@ -339,6 +339,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   // ---- the workload (on whichever node takes writes) ----
   const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null }));
   let nextValue = 1;
+  let holdWrites = false;
   let inFlight = 0;
   let submitted = 0;
   let incarnation = 0; // bumped when the writer crashes or changes: its callbacks are void
@@ -354,6 +355,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     const node = writer();
     if (node === null || submitted >= opsTotal || inFlight >= queueDepth) return;
     if (handoverDue()) return; // let the writes drain so the handover can be tried
+    if (holdWrites) return;
     const port = node.bound!.port;
     const w = prng.work;
     const kind = w.int(10);
@@ -499,6 +501,19 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     if (primary === null || threeNodes) return;
     const next = byName(primary.peer!);
     if (next.replica === null || next.replica.role !== "secondary") return;
+    if (f.chance(0.5)) {
+      // A clean failover: the secondary has applied the whole log when the primary dies, so the
+      // old primary's log is a prefix of the new one's and it may come back as a secondary.
+      holdWrites = true;
+      const layer = (primary.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
+      const until = clock.ticks + 5000;
+      while (clock.ticks < until && (inFlight > 0 || (applier(next)?.status().applied.seq ?? 0) < layer.store.last.seq)) {
+        clock.runUntil(clock.ticks + 1);
+        for (let i = 0; i < 2; i++) await null;
+      }
+      holdWrites = false;
+      log(`clean failover: ${next.name} applied ${applier(next)?.status().applied.seq} of ${layer.store.last.seq}`);
+    }
     crash(primary);
     primary.downUntil = clock.ticks + 200 + f.int(400);
     log(`FAILOVER: ${primary.name} down, promote --force ${next.name}`);
