@@ -12,8 +12,8 @@
  * dropped or torn; unflushed disk writes kept or dropped) and restarts, link cuts and
  * partitions (a FETCH in flight then fails, as the engine's deadline would), slow links, bytes
  * flipped in transit (after compression: corrupt frames and corrupt records), a planned
- * handover (demote, then promote), and a forced failover while the primary is down, the old
- * primary coming back with its peer set.
+ * handover (demote, then promote), and a forced failover while the primary is down (half of
+ * them once the secondary has the whole log), the old primary coming back with its peer set.
  *
  * Invariants, checked on every step (and at the end):
  * - anytime consistency (prefix): whenever a secondary's applier reports itself consistent
