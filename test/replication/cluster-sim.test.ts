@@ -10,7 +10,7 @@ import { expect, test } from "bun:test";
 import { runClusterSeed, type ClusterStats, type PlantedBug } from "./cluster-sim.ts";
 
 const single = process.env.CLUSTER_SIM_SEED;
-const seeds = Number(process.env.CLUSTER_SIM_SEEDS ?? 500);
+const seeds = Number(process.env.CLUSTER_SIM_SEEDS ?? 2000);
 const start = Number(process.env.CLUSTER_SIM_SEED_START ?? 1);
 
 if (single !== undefined) {
