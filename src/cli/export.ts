@@ -58,6 +58,8 @@ export default defineDstdCommand({
     "replica-of": { type: "string", description: "be a secondary of this primary export, fetching its log with the first --key-file: dst://HOST[:PORT]/NAME", valueHint: "URL" },
     "replay-delay": { type: "string", description: "secondary: apply each record this long after the primary wrote it (an undo window)", valueHint: "DURATION" },
     "state-dir": { type: "string", description: "replicated exports: open the control socket in DIR, for dstd replica (status, promote, pause…) with --state-dir DIR", valueHint: "DIR" },
+    compress: { type: "boolean", description: "secondary: ask the primary for zstd-compressed log answers (docs/replication.md §10)" },
+    bandwidth: { type: "string", description: "secondary: most bytes per second the log shipping takes on the wire, e.g. 20MiB/s", valueHint: "RATE" },
   },
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
@@ -132,20 +134,22 @@ export default defineDstdCommand({
 
 /** `--log-dir DIR [--log-size SIZE]` (primary) or `--log-dir DIR --replica-of URL` (secondary) as an [export.replication] table. */
 function replicationFromFlags(
-  args: { "log-dir"?: string; "log-size"?: string; "replica-of"?: string; "replay-delay"?: string },
+  args: { "log-dir"?: string; "log-size"?: string; "replica-of"?: string; "replay-delay"?: string; compress?: boolean; bandwidth?: string },
   keyFiles: readonly string[],
 ): Record<string, unknown> | null {
   const dir = args["log-dir"];
   if (dir === undefined) {
-    for (const flag of ["log-size", "replica-of", "replay-delay"] as const) {
-      if (args[flag] !== undefined) throw new UsageError(`--${flag} needs --log-dir DIR (where the replication log is kept)`);
+    for (const flag of ["log-size", "replica-of", "replay-delay", "compress", "bandwidth"] as const) {
+      if (args[flag] !== undefined && args[flag] !== false) throw new UsageError(`--${flag} needs --log-dir DIR (where the replication log is kept)`);
     }
     return null;
   }
   const table: Record<string, unknown> = { log_dir: resolve(dir) };
   const peer = args["replica-of"];
   if (peer === undefined) {
-    if (args["replay-delay"] !== undefined) throw new UsageError("--replay-delay is for a secondary (--replica-of URL)");
+    for (const flag of ["replay-delay", "compress", "bandwidth"] as const) {
+      if (args[flag] !== undefined && args[flag] !== false) throw new UsageError(`--${flag} is for a secondary (--replica-of URL)`);
+    }
     if (args["log-size"] !== undefined) table.log_size = args["log-size"];
     return table;
   }
@@ -154,6 +158,8 @@ function replicationFromFlags(
   table.peer = peer;
   if (keyFiles.length > 0) table.key_file = resolve(keyFiles[0]!);
   if (args["replay-delay"] !== undefined) table.replay_delay = args["replay-delay"];
+  if (args.compress === true) table.compress = true;
+  if (args.bandwidth !== undefined) table.bandwidth = args.bandwidth;
   return table;
 }
 

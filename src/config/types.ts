@@ -219,6 +219,10 @@ export interface ReplicationConfig {
   /** Secondary: the identity key it fetches with; null: anonymous (loopback only). */
   readonly keyFile: string | null;
   readonly replayDelayMs: number;
+  /** Secondary: ask for zstd-compressed FETCH answers (docs/protocol.md §11.1). */
+  readonly compress: boolean;
+  /** Secondary: most bytes per second the shipping takes on the wire; 0: no cap. */
+  readonly bandwidth: number;
 }
 
 export interface AttachConfig {

@@ -1,11 +1,14 @@
 /**
  * @module daemon/peer-link — a replica's DST client to its peer, for FETCH and SYNC
- * (docs/protocol.md §11, §12): opened lazily, opened again after the engine gave up (a deadline spent during a long
- * outage) — FETCH and SYNC only read: always safe to ask again.
+ * (docs/protocol.md §11, §12): opened lazily, opened again after the engine gave up (a deadline
+ * spent during a long outage) — FETCH and SYNC only read: always safe to ask again. A FETCH that
+ * wants compression carries Flag.ZSTD only when the peer's WELCOME granted Feature.FETCH_ZSTD
+ * (docs/protocol.md §11.1): an older primary, which would refuse the flag, gets plain FETCHes.
  */
 import { Errno } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import { DstClient, type DstClientOptions } from "../client/dst-client.ts";
+import { Feature } from "../wire/dst/constants.ts";
 import { encodeFetchRequest } from "../wire/dst/fetch.ts";
 import type { FetchTransport } from "../replication/shipper.ts";
 import type { SyncTransport } from "../replication/initial-sync.ts";
@@ -22,22 +25,30 @@ export class PeerLink {
   ) {}
 
   readonly transport: FetchTransport = (request, done) => {
-    this.submit("fetch", request.seq, request.maxBytes, encodeFetchRequest(request), done);
+    this.submit("fetch", request.seq, request.maxBytes, encodeFetchRequest(request), request.zstd === true, done);
   };
 
   /** SYNC (initial sync, docs/protocol.md §12) over the same connection. */
   readonly sync: SyncTransport = (request, offset, length, done) => {
-    this.submit("sync", offset, length, encodeSyncRequest(request), done);
+    this.submit("sync", offset, length, encodeSyncRequest(request), false, done);
   };
 
-  private submit(kind: "fetch" | "sync", offset: number, length: number, data: Uint8Array, done: (status: number, payload: Uint8Array | null) => void): void {
+  private submit(
+    kind: "fetch" | "sync",
+    offset: number,
+    length: number,
+    data: Uint8Array,
+    wantsZstd: boolean,
+    done: (status: number, payload: Uint8Array | null, flags?: number) => void,
+  ): void {
     this.get().then(
       (client) => {
+        const zstd = wantsZstd && ((client.engine.welcome?.features ?? 0) & Feature.FETCH_ZSTD) !== 0;
         const accepted = client.submit(
-          { kind, offset, length, data },
-          (errno, data) => {
+          { kind, offset, length, data, zstd },
+          (errno, data, flags) => {
             if (errno === Errno.EIO || errno === Errno.ESHUTDOWN || errno === Errno.ETIMEDOUT) this.drop(client);
-            done(errno, data);
+            done(errno, data, flags);
           },
         );
         if (accepted <= 0) {

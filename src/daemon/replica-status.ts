@@ -71,6 +71,8 @@ export interface ReplicaStatus {
   replay_paused: boolean;
   /** Secondary: log bytes stored in the copy since the node started (each record once, unless a copy was cut after a crash). */
   received_bytes: number;
+  /** Secondary: bytes of FETCH answers on the wire since the node started (below received_bytes when answers come compressed). */
+  wire_bytes: number;
   /** Primary: each secondary that fetched, with its applied seq. */
   secondaries: Array<{ name: string; applied: number; last_contact_seconds: number; refused: string | null }>;
   /** Primary: "logging" or "overflow" (writing around the log into the dirty bitmap). */
@@ -145,6 +147,7 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     fetch_paused: false,
     replay_paused: false,
     received_bytes: 0,
+    wire_bytes: 0,
     secondaries: contacts,
     mode: p.mode,
     dirty_regions: p.dirtyRegions,
@@ -172,6 +175,7 @@ function divergedStatus(input: Extract<StatusInput, { role: "diverged" }>): Repl
     fetch_paused: false,
     replay_paused: false,
     received_bytes: 0,
+    wire_bytes: 0,
     secondaries: [],
     mode: null,
     dirty_regions: 0,
@@ -266,6 +270,7 @@ function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): Re
     fetch_paused: shipper.state === "paused",
     replay_paused: applier.paused,
     received_bytes: shipper.receivedBytes,
+    wire_bytes: shipper.wireBytes,
     secondaries: [],
     mode: null,
     dirty_regions: 0,

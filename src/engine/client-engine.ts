@@ -475,7 +475,7 @@ export class ClientEngine {
         data = txn.into;
       } else this.handedOut = true;
     }
-    this.complete(txn, header.status, data);
+    this.complete(txn, header.status, data, header.flags);
   }
 
   private onChallenge(payload: Uint8Array): void {
@@ -640,7 +640,7 @@ export class ClientEngine {
     return Math.round(ms * (0.8 + 0.4 * this.prng.float()));
   }
 
-  private complete(txn: Txn, status: number, data: Uint8Array | null): void {
+  private complete(txn: Txn, status: number, data: Uint8Array | null, flags = 0): void {
     const durability = this.durability;
     this.pending.delete(txn.txid);
     if (txn.sentOn === this.connection && this.state === "ready") this.onWire--;
@@ -654,7 +654,7 @@ export class ClientEngine {
       durability.autoFlushPending = false;
       if (status !== 0) this.log.warn(`automatic flush failed: ${errnoMessage(status)}`);
     }
-    txn.done?.(status, data);
+    txn.done?.(status, data, flags);
     this.letGo(txn);
     this.pump();
   }

@@ -43,10 +43,15 @@ export interface Request {
   into?: Uint8Array;
   fua?: boolean;
   noHole?: boolean;
+  /** FETCH: Flag.ZSTD when the export granted Feature.FETCH_ZSTD and compressed replies are wanted. */
+  zstd?: boolean;
 }
 
-/** errno 0 = success; `data` is the READ payload (the request's `into` when it had one). */
-export type Completion = (errno: number, data: Uint8Array | null) => void;
+/**
+ * errno 0 = success; `data` is the READ payload (the request's `into` when it had one);
+ * `flags` the reply header's flags (FETCH: Flag.ZSTD says the records are compressed).
+ */
+export type Completion = (errno: number, data: Uint8Array | null, flags?: number) => void;
 
 export interface Txn {
   txid: number;
@@ -115,6 +120,7 @@ export function makeTxn(
 ): Txn {
   let flags = request.fua ? Flag.FUA : 0;
   if (request.kind === "zero" && request.noHole) flags |= Flag.NO_HOLE;
+  if (request.kind === "fetch" && request.zstd === true) flags |= Flag.ZSTD;
   let digest: Uint8Array | null = null;
   const size = request.kind === "write" ? digestSize(checksum) : 0;
   if (size > 0 && data !== null) {

@@ -3,13 +3,16 @@
  * export's replication log. The export only checks the right (Perm.REPLICA, from an allow rule
  * of access "replica"), bounds the answer, frames the reply; what the answer holds comes from
  * the export's `LogSource` (the replication primary's log, src/replication/ship-server.ts).
+ * A request with Flag.ZSTD gets its records compressed when that makes the reply smaller
+ * (§11.1); the reply's `length` stays the byte count of the records uncompressed.
  */
 import { Errno } from "../lib/errno.ts";
 import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
-import { FETCH_REPLY_PREFIX, HEADER_SIZE, MESSAGE_MAX, Op, REPLY_BIT } from "../wire/dst/constants.ts";
+import { FETCH_REPLY_PREFIX, Flag, HEADER_SIZE, MESSAGE_MAX, Op, REPLY_BIT } from "../wire/dst/constants.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
-import { decodeFetchRequest, encodeFetchReason, type FetchRequest } from "../wire/dst/fetch.ts";
+import { compressFetchReply, decodeFetchRequest, encodeFetchReason, type FetchRequest } from "../wire/dst/fetch.ts";
 import type { SyncRequest } from "../wire/dst/sync.ts";
+import { zstdCompress } from "../lib/zstd.ts";
 import type { HandleResult, RequestHost } from "./requests.ts";
 
 /** The answer to one FETCH: a reply payload (prefix + records), or a failure with its reason. */
@@ -62,7 +65,7 @@ export function handleFetch(host: FetchHost, header: Header, payload: Uint8Array
     fail(Errno.EINVAL, `FETCH length ${header.length} is below one whole record (${source.minFetchBytes} bytes) or above the max payload`);
     return "done";
   }
-  const request = decodeFetchRequest(header.offset, wanted, payload);
+  const request = decodeFetchRequest(header.offset, wanted, payload, header.flags);
   if (typeof request === "string") {
     fail(Errno.EINVAL, request);
     return "done";
@@ -70,7 +73,13 @@ export function handleFetch(host: FetchHost, header: Header, payload: Uint8Array
   let sync = true;
   source.fetch(request, host.identity ?? "anonymous", (answer) => {
     if (!host.live) host.replies.unreserve(reservation);
-    else if ("payload" in answer) send(host, txid, header.offset, 0, answer.payload, reservation);
+    else if ("payload" in answer) {
+      // Never larger than the plain payload, so the reservation holds.
+      const compressed = request.zstd === true ? compressFetchReply(answer.payload, zstdCompress) : null;
+      const records = answer.payload.length - FETCH_REPLY_PREFIX;
+      if (compressed !== null) send(host, txid, header.offset, 0, compressed, reservation, Flag.ZSTD, records);
+      else send(host, txid, header.offset, 0, answer.payload, reservation, 0, records);
+    }
     else send(host, txid, header.offset, answer.status, encodeFetchReason(answer.reason), reservation);
     if (!sync) host.completed();
   });
@@ -78,16 +87,16 @@ export function handleFetch(host: FetchHost, header: Header, payload: Uint8Array
   return "done";
 }
 
-function send(host: FetchHost, txid: number, offset: number, status: number, payload: Uint8Array, reservation: number): void {
+function send(host: FetchHost, txid: number, offset: number, status: number, payload: Uint8Array, reservation: number, flags = 0, records = 0): void {
   const total = HEADER_SIZE + payload.length;
   const frame = host.replies.frame(total);
   encodeHeader(frame, RECORD_HEADER_SIZE, {
     version: 1,
     opcode: Op.FETCH | REPLY_BIT,
-    flags: 0,
+    flags,
     txid,
     offset,
-    length: status === 0 ? payload.length - FETCH_REPLY_PREFIX : 0,
+    length: status === 0 ? records : 0,
     payloadLength: payload.length,
     status,
   });

@@ -186,6 +186,7 @@ export class ExportHandshake {
       features:
         Feature.SESSIONS |
         (hello.features & Feature.RESIZE_NOTICE) |
+        (hello.features & Feature.FETCH_ZSTD) |
         (port.canMultiConn ? Feature.MULTI_CONN : 0) |
         (port.canFlush ? Feature.FLUSH : 0) |
         Feature.FUA |

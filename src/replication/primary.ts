@@ -706,6 +706,7 @@ export class ReplicationPrimary extends PassThrough {
     this.saveState({ ...this.state, mode: "logging", voidAfter: null, resyncPending: true }, (errno) => {
       this.transitionSaving = false;
       this.transition = null;
+      if (this.closed) return; // closed meanwhile (a demote): no record after close
       if (errno !== 0) {
         this.options.log?.error(`replication: cannot resume logging: ${errnoMessage(errno)}`);
         this.holding = false;
@@ -770,11 +771,12 @@ export class ReplicationPrimary extends PassThrough {
         this.locks.splice(this.locks.indexOf(op), 1);
         this.releaseHeld();
       };
-      if (errno !== 0 || this.store.failed !== 0) {
+      if (errno !== 0 || this.store.failed !== 0 || this.closed) {
         unlock();
         this.copying = false;
-        this.options.log?.warn(`replication: resync copy of ${length} bytes at ${op.offset} failed: ${errnoMessage(errno || this.store.failed)}`);
-        return this.finish(op, errno || this.store.failed);
+        const why = errno || this.store.failed || Errno.ESHUTDOWN;
+        if (!this.closed) this.options.log?.warn(`replication: resync copy of ${length} bytes at ${op.offset} failed: ${errnoMessage(why)}`);
+        return this.finish(op, why);
       }
       const pieces = Math.ceil(length / MAX_RECORD_PAYLOAD);
       let waiting = pieces;
@@ -802,7 +804,7 @@ export class ReplicationPrimary extends PassThrough {
     this.copying = true;
     // Cleared bits must be durable before the state says the resync is over.
     this.bitmap.persist((errno) => {
-      if (errno !== 0 || this.bitmap.dirtyRegions > 0 || this.mode !== "logging" || this.holding) {
+      if (errno !== 0 || this.bitmap.dirtyRegions > 0 || this.mode !== "logging" || this.holding || this.closed) {
         this.copying = false;
         return;
       }

@@ -14,14 +14,29 @@
  * "released" (the primary no longer has the records: a full sync is needed) and "diverged at
  * seq N" (the copy does not continue the primary's log) stop fetching, with the reason in
  * `status()`; other failures (link down, timeouts, a refused record) are retried.
+ *
+ * Compression (docs/protocol.md §11.1): with `zstd` the FETCH says a compressed answer is
+ * welcome (the transport sends that only to a primary that granted it); a compressed answer
+ * is decompressed into at most the bytes asked for, and a corrupt one is fetched again — the
+ * records' chained checksums are over the uncompressed bytes and are checked by the copy as
+ * always. Bandwidth cap (`bandwidth`, bytes/s): a token bucket (shipping-pace.ts) debited by the bytes each
+ * answer took on the wire; the next FETCH waits until the bucket is no longer in debt, and a
+ * FETCH asks for at most half a second's worth.
  */
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import { decodeFetchReason, decodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
+import { zstdDecompress } from "../lib/zstd.ts";
 import type { Secondary } from "./secondary.ts";
+import { MAX_RECORD_SIZE } from "./record.ts";
+import { TokenBucket } from "./shipping-pace.ts";
 
-/** Sends one FETCH; `done` once with the reply's status and payload (records, or a reason). */
-export type FetchTransport = (request: FetchRequest, done: (status: number, payload: Uint8Array | null) => void) => void;
+/**
+ * Sends one FETCH; `done` once with the reply's status, payload (records, or a reason) and
+ * header flags (Flag.ZSTD: compressed). A request with `zstd` may go out without the flag
+ * (the primary did not grant compression); the reply's flags say what came back.
+ */
+export type FetchTransport = (request: FetchRequest, done: (status: number, payload: Uint8Array | null, flags?: number) => void) => void;
 
 export interface ShipperClock {
   /** Milliseconds. */
@@ -34,6 +49,10 @@ export interface ShipperOptions {
   maxBytes?: number;
   /** Wait before retrying after a failure (default 1 s). */
   retryMs?: number;
+  /** Ask for compressed answers (docs/protocol.md §11.1). */
+  zstd?: boolean;
+  /** Most bytes per second on the wire (answers as received, compressed or not); 0/absent: no cap. */
+  bandwidth?: number;
   log?: Log;
   /** Fetching stopped: the primary answered released or diverged (the node may start a sync). */
   onStopped?: (state: "released" | "diverged", reason: string) => void;
@@ -58,6 +77,8 @@ export interface ShipperStatus {
   lastContact: number | null;
   /** Bytes of records received since start. */
   receivedBytes: number;
+  /** Bytes of answers on the wire since start (smaller than receivedBytes when compressed). */
+  wireBytes: number;
   fetches: number;
   /** Failed or refused FETCHes asked again (a count to wait on). */
   retries: number;
@@ -76,9 +97,11 @@ export class Shipper {
   private behindBytes = 0;
   private lastContact: number | null = null;
   private receivedBytes = 0;
+  private wireBytes = 0;
   private fetches = 0;
   private retries = 0;
   private readonly maxBytes: number;
+  private readonly pace: TokenBucket | null;
 
   constructor(
     private readonly secondary: Secondary,
@@ -86,7 +109,10 @@ export class Shipper {
     private readonly clock: ShipperClock,
     private readonly options: ShipperOptions = {},
   ) {
-    this.maxBytes = options.maxBytes ?? 8 << 20;
+    const rate = options.bandwidth ?? 0;
+    this.pace = rate > 0 ? new TokenBucket(rate, clock.now()) : null;
+    // Capped: at most half a second's worth per FETCH (never below one whole record).
+    this.maxBytes = Math.min(options.maxBytes ?? 8 << 20, rate > 0 ? Math.max(MAX_RECORD_SIZE, Math.floor(rate / 2)) : Infinity);
   }
 
   status(): ShipperStatus {
@@ -98,6 +124,7 @@ export class Shipper {
       behindBytes: this.behindBytes,
       lastContact: this.lastContact,
       receivedBytes: this.receivedBytes,
+      wireBytes: this.wireBytes,
       fetches: this.fetches,
       retries: this.retries,
     };
@@ -135,6 +162,15 @@ export class Shipper {
 
   private next(): void {
     if (this.busy || this.storing > 1 || (this.state !== "fetching" && this.state !== "retrying" && this.state !== "refused")) return;
+    if (this.cancelTimer !== null) return; // a retry or the bandwidth cap is waiting
+    const wait = this.pace?.wait(this.clock.now()) ?? 0;
+    if (wait > 0) {
+      this.cancelTimer = this.clock.after(wait, () => {
+        this.cancelTimer = null;
+        this.next();
+      });
+      return;
+    }
     this.busy = true;
     const want = this.secondary.wanted();
     const hint = this.hint !== null && this.hint.seq === want.seq + 1 ? this.hint : null;
@@ -149,11 +185,16 @@ export class Shipper {
       prevLamport: want.lamport,
       prevGeneration: want.generation,
     };
+    if (this.options.zstd === true) request.zstd = true;
     this.fetches++;
-    this.transport(request, (status, payload) => this.answered(request, status, payload));
+    this.transport(request, (status, payload, flags) => this.answered(request, status, payload, flags ?? 0));
   }
 
-  private answered(request: FetchRequest, status: number, payload: Uint8Array | null): void {
+  private answered(request: FetchRequest, status: number, payload: Uint8Array | null, flags: number): void {
+    if (payload !== null) {
+      this.wireBytes += payload.length;
+      this.pace?.take(payload.length, this.clock.now());
+    }
     if (this.state === "stopped" || this.state === "paused") {
       this.busy = false;
       return;
@@ -173,7 +214,7 @@ export class Shipper {
       return this.retry(`the primary cannot ship seq ${request.seq}: ${decodeFetchReason(payload)}`, "refused");
     }
     if (status !== 0 || payload === null) return this.retry(`FETCH from seq ${request.seq} failed: ${errnoMessage(status)}`);
-    const reply = decodeFetchReply(payload);
+    const reply = decodeFetchReply(payload, flags, request.maxBytes, zstdDecompress);
     if (typeof reply === "string") return this.retry(reply);
     this.lastContact = this.clock.now();
     this.primaryDurable = reply.durable;

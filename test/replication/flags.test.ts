@@ -105,6 +105,10 @@ test("replication flags: clear usage errors", async () => {
     [["--log-dir", "x.log", "--replay-delay", "1s"], "--replay-delay is for a secondary"],
     [["--log-dir", "x.log", "--replica-of", "dst://h/disk", "--log-size", "1GiB"], "--log-size is for a primary"],
     [["--state-dir", "x.state"], "--state-dir opens the control socket of a replicated export: give --log-dir DIR too"],
+    [["--compress"], "--compress needs --log-dir DIR"],
+    [["--log-dir", "x.log", "--compress"], "--compress is for a secondary"],
+    [["--log-dir", "x.log", "--bandwidth", "1MiB/s"], "--bandwidth is for a secondary"],
+    [["--log-dir", "x.log", "--replica-of", "dst://h/disk", "--bandwidth", "20MiB"], 'is not a rate; use e.g. "20MiB/s"'],
   ] as const) {
     const result = await runDstd(["export", "--file", file, "--size", "1MiB", ...args], {}, { cwd: dir.path });
     expect(result.exitCode).not.toBe(0);

@@ -50,7 +50,7 @@ export interface SimStats {
   converged: boolean;
 }
 
-interface ShadowRecord {
+export interface ShadowRecord {
   chain: bigint;
   op: number;
   flags: number;
@@ -506,21 +506,21 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
 }
 
 /** Index of the first differing byte, or -1 (native compare first: this runs on every batch). */
-function firstDifference(a: Uint8Array, b: Uint8Array): number {
+export function firstDifference(a: Uint8Array, b: Uint8Array): number {
   if (Buffer.compare(a, b) === 0) return -1;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
   return a.length;
 }
 
 /** The value a block holds: 0 (zeroes), the write's value, or null (garbage). */
-function valueOf(bytes: Uint8Array, offset: number, size: number): number | null {
+export function valueOf(bytes: Uint8Array, offset: number, size: number): number | null {
   const view = new DataView(bytes.buffer, bytes.byteOffset + offset, size);
   const first = view.getUint32(0);
   for (let i = 0; i + 4 <= size; i += 4) if (view.getUint32(i) !== first) return null;
   return first;
 }
 
-function applyShadow(target: Uint8Array, r: ShadowRecord): void {
+export function applyShadow(target: Uint8Array, r: ShadowRecord): void {
   switch (r.op) {
     case RecordOp.WRITE:
       target.set(r.payload, r.offset);

@@ -89,8 +89,14 @@ export const Flag = {
    * own copy and verified by the receiver before the data is used (docs/security.md §6).
    */
   DIGEST: 0x0004,
+  /**
+   * FETCH request: the secondary accepts a zstd-compressed reply; FETCH reply: the records
+   * after the prefix are one zstd frame (docs/protocol.md §11.1). Sent only on a connection
+   * whose WELCOME granted Feature.FETCH_ZSTD, so an older export never sees it.
+   */
+  ZSTD: 0x0008,
 } as const;
-export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE | Flag.DIGEST;
+export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE | Flag.DIGEST | Flag.ZSTD;
 /** Digest sizes a DIGEST payload may end with (xxh3: 8; sha256, blake2b256: 32). */
 export const DIGEST_SIZES: readonly number[] = [8, 32];
 export const DIGEST_MAX = 32;
@@ -197,6 +203,8 @@ export const SYNC_RUN_SIZE = 16;
 /** Most runs one SYNC COPY reply lists. */
 export const SYNC_MAX_RUNS = 4096;
 export const SyncKind = { BEGIN: 1, COPY: 2 } as const;
+/** A compressed FETCH reply (Flag.ZSTD) has, after the prefix, the u64 byte count of the records once decompressed, then one zstd frame. */
+export const FETCH_ZSTD_LENGTH_SIZE = 8;
 
 export const Feature = {
   FLUSH: 0x0001,
@@ -213,6 +221,11 @@ export const Feature = {
   MULTI_CONN: 0x0020,
   /** HELLO and WELCOME: the client understands SIZE_NOTICE frames (an online resize). */
   RESIZE_NOTICE: 0x0040,
+  /**
+   * HELLO: the client may ask for compressed FETCH replies; WELCOME: the export understands
+   * Flag.ZSTD on FETCH (docs/protocol.md §11.1). An export that does not grant it gets plain FETCHes.
+   */
+  FETCH_ZSTD: 0x0080,
 } as const;
 
 /**

@@ -1,0 +1,55 @@
+/**
+ * @module test/replication/cluster-sim.test — the cluster-level replication simulation
+ * (cluster-sim.ts, docs/replication.md §8.2) over many seeds, and the planted bugs its checkers
+ * must catch.
+ *   bun test test/replication/cluster-sim.test.ts                          # CLUSTER_SIM_SEEDS (default below)
+ *   CLUSTER_SIM_SEEDS=10000 CLUSTER_SIM_SEED_START=5000 bun test test/replication/cluster-sim.test.ts
+ *   CLUSTER_SIM_SEED=1234 bun test test/replication/cluster-sim.test.ts    # one seed, verbose trace
+ */
+import { expect, test } from "bun:test";
+import { runClusterSeed, type ClusterStats, type PlantedBug } from "./cluster-sim.ts";
+
+const single = process.env.CLUSTER_SIM_SEED;
+const seeds = Number(process.env.CLUSTER_SIM_SEEDS ?? 2000);
+const start = Number(process.env.CLUSTER_SIM_SEED_START ?? 1);
+
+if (single !== undefined) {
+  test(`cluster sim seed ${single}`, async () => {
+    const stats = await runClusterSeed(Number(single), { verbose: true, plant: (process.env.CLUSTER_SIM_PLANT ?? "none") as PlantedBug });
+    console.log(stats);
+  }, 600_000);
+} else {
+  test(`cluster sim: ${seeds} seeds from ${start}`, async () => {
+    const total: Record<string, number> = {};
+    const began = performance.now();
+    for (let seed = start; seed < start + seeds; seed++) {
+      const stats: ClusterStats = await runClusterSeed(seed);
+      for (const [k, v] of Object.entries(stats)) total[k] = (total[k] ?? 0) + Number(v);
+    }
+    const seconds = (performance.now() - began) / 1000;
+    console.log(`cluster sim: ${seeds} seeds in ${seconds.toFixed(1)} s`, total);
+    // The swarm must reach every path, or it is not testing them.
+    if (seeds >= 500) {
+      for (const key of ["crashes", "primaryCrashes", "cuts", "transitCorruptions", "compressedAnswers", "handovers", "failovers", "oldPrimaryReturns", "diverged", "rejoined", "prefixChecks", "threeNodes", "converged"]) {
+        expect(total[key] ?? 0).toBeGreaterThan(0);
+      }
+    }
+  }, 1_800_000);
+
+  // The checkers can fail: each planted bug is caught, by the invariant it breaks, within a few seeds.
+  for (const [plant, invariant] of [["no-fence", "one writer"], ["scribble", "prefix"]] as const) {
+    test(`planted bug "${plant}" is caught (${invariant})`, async () => {
+      let caught: string | null = null;
+      for (let seed = 1; seed <= 300 && caught === null; seed++) {
+        try {
+          await runClusterSeed(seed, { plant });
+        } catch (error) {
+          caught = (error as Error).message;
+        }
+      }
+      expect(caught).not.toBeNull();
+      expect(caught!).toContain(`(planted bug ${plant}): ${invariant}:`);
+      expect(caught!).toContain("CLUSTER_SIM_SEED=");
+    }, 600_000);
+  }
+}

@@ -1,0 +1,630 @@
+/**
+ * @module test/replication/cluster-sim — one seed of the cluster-level replication simulation
+ * (docs/replication.md §8.2): two or three nodes, each the real `ReplicaNode`
+ * (src/daemon/replica-node.ts: fencing at start, promote, demote) over the real primary layer,
+ * log store, ship server, shipper, secondary and applier, on simulated disks (sim-files.ts,
+ * sim-port.ts) and simulated time, with FETCH carried by a simulated network.
+ *
+ * The network delivers each FETCH to the peer's ship server (its `LogSource`, as the export
+ * would: ENOTSUP when the peer has none) and the answer back, each way after a seeded latency;
+ * it compresses answers the way the export does (docs/protocol.md §11.1) when the seed turns
+ * compression on. Faults, drawn from the seed: crashes of any node (unsynced file changes kept,
+ * dropped or torn; unflushed disk writes kept or dropped) and restarts, link cuts and
+ * partitions (a FETCH in flight then fails, as the engine's deadline would), slow links, bytes
+ * flipped in transit (after compression: corrupt frames and corrupt records), a planned
+ * handover (demote, then promote), and a forced failover while the primary is down (half of
+ * them once the secondary has the whole log), the old primary coming back with its peer set.
+ *
+ * Invariants, checked on every step (and at the end):
+ * - anytime consistency (prefix): whenever a secondary's applier reports itself consistent
+ *   after applying, its disk equals the replay of exactly the chain of records it applied —
+ *   records as their primaries appended them (keyed by chain value, which names the whole
+ *   history: no gap, no fork, no record that no primary wrote);
+ * - replicated is never lost: a secondary's applied position never goes below what it reported
+ *   to its primary (the primary may release the log below it), across crashes;
+ * - durability: after a primary's crash and recovery each block holds a value it may hold
+ *   (acknowledged and flushed data is never lost); a planned handover loses no write;
+ * - one writer: at no step do two nodes accept writes — after a forced failover the old
+ *   primary comes back diverged or as a secondary, never as a second primary;
+ * - convergence: with faults off every non-diverged secondary catches up and equals the primary.
+ *
+ * `plant` injects a bug the checkers must catch (test/replication/cluster-sim.test.ts).
+ */
+import type { ExportConfig } from "../../src/config/types.ts";
+import { ReplicaNode, type ReplicaEnv } from "../../src/daemon/replica-node.ts";
+import type { LogSource } from "../../src/export/fetch.ts";
+import { parseExportUrl, type ExportUrl } from "../../src/lib/address.ts";
+import { Errno } from "../../src/lib/errno.ts";
+import { Prng } from "../../src/lib/prng.ts";
+import { zstdCompress } from "../../src/lib/zstd.ts";
+import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
+import { readRole } from "../../src/replication/role-file.ts";
+import { AWAITING_FIRST_SECONDARY } from "../../src/replication/ship-server.ts";
+import type { FetchTransport } from "../../src/replication/shipper.ts";
+import type { StoragePort } from "../../src/storage/port.ts";
+import { Flag } from "../../src/wire/dst/constants.ts";
+import { compressFetchReply, encodeFetchReason } from "../../src/wire/dst/fetch.ts";
+import { SimClock } from "../sim/sim-clock.ts";
+import { applyShadow, firstDifference, SimFailure, valueOf, type ShadowRecord } from "./replication-sim.ts";
+import { settle, SimDisk } from "./sim-files.ts";
+import { SimDiskPort } from "./sim-port.ts";
+
+export type PlantedBug = "none" | "no-fence" | "scribble";
+
+export interface ClusterStats {
+  ops: number;
+  acked: number;
+  crashes: number;
+  primaryCrashes: number;
+  cuts: number;
+  transitCorruptions: number;
+  compressedAnswers: number;
+  handovers: number;
+  failovers: number;
+  oldPrimaryReturns: number;
+  diverged: number;
+  rejoined: number;
+  prefixChecks: number;
+  threeNodes: number;
+  converged: number;
+}
+
+interface SimNode {
+  name: string;
+  files: SimDisk;
+  disk: SimDiskPort;
+  replica: ReplicaNode | null;
+  epoch: number;
+  bound: { port: StoragePort; log: LogSource | undefined; readOnly: boolean } | null;
+  peer: string | null;
+  /** The highest applied seq this node reported to a primary in a FETCH (its log may be released below). */
+  reported: { seq: number; generation: number };
+  /** The replay of what this node applied: the chain point and the disk it implies. */
+  model: { chain: bigint; seq: number; bytes: Uint8Array } | null;
+  downUntil: number | null;
+}
+
+interface BlockState {
+  candidates: number[];
+  inFlight: number | null;
+}
+
+const NAMES = ["a", "b", "c"] as const;
+
+export async function runClusterSeed(seed: number, options: { verbose?: boolean; plant?: PlantedBug } = {}): Promise<ClusterStats> {
+  const verbose = options.verbose === true;
+  const plant = options.plant ?? "none";
+  const clock = new SimClock();
+  const trace: string[] = [];
+  const log = (line: string) => {
+    trace.push(`[${clock.ticks}] ${line}`);
+    if (trace.length > 300) trace.shift();
+    if (verbose) console.log(`[${clock.ticks}] ${line}`);
+  };
+  const fail = (invariant: string, detail: string): never => {
+    throw new SimFailure(
+      `cluster sim seed ${seed}${plant !== "none" ? ` (planted bug ${plant})` : ""}: ${invariant}: ${detail}\n  replay: CLUSTER_SIM_SEED=${seed} bun test test/replication/cluster-sim.test.ts\n` +
+        trace.slice(-60).join("\n"),
+    );
+  };
+  const root = new Prng(seed);
+  const prng = { files: new Prng(root.next()), port: new Prng(root.next()), work: new Prng(root.next()), net: new Prng(root.next()), faults: new Prng(root.next()) };
+  const f = prng.faults;
+  const blockSize = f.pick([512, 4096]);
+  const blocks = 8 + f.int(24);
+  const diskSize = blockSize * blocks;
+  const threeNodes = f.chance(0.25);
+  const scenario = threeNodes ? f.pick(["plain", "plain", "handover"] as const) : f.pick(["plain", "handover", "failover", "failover"] as const);
+  const compress = f.chance(0.5);
+  const latency = f.pick([[1, 3], [1, 3], [5, 40]] as const);
+  const crashRate = f.pick([0, 0.005, 0.015]);
+  const cutRate = f.pick([0, 0.01, 0.03]);
+  const corruptRate = f.pick([0, 0, 0.03]);
+  const opsTotal = 40 + f.int(80);
+  const queueDepth = 1 + f.int(6);
+  const logOptions = {
+    logLimit: f.chance(0.3) ? blockSize * (8 + f.int(24)) : 1 << 24,
+    segmentSize: f.pick([4096, 1 << 16]),
+    maxBatchBytes: RECORD_HEADER_SIZE + (1 << 20),
+    checkpointBytes: blockSize * (1 + f.int(16)),
+    maxBitmapBytes: 64,
+  };
+  const stats: ClusterStats = {
+    ops: 0, acked: 0, crashes: 0, primaryCrashes: 0, cuts: 0, transitCorruptions: 0, compressedAnswers: 0, handovers: 0, failovers: 0,
+    oldPrimaryReturns: 0, diverged: 0, rejoined: 0, prefixChecks: 0, threeNodes: threeNodes ? 1 : 0, converged: 0,
+  };
+  log(`options ${JSON.stringify({ blockSize, blocks, threeNodes, scenario, compress, latency, crashRate, cutRate, corruptRate, opsTotal, queueDepth, ...logOptions })}`);
+
+  // ---- records, as every primary appended them, keyed by chain (which names the whole history) ----
+  const shadow = new Map<bigint, ShadowRecord & { seq: number; prev: bigint }>();
+  const onAppend = (point: ChainPoint, chunks: readonly Uint8Array[]) => {
+    const header = decodeHeader(chunks[0]!);
+    let payload: Uint8Array = chunks.length > 1 ? chunks[1]!.slice() : chunks[0]!.slice(RECORD_HEADER_SIZE);
+    if (header.op !== RecordOp.WRITE) payload = new Uint8Array(0);
+    shadow.set(point.chain, { seq: point.seq, prev: header.prev, chain: point.chain, op: header.op, flags: header.flags, offset: header.offset, length: header.length, payload });
+  };
+
+  /** The disk after the chain of records ending at `point`, from the node's model or from zero. */
+  function replay(node: SimNode, point: ChainPoint): Uint8Array {
+    const path: (ShadowRecord & { seq: number; prev: bigint })[] = [];
+    let chain = point.chain;
+    let seq = point.seq;
+    const base = node.model;
+    while (seq > 0 && !(base !== null && base.seq === seq && base.chain === chain)) {
+      const r = shadow.get(chain);
+      if (r === undefined) fail("exact records", `${node.name} applied seq ${seq} (chain ${chain.toString(16)}), which no primary wrote`);
+      if (r!.seq !== seq) fail("exact records", `${node.name}: chain ${chain.toString(16)} is seq ${r!.seq} of a primary, applied as seq ${seq}`);
+      path.push(r!);
+      chain = r!.prev;
+      seq--;
+    }
+    const bytes = seq > 0 ? base!.bytes : new Uint8Array(diskSize);
+    for (let i = path.length - 1; i >= 0; i--) applyShadow(bytes, path[i]!);
+    node.model = { chain: point.chain, seq: point.seq, bytes };
+    return bytes;
+  }
+
+  // ---- nodes ----
+  const url = (name: string): ExportUrl => parseExportUrl(`dst://${name}:10810/disk`) as ExportUrl;
+  const count = threeNodes ? 3 : 2;
+  const nodes: SimNode[] = NAMES.slice(0, count).map((name) => ({
+    name,
+    files: new SimDisk(clock, prng.files, { latency: [0, 2] }),
+    disk: new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3)),
+    replica: null,
+    epoch: 0,
+    bound: null,
+    // a ↔ b name each other (fencing, handover); c follows a.
+    peer: name === "a" ? "b" : "a",
+    reported: { seq: 0, generation: 0 },
+    model: null,
+    downUntil: null,
+  }));
+  const byName = (name: string) => nodes.find((n) => n.name === name)!;
+
+  // ---- the network ----
+  const linkDown = new Set<string>(); // "a-b" (sorted)
+  const linkKey = (x: string, y: string) => (x < y ? `${x}-${y}` : `${y}-${x}`);
+  const delay = () => latency[0] + prng.net.int(latency[1] - latency[0] + 1);
+
+  function fetch(from: SimNode, epoch: number, to: string, isClosed: () => boolean): FetchTransport {
+    return (request, done) => {
+      const alive = () => from.epoch === epoch && !isClosed();
+      const key = linkKey(from.name, to);
+      const failLater = (errno: number) => clock.after(delay() * 4, () => alive() && done(errno, null));
+      if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
+      // Applied positions reported to a primary: the primary may release the log below them.
+      clock.after(delay(), () => {
+        const target = byName(to);
+        if (linkDown.has(key) || target.replica === null || target.bound === null) return failLater(Errno.ETIMEDOUT);
+        const source = target.bound.log;
+        if (source === undefined) {
+          const reason = encodeFetchReason(`export disk is not a replication primary`);
+          return clock.after(delay(), () => alive() && done(Errno.ENOTSUP, reason));
+        }
+        const targetEpoch = target.epoch;
+        // The engine's deadline: a FETCH whose answer never comes (the primary crashed with it)
+        // fails, and the shipper asks again.
+        let answered = false;
+        clock.after(2000, () => {
+          if (answered) return;
+          answered = true;
+          if (alive()) done(Errno.ETIMEDOUT, null);
+        });
+        source.fetch(request, from.name, (answer) => {
+          if (target.epoch !== targetEpoch || answered) return; // lost with the primary, or timed out
+          answered = true;
+          if (from.epoch === epoch && answer.status === 0) {
+            const generation = source === target.bound?.log ? target.replica!.status().generation : 0;
+            if (request.applied > from.reported.seq || generation !== from.reported.generation) from.reported = { seq: request.applied, generation };
+          }
+          clock.after(delay(), () => {
+            if (!alive()) return;
+            if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
+            if (answer.status !== 0) return done(answer.status, encodeFetchReason((answer as { reason: string }).reason));
+            let payload = (answer as { payload: Uint8Array }).payload;
+            let flags = 0;
+            if (request.zstd === true) {
+              const packed = compressFetchReply(payload, zstdCompress);
+              if (packed !== null) {
+                payload = packed;
+                flags = Flag.ZSTD;
+                stats.compressedAnswers++;
+              }
+            }
+            if (payload.length > 48 && prng.net.chance(corruptRate)) {
+              payload = payload.slice();
+              payload[48 + prng.net.int(payload.length - 48)]! ^= 1 << prng.net.int(8);
+              stats.transitCorruptions++;
+              log(`CORRUPT answer to ${from.name} (${flags !== 0 ? "compressed" : "plain"})`);
+            }
+            done(0, payload, flags);
+          });
+        });
+      });
+    };
+  }
+
+  function config(node: SimNode, peer: string | null): ExportConfig {
+    const role = node.name === "a" ? "primary" : "secondary";
+    return {
+      name: "disk",
+      readOnly: false,
+      replication: { logDir: `/sim/${node.name}`, logSize: logOptions.logLimit, role, peer: peer === null ? null : url(peer), keyFile: null, replayDelayMs: 0, compress, bandwidth: 0 },
+    } as unknown as ExportConfig;
+  }
+
+  async function start(node: SimNode, withPeer = true): Promise<void> {
+    const epoch = ++node.epoch;
+    const timer = {
+      now: () => clock.now,
+      after: (ms: number, run: () => void) => {
+        let live = true;
+        clock.after(Math.max(1, ms), () => live && node.epoch === epoch && run());
+        return () => (live = false);
+      },
+    };
+    const env: ReplicaEnv = {
+      timer,
+      wallMicros: () => clock.ticks * 1000 + 1,
+      link: () => {
+        let closed = false;
+        return {
+          transport: fetch(node, epoch, node.peer!, () => closed),
+          // The initial sync and fork repair are tested between real processes (sync.test.ts)
+          // and in sync-sim.ts; here a SYNC is refused like a primary without them would.
+          sync: (_request, _offset, _length, done) => clock.after(1, () => done(Errno.ENOTSUP, null)),
+          close: () => (closed = true),
+        };
+      },
+      primaryOptions: { ...logOptions, now: () => clock.ticks * 1000 + 1, onAppend },
+      secondaryOptions: { segmentSize: logOptions.segmentSize, maxBatchBytes: 64 * 1024 },
+    };
+    const quiet = (m: string) => verbose && log(`${node.name}: ${m}`);
+    const logger = { error: (m: string) => log(`${node.name} error: ${m}`), warn: (m: string) => log(`${node.name} warn: ${m}`), info: quiet, debug: quiet };
+    const replica = new ReplicaNode(config(node, withPeer ? node.peer : null), node.disk.handle(), node.files.directory(`/sim/${node.name}`), logger as never, (port, source, readOnly) => {
+      if (node.epoch !== epoch) return;
+      node.bound = { port, log: source, readOnly };
+      if (!readOnly) singleWriter(`${node.name} takes writes`);
+    }, env);
+    node.replica = replica;
+    await settle(clock, replica.start());
+    node.model = null;
+    hook(node);
+    if (epoch === 1 && node.name === "a" && threeNodes) {
+      // Both secondaries known from the start: a secondary joining after the log was released
+      // needs an initial sync (docs/replication.md §10, not this simulation's subject).
+      const layer = (replica["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
+      for (const name of ["b", "c"]) await settle(clock, new Promise((resolve) => layer.addSecondary(name, 0, resolve)));
+      await settle(clock, new Promise((resolve) => layer.removeSecondary(AWAITING_FIRST_SECONDARY, resolve)));
+    }
+    const s = replica.status();
+    log(`${node.name} started: ${s.role} ${s.state} seq ${s.seq} generation ${s.generation}`);
+    if (s.role === "secondary") {
+      const applied = applier(node)!.status().applied;
+      if (applied.generation === node.reported.generation && applied.seq < node.reported.seq) {
+        fail("replicated is never lost", `${node.name} restarted at applied seq ${applied.seq}, below the seq ${node.reported.seq} it had reported to its primary`);
+      }
+    }
+  }
+
+  function applier(node: SimNode) {
+    const side = node.replica?.["side"] as { kind: string; secondary?: { applier: import("../../src/replication/applier.ts").Applier } } | undefined;
+    return side?.kind === "secondary" ? side.secondary!.applier : null;
+  }
+
+  /** Prefix and exact-records checks after every batch a secondary applies. */
+  function hook(node: SimNode): void {
+    const a = applier(node);
+    if (a === null) return;
+    const epoch = node.epoch;
+    const replica = node.replica;
+    a.onApplied((point) => {
+      if (node.epoch !== epoch || node.replica !== replica) return;
+      const status = a.status();
+      if (!status.consistent) {
+        replay(node, point); // still checks that every record applied is a primary's own, in order
+        return;
+      }
+      stats.prefixChecks++;
+      const expected = replay(node, point);
+      const i = firstDifference(node.disk.current, expected);
+      if (i >= 0) fail("prefix", `${node.name} at seq ${point.seq} differs from the replay of the records it applied at byte ${i} (block ${Math.floor(i / blockSize)})`);
+    });
+  }
+
+  function singleWriter(when: string): void {
+    const writers = nodes.filter((n) => n.replica !== null && n.bound !== null && !n.bound.readOnly).map((n) => n.name);
+    if (writers.length > 1) fail("one writer", `${when}: ${writers.join(" and ")} both accept writes`);
+  }
+
+  function writer(): SimNode | null {
+    return nodes.find((n) => n.replica !== null && n.bound !== null && !n.bound.readOnly) ?? null;
+  }
+
+  // ---- the workload (on whichever node takes writes) ----
+  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null }));
+  let nextValue = 1;
+  let holdWrites = false;
+  let inFlight = 0;
+  let submitted = 0;
+  let incarnation = 0; // bumped when the writer crashes or changes: its callbacks are void
+
+  function fill(value: number, n: number): Uint8Array {
+    const out = new Uint8Array(n * blockSize);
+    const view = new DataView(out.buffer);
+    for (let i = 0; i + 4 <= out.length; i += 4) view.setUint32(i, value);
+    return out;
+  }
+
+  function submit(): void {
+    const node = writer();
+    if (node === null || submitted >= opsTotal || inFlight >= queueDepth) return;
+    if (handoverDue()) return; // let the writes drain so the handover can be tried
+    if (holdWrites) return;
+    const port = node.bound!.port;
+    const w = prng.work;
+    const kind = w.int(10);
+    const mine = incarnation;
+    if (kind === 0) {
+      const snapshot = state.map((b) => b.candidates[b.candidates.length - 1]!);
+      inFlight++;
+      submitted++;
+      stats.ops++;
+      port.flush((errno) => {
+        if (mine !== incarnation) return;
+        inFlight--;
+        if (errno !== 0) fail("workload", `flush on ${node.name} failed: ${errno}`);
+        snapshot.forEach((value, i) => {
+          const b = state[i]!;
+          const at = b.candidates.indexOf(value);
+          if (at > 0) b.candidates.splice(0, at);
+        });
+        stats.acked++;
+      });
+      return;
+    }
+    const first = w.int(blocks);
+    let n = 1 + w.int(Math.min(6, blocks - first));
+    for (let i = 0; i < n; i++) if (state[first + i]!.inFlight !== null) n = i;
+    if (n === 0) return;
+    const value = kind <= 6 ? nextValue++ : 0;
+    const fua = w.chance(0.2);
+    for (let i = 0; i < n; i++) state[first + i]!.inFlight = value;
+    inFlight++;
+    submitted++;
+    stats.ops++;
+    const done = (errno: number) => {
+      if (mine !== incarnation) return;
+      inFlight--;
+      if (errno !== 0) fail("workload", `mutation on ${node.name} failed with errno ${errno}`);
+      stats.acked++;
+      for (let i = 0; i < n; i++) {
+        const b = state[first + i]!;
+        b.inFlight = null;
+        if (fua) b.candidates = [value];
+        else b.candidates.push(value);
+      }
+    };
+    if (kind <= 6) port.write(first * blockSize, fill(value, n), fua, done);
+    else if (kind <= 8) port.zero(first * blockSize, n * blockSize, { fua, noHole: false, fast: false }, done);
+    else port.trim(first * blockSize, n * blockSize, fua, done);
+  }
+
+  /** The writer's disk after a crash and recovery (or a handover): each block holds a value it may hold. */
+  function checkDisk(node: SimNode, when: string): void {
+    for (let i = 0; i < blocks; i++) {
+      const value = valueOf(node.disk.current, i * blockSize, blockSize);
+      const b = state[i]!;
+      const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight])];
+      if (value === null || !allowed.includes(value)) fail("durability", `${when}: block ${i} of ${node.name} holds ${value === null ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
+      b.candidates = [value!];
+      b.inFlight = null;
+    }
+  }
+
+  /** After a failover: what the new primary holds is what is known (writes not replicated are legitimately lost). */
+  function adopt(node: SimNode): void {
+    for (let i = 0; i < blocks; i++) {
+      const value = valueOf(node.disk.current, i * blockSize, blockSize);
+      if (value === null) fail("prefix", `${node.name} promoted with garbage in block ${i}`);
+      state[i] = { candidates: [value!], inFlight: null };
+    }
+  }
+
+  // ---- faults ----
+  function crash(node: SimNode): void {
+    const wasWriter = writer() === node;
+    const mode = f.chance(0.5) ? "random" : "lose-all";
+    log(`CRASH ${node.name} (${mode}, ${node.replica?.role})`);
+    stats.crashes++;
+    if (wasWriter) {
+      stats.primaryCrashes++;
+      incarnation++;
+      inFlight = 0;
+    }
+    node.epoch++;
+    node.replica = null;
+    node.bound = null;
+    node.files.crash(mode);
+    node.disk.crash(mode);
+    node.downUntil = clock.ticks + 20 + f.int(400);
+  }
+
+  async function restart(node: SimNode): Promise<void> {
+    const roleBefore = await roleOf(node);
+    node.downUntil = null;
+    const failedOver = failover.done && node.name === failover.old;
+    // Planted "no-fence": the old primary comes back without its peer, so nothing stops it.
+    await start(node, !(failedOver && plant === "no-fence"));
+    if (failedOver) {
+      stats.oldPrimaryReturns++;
+      const role = node.replica!.role;
+      if (role === "diverged") stats.diverged++;
+      if (role === "secondary") stats.rejoined++;
+      log(`old primary ${node.name} returned as ${role}`);
+    }
+    if (roleBefore === "primary" && node.replica!.role === "primary") checkDisk(node, `${node.name} recovered`);
+  }
+
+  async function roleOf(node: SimNode): Promise<string | null> {
+    const saved = await settle(clock, readRole(node.files.directory(`/sim/${node.name}`)));
+    return saved?.role ?? (node.name === "a" ? "primary" : "secondary");
+  }
+
+  const failover = { done: false, old: "" };
+
+  async function handover(): Promise<void> {
+    const primary = writer();
+    if (primary === null || primary.name !== "a" && primary.name !== "b") return;
+    const next = byName(primary.peer!);
+    if (next.replica === null || linkDown.has(linkKey(primary.name, next.name))) return;
+    log(`HANDOVER ${primary.name} → ${next.name}: demote`);
+    let demoted = true;
+    await settle(clock, primary.replica!.demote()).catch((error: Error) => {
+      demoted = false;
+      log(`demote refused: ${error.message}`);
+    });
+    if (!demoted || primary.replica?.role !== "secondary") return;
+    incarnation++;
+    inFlight = 0;
+    await settle(clock, next.replica!.promote(false)).catch((error: Error) => log(`promote refused: ${error.message}`));
+    if (next.replica?.role !== "primary") return;
+    stats.handovers++;
+    hook(primary);
+    primary.model = null;
+    // No write lost: the new primary's disk is the old one's.
+    const i = firstDifference(next.disk.current, primary.disk.current);
+    if (i >= 0) fail("handover", `after the handover ${next.name} differs from ${primary.name} at byte ${i}`);
+    checkDisk(next, `handover to ${next.name}`);
+    next.reported = { seq: 0, generation: 0 };
+    primary.reported = { seq: 0, generation: 0 };
+    log(`handover done: ${next.name} primary`);
+  }
+
+  async function forceFailover(): Promise<void> {
+    const primary = writer();
+    if (primary === null || threeNodes) return;
+    const next = byName(primary.peer!);
+    if (next.replica === null || next.replica.role !== "secondary") return;
+    if (f.chance(0.5)) {
+      // A clean failover: the secondary has applied the whole log when the primary dies, so the
+      // old primary's log is a prefix of the new one's and it may come back as a secondary.
+      holdWrites = true;
+      const layer = (primary.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
+      const until = clock.ticks + 5000;
+      while (clock.ticks < until && (inFlight > 0 || (applier(next)?.status().applied.seq ?? 0) < layer.store.last.seq)) {
+        clock.runUntil(clock.ticks + 1);
+        for (let i = 0; i < 2; i++) await null;
+      }
+      holdWrites = false;
+      log(`clean failover: ${next.name} applied ${applier(next)?.status().applied.seq} of ${layer.store.last.seq}`);
+    }
+    crash(primary);
+    primary.downUntil = clock.ticks + 200 + f.int(400);
+    log(`FAILOVER: ${primary.name} down, promote --force ${next.name}`);
+    await settle(clock, next.replica.promote(true));
+    if ((next.replica as ReplicaNode | null)?.role !== "primary") fail("failover", `${next.name} did not become primary`);
+    stats.failovers++;
+    failover.done = true;
+    failover.old = primary.name;
+    incarnation++;
+    inFlight = 0;
+    adopt(next);
+    next.reported = { seq: 0, generation: 0 };
+  }
+
+  // ---- run ----
+  for (const node of nodes) await start(node);
+  const handoverAt = scenario === "handover" ? Math.floor(opsTotal * (0.3 + f.float() * 0.4)) : -1;
+  const failoverAt = scenario === "failover" ? Math.floor(opsTotal * (0.3 + f.float() * 0.4)) : -1;
+  let steps = 0;
+  let scribbled = false;
+  let handoverTries = 0;
+  function handoverDue(): boolean {
+    return handoverAt >= 0 && submitted >= handoverAt && stats.handovers === 0 && handoverTries < 3;
+  }
+  while (submitted < opsTotal || inFlight > 0) {
+    if (++steps > 100_000) fail("liveness", `workload stuck: ${submitted}/${opsTotal} submitted, ${inFlight} in flight`);
+    submit();
+    if (handoverDue() && inFlight === 0) {
+      handoverTries++;
+      await handover();
+    }
+    if (submitted >= failoverAt && failoverAt >= 0 && !failover.done) await forceFailover();
+    for (const node of nodes) {
+      if (node.replica !== null && f.chance(crashRate) && !(failover.done && writer() === null)) crash(node);
+      if (node.replica === null && node.downUntil !== null && clock.ticks >= node.downUntil) {
+        // The old primary returns only once its peer is up and can answer: a node cannot tell
+        // a dead peer from a partition (docs/replication.md §11), so an operator brings it back then.
+        if (failover.done && node.name === failover.old) {
+          if (byName(node.peer!).replica === null) continue;
+          linkDown.delete(linkKey(node.name, node.peer!));
+        }
+        await restart(node);
+      }
+    }
+    if (f.chance(cutRate)) {
+      const [x, y] = [NAMES[f.int(count)]!, NAMES[f.int(count)]!];
+      if (x !== y && !linkDown.has(linkKey(x, y))) {
+        const key = linkKey(x, y);
+        linkDown.add(key);
+        stats.cuts++;
+        log(`CUT ${key}`);
+        clock.after(10 + f.int(300), () => linkDown.delete(key));
+      }
+    }
+    if (plant === "scribble" && !scribbled && submitted > opsTotal / 2) {
+      const victim = nodes.find((n) => n.replica?.role === "secondary");
+      if (victim !== undefined) {
+        scribbled = true;
+        const at = f.int(diskSize);
+        victim.disk.current[at]! ^= 0xff;
+        victim.disk.durable[at]! ^= 0xff;
+        log(`SCRIBBLE ${victim.name} byte ${at}`);
+      }
+    }
+    singleWriter("step");
+    clock.runUntil(clock.ticks + 1);
+    for (let i = 0; i < 2; i++) await null;
+  }
+
+  // ---- convergence: faults off, everything healed and restarted ----
+  linkDown.clear();
+  for (const node of [...nodes].sort((x, y) => Number(x.name === failover.old) - Number(y.name === failover.old))) if (node.replica === null) await restart(node);
+  const primary = writer();
+  if (primary === null) fail("convergence", "no node takes writes at the end");
+  await settle(clock, new Promise<void>((resolve) => primary!.bound!.port.flush(() => resolve())));
+  // Secondaries of the primary (after a handover in three nodes, c still follows a, now a secondary).
+  const followers = nodes.filter((n) => n !== primary && n.replica!.role === "secondary" && n.peer === primary!.name);
+  const deadline = clock.ticks + 100_000;
+  const layer = () => (primary!.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary.status();
+  const last = () => layer().last;
+  for (;;) {
+    const p = layer();
+    const settled = p.durable === p.last && p.mode === "logging" && !p.resyncPending && p.inFlight === 0;
+    const behind = followers.filter((n) => {
+      const s = applier(n)!.status();
+      return s.applied.seq !== p.last || !s.consistent;
+    });
+    // No follower (the old primary diverged): nothing to converge; the log is kept for it.
+    if (followers.length === 0 || (behind.length === 0 && settled)) break;
+    if (clock.ticks > deadline) {
+      const n = behind[0];
+      const s = n?.replica!.status();
+      const p = layer();
+      const side = n?.replica?.["side"] as { shipper?: { status(): unknown }; secondary?: { copy: { last: ChainPoint; durable: ChainPoint } } } | undefined;
+      log(`stuck: shipper ${JSON.stringify(side?.shipper?.status())} applier ${JSON.stringify(n === undefined ? null : applier(n)?.status(), (_k, v) => (typeof v === "bigint" ? v.toString(16) : v))} copy ${side?.secondary?.copy.last.seq}/${side?.secondary?.copy.durable.seq}`);
+      fail("convergence", `${n?.name} at seq ${s?.seq} (${s?.state}: ${s?.reason}) while ${primary!.name} is at seq ${last()} (mode ${p.mode}, resync ${p.resyncPending}, log ${p.logBytes}/${p.logLimit}, checkpoint ${p.checkpoint}, secondaries ${JSON.stringify(p.secondaries)})`);
+    }
+    clock.runUntil(clock.ticks + 1);
+    for (let i = 0; i < 4; i++) await null;
+  }
+  for (const n of followers) {
+    const i = firstDifference(primary!.disk.current, n.disk.current);
+    if (i >= 0) fail("convergence", `${n.name} differs from the primary ${primary!.name} at byte ${i} with lag 0`);
+  }
+  if (followers.length > 0) stats.converged++;
+  for (const node of nodes) await settle(clock, node.replica!.close());
+  return stats;
+}
