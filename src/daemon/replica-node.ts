@@ -27,15 +27,12 @@
  * (test/replication/cluster-sim.ts), which thus runs this very logic.
  */
 import type { ExportConfig } from "../config/types.ts";
-import { DEFAULT_SUITES } from "../crypto/suites.ts";
-import { loadKeyFile } from "../crypto/keys.ts";
 import { formatExportUrl } from "../lib/address.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
-import { remoteAddress } from "../storage/remote/remote-port.ts";
 import { decodeFetchReason } from "../wire/dst/fetch.ts";
 import { files, openLogDirectory, type LogDirectory } from "../replication/files.ts";
 import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
@@ -46,14 +43,13 @@ import { readRole, saveRole, type Role } from "../replication/role-file.ts";
 import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
 import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
-import { Shipper, type FetchTransport } from "../replication/shipper.ts";
+import { Shipper } from "../replication/shipper.ts";
+import { finishSync, InitialSync, readSyncState } from "../replication/initial-sync.ts";
+import { productionEnv, type ReplicaEnv, type ReplicaLink } from "./replica-env.ts";
 import type { PrimaryOptions } from "../replication/primary.ts";
-import type { SecondaryOptions } from "../replication/secondary.ts";
-import { finishSync, InitialSync, readSyncState, type SyncTransport } from "../replication/initial-sync.ts";
 import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
 import { StateFile } from "../replication/state-file.ts";
 import type { LogSource } from "../export/fetch.ts";
-import { PeerLink } from "./peer-link.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
 
 export type PauseWhat = "fetch" | "replay" | "both";
@@ -75,34 +71,6 @@ export interface ReplicaHandle {
   close(): Promise<void>;
 }
 
-const realTimer = {
-  now: () => performance.now(),
-  after(ms: number, run: () => void): () => void {
-    const timer = setTimeout(run, ms);
-    return () => clearTimeout(timer);
-  },
-};
-
-/** The link to the peer: FETCH (log shipping) and SYNC (initial sync, repair) over one connection. */
-export interface ReplicaLink {
-  transport: FetchTransport;
-  sync: SyncTransport;
-  close(): void;
-}
-
-/** What a replica node takes from its surroundings (real in dstd, simulated in tests). */
-export interface ReplicaEnv {
-  /** Milliseconds (monotonic) and timers. */
-  timer: { now(): number; after(ms: number, run: () => void): () => void };
-  /** Wall clock in µs (Lamport stamps, replay delay). */
-  wallMicros(): number;
-  /** A FETCH link to the peer; "fail": the first connection may fail (a probe). */
-  link(firstContact: "retry" | "fail"): ReplicaLink;
-  /** Extra options of every primary layer and secondary opened (tests: sizes, hooks). */
-  primaryOptions?: Partial<PrimaryOptions>;
-  secondaryOptions?: Partial<Omit<SecondaryOptions, "clock">>;
-}
-
 /** The disk lent to a replication layer: closing the layer leaves the disk open (roles change). */
 class Borrowed extends PassThrough {
   override close(): Promise<void> {
@@ -121,32 +89,9 @@ type Side =
 
 /** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
 export async function openReplica(config: ExportConfig, disk: StoragePort, log: Log, bind: ExportBinder): Promise<ReplicaHandle> {
-  const env: ReplicaEnv = {
-    timer: realTimer,
-    wallMicros: () => Date.now() * 1000,
-    link: (firstContact) => peerLink(config, log, firstContact),
-  };
-  const node = new ReplicaNode(config, disk, openLogDirectory(config.replication!.logDir), log, bind, env);
+  const node = new ReplicaNode(config, disk, openLogDirectory(config.replication!.logDir), log, bind, productionEnv(config, log));
   await node.start();
   return node;
-}
-
-function peerLink(config: ExportConfig, logger: Log, firstContact: "retry" | "fail"): PeerLink {
-  const replication = config.replication!;
-  const peer = replication.peer!;
-  return new PeerLink(
-    {
-      address: remoteAddress(peer),
-      exportName: peer.exportName,
-      clientName: `dstd replica of ${config.name}`,
-      log: logger,
-      auth: replication.keyFile !== null ? { key: loadKeyFile(replication.keyFile), suites: DEFAULT_SUITES } : null,
-      firstContact,
-      // Shipping waits out any outage: a FETCH that fails is simply asked again.
-      deadlineMs: firstContact === "fail" ? 10_000 : 60_000,
-    },
-    logger,
-  );
 }
 
 export class ReplicaNode implements ReplicaHandle {

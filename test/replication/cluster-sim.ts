@@ -31,7 +31,8 @@
  * `plant` injects a bug the checkers must catch (test/replication/cluster-sim.test.ts).
  */
 import type { ExportConfig } from "../../src/config/types.ts";
-import { ReplicaNode, type ReplicaEnv } from "../../src/daemon/replica-node.ts";
+import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
+import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
 import { parseExportUrl, type ExportUrl } from "../../src/lib/address.ts";
 import { Errno } from "../../src/lib/errno.ts";
