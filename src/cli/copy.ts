@@ -139,10 +139,12 @@ export default defineDstdCommand({
       flushEvery,
     };
     let local: LocalTarget | null = null;
+    let memoryBudget: MemoryBudget | null = null;
     let targetName = args.target;
     try {
       let result: CopyResult;
       const memory = new MemoryBudget();
+      memoryBudget = memory;
       const options = { chunk, inflight, flushEvery, memory, progress: (done: number, total: number) => progress.update(done, total), signal: abort.signal, state };
       if ("stream" in sourceSpec) {
         const target = await openEndpoint(targetSpec as { url: ExportUrl }, { ...common, writable: true });
@@ -193,6 +195,8 @@ export default defineDstdCommand({
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
       for (const endpoint of endpoints) {
+        const memory = endpoint.memory?.();
+        if (memory !== undefined) log.debug(`${endpoint.label}: ${memory}; rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB, ${memoryBudget?.collections ?? 0} collections`);
         const c = endpoint.counters?.();
         if (c) {
           log.info(
