@@ -5,10 +5,11 @@
  * What a copy holds alive is bounded by construction: the chunks in flight, the replay log
  * (flushed as it goes, client/copy.ts FLUSH_EVERY), the socket queue (the engine's window),
  * and WRITE buffers come from a fixed pool (client/write-pool.ts). What is not bounded is the
- * garbage: with keys, node:crypto returns every record's ciphertext in a fresh buffer (it
- * cannot encrypt into a caller's buffer, crypto/aead.ts), a gigabyte of dead buffers per
- * gigabyte copied, and the runtime collects them only once the process has grown by hundreds
- * of MiB. So the copy looks at its resident size after each chunk and, past the budget, asks
+ * garbage: with keys and without libcrypto, node:crypto returns every record's ciphertext in
+ * a fresh buffer (it cannot encrypt into a caller's buffer, crypto/aead.ts), a gigabyte of dead
+ * buffers per gigabyte copied, and the runtime collects them only once the process has grown
+ * by hundreds of MiB. (With libcrypto, sys/libcrypto.ts seals into pooled buffers and there is
+ * no such garbage: measured 0 collections for a sealed 1 GiB copy, docs/performance.md.) So the copy looks at its resident size after each chunk and, past the budget, asks
  * for a full collection (measured: ~10 ms for a copy's small heap); when a collection does not
  * bring it back under the budget (live data, not garbage), the threshold moves up to what is
  * live plus a margin, so that collections never run back to back.

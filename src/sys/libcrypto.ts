@@ -4,9 +4,9 @@
  *
  * Why: node:crypto's cipher.update() returns every output in a fresh buffer, so a sealed
  * `dstd copy` made a gigabyte of dead 1 MiB buffers per gigabyte copied (page faults, and a
- * peak RSS over 300 MiB before the collector caught up: docs/performance.md "Memory"). EVP's
- * update writes where it is told: records are sealed in place or straight into one pooled
- * record buffer, and opened in place, with nothing allocated per record.
+ * peak RSS over 300 MiB before the collector caught up: docs/performance.md). EVP's update
+ * writes where it is told: records are sealed in place or straight into one pooled record
+ * buffer, and opened in place, with nothing allocated per record.
  *
  * Loaded lazily; `loadNativeGcm()` returns null when libcrypto.so.3 is missing (the package
  * libssl3 on Debian), and callers keep node:crypto then. One EVP context per direction, the
