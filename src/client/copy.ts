@@ -396,7 +396,7 @@ export async function copyData(source: CopyEndpoint, target: CopyEndpoint, optio
       }
       finished(offset, length);
       flushAsWeGo(length);
-      options.memory?.check();
+      options.memory?.check(length);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.inflight) }, worker));
