@@ -62,6 +62,12 @@ export function loadNativeGcm(key: Uint8Array, direction: "seal" | "open"): Nati
   return new Gcm(lib.symbols, key, direction === "seal");
 }
 
+/**
+ * Contexts of channels nobody destroyed (a connection's records are simply dropped when it
+ * closes) are freed when their object is collected, so reconnects do not leak native memory.
+ */
+const contexts = new FinalizationRegistry<{ free: (ctx: Pointer) => void; ctx: Pointer }>(({ free, ctx }) => free(ctx));
+
 class Gcm implements NativeGcm {
   private ctx: Pointer | null;
   /** Scratch for EVP's out-length argument (and final's empty output). */
@@ -76,6 +82,7 @@ class Gcm implements NativeGcm {
     const ctx = c.EVP_CIPHER_CTX_new() as Pointer | null;
     if (ctx === null) throw new Error("EVP_CIPHER_CTX_new failed");
     this.ctx = ctx;
+    contexts.register(this, { free: (p) => c.EVP_CIPHER_CTX_free(p), ctx }, this);
     this.scratchPtr = ptr(this.scratch);
     const init = sealing ? c.EVP_EncryptInit_ex : c.EVP_DecryptInit_ex;
     if (init(ctx, c.EVP_aes_256_gcm(), null, ptr(key), null) !== 1) throw new Error("EVP init (AES-256-GCM key) failed");
@@ -107,7 +114,9 @@ class Gcm implements NativeGcm {
   }
 
   destroy(): void {
-    if (this.ctx !== null) this.c.EVP_CIPHER_CTX_free(this.ctx);
+    if (this.ctx === null) return;
+    contexts.unregister(this);
+    this.c.EVP_CIPHER_CTX_free(this.ctx);
     this.ctx = null;
   }
 
