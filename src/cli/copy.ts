@@ -7,7 +7,7 @@
  * how far it got and what became of the target; a second Ctrl-C stops at once. Exit status
  * 130 then, as a shell reports a process ended by SIGINT.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { loadKeyFile } from "../crypto/keys.ts";
 import {
   copyData,
@@ -139,10 +139,12 @@ export default defineDstdCommand({
       flushEvery,
     };
     let local: LocalTarget | null = null;
+    let memoryBudget: MemoryBudget | null = null;
     let targetName = args.target;
     try {
       let result: CopyResult;
       const memory = new MemoryBudget();
+      memoryBudget = memory;
       const options = { chunk, inflight, flushEvery, memory, progress: (done: number, total: number) => progress.update(done, total), signal: abort.signal, state };
       if ("stream" in sourceSpec) {
         const target = await openEndpoint(targetSpec as { url: ExportUrl }, { ...common, writable: true });
@@ -193,6 +195,14 @@ export default defineDstdCommand({
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
       for (const endpoint of endpoints) {
+        const memory = endpoint.memory?.();
+        if (memory !== undefined) {
+          const peak = ownPeakRss();
+          log.debug(
+            `${endpoint.label}: ${memory}; rss ${(process.memoryUsage.rss() / 2 ** 20).toFixed(0)} MiB, ` +
+              `peak RSS ${peak === null ? "unknown" : `${(peak / 2 ** 20).toFixed(0)} MiB`}, ${memoryBudget?.collections ?? 0} collections`,
+          );
+        }
         const c = endpoint.counters?.();
         if (c) {
           log.info(
@@ -204,3 +214,18 @@ export default defineDstdCommand({
     }
   },
 });
+
+/**
+ * This process's own peak resident size (VmHWM, bytes), null where /proc is missing. Not the
+ * parent's wait4 rusage: for a child started with vfork (Bun.spawn), Linux carries the
+ * parent's peak into the child's ru_maxrss at exec, so a small copy started from a large
+ * process "peaks" at the parent's size (measured: /bin/true from a 319 MiB parent, 324 MiB).
+ */
+function ownPeakRss(): number | null {
+  try {
+    const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"));
+    return match === null ? null : Number(match[1]) * 1024;
+  } catch {
+    return null;
+  }
+}

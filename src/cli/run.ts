@@ -7,6 +7,8 @@
  * No stack trace reaches the user unless `--log-level debug` (or trace) was given.
  */
 import { DstdError } from "../lib/errors.ts";
+import { useNativeGcm } from "../crypto/aead.ts";
+import { loadNativeGcm } from "../sys/libcrypto.ts";
 import { VERSION } from "../version.ts";
 import type { DstdCommand } from "./command.ts";
 import { COMMANDS } from "./index.ts";
@@ -64,6 +66,9 @@ function report(error: unknown, where: string, debug: boolean): number {
 }
 
 export async function runCli(argv: readonly string[]): Promise<number> {
+  // AES-256-GCM into our own buffers (sys/libcrypto.ts); node:crypto when libcrypto is missing.
+  // DSTD_NATIVE_GCM=0 keeps node:crypto (to compare the two).
+  if (process.env.DSTD_NATIVE_GCM !== "0") useNativeGcm(loadNativeGcm);
   const debug = debugRequested(argv);
   const first = argv[0];
   if (first === undefined) {

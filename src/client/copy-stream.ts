@@ -67,7 +67,7 @@ export async function copyToStream(source: CopyEndpoint, sink: ByteSink, options
     state.done += data.length;
     state.contiguous = state.done;
     options.progress?.(state.done, total);
-    options.memory?.check();
+    options.memory?.check(data.length);
     fill();
   }
   if (state.done < total) throw new CopyInterrupted(state);
@@ -100,7 +100,7 @@ export async function copyFromStream(read: ByteSource, label: string, target: Co
         state.done += data.length;
         state.contiguous = state.done; // approximately: completions may come out of order
         options.progress?.(state.done, 0);
-        options.memory?.check();
+        options.memory?.check(data.length);
       },
       (error) => {
         failure ??= error;

@@ -46,6 +46,8 @@ export interface CopyEndpoint {
   abort?(): void;
   /** Reliability counters of a remote endpoint's engine (resends, reconnects, replays, ...). */
   counters?: () => EngineCounters;
+  /** What a remote endpoint's buffers came to (the copy's debug summary). */
+  memory?: () => string;
 }
 
 export function backendEndpoint(label: string, backend: Backend): CopyEndpoint {
@@ -97,6 +99,7 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
     close: () => client.close(),
     abort: () => client.abort(),
     counters: () => client.engine.counters,
+    memory: () => `write buffers made ${client.writePool.allocated}, pooled ${(client.writePool.pooledBytes / 2 ** 20).toFixed(0)} MiB`,
   };
 }
 
@@ -393,7 +396,7 @@ export async function copyData(source: CopyEndpoint, target: CopyEndpoint, optio
       }
       finished(offset, length);
       flushAsWeGo(length);
-      options.memory?.check();
+      options.memory?.check(length);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, options.inflight) }, worker));

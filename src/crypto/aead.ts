@@ -4,8 +4,9 @@
  * tag is returned apart (the record layer puts it in the record header).
  *
  * Contract of every Aead: `header` is the additional data (a record's 4 length bytes);
- * `payload` is the data to protect (the record's frames); `nonce` is unique per key. seal() transforms payload in place and returns the tag; open() returns false and
- * leaves payload untouched unless the tag verifies (no unauthenticated plaintext ever escapes).
+ * `payload` is the data to protect (the record's frames); `nonce` is unique per key. seal() transforms payload in place and returns the tag; open() returns false
+ * unless the tag verifies, and then the payload holds no plaintext: left as it was, or zeroed
+ * where the cipher decrypts in place before it can verify (no unauthenticated plaintext ever escapes).
  * Must not: pick nonces (crypto/record.ts does) or know anything about sessions.
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
@@ -32,15 +33,43 @@ export interface Aead {
    * the tag. Lets a record go out as its header plus these pieces, with no concatenation copy.
    */
   sealParts?(aad: Uint8Array, parts: readonly Uint8Array[], nonce: Uint8Array): { pieces: Uint8Array[]; tag: Uint8Array };
+  /**
+   * Optional: seal `parts` (in order, as one plaintext) straight into `out` (their summed
+   * length), in one pass, without assembling them and without allocating; returns the tag.
+   * The parts are not changed. Only ciphers that can write where they are told have it.
+   */
+  sealInto?(aad: Uint8Array, parts: readonly Uint8Array[], nonce: Uint8Array, out: Uint8Array): Uint8Array;
   /** Wipes the key copy this object holds (where the runtime allows). */
   destroy(): void;
+}
+
+/** One direction of AES-256-GCM writing into the caller's buffers (sys/libcrypto.ts implements it). */
+export interface NativeGcm {
+  begin(nonce: Uint8Array, aad: Uint8Array): void;
+  update(input: Uint8Array, output: Uint8Array): void;
+  finishSeal(tag: Uint8Array): void;
+  finishOpen(tag: Uint8Array): boolean;
+  destroy(): void;
+}
+
+export type NativeGcmFactory = (key: Uint8Array, direction: "seal" | "open") => NativeGcm | null;
+
+/**
+ * Where AES-256-GCM that writes into caller buffers comes from: installed by the composition
+ * root (cli/run.ts installs sys/libcrypto.ts) so that crypto/ and everything that seals
+ * (engine/, export/) stay free of bun:ffi. Null (tests, or no libcrypto): node:crypto.
+ */
+let nativeGcm: NativeGcmFactory | null = null;
+
+export function useNativeGcm(factory: NativeGcmFactory | null): void {
+  nativeGcm = factory;
 }
 
 /** Builds the Aead of `suite` ("none" has none). Copies `key`; the caller may zero its own. */
 export function createAead(suite: Exclude<SuiteName, "none">, key: Uint8Array): Aead {
   switch (suite) {
     case "aes-256-gcm":
-      return new GcmAead(key);
+      return nativeGcm === null ? new GcmAead(key) : NativeGcmAead.create(nativeGcm, key) ?? new GcmAead(key);
     case "integrity":
       return new GmacAead(key);
     case "chacha20-poly1305":
@@ -107,6 +136,70 @@ class GcmAead implements Aead {
   }
   destroy(): void {
     // KeyObject has no wipe; dropping the reference is all JS allows.
+  }
+}
+
+/**
+ * AES-256-GCM through NativeGcm (OpenSSL's EVP via sys/libcrypto.ts): sealing and opening in
+ * place, or sealing straight into a record buffer, with no buffer allocated per call — the
+ * node:crypto form returns every output in a fresh buffer (see sys/libcrypto.ts for what that
+ * cost). open() decrypts in place and verifies at the end (GCM cannot verify first); on a bad
+ * tag it zeroes the payload, so no unauthenticated plaintext escapes either way.
+ */
+class NativeGcmAead implements Aead {
+  private sealer: NativeGcm | null = null;
+  private opener: NativeGcm | null = null;
+  private readonly tagOut = new Uint8Array(TAG_SIZE);
+
+  private constructor(
+    private readonly factory: NativeGcmFactory,
+    private key: Uint8Array,
+  ) {}
+
+  static create(factory: NativeGcmFactory, key: Uint8Array): NativeGcmAead | null {
+    const aead = new NativeGcmAead(factory, new Uint8Array(key));
+    // Probe now: a missing libcrypto falls back to node:crypto at creation, never mid-stream.
+    aead.sealer = factory(aead.key, "seal");
+    return aead.sealer === null ? null : aead;
+  }
+
+  seal(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array): Uint8Array {
+    const gcm = this.sealer!;
+    gcm.begin(nonce, header);
+    gcm.update(payload, payload);
+    const tag = new Uint8Array(TAG_SIZE);
+    gcm.finishSeal(tag);
+    return tag;
+  }
+
+  sealInto(aad: Uint8Array, parts: readonly Uint8Array[], nonce: Uint8Array, out: Uint8Array): Uint8Array {
+    const gcm = this.sealer!;
+    gcm.begin(nonce, aad);
+    let at = 0;
+    for (const part of parts) {
+      gcm.update(part, out.subarray(at, at + part.length));
+      at += part.length;
+    }
+    gcm.finishSeal(this.tagOut);
+    return this.tagOut;
+  }
+
+  open(header: Uint8Array, payload: Uint8Array, nonce: Uint8Array, tag: Uint8Array): boolean {
+    this.opener ??= this.factory(this.key, "open");
+    const gcm = this.opener!;
+    gcm.begin(nonce, header);
+    gcm.update(payload, payload);
+    if (gcm.finishOpen(tag)) return true;
+    payload.fill(0);
+    return false;
+  }
+
+  destroy(): void {
+    this.sealer?.destroy();
+    this.opener?.destroy();
+    this.sealer = null;
+    this.opener = null;
+    this.key.fill(0);
   }
 }
 

@@ -11,7 +11,8 @@
  *
  * Its parts: engine/txn.ts (a transaction and its wire form), engine/session.ts (handshake,
  * session, resumption), engine/outbox.ts (how frames leave), engine/durability.ts (replay log
- * and replay rounds). This file holds the lifecycle, the queues and the timers.
+ * and replay rounds), engine/read-into.ts (READ replies into the caller's buffer), engine/io.ts
+ * (the driver's side). This file holds the lifecycle, the queues and the timers.
  *
  * Queues (libnbd's to-issue → on the wire → done): `submit` refuses with "busy" once
  * `queueDepth` requests are outstanding or `queueBytes` of write data wait to be sent, and
@@ -37,34 +38,14 @@ import { Durability } from "./durability.ts";
 import { leaseFor } from "./lease.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
+import type { EngineIO, EngineLog } from "./io.ts";
+import { Scattered, scatterTarget } from "./read-into.ts";
 import { newestPieces } from "./replay-log.ts";
 import { ClientSession } from "./session.ts";
 import { makeTxn, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
 
 export type { Completion, OpKind, Request } from "./txn.ts";
-
-/** Effects the engine asks its driver to perform. Must not call back into the engine synchronously. */
-export interface EngineIO {
-  connect(connection: number): void;
-  /**
-   * Write bytes on the connection; the sink owns them until it calls `release` (when given),
-   * after which the engine may recycle the buffer.
-   */
-  send(connection: number, bytes: Uint8Array, release?: () => void): void;
-  close(connection: number): void;
-  /**
-   * Optional: run `flush` once the current burst of work is over (production: setImmediate,
-   * after every promise continuation the burst triggered). Lets one sealed record carry the
-   * requests that callers submit from their completion callbacks. Absent: flush at once.
-   */
-  defer?(flush: () => void): void;
-}
-
-export interface EngineLog {
-  info(message: string): void;
-  warn(message: string): void;
-  debug?(message: string): void;
-}
+export type { EngineIO, EngineLog } from "./io.ts";
 
 export type EngineState = "idle" | "connecting" | "handshaking" | "ready" | "failed" | "closed";
 
@@ -281,8 +262,10 @@ export class ClientEngine {
     return new FrameDecoder(HANDSHAKE_PAYLOAD_MAX, { allocate: this.allocateReply });
   }
 
-  /** READ replies spanning chunks are gathered into pooled buffers (given back once copied out). */
-  private readonly allocateReply = (size: number) => {
+  /** READ replies spanning chunks go straight into the caller's buffer (engine/read-into.ts), others into pooled buffers. */
+  private readonly allocateReply = (size: number, header: Header) => {
+    const scatter = scatterTarget(header, this.pending.get(header.txid), this.connection);
+    if (scatter !== null) return scatter;
     const bytes = takeBuffer(size);
     return { bytes, owner: bytes };
   };
@@ -426,11 +409,11 @@ export class ClientEngine {
 
   private readonly onFrame = (header: Header, payload: Uint8Array, _frame: Uint8Array, gathered: unknown): void => {
     try {
-      this.handleFrame(header, payload);
+      this.handleFrame(header, payload, gathered);
     } finally {
       // A pooled gather buffer is free once the frame was handled (READ data was copied out,
       // or handed to a caller without `into`, which then owns the buffer: see complete()).
-      if (gathered !== null && !this.handedOut) giveBuffer(gathered as Uint8Array);
+      if (gathered !== null && !this.handedOut && !(gathered instanceof Scattered)) giveBuffer(gathered as Uint8Array);
       this.handedOut = false;
     }
   };
@@ -438,7 +421,7 @@ export class ClientEngine {
   /** The current frame's payload went to a caller (not copied): its pooled buffer is theirs. */
   private handedOut = false;
 
-  private handleFrame(header: Header, payload: Uint8Array): void {
+  private handleFrame(header: Header, payload: Uint8Array, gathered: unknown): void {
     if (this.state !== "ready" && this.state !== "handshaking") return; // dropped mid-chunk
     if (header.opcode === Op.CHALLENGE) return this.onChallenge(payload);
     if (header.opcode === Op.WELCOME) return this.onWelcome(header, payload);
@@ -467,11 +450,13 @@ export class ClientEngine {
     if (txn.kind === "fetch" || txn.kind === "sync") data = payload.slice(); // the records (copied data), or the reason of a failure
     if (txn.kind === "read" && header.status === 0) {
       data = payload.subarray(0, header.length);
-      if ((header.flags & Flag.DIGEST) !== 0 && !verifyDigest(this.checksum, data, payload.subarray(header.length))) {
+      const scattered = gathered instanceof Scattered; // the data is in txn.into already
+      const digest = scattered ? gathered.digest : payload.subarray(header.length);
+      if ((header.flags & Flag.DIGEST) !== 0 && !verifyDigest(this.checksum, data, digest)) {
         return this.retryCorrupt(txn, "READ reply failed its data checksum");
       }
       if (txn.into !== null) {
-        txn.into.set(data);
+        if (!scattered) txn.into.set(data);
         data = txn.into;
       } else this.handedOut = true;
     }
@@ -643,6 +628,7 @@ export class ClientEngine {
   private complete(txn: Txn, status: number, data: Uint8Array | null, flags = 0): void {
     const durability = this.durability;
     this.pending.delete(txn.txid);
+    if (txn.into !== null) this.decoder.release(txn.into); // a reply half read must not land later
     if (txn.sentOn === this.connection && this.state === "ready") this.onWire--;
     durability.settle(txn, status);
     if (txn.internal === "replay") {

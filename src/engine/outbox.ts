@@ -3,8 +3,9 @@
  *
  * Frames produced by one event (a burst of submits, a tick's resends) leave together:
  * - on a protected channel, as ONE sealed record per burst (crypto/record.ts: one cipher setup
- *   per batch, not per frame), built from the frames' parts without assembling them
- *   (RecordSealer.sealParts), bounded to RECORD_TARGET bytes;
+ *   per batch, not per frame), built from the frames' parts without assembling them: sealed
+ *   straight into one pooled record buffer (RecordSealer.sealPooled, native AES-GCM), else as
+ *   the cipher's own pieces (RecordSealer.sealParts); bounded to RECORD_TARGET bytes;
  * - on a plain channel, small frames are copied into one pooled batch buffer (one socket
  *   write for many requests: for small requests, batching matters more than anything else);
  *   a large payload goes as its own writes — header, payload, digest — so a
@@ -92,15 +93,21 @@ export class Outbox {
   flush(): void {
     if (this.sealer !== null) {
       if (this.partBytes === 0) return;
-      let pieces: Uint8Array[];
+      let record: Uint8Array | null;
+      let pieces: Uint8Array[] = [];
       try {
-        pieces = this.sealer.sealParts(this.parts, this.partBytes);
+        record = this.sealer.sealPooled(this.parts, this.partBytes);
+        if (record === null) pieces = this.sealer.sealParts(this.parts, this.partBytes);
       } finally {
         this.parts = [];
         this.partBytes = 0;
         this.dropLeases(); // the ciphertext is the sealer's own: the payloads are free
       }
-      for (const piece of pieces) this.send(piece);
+      // A pooled record goes back to the pool once the socket took it (no garbage per record).
+      if (record !== null) {
+        const sealed = record;
+        this.send(sealed, () => giveBuffer(sealed));
+      } else for (const piece of pieces) this.send(piece);
       return;
     }
     const batch = this.batch;

@@ -1,5 +1,5 @@
 /**
- * @module sys/libc — the only file that touches bun:ffi. Typed wrappers over the few libc
+ * @module sys/libc — the libc side of bun:ffi (sys/librbd.ts and sys/libcrypto.ts hold the others). Typed wrappers over the few libc
  * calls Bun has no API for: fallocate (punch hole / zero range), lseek SEEK_DATA/SEEK_HOLE,
  * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, flock (one export per backing file),
  * getrlimit/setrlimit RLIMIT_NOFILE (the connection budget, transport/fd-budget.ts),

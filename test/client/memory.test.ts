@@ -5,7 +5,7 @@
  * every chunk when the data is live, not garbage).
  */
 import { expect, test } from "bun:test";
-import { MemoryBudget } from "../../src/client/memory-budget.ts";
+import { MemoryBudget, SAMPLE_BYTES } from "../../src/client/memory-budget.ts";
 import { WritePool } from "../../src/client/write-pool.ts";
 
 const MiB = 1024 * 1024;
@@ -48,4 +48,18 @@ test("the memory budget collects past its threshold and never twice in a row for
   budget.check();
   expect(collections).toBe(2);
   expect(budget.collections).toBe(2);
+});
+
+test("with chunk lengths, the budget reads the resident size only every SAMPLE_BYTES of data", () => {
+  let reads = 0;
+  let collections = 0;
+  const budget = new MemoryBudget(192 * MiB, () => (reads++, 500 * MiB), () => void collections++);
+  for (let i = 0; i < SAMPLE_BYTES / MiB - 1; i++) budget.check(MiB);
+  expect(reads).toBe(0);
+  budget.check(MiB); // the SAMPLE_BYTES-th MiB: looked at, over budget, collected
+  expect(reads).toBeGreaterThan(0);
+  expect(collections).toBe(1);
+  const after = reads;
+  budget.check(MiB);
+  expect(reads).toBe(after);
 });

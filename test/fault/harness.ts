@@ -153,7 +153,8 @@ export interface CopyRun {
 /** Run `dstd copy SOURCE TARGET [--config FILE]` with info logging (reconnects are logged). */
 export function startCopy(source: string, target: string, config?: string, extra: string[] = []): CopyRun {
   const startedAt = performance.now();
-  const argv = [BINARY, "copy", source, target, ...(config ? ["--config", config] : []), "--log-level", "info", ...extra];
+  const level = extra.includes("--log-level") ? [] : ["--log-level", "info"]; // extra may name its own
+  const argv = [BINARY, "copy", source, target, ...(config ? ["--config", config] : []), ...level, ...extra];
   const proc = track(Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe" }));
   const out = collect(proc.stdout);
   const err = collect(proc.stderr);

@@ -284,3 +284,55 @@ describe("reused gather buffer (export side)", () => {
     expect(seen).toEqual([1, 2, 3]);
   });
 });
+
+describe("scattered payloads (READ replies straight into the caller's buffer)", () => {
+  /** A READ reply of `n` data bytes followed by `digest` digest bytes. */
+  const replyWithDigest = (txid: number, n: number, digest: number) =>
+    encodeFrame({ opcode: Op.READ | 0x80, flags: digest > 0 ? Flag.DIGEST : 0, txid, offset: 0, length: n }, concat([pattern(n, txid), pattern(digest, 99)]));
+
+  test("split at sampled boundaries: the data lands in `into`, the digest in `rest`, nothing else is allocated", () => {
+    const n = 256 * KiB;
+    for (const digest of [0, 32]) {
+      const frame = replyWithDigest(7, n, digest);
+      for (const cut of [1, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 1, HEADER_SIZE + n - 1, HEADER_SIZE + n, frame.length - 1].filter((c) => c < frame.length)) {
+        const into = new Uint8Array(n);
+        const rest = new Uint8Array(digest);
+        const owner = { marker: true };
+        const asked: Header[] = [];
+        const decoder = new FrameDecoder(PAYLOAD_MAX_DEFAULT, {
+          allocate: (_size, header) => {
+            asked.push(header);
+            return { into, rest, owner };
+          },
+        });
+        const seen: Array<{ payload: Uint8Array; owner: unknown }> = [];
+        for (const chunk of [frame.slice(0, cut), frame.slice(cut)]) {
+          expect(decoder.push(chunk, (_h, payload, _f, o) => seen.push({ payload, owner: o }))).toBeNull();
+        }
+        expect(asked.map((h) => h.txid)).toEqual([7]);
+        expect(seen.length).toBe(1);
+        expect(seen[0]!.payload).toBe(into);
+        expect(seen[0]!.owner).toBe(owner);
+        expect(new Uint8Array(into)).toEqual(new Uint8Array(pattern(n, 7)));
+        expect(new Uint8Array(rest)).toEqual(new Uint8Array(pattern(digest, 99)));
+        expect(decoder.bufferedBytes).toBe(0);
+      }
+    }
+  });
+
+  test("release(): a buffer let go mid-frame is never written again, and the stream goes on", () => {
+    const n = 64 * KiB;
+    const into = new Uint8Array(n);
+    const decoder = new FrameDecoder(PAYLOAD_MAX_DEFAULT, { allocate: () => ({ into, rest: new Uint8Array(0), owner: null }) });
+    const frame = replyWithDigest(3, n, 0);
+    const next = readReply(4, 0, 16);
+    const seen: number[] = [];
+    const onFrame = (h: Header) => void seen.push(h.txid);
+    expect(decoder.push(frame.slice(0, HEADER_SIZE + 1000), onFrame)).toBeNull();
+    decoder.release(into);
+    expect(decoder.push(concat([frame.slice(HEADER_SIZE + 1000), next]), onFrame)).toBeNull();
+    expect(into.subarray(1000).every((b) => b === 0)).toBe(true);
+    expect(into.slice(0, 1000)).toEqual(new Uint8Array(pattern(n, 3).slice(0, 1000)));
+    expect(seen).toEqual([3, 4]);
+  });
+});

@@ -11,6 +11,7 @@
  * The header is validated (invalidHeader with the current maxPayload) before any payload is
  * awaited, so a hostile length is refused at once instead of being buffered.
  */
+import { assert } from "../../lib/assert.ts";
 import { errorMessage } from "../../lib/errors.ts";
 import { HEADER_SIZE } from "./constants.ts";
 import { decodeHeader, invalidHeader, type Header } from "./header.ts";
@@ -30,9 +31,22 @@ export type FrameHandler = (header: Header, payload: Uint8Array, frame: Uint8Arr
  * Supplies the buffer a frame spanning chunks is gathered into (its exact size), with an owner
  * handed back in onFrame so the caller can account and release it. Returning null refuses for
  * now (a memory budget is exhausted): push() stops before the frame's body and the next push
- * asks again.
+ * asks again. Or, knowing the (validated) header, it may scatter the payload where it is
+ * finally wanted (a READ reply straight into the caller's buffer, so the data is copied once,
+ * from the socket chunk): `into` takes the payload's first into.length bytes, `rest` the
+ * others (a digest); onFrame then gets `into` as both payload and frame, and `owner` (which
+ * must say where `rest` is). A frame wholly inside one chunk is never scattered.
  */
-export type FrameAllocator = (size: number) => { bytes: Uint8Array; owner: unknown } | null;
+export type FrameAllocator = (size: number, header: Header) => FrameBuffer | ScatterBuffer | null;
+export interface FrameBuffer {
+  bytes: Uint8Array;
+  owner: unknown;
+}
+export interface ScatterBuffer {
+  into: Uint8Array;
+  rest: Uint8Array;
+  owner: unknown;
+}
 
 export class FrameDecoder {
   /** Largest payload accepted; raise it after the handshake settles max_payload. */
@@ -46,6 +60,10 @@ export class FrameDecoder {
   private frameHeader: Header | null = null;
   private frameOwner: unknown = null;
   private frameFill = 0;
+  /** Payload being scattered (see FrameAllocator), with its header; `frame` is null then. */
+  private scatter: ScatterBuffer | null = null;
+  private scatterHeader: Header | null = null;
+  private scatterFill = 0;
   /** A validated header whose body buffer the allocator refused; retried on the next push. */
   private waiting: { header: Header; head: Uint8Array } | null = null;
   private stopped = -1;
@@ -68,6 +86,7 @@ export class FrameDecoder {
   /** Bytes held back waiting for the rest of a frame. */
   get bufferedBytes(): number {
     if (this.waiting !== null) return HEADER_SIZE;
+    if (this.scatter !== null) return HEADER_SIZE + this.scatterFill;
     return this.frame === null ? this.headerFill : this.frameFill;
   }
 
@@ -90,6 +109,17 @@ export class FrameDecoder {
       if (this.waiting !== null) {
         if (!this.startFrame(this.waiting.header, this.waiting.head, 0, HEADER_SIZE)) return this.stop(pos);
         this.waiting = null;
+        continue;
+      }
+      if (this.scatter !== null) {
+        pos = this.fillScatter(chunk, pos);
+        const scatter = this.scatter;
+        if (this.scatterFill < scatter.into.length + scatter.rest.length) return null;
+        const header = this.scatterHeader!;
+        this.scatter = null;
+        this.scatterHeader = null;
+        this.scatterFill = 0;
+        if (!this.deliver(onFrame, header, scatter.into, scatter.into, scatter.owner)) return this.stop(pos);
         continue;
       }
       if (this.frame !== null) {
@@ -158,8 +188,16 @@ export class FrameDecoder {
   private startFrame(header: Header, source: Uint8Array, at: number, count: number): boolean {
     const size = HEADER_SIZE + header.payloadLength;
     if (this.allocate !== null) {
-      const given = this.allocate(size);
+      const given = this.allocate(size, header);
       if (given === null) return false;
+      if ("into" in given) {
+        assert(given.into.length + given.rest.length === header.payloadLength, "scatter buffers do not add up to the payload");
+        this.scatter = given;
+        this.scatterHeader = header;
+        this.scatterFill = 0;
+        this.fillScatter(source.subarray(at + HEADER_SIZE, at + count), 0);
+        return true;
+      }
       this.frame = given.bytes.subarray(0, size);
       this.frameOwner = given.owner;
     } else if (this.reuse) {
@@ -172,6 +210,37 @@ export class FrameDecoder {
     this.frameFill = count;
     this.frameHeader = header;
     return true;
+  }
+
+  /**
+   * The frame being scattered into `into` must not touch it any more (its request ended some
+   * other way, e.g. a deadline): the rest of its payload goes to a private buffer, and the
+   * frame is delivered from there, incomplete (`owner` as given) — for a request that no
+   * longer wants it, which is all it is good for.
+   */
+  release(into: Uint8Array): void {
+    const scatter = this.scatter;
+    if (scatter === null || scatter.into !== into) return;
+    this.scatter = { into: new Uint8Array(into.length), rest: scatter.rest, owner: scatter.owner };
+  }
+
+  private fillScatter(chunk: Uint8Array, pos: number): number {
+    const { into, rest } = this.scatter!;
+    let at = this.scatterFill;
+    if (at < into.length) {
+      const n = Math.min(into.length - at, chunk.length - pos);
+      into.set(chunk.subarray(pos, pos + n), at);
+      pos += n;
+      at += n;
+    }
+    if (at >= into.length) {
+      const n = Math.min(into.length + rest.length - at, chunk.length - pos);
+      rest.set(chunk.subarray(pos, pos + n), at - into.length);
+      pos += n;
+      at += n;
+    }
+    this.scatterFill = at;
+    return pos;
   }
 
   private fillHeader(chunk: Uint8Array, pos: number): number {
