@@ -1,9 +1,10 @@
 /**
  * @module client/dst-client — the client engine wired to sockets and time: the driver of
  * `dstd copy`, `dstd attach` and remote legs. Sockets come from an injected dialer and time
- * from an injected clock (real sockets and setInterval in production). The simulator does not
- * run this driver yet, only the engine driven the same way (docs/simulation.md, "Not
- * modelled": the dialer's Promise resolves outside simulated time).
+ * from an injected clock (real sockets and setInterval in production); the simulator passes
+ * its simulated network and clock (docs/simulation.md). The dialer answers with a
+ * PromiseLike so that a simulated one can answer synchronously, in simulated time: a real
+ * Promise settles on the microtask queue, which a synchronous simulation loop never runs.
  *
  * Several connections ("links", `links = N`): when the export grants MULTI_CONN, the
  * client runs N engines — N sessions, each with its own exactly-once table, fencing and
@@ -34,8 +35,11 @@ import { newCounters } from "../engine/counters.ts";
 import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
 import { WritePool } from "./write-pool.ts";
 
-/** Opens a connection; resolves with its Sink once connected, rejects with the reason. */
-export type Dialer = (address: ListenAddress, makeHandler: (sink: Sink) => ConnectionHandler) => Promise<Sink>;
+/**
+ * Opens a connection; resolves with its Sink once connected, rejects with the reason. Only
+ * `then(onConnected, onFailed)` is used, so a simulated dialer may call back synchronously.
+ */
+export type Dialer = (address: ListenAddress, makeHandler: (sink: Sink) => ConnectionHandler) => PromiseLike<Sink>;
 
 /** Time for the driver: production uses performance.now, setInterval and setImmediate. */
 export interface DriverClock {
@@ -376,7 +380,16 @@ export class DstClient {
   /** Wait for nothing to be outstanding, then close for good. */
   async close(): Promise<void> {
     if (this.closed) return;
-    while (this.outstanding > 0) await Bun.sleep(5);
+    if (this.outstanding > 0) {
+      const clock = this.options.clock ?? REAL_CLOCK;
+      await new Promise<void>((resolve) => {
+        const stop = clock.every(5, () => {
+          if (this.outstanding > 0) return;
+          stop();
+          resolve();
+        });
+      });
+    }
     this.closed = true;
     for (const link of this.links) {
       link.closed = true;
