@@ -1,15 +1,17 @@
 /**
- * @module test/sim/harness — one simulated world: the real ClientEngine and the real DstServer
- * joined by SimNetwork, over a SimBackend, on a SimClock, with the oracle and checkers
- * watching every step. It is the simulated twin of client/dst-client.ts (the engine's driver)
- * plus daemon/export-node.ts (the export), and the DSL the scenario tests are written in.
+ * @module test/sim/harness — one simulated world: the real driver (DstClient, with its
+ * ClientEngine) and the real DstServer joined by SimNetwork, over a SimBackend, on a SimClock,
+ * with the oracle and checkers watching every step. DstClient gets a simulated dialer and
+ * clock (sim-driver.ts); the export is driven as daemon/export-node.ts drives it. It is also
+ * the DSL the scenario tests are written in.
  *
  * Determinism: every random choice comes from Prng streams split off the seed (network,
  * backend, workload/faults, engine jitter), so changing how one component draws does not
  * reshuffle the others. The DST server's session ids come from node:crypto, but nothing
  * depends on their value, only on their identity.
  */
-import { ClientEngine, type OpKind, type Request } from "../../src/engine/client-engine.ts";
+import { DstClient } from "../../src/client/dst-client.ts";
+import { BUSY, type ClientEngine, type OpKind, type Request } from "../../src/engine/client-engine.ts";
 import type { EngineOptions } from "../../src/engine/options.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { errnoName } from "../../src/lib/errno.ts";
@@ -18,12 +20,14 @@ import { DstServer, type DstServerOptions } from "../../src/export/server.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
 import type { StoragePort } from "../../src/storage/port.ts";
-import { Op, PAYLOAD_MAX_DEFAULT } from "../../src/wire/dst/constants.ts";
-import { FrameDecoder } from "../../src/wire/dst/decoder.ts";
+import type { Outbox } from "../../src/engine/outbox.ts";
+import { HEADER_SIZE, Op } from "../../src/wire/dst/constants.ts";
+import { decodeHeader, type Header } from "../../src/wire/dst/header.ts";
 import { makeWriteData } from "./block-data.ts";
 import { checkFailure, Oracle, SimViolation, violation, type OpRecord } from "./checkers.ts";
 import { SimBackend, type CrashMode } from "./sim-backend.ts";
 import { SimClock } from "./sim-clock.ts";
+import { SimDialer, simDriverClock } from "./sim-driver.ts";
 import { SimNetwork, type NetworkOptions } from "./sim-network.ts";
 
 export type ServerUnsafe = NonNullable<DstServerOptions["unsafe"]>;
@@ -65,7 +69,12 @@ export class Simulation {
   readonly clock = new SimClock(1);
   readonly network: SimNetwork;
   readonly backend: SimBackend;
-  readonly engine: ClientEngine;
+  /** The real driver; set once start() saw the first handshake. */
+  client!: DstClient;
+  private readonly dialer: SimDialer;
+  private readonly engineSeed: number;
+  /** Submits that found the driver BUSY, in order, run again when it has room. */
+  private readonly waitingForRoom: Array<() => void> = [];
   readonly oracle: Oracle;
   /** Randomness for the workload and the fault schedule (the swarm driver's stream). */
   readonly prng: Prng;
@@ -94,6 +103,7 @@ export class Simulation {
   private nextVersion = 1;
   private started = false;
   private lastEpoch: number | null = null;
+  private readonly onRenumber: (from: number, to: number) => void;
   private deferred: SimViolation | null = null;
   /** asyncPort: per write content ("offset:hash"), txids that carried it to the current instance, and its applications there. */
   private contentTxids = new Map<string, Set<number>>();
@@ -134,7 +144,7 @@ export class Simulation {
       if (this.deferred !== null) throw this.deferred;
     };
     this.oracle = new Oracle(config.blocks, config.blockSize);
-    this.network = new SimNetwork(this.clock, networkPrng, config.network, this.clientEndpoint, (line) => this.trace(line));
+    this.network = new SimNetwork(this.clock, networkPrng, config.network, { connected: (id) => this.dialer.connected(id), connectFailed: (id, r) => this.dialer.connectFailed(id, r), receive: (id, c) => this.dialer.receive(id, c), disconnected: (id, r) => this.dialer.disconnected(id, r) }, (line) => this.trace(line));
     // A takeover must come from a newer connection than the one it fences: the engine numbers
     // its connections in the order it opens them and keeps one at a time, so an older one
     // taking over is a late handshake the client already gave up on (docs/protocol.md §6.5),
@@ -143,35 +153,18 @@ export class Simulation {
       this.marks.takeovers++;
       if (taker < fenced) this.deferred ??= new SimViolation("stale takeover", `the late handshake of c${taker} took the session over and fenced the newer c${fenced}`);
     };
-    this.engine = new ClientEngine(
-      { ...config.engine, seed: engineSeed, exportName: "disk", clientName: "sim" },
-      {
-        connect: (id) => {
-          this.lastConnectId = id;
-          this.seen.connects++;
-          this.network.connect(id);
-        },
-        send: (id, bytes, release) => {
-          // The network holds what it carries until delivery: give it its own copy, so the
-          // engine may recycle its buffer at once (as a real sink's release would let it).
-          this.tap(id, bytes.slice());
-          release?.();
-        },
-        close: (id) => this.network.close(id),
+    this.engineSeed = engineSeed;
+    this.dialer = new SimDialer({
+      onDial: (id) => {
+        this.lastConnectId = id;
+        this.seen.connects++;
       },
-      {
-        info: (m) => this.trace(`engine: ${m}`),
-        warn: (m) => this.trace(`engine WARN: ${m}`),
-      },
-    );
-    this.engine.onStateChange = (state, detail) => this.onEngineState(state, detail);
-    this.engine.onResize = (size) => {
-      this.trace(`engine: export size is now ${size} bytes`);
-      this.resizes.push(size);
-    };
+      onSend: (id, bytes) => this.network.send(id, bytes),
+    });
+    this.dialer.network = this.network;
     // A new session gives outstanding requests fresh txids: follow them, so per-request send
     // counts and the app/internal split stay per request.
-    this.engine.onRenumber = (from, to) => {
+    this.onRenumber = (from, to) => {
       const op = this.opsByTxid.get(from);
       if (op !== undefined) {
         this.opsByTxid.delete(from);
@@ -198,15 +191,39 @@ export class Simulation {
     return this.lastConnectId;
   }
 
-  /** Connect the engine and start its tick. */
-  start(): this {
+  /** The first link's engine (its WELCOME, state and counters describe the connection). */
+  get engine(): ClientEngine {
+    return this.client.engine;
+  }
+
+  /**
+   * Open the driver (DstClient.open: dial, handshake) and start the export's tick. Async only
+   * here: open() is a real Promise, settled on the microtask queue, so this loop runs
+   * simulated time in small steps and yields between them until it settles. From then on
+   * everything runs in simulated time (submit and its callbacks, the driver's tick).
+   */
+  async start(): Promise<this> {
     this.started = true;
-    this.engine.start(this.now);
-    const tick = () => {
-      this.tickEngine();
-      this.clock.after(this.config.tickMs, tick);
-    };
-    this.clock.after(this.config.tickMs, tick);
+    const { config } = this;
+    let outcome: DstClient | Error | null = null;
+    DstClient.open({
+      ...config.engine,
+      address: { transport: "tcp", host: "export.sim", port: 7000 },
+      exportName: "disk",
+      clientName: "sim",
+      seed: this.engineSeed,
+      tickMs: config.tickMs,
+      log: {
+        info: (m) => this.trace(`engine: ${m}`),
+        warn: (m) => this.trace(`engine WARN: ${m}`),
+      },
+      onStateChange: (state, detail) => this.onEngineState(state, detail),
+      dial: this.dialer.dial,
+      clock: simDriverClock(this.clock, (tick) => this.tickEngine(tick)),
+    }).then(
+      (client) => void (outcome = client),
+      (error: Error) => void (outcome = error),
+    );
     // The export node ticks its server about once a second (daemon/export-node.ts): PONGs
     // for a client whose request is still arriving, rate-limited warnings.
     const serverTick = () => {
@@ -214,6 +231,26 @@ export class Simulation {
       this.clock.after(1000, serverTick);
     };
     this.clock.after(1000, serverTick);
+    const end = this.now + 2000;
+    while (outcome === null && this.now < end) {
+      this.run(5);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const opened = outcome as DstClient | Error | null;
+    if (opened === null) violation("liveness", "first handshake never completed");
+    if (opened instanceof Error) violation("liveness", `the driver did not open: ${opened.message}`);
+    const client = opened as DstClient;
+    this.client = client;
+    this.lastEpoch = client.engine.welcome!.epoch;
+    client.engine.onRenumber = this.onRenumber;
+    this.tapFrames(client.engine);
+    client.onResize = (size) => {
+      this.trace(`engine: export size is now ${size} bytes`);
+      this.resizes.push(size);
+    };
+    client.onRoom = () => {
+      for (const retry of this.waitingForRoom.splice(0)) retry();
+    };
     return this;
   }
 
@@ -267,11 +304,22 @@ export class Simulation {
       };
     }
     if (kind === "flush") request.offset = request.length = 0;
-    op.txid = this.engine.submit(request, (status, data) => this.completed(op, status, data));
+    this.dispatch(op, request);
+    return op;
+  }
+
+  /** Submit to the driver; on BUSY, again once it has room (what `dstd copy` does). */
+  private dispatch(op: OpRecord, request: Request): void {
+    const txid = this.client.submit(request, (status, data) => this.completed(op, status, data));
+    if (txid === BUSY) {
+      this.trace(`app: #${op.id} ${op.kind}: driver busy; waiting for room`);
+      this.waitingForRoom.push(() => this.dispatch(op, request));
+      return;
+    }
+    op.txid = txid;
     this.appTxids.add(op.txid);
     this.opsByTxid.set(op.txid, op);
-    this.trace(`app: #${op.id} ${kind} blocks ${first}+${count}${fua ? " fua" : ""} v${version} → txid ${op.txid}`);
-    return op;
+    this.trace(`app: #${op.id} ${op.kind} blocks ${op.first}+${op.count}${op.fua ? " fua" : ""} v${op.version} → txid ${op.txid}`);
   }
 
   private completed(op: OpRecord, status: number, data: Uint8Array | null): void {
@@ -462,25 +510,32 @@ export class Simulation {
     if (this.config.verbose) this.trace(line);
   }
 
-  /** Count every request frame the engine puts on the wire (its sends batch and split frames). */
-  private tap(id: number, bytes: Uint8Array): void {
-    let decoder = this.tapDecoders.get(id);
-    if (decoder === undefined) {
-      decoder = new FrameDecoder(PAYLOAD_MAX_DEFAULT + 64);
-      this.tapDecoders.set(id, decoder);
-    }
-    decoder.push(bytes, (header, payload) => {
-      if (header.opcode === Op.WRITE && this.config.asyncPort !== undefined) this.noteCarrier(id, header.txid, header.offset, payload.subarray(0, header.length));
-      if (requestOpcodes.has(header.opcode)) {
-        this.sends.set(header.txid, (this.sends.get(header.txid) ?? 0) + 1);
-        if (!this.appTxids.has(header.txid)) this.seen.internalTxids.add(header.txid);
-      }
-      if (this.config.verbose) this.trace(`net c${id} → export: op 0x${header.opcode.toString(16)} txid ${header.txid} off ${header.offset} len ${header.length}`);
-    });
-    this.network.send(id, bytes);
+  /**
+   * Count every request frame the engine transmits, where it hands it to its outbox
+   * (engine/outbox.ts): in plaintext, before batching or sealing, so the count is the same on
+   * plain and keyed sessions (a sealed record cannot be opened outside the session: its keys
+   * come from an ephemeral exchange). The engine counts a send there too: a frame whose
+   * connection died before the deferred flush took it out never reached the wire, but it was
+   * sent as far as the engine (and its resend budget) is concerned.
+   */
+  private tapFrames(engine: ClientEngine): void {
+    const outbox = (engine as unknown as { outbox: Outbox }).outbox;
+    const add = outbox.add.bind(outbox);
+    outbox.add = (header, payload = null, digest = null, lease = null) => {
+      this.onFrame(decodeHeader(header, 0), payload ?? header.subarray(HEADER_SIZE));
+      add(header, payload, digest, lease);
+    };
   }
 
-  private readonly tapDecoders = new Map<number, FrameDecoder>();
+  private onFrame(header: Header, payload: Uint8Array): void {
+    const id = this.lastConnectId;
+    if (header.opcode === Op.WRITE && this.config.asyncPort !== undefined) this.noteCarrier(id, header.txid, header.offset, payload.subarray(0, header.length));
+    if (requestOpcodes.has(header.opcode)) {
+      this.sends.set(header.txid, (this.sends.get(header.txid) ?? 0) + 1);
+      if (!this.appTxids.has(header.txid)) this.seen.internalTxids.add(header.txid);
+    }
+    if (this.config.verbose) this.trace(`net c${id} → export: op 0x${header.opcode.toString(16)} txid ${header.txid} off ${header.offset} len ${header.length}`);
+  }
 
   /** A WRITE went out on connection `id`: remember its txid by content for the instance it reaches. */
   private noteCarrier(id: number, txid: number, offset: number, data: Uint8Array): void {
@@ -492,11 +547,13 @@ export class Simulation {
     txids.add(txid);
   }
 
-  private tickEngine(): void {
+  /** One tick of the driver (DstClient's clock.every), with the per-tick checks around it. */
+  private tickEngine(tick: () => void): void {
+    if (this.client === undefined) return tick(); // opening: checks begin once it is open
     const engine = this.engine;
     const before = engine.counters.keepaliveFailures;
     const id = this.lastConnectId;
-    engine.tick(this.now);
+    tick();
     if (engine.counters.keepaliveFailures !== before) {
       this.seen.keepaliveDrops++;
       if (this.network.connections.get(id)?.faulted !== true) {
@@ -515,17 +572,12 @@ export class Simulation {
     this.trace(`engine: ${state}: ${detail}`);
     if (state !== "ready") return;
     this.seen.ready++;
+    if (this.client === undefined) return; // the first WELCOME: start() records its epoch
     const epoch = this.engine.welcome!.epoch;
     if (this.lastEpoch !== null && this.lastEpoch !== epoch) this.seen.epochChanges++;
     this.lastEpoch = epoch;
   }
 
-  private readonly clientEndpoint = {
-    connected: (id: number) => this.engine.connected(id),
-    connectFailed: (id: number, reason: string) => this.engine.connectFailed(id, reason),
-    receive: (id: number, chunk: Uint8Array) => this.engine.receive(id, chunk),
-    disconnected: (id: number, reason: string | null) => this.engine.disconnected(id, reason),
-  };
 
   /** Whether start() ran (scenarios may build first and start later). */
   get running(): boolean {

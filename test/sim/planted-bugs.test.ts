@@ -15,9 +15,9 @@ import type { ServerUnsafe } from "./harness.ts";
 import { world } from "./scenario.ts";
 import { runSeed } from "./swarm.ts";
 
-function firstCatch(unsafe: ServerUnsafe, limit: number, checkExactlyOnce: boolean) {
+async function firstCatch(unsafe: ServerUnsafe, limit: number, checkExactlyOnce: boolean) {
   for (let seed = 1; seed <= limit; seed++) {
-    const result = runSeed(seed, { unsafe, checkExactlyOnce });
+    const result = await runSeed(seed, { unsafe, checkExactlyOnce });
     if (result.ok) continue;
     if (result.violation === undefined) throw result.error;
     return { seed, invariant: result.violation.invariant, message: result.violation.message };
@@ -38,25 +38,25 @@ const cases: { name: string; unsafe: ServerUnsafe; limit: number; dataLimit: num
 
 describe("planted bugs are caught", () => {
   for (const { name, unsafe, limit, dataLimit } of cases) {
-    test(`${name}: caught within ${limit} seeds by the full checker set`, () => {
-      const caught = firstCatch(unsafe, limit, true);
+    test(`${name}: caught within ${limit} seeds by the full checker set`, async () => {
+      const caught = await firstCatch(unsafe, limit, true);
       expect(caught).not.toBeNull();
       console.log(`${name}: caught by seed ${caught!.seed} (${caught!.message})`);
-      expect(runSeed(caught!.seed).ok).toBe(true);
+      expect((await runSeed(caught!.seed)).ok).toBe(true);
     }, 120_000);
 
     if (dataLimit === null) continue;
-    test(`${name}: caught within ${dataLimit} seeds by the data checkers alone`, () => {
-      const caught = firstCatch(unsafe, dataLimit, false);
+    test(`${name}: caught within ${dataLimit} seeds by the data checkers alone`, async () => {
+      const caught = await firstCatch(unsafe, dataLimit, false);
       expect(caught).not.toBeNull();
       console.log(`${name} (data checkers only): caught by seed ${caught!.seed} (${caught!.message})`);
       expect(["stale read", "stale overwrite", "flushed write lost"]).toContain(caught!.invariant);
-      expect(runSeed(caught!.seed).ok).toBe(true);
+      expect((await runSeed(caught!.seed)).ok).toBe(true);
     }, 120_000);
   }
 
-  test("noDedupe breaks the ack-lost scenario: the resent write is applied again", () => {
-    const t = world({ unsafe: { noDedupe: true }, checkExactlyOnce: false });
+  test("noDedupe breaks the ack-lost scenario: the resent write is applied again", async () => {
+    const t = await world({ unsafe: { noDedupe: true }, checkExactlyOnce: false });
     t.network.stall(t.currentConnection, "toClient", "vanish");
     const w = t.write(3);
     t.settle(5_000);

@@ -31,8 +31,8 @@ function report(result: SeedResult): string {
 }
 
 if (single !== undefined) {
-  test(`seed ${single}`, () => {
-    const result = runSeed(Number(single), { verbose: true });
+  test(`seed ${single}`, async () => {
+    const result = await runSeed(Number(single), { verbose: true });
     if (!result.ok) throw new Error(report(result));
     console.log(`seed ${single} passed: ${JSON.stringify(result.stats)}\ncoverage ${JSON.stringify(result.coverage)}`);
   });
@@ -44,12 +44,12 @@ if (single !== undefined) {
     let cpuMs = 0;
     for (let start = first; start < first + seeds; start += BATCH) {
       const end = Math.min(first + seeds, start + BATCH);
-      test(`seeds ${start}..${end - 1}`, () => {
+      test(`seeds ${start}..${end - 1}`, async () => {
         const began = performance.now();
         const cpuBefore = process.cpuUsage();
         const failures: SeedResult[] = [];
         for (let seed = start; seed < end; seed++) {
-          const result = runSeed(seed);
+          const result = await runSeed(seed);
           for (const [mark, n] of Object.entries(result.coverage)) coverage[mark] = (coverage[mark] ?? 0) + n;
           if (!result.ok) failures.push(result);
           if (failures.length >= 5) break;
