@@ -20,6 +20,7 @@ import { DstServer, type DstServerOptions } from "../../src/export/server.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
 import type { StoragePort } from "../../src/storage/port.ts";
+import type { SuiteName } from "../../src/crypto/suites.ts";
 import type { Outbox } from "../../src/engine/outbox.ts";
 import { HEADER_SIZE, Op } from "../../src/wire/dst/constants.ts";
 import { decodeHeader, type Header } from "../../src/wire/dst/header.ts";
@@ -59,6 +60,12 @@ export interface SimConfig {
    * and the data checkers fail the run; a buffer given back twice fails it at once.
    */
   handOver?: boolean;
+  /**
+   * Keyed sessions: a pre-shared key fixed by the seed, the suite both ends use. The handshake
+   * proofs, the resumption proof and the sealed records (crypto/) then run under every fault.
+   * Absent: anonymous over loopback (resumption by token).
+   */
+  keys?: { identity: string; secret: Uint8Array; suite: SuiteName };
 }
 
 const TRACE_LINES = Number(process.env.SIM_TRACE_LINES ?? 200);
@@ -88,7 +95,7 @@ export class Simulation {
   readonly resizes: number[] = [];
   readonly seen = { connects: 0, ready: 0, keepaliveDrops: 0, restarts: 0, epochChanges: 0, internalTxids: new Set<number>() };
   /** How often the interesting paths ran (the swarm asserts each is reached: coverage marks). */
-  readonly marks = { fenced: 0, takeovers: 0, staleResumes: 0, duplicates: 0, lateDeliveries: 0, timeouts: 0, eio: 0 };
+  readonly marks = { fenced: 0, takeovers: 0, staleResumes: 0, resumesRefused: 0, duplicates: 0, lateDeliveries: 0, timeouts: 0, eio: 0 };
   /** After heal(): every request must complete by max(submit, healAt) + livenessBoundMs. */
   healAt = -1;
   livenessBoundMs = 0;
@@ -219,6 +226,7 @@ export class Simulation {
       },
       onStateChange: (state, detail) => this.onEngineState(state, detail),
       dial: this.dialer.dial,
+      ...(config.keys ? { auth: { key: { identity: config.keys.identity, secret: config.keys.secret.slice() }, suites: [config.keys.suite] } } : {}),
       clock: simDriverClock(this.clock, (tick) => this.tickEngine(tick)),
     }).then(
       (client) => void (outcome = client),
@@ -436,6 +444,9 @@ export class Simulation {
       ...this.marks,
       duplicates: this.marks.duplicates + this.server.counters.duplicates,
       staleResumes: this.marks.staleResumes + this.server.counters.staleResumes,
+      resumesRefused: this.marks.resumesRefused + this.server.counters.resumesRefused,
+      keyedSeeds: this.config.keys ? 1 : 0,
+      keyedReconnects: this.config.keys ? c.reconnects : 0,
       lateDeliveries: this.network.counters.lateDeliveries,
       restarts: this.seen.restarts,
       replays: c.replays,
@@ -468,9 +479,12 @@ export class Simulation {
     if (this.server !== undefined) {
       this.marks.duplicates += this.server.counters.duplicates;
       this.marks.staleResumes += this.server.counters.staleResumes;
+      this.marks.resumesRefused += this.server.counters.resumesRefused;
     }
+    const keys = this.config.keys;
     this.server = new DstServer({
-      exports: [{ name: "disk", description: "", port: this.exportPort(), readOnly: false, allow: ALLOW }],
+      exports: [{ name: "disk", description: "", port: this.exportPort(), readOnly: false, allow: ALLOW, ...(keys ? { suites: [keys.suite] } : {}) }],
+      ...(keys ? { keys: new Map([[keys.identity, [keys.secret.slice()]]]) } : {}),
       log: {
         info: (m) => {
           if (m.includes("superseded")) this.marks.fenced++;

@@ -25,6 +25,7 @@ export interface WorldOptions {
   blockSize?: number;
   tickMs?: number;
   asyncPort?: SimConfig["asyncPort"];
+  keys?: SimConfig["keys"];
 }
 
 export const SCENARIO_ENGINE: SimConfig["engine"] = {
@@ -64,6 +65,7 @@ export async function world(options: WorldOptions = {}): Promise<Simulation> {
   if (options.unsafe) config.unsafe = options.unsafe;
   if (options.checkExactlyOnce === false) config.checkExactlyOnce = false;
   if (options.asyncPort) config.asyncPort = options.asyncPort;
+  if (options.keys) config.keys = options.keys;
   return await new Simulation(config).start();
 }
 

@@ -21,6 +21,11 @@ export interface FaultOptions {
   /** Chance a stall loses its direction for good instead of holding it. */
   vanishProbability: number;
   eioProbability: number;
+  /**
+   * Intruders per simulated second: a second client of the same identity whose HELLO names
+   * the victim's session without its resumption proof (keyed) or token (anonymous).
+   */
+  intruderRate: number;
 }
 
 export interface WorkloadOptions {
@@ -124,6 +129,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
       crashMode: prng.chance(0.5) ? "lose-all" : "random",
       vanishProbability: prng.float() * 0.5,
       eioProbability: maybe(prng, 0.3, () => prng.float() * 0.03),
+      intruderRate: 0,
     },
     workload: {
       ops: between(prng, 30, 150),
@@ -144,5 +150,13 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
   };
   // Drawn last, so the draws above (and seeds run on the synchronous port) stay as they were.
   if (prng.chance(0.5)) config.sim.asyncPort = { maxDelayMs: prng.pick([0, 1, 5, 20]) };
+  // Keyed sessions and intruders from a stream of their own, so the draws above stay as they were.
+  const keyed = new Prng(seed ^ 0x6b657973);
+  if (keyed.chance(0.5)) {
+    const secret = new Uint8Array(32);
+    for (let i = 0; i < secret.length; i++) secret[i] = keyed.int(256);
+    config.sim.keys = { identity: `sim-${seed}`, secret, suite: keyed.pick(["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] as const) };
+  }
+  config.faults.intruderRate = maybe(keyed, 0.5, () => 0.1 + keyed.float() * 0.5);
   return config;
 }
