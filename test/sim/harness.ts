@@ -11,7 +11,9 @@
  * depends on their value, only on their identity.
  */
 import { DstClient } from "../../src/client/dst-client.ts";
-import { BUSY, type ClientEngine, type OpKind, type Request } from "../../src/engine/client-engine.ts";
+import { BUSY, ClientEngine, type OpKind, type Request } from "../../src/engine/client-engine.ts";
+import type { ListenAddress } from "../../src/lib/address.ts";
+import type { Sink } from "../../src/transport/types.ts";
 import type { EngineOptions } from "../../src/engine/options.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { errnoName } from "../../src/lib/errno.ts";
@@ -68,6 +70,7 @@ export interface SimConfig {
   keys?: { identity: string; secret: Uint8Array; suite: SuiteName };
 }
 
+const SIM_ADDRESS: ListenAddress = { transport: "tcp", host: "export.sim", port: 7000 };
 const TRACE_LINES = Number(process.env.SIM_TRACE_LINES ?? 200);
 const ALLOW: AllowRule[] = [parseAllowRule("127.0.0.0/8:rw") as AllowRule];
 const requestOpcodes = new Set<number>([Op.READ, Op.WRITE, Op.FLUSH, Op.TRIM, Op.WRITE_ZEROES]);
@@ -95,7 +98,7 @@ export class Simulation {
   readonly resizes: number[] = [];
   readonly seen = { connects: 0, ready: 0, keepaliveDrops: 0, restarts: 0, epochChanges: 0, internalTxids: new Set<number>() };
   /** How often the interesting paths ran (the swarm asserts each is reached: coverage marks). */
-  readonly marks = { fenced: 0, takeovers: 0, staleResumes: 0, resumesRefused: 0, duplicates: 0, lateDeliveries: 0, timeouts: 0, eio: 0 };
+  readonly marks = { fenced: 0, takeovers: 0, staleResumes: 0, resumesRefused: 0, intruders: 0, duplicates: 0, lateDeliveries: 0, timeouts: 0, eio: 0 };
   /** After heal(): every request must complete by max(submit, healAt) + livenessBoundMs. */
   healAt = -1;
   livenessBoundMs = 0;
@@ -157,12 +160,17 @@ export class Simulation {
     // taking over is a late handshake the client already gave up on (docs/protocol.md §6.5),
     // and it would cut the client's live connection.
     this.network.onFence = (taker, fenced) => {
+      if (this.intruderConnections.has(taker)) {
+        this.deferred ??= new SimViolation("session hijack", `intruder c${taker} resumed the client's session without its resumption ${config.keys ? "proof" : "token"} and fenced c${fenced}`);
+        return;
+      }
       this.marks.takeovers++;
       if (taker < fenced) this.deferred ??= new SimViolation("stale takeover", `the late handshake of c${taker} took the session over and fenced the newer c${fenced}`);
     };
     this.engineSeed = engineSeed;
     this.dialer = new SimDialer({
-      onDial: (id) => {
+      onDial: (id, intruder) => {
+        if (intruder) return void this.intruderConnections.add(id);
         this.lastConnectId = id;
         this.seen.connects++;
       },
@@ -215,7 +223,7 @@ export class Simulation {
     let outcome: DstClient | Error | null = null;
     DstClient.open({
       ...config.engine,
-      address: { transport: "tcp", host: "export.sim", port: 7000 },
+      address: SIM_ADDRESS,
       exportName: "disk",
       clientName: "sim",
       seed: this.engineSeed,
@@ -592,6 +600,67 @@ export class Simulation {
     this.lastEpoch = epoch;
   }
 
+
+  /** Network connections of intruders (never the driver's). */
+  readonly intruderConnections = new Set<number>();
+
+  /**
+   * An intruder: another client of the same identity (same key, or anonymous from the same
+   * address) whose HELLO names the client's live session, which it can read off the wire, but
+   * without the session's resumption proof (keyed) or token (anonymous), which it cannot. The
+   * export must refuse it (ESTALE, `resumesRefused`) and leave the session alone; admitted,
+   * it would fence the client's connection ("session hijack"). It gives up after its first
+   * answer.
+   */
+  intrude(): void {
+    const welcome = this.client?.engine.welcome;
+    if (welcome == null) return;
+    this.marks.intruders++;
+    const keys = this.config.keys;
+    const sinks = new Map<number, Sink>();
+    const seq = 1_000_000 * this.marks.intruders;
+    const engine: ClientEngine = new ClientEngine(
+      {
+        ...this.config.engine,
+        seed: this.marks.intruders,
+        exportName: "disk",
+        clientName: "intruder",
+        ...(keys ? { auth: { key: { identity: keys.identity, secret: keys.secret.slice() }, suites: [keys.suite] } } : {}),
+      },
+      {
+        connect: () => {
+          const id = seq;
+          this.dialer.intruding = true;
+          const dialed = this.dialer.dial(SIM_ADDRESS, () => ({
+            onData: (chunk) => engine.receive(id, chunk),
+            onDrain: () => {},
+            onClose: (reason) => engine.disconnected(id, reason),
+          }));
+          this.dialer.intruding = false;
+          dialed.then(
+            (sink) => {
+              sinks.set(id, sink);
+              engine.connected(id);
+            },
+            (error: Error) => engine.connectFailed(id, error.message),
+          );
+        },
+        send: (id, bytes) => sinks.get(id)?.write(bytes),
+        close: (id) => sinks.get(id)?.destroy(),
+      },
+      { info: (m) => this.traceVerbose(`intruder: ${m}`), warn: (m) => this.traceVerbose(`intruder: ${m}`) },
+    );
+    const inside = engine as unknown as { session: { id: Uint8Array | null }; connection: number };
+    inside.session.id = welcome.sessionId.slice();
+    engine.onStateChange = (state, detail) => {
+      this.trace(`intruder: ${state}: ${detail}`);
+      if (state !== "connecting" && state !== "handshaking") this.clock.after(0, () => engine.shutdown("intruder done"));
+    };
+    engine.start(this.now);
+    // Its one connection gets a number above any the client used (its HELLO carries it): a
+    // lower one is refused as a late handshake (docs/protocol.md §6.5) before the proof matters.
+    inside.connection = seq;
+  }
 
   /** Whether start() ran (scenarios may build first and start later). */
   get running(): boolean {

@@ -34,6 +34,9 @@ const cases: { name: string; unsafe: ServerUnsafe; limit: number; dataLimit: num
   // A late handshake admitted cuts the client's live connection: a disturbance, not data loss
   // (the client reconnects and resends), so only the stale-takeover checker sees it.
   { name: "staleResumes", unsafe: { staleResumes: true }, limit: 1_000, dataLimit: null },
+  // A resumption accepted without its proof (keyed) or token (anonymous): an intruder who read
+  // the session id off the wire takes the session over; only the session-hijack checker sees it.
+  { name: "resumeWithoutProof", unsafe: { resumeWithoutProof: true }, limit: 300, dataLimit: null },
 ];
 
 describe("planted bugs are caught", () => {

@@ -276,6 +276,55 @@ describe("stale handshakes", () => {
   });
 });
 
+describe("keyed sessions and intruders", () => {
+  const KEYS = { identity: "sim", secret: new Uint8Array(32).fill(7), suite: "aes-256-gcm" as const };
+
+  /** The client writes; an intruder names its session (read off the wire) without the proof or token. */
+  async function intrusion(options: Parameters<typeof world>[0] = {}) {
+    const t = await world(options);
+    t.write(1);
+    t.settle(1_000);
+    const live = t.currentConnection;
+    t.intrude();
+    const w = t.write(2);
+    t.settle(1_000);
+    t.run(500);
+    return { t, live, w };
+  }
+
+  for (const keyed of [false, true]) {
+    test(`an intruder without the session's resumption ${keyed ? "proof (keyed)" : "token (anonymous)"} is refused and disturbs nothing`, async () => {
+      const { t, live, w } = await intrusion(keyed ? { keys: KEYS } : {});
+      expect(t.server.counters.resumesRefused).toBe(1);
+      expect(t.currentConnection).toBe(live);
+      expect(t.engine.counters.reconnects).toBe(0);
+      expect(w.status).toBe(0);
+      expect(t.sends.get(w.txid)).toBe(1);
+      finish(t);
+    });
+
+    test(`planted bug: a resumption accepted without ${keyed ? "proof" : "token"} lets the intruder hijack the session`, async () => {
+      await expect(intrusion({ unsafe: { resumeWithoutProof: true }, ...(keyed ? { keys: KEYS } : {}) })).rejects.toThrow(/session hijack: intruder c\d+ resumed the client's session/);
+    });
+  }
+
+  test("a keyed session survives a reset, an export restart and a stalled old connection: sealed records, resumption by proof, replay", async () => {
+    const t = await world({ keys: { ...KEYS, suite: "xchacha20-poly1305" }, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    for (let b = 0; b < 8; b++) t.write(b);
+    t.settle(1_000);
+    t.network.reset(t.currentConnection);
+    const after = t.write(9);
+    t.settle(2_000);
+    expect(after.status).toBe(0);
+    expect(t.engine.counters.reconnects).toBe(1);
+    expect(t.server.counters.resumesRefused).toBe(0); // resumed by proof, same session
+    t.restartExport("lose-all");
+    t.runUntil(() => t.seen.epochChanges === 1 && t.engine.outstanding === 0, 3_000);
+    expect(t.engine.counters.replays).toBe(9);
+    finish(t);
+  });
+});
+
 describe("renumbering and resize", () => {
   test("a restart with renumbered requests in flight and two resizes: each size reported once, every request once", async () => {
     const block = 4096;

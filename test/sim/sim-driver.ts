@@ -25,8 +25,8 @@ interface Dial {
 }
 
 export interface SimDialerHooks {
-  /** A dial began on network connection `id`. */
-  onDial(id: number): void;
+  /** A dial began on network connection `id` (`intruder`: not the driver's, see Simulation.intrude). */
+  onDial(id: number, intruder: boolean): void;
   /** The driver wrote `bytes` on `id` (the network carries its own copy). */
   onSend(id: number, bytes: Uint8Array): void;
 }
@@ -38,6 +38,8 @@ export class SimDialer implements ClientEndpoint {
   /** Sinks the driver destroyed (a reset) rather than ended (a FIN): counted for the trace. */
   destroyed = 0;
   network!: SimNetwork;
+  /** Set while an intruder dials (its connections are not the driver's). */
+  intruding = false;
 
   constructor(private readonly hooks: SimDialerHooks) {}
 
@@ -45,7 +47,7 @@ export class SimDialer implements ClientEndpoint {
     const id = ++this.nextId;
     const dial: Dial = { makeHandler, handler: null, resolve: null, reject: null, outcome: null };
     this.dials.set(id, dial);
-    this.hooks.onDial(id);
+    this.hooks.onDial(id, this.intruding);
     this.network.connect(id);
     const thenable: PromiseLike<Sink> = {
       then(resolve, reject) {

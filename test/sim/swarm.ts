@@ -134,7 +134,7 @@ function scheduleFaults(sim: Simulation, faults: FaultOptions): () => void {
   };
   const e = sim.config.engine;
   const current = () => sim.engine.state === "ready" || sim.engine.state === "handshaking";
-  const connection = () => [...sim.network.connections.values()].filter((c) => c.phase !== "closed").at(-1);
+  const connection = () => [...sim.network.connections.values()].filter((c) => c.phase !== "closed" && !sim.intruderConnections.has(c.id)).at(-1);
   every(faults.resetRate, () => {
     const c = connection();
     if (c && current()) sim.network.reset(c.id);
@@ -159,6 +159,7 @@ function scheduleFaults(sim: Simulation, faults: FaultOptions): () => void {
     for (const c of sim.network.connections.values()) if (c.phase !== "closed") c.faulted = true;
   });
   every(faults.restartRate, () => sim.restartExport(faults.crashMode));
+  every(faults.intruderRate, () => sim.intrude());
   sim.backend.faults = { eioProbability: faults.eioProbability };
   sim.network.connectFaults = true;
   return () => {
