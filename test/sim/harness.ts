@@ -30,6 +30,7 @@ import { makeWriteData } from "./block-data.ts";
 import { checkFailure, Oracle, SimViolation, violation, type OpRecord } from "./checkers.ts";
 import { SimBackend, type CrashMode } from "./sim-backend.ts";
 import { SimClock } from "./sim-clock.ts";
+import { installNonceWatch, nonceWatch } from "./nonce-watch.ts";
 import { SimDialer, simDriverClock } from "./sim-driver.ts";
 import { SimNetwork, type NetworkOptions } from "./sim-network.ts";
 
@@ -68,6 +69,8 @@ export interface SimConfig {
    * Absent: anonymous over loopback (resumption by token).
    */
   keys?: { identity: string; secret: Uint8Array; suite: SuiteName };
+  /** Planted bug (checker tests only): the export's sealers reuse a nonce every n-th record. */
+  plantNonceReuse?: number;
 }
 
 const SIM_ADDRESS: ListenAddress = { transport: "tcp", host: "export.sim", port: 7000 };
@@ -149,6 +152,11 @@ export class Simulation {
       if (applied > carriers) {
         this.deferred ??= new SimViolation("exactly-once", `a write at byte ${offset} was applied ${applied} times by export instance ${this.generation}, but only ${carriers} txids carried it there`);
       }
+    };
+    installNonceWatch();
+    nonceWatch.plantReuse = config.plantNonceReuse ?? 0;
+    nonceWatch.onReuse = (detail) => {
+      this.deferred ??= new SimViolation("nonce reuse", detail);
     };
     this.clock.afterEvent = () => {
       if (this.deferred !== null) throw this.deferred;

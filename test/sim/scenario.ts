@@ -26,6 +26,7 @@ export interface WorldOptions {
   tickMs?: number;
   asyncPort?: SimConfig["asyncPort"];
   keys?: SimConfig["keys"];
+  plantNonceReuse?: number;
 }
 
 export const SCENARIO_ENGINE: SimConfig["engine"] = {
@@ -66,6 +67,7 @@ export async function world(options: WorldOptions = {}): Promise<Simulation> {
   if (options.checkExactlyOnce === false) config.checkExactlyOnce = false;
   if (options.asyncPort) config.asyncPort = options.asyncPort;
   if (options.keys) config.keys = options.keys;
+  if (options.plantNonceReuse) config.plantNonceReuse = options.plantNonceReuse;
   return await new Simulation(config).start();
 }
 

@@ -308,6 +308,16 @@ describe("keyed sessions and intruders", () => {
     });
   }
 
+  test("planted bug: an export sealer that reuses a nonce is caught at the record it seals", async () => {
+    const run = async () => {
+      const t = await world({ keys: KEYS, plantNonceReuse: 5 });
+      for (let b = 0; b < 8; b++) t.write(b);
+      t.settle(2_000);
+      finish(t);
+    };
+    await expect(run()).rejects.toThrow(/nonce reuse: the export's sealer sealed record \d+ after record \d+/);
+  });
+
   test("a keyed session survives a reset, an export restart and a stalled old connection: sealed records, resumption by proof, replay", async () => {
     const t = await world({ keys: { ...KEYS, suite: "xchacha20-poly1305" }, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
     for (let b = 0; b < 8; b++) t.write(b);
