@@ -81,6 +81,8 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
 class Link {
   readonly engine: ClientEngine;
   private readonly sinks = new Map<number, Sink>();
+  /** Dials not yet answered that the engine still wants (it gives up on a slow one: close()). */
+  private readonly dialing = new Set<number>();
   private stopTicking: () => void = () => {};
   closed = false;
 
@@ -134,6 +136,7 @@ class Link {
 
   private readonly io = {
     connect: (id: number) => {
+      this.dialing.add(id);
       this.dial(this.address, () => ({
         onData: (chunk) => this.engine.receive(id, chunk),
         onDrain: () => {},
@@ -143,11 +146,16 @@ class Link {
         },
       })).then(
         (sink) => {
-          if (this.closed) return sink.destroy();
+          // A connect the engine gave up on (connect timeout) that completes late: close it, or
+          // it would hold a socket and an export slot for nothing (simulation seed 14).
+          if (!this.dialing.delete(id) || this.closed) return sink.destroy();
           this.sinks.set(id, sink);
           this.engine.connected(id);
         },
-        (error: Error) => this.engine.connectFailed(id, connectFailure(error)),
+        (error: Error) => {
+          this.dialing.delete(id);
+          this.engine.connectFailed(id, connectFailure(error));
+        },
       );
     },
     send: (id: number, bytes: Uint8Array, release?: () => void) => {
@@ -159,6 +167,7 @@ class Link {
     close: (id: number) => {
       const sink = this.sinks.get(id);
       this.sinks.delete(id);
+      this.dialing.delete(id);
       // A deliberate close after the work is done ends gracefully; anything else is a reset.
       if (this.closed) sink?.end();
       else sink?.destroy();

@@ -428,6 +428,17 @@ export class Simulation {
     }
   }
 
+  /**
+   * The driver holds no socket but its current connection: a connect it gave up on that
+   * completes late must be closed, not kept (it would hold a socket and an export slot).
+   */
+  checkSockets(): void {
+    for (const connection of this.network.connections.values()) {
+      if (connection.phase !== "open" || !connection.clientOpen || this.intruderConnections.has(connection.id)) continue;
+      if (connection.id !== this.lastConnectId) violation("leak", `the driver keeps connection c${connection.id} open, but its current connection is c${this.lastConnectId}`);
+    }
+  }
+
   /** Engine counters agree with what the simulator saw. */
   checkCounters(): void {
     const c = this.engine.counters;
@@ -448,6 +459,7 @@ export class Simulation {
     if (c.replayFailures > this.backend.counters.injectedErrors) {
       violation("counters", `replayFailures is ${c.replayFailures} but the disk injected only ${this.backend.counters.injectedErrors} errors`);
     }
+    this.checkSockets();
     let timedOut = 0;
     for (const op of this.ops) if (op.status === 110) timedOut++;
     if (c.timeouts < timedOut) violation("counters", `timeouts is ${c.timeouts} but ${timedOut} requests timed out`);
@@ -464,6 +476,7 @@ export class Simulation {
       keyedSeeds: this.config.keys ? 1 : 0,
       keyedReconnects: this.config.keys ? c.reconnects : 0,
       lateDeliveries: this.network.counters.lateDeliveries,
+      lateConnects: this.network.counters.lateConnects,
       restarts: this.seen.restarts,
       replays: c.replays,
       replayFailures: c.replayFailures,

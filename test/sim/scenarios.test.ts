@@ -276,6 +276,23 @@ describe("stale handshakes", () => {
   });
 });
 
+describe("the driver's sockets", () => {
+  test("connects held by a partition complete late, after the driver gave up on them: it closes them (seed 14)", async () => {
+    const t = await world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    t.write(1);
+    t.settle(1_000);
+    const first = t.currentConnection;
+    t.network.startPartition(3_000, "hold", true, true);
+    const w = t.write(2);
+    t.run(3_000); // every reconnect attempt meanwhile hangs and times out
+    expect(t.currentConnection - first).toBeGreaterThanOrEqual(3);
+    t.settle(3_000);
+    expect(w.status).toBe(0);
+    expect(t.network.counters.lateConnects).toBeGreaterThanOrEqual(2);
+    finish(t); // "leak": no connection open but the current one
+  });
+});
+
 describe("keyed sessions and intruders", () => {
   const KEYS = { identity: "sim", secret: new Uint8Array(32).fill(7), suite: "aes-256-gcm" as const };
 

@@ -99,6 +99,7 @@ export function verifyConverged(sim: Simulation): void {
   sim.settle(bound);
   if (flush.status !== 0) violation("liveness", `final FLUSH did not succeed (status ${flush.status})`);
   if (!sim.oracle.allCovered()) violation("flushed write lost", "a successful final FLUSH left blocks not covered (oracle bug)");
+  sim.checkSockets(); // before the restart below closes every connection
   sim.restartExport("lose-all");
   sim.heal(livenessBound(sim, 0));
   // The image is checked directly below; a few reads prove the engine is back after the restart.
