@@ -31,6 +31,8 @@ import { checkFailure, Oracle, SimViolation, violation, type OpRecord } from "./
 import { SimBackend, type CrashMode } from "./sim-backend.ts";
 import { SimClock } from "./sim-clock.ts";
 import { installNonceWatch, nonceWatch } from "./nonce-watch.ts";
+import { SimNbdApplication } from "./sim-nbd.ts";
+import { createEnginePort } from "../../src/storage/remote/engine-port.ts";
 import { SimDialer, simDriverClock } from "./sim-driver.ts";
 import { SimNetwork, type NetworkOptions } from "./sim-network.ts";
 
@@ -69,6 +71,11 @@ export interface SimConfig {
    * Absent: anonymous over loopback (resumption by token).
    */
   keys?: { identity: string; secret: Uint8Array; suite: SuiteName };
+  /**
+   * The application speaks NBD to the real NBD front (kernel mode) over the engine port, as
+   * `dstd attach` runs it (sim-nbd.ts checks every reply); absent: it calls DstClient.submit.
+   */
+  nbdFront?: boolean;
   /** Planted bug (checker tests only): the export's sealers reuse a nonce every n-th record. */
   plantNonceReuse?: number;
 }
@@ -272,6 +279,7 @@ export class Simulation {
       this.trace(`engine: export size is now ${size} bytes`);
       this.resizes.push(size);
     };
+    if (config.nbdFront === true) this.startNbdFront(client);
     client.onRoom = () => {
       for (const retry of this.waitingForRoom.splice(0)) retry();
     };
@@ -319,7 +327,7 @@ export class Simulation {
     this.oracle.submitted(op);
     const request: Request = { kind, offset: first * blockSize, length: count * blockSize, fua };
     if (kind === "write") request.data = makeWriteData(version, first, count, blockSize);
-    if (kind === "write" && this.config.handOver === true) {
+    if (kind === "write" && this.config.handOver === true && this.config.nbdFront !== true) {
       request.handOver = true;
       request.recycle = (buffer) => {
         if (this.recycled.has(buffer)) violation("budget", `request #${op.id}'s write buffer was given back twice`);
@@ -332,8 +340,42 @@ export class Simulation {
     return op;
   }
 
+  /** The NBD application (SimConfig.nbdFront), once started. */
+  nbd: SimNbdApplication | null = null;
+  /** NBD mode: requests sent on the NBD wire whose engine txid is not known yet, by kind:offset:length. */
+  private readonly nbdOps = new Map<string, OpRecord[]>();
+
+  private startNbdFront(client: DstClient): void {
+    this.nbd = new SimNbdApplication(this.clock, createEnginePort(client, "sim"), (line) => this.traceVerbose(line));
+    // Learn each NBD request's txid where the engine port submits it (in request order).
+    const submit = client.submit.bind(client);
+    client.submit = (request, done) => {
+      const accepted = submit(request, done);
+      if (accepted > 0) {
+        const op = this.nbdOps.get(`${request.kind}:${request.offset}:${request.length}`)?.shift();
+        if (op !== undefined) {
+          op.txid = accepted;
+          this.appTxids.add(accepted);
+          this.opsByTxid.set(accepted, op);
+          this.traceVerbose(`app: #${op.id} → txid ${accepted}`);
+        }
+      }
+      return accepted;
+    };
+  }
+
   /** Submit to the driver; on BUSY, again once it has room (what `dstd copy` does). */
   private dispatch(op: OpRecord, request: Request): void {
+    if (this.nbd !== null) {
+      const k = `${request.kind}:${request.offset}:${request.length}`;
+      let ops = this.nbdOps.get(k);
+      if (ops === undefined) this.nbdOps.set(k, (ops = []));
+      ops.push(op);
+      const pending = { kind: op.kind, offset: request.offset, length: request.length, portErrno: -1, done: (status: number, data: Uint8Array | null) => this.completed(op, status, data) };
+      const handle = this.nbd.request(pending, op.fua, request.data ?? null);
+      this.trace(`app: #${op.id} ${op.kind} blocks ${op.first}+${op.count}${op.fua ? " fua" : ""} v${op.version} → NBD handle ${handle}`);
+      return;
+    }
     const txid = this.client.submit(request, (status, data) => this.completed(op, status, data));
     if (txid === BUSY) {
       this.trace(`app: #${op.id} ${op.kind}: driver busy; waiting for room`);
@@ -474,6 +516,8 @@ export class Simulation {
       staleResumes: this.marks.staleResumes + this.server.counters.staleResumes,
       resumesRefused: this.marks.resumesRefused + this.server.counters.resumesRefused,
       keyedSeeds: this.config.keys ? 1 : 0,
+      nbdRequests: this.nbd?.counters.requests ?? 0,
+      nbdErrors: this.nbd?.counters.errors ?? 0,
       keyedReconnects: this.config.keys ? c.reconnects : 0,
       lateDeliveries: this.network.counters.lateDeliveries,
       lateConnects: this.network.counters.lateConnects,

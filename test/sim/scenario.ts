@@ -27,6 +27,7 @@ export interface WorldOptions {
   asyncPort?: SimConfig["asyncPort"];
   keys?: SimConfig["keys"];
   plantNonceReuse?: number;
+  nbdFront?: boolean;
 }
 
 export const SCENARIO_ENGINE: SimConfig["engine"] = {
@@ -68,6 +69,7 @@ export async function world(options: WorldOptions = {}): Promise<Simulation> {
   if (options.asyncPort) config.asyncPort = options.asyncPort;
   if (options.keys) config.keys = options.keys;
   if (options.plantNonceReuse) config.plantNonceReuse = options.plantNonceReuse;
+  if (options.nbdFront) config.nbdFront = true;
   return await new Simulation(config).start();
 }
 

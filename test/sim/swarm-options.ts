@@ -158,5 +158,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
     config.sim.keys = { identity: `sim-${seed}`, secret, suite: keyed.pick(["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] as const) };
   }
   config.faults.intruderRate = maybe(keyed, 0.5, () => 0.1 + keyed.float() * 0.5);
+  // The application speaks NBD to the front over the engine (`dstd attach --nbd-listen`).
+  if (keyed.chance(0.3)) config.sim.nbdFront = true;
   return config;
 }

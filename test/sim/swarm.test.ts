@@ -70,7 +70,7 @@ if (single !== undefined) {
       console.log(`swarm: ${ran} seeds in ${(elapsedMs / 1000).toFixed(1)} s, ${(cpuMs / 1000).toFixed(1)} CPU-s (${((ran / elapsedMs) * 1000).toFixed(0)} seeds/s, ${perCpuSecond} seeds per CPU-second)`);
       console.log(`coverage: ${JSON.stringify(coverage)}`);
       if (ran < 1_000) return; // too few seeds to demand every path
-      const marks = ["fenced", "takeovers", "duplicates", "replayFailures", "timeouts", "eio", "replays", "autoFlushes", "keepaliveFailures", "reconnects", "staleReplies", "keyedSeeds", "keyedReconnects", "intruders", "resumesRefused"];
+      const marks = ["fenced", "takeovers", "duplicates", "replayFailures", "timeouts", "eio", "replays", "autoFlushes", "keepaliveFailures", "reconnects", "staleReplies", "keyedSeeds", "keyedReconnects", "intruders", "resumesRefused", "lateConnects", "nbdRequests", "nbdErrors"];
       // Late handshakes are rarer (~25 in the 10,000 CI seeds): demanded from 5,000 seeds on.
       if (ran >= 5_000) marks.push("staleResumes");
       for (const mark of marks) {
