@@ -46,7 +46,7 @@ describe("planted bugs are caught", () => {
       expect(caught).not.toBeNull();
       console.log(`${name}: caught by seed ${caught!.seed} (${caught!.message})`);
       expect((await runSeed(caught!.seed)).ok).toBe(true);
-    }, 120_000);
+    }, 600_000);
 
     if (dataLimit === null) continue;
     test(`${name}: caught within ${dataLimit} seeds by the data checkers alone`, async () => {
@@ -55,7 +55,7 @@ describe("planted bugs are caught", () => {
       console.log(`${name} (data checkers only): caught by seed ${caught!.seed} (${caught!.message})`);
       expect(["stale read", "stale overwrite", "flushed write lost"]).toContain(caught!.invariant);
       expect((await runSeed(caught!.seed)).ok).toBe(true);
-    }, 120_000);
+    }, 600_000);
   }
 
   test("noDedupe breaks the ack-lost scenario: the resent write is applied again", async () => {
