@@ -7,8 +7,9 @@
  *
  * Determinism: every random choice comes from Prng streams split off the seed (network,
  * backend, workload/faults, engine jitter), so changing how one component draws does not
- * reshuffle the others. The DST server's session ids come from node:crypto, but nothing
- * depends on their value, only on their identity.
+ * reshuffle the others. The DST server's session ids, and on keyed runs the handshake nonces
+ * and ephemeral keys, come from node:crypto, but nothing depends on their value: ciphertext
+ * differs from run to run, its length (and so every event) does not.
  */
 import { DstClient } from "../../src/client/dst-client.ts";
 import { BUSY, ClientEngine, type OpKind, type Request } from "../../src/engine/client-engine.ts";

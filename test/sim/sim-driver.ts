@@ -35,7 +35,7 @@ export interface SimDialerHooks {
 export class SimDialer implements ClientEndpoint {
   private nextId = 0;
   private readonly dials = new Map<number, Dial>();
-  /** Sinks the driver destroyed (a reset) rather than ended (a FIN): counted for the trace. */
+  /** Sinks the driver destroyed (a reset) rather than ended (a FIN). */
   destroyed = 0;
   network!: SimNetwork;
   /** Set while an intruder dials (its connections are not the driver's). */

@@ -41,7 +41,7 @@ export interface NetworkOptions {
   connectHangProbability: number;
 }
 
-/** What the client side of the network calls: the engine's driver events. */
+/** What the client side of the network calls (sim-driver.ts routes them to the driver's dials). */
 export interface ClientEndpoint {
   connected(id: number): void;
   connectFailed(id: number, reason: string): void;
@@ -76,7 +76,7 @@ export class SimNetwork {
     private readonly trace: Trace,
   ) {}
 
-  // ---- the engine's EngineIO, routed through the network --------------------------------
+  // ---- the client's side: connect, send, close (SimDialer and its sinks) ------------------
 
   connect(id: number): void {
     const connection = new SimConnection(id, this);
