@@ -42,12 +42,15 @@ export interface RunOptions {
   unsafe?: ServerUnsafe;
   verbose?: boolean;
   checkExactlyOnce?: boolean;
+  /** Run the seed anonymous even if it draws a key (a late handshake needs an anonymous session). */
+  anonymous?: boolean;
 }
 
 export async function runSeed(seed: number, options: RunOptions = {}): Promise<SeedResult> {
   const config = swarmOptions(seed, options.unsafe);
   if (options.verbose) config.sim.verbose = true;
   if (options.checkExactlyOnce === false) config.sim.checkExactlyOnce = false;
+  if (options.anonymous === true) delete config.sim.keys;
   const sim = new Simulation(config.sim);
   try {
     await runPhases(sim, config);
