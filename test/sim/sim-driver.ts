@@ -35,8 +35,6 @@ export interface SimDialerHooks {
 export class SimDialer implements ClientEndpoint {
   private nextId = 0;
   private readonly dials = new Map<number, Dial>();
-  /** Sinks the driver destroyed (a reset) rather than ended (a FIN). */
-  destroyed = 0;
   network!: SimNetwork;
   /** Set while an intruder dials (its connections are not the driver's). */
   intruding = false;
@@ -111,10 +109,7 @@ export class SimDialer implements ClientEndpoint {
       // TCP has FIN and RST; the simulated network's client close is a FIN (what was sent
       // still arrives). A reset with bytes in flight is the network's own fault (reset()).
       end: () => network.close(id),
-      destroy: () => {
-        this.destroyed++;
-        network.close(id);
-      },
+      destroy: () => network.close(id),
       pause() {},
       resume() {},
     };
