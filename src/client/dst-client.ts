@@ -1,9 +1,10 @@
 /**
  * @module client/dst-client — the client engine wired to sockets and time: the driver of
  * `dstd copy`, `dstd attach` and remote legs. Sockets come from an injected dialer and time
- * from an injected clock (real sockets and setInterval in production). The simulator does not
- * run this driver yet, only the engine driven the same way (docs/simulation.md, "Not
- * modelled": the dialer's Promise resolves outside simulated time).
+ * from an injected clock (real sockets and setInterval in production); the simulator passes
+ * its simulated network and clock (docs/simulation.md). The dialer answers with a
+ * PromiseLike so that a simulated one can answer synchronously, in simulated time: a real
+ * Promise settles on the microtask queue, which a synchronous simulation loop never runs.
  *
  * Several connections ("links", `links = N`): when the export grants MULTI_CONN, the
  * client runs N engines — N sessions, each with its own exactly-once table, fencing and
@@ -34,8 +35,11 @@ import { newCounters } from "../engine/counters.ts";
 import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
 import { WritePool } from "./write-pool.ts";
 
-/** Opens a connection; resolves with its Sink once connected, rejects with the reason. */
-export type Dialer = (address: ListenAddress, makeHandler: (sink: Sink) => ConnectionHandler) => Promise<Sink>;
+/**
+ * Opens a connection; resolves with its Sink once connected, rejects with the reason. Only
+ * `then(onConnected, onFailed)` is used, so a simulated dialer may call back synchronously.
+ */
+export type Dialer = (address: ListenAddress, makeHandler: (sink: Sink) => ConnectionHandler) => PromiseLike<Sink>;
 
 /** Time for the driver: production uses performance.now, setInterval and setImmediate. */
 export interface DriverClock {
@@ -77,6 +81,8 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
 class Link {
   readonly engine: ClientEngine;
   private readonly sinks = new Map<number, Sink>();
+  /** Dials not yet answered that the engine still wants (it gives up on a slow one: close()). */
+  private readonly dialing = new Set<number>();
   private stopTicking: () => void = () => {};
   closed = false;
 
@@ -130,6 +136,7 @@ class Link {
 
   private readonly io = {
     connect: (id: number) => {
+      this.dialing.add(id);
       this.dial(this.address, () => ({
         onData: (chunk) => this.engine.receive(id, chunk),
         onDrain: () => {},
@@ -139,11 +146,16 @@ class Link {
         },
       })).then(
         (sink) => {
-          if (this.closed) return sink.destroy();
+          // A connect the engine gave up on (connect timeout) that completes late: close it, or
+          // it would hold a socket and an export slot for nothing (simulation seed 14).
+          if (!this.dialing.delete(id) || this.closed) return sink.destroy();
           this.sinks.set(id, sink);
           this.engine.connected(id);
         },
-        (error: Error) => this.engine.connectFailed(id, connectFailure(error)),
+        (error: Error) => {
+          this.dialing.delete(id);
+          this.engine.connectFailed(id, connectFailure(error));
+        },
       );
     },
     send: (id: number, bytes: Uint8Array, release?: () => void) => {
@@ -155,6 +167,7 @@ class Link {
     close: (id: number) => {
       const sink = this.sinks.get(id);
       this.sinks.delete(id);
+      this.dialing.delete(id);
       // A deliberate close after the work is done ends gracefully; anything else is a reset.
       if (this.closed) sink?.end();
       else sink?.destroy();
@@ -376,7 +389,16 @@ export class DstClient {
   /** Wait for nothing to be outstanding, then close for good. */
   async close(): Promise<void> {
     if (this.closed) return;
-    while (this.outstanding > 0) await Bun.sleep(5);
+    if (this.outstanding > 0) {
+      const clock = this.options.clock ?? REAL_CLOCK;
+      await new Promise<void>((resolve) => {
+        const stop = clock.every(5, () => {
+          if (this.outstanding > 0) return;
+          stop();
+          resolve();
+        });
+      });
+    }
     this.closed = true;
     for (const link of this.links) {
       link.closed = true;

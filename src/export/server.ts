@@ -35,9 +35,10 @@ export interface DstServerOptions {
    * set outside tests. noFencing: a resumed session leaves its old connection running;
    * noDedupe: a resent mutation is applied again instead of answered from the session;
    * staleResumes: a late handshake of an older connection takes the session over;
-   * unprovenResumes: a HELLO naming a session resumes it without proving its secret.
+   * resumeWithoutProof: a HELLO naming a session resumes it without the resumption proof or
+   * token (docs/protocol.md §6.5), so anyone who read the session id off the wire takes it.
    */
-  unsafe?: { noFencing?: boolean; noDedupe?: boolean; staleResumes?: boolean; unprovenResumes?: boolean };
+  unsafe?: { noFencing?: boolean; noDedupe?: boolean; staleResumes?: boolean; resumeWithoutProof?: boolean };
   /** Pre-shared keys by identity (several during a rotation overlap). */
   keys?: KeyTable;
   /** Bounds on what peers can make the export hold (defaults: export/limits.ts). */
@@ -91,7 +92,7 @@ export class DstServer {
   };
   readonly log: ServerLog;
   readonly limits: ExportLimits;
-  readonly unsafe: { noFencing: boolean; noDedupe: boolean; staleResumes: boolean; unprovenResumes: boolean };
+  readonly unsafe: { noFencing: boolean; noDedupe: boolean; staleResumes: boolean; resumeWithoutProof: boolean };
   keys: KeyTable;
   readonly sessions: SessionTable;
   /** Receive half of the memory budget: frames and records being gathered or awaiting completion. */
@@ -113,7 +114,7 @@ export class DstServer {
       noFencing: options.unsafe?.noFencing === true,
       noDedupe: options.unsafe?.noDedupe === true,
       staleResumes: options.unsafe?.staleResumes === true,
-      unprovenResumes: options.unsafe?.unprovenResumes === true,
+      resumeWithoutProof: options.unsafe?.resumeWithoutProof === true,
     };
     this.keys = options.keys ?? new Map();
     this.epoch = options.epoch ?? randomBytes(6).readUIntBE(0, 6);

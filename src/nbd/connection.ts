@@ -36,6 +36,11 @@ export interface NbdConnectionOptions extends NbdServerOptions {
   exportName?: string;
   /** Memory bounds; the defaults suit production, tests shrink them. */
   limits?: Partial<NbdConnectionLimits>;
+  /**
+   * Where replies of completions that came later are sent from (default queueMicrotask): the
+   * simulator passes its clock, whose events a microtask would run outside of (docs/simulation.md).
+   */
+  defer?: (work: () => void) => void;
 }
 
 /**
@@ -198,6 +203,7 @@ export class NbdConnection implements GuardedHandler {
       },
       warn: (message) => this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${message}`),
       crash: (error) => this.crash(error),
+      ...(this.options.defer !== undefined ? { defer: this.options.defer } : {}),
     });
     this.hooks?.admitted();
     const mode = this.options.mode === "kernel" ? " (kernel)" : tx.structured ? " (structured replies)" : "";

@@ -55,6 +55,8 @@ export interface TransmissionHost {
   warn(message: string): void;
   /** An exception escaped while sending completions outside onData (a dstd bug). */
   crash(error: unknown): void;
+  /** Run `work` after the current event (default queueMicrotask; the simulator's clock in tests). */
+  defer?(work: () => void): void;
 }
 
 /** A request being served. Pooled; its callbacks are bound once per object, not per request. */
@@ -446,7 +448,8 @@ export class NbdTransmission {
     // Completions outside pump() (an asynchronous target) leave together in one microtask.
     if (!this.pumping && !this.flushScheduled) {
       this.flushScheduled = true;
-      queueMicrotask(this.flushTask);
+      if (this.host.defer !== undefined) this.host.defer(this.flushTask);
+      else queueMicrotask(this.flushTask);
     }
   }
 

@@ -3,7 +3,7 @@
  * TigerBeetle's src/vsr/replica_test.zig): build a quiet world (no random faults), drive the
  * application and the network by hand, then let verifyConverged() run every checker.
  *
- *   const t = world();                            // connected, ready, fault-free
+ *   const t = await world();                           // connected, ready, fault-free
  *   t.network.stall(t.currentConnection, "toClient", "vanish");
  *   const w = t.write(3);                         // application requests return OpRecords
  *   t.settle(5_000);
@@ -25,6 +25,9 @@ export interface WorldOptions {
   blockSize?: number;
   tickMs?: number;
   asyncPort?: SimConfig["asyncPort"];
+  keys?: SimConfig["keys"];
+  plantNonceReuse?: number;
+  nbdFront?: boolean;
 }
 
 export const SCENARIO_ENGINE: SimConfig["engine"] = {
@@ -44,7 +47,7 @@ export const SCENARIO_ENGINE: SimConfig["engine"] = {
 };
 
 /** A started world whose engine is ready; nothing happens unless the scenario says so. */
-export function world(options: WorldOptions = {}): Simulation {
+export async function world(options: WorldOptions = {}): Promise<Simulation> {
   const config: SimConfig = {
     seed: options.seed ?? 1,
     blocks: options.blocks ?? 64,
@@ -64,9 +67,10 @@ export function world(options: WorldOptions = {}): Simulation {
   if (options.unsafe) config.unsafe = options.unsafe;
   if (options.checkExactlyOnce === false) config.checkExactlyOnce = false;
   if (options.asyncPort) config.asyncPort = options.asyncPort;
-  const sim = new Simulation(config).start();
-  if (!sim.runUntil(() => sim.engine.state === "ready", 1000)) throw new Error("scenario world never became ready");
-  return sim;
+  if (options.keys) config.keys = options.keys;
+  if (options.plantNonceReuse) config.plantNonceReuse = options.plantNonceReuse;
+  if (options.nbdFront) config.nbdFront = true;
+  return await new Simulation(config).start();
 }
 
 /** Run every end-of-run checker (convergence, full read-back, flush + crash, counters). */

@@ -13,8 +13,8 @@ import { completion, finish, world } from "./scenario.ts";
 import { runSeed } from "./swarm.ts";
 
 describe("resend and exactly-once", () => {
-  test("ack lost → resend → applied once, acknowledged from the session", () => {
-    const t = world();
+  test("ack lost → resend → applied once, acknowledged from the session", async () => {
+    const t = await world();
     t.network.stall(t.currentConnection, "toClient", "vanish"); // every reply of this link is lost
     const w = t.write(3);
     t.settle(5_000);
@@ -27,8 +27,8 @@ describe("resend and exactly-once", () => {
     finish(t);
   });
 
-  test("reconnect in the middle of a pipelined batch of writes", () => {
-    const t = world({ engine: { inflight: 16 } });
+  test("reconnect in the middle of a pipelined batch of writes", async () => {
+    const t = await world({ engine: { inflight: 16 } });
     t.network.slowUntil = Number.POSITIVE_INFINITY; // 32 KiB writes trickle in one by one
     const writes = Array.from({ length: 8 }, (_, i) => t.write(i * 8, 8));
     t.runUntil(() => t.backend.counters.writes >= 3, 2_000, 1);
@@ -45,8 +45,8 @@ describe("resend and exactly-once", () => {
 });
 
 describe("keepalive", () => {
-  test("an idle healthy connection is never declared dead", () => {
-    const t = world({ network: { latencyMinMs: 5, latencyMeanMs: 10 } });
+  test("an idle healthy connection is never declared dead", async () => {
+    const t = await world({ network: { latencyMinMs: 5, latencyMeanMs: 10 } });
     t.run(100 * 200); // a hundred keepalive intervals without a request
     expect(t.engine.counters.keepaliveFailures).toBe(0);
     // One PING per interval of silence: every interval + round trip (+ a tick of rounding).
@@ -56,8 +56,8 @@ describe("keepalive", () => {
     finish(t);
   });
 
-  test("a blackholed connection is declared dead within the keepalive timeout", () => {
-    const t = world();
+  test("a blackholed connection is declared dead within the keepalive timeout", async () => {
+    const t = await world();
     const first = t.currentConnection;
     const cut = t.now;
     t.network.stall(first, "toServer", "vanish");
@@ -76,8 +76,8 @@ describe("keepalive", () => {
 });
 
 describe("durable resume", () => {
-  test("export restart with unflushed writes → replay → data intact", () => {
-    const t = world();
+  test("export restart with unflushed writes → replay → data intact", async () => {
+    const t = await world();
     for (let b = 0; b < 10; b++) t.write(b);
     t.write(20);
     t.settle(2_000);
@@ -95,8 +95,8 @@ describe("durable resume", () => {
     finish(t);
   });
 
-  test("a replay that fails (disk error) is replayed again, never dropped", () => {
-    const t = world();
+  test("a replay that fails (disk error) is replayed again, never dropped", async () => {
+    const t = await world();
     for (let b = 0; b < 5; b++) t.write(b);
     t.settle(2_000);
     t.backend.failNext.push("write"); // the first replayed write hits EIO
@@ -110,9 +110,9 @@ describe("durable resume", () => {
     finish(t);
   });
 
-  test("replay buffer bound reached → automatic flush, no growth", () => {
+  test("replay buffer bound reached → automatic flush, no growth", async () => {
     const bound = 4 * 4096;
-    const t = world({ engine: { replayBufferBytes: bound, inflight: 4 } });
+    const t = await world({ engine: { replayBufferBytes: bound, inflight: 4 } });
     const writes = [];
     let peak = 0;
     for (let b = 0; b < 40; b++) {
@@ -128,8 +128,8 @@ describe("durable resume", () => {
     finish(t);
   });
 
-  test("an automatic flush pending across a reconnect is not stuck behind the writes it releases", () => {
-    const t = world({ engine: { replayBufferBytes: 4096, inflight: 1 } });
+  test("an automatic flush pending across a reconnect is not stuck behind the writes it releases", async () => {
+    const t = await world({ engine: { replayBufferBytes: 4096, inflight: 1 } });
     const w0 = t.write(0);
     const w1 = t.write(1); // waits for the window; then held by the bound behind the auto-flush
     completion(t, w0);
@@ -140,8 +140,8 @@ describe("durable resume", () => {
     finish(t);
   });
 
-  test("replays never overlap: an asynchronous port that completes them out of order leaves the newest data", () => {
-    const t = world({ asyncPort: { maxDelayMs: 0 } });
+  test("replays never overlap: an asynchronous port that completes them out of order leaves the newest data", async () => {
+    const t = await world({ asyncPort: { maxDelayMs: 0 } });
     const drain = () => t.runUntil(() => (t.heldWork.releaseAll(), t.outstanding === 0), 2_000, 1);
     t.portHeld = true; // the scenario runs every port call itself
     t.trim(46);
@@ -167,8 +167,8 @@ describe("durable resume", () => {
 
 describe("fencing", () => {
   /** W1 lands; W2 is sent on a link that holds it; the client reconnects, W2 and W3 land; then the link delivers. */
-  function delayedOldWrite(options: Parameters<typeof world>[0] = {}) {
-    const t = world({ ...options, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+  async function delayedOldWrite(options: Parameters<typeof world>[0] = {}) {
+    const t = await world({ ...options, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
     t.write(7);
     t.settle(1_000);
     const old = t.currentConnection;
@@ -187,8 +187,8 @@ describe("fencing", () => {
     return { t, w3, r };
   }
 
-  test("a delayed write from the old connection is fenced: no stale overwrite", () => {
-    const { t, w3, r } = delayedOldWrite();
+  test("a delayed write from the old connection is fenced: no stale overwrite", async () => {
+    const { t, w3, r } = await delayedOldWrite();
     expect(w3.status).toBe(0);
     expect(r.status).toBe(0); // the oracle checked it holds W3's data
     expect(t.marks.fenced).toBeGreaterThanOrEqual(1);
@@ -196,10 +196,10 @@ describe("fencing", () => {
     finish(t);
   });
 
-  test("planted bug: without fencing the same schedule overwrites block 7 with older data", () => {
-    expect(() => delayedOldWrite({ unsafe: { noFencing: true }, checkExactlyOnce: false })).toThrow(SimViolation);
-    expect(() => delayedOldWrite({ unsafe: { noFencing: true }, checkExactlyOnce: false })).toThrow(/stale read/);
-    expect(() => delayedOldWrite({ unsafe: { noFencing: true } })).toThrow(/exactly-once/);
+  test("planted bug: without fencing the same schedule overwrites block 7 with older data", async () => {
+    await expect(delayedOldWrite({ unsafe: { noFencing: true }, checkExactlyOnce: false })).rejects.toThrow(SimViolation);
+    await expect(delayedOldWrite({ unsafe: { noFencing: true }, checkExactlyOnce: false })).rejects.toThrow(/stale read/);
+    await expect(delayedOldWrite({ unsafe: { noFencing: true } })).rejects.toThrow(/exactly-once/);
   });
 });
 
@@ -208,8 +208,8 @@ describe("stale handshakes", () => {
    * The engine gives up on a connection whose HELLO is held on the way and takes the session
    * over on a newer one; while writes are in flight there, the held HELLO arrives.
    */
-  function lateHandshake(options: Parameters<typeof world>[0] = {}) {
-    const t = world({ ...options, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+  async function lateHandshake(options: Parameters<typeof world>[0] = {}) {
+    const t = await world({ ...options, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
     t.write(1);
     t.settle(1_000);
     const first = t.currentConnection;
@@ -228,8 +228,8 @@ describe("stale handshakes", () => {
     return { t, late, live, session, reconnects, writes };
   }
 
-  test("a late handshake of an abandoned connection is refused and disturbs nothing", () => {
-    const { t, late, live, session, reconnects, writes } = lateHandshake();
+  test("a late handshake of an abandoned connection is refused and disturbs nothing", async () => {
+    const { t, late, live, session, reconnects, writes } = await lateHandshake();
     expect(live).toBeGreaterThan(late);
     expect(t.server.counters.staleResumes).toBe(1); // refused, not admitted
     expect(t.marks.takeovers).toBe(0); // nothing was fenced: the live connection kept serving
@@ -243,12 +243,12 @@ describe("stale handshakes", () => {
     finish(t);
   });
 
-  test("planted bug: a late handshake admitted takes the session over and cuts the live connection", () => {
-    expect(() => lateHandshake({ unsafe: { staleResumes: true } })).toThrow(/stale takeover: the late handshake of c\d+ took the session over and fenced the newer c\d+/);
+  test("planted bug: a late handshake admitted takes the session over and cuts the live connection", async () => {
+    await expect(lateHandshake({ unsafe: { staleResumes: true } })).rejects.toThrow(/stale takeover: the late handshake of c\d+ took the session over and fenced the newer c\d+/);
   });
 
-  test("a late handshake naming a session the restarted export forgot makes an orphan session and disturbs nothing", () => {
-    const t = world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+  test("a late handshake naming a session the restarted export forgot makes an orphan session and disturbs nothing", async () => {
+    const t = await world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
     for (let b = 0; b < 4; b++) t.write(b);
     t.settle(1_000);
     const before = t.currentConnection;
@@ -276,10 +276,128 @@ describe("stale handshakes", () => {
   });
 });
 
+describe("the driver's sockets", () => {
+  test("connects held by a partition complete late, after the driver gave up on them: it closes them (seed 14)", async () => {
+    const t = await world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    t.write(1);
+    t.settle(1_000);
+    const first = t.currentConnection;
+    t.network.startPartition(3_000, "hold", true, true);
+    const w = t.write(2);
+    t.run(3_000); // every reconnect attempt meanwhile hangs and times out
+    expect(t.currentConnection - first).toBeGreaterThanOrEqual(3);
+    t.settle(3_000);
+    expect(w.status).toBe(0);
+    expect(t.network.counters.lateConnects).toBeGreaterThanOrEqual(2);
+    finish(t); // "leak": no connection open but the current one
+  });
+});
+
+describe("the NBD front over the engine", () => {
+  test("NBD requests through the front survive a reset and an export restart; replies match the model", async () => {
+    const t = await world({ nbdFront: true, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    for (let b = 0; b < 8; b++) t.write(b, 1, { fua: b === 3 });
+    t.trim(10, 2);
+    t.zero(12, 2);
+    t.settle(1_000);
+    t.network.reset(t.currentConnection);
+    const r = t.read(0, 8);
+    t.settle(2_000);
+    expect(r.status).toBe(0); // the oracle checked the data
+    t.restartExport("lose-all");
+    const w = t.write(20, 2);
+    t.settle(3_000);
+    expect(w.status).toBe(0);
+    expect(t.engine.counters.replays).toBeGreaterThanOrEqual(7);
+    expect(t.nbd!.counters.replies).toBe(t.nbd!.counters.requests);
+    finish(t);
+  });
+
+  test("a request the engine fails is an NBD error, never a success (a partition beyond the deadline)", async () => {
+    const t = await world({ nbdFront: true, engine: { deadlineMs: 2_000 } });
+    t.network.startPartition(4_000, "blackhole", true, true);
+    const w = t.write(5);
+    t.settle(6_000);
+    expect(w.status).toBe(Errno.ETIMEDOUT); // the engine's status; the NBD reply said EIO (checked)
+    expect(t.nbd!.counters.errors).toBe(1);
+    finish(t);
+  });
+
+  test("planted bug: an NBD reply with the wrong handle is caught", async () => {
+    const run = async () => {
+      const t = await world({ nbdFront: true });
+      t.nbd!.plantWrongHandle = 3;
+      for (let b = 0; b < 6; b++) t.write(b);
+      t.settle(1_000);
+      finish(t);
+    };
+    await expect(run()).rejects.toThrow(/nbd reply: a reply names handle \d+, which is not in flight/);
+  });
+});
+
+describe("keyed sessions and intruders", () => {
+  const KEYS = { identity: "sim", secret: new Uint8Array(32).fill(7), suite: "aes-256-gcm" as const };
+
+  /** The client writes; an intruder names its session (read off the wire) without the proof or token. */
+  async function intrusion(options: Parameters<typeof world>[0] = {}) {
+    const t = await world(options);
+    t.write(1);
+    t.settle(1_000);
+    const live = t.currentConnection;
+    t.intrude();
+    const w = t.write(2);
+    t.settle(1_000);
+    t.run(500);
+    return { t, live, w };
+  }
+
+  for (const keyed of [false, true]) {
+    test(`an intruder without the session's resumption ${keyed ? "proof (keyed)" : "token (anonymous)"} is refused and disturbs nothing`, async () => {
+      const { t, live, w } = await intrusion(keyed ? { keys: KEYS } : {});
+      expect(t.server.counters.resumesRefused).toBe(1);
+      expect(t.currentConnection).toBe(live);
+      expect(t.engine.counters.reconnects).toBe(0);
+      expect(w.status).toBe(0);
+      expect(t.sends.get(w.txid)).toBe(1);
+      finish(t);
+    });
+
+    test(`planted bug: a resumption accepted without ${keyed ? "proof" : "token"} lets the intruder hijack the session`, async () => {
+      await expect(intrusion({ unsafe: { resumeWithoutProof: true }, ...(keyed ? { keys: KEYS } : {}) })).rejects.toThrow(/session hijack: intruder c\d+ resumed the client's session/);
+    });
+  }
+
+  test("planted bug: an export sealer that reuses a nonce is caught at the record it seals", async () => {
+    const run = async () => {
+      const t = await world({ keys: KEYS, plantNonceReuse: 5 });
+      for (let b = 0; b < 8; b++) t.write(b);
+      t.settle(2_000);
+      finish(t);
+    };
+    await expect(run()).rejects.toThrow(/nonce reuse: the export's sealer sealed record \d+ after record \d+/);
+  });
+
+  test("a keyed session survives a reset, an export restart and a stalled old connection: sealed records, resumption by proof, replay", async () => {
+    const t = await world({ keys: { ...KEYS, suite: "xchacha20-poly1305" }, engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    for (let b = 0; b < 8; b++) t.write(b);
+    t.settle(1_000);
+    t.network.reset(t.currentConnection);
+    const after = t.write(9);
+    t.settle(2_000);
+    expect(after.status).toBe(0);
+    expect(t.engine.counters.reconnects).toBe(1);
+    expect(t.server.counters.resumesRefused).toBe(0); // resumed by proof, same session
+    t.restartExport("lose-all");
+    t.runUntil(() => t.seen.epochChanges === 1 && t.engine.outstanding === 0, 3_000);
+    expect(t.engine.counters.replays).toBe(9);
+    finish(t);
+  });
+});
+
 describe("renumbering and resize", () => {
-  test("a restart with renumbered requests in flight and two resizes: each size reported once, every request once", () => {
+  test("a restart with renumbered requests in flight and two resizes: each size reported once, every request once", async () => {
     const block = 4096;
-    const t = world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
+    const t = await world({ engine: { keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 } });
     for (let b = 0; b < 6; b++) t.write(b); // acknowledged, not flushed: replayed after the restart
     t.settle(1_000);
     t.resizeExport(96 * block); // connected: a SIZE_NOTICE
@@ -314,8 +432,8 @@ describe("renumbering and resize", () => {
 });
 
 describe("budget", () => {
-  test("a partition longer than the deadline fails the request with ETIMEDOUT exactly at the deadline", () => {
-    const t = world({ engine: { deadlineMs: 2_000 } });
+  test("a partition longer than the deadline fails the request with ETIMEDOUT exactly at the deadline", async () => {
+    const t = await world({ engine: { deadlineMs: 2_000 } });
     t.network.startPartition(10_000, "blackhole", true, true);
     const w = t.write(1);
     completion(t, w);
@@ -325,8 +443,8 @@ describe("budget", () => {
     finish(t);
   });
 
-  test("a live link that never answers fails the request only after max_resends", () => {
-    const t = world({
+  test("a live link that never answers fails the request only after max_resends", async () => {
+    const t = await world({
       engine: { resendIntervalMs: 50, resendIntervalMaxMs: 50, maxResends: 3, keepaliveIntervalMs: 5_000, keepaliveTimeoutMs: 20_000, deadlineMs: 60_000 },
     });
     t.network.stall(t.currentConnection, "toClient", "vanish");
@@ -344,27 +462,30 @@ describe("budget", () => {
 });
 
 describe("the simulator itself", () => {
-  test("a seed replays exactly (same trace, same numbers)", () => {
+  test("a seed replays exactly (same trace, same numbers)", async () => {
     // Session ids come from node:crypto and appear in the export's log lines; nothing else may differ.
     const scrub = (lines: string[]) => lines.map((line) => line.replace(/session [0-9a-f]{8}/g, "session …"));
-    const a = runSeed(42, { verbose: true });
-    const b = runSeed(42, { verbose: true });
-    expect(a.ok).toBe(true);
-    expect(scrub(b.trace)).toEqual(scrub(a.trace));
-    expect(b.stats).toEqual(a.stats);
-    expect(b.coverage).toEqual(a.coverage);
+    // 42: keyed, asynchronous port; 40: keyed, NBD front, intruders (ciphertext differs, events do not).
+    for (const seed of [42, 40]) {
+      const a = await runSeed(seed, { verbose: true });
+      const b = await runSeed(seed, { verbose: true });
+      expect(a.ok).toBe(true);
+      expect(scrub(b.trace)).toEqual(scrub(a.trace));
+      expect(b.stats).toEqual(a.stats);
+      expect(b.coverage).toEqual(a.coverage);
+    }
   });
 
-  test("the checkers fail on a corrupted disk (canary)", () => {
-    const t = world();
+  test("the checkers fail on a corrupted disk (canary)", async () => {
+    const t = await world();
     t.write(5);
     t.settle(1_000);
     t.backend.current[5 * 4096 + 100]! ^= 1; // one bit of an acknowledged block flips on the disk
     expect(() => finish(t)).toThrow(/stale read: .*block 5: version \d+ with a corrupt body at byte 100/);
   });
 
-  test("the checkers fail on a lost acknowledged-and-flushed write (canary)", () => {
-    const t = world();
+  test("the checkers fail on a lost acknowledged-and-flushed write (canary)", async () => {
+    const t = await world();
     t.write(9);
     t.flush();
     t.settle(1_000);

@@ -41,7 +41,7 @@ export interface NetworkOptions {
   connectHangProbability: number;
 }
 
-/** What the client side of the network calls: the engine's driver events. */
+/** What the client side of the network calls (sim-driver.ts routes them to the driver's dials). */
 export interface ClientEndpoint {
   connected(id: number): void;
   connectFailed(id: number, reason: string): void;
@@ -66,7 +66,7 @@ export class SimNetwork {
   delivering: number | null = null;
   /** The export fenced connection `fenced` while reading `taker`'s bytes (a session takeover). */
   onFence: ((taker: number, fenced: number) => void) | null = null;
-  counters = { connects: 0, refused: 0, hung: 0, resets: 0, stalls: 0, partitions: 0, unitsSent: 0, lateDeliveries: 0 };
+  counters = { connects: 0, refused: 0, hung: 0, resets: 0, stalls: 0, partitions: 0, unitsSent: 0, lateDeliveries: 0, lateConnects: 0 };
 
   constructor(
     readonly clock: SimClock,
@@ -76,7 +76,7 @@ export class SimNetwork {
     private readonly trace: Trace,
   ) {}
 
-  // ---- the engine's EngineIO, routed through the network --------------------------------
+  // ---- the client's side: connect, send, close (SimDialer and its sinks) ------------------
 
   connect(id: number): void {
     const connection = new SimConnection(id, this);
@@ -87,8 +87,22 @@ export class SimNetwork {
     if (outcome === "hang") {
       this.counters.hung++;
       this.trace(`net c${id}: connect hangs`);
+      // A SYN held by a partition is retransmitted by TCP and gets through once it ends: the
+      // connect completes late, whether or not the client still wants it (a lost SYN, a
+      // blackhole, hangs for good: the OS gives up after minutes).
+      const partition = this.partition;
+      if (partition !== null && partition.mode === "hold") this.clock.at(Math.ceil(partition.until / this.clock.resolutionMs), () => {
+        if (connection.clientOpen) this.counters.lateConnects++;
+        this.completeConnect(connection, "ok");
+      });
       return;
     }
+    this.completeConnect(connection, outcome);
+  }
+
+  private completeConnect(connection: SimConnection, outcome: "ok" | "refused"): void {
+    const id = connection.id;
+    if (!connection.clientOpen) return;
     const synLatency = this.latency();
     const rtt = synLatency + this.latency();
     if (outcome === "refused") {

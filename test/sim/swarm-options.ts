@@ -21,6 +21,11 @@ export interface FaultOptions {
   /** Chance a stall loses its direction for good instead of holding it. */
   vanishProbability: number;
   eioProbability: number;
+  /**
+   * Intruders per simulated second: a second client of the same identity whose HELLO names
+   * the victim's session without its resumption proof (keyed) or token (anonymous).
+   */
+  intruderRate: number;
 }
 
 export interface WorkloadOptions {
@@ -105,8 +110,6 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
       engine,
       // Not drawn from the prng (that would change every seed's other knobs): odd seeds.
       handOver: seed % 2 === 1,
-      // Every third seed, a hostile client tries to take the session over (test/sim/adversary.ts).
-      adversary: seed % 3 === 0,
       network: {
         latencyMinMs,
         latencyMeanMs,
@@ -126,6 +129,7 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
       crashMode: prng.chance(0.5) ? "lose-all" : "random",
       vanishProbability: prng.float() * 0.5,
       eioProbability: maybe(prng, 0.3, () => prng.float() * 0.03),
+      intruderRate: 0,
     },
     workload: {
       ops: between(prng, 30, 150),
@@ -147,5 +151,15 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
   };
   // Drawn last, so the draws above (and seeds run on the synchronous port) stay as they were.
   if (prng.chance(0.5)) config.sim.asyncPort = { maxDelayMs: prng.pick([0, 1, 5, 20]) };
+  // Keyed sessions and intruders from a stream of their own, so the draws above stay as they were.
+  const keyed = new Prng(seed ^ 0x6b657973);
+  if (keyed.chance(0.5)) {
+    const secret = new Uint8Array(32);
+    for (let i = 0; i < secret.length; i++) secret[i] = keyed.int(256);
+    config.sim.keys = { identity: `sim-${seed}`, secret, suite: keyed.pick(["aes-256-gcm", "chacha20-poly1305", "xchacha20-poly1305", "integrity"] as const) };
+  }
+  config.faults.intruderRate = maybe(keyed, 0.5, () => 0.1 + keyed.float() * 0.5);
+  // The application speaks NBD to the front over the engine (`dstd attach --nbd-listen`).
+  if (keyed.chance(0.3)) config.sim.nbdFront = true;
   return config;
 }

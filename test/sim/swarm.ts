@@ -42,15 +42,18 @@ export interface RunOptions {
   unsafe?: ServerUnsafe;
   verbose?: boolean;
   checkExactlyOnce?: boolean;
+  /** Run the seed anonymous even if it draws a key (a late handshake needs an anonymous session). */
+  anonymous?: boolean;
 }
 
-export function runSeed(seed: number, options: RunOptions = {}): SeedResult {
+export async function runSeed(seed: number, options: RunOptions = {}): Promise<SeedResult> {
   const config = swarmOptions(seed, options.unsafe);
   if (options.verbose) config.sim.verbose = true;
   if (options.checkExactlyOnce === false) config.sim.checkExactlyOnce = false;
+  if (options.anonymous === true) delete config.sim.keys;
   const sim = new Simulation(config.sim);
   try {
-    runPhases(sim, config);
+    await runPhases(sim, config);
     return result(sim, seed, true);
   } catch (error) {
     const r = result(sim, seed, false);
@@ -70,11 +73,10 @@ function result(sim: Simulation, seed: number, ok: boolean): SeedResult {
   };
 }
 
-function runPhases(sim: Simulation, config: SwarmConfig): void {
-  sim.start();
-  // Faults begin once the first handshake succeeded: a first contact that never succeeds is
-  // the one case where the engine gives up for good (by design), which ends the run early.
-  if (!sim.runUntil(() => sim.engine.state === "ready", 2000)) violation("liveness", "first handshake never completed");
+async function runPhases(sim: Simulation, config: SwarmConfig): Promise<void> {
+  // Faults begin once the driver opened (first handshake): a first contact that never
+  // succeeds is the one case where the engine gives up for good (by design).
+  await sim.start();
   const stopFaults = scheduleFaults(sim, config.faults);
   const workload = new Workload(sim, config.workload);
   const safetyEnd = sim.now + config.workload.safetyMs;
@@ -100,6 +102,7 @@ export function verifyConverged(sim: Simulation): void {
   sim.settle(bound);
   if (flush.status !== 0) violation("liveness", `final FLUSH did not succeed (status ${flush.status})`);
   if (!sim.oracle.allCovered()) violation("flushed write lost", "a successful final FLUSH left blocks not covered (oracle bug)");
+  sim.checkSockets(); // before the restart below closes every connection
   sim.restartExport("lose-all");
   sim.heal(livenessBound(sim, 0));
   // The image is checked directly below; a few reads prove the engine is back after the restart.
@@ -135,7 +138,7 @@ function scheduleFaults(sim: Simulation, faults: FaultOptions): () => void {
   };
   const e = sim.config.engine;
   const current = () => sim.engine.state === "ready" || sim.engine.state === "handshaking";
-  const connection = () => [...sim.network.connections.values()].filter((c) => c.phase !== "closed").at(-1);
+  const connection = () => [...sim.network.connections.values()].filter((c) => c.phase !== "closed" && !sim.intruderConnections.has(c.id)).at(-1);
   every(faults.resetRate, () => {
     const c = connection();
     if (c && current()) sim.network.reset(c.id);
@@ -160,6 +163,7 @@ function scheduleFaults(sim: Simulation, faults: FaultOptions): () => void {
     for (const c of sim.network.connections.values()) if (c.phase !== "closed") c.faulted = true;
   });
   every(faults.restartRate, () => sim.restartExport(faults.crashMode));
+  every(faults.intruderRate, () => sim.intrude());
   sim.backend.faults = { eioProbability: faults.eioProbability };
   sim.network.connectFaults = true;
   return () => {
