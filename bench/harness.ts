@@ -3,8 +3,8 @@
  * a registry that owns every child process and the run's temporary directory and tears both
  * down on success, failure, Ctrl-C or SIGTERM; servers started with their output in a log
  * file and awaited on their TCP port or Unix socket; fio runs with the JSON banner stripped;
- * timed one-shot commands with their peak RSS and CPU (wait4 rusage); VmHWM reading and
- * resetting; data files with a fixed, incompressible pattern; medians; a Markdown table.
+ * timed one-shot commands with their own peak RSS (VmHWM sampled while they run) and CPU
+ * (wait4 rusage); VmHWM reading and resetting; data files with a fixed, incompressible pattern; medians; a Markdown table.
  */
 import type { Subprocess } from "bun";
 import { closeSync, existsSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
@@ -186,13 +186,41 @@ export function cpuSeconds(pid: number): number {
 
 export interface Timed {
   seconds: number;
-  maxRssMiB: number;
+  /** The child's own peak resident set (VmHWM, MiB); null if it exited before one sample. */
+  maxRssMiB: number | null;
   cpuSeconds: number;
+}
+
+/** How often `timed` reads a running child's VmHWM. */
+const HWM_SAMPLE_MS = 10;
+
+/**
+ * Follow a child's own peak resident set while it runs: VmHWM from /proc/PID/status, read
+ * right after the spawn (Bun.spawn returns once the vfork child has exec'd, so this is the
+ * child's new address space) and every HWM_SAMPLE_MS until it exits. Not its wait4 rusage:
+ * Bun.spawn starts children with vfork, and Linux carries the parent's peak into the child's
+ * ru_maxrss at exec, so every command run from a large bench process "peaked" at the bench's
+ * size (src/cli/copy.ts ownPeakRss). VmHWM only grows, so the last reading is the peak up to
+ * HWM_SAMPLE_MS before the exit; a growth in that last moment is missed.
+ */
+function followHwm(pid: number): () => number | null {
+  let peak: number | null = null;
+  const sample = () => {
+    const hwm = vmHwm(pid);
+    if (hwm !== null) peak = Math.max(peak ?? 0, hwm);
+  };
+  sample();
+  const timer = setInterval(sample, HWM_SAMPLE_MS);
+  return () => {
+    clearInterval(timer);
+    return peak;
+  };
 }
 
 /** Run a child to completion with its output collected; SIGKILL and an error after `timeoutSeconds`. */
 async function collect(run: Run, cmd: string[], timeoutSeconds: number, env?: Record<string, string>) {
   const proc = run.spawn(cmd, { pipe: true, env });
+  const peak = followHwm(proc.pid);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -200,18 +228,19 @@ async function collect(run: Run, cmd: string[], timeoutSeconds: number, env?: Re
   }, timeoutSeconds * 1000);
   const [out, err, code] = await Promise.all([new Response(proc.stdout as ReadableStream).text(), new Response(proc.stderr as ReadableStream).text(), proc.exited]);
   clearTimeout(timer);
+  const maxRssMiB = peak();
   if (timedOut) throw new Error(`${cmd[0]} did not finish within ${timeoutSeconds} s (killed): ${cmd.join(" ")}`);
-  return { proc, out, err, code };
+  return { proc, out, err, code, maxRssMiB };
 }
 
-/** Run a one-shot command to completion; wall time, peak RSS and CPU from its rusage. */
+/** Run a one-shot command to completion; wall time, its own peak RSS (followHwm) and CPU from its rusage. */
 export async function timed(run: Run, cmd: string[], timeoutSeconds: number, env?: Record<string, string>): Promise<Timed> {
   const start = performance.now();
-  const { proc, out, err, code } = await collect(run, cmd, timeoutSeconds, env);
+  const { proc, out, err, code, maxRssMiB } = await collect(run, cmd, timeoutSeconds, env);
   const seconds = (performance.now() - start) / 1000;
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (${code ?? proc.signalCode}): ${(err || out).trim().split("\n").slice(-5).join(" / ")}`);
   const usage = proc.resourceUsage();
-  return { seconds, maxRssMiB: (usage?.maxRSS ?? 0) / MiB, cpuSeconds: Number(usage?.cpuTime.total ?? 0n) / 1e6 };
+  return { seconds, maxRssMiB, cpuSeconds: Number(usage?.cpuTime.total ?? 0n) / 1e6 };
 }
 
 export interface FioJob {

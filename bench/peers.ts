@@ -228,8 +228,8 @@ async function copySection(run: Run, dstds: Dstd[], peers: Peers, sources: Recor
           const serverCpu = cpuSeconds(d.export.proc.pid) - server0;
           await check(key, source, d.target);
           record(key, sizeMiB / t.seconds);
-          record(`rss/copy/${d.label}`, t.maxRssMiB);
-          console.log(`  ${mode.padEnd(5)} ${`dstd copy (${d.label})`.padEnd(22)} ${fmt(sizeMiB / t.seconds).padStart(6)} MiB/s  ${t.seconds.toFixed(2)} s, client CPU ${t.cpuSeconds.toFixed(2)} s, export CPU ${serverCpu.toFixed(2)} s, peak RSS ${t.maxRssMiB.toFixed(0)} MiB`);
+          if (t.maxRssMiB !== null) record(`rss/copy/${d.label}`, t.maxRssMiB);
+          console.log(`  ${mode.padEnd(5)} ${`dstd copy (${d.label})`.padEnd(22)} ${fmt(sizeMiB / t.seconds).padStart(6)} MiB/s  ${t.seconds.toFixed(2)} s, client CPU ${t.cpuSeconds.toFixed(2)} s, export CPU ${serverCpu.toFixed(2)} s, peak RSS ${t.maxRssMiB?.toFixed(0) ?? "?"} MiB`);
         }));
       }
       const peerMode = mode === "plain" ? "plain" : "tls";
@@ -245,8 +245,8 @@ async function copySection(run: Run, dstds: Dstd[], peers: Peers, sources: Recor
         const serverCpu = cpuSeconds(server.proc.pid) - server0;
         await check(peerKey, source, peers.target);
         record(peerKey, sizeMiB / t.seconds);
-        record("rss/copy/peer", t.maxRssMiB);
-        console.log(`  ${mode.padEnd(5)} ${`nbdcopy${mode === "aes" ? " (TLS-PSK)" : ""}`.padEnd(22)} ${fmt(sizeMiB / t.seconds).padStart(6)} MiB/s  ${t.seconds.toFixed(2)} s, client CPU ${t.cpuSeconds.toFixed(2)} s, nbdkit CPU ${serverCpu.toFixed(2)} s, peak RSS ${t.maxRssMiB.toFixed(0)} MiB`);
+        if (t.maxRssMiB !== null) record("rss/copy/peer", t.maxRssMiB);
+        console.log(`  ${mode.padEnd(5)} ${`nbdcopy${mode === "aes" ? " (TLS-PSK)" : ""}`.padEnd(22)} ${fmt(sizeMiB / t.seconds).padStart(6)} MiB/s  ${t.seconds.toFixed(2)} s, client CPU ${t.cpuSeconds.toFixed(2)} s, nbdkit CPU ${serverCpu.toFixed(2)} s, peak RSS ${t.maxRssMiB?.toFixed(0) ?? "?"} MiB`);
       }));
       for (const item of rotate(items, round)) await item();
     }

@@ -255,7 +255,7 @@ export class ReplicationPrimary extends PassThrough {
     this.submit(this.op("zero", offset, offset + length, null, flags.noHole, flags.fua, 0, done));
   }
 
-  get resize(): ((size: number, done: Done) => void) | undefined {
+  override get resize(): ((size: number, done: Done) => void) | undefined {
     if (this.next.resize === undefined) return undefined;
     return (size: number, done: Done) => this.submit(this.op("resize", 0, Infinity, null, false, false, size, done));
   }

@@ -53,8 +53,9 @@ class Recorder extends PassThrough {
     super(next);
   }
 
-  get writeDataCopied(): boolean | undefined {
-    return this.next.writeDataCopied;
+  // Its write wraps only the completion and hands `data` down at once: the port's promise holds.
+  override get writeDataCopied(): boolean {
+    return this.next.writeDataCopied === true;
   }
 
   private wrap(kind: string, offset: number, length: number, done: Done): Done {

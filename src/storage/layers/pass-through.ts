@@ -3,7 +3,10 @@
  * each call to the port it wraps. A layer subclasses it and overrides the few calls it
  * changes (nbdkit's filters over `next_ops` are the model: filters/error/error.c is a few
  * one-line callbacks). Properties are read through on every access, so a resize below is
- * seen above at once.
+ * seen above at once. Every property and optional call of StoragePort (storage/port.ts) is
+ * forwarded, `resize` and `writeDataCopied` included: a layer that dropped them would make an
+ * export over it unresizable, or the NBD front hold each WRITE's buffer until the remote
+ * acknowledged it although the engine below copied it.
  */
 import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
 
@@ -48,6 +51,20 @@ export class PassThrough implements StoragePort {
   }
   get synchronous(): boolean {
     return this.next.synchronous;
+  }
+  /**
+   * The port below's promise, kept only while `write` is this class's own (it hands `data`
+   * down at once). A layer that overrides `write` may hold `data` past its return (queued,
+   * logged later, deferred), so it promises nothing unless it overrides this getter too.
+   */
+  get writeDataCopied(): boolean {
+    return this.write === PassThrough.prototype.write && this.next.writeDataCopied === true;
+  }
+  /** Present exactly when the port below can resize. */
+  get resize(): ((size: number, done: Done) => void) | undefined {
+    const next = this.next;
+    if (next.resize === undefined) return undefined;
+    return (size: number, done: Done) => next.resize!(size, done);
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {
