@@ -22,17 +22,24 @@ afterEach(async () => {
   pair = null;
 });
 
+/** A symmetric pair in a directory of its own (the module's `pair`, for afterEach), both nodes up, 8 MiB copied into the primary. */
+async function runningPair(name: string): Promise<{ where: string; first: string; pair: ReplicaPair }> {
+  const where = join(dir.path, name);
+  mkdirSync(where);
+  const made = await ReplicaPair.create(where, { size: 32 * MiB, symmetric: true });
+  pair = made; // closed by afterEach
+  await made.start(made.a);
+  await made.start(made.b);
+  const first = join(where, "first.bin");
+  writeRandomFile(first, 8 * MiB);
+  expect((await copyInto(first, made.a.port)).exitCode).toBe(0);
+  return { where, first, pair: made };
+}
+
 test(
   "promote --force after the primary dies; the old primary returns diverged and refuses writes",
   async () => {
-    const where = join(dir.path, "force");
-    mkdirSync(where);
-    pair = await ReplicaPair.create(where, { size: 32 * MiB, symmetric: true });
-    await pair.start(pair.a);
-    await pair.start(pair.b);
-    const first = join(where, "first.bin");
-    writeRandomFile(first, 8 * MiB);
-    expect((await copyInto(first, pair.a.port)).exitCode).toBe(0);
+    const { where, first, pair } = await runningPair("force");
     const synced = await pair.caughtUp(60_000);
     // Writes the secondary never sees: fetching paused, then the primary dies.
     expect((await pair.replica(pair.b, "pause", "disk", "--fetch")).exitCode).toBe(0);
@@ -83,14 +90,7 @@ test(
 test(
   "planned handover: demote drains the primary, promote takes over, the old primary follows the new one, no write lost",
   async () => {
-    const where = join(dir.path, "handover");
-    mkdirSync(where);
-    pair = await ReplicaPair.create(where, { size: 32 * MiB, symmetric: true });
-    await pair.start(pair.a);
-    await pair.start(pair.b);
-    const first = join(where, "first.bin");
-    writeRandomFile(first, 8 * MiB);
-    expect((await copyInto(first, pair.a.port)).exitCode).toBe(0);
+    const { where, first, pair } = await runningPair("handover");
     // While the primary serves, a planned promote is refused.
     const early = await pair.replica(pair.b, "promote", "disk");
     expect(early.exitCode).not.toBe(0);
@@ -109,15 +109,7 @@ test(
     writeRandomFile(second, 4 * MiB);
     expect((await copyInto(second, pair.b.port)).exitCode).toBe(0);
     // The old primary now replicates the new one.
-    const deadline = performance.now() + 60_000;
-    let a = await pair.status(pair.a);
-    for (;;) {
-      const primary = await pair.status(pair.b);
-      a = await pair.status(pair.a);
-      if (a.state === "replicating" && a.lag_bytes === 0 && a.seq === primary.seq) break;
-      if (performance.now() > deadline) throw new Error(`old primary did not follow: ${JSON.stringify(a)}`);
-      await Bun.sleep(200);
-    }
+    const a = await pair.follows(pair.a, pair.b, 60_000);
     console.log(`old primary: ${JSON.stringify(a)}`);
     expect(a.generation).toBe(2);
     expect(hashPrefix(pair.a.image, 32 * MiB)).toBe(hashPrefix(pair.b.image, 32 * MiB));

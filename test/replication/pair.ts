@@ -217,6 +217,29 @@ keepalive_timeout = "3s"
     }
   }
 
+  /** Polls `side`'s `dstd replica status` until `ok` holds (an observable between processes). */
+  async waitFor(side: Side, ok: (s: ReplicaStatus) => boolean, what: string, limitMs = 120_000): Promise<ReplicaStatus> {
+    const deadline = performance.now() + limitMs;
+    for (;;) {
+      const s = await this.status(side);
+      if (ok(s)) return s;
+      if (performance.now() > deadline) throw new Error(`${what}: not reached in ${limitMs} ms: ${JSON.stringify(s)}\n${side.node?.stderr().slice(-3000) ?? ""}`);
+      await Bun.sleep(100);
+    }
+  }
+
+  /** Waits until `old` replicates `primary`: no sync, lag 0, at the primary's seq (after a handover or a resync). */
+  async follows(old: Side, primary: Side, limitMs = 120_000): Promise<ReplicaStatus> {
+    const deadline = performance.now() + limitMs;
+    for (;;) {
+      const seq = (await this.status(primary)).seq;
+      const s = await this.status(old);
+      if (s.state === "replicating" && (s.sync ?? null) === null && s.lag_bytes === 0 && s.seq === seq) return s;
+      if (performance.now() > deadline) throw new Error(`node ${old.name} did not follow node ${primary.name} (seq ${seq}): ${JSON.stringify(s)}\n${old.node?.stderr().slice(-3000) ?? ""}`);
+      await Bun.sleep(200);
+    }
+  }
+
   async close(): Promise<void> {
     await this.stop(this.a, "SIGKILL");
     await this.stop(this.b, "SIGKILL");

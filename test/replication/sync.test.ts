@@ -26,17 +26,6 @@ function allocated(path: string): number {
   return statSync(path).blocks * 512;
 }
 
-/** Waits until the secondary's status satisfies `ok` (polling `dstd replica status`). */
-async function waitFor(p: ReplicaPair, ok: (s: ReplicaStatus) => boolean, what: string, limitMs = 120_000): Promise<ReplicaStatus> {
-  const deadline = performance.now() + limitMs;
-  for (;;) {
-    const s = await p.status(p.b);
-    if (ok(s)) return s;
-    if (performance.now() > deadline) throw new Error(`${what}: not reached in ${limitMs} ms: ${JSON.stringify(s)}`);
-    await Bun.sleep(100);
-  }
-}
-
 /** A primary whose log was released past seq 1 by a first secondary; that secondary's disk and log are then wiped (a replacement node). */
 async function rotatedPrimary(name: string, size: number): Promise<ReplicaPair> {
   const p = await ReplicaPair.in(dir.path, name, { size, logSize: "32MiB" });
@@ -62,7 +51,7 @@ test(
     const p = await rotatedPrimary("join", size);
     p.proxy.throttle(24 * MiB); // so the writer runs during the copy
     await p.start(p.b);
-    const syncing = await waitFor(p, (s) => s.state === "syncing", "the secondary syncing");
+    const syncing = await p.waitFor(p.b, (s) => s.state === "syncing", "the secondary syncing");
     // Seen in the metrics (which promtool accepts) and in the human status.
     const metrics = await p.metrics(p.b);
     expect(metrics).toContain('dstd_replica_state{export="disk",role="secondary",state="syncing"} 1');
@@ -79,7 +68,7 @@ test(
     expect(during.state).toBe("syncing");
     p.proxy.throttle(0);
     const primary = await p.status(p.a);
-    const status = await waitFor(p, (s) => s.state === "replicating" && s.lag_bytes === 0 && s.seq === primary.seq && s.primary_seq === primary.seq, "caught up");
+    const status = await p.waitFor(p.b, (s) => s.state === "replicating" && s.lag_bytes === 0 && s.seq === primary.seq && s.primary_seq === primary.seq, "caught up");
     expect(status.seq).toBeGreaterThan(syncing.sync!.point_seq);
     console.log(`caught up: ${JSON.stringify(status)}; primary image allocates ${allocated(p.a.image)} bytes`);
     expect(status.sync).toBeNull();
@@ -104,10 +93,10 @@ test(
     await writeAt(p.a.port, 256 * MiB, 96 * MiB);
     p.proxy.throttle(32 * MiB);
     await p.start(p.b);
-    await waitFor(p, (s) => s.sync !== null && s.sync.done_bytes > 0 && s.sync.moved_bytes > 8 * MiB, "copy under way");
+    await p.waitFor(p.b, (s) => s.sync !== null && s.sync.done_bytes > 0 && s.sync.moved_bytes > 8 * MiB, "copy under way");
     expect(p.proxy.cut()).toBeGreaterThan(0);
     // Past the first durable save (every 64 MiB of disk), kill it.
-    const before = await waitFor(p, (s) => s.sync !== null && s.sync.done_bytes >= 300 * MiB, "copy past 300 MiB");
+    const before = await p.waitFor(p.b, (s) => s.sync !== null && s.sync.done_bytes >= 300 * MiB, "copy past 300 MiB");
     await p.stop(p.b, "SIGKILL");
     p.proxy.throttle(0);
     await p.start(p.b);
@@ -165,7 +154,7 @@ test(
     console.log(resync.stdout + resync.stderr);
     expect(resync.exitCode).toBe(0);
     expect(resync.stdout).toContain(`fork after seq ${synced.seq}`);
-    const followed = await followNewPrimary(p);
+    const followed = await p.follows(p.a, p.b);
     const moved = movedBytes(p);
     const shipped = followed.received_bytes;
     console.log(`resync: copied ${moved} bytes of data, shipped ${shipped} log bytes (diverged: 4 MiB here + 6 MiB there); old primary ${JSON.stringify(followed)}`);
@@ -178,7 +167,7 @@ test(
     const full = await p.replica(p.a, "resync", "disk", "--full");
     expect(full.exitCode).toBe(0);
     await writeAt(p.b.port, 100 * MiB, 2 * MiB);
-    const after = await followNewPrimary(p);
+    const after = await p.follows(p.a, p.b);
     const fullMoved = movedBytes(p);
     console.log(`resync --full: copied ${fullMoved} bytes of data; old primary ${JSON.stringify(after)}`);
     expect(fullMoved).toBeGreaterThan(64 * MiB);
@@ -193,14 +182,3 @@ function movedBytes(p: ReplicaPair): number {
   return Number(all[all.length - 1]?.[1] ?? -1);
 }
 
-/** Waits until the old primary (a) replicates the new one (b) with lag 0 and no sync. */
-async function followNewPrimary(p: ReplicaPair): Promise<ReplicaStatus> {
-  const deadline = performance.now() + 120_000;
-  for (;;) {
-    const primary = await p.status(p.b);
-    const a = await p.status(p.a);
-    if (a.state === "replicating" && a.sync === null && a.lag_bytes === 0 && a.seq === primary.seq) return a;
-    if (performance.now() > deadline) throw new Error(`old primary did not follow: ${JSON.stringify(a)}\n${p.a.node?.stderr().slice(-3000)}`);
-    await Bun.sleep(200);
-  }
-}
