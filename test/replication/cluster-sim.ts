@@ -46,6 +46,7 @@ import type { StoragePort } from "../../src/storage/port.ts";
 import { Flag } from "../../src/wire/dst/constants.ts";
 import { compressFetchReply, encodeFetchReason } from "../../src/wire/dst/fetch.ts";
 import { SimClock } from "../sim/sim-clock.ts";
+import { simTrace } from "./sim-trace.ts";
 import { applyShadow, firstDifference, SimFailure, valueOf, type ShadowRecord } from "./replication-sim.ts";
 import { settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
@@ -96,16 +97,11 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const verbose = options.verbose === true;
   const plant = options.plant ?? "none";
   const clock = new SimClock();
-  const trace: string[] = [];
-  const log = (line: string) => {
-    trace.push(`[${clock.ticks}] ${line}`);
-    if (trace.length > 300) trace.shift();
-    if (verbose) console.log(`[${clock.ticks}] ${line}`);
-  };
+  const { log, tail } = simTrace(clock, verbose, 300);
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
       `cluster sim seed ${seed}${plant !== "none" ? ` (planted bug ${plant})` : ""}: ${invariant}: ${detail}\n  replay: CLUSTER_SIM_SEED=${seed} bun test test/replication/cluster-sim.test.ts\n` +
-        trace.slice(-60).join("\n"),
+        tail(60),
     );
   };
   const root = new Prng(seed);

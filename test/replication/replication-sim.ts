@@ -28,6 +28,7 @@ import { Secondary } from "../../src/replication/secondary.ts";
 import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
 import { parseSegmentName } from "../../src/replication/segments.ts";
 import { SimClock } from "../sim/sim-clock.ts";
+import { simTrace } from "./sim-trace.ts";
 import { settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
 
@@ -66,20 +67,9 @@ interface BlockState {
 }
 
 export async function runSeed(seed: number, verbose = false): Promise<SimStats> {
-  const trace: string[] = [];
-  const log = (line: string) => {
-    trace.push(`[${clock.ticks}] ${line}`);
-    if (trace.length > 200) trace.shift();
-    if (verbose) console.log(`[${clock.ticks}] ${line}`);
-  };
-  const simLog = (who: string) => ({
-    error: (m: string) => log(`${who} error: ${m}`),
-    warn: (m: string) => log(`${who} warn: ${m}`),
-    info: (m: string) => log(`${who} info: ${m}`),
-    debug: (m: string) => log(`${who} debug: ${m}`),
-  });
   const root = new Prng(seed);
   const clock = new SimClock();
+  const { log, simLog, tail } = simTrace(clock, verbose);
   const prng = {
     files: new Prng(root.next()),
     port: new Prng(root.next()),
@@ -113,7 +103,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
       `replication sim seed ${seed}: ${invariant}: ${detail}\n  replay: SIM_SEED=${seed} bun test test/replication/replication-sim.test.ts\n` +
-        trace.slice(-40).join("\n"),
+        tail(40),
     );
   };
   log(`options ${JSON.stringify({ blockSize, blocks, ...options, opsTotal, queueDepth, crashRate, secondaryCrashRate, transitCorruption, copyRotRate, logRotRate, replayDelayMs })}`);

@@ -30,6 +30,7 @@ import { Shipper, type FetchTransport } from "../../src/replication/shipper.ts";
 import { answerSync } from "../../src/replication/sync-server.ts";
 import { encodeFetchReason } from "../../src/wire/dst/fetch.ts";
 import { SimClock } from "../sim/sim-clock.ts";
+import { simTrace } from "./sim-trace.ts";
 import { runUntil, settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
 
@@ -57,21 +58,10 @@ interface Shadow {
 }
 
 export async function runSyncSeed(seed: number, verbose = false): Promise<SyncSimStats> {
-  const trace: string[] = [];
   const clock = new SimClock();
-  const log = (line: string) => {
-    trace.push(`[${clock.ticks}] ${line}`);
-    if (trace.length > 200) trace.shift();
-    if (verbose) console.log(`[${clock.ticks}] ${line}`);
-  };
-  const simLog = (who: string) => ({
-    error: (m: string) => log(`${who} error: ${m}`),
-    warn: (m: string) => log(`${who} warn: ${m}`),
-    info: (m: string) => log(`${who} info: ${m}`),
-    debug: (m: string) => log(`${who} debug: ${m}`),
-  });
+  const { log, simLog, tail } = simTrace(clock, verbose);
   const fail = (invariant: string, detail: string): never => {
-    throw new SyncSimFailure(`sync sim seed ${seed}: ${invariant}: ${detail}\n  replay: SIM_SEED=${seed} bun test test/replication/sync-sim.test.ts\n${trace.slice(-40).join("\n")}`);
+    throw new SyncSimFailure(`sync sim seed ${seed}: ${invariant}: ${detail}\n  replay: SIM_SEED=${seed} bun test test/replication/sync-sim.test.ts\n${tail(40)}`);
   };
   const root = new Prng(seed);
   const prng = { files: new Prng(root.next()), port: new Prng(root.next()), work: new Prng(root.next()), faults: new Prng(root.next()) };

@@ -1,0 +1,34 @@
+/**
+ * @module test/replication/sim-trace — the bounded trace the replication simulations keep
+ * (replication-sim.ts, sync-sim.ts, cluster-sim.ts): lines stamped with the simulated tick,
+ * the last `keep` of them shown with a failure, every line printed when verbose; and a Log
+ * that writes into it for the real code under test.
+ */
+import type { SimClock } from "../sim/sim-clock.ts";
+
+export interface SimTrace {
+  log(line: string): void;
+  /** A Log for the code under test, its lines prefixed with `who`. */
+  simLog(who: string): { error(m: string): void; warn(m: string): void; info(m: string): void; debug(m: string): void };
+  /** The last `n` lines, for a failure message. */
+  tail(n: number): string;
+}
+
+export function simTrace(clock: SimClock, verbose: boolean, keep = 200): SimTrace {
+  const lines: string[] = [];
+  const log = (line: string) => {
+    lines.push(`[${clock.ticks}] ${line}`);
+    if (lines.length > keep) lines.shift();
+    if (verbose) console.log(`[${clock.ticks}] ${line}`);
+  };
+  return {
+    log,
+    simLog: (who) => ({
+      error: (m) => log(`${who} error: ${m}`),
+      warn: (m) => log(`${who} warn: ${m}`),
+      info: (m) => log(`${who} info: ${m}`),
+      debug: (m) => log(`${who} debug: ${m}`),
+    }),
+    tail: (n) => lines.slice(-n).join("\n"),
+  };
+}
