@@ -16,7 +16,7 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { copyInto, MiB, ReplicaPair } from "../test/replication/pair.ts";
+import { MiB, ReplicaPair } from "../test/replication/pair.ts";
 import { writeRandomFile } from "../test/helpers/files.ts";
 
 const SIZE = Number(process.env.SIZE ?? 32) * MiB;
@@ -40,16 +40,10 @@ try {
       mkdirSync(dir);
       const pair = await ReplicaPair.create(dir, { size: SIZE, logSize: `${Math.max(256, (2 * SIZE) / MiB)}MiB`, secondaryExtra: compress ? "compress = true" : "" });
       try {
-        await pair.start(pair.a);
-        await pair.start(pair.b);
-        pair.proxy.delay(DELAY_MS);
-        pair.proxy.throttle(LINK);
-        await pair.replica(pair.b, "pause", "disk");
         const source = path.join(dir, "source.bin");
         if (data === "text") writeTextFile(source, SIZE);
         else writeRandomFile(source, SIZE);
-        const copied = await copyInto(source, pair.a.port);
-        if (copied.exitCode !== 0) throw new Error(copied.output);
+        await pair.pausedBehindLink(DELAY_MS, LINK, source);
         const log = (await pair.status(pair.a)).log_bytes;
         const before = await pair.status(pair.b);
         const wireBefore = pair.proxy.stats.bytesDown;

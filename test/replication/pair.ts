@@ -217,6 +217,21 @@ keepalive_timeout = "3s"
     }
   }
 
+  /**
+   * Both nodes up behind a paced link (`delayMs` each way, `bytesPerSecond`), the secondary's
+   * fetching and replay paused, and `source` copied into the primary: what the shipping
+   * benchmarks measure from (bench/replication-*.ts).
+   */
+  async pausedBehindLink(delayMs: number, bytesPerSecond: number, source: string): Promise<void> {
+    await this.start(this.a);
+    await this.start(this.b);
+    this.proxy.delay(delayMs);
+    this.proxy.throttle(bytesPerSecond);
+    await this.replica(this.b, "pause", "disk");
+    const copied = await copyInto(source, this.a.port);
+    if (copied.exitCode !== 0) throw new Error(copied.output);
+  }
+
   /** Polls `side`'s `dstd replica status` until `ok` holds (an observable between processes). */
   async waitFor(side: Side, ok: (s: ReplicaStatus) => boolean, what: string, limitMs = 120_000): Promise<ReplicaStatus> {
     const deadline = performance.now() + limitMs;
