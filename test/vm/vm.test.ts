@@ -71,17 +71,31 @@ function closingLine(output: string): string | null {
   return lines === null ? null : lines[lines.length - 1]!;
 }
 
+/**
+ * One boot of run-in-vm.sh with a fresh payload (`withProbe`: guest-probe too): `vmArgs` go
+ * before the payload (timeout, memory, modules, debs), `guestScripts` run through guest/all.sh;
+ * every check they print must pass.
+ */
+async function bootAndCheck(withProbe: boolean, vmArgs: string[], guestScripts: string[]): Promise<void> {
+  const payload = buildPayload(withProbe);
+  try {
+    const { code, output } = await runLive(["bash", "test/vm/run-in-vm.sh", ...vmArgs, payload, "--", "sh", "guest/all.sh", ...guestScripts]);
+    expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
+    expect(code).toBe(0);
+  } finally {
+    rmSync(payload, { recursive: true, force: true });
+  }
+}
+
 const bench = process.env.DSTD_VM_BENCH === "1";
 
 describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, () => {
   test(
     "one boot: smoke (netlink CONNECT/STATUS/RECONFIGURE/DISCONNECT through the kernel-mode NBD server) + dstd attach (ext4, kill -9 daemon and export, handover, detach, throughput vs nbd-client)",
-    async () => {
-      const payload = buildPayload();
-      try {
-        const { code, output } = await runLive([
-          "bash",
-          "test/vm/run-in-vm.sh",
+    () =>
+      bootAndCheck(
+        true,
+        [
           "--timeout",
           "840",
           "--memory",
@@ -96,19 +110,12 @@ describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, (
           "libnl-3-200",
           "--deb",
           "libnl-genl-3-200",
-          payload,
-          "--",
-          "sh",
-          "guest/all.sh",
+        ],
+        [
           "guest/smoke.sh",
           "guest/attach.sh",
-        ]);
-        expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
-        expect(code).toBe(0);
-      } finally {
-        rmSync(payload, { recursive: true, force: true });
-      }
-    },
+        ],
+      ),
     900_000,
   );
 
@@ -116,12 +123,10 @@ describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, (
   // dstd only: no guest-probe, so a smaller initramfs.
   test(
     "replication failover: ext4 on /dev/nbd0 from the primary, kill -9 of the primary mid-write, promote --force, /dev/nbd1 from the new primary: e2fsck -fn clean, synced files intact",
-    async () => {
-      const payload = buildPayload(false);
-      try {
-        const { code, output } = await runLive([
-          "bash",
-          "test/vm/run-in-vm.sh",
+    () =>
+      bootAndCheck(
+        false,
+        [
           "--timeout",
           "840",
           "--memory",
@@ -130,29 +135,20 @@ describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, (
           "nbd ext4 crc32c_generic",
           "--deb",
           "e2fsprogs",
-          payload,
-          "--",
-          "sh",
-          "guest/all.sh",
+        ],
+        [
           "guest/failover.sh",
-        ]);
-        expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
-        expect(code).toBe(0);
-      } finally {
-        rmSync(payload, { recursive: true, force: true });
-      }
-    },
+        ],
+      ),
     900_000,
   );
 
   test.skipIf(!bench)(
     "sockets benchmark (DSTD_VM_BENCH=1): fio through dstd attach --connections 1, 2, 4 and nbd-client",
-    async () => {
-      const payload = buildPayload();
-      try {
-        const { code, output } = await runLive([
-          "bash",
-          "test/vm/run-in-vm.sh",
+    () =>
+      bootAndCheck(
+        true,
+        [
           "--timeout",
           "1500",
           "--memory",
@@ -167,18 +163,11 @@ describe.skipIf(skip)(`kernel NBD in a VM${skip ? ` (skipped: ${why})` : ""}`, (
           "libnl-3-200",
           "--deb",
           "libnl-genl-3-200",
-          payload,
-          "--",
-          "sh",
-          "guest/all.sh",
+        ],
+        [
           "guest/sockets-bench.sh",
-        ]);
-        expect(closingLine(output)).toMatch(/^[1-9][0-9]* passed, 0 failed$/);
-        expect(code).toBe(0);
-      } finally {
-        rmSync(payload, { recursive: true, force: true });
-      }
-    },
+        ],
+      ),
     1_600_000,
   );
 });
