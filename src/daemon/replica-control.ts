@@ -20,11 +20,16 @@ export async function replicaRequest(handles: ReadonlyMap<string, ReplicaHandle>
   const what: PauseWhat = params.fetch === true && params.replay !== true ? "fetch" : params.replay === true && params.fetch !== true ? "replay" : "both";
   let message: string;
   switch (op) {
+    // pause and resume are logged here; promote, demote and resync log their role change
+    // themselves (replica-node.ts, at WARN, also when not asked through this socket), so
+    // logging their answer again here printed each on the node twice.
     case "pause":
       message = handle.pause(what);
+      log.info(message);
       break;
     case "resume":
       message = handle.resume(what);
+      log.info(message);
       break;
     case "promote":
       message = await handle.promote(params.force === true);
@@ -38,7 +43,6 @@ export async function replicaRequest(handles: ReadonlyMap<string, ReplicaHandle>
     default:
       throw new DstdError("E_REQUEST", `unknown replica operation ${JSON.stringify(op)}; use status, pause, resume, promote, demote or resync`);
   }
-  log.info(message);
   return { message, status: handle.status() };
 }
 

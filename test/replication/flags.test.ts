@@ -93,6 +93,10 @@ test(
     expect(twice.exitCode).not.toBe(0);
     expect(twice.stderr).toContain(`another dstd node is running with state directory ${bState}`);
     expect(twice.stderr).not.toContain("listening");
+    // The node logged the promotion once, not a WARN from the replica and an INFO from the
+    // control request as well (stop() returns once all it wrote is in log()).
+    await secondary.stop();
+    expect(secondary.log().split("\n").filter((line) => line.includes("promoted to primary (failover)"))).toHaveLength(1);
   },
   120_000,
 );
