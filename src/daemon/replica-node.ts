@@ -268,15 +268,20 @@ export class ReplicaNode implements ReplicaHandle {
    */
   private async fence(side: Extract<Side, { kind: "primary" }>): Promise<"secondary" | string | null> {
     const last = side.primary.store.last;
+    // Our state as of `last`, taken before the probe: while the probe is in flight the layer may
+    // already resync its dirty regions into new log records (docs/replication.md §5), which
+    // would make a diverged disk look clean (cluster simulation seed 2885, §8.2).
+    const own = side.primary.status();
     const peer = formatExportUrl(this.replication.peer!);
     const answer = await this.probePeer(last);
-    const own = side.primary.status();
-    if (answer.status === 0 && (own.mode !== "logging" || own.resyncPending || own.dirtyRegions > 0)) {
+    const logged = side.primary.store.last.seq - last.seq;
+    if (answer.status === 0 && (logged > 0 || own.mode !== "logging" || own.resyncPending || own.dirtyRegions > 0)) {
       // Our log is a prefix of the peer's, but our disk also holds writes made around the log
-      // (overflow, docs/replication.md §5) that the peer never received: it is not the state
-      // after that prefix, so following the peer would mix the two (found by the cluster
-      // simulation, §8.2). Diverged: the regions are in our dirty bitmap for the repair.
-      const why = `the peer ${peer} is a replication primary whose log continues ours (seq ${last.seq}), but our disk holds writes made around the log (${own.dirtyRegions} dirty regions, mode ${own.mode}${own.resyncPending ? ", resync pending" : ""}) that it never received`;
+      // (overflow, docs/replication.md §5), or logged since the probe, that the peer never
+      // received: it is not the state after that prefix, so following the peer would mix the two
+      // (found by the cluster simulation, §8.2). Diverged: the regions are in our dirty bitmap
+      // or our log for the repair.
+      const why = `the peer ${peer} is a replication primary whose log continues ours (seq ${last.seq}), but our disk holds writes made around the log (${own.dirtyRegions} dirty regions, mode ${own.mode}${own.resyncPending ? ", resync pending" : ""}${logged > 0 ? `, ${logged} records logged since` : ""}) that it never received`;
       this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica resync`);
       return why;
     }
