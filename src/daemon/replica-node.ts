@@ -372,12 +372,17 @@ export class ReplicaNode implements ReplicaHandle {
     if (!force) await this.checkHandover(side);
     let point = side.kind === "secondary" ? side.secondary.applier.status().applied : null;
     let generation = side.kind === "diverged" ? side.generation : 0;
+    let inconsistent = false;
     if (side.kind === "secondary") {
       side.shipper.stop();
       side.link.close();
       await this.drain(side.secondary);
       const applier = side.secondary.applier.status();
       point = applier.applied;
+      // Between RESYNC_BEGIN and RESYNC_END (docs/replication.md §5) the disk mixes regions
+      // copied from the old primary with regions not yet copied: a forced promotion serves it
+      // as it is (the only copy left), and says so.
+      inconsistent = !applier.consistent;
       generation = Math.max(point.generation, side.secondary.copy.generation, side.shipper.status().primaryGeneration);
       await side.secondary.close();
     }
@@ -414,7 +419,8 @@ export class ReplicaNode implements ReplicaHandle {
     await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
     await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
     const message = force
-      ? `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node`
+      ? `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node` +
+        (inconsistent ? `; the disk was inconsistent (a resync of regions written around the old primary's log had not finished): those regions may mix older and newer data — check the file system before use` : "")
       : `export '${this.name}': promoted to primary (handover) at seq ${point.seq}, generation ${next}; the old primary follows it as a secondary`;
     this.logger.warn(message);
     this.become({ kind: "primary", primary, server: new LogShipServer(primary, this.env.timer, { log: this.logger }) });

@@ -66,6 +66,8 @@ export interface ClusterStats {
   oldPrimaryReturns: number;
   diverged: number;
   rejoined: number;
+  /** Failovers onto a secondary that was mid-resync (inconsistent). */
+  inconsistentPromotions: number;
   prefixChecks: number;
   threeNodes: number;
   converged: number;
@@ -128,7 +130,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   };
   const stats: ClusterStats = {
     ops: 0, acked: 0, crashes: 0, primaryCrashes: 0, cuts: 0, transitCorruptions: 0, compressedAnswers: 0, handovers: 0, failovers: 0,
-    oldPrimaryReturns: 0, diverged: 0, rejoined: 0, prefixChecks: 0, threeNodes: threeNodes ? 1 : 0, converged: 0,
+    oldPrimaryReturns: 0, diverged: 0, rejoined: 0, inconsistentPromotions: 0, prefixChecks: 0, threeNodes: threeNodes ? 1 : 0, converged: 0,
   };
   log(`options ${JSON.stringify({ blockSize, blocks, threeNodes, scenario, compress, latency, crashRate, cutRate, corruptRate, opsTotal, queueDepth, ...logOptions })}`);
 
@@ -340,6 +342,8 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   }
 
   // ---- the workload (on whichever node takes writes) ----
+  /** A block's value when it holds no single value (half copied by a resync, then promoted). */
+  const MIXED = -1;
   const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null }));
   let nextValue = 1;
   let holdWrites = false;
@@ -411,21 +415,23 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   /** The writer's disk after a crash and recovery (or a handover): each block holds a value it may hold. */
   function checkDisk(node: SimNode, when: string): void {
     for (let i = 0; i < blocks; i++) {
-      const value = valueOf(node.disk.current, i * blockSize, blockSize);
+      const value = valueOf(node.disk.current, i * blockSize, blockSize) ?? MIXED;
       const b = state[i]!;
       const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight])];
-      if (value === null || !allowed.includes(value)) fail("durability", `${when}: block ${i} of ${node.name} holds ${value === null ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
-      b.candidates = [value!];
+      if (!allowed.includes(value)) fail("durability", `${when}: block ${i} of ${node.name} holds ${value === MIXED ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
+      b.candidates = [value];
       b.inFlight = null;
     }
   }
 
   /** After a failover: what the new primary holds is what is known (writes not replicated are legitimately lost). */
-  function adopt(node: SimNode): void {
+  function adopt(node: SimNode, inconsistent: boolean): void {
     for (let i = 0; i < blocks; i++) {
       const value = valueOf(node.disk.current, i * blockSize, blockSize);
-      if (value === null) fail("prefix", `${node.name} promoted with garbage in block ${i}`);
-      state[i] = { candidates: [value!], inFlight: null };
+      // A consistent secondary holds a prefix: whole values. One promoted mid-resync may hold a
+      // block half copied from the old primary (the promotion says so in its log line).
+      if (value === null && !inconsistent) fail("prefix", `${node.name} promoted with garbage in block ${i}`);
+      state[i] = { candidates: [value ?? MIXED], inFlight: null };
     }
   }
 
@@ -510,16 +516,23 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       holdWrites = true;
       const layer = (primary.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
       const until = clock.ticks + 5000;
-      while (clock.ticks < until && (inFlight > 0 || (applier(next)?.status().applied.seq ?? 0) < layer.store.last.seq)) {
+      // Clean also means consistent: a secondary between RESYNC_BEGIN and RESYNC_END has the
+      // whole log so far but not yet every region written around it (seed 5151).
+      const caughtUp = () => {
+        const s = applier(next)?.status();
+        return s !== undefined && s.applied.seq >= layer.store.last.seq && s.consistent && layer.status().mode === "logging" && !layer.status().resyncPending;
+      };
+      while (clock.ticks < until && (inFlight > 0 || !caughtUp())) {
         clock.runUntil(clock.ticks + 1);
         for (let i = 0; i < 2; i++) await null;
       }
       holdWrites = false;
       log(`clean failover: ${next.name} applied ${applier(next)?.status().applied.seq} of ${layer.store.last.seq}`);
     }
+    const consistent = applier(next)?.status().consistent ?? false;
     crash(primary);
     primary.downUntil = clock.ticks + 200 + f.int(400);
-    log(`FAILOVER: ${primary.name} down, promote --force ${next.name}`);
+    log(`FAILOVER: ${primary.name} down, promote --force ${next.name}${consistent ? "" : " (inconsistent: mid-resync)"}`);
     await settle(clock, next.replica.promote(true));
     if ((next.replica as ReplicaNode | null)?.role !== "primary") fail("failover", `${next.name} did not become primary`);
     stats.failovers++;
@@ -527,7 +540,8 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     failover.old = primary.name;
     incarnation++;
     inFlight = 0;
-    adopt(next);
+    adopt(next, !consistent);
+    if (!consistent) stats.inconsistentPromotions++;
     next.reported = { seq: 0, generation: 0 };
   }
 
