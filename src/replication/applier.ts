@@ -286,6 +286,10 @@ export class Applier {
         if (record.op === RecordOp.MARK) {
           if (record.flags & RecordFlag.RESYNC_BEGIN) inResync = true;
           if (record.flags & RecordFlag.RESYNC_END) inResync = false;
+        } else if (record.op === RecordOp.WRITE && record.flags & RecordFlag.RESYNC) {
+          // A resync copy is only ever logged between the two marks; one without a BEGIN before
+          // it (a primary that lost its mark) still leaves a region half copied until the END.
+          inResync = true;
         }
         this.applyRecord(record, next);
       };

@@ -224,6 +224,13 @@ export class ReplicationPrimary extends PassThrough {
       options.log?.warn(`replication: ${bitmap.dirtyRegions} dirty regions without a resync under way; resyncing them`);
       primary.state = { ...primary.state, resyncPending: true };
       primary.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
+    } else if (primary.mode === "logging" && primary.state.resyncPending) {
+      // The state says a resync is under way, but its RESYNC_BEGIN may not have been durable
+      // when we crashed (the state is saved first): copies without a BEGIN before them would
+      // let a secondary call a half-copied region consistent (cluster simulation seed 11666,
+      // docs/replication.md §8.2). A second BEGIN is harmless: the resync restarts from its
+      // first region, and a secondary already inconsistent stays so until RESYNC_END.
+      primary.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
     }
     primary.kick();
     return primary;

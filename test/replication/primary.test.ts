@@ -176,3 +176,30 @@ test("a corrupt record stops replay before it, naming it", async () => {
   await applier.close();
   await primary.close();
 });
+
+test("a resync copy with no RESYNC_BEGIN before it (a primary that lost its mark in a crash) leaves the secondary inconsistent until RESYNC_END", async () => {
+  const root = tempDir();
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+  await call.write(primary, 0, block(1));
+  // What a recovering primary logged before the fix (cluster simulation seed 11666): copies only.
+  const appended = (op: number, flags: number, offset: number, payload: Uint8Array) =>
+    new Promise<number>((resolve) => primary.store.append(op as never, flags, offset, payload.length, payload, resolve));
+  expect(await appended(RecordOp.WRITE, RecordFlag.RESYNC, 4096, new Uint8Array(2048).fill(9))).toBe(0);
+  const secondaryDisk = createLocalPort(createMemoryBackend(SIZE));
+  const applier = await Applier.open(secondaryDisk, openLogDirectory(path.join(root, "s")), {
+    source: (from, after) => new LogReader(primary.store, from, after),
+    clock: { now: () => Date.now() * 1000, after: (ms, run) => { const t = setTimeout(run, ms); return () => clearTimeout(t); } },
+  });
+  const until = async (seq: number) => {
+    for (let i = 0; i < 2000 && applier.status().applied.seq < seq; i++) await Bun.sleep(2);
+    expect(applier.status().applied.seq).toBe(seq);
+  };
+  await until(2);
+  expect(applier.status().consistent).toBe(false); // half of block 1 is copied, half is not
+  expect(await appended(RecordOp.WRITE, RecordFlag.RESYNC, 6144, new Uint8Array(2048).fill(9))).toBe(0);
+  expect(await appended(RecordOp.MARK, RecordFlag.RESYNC_END, 0, new Uint8Array(0))).toBe(0);
+  await until(4);
+  expect(applier.status().consistent).toBe(true);
+  await applier.close();
+  await primary.close();
+});
