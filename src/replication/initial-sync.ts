@@ -142,11 +142,16 @@ export async function finishSync(dir: LogDirectory): Promise<void> {
   await files.syncDir(dir);
 }
 
-/** Ranges sorted, merged, and coalesced (closing the smallest gaps) to at most `max`. */
-export function coalesceRanges(ranges: readonly [number, number][], max = MAX_SYNC_RANGES, align = 4096): [number, number][] {
+/**
+ * Ranges sorted, aligned, merged, and coalesced (closing the smallest gaps) to at most `max`;
+ * none past the disk's `size` (a disk that is not a multiple of `align`: a range rounded up
+ * past its end is a COPY the primary refuses, and the sync retries it forever — found by the
+ * cluster simulation, docs/replication.md §8.2).
+ */
+export function coalesceRanges(ranges: readonly [number, number][], size: number, max = MAX_SYNC_RANGES, align = 4096): [number, number][] {
   const sorted = ranges
-    .filter(([, l]) => l > 0)
-    .map(([o, l]) => [Math.floor(o / align) * align, Math.ceil((o + l) / align) * align] as [number, number])
+    .filter(([o, l]) => l > 0 && o < size)
+    .map(([o, l]) => [Math.floor(o / align) * align, Math.min(size, Math.ceil((o + l) / align) * align)] as [number, number])
     .sort((x, y) => x[0] - y[0]);
   const merged: [number, number][] = [];
   for (const [start, end] of sorted) {
