@@ -175,6 +175,13 @@ export class ReplicaNode implements ReplicaHandle {
     if (peer === null) throw new DstdError("E_USAGE", `export '${this.name}' is a secondary but has no peer = "dst://HOST:PORT/NAME" in [export.replication]`);
     const synced = await readSyncState(this.dir);
     if (synced?.phase === "copying") return this.openSyncing({ from: null, ranges: null, why: synced.why });
+    // A sync begun (the role says so) but not recorded before a crash: the disk holds what it
+    // held before (an old primary's writes) and no applied position says so — replaying the
+    // log from seq 1 over it served a mixed disk as consistent (cluster simulation, §8.2).
+    // Start over with a full copy; once the sync's state is recorded it speaks instead.
+    const role = await readRole(this.dir);
+    if (role?.syncing === true && synced === null) return this.openSyncing({ from: null, ranges: null, why: `resync --full (${role.reason ?? "a sync"} was interrupted before it began)` });
+    if (role?.syncing === true) await saveRole(this.dir, { ...role, syncing: false });
     const catchingUp = synced === null ? null : { point: synced.point.seq, end: synced.end, moved: synced.moved, total: synced.done };
     const secondary = await Secondary.open(this.disk, this.dir, {
       ...this.env.secondaryOptions,
@@ -237,7 +244,7 @@ export class ReplicaNode implements ReplicaHandle {
     const side = this.side;
     const generation = this.status().generation;
     await this.closeSide(side);
-    await saveRole(this.dir, { role: "secondary", generation, reason: plan.why });
+    await saveRole(this.dir, { role: "secondary", generation, reason: plan.why, syncing: true });
     this.become(this.openSyncing(plan));
   }
 
