@@ -460,7 +460,7 @@ export class ReplicaNode implements ReplicaHandle {
     this.bind(this.disk, side.kind === "primary" ? side.server : undefined, true);
     if (side.kind === "primary") {
       await this.quiesce(side.primary);
-      const behind = await this.drainSecondaries(side.primary);
+      const behind = await this.drainSecondaries(side.primary, side.server);
       if (behind !== null) {
         this.bind(side.primary, side.server, this.config.readOnly);
         throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
@@ -530,9 +530,18 @@ export class ReplicaNode implements ReplicaHandle {
   }
 
   /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
-  private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
+  private async drainSecondaries(primary: ReplicationPrimary, server: LogShipServer): Promise<string | null> {
     const deadline = this.env.timer.now() + 45_000;
     for (;;) {
+      // A secondary copying the disk is registered at its sync point, which may be the last
+      // record: it has not applied that state, and cannot take over (promote refuses a syncing
+      // node) — a handover then left no primary at all (cluster simulation seed 2271, §8.2).
+      const copying = server.secondaries().filter((c) => c.copying && c.name in primary.status().secondaries);
+      if (copying.length > 0) {
+        if (this.env.timer.now() > deadline) return copying.map((c) => `secondary ${c.name} is still copying the disk (initial sync) after 45 s`).join("; ");
+        await this.sleep(50);
+        continue;
+      }
       // Writes made around the log (overflow) reach a secondary only through the resync: the
       // handover waits for RESYNC_END, or the new primary would lack those regions.
       const status = primary.status();
