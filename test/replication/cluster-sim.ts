@@ -668,6 +668,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const repairDue = new Map<string, { at: number; full: boolean }>();
   const repaired = new Set<string>();
   const repointed = new Set<string>();
+  const replacedNodes = new Set<string>();
 
   /** `dstd replica resync [--full]` on `node`; a fork repair it refuses is tried again with --full. */
   async function resync(node: SimNode, full: boolean, why: string): Promise<void> {
@@ -700,12 +701,14 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         await resync(node, due.full, "the old primary came back diverged");
       } else if (side.kind === "syncing" && side.sync.status().phase === "failed") {
         await resync(node, true, `its sync failed: ${side.sync.status().reason}`);
-      } else if (side.kind === "secondary" && side.catchingUp === null && threeNodes && (repointed.size > 0 || failover.done) && ["released", "diverged"].includes(side.shipper.status().state)) {
+      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name)) && ["released", "diverged"].includes(side.shipper.status().state)) {
         // Three nodes after a role change: the re-pointed node is behind the new primary's log, or
         // ahead of it (records the old primary wrote that the new one never had); or the old
         // primary comes second to a log the re-pointed node's first FETCH let go (the promotion
         // keeps it for the first secondary that fetches, docs/replication.md §11). A consistent
         // secondary then waits for the operator: a full copy (a secondary has no fork to repair).
+        // Likewise a replaced secondary: it keeps its name, so the primary's registration is its
+        // predecessor's position and the log may be released past what the new disk applied.
         stats.stoppedSecondaries++;
         await resync(node, true, `following ${peer.name}: ${side.shipper.status().state}: ${side.shipper.status().reason}`);
       }
@@ -753,6 +756,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     node.reported = { seq: 0, generation: 0 };
     node.model = null;
     stats.replaced++;
+    replacedNodes.add(node.name);
     log(`REPLACE ${node.name}: an empty disk`);
   }
 
@@ -777,6 +781,8 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       }
       holdWrites = false;
       log(`clean failover: ${next.name} applied ${applier(next)?.status().applied.seq} of ${layer.store.last.seq}`);
+      // Meanwhile it may have entered a resync (RESYNC_BEGIN applied): wait for consistency again.
+      if (applier(next)?.status().consistent !== true || inconsistentSync(next)) return;
     }
     crash(primary);
     primary.downUntil = clock.ticks + 200 + f.int(400);
