@@ -175,6 +175,13 @@ export class ReplicaNode implements ReplicaHandle {
     if (peer === null) throw new DstdError("E_USAGE", `export '${this.name}' is a secondary but has no peer = "dst://HOST:PORT/NAME" in [export.replication]`);
     const synced = await readSyncState(this.dir);
     if (synced?.phase === "copying") return this.openSyncing({ from: null, ranges: null, why: synced.why });
+    // A sync begun (the role says so) but not recorded before a crash: the disk holds what it
+    // held before (an old primary's writes) and no applied position says so — replaying the
+    // log from seq 1 over it served a mixed disk as consistent (cluster simulation, §8.2).
+    // Start over with a full copy; once the sync's state is recorded it speaks instead.
+    const role = await readRole(this.dir);
+    if (role?.syncing === true && synced === null) return this.openSyncing({ from: null, ranges: null, why: `resync --full (${role.reason ?? "a sync"} was interrupted before it began)` });
+    if (role?.syncing === true) await saveRole(this.dir, { ...role, syncing: false });
     const catchingUp = synced === null ? null : { point: synced.point.seq, end: synced.end, moved: synced.moved, total: synced.done };
     const secondary = await Secondary.open(this.disk, this.dir, {
       ...this.env.secondaryOptions,
@@ -237,7 +244,7 @@ export class ReplicaNode implements ReplicaHandle {
     const side = this.side;
     const generation = this.status().generation;
     await this.closeSide(side);
-    await saveRole(this.dir, { role: "secondary", generation, reason: plan.why });
+    await saveRole(this.dir, { role: "secondary", generation, reason: plan.why, syncing: true });
     this.become(this.openSyncing(plan));
   }
 
@@ -459,7 +466,7 @@ export class ReplicaNode implements ReplicaHandle {
     this.bind(this.disk, side.kind === "primary" ? side.server : undefined, true);
     if (side.kind === "primary") {
       await this.quiesce(side.primary);
-      const behind = await this.drainSecondaries(side.primary);
+      const behind = await this.drainSecondaries(side.primary, side.server);
       if (behind !== null) {
         this.bind(side.primary, side.server, this.config.readOnly);
         throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
@@ -529,9 +536,18 @@ export class ReplicaNode implements ReplicaHandle {
   }
 
   /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
-  private async drainSecondaries(primary: ReplicationPrimary): Promise<string | null> {
+  private async drainSecondaries(primary: ReplicationPrimary, server: LogShipServer): Promise<string | null> {
     const deadline = this.env.timer.now() + 45_000;
     for (;;) {
+      // A secondary copying the disk is registered at its sync point, which may be the last
+      // record: it has not applied that state, and cannot take over (promote refuses a syncing
+      // node) — a handover then left no primary at all (cluster simulation seed 2271, §8.2).
+      const copying = server.secondaries().filter((c) => c.copying && c.name in primary.status().secondaries);
+      if (copying.length > 0) {
+        if (this.env.timer.now() > deadline) return copying.map((c) => `secondary ${c.name} is still copying the disk (initial sync) after 45 s`).join("; ");
+        await this.sleep(50);
+        continue;
+      }
       // Writes made around the log (overflow) reach a secondary only through the resync: the
       // handover waits for RESYNC_END, or the new primary would lack those regions.
       const status = primary.status();

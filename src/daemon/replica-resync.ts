@@ -71,7 +71,7 @@ export async function planForkRepair(dir: LogDirectory, disk: StoragePort, logSi
   const fork = await findFork(points, sync);
   const first = points[0]!.seq;
   if (fork === null) throw new DstdError("E_STATE", `resync: the primary's log shares no record with this node's (seq ${first} to ${points[points.length - 1]!.seq}), or no longer holds the records after the fork: use resync --full`);
-  const ranges = coalesceRanges([...written.filter((w) => w.seq > fork.seq).map((w) => w.range), ...dirty]);
+  const ranges = coalesceRanges([...written.filter((w) => w.seq > fork.seq).map((w) => w.range), ...dirty], disk.size);
   const own = written.filter((w) => w.seq > fork.seq).length;
   log.info(`resync: fork after seq ${fork.seq}; ${own} records written here since, ${dirty.length} dirty regions; copying ${ranges.length} ranges`);
   return { from: fork, ranges, why: `resync from the fork after seq ${fork.seq}` };

@@ -142,11 +142,16 @@ export async function finishSync(dir: LogDirectory): Promise<void> {
   await files.syncDir(dir);
 }
 
-/** Ranges sorted, merged, and coalesced (closing the smallest gaps) to at most `max`. */
-export function coalesceRanges(ranges: readonly [number, number][], max = MAX_SYNC_RANGES, align = 4096): [number, number][] {
+/**
+ * Ranges sorted, aligned, merged, and coalesced (closing the smallest gaps) to at most `max`;
+ * none past the disk's `size` (a disk that is not a multiple of `align`: a range rounded up
+ * past its end is a COPY the primary refuses, and the sync retries it forever — found by the
+ * cluster simulation, docs/replication.md §8.2).
+ */
+export function coalesceRanges(ranges: readonly [number, number][], size: number, max = MAX_SYNC_RANGES, align = 4096): [number, number][] {
   const sorted = ranges
-    .filter(([, l]) => l > 0)
-    .map(([o, l]) => [Math.floor(o / align) * align, Math.ceil((o + l) / align) * align] as [number, number])
+    .filter(([o, l]) => l > 0 && o < size)
+    .map(([o, l]) => [Math.floor(o / align) * align, Math.min(size, Math.ceil((o + l) / align) * align)] as [number, number])
     .sort((x, y) => x[0] - y[0]);
   const merged: [number, number][] = [];
   for (const [start, end] of sorted) {
@@ -218,6 +223,15 @@ export class InitialSync {
     if (saved !== null && saved.phase === "copying") {
       this.state = saved;
       this.options.log?.info(`replication: resuming the initial sync (${saved.why}) at ${saved.done} of ${total(saved)} bytes, sync point seq ${saved.point.seq}`);
+      // The removals of the first run may not have reached the disk before a crash (they are
+      // durable only with the directory's fsync): do them again, or the old log (an old
+      // primary's own records after the sync point) is taken for the copy of the new primary's
+      // (cluster simulation seed 2639, docs/replication.md §8.2).
+      try {
+        await this.removeOld();
+      } catch (error) {
+        return this.fail(`clearing the old log failed: ${(error as Error).message}`);
+      }
       return this.copying();
     }
     this.begin(plan);
@@ -294,15 +308,20 @@ export class InitialSync {
   private async prepare(): Promise<void> {
     try {
       await this.file!.saveNow(encodeSyncState(this.state!));
-      for (const name of await files.list(this.dir)) {
-        if (name === APPLIER_STATE_FILE || parseSegmentName(name) !== null) await files.remove(this.dir, name);
-      }
-      await files.syncDir(this.dir);
+      await this.removeOld();
     } catch (error) {
       return this.fail(`recording the sync failed: ${(error as Error).message}`);
     }
     this.options.log?.info(`replication: initial sync (${this.state!.why}) of ${total(this.state!)} bytes from sync point seq ${this.state!.point.seq}`);
     this.copying();
+  }
+
+  /** The old applied position and log copy go (durably): the sync replaces them. */
+  private async removeOld(): Promise<void> {
+    for (const name of await files.list(this.dir)) {
+      if (name === APPLIER_STATE_FILE || parseSegmentName(name) !== null) await files.remove(this.dir, name);
+    }
+    await files.syncDir(this.dir);
   }
 
   // ---- copy --------------------------------------------------------------------------------

@@ -314,7 +314,13 @@ export class ReplicationPrimary extends PassThrough {
     if (applied + 1 < this.store.first && applied < this.store.last.seq) {
       return `secondary ${name} applied seq ${applied}, but the log starts at seq ${this.store.first}: it needs a full sync`;
     }
-    this.saveState({ ...this.state, secondaries: { ...this.state.secondaries, [name]: applied } }, done);
+    // Registering may raise the release bound (a secondary replaced by a sync's at its sync
+    // point): release and kick as secondaryApplied does, or an idle primary in overflow whose
+    // log is now free stays there until its next write (cluster simulation, docs/replication.md §8.2).
+    this.saveState({ ...this.state, secondaries: { ...this.state.secondaries, [name]: applied } }, (errno) => {
+      if (errno === 0) this.releaseLog();
+      done(errno);
+    });
     return null;
   }
 

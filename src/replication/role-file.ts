@@ -18,6 +18,12 @@ export interface RoleState {
   generation: number;
   /** Why (diverged: the fork; otherwise the last transition). */
   reason: string | null;
+  /**
+   * A sync (initial sync, resync) was begun and its state file may not record it yet: a
+   * restart before it does starts a full sync (the disk and the log directory no longer say
+   * what the disk holds).
+   */
+  syncing?: boolean;
 }
 
 function validateRole(value: unknown): RoleState | string {
@@ -26,7 +32,7 @@ function validateRole(value: unknown): RoleState | string {
   if (v.role !== "primary" && v.role !== "secondary" && v.role !== "diverged") return "role is not primary, secondary or diverged";
   if (typeof v.generation !== "number" || !Number.isSafeInteger(v.generation) || v.generation < 0) return "generation is not a non-negative integer";
   if (v.reason !== null && typeof v.reason !== "string") return "reason is not a string or null";
-  return { role: v.role, generation: v.generation, reason: v.reason as string | null };
+  return { role: v.role, generation: v.generation, reason: v.reason as string | null, syncing: v.syncing === true };
 }
 
 export async function readRole(dir: LogDirectory): Promise<RoleState | null> {

@@ -21,6 +21,7 @@ import type { FetchAnswer, LogSource } from "../export/fetch.ts";
 import { encodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
 import type { SyncRequest } from "../wire/dst/sync.ts";
 import { answerSync } from "./sync-server.ts";
+import { SyncKind } from "../wire/dst/constants.ts";
 import type { ReplicationPrimary } from "./primary.ts";
 import { hex64, invalidSuccessor, MAX_RECORD_SIZE, type ChainPoint } from "./record.ts";
 import type { ReadChunk } from "./log-reader.ts";
@@ -41,6 +42,12 @@ export interface SecondaryContact {
   wanted: number;
   /** Why its last FETCH was refused (released, diverged), or null. */
   refused: string | null;
+  /**
+   * It began a sync (SYNC BEGIN answered) and has not fetched since: its disk is being copied,
+   * and its registration is the sync point, not what it applied (a handover waits for it).
+   * Known to this process only: a restart of the primary forgets it.
+   */
+  copying: boolean;
 }
 
 /**
@@ -69,7 +76,7 @@ export class LogShipServer implements LogSource {
 
   /** A SYNC (initial sync: BEGIN registers the secondary at the sync point; COPY reads the disk): replication/sync-server.ts. */
   sync(request: SyncRequest, offset: number, length: number, budget: number, secondary: string, done: (answer: FetchAnswer) => void): void {
-    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null };
+    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false };
     this.contacts.set(secondary, contact);
     contact.lastContact = this.clock.now();
     const primary = this.primary;
@@ -78,6 +85,7 @@ export class LogShipServer implements LogSource {
     };
     answerSync(primary, request, offset, length, budget, secondary, registered, (answer) => {
       contact.refused = "reason" in answer ? answer.reason : null;
+      if (request.kind === SyncKind.BEGIN && answer.status === 0) contact.copying = true;
       done(answer);
     });
   }
@@ -85,10 +93,11 @@ export class LogShipServer implements LogSource {
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
     const primary = this.primary;
     const store = primary.store;
-    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null };
+    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false };
     this.contacts.set(secondary, contact);
     contact.lastContact = this.clock.now();
     contact.wanted = request.seq;
+    contact.copying = false;
     const refuse = (status: number, reason: string) => {
       contact.refused = reason;
       done({ status, reason });

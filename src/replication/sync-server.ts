@@ -124,7 +124,12 @@ function copy(primary: ReplicationPrimary, offset: number, length: number, budge
     if (end <= offset) return done({ status: Errno.EIO, reason: `the allocation map at ${offset} is empty` });
     read(primary, runs, (readErrno, filled) => {
       if (readErrno !== 0) return done({ status: Errno.EIO, reason: `reading the primary's disk at ${offset} failed: ${errnoMessage(readErrno)}` });
-      done({ status: 0, payload: encodeSyncCopy({ end, durable: primary.store.durable.seq, runs: dropZeroPieces(filled!, runsMax) }) });
+      // In overflow the reads may hold writes made around the log (docs/replication.md §5) in an
+      // order no prefix of the log has: name the next record, the RESYNC_BEGIN of their resync,
+      // so the secondary catches up into that resync and is consistent only at its RESYNC_END
+      // (a copy read in overflow was declared consistent with a mixed disk: cluster sim, §8.2).
+      const durable = primary.store.durable.seq + (primary.status().mode === "overflow" ? 1 : 0);
+      done({ status: 0, payload: encodeSyncCopy({ end, durable, runs: dropZeroPieces(filled!, runsMax) }) });
     });
   };
   if (!primary.canBlockStatus) return walked(Errno.ENOTSUP, null);

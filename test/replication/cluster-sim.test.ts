@@ -30,14 +30,25 @@ if (single !== undefined) {
     console.log(`cluster sim: ${seeds} seeds in ${seconds.toFixed(1)} s`, total);
     // The swarm must reach every path, or it is not testing them.
     if (seeds >= 500) {
-      for (const key of ["crashes", "primaryCrashes", "cuts", "transitCorruptions", "compressedAnswers", "handovers", "failovers", "oldPrimaryReturns", "diverged", "rejoined", "prefixChecks", "threeNodes", "converged"]) {
+      for (const key of ["crashes", "primaryCrashes", "cuts", "transitCorruptions", "compressedAnswers", "handovers", "failovers", "oldPrimaryReturns", "diverged", "rejoined", "prefixChecks", "threeNodes", "converged",
+        "syncsBegun", "syncsCopied", "syncsConsistent", "replaced", "joined", "forkRepairs", "fullResyncs", "repairedConverged", "refusedPromotes", "threeNodeFailovers", "repointed"]) {
         expect(total[key] ?? 0).toBeGreaterThan(0);
       }
     }
   }, 1_800_000);
 
   // The checkers can fail: each planted bug is caught, by the invariant it breaks, within a few seeds.
-  for (const [plant, invariant] of [["no-fence", "one writer"], ["scribble", "prefix"]] as const) {
+  // stale-copy (initial sync: the copy's coverage under-reported), early-consistent (a catching-up
+  // secondary served as consistent), repair-no-copy (a fork repair that copies nothing),
+  // no-repoint (the third node left following the old primary after a handover or failover).
+  for (const [plant, invariant] of [
+    ["no-fence", "one writer"],
+    ["scribble", "prefix"],
+    ["stale-copy", "prefix"],
+    ["early-consistent", "prefix"],
+    ["repair-no-copy", "prefix"],
+    ["no-repoint", "followers"],
+  ] as const) {
     test(`planted bug "${plant}" is caught (${invariant})`, async () => {
       let caught: string | null = null;
       for (let seed = 1; seed <= 300 && caught === null; seed++) {

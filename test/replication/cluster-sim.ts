@@ -38,12 +38,14 @@ import { parseExportUrl, type ExportUrl } from "../../src/lib/address.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import { zstdCompress } from "../../src/lib/zstd.ts";
-import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
+import { decodeHeader, RecordFlag, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
 import { readRole } from "../../src/replication/role-file.ts";
 import { AWAITING_FIRST_SECONDARY } from "../../src/replication/ship-server.ts";
 import type { FetchTransport } from "../../src/replication/shipper.ts";
+import type { SyncTransport } from "../../src/replication/initial-sync.ts";
+import { decodeSyncBegin, decodeSyncCopy, encodeSyncCopy } from "../../src/wire/dst/sync.ts";
 import type { StoragePort } from "../../src/storage/port.ts";
-import { Flag } from "../../src/wire/dst/constants.ts";
+import { Flag, SyncKind } from "../../src/wire/dst/constants.ts";
 import { compressFetchReply, encodeFetchReason } from "../../src/wire/dst/fetch.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 import { simTrace } from "./sim-trace.ts";
@@ -51,7 +53,7 @@ import { applyShadow, firstDifference, SimFailure, valueOf, type ShadowRecord } 
 import { settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
 
-export type PlantedBug = "none" | "no-fence" | "scribble";
+export type PlantedBug = "none" | "no-fence" | "scribble" | "stale-copy" | "early-consistent" | "repair-no-copy" | "no-repoint";
 
 export interface ClusterStats {
   ops: number;
@@ -71,6 +73,25 @@ export interface ClusterStats {
   prefixChecks: number;
   threeNodes: number;
   converged: number;
+  /** Initial syncs begun (SYNC BEGIN answered), and copies that completed into a catching-up secondary. */
+  syncsBegun: number;
+  syncsCopied: number;
+  /** Secondaries that came back with a new, empty disk (a replaced machine), and late joiners. */
+  replaced: number;
+  joined: number;
+  /** Secondaries that finished an initial sync (consistent at the copy's end). */
+  syncsConsistent: number;
+  /** `resync` (fork repair) and `resync --full` started by the operator, and repaired nodes equal to the primary at the end. */
+  forkRepairs: number;
+  fullResyncs: number;
+  repairedConverged: number;
+  /** promote refused on a syncing or catching-up secondary. */
+  refusedPromotes: number;
+  /** Forced failovers in three-node runs, and third nodes re-pointed at the new primary. */
+  threeNodeFailovers: number;
+  repointed: number;
+  /** Consistent secondaries stopped (released, diverged) after a three-node role change, resynced --full. */
+  stoppedSecondaries: number;
 }
 
 interface SimNode {
@@ -87,6 +108,17 @@ interface SimNode {
   model: { chain: bigint; seq: number; bytes: Uint8Array } | null;
   downUntil: number | null;
 }
+
+type NodeSide =
+  | { kind: "primary"; primary: import("../../src/replication/primary.ts").ReplicationPrimary }
+  | { kind: "diverged" }
+  | { kind: "syncing"; sync: import("../../src/replication/initial-sync.ts").InitialSync }
+  | {
+      kind: "secondary";
+      secondary: { applier: import("../../src/replication/applier.ts").Applier; copy: { last: ChainPoint; durable: ChainPoint } };
+      shipper: { status(): { state: string; reason: string | null } };
+      catchingUp: { end: number } | null;
+    };
 
 interface BlockState {
   candidates: number[];
@@ -113,7 +145,13 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const blocks = 8 + f.int(24);
   const diskSize = blockSize * blocks;
   const threeNodes = f.chance(0.25);
-  const scenario = threeNodes ? f.pick(["plain", "plain", "handover"] as const) : f.pick(["plain", "handover", "failover", "failover"] as const);
+  const scenario = threeNodes ? f.pick(["plain", "handover", "failover", "join"] as const) : f.pick(["plain", "handover", "failover", "failover"] as const);
+  // A secondary's machine replaced (an empty disk and log directory): it needs an initial sync.
+  const replaceAt = f.chance(0.25) ? 0.2 + f.float() * 0.5 : -1;
+  // After a forced failover, what the operator does with the old primary when it comes back diverged.
+  const repair = f.pick(["resync", "resync", "resync --full", "none"] as const);
+  // SYNC answers' size (the export bounds them by its reply reservations): many COPYs, or one.
+  const syncBudget = f.pick([4096, 4096 + f.int(8192), 1 << 20]);
   const compress = f.chance(0.5);
   const latency = f.pick([[1, 3], [1, 3], [5, 40]] as const);
   const crashRate = f.pick([0, 0.005, 0.015]);
@@ -131,8 +169,10 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const stats: ClusterStats = {
     ops: 0, acked: 0, crashes: 0, primaryCrashes: 0, cuts: 0, transitCorruptions: 0, compressedAnswers: 0, handovers: 0, failovers: 0,
     oldPrimaryReturns: 0, diverged: 0, rejoined: 0, inconsistentPromotions: 0, prefixChecks: 0, threeNodes: threeNodes ? 1 : 0, converged: 0,
+    syncsBegun: 0, syncsCopied: 0, replaced: 0, joined: 0, syncsConsistent: 0, forkRepairs: 0, fullResyncs: 0, repairedConverged: 0, refusedPromotes: 0,
+    threeNodeFailovers: 0, repointed: 0, stoppedSecondaries: 0,
   };
-  log(`options ${JSON.stringify({ blockSize, blocks, threeNodes, scenario, compress, latency, crashRate, cutRate, corruptRate, opsTotal, queueDepth, ...logOptions })}`);
+  log(`options ${JSON.stringify({ blockSize, blocks, threeNodes, scenario, replaceAt, repair, syncBudget, compress, latency, crashRate, cutRate, corruptRate, opsTotal, queueDepth, ...logOptions })}`);
 
   // ---- records, as every primary appended them, keyed by chain (which names the whole history) ----
   const shadow = new Map<bigint, ShadowRecord & { seq: number; prev: bigint }>();
@@ -159,6 +199,8 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     }
     const bytes = seq > 0 ? base!.bytes : new Uint8Array(diskSize);
     for (let i = path.length - 1; i >= 0; i--) applyShadow(bytes, path[i]!);
+    const after = aroundInCopy.get(node.name);
+    if (after !== undefined && path.some((r) => r.seq > after && (r.flags & RecordFlag.RESYNC_END) !== 0)) aroundInCopy.delete(node.name);
     node.model = { chain: point.chain, seq: point.seq, bytes };
     return bytes;
   }
@@ -244,6 +286,79 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     };
   }
 
+  /**
+   * SYNC (initial sync, fork repair: docs/replication.md §10.1, §11) to the peer's ship server,
+   * as the export answers it, each way after a seeded latency. The real link is sealed: a
+   * corrupt answer is a failed one (dropped here in cuts), never wrong data.
+   */
+  function sync(from: SimNode, epoch: number, to: string, isClosed: () => boolean): SyncTransport {
+    return (request, offset, length, done) => {
+      const alive = () => from.epoch === epoch && !isClosed();
+      const key = linkKey(from.name, to);
+      const failLater = (errno: number) => clock.after(delay() * 4, () => alive() && done(errno, null));
+      if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
+      clock.after(delay(), () => {
+        const target = byName(to);
+        if (linkDown.has(key) || target.replica === null || target.bound === null) return failLater(Errno.ETIMEDOUT);
+        const source = target.bound.log;
+        if (source === undefined) {
+          const reason = encodeFetchReason(`export disk is not a replication primary`);
+          return clock.after(delay(), () => alive() && done(Errno.ENOTSUP, reason));
+        }
+        const targetEpoch = target.epoch;
+        let answered = false;
+        clock.after(2000, () => {
+          if (answered) return;
+          answered = true;
+          if (alive()) done(Errno.ETIMEDOUT, null);
+        });
+        source.sync(request, offset, length, syncBudget, from.name, (answer) => {
+          if (target.epoch !== targetEpoch || answered) return;
+          answered = true;
+          const side = sideOf(target);
+          if (request.kind === SyncKind.COPY && answer.status === 0 && side?.kind === "primary") {
+            const p = side.primary.status();
+            if (p.mode !== "logging" || p.resyncPending || p.dirtyRegions > 0) aroundInCopy.set(from.name, Math.max(aroundInCopy.get(from.name) ?? 0, side.primary.store.durable.seq));
+          }
+          if (request.kind === SyncKind.BEGIN && answer.status === 0 && request.keepFrom === 0) {
+            stats.syncsBegun++;
+            log(`SYNC BEGIN ${from.name} from ${to}: ${JSON.stringify(decodeSyncBegin((answer as { payload: Uint8Array }).payload), (_k, v) => (typeof v === "bigint" ? v.toString(16) : v))}`);
+          }
+          clock.after(delay(), () => {
+            if (!alive()) return;
+            if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
+            if (answer.status !== 0) return done(answer.status, encodeFetchReason((answer as { reason: string }).reason));
+            let payload = (answer as { payload: Uint8Array }).payload;
+            if (request.kind === SyncKind.COPY) payload = plantInCopy(from, offset, length, payload);
+            done(0, payload);
+          });
+        });
+      });
+    };
+  }
+
+  /** Planted bugs of the copy: the coverage it reports, or the copy itself. */
+  function plantInCopy(from: SimNode, offset: number, length: number, payload: Uint8Array): Uint8Array {
+    if (plant !== "stale-copy" && plant !== "repair-no-copy") return payload;
+    const reply = decodeSyncCopy(payload, offset, length);
+    if (typeof reply === "string") return payload;
+    // "stale-copy": the copy claims to be covered by the log up to the sync point only, though it
+    // read writes made after it — the secondary would call itself consistent too early.
+    if (plant === "stale-copy") return encodeSyncCopy({ ...reply, durable: 0 });
+    // "repair-no-copy": a fork repair that copies nothing (the node's own bytes come back), so the
+    // old primary keeps what it wrote after the fork.
+    if (!repairing.has(from.name)) return payload;
+    return encodeSyncCopy({ end: reply.end, durable: reply.durable, runs: [{ offset, length: reply.end - offset, data: from.disk.current.slice(offset, reply.end) }] });
+  }
+  const repairing = new Set<string>();
+  /**
+   * Nodes whose copy was read while its primary had regions written around its log (overflow
+   * or a resync under way), with the primary's durable seq then: such writes are in no record,
+   * so until the node replays a RESYNC_END after that seq its disk may legitimately hold them —
+   * the replay of records is not the model then (the primary's disk is).
+   */
+  const aroundInCopy = new Map<string, number>();
+
   function config(node: SimNode, peer: string | null): ExportConfig {
     const role = node.name === "a" ? "primary" : "secondary";
     return {
@@ -270,9 +385,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         let closed = false;
         return {
           transport: fetch(node, epoch, node.peer!, () => closed),
-          // The initial sync and fork repair are tested between real processes (sync.test.ts)
-          // and in sync-sim.ts; here a SYNC is refused like a primary without them would.
-          sync: (_request, _offset, _length, done) => clock.after(1, () => done(Errno.ENOTSUP, null)),
+          sync: sync(node, epoch, node.peer!, () => closed),
           close: () => (closed = true),
         };
       },
@@ -285,12 +398,12 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       if (node.epoch !== epoch) return;
       node.bound = { port, log: source, readOnly };
       if (!readOnly) singleWriter(`${node.name} takes writes`);
+      sideChanged(node, replica);
     }, env);
     node.replica = replica;
-    await settle(clock, replica.start());
     node.model = null;
-    hook(node);
-    if (epoch === 1 && node.name === "a" && threeNodes) {
+    await settle(clock, replica.start());
+    if (epoch === 1 && node.name === "a" && threeNodes && scenario !== "join") {
       // Both secondaries known from the start: a secondary joining after the log was released
       // needs an initial sync (docs/replication.md §10, not this simulation's subject).
       const layer = (replica["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
@@ -299,8 +412,9 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     }
     const s = replica.status();
     log(`${node.name} started: ${s.role} ${s.state} seq ${s.seq} generation ${s.generation}`);
-    if (s.role === "secondary") {
-      const applied = applier(node)!.status().applied;
+    const started = applier(node);
+    if (started !== null) {
+      const applied = started.status().applied;
       if (applied.generation === node.reported.generation && applied.seq < node.reported.seq) {
         fail("replicated is never lost", `${node.name} restarted at applied seq ${applied.seq}, below the seq ${node.reported.seq} it had reported to its primary`);
       }
@@ -308,25 +422,67 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   }
 
   function applier(node: SimNode) {
-    const side = node.replica?.["side"] as { kind: string; secondary?: { applier: import("../../src/replication/applier.ts").Applier } } | undefined;
-    return side?.kind === "secondary" ? side.secondary!.applier : null;
+    const side = sideOf(node);
+    return side?.kind === "secondary" ? side.secondary.applier : null;
   }
 
-  /** Prefix and exact-records checks after every batch a secondary applies. */
-  function hook(node: SimNode): void {
-    const a = applier(node);
-    if (a === null) return;
+  function sideOf(node: SimNode): NodeSide | null {
+    return node.replica === null ? null : (node.replica["side"] as NodeSide);
+  }
+
+  /** Syncing, or replaying the log over a fresh copy: not a state of the primary (never promoted, never served as consistent). */
+  function inconsistentSync(node: SimNode): boolean {
+    const side = sideOf(node);
+    return side !== null && (side.kind === "syncing" || (side.kind === "secondary" && side.catchingUp !== null));
+  }
+
+  /** Whenever the node changes sides (start, sync, demote, promote): the checks follow its new applier. */
+  const hooked = new WeakSet<object>();
+  function sideChanged(node: SimNode, replica: ReplicaNode): void {
+    const side = replica["side"] as NodeSide;
+    if (side.kind === "syncing") {
+      // The copy replaces the disk and the applied position: what it reported before is void.
+      node.reported = { seq: 0, generation: 0 };
+      node.model = null;
+      aroundInCopy.delete(node.name);
+      return;
+    }
+    if (side.kind !== "secondary" || hooked.has(side)) return;
+    hooked.add(side);
+    if (side.catchingUp !== null) {
+      stats.syncsCopied++;
+      log(`${node.name} catching up after a sync: consistent at seq ${side.catchingUp.end}`);
+      // Planted "early-consistent": the sync's end is forgotten, so the copy (a mix of the
+      // primary's states while it was read) is served as consistent at the sync point.
+      if (plant === "early-consistent") side.catchingUp = null;
+    }
+    hook(node, replica, side);
+  }
+
+  /**
+   * Prefix and exact-records checks after every batch a secondary applies. Consistent = the
+   * applier says so and the node is not catching up after a sync (what status serves as
+   * consistent, and what promote accepts).
+   */
+  function hook(node: SimNode, replica: ReplicaNode, side: Extract<NodeSide, { kind: "secondary" }>): void {
+    const a = side.secondary.applier;
     const epoch = node.epoch;
-    const replica = node.replica;
+    let synced = side.catchingUp !== null;
     a.onApplied((point) => {
-      if (node.epoch !== epoch || node.replica !== replica) return;
+      if (node.epoch !== epoch || node.replica !== replica || replica["side"] !== side) return;
       const status = a.status();
-      if (!status.consistent) {
+      if (!status.consistent || side.catchingUp !== null) {
         replay(node, point); // still checks that every record applied is a primary's own, in order
         return;
       }
-      stats.prefixChecks++;
+      if (synced) {
+        synced = false;
+        stats.syncsConsistent++;
+        log(`${node.name} consistent after its sync at seq ${point.seq}`);
+      }
       const expected = replay(node, point);
+      if (aroundInCopy.has(node.name)) return;
+      stats.prefixChecks++;
       const i = firstDifference(node.disk.current, expected);
       if (i >= 0) fail("prefix", `${node.name} at seq ${point.seq} differs from the replay of the records it applied at byte ${i} (block ${Math.floor(i / blockSize)})`);
     });
@@ -466,6 +622,13 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       if (role === "diverged") stats.diverged++;
       if (role === "secondary") stats.rejoined++;
       log(`old primary ${node.name} returned as ${role}`);
+      // The operator repairs it a while later (docs/replication.md §11).
+      // Left diverged ("none"), it pins the new primary's log from the fork; with a third node
+      // following, that primary stays in overflow and a copy read in overflow never becomes
+      // consistent: the operator repairs it at the end then.
+      if (role === "diverged" && !repairDue.has(node.name) && (repair !== "none" || threeNodes)) {
+        repairDue.set(node.name, { at: repair === "none" ? Number.MAX_SAFE_INTEGER : clock.ticks + f.int(300), full: repair === "resync --full" });
+      }
     }
     if (roleBefore === "primary" && node.replica!.role === "primary") checkDisk(node, `${node.name} recovered`);
   }
@@ -494,7 +657,6 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     await settle(clock, next.replica!.promote(false)).catch((error: Error) => log(`promote refused: ${error.message}`));
     if (next.replica?.role !== "primary") return;
     stats.handovers++;
-    hook(primary);
     primary.model = null;
     // No write lost: the new primary's disk is the old one's.
     const i = firstDifference(next.disk.current, primary.disk.current);
@@ -503,13 +665,116 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     next.reported = { seq: 0, generation: 0 };
     primary.reported = { seq: 0, generation: 0 };
     log(`handover done: ${next.name} primary`);
+    // The third node followed the old primary, which drained it: it continues the new one's log.
+    const third = nodes.find((n) => n !== primary && n !== next);
+    if (third !== undefined && plant !== "no-repoint") await repoint(third, next.name);
+  }
+
+  // ---- the operator: repairs (resync), re-pointing, promote attempts ----
+  const repairDue = new Map<string, { at: number; full: boolean }>();
+  const repaired = new Set<string>();
+  const repointed = new Set<string>();
+  const replacedNodes = new Set<string>();
+
+  /** `dstd replica resync [--full]` on `node`; a fork repair it refuses is tried again with --full. */
+  async function resync(node: SimNode, full: boolean, why: string): Promise<void> {
+    log(`RESYNC${full ? " --full" : ""} ${node.name} (${why})`);
+    if (!full) repairing.add(node.name);
+    let started = true;
+    await settle(clock, node.replica!.resync(full)).catch((error: Error) => {
+      started = false;
+      log(`resync refused: ${error.message}`);
+    });
+    if (!started) {
+      if (!full && node.replica?.role === "diverged") repairDue.set(node.name, { at: clock.ticks + 20, full: true });
+      return;
+    }
+    if (full) stats.fullResyncs++;
+    else stats.forkRepairs++;
+    repaired.add(node.name);
+  }
+
+  /** What an operator does on seeing the nodes' states (only where the peer is the primary and reachable). */
+  async function tend(final: boolean): Promise<void> {
+    for (const node of nodes) {
+      const side = sideOf(node);
+      if (side === null || node.peer === null) continue;
+      const peer = byName(node.peer);
+      if (peer !== writer() || linkDown.has(linkKey(node.name, peer.name))) continue;
+      const due = repairDue.get(node.name);
+      if (side.kind === "diverged" && due !== undefined && (final || clock.ticks >= due.at)) {
+        repairDue.delete(node.name);
+        await resync(node, due.full, "the old primary came back diverged");
+      } else if (side.kind === "syncing" && side.sync.status().phase === "failed") {
+        await resync(node, true, `its sync failed: ${side.sync.status().reason}`);
+      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name)) && ["released", "diverged"].includes(side.shipper.status().state)) {
+        // Three nodes after a role change: the re-pointed node is behind the new primary's log, or
+        // ahead of it (records the old primary wrote that the new one never had); or the old
+        // primary comes second to a log the re-pointed node's first FETCH let go (the promotion
+        // keeps it for the first secondary that fetches, docs/replication.md §11). A consistent
+        // secondary then waits for the operator: a full copy (a secondary has no fork to repair).
+        // Likewise a replaced secondary: it keeps its name, so the primary's registration is its
+        // predecessor's position and the log may be released past what the new disk applied.
+        stats.stoppedSecondaries++;
+        await resync(node, true, `following ${peer.name}: ${side.shipper.status().state}: ${side.shipper.status().reason}`);
+      }
+    }
+  }
+
+  /** A syncing or catching-up secondary is never promoted, planned or forced (docs/replication.md §10.1). */
+  async function tryPromoteInconsistent(): Promise<void> {
+    for (const node of nodes) {
+      if (!inconsistentSync(node) || !f.chance(0.05)) continue;
+      const force = f.chance(0.3);
+      let promoted = false;
+      await settle(clock, node.replica!.promote(force)).then(
+        () => (promoted = true),
+        (error: Error) => {
+          stats.refusedPromotes++;
+          log(`promote${force ? " --force" : ""} of ${node.name} while syncing refused: ${error.message}`);
+        },
+      );
+      if (promoted) fail("inconsistent never promoted", `${node.name} was promoted${force ? " (--force)" : ""} while its sync had not made it consistent`);
+    }
+  }
+
+  /** After a three-node failover the third node is pointed at the new primary (the operator's config change and restart). */
+  async function repoint(node: SimNode, to: string): Promise<void> {
+    node.peer = to;
+    repointed.add(node.name);
+    stats.repointed++;
+    log(`REPOINT ${node.name} at ${to}`);
+    const replica = node.replica;
+    if (replica === null) return; // it starts with the new peer
+    node.replica = null;
+    node.bound = null;
+    node.epoch++;
+    await settle(clock, replica.close());
+    await start(node);
+  }
+
+  /** A secondary's machine replaced: it comes back with an empty disk and log directory. */
+  function replace(node: SimNode): void {
+    crash(node);
+    const synchronous = node.disk.synchronousCompletions;
+    node.files = new SimDisk(clock, prng.files, { latency: [0, 2] });
+    node.disk = new SimDiskPort(diskSize, clock, prng.port, synchronous);
+    node.reported = { seq: 0, generation: 0 };
+    node.model = null;
+    stats.replaced++;
+    replacedNodes.add(node.name);
+    log(`REPLACE ${node.name}: an empty disk`);
   }
 
   async function forceFailover(): Promise<void> {
     const primary = writer();
-    if (primary === null || threeNodes) return;
+    if (primary === null) return;
     const next = byName(primary.peer!);
-    if (next.replica === null || next.replica.role !== "secondary") return;
+    // Only a consistent secondary can take over (a syncing one refuses: tryPromoteInconsistent).
+    // An applier in the middle of a resync holds regions half copied (regions need not be whole
+    // blocks): a failover then adopts torn blocks, which the workload's model cannot tell from
+    // corruption — the operator waits until status says consistent.
+    if (next.replica === null || next.replica.role !== "secondary" || inconsistentSync(next) || applier(next)?.status().consistent !== true) return;
     if (f.chance(0.5)) {
       // A clean failover: the secondary has applied the whole log when the primary dies, so the
       // old primary's log is a prefix of the new one's and it may come back as a secondary.
@@ -528,12 +793,16 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       }
       holdWrites = false;
       log(`clean failover: ${next.name} applied ${applier(next)?.status().applied.seq} of ${layer.store.last.seq}`);
+      // Meanwhile it may have entered a resync (RESYNC_BEGIN applied): wait for consistency again.
+      if (applier(next)?.status().consistent !== true || inconsistentSync(next)) return;
     }
-    const consistent = applier(next)?.status().consistent ?? false;
     crash(primary);
     primary.downUntil = clock.ticks + 200 + f.int(400);
-    log(`FAILOVER: ${primary.name} down, promote --force ${next.name}${consistent ? "" : " (inconsistent: mid-resync)"}`);
-    await settle(clock, next.replica.promote(true));
+    log(`FAILOVER: ${primary.name} down, promote --force ${next.name}`);
+    // The drain before the promotion may still apply a RESYNC_BEGIN and some copies: then the
+    // promotion says the disk was inconsistent, and only then may blocks be half copied.
+    const said = await settle(clock, next.replica.promote(true));
+    const consistent = !said.includes("the disk was inconsistent");
     if ((next.replica as ReplicaNode | null)?.role !== "primary") fail("failover", `${next.name} did not become primary`);
     stats.failovers++;
     failover.done = true;
@@ -543,10 +812,21 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     adopt(next, !consistent);
     if (!consistent) stats.inconsistentPromotions++;
     next.reported = { seq: 0, generation: 0 };
+    if (threeNodes) {
+      stats.threeNodeFailovers++;
+      // The third node followed the old primary. Planted "no-repoint": it is left pointing there.
+      const third = nodes.find((n) => n !== primary && n !== next)!;
+      if (plant !== "no-repoint") await repoint(third, next.name);
+    }
   }
 
   // ---- run ----
-  for (const node of nodes) await start(node);
+  for (const node of nodes) {
+    if (scenario === "join" && node.name === "c") continue; // joins later: an initial sync
+    await start(node);
+  }
+  const joinAt = scenario === "join" ? Math.floor(opsTotal * (0.2 + f.float() * 0.5)) : -1;
+  let replacedOne = false;
   const handoverAt = scenario === "handover" ? Math.floor(opsTotal * (0.3 + f.float() * 0.4)) : -1;
   const failoverAt = scenario === "failover" ? Math.floor(opsTotal * (0.3 + f.float() * 0.4)) : -1;
   let steps = 0;
@@ -563,6 +843,20 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       await handover();
     }
     if (submitted >= failoverAt && failoverAt >= 0 && !failover.done) await forceFailover();
+    if (joinAt >= 0 && submitted >= joinAt && stats.joined === 0) {
+      stats.joined++;
+      log(`JOIN c (an empty disk)`);
+      await start(byName("c"));
+    }
+    if (replaceAt >= 0 && !replacedOne && submitted >= opsTotal * replaceAt) {
+      const victim = nodes.find((n) => n.name !== "a" && sideOf(n)?.kind === "secondary" && n.name !== failover.old);
+      if (victim !== undefined) {
+        replacedOne = true;
+        replace(victim);
+      }
+    }
+    await tend(false);
+    await tryPromoteInconsistent();
     for (const node of nodes) {
       if (node.replica !== null && f.chance(crashRate) && !(failover.done && writer() === null)) crash(node);
       if (node.replica === null && node.downUntil !== null && clock.ticks >= node.downUntil) {
@@ -606,8 +900,12 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const primary = writer();
   if (primary === null) fail("convergence", "no node takes writes at the end");
   await settle(clock, new Promise<void>((resolve) => primary!.bound!.port.flush(() => resolve())));
-  // Secondaries of the primary (after a handover in three nodes, c still follows a, now a secondary).
-  const followers = nodes.filter((n) => n !== primary && n.replica!.role === "secondary" && n.peer === primary!.name);
+  await tend(true);
+  // Every secondary follows the primary (a third node is re-pointed after a handover or failover),
+  // or its replication silently stopped.
+  const strays = nodes.filter((n) => n !== primary && n.replica!.role === "secondary" && n.peer !== primary!.name);
+  if (strays.length > 0) fail("followers", `${strays.map((n) => `${n.name} follows ${n.peer}`).join(", ")}, not the primary ${primary!.name}: their replication stopped`);
+  const followers = nodes.filter((n) => n !== primary && n.replica!.role === "secondary");
   const deadline = clock.ticks + 100_000;
   const layer = () => (primary!.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary.status();
   const last = () => layer().last;
@@ -615,7 +913,9 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     const p = layer();
     const settled = p.durable === p.last && p.mode === "logging" && !p.resyncPending && p.inFlight === 0;
     const behind = followers.filter((n) => {
-      const s = applier(n)!.status();
+      const a = applier(n);
+      if (a === null || inconsistentSync(n)) return true;
+      const s = a.status();
       return s.applied.seq !== p.last || !s.consistent;
     });
     // No follower (the old primary diverged): nothing to converge; the log is kept for it.
@@ -628,12 +928,15 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       log(`stuck: shipper ${JSON.stringify(side?.shipper?.status())} applier ${JSON.stringify(n === undefined ? null : applier(n)?.status(), (_k, v) => (typeof v === "bigint" ? v.toString(16) : v))} copy ${side?.secondary?.copy.last.seq}/${side?.secondary?.copy.durable.seq}`);
       fail("convergence", `${n?.name} at seq ${s?.seq} (${s?.state}: ${s?.reason}) while ${primary!.name} is at seq ${last()} (mode ${p.mode}, resync ${p.resyncPending}, log ${p.logBytes}/${p.logLimit}, checkpoint ${p.checkpoint}, secondaries ${JSON.stringify(p.secondaries)})`);
     }
+    await tend(true);
     clock.runUntil(clock.ticks + 1);
     for (let i = 0; i < 4; i++) await null;
   }
   for (const n of followers) {
     const i = firstDifference(primary!.disk.current, n.disk.current);
-    if (i >= 0) fail("convergence", `${n.name} differs from the primary ${primary!.name} at byte ${i} with lag 0`);
+    // After resync the repaired node equals the primary once its lag is 0 (docs/replication.md §11).
+    if (i >= 0) fail(repaired.has(n.name) ? "resync" : "convergence", `${n.name} differs from the primary ${primary!.name} at byte ${i} with lag 0${repaired.has(n.name) ? " after its resync" : ""}`);
+    if (repaired.has(n.name)) stats.repairedConverged++;
   }
   if (followers.length > 0) stats.converged++;
   for (const node of nodes) await settle(clock, node.replica!.close());

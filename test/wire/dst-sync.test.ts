@@ -96,12 +96,14 @@ describe("sync helpers", () => {
   });
 
   test("a fork repair's ranges are aligned, merged and coalesced to the limit", () => {
-    expect(coalesceRanges([[5000, 10], [0, 100], [4096, 4096]])).toEqual([[0, 8192]]);
-    expect(coalesceRanges([[3 << 20, 4096], [0, 512]])).toEqual([[0, 4096], [3 << 20, 4096]]);
+    expect(coalesceRanges([[5000, 10], [0, 100], [4096, 4096]], 1 << 30)).toEqual([[0, 8192]]);
+    expect(coalesceRanges([[3 << 20, 4096], [0, 512]], 1 << 30)).toEqual([[0, 4096], [3 << 20, 4096]]);
     const many: [number, number][] = Array.from({ length: 100 }, (_, i) => [i * 1_000_000, 4096]);
-    const few = coalesceRanges(many, 8);
+    const few = coalesceRanges(many, 1 << 30, 8);
     expect(few.length).toBe(8);
     for (const [o, l] of many) expect(few.some(([fo, fl]) => fo <= o && o + l <= fo + fl)).toBe(true);
-    expect(coalesceRanges([[0, 0]])).toEqual([]);
+    expect(coalesceRanges([[0, 0]], 1 << 30)).toEqual([]);
+    // A disk that is not a multiple of the alignment: no range past its end (cluster sim seed 2).
+    expect(coalesceRanges([[13000, 512], [20000, 10]], 13824)).toEqual([[12288, 13824 - 12288]]);
   });
 });
