@@ -598,10 +598,13 @@ export class ClientEngine {
     this.outbox.add(encodeFrame({ opcode: Op.PING, txid: 0, offset: floor }));
   }
 
-  /** Bounded replay memory: past the bound, issue a FLUSH ourselves and hold new writes. */
+  /**
+   * Bounded replay memory: from half the bound, issue a FLUSH ourselves (writes go on while it
+   * runs); at the bound, hold new writes until it returns (engine/durability.ts flushDue).
+   */
   private maybeFlushForReplayBound(): void {
     const durability = this.durability;
-    if (durability.autoFlushPending || !durability.full) return;
+    if (durability.autoFlushPending || !durability.flushDue) return;
     durability.autoFlushPending = true;
     this.counters.autoFlushes++;
     const txn = this.newTxn({ kind: "flush", offset: 0, length: 0 }, null, null, "flush");

@@ -6,7 +6,8 @@
  * socketpair, and the generic netlink socket calls the kernel attach path needs.
  * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, socketpair, the generic netlink socket calls
  * the kernel attach path needs, and what systemd integration needs: Unix datagrams (Bun has
- * none: Bun.udpSocket is UDP only, see docs/status.md "systemd"), CLOCK_MONOTONIC and execv.
+ * none: Bun.udpSocket is UDP only, see docs/status.md "systemd"), CLOCK_MONOTONIC and execv,
+ * and setenv before an execv (sys/allocator.ts).
  *
  * Each wrapper returns a result or throws SysError carrying the errno; none of them blocks
  * for long (netlink receives are only done on sockets driven by Bun's event loop).
@@ -35,6 +36,7 @@ const lib = dlopen("libc.so.6", {
   setrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
   clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
   execv: { args: [T.ptr, T.ptr], returns: T.i32 },
+  setenv: { args: [T.ptr, T.ptr, T.i32], returns: T.i32 },
   geteuid: { args: [], returns: T.u32 },
 });
 
@@ -285,6 +287,12 @@ export function monotonicMicroseconds(): bigint {
   const timespec = new BigInt64Array(2);
   check("clock_gettime(CLOCK_MONOTONIC)", c.clock_gettime(1, ptr(timespec)));
   return timespec[0]! * 1_000_000n + timespec[1]! / 1000n;
+}
+
+/** setenv(3): change the C environment (what execv passes on; process.env alone may not). */
+export function setenv(name: string, value: string): void {
+  const encoder = new TextEncoder();
+  check(`setenv(${name})`, c.setenv(ptr(encoder.encode(`${name}\0`)), ptr(encoder.encode(`${value}\0`)), 1));
 }
 
 /**

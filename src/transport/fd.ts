@@ -15,6 +15,7 @@
 import { DstdError, errorMessage } from "../lib/errors.ts";
 // Bun.connect({ fd }) is typed by the module augmentation in kernel/genl-socket.ts (part of the program).
 import { QueuedSink } from "./queued-sink.ts";
+import { noteReceived } from "./receive-garbage.ts";
 import type { ConnectionHandler, Sink } from "./types.ts";
 
 /** A socket fd adopted into the event loop, with what its owner needs to watch it. */
@@ -62,6 +63,7 @@ export async function adoptFd(fd: number, makeHandler: (sink: Sink) => Connectio
           if (isClosed) return;
           if (bytesIn === 0) markFirst();
           bytesIn += chunk.length;
+          noteReceived(chunk.length);
           if (handler !== null) handler.onData(chunk);
           else early?.push(chunk); // before the handler exists (cannot happen for the kernel, which waits for CONNECT)
         },

@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import type { ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import { QueuedSink } from "./queued-sink.ts";
+import { noteReceived } from "./receive-garbage.ts";
 import type { AcceptHandler, ConnectionHandler, Peer, Sink } from "./types.ts";
 
 interface SocketState {
@@ -44,6 +45,7 @@ function socketHandlers(makeHandler: (sink: Sink, socket: Socket<SocketState>) =
       if (state.closed) handler.onClose(state.reason);
     },
     data(socket: Socket<SocketState>, chunk: Uint8Array) {
+      noteReceived(chunk.length);
       const state = socket.data;
       if (state && !state.closed) state.handler?.onData(chunk);
     },
