@@ -13,6 +13,7 @@ import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from
 import { defineDstdCommand } from "./command.ts";
 import { UsageError } from "./parse.ts";
 import { waitForSignal } from "./signals.ts";
+import { keepFreedPages } from "../sys/allocator.ts";
 
 export default defineDstdCommand({
   meta: {
@@ -62,6 +63,7 @@ export default defineDstdCommand({
     bandwidth: { type: "string", description: "secondary: most bytes per second the log shipping takes on the wire, e.g. 20MiB/s", valueHint: "RATE" },
   },
   async run({ args, rawArgs }) {
+    keepFreedPages();
     const { raw, source, baseDir } = readRawConfig(args.config);
     const tree = treeFromFlags(rawArgs, args);
     const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined || args.rbd !== undefined || tree !== null;

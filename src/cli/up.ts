@@ -15,6 +15,7 @@ import { Node } from "../daemon/node.ts";
 import type { StopMode } from "../daemon/supervisor.ts";
 import { SystemdNotifier } from "../status/notify.ts";
 import { becomeStorageDaemon } from "../sys/argv0.ts";
+import { keepFreedPages } from "../sys/allocator.ts";
 
 export default defineCommand({
   meta: {
@@ -31,6 +32,7 @@ export default defineCommand({
     "root-storage-daemon": { type: "boolean", description: "re-execute as '@dstd' so a system shutdown leaves this process serving the root disk until it is unmounted" },
   },
   async run({ args }) {
+    keepFreedPages();
     if (args["root-storage-daemon"]) becomeStorageDaemon();
     const configPath = args.config;
     const config = loadConfigFile(configPath); // the node validates it whole again; this picks the log settings

@@ -6,7 +6,8 @@
  * socketpair, and the generic netlink socket calls the kernel attach path needs.
  * ioctl BLKGETSIZE64/BLKSSZGET/BLKDISCARD, socketpair, the generic netlink socket calls
  * the kernel attach path needs, and what systemd integration needs: Unix datagrams (Bun has
- * none: Bun.udpSocket is UDP only, see docs/status.md "systemd"), CLOCK_MONOTONIC and execv.
+ * none: Bun.udpSocket is UDP only, see docs/status.md "systemd"), CLOCK_MONOTONIC, execv and
+ * execve (sys/allocator.ts).
  *
  * Each wrapper returns a result or throws SysError carrying the errno; none of them blocks
  * for long (netlink receives are only done on sockets driven by Bun's event loop).
@@ -35,6 +36,7 @@ const lib = dlopen("libc.so.6", {
   setrlimit: { args: [T.i32, T.ptr], returns: T.i32 },
   clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
   execv: { args: [T.ptr, T.ptr], returns: T.i32 },
+  execve: { args: [T.ptr, T.ptr, T.ptr], returns: T.i32 },
   geteuid: { args: [], returns: T.u32 },
 });
 
@@ -299,4 +301,22 @@ export function execv(path: string, argv: readonly string[]): never {
   for (let i = 0; i < argv.length; i++) vector[i] = BigInt(ptr(strings[i + 1]!));
   c.execv(ptr(strings[0]!), ptr(vector));
   throw new SysError(`execv(${path})`, lastErrno());
+}
+
+/** execve(2): like execv, with `env` ("NAME=value" strings) as the new image's environment. */
+export function execve(path: string, argv: readonly string[], env: readonly string[]): never {
+  const encoder = new TextEncoder();
+  const cstring = (text: string) => encoder.encode(`${text}\0`);
+  const vectorOf = (strings: Uint8Array[]) => {
+    const vector = new BigUint64Array(strings.length + 1);
+    for (let i = 0; i < strings.length; i++) vector[i] = BigInt(ptr(strings[i]!));
+    return vector;
+  };
+  const file = cstring(path);
+  const args = argv.map(cstring);
+  const environment = env.map(cstring);
+  const argVector = vectorOf(args);
+  const envVector = vectorOf(environment);
+  c.execve(ptr(file), ptr(argVector), ptr(envVector));
+  throw new SysError(`execve(${path})`, lastErrno());
 }
