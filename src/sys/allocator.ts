@@ -8,7 +8,7 @@
  * one copy) and faults them in again for the next buffers. Page faults are dear on this kind
  * of virtual machine: measured on one 1 GiB `dstd copy` into `dstd export --file`, the
  * export took 22–43 thousand faults and 1.3–1.9 s of CPU; with mimalloc's purge delay
- * disabled (MIMALLOC_PURGE_DELAY=-1) 14–16 thousand faults and 1.2 s, for 8–10 MiB more peak
+ * disabled (MIMALLOC_PURGE_DELAY=-1) 14–16 thousand faults and 1.2 s, for 8–18 MiB more peak
  * RSS (docs/performance.md "Where the time goes"). mimalloc reads its options from the
  * environment when the process starts, so the export re-executes itself once with the
  * option set: same pid, same argv (/proc/self/cmdline), same binary (/proc/self/exe).
