@@ -16,7 +16,7 @@
  */
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
-import { computeDigest, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
+import { computeDigest, payloadHash, payloadHashFromDigest, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
 import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
 import { Flag, HEADER_SIZE, Op, REPLY_BIT } from "../wire/dst/constants.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
@@ -130,11 +130,15 @@ export class RequestPipeline {
     if (status === 0 && !host.readable) status = Errno.EPERM;
     if (status === 0) status = featureRefusal(kind, port);
     let data = payload;
+    /** The exactly-once table's hash of the data, when a verified digest already is it. */
+    let knownHash: bigint | null = null;
     if (status === 0 && kind === "write" && (header.flags & Flag.DIGEST) !== 0) {
       // End-to-end check of the client's copy before anything reaches the disk. A mismatch is
       // not recorded in the table, so the client's resend gets a fresh chance.
       data = payload.subarray(0, header.length);
-      if (!verifyDigest(host.checksum, data, payload.subarray(header.length))) {
+      const digest = payload.subarray(header.length);
+      if (verifyDigest(host.checksum, data, digest)) knownHash = payloadHashFromDigest(host.checksum, digest);
+      else {
         host.counters.checksumFailures++;
         host.warn(`write ${header.length} B at ${header.offset}: data checksum mismatch; not applied`);
         host.replies.header(opcode, header.txid, Errno.EBADMSG, header.offset, 0, reservation);
@@ -162,7 +166,7 @@ export class RequestPipeline {
     }
     let entry: Entry | null = null;
     if (mutating && !host.noDedupe) {
-      const hash = kind === "write" ? Bun.hash.xxHash3(data) : 0n;
+      const hash = kind === "write" ? (knownHash ?? payloadHash(data)) : 0n;
       const flags = header.flags & ~Flag.DIGEST;
       const begun = host.sessions.begin(host.session, header.txid, header.opcode, flags, header.offset, header.length, hash);
       if (begun.kind !== "new") {
