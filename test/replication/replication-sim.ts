@@ -53,6 +53,8 @@ export interface SimStats {
   readsOverWindow: number;
   /** Blocks a crash took back to an older value (acknowledged, never flushed: allowed). */
   ackedLost: number;
+  /** Rot in the last group commit cut as a torn tail below what the secondary held (docs/replication.md §3.3). */
+  rotForks: number;
   tornTails: number;
   prefixChecks: number;
   converged: boolean;
@@ -108,7 +110,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   const stats: SimStats = {
     ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
     transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
-    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0,
+    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0,
   };
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
@@ -155,6 +157,17 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     if (p.recovery.tornTail !== null) stats.tornTails++;
     // Records the crash lost are gone from the shadow too; the secondary must never have one.
     const last = p.store.last.seq;
+    const held = Math.max(maxApplied, secondary?.copy.last.seq ?? 0);
+    if (primaryLogCorrupted && p.recovery.tornTail !== null && held > last) {
+      // Rot in the last records of a group commit, with no later record to witness that they
+      // were durable, reads as a torn tail and is cut (the documented limit, docs/replication.md
+      // §3.3): this log lost records the secondary holds, and it halts at the fork. Not a
+      // state the primary can serve on from.
+      log(`primary's rotted tail was cut at seq ${last + 1}, below the secondary's seq ${held}: the documented limit`);
+      stats.rotForks++;
+      primaryDead = true;
+      return;
+    }
     for (const seq of [...shadow.keys()]) if (seq > last) shadow.delete(seq);
     if (maxApplied > last) fail("secondary ahead of primary", `secondary applied seq ${maxApplied}, primary log ends at ${last}`);
     for (const [seq, r] of shadow) {
