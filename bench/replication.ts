@@ -10,6 +10,8 @@
  * system, log limit large enough never to overflow. Each cell is the median of ROUNDS runs,
  * interleaved (off, on, on, off, ...) so load drift hits both alike; every run starts from
  * fresh files. Throughput counts the time until the FLUSH (or the last FUA write) completed.
+ * Each write's data is one of RING distinct buffers in turn (64 MiB of 1 MiB writes), as a
+ * front hands over data it just received, not one cache-hot buffer written again and again.
  *
  *   bun bench/replication.ts
  *   ROUNDS=5 SEQ_SIZE=1024 RAND_COUNT=32768 FUA_COUNT=4096 bun bench/replication.ts
@@ -56,8 +58,10 @@ async function setup(logOn: boolean): Promise<Setup> {
 }
 
 /** Runs `count` writes with QD requests in flight; returns seconds until all (and the flush) completed. */
+const RING = 64;
 async function run(port: StoragePort, count: number, size: number, offsetOf: (i: number) => number, fua: boolean, flush: boolean): Promise<number> {
-  const data = new Prng(7).bytes(size);
+  const prng = new Prng(7);
+  const ring = Array.from({ length: RING }, () => prng.bytes(size));
   const start = performance.now();
   await new Promise<void>((resolve, reject) => {
     let issued = 0;
@@ -68,7 +72,7 @@ async function run(port: StoragePort, count: number, size: number, offsetOf: (i:
       looping = true;
       while (issued < count && issued - completed < QD) {
         const i = issued++;
-        port.write(offsetOf(i), data, fua, (errno) => {
+        port.write(offsetOf(i), ring[i % RING]!, fua, (errno) => {
           if (errno !== 0) return reject(new Error(`write ${i} failed: errno ${errno}`));
           completed++;
           if (completed === count) resolve();

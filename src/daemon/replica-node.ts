@@ -463,7 +463,10 @@ export class ReplicaNode implements ReplicaHandle {
     if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: a secondary of whom?`);
     if (side.kind === "secondary" || side.kind === "syncing") return `export '${this.name}' is a secondary already`;
     // No more writes; a primary keeps serving its log so its secondaries drain and report.
-    this.bind(this.disk, side.kind === "primary" ? side.server : undefined, true);
+    // Reads go on through the layer until it closes: writes it acknowledged before their
+    // write-back are read from its ack window (docs/replication.md §4), not from the disk.
+    if (side.kind === "primary") this.bind(side.primary, side.server, true);
+    else this.bind(this.disk, undefined, true);
     if (side.kind === "primary") {
       await this.quiesce(side.primary);
       const behind = await this.drainSecondaries(side.primary, side.server);
@@ -471,6 +474,7 @@ export class ReplicaNode implements ReplicaHandle {
         this.bind(side.primary, side.server, this.config.readOnly);
         throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
       }
+      this.bind(this.disk, side.server, true);
       await side.primary.close();
       await this.writeApplied(side.primary);
     }

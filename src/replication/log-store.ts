@@ -96,6 +96,8 @@ interface Entry {
   size: number;
   point: ChainPoint;
   done: AppendDone;
+  /** Runs once the record is written to the segment (page cache), before it is durable. */
+  written?: () => void;
 }
 
 interface Batch {
@@ -224,8 +226,12 @@ export class LogStore {
   /**
    * Appends one record and returns its sequence number; `done` runs once it is durable (or
    * with the errno that failed the log). `payload` is kept by reference until then.
+   * `written`, if given, runs once the record's write call completed (it is in the page
+   * cache, not yet durable; a process crash keeps it, a power loss may not): the primary
+   * acknowledges a write without FUA then (docs/replication.md §4). It never runs if the
+   * write failed.
    */
-  append(op: RecordOpCode, flags: number, offset: number, length: number, payload: Uint8Array, done: AppendDone): number {
+  append(op: RecordOpCode, flags: number, offset: number, length: number, payload: Uint8Array, done: AppendDone, written?: () => void): number {
     assert(!this.closed, "append to a closed log");
     const seq = this.tail.seq + 1;
     const lamport = Math.max(Math.floor(this.options.now()), this.tail.lamport + 1);
@@ -233,7 +239,7 @@ export class LogStore {
     const fields = { op, flags, seq, generation: this.generationValue, lamport, offset, length, committed: this.durablePoint.seq };
     const chain = encodeHeader(fields, payload, this.tail.chain, header);
     const point = { seq, chain, lamport, generation: this.generationValue };
-    this.enqueue({ seq, chunks: payload.length > 0 ? [header, payload] : [header], size: RECORD_HEADER_SIZE + payload.length, point, done });
+    this.enqueue({ seq, chunks: payload.length > 0 ? [header, payload] : [header], size: RECORD_HEADER_SIZE + payload.length, point, done, written });
     return seq;
   }
 
@@ -333,6 +339,7 @@ export class LogStore {
       this.writing = null;
       if (errno !== 0) return this.fail(errno, `writing ${size} bytes at ${position} of ${this.dir.path}/${segment.name}`);
       this.written.push(batch);
+      for (const entry of entries) entry.written?.();
       this.pump();
     });
   }

@@ -29,10 +29,12 @@ import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
-import { call, type Done, type StoragePort, type ZeroFlags } from "../storage/port.ts";
+import { call, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
+import { AckWindow, type WindowWrite } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
 import type { LogDirectory } from "./files.ts";
-import { LogReader, type LogPosition, type ReadChunk } from "./log-reader.ts";
+import { LogReader, type LogPosition } from "./log-reader.ts";
+import { replayOnto } from "./replay-onto.ts";
 import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
 import {
   INITIAL_PRIMARY_STATE,
@@ -60,6 +62,13 @@ export interface PrimaryOptions {
   maxBatchBytes?: number;
   /** Memory bound of the dirty bitmap (default 1 MiB). */
   maxBitmapBytes?: number;
+  /**
+   * The ack window (replication/ack-window.ts): most bytes and writes acknowledged once their
+   * records are written, before durable and written back. 0 bytes: every write completes
+   * only once durable and written back.
+   */
+  ackWindowBytes?: number;
+  ackWindowOps?: number;
   /** An empty log continues from this point (a promoted secondary: its last applied record). */
   base?: ChainPoint;
   /** Clock for Lamport stamps, µs (default: wall clock). */
@@ -85,8 +94,11 @@ export interface PrimaryStatus {
   regionSize: number;
   resyncPending: boolean;
   secondaries: Record<string, number>;
-  /** Mutations queued or in flight in the layer. */
+  /** Mutations queued or in flight in the layer (acknowledged early ones included). */
   inFlight: number;
+  /** Writes acknowledged before their write-back (count and bytes held). */
+  earlyAcked: number;
+  earlyBytes: number;
 }
 
 type Kind = "write" | "trim" | "zero" | "resize" | "copy";
@@ -110,6 +122,10 @@ interface Op {
   ready: boolean;
   started: boolean;
   errno: number;
+  /** In the ack window: completes once its records are written (replication/ack-window.ts). */
+  early: WindowWrite | null;
+  /** Records not yet written (an early write is acknowledged when this reaches 0). */
+  unwritten: number;
 }
 
 const OP_CODES: Record<Exclude<Kind, "copy">, RecordOpCode> = {
@@ -145,6 +161,10 @@ export class ReplicationPrimary extends PassThrough {
   private transitionSaving = false;
   private issuing = false;
   private issueAgain = false;
+  /** Writes acknowledged before they are durable and written back. */
+  private readonly window: AckWindow;
+  /** A write-back of an acknowledged write failed: the next FLUSH reports it. */
+  private lateErrno = 0;
   private closed = false;
   /** The log directory cannot be written: every mutation fails with this errno. */
   private broken = 0;
@@ -172,8 +192,13 @@ export class ReplicationPrimary extends PassThrough {
     this.resyncWater = limit * (options.resyncWater ?? 0.75);
     this.checkpointBytes = options.checkpointBytes ?? Math.max(1, Math.floor(limit / 8));
     this.copyPiece = Math.max(512, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
+    this.window = new AckWindow(options.ackWindowBytes, options.ackWindowOps);
     store.onFreed(() => this.kick());
-    store.onDurable(() => this.afterFinishSoon());
+    store.onDurable(() => {
+      // Records of a whole group commit became durable: write them back in one pass.
+      this.issue();
+      this.afterFinishSoon();
+    });
   }
 
   /**
@@ -215,7 +240,7 @@ export class ReplicationPrimary extends PassThrough {
     }
     const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
     if (store.last.seq > state.checkpoint) {
-      await replay(next, store, state.checkpoint);
+      await replayOnto(next, store, state.checkpoint);
       await call.flush(next);
       await stateFile.saveNow({ ...state, checkpoint: store.last.seq });
     }
@@ -267,8 +292,40 @@ export class ReplicationPrimary extends PassThrough {
     return (size: number, done: Done) => this.submit(this.op("resize", 0, Infinity, null, false, false, size, done));
   }
 
+  /** Reads see every completed write: the disk below, with the ack window's writes on top. */
+  override read(offset: number, into: Uint8Array, done: Done): void {
+    if (this.window.ops === 0) return this.next.read(offset, into, done);
+    this.window.read(offset, into, (below) => this.next.read(offset, into, below), done);
+  }
+
+  /**
+   * What the disk below holds: every logged record ≤ `syncPoint()` and none that is not
+   * durable (the initial sync copies this, never an early write a crash could take back).
+   */
+  readDisk(offset: number, into: Uint8Array, done: Done): void {
+    this.next.read(offset, into, done);
+  }
+
+  /** The disk's map, with any extent under an early write (not on the disk yet) reported as data. */
+  override extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
+    this.next.extents(offset, length, maxExtents, (errno, extents) =>
+      done(errno, errno !== 0 || extents === null ? extents : this.window.extents(offset, extents)),
+    );
+  }
+
   override flush(done: Done): void {
     if (this.closed) return done(Errno.ESHUTDOWN);
+    // Early writes acknowledged before this FLUSH must be durable and written back first
+    // (written back: a write that fell around a failed log is on the disk, counted below).
+    if (!this.window.hold(done)) this.flushDisk(done);
+  }
+
+  private flushDisk(done: Done): void {
+    if (this.lateErrno !== 0) {
+      const errno = this.lateErrno;
+      this.lateErrno = 0;
+      return done(errno);
+    }
     // Logged mutations completed before this flush are durable in the log already; only
     // writes made around it need the disk flushed — by a flush issued after they completed.
     if (this.directSinceFlush === 0) {
@@ -292,6 +349,9 @@ export class ReplicationPrimary extends PassThrough {
     if (this.closed) return;
     this.closed = true;
     for (const op of this.held.splice(0)) op.done(Errno.ESHUTDOWN);
+    // Early writes not written back: their records were written, so recovery replays those
+    // that reached the file (as the plain export leaves unflushed writes in the page cache).
+    this.window.close(Errno.ESHUTDOWN);
     await this.store.close();
     await this.stateFile.close();
     await this.bitmap.close();
@@ -380,6 +440,8 @@ export class ReplicationPrimary extends PassThrough {
       resyncPending: this.state.resyncPending,
       secondaries: { ...this.state.secondaries },
       inFlight: this.pipeline.length + this.held.length,
+      earlyAcked: this.window.ops,
+      earlyBytes: this.window.bytes,
     };
   }
 
@@ -391,7 +453,10 @@ export class ReplicationPrimary extends PassThrough {
   // ---- admission ----
 
   private op(kind: Kind, offset: number, end: number, data: Uint8Array | null, noHole: boolean, fua: boolean, newSize: number, done: Done): Op {
-    return { kind, offset, end, data, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0 };
+    return {
+      kind, offset, end, data, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
+      early: null, unwritten: 0,
+    };
   }
 
   private submit(op: Op): void {
@@ -436,13 +501,25 @@ export class ReplicationPrimary extends PassThrough {
   private logOp(op: Op): void {
     op.logged = true;
     if (op.kind === "write") {
+      const pieces = Math.ceil(op.data!.length / MAX_RECORD_PAYLOAD);
+      const length = op.data!.length;
       const data = op.data!;
-      const pieces = Math.ceil(data.length / MAX_RECORD_PAYLOAD);
+      let written: (() => void) | undefined;
+      op.early = op.fua ? null : this.window.enter(op.offset, data);
+      if (op.early !== null) {
+        // Completes once its records are written (page cache); the caller recycles its buffer then.
+        op.data = op.early.data;
+        op.unwritten = pieces;
+        written = () => {
+          if (--op.unwritten === 0) this.ackEarly(op);
+        };
+      }
+      const logged = op.data!;
       op.waiting = pieces;
       for (let i = 0; i < pieces; i++) {
         const at = i * MAX_RECORD_PAYLOAD;
-        const piece = data.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
-        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno));
+        const piece = logged.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
+        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno), written);
         if (i === 0) op.firstSeq = seq;
         op.lastSeq = seq;
       }
@@ -457,11 +534,19 @@ export class ReplicationPrimary extends PassThrough {
     op.firstSeq = op.lastSeq = seq;
   }
 
+  /** An early write's records are all written: it completes now (FLUSH makes it durable). */
+  private ackEarly(op: Op): void {
+    if (this.closed) return;
+    this.window.acknowledged(op.early!);
+    op.done(0);
+  }
+
   private recordDurable(op: Op, errno: number): void {
     if (errno !== 0 && op.errno === 0) op.errno = errno;
     if (--op.waiting > 0) return;
     if (this.closed) {
       this.pipeline.splice(this.pipeline.indexOf(op), 1);
+      if (op.early?.acked) return;
       return op.done(op.errno || Errno.ESHUTDOWN);
     }
     if (op.errno !== 0) {
@@ -474,7 +559,9 @@ export class ReplicationPrimary extends PassThrough {
       return;
     }
     op.ready = true;
-    this.issue();
+    // Durable with its group: the store's durable listener issues the write-back of the whole
+    // group in one pass.
+    if (errno !== 0 || this.store.durable.seq < op.lastSeq) this.issue();
   }
 
   private markDirect(op: Op): void {
@@ -548,7 +635,14 @@ export class ReplicationPrimary extends PassThrough {
     if (op.kind !== "copy") {
       if (!op.logged && errno === 0) this.directSinceFlush++;
       if (op.logged) this.writtenBackSinceCheckpoint += op.end === Infinity ? 0 : op.end - op.offset;
-      op.done(errno);
+      if (!op.early?.acked) op.done(errno);
+      else if (errno !== 0) {
+        // Acknowledged already: the disk below lost a write its log holds. Like a write-back
+        // error in a page cache, the next FLUSH reports it.
+        this.lateErrno = errno;
+        this.options.log?.error(`replication: write-back of ${op.end - op.offset} bytes at ${op.offset} failed: ${errnoMessage(errno)}; the next FLUSH fails`);
+      }
+      if (op.early !== null) this.window.leave(op.early, (done) => this.flushDisk(done));
     }
     this.issue();
     this.afterFinish();
@@ -842,37 +936,3 @@ function recordBytes(op: Op): number {
   const length = op.end - op.offset;
   return length + RECORD_HEADER_SIZE * Math.ceil(length / MAX_RECORD_PAYLOAD);
 }
-
-/** Applies the records after `checkpoint` to the disk, in order (recovery). */
-async function replay(port: StoragePort, store: LogStore, checkpoint: number): Promise<void> {
-  const reader = new LogReader(store, { seq: checkpoint + 1 });
-  try {
-    for (;;) {
-      const chunk = await new Promise<ReadChunk | null>((resolve, reject) =>
-        reader.read(8 << 20, (error, c) => (error !== null ? reject(new DstdError("E_LOG_CORRUPT", `replaying the log: ${error}`)) : resolve(c))),
-      );
-      if (chunk === null || chunk.records.length === 0) return;
-      for (const record of chunk.records) {
-        switch (record.op) {
-          case RecordOp.WRITE:
-            await call.write(port, record.offset, record.payload);
-            break;
-          case RecordOp.TRIM:
-            await call.trim(port, record.offset, record.length);
-            break;
-          case RecordOp.ZERO:
-            await call.zero(port, record.offset, record.length, { noHole: (record.flags & RecordFlag.NO_HOLE) !== 0 });
-            break;
-          case RecordOp.RESIZE:
-            if (port.resize !== undefined) await new Promise<void>((resolve, reject) => port.resize!(record.length, (e) => (e === 0 ? resolve() : reject(new DstdError("E_IO", `resize: ${errnoMessage(e)}`)))));
-            break;
-          default:
-            break;
-        }
-      }
-    }
-  } finally {
-    await reader.close();
-  }
-}
-

@@ -142,7 +142,7 @@ function read(primary: ReplicationPrimary, runs: { offset: number; length: numbe
   let left = out.length;
   let failed = 0;
   for (const r of out) {
-    primary.read(r.offset, r.data, (errno) => {
+    primary.readDisk(r.offset, r.data, (errno) => {
       if (errno !== 0 && failed === 0) failed = errno;
       if (--left === 0) done(failed, failed === 0 ? out : null);
     });

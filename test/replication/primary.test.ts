@@ -151,6 +151,7 @@ test("a corrupt record stops replay before it, naming it", async () => {
   const root = tempDir();
   const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
   for (let i = 0; i < 5; i++) await call.write(primary, i * 4096, block(i + 1));
+  await call.flush(primary); // the writes completed once written; FLUSH makes their records durable
   const records = await allRecords(primary);
   // A source that hands the applier record 3 with a different chain (a fork).
   const forged = records.map((r) => (r.seq === 3 ? { ...r, prev: r.prev ^ 1n } : r));

@@ -29,7 +29,7 @@ if (single !== undefined) {
     console.log(`replication sim: ${seeds} seeds in ${seconds.toFixed(1)} s`, total);
     // The swarm must reach every path, or it is not testing them.
     if (seeds >= 1000) {
-      for (const key of ["primaryCrashes", "secondaryCrashes", "overflows", "resyncs", "transitRefused", "copyRot", "logRot", "haltsOnCorruption", "tornTails", "prefixChecks", "converged"]) {
+      for (const key of ["primaryCrashes", "secondaryCrashes", "overflows", "resyncs", "transitRefused", "copyRot", "logRot", "haltsOnCorruption", "tornTails", "prefixChecks", "converged", "earlyAcks", "reads", "readsOverWindow", "ackedLost"]) {
         expect(total[key] ?? 0).toBeGreaterThan(0);
       }
     }

@@ -46,6 +46,15 @@ export interface SimStats {
   copyRot: number;
   logRot: number;
   haltsOnCorruption: number;
+  /** Writes acknowledged before their record was durable (the ack window). */
+  earlyAcks: number;
+  /** Reads checked, and those issued while the ack window held writes. */
+  reads: number;
+  readsOverWindow: number;
+  /** Blocks a crash took back to an older value (acknowledged, never flushed: allowed). */
+  ackedLost: number;
+  /** Rot in the last group commit cut as a torn tail below what the secondary held (docs/replication.md §3.3). */
+  rotForks: number;
   tornTails: number;
   prefixChecks: number;
   converged: boolean;
@@ -61,9 +70,11 @@ export interface ShadowRecord {
 }
 
 interface BlockState {
-  /** Values a crash may leave (the last known durable one first). */
+  /** Values a crash may leave (the last known durable one first; the last one acknowledged last). */
   candidates: number[];
   inFlight: number | null;
+  /** Reads in flight over it (no mutation is submitted to it meanwhile). */
+  reading: number;
 }
 
 export async function runSeed(seed: number, verbose = false): Promise<SimStats> {
@@ -99,6 +110,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   const stats: SimStats = {
     ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
     transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
+    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0,
   };
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
@@ -145,6 +157,17 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     if (p.recovery.tornTail !== null) stats.tornTails++;
     // Records the crash lost are gone from the shadow too; the secondary must never have one.
     const last = p.store.last.seq;
+    const held = Math.max(maxApplied, secondary?.copy.last.seq ?? 0);
+    if (primaryLogCorrupted && p.recovery.tornTail !== null && held > last) {
+      // Rot in the last records of a group commit, with no later record to witness that they
+      // were durable, reads as a torn tail and is cut (the documented limit, docs/replication.md
+      // §3.3): this log lost records the secondary holds, and it halts at the fork. Not a
+      // state the primary can serve on from.
+      log(`primary's rotted tail was cut at seq ${last + 1}, below the secondary's seq ${held}: the documented limit`);
+      stats.rotForks++;
+      primaryDead = true;
+      return;
+    }
     for (const seq of [...shadow.keys()]) if (seq > last) shadow.delete(seq);
     if (maxApplied > last) fail("secondary ahead of primary", `secondary applied seq ${maxApplied}, primary log ends at ${last}`);
     for (const [seq, r] of shadow) {
@@ -261,7 +284,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   }
 
   // ---- the workload ----
-  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null }));
+  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null, reading: 0 }));
   let nextValue = 1;
   let inFlight = 0;
   let submitted = 0;
@@ -281,8 +304,9 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     const p = primary;
     if (p === null || submitted >= opsTotal || inFlight >= queueDepth) return;
     const w = prng.work;
-    const kind = w.int(10);
+    const kind = w.int(12);
     const incarnation = primaryIncarnation;
+    if (kind >= 10) return submitRead(p, incarnation);
     if (kind === 0) {
       // FLUSH: afterwards, every value acknowledged before it is durable.
       const snapshot = new Map<number, number>();
@@ -308,7 +332,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     const first = w.int(blocks);
     let count = 1 + w.int(Math.min(8, blocks - first));
     for (let i = 0; i < count; i++) {
-      if (state[first + i]!.inFlight !== null) {
+      if (state[first + i]!.inFlight !== null || state[first + i]!.reading > 0) {
         count = i;
         break;
       }
@@ -324,7 +348,9 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     if (verbose) log(`submit ${what}`);
     const done = (errno: number) => {
       if (incarnation !== primaryIncarnation) return;
-      if (verbose) log(`ack ${what} (mode ${primary?.status().mode})`);
+      const early = p.store.durable.seq < p.store.last.seq && p.status().earlyAcked > 0;
+      if (early && errno === 0 && !fua) stats.earlyAcks++;
+      if (verbose) log(`ack ${what} (mode ${primary?.status().mode}${early ? ", log not durable yet" : ""})`);
       inFlight--;
       if (errno !== 0) fail("workload", `mutation of blocks ${first}+${count} failed with errno ${errno}`);
       stats.acked++;
@@ -340,6 +366,46 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     else p.trim(first * blockSize, count * blockSize, fua, done);
   }
 
+  /**
+   * READ of blocks no mutation is in flight on: it returns the value acknowledged last, even
+   * when that write is acknowledged but not yet durable nor written back (served from the
+   * layer's ack window over the disk).
+   */
+  function submitRead(p: ReplicationPrimary, incarnation: number): void {
+    const w = prng.work;
+    const first = w.int(blocks);
+    let count = 1 + w.int(Math.min(8, blocks - first));
+    for (let i = 0; i < count; i++) {
+      if (state[first + i]!.inFlight !== null) {
+        count = i;
+        break;
+      }
+    }
+    if (count === 0) return;
+    const expected = Array.from({ length: count }, (_, i) => state[first + i]!.candidates.at(-1)!);
+    const overWindow = p.status().earlyAcked > 0;
+    for (let i = 0; i < count; i++) state[first + i]!.reading++;
+    inFlight++;
+    submitted++;
+    stats.ops++;
+    if (verbose) log(`submit read blocks ${first}+${count}`);
+    const into = new Uint8Array(count * blockSize);
+    p.read(first * blockSize, into, (errno) => {
+      if (incarnation !== primaryIncarnation) return;
+      inFlight--;
+      for (let i = 0; i < count; i++) state[first + i]!.reading--;
+      if (errno !== 0) fail("read", `read of blocks ${first}+${count} failed with errno ${errno}`);
+      for (let i = 0; i < count; i++) {
+        const value = valueOf(into, i * blockSize, blockSize);
+        if (value !== expected[i]) {
+          fail("read", `block ${first + i} read ${value === null ? "garbage" : `value ${value}`}, but the last write acknowledged was ${expected[i]}`);
+        }
+      }
+      stats.reads++;
+      if (overWindow) stats.readsOverWindow++;
+    });
+  }
+
   function checkPrimaryDisk(when: string): void {
     const bytes = primaryDisk.current;
     for (let i = 0; i < blocks; i++) {
@@ -349,8 +415,10 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       if (value === null || !allowed.includes(value)) {
         fail("durability", `${when}: block ${i} holds ${value === null ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
       }
+      if (value !== b.candidates.at(-1) && value !== b.inFlight) stats.ackedLost++;
       b.candidates = [value!];
       b.inFlight = null;
+      b.reading = 0;
     }
   }
 
