@@ -64,3 +64,15 @@ export function validatePrimaryState(value: unknown): PrimaryState | string {
     secondaries,
   };
 }
+
+/**
+ * Why a log from `first` to `last` cannot recover a disk checkpointed at `checkpoint` (records
+ * missing at either end), or null. docs/replication.md §3.3.
+ */
+export function logGap(where: string, first: number, last: number, checkpoint: number): string | null {
+  if (last < checkpoint) {
+    return `replication log ${where} ends at seq ${last} but the disk was checkpointed at seq ${checkpoint}: log segments are missing; the secondaries need a full resync`;
+  }
+  if (first > checkpoint + 1 && last > checkpoint) return `replication log ${where} starts at seq ${first} but the disk needs records from seq ${checkpoint + 1}`;
+  return null;
+}

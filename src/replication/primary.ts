@@ -39,6 +39,7 @@ import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store
 import {
   INITIAL_PRIMARY_STATE,
   isSecondaryName,
+  logGap,
   MAX_SECONDARIES,
   PRIMARY_STATE_KIND,
   validatePrimaryState,
@@ -223,20 +224,10 @@ export class ReplicationPrimary extends PassThrough {
       log: options.log,
       onAppend: options.onAppend,
     });
-    if (store.last.seq < state.checkpoint) {
+    const gap = logGap(dir.path, store.first, store.last.seq, state.checkpoint);
+    if (gap !== null) {
       await store.close();
-      throw new DstdError(
-        "E_LOG_GAP",
-        `replication log ${dir.path} ends at seq ${store.last.seq} but the disk was checkpointed at seq ${state.checkpoint}: ` +
-          `log segments are missing; the secondaries need a full resync`,
-      );
-    }
-    if (store.first > state.checkpoint + 1 && store.last.seq > state.checkpoint) {
-      await store.close();
-      throw new DstdError(
-        "E_LOG_GAP",
-        `replication log ${dir.path} starts at seq ${store.first} but the disk needs records from seq ${state.checkpoint + 1}`,
-      );
+      throw new DstdError("E_LOG_GAP", gap);
     }
     const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
     if (store.last.seq > state.checkpoint) {
