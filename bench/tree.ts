@@ -17,8 +17,8 @@
  *      kept, default 2), BENCH_PROFILE=DIR (run the tree nodes from source under
  *      `bun --cpu-prof`, profiles written to DIR), BENCH_DIR (where leg files go, default
  *      /dev/shm when present: the legs' storage must not be the limit), BENCH_ONLY (comma
- *      list of hop, stripe, mirror: only those rows, with direct), BENCH_BEFORE_BIN=PATH (a
- *      hop row whose tree node is that build: before/after in one run).
+ *      list of hop, stripe, mirror: only those rows, with direct), BENCH_BEFORE_BIN=PATH (each
+ *      tree row again with its tree node from that build: before/after in one run).
  */
 import { type Subprocess, spawn } from "bun";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -174,7 +174,8 @@ try {
     ["stripe", "stripe of two legs", [a, b], ["--stripe", url(a), "--stripe", url(b)], null],
     ["mirror", "mirror of two legs", [c, d], ["--mirror", url(c), "--mirror", url(d), "--assume-clean"], null],
   ];
-  if (before !== null) configs.push(["hop", "hop, tree node from BENCH_BEFORE_BIN", [a], ["--linear", url(a)], before]);
+  // Before/after in one run: each tree row again with its node from the other build.
+  if (before !== null) for (const [key, label, on, tree] of [...configs]) if (tree !== null) configs.push([key, `${label}, node from BENCH_BEFORE_BIN`, on, tree, before]);
   for (let round = 0; round < rounds; round++) {
     for (const [key, label, on, tree, binary] of configs) if (only === null || key === "direct" || only.includes(key)) keep(await measure(label, on, tree, binary));
   }

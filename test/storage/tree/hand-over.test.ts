@@ -7,7 +7,7 @@
  * it goes back to the pool once the last hold is dropped, and ports that do not keep
  * buffers still get plain writes.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { DstClient } from "../../../src/client/dst-client.ts";
 import { DstServer } from "../../../src/export/server.ts";
 import { parseAllowRule, type AllowRule } from "../../../src/lib/acl.ts";
@@ -19,6 +19,9 @@ import { call, type BufferHold, type Done, type StoragePort } from "../../../src
 import { LinearPort } from "../../../src/storage/tree/linear.ts";
 import { StripePort } from "../../../src/storage/tree/stripe.ts";
 import { listen, type Listener } from "../../../src/transport/tcp.ts";
+import { WriteCopies } from "../../../src/engine/write-copies.ts";
+import { parseExportUrl, type ExportUrl } from "../../../src/lib/address.ts";
+import { openRemotePort } from "../../../src/storage/remote/remote-port.ts";
 import { recordingLog } from "../../helpers/log.ts";
 
 const KiB = 1024;
@@ -179,4 +182,44 @@ describe("layers pass a handed-over buffer on", () => {
     const plain: StoragePort = memory(MiB);
     expect(plain.writeHandedOver).toBeUndefined();
   });
+});
+
+describe("a tree node over a remote leg (real sockets, real engine)", () => {
+  test("the leg's engine sends and keeps the export's receive buffers: no copy of any WRITE payload", async () => {
+    const legDisk = memory(64 * MiB);
+    const allow = [parseAllowRule("127.0.0.1/32:rw") as AllowRule];
+    const legServer = new DstServer({ log: recordingLog(), exports: [{ name: "disk", description: "", port: legDisk, readOnly: false, allow }] });
+    const legListener = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], legServer.accept);
+    const legPort = (legListener.bound[0] as { port: number }).port;
+    const remote = await openRemotePort({ url: parseExportUrl(`dst://127.0.0.1:${legPort}/disk`) as ExportUrl, engine: {}, log: recordingLog() });
+    const node = new LinearPort([{ port: remote, label: "remote" }]);
+    const nodeServer = new DstServer({ log: recordingLog(), exports: [{ name: "disk", description: "", port: node, readOnly: false, allow }] });
+    const nodeListener = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], nodeServer.accept);
+    const nodePort = (nodeListener.bound[0] as { port: number }).port;
+    const client = await DstClient.open({ address: { transport: "tcp", host: "127.0.0.1", port: nodePort }, exportName: "disk", log: recordingLog() });
+    const copies = spyOn(WriteCopies.prototype, "copy");
+    try {
+      // The client hands its buffers over too (reserveWrite), so any engine copy is the leg's.
+      await Promise.all(
+        Array.from({ length: 16 }, (_, i) => {
+          const data = client.reserveWrite(MiB);
+          data.fill(i + 1);
+          return client.write(i * MiB, data);
+        }),
+      );
+      await client.flush();
+      expect(copies).toHaveBeenCalledTimes(0);
+      const into = new Uint8Array(MiB);
+      for (const i of [0, 7, 15]) {
+        await call.read(legDisk, i * MiB, into);
+        expect(into.every((x) => x === i + 1)).toBe(true);
+      }
+    } finally {
+      copies.mockRestore();
+      await client.close();
+      await nodeListener.close();
+      await node.close();
+      await legListener.close();
+    }
+  }, 30_000);
 });
