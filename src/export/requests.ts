@@ -138,11 +138,21 @@ export class RequestPipeline {
     if (status === 0 && !host.readable) status = Errno.EPERM;
     if (status === 0) status = featureRefusal(kind, port);
     let data = payload;
+    /** The payload's XXH3-64 (the exactly-once signature), once known. */
+    let hash: bigint | null = null;
     if (status === 0 && kind === "write" && (header.flags & Flag.DIGEST) !== 0) {
       // End-to-end check of the client's copy before anything reaches the disk. A mismatch is
-      // not recorded in the table, so the client's resend gets a fresh chance.
+      // not recorded in the table, so the client's resend gets a fresh chance. An xxh3 digest
+      // is the signature's hash too (crypto/checksum.ts: XXH3-64, seed 0, big-endian): one
+      // pass over the payload serves both.
       data = payload.subarray(0, header.length);
-      if (!verifyDigest(host.checksum, data, payload.subarray(header.length))) {
+      const digest = payload.subarray(header.length);
+      let intact: boolean;
+      if (host.checksum === "xxh3" && digest.length === 8) {
+        hash = Bun.hash.xxHash3(data);
+        intact = hash === new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0);
+      } else intact = verifyDigest(host.checksum, data, digest);
+      if (!intact) {
         host.counters.checksumFailures++;
         host.warn(`write ${header.length} B at ${header.offset}: data checksum mismatch; not applied`);
         host.replies.header(opcode, header.txid, Errno.EBADMSG, header.offset, 0, reservation);
@@ -169,7 +179,7 @@ export class RequestPipeline {
     }
     let entry: Entry | null = null;
     if (mutating && !host.noDedupe) {
-      const hash = kind === "write" ? Bun.hash.xxHash3(data) : 0n;
+      hash ??= kind === "write" ? Bun.hash.xxHash3(data) : 0n;
       const flags = header.flags & ~Flag.DIGEST;
       const begun = host.sessions.begin(host.session, header.txid, header.opcode, flags, header.offset, header.length, hash);
       if (begun.kind !== "new") {
