@@ -10,15 +10,16 @@
  * mirror write ≥ 0.9×, mirror read ≥ 1.0×). For each row the CPU seconds per GiB moved of
  * the tree node, of the legs (summed) and of this client process are printed too (utime +
  * stime from /proc), which says where the time goes when the two cores are the limit.
- * Each row first writes its range once unmeasured (warm-up: the legs' files and the tree
- * node's write-copy pool, up to the replay bound of each leg, are then in memory).
+ * Each row runs one client, which first writes the range once unmeasured (warm-up: the legs'
+ * files, the client's and the tree node's buffer pools, up to the replay bounds, are then in
+ * memory).
  * Numbers vary a lot on a shared 2-core machine: compare rows of one run, not runs.
  * Env: BENCH_MIB (volume per phase, default 256), BENCH_ROUNDS (interleaved rounds, best
  *      kept, default 2), BENCH_PROFILE=DIR (run the tree nodes from source under
  *      `bun --cpu-prof`, profiles written to DIR), BENCH_DIR (where leg files go, default
  *      /dev/shm when present: the legs' storage must not be the limit), BENCH_ONLY (comma
- *      list of hop, stripe, mirror: only those rows, with direct), BENCH_BEFORE_BIN=PATH (a
- *      hop row whose tree node is that build: before/after in one run).
+ *      list of hop, stripe, mirror: only those rows, with direct), BENCH_BEFORE_BIN=PATH (each
+ *      tree row again with its tree node from that build: before/after in one run).
  */
 import { type Subprocess, spawn } from "bun";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -103,9 +104,8 @@ interface Phase {
   client: number;
 }
 
-async function sequential(port: number, kind: "read" | "write", tree: Node | null, legs: Node[]): Promise<Phase> {
-  const client = await connect(port);
-  try {
+async function sequential(client: DstClient, kind: "read" | "write", tree: Node | null, legs: Node[]): Promise<Phase> {
+  {
     const span = Math.min(client.size, legBytes) / MiB - 1;
     let next = 0;
     // The client's own costs kept low (it shares the two cores): writes hand the engine a
@@ -132,8 +132,6 @@ async function sequential(port: number, kind: "read" | "write", tree: Node | nul
       legs: (legs.reduce((a, l) => a + cpuSeconds(l.proc.pid), 0) - before.legs) / gib,
       client: (selfCpu() - before.client) / gib,
     };
-  } finally {
-    await client.close();
   }
 }
 
@@ -142,13 +140,20 @@ type Row = { label: string; write: Phase; read: Phase };
 async function measure(label: string, legs: Node[], tree: string[] | null, binary: string | null = null): Promise<Row> {
   const node = tree === null ? null : await start(label, tree, binary === null, binary);
   try {
-    const port = node?.port ?? legs[0]!.port;
-    // Warm-up (not measured): the same writes once, so the legs' files and the node's buffer
-    // pools are in memory already — a long-running node's steady state, not its first touch.
-    await sequential(port, "write", node, legs);
-    const write = await sequential(port, "write", node, legs);
-    const read = await sequential(port, "read", node, legs);
-    return { label, write, read };
+    // One client for the row: its engine's write-copy pool, filled by the warm-up, is warm
+    // when measured (a client per phase made every measured write copy into fresh memory,
+    // ~4–5 s of client CPU per GiB, which depressed the direct row most).
+    const client = await connect(node?.port ?? legs[0]!.port);
+    try {
+      // Warm-up (not measured): the same writes once, so the legs' files and every buffer
+      // pool on the path are in memory already — long-running processes' steady state.
+      await sequential(client, "write", node, legs);
+      const write = await sequential(client, "write", node, legs);
+      const read = await sequential(client, "read", node, legs);
+      return { label, write, read };
+    } finally {
+      await client.close();
+    }
   } finally {
     if (node !== null) await stop(node);
   }
@@ -174,7 +179,8 @@ try {
     ["stripe", "stripe of two legs", [a, b], ["--stripe", url(a), "--stripe", url(b)], null],
     ["mirror", "mirror of two legs", [c, d], ["--mirror", url(c), "--mirror", url(d), "--assume-clean"], null],
   ];
-  if (before !== null) configs.push(["hop", "hop, tree node from BENCH_BEFORE_BIN", [a], ["--linear", url(a)], before]);
+  // Before/after in one run: each tree row again with its node from the other build.
+  if (before !== null) for (const [key, label, on, tree] of [...configs]) if (tree !== null) configs.push([key, `${label}, node from BENCH_BEFORE_BIN`, on, tree, before]);
   for (let round = 0; round < rounds; round++) {
     for (const [key, label, on, tree, binary] of configs) if (only === null || key === "direct" || only.includes(key)) keep(await measure(label, on, tree, binary));
   }

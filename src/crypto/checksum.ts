@@ -78,24 +78,6 @@ export function verifyDigest(alg: ChecksumName, data: Uint8Array, digest: Uint8A
   return timingSafeEqual(scratch.subarray(0, size), digest);
 }
 
-/**
- * The payload hash an export's exactly-once table keys a mutation on (XXH3-64, seed 0): the
- * same value an xxh3 digest of the data carries.
- */
-export function payloadHash(data: Uint8Array): bigint {
-  return Bun.hash.xxHash3(data);
-}
-
-/**
- * payloadHash(data) read from a digest that verifyDigest() has just accepted, when `alg` is
- * xxh3 (the digest is that hash, big-endian): a 1 MiB write is then hashed once on the export,
- * not twice (docs/performance.md). null for another algorithm or size.
- */
-export function payloadHashFromDigest(alg: ChecksumName, digest: Uint8Array): bigint | null {
-  if (alg !== "xxh3" || digest.length !== 8) return null;
-  return new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0);
-}
-
 /** Parses "xxh3,sha256": the names in preference order, or a reason naming the bad entry. */
 export function parseChecksumList(text: string): ChecksumName[] | string {
   const names = text.split(",").map((s) => s.trim());

@@ -36,9 +36,14 @@ import type { FetchHost, LogSource } from "./fetch.ts";
 import type { DstServer } from "./server.ts";
 import type { Session, SessionConnection, SessionTable } from "./sessions.ts";
 
-/** Receive memory frames or records were gathered into, counted until its last user lets go. */
+/**
+ * Receive memory frames or records were gathered into: counted in the budgets until its last
+ * user lets go (refs), back to the pool once every port holding it (BufferHold, a handed-over
+ * WRITE payload: export/requests.ts) dropped it too.
+ */
 class ReceiveBuffer implements Held {
   refs = 1;
+  private holds = 0;
 
   constructor(
     private readonly connection: DstConnection,
@@ -48,8 +53,16 @@ class ReceiveBuffer implements Held {
 
   release(): void {
     if (--this.refs > 0) return;
-    giveBuffer(this.bytes);
     this.connection.receiveFreed(this.size);
+    if (this.holds === 0) giveBuffer(this.bytes);
+  }
+
+  hold(): void {
+    this.holds++;
+  }
+
+  drop(): void {
+    if (--this.holds === 0 && this.refs === 0) giveBuffer(this.bytes);
   }
 }
 

@@ -6,7 +6,10 @@
  *
  * Every request first reserves its reply (export/replies.ts) and, for a WRITE the port will
  * hold after returning, the memory of its payload; without room, `handle` answers "wait" and
- * the connection stops reading until room frees up. Ops are pooled and their completion
+ * the connection stops reading until room frees up. A WRITE's payload goes to a port that
+ * takes buffers (`writeHandedOver`) where it was received, under that memory's hold: the
+ * budget gets it back at the completion, the pool once the port lets go of it (the remote
+ * engine's replay bound limits how much it keeps). Ops are pooled and their completion
  * callbacks bound once, so a request allocates nothing on the synchronous fast path.
  *
  * Must not: answer a request twice; acknowledge a mutation that was not applied for this
@@ -15,12 +18,12 @@
  * success.
  */
 import { Errno, errnoMessage } from "../lib/errno.ts";
-import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
-import { computeDigest, payloadHash, payloadHashFromDigest, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
+import { giveBuffer } from "../lib/buffer-pool.ts";
+import { computeDigest, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
 import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
 import { Flag, HEADER_SIZE, Op, REPLY_BIT } from "../wire/dst/constants.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
-import type { StoragePort } from "../storage/port.ts";
+import type { BufferHold, StoragePort } from "../storage/port.ts";
 import { validateRequest, type RequestKind } from "../storage/validate.ts";
 import type { ReplyWriter } from "./replies.ts";
 import type { RequestObserver } from "./server.ts";
@@ -36,9 +39,16 @@ const kindOf: Record<number, RequestKind> = {
   [Op.WRITE_ZEROES]: "zero",
 };
 
-/** A receive buffer frames were gathered into: counted against the budget until released. */
-export interface Held {
+/**
+ * A receive buffer frames were gathered into: counted against the budget until released
+ * (refs), and in memory until every BufferHold on it is dropped too — a port that takes
+ * handed-over WRITE buffers (storage/port.ts, a tree node's remote leg) keeps the payload
+ * where it was received, past the completion, instead of copying it.
+ */
+export interface Held extends BufferHold {
   refs: number;
+  /** The memory: frames lie in it (a payload copied for an asynchronous port starts at 0). */
+  readonly bytes: Uint8Array;
   release(): void;
 }
 
@@ -87,8 +97,6 @@ class RequestOp {
   inlineAt = 0;
   /** The receive memory the WRITE payload lives in (null: none held). */
   held: Held | null = null;
-  /** The payload copy this op owns (async port, payload in a transient chunk). */
-  copy: Uint8Array | null = null;
   startedAt = 0;
   /** Set while the port call runs: a completion then is synchronous, not "later". */
   dispatching = false;
@@ -130,15 +138,21 @@ export class RequestPipeline {
     if (status === 0 && !host.readable) status = Errno.EPERM;
     if (status === 0) status = featureRefusal(kind, port);
     let data = payload;
-    /** The exactly-once table's hash of the data, when a verified digest already is it. */
-    let knownHash: bigint | null = null;
+    /** The payload's XXH3-64 (the exactly-once signature), once known. */
+    let hash: bigint | null = null;
     if (status === 0 && kind === "write" && (header.flags & Flag.DIGEST) !== 0) {
       // End-to-end check of the client's copy before anything reaches the disk. A mismatch is
-      // not recorded in the table, so the client's resend gets a fresh chance.
+      // not recorded in the table, so the client's resend gets a fresh chance. An xxh3 digest
+      // is the signature's hash too (crypto/checksum.ts: XXH3-64, seed 0, big-endian): one
+      // pass over the payload serves both.
       data = payload.subarray(0, header.length);
       const digest = payload.subarray(header.length);
-      if (verifyDigest(host.checksum, data, digest)) knownHash = payloadHashFromDigest(host.checksum, digest);
-      else {
+      let intact: boolean;
+      if (host.checksum === "xxh3" && digest.length === 8) {
+        hash = Bun.hash.xxHash3(data);
+        intact = hash === new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0);
+      } else intact = verifyDigest(host.checksum, data, digest);
+      if (!intact) {
         host.counters.checksumFailures++;
         host.warn(`write ${header.length} B at ${header.offset}: data checksum mismatch; not applied`);
         host.replies.header(opcode, header.txid, Errno.EBADMSG, header.offset, 0, reservation);
@@ -151,7 +165,6 @@ export class RequestPipeline {
       return "done";
     }
     // A port that keeps the payload after returning needs it in memory we own and count.
-    let copy: Uint8Array | null = null;
     let copyHeld: Held | null = null;
     if (kind === "write" && !port.synchronous && held === null && data.length > 0) {
       copyHeld = host.takeReceive(data.length);
@@ -160,17 +173,16 @@ export class RequestPipeline {
         host.counters.requests--;
         return "wait";
       }
-      copy = takeBuffer(data.length);
+      const copy = copyHeld.bytes.subarray(0, data.length);
       copy.set(data);
       data = copy;
     }
     let entry: Entry | null = null;
     if (mutating && !host.noDedupe) {
-      const hash = kind === "write" ? (knownHash ?? payloadHash(data)) : 0n;
+      hash ??= kind === "write" ? Bun.hash.xxHash3(data) : 0n;
       const flags = header.flags & ~Flag.DIGEST;
       const begun = host.sessions.begin(host.session, header.txid, header.opcode, flags, header.offset, header.length, hash);
       if (begun.kind !== "new") {
-        if (copy !== null) giveBuffer(copy);
         copyHeld?.release();
         if (begun.kind === "full") {
           host.counters.overflows++;
@@ -192,7 +204,6 @@ export class RequestPipeline {
     op.length = header.length;
     op.reservation = reservation;
     op.entry = entry;
-    op.copy = copy;
     op.held = copyHeld ?? held;
     if (op.held !== null && op.held === held) held.refs++;
     op.dispatching = true;
@@ -238,6 +249,8 @@ export class RequestPipeline {
       case "read":
         return this.read(op);
       case "write":
+        // Handed over where it lies (no copy) when the port keeps buffers and we own the memory.
+        if (port.writeHandedOver !== undefined && op.held !== null) return port.writeHandedOver(op.offset, data, fua, op.held, op.done);
         return port.write(op.offset, data, fua, op.done);
       case "flush":
         return port.flush(op.done);
@@ -285,12 +298,10 @@ export class RequestPipeline {
       if (host.live) host.replies.header(op.opcode, op.txid, errno, op.offset, 0, op.reservation);
       else host.replies.unreserve(op.reservation);
     }
-    if (op.copy !== null) giveBuffer(op.copy);
     op.held?.release();
     const later = !op.dispatching;
     op.entry = null;
     op.frame = null;
-    op.copy = null;
     op.held = null;
     this.pool.push(op);
     if (later) host.completed();

@@ -5,8 +5,9 @@
  * from scanning) a megabyte per request.
  *
  * Buffers come in power-of-two classes plus HEADER_ROOM bytes, so a frame of header + 2^k
- * data bytes fits one class. The pool keeps at most MAX_POOLED_BYTES in total; beyond that
- * returned buffers are left to the GC. Must not: hand out a buffer twice — callers give a
+ * data bytes fits one class. The pool keeps at most MAX_POOLED_BYTES in total, plus what
+ * holders of handed-over buffers reserved (reservePoolBytes); beyond that returned buffers
+ * are left to the GC. Must not: hand out a buffer twice — callers give a
  * buffer back only once nothing (target, socket queue) can still touch it.
  */
 
@@ -19,6 +20,26 @@ const MAX_POOLED_BYTES = 32 * 1024 * 1024;
 
 const free: ArrayBuffer[][] = Array.from({ length: MAX_CLASS + 1 }, () => []);
 let pooledBytes = 0;
+/** Extra capacity reserved by those who keep handed-over buffers (reservePoolBytes). */
+let reservedBytes = 0;
+
+/**
+ * Let the pool keep `bytes` more, until the returned function is called. A remote tree leg
+ * (storage/remote/remote-port.ts) keeps the WRITE payloads the DST export hands over to it
+ * until a FLUSH covers them (up to its replay bound) and then gives them all back at once:
+ * without room for them here they would go to the GC, and every later request would fault
+ * in fresh memory (docs/tree.md "Performance"). The room is what the engine's own copy pool
+ * would hold otherwise (engine/write-copies.ts), which stays empty for handed-over writes.
+ */
+export function reservePoolBytes(bytes: number): () => void {
+  reservedBytes += bytes;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    reservedBytes -= bytes;
+  };
+}
 
 function classOf(length: number): number {
   let k = MIN_CLASS;
@@ -45,7 +66,7 @@ export function giveBuffer(view: Uint8Array): void {
   const capacity = buffer.byteLength;
   const k = Math.log2(capacity - HEADER_ROOM);
   if (!Number.isInteger(k) || k < MIN_CLASS || k > MAX_CLASS) return;
-  if (pooledBytes + capacity > MAX_POOLED_BYTES) return;
+  if (pooledBytes + capacity > MAX_POOLED_BYTES + reservedBytes) return;
   free[k]!.push(buffer);
   pooledBytes += capacity;
 }

@@ -13,6 +13,8 @@
  *   (storage/validate.ts); a port may validate again as a last line of defence.
  * - Buffer ownership: `read` fills all of `into` and must not touch it after calling `done`;
  *   `write` may keep `data` only until it calls `done` (the caller recycles it after).
+ *   `writeHandedOver` (optional) is a write whose buffer the caller hands over: the port may
+ *   keep `data` past the completion, under a BufferHold (below).
  * - Completions may arrive in any order. FLUSH covers every write whose completion was
  *   called before the flush was issued (NBD proto.md "Ordering of messages and writes");
  *   `fua` means durable before the completion.
@@ -41,6 +43,19 @@ export interface ZeroFlags {
   noHole: boolean;
   /** Fail at once with ENOTSUP unless faster than writing zeroes (NBD_CMD_FLAG_FAST_ZERO). */
   fast: boolean;
+}
+
+/**
+ * A counted hold on a WRITE buffer handed over to a port (`writeHandedOver`): zero copy for a
+ * port that keeps the data after completing (a remote leg's engine keeps it for resends and
+ * for replay until a FLUSH covers it: engine/lease.ts). Whoever keeps a reference calls
+ * `hold()` before the call that handed it over returns and `drop()` once when done with it;
+ * the buffer goes back to its owner (the DST export's receive pool) when the last hold is
+ * dropped, never earlier. The caller's own hold lasts at least until the completion.
+ */
+export interface BufferHold {
+  hold(): void;
+  drop(): void;
 }
 
 /** Completion of a request: 0 or an errno. */
@@ -80,6 +95,12 @@ export interface StoragePort {
    * the remote engine does), so the caller may recycle the buffer before the completion.
    */
   readonly writeDataCopied?: boolean;
+  /**
+   * Optional: `write` of a buffer the caller hands over (see BufferHold): the caller never
+   * changes `data` again, so the port may keep it without copying for as long as it holds
+   * `hold`. Absent: callers use `write` (writeWithHold below does the choosing).
+   */
+  writeHandedOver?(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void;
 
   read(offset: number, into: Uint8Array, done: Done): void;
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void;
@@ -95,6 +116,17 @@ export interface StoragePort {
   resize?(size: number, done: Done): void;
   /** Release what the port holds (descriptors, connections, legs). Idempotent. */
   close(): Promise<void>;
+}
+
+/**
+ * Write `data` (under the caller's `hold`) to `port`: handed over when the port takes buffers
+ * (no copy anywhere below), else a plain write, which may keep `data` only until its
+ * completion — within the caller's own hold, which lasts until the caller's completion. For
+ * layers that split or fan out a handed-over write.
+ */
+export function writeWithHold(port: StoragePort, offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+  if (port.writeHandedOver !== undefined) port.writeHandedOver(offset, data, fua, hold, done);
+  else port.write(offset, data, fua, done);
 }
 
 /** A port's flags as one object, for status output and tests. */

@@ -10,8 +10,6 @@ import {
   computeDigest,
   digestSize,
   parseChecksumList,
-  payloadHash,
-  payloadHashFromDigest,
   verifyDigest,
 } from "../../src/crypto/checksum.ts";
 
@@ -81,22 +79,6 @@ describe.each(["xxh3", "sha256", "blake2b256"] as const)("%s", (alg) => {
     const view = big.subarray(7, 907);
     expect(hexDigest(alg, view)).toBe(hexDigest(alg, view.slice()));
   });
-});
-
-test("an xxh3 digest is the export's payload hash (read back, not recomputed); other algorithms give none", () => {
-  for (const size of [0, 1, 4096, 1 << 20]) {
-    const data = new Uint8Array(randomBytes(size));
-    const digest = new Uint8Array(8);
-    computeDigest("xxh3", data, digest, 0);
-    expect(payloadHashFromDigest("xxh3", digest)).toBe(payloadHash(data));
-  }
-  // A view inside a larger frame (the digest trails the payload) reads at its own offset.
-  const frame = new Uint8Array(4096 + 8 + 3);
-  frame.set(randomBytes(4096), 3);
-  computeDigest("xxh3", frame.subarray(3, 4099), frame, 4099);
-  expect(payloadHashFromDigest("xxh3", frame.subarray(4099))).toBe(payloadHash(frame.subarray(3, 4099)));
-  expect(payloadHashFromDigest("sha256", new Uint8Array(32))).toBeNull();
-  expect(payloadHashFromDigest("xxh3", new Uint8Array(7))).toBeNull();
 });
 
 test("none: no digest, always verifies an empty digest, refuses a non-empty one", () => {

@@ -8,7 +8,11 @@
  * outage shorter than that only delays it. Properties are read from the export's latest
  * WELCOME on every access (a reconnect or a resize notice may bring a new size). The engine
  * copies WRITE data at submit, so `data` is free for the caller to recycle as soon as write()
- * returns (`writeDataCopied`); READ replies are decoded straight into `into`. FLUSH completes
+ * returns (`writeDataCopied`) — unless the caller hands the buffer over (`writeHandedOver`,
+ * storage/port.ts BufferHold): the engine then sends and keeps the caller's buffer itself
+ * (for resends, and in the replay log until a FLUSH covers it) and drops the hold when its
+ * lease ends (engine/lease.ts). A tree node's export hands over the WRITE payloads it
+ * received, so a hop copies nothing (docs/tree.md "Performance"). READ replies are decoded straight into `into`. FLUSH completes
  * only when the export's disk has every write acknowledged before it. When the engine's
  * queues are full (submit says BUSY) requests wait here in order, with their write data
  * copied; the caller (the NBD front, a mirror) bounds how many it has in flight.
@@ -20,7 +24,7 @@ import { Errno } from "../../lib/errno.ts";
 import { Feature } from "../../wire/dst/constants.ts";
 import { BUSY, type Completion, type Request } from "../../engine/client-engine.ts";
 import type { DstClient } from "../../client/dst-client.ts";
-import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind } from "../validate.ts";
 
 export function createEnginePort(client: DstClient, description: string): StoragePort {
@@ -82,6 +86,14 @@ export class EnginePort implements StoragePort {
     this.submit({ kind: "write", offset, length: data.length, data, fua }, (errno) => done(errno));
   }
 
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+    const invalid = this.check("write", offset, data.length);
+    if (invalid !== 0) return done(invalid);
+    hold.hold();
+    const request: Request = { kind: "write", offset, length: data.length, data, fua, handOver: true, recycle: () => hold.drop() };
+    this.submit(request, (errno) => done(errno));
+  }
+
   flush(done: Done): void {
     this.submit({ kind: "flush", offset: 0, length: 0 }, (errno) => done(errno));
   }
@@ -109,8 +121,13 @@ export class EnginePort implements StoragePort {
   async close(): Promise<void> {}
 
   private submit(request: Request, done: Completion): void {
-    if (this.waiting.length === 0 && this.client.submit(request, done) !== BUSY) return;
-    if (request.data !== undefined) request.data = request.data.slice(); // the caller recycles it on return
+    if (this.waiting.length === 0) {
+      const accepted = this.client.submit(request, done);
+      if (accepted === 0 && request.handOver === true) request.recycle?.(request.data!); // refused at once: not kept
+      if (accepted !== BUSY) return;
+    }
+    // The caller recycles a plain write's buffer on return; a handed-over one is ours to keep.
+    if (request.data !== undefined && request.handOver !== true) request.data = request.data.slice();
     this.waiting.push({ request, done });
   }
 

@@ -8,7 +8,9 @@
  * deadline), reconnects and replays what the export had not flushed after an export restart,
  * and authenticates with the leg's key. Opening waits for the first handshake (and fails when
  * the export refuses, or stays unreachable for the deadline); close() waits for requests in
- * flight, then closes the session. `describe()` reports the link state and the engine's
+ * flight, then closes the session. WRITE payloads handed over (storage/port.ts BufferHold)
+ * are sent and kept for replay without a copy; the pool they go back to keeps room for the
+ * replay bound while the leg is open. `describe()` reports the link state and the engine's
  * counters for status.
  */
 import type { ExportUrl, ListenAddress } from "../../lib/address.ts";
@@ -16,7 +18,8 @@ import { formatExportUrl } from "../../lib/address.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { DstClient } from "../../client/dst-client.ts";
 import type { EngineLog } from "../../engine/client-engine.ts";
-import type { EngineOptions } from "../../engine/options.ts";
+import { ENGINE_DEFAULTS, type EngineOptions } from "../../engine/options.ts";
+import { reservePoolBytes } from "../../lib/buffer-pool.ts";
 import type { Describable, NodeSnapshot } from "../tree/describe.ts";
 import { EnginePort } from "./engine-port.ts";
 
@@ -54,14 +57,19 @@ export async function openRemotePort(options: RemotePortOptions): Promise<Remote
   } catch (error) {
     throw new DstdError("E_CONNECT", `leg ${where}: ${(error as Error).message}`, { cause: error });
   }
-  return new RemotePort(client, where);
+  const port = new RemotePort(client, where);
+  // Room in the receive pool for the handed-over payloads the engine keeps for replay.
+  port.releasePool = reservePoolBytes(options.engine.replayBufferBytes ?? ENGINE_DEFAULTS.replayBufferBytes);
+  return port;
 }
 
 export class RemotePort extends EnginePort implements Describable {
   override readonly kind = "remote";
   private closing: Promise<void> | null = null;
+  releasePool: () => void = () => {};
 
   override close(): Promise<void> {
+    this.releasePool();
     this.closing ??= this.client.close();
     return this.closing;
   }

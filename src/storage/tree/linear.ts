@@ -14,7 +14,7 @@
 import { Errno } from "../../lib/errno.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { formatSize } from "../../lib/size.ts";
-import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import { writeWithHold, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../port.ts";
 import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
 import { ExtentCollector } from "./extents.ts";
@@ -108,6 +108,13 @@ export class LinearPort implements StoragePort, Describable {
     const invalid = checkRequest("write", offset, data.length, this);
     if (invalid !== 0) return done(invalid);
     this.split(offset, data.length, done, (port, legOffset, at, length, piece) => port.write(legOffset, data.subarray(at, at + length), fua, piece));
+  }
+
+  /** A handed-over buffer (storage/port.ts BufferHold): its pieces are handed over to the legs that take buffers. */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+    const invalid = checkRequest("write", offset, data.length, this);
+    if (invalid !== 0) return done(invalid);
+    this.split(offset, data.length, done, (port, legOffset, at, length, piece) => writeWithHold(port, legOffset, data.subarray(at, at + length), fua, hold, piece));
   }
 
   trim(offset: number, length: number, fua: boolean, done: Done): void {

@@ -14,7 +14,7 @@
 import { Errno } from "../../lib/errno.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { formatSize } from "../../lib/size.ts";
-import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import { writeWithHold, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../port.ts";
 import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
 import { ExtentCollector } from "./extents.ts";
@@ -123,6 +123,18 @@ export class StripePort implements StoragePort, Describable {
   }
 
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    this.writeShares(offset, data, fua, null, done);
+  }
+
+  /**
+   * A handed-over buffer (storage/port.ts BufferHold): a leg's share that is one piece of it
+   * is handed over as a subarray; a gathered share is a buffer of this node's (plain write).
+   */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+    this.writeShares(offset, data, fua, hold, done);
+  }
+
+  private writeShares(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold | null, done: Done): void {
     const invalid = checkRequest("write", offset, data.length, this);
     if (invalid !== 0) return done(invalid);
     if (data.length === 0) return done(0);
@@ -130,8 +142,11 @@ export class StripePort implements StoragePort, Describable {
     const join = joinCompletions(shares.length + 1, done);
     for (const share of shares) {
       const port = this.legList[share.leg]!.port;
-      const payload = share.at.length === 1 ? data.subarray(share.at[0]!, share.at[0]! + share.length) : gather(data, share);
-      port.write(share.legOffset, payload, fua, join);
+      if (share.at.length === 1) {
+        const payload = data.subarray(share.at[0]!, share.at[0]! + share.length);
+        if (hold !== null) writeWithHold(port, share.legOffset, payload, fua, hold, join);
+        else port.write(share.legOffset, payload, fua, join);
+      } else port.write(share.legOffset, gather(data, share), fua, join);
     }
     join(0);
   }

@@ -13,11 +13,13 @@
  * - a crash of the NODE running the tree (`SimStore.crash`) loses each unflushed write or
  *   keeps it, in order (the sim-backend "random" mode), and every request in flight on the
  *   old port objects vanishes.
+ * A handed-over write's buffer (storage/port.ts BufferHold) is kept, as the engine keeps it
+ * for replay, until a FLUSH issued after it succeeds; it must be unchanged until then.
  * Trim zeroes (a trim may do that). No block status. Test tooling only.
  */
 import { Errno } from "../../../src/lib/errno.ts";
 import type { Prng } from "../../../src/lib/prng.ts";
-import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../../../src/storage/port.ts";
+import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../../../src/storage/port.ts";
 import type { Timer, TreeClock } from "../../../src/storage/tree/clock.ts";
 import type { SimClock } from "../../sim/sim-clock.ts";
 
@@ -172,6 +174,13 @@ export class SimStore {
 }
 
 /** One node-life's port on a SimStore. */
+interface Kept {
+  data: Uint8Array;
+  expected: Uint8Array;
+  hold: BufferHold;
+  applied: boolean;
+}
+
 export class SimLeg implements StoragePort {
   readonly kind = "sim";
   readonly blockSize = 512;
@@ -185,6 +194,8 @@ export class SimLeg implements StoragePort {
   readonly canBlockStatus = false;
   readonly synchronous = false;
   dead = false;
+  /** Handed-over writes held until a FLUSH after them succeeds. */
+  private kept: Kept[] = [];
   private parked: (() => void)[] = [];
 
   constructor(readonly store: SimStore) {}
@@ -205,6 +216,17 @@ export class SimLeg implements StoragePort {
     const bytes = data.slice(); // the port contract lets the caller reuse `data` after done
     this.request(() => this.store.apply({ offset, bytes, length: bytes.length }, fua), done);
   }
+  /** Kept like the engine's replay log keeps it: sent as it lies, held until a later FLUSH succeeds. */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+    this.check(offset, data.length);
+    hold.hold();
+    const entry = { data, expected: data.slice(), hold, applied: false };
+    this.kept.push(entry);
+    this.request(() => {
+      entry.applied = true;
+      this.store.apply({ offset, bytes: data.slice(), length: data.length }, fua);
+    }, done);
+  }
   trim(offset: number, length: number, fua: boolean, done: Done): void {
     this.check(offset, length);
     this.request(() => this.store.apply({ offset, bytes: null, length }, fua), done);
@@ -215,7 +237,22 @@ export class SimLeg implements StoragePort {
     this.request(() => this.store.apply({ offset, bytes: null, length }, flags.fua), done);
   }
   flush(done: Done): void {
-    this.request(() => this.store.flush(), done);
+    // Like the engine's FLUSH: it releases the writes that had reached the leg before it.
+    const covered = this.kept.filter((entry) => entry.applied);
+    this.kept = this.kept.filter((entry) => !entry.applied);
+    this.request(
+      () => this.store.flush(),
+      (errno) => {
+        if (errno !== 0) this.kept.push(...covered);
+        else for (const entry of covered) this.letGo(entry);
+        done(errno);
+      },
+    );
+  }
+
+  private letGo(entry: Kept): void {
+    if (!Buffer.from(entry.data).equals(Buffer.from(entry.expected))) throw new Error(`${this.store.name}: a handed-over write's buffer changed while the leg still held it`);
+    entry.hold.drop();
   }
   extents(_offset: number, length: number, _max: number, done: ExtentsDone): void {
     done(0, [{ length, hole: false, zero: false }]);

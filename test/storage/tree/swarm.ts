@@ -139,9 +139,27 @@ export class TreeWorld {
         port.read(offset, into, (s) => done(s, into));
         break;
       }
-      case "write":
-        port.write(offset, makeWriteData(version, first, count, BLOCK), fua, done);
+      case "write": {
+        const data = makeWriteData(version, first, count, BLOCK);
+        // Every other write is handed over (storage/port.ts BufferHold), as the DST export
+        // hands over what it received: once the last hold is dropped the buffer is poisoned,
+        // so a layer or leg that read it later would put garbage on a leg (the oracle sees it).
+        if (port.writeHandedOver !== undefined && op.id % 2 === 0) {
+          let holds = 1;
+          const hold = {
+            hold: () => void holds++,
+            drop: () => {
+              if (--holds < 0) violation("liveness", `request #${op.id}: its buffer's hold dropped more often than taken`);
+              if (holds === 0) data.fill(0xee);
+            },
+          };
+          port.writeHandedOver(offset, data, fua, hold, (status) => {
+            done(status);
+            hold.drop();
+          });
+        } else port.write(offset, data, fua, done);
         break;
+      }
       case "trim":
         port.trim(offset, length, fua, done);
         break;

@@ -23,7 +23,7 @@
  */
 import { Errno, errnoMessage } from "../../../lib/errno.ts";
 import { DstdError } from "../../../lib/errors.ts";
-import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../../port.ts";
+import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../../port.ts";
 import { call } from "../../port.ts";
 import type { Describable, NodeSnapshot } from "../describe.ts";
 import { checkRequest } from "../legs.ts";
@@ -142,6 +142,13 @@ export class MirrorPort implements StoragePort, Describable {
     const invalid = checkRequest("write", offset, data.length, this);
     if (invalid !== 0) return done(invalid);
     mutate(this.state, "write", offset, data.length, data, fua, false, done);
+  }
+
+  /** A handed-over buffer (storage/port.ts BufferHold): handed over to every leg that keeps buffers. */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+    const invalid = checkRequest("write", offset, data.length, this);
+    if (invalid !== 0) return done(invalid);
+    mutate(this.state, "write", offset, data.length, data, fua, false, done, hold);
   }
 
   trim(offset: number, length: number, fua: boolean, done: Done): void {

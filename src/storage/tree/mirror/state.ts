@@ -8,7 +8,7 @@
  *
  * Must not: do I/O or read the clock itself (it holds the injected TreeClock).
  */
-import type { Done, StoragePort } from "../../port.ts";
+import type { BufferHold, Done, StoragePort } from "../../port.ts";
 import type { TreeClock } from "../clock.ts";
 import type { ReadPolicy } from "../../../config/tree-spec.ts";
 import type { Plan } from "./assemble.ts";
@@ -63,6 +63,8 @@ export interface MutOp {
   offset: number;
   length: number;
   data: Uint8Array | null;
+  /** A handed-over write's hold (storage/port.ts BufferHold): passed on to the legs that keep buffers. */
+  hold: BufferHold | null;
   fua: boolean;
   noHole: boolean;
   done: Done;

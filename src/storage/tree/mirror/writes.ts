@@ -11,12 +11,14 @@
  * 4. it completes when every leg has answered and every record it waits for is down.
  *
  * The payload is handed to every leg as it came (no copy): the caller keeps it untouched
- * until the completion, and so do the legs.
+ * until the completion, and so do the legs; a handed-over payload (storage/port.ts
+ * BufferHold) is handed over to every leg that keeps buffers (a remote leg's engine), so a
+ * mirror node copies nothing either.
  *
  * Bounded: running + waiting requests ≤ `maxQueued` (beyond: EAGAIN).
  */
 import { Errno } from "../../../lib/errno.ts";
-import type { Done } from "../../port.ts";
+import { writeWithHold, type BufferHold, type Done } from "../../port.ts";
 import { joinCompletions } from "../join.ts";
 import { pageOf } from "./bitmap.ts";
 import { ACTIVE_SLOT } from "./layout.ts";
@@ -25,7 +27,17 @@ import { commitRecord } from "./metadata.ts";
 import { conflicts, scheduleGrants } from "./region-locks.ts";
 import type { MirrorState, MutKind, MutOp } from "./state.ts";
 
-export function mutate(s: MirrorState, kind: MutKind, offset: number, length: number, data: Uint8Array | null, fua: boolean, noHole: boolean, done: Done): void {
+export function mutate(
+  s: MirrorState,
+  kind: MutKind,
+  offset: number,
+  length: number,
+  data: Uint8Array | null,
+  fua: boolean,
+  noHole: boolean,
+  done: Done,
+  hold: BufferHold | null = null,
+): void {
   if (s.closed) return done(Errno.ESHUTDOWN);
   if (length === 0) return done(0);
   if (s.running.size + s.lockWait.length >= s.maxQueued) return done(Errno.EAGAIN);
@@ -36,6 +48,7 @@ export function mutate(s: MirrorState, kind: MutKind, offset: number, length: nu
     offset,
     length,
     data,
+    hold,
     fua,
     noHole,
     done,
@@ -97,7 +110,10 @@ function issue(s: MirrorState, op: MutOp): void {
   for (const leg of targets) {
     const port = leg.port!;
     const done: Done = (errno) => legDone(s, op, leg, errno);
-    if (op.kind === "write") port.write(legOffset, op.data!, op.fua, done);
+    if (op.kind === "write") {
+      if (op.hold !== null) writeWithHold(port, legOffset, op.data!, op.fua, op.hold, done);
+      else port.write(legOffset, op.data!, op.fua, done);
+    }
     else if (op.kind === "trim") port.trim(legOffset, op.length, op.fua, done);
     else port.zero(legOffset, op.length, { fua: op.fua, noHole: op.noHole, fast: false }, done);
   }
@@ -139,6 +155,7 @@ function finish(s: MirrorState, op: MutOp, errno: number): void {
     else s.activeInflight.set(a, n);
   }
   op.data = null;
+  op.hold = null;
   op.done(errno);
   if (s.wanted.size > 0) scheduleGrants(s);
   drainLockWait(s);
