@@ -42,13 +42,26 @@ try {
       const before = await pair.status(pair.b);
       const wireBefore = pair.proxy.stats.bytesDown;
       const started = performance.now();
+      // Where the time goes: the link's delivered bytes sampled every 10 ms (in this process,
+      // next to the proxy) give when the first and last answer bytes crossed, and how long the
+      // link sat idle in between (one FETCH in flight: a round trip per answer).
+      const samples: { at: number; down: number }[] = [{ at: started, down: wireBefore }];
+      const sampler = setInterval(() => samples.push({ at: performance.now(), down: pair.proxy.stats.bytesDown }), 10);
       await pair.replica(pair.b, "resume", "disk", "--fetch");
+      const resumed = performance.now();
       let s = before;
       while (s.received_bytes - before.received_bytes < log) {
         await Bun.sleep(50);
         s = await pair.status(pair.b);
       }
+      clearInterval(sampler);
       const seconds = (performance.now() - started) / 1000;
+      const moving = samples.findIndex((x) => x.down > wireBefore);
+      const last = samples.findIndex((x) => x.down === samples[samples.length - 1]!.down);
+      let idleMs = 0;
+      for (let i = Math.max(1, moving + 1); i <= last; i++) if (samples[i]!.down === samples[i - 1]!.down) idleMs += samples[i]!.at - samples[i - 1]!.at;
+      const firstByte = moving < 0 ? NaN : samples[moving]!.at - started;
+      const crossing = moving < 0 ? NaN : samples[last]!.at - samples[moving]!.at;
       const shipped = s.received_bytes - before.received_bytes;
       const wire = pair.proxy.stats.bytesDown - wireBefore;
       const rate = shipped / seconds;
@@ -57,6 +70,9 @@ try {
       await pair.replica(pair.b, "resume", "disk", "--replay");
       await pair.caughtUp(600_000);
       const applySeconds = (performance.now() - applyStart) / 1000;
+      console.log(
+        `  time: resume command ${(resumed - started).toFixed(0)} ms, first byte on the link at ${firstByte.toFixed(0)} ms, answers crossing for ${crossing.toFixed(0)} ms (link idle ${idleMs.toFixed(0)} ms of it), after the last byte ${(seconds * 1000 - firstByte - crossing).toFixed(0)} ms; while crossing ${((shipped / MiB / crossing) * 1000).toFixed(2)} MiB/s = ${((shipped / crossing) * 1000 / LINK).toFixed(2)}× the link`,
+      );
       console.log(
         `round ${round + 1}: fetched ${(shipped / MiB).toFixed(1)} MiB of log (${(wire / MiB).toFixed(1)} MiB on the wire) in ${seconds.toFixed(1)} s = ${(rate / MiB).toFixed(2)} MiB/s on a ${(LINK / MiB).toFixed(0)} MiB/s link with ${DELAY_MS} ms each way: ${(rate / LINK).toFixed(2)}×; then applied in ${applySeconds.toFixed(1)} s (${(SIZE / MiB / applySeconds).toFixed(1)} MiB/s)`,
       );
