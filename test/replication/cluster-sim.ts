@@ -228,93 +228,110 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const linkKey = (x: string, y: string) => (x < y ? `${x}-${y}` : `${y}-${x}`);
   const delay = () => latency[0] + prng.net.int(latency[1] - latency[0] + 1);
 
-  function fetch(from: SimNode, epoch: number, to: string, isClosed: () => boolean): FetchTransport {
-    return (request, done) => {
-      const alive = () => from.epoch === epoch && !isClosed();
-      const key = linkKey(from.name, to);
-      const failLater = (errno: number) => clock.after(delay() * 4, () => alive() && done(errno, null));
-      if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
-      // Applied positions reported to a primary: the primary may release the log below them.
-      clock.after(delay(), () => {
-        const target = byName(to);
-        if (linkDown.has(key) || target.replica === null || target.bound === null) return failLater(Errno.ETIMEDOUT);
-        const source = target.bound.log;
-        if (source === undefined) {
-          const reason = encodeFetchReason(`export disk is not a replication primary`);
-          return clock.after(delay(), () => alive() && done(Errno.ENOTSUP, reason));
-        }
-        const targetEpoch = target.epoch;
-        // The engine's deadline: a FETCH whose answer never comes (the primary crashed with it)
-        // fails, and the shipper asks again.
-        let answered = false;
-        clock.after(2000, () => {
-          if (answered) return;
-          answered = true;
-          if (alive()) done(Errno.ETIMEDOUT, null);
+  /**
+   * One request over the simulated link to `to`'s ship server and back, each way after a
+   * seeded latency: a cut link or a node that is down fails it later (ETIMEDOUT), a node
+   * without a log answers ENOTSUP as the export does, and an answer that never comes (the
+   * primary crashed with it) fails at the engine's deadline so the caller asks again.
+   * `ask` calls the server; `atServer` sees the answer there; `deliver` gets a successful
+   * answer back at `from`; `fail` gets everything else.
+   */
+  function overLink<A extends { status: number }>(
+    from: SimNode,
+    epoch: number,
+    to: string,
+    isClosed: () => boolean,
+    fail: (errno: number, reason: Uint8Array | null) => void,
+    ask: (source: LogSource, answer: (a: A) => void) => void,
+    atServer: (target: SimNode, source: LogSource, answer: A) => void,
+    deliver: (answer: A) => void,
+  ): void {
+    const alive = () => from.epoch === epoch && !isClosed();
+    const key = linkKey(from.name, to);
+    const failLater = (errno: number) => clock.after(delay() * 4, () => alive() && fail(errno, null));
+    if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
+    clock.after(delay(), () => {
+      const target = byName(to);
+      if (linkDown.has(key) || target.replica === null || target.bound === null) return failLater(Errno.ETIMEDOUT);
+      const source = target.bound.log;
+      if (source === undefined) {
+        const reason = encodeFetchReason(`export disk is not a replication primary`);
+        return clock.after(delay(), () => alive() && fail(Errno.ENOTSUP, reason));
+      }
+      const targetEpoch = target.epoch;
+      let answered = false;
+      clock.after(2000, () => {
+        if (answered) return;
+        answered = true;
+        if (alive()) fail(Errno.ETIMEDOUT, null);
+      });
+      ask(source, (answer) => {
+        if (target.epoch !== targetEpoch || answered) return; // lost with the primary, or timed out
+        answered = true;
+        atServer(target, source, answer);
+        clock.after(delay(), () => {
+          if (!alive()) return;
+          if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
+          if (answer.status !== 0) return fail(answer.status, encodeFetchReason((answer as unknown as { reason: string }).reason));
+          deliver(answer);
         });
-        source.fetch(request, from.name, (answer) => {
-          if (target.epoch !== targetEpoch || answered) return; // lost with the primary, or timed out
-          answered = true;
+      });
+    });
+  }
+
+  function fetch(from: SimNode, epoch: number, to: string, isClosed: () => boolean): FetchTransport {
+    return (request, done) =>
+      overLink<Parameters<Parameters<LogSource["fetch"]>[2]>[0]>(
+        from,
+        epoch,
+        to,
+        isClosed,
+        done,
+        (source, answer) => source.fetch(request, from.name, answer),
+        (target, source, answer) => {
+          // Applied positions reported to a primary: the primary may release the log below them.
           if (from.epoch === epoch && answer.status === 0) {
             const generation = source === target.bound?.log ? target.replica!.status().generation : 0;
             if (request.applied > from.reported.seq || generation !== from.reported.generation) from.reported = { seq: request.applied, generation };
           }
-          clock.after(delay(), () => {
-            if (!alive()) return;
-            if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
-            if (answer.status !== 0) return done(answer.status, encodeFetchReason((answer as { reason: string }).reason));
-            let payload = (answer as { payload: Uint8Array }).payload;
-            let flags = 0;
-            if (request.zstd === true) {
-              const packed = compressFetchReply(payload, zstdCompress);
-              if (packed !== null) {
-                payload = packed;
-                flags = Flag.ZSTD;
-                stats.compressedAnswers++;
-              }
+        },
+        (answer) => {
+          let payload = (answer as { payload: Uint8Array }).payload;
+          let flags = 0;
+          if (request.zstd === true) {
+            const packed = compressFetchReply(payload, zstdCompress);
+            if (packed !== null) {
+              payload = packed;
+              flags = Flag.ZSTD;
+              stats.compressedAnswers++;
             }
-            if (payload.length > 48 && prng.net.chance(corruptRate)) {
-              payload = payload.slice();
-              payload[48 + prng.net.int(payload.length - 48)]! ^= 1 << prng.net.int(8);
-              stats.transitCorruptions++;
-              log(`CORRUPT answer to ${from.name} (${flags !== 0 ? "compressed" : "plain"})`);
-            }
-            done(0, payload, flags);
-          });
-        });
-      });
-    };
+          }
+          if (payload.length > 48 && prng.net.chance(corruptRate)) {
+            payload = payload.slice();
+            payload[48 + prng.net.int(payload.length - 48)]! ^= 1 << prng.net.int(8);
+            stats.transitCorruptions++;
+            log(`CORRUPT answer to ${from.name} (${flags !== 0 ? "compressed" : "plain"})`);
+          }
+          done(0, payload, flags);
+        },
+      );
   }
 
   /**
    * SYNC (initial sync, fork repair: docs/replication.md §10.1, §11) to the peer's ship server,
-   * as the export answers it, each way after a seeded latency. The real link is sealed: a
-   * corrupt answer is a failed one (dropped here in cuts), never wrong data.
+   * as the export answers it. The real link is sealed: a corrupt answer is a failed one
+   * (dropped here in cuts), never wrong data.
    */
   function sync(from: SimNode, epoch: number, to: string, isClosed: () => boolean): SyncTransport {
-    return (request, offset, length, done) => {
-      const alive = () => from.epoch === epoch && !isClosed();
-      const key = linkKey(from.name, to);
-      const failLater = (errno: number) => clock.after(delay() * 4, () => alive() && done(errno, null));
-      if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
-      clock.after(delay(), () => {
-        const target = byName(to);
-        if (linkDown.has(key) || target.replica === null || target.bound === null) return failLater(Errno.ETIMEDOUT);
-        const source = target.bound.log;
-        if (source === undefined) {
-          const reason = encodeFetchReason(`export disk is not a replication primary`);
-          return clock.after(delay(), () => alive() && done(Errno.ENOTSUP, reason));
-        }
-        const targetEpoch = target.epoch;
-        let answered = false;
-        clock.after(2000, () => {
-          if (answered) return;
-          answered = true;
-          if (alive()) done(Errno.ETIMEDOUT, null);
-        });
-        source.sync(request, offset, length, syncBudget, from.name, (answer) => {
-          if (target.epoch !== targetEpoch || answered) return;
-          answered = true;
+    return (request, offset, length, done) =>
+      overLink<Parameters<Parameters<LogSource["sync"]>[5]>[0]>(
+        from,
+        epoch,
+        to,
+        isClosed,
+        done,
+        (source, answer) => source.sync(request, offset, length, syncBudget, from.name, answer),
+        (target, _source, answer) => {
           const side = sideOf(target);
           if (request.kind === SyncKind.COPY && answer.status === 0 && side?.kind === "primary") {
             const p = side.primary.status();
@@ -324,17 +341,13 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
             stats.syncsBegun++;
             log(`SYNC BEGIN ${from.name} from ${to}: ${JSON.stringify(decodeSyncBegin((answer as { payload: Uint8Array }).payload), (_k, v) => (typeof v === "bigint" ? v.toString(16) : v))}`);
           }
-          clock.after(delay(), () => {
-            if (!alive()) return;
-            if (linkDown.has(key)) return failLater(Errno.ETIMEDOUT);
-            if (answer.status !== 0) return done(answer.status, encodeFetchReason((answer as { reason: string }).reason));
-            let payload = (answer as { payload: Uint8Array }).payload;
-            if (request.kind === SyncKind.COPY) payload = plantInCopy(from, offset, length, payload);
-            done(0, payload);
-          });
-        });
-      });
-    };
+        },
+        (answer) => {
+          let payload = (answer as { payload: Uint8Array }).payload;
+          if (request.kind === SyncKind.COPY) payload = plantInCopy(from, offset, length, payload);
+          done(0, payload);
+        },
+      );
   }
 
   /** Planted bugs of the copy: the coverage it reports, or the copy itself. */
