@@ -10,11 +10,14 @@
  *   BENCH_RUNTIME=5 BENCH_ROUNDS=3 npm run bench:rbd
  *
  * Environment: BENCH_RUNTIME seconds per fio run (10), BENCH_SIZE image size in MiB (1024),
- * BENCH_ROUNDS (1; the median is reported; servers alternate within a round, and which one
- * goes first alternates between rounds), BENCH_JOBS
+ * BENCH_ROUNDS (1; the median is reported; which server goes first rotates between rounds),
+ * BENCH_WARMUP seconds of the same job run against each fresh server before it is measured
+ * (2; 0: none), BENCH_JOBS
  * (seq-write,seq-read,rand-write,rand-read), DSTD_CMD (how
- * to run dstd; default dist/dstd when built, else `bun src/main.ts`). One server runs at a
- * time: two writers on one image would pass its exclusive lock back and forth.
+ * to run dstd; default dist/dstd when built, else `bun src/main.ts`), BASELINE_BIN (another
+ * dstd binary, e.g. a build of the commit before a change: measured as "before" in the same
+ * rounds, with its own ratio column). One server runs at a time: two writers on one image
+ * would pass its exclusive lock back and forth.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -23,6 +26,7 @@ import { cpuSeconds, FIO_JOBS, fio, median, MiB, missingTool, Run, stop, table, 
 const runtime = Number(process.env.BENCH_RUNTIME ?? 10);
 const sizeMiB = Number(process.env.BENCH_SIZE ?? 1024);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 1);
+const warmup = Number(process.env.BENCH_WARMUP ?? 2);
 const root = join(import.meta.dir, "..");
 /** BENCH_JOBS: a comma-separated subset of seq-write, seq-read, rand-write, rand-read. */
 const JOB_KEYS = ["seq-write", "seq-read", "rand-write", "rand-read"];
@@ -52,11 +56,12 @@ interface Peer {
   command(conf: string, port: number): string[];
 }
 
+const dstdExport = (bin: string[], conf: string, port: number) => [...bin, "export", "--name", "disk", "--rbd", "rbd/bench", "--ceph-conf", conf, "--nbd-listen", `127.0.0.1:${port}`, "--listen", "unix:" + join(conf, "..", "run", `dstd-${port}.sock`), "--allow", "127.0.0.1/32:rw"];
+const baselineBin = process.env.BASELINE_BIN;
+
 const PEERS: Peer[] = [
-  {
-    name: "dstd",
-    command: (conf, port) => [...dstdCommand(), "export", "--name", "disk", "--rbd", "rbd/bench", "--ceph-conf", conf, "--nbd-listen", `127.0.0.1:${port}`, "--listen", "unix:" + join(conf, "..", "run", "dstd.sock"), "--allow", "127.0.0.1/32:rw"],
-  },
+  { name: "dstd", command: (conf, port) => dstdExport(dstdCommand(), conf, port) },
+  ...(baselineBin ? [{ name: "before", command: (conf: string, port: number) => dstdExport([baselineBin], conf, port) }] : []),
   {
     name: "qemu-nbd",
     // -t: keep serving after a client leaves; -e 4: as many clients as the other peers allow.
@@ -103,18 +108,26 @@ async function main(): Promise<void> {
     await timed(run, ["rbd", "-c", conf, "bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8", "--io-total", `${sizeMiB}M`, "--io-pattern", "seq", "rbd/bench"], 600);
     for (const job of jobs) {
       for (let round = 0; round < rounds; round++) {
-        // Alternate who goes first: the first server after the fill (or after `rbd bench`)
-        // measured markedly slower whoever it was; the median over rounds then drops that run
-        // for both servers alike.
-        for (const peer of round % 2 === 0 ? PEERS : [...PEERS].reverse()) {
+        // Rotate who goes first (with three servers each is first once in three rounds): the
+        // first server after the fill or after `rbd bench` measured markedly slower whoever it
+        // was. Each server is warmed up with the same job before it is measured: a fresh
+        // process's first 256 MiB of 1 MiB writes cost dstd and qemu-nbd alike about 2.5×
+        // the CPU of the next ones (librbd's connections and exclusive lock, dstd's JIT,
+        // fresh memory), which a 5 s run would otherwise count as the server's cost.
+        const first = round % PEERS.length;
+        for (const peer of [...PEERS.slice(first), ...PEERS.slice(0, first)]) {
           const port = run.freePort();
           const server = await run.server(peer.name, peer.command(conf, port), { tcp: port });
+          if (warmup > 0) await fio(run, `nbd://127.0.0.1:${port}/disk`, job, warmup, sizeMiB);
           const before = cpuSeconds(server.proc.pid);
           const value = await fio(run, `nbd://127.0.0.1:${port}/disk`, job, runtime, sizeMiB);
-          add(cpu, job.name, peer.name, cpuSeconds(server.proc.pid) - before);
+          const used = cpuSeconds(server.proc.pid) - before;
           await stop(server.proc);
           add(results, job.name, peer.name, value);
-          console.log(`  ${job.name.padEnd(22)} ${peer.name.padEnd(9)} ${value.toFixed(0)} ${job.unit}`);
+          // CPU per unit of work, so that a server that moved more is not charged for it:
+          // seconds per GiB, or microseconds per operation.
+          add(cpu, job.name, peer.name, job.unit === "IOPS" ? (used * 1e6) / (value * runtime) : (used * 1024) / (value * runtime));
+          console.log(`  ${job.name.padEnd(22)} ${peer.name.padEnd(9)} ${value.toFixed(0)} ${job.unit}, CPU ${used.toFixed(2)} s`);
         }
         const ceiling = await rbdBench(run, conf, job);
         add(results, job.name, "rbd bench", ceiling);
@@ -138,13 +151,17 @@ async function main(): Promise<void> {
       // Same-round pairs: both servers saw about the same load from the rest of the machine.
       `${median((r.get("dstd") ?? []).map((v, i) => v / (r.get("qemu-nbd") ?? [])[i]!)).toFixed(2)}×`,
       `${(m("dstd") / m("rbd bench")).toFixed(2)}×`,
-      `${c("dstd").toFixed(1)} / ${c("qemu-nbd").toFixed(1)}`,
+      `${c("dstd").toFixed(job.unit === "IOPS" ? 0 : 2)} / ${c("qemu-nbd").toFixed(job.unit === "IOPS" ? 0 : 2)}`,
+      ...(baselineBin ? [m("before").toFixed(0), `${median((r.get("dstd") ?? []).map((v, i) => v / (r.get("before") ?? [])[i]!)).toFixed(2)}×`, c("before").toFixed(job.unit === "IOPS" ? 0 : 2)] : []),
     ];
   });
   console.log();
-  console.log(table(["workload", "dstd", "qemu-nbd", "rbd bench", "dstd/qemu-nbd", "median of round ratios", "dstd/rbd bench", "CPU s dstd / qemu-nbd"], rows, new Set([1, 2, 3, 4, 5, 6])));
+  const beforeColumns = baselineBin ? ["before", "dstd/before (round ratios)", "CPU before"] : [];
+  console.log(table(["workload", "dstd", "qemu-nbd", "rbd bench", "dstd/qemu-nbd", "median of round ratios", "dstd/rbd bench", "CPU dstd / qemu-nbd", ...beforeColumns], rows, new Set([1, 2, 3, 4, 5, 6, 7, 8, 9])));
+  if (baselineBin) console.log(`before: ${baselineBin}`);
   console.log();
-  console.log(`${runtime} s per fio run (--ioengine=nbd), ${rounds} round(s), median; ${sizeMiB} MiB image on a memstore OSD; rbd bench: same size, pattern and depth`);
+  console.log(`${runtime} s per fio run (--ioengine=nbd) after ${warmup} s of warm-up, ${rounds} round(s), median; ${sizeMiB} MiB image on a memstore OSD; rbd bench: same size, pattern and depth`);
+  console.log("CPU: the server process's, per GiB moved (MiB/s rows, seconds) or per operation (IOPS rows, microseconds); median over rounds");
 }
 
 await main();
