@@ -22,7 +22,6 @@ import { describeListenAddress } from "../transport/tcp.ts";
 import { DstClient } from "../client/dst-client.ts";
 import { createEnginePort } from "../storage/remote/engine-port.ts";
 import { reservePoolBytes } from "../lib/buffer-pool.ts";
-import { connectDirect } from "../transport/direct-receive.ts";
 import { KernelAttachment, type AttachmentEnd } from "../attach/attachment.ts";
 import type { ExportLink } from "../attach/export-link.ts";
 import { serveNbdEndpoint } from "../attach/nbd-endpoint.ts";
@@ -56,8 +55,6 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
     address: connectAddress(url),
     exportName: url.exportName,
     log,
-    // READ replies land straight in the NBD front's reply frames (transport/direct-receive.ts).
-    dial: connectDirect,
     // ready and failed matter; each reconnect step is debug (the engine warns when a link is lost)
     onStateChange: (state, detail) => (state === "ready" ? log.info : state === "failed" ? log.warn : log.debug)(`export link ${state}: ${detail}`),
   });
@@ -125,7 +122,6 @@ export async function attachKernel(o: KernelAttachRequest): Promise<KernelAttach
       address: connectAddress(o.url),
       exportName: o.url.exportName,
       log: o.log,
-      dial: connectDirect,
       onStateChange: exportLinkLogger(o.log),
     });
     try {

@@ -15,7 +15,14 @@
  * Sending: socket.write() with a callback; the writer's `release` runs when node:net is done
  * with the bytes (never earlier: a pooled buffer must not be refilled while it may still be
  * sent). A destroyed socket may never call it; the buffer is then left to the GC.
- * Only listeners still use Bun.listen (transport/tcp.ts): node:net's server has no onread.
+ * Only outgoing connections can: Bun's node:net createServer ignores `onread`, and so does
+ * net.connect({ fd }) (measured with Bun 1.4), so the NBD front's listener stays on Bun.listen.
+ *
+ * Not used by any command yet: `dstd attach` dialling its export through it (READ replies
+ * straight into the front's frames) was measured slower than Bun.connect in the same run —
+ * seq read 1 MiB 694–747 against 799–824 MiB/s, rand read 4 KiB 15–17 against 19–21 thousand
+ * IOPS (docs/performance.md "Attach chain: hand-over and direct receive"): node:net's
+ * per-write cost outweighs the copy saved. Kept, with its tests, as the measured alternative.
  */
 import net from "node:net";
 import type { ListenAddress } from "../lib/address.ts";
