@@ -6,7 +6,9 @@
  * Data path (issue 6): requests are decoded without copying where the bytes arrived whole;
  * split WRITE payloads stream to a synchronous target piece by piece instead of being
  * reassembled; a synchronous target reads straight into the reply batch behind the header.
- * Ops are pooled and their callbacks bound once, so a request allocates nothing.
+ * Ops are pooled and their callbacks bound once, so a request allocates nothing. A WRITE
+ * payload gathered into a pooled buffer is handed over to a port that takes buffers (the
+ * remote engine: no copy at submit) and goes back to the pool when its last hold is dropped.
  *
  * Bounded: beyond maxInFlightBytes / maxInFlightRequests being served, or maxQueuedBytes
  * waiting in the sink, reading stops (sink.pause) until completions or a drain free room.

@@ -20,9 +20,9 @@
  *
  * Not used by any command yet: `dstd attach` dialling its export through it (READ replies
  * straight into the front's frames) was measured slower than Bun.connect in the same run —
- * seq read 1 MiB 694–747 against 799–824 MiB/s, rand read 4 KiB 15–17 against 19–21 thousand
- * IOPS (docs/performance.md "Attach chain: hand-over and direct receive"): node:net's
- * per-write cost outweighs the copy saved. Kept, with its tests, as the measured alternative.
+ * seq read 1 MiB 116–747 against 196–824 MiB/s per round, rand read 4 KiB 14.6–19.4 against
+ * 18.6–25.4 thousand IOPS (docs/performance.md "Attach chain: hand-over and direct receive"): node:net's
+ * costs per read and per write (not told apart) outweigh the copy saved. Kept, with its tests, as the measured alternative.
  */
 import net from "node:net";
 import type { ListenAddress } from "../lib/address.ts";
