@@ -21,7 +21,8 @@
  * - sockets-only-in-transport: Bun.listen/Bun.connect only in src/transport/, and in
  *   kernel/genl-socket.ts, which hands the netlink socket's fd to Bun (`Bun.connect({ fd })`);
  *   Bun.serve only in status/http.ts (the metrics endpoint); node:dgram/tls/http/https/http2
- *   nowhere; node:net only for its address helpers (isIP, isIPv4, isIPv6, BlockList).
+ *   nowhere; node:net only in src/transport/ (transport/direct-receive.ts: its `onread`) and
+ *   elsewhere only for its address helpers (isIP, isIPv4, isIPv6, BlockList).
  * - cli-is-the-top: nothing but src/cli/ and src/main.ts imports src/cli/.
  * - daemon-only-under-cli: src/daemon/ (composition roots) is imported only by src/cli/.
  * - config-is-low: src/config/ imports only src/config/, src/lib/, src/crypto/ (the suite,
@@ -279,7 +280,7 @@ function checkTree(files: readonly SourceFile[], options: TidyOptions): Violatio
       if (i.module !== null && ["dgram", "tls", "http", "https", "http2"].includes(i.module)) {
         add("sockets-only-in-transport", path, i.line, `imports ${i.spec}: sockets live in src/transport/`);
       }
-      if (i.module === "net" && !i.typeOnly && (i.names === null || i.names.some((n) => !NET_ADDRESS_HELPERS.has(n)))) {
+      if (i.module === "net" && !i.typeOnly && !under(path, "src/transport/") && (i.names === null || i.names.some((n) => !NET_ADDRESS_HELPERS.has(n)))) {
         add("sockets-only-in-transport", path, i.line, `imports ${i.spec} beyond its address helpers (${[...NET_ADDRESS_HELPERS].join(", ")})`);
       }
     }

@@ -139,6 +139,8 @@ class Link {
       this.dialing.add(id);
       this.dial(this.address, () => ({
         onData: (chunk) => this.engine.receive(id, chunk),
+        receiveTarget: () => this.engine.receiveTarget(id),
+        onDirect: (count) => this.engine.receive(id, count),
         onDrain: () => {},
         onClose: (reason) => {
           this.sinks.delete(id);

@@ -21,6 +21,7 @@ import { ENGINE_DEFAULTS, type EngineOptions } from "../engine/options.ts";
 import { describeListenAddress } from "../transport/tcp.ts";
 import { DstClient } from "../client/dst-client.ts";
 import { createEnginePort } from "../storage/remote/engine-port.ts";
+import { reservePoolBytes } from "../lib/buffer-pool.ts";
 import { KernelAttachment, type AttachmentEnd } from "../attach/attachment.ts";
 import type { ExportLink } from "../attach/export-link.ts";
 import { serveNbdEndpoint } from "../attach/nbd-endpoint.ts";
@@ -162,6 +163,11 @@ export async function attachKernel(o: KernelAttachRequest): Promise<KernelAttach
 function exportLinkOf(client: DstClient, description: string, engine: Partial<EngineOptions>): ExportLink {
   const port = createEnginePort(client, description);
   const deadlineMs = engine.deadlineMs ?? ENGINE_DEFAULTS.deadlineMs;
+  // The NBD front hands its WRITE payloads (pooled buffers) over to the engine, which keeps
+  // them in its replay log until a FLUSH covers them (nbd/transmission.ts PayloadHold): room
+  // in the pool for what the replay bound holds, so they come back to be filled again instead
+  // of going to the GC (the room the engine's own copy pool would otherwise take).
+  const releasePool = reservePoolBytes(engine.replayBufferBytes ?? ENGINE_DEFAULTS.replayBufferBytes);
   return {
     port,
     get exportSize() {
@@ -187,8 +193,14 @@ function exportLinkOf(client: DstClient, description: string, engine: Partial<En
       return client.engine.outstanding;
     },
     flush: () => client.flush(),
-    close: () => client.close(),
-    abort: () => client.abort(),
+    close: () => {
+      releasePool();
+      return client.close();
+    },
+    abort: () => {
+      releasePool();
+      client.abort();
+    },
   };
 }
 

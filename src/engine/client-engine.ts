@@ -187,17 +187,25 @@ export class ClientEngine {
     this.connectionLost(reason ?? "connection closed by the export");
   }
 
-  receive(connection: number, chunk: Uint8Array): void {
+  /** Bytes from the export: a chunk, or how many landed in receiveTarget()'s buffer (read just now). */
+  receive(connection: number, chunk: Uint8Array | number): void {
     if (connection !== this.connection) return;
     if (this.state !== "handshaking" && this.state !== "ready") return;
     this.lastReceiveAt = this.now;
     this.event(() => {
+      if (typeof chunk === "number") return this.decode(connection, this.decoder.receivedDirect(chunk, this.onFrame));
       const records = this.session.channel?.records;
-      if (records == null) return this.decode(connection, chunk);
+      if (records == null) return this.decode(connection, this.decoder.push(chunk, this.onFrame));
       const plaintexts = records.opener.push(chunk);
       if (typeof plaintexts === "string") return this.dropConnection(`from export: ${plaintexts}`);
-      for (const plain of plaintexts) if (connection === this.connection) this.decode(connection, plain);
+      for (const plain of plaintexts) if (connection === this.connection) this.decode(connection, this.decoder.push(plain, this.onFrame));
     });
+  }
+
+  /** Where the rest of a READ reply's data may be received, straight into the caller's buffer (engine/read-into.ts); null: chunks. */
+  receiveTarget(connection: number): Uint8Array | null {
+    const plain = connection === this.connection && this.state === "ready" && this.session.channel?.records == null;
+    return plain ? this.decoder.directTarget : null; // a sealed record is opened before it is decoded
   }
 
   /** Advance time: resends, deadlines, keepalive, reconnect. Call every few tens of ms. */
@@ -334,8 +342,7 @@ export class ClientEngine {
     });
   }
 
-  private decode(connection: number, bytes: Uint8Array): void {
-    const problem = this.decoder.push(bytes, this.onFrame);
+  private decode(connection: number, problem: string | null): void {
     if (problem !== null && connection === this.connection && (this.state === "ready" || this.state === "handshaking")) {
       this.dropConnection(`protocol error from export: ${problem}`);
     }

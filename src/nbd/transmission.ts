@@ -6,7 +6,9 @@
  * Data path (issue 6): requests are decoded without copying where the bytes arrived whole;
  * split WRITE payloads stream to a synchronous target piece by piece instead of being
  * reassembled; a synchronous target reads straight into the reply batch behind the header.
- * Ops are pooled and their callbacks bound once, so a request allocates nothing.
+ * Ops are pooled and their callbacks bound once, so a request allocates nothing. A WRITE
+ * payload gathered into a pooled buffer is handed over to a port that takes buffers (the
+ * remote engine: no copy at submit) and goes back to the pool when its last hold is dropped.
  *
  * Bounded: beyond maxInFlightBytes / maxInFlightRequests being served, or maxQueuedBytes
  * waiting in the sink, reading stops (sink.pause) until completions or a drain free room.
@@ -22,7 +24,7 @@ import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { describeExtents } from "./extents.ts";
 import { BASE_ALLOCATION_ID, type Transmission } from "./handshake.ts";
 import { INLINE_READ_MAX, ReplyBatch } from "./replies.ts";
-import type { StoragePort } from "../storage/port.ts";
+import type { BufferHold, StoragePort } from "../storage/port.ts";
 import { validateRequest, type RequestKind, type RequestLimits } from "../storage/validate.ts";
 
 export interface NbdConnectionLimits {
@@ -59,6 +61,29 @@ export interface TransmissionHost {
   defer?(work: () => void): void;
 }
 
+/**
+ * The holds on a WRITE payload handed over to the target (storage/port.ts BufferHold): one
+ * for the front until the completion, one per reference the target keeps (the remote engine:
+ * its txn, socket queue and replay-log entry, engine/lease.ts). The pooled buffer goes back
+ * to the pool when the last one is dropped, never earlier: nobody writes into it while the
+ * engine's digest of it or a resend of it could still be read.
+ */
+class PayloadHold implements BufferHold {
+  private holders = 1;
+
+  constructor(private readonly buffer: Uint8Array) {}
+
+  hold(): void {
+    if (this.holders <= 0) throw new AssertionError("a WRITE payload held after it went back to the pool");
+    this.holders++;
+  }
+
+  drop(): void {
+    if (this.holders <= 0) throw new AssertionError("a WRITE payload hold dropped more often than held");
+    if (--this.holders === 0) giveBuffer(this.buffer);
+  }
+}
+
 /** A request being served. Pooled; its callbacks are bound once per object, not per request. */
 class Op {
   cookieHi = 0;
@@ -69,6 +94,8 @@ class Op {
   length = 0;
   /** READ: the buffer the reply is built in (batch or frame); WRITE: an owned payload, or null. */
   buffer: Uint8Array | null = null;
+  /** WRITE handed over to the target (writeHandedOver): the front's own hold on its payload. */
+  hold: PayloadHold | null = null;
   /** READ inside the batch: where its reply starts; -1 for a separate frame. */
   at = -1;
   accounted = 0;
@@ -322,9 +349,17 @@ export class NbdTransmission {
       return this.refuse(r, invalid);
     }
     const op = this.takeOp(r);
-    op.buffer = payload;
     this.account(op, r.length);
-    this.target.write(r.offset, r.payload ?? EMPTY, (r.flags & CmdFlag.FUA) !== 0, op.statusDone);
+    const fua = (r.flags & CmdFlag.FUA) !== 0;
+    if (payload !== null && this.target.writeHandedOver !== undefined) {
+      // Hand the filled pool buffer over instead of letting the target copy it (issue 10
+      // item 3): the remote engine takes its end-to-end digest over it and keeps it for
+      // resends and replay; it goes back to the pool when the last hold on it is dropped.
+      op.hold = new PayloadHold(payload);
+      return this.target.writeHandedOver(r.offset, payload, fua, op.hold, op.statusDone);
+    }
+    op.buffer = payload;
+    this.target.write(r.offset, r.payload ?? EMPTY, fua, op.statusDone);
     // A target that copied the data (the remote engine) lets the buffer go back to the pool
     // now; its bytes stay counted in flight until the completion (the target's copy).
     if (this.target.writeDataCopied === true && op.active && op.buffer !== null) {
@@ -377,6 +412,11 @@ export class NbdTransmission {
 
   /** Called by the target when a WRITE, FLUSH, TRIM or WRITE_ZEROES finished. */
   completeStatus(op: Op, errno: number): void {
+    const hold = op.active ? op.hold : null;
+    op.hold = null;
+    // Our hold on a handed-over payload ends with the completion, even on a closed
+    // connection: the target holds the buffer itself for as long as it needs it.
+    hold?.drop();
     if (!this.finishOp(op)) return;
     if (op.buffer !== null) giveBuffer(op.buffer);
     op.buffer = null;

@@ -53,6 +53,14 @@ export interface ConnectionHandler {
   onDrain(): void;
   /** The connection is gone (peer closed, reset, or we closed it). Called exactly once. */
   onClose(reason: string | null): void;
+  /**
+   * Optional: a buffer the next received bytes may be read straight into, without a copy
+   * (null: no such place now). Asked only by transports that read into a given buffer
+   * (transport/direct-receive.ts), right before each read; the count that landed there is
+   * reported with onDirect() before anything else runs, and never through onData().
+   */
+  receiveTarget?(): Uint8Array | null;
+  onDirect?(count: number): void;
 }
 
 /** Factory a listener calls for each accepted connection. */

@@ -4,7 +4,8 @@ import type { Backend, Extent } from "../../src/storage/local/backend.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { BackendError } from "../../src/lib/errors.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
-import type { StoragePort } from "../../src/storage/port.ts";
+import type { BufferHold, StoragePort } from "../../src/storage/port.ts";
+import { giveBuffer, pooledBufferBytes, takeBuffer } from "../../src/lib/buffer-pool.ts";
 import { DeferredLayer, HeldWork } from "../../src/storage/layers/deferred.ts";
 import { Cmd, CmdFlag, REPLY_FLAG_DONE, ReplyType, State } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
@@ -369,6 +370,95 @@ describe("pipelining with an asynchronous target", () => {
     target.complete(0);
     await Promise.resolve();
     expect(h.sink.read().length).toBe(0);
+  });
+});
+
+describe("WRITE payloads handed over to a target that takes buffers (issue 10 item 3)", () => {
+  /** An asynchronous target that keeps handed-over buffers past the completion, as the remote engine's replay log does. */
+  class KeepingLayer extends DeferredLayer {
+    readonly kept: Array<{ data: Uint8Array; copy: Uint8Array; hold: BufferHold }> = [];
+    plainWrites = 0;
+    constructor(
+      size: number,
+      readonly held = new HeldWork(),
+    ) {
+      super(createLocalPort(createMemoryBackend(size)), held.schedule);
+    }
+    get pending() {
+      return this.held.pending;
+    }
+    complete(index: number) {
+      this.held.release(index);
+    }
+    override write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void): void {
+      this.plainWrites++;
+      super.write(offset, data, fua, done);
+    }
+    override get writeHandedOver(): StoragePort["writeHandedOver"] {
+      return (offset, data, fua, hold, done) => {
+        hold.hold();
+        this.kept.push({ data, copy: data.slice(), hold });
+        super.write(offset, data, fua, done);
+      };
+    }
+  }
+  const keepingTarget = (size: number) => new KeepingLayer(size);
+
+  test("a split payload is the target's until its last hold is dropped; then it goes back to the pool", async () => {
+    const target = keepingTarget(4 * MiB);
+    const h = ready({ target });
+    const data = randomBytes(MiB, 21);
+    const bytes = encodeRequest({ type: Cmd.WRITE, cookie: 1n, offset: MiB, data });
+    for (let at = 0; at < bytes.length; at += 200_000) h.send(bytes.subarray(at, at + 200_000));
+    expect(target.kept).toHaveLength(1);
+    expect(target.plainWrites).toBe(0);
+    const { data: handed, hold } = target.kept[0]!;
+    expect(handed.length).toBe(MiB);
+    target.complete(0);
+    await Promise.resolve();
+    expect(simple(h).map((r) => [r.cookie, errorOf(r)])).toEqual([[1n, 0]]);
+    // Replied, but the target still holds the buffer: the pool must not have it back yet.
+    const pooled = pooledBufferBytes();
+    const again = takeBuffer(MiB);
+    expect(again.buffer).not.toBe(handed.buffer);
+    giveBuffer(again);
+    expect([...handed.subarray(0, 64)]).toEqual([...data.subarray(0, 64)]);
+    hold.drop();
+    expect(pooledBufferBytes()).toBeGreaterThan(pooled);
+    // Nobody changed the bytes while they were held (the engine's digest is taken over them).
+    expect(Buffer.compare(target.kept[0]!.copy, data)).toBe(0);
+    const check = new Uint8Array(MiB);
+    target.read(MiB, check, () => {});
+    target.complete(0);
+    expect(Buffer.compare(check, data)).toBe(0);
+  });
+
+  test("a refused split WRITE is not handed over; a payload that arrived whole is written as before", async () => {
+    const target = keepingTarget(MiB);
+    const h = ready({ target });
+    const big = encodeRequest({ type: Cmd.WRITE, cookie: 1n, offset: MiB - 4096, data: new Uint8Array(8192) });
+    for (let at = 0; at < big.length; at += 3000) h.send(big.subarray(at, at + 3000));
+    expect(simple(h).map((r) => [r.cookie, errorOf(r)])).toEqual([[1n, Errno.ENOSPC]]);
+    h.send(encodeRequest({ type: Cmd.WRITE, cookie: 2n, offset: 0, data: new Uint8Array(4096).fill(3) }));
+    expect(target.kept).toHaveLength(0);
+    expect(target.plainWrites).toBe(1);
+    target.complete(0);
+    await Promise.resolve();
+    expect(simple(h).map((r) => [r.cookie, errorOf(r)])).toEqual([[2n, 0]]);
+  });
+
+  test("a connection closed before the completion still lets its payload go back once the target drops it", async () => {
+    const target = keepingTarget(4 * MiB);
+    const h = ready({ target });
+    const bytes = encodeRequest({ type: Cmd.WRITE, cookie: 1n, data: randomBytes(256 * 1024, 5) });
+    h.send(bytes.subarray(0, 1000));
+    h.send(bytes.subarray(1000));
+    h.connection.onClose("peer went away");
+    target.complete(0);
+    await Promise.resolve();
+    const pooled = pooledBufferBytes();
+    target.kept[0]!.hold.drop();
+    expect(pooledBufferBytes()).toBeGreaterThan(pooled);
   });
 });
 

@@ -335,4 +335,35 @@ describe("scattered payloads (READ replies straight into the caller's buffer)", 
     expect(into.slice(0, 1000)).toEqual(new Uint8Array(pattern(n, 3).slice(0, 1000)));
     expect(seen).toEqual([3, 4]);
   });
+
+  test("directTarget: the rest of the data is received in place; the digest and the next frame come as chunks", () => {
+    const n = 200 * KiB;
+    for (const digest of [0, 32]) {
+      const into = new Uint8Array(n);
+      const rest = new Uint8Array(digest);
+      const decoder = new FrameDecoder(PAYLOAD_MAX_DEFAULT, { allocate: () => ({ into, rest, owner: "mine" }) });
+      const frame = replyWithDigest(5, n, digest);
+      const seen: Array<[number, unknown]> = [];
+      const onFrame = (h: Header, _p: Uint8Array, _f: Uint8Array, owner: unknown) => void seen.push([h.txid, owner]);
+      expect(decoder.directTarget).toBeNull(); // no frame under way
+      expect(decoder.push(frame.slice(0, HEADER_SIZE + 1000), onFrame)).toBeNull();
+      // What a transport with onread does: read into the target, in pieces, then report each count.
+      let at = HEADER_SIZE + 1000;
+      for (const piece of [3000, 100_000, n - 1000 - 103_000]) {
+        const target = decoder.directTarget!;
+        expect(target.length).toBe(n - (at - HEADER_SIZE));
+        target.set(frame.subarray(at, at + piece));
+        at += piece;
+        expect(decoder.receivedDirect(piece, onFrame)).toBeNull();
+      }
+      // The data is all in; the digest (if any) and the next reply arrive as a chunk.
+      expect(decoder.directTarget).toBeNull();
+      expect(seen).toEqual(digest === 0 ? [[5, "mine"]] : []);
+      expect(decoder.push(concat([frame.slice(at), readReply(6, 0, 16)]), onFrame)).toBeNull();
+      expect(seen.map(([txid]) => txid)).toEqual([5, 6]);
+      expect(into).toEqual(new Uint8Array(pattern(n, 5)));
+      expect(rest).toEqual(new Uint8Array(pattern(digest, 99)));
+      expect(() => decoder.receivedDirect(1, onFrame)).toThrow(); // nothing may land beyond the target
+    }
+  });
 });

@@ -224,6 +224,30 @@ export class FrameDecoder {
     this.scatter = { into: new Uint8Array(into.length), rest: scatter.rest, owner: scatter.owner };
   }
 
+  /**
+   * Where the next received bytes may land without a copy: the unfilled part of the data of a
+   * payload being scattered into its destination (a READ reply into the caller's buffer), or
+   * null (push a chunk as usual). A transport that can read into a given buffer (node:net
+   * `onread`, transport/direct-receive.ts) reads there and reports the count with
+   * receivedDirect() before anything else runs; the destination is then never copied into.
+   */
+  get directTarget(): Uint8Array | null {
+    const scatter = this.scatter;
+    if (scatter === null || this.error !== null || this.scatterFill >= scatter.into.length) return null;
+    return scatter.into.subarray(this.scatterFill);
+  }
+
+  /**
+   * `count` bytes were received straight into directTarget (at most its length): account
+   * them, and deliver the frame if that completed it. Same result as push().
+   */
+  receivedDirect(count: number, onFrame: FrameHandler): string | null {
+    const scatter = this.scatter;
+    assert(scatter !== null && count >= 0 && this.scatterFill + count <= scatter.into.length, "bytes received beyond the direct target");
+    this.scatterFill += count;
+    return this.push(EMPTY, onFrame);
+  }
+
   private fillScatter(chunk: Uint8Array, pos: number): number {
     const { into, rest } = this.scatter!;
     let at = this.scatterFill;
@@ -268,3 +292,5 @@ export class FrameDecoder {
     }
   }
 }
+
+const EMPTY = new Uint8Array(0);
