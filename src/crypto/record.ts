@@ -145,21 +145,20 @@ abstract class RecordChannel {
 }
 
 export class RecordSealer extends RecordChannel {
-  /** Lost records of this channel (a dead worker): set with the lane's failure. */
+  /** Records of this channel were lost in the pool (a dead worker): it may seal no more. */
   private lost = false;
+  /** Called once when records of this channel were lost in the pool (close the connection). */
+  onLaneFailure: ((reason: string) => void) | null = null;
 
   constructor(suite: ProtectedSuite, key: Uint8Array, direction: 0 | 1) {
     super(suite, key, direction);
     this.lane = this.makeLane(key, "seal");
-  }
-
-  /** Called once when records of this channel were lost in the pool (close the connection). */
-  set onLaneFailure(handler: ((reason: string) => void) | null) {
-    if (this.lane === null) return;
-    this.lane.onFailure = (reason) => {
-      this.lost = true;
-      handler?.(reason);
-    };
+    if (this.lane !== null) {
+      this.lane.onFailure = (reason) => {
+        this.lost = true;
+        this.onLaneFailure?.(reason);
+      };
+    }
   }
 
   /**

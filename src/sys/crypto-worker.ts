@@ -10,8 +10,9 @@
  * direction u32 BE || counter u64 BE). A record that fails to open is zeroed before the answer
  * (no unauthenticated plaintext escapes, as crypto/aead.ts does inline).
  *
- * DSTD_CRYPTO_WORKER_EXIT_AFTER=N (tests only): the worker throws after N jobs, so the pool's
- * handling of a dead worker can be checked through real processes.
+ * DSTD_CRYPTO_WORKER_EXIT_AFTER=N (tests only; read by the pool, which passes it in `init`):
+ * the worker throws after N jobs, so the pool's handling of a dead worker can be checked
+ * through real processes.
  *
  * Must be an extra entry point of every `bun build --compile` (build.ts).
  */
@@ -26,7 +27,7 @@ const HEADER = 4 + TAG;
 let shared: SharedArrayBuffer | null = null;
 let slotBytes = 0;
 const lanes = new Map<number, { gcm: NativeGcm; seal: boolean; nonce: Uint8Array; view: DataView }>();
-let exitAfter = Number(process.env.DSTD_CRYPTO_WORKER_EXIT_AFTER ?? 0);
+let exitAfter = 0;
 
 function post(reply: PoolReply): void {
   self.postMessage(reply);
@@ -38,6 +39,7 @@ self.onmessage = (event: MessageEvent<PoolRequest>) => {
     case "init": {
       shared = m.shared;
       slotBytes = m.slotBytes;
+      exitAfter = m.exitAfter;
       const probe = loadNativeGcm(new Uint8Array(32), "seal");
       probe?.destroy();
       post({ t: "ready", ok: probe !== null });

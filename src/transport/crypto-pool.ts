@@ -32,7 +32,7 @@ export const MAX_CRYPTO_THREADS = 16;
 
 /** What the pool asks a worker. */
 export type PoolRequest =
-  | { t: "init"; shared: SharedArrayBuffer; slotBytes: number }
+  | { t: "init"; shared: SharedArrayBuffer; slotBytes: number; exitAfter: number }
   | { t: "lane"; lane: number; key: Uint8Array; role: "seal" | "open"; direction: 0 | 1 }
   | { t: "drop"; lane: number }
   | { t: "job"; job: number; lane: number; slot: number; size: number; counter: number };
@@ -65,13 +65,21 @@ async function startWorker(urls: string[], shared: SharedArrayBuffer, slotBytes:
         resolve(reply.t === "ready" && reply.ok ? null : "libcrypto.so.3 not found (Debian: libssl3)");
       };
       worker.onerror = (event: ErrorEvent) => resolve(event.message);
-      worker.postMessage({ t: "init", shared, slotBytes } satisfies PoolRequest);
+      // DSTD_CRYPTO_WORKER_EXIT_AFTER=N: tests only, the worker throws after N jobs (sys/crypto-worker.ts).
+      const exitAfter = Number(process.env.DSTD_CRYPTO_WORKER_EXIT_AFTER ?? 0) || 0;
+      worker.postMessage({ t: "init", shared, slotBytes, exitAfter } satisfies PoolRequest);
     });
     if (answer === null) return worker;
     worker.terminate();
     problems.push(`${url}: ${answer}`);
   }
   throw new Error(`cannot start a crypto worker (${problems.join("; ")})`);
+}
+
+/** Bun's worker error message carries a source excerpt before "error: ...": keep the error. */
+function lastErrorLine(message: string): string {
+  const at = message.lastIndexOf("error: ");
+  return (at < 0 ? message : message.slice(at + 7)).split("\n")[0]!.trim();
 }
 
 export interface CryptoPoolOptions {
@@ -109,7 +117,7 @@ export class CryptoPool {
       worker.onmessage = (event: MessageEvent<PoolReply>) => this.answer(event.data);
       worker.onerror = (event: ErrorEvent) => {
         event.preventDefault?.();
-        this.fail(`crypto worker ${index + 1} of ${workers.length} died: ${event.message}`);
+        this.fail(`crypto worker ${index + 1} of ${workers.length} died: ${lastErrorLine(event.message)}`);
       };
       worker.addEventListener("close", () => this.fail(`crypto worker ${index + 1} of ${workers.length} exited`));
       worker.unref();
