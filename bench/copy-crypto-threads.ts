@@ -66,7 +66,7 @@ try {
     for (const threads of threadsList) {
       writeFileSync(disk, new Uint8Array(0));
       truncateSync(disk, mib * MiB);
-      const exp = await startExport(["--config", exportConfig, "--crypto-threads", String(threads), "--log-level", "warn"]);
+      const exp = await startExport(["--config", exportConfig, "--crypto-threads", String(threads), "--log-level", "info"]);
       try {
         const exportBefore = cpuOf(exp.process.pid);
         const start = performance.now();
