@@ -94,7 +94,11 @@ export class CryptoPool {
   private readonly free: number[] = [];
   private readonly used: Uint8Array;
   private readonly jobs = new Map<number, { lane: PoolLane; entry: Entry }>();
-  private readonly lanes = new Map<number, PoolLane>();
+  /**
+   * Lanes by id, held weakly: a lane belongs to its channel (which its failure callback points
+   * back to), so a strong map here would keep every closed connection's channel alive.
+   */
+  private readonly lanes = new Map<number, WeakRef<PoolLane>>();
   private nextWorker = 0;
   private nextJob = 1;
   private nextLane = 1;
@@ -156,7 +160,7 @@ export class CryptoPool {
     const id = this.nextLane++;
     for (const worker of this.workers) worker.postMessage({ t: "lane", lane: id, key: new Uint8Array(key), role, direction } satisfies PoolRequest);
     const lane = new PoolLane(this, id);
-    this.lanes.set(id, lane);
+    this.lanes.set(id, new WeakRef(lane));
     this.collected.register(owner, id);
     return lane;
   }
@@ -222,7 +226,7 @@ export class CryptoPool {
     const lanes = [...this.lanes.values()];
     this.lanes.clear();
     if (reason !== "crypto pool closed") this.onFailure?.(reason);
-    for (const lane of lanes) lane.lost(reason);
+    for (const lane of lanes) lane.deref()?.lost(reason);
   }
 }
 
