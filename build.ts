@@ -11,9 +11,9 @@ const target = process.env.DSTD_TARGET ?? "bun-linux-x64";
 
 await $`mkdir -p ${outfile.split("/").slice(0, -1).join("/") || "."}`;
 const result = await Bun.build({
-  // Workers are embedded only as extra entry points (kernel/resize.ts and sys/librbd-offload.ts
-  // look for their workers there).
-  entrypoints: ["./src/main.ts", "./src/kernel/resize-worker.ts", "./src/sys/librbd-worker.ts"],
+  // Workers are embedded only as extra entry points (kernel/resize.ts, sys/librbd-offload.ts and
+  // transport/crypto-pool.ts look for their workers there).
+  entrypoints: ["./src/main.ts", "./src/kernel/resize-worker.ts", "./src/sys/librbd-worker.ts", "./src/sys/crypto-worker.ts"],
   compile: { target: target as "bun-linux-x64", outfile },
   minify: { whitespace: true, syntax: true, identifiers: false },
   sourcemap: "linked",

@@ -9,6 +9,8 @@ import type { Config, ConfigIssue } from "../config/types.ts";
 import { validateConfig } from "../config/validate.ts";
 import { DstdError } from "../lib/errors.ts";
 import { createLog, isLogLevel, LOG_LEVELS, type Log } from "../lib/log.ts";
+import { useRecordLanes } from "../crypto/record.ts";
+import { CryptoPool } from "../transport/crypto-pool.ts";
 
 export const commonArgs = {
   config: { type: "string", description: "TOML config file (flags override it)", valueHint: "FILE" },
@@ -57,4 +59,40 @@ export function logFromArgs(level: string | undefined, fallback: string, tag?: s
   const chosen = level ?? fallback;
   if (!isLogLevel(chosen)) throw new DstdError("E_USAGE", `--log-level: '${chosen}' is not one of ${LOG_LEVELS.join(", ")}`);
   return createLog(chosen, tag);
+}
+
+/** `--crypto-threads N` of the commands that seal and open records (copy, attach, export, up). */
+export const cryptoArgs = {
+  "crypto-threads": {
+    type: "string",
+    description: "worker threads sealing and opening AES-256-GCM records; 0 keeps them on the event loop (default: crypto_threads of --config, else 0)",
+    valueHint: "N",
+  },
+} as const satisfies ArgsDef;
+
+/** Put `--crypto-threads` into the raw config (flags override the file; the validator bounds it). */
+export function mergeCryptoThreads(raw: Record<string, unknown>, flag: string | undefined): void {
+  if (flag === undefined) return;
+  if (!/^\d+$/.test(flag)) throw new DstdError("E_USAGE", `--crypto-threads: '${flag}' is not a whole number (0 keeps crypto on the event loop)`);
+  raw.crypto_threads = Number(flag);
+}
+
+/**
+ * Start the crypto pool of `crypto_threads` workers and route every new AES-256-GCM channel
+ * through it (crypto/record.ts useRecordLanes); nothing with 0. A pool that cannot start (no
+ * libcrypto in the worker) fails the command: the operator asked for threads.
+ */
+export async function startCryptoThreads(threads: number, log: Log): Promise<CryptoPool | null> {
+  if (threads === 0) return null;
+  let pool: CryptoPool;
+  try {
+    pool = await CryptoPool.start(threads, {
+      onFailure: (reason) => log.error(`${reason}: connections with records in the crypto pool are closed; new ones seal and open on the event loop`),
+    });
+  } catch (error) {
+    throw new DstdError("E_CRYPTO", `crypto_threads = ${threads}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  useRecordLanes((key, role, direction, owner) => pool.lane(key, role, direction, owner));
+  log.debug(`crypto: ${threads} worker thread${threads === 1 ? "" : "s"}, ${pool.slots} slots of ${pool.slotBytes} bytes`);
+  return pool;
 }

@@ -23,7 +23,7 @@ import { formatSize } from "../lib/size.ts";
 import { formatExportUrl, NBD_DEFAULT_PORT, parseExportUrl, parseListenAddress, type ExportUrl } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
-import { commonArgs, logFromArgs, readRawConfig, validateMerged } from "./args.ts";
+import { commonArgs, cryptoArgs, logFromArgs, mergeCryptoThreads, readRawConfig, startCryptoThreads, validateMerged } from "./args.ts";
 import { waitForSignal } from "./signals.ts";
 import { defineDstdCommand } from "./command.ts";
 
@@ -41,6 +41,7 @@ export default defineDstdCommand({
   ],
   args: {
     ...commonArgs,
+    ...cryptoArgs,
     url: { type: "positional", description: "dst://HOST[:PORT]/EXPORT or dst+unix:///EXPORT?socket=PATH (default: the only [[attach]] of --config)", required: false },
     device: { type: "string", description: "kernel NBD device to attach (/dev/nbdN; default: the first free one)", valueHint: "DEV" },
     "nbd-listen": { type: "string", description: "serve the disk as NBD here instead: unix:PATH or 127.0.0.1:PORT", valueHint: "ADDR" },
@@ -51,8 +52,10 @@ export default defineDstdCommand({
   },
   async run({ args }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
+    mergeCryptoThreads(raw, args["crypto-threads"]);
     const config = validateMerged(raw, source, baseDir);
     const log = logFromArgs(args["log-level"], config.logLevel, "attach");
+    await startCryptoThreads(config.cryptoThreads, log);
     const { url, entry } = chooseAttach(args.url, config);
     const settings = clientSettings(config, entry);
     const keyFile = args["key-file"] ?? settings.keyFile ?? undefined;

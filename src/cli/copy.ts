@@ -26,7 +26,7 @@ import { isUrl, parseExportUrl, type ExportUrl } from "../lib/address.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import { formatSize, parseSize } from "../lib/size.ts";
-import { commonArgs, logFromArgs, readRawConfig, validateMerged } from "./args.ts";
+import { commonArgs, cryptoArgs, logFromArgs, mergeCryptoThreads, readRawConfig, startCryptoThreads, validateMerged } from "./args.ts";
 import { defineDstdCommand } from "./command.ts";
 import { UsageError } from "./parse.ts";
 import { ProgressLine } from "./progress.ts";
@@ -52,6 +52,7 @@ export default defineDstdCommand({
   },
   args: {
     ...commonArgs,
+    ...cryptoArgs,
     source: { type: "positional", description: "local path, export URL, or - for stdin", required: true },
     target: { type: "positional", description: "local path, export URL, or - for stdout", required: true },
     inflight: { type: "string", description: "requests in flight (default 32)", valueHint: "N" },
@@ -73,8 +74,10 @@ export default defineDstdCommand({
   habits: { f: "--overwrite", force: "--overwrite", timeout: "--deadline DURATION" },
   async run({ args }) {
     const { raw, source: configSource, baseDir } = readRawConfig(args.config);
+    mergeCryptoThreads(raw, args["crypto-threads"]);
     const config = validateMerged(raw, configSource, baseDir);
     const log = logFromArgs(args["log-level"], "warn", "copy");
+    await startCryptoThreads(config.cryptoThreads, log);
     const reliability = { ...config.client.reliability };
     if (args.deadline !== undefined) {
       const ms = parseDuration(args.deadline);

@@ -9,7 +9,7 @@ import { RBD_LEG_PREFIX } from "../config/tree.ts";
 import { startExportControl } from "../daemon/export-control.ts";
 import { startExportNode, type ExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
-import { commonArgs, logFromArgs, readRawConfig, repeated, validateMerged } from "./args.ts";
+import { commonArgs, cryptoArgs, logFromArgs, mergeCryptoThreads, readRawConfig, repeated, startCryptoThreads, validateMerged } from "./args.ts";
 import { defineDstdCommand } from "./command.ts";
 import { UsageError } from "./parse.ts";
 import { waitForSignal } from "./signals.ts";
@@ -33,6 +33,7 @@ export default defineDstdCommand({
   ],
   args: {
     ...commonArgs,
+    ...cryptoArgs,
     name: { type: "string", description: "export name (default: disk)", valueHint: "NAME" },
     listen: { type: "string", description: "DST address: HOST:PORT, [V6]:PORT, unix:PATH (default 127.0.0.1:10810)", valueHint: "ADDR" },
     "nbd-listen": { type: "string", description: "also serve standard NBD here (default port 10809)", valueHint: "ADDR" },
@@ -107,6 +108,7 @@ export default defineDstdCommand({
         raw.client = client;
       }
     }
+    mergeCryptoThreads(raw, args["crypto-threads"]);
     const config = validateMerged(raw, source, baseDir, cliIndex);
     if (config.exports.length === 0) {
       throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
@@ -115,6 +117,7 @@ export default defineDstdCommand({
       throw new UsageError("--state-dir opens the control socket of a replicated export: give --log-dir DIR too (or [export.replication] in --config)");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
+    await startCryptoThreads(config.cryptoThreads, log);
     // Listen for SIGTERM before anything is announced: a supervisor may stop us the moment
     // "listening" is logged, and that must be the clean stop, not the default kill.
     const signalled = waitForSignal();

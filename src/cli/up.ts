@@ -10,6 +10,7 @@ import { parseListenAddress, type ListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import { createLog, defaultLogFormat, isLogFormat, isLogLevel, type LogFormat, type LogLevel } from "../lib/log.ts";
 import { loadConfigFile } from "../config/load.ts";
+import { startCryptoThreads } from "./args.ts";
 import { DEFAULT_METRICS_PORT } from "../config/defaults.ts";
 import { Node } from "../daemon/node.ts";
 import type { StopMode } from "../daemon/supervisor.ts";
@@ -37,6 +38,7 @@ export default defineCommand({
     const level = chooseLevel(args["log-level"]);
     const format = chooseFormat(args["log-format"], config.logFormat);
     const log = createLog(level ?? config.logLevel, undefined, { format });
+    await startCryptoThreads(config.cryptoThreads, log);
     const metricsListen = args["metrics-listen"] === undefined ? undefined : parseMetricsListen(args["metrics-listen"]);
     const stateDir = args["state-dir"] ?? (process.env.DSTD_STATE_DIR || null); // an empty variable counts as unset
 

@@ -20,6 +20,13 @@ export const DEFAULT_LOG_FORMAT: LogFormat = "text";
 /** `metrics_listen` without a port (the metrics endpoint itself is off unless configured). */
 export const DEFAULT_METRICS_PORT = 9810;
 
+/**
+ * `crypto_threads`: records sealed and opened on this many worker threads (transport/
+ * crypto-pool.ts); 0 keeps them on the event loop. docs/performance.md "Crypto off the event
+ * loop" has the measurement this default comes from.
+ */
+export const DEFAULT_CRYPTO_THREADS = 0;
+
 /** Loopback only: a fresh install must not serve a disk to the network by accident. */
 export const DEFAULT_LISTEN: readonly string[] = [`127.0.0.1:${DST_DEFAULT_PORT}`];
 /** The NBD front end is off unless asked for. */
@@ -62,6 +69,8 @@ export const LIMITS = {
   replayBufferBytes: { min: MiB },
   /** Any duration key: 1 ms .. 24 h (0 would spin, more is surely a typo). */
   durationMs: { min: 1, max: 24 * 3_600_000 },
+  /** `crypto_threads`: worker threads of the crypto pool (transport/crypto-pool.ts MAX_CRYPTO_THREADS). */
+  cryptoThreads: { min: 0, max: 16 },
   /** [[attach]] connections: sockets to the kernel (the kernel uses at most one per CPU). */
   attachConnections: { min: 1, max: 16 },
 } as const;

@@ -11,6 +11,7 @@
  *   state_dir             top                   path                      "/var/lib/dstd"
  *   log_format            top                   text|json                 "text"
  *   metrics_listen        top                   "127.0.0.1:9810"          none (off)
+ *   crypto_threads        top                   integer 0..16 (0: inline)  defaults.ts
  *   [[key]] identity      key table             "alice" (A-Za-z0-9._-)    required
  *   [[key]] file|secret   key table             path | 64 hex / base64    exactly one
  *   [[export]] name       export table          string, unique            "disk"
@@ -131,6 +132,7 @@ export interface ConfigInput {
   state_dir?: string;
   log_format?: string;
   metrics_listen?: string;
+  crypto_threads?: number;
   key?: KeyInput[];
   export?: ExportInput[];
   attach?: AttachInput[];
@@ -252,6 +254,8 @@ export interface Config {
   readonly logFormat: LogFormat;
   /** Where `dstd up` serves Prometheus metrics; null: nowhere. */
   readonly metricsListen: ListenAddress | null;
+  /** Worker threads sealing and opening AES-256-GCM records (transport/crypto-pool.ts); 0: inline. */
+  readonly cryptoThreads: number;
   readonly keys: readonly KeyConfig[];
   readonly exports: readonly ExportConfig[];
   readonly attaches: readonly AttachConfig[];

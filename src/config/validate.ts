@@ -10,10 +10,12 @@ import { type ListenAddress, parseListenAddress } from "../lib/address.ts";
 import { LOG_FORMATS, LOG_LEVELS } from "../lib/log.ts";
 import { ALLOW_TABLE_KEYS } from "./access.ts";
 import {
+  DEFAULT_CRYPTO_THREADS,
   DEFAULT_LOG_FORMAT,
   DEFAULT_LOG_LEVEL,
   DEFAULT_METRICS_PORT,
   DEFAULT_STATE_DIR,
+  LIMITS,
 } from "./defaults.ts";
 import {
   checkKeys,
@@ -23,6 +25,7 @@ import {
   Issues,
   isTable,
   readEnum,
+  readInteger,
   readPath,
   readString,
 } from "./fields.ts";
@@ -38,7 +41,7 @@ import { EXPORT_KEYS, KEY_KEYS, readExports, readKeys } from "./sections.ts";
 import { TREE_KEYS } from "./tree.ts";
 import type { Config, ConfigIssue, ValidateOptions } from "./types.ts";
 
-export const TOP_KEYS = ["log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"] as const;
+export const TOP_KEYS = ["log_level", "state_dir", "log_format", "metrics_listen", "crypto_threads", "key", "export", "attach", "client", "limits"] as const;
 
 /** Validate parsed TOML (or any value) into a frozen Config, or list every issue found. */
 export function validateConfig(
@@ -55,6 +58,7 @@ export function validateConfig(
   const stateDir = readPath(get(raw, "state_dir"), "state_dir", issues);
   const logFormat = readEnum(get(raw, "log_format"), LOG_FORMATS, "log_format", issues);
   const metricsListen = readMetricsListen(get(raw, "metrics_listen"), issues);
+  const cryptoThreads = readInteger(get(raw, "crypto_threads"), LIMITS.cryptoThreads, "crypto_threads", issues);
   const { keys, identities } = readKeys(get(raw, "key"), issues);
   const client = readClient(get(raw, "client"), issues);
   const exports = readExports(get(raw, "export"), identities, issues, client);
@@ -66,6 +70,7 @@ export function validateConfig(
     stateDir: stateDir ?? DEFAULT_STATE_DIR,
     logFormat: logFormat ?? DEFAULT_LOG_FORMAT,
     metricsListen: metricsListen ?? null,
+    cryptoThreads: cryptoThreads ?? DEFAULT_CRYPTO_THREADS,
     keys,
     exports,
     attaches,
@@ -81,7 +86,7 @@ export function validateConfig(
  * first because attaches inherit from it). Stable: one table's issues keep their order.
  */
 function sortIssues(list: ConfigIssue[]): ConfigIssue[] {
-  const order = ["", "log_level", "state_dir", "log_format", "metrics_listen", "key", "export", "attach", "client", "limits"];
+  const order = ["", "log_level", "state_dir", "log_format", "metrics_listen", "crypto_threads", "key", "export", "attach", "client", "limits"];
   const rank = (issue: ConfigIssue): [number, number] => {
     const match = /^([a-z_]*)(?:\[(\d+)\])?/.exec(issue.path);
     const index = order.indexOf(match?.[1] ?? "");

@@ -127,7 +127,7 @@ export class ClientEngine {
     this.maxPayload = options.maxPayload;
     this.session = new ClientSession(options);
     this.durability = new Durability(options.replayBufferBytes);
-    this.outbox = new Outbox(this.sendOnCurrent);
+    this.outbox = new Outbox(this.sendOn(this.connection));
     this.decoder = this.newDecoder();
   }
 
@@ -171,7 +171,9 @@ export class ClientEngine {
     this.setState("handshaking", "connected; sending HELLO");
     this.decoder = this.newDecoder();
     this.lastReceiveAt = this.now;
-    this.outbox.reset(this.sendOnCurrent, null);
+    // Bound to this connection: a record sealed by a crypto worker after a reconnect must go
+    // to the socket it was sealed for (where it is dropped), never to the next one.
+    this.outbox.reset(this.sendOn(connection), null);
     this.announcedFloor = this.txidFloor();
     this.io.send(connection, this.session.helloFrame(this.announcedFloor, connection));
   }
@@ -303,9 +305,9 @@ export class ClientEngine {
     if (txn.kind === "write") this.waitingBytes -= txn.length;
   }
 
-  private readonly sendOnCurrent = (bytes: Uint8Array, release?: () => void): void => {
-    this.io.send(this.connection, bytes, release);
-  };
+  private sendOn(connection: number): (bytes: Uint8Array, release?: () => void) => void {
+    return (bytes, release) => this.io.send(connection, bytes, release);
+  }
 
   /** Put one txn's frame on the current connection (through the outbox). */
   private transmit(txn: Txn): void {
@@ -518,7 +520,9 @@ export class ClientEngine {
     this.everReady = true;
     this.lastReceiveAt = this.now;
     this.lastPingAt = this.now;
-    this.outbox.sealer = this.session.channel?.records?.sealer ?? null;
+    const sealer = (this.outbox.sealer = this.session.channel?.records?.sealer ?? null);
+    const connection = this.connection; // records lost in the crypto pool leave a gap: drop it
+    if (sealer !== null) sealer.onLaneFailure = (why) => this.event(() => connection === this.connection && this.dropConnection(`crypto worker failed: ${why}`));
     const restarted = outcome.restarted;
     this.requeue(restarted);
     // A new session knows none of our txids: give everything we will send in it fresh ones,

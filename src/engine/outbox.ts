@@ -5,7 +5,9 @@
  * - on a protected channel, as ONE sealed record per burst (crypto/record.ts: one cipher setup
  *   per batch, not per frame), built from the frames' parts without assembling them: sealed
  *   straight into one pooled record buffer (RecordSealer.sealPooled, native AES-GCM), else as
- *   the cipher's own pieces (RecordSealer.sealParts); bounded to RECORD_TARGET bytes;
+ *   the cipher's own pieces (RecordSealer.sealParts), or copied into a slot of the crypto
+ *   pool and sealed on a worker thread, reaching `send` later but in order (RecordSealer.sealTo,
+ *   `crypto_threads`); bounded to RECORD_TARGET bytes;
  * - on a plain channel, small frames are copied into one pooled batch buffer (one socket
  *   write for many requests: for small requests, batching matters more than anything else);
  *   a large payload goes as its own writes — header, payload, digest — so a
@@ -93,21 +95,15 @@ export class Outbox {
   flush(): void {
     if (this.sealer !== null) {
       if (this.partBytes === 0) return;
-      let record: Uint8Array | null;
-      let pieces: Uint8Array[] = [];
       try {
-        record = this.sealer.sealPooled(this.parts, this.partBytes);
-        if (record === null) pieces = this.sealer.sealParts(this.parts, this.partBytes);
+        // In order, now or later: a crypto worker may seal it (crypto/record.ts sealTo); the
+        // parts are copied or sealed before sealTo returns, so the payloads are free after it.
+        this.sealer.sealTo(this.parts, this.partBytes, this.send);
       } finally {
         this.parts = [];
         this.partBytes = 0;
-        this.dropLeases(); // the ciphertext is the sealer's own: the payloads are free
+        this.dropLeases();
       }
-      // A pooled record goes back to the pool once the socket took it (no garbage per record).
-      if (record !== null) {
-        const sealed = record;
-        this.send(sealed, () => giveBuffer(sealed));
-      } else for (const piece of pieces) this.send(piece);
       return;
     }
     const batch = this.batch;

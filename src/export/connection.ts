@@ -21,7 +21,7 @@ import { Errno } from "../lib/errno.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import { digestSize, type ChecksumName } from "../crypto/checksum.ts";
-import type { RecordOpener } from "../crypto/record.ts";
+import { RECORD_AUTH_FAILED, RECORD_HEADER_SIZE, type LateRecords, type RecordOpener } from "../crypto/record.ts";
 import { HANDSHAKE_PAYLOAD_MAX, Op, REPLY_BIT, opcodeName } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { encodeRefusal } from "../wire/dst/handshake.ts";
@@ -49,12 +49,14 @@ class ReceiveBuffer implements Held {
     private readonly connection: DstConnection,
     readonly bytes: Uint8Array,
     readonly size: number,
+    /** Where the bytes go back: the process pool, or (an opened record) its crypto pool slot. */
+    private readonly free: (bytes: Uint8Array) => void = giveBuffer,
   ) {}
 
   release(): void {
     if (--this.refs > 0) return;
     this.connection.receiveFreed(this.size);
-    if (this.holds === 0) giveBuffer(this.bytes);
+    if (this.holds === 0) this.free(this.bytes);
   }
 
   hold(): void {
@@ -62,7 +64,7 @@ class ReceiveBuffer implements Held {
   }
 
   drop(): void {
-    if (--this.holds === 0 && this.refs === 0) giveBuffer(this.bytes);
+    if (--this.holds === 0 && this.refs === 0) this.free(this.bytes);
   }
 }
 
@@ -238,7 +240,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
       this.server.log.warn(`${this.name}: closing: ${why} (configuration reload)`);
       this.state = "closed";
       this.release();
-      this.sink.end();
+      this.replies.afterReplies(() => this.sink.end());
       return `closed the session of ${who}: ${why}`;
     }
     if (this.writable && (access !== "rw" || admitted.exp.readOnly)) {
@@ -357,6 +359,27 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     this.plain.push({ bytes: plaintext, owner: owner as ReceiveBuffer | null });
     return true;
   };
+
+  /** Records opened by the crypto pool (`crypto_threads`), in order, after feed() returned. */
+  private readonly lateRecords: LateRecords = {
+    deliver: (plaintext, owner) => {
+      if (this.state === "closed") return (owner as ReceiveBuffer | null)?.release();
+      this.onRecord(plaintext, owner);
+      if (!this.pumping) this.pump();
+    },
+    fail: (reason) => (reason === RECORD_AUTH_FAILED ? this.protocolError(reason) : this.cryptoFailed(reason)),
+    adopt: (slot, free) => new ReceiveBuffer(this, slot.subarray(RECORD_HEADER_SIZE), 0, free),
+    discard: (owner) => (owner as ReceiveBuffer | null)?.release(),
+  };
+
+  /** A crypto worker died with records of this connection: its stream has a gap, close it. */
+  private cryptoFailed(reason: string): void {
+    if (this.state === "closed") return;
+    this.server.log.warn(`${this.name}: ${reason}; closing the connection`);
+    this.state = "closed";
+    this.release();
+    this.sink.destroy();
+  }
 
   private decodePlaintext(): string | null {
     const entry = this.plain[0]!;
@@ -489,7 +512,9 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     if (channel?.records) {
       this.opener = channel.records.opener;
       this.opener.allocate = this.allocate;
+      this.opener.offload(this.lateRecords);
       this.replies.sealer = channel.records.sealer;
+      this.replies.sealer.onLaneFailure = (reason) => this.cryptoFailed(`crypto worker failed: ${reason}`);
     }
     this.state = "ready";
     this.replies.sendWhole(admitted.welcome);
@@ -513,7 +538,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     this.replies.sendWhole(encodeRefusal(status, message));
     this.state = "closed";
     this.release();
-    this.sink.end();
+    this.replies.afterReplies(() => this.sink.end());
   }
 
   /** Before admission a peer's lines go through the guard's per-source rate limit. */
@@ -538,6 +563,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     }
     for (const entry of this.plain.splice(0)) entry.owner?.release();
     this.raw.length = 0;
+    this.opener?.close();
     this.replies.flush();
     this.replies.close();
     if (this.admitted !== null && this.session.connection === this) this.session.connection = null;

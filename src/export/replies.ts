@@ -3,7 +3,8 @@
  * one pooled buffer per turn (one socket write, one sealed record: for small requests,
  * batching replies matters more than anything else), large READ replies built in
  * their own pooled frame with room for the record header in front so they are sealed where
- * they lie, and the memory accounting of both.
+ * they lie (or copied into a slot of the crypto pool and sealed on a worker thread, reaching
+ * the sink later but in order: `crypto_threads`), and the memory accounting of both.
  *
  * Accounting (export/limits.ts): a request reserves the bytes of its reply before it is
  * handled; the reservation is given back once the reply is handed to the sink, and the bytes
@@ -111,7 +112,7 @@ export class ReplyWriter {
     this.flush(); // keep reply order simple: everything batched before this frame goes first
     this.unreserve(reservation);
     const release = () => giveBuffer(frame);
-    if (this.sealer !== null) this.sink.write(this.sealer.sealInPlace(frame), release);
+    if (this.sealer !== null) this.sealer.sealRecordTo(frame, release, this.write);
     else this.sink.write(frame.subarray(RECORD_HEADER_SIZE), release);
     this.chargeQueue();
   }
@@ -120,7 +121,8 @@ export class ReplyWriter {
   sendWhole(frame: Uint8Array): void {
     if (this.closed) return;
     this.flush();
-    this.sink.write(this.sealer !== null ? this.sealer.seal([frame], frame.length) : frame);
+    if (this.sealer !== null) this.sealer.sealTo([frame], frame.length, this.write);
+    else this.sink.write(frame);
     this.chargeQueue();
   }
 
@@ -135,9 +137,20 @@ export class ReplyWriter {
     this.fill = 0;
     this.unreserve(this.batchReserved);
     this.batchReserved = 0;
-    if (this.sealer !== null) this.sink.write(this.sealer.sealInPlace(batch.subarray(0, end)), release);
+    if (this.sealer !== null) this.sealer.sealRecordTo(batch.subarray(0, end), release, this.write);
     else this.sink.write(batch.subarray(RECORD_HEADER_SIZE, end), release);
     this.chargeQueue();
+  }
+
+  /** Sealed records reach the sink in order, now or from a crypto worker (crypto/record.ts sealTo). */
+  private readonly write = (bytes: Uint8Array, release?: () => void): void => {
+    this.sink.write(bytes, release);
+  };
+
+  /** Run `end` once every reply handed over reached the sink (records may still be in the crypto pool). */
+  afterReplies(end: () => void): void {
+    if (this.sealer !== null) this.sealer.afterRecords(end);
+    else end();
   }
 
   /** The sink drained (some or all of its queue went out): give back what it no longer holds. */

@@ -41,8 +41,9 @@ export interface RunningExport {
 }
 
 /** Start `dstd export ARGS --listen 127.0.0.1:0`; resolves once it logs its bound port. */
-export async function startExport(args: string[]): Promise<RunningExport> {
+export async function startExport(args: string[], env: Record<string, string> = {}): Promise<RunningExport> {
   const child = spawn([ensureBinary(), "export", "--listen", "127.0.0.1:0", ...args], {
+    env: { ...process.env, ...env },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
