@@ -24,15 +24,21 @@ export const MiB = 1024 * 1024;
  * this test's own processes can be holding it when a node binds it later; bound then released
  * (another process could still take it in between: the node's restart then retries).
  */
+const handedOut = new Set<number>();
 export async function freePort(): Promise<number> {
   for (;;) {
     const port = 20000 + Math.floor(Math.random() * 12000);
+    // Two calls before either port is bound both see it free: never hand one out twice.
+    if (handedOut.has(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const server = createServer();
       server.once("error", () => resolve(false));
       server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
-    if (free) return port;
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
   }
 }
 
