@@ -55,6 +55,8 @@ export function acceptNbdForExports(exports: Export[], log: Log): NbdFront {
       return exports.filter((e) => allowed(e, peer) !== null).map((e) => ({ name: e.name, description: e.description }));
     },
     log,
+    // A tree node's legs keep WRITE payloads where they were received (docs/tree.md "Performance").
+    handOverWrites: true,
   });
   // Live connections (each leaves the set when its socket closes): what a reload re-checks.
   const live = new Set<NbdConnection>();

@@ -41,6 +41,8 @@ export interface NbdConnectionOptions extends NbdServerOptions {
    * simulator passes its clock, whose events a microtask would run outside of (docs/simulation.md).
    */
   defer?: (work: () => void) => void;
+  /** Hand WRITE payloads over to targets that take buffers (nbd/transmission.ts TransmissionHost). */
+  handOverWrites?: boolean;
 }
 
 /**
@@ -204,6 +206,7 @@ export class NbdConnection implements GuardedHandler {
       warn: (message) => this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${message}`),
       crash: (error) => this.crash(error),
       ...(this.options.defer !== undefined ? { defer: this.options.defer } : {}),
+      handOverWrites: this.options.handOverWrites === true,
     });
     this.hooks?.admitted();
     const mode = this.options.mode === "kernel" ? " (kernel)" : tx.structured ? " (structured replies)" : "";

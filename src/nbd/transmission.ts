@@ -57,6 +57,41 @@ export interface TransmissionHost {
   crash(error: unknown): void;
   /** Run `work` after the current event (default queueMicrotask; the simulator's clock in tests). */
   defer?(work: () => void): void;
+  /**
+   * Hand WRITE payloads over to a target that takes buffers (`writeHandedOver`, storage/port.ts)
+   * instead of letting its engine copy them: the export node's NBD front sets it (a tree node's
+   * remote legs keep the buffer for resends and replay, docs/tree.md "Performance").
+   */
+  readonly handOverWrites?: boolean;
+}
+
+/**
+ * The hold on a WRITE payload handed over to the target (storage/port.ts BufferHold): the
+ * op's own hold lasts until its completion; the buffer goes back to the pool when the last
+ * hold is dropped (a remote leg's engine keeps it until a FLUSH covers it). Pooled.
+ */
+class PayloadHold {
+  refs = 0;
+  buffer: Uint8Array | null = null;
+  private static readonly free: PayloadHold[] = [];
+
+  static take(buffer: Uint8Array): PayloadHold {
+    const hold = PayloadHold.free.pop() ?? new PayloadHold();
+    hold.buffer = buffer;
+    hold.refs = 1;
+    return hold;
+  }
+  hold(): void {
+    if (this.refs <= 0) throw new AssertionError("a payload hold taken after its buffer went back to the pool");
+    this.refs++;
+  }
+  drop(): void {
+    if (this.refs <= 0) throw new AssertionError("a payload hold dropped more often than taken");
+    if (--this.refs > 0) return;
+    giveBuffer(this.buffer!);
+    this.buffer = null;
+    PayloadHold.free.push(this);
+  }
 }
 
 /** A request being served. Pooled; its callbacks are bound once per object, not per request. */
@@ -72,6 +107,8 @@ class Op {
   /** READ inside the batch: where its reply starts; -1 for a separate frame. */
   at = -1;
   accounted = 0;
+  /** WRITE handed over to the target: the op's hold on its payload (dropped at the completion). */
+  hold: PayloadHold | null = null;
   active = false;
   readonly readDone: (errno: number) => void;
   readonly statusDone: (errno: number) => void;
@@ -322,9 +359,17 @@ export class NbdTransmission {
       return this.refuse(r, invalid);
     }
     const op = this.takeOp(r);
-    op.buffer = payload;
     this.account(op, r.length);
-    this.target.write(r.offset, r.payload ?? EMPTY, (r.flags & CmdFlag.FUA) !== 0, op.statusDone);
+    const fua = (r.flags & CmdFlag.FUA) !== 0;
+    if (payload !== null && this.host.handOverWrites === true && this.target.writeHandedOver !== undefined) {
+      // No copy below: the target keeps the payload under holds; its bytes stay counted in
+      // flight until the completion, and the leg's replay bound limits what it keeps after.
+      op.hold = PayloadHold.take(payload);
+      this.target.writeHandedOver(r.offset, payload, fua, op.hold, op.statusDone);
+      return;
+    }
+    op.buffer = payload;
+    this.target.write(r.offset, r.payload ?? EMPTY, fua, op.statusDone);
     // A target that copied the data (the remote engine) lets the buffer go back to the pool
     // now; its bytes stay counted in flight until the completion (the target's copy).
     if (this.target.writeDataCopied === true && op.active && op.buffer !== null) {
@@ -377,6 +422,10 @@ export class NbdTransmission {
 
   /** Called by the target when a WRITE, FLUSH, TRIM or WRITE_ZEROES finished. */
   completeStatus(op: Op, errno: number): void {
+    if (op.hold !== null && op.active) {
+      op.hold.drop();
+      op.hold = null;
+    }
     if (!this.finishOp(op)) return;
     if (op.buffer !== null) giveBuffer(op.buffer);
     op.buffer = null;
