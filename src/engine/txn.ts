@@ -49,9 +49,12 @@ export interface Request {
 
 /**
  * errno 0 = success; `data` is the READ payload (the request's `into` when it had one);
- * `flags` the reply header's flags (FETCH: Flag.ZSTD says the records are compressed).
+ * `flags` the reply header's flags (FETCH: Flag.ZSTD says the records are compressed);
+ * `xxh3` a READ's XXH3-64 of `data` when its reply carried an xxh3 digest the engine verified
+ * (undefined otherwise), so a tree node can pass it on instead of hashing the data again
+ * (storage/port.ts readHashed, docs/tree.md "Performance").
  */
-export type Completion = (errno: number, data: Uint8Array | null, flags?: number) => void;
+export type Completion = (errno: number, data: Uint8Array | null, flags?: number, xxh3?: bigint) => void;
 
 export interface Txn {
   txid: number;

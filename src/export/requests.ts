@@ -9,7 +9,9 @@
  * the connection stops reading until room frees up. A WRITE's payload goes to a port that
  * takes buffers (`writeHandedOver`) where it was received, under that memory's hold: the
  * budget gets it back at the completion, the pool once the port lets go of it (the remote
- * engine's replay bound limits how much it keeps). Ops are pooled and their completion
+ * engine's replay bound limits how much it keeps). A READ from a port that reports the data's
+ * XXH3-64 (`readHashed`: a tree node over remote legs) sends that as its xxh3 digest instead
+ * of hashing the data again. Ops are pooled and their completion
  * callbacks bound once, so a request allocates nothing on the synchronous fast path.
  *
  * Must not: answer a request twice; acknowledge a mutation that was not applied for this
@@ -98,12 +100,19 @@ class RequestOp {
   /** The receive memory the WRITE payload lives in (null: none held). */
   held: Held | null = null;
   startedAt = 0;
+  /** READ: the XXH3-64 of the data the port reported with it (readHashed), or null. */
+  xxh3: bigint | null = null;
   /** Set while the port call runs: a completion then is synchronous, not "later". */
   dispatching = false;
   readonly done: (errno: number) => void;
+  readonly hashedDone: (errno: number, xxh3: bigint | null) => void;
 
   constructor(owner: RequestPipeline) {
     this.done = (errno) => owner.finish(this, errno);
+    this.hashedDone = (errno, xxh3) => {
+      this.xxh3 = xxh3;
+      owner.finish(this, errno);
+    };
   }
 }
 
@@ -277,7 +286,11 @@ export class RequestPipeline {
     }
     op.frame = host.replies.frame(total);
     const at = RECORD_HEADER_SIZE + HEADER_SIZE;
-    host.port.read(op.offset, op.frame.subarray(at, at + op.length), op.done);
+    const into = op.frame.subarray(at, at + op.length);
+    // A port that knows the data's XXH3-64 (a tree node's remote leg verified it with that)
+    // hands it back: with xxh3 as our checksum too, it is the reply's digest as it stands.
+    if (host.checksum === "xxh3" && host.digestBytes === 8 && host.port.readHashed !== undefined) host.port.readHashed(op.offset, into, op.hashedDone);
+    else host.port.read(op.offset, into, op.done);
   }
 
   /** The port completed `op` (exactly once, per the port contract). */
@@ -303,6 +316,7 @@ export class RequestPipeline {
     op.entry = null;
     op.frame = null;
     op.held = null;
+    op.xxh3 = null;
     this.pool.push(op);
     if (later) host.completed();
   }
@@ -324,7 +338,8 @@ export class RequestPipeline {
     }
     if (digest > 0) {
       const dataEnd = at + HEADER_SIZE + op.length;
-      computeDigest(host.checksum, buffer.subarray(at + HEADER_SIZE, dataEnd), buffer, dataEnd);
+      if (op.xxh3 !== null) new DataView(buffer.buffer, buffer.byteOffset + dataEnd, 8).setBigUint64(0, op.xxh3);
+      else computeDigest(host.checksum, buffer.subarray(at + HEADER_SIZE, dataEnd), buffer, dataEnd);
     }
     encodeHeader(buffer, at, {
       version: 1,

@@ -60,6 +60,8 @@ export interface BufferHold {
 
 /** Completion of a request: 0 or an errno. */
 export type Done = (errno: number) => void;
+/** Completion of `readHashed`: 0 or an errno, and the XXH3-64 of the data read when known. */
+export type HashedDone = (errno: number, xxh3: bigint | null) => void;
 /** Completion of an extents walk: lengths are positive and sum to ≤ the length asked. */
 export type ExtentsDone = (errno: number, extents: Extent[] | null) => void;
 
@@ -102,6 +104,15 @@ export interface StoragePort {
    */
   writeHandedOver?(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void;
 
+  /**
+   * Optional: `read` that also reports the XXH3-64 (seed 0) of `into` when the port knows it
+   * without hashing again — a remote leg whose reply carried an xxh3 digest the engine
+   * verified, and tree layers that pass one leg's read through whole. `xxh3` is null when
+   * not known (the caller hashes for itself). A DST export with the xxh3 checksum sends it as
+   * the reply's digest: one pass over the data less per READ through a tree node.
+   */
+  readHashed?(offset: number, into: Uint8Array, done: HashedDone): void;
+
   read(offset: number, into: Uint8Array, done: Done): void;
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void;
   flush(done: Done): void;
@@ -127,6 +138,15 @@ export interface StoragePort {
 export function writeWithHold(port: StoragePort, offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
   if (port.writeHandedOver !== undefined) port.writeHandedOver(offset, data, fua, hold, done);
   else port.write(offset, data, fua, done);
+}
+
+/**
+ * Read through `port.readHashed` when it has one (the XXH3-64 of the data comes with it when
+ * known), else through `read` (no hash). For layers that pass one read through whole.
+ */
+export function readWithHash(port: StoragePort, offset: number, into: Uint8Array, done: HashedDone): void {
+  if (port.readHashed !== undefined) port.readHashed(offset, into, done);
+  else port.read(offset, into, (errno) => done(errno, null));
 }
 
 /** A port's flags as one object, for status output and tests. */

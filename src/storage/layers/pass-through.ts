@@ -4,11 +4,11 @@
  * changes (nbdkit's filters over `next_ops` are the model: filters/error/error.c is a few
  * one-line callbacks). Properties are read through on every access, so a resize below is
  * seen above at once. Every property and optional call of StoragePort (storage/port.ts) is
- * forwarded, `resize`, `writeDataCopied` and `writeHandedOver` included: a layer that dropped them would make an
+ * forwarded, `resize`, `writeDataCopied`, `writeHandedOver` and `readHashed` included: a layer that dropped them would make an
  * export over it unresizable, or the NBD front hold each WRITE's buffer until the remote
  * acknowledged it although the engine below copied it.
  */
-import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import type { BufferHold, Done, ExtentsDone, HashedDone, StoragePort, ZeroFlags } from "../port.ts";
 
 export class PassThrough implements StoragePort {
   constructor(protected readonly next: StoragePort) {}
@@ -68,6 +68,15 @@ export class PassThrough implements StoragePort {
     const next = this.next;
     if (next.writeHandedOver === undefined || this.write !== PassThrough.prototype.write) return undefined;
     return (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done) => next.writeHandedOver!(offset, data, fua, hold, done);
+  }
+  /**
+   * Present exactly when the port below reports hashes and `read` is this class's own (a
+   * layer that overrides `read` may change the data, so the hash below would not be its own).
+   */
+  get readHashed(): StoragePort["readHashed"] {
+    const next = this.next;
+    if (next.readHashed === undefined || this.read !== PassThrough.prototype.read) return undefined;
+    return (offset: number, into: Uint8Array, done: HashedDone) => next.readHashed!(offset, into, done);
   }
   /** Present exactly when the port below can resize. */
   get resize(): ((size: number, done: Done) => void) | undefined {

@@ -12,7 +12,8 @@
  * storage/port.ts BufferHold): the engine then sends and keeps the caller's buffer itself
  * (for resends, and in the replay log until a FLUSH covers it) and drops the hold when its
  * lease ends (engine/lease.ts). A tree node's export hands over the WRITE payloads it
- * received, so a hop copies nothing (docs/tree.md "Performance"). READ replies are decoded straight into `into`. FLUSH completes
+ * received, so a hop copies nothing (docs/tree.md "Performance"). READ replies are decoded straight into `into`, and `readHashed` hands back the xxh3 digest
+ * the engine verified them with (no second hash pass in a tree node's export). FLUSH completes
  * only when the export's disk has every write acknowledged before it. When the engine's
  * queues are full (submit says BUSY) requests wait here in order, with their write data
  * copied; the caller (the NBD front, a mirror) bounds how many it has in flight.
@@ -24,7 +25,7 @@ import { Errno } from "../../lib/errno.ts";
 import { Feature } from "../../wire/dst/constants.ts";
 import { BUSY, type Completion, type Request } from "../../engine/client-engine.ts";
 import type { DstClient } from "../../client/dst-client.ts";
-import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import type { BufferHold, Done, ExtentsDone, HashedDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind } from "../validate.ts";
 
 export function createEnginePort(client: DstClient, description: string): StoragePort {
@@ -78,6 +79,13 @@ export class EnginePort implements StoragePort {
     const invalid = this.check("read", offset, into.length);
     if (invalid !== 0) return done(invalid);
     this.submit({ kind: "read", offset, length: into.length, into }, (errno) => done(errno));
+  }
+
+  /** A READ whose reply's verified xxh3 digest comes back with it (engine Completion). */
+  readHashed(offset: number, into: Uint8Array, done: HashedDone): void {
+    const invalid = this.check("read", offset, into.length);
+    if (invalid !== 0) return done(invalid, null);
+    this.submit({ kind: "read", offset, length: into.length, into }, (errno, _data, _flags, xxh3) => done(errno, xxh3 ?? null));
   }
 
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {

@@ -14,7 +14,7 @@
 import { Errno } from "../../lib/errno.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { formatSize } from "../../lib/size.ts";
-import { writeWithHold, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../port.ts";
+import { readWithHash, writeWithHold, type BufferHold, type Done, type ExtentsDone, type HashedDone, type StoragePort, type ZeroFlags } from "../port.ts";
 import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
 import { ExtentCollector } from "./extents.ts";
@@ -102,6 +102,15 @@ export class LinearPort implements StoragePort, Describable {
     const invalid = checkRequest("read", offset, into.length, this);
     if (invalid !== 0) return done(invalid);
     this.split(offset, into.length, done, (port, legOffset, at, length, piece) => port.read(legOffset, into.subarray(at, at + length), piece));
+  }
+
+  /** A read within one leg passes that leg's hash through; one spanning legs has none. */
+  readHashed(offset: number, into: Uint8Array, done: HashedDone): void {
+    const invalid = checkRequest("read", offset, into.length, this);
+    if (invalid !== 0) return done(invalid, null);
+    const first = into.length === 0 ? undefined : this.placed[this.find(offset)];
+    if (first !== undefined && offset + into.length <= first.start + first.length) return readWithHash(first.port, offset - first.start, into, done);
+    this.read(offset, into, (errno) => done(errno, null));
   }
 
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {

@@ -14,7 +14,7 @@
 import { Errno } from "../../lib/errno.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { formatSize } from "../../lib/size.ts";
-import { writeWithHold, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../port.ts";
+import { readWithHash, writeWithHold, type BufferHold, type Done, type ExtentsDone, type HashedDone, type StoragePort, type ZeroFlags } from "../port.ts";
 import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
 import { ExtentCollector } from "./extents.ts";
@@ -120,6 +120,17 @@ export class StripePort implements StoragePort, Describable {
       });
     }
     join(0);
+  }
+
+  /** A read that is one piece of one leg (within a chunk) passes that leg's hash through. */
+  readHashed(offset: number, into: Uint8Array, done: HashedDone): void {
+    const invalid = checkRequest("read", offset, into.length, this);
+    if (invalid !== 0) return done(invalid, null);
+    if (into.length > 0 && Math.floor(offset / this.chunkBytes) === Math.floor((offset + into.length - 1) / this.chunkBytes)) {
+      const [leg, legOffset] = this.locate(offset);
+      return readWithHash(this.legList[leg]!.port, legOffset, into, done);
+    }
+    this.read(offset, into, (errno) => done(errno, null));
   }
 
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {

@@ -23,6 +23,9 @@ import { WriteCopies } from "../../../src/engine/write-copies.ts";
 import { parseExportUrl, type ExportUrl } from "../../../src/lib/address.ts";
 import { openRemotePort } from "../../../src/storage/remote/remote-port.ts";
 import { recordingLog } from "../../helpers/log.ts";
+import { acceptNbdForExports } from "../../../src/daemon/nbd-front.ts";
+import { NbdClient } from "../../../src/client/nbd-client.ts";
+import type { GuardedAcceptHandler } from "../../../src/transport/guard.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -221,5 +224,46 @@ describe("a tree node over a remote leg (real sockets, real engine)", () => {
       await node.close();
       await legListener.close();
     }
+  }, 30_000);
+});
+
+describe("the export node's NBD front hands WRITE payloads over", () => {
+  /** 24 different 1 MiB writes (each gathered from several socket reads into a pooled buffer), 8 at a time, by NBD. */
+  async function writeThrough(accept: GuardedAcceptHandler) {
+    const hooks = { admitted() {}, refused() {} };
+    const listener = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], (sink, peer) => accept(sink, peer, hooks));
+    const port = (listener.bound[0] as { port: number }).port;
+    const client = await NbdClient.open({ address: { transport: "tcp", host: "127.0.0.1", port }, exportName: "disk", log: recordingLog() });
+    try {
+      let next = 0;
+      const worker = async () => {
+        while (next < 24) {
+          const i = next++;
+          const data = new Uint8Array(MiB);
+          crypto.getRandomValues(data.subarray(0, 65536));
+          data[MiB - 1] = i;
+          await client.write(i * MiB, data);
+        }
+      };
+      await Promise.all(Array.from({ length: 8 }, worker));
+    } finally {
+      await client.close();
+      await listener.close();
+    }
+  }
+
+  test("to a port that keeps buffers: no copy, and no buffer reused while held", async () => {
+    const leg = new KeepingLeg(memory(32 * MiB));
+    const exports = [{ name: "disk", description: "", port: leg, readOnly: false, allow: [parseAllowRule("127.0.0.1/32:rw") as AllowRule] }];
+    await writeThrough(acceptNbdForExports(exports, { ...recordingLog(), error() {} }));
+    expect(leg.kept.length).toBe(24);
+    expect(leg.plainWrites).toBe(0);
+    expect(leg.intact()).toBe(true);
+    const pooled = pooledBufferBytes();
+    leg.letGo();
+    expect(pooledBufferBytes()).toBeGreaterThan(pooled);
+    const into = new Uint8Array(MiB);
+    await call.read(leg, 23 * MiB, into);
+    expect(into[MiB - 1]).toBe(23);
   }, 30_000);
 });

@@ -23,7 +23,7 @@
  */
 import { Errno, errnoMessage } from "../../../lib/errno.ts";
 import { DstdError } from "../../../lib/errors.ts";
-import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../../port.ts";
+import type { BufferHold, Done, ExtentsDone, HashedDone, StoragePort, ZeroFlags } from "../../port.ts";
 import { call } from "../../port.ts";
 import type { Describable, NodeSnapshot } from "../describe.ts";
 import { checkRequest } from "../legs.ts";
@@ -135,6 +135,14 @@ export class MirrorPort implements StoragePort, Describable {
     const invalid = checkRequest("read", offset, into.length, this);
     if (invalid !== 0) return done(invalid);
     if (into.length === 0) return done(0);
+    readFrom(this.state, offset, into, (errno) => done(errno), 0);
+  }
+
+  /** A read from one leg, with that leg's hash of the data when it has one. */
+  readHashed(offset: number, into: Uint8Array, done: HashedDone): void {
+    const invalid = checkRequest("read", offset, into.length, this);
+    if (invalid !== 0) return done(invalid, null);
+    if (into.length === 0) return done(0, null);
     readFrom(this.state, offset, into, done, 0);
   }
 

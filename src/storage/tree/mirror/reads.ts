@@ -5,25 +5,29 @@
  * other leg is in sync. A failed read degrades its leg and is retried on another.
  */
 import { Errno } from "../../../lib/errno.ts";
-import type { Done, ExtentsDone } from "../../port.ts";
+import { readWithHash, type ExtentsDone, type HashedDone } from "../../port.ts";
 import type { MirrorLeg } from "./leg.ts";
 import type { MirrorState } from "./state.ts";
 
-export function readFrom(s: MirrorState, offset: number, into: Uint8Array, done: Done, attempt: number): void {
+/**
+ * Read from one in-sync leg (retried on another when it fails). The leg's hash of the data
+ * (storage/port.ts readHashed) comes back with it: a leg holds the mirror's bytes unchanged.
+ */
+export function readFrom(s: MirrorState, offset: number, into: Uint8Array, done: HashedDone, attempt: number): void {
   const leg = pickReader(s, null);
-  if (leg === null) return done(Errno.EIO);
+  if (leg === null) return done(Errno.EIO, null);
   const started = s.clock.now();
   leg.inflightReads++;
-  leg.port!.read(s.layout.metaBytes + offset, into, (errno) => {
+  readWithHash(leg.port!, s.layout.metaBytes + offset, into, (errno, xxh3) => {
     leg.inflightReads--;
     if (errno === 0) {
       const took = s.clock.now() - started;
       leg.latencyMs = leg.reads === 0 ? took : leg.latencyMs + (took - leg.latencyMs) / 8;
       leg.reads++;
-      return done(0);
+      return done(0, xxh3);
     }
-    if (leg.state === "in-sync" && !s.hooks.legFailed(leg, errno, "read")) return done(errno);
-    if (attempt + 1 >= s.legs.length) return done(errno);
+    if (leg.state === "in-sync" && !s.hooks.legFailed(leg, errno, "read")) return done(errno, null);
+    if (attempt + 1 >= s.legs.length) return done(errno, null);
     readFrom(s, offset, into, done, attempt + 1);
   });
 }
