@@ -78,6 +78,17 @@ export function verifyDigest(alg: ChecksumName, data: Uint8Array, digest: Uint8A
   return timingSafeEqual(scratch.subarray(0, size), digest);
 }
 
+/**
+ * verifyDigest that also hands back the verified XXH3-64 of `data` when `alg` is xxh3 (the
+ * exactly-once signature and a tree node's pass-through digest are that same hash, so one pass
+ * serves all): the hash when intact, `true` when intact under another algorithm, `false` when not.
+ */
+export function verifyDigestHash(alg: ChecksumName, data: Uint8Array, digest: Uint8Array): bigint | boolean {
+  if (alg !== "xxh3" || digest.length !== 8) return verifyDigest(alg, data, digest);
+  const hash = Bun.hash.xxHash3(data);
+  return hash === new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0) ? hash : false;
+}
+
 /** Parses "xxh3,sha256": the names in preference order, or a reason naming the bad entry. */
 export function parseChecksumList(text: string): ChecksumName[] | string {
   const names = text.split(",").map((s) => s.trim());

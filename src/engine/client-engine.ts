@@ -28,7 +28,7 @@ import { assert } from "../lib/assert.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { Prng } from "../lib/prng.ts";
-import { verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
+import { verifyDigestHash, type ChecksumName } from "../crypto/checksum.ts";
 import { Flag, HANDSHAKE_PAYLOAD_MAX, Op, Perm, REPLY_BIT } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
 import type { Welcome } from "../wire/dst/handshake.ts";
@@ -256,10 +256,7 @@ export class ClientEngine {
     });
   }
 
-  /**
-   * Whether `count` more requests like `request` would be accepted now (a caller splitting
-   * one request over several engines checks every part before submitting any).
-   */
+  /** Whether `count` more requests like `request` fit now (a split request checks every part first). */
   canAccept(request: Request, count: number): boolean {
     if (this.pending.size === 0) return true;
     const bytes = request.kind === "write" ? request.length : 0;
@@ -463,13 +460,10 @@ export class ClientEngine {
       const scattered = gathered instanceof Scattered; // the data is in txn.into already
       const digest = scattered ? gathered.digest : payload.subarray(header.length);
       if ((header.flags & Flag.DIGEST) !== 0) {
-        // xxh3 (XXH3-64, seed 0, big-endian: crypto/checksum.ts): the hash that verified the
-        // data goes to the caller with it, who may send it on as its own digest.
-        if (this.checksum === "xxh3" && digest.length === 8) {
-          hash = Bun.hash.xxHash3(data);
-          if (hash !== new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0)) hash = null;
-          if (hash === null) return this.retryCorrupt(txn, "READ reply failed its data checksum");
-        } else if (!verifyDigest(this.checksum, data, digest)) return this.retryCorrupt(txn, "READ reply failed its data checksum");
+        // An xxh3 hash that verified the data goes to the caller with it, who may send it on.
+        const verified = verifyDigestHash(this.checksum, data, digest);
+        if (verified === false) return this.retryCorrupt(txn, "READ reply failed its data checksum");
+        if (typeof verified === "bigint") hash = verified;
       }
       if (txn.into !== null) {
         if (!scattered) txn.into.set(data);
@@ -616,10 +610,7 @@ export class ClientEngine {
     this.outbox.add(encodeFrame({ opcode: Op.PING, txid: 0, offset: floor }));
   }
 
-  /**
-   * Bounded replay memory: from half the bound, issue a FLUSH ourselves (writes go on while it
-   * runs); at the bound, hold new writes until it returns (engine/durability.ts flushDue).
-   */
+  /** Replay bound: FLUSH from half of it, writes held at it (engine/durability.ts flushDue). */
   private maybeFlushForReplayBound(): void {
     const durability = this.durability;
     if (durability.autoFlushPending || !durability.flushDue) return;

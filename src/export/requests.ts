@@ -21,7 +21,7 @@
  */
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { giveBuffer } from "../lib/buffer-pool.ts";
-import { computeDigest, verifyDigest, type ChecksumName } from "../crypto/checksum.ts";
+import { computeDigest, verifyDigestHash, type ChecksumName } from "../crypto/checksum.ts";
 import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
 import { Flag, HEADER_SIZE, Op, REPLY_BIT } from "../wire/dst/constants.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
@@ -156,12 +156,9 @@ export class RequestPipeline {
       // pass over the payload serves both.
       data = payload.subarray(0, header.length);
       const digest = payload.subarray(header.length);
-      let intact: boolean;
-      if (host.checksum === "xxh3" && digest.length === 8) {
-        hash = Bun.hash.xxHash3(data);
-        intact = hash === new DataView(digest.buffer, digest.byteOffset, 8).getBigUint64(0);
-      } else intact = verifyDigest(host.checksum, data, digest);
-      if (!intact) {
+      const verified = verifyDigestHash(host.checksum, data, digest);
+      if (typeof verified === "bigint") hash = verified;
+      if (verified === false) {
         host.counters.checksumFailures++;
         host.warn(`write ${header.length} B at ${header.offset}: data checksum mismatch; not applied`);
         host.replies.header(opcode, header.txid, Errno.EBADMSG, header.offset, 0, reservation);
