@@ -91,6 +91,12 @@ export interface StoragePort {
   /** Every method completes before it returns. */
   readonly synchronous: boolean;
   /**
+   * Optional, for a port that is not `synchronous`: a READ or WRITE of at most this many bytes
+   * still completes before it returns (a local file port runs only large ones on the I/O
+   * thread pool: storage/local/port.ts). Layers do not pass it on; absent means none do.
+   */
+  readonly inlineUpTo?: number;
+  /**
    * Optional: true when `write` no longer references `data` once it returns (it copied it:
    * the remote engine does), so the caller may recycle the buffer before the completion.
    */
@@ -127,6 +133,11 @@ export interface StoragePort {
 export function writeWithHold(port: StoragePort, offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
   if (port.writeHandedOver !== undefined) port.writeHandedOver(offset, data, fua, hold, done);
   else port.write(offset, data, fua, done);
+}
+
+/** true when a READ or WRITE of `length` bytes on `port` completes before the call returns. */
+export function completesInline(port: StoragePort, length: number): boolean {
+  return port.synchronous || length <= (port.inlineUpTo ?? -1);
 }
 
 /** A port's flags as one object, for status output and tests. */
