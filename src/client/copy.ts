@@ -12,6 +12,8 @@
 import { renameSync, rmSync, statSync, type Stats } from "node:fs";
 import { openBackend } from "../storage/open.ts";
 import type { Backend } from "../storage/local/backend.ts";
+import type { IoDone } from "../storage/local/fd-io.ts";
+import { ASYNC_IO_FROM } from "../storage/local/port.ts";
 import type { ExportUrl } from "../lib/address.ts";
 import { errnoFromError, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
@@ -51,19 +53,45 @@ export interface CopyEndpoint {
 }
 
 export function backendEndpoint(label: string, backend: Backend): CopyEndpoint {
+  // Reads and writes of a whole chunk run on Bun's I/O thread pool where the backend can
+  // (file, device): the copy's workers then read the next chunks ahead into their reserved
+  // frames while the event loop sends the earlier ones (docs/performance.md).
+  const pooled = (length: number) => length >= ASYNC_IO_FROM && backend.readAsync !== undefined;
+  // close() waits for calls still on the pool (a read-ahead a failed copy left behind): the
+  // descriptor must not be closed, and its number reused, under a running pread/pwrite.
+  let running = 0;
+  let idle: (() => void) | null = null;
+  const settle = (start: (done: IoDone) => void) =>
+    new Promise<void>((resolve, reject) => {
+      running++;
+      try {
+        start((error) => {
+          if (--running === 0) idle?.();
+          if (error === null) resolve();
+          else reject(error);
+        });
+      } catch (error) {
+        if (--running === 0) idle?.();
+        reject(error);
+      }
+    });
+  const readInto = (offset: number, into: Uint8Array): Promise<void> => {
+    if (pooled(into.length)) return settle((done) => backend.readAsync!(offset, into, done));
+    backend.read(offset, into);
+    return Promise.resolve();
+  };
   return {
     label,
     size: backend.size,
     chunkMax: 4 * 1024 * 1024,
     async read(offset, length) {
       const target = new Uint8Array(length);
-      backend.read(offset, target);
+      await readInto(offset, target);
       return target;
     },
-    async readInto(offset, into) {
-      backend.read(offset, into);
-    },
+    readInto: async (offset, into) => readInto(offset, into),
     async write(offset, data) {
+      if (pooled(data.length) && backend.writeAsync !== undefined) return settle((done) => backend.writeAsync!(offset, data, false, done));
       backend.write(offset, data, false);
     },
     async zero(offset, length) {
@@ -75,9 +103,11 @@ export function backendEndpoint(label: string, backend: Backend): CopyEndpoint {
       return extents.length === 1 && extents[0]!.zero;
     },
     async flush() {
+      if (backend.flushAsync !== undefined) return settle((done) => backend.flushAsync!(done));
       backend.flush();
     },
     async close() {
+      if (running > 0) await new Promise<void>((resolve) => (idle = resolve));
       backend.close();
     },
   };

@@ -25,7 +25,7 @@ import { computeDigest, verifyDigestHash, type ChecksumName } from "../crypto/ch
 import { RECORD_HEADER_SIZE } from "../crypto/record.ts";
 import { Flag, HEADER_SIZE, Op, REPLY_BIT } from "../wire/dst/constants.ts";
 import { encodeHeader, type Header } from "../wire/dst/header.ts";
-import type { BufferHold, StoragePort } from "../storage/port.ts";
+import { completesInline, type BufferHold, type StoragePort } from "../storage/port.ts";
 import { validateRequest, type RequestKind } from "../storage/validate.ts";
 import type { ReplyWriter } from "./replies.ts";
 import type { RequestObserver } from "./server.ts";
@@ -172,7 +172,7 @@ export class RequestPipeline {
     }
     // A port that keeps the payload after returning needs it in memory we own and count.
     let copyHeld: Held | null = null;
-    if (kind === "write" && !port.synchronous && held === null && data.length > 0) {
+    if (kind === "write" && !completesInline(port, data.length) && held === null && data.length > 0) {
       copyHeld = host.takeReceive(data.length);
       if (copyHeld === null) {
         host.replies.unreserve(reservation);
@@ -273,7 +273,7 @@ export class RequestPipeline {
   private read(op: RequestOp): void {
     const host = this.host;
     const total = HEADER_SIZE + op.length + host.digestBytes;
-    const slot = host.port.synchronous ? host.replies.inlineSlot(total) : null;
+    const slot = completesInline(host.port, op.length) ? host.replies.inlineSlot(total) : null;
     if (slot !== null) {
       op.frame = null;
       op.inlineAt = slot.at;
@@ -325,8 +325,8 @@ export class RequestPipeline {
     let buffer: Uint8Array;
     let at: number;
     if (op.frame === null) {
-      // Inline: the data was read behind the header in the batch (synchronous port, so the
-      // batch has not moved since inlineSlot()).
+      // Inline: the data was read behind the header in the batch (a read the port completes
+      // inline, so the batch has not moved since inlineSlot()).
       buffer = host.replies.batchBuffer!;
       at = op.inlineAt;
     } else {

@@ -24,7 +24,7 @@ import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { describeExtents } from "./extents.ts";
 import { BASE_ALLOCATION_ID, type Transmission } from "./handshake.ts";
 import { INLINE_READ_MAX, ReplyBatch } from "./replies.ts";
-import type { BufferHold, StoragePort } from "../storage/port.ts";
+import { completesInline, type BufferHold, type StoragePort } from "../storage/port.ts";
 import { validateRequest, type RequestKind, type RequestLimits } from "../storage/validate.ts";
 
 export interface NbdConnectionLimits {
@@ -297,7 +297,7 @@ export class NbdTransmission {
     if (r.length === 0) return this.replies.emptyRead(r.cookieHi, r.cookieLo);
     const header = this.replies.readHeaderSize;
     const op = this.takeOp(r);
-    if (this.target.synchronous && r.length <= INLINE_READ_MAX) {
+    if (r.length <= INLINE_READ_MAX && completesInline(this.target, r.length)) {
       const replies = this.replies;
       replies.reserve(header + r.length);
       op.buffer = replies.buffer;

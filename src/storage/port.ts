@@ -93,6 +93,12 @@ export interface StoragePort {
   /** Every method completes before it returns. */
   readonly synchronous: boolean;
   /**
+   * Optional, for a port that is not `synchronous`: a READ or WRITE of at most this many bytes
+   * still completes before it returns (a local file port runs only large ones on the I/O
+   * thread pool: storage/local/port.ts). Layers do not pass it on; absent means none do.
+   */
+  readonly inlineUpTo?: number;
+  /**
    * Optional: true when `write` no longer references `data` once it returns (it copied it:
    * the remote engine does), so the caller may recycle the buffer before the completion.
    */
@@ -147,6 +153,11 @@ export function writeWithHold(port: StoragePort, offset: number, data: Uint8Arra
 export function readWithHash(port: StoragePort, offset: number, into: Uint8Array, done: HashedDone): void {
   if (port.readHashed !== undefined) port.readHashed(offset, into, done);
   else port.read(offset, into, (errno) => done(errno, null));
+}
+
+/** true when a READ or WRITE of `length` bytes on `port` completes before the call returns. */
+export function completesInline(port: StoragePort, length: number): boolean {
+  return port.synchronous || length <= (port.inlineUpTo ?? -1);
 }
 
 /** A port's flags as one object, for status output and tests. */

@@ -58,7 +58,8 @@ export interface SimConfig {
    * port): every call runs 0..maxDelayMs simulated ms later, so completions arrive late and
    * out of order. Absent: the local port's synchronous fast path.
    */
-  asyncPort?: { maxDelayMs: number };
+  /** inlineUpTo: READ/WRITE up to that many bytes complete inline (a local file port's shape). */
+  asyncPort?: { maxDelayMs: number; inlineUpTo?: number };
   /**
    * Hand WRITE buffers over to the engine with a way back (Request.handOver + recycle), as
    * `dstd copy` does: a buffer given back is at once overwritten with junk, so any use of it
@@ -585,13 +586,17 @@ export class Simulation {
     const asyncPort = this.config.asyncPort;
     if (asyncPort === undefined) return local;
     const generation = this.generation;
-    return new DeferredLayer(local, (work) => {
-      const run = () => {
-        if (generation === this.generation) work();
-      };
-      if (this.portHeld) this.heldWork.schedule(run);
-      else this.clock.after(this.portPrng.int(asyncPort.maxDelayMs + 1), run);
-    });
+    return new DeferredLayer(
+      local,
+      (work) => {
+        const run = () => {
+          if (generation === this.generation) work();
+        };
+        if (this.portHeld) this.heldWork.schedule(run);
+        else this.clock.after(this.portPrng.int(asyncPort.maxDelayMs + 1), run);
+      },
+      asyncPort.inlineUpTo,
+    );
   }
 
   private traceVerbose(line: string): void {

@@ -151,6 +151,10 @@ export function swarmOptions(seed: number, unsafe?: ServerUnsafe): SwarmConfig {
   };
   // Drawn last, so the draws above (and seeds run on the synchronous port) stay as they were.
   if (prng.chance(0.5)) config.sim.asyncPort = { maxDelayMs: prng.pick([0, 1, 5, 20]) };
+  // Half of those: small requests inline, large ones later (the local file port's I/O thread
+  // pool), from a stream of its own so that every draw above stays as it was.
+  const mixed = new Prng(seed ^ 0x696e6c6e);
+  if (config.sim.asyncPort !== undefined && mixed.chance(0.5)) config.sim.asyncPort.inlineUpTo = blockSize * mixed.pick([1, 2, 4]);
   // Keyed sessions and intruders from a stream of their own, so the draws above stay as they were.
   const keyed = new Prng(seed ^ 0x6b657973);
   if (keyed.chance(0.5)) {

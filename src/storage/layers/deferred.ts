@@ -5,6 +5,11 @@
  * real-process test). Used to prove that the NBD front and the DST export work with an
  * asynchronous port: out-of-order completions, buffers held until completion.
  *
+ * With `inlineUpTo`, a READ or WRITE of at most that many bytes goes straight to the port
+ * below (a synchronous one: it completes inline) and only larger ones and the rest wait for
+ * the scheduler: the shape of a local file port that runs large requests on the I/O thread
+ * pool (storage/local/port.ts), small and large completions interleaved on one port.
+ *
  * Must not: run anything itself (no timers here); the scheduler decides when and in what order.
  */
 import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
@@ -17,8 +22,14 @@ export class DeferredLayer extends PassThrough {
   constructor(
     next: StoragePort,
     private readonly schedule: Scheduler,
+    /** READ/WRITE of at most this many bytes are not deferred (undefined: every call is). */
+    private readonly inline?: number,
   ) {
     super(next);
+  }
+
+  get inlineUpTo(): number | undefined {
+    return this.inline !== undefined && this.next.synchronous ? this.inline : undefined;
   }
 
   override get kind(): string {
@@ -29,9 +40,11 @@ export class DeferredLayer extends PassThrough {
   }
 
   override read(offset: number, into: Uint8Array, done: Done): void {
+    if (into.length <= (this.inlineUpTo ?? -1)) return this.next.read(offset, into, done);
     this.schedule(() => this.next.read(offset, into, done));
   }
   override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    if (data.length <= (this.inlineUpTo ?? -1)) return this.next.write(offset, data, fua, done);
     this.schedule(() => this.next.write(offset, data, fua, done));
   }
   override flush(done: Done): void {

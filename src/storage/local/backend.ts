@@ -12,6 +12,7 @@
  * client should receive; a backend never reports a failed I/O as success.
  */
 import type { Extent } from "../port.ts";
+import type { IoDone } from "./fd-io.ts";
 
 export type { Extent };
 export type BackendKind = "memory" | "file" | "device";
@@ -53,6 +54,15 @@ export interface Backend {
    * Throws BackendError naming the problem.
    */
   resize?(size: number): void;
+  /**
+   * Optional (file and device backends): read, write and flush on Bun's I/O thread pool, so
+   * the kernel's copies and fdatasync run beside the event loop (storage/local/port.ts uses
+   * them for large requests). Same checks and errors as the synchronous calls; a failed check
+   * throws before anything starts; otherwise `done` is called exactly once, later.
+   */
+  readAsync?(offset: number, target: Uint8Array, done: IoDone): void;
+  writeAsync?(offset: number, source: Uint8Array, fua: boolean, done: IoDone): void;
+  flushAsync?(done: IoDone): void;
   /** Release the file descriptor / memory. Idempotent. */
   close(): void;
 }

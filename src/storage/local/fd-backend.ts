@@ -11,7 +11,7 @@ import fs from "node:fs";
 import { Errno } from "../../lib/errno.ts";
 import { BackendError } from "../../lib/errors.ts";
 import { assert } from "../../lib/assert.ts";
-import { ioError, readFully, syncData, writeFully } from "./fd-io.ts";
+import { ioError, readFully, readFullyAsync, syncData, syncDataAsync, writeFully, writeFullyAsync, type IoDone } from "./fd-io.ts";
 import type { Backend, BackendKind, Extent } from "./backend.ts";
 import { MAX_EXTENTS } from "../port.ts";
 
@@ -49,6 +49,21 @@ export abstract class FdBackend implements Backend {
   flush(): void {
     this.check("flush", 0, 0, false);
     syncData(this.fd, this.path, "flush", 0, this.size);
+  }
+
+  readAsync(offset: number, target: Uint8Array, done: IoDone): void {
+    this.check("read", offset, target.length, false);
+    readFullyAsync(this.fd, this.path, offset, target, done);
+  }
+
+  writeAsync(offset: number, source: Uint8Array, fua: boolean, done: IoDone): void {
+    this.check("write", offset, source.length, true);
+    writeFullyAsync(this.fd, this.path, offset, source, fua, done);
+  }
+
+  flushAsync(done: IoDone): void {
+    this.check("flush", 0, 0, false);
+    syncDataAsync(this.fd, this.path, "flush", 0, this.size, done);
   }
 
   trim(offset: number, length: number): void {

@@ -137,3 +137,54 @@ export function tryFallocate(
     throw ioError(what, operation, offset, length, error);
   }
 }
+
+/** Completion of an asynchronous transfer: null on success, the BackendError otherwise. */
+export type IoDone = (error: BackendError | null) => void;
+
+/**
+ * readFully on Bun's I/O thread pool (node:fs callbacks): the kernel's copy out of the page
+ * cache runs beside the event loop instead of on it. Same short-read loop and end-of-file
+ * rule; `done` is called exactly once, always later (never inside this call).
+ */
+export function readFullyAsync(fd: number, what: string, offset: number, target: Uint8Array, done: IoDone): void {
+  const length = target.length;
+  let got = 0;
+  const step = (error: NodeJS.ErrnoException | null, n: number): void => {
+    if (error) return done(ioError(what, "read", offset, length, error));
+    if (n <= 0) {
+      return done(
+        new BackendError(
+          `read at offset ${offset} length ${length} on ${what} hit end of file after ${got} bytes ` +
+            `(was it truncated by another program?)`,
+          Errno.EIO,
+        ),
+      );
+    }
+    got += n;
+    if (got < length) fs.read(fd, target, got, length - got, offset + got, step);
+    else done(null);
+  };
+  fs.read(fd, target, 0, length, offset, step);
+}
+
+/** writeFully on Bun's I/O thread pool; `fua`: fdatasync after the last byte, on the pool too. */
+export function writeFullyAsync(fd: number, what: string, offset: number, source: Uint8Array, fua: boolean, done: IoDone): void {
+  const length = source.length;
+  let put = 0;
+  const step = (error: NodeJS.ErrnoException | null, n: number): void => {
+    if (error) return done(ioError(what, "write", offset, length, error));
+    if (n <= 0) {
+      return done(new BackendError(`write at offset ${offset} length ${length} on ${what} made no progress after ${put} bytes`, Errno.EIO));
+    }
+    put += n;
+    if (put < length) fs.write(fd, source, put, length - put, offset + put, step);
+    else if (fua) syncDataAsync(fd, what, "FUA write", offset, length, done);
+    else done(null);
+  };
+  fs.write(fd, source, 0, length, offset, step);
+}
+
+/** syncData on Bun's I/O thread pool. */
+export function syncDataAsync(fd: number, what: string, operation: string, offset: number, length: number, done: IoDone): void {
+  fs.fdatasync(fd, (error) => done(error ? ioError(what, operation, offset, length, error) : null));
+}

@@ -1,8 +1,18 @@
 /**
  * @module storage/local/port — a local Backend (memory, file, block device) as a StoragePort.
- * Calls the backend synchronously — a page-cache hit
- * costs ~1 µs that way versus ~18 µs through an async hop (storage/local/backend.ts) — and completes
- * every request before returning (`synchronous: true`).
+ * Small requests call the backend synchronously — a page-cache hit costs ~1 µs that way
+ * versus ~18 µs through an async hop (storage/local/backend.ts) — and complete before
+ * returning. READ and WRITE of `asyncFrom` bytes or more, and FLUSH, run on Bun's I/O thread
+ * pool when the backend can (file, device: Backend.readAsync…): the kernel's copy of a large
+ * payload and fdatasync then run beside the event loop, which goes on receiving and sending
+ * (a one-thread process gets one share of a loaded machine; docs/performance.md). Such a
+ * port is not `synchronous`; `inlineUpTo` tells callers which requests still complete inline.
+ *
+ * Ordering: a FLUSH covers every write whose completion was called before it was issued
+ * (storage/port.ts): such a write's pwrite has returned, so the fdatasync issued after it
+ * covers it. close() and resize() wait until the requests on the pool have completed (a
+ * descriptor closed under a running pwrite could be reused by another file; a write running
+ * across a shrink would grow the file again).
  *
  * Must not: report a failure as success (every throw becomes an errno), or let a request the
  * connection failed to validate reach the backend (validateRequest runs again here as the
@@ -18,12 +28,21 @@ import { validateRequest, type RequestKind, type RequestLimits } from "../valida
 /** 32 MiB: the largest request the Linux client sends and what proto.md suggests clients use. */
 export const DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
 
+/**
+ * READ/WRITE of at least this many bytes go to the I/O thread pool (when the backend has it):
+ * below it the ~18 µs hop costs more than the copy it moves off the loop (a 4 KiB page-cache
+ * copy is ~1 µs), above it the copy (~100 µs per MiB) and the loop's freedom win.
+ */
+export const ASYNC_IO_FROM = 64 * 1024;
+
 export interface LocalPortOptions {
   /** Export-level read-only: refuse writes even if the backend is writable. */
   readOnly?: boolean;
   maxPayload?: number;
   description?: string;
   log?: { warn(message: string): void };
+  /** READ/WRITE size from which the backend's thread-pool calls are used (default ASYNC_IO_FROM; Infinity: never). */
+  asyncFrom?: number;
 }
 
 export function createLocalPort(backend: Backend, options: LocalPortOptions = {}): StoragePort {
@@ -43,9 +62,18 @@ class LocalPort implements StoragePort {
   /** One Backend object (one fd, one page cache) is shared by all connections of an export. */
   readonly canMultiConn = true;
   readonly canBlockStatus = true;
-  readonly synchronous = true;
+  readonly synchronous: boolean;
+  /** Requests moving at most this many bytes complete before returning (all of them when synchronous). */
+  readonly inlineUpTo: number;
   readonly description: string;
   private limits: RequestLimits;
+  /** Requests running on the I/O thread pool. */
+  private pooled = 0;
+  /** Run once `pooled` is back to 0 (close, resize). */
+  private drained: Array<() => void> = [];
+  private closed = false;
+  private readonly threaded: boolean;
+  private readonly asyncFrom: number;
 
   constructor(
     private readonly backend: Backend,
@@ -57,11 +85,26 @@ class LocalPort implements StoragePort {
     this.readOnly = backend.readOnly || (options.readOnly ?? false);
     this.description = options.description ?? backend.description;
     this.limits = { size: backend.size, writable: !this.readOnly, maxPayload: this.maxPayload };
+    this.asyncFrom = options.asyncFrom ?? ASYNC_IO_FROM;
+    this.threaded =
+      backend.readAsync !== undefined && backend.writeAsync !== undefined && backend.flushAsync !== undefined && this.asyncFrom !== Infinity;
+    this.synchronous = !this.threaded;
+    this.inlineUpTo = this.threaded ? this.asyncFrom - 1 : Infinity;
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {
+    if (this.closed) return done(Errno.EBADF);
     const invalid = validateRequest("read", offset, into.length, this.limits);
     if (invalid !== 0) return done(invalid);
+    if (this.threaded && into.length >= this.asyncFrom) {
+      return this.onPool(
+        "read",
+        offset,
+        into.length,
+        (finished) => this.backend.readAsync!(offset, into, finished),
+        done,
+      );
+    }
     try {
       this.backend.read(offset, into);
     } catch (error) {
@@ -71,8 +114,18 @@ class LocalPort implements StoragePort {
   }
 
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    if (this.closed) return done(Errno.EBADF);
     const invalid = validateRequest("write", offset, data.length, this.limits);
     if (invalid !== 0) return done(invalid);
+    if (this.threaded && data.length >= this.asyncFrom) {
+      return this.onPool(
+        "write",
+        offset,
+        data.length,
+        (finished) => this.backend.writeAsync!(offset, data, fua, finished),
+        done,
+      );
+    }
     try {
       this.backend.write(offset, data, fua);
     } catch (error) {
@@ -82,6 +135,8 @@ class LocalPort implements StoragePort {
   }
 
   flush(done: Done): void {
+    if (this.closed) return done(Errno.EBADF);
+    if (this.threaded) return this.onPool("flush", 0, 0, (finished) => this.backend.flushAsync!(finished), done);
     try {
       this.backend.flush();
     } catch (error) {
@@ -102,6 +157,7 @@ class LocalPort implements StoragePort {
   }
 
   extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
+    if (this.closed) return done(Errno.EBADF, null);
     const invalid = validateRequest("block-status", offset, length, this.limits);
     if (invalid !== 0) return done(invalid, null);
     let extents: Extent[];
@@ -114,6 +170,8 @@ class LocalPort implements StoragePort {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    if (this.pooled > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
     this.backend.close();
   }
 
@@ -125,6 +183,7 @@ class LocalPort implements StoragePort {
   resize(size: number, done: Done): void {
     const backend = this.backend;
     if (backend.resize === undefined) return done(Errno.ENOTSUP);
+    if (this.pooled > 0) return void this.drained.push(() => this.resize(size, done));
     try {
       backend.resize(size);
     } catch (error) {
@@ -144,6 +203,36 @@ class LocalPort implements StoragePort {
     return this.backend.kind === "file" && !noHole;
   }
 
+  /**
+   * Start `start` on the I/O thread pool and complete `done` when it finishes. A check that
+   * throws before anything started completes at once, like the synchronous path.
+   */
+  private onPool(
+    operation: string,
+    offset: number,
+    length: number,
+    start: (finished: (error: Error | null) => void) => void,
+    done: Done,
+  ): void {
+    this.pooled++;
+    try {
+      start((error) => {
+        this.leavePool();
+        done(error === null ? 0 : this.failure(operation, offset, length, error));
+      });
+    } catch (error) {
+      this.leavePool();
+      done(this.failure(operation, offset, length, error));
+    }
+  }
+
+  private leavePool(): void {
+    if (--this.pooled > 0 || this.drained.length === 0) return;
+    const waiting = this.drained;
+    this.drained = [];
+    for (const run of waiting) run();
+  }
+
   private mutate(
     kind: RequestKind & ("trim" | "zero"),
     offset: number,
@@ -152,6 +241,7 @@ class LocalPort implements StoragePort {
     operation: () => void,
     done: Done,
   ): void {
+    if (this.closed) return done(Errno.EBADF);
     const invalid = validateRequest(kind, offset, length, this.limits);
     if (invalid !== 0) return done(invalid);
     try {
