@@ -97,6 +97,8 @@ class RequestOp {
   inlineAt = 0;
   /** The receive memory the WRITE payload lives in (null: none held). */
   held: Held | null = null;
+  /** WRITE: the payload's XXH3-64 when computed (handed to the port: one hash pass per write). */
+  hash: bigint | undefined = undefined;
   startedAt = 0;
   /** Set while the port call runs: a completion then is synchronous, not "later". */
   dispatching = false;
@@ -205,6 +207,7 @@ export class RequestPipeline {
     op.reservation = reservation;
     op.entry = entry;
     op.held = copyHeld ?? held;
+    op.hash = kind === "write" && hash !== null ? hash : undefined;
     if (op.held !== null && op.held === held) held.refs++;
     op.dispatching = true;
     if (host.observer !== null) op.startedAt = host.now();
@@ -250,7 +253,7 @@ export class RequestPipeline {
         return this.read(op);
       case "write":
         // Handed over where it lies (no copy) when the port keeps buffers and we own the memory.
-        if (port.writeHandedOver !== undefined && op.held !== null) return port.writeHandedOver(op.offset, data, fua, op.held, op.done);
+        if (port.writeHandedOver !== undefined && op.held !== null) return port.writeHandedOver(op.offset, data, fua, op.held, op.done, op.hash);
         return port.write(op.offset, data, fua, op.done);
       case "flush":
         return port.flush(op.done);

@@ -29,7 +29,7 @@ import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
-import { call, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
+import { call, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
 import { AckWindow, type WindowWrite } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
 import type { LogDirectory } from "./files.ts";
@@ -110,6 +110,10 @@ interface Op {
   /** Exclusive end (Infinity for resize: it orders against everything). */
   end: number;
   data: Uint8Array | null;
+  /** The caller handed `data` over (storage/port.ts BufferHold): the ack window keeps it, no copy. */
+  hold: BufferHold | null;
+  /** XXH3-64 of `data` from the caller (storage/port.ts writeHandedOver), else undefined. */
+  xxh3: bigint | undefined;
   noHole: boolean;
   fua: boolean;
   newSize: number;
@@ -268,6 +272,22 @@ export class ReplicationPrimary extends PassThrough {
   override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
     this.submit(this.op("write", offset, offset + data.length, data, false, fua, 0, done));
   }
+
+  /**
+   * A write whose buffer the caller hands over (storage/port.ts BufferHold; the DST export
+   * does): an early write keeps that buffer in the ack window for the log and the write-back
+   * instead of a copy (docs/replication.md §9). The hold is taken when the write enters the
+   * window, which is before its completion, so within the caller's own hold.
+   */
+  override get writeHandedOver(): StoragePort["writeHandedOver"] {
+    return this.handedOver;
+  }
+  private readonly handedOver = (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void => {
+    const op = this.op("write", offset, offset + data.length, data, false, fua, 0, done);
+    op.hold = hold;
+    op.xxh3 = xxh3;
+    this.submit(op);
+  };
 
   override trim(offset: number, length: number, fua: boolean, done: Done): void {
     this.submit(this.op("trim", offset, offset + length, null, false, fua, 0, done));
@@ -445,7 +465,7 @@ export class ReplicationPrimary extends PassThrough {
 
   private op(kind: Kind, offset: number, end: number, data: Uint8Array | null, noHole: boolean, fua: boolean, newSize: number, done: Done): Op {
     return {
-      kind, offset, end, data, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
+      kind, offset, end, data, hold: null, xxh3: undefined, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
       early: null, unwritten: 0,
     };
   }
@@ -496,9 +516,10 @@ export class ReplicationPrimary extends PassThrough {
       const length = op.data!.length;
       const data = op.data!;
       let written: (() => void) | undefined;
-      op.early = op.fua ? null : this.window.enter(op.offset, data);
+      op.early = op.fua ? null : this.window.enter(op.offset, data, op.hold);
       if (op.early !== null) {
-        // Completes once its records are written (page cache); the caller recycles its buffer then.
+        // Completes once its records are written (page cache); the caller recycles its buffer
+        // then, unless it handed it over (the window then holds it instead of a copy).
         op.data = op.early.data;
         op.unwritten = pieces;
         written = () => {
@@ -510,7 +531,9 @@ export class ReplicationPrimary extends PassThrough {
       for (let i = 0; i < pieces; i++) {
         const at = i * MAX_RECORD_PAYLOAD;
         const piece = logged.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
-        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno), written);
+        // The caller's hash of the whole payload is this record's digest when one record holds it all.
+        const digest = pieces === 1 ? op.xxh3 : undefined;
+        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno), written, digest);
         if (i === 0) op.firstSeq = seq;
         op.lastSeq = seq;
       }
@@ -537,6 +560,8 @@ export class ReplicationPrimary extends PassThrough {
     if (--op.waiting > 0) return;
     if (this.closed) {
       this.pipeline.splice(this.pipeline.indexOf(op), 1);
+      // Out of the window: a handed-over buffer goes back to its owner (no FLUSH waits any more).
+      if (op.early !== null) this.window.leave(op.early, (flushDone) => flushDone(Errno.ESHUTDOWN));
       if (op.early?.acked) return;
       return op.done(op.errno || Errno.ESHUTDOWN);
     }
