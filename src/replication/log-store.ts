@@ -232,16 +232,7 @@ export class LogStore {
    * write failed. `payloadDigest`, if given, is xxh3-64 of `payload` (the caller hashed it
    * already: record.ts encodeHeader).
    */
-  append(
-    op: RecordOpCode,
-    flags: number,
-    offset: number,
-    length: number,
-    payload: Uint8Array,
-    done: AppendDone,
-    written?: () => void,
-    payloadDigest?: bigint,
-  ): number {
+  append(op: RecordOpCode, flags: number, offset: number, length: number, payload: Uint8Array, done: AppendDone, written?: () => void, payloadDigest?: bigint): number {
     assert(!this.closed, "append to a closed log");
     const seq = this.tail.seq + 1;
     const lamport = Math.max(Math.floor(this.options.now()), this.tail.lamport + 1);

@@ -110,9 +110,8 @@ interface Op {
   /** Exclusive end (Infinity for resize: it orders against everything). */
   end: number;
   data: Uint8Array | null;
-  /** The caller handed `data` over (storage/port.ts BufferHold): the ack window keeps it, no copy. */
+  /** Handed over by the caller (storage/port.ts writeHandedOver): its hold and its XXH3-64 of `data`. */
   hold: BufferHold | null;
-  /** XXH3-64 of `data` from the caller (storage/port.ts writeHandedOver), else undefined. */
   xxh3: bigint | undefined;
   noHole: boolean;
   fua: boolean;
@@ -273,21 +272,12 @@ export class ReplicationPrimary extends PassThrough {
     this.submit(this.op("write", offset, offset + data.length, data, false, fua, 0, done));
   }
 
-  /**
-   * A write whose buffer the caller hands over (storage/port.ts BufferHold; the DST export
-   * does): an early write keeps that buffer in the ack window for the log and the write-back
-   * instead of a copy (docs/replication.md §9). The hold is taken when the write enters the
-   * window, which is before its completion, so within the caller's own hold.
-   */
+  /** An early write keeps a handed-over buffer in the ack window (held before its completion), no copy (docs/replication.md §4). */
   override get writeHandedOver(): StoragePort["writeHandedOver"] {
     return this.handedOver;
   }
-  private readonly handedOver = (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void => {
-    const op = this.op("write", offset, offset + data.length, data, false, fua, 0, done);
-    op.hold = hold;
-    op.xxh3 = xxh3;
-    this.submit(op);
-  };
+  private readonly handedOver = (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void =>
+    this.submit({ ...this.op("write", offset, offset + data.length, data, false, fua, 0, done), hold, xxh3 });
 
   override trim(offset: number, length: number, fua: boolean, done: Done): void {
     this.submit(this.op("trim", offset, offset + length, null, false, fua, 0, done));
@@ -518,8 +508,7 @@ export class ReplicationPrimary extends PassThrough {
       let written: (() => void) | undefined;
       op.early = op.fua ? null : this.window.enter(op.offset, data, op.hold);
       if (op.early !== null) {
-        // Completes once its records are written (page cache); the caller recycles its buffer
-        // then, unless it handed it over (the window then holds it instead of a copy).
+        // Completes once its records are written (page cache); the caller recycles its buffer then (unless handed over).
         op.data = op.early.data;
         op.unwritten = pieces;
         written = () => {
@@ -531,8 +520,7 @@ export class ReplicationPrimary extends PassThrough {
       for (let i = 0; i < pieces; i++) {
         const at = i * MAX_RECORD_PAYLOAD;
         const piece = logged.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
-        // The caller's hash of the whole payload is this record's digest when one record holds it all.
-        const digest = pieces === 1 ? op.xxh3 : undefined;
+        const digest = pieces === 1 ? op.xxh3 : undefined; // the caller's hash is the digest of a one-record write
         const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno), written, digest);
         if (i === 0) op.firstSeq = seq;
         op.lastSeq = seq;
