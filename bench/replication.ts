@@ -10,10 +10,17 @@
  * system, log limit large enough never to overflow. Each cell is the median of ROUNDS runs,
  * interleaved (off, on, on, off, ...) so load drift hits both alike; every run starts from
  * fresh files. Throughput counts the time until the FLUSH (or the last FUA write) completed.
- * Each write's data is one of RING distinct buffers in turn (64 MiB of 1 MiB writes), as a
- * front hands over data it just received, not one cache-hot buffer written again and again.
+ * Each write's data is one of RING distinct buffers (64 MiB of 1 MiB writes), as a front
+ * hands over data it just received, not one cache-hot buffer written again and again; like
+ * the DST export, each write is hashed (its exactly-once signature, XXH3-64) and handed over
+ * under a hold to a port that takes buffers (storage/port.ts writeWithHold): a buffer is
+ * used again only once every hold on it is dropped (more buffers are made when none is free).
+ *
+ * BASELINE=<commit> adds a column "on (BASELINE)": that commit's replication layer (its
+ * src/ extracted with git archive), measured in the same rounds — before/after in one run.
  *
  *   bun bench/replication.ts
+ *   BASELINE=c8a8c6a bun bench/replication.ts
  *   ROUNDS=5 SEQ_SIZE=1024 RAND_COUNT=32768 FUA_COUNT=4096 bun bench/replication.ts
  *   BENCH_DIR=/mnt/disk bun bench/replication.ts        # put files on another file system
  */
@@ -25,7 +32,7 @@ import { openLogDirectory } from "../src/replication/files.ts";
 import { ReplicationPrimary } from "../src/replication/primary.ts";
 import { openFileBackend } from "../src/storage/local/file.ts";
 import { createLocalPort } from "../src/storage/local/port.ts";
-import { call, type StoragePort } from "../src/storage/port.ts";
+import { call, writeWithHold, type BufferHold, type StoragePort } from "../src/storage/port.ts";
 
 const MiB = 1 << 20;
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -41,12 +48,30 @@ interface Setup {
   cleanup: () => Promise<void>;
 }
 
-async function setup(logOn: boolean): Promise<Setup> {
+type Variant = "off" | "on" | "base";
+type PrimaryModule = { ReplicationPrimary: typeof ReplicationPrimary; openLogDirectory: typeof openLogDirectory };
+const BASELINE = process.env.BASELINE ?? "";
+const baseline: PrimaryModule | null = BASELINE === "" ? null : await loadBaseline(BASELINE);
+
+/** That commit's src/ in a temporary directory; its replication layer and log directory. */
+async function loadBaseline(commit: string): Promise<PrimaryModule> {
+  const root = path.resolve(import.meta.dir, "..");
+  const tree = fs.mkdtempSync(path.join(os.tmpdir(), "dstd-bench-repl-base-"));
+  const archive = Bun.spawnSync(["sh", "-c", `git -C "${root}" archive "${commit}" src | tar -x -C "${tree}"`]);
+  if (archive.exitCode !== 0) throw new Error(`BASELINE=${commit}: git archive failed: ${archive.stderr.toString()}`);
+  process.on("exit", () => fs.rmSync(tree, { recursive: true, force: true }));
+  const primary = await import(path.join(tree, "src/replication/primary.ts"));
+  const files = await import(path.join(tree, "src/replication/files.ts"));
+  return { ReplicationPrimary: primary.ReplicationPrimary, openLogDirectory: files.openLogDirectory };
+}
+
+async function setup(variant: Variant): Promise<Setup> {
   const dir = fs.mkdtempSync(path.join(BASE, "dstd-bench-repl-"));
   const backend = openFileBackend(path.join(dir, "disk.img"), { size: DISK_SIZE });
   const local = createLocalPort(backend);
-  const port = logOn
-    ? await ReplicationPrimary.open(local, openLogDirectory(path.join(dir, "log")), { logLimit: 4 * DISK_SIZE, segmentSize: 64 * MiB })
+  const layer: PrimaryModule | null = variant === "on" ? { ReplicationPrimary, openLogDirectory } : variant === "base" ? baseline : null;
+  const port = layer !== null
+    ? await layer.ReplicationPrimary.open(local, layer.openLogDirectory(path.join(dir, "log")), { logLimit: 4 * DISK_SIZE, segmentSize: 64 * MiB })
     : local;
   return {
     port,
@@ -57,11 +82,34 @@ async function setup(logOn: boolean): Promise<Setup> {
   };
 }
 
+/** A receive buffer of the bench's front: free again once the write completed and every hold is dropped. */
+class RingBuffer implements BufferHold {
+  holds = 0;
+  constructor(readonly bytes: Uint8Array) {}
+  hold(): void {
+    this.holds++;
+  }
+  drop(): void {
+    this.holds--;
+  }
+}
+
 /** Runs `count` writes with QD requests in flight; returns seconds until all (and the flush) completed. */
 const RING = 64;
 async function run(port: StoragePort, count: number, size: number, offsetOf: (i: number) => number, fua: boolean, flush: boolean): Promise<number> {
   const prng = new Prng(7);
-  const ring = Array.from({ length: RING }, () => prng.bytes(size));
+  const ring = Array.from({ length: RING }, () => new RingBuffer(prng.bytes(size)));
+  let cursor = 0;
+  /** The next buffer no one holds (a new one when the port holds them all). */
+  const take = (): RingBuffer => {
+    for (let tries = 0; tries < ring.length; tries++) {
+      const b = ring[cursor++ % ring.length]!;
+      if (b.holds === 0) return b;
+    }
+    const made = new RingBuffer(prng.bytes(size));
+    ring.push(made);
+    return made;
+  };
   const start = performance.now();
   await new Promise<void>((resolve, reject) => {
     let issued = 0;
@@ -72,12 +120,16 @@ async function run(port: StoragePort, count: number, size: number, offsetOf: (i:
       looping = true;
       while (issued < count && issued - completed < QD) {
         const i = issued++;
-        port.write(offsetOf(i), ring[i % RING]!, fua, (errno) => {
+        const buffer = take();
+        buffer.hold(); // the front's own hold, until the completion
+        const hash = Bun.hash.xxHash3(buffer.bytes); // the export's exactly-once signature of the payload
+        writeWithHold(port, offsetOf(i), buffer.bytes, fua, buffer, (errno) => {
+          buffer.drop();
           if (errno !== 0) return reject(new Error(`write ${i} failed: errno ${errno}`));
           completed++;
           if (completed === count) resolve();
           else next();
-        });
+        }, hash);
       }
       looping = false;
     };
@@ -121,13 +173,16 @@ function median(values: number[]): number {
 }
 
 console.log(`replication bench: ${ROUNDS} rounds, QD${QD}, files in ${BASE}`);
-const rows: string[][] = [["workload", "off", "on (log)", "ratio on/off", "target"]];
+const rows: string[][] = [
+  ["workload", "off", ...(baseline !== null ? [`on (${BASELINE})`, "ratio"] : []), "on (log)", "ratio on/off", "target"],
+];
 for (const w of workloads) {
-  const times: Record<"off" | "on", number[]> = { off: [], on: [] };
+  const times: Record<Variant, number[]> = { off: [], on: [], base: [] };
+  const variants: Variant[] = baseline !== null ? ["off", "base", "on"] : ["off", "on"];
   for (let round = 0; round < ROUNDS; round++) {
-    const order: ("off" | "on")[] = round % 2 === 0 ? ["off", "on"] : ["on", "off"];
+    const order = round % 2 === 0 ? variants : [...variants].reverse();
     for (const which of order) {
-      const s = await setup(which === "on");
+      const s = await setup(which);
       try {
         times[which].push(await w.go(s.port));
       } finally {
@@ -140,8 +195,11 @@ for (const w of workloads) {
   const rate = (seconds: number) =>
     w.name === "fua-4KiB" ? `${Math.round(w.ops / seconds)} writes/s` : `${(w.bytes / MiB / seconds).toFixed(0)} MiB/s`;
   const target = w.name === "fua-4KiB" ? "≥ 5×" : "≥ 0.8×";
-  rows.push([w.name, `${rate(off)} (${w.offTarget})`, rate(on), `${(off / on).toFixed(2)}×`, target]);
-  console.log(`  ${w.name}: off ${times.off.map((t) => t.toFixed(2)).join(" ")} s, on ${times.on.map((t) => t.toFixed(2)).join(" ")} s`);
+  const base = baseline !== null ? median(times.base) : 0;
+  const before = baseline !== null ? [rate(base), `${(off / base).toFixed(2)}×`] : [];
+  rows.push([w.name, `${rate(off)} (${w.offTarget})`, ...before, rate(on), `${(off / on).toFixed(2)}×`, target]);
+  const list = (ts: number[]) => ts.map((t) => t.toFixed(2)).join(" ");
+  console.log(`  ${w.name}: off ${list(times.off)} s,${baseline !== null ? ` ${BASELINE} ${list(times.base)} s,` : ""} on ${list(times.on)} s`);
 }
 const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
 for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join("  "));

@@ -99,6 +99,8 @@ class RequestOp {
   inlineAt = 0;
   /** The receive memory the WRITE payload lives in (null: none held). */
   held: Held | null = null;
+  /** WRITE: the payload's XXH3-64 when computed (handed to the port: one hash pass per write). */
+  hash: bigint | undefined = undefined;
   startedAt = 0;
   /** READ: the XXH3-64 of the data the port reported with it (readHashed), or null. */
   xxh3: bigint | null = null;
@@ -211,6 +213,7 @@ export class RequestPipeline {
     op.reservation = reservation;
     op.entry = entry;
     op.held = copyHeld ?? held;
+    op.hash = kind === "write" && hash !== null ? hash : undefined;
     if (op.held !== null && op.held === held) held.refs++;
     op.dispatching = true;
     if (host.observer !== null) op.startedAt = host.now();
@@ -256,7 +259,7 @@ export class RequestPipeline {
         return this.read(op);
       case "write":
         // Handed over where it lies (no copy) when the port keeps buffers and we own the memory.
-        if (port.writeHandedOver !== undefined && op.held !== null) return port.writeHandedOver(op.offset, data, fua, op.held, op.done);
+        if (port.writeHandedOver !== undefined && op.held !== null) return port.writeHandedOver(op.offset, data, fua, op.held, op.done, op.hash);
         return port.write(op.offset, data, fua, op.done);
       case "flush":
         return port.flush(op.done);

@@ -8,9 +8,11 @@
  * durable (a crash must never leave the disk holding a write the log lost: no secondary would
  * ever receive it), so until then reads are served from here, over the disk.
  *
- * What it holds, each with a bound: the copies of those writes' data (the caller recycles its
- * buffer at the completion, and the write-back needs the data after it) — at most `maxBytes`
- * in use and `maxBytes` kept for reuse (a fresh allocation per write cost more than the log
+ * What it holds, each with a bound: those writes' data (the write-back needs it after the
+ * completion) — the caller's own buffer when it was handed over (storage/port.ts BufferHold:
+ * held, not copied, until the write left the window and no read overlays it), else a copy,
+ * since the caller recycles its buffer at the completion; at most `maxBytes` in use, and
+ * `maxBytes` of copies kept for reuse (a fresh allocation per write cost more than the log
  * itself: docs/replication.md §9); at most `maxOps` writes (the primary's write-back queue and
  * this window are scanned per completion and per read); the FLUSHes waiting, one entry per
  * FLUSH in flight (the fronts bound those).
@@ -19,9 +21,10 @@
  * written back; a FLUSH of epoch E may proceed once no write of an epoch < E is left.
  *
  * Must not: let a FLUSH proceed while a write acknowledged before it is not written back;
- * reuse a copy that a record, a write-back or a read still uses.
+ * reuse a copy, or drop the hold on a handed-over buffer, that a record, a write-back or a
+ * read still uses.
  */
-import type { Done, Extent } from "../storage/port.ts";
+import type { BufferHold, Done, Extent } from "../storage/port.ts";
 
 export const DEFAULT_ACK_WINDOW_BYTES = 16 << 20;
 export const DEFAULT_ACK_WINDOW_OPS = 2048;
@@ -30,8 +33,10 @@ export const DEFAULT_ACK_WINDOW_OPS = 2048;
 export interface WindowWrite {
   readonly offset: number;
   readonly end: number;
-  /** The copy of its data (what the log and the write-back use). */
+  /** Its data (what the log and the write-back use): the caller's handed-over buffer or a copy. */
   readonly data: Uint8Array;
+  /** The hold on the caller's buffer when `data` is that buffer (null: `data` is our copy). */
+  readonly hold: BufferHold | null;
   acked: boolean;
   epoch: number;
   /** Reads overlaying it right now: the copy is reused only after them. */
@@ -64,10 +69,20 @@ export class AckWindow {
     return this.bytesValue;
   }
 
-  /** Takes a write at `offset` into the window with a copy of `data`, or null when it does not fit (it then completes once durable). */
-  enter(offset: number, data: Uint8Array): WindowWrite | null {
+  /**
+   * Takes a write at `offset` into the window, or null when it does not fit (it then completes
+   * once durable). With `hold` (the caller handed `data` over) the window keeps `data` itself
+   * under a hold of its own; without, a copy of it.
+   */
+  enter(offset: number, data: Uint8Array, hold: BufferHold | null = null): WindowWrite | null {
     if (this.writes.length >= this.maxOps || this.bytesValue + data.length > this.maxBytes) return null;
     this.bytesValue += data.length;
+    if (hold !== null) {
+      hold.hold();
+      const write: WindowWrite = { offset, end: offset + data.length, data, hold, acked: false, epoch: 0, readers: 0, gone: false };
+      this.writes.push(write);
+      return write;
+    }
     const list = this.free.get(data.length);
     let copy = list?.pop();
     if (copy !== undefined) {
@@ -77,7 +92,7 @@ export class AckWindow {
       copy = new Uint8Array(data.length);
     }
     copy.set(data);
-    const write: WindowWrite = { offset, end: offset + data.length, data: copy, acked: false, epoch: 0, readers: 0, gone: false };
+    const write: WindowWrite = { offset, end: offset + data.length, data: copy, hold: null, acked: false, epoch: 0, readers: 0, gone: false };
     this.writes.push(write);
     return write;
   }
@@ -98,7 +113,7 @@ export class AckWindow {
     write.gone = true;
     this.writes.splice(this.writes.indexOf(write), 1);
     this.bytesValue -= write.data.length;
-    if (write.readers === 0) this.reuse(write.data);
+    if (write.readers === 0) this.letGo(write);
     if (!write.acked) return;
     const left = this.pending.get(write.epoch)! - 1;
     if (left > 0) this.pending.set(write.epoch, left);
@@ -136,7 +151,7 @@ export class AckWindow {
           const to = Math.min(end, w.end);
           into.set(w.data.subarray(from - w.offset, to - w.offset), from - offset);
         }
-        if (--w.readers === 0 && w.gone) this.reuse(w.data);
+        if (--w.readers === 0 && w.gone) this.letGo(w);
       }
       done(errno);
     });
@@ -159,6 +174,12 @@ export class AckWindow {
     for (const gate of this.gates.splice(0)) gate.done(errno);
     this.free.clear();
     this.pooled = 0;
+  }
+
+  /** Nothing uses the write's data any more: the caller's buffer goes back, a copy is kept for reuse. */
+  private letGo(write: WindowWrite): void {
+    if (write.hold !== null) write.hold.drop();
+    else this.reuse(write.data);
   }
 
   private reuse(copy: Uint8Array): void {

@@ -229,15 +229,16 @@ export class LogStore {
    * `written`, if given, runs once the record's write call completed (it is in the page
    * cache, not yet durable; a process crash keeps it, a power loss may not): the primary
    * acknowledges a write without FUA then (docs/replication.md §4). It never runs if the
-   * write failed.
+   * write failed. `payloadDigest`, if given, is xxh3-64 of `payload` (the caller hashed it
+   * already: record.ts encodeHeader).
    */
-  append(op: RecordOpCode, flags: number, offset: number, length: number, payload: Uint8Array, done: AppendDone, written?: () => void): number {
+  append(op: RecordOpCode, flags: number, offset: number, length: number, payload: Uint8Array, done: AppendDone, written?: () => void, payloadDigest?: bigint): number {
     assert(!this.closed, "append to a closed log");
     const seq = this.tail.seq + 1;
     const lamport = Math.max(Math.floor(this.options.now()), this.tail.lamport + 1);
     const header = new Uint8Array(RECORD_HEADER_SIZE);
     const fields = { op, flags, seq, generation: this.generationValue, lamport, offset, length, committed: this.durablePoint.seq };
-    const chain = encodeHeader(fields, payload, this.tail.chain, header);
+    const chain = encodeHeader(fields, payload, this.tail.chain, header, 0, payloadDigest);
     const point = { seq, chain, lamport, generation: this.generationValue };
     this.enqueue({ seq, chunks: payload.length > 0 ? [header, payload] : [header], size: RECORD_HEADER_SIZE + payload.length, point, done, written });
     return seq;

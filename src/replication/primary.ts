@@ -29,7 +29,7 @@ import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
-import { call, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
+import { call, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
 import { AckWindow, type WindowWrite } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
 import type { LogDirectory } from "./files.ts";
@@ -110,6 +110,9 @@ interface Op {
   /** Exclusive end (Infinity for resize: it orders against everything). */
   end: number;
   data: Uint8Array | null;
+  /** Handed over by the caller (storage/port.ts writeHandedOver): its hold and its XXH3-64 of `data`. */
+  hold: BufferHold | null;
+  xxh3: bigint | undefined;
   noHole: boolean;
   fua: boolean;
   newSize: number;
@@ -268,6 +271,13 @@ export class ReplicationPrimary extends PassThrough {
   override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
     this.submit(this.op("write", offset, offset + data.length, data, false, fua, 0, done));
   }
+
+  /** An early write keeps a handed-over buffer in the ack window (held before its completion), no copy (docs/replication.md §4). */
+  override get writeHandedOver(): StoragePort["writeHandedOver"] {
+    return this.handedOver;
+  }
+  private readonly handedOver = (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void =>
+    this.submit({ ...this.op("write", offset, offset + data.length, data, false, fua, 0, done), hold, xxh3 });
 
   override trim(offset: number, length: number, fua: boolean, done: Done): void {
     this.submit(this.op("trim", offset, offset + length, null, false, fua, 0, done));
@@ -445,7 +455,7 @@ export class ReplicationPrimary extends PassThrough {
 
   private op(kind: Kind, offset: number, end: number, data: Uint8Array | null, noHole: boolean, fua: boolean, newSize: number, done: Done): Op {
     return {
-      kind, offset, end, data, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
+      kind, offset, end, data, hold: null, xxh3: undefined, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
       early: null, unwritten: 0,
     };
   }
@@ -496,9 +506,9 @@ export class ReplicationPrimary extends PassThrough {
       const length = op.data!.length;
       const data = op.data!;
       let written: (() => void) | undefined;
-      op.early = op.fua ? null : this.window.enter(op.offset, data);
+      op.early = op.fua ? null : this.window.enter(op.offset, data, op.hold);
       if (op.early !== null) {
-        // Completes once its records are written (page cache); the caller recycles its buffer then.
+        // Completes once its records are written (page cache); the caller recycles its buffer then (unless handed over).
         op.data = op.early.data;
         op.unwritten = pieces;
         written = () => {
@@ -510,7 +520,8 @@ export class ReplicationPrimary extends PassThrough {
       for (let i = 0; i < pieces; i++) {
         const at = i * MAX_RECORD_PAYLOAD;
         const piece = logged.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
-        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno), written);
+        const digest = pieces === 1 ? op.xxh3 : undefined; // the caller's hash is the digest of a one-record write
+        const seq = this.store.append(RecordOp.WRITE, 0, op.offset + at, piece.length, piece, (errno) => this.recordDurable(op, errno), written, digest);
         if (i === 0) op.firstSeq = seq;
         op.lastSeq = seq;
       }
@@ -537,6 +548,8 @@ export class ReplicationPrimary extends PassThrough {
     if (--op.waiting > 0) return;
     if (this.closed) {
       this.pipeline.splice(this.pipeline.indexOf(op), 1);
+      // Out of the window: a handed-over buffer goes back to its owner (no FLUSH waits any more).
+      if (op.early !== null) this.window.leave(op.early, (flushDone) => flushDone(Errno.ESHUTDOWN));
       if (op.early?.acked) return;
       return op.done(op.errno || Errno.ESHUTDOWN);
     }

@@ -174,6 +174,8 @@ export function encodeHeader(
   prev: bigint,
   target: Uint8Array,
   at = 0,
+  /** xxh3-64 of `payload` when the caller has it already (one hash pass per write, docs/replication.md §9). */
+  payloadDigest?: bigint,
 ): bigint {
   // Messages are built only on failure (`if (!…) assert(false, …)`): this runs per record appended.
   assert(target.length - at >= RECORD_HEADER_SIZE, "no room for a record header");
@@ -205,7 +207,7 @@ export function encodeHeader(
   writeU64(h, FIELD.offset, fields.offset);
   writeU64(h, FIELD.length, fields.length);
   writeU64(h, FIELD.committed, fields.committed);
-  writeBig64(h, FIELD.payloadDigest, digest(payload));
+  writeBig64(h, FIELD.payloadDigest, payloadDigest ?? digest(payload));
   writeBig64(h, FIELD.prev, prev);
   const chain = digest(SCRATCH_CHAINED);
   writeBig64(h, FIELD.chain, chain);

@@ -107,8 +107,12 @@ export interface StoragePort {
    * Optional: `write` of a buffer the caller hands over (see BufferHold): the caller never
    * changes `data` again, so the port may keep it without copying for as long as it holds
    * `hold`. Absent: callers use `write` (writeWithHold below does the choosing).
+   * `xxh3`, when given, is XXH3-64 (seed 0) of `data`, computed by the caller anyway (the DST
+   * export's exactly-once signature): a port that needs that hash takes it instead of a second
+   * pass over the data (the replication log's payload digest, docs/replication.md §9). A port
+   * that splits `data` or passes it on under another name drops it.
    */
-  writeHandedOver?(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void;
+  writeHandedOver?(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void;
 
   /**
    * Optional: `read` that also reports the XXH3-64 (seed 0) of `into` when the port knows it
@@ -141,8 +145,8 @@ export interface StoragePort {
  * completion — within the caller's own hold, which lasts until the caller's completion. For
  * layers that split or fan out a handed-over write.
  */
-export function writeWithHold(port: StoragePort, offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
-  if (port.writeHandedOver !== undefined) port.writeHandedOver(offset, data, fua, hold, done);
+export function writeWithHold(port: StoragePort, offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void {
+  if (port.writeHandedOver !== undefined) port.writeHandedOver(offset, data, fua, hold, done, xxh3);
   else port.write(offset, data, fua, done);
 }
 

@@ -5,7 +5,8 @@
  * a write without FUA completes once its record is written, reads and the allocation map see
  * it although the disk below does not hold it yet, FLUSH completes only once it is durable and
  * written back, FUA waits for durability, the window's bounds send writes past it the slow
- * way, and the initial sync's reads of the disk never see a write that is not durable.
+ * way, the initial sync's reads of the disk never see a write that is not durable, and a
+ * handed-over buffer (storage/port.ts BufferHold) is held instead of copied.
  */
 import { afterEach, expect, test } from "bun:test";
 import fs from "node:fs";
@@ -15,7 +16,8 @@ import { openLogDirectory, type FileDone, type LogDirectory, type LogFile } from
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
-import { call, type Extent } from "../../src/storage/port.ts";
+import { decodeHeader } from "../../src/replication/record.ts";
+import { call, type BufferHold, type Extent } from "../../src/storage/port.ts";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -167,5 +169,45 @@ test("overlapping writes in the window reach the disk in log order and reads see
   await call.flush(primary);
   await call.read(disk, 0, seen);
   expect(Buffer.compare(seen, expected)).toBe(0);
+  await primary.close();
+});
+
+test("a handed-over buffer is held, not copied, until written back; the caller's XXH3-64 becomes the record's digest", async () => {
+  const gate = gatedDirectory();
+  const disk = createLocalPort(createMemoryBackend(SIZE));
+  const digests: bigint[] = [];
+  const primary = await ReplicationPrimary.open(disk, gate.dir, {
+    logLimit: 64 << 20,
+    onAppend: (_point, chunks) => digests.push(decodeHeader(chunks[0]!).payloadDigest),
+  });
+  expect(primary.writeHandedOver).toBeDefined();
+  await call.write(primary, 0, block(1));
+  await call.flush(primary);
+  gate.hold();
+  let holds = 1; // the caller's own, until the completion
+  const hold: BufferHold = { hold: () => void holds++, drop: () => void holds-- };
+  const data = block(7);
+  const hash = Bun.hash.xxHash3(data);
+  await new Promise<void>((resolve, reject) =>
+    primary.writeHandedOver!(8 * 4096, data, false, hold, (e) => (e === 0 ? resolve() : reject(new Error(`errno ${e}`))), hash),
+  );
+  holds--;
+  expect(primary.status().earlyAcked).toBe(1);
+  expect(holds).toBe(1); // the window keeps the caller's buffer for the write-back: no copy
+  expect(digests.at(-1)).toBe(hash);
+  const seen = new Uint8Array(4096);
+  await call.read(primary, 8 * 4096, seen);
+  expect(seen.every((b) => b === 7)).toBe(true);
+  gate.release();
+  await call.flush(primary);
+  expect(holds).toBe(0); // written back: given back to its owner
+  await call.read(disk, 8 * 4096, seen);
+  expect(seen.every((b) => b === 7)).toBe(true);
+  // The digest is taken as given (no second pass over the data): a wrong one is what the record says.
+  await new Promise<void>((resolve) => primary.writeHandedOver!(9 * 4096, block(8), true, hold, () => resolve(), 12345n));
+  expect(digests.at(-1)).toBe(12345n);
+  // Without a digest (or for a plain write) the log hashes the payload itself.
+  await call.write(primary, 10 * 4096, block(9));
+  expect(digests.at(-1)).toBe(Bun.hash.xxHash3(block(9)));
   await primary.close();
 });

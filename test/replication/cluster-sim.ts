@@ -52,6 +52,7 @@ import { simTrace } from "./sim-trace.ts";
 import { applyShadow, firstDifference, SimFailure, valueOf, type ShadowRecord } from "./replication-sim.ts";
 import { settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
+import { writeRecycled } from "./sim-buffers.ts";
 
 export type PlantedBug = "none" | "no-fence" | "scribble" | "stale-copy" | "early-consistent" | "repair-no-copy" | "no-repoint";
 
@@ -576,7 +577,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         else b.candidates.push(value);
       }
     };
-    if (kind <= 6) port.write(first * blockSize, fill(value, n), fua, done);
+    if (kind <= 6) writeRecycled(port, first * blockSize, fill(value, n), fua, value, done, (why) => fail("workload", `write ${value}: ${why}`));
     else if (kind <= 8) port.zero(first * blockSize, n * blockSize, { fua, noHole: false, fast: false }, done);
     else port.trim(first * blockSize, n * blockSize, fua, done);
   }

@@ -31,6 +31,7 @@ import { SimClock } from "../sim/sim-clock.ts";
 import { simTrace } from "./sim-trace.ts";
 import { settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
+import { writeRecycled } from "./sim-buffers.ts";
 
 export class SimFailure extends Error {}
 
@@ -361,7 +362,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
         else b.candidates.push(value);
       }
     };
-    if (kind <= 6) p.write(first * blockSize, fill(value, count), fua, done);
+    if (kind <= 6) writeRecycled(p, first * blockSize, fill(value, count), fua, value, done, (why) => fail("buffers", `write ${value}: ${why}`));
     else if (kind <= 8) p.zero(first * blockSize, count * blockSize, { fua, noHole: w.chance(0.5), fast: false }, done);
     else p.trim(first * blockSize, count * blockSize, fua, done);
   }

@@ -67,7 +67,8 @@ export class PassThrough implements StoragePort {
   get writeHandedOver(): StoragePort["writeHandedOver"] {
     const next = this.next;
     if (next.writeHandedOver === undefined || this.write !== PassThrough.prototype.write) return undefined;
-    return (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done) => next.writeHandedOver!(offset, data, fua, hold, done);
+    return (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint) =>
+      next.writeHandedOver!(offset, data, fua, hold, done, xxh3);
   }
   /**
    * Present exactly when the port below reports hashes and `read` is this class's own (a
