@@ -26,11 +26,16 @@ let files = 0;
 let lastPath = "";
 
 /** A fresh 16 MiB sparse file; a read-only port gets a read-only descriptor on it. */
-function filePort(readOnly: boolean, asyncFrom?: number) {
+function filePort(readOnly: boolean, asyncFrom: number = ASYNC_IO_FROM) {
   const path = (lastPath = join(dir, `disk-${files++}.img`));
   openFileBackend(path, { size: 16 << 20 }).close();
   return createLocalPort(openFileBackend(path, { readOnly }), { readOnly, asyncFrom });
 }
+
+portContract("file (synchronous, the default)", {
+  open: async ({ readOnly }) => filePort(readOnly, Infinity),
+  resizes: true,
+});
 
 portContract("file (large requests on the I/O thread pool)", {
   open: async ({ readOnly }) => filePort(readOnly),
@@ -64,7 +69,7 @@ describe("local file port on the I/O thread pool", () => {
     await port.close();
     const memory = createLocalPort(createMemoryBackend(1 << 20));
     expect(memory.synchronous).toBe(true);
-    expect(createLocalPort(openFileBackend(join(dir, "never.img"), { size: 1 << 20 }), { asyncFrom: Infinity }).synchronous).toBe(true);
+    expect(createLocalPort(openFileBackend(join(dir, "never.img"), { size: 1 << 20 })).synchronous).toBe(true);
   });
 
   test("a FLUSH issued after write completions covers them; resize waits for writes in flight", async () => {

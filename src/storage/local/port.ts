@@ -41,7 +41,12 @@ export interface LocalPortOptions {
   maxPayload?: number;
   description?: string;
   log?: { warn(message: string): void };
-  /** READ/WRITE size from which the backend's thread-pool calls are used (default ASYNC_IO_FROM; Infinity: never). */
+  /**
+   * READ/WRITE size from which the backend's thread-pool calls are used (e.g. ASYNC_IO_FROM).
+   * Default Infinity (never): in one quiet run (docs/performance.md "Large requests on the I/O
+   * thread pool") the threaded export peaked at 255-356 MiB against 131-231 MiB synchronous,
+   * over issue 10's 256 MiB bound, and was not faster on direct sequential writes.
+   */
   asyncFrom?: number;
 }
 
@@ -85,7 +90,7 @@ class LocalPort implements StoragePort {
     this.readOnly = backend.readOnly || (options.readOnly ?? false);
     this.description = options.description ?? backend.description;
     this.limits = { size: backend.size, writable: !this.readOnly, maxPayload: this.maxPayload };
-    this.asyncFrom = options.asyncFrom ?? ASYNC_IO_FROM;
+    this.asyncFrom = options.asyncFrom ?? Infinity;
     this.threaded =
       backend.readAsync !== undefined && backend.writeAsync !== undefined && backend.flushAsync !== undefined && this.asyncFrom !== Infinity;
     this.synchronous = !this.threaded;
