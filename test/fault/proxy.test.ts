@@ -216,6 +216,33 @@ describe("fault proxy", () => {
     proxy.delay(0);
   });
 
+  test("loss(p, ms): a chunk with a lost segment arrives ms late, bytes intact and in order; p = 0 loses nothing", async () => {
+    newProxy();
+    proxy.loss(1, 150); // every segment lost: each chunk waits one retransmission each way
+    const client = await connectClient(proxy.port);
+    const data = randomBytes(256 * 1024);
+    const sentAt = performance.now();
+    client.send(data.subarray(0, 100));
+    client.send(data.subarray(100));
+    const backAt = await withTimeout(client.until(data.length), 5_000, "echo through a lossy link");
+    console.log(`loss 100 %, 150 ms retransmission each way: round trip ${(backAt - sentAt).toFixed(0)} ms, ${proxy.stats.lost} chunks late`);
+    expect(backAt - sentAt).toBeGreaterThanOrEqual(298);
+    expect(Buffer.compare(concat(client.received), data)).toBe(0);
+    expect(proxy.stats.lost).toBeGreaterThanOrEqual(2);
+
+    proxy.loss(0, 150);
+    const before = proxy.stats.lost;
+    const quick = randomBytes(64 * 1024);
+    const other = await connectClient(proxy.port);
+    const quickAt = performance.now();
+    other.send(quick);
+    const quickBack = await withTimeout(other.until(quick.length), 3_000, "echo without loss");
+    expect(quickBack - quickAt).toBeLessThan(150);
+    expect(proxy.stats.lost).toBe(before);
+    expect(Buffer.compare(concat(other.received), quick)).toBe(0);
+    expect(() => proxy.loss(1.5, 10)).toThrow(/not within 0..1/);
+  });
+
   test("throttle(bps) paces the transfer", async () => {
     newProxy();
     const rate = 1024 * 1024; // 1 MiB/s each way; burst is 20 KiB

@@ -21,6 +21,13 @@
  * - delay(ms): every chunk read from now on is forwarded `ms` later, order preserved.
  * - throttle(bytesPerSecond): each direction of each connection is paced by a token bucket
  *   (burst: 1/50 s worth, at least 16 KiB); 0 turns pacing off.
+ * - loss(probability, retransmitMs): each TCP segment (1,448 bytes, an Ethernet MSS) read from
+ *   now on is lost with `probability`; a chunk holding a lost segment is delivered
+ *   `retransmitMs` late (what the application sees of a loss under TCP with SACK: the bytes
+ *   behind the hole wait one retransmission, fast retransmit takes about one round trip), and
+ *   order is kept, so later chunks wait behind it. The sender's congestion window is not
+ *   modelled (a loss-based TCP would also slow down; a BBR sender, and this proxy, do not).
+ *   Seeded: the same seed loses the same segments.
  * - refuse(on): while on, new connections are accepted and reset at once (the client sees
  *   its connection die before any byte arrives, like a listener that refuses).
  * Backpressure: a direction with more than `highWaterBytes` queued pauses reading from its
@@ -28,6 +35,10 @@
  * buffers without bound.
  */
 import type { Socket, TCPSocketListener } from "bun";
+import { Prng } from "../../src/lib/prng.ts";
+
+/** The TCP payload of one Ethernet frame: the unit loss() loses. */
+const SEGMENT_BYTES = 1448;
 
 export interface ProxyStats {
   /** Connections accepted and forwarded (refused ones not counted). */
@@ -43,6 +54,8 @@ export interface ProxyStats {
   /** Bytes delivered client → server and server → client. */
   bytesUp: number;
   bytesDown: number;
+  /** Chunks delivered late because loss() lost a segment in them. */
+  lost: number;
 }
 
 export interface FaultProxyOptions {
@@ -88,11 +101,14 @@ class Pair {
 }
 
 export class FaultProxy {
-  readonly stats: ProxyStats = { accepted: 0, refused: 0, cut: 0, brokenByBlackhole: 0, active: 0, bytesUp: 0, bytesDown: 0 };
+  readonly stats: ProxyStats = { accepted: 0, refused: 0, cut: 0, brokenByBlackhole: 0, active: 0, bytesUp: 0, bytesDown: 0, lost: 0 };
   private readonly pairs = new Set<Pair>();
   private readonly waiters: Array<{ direction: Direction; bytes: number; resolve: () => void }> = [];
   private delayMs = 0;
   private bytesPerSecond = 0;
+  private lossProbability = 0;
+  private retransmitMs = 0;
+  private lossPrng = new Prng(1);
   private refusing = false;
   private blackholeUntil = 0;
   private blackholeTimer: ReturnType<typeof setTimeout> | null = null;
@@ -160,6 +176,14 @@ export class FaultProxy {
         this.pump(pair, flow);
       }
     }
+  }
+
+  /** Lose each segment with `probability` (0: none); a chunk with a lost segment arrives `retransmitMs` late. */
+  loss(probability: number, retransmitMs: number, seed = 1): void {
+    if (!(probability >= 0 && probability <= 1)) throw new Error(`loss probability ${probability} is not within 0..1`);
+    this.lossProbability = probability;
+    this.retransmitMs = Math.max(0, retransmitMs);
+    this.lossPrng = new Prng(seed);
   }
 
   /** While on, new connections are reset as soon as they are accepted. */
@@ -261,7 +285,16 @@ export class FaultProxy {
 
   private enqueue(pair: Pair, flow: Flow, source: Socket<Tag>, chunk: Uint8Array): void {
     // Bun hands every data() call a fresh buffer: keep it, no copy.
-    flow.chunks.push({ bytes: chunk, readyAt: performance.now() + this.delayMs });
+    let readyAt = performance.now() + this.delayMs;
+    if (this.lossProbability > 0) {
+      // P(some segment of the chunk is lost) = 1 - (1 - p)^segments.
+      const segments = Math.ceil(chunk.length / SEGMENT_BYTES);
+      if (this.lossPrng.float() < 1 - (1 - this.lossProbability) ** segments) {
+        readyAt += this.retransmitMs;
+        this.stats.lost++;
+      }
+    }
+    flow.chunks.push({ bytes: chunk, readyAt });
     flow.queued += chunk.length;
     if (!flow.paused && flow.queued > this.highWater) {
       flow.paused = true;
