@@ -65,7 +65,7 @@ test(
     const status = await pair.caughtUp(600_000);
     const catchSeconds = (performance.now() - catchStart) / 1000;
     const rate = (pair.proxy.stats.bytesDown - bytesBefore) / MiB / catchSeconds;
-    console.log(`caught up ${catchSeconds.toFixed(1)} s after the blackhole and the reset (${((catchStart - started) / 1000).toFixed(1)} s after the copy began); catch-up ${rate.toFixed(2)} MiB/s on a ${LINK / MiB} MiB/s link (${(rate / (LINK / MiB)).toFixed(2)}×); proxy ${JSON.stringify(pair.proxy.stats)}`);
+    console.log(`caught up ${catchSeconds.toFixed(1)} s after the link came back (blackhole over and connections reset ${((catchStart - started) / 1000).toFixed(1)} s into the test); catch-up ${rate.toFixed(2)} MiB/s on a ${LINK / MiB} MiB/s link (${(rate / (LINK / MiB)).toFixed(2)}×); proxy ${JSON.stringify(pair.proxy.stats)}`);
     expect(status.state).toBe("replicating");
     expect(hashPrefix(pair.b.image, size)).toBe(hashPrefix(pair.a.image, size));
     expect(hashPrefix(pair.a.image, size)).toBe(hashPrefix(source, size));
