@@ -45,10 +45,14 @@ const FUA_COUNT = Number(process.env.FUA_COUNT ?? 8192);
 const QD = 32;
 const DISK_SIZE = Math.max(SEQ_SIZE, 1024 * MiB);
 const BASE = process.env.BENCH_DIR ?? os.tmpdir();
-/** Comma-separated workload names to run (default: all). */
+/** Comma-separated workload names to run (default: all); checked against the workloads below. */
 const ONLY = (process.env.ONLY ?? "").split(",").filter((name) => name !== "");
 /** The primary's ack window in MiB (default: the layer's own, DEFAULT_ACK_WINDOW_BYTES). */
 const ACK_WINDOW = process.env.ACK_WINDOW_MIB === undefined ? undefined : Number(process.env.ACK_WINDOW_MIB) * MiB;
+if (ACK_WINDOW !== undefined && !(Number.isSafeInteger(ACK_WINDOW) && ACK_WINDOW > 0)) {
+  // NaN would make the window's bound check always pass: an unbounded window, not the one asked for.
+  throw new Error(`ACK_WINDOW_MIB=${process.env.ACK_WINDOW_MIB} is not a positive whole number of MiB`);
+}
 
 interface Setup {
   port: StoragePort;
@@ -178,6 +182,9 @@ function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
 }
+
+const unknown = ONLY.filter((name) => !workloads.some((w) => w.name === name));
+if (unknown.length > 0) throw new Error(`ONLY=${process.env.ONLY}: no workload ${unknown.join(", ")} (there are ${workloads.map((w) => w.name).join(", ")})`);
 
 console.log(`replication bench: ${ROUNDS} rounds, QD${QD}, files in ${BASE}`);
 const rows: string[][] = [

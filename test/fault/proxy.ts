@@ -27,7 +27,8 @@
  *   behind the hole wait one retransmission, fast retransmit takes about one round trip), and
  *   order is kept, so later chunks wait behind it. The sender's congestion window is not
  *   modelled (a loss-based TCP would also slow down; a BBR sender, and this proxy, do not).
- *   Seeded: the same seed loses the same segments.
+ *   Seeded: the same seed makes the same sequence of per-chunk draws (which bytes they hit
+ *   depends on how the kernel splits the stream into reads).
  * - refuse(on): while on, new connections are accepted and reset at once (the client sees
  *   its connection die before any byte arrives, like a listener that refuses).
  * Backpressure: a direction with more than `highWaterBytes` queued pauses reading from its
@@ -289,7 +290,7 @@ export class FaultProxy {
     if (this.lossProbability > 0) {
       // P(some segment of the chunk is lost) = 1 - (1 - p)^segments.
       const segments = Math.ceil(chunk.length / SEGMENT_BYTES);
-      if (this.lossPrng.float() < 1 - (1 - this.lossProbability) ** segments) {
+      if (this.lossPrng.chance(1 - (1 - this.lossProbability) ** segments)) {
         readyAt += this.retransmitMs;
         this.stats.lost++;
       }
