@@ -4,6 +4,9 @@
  * spent during a long outage) — FETCH and SYNC only read: always safe to ask again. A FETCH that
  * wants compression carries Flag.ZSTD only when the peer's WELCOME granted Feature.FETCH_ZSTD
  * (docs/protocol.md §11.1): an older primary, which would refuse the flag, gets plain FETCHes.
+ * A FETCH with `follows` (a second one in flight, §11.2) goes out only when the WELCOME granted
+ * Feature.FETCH_FOLLOWS; otherwise it fails at once with ENOTSUP and no reason, and the shipper
+ * keeps one FETCH in flight.
  */
 import { Errno } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
@@ -25,7 +28,7 @@ export class PeerLink {
   ) {}
 
   readonly transport: FetchTransport = (request, done) => {
-    this.submit("fetch", request.seq, request.maxBytes, encodeFetchRequest(request), request.zstd === true, done);
+    this.submit("fetch", request.seq, request.maxBytes, encodeFetchRequest(request), request.zstd === true, done, request.follows === true);
   };
 
   /** SYNC (initial sync, docs/protocol.md §12) over the same connection. */
@@ -40,12 +43,15 @@ export class PeerLink {
     data: Uint8Array,
     wantsZstd: boolean,
     done: (status: number, payload: Uint8Array | null, flags?: number) => void,
+    follows = false,
   ): void {
     this.get().then(
       (client) => {
-        const zstd = wantsZstd && ((client.engine.welcome?.features ?? 0) & Feature.FETCH_ZSTD) !== 0;
+        const granted = client.engine.welcome?.features ?? 0;
+        if (follows && (granted & Feature.FETCH_FOLLOWS) === 0) return done(Errno.ENOTSUP, null);
+        const zstd = wantsZstd && (granted & Feature.FETCH_ZSTD) !== 0;
         const accepted = client.submit(
-          { kind, offset, length, data, zstd },
+          { kind, offset, length, data, zstd, follows },
           (errno, data, flags) => {
             if (errno === Errno.EIO || errno === Errno.ESHUTDOWN || errno === Errno.ETIMEDOUT) this.drop(client);
             done(errno, data, flags);

@@ -65,7 +65,7 @@ export class ClientSession {
         exportName: this.options.exportName,
         clientName: this.options.clientName,
         maxPayload: this.options.maxPayload,
-        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS | Feature.RESIZE_NOTICE | Feature.FETCH_ZSTD,
+        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS | Feature.RESIZE_NOTICE | Feature.FETCH_ZSTD | Feature.FETCH_FOLLOWS,
         sessionId: this.id,
         txidFloor,
         connectionSeq,

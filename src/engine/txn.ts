@@ -45,6 +45,8 @@ export interface Request {
   noHole?: boolean;
   /** FETCH: Flag.ZSTD when the export granted Feature.FETCH_ZSTD and compressed replies are wanted. */
   zstd?: boolean;
+  /** FETCH: Flag.FOLLOWS (the export granted Feature.FETCH_FOLLOWS; docs/protocol.md §11.2). */
+  follows?: boolean;
 }
 
 /**
@@ -124,6 +126,7 @@ export function makeTxn(
   let flags = request.fua ? Flag.FUA : 0;
   if (request.kind === "zero" && request.noHole) flags |= Flag.NO_HOLE;
   if (request.kind === "fetch" && request.zstd === true) flags |= Flag.ZSTD;
+  if (request.kind === "fetch" && request.follows === true) flags |= Flag.FOLLOWS;
   let digest: Uint8Array | null = null;
   const size = request.kind === "write" ? digestSize(checksum) : 0;
   if (size > 0 && data !== null) {

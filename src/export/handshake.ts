@@ -187,6 +187,7 @@ export class ExportHandshake {
         Feature.SESSIONS |
         (hello.features & Feature.RESIZE_NOTICE) |
         (hello.features & Feature.FETCH_ZSTD) |
+        (hello.features & Feature.FETCH_FOLLOWS) |
         (port.canMultiConn ? Feature.MULTI_CONN : 0) |
         (port.canFlush ? Feature.FLUSH : 0) |
         Feature.FUA |

@@ -23,8 +23,8 @@ import type { SyncRequest } from "../wire/dst/sync.ts";
 import { answerSync } from "./sync-server.ts";
 import { SyncKind } from "../wire/dst/constants.ts";
 import type { ReplicationPrimary } from "./primary.ts";
-import { hex64, invalidSuccessor, MAX_RECORD_SIZE, type ChainPoint } from "./record.ts";
-import type { ReadChunk } from "./log-reader.ts";
+import { chainPointOf, hex64, invalidSuccessor, MAX_RECORD_SIZE, type ChainPoint } from "./record.ts";
+import type { LogPosition, ReadChunk } from "./log-reader.ts";
 
 export interface ShipServerClock {
   /** Milliseconds. */
@@ -61,6 +61,8 @@ export const AWAITING_FIRST_SECONDARY = "awaiting-first-secondary";
 export class LogShipServer implements LogSource {
   readonly minFetchBytes = MAX_RECORD_SIZE;
   private readonly contacts = new Map<string, SecondaryContact>();
+  /** Per secondary: where its recent answers ended (FOLLOWS, docs/protocol.md §11.2). */
+  private readonly answerEnds = new Map<string, AnswerEnds>();
   /** FETCHes being answered (long polls included). */
   active = 0;
 
@@ -119,18 +121,38 @@ export class LogShipServer implements LogSource {
     contact.applied = Math.max(contact.applied, request.applied);
     contact.refused = null;
     const after: ChainPoint = { seq: held, chain: request.prevChain, lamport: request.prevLamport, generation: request.prevGeneration };
-    const reader = primary.reader(request.segment > 0 ? { seq: request.seq, segment: request.segment, offset: request.offset } : { seq: request.seq });
+    const from = { seq: request.seq, segment: request.segment, offset: request.offset };
+    if (request.follows !== true) return this.answer(contact, secondary, from, after, request.maxBytes, done);
+    // FOLLOWS (docs/protocol.md §11.2): start where the answer to the named FETCH ended.
+    this.answerEnd(secondary, request.seq, (end) => {
+      if (end === null) {
+        // Not a failure of the log: the secondary drops this answer and asks by position.
+        return done({ status: Errno.EAGAIN, reason: `FETCH follows the answer from seq ${request.seq}, which this primary has not answered (or no longer remembers); fetch by position` });
+      }
+      this.answer(contact, secondary, end.next, end.point, request.maxBytes, done);
+    });
+  }
+
+  /** Answers from `from` (its record must continue `after`), remembering where the answer ends for a FOLLOWS. */
+  private answer(contact: SecondaryContact, secondary: string, from: Required<LogPosition>, after: ChainPoint, maxBytes: number, done: (answer: FetchAnswer) => void): void {
+    const primary = this.primary;
+    const store = primary.store;
+    const held = from.seq - 1;
+    const ends = this.ends(secondary);
+    const end = ends.begin(from.seq);
+    const reader = primary.reader(from.segment > 0 ? from : { seq: from.seq }, null);
     this.active++;
     let finished = false;
     let cancelWait = () => {};
     let unsubscribe = () => {};
-    const finish = (answer: FetchAnswer) => {
+    const finish = (answer: FetchAnswer, next: AnswerEnd | null) => {
       if (finished) return;
       finished = true;
       this.active--;
       cancelWait();
       unsubscribe();
       void reader.close();
+      ends.settle(end, next);
       if ("reason" in answer) contact.refused = answer.reason;
       done(answer);
     };
@@ -138,7 +160,7 @@ export class LogShipServer implements LogSource {
       const first = chunk.records[0];
       if (first !== undefined && held > 0) {
         const fork = invalidSuccessor(after, first);
-        if (fork !== null) return finish({ status: Errno.ESTALE, reason: `diverged at seq ${held}: ${fork}` });
+        if (fork !== null) return finish({ status: Errno.ESTALE, reason: `diverged at seq ${held}: ${fork}` }, null);
       }
       // A secondary whose log continues ours replaces the placeholder (not one that forked:
       // the log stays kept from the placeholder's seq for its repair, §11).
@@ -147,17 +169,19 @@ export class LogShipServer implements LogSource {
         { nextSeq: chunk.next.seq, nextSegment: chunk.next.segment, nextOffset: chunk.next.offset, durable: store.durable.seq, generation: store.generation, behind: bytesAfter(primary, chunk.next) },
         chunk.bytes,
       );
-      finish({ status: 0, payload });
+      const last = chunk.records[chunk.records.length - 1];
+      finish({ status: 0, payload }, { next: chunk.next, point: last !== undefined ? chainPointOf(last) : after });
     };
     const read = (last: boolean) => {
-      reader.read(request.maxBytes, (error, chunk) => {
+      reader.read(maxBytes, (error, chunk) => {
         if (finished) return;
         if (error !== null) {
-          const released = request.seq < store.first;
+          const released = from.seq < store.first;
           return finish(
             released
               ? { status: Errno.ENODATA, reason: `released: ${error}; a full sync is needed` }
               : { status: Errno.EIO, reason: `the primary's log cannot be shipped: ${error}` },
+            null,
           );
         }
         if (chunk!.records.length > 0 || last) return answer(chunk!);
@@ -174,7 +198,81 @@ export class LogShipServer implements LogSource {
     };
     read(false);
   }
+
+  /** Where the answers to `secondary`'s recent FETCHes ended (created on first use). */
+  private ends(secondary: string): AnswerEnds {
+    let ends = this.answerEnds.get(secondary);
+    if (ends === undefined) {
+      ends = new AnswerEnds();
+      this.answerEnds.set(secondary, ends);
+    }
+    return ends;
+  }
+
+  /** `done` with where the answer to `secondary`'s FETCH from `seq` ended, once it has; null when unknown or failed. */
+  private answerEnd(secondary: string, seq: number, done: (end: AnswerEnd | null) => void): void {
+    const ends = this.answerEnds.get(secondary);
+    if (ends === undefined) return done(null);
+    ends.when(seq, done);
+  }
 }
+
+/** Where one answer ended: the next position and the chain point its last record left. */
+export interface AnswerEnd {
+  next: Required<LogPosition>;
+  point: ChainPoint;
+}
+
+interface EndEntry {
+  seq: number;
+  /** undefined: still being answered; null: the answer failed. */
+  end: AnswerEnd | null | undefined;
+  waiters: ((end: AnswerEnd | null) => void)[];
+}
+
+/**
+ * The ends of one secondary's most recent answers, by the seq each started at, for FOLLOWS
+ * (docs/protocol.md §11.2). Bounded: ANSWER_ENDS entries; the oldest is dropped, and a FOLLOWS
+ * naming it (or one this process never answered: a restart) is told to fetch by position. A
+ * FOLLOWS naming an answer still being read waits for it; a FOLLOWS' own waiters are bounded by
+ * the FETCHes the export lets be in flight.
+ */
+export class AnswerEnds {
+  private readonly entries: EndEntry[] = [];
+
+  begin(seq: number): EndEntry {
+    const entry: EndEntry = { seq, end: undefined, waiters: [] };
+    this.entries.push(entry);
+    while (this.entries.length > ANSWER_ENDS) this.settleDropped(this.entries.shift()!);
+    return entry;
+  }
+
+  settle(entry: EndEntry, end: AnswerEnd | null): void {
+    entry.end = end;
+    const waiters = entry.waiters;
+    entry.waiters = [];
+    for (const waiter of waiters) waiter(end);
+  }
+
+  /** The newest entry for `seq` (a FETCH asked again replaces the earlier answer). */
+  when(seq: number, done: (end: AnswerEnd | null) => void): void {
+    for (let i = this.entries.length - 1; i >= 0; i--) {
+      const entry = this.entries[i]!;
+      if (entry.seq !== seq) continue;
+      if (entry.end === undefined) entry.waiters.push(done);
+      else done(entry.end);
+      return;
+    }
+    done(null);
+  }
+
+  private settleDropped(entry: EndEntry): void {
+    if (entry.end === undefined) this.settle(entry, null);
+  }
+}
+
+/** Answer ends kept per secondary: a pipelined secondary needs two; a few more absorb resends. */
+export const ANSWER_ENDS = 4;
 
 /** Durable log bytes after a position (the secondary's lag in bytes once it has `next`). */
 function bytesAfter(primary: ReplicationPrimary, next: { seq: number; segment: number; offset: number }): number {

@@ -3,11 +3,17 @@
  * fetches its primary's log from the exact position its copy ends at, stores what arrives in
  * the copy (`Secondary.receive`), and reports the applied seq with every FETCH.
  *
- * One FETCH in flight (at most `maxBytes` of records); the next one is sent while the previous
- * answer is being made durable in the copy, never while two are: memory is bounded by two
- * answers. The FETCH itself
- * travels through an injected `FetchTransport` — the DST client engine in dstd (resend,
- * reconnect, keepalive, sealed records), a simulated link in tests.
+ * Two FETCHes in flight (each at most `maxBytes` of records): the first names the position the
+ * copy ends at, the second FOLLOWS it (docs/protocol.md §11.2: "the records after the answer to
+ * that FETCH", answered by the primary from where the first answer ended), so the link is not
+ * idle for a round trip after every answer. Answers are used in the order the FETCHes were
+ * sent, whatever order they arrive in; a FOLLOWS answer that does not start where the answer
+ * before it ended (the primary answered that FETCH twice, or restarted and does not know it) is
+ * dropped and the position fetched again. A primary that does not grant FOLLOWS (an older
+ * one) gets one FETCH at a time, and so does one under a bandwidth cap (below). New FETCHes go out only while the answers in flight and those
+ * being made durable in the copy number at most three: memory is bounded by three answers.
+ * The FETCH itself travels through an injected `FetchTransport` — the DST client engine in
+ * dstd (resend, reconnect, keepalive, sealed records), a simulated link in tests.
  *
  * After a cut the next FETCH asks for the seq after the copy's last durable record, with the
  * segment and byte offset the previous answer named: the primary resumes at that exact byte.
@@ -28,13 +34,14 @@ import type { Log } from "../lib/log.ts";
 import { decodeFetchReason, decodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
 import { zstdDecompress } from "../lib/zstd.ts";
 import type { Secondary } from "./secondary.ts";
-import { MAX_RECORD_SIZE } from "./record.ts";
+import { decodeHeader, MAX_RECORD_SIZE, RECORD_HEADER_SIZE } from "./record.ts";
 import { TokenBucket } from "./shipping-pace.ts";
 
 /**
  * Sends one FETCH; `done` once with the reply's status, payload (records, or a reason) and
  * header flags (Flag.ZSTD: compressed). A request with `zstd` may go out without the flag
- * (the primary did not grant compression); the reply's flags say what came back.
+ * (the primary did not grant compression); the reply's flags say what came back. A request
+ * with `follows` to a primary that does not grant it fails with ENOTSUP and no payload.
  */
 export type FetchTransport = (request: FetchRequest, done: (status: number, payload: Uint8Array | null, flags?: number) => void) => void;
 
@@ -80,16 +87,39 @@ export interface ShipperStatus {
   /** Bytes of answers on the wire since start (smaller than receivedBytes when compressed). */
   wireBytes: number;
   fetches: number;
+  /** Of those, FOLLOWS (a second FETCH in flight). */
+  follows: number;
+  /** FOLLOWS answers dropped (did not continue the answer before, or the primary did not know it). */
+  followsDropped: number;
   /** Failed or refused FETCHes asked again (a count to wait on). */
   retries: number;
 }
 
+/** A FETCH sent and not used yet; `answer` once it came back (answers are used in send order). */
+interface Slot {
+  request: FetchRequest;
+  answer: { status: number; payload: Uint8Array | null; flags: number } | null;
+}
+
+/** Most FETCHes in flight. */
+const IN_FLIGHT = 2;
+/** Most answers in flight and being stored together (memory: this many answers). */
+const HELD_ANSWERS = 3;
+/** After a primary refused FOLLOWS (not granted), one FETCH at a time for this long. */
+const FOLLOWS_OFF_MS = 60_000;
+
 export class Shipper {
   private state: ShipperState = "stopped";
   private reason: string | null = null;
-  private busy = false;
-  /** Answers handed to the copy and not durable yet (at most 1 while a FETCH is in flight). */
+  /** FETCHes sent, in order, whose answers are still to be used (older ones dropped by a restart of the pipeline). */
+  private slots: Slot[] = [];
+  /** Transport calls not answered yet, dropped ones included (what bounds the link's share). */
+  private outstanding = 0;
+  /** Answers handed to the copy and not durable yet. */
   private storing = 0;
+  private followsOffUntil = -Infinity;
+  private follows = 0;
+  private followsDropped = 0;
   private cancelTimer: (() => void) | null = null;
   private hint: { seq: number; segment: number; offset: number } | null = null;
   private primaryDurable = 0;
@@ -126,6 +156,8 @@ export class Shipper {
       receivedBytes: this.receivedBytes,
       wireBytes: this.wireBytes,
       fetches: this.fetches,
+      follows: this.follows,
+      followsDropped: this.followsDropped,
       retries: this.retries,
     };
   }
@@ -158,20 +190,36 @@ export class Shipper {
   private cancel(): void {
     this.cancelTimer?.();
     this.cancelTimer = null;
+    this.slots = []; // answers still coming are dropped
+  }
+
+  private active(): boolean {
+    return this.state === "fetching" || this.state === "retrying" || this.state === "refused";
   }
 
   private next(): void {
-    if (this.busy || this.storing > 1 || (this.state !== "fetching" && this.state !== "retrying" && this.state !== "refused")) return;
-    if (this.cancelTimer !== null) return; // a retry or the bandwidth cap is waiting
-    const wait = this.pace?.wait(this.clock.now()) ?? 0;
-    if (wait > 0) {
-      this.cancelTimer = this.clock.after(wait, () => {
-        this.cancelTimer = null;
-        this.next();
-      });
-      return;
+    while (this.active() && this.cancelTimer === null) {
+      // Under a bandwidth cap one FETCH at a time: the bucket is debited by an answer only when it
+      // arrives, so a second in flight could overshoot the cap by another answer.
+      const inFlight = this.pace === null ? IN_FLIGHT : 1;
+      if (this.outstanding >= inFlight || this.outstanding + this.storing >= HELD_ANSWERS) return;
+      // A FOLLOWS needs its predecessor to start where the copy ends: the one slot in flight.
+      const follows = this.slots.length === 1;
+      if (this.slots.length > 1 || (follows && this.clock.now() < this.followsOffUntil)) return;
+      const wait = this.pace?.wait(this.clock.now()) ?? 0;
+      if (wait > 0) {
+        this.cancelTimer = this.clock.after(wait, () => {
+          this.cancelTimer = null;
+          this.next();
+        });
+        return;
+      }
+      this.send(follows);
     }
-    this.busy = true;
+  }
+
+  /** A FETCH from where the copy ends; with `follows`, for the records after the answer to that FETCH (in flight). */
+  private send(follows: boolean): void {
     const want = this.secondary.wanted();
     const hint = this.hint !== null && this.hint.seq === want.seq + 1 ? this.hint : null;
     const applied = this.secondary.applier.status().applied.seq;
@@ -186,22 +234,56 @@ export class Shipper {
       prevGeneration: want.generation,
     };
     if (this.options.zstd === true) request.zstd = true;
+    if (follows) {
+      request.follows = true;
+      this.follows++;
+    }
     this.fetches++;
-    this.transport(request, (status, payload, flags) => this.answered(request, status, payload, flags ?? 0));
+    const slot: Slot = { request, answer: null };
+    this.slots.push(slot);
+    this.outstanding++;
+    this.transport(request, (status, payload, flags) => {
+      this.outstanding--;
+      if (payload !== null) {
+        this.wireBytes += payload.length;
+        this.pace?.take(payload.length, this.clock.now());
+      }
+      if (!this.slots.includes(slot)) return this.next(); // dropped: a restart, a pause, a stop
+      slot.answer = { status, payload, flags: flags ?? 0 };
+      this.drain();
+    });
+  }
+
+  /** Uses the answers at the head of the pipeline, in send order. */
+  private drain(): void {
+    while (this.slots.length > 0 && this.slots[0]!.answer !== null && this.active()) {
+      const slot = this.slots.shift()!;
+      const { status, payload, flags } = slot.answer!;
+      if (slot.request.follows === true) {
+        // ENOTSUP without a reason: the link did not send it (not granted); EAGAIN with a
+        // reason: the primary does not know the FETCH it follows. Either way: ask by position.
+        if (status === Errno.ENOTSUP && payload === null) this.followsOffUntil = this.clock.now() + FOLLOWS_OFF_MS;
+        if ((status === Errno.ENOTSUP && payload === null) || (status === Errno.EAGAIN && payload !== null)) {
+          this.dropFollows(`the primary did not answer it: ${payload !== null ? decodeFetchReason(payload) : errnoMessage(status)}`);
+          continue;
+        }
+      }
+      this.answered(slot.request, status, payload, flags);
+    }
+    this.next();
+  }
+
+  /** A FOLLOWS answer cannot be used: it and whatever follows it are dropped, the position fetched again. */
+  private dropFollows(why: string): void {
+    this.followsDropped++;
+    this.slots = [];
+    this.options.log?.debug(`replication: pipelined FETCH dropped (${why}); fetching by position`);
   }
 
   private answered(request: FetchRequest, status: number, payload: Uint8Array | null, flags: number): void {
-    if (payload !== null) {
-      this.wireBytes += payload.length;
-      this.pace?.take(payload.length, this.clock.now());
-    }
-    if (this.state === "stopped" || this.state === "paused") {
-      this.busy = false;
-      return;
-    }
     if (status === Errno.ENODATA || status === Errno.ESTALE) {
       this.lastContact = this.clock.now();
-      this.busy = false;
+      this.cancel();
       this.state = status === Errno.ENODATA ? "released" : "diverged";
       this.reason = payload !== null ? decodeFetchReason(payload) : errnoMessage(status);
       this.options.log?.error(`replication: fetching stopped: ${this.reason}`);
@@ -216,14 +298,20 @@ export class Shipper {
     if (status !== 0 || payload === null) return this.retry(`FETCH from seq ${request.seq} failed: ${errnoMessage(status)}`);
     const reply = decodeFetchReply(payload, flags, request.maxBytes, zstdDecompress);
     if (typeof reply === "string") return this.retry(reply);
+    if (request.follows === true) {
+      // It must start where the copy ends now (the primary may have answered its predecessor twice).
+      const expected = this.secondary.wanted().seq + 1;
+      const starts = reply.records.length >= RECORD_HEADER_SIZE ? decodeHeader(reply.records, 0).seq : reply.nextSeq;
+      if (starts !== expected) return this.dropFollows(`it starts at seq ${starts}, the copy ends at seq ${expected - 1}`);
+    }
     this.lastContact = this.clock.now();
     this.primaryDurable = reply.durable;
     this.primaryGeneration = reply.generation;
     this.behindBytes = reply.behind;
     if (reply.records.length === 0) {
-      this.busy = false;
+      this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
       this.ok();
-      return this.next();
+      return;
     }
     // `done` may run before receive() returns (nothing kept): act once both are known.
     let returned = false;
@@ -245,14 +333,12 @@ export class Shipper {
       else early = errno;
     });
     returned = true;
-    this.busy = false;
+    if (refused !== null) this.slots = []; // answers after this one follow what was refused
     if (early !== null) return stored(early);
     if (refused !== null) return; // the kept part is being stored; `stored` retries after it
-    // Pipelined: the next FETCH goes out while these records are being made durable (at most
-    // one answer being stored while one is in flight: memory stays two answers).
+    // Pipelined: more FETCHes go out while these records are being made durable.
     this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
     this.ok();
-    this.next();
   }
 
   private ok(): void {
@@ -261,7 +347,6 @@ export class Shipper {
   }
 
   private retry(reason: string, state: "retrying" | "refused" = "retrying"): void {
-    this.busy = false;
     this.retries++;
     if (this.state !== state || this.reason !== reason) this.options.log?.warn(`replication: ${reason}; retrying`);
     this.state = state;

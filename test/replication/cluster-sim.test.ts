@@ -30,7 +30,7 @@ if (single !== undefined) {
     console.log(`cluster sim: ${seeds} seeds in ${seconds.toFixed(1)} s`, total);
     // The swarm must reach every path, or it is not testing them.
     if (seeds >= 500) {
-      for (const key of ["crashes", "primaryCrashes", "cuts", "transitCorruptions", "compressedAnswers", "handovers", "failovers", "oldPrimaryReturns", "diverged", "rejoined", "prefixChecks", "threeNodes", "converged",
+      for (const key of ["crashes", "primaryCrashes", "cuts", "transitCorruptions", "compressedAnswers", "follows", "followsUnknown", "handovers", "failovers", "oldPrimaryReturns", "diverged", "rejoined", "prefixChecks", "threeNodes", "converged",
         "syncsBegun", "syncsCopied", "syncsConsistent", "replaced", "joined", "forkRepairs", "fullResyncs", "repairedConverged", "refusedPromotes", "threeNodeFailovers", "repointed"]) {
         expect(total[key] ?? 0).toBeGreaterThan(0);
       }

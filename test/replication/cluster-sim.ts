@@ -64,6 +64,9 @@ export interface ClusterStats {
   cuts: number;
   transitCorruptions: number;
   compressedAnswers: number;
+  /** Pipelined FETCHes (FOLLOWS, docs/protocol.md §11.2) sent, and those a primary did not know the predecessor of (a restart, a resend). */
+  follows: number;
+  followsUnknown: number;
   handovers: number;
   failovers: number;
   oldPrimaryReturns: number;
@@ -168,7 +171,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     maxBitmapBytes: 64,
   };
   const stats: ClusterStats = {
-    ops: 0, acked: 0, crashes: 0, primaryCrashes: 0, cuts: 0, transitCorruptions: 0, compressedAnswers: 0, handovers: 0, failovers: 0,
+    ops: 0, acked: 0, crashes: 0, primaryCrashes: 0, cuts: 0, transitCorruptions: 0, compressedAnswers: 0, follows: 0, followsUnknown: 0, handovers: 0, failovers: 0,
     oldPrimaryReturns: 0, diverged: 0, rejoined: 0, inconsistentPromotions: 0, prefixChecks: 0, threeNodes: threeNodes ? 1 : 0, converged: 0,
     syncsBegun: 0, syncsCopied: 0, replaced: 0, joined: 0, syncsConsistent: 0, forkRepairs: 0, fullResyncs: 0, repairedConverged: 0, refusedPromotes: 0,
     threeNodeFailovers: 0, repointed: 0, stoppedSecondaries: 0,
@@ -288,8 +291,12 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         to,
         isClosed,
         done,
-        (source, answer) => source.fetch(request, from.name, answer),
+        (source, answer) => {
+          if (request.follows === true) stats.follows++;
+          source.fetch(request, from.name, answer);
+        },
         (target, source, answer) => {
+          if (request.follows === true && answer.status === Errno.EAGAIN) stats.followsUnknown++;
           // Applied positions reported to a primary: the primary may release the log below them.
           if (from.epoch === epoch && answer.status === 0) {
             const generation = source === target.bound?.log ? target.replica!.status().generation : 0;

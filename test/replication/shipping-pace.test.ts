@@ -15,14 +15,16 @@ import { SimClock } from "../sim/sim-clock.ts";
 
 const MiB = 1024 * 1024;
 
-/** A secondary that stores whatever arrives at once (the pacing, not the storing, is under test). */
+/**
+ * A secondary that takes whatever arrives at once and keeps wanting seq 1 (the pacing, not the
+ * storing, is under test): every answer starts with a record header naming seq 1, so a
+ * pipelined (FOLLOWS) answer starts where the copy ends and is used.
+ */
 function fakeSecondary(): Secondary {
-  let seq = 0;
   return {
-    wanted: () => ({ seq, chain: 0n, lamport: 0, generation: 1 }),
-    applier: { status: () => ({ applied: { seq } }) },
+    wanted: () => ({ seq: 0, chain: 0n, lamport: 0, generation: 1 }),
+    applier: { status: () => ({ applied: { seq: 0 } }) },
     receive: (_bytes: Uint8Array, done: (errno: number) => void) => {
-      seq++;
       done(0);
       return null;
     },
@@ -30,7 +32,7 @@ function fakeSecondary(): Secondary {
 }
 
 /** Runs a shipper for `seconds` of simulated time; the bytes it took on the wire. */
-function run(options: { bandwidth?: number; seconds: number }): { wire: number; largest: number; maxBytes: number } {
+function run(options: { bandwidth?: number; seconds: number }): { wire: number; largest: number; maxBytes: number; follows: number } {
   const clock = new SimClock();
   let largest = 0;
   let maxBytes = 0;
@@ -40,7 +42,9 @@ function run(options: { bandwidth?: number; seconds: number }): { wire: number; 
     // The primary always has a full answer's worth: exactly what was asked for (one buffer per size).
     let payload = answers.get(request.maxBytes);
     if (payload === undefined) {
-      payload = encodeFetchReply({ nextSeq: 2, nextSegment: 1, nextOffset: 0, durable: 1 << 30, generation: 1, behind: 1 << 30 }, new Uint8Array(request.maxBytes));
+      const records = new Uint8Array(request.maxBytes);
+      records[16 + 7] = 1; // the first record's seq (u64, big-endian, at 16): where the copy ends + 1
+      payload = encodeFetchReply({ nextSeq: 2, nextSegment: 1, nextOffset: 0, durable: 1 << 30, generation: 1, behind: 1 << 30 }, records);
       answers.set(request.maxBytes, payload);
     }
     largest = Math.max(largest, payload.length);
@@ -50,7 +54,9 @@ function run(options: { bandwidth?: number; seconds: number }): { wire: number; 
   shipper.start();
   clock.runUntil(options.seconds * 1000);
   shipper.stop();
-  return { wire: shipper.status().wireBytes, largest, maxBytes };
+  const status = shipper.status();
+  expect(status.followsDropped).toBe(0);
+  return { wire: status.wireBytes, largest, maxBytes, follows: status.follows };
 }
 
 describe("bandwidth cap", () => {
@@ -64,6 +70,8 @@ describe("bandwidth cap", () => {
       expect(wire).toBeGreaterThanOrEqual(0.9 * rate * seconds);
       // Each FETCH asks for about half a second's worth (never below one whole record).
       expect(maxBytes).toBe(Math.min(8 * MiB, Math.max(MiB + 88, rate / 2)));
+      // Under a cap one FETCH at a time (a second in flight could overshoot by another answer).
+      expect(run({ bandwidth: rate, seconds: 1 }).follows).toBe(0);
     });
   }
 
@@ -73,6 +81,8 @@ describe("bandwidth cap", () => {
     console.log(`1 simulated second: ${(capped.wire / MiB).toFixed(1)} MiB capped at 20 MiB/s, ${(free.wire / MiB).toFixed(1)} MiB uncapped`);
     expect(capped.wire).toBeLessThanOrEqual(20 * MiB + 20 * MiB + capped.largest);
     expect(free.wire).toBeGreaterThan(10 * (20 * MiB + 20 * MiB + capped.largest));
+    // Uncapped, the second FETCH in flight follows the first (docs/protocol.md §11.2).
+    expect(free.follows).toBeGreaterThan(0);
   });
 });
 

@@ -68,6 +68,21 @@ describe("FETCH frames", () => {
   });
 });
 
+describe("FETCH FOLLOWS (docs/protocol.md §11.2)", () => {
+  test("request: Flag.FOLLOWS (0x0010) is allowed on FETCH only, alone or with ZSTD, and read into the request", () => {
+    const frame = encodeFrame({ opcode: Op.FETCH, txid: 1, flags: Flag.FOLLOWS, offset: 3, length: 4 << 20 }, new Uint8Array(FETCH_REQUEST_SIZE));
+    expect(hex(frame.subarray(6, 8))).toBe("0010");
+    expect(check(frame)).toBeNull();
+    expect(check(encodeFrame({ opcode: Op.FETCH, txid: 1, flags: Flag.FOLLOWS | Flag.ZSTD, offset: 3, length: 4 << 20 }, new Uint8Array(FETCH_REQUEST_SIZE)))).toBeNull();
+    expect(check(encodeFrame({ opcode: Op.FETCH | REPLY_BIT, txid: 1, flags: Flag.FOLLOWS }, new Uint8Array(FETCH_REPLY_PREFIX)))).toBe("flags 0x0010 not allowed on FETCH reply");
+    expect(check(encodeFrame({ opcode: Op.READ, txid: 1, flags: Flag.FOLLOWS, length: 1 }))).toBe("flags 0x0010 not allowed on READ");
+    const payload = encodeFetchRequest({ segment: 0, offset: 0, applied: 0, prevChain: 0n, prevLamport: 0, prevGeneration: 0 });
+    expect(decodeFetchRequest(1, 1 << 21, payload, Flag.FOLLOWS | Flag.ZSTD)).toMatchObject({ seq: 1, zstd: true, follows: true });
+    expect(decodeFetchRequest(1, 1 << 21, payload)).not.toHaveProperty("follows");
+    expect(Feature.FETCH_FOLLOWS).toBe(0x0100);
+  });
+});
+
 describe("FETCH compression (docs/protocol.md §11.1)", () => {
   const prefix = { nextSeq: 9, nextSegment: 1, nextOffset: 4096, durable: 12, generation: 2, behind: 777 };
   const compressible = new Uint8Array(64 * 1024).map((_, i) => (i >> 10) & 3);

@@ -95,8 +95,17 @@ export const Flag = {
    * whose WELCOME granted Feature.FETCH_ZSTD, so an older export never sees it.
    */
   ZSTD: 0x0008,
+  /**
+   * FETCH request: "the records after the answer to the FETCH from this position" — the
+   * request's position fields are those of an earlier FETCH of the same secondary (its
+   * predecessor, possibly still being answered), and the export answers from where that
+   * answer ended, so a secondary can keep a second FETCH in flight before it knows where the
+   * first one ends (docs/protocol.md §11.2). Sent only on a connection whose WELCOME granted
+   * Feature.FETCH_FOLLOWS.
+   */
+  FOLLOWS: 0x0010,
 } as const;
-export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE | Flag.DIGEST | Flag.ZSTD;
+export const FLAGS_KNOWN = Flag.FUA | Flag.NO_HOLE | Flag.DIGEST | Flag.ZSTD | Flag.FOLLOWS;
 /** Digest sizes a DIGEST payload may end with (xxh3: 8; sha256, blake2b256: 32). */
 export const DIGEST_SIZES: readonly number[] = [8, 32];
 export const DIGEST_MAX = 32;
@@ -226,6 +235,8 @@ export const Feature = {
    * Flag.ZSTD on FETCH (docs/protocol.md §11.1). An export that does not grant it gets plain FETCHes.
    */
   FETCH_ZSTD: 0x0080,
+  /** HELLO: the client may send Flag.FOLLOWS on FETCH; WELCOME: the export answers it (docs/protocol.md §11.2). */
+  FETCH_FOLLOWS: 0x0100,
 } as const;
 
 /**

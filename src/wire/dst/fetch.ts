@@ -42,6 +42,11 @@ export interface FetchRequest {
   prevGeneration: number;
   /** The request carried Flag.ZSTD: a compressed reply is welcome. */
   zstd?: boolean;
+  /**
+   * The request carried Flag.FOLLOWS: the position fields name an earlier FETCH (the
+   * predecessor), and the records wanted are the ones after that FETCH's answer (§11.2).
+   */
+  follows?: boolean;
 }
 
 export interface FetchReply {
@@ -80,6 +85,7 @@ export function decodeFetchRequest(seq: number, maxBytes: number, payload: Uint8
   if (applied >= seq) return `FETCH applied seq ${applied} is not below the wanted seq ${seq}`;
   const request: FetchRequest = { seq, maxBytes, segment, offset, applied, prevChain: view.getBigUint64(24, false), prevLamport, prevGeneration };
   if ((flags & Flag.ZSTD) !== 0) request.zstd = true;
+  if ((flags & Flag.FOLLOWS) !== 0) request.follows = true;
   return request;
 }
 

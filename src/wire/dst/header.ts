@@ -93,7 +93,7 @@ rule(Op.TRIM, Flag.FUA, Payload.None);
 rule(Op.TRIM | REPLY_BIT, 0, Payload.None);
 rule(Op.WRITE_ZEROES, Flag.FUA | Flag.NO_HOLE, Payload.None);
 rule(Op.WRITE_ZEROES | REPLY_BIT, 0, Payload.None);
-rule(Op.FETCH, Flag.ZSTD, Payload.FetchRequest);
+rule(Op.FETCH, Flag.ZSTD | Flag.FOLLOWS, Payload.FetchRequest);
 rule(Op.FETCH | REPLY_BIT, Flag.ZSTD, Payload.Bounded);
 rule(Op.SYNC, 0, Payload.SyncRequest);
 rule(Op.SYNC | REPLY_BIT, 0, Payload.Bounded);

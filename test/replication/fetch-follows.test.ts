@@ -1,0 +1,102 @@
+/**
+ * FOLLOWS (docs/protocol.md §11.2), against a real `dstd export --log-dir` primary over a real
+ * socket: a client that does not ask for FETCH_FOLLOWS in HELLO is not granted it; one that
+ * asks is, and a FETCH carrying Flag.FOLLOWS sent right behind the FETCH it names (before that
+ * one is answered) gets the records after that answer — the two answers back to back are the
+ * primary's log, the same bytes one larger FETCH returns. A FOLLOWS naming a FETCH the primary
+ * never answered is refused with EAGAIN and a reason, nothing else.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { startExport, type RunningExport } from "../helpers/binary.ts";
+import { RawDst } from "../helpers/dst-raw.ts";
+import { scratchDir, writeRandomFile } from "../helpers/files.ts";
+import { copyInto, MiB } from "./pair.ts";
+import { Errno } from "../../src/lib/errno.ts";
+import { encodeFrame } from "../../src/wire/dst/header.ts";
+import { Feature, Flag, Op, REPLY_BIT } from "../../src/wire/dst/constants.ts";
+import { decodeFetchReason, decodeFetchReply, encodeFetchRequest, type FetchReply } from "../../src/wire/dst/fetch.ts";
+import { chainPointOf, decodeHeader, invalidSuccessor, RECORD_HEADER_SIZE } from "../../src/replication/record.ts";
+
+const dir = scratchDir("replication-follows");
+let primary: RunningExport | null = null;
+afterAll(async () => {
+  await primary?.stop();
+  dir.remove();
+});
+
+const BASE = Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS;
+const FROM_START = encodeFetchRequest({ segment: 0, offset: 0, applied: 0, prevChain: 0n, prevLamport: 0, prevGeneration: 0 });
+
+function records(reply: FetchReply | string): FetchReply {
+  if (typeof reply === "string") throw new Error(reply);
+  return reply;
+}
+
+/** The headers of the records back to back in `bytes`. */
+function headers(bytes: Uint8Array) {
+  const out = [];
+  for (let at = 0; at < bytes.length; ) {
+    const h = decodeHeader(bytes, at);
+    out.push(h);
+    at += RECORD_HEADER_SIZE + h.payloadLength;
+  }
+  return out;
+}
+
+test("FOLLOWS is granted on request; a second FETCH in flight gets the records after the first answer; an unknown predecessor is EAGAIN", async () => {
+  const image = join(dir.path, "a.img");
+  primary = await startExport(["--file", image, "--size", "8MiB", "--allow", "127.0.0.1:rw", "--allow", "127.0.0.1:replica", "--log-dir", join(dir.path, "a.log")]);
+  const data = join(dir.path, "data.bin");
+  writeRandomFile(data, 6 * MiB);
+  expect((await copyInto(data, primary.port)).exitCode).toBe(0);
+
+  const old = await RawDst.connect(primary.port);
+  const oldHello = await old.handshake({ exportName: "disk", features: BASE });
+  old.close();
+  if (!oldHello.ok) throw new Error(oldHello.message);
+  expect(oldHello.welcome.features & Feature.FETCH_FOLLOWS).toBe(0);
+
+  const raw = await RawDst.connect(primary.port);
+  try {
+    const hello = await raw.handshake({ exportName: "disk", features: BASE | Feature.FETCH_FOLLOWS });
+    if (!hello.ok) throw new Error(hello.message);
+    expect(hello.welcome.features & Feature.FETCH_FOLLOWS).toBe(Feature.FETCH_FOLLOWS);
+    const span = 2 * MiB;
+    // A from seq 1, B follows it (sent before A is answered); C names a seq in the log no FETCH started at.
+    await raw.sendFrames(
+      encodeFrame({ opcode: Op.FETCH, txid: 1, offset: 1, length: span }, FROM_START),
+      encodeFrame({ opcode: Op.FETCH, txid: 2, flags: Flag.FOLLOWS, offset: 1, length: span }, FROM_START),
+      encodeFrame({ opcode: Op.FETCH, txid: 3, flags: Flag.FOLLOWS, offset: 2, length: span }, FROM_START),
+      encodeFrame({ opcode: Op.FETCH, txid: 4, offset: 1, length: 6 * MiB }, FROM_START),
+    );
+    const replies = new Map<number, { status: number; payload: Uint8Array }>();
+    for (let i = 0; i < 4; i++) {
+      const reply = await raw.next();
+      expect(reply.header.opcode).toBe(Op.FETCH | REPLY_BIT);
+      replies.set(reply.header.txid, { status: reply.header.status, payload: reply.payload });
+    }
+    const a = records(decodeFetchReply(replies.get(1)!.payload));
+    const b = records(decodeFetchReply(replies.get(2)!.payload));
+    const whole = records(decodeFetchReply(replies.get(4)!.payload));
+    expect(replies.get(1)!.status).toBe(0);
+    expect(replies.get(2)!.status).toBe(0);
+    expect(a.records.length).toBeGreaterThan(0);
+    expect(b.records.length).toBeGreaterThan(0);
+    const first = headers(b.records)[0]!;
+    const lastOfA = headers(a.records).at(-1)!;
+    expect(first.seq).toBe(a.nextSeq);
+    expect(invalidSuccessor(chainPointOf(lastOfA), first)).toBeNull();
+    // Back to back they are the log: the same bytes as the start of one larger answer.
+    const joined = Buffer.concat([a.records, b.records]);
+    expect(whole.records.length).toBeGreaterThanOrEqual(joined.length);
+    expect(Buffer.compare(joined, whole.records.subarray(0, joined.length))).toBe(0);
+    expect(b.nextSeq).toBe(first.seq + headers(b.records).length);
+
+    const unknown = replies.get(3)!;
+    expect(unknown.status).toBe(Errno.EAGAIN);
+    expect(decodeFetchReason(unknown.payload)).toContain("from seq 2,");
+  } finally {
+    raw.close();
+  }
+}, 60_000);
