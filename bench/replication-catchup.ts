@@ -8,10 +8,12 @@
  * primary's whole log is measured — the shipping rate against the link's pacing rate — then
  * replay resumes and the time until lag 0 is measured (the apply rate, bound by the
  * secondary's disk: each batch costs three fdatasyncs). The "link" is the proxy's pacing
- * rate; the bytes counted are those the proxy delivered.
+ * rate; the bytes counted are those the proxy delivered. LOSS (0..1, default 0) loses that
+ * share of the link's segments, each loss delaying its chunk by one round trip
+ * (test/fault/proxy.ts loss()).
  *
  *   bun bench/replication-catchup.ts
- *   SIZE=256 LINK_MIB=20 DELAY_MS=50 ROUNDS=3 bun bench/replication-catchup.ts
+ *   SIZE=256 LINK_MIB=20 DELAY_MS=50 LOSS=0.01 ROUNDS=3 bun bench/replication-catchup.ts
  */
 import { mkdirSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -23,6 +25,8 @@ const SIZE = Number(process.env.SIZE ?? 96) * MiB;
 const LINK = Number(process.env.LINK_MIB ?? 16) * MiB;
 const DELAY_MS = Number(process.env.DELAY_MS ?? 25);
 const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const LOSS = Number(process.env.LOSS ?? 0);
+if (!(LOSS >= 0 && LOSS <= 1)) throw new Error(`LOSS=${process.env.LOSS} is not a share within 0..1`);
 
 const base = path.join(process.env.BENCH_DIR ?? os.tmpdir(), `dstd-bench-catchup-${process.pid}`);
 mkdirSync(base, { recursive: true });
@@ -35,7 +39,7 @@ try {
     try {
       const source = path.join(dir, "source.bin");
       writeRandomFile(source, SIZE);
-      await pair.pausedBehindLink(DELAY_MS, LINK, source);
+      await pair.pausedBehindLink(DELAY_MS, LINK, source, LOSS);
       // Useful bytes are the log bytes the copy received: a FETCH answer resent while the first
       // copy was still crossing the link costs wire bytes but ships nothing new.
       const log = (await pair.status(pair.a)).log_bytes;
@@ -44,7 +48,7 @@ try {
       const started = performance.now();
       // Where the time goes: the link's delivered bytes sampled every 10 ms (in this process,
       // next to the proxy) give when the first and last answer bytes crossed, and how long the
-      // link sat idle in between (one FETCH in flight: a round trip per answer).
+      // link sat idle in between.
       const samples: { at: number; down: number }[] = [{ at: started, down: wireBefore }];
       const sampler = setInterval(() => samples.push({ at: performance.now(), down: pair.proxy.stats.bytesDown }), 10);
       await pair.replica(pair.b, "resume", "disk", "--fetch");
@@ -74,7 +78,7 @@ try {
         `  time: resume command ${(resumed - started).toFixed(0)} ms, first byte on the link at ${firstByte.toFixed(0)} ms, answers crossing for ${crossing.toFixed(0)} ms (link idle ${idleMs.toFixed(0)} ms of it), after the last byte ${(seconds * 1000 - firstByte - crossing).toFixed(0)} ms; while crossing ${((shipped / MiB / crossing) * 1000).toFixed(2)} MiB/s = ${((shipped / crossing) * 1000 / LINK).toFixed(2)}× the link`,
       );
       console.log(
-        `round ${round + 1}: fetched ${(shipped / MiB).toFixed(1)} MiB of log (${(wire / MiB).toFixed(1)} MiB on the wire) in ${seconds.toFixed(1)} s = ${(rate / MiB).toFixed(2)} MiB/s on a ${(LINK / MiB).toFixed(0)} MiB/s link with ${DELAY_MS} ms each way: ${(rate / LINK).toFixed(2)}×; then applied in ${applySeconds.toFixed(1)} s (${(SIZE / MiB / applySeconds).toFixed(1)} MiB/s)`,
+        `round ${round + 1}: fetched ${(shipped / MiB).toFixed(1)} MiB of log (${(wire / MiB).toFixed(1)} MiB on the wire) in ${seconds.toFixed(1)} s = ${(rate / MiB).toFixed(2)} MiB/s on a ${(LINK / MiB).toFixed(0)} MiB/s link with ${DELAY_MS} ms each way, ${LOSS * 100} % loss: ${(rate / LINK).toFixed(2)}×; then applied in ${applySeconds.toFixed(1)} s (${(SIZE / MiB / applySeconds).toFixed(1)} MiB/s)`,
       );
     } finally {
       await pair.close();

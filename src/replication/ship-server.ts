@@ -129,6 +129,7 @@ export class LogShipServer implements LogSource {
         // Not a failure of the log: the secondary drops this answer and asks by position.
         return done({ status: Errno.EAGAIN, reason: `FETCH follows the answer from seq ${request.seq}, which this primary has not answered (or no longer remembers); fetch by position` });
       }
+      contact.wanted = end.next.seq;
       this.answer(contact, secondary, end.next, end.point, request.maxBytes, done);
     });
   }

@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket, TCPSocketListener } from "bun";
-import { FaultProxy } from "./proxy.ts";
+import { FaultProxy, scheduleOnLink } from "./proxy.ts";
 
 interface EchoServer {
   port: number;
@@ -322,3 +322,30 @@ describe("fault proxy", () => {
     expect(proxy.stats.bytesUp).toBeGreaterThanOrEqual(100_000);
   });
 });
+
+describe("link schedule (throttle + delay + loss)", () => {
+  test("a lost chunk holds the ones behind it, which keep crossing the link: they arrive with it, not a serialization time later", () => {
+    // 1,000 bytes per ms, 50 ms each way, the first of 200 chunks (1,000 bytes each, all queued at 0) lost: 100 ms late.
+    const link = { linkFree: 0, lastReadyAt: 0 };
+    const ready = Array.from({ length: 200 }, (_, i) => scheduleOnLink(link, 1000, i === 0 ? 100 : 0, 0, 1_000_000, 50));
+    expect(ready[0]).toBe(1 + 50 + 100);
+    // Chunks 2..101 crossed the link during the hole and wait for it; later ones are not held.
+    expect(ready[1]).toBe(151);
+    expect(ready[100]).toBe(151);
+    expect(ready[101]).toBe(102 + 50);
+    // The last leaves the link at 200 ms: the whole transfer took its serialization plus one delay, the loss cost nothing at the end.
+    expect(ready[199]).toBe(250);
+    // Order is kept, and nothing arrives before it crossed the link and its delay.
+    for (let i = 1; i < ready.length; i++) expect(ready[i]!).toBeGreaterThanOrEqual(Math.max(ready[i - 1]!, i + 1 + 50));
+  });
+
+  test("unthrottled: only the delay and the loss; a link idle meanwhile starts from now", () => {
+    const link = { linkFree: 0, lastReadyAt: 0 };
+    expect(scheduleOnLink(link, 1 << 20, 0, 10, 0, 25)).toBe(35);
+    expect(scheduleOnLink(link, 1 << 20, 100, 10, 0, 25)).toBe(135);
+    const paced = { linkFree: 0, lastReadyAt: 0 };
+    expect(scheduleOnLink(paced, 1000, 0, 0, 1_000_000, 0)).toBe(1);
+    expect(scheduleOnLink(paced, 1000, 0, 500, 1_000_000, 0)).toBe(501); // idle link: no banked time
+  });
+});
+

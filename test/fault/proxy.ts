@@ -19,14 +19,19 @@
  *   bytes are discarded (the closed side's kernel would have thrown its unacknowledged
  *   bytes away).
  * - delay(ms): every chunk read from now on is forwarded `ms` later, order preserved.
- * - throttle(bytesPerSecond): each direction of each connection is paced by a token bucket
- *   (burst: 1/50 s worth, at least 16 KiB); 0 turns pacing off.
+ * - throttle(bytesPerSecond): each direction of each connection is a link of that rate: a
+ *   chunk leaves the link once the chunks before it and itself have been serialized at that
+ *   rate (a per-direction link clock), then takes the delay; 0 turns pacing off. After a
+ *   throttle change or a blackhole the queued chunks are paced again from then on.
  * - loss(probability, retransmitMs): each TCP segment (1,448 bytes, an Ethernet MSS) read from
  *   now on is lost with `probability`; a chunk holding a lost segment is delivered
  *   `retransmitMs` late (what the application sees of a loss under TCP with SACK: the bytes
  *   behind the hole wait one retransmission, fast retransmit takes about one round trip), and
- *   order is kept, so later chunks wait behind it. The sender's congestion window is not
- *   modelled (a loss-based TCP would also slow down; a BBR sender, and this proxy, do not).
+ *   order is kept, so later chunks wait behind it. The link keeps carrying the bytes behind
+ *   the hole meanwhile (SACK: the receiver buffers them), so a loss delays delivery but does
+ *   not idle the link: the chunks behind it arrive with it, not a serialization time later.
+ *   The sender's congestion window is not modelled (a loss-based TCP would also slow down; a
+ *   BBR sender, and this proxy, do not).
  *   Seeded: the same seed makes the same sequence of per-chunk draws (which bytes they hit
  *   depends on how the kernel splits the stream into reads).
  * - refuse(on): while on, new connections are accepted and reset at once (the client sees
@@ -77,16 +82,48 @@ interface Tag {
 }
 
 /** One direction of one connection: bytes read from the source, waiting for the destination. */
+/** A direction's link clock: when it has serialized what is queued, and the last chunk's delivery time. */
+export interface LinkClock {
+  linkFree: number;
+  lastReadyAt: number;
+}
+
+/**
+ * When a chunk of `bytes` queued at `now` (ms) may be delivered: it leaves the link once what
+ * is queued before it and itself are serialized at `bytesPerSecond` (0: at once), then takes
+ * `delayMs`, plus `late` if a segment of it was lost; never before the chunk queued before it.
+ * A lost chunk holds the ones behind it, but they keep crossing the link meanwhile.
+ */
+export function scheduleOnLink(link: LinkClock, bytes: number, late: number, now: number, bytesPerSecond: number, delayMs: number): number {
+  let leaves = now;
+  if (bytesPerSecond > 0) {
+    leaves = Math.max(link.linkFree, now) + (bytes * 1000) / bytesPerSecond;
+    link.linkFree = leaves;
+  }
+  link.lastReadyAt = Math.max(leaves + delayMs + late, link.lastReadyAt);
+  return link.lastReadyAt;
+}
+
+interface Chunk {
+  bytes: Uint8Array;
+  /** Extra delay from a lost segment (0: none). */
+  late: number;
+  /** When it may be delivered: serialized on the link, delayed, lost or not, in order. */
+  readyAt: number;
+}
+
 class Flow {
-  readonly chunks: Array<{ bytes: Uint8Array; readyAt: number }> = [];
+  readonly chunks: Chunk[] = [];
   queued = 0;
   /** The source closed: once the queue is flushed, close the destination this way. */
   ended: "end" | "reset" | null = null;
   waitingDrain = false;
   paused = false;
   timer: ReturnType<typeof setTimeout> | null = null;
-  tokens = 0;
-  refilledAt = 0;
+  /** When the link has serialized everything queued so far (throttle). */
+  linkFree = 0;
+  /** readyAt of the last chunk queued (order is kept). */
+  lastReadyAt = 0;
   constructor(readonly direction: Direction) {}
 }
 
@@ -169,11 +206,9 @@ export class FaultProxy {
   /** Pace each direction of each connection to `bytesPerSecond` (0: unlimited). */
   throttle(bytesPerSecond: number): void {
     this.bytesPerSecond = Math.max(0, bytesPerSecond);
-    const now = performance.now();
     for (const pair of this.pairs) {
       for (const flow of [pair.up, pair.down]) {
-        flow.tokens = 0;
-        flow.refilledAt = now;
+        this.reschedule(flow);
         this.pump(pair, flow);
       }
     }
@@ -284,24 +319,38 @@ export class FaultProxy {
     });
   }
 
-  private enqueue(pair: Pair, flow: Flow, source: Socket<Tag>, chunk: Uint8Array): void {
+  private enqueue(pair: Pair, flow: Flow, source: Socket<Tag>, bytes: Uint8Array): void {
     // Bun hands every data() call a fresh buffer: keep it, no copy.
-    let readyAt = performance.now() + this.delayMs;
+    let late = 0;
     if (this.lossProbability > 0) {
       // P(some segment of the chunk is lost) = 1 - (1 - p)^segments.
-      const segments = Math.ceil(chunk.length / SEGMENT_BYTES);
+      const segments = Math.ceil(bytes.length / SEGMENT_BYTES);
       if (this.lossPrng.chance(1 - (1 - this.lossProbability) ** segments)) {
-        readyAt += this.retransmitMs;
+        late = this.retransmitMs;
         this.stats.lost++;
       }
     }
-    flow.chunks.push({ bytes: chunk, readyAt });
-    flow.queued += chunk.length;
+    const chunk: Chunk = { bytes, late, readyAt: 0 };
+    this.schedule(flow, chunk, performance.now());
+    flow.chunks.push(chunk);
+    flow.queued += bytes.length;
     if (!flow.paused && flow.queued > this.highWater) {
       flow.paused = true;
       source.pause();
     }
     this.pump(pair, flow);
+  }
+
+  private schedule(flow: Flow, chunk: Chunk, now: number): void {
+    chunk.readyAt = scheduleOnLink(flow, chunk.bytes.length, chunk.late, now, this.bytesPerSecond, this.delayMs);
+  }
+
+  /** Paces the queued chunks again from now (the rate changed, or a blackhole held them). */
+  private reschedule(flow: Flow): void {
+    const now = performance.now();
+    flow.linkFree = now;
+    flow.lastReadyAt = 0;
+    for (const chunk of flow.chunks) this.schedule(flow, chunk, now);
   }
 
   private destination(pair: Pair, flow: Flow): Socket<Tag> | null {
@@ -324,20 +373,16 @@ export class FaultProxy {
     const now = performance.now();
     while (flow.chunks.length > 0) {
       const head = flow.chunks[0]!;
-      if (head.readyAt > now) return this.wake(pair, flow, head.readyAt - now);
-      let allowed = head.bytes.length;
-      if (this.bytesPerSecond > 0) {
-        this.refill(flow, now);
-        if (flow.tokens < 1) return this.wake(pair, flow, ((1 - flow.tokens) / this.bytesPerSecond) * 1000);
-        allowed = Math.min(allowed, Math.floor(flow.tokens));
+      if (head.readyAt > now) {
+        this.wake(pair, flow, head.readyAt - now);
+        break; // and resume the source below if the queue went down enough
       }
-      const written = Math.max(0, destination.write(allowed === head.bytes.length ? head.bytes : head.bytes.subarray(0, allowed)));
-      if (this.bytesPerSecond > 0) flow.tokens -= written;
+      const written = Math.max(0, destination.write(head.bytes));
       flow.queued -= written;
       this.account(flow.direction, written);
       if (written === head.bytes.length) flow.chunks.shift();
-      else head.bytes = head.bytes.subarray(written);
-      if (written < allowed) {
+      else {
+        head.bytes = head.bytes.subarray(written);
         flow.waitingDrain = true; // the kernel is full: drain() pumps again
         break;
       }
@@ -347,13 +392,6 @@ export class FaultProxy {
       this.source(pair, flow)?.resume();
     }
     if (flow.chunks.length === 0 && flow.ended !== null) this.finish(pair, flow.ended);
-  }
-
-  private refill(flow: Flow, now: number): void {
-    const burst = Math.max(16 * 1024, this.bytesPerSecond / 50);
-    if (flow.refilledAt === 0) flow.refilledAt = now;
-    flow.tokens = Math.min(burst, flow.tokens + ((now - flow.refilledAt) / 1000) * this.bytesPerSecond);
-    flow.refilledAt = now;
   }
 
   private wake(pair: Pair, flow: Flow, ms: number): void {
@@ -434,9 +472,12 @@ export class FaultProxy {
       if (pair.brokenInBlackhole) {
         this.stats.brokenByBlackhole++;
         this.reset(pair);
-      } else if (pair.server === null) {
-        this.connectUpstream(pair);
-      } else {
+        continue;
+      }
+      this.reschedule(pair.up); // what the blackhole held crosses the link from now on
+      this.reschedule(pair.down);
+      if (pair.server === null) this.connectUpstream(pair);
+      else {
         this.pump(pair, pair.up);
         this.pump(pair, pair.down);
       }

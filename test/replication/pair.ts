@@ -228,10 +228,11 @@ keepalive_timeout = "3s"
    * fetching and replay paused, and `source` copied into the primary: what the shipping
    * benchmarks measure from (bench/replication-*.ts).
    */
-  async pausedBehindLink(delayMs: number, bytesPerSecond: number, source: string): Promise<void> {
+  async pausedBehindLink(delayMs: number, bytesPerSecond: number, source: string, loss = 0): Promise<void> {
     await this.start(this.a);
     await this.start(this.b);
     this.proxy.delay(delayMs);
+    if (loss > 0) this.proxy.loss(loss, 2 * delayMs);
     this.proxy.throttle(bytesPerSecond);
     await this.replica(this.b, "pause", "disk");
     const copied = await copyInto(source, this.a.port);
