@@ -47,8 +47,7 @@ try {
       const wireBefore = pair.proxy.stats.bytesDown;
       const started = performance.now();
       // Where the time goes: the link's delivered bytes sampled every 10 ms (in this process,
-      // next to the proxy) give when the first and last answer bytes crossed, and how long the
-      // link sat idle in between.
+      // next to the proxy) give when the first and last answer bytes crossed.
       const samples: { at: number; down: number }[] = [{ at: started, down: wireBefore }];
       const sampler = setInterval(() => samples.push({ at: performance.now(), down: pair.proxy.stats.bytesDown }), 10);
       await pair.replica(pair.b, "resume", "disk", "--fetch");
@@ -62,12 +61,13 @@ try {
       const seconds = (performance.now() - started) / 1000;
       const moving = samples.findIndex((x) => x.down > wireBefore);
       const last = samples.findIndex((x) => x.down === samples[samples.length - 1]!.down);
-      let idleMs = 0;
-      for (let i = Math.max(1, moving + 1); i <= last; i++) if (samples[i]!.down === samples[i - 1]!.down) idleMs += samples[i]!.at - samples[i - 1]!.at;
       const firstByte = moving < 0 ? NaN : samples[moving]!.at - started;
       const crossing = moving < 0 ? NaN : samples[last]!.at - samples[moving]!.at;
       const shipped = s.received_bytes - before.received_bytes;
       const wire = pair.proxy.stats.bytesDown - wireBefore;
+      // The link delivers in pieces of 1/50 s, so "no byte in a 10 ms sample" is no sign of an
+      // idle link: idle = the crossing time less what the bytes needed at the link's rate.
+      const idleMs = Math.max(0, crossing - (wire / LINK) * 1000);
       const rate = shipped / seconds;
       ratios.push(rate / LINK);
       const applyStart = performance.now();

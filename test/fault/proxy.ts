@@ -21,7 +21,8 @@
  * - delay(ms): every chunk read from now on is forwarded `ms` later, order preserved.
  * - throttle(bytesPerSecond): each direction of each connection is a link of that rate: a
  *   chunk leaves the link once the chunks before it and itself have been serialized at that
- *   rate (a per-direction link clock), then takes the delay; 0 turns pacing off. After a
+ *   rate (a per-direction link clock), then takes the delay; a read is put on the link in
+ *   pieces of 1/50 s worth (at least 16 KiB), so bytes arrive steadily; 0 turns pacing off. After a
  *   throttle change or a blackhole the queued chunks are paced again from then on.
  * - loss(probability, retransmitMs): each TCP segment (1,448 bytes, an Ethernet MSS) read from
  *   now on is lost with `probability`; a chunk holding a lost segment is delivered
@@ -60,7 +61,7 @@ export interface ProxyStats {
   /** Bytes delivered client → server and server → client. */
   bytesUp: number;
   bytesDown: number;
-  /** Chunks delivered late because loss() lost a segment in them. */
+  /** Chunks (pieces of 1/50 s on a throttled link) delivered late because loss() lost a segment in them. */
   lost: number;
 }
 
@@ -320,19 +321,26 @@ export class FaultProxy {
   }
 
   private enqueue(pair: Pair, flow: Flow, source: Socket<Tag>, bytes: Uint8Array): void {
-    // Bun hands every data() call a fresh buffer: keep it, no copy.
-    let late = 0;
-    if (this.lossProbability > 0) {
-      // P(some segment of the chunk is lost) = 1 - (1 - p)^segments.
-      const segments = Math.ceil(bytes.length / SEGMENT_BYTES);
-      if (this.lossPrng.chance(1 - (1 - this.lossProbability) ** segments)) {
-        late = this.retransmitMs;
-        this.stats.lost++;
+    // Bun hands every data() call a fresh buffer: keep it, no copy. On a throttled link it
+    // crosses in pieces of 1/50 s (at least 16 KiB), so the far side sees bytes arrive as
+    // they would from a real link, not a whole read's worth at once seconds later.
+    const now = performance.now();
+    const piece = this.bytesPerSecond > 0 ? Math.max(16 * 1024, Math.floor(this.bytesPerSecond / 50)) : bytes.length;
+    for (let at = 0; at < bytes.length; at += piece) {
+      const part = bytes.subarray(at, Math.min(bytes.length, at + piece));
+      let late = 0;
+      if (this.lossProbability > 0) {
+        // P(some segment of the piece is lost) = 1 - (1 - p)^segments.
+        const segments = Math.ceil(part.length / SEGMENT_BYTES);
+        if (this.lossPrng.chance(1 - (1 - this.lossProbability) ** segments)) {
+          late = this.retransmitMs;
+          this.stats.lost++;
+        }
       }
+      const chunk: Chunk = { bytes: part, late, readyAt: 0 };
+      this.schedule(flow, chunk, now);
+      flow.chunks.push(chunk);
     }
-    const chunk: Chunk = { bytes, late, readyAt: 0 };
-    this.schedule(flow, chunk, performance.now());
-    flow.chunks.push(chunk);
     flow.queued += bytes.length;
     if (!flow.paused && flow.queued > this.highWater) {
       flow.paused = true;
