@@ -10,10 +10,11 @@
  * sent, whatever order they arrive in; a FOLLOWS answer that does not start where the answer
  * before it ended (the primary answered that FETCH twice, or restarted and does not know it) is
  * dropped and the position fetched again. A primary that does not grant FOLLOWS (an older
- * one) gets one FETCH at a time, and so does one under a bandwidth cap (below). New FETCHes go out only while the answers in flight and those
- * being made durable in the copy number at most three: memory is bounded by three answers.
- * The FETCH itself travels through an injected `FetchTransport` — the DST client engine in
- * dstd (resend, reconnect, keepalive, sealed records), a simulated link in tests.
+ * one) gets one FETCH at a time, and so does one under a bandwidth cap (below). New FETCHes
+ * go out only while the answers in flight and those being made durable in the copy number at
+ * most three: memory is bounded by three answers. The FETCH itself travels through an
+ * injected `FetchTransport` — the DST client engine in dstd (resend, reconnect, keepalive,
+ * sealed records), a simulated link in tests.
  *
  * After a cut the next FETCH asks for the seq after the copy's last durable record, with the
  * segment and byte offset the previous answer named: the primary resumes at that exact byte.
@@ -118,6 +119,8 @@ export class Shipper {
   /** Answers handed to the copy and not durable yet. */
   private storing = 0;
   private followsOffUntil = -Infinity;
+  /** drain() is using answers: next() waits for it (a slot answered but not used yet is not followed). */
+  private draining = false;
   private follows = 0;
   private followsDropped = 0;
   private cancelTimer: (() => void) | null = null;
@@ -198,6 +201,7 @@ export class Shipper {
   }
 
   private next(): void {
+    if (this.draining) return; // drain() calls it once done
     while (this.active() && this.cancelTimer === null) {
       // Under a bandwidth cap one FETCH at a time: the bucket is debited by an answer only when it
       // arrives, so a second in flight could overshoot the cap by another answer.
@@ -256,6 +260,8 @@ export class Shipper {
 
   /** Uses the answers at the head of the pipeline, in send order. */
   private drain(): void {
+    if (this.draining) return;
+    this.draining = true;
     while (this.slots.length > 0 && this.slots[0]!.answer !== null && this.active()) {
       const slot = this.slots.shift()!;
       const { status, payload, flags } = slot.answer!;
@@ -270,6 +276,7 @@ export class Shipper {
       }
       this.answered(slot.request, status, payload, flags);
     }
+    this.draining = false;
     this.next();
   }
 
@@ -334,11 +341,13 @@ export class Shipper {
     });
     returned = true;
     if (refused !== null) this.slots = []; // answers after this one follow what was refused
-    if (early !== null) return stored(early);
-    if (refused !== null) return; // the kept part is being stored; `stored` retries after it
-    // Pipelined: more FETCHes go out while these records are being made durable.
-    this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
-    this.ok();
+    else {
+      // Pipelined: more FETCHes go out while these records are being made durable.
+      this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
+      this.ok();
+    }
+    if (early !== null) stored(early);
+    // Otherwise the kept part is being stored; `stored` goes on (or retries) after it.
   }
 
   private ok(): void {
