@@ -67,7 +67,9 @@ test(
     console.log(`syncing: ${JSON.stringify(syncing.sync)}; after the writer: ${JSON.stringify(during.sync)}`);
     expect(during.state).toBe("syncing");
     p.proxy.throttle(0);
-    const primary = await p.status(p.a);
+    // The small log may have filled while the new secondary pinned it: the primary then wrote
+    // around it and appends the dirty regions as records once it can; its seq is final only then.
+    const primary = await p.waitFor(p.a, (s) => s.mode === "logging" && s.dirty_regions === 0, "the primary logging again, no dirty regions");
     const status = await p.waitFor(p.b, (s) => s.state === "replicating" && s.lag_bytes === 0 && s.seq === primary.seq && s.primary_seq === primary.seq, "caught up");
     expect(status.seq).toBeGreaterThan(syncing.sync!.point_seq);
     console.log(`caught up: ${JSON.stringify(status)}; primary image allocates ${allocated(p.a.image)} bytes`);

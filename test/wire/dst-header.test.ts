@@ -204,7 +204,7 @@ describe("invalidHeader reasons", () => {
     ["WELCOME of another version", rawHeader({ opcode: Op.WELCOME, txid: 0 }, 0, (b) => (b[HEADER.version] = 2)), "unsupported version 2 (this build speaks 1)"],
     ["unknown opcode", rawHeader({ opcode: 0x33, txid: 1 }), "unknown opcode 0x33"],
     ["an opcode between the known ones", rawHeader({ opcode: 0x83, txid: 1 }), "unknown opcode 0x83"],
-    ["unknown flags", rawHeader({ opcode: Op.WRITE, flags: 0x0010, txid: 1 }), "unknown flags 0x0010"],
+    ["unknown flags", rawHeader({ opcode: Op.WRITE, flags: 0x0020, txid: 1 }), "unknown flags 0x0020"],
     ["NO_HOLE on WRITE", rawHeader({ opcode: Op.WRITE, flags: Flag.NO_HOLE, txid: 1 }), "flags 0x0002 not allowed on WRITE"],
     ["FUA on READ", rawHeader({ opcode: Op.READ, flags: Flag.FUA, txid: 1 }), "flags 0x0001 not allowed on READ"],
     ["FUA echoed in a reply", rawHeader({ opcode: Op.WRITE | REPLY_BIT, flags: Flag.FUA, txid: 1 }), "flags 0x0001 not allowed on WRITE reply"],
