@@ -210,11 +210,13 @@ export class LogShipServer implements LogSource {
     return ends;
   }
 
-  /** `done` with where the answer to `secondary`'s FETCH from `seq` ended, once it has; null when unknown or failed. */
+  /**
+   * `done` with where the answer to `secondary`'s FETCH from `seq` ended, once it has; null
+   * when it failed, or when no FETCH from `seq` began within the long-poll wait (a FOLLOWS
+   * that overtook its predecessor waits for it that long).
+   */
   private answerEnd(secondary: string, seq: number, done: (end: AnswerEnd | null) => void): void {
-    const ends = this.answerEnds.get(secondary);
-    if (ends === undefined) return done(null);
-    ends.when(seq, done);
+    this.ends(secondary).when(seq, done, (run) => this.clock.after(this.options.waitMs ?? 250, run));
   }
 }
 
@@ -240,11 +242,22 @@ interface EndEntry {
  */
 export class AnswerEnds {
   private readonly entries: EndEntry[] = [];
+  /** FOLLOWS naming a FETCH that has not begun (overtaken on the way): each until it begins or its wait ends. */
+  private readonly early: { seq: number; done: (end: AnswerEnd | null) => void; cancel: () => void }[] = [];
 
   begin(seq: number): EndEntry {
     const entry: EndEntry = { seq, end: undefined, waiters: [] };
     this.entries.push(entry);
     while (this.entries.length > ANSWER_ENDS) this.settleDropped(this.entries.shift()!);
+    for (let i = 0; i < this.early.length; ) {
+      const waiter = this.early[i]!;
+      if (waiter.seq !== seq) i++;
+      else {
+        this.early.splice(i, 1);
+        waiter.cancel();
+        entry.waiters.push(waiter.done);
+      }
+    }
     return entry;
   }
 
@@ -255,8 +268,12 @@ export class AnswerEnds {
     for (const waiter of waiters) waiter(end);
   }
 
-  /** The newest entry for `seq` (a FETCH asked again replaces the earlier answer). */
-  when(seq: number, done: (end: AnswerEnd | null) => void): void {
+  /**
+   * The newest entry for `seq` (a FETCH asked again replaces the earlier answer). None yet:
+   * with `wait`, the FETCH from `seq` may still be on its way — wait for it to begin until
+   * `wait` runs its callback (at most ANSWER_ENDS such waits; the oldest gives up first).
+   */
+  when(seq: number, done: (end: AnswerEnd | null) => void, wait?: (run: () => void) => () => void): void {
     for (let i = this.entries.length - 1; i >= 0; i--) {
       const entry = this.entries[i]!;
       if (entry.seq !== seq) continue;
@@ -264,7 +281,20 @@ export class AnswerEnds {
       else done(entry.end);
       return;
     }
-    done(null);
+    if (wait === undefined) return done(null);
+    const waiter = { seq, done, cancel: () => {} };
+    this.early.push(waiter);
+    waiter.cancel = wait(() => {
+      const at = this.early.indexOf(waiter);
+      if (at < 0) return;
+      this.early.splice(at, 1);
+      done(null);
+    });
+    while (this.early.length > ANSWER_ENDS) {
+      const oldest = this.early.shift()!;
+      oldest.cancel();
+      oldest.done(null);
+    }
   }
 
   private settleDropped(entry: EndEntry): void {

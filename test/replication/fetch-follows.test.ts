@@ -63,11 +63,11 @@ test("FOLLOWS is granted on request; a second FETCH in flight gets the records a
     if (!hello.ok) throw new Error(hello.message);
     expect(hello.welcome.features & Feature.FETCH_FOLLOWS).toBe(Feature.FETCH_FOLLOWS);
     const span = 2 * MiB;
-    // A from seq 1, B follows it (sent before A is answered); C names a seq in the log no FETCH started at.
+    // A from seq 1, B follows it (sent before A is answered); C names seq 4, where none of these FETCHes starts: it waits a long poll for one, then EAGAIN.
     await raw.sendFrames(
       encodeFrame({ opcode: Op.FETCH, txid: 1, offset: 1, length: span }, FROM_START),
       encodeFrame({ opcode: Op.FETCH, txid: 2, flags: Flag.FOLLOWS, offset: 1, length: span }, FROM_START),
-      encodeFrame({ opcode: Op.FETCH, txid: 3, flags: Flag.FOLLOWS, offset: 2, length: span }, FROM_START),
+      encodeFrame({ opcode: Op.FETCH, txid: 3, flags: Flag.FOLLOWS, offset: 4, length: span }, FROM_START),
       encodeFrame({ opcode: Op.FETCH, txid: 4, offset: 1, length: 6 * MiB }, FROM_START),
     );
     const replies = new Map<number, { status: number; payload: Uint8Array }>();
@@ -93,9 +93,10 @@ test("FOLLOWS is granted on request; a second FETCH in flight gets the records a
     expect(Buffer.compare(joined, whole.records.subarray(0, joined.length))).toBe(0);
     expect(b.nextSeq).toBe(first.seq + headers(b.records).length);
 
+    expect(a.nextSeq).not.toBe(4); // B starts at A's end: no FETCH here starts at seq 4
     const unknown = replies.get(3)!;
     expect(unknown.status).toBe(Errno.EAGAIN);
-    expect(decodeFetchReason(unknown.payload)).toContain("from seq 2,");
+    expect(decodeFetchReason(unknown.payload)).toContain("from seq 4,");
   } finally {
     raw.close();
   }
