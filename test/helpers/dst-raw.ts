@@ -20,6 +20,9 @@ export interface RawFrame {
   payload: Uint8Array;
 }
 
+/** The features a raw client asks for in HELLO unless told otherwise (an older client's set: no FETCH_ZSTD, no FETCH_FOLLOWS). */
+export const RAW_FEATURES = Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS;
+
 export class RawDst {
   private readonly frames: RawFrame[] = [];
   private waiter: (() => void) | null = null;
@@ -128,7 +131,7 @@ export class RawDst {
         version: 1,
         clientName: "raw test client",
         maxPayload: PAYLOAD_MAX_DEFAULT,
-        features: Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS,
+        features: RAW_FEATURES,
         sessionId: null,
         txidFloor: 0,
         ...hello,

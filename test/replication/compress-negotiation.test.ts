@@ -9,7 +9,7 @@ import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { startExport, type RunningExport } from "../helpers/binary.ts";
-import { RawDst } from "../helpers/dst-raw.ts";
+import { RAW_FEATURES, RawDst } from "../helpers/dst-raw.ts";
 import { scratchDir } from "../helpers/files.ts";
 import { copyInto, MiB } from "./pair.ts";
 import { zstdDecompress } from "../../src/lib/zstd.ts";
@@ -24,7 +24,6 @@ afterAll(async () => {
   dir.remove();
 });
 
-const BASE = Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS;
 
 async function fetchFrom(port: number, features: number, flags: number) {
   const raw = await RawDst.connect(port);
@@ -49,7 +48,7 @@ test("an old secondary gets plain replies; a new one asking for zstd gets compre
   writeFileSync(text, "a compressible line of a log\n".repeat(40_000).slice(0, MiB));
   expect((await copyInto(text, primary.port)).exitCode).toBe(0);
 
-  const old = await fetchFrom(primary.port, BASE, 0);
+  const old = await fetchFrom(primary.port, RAW_FEATURES, 0);
   expect(old.welcome.permissions & Perm.REPLICA).toBe(Perm.REPLICA);
   expect(old.welcome.features & Feature.FETCH_ZSTD).toBe(0);
   expect(old.header.flags).toBe(0);
@@ -58,7 +57,7 @@ test("an old secondary gets plain replies; a new one asking for zstd gets compre
   expect(plain.records.length).toBeGreaterThan(MiB);
   expect(old.header.length).toBe(plain.records.length);
 
-  const fresh = await fetchFrom(primary.port, BASE | Feature.FETCH_ZSTD, Flag.ZSTD);
+  const fresh = await fetchFrom(primary.port, RAW_FEATURES | Feature.FETCH_ZSTD, Flag.ZSTD);
   expect(fresh.welcome.features & Feature.FETCH_ZSTD).toBe(Feature.FETCH_ZSTD);
   expect(fresh.header.flags).toBe(Flag.ZSTD);
   // The header's length is the record bytes uncompressed; the payload is far smaller.

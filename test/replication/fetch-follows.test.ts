@@ -9,14 +9,14 @@
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { startExport, type RunningExport } from "../helpers/binary.ts";
-import { RawDst } from "../helpers/dst-raw.ts";
+import { RAW_FEATURES, RawDst } from "../helpers/dst-raw.ts";
 import { scratchDir, writeRandomFile } from "../helpers/files.ts";
 import { copyInto, MiB } from "./pair.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { encodeFrame } from "../../src/wire/dst/header.ts";
 import { Feature, Flag, Op, REPLY_BIT } from "../../src/wire/dst/constants.ts";
 import { decodeFetchReason, decodeFetchReply, encodeFetchRequest, type FetchReply } from "../../src/wire/dst/fetch.ts";
-import { chainPointOf, decodeHeader, invalidSuccessor, RECORD_HEADER_SIZE } from "../../src/replication/record.ts";
+import { CHAIN_ORIGIN, chainPointOf, RecordDecoder, type ChainPoint, type LogRecord } from "../../src/replication/record.ts";
 
 const dir = scratchDir("replication-follows");
 let primary: RunningExport | null = null;
@@ -25,7 +25,6 @@ afterAll(async () => {
   dir.remove();
 });
 
-const BASE = Feature.FLUSH | Feature.FUA | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS;
 const FROM_START = encodeFetchRequest({ segment: 0, offset: 0, applied: 0, prevChain: 0n, prevLamport: 0, prevGeneration: 0 });
 
 function records(reply: FetchReply | string): FetchReply {
@@ -33,14 +32,13 @@ function records(reply: FetchReply | string): FetchReply {
   return reply;
 }
 
-/** The headers of the records back to back in `bytes`. */
-function headers(bytes: Uint8Array) {
-  const out = [];
-  for (let at = 0; at < bytes.length; ) {
-    const h = decodeHeader(bytes, at);
-    out.push(h);
-    at += RECORD_HEADER_SIZE + h.payloadLength;
-  }
+/** The records back to back in `bytes`, verified, each continuing `after` and the one before. */
+function decodeAll(bytes: Uint8Array, after: ChainPoint = CHAIN_ORIGIN): LogRecord[] {
+  const out: LogRecord[] = [];
+  const decoder = new RecordDecoder(after);
+  const failure = decoder.push(bytes, (record) => out.push(record));
+  if (failure !== null) throw new Error(failure);
+  expect(decoder.bufferedBytes).toBe(0); // whole records only
   return out;
 }
 
@@ -52,14 +50,14 @@ test("FOLLOWS is granted on request; a second FETCH in flight gets the records a
   expect((await copyInto(data, primary.port)).exitCode).toBe(0);
 
   const old = await RawDst.connect(primary.port);
-  const oldHello = await old.handshake({ exportName: "disk", features: BASE });
+  const oldHello = await old.handshake({ exportName: "disk", features: RAW_FEATURES });
   old.close();
   if (!oldHello.ok) throw new Error(oldHello.message);
   expect(oldHello.welcome.features & Feature.FETCH_FOLLOWS).toBe(0);
 
   const raw = await RawDst.connect(primary.port);
   try {
-    const hello = await raw.handshake({ exportName: "disk", features: BASE | Feature.FETCH_FOLLOWS });
+    const hello = await raw.handshake({ exportName: "disk", features: RAW_FEATURES | Feature.FETCH_FOLLOWS });
     if (!hello.ok) throw new Error(hello.message);
     expect(hello.welcome.features & Feature.FETCH_FOLLOWS).toBe(Feature.FETCH_FOLLOWS);
     const span = 2 * MiB;
@@ -83,15 +81,15 @@ test("FOLLOWS is granted on request; a second FETCH in flight gets the records a
     expect(replies.get(2)!.status).toBe(0);
     expect(a.records.length).toBeGreaterThan(0);
     expect(b.records.length).toBeGreaterThan(0);
-    const first = headers(b.records)[0]!;
-    const lastOfA = headers(a.records).at(-1)!;
+    // B's records continue A's chain (the decoder refuses anything else).
+    const fromB = decodeAll(b.records, chainPointOf(decodeAll(a.records).at(-1)!));
+    const first = fromB[0]!;
     expect(first.seq).toBe(a.nextSeq);
-    expect(invalidSuccessor(chainPointOf(lastOfA), first)).toBeNull();
     // Back to back they are the log: the same bytes as the start of one larger answer.
     const joined = Buffer.concat([a.records, b.records]);
     expect(whole.records.length).toBeGreaterThanOrEqual(joined.length);
     expect(Buffer.compare(joined, whole.records.subarray(0, joined.length))).toBe(0);
-    expect(b.nextSeq).toBe(first.seq + headers(b.records).length);
+    expect(b.nextSeq).toBe(first.seq + fromB.length);
 
     expect(a.nextSeq).not.toBe(4); // B starts at A's end: no FETCH here starts at seq 4
     const unknown = replies.get(3)!;

@@ -12,13 +12,13 @@ import { Shipper, type FetchTransport } from "../../src/replication/shipper.ts";
 import type { Secondary } from "../../src/replication/secondary.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { encodeFetchReason, encodeFetchReply, type FetchRequest } from "../../src/wire/dst/fetch.ts";
-import { RECORD_HEADER_SIZE } from "../../src/replication/record.ts";
+import { FIELD, RECORD_HEADER_SIZE } from "../../src/replication/record.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 
-/** Records `from`..`to` (bare headers: seq at byte 16, big-endian). */
+/** Records `from`..`to` (bare headers naming only their seq). */
 function records(from: number, to: number): Uint8Array {
   const out = new Uint8Array((to - from + 1) * RECORD_HEADER_SIZE);
-  for (let seq = from; seq <= to; seq++) new DataView(out.buffer).setBigUint64((seq - from) * RECORD_HEADER_SIZE + 16, BigInt(seq));
+  for (let seq = from; seq <= to; seq++) new DataView(out.buffer).setBigUint64((seq - from) * RECORD_HEADER_SIZE + FIELD.seq, BigInt(seq));
   return out;
 }
 
@@ -35,7 +35,7 @@ function fakeSecondary() {
     applier: { status: () => ({ applied: { seq: 0 } }) },
     receive: (bytes: Uint8Array, done: (errno: number) => void) => {
       for (let at = 0; at < bytes.length; at += RECORD_HEADER_SIZE) {
-        last = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(at + 16));
+        last = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(at + FIELD.seq));
         received.push(last);
       }
       done(0);

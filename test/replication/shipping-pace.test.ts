@@ -11,6 +11,7 @@ import { Shipper, type FetchTransport } from "../../src/replication/shipper.ts";
 import { TokenBucket } from "../../src/replication/shipping-pace.ts";
 import type { Secondary } from "../../src/replication/secondary.ts";
 import { encodeFetchReply } from "../../src/wire/dst/fetch.ts";
+import { FIELD } from "../../src/replication/record.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 
 const MiB = 1024 * 1024;
@@ -43,7 +44,7 @@ function run(options: { bandwidth?: number; seconds: number }): { wire: number; 
     let payload = answers.get(request.maxBytes);
     if (payload === undefined) {
       const records = new Uint8Array(request.maxBytes);
-      records[16 + 7] = 1; // the first record's seq (u64, big-endian, at 16): where the copy ends + 1
+      new DataView(records.buffer).setBigUint64(FIELD.seq, 1n); // the first record's seq: where the copy ends + 1
       payload = encodeFetchReply({ nextSeq: 2, nextSegment: 1, nextOffset: 0, durable: 1 << 30, generation: 1, behind: 1 << 30 }, records);
       answers.set(request.maxBytes, payload);
     }
