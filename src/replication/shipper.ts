@@ -268,8 +268,9 @@ export class Shipper {
       if (slot.request.follows === true) {
         // ENOTSUP without a reason: the link did not send it (not granted); EAGAIN with a
         // reason: the primary does not know the FETCH it follows. Either way: ask by position.
-        if (status === Errno.ENOTSUP && payload === null) this.followsOffUntil = this.clock.now() + FOLLOWS_OFF_MS;
-        if ((status === Errno.ENOTSUP && payload === null) || (status === Errno.EAGAIN && payload !== null)) {
+        const notGranted = status === Errno.ENOTSUP && payload === null;
+        if (notGranted) this.followsOffUntil = this.clock.now() + FOLLOWS_OFF_MS;
+        if (notGranted || (status === Errno.EAGAIN && payload !== null)) {
           this.dropFollows(`the primary did not answer it: ${payload !== null ? decodeFetchReason(payload) : errnoMessage(status)}`);
           continue;
         }
@@ -315,8 +316,9 @@ export class Shipper {
     this.primaryDurable = reply.durable;
     this.primaryGeneration = reply.generation;
     this.behindBytes = reply.behind;
+    const next = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
     if (reply.records.length === 0) {
-      this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
+      this.hint = next;
       this.ok();
       return;
     }
@@ -343,7 +345,7 @@ export class Shipper {
     if (refused !== null) this.slots = []; // answers after this one follow what was refused
     else {
       // Pipelined: more FETCHes go out while these records are being made durable.
-      this.hint = { seq: reply.nextSeq, segment: reply.nextSegment, offset: reply.nextOffset };
+      this.hint = next;
       this.ok();
     }
     if (early !== null) stored(early);

@@ -22,8 +22,8 @@
  * - throttle(bytesPerSecond): each direction of each connection is a link of that rate: a
  *   chunk leaves the link once the chunks before it and itself have been serialized at that
  *   rate (a per-direction link clock), then takes the delay; a read is put on the link in
- *   pieces of 1/50 s worth (at least 16 KiB), so bytes arrive steadily; 0 turns pacing off. After a
- *   throttle change or a blackhole the queued chunks are paced again from then on.
+ *   pieces of 1/50 s worth (at least 16 KiB), so bytes arrive steadily; 0 turns pacing off.
+ *   After a throttle change or a blackhole the queued chunks are paced again from then on.
  * - loss(probability, retransmitMs): each TCP segment (1,448 bytes, an Ethernet MSS) read from
  *   now on is lost with `probability`; a chunk holding a lost segment is delivered
  *   `retransmitMs` late (what the application sees of a loss under TCP with SACK: the bytes
@@ -82,7 +82,6 @@ interface Tag {
   role: Role;
 }
 
-/** One direction of one connection: bytes read from the source, waiting for the destination. */
 /** A direction's link clock: when it has serialized what is queued, and the last chunk's delivery time. */
 export interface LinkClock {
   linkFree: number;
@@ -113,7 +112,8 @@ interface Chunk {
   readyAt: number;
 }
 
-class Flow {
+/** One direction of one connection: bytes read from the source, waiting for the destination. */
+class Flow implements LinkClock {
   readonly chunks: Chunk[] = [];
   queued = 0;
   /** The source closed: once the queue is flushed, close the destination this way. */
