@@ -27,6 +27,8 @@ import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } fro
 import { ConnectionBudget, connectionCapacity } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
+import { prepareGrowth, type PreparedGrowth } from "./export-growth.ts";
+import { linearGrowth } from "./linear-growth.ts";
 
 
 export interface ExportNode {
@@ -44,6 +46,13 @@ export interface ExportNode {
    * differ from what the node was started with (daemon/reload-plan.ts decides).
    */
   updatePolicy(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[];
+  /**
+   * A reload's change, prepared: legs appended to a linear tree are opened now (a failure
+   * rejects, nothing changed: daemon/export-growth.ts); `commit` appends them, announces the
+   * new sizes and applies the policy (updatePolicy). Only policy and appended linear legs may
+   * differ from the running configuration (daemon/reload-plan.ts decides).
+   */
+  prepareUpdate(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): Promise<PreparedGrowth>;
   /**
    * Grow (or, with allowShrink, shrink) export `name` while clients stay connected; DST clients
    * hear the new size in band. A shrink is refused while data lies past the new end, unless
@@ -195,6 +204,22 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       for (const front of fronts) changes.push(...(front.recheck?.() ?? []));
       return changes;
     };
+    let running = options.exports;
+    const prepareUpdate = async (configs: readonly ExportConfig[], keys: readonly KeyConfig[]): Promise<PreparedGrowth> => {
+      const growth = linearGrowth(running, configs);
+      if (growth === null) throw new DstdError("E_CONFIG", "this reload changes more than allow lists, keys and appended linear legs: the export group must restart");
+      const targets = [...growth].map(([name, legs]) => ({ name, legs, port: exports.find((e) => e.name === name)!.port }));
+      const prepared = await prepareGrowth(targets, (node) => openTree(node, { log: treeLog(log), lock: true }), (name) => server.announceSize(name));
+      return {
+        commit: () => {
+          const changes = prepared.commit();
+          changes.push(...updatePolicy(configs, keys));
+          running = configs;
+          return changes;
+        },
+        abort: () => prepared.abort(),
+      };
+    };
     const resize = async (name: string, size: number, resizeOptions: { allowShrink: boolean; force: boolean }): Promise<string> => {
       const e = exports.find((x) => x.name === name);
       if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
@@ -211,7 +236,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       await server.resize(name, size);
       return `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
     };
-    return { server, exports, replicas, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, resize, stop: closeAll };
+    return { server, exports, replicas, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, prepareUpdate, resize, stop: closeAll };
   } catch (error) {
     await closeAll();
     // A failed start leaves nothing behind: not even the sparse file it just created.
@@ -228,7 +253,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
 async function openExportPort(config: ExportConfig, log: Log, created: string[]): Promise<StoragePort> {
   const b = config.backend;
   if (b.kind === "tree") {
-    return openTree(b.root, { log: { info: (m) => log.info(m), warn: (m) => log.warn(m), debug: (m) => log.debug(m) }, lock: true });
+    return openTree(b.root, { log: treeLog(log), lock: true });
   }
   if (b.kind === "rbd") return openPort(b, config.readOnly, { log });
   const spec =
@@ -238,6 +263,10 @@ async function openExportPort(config: ExportConfig, log: Log, created: string[])
   const backend = openBackend(spec, config.readOnly, { lock: true });
   if (isNew) created.push(spec.path);
   return createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log });
+}
+
+function treeLog(log: Log) {
+  return { info: (m: string) => log.info(m), warn: (m: string) => log.warn(m), debug: (m: string) => log.debug(m) };
 }
 
 /** Raise the descriptor limit and size the process-wide connection budget to fit below it. */

@@ -32,7 +32,7 @@ import { VERSION } from "../version.ts";
 import { loadKeyTable } from "./export-node.ts";
 import { conflicts, diffPlans, planNode, type NodePlan } from "./reload-plan.ts";
 import { attachRunner, exportGroupRunner } from "./services.ts";
-import { SupervisedService, type Runner, type Scheduler, type StopMode, realScheduler } from "./supervisor.ts";
+import { SupervisedService, type PreparedUpdate, type Runner, type Scheduler, type StopMode, realScheduler } from "./supervisor.ts";
 
 /** How long the kernel holds I/O for a restarted attachment daemon (as `dstd attach`). */
 const DEAD_CONN_TIMEOUT_SEC = 120;
@@ -344,15 +344,27 @@ export class Node {
     const newMetrics = this.options.metricsListen ?? config.metricsListen;
     const metricsChanged = (oldMetrics === null ? "" : formatListenAddress(oldMetrics)) !== (newMetrics === null ? "" : formatListenAddress(newMetrics));
 
-    for (const name of diff.update) {
-      const unit = next.plan.exportGroups.find((u) => u.name === name);
-      const applied = unit === undefined ? null : (this.services.get(name)?.update({ group: unit.config, keys: config.keys }) ?? null);
-      if (applied === null) {
-        // Not running right now (backoff): restart it with the new settings instead.
-        diff.stop.push(name);
-        diff.start.push(name);
-        continue;
+    // Prepare every in-place change first (new linear legs are opened), so that one that
+    // cannot be made refuses the whole reload before anything changed.
+    const prepared: Array<{ name: string; update: PreparedUpdate }> = [];
+    try {
+      for (const name of diff.update) {
+        const unit = next.plan.exportGroups.find((u) => u.name === name);
+        const pending = unit === undefined ? null : (this.services.get(name)?.update({ group: unit.config, keys: config.keys }) ?? null);
+        if (pending === null) {
+          // Not running right now (backoff): restart it with the new settings instead.
+          diff.stop.push(name);
+          diff.start.push(name);
+          continue;
+        }
+        prepared.push({ name, update: await pending });
       }
+    } catch (error) {
+      await Promise.allSettled(prepared.map((p) => p.update.abort()));
+      throw error;
+    }
+    for (const { name, update } of prepared) {
+      const applied = update.commit();
       changes.push(`updated ${name} in place${applied.length > 0 ? `: ${applied.join("; ")}` : ""}`);
     }
     await this.removeUnits(diff.stop, "stop");

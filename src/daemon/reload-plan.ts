@@ -14,10 +14,17 @@
  * A change of allow lists, suites, checksums or keys only ("policy") is applied to the
  * running export group in place (daemon/export-node.ts updatePolicy): every other client
  * stays connected; sessions that lost their grant are closed or downgraded to read-only.
+ * So are legs appended at the end of a storage tree whose root is `linear` (linear-growth.ts:
+ * the export grows online, docs/tree.md "Growing a linear export"), with or without a policy
+ * change in the same reload.
  */
 import { formatListenAddress } from "../lib/address.ts";
 import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
+import { canonicalJson } from "../lib/canonical-json.ts";
+import { linearGrowth, structural } from "./linear-growth.ts";
 import { attachName, exportGroupName, groupExports } from "./services.ts";
+
+export { canonicalJson };
 
 export interface UnitPlan<T> {
   name: string;
@@ -36,19 +43,6 @@ export interface NodePlan {
   attachments: UnitPlan<AttachConfig>[];
 }
 
-/** JSON with sorted keys; byte arrays as hex; allow rules as written. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v: unknown) => {
-    if (v instanceof Uint8Array) return Buffer.from(v).toString("hex");
-    if (v !== null && typeof v === "object" && !Array.isArray(v)) {
-      const record = v as Record<string, unknown>;
-      if (typeof record.source === "string" && "access" in record && "network" in record) return record.source; // an AllowRule
-      return Object.fromEntries(Object.keys(record).sort().map((k) => [k, record[k]]));
-    }
-    return v;
-  });
-}
-
 /**
  * The units a config asks for. `keyDigest` is a digest of every [[key]]'s material (export
  * groups depend on all of them); `fileDigest` of one key file (an attachment's key_file).
@@ -58,7 +52,7 @@ export function planNode(config: Config, keyDigest: string, fileDigest: (path: s
     exportGroups: groupExports(config.exports).map((group) => ({
       name: exportGroupName(group),
       signature: `${canonicalJson(group)}#${keyDigest}`,
-      structure: canonicalJson(group.map((e) => ({ ...e, allow: null, suites: null, checksums: null }))),
+      structure: canonicalJson(group.map((e) => structural(e, null))),
       config: group,
     })),
     attachments: config.attaches.map((entry) => ({
@@ -118,9 +112,13 @@ export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
   const wantedSignatures = new Map(wantedUnits.map((u) => [u.name, u.signature]));
   const runningSignatures = new Map(runningUnits.map((u) => [u.name, u.signature]));
   const wantedStructures = new Map(wantedUnits.map((u) => [u.name, u.structure]));
+  const wantedGroups = new Map(wanted.exportGroups.map((u) => [u.name, u.config]));
+  const runningGroups = new Set(running.exportGroups.map((u) => u.name));
   for (const unit of runningUnits) {
+    const wantedGroup = wantedGroups.get(unit.name);
     if (wantedSignatures.get(unit.name) === unit.signature) diff.keep.push(unit.name);
     else if (wantedStructures.get(unit.name) === unit.structure) diff.update.push(unit.name);
+    else if (runningGroups.has(unit.name) && wantedGroup !== undefined && linearGrowth(unit.config as readonly ExportConfig[], wantedGroup) !== null) diff.update.push(unit.name);
     else diff.stop.push(unit.name);
   }
   for (const unit of wantedUnits) {

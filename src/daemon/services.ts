@@ -129,18 +129,27 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         wrapAccept: (accept, protocol) => tracker.wrap(accept, protocol),
       });
       const bound = { dst: node.dstAddresses.map(formatListenAddress), nbd: node.nbdAddresses.map(formatListenAddress) };
+      let current = group;
       return {
         check: () => ({ state: "running" }),
         stop: () => node.stop(),
         resize: (exportName, size, resizeOptions) => node.resize(exportName, size, resizeOptions),
         replicas: () => node.replicas,
-        update: (next) => {
+        update: async (next) => {
           const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };
-          return node.updatePolicy(configs, keys);
+          const prepared = await node.prepareUpdate(configs, keys);
+          return {
+            commit: () => {
+              const changes = prepared.commit();
+              current = configs; // status shows the allow lists in force
+              return changes;
+            },
+            abort: () => prepared.abort(),
+          };
         },
         detail: () => ({
           export: {
-            exports: group.map((e, i) => exportEntry(e, node.exports[i]?.port ?? null)),
+            exports: current.map((e, i) => exportEntry(e, node.exports[i]?.port ?? null)),
             listeners: bound,
             connections: tracker.snapshot(),
           },

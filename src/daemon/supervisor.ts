@@ -43,14 +43,23 @@ export interface Running {
   /** Monotonic counters and gauges (names in `gauges` are not summed across restarts). */
   counters(): Record<string, number>;
   /**
-   * Apply a reload's policy change (allow lists, keys) while running; returns what changed.
-   * Absent: the unit cannot, and is restarted instead.
+   * Prepare a reload's change the unit applies while running (allow lists, keys, legs appended
+   * to a linear tree): rejects when it cannot be made (nothing changed); `commit` applies it
+   * and returns what changed. Absent: the unit cannot, and is restarted instead.
    */
-  update?(config: unknown): string[];
+  update?(config: unknown): Promise<PreparedUpdate>;
   /** Resize one of the unit's exports online (export groups only). */
   resize?(exportName: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
   /** The unit's replicated exports (export groups only). */
   replicas?(): ReadonlyMap<string, ReplicaHandle>;
+}
+
+/** A change prepared by Running.update: everything that can fail is done, nothing visible yet. */
+export interface PreparedUpdate {
+  /** Apply it (cannot fail); one line per change. */
+  commit(): string[];
+  /** Drop it, releasing what preparing took. */
+  abort(): Promise<void>;
 }
 
 export interface Runner {
@@ -147,8 +156,8 @@ export class SupervisedService implements Service {
     return this.running;
   }
 
-  /** Apply a policy change to the running unit; null when it is not running or cannot (restart it). */
-  update(config: unknown): string[] | null {
+  /** Prepare a change of the running unit; null when it is not running or cannot (restart it). */
+  update(config: unknown): Promise<PreparedUpdate> | null {
     const running = this.running;
     if (running === null || running.update === undefined) return null;
     return running.update(config);

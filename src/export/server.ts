@@ -161,11 +161,21 @@ export class DstServer {
     return new Promise((resolve, reject) => {
       port.resize!(size, (errno) => {
         if (errno !== 0) return reject(new DstdError("E_RESIZE", `resize of export '${name}' to ${size} bytes failed: ${errnoMessage(errno)}`, { errno }));
-        for (const connection of this.connections) connection.notifySize(name, port.size);
+        this.announceSize(name);
         this.log.info(`export '${name}' resized to ${port.size} bytes`);
         resolve();
       });
     });
+  }
+
+  /**
+   * Export `name` changed size (a resize, or legs appended to its linear tree): tell every
+   * connected client that asked for notices, in band (docs/protocol.md §4 SIZE_NOTICE).
+   */
+  announceSize(name: string): void {
+    const exp = this.exportsByName.get(name);
+    if (exp === undefined) return;
+    for (const connection of this.connections) connection.notifySize(name, exp.port.size);
   }
 
   /**

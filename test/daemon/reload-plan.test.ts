@@ -6,6 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseConfigText } from "../../src/config/load.ts";
 import { canonicalJson, conflicts, diffPlans, planNode } from "../../src/daemon/reload-plan.ts";
+import { linearGrowth } from "../../src/daemon/linear-growth.ts";
 import { groupExports } from "../../src/daemon/services.ts";
 
 const config = (text: string) => parseConfigText(text, "test.toml");
@@ -160,5 +161,69 @@ device = "/dev/nbd1"
   test("canonicalJson ignores key order and shows allow rules as written", () => {
     expect(canonicalJson({ b: 1, a: [{ d: 1, c: new Uint8Array([255]) }] })).toBe('{"a":[{"c":"ff","d":1}],"b":1}');
     expect(canonicalJson(config(base).exports[0]!.allow)).toBe('["127.0.0.1/32:rw"]');
+  });
+});
+
+describe("legs appended to a linear tree (daemon/linear-growth.ts)", () => {
+  const tree = (root: string, legs: string[], extra = "") => `
+[[export]]
+name = "t"
+listen = "127.0.0.1:7003"
+allow = ["127.0.0.1/32:rw"]
+[export.tree]
+${root} = [${legs.map((l) => JSON.stringify(l)).join(", ")}]
+${extra}
+[[export]]
+name = "m"
+memory = "1MiB"
+listen = "127.0.0.1:7003"
+allow = ["127.0.0.1/32:rw"]
+`;
+  const group = (text: string) => config(text).exports;
+
+  test("legs appended at the end of a linear root: the group is updated in place, the new legs named", () => {
+    const before = tree("linear", ["/tmp/l0.img", "/tmp/l1.img"]);
+    const after = tree("linear", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img", "dst://127.0.0.1:7100/x"]);
+    const d = diffPlans(plan(before), plan(after));
+    expect(d).toEqual({ keep: [], update: ["export:t+m"], stop: [], start: [], refusals: [] });
+    const growth = linearGrowth(group(before), group(after))!;
+    expect([...growth.keys()]).toEqual(["t"]);
+    expect(growth.get("t")!.map((leg) => leg.label)).toEqual(["/tmp/l2.img", "dst://127.0.0.1:7100/x"]);
+    // With an ACL change in the same reload: still in place.
+    const both = after.replace('allow = ["127.0.0.1/32:rw"]\n[export.tree]', 'allow = ["127.0.0.1/32:ro"]\n[export.tree]');
+    expect(diffPlans(plan(before), plan(both)).update).toEqual(["export:t+m"]);
+    // Nothing appended, nothing else changed: an empty growth (policy-only updates use it).
+    expect(linearGrowth(group(before), group(before))).toEqual(new Map());
+  });
+
+  test("anything else restarts the group (and is refused here: it holds a memory export)", () => {
+    const before = tree("linear", ["/tmp/l0.img", "/tmp/l1.img"]);
+    for (const after of [
+      tree("linear", ["/tmp/l0.img"]), // a leg removed: the export would shrink
+      tree("linear", ["/tmp/new.img", "/tmp/l0.img", "/tmp/l1.img"]), // inserted in front: every byte moves
+      tree("linear", ["/tmp/l0.img", "/tmp/other.img", "/tmp/l2.img"]), // a leg replaced
+      tree("stripe", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]), // a stripe's layout depends on its leg count
+      tree("mirror", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]),
+      tree("linear", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]).replace('name = "t"\n', 'name = "t"\nread_only = true\n'), // appended, and more
+    ]) {
+      expect(linearGrowth(group(before), group(after))).toBeNull();
+      const d = diffPlans(plan(before), plan(after));
+      expect(d.update).toEqual([]);
+      expect(d.stop).toEqual(["export:t+m"]);
+      expect(d.refusals[0]).toContain("memory export 'm' would be restarted");
+    }
+  });
+
+  test("only the root grows: a leg appended to a linear inside a mirror changes the tree", () => {
+    const nested = (legs: string[]) => `
+[[export]]
+name = "t"
+listen = "127.0.0.1:7003"
+allow = ["127.0.0.1/32:rw"]
+[export.tree]
+mirror = [{ linear = [${legs.map((l) => JSON.stringify(l)).join(", ")}] }, "/tmp/b.img"]
+`;
+    expect(linearGrowth(group(nested(["/tmp/a0.img"])), group(nested(["/tmp/a0.img", "/tmp/a1.img"])))).toBeNull();
+    expect(diffPlans(plan(nested(["/tmp/a0.img"])), plan(nested(["/tmp/a0.img", "/tmp/a1.img"]))).stop).toEqual(["export:t"]);
   });
 });

@@ -88,14 +88,19 @@ export class LinearPort implements StoragePort, Describable {
    */
   append(leg: TreeLeg): void {
     if (this.closed) throw new DstdError("E_CLOSED", "linear node is closed");
-    if (leg.port.blockSize > this.unit) {
-      throw new DstdError("E_CONFIG", `leg ${leg.label}: block size ${leg.port.blockSize} is larger than the linear node's ${this.unit}`);
-    }
+    const problem = this.appendProblem(leg);
+    if (problem !== null) throw new DstdError("E_CONFIG", problem);
     const length = Math.floor(leg.port.size / this.unit) * this.unit;
-    if (length <= 0) throw new DstdError("E_CONFIG", `leg ${leg.label}: ${formatSize(leg.port.size)} is smaller than one ${this.unit}-byte block`);
     this.placed.push({ ...leg, start: this.total, length });
     this.total += length;
     this.flags = combinedFlags(this.placed.map((p) => p.port));
+  }
+
+  /** Why `leg` cannot be appended (a larger block size, smaller than one block), or null. */
+  appendProblem(leg: TreeLeg): string | null {
+    if (leg.port.blockSize > this.unit) return `leg ${leg.label}: block size ${leg.port.blockSize} is larger than the linear node's ${this.unit}`;
+    if (leg.port.size < this.unit) return `leg ${leg.label}: ${formatSize(leg.port.size)} is smaller than one ${this.unit}-byte block`;
+    return null;
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {

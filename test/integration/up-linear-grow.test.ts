@@ -1,0 +1,157 @@
+/**
+ * `dstd up` growing a linear export online (docs/tree.md "Growing a linear export"): a reload
+ * that appends legs to an export whose tree root is `linear` keeps the export group running,
+ * a connected DST client hears the new size in band and writes into the new leg without
+ * reconnecting, a new NBD client sees the new size; a new leg that cannot be opened refuses
+ * the whole reload and nothing changes. Compiled binary, real sockets and files.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, openSync, readSync, closeSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DstClient } from "../../src/client/dst-client.ts";
+import { ensureBinary, runDstd } from "../helpers/binary.ts";
+import { startNode, type NodeProcess } from "../helpers/node-process.ts";
+import { haveTools } from "../helpers/tools.ts";
+import { until } from "../helpers/wait.ts";
+
+const MiB = 1024 * 1024;
+const dir = mkdtempSync(join(tmpdir(), "dstd-grow-"));
+const stateDir = join(dir, "state");
+const configPath = join(dir, "dstd.toml");
+const leg = (name: string) => join(dir, `${name}.img`);
+
+let dstPort = 0;
+let nbdPort = 0;
+/** The config with these linear legs, each a file of `size` (created when missing). */
+function config(legs: Array<{ path: string; size: string }>): string {
+  return `
+state_dir = "${stateDir}"
+log_level = "info"
+
+[[export]]
+name = "g"
+listen = "127.0.0.1:${dstPort}"
+nbd_listen = "127.0.0.1:${nbdPort}"
+allow = ["127.0.0.1/32:rw"]
+[export.tree]
+linear = [${legs.map((l) => `{ file = "${l.path}", size = "${l.size}" }`).join(", ")}]
+`;
+}
+
+function freePort(): number {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+function readFileAt(path: string, offset: number, length: number): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const out = new Uint8Array(length);
+    readSync(fd, out, 0, length, offset);
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const twoLegs = [
+  { path: leg("a"), size: "16MiB" },
+  { path: leg("b"), size: "16MiB" },
+];
+let node: NodeProcess;
+let client: DstClient;
+
+beforeAll(async () => {
+  ensureBinary();
+  dstPort = freePort();
+  nbdPort = freePort();
+  writeFileSync(configPath, config(twoLegs));
+  node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
+  await node.waitForLog("ready:", "the node to be ready", 30_000);
+  client = await DstClient.open({
+    address: { transport: "tcp", host: "127.0.0.1", port: dstPort },
+    exportName: "g",
+    log: { info() {}, warn() {} },
+    // Reconnects are what the test counts; an idle connection on a loaded CI host must not
+    // miss its PONGs for that reason.
+    keepaliveTimeoutMs: 30_000,
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await client?.close();
+  await node?.stop("SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("dstd up: a linear export grows by a reload", () => {
+  test("appended legs grow the export in place; a connected client writes into the new leg", async () => {
+    expect(client.size).toBe(32 * MiB);
+    const announced: number[] = [];
+    client.onResize = (size) => announced.push(size);
+    await client.write(20 * MiB, new Uint8Array(4096).fill(0x5a)); // in leg b
+
+    writeFileSync(configPath, config([...twoLegs, { path: leg("c"), size: "8MiB" }, { path: leg("d"), size: "4MiB" }]));
+    const reload = await runDstd(["reload", "--state-dir", stateDir]);
+    expect(reload.stderr).toBe("");
+    expect(reload.exitCode).toBe(0);
+    expect(reload.stdout).toContain("updated export:g in place");
+    expect(reload.stdout).toContain(`export 'g' grown from 32 MiB to 44 MiB: appended leg ${leg("c")}, leg ${leg("d")}`);
+
+    await until(() => client.size === 44 * MiB, "the client to learn the new size", 5_000);
+    expect(announced).toEqual([44 * MiB]);
+    expect(client.engine.counters.reconnects).toBe(0);
+    // The same session writes across the boundary of the old end and into the last leg.
+    const pattern = new Uint8Array(2 * MiB).map((_, i) => (i * 7 + 3) & 0xff);
+    await client.write(31 * MiB, pattern); // 1 MiB in leg b, 1 MiB in leg c
+    await client.write(42 * MiB, pattern); // the last 2 MiB of leg d
+    await client.flush();
+    expect(Buffer.compare(await client.read(31 * MiB, 2 * MiB), pattern)).toBe(0);
+    expect((await client.read(20 * MiB, 4096))[0]).toBe(0x5a);
+    // The bytes are where the concatenation puts them.
+    expect(Buffer.compare(readFileAt(leg("c"), 0, MiB), pattern.subarray(MiB))).toBe(0);
+    expect(Buffer.compare(readFileAt(leg("d"), 2 * MiB, 2 * MiB), pattern)).toBe(0);
+    await expect(client.write(44 * MiB, new Uint8Array(4096))).rejects.toThrow();
+
+    const status = await runDstd(["status", "--json", "--state-dir", stateDir]);
+    expect(status.exitCode).toBe(0);
+    const service = JSON.parse(status.stdout).services.find((s: { name: string }) => s.name === "export:g");
+    expect(service.export.exports[0].backend.sizeBytes).toBe(44 * MiB);
+    expect(JSON.stringify(service.export.exports[0].tree)).toContain(leg("d"));
+
+    if (haveTools({ nbdinfo: "libnbd-bin" })) {
+      // A new NBD connection is told the new size in its handshake.
+      const info = Bun.spawnSync(["nbdinfo", "--size", `nbd://127.0.0.1:${nbdPort}/g`]);
+      expect(info.stderr.toString()).toBe("");
+      expect(info.stdout.toString().trim()).toBe(String(44 * MiB));
+    }
+  }, 60_000);
+
+  test("a new leg that cannot be opened refuses the reload: nothing changes, nobody is dropped", async () => {
+    const grown = [...twoLegs, { path: leg("c"), size: "8MiB" }, { path: leg("d"), size: "4MiB" }];
+    for (const [bad, why] of [
+      [{ path: join(dir, "missing-dir", "e.img"), size: "8MiB" }, "cannot be opened"],
+      // The same file twice: the export lock it holds on leg a refuses the second opening.
+      [{ path: leg("a"), size: "16MiB" }, "cannot be opened"],
+    ] as const) {
+      writeFileSync(configPath, config([...grown, { path: join(dir, "f.img"), size: "4MiB" }, bad]));
+      const reload = await runDstd(["reload", "--state-dir", stateDir]);
+      expect(reload.exitCode).toBe(2);
+      expect(reload.stderr).toContain(`export 'g': new leg ${bad.path} ${why}`);
+      expect(client.size).toBe(44 * MiB);
+    }
+    expect(client.engine.counters.reconnects).toBe(0);
+    await client.write(43 * MiB, new Uint8Array(4096).fill(9));
+    expect((await client.read(43 * MiB, 4096))[0]).toBe(9);
+    // The leg opened before the failing one was closed again: a later reload can take it.
+    writeFileSync(configPath, config([...grown, { path: join(dir, "f.img"), size: "4MiB" }]));
+    const reload = await runDstd(["reload", "--state-dir", stateDir]);
+    expect(reload.stderr).toBe("");
+    expect(reload.exitCode).toBe(0);
+    expect(reload.stdout).toContain("grown from 44 MiB to 48 MiB");
+    await until(() => client.size === 48 * MiB, "the client to learn the new size", 5_000);
+  }, 60_000);
+});
