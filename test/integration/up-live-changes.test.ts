@@ -96,6 +96,10 @@ describe("dstd up: live changes", () => {
       expect(reload.stdout).toContain("updated export:p in place");
       expect(reload.stdout).toContain("identity 'alice'");
       expect(reload.stdout).toContain("downgraded to read-only");
+      // Status shows the rules in force, not the ones the group started with.
+      const status = await runDstd(["status", "--json", "--state-dir", stateDir]);
+      const service = JSON.parse(status.stdout).services.find((s: { name: string }) => s.name === "export:p");
+      expect(service.export.exports[0].allow).toEqual(["alice@127.0.0.1/32:ro", "bob@127.0.0.1/32:rw"]);
       // Alice's session is still there, but read-only from now on.
       await expect(alice.write(60 * MiB + 4096, new Uint8Array(4096))).rejects.toThrow(/EPERM/);
       expect((await alice.read(60 * MiB, 4096))[0]).toBe(1);
