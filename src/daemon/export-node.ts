@@ -260,7 +260,8 @@ async function openExportPort(config: ExportConfig, log: Log, created: string[])
     b.kind === "file" ? { kind: "file" as const, path: b.path, size: b.sizeBytes ?? undefined } : b.kind === "device" ? { kind: "device" as const, path: b.path } : { kind: "memory" as const, size: b.sizeBytes };
   const isNew = spec.kind === "file" && !existsSync(spec.path);
   // One export per backing file: a second one is refused, naming the holder (storage/local/lock.ts).
-  const backend = openBackend(spec, config.readOnly, { lock: true });
+  // A file `dstd resize` grew is served at its size, whatever size it was created with.
+  const backend = openBackend(spec, config.readOnly, { lock: true, grown: true });
   if (isNew) created.push(spec.path);
   return createLocalPort(backend, { readOnly: config.readOnly, description: backend.description, log });
 }

@@ -158,6 +158,8 @@ export class DstServer {
     if (exp === undefined) return Promise.reject(new DstdError("E_USAGE", `no export named '${name}'`));
     const port = exp.port;
     if (port.resize === undefined) return Promise.reject(new DstdError("E_RESIZE", `export '${name}' (${port.kind}) cannot be resized`));
+    const problem = port.resizeProblem?.(size) ?? null;
+    if (problem !== null) return Promise.reject(new DstdError("E_RESIZE", `export '${name}' cannot be resized to ${size} bytes: ${problem}`));
     return new Promise((resolve, reject) => {
       port.resize!(size, (errno) => {
         if (errno !== 0) return reject(new DstdError("E_RESIZE", `resize of export '${name}' to ${size} bytes failed: ${errnoMessage(errno)}`, { errno }));

@@ -24,11 +24,11 @@ export type BackendSpec =
  * Open the backend; throws DstdError (E_CONFIG, E_OPEN, E_SIZE_MISMATCH, E_LOCKED) naming the
  * problem. `lock`: take the export lock on a file or device (storage/local/lock.ts).
  */
-export function openBackend(spec: BackendSpec, readOnly: boolean, options: { lock?: boolean } = {}): Backend {
+export function openBackend(spec: BackendSpec, readOnly: boolean, options: { lock?: boolean; grown?: boolean } = {}): Backend {
   const lock = options.lock === true;
   switch (spec.kind) {
     case "file":
-      return openFileBackend(spec.path, { size: spec.size, readOnly, lock });
+      return openFileBackend(spec.path, { size: spec.size, readOnly, lock, grown: options.grown === true });
     case "device":
       return openBlockDevice(spec.path, { readOnly, lock });
     case "memory":

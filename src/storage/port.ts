@@ -135,6 +135,11 @@ export interface StoragePort {
   extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void;
   /** Grow (or shrink) to `size` bytes; absent where the backend cannot. */
   resize?(size: number, done: Done): void;
+  /**
+   * Optional, with `resize`: why resize(size) would be refused now, as a sentence for the
+   * operator (a mirror that cannot grow yet), or null. The errno alone says too little.
+   */
+  resizeProblem?(size: number): string | null;
   /** Release what the port holds (descriptors, connections, legs). Idempotent. */
   close(): Promise<void>;
 }

@@ -61,6 +61,19 @@ describe("file backend: opening", () => {
     expect(fs.readFileSync(path)).toEqual(Buffer.alloc(8192, 9));
   });
 
+  test("with `grown` (a file dstd resize grew), a larger existing file opens at its size; a smaller one is still refused", () => {
+    const path = fresh();
+    fs.writeFileSync(path, new Uint8Array(8192).fill(4));
+    const b = openFileBackend(path, { size: 4096, grown: true });
+    expect(b.size).toBe(8192);
+    b.close();
+    for (const size of [16384, 0]) {
+      const error = caught(() => openFileBackend(path, { size, grown: true }));
+      expect((error as DstdError).code).toBe("E_SIZE_MISMATCH");
+    }
+    expect(fs.readFileSync(path)).toEqual(Buffer.alloc(8192, 4));
+  });
+
   test("an existing file opens with its own size, with or without a matching --size", () => {
     const path = fresh();
     fs.writeFileSync(path, new Uint8Array(8192).fill(3));

@@ -85,6 +85,12 @@ export class PassThrough implements StoragePort {
     if (next.resize === undefined) return undefined;
     return (size: number, done: Done) => next.resize!(size, done);
   }
+  /** The port below's reason to refuse a resize, when it gives one. */
+  get resizeProblem(): ((size: number) => string | null) | undefined {
+    const next = this.next;
+    if (next.resizeProblem === undefined) return undefined;
+    return (size: number) => next.resizeProblem!(size);
+  }
 
   read(offset: number, into: Uint8Array, done: Done): void {
     this.next.read(offset, into, done);

@@ -30,8 +30,15 @@ const PUNCH = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 const ZERO_RANGE = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 
 export interface FileBackendOptions {
-  /** Export size. Required to create a missing file; must equal the size of an existing one. */
+  /** Export size. Required to create a missing file; must equal the size of an existing one (but see `grown`). */
   size?: number;
+  /**
+   * An existing file larger than `size` is served at its own size: dstd grew it online (`dstd
+   * resize` of a file export, a mirror's file legs), so the configured size is the one it was
+   * created with. Not for legs whose size places data (a linear's or a stripe's): for them a
+   * larger file would move the bytes of the legs after it, so any difference is refused.
+   */
+  grown?: boolean;
   /** Create the file when missing (default: true when `size` is given). */
   create?: boolean;
   readOnly?: boolean;
@@ -107,7 +114,7 @@ export function openFileBackend(path: string, options: FileBackendOptions = {}):
   } else {
     checkRegularFile(path, existing);
   }
-  return openExisting(path, size, readOnly, options.lock === true);
+  return openExisting(path, size, readOnly, options.lock === true, options.grown === true);
 }
 
 function checkSize(size: number): void {
@@ -177,7 +184,7 @@ function createSparse(path: string, options: FileBackendOptions): number | undef
   return fd;
 }
 
-function openExisting(path: string, size: number | undefined, readOnly: boolean, lock: boolean): FileBackend {
+function openExisting(path: string, size: number | undefined, readOnly: boolean, lock: boolean, grown: boolean): FileBackend {
   let fd: number;
   try {
     fd = fs.openSync(path, readOnly ? "r" : "r+");
@@ -188,7 +195,7 @@ function openExisting(path: string, size: number | undefined, readOnly: boolean,
     const stats = fs.fstatSync(fd);
     checkRegularFile(path, stats); // it may have been swapped since the stat
     if (lock) lockBacking(fd, path, readOnly ? "shared" : "exclusive");
-    if (size !== undefined && size !== stats.size) {
+    if (size !== undefined && size !== stats.size && !(grown && size > 0 && stats.size > size)) {
       throw new DstdError(
         "E_SIZE_MISMATCH",
         `${path} exists with size ${stats.size} bytes but --size asks for ${size}; refusing to ` +

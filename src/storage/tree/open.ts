@@ -38,6 +38,11 @@ export interface OpenTreeOptions {
   clock?: TreeClock;
   /** Mirror settings beyond the spec (tests, benchmarks): probe interval, resync window, layout. */
   mirror?: Partial<Omit<MirrorOptions, "clock" | "randomId" | "log">>;
+  /**
+   * This node is a leg of a mirror: a file leg larger than its `size` is one the mirror grew
+   * (mirror/grow.ts) and is opened at its size. Set by the mirror case for its own legs only.
+   */
+  mirrorLeg?: boolean;
 }
 
 /** The label a leg is shown with when the configuration gives none. */
@@ -67,7 +72,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       const backend = openBackend(
         spec.kind === "memory" ? { kind: "memory", size: spec.sizeBytes } : spec.kind === "file" ? { kind: "file", path: spec.path, size: spec.sizeBytes ?? undefined } : { kind: "device", path: spec.path },
         false,
-        { lock: options.lock === true },
+        { lock: options.lock === true, grown: options.mirrorLeg === true },
       );
       return createLocalPort(backend, { description: backend.description, log });
     }
@@ -91,7 +96,8 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
     }
     case "linear":
     case "stripe": {
-      const ports = await openAll(spec.legs, options);
+      // A leg's size places the data of the legs after it: files must be the size configured.
+      const ports = await openAll(spec.legs, { ...options, mirrorLeg: false });
       const legs = ports.map((port, i) => ({ port, label: spec.legs[i]!.label }));
       try {
         return spec.kind === "linear" ? new LinearPort(legs) : new StripePort(legs, spec.chunkBytes);
@@ -101,7 +107,8 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       }
     }
     case "mirror": {
-      const opened = await Promise.allSettled(spec.legs.map((leg) => openTree(leg.node, options)));
+      const legOptions = { ...options, mirrorLeg: true };
+      const opened = await Promise.allSettled(spec.legs.map((leg) => openTree(leg.node, legOptions)));
       const legs = opened.map((result, i) => {
         const leg = spec.legs[i]!;
         if (result.status === "rejected") log.warn(`mirror leg ${leg.label} cannot be opened (${errorMessage(result.reason)}); the mirror will keep trying`);
@@ -109,7 +116,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
           label: leg.label,
           writeMostly: leg.writeMostly,
           port: result.status === "fulfilled" ? result.value : null,
-          open: () => openTree(leg.node, options),
+          open: () => openTree(leg.node, legOptions),
         };
       });
       try {

@@ -66,10 +66,19 @@ export class TreeOracle {
   private serial = 0;
 
   constructor(
-    readonly blockCount: number,
+    blockCount: number,
     readonly blockSize: number,
   ) {
-    for (let i = 0; i < blockCount; i++) this.blocks.push({ now: [0], crash: [0], ackSerial: 0, mutating: false, reads: 0 });
+    this.grow(blockCount);
+  }
+
+  get blockCount(): number {
+    return this.blocks.length;
+  }
+
+  /** The tree grew to `blockCount` blocks: the new ones read as zeroes (never written). */
+  grow(blockCount: number): void {
+    while (this.blocks.length < blockCount) this.blocks.push({ now: [0], crash: [0], ackSerial: 0, mutating: false, reads: 0 });
   }
 
   nextSerial(): number {

@@ -69,15 +69,36 @@ export class SimStore {
   ports: SimLeg[] = [];
   readonly counters = { requests: 0, timeouts: 0, outages: 0, bytesWritten: 0 };
 
+  /** Bytes the leg shows (a file's size); grows up to `capacity` by resize. */
+  private visible: number;
+
   constructor(
     readonly name: string,
-    readonly size: number,
+    size: number,
     readonly clock: SimClock,
     readonly prng: Prng,
     readonly timing: LegTiming,
+    /** Bytes past `size` the leg can grow into (a file that can be extended); 0: fixed size. */
+    readonly room = 0,
   ) {
-    this.data = new Uint8Array(size);
-    this.durable = new Uint8Array(size);
+    this.visible = size;
+    this.data = new Uint8Array(size + room);
+    this.durable = new Uint8Array(size + room);
+  }
+
+  get size(): number {
+    return this.visible;
+  }
+
+  get capacity(): number {
+    return this.data.length;
+  }
+
+  /** Extend the leg (a file's ftruncate: its size survives a crash once the leg is flushed, as the mirror does). */
+  grow(size: number): boolean {
+    if (size > this.capacity) return false;
+    this.visible = Math.max(this.visible, size);
+    return true;
   }
 
   get now(): number {
@@ -205,6 +226,12 @@ export class SimLeg implements StoragePort {
   }
   get size(): number {
     return this.store.size;
+  }
+
+  /** Present on a leg with room to grow (SimStore.room), like a file leg. */
+  get resize(): ((size: number, done: Done) => void) | undefined {
+    if (this.store.room === 0) return undefined;
+    return (size, done) => this.request(() => void this.store.grow(size), (errno) => done(errno === 0 && this.store.size < size ? Errno.ENOSPC : errno));
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {

@@ -1,7 +1,8 @@
 /**
  * The storage-tree swarm (docs/tree.md "Simulation"): TREE_SEEDS seeds (2,000 by default: what
  * fits ~30 s on the 2-core box; a seed costs ~12 ms of CPU) of random trees over simulated
- * legs with cuts, slow legs and node crashes, each checked against the reference model.
+ * legs with cuts, slow legs, node crashes and online growth of root mirrors, each checked
+ * against the reference model.
  * TREE_SEED=n replays one seed; TREE_SEED_START moves the range; TREE_SEEDS=10000 is the long run.
  */
 import { expect, test } from "bun:test";
@@ -35,6 +36,8 @@ if (single !== undefined) {
       expect(totals.crashes!).toBeGreaterThan(count / 20);
       expect(totals.reopenRefused!).toBeGreaterThan(0);
       expect(totals.failed!).toBeGreaterThan(0);
+      expect(totals.grows!).toBeGreaterThan(count / 20); // mirrors grown online (mirror/grow.ts)
+      expect(totals.growsFailed!).toBeGreaterThan(0);
       for (const shape of ["linear", "stripe", "mirror", "tree"]) expect(shapes[shape] ?? 0).toBeGreaterThan(count / 20);
     }
   }, 600_000);

@@ -5,7 +5,10 @@
  * reference model (oracle.ts), and a fault schedule: cuts shorter than the budget (must only
  * delay), cuts longer than it (mirror legs degrade and must resync when back), leaves down
  * until the end, slow periods, and crashes of the node running the tree (unflushed writes
- * lost at random; the tree reopened from what the legs hold).
+ * lost at random; the tree reopened from what the legs hold); a root mirror of leaves whose
+ * legs have room grows online at a random moment (sometimes with a crash while it runs: the
+ * reopened size is the old or the new one, never smaller than an acknowledged grow), and
+ * once more after convergence if it has not (then it must succeed).
  *
  * Phases: safety (workload + faults), heal (every leaf up; requests from now on must
  * succeed), convergence (every mirror leg back in sync), verification (the whole tree read
@@ -59,7 +62,15 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0 };
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, growsFailed: 0, growsAfterCrash: 0 };
+  /** Online growth (mirror/grow.ts): a root mirror of leaves whose legs have room to grow. */
+  readonly growPrng: Prng;
+  /** The size a grow asks for; 0: this seed does not grow. */
+  growTarget = 0;
+  /** A grow was started (a node crash may leave its record on some legs). */
+  growStarted = false;
+  /** A grow completed successfully: the size must never go back. */
+  growAcked = false;
 
   constructor(readonly seed: number) {
     const seeds = new Prng(seed);
@@ -67,10 +78,55 @@ export class TreeWorld {
     this.treePrng = new Prng(seeds.next());
     const legPrng = new Prng(seeds.next());
     this.shape = randomShape(new Prng(seeds.next()));
+    this.growPrng = new Prng(seeds.next());
+    const root = this.shape.root;
+    const grows = root.kind === "mirror" && root.children.every((c) => c.kind === "leaf") && this.growPrng.chance(0.6);
     this.stores = this.shape.leafSizes.map((size, i) => {
       const timing = { budgetMs: 150 + legPrng.int(850), latencyMinMs: 1 + legPrng.int(3), latencySpreadMs: legPrng.int(15) };
-      return new SimStore(`L${i}`, size, this.clock, new Prng(legPrng.next()), timing);
+      const room = grows ? (1 + this.growPrng.int(6)) * 4096 : 0;
+      const store = new SimStore(`L${i}`, size, this.clock, new Prng(legPrng.next()), timing, room);
+      // What the leg held past its end (an earlier use of the device): different on every leg.
+      store.data.fill(0x40 + i, size);
+      store.durable.fill(0x40 + i, size);
+      return store;
     });
+    if (grows) {
+      const meta = (root as { tuning: { layout: { metaBytes?: number } } }).tuning.layout.metaBytes!;
+      this.growTarget = Math.floor((Math.min(...this.stores.map((st) => st.capacity)) - meta) / BLOCK) * BLOCK;
+    }
+  }
+
+  /** Grow the tree to growTarget; `then(errno)` when the grow completes (not after a node crash). */
+  startGrow(then: (errno: number) => void = () => {}): void {
+    const port = this.port;
+    const target = this.growTarget;
+    this.growStarted = true;
+    this.note(`GROW ${port.size} → ${target}`);
+    port.resize!(target, (errno) => {
+      if (this.port !== port) return; // a later life of the tree
+      this.note(`grow to ${target}: ${errno === 0 ? "ok" : errnoName(errno)}`);
+      if (errno === 0) {
+        this.marks.grows++;
+        this.growAcked = true;
+        this.oracle.grow(target / BLOCK);
+      } else this.marks.growsFailed++;
+      then(errno);
+    });
+  }
+
+  /**
+   * After a node crash and reopen: a grow in flight may have reached some legs' records (the
+   * reopened size is the old or the new one); an acknowledged grow is never lost.
+   */
+  reconcileSize(): void {
+    const size = this.port.size;
+    const known = this.oracle.blockCount * BLOCK;
+    if (size < known) violation("grow lost", `the tree reopened at ${size} bytes; ${this.growAcked ? "a grow to" : "it was"} ${known} bytes ${this.growAcked ? "was acknowledged" : "before the crash"}`);
+    if (size > known) {
+      if (!this.growStarted || size !== this.growTarget) violation("size", `the tree reopened at ${size} bytes, ${known} before the crash, and no grow to that size was started`);
+      this.marks.growsAfterCrash++;
+      this.oracle.grow(size / BLOCK);
+    }
   }
 
   log = {
@@ -186,6 +242,8 @@ export class TreeWorld {
   /** Submit what the queue depth allows, on blocks free of conflicting requests. */
   pump(depth: number, remaining: { n: number }, mix: number[]): void {
     if (this.paused) return;
+    // Like a client that connects now: it sees the size the tree serves, grown or not.
+    if (this.growStarted && this.port.size > this.oracle.blockCount * BLOCK) this.oracle.grow(this.port.size / BLOCK);
     const blocks = this.oracle.blockCount;
     while (this.outstanding < depth && remaining.n > 0) {
       const roll = this.prng.int(100);
@@ -372,7 +430,17 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
       });
     }
   }
-  const crashAt = hasMirror && prng.chance(0.3) ? prng.int(safetyMs) : -1;
+  let crashAt = hasMirror && prng.chance(0.3) ? prng.int(safetyMs) : -1;
+  if (world.growTarget > 0) {
+    // A grow at a random moment of the safety phase: it may meet cuts, slow legs and a crash
+    // (half the crashing seeds crash while it runs: between its zeroes and its record).
+    const growAt = world.growPrng.int(safetyMs);
+    if (crashAt >= 0 && world.growPrng.chance(0.5)) crashAt = Math.min(safetyMs - 1, growAt + world.growPrng.int(80));
+    clock.after(growAt, () => {
+      if (world.healAt >= 0 || world.paused) return;
+      world.startGrow();
+    });
+  }
 
   // Safety phase.
   // Spread the workload over the whole safety phase, so faults meet requests.
@@ -408,6 +476,7 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
         }
       }
       world.healAt = -1;
+      world.reconcileSize();
       await world.verifyImage("lost write", "after the node crash", true);
       world.paused = false;
     }
@@ -437,6 +506,17 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   for (const op of world.ops) if (op.status === null && !op.lost) violation("liveness", `request #${op.id} never completed`);
 
   phase("converge");
+  if (world.growTarget > 0 && world.port.size < world.growTarget) {
+    // Every leg in sync, no faults: a grow must succeed now.
+    let result: number | null = null;
+    world.startGrow((errno) => (result = errno));
+    for (let waited = 0; result === null; waited += 10) {
+      if (waited > 60_000) violation("liveness", "a grow after convergence did not complete in 60 s");
+      clock.runUntil(clock.ticks + 10);
+      await settleMicrotasks();
+    }
+    if (result !== 0) violation("liveness", `a grow with every leg in sync failed: ${errnoName(result)}`);
+  }
   // Verification.
   world.checkShortOutages();
   await world.verifyImage("final image", "after convergence");

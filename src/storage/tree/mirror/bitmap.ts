@@ -14,10 +14,16 @@ export class RegionBitmap {
 
   /** `regions` usable bits in a slot of `slotBytes` bytes. */
   constructor(
-    readonly regions: number,
+    public regions: number,
     slotBytes: number,
   ) {
     this.bytes = new Uint8Array(slotBytes);
+  }
+
+  /** Use `regions` bits (the mirror grew: mirror/grow.ts); the new ones are clear. */
+  grow(regions: number): void {
+    if (regions > this.bytes.length * 8) throw new RangeError(`${regions} regions do not fit a ${this.bytes.length}-byte bitmap`);
+    this.regions = Math.max(this.regions, regions);
   }
 
   get(region: number): boolean {

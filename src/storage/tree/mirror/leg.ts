@@ -89,6 +89,13 @@ export class MirrorLeg {
     this.unflushed = new RegionBitmap(regions, slotBytes);
   }
 
+  /** The mirror grew to `regions` regions (mirror/grow.ts). */
+  growBitmaps(regions: number): void {
+    this.needs.grow(regions);
+    this.cleanPending.grow(regions);
+    this.unflushed.grow(regions);
+  }
+
   /** The newest generation its disk may show: a returning leg above it was written elsewhere. */
   get highBound(): number {
     return Math.max(this.high, this.issuedGen);

@@ -15,6 +15,7 @@
  *   a returning leg misses while I/O continues;
  * - mirror/metadata.ts, mirror/meta-writer.ts — superblocks and bitmap pages on the legs;
  * - mirror/assemble.ts, mirror/startup.ts — deciding and carrying out an open;
+ * - mirror/grow.ts — growing it online (`dstd resize`);
  * - mirror/state.ts — what they share; mirror/status.ts — what `dstd status` shows.
  *
  * Bounded: the lock table and the wait queue hold at most `maxQueued` requests (beyond:
@@ -29,6 +30,7 @@ import type { Describable, NodeSnapshot } from "../describe.ts";
 import { checkRequest } from "../legs.ts";
 import { planAssembly, type LegFound } from "./assemble.ts";
 import { flushLegs } from "./flush.ts";
+import { growMirror, growProblem } from "./grow.ts";
 import { BITMAP_SLOTS, type Layout, MAX_MIRROR_LEGS, MIRROR_ID_BYTES, SUPERBLOCK_AREA, decodeSuperblockArea } from "./layout.ts";
 import type { MirrorLeg, MirrorLegInput } from "./leg.ts";
 import { legFailed, scheduleProbe } from "./leg-health.ts";
@@ -175,6 +177,16 @@ export class MirrorPort implements StoragePort, Describable {
   flush(done: Done): void {
     if (this.state.closed) return done(Errno.ESHUTDOWN);
     flushLegs(this.state, done);
+  }
+
+  /** Grow online (mirror/grow.ts, docs/tree.md "Growing a mirror"); a mirror does not shrink. */
+  resize(size: number, done: Done): void {
+    growMirror(this.state, size, done);
+  }
+
+  /** Why resize(size) would be refused now, for the operator (export-node's `dstd resize`). */
+  resizeProblem(size: number): string | null {
+    return size === this.state.size ? null : (growProblem(this.state, size)?.reason ?? null);
   }
 
   extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {

@@ -99,14 +99,15 @@ export interface MirrorHooks {
 }
 
 export class MirrorState {
-  readonly layout: Layout;
+  /** The on-leg layout; its dataBytes grows with the mirror (mirror/grow.ts). */
+  layout: Layout;
   readonly legs: MirrorLeg[];
   readonly mirrorId: Uint8Array;
   /** The mirror's generation: goes up whenever a leg leaves the in-sync set. */
   generation: number;
   /** Superblock commit sequence. */
   seq: number;
-  readonly regions: number;
+  regions: number;
   readonly regionsPerActive: number;
   readonly pagesPerSlot: number;
   /** The write-intent bitmap (coarse regions with writes not yet made durable by a flush). */
@@ -154,10 +155,18 @@ export class MirrorState {
   readonly maxPayload: number;
   /** Bytes the resyncs of this mirror moved (copied + zeroed), for status and tests. */
   resyncedBytes = 0;
+  /**
+   * The size served: layout.dataBytes, except while a grow has recorded a larger size but its
+   * superblock is not yet on every leg (mirror/grow.ts).
+   */
+  served: number;
+  /** A grow is running (mirror/grow.ts). */
+  growing = false;
   hooks!: MirrorHooks;
 
   constructor(inputs: readonly MirrorLegInput[], plan: Plan, options: MirrorOptions) {
     this.layout = plan.layout;
+    this.served = plan.layout.dataBytes;
     this.mirrorId = plan.mirrorId;
     this.generation = plan.generation;
     this.seq = plan.seq;
@@ -200,7 +209,7 @@ export class MirrorState {
   }
 
   get size(): number {
-    return this.layout.dataBytes;
+    return this.served;
   }
 
   /** The metadata key of page `page` of bitmap slot `slot`. */

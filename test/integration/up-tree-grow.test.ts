@@ -1,9 +1,13 @@
 /**
- * `dstd up` growing a linear export online (docs/tree.md "Growing a linear export"): a reload
- * that appends legs to an export whose tree root is `linear` keeps the export group running,
- * a connected DST client hears the new size in band and writes into the new leg without
- * reconnecting, a new NBD client sees the new size; a new leg that cannot be opened refuses
- * the whole reload and nothing changes. Compiled binary, real sockets and files.
+ * `dstd up` growing storage trees online. A linear export (docs/tree.md "Growing a linear
+ * export"): a reload that appends legs to an export whose tree root is `linear` keeps the
+ * export group running, a connected DST client hears the new size in band and writes into the
+ * new leg without reconnecting, a new NBD client sees the new size; a new leg that cannot be
+ * opened refuses the whole reload and nothing changes. A mirror (docs/tree.md "Growing a
+ * mirror"): `dstd resize` grows its file legs and the mirror, the client writes past the old
+ * end, both legs hold it, and a restarted node serves the new size — as it does for a plain
+ * file export that `dstd resize` grew past the `size` its config names. Compiled binary, real
+ * sockets and files.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, openSync, readSync, closeSync, rmSync, writeFileSync } from "node:fs";
@@ -23,7 +27,9 @@ const leg = (name: string) => join(dir, `${name}.img`);
 
 let dstPort = 0;
 let nbdPort = 0;
-/** The config with these linear legs, each a file of `size` (created when missing). */
+let mirrorPort = 0;
+let filePort = 0;
+/** The config with these linear legs, each a file of `size` (created when missing), and a mirror export. */
 function config(legs: Array<{ path: string; size: string }>): string {
   return `
 state_dir = "${stateDir}"
@@ -36,6 +42,21 @@ nbd_listen = "127.0.0.1:${nbdPort}"
 allow = ["127.0.0.1/32:rw"]
 [export.tree]
 linear = [${legs.map((l) => `{ file = "${l.path}", size = "${l.size}" }`).join(", ")}]
+
+[[export]]
+name = "m"
+listen = "127.0.0.1:${mirrorPort}"
+allow = ["127.0.0.1/32:rw"]
+[export.tree]
+assume_clean = true
+mirror = [{ file = "${leg("m0")}", size = "16MiB" }, { file = "${leg("m1")}", size = "16MiB" }]
+
+[[export]]
+name = "f"
+file = "${leg("f-plain")}"
+size = "16MiB"
+listen = "127.0.0.1:${filePort}"
+allow = ["127.0.0.1/32:rw"]
 `;
 }
 
@@ -64,21 +85,27 @@ const twoLegs = [
 let node: NodeProcess;
 let client: DstClient;
 
+function openClient(port: number, exportName: string): Promise<DstClient> {
+  return DstClient.open({
+    address: { transport: "tcp", host: "127.0.0.1", port },
+    exportName,
+    log: { info() {}, warn() {} },
+    // Reconnects are what the tests count; an idle connection on a loaded CI host must not
+    // miss its PONGs for that reason.
+    keepaliveTimeoutMs: 30_000,
+  });
+}
+
 beforeAll(async () => {
   ensureBinary();
   dstPort = freePort();
   nbdPort = freePort();
+  mirrorPort = freePort();
+  filePort = freePort();
   writeFileSync(configPath, config(twoLegs));
   node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
   await node.waitForLog("ready:", "the node to be ready", 30_000);
-  client = await DstClient.open({
-    address: { transport: "tcp", host: "127.0.0.1", port: dstPort },
-    exportName: "g",
-    log: { info() {}, warn() {} },
-    // Reconnects are what the test counts; an idle connection on a loaded CI host must not
-    // miss its PONGs for that reason.
-    keepaliveTimeoutMs: 30_000,
-  });
+  client = await openClient(dstPort, "g");
 }, 60_000);
 
 afterAll(async () => {
@@ -87,7 +114,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe("dstd up: a linear export grows by a reload", () => {
+describe("dstd up: storage trees grow online", () => {
   test("appended legs grow the export in place; a connected client writes into the new leg", async () => {
     expect(client.size).toBe(32 * MiB);
     const announced: number[] = [];
@@ -154,4 +181,55 @@ describe("dstd up: a linear export grows by a reload", () => {
     expect(reload.stdout).toContain("grown from 44 MiB to 48 MiB");
     await until(() => client.size === 48 * MiB, "the client to learn the new size", 5_000);
   }, 60_000);
+
+  test("dstd resize grows a mirror: its file legs grow, the new range is on both legs, a restart keeps the size", async () => {
+    const MIRROR_META = MiB; // docs/tree.md "On-leg metadata": the data starts 1 MiB into each leg
+    const m = await openClient(mirrorPort, "m");
+    try {
+      expect(m.size).toBe(15 * MiB);
+      await m.write(14 * MiB, new Uint8Array(4096).fill(0x33));
+      const shrink = await runDstd(["resize", "m", "8MiB", "--allow-shrink", "--force", "--state-dir", stateDir]);
+      expect(shrink.exitCode).not.toBe(0);
+      expect(shrink.stderr).toContain("a mirror does not shrink");
+      const resized = await runDstd(["resize", "m", "31MiB", "--state-dir", stateDir]);
+      expect(resized.stderr).toBe("");
+      expect(resized.exitCode).toBe(0);
+      expect(resized.stdout).toContain("resized from 15 MiB to 31 MiB");
+      await until(() => m.size === 31 * MiB, "the client to learn the new size", 5_000);
+      expect(m.engine.counters.reconnects).toBe(0);
+      const pattern = new Uint8Array(MiB).map((_, i) => (i * 13 + 1) & 0xff);
+      await m.write(30 * MiB, pattern);
+      await m.flush();
+      for (const file of [leg("m0"), leg("m1")]) {
+        expect(Bun.file(file).size).toBe(MIRROR_META + 31 * MiB);
+        expect(Buffer.compare(readFileAt(file, MIRROR_META + 30 * MiB, MiB), pattern)).toBe(0);
+        expect(readFileAt(file, MIRROR_META + 20 * MiB, 4096).every((b) => b === 0)).toBe(true); // the new range, never written
+      }
+    } finally {
+      await m.close();
+    }
+    // A plain file export grown the same way keeps its size too, though its config says 16MiB.
+    const grown = await runDstd(["resize", "f", "32MiB", "--state-dir", stateDir]);
+    expect(grown.exitCode).toBe(0);
+    // A restarted node opens the mirror at its new size, both legs in sync.
+    await client.close();
+    await node.stop("SIGTERM");
+    node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
+    await node.waitForLog("ready:", "the node to be ready again", 30_000);
+    client = await openClient(dstPort, "g");
+    const again = await openClient(mirrorPort, "m");
+    try {
+      expect(again.size).toBe(31 * MiB);
+      expect(Buffer.compare(await again.read(30 * MiB, MiB), new Uint8Array(MiB).map((_, i) => (i * 13 + 1) & 0xff))).toBe(0);
+      expect((await again.read(14 * MiB, 4096))[0]).toBe(0x33);
+      const status = JSON.parse((await runDstd(["status", "--json", "--state-dir", stateDir])).stdout);
+      const tree = status.services.find((s: { name: string }) => s.name === "export:m").export.exports[0].tree;
+      expect(tree.legs.map((l: { state: string }) => l.state)).toEqual(["in-sync", "in-sync"]);
+      const plain = await openClient(filePort, "f");
+      expect(plain.size).toBe(32 * MiB);
+      await plain.close();
+    } finally {
+      await again.close();
+    }
+  }, 90_000);
 });

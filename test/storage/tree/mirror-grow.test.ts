@@ -1,0 +1,168 @@
+/**
+ * Growing a mirror online (storage/tree/mirror/grow.ts, docs/tree.md "Growing a mirror") on
+ * simulated legs (rig.ts): the new range reads as zeroes on every leg whatever the legs held
+ * there, the record of the new size is on every leg before it is served, a reopened mirror
+ * keeps it, writes go on meanwhile; refusals name their reason; a leg failing during the grow
+ * fails the grow and nothing is served past the old end; once it is back in sync the grow
+ * succeeds, and a leg degraded afterwards resyncs only its dirty regions, the new range too.
+ */
+import { describe, expect, test } from "bun:test";
+import { Errno } from "../../../src/lib/errno.ts";
+import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
+import { call, type Done, type StoragePort } from "../../../src/storage/port.ts";
+import { decodeSuperblockArea, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
+import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
+import { Rig, filled } from "./rig.ts";
+import type { SimStore } from "./sim-leg.ts";
+import { SIM_META_BYTES } from "./topology.ts";
+
+const KiB = 1024;
+const DATA = 256 * KiB;
+const LEG = SIM_META_BYTES + DATA;
+const ROOM = 256 * KiB; // what each store holds past the leg's visible end
+
+/** A leg that shows only the first `visible` bytes of its store and can grow into the rest (a file leg). */
+class Window extends PassThrough {
+  constructor(
+    next: StoragePort,
+    private visible: number,
+    private readonly store: SimStore,
+    private readonly resizable = true,
+  ) {
+    super(next);
+  }
+  override get size(): number {
+    return this.visible;
+  }
+  override get resize(): ((size: number, done: Done) => void) | undefined {
+    if (!this.resizable) return undefined;
+    return (size, done) => {
+      if (size > this.store.size) return done(Errno.ENOSPC);
+      this.visible = size;
+      done(0);
+    };
+  }
+}
+
+async function grownRig(options: { resizable?: boolean[]; budgetMs?: number } = {}) {
+  const rig = new Rig();
+  const stores = [rig.store(LEG + ROOM, options.budgetMs ?? 1000), rig.store(LEG + ROOM, options.budgetMs ?? 1000)];
+  // What the legs held past their end before (an earlier, larger use of the device): not alike.
+  stores[0]!.data.fill(0x11, LEG);
+  stores[1]!.data.fill(0xee, LEG);
+  const open = (visible: number) =>
+    rig.settle(
+      (async () => {
+        const legs = stores.map((store, i) => ({ label: store.name, port: new Window(store.port(), visible, store, options.resizable?.[i] ?? true) as StoragePort, writeMostly: false }));
+        const { openMirror } = await import("../../../src/storage/tree/mirror/mirror.ts");
+        return openMirror(legs, {
+          clock: rig.tclock,
+          randomId: () => rig.prng.bytes(16),
+          log: rig.log,
+          probeIntervalMs: 100,
+          layout: { metaBytes: SIM_META_BYTES, regionBytes: 4096, activeBytes: 16384 },
+          assumeClean: true,
+        });
+      })(),
+    );
+  return { rig, stores, open, mirror: await open(LEG) };
+}
+
+function resize(rig: Rig, m: MirrorPort, size: number): Promise<number> {
+  return rig.settle(new Promise<number>((resolve) => m.resize(size, resolve)));
+}
+
+function recordedSize(store: SimStore): number {
+  const decoded = decodeSuperblockArea(store.durable.subarray(0, SUPERBLOCK_AREA));
+  if (decoded.kind !== "valid") throw new Error(`${store.name}: superblock ${decoded.kind}`);
+  return decoded.sb.layout.dataBytes;
+}
+
+describe("growing a mirror", () => {
+  test("the new range reads as zeroes on every leg; the record is on both legs; a reopened mirror keeps the size", async () => {
+    const { rig, stores, open, mirror: m } = await grownRig();
+    for (let at = 0; at < DATA; at += 64 * KiB) await rig.write(m, at, filled(64 * KiB, 5));
+    const to = DATA + 128 * KiB;
+    // Writes in flight while it grows are not disturbed.
+    const during = call.write(m, 64 * KiB, filled(8192, 6));
+    expect(await resize(rig, m, to)).toBe(0);
+    await rig.settle(during);
+    expect(m.size).toBe(to);
+    for (const store of stores) {
+      expect(recordedSize(store)).toBe(to);
+      // The leg's new range is zeroes, whatever it held before.
+      expect(store.durable.subarray(LEG, SIM_META_BYTES + to).every((b) => b === 0)).toBe(true);
+      // Past the new end it is untouched.
+      expect(store.data[SIM_META_BYTES + to]).toBe(store === stores[0] ? 0x11 : 0xee);
+    }
+    for (const at of [DATA, DATA + 64 * KiB]) expect((await rig.read(m, at, 64 * KiB)).every((b) => b === 0)).toBe(true);
+    await rig.write(m, to - 4096, filled(4096, 7)); // the new last block
+    expect(stores.map((s) => s.data[SIM_META_BYTES + to - 1])).toEqual([7, 7]);
+    await expect(call.write(m, to, filled(4096, 8))).rejects.toThrow(/ENOSPC/);
+    expect(rig.logs.some((l) => l.includes(`mirror: grown from 256 KiB to 384 KiB`))).toBe(true);
+    await rig.settle(m.close());
+
+    const again = await open(SIM_META_BYTES + to);
+    expect(again.size).toBe(to);
+    expect(again.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
+    expect((await rig.read(again, to - 4096, 4096))[0]).toBe(7);
+    expect((await rig.read(again, 64 * KiB, 8192)).every((b) => b === 6)).toBe(true);
+    expect(again.resyncedBytes).toBe(0);
+  });
+
+  test("the new size is served only once its record is on every leg", async () => {
+    const { rig, stores, mirror: m } = await grownRig();
+    const to = DATA + 64 * KiB;
+    let result = null as number | null;
+    m.resize(to, (errno) => (result = errno));
+    let steps = 0;
+    while (result === null) {
+      rig.run(1);
+      await undefined;
+      if (m.size === to) expect(stores.map(recordedSize)).toEqual([to, to]);
+      else expect(m.size).toBe(DATA);
+      if (++steps > 10_000) throw new Error("the grow did not finish");
+    }
+    expect(result).toBe(0);
+    expect(m.size).toBe(to);
+    expect(steps).toBeGreaterThan(6); // resize, zero, flush and the record: several leg round trips
+  });
+
+  test("refusals name their reason and change nothing", async () => {
+    const { rig, stores, mirror: m } = await grownRig({ resizable: [true, false] });
+    expect(m.resizeProblem(DATA - 4096)).toContain("does not shrink");
+    expect(await resize(rig, m, DATA - 4096)).toBe(Errno.ENOTSUP);
+    expect(m.resizeProblem(DATA + 100)).toContain("not a multiple");
+    expect(m.resizeProblem(1024 * 1024 * 1024)).toContain("describes at most 128 MiB");
+    expect(await resize(rig, m, 1024 * 1024 * 1024)).toBe(Errno.EFBIG);
+    expect(m.resizeProblem(DATA + 64 * KiB)).toContain(`leg ${stores[1]!.name} is`);
+    expect(await resize(rig, m, DATA + 64 * KiB)).toBe(Errno.ENOSPC);
+    expect(m.resizeProblem(DATA)).toBeNull();
+    expect(m.size).toBe(DATA);
+    expect(stores.map(recordedSize)).toEqual([DATA, DATA]);
+  });
+
+  test("a leg failing during the grow fails it; after the leg resyncs the grow succeeds; a later outage resyncs only dirty regions of the new range", async () => {
+    const { rig, stores, mirror: m } = await grownRig({ budgetMs: 300 });
+    const [a, b] = stores as [SimStore, SimStore];
+    b.cut(Number.POSITIVE_INFINITY);
+    expect(await resize(rig, m, DATA + 128 * KiB)).not.toBe(0); // b's zeroes time out
+    expect(m.size).toBe(DATA);
+    expect(recordedSize(a)).toBe(DATA);
+    expect(m.legs[1]!.state).toBe("degraded");
+    expect(m.resizeProblem(DATA + 128 * KiB)).toContain("a mirror grows when every leg is in sync");
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "in-sync", "leg back in sync");
+    expect(await resize(rig, m, DATA + 128 * KiB)).toBe(0);
+    expect(stores.map(recordedSize)).toEqual([DATA + 128 * KiB, DATA + 128 * KiB]);
+    const moved = m.resyncedBytes;
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, DATA + 64 * KiB, filled(4096, 9)); // degrades b; recorded in its (grown) bitmap
+    expect(m.legs[1]!.state).toBe("degraded");
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "in-sync", "leg back in sync");
+    expect(m.resyncedBytes - moved).toBe(4096);
+    expect(b.data[SIM_META_BYTES + DATA + 64 * KiB]).toBe(9);
+    expect(Buffer.compare(a.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size), b.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size))).toBe(0);
+  });
+});

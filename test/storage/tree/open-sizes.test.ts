@@ -1,0 +1,49 @@
+/**
+ * storage/tree/open.ts: a file leg's configured `size` against the file it finds. A mirror's
+ * file legs may be larger (the mirror grew them: mirror/grow.ts) and open at their size; a
+ * linear's or a stripe's may not (a larger leg would move every byte after it), not even
+ * when that linear is itself a leg of a mirror.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { TreeLegSpec, TreeNodeSpec } from "../../../src/config/types.ts";
+import { openTree } from "../../../src/storage/tree/open.ts";
+import { scratchDir } from "../../helpers/files.ts";
+
+const MiB = 1024 * 1024;
+const scratch = scratchDir("tree-open-sizes");
+afterAll(() => scratch.remove());
+const quiet = { info() {}, warn() {}, debug() {} };
+
+function fileLeg(name: string, actual: number, configured: number): TreeLegSpec {
+  const path = join(scratch.path, `${name}.img`);
+  writeFileSync(path, new Uint8Array(0));
+  truncateSync(path, actual);
+  return { node: { kind: "file", path, sizeBytes: configured }, writeMostly: false, label: path };
+}
+
+const mirror = (legs: TreeLegSpec[]): TreeNodeSpec => ({ kind: "mirror", legs, readPolicy: "round-robin", assumeClean: true });
+
+test("a mirror's file legs larger than their size (grown) open at their size", async () => {
+  const port = await openTree(mirror([fileLeg("m0", 8 * MiB, 4 * MiB), fileLeg("m1", 8 * MiB, 4 * MiB)]), { log: quiet, lock: true });
+  try {
+    expect(port.size).toBe(7 * MiB); // 8 MiB less the 1 MiB metadata area
+  } finally {
+    await port.close();
+  }
+});
+
+test("a linear's or a stripe's file leg larger than its size is refused, also under a mirror", async () => {
+  for (const kind of ["linear", "stripe"] as const) {
+    const legs = [fileLeg(`${kind}0`, 8 * MiB, 4 * MiB), fileLeg(`${kind}1`, 4 * MiB, 4 * MiB)];
+    const spec: TreeNodeSpec = kind === "linear" ? { kind, legs } : { kind, legs, chunkBytes: 65536 };
+    await expect(openTree(spec, { log: quiet, lock: true })).rejects.toThrow(/exists with size 8388608 bytes but --size asks for 4194304/);
+  }
+  const nested = mirror([
+    { node: { kind: "linear", legs: [fileLeg("n0", 8 * MiB, 4 * MiB)] }, writeMostly: false, label: "linear(n0)" },
+    fileLeg("n1", 8 * MiB, 4 * MiB),
+  ]);
+  // The linear leg cannot be opened; a new mirror needs every leg.
+  await expect(openTree(nested, { log: quiet, lock: true })).rejects.toThrow(/leg 0 is unreachable/);
+});
