@@ -74,6 +74,7 @@ export function growMirror(s: MirrorState, size: number, done: Done): void {
   s.growing = true;
   const from = s.size;
   const legs = s.legs.map((leg) => leg.port!);
+  const degradations = s.legs.map((leg) => leg.degradations);
   const fail = (errno: number, what: string) => {
     s.growing = false;
     s.log.warn(`mirror: not resized to ${formatSize(size)}: ${what}`);
@@ -90,7 +91,9 @@ export function growMirror(s: MirrorState, size: number, done: Done): void {
       flushLegs(s, (errno) => {
         if (errno !== 0) return fail(errno, "flushing the zeroed range failed");
         if (s.closed) return fail(Errno.ESHUTDOWN, "the mirror closed meanwhile");
-        const lagging = s.legs.find((leg) => leg.state !== "in-sync");
+        // A leg that left and came back meanwhile (another port, a resync of the old range only)
+        // may not hold the zeroes: the grow is tried again by the operator.
+        const lagging = s.legs.find((leg, i) => leg.state !== "in-sync" || leg.port !== legs[i] || leg.degradations !== degradations[i]);
         if (lagging !== undefined) return fail(Errno.EAGAIN, `leg ${lagging.label} left the in-sync set meanwhile`);
         s.layout = { ...s.layout, dataBytes: size };
         s.regions = regionCount(s.layout);
