@@ -6,7 +6,9 @@
  */
 import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
-import { call } from "../../../src/storage/port.ts";
+import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
+import { call, type Done } from "../../../src/storage/port.ts";
+import { openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
 import { encodeSuperblock, decodeSuperblockArea, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import { Rig, filled, legData } from "./rig.ts";
 
@@ -179,6 +181,63 @@ describe("mirror over simulated legs", () => {
     const m3 = await rig.mirror([a, b]);
     expect(m3.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
     expect(rig.logs.filter((l) => l.includes("after an unclean stop")).length).toBe(1);
+  });
+
+  test("a leg that just joined holds its bitmaps on disk: a crash right after its join loses no degraded leg's dirty regions (tree sim seed 104895)", async () => {
+    const rig = new Rig();
+    const [a, b, c] = [rig.store(LEG, 300), rig.store(LEG, 300), rig.store(LEG, 300)];
+    const m = await rig.mirror([a, b, c], { assumeClean: true });
+    c.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 8192, filled(4096, 1)); // c degrades; the region goes into c's bitmap on a and b
+    a.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 64 * KiB, filled(4096, 2)); // a degrades too
+    await rig.settle(call.flush(m)); // b alone in sync; c's bitmap is on b's disk
+    a.up();
+    await rig.until(() => m.legs[0]!.state === "in-sync", "a resynced and joined");
+    a.cut(Number.POSITIVE_INFINITY); // no later flush reaches a
+    for (const s of [a, b, c]) s.crash(() => false); // what was not flushed is gone
+    a.up();
+    c.up();
+    // a and b hold the same record (generation and sequence): a, the first, is the authority.
+    const m2 = await rig.mirror([a, b, c]);
+    await rig.until(() => m2.legs.every((l) => l.state === "in-sync"), "every leg in sync");
+    expect(legData(c, m2)[8192]).toBe(1);
+    expect(Buffer.from(legData(c, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
+  });
+
+  test("after an unclean stop the write-intent regions of every leg count, not only the authority's (tree sim seed 100778)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 500), rig.store(LEG, 500)];
+    // b's superblock writes are held (in flight until the crash): the commit that degrades a
+    // never lands, as when a stripe leg takes a write's data but not the superblock.
+    let holdRecords = false;
+    class HoldRecords extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (holdRecords && offset < SUPERBLOCK_AREA) return;
+        super.write(offset, data, fua, done);
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: a.port(), writeMostly: false },
+          { label: "b", port: new HoldRecords(b.port()), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
+      ),
+    );
+    a.cut(Number.POSITIVE_INFINITY);
+    holdRecords = true;
+    void call.write(m, 32 * KiB, filled(4096, 3)).catch(() => {}); // its intent and data reach b only
+    rig.run(800); // a spends its budget and is degraded; the record of that stays in flight
+    expect(m.legs[0]!.state).toBe("degraded");
+    expect(b.data[45056 + 32 * KiB]).toBe(3);
+    for (const s of [a, b]) s.crash(() => true);
+    a.up();
+    // Both records are the first one: a is the authority, and its write-intent bitmap lacks the write.
+    const m2 = await rig.mirror([a, b]);
+    await rig.until(() => m2.legs.every((l) => l.state === "in-sync"), "every leg in sync");
+    expect(Buffer.from(legData(a, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
   });
 
   test("a returning leg written elsewhere after it left (split brain) is diverged and never touched", async () => {

@@ -51,7 +51,11 @@ function resyncSource(s: MirrorState): MirrorLeg | null {
 
 /**
  * Make a synced leg a member: first copy every metadata page to it (it is a target of page
- * writes from then on), then commit a superblock listing it in sync to it and the others.
+ * writes from then on) and flush it, then commit a superblock listing it in sync to it and the
+ * others. The flush matters: the superblock goes with FUA, the pages do not, and a leg whose
+ * durable superblock lists it in sync may be the next assembly's authority (mirror/assemble.ts)
+ * — its bitmaps must be on its disk by then, or a degraded leg's missing regions vanish with a
+ * crash (tree sim seed 104895).
  */
 function join(s: MirrorState, leg: MirrorLeg, done: (ok: boolean) => void): void {
   const aborted = () => leg.joinPhase === 0 || leg.state !== "syncing" || leg.needs.count > 0;
@@ -64,23 +68,18 @@ function join(s: MirrorState, leg: MirrorLeg, done: (ok: boolean) => void): void
       leg.joinPhase = 0;
       return done(false);
     }
-    leg.joinPhase = 2;
-    s.meta.persist(SB_KEY, (errno) => {
-      if (errno !== 0 || aborted()) {
+    const port = leg.port;
+    if (port === null) {
+      leg.joinPhase = 0;
+      return done(false);
+    }
+    port.flush((flushed) => {
+      if (flushed !== 0 || aborted()) {
+        if (flushed !== 0) s.hooks.legFailed(leg, flushed, "flush");
         leg.joinPhase = 0;
-        s.meta.persist(SB_KEY);
         return done(false);
       }
-      leg.joinPhase = 0;
-      leg.state = "in-sync";
-      leg.joinGen = leg.diskGen ?? s.generation;
-      leg.full = false;
-      leg.low = leg.high = 0;
-      leg.cleanPending.reset();
-      leg.unflushed.reset();
-      leg.needs.reset();
-      for (let page = 0; page < s.pagesPerSlot; page++) s.meta.persist(s.pageKey(leg.index, page));
-      done(true);
+      commitJoin(s, leg, aborted, done);
     });
   });
   for (const key of keys) {
@@ -90,6 +89,28 @@ function join(s: MirrorState, leg: MirrorLeg, done: (ok: boolean) => void): void
     });
   }
   copied(0);
+}
+
+/** The superblock that lists `leg` in sync, to it and the others; then it is a member. */
+function commitJoin(s: MirrorState, leg: MirrorLeg, aborted: () => boolean, done: (ok: boolean) => void): void {
+  leg.joinPhase = 2;
+  s.meta.persist(SB_KEY, (errno) => {
+    if (errno !== 0 || aborted()) {
+      leg.joinPhase = 0;
+      s.meta.persist(SB_KEY);
+      return done(false);
+    }
+    leg.joinPhase = 0;
+    leg.state = "in-sync";
+    leg.joinGen = leg.diskGen ?? s.generation;
+    leg.full = false;
+    leg.low = leg.high = 0;
+    leg.cleanPending.reset();
+    leg.unflushed.reset();
+    leg.needs.reset();
+    for (let page = 0; page < s.pagesPerSlot; page++) s.meta.persist(s.pageKey(leg.index, page));
+    done(true);
+  });
 }
 
 function resyncEnded(s: MirrorState, leg: MirrorLeg, joined: boolean, snapshot: ResyncSnapshot, startedAt: number): void {

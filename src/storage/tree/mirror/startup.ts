@@ -23,7 +23,7 @@ export async function startMirror(s: MirrorState, plan: Plan): Promise<void> {
   if (!plan.create) {
     const authority = s.legs[plan.authority]!.port!;
     const wanted = s.legs.filter((leg) => plan.legs[leg.index]!.fromSlot && !plan.legs[leg.index]!.full);
-    const [read, ...bitmaps] = await Promise.all([plan.unclean ? readSlot(s, authority, ACTIVE_SLOT) : null, ...wanted.map((leg) => readSlot(s, authority, leg.index))]);
+    const [read, ...bitmaps] = await Promise.all([plan.unclean ? readIntent(s, plan) : null, ...wanted.map((leg) => readSlot(s, authority, leg.index))]);
     intent = read ?? null;
     wanted.forEach((leg, i) => leg.needs.load(bitmaps[i]!));
     for (const leg of s.legs) if (plan.legs[leg.index]!.fromActive && intent !== null) addActiveRegions(s, leg.needs, intent);
@@ -33,6 +33,8 @@ export async function startMirror(s: MirrorState, plan: Plan): Promise<void> {
   // bitmap: a crash between steps leaves the previous, still consistent, record.
   const slots = Array.from({ length: MAX_MIRROR_LEGS }, (_, slot) => slotBytes(s, slot));
   await Promise.all(inSync.flatMap((leg) => slots.map((bytes, slot) => writeMeta(leg, bitmapOffset(s.layout, slot), bytes, false))));
+  // Durable before the superblock (written with FUA) points at them: FUA covers its own write only.
+  await Promise.all(inSync.map((leg) => flushMeta(leg)));
   if (plan.create) {
     // Leg 0 (the source) first: a crash before the others are stamped leaves them blank.
     for (const leg of s.legs) await writeMeta(leg, (s.seq % 2) * SUPERBLOCK_BYTES, superblockFor(s, leg, leg.state === "in-sync" ? s.generation : 0), true);
@@ -55,12 +57,39 @@ export async function startMirror(s: MirrorState, plan: Plan): Promise<void> {
   }
 }
 
+/**
+ * After an unclean stop: the write-intent regions of every leg that holds this mirror's
+ * metadata, OR-ed. The authority's alone is not enough: a write's intent goes to the legs in
+ * sync when it starts, and the authority may have been down then (its record won a tie of
+ * generation and sequence because the commit that degraded it never landed anywhere) while
+ * another leg took the write (tree sim seed 100778). More regions only mean more resync.
+ */
+async function readIntent(s: MirrorState, plan: Plan): Promise<Uint8Array> {
+  const holders = s.legs.filter((leg) => leg.port !== null && leg.index !== plan.authority && plan.legs[leg.index]!.diskGen !== null && !REFUSED_STATES.has(leg.state));
+  const [intent, ...others] = await Promise.all([
+    readSlot(s, s.legs[plan.authority]!.port!, ACTIVE_SLOT),
+    // Best effort: a leg that cannot be read now is resynced whole or from its slot anyway.
+    ...holders.map((leg) => readSlot(s, leg.port!, ACTIVE_SLOT).catch(() => null)),
+  ]);
+  for (const other of others) {
+    if (other === null) continue;
+    for (let i = 0; i < intent.length; i++) intent[i] = intent[i]! | other[i]!;
+  }
+  return intent;
+}
+
 async function readSlot(s: MirrorState, port: StoragePort, slot: number): Promise<Uint8Array> {
   const bytes = new Uint8Array(s.layout.bitmapBytes);
   await call.read(port, bitmapOffset(s.layout, slot), bytes).catch((error: Error) => {
     throw new DstdError("E_MIRROR", `cannot read the mirror's bitmaps from ${port.description}: ${error.message}`);
   });
   return bytes;
+}
+
+function flushMeta(leg: MirrorLeg): Promise<void> {
+  return call.flush(leg.port!).catch((error: Error) => {
+    throw new DstdError("E_MIRROR", `mirror leg ${leg.label}: cannot flush its metadata: ${error.message}`);
+  });
 }
 
 function writeMeta(leg: MirrorLeg, offset: number, bytes: Uint8Array, fua: boolean): Promise<void> {
