@@ -24,6 +24,7 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   up: { summary: "run every export and attachment of a config file in one supervised process", load: () => load(import("./up.ts")) },
   events: { summary: "stream a running node's state changes as JSON lines (--follow)", load: () => load(import("./events.ts")) },
   resize: { summary: "grow (or shrink) an export of the running node while its clients stay connected", load: () => load(import("./resize.ts")) },
+  leg: { summary: "suspend a mirror leg of the running node for maintenance, or resume it", load: () => load(import("./leg.ts")) },
   replica: { summary: "replication of the running node's exports: status, pause/resume, promote, demote, resync", load: () => load(import("./replica.ts")) },
   reload: { summary: "make a running node re-read its config (as SIGHUP), reporting what changed", load: () => load(import("./reload.ts")) },
   help: { summary: "show help for dstd or for one command", load: () => load(import("./help.ts")) },

@@ -13,6 +13,7 @@ import { STATUS_SCHEMA, STATUS_VERSION, type NodeInfo, type ServiceStatus, type 
 import { formatDuration } from "../lib/duration.ts";
 import { formatSize } from "../lib/size.ts";
 import { nodeArgs, stateDirFrom } from "./node-client.ts";
+import type { NodeSnapshot } from "../storage/tree/describe.ts";
 
 export async function collectStatus(stateDir: string): Promise<StatusReport> {
   const client = await ControlClient.connect(controlSocketPath(stateDir));
@@ -67,6 +68,20 @@ function serviceDetail(s: ServiceStatus): string {
 }
 
 /** The human view (what `dstd status` prints without --json). */
+/** One row per mirror leg anywhere in an export's tree (docs/tree.md "Leg states"). */
+function mirrorLegRows(exportName: string, node: NodeSnapshot): string[][] {
+  const rows: string[][] = [];
+  for (const leg of node.legs ?? []) {
+    if (node.kind === "mirror") {
+      const resync = leg.resync ? `resync ${formatSize(leg.resync.doneBytes)} done, ${formatSize(leg.resync.remainingBytes)} to go` : "";
+      const note = [resync, leg.state === "in-sync" ? "" : (leg.lastError ?? ""), leg.writeMostly ? "write-mostly" : ""].filter((x) => x !== "").join("; ");
+      rows.push([exportName, leg.label, leg.state, leg.generation === null || leg.generation === undefined ? "-" : String(leg.generation), formatSize(leg.dirtyBytes ?? 0), note]);
+    }
+    if (leg.node !== null) rows.push(...mirrorLegRows(exportName, leg.node));
+  }
+  return rows;
+}
+
 export function renderStatus(report: StatusReport, stateDir: string, now = Date.now()): string {
   const out: string[] = [];
   const node = report.node;
@@ -102,6 +117,11 @@ export function renderStatus(report: StatusReport, stateDir: string, now = Date.
           ]),
         ]),
       );
+    }
+    const legs = exports.flatMap(({ e }) => (e.tree === undefined ? [] : mirrorLegRows(e.name, e.tree)));
+    if (legs.length > 0) {
+      out.push("");
+      out.push(...table([["EXPORT", "MIRROR LEG", "STATE", "GENERATION", "MISSING", "NOTE"], ...legs]));
     }
     const clients = report.services.flatMap((s) => (s.export?.connections.list ?? []).map((c) => ({ c, group: s.name })));
     if (clients.length > 0) {

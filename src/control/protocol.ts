@@ -20,7 +20,7 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 /** Longest response or event line a client accepts (a status of a large node). */
 export const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
-export const METHODS = ["hello", "status", "events", "reload", "resize", "replica"] as const;
+export const METHODS = ["hello", "status", "events", "reload", "resize", "leg", "replica"] as const;
 export type Method = (typeof METHODS)[number];
 
 export type RequestId = number | string | null;

@@ -61,6 +61,8 @@ export interface ControlHandlers {
   reload(): Promise<unknown>;
   /** Resize an export online: params { name, size, allowShrink?, force? }; throws DstdError why not. */
   resize(params: Record<string, unknown>): Promise<unknown>;
+  /** Suspend or resume a mirror leg: params { name, leg, action: suspend|resume }; throws DstdError why not. */
+  leg(params: Record<string, unknown>): Promise<unknown>;
   /** Replication: params { op: status|pause|resume|promote|demote|resync, name?, … } (docs/replication.md §12). */
   replica(params: Record<string, unknown>): Promise<unknown>;
   events: EventBus;
@@ -307,6 +309,8 @@ class ControlConnection implements ConnectionHandler {
         return this.send(okResponse(request.id, await this.shared.serialReload()));
       case "resize":
         return this.send(okResponse(request.id, await this.shared.serial(() => handlers.resize(request.params))));
+      case "leg":
+        return this.send(okResponse(request.id, await this.shared.serial(() => handlers.leg(request.params))));
       case "replica":
         // Status answers at once; operations that change roles run one at a time.
         if (request.params.op === "status") return this.send(okResponse(request.id, await handlers.replica(request.params)));

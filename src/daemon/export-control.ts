@@ -2,7 +2,7 @@
  * @module daemon/export-control — the control socket of a `dstd export` node started with
  * `--state-dir DIR` (docs/replication.md §12): it answers `dstd replica status|pause|resume|
  * promote|demote` for the node's replicated exports, so the two-node case run with flags can
- * fail over (`promote --force`) like a `dstd up` node. `dstd status`, `reload` and `resize`
+ * fail over (`promote --force`) like a `dstd up` node. `dstd status`, `reload`, `resize` and `leg`
  * are `dstd up`'s and are refused with that said; `dstd events` follows an empty stream.
  */
 import { DstdError } from "../lib/errors.ts";
@@ -27,6 +27,7 @@ export async function startExportControl(stateDir: string, replicas: () => Reado
       },
       reload: upOnly("dstd reload"),
       resize: upOnly("dstd resize"),
+      leg: upOnly("dstd leg"),
       replica: (params) => replicaRequest(replicas(), params, log),
       events: new EventBus(),
     },

@@ -29,6 +29,11 @@ import { describeListenAddress, listen, type Listener } from "../transport/tcp.t
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
 import { prepareGrowth, type PreparedGrowth } from "./export-growth.ts";
 import { linearGrowth } from "./linear-growth.ts";
+import { findMirrorLeg } from "../storage/tree/mirror-legs.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
+
+/** What `dstd leg` does to a mirror leg. */
+export type LegAction = "suspend" | "resume";
 
 
 export interface ExportNode {
@@ -59,6 +64,8 @@ export interface ExportNode {
    * forced. Resolves with a one-line report.
    */
   resize(name: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
+  /** Suspend a mirror leg of export `name` for maintenance, or resume it (docs/tree.md); a one-line report. */
+  holdLeg(name: string, leg: string, action: LegAction): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -236,7 +243,21 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       await server.resize(name, size);
       return `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
     };
-    return { server, exports, replicas, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, prepareUpdate, resize, stop: closeAll };
+    const holdLeg = async (name: string, selector: string, action: LegAction): Promise<string> => {
+      const e = exports.find((x) => x.name === name);
+      if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
+      const found = findMirrorLeg(e.port, selector);
+      if (typeof found === "string") throw new DstdError("E_USAGE", `export '${name}': ${found}`);
+      const problem = found.mirror.legProblem(found.index, action);
+      if (problem !== null) throw new DstdError("E_STATE", `export '${name}': leg ${found.label} not ${action === "suspend" ? "suspended" : "resumed"}: ${problem}`);
+      const was = found.mirror.legs[found.index]!.state;
+      const errno = await new Promise<number>((resolve) => found.mirror.setLegHeld(found.index, action, resolve));
+      if (errno !== 0) throw new DstdError("E_IO", `export '${name}': leg ${found.label} not ${action === "suspend" ? "suspended" : "resumed"}: ${errnoMessage(errno)}${errno === Errno.EBUSY ? ` (${found.mirror.legProblem(found.index, action) ?? "its state changed meanwhile"})` : ""}`);
+      const now = found.mirror.legs[found.index]!.state;
+      if (action === "suspend") return was === "suspended" ? `export '${name}': leg ${found.label} was suspended already` : `export '${name}': leg ${found.label} suspended (was ${was}); its writes are recorded for resync until dstd leg resume`;
+      return was === "suspended" ? `export '${name}': leg ${found.label} resumed: reopened, being probed, and only what it missed is resynced` : `export '${name}': leg ${found.label} was not suspended (${now}${now === "degraded" || now === "absent" ? ": probed now" : ""})`;
+    };
+    return { server, exports, replicas, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, prepareUpdate, resize, holdLeg, stop: closeAll };
   } catch (error) {
     await closeAll();
     // A failed start leaves nothing behind: not even the sparse file it just created.

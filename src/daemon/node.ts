@@ -164,6 +164,7 @@ export class Node {
         status: () => this.status(),
         reload: () => this.reload(),
         resize: (params) => this.resize(params),
+        leg: (params) => this.holdLeg(params),
         replica: (params) => replicaRequest(this.replicaHandles(), params, this.log),
         events: this.events,
       },
@@ -421,6 +422,22 @@ export class Node {
     this.events.emit("export.resized", { name, size });
     this.log.info(message);
     return { name, size, message };
+  }
+
+  /** `dstd leg suspend|resume NAME LEG`: find the export's group and hold its mirror leg out, or bring it back. */
+  private async holdLeg(params: Record<string, unknown>): Promise<unknown> {
+    const { name, leg, action } = params;
+    if (typeof name !== "string" || typeof leg !== "string" || (action !== "suspend" && action !== "resume")) {
+      throw new DstdError("E_REQUEST", "leg needs { name: string, leg: string, action: \"suspend\" | \"resume\" }");
+    }
+    const unit = this.loaded.plan.exportGroups.find((u) => u.config.some((e) => e.name === name));
+    if (unit === undefined) throw new DstdError("E_USAGE", `no export named '${name}' in this node's config`);
+    const running = this.services.get(unit.name)?.current ?? null;
+    if (running?.holdLeg === undefined) throw new DstdError("E_STATE", `export '${name}' is not running right now (${unit.name}); try again when it is`);
+    const message = await running.holdLeg(name, leg, action);
+    this.events.emit("export.leg", { name, leg, action });
+    this.log.info(message);
+    return { name, leg, action, message };
   }
 
   /** STOPPING=1, stop every unit ("handover" leaves kernel devices attached), close sockets. */

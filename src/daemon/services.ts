@@ -134,6 +134,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         check: () => ({ state: "running" }),
         stop: () => node.stop(),
         resize: (exportName, size, resizeOptions) => node.resize(exportName, size, resizeOptions),
+        holdLeg: (exportName, leg, action) => node.holdLeg(exportName, leg, action),
         replicas: () => node.replicas,
         update: async (next) => {
           const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };

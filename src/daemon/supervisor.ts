@@ -50,6 +50,8 @@ export interface Running {
   update?(config: unknown): Promise<PreparedUpdate>;
   /** Resize one of the unit's exports online (export groups only). */
   resize?(exportName: string, size: number, options: { allowShrink: boolean; force: boolean }): Promise<string>;
+  /** Suspend or resume a mirror leg of one of the unit's exports (export groups only). */
+  holdLeg?(exportName: string, leg: string, action: "suspend" | "resume"): Promise<string>;
   /** The unit's replicated exports (export groups only). */
   replicas?(): ReadonlyMap<string, ReplicaHandle>;
 }

@@ -23,6 +23,7 @@ export const NODE_EVENT_TYPES = [
   "connection.open",
   "connection.close",
   "export.resized",
+  "export.leg",
 ] as const;
 export type NodeEventType = (typeof NODE_EVENT_TYPES)[number];
 

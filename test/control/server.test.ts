@@ -37,6 +37,7 @@ async function server(limits: Partial<ControlLimits> = {}, reload: () => Promise
       status: () => ({ services: [] }),
       reload,
       resize: async () => ({}),
+      leg: async () => ({}),
       replica: async () => ({}),
       events,
     },
@@ -59,7 +60,7 @@ describe("permissions and ownership", () => {
   test("state directory 0700 (tightened if looser), socket 0600", async () => {
     const stateDir = join(root, "loose");
     mkdirSync(stateDir, { mode: 0o755 });
-    const control = await startControlServer({ stateDir, log: log(), handlers: { hello: () => 1, status: () => 1, reload: async () => 1, resize: async () => 1, replica: async () => 1, events: new EventBus() } });
+    const control = await startControlServer({ stateDir, log: log(), handlers: { hello: () => 1, status: () => 1, reload: async () => 1, resize: async () => 1, leg: async () => 1, replica: async () => 1, events: new EventBus() } });
     try {
       expect(statSync(stateDir).mode & 0o777).toBe(0o700);
       expect(statSync(control.path).mode & 0o777).toBe(0o600);
@@ -73,7 +74,7 @@ describe("permissions and ownership", () => {
     const stateDir = join(root, "foreign");
     mkdirSync(stateDir, { mode: 0o700 });
     chownSync(stateDir, 65534, 65534);
-    await expect(startControlServer({ stateDir, log: log(), handlers: { hello: () => 1, status: () => 1, reload: async () => 1, resize: async () => 1, replica: async () => 1, events: new EventBus() } })).rejects.toThrow(
+    await expect(startControlServer({ stateDir, log: log(), handlers: { hello: () => 1, status: () => 1, reload: async () => 1, resize: async () => 1, leg: async () => 1, replica: async () => 1, events: new EventBus() } })).rejects.toThrow(
       /belongs to uid 65534/,
     );
   });
@@ -81,7 +82,7 @@ describe("permissions and ownership", () => {
   test("a second node on the same state directory is refused, naming it", async () => {
     const { control, stateDir } = await server();
     try {
-      await expect(startControlServer({ stateDir, log: log(), handlers: { hello: () => 1, status: () => 1, reload: async () => 1, resize: async () => 1, replica: async () => 1, events: new EventBus() } })).rejects.toThrow(
+      await expect(startControlServer({ stateDir, log: log(), handlers: { hello: () => 1, status: () => 1, reload: async () => 1, resize: async () => 1, leg: async () => 1, replica: async () => 1, events: new EventBus() } })).rejects.toThrow(
         /another dstd node is running with state directory/,
       );
     } finally {

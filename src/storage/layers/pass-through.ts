@@ -13,6 +13,11 @@ import type { BufferHold, Done, ExtentsDone, HashedDone, StoragePort, ZeroFlags 
 export class PassThrough implements StoragePort {
   constructor(protected readonly next: StoragePort) {}
 
+  /** The port this layer wraps: for lookups through layers (storage/tree/mirror-legs.ts), not for I/O. */
+  get below(): StoragePort {
+    return this.next;
+  }
+
   get kind(): string {
     return this.next.kind;
   }

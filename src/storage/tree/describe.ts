@@ -23,7 +23,7 @@ export interface LegSnapshot {
   index: number;
   /** The leg as configured: a URL, a path, "memory", or the child's kind. */
   label: string;
-  /** Mirror legs: in-sync, syncing, degraded, absent, foreign, diverged, damaged, too-small. Others: "ok". */
+  /** Mirror legs: in-sync, syncing, degraded, absent, suspended, foreign, diverged, damaged, too-small. Others: "ok". */
   state: string;
   /** Mirror legs: the generation found on (or last written to) the leg's metadata; null when unknown. */
   generation?: number | null;

@@ -140,4 +140,22 @@ describe("assembly", () => {
     const slots = [inSync(), inSync(), inSync()];
     expect(plan([leg(area(sb(0, 2, 3, slots))), leg(area(sb(1, 2, 3, slots)))])).toContain("slot 2 of the mirror is in sync but the configuration has only 2 legs");
   });
+  test("a held slot (suspended by the operator) stays suspended whatever the leg holds or whether it answers; its bitmap range is kept; unknown slot flags are damage", () => {
+    const slots = [inSync(), { ...out(1, 2), held: true }];
+    const bytes = area(sb(0, 3, 10, slots));
+    const decoded = decodeSuperblockArea(bytes);
+    expect(decoded.kind === "valid" && decoded.sb.slots[1]).toEqual({ state: SlotState.BITMAP, low: 1, high: 2, held: true });
+    expect(decoded.kind === "valid" && decoded.sb.slots[0]).toEqual(inSync()); // no flag, no field
+    for (const second of [leg(area(sb(1, 2, 9, [inSync(), inSync()]))), leg(null), leg(new Uint8Array(SUPERBLOCK_AREA))]) {
+      const p = plan([leg(bytes), second]);
+      if (typeof p === "string") throw new Error(p);
+      expect(p.legs[1]).toMatchObject({ state: "suspended", fromSlot: true, full: false, low: 1, high: 2 });
+      expect(p.generation).toBe(3);
+    }
+    const view = new DataView(bytes.buffer);
+    view.setUint32(96 + 24 + 4, 2, true); // slot 1 flags: an unknown bit
+    view.setUint32(508, Bun.hash.crc32(bytes.subarray(0, 508)) >>> 0, true);
+    const bad = decodeSuperblockArea(bytes);
+    expect(bad.kind === "damaged" && bad.reason).toBe("bad slot flags 2");
+  });
 });

@@ -165,4 +165,16 @@ describe("growing a mirror", () => {
     expect(b.data[SIM_META_BYTES + DATA + 64 * KiB]).toBe(9);
     expect(Buffer.compare(a.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size), b.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size))).toBe(0);
   });
+  test("a leg is not suspended while a grow runs, and a mirror with a suspended leg does not grow", async () => {
+    const { rig, mirror: m } = await grownRig();
+    const held = (action: "suspend" | "resume") => rig.settle(new Promise<number>((resolve) => m.setLegHeld(1, action, resolve)));
+    const growing = resize(rig, m, DATA + 64 * KiB);
+    expect(m.legProblem(1, "suspend")).toContain("a grow of this mirror is running");
+    expect(await held("suspend")).toBe(Errno.EBUSY);
+    expect(await growing).toBe(0);
+    expect(await held("suspend")).toBe(0);
+    expect(m.resizeProblem(DATA + 128 * KiB)).toBe("leg L1 is suspended: a mirror grows when every leg is in sync");
+    expect(await resize(rig, m, DATA + 128 * KiB)).toBe(Errno.EBUSY);
+    expect(m.size).toBe(DATA + 64 * KiB);
+  });
 });

@@ -73,8 +73,14 @@ export class Rig {
     }
   }
 
-  async mirror(stores: SimStore[], options: Partial<MirrorOptions> & { writeMostly?: boolean[] } = {}): Promise<MirrorPort> {
-    const legs = stores.map((store, i) => ({ label: store.name, port: store.port() as StoragePort, writeMostly: options.writeMostly?.[i] ?? false }));
+  /** `reopenable`: each leg comes with a way to open it again (as configured legs do), which suspend and resume use. */
+  async mirror(stores: SimStore[], options: Partial<MirrorOptions> & { writeMostly?: boolean[]; reopenable?: boolean } = {}): Promise<MirrorPort> {
+    const legs = stores.map((store, i) => ({
+      label: store.name,
+      port: store.port() as StoragePort,
+      writeMostly: options.writeMostly?.[i] ?? false,
+      ...(options.reopenable === true ? { open: () => Promise.resolve(store.port() as StoragePort) } : {}),
+    }));
     return this.settle(
       openMirror(legs, {
         clock: this.tclock,

@@ -38,6 +38,8 @@ if (single !== undefined) {
       expect(totals.failed!).toBeGreaterThan(0);
       expect(totals.grows!).toBeGreaterThan(count / 20); // mirrors grown online (mirror/grow.ts)
       expect(totals.growsFailed!).toBeGreaterThan(0);
+      expect(totals.suspends!).toBeGreaterThan(count / 20); // legs held out by the operator (mirror/suspend.ts)
+      expect(totals.holdsAcrossCrash!).toBeGreaterThan(0);
       for (const shape of ["linear", "stripe", "mirror", "tree"]) expect(shapes[shape] ?? 0).toBeGreaterThan(count / 20);
     }
   }, 600_000);

@@ -8,7 +8,9 @@
  * lost at random; the tree reopened from what the legs hold); a root mirror of leaves whose
  * legs have room grows online at a random moment (sometimes with a crash while it runs: the
  * reopened size is the old or the new one, never smaller than an acknowledged grow), and
- * once more after convergence if it has not (then it must succeed).
+ * once more after convergence if it has not (then it must succeed); a mirror leg is
+ * suspended by the operator at a random moment and resumed later (or at heal): a suspended
+ * leaf gets no request, the hold survives a node crash, and the leg rejoins after resume.
  *
  * Phases: safety (workload + faults), heal (every leaf up; requests from now on must
  * succeed), convergence (every mirror leg back in sync), verification (the whole tree read
@@ -62,7 +64,7 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, growsFailed: 0, growsAfterCrash: 0 };
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0 };
   /** Online growth (mirror/grow.ts): a root mirror of leaves whose legs have room to grow. */
   readonly growPrng: Prng;
   /** The size a grow asks for; 0: this seed does not grow. */
@@ -71,6 +73,10 @@ export class TreeWorld {
   growStarted = false;
   /** A grow completed successfully: the size must never go back. */
   growAcked = false;
+  /** The operator's suspend/resume of a mirror leg (mirror/suspend.ts). */
+  readonly holdPrng: Prng;
+  /** The leg held out now (acknowledged suspend, no resume yet): mirror index, leg, and its leaf's request count then (a leaf leg). */
+  held: { mirror: number; leg: number; leaf: number | null; requests: number } | null = null;
 
   constructor(readonly seed: number) {
     const seeds = new Prng(seed);
@@ -79,6 +85,7 @@ export class TreeWorld {
     const legPrng = new Prng(seeds.next());
     this.shape = randomShape(new Prng(seeds.next()));
     this.growPrng = new Prng(seeds.next());
+    this.holdPrng = new Prng(seeds.next());
     const root = this.shape.root;
     const grows = root.kind === "mirror" && root.children.every((c) => c.kind === "leaf") && this.growPrng.chance(0.6);
     this.stores = this.shape.leafSizes.map((size, i) => {
@@ -111,6 +118,80 @@ export class TreeWorld {
         this.oracle.grow(target / BLOCK);
       } else this.marks.growsFailed++;
       then(errno);
+    });
+  }
+
+  /** Suspend leg `pick % legs` of mirror `which` for `forMs` (then resume it). */
+  suspendLeg(which: number, pick: number, forMs: number): void {
+    const { mirror, legLeaves } = this.built.mirrors[which]!;
+    const leg = pick % mirror.legs.length;
+    const problem = mirror.legProblem(leg, "suspend");
+    if (problem !== null || this.held !== null) {
+      this.marks.suspendsRefused++;
+      return this.note(`SUSPEND m${which}.${leg} refused: ${problem ?? "another leg is held"}`);
+    }
+    this.note(`SUSPEND m${which}.${leg} (${mirror.legs[leg]!.state})`);
+    mirror.setLegHeld(leg, "suspend", (errno) => {
+      if (this.built.mirrors[which]?.mirror !== mirror) return; // a later life of the tree
+      this.note(`suspend m${which}.${leg}: ${errno === 0 ? "ok" : errnoName(errno)}`);
+      if (errno !== 0) return void this.marks.suspendsRefused++;
+      this.marks.suspends++;
+      const leaves = legLeaves[leg]!;
+      const leaf = leaves.length === 1 ? leaves[0]! : null;
+      this.held = { mirror: which, leg, leaf, requests: leaf === null ? 0 : this.stores[leaf]!.counters.requests };
+      // Acknowledged after heal (its record waited for a failing leg): the maintenance ends now.
+      if (this.healAt >= 0) this.resumeHeld();
+      else this.clock.after(forMs, () => this.resumeHeld());
+    });
+  }
+
+  /** A suspended leaf leg was sent nothing since its suspend was acknowledged. */
+  checkHeldQuiet(): void {
+    const held = this.held;
+    if (held === null || held.leaf === null) return;
+    const now = this.stores[held.leaf]!.counters.requests;
+    if (now !== held.requests) violation("suspended leg used", `leaf L${held.leaf} (mirror ${held.mirror} leg ${held.leg}) got ${now - held.requests} requests while suspended`);
+  }
+
+  /** After a node crash and reopen: an acknowledged hold is still there. */
+  checkHoldKept(): void {
+    const held = this.held;
+    if (held === null) return;
+    const state = this.built.mirrors[held.mirror]!.mirror.legs[held.leg]!.state;
+    if (state !== "suspended") violation("hold lost", `mirror ${held.mirror} leg ${held.leg} reopened ${state}; its suspend was acknowledged and not resumed`);
+    this.marks.holdsAcrossCrash++;
+    if (held.leaf !== null) held.requests = this.stores[held.leaf]!.counters.requests; // the open read its superblock
+  }
+
+  /** Resume the held leg (the operator ends the maintenance); at heal it must be accepted. */
+  resumeHeld(): void {
+    const held = this.held;
+    if (held === null) return;
+    // The node is down or reopening (its open reads every leg's superblock): the operator waits.
+    if (this.paused) return void this.clock.after(10, () => this.resumeHeld());
+    this.checkHeldQuiet();
+    this.held = null;
+    const { mirror } = this.built.mirrors[held.mirror]!;
+    this.note(`RESUME m${held.mirror}.${held.leg}`);
+    const strict = this.healAt >= 0;
+    mirror.setLegHeld(held.leg, "resume", (errno) => {
+      if (errno === 0 || this.built.mirrors[held.mirror]?.mirror !== mirror) return;
+      // While faults run, its record may fail on the last in-sync leg (the leg is probed anyway); after heal it may not.
+      if (strict) violation("resume", `resuming mirror ${held.mirror} leg ${held.leg} failed: ${errnoName(errno)}`);
+      this.note(`resume m${held.mirror}.${held.leg}: ${errnoName(errno)}`);
+    });
+  }
+
+  /** A suspend in flight when the node crashed may have landed: the operator sees it in status and resumes it. */
+  resumeStray(): void {
+    this.built.mirrors.forEach(({ mirror }, which) => {
+      mirror.legs.forEach((leg, index) => {
+        if (leg.state !== "suspended") return;
+        this.note(`RESUME m${which}.${index} (a suspend that was in flight at the crash landed)`);
+        mirror.setLegHeld(index, "resume", (errno) => {
+          if (errno !== 0 && this.built.mirrors[which]?.mirror === mirror) violation("resume", `resuming mirror ${which} leg ${index} failed: ${errnoName(errno)}`);
+        });
+      });
     });
   }
 
@@ -442,6 +523,18 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
     });
   }
 
+  if (hasMirror && world.holdPrng.chance(0.4)) {
+    // The operator takes a mirror leg out for maintenance and brings it back later (or at heal).
+    const at = world.holdPrng.int(safetyMs);
+    const which = world.holdPrng.int(world.built.mirrors.length);
+    const pick = world.holdPrng.int(8);
+    const forMs = 50 + world.holdPrng.int(safetyMs);
+    clock.after(at, () => {
+      if (world.healAt >= 0 || world.paused) return;
+      world.suspendLeg(which, pick, forMs);
+    });
+  }
+
   // Safety phase.
   // Spread the workload over the whole safety phase, so faults meet requests.
   const gap = Math.max(2, Math.floor((2 * safetyMs * depth) / remaining.n));
@@ -452,11 +545,18 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   };
   clock.after(1, pumpEvery);
   let crashed = false;
+  let nextSettle = 0;
   while (clock.now < safetyMs) {
     clock.runUntil(Math.min(clock.ticks + 10, safetyMs));
+    // A probe that reopens a leg (an absent or resumed one) continues in a promise.
+    if (clock.now >= nextSettle) {
+      nextSettle = clock.now + 100;
+      await settleMicrotasks();
+    }
     if (crashAt >= 0 && !crashed && clock.now >= crashAt) {
       await settleMicrotasks();
       crashed = true;
+      world.checkHeldQuiet();
       world.crashNode();
       world.paused = true;
       for (let attempt = 0; ; attempt++) {
@@ -477,16 +577,18 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
       }
       world.healAt = -1;
       world.reconcileSize();
+      world.checkHoldKept();
       await world.verifyImage("lost write", "after the node crash", true);
       world.paused = false;
     }
-    // The tree needs no promise continuations while it runs (only open/close are async).
   }
 
   phase("safety");
   // Heal: every leaf up; requests from now on must succeed.
   world.heal();
   world.note("HEAL");
+  world.resumeHeld();
+  world.resumeStray();
   const drained = { n: 20 };
   const converge = () => {
     world.pump(depth, drained, mix);
@@ -497,11 +599,14 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   const mirrorsInSync = () => world.built.mirrors.every(({ mirror }) => mirror.legs.every((l) => l.state === "in-sync"));
   while (!(world.outstanding === 0 && drained.n === 0 && mirrorsInSync())) {
     if (clock.now >= limit) {
-      const states = world.built.mirrors.map(({ mirror }) => mirror.legs.map((l) => `${l.label}:${l.state}`).join(" ")).join(" | ");
+      const states = world.built.mirrors.map(({ mirror }) => mirror.legs.map((l) => `${l.label}:${l.state}${l.probing ? "(probing)" : ""}${l.port === null ? "(no port)" : ""}${l.lastError ? `(${l.lastError})` : ""}`).join(" ")).join(" | ");
       violation("liveness", `not converged 120 s after heal: ${world.outstanding} requests outstanding; mirror legs ${states}`);
     }
     clock.runUntil(clock.ticks + 10);
-    if (clock.ticks % 500 === 0) await settleMicrotasks();
+    if (clock.now >= nextSettle) {
+      nextSettle = clock.now + 100;
+      await settleMicrotasks();
+    }
   }
   for (const op of world.ops) if (op.status === null && !op.lost) violation("liveness", `request #${op.id} never completed`);
 

@@ -14,6 +14,8 @@
  * - after an unclean stop (flag "open" in the authority) every in-sync leg but one source
  *   is resynced over the write-intent bitmap, so legs never disagree about an unflushed
  *   write that reached only some of them.
+ * - a leg whose slot is held (the operator suspended it) stays suspended, not probed, until
+ *   `dstd leg resume` (docs/tree.md "Suspending a leg for maintenance");
  * Whenever a leg that the table lists in sync is not in sync any more, the generation goes up.
  */
 import { type Decoded, type Layout, type LayoutOptions, MAX_MIRROR_LEGS, SlotState, type Superblock, planLayout, sameId } from "./layout.ts";
@@ -131,6 +133,12 @@ export function planAssembly(found: readonly LegFound[], options: PlanOptions): 
         p = { ...outOfSync(plan0("syncing"), slot), full: whole, fromSlot: !whole, diskGen: gen };
       }
     }
+    if (!listedInSync && slot.held === true && slot.state !== SlotState.UNUSED) {
+      // Suspended by the operator: held out, whatever it holds now, until `dstd leg resume`
+      // (its return is judged then, like a probe's: mirror/leg-health.ts judgeReturning).
+      const diskGen = decoded?.kind === "valid" && sameId(decoded.sb.mirrorId, id) ? decoded.sb.generation : null;
+      p = { ...outOfSync(plan0("suspended", "suspended by the operator (dstd leg resume brings it back)"), slot), diskGen };
+    }
     if (listedInSync && p.state !== "in-sync") {
       bump = true;
       if (p.state === "syncing" && !p.full) p = { ...p, low: p.diskGen ?? 0, high: G };
@@ -151,7 +159,7 @@ export function planAssembly(found: readonly LegFound[], options: PlanOptions): 
       legs[i] = { ...l, state: "syncing", fromActive: true, low: l.diskGen ?? 0, high: G, note: "unclean stop: write-intent regions resynced" };
       bump = true;
     }
-    for (const l of legs) if (l.state === "syncing" || l.state === "absent") l.fromActive = true;
+    for (const l of legs) if (l.state === "syncing" || l.state === "absent" || l.state === "suspended") l.fromActive = true;
   }
   return { create: false, layout, mirrorId: id, generation: bump ? G + 1 : G, seq: auth.sb.seq, authority: auth.index, unclean, legs };
 }

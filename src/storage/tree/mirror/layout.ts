@@ -17,10 +17,12 @@
  *   32 seq u64 · 40 generation u64 · 48 metaBytes u64 · 56 dataBytes u64 · 64 regionBytes u32
  *   68 bitmapBytes u32 · 72 activeBytes u64 · 80 leg index u32 · 84 leg count u32
  *   88 flags u32 (bit 0: open — the mirror was running; the write-intent bitmap is valid)
- *   96 slot table: 8 × { state u32, reserved u32, low u64, high u64 }
+ *   96 slot table: 8 × { state u32, flags u32, low u64, high u64 }
  *
  * Slot states: 0 unused, 1 in sync (low: the generation it joined at), 2 out of sync, its
  * bitmap valid for a leg whose generation is in [low, high], 3 out of sync, whole-leg resync.
+ * Slot flags: bit 0 held — an out-of-sync leg the operator suspended (`dstd leg suspend`): it
+ * is not probed or rejoined until `dstd leg resume`, across restarts. Older dstd wrote 0 here.
  * Pure: encoding and decoding only; no I/O.
  */
 import { MAX_MIRROR_LEGS } from "../../../config/tree-spec.ts";
@@ -61,7 +63,11 @@ export interface Slot {
   state: SlotStateValue;
   low: number;
   high: number;
+  /** Suspended by the operator (flags bit 0); only on an out-of-sync slot. */
+  held?: boolean;
 }
+
+const SLOT_HELD = 1;
 
 export interface Superblock {
   mirrorId: Uint8Array;
@@ -154,6 +160,7 @@ export function encodeSuperblock(sb: Superblock): Uint8Array {
     const slot = sb.slots[i] ?? { state: SlotState.UNUSED, low: 0, high: 0 };
     const at = SLOTS_AT + i * SLOT_BYTES;
     view.setUint32(at, slot.state, true);
+    view.setUint32(at + 4, slot.held === true ? SLOT_HELD : 0, true);
     setU64(view, at + 8, slot.low);
     setU64(view, at + 16, slot.high);
   }
@@ -214,7 +221,11 @@ function decodeOne(bytes: Uint8Array): Superblock | string {
     const at = SLOTS_AT + i * SLOT_BYTES;
     const state = view.getUint32(at, true);
     if (state > SlotState.FULL) return `bad slot state ${state}`;
-    slots.push({ state: state as SlotStateValue, low: getU64(view, at + 8), high: getU64(view, at + 16) });
+    const flags = view.getUint32(at + 4, true);
+    if ((flags & ~SLOT_HELD) !== 0) return `bad slot flags ${flags}`;
+    const slot: Slot = { state: state as SlotStateValue, low: getU64(view, at + 8), high: getU64(view, at + 16) };
+    if ((flags & SLOT_HELD) !== 0) slot.held = true;
+    slots.push(slot);
   }
   return {
     mirrorId: bytes.slice(16, 16 + MIRROR_ID_BYTES),

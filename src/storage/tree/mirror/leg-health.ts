@@ -6,6 +6,7 @@
  *   in-sync legs' superblocks record it out of sync, the writes in flight are recorded in its
  *   bitmap slot and complete only once that record is down); the last in-sync leg is never
  *   degraded: its failures go to the caller;
+ * - a leg the operator suspends leaves the same way (mirror/suspend.ts) but is not probed;
  * - a degraded or absent leg is probed every `probeIntervalMs` (its superblock read, or the
  *   leg reopened); when it answers with a generation its slot allows it is resynced, a blank
  *   or older one whole, and a foreign, diverged, damaged or too small one is left untouched.
@@ -26,38 +27,52 @@ import type { MirrorState, MutOp } from "./state.ts";
  */
 export function legFailed(s: MirrorState, leg: MirrorLeg, errno: number, cause: FailureCause): boolean {
   const what = `${cause} failed: ${errnoMessage(errno)}`;
-  if (leg.state === "in-sync") {
-    if (s.legs.filter((l) => l.state === "in-sync").length <= 1) {
-      const now = s.clock.now();
-      if (now - s.lastLastLegWarning >= 10_000 || s.lastLastLegWarning === 0) {
-        s.lastLastLegWarning = now;
-        s.log.warn(`mirror leg ${leg.label}: ${what}; it is the last in-sync leg, so the error goes to the client`);
-      }
-      return false;
+  if (leg.state === "in-sync" && lastInSync(s)) {
+    const now = s.clock.now();
+    if (now - s.lastLastLegWarning >= 10_000 || s.lastLastLegWarning === 0) {
+      s.lastLastLegWarning = now;
+      s.log.warn(`mirror leg ${leg.label}: ${what}; it is the last in-sync leg, so the error goes to the client`);
     }
+    return false;
+  }
+  if (leg.state !== "in-sync" && leg.state !== "syncing") return true;
+  const was = leg.state;
+  leg.degradations++;
+  leg.lastError = what;
+  // A failed flush may have lost what it acknowledged since the last durable point.
+  takeOut(s, leg, "degraded", cause === "flush" && was === "in-sync");
+  s.log.warn(`mirror leg ${leg.label} degraded (${was}, ${what}); generation ${s.generation}; its writes are now recorded for resync`);
+  scheduleProbe(s, leg);
+  return true;
+}
+
+/** `leg` is the only in-sync leg: taking it out would leave no leg to read from. */
+export function lastInSync(s: MirrorState): boolean {
+  return s.legs.filter((l) => l.state === "in-sync").length <= 1;
+}
+
+/**
+ * Take an in-sync or syncing leg out of the legs that get writes, into `state` (degraded after
+ * a failure, suspended by the operator): the generation goes up (when it was in sync), the
+ * regions it may lack are recorded in its slot, and every write in flight completes only
+ * once that record is on disk. `lostActive`: the write-intent regions count as missing on it
+ * (its unflushed writes may be gone); otherwise they are recorded on disk only (`unflushed`).
+ * `recorded` is called once the record is down.
+ */
+export function takeOut(s: MirrorState, leg: MirrorLeg, state: "degraded" | "suspended", lostActive: boolean, recorded?: (errno: number) => void): void {
+  if (leg.state === "in-sync") {
     leg.low = leg.diskGen ?? leg.joinGen;
     leg.high = Math.max(s.generation, leg.issuedGen);
     leg.movedSinceLeft = 0;
     s.generation++;
-  } else if (leg.state === "syncing") {
+  } else {
     leg.high = leg.highBound;
     leg.joinPhase = 0;
-  } else {
-    return true;
   }
-  const was = leg.state;
-  leg.state = "degraded";
-  leg.degradations++;
-  leg.lastError = what;
-  s.log.warn(`mirror leg ${leg.label} degraded (${was}, ${what}); generation ${s.generation}; its writes are now recorded for resync`);
+  leg.state = state;
   const pages = new Set<number>();
-  if (cause === "flush" && was === "in-sync") {
-    // Its flush failed: writes it acknowledged since the last durable point may be gone.
-    addActiveRegions(s, leg.needs, s.active.bytes, (page) => pages.add(page));
-  } else {
-    // Not lost while this node runs, but not known durable either: recorded on disk only.
-    addActiveRegions(s, leg.unflushed, s.active.bytes, (page) => pages.add(page));
-  }
+  // Not lost while this node runs (unless lostActive), but not known durable either.
+  addActiveRegions(s, lostActive ? leg.needs : leg.unflushed, s.active.bytes, (page) => pages.add(page));
   // Every write in flight may be missing on it; those complete only after the record is down.
   const held: MutOp[] = [];
   for (const op of s.running) {
@@ -68,17 +83,16 @@ export function legFailed(s: MirrorState, leg: MirrorLeg, errno: number, cause: 
   }
   const release = joinCompletions(pages.size + 1, (e) => {
     for (const op of held) s.hooks.releaseBarrier(op, e);
+    recorded?.(e);
   });
   s.recordsMade++;
   commitRecord(s, release);
   for (const page of pages) s.meta.persist(s.pageKey(leg.index, page), release);
   s.resyncs.get(leg.index)?.pump();
-  scheduleProbe(s, leg);
-  return true;
 }
 
 export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
-  if (s.closed || leg.probe !== null || leg.probing) return;
+  if (s.closed || leg.probe !== null || leg.probing || leg.state === "suspended") return;
   leg.probe = s.clock.after(s.probeIntervalMs, () => {
     leg.probe = null;
     runProbe(s, leg);
@@ -86,15 +100,15 @@ export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
 }
 
 /** Ask a degraded (or absent) leg for its superblock; resync it if it may rejoin. */
-function runProbe(s: MirrorState, leg: MirrorLeg): void {
-  if (s.closed || !leg.tracked || leg.probing) return;
+export function runProbe(s: MirrorState, leg: MirrorLeg): void {
+  if (s.closed || !leg.tracked || leg.probing || leg.state === "suspended") return;
   if (leg.port === null) {
     if (leg.open === null) return;
     leg.probing = true;
     leg.open().then(
       (port) => {
         leg.probing = false;
-        if (s.closed) return void port.close();
+        if (s.closed || leg.state === "suspended") return void port.close();
         if (port.readOnly || port.maxPayload < s.maxPayload || port.blockSize > s.blockSize) {
           leg.state = "too-small";
           leg.lastError = `reopened leg does not fit the mirror (read-only, smaller payload or larger block size)`;
@@ -118,7 +132,9 @@ function runProbe(s: MirrorState, leg: MirrorLeg): void {
   const area = new Uint8Array(SUPERBLOCK_AREA);
   port.read(0, area, (errno) => {
     leg.probing = false;
-    if (s.closed || !leg.tracked) return;
+    if (s.closed || !leg.tracked || leg.state === "suspended") return;
+    // Suspended and resumed while this read ran: the port was replaced, probe the new one.
+    if (leg.port !== port) return scheduleProbe(s, leg);
     if (errno !== 0) {
       leg.lastError = `probe failed: ${errnoMessage(errno)}`;
       return scheduleProbe(s, leg);

@@ -7,6 +7,8 @@
  *   syncing   reachable, being resynced: gets every write, serves no reads
  *   degraded  failed its resend budget (or a probe): gets nothing; its missed regions are recorded
  *   absent    could not be opened at all (a remote leg that never answered); probed like degraded
+ *   suspended taken out by the operator (`dstd leg suspend`): gets nothing, its missed regions
+ *             are recorded, not probed; held out across restarts until `dstd leg resume`
  *   foreign   holds another mirror's metadata (or another slot's): never touched
  *   diverged  written by someone else after it left (split brain): never touched
  *   damaged   metadata present but unreadable (checksum): never touched
@@ -17,7 +19,7 @@ import type { Timer } from "../clock.ts";
 import type { ResyncSnapshot } from "../describe.ts";
 import { RegionBitmap } from "./bitmap.ts";
 
-export type LegState = "in-sync" | "syncing" | "degraded" | "absent" | "foreign" | "diverged" | "damaged" | "too-small";
+export type LegState = "in-sync" | "syncing" | "degraded" | "absent" | "suspended" | "foreign" | "diverged" | "damaged" | "too-small";
 
 /** States whose leg is left alone for good (an operator must act: docs/tree.md). */
 export const REFUSED_STATES: ReadonlySet<LegState> = new Set(["foreign", "diverged", "damaged", "too-small"]);
@@ -108,6 +110,6 @@ export class MirrorLeg {
 
   /** Missing regions are recorded for it (it will be resynced when it returns). */
   get tracked(): boolean {
-    return this.state === "degraded" || this.state === "absent";
+    return this.state === "degraded" || this.state === "absent" || this.state === "suspended";
   }
 }

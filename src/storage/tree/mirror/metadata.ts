@@ -65,7 +65,11 @@ export function slotTable(s: MirrorState): Slot[] {
     else if (leg.joinPhase === 2 && leg.state === "syncing") slots.push({ state: SlotState.IN_SYNC, low: s.generation, high: 0 });
     else if (leg.state === "diverged") slots.push({ state: SlotState.FULL, low: 0, high: 0 });
     else if (leg.state === "foreign" || leg.state === "damaged" || leg.state === "too-small") slots.push({ state: SlotState.FULL, low: 0, high: Number.MAX_SAFE_INTEGER });
-    else slots.push({ state: leg.full ? SlotState.FULL : SlotState.BITMAP, low: leg.low, high: leg.highBound });
+    else {
+      const slot: Slot = { state: leg.full ? SlotState.FULL : SlotState.BITMAP, low: leg.low, high: leg.highBound };
+      if (leg.state === "suspended") slot.held = true;
+      slots.push(slot);
+    }
   }
   return slots;
 }

@@ -16,6 +16,7 @@
  * - mirror/metadata.ts, mirror/meta-writer.ts — superblocks and bitmap pages on the legs;
  * - mirror/assemble.ts, mirror/startup.ts — deciding and carrying out an open;
  * - mirror/grow.ts — growing it online (`dstd resize`);
+ * - mirror/suspend.ts — a leg the operator takes out for maintenance and brings back;
  * - mirror/state.ts — what they share; mirror/status.ts — what `dstd status` shows.
  *
  * Bounded: the lock table and the wait queue hold at most `maxQueued` requests (beyond:
@@ -42,6 +43,7 @@ import { startResync } from "./resync-driver.ts";
 import { MirrorState, type MirrorOptions } from "./state.ts";
 import { startMirror } from "./startup.ts";
 import { mirrorSnapshot } from "./status.ts";
+import { resumeLeg, resumeProblem, suspendLeg, suspendProblem } from "./suspend.ts";
 import { drainLockWait, mutate, releaseBarrier } from "./writes.ts";
 import type { ReadPolicy } from "../../../config/tree-spec.ts";
 export type { ReadPolicy };
@@ -217,6 +219,23 @@ export class MirrorPort implements StoragePort, Describable {
   /** `leg` failed a request after its own budget: true when the mirror absorbed it (docs/tree.md). */
   legFailed(leg: MirrorLeg, errno: number, cause: FailureCause): boolean {
     return legFailed(this.state, leg, errno, cause);
+  }
+
+  // ---- operator: a leg out for maintenance (mirror/suspend.ts) ------------------------------
+
+  /** Why leg `index` cannot be suspended (or resumed) now, or null. */
+  legProblem(index: number, action: "suspend" | "resume"): string | null {
+    const leg = this.state.legs[index];
+    if (leg === undefined) return `the mirror has no leg ${index}`;
+    return action === "suspend" ? suspendProblem(this.state, leg) : resumeProblem(this.state, leg);
+  }
+
+  /** Take leg `index` out (held out across restarts) or bring it back; EBUSY when legProblem says why not. */
+  setLegHeld(index: number, action: "suspend" | "resume", done: Done): void {
+    const leg = this.state.legs[index];
+    if (leg === undefined) return done(Errno.EINVAL);
+    if (action === "suspend") suspendLeg(this.state, leg, done);
+    else resumeLeg(this.state, leg, done);
   }
 
   // ---- shutdown ------------------------------------------------------------------------------

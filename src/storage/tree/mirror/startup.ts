@@ -15,6 +15,7 @@ import { ACTIVE_SLOT, MAX_MIRROR_LEGS, SUPERBLOCK_BYTES, bitmapOffset, hexId } f
 import { type MirrorLeg, REFUSED_STATES } from "./leg.ts";
 import { SB_KEY, addActiveRegions, slotBytes, superblockFor } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
+import { closeLeg } from "./suspend.ts";
 
 /** Load bitmaps, write the metadata the plan needs, then start resyncs and probes. */
 export async function startMirror(s: MirrorState, plan: Plan): Promise<void> {
@@ -54,6 +55,8 @@ export async function startMirror(s: MirrorState, plan: Plan): Promise<void> {
     if (REFUSED_STATES.has(leg.state)) s.log.warn(`mirror leg ${leg.label} is ${leg.state}: ${leg.lastError ?? ""}; it is left untouched (docs/tree.md "Leg states")`);
     if (leg.state === "syncing") s.hooks.startResync(leg);
     if (leg.tracked) s.hooks.scheduleProbe(leg);
+    // Held out by the operator across this restart: its node sees no client until resumed.
+    if (leg.state === "suspended") closeLeg(leg);
   }
 }
 

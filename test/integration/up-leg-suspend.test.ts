@@ -1,0 +1,178 @@
+/**
+ * `dstd leg suspend|resume` on real processes (docs/tree.md "Suspending a leg for
+ * maintenance"): a `dstd up` node serves a mirror over two `dstd export` legs. Leg b is
+ * suspended, then its export is killed (the maintenance); the client's writes go on without
+ * waiting for b's budget and without a degrade; the restarted b is not probed or written,
+ * nor after a restart of the mirror node (the hold is on the legs' metadata); `dstd leg
+ * resume` reopens it and resyncs only what it missed, after which both legs hold the same
+ * data. Refusals (the only in-sync leg, an unknown leg) name their reason. Compiled binary,
+ * real sockets and files.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DstClient } from "../../src/client/dst-client.ts";
+import { ensureBinary, runDstd } from "../helpers/binary.ts";
+import { startNode, type NodeProcess } from "../helpers/node-process.ts";
+import { until } from "../helpers/wait.ts";
+
+const MiB = 1024 * 1024;
+const LEG = 64 * MiB;
+const META = MiB; // the mirror's metadata area at the start of each leg (docs/tree.md "On-leg metadata")
+const dir = mkdtempSync(join(tmpdir(), "dstd-leg-hold-"));
+const stateDir = join(dir, "state");
+const configPath = join(dir, "dstd.toml");
+const images = { a: join(dir, "a.img"), b: join(dir, "b.img") };
+const legs = new Set<Subprocess>();
+let node: NodeProcess;
+
+function freePort(): number {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
+
+const ports = { a: 0, b: 0, mirror: 0 };
+
+/** A `dstd export` leg on a fixed port; resolves once it listens. */
+async function startLeg(which: "a" | "b"): Promise<Subprocess> {
+  const proc = Bun.spawn([ensureBinary(), "export", "--file", images[which], "--size", String(LEG), "--listen", `127.0.0.1:${ports[which]}`, "--allow", "127.0.0.1/32:rw"], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  legs.add(proc);
+  let text = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) text += new TextDecoder().decode(chunk);
+  })();
+  await until(() => text.includes("listening for DST") || proc.exitCode !== null, `leg ${which} to listen`, 30_000);
+  if (proc.exitCode !== null) throw new Error(`leg ${which} did not start:\n${text}`);
+  return proc;
+}
+
+function readAt(path: string, offset: number, length: number): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const out = new Uint8Array(length);
+    readSync(fd, out, 0, length, offset);
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function legStates(): Promise<Array<{ label: string; state: string; dirtyBytes: number; degradations: number }>> {
+  const status = JSON.parse((await runDstd(["status", "--json", "--state-dir", stateDir])).stdout);
+  return status.services.find((s: { name: string }) => s.name === "export:m").export.exports[0].tree.legs;
+}
+
+function openClient(): Promise<DstClient> {
+  return DstClient.open({ address: { transport: "tcp", host: "127.0.0.1", port: ports.mirror }, exportName: "m", log: { info() {}, warn() {} }, keepaliveTimeoutMs: 30_000 });
+}
+
+const pattern = (length: number, seed: number) => new Uint8Array(length).map((_, i) => (i * 31 + seed) & 0xff);
+
+beforeAll(async () => {
+  ensureBinary();
+  ports.a = freePort();
+  ports.b = freePort();
+  ports.mirror = freePort();
+  await Promise.all([startLeg("a"), startLeg("b")]);
+  // Budget 20 s: a suspended leg that was still written would stall the writes that long.
+  writeFileSync(
+    configPath,
+    `state_dir = "${stateDir}"
+log_level = "info"
+
+[[export]]
+name = "m"
+listen = "127.0.0.1:${ports.mirror}"
+allow = ["127.0.0.1/32:rw"]
+[export.tree]
+assume_clean = true
+mirror = [
+  { url = "dst://127.0.0.1:${ports.a}/disk", name = "a", deadline = "20s" },
+  { url = "dst://127.0.0.1:${ports.b}/disk", name = "b", deadline = "20s" },
+]
+`,
+  );
+  node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
+  await node.waitForLog("ready:", "the node to be ready", 30_000);
+}, 60_000);
+
+afterAll(async () => {
+  await node?.stop("SIGKILL");
+  for (const leg of legs) if (leg.exitCode === null) leg.kill("SIGKILL");
+  await Promise.all([...legs].map((l) => l.exited));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("a suspended leg is left alone through its node's restart and the mirror's; resume resyncs only what it missed", async () => {
+  let client = await openClient();
+  await client.write(0, pattern(MiB, 1));
+  await client.flush();
+
+  const unknown = await runDstd(["leg", "suspend", "m", "c", "--state-dir", stateDir]);
+  expect(unknown.exitCode).not.toBe(0);
+  expect(unknown.stderr).toContain("no mirror leg 'c'; the mirror legs are 0 (a), 1 (b)");
+  const suspended = await runDstd(["leg", "suspend", "m", "b", "--state-dir", stateDir]);
+  expect(suspended.stderr).toBe("");
+  expect(suspended.exitCode).toBe(0);
+  expect(suspended.stdout).toContain("export 'm': leg b suspended (was in-sync)");
+  const only = await runDstd(["leg", "suspend", "m", "a", "--state-dir", stateDir]);
+  expect(only.exitCode).not.toBe(0);
+  expect(only.stderr).toContain("leg a is the only in-sync leg");
+  expect((await legStates()).map((l) => l.state)).toEqual(["in-sync", "suspended"]);
+
+  // The maintenance: leg b's export goes away while the mirror's client writes.
+  const [, b] = [...legs];
+  b!.kill("SIGKILL");
+  await b!.exited;
+  legs.delete(b!);
+  const writes = [
+    [8 * MiB, pattern(2 * MiB, 2)],
+    [40 * MiB, pattern(4096, 3)],
+  ] as const;
+  for (const [at, data] of writes) await client.write(at, data);
+  await client.flush();
+  await startLeg("b");
+  // Restart the mirror node too: the hold is in the legs' metadata, not in its memory.
+  await client.close();
+  expect(await node.stop("SIGTERM")).toBe(0);
+  node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
+  await node.waitForLog("ready:", "the node to be ready again", 30_000);
+  client = await openClient();
+  await client.write(20 * MiB, pattern(MiB, 4));
+  await client.flush();
+  const held = await legStates();
+  expect(held.map((l) => [l.label, l.state, l.degradations])).toEqual([["a", "in-sync", 0], ["b", "suspended", 0]]);
+  const table = (await runDstd(["status", "--state-dir", stateDir])).stdout;
+  expect(table).toMatch(/EXPORT +MIRROR LEG +STATE +GENERATION +MISSING +NOTE/);
+  expect(table).toMatch(/m +b +suspended +\d+ +[\d.]+ [KM]iB +suspended by the operator/);
+  // Its image never saw what was written after the suspend.
+  for (const [at, length] of [[8 * MiB, 2 * MiB], [40 * MiB, 4096], [20 * MiB, MiB]]) expect(readAt(images.b, META + at!, length!).every((x) => x === 0)).toBe(true);
+
+  const resumed = await runDstd(["leg", "resume", "m", "1", "--state-dir", stateDir]);
+  expect(resumed.exitCode).toBe(0);
+  expect(resumed.stdout).toContain("export 'm': leg b resumed");
+  await node.waitForLog(/leg b in sync at generation \d+; resync moved \d+ bytes/, "leg b back in sync", 30_000);
+  expect((await legStates()).map((l) => [l.state, l.dirtyBytes])).toEqual([["in-sync", 0], ["in-sync", 0]]);
+  const moved = /leg b in sync at generation \d+; resync moved (\d+) bytes/.exec(node.stderr());
+  expect(moved).not.toBeNull();
+  // About what it missed (2 MiB + 4 KiB + 1 MiB, in 64 KiB regions), not the 63 MiB disk.
+  const bytes = Number(moved![1]);
+  console.log(`resume: resync moved ${bytes} bytes (${(bytes / MiB).toFixed(2)} MiB) of a ${LEG / MiB - 1} MiB mirror`);
+  expect(bytes).toBeGreaterThanOrEqual(3 * MiB);
+  expect(bytes).toBeLessThan(8 * MiB);
+  await client.flush();
+  for (const [at, length] of [[0, MiB], [8 * MiB, 2 * MiB], [20 * MiB, MiB], [40 * MiB, 4096]]) {
+    expect(Buffer.compare(readAt(images.b, META + at!, length!), readAt(images.a, META + at!, length!))).toBe(0);
+  }
+  expect(Buffer.compare(readAt(images.b, META + 8 * MiB, 2 * MiB), pattern(2 * MiB, 2))).toBe(0);
+  expect(node.stderr()).not.toContain("degraded");
+  await client.close();
+}, 120_000);
