@@ -12,7 +12,7 @@ import { openBackend, openPort } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
 import { openTree } from "../storage/tree/open.ts";
-import type { ExportConfig, KeyConfig } from "../config/types.ts";
+import type { ExportConfig, KeyConfig, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
@@ -34,6 +34,20 @@ import { Errno, errnoMessage } from "../lib/errno.ts";
 
 /** What `dstd leg` does to a mirror leg. */
 export type LegAction = "suspend" | "resume";
+
+/** The control method `leg`'s params (docs/status.md), or the error naming what is wrong. */
+export function legParams(params: Record<string, unknown>): { name: string; leg: string; action: LegAction } {
+  const { name, leg, action } = params;
+  if (typeof name !== "string" || typeof leg !== "string" || (action !== "suspend" && action !== "resume")) {
+    throw new DstdError("E_REQUEST", 'leg needs { name: string, leg: string, action: "suspend" | "resume" }');
+  }
+  return { name, leg, action };
+}
+
+/** Does this tree hold a mirror (something `dstd leg` can act on)? */
+export function treeHasMirror(node: TreeNodeSpec): boolean {
+  return "legs" in node && (node.kind === "mirror" || node.legs.some((leg) => treeHasMirror(leg.node)));
+}
 
 
 export interface ExportNode {

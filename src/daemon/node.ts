@@ -12,6 +12,8 @@
  * stop the units that changed or went away, start the new ones, READY=1 (reload-plan.ts).
  * Stop: STOPPING=1, stop every unit (attachments flush), close the sockets.
  */
+import { legParams } from "./export-node.ts";
+import { mirrorViews } from "../status/tree-metrics.ts";
 import { formatListenAddress, type ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import type { LogLevel, NodeLog } from "../lib/log.ts";
@@ -113,6 +115,7 @@ export class Node {
     this.stateDir = options.stateDir ?? loaded.config.stateDir;
     this.metrics = nodeMetrics({
       replicas: () => [...this.replicaHandles().values()].map((h) => h.status()),
+      mirrors: () => mirrorViews([...this.services.values()].map((s) => s.status())),
       services: () => [...this.services.values()],
       version: VERSION,
       startedAtMs: this.startedAt,
@@ -426,10 +429,7 @@ export class Node {
 
   /** `dstd leg suspend|resume NAME LEG`: find the export's group and hold its mirror leg out, or bring it back. */
   private async holdLeg(params: Record<string, unknown>): Promise<unknown> {
-    const { name, leg, action } = params;
-    if (typeof name !== "string" || typeof leg !== "string" || (action !== "suspend" && action !== "resume")) {
-      throw new DstdError("E_REQUEST", "leg needs { name: string, leg: string, action: \"suspend\" | \"resume\" }");
-    }
+    const { name, leg, action } = legParams(params);
     const unit = this.loaded.plan.exportGroups.find((u) => u.config.some((e) => e.name === name));
     if (unit === undefined) throw new DstdError("E_USAGE", `no export named '${name}' in this node's config`);
     const running = this.services.get(unit.name)?.current ?? null;

@@ -15,6 +15,9 @@ import { LATENCY_BUCKETS, Registry } from "./metrics.ts";
 import type { RequestObserver } from "../export/server.ts";
 import { errnoName } from "../lib/errno.ts";
 import { NODE_EVENT_TYPES, type EventBus, type NodeEventType } from "./events.ts";
+import type { MirrorLegView, MirrorView } from "./tree-metrics.ts";
+import { LEG_STATES } from "../storage/tree/mirror/leg.ts";
+import { MAX_MIRROR_LEGS } from "../config/tree-spec.ts";
 
 export interface ServiceView {
   readonly name: string;
@@ -36,6 +39,8 @@ export interface NodeMetricsSource {
   eventSubscribers(): number;
   /** The replicated exports' status (daemon/replica-status.ts), absent: none. */
   replicas?(): readonly ReplicaMetricView[];
+  /** Every mirror and mirror leg in the exports' trees (status/tree-metrics.ts), absent: none. */
+  mirrors?(): { mirrors: readonly MirrorView[]; legs: readonly MirrorLegView[] };
 }
 
 /** What the dstd_replica_* families read of one replicated export. */
@@ -215,6 +220,30 @@ export function nodeMetrics(source: NodeMetricsSource): NodeMetrics {
   }
   registry.collected("gauge", { name: "dstd_replica_last_contact_seconds", help: "Seconds since the last answer from (secondary) or FETCH by (primary) the peer; absent: never.", labels: ["export"], maxSeries: MAX_SERVICES }, (emit) => {
     for (const r of replicas()) if (r.last_contact_seconds !== null) emit({ export: r.name }, r.last_contact_seconds);
+  });
+
+  // Storage trees: a mirror leg out of sync is what an operator alerts on (docs/tree.md "Leg states").
+  const trees = () => source.mirrors?.() ?? { mirrors: [], legs: [] };
+  const MAX_LEGS = MAX_SERVICES * MAX_MIRROR_LEGS;
+  const legLabels = ["export", "mirror", "leg"];
+  registry.collected("gauge", { name: "dstd_mirror_generation", help: "A mirror's generation: goes up whenever a leg leaves the in-sync set.", labels: ["export", "mirror"], maxSeries: MAX_SERVICES }, (emit) => {
+    for (const m of trees().mirrors) emit({ export: m.export, mirror: m.mirror }, m.generation);
+  });
+  registry.collected(
+    "gauge",
+    { name: "dstd_mirror_leg_state", help: "1 for the state each mirror leg is in, 0 for the others.", labels: [...legLabels, "state"], values: { state: LEG_STATES }, maxSeries: MAX_LEGS * LEG_STATES.length },
+    (emit) => {
+      for (const l of trees().legs) for (const state of LEG_STATES) emit({ export: l.export, mirror: l.mirror, leg: l.leg, state }, l.state === state ? 1 : 0);
+    },
+  );
+  registry.collected("gauge", { name: "dstd_mirror_leg_missing_bytes", help: "Bytes of regions a mirror leg may be missing (resynced when it is back); 0 in sync.", labels: legLabels, maxSeries: MAX_LEGS }, (emit) => {
+    for (const l of trees().legs) emit({ export: l.export, mirror: l.mirror, leg: l.leg }, l.missingBytes);
+  });
+  registry.collected("gauge", { name: "dstd_mirror_leg_resync_remaining_bytes", help: "Bytes the running resync of a mirror leg still has to copy; absent: no resync.", labels: legLabels, maxSeries: MAX_LEGS }, (emit) => {
+    for (const l of trees().legs) if (l.resyncRemainingBytes !== null) emit({ export: l.export, mirror: l.mirror, leg: l.leg }, l.resyncRemainingBytes);
+  });
+  registry.collected("counter", { name: "dstd_mirror_leg_degradations_total", help: "Times a mirror leg failed its budget and was degraded, since the export started.", labels: legLabels, maxSeries: MAX_LEGS }, (emit) => {
+    for (const l of trees().legs) emit({ export: l.export, mirror: l.mirror, leg: l.leg }, l.degradations);
   });
 
   const requests = registry.counter({ name: "dstd_control_requests_total", help: "Control socket requests, by method.", labels: ["method"], values: { method: [...METHODS, "invalid"] } });

@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { DstClient } from "../../src/client/dst-client.ts";
 import { ensureBinary, runDstd } from "../helpers/binary.ts";
 import { startNode, type NodeProcess } from "../helpers/node-process.ts";
+import { haveTools } from "../helpers/tools.ts";
 import { until } from "../helpers/wait.ts";
 
 const MiB = 1024 * 1024;
@@ -35,7 +36,17 @@ function freePort(): number {
   return port;
 }
 
-const ports = { a: 0, b: 0, mirror: 0 };
+const ports = { a: 0, b: 0, mirror: 0, metrics: 0 };
+
+/** The node's Prometheus scrape, checked by promtool where it is installed (Debian package prometheus). */
+async function scrape(): Promise<string> {
+  const text = await (await fetch(`http://127.0.0.1:${ports.metrics}/metrics`)).text();
+  if (haveTools({ promtool: "prometheus" })) {
+    const check = Bun.spawnSync(["promtool", "check", "metrics"], { stdin: new TextEncoder().encode(text) });
+    expect(check.stdout.toString() + check.stderr.toString()).toBe("");
+  }
+  return text;
+}
 
 /** A `dstd export` leg on a fixed port; resolves once it listens. */
 async function startLeg(which: "a" | "b"): Promise<Subprocess> {
@@ -81,12 +92,14 @@ beforeAll(async () => {
   ports.a = freePort();
   ports.b = freePort();
   ports.mirror = freePort();
+  ports.metrics = freePort();
   await Promise.all([startLeg("a"), startLeg("b")]);
   // Budget 20 s: a suspended leg that was still written would stall the writes that long.
   writeFileSync(
     configPath,
     `state_dir = "${stateDir}"
 log_level = "info"
+metrics_listen = "127.0.0.1:${ports.metrics}"
 
 [[export]]
 name = "m"
@@ -153,6 +166,12 @@ test("a suspended leg is left alone through its node's restart and the mirror's;
   const table = (await runDstd(["status", "--state-dir", stateDir])).stdout;
   expect(table).toMatch(/EXPORT +MIRROR LEG +STATE +GENERATION +MISSING +NOTE/);
   expect(table).toMatch(/m +b +suspended +\d+ +[\d.]+ [KM]iB +suspended by the operator/);
+  const metrics = await scrape();
+  expect(metrics).toContain('dstd_mirror_leg_state{export="m",mirror="root",leg="b",state="suspended"} 1');
+  expect(metrics).toContain('dstd_mirror_leg_state{export="m",mirror="root",leg="b",state="in-sync"} 0');
+  expect(metrics).toContain('dstd_mirror_leg_missing_bytes{export="m",mirror="root",leg="a"} 0');
+  expect(Number(/^dstd_mirror_leg_missing_bytes\{export="m",mirror="root",leg="b"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(3 * MiB);
+  expect(metrics).toMatch(/^dstd_mirror_generation\{export="m",mirror="root"\} \d+$/m);
   // Its image never saw what was written after the suspend.
   for (const [at, length] of [[8 * MiB, 2 * MiB], [40 * MiB, 4096], [20 * MiB, MiB]]) expect(readAt(images.b, META + at!, length!).every((x) => x === 0)).toBe(true);
 
@@ -161,6 +180,10 @@ test("a suspended leg is left alone through its node's restart and the mirror's;
   expect(resumed.stdout).toContain("export 'm': leg b resumed");
   await node.waitForLog(/leg b in sync at generation \d+; resync moved \d+ bytes/, "leg b back in sync", 30_000);
   expect((await legStates()).map((l) => [l.state, l.dirtyBytes])).toEqual([["in-sync", 0], ["in-sync", 0]]);
+  const after = await scrape();
+  expect(after).toContain('dstd_mirror_leg_state{export="m",mirror="root",leg="b",state="in-sync"} 1');
+  expect(after).toContain('dstd_mirror_leg_missing_bytes{export="m",mirror="root",leg="b"} 0');
+  expect(after).toContain('dstd_mirror_leg_degradations_total{export="m",mirror="root",leg="b"} 0');
   const moved = /leg b in sync at generation \d+; resync moved (\d+) bytes/.exec(node.stderr());
   expect(moved).not.toBeNull();
   // About what it missed (2 MiB + 4 KiB + 1 MiB, in 64 KiB regions), not the 63 MiB disk.
@@ -176,3 +199,31 @@ test("a suspended leg is left alone through its node's restart and the mirror's;
   expect(node.stderr()).not.toContain("degraded");
   await client.close();
 }, 120_000);
+
+test("a mirror run with flags (dstd export --mirror … --state-dir) answers dstd leg on its control socket", async () => {
+  const flagState = join(dir, "flag-state");
+  const [x, y] = [join(dir, "x.img"), join(dir, "y.img")];
+  const proc = Bun.spawn(
+    [ensureBinary(), "export", "--mirror", x, "--mirror", y, "--size", String(16 * MiB), "--assume-clean", "--listen", "127.0.0.1:0", "--allow", "127.0.0.1/32:rw", "--state-dir", flagState, "--log-level", "info"],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+  );
+  legs.add(proc);
+  let text = "";
+  void (async () => {
+    for await (const chunk of proc.stderr) text += new TextDecoder().decode(chunk);
+  })();
+  await until(() => text.includes("listening for DST") || proc.exitCode !== null, "the flag-run mirror to listen", 30_000);
+  const suspended = await runDstd(["leg", "suspend", "disk", "1", "--state-dir", flagState]);
+  expect(suspended.stderr).toBe("");
+  expect(suspended.stdout).toContain(`export 'disk': leg ${y} suspended (was in-sync)`);
+  const refused = await runDstd(["leg", "suspend", "disk", "0", "--state-dir", flagState]);
+  expect(refused.exitCode).not.toBe(0);
+  expect(refused.stderr).toContain("is the only in-sync leg");
+  const resumed = await runDstd(["leg", "resume", "disk", y, "--state-dir", flagState]);
+  expect(resumed.exitCode).toBe(0);
+  await until(() => /mirror leg \S+y\.img in sync at generation/.test(text), "leg y back in sync", 30_000);
+  const status = await runDstd(["status", "--state-dir", flagState]);
+  expect(status.stderr).toContain("dstd status needs a dstd up node; this dstd export answers only dstd replica and dstd leg");
+  proc.kill("SIGTERM");
+  expect(await proc.exited).toBe(0);
+}, 60_000);

@@ -19,7 +19,8 @@ import type { Timer } from "../clock.ts";
 import type { ResyncSnapshot } from "../describe.ts";
 import { RegionBitmap } from "./bitmap.ts";
 
-export type LegState = "in-sync" | "syncing" | "degraded" | "absent" | "suspended" | "foreign" | "diverged" | "damaged" | "too-small";
+export const LEG_STATES = ["in-sync", "syncing", "degraded", "absent", "suspended", "foreign", "diverged", "damaged", "too-small"] as const;
+export type LegState = (typeof LEG_STATES)[number];
 
 /** States whose leg is left alone for good (an operator must act: docs/tree.md). */
 export const REFUSED_STATES: ReadonlySet<LegState> = new Set(["foreign", "diverged", "damaged", "too-small"]);
