@@ -2,7 +2,7 @@
  * @module test/helpers/files — test and benchmark data files, and scratch folders that
  * tests remove again (a test run leaves nothing in the temporary directory).
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomFillSync } from "node:crypto";
@@ -19,6 +19,18 @@ export function writeRandomFile(path: string, size: number): void {
       randomFillSync(buffer, 0, n);
       writeSync(fd, buffer, 0, n, at);
     }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `length` bytes of the file at `path` from `offset` (zeros past its end). */
+export function readFileAt(path: string, offset: number, length: number): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const out = new Uint8Array(length);
+    readSync(fd, out, 0, length, offset);
+    return out;
   } finally {
     closeSync(fd);
   }

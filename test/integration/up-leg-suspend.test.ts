@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DstClient } from "../../src/client/dst-client.ts";
@@ -18,6 +18,8 @@ import { ensureBinary, runDstd } from "../helpers/binary.ts";
 import { startNode, type NodeProcess } from "../helpers/node-process.ts";
 import { haveTools } from "../helpers/tools.ts";
 import { until } from "../helpers/wait.ts";
+import { readFileAt } from "../helpers/files.ts";
+import { freeLoopbackPort } from "../helpers/ports.ts";
 
 const MiB = 1024 * 1024;
 const LEG = 64 * MiB;
@@ -29,12 +31,6 @@ const images = { a: join(dir, "a.img"), b: join(dir, "b.img") };
 const legs = new Set<Subprocess>();
 let node: NodeProcess;
 
-function freePort(): number {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
 
 const ports = { a: 0, b: 0, mirror: 0, metrics: 0 };
 
@@ -65,16 +61,6 @@ async function startLeg(which: "a" | "b"): Promise<Subprocess> {
   return proc;
 }
 
-function readAt(path: string, offset: number, length: number): Uint8Array {
-  const fd = openSync(path, "r");
-  try {
-    const out = new Uint8Array(length);
-    readSync(fd, out, 0, length, offset);
-    return out;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 async function legStates(): Promise<Array<{ label: string; state: string; dirtyBytes: number; degradations: number }>> {
   const status = JSON.parse((await runDstd(["status", "--json", "--state-dir", stateDir])).stdout);
@@ -89,10 +75,10 @@ const pattern = (length: number, seed: number) => new Uint8Array(length).map((_,
 
 beforeAll(async () => {
   ensureBinary();
-  ports.a = freePort();
-  ports.b = freePort();
-  ports.mirror = freePort();
-  ports.metrics = freePort();
+  ports.a = freeLoopbackPort();
+  ports.b = freeLoopbackPort();
+  ports.mirror = freeLoopbackPort();
+  ports.metrics = freeLoopbackPort();
   await Promise.all([startLeg("a"), startLeg("b")]);
   // Budget 20 s: a suspended leg that was still written would stall the writes that long.
   writeFileSync(
@@ -173,7 +159,7 @@ test("a suspended leg is left alone through its node's restart and the mirror's;
   expect(Number(/^dstd_mirror_leg_missing_bytes\{export="m",mirror="root",leg="b"\} (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(3 * MiB);
   expect(metrics).toMatch(/^dstd_mirror_generation\{export="m",mirror="root"\} \d+$/m);
   // Its image never saw what was written after the suspend.
-  for (const [at, length] of [[8 * MiB, 2 * MiB], [40 * MiB, 4096], [20 * MiB, MiB]]) expect(readAt(images.b, META + at!, length!).every((x) => x === 0)).toBe(true);
+  for (const [at, length] of [[8 * MiB, 2 * MiB], [40 * MiB, 4096], [20 * MiB, MiB]]) expect(readFileAt(images.b, META + at!, length!).every((x) => x === 0)).toBe(true);
 
   const resumed = await runDstd(["leg", "resume", "m", "1", "--state-dir", stateDir]);
   expect(resumed.exitCode).toBe(0);
@@ -193,9 +179,9 @@ test("a suspended leg is left alone through its node's restart and the mirror's;
   expect(bytes).toBeLessThan(8 * MiB);
   await client.flush();
   for (const [at, length] of [[0, MiB], [8 * MiB, 2 * MiB], [20 * MiB, MiB], [40 * MiB, 4096]]) {
-    expect(Buffer.compare(readAt(images.b, META + at!, length!), readAt(images.a, META + at!, length!))).toBe(0);
+    expect(Buffer.compare(readFileAt(images.b, META + at!, length!), readFileAt(images.a, META + at!, length!))).toBe(0);
   }
-  expect(Buffer.compare(readAt(images.b, META + 8 * MiB, 2 * MiB), pattern(2 * MiB, 2))).toBe(0);
+  expect(Buffer.compare(readFileAt(images.b, META + 8 * MiB, 2 * MiB), pattern(2 * MiB, 2))).toBe(0);
   expect(node.stderr()).not.toContain("degraded");
   await client.close();
 }, 120_000);

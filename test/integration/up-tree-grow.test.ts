@@ -10,7 +10,7 @@
  * sockets and files.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, openSync, readSync, closeSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DstClient } from "../../src/client/dst-client.ts";
@@ -18,6 +18,8 @@ import { ensureBinary, runDstd } from "../helpers/binary.ts";
 import { startNode, type NodeProcess } from "../helpers/node-process.ts";
 import { haveTools } from "../helpers/tools.ts";
 import { until } from "../helpers/wait.ts";
+import { readFileAt } from "../helpers/files.ts";
+import { freeLoopbackPort } from "../helpers/ports.ts";
 
 const MiB = 1024 * 1024;
 const dir = mkdtempSync(join(tmpdir(), "dstd-grow-"));
@@ -60,23 +62,7 @@ allow = ["127.0.0.1/32:rw"]
 `;
 }
 
-function freePort(): number {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
 
-function readFileAt(path: string, offset: number, length: number): Uint8Array {
-  const fd = openSync(path, "r");
-  try {
-    const out = new Uint8Array(length);
-    readSync(fd, out, 0, length, offset);
-    return out;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const twoLegs = [
   { path: leg("a"), size: "16MiB" },
@@ -98,10 +84,10 @@ function openClient(port: number, exportName: string): Promise<DstClient> {
 
 beforeAll(async () => {
   ensureBinary();
-  dstPort = freePort();
-  nbdPort = freePort();
-  mirrorPort = freePort();
-  filePort = freePort();
+  dstPort = freeLoopbackPort();
+  nbdPort = freeLoopbackPort();
+  mirrorPort = freeLoopbackPort();
+  filePort = freeLoopbackPort();
   writeFileSync(configPath, config(twoLegs));
   node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
   await node.waitForLog("ready:", "the node to be ready", 30_000);
