@@ -75,6 +75,44 @@ describe("mirror over simulated legs", () => {
     expect(rig.logs.some((l) => /in sync at generation 2; resync moved \d+ bytes/.test(l))).toBe(true);
   });
 
+  test("a syncing leg serves reads of the regions it has resynced, never of those it still misses", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 500), rig.store(LEG, 500)];
+    const m = await rig.mirror([a, b], { assumeClean: true, resyncWindow: 1, resyncChunkBytes: 4096 });
+    for (let at = 0; at < m.size; at += 64 * KiB) await rig.write(m, at, filled(64 * KiB, 1));
+    b.cut(Number.POSITIVE_INFINITY);
+    for (let r = 8; r < 40; r++) await rig.write(m, r * 4096, filled(4096, 2)); // 32 regions b misses
+    expect(m.legs[1]!.state).toBe("degraded");
+    // The resync copies one region at a time on a slow leg: catch it half way.
+    b.up();
+    b.slow(60_000, 20);
+    await rig.until(() => m.legs[1]!.state === "syncing" && m.legs[1]!.needs.count <= 24 && m.legs[1]!.needs.count >= 8, "resync half way");
+    const port = m.legs[1]!.port!;
+    const offsets: number[] = [];
+    const read = port.read.bind(port);
+    port.read = (offset, into, done) => {
+      offsets.push(offset - m.layout.metaBytes);
+      read(offset, into, done);
+    };
+    const copied = 8; // the resync starts at the first region it misses and goes up
+    expect(m.legs[1]!.needs.get(copied)).toBe(false);
+    let onMissing = 0;
+    for (let i = 0; i < 8; i++) {
+      // The last region it misses: the resync, going up, reaches it last.
+      let missing = -1;
+      for (let r = m.legs[1]!.needs.nextSet(0); r >= 0; r = m.legs[1]!.needs.nextSet(r + 1)) missing = r;
+      const before = offsets.length;
+      expect((await rig.read(m, missing * 4096, 4096)).every((x) => x === 2)).toBe(true); // still missing on b
+      expect((await rig.read(m, (missing - 1) * 4096, 8192))[4096]).toBe(2); // spans a missing region
+      onMissing += offsets.length - before;
+      expect((await rig.read(m, 50 * 4096, 4096)).every((x) => x === 1)).toBe(true); // never dirty
+      expect((await rig.read(m, copied * 4096, 4096)).every((x) => x === 2)).toBe(true); // resynced
+    }
+    expect(onMissing).toBe(0);
+    expect(offsets.length).toBeGreaterThan(0); // round-robin sent the other reads to the syncing leg too
+    await rig.until(() => m.legs[1]!.state === "in-sync", "resync done", 1_200_000);
+  });
+
   test("the last in-sync leg is never degraded: its failure goes to the caller", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
