@@ -27,8 +27,8 @@ import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } fro
 import { ConnectionBudget, connectionCapacity } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
-import { prepareGrowth, type PreparedGrowth } from "./export-growth.ts";
-import { linearGrowth } from "./linear-growth.ts";
+import { prepareTreeChanges, type PreparedTreeChanges } from "./export-tree-changes.ts";
+import { treeChanges } from "./tree-changes.ts";
 import { findMirrorLeg } from "../storage/tree/mirror-legs.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 
@@ -66,12 +66,13 @@ export interface ExportNode {
    */
   updatePolicy(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[];
   /**
-   * A reload's change, prepared: legs appended to a linear tree are opened now (a failure
-   * rejects, nothing changed: daemon/export-growth.ts); `commit` appends them, announces the
-   * new sizes and applies the policy (updatePolicy). Only policy and appended linear legs may
-   * differ from the running configuration (daemon/reload-plan.ts decides).
+   * A reload's change, prepared: legs appended to a linear root, and mirror legs replaced or
+   * added at a mirror root, are opened now (a failure rejects, nothing changed:
+   * daemon/export-tree-changes.ts); `commit` applies them, announces new sizes and applies the
+   * policy (updatePolicy). Only policy and those legs may differ from the running
+   * configuration (daemon/tree-changes.ts decides).
    */
-  prepareUpdate(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): Promise<PreparedGrowth>;
+  prepareUpdate(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): Promise<PreparedTreeChanges>;
   /**
    * Grow (or, with allowShrink, shrink) export `name` while clients stay connected; DST clients
    * hear the new size in band. A shrink is refused while data lies past the new end, unless
@@ -226,11 +227,11 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       return changes;
     };
     let running = options.exports;
-    const prepareUpdate = async (configs: readonly ExportConfig[], keys: readonly KeyConfig[]): Promise<PreparedGrowth> => {
-      const growth = linearGrowth(running, configs);
-      if (growth === null) throw new DstdError("E_CONFIG", "this reload changes more than allow lists, keys and appended linear legs: the export group must restart");
-      const targets = [...growth].map(([name, legs]) => ({ name, legs, port: exports.find((e) => e.name === name)!.port }));
-      const prepared = await prepareGrowth(targets, (node) => openTree(node, { log: treeLog(log), lock: true }), (name) => server.announceSize(name));
+    const prepareUpdate = async (configs: readonly ExportConfig[], keys: readonly KeyConfig[]): Promise<PreparedTreeChanges> => {
+      const changes = treeChanges(running, configs);
+      if (changes === null) throw new DstdError("E_CONFIG", "this reload changes more than allow lists, keys, appended linear legs and replaced or added mirror legs: the export group must restart");
+      const targets = [...changes].map(([name, change]) => ({ name, change, port: exports.find((e) => e.name === name)!.port }));
+      const prepared = await prepareTreeChanges(targets, (node, mirrorLeg) => openTree(node, { log: treeLog(log), lock: true, mirrorLeg }), (name) => server.announceSize(name));
       return {
         commit: () => {
           const changes = prepared.commit();

@@ -14,14 +14,15 @@
  * A change of allow lists, suites, checksums or keys only ("policy") is applied to the
  * running export group in place (daemon/export-node.ts updatePolicy): every other client
  * stays connected; sessions that lost their grant are closed or downgraded to read-only.
- * So are legs appended at the end of a storage tree whose root is `linear` (linear-growth.ts:
- * the export grows online, docs/tree.md "Growing a linear export"), with or without a policy
- * change in the same reload.
+ * So are legs appended at the end of a storage tree whose root is `linear` (the export grows
+ * online, docs/tree.md "Growing a linear export") and mirror legs replaced or added at a
+ * mirror root (docs/tree.md "Replacing and adding mirror legs"), with or without a policy
+ * change in the same reload (tree-changes.ts).
  */
 import { formatListenAddress } from "../lib/address.ts";
 import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
 import { canonicalJson } from "../lib/canonical-json.ts";
-import { linearGrowth, structural } from "./linear-growth.ts";
+import { structural, treeChanges } from "./tree-changes.ts";
 import { attachName, exportGroupName, groupExports } from "./services.ts";
 
 export { canonicalJson };
@@ -118,7 +119,7 @@ export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
     const wantedGroup = wantedGroups.get(unit.name);
     if (wantedSignatures.get(unit.name) === unit.signature) diff.keep.push(unit.name);
     else if (wantedStructures.get(unit.name) === unit.structure) diff.update.push(unit.name);
-    else if (runningGroups.has(unit.name) && wantedGroup !== undefined && linearGrowth(unit.config as readonly ExportConfig[], wantedGroup) !== null) diff.update.push(unit.name);
+    else if (runningGroups.has(unit.name) && wantedGroup !== undefined && treeChanges(unit.config as readonly ExportConfig[], wantedGroup) !== null) diff.update.push(unit.name);
     else diff.stop.push(unit.name);
   }
   for (const unit of wantedUnits) {

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseConfigText } from "../../src/config/load.ts";
 import { canonicalJson, conflicts, diffPlans, planNode } from "../../src/daemon/reload-plan.ts";
-import { linearGrowth } from "../../src/daemon/linear-growth.ts";
+import { treeChanges, type TreeChange } from "../../src/daemon/tree-changes.ts";
 import { groupExports } from "../../src/daemon/services.ts";
 
 const config = (text: string) => parseConfigText(text, "test.toml");
@@ -164,14 +164,14 @@ device = "/dev/nbd1"
   });
 });
 
-describe("legs appended to a linear tree (daemon/linear-growth.ts)", () => {
-  const tree = (root: string, legs: string[], extra = "") => `
+/** A tree export "t" with this root (legs as TOML values) in one group with a memory export "m". */
+const treeGroup = (root: string, legs: string[], extra = "") => `
 [[export]]
 name = "t"
 listen = "127.0.0.1:7003"
 allow = ["127.0.0.1/32:rw"]
 [export.tree]
-${root} = [${legs.map((l) => JSON.stringify(l)).join(", ")}]
+${root} = [${legs.join(", ")}]
 ${extra}
 [[export]]
 name = "m"
@@ -179,6 +179,9 @@ memory = "1MiB"
 listen = "127.0.0.1:7003"
 allow = ["127.0.0.1/32:rw"]
 `;
+
+describe("legs appended to a linear tree (daemon/tree-changes.ts)", () => {
+  const tree = (root: string, legs: string[], extra = "") => treeGroup(root, legs.map((l) => JSON.stringify(l)), extra);
   const group = (text: string) => config(text).exports;
 
   test("legs appended at the end of a linear root: the group is updated in place, the new legs named", () => {
@@ -186,14 +189,16 @@ allow = ["127.0.0.1/32:rw"]
     const after = tree("linear", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img", "dst://127.0.0.1:7100/x"]);
     const d = diffPlans(plan(before), plan(after));
     expect(d).toEqual({ keep: [], update: ["export:t+m"], stop: [], start: [], refusals: [] });
-    const growth = linearGrowth(group(before), group(after))!;
+    const growth = treeChanges(group(before), group(after))!;
     expect([...growth.keys()]).toEqual(["t"]);
-    expect(growth.get("t")!.map((leg) => leg.label)).toEqual(["/tmp/l2.img", "dst://127.0.0.1:7100/x"]);
+    const change = growth.get("t") as Extract<TreeChange, { kind: "linear" }>;
+    expect(change.kind).toBe("linear");
+    expect(change.append.map((leg) => leg.label)).toEqual(["/tmp/l2.img", "dst://127.0.0.1:7100/x"]);
     // With an ACL change in the same reload: still in place.
     const both = after.replace('allow = ["127.0.0.1/32:rw"]\n[export.tree]', 'allow = ["127.0.0.1/32:ro"]\n[export.tree]');
     expect(diffPlans(plan(before), plan(both)).update).toEqual(["export:t+m"]);
     // Nothing appended, nothing else changed: an empty growth (policy-only updates use it).
-    expect(linearGrowth(group(before), group(before))).toEqual(new Map());
+    expect(treeChanges(group(before), group(before))).toEqual(new Map());
   });
 
   test("anything else restarts the group (and is refused here: it holds a memory export)", () => {
@@ -203,10 +208,10 @@ allow = ["127.0.0.1/32:rw"]
       tree("linear", ["/tmp/new.img", "/tmp/l0.img", "/tmp/l1.img"]), // inserted in front: every byte moves
       tree("linear", ["/tmp/l0.img", "/tmp/other.img", "/tmp/l2.img"]), // a leg replaced
       tree("stripe", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]), // a stripe's layout depends on its leg count
-      tree("mirror", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]),
+      tree("mirror", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]), // another kind of root
       tree("linear", ["/tmp/l0.img", "/tmp/l1.img", "/tmp/l2.img"]).replace('name = "t"\n', 'name = "t"\nread_only = true\n'), // appended, and more
     ]) {
-      expect(linearGrowth(group(before), group(after))).toBeNull();
+      expect(treeChanges(group(before), group(after))).toBeNull();
       const d = diffPlans(plan(before), plan(after));
       expect(d.update).toEqual([]);
       expect(d.stop).toEqual(["export:t+m"]);
@@ -223,7 +228,39 @@ allow = ["127.0.0.1/32:rw"]
 [export.tree]
 mirror = [{ linear = [${legs.map((l) => JSON.stringify(l)).join(", ")}] }, "/tmp/b.img"]
 `;
-    expect(linearGrowth(group(nested(["/tmp/a0.img"])), group(nested(["/tmp/a0.img", "/tmp/a1.img"])))).toBeNull();
+    expect(treeChanges(group(nested(["/tmp/a0.img"])), group(nested(["/tmp/a0.img", "/tmp/a1.img"])))).toBeNull();
     expect(diffPlans(plan(nested(["/tmp/a0.img"])), plan(nested(["/tmp/a0.img", "/tmp/a1.img"]))).stop).toEqual(["export:t"]);
   });
 });
+
+describe("mirror legs replaced or added at a mirror root (daemon/tree-changes.ts)", () => {
+  const mirror = (legs: string[], extra = "") => treeGroup("mirror", legs, extra);
+  const group = (text: string) => config(text).exports;
+  const changed = (before: string, after: string) => {
+    const change = treeChanges(group(before), group(after))?.get("t");
+    return change?.kind === "mirror" ? change.legs.map(({ index, leg }) => `${index}:${leg.label}`) : change;
+  };
+  const before = mirror(['"/tmp/a.img"', '"/tmp/b.img"']);
+
+  test("a leaf leg replaced by another leaf, and legs added at the end: the group is updated in place", () => {
+    expect(changed(before, mirror(['"/tmp/a.img"', '"/tmp/c.img"']))).toEqual(["1:/tmp/c.img"]);
+    expect(changed(before, mirror(['"/tmp/a.img"', '"/tmp/b.img"', '"dst://127.0.0.1:7100/x"']))).toEqual(["2:dst://127.0.0.1:7100/x"]);
+    expect(changed(before, mirror(['"/tmp/a.img"', '"/tmp/c.img"', '{ stripe = ["/tmp/d.img", "/tmp/e.img"] }']))).toEqual(["1:/tmp/c.img", "2:stripe(/tmp/d.img, /tmp/e.img)"]);
+    expect(diffPlans(plan(before), plan(mirror(['"/tmp/a.img"', '"/tmp/c.img"'])))).toEqual({ keep: [], update: ["export:t+m"], stop: [], start: [], refusals: [] });
+    expect(treeChanges(group(before), group(before))).toEqual(new Map());
+  });
+
+  test("anything else restarts the group (refused here: it holds a memory export)", () => {
+    for (const after of [
+      mirror(['"/tmp/a.img"']), // a leg removed
+      mirror(['"/tmp/a.img"', '{ file = "/tmp/b.img", write_mostly = true }']), // the same disk, another setting
+      mirror(['"/tmp/a.img"', '{ file = "/tmp/b.img", name = "bee" }']), // the same disk, another label
+      mirror(['"/tmp/a.img"', '{ linear = ["/tmp/b.img", "/tmp/c.img"] }']), // a subtree that shares a disk with the leg it replaces
+      mirror(['"/tmp/a.img"', '"/tmp/b.img"'], 'read_policy = "least-latency"'), // the mirror's own settings
+    ]) {
+      expect(treeChanges(group(before), group(after))).toBeNull();
+      expect(diffPlans(plan(before), plan(after)).stop).toEqual(["export:t+m"]);
+    }
+  });
+});
+

@@ -5,8 +5,11 @@
  * waiting for b's budget and without a degrade; the restarted b is not probed or written,
  * nor after a restart of the mirror node (the hold is on the legs' metadata); `dstd leg
  * resume` reopens it and resyncs only what it missed, after which both legs hold the same
- * data. Refusals (the only in-sync leg, an unknown leg) name their reason. Compiled binary,
- * real sockets and files.
+ * data. Refusals (the only in-sync leg, an unknown leg) name their reason. The same with a
+ * mirror run with flags (`dstd export --mirror … --state-dir`). A reload replaces the suspended
+ * leg and adds a third (docs/tree.md "Replacing and adding mirror legs") while a client writes
+ * and stays connected; one that would replace an in-sync leg is refused. Compiled binary, real
+ * sockets and files.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
@@ -71,19 +74,9 @@ function openClient(): Promise<DstClient> {
   return DstClient.open({ address: { transport: "tcp", host: "127.0.0.1", port: ports.mirror }, exportName: "m", log: { info() {}, warn() {} }, keepaliveTimeoutMs: 30_000 });
 }
 
-const pattern = (length: number, seed: number) => new Uint8Array(length).map((_, i) => (i * 31 + seed) & 0xff);
-
-beforeAll(async () => {
-  ensureBinary();
-  ports.a = freeLoopbackPort();
-  ports.b = freeLoopbackPort();
-  ports.mirror = freeLoopbackPort();
-  ports.metrics = freeLoopbackPort();
-  await Promise.all([startLeg("a"), startLeg("b")]);
-  // Budget 20 s: a suspended leg that was still written would stall the writes that long.
-  writeFileSync(
-    configPath,
-    `state_dir = "${stateDir}"
+/** The node's config with these mirror legs (TOML inline tables). Budget 20 s: a suspended leg that was still written would stall the writes that long. */
+function nodeConfig(mirrorLegs: string[]): string {
+  return `state_dir = "${stateDir}"
 log_level = "info"
 metrics_listen = "127.0.0.1:${ports.metrics}"
 
@@ -94,11 +87,21 @@ allow = ["127.0.0.1/32:rw"]
 [export.tree]
 assume_clean = true
 mirror = [
-  { url = "dst://127.0.0.1:${ports.a}/disk", name = "a", deadline = "20s" },
-  { url = "dst://127.0.0.1:${ports.b}/disk", name = "b", deadline = "20s" },
+  ${mirrorLegs.join(",\n  ")},
 ]
-`,
-  );
+`;
+}
+
+const pattern = (length: number, seed: number) => new Uint8Array(length).map((_, i) => (i * 31 + seed) & 0xff);
+
+beforeAll(async () => {
+  ensureBinary();
+  ports.a = freeLoopbackPort();
+  ports.b = freeLoopbackPort();
+  ports.mirror = freeLoopbackPort();
+  ports.metrics = freeLoopbackPort();
+  await Promise.all([startLeg("a"), startLeg("b")]);
+  writeFileSync(configPath, nodeConfig([`{ url = "dst://127.0.0.1:${ports.a}/disk", name = "a", deadline = "20s" }`, `{ url = "dst://127.0.0.1:${ports.b}/disk", name = "b", deadline = "20s" }`]));
   node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
   await node.waitForLog("ready:", "the node to be ready", 30_000);
 }, 60_000);
@@ -213,3 +216,40 @@ test("a mirror run with flags (dstd export --mirror … --state-dir) answers dst
   proc.kill("SIGTERM");
   expect(await proc.exited).toBe(0);
 }, 60_000);
+
+test("a reload replaces a suspended leg and adds a third; both are resynced whole while the client stays connected; replacing an in-sync leg is refused", async () => {
+  const legA = `{ url = "dst://127.0.0.1:${ports.a}/disk", name = "a", deadline = "20s" }`;
+  const legB = `{ url = "dst://127.0.0.1:${ports.b}/disk", name = "b", deadline = "20s" }`;
+  const [c, d] = [join(dir, "c.img"), join(dir, "d.img")];
+  const legC = `{ file = "${c}", size = "${LEG}", name = "c" }`;
+  const legD = `{ file = "${d}", size = "${LEG}", name = "d" }`;
+  const client = await openClient();
+  await client.write(30 * MiB, pattern(MiB, 5));
+  // b is in sync: replacing it would drop a copy of the data before the new one exists.
+  writeFileSync(configPath, nodeConfig([legA, legC]));
+  const refused = await runDstd(["reload", "--state-dir", stateDir]);
+  expect(refused.exitCode).not.toBe(0);
+  expect(refused.stderr).toContain("leg b is in-sync: suspend it first (dstd leg suspend), then replace it");
+  expect((await legStates()).map((l) => [l.label, l.state])).toEqual([["a", "in-sync"], ["b", "in-sync"]]);
+
+  expect((await runDstd(["leg", "suspend", "m", "b", "--state-dir", stateDir])).exitCode).toBe(0);
+  writeFileSync(configPath, nodeConfig([legA, legC, legD]));
+  const reload = await runDstd(["reload", "--state-dir", stateDir]);
+  expect(reload.stderr).toBe("");
+  expect(reload.exitCode).toBe(0);
+  expect(reload.stdout).toContain("updated export:m in place");
+  expect(reload.stdout).toContain("export 'm': mirror leg 1 b replaced by c; resynced whole while I/O goes on");
+  expect(reload.stdout).toContain("export 'm': mirror leg 2 added: d; resynced whole while I/O goes on");
+  await client.write(31 * MiB, pattern(MiB, 6)); // while they resync
+  await node.waitForLog(/leg c in sync at generation/, "leg c resynced", 60_000);
+  await node.waitForLog(/leg d in sync at generation/, "leg d resynced", 60_000);
+  await client.flush();
+  expect((await legStates()).map((l) => [l.label, l.state])).toEqual([["a", "in-sync"], ["c", "in-sync"], ["d", "in-sync"]]);
+  expect(client.engine.counters.reconnects).toBe(0);
+  for (const image of [c, d]) {
+    expect(Buffer.compare(readFileAt(image, META + 30 * MiB, 2 * MiB), readFileAt(images.a, META + 30 * MiB, 2 * MiB))).toBe(0);
+    expect(Buffer.compare(readFileAt(image, META + 31 * MiB, MiB), pattern(MiB, 6))).toBe(0);
+  }
+  await client.close();
+}, 120_000);
+

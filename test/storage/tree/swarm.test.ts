@@ -40,6 +40,7 @@ if (single !== undefined) {
       expect(totals.growsFailed!).toBeGreaterThan(0);
       expect(totals.suspends!).toBeGreaterThan(count / 20); // legs held out by the operator (mirror/suspend.ts)
       expect(totals.holdsAcrossCrash!).toBeGreaterThan(0);
+      expect(totals.replaced!).toBeGreaterThan(count / 200); // held legs replaced by blank disks (mirror/leg-change.ts)
       for (const shape of ["linear", "stripe", "mirror", "tree"]) expect(shapes[shape] ?? 0).toBeGreaterThan(count / 20);
     }
   }, 600_000);

@@ -9,8 +9,9 @@
  * legs have room grows online at a random moment (sometimes with a crash while it runs: the
  * reopened size is the old or the new one, never smaller than an acknowledged grow), and
  * once more after convergence if it has not (then it must succeed); a mirror leg is
- * suspended by the operator at a random moment and resumed later (or at heal): a suspended
- * leaf gets no request, the hold survives a node crash, and the leg rejoins after resume.
+ * suspended by the operator at a random moment and resumed later (or at heal), or replaced
+ * by a blank disk (a reload, mirror/leg-change.ts): a suspended leaf gets no request, the hold
+ * survives a node crash, and the leg (or its replacement) rejoins.
  *
  * Phases: safety (workload + faults), heal (every leaf up; requests from now on must
  * succeed), convergence (every mirror leg back in sync), verification (the whole tree read
@@ -51,7 +52,7 @@ async function settleMicrotasks(): Promise<void> {
 export class TreeWorld {
   readonly clock = new SimClock(1);
   readonly tclock = treeClock(this.clock);
-  readonly stores: SimStore[];
+  stores: SimStore[];
   readonly shape: TreeShape;
   oracle!: TreeOracle;
   readonly prng: Prng;
@@ -64,7 +65,7 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0 };
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
   /** Online growth (mirror/grow.ts): a root mirror of leaves whose legs have room to grow. */
   readonly growPrng: Prng;
   /** The size a grow asks for; 0: this seed does not grow. */
@@ -141,6 +142,8 @@ export class TreeWorld {
       this.held = { mirror: which, leg, leaf, requests: leaf === null ? 0 : this.stores[leaf]!.counters.requests };
       // Acknowledged after heal (its record waited for a failing leg): the maintenance ends now.
       if (this.healAt >= 0) this.resumeHeld();
+      // Or the operator replaces the leaf with a blank disk (a reload: mirror/leg-change.ts).
+      else if (leaf !== null && this.growTarget === 0 && this.holdPrng.chance(0.4)) this.clock.after(forMs, () => this.replaceHeld());
       else this.clock.after(forMs, () => this.resumeHeld());
     });
   }
@@ -180,6 +183,29 @@ export class TreeWorld {
       if (strict) violation("resume", `resuming mirror ${held.mirror} leg ${held.leg} failed: ${errnoName(errno)}`);
       this.note(`resume m${held.mirror}.${held.leg}: ${errnoName(errno)}`);
     });
+  }
+
+  /** Replace the held leaf leg by a blank disk of its size (it is resynced whole); at heal it is resumed instead. */
+  replaceHeld(): void {
+    const held = this.held;
+    if (held === null || held.leaf === null) return;
+    if (this.paused) return void this.clock.after(10, () => this.replaceHeld());
+    if (this.healAt >= 0) return this.resumeHeld();
+    const { mirror } = this.built.mirrors[held.mirror]!;
+    const old = this.stores[held.leaf]!;
+    const fresh = new SimStore(`${old.name}+`, old.size, this.clock, new Prng(this.holdPrng.next()), old.timing);
+    const port = fresh.port();
+    const problem = mirror.legChangeProblem(held.leg, port);
+    if (problem !== null) {
+      this.note(`REPLACE m${held.mirror}.${held.leg} refused: ${problem}`);
+      return this.resumeHeld();
+    }
+    this.checkHeldQuiet();
+    this.held = null;
+    this.note(`REPLACE m${held.mirror}.${held.leg}: ${old.name} by blank ${fresh.name}`);
+    mirror.setLeg(held.leg, { label: fresh.name, port, open: async () => fresh.port() });
+    this.stores[held.leaf] = fresh; // the config names the new disk from now on
+    this.marks.replaced++;
   }
 
   /** A suspend in flight when the node crashed may have landed: the operator sees it in status and resumes it. */

@@ -92,7 +92,7 @@ export function takeOut(s: MirrorState, leg: MirrorLeg, state: "degraded" | "sus
 }
 
 export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
-  if (s.closed || leg.probe !== null || leg.probing || leg.state === "suspended") return;
+  if (s.closed || leg.probe !== null || leg.probing || leg.state === "suspended" || replaced(s, leg)) return;
   leg.probe = s.clock.after(s.probeIntervalMs, () => {
     leg.probe = null;
     runProbe(s, leg);
@@ -101,14 +101,14 @@ export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
 
 /** Ask a degraded (or absent) leg for its superblock; resync it if it may rejoin. */
 export function runProbe(s: MirrorState, leg: MirrorLeg): void {
-  if (s.closed || !leg.tracked || leg.probing || leg.state === "suspended") return;
+  if (s.closed || !leg.tracked || leg.probing || leg.state === "suspended" || replaced(s, leg)) return;
   if (leg.port === null) {
     if (leg.open === null) return;
     leg.probing = true;
     leg.open().then(
       (port) => {
         leg.probing = false;
-        if (s.closed || leg.state === "suspended") return void port.close();
+        if (s.closed || leg.state === "suspended" || replaced(s, leg)) return void port.close();
         if (port.readOnly || port.maxPayload < s.maxPayload || port.blockSize > s.blockSize) {
           leg.state = "too-small";
           leg.lastError = `reopened leg does not fit the mirror (read-only, smaller payload or larger block size)`;
@@ -132,7 +132,7 @@ export function runProbe(s: MirrorState, leg: MirrorLeg): void {
   const area = new Uint8Array(SUPERBLOCK_AREA);
   port.read(0, area, (errno) => {
     leg.probing = false;
-    if (s.closed || !leg.tracked || leg.state === "suspended") return;
+    if (s.closed || !leg.tracked || leg.state === "suspended" || replaced(s, leg)) return;
     // Suspended and resumed while this read ran: the port was replaced, probe the new one.
     if (leg.port !== port) return scheduleProbe(s, leg);
     if (errno !== 0) {
@@ -184,3 +184,8 @@ function refuse(s: MirrorState, leg: MirrorLeg, state: MirrorLeg["state"], why: 
   s.meta.persist(SB_KEY);
 }
 
+
+/** A reload put another leg in its slot (mirror/leg-change.ts): a probe of it that was running ends here. */
+function replaced(s: MirrorState, leg: MirrorLeg): boolean {
+  return s.legs[leg.index] !== leg;
+}

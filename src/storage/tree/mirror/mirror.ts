@@ -17,6 +17,7 @@
  * - mirror/assemble.ts, mirror/startup.ts — deciding and carrying out an open;
  * - mirror/grow.ts — growing it online (`dstd resize`);
  * - mirror/suspend.ts — a leg the operator takes out for maintenance and brings back;
+ * - mirror/leg-change.ts — a leg replaced or added while it runs (a reload);
  * - mirror/state.ts — what they share; mirror/status.ts — what `dstd status` shows.
  *
  * Bounded: the lock table and the wait queue hold at most `maxQueued` requests (beyond:
@@ -44,6 +45,7 @@ import { MirrorState, type MirrorOptions } from "./state.ts";
 import { startMirror } from "./startup.ts";
 import { mirrorSnapshot } from "./status.ts";
 import { resumeLeg, resumeProblem, suspendLeg, suspendProblem } from "./suspend.ts";
+import { legChangeProblem, setLeg } from "./leg-change.ts";
 import { drainLockWait, mutate, releaseBarrier } from "./writes.ts";
 import type { ReadPolicy } from "../../../config/tree-spec.ts";
 export type { ReadPolicy };
@@ -236,6 +238,18 @@ export class MirrorPort implements StoragePort, Describable {
     if (leg === undefined) return done(Errno.EINVAL);
     if (action === "suspend") suspendLeg(this.state, leg, done);
     else resumeLeg(this.state, leg, done);
+  }
+
+  // ---- a leg replaced or added while it runs (mirror/leg-change.ts) ----------------------
+
+  /** Why `port` cannot take slot `index` (a replacement, or the next new slot), or null. */
+  legChangeProblem(index: number, port: StoragePort): string | null {
+    return legChangeProblem(this.state, this, index, port);
+  }
+
+  /** Put a leg in slot `index`, resynced whole; the replaced leg's label, or null for a new slot. Throws why not. */
+  setLeg(index: number, input: MirrorLegInput & { port: StoragePort }): string | null {
+    return setLeg(this.state, this, index, input);
   }
 
   // ---- shutdown ------------------------------------------------------------------------------
