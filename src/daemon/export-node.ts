@@ -263,11 +263,12 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
       const found = findMirrorLeg(e.port, selector);
       if (typeof found === "string") throw new DstdError("E_USAGE", `export '${name}': ${found}`);
+      const not = `export '${name}': leg ${found.label} not ${action === "suspend" ? "suspended" : "resumed"}`;
       const problem = found.mirror.legProblem(found.index, action);
-      if (problem !== null) throw new DstdError("E_STATE", `export '${name}': leg ${found.label} not ${action === "suspend" ? "suspended" : "resumed"}: ${problem}`);
+      if (problem !== null) throw new DstdError("E_STATE", `${not}: ${problem}`);
       const was = found.mirror.legs[found.index]!.state;
       const errno = await new Promise<number>((resolve) => found.mirror.setLegHeld(found.index, action, resolve));
-      if (errno !== 0) throw new DstdError("E_IO", `export '${name}': leg ${found.label} not ${action === "suspend" ? "suspended" : "resumed"}: ${errnoMessage(errno)}${errno === Errno.EBUSY ? ` (${found.mirror.legProblem(found.index, action) ?? "its state changed meanwhile"})` : ""}`);
+      if (errno !== 0) throw new DstdError("E_IO", `${not}: ${errnoMessage(errno)}${errno === Errno.EBUSY ? ` (${found.mirror.legProblem(found.index, action) ?? "its state changed meanwhile"})` : ""}`);
       const now = found.mirror.legs[found.index]!.state;
       if (action === "suspend") return was === "suspended" ? `export '${name}': leg ${found.label} was suspended already` : `export '${name}': leg ${found.label} suspended (was ${was}); its writes are recorded for resync until dstd leg resume`;
       return was === "suspended" ? `export '${name}': leg ${found.label} resumed: reopened, being probed, and only what it missed is resynced` : `export '${name}': leg ${found.label} was not suspended (${now}${now === "degraded" || now === "absent" ? ": probed now" : ""})`;

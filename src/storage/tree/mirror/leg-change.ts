@@ -14,11 +14,10 @@
  * size, a smaller payload, or without trim or write-zeroes that the mirror offers).
  */
 import { DstdError } from "../../../lib/errors.ts";
-import { formatSize } from "../../../lib/size.ts";
 import type { StoragePort } from "../../port.ts";
 import { MAX_MIRROR_LEGS } from "./layout.ts";
 import { MirrorLeg, type MirrorLegInput } from "./leg.ts";
-import { runProbe } from "./leg-health.ts";
+import { fitProblem, runProbe } from "./leg-health.ts";
 import { SB_KEY } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
 
@@ -38,13 +37,9 @@ export function legChangeProblem(s: MirrorState, offered: Offered, index: number
   if (old !== undefined && (old.state === "in-sync" || old.state === "syncing")) {
     return `leg ${old.label} is ${old.state}: suspend it first (dstd leg suspend), then replace it`;
   }
-  const needed = s.layout.metaBytes + s.layout.dataBytes;
-  const label = port.description;
-  if (port.readOnly) return `new leg ${label} is read-only; a mirror writes its metadata to every leg`;
-  if (port.size < needed) return `new leg ${label} is ${formatSize(port.size)}; the mirror needs ${formatSize(needed)} (its metadata area and ${formatSize(s.layout.dataBytes)} of data)`;
-  if (port.blockSize > s.blockSize) return `new leg ${label} has ${port.blockSize}-byte blocks; the mirror's are ${s.blockSize}`;
-  if (port.maxPayload < s.maxPayload) return `new leg ${label} takes requests of at most ${formatSize(port.maxPayload)}; the mirror sends up to ${formatSize(s.maxPayload)}`;
-  if ((offered.canTrim && !port.canTrim) || (offered.canZero && !port.canZero)) return `new leg ${label} lacks trim or write-zeroes, which the mirror offers its clients`;
+  const misfit = fitProblem(s, port);
+  if (misfit !== null) return `new leg ${port.description}: ${misfit}`;
+  if ((offered.canTrim && !port.canTrim) || (offered.canZero && !port.canZero)) return `new leg ${port.description} lacks trim or write-zeroes, which the mirror offers its clients`;
   return null;
 }
 

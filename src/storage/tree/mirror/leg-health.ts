@@ -109,11 +109,9 @@ export function runProbe(s: MirrorState, leg: MirrorLeg): void {
       (port) => {
         leg.probing = false;
         if (s.closed || leg.state === "suspended" || replaced(s, leg)) return void port.close();
-        if (port.readOnly || port.maxPayload < s.maxPayload || port.blockSize > s.blockSize) {
-          leg.state = "too-small";
-          leg.lastError = `reopened leg does not fit the mirror (read-only, smaller payload or larger block size)`;
-          s.log.warn(`mirror leg ${leg.label}: ${leg.lastError}`);
-          s.meta.persist(SB_KEY);
+        const misfit = fitProblem(s, port);
+        if (misfit !== null) {
+          refuse(s, leg, "too-small", `reopened, it does not fit: ${misfit}`);
           return void port.close();
         }
         leg.port = port;
@@ -144,7 +142,8 @@ export function runProbe(s: MirrorState, leg: MirrorLeg): void {
 }
 
 function judgeReturning(s: MirrorState, leg: MirrorLeg, port: StoragePort, area: Uint8Array): void {
-  if (port.size < s.layout.metaBytes + s.layout.dataBytes) return refuse(s, leg, "too-small", `${port.size} bytes; the mirror needs ${s.layout.metaBytes + s.layout.dataBytes}`);
+  const misfit = fitProblem(s, port);
+  if (misfit !== null) return refuse(s, leg, "too-small", misfit);
   const decoded = decodeSuperblockArea(area);
   let full = leg.full;
   if (decoded.kind === "damaged") {
@@ -188,4 +187,18 @@ function refuse(s: MirrorState, leg: MirrorLeg, state: MirrorLeg["state"], why: 
 /** A reload put another leg in its slot (mirror/leg-change.ts): a probe of it that was running ends here. */
 function replaced(s: MirrorState, leg: MirrorLeg): boolean {
   return s.legs[leg.index] !== leg;
+}
+
+/**
+ * Why `port` cannot be a leg of this mirror, or null: one place for a reopened leg, a returning
+ * one and a new one (mirror/leg-change.ts) — the mirror writes metadata to every leg, needs its
+ * metadata area and data on each, and sends blocks and payloads of its own sizes.
+ */
+export function fitProblem(s: MirrorState, port: StoragePort): string | null {
+  const needed = s.layout.metaBytes + s.layout.dataBytes;
+  if (port.readOnly) return "it is read-only; a mirror writes its metadata to every leg";
+  if (port.size < needed) return `${formatSize(port.size)}; the mirror needs ${formatSize(needed)} (its metadata area and ${formatSize(s.layout.dataBytes)} of data)`;
+  if (port.blockSize > s.blockSize) return `${port.blockSize}-byte blocks; the mirror's are ${s.blockSize}`;
+  if (port.maxPayload < s.maxPayload) return `requests of at most ${formatSize(port.maxPayload)}; the mirror sends up to ${formatSize(s.maxPayload)}`;
+  return null;
 }
