@@ -67,7 +67,7 @@ export interface ExportNode {
   updatePolicy(configs: readonly ExportConfig[], keys: readonly KeyConfig[]): string[];
   /**
    * A reload's change, prepared: legs appended to a linear root, and mirror legs replaced or
-   * added at a mirror root, are opened now (a failure rejects, nothing changed:
+   * added at any mirror of the tree, are opened now (a failure rejects, nothing changed:
    * daemon/export-tree-changes.ts); `commit` applies them, announces new sizes and applies the
    * policy (updatePolicy). Only policy and those legs may differ from the running
    * configuration (daemon/tree-changes.ts decides).

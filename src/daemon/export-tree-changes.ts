@@ -5,14 +5,17 @@
  * - legs appended to a `linear` root grow the export (docs/tree.md "Growing a linear export"):
  *   DST's "appending a leg grows the export online"; the new size is announced to DST clients
  *   in band (SIZE_NOTICE; NBD clients see it when they reconnect);
- * - mirror legs replaced or added at a `mirror` root (docs/tree.md "Replacing and adding
- *   mirror legs"): the new leg is resynced whole while I/O goes on.
+ * - mirror legs replaced or added at any mirror of the tree (docs/tree.md "Replacing and
+ *   adding mirror legs"): the new leg is resynced whole while I/O goes on. A changed mirror leg
+ *   that is a subtree and is open takes the changes inside it (only the disk replaced inside is
+ *   resynced); one that is out (suspended, absent, degraded) is replaced whole.
  *
- * Two steps, so that a reload is all or nothing: `prepareTreeChanges` opens every new leg and
- * checks it fits (anything that can fail: a remote leg that does not answer, a file held by
- * another export, a leg too small, an in-sync leg that would be replaced); `commit` applies
- * them. `abort` closes what was opened. The legs already serving are never touched, except a
- * replaced mirror leg, which is out of sync by then (suspended, degraded, absent).
+ * Two steps, so that a reload is all or nothing: `prepareTreeChanges` walks the running tree
+ * along the change, opens every new leg and checks it fits (anything that can fail: a remote
+ * leg that does not answer, a file held by another export or by the leg it would replace, a leg
+ * too small, an in-sync leg that would be replaced); `commit` applies them. `abort` closes what
+ * was opened. The legs already serving are never touched, except a replaced mirror leg, which is
+ * out of sync by then (suspended, degraded, absent).
  */
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import { formatSize } from "../lib/size.ts";
@@ -21,6 +24,7 @@ import { PassThrough } from "../storage/layers/pass-through.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { LinearPort } from "../storage/tree/linear.ts";
 import { MirrorPort } from "../storage/tree/mirror/mirror.ts";
+import { StripePort } from "../storage/tree/stripe.ts";
 import type { TreeChange } from "./tree-changes.ts";
 
 export interface PreparedTreeChanges {
@@ -41,49 +45,95 @@ export interface TreeChangeTarget {
 /** Opens a tree node; `mirrorLeg`: as a mirror's leg (a file dstd grew opens at its size). */
 export type OpenNode = (node: TreeNodeSpec, mirrorLeg: boolean) => Promise<StoragePort>;
 
-interface Opened {
-  label: string;
-  port: StoragePort;
-  /** Mirror legs: the slot, and how the mirror reopens the leg later. */
-  index: number;
-  writeMostly: boolean;
-  node: TreeNodeSpec;
+/** One change to make at commit: `apply` returns its line (or null), `opened` are closed if it cannot run. */
+interface Step {
+  place: string;
+  apply(): string | null;
+  opened: StoragePort[];
 }
 
-type Root = { kind: "linear"; port: LinearPort } | { kind: "mirror"; port: MirrorPort };
-
-/** The tree root under an export's layers. */
-function rootOf(port: StoragePort): StoragePort {
+/** The tree node under a port's layers. */
+function nodeOf(port: StoragePort): StoragePort {
   let node = port;
   while (node instanceof PassThrough) node = node.below;
   return node;
 }
 
+/** Where a node sits, for the lines a reload prints: "export 'm'" or "export 'm', in leg a › b". */
+function placeOf(name: string, path: readonly string[]): string {
+  return path.length === 0 ? `export '${name}'` : `export '${name}', in leg ${path.join(" › ")}`;
+}
+
 export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], open: OpenNode, announce: (name: string) => void): Promise<PreparedTreeChanges> {
-  const prepared: Array<{ name: string; root: Root; legs: Opened[] }> = [];
-  const closeAll = () => Promise.allSettled(prepared.flatMap((p) => p.legs.map((leg) => leg.port.close()))).then(() => {});
-  try {
-    for (const target of targets) {
-      const root = rootOf(target.port);
-      const change = target.change;
-      let entry: { name: string; root: Root; legs: Opened[] };
-      if (change.kind === "linear" && root instanceof LinearPort) entry = { name: target.name, root: { kind: "linear", port: root }, legs: [] };
-      else if (change.kind === "mirror" && root instanceof MirrorPort) entry = { name: target.name, root: { kind: "mirror", port: root }, legs: [] };
-      else throw new DstdError("E_CONFIG", `export '${target.name}' is served by a ${root.kind} node, not the ${change.kind} node its tree names; restart it to change its tree`);
-      prepared.push(entry);
-      const wanted = change.kind === "linear" ? change.append.map((leg, i) => ({ index: i, leg })) : change.legs;
-      for (const { index, leg } of wanted) {
-        let port: StoragePort;
-        try {
-          port = await open(leg.node, change.kind === "mirror");
-        } catch (error) {
-          throw new DstdError("E_CONFIG", `export '${target.name}': new leg ${leg.label} cannot be opened: ${errorMessage(error)}`);
-        }
-        entry.legs.push({ label: leg.label, port, index, writeMostly: leg.writeMostly, node: leg.node });
-        const problem = entry.root.kind === "linear" ? entry.root.port.appendProblem({ label: leg.label, port }) : entry.root.port.legChangeProblem(index, port);
-        if (problem !== null) throw new DstdError("E_CONFIG", `export '${target.name}': ${problem}`);
-      }
+  const steps: Step[] = [];
+  const closeAll = () => Promise.allSettled(steps.flatMap((s) => s.opened.map((port) => port.close()))).then(() => {});
+  /** Opens a new leg for a step; `what` names it in the refusal. */
+  const openLeg = async (name: string, node: TreeNodeSpec, mirrorLeg: boolean, what: string, step: Step): Promise<StoragePort> => {
+    let port: StoragePort;
+    try {
+      port = await open(node, mirrorLeg);
+    } catch (error) {
+      throw new DstdError("E_CONFIG", `export '${name}': new leg ${what} cannot be opened: ${errorMessage(error)}`);
     }
+    step.opened.push(port);
+    return port;
+  };
+
+  const prepare = async (name: string, path: string[], port: StoragePort, change: TreeChange): Promise<void> => {
+    const node = nodeOf(port);
+    const place = placeOf(name, path);
+    if (change.kind === "linear" || change.kind === "stripe") {
+      if (!(change.kind === "linear" ? node instanceof LinearPort : node instanceof StripePort)) throw mismatch(place, node, change.kind);
+      const legged = node as LinearPort | StripePort;
+      for (const inside of change.inside) {
+        const running = legged.legs[inside.index];
+        if (running === undefined) throw mismatch(place, node, change.kind);
+        await prepare(name, [...path, running.label], running.port, inside.change);
+        steps.push({ place, apply: () => (legged.relabel(inside.index, inside.leg.label), null), opened: [] });
+      }
+      if (change.kind === "linear" && change.append.length > 0) {
+        const linear = node as LinearPort;
+        const step: Step = { place, opened: [], apply: () => null };
+        steps.push(step);
+        const appended: Array<{ label: string; port: StoragePort }> = [];
+        for (const leg of change.append) {
+          const opened = await openLeg(name, leg.node, false, leg.label, step);
+          const problem = linear.appendProblem({ label: leg.label, port: opened });
+          if (problem !== null) throw new DstdError("E_CONFIG", `${place}: ${problem}`);
+          appended.push({ label: leg.label, port: opened });
+        }
+        step.apply = () => {
+          const before = linear.size;
+          for (const leg of appended) linear.append(leg);
+          if (path.length === 0) announce(name);
+          return `${place} grown from ${formatSize(before)} to ${formatSize(linear.size)}: appended ${appended.map((leg) => `leg ${leg.label}`).join(", ")}`;
+        };
+      }
+      return;
+    }
+    if (!(node instanceof MirrorPort)) throw mismatch(place, node, "mirror");
+    for (const { index, leg, nested } of change.legs) {
+      const running = node.legs[index];
+      if (running !== undefined && nested !== null && running.port !== null) {
+        // An open subtree: change inside it, keep the copy of the data it holds.
+        await prepare(name, [...path, running.label], running.port, nested);
+        steps.push({ place, apply: () => (node.relabelLeg(index, leg.label, () => open(leg.node, true)), null), opened: [] });
+        continue;
+      }
+      const step: Step = { place, opened: [], apply: () => null };
+      steps.push(step);
+      const opened = await openLeg(name, leg.node, true, leg.label, step);
+      const problem = node.legChangeProblem(index, opened);
+      if (problem !== null) throw new DstdError("E_CONFIG", `${place}: ${problem}`);
+      step.apply = () => {
+        const replaced = node.setLeg(index, { label: leg.label, writeMostly: leg.writeMostly, port: opened, open: () => open(leg.node, true) });
+        return `${place}: mirror leg ${index} ${replaced === null ? `added: ${leg.label}` : `${replaced} replaced by ${leg.label}`}; resynced whole while I/O goes on`;
+      };
+    }
+  };
+
+  try {
+    for (const target of targets) await prepare(target.name, [], target.port, target.change);
   } catch (error) {
     await closeAll();
     throw error;
@@ -94,23 +144,15 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
       if (settled) return [];
       settled = true;
       const lines: string[] = [];
-      for (const { name, root, legs } of prepared) {
+      for (const step of steps) {
         try {
-          if (root.kind === "linear") {
-            const before = root.port.size;
-            for (const leg of legs) root.port.append(leg);
-            announce(name);
-            lines.push(`export '${name}' grown from ${formatSize(before)} to ${formatSize(root.port.size)}: appended ${legs.map((leg) => `leg ${leg.label}`).join(", ")}`);
-          } else {
-            for (const leg of legs) {
-              const replaced = root.port.setLeg(leg.index, { label: leg.label, writeMostly: leg.writeMostly, port: leg.port, open: () => open(leg.node, true) });
-              lines.push(`export '${name}': mirror leg ${leg.index} ${replaced === null ? `added: ${leg.label}` : `${replaced} replaced by ${leg.label}`}; resynced whole while I/O goes on`);
-            }
-          }
+          const line = step.apply();
+          if (line !== null) lines.push(line);
         } catch (error) {
-          // Only a node closed since prepare (its group stopping) gets here: nothing to change.
-          lines.push(`export '${name}' not changed: ${errorMessage(error)}`);
-          void Promise.allSettled(legs.map((leg) => leg.port.close()));
+          // Only a node closed since prepare (its group stopping, a mirror leg reopened) gets
+          // here: nothing to change.
+          lines.push(`${step.place} not changed: ${errorMessage(error)}`);
+          void Promise.allSettled(step.opened.map((port) => port.close()));
         }
       }
       return lines;
@@ -121,4 +163,9 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
       await closeAll();
     },
   };
+}
+
+function mismatch(place: string, node: StoragePort, wanted: string): DstdError {
+  const running = node instanceof LinearPort ? "linear" : node instanceof StripePort ? "stripe" : node instanceof MirrorPort ? "mirror" : node.kind;
+  return new DstdError("E_CONFIG", `${place} is served by a ${running} node, not the ${wanted} node its tree names; restart it to change its tree`);
 }

@@ -15,8 +15,8 @@
  * running export group in place (daemon/export-node.ts updatePolicy): every other client
  * stays connected; sessions that lost their grant are closed or downgraded to read-only.
  * So are legs appended at the end of a storage tree whose root is `linear` (the export grows
- * online, docs/tree.md "Growing a linear export") and mirror legs replaced or added at a
- * mirror root (docs/tree.md "Replacing and adding mirror legs"), with or without a policy
+ * online, docs/tree.md "Growing a linear export") and mirror legs replaced or added at any
+ * mirror of the tree (docs/tree.md "Replacing and adding mirror legs"), with or without a policy
  * change in the same reload (tree-changes.ts).
  */
 import { formatListenAddress } from "../lib/address.ts";
@@ -53,7 +53,7 @@ export function planNode(config: Config, keyDigest: string, fileDigest: (path: s
     exportGroups: groupExports(config.exports).map((group) => ({
       name: exportGroupName(group),
       signature: `${canonicalJson(group)}#${keyDigest}`,
-      structure: canonicalJson(group.map((e) => structural(e, null))),
+      structure: canonicalJson(group.map((e) => structural(e))),
       config: group,
     })),
     attachments: config.attaches.map((entry) => ({

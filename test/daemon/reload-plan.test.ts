@@ -219,7 +219,7 @@ describe("legs appended to a linear tree (daemon/tree-changes.ts)", () => {
     }
   });
 
-  test("only the root grows: a leg appended to a linear inside a mirror changes the tree", () => {
+  test("only the root grows: a leg appended to a linear inside a mirror is not a growth (the leg is replaced whole, or the group restarts)", () => {
     const nested = (legs: string[]) => `
 [[export]]
 name = "t"
@@ -228,24 +228,41 @@ allow = ["127.0.0.1/32:rw"]
 [export.tree]
 mirror = [{ linear = [${legs.map((l) => JSON.stringify(l)).join(", ")}] }, "/tmp/b.img"]
 `;
-    expect(treeChanges(group(nested(["/tmp/a0.img"])), group(nested(["/tmp/a0.img", "/tmp/a1.img"])))).toBeNull();
-    expect(diffPlans(plan(nested(["/tmp/a0.img"])), plan(nested(["/tmp/a0.img", "/tmp/a1.img"]))).stop).toEqual(["export:t"]);
+    const change = treeChanges(group(nested(["/tmp/a0.img"])), group(nested(["/tmp/a0.img", "/tmp/a1.img"])))?.get("t");
+    expect(change).toEqual({ kind: "mirror", legs: [{ index: 0, leg: expect.objectContaining({ label: "linear(/tmp/a0.img, /tmp/a1.img)" }), nested: null }] });
+    const inLinear = (legs: string[]) => nested(legs).replace("mirror = [{ linear", "linear = [{ linear");
+    expect(treeChanges(group(inLinear(["/tmp/a0.img"])), group(inLinear(["/tmp/a0.img", "/tmp/a1.img"])))).toBeNull();
+    expect(diffPlans(plan(inLinear(["/tmp/a0.img"])), plan(inLinear(["/tmp/a0.img", "/tmp/a1.img"]))).stop).toEqual(["export:t"]);
   });
 });
+
+/** A tree change as lines: "1:/tmp/c.img" (mirror leg 1 replaced or added), "0/1:…" (inside leg 0), "+…" (appended), "1:… | nested 1/0:…" (a subtree leg, both readings). */
+function changeLines(change: TreeChange | undefined, prefix = ""): string[] | undefined {
+  if (change === undefined) return undefined;
+  if (change.kind === "mirror") {
+    return change.legs.map(({ index, leg, nested }) => `${prefix}${index}:${leg.label}${nested === null ? "" : ` | nested ${changeLines(nested, `${prefix}${index}/`)!.join(", ")}`}`);
+  }
+  const inside = change.inside.flatMap(({ index, change: c }) => changeLines(c, `${prefix}${index}/`)!);
+  return change.kind === "linear" ? [...inside, ...change.append.map((leg) => `${prefix}+${leg.label}`)] : inside;
+}
 
 describe("mirror legs replaced or added at a mirror root (daemon/tree-changes.ts)", () => {
   const mirror = (legs: string[], extra = "") => treeGroup("mirror", legs, extra);
   const group = (text: string) => config(text).exports;
   const changed = (before: string, after: string) => {
-    const change = treeChanges(group(before), group(after))?.get("t");
-    return change?.kind === "mirror" ? change.legs.map(({ index, leg }) => `${index}:${leg.label}`) : change;
+    const changes = treeChanges(group(before), group(after));
+    return changes === null ? null : changeLines(changes.get("t"));
   };
   const before = mirror(['"/tmp/a.img"', '"/tmp/b.img"']);
 
-  test("a leaf leg replaced by another leaf, and legs added at the end: the group is updated in place", () => {
+  test("a leg replaced by another leaf or a subtree, and legs added at the end: the group is updated in place", () => {
     expect(changed(before, mirror(['"/tmp/a.img"', '"/tmp/c.img"']))).toEqual(["1:/tmp/c.img"]);
     expect(changed(before, mirror(['"/tmp/a.img"', '"/tmp/b.img"', '"dst://127.0.0.1:7100/x"']))).toEqual(["2:dst://127.0.0.1:7100/x"]);
+    expect(changed(before, mirror(['"/tmp/a.img"', '{ file = "/tmp/c.img", write_mostly = true }']))).toEqual(["1:/tmp/c.img"]); // a new disk may be write-mostly
     expect(changed(before, mirror(['"/tmp/a.img"', '"/tmp/c.img"', '{ stripe = ["/tmp/d.img", "/tmp/e.img"] }']))).toEqual(["1:/tmp/c.img", "2:stripe(/tmp/d.img, /tmp/e.img)"]);
+    // A subtree in place of a disk, even one reusing it: the leg it replaces must be out (then
+    // closed), and a disk still open in the running tree is refused at open (its flock).
+    expect(changed(before, mirror(['"/tmp/a.img"', '{ linear = ["/tmp/b.img", "/tmp/c.img"] }']))).toEqual(["1:linear(/tmp/b.img, /tmp/c.img)"]);
     expect(diffPlans(plan(before), plan(mirror(['"/tmp/a.img"', '"/tmp/c.img"'])))).toEqual({ keep: [], update: ["export:t+m"], stop: [], start: [], refusals: [] });
     expect(treeChanges(group(before), group(before))).toEqual(new Map());
   });
@@ -255,7 +272,6 @@ describe("mirror legs replaced or added at a mirror root (daemon/tree-changes.ts
       mirror(['"/tmp/a.img"']), // a leg removed
       mirror(['"/tmp/a.img"', '{ file = "/tmp/b.img", write_mostly = true }']), // the same disk, another setting
       mirror(['"/tmp/a.img"', '{ file = "/tmp/b.img", name = "bee" }']), // the same disk, another label
-      mirror(['"/tmp/a.img"', '{ linear = ["/tmp/b.img", "/tmp/c.img"] }']), // a subtree that shares a disk with the leg it replaces
       mirror(['"/tmp/a.img"', '"/tmp/b.img"'], 'read_policy = "least-latency"'), // the mirror's own settings
     ]) {
       expect(treeChanges(group(before), group(after))).toBeNull();
@@ -264,3 +280,33 @@ describe("mirror legs replaced or added at a mirror root (daemon/tree-changes.ts
   });
 });
 
+describe("mirror legs replaced or added anywhere in the tree (daemon/tree-changes.ts)", () => {
+  const group = (text: string) => config(text).exports;
+  const changed = (root: string, before: string[], after: string[]) => {
+    const changes = treeChanges(group(treeGroup(root, before)), group(treeGroup(root, after)));
+    return changes === null ? null : changeLines(changes.get("t"));
+  };
+  const site = (name: string, legs: string[]) => `{ name = "${name}", mirror = [${legs.map((l) => JSON.stringify(l)).join(", ")}] }`;
+
+  test("inside a mirror under a linear or stripe: the mirror's leg replaced or added, the path named", () => {
+    expect(changed("linear", [site("s0", ["/tmp/a.img", "/tmp/b.img"]), site("s1", ["/tmp/c.img", "/tmp/d.img"])], [site("s0", ["/tmp/a.img", "/tmp/b.img"]), site("s1", ["/tmp/c.img", "/tmp/e.img"])])).toEqual(["1/1:/tmp/e.img"]);
+    expect(changed("stripe", [site("s0", ["/tmp/a.img", "/tmp/b.img"]), site("s1", ["/tmp/c.img", "/tmp/d.img"])], [site("s0", ["/tmp/a.img", "/tmp/b.img", "/tmp/x.img"]), site("s1", ["/tmp/c.img", "/tmp/e.img"])])).toEqual(["0/2:/tmp/x.img", "1/1:/tmp/e.img"]);
+    // Appended to the root linear and changed inside a kept leg, in one reload.
+    expect(changed("linear", [site("s0", ["/tmp/a.img", "/tmp/b.img"])], [site("s0", ["/tmp/a.img", "/tmp/e.img"]), '"/tmp/f.img"'])).toEqual(["0/1:/tmp/e.img", "+/tmp/f.img"]);
+  });
+
+  test("a mirror inside a mirror: both readings, the leg replaced whole or the change inside it", () => {
+    const inner = (legs: string[]) => `{ mirror = [${legs.map((l) => JSON.stringify(l)).join(", ")}] }`;
+    expect(changed("mirror", [inner(["/tmp/a.img", "/tmp/b.img"]), '"/tmp/c.img"'], [inner(["/tmp/a.img", "/tmp/d.img"]), '"/tmp/c.img"'])).toEqual(["0:mirror(/tmp/a.img, /tmp/d.img) | nested 0/1:/tmp/d.img"]);
+    // A stripe leg cannot change inside (its legs hold data nothing else has): replaced whole only.
+    expect(changed("mirror", ['{ stripe = ["/tmp/a.img", "/tmp/b.img"] }', '"/tmp/c.img"'], ['{ stripe = ["/tmp/a.img", "/tmp/d.img"] }', '"/tmp/c.img"'])).toEqual(["0:stripe(/tmp/a.img, /tmp/d.img)"]);
+  });
+
+  test("restart: a leg of a nested linear or stripe changed, a nested linear grown, a stripe's shape changed", () => {
+    expect(changed("linear", [site("s0", ["/tmp/a.img", "/tmp/b.img"]), '"/tmp/c.img"'], [site("s0", ["/tmp/a.img", "/tmp/b.img"]), '"/tmp/d.img"'])).toBeNull();
+    expect(changed("mirror", ['{ linear = ["/tmp/a.img"] }', '"/tmp/c.img"'], ['{ linear = ["/tmp/a.img", "/tmp/b.img"] }', '"/tmp/c.img"'])).toEqual(["0:linear(/tmp/a.img, /tmp/b.img)"]);
+    expect(changed("stripe", [site("s0", ["/tmp/a.img", "/tmp/b.img"]), site("s1", ["/tmp/c.img", "/tmp/d.img"])], [site("s0", ["/tmp/a.img", "/tmp/b.img"])])).toBeNull();
+    expect(changed("linear", [site("s0", ["/tmp/a.img", "/tmp/b.img"])], [site("s0", ["/tmp/a.img", "/tmp/b.img"]).replace("mirror = ", 'read_policy = "least-latency", mirror = ')])).toBeNull();
+    expect(diffPlans(plan(treeGroup("linear", [site("s0", ["/tmp/a.img", "/tmp/b.img"])])), plan(treeGroup("linear", [site("s0", ["/tmp/a.img", "/tmp/e.img"])]))).update).toEqual(["export:t+m"]);
+  });
+});

@@ -82,6 +82,13 @@ export class LinearPort implements StoragePort, Describable {
     return this.placed;
   }
 
+  /** A reload changed the subtree under leg `index` in place: its label follows the configuration. */
+  relabel(index: number, label: string): void {
+    const leg = this.placed[index];
+    if (leg === undefined) throw new DstdError("E_STATE", `the linear node has no leg ${index}`);
+    leg.label = label;
+  }
+
   /**
    * Add a leg at the end; the node grows by the leg's size (rounded down to the block size)
    * at once. Throws DstdError (E_CONFIG) when the leg cannot be placed.

@@ -94,6 +94,13 @@ export class StripePort implements StoragePort, Describable {
     return this.legList;
   }
 
+  /** A reload changed the subtree under leg `index` in place: its label follows the configuration. */
+  relabel(index: number, label: string): void {
+    const leg = this.legList[index];
+    if (leg === undefined) throw new DstdError("E_STATE", `the stripe node has no leg ${index}`);
+    leg.label = label;
+  }
+
   /** Where byte `offset` of the node lives: [leg, offset on that leg]. */
   locate(offset: number): [number, number] {
     const n = this.legList.length;

@@ -80,10 +80,12 @@ export class MirrorLeg {
 
   constructor(
     readonly index: number,
-    readonly label: string,
+    /** Follows the configuration: a reload that changes the subtree under it relabels it. */
+    public label: string,
     readonly writeMostly: boolean,
     public port: StoragePort | null,
-    readonly open: (() => Promise<StoragePort>) | null,
+    /** How a probe or a resume reopens it; a reload that changes its subtree replaces it. */
+    public open: (() => Promise<StoragePort>) | null,
     regions: number,
     slotBytes: number,
   ) {

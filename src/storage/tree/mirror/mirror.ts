@@ -252,6 +252,18 @@ export class MirrorPort implements StoragePort, Describable {
     return setLeg(this.state, this, index, input);
   }
 
+  /**
+   * A reload changed the subtree under leg `index` in place (daemon/export-tree-changes.ts):
+   * its label follows the configuration, and a later reopen (a probe, `dstd leg resume`)
+   * opens the subtree as it is configured now.
+   */
+  relabelLeg(index: number, label: string, open: () => Promise<StoragePort>): void {
+    const leg = this.state.legs[index];
+    if (leg === undefined) throw new DstdError("E_STATE", `the mirror has no leg ${index}`);
+    leg.label = label;
+    leg.open = open;
+  }
+
   // ---- shutdown ------------------------------------------------------------------------------
 
   private checkIdle(): void {
