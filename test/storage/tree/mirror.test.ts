@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call, type Done } from "../../../src/storage/port.ts";
-import { openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
+import { type MirrorPort, openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
 import { encodeSuperblock, decodeSuperblockArea, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import { Rig, filled, legData } from "./rig.ts";
 
@@ -275,6 +275,81 @@ describe("mirror over simulated legs", () => {
     // Both records are the first one: a is the authority, and its write-intent bitmap lacks the write.
     const m2 = await rig.mirror([a, b]);
     await rig.until(() => m2.legs.every((l) => l.state === "in-sync"), "every leg in sync");
+    expect(Buffer.from(legData(a, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
+  });
+
+  test("a join whose commit lands on the joining leg only: after a crash the leg is resynced, not called diverged (tree sim seed 26646)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 500), rig.store(LEG, 500)];
+    // Once b commits its join, a's superblock writes are held (in flight until the crash): the
+    // record listing b in sync lands on b only, as when a is down at that moment.
+    let m: MirrorPort | null = null;
+    let holding = false;
+    class HoldRecords extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        holding ||= m !== null && m.legs[1]!.joinPhase === 2;
+        if (holding && offset < SUPERBLOCK_AREA) return;
+        super.write(offset, data, fua, done);
+      }
+    }
+    m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: new HoldRecords(a.port()), writeMostly: false },
+          { label: "b", port: b.port(), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false },
+      ),
+    );
+    await rig.write(m, 0, filled(4096, 4));
+    await rig.until(() => holding, "b's join commit");
+    rig.run(50);
+    const onB = decodeSuperblockArea(b.data.subarray(0, SUPERBLOCK_AREA));
+    expect(onB.kind === "valid" && onB.sb.generation).toBe(1); // the commit reached b
+    for (const s of [a, b]) s.crash(() => true);
+    b.cut(Number.POSITIVE_INFINITY); // absent when the node comes back
+    const m2 = await rig.mirror([a, b]);
+    expect(m2.legs.map((l) => l.state)).toEqual(["in-sync", "absent"]);
+    b.up();
+    await rig.until(() => m2.legs[1]!.state === "in-sync" || m2.legs[1]!.state === "diverged", "b judged");
+    expect(m2.legs[1]!.state).toBe("in-sync");
+    expect(legData(b, m2)[0]).toBe(4);
+  });
+
+  test("a FLUSH commits a degradation record that failed before clearing write-intent regions (tree sim seed 27063)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    // a's superblock writes fail for a while: the record of b's degradation does not land.
+    let failRecords = false;
+    class FailRecords extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (failRecords && offset < SUPERBLOCK_AREA) return done(Errno.EIO);
+        super.write(offset, data, fua, done);
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: new FailRecords(a.port()), writeMostly: false },
+          { label: "b", port: b.port(), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
+      ),
+    );
+    failRecords = true;
+    b.cut(Number.POSITIVE_INFINITY);
+    // b spends its budget and is degraded; the record of that fails on a, the last in-sync leg.
+    await expect(rig.write(m, 32 * KiB, filled(4096, 5))).rejects.toThrow();
+    expect(m.legs.map((l) => l.state)).toEqual(["in-sync", "degraded"]);
+    expect(a.data[45056 + 32 * KiB]).toBe(5);
+    failRecords = false;
+    await rig.settle(call.flush(m)); // must not clear the write's intent region before the record is on disk
+    rig.run(100); // the cleared write-intent page (written lazily) lands
+    for (const s of [a, b]) s.crash(() => true);
+    b.up();
+    const m2 = await rig.mirror([a, b]);
+    await rig.until(() => m2.legs.every((l) => l.state === "in-sync"), "every leg in sync");
+    expect(legData(b, m2)[32 * KiB]).toBe(5);
     expect(Buffer.from(legData(a, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
   });
 

@@ -8,11 +8,13 @@ import type { Done } from "../../port.ts";
 import { joinCompletions } from "../join.ts";
 import { pageOf } from "./bitmap.ts";
 import { ACTIVE_SLOT } from "./layout.ts";
+import { commitRecord } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
 
 /**
  * If a leg was degraded meanwhile, its records were written after the drain: go round again,
- * so they are durable (covered by a leg flush) before write-intent regions are cleared.
+ * so they are durable (covered by a leg flush) before write-intent regions are cleared. A record
+ * made earlier whose write failed is committed again first.
  */
 export function flushLegs(s: MirrorState, done: Done, epoch = ++s.flushEpoch, pinned: ReadonlySet<number> = new Set(s.activeInflight.keys())): void {
   const records = s.recordsMade;
@@ -23,6 +25,13 @@ export function flushLegs(s: MirrorState, done: Done, epoch = ++s.flushEpoch, pi
     const join = joinCompletions(legs.length + 1, () => {
       if (errno !== 0) return done(errno);
       if (s.recordsMade !== records) return flushLegs(s, done, epoch, pinned);
+      if (s.recordsDurable < s.recordsMade) {
+        // A record that failed earlier (its superblock write spent a leg's budget) is not on
+        // disk: the record there may still list a degraded leg in sync, and only the
+        // write-intent regions would tell a crash's reopen what that leg may lack. Commit it
+        // before clearing them, or fail the flush (tree sim seed 27063).
+        return commitRecord(s, (e) => (e !== 0 ? done(e) : flushLegs(s, done, epoch, pinned)));
+      }
       clearActive(s, epoch, pinned);
       done(0);
     });

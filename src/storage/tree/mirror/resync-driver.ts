@@ -91,8 +91,28 @@ function join(s: MirrorState, leg: MirrorLeg, done: (ok: boolean) => void): void
   copied(0);
 }
 
-/** The superblock that lists `leg` in sync, to it and the others; then it is a member. */
+/**
+ * The superblock that lists `leg` in sync, to it and the others; then it is a member.
+ *
+ * First the others' record raises the leg's slot to the current generation (its `high`): the
+ * commit may land on the leg and not on the others (one of them down), and the next assembly,
+ * from an authority that still lists the leg out of sync, would find the leg's generation past
+ * the slot's and call it diverged — written elsewhere — when this mirror wrote it (tree sim seed
+ * 26646). The leg holds this generation's writes since its resync began, so the slot's bitmap
+ * stays valid for it.
+ */
 function commitJoin(s: MirrorState, leg: MirrorLeg, aborted: () => boolean, done: (ok: boolean) => void): void {
+  if (leg.high < s.generation) {
+    leg.high = s.generation;
+    s.meta.persist(SB_KEY, (errno) => {
+      if (errno !== 0 || aborted()) {
+        leg.joinPhase = 0;
+        return done(false);
+      }
+      commitJoin(s, leg, aborted, done);
+    });
+    return;
+  }
   leg.joinPhase = 2;
   s.meta.persist(SB_KEY, (errno) => {
     if (errno !== 0 || aborted()) {
