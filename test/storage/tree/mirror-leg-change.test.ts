@@ -5,8 +5,10 @@
  * and what would lose data or cannot fit is refused with its reason.
  */
 import { describe, expect, test } from "bun:test";
-import type { StoragePort } from "../../../src/storage/port.ts";
-import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
+import { Errno } from "../../../src/lib/errno.ts";
+import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
+import { call, type Done, type StoragePort } from "../../../src/storage/port.ts";
+import { type MirrorPort, openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
 import { Rig, filled, legData } from "./rig.ts";
 import type { SimStore } from "./sim-leg.ts";
 
@@ -65,6 +67,36 @@ describe("mirror: replacing and adding legs while it runs", () => {
     await rig.settle(m.close());
     const again = await rig.mirror([a, b, d, foreign]);
     expect(again.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync", "in-sync", "foreign"]);
+  });
+
+  test("a metadata write to the replaced leg that fails late does not degrade its replacement (tree sim seed 230171)", async () => {
+    const rig = new Rig();
+    const [a, b, c] = [rig.store(LEG), rig.store(LEG), rig.store(LEG)];
+    // b's metadata writes hang and then time out; its reads fail at once.
+    let failing = false;
+    class Failing extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (failing && offset < 45056) return void rig.clock.after(500, () => done(Errno.ETIMEDOUT));
+        super.write(offset, data, fua, done);
+      }
+      override read(offset: number, into: Uint8Array, done: Done): void {
+        if (failing) return done(Errno.EIO);
+        super.read(offset, into, done);
+      }
+    }
+    const m = await rig.settle(
+      openMirror([{ label: "a", port: a.port() }, { label: "b", port: new Failing(b.port()) }], { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true }),
+    );
+    failing = true;
+    const write = call.write(m, 128 * KiB, filled(4096, 3)); // its write-intent record to b hangs
+    rig.run(5);
+    for (let i = 0; m.legs[1]!.state === "in-sync" && i < 8; i++) await rig.settle(call.read(m, 0, new Uint8Array(4096))); // one read goes to b and fails
+    expect(m.legs[1]!.state).toBe("degraded");
+    expect(m.setLeg(1, input(c))).toBe("b");
+    await rig.settle(write); // b's record write times out meanwhile: it was b's, not c's
+    await rig.until(() => m.legs[1]!.state === "in-sync", "c resynced");
+    expect(m.legs[1]!.degradations).toBe(0);
+    expect(legData(c, m)[128 * KiB]).toBe(3);
   });
 
   test("refusals: an in-sync or syncing leg, a slot that skips one, a leg that does not fit", async () => {

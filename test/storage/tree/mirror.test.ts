@@ -7,9 +7,9 @@
 import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
-import { call, type Done } from "../../../src/storage/port.ts";
+import { call, type Done, type ZeroFlags } from "../../../src/storage/port.ts";
 import { type MirrorPort, openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
-import { encodeSuperblock, decodeSuperblockArea, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
+import { encodeSuperblock, decodeSuperblockArea, SlotState, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import { Rig, filled, legData } from "./rig.ts";
 
 const KiB = 1024;
@@ -351,6 +351,140 @@ describe("mirror over simulated legs", () => {
     await rig.until(() => m2.legs.every((l) => l.state === "in-sync"), "every leg in sync");
     expect(legData(b, m2)[32 * KiB]).toBe(5);
     expect(Buffer.from(legData(a, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
+  });
+
+  test("a write waiting for regions a flapping leg's resync keeps locking is not starved (tree sim seed 110467)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 500), rig.store(LEG, 500)];
+    // b answers its superblock (each probe finds it back) but its data writes fail, one soon and
+    // the others late: each new resync locks the regions while the last one's copies still hold them.
+    let writes = 0;
+    class Flapping extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (offset < 45056) return super.write(offset, data, fua, done);
+        rig.clock.after(writes++ % 4 === 0 ? 20 : 300, () => done(Errno.ETIMEDOUT));
+      }
+      override zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+        if (offset < 45056) return super.zero(offset, length, flags, done);
+        rig.clock.after(writes++ % 4 === 0 ? 20 : 300, () => done(Errno.ETIMEDOUT));
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: a.port(), writeMostly: false },
+          { label: "b", port: new Flapping(b.port()), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 50, resyncWindow: 4, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false },
+      ),
+    );
+    await rig.write(m, 64 * KiB, filled(4096, 1)); // a's data, so the resync copies rather than zeroes
+    rig.run(30); // the resync of b has locked its first regions
+    await rig.settle(call.write(m, 0, filled(4 * 4096, 6)), 20_000);
+    expect(legData(a, m)[0]).toBe(6);
+    expect(rig.logs.filter((l) => l.includes("is back")).length).toBeGreaterThan(1); // it did flap
+  });
+
+  test("a leg resynced whole after a reopen that leaves and comes back showing the same generation is not diverged (tree sim seed 130349)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    // b's superblock writes are held: its join commit lands on a only, b's disk stays at generation 1.
+    let holdB = false;
+    class HoldRecords extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (holdB && offset < SUPERBLOCK_AREA) return;
+        super.write(offset, data, fua, done);
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: a.port(), writeMostly: false },
+          { label: "b", port: new HoldRecords(b.port()), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
+      ),
+    );
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 0, filled(4096, 1)); // b degraded: generation 2
+    holdB = true;
+    b.up();
+    // The join commit reaches a; on b it is still in flight when the node crashes.
+    const listsB = () => {
+      const area = decodeSuperblockArea(a.data.subarray(0, SUPERBLOCK_AREA));
+      return area.kind === "valid" && area.sb.slots[1]!.state === SlotState.IN_SYNC && area.sb.slots[1]!.low === 2;
+    };
+    await rig.until(listsB, "b's join recorded on a");
+    for (const s of [a, b]) s.crash(() => true);
+    holdB = false;
+    // a lists b in sync since generation 2; b shows 1: resynced whole.
+    const m2 = await rig.mirror([a, b]);
+    expect(m2.legs[1]!.state).toBe("syncing");
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m2, 8192, filled(4096, 2)).catch(() => {});
+    await rig.until(() => m2.legs[1]!.state === "degraded", "b degraded while syncing");
+    b.up();
+    await rig.until(() => m2.legs[1]!.state === "in-sync" || m2.legs[1]!.state === "diverged", "b judged");
+    expect(m2.legs[1]!.state).toBe("in-sync");
+    expect(Buffer.from(legData(a, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
+  });
+
+  test("a syncing leg that took a write the last in-sync leg failed does not join holding it (tree sim seed 244057)", async () => {
+    const rig = new Rig();
+    const [a, b, c] = [rig.store(LEG, 2000), rig.store(LEG, 2000), rig.store(LEG, 2000)];
+    let faults = false;
+    const META = 45056;
+    // a: its data writes hang 900 ms (then time out), its reads fail at once (so it is degraded
+    // while the write is still in flight); b: its data writes time out after 300 ms without
+    // landing; c: syncing, every write 50 ms, so its resync ends while the write is in flight.
+    class A extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (faults && offset >= META) return void rig.clock.after(900, () => done(Errno.ETIMEDOUT));
+        super.write(offset, data, fua, done);
+      }
+      override read(offset: number, into: Uint8Array, done: Done): void {
+        if (faults && offset >= META) return done(Errno.EIO);
+        super.read(offset, into, done);
+      }
+    }
+    class B extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (faults && offset >= META) return void rig.clock.after(300, () => done(Errno.ETIMEDOUT));
+        super.write(offset, data, fua, done);
+      }
+    }
+    class C extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        rig.clock.after(50, () => super.write(offset, data, fua, done));
+      }
+      override zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+        rig.clock.after(50, () => super.zero(offset, length, flags, done));
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: new A(a.port()), writeMostly: false },
+          { label: "b", port: new B(b.port()), writeMostly: false },
+          { label: "c", port: new C(c.port()), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, resyncWindow: 1, layout: { metaBytes: META, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false },
+      ),
+    );
+    // Only a starts in sync; b joins first (no faults yet), c is still syncing when the faults start.
+    await rig.until(() => m.legs[1]!.state === "in-sync", "b in sync");
+    // c's resync has copied the write's region already and is a few regions from its join.
+    await rig.until(() => m.legs[2]!.needs.count <= 4, "c nearly resynced");
+    expect(m.legs[2]!.state).toBe("syncing");
+    faults = true;
+    const write = call.write(m, 200 * KiB, filled(4096, 9)).then(() => 0, () => -1);
+    rig.run(30); // its write-intent record is down; the data is on its way to a, b and c
+    for (let i = 0; m.legs[0]!.state === "in-sync" && i < 8; i++) await rig.settle(call.read(m, 100 * KiB, new Uint8Array(4096)).catch(() => {}));
+    expect(m.legs[0]!.state).toBe("degraded");
+    expect(await rig.settle(write)).toBe(-1); // b, the last in-sync leg, failed it
+    faults = false;
+    await rig.until(() => m.legs[2]!.state === "in-sync", "c in sync");
+    expect(Buffer.from(legData(c, m)).equals(Buffer.from(legData(b, m)))).toBe(true);
   });
 
   test("a returning leg written elsewhere after it left (split brain) is diverged and never touched", async () => {

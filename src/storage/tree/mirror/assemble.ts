@@ -141,7 +141,9 @@ export function planAssembly(found: readonly LegFound[], options: PlanOptions): 
     }
     if (listedInSync && p.state !== "in-sync") {
       bump = true;
-      if (p.state === "syncing" && !p.full) p = { ...p, low: p.diskGen ?? 0, high: G };
+      // Its bitmap (or a whole resync) is valid for the generation its disk shows, up to G: a
+      // leg resynced whole that leaves again and comes back showing the same is not diverged.
+      if (p.state === "syncing") p = { ...p, low: p.diskGen ?? 0, high: G };
     }
     legs.push(p);
   }

@@ -66,7 +66,9 @@ export function takeOut(s: MirrorState, leg: MirrorLeg, state: "degraded" | "sus
     leg.movedSinceLeft = 0;
     s.generation++;
   } else {
-    leg.high = leg.highBound;
+    // A syncing leg: its disk shows a generation this mirror read from it or wrote to it
+    // (diskGen), which is not "written elsewhere" when it shows it again (tree sim seed 130349).
+    leg.high = Math.max(leg.highBound, leg.diskGen ?? 0);
     leg.joinPhase = 0;
   }
   leg.state = state;

@@ -32,8 +32,11 @@ export interface MetaJob {
 export interface MetaHost {
   targets(key: number): MetaTarget[];
   begin(key: number, fua: boolean): MetaJob;
-  /** A target failed: true when the leg was dropped (degraded), false when it cannot be. */
-  failed(leg: number, errno: number): boolean;
+  /**
+   * A target failed: true when the leg was dropped (degraded) or `port` is no longer its port
+   * (a replaced leg's write finishing late), false when it cannot be dropped.
+   */
+  failed(leg: number, errno: number, port: StoragePort): boolean;
 }
 
 interface PageState {
@@ -93,17 +96,17 @@ export class MetaWriter {
     state.fuaNext = false;
     const job = this.host.begin(key, fua);
     const targets = this.host.targets(key);
-    const failures: [number, number][] = [];
+    const failures: [number, number, StoragePort][] = [];
     let remaining = targets.length + 1;
     this.inflight++;
-    const one = (leg: number, errno: number) => {
+    const one = (leg: number, errno: number, port: StoragePort | null) => {
       if (leg >= 0) job.legDone?.(leg, errno);
-      if (errno !== 0) failures.push([leg, errno]);
+      if (errno !== 0 && port !== null) failures.push([leg, errno, port]);
       if (--remaining > 0) return;
       this.inflight--;
       let unabsorbed = 0;
-      for (const [failedLeg, failedErrno] of failures) {
-        if (!this.host.failed(failedLeg, failedErrno) && unabsorbed === 0) unabsorbed = failedErrno;
+      for (const [failedLeg, failedErrno, port] of failures) {
+        if (!this.host.failed(failedLeg, failedErrno, port) && unabsorbed === 0) unabsorbed = failedErrno;
       }
       job.settled?.(unabsorbed === 0);
       state.inflight = false;
@@ -114,8 +117,8 @@ export class MetaWriter {
       if (!state.inflight && (state.again || state.next.length > 0)) this.start(key, state);
     };
     for (const target of targets) {
-      target.port.write(job.offset, job.bytesFor(target.leg), fua, (errno) => one(target.leg, errno));
+      target.port.write(job.offset, job.bytesFor(target.leg), fua, (errno) => one(target.leg, errno, target.port));
     }
-    one(-1, 0);
+    one(-1, 0, null);
   }
 }

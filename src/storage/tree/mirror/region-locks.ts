@@ -4,26 +4,39 @@
  * running in its region (docs/tree.md "Resync while I/O continues"). So no write can land on
  * a syncing leg between the read from the source and the write of the copy.
  *
+ * Fair, in arrival order: a write that waits and a copy that waits each take a ticket, and
+ * neither passes one that arrived before it. Without that, a resync restarted again and again
+ * (a leg that comes back and fails, over and over) locked the first regions it copies before a
+ * write waiting for them could start: the write, and every write queued behind it, waited
+ * forever (tree sim seed 110467).
+ *
  * Bounded: one entry per region locked or wanted, at most the resync window's worth.
  */
 import type { MirrorState, MutOp } from "./state.ts";
 
-/** Does `op` touch a region a resync holds or waits for? */
+/** Does `op` touch a region a resync holds, or one a copy that arrived before it waits for? */
 export function conflicts(s: MirrorState, op: MutOp): boolean {
   for (const region of s.lockCount.keys()) if (region >= op.r0 && region <= op.r1) return true;
-  for (const region of s.wanted.keys()) if (region >= op.r0 && region <= op.r1) return true;
+  for (const [region, ticket] of s.wantedTicket) if (ticket < op.ticket && region >= op.r0 && region <= op.r1) return true;
   return false;
 }
 
-/** Lock `region` for a resync copy; `locked` once no write runs in it. */
+/** Lock `region` for a resync copy; `locked` once no write runs in it or waits for it from before. */
 export function lockRegion(s: MirrorState, region: number, locked: () => void): void {
-  if (!s.wanted.has(region) && !overlapsRunning(s, region)) {
+  if (!s.wanted.has(region) && !overlapsRunning(s, region) && !waitedFor(s, region, Number.POSITIVE_INFINITY)) {
     s.lockCount.set(region, (s.lockCount.get(region) ?? 0) + 1);
     return locked();
   }
   const list = s.wanted.get(region) ?? [];
   list.push(locked);
+  if (!s.wanted.has(region)) s.wantedTicket.set(region, s.ticket++);
   s.wanted.set(region, list);
+}
+
+/** Does a write that waits (with a ticket below `before`) touch `region`? */
+function waitedFor(s: MirrorState, region: number, before: number): boolean {
+  for (const op of s.lockWait) if (op.ticket < before && region >= op.r0 && region <= op.r1) return true;
+  return false;
 }
 
 export function unlockRegion(s: MirrorState, region: number): void {
@@ -46,8 +59,9 @@ export function scheduleGrants(s: MirrorState): void {
   s.clock.after(0, () => {
     s.grantScheduled = false;
     for (const [region, waiters] of [...s.wanted]) {
-      if (overlapsRunning(s, region)) continue;
+      if (overlapsRunning(s, region) || waitedFor(s, region, s.wantedTicket.get(region)!)) continue;
       s.wanted.delete(region);
+      s.wantedTicket.delete(region);
       s.lockCount.set(region, (s.lockCount.get(region) ?? 0) + waiters.length);
       for (const waiter of waiters) waiter();
     }

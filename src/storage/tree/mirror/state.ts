@@ -80,6 +80,8 @@ export interface MutOp {
   barrier: number;
   legsDone: boolean;
   finished: boolean;
+  /** Arrival order among writes and region-lock requests that wait (region-locks.ts). */
+  ticket: number;
 }
 
 /** Calls from a lower part of the mirror up to a higher one (MirrorPort wires them). */
@@ -125,8 +127,12 @@ export class MirrorState {
   readonly lockWait: MutOp[] = [];
   /** Region → resync copies holding it. */
   readonly lockCount = new Map<number, number>();
-  /** Region → resync copies waiting for the writes running in it. */
+  /** Region → resync copies waiting for the writes running in it (or waiting before them). */
   readonly wanted = new Map<number, (() => void)[]>();
+  /** Region → the ticket of its `wanted` entry: writes that arrived earlier go first. */
+  readonly wantedTicket = new Map<number, number>();
+  /** Next ticket (region-locks.ts). */
+  ticket = 0;
   readonly resyncs = new Map<number, Resync>();
   draining = false;
   drainAgain = false;
@@ -202,7 +208,8 @@ export class MirrorState {
       {
         targets: (key) => metaTargets(this, key),
         begin: (key) => metaJob(this, key),
-        failed: (leg, errno) => this.hooks.legFailed(this.legs[leg]!, errno, "meta"),
+        // A write to a leg replaced since (mirror/leg-change.ts) says nothing about the new one.
+        failed: (leg, errno, port) => this.legs[leg]!.port !== port || this.hooks.legFailed(this.legs[leg]!, errno, "meta"),
       },
       (key) => key === SB_KEY || Math.floor(key / this.pagesPerSlot) === ACTIVE_SLOT,
     );

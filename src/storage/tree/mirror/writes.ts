@@ -62,6 +62,7 @@ export function mutate(
     barrier: 0,
     legsDone: false,
     finished: false,
+    ticket: s.ticket++,
   };
   if (s.lockWait.length > 0 || conflicts(s, op)) s.lockWait.push(op);
   else startOp(s, op);
@@ -123,20 +124,28 @@ function issue(s: MirrorState, op: MutOp): void {
 function legDone(s: MirrorState, op: MutOp, leg: MirrorLeg | null, errno: number): void {
   if (leg !== null && errno !== 0 && leg.writable && !s.hooks.legFailed(leg, errno, "write")) {
     if (op.errno === 0) op.errno = errno;
+    // At once, not when the other legs are done: a syncing leg that took the write could
+    // otherwise finish its resync and join meanwhile, holding what the in-sync leg may lack
+    // (tree sim seed 244057).
+    recopyOnSyncing(s, op);
   }
   if (--op.pending > 0) return;
   op.legsDone = true;
-  if (op.errno !== 0) {
-    // The last in-sync leg failed it (so it may or may not hold it) while syncing legs may
-    // have taken it: they must get this range from the in-sync leg again.
-    for (const other of s.legs) {
-      if (other.state !== "syncing") continue;
-      other.joinPhase = 0;
-      other.needs.setRange(op.r0, op.r1, (page) => s.meta.persist(s.pageKey(other.index, page)));
-      s.resyncs.get(other.index)?.pump();
-    }
-  }
+  if (op.errno !== 0) recopyOnSyncing(s, op);
   if (op.barrier === 0) finish(s, op, op.errno);
+}
+
+/**
+ * The last in-sync leg failed `op` (so it may or may not hold it) while syncing legs may have
+ * taken it: they must get this range from the in-sync leg again, and not join before.
+ */
+function recopyOnSyncing(s: MirrorState, op: MutOp): void {
+  for (const other of s.legs) {
+    if (other.state !== "syncing") continue;
+    other.joinPhase = 0;
+    other.needs.setRange(op.r0, op.r1, (page) => s.meta.persist(s.pageKey(other.index, page)));
+    s.resyncs.get(other.index)?.pump();
+  }
 }
 
 export function releaseBarrier(s: MirrorState, op: MutOp, errno: number): void {
