@@ -231,7 +231,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       const changes = treeChanges(running, configs);
       if (changes === null) throw new DstdError("E_CONFIG", "this reload changes more than allow lists, keys, appended linear legs and replaced or added mirror legs: the export group must restart");
       const targets = [...changes].map(([name, change]) => ({ name, change, port: exports.find((e) => e.name === name)!.port }));
-      const prepared = await prepareTreeChanges(targets, (node, mirrorLeg) => openTree(node, { log: treeLog(log), lock: true, mirrorLeg }), (name) => server.announceSize(name));
+      const prepared = await prepareTreeChanges(targets, (node, grown) => openTree(node, { log: treeLog(log), lock: true, grown }), (name) => server.announceSize(name));
       return {
         commit: () => {
           const changes = prepared.commit();

@@ -42,8 +42,8 @@ export interface TreeChangeTarget {
   change: TreeChange;
 }
 
-/** Opens a tree node; `mirrorLeg`: as a mirror's leg (a file dstd grew opens at its size). */
-export type OpenNode = (node: TreeNodeSpec, mirrorLeg: boolean) => Promise<StoragePort>;
+/** Opens a tree node; `grown`: as a mirror's or a stripe's leg (a file dstd grew opens at its size). */
+export type OpenNode = (node: TreeNodeSpec, grown: boolean) => Promise<StoragePort>;
 
 /** One change to make at commit: `apply` returns its line (or null), `opened` are closed if it cannot run. */
 interface Step {
@@ -68,10 +68,10 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
   const steps: Step[] = [];
   const closeAll = () => Promise.allSettled(steps.flatMap((s) => s.opened.map((port) => port.close()))).then(() => {});
   /** Opens a new leg for a step; `what` names it in the refusal. */
-  const openLeg = async (name: string, node: TreeNodeSpec, mirrorLeg: boolean, what: string, step: Step): Promise<StoragePort> => {
+  const openLeg = async (name: string, node: TreeNodeSpec, grown: boolean, what: string, step: Step): Promise<StoragePort> => {
     let port: StoragePort;
     try {
-      port = await open(node, mirrorLeg);
+      port = await open(node, grown);
     } catch (error) {
       throw new DstdError("E_CONFIG", `export '${name}': new leg ${what} cannot be opened: ${errorMessage(error)}`);
     }

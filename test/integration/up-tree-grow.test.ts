@@ -6,7 +6,8 @@
  * opened refuses the whole reload and nothing changes. A mirror (docs/tree.md "Growing a
  * mirror"): `dstd resize` grows its file legs and the mirror, the client writes past the old
  * end, both legs hold it, and a restarted node serves the new size — as it does for a plain
- * file export that `dstd resize` grew past the `size` its config names. Compiled binary, real
+ * file export that `dstd resize` grew past the `size` its config names, and for a stripe
+ * (docs/tree.md "Growing a stripe") grown by whole rows. Compiled binary, real
  * sockets and files.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -31,6 +32,7 @@ let dstPort = 0;
 let nbdPort = 0;
 let mirrorPort = 0;
 let filePort = 0;
+let stripePort = 0;
 /** The config with these linear legs, each a file of `size` (created when missing), and a mirror export. */
 function config(legs: Array<{ path: string; size: string }>): string {
   return `
@@ -52,6 +54,14 @@ allow = ["127.0.0.1/32:rw"]
 [export.tree]
 assume_clean = true
 mirror = [{ file = "${leg("m0")}", size = "16MiB" }, { file = "${leg("m1")}", size = "16MiB" }]
+
+[[export]]
+name = "s"
+listen = "127.0.0.1:${stripePort}"
+allow = ["127.0.0.1/32:rw"]
+[export.tree]
+chunk = "64KiB"
+stripe = [{ file = "${leg("s0")}", size = "8MiB" }, { file = "${leg("s1")}", size = "8MiB" }]
 
 [[export]]
 name = "f"
@@ -88,6 +98,7 @@ beforeAll(async () => {
   nbdPort = freeLoopbackPort();
   mirrorPort = freeLoopbackPort();
   filePort = freeLoopbackPort();
+  stripePort = freeLoopbackPort();
   writeFileSync(configPath, config(twoLegs));
   node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
   await node.waitForLog("ready:", "the node to be ready", 30_000);
@@ -168,7 +179,7 @@ describe("dstd up: storage trees grow online", () => {
     await until(() => client.size === 48 * MiB, "the client to learn the new size", 5_000);
   }, 60_000);
 
-  test("dstd resize grows a mirror: its file legs grow, the new range is on both legs, a restart keeps the size", async () => {
+  test("dstd resize grows a mirror and a stripe: their file legs grow, the new range is on the legs, a restart keeps the size", async () => {
     const MIRROR_META = MiB; // docs/tree.md "On-leg metadata": the data starts 1 MiB into each leg
     const m = await openClient(mirrorPort, "m");
     try {
@@ -194,6 +205,28 @@ describe("dstd up: storage trees grow online", () => {
     } finally {
       await m.close();
     }
+    // A stripe grows by whole rows, every leg by the same amount; a connected client hears it.
+    const s = await openClient(stripePort, "s");
+    try {
+      expect(s.size).toBe(16 * MiB);
+      const rows = await runDstd(["resize", "s", "24MiB", "--state-dir", stateDir]);
+      expect(rows.exitCode).toBe(0);
+      const odd = await runDstd(["resize", "s", String(32 * MiB + 64 * 1024), "--state-dir", stateDir]);
+      expect(odd.exitCode).not.toBe(0);
+      expect(odd.stderr).toContain("a stripe grows by whole rows: 33619968 bytes is not a multiple of 128 KiB (2 legs × 64 KiB chunk)");
+      const resized = await runDstd(["resize", "s", "32MiB", "--state-dir", stateDir]);
+      expect(resized.stderr).toBe("");
+      expect(resized.stdout).toContain("resized from 24 MiB to 32 MiB");
+      await until(() => s.size === 32 * MiB, "the stripe client to learn the new size", 5_000);
+      await s.write(31 * MiB, new Uint8Array(MiB).fill(0x4d));
+      await s.flush();
+      expect(s.engine.counters.reconnects).toBe(0);
+      for (const file of [leg("s0"), leg("s1")]) expect(Bun.file(file).size).toBe(16 * MiB);
+      // The last row's chunks alternate between the legs: each holds half of that MiB at its end.
+      expect(readFileAt(leg("s1"), 16 * MiB - 64 * 1024, 64 * 1024).every((b) => b === 0x4d)).toBe(true);
+    } finally {
+      await s.close();
+    }
     // A plain file export grown the same way keeps its size too, though its config says 16MiB.
     const grown = await runDstd(["resize", "f", "32MiB", "--state-dir", stateDir]);
     expect(grown.exitCode).toBe(0);
@@ -214,6 +247,10 @@ describe("dstd up: storage trees grow online", () => {
       const plain = await openClient(filePort, "f");
       expect(plain.size).toBe(32 * MiB);
       await plain.close();
+      const striped = await openClient(stripePort, "s");
+      expect(striped.size).toBe(32 * MiB);
+      expect((await striped.read(31 * MiB, MiB)).every((b) => b === 0x4d)).toBe(true);
+      await striped.close();
     } finally {
       await again.close();
     }

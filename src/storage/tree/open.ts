@@ -39,10 +39,11 @@ export interface OpenTreeOptions {
   /** Mirror settings beyond the spec (tests, benchmarks): probe interval, resync window, layout. */
   mirror?: Partial<Omit<MirrorOptions, "clock" | "randomId" | "log">>;
   /**
-   * This node is a leg of a mirror: a file leg larger than its `size` is one the mirror grew
-   * (mirror/grow.ts) and is opened at its size. Set by the mirror case for its own legs only.
+   * This node is a leg of a mirror or a stripe: a file leg larger than its `size` is one
+   * `dstd resize` grew (mirror/grow.ts, stripe.ts) and is opened at its size. Set by the
+   * mirror and stripe cases for their own legs only: a linear's leg places the legs after it.
    */
-  mirrorLeg?: boolean;
+  grown?: boolean;
 }
 
 /** The label a leg is shown with when the configuration gives none. */
@@ -72,7 +73,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       const backend = openBackend(
         spec.kind === "memory" ? { kind: "memory", size: spec.sizeBytes } : spec.kind === "file" ? { kind: "file", path: spec.path, size: spec.sizeBytes ?? undefined } : { kind: "device", path: spec.path },
         false,
-        { lock: options.lock === true, grown: options.mirrorLeg === true },
+        { lock: options.lock === true, grown: options.grown === true },
       );
       return createLocalPort(backend, { description: backend.description, log });
     }
@@ -96,8 +97,10 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
     }
     case "linear":
     case "stripe": {
-      // A leg's size places the data of the legs after it: files must be the size configured.
-      const ports = await openAll(spec.legs, { ...options, mirrorLeg: false });
+      // A linear leg's size places the data of the legs after it: files must be the size
+      // configured. A stripe's mapping does not depend on its legs' sizes: one grown by dstd
+      // resize opens at its size (the stripe serves as many rows as its smallest leg holds).
+      const ports = await openAll(spec.legs, { ...options, grown: spec.kind === "stripe" });
       const legs = ports.map((port, i) => ({ port, label: spec.legs[i]!.label }));
       try {
         return spec.kind === "linear" ? new LinearPort(legs) : new StripePort(legs, spec.chunkBytes);
@@ -107,7 +110,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       }
     }
     case "mirror": {
-      const legOptions = { ...options, mirrorLeg: true };
+      const legOptions = { ...options, grown: true };
       const opened = await Promise.allSettled(spec.legs.map((leg) => openTree(leg.node, legOptions)));
       const legs = opened.map((result, i) => {
         const leg = spec.legs[i]!;

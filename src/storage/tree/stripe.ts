@@ -7,7 +7,17 @@
  * that gets several chunks of one request needs its pieces gathered (write) or scattered
  * (read) through a bounce buffer. Completions are joined: the first error wins.
  *
- * Size: N × ⌊smallest leg / C⌋ × C. `chunkBytes` must be a multiple of every leg's block size.
+ * Size: N × ⌊smallest leg / C⌋ × C when it opens, then fixed (a remote leg whose export grows
+ * does not grow the stripe under its clients). `chunkBytes` must be a multiple of every leg's
+ * block size.
+ *
+ * Growing (`dstd resize`, docs/tree.md "Growing a stripe"): the mapping does not depend on the
+ * size, so a stripe grows by whole rows when every leg grows by the same amount: each leg that
+ * is smaller than size/N is resized (a file, a memory disk, a mirror, another stripe), any other
+ * must already be large enough. The legs grow one at a time, each flushed, the smallest last
+ * (a crash during the grow reopens the old size or the new one); only when every leg has room is
+ * the new size served. The new range is not zeroed: a grown file reads as zeroes, a larger device shows what it held (as
+ * lvextend does; a mirror zeroes its own new range).
  *
  * Must not: hold timers or sockets (pure logic over ports); call a completion twice.
  */
@@ -41,6 +51,9 @@ export class StripePort implements StoragePort, Describable {
   private readonly legList: readonly TreeLeg[];
   private readonly flags: ReturnType<typeof combinedFlags>;
   private closed = false;
+  /** Rows of N chunks served: fixed at open, changed only by resize. */
+  private rows: number;
+  private growing = false;
 
   constructor(legs: readonly TreeLeg[], chunkBytes: number = DEFAULT_STRIPE_CHUNK, options: { description?: string } = {}) {
     if (legs.length < 1) throw new DstdError("E_CONFIG", "stripe needs at least one leg");
@@ -55,12 +68,12 @@ export class StripePort implements StoragePort, Describable {
     }
     this.legList = legs;
     this.chunkBytes = chunkBytes;
+    this.rows = Math.floor(Math.min(...legs.map((leg) => leg.port.size)) / chunkBytes);
     this.description = options.description ?? `stripe of ${legs.length} legs, chunk ${formatSize(chunkBytes)}`;
   }
 
   get size(): number {
-    const rows = Math.floor(Math.min(...this.legList.map((leg) => leg.port.size)) / this.chunkBytes);
-    return rows * this.chunkBytes * this.legList.length;
+    return this.rows * this.chunkBytes * this.legList.length;
   }
   get blockSize(): number {
     return this.flags.blockSize;
@@ -99,6 +112,63 @@ export class StripePort implements StoragePort, Describable {
     const leg = this.legList[index];
     if (leg === undefined) throw new DstdError("E_STATE", `the stripe node has no leg ${index}`);
     leg.label = label;
+  }
+
+  // ---- growing (module comment) ------------------------------------------------------------
+
+  /** Why resize(size) would be refused now, for the operator (`dstd resize`), or null. */
+  resizeProblem(size: number): string | null {
+    return this.growProblem(size)?.reason ?? null;
+  }
+
+  private growProblem(size: number): { errno: number; reason: string } | null {
+    const no = (errno: number, reason: string) => ({ errno, reason });
+    if (this.closed) return no(Errno.ESHUTDOWN, "the stripe is closed");
+    if (this.growing) return no(Errno.EBUSY, "the stripe is already being resized");
+    if (!Number.isSafeInteger(size) || size <= 0) return no(Errno.EINVAL, `${size} is not a size in bytes`);
+    if (size < this.size) return no(Errno.ENOTSUP, `a stripe does not shrink (it is ${formatSize(this.size)}; ${formatSize(size)} asked)`);
+    const row = this.chunkBytes * this.legList.length;
+    if (size % row !== 0) return no(Errno.EINVAL, `a stripe grows by whole rows: ${size} bytes is not a multiple of ${formatSize(row)} (${this.legList.length} legs × ${formatSize(this.chunkBytes)} chunk)`);
+    const needed = size / this.legList.length;
+    for (const leg of this.legList) {
+      if (leg.port.size >= needed) continue;
+      if (leg.port.resize === undefined) return no(Errno.ENOSPC, `leg ${leg.label} is ${formatSize(leg.port.size)} and cannot grow; the stripe needs ${formatSize(needed)} of it`);
+      const below = leg.port.resizeProblem?.(needed) ?? null;
+      if (below !== null) return no(Errno.EBUSY, `leg ${leg.label} cannot grow to ${formatSize(needed)}: ${below}`);
+    }
+    return null;
+  }
+
+  /** Grow to `size` (module comment); `done(0)` once it is served. A failure serves the old size. */
+  resize(size: number, done: Done): void {
+    const problem = this.growProblem(size);
+    if (problem !== null) return done(problem.errno);
+    if (size === this.size) return done(0);
+    const needed = size / this.legList.length;
+    // One leg at a time, each flushed (a file's new size is durable), the smallest last: the
+    // stripe reopens with as many rows as its smallest leg holds, so a crash during the grow
+    // finds the old size until the last leg has grown, and the new one after.
+    const growing = this.legList.filter((leg) => leg.port.size < needed).sort((a, b) => b.port.size - a.port.size);
+    this.growing = true;
+    let failed = 0;
+    sequence(
+      growing.length,
+      (index, next) => {
+        const port = growing[index]!.port;
+        port.resize!(needed, (errno) => {
+          if (errno !== 0) return (failed = errno), next(false);
+          if (port.size < needed) return (failed = Errno.ENOSPC), next(false);
+          port.flush((errno) => (errno !== 0 ? ((failed = errno), next(false)) : next(true)));
+        });
+      },
+      () => {
+        this.growing = false;
+        if (failed !== 0) return done(failed);
+        if (this.closed) return done(Errno.ESHUTDOWN);
+        this.rows = size / this.chunkBytes / this.legList.length;
+        done(0);
+      },
+    );
   }
 
   /** Where byte `offset` of the node lives: [leg, offset on that leg]. */

@@ -94,9 +94,19 @@ export class SimStore {
     return this.data.length;
   }
 
+  /**
+   * A grown range reads as zeroes (a file extended by ftruncate). Off: it shows what the leg
+   * held past its end (`data` beyond `size`), which a mirror must zero when it grows.
+   */
+  zeroOnGrow = false;
+
   /** Extend the leg (a file's ftruncate: its size survives a crash once the leg is flushed, as the mirror does). */
   grow(size: number): boolean {
     if (size > this.capacity) return false;
+    if (this.zeroOnGrow && size > this.visible) {
+      this.data.fill(0, this.visible, size);
+      this.durable.fill(0, this.visible, size);
+    }
     this.visible = Math.max(this.visible, size);
     return true;
   }

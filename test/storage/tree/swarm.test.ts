@@ -1,7 +1,7 @@
 /**
  * The storage-tree swarm (docs/tree.md "Simulation"): TREE_SEEDS seeds (2,000 by default: what
  * fits ~30 s on the 2-core box; a seed costs ~12 ms of CPU) of random trees over simulated
- * legs with cuts, slow legs, node crashes and online growth of root mirrors, each checked
+ * legs with cuts, slow legs, node crashes and online growth of root mirrors and stripes, each checked
  * against the reference model.
  * TREE_SEED=n replays one seed; TREE_SEED_START moves the range; TREE_SEEDS=10000 is the long run.
  */
@@ -36,7 +36,9 @@ if (single !== undefined) {
       expect(totals.crashes!).toBeGreaterThan(count / 20);
       expect(totals.reopenRefused!).toBeGreaterThan(0);
       expect(totals.failed!).toBeGreaterThan(0);
-      expect(totals.grows!).toBeGreaterThan(count / 20); // mirrors grown online (mirror/grow.ts)
+      expect(totals.grows!).toBeGreaterThan(count / 20); // mirrors and stripes grown online (mirror/grow.ts, stripe.ts)
+      expect(totals.stripeGrows!).toBeGreaterThan(count / 100);
+      expect(totals.nestedGrows!).toBeGreaterThan(count / 200); // through mirrors and stripes under the root
       expect(totals.growsFailed!).toBeGreaterThan(0);
       expect(totals.suspends!).toBeGreaterThan(count / 20); // legs held out by the operator (mirror/suspend.ts)
       expect(totals.holdsAcrossCrash!).toBeGreaterThan(0);

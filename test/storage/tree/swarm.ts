@@ -5,9 +5,11 @@
  * reference model (oracle.ts), and a fault schedule: cuts shorter than the budget (must only
  * delay), cuts longer than it (mirror legs degrade and must resync when back), leaves down
  * until the end, slow periods, and crashes of the node running the tree (unflushed writes
- * lost at random; the tree reopened from what the legs hold); a root mirror of leaves whose
- * legs have room grows online at a random moment (sometimes with a crash while it runs: the
- * reopened size is the old or the new one, never smaller than an acknowledged grow), and
+ * lost at random; the tree reopened from what the legs hold); a root mirror or stripe whose
+ * leaves have room grows online at a random moment, through any mirrors and stripes under it
+ * (sometimes with a crash while it runs: the reopened size is the old or the new one, never
+ * smaller than an acknowledged grow; a stripe's leaves are files, whose grown range reads as
+ * zeroes; a mirror's show what they held past their end, which it must zero), and
  * once more after convergence if it has not (then it must succeed); a mirror leg is
  * suspended by the operator at a random moment and resumed later (or at heal), or replaced
  * by a blank disk (a reload, mirror/leg-change.ts): a suspended leaf gets no request, the hold
@@ -26,7 +28,7 @@ import { blockVersion, makeWriteData } from "../../sim/block-data.ts";
 import { SimClock } from "../../sim/sim-clock.ts";
 import { type Op, type OpKind, TreeOracle, TreeViolation, violation } from "./oracle.ts";
 import { SimStore, treeClock } from "./sim-leg.ts";
-import { type Built, buildTree, describeShape, randomShape, type TreeShape } from "./topology.ts";
+import { type Built, buildTree, describeShape, growTargetOf, randomShape, stripeLeaves, type TreeShape } from "./topology.ts";
 
 const BLOCK = 512;
 
@@ -65,8 +67,8 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
-  /** Online growth (mirror/grow.ts): a root mirror of leaves whose legs have room to grow. */
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, nestedGrows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
+  /** Online growth (mirror/grow.ts, stripe.ts): a root mirror or stripe whose leaves have room to grow. */
   readonly growPrng: Prng;
   /** The size a grow asks for; 0: this seed does not grow. */
   growTarget = 0;
@@ -74,6 +76,8 @@ export class TreeWorld {
   growStarted = false;
   /** A grow completed successfully: the size must never go back. */
   growAcked = false;
+  /** A grow of this life of the tree has not completed (a stripe's waits for a down leg's budget). */
+  growRunning = false;
   /** The operator's suspend/resume of a mirror leg (mirror/suspend.ts). */
   readonly holdPrng: Prng;
   /** The leg held out now (acknowledged suspend, no resume yet): mirror index, leg, and its leaf's request count then (a leaf leg). */
@@ -88,7 +92,11 @@ export class TreeWorld {
     this.growPrng = new Prng(seeds.next());
     this.holdPrng = new Prng(seeds.next());
     const root = this.shape.root;
-    const grows = root.kind === "mirror" && root.children.every((c) => c.kind === "leaf") && this.growPrng.chance(0.6);
+    // Mirrors and stripes grow (through each other); a linear node grows by appended legs.
+    // Nested roots always try (few are growable: most hold a linear node somewhere).
+    const nested = root.kind !== "leaf" && root.children.some((c) => c.kind !== "leaf");
+    const grows = (root.kind === "mirror" || root.kind === "stripe") && (nested || this.growPrng.chance(0.6));
+    const files = stripeLeaves(root);
     this.stores = this.shape.leafSizes.map((size, i) => {
       const timing = { budgetMs: 150 + legPrng.int(850), latencyMinMs: 1 + legPrng.int(3), latencySpreadMs: legPrng.int(15) };
       const room = grows ? (1 + this.growPrng.int(6)) * 4096 : 0;
@@ -96,12 +104,11 @@ export class TreeWorld {
       // What the leg held past its end (an earlier use of the device): different on every leg.
       store.data.fill(0x40 + i, size);
       store.durable.fill(0x40 + i, size);
+      // A stripe does not zero what it grows into: its legs are files (ftruncate reads zeroes).
+      store.zeroOnGrow = files.has(i);
       return store;
     });
-    if (grows) {
-      const meta = (root as { tuning: { layout: { metaBytes?: number } } }).tuning.layout.metaBytes!;
-      this.growTarget = Math.floor((Math.min(...this.stores.map((st) => st.capacity)) - meta) / BLOCK) * BLOCK;
-    }
+    if (grows) this.growTarget = growTargetOf(root, this.shape.leafSizes, this.stores.map((st) => st.capacity));
   }
 
   /** Grow the tree to growTarget; `then(errno)` when the grow completes (not after a node crash). */
@@ -109,12 +116,16 @@ export class TreeWorld {
     const port = this.port;
     const target = this.growTarget;
     this.growStarted = true;
+    this.growRunning = true;
     this.note(`GROW ${port.size} → ${target}`);
     port.resize!(target, (errno) => {
       if (this.port !== port) return; // a later life of the tree
+      this.growRunning = false;
       this.note(`grow to ${target}: ${errno === 0 ? "ok" : errnoName(errno)}`);
       if (errno === 0) {
         this.marks.grows++;
+        if (this.shape.root.kind === "stripe") this.marks.stripeGrows++;
+        if (this.shape.root.kind !== "leaf" && this.shape.root.children.some((c) => c.kind !== "leaf")) this.marks.nestedGrows++;
         this.growAcked = true;
         this.oracle.grow(target / BLOCK);
       } else this.marks.growsFailed++;
@@ -378,6 +389,7 @@ export class TreeWorld {
   /** Crash the node: in-flight requests vanish, unflushed writes survive at random. */
   crashNode(): void {
     this.marks.crashes++;
+    this.growRunning = false; // its completion goes with the node
     const inflight = this.ops.filter((op) => op.status === null && !op.lost);
     this.note(`NODE CRASH: ${inflight.length} requests in flight vanish`);
     this.oracle.crashed(inflight);
@@ -637,6 +649,12 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   for (const op of world.ops) if (op.status === null && !op.lost) violation("liveness", `request #${op.id} never completed`);
 
   phase("converge");
+  // A grow still running (a stripe's waits out a leg's budget) ends first, as an operator's would.
+  for (let waited = 0; world.growRunning; waited += 10) {
+    if (waited > 60_000) violation("liveness", "a grow did not complete in 60 s after heal");
+    clock.runUntil(clock.ticks + 10);
+    await settleMicrotasks();
+  }
   if (world.growTarget > 0 && world.port.size < world.growTarget) {
     // Every leg in sync, no faults: a grow must succeed now.
     let result: number | null = null;

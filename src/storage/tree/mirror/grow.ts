@@ -4,8 +4,8 @@
  *
  * The layout fixes the region size and the bitmap slots when the mirror is created, so a
  * mirror grows up to what its bitmaps can describe (`capacity`). Steps, in this order:
- * 1. every leg is big enough for the new size (a leg that can resize — a file, a memory disk —
- *    is grown; another one must already be);
+ * 1. every leg is big enough for the new size (a leg that can resize — a file, a memory disk,
+ *    a stripe or a mirror — is grown; another one must already be);
  * 2. the new range is zeroed on every leg and flushed: whatever a leg held past the old end
  *    (an earlier, larger use of a device) must not differ between legs, or reads of the new
  *    range would depend on the leg chosen;
@@ -56,9 +56,13 @@ export function growProblem(s: MirrorState, size: number): { errno: number; reas
       return no(Errno.EBUSY, `leg ${leg.label} is ${leg.state}: a mirror grows when every leg is in sync`);
     }
     const needed = s.layout.metaBytes + size;
-    if (leg.port.size < needed && leg.port.resize === undefined) {
+    if (leg.port.size >= needed) continue;
+    if (leg.port.resize === undefined) {
       return no(Errno.ENOSPC, `leg ${leg.label} is ${formatSize(leg.port.size)} and cannot grow; the mirror needs ${formatSize(needed)} of it`);
     }
+    // A leg that is a tree (a stripe, a mirror) says why it would not grow, before anything changes.
+    const below = leg.port.resizeProblem?.(needed) ?? null;
+    if (below !== null) return no(Errno.EBUSY, `leg ${leg.label} cannot grow to ${formatSize(needed)}: ${below}`);
   }
   return null;
 }
