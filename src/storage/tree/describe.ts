@@ -34,6 +34,8 @@ export interface LegSnapshot {
   /** Mirror legs: the last error that degraded it, and how often it was degraded. */
   lastError?: string | null;
   degradations?: number;
+  /** Mirror legs: times it failed again while resyncing since it was last in sync (its probes back off). */
+  flaps?: number;
   /** Linear legs: where the leg starts in the node's address space. */
   offsetBytes?: number;
   sizeBytes?: number;

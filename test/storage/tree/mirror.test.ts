@@ -487,6 +487,84 @@ describe("mirror over simulated legs", () => {
     expect(Buffer.from(legData(c, m)).equals(Buffer.from(legData(b, m)))).toBe(true);
   });
 
+  test("a flapping leg (its probe answers, its writes fail) is probed less and less often; once it holds, it joins and is probed at the base interval again", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    let failing = false;
+    class Flapping extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (failing && offset >= 45056) return done(Errno.EIO);
+        super.write(offset, data, fua, done);
+      }
+      override zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
+        if (failing && offset >= 45056) return done(Errno.EIO);
+        super.zero(offset, length, flags, done);
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: a.port(), writeMostly: false },
+          { label: "b", port: new Flapping(b.port()), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
+      ),
+    );
+    failing = true;
+    await rig.write(m, 0, filled(4096, 1)); // b degraded (from in sync: no flap yet)
+    expect(m.legs[1]!.flaps).toBe(0);
+    rig.run(20_000);
+    // Every 100 ms it would be ~150 degradations; doubling waits up to 3.2 s: about a dozen.
+    const degradations = m.legs[1]!.degradations;
+    expect(degradations).toBeGreaterThan(5);
+    expect(degradations).toBeLessThan(16);
+    expect(m.legs[1]!.flaps).toBe(degradations - 1);
+    expect(rig.logs.some((l) => l.includes("failed 5× while resyncing since it was in sync: next probe in 3.2 s"))).toBe(true);
+    failing = false;
+    await rig.until(() => m.legs[1]!.state === "in-sync", "b holds and joins", 5_000); // within the longest wait and a resync
+    expect(m.legs[1]!.flaps).toBe(0);
+    expect(Buffer.from(legData(b, m)).equals(Buffer.from(legData(a, m)))).toBe(true);
+  });
+
+  test("a bitmap page whose write failed is written again before a later superblock relies on it (tree sim seed 335290)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    const META = 45056;
+    // a's metadata writes fail for a while (a is the last in-sync leg then: the failures go to the client).
+    let failMeta = false;
+    class FailMeta extends PassThrough {
+      override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+        if (failMeta && offset < META) return done(Errno.EIO);
+        super.write(offset, data, fua, done);
+      }
+    }
+    const m = await rig.settle(
+      openMirror(
+        [
+          { label: "a", port: new FailMeta(a.port()), writeMostly: false },
+          { label: "b", port: b.port(), writeMostly: false },
+        ],
+        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, layout: { metaBytes: META, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
+      ),
+    );
+    b.cut(Number.POSITIVE_INFINITY);
+    const first = call.write(m, 64 * KiB, filled(4096, 7)).then(() => 0, () => -1);
+    rig.run(50); // its write-intent record is on a; b's copy waits out b's budget
+    failMeta = true; // so b's degradation (its bitmap page, the superblock) does not reach a
+    expect(await rig.settle(first)).toBe(-1);
+    expect(m.legs[1]!.state).toBe("degraded");
+    failMeta = false;
+    await rig.write(m, 64 * KiB, filled(4096, 8)); // the same region: its bit is set already, the page is not dirtied again
+    await rig.settle(call.flush(m)); // the record lands; the write-intent regions are cleared
+    rig.run(100);
+    for (const s of [a, b]) s.crash(() => true);
+    b.up();
+    const m2 = await rig.mirror([a, b]);
+    await rig.until(() => m2.legs.every((l) => l.state === "in-sync"), "b resynced");
+    expect(legData(b, m2)[64 * KiB]).toBe(8);
+    expect(Buffer.from(legData(a, m2)).equals(Buffer.from(legData(b, m2)))).toBe(true);
+  });
+
   test("a returning leg written elsewhere after it left (split brain) is diverged and never touched", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];

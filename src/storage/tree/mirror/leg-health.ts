@@ -9,7 +9,11 @@
  * - a leg the operator suspends leaves the same way (mirror/suspend.ts) but is not probed;
  * - a degraded or absent leg is probed every `probeIntervalMs` (its superblock read, or the
  *   leg reopened); when it answers with a generation its slot allows it is resynced, a blank
- *   or older one whole, and a foreign, diverged, damaged or too small one is left untouched.
+ *   or older one whole, and a foreign, diverged, damaged or too small one is left untouched;
+ * - a leg that fails again while it resyncs (it answers its probe, not its writes) waits twice
+ *   as long before each next probe, up to 2^MAX_PROBE_DOUBLINGS intervals, until it joins:
+ *   a flapping leg neither costs the clients a budget wait every interval nor keeps the resync
+ *   relocking regions (Ceph damps flapping OSDs the same way, md leaves a failed disk out).
  */
 import { errnoMessage } from "../../../lib/errno.ts";
 import { formatSize } from "../../../lib/size.ts";
@@ -38,10 +42,12 @@ export function legFailed(s: MirrorState, leg: MirrorLeg, errno: number, cause: 
   if (leg.state !== "in-sync" && leg.state !== "syncing") return true;
   const was = leg.state;
   leg.degradations++;
+  if (was === "syncing") leg.flaps++;
   leg.lastError = what;
   // A failed flush may have lost what it acknowledged since the last durable point.
   takeOut(s, leg, "degraded", cause === "flush" && was === "in-sync");
-  s.log.warn(`mirror leg ${leg.label} degraded (${was}, ${what}); generation ${s.generation}; its writes are now recorded for resync`);
+  const again = leg.flaps > 0 ? `; it failed ${leg.flaps}× while resyncing since it was in sync: next probe in ${probeDelay(s, leg) / 1000} s` : "";
+  s.log.warn(`mirror leg ${leg.label} degraded (${was}, ${what}); generation ${s.generation}; its writes are now recorded for resync${again}`);
   scheduleProbe(s, leg);
   return true;
 }
@@ -93,9 +99,17 @@ export function takeOut(s: MirrorState, leg: MirrorLeg, state: "degraded" | "sus
   s.resyncs.get(leg.index)?.pump();
 }
 
+/** Doublings of the probe interval at most: 32 intervals, 64 s at the default 2 s. */
+export const MAX_PROBE_DOUBLINGS = 5;
+
+/** The wait before `leg`'s next probe: the interval, doubled for each flap since it was in sync. */
+export function probeDelay(s: MirrorState, leg: MirrorLeg): number {
+  return s.probeIntervalMs * 2 ** Math.min(leg.flaps, MAX_PROBE_DOUBLINGS);
+}
+
 export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
   if (s.closed || leg.probe !== null || leg.probing || leg.state === "suspended" || replaced(s, leg)) return;
-  leg.probe = s.clock.after(s.probeIntervalMs, () => {
+  leg.probe = s.clock.after(probeDelay(s, leg), () => {
     leg.probe = null;
     runProbe(s, leg);
   });

@@ -74,6 +74,12 @@ export class MirrorLeg {
   reads = 0;
   /** Times it was degraded (flapping shows here). */
   degradations = 0;
+  /**
+   * Times it failed again while resyncing since it was last in sync: it answers its probe but
+   * not its writes (a flapping leg). Each one doubles the wait before its next probe
+   * (leg-health.ts probeDelay); a join resets it.
+   */
+  flaps = 0;
   /** Bytes every resync moved to it since it last left the in-sync set (one resync may stop and resume). */
   movedSinceLeft = 0;
   resync: ResyncSnapshot | null = null;

@@ -10,6 +10,11 @@
  * host (which degrades it); the waiters then complete if the page reached every leg still
  * in sync, or get the errno when the failing leg could not be dropped (the last one).
  *
+ * A page whose write failed that way is not on disk as it should be. It is written again
+ * before the next write of the commit key (the superblock, which points at the pages) and by
+ * the next drain (a FLUSH): otherwise a later superblock that does land would rely on a bitmap
+ * page that never did, and a crash would lose what it recorded (tree sim seed 335290).
+ *
  * Bounded: one state per page key, and the number of keys is fixed by the layout.
  */
 import type { Done, StoragePort } from "../../port.ts";
@@ -49,6 +54,8 @@ interface PageState {
 
 export class MetaWriter {
   private readonly pages = new Map<number, PageState>();
+  /** Pages whose last write failed on a leg that could not be dropped: written again first. */
+  private readonly failed = new Set<number>();
   /** Writes in flight (status, tests). */
   inflight = 0;
 
@@ -56,10 +63,31 @@ export class MetaWriter {
     private readonly host: MetaHost,
     /** Keys that are always written with FUA (superblock, write-intent pages). */
     private readonly alwaysFua: (key: number) => boolean,
+    /** The key whose write relies on every other page being on disk (the superblock). */
+    private readonly commitKey: number | null = null,
   ) {}
 
   /** Write page `key` (again); `waiter` after a write that started after this call completed. */
   persist(key: number, waiter?: Done, fua = false): void {
+    if (key === this.commitKey && this.failed.size > 0) {
+      // The pages it points at first; if one fails again, so does this commit.
+      const again = [...this.failed];
+      let remaining = again.length;
+      let first = 0;
+      for (const page of again) {
+        this.persistPage(page, (errno) => {
+          if (errno !== 0 && first === 0) first = errno;
+          if (--remaining > 0) return;
+          if (first !== 0) return waiter?.(first);
+          this.persistPage(key, waiter, fua);
+        });
+      }
+      return;
+    }
+    this.persistPage(key, waiter, fua);
+  }
+
+  private persistPage(key: number, waiter?: Done, fua = false): void {
     let state = this.pages.get(key);
     if (state === undefined) {
       state = { inflight: false, again: false, fuaNext: false, waiting: [], next: [] };
@@ -76,14 +104,14 @@ export class MetaWriter {
 
   /** `done` once every page write in flight or requested before this call has completed. */
   drain(done: Done): void {
-    const keys = [...this.pages.entries()].filter(([, s]) => s.inflight || s.again).map(([key]) => key);
+    const keys = [...this.pages.entries()].filter(([key, s]) => s.inflight || s.again || this.failed.has(key)).map(([key]) => key);
     let remaining = keys.length + 1;
     let errno = 0;
     const one = (e: number) => {
       if (e !== 0 && errno === 0) errno = e;
       if (--remaining === 0) done(errno);
     };
-    for (const key of keys) this.persist(key, one);
+    for (const key of keys) (key === this.commitKey ? this.persist(key, one) : this.persistPage(key, one));
     one(0);
   }
 
@@ -109,6 +137,8 @@ export class MetaWriter {
         if (!this.host.failed(failedLeg, failedErrno, port) && unabsorbed === 0) unabsorbed = failedErrno;
       }
       job.settled?.(unabsorbed === 0);
+      if (unabsorbed === 0) this.failed.delete(key);
+      else this.failed.add(key);
       state.inflight = false;
       const waiters = state.waiting;
       state.waiting = [];

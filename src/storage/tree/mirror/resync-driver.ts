@@ -122,6 +122,7 @@ function commitJoin(s: MirrorState, leg: MirrorLeg, aborted: () => boolean, done
     }
     leg.joinPhase = 0;
     leg.state = "in-sync";
+    leg.flaps = 0;
     leg.joinGen = leg.diskGen ?? s.generation;
     leg.full = false;
     leg.low = leg.high = 0;

@@ -212,6 +212,7 @@ export class MirrorState {
         failed: (leg, errno, port) => this.legs[leg]!.port !== port || this.hooks.legFailed(this.legs[leg]!, errno, "meta"),
       },
       (key) => key === SB_KEY || Math.floor(key / this.pagesPerSlot) === ACTIVE_SLOT,
+      SB_KEY,
     );
   }
 

@@ -25,6 +25,7 @@ export function mirrorSnapshot(s: MirrorState, kind: string, description: string
       resync: leg.resync === null ? null : { ...leg.resync },
       lastError: leg.lastError,
       degradations: leg.degradations,
+      flaps: leg.flaps,
       node: leg.port === null ? null : snapshotOf(leg.port),
     })),
   };

@@ -77,6 +77,7 @@ export function suspendLeg(s: MirrorState, leg: MirrorLeg, done: Done): void {
 /** Resume `leg`: `done(0)` once the record without the hold is down; the probe runs at once. */
 export function resumeLeg(s: MirrorState, leg: MirrorLeg, done: Done): void {
   if (resumeProblem(s, leg) !== null) return done(Errno.EBUSY);
+  leg.flaps = 0; // the operator says it is fixed: probed at the base interval again
   if (leg.tracked && leg.state !== "suspended") {
     // Degraded or absent: out already, not held; the operator asks to try it now.
     leg.probe?.cancel();
