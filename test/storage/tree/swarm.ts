@@ -82,6 +82,8 @@ export class TreeWorld {
   readonly holdPrng: Prng;
   /** The leg held out now (acknowledged suspend, no resume yet): mirror index, leg, and its leaf's request count then (a leaf leg). */
   held: { mirror: number; leg: number; leaf: number | null; requests: number } | null = null;
+  /** A suspend was asked and not answered yet (it flushes the mirror first, which may wait out a budget). */
+  suspending = false;
 
   constructor(readonly seed: number) {
     const seeds = new Prng(seed);
@@ -143,8 +145,10 @@ export class TreeWorld {
       return this.note(`SUSPEND m${which}.${leg} refused: ${problem ?? "another leg is held"}`);
     }
     this.note(`SUSPEND m${which}.${leg} (${mirror.legs[leg]!.state})`);
+    this.suspending = true;
     mirror.setLegHeld(leg, "suspend", (errno) => {
       if (this.built.mirrors[which]?.mirror !== mirror) return; // a later life of the tree
+      this.suspending = false;
       this.note(`suspend m${which}.${leg}: ${errno === 0 ? "ok" : errnoName(errno)}`);
       if (errno !== 0) return void this.marks.suspendsRefused++;
       this.marks.suspends++;
@@ -390,6 +394,7 @@ export class TreeWorld {
   crashNode(): void {
     this.marks.crashes++;
     this.growRunning = false; // its completion goes with the node
+    this.suspending = false;
     const inflight = this.ops.filter((op) => op.status === null && !op.lost);
     this.note(`NODE CRASH: ${inflight.length} requests in flight vanish`);
     this.oracle.crashed(inflight);
@@ -634,7 +639,8 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   };
   clock.after(1, converge);
   const limit = clock.now + 120_000;
-  const mirrorsInSync = () => world.built.mirrors.every(({ mirror }) => mirror.legs.every((l) => l.state === "in-sync"));
+  // A suspend still in flight is answered (and, after heal, resumed) before the mirrors count as converged.
+  const mirrorsInSync = () => !world.suspending && world.built.mirrors.every(({ mirror }) => mirror.legs.every((l) => l.state === "in-sync"));
   while (!(world.outstanding === 0 && drained.n === 0 && mirrorsInSync())) {
     if (clock.now >= limit) {
       const states = world.built.mirrors.map(({ mirror }) => mirror.legs.map((l) => `${l.label}:${l.state}${l.probing ? "(probing)" : ""}${l.port === null ? "(no port)" : ""}${l.lastError ? `(${l.lastError})` : ""}`).join(" ")).join(" | ");
