@@ -15,7 +15,7 @@
  * Memory: one reader and one read buffer (≤ maxBytes + one record) per FETCH being answered;
  * the export bounds the FETCHes in flight by their reply reservations.
  */
-import { Errno } from "../lib/errno.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import type { FetchAnswer, LogSource } from "../export/fetch.ts";
 import { encodeFetchReply, type FetchRequest } from "../wire/dst/fetch.ts";
@@ -92,6 +92,9 @@ export class LogShipServer implements LogSource {
     });
   }
 
+  /** Secondaries whose first registration is being written: the FETCHes that came meanwhile. Bounded by the FETCHes in flight. */
+  private readonly registering = new Map<string, Array<() => void>>();
+
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
     const primary = this.primary;
     const store = primary.store;
@@ -115,9 +118,38 @@ export class LogShipServer implements LogSource {
     if (request.seq < store.first) {
       return refuse(Errno.ENODATA, `released: seq ${request.seq} is no longer in the primary's log (it starts at seq ${store.first}); a full sync is needed`);
     }
+    // Its registration is being made durable: FETCHes that follow it wait, so answers begin in
+    // the order the FETCHes came (a FOLLOWS must not overtake the FETCH it follows).
+    const waiting = this.registering.get(secondary);
+    if (waiting !== undefined) return void waiting.push(() => this.fetch(request, secondary, done));
     const registered = primary.status().secondaries[secondary];
-    const why = registered === undefined ? primary.addSecondary(secondary, request.applied) : primary.secondaryApplied(secondary, Math.min(request.applied, durable.seq));
+    if (registered === undefined) {
+      // Durable before it gets a record: a primary that crashed after answering a secondary it
+      // had not yet recorded forgot it, released the log it still needed, and left it stranded
+      // ("released", waiting for an operator's full sync: cluster sim seed 35542).
+      const queue: Array<() => void> = [];
+      this.registering.set(secondary, queue);
+      const why = primary.addSecondary(secondary, request.applied, (errno) => {
+        this.registering.delete(secondary);
+        if (errno !== 0) refuse(Errno.EIO, `secondary ${secondary} could not be recorded (${errnoMessage(errno)}); ask again`);
+        else this.fetchRegistered(request, secondary, contact, done);
+        for (const next of queue) next();
+      });
+      if (why !== null) {
+        this.registering.delete(secondary);
+        refuse(Errno.ENODATA, why);
+        for (const next of queue) next();
+      }
+      return;
+    }
+    const why = primary.secondaryApplied(secondary, Math.min(request.applied, durable.seq));
     if (why !== null) return refuse(Errno.ENODATA, why);
+    this.fetchRegistered(request, secondary, contact, done);
+  }
+
+  /** A FETCH from a registered secondary: answer from its position, or where the FETCH it follows ended. */
+  private fetchRegistered(request: FetchRequest, secondary: string, contact: SecondaryContact, done: (answer: FetchAnswer) => void): void {
+    const held = request.seq - 1;
     contact.applied = Math.max(contact.applied, request.applied);
     contact.refused = null;
     const after: ChainPoint = { seq: held, chain: request.prevChain, lamport: request.prevLamport, generation: request.prevGeneration };

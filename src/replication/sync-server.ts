@@ -76,10 +76,18 @@ function continuesFrom(primary: ReplicationPrimary, request: SyncRequest, done: 
 }
 
 function register(primary: ReplicationPrimary, request: SyncRequest, point: number, secondary: string, registered: OnRegistered, done: (answer: FetchAnswer) => void): void {
+  // Recorded durably before the answer: a primary that crashes after it must keep the log
+  // from the sync point for this secondary (as for a FETCH: ship-server.ts).
+  const why = primary.addSecondary(secondary, point, (errno) => {
+    if (errno !== 0) return done({ status: Errno.EIO, reason: `secondary ${secondary} could not be recorded (${errnoMessage(errno)}); ask again` });
+    registered();
+    answerBegin(primary, request, point, done);
+  });
+  if (why !== null) done({ status: Errno.ENODATA, reason: why });
+}
+
+function answerBegin(primary: ReplicationPrimary, request: SyncRequest, point: number, done: (answer: FetchAnswer) => void): void {
   const store = primary.store;
-  const why = primary.addSecondary(secondary, point);
-  if (why !== null) return done({ status: Errno.ENODATA, reason: why });
-  registered();
   const answer = (chain: ChainPoint) => done({ status: 0, payload: encodeSyncBegin({ point: chain, size: primary.size, durable: store.durable.seq }) });
   if (request.keepFrom > 0) return answer({ seq: point, chain: request.chain, lamport: request.lamport, generation: request.generation });
   if (point === 0) return answer(CHAIN_ORIGIN);

@@ -37,6 +37,15 @@ if (single !== undefined) {
     }
   }, 1_800_000);
 
+  // Seeds past the CI range that found a hole, run every time.
+  // 35542: a primary that crashed after answering a new secondary's FETCH before recording it
+  // durably forgot it, released the log it needed, and stranded it (replication/ship-server.ts).
+  for (const seed of [35542]) {
+    test(`cluster sim regression seed ${seed}`, async () => {
+      await runClusterSeed(seed);
+    }, 60_000);
+  }
+
   // The checkers can fail: each planted bug is caught, by the invariant it breaks, within a few seeds.
   // stale-copy (initial sync: the copy's coverage under-reported), early-consistent (a catching-up
   // secondary served as consistent), repair-no-copy (a fork repair that copies nothing),
