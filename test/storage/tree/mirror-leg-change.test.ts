@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call, type Done, type StoragePort } from "../../../src/storage/port.ts";
-import { type MirrorPort, openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
+import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { Rig, filled, legData } from "./rig.ts";
 import type { SimStore } from "./sim-leg.ts";
 
@@ -84,9 +84,7 @@ describe("mirror: replacing and adding legs while it runs", () => {
         super.read(offset, into, done);
       }
     }
-    const m = await rig.settle(
-      openMirror([{ label: "a", port: a.port() }, { label: "b", port: new Failing(b.port()) }], { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true }),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [undefined, (p) => new Failing(p)], probeIntervalMs: 100_000, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true });
     failing = true;
     const write = call.write(m, 128 * KiB, filled(4096, 3)); // its write-intent record to b hangs
     rig.run(5);

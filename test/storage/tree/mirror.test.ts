@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call, type Done, type ZeroFlags } from "../../../src/storage/port.ts";
-import { type MirrorPort, openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
+import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { encodeSuperblock, decodeSuperblockArea, SlotState, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import { Rig, filled, legData } from "./rig.ts";
 
@@ -255,15 +255,7 @@ describe("mirror over simulated legs", () => {
         super.write(offset, data, fua, done);
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: a.port(), writeMostly: false },
-          { label: "b", port: new HoldRecords(b.port()), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
-      ),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [undefined, (p) => new HoldRecords(p)], probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true });
     a.cut(Number.POSITIVE_INFINITY);
     holdRecords = true;
     void call.write(m, 32 * KiB, filled(4096, 3)).catch(() => {}); // its intent and data reach b only
@@ -292,15 +284,7 @@ describe("mirror over simulated legs", () => {
         super.write(offset, data, fua, done);
       }
     }
-    m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: new HoldRecords(a.port()), writeMostly: false },
-          { label: "b", port: b.port(), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false },
-      ),
-    );
+    m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [(p) => new HoldRecords(p), undefined], probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false });
     await rig.write(m, 0, filled(4096, 4));
     await rig.until(() => holding, "b's join commit");
     rig.run(50);
@@ -327,15 +311,7 @@ describe("mirror over simulated legs", () => {
         super.write(offset, data, fua, done);
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: new FailRecords(a.port()), writeMostly: false },
-          { label: "b", port: b.port(), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
-      ),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [(p) => new FailRecords(p), undefined], probeIntervalMs: 100_000, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true });
     failRecords = true;
     b.cut(Number.POSITIVE_INFINITY);
     // b spends its budget and is degraded; the record of that fails on a, the last in-sync leg.
@@ -369,15 +345,7 @@ describe("mirror over simulated legs", () => {
         rig.clock.after(writes++ % 4 === 0 ? 20 : 300, () => done(Errno.ETIMEDOUT));
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: a.port(), writeMostly: false },
-          { label: "b", port: new Flapping(b.port()), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 50, resyncWindow: 4, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false },
-      ),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [undefined, (p) => new Flapping(p)], probeIntervalMs: 50, resyncWindow: 4, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false });
     await rig.write(m, 64 * KiB, filled(4096, 1)); // a's data, so the resync copies rather than zeroes
     rig.run(30); // the resync of b has locked its first regions
     await rig.settle(call.write(m, 0, filled(4 * 4096, 6)), 20_000);
@@ -396,15 +364,7 @@ describe("mirror over simulated legs", () => {
         super.write(offset, data, fua, done);
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: a.port(), writeMostly: false },
-          { label: "b", port: new HoldRecords(b.port()), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
-      ),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [undefined, (p) => new HoldRecords(p)], probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true });
     b.cut(Number.POSITIVE_INFINITY);
     await rig.write(m, 0, filled(4096, 1)); // b degraded: generation 2
     holdB = true;
@@ -461,16 +421,7 @@ describe("mirror over simulated legs", () => {
         rig.clock.after(50, () => super.zero(offset, length, flags, done));
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: new A(a.port()), writeMostly: false },
-          { label: "b", port: new B(b.port()), writeMostly: false },
-          { label: "c", port: new C(c.port()), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, resyncWindow: 1, layout: { metaBytes: META, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false },
-      ),
-    );
+    const m = await rig.mirror([a, b, c], { labels: ["a", "b", "c"], wrap: [(p) => new A(p), (p) => new B(p), (p) => new C(p)], probeIntervalMs: 100_000, resyncWindow: 1, layout: { metaBytes: META, regionBytes: 4096, activeBytes: 16384 }, assumeClean: false });
     // Only a starts in sync; b joins first (no faults yet), c is still syncing when the faults start.
     await rig.until(() => m.legs[1]!.state === "in-sync", "b in sync");
     // c's resync has copied the write's region already and is a few regions from its join.
@@ -501,15 +452,7 @@ describe("mirror over simulated legs", () => {
         super.zero(offset, length, flags, done);
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: a.port(), writeMostly: false },
-          { label: "b", port: new Flapping(b.port()), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
-      ),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [undefined, (p) => new Flapping(p)], probeIntervalMs: 100, layout: { metaBytes: 45056, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true });
     failing = true;
     await rig.write(m, 0, filled(4096, 1)); // b degraded (from in sync: no flap yet)
     expect(m.legs[1]!.flaps).toBe(0);
@@ -538,15 +481,7 @@ describe("mirror over simulated legs", () => {
         super.write(offset, data, fua, done);
       }
     }
-    const m = await rig.settle(
-      openMirror(
-        [
-          { label: "a", port: new FailMeta(a.port()), writeMostly: false },
-          { label: "b", port: b.port(), writeMostly: false },
-        ],
-        { clock: rig.tclock, randomId: () => rig.prng.bytes(16), log: rig.log, probeIntervalMs: 100_000, layout: { metaBytes: META, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true },
-      ),
-    );
+    const m = await rig.mirror([a, b], { labels: ["a", "b"], wrap: [(p) => new FailMeta(p), undefined], probeIntervalMs: 100_000, layout: { metaBytes: META, regionBytes: 4096, activeBytes: 16384 }, assumeClean: true });
     b.cut(Number.POSITIVE_INFINITY);
     const first = call.write(m, 64 * KiB, filled(4096, 7)).then(() => 0, () => -1);
     rig.run(50); // its write-intent record is on a; b's copy waits out b's budget

@@ -73,11 +73,18 @@ export class Rig {
     }
   }
 
-  /** `reopenable`: each leg comes with a way to open it again (as configured legs do), which suspend and resume use. */
-  async mirror(stores: SimStore[], options: Partial<MirrorOptions> & { writeMostly?: boolean[]; reopenable?: boolean } = {}): Promise<MirrorPort> {
+  /**
+   * `reopenable`: each leg comes with a way to open it again (as configured legs do), which
+   * suspend and resume use. `labels` replace the stores' names; `wrap[i]` puts a layer over leg
+   * i's port (a fault a test injects).
+   */
+  async mirror(
+    stores: SimStore[],
+    options: Partial<MirrorOptions> & { writeMostly?: boolean[]; reopenable?: boolean; labels?: string[]; wrap?: Array<((port: StoragePort) => StoragePort) | undefined> } = {},
+  ): Promise<MirrorPort> {
     const legs = stores.map((store, i) => ({
-      label: store.name,
-      port: store.port() as StoragePort,
+      label: options.labels?.[i] ?? store.name,
+      port: options.wrap?.[i]?.(store.port()) ?? (store.port() as StoragePort),
       writeMostly: options.writeMostly?.[i] ?? false,
       ...(options.reopenable === true ? { open: () => Promise.resolve(store.port() as StoragePort) } : {}),
     }));
