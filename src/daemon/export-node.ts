@@ -12,6 +12,7 @@ import { openBackend, openPort } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
 import { openTree } from "../storage/tree/open.ts";
+import { LayoutBook } from "../storage/tree/layout-book.ts";
 import type { ExportConfig, KeyConfig, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
@@ -47,6 +48,11 @@ export function legParams(params: Record<string, unknown>): { name: string; leg:
 /** Does this tree hold a mirror (something `dstd leg` can act on)? */
 export function treeHasMirror(node: TreeNodeSpec): boolean {
   return "legs" in node && (node.kind === "mirror" || node.legs.some((leg) => treeHasMirror(leg.node)));
+}
+
+/** A tree with a linear node: its layout record needs a state directory (storage/tree/layout-book.ts). */
+export function treeHasLinear(node: TreeNodeSpec): boolean {
+  return "legs" in node && (node.kind === "linear" || node.legs.some((leg) => treeHasLinear(leg.node)));
 }
 
 
@@ -97,6 +103,12 @@ export interface ExportNodeOptions {
   observer?: RequestObserver;
   /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
   wrapAccept?: (accept: GuardedAcceptHandler, protocol: "dst" | "nbd") => GuardedAcceptHandler;
+  /**
+   * Where the linear layout records live (`<stateDir>/layout/`, storage/tree/layout-book.ts):
+   * `dstd up`'s state_dir, `dstd export --state-dir`. None: linear nodes are placed by their
+   * legs' sizes and warn that nothing records where their data lies.
+   */
+  stateDir?: string | null;
 }
 
 /** "1 GiB sparse file /srv/disk.img", "512 MiB memory disk", "10 GiB block device /dev/sdb". */
@@ -145,6 +157,12 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   let stopTicker = () => {};
   const replicas = new Map<string, ReplicaHandle>();
   const disks: StoragePort[] = [];
+  /** Per tree export: its linear layout record (one instance, shared by the opens and reloads). */
+  const books = new Map<string, LayoutBook | null>();
+  const bookOf = (name: string): LayoutBook | null => {
+    if (!books.has(name)) books.set(name, options.stateDir == null ? null : LayoutBook.open(options.stateDir, name));
+    return books.get(name)!;
+  };
   const closeAll = async () => {
     stopTicker();
     for (const guard of guards) guard.close();
@@ -154,7 +172,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   };
   try {
     for (const config of options.exports) {
-      const disk = await openExportPort(config, log, created);
+      const disk = await openExportPort(config, log, created, bookOf);
       disks.push(disk);
       const entry: Export = {
         name: config.name,
@@ -231,7 +249,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       const changes = treeChanges(running, configs);
       if (changes === null) throw new DstdError("E_CONFIG", "this reload changes more than allow lists, keys, appended linear legs and replaced or added mirror legs: the export group must restart");
       const targets = [...changes].map(([name, change]) => ({ name, change, port: exports.find((e) => e.name === name)!.port }));
-      const prepared = await prepareTreeChanges(targets, (node, grown) => openTree(node, { log: treeLog(log), lock: true, grown }), (name) => server.announceSize(name));
+      const open = (name: string, node: TreeNodeSpec, grown: boolean, at: string) => openTree(node, { log: treeLog(log), lock: true, grown, layout: bookOf(name), at });
+      const prepared = await prepareTreeChanges(targets, open, (name) => server.announceSize(name));
       return {
         commit: () => {
           const changes = prepared.commit();
@@ -287,10 +306,10 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
  * are opened writable, since a mirror writes its metadata — a read-only export refuses
  * writes itself).
  */
-async function openExportPort(config: ExportConfig, log: Log, created: string[]): Promise<StoragePort> {
+async function openExportPort(config: ExportConfig, log: Log, created: string[], bookOf: (name: string) => LayoutBook | null): Promise<StoragePort> {
   const b = config.backend;
   if (b.kind === "tree") {
-    return openTree(b.root, { log: treeLog(log), lock: true });
+    return openTree(b.root, { log: treeLog(log), lock: true, layout: bookOf(config.name) });
   }
   if (b.kind === "rbd") return openPort(b, config.readOnly, { log });
   const spec =

@@ -23,6 +23,7 @@ import type { TreeNodeSpec } from "../config/types.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { LinearPort } from "../storage/tree/linear.ts";
+import { legAt } from "../storage/tree/open.ts";
 import { MirrorPort } from "../storage/tree/mirror/mirror.ts";
 import { StripePort } from "../storage/tree/stripe.ts";
 import type { TreeChange } from "./tree-changes.ts";
@@ -42,8 +43,12 @@ export interface TreeChangeTarget {
   change: TreeChange;
 }
 
-/** Opens a tree node; `grown`: as a mirror's or a stripe's leg (a file dstd grew opens at its size). */
-export type OpenNode = (node: TreeNodeSpec, grown: boolean) => Promise<StoragePort>;
+/**
+ * Opens a tree node of export `exportName`; `grown`: as a mirror's or a stripe's leg, or a linear's last (a file dstd
+ * grew opens at its size); `at`: where it sits in the export's tree (storage/tree/open.ts `at`,
+ * the key of its linear layout record).
+ */
+export type OpenNode = (exportName: string, node: TreeNodeSpec, grown: boolean, at: string) => Promise<StoragePort>;
 
 /** One change to make at commit: `apply` returns its line (or null), `opened` are closed if it cannot run. */
 interface Step {
@@ -68,10 +73,10 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
   const steps: Step[] = [];
   const closeAll = () => Promise.allSettled(steps.flatMap((s) => s.opened.map((port) => port.close()))).then(() => {});
   /** Opens a new leg for a step; `what` names it in the refusal. */
-  const openLeg = async (name: string, node: TreeNodeSpec, grown: boolean, what: string, step: Step): Promise<StoragePort> => {
+  const openLeg = async (name: string, node: TreeNodeSpec, grown: boolean, at: string, what: string, step: Step): Promise<StoragePort> => {
     let port: StoragePort;
     try {
-      port = await open(node, grown);
+      port = await open(name, node, grown, at);
     } catch (error) {
       throw new DstdError("E_CONFIG", `export '${name}': new leg ${what} cannot be opened: ${errorMessage(error)}`);
     }
@@ -79,7 +84,7 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
     return port;
   };
 
-  const prepare = async (name: string, path: string[], port: StoragePort, change: TreeChange): Promise<void> => {
+  const prepare = async (name: string, path: string[], at: string, port: StoragePort, change: TreeChange): Promise<void> => {
     const node = nodeOf(port);
     const place = placeOf(name, path);
     if (change.kind === "linear" || change.kind === "stripe") {
@@ -88,7 +93,7 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
       for (const inside of change.inside) {
         const running = legged.legs[inside.index];
         if (running === undefined) throw mismatch(place, node, change.kind);
-        await prepare(name, [...path, running.label], running.port, inside.change);
+        await prepare(name, [...path, running.label], legAt(at, inside.index), running.port, inside.change);
         steps.push({ place, apply: () => (legged.relabel(inside.index, inside.leg.label), null), opened: [] });
       }
       if (change.kind === "linear" && change.append.length > 0) {
@@ -96,8 +101,10 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
         const step: Step = { place, opened: [], apply: () => null };
         steps.push(step);
         const appended: Array<{ label: string; port: StoragePort }> = [];
-        for (const leg of change.append) {
-          const opened = await openLeg(name, leg.node, false, leg.label, step);
+        for (const [i, leg] of change.append.entries()) {
+          // Only the last leg of a linear node may be larger than its `size` (nothing follows it).
+          const index = linear.legs.length + i;
+          const opened = await openLeg(name, leg.node, i === change.append.length - 1, legAt(at, index), leg.label, step);
           const problem = linear.appendProblem({ label: leg.label, port: opened });
           if (problem !== null) throw new DstdError("E_CONFIG", `${place}: ${problem}`);
           appended.push({ label: leg.label, port: opened });
@@ -116,24 +123,24 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
       const running = node.legs[index];
       if (running !== undefined && nested !== null && running.port !== null) {
         // An open subtree: change inside it, keep the copy of the data it holds.
-        await prepare(name, [...path, running.label], running.port, nested);
-        steps.push({ place, apply: () => (node.relabelLeg(index, leg.label, () => open(leg.node, true)), null), opened: [] });
+        await prepare(name, [...path, running.label], legAt(at, index), running.port, nested);
+        steps.push({ place, apply: () => (node.relabelLeg(index, leg.label, () => open(name, leg.node, true, legAt(at, index))), null), opened: [] });
         continue;
       }
       const step: Step = { place, opened: [], apply: () => null };
       steps.push(step);
-      const opened = await openLeg(name, leg.node, true, leg.label, step);
+      const opened = await openLeg(name, leg.node, true, legAt(at, index), leg.label, step);
       const problem = node.legChangeProblem(index, opened);
       if (problem !== null) throw new DstdError("E_CONFIG", `${place}: ${problem}`);
       step.apply = () => {
-        const replaced = node.setLeg(index, { label: leg.label, writeMostly: leg.writeMostly, port: opened, open: () => open(leg.node, true) });
+        const replaced = node.setLeg(index, { label: leg.label, writeMostly: leg.writeMostly, port: opened, open: () => open(name, leg.node, true, legAt(at, index)) });
         return `${place}: mirror leg ${index} ${replaced === null ? `added: ${leg.label}` : `${replaced} replaced by ${leg.label}`}; resynced whole while I/O goes on`;
       };
     }
   };
 
   try {
-    for (const target of targets) await prepare(target.name, [], target.port, target.change);
+    for (const target of targets) await prepare(target.name, [], "", target.port, target.change);
   } catch (error) {
     await closeAll();
     throw error;

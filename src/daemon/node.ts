@@ -202,7 +202,7 @@ export class Node {
     for (const unit of plan.exportGroups) {
       if (!names.includes(unit.name)) continue;
       const log = this.log.child(unit.name);
-      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.loaded.config.limits, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name });
+      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.loaded.config.limits, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name, stateDir: this.stateDir });
       starts.push(this.add(unit.name, "export", runner, log));
     }
     await Promise.all(starts.splice(0));

@@ -92,6 +92,8 @@ export interface ExportGroupOptions {
   log: Log;
   events: EventBus;
   name: string;
+  /** The node's state_dir: linear layout records (storage/tree/layout-book.ts). */
+  stateDir: string;
 }
 
 export function exportGroupRunner(options: ExportGroupOptions): Runner {
@@ -125,6 +127,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         limits: options.limits,
         observer: options.observer,
         log,
+        stateDir: options.stateDir,
         nbdAccept: acceptNbdForExports,
         wrapAccept: (accept, protocol) => tracker.wrap(accept, protocol),
       });

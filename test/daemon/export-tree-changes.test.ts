@@ -41,7 +41,7 @@ function open(e: ExportConfig): Promise<StoragePort> {
 async function reload(port: StoragePort, before: ExportConfig, after: ExportConfig): Promise<string[]> {
   const change = treeChanges([before], [after])?.get("t");
   if (change === undefined) throw new Error("not a change made in place");
-  const prepared = await prepareTreeChanges([{ name: "t", port, change }], (node, grown) => openTree(node, { log: quiet, lock: true, grown }), () => {});
+  const prepared = await prepareTreeChanges([{ name: "t", port, change }], (_name, node, grown, at) => openTree(node, { log: quiet, lock: true, grown, at }), () => {});
   return prepared.commit();
 }
 

@@ -7,11 +7,13 @@
  * mirror"): `dstd resize` grows its file legs and the mirror, the client writes past the old
  * end, both legs hold it, and a restarted node serves the new size — as it does for a plain
  * file export that `dstd resize` grew past the `size` its config names, and for a stripe
- * (docs/tree.md "Growing a stripe") grown by whole rows. Compiled binary, real
+ * (docs/tree.md "Growing a stripe") grown by whole rows, and for the linear export grown by
+ * its last leg; a leg of that linear export that grows while the node is stopped does not
+ * move the data after it (docs/tree.md "The linear layout record"). Compiled binary, real
  * sockets and files.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DstClient } from "../../src/client/dst-client.ts";
@@ -230,9 +232,24 @@ describe("dstd up: storage trees grow online", () => {
     // A plain file export grown the same way keeps its size too, though its config says 16MiB.
     const grown = await runDstd(["resize", "f", "32MiB", "--state-dir", stateDir]);
     expect(grown.exitCode).toBe(0);
+    // The linear export grows by its last leg (f.img, 4 MiB → 8 MiB); nothing before it moves.
+    const linearGrown = await runDstd(["resize", "g", "52MiB", "--state-dir", stateDir]);
+    expect(linearGrown.stderr).toBe("");
+    expect(linearGrown.stdout).toContain("resized from 48 MiB to 52 MiB");
+    await until(() => client.size === 52 * MiB, "the linear client to learn the new size", 5_000);
+    await client.write(50 * MiB, new Uint8Array(4096).fill(0x6c));
+    await client.flush();
+    expect(Bun.file(join(dir, "f.img")).size).toBe(8 * MiB);
+    expect(readFileAt(join(dir, "f.img"), 6 * MiB, 4096).every((b) => b === 0x6c)).toBe(true);
+    // Where each leg's data lies is recorded in the state directory (docs/tree.md "The linear layout record").
+    const record = JSON.parse(readFileSync(join(stateDir, "layout", "g.json"), "utf8"));
+    expect(record.linear[""].map((e: { bytes: number }) => e.bytes / MiB)).toEqual([16, 16, 8, 4, 8]);
     // A restarted node opens the mirror at its new size, both legs in sync.
     await client.close();
     await node.stop("SIGTERM");
+    // While it is stopped, leg a grows (as a device extended or a remote export resized would):
+    // the record keeps leg b's data where it was written instead of 4 MiB further on.
+    truncateSync(leg("a"), 20 * MiB);
     node = startNode(["--config", configPath, "--log-format", "json"], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
     await node.waitForLog("ready:", "the node to be ready again", 30_000);
     client = await openClient(dstPort, "g");
@@ -247,6 +264,10 @@ describe("dstd up: storage trees grow online", () => {
       const plain = await openClient(filePort, "f");
       expect(plain.size).toBe(32 * MiB);
       await plain.close();
+      expect(client.size).toBe(52 * MiB);
+      expect((await client.read(20 * MiB, 4096))[0]).toBe(0x5a); // in leg b
+      expect((await client.read(50 * MiB, 4096))[0]).toBe(0x6c); // in leg f
+      expect(Buffer.compare(await client.read(31 * MiB, 2 * MiB), new Uint8Array(2 * MiB).map((_, i) => (i * 7 + 3) & 0xff))).toBe(0);
       const striped = await openClient(stripePort, "s");
       expect(striped.size).toBe(32 * MiB);
       expect((await striped.read(31 * MiB, MiB)).every((b) => b === 0x4d)).toBe(true);

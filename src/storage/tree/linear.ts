@@ -7,19 +7,25 @@
  * Each leg contributes its size rounded down to the node's block size (the largest leg
  * block size at construction), so every leg starts block-aligned; a later leg may not have
  * a larger block size than that. A leg's contribution is fixed when it is added: a leg that
- * grows later does not shift the legs after it.
+ * grows later does not shift the legs after it — across restarts too, when the node opens
+ * with the `lengths` its layout record gave (storage/tree/linear-layout.ts), and every change
+ * of the layout is handed to `record` before it is served (storage/tree/layout-book.ts).
+ *
+ * `resize` grows the node by growing its last leg (nothing follows it, so nothing moves); a
+ * linear node does not shrink.
  *
  * Must not: hold timers or sockets (pure logic over ports); call a completion twice.
  */
 import { Errno } from "../../lib/errno.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { formatSize } from "../../lib/size.ts";
+import type { LayoutEntry } from "./linear-layout.ts";
 import { readWithHash, writeWithHold, type BufferHold, type Done, type ExtentsDone, type HashedDone, type StoragePort, type ZeroFlags } from "../port.ts";
 import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
 import { ExtentCollector } from "./extents.ts";
 import { joinCompletions, sequence } from "./join.ts";
-import { checkRequest, closeAll, combinedFlags, type TreeLeg } from "./legs.ts";
+import { checkRequest, closeAll, combinedFlags, growRefusal, type GrowRefusal, type TreeLeg } from "./legs.ts";
 
 interface Placed extends TreeLeg {
   start: number;
@@ -37,13 +43,37 @@ export class LinearPort implements StoragePort, Describable {
   private total = 0;
   private flags: ReturnType<typeof combinedFlags>;
   private closed = false;
+  private growing = false;
+  private readonly record: ((layout: LayoutEntry[]) => void) | null;
 
-  constructor(legs: readonly TreeLeg[], options: { description?: string } = {}) {
+  /**
+   * `lengths`: what each leg contributes (storage/tree/linear-layout.ts placeLegs), each at most
+   * its leg's size and whole blocks; by default each leg's size. `record` is called with the new
+   * layout before a change (append, resize) is served, and may throw to refuse it; the opener
+   * records the first layout itself.
+   */
+  constructor(legs: readonly TreeLeg[], options: { description?: string; lengths?: readonly number[]; record?: (layout: LayoutEntry[]) => void } = {}) {
     if (legs.length === 0) throw new DstdError("E_CONFIG", "linear needs at least one leg");
-    this.unit = Math.max(512, ...legs.map((leg) => leg.port.blockSize));
+    this.unit = LinearPort.unitOf(legs);
     this.flags = combinedFlags(legs.map((leg) => leg.port));
-    for (const leg of legs) this.append(leg);
+    this.record = null;
+    for (const [i, leg] of legs.entries()) {
+      const length = options.lengths?.[i];
+      if (length !== undefined && (length % this.unit !== 0 || length > leg.port.size)) throw new DstdError("E_CONFIG", `leg ${leg.label}: a place of ${length} bytes does not fit it`);
+      this.append(leg, length);
+    }
+    this.record = options.record ?? null;
     this.description = options.description ?? `linear of ${legs.length} legs`;
+  }
+
+  /** The block size a linear node over `legs` has: the largest of theirs, at least 512. */
+  static unitOf(legs: readonly TreeLeg[]): number {
+    return Math.max(512, ...legs.map((leg) => leg.port.blockSize));
+  }
+
+  /** Each leg's label and the bytes it holds, in order (the layout record). */
+  layout(): LayoutEntry[] {
+    return this.placed.map((p) => ({ label: p.label, bytes: p.length }));
   }
 
   get size(): number {
@@ -93,11 +123,13 @@ export class LinearPort implements StoragePort, Describable {
    * Add a leg at the end; the node grows by the leg's size (rounded down to the block size)
    * at once. Throws DstdError (E_CONFIG) when the leg cannot be placed.
    */
-  append(leg: TreeLeg): void {
+  append(leg: TreeLeg, place?: number): void {
     if (this.closed) throw new DstdError("E_CLOSED", "linear node is closed");
+    if (this.growing) throw new DstdError("E_BUSY", "the linear node is being resized");
     const problem = this.appendProblem(leg);
     if (problem !== null) throw new DstdError("E_CONFIG", problem);
-    const length = Math.floor(leg.port.size / this.unit) * this.unit;
+    const length = place ?? Math.floor(leg.port.size / this.unit) * this.unit;
+    this.record?.([...this.layout(), { label: leg.label, bytes: length }]);
     this.placed.push({ ...leg, start: this.total, length });
     this.total += length;
     this.flags = combinedFlags(this.placed.map((p) => p.port));
@@ -108,6 +140,63 @@ export class LinearPort implements StoragePort, Describable {
     if (leg.port.blockSize > this.unit) return `leg ${leg.label}: block size ${leg.port.blockSize} is larger than the linear node's ${this.unit}`;
     if (leg.port.size < this.unit) return `leg ${leg.label}: ${formatSize(leg.port.size)} is smaller than one ${this.unit}-byte block`;
     return null;
+  }
+
+  // ---- growing (module comment) ------------------------------------------------------------
+
+  /** Why resize(size) would be refused now, for the operator (`dstd resize`), or null. */
+  resizeProblem(size: number): string | null {
+    return this.growProblem(size)?.reason ?? null;
+  }
+
+  private growProblem(size: number): GrowRefusal {
+    const no = (errno: number, reason: string) => ({ errno, reason });
+    const refused = growRefusal({ the: "the linear node", a: "a linear node" }, { closed: this.closed, growing: this.growing }, size, this.total);
+    if (refused !== null) return refused;
+    if (size % this.unit !== 0) return no(Errno.EINVAL, `a linear node grows by whole ${this.unit}-byte blocks: ${size} bytes is not a multiple`);
+    const last = this.placed[this.placed.length - 1]!;
+    const needed = last.length + (size - this.total);
+    if (last.port.size >= needed) return null;
+    if (last.port.resize === undefined) {
+      return no(Errno.ENOSPC, `its last leg ${last.label} is ${formatSize(last.port.size)} and cannot grow to ${formatSize(needed)}; append a leg instead (docs/tree.md "Growing a linear export")`);
+    }
+    const below = last.port.resizeProblem?.(needed) ?? null;
+    if (below !== null) return no(Errno.EBUSY, `its last leg ${last.label} cannot grow to ${formatSize(needed)}: ${below}`);
+    return null;
+  }
+
+  /**
+   * Grow to `size` by growing the last leg (module comment); `done(0)` once it is served. The
+   * leg is flushed (a file's new size is durable) and the layout recorded before the new size
+   * is served; a failure serves the old size.
+   */
+  resize(size: number, done: Done): void {
+    const problem = this.growProblem(size);
+    if (problem !== null) return done(problem.errno);
+    if (size === this.total) return done(0);
+    const last = this.placed[this.placed.length - 1]!;
+    const needed = last.length + (size - this.total);
+    this.growing = true;
+    const serve = (errno: number) => {
+      this.growing = false;
+      if (errno !== 0) return done(errno);
+      if (this.closed) return done(Errno.ESHUTDOWN);
+      if (last.port.size < needed) return done(Errno.ENOSPC);
+      try {
+        this.record?.(this.layout().map((e, i) => (i === this.placed.length - 1 ? { ...e, bytes: needed } : e)));
+      } catch {
+        return done(Errno.EIO);
+      }
+      this.total += needed - last.length;
+      last.length = needed;
+      done(0);
+    };
+    if (last.port.size >= needed) return serve(0);
+    last.port.resize!(needed, (errno) => {
+      if (errno !== 0) return serve(errno);
+      if (!last.port.canFlush) return serve(0);
+      last.port.flush(serve);
+    });
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { formatExportUrl } from "../../lib/address.ts";
-import { errorMessage } from "../../lib/errors.ts";
+import { DstdError, errorMessage } from "../../lib/errors.ts";
 import { loadKeyFile } from "../../crypto/keys.ts";
 import { openBackend } from "../open.ts";
 import { createLocalPort } from "../local/port.ts";
@@ -19,7 +19,10 @@ import type { StoragePort } from "../port.ts";
 import { openRemotePort } from "../remote/remote-port.ts";
 import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
+import type { LayoutBook } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
+import { placeLegs } from "./linear-layout.ts";
+import type { TreeLeg } from "./legs.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
 import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
 import { StripePort } from "./stripe.ts";
@@ -44,6 +47,19 @@ export interface OpenTreeOptions {
    * mirror and stripe cases for their own legs only: a linear's leg places the legs after it.
    */
   grown?: boolean;
+  /**
+   * The export's linear layout record (storage/tree/layout-book.ts), or none: without one a
+   * linear node places its legs by their sizes now, and says so (docs/tree.md "The linear
+   * layout record").
+   */
+  layout?: LayoutBook | null;
+  /** Where this node sits in the export's tree, the record's key: "" the root, "1.0" leg 0 of the root's leg 1. */
+  at?: string;
+}
+
+/** The key of leg `index` of the node at `at`. */
+export function legAt(at: string, index: number): string {
+  return at === "" ? `${index}` : `${at}.${index}`;
 }
 
 /** The label a leg is shown with when the configuration gives none. */
@@ -66,6 +82,7 @@ export function defaultLabel(node: TreeNodeSpec): string {
 export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Promise<StoragePort> {
   const clock = options.clock ?? systemClock;
   const log = options.log;
+  const at = options.at ?? "";
   switch (spec.kind) {
     case "file":
     case "device":
@@ -97,21 +114,25 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
     }
     case "linear":
     case "stripe": {
-      // A linear leg's size places the data of the legs after it: files must be the size
-      // configured. A stripe's mapping does not depend on its legs' sizes: one grown by dstd
-      // resize opens at its size (the stripe serves as many rows as its smallest leg holds).
-      const ports = await openAll(spec.legs, { ...options, grown: spec.kind === "stripe" });
+      // A linear leg's size places the data of the legs after it: until its layout is
+      // recorded, files must be the size configured, except the last (dstd resize grows it;
+      // nothing follows it); once it is, the record places them (openLinear). A stripe's
+      // mapping does not depend on its legs' sizes: one grown by dstd resize opens at its size
+      // (the stripe serves as many rows as its smallest leg holds).
+      const last = spec.legs.length - 1;
+      const placed = spec.kind === "stripe" || (options.layout?.get(at) ?? null) !== null;
+      const ports = await openAll(spec.legs, (i) => ({ ...options, at: legAt(at, i), grown: placed || i === last }));
       const legs = ports.map((port, i) => ({ port, label: spec.legs[i]!.label }));
       try {
-        return spec.kind === "linear" ? new LinearPort(legs) : new StripePort(legs, spec.chunkBytes);
+        return spec.kind === "linear" ? openLinear(legs, at, options) : new StripePort(legs, spec.chunkBytes);
       } catch (error) {
         await Promise.allSettled(ports.map((p) => p.close()));
         throw error;
       }
     }
     case "mirror": {
-      const legOptions = { ...options, grown: true };
-      const opened = await Promise.allSettled(spec.legs.map((leg) => openTree(leg.node, legOptions)));
+      const legOptions = (i: number) => ({ ...options, at: legAt(at, i), grown: true });
+      const opened = await Promise.allSettled(spec.legs.map((leg, i) => openTree(leg.node, legOptions(i))));
       const legs = opened.map((result, i) => {
         const leg = spec.legs[i]!;
         if (result.status === "rejected") log.warn(`mirror leg ${leg.label} cannot be opened (${errorMessage(result.reason)}); the mirror will keep trying`);
@@ -119,7 +140,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
           label: leg.label,
           writeMostly: leg.writeMostly,
           port: result.status === "fulfilled" ? result.value : null,
-          open: () => openTree(leg.node, legOptions),
+          open: () => openTree(leg.node, legOptions(i)),
         };
       });
       try {
@@ -139,9 +160,33 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
   }
 }
 
+/**
+ * A linear node placed by its layout record (storage/tree/linear-layout.ts), which it records
+ * again before serving; without a record, by its legs' sizes now. Throws DstdError when the
+ * record refuses the legs or cannot be written.
+ */
+function openLinear(legs: TreeLeg[], at: string, options: OpenTreeOptions): LinearPort {
+  const book = options.layout ?? null;
+  const where = at === "" ? "the linear root" : `the linear node at ${at}`;
+  if (book === null) {
+    if (legs.length > 1) options.log.warn(`${where}: its layout is not recorded (no state directory): a leg other than the last that grows while the export is stopped would move every byte after it (docs/tree.md "The linear layout record")`);
+    return new LinearPort(legs);
+  }
+  const placement = placeLegs(
+    legs.map((leg) => ({ label: leg.label, size: leg.port.size })),
+    LinearPort.unitOf(legs),
+    book.get(at),
+  );
+  if ("problem" in placement) throw new DstdError("E_CONFIG", `${where}: ${placement.problem} (layout record ${book.path})`);
+  for (const note of placement.notes) options.log.info(`${where}: ${note}`);
+  const port = new LinearPort(legs, { lengths: placement.lengths, record: (layout) => book.set(at, layout) });
+  book.set(at, port.layout());
+  return port;
+}
+
 /** Open every leg; if one fails, close the others and rethrow. */
-async function openAll(legs: readonly TreeLegSpec[], options: OpenTreeOptions): Promise<StoragePort[]> {
-  const results = await Promise.allSettled(legs.map((leg) => openTree(leg.node, options)));
+async function openAll(legs: readonly TreeLegSpec[], options: (index: number) => OpenTreeOptions): Promise<StoragePort[]> {
+  const results = await Promise.allSettled(legs.map((leg, i) => openTree(leg.node, options(i))));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failed === undefined) return results.map((r) => (r as PromiseFulfilledResult<StoragePort>).value);
   await Promise.allSettled(results.map((r) => (r.status === "fulfilled" ? r.value.close() : undefined)));

@@ -13,7 +13,7 @@
  *
  * Growing (`dstd resize`, docs/tree.md "Growing a stripe"): the mapping does not depend on the
  * size, so a stripe grows by whole rows when every leg grows by the same amount: each leg that
- * is smaller than size/N is resized (a file, a memory disk, a mirror, another stripe), any other
+ * is smaller than size/N is resized (a file, a memory disk, a mirror, another stripe, a linear node), any other
  * must already be large enough. The legs grow one at a time, each flushed, the smallest last
  * (a crash during the grow reopens the old size or the new one); only when every leg has room is
  * the new size served. The new range is not zeroed: a grown file reads as zeroes, a larger device shows what it held (as
@@ -29,7 +29,7 @@ import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
 import { ExtentCollector } from "./extents.ts";
 import { joinCompletions, sequence } from "./join.ts";
-import { checkRequest, closeAll, combinedFlags, type TreeLeg } from "./legs.ts";
+import { checkRequest, closeAll, combinedFlags, growRefusal, type GrowRefusal, type TreeLeg } from "./legs.ts";
 import { DEFAULT_STRIPE_CHUNK } from "../../config/tree-spec.ts";
 
 
@@ -121,12 +121,10 @@ export class StripePort implements StoragePort, Describable {
     return this.growProblem(size)?.reason ?? null;
   }
 
-  private growProblem(size: number): { errno: number; reason: string } | null {
+  private growProblem(size: number): GrowRefusal {
     const no = (errno: number, reason: string) => ({ errno, reason });
-    if (this.closed) return no(Errno.ESHUTDOWN, "the stripe is closed");
-    if (this.growing) return no(Errno.EBUSY, "the stripe is already being resized");
-    if (!Number.isSafeInteger(size) || size <= 0) return no(Errno.EINVAL, `${size} is not a size in bytes`);
-    if (size < this.size) return no(Errno.ENOTSUP, `a stripe does not shrink (it is ${formatSize(this.size)}; ${formatSize(size)} asked)`);
+    const refused = growRefusal({ the: "the stripe", a: "a stripe" }, { closed: this.closed, growing: this.growing }, size, this.size);
+    if (refused !== null) return refused;
     const row = this.chunkBytes * this.legList.length;
     if (size % row !== 0) return no(Errno.EINVAL, `a stripe grows by whole rows: ${size} bytes is not a multiple of ${formatSize(row)} (${this.legList.length} legs × ${formatSize(this.chunkBytes)} chunk)`);
     const needed = size / this.legList.length;

@@ -2,7 +2,8 @@
  * storage/tree/open.ts: a file leg's configured `size` against the file it finds. A mirror's
  * and a stripe's file legs may be larger (dstd resize grew them: mirror/grow.ts, stripe.ts) and
  * open at their size; a linear's may not (a larger leg would move every byte after it), not
- * even when that linear is itself a leg of a mirror.
+ * even when that linear is itself a leg of a mirror — except its last leg (nothing follows it;
+ * dstd resize grows it) and legs its layout record places (linear-layout.test.ts).
  */
 import { afterAll, expect, test } from "bun:test";
 import { truncateSync, writeFileSync } from "node:fs";
@@ -34,7 +35,7 @@ test("a mirror's file legs larger than their size (grown) open at their size", a
   }
 });
 
-test("a linear's file leg larger than its size is refused, also under a mirror; a stripe's opens at its size (the stripe takes whole rows of its smallest leg)", async () => {
+test("a linear's file leg larger than its size is refused, also under a mirror, unless it is the last; a stripe's opens at its size (the stripe takes whole rows of its smallest leg)", async () => {
   const linear = [fileLeg("linear0", 8 * MiB, 4 * MiB), fileLeg("linear1", 4 * MiB, 4 * MiB)];
   await expect(openTree({ kind: "linear", legs: linear }, { log: quiet, lock: true })).rejects.toThrow(/exists with size 8388608 bytes but --size asks for 4194304/);
   const stripe = await openTree({ kind: "stripe", legs: [fileLeg("stripe0", 8 * MiB, 4 * MiB), fileLeg("stripe1", 6 * MiB, 4 * MiB)], chunkBytes: 65536 }, { log: quiet, lock: true });
@@ -44,9 +45,15 @@ test("a linear's file leg larger than its size is refused, also under a mirror; 
     await stripe.close();
   }
   const nested = mirror([
-    { node: { kind: "linear", legs: [fileLeg("n0", 8 * MiB, 4 * MiB)] }, writeMostly: false, label: "linear(n0)" },
+    { node: { kind: "linear", legs: [fileLeg("n0", 8 * MiB, 4 * MiB), fileLeg("n0b", 4 * MiB, 4 * MiB)] }, writeMostly: false, label: "linear(n0, n0b)" },
     fileLeg("n1", 8 * MiB, 4 * MiB),
   ]);
   // The linear leg cannot be opened; a new mirror needs every leg.
   await expect(openTree(nested, { log: quiet, lock: true })).rejects.toThrow(/leg 0 is unreachable/);
+  const lastGrown = await openTree({ kind: "linear", legs: [fileLeg("last0", 4 * MiB, 4 * MiB), fileLeg("last1", 6 * MiB, 4 * MiB)] }, { log: quiet, lock: true });
+  try {
+    expect(lastGrown.size).toBe(10 * MiB);
+  } finally {
+    await lastGrown.close();
+  }
 });

@@ -67,7 +67,7 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, nestedGrows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, linearGrows: 0, nestedGrows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
   /** Online growth (mirror/grow.ts, stripe.ts): a root mirror or stripe whose leaves have room to grow. */
   readonly growPrng: Prng;
   /** The size a grow asks for; 0: this seed does not grow. */
@@ -94,10 +94,10 @@ export class TreeWorld {
     this.growPrng = new Prng(seeds.next());
     this.holdPrng = new Prng(seeds.next());
     const root = this.shape.root;
-    // Mirrors and stripes grow (through each other); a linear node grows by appended legs.
-    // Nested roots always try (few are growable: most hold a linear node somewhere).
+    // Mirrors, stripes and linear nodes grow (through each other; a linear node by its last leg).
+    // Nested roots always try.
     const nested = root.kind !== "leaf" && root.children.some((c) => c.kind !== "leaf");
-    const grows = (root.kind === "mirror" || root.kind === "stripe") && (nested || this.growPrng.chance(0.6));
+    const grows = root.kind !== "leaf" && (nested || this.growPrng.chance(0.6));
     const files = stripeLeaves(root);
     this.stores = this.shape.leafSizes.map((size, i) => {
       const timing = { budgetMs: 150 + legPrng.int(850), latencyMinMs: 1 + legPrng.int(3), latencySpreadMs: legPrng.int(15) };
@@ -127,6 +127,7 @@ export class TreeWorld {
       if (errno === 0) {
         this.marks.grows++;
         if (this.shape.root.kind === "stripe") this.marks.stripeGrows++;
+        if (this.shape.root.kind === "linear") this.marks.linearGrows++;
         if (this.shape.root.kind !== "leaf" && this.shape.root.children.some((c) => c.kind !== "leaf")) this.marks.nestedGrows++;
         this.growAcked = true;
         this.oracle.grow(target / BLOCK);

@@ -54,19 +54,26 @@ export function sizeOf(spec: NodeSpec, leafSizes: readonly number[]): number {
  * Online growth of a tree (`dstd resize`): the largest size above the tree's own that it can
  * grow to when leaf i can grow up to `capacities[i]`, or 0. A mirror grows its legs to its
  * metadata + the size (any multiple of 512), a stripe its legs to size/N (whole rows of N
- * chunks), a leaf up to its capacity; a linear node does not grow (it grows by appended legs).
+ * chunks), a linear node its last leg by what it grows (its other legs keep their places),
+ * a leaf up to its capacity.
  */
 export function growTargetOf(spec: NodeSpec, leafSizes: readonly number[], capacities: readonly number[]): number {
   const fits = (node: NodeSpec, size: number): boolean => {
     if (size <= sizeOf(node, leafSizes)) return true; // a leg with room already is not grown
     if (node.kind === "leaf") return size <= capacities[node.leaf]!;
-    if (node.kind === "linear") return false;
+    if (node.kind === "linear") {
+      const last = node.children[node.children.length - 1]!;
+      return size % 512 === 0 && fits(last, sizeOf(last, leafSizes) + size - sizeOf(node, leafSizes));
+    }
     if (node.kind === "stripe") return size % (node.children.length * node.chunk) === 0 && node.children.every((c) => fits(c, size / node.children.length));
     return size % 512 === 0 && node.children.every((c) => fits(c, SIM_META_BYTES + size));
   };
   const bound = (node: NodeSpec): number => {
     if (node.kind === "leaf") return capacities[node.leaf]!;
-    if (node.kind === "linear") return 0;
+    if (node.kind === "linear") {
+      const last = node.children[node.children.length - 1]!;
+      return sizeOf(node, leafSizes) - sizeOf(last, leafSizes) + bound(last);
+    }
     const least = Math.min(...node.children.map(bound));
     return node.kind === "stripe" ? least * node.children.length : least - SIM_META_BYTES;
   };
@@ -75,13 +82,13 @@ export function growTargetOf(spec: NodeSpec, leafSizes: readonly number[], capac
   return 0;
 }
 
-/** Leaves whose parent is a stripe (files to it: a grown one reads as zeroes, as after ftruncate). */
+/** Leaves whose parent is a stripe, or that are a linear node's last leg (files to them: a grown one reads as zeroes, as after ftruncate). */
 export function stripeLeaves(spec: NodeSpec): Set<number> {
   const out = new Set<number>();
   const walk = (node: NodeSpec): void => {
     if (node.kind === "leaf") return;
     for (const child of node.children) {
-      if (child.kind === "leaf" && node.kind === "stripe") out.add(child.leaf);
+      if (child.kind === "leaf" && (node.kind === "stripe" || (node.kind === "linear" && child === node.children[node.children.length - 1]))) out.add(child.leaf);
       walk(child);
     }
   };

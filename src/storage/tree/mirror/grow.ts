@@ -5,7 +5,7 @@
  * The layout fixes the region size and the bitmap slots when the mirror is created, so a
  * mirror grows up to what its bitmaps can describe (`capacity`). Steps, in this order:
  * 1. every leg is big enough for the new size (a leg that can resize — a file, a memory disk,
- *    a stripe or a mirror — is grown; another one must already be);
+ *    a stripe, a mirror or a linear node — is grown; another one must already be);
  * 2. the new range is zeroed on every leg and flushed: whatever a leg held past the old end
  *    (an earlier, larger use of a device) must not differ between legs, or reads of the new
  *    range would depend on the leg chosen;
