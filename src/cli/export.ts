@@ -7,7 +7,7 @@ import { loadKeyFile } from "../crypto/keys.ts";
 import { isUrl, parseExportUrl } from "../lib/address.ts";
 import { RBD_LEG_PREFIX } from "../config/tree.ts";
 import { startExportControl } from "../daemon/export-control.ts";
-import { startExportNode, treeHasLinear, treeHasMirror, type ExportNode } from "../daemon/export-node.ts";
+import { startExportNode, treeHasLayout, treeHasMirror, type ExportNode } from "../daemon/export-node.ts";
 import { acceptNbdForExports } from "../daemon/nbd-front.ts";
 import { commonArgs, cryptoArgs, logFromArgs, mergeCryptoThreads, readRawConfig, repeated, startCryptoThreads, validateMerged } from "./args.ts";
 import { defineDstdCommand } from "./command.ts";
@@ -58,7 +58,7 @@ export default defineDstdCommand({
     "log-size": { type: "string", description: "primary: most bytes the replication log holds (default 1GiB)", valueHint: "SIZE" },
     "replica-of": { type: "string", description: "be a secondary of this primary export, fetching its log with the first --key-file: dst://HOST[:PORT]/NAME", valueHint: "URL" },
     "replay-delay": { type: "string", description: "secondary: apply each record this long after the primary wrote it (an undo window)", valueHint: "DURATION" },
-    "state-dir": { type: "string", description: "replicated or mirrored exports: open the control socket in DIR, for dstd replica (status, promote, pause…) and dstd leg (suspend, resume) with --state-dir DIR; linear exports: keep their layout record in DIR/layout", valueHint: "DIR" },
+    "state-dir": { type: "string", description: "replicated or mirrored exports: open the control socket in DIR, for dstd replica (status, promote, pause…) and dstd leg (suspend, resume) with --state-dir DIR; linear and striped exports: keep their layout record in DIR/layout", valueHint: "DIR" },
     compress: { type: "boolean", description: "secondary: ask the primary for zstd-compressed log answers (docs/replication.md §10)" },
     bandwidth: { type: "string", description: "secondary: most bytes per second the log shipping takes on the wire, e.g. 20MiB/s", valueHint: "RATE" },
   },
@@ -113,8 +113,8 @@ export default defineDstdCommand({
     if (config.exports.length === 0) {
       throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
     }
-    if (args["state-dir"] !== undefined && !config.exports.some((e) => e.replication || (e.backend.kind === "tree" && (treeHasMirror(e.backend.root) || treeHasLinear(e.backend.root))))) {
-      throw new UsageError("--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear one: give --log-dir DIR (or [export.replication] in --config), or --mirror or --linear legs");
+    if (args["state-dir"] !== undefined && !config.exports.some((e) => e.replication || (e.backend.kind === "tree" && (treeHasMirror(e.backend.root) || treeHasLayout(e.backend.root))))) {
+      throw new UsageError("--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear or striped one: give --log-dir DIR (or [export.replication] in --config), or --mirror, --linear or --stripe legs");
     }
     const log = logFromArgs(args["log-level"], config.logLevel, "export");
     await startCryptoThreads(config.cryptoThreads, log);

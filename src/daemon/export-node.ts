@@ -50,9 +50,9 @@ export function treeHasMirror(node: TreeNodeSpec): boolean {
   return "legs" in node && (node.kind === "mirror" || node.legs.some((leg) => treeHasMirror(leg.node)));
 }
 
-/** A tree with a linear node: its layout record needs a state directory (storage/tree/layout-book.ts). */
-export function treeHasLinear(node: TreeNodeSpec): boolean {
-  return "legs" in node && (node.kind === "linear" || node.legs.some((leg) => treeHasLinear(leg.node)));
+/** A tree with a linear or stripe node: its layout record needs a state directory (storage/tree/layout-book.ts). */
+export function treeHasLayout(node: TreeNodeSpec): boolean {
+  return "legs" in node && (node.kind === "linear" || node.kind === "stripe" || node.legs.some((leg) => treeHasLayout(leg.node)));
 }
 
 
@@ -104,7 +104,7 @@ export interface ExportNodeOptions {
   /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
   wrapAccept?: (accept: GuardedAcceptHandler, protocol: "dst" | "nbd") => GuardedAcceptHandler;
   /**
-   * Where the linear layout records live (`<stateDir>/layout/`, storage/tree/layout-book.ts):
+   * Where the trees' layout records live (`<stateDir>/layout/`, storage/tree/layout-book.ts):
    * `dstd up`'s state_dir, `dstd export --state-dir`. None: linear nodes are placed by their
    * legs' sizes and warn that nothing records where their data lies.
    */
@@ -157,7 +157,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   let stopTicker = () => {};
   const replicas = new Map<string, ReplicaHandle>();
   const disks: StoragePort[] = [];
-  /** Per tree export: its linear layout record (one instance, shared by the opens and reloads). */
+  /** Per tree export: its layout record (one instance, shared by the opens and reloads). */
   const books = new Map<string, LayoutBook | null>();
   const bookOf = (name: string): LayoutBook | null => {
     if (!books.has(name)) books.set(name, options.stateDir == null ? null : LayoutBook.open(options.stateDir, name));

@@ -46,7 +46,7 @@ export interface TreeChangeTarget {
 /**
  * Opens a tree node of export `exportName`; `grown`: as a mirror's or a stripe's leg, or a linear's last (a file dstd
  * grew opens at its size); `at`: where it sits in the export's tree (storage/tree/open.ts `at`,
- * the key of its linear layout record).
+ * the key of its layout record).
  */
 export type OpenNode = (exportName: string, node: TreeNodeSpec, grown: boolean, at: string) => Promise<StoragePort>;
 

@@ -92,7 +92,7 @@ export interface ExportGroupOptions {
   log: Log;
   events: EventBus;
   name: string;
-  /** The node's state_dir: linear layout records (storage/tree/layout-book.ts). */
+  /** The node's state_dir: the trees' layout records (storage/tree/layout-book.ts). */
   stateDir: string;
 }
 

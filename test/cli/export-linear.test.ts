@@ -1,5 +1,5 @@
 /**
- * `dstd export --linear` (docs/tree.md "The linear layout record"): with --state-dir the
+ * `dstd export --linear` (docs/tree.md "The layout record"): with --state-dir the
  * node records where each leg's data lies and a leg that grew while it was stopped keeps its
  * place; without it the node serves and says, once, that nothing records its layout; a
  * record that no longer fits the legs refuses the start, naming the leg and the record.
@@ -71,7 +71,7 @@ test("with --state-dir the layout is recorded and a first leg grown while stoppe
   await first.proc.exited;
   expect(Buffer.compare(readFileAt(b, 0, data.length), data)).toBe(0);
   const record = JSON.parse(readFileSync(join(stateDir, "layout", "disk.json"), "utf8"));
-  expect(record.linear[""]).toEqual([
+  expect(record.nodes[""].legs).toEqual([
     { label: a, bytes: 4 * MiB },
     { label: b, bytes: 4 * MiB },
   ]);

@@ -9,7 +9,7 @@
  * file export that `dstd resize` grew past the `size` its config names, and for a stripe
  * (docs/tree.md "Growing a stripe") grown by whole rows, and for the linear export grown by
  * its last leg; a leg of that linear export that grows while the node is stopped does not
- * move the data after it (docs/tree.md "The linear layout record"). Compiled binary, real
+ * move the data after it (docs/tree.md "The layout record"). Compiled binary, real
  * sockets and files.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -241,9 +241,9 @@ describe("dstd up: storage trees grow online", () => {
     await client.flush();
     expect(Bun.file(join(dir, "f.img")).size).toBe(8 * MiB);
     expect(readFileAt(join(dir, "f.img"), 6 * MiB, 4096).every((b) => b === 0x6c)).toBe(true);
-    // Where each leg's data lies is recorded in the state directory (docs/tree.md "The linear layout record").
+    // Where each leg's data lies is recorded in the state directory (docs/tree.md "The layout record").
     const record = JSON.parse(readFileSync(join(stateDir, "layout", "g.json"), "utf8"));
-    expect(record.linear[""].map((e: { bytes: number }) => e.bytes / MiB)).toEqual([16, 16, 8, 4, 8]);
+    expect(record.nodes[""].legs.map((e: { bytes: number }) => e.bytes / MiB)).toEqual([16, 16, 8, 4, 8]);
     // A restarted node opens the mirror at its new size, both legs in sync.
     await client.close();
     await node.stop("SIGTERM");

@@ -108,7 +108,7 @@ test("replication flags: clear usage errors", async () => {
     [["--replica-of", "dst://h/disk"], "--replica-of needs --log-dir DIR"],
     [["--log-dir", "x.log", "--replay-delay", "1s"], "--replay-delay is for a secondary"],
     [["--log-dir", "x.log", "--replica-of", "dst://h/disk", "--log-size", "1GiB"], "--log-size is for a primary"],
-    [["--state-dir", "x.state"], "--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear one: give --log-dir DIR"],
+    [["--state-dir", "x.state"], "--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear or striped one: give --log-dir DIR"],
     [["--compress"], "--compress needs --log-dir DIR"],
     [["--log-dir", "x.log", "--compress"], "--compress is for a secondary"],
     [["--log-dir", "x.log", "--bandwidth", "1MiB/s"], "--bandwidth is for a secondary"],

@@ -1,9 +1,9 @@
 /**
- * @module storage/tree/layout-book — the linear layout record of one export
- * (docs/tree.md "The linear layout record"): `<state_dir>/layout/<export>.json`, one entry
- * per linear node of the export's tree, keyed by where the node sits (storage/tree/open.ts
- * `at`: "" for the root, "1.0" for leg 0 of the root's leg 1), holding the length each of its
- * legs was given (storage/tree/linear-layout.ts decides how a record binds).
+ * @module storage/tree/layout-book — the layout record of one export's tree (docs/tree.md
+ * "The layout record"): `<state_dir>/layout/<export>.json`, one entry per linear or stripe
+ * node, keyed by where the node sits (storage/tree/open.ts `at`: "" for the root, "1.0" for
+ * leg 0 of the root's leg 1): a linear node's legs with the length each was given, a stripe's
+ * chunk and legs (storage/tree/tree-layout.ts decides how a record binds).
  *
  * Written before a new layout is served — at open, before a reload's appended legs and before
  * a resize's new size — by write, fsync, rename and an fsync of the directory, so a crash
@@ -13,13 +13,16 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { DstdError, errorMessage } from "../../lib/errors.ts";
-import type { LayoutEntry } from "./linear-layout.ts";
+import type { LayoutEntry, StripeRecord } from "./tree-layout.ts";
 
-const FORMAT = "dstd linear layout";
+const FORMAT = "dstd tree layout";
 const VERSION = 1;
 
+/** One node's entry. */
+export type NodeLayout = { kind: "linear"; legs: LayoutEntry[] } | ({ kind: "stripe" } & StripeRecord);
+
 export class LayoutBook {
-  private readonly nodes = new Map<string, LayoutEntry[]>();
+  private readonly nodes = new Map<string, NodeLayout>();
 
   private constructor(
     /** The record's path (messages name it). */
@@ -34,53 +37,64 @@ export class LayoutBook {
     return book;
   }
 
-  /** The lengths recorded for the linear node at `at`, or null. */
-  get(at: string): LayoutEntry[] | null {
-    const entries = this.nodes.get(at);
-    return entries === undefined ? null : entries.map((e) => ({ ...e }));
+  /** What is recorded for the node at `at`, or null. */
+  get(at: string): NodeLayout | null {
+    const node = this.nodes.get(at);
+    return node === undefined ? null : (structuredClone(node) as NodeLayout);
   }
 
   /** Record the node at `at` durably (nothing written when it is unchanged). Throws DstdError (E_IO) when it cannot be written. */
-  set(at: string, entries: readonly LayoutEntry[]): void {
+  set(at: string, node: NodeLayout): void {
+    const copy = structuredClone(node) as NodeLayout;
     const before = this.nodes.get(at);
-    if (before !== undefined && before.length === entries.length && before.every((e, i) => e.bytes === entries[i]!.bytes && e.label === entries[i]!.label)) return;
+    if (before !== undefined && JSON.stringify(before) === JSON.stringify(copy)) return;
     const next = new Map(this.nodes);
-    next.set(at, entries.map((e) => ({ label: e.label, bytes: e.bytes })));
+    next.set(at, copy);
     this.write(next);
-    this.nodes.set(at, next.get(at)!);
+    this.nodes.set(at, copy);
   }
 
   private load(): void {
     const bad = (why: string) =>
-      new DstdError("E_CONFIG", `linear layout record ${this.path} ${why}; it says where the data of each linear leg lies: restore it, or remove it only if the export's data may be laid out anew`);
+      new DstdError("E_CONFIG", `layout record ${this.path} ${why}; it says where the data of each linear and stripe leg lies: restore it, or remove it only if the export's data may be laid out anew`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(readFileSync(this.path, "utf8"));
     } catch (error) {
       throw bad(`cannot be read (${errorMessage(error)})`);
     }
-    const record = parsed as { format?: unknown; version?: unknown; linear?: unknown };
-    if (typeof record !== "object" || record === null || record.format !== FORMAT) throw bad("is not a dstd linear layout record");
+    const record = parsed as { format?: unknown; version?: unknown; nodes?: unknown };
+    if (typeof record !== "object" || record === null || record.format !== FORMAT) throw bad("is not a dstd tree layout record");
     if (record.version !== VERSION) throw bad(`has version ${String(record.version)}; this dstd reads version ${VERSION}`);
-    if (typeof record.linear !== "object" || record.linear === null) throw bad("has no \"linear\" table");
-    for (const [at, value] of Object.entries(record.linear)) {
-      if (!Array.isArray(value)) throw bad(`has a node ${JSON.stringify(at)} that is not a list of legs`);
-      const entries: LayoutEntry[] = [];
-      for (const item of value as unknown[]) {
-        const e = item as { label?: unknown; bytes?: unknown };
-        if (typeof e !== "object" || e === null || typeof e.label !== "string" || !Number.isSafeInteger(e.bytes) || (e.bytes as number) < 0) {
-          throw bad(`has a leg of node ${JSON.stringify(at)} without a label and a size in bytes`);
+    if (typeof record.nodes !== "object" || record.nodes === null) throw bad('has no "nodes" table');
+    for (const [at, value] of Object.entries(record.nodes)) {
+      const node = value as { kind?: unknown; legs?: unknown; chunkBytes?: unknown };
+      const where = `node ${JSON.stringify(at)}`;
+      if (typeof node !== "object" || node === null || !Array.isArray(node.legs)) throw bad(`has a ${where} without a list of legs`);
+      if (node.kind === "linear") {
+        const legs: LayoutEntry[] = [];
+        for (const item of node.legs as unknown[]) {
+          const e = item as { label?: unknown; bytes?: unknown };
+          if (typeof e !== "object" || e === null || typeof e.label !== "string" || !Number.isSafeInteger(e.bytes) || (e.bytes as number) < 0) {
+            throw bad(`has a leg of linear ${where} without a label and a size in bytes`);
+          }
+          legs.push({ label: e.label, bytes: e.bytes as number });
         }
-        entries.push({ label: e.label, bytes: e.bytes as number });
+        this.nodes.set(at, { kind: "linear", legs });
+      } else if (node.kind === "stripe") {
+        if (!Number.isSafeInteger(node.chunkBytes) || (node.chunkBytes as number) <= 0) throw bad(`has a stripe ${where} without a chunk size in bytes`);
+        if (!(node.legs as unknown[]).every((label) => typeof label === "string")) throw bad(`has a stripe ${where} whose legs are not names`);
+        this.nodes.set(at, { kind: "stripe", chunkBytes: node.chunkBytes as number, legs: node.legs as string[] });
+      } else {
+        throw bad(`has a ${where} of kind ${JSON.stringify(node.kind)}`);
       }
-      this.nodes.set(at, entries);
     }
   }
 
-  private write(nodes: Map<string, LayoutEntry[]>): void {
+  private write(nodes: Map<string, NodeLayout>): void {
     const dir = join(this.path, "..");
     const temporary = `${this.path}.${process.pid}.tmp`;
-    const body = { format: FORMAT, version: VERSION, export: this.exportName, linear: Object.fromEntries([...nodes].sort(([a], [b]) => a.localeCompare(b))) };
+    const body = { format: FORMAT, version: VERSION, export: this.exportName, nodes: Object.fromEntries([...nodes].sort(([a], [b]) => a.localeCompare(b))) };
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const fd = openSync(temporary, "w", 0o600);
@@ -98,7 +112,7 @@ export class LayoutBook {
         closeSync(dirFd);
       }
     } catch (error) {
-      throw new DstdError("E_IO", `the linear layout record ${this.path} cannot be written: ${errorMessage(error)}`);
+      throw new DstdError("E_IO", `the layout record ${this.path} cannot be written: ${errorMessage(error)}`);
     }
   }
 }

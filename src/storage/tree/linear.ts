@@ -8,7 +8,7 @@
  * block size at construction), so every leg starts block-aligned; a later leg may not have
  * a larger block size than that. A leg's contribution is fixed when it is added: a leg that
  * grows later does not shift the legs after it — across restarts too, when the node opens
- * with the `lengths` its layout record gave (storage/tree/linear-layout.ts), and every change
+ * with the `lengths` its layout record gave (storage/tree/tree-layout.ts), and every change
  * of the layout is handed to `record` before it is served (storage/tree/layout-book.ts).
  *
  * `resize` grows the node by growing its last leg (nothing follows it, so nothing moves); a
@@ -19,7 +19,7 @@
 import { Errno } from "../../lib/errno.ts";
 import { DstdError } from "../../lib/errors.ts";
 import { formatSize } from "../../lib/size.ts";
-import type { LayoutEntry } from "./linear-layout.ts";
+import type { LayoutEntry } from "./tree-layout.ts";
 import { readWithHash, writeWithHold, type BufferHold, type Done, type ExtentsDone, type HashedDone, type StoragePort, type ZeroFlags } from "../port.ts";
 import type { Describable, NodeSnapshot } from "./describe.ts";
 import { snapshotOf } from "./describe.ts";
@@ -47,7 +47,7 @@ export class LinearPort implements StoragePort, Describable {
   private readonly record: ((layout: LayoutEntry[]) => void) | null;
 
   /**
-   * `lengths`: what each leg contributes (storage/tree/linear-layout.ts placeLegs), each at most
+   * `lengths`: what each leg contributes (storage/tree/tree-layout.ts placeLegs), each at most
    * its leg's size and whole blocks; by default each leg's size. `record` is called with the new
    * layout before a change (append, resize) is served, and may throw to refuse it; the opener
    * records the first layout itself.

@@ -19,9 +19,9 @@ import type { StoragePort } from "../port.ts";
 import { openRemotePort } from "../remote/remote-port.ts";
 import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
-import type { LayoutBook } from "./layout-book.ts";
+import type { LayoutBook, NodeLayout } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
-import { placeLegs } from "./linear-layout.ts";
+import { checkStripe, placeLegs, type LayoutEntry } from "./tree-layout.ts";
 import type { TreeLeg } from "./legs.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
 import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
@@ -48,9 +48,8 @@ export interface OpenTreeOptions {
    */
   grown?: boolean;
   /**
-   * The export's linear layout record (storage/tree/layout-book.ts), or none: without one a
-   * linear node places its legs by their sizes now, and says so (docs/tree.md "The linear
-   * layout record").
+   * The export's layout record (storage/tree/layout-book.ts), or none: without one a linear
+   * node places its legs by their sizes now, and says so (docs/tree.md "The layout record").
    */
   layout?: LayoutBook | null;
   /** Where this node sits in the export's tree, the record's key: "" the root, "1.0" leg 0 of the root's leg 1. */
@@ -114,17 +113,29 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
     }
     case "linear":
     case "stripe": {
-      // A linear leg's size places the data of the legs after it: until its layout is
+      // Checked against the layout record before any leg is opened (docs/tree.md "The layout
+      // record"). A linear leg's size places the data of the legs after it: until its layout is
       // recorded, files must be the size configured, except the last (dstd resize grows it;
       // nothing follows it); once it is, the record places them (openLinear). A stripe's
       // mapping does not depend on its legs' sizes: one grown by dstd resize opens at its size
       // (the stripe serves as many rows as its smallest leg holds).
+      const where = at === "" ? `the ${spec.kind} root` : `the ${spec.kind} node at ${at}`;
+      const recorded = recordedLayout(spec, where, options);
+      const labels = spec.legs.map((leg) => leg.label);
+      if (spec.kind === "stripe" && options.layout != null) {
+        const fits = checkStripe(labels, spec.chunkBytes, recorded?.kind === "stripe" ? recorded : null);
+        if ("problem" in fits) throw new DstdError("E_CONFIG", `${where}: ${fits.problem} (layout record ${options.layout.path})`);
+        for (const note of fits.notes) log.info(`${where}: ${note}`);
+      }
       const last = spec.legs.length - 1;
-      const placed = spec.kind === "stripe" || (options.layout?.get(at) ?? null) !== null;
+      const placed = spec.kind === "stripe" || recorded !== null;
       const ports = await openAll(spec.legs, (i) => ({ ...options, at: legAt(at, i), grown: placed || i === last }));
-      const legs = ports.map((port, i) => ({ port, label: spec.legs[i]!.label }));
+      const legs = ports.map((port, i) => ({ port, label: labels[i]! }));
       try {
-        return spec.kind === "linear" ? openLinear(legs, at, options) : new StripePort(legs, spec.chunkBytes);
+        if (spec.kind === "linear") return openLinear(legs, at, where, recorded?.kind === "linear" ? recorded.legs : null, options);
+        const stripe = new StripePort(legs, spec.chunkBytes);
+        options.layout?.set(at, { kind: "stripe", chunkBytes: spec.chunkBytes, legs: labels });
+        return stripe;
       } catch (error) {
         await Promise.allSettled(ports.map((p) => p.close()));
         throw error;
@@ -161,26 +172,47 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
 }
 
 /**
- * A linear node placed by its layout record (storage/tree/linear-layout.ts), which it records
+ * What the layout record holds for the linear or stripe node `spec` at `options.at`, or null
+ * (no record, or none of the legs it names is in `spec`: another node now sits there, e.g. a
+ * mirror leg replaced by new disks, laid out anew). Throws DstdError when the same legs were
+ * laid out by another kind of node (restructured: every byte would move).
+ */
+function recordedLayout(spec: { kind: "linear" | "stripe"; legs: readonly TreeLegSpec[] }, where: string, options: OpenTreeOptions): NodeLayout | null {
+  const book = options.layout ?? null;
+  const recorded = book?.get(options.at ?? "") ?? null;
+  if (book === null || recorded === null) return null;
+  const labels = spec.legs.map((leg) => leg.label);
+  const was = recorded.kind === "linear" ? recorded.legs.map((e) => e.label) : recorded.legs;
+  if (!was.some((label) => labels.includes(label))) {
+    options.log.info(`${where}: none of the legs recorded here (${was.join(", ")}) is in the configuration: a new node, laid out anew`);
+    return null;
+  }
+  if (recorded.kind !== spec.kind) {
+    throw new DstdError("E_CONFIG", `${where}: its legs' data was laid out by a ${recorded.kind} node, and a ${spec.kind} would place it elsewhere (layout record ${book.path})`);
+  }
+  return recorded;
+}
+
+/**
+ * A linear node placed by its layout record (storage/tree/tree-layout.ts), which it records
  * again before serving; without a record, by its legs' sizes now. Throws DstdError when the
  * record refuses the legs or cannot be written.
  */
-function openLinear(legs: TreeLeg[], at: string, options: OpenTreeOptions): LinearPort {
+function openLinear(legs: TreeLeg[], at: string, where: string, recorded: LayoutEntry[] | null, options: OpenTreeOptions): LinearPort {
   const book = options.layout ?? null;
-  const where = at === "" ? "the linear root" : `the linear node at ${at}`;
   if (book === null) {
-    if (legs.length > 1) options.log.warn(`${where}: its layout is not recorded (no state directory): a leg other than the last that grows while the export is stopped would move every byte after it (docs/tree.md "The linear layout record")`);
+    if (legs.length > 1) options.log.warn(`${where}: its layout is not recorded (no state directory): a leg other than the last that grows while the export is stopped would move every byte after it (docs/tree.md "The layout record")`);
     return new LinearPort(legs);
   }
   const placement = placeLegs(
     legs.map((leg) => ({ label: leg.label, size: leg.port.size })),
     LinearPort.unitOf(legs),
-    book.get(at),
+    recorded,
   );
   if ("problem" in placement) throw new DstdError("E_CONFIG", `${where}: ${placement.problem} (layout record ${book.path})`);
   for (const note of placement.notes) options.log.info(`${where}: ${note}`);
-  const port = new LinearPort(legs, { lengths: placement.lengths, record: (layout) => book.set(at, layout) });
-  book.set(at, port.layout());
+  const port = new LinearPort(legs, { lengths: placement.lengths, record: (layout) => book.set(at, { kind: "linear", legs: layout }) });
+  book.set(at, { kind: "linear", legs: port.layout() });
   return port;
 }
 

@@ -3,7 +3,7 @@
  * and a stripe's file legs may be larger (dstd resize grew them: mirror/grow.ts, stripe.ts) and
  * open at their size; a linear's may not (a larger leg would move every byte after it), not
  * even when that linear is itself a leg of a mirror — except its last leg (nothing follows it;
- * dstd resize grows it) and legs its layout record places (linear-layout.test.ts).
+ * dstd resize grows it) and legs its layout record places (tree-layout.test.ts).
  */
 import { afterAll, expect, test } from "bun:test";
 import { truncateSync, writeFileSync } from "node:fs";

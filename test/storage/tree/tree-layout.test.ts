@@ -1,11 +1,11 @@
 /**
- * The linear layout record (docs/tree.md "The linear layout record"): a linear node keeps
- * where it placed each leg across restarts, so a leg that grew while the export was stopped
- * (a device extended, a remote export resized, a file truncated larger) does not move the
- * data of the legs after it; a leg that shrank, or legs dropped from the configuration, are
- * refused naming the leg and the record. `dstd resize` grows a linear node by its last leg.
- * The placement rules (pure), then real files through openTree, LinearPort.resize and a
- * mirror of linear nodes growing.
+ * The layout record (docs/tree.md "The layout record"): a linear node keeps where it placed
+ * each leg across restarts, so a leg that grew while the export was stopped (a device
+ * extended, a remote export resized, a file truncated larger) does not move the data of the
+ * legs after it; a leg that shrank, legs dropped or reordered, a stripe whose chunk or leg
+ * count changed, and legs laid out by another kind of node are refused naming the leg and the
+ * record. `dstd resize` grows a linear node by its last leg. The rules (pure), then real files
+ * through openTree, LinearPort.resize and a mirror of linear nodes growing.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, truncateSync, writeFileSync } from "node:fs";
@@ -16,7 +16,7 @@ import { createMemoryBackend } from "../../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../../src/storage/local/port.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
 import { LayoutBook } from "../../../src/storage/tree/layout-book.ts";
-import { placeLegs } from "../../../src/storage/tree/linear-layout.ts";
+import { checkStripe, placeLegs } from "../../../src/storage/tree/tree-layout.ts";
 import { LinearPort } from "../../../src/storage/tree/linear.ts";
 import { openTree } from "../../../src/storage/tree/open.ts";
 import { scratchDir } from "../../helpers/files.ts";
@@ -68,6 +68,39 @@ describe("placeLegs", () => {
     });
     expect(placeLegs(legs(4 * MiB, 4 * MiB), 4096, rec(2 * MiB + 512, 4 * MiB))).toEqual({ problem: "leg 0 leg0: its recorded 2097664 bytes are not whole 4096-byte blocks of the node" });
   });
+
+  test("legs reordered are refused; a leg with a new name at its position is a replacement", () => {
+    const swapped = [
+      { label: "leg1", size: 4 * MiB },
+      { label: "leg0", size: 4 * MiB },
+    ];
+    expect(placeLegs(swapped, 4096, rec(4 * MiB, 4 * MiB))).toEqual({ problem: "leg leg1 is named at position 0 and its data was placed as leg 1: reordering legs moves their data" });
+    const replaced = [
+      { label: "/copy.img", size: 4 * MiB },
+      { label: "leg1", size: 4 * MiB },
+    ];
+    expect(placeLegs(replaced, 4096, rec(4 * MiB, 4 * MiB))).toEqual({ lengths: [4 * MiB, 4 * MiB], notes: ["leg 0 is /copy.img (recorded as leg0): taken as a replacement holding the same data"] });
+    // Two legs of one name (memory disks of one size) say nothing about order.
+    const twins = [
+      { label: "memory:4194304", size: 4 * MiB },
+      { label: "memory:4194304", size: 4 * MiB },
+    ];
+    expect(placeLegs(twins, 4096, twins.map((l) => ({ label: l.label, bytes: 4 * MiB })))).toEqual({ lengths: [4 * MiB, 4 * MiB], notes: [] });
+  });
+});
+
+describe("checkStripe", () => {
+  const recorded = { chunkBytes: 512 * KiB, legs: ["a", "b"] };
+  test("the same chunk and legs fit; a changed chunk, leg count or order is refused; a renamed leg is a replacement", () => {
+    expect(checkStripe(["a", "b"], 512 * KiB, recorded)).toEqual({ notes: [] });
+    expect(checkStripe(["a", "b"], 512 * KiB, null)).toEqual({ notes: [] });
+    expect(checkStripe(["a", "b"], 256 * KiB, recorded)).toEqual({ problem: "its chunk is 256 KiB and its data was striped in 512 KiB chunks: every chunk would be read from the wrong place" });
+    expect(checkStripe(["a", "b", "c"], 512 * KiB, recorded)).toEqual({
+      problem: "it names 3 legs and its data was striped over 2: a stripe's mapping depends on its leg count (make a new stripe and copy)",
+    });
+    expect(checkStripe(["b", "a"], 512 * KiB, recorded)).toEqual({ problem: "leg b is named at position 0 and its data was placed as leg 1: reordering legs moves their data" });
+    expect(checkStripe(["a", "b2"], 512 * KiB, recorded)).toEqual({ notes: ["leg 1 is b2 (recorded as b): taken as a replacement holding the same data"] });
+  });
 });
 
 /** A file leg without `size` (as `--linear PATH` gives), created at `bytes`. */
@@ -100,7 +133,7 @@ describe("a linear node over files, reopened", () => {
       await first.close();
     }
     const record = JSON.parse(readFileSync(join(dir, "layout", "disk.json"), "utf8"));
-    expect(record.linear[""]).toEqual([
+    expect(record.nodes[""].legs).toEqual([
       { label: tree.legs[0]!.label, bytes: 4 * MiB },
       { label: tree.legs[1]!.label, bytes: 4 * MiB },
     ]);
@@ -142,9 +175,9 @@ describe("a linear node over files, reopened", () => {
       "the layout record places 3 legs and the configuration names 2",
     );
     writeFileSync(path, "{ not json");
-    expect(() => LayoutBook.open(dir, "disk")).toThrow(`linear layout record ${path} cannot be read`);
+    expect(() => LayoutBook.open(dir, "disk")).toThrow(`layout record ${path} cannot be read`);
     writeFileSync(path, JSON.stringify({ format: "something else" }));
-    expect(() => LayoutBook.open(dir, "disk")).toThrow("is not a dstd linear layout record");
+    expect(() => LayoutBook.open(dir, "disk")).toThrow("is not a dstd tree layout record");
   });
 
   test("a nested linear node is recorded by where it sits; export names become safe file names", async () => {
@@ -162,8 +195,36 @@ describe("a linear node over files, reopened", () => {
     await port.close();
     const record = JSON.parse(readFileSync(join(dir, "layout", "a%002fb%0020c.json"), "utf8"));
     expect(record.export).toBe("a/b c");
-    expect(Object.keys(record.linear)).toEqual(["0"]);
-    expect(record.linear["0"].map((e: { bytes: number }) => e.bytes)).toEqual([3 * MiB, 2 * MiB]);
+    expect(Object.keys(record.nodes)).toEqual(["0"]);
+    expect(record.nodes["0"].legs.map((e: { bytes: number }) => e.bytes)).toEqual([3 * MiB, 2 * MiB]);
+  });
+});
+
+describe("a stripe and a restructured tree, reopened", () => {
+  test("a stripe's leg added, its chunk changed or the same legs under a linear node refuse the open; a subtree of new disks is laid out anew", async () => {
+    const dir = join(scratch.path, "stripe-state");
+    const legs = [fileLeg("s0", 4 * MiB), fileLeg("s1", 4 * MiB)];
+    const book = () => LayoutBook.open(dir, "disk");
+    const stripe = (chunkBytes: number, over = legs): TreeNodeSpec => ({ kind: "stripe", legs: over, chunkBytes });
+    const port = await openTree(stripe(64 * KiB), { log: quietLog().log, lock: true, layout: book() });
+    await port.close();
+    expect(JSON.parse(readFileSync(join(dir, "layout", "disk.json"), "utf8")).nodes[""]).toEqual({ kind: "stripe", chunkBytes: 64 * KiB, legs: legs.map((l) => l.label) });
+    const record = join(dir, "layout", "disk.json");
+    await expect(openTree(stripe(128 * KiB), { log: quietLog().log, lock: true, layout: book() })).rejects.toThrow(
+      `the stripe root: its chunk is 128 KiB and its data was striped in 64 KiB chunks: every chunk would be read from the wrong place (layout record ${record})`,
+    );
+    await expect(openTree(stripe(64 * KiB, [...legs, fileLeg("s2", 4 * MiB)]), { log: quietLog().log, lock: true, layout: book() })).rejects.toThrow(
+      "the stripe root: it names 3 legs and its data was striped over 2",
+    );
+    await expect(openTree({ kind: "linear", legs }, { log: quietLog().log, lock: true, layout: book() })).rejects.toThrow(
+      `the linear root: its legs' data was laid out by a stripe node, and a linear would place it elsewhere (layout record ${record})`,
+    );
+    // None of the recorded legs: another node sits here now (a mirror leg replaced by new disks).
+    const { lines, log } = quietLog();
+    const fresh = await openTree({ kind: "linear", legs: [fileLeg("f0", 2 * MiB), fileLeg("f1", 2 * MiB)] }, { log, lock: true, layout: book() });
+    await fresh.close();
+    expect(lines).toContain(`info the linear root: none of the legs recorded here (${legs.map((l) => l.label).join(", ")}) is in the configuration: a new node, laid out anew`);
+    expect(JSON.parse(readFileSync(record, "utf8")).nodes[""].kind).toBe("linear");
   });
 });
 
@@ -242,8 +303,8 @@ describe("resize grows a linear node by its last leg", () => {
       await port.close();
     }
     const record = JSON.parse(readFileSync(join(dir, "layout", "m.json"), "utf8"));
-    expect(record.linear["0"].map((e: { bytes: number }) => e.bytes)).toEqual([3 * MiB, 4 * MiB]);
-    expect(record.linear["1"].map((e: { bytes: number }) => e.bytes)).toEqual([3 * MiB, 4 * MiB]);
+    expect(record.nodes["0"].legs.map((e: { bytes: number }) => e.bytes)).toEqual([3 * MiB, 4 * MiB]);
+    expect(record.nodes["1"].legs.map((e: { bytes: number }) => e.bytes)).toEqual([3 * MiB, 4 * MiB]);
     const again = await openTree(tree, { log: quietLog().log, lock: true, layout: LayoutBook.open(dir, "m") });
     try {
       expect(again.size).toBe(6 * MiB);

@@ -1,8 +1,8 @@
 /**
- * @module storage/tree/linear-layout — where a linear node places its legs when it opens,
- * given what it recorded before (docs/tree.md "The linear layout record").
+ * @module storage/tree/tree-layout — what the layout record (storage/tree/layout-book.ts,
+ * docs/tree.md "The layout record") allows when a linear or stripe node opens again.
  *
- * A linear node's mapping depends on its legs' sizes: leg i starts where leg i − 1 ends. A leg
+ * Linear: the mapping depends on the legs' sizes (leg i starts where leg i − 1 ends). A leg
  * that grew while the node was stopped (a device extended, a remote export resized, a file
  * truncated larger) would move every byte of the legs after it on the next open — silently,
  * as dm-linear would if its table were computed from the devices' sizes. So each leg keeps
@@ -11,7 +11,13 @@
  * it), and a leg smaller than its record, or a record naming more legs than the configuration,
  * is refused: the data placed there would be lost or moved.
  *
- * Pure: no I/O (the record itself is storage/tree/layout-book.ts).
+ * Stripe: the mapping depends on the chunk size and the number and order of the legs, so a
+ * change of any of them would scramble every chunk: refused.
+ *
+ * Both: a recorded leg named at another position (legs reordered) is refused; a leg with a
+ * new name at a recorded position is a replacement (its data copied there), noted.
+ *
+ * Pure: no I/O.
  */
 import { formatSize } from "../../lib/size.ts";
 
@@ -23,6 +29,46 @@ export interface LayoutEntry {
 
 export type Placement = { lengths: number[]; notes: string[] } | { problem: string };
 
+/** What the record holds of a stripe node. */
+export interface StripeRecord {
+  chunkBytes: number;
+  legs: string[];
+}
+
+/**
+ * A recorded leg the configuration names at another position, as a refusal, or null; and a
+ * note per position whose leg has a new name (a replacement).
+ */
+function orderProblem(labels: readonly string[], recorded: readonly string[], notes: string[]): string | null {
+  // A name used twice (two memory disks of one size) says nothing about order.
+  const once = (list: readonly string[], label: string) => list.indexOf(label) === list.lastIndexOf(label);
+  for (const [i, label] of labels.entries()) {
+    const was = recorded.indexOf(label);
+    if (was !== -1 && was !== i && once(labels, label) && once(recorded, label)) {
+      return `leg ${label} is named at position ${i} and its data was placed as leg ${was}: reordering legs moves their data`;
+    }
+  }
+  for (const [i, label] of labels.entries()) {
+    const was = recorded[i];
+    if (was !== undefined && was !== label) notes.push(`leg ${i} is ${label} (recorded as ${was}): taken as a replacement holding the same data`);
+  }
+  return null;
+}
+
+/** Whether a stripe opened with `chunkBytes` over legs `labels` fits what was recorded (null: no record). */
+export function checkStripe(labels: readonly string[], chunkBytes: number, recorded: StripeRecord | null): { notes: string[] } | { problem: string } {
+  const notes: string[] = [];
+  if (recorded === null) return { notes };
+  if (recorded.chunkBytes !== chunkBytes) {
+    return { problem: `its chunk is ${formatSize(chunkBytes)} and its data was striped in ${formatSize(recorded.chunkBytes)} chunks: every chunk would be read from the wrong place` };
+  }
+  if (recorded.legs.length !== labels.length) {
+    return { problem: `it names ${labels.length} legs and its data was striped over ${recorded.legs.length}: a stripe's mapping depends on its leg count (make a new stripe and copy)` };
+  }
+  const order = orderProblem(labels, recorded.legs, notes);
+  return order !== null ? { problem: order } : { notes };
+}
+
 /**
  * The length each leg contributes. `sizes[i]` is leg i's size now; `unit` the node's block
  * size; `recorded` the lengths recorded by an earlier open (null: none, a new node).
@@ -30,6 +76,14 @@ export type Placement = { lengths: number[]; notes: string[] } | { problem: stri
 export function placeLegs(legs: readonly { label: string; size: number }[], unit: number, recorded: readonly LayoutEntry[] | null): Placement {
   const lengths: number[] = [];
   const notes: string[] = [];
+  if (recorded !== null) {
+    const order = orderProblem(
+      legs.map((leg) => leg.label),
+      recorded.map((e) => e.label),
+      notes,
+    );
+    if (order !== null) return { problem: order };
+  }
   if (recorded !== null && recorded.length > legs.length) {
     const dropped = recorded.slice(legs.length);
     return {
