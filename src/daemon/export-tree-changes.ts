@@ -23,7 +23,7 @@ import type { TreeNodeSpec } from "../config/types.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { LinearPort } from "../storage/tree/linear.ts";
-import { legAt } from "../storage/tree/open.ts";
+import { legAt } from "../storage/tree/tree-layout.ts";
 import { MirrorPort } from "../storage/tree/mirror/mirror.ts";
 import { StripePort } from "../storage/tree/stripe.ts";
 import type { TreeChange } from "./tree-changes.ts";

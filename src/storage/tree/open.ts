@@ -21,7 +21,7 @@ import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
 import type { LayoutBook, NodeLayout } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
-import { checkStripe, placeLegs, type LayoutEntry } from "./tree-layout.ts";
+import { checkStripe, legAt, placeLegs, type LayoutEntry } from "./tree-layout.ts";
 import type { TreeLeg } from "./legs.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
 import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
@@ -54,11 +54,6 @@ export interface OpenTreeOptions {
   layout?: LayoutBook | null;
   /** Where this node sits in the export's tree, the record's key: "" the root, "1.0" leg 0 of the root's leg 1. */
   at?: string;
-}
-
-/** The key of leg `index` of the node at `at`. */
-export function legAt(at: string, index: number): string {
-  return at === "" ? `${index}` : `${at}.${index}`;
 }
 
 /** The label a leg is shown with when the configuration gives none. */

@@ -27,6 +27,11 @@ export interface LayoutEntry {
   bytes: number;
 }
 
+/** Where leg `index` of the node at `at` sits: the record's key ("" the root, "1.0" leg 0 of the root's leg 1). */
+export function legAt(at: string, index: number): string {
+  return at === "" ? `${index}` : `${at}.${index}`;
+}
+
 export type Placement = { lengths: number[]; notes: string[] } | { problem: string };
 
 /** What the record holds of a stripe node. */

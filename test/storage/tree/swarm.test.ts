@@ -39,6 +39,7 @@ if (single !== undefined) {
       expect(totals.grows!).toBeGreaterThan(count / 20); // mirrors and stripes grown online (mirror/grow.ts, stripe.ts)
       expect(totals.stripeGrows!).toBeGreaterThan(count / 100);
       expect(totals.linearGrows!).toBeGreaterThan(count / 100);
+      expect(totals.grownWhileStopped!).toBeGreaterThan(count / 20); // a linear's inner leg grew while the node was stopped
       expect(totals.nestedGrows!).toBeGreaterThan(count / 200); // through mirrors and stripes under the root
       expect(totals.growsFailed!).toBeGreaterThan(0);
       expect(totals.suspends!).toBeGreaterThan(count / 20); // legs held out by the operator (mirror/suspend.ts)

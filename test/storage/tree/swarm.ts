@@ -5,8 +5,9 @@
  * reference model (oracle.ts), and a fault schedule: cuts shorter than the budget (must only
  * delay), cuts longer than it (mirror legs degrade and must resync when back), leaves down
  * until the end, slow periods, and crashes of the node running the tree (unflushed writes
- * lost at random; the tree reopened from what the legs hold); a root mirror or stripe whose
- * leaves have room grows online at a random moment, through any mirrors and stripes under it
+ * lost at random; the tree reopened from what the legs hold); a root mirror, stripe or linear
+ * node whose leaves have room grows online at a random moment, through any mirrors, stripes and
+ * linear nodes (by their last leg) under it
  * (sometimes with a crash while it runs: the reopened size is the old or the new one, never
  * smaller than an acknowledged grow; a stripe's leaves are files, whose grown range reads as
  * zeroes; a mirror's show what they held past their end, which it must zero), and
@@ -18,17 +19,20 @@
  * Phases: safety (workload + faults), heal (every leaf up; requests from now on must
  * succeed), convergence (every mirror leg back in sync), verification (the whole tree read
  * back against the model; every mirror's legs byte-identical; a clean close and reopen
- * needs no resync and reads the same). Every random choice comes from the seed.
+ * needs no resync and reads the same, though a linear node's inner leaves grew while it was
+ * stopped: the layout record keeps the legs after them in place). Every random choice comes
+ * from the seed.
  */
 import { Prng } from "../../../src/lib/prng.ts";
 import { errnoName } from "../../../src/lib/errno.ts";
 import type { StoragePort } from "../../../src/storage/port.ts";
 import { call } from "../../../src/storage/port.ts";
+import type { LayoutEntry } from "../../../src/storage/tree/tree-layout.ts";
 import { blockVersion, makeWriteData } from "../../sim/block-data.ts";
 import { SimClock } from "../../sim/sim-clock.ts";
 import { type Op, type OpKind, TreeOracle, TreeViolation, violation } from "./oracle.ts";
 import { SimStore, treeClock } from "./sim-leg.ts";
-import { type Built, buildTree, describeShape, growTargetOf, randomShape, stripeLeaves, type TreeShape } from "./topology.ts";
+import { type Built, buildTree, describeShape, growTargetOf, linearInnerLeaves, randomShape, stripeLeaves, type TreeShape } from "./topology.ts";
 
 const BLOCK = 512;
 
@@ -67,7 +71,7 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, linearGrows: 0, nestedGrows: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, linearGrows: 0, nestedGrows: 0, grownWhileStopped: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
   /** Online growth (mirror/grow.ts, stripe.ts): a root mirror or stripe whose leaves have room to grow. */
   readonly growPrng: Prng;
   /** The size a grow asks for; 0: this seed does not grow. */
@@ -99,9 +103,11 @@ export class TreeWorld {
     const nested = root.kind !== "leaf" && root.children.some((c) => c.kind !== "leaf");
     const grows = root.kind !== "leaf" && (nested || this.growPrng.chance(0.6));
     const files = stripeLeaves(root);
+    this.innerLinearLeaves = linearInnerLeaves(root);
     this.stores = this.shape.leafSizes.map((size, i) => {
       const timing = { budgetMs: 150 + legPrng.int(850), latencyMinMs: 1 + legPrng.int(3), latencySpreadMs: legPrng.int(15) };
-      const room = grows ? (1 + this.growPrng.int(6)) * 4096 : 0;
+      // A linear node's inner leaf can grow while the node is stopped (a device extended): room for it.
+      const room = (grows ? (1 + this.growPrng.int(6)) * 4096 : 0) + (this.innerLinearLeaves.has(i) ? 8192 : 0);
       const store = new SimStore(`L${i}`, size, this.clock, new Prng(legPrng.next()), timing, room);
       // What the leg held past its end (an earlier use of the device): different on every leg.
       store.data.fill(0x40 + i, size);
@@ -296,7 +302,26 @@ export class TreeWorld {
   /** Open a new life of the tree on fresh ports over the same stores. */
   async open(): Promise<void> {
     const ports = this.stores.map((s) => s.port());
-    this.built = await this.drive(buildTree(this.shape.root, ports, this.tclock, this.treePrng, this.log, (leaf) => this.stores[leaf]!.port()));
+    this.built = await this.drive(buildTree(this.shape.root, ports, this.tclock, this.treePrng, this.log, (leaf) => this.stores[leaf]!.port(), this.layouts));
+  }
+
+  /** The layout record (storage/tree/layout-book.ts): written before a layout is served, so it survives node crashes. */
+  readonly layouts = new Map<string, LayoutEntry[]>();
+  /** Leaves that are a linear node's leg other than its last. */
+  readonly innerLinearLeaves: Set<number>;
+
+  /**
+   * While the node is stopped, a linear node's inner leaves grow (a device extended, a remote
+   * export resized): the next open must place the legs after them where they were.
+   */
+  growWhileStopped(): void {
+    for (const leaf of this.innerLinearLeaves) {
+      const store = this.stores[leaf]!;
+      if (store.size < store.capacity && store.grow(store.capacity)) {
+        this.marks.grownWhileStopped++;
+        this.note(`leaf L${leaf} grown to ${store.size} bytes while the node is stopped`);
+      }
+    }
   }
 
   // ---- workload --------------------------------------------------------------------------------
@@ -680,9 +705,11 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
   await world.verifyLegs();
   const degradations = world.built.mirrors.reduce((n, { mirror }) => n + mirror.legs.reduce((m, l) => m + l.degradations, 0), 0);
   const resyncedBytes = world.built.mirrors.reduce((n, { mirror }) => n + mirror.resyncedBytes, 0);
-  if (hasMirror) {
-    // A clean close records it; the next open resyncs nothing and reads the same.
+  if (hasMirror || world.innerLinearLeaves.size > 0) {
+    // A clean close records it; the next open resyncs nothing and reads the same, though a
+    // linear node's inner legs grew meanwhile (the layout record keeps the legs after them in place).
     await world.drive(world.port.close());
+    world.growWhileStopped();
     await world.open();
     for (const { mirror } of world.built.mirrors) {
       const states = mirror.legs.map((l) => l.state);

@@ -7,6 +7,7 @@ import type { Prng } from "../../../src/lib/prng.ts";
 import type { StoragePort } from "../../../src/storage/port.ts";
 import type { TreeClock } from "../../../src/storage/tree/clock.ts";
 import { LinearPort } from "../../../src/storage/tree/linear.ts";
+import { legAt, placeLegs, type LayoutEntry } from "../../../src/storage/tree/tree-layout.ts";
 import { MirrorPort, openMirror, type ReadPolicy } from "../../../src/storage/tree/mirror/mirror.ts";
 import { StripePort } from "../../../src/storage/tree/stripe.ts";
 import type { LayoutOptions } from "../../../src/storage/tree/mirror/layout.ts";
@@ -177,7 +178,26 @@ export function leavesOf(spec: NodeSpec): number[] {
   return spec.kind === "leaf" ? [spec.leaf] : spec.children.flatMap(leavesOf);
 }
 
-/** Build one life of `spec` over `ports` (one per leaf). Mirrors open asynchronously. */
+/** Leaves that are a linear node's leg other than its last (their growth would move the legs after them). */
+export function linearInnerLeaves(spec: NodeSpec): Set<number> {
+  const out = new Set<number>();
+  const walk = (node: NodeSpec): void => {
+    if (node.kind === "leaf") return;
+    node.children.forEach((child, i) => {
+      if (child.kind === "leaf" && node.kind === "linear" && i < node.children.length - 1) out.add(child.leaf);
+      walk(child);
+    });
+  };
+  walk(spec);
+  return out;
+}
+
+/**
+ * Build one life of `spec` over `ports` (one per leaf). Mirrors open asynchronously. Linear
+ * nodes are placed as storage/tree/open.ts places them: by `layouts` (the layout record, kept
+ * by the caller across lives: durable before a layout is served) and the rules of
+ * storage/tree/tree-layout.ts.
+ */
 export async function buildTree(
   spec: NodeSpec,
   ports: readonly StoragePort[],
@@ -185,14 +205,25 @@ export async function buildTree(
   prng: Prng,
   log: { info(m: string): void; warn(m: string): void },
   reopen: (leaf: number) => StoragePort,
+  layouts: Map<string, LayoutEntry[]>,
 ): Promise<Built> {
   const mirrors: Built["mirrors"] = [];
-  const build = async (node: NodeSpec): Promise<StoragePort> => {
+  const build = async (node: NodeSpec, at: string): Promise<StoragePort> => {
     if (node.kind === "leaf") return ports[node.leaf]!;
     const children = [];
-    for (const child of node.children) children.push(await build(child));
+    for (const [i, child] of node.children.entries()) children.push(await build(child, legAt(at, i)));
     const legs = children.map((port, i) => ({ port, label: describeShape(node.children[i]!) }));
-    if (node.kind === "linear") return new LinearPort(legs);
+    if (node.kind === "linear") {
+      const placed = placeLegs(
+        legs.map((leg) => ({ label: leg.label, size: leg.port.size })),
+        LinearPort.unitOf(legs),
+        layouts.get(at) ?? null,
+      );
+      if ("problem" in placed) throw new Error(`linear node at "${at}": ${placed.problem}`);
+      const linear = new LinearPort(legs, { lengths: placed.lengths, record: (layout) => layouts.set(at, layout) });
+      layouts.set(at, linear.layout());
+      return linear;
+    }
     if (node.kind === "stripe") return new StripePort(legs, node.chunk);
     const t = node.tuning;
     const mirror = await openMirror(
@@ -218,6 +249,6 @@ export async function buildTree(
     mirrors.push({ mirror, legLeaves: node.children.map(leavesOf) });
     return mirror;
   };
-  const port = await build(spec);
+  const port = await build(spec, "");
   return { port, mirrors };
 }
