@@ -13,11 +13,12 @@ import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
 import { openTree } from "../storage/tree/open.ts";
 import { LayoutBook } from "../storage/tree/layout-book.ts";
+import { layoutProblems } from "../storage/tree/tree-layout.ts";
 import type { ExportConfig, KeyConfig, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
-import { DstdError } from "../lib/errors.ts";
+import { DstdError, errorMessage } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
@@ -48,6 +49,21 @@ export function legParams(params: Record<string, unknown>): { name: string; leg:
 /** Does this tree hold a mirror (something `dstd leg` can act on)? */
 export function treeHasMirror(node: TreeNodeSpec): boolean {
   return "legs" in node && (node.kind === "mirror" || node.legs.some((leg) => treeHasMirror(leg.node)));
+}
+
+/**
+ * What export `config`'s layout record under `stateDir` refuses in its configured tree, one
+ * line each naming the export (storage/tree/tree-layout.ts layoutProblems); none for an export
+ * that is not a tree.
+ */
+export function treeLayoutProblems(config: ExportConfig, stateDir: string): string[] {
+  if (config.backend.kind !== "tree") return [];
+  try {
+    const book = LayoutBook.open(stateDir, config.name);
+    return layoutProblems(config.backend.root, (at) => book.get(at)).map((problem) => `export '${config.name}': ${problem} (layout record ${book.path})`);
+  } catch (error) {
+    return [`export '${config.name}': ${errorMessage(error)}`];
+  }
 }
 
 /** A tree with a linear or stripe node: its layout record needs a state directory (storage/tree/layout-book.ts). */

@@ -12,7 +12,7 @@
  * stop the units that changed or went away, start the new ones, READY=1 (reload-plan.ts).
  * Stop: STOPPING=1, stop every unit (attachments flush), close the sockets.
  */
-import { legParams } from "./export-node.ts";
+import { legParams, treeLayoutProblems } from "./export-node.ts";
 import { mirrorViews } from "../status/tree-metrics.ts";
 import { formatListenAddress, type ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
@@ -337,6 +337,11 @@ export class Node {
     const next = loadNodeConfig(path); // throws E_CONFIG with every problem: nothing changed
     const diff = diffPlans(this.runningPlan(), next.plan);
     if (diff.refusals.length > 0) throw new DstdError("E_CONFIG", diff.refusals.join("\n"));
+    // A group that (re)starts opens its trees anew: a tree its layout record refuses (a
+    // stripe's legs or chunk changed, legs reordered) would not start. Refused here, while the
+    // running group still serves (docs/tree.md "The layout record").
+    const layout = diff.start.flatMap((name) => next.plan.exportGroups.find((u) => u.name === name)?.config ?? []).flatMap((e) => treeLayoutProblems(e, this.stateDir));
+    if (layout.length > 0) throw new DstdError("E_CONFIG", layout.join("\n"));
     const changes: string[] = [];
     const messages: string[] = [];
     const previous = this.loaded.config;

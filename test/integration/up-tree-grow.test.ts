@@ -36,7 +36,7 @@ let mirrorPort = 0;
 let filePort = 0;
 let stripePort = 0;
 /** The config with these linear legs, each a file of `size` (created when missing), and a mirror export. */
-function config(legs: Array<{ path: string; size: string }>): string {
+function config(legs: Array<{ path: string; size: string }>, stripe = { chunk: "64KiB", legs: ["s0", "s1"] }): string {
   return `
 state_dir = "${stateDir}"
 log_level = "info"
@@ -62,8 +62,8 @@ name = "s"
 listen = "127.0.0.1:${stripePort}"
 allow = ["127.0.0.1/32:rw"]
 [export.tree]
-chunk = "64KiB"
-stripe = [{ file = "${leg("s0")}", size = "8MiB" }, { file = "${leg("s1")}", size = "8MiB" }]
+chunk = "${stripe.chunk}"
+stripe = [${stripe.legs.map((name) => `{ file = "${leg(name)}", size = "8MiB" }`).join(", ")}]
 
 [[export]]
 name = "f"
@@ -276,4 +276,30 @@ describe("dstd up: storage trees grow online", () => {
       await again.close();
     }
   }, 90_000);
+
+  test("a reload that would restart a stripe over a changed layout is refused while the stripe keeps serving", async () => {
+    const legs = [...twoLegs, { path: leg("c"), size: "8MiB" }, { path: leg("d"), size: "4MiB" }, { path: join(dir, "f.img"), size: "4MiB" }];
+    const s = await openClient(stripePort, "s");
+    try {
+      const record = join(stateDir, "layout", "s.json");
+      for (const [stripe, why] of [
+        [{ chunk: "128KiB", legs: ["s0", "s1"] }, "the stripe root: its chunk is 128 KiB and its data was striped in 64 KiB chunks: every chunk would be read from the wrong place"],
+        [{ chunk: "64KiB", legs: ["s0", "s1", "s2"] }, "the stripe root: it names 3 legs and its data was striped over 2"],
+        [{ chunk: "64KiB", legs: ["s1", "s0"] }, `the stripe root: leg ${leg("s1")} is named at position 0 and its data was placed as leg 1: reordering legs moves their data`],
+      ] as const) {
+        writeFileSync(configPath, config(legs, { chunk: stripe.chunk, legs: [...stripe.legs] }));
+        const reload = await runDstd(["reload", "--state-dir", stateDir]);
+        expect(reload.exitCode).toBe(2);
+        expect(reload.stderr).toContain(`export 's': ${why}`);
+        expect(reload.stderr).toContain(record);
+      }
+      expect(s.engine.counters.reconnects).toBe(0);
+      expect((await s.read(31 * MiB, MiB)).every((b) => b === 0x4d)).toBe(true);
+      writeFileSync(configPath, config(legs));
+      const unchanged = await runDstd(["reload", "--state-dir", stateDir]);
+      expect(unchanged.exitCode).toBe(0);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
 });

@@ -13,13 +13,12 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { DstdError, errorMessage } from "../../lib/errors.ts";
-import type { LayoutEntry, StripeRecord } from "./tree-layout.ts";
+import type { LayoutEntry, NodeLayout } from "./tree-layout.ts";
 
 const FORMAT = "dstd tree layout";
 const VERSION = 1;
 
-/** One node's entry. */
-export type NodeLayout = { kind: "linear"; legs: LayoutEntry[] } | ({ kind: "stripe" } & StripeRecord);
+export type { NodeLayout };
 
 export class LayoutBook {
   private readonly nodes = new Map<string, NodeLayout>();

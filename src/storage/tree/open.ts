@@ -19,9 +19,9 @@ import type { StoragePort } from "../port.ts";
 import { openRemotePort } from "../remote/remote-port.ts";
 import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
-import type { LayoutBook, NodeLayout } from "./layout-book.ts";
+import type { LayoutBook } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
-import { checkStripe, legAt, placeLegs, type LayoutEntry } from "./tree-layout.ts";
+import { bindingRecord, checkStripe, legAt, placeLegs, type LayoutEntry, type NodeLayout } from "./tree-layout.ts";
 import type { TreeLeg } from "./legs.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
 import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
@@ -168,24 +168,20 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
 
 /**
  * What the layout record holds for the linear or stripe node `spec` at `options.at`, or null
- * (no record, or none of the legs it names is in `spec`: another node now sits there, e.g. a
- * mirror leg replaced by new disks, laid out anew). Throws DstdError when the same legs were
- * laid out by another kind of node (restructured: every byte would move).
+ * (storage/tree/tree-layout.ts bindingRecord). Throws DstdError when the same legs were laid
+ * out by another kind of node (restructured: every byte would move).
  */
 function recordedLayout(spec: { kind: "linear" | "stripe"; legs: readonly TreeLegSpec[] }, where: string, options: OpenTreeOptions): NodeLayout | null {
   const book = options.layout ?? null;
-  const recorded = book?.get(options.at ?? "") ?? null;
-  if (book === null || recorded === null) return null;
-  const labels = spec.legs.map((leg) => leg.label);
-  const was = recorded.kind === "linear" ? recorded.legs.map((e) => e.label) : recorded.legs;
-  if (!was.some((label) => labels.includes(label))) {
-    options.log.info(`${where}: none of the legs recorded here (${was.join(", ")}) is in the configuration: a new node, laid out anew`);
-    return null;
-  }
-  if (recorded.kind !== spec.kind) {
-    throw new DstdError("E_CONFIG", `${where}: its legs' data was laid out by a ${recorded.kind} node, and a ${spec.kind} would place it elsewhere (layout record ${book.path})`);
-  }
-  return recorded;
+  if (book === null) return null;
+  const bound = bindingRecord(
+    spec.kind,
+    spec.legs.map((leg) => leg.label),
+    book.get(options.at ?? ""),
+  );
+  if ("problem" in bound) throw new DstdError("E_CONFIG", `${where}: ${bound.problem} (layout record ${book.path})`);
+  if (bound.note !== undefined) options.log.info(`${where}: ${bound.note}`);
+  return bound.record;
 }
 
 /**

@@ -19,6 +19,7 @@
  *
  * Pure: no I/O.
  */
+import type { TreeNodeSpec } from "../../config/types.ts";
 import { formatSize } from "../../lib/size.ts";
 
 /** One leg's place as recorded: its label when recorded (for messages) and the bytes it holds. */
@@ -38,6 +39,51 @@ export type Placement = { lengths: number[]; notes: string[] } | { problem: stri
 export interface StripeRecord {
   chunkBytes: number;
   legs: string[];
+}
+
+/** One node's entry in the record. */
+export type NodeLayout = { kind: "linear"; legs: LayoutEntry[] } | ({ kind: "stripe" } & StripeRecord);
+
+/**
+ * Which record binds a `kind` node over legs `labels`, given what is recorded where it sits:
+ * `record` (null: none binds — nothing recorded, or none of the recorded legs is named any
+ * more: another node sits there now, e.g. a mirror leg replaced by new disks, with a `note`),
+ * or a `problem` when the same legs were laid out by another kind of node.
+ */
+export function bindingRecord(kind: "linear" | "stripe", labels: readonly string[], recorded: NodeLayout | null): { record: NodeLayout | null; note?: string } | { problem: string } {
+  if (recorded === null) return { record: null };
+  const was = recorded.kind === "linear" ? recorded.legs.map((e) => e.label) : recorded.legs;
+  if (!was.some((label) => labels.includes(label))) {
+    return { record: null, note: `none of the legs recorded here (${was.join(", ")}) is in the configuration: a new node, laid out anew` };
+  }
+  if (recorded.kind !== kind) return { problem: `its legs' data was laid out by a ${recorded.kind} node, and a ${kind} would place it elsewhere` };
+  return { record: recorded };
+}
+
+/**
+ * What the record refuses in a configured tree before anything is opened (a reload that
+ * restarts an export group checks it first): every linear and stripe node checked by what its
+ * configuration alone says — kind, chunk, leg count, order, dropped legs. The sizes of a
+ * linear node's legs are checked when they are opened (placeLegs). One line per problem,
+ * naming the node.
+ */
+export function layoutProblems(root: TreeNodeSpec, recordAt: (at: string) => NodeLayout | null): string[] {
+  const problems: string[] = [];
+  const walk = (node: TreeNodeSpec, at: string): void => {
+    if (!("legs" in node)) return;
+    node.legs.forEach((leg, i) => walk(leg.node, legAt(at, i)));
+    if (node.kind === "mirror") return;
+    const where = at === "" ? `the ${node.kind} root` : `the ${node.kind} node at ${at}`;
+    const labels = node.legs.map((leg) => leg.label);
+    const bound = bindingRecord(node.kind, labels, recordAt(at));
+    if ("problem" in bound) return void problems.push(`${where}: ${bound.problem}`);
+    const record = bound.record;
+    if (record === null) return;
+    const problem = record.kind === "stripe" ? stripeProblem(labels, node.kind === "stripe" ? node.chunkBytes : 0, record) : linearLegsProblem(labels, record.legs, []);
+    if (problem !== null) problems.push(`${where}: ${problem}`);
+  };
+  walk(root, "");
+  return problems;
 }
 
 /**
@@ -63,15 +109,36 @@ function orderProblem(labels: readonly string[], recorded: readonly string[], no
 /** Whether a stripe opened with `chunkBytes` over legs `labels` fits what was recorded (null: no record). */
 export function checkStripe(labels: readonly string[], chunkBytes: number, recorded: StripeRecord | null): { notes: string[] } | { problem: string } {
   const notes: string[] = [];
-  if (recorded === null) return { notes };
+  const problem = recorded === null ? null : stripeProblem(labels, chunkBytes, recorded, notes);
+  return problem !== null ? { problem } : { notes };
+}
+
+function stripeProblem(labels: readonly string[], chunkBytes: number, recorded: StripeRecord, notes: string[] = []): string | null {
   if (recorded.chunkBytes !== chunkBytes) {
-    return { problem: `its chunk is ${formatSize(chunkBytes)} and its data was striped in ${formatSize(recorded.chunkBytes)} chunks: every chunk would be read from the wrong place` };
+    return `its chunk is ${formatSize(chunkBytes)} and its data was striped in ${formatSize(recorded.chunkBytes)} chunks: every chunk would be read from the wrong place`;
   }
   if (recorded.legs.length !== labels.length) {
-    return { problem: `it names ${labels.length} legs and its data was striped over ${recorded.legs.length}: a stripe's mapping depends on its leg count (make a new stripe and copy)` };
+    return `it names ${labels.length} legs and its data was striped over ${recorded.legs.length}: a stripe's mapping depends on its leg count (make a new stripe and copy)`;
   }
-  const order = orderProblem(labels, recorded.legs, notes);
-  return order !== null ? { problem: order } : { notes };
+  return orderProblem(labels, recorded.legs, notes);
+}
+
+/** A linear node's legs against its record, before their sizes are known: reordered or dropped legs. */
+function linearLegsProblem(labels: readonly string[], recorded: readonly LayoutEntry[], notes: string[]): string | null {
+  const order = orderProblem(
+    labels,
+    recorded.map((e) => e.label),
+    notes,
+  );
+  if (order !== null) return order;
+  if (recorded.length > labels.length) {
+    const dropped = recorded.slice(labels.length);
+    return (
+      `the layout record places ${recorded.length} legs and the configuration names ${labels.length}: ` +
+      `${dropped.map((e) => `${e.label} (${formatSize(e.bytes)})`).join(", ")} would be dropped with the data placed there`
+    );
+  }
+  return null;
 }
 
 /**
@@ -82,20 +149,12 @@ export function placeLegs(legs: readonly { label: string; size: number }[], unit
   const lengths: number[] = [];
   const notes: string[] = [];
   if (recorded !== null) {
-    const order = orderProblem(
+    const problem = linearLegsProblem(
       legs.map((leg) => leg.label),
-      recorded.map((e) => e.label),
+      recorded,
       notes,
     );
-    if (order !== null) return { problem: order };
-  }
-  if (recorded !== null && recorded.length > legs.length) {
-    const dropped = recorded.slice(legs.length);
-    return {
-      problem:
-        `the layout record places ${recorded.length} legs and the configuration names ${legs.length}: ` +
-        `${dropped.map((e) => `${e.label} (${formatSize(e.bytes)})`).join(", ")} would be dropped with the data placed there`,
-    };
+    if (problem !== null) return { problem };
   }
   for (const [i, leg] of legs.entries()) {
     const own = Math.floor(leg.size / unit) * unit;

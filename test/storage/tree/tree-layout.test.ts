@@ -16,7 +16,7 @@ import { createMemoryBackend } from "../../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../../src/storage/local/port.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
 import { LayoutBook } from "../../../src/storage/tree/layout-book.ts";
-import { checkStripe, placeLegs } from "../../../src/storage/tree/tree-layout.ts";
+import { checkStripe, layoutProblems, placeLegs, type NodeLayout } from "../../../src/storage/tree/tree-layout.ts";
 import { LinearPort } from "../../../src/storage/tree/linear.ts";
 import { openTree } from "../../../src/storage/tree/open.ts";
 import { scratchDir } from "../../helpers/files.ts";
@@ -100,6 +100,41 @@ describe("checkStripe", () => {
     });
     expect(checkStripe(["b", "a"], 512 * KiB, recorded)).toEqual({ problem: "leg b is named at position 0 and its data was placed as leg 1: reordering legs moves their data" });
     expect(checkStripe(["a", "b2"], 512 * KiB, recorded)).toEqual({ notes: ["leg 1 is b2 (recorded as b): taken as a replacement holding the same data"] });
+  });
+});
+
+describe("layoutProblems (a configured tree against its record, before anything opens)", () => {
+  const leaf = (label: string): TreeLegSpec => ({ node: { kind: "memory", sizeBytes: MiB }, writeMostly: false, label });
+  const records = new Map<string, NodeLayout>([
+    ["0", { kind: "stripe", chunkBytes: 64 * KiB, legs: ["a", "b"] }],
+    ["1", { kind: "linear", legs: [{ label: "c", bytes: MiB }, { label: "d", bytes: MiB }] }],
+  ]);
+  const tree = (stripeLegs: string[], chunkBytes: number, linearLegs: string[], linearKind: "linear" | "stripe" = "linear"): TreeNodeSpec => ({
+    kind: "mirror",
+    readPolicy: "round-robin",
+    assumeClean: false,
+    legs: [
+      { node: { kind: "stripe", chunkBytes, legs: stripeLegs.map(leaf) }, writeMostly: false, label: "s" },
+      { node: linearKind === "linear" ? { kind: "linear", legs: linearLegs.map(leaf) } : { kind: "stripe", chunkBytes, legs: linearLegs.map(leaf) }, writeMostly: false, label: "l" },
+    ],
+  });
+  const problems = (root: TreeNodeSpec) => layoutProblems(root, (at) => records.get(at) ?? null);
+
+  test("the recorded tree, a leg appended to the linear node and a renamed leg pass; the rest is named", () => {
+    expect(problems(tree(["a", "b"], 64 * KiB, ["c", "d"]))).toEqual([]);
+    expect(problems(tree(["a", "b"], 64 * KiB, ["c", "d", "e"]))).toEqual([]);
+    expect(problems(tree(["a", "b2"], 64 * KiB, ["c2", "d"]))).toEqual([]);
+    expect(problems(tree(["a", "b"], 128 * KiB, ["d", "c"]))).toEqual([
+      "the stripe node at 0: its chunk is 128 KiB and its data was striped in 64 KiB chunks: every chunk would be read from the wrong place",
+      "the linear node at 1: leg d is named at position 0 and its data was placed as leg 1: reordering legs moves their data",
+    ]);
+    expect(problems(tree(["a", "b", "x"], 64 * KiB, ["c"]))).toEqual([
+      "the stripe node at 0: it names 3 legs and its data was striped over 2: a stripe's mapping depends on its leg count (make a new stripe and copy)",
+      "the linear node at 1: the layout record places 2 legs and the configuration names 1: d (1 MiB) would be dropped with the data placed there",
+    ]);
+    expect(problems(tree(["a", "b"], 64 * KiB, ["c", "d"], "stripe"))).toEqual(["the stripe node at 1: its legs' data was laid out by a linear node, and a stripe would place it elsewhere"]);
+    // New disks where the nodes were: laid out anew, nothing to refuse.
+    expect(problems(tree(["n1", "n2", "n3"], 128 * KiB, ["n4"], "stripe"))).toEqual([]);
   });
 });
 
