@@ -19,6 +19,7 @@ import { loadKeyFile } from "../crypto/keys.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { errorMessage } from "../lib/errors.ts";
 import { rbdPreflight } from "../storage/rbd/open.ts";
+import { treeLayoutProblems } from "../daemon/export-node.ts";
 import { describeListenAddress, listen } from "../transport/tcp.ts";
 
 export interface Preflight {
@@ -135,6 +136,10 @@ export async function preflight(config: Config): Promise<Preflight> {
     for (const address of e.listen) await tryListen(address, `export[${i}].listen`);
     for (const address of e.nbdListen) await tryListen(address, `export[${i}].nbd_listen`);
     warnings.push(...allowWarnings(e));
+    // A tree the layout record under state_dir refuses would not start (docs/tree.md "The layout record").
+    const layout = treeLayoutProblems(e, process.env.DSTD_STATE_DIR || config.stateDir); // as dstd up picks it (an empty variable counts as unset)
+    problems.push(...layout.problems);
+    if (layout.unreadable !== null) warnings.push(layout.unreadable);
   }
   for (const [i, a] of config.attaches.entries()) if (a.nbdListen !== null) await tryListen(a.nbdListen, `attach[${i}].nbd_listen`);
   return { problems, warnings };

@@ -53,17 +53,20 @@ export function treeHasMirror(node: TreeNodeSpec): boolean {
 
 /**
  * What export `config`'s layout record under `stateDir` refuses in its configured tree, one
- * line each naming the export (storage/tree/tree-layout.ts layoutProblems); none for an export
- * that is not a tree.
+ * line each naming the export (storage/tree/tree-layout.ts layoutProblems), and why the record
+ * cannot be read (`unreadable`: the export would not start either); nothing for an export that
+ * is not a tree or has no record.
  */
-export function treeLayoutProblems(config: ExportConfig, stateDir: string): string[] {
-  if (config.backend.kind !== "tree") return [];
+export function treeLayoutProblems(config: ExportConfig, stateDir: string): { problems: string[]; unreadable: string | null } {
+  if (config.backend.kind !== "tree") return { problems: [], unreadable: null };
+  let book: LayoutBook;
   try {
-    const book = LayoutBook.open(stateDir, config.name);
-    return layoutProblems(config.backend.root, (at) => book.get(at)).map((problem) => `export '${config.name}': ${problem} (layout record ${book.path})`);
+    book = LayoutBook.open(stateDir, config.name);
   } catch (error) {
-    return [`export '${config.name}': ${errorMessage(error)}`];
+    return { problems: [], unreadable: `export '${config.name}': ${errorMessage(error)}` };
   }
+  const problems = layoutProblems(config.backend.root, (at) => book.get(at)).map((problem) => `export '${config.name}': ${problem} (layout record ${book.path})`);
+  return { problems, unreadable: null };
 }
 
 /** A tree with a linear or stripe node: its layout record needs a state directory (storage/tree/layout-book.ts). */

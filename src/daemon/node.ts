@@ -340,7 +340,10 @@ export class Node {
     // A group that (re)starts opens its trees anew: a tree its layout record refuses (a
     // stripe's legs or chunk changed, legs reordered) would not start. Refused here, while the
     // running group still serves (docs/tree.md "The layout record").
-    const layout = diff.start.flatMap((name) => next.plan.exportGroups.find((u) => u.name === name)?.config ?? []).flatMap((e) => treeLayoutProblems(e, this.stateDir));
+    const layout = diff.start.flatMap((name) => next.plan.exportGroups.find((u) => u.name === name)?.config ?? []).flatMap((e) => {
+        const found = treeLayoutProblems(e, this.stateDir);
+        return found.unreadable === null ? found.problems : [found.unreadable];
+      });
     if (layout.length > 0) throw new DstdError("E_CONFIG", layout.join("\n"));
     const changes: string[] = [];
     const messages: string[] = [];

@@ -5,7 +5,7 @@
  * warnings keep exit 0. examples/dstd.toml, the repository's example, must pass (item 10).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureBinary, runDstd, startExport } from "../helpers/binary.ts";
 import { scratchDir } from "../helpers/files.ts";
@@ -45,6 +45,29 @@ describe("dstd check-config", () => {
     expect(lines[1]).toBe(`${path}: key[1]: key file ${loose} is readable by others (mode 0644); run: chmod 600 ${loose}`);
     expect(lines[2]).toBe(`${path}: key[2]: key file ${keyed} is for identity 'bob', not 'dave'`);
     expect(lines[3]).toBe(`${path}: 3 problem(s): export or attach would refuse to start`);
+  });
+
+  test("a tree its layout record under state_dir refuses (a stripe's chunk changed) is a problem; an unreadable record a warning", async () => {
+    const state = join(scratch.path, "layout-state");
+    mkdirSync(join(state, "layout"), { recursive: true });
+    const [a, b] = [join(scratch.path, "sa.img"), join(scratch.path, "sb.img")];
+    const record = join(state, "layout", "s.json");
+    writeFileSync(record, JSON.stringify({ format: "dstd tree layout", version: 1, export: "s", nodes: { "": { kind: "stripe", chunkBytes: 65536, legs: [a, b] } } }));
+    const tree = (chunk: string) =>
+      `state_dir = "${state}"\n\n[[export]]\nname = "s"\nallow = ["127.0.0.1/32:rw"]\n[export.tree]\nchunk = "${chunk}"\nstripe = [{ file = "${a}", size = "1MiB" }, { file = "${b}", size = "1MiB" }]\n`;
+    const same = await runDstd(["check-config", config("stripe-same.toml", tree("64KiB"))], { DSTD_STATE_DIR: "" });
+    expect(same.stderr).toBe("");
+    expect(same.exitCode).toBe(0);
+    const path = config("stripe-chunk.toml", tree("128KiB"));
+    const r = await runDstd(["check-config", path], { DSTD_STATE_DIR: "" });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(
+      `${path}: export 's': the stripe root: its chunk is 128 KiB and its data was striped in 64 KiB chunks: every chunk would be read from the wrong place (layout record ${record})`,
+    );
+    writeFileSync(record, "{");
+    const unreadable = await runDstd(["check-config", path], { DSTD_STATE_DIR: "" });
+    expect(unreadable.exitCode).toBe(0);
+    expect(unreadable.stderr).toContain(`${path}: warning: export 's': layout record ${record} cannot be read`);
   });
 
   test("an attach URL with a scheme attach refuses, and export files that cannot be opened", async () => {
