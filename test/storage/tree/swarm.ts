@@ -28,6 +28,7 @@ import { errnoName } from "../../../src/lib/errno.ts";
 import type { StoragePort } from "../../../src/storage/port.ts";
 import { call } from "../../../src/storage/port.ts";
 import type { LayoutEntry } from "../../../src/storage/tree/tree-layout.ts";
+import type { TreeClock } from "../../../src/storage/tree/clock.ts";
 import { blockVersion, makeWriteData } from "../../sim/block-data.ts";
 import { SimClock } from "../../sim/sim-clock.ts";
 import { type Op, type OpKind, TreeOracle, TreeViolation, violation } from "./oracle.ts";
@@ -58,6 +59,12 @@ async function settleMicrotasks(): Promise<void> {
 export class TreeWorld {
   readonly clock = new SimClock(1);
   readonly tclock = treeClock(this.clock);
+  /**
+   * The current life of the node running the tree: its timers run on a clock that dies with it
+   * (a crashed process runs no timers: an old life's probe must not reach a leg — seed 998140
+   * counted one as a request to a suspended leg).
+   */
+  private life = { dead: false };
   stores: SimStore[];
   readonly shape: TreeShape;
   oracle!: TreeOracle;
@@ -302,7 +309,15 @@ export class TreeWorld {
   /** Open a new life of the tree on fresh ports over the same stores. */
   async open(): Promise<void> {
     const ports = this.stores.map((s) => s.port());
-    this.built = await this.drive(buildTree(this.shape.root, ports, this.tclock, this.treePrng, this.log, (leaf) => this.stores[leaf]!.port(), this.layouts));
+    const life = { dead: false };
+    this.life = life;
+    const clock: TreeClock = { now: () => this.tclock.now(), after: (ms, run) => this.tclock.after(ms, () => void (life.dead || run())) };
+    this.built = await this.drive(buildTree(this.shape.root, ports, clock, this.treePrng, this.log, (leaf) => this.stores[leaf]!.port(), this.layouts));
+  }
+
+  /** The node's process is gone (a crash, or an open that gave up): its timers with it. */
+  endLife(): void {
+    this.life.dead = true;
   }
 
   /** The layout record (storage/tree/layout-book.ts): written before a layout is served, so it survives node crashes. */
@@ -425,6 +440,7 @@ export class TreeWorld {
     this.note(`NODE CRASH: ${inflight.length} requests in flight vanish`);
     this.oracle.crashed(inflight);
     this.outstanding -= inflight.length;
+    this.endLife();
     for (const store of this.stores) store.crash(() => this.prng.chance(0.5));
   }
 
@@ -640,6 +656,7 @@ async function runWorld(world: TreeWorld): Promise<SeedResult> {
           else world.marks.openFailed++;
           world.note(`reopen failed: ${(error as Error).message}`);
           // The node gives up (as `dstd export` exits): what it opened goes away with it.
+          world.endLife();
           for (const store of world.stores) store.abandon();
           world.heal(); // and comes back once its legs are back (no new faults meanwhile)
         }
