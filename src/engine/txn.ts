@@ -41,6 +41,13 @@ export interface Request {
   recycle?: (buffer: Uint8Array) => void;
   /** READ: put the data here (length bytes) and complete with it, instead of a fresh buffer. */
   into?: Uint8Array;
+  /**
+   * WRITE: the XXH3-64 of `data`, known already (a tree node passing on the digest its client
+   * sent and the export verified: docs/tree.md "Performance"); with xxh3 checksums it is the
+   * request's digest instead of a second pass over the data. It must be the hash of exactly
+   * `data`, or the export refuses the write as corrupt.
+   */
+  xxh3?: bigint;
   fua?: boolean;
   noHole?: boolean;
   /** FETCH: Flag.ZSTD when the export granted Feature.FETCH_ZSTD and compressed replies are wanted. */
@@ -131,7 +138,8 @@ export function makeTxn(
   const size = request.kind === "write" ? digestSize(checksum) : 0;
   if (size > 0 && data !== null) {
     digest = new Uint8Array(size);
-    computeDigest(checksum, data, digest, 0);
+    if (checksum === "xxh3" && request.xxh3 !== undefined) new DataView(digest.buffer).setBigUint64(0, request.xxh3);
+    else computeDigest(checksum, data, digest, 0);
     flags |= Flag.DIGEST;
   }
   const payloadLength = (data?.length ?? 0) + (digest?.length ?? 0);

@@ -94,11 +94,12 @@ export class EnginePort implements StoragePort {
     this.submit({ kind: "write", offset, length: data.length, data, fua }, (errno) => done(errno));
   }
 
-  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+  /** `xxh3`: the data's XXH3-64 when the caller knows it (sent as the digest, no second pass: engine/txn.ts Request). */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void {
     const invalid = this.check("write", offset, data.length);
     if (invalid !== 0) return done(invalid);
     hold.hold();
-    const request: Request = { kind: "write", offset, length: data.length, data, fua, handOver: true, recycle: () => hold.drop() };
+    const request: Request = { kind: "write", offset, length: data.length, data, fua, handOver: true, recycle: () => hold.drop(), xxh3 };
     this.submit(request, (errno) => done(errno));
   }
 

@@ -220,11 +220,16 @@ export class LinearPort implements StoragePort, Describable {
     this.split(offset, data.length, done, (port, legOffset, at, length, piece) => port.write(legOffset, data.subarray(at, at + length), fua, piece));
   }
 
-  /** A handed-over buffer (storage/port.ts BufferHold): its pieces are handed over to the legs that take buffers. */
-  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+  /**
+   * A handed-over buffer (storage/port.ts BufferHold): its pieces are handed over to the legs
+   * that take buffers; a write within one leg passes the data's XXH3-64 on (a piece has another).
+   */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void {
     const invalid = checkRequest("write", offset, data.length, this);
     if (invalid !== 0) return done(invalid);
-    this.split(offset, data.length, done, (port, legOffset, at, length, piece) => writeWithHold(port, legOffset, data.subarray(at, at + length), fua, hold, piece));
+    this.split(offset, data.length, done, (port, legOffset, at, length, piece) =>
+      writeWithHold(port, legOffset, data.subarray(at, at + length), fua, hold, piece, length === data.length ? xxh3 : undefined),
+    );
   }
 
   trim(offset: number, length: number, fua: boolean, done: Done): void {

@@ -214,13 +214,14 @@ export class StripePort implements StoragePort, Describable {
 
   /**
    * A handed-over buffer (storage/port.ts BufferHold): a leg's share that is one piece of it
-   * is handed over as a subarray; a gathered share is a buffer of this node's (plain write).
+   * is handed over as a subarray; a gathered share is a buffer of this node's (plain write). A
+   * write that is one leg's share whole passes the data's XXH3-64 on.
    */
-  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
-    this.writeShares(offset, data, fua, hold, done);
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void {
+    this.writeShares(offset, data, fua, hold, done, xxh3);
   }
 
-  private writeShares(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold | null, done: Done): void {
+  private writeShares(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold | null, done: Done, xxh3?: bigint): void {
     const invalid = checkRequest("write", offset, data.length, this);
     if (invalid !== 0) return done(invalid);
     if (data.length === 0) return done(0);
@@ -230,7 +231,7 @@ export class StripePort implements StoragePort, Describable {
       const port = this.legList[share.leg]!.port;
       if (share.at.length === 1) {
         const payload = data.subarray(share.at[0]!, share.at[0]! + share.length);
-        if (hold !== null) writeWithHold(port, share.legOffset, payload, fua, hold, join);
+        if (hold !== null) writeWithHold(port, share.legOffset, payload, fua, hold, join, payload.length === data.length ? xxh3 : undefined);
         else port.write(share.legOffset, payload, fua, join);
       } else port.write(share.legOffset, gather(data, share), fua, join);
     }

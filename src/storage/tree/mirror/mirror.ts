@@ -158,11 +158,11 @@ export class MirrorPort implements StoragePort, Describable {
     mutate(this.state, "write", offset, data.length, data, fua, false, done);
   }
 
-  /** A handed-over buffer (storage/port.ts BufferHold): handed over to every leg that keeps buffers. */
-  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done): void {
+  /** A handed-over buffer (storage/port.ts BufferHold): handed over to every leg that keeps buffers, with its XXH3-64 when known. */
+  writeHandedOver(offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void {
     const invalid = checkRequest("write", offset, data.length, this);
     if (invalid !== 0) return done(invalid);
-    mutate(this.state, "write", offset, data.length, data, fua, false, done, hold);
+    mutate(this.state, "write", offset, data.length, data, fua, false, done, hold, xxh3);
   }
 
   trim(offset: number, length: number, fua: boolean, done: Done): void {

@@ -65,6 +65,8 @@ export interface MutOp {
   data: Uint8Array | null;
   /** A handed-over write's hold (storage/port.ts BufferHold): passed on to the legs that keep buffers. */
   hold: BufferHold | null;
+  /** A write's XXH3-64 of `data` when the caller knew it: passed on with the hold. */
+  xxh3?: bigint;
   fua: boolean;
   noHole: boolean;
   done: Done;

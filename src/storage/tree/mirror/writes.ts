@@ -37,6 +37,7 @@ export function mutate(
   noHole: boolean,
   done: Done,
   hold: BufferHold | null = null,
+  xxh3?: bigint,
 ): void {
   if (s.closed) return done(Errno.ESHUTDOWN);
   if (length === 0) return done(0);
@@ -49,6 +50,7 @@ export function mutate(
     length,
     data,
     hold,
+    xxh3,
     fua,
     noHole,
     done,
@@ -112,7 +114,7 @@ function issue(s: MirrorState, op: MutOp): void {
     const port = leg.port!;
     const done: Done = (errno) => legDone(s, op, leg, errno);
     if (op.kind === "write") {
-      if (op.hold !== null) writeWithHold(port, legOffset, op.data!, op.fua, op.hold, done);
+      if (op.hold !== null) writeWithHold(port, legOffset, op.data!, op.fua, op.hold, done, op.xxh3);
       else port.write(legOffset, op.data!, op.fua, done);
     }
     else if (op.kind === "trim") port.trim(legOffset, op.length, op.fua, done);
