@@ -117,6 +117,9 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       const where = at === "" ? `the ${spec.kind} root` : `the ${spec.kind} node at ${at}`;
       const recorded = recordedLayout(spec, where, options);
       const labels = spec.legs.map((leg) => leg.label);
+      if (spec.kind === "stripe" && options.layout == null) {
+        log.warn(`${where}: its layout is not recorded (no state directory): a change of its chunk or of its legs' number or order would scramble its data unnoticed (docs/tree.md "The layout record")`);
+      }
       if (spec.kind === "stripe" && options.layout != null) {
         const fits = checkStripe(labels, spec.chunkBytes, recorded?.kind === "stripe" ? recorded : null);
         if ("problem" in fits) throw new DstdError("E_CONFIG", `${where}: ${fits.problem} (layout record ${options.layout.path})`);

@@ -241,6 +241,9 @@ describe("a stripe and a restructured tree, reopened", () => {
     const legs = [fileLeg("s0", 4 * MiB), fileLeg("s1", 4 * MiB)];
     const book = () => LayoutBook.open(dir, "disk");
     const stripe = (chunkBytes: number, over = legs): TreeNodeSpec => ({ kind: "stripe", legs: over, chunkBytes });
+    const { lines: unrecorded, log: bare } = quietLog();
+    await (await openTree(stripe(64 * KiB), { log: bare, lock: true })).close();
+    expect(unrecorded.some((l) => l.startsWith("warn the stripe root: its layout is not recorded (no state directory)"))).toBe(true);
     const port = await openTree(stripe(64 * KiB), { log: quietLog().log, lock: true, layout: book() });
     await port.close();
     expect(JSON.parse(readFileSync(join(dir, "layout", "disk.json"), "utf8")).nodes[""]).toEqual({ kind: "stripe", chunkBytes: 64 * KiB, legs: legs.map((l) => l.label) });
