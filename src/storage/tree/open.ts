@@ -54,6 +54,31 @@ export interface OpenTreeOptions {
   layout?: LayoutBook | null;
   /** Where this node sits in the export's tree, the record's key: "" the root, "1.0" leg 0 of the root's leg 1. */
   at?: string;
+  /**
+   * This node is inside leg `mirrorLeg` of a mirror, opened by the mirror itself (at its start
+   * or a probe): a disk of a linear or stripe node in it replaced while the export was stopped
+   * is refused (replaceUnderMirror). Not set by a reload that replaces the mirror leg whole.
+   */
+  mirrorLeg?: string;
+}
+
+/**
+ * Disks replaced (by name) in a linear or stripe node inside a mirror leg while the export
+ * was stopped: the mirror finds its metadata on the leg's first disk and would take the leg as
+ * holding its data, blank replacement and all, and serve reads from it. Refused, saying how to
+ * replace a disk there (docs/tree.md "The layout record").
+ */
+function replaceUnderMirror(where: string, replaced: readonly string[], options: OpenTreeOptions): void {
+  if (replaced.length === 0) return;
+  if (options.mirrorLeg === undefined) {
+    for (const line of replaced) options.log.info(`${where}: ${line}: taken as a replacement holding the same data`);
+    return;
+  }
+  throw new DstdError(
+    "E_CONFIG",
+    `${where}, in mirror leg ${options.mirrorLeg}: ${replaced.join("; ")}: a disk replaced while the export was stopped, which the mirror would take as holding the leg's data; ` +
+      `replace it while the export runs (dstd leg suspend, then a reload: the leg is resynced whole), or, if it is a copy of the disk it replaces, give it that disk's name (name = "…")`,
+  );
 }
 
 /** The label a leg is shown with when the configuration gives none. */
@@ -123,7 +148,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       if (spec.kind === "stripe" && options.layout != null) {
         const fits = checkStripe(labels, spec.chunkBytes, recorded?.kind === "stripe" ? recorded : null);
         if ("problem" in fits) throw new DstdError("E_CONFIG", `${where}: ${fits.problem} (layout record ${options.layout.path})`);
-        for (const note of fits.notes) log.info(`${where}: ${note}`);
+        replaceUnderMirror(where, fits.replaced, options);
       }
       const last = spec.legs.length - 1;
       const placed = spec.kind === "stripe" || recorded !== null;
@@ -140,7 +165,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       }
     }
     case "mirror": {
-      const legOptions = (i: number) => ({ ...options, at: legAt(at, i), grown: true });
+      const legOptions = (i: number) => ({ ...options, at: legAt(at, i), grown: true, mirrorLeg: spec.legs[i]!.label });
       const opened = await Promise.allSettled(spec.legs.map((leg, i) => openTree(leg.node, legOptions(i))));
       const legs = opened.map((result, i) => {
         const leg = spec.legs[i]!;
@@ -205,6 +230,7 @@ function openLinear(legs: TreeLeg[], at: string, where: string, recorded: Layout
   );
   if ("problem" in placement) throw new DstdError("E_CONFIG", `${where}: ${placement.problem} (layout record ${book.path})`);
   for (const note of placement.notes) options.log.info(`${where}: ${note}`);
+  replaceUnderMirror(where, placement.replaced, options);
   const port = new LinearPort(legs, { lengths: placement.lengths, record: (layout) => book.set(at, { kind: "linear", legs: layout }) });
   book.set(at, { kind: "linear", legs: port.layout() });
   return port;

@@ -15,7 +15,8 @@
  * change of any of them would scramble every chunk: refused.
  *
  * Both: a recorded leg named at another position (legs reordered) is refused; a leg with a
- * new name at a recorded position is a replacement (its data copied there), noted.
+ * new name at a recorded position is a replacement (its data copied there), noted and listed
+ * in `replaced` (under a mirror leg the opener refuses it: storage/tree/open.ts).
  *
  * Pure: no I/O.
  */
@@ -33,7 +34,7 @@ export function legAt(at: string, index: number): string {
   return at === "" ? `${index}` : `${at}.${index}`;
 }
 
-export type Placement = { lengths: number[]; notes: string[] } | { problem: string };
+export type Placement = { lengths: number[]; notes: string[]; replaced: string[] } | { problem: string };
 
 /** What the record holds of a stripe node. */
 export interface StripeRecord {
@@ -87,10 +88,10 @@ export function layoutProblems(root: TreeNodeSpec, recordAt: (at: string) => Nod
 }
 
 /**
- * A recorded leg the configuration names at another position, as a refusal, or null; and a
- * note per position whose leg has a new name (a replacement).
+ * A recorded leg the configuration names at another position, as a refusal, or null; and in
+ * `replaced` a line per position whose leg has a new name (a replacement).
  */
-function orderProblem(labels: readonly string[], recorded: readonly string[], notes: string[]): string | null {
+function orderProblem(labels: readonly string[], recorded: readonly string[], replaced: string[]): string | null {
   // A name used twice (two memory disks of one size) says nothing about order.
   const once = (list: readonly string[], label: string) => list.indexOf(label) === list.lastIndexOf(label);
   for (const [i, label] of labels.entries()) {
@@ -101,34 +102,34 @@ function orderProblem(labels: readonly string[], recorded: readonly string[], no
   }
   for (const [i, label] of labels.entries()) {
     const was = recorded[i];
-    if (was !== undefined && was !== label) notes.push(`leg ${i} is ${label} (recorded as ${was}): taken as a replacement holding the same data`);
+    if (was !== undefined && was !== label) replaced.push(`leg ${i} is ${label} (recorded as ${was})`);
   }
   return null;
 }
 
 /** Whether a stripe opened with `chunkBytes` over legs `labels` fits what was recorded (null: no record). */
-export function checkStripe(labels: readonly string[], chunkBytes: number, recorded: StripeRecord | null): { notes: string[] } | { problem: string } {
-  const notes: string[] = [];
-  const problem = recorded === null ? null : stripeProblem(labels, chunkBytes, recorded, notes);
-  return problem !== null ? { problem } : { notes };
+export function checkStripe(labels: readonly string[], chunkBytes: number, recorded: StripeRecord | null): { replaced: string[] } | { problem: string } {
+  const replaced: string[] = [];
+  const problem = recorded === null ? null : stripeProblem(labels, chunkBytes, recorded, replaced);
+  return problem !== null ? { problem } : { replaced };
 }
 
-function stripeProblem(labels: readonly string[], chunkBytes: number, recorded: StripeRecord, notes: string[] = []): string | null {
+function stripeProblem(labels: readonly string[], chunkBytes: number, recorded: StripeRecord, replaced: string[] = []): string | null {
   if (recorded.chunkBytes !== chunkBytes) {
     return `its chunk is ${formatSize(chunkBytes)} and its data was striped in ${formatSize(recorded.chunkBytes)} chunks: every chunk would be read from the wrong place`;
   }
   if (recorded.legs.length !== labels.length) {
     return `it names ${labels.length} legs and its data was striped over ${recorded.legs.length}: a stripe's mapping depends on its leg count (make a new stripe and copy)`;
   }
-  return orderProblem(labels, recorded.legs, notes);
+  return orderProblem(labels, recorded.legs, replaced);
 }
 
 /** A linear node's legs against its record, before their sizes are known: reordered or dropped legs. */
-function linearLegsProblem(labels: readonly string[], recorded: readonly LayoutEntry[], notes: string[]): string | null {
+function linearLegsProblem(labels: readonly string[], recorded: readonly LayoutEntry[], replaced: string[]): string | null {
   const order = orderProblem(
     labels,
     recorded.map((e) => e.label),
-    notes,
+    replaced,
   );
   if (order !== null) return order;
   if (recorded.length > labels.length) {
@@ -148,11 +149,12 @@ function linearLegsProblem(labels: readonly string[], recorded: readonly LayoutE
 export function placeLegs(legs: readonly { label: string; size: number }[], unit: number, recorded: readonly LayoutEntry[] | null): Placement {
   const lengths: number[] = [];
   const notes: string[] = [];
+  const replaced: string[] = [];
   if (recorded !== null) {
     const problem = linearLegsProblem(
       legs.map((leg) => leg.label),
       recorded,
-      notes,
+      replaced,
     );
     if (problem !== null) return { problem };
   }
@@ -181,5 +183,5 @@ export function placeLegs(legs: readonly { label: string; size: number }[], unit
     lengths.push(entry.bytes);
     if (own > entry.bytes) notes.push(`leg ${i} ${leg.label} is ${formatSize(own)}; it keeps its place of ${formatSize(entry.bytes)} so that the legs after it do not move`);
   }
-  return { lengths, notes };
+  return { lengths, notes, replaced };
 }

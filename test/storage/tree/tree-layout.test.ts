@@ -36,7 +36,7 @@ describe("placeLegs", () => {
   const rec = (...bytes: number[]) => bytes.map((b, i) => ({ label: `leg${i}`, bytes: b }));
 
   test("without a record each leg gives its size in whole blocks", () => {
-    expect(placeLegs(legs(4 * MiB + 100, 2 * MiB), 4096, null)).toEqual({ lengths: [4 * MiB, 2 * MiB], notes: [] });
+    expect(placeLegs(legs(4 * MiB + 100, 2 * MiB), 4096, null)).toEqual({ lengths: [4 * MiB, 2 * MiB], notes: [], replaced: [] });
   });
 
   test("a recorded leg other than the last keeps its place when it grew; the last grows the node", () => {
@@ -53,6 +53,7 @@ describe("placeLegs", () => {
     expect(placeLegs(legs(4 * MiB, 3 * MiB, 1 * MiB), 4096, rec(4 * MiB, 2 * MiB))).toEqual({
       lengths: [4 * MiB, 2 * MiB, 1 * MiB],
       notes: ["leg 1 leg1 is 3 MiB; it keeps its place of 2 MiB so that the legs after it do not move"],
+      replaced: [],
     });
   });
 
@@ -79,27 +80,27 @@ describe("placeLegs", () => {
       { label: "/copy.img", size: 4 * MiB },
       { label: "leg1", size: 4 * MiB },
     ];
-    expect(placeLegs(replaced, 4096, rec(4 * MiB, 4 * MiB))).toEqual({ lengths: [4 * MiB, 4 * MiB], notes: ["leg 0 is /copy.img (recorded as leg0): taken as a replacement holding the same data"] });
+    expect(placeLegs(replaced, 4096, rec(4 * MiB, 4 * MiB))).toEqual({ lengths: [4 * MiB, 4 * MiB], notes: [], replaced: ["leg 0 is /copy.img (recorded as leg0)"] });
     // Two legs of one name (memory disks of one size) say nothing about order.
     const twins = [
       { label: "memory:4194304", size: 4 * MiB },
       { label: "memory:4194304", size: 4 * MiB },
     ];
-    expect(placeLegs(twins, 4096, twins.map((l) => ({ label: l.label, bytes: 4 * MiB })))).toEqual({ lengths: [4 * MiB, 4 * MiB], notes: [] });
+    expect(placeLegs(twins, 4096, twins.map((l) => ({ label: l.label, bytes: 4 * MiB })))).toEqual({ lengths: [4 * MiB, 4 * MiB], notes: [], replaced: [] });
   });
 });
 
 describe("checkStripe", () => {
   const recorded = { chunkBytes: 512 * KiB, legs: ["a", "b"] };
   test("the same chunk and legs fit; a changed chunk, leg count or order is refused; a renamed leg is a replacement", () => {
-    expect(checkStripe(["a", "b"], 512 * KiB, recorded)).toEqual({ notes: [] });
-    expect(checkStripe(["a", "b"], 512 * KiB, null)).toEqual({ notes: [] });
+    expect(checkStripe(["a", "b"], 512 * KiB, recorded)).toEqual({ replaced: [] });
+    expect(checkStripe(["a", "b"], 512 * KiB, null)).toEqual({ replaced: [] });
     expect(checkStripe(["a", "b"], 256 * KiB, recorded)).toEqual({ problem: "its chunk is 256 KiB and its data was striped in 512 KiB chunks: every chunk would be read from the wrong place" });
     expect(checkStripe(["a", "b", "c"], 512 * KiB, recorded)).toEqual({
       problem: "it names 3 legs and its data was striped over 2: a stripe's mapping depends on its leg count (make a new stripe and copy)",
     });
     expect(checkStripe(["b", "a"], 512 * KiB, recorded)).toEqual({ problem: "leg b is named at position 0 and its data was placed as leg 1: reordering legs moves their data" });
-    expect(checkStripe(["a", "b2"], 512 * KiB, recorded)).toEqual({ notes: ["leg 1 is b2 (recorded as b): taken as a replacement holding the same data"] });
+    expect(checkStripe(["a", "b2"], 512 * KiB, recorded)).toEqual({ replaced: ["leg 1 is b2 (recorded as b)"] });
   });
 });
 
@@ -263,6 +264,47 @@ describe("a stripe and a restructured tree, reopened", () => {
     await fresh.close();
     expect(lines).toContain(`info the linear root: none of the legs recorded here (${legs.map((l) => l.label).join(", ")}) is in the configuration: a new node, laid out anew`);
     expect(JSON.parse(readFileSync(record, "utf8")).nodes[""].kind).toBe("linear");
+  });
+});
+
+describe("a disk replaced inside a mirror leg while the export was stopped", () => {
+  test("is refused at the mirror's open (it would take the blank disk as holding the leg's data); a copy named as the old disk opens; a reload's whole replacement is not refused", async () => {
+    const dir = join(scratch.path, "mirror-leg-state");
+    const book = () => LayoutBook.open(dir, "m");
+    const [a, b, c] = [fileLeg("mla", 2 * MiB), fileLeg("mlb", 2 * MiB), fileLeg("mlc", 4 * MiB)];
+    const tree = (inner: TreeLegSpec[]): TreeNodeSpec => ({
+      kind: "mirror",
+      readPolicy: "round-robin",
+      assumeClean: true,
+      legs: [{ node: { kind: "linear", legs: inner }, writeMostly: false, label: "site-a" }, c],
+    });
+    const first = await openTree(tree([a, b]), { log: quietLog().log, lock: true, layout: book() });
+    const data = pattern(64 * KiB, 9);
+    try {
+      await call.write(first, 3 * MiB - 512 * KiB, data); // on leg 0's second disk (past the 1 MiB metadata area and disk a)
+      await call.flush(first);
+    } finally {
+      await first.close();
+    }
+    // Disk b fails; a blank b2 takes its place in the configuration while the export is stopped.
+    const b2 = fileLeg("mlb2", 2 * MiB);
+    const { lines, log } = quietLog();
+    await expect(openTree(tree([a, b2]), { log, lock: true, layout: book() })).rejects.toThrow(/leg 0 is unreachable and the mirror's last record lists it in sync/);
+    expect(lines).toContain(
+      `warn mirror leg site-a cannot be opened (the linear node at 0, in mirror leg site-a: leg 1 is ${b2.label} (recorded as ${b.label}): a disk replaced while the export was stopped, which the mirror would take as holding the leg's data; ` +
+        `replace it while the export runs (dstd leg suspend, then a reload: the leg is resynced whole), or, if it is a copy of the disk it replaces, give it that disk's name (name = "…")); the mirror will keep trying`,
+    );
+    // A copy of b under b's name: the same data, nothing refused.
+    writeFileSync((b2.node as { path: string }).path, readFileSync((b.node as { path: string }).path));
+    const copy = await openTree(tree([a, { ...b2, label: b.label }]), { log: quietLog().log, lock: true, layout: book() });
+    try {
+      expect(Buffer.compare(await readAt(copy, 3 * MiB - 512 * KiB, data.length), data)).toBe(0);
+    } finally {
+      await copy.close();
+    }
+    // A reload replacing the leg whole (no mirrorLeg: mirror/leg-change.ts resyncs it) opens the subtree.
+    const whole = await openTree({ kind: "linear", legs: [a, b2] }, { log: quietLog().log, lock: true, layout: book(), at: "0", grown: true });
+    await whole.close();
   });
 });
 
