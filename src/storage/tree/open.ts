@@ -21,7 +21,7 @@ import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
 import type { LayoutBook } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
-import { bindingRecord, checkStripe, legAt, placeLegs, type LayoutEntry, type NodeLayout } from "./tree-layout.ts";
+import { bindingRecord, checkStripe, legAt, placeLegs, REPLACED_UNDER_MIRROR, type LayoutEntry, type NodeLayout } from "./tree-layout.ts";
 import type { TreeLeg } from "./legs.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
 import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
@@ -74,11 +74,7 @@ function replaceUnderMirror(where: string, replaced: readonly string[], options:
     for (const line of replaced) options.log.info(`${where}: ${line}: taken as a replacement holding the same data`);
     return;
   }
-  throw new DstdError(
-    "E_CONFIG",
-    `${where}, in mirror leg ${options.mirrorLeg}: ${replaced.join("; ")}: a disk replaced while the export was stopped, which the mirror would take as holding the leg's data; ` +
-      `replace it while the export runs (dstd leg suspend, then a reload: the leg is resynced whole), or, if it is a copy of the disk it replaces, give it that disk's name (name = "…")`,
-  );
+  throw new DstdError("E_CONFIG", `${where}, in mirror leg ${options.mirrorLeg}: ${replaced.join("; ")}: ${REPLACED_UNDER_MIRROR}`);
 }
 
 /** The label a leg is shown with when the configuration gives none. */

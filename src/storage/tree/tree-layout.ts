@@ -34,6 +34,11 @@ export function legAt(at: string, index: number): string {
   return at === "" ? `${index}` : `${at}.${index}`;
 }
 
+/** Why a disk replaced inside a mirror leg while the export was stopped is refused, and what to do instead. */
+export const REPLACED_UNDER_MIRROR =
+  "a disk replaced while the export was stopped, which the mirror would take as holding the leg's data; " +
+  'replace it while the export runs (dstd leg suspend, then a reload: the leg is resynced whole), or, if it is a copy of the disk it replaces, give it that disk\'s name (name = "…")';
+
 export type Placement = { lengths: number[]; notes: string[]; replaced: string[] } | { problem: string };
 
 /** What the record holds of a stripe node. */
@@ -70,9 +75,10 @@ export function bindingRecord(kind: "linear" | "stripe", labels: readonly string
  */
 export function layoutProblems(root: TreeNodeSpec, recordAt: (at: string) => NodeLayout | null): string[] {
   const problems: string[] = [];
-  const walk = (node: TreeNodeSpec, at: string): void => {
+  /** `mirrorLeg`: the label of the mirror leg this node is inside (a replaced disk there is refused: storage/tree/open.ts). */
+  const walk = (node: TreeNodeSpec, at: string, mirrorLeg: string | null): void => {
     if (!("legs" in node)) return;
-    node.legs.forEach((leg, i) => walk(leg.node, legAt(at, i)));
+    node.legs.forEach((leg, i) => walk(leg.node, legAt(at, i), node.kind === "mirror" ? leg.label : mirrorLeg));
     if (node.kind === "mirror") return;
     const where = at === "" ? `the ${node.kind} root` : `the ${node.kind} node at ${at}`;
     const labels = node.legs.map((leg) => leg.label);
@@ -80,10 +86,12 @@ export function layoutProblems(root: TreeNodeSpec, recordAt: (at: string) => Nod
     if ("problem" in bound) return void problems.push(`${where}: ${bound.problem}`);
     const record = bound.record;
     if (record === null) return;
-    const problem = record.kind === "stripe" ? stripeProblem(labels, node.kind === "stripe" ? node.chunkBytes : 0, record) : linearLegsProblem(labels, record.legs, []);
+    const replaced: string[] = [];
+    const problem = record.kind === "stripe" ? stripeProblem(labels, node.kind === "stripe" ? node.chunkBytes : 0, record, replaced) : linearLegsProblem(labels, record.legs, replaced);
     if (problem !== null) problems.push(`${where}: ${problem}`);
+    else if (mirrorLeg !== null && replaced.length > 0) problems.push(`${where}, in mirror leg ${mirrorLeg}: ${replaced.join("; ")}: ${REPLACED_UNDER_MIRROR}`);
   };
-  walk(root, "");
+  walk(root, "", null);
   return problems;
 }
 
