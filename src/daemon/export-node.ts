@@ -11,8 +11,8 @@ import { existsSync, rmSync } from "node:fs";
 import { openBackend, openPort } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
 import { call, type StoragePort } from "../storage/port.ts";
-import { openTree } from "../storage/tree/open.ts";
-import { LayoutBook } from "../storage/tree/layout-book.ts";
+import { openTree, type TreeLog } from "../storage/tree/open.ts";
+import { HeldRecords, LayoutBook, type LayoutRecords } from "../storage/tree/layout-book.ts";
 import { layoutProblems } from "../storage/tree/tree-layout.ts";
 import type { ExportConfig, KeyConfig, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
@@ -29,7 +29,7 @@ import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } fro
 import { ConnectionBudget, connectionCapacity } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
-import { prepareTreeChanges, type PreparedTreeChanges } from "./export-tree-changes.ts";
+import { prepareTreeChanges, type OpenNode, type PreparedTreeChanges } from "./export-tree-changes.ts";
 import { treeChanges } from "./tree-changes.ts";
 import { findMirrorLeg } from "../storage/tree/mirror-legs.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
@@ -67,6 +67,24 @@ export function treeLayoutProblems(config: ExportConfig, stateDir: string): { pr
   }
   const problems = layoutProblems(config.backend.root, (at) => book.get(at)).map((problem) => `export '${config.name}': ${problem} (layout record ${book.path})`);
   return { problems, unreadable: null };
+}
+
+/**
+ * How a reload opens new tree nodes (daemon/export-tree-changes.ts OpenNode): as an export
+ * opens them, locked, with the export's layout record — held back (HeldRecords) for a new
+ * mirror leg until the mirror's record of it is durable.
+ */
+export function reloadOpener(log: TreeLog, bookOf: (name: string) => LayoutBook | null): OpenNode {
+  return (name, node, grown, at, held) => {
+    const book = bookOf(name);
+    let layout: LayoutRecords | null = book;
+    if (book !== null && held !== undefined) {
+      const records = new HeldRecords(book);
+      held.push(() => records.release());
+      layout = records;
+    }
+    return openTree(node, { log, lock: true, grown, layout, at });
+  };
 }
 
 /** A tree with a linear or stripe node: its layout record needs a state directory (storage/tree/layout-book.ts). */
@@ -268,8 +286,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       const changes = treeChanges(running, configs);
       if (changes === null) throw new DstdError("E_CONFIG", "this reload changes more than allow lists, keys, appended linear legs and replaced or added mirror legs: the export group must restart");
       const targets = [...changes].map(([name, change]) => ({ name, change, port: exports.find((e) => e.name === name)!.port }));
-      const open = (name: string, node: TreeNodeSpec, grown: boolean, at: string) => openTree(node, { log: treeLog(log), lock: true, grown, layout: bookOf(name), at });
-      const prepared = await prepareTreeChanges(targets, open, (name) => server.announceSize(name));
+      const prepared = await prepareTreeChanges(targets, reloadOpener(treeLog(log), bookOf), (name) => server.announceSize(name), (message) => log.warn(message));
       return {
         commit: () => {
           const changes = prepared.commit();

@@ -17,6 +17,7 @@
  * was opened. The legs already serving are never touched, except a replaced mirror leg, which is
  * out of sync by then (suspended, degraded, absent).
  */
+import { errnoMessage } from "../lib/errno.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import { formatSize } from "../lib/size.ts";
 import type { TreeNodeSpec } from "../config/types.ts";
@@ -46,9 +47,10 @@ export interface TreeChangeTarget {
 /**
  * Opens a tree node of export `exportName`; `grown`: as a mirror's or a stripe's leg, or a linear's last (a file dstd
  * grew opens at its size); `at`: where it sits in the export's tree (storage/tree/open.ts `at`,
- * the key of its layout record).
+ * the key of its layout record). With `held`, the layout record's writes are held back and a
+ * function that writes them is pushed there (storage/tree/layout-book.ts HeldRecords).
  */
-export type OpenNode = (exportName: string, node: TreeNodeSpec, grown: boolean, at: string) => Promise<StoragePort>;
+export type OpenNode = (exportName: string, node: TreeNodeSpec, grown: boolean, at: string, held?: Array<() => void>) => Promise<StoragePort>;
 
 /** One change to make at commit: `apply` returns its line (or null), `opened` are closed if it cannot run. */
 interface Step {
@@ -69,14 +71,19 @@ function placeOf(name: string, path: readonly string[]): string {
   return path.length === 0 ? `export '${name}'` : `export '${name}', in leg ${path.join(" › ")}`;
 }
 
-export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], open: OpenNode, announce: (name: string) => void): Promise<PreparedTreeChanges> {
+export async function prepareTreeChanges(
+  targets: readonly TreeChangeTarget[],
+  open: OpenNode,
+  announce: (name: string) => void,
+  warn: (message: string) => void = () => {},
+): Promise<PreparedTreeChanges> {
   const steps: Step[] = [];
   const closeAll = () => Promise.allSettled(steps.flatMap((s) => s.opened.map((port) => port.close()))).then(() => {});
   /** Opens a new leg for a step; `what` names it in the refusal. */
-  const openLeg = async (name: string, node: TreeNodeSpec, grown: boolean, at: string, what: string, step: Step): Promise<StoragePort> => {
+  const openLeg = async (name: string, node: TreeNodeSpec, grown: boolean, at: string, what: string, step: Step, held?: Array<() => void>): Promise<StoragePort> => {
     let port: StoragePort;
     try {
-      port = await open(name, node, grown, at);
+      port = await open(name, node, grown, at, held);
     } catch (error) {
       throw new DstdError("E_CONFIG", `export '${name}': new leg ${what} cannot be opened: ${errorMessage(error)}`);
     }
@@ -129,11 +136,25 @@ export async function prepareTreeChanges(targets: readonly TreeChangeTarget[], o
       }
       const step: Step = { place, opened: [], apply: () => null };
       steps.push(step);
-      const opened = await openLeg(name, leg.node, true, legAt(at, index), leg.label, step);
+      // The new leg's layout record is written only once the mirror's record of it (out of
+      // sync, resynced whole) is durable: written first, a crash between the two would reopen
+      // a subtree that reuses the old leg's first disk as that leg, trusted where not resynced.
+      const held: Array<() => void> = [];
+      const opened = await openLeg(name, leg.node, true, legAt(at, index), leg.label, step, held);
       const problem = node.legChangeProblem(index, opened);
       if (problem !== null) throw new DstdError("E_CONFIG", `${place}: ${problem}`);
       step.apply = () => {
         const replaced = node.setLeg(index, { label: leg.label, writeMostly: leg.writeMostly, port: opened, open: () => open(name, leg.node, true, legAt(at, index)) });
+        node.whenRecorded((errno) => {
+          if (errno !== 0) return warn(`${place}: mirror leg ${index}'s record was not written (${errnoMessage(errno)}): its layout record keeps the old leg, so its next start refuses the new one until it is replaced again`);
+          for (const release of held) {
+            try {
+              release();
+            } catch (error) {
+              warn(`${place}: ${errorMessage(error)}`);
+            }
+          }
+        });
         return `${place}: mirror leg ${index} ${replaced === null ? `added: ${leg.label}` : `${replaced} replaced by ${leg.label}`}; resynced whole while I/O goes on`;
       };
     }

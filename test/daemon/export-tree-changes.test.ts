@@ -5,15 +5,21 @@
  * disk replaced inside a mirror under a linear node, the changes inside an open mirror leg
  * that is itself a mirror (only the inner disk is resynced), a suspended subtree leg replaced
  * whole, and the refusals (an in-sync leg, a disk the running tree still holds) that change
- * nothing.
+ * nothing; a new subtree leg's layout record written only after the mirror's record of it.
  */
 import { afterAll, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfigText } from "../../src/config/load.ts";
 import type { ExportConfig } from "../../src/config/types.ts";
+import { reloadOpener } from "../../src/daemon/export-node.ts";
 import { prepareTreeChanges } from "../../src/daemon/export-tree-changes.ts";
+import { LayoutBook } from "../../src/storage/tree/layout-book.ts";
+import { PassThrough } from "../../src/storage/layers/pass-through.ts";
+import { openMirror } from "../../src/storage/tree/mirror/mirror.ts";
+import { systemClock } from "../../src/storage/tree/system-clock.ts";
 import { treeChanges } from "../../src/daemon/tree-changes.ts";
-import { call, type StoragePort } from "../../src/storage/port.ts";
+import { call, type Done, type StoragePort } from "../../src/storage/port.ts";
 import { findMirrorLeg, mirrorLegsOf } from "../../src/storage/tree/mirror-legs.ts";
 import { openTree } from "../../src/storage/tree/open.ts";
 import { readFileAt, scratchDir } from "../helpers/files.ts";
@@ -154,3 +160,68 @@ test("a new leg that is a disk the running tree still holds is refused at open (
     await port.close();
   }
 }, 60_000);
+
+/** Holds every write to the leg below while `holding` (the mirror's metadata writes to an in-sync leg), until `release`. */
+class HoldWrites extends PassThrough {
+  holding = false;
+  private readonly held: Array<() => void> = [];
+  override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    if (!this.holding) return super.write(offset, data, fua, done);
+    this.held.push(() => super.write(offset, data, fua, done));
+  }
+  get heldCount(): number {
+    return this.held.length;
+  }
+  release(): void {
+    this.holding = false;
+    for (const run of this.held.splice(0)) run();
+  }
+}
+
+test("a mirror leg replaced by a subtree: its layout record is written only once the mirror's record of the new leg is durable, and the old leg's layout does not bind it", async () => {
+  const stateDir = join(scratch.path, "held-state");
+  const books = new Map<string, LayoutBook>();
+  const bookOf = (name: string) => books.get(name) ?? books.set(name, LayoutBook.open(stateDir, name)).get(name)!;
+  const tree = (second: string, size: string) => `mirror = [{ name = "site", linear = [${disk("h1")}, { file = "${img(second)}", size = "${size}" }] }, { file = "${img("h3")}", size = "8MiB" }]\nassume_clean = true`;
+  const before = exportWith(tree("h2", "5MiB"));
+  // The new subtree reuses h1 (its first disk, holding the slot's metadata) and a smaller new disk.
+  const after = exportWith(tree("h4", "4MiB"));
+  if (before.backend.kind !== "tree" || before.backend.root.kind !== "mirror") throw new Error("not a mirror");
+  const [site, other] = before.backend.root.legs;
+  // The running mirror as openTree builds it, with the in-sync leg's writes under our control.
+  const h3 = new HoldWrites(await openTree(other!.node, { log: quiet, lock: true, grown: true }));
+  const siteOpen = () => openTree(site!.node, { log: quiet, lock: true, grown: true, layout: bookOf("t"), at: "0", mirrorLeg: "site" });
+  const port = await openMirror(
+    [
+      { label: "site", port: await siteOpen(), open: siteOpen },
+      { label: other!.label, port: h3 },
+    ],
+    { clock: systemClock, randomId: () => new Uint8Array(16).fill(5), log: quiet, assumeClean: true },
+  );
+  const recordPath = join(stateDir, "layout", "t.json");
+  const recorded = () => JSON.parse(readFileSync(recordPath, "utf8")).nodes["0"].legs.map((e: { label: string }) => e.label);
+  try {
+    expect(recorded()).toEqual([img("h1"), img("h2")]);
+    expect(await new Promise<number>((resolve) => port.setLegHeld(0, "suspend", resolve))).toBe(0);
+    const change = treeChanges([before], [after])?.get("t");
+    if (change === undefined) throw new Error("not a change made in place");
+    const warned: string[] = [];
+    // An aborted reload writes nothing.
+    const aborted = await prepareTreeChanges([{ name: "t", port, change }], reloadOpener(quiet, bookOf), () => {}, (m) => warned.push(m));
+    await aborted.abort();
+    expect(recorded()).toEqual([img("h1"), img("h2")]);
+    const prepared = await prepareTreeChanges([{ name: "t", port, change }], reloadOpener(quiet, bookOf), () => {}, (m) => warned.push(m));
+    // Opened (h4 is smaller than h2's recorded 5 MiB: the old layout does not bind a leg resynced whole), not written.
+    expect(recorded()).toEqual([img("h1"), img("h2")]);
+    h3.holding = true;
+    expect(prepared.commit()).toEqual([expect.stringContaining("mirror leg 0 site replaced by site; resynced whole")]);
+    await until(() => h3.heldCount > 0, "the mirror's record of the new leg to be on its way to the in-sync leg", 5_000);
+    expect(recorded()).toEqual([img("h1"), img("h2")]); // not before that record is on disk
+    h3.release();
+    await until(() => JSON.stringify(recorded()) === JSON.stringify([img("h1"), img("h4")]), "the new leg's layout to be recorded", 5_000);
+    await until(() => port.legs.every((leg) => leg.state === "in-sync"), "the new leg to be resynced", 10_000);
+    expect(warned).toEqual([]);
+  } finally {
+    await port.close();
+  }
+});

@@ -20,7 +20,51 @@ const VERSION = 1;
 
 export type { NodeLayout };
 
-export class LayoutBook {
+/** What a tree's opener reads and writes of the record (storage/tree/open.ts). */
+export interface LayoutRecords {
+  /** The record's file (messages name it). */
+  readonly path: string;
+  get(at: string): NodeLayout | null;
+  set(at: string, node: NodeLayout): void;
+}
+
+/**
+ * The record of a reload's new mirror leg (daemon/export-tree-changes.ts): it starts empty —
+ * the leg is resynced whole, so what its slot's old leg recorded binds nothing — and its
+ * writes are held back until `release`, called once the mirror's own record of the leg (out
+ * of sync, resynced whole) is durable. Written earlier, a crash between the two would reopen
+ * a subtree that reuses the old leg's first disk as that leg, trusted where not resynced.
+ */
+export class HeldRecords implements LayoutRecords {
+  private readonly pending = new Map<string, NodeLayout>();
+  private released = false;
+
+  constructor(private readonly book: LayoutRecords) {}
+
+  get path(): string {
+    return this.book.path;
+  }
+
+  get(at: string): NodeLayout | null {
+    if (this.released) return this.book.get(at);
+    const held = this.pending.get(at);
+    return held === undefined ? null : (structuredClone(held) as NodeLayout);
+  }
+
+  set(at: string, node: NodeLayout): void {
+    if (this.released) return this.book.set(at, node);
+    this.pending.set(at, structuredClone(node) as NodeLayout);
+  }
+
+  /** Write what was held (throws DstdError E_IO as LayoutBook.set); later writes go straight through. */
+  release(): void {
+    this.released = true;
+    for (const [at, node] of this.pending) this.book.set(at, node);
+    this.pending.clear();
+  }
+}
+
+export class LayoutBook implements LayoutRecords {
   private readonly nodes = new Map<string, NodeLayout>();
 
   private constructor(

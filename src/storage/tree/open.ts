@@ -19,7 +19,7 @@ import type { StoragePort } from "../port.ts";
 import { openRemotePort } from "../remote/remote-port.ts";
 import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
-import type { LayoutBook } from "./layout-book.ts";
+import type { LayoutRecords } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
 import { bindingRecord, checkStripe, legAt, placeLegs, REPLACED_UNDER_MIRROR, type LayoutEntry, type NodeLayout } from "./tree-layout.ts";
 import type { TreeLeg } from "./legs.ts";
@@ -51,7 +51,7 @@ export interface OpenTreeOptions {
    * The export's layout record (storage/tree/layout-book.ts), or none: without one a linear
    * node places its legs by their sizes now, and says so (docs/tree.md "The layout record").
    */
-  layout?: LayoutBook | null;
+  layout?: LayoutRecords | null;
   /** Where this node sits in the export's tree, the record's key: "" the root, "1.0" leg 0 of the root's leg 1. */
   at?: string;
   /**

@@ -36,7 +36,7 @@ import { growMirror, growProblem } from "./grow.ts";
 import { BITMAP_SLOTS, type Layout, MAX_MIRROR_LEGS, MIRROR_ID_BYTES, SUPERBLOCK_AREA, decodeSuperblockArea } from "./layout.ts";
 import type { MirrorLeg, MirrorLegInput } from "./leg.ts";
 import { legFailed, scheduleProbe } from "./leg-health.ts";
-import { SB_KEY } from "./metadata.ts";
+import { commitRecord, SB_KEY } from "./metadata.ts";
 import { extentsFrom, readFrom } from "./reads.ts";
 import { lockRegion, unlockRegion } from "./region-locks.ts";
 import type { FailureCause } from "./resync.ts";
@@ -245,6 +245,11 @@ export class MirrorPort implements StoragePort, Describable {
   /** Why `port` cannot take slot `index` (a replacement, or the next new slot), or null. */
   legChangeProblem(index: number, port: StoragePort): string | null {
     return legChangeProblem(this.state, this, index, port);
+  }
+
+  /** `done` once every record made so far (a setLeg's) is durable on the legs, or with the errno that kept it from them. */
+  whenRecorded(done: Done): void {
+    commitRecord(this.state, done);
   }
 
   /** Put a leg in slot `index`, resynced whole; the replaced leg's label, or null for a new slot. Throws why not. */
