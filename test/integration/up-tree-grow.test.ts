@@ -244,6 +244,7 @@ describe("dstd up: storage trees grow online", () => {
     // Where each leg's data lies is recorded in the state directory (docs/tree.md "The layout record").
     const record = JSON.parse(readFileSync(join(stateDir, "layout", "g.json"), "utf8"));
     expect(record.nodes[""].legs.map((e: { bytes: number }) => e.bytes / MiB)).toEqual([16, 16, 8, 4, 8]);
+    expect(JSON.parse(readFileSync(join(stateDir, "layout", "s.json"), "utf8")).nodes[""].bytes).toBe(32 * MiB); // the stripe's grown size
     // A restarted node opens the mirror at its new size, both legs in sync.
     await client.close();
     await node.stop("SIGTERM");

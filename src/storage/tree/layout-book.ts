@@ -127,7 +127,9 @@ export class LayoutBook implements LayoutRecords {
       } else if (node.kind === "stripe") {
         if (!Number.isSafeInteger(node.chunkBytes) || (node.chunkBytes as number) <= 0) throw bad(`has a stripe ${where} without a chunk size in bytes`);
         if (!(node.legs as unknown[]).every((label) => typeof label === "string")) throw bad(`has a stripe ${where} whose legs are not names`);
-        this.nodes.set(at, { kind: "stripe", chunkBytes: node.chunkBytes as number, legs: node.legs as string[] });
+        const bytes = (node as { bytes?: unknown }).bytes;
+        if (bytes !== undefined && (!Number.isSafeInteger(bytes) || (bytes as number) < 0)) throw bad(`has a stripe ${where} whose size is not a number of bytes`);
+        this.nodes.set(at, { kind: "stripe", chunkBytes: node.chunkBytes as number, legs: node.legs as string[], ...(bytes === undefined ? {} : { bytes: bytes as number }) });
       } else {
         throw bad(`has a ${where} of kind ${JSON.stringify(node.kind)}`);
       }

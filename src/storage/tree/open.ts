@@ -21,7 +21,7 @@ import { describeRbd, openRbdPort } from "../rbd/open.ts";
 import type { TreeClock } from "./clock.ts";
 import type { LayoutRecords } from "./layout-book.ts";
 import { LinearPort } from "./linear.ts";
-import { bindingRecord, checkStripe, legAt, placeLegs, REPLACED_UNDER_MIRROR, type LayoutEntry, type NodeLayout } from "./tree-layout.ts";
+import { bindingRecord, checkStripe, legAt, placeLegs, REPLACED_UNDER_MIRROR, stripeShrunk, type LayoutEntry, type NodeLayout } from "./tree-layout.ts";
 import type { TreeLeg } from "./legs.ts";
 import { openMirror, type MirrorOptions } from "./mirror/mirror.ts";
 import type { TreeLegSpec, TreeNodeSpec } from "../../config/types.ts";
@@ -152,8 +152,12 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
       const legs = ports.map((port, i) => ({ port, label: labels[i]! }));
       try {
         if (spec.kind === "linear") return openLinear(legs, at, where, recorded?.kind === "linear" ? recorded.legs : null, options);
-        const stripe = new StripePort(legs, spec.chunkBytes);
-        options.layout?.set(at, { kind: "stripe", chunkBytes: spec.chunkBytes, legs: labels });
+        const book = options.layout ?? null;
+        const stripeRecord = (bytes: number) => book?.set(at, { kind: "stripe", chunkBytes: spec.chunkBytes, legs: labels, bytes });
+        const stripe = new StripePort(legs, spec.chunkBytes, { record: stripeRecord });
+        const shrunk = stripeShrunk(labels, ports.map((port) => port.size), stripe.size, recorded?.kind === "stripe" ? recorded : null);
+        if (shrunk !== null) throw new DstdError("E_CONFIG", `${where}: ${shrunk} (layout record ${book?.path})`);
+        stripeRecord(stripe.size);
         return stripe;
       } catch (error) {
         await Promise.allSettled(ports.map((p) => p.close()));

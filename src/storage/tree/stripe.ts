@@ -55,7 +55,10 @@ export class StripePort implements StoragePort, Describable {
   private rows: number;
   private growing = false;
 
-  constructor(legs: readonly TreeLeg[], chunkBytes: number = DEFAULT_STRIPE_CHUNK, options: { description?: string } = {}) {
+  /** `record`: called with the new size before a resize serves it (the layout record, storage/tree/layout-book.ts); may throw to refuse it. */
+  private readonly record: ((size: number) => void) | null;
+
+  constructor(legs: readonly TreeLeg[], chunkBytes: number = DEFAULT_STRIPE_CHUNK, options: { description?: string; record?: (size: number) => void } = {}) {
     if (legs.length < 1) throw new DstdError("E_CONFIG", "stripe needs at least one leg");
     this.flags = combinedFlags(legs.map((leg) => leg.port));
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes % this.flags.blockSize !== 0) {
@@ -69,6 +72,7 @@ export class StripePort implements StoragePort, Describable {
     this.legList = legs;
     this.chunkBytes = chunkBytes;
     this.rows = Math.floor(Math.min(...legs.map((leg) => leg.port.size)) / chunkBytes);
+    this.record = options.record ?? null;
     this.description = options.description ?? `stripe of ${legs.length} legs, chunk ${formatSize(chunkBytes)}`;
   }
 
@@ -163,6 +167,11 @@ export class StripePort implements StoragePort, Describable {
         this.growing = false;
         if (failed !== 0) return done(failed);
         if (this.closed) return done(Errno.ESHUTDOWN);
+        try {
+          this.record?.(size);
+        } catch {
+          return done(Errno.EIO);
+        }
         this.rows = size / this.chunkBytes / this.legList.length;
         done(0);
       },

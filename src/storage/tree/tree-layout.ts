@@ -45,6 +45,19 @@ export type Placement = { lengths: number[]; notes: string[]; replaced: string[]
 export interface StripeRecord {
   chunkBytes: number;
   legs: string[];
+  /** The size it served (its rows × legs × chunk): a leg that shrank below it would cut rows off. */
+  bytes?: number;
+}
+
+/** Why a stripe that opened at `size` over legs of `sizes` cannot serve what it recorded, or null. */
+export function stripeShrunk(labels: readonly string[], sizes: readonly number[], size: number, recorded: StripeRecord | null): string | null {
+  if (recorded?.bytes === undefined || size >= recorded.bytes) return null;
+  const per = recorded.bytes / labels.length;
+  const short = labels.map((label, i) => [label, sizes[i]!] as const).filter(([, bytes]) => bytes < per);
+  return (
+    `it served ${formatSize(recorded.bytes)} and can serve ${formatSize(size)} now: ${short.map(([label, bytes]) => `leg ${label} is ${formatSize(bytes)}`).join(", ")}, ` +
+    `and each leg holds ${formatSize(per)} of its data (it shrank or is not the same storage)`
+  );
 }
 
 /** One node's entry in the record. */

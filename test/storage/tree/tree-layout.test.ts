@@ -250,7 +250,7 @@ describe("a stripe and a restructured tree, reopened", () => {
     expect(unrecorded.some((l) => l.startsWith("warn the stripe root: its layout is not recorded (no state directory)"))).toBe(true);
     const port = await openTree(stripe(64 * KiB), { log: quietLog().log, lock: true, layout: book() });
     await port.close();
-    expect(JSON.parse(readFileSync(join(dir, "layout", "disk.json"), "utf8")).nodes[""]).toEqual({ kind: "stripe", chunkBytes: 64 * KiB, legs: legs.map((l) => l.label) });
+    expect(JSON.parse(readFileSync(join(dir, "layout", "disk.json"), "utf8")).nodes[""]).toEqual({ kind: "stripe", chunkBytes: 64 * KiB, legs: legs.map((l) => l.label), bytes: 8 * MiB });
     const record = join(dir, "layout", "disk.json");
     await expect(openTree(stripe(128 * KiB), { log: quietLog().log, lock: true, layout: book() })).rejects.toThrow(
       `the stripe root: its chunk is 128 KiB and its data was striped in 64 KiB chunks: every chunk would be read from the wrong place (layout record ${record})`,
@@ -261,6 +261,17 @@ describe("a stripe and a restructured tree, reopened", () => {
     await expect(openTree({ kind: "linear", legs }, { log: quietLog().log, lock: true, layout: book() })).rejects.toThrow(
       `the linear root: its legs' data was laid out by a stripe node, and a linear would place it elsewhere (layout record ${record})`,
     );
+    // A leg that shrank would cut rows off the stripe: refused, not served smaller.
+    truncateSync((legs[1]!.node as { path: string }).path, 3 * MiB);
+    await expect(openTree(stripe(64 * KiB), { log: quietLog().log, lock: true, layout: book() })).rejects.toThrow(
+      `the stripe root: it served 8 MiB and can serve 6 MiB now: leg ${legs[1]!.label} is 3 MiB, and each leg holds 4 MiB of its data (it shrank or is not the same storage) (layout record ${record})`,
+    );
+    truncateSync((legs[1]!.node as { path: string }).path, 4 * MiB);
+    // Grown by dstd resize: the record follows before the new size is served.
+    const grown = await openTree(stripe(64 * KiB), { log: quietLog().log, lock: true, layout: book() });
+    expect(await new Promise<number>((resolve) => grown.resize!(10 * MiB, resolve))).toBe(0);
+    await grown.close();
+    expect(JSON.parse(readFileSync(record, "utf8")).nodes[""].bytes).toBe(10 * MiB);
     // None of the recorded legs: another node sits here now (a mirror leg replaced by new disks).
     const { lines, log } = quietLog();
     const fresh = await openTree({ kind: "linear", legs: [fileLeg("f0", 2 * MiB), fileLeg("f1", 2 * MiB)] }, { log, lock: true, layout: book() });
