@@ -232,9 +232,42 @@ export class InitialSync {
       } catch (error) {
         return this.fail(`clearing the old log failed: ${(error as Error).message}`);
       }
-      return this.copying();
+      return this.confirmResume(plan);
     }
     this.begin(plan);
+  }
+
+  /**
+   * A saved copy goes on only with a primary whose log continues its sync point: SYNC BEGIN
+   * naming that point (as a fork repair does) checks it and registers us there again. The
+   * primary may have changed meanwhile — a failover repoints a syncing secondary to the one
+   * promoted — and a copy begun from another log's state, finished from this one's and replayed
+   * after a point this log does not have is a disk that matches no state of either (cluster
+   * simulation seed 116655, docs/replication.md §10.1). Refused (diverged, released), or a
+   * point at seq 0, which cannot be checked: the sync begins anew (the copy zeroes what it
+   * does not send, so the half-done copy leaves nothing behind).
+   */
+  private confirmResume(plan: { from: ChainPoint | null; ranges: [number, number][] | null; why: string }): void {
+    if (this.stopped) return;
+    const point = this.state!.point;
+    const anew = (why: string) => {
+      this.options.log?.warn(`replication: the saved initial sync (sync point seq ${point.seq}) cannot go on: ${why}; it begins anew`);
+      this.state = null;
+      this.begin(plan);
+    };
+    if (point.seq === 0) return anew("a sync point at seq 0 cannot be checked against this primary's log");
+    this.phase = "beginning";
+    this.transport({ kind: SyncKind.BEGIN, keepFrom: point.seq, chain: point.chain, lamport: point.lamport, generation: point.generation }, 0, 0, (status, payload) => {
+      if (this.stopped) return;
+      const why = () => (payload !== null && payload.length > 0 ? decodeFetchReason(payload) : errnoMessage(status));
+      if (status === Errno.ESTALE || status === Errno.ENODATA) return anew(`the primary refused it: ${why()}`);
+      if (status === Errno.ENOTSUP || status === Errno.EPERM) return this.fail(`the primary refused the sync: ${why()}`);
+      if (status !== 0) return this.retry(`SYNC BEGIN failed: ${why()}`, () => this.confirmResume(plan));
+      const begun = decodeSyncBegin(payload ?? new Uint8Array(0));
+      if (typeof begun === "string") return this.retry(begun, () => this.confirmResume(plan));
+      if (begun.size !== this.disk.size) return this.fail(`the primary's disk is ${begun.size} bytes, this one ${this.disk.size}: sizes must match`);
+      this.copying();
+    });
   }
 
   status(): SyncProgress {

@@ -40,7 +40,10 @@ if (single !== undefined) {
   // Seeds past the CI range that found a hole, run every time.
   // 35542: a primary that crashed after answering a new secondary's FETCH before recording it
   // durably forgot it, released the log it needed, and stranded it (replication/ship-server.ts).
-  for (const seed of [35542]) {
+  // 116655: a secondary syncing from the old primary, repointed to the promoted one by a
+  // failover, resumed its saved copy there and replayed after a sync point the new log did
+  // not have (replication/initial-sync.ts confirmResume).
+  for (const seed of [35542, 116655]) {
     test(`cluster sim regression seed ${seed}`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
