@@ -152,6 +152,12 @@ export class ReplicationPrimary extends PassThrough {
   private transition: PrimaryStatus["transition"] = null;
   private mode: "logging" | "overflow";
   private state: PrimaryState;
+  /**
+   * The state as last made durable (a save's completion): what the log may be released by.
+   * `state` runs ahead of it while a save is under way, and a release by that — a checkpoint
+   * not yet on disk — lost the records a crash then needed (cluster sim seed 138274).
+   */
+  private durableState: PrimaryState;
   /** Regions locked by a resync copy until its records are appended. */
   private readonly locks: Op[] = [];
   private copying = false;
@@ -189,6 +195,7 @@ export class ReplicationPrimary extends PassThrough {
   ) {
     super(next);
     this.state = stateFile.value ?? INITIAL_PRIMARY_STATE;
+    this.durableState = this.state;
     this.mode = this.state.mode;
     const limit = options.logLimit;
     this.highWater = limit * (options.highWater ?? 0.9);
@@ -710,10 +717,10 @@ export class ReplicationPrimary extends PassThrough {
     return this.store.neededBytes(this.releaseBound());
   }
 
-  /** Records every secondary applied and the disk holds durably: the log may drop them. */
+  /** Records every secondary applied and the disk holds durably, by the durable state: the log may drop them. */
   private releaseBound(): number {
-    let upTo = this.state.checkpoint;
-    for (const applied of Object.values(this.state.secondaries)) upTo = Math.min(upTo, applied);
+    let upTo = this.durableState.checkpoint;
+    for (const applied of Object.values(this.durableState.secondaries)) upTo = Math.min(upTo, applied);
     return upTo;
   }
 
@@ -724,7 +731,12 @@ export class ReplicationPrimary extends PassThrough {
 
   private saveState(next: PrimaryState, done: Done): void {
     this.state = next;
-    this.stateFile.save(next, done);
+    this.stateFile.save(next, (errno) => {
+      // Waiters complete in the order they saved, each once a state at least as new is on
+      // disk (state-file.ts coalesces): the last one sets the newest.
+      if (errno === 0) this.durableState = next;
+      done(errno);
+    });
   }
 
   // ---- overflow: writing around a full (or failed) log ----

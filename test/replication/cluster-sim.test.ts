@@ -43,7 +43,9 @@ if (single !== undefined) {
   // 116655: a secondary syncing from the old primary, repointed to the promoted one by a
   // failover, resumed its saved copy there and replayed after a sync point the new log did
   // not have (replication/initial-sync.ts confirmResume).
-  for (const seed of [35542, 116655]) {
+  // 138274: the primary released its log by a checkpoint still being saved; a crash then
+  // reopened a disk needing records the log no longer had (replication/primary.ts durableState).
+  for (const seed of [35542, 116655, 138274]) {
     test(`cluster sim regression seed ${seed}`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
