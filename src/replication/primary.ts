@@ -152,11 +152,7 @@ export class ReplicationPrimary extends PassThrough {
   private transition: PrimaryStatus["transition"] = null;
   private mode: "logging" | "overflow";
   private state: PrimaryState;
-  /**
-   * The state as last made durable (a save's completion): what the log may be released by.
-   * `state` runs ahead of it while a save is under way, and a release by that — a checkpoint
-   * not yet on disk — lost the records a crash then needed (cluster sim seed 138274).
-   */
+  /** The state as last saved: the log is released by it, never by a checkpoint still being saved (cluster sim seed 138274). */
   private durableState: PrimaryState;
   /** Regions locked by a resync copy until its records are appended. */
   private readonly locks: Op[] = [];
@@ -732,9 +728,7 @@ export class ReplicationPrimary extends PassThrough {
   private saveState(next: PrimaryState, done: Done): void {
     this.state = next;
     this.stateFile.save(next, (errno) => {
-      // Waiters complete in the order they saved, each once a state at least as new is on
-      // disk (state-file.ts coalesces): the last one sets the newest.
-      if (errno === 0) this.durableState = next;
+      if (errno === 0) this.durableState = next; // waiters complete in save order, each once a state as new is on disk
       done(errno);
     });
   }
