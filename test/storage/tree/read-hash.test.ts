@@ -9,8 +9,6 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { DstClient } from "../../../src/client/dst-client.ts";
-import { DstServer } from "../../../src/export/server.ts";
-import { parseAllowRule, type AllowRule } from "../../../src/lib/acl.ts";
 import { parseExportUrl, type ExportUrl } from "../../../src/lib/address.ts";
 import { createMemoryBackend } from "../../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../../src/storage/local/port.ts";
@@ -21,24 +19,18 @@ import { LinearPort } from "../../../src/storage/tree/linear.ts";
 import { openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
 import { StripePort } from "../../../src/storage/tree/stripe.ts";
 import { systemClock } from "../../../src/storage/tree/system-clock.ts";
-import { listen, type Listener } from "../../../src/transport/tcp.ts";
+import type { Listener } from "../../../src/transport/tcp.ts";
 import { recordingLog } from "../../helpers/log.ts";
+import { serve } from "./serve.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const allow = [parseAllowRule("127.0.0.1/32:rw") as AllowRule];
 
 const readHashed = (port: StoragePort, offset: number, into: Uint8Array) =>
   new Promise<bigint | null>((resolve, reject) =>
     readWithHash(port, offset, into, (errno, xxh3) => (errno === 0 ? resolve(xxh3) : reject(new Error(`read failed: errno ${errno}`)))),
   );
 
-/** A DST export of `port` on loopback. */
-async function serve(port: StoragePort): Promise<{ listener: Listener; port: number }> {
-  const server = new DstServer({ log: recordingLog(), exports: [{ name: "disk", description: "", port, readOnly: false, allow }] });
-  const listener = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], server.accept);
-  return { listener, port: (listener.bound[0] as { port: number }).port };
-}
 
 describe("remote legs report the hash their engine verified", () => {
   const listeners: Listener[] = [];
