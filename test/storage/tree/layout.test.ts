@@ -14,8 +14,10 @@ import {
   type Superblock,
   decodeSuperblockArea,
   encodeSuperblock,
+  grownLayout,
   planLayout,
 } from "../../../src/storage/tree/mirror/layout.ts";
+import { RegionBitmap } from "../../../src/storage/tree/mirror/bitmap.ts";
 
 const GiB = 1024 ** 3;
 const layout = planLayout(10 * GiB, 4096) as Layout;
@@ -38,12 +40,41 @@ function leg(decodedArea: Uint8Array | null, writeMostly = false): LegFound {
 const plan = (legs: LegFound[]) => planAssembly(legs, { assumeClean: false, newId: other });
 
 describe("layout", () => {
-  test("1 MiB of metadata, 64 KiB regions up to ~57 GiB, larger regions beyond; write intent 64 MiB", () => {
+  test("1 MiB of metadata, 64 KiB regions up to 56 GiB, larger regions beyond; write intent 64 MiB", () => {
     expect(layout).toEqual({ metaBytes: DEFAULT_META_BYTES, dataBytes: 10 * GiB - DEFAULT_META_BYTES, regionBytes: 65536, activeBytes: 64 * 1024 * 1024, bitmapBytes: 114688 });
     const big = planLayout(16 * 1024 * GiB, 4096) as Layout;
     expect(big.regionBytes).toBe(32 * 1024 * 1024);
     expect(Math.ceil(big.dataBytes / big.regionBytes)).toBeLessThanOrEqual(big.bitmapBytes * 8);
     expect(planLayout(DEFAULT_META_BYTES, 4096)).toContain("no room for data");
+  });
+
+  test("a grow keeps the regions while the bitmaps describe the size, then doubles them, up to the write-intent regions", () => {
+    const bits = layout.bitmapBytes * 8;
+    expect(bits * layout.regionBytes).toBe(56 * GiB);
+    expect(grownLayout(layout, 56 * GiB)).toEqual({ ...layout, dataBytes: 56 * GiB });
+    expect(grownLayout(layout, 56 * GiB + 4096)).toEqual({ ...layout, dataBytes: 56 * GiB + 4096, regionBytes: 128 * 1024 });
+    expect(grownLayout(layout, 1000 * GiB)).toEqual({ ...layout, dataBytes: 1000 * GiB, regionBytes: 2 * 1024 * 1024 });
+    expect(grownLayout(layout, 56 * 1024 * GiB)).toEqual({ ...layout, dataBytes: 56 * 1024 * GiB, regionBytes: 64 * 1024 * 1024 });
+    expect(grownLayout(layout, 56 * 1024 * GiB + 4096)).toBe("the mirror's metadata describes at most 56 TiB (917504 regions of at most 64 MiB, its write-intent regions, fixed when it was created)");
+    // Fewer regions per bitmap (what the simulation asks for): the same rule at small sizes.
+    expect((grownLayout(layout, 64 * 65536 + 1, 64) as Layout).regionBytes).toBe(131072);
+    // Every grown layout is one a superblock can record and read back.
+    const grown = grownLayout(layout, 1000 * GiB) as Layout;
+    const decoded = decodeSuperblockArea(area({ ...sb(0, 1, 1, [inSync()]), layout: grown }));
+    expect(decoded.kind === "valid" && decoded.sb.layout).toEqual(grown);
+  });
+
+  test("a bitmap folds into larger regions: a region is set when any region it covers was", () => {
+    const bitmap = new RegionBitmap(20, 4096);
+    for (const r of [0, 3, 4, 5, 17, 19]) bitmap.set(r);
+    bitmap.coarsen(4, 5);
+    expect([0, 1, 2, 3, 4].map((r) => bitmap.get(r))).toEqual([true, true, false, false, true]);
+    expect(bitmap.count).toBe(3);
+    expect(bitmap.regions).toBe(5);
+    expect(bitmap.nextSet(5)).toBe(-1); // nothing left past the new count
+    bitmap.coarsen(2, 3);
+    expect([0, 1, 2].map((r) => bitmap.get(r))).toEqual([true, false, true]);
+    expect(bitmap.count).toBe(2);
   });
 
   test("superblock round trip; the valid copy with the higher seq wins; a torn copy falls back", () => {

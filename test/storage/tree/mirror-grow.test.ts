@@ -10,7 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call, type Done, type StoragePort } from "../../../src/storage/port.ts";
-import { decodeSuperblockArea, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
+import { decodeSuperblockArea, type Layout, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { Rig, filled } from "./rig.ts";
 import type { SimStore } from "./sim-leg.ts";
@@ -44,7 +44,30 @@ class Window extends PassThrough {
   }
 }
 
-async function grownRig(options: { resizable?: boolean[]; budgetMs?: number } = {}) {
+/** Holds the first write to a leg that starts at `at` until `release(errno)` completes it with that. */
+class Gate extends PassThrough {
+  private readonly held: Done[] = [];
+  constructor(
+    next: StoragePort,
+    private readonly at: number,
+  ) {
+    super(next);
+  }
+  override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
+    if (offset === this.at && this.held.length === 0 && !this.released) this.held.push(done);
+    else super.write(offset, data, fua, done);
+  }
+  get holding(): number {
+    return this.held.length;
+  }
+  private released = false;
+  release(errno: number): void {
+    this.released = true;
+    for (const done of this.held.splice(0)) done(errno);
+  }
+}
+
+async function grownRig(options: { resizable?: boolean[]; budgetMs?: number; growRegions?: number; wrap?: (i: number, port: StoragePort) => StoragePort } = {}) {
   const rig = new Rig();
   const stores = [rig.store(LEG + ROOM, options.budgetMs ?? 1000), rig.store(LEG + ROOM, options.budgetMs ?? 1000)];
   // What the legs held past their end before (an earlier, larger use of the device): not alike.
@@ -53,7 +76,10 @@ async function grownRig(options: { resizable?: boolean[]; budgetMs?: number } = 
   const open = (visible: number) =>
     rig.settle(
       (async () => {
-        const legs = stores.map((store, i) => ({ label: store.name, port: new Window(store.port(), visible, store, options.resizable?.[i] ?? true) as StoragePort, writeMostly: false }));
+        const legs = stores.map((store, i) => {
+          const window = new Window(store.port(), visible, store, options.resizable?.[i] ?? true);
+          return { label: store.name, port: options.wrap?.(i, window) ?? window, writeMostly: false };
+        });
         const { openMirror } = await import("../../../src/storage/tree/mirror/mirror.ts");
         return openMirror(legs, {
           clock: rig.tclock,
@@ -62,6 +88,7 @@ async function grownRig(options: { resizable?: boolean[]; budgetMs?: number } = 
           probeIntervalMs: 100,
           layout: { metaBytes: SIM_META_BYTES, regionBytes: 4096, activeBytes: 16384 },
           assumeClean: true,
+          growRegions: options.growRegions,
         });
       })(),
     );
@@ -72,10 +99,14 @@ function resize(rig: Rig, m: MirrorPort, size: number): Promise<number> {
   return rig.settle(new Promise<number>((resolve) => m.resize(size, resolve)));
 }
 
-function recordedSize(store: SimStore): number {
+function recordedLayout(store: SimStore): Layout {
   const decoded = decodeSuperblockArea(store.durable.subarray(0, SUPERBLOCK_AREA));
   if (decoded.kind !== "valid") throw new Error(`${store.name}: superblock ${decoded.kind}`);
-  return decoded.sb.layout.dataBytes;
+  return decoded.sb.layout;
+}
+
+function recordedSize(store: SimStore): number {
+  return recordedLayout(store).dataBytes;
 }
 
 describe("growing a mirror", () => {
@@ -133,7 +164,7 @@ describe("growing a mirror", () => {
     expect(m.resizeProblem(DATA - 4096)).toContain("does not shrink");
     expect(await resize(rig, m, DATA - 4096)).toBe(Errno.ENOTSUP);
     expect(m.resizeProblem(DATA + 100)).toContain("not a multiple");
-    expect(m.resizeProblem(1024 * 1024 * 1024)).toContain("describes at most 128 MiB");
+    expect(m.resizeProblem(1024 * 1024 * 1024)).toContain("describes at most 512 MiB (32768 regions of at most 16 KiB");
     expect(await resize(rig, m, 1024 * 1024 * 1024)).toBe(Errno.EFBIG);
     expect(m.resizeProblem(DATA + 64 * KiB)).toContain(`leg ${stores[1]!.name} is`);
     expect(await resize(rig, m, DATA + 64 * KiB)).toBe(Errno.ENOSPC);
@@ -165,6 +196,81 @@ describe("growing a mirror", () => {
     expect(b.data[SIM_META_BYTES + DATA + 64 * KiB]).toBe(9);
     expect(Buffer.compare(a.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size), b.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size))).toBe(0);
   });
+  test("past what its bitmaps describe the regions double: writes before and during the switch complete, the record keeps them, an outage resyncs whole larger regions", async () => {
+    // 64 regions per bitmap: 256 KiB of 4 KiB regions is all they describe.
+    const { rig, stores, open, mirror: m } = await grownRig({ growRegions: 64 });
+    const [a, b] = stores as [SimStore, SimStore];
+    const to = DATA + 128 * KiB;
+    expect(m.resizeProblem(to)).toBeNull();
+    expect(m.resizeProblem(2 * 1024 * KiB)).toContain("describes at most 1 MiB (64 regions of at most 16 KiB");
+    // A write arrives every simulated millisecond all through the grow: some run when the
+    // switch is asked for, some arrive while it waits for them; what each offset last got is
+    // checked after.
+    let result = null as number | null;
+    m.resize(to, (errno) => (result = errno));
+    const last = new Map<number, number>();
+    const writes: Promise<void>[] = [];
+    let duringWait = 0;
+    for (let n = 0; result === null; n++) {
+      if (n > 10_000) throw new Error("the grow did not finish");
+      const at = (n * 8 * KiB) % DATA;
+      last.set(at, n % 256);
+      if (m.state.quiesced !== null) duringWait++;
+      writes.push(call.write(m, at, filled(4096, n % 256)));
+      rig.run(1);
+      await undefined;
+    }
+    expect(result).toBe(0);
+    await rig.settle(Promise.all(writes));
+    expect(duringWait).toBeGreaterThan(0);
+    for (const [at, value] of last) expect((await rig.read(m, at, 4096)).every((x) => x === value)).toBe(true);
+    expect(m.size).toBe(to);
+    expect(m.layout.regionBytes).toBe(8192);
+    expect(stores.map(recordedLayout).map((l) => [l.dataBytes, l.regionBytes])).toEqual([[to, 8192], [to, 8192]]);
+    expect(rig.logs.some((l) => l.includes("mirror: regions of 8 KiB from now on"))).toBe(true);
+    await rig.write(m, to - 4096, filled(4096, 7));
+    await rig.settle(m.close());
+
+    const again = await open(SIM_META_BYTES + to);
+    expect([again.size, again.layout.regionBytes]).toEqual([to, 8192]);
+    expect(again.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
+    expect((await rig.read(again, to - 4096, 4096))[0]).toBe(7);
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(again, DATA + 64 * KiB, filled(4096, 9)); // degrades b: one 8 KiB region missing
+    expect(again.legs[1]!.state).toBe("degraded");
+    b.up();
+    await rig.until(() => again.legs[1]!.state === "in-sync", "leg back in sync");
+    expect(again.resyncedBytes).toBe(8192);
+    expect(Buffer.compare(a.data.subarray(SIM_META_BYTES, SIM_META_BYTES + to), b.data.subarray(SIM_META_BYTES, SIM_META_BYTES + to))).toBe(0);
+  });
+
+  test("a write in flight when the regions would double holds the switch back: a leg failing it fails the grow, and its region is resynced", async () => {
+    const at = 200 * KiB; // region 50 of 4 KiB; past the 48 regions of 8 KiB the grow makes
+    const gates: Gate[] = [];
+    const { rig, stores, mirror: m } = await grownRig({ growRegions: 64, budgetMs: 300, wrap: (i, port) => (i === 1 ? (gates[0] = new Gate(port, SIM_META_BYTES + at)) : port) });
+    const [a, b] = stores as [SimStore, SimStore];
+    const gate = gates[0]!;
+    const write = call.write(m, at, filled(4096, 42)); // on a at once; held on b
+    await rig.until(() => gate.holding === 1, "the write held on b");
+    let grown = null as number | null;
+    m.resize(DATA + 128 * KiB, (errno) => (grown = errno));
+    rig.run(1000); // far longer than the zeroes and their flush take
+    await undefined;
+    expect([grown, m.layout.regionBytes]).toEqual([null, 4096]); // the switch waits for the write
+    gate.release(Errno.EIO); // b fails it: degraded, the write's region recorded as missing on it
+    await rig.until(() => grown !== null, "the grow ends");
+    expect(grown).toBe(Errno.EAGAIN);
+    await rig.settle(write);
+    expect(rig.logs.some((l) => l.includes("left the in-sync set meanwhile"))).toBe(true);
+    expect(m.layout.regionBytes).toBe(4096);
+    await rig.until(() => m.legs[1]!.state === "in-sync", "leg back in sync");
+    expect(b.data[SIM_META_BYTES + at]).toBe(42);
+    // Once every leg is in sync again the grow goes through, and doubles the regions.
+    expect(await resize(rig, m, DATA + 128 * KiB)).toBe(0);
+    expect(m.layout.regionBytes).toBe(8192);
+    expect(Buffer.compare(a.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size), b.data.subarray(SIM_META_BYTES, SIM_META_BYTES + m.size))).toBe(0);
+  });
+
   test("a leg is not suspended while a grow runs, and a mirror with a suspended leg does not grow", async () => {
     const { rig, mirror: m } = await grownRig();
     const held = (action: "suspend" | "resume") => rig.settle(new Promise<number>((resolve) => m.setLegHeld(1, action, resolve)));

@@ -52,6 +52,7 @@ if (single !== undefined) {
       expect(totals.linearGrows!).toBeGreaterThan(count / 100);
       expect(totals.grownWhileStopped!).toBeGreaterThan(count / 20); // a linear's inner leg grew while the node was stopped
       expect(totals.nestedGrows!).toBeGreaterThan(count / 200); // through mirrors and stripes under the root
+      expect(totals.regionsDoubled!).toBeGreaterThan(count / 100); // grows past what a mirror's bitmaps describe (mirror/grow.ts)
       expect(totals.growsFailed!).toBeGreaterThan(0);
       expect(totals.suspends!).toBeGreaterThan(count / 20); // legs held out by the operator (mirror/suspend.ts)
       expect(totals.holdsAcrossCrash!).toBeGreaterThan(0);

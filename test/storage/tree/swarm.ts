@@ -78,7 +78,7 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
-  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, linearGrows: 0, nestedGrows: 0, grownWhileStopped: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0 };
+  readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, linearGrows: 0, nestedGrows: 0, grownWhileStopped: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0, regionsDoubled: 0 };
   /** Online growth (mirror/grow.ts, stripe.ts): a root mirror or stripe whose leaves have room to grow. */
   readonly growPrng: Prng;
   /** The size a grow asks for; 0: this seed does not grow. */
@@ -266,7 +266,10 @@ export class TreeWorld {
   }
 
   log = {
-    info: (m: string) => this.note(`tree: ${m}`),
+    info: (m: string) => {
+      if (m.startsWith("mirror: regions of ")) this.marks.regionsDoubled++;
+      this.note(`tree: ${m}`);
+    },
     warn: (m: string) => this.note(`tree WARN: ${m}`),
   };
 

@@ -23,6 +23,8 @@ export interface MirrorTuning {
   resyncChunkBytes: number;
   checkpointBytes: number;
   assumeClean: boolean;
+  /** Regions per bitmap before a grow doubles them (MirrorOptions.growRegions); undefined: all. */
+  growRegions: number | undefined;
 }
 
 export type NodeSpec =
@@ -149,7 +151,7 @@ function drawShape(prng: Prng): TreeShape {
 
 function tuning(prng: Prng): MirrorTuning {
   const regionBytes = prng.pick([512, 1024, 2048, 4096]);
-  return {
+  const t = {
     layout: { metaBytes: SIM_META_BYTES, regionBytes, activeBytes: regionBytes * prng.pick([1, 4, 16]) },
     readPolicy: prng.pick(["round-robin", "least-latency"] as const),
     probeIntervalMs: 20 + prng.int(300),
@@ -158,7 +160,17 @@ function tuning(prng: Prng): MirrorTuning {
     checkpointBytes: regionBytes * (1 + prng.int(16)),
     assumeClean: prng.chance(0.3),
   };
+  // Few regions per bitmap, so that grows double the regions at simulator sizes (mirror/grow.ts);
+  // never so few that a grow could need regions past the write-intent regions (no simulated
+  // mirror outgrows SIM_MIRROR_BOUND), since a grow with every leg in sync must succeed.
+  // Derived from a draw already made, so every seed keeps the choices it had before this.
+  const few = [undefined, 4, 8, 16, 32][t.probeIntervalMs % 5];
+  const activeBytes = t.layout.activeBytes!;
+  return { ...t, growRegions: few === undefined || activeBytes === regionBytes ? undefined : Math.max(few, Math.ceil(SIM_MIRROR_BOUND / activeBytes)) };
 }
+
+/** More than any simulated mirror's data grows to (three leaves of at most 128 KiB under it). */
+const SIM_MIRROR_BOUND = 512 * 1024;
 
 export function describeShape(spec: NodeSpec): string {
   if (spec.kind === "leaf") return `L${spec.leaf}`;
@@ -244,6 +256,7 @@ export async function buildTree(
         resyncChunkBytes: t.resyncChunkBytes,
         checkpointBytes: t.checkpointBytes,
         layout: t.layout,
+        growRegions: t.growRegions,
       },
     );
     mirrors.push({ mirror, legLeaves: node.children.map(leavesOf) });

@@ -26,6 +26,21 @@ export class RegionBitmap {
     this.regions = Math.max(this.regions, regions);
   }
 
+  /**
+   * Regions `factor` times larger (a power of two; the mirror grew past what its bitmaps could
+   * describe: mirror/grow.ts): new region j is set when any of old regions [j·factor, (j+1)·factor)
+   * was, so nothing recorded as missing is forgotten. `regions`: the new usable bits.
+   */
+  coarsen(factor: number, regions: number): void {
+    const old = this.bytes.slice();
+    const oldRegions = this.regions;
+    this.reset();
+    this.regions = regions;
+    for (let r = 0; r < oldRegions; r++) {
+      if ((old[r >>> 3]! & (1 << (r & 7))) !== 0) this.set(Math.floor(r / factor));
+    }
+  }
+
   get(region: number): boolean {
     return (this.bytes[region >>> 3]! & (1 << (region & 7))) !== 0;
   }

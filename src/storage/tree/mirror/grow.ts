@@ -2,14 +2,19 @@
  * @module storage/tree/mirror/grow — growing a mirror online (`dstd resize`, docs/tree.md
  * "Growing a mirror"), while its I/O goes on.
  *
- * The layout fixes the region size and the bitmap slots when the mirror is created, so a
- * mirror grows up to what its bitmaps can describe (`capacity`). Steps, in this order:
+ * The bitmap slots are fixed when the mirror is created; past what they describe with its
+ * regions, the regions double (each bitmap folds: a region is missing when any of the smaller
+ * ones it covers was), up to its write-intent regions (layout.ts grownLayout). Steps, in order:
  * 1. every leg is big enough for the new size (a leg that can resize — a file, a memory disk,
  *    a stripe, a mirror or a linear node — is grown; another one must already be);
  * 2. the new range is zeroed on every leg and flushed: whatever a leg held past the old end
  *    (an earlier, larger use of a device) must not differ between legs, or reads of the new
  *    range would depend on the leg chosen;
- * 3. the superblock with the new size is committed to every leg (mirror/metadata.ts);
+ * 3. the superblock with the new size is committed to every leg (mirror/metadata.ts); when
+ *    the regions double, the switch waits until no write runs (new ones queue meanwhile), so
+ *    no region number in flight changes meaning; bitmap pages written after it and before its
+ *    superblock lands are read only through a superblock that has it (a leg whose slot lists it
+ *    in sync is never read from its bitmap), so a crash in between leaves nothing misread;
  * 4. only then is the new size served, so no write lands past the old end before every leg's
  *    record covers it. A crash before 3 leaves the old size (the zeroes past it are unused);
  *    a crash during 3 leaves some legs with the new record: the assembly takes the newest
@@ -24,7 +29,7 @@ import { Errno } from "../../../lib/errno.ts";
 import { formatSize } from "../../../lib/size.ts";
 import type { Done, StoragePort } from "../../port.ts";
 import { flushLegs } from "./flush.ts";
-import { activeCount, regionCount, type Layout } from "./layout.ts";
+import { activeCount, grownLayout, regionCount, type Layout } from "./layout.ts";
 import { commitRecord } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
 
@@ -32,12 +37,6 @@ import type { MirrorState } from "./state.ts";
 const ZERO_PIECE = 1024 * 1024 * 1024;
 /** Largest write of zeroes to a leg that has no WRITE_ZEROES (one shared, never written buffer). */
 const WRITE_PIECE = 1024 * 1024;
-
-/** The largest size the mirror's bitmaps can describe (its regions and write-intent regions). */
-export function capacity(layout: Layout): number {
-  const bits = layout.bitmapBytes * 8;
-  return Math.min(bits * layout.regionBytes, bits * layout.activeBytes);
-}
 
 /** Why the mirror cannot grow to `size` now (an operator-facing sentence and its errno), or null. */
 export function growProblem(s: MirrorState, size: number): { errno: number; reason: string } | null {
@@ -47,10 +46,8 @@ export function growProblem(s: MirrorState, size: number): { errno: number; reas
   if (!Number.isSafeInteger(size) || size <= 0) return no(Errno.EINVAL, `${size} is not a size in bytes`);
   if (size < s.size) return no(Errno.ENOTSUP, `a mirror does not shrink (it is ${formatSize(s.size)}; ${formatSize(size)} asked)`);
   if (size % s.blockSize !== 0) return no(Errno.EINVAL, `${size} bytes is not a multiple of the mirror's ${s.blockSize}-byte blocks`);
-  const most = capacity(s.layout);
-  if (size > most) {
-    return no(Errno.EFBIG, `the mirror's metadata describes at most ${formatSize(most)} (regions of ${formatSize(s.layout.regionBytes)}, fixed when it was created): create a larger mirror and copy`);
-  }
+  const grown = grownLayout(s.layout, size, s.growRegions);
+  if (typeof grown === "string") return no(Errno.EFBIG, `${grown}: create a larger mirror and copy`);
   for (const leg of s.legs) {
     if (leg.state !== "in-sync" || leg.port === null || leg.joinPhase !== 0) {
       return no(Errno.EBUSY, `leg ${leg.label} is ${leg.state}: a mirror grows when every leg is in sync`);
@@ -97,27 +94,66 @@ export function growMirror(s: MirrorState, size: number, done: Done): void {
         if (s.closed) return fail(Errno.ESHUTDOWN, "the mirror closed meanwhile");
         // A leg that left and came back meanwhile (another port, a resync of the old range only)
         // may not hold the zeroes: the grow is tried again by the operator.
-        const lagging = s.legs.find((leg, i) => leg.state !== "in-sync" || leg.port !== legs[i] || leg.degradations !== degradations[i]);
-        if (lagging !== undefined) return fail(Errno.EAGAIN, `leg ${lagging.label} left the in-sync set meanwhile`);
-        s.layout = { ...s.layout, dataBytes: size };
-        s.regions = regionCount(s.layout);
-        s.active.grow(activeCount(s.layout));
-        for (const leg of s.legs) leg.growBitmaps(s.regions);
-        commitRecord(s, (errno) => {
-          s.growing = false;
-          if (errno !== 0) {
-            // Some legs may hold the new record: the next open serves the new size, whose range
-            // reads as zeroes everywhere. This process keeps the old one.
-            s.log.warn(`mirror: not resized to ${formatSize(size)}: the record of the new size could not be written`);
-            return done(errno);
-          }
-          s.served = size;
-          s.log.info(`mirror: grown from ${formatSize(from)} to ${formatSize(size)}`);
-          done(0);
+        const lagging = () => s.legs.find((leg, i) => leg.state !== "in-sync" || leg.port !== legs[i] || leg.degradations !== degradations[i]);
+        const late = lagging();
+        if (late !== undefined) return fail(Errno.EAGAIN, `leg ${late.label} left the in-sync set meanwhile`);
+        const layout = grownLayout(s.layout, size, s.growRegions);
+        if (typeof layout === "string") return fail(Errno.EFBIG, layout);
+        if (layout.regionBytes === s.layout.regionBytes) return record(layout);
+        // Larger regions: every region number in flight would change meaning, so the switch
+        // waits until no write runs (new ones queue), and happens with nothing in between.
+        quiesce(s, () => {
+          if (s.closed) return fail(Errno.ESHUTDOWN, "the mirror closed meanwhile");
+          const left = lagging();
+          if (left !== undefined) return fail(Errno.EAGAIN, `leg ${left.label} left the in-sync set meanwhile`);
+          if (s.resyncs.size > 0 || s.lockCount.size > 0 || s.wanted.size > 0) return fail(Errno.EAGAIN, "a resync started meanwhile");
+          record(layout);
         });
       });
     });
   });
+
+  /** Serve `layout` in memory, then commit its record to every leg; serve its size once committed. */
+  function record(layout: Layout): void {
+    const factor = layout.regionBytes / s.layout.regionBytes;
+    s.layout = layout;
+    s.regions = regionCount(layout);
+    s.regionsPerActive = layout.activeBytes / layout.regionBytes;
+    s.active.grow(activeCount(layout));
+    for (const leg of s.legs) {
+      if (factor > 1) leg.coarsenBitmaps(factor, s.regions);
+      leg.growBitmaps(s.regions);
+    }
+    if (factor > 1) {
+      for (const op of s.lockWait) {
+        op.r0 = Math.floor(op.offset / layout.regionBytes);
+        op.r1 = Math.floor((op.offset + op.length - 1) / layout.regionBytes);
+      }
+      s.log.info(`mirror: regions of ${formatSize(layout.regionBytes)} from now on (the bitmaps describe ${formatSize(size)} with them)`);
+    }
+    commitRecord(s, (errno) => {
+      s.growing = false;
+      if (errno !== 0) {
+        // Some legs may hold the new record: the next open serves the new size, whose range
+        // reads as zeroes everywhere. This process keeps the old one.
+        s.log.warn(`mirror: not resized to ${formatSize(size)}: the record of the new size could not be written`);
+        return done(errno);
+      }
+      s.served = size;
+      s.log.info(`mirror: grown from ${formatSize(from)} to ${formatSize(size)}`);
+      done(0);
+    });
+  }
+}
+
+/** Hold new writes back, call `then` once none runs (at once when none does), then let them go. */
+function quiesce(s: MirrorState, then: () => void): void {
+  s.quiesced = () => {
+    s.quiesced = null;
+    then();
+    s.hooks.drainLockWait();
+  };
+  if (s.running.size === 0) s.quiesced();
 }
 
 /** Run `step` on every port at once; `done` with the first failure and its index, or 0. */

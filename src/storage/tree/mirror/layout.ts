@@ -26,6 +26,7 @@
  * Pure: encoding and decoding only; no I/O.
  */
 import { MAX_MIRROR_LEGS } from "../../../config/tree-spec.ts";
+import { formatSize } from "../../../lib/size.ts";
 export { MAX_MIRROR_LEGS };
 
 export const MIRROR_MAGIC = "DSTDMIRR";
@@ -121,6 +122,24 @@ export function planLayout(legBytes: number, blockSize: number, options: LayoutO
   const activeBytes = options.activeBytes ?? Math.max(regionBytes, DEFAULT_ACTIVE_BYTES);
   if (!isPow2(activeBytes) || activeBytes < regionBytes) return `write-intent granularity ${activeBytes} must be a power of two ≥ the region size ${regionBytes}`;
   return { metaBytes, dataBytes, regionBytes, activeBytes, bitmapBytes };
+}
+
+/** Largest region a superblock records (a u32 field). */
+const MAX_REGION_BYTES = 2 ** 31;
+
+/**
+ * `layout` grown to hold `size` bytes in at most `bits` regions per bitmap (default: every bit
+ * of a slot): the same regions while they suffice, else regions doubled as often as needed
+ * (docs/tree.md "Growing a mirror"), or why it cannot — the write-intent regions, fixed when
+ * the mirror was created, bound the region size.
+ */
+export function grownLayout(layout: Layout, size: number, bits = layout.bitmapBytes * 8): Layout | string {
+  const regionBytes = Math.max(layout.regionBytes, pow2AtLeast(Math.ceil(size / bits)));
+  if (regionBytes > layout.activeBytes || regionBytes > MAX_REGION_BYTES) {
+    const most = bits * Math.min(layout.activeBytes, MAX_REGION_BYTES);
+    return `the mirror's metadata describes at most ${formatSize(most)} (${bits} regions of at most ${formatSize(Math.min(layout.activeBytes, MAX_REGION_BYTES))}, its write-intent regions, fixed when it was created)`;
+  }
+  return { ...layout, dataBytes: size, regionBytes };
 }
 
 /** Is `layout` (read from a superblock) self-consistent? null or the reason it is not. */

@@ -107,6 +107,13 @@ export class MirrorLeg {
     this.unflushed.grow(regions);
   }
 
+  /** The mirror's regions became `factor` times larger (mirror/grow.ts): every bitmap folds. */
+  coarsenBitmaps(factor: number, regions: number): void {
+    this.needs.coarsen(factor, regions);
+    this.cleanPending.coarsen(factor, regions);
+    this.unflushed.coarsen(factor, regions);
+  }
+
   /** The newest generation its disk may show: a returning leg above it was written elsewhere. */
   get highBound(): number {
     return Math.max(this.high, this.issuedGen);

@@ -16,6 +16,7 @@ import type { MirrorState, MutOp } from "./state.ts";
 
 /** Does `op` touch a region a resync holds, or one a copy that arrived before it waits for? */
 export function conflicts(s: MirrorState, op: MutOp): boolean {
+  if (s.quiesced !== null) return true; // a grow changes the region size (mirror/grow.ts)
   for (const region of s.lockCount.keys()) if (region >= op.r0 && region <= op.r1) return true;
   for (const [region, ticket] of s.wantedTicket) if (ticket < op.ticket && region >= op.r0 && region <= op.r1) return true;
   return false;

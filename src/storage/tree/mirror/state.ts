@@ -45,6 +45,11 @@ export interface MirrorOptions {
   description?: string;
   /** Requests held at once (running + waiting for a locked region); more get EAGAIN. */
   maxQueued?: number;
+  /**
+   * Regions a grow keeps per bitmap before it doubles the region size (mirror/grow.ts); default
+   * every bit of a slot. Tests and the simulation use fewer, to reach that at their sizes.
+   */
+  growRegions?: number;
 }
 
 export const MIRROR_DEFAULTS = {
@@ -112,7 +117,8 @@ export class MirrorState {
   /** Superblock commit sequence. */
   seq: number;
   regions: number;
-  readonly regionsPerActive: number;
+  /** Regions per write-intent region (both fixed at creation, except that a grow may double regions). */
+  regionsPerActive: number;
   readonly pagesPerSlot: number;
   /** The write-intent bitmap (coarse regions with writes not yet made durable by a flush). */
   readonly active: RegionBitmap;
@@ -170,6 +176,13 @@ export class MirrorState {
   served: number;
   /** A grow is running (mirror/grow.ts). */
   growing = false;
+  /** Most regions per bitmap before a grow doubles the region size (MirrorOptions.growRegions). */
+  readonly growRegions: number | undefined;
+  /**
+   * A grow is about to double the region size: new writes wait (region-locks.ts conflicts) and
+   * this is called once no write runs, so no region number in flight changes meaning.
+   */
+  quiesced: (() => void) | null = null;
   hooks!: MirrorHooks;
 
   constructor(inputs: readonly MirrorLegInput[], plan: Plan, options: MirrorOptions) {
@@ -186,6 +199,7 @@ export class MirrorState {
     this.chunkBytes = Math.max(4096, options.resyncChunkBytes ?? MIRROR_DEFAULTS.resyncChunkBytes);
     this.checkpointBytes = Math.max(1, options.checkpointBytes ?? MIRROR_DEFAULTS.checkpointBytes);
     this.maxQueued = Math.max(1, options.maxQueued ?? MIRROR_DEFAULTS.maxQueued);
+    this.growRegions = options.growRegions;
     this.regions = regionCount(this.layout);
     this.regionsPerActive = this.layout.activeBytes / this.layout.regionBytes;
     this.pagesPerSlot = this.layout.bitmapBytes / PAGE_BYTES;

@@ -168,6 +168,7 @@ function finish(s: MirrorState, op: MutOp, errno: number): void {
   op.data = null;
   op.hold = null;
   op.done(errno);
+  if (s.running.size === 0) s.quiesced?.();
   if (s.wanted.size > 0) scheduleGrants(s);
   drainLockWait(s);
   s.hooks.checkIdle();
