@@ -5,7 +5,8 @@
  * new leg without reconnecting, a new NBD client sees the new size; a new leg that cannot be
  * opened refuses the whole reload and nothing changes. A mirror (docs/tree.md "Growing a
  * mirror"): `dstd resize` grows its file legs and the mirror, the client writes past the old
- * end, both legs hold it, and a restarted node serves the new size — as it does for a plain
+ * end, both legs hold it, a grow past what its bitmaps describe (60 GiB, sparse) doubles its
+ * regions, and a restarted node serves the new size and regions — as it does for a plain
  * file export that `dstd resize` grew past the `size` its config names, and for a stripe
  * (docs/tree.md "Growing a stripe") grown by whole rows, and for the linear export grown by
  * its last leg; a leg of that linear export that grows while the node is stopped does not
@@ -25,6 +26,7 @@ import { readFileAt } from "../helpers/files.ts";
 import { freeLoopbackPort } from "../helpers/ports.ts";
 
 const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
 const dir = mkdtempSync(join(tmpdir(), "dstd-grow-"));
 const stateDir = join(dir, "state");
 const configPath = join(dir, "dstd.toml");
@@ -204,6 +206,19 @@ describe("dstd up: storage trees grow online", () => {
         expect(Buffer.compare(readFileAt(file, MIRROR_META + 30 * MiB, MiB), pattern)).toBe(0);
         expect(readFileAt(file, MIRROR_META + 20 * MiB, 4096).every((b) => b === 0)).toBe(true); // the new range, never written
       }
+      // Past the 56 GiB its bitmaps describe with 64 KiB regions (docs/tree.md "Growing a
+      // mirror"): the regions double; sparse legs, zeroed by punching holes.
+      const far = await runDstd(["resize", "m", "60GiB", "--state-dir", stateDir]);
+      expect(far.stderr).toBe("");
+      expect(far.stdout).toContain("resized from 31 MiB to 60 GiB");
+      await until(() => m.size === 60 * GiB, "the client to learn the size past the bitmaps", 5_000);
+      await node.waitForLog("mirror: regions of 128 KiB from now on", "the regions to double", 5_000);
+      await m.write(60 * GiB - MiB, pattern);
+      await m.flush();
+      for (const file of [leg("m0"), leg("m1")]) {
+        expect(Bun.file(file).size).toBe(MIRROR_META + 60 * GiB);
+        expect(Buffer.compare(readFileAt(file, MIRROR_META + 60 * GiB - MiB, MiB), pattern)).toBe(0);
+      }
     } finally {
       await m.close();
     }
@@ -256,12 +271,14 @@ describe("dstd up: storage trees grow online", () => {
     client = await openClient(dstPort, "g");
     const again = await openClient(mirrorPort, "m");
     try {
-      expect(again.size).toBe(31 * MiB);
+      expect(again.size).toBe(60 * GiB);
+      expect(Buffer.compare(await again.read(60 * GiB - MiB, MiB), new Uint8Array(MiB).map((_, i) => (i * 13 + 1) & 0xff))).toBe(0);
       expect(Buffer.compare(await again.read(30 * MiB, MiB), new Uint8Array(MiB).map((_, i) => (i * 13 + 1) & 0xff))).toBe(0);
       expect((await again.read(14 * MiB, 4096))[0]).toBe(0x33);
       const status = JSON.parse((await runDstd(["status", "--json", "--state-dir", stateDir])).stdout);
       const tree = status.services.find((s: { name: string }) => s.name === "export:m").export.exports[0].tree;
       expect(tree.legs.map((l: { state: string }) => l.state)).toEqual(["in-sync", "in-sync"]);
+      expect(tree.regionBytes).toBe(128 * 1024); // the doubled regions, as recorded
       const plain = await openClient(filePort, "f");
       expect(plain.size).toBe(32 * MiB);
       await plain.close();
