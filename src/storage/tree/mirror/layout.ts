@@ -128,12 +128,13 @@ export function planLayout(legBytes: number, blockSize: number, options: LayoutO
 const MAX_REGION_BYTES = 2 ** 31;
 
 /**
- * `layout` grown to hold `size` bytes in at most `bits` regions per bitmap (default: every bit
- * of a slot): the same regions while they suffice, else regions doubled as often as needed
+ * `layout` grown to hold `size` bytes in the regions of one bitmap slot (or `fewer`, when a
+ * test asks for fewer): the same regions while they suffice, else regions doubled as often as needed
  * (docs/tree.md "Growing a mirror"), or why it cannot — the write-intent regions, fixed when
  * the mirror was created, bound the region size.
  */
-export function grownLayout(layout: Layout, size: number, bits = layout.bitmapBytes * 8): Layout | string {
+export function grownLayout(layout: Layout, size: number, fewer?: number): Layout | string {
+  const bits = Math.min(fewer ?? Number.POSITIVE_INFINITY, layout.bitmapBytes * 8);
   const regionBytes = Math.max(layout.regionBytes, pow2AtLeast(Math.ceil(size / bits)));
   if (regionBytes > layout.activeBytes || regionBytes > MAX_REGION_BYTES) {
     const most = bits * Math.min(layout.activeBytes, MAX_REGION_BYTES);
