@@ -139,15 +139,24 @@ export async function prepareTreeChanges(
       // The new leg's layout record is written only once the mirror's record of it (out of
       // sync, resynced whole) is durable: written first, a crash between the two would reopen
       // a subtree that reuses the old leg's first disk as that leg, trusted where not resynced.
+      // A probe or a resume that reopens the leg before then holds its record back too; if
+      // the mirror's record fails, no later reopen writes one (dropped, not kept: bounded).
       const held: Array<() => void> = [];
+      let record: "held" | "written" | "never" = "held";
       const opened = await openLeg(name, leg.node, true, legAt(at, index), leg.label, step, held);
       const problem = node.legChangeProblem(index, opened);
       if (problem !== null) throw new DstdError("E_CONFIG", `${place}: ${problem}`);
       step.apply = () => {
-        const replaced = node.setLeg(index, { label: leg.label, writeMostly: leg.writeMostly, port: opened, open: () => open(name, leg.node, true, legAt(at, index)) });
+        const reopen = () => open(name, leg.node, true, legAt(at, index), record === "written" ? undefined : record === "held" ? held : []);
+        const replaced = node.setLeg(index, { label: leg.label, writeMostly: leg.writeMostly, port: opened, open: reopen });
         node.whenRecorded((errno) => {
-          if (errno !== 0) return warn(`${place}: mirror leg ${index}'s record was not written (${errnoMessage(errno)}): its layout record keeps the old leg, so its next start refuses the new one until it is replaced again`);
-          for (const release of held) {
+          if (errno !== 0) {
+            record = "never";
+            held.length = 0;
+            return warn(`${place}: mirror leg ${index}'s record was not written (${errnoMessage(errno)}): its layout record keeps the old leg, so its next start refuses the new one until it is replaced again`);
+          }
+          record = "written";
+          for (const release of held.splice(0)) {
             try {
               release();
             } catch (error) {

@@ -13,8 +13,8 @@ import { join } from "node:path";
 import { parseConfigText } from "../../src/config/load.ts";
 import type { ExportConfig } from "../../src/config/types.ts";
 import { reloadOpener } from "../../src/daemon/export-node.ts";
-import { prepareTreeChanges } from "../../src/daemon/export-tree-changes.ts";
-import { LayoutBook } from "../../src/storage/tree/layout-book.ts";
+import { type OpenNode, prepareTreeChanges } from "../../src/daemon/export-tree-changes.ts";
+import { HeldRecords, LayoutBook, type LayoutRecords } from "../../src/storage/tree/layout-book.ts";
 import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { openMirror } from "../../src/storage/tree/mirror/mirror.ts";
 import { systemClock } from "../../src/storage/tree/system-clock.ts";
@@ -210,15 +210,39 @@ test("a mirror leg replaced by a subtree: its layout record is written only once
     const aborted = await prepareTreeChanges([{ name: "t", port, change }], reloadOpener(quiet, bookOf), () => {}, (m) => warned.push(m));
     await aborted.abort();
     expect(recorded()).toEqual([img("h1"), img("h2")]);
-    const prepared = await prepareTreeChanges([{ name: "t", port, change }], reloadOpener(quiet, bookOf), () => {}, (m) => warned.push(m));
+    // The reload opens the new leg as an export does (locked); the leg's later reopens (a probe,
+    // a resume) are made here without locks, since the running leg holds them.
+    const reopened: boolean[] = [];
+    let first = true;
+    const opener: OpenNode = (name, node, grown, at, held) => {
+      if (first) {
+        first = false;
+        return reloadOpener(quiet, bookOf)(name, node, grown, at, held);
+      }
+      reopened.push(held !== undefined);
+      let layout: LayoutRecords = bookOf(name);
+      if (held !== undefined) {
+        const records = new HeldRecords(layout);
+        held.push(() => records.release());
+        layout = records;
+      }
+      return openTree(node, { log: quiet, lock: false, grown, layout, at });
+    };
+    const prepared = await prepareTreeChanges([{ name: "t", port, change }], opener, () => {}, (m) => warned.push(m));
     // Opened (h4 is smaller than h2's recorded 5 MiB: the old layout does not bind a leg resynced whole), not written.
     expect(recorded()).toEqual([img("h1"), img("h2")]);
     h3.holding = true;
     expect(prepared.commit()).toEqual([expect.stringContaining("mirror leg 0 site replaced by site; resynced whole")]);
     await until(() => h3.heldCount > 0, "the mirror's record of the new leg to be on its way to the in-sync leg", 5_000);
     expect(recorded()).toEqual([img("h1"), img("h2")]); // not before that record is on disk
+    // A reopen of the new leg meanwhile (a probe after a failure) holds its record back too.
+    await (await port.legs[0]!.open!()).close();
+    expect(reopened).toEqual([true]);
+    expect(recorded()).toEqual([img("h1"), img("h2")]);
     h3.release();
     await until(() => JSON.stringify(recorded()) === JSON.stringify([img("h1"), img("h4")]), "the new leg's layout to be recorded", 5_000);
+    await (await port.legs[0]!.open!()).close(); // once it is, reopens write it as they open
+    expect(reopened).toEqual([true, false]);
     await until(() => port.legs.every((leg) => leg.state === "in-sync"), "the new leg to be resynced", 10_000);
     expect(warned).toEqual([]);
   } finally {
