@@ -43,16 +43,34 @@ export function validateMerged(raw: unknown, source: string, baseDir: string | n
   const result = validateConfig(raw, { baseDir });
   if ("config" in result) return result.config;
   const fromFlags = (issue: ConfigIssue) => issue.path.startsWith(`export[${cliExportIndex}].`);
-  const flagIssues = result.issues.filter(fromFlags).map((issue) => ({
-    path: `--${issue.path.slice(`export[${cliExportIndex}].`.length).replace(/\[\d+\]$/, "").replaceAll("_", "-")}`,
-    message: issue.message,
-  }));
+  const seen = new Set<string>();
+  const flagIssues = result.issues
+    .filter(fromFlags)
+    .map((issue) => ({ path: flagOf(issue.path.slice(`export[${cliExportIndex}].`.length)), message: issue.message }))
+    .filter((issue) => !seen.has(`${issue.path}\n${issue.message}`) && seen.add(`${issue.path}\n${issue.message}`));
   const fileIssues = result.issues.filter((issue) => !fromFlags(issue));
   const lines = [
     ...(flagIssues.length ? [formatIssues(flagIssues, "command line")] : []),
     ...(fileIssues.length ? [formatIssues(fileIssues, source)] : []),
   ];
   throw new DstdError("E_CONFIG", lines.join("\n"));
+}
+
+/**
+ * The flag that set a key of the export table built from flags: "size" → "--size"; the tree
+ * `dstd export --mirror/--linear/--stripe` builds (cli/export.ts treeFromFlags) by its flags:
+ * "tree.chunk" → "--stripe-chunk", "tree.linear[1].size" → "--size" (every leg has it),
+ * "tree.mirror[2]" → "--mirror (leg 3)".
+ */
+function flagOf(key: string): string {
+  if (key === "tree.chunk") return "--stripe-chunk";
+  const leg = /^tree\.(mirror|linear|stripe)(?:\[(\d+)\](?:\.(.*))?)?$/.exec(key);
+  if (leg !== null) {
+    const [, kind, index, rest] = leg;
+    if (rest === "size") return "--size";
+    return index === undefined ? `--${kind}` : `--${kind} (leg ${Number(index) + 1}${rest === undefined ? "" : `, ${rest}`})`;
+  }
+  return `--${key.replace(/\[\d+\]$/, "").replace(/^tree\./, "").replaceAll("_", "-")}`;
 }
 
 export function logFromArgs(level: string | undefined, fallback: string, tag?: string): Log {

@@ -68,6 +68,21 @@ describe("strict flags (item 1)", () => {
     expect(oneLine(twice.stderr)).toBe("dstd export: --memory was given twice ('1MiB' and '2MiB'); give it once");
   });
 
+  test("a bad value for a tree built from flags names the flag the user gave, once", async () => {
+    const legs = (kind: string, n: number) => Array.from({ length: n }, (_, i) => [`--${kind}`, join(scratch.path, `leg${i}.img`)]).flat();
+    const cases: Array<[string[], string]> = [
+      [[...legs("linear", 2), "--size", "1x"], 'dstd export: command line: --size: "1x" is not a size: unknown unit "x"; use B, KiB, MiB, GiB, TiB or PiB'],
+      [[...legs("stripe", 2), "--size", "1MiB", "--stripe-chunk", "3KiB"], 'dstd export: command line: --stripe-chunk: "3KiB" is too small; the minimum is 4 KiB'],
+      [[...legs("mirror", 9), "--size", "1MiB"], "dstd export: command line: --mirror: a mirror has at most 8 legs (got 9)"],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runDstd(["export", ...args]);
+      expect(r.exitCode).toBe(2);
+      expect(oneLine(r.stderr)).toBe(message);
+    }
+    expect(existsSync(join(scratch.path, "leg0.img"))).toBe(false);
+  });
+
   test("repeatable flags repeat; an unknown command suggests the nearest", async () => {
     // startExport adds --listen 127.0.0.1:0: this is the second --listen.
     const socket = join(scratch.path, "two.sock");
