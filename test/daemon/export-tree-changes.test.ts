@@ -8,7 +8,7 @@
  * nothing; a new subtree leg's layout record written only after the mirror's record of it.
  */
 import { afterAll, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfigText } from "../../src/config/load.ts";
 import type { ExportConfig } from "../../src/config/types.ts";
@@ -148,9 +148,13 @@ test("a new leg that is a disk the running tree still holds is refused at open (
   const port = await open(before);
   try {
     expect(await hold(port, img("b3"), "suspend")).toBe(0);
-    // a3 is in sync and open: a linear reusing it cannot be opened.
-    const after = exportWith(tree(`{ linear = [${disk("a3")}, ${disk("x3")}] }`));
-    await expect(reload(port, before, after)).rejects.toThrow(/export 't': new leg linear\(.*a3\.img, .*x3\.img\) cannot be opened: .*a3\.img/);
+    // a3 is in sync and open: a linear reusing it is refused when the config is read, and,
+    // named another way (a symlink, which the config check cannot tell), cannot be opened.
+    expect(() => exportWith(tree(`{ linear = [${disk("a3")}, ${disk("x3")}] }`))).toThrow(/mirror\[1\]\.linear\[0\]\.file: .*a3\.img is also used at export\[0\]\.tree\.mirror\[0\]\.file/);
+    const link = join(scratch.path, "a3-link.img");
+    symlinkSync(img("a3"), link);
+    const after = exportWith(tree(`{ linear = [{ file = "${link}", size = "4MiB" }, ${disk("x3")}] }`));
+    await expect(reload(port, before, after)).rejects.toThrow(/export 't': new leg linear\(.*a3-link\.img, .*x3\.img\) cannot be opened: .*a3-link\.img/);
     expect(states(port)).toEqual([`${img("a3")}=in-sync`, `${img("b3")}=suspended`]);
     // The suspended b3 was closed: a subtree reusing it opens.
     const reuse = exportWith(tree(`{ linear = [${disk("b3")}, ${disk("x3")}] }`));

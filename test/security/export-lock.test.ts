@@ -5,7 +5,7 @@
  * away with the export that held it. The unit half checks storage/local/lock.ts directly.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openBackend } from "../../src/storage/open.ts";
@@ -71,16 +71,25 @@ describe("two exports of one file (compiled binary)", () => {
     await writer.stop();
   });
 
-  test("the same file twice in one config is refused as such", async () => {
+  test("the same file twice in one config is refused as such: by name when the config is read, through a second name at start", async () => {
     const file = image("twice.img");
-    const config = join(dir, "twice.toml");
-    writeFileSync(
-      config,
-      [1, 2]
-        .map((n) => `[[export]]\nname = "d${n}"\nfile = "${file}"\nlisten = ["127.0.0.1:0"]\nallow = ["127.0.0.1/32:rw"]\n`)
-        .join("\n"),
-    );
-    const result = await runDstd(["export", "--config", config]);
+    const twice = (second: string) => {
+      const config = join(dir, `twice-${second.length}.toml`);
+      writeFileSync(
+        config,
+        [file, second]
+          .map((path, n) => `[[export]]\nname = "d${n}"\nfile = "${path}"\nlisten = ["127.0.0.1:0"]\nallow = ["127.0.0.1/32:rw"]\n`)
+          .join("\n"),
+      );
+      return config;
+    };
+    const named = await runDstd(["export", "--config", twice(file)]);
+    expect(named.exitCode).toBe(2);
+    expect(named.stderr).toContain(`export[1].file: ${file} is also used by export 'd0' at export[0].file`);
+    // A symlink is another name for it: the config check cannot tell, the export lock does.
+    const link = join(dir, "twice-link.img");
+    symlinkSync(file, link);
+    const result = await runDstd(["export", "--config", twice(link)]);
     expect(result.exitCode).not.toBe(0);
     expect(result.stderr).toContain("already exported read-write by this process (the same file is configured twice)");
   });

@@ -1,0 +1,52 @@
+/**
+ * One storage named twice in a configuration (config/storage-uses.ts): a file, device, RBD
+ * image or remote export used twice, at least once for writing — two exports, two legs of one
+ * tree, an export and a leg of another — is refused when the config is read, naming both
+ * places; read-only uses may share, and so may an RBD snapshot with its image.
+ */
+import { describe, expect, test } from "bun:test";
+import { validateConfig } from "../../src/config/validate.ts";
+
+function check(toml: string): string[] {
+  const result = validateConfig(Bun.TOML.parse(toml), { baseDir: "/srv" });
+  return "issues" in result ? result.issues.map((i) => `${i.path}: ${i.message}`) : [];
+}
+
+const exp = (name: string, body: string) => `[[export]]\nname = "${name}"\nallow = ["127.0.0.1/32:rw"]\n${body}\n`;
+const WHY = "one storage used twice, at least once for writing, would be corrupted (or the second use refused at start); give each use its own";
+
+describe("one storage used twice", () => {
+  test("two legs of one mirror on one file (relative and absolute names of it)", () => {
+    expect(check(exp("m", `[export.tree]\nmirror = ["a.img", { file = "/srv/a.img", size = "1GiB" }]`))).toEqual([
+      `export[0].tree.mirror[1].file: /srv/a.img is also used at export[0].tree.mirror[0].file: ${WHY}`,
+    ]);
+  });
+
+  test("a leg deep in one export's tree and another export's file", () => {
+    const issues = check(exp("t", `[export.tree]\nmirror = [{ stripe = ["/srv/s0.img", "/srv/s1.img"] }, "/srv/m1.img"]`) + exp("f", `file = "/srv/s1.img"`));
+    expect(issues).toEqual([`export[1].file: /srv/s1.img is also used by export 't' at export[0].tree.mirror[0].stripe[1].file: ${WHY}`]);
+  });
+
+  test("read-only uses share; a read-only use next to a writing one does not", () => {
+    const ro = (name: string) => exp(name, `file = "/srv/a.img"\nread_only = true`);
+    expect(check(ro("a") + ro("b"))).toEqual([]);
+    expect(check(ro("a") + exp("w", `file = "/srv/a.img"`))).toEqual([`export[1].file: /srv/a.img is also used by export 'a' at export[0].file: ${WHY}`]);
+  });
+
+  test("devices and remote exports too (host names compare without case); memory disks never collide", () => {
+    expect(check(exp("d", `device = "/dev/sdb"`) + exp("e", `[export.tree]\nlinear = ["/dev/sdc", "/dev/sdb"]`))).toEqual([
+      `export[1].tree.linear[1].device: /dev/sdb is also used by export 'd' at export[0].device: ${WHY}`,
+    ]);
+    expect(check(exp("r", `[export.tree]\nmirror = ["dst://Leg.example/d", "dst://leg.example:10810/d"]`))).toEqual([
+      `export[0].tree.mirror[1]: remote export dst://leg.example:10810/d is also used at export[0].tree.mirror[0]: ${WHY}`,
+    ]);
+    expect(check(exp("r", `[export.tree]\nmirror = ["dst://leg.example/d", "dst://leg.example/e", "dst+unix:///d?socket=/run/a.sock"]`))).toEqual([]);
+    expect(check(exp("a", `memory = "1GiB"`) + exp("b", `memory = "1GiB"`))).toEqual([]);
+  });
+
+  test("an RBD image twice is refused; its snapshot beside it is not", () => {
+    const rbd = (name: string, spec: string) => exp(name, `rbd = "${spec}"`);
+    expect(check(rbd("a", "pool/vm1") + rbd("b", "pool/vm1"))).toEqual([`export[1].rbd: rbd image pool/vm1 is also used by export 'a' at export[0].rbd: ${WHY}`]);
+    expect(check(rbd("a", "pool/vm1") + rbd("b", "pool/vm1@monday") + rbd("c", "pool/vm1@monday"))).toEqual([]);
+  });
+});
