@@ -1,17 +1,24 @@
 /**
- * @module config/storage-uses — one file, device, RBD image or remote export named twice in a
- * configuration, at least once where it is written: two exports of it, two legs of one tree,
- * or an export and a leg of another. At start the second open would be refused (storage/local/lock.ts: two
- * exports of one file, one writing, would corrupt it or change data under the other's
- * clients), a mirror given one file as two legs would run with one of them unreachable for
- * good, and two legs on one remote export would write one disk as two; so the configuration is refused here, naming both places, before anything starts.
- * Read-only uses alone may share (as the export lock's shared mode allows), and so may an RBD
- * snapshot with its image.
+ * @module config/storage-uses — storage a configuration names where it would be written twice,
+ * refused when the config is read, naming the places, before anything starts:
+ * - one file, device, RBD image or remote export named twice, at least once for writing (two
+ *   exports of it, two legs of one tree, an export and a leg of another). At start the second
+ *   open would be refused (storage/local/lock.ts: two exports of one file, one writing, would
+ *   corrupt it or change data under the other's clients), a mirror given one file as two legs
+ *   would run with one unreachable for good, and two legs on one remote export would write one
+ *   disk as two. Read-only uses may share (as the export lock's shared mode allows), and so may
+ *   an RBD snapshot with its image;
+ * - a remote leg that is an export of this same configuration: a tree reaching its own node
+ *   writes into itself (a mirror resyncing into itself overwrites its data, shifted by its
+ *   metadata area) or one disk twice. The start refuses it too, by the export's epoch
+ *   (storage/remote/remote-port.ts `localEpochs`), whatever name reaches it.
  *
- * Paths are compared as written after resolution against the config's directory: a symlink or
- * a second name of one device is left to the export lock at start.
+ * Names are compared as written (relative paths resolved against the config's directory): a
+ * symlink, a second name of one device or another address of this host gets past this check
+ * and is refused at start.
  */
-import { type ExportUrl, formatExportUrl } from "../lib/address.ts";
+import { type ExportUrl, formatExportUrl, formatListenAddress, type ListenAddress } from "../lib/address.ts";
+import { isLoopbackAddress } from "../crypto/suites.ts";
 import { type Issues, join } from "./fields.ts";
 import type { ExportConfig, RbdSpec, TreeNodeSpec } from "./types.ts";
 
@@ -34,33 +41,59 @@ export function checkStorageUses(exports: readonly ExportConfig[], issues: Issue
     }
     uses.set(key, [...earlier, use]);
   };
+  forEachStorage(exports, (node, at, exp) => {
+    const use = { at, exportName: exp.name, writes: !exp.readOnly };
+    if (node.kind === "file" || node.kind === "device") note(`path:${node.path}`, use, node.path);
+    else if (node.kind === "rbd") note(rbdKey(node.rbd), { ...use, writes: use.writes && node.rbd.snapshot === null }, `rbd image ${rbdName(node.rbd)}`);
+    else if (node.kind === "remote") note(remoteKey(node.url), use, `remote export ${formatExportUrl(node.url)}`);
+  });
+}
+
+/**
+ * A remote leg that is an export of this same configuration (a leg URL naming one of its
+ * exports where it listens: the same address, or loopback where it listens on loopback or on
+ * every address): refused as the start would refuse it (storage/remote/remote-port.ts
+ * `localEpochs`) — a tree reaching its own node writes into itself, or one disk twice.
+ */
+export function checkOwnExportLegs(exports: readonly ExportConfig[], issues: Issues): void {
+  const served = exports.flatMap((e) => e.listen.map((address) => ({ address, name: e.name })));
+  forEachStorage(exports, (node, at) => {
+    if (node.kind !== "remote") return;
+    const own = served.find((s) => s.name === node.url.exportName && reaches(node.url, s.address));
+    if (own === undefined) return;
+    issues.add(
+      at,
+      `${formatExportUrl(node.url)} is export '${own.name}' of this configuration (it listens on ${formatListenAddress(own.address)}): a leg must be storage of its own (a tree reaching its own node would write into itself, or write one disk twice); name the file or device as the leg, or another node's export`,
+    );
+  });
+}
+
+/** Every leaf of every export (plain backends and tree leaves), with where the config names it. */
+function forEachStorage(exports: readonly ExportConfig[], visit: (node: TreeNodeSpec, at: string, exp: ExportConfig) => void): void {
   exports.forEach((exp, i) => {
-    const writes = !exp.readOnly;
-    const visit = (node: TreeNodeSpec, at: string) => {
-      switch (node.kind) {
-        case "file":
-          return note(`path:${node.path}`, { at, exportName: exp.name, writes }, node.path);
-        case "device":
-          return note(`path:${node.path}`, { at, exportName: exp.name, writes }, node.path);
-        case "rbd":
-          return note(rbdKey(node.rbd), { at, exportName: exp.name, writes: writes && node.rbd.snapshot === null }, `rbd image ${rbdName(node.rbd)}`);
-        case "remote":
-          return note(remoteKey(node.url), { at, exportName: exp.name, writes }, `remote export ${formatExportUrl(node.url)}`);
-        case "linear":
-        case "stripe":
-        case "mirror":
-          return node.legs.forEach((leg, j) => visit(leg.node, legPath(`${at}.${node.kind}[${j}]`, leg.node)));
-        default:
-          return;
-      }
+    const walk = (node: TreeNodeSpec, at: string): void => {
+      if (node.kind === "linear" || node.kind === "stripe" || node.kind === "mirror") node.legs.forEach((leg, j) => walk(leg.node, legPath(`${at}.${node.kind}[${j}]`, leg.node)));
+      else visit(node, at, exp);
     };
     const b = exp.backend;
     const base = `export[${i}]`;
-    if (b.kind === "tree") visit(b.root, join(base, "tree"));
-    else if (b.kind === "file") visit(b, join(base, "file"));
-    else if (b.kind === "device") visit(b, join(base, "device"));
-    else if (b.kind === "rbd") visit(b, join(base, "rbd"));
+    if (b.kind === "tree") walk(b.root, join(base, "tree"));
+    else if (b.kind === "file" || b.kind === "device" || b.kind === "rbd") walk(b, join(base, b.kind));
   });
+}
+
+function reaches(url: ExportUrl, address: ListenAddress): boolean {
+  if (url.transport === "unix") return address.transport === "unix" && address.path === url.path;
+  if (address.transport !== "tcp" || address.port !== url.port) return false;
+  const host = bare(url.host);
+  const listen = bare(address.host);
+  const local = (h: string) => h === "localhost" || isLoopbackAddress(h);
+  return host === listen || (local(host) && (local(listen) || listen === "0.0.0.0" || listen === "::"));
+}
+
+function bare(host: string): string {
+  const inner = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return inner.toLowerCase();
 }
 
 /** A leaf leg's path names its key ("…mirror[0].file"); an inner node's stays the leg's. */

@@ -38,7 +38,7 @@ import {
   RELIABILITY_KEYS,
 } from "./reliability.ts";
 import { EXPORT_KEYS, KEY_KEYS, readExports, readKeys } from "./sections.ts";
-import { checkStorageUses } from "./storage-uses.ts";
+import { checkOwnExportLegs, checkStorageUses } from "./storage-uses.ts";
 import { TREE_KEYS } from "./tree.ts";
 import type { Config, ConfigIssue, ValidateOptions } from "./types.ts";
 
@@ -65,7 +65,10 @@ export function validateConfig(
   const exports = readExports(get(raw, "export"), identities, issues, client);
   const attaches = readAttaches(get(raw, "attach"), client, issues);
   const limits = readLimits(get(raw, "limits"), issues);
-  if (issues.list.length === 0) checkStorageUses(exports, issues);
+  if (issues.list.length === 0) {
+    checkStorageUses(exports, issues);
+    checkOwnExportLegs(exports, issues);
+  }
   if (issues.list.length > 0) return { issues: sortIssues(issues.list) };
   const config: Config = {
     logLevel: logLevel ?? DEFAULT_LOG_LEVEL,

@@ -7,6 +7,7 @@
  * the config; one ConnectionBudget, sized to stay below the file-descriptor limit
  * (transport/fd-budget.ts), is shared by all of them.
  */
+import { randomBytes } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
 import { openBackend, openPort } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
@@ -69,6 +70,9 @@ export function treeLayoutProblems(config: ExportConfig, stateDir: string): { pr
   return { problems, unreadable: null };
 }
 
+/** The DST epochs of the export groups this process runs (one per startExportNode, until it closes). */
+const LOCAL_EPOCHS = new Set<number>();
+
 /**
  * How a reload opens new tree nodes (daemon/export-tree-changes.ts OpenNode): as an export
  * opens them, locked, with the export's layout record — held back (HeldRecords) for a new
@@ -83,7 +87,7 @@ export function reloadOpener(log: TreeLog, bookOf: (name: string) => LayoutBook 
       held.push(() => records.release());
       layout = records;
     }
-    return openTree(node, { log, lock: true, grown, layout, at });
+    return openTree(node, { log, lock: true, grown, layout, at, localEpochs: LOCAL_EPOCHS });
   };
 }
 
@@ -200,7 +204,12 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     if (!books.has(name)) books.set(name, options.stateDir == null ? null : LayoutBook.open(options.stateDir, name));
     return books.get(name)!;
   };
+  // The DST epoch this group's server will answer with, known before its trees open: a tree
+  // leg that reaches any export of this process is refused (storage/remote/remote-port.ts).
+  const epoch = randomBytes(6).readUIntBE(0, 6);
+  LOCAL_EPOCHS.add(epoch);
   const closeAll = async () => {
+    LOCAL_EPOCHS.delete(epoch);
     stopTicker();
     for (const guard of guards) guard.close();
     for (const listener of listeners) await listener.close();
@@ -235,7 +244,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       }
       for (const warning of allowWarnings(config)) log.warn(warning);
     }
-    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer });
+    const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer, epoch });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
     const budget = startBudget(limits, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
@@ -345,7 +354,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
 async function openExportPort(config: ExportConfig, log: Log, created: string[], bookOf: (name: string) => LayoutBook | null): Promise<StoragePort> {
   const b = config.backend;
   if (b.kind === "tree") {
-    return openTree(b.root, { log: treeLog(log), lock: true, layout: bookOf(config.name) });
+    return openTree(b.root, { log: treeLog(log), lock: true, layout: bookOf(config.name), localEpochs: LOCAL_EPOCHS });
   }
   if (b.kind === "rbd") return openPort(b, config.readOnly, { log });
   const spec =

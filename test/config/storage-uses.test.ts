@@ -50,3 +50,26 @@ describe("one storage used twice", () => {
     expect(check(rbd("a", "pool/vm1") + rbd("b", "pool/vm1@monday") + rbd("c", "pool/vm1@monday"))).toEqual([]);
   });
 });
+
+describe("a leg that is an export of the same configuration", () => {
+  const own = (leg: string, listen = "127.0.0.1:10810") => check(exp("m", `listen = "${listen}"\n[export.tree]\nmirror = ["/srv/a.img", ${leg}]`) + exp("d", `listen = "${listen}"\nfile = "/srv/d.img"`));
+  const WHY_OWN = "a leg must be storage of its own (a tree reaching its own node would write into itself, or write one disk twice); name the file or device as the leg, or another node's export";
+
+  test("its own export, or another export of the node, by its address or by loopback where it listens on every address", () => {
+    expect(own(`{ linear = ["dst://127.0.0.1:10810/m", "/srv/c.img"] }`)).toEqual([
+      `export[0].tree.mirror[1].linear[0]: dst://127.0.0.1:10810/m is export 'm' of this configuration (it listens on 127.0.0.1:10810): ${WHY_OWN}`,
+    ]);
+    expect(own(`"dst://localhost:10810/d"`, "0.0.0.0:10810")).toEqual([
+      `export[0].tree.mirror[1]: dst://localhost:10810/d is export 'd' of this configuration (it listens on 0.0.0.0:10810): ${WHY_OWN}`,
+    ]);
+    expect(own(`"dst+unix:///m?socket=/run/dstd.sock"`, "unix:/run/dstd.sock")).toEqual([
+      `export[0].tree.mirror[1]: dst+unix:///m?socket=/run/dstd.sock is export 'm' of this configuration (it listens on unix:/run/dstd.sock): ${WHY_OWN}`,
+    ]);
+  });
+
+  test("another port, another export name, or another host is another node's export", () => {
+    expect(own(`"dst://127.0.0.1:10811/m"`)).toEqual([]);
+    expect(own(`"dst://127.0.0.1:10810/other"`)).toEqual([]);
+    expect(own(`"dst://10.0.0.2:10810/m"`, "0.0.0.0:10810")).toEqual([]);
+  });
+});

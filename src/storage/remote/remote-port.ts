@@ -32,6 +32,13 @@ export interface RemotePortOptions {
   onStateChange?: (state: string, detail: string) => void;
   /** Before the first handshake (client/dst-client.ts): "fail" (default here) or "retry" until the deadline. */
   firstContact?: "fail" | "retry";
+  /**
+   * The epochs of the DST exports this process serves (export/server.ts: random per server): a
+   * leg whose export answers with one of them is this node itself, and is refused (a tree
+   * reaching its own export would write into itself, shifted by a mirror's metadata area, or
+   * write one disk twice).
+   */
+  localEpochs?: ReadonlySet<number>;
 }
 
 export function remoteAddress(url: ExportUrl): ListenAddress {
@@ -56,6 +63,11 @@ export async function openRemotePort(options: RemotePortOptions): Promise<Remote
     });
   } catch (error) {
     throw new DstdError("E_CONNECT", `leg ${where}: ${(error as Error).message}`, { cause: error });
+  }
+  const epoch = client.engine.welcome?.epoch;
+  if (epoch !== undefined && options.localEpochs?.has(epoch) === true) {
+    await client.close().catch(() => {});
+    throw new DstdError("E_CONFIG", `leg ${where} is an export of this dstd process: a leg must be storage of its own (reaching its own node, a tree would write into itself, or write one disk twice); name the file or device as the leg, or another node's export`);
   }
   const port = new RemotePort(client, where);
   // Room in the receive pool for the handed-over payloads the engine keeps for replay.

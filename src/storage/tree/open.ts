@@ -60,6 +60,8 @@ export interface OpenTreeOptions {
    * is refused (replaceUnderMirror). Not set by a reload that replaces the mirror leg whole.
    */
   mirrorLeg?: string;
+  /** The epochs of this process's DST exports: a remote leg answering with one is refused (storage/remote/remote-port.ts). */
+  localEpochs?: ReadonlySet<number>;
 }
 
 /**
@@ -125,6 +127,7 @@ export async function openTree(spec: TreeNodeSpec, options: OpenTreeOptions): Pr
         },
         log: { info: (m) => log.info(`leg ${where}: ${m}`), warn: (m) => log.warn(`leg ${where}: ${m}`), debug: (m) => log.debug?.(`leg ${where}: ${m}`) },
         onStateChange: (state, detail) => (state === "ready" ? log.info : log.debug ?? log.info)(`leg ${where}: link ${state}: ${detail}`),
+        localEpochs: options.localEpochs,
       });
     }
     case "linear":
