@@ -39,6 +39,7 @@ import {
 } from "./reliability.ts";
 import { EXPORT_KEYS, KEY_KEYS, readExports, readKeys } from "./sections.ts";
 import { checkOwnExportLegs, checkStorageUses } from "./storage-uses.ts";
+import { checkListenUses } from "./listen-uses.ts";
 import { TREE_KEYS } from "./tree.ts";
 import type { Config, ConfigIssue, ValidateOptions } from "./types.ts";
 
@@ -68,6 +69,7 @@ export function validateConfig(
   if (issues.list.length === 0) {
     checkStorageUses(exports, issues);
     checkOwnExportLegs(exports, issues);
+    checkListenUses(exports, attaches, metricsListen ?? null, issues);
   }
   if (issues.list.length > 0) return { issues: sortIssues(issues.list) };
   const config: Config = {

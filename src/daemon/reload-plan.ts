@@ -19,7 +19,6 @@
  * mirror of the tree (docs/tree.md "Replacing and adding mirror legs"), with or without a policy
  * change in the same reload (tree-changes.ts).
  */
-import { formatListenAddress } from "../lib/address.ts";
 import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
 import { canonicalJson } from "../lib/canonical-json.ts";
 import { structural, treeChanges } from "./tree-changes.ts";
@@ -65,34 +64,17 @@ export function planNode(config: Config, keyDigest: string, fileDigest: (path: s
   };
 }
 
-/** Addresses and devices two units both want (each is a problem to report). */
+/**
+ * Attachments that are the same one (the same device, NBD socket or, with neither, URL): each
+ * is a problem to report. Listen addresses that collide are refused when the config is read
+ * (config/listen-uses.ts).
+ */
 export function conflicts(config: Config): string[] {
-  const owners = new Map<string, string>();
-  const problems: string[] = [];
-  const claim = (what: string, who: string) => {
-    const previous = owners.get(what);
-    if (previous !== undefined && previous !== who) problems.push(`${what} is wanted by both ${previous} and ${who}`);
-    else owners.set(what, who);
-  };
-  for (const group of groupExports(config.exports)) {
-    const who = exportGroupName(group);
-    for (const e of group) for (const a of [...e.listen, ...e.nbdListen]) claim(address(a), who);
-  }
-  for (const entry of config.attaches) {
-    const who = attachName(entry);
-    if (entry.nbdListen !== null) claim(address(entry.nbdListen), who);
-    else if (entry.device !== null) claim(`device ${entry.device}`, who);
-  }
   const names = new Map<string, number>();
   for (const entry of config.attaches) names.set(attachName(entry), (names.get(attachName(entry)) ?? 0) + 1);
+  const problems: string[] = [];
   for (const [name, count] of names) if (count > 1) problems.push(`${count} [[attach]] entries are the same attachment (${name}): give each its own device or nbd_listen`);
-  if (config.metricsListen !== null) claim(address(config.metricsListen), "metrics_listen");
   return problems;
-}
-
-function address(a: Parameters<typeof formatListenAddress>[0]): string {
-  // Unix paths and TCP host:port share one namespace of "where something listens".
-  return formatListenAddress(a);
 }
 
 export interface ReloadDiff {

@@ -68,7 +68,7 @@ describe("without a node", () => {
 describe("dstd up refuses bad input before binding anything", () => {
   test.each([
     ["an invalid config", 'log_level = "loud"\n', "", /log_level: "loud" is not one of/],
-    ["two units on one address", "", `[[attach]]\nurl = "dst://h/x"\nnbd_listen = "unix:${join(dir, "NAME.sock")}"\n`, /is wanted by both export:d and attach:/],
+    ["two units on one address", "", `[[attach]]\nurl = "dst://h/x"\nnbd_listen = "unix:${join(dir, "NAME.sock")}"\n`, /attach\[0\]\.nbd_listen: unix:\S+\.sock is also the DST listen address at export\[0\]\.listen/],
     ["metrics on a Unix socket", 'metrics_listen = "unix:/tmp/m.sock"\n', "", /metrics_listen: metrics are served over TCP only/],
     ["a key file that cannot be read", "", `[[key]]\nidentity = "alice"\nfile = "${join(dir, "missing.key")}"\n`, /missing\.key/],
   ])("%s: exit 2 with the reason", async (_what, top, tail, message) => {
