@@ -56,6 +56,8 @@ export interface SimStats {
   ackedLost: number;
   /** Rot in the last group commit cut as a torn tail below what the secondary held (docs/replication.md §3.3). */
   rotForks: number;
+  /** Rot in acknowledged records of the last group commit, cut as a torn tail with no other copy (the same limit). */
+  rotCuts: number;
   tornTails: number;
   prefixChecks: number;
   converged: boolean;
@@ -111,7 +113,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   const stats: SimStats = {
     ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
     transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
-    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0,
+    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0,
   };
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
@@ -129,6 +131,10 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   let primary = null as ReplicationPrimary | null;
   let primaryDead = false; // the log is corrupt beyond recovery: the primary stays down
   let primaryLogCorrupted = false;
+  /** Where rot hit the primary's log (segment name and byte), once it did. */
+  let logRotAt: { name: string; at: number } | null = null;
+  /** The primary's durable seq when it last crashed: what it had acknowledged. */
+  let durableAtCrash = 0;
   let maxApplied = 0;
 
   const onAppend = (point: ChainPoint, chunks: readonly Uint8Array[]) => {
@@ -166,6 +172,16 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       // state the primary can serve on from.
       log(`primary's rotted tail was cut at seq ${last + 1}, below the secondary's seq ${held}: the documented limit`);
       stats.rotForks++;
+      primaryDead = true;
+      return;
+    }
+    const cut = p.recovery.tornTail;
+    if (cut !== null && logRotAt !== null && logRotAt.name === cut.segment && logRotAt.at >= cut.offset && last < durableAtCrash) {
+      // The same limit with the secondary behind: the rotted records were acknowledged, the
+      // log was their only durable copy (above the checkpoint, the disk's write-back was lost
+      // with the crash), and recovery, seeing no witness, cut them as a torn tail.
+      log(`primary's rotted tail was cut at seq ${last + 1}, below its acknowledged seq ${durableAtCrash}, with no other copy: the documented limit`);
+      stats.rotCuts++;
       primaryDead = true;
       return;
     }
@@ -426,6 +442,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   // ---- faults ----
   async function crashPrimary(): Promise<void> {
     const mode = f.chance(0.5) ? "random" : "lose-all";
+    durableAtCrash = primary?.store.durable.seq ?? durableAtCrash;
     log(`CRASH primary (${mode}) state ${JSON.stringify(primary?.["state"])} last ${primary?.store.last.seq} durable ${primary?.store.durable.seq} segments ${JSON.stringify(primary?.store.segmentTable().map((x) => [x.firstSeq, x.lastSeq, x.durableLast]))}`);
     stats.primaryCrashes++;
     primary = null;
@@ -436,7 +453,8 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     primaryFiles.crash(mode);
     primaryDisk.crash(mode);
     await openPrimary();
-    if (primary !== null) checkPrimaryDisk("after primary recovery");
+    // A primary that ends the seed at the documented limit (rotForks, rotCuts) is not checked.
+    if (primary !== null && !primaryDead) checkPrimaryDisk("after primary recovery");
   }
 
   async function crashSecondary(): Promise<void> {
@@ -461,6 +479,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     const at = f.int(size);
     if (!disk.corrupt(name, at)) return false;
     log(`ROT ${what} ${name} byte ${at}`);
+    if (disk === primaryFiles) logRotAt = { name, at };
     return true;
   }
 
