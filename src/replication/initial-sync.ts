@@ -49,6 +49,8 @@ interface Slice {
   writing: boolean;
   /** Bytes of this slice written. */
   done: number;
+  /** Written from `start` up to here, with no gap (answers of one slice are written in order). */
+  writtenTo: number;
   /** No COPY before this moment (ms, after a failure). */
   retryAt: number;
 }
@@ -273,7 +275,9 @@ export class InitialSync {
   status(): SyncProgress {
     const s = this.state;
     const totalBytes = s === null ? 0 : total(s);
-    const doneBytes = s === null ? 0 : Math.max(s.done, this.written + this.slices.reduce((n, slice) => n + slice.done, 0));
+    // Everything before the first slice in copy is written; of those in copy, what each wrote.
+    const before = this.slices[0]?.start ?? this.written;
+    const doneBytes = s === null ? 0 : Math.max(s.done, before + this.slices.reduce((n, slice) => n + slice.done, 0));
     const span = (this.clock.now() - this.startedAt) / 1000;
     const rate = s !== null && this.startedAt > 0 && span >= 1 ? Math.round((doneBytes - this.startedDone) / span) : null;
     return {
@@ -390,7 +394,7 @@ export class InitialSync {
       const where = this.locate(this.asked);
       if (where === null) break;
       const length = Math.min(where.left, sliceBytes);
-      this.slices.push({ start: this.asked, end: this.asked + length, cursor: this.asked, inFlight: false, writing: false, done: 0, retryAt: 0 });
+      this.slices.push({ start: this.asked, end: this.asked + length, cursor: this.asked, inFlight: false, writing: false, done: 0, writtenTo: this.asked, retryAt: 0 });
       this.asked += length;
     }
     const now = this.clock.now();
@@ -429,6 +433,7 @@ export class InitialSync {
   private write(slice: Slice, offset: number, end: number, runs: { offset: number; length: number; data: Uint8Array }[], covered: number): void {
     this.writing++;
     slice.writing = true;
+    const through = slice.cursor; // advanced over this answer already
     const jobs: ((done: (errno: number) => void) => void)[] = [];
     let at = offset;
     const zero = (from: number, to: number) => jobs.push((d) => this.zero(from, to, d));
@@ -448,11 +453,17 @@ export class InitialSync {
       if (this.stopped) return this.settled();
       if (failed !== 0) return this.fail(`writing the copy at ${offset} failed: ${errnoMessage(failed)}`);
       slice.done += covered;
-      // `written` advances over whole slices, in order: a save never claims a gap.
+      slice.writtenTo = through;
+      // `written` advances over whole slices, then through what the first slice has written,
+      // in order: a save never claims a gap, and a crash in the middle of a slice (32 MiB by
+      // default) resumes after its last save, not at the slice's start (sync sim seed 1952: a
+      // secondary that lost power more often than one slice took never finished).
       for (let first = this.slices[0]; first !== undefined && first.cursor === first.end && !first.inFlight && !first.writing; first = this.slices[0]) {
         this.written = first.end;
         this.slices.shift();
       }
+      const first = this.slices[0];
+      if (first !== undefined) this.written = Math.max(this.written, first.writtenTo);
       if (this.written - this.savedAt >= (this.options.saveEvery ?? SAVE_EVERY)) this.save(() => this.next());
       else this.next();
     };

@@ -30,7 +30,16 @@ if (single !== undefined) {
     const total: Record<string, number> = {};
     const began = performance.now();
     for (let seed = start; seed < start + seeds; seed++) {
-      const stats: SimStats = await runSeed(seed);
+      let stats: SimStats;
+      try {
+        stats = await runSeed(seed);
+      } catch (error) {
+        // An error the simulation did not classify (a runaway, a throw from the code under
+        // test) names its seed too.
+        const message = error instanceof Error ? error.message : String(error);
+        if (message.includes(`seed ${seed}`)) throw error;
+        throw new Error(`replication sim seed ${seed}: ${message}\n  replay: SIM_SEED=${seed} bun test test/replication/replication-sim.test.ts`, { cause: error });
+      }
       for (const [k, v] of Object.entries(stats)) total[k] = (total[k] ?? 0) + Number(v);
     }
     const seconds = (performance.now() - began) / 1000;
