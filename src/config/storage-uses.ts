@@ -2,7 +2,8 @@
  * @module config/storage-uses — storage a configuration names where it would be written twice,
  * refused when the config is read, naming the places, before anything starts:
  * - one file, device, RBD image or remote export named twice, at least once for writing (two
- *   exports of it, two legs of one tree, an export and a leg of another). At start the second
+ *   exports of it, two legs of one tree, an export and a leg of another), or one replication
+ *   `log_dir` for two exports (storage/local/lock.ts lockLogDirectory refuses it at start too). At start the second
  *   open would be refused (storage/local/lock.ts: two exports of one file, one writing, would
  *   corrupt it or change data under the other's clients), a mirror given one file as two legs
  *   would run with one unreachable for good, and two legs on one remote export would write one
@@ -41,6 +42,10 @@ export function checkStorageUses(exports: readonly ExportConfig[], issues: Issue
     }
     uses.set(key, [...earlier, use]);
   };
+  // A replication log is always written (a secondary writes its copy of the log there).
+  exports.forEach((exp, i) => {
+    if (exp.replication) note(`logdir:${exp.replication.logDir}`, { at: `export[${i}].replication.log_dir`, exportName: exp.name, writes: true }, `log_dir ${exp.replication.logDir}`);
+  });
   forEachStorage(exports, (node, at, exp) => {
     const use = { at, exportName: exp.name, writes: !exp.readOnly };
     if (node.kind === "file" || node.kind === "device") note(`path:${node.path}`, use, node.path);

@@ -33,6 +33,7 @@ import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
+import { lockLogDirectory } from "../storage/local/lock.ts";
 import { decodeFetchReason } from "../wire/dst/fetch.ts";
 import { files, openLogDirectory, type LogDirectory } from "../replication/files.ts";
 import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
@@ -89,14 +90,24 @@ type Side =
 
 /** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
 export async function openReplica(config: ExportConfig, disk: StoragePort, log: Log, bind: ExportBinder): Promise<ReplicaHandle> {
-  const node = new ReplicaNode(config, disk, openLogDirectory(config.replication!.logDir), log, bind, productionEnv(config, log));
-  await node.start();
+  const dir = openLogDirectory(config.replication!.logDir);
+  const release = lockLogDirectory(dir.path);
+  const node = new ReplicaNode(config, disk, dir, log, bind, productionEnv(config, log));
+  node.releaseOnClose = release;
+  try {
+    await node.start();
+  } catch (error) {
+    release();
+    throw error;
+  }
   return node;
 }
 
 export class ReplicaNode implements ReplicaHandle {
   private side: Side = { kind: "diverged", reason: "starting", generation: 0 };
   readonly name: string;
+  /** The log directory's lock (openReplica), let go when the node closes. */
+  releaseOnClose: (() => void) | null = null;
 
   constructor(
     private readonly config: ExportConfig,
@@ -518,6 +529,9 @@ export class ReplicaNode implements ReplicaHandle {
 
   async close(): Promise<void> {
     await this.closeSide(this.side);
+    const release = this.releaseOnClose;
+    this.releaseOnClose = null;
+    release?.();
   }
 
   // ---- helpers ----------------------------------------------------------------------------

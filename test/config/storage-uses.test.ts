@@ -44,6 +44,14 @@ describe("one storage used twice", () => {
     expect(check(exp("a", `memory = "1GiB"`) + exp("b", `memory = "1GiB"`))).toEqual([]);
   });
 
+  test("one replication log_dir for two exports, even read-only ones (a secondary writes its copy there)", () => {
+    const repl = (name: string, dirName: string, more = "") => exp(name, `file = "/srv/${name}.img"\n${more}\n[export.replication]\nlog_dir = "${dirName}"`);
+    expect(check(repl("a", "/var/lib/dstd/log") + repl("b", "/var/lib/dstd/log", "read_only = true"))).toEqual([
+      `export[1].replication.log_dir: log_dir /var/lib/dstd/log is also used by export 'a' at export[0].replication.log_dir: ${WHY}`,
+    ]);
+    expect(check(repl("a", "/var/lib/dstd/log-a") + repl("b", "/var/lib/dstd/log-b"))).toEqual([]);
+  });
+
   test("an RBD image twice is refused; its snapshot beside it is not", () => {
     const rbd = (name: string, spec: string) => exp(name, `rbd = "${spec}"`);
     expect(check(rbd("a", "pool/vm1") + rbd("b", "pool/vm1"))).toEqual([`export[1].rbd: rbd image pool/vm1 is also used by export 'a' at export[0].rbd: ${WHY}`]);

@@ -95,6 +95,29 @@ describe("two exports of one file (compiled binary)", () => {
   });
 });
 
+describe("one replicated export per log_dir (compiled binary)", () => {
+  test("a second process on the same log_dir is refused, naming the holder; the log is left alone", async () => {
+    const logDir = join(dir, "rlog");
+    const config = (n: number) => {
+      const path = join(dir, `repl-${n}.toml`);
+      writeFileSync(path, `[[export]]\nname = "disk"\nfile = "${image(`repl-${n}.img`)}"\nallow = ["127.0.0.1/32:rw"]\n[export.replication]\nlog_dir = "${logDir}"\n`);
+      return path;
+    };
+    const first = await startExport(["--config", config(1)]);
+    try {
+      const second = await runDstd(["export", "--config", config(2), "--listen", "127.0.0.1:0"]);
+      expect(second.exitCode).not.toBe(0);
+      expect(second.stderr).toContain(`cannot use log_dir ${logDir}: it is already in use by pid ${first.process.pid}`);
+      expect(second.stderr).toContain("Give each export its own log_dir");
+    } finally {
+      await first.stop();
+    }
+    // Its lock goes with it: the next one takes the log.
+    const again = await startExport(["--config", config(2)]);
+    await again.stop();
+  });
+});
+
 describe.skipIf(loopUnavailable !== null)("two exports of one block device (compiled binary)", () => {
   test("a read-only export of a device exported read-write is refused (O_EXCL alone lets it through)", async () => {
     const device = attachLoop(image("loop.img"));

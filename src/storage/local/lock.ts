@@ -1,5 +1,6 @@
 /**
- * @module storage/local/lock — one export per backing file or device (issue 9 item 9). An
+ * @module storage/local/lock — one export per backing file or device (issue 9 item 9), and one
+ * replicated export per replication log directory (`lockLogDirectory`). An
  * export takes flock(2) on its open descriptor: exclusive when it may write, shared when it is
  * read-only, so any number of read-only exports of one file may coexist but a read-write
  * export excludes every other export of it. A conflicting lock is refused at start with a
@@ -47,16 +48,41 @@ export function lockBacking(fd: number, path: string, mode: LockMode): void {
   throw new DstdError("E_LOCKED", lockedMessage(path, mode, lockHolders(fd)), { errno: Errno.EBUSY });
 }
 
+/**
+ * Take an exclusive lock on a replication log directory (`log_dir`, docs/replication.md) for as
+ * long as the export using it runs: two replicated exports appending to one log — two in one
+ * configuration, or two processes — would interleave their records and lose acknowledged
+ * writes. Returns the release (closing the descriptor); throws DstdError("E_LOCKED") naming
+ * the holder.
+ */
+export function lockLogDirectory(path: string): () => void {
+  const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  let taken: boolean;
+  try {
+    taken = tryFlock(fd, LOCK_EX);
+  } catch {
+    taken = true; // a filesystem without flock: nothing to coordinate with
+  }
+  if (!taken) {
+    const who = describeHolder(lockHolders(fd)[0], "the same log_dir is configured twice");
+    fs.closeSync(fd);
+    throw new DstdError("E_LOCKED", `cannot use log_dir ${path}: it is already in use by ${who}; two replicated exports on one log would interleave their records and lose acknowledged writes. Give each export its own log_dir`, { errno: Errno.EBUSY });
+  }
+  return () => fs.closeSync(fd);
+}
+
+function describeHolder(holder: LockHolder | undefined, twice: string): string {
+  if (holder?.pid == null) return "another process";
+  if (holder.pid === processId()) return `this process (${twice})`;
+  const command = commandLine(holder.pid);
+  return command === null ? `pid ${holder.pid}` : `pid ${holder.pid} (${command})`;
+}
+
 function lockedMessage(path: string, mode: LockMode, holders: LockHolder[]): string {
   // The holder that conflicts: any writer; for an exclusive request, any lock at all.
   const holder = holders.find((h) => h.access === "WRITE") ?? holders[0];
   const how = holder === undefined ? "" : holder.access === "WRITE" ? " read-write" : " read-only";
-  let who = "another process";
-  if (holder?.pid != null) {
-    who = holder.pid === processId() ? "this process (the same file is configured twice)" : `pid ${holder.pid}`;
-    const command = holder.pid === processId() ? null : commandLine(holder.pid);
-    if (command !== null) who += ` (${command})`;
-  }
+  const who = describeHolder(holder, "the same file is configured twice");
   const why =
     mode === "exclusive"
       ? "two exports of one file, at least one writing, would corrupt it or change data under the other's clients"
