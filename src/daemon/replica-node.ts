@@ -91,23 +91,15 @@ type Side =
 /** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
 export async function openReplica(config: ExportConfig, disk: StoragePort, log: Log, bind: ExportBinder): Promise<ReplicaHandle> {
   const dir = openLogDirectory(config.replication!.logDir);
-  const release = lockLogDirectory(dir.path);
-  const node = new ReplicaNode(config, disk, dir, log, bind, productionEnv(config, log));
-  node.releaseOnClose = release;
-  try {
-    await node.start();
-  } catch (error) {
-    release();
-    throw error;
-  }
+  const release = lockLogDirectory(dir.path); // one export per log_dir, let go when it closes
+  const node = new ReplicaNode(config, disk, dir, log, bind, productionEnv(config, log), release);
+  await node.start().catch((error: unknown) => (release(), Promise.reject(error)));
   return node;
 }
 
 export class ReplicaNode implements ReplicaHandle {
   private side: Side = { kind: "diverged", reason: "starting", generation: 0 };
   readonly name: string;
-  /** The log directory's lock (openReplica), let go when the node closes. */
-  releaseOnClose: (() => void) | null = null;
 
   constructor(
     private readonly config: ExportConfig,
@@ -116,6 +108,7 @@ export class ReplicaNode implements ReplicaHandle {
     private readonly logger: Log,
     private readonly bind: ExportBinder,
     private readonly env: ReplicaEnv,
+    private release: () => void = () => {},
   ) {
     this.name = config.name;
   }
@@ -529,9 +522,9 @@ export class ReplicaNode implements ReplicaHandle {
 
   async close(): Promise<void> {
     await this.closeSide(this.side);
-    const release = this.releaseOnClose;
-    this.releaseOnClose = null;
-    release?.();
+    const release = this.release;
+    this.release = () => {};
+    release();
   }
 
   // ---- helpers ----------------------------------------------------------------------------
