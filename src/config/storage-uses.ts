@@ -62,6 +62,12 @@ export function checkStorageUses(exports: readonly ExportConfig[], issues: Issue
  */
 export function checkOwnExportLegs(exports: readonly ExportConfig[], issues: Issues): void {
   const served = exports.flatMap((e) => e.listen.map((address) => ({ address, name: e.name })));
+  exports.forEach((e, i) => {
+    // A secondary whose peer is itself would fetch from itself forever ("not a replication primary").
+    const peer = e.replication?.peer ?? null;
+    if (peer === null || peer.exportName !== e.name || !e.listen.some((address) => reaches(peer, address))) return;
+    issues.add(`export[${i}].replication.peer`, `${formatExportUrl(peer)} is this export itself: a secondary's peer is its primary, on another node`);
+  });
   forEachStorage(exports, (node, at) => {
     if (node.kind !== "remote") return;
     const own = served.find((s) => s.name === node.url.exportName && reaches(node.url, s.address));

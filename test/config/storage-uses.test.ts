@@ -75,6 +75,12 @@ describe("a leg that is an export of the same configuration", () => {
     ]);
   });
 
+  test("a secondary whose peer is itself", () => {
+    const secondary = (peer: string) => exp("a", `listen = "0.0.0.0:10810"\nfile = "/srv/a.img"\n[export.replication]\nlog_dir = "/srv/log"\nrole = "secondary"\npeer = "${peer}"`);
+    expect(check(secondary("dst://127.0.0.1:10810/a"))).toEqual(["export[0].replication.peer: dst://127.0.0.1:10810/a is this export itself: a secondary's peer is its primary, on another node"]);
+    expect(check(secondary("dst://10.0.0.2:10810/a"))).toEqual([]);
+  });
+
   test("another port, another export name, or another host is another node's export", () => {
     expect(own(`"dst://127.0.0.1:10811/m"`)).toEqual([]);
     expect(own(`"dst://127.0.0.1:10810/other"`)).toEqual([]);
