@@ -43,11 +43,13 @@ export interface SecondaryContact {
   /** Why its last FETCH was refused (released, diverged), or null. */
   refused: string | null;
   /**
-   * It began a sync (SYNC BEGIN answered) and has not fetched since: its disk is being copied,
-   * and its registration is the sync point, not what it applied (a handover waits for it).
-   * Known to this process only: a restart of the primary forgets it.
+   * It began a sync (SYNC BEGIN answered) and has not fetched past its sync point since: its
+   * disk is being copied, and its registration is the sync point, not what it applied (a
+   * handover waits for it). Known to this process only: a restart of the primary forgets it.
    */
   copying: boolean;
+  /** The sync point of its last SYNC BEGIN: a FETCH from below it is one sent before the sync (a resend arriving late), not the end of the copy. */
+  syncPoint: number;
 }
 
 /**
@@ -78,16 +80,24 @@ export class LogShipServer implements LogSource {
 
   /** A SYNC (initial sync: BEGIN registers the secondary at the sync point; COPY reads the disk): replication/sync-server.ts. */
   sync(request: SyncRequest, offset: number, length: number, budget: number, secondary: string, done: (answer: FetchAnswer) => void): void {
-    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false };
+    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false, syncPoint: 0 };
     this.contacts.set(secondary, contact);
     contact.lastContact = this.clock.now();
     const primary = this.primary;
     const registered = () => {
       if (secondary !== AWAITING_FIRST_SECONDARY && AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
     };
+    // Copying from the moment a BEGIN arrives: its registration at the sync point shows in the
+    // primary's status before the answer goes out, and a handover that looked in between took
+    // the secondary for one that had applied the whole log (cluster sim seed 381777).
+    const before = { copying: contact.copying, syncPoint: contact.syncPoint };
+    if (request.kind === SyncKind.BEGIN) Object.assign(contact, { copying: true, syncPoint: Number.MAX_SAFE_INTEGER });
     answerSync(primary, request, offset, length, budget, secondary, registered, (answer) => {
       contact.refused = "reason" in answer ? answer.reason : null;
-      if (request.kind === SyncKind.BEGIN && answer.status === 0) contact.copying = true;
+      if (request.kind === SyncKind.BEGIN) {
+        if (answer.status === 0) contact.syncPoint = primary.status().secondaries[secondary] ?? 0;
+        else Object.assign(contact, before);
+      }
       done(answer);
     });
   }
@@ -98,11 +108,14 @@ export class LogShipServer implements LogSource {
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
     const primary = this.primary;
     const store = primary.store;
-    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false };
+    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false, syncPoint: 0 };
     this.contacts.set(secondary, contact);
     contact.lastContact = this.clock.now();
     contact.wanted = request.seq;
-    contact.copying = false;
+    // A FETCH from its sync point on ends the copy; one from below it was sent before the sync
+    // began (a resend arriving late) and must not make a handover take the copying secondary
+    // for one that can take over (cluster sim seed 381777: no primary was left).
+    if (request.seq - 1 >= contact.syncPoint) contact.copying = false;
     const refuse = (status: number, reason: string) => {
       contact.refused = reason;
       done({ status, reason });

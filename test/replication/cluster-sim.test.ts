@@ -45,7 +45,10 @@ if (single !== undefined) {
   // not have (replication/initial-sync.ts confirmResume).
   // 138274: the primary released its log by a checkpoint still being saved; a crash then
   // reopened a disk needing records the log no longer had (replication/primary.ts durableState).
-  for (const seed of [35542, 116655, 138274]) {
+  // 381777: a handover's demote looked between a secondary's SYNC BEGIN registering it at the
+  // sync point and the answer marking it copying, took it for caught up, and left no primary
+  // (replication/ship-server.ts copying).
+  for (const seed of [35542, 116655, 138274, 381777]) {
     test(`cluster sim regression seed ${seed}`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
