@@ -21,10 +21,13 @@ if (single !== undefined) {
   // Rot in acknowledged records of the last group commit, the secondary behind: recovery cuts
   // them as a torn tail (the documented limit, docs/replication.md §3.3); the sim once took it
   // for a lost write.
-  test("replication sim regression seed 47447: rot in the only copy of acknowledged records is the documented limit", async () => {
-    const stats = await runSeed(47447);
-    expect(stats.rotCuts).toBe(1);
-  });
+  // 84947: the same after a resync's MARK was appended at the cut.
+  for (const seed of [47447, 84947]) {
+    test(`replication sim regression seed ${seed}: rot in the only copy of acknowledged records is the documented limit`, async () => {
+      const stats = await runSeed(seed);
+      expect(stats.rotCuts).toBe(1);
+    });
+  }
 
   test(`replication sim: ${seeds} seeds from ${start}`, async () => {
     const total: Record<string, number> = {};

@@ -176,11 +176,12 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       return;
     }
     const cut = p.recovery.tornTail;
-    if (cut !== null && logRotAt !== null && logRotAt.name === cut.segment && logRotAt.at >= cut.offset && last < durableAtCrash) {
+    // p.recovery.last: what recovery kept (the primary may have appended since, a resync's MARK).
+    if (cut !== null && logRotAt !== null && logRotAt.name === cut.segment && logRotAt.at >= cut.offset && p.recovery.last < durableAtCrash) {
       // The same limit with the secondary behind: the rotted records were acknowledged, the
       // log was their only durable copy (above the checkpoint, the disk's write-back was lost
       // with the crash), and recovery, seeing no witness, cut them as a torn tail.
-      log(`primary's rotted tail was cut at seq ${last + 1}, below its acknowledged seq ${durableAtCrash}, with no other copy: the documented limit`);
+      log(`primary's rotted tail was cut at seq ${p.recovery.last + 1}, below its acknowledged seq ${durableAtCrash}, with no other copy: the documented limit`);
       stats.rotCuts++;
       primaryDead = true;
       return;
