@@ -3,12 +3,12 @@
  * refused when the config is read, naming the places, before anything starts:
  * - one file, device, RBD image or remote export named twice, at least once for writing (two
  *   exports of it, two legs of one tree, an export and a leg of another), or one replication
- *   `log_dir` for two exports (storage/local/lock.ts lockLogDirectory refuses it at start too). At start the second
- *   open would be refused (storage/local/lock.ts: two exports of one file, one writing, would
- *   corrupt it or change data under the other's clients), a mirror given one file as two legs
+ *   `log_dir` for two exports. At start the second open would be refused (storage/local/lock.ts:
+ *   two exports of one file, one writing, would corrupt it or change data under the other's
+ *   clients; lockLogDirectory: two logs in one directory), a mirror given one file as two legs
  *   would run with one unreachable for good, and two legs on one remote export would write one
- *   disk as two. Read-only uses may share (as the export lock's shared mode allows), and so may
- *   an RBD snapshot with its image;
+ *   disk as two. Read-only exports may share (as the export lock's shared mode allows; a tree's
+ *   legs are always opened writable), and an RBD snapshot may sit beside its image;
  * - a remote leg that is an export of this same configuration: a tree reaching its own node
  *   writes into itself (a mirror resyncing into itself overwrites its data, shifted by its
  *   metadata area) or one disk twice. The start refuses it too, by the export's epoch
@@ -46,8 +46,9 @@ export function checkStorageUses(exports: readonly ExportConfig[], issues: Issue
   exports.forEach((exp, i) => {
     if (exp.replication) note(`logdir:${exp.replication.logDir}`, { at: `export[${i}].replication.log_dir`, exportName: exp.name, writes: true }, `log_dir ${exp.replication.logDir}`);
   });
-  forEachStorage(exports, (node, at, exp) => {
-    const use = { at, exportName: exp.name, writes: !exp.readOnly };
+  forEachStorage(exports, (node, at, exp, inTree) => {
+    // A tree opens its legs writable whatever the export (a mirror writes its metadata).
+    const use = { at, exportName: exp.name, writes: inTree || !exp.readOnly };
     if (node.kind === "file" || node.kind === "device") note(`path:${node.path}`, use, node.path);
     else if (node.kind === "rbd") note(rbdKey(node.rbd), { ...use, writes: use.writes && node.rbd.snapshot === null }, `rbd image ${rbdName(node.rbd)}`);
     else if (node.kind === "remote") note(remoteKey(node.url), use, `remote export ${formatExportUrl(node.url)}`);
@@ -80,16 +81,16 @@ export function checkOwnExportLegs(exports: readonly ExportConfig[], issues: Iss
 }
 
 /** Every leaf of every export (plain backends and tree leaves), with where the config names it. */
-function forEachStorage(exports: readonly ExportConfig[], visit: (node: TreeNodeSpec, at: string, exp: ExportConfig) => void): void {
+function forEachStorage(exports: readonly ExportConfig[], visit: (node: TreeNodeSpec, at: string, exp: ExportConfig, inTree: boolean) => void): void {
   exports.forEach((exp, i) => {
     const walk = (node: TreeNodeSpec, at: string): void => {
       if (node.kind === "linear" || node.kind === "stripe" || node.kind === "mirror") node.legs.forEach((leg, j) => walk(leg.node, legPath(`${at}.${node.kind}[${j}]`, leg.node)));
-      else visit(node, at, exp);
+      else visit(node, at, exp, true);
     };
     const b = exp.backend;
     const base = `export[${i}]`;
     if (b.kind === "tree") walk(b.root, join(base, "tree"));
-    else if (b.kind === "file" || b.kind === "device" || b.kind === "rbd") walk(b, join(base, b.kind));
+    else if (b.kind === "file" || b.kind === "device" || b.kind === "rbd") visit(b, join(base, b.kind), exp, false);
   });
 }
 

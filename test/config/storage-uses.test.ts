@@ -31,6 +31,10 @@ describe("one storage used twice", () => {
     const ro = (name: string) => exp(name, `file = "/srv/a.img"\nread_only = true`);
     expect(check(ro("a") + ro("b"))).toEqual([]);
     expect(check(ro("a") + exp("w", `file = "/srv/a.img"`))).toEqual([`export[1].file: /srv/a.img is also used by export 'a' at export[0].file: ${WHY}`]);
+    // A tree opens its legs writable even for a read-only export (a mirror writes its metadata).
+    expect(check(ro("a") + exp("t", `read_only = true\n[export.tree]\nmirror = ["/srv/a.img", "/srv/b.img"]`))).toEqual([
+      `export[1].tree.mirror[0].file: /srv/a.img is also used by export 'a' at export[0].file: ${WHY}`,
+    ]);
   });
 
   test("devices and remote exports too (host names compare without case); memory disks never collide", () => {
