@@ -48,7 +48,9 @@ if (single !== undefined) {
   // 381777: a handover's demote looked between a secondary's SYNC BEGIN registering it at the
   // sync point and the answer marking it copying, took it for caught up, and left no primary
   // (replication/ship-server.ts copying).
-  for (const seed of [35542, 116655, 138274, 381777]) {
+  // 431584: the convergence check took a re-pointed node at the new primary's last seq for
+  // caught up, though it held the old primary's records after the fork (same seq, other chain).
+  for (const seed of [35542, 116655, 138274, 381777, 431584]) {
     test(`cluster sim regression seed ${seed}`, async () => {
       await runClusterSeed(seed);
     }, 60_000);

@@ -928,7 +928,8 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   if (strays.length > 0) fail("followers", `${strays.map((n) => `${n.name} follows ${n.peer}`).join(", ")}, not the primary ${primary!.name}: their replication stopped`);
   const followers = nodes.filter((n) => n !== primary && n.replica!.role === "secondary");
   const deadline = clock.ticks + 100_000;
-  const layer = () => (primary!.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary.status();
+  const primaryLayer = () => (primary!.replica!["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
+  const layer = () => primaryLayer().status();
   const last = () => layer().last;
   for (;;) {
     const p = layer();
@@ -937,7 +938,10 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       const a = applier(n);
       if (a === null || inconsistentSync(n)) return true;
       const s = a.status();
-      return s.applied.seq !== p.last || !s.consistent;
+      // The same seq is not the same record: a re-pointed node that applied the old primary's
+      // records after the fork can stand at the new primary's last seq with other contents,
+      // until its next FETCH finds the fork (seed 431584).
+      return s.applied.seq !== p.last || !s.consistent || s.applied.chain !== primaryLayer().store.durable.chain;
     });
     // No follower (the old primary diverged): nothing to converge; the log is kept for it.
     if (followers.length === 0 || (behind.length === 0 && settled)) break;
