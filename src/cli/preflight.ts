@@ -9,10 +9,11 @@
  * images (the export's, or a tree's rbd legs) a missing librbd, ceph_conf or ceph_keyring.
  * Warnings (it may work elsewhere, or as another user): listen addresses this user cannot
  * bind now (tried for real on TCP, and released at once; checked on the folder for Unix
- * sockets), and allow rules that can never match (config/warnings.ts).
+ * sockets), a state_dir or replication log_dir this user cannot create or write, and allow
+ * rules that can never match (config/warnings.ts).
  */
-import { accessSync, constants, statSync, type Stats } from "node:fs";
-import { dirname } from "node:path";
+import { accessSync, constants, mkdtempSync, rmdirSync, statSync, type Stats } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Config, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
@@ -114,9 +115,32 @@ async function checkListen(address: ListenAddress, where: string, warnings: stri
   }
 }
 
+/**
+ * A directory dstd creates when missing (state_dir, a replication log_dir): it, or the nearest
+ * folder above it that exists, must take a new entry — tried for real (a folder made and
+ * removed at once, as the listen check binds and releases), since permission bits say nothing
+ * for root or for /proc. A warning: the node may run as another user.
+ */
+function checkWritableDir(path: string, where: string, warnings: string[]): void {
+  let at = path;
+  while (statOrNull(at) === null && dirname(at) !== at) at = dirname(at);
+  const what = at === path ? path : `${path} cannot be created: ${at}`;
+  if (statOrNull(at)?.isDirectory() !== true) return void warnings.push(`${where}: ${what} is not a folder (as this user, now)`);
+  try {
+    rmdirSync(mkdtempSync(join(at, ".dstd-check-")));
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? errorMessage(error);
+    warnings.push(`${where}: ${what} takes no new entry (${code}) (as this user, now)`);
+  }
+}
+
 export async function preflight(config: Config): Promise<Preflight> {
   const problems: string[] = [];
   const warnings: string[] = [];
+  checkWritableDir(process.env.DSTD_STATE_DIR || config.stateDir, "state_dir", warnings); // as dstd up picks it
+  config.exports.forEach((e, i) => {
+    if (e.replication) checkWritableDir(e.replication.logDir, `export[${i}].replication.log_dir`, warnings);
+  });
   config.keys.forEach((key, i) => {
     if (key.kind === "file") checkKeyFile(key.path, `key[${i}]`, key.identity, problems);
   });

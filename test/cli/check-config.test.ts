@@ -5,7 +5,7 @@
  * warnings keep exit 0. examples/dstd.toml, the repository's example, must pass (item 10).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureBinary, runDstd, startExport } from "../helpers/binary.ts";
 import { scratchDir } from "../helpers/files.ts";
@@ -116,6 +116,25 @@ describe("dstd check-config", () => {
     } finally {
       await running.stop();
     }
+  });
+
+  test("warnings: a state_dir or a replication log_dir that cannot be created (tried for real, nothing left behind)", async () => {
+    const file = join(scratch.path, "a-file");
+    writeFileSync(file, "");
+    const path = config(
+      "dirs.toml",
+      `state_dir = "/proc/dstd-nope"\n[[export]]\nname = "r"\nfile = "${join(scratch.path, "r.img")}"\nsize = "1MiB"\nlisten = ["127.0.0.1:0"]\nallow = ["127.0.0.1/32:rw"]\n[export.replication]\nlog_dir = "${join(file, "log")}"\n`,
+    );
+    const r = await runDstd(["check-config", path], { DSTD_STATE_DIR: "" });
+    expect(r.exitCode).toBe(0);
+    expect(r.stderr.trimEnd().split("\n")).toEqual([
+      `${path}: warning: state_dir: /proc/dstd-nope cannot be created: /proc takes no new entry (ENOENT) (as this user, now)`,
+      `${path}: warning: export[0].replication.log_dir: ${join(file, "log")} cannot be created: ${file} is not a folder (as this user, now)`,
+    ]);
+    const fine = config("dirs-ok.toml", `state_dir = "${join(scratch.path, "state", "deeper")}"\n[[export]]\nname = "m"\nmemory = "1MiB"\nlisten = ["127.0.0.1:0"]\nallow = ["127.0.0.1/32:rw"]\n`);
+    const ok = await runDstd(["check-config", fine], { DSTD_STATE_DIR: "" });
+    expect(ok.stderr).toBe("");
+    expect(readdirSync(scratch.path).filter((n) => n.startsWith(".dstd-check-"))).toEqual([]);
   });
 
   test("as an ordinary user: a privileged port is a warning", () => {
