@@ -114,7 +114,7 @@ export class LogShipServer implements LogSource {
     contact.wanted = request.seq;
     // A FETCH from its sync point on ends the copy; one from below it was sent before the sync
     // began (a resend arriving late) and must not make a handover take the copying secondary
-    // for one that can take over (cluster sim seed 381777: no primary was left).
+    // for one that can take over (the way the BEGIN's answer once did: see sync above).
     if (request.seq - 1 >= contact.syncPoint) contact.copying = false;
     const refuse = (status: number, reason: string) => {
       contact.refused = reason;
