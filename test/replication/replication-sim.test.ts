@@ -6,6 +6,7 @@
  *   SIM_SEED=1234 bun test test/replication/replication-sim.test.ts      # one seed, verbose trace
  */
 import { expect, test } from "bun:test";
+import { withSeed } from "./sim-trace.ts";
 import { runSeed, type SimStats } from "./replication-sim.ts";
 
 const single = process.env.SIM_SEED;
@@ -33,16 +34,7 @@ if (single !== undefined) {
     const total: Record<string, number> = {};
     const began = performance.now();
     for (let seed = start; seed < start + seeds; seed++) {
-      let stats: SimStats;
-      try {
-        stats = await runSeed(seed);
-      } catch (error) {
-        // An error the simulation did not classify (a runaway, a throw from the code under
-        // test) names its seed too.
-        const message = error instanceof Error ? error.message : String(error);
-        if (message.includes(`seed ${seed}`)) throw error;
-        throw new Error(`replication sim seed ${seed}: ${message}\n  replay: SIM_SEED=${seed} bun test test/replication/replication-sim.test.ts`, { cause: error });
-      }
+      const stats: SimStats = await withSeed("replication sim", seed, `SIM_SEED=${seed} bun test test/replication/replication-sim.test.ts`, () => runSeed(seed));
       for (const [k, v] of Object.entries(stats)) total[k] = (total[k] ?? 0) + Number(v);
     }
     const seconds = (performance.now() - began) / 1000;

@@ -32,3 +32,17 @@ export function simTrace(clock: SimClock, verbose: boolean, keep = 200): SimTrac
     tail: (n) => lines.slice(-n).join("\n"),
   };
 }
+
+/**
+ * Run one seed so that any error names it: an error the simulation did not classify (a
+ * runaway, a throw from the code under test) gets the seed and its replay line added.
+ */
+export async function withSeed<T>(sim: string, seed: number, replay: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (message.includes(`seed ${seed}`)) throw error;
+    throw new Error(`${sim} seed ${seed}: ${message}\n  replay: ${replay}`, { cause: error });
+  }
+}

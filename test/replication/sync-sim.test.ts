@@ -6,6 +6,7 @@
  *   SIM_SEED=1234 bun test test/replication/sync-sim.test.ts      # one seed, verbose trace
  */
 import { expect, test } from "bun:test";
+import { withSeed } from "./sim-trace.ts";
 import { runSyncSeed, type SyncSimStats } from "./sync-sim.ts";
 
 const single = process.env.SIM_SEED;
@@ -22,16 +23,7 @@ if (single !== undefined) {
     let sparse = 0;
     const began = performance.now();
     for (let seed = start; seed < start + seeds; seed++) {
-      let stats: SyncSimStats;
-      try {
-        stats = await runSyncSeed(seed);
-      } catch (error) {
-        // An error the simulation did not classify (a runaway, a throw from the code under
-        // test) names its seed too.
-        const message = error instanceof Error ? error.message : String(error);
-        if (message.includes(`seed ${seed}`)) throw error;
-        throw new Error(`sync sim seed ${seed}: ${message}\n  replay: SIM_SEED=${seed} bun test test/replication/sync-sim.test.ts`, { cause: error });
-      }
+      const stats: SyncSimStats = await withSeed("sync sim", seed, `SIM_SEED=${seed} bun test test/replication/sync-sim.test.ts`, () => runSyncSeed(seed));
       for (const [k, v] of Object.entries(stats)) total[k] = (total[k] ?? 0) + Number(v);
       if (stats.moved < stats.diskSize) sparse++;
     }
