@@ -14,6 +14,7 @@
  */
 import { formatListenAddress, type ListenAddress } from "../lib/address.ts";
 import type { Issues } from "./fields.ts";
+import { bare } from "./storage-uses.ts";
 import type { AttachConfig, ExportConfig } from "./types.ts";
 
 /** What listens: a shared kind (DST, NBD of exports) or a listener of its own. */
@@ -60,8 +61,8 @@ function collide(a: Listening, b: Listening): boolean {
   const y = b.address;
   if (x.transport === "unix" || y.transport === "unix") return x.transport === "unix" && y.transport === "unix" && x.path === y.path;
   if (x.port === 0 || y.port === 0 || x.port !== y.port) return false;
-  const hx = host(x.host);
-  const hy = host(y.host);
+  const hx = bare(x.host);
+  const hy = bare(y.host);
   return hx === hy || covers(hx, hy) || covers(hy, hx);
 }
 
@@ -71,11 +72,7 @@ function covers(wide: string, other: string): boolean {
 }
 
 function key(address: ListenAddress): string {
-  return address.transport === "unix" ? `unix:${address.path}` : `${host(address.host)}:${address.port}`;
+  return address.transport === "unix" ? `unix:${address.path}` : `${bare(address.host)}:${address.port}`;
 }
 
-function host(text: string): string {
-  const bare = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
-  return bare.toLowerCase();
-}
 

@@ -103,7 +103,8 @@ function reaches(url: ExportUrl, address: ListenAddress): boolean {
   return host === listen || (local(host) && (local(listen) || listen === "0.0.0.0" || listen === "::"));
 }
 
-function bare(host: string): string {
+/** A host as compared: without IPv6 brackets, lower case (config/listen-uses.ts compares the same way). */
+export function bare(host: string): string {
   const inner = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
   return inner.toLowerCase();
 }
@@ -124,6 +125,6 @@ function rbdName(rbd: RbdSpec): string {
 }
 
 function remoteKey(url: ExportUrl): string {
-  const where = url.transport === "tcp" ? `${url.host.toLowerCase()}:${url.port}` : `unix:${url.path}`;
+  const where = url.transport === "tcp" ? `${bare(url.host)}:${url.port}` : `unix:${url.path}`;
   return `remote:${where}/${url.exportName}`;
 }
