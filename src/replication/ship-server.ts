@@ -78,11 +78,17 @@ export class LogShipServer implements LogSource {
     return [...this.contacts.values()].map((c) => ({ ...c }));
   }
 
-  /** A SYNC (initial sync: BEGIN registers the secondary at the sync point; COPY reads the disk): replication/sync-server.ts. */
-  sync(request: SyncRequest, offset: number, length: number, budget: number, secondary: string, done: (answer: FetchAnswer) => void): void {
+  /** `secondary`'s contact (made at its first request), its last contact now. */
+  private contact(secondary: string): SecondaryContact {
     const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false, syncPoint: 0 };
     this.contacts.set(secondary, contact);
     contact.lastContact = this.clock.now();
+    return contact;
+  }
+
+  /** A SYNC (initial sync: BEGIN registers the secondary at the sync point; COPY reads the disk): replication/sync-server.ts. */
+  sync(request: SyncRequest, offset: number, length: number, budget: number, secondary: string, done: (answer: FetchAnswer) => void): void {
+    const contact = this.contact(secondary);
     const primary = this.primary;
     const registered = () => {
       if (secondary !== AWAITING_FIRST_SECONDARY && AWAITING_FIRST_SECONDARY in primary.status().secondaries) primary.removeSecondary(AWAITING_FIRST_SECONDARY);
@@ -108,9 +114,7 @@ export class LogShipServer implements LogSource {
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
     const primary = this.primary;
     const store = primary.store;
-    const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false, syncPoint: 0 };
-    this.contacts.set(secondary, contact);
-    contact.lastContact = this.clock.now();
+    const contact = this.contact(secondary);
     contact.wanted = request.seq;
     // A FETCH from its sync point on ends the copy; one from below it was sent before the sync
     // began (a resend arriving late) and must not make a handover take the copying secondary
