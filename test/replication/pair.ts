@@ -162,6 +162,10 @@ keepalive_timeout = "3s"
     const node = startNode(["--config", side.config, "--state-dir", side.stateDir], { DSTD_STATE_DIR: undefined });
     side.node = node;
     await node.waitForLog("ready:", `node ${side.name} ready`, 30_000);
+    // "ready:" is printed once every unit was started once, also when a start failed and its
+    // supervisor retries it (a port another process took between freePort and the bind):
+    // wait for the export's listener itself.
+    await node.waitForLog(`listening for DST on 127.0.0.1:${side.port}`, `node ${side.name}'s export listening`, 30_000);
   }
 
   async stop(side: Side, signal: NodeJS.Signals = "SIGTERM"): Promise<number> {
