@@ -5,7 +5,9 @@
  *
  * Problems (export/attach would refuse to start): key files that are missing, unreadable,
  * readable by others or for another identity (crypto/keys.ts loadKeyFile is the same check
- * the daemons run); export files and devices that cannot be opened as configured; for RBD
+ * the daemons run); one file, device or log_dir under two names (a symlink, a hard link,
+ * /dev/disk/by-id/…) used as config/storage-uses.ts refuses one name used twice; export
+ * files and devices that cannot be opened as configured; for RBD
  * images (the export's, or a tree's rbd legs) a missing librbd, ceph_conf or ceph_keyring.
  * Warnings (it may work elsewhere, or as another user): listen addresses this user cannot
  * bind now (tried for real on TCP, and released at once; checked on the folder for Unix
@@ -14,6 +16,8 @@
  */
 import { accessSync, constants, mkdtempSync, rmdirSync, statSync, type Stats } from "node:fs";
 import { dirname, join } from "node:path";
+import { Issues } from "../config/fields.ts";
+import { checkStorageAliases } from "../config/storage-uses.ts";
 import type { Config, TreeNodeSpec } from "../config/types.ts";
 import { allowWarnings } from "../config/warnings.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
@@ -134,9 +138,20 @@ function checkWritableDir(path: string, where: string, warnings: string[]): void
   }
 }
 
+/** What a path is on this machine: a block device by its device number, anything else by device and inode (null: nothing there yet). */
+function identity(path: string): string | null {
+  const stats = statOrNull(path);
+  if (stats === null) return null;
+  return stats.isBlockDevice() ? `block:${stats.rdev}` : `inode:${stats.dev}:${stats.ino}`;
+}
+
 export async function preflight(config: Config): Promise<Preflight> {
   const problems: string[] = [];
   const warnings: string[] = [];
+  // One file, device or log_dir under two names (the config check compares names as written).
+  const aliases = new Issues(null);
+  checkStorageAliases(config.exports, identity, aliases);
+  for (const issue of aliases.list) problems.push(`${issue.path}: ${issue.message}`);
   checkWritableDir(process.env.DSTD_STATE_DIR || config.stateDir, "state_dir", warnings); // as dstd up picks it
   config.exports.forEach((e, i) => {
     if (e.replication) checkWritableDir(e.replication.logDir, `export[${i}].replication.log_dir`, warnings);

@@ -14,9 +14,10 @@
  *   metadata area) or one disk twice. The start refuses it too, by the export's epoch
  *   (storage/remote/remote-port.ts `localEpochs`), whatever name reaches it.
  *
- * Names are compared as written (relative paths resolved against the config's directory): a
- * symlink, a second name of one device or another address of this host gets past this check
- * and is refused at start.
+ * Names are compared as written (relative paths resolved against the config's directory).
+ * `checkStorageAliases` compares what the names are on this machine (`dstd check-config`
+ * passes a stat: a symlink, a hard link, /dev/disk/by-id/… beside /dev/sdb); another address
+ * of this host gets past both and is refused at start.
  */
 import { type ExportUrl, formatExportUrl, formatListenAddress, type ListenAddress } from "../lib/address.ts";
 import { isLoopbackAddress } from "../crypto/suites.ts";
@@ -28,30 +29,52 @@ interface Use {
   at: string;
   exportName: string;
   writes: boolean;
+  /** The name as written (a path, an image, a URL). */
+  name: string;
+  /** How a message names it ("log_dir /srv/log", "rbd image rbd/disk"). */
+  what: string;
 }
 
 /** Add an issue for every storage named where an earlier use conflicts with it. */
 export function checkStorageUses(exports: readonly ExportConfig[], issues: Issues): void {
+  scanUses(exports, (path) => `path:${path}`, issues, false);
+}
+
+/**
+ * The same storage under two names, used as checkStorageUses refuses: `identify` says what a
+ * path is on this machine (its device and inode; null when nothing is there yet). Pairs
+ * written alike are checkStorageUses's and not repeated; RBD images and remote exports have
+ * no second name to find here.
+ */
+export function checkStorageAliases(exports: readonly ExportConfig[], identify: (path: string) => string | null, issues: Issues): void {
+  scanUses(exports, identify, issues, true);
+}
+
+function scanUses(exports: readonly ExportConfig[], pathKey: (path: string) => string | null, issues: Issues, aliasesOnly: boolean): void {
   const uses = new Map<string, Use[]>();
-  const note = (key: string, use: Use, what: string) => {
+  const note = (key: string | null, use: Use) => {
+    if (key === null) return;
     const earlier = uses.get(key) ?? [];
-    const conflict = earlier.find((e) => e.writes || use.writes);
+    const conflict = earlier.find((e) => (e.writes || use.writes) && (!aliasesOnly || e.name !== use.name));
     if (conflict !== undefined) {
       const where = conflict.exportName === use.exportName ? `at ${conflict.at}` : `by export '${conflict.exportName}' at ${conflict.at}`;
+      const what = aliasesOnly ? `${use.what} (the same as ${conflict.name} on this machine)` : use.what;
       issues.add(use.at, `${what} is also used ${where}: one storage used twice, at least once for writing, would be corrupted (or the second use refused at start); give each use its own`);
     }
     uses.set(key, [...earlier, use]);
   };
   // A replication log is always written (a secondary writes its copy of the log there).
   exports.forEach((exp, i) => {
-    if (exp.replication) note(`logdir:${exp.replication.logDir}`, { at: `export[${i}].replication.log_dir`, exportName: exp.name, writes: true }, `log_dir ${exp.replication.logDir}`);
+    const dir = exp.replication?.logDir;
+    if (dir !== undefined) note(pathKey(dir), { at: `export[${i}].replication.log_dir`, exportName: exp.name, writes: true, name: dir, what: `log_dir ${dir}` });
   });
   forEachStorage(exports, (node, at, exp, inTree) => {
     // A tree opens its legs writable whatever the export (a mirror writes its metadata).
     const use = { at, exportName: exp.name, writes: inTree || !exp.readOnly };
-    if (node.kind === "file" || node.kind === "device") note(`path:${node.path}`, use, node.path);
-    else if (node.kind === "rbd") note(rbdKey(node.rbd), { ...use, writes: use.writes && node.rbd.snapshot === null }, `rbd image ${rbdName(node.rbd)}`);
-    else if (node.kind === "remote") note(remoteKey(node.url), use, `remote export ${formatExportUrl(node.url)}`);
+    if (node.kind === "file" || node.kind === "device") note(pathKey(node.path), { ...use, name: node.path, what: node.path });
+    else if (aliasesOnly) return;
+    else if (node.kind === "rbd") note(rbdKey(node.rbd), { ...use, writes: use.writes && node.rbd.snapshot === null, name: rbdName(node.rbd), what: `rbd image ${rbdName(node.rbd)}` });
+    else if (node.kind === "remote") note(remoteKey(node.url), { ...use, name: formatExportUrl(node.url), what: `remote export ${formatExportUrl(node.url)}` });
   });
 }
 

@@ -5,7 +5,7 @@
  * warnings keep exit 0. examples/dstd.toml, the repository's example, must pass (item 10).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureBinary, runDstd, startExport } from "../helpers/binary.ts";
 import { scratchDir } from "../helpers/files.ts";
@@ -135,6 +135,29 @@ describe("dstd check-config", () => {
     const ok = await runDstd(["check-config", fine], { DSTD_STATE_DIR: "" });
     expect(ok.stderr).toBe("");
     expect(readdirSync(scratch.path).filter((n) => n.startsWith(".dstd-check-"))).toEqual([]);
+  });
+
+  test("one file under two names (a symlink, a hard link), or one log_dir through a symlink, is a problem naming both places", async () => {
+    const image = join(scratch.path, "alias.img");
+    writeFileSync(image, new Uint8Array(1 << 20));
+    symlinkSync(image, join(scratch.path, "alias-sym.img"));
+    linkSync(image, join(scratch.path, "alias-hard.img"));
+    mkdirSync(join(scratch.path, "alias-log"));
+    symlinkSync(join(scratch.path, "alias-log"), join(scratch.path, "alias-log-sym"));
+    const path = config(
+      "aliases.toml",
+      `[[export]]\nname = "a"\nfile = "alias.img"\nlisten = ["127.0.0.1:0"]\nallow = ["127.0.0.1/32:rw"]\n[export.replication]\nlog_dir = "alias-log"\n\n` +
+        `[[export]]\nname = "b"\nlisten = ["127.0.0.1:0"]\nallow = ["127.0.0.1/32:rw"]\n[export.replication]\nlog_dir = "alias-log-sym"\n[export.tree]\nmirror = ["alias-sym.img", "alias-hard.img"]\n`,
+    );
+    const r = await runDstd(["check-config", path], { DSTD_STATE_DIR: join(scratch.path, "alias-state") });
+    expect(r.exitCode).toBe(2);
+    const why = "is also used by export 'a' at export[0]";
+    expect(r.stderr.trimEnd().split("\n")).toEqual([
+      `dstd check-config: ${path}: export[1].replication.log_dir: log_dir ${join(scratch.path, "alias-log-sym")} (the same as ${join(scratch.path, "alias-log")} on this machine) ${why}.replication.log_dir: one storage used twice, at least once for writing, would be corrupted (or the second use refused at start); give each use its own`,
+      `${path}: export[1].tree.mirror[0].file: ${join(scratch.path, "alias-sym.img")} (the same as ${image} on this machine) ${why}.file: one storage used twice, at least once for writing, would be corrupted (or the second use refused at start); give each use its own`,
+      `${path}: export[1].tree.mirror[1].file: ${join(scratch.path, "alias-hard.img")} (the same as ${image} on this machine) ${why}.file: one storage used twice, at least once for writing, would be corrupted (or the second use refused at start); give each use its own`,
+      `${path}: 3 problem(s): export or attach would refuse to start`,
+    ]);
   });
 
   test("as an ordinary user: a privileged port is a warning", () => {

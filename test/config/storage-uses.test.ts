@@ -5,11 +5,22 @@
  * places; read-only uses may share, and so may an RBD snapshot with its image.
  */
 import { describe, expect, test } from "bun:test";
+import { Issues } from "../../src/config/fields.ts";
+import { checkStorageAliases } from "../../src/config/storage-uses.ts";
 import { validateConfig } from "../../src/config/validate.ts";
 
 function check(toml: string): string[] {
   const result = validateConfig(Bun.TOML.parse(toml), { baseDir: "/srv" });
   return "issues" in result ? result.issues.map((i) => `${i.path}: ${i.message}`) : [];
+}
+
+/** checkStorageAliases with what each path is on a made-up machine (`same`: path → what it is). */
+function aliases(toml: string, same: Record<string, string>): string[] {
+  const result = validateConfig(Bun.TOML.parse(toml), { baseDir: "/srv" });
+  if (!("config" in result)) throw new Error(JSON.stringify(result.issues));
+  const issues = new Issues(null);
+  checkStorageAliases(result.config.exports, (path) => same[path] ?? null, issues);
+  return issues.list.map((i) => `${i.path}: ${i.message}`);
 }
 
 const exp = (name: string, body: string) => `[[export]]\nname = "${name}"\nallow = ["127.0.0.1/32:rw"]\n${body}\n`;
@@ -89,5 +100,23 @@ describe("a leg that is an export of the same configuration", () => {
     expect(own(`"dst://127.0.0.1:10811/m"`)).toEqual([]);
     expect(own(`"dst://127.0.0.1:10810/other"`)).toEqual([]);
     expect(own(`"dst://10.0.0.2:10810/m"`, "0.0.0.0:10810")).toEqual([]);
+  });
+
+  test("one storage under two names (what check-config finds on the machine): refused as one name twice", () => {
+    const same = { "/srv/a.img": "inode:1", "/srv/link.img": "inode:1", "/dev/sdb": "block:2064", "/dev/disk/by-id/wwn-1": "block:2064", "/srv/log": "inode:7", "/srv/log-link": "inode:7" };
+    expect(aliases(exp("a", `file = "/srv/a.img"`) + exp("b", `[export.tree]\nmirror = ["/srv/b.img", "link.img"]`), same)).toEqual([
+      `export[1].tree.mirror[1].file: /srv/link.img (the same as /srv/a.img on this machine) is also used by export 'a' at export[0].file: ${WHY}`,
+    ]);
+    expect(aliases(exp("d", `device = "/dev/sdb"`) + exp("e", `device = "/dev/disk/by-id/wwn-1"\nread_only = true`), same)).toEqual([
+      `export[1].device: /dev/disk/by-id/wwn-1 (the same as /dev/sdb on this machine) is also used by export 'd' at export[0].device: ${WHY}`,
+    ]);
+    const log = (name: string, dir: string) => exp(name, `memory = "1MiB"\n[export.replication]\nlog_dir = "${dir}"`);
+    expect(aliases(log("p", "/srv/log") + log("q", "/srv/log-link"), same)).toEqual([
+      `export[1].replication.log_dir: log_dir /srv/log-link (the same as /srv/log on this machine) is also used by export 'p' at export[0].replication.log_dir: ${WHY}`,
+    ]);
+    // Read-only uses of one file under two names share; nothing there yet is no alias.
+    const ro = (name: string, file: string) => exp(name, `file = "${file}"\nread_only = true`);
+    expect(aliases(ro("a", "/srv/a.img") + ro("b", "/srv/link.img"), same)).toEqual([]);
+    expect(aliases(exp("a", `file = "/srv/new.img"\nsize = "1MiB"`) + exp("b", `file = "/srv/new2.img"\nsize = "1MiB"`), same)).toEqual([]);
   });
 });
