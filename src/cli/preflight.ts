@@ -25,7 +25,7 @@ import type { ListenAddress } from "../lib/address.ts";
 import { errorMessage } from "../lib/errors.ts";
 import { rbdPreflight } from "../storage/rbd/open.ts";
 import { treeLayoutProblems } from "../daemon/export-node.ts";
-import { describeListenAddress, listen } from "../transport/tcp.ts";
+import { describeListenAddress, listen, type Listener, ownListenerOverlapping } from "../transport/tcp.ts";
 
 export interface Preflight {
   problems: string[];
@@ -92,7 +92,13 @@ function checkRbdLegs(node: TreeNodeSpec, where: string, problems: string[]): vo
   }
 }
 
-async function checkListen(address: ListenAddress, where: string, warnings: string[]): Promise<void> {
+/** Listeners the check holds until it ends, so that two of the config's addresses that are one on this machine collide here too. */
+interface Held {
+  listener: Listener;
+  where: string;
+}
+
+async function checkListen(address: ListenAddress, where: string, held: Held[], problems: string[], warnings: string[]): Promise<void> {
   const text = describeListenAddress(address);
   if (address.transport === "unix") {
     const dir = dirname(address.path);
@@ -111,12 +117,37 @@ async function checkListen(address: ListenAddress, where: string, warnings: stri
     return;
   }
   if (address.port === 0) return;
+  const mine = ownListenerOverlapping(address);
   try {
-    const listener = await listen([address], () => ({ onData() {}, onDrain() {}, onClose() {} }));
-    await listener.close();
+    held.push({ listener: await bind(address), where });
   } catch (error) {
-    warnings.push(`${where}: ${errorMessage(error)} (as this user, now)`);
+    const other = mine === null ? undefined : held.find((h) => h.listener.bound.includes(mine));
+    if (other === undefined || !(await takenBy(other, address))) return void warnings.push(`${where}: ${errorMessage(error)} (as this user, now)`);
+    problems.push(`${where}: ${text} and ${other.where} (${describeListenAddress(mine!)}) are one address on this machine and cannot both be listened on; name it once, the same way everywhere`);
   }
+}
+
+function bind(address: ListenAddress): Promise<Listener> {
+  return listen([address], () => ({ onData() {}, onDrain() {}, onClose() {} }));
+}
+
+/** Whether `address` binds once `other` lets go (so `other` holds it, not another process); `other` is bound again after. */
+async function takenBy(other: Held, address: ListenAddress): Promise<boolean> {
+  const again = other.listener.bound[0]!;
+  await other.listener.close();
+  let free = false;
+  try {
+    await (await bind(address)).close();
+    free = true;
+  } catch {
+    // still taken: by another process
+  }
+  try {
+    other.listener = await bind(again);
+  } catch {
+    // taken meanwhile by another process: the check goes on without it
+  }
+  return free;
 }
 
 /**
@@ -164,11 +195,12 @@ export async function preflight(config: Config): Promise<Preflight> {
     if (attach.keyFile !== null && attach.keyFile !== config.client.keyFile) checkKeyFile(attach.keyFile, `attach[${i}].key_file`, null, problems);
   });
   const seen = new Set<string>();
+  const held: Held[] = [];
   const tryListen = async (address: ListenAddress, where: string) => {
     const key = describeListenAddress(address);
     if (seen.has(key)) return;
     seen.add(key);
-    await checkListen(address, where, warnings);
+    await checkListen(address, where, held, problems, warnings);
   };
   for (const [i, e] of config.exports.entries()) {
     checkBackend(e, `export[${i}]`, problems);
@@ -181,5 +213,6 @@ export async function preflight(config: Config): Promise<Preflight> {
     if (layout.unreadable !== null) warnings.push(layout.unreadable);
   }
   for (const [i, a] of config.attaches.entries()) if (a.nbdListen !== null) await tryListen(a.nbdListen, `attach[${i}].nbd_listen`);
+  for (const h of held) await h.listener.close();
   return { problems, warnings };
 }

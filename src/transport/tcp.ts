@@ -5,6 +5,7 @@
  */
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
+import { isIP } from "node:net";
 import { dirname } from "node:path";
 import type { ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
@@ -86,9 +87,18 @@ async function clearStaleUnixSocket(path: string): Promise<void> {
   unlinkSync(path);
 }
 
+/**
+ * TCP addresses this process listens on now: a bind refused with EADDRINUSE on one of their
+ * ports is this process's own doing (one address under two names, e.g. localhost and
+ * 127.0.0.1, or every address and one of them), which the message then says instead of
+ * blaming another process (docs/config.md, listen addresses).
+ */
+const OWN_TCP = new Set<ListenAddress>();
+
 export async function listen(addresses: ListenAddress[], accept: AcceptHandler): Promise<Listener> {
   const listeners: Array<TCPSocketListener<SocketState> | UnixSocketListener<SocketState>> = [];
   const bound: ListenAddress[] = [];
+  const own: ListenAddress[] = [];
   const unixPaths: string[] = [];
   let current: ListenAddress | null = null;
   try {
@@ -107,11 +117,15 @@ export async function listen(addresses: ListenAddress[], accept: AcceptHandler):
         });
         const listener = Bun.listen<SocketState>({ hostname: address.host, port: address.port, socket });
         listeners.push(listener);
-        bound.push({ transport: "tcp", host: address.host, port: listener.port });
+        const at: ListenAddress = { transport: "tcp", host: address.host, port: listener.port };
+        bound.push(at);
+        own.push(at);
+        OWN_TCP.add(at);
       }
     }
   } catch (error) {
     for (const listener of listeners) listener.stop(true);
+    for (const at of own) OWN_TCP.delete(at);
     if (error instanceof DstdError) throw error;
     const where = current === null ? addresses.map(describeListenAddress).join(", ") : describeListenAddress(current);
     throw new DstdError("E_LISTEN", `cannot listen on ${where}: ${listenFailure(error, current)}`, { cause: error });
@@ -120,6 +134,7 @@ export async function listen(addresses: ListenAddress[], accept: AcceptHandler):
     bound,
     async close() {
       for (const listener of listeners) listener.stop(true);
+      for (const at of own) OWN_TCP.delete(at);
       for (const path of unixPaths) if (existsSync(path)) unlinkSync(path);
     },
   };
@@ -135,10 +150,14 @@ function listenFailure(error: unknown, address: ListenAddress | null): string {
   const unix = address?.transport === "unix";
   const dir = unix ? dirname(address.path) : "";
   switch (code) {
-    case "EADDRINUSE":
-      return unix
-        ? "address already in use (EADDRINUSE): remove the stale socket file or choose another path"
-        : "address already in use (EADDRINUSE): another process (another dstd?) listens on this port; stop it or choose another port";
+    case "EADDRINUSE": {
+      if (unix) return "address already in use (EADDRINUSE): remove the stale socket file or choose another path";
+      const mine = address === null ? null : ownListenerOverlapping(address);
+      if (mine !== null) {
+        return `address already in use (EADDRINUSE): this process listens on ${describeListenAddress(mine)}, which takes this address too (one address under two names, or every address and one of them); name it once, the same way everywhere`;
+      }
+      return "address already in use (EADDRINUSE): another process (another dstd?) listens on this port; stop it or choose another port";
+    }
     case "EADDRNOTAVAIL":
       return "address not available (EADDRNOTAVAIL): this machine has no such address; use one of its addresses, or 0.0.0.0 (all IPv4) or [::] (all IPv6)";
     case "EACCES":
@@ -155,6 +174,21 @@ function listenFailure(error: unknown, address: ListenAddress | null): string {
     default:
       return `${errorMessage(error)} (${code})`;
   }
+}
+
+/** A TCP address this process listens on that `address` would collide with (null: none; Unix sockets never). */
+export function ownListenerOverlapping(address: ListenAddress): ListenAddress | null {
+  if (address.transport !== "tcp") return null;
+  for (const at of OWN_TCP) if (at.transport === "tcp" && at.port === address.port && mayOverlap(at.host, address.host)) return at;
+  return null;
+}
+
+/** Two hosts one port can collide on: the same, every address and another, or a name (it may resolve to the other). */
+function mayOverlap(a: string, b: string): boolean {
+  const bare = (h: string) => (h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h).toLowerCase();
+  const [x, y] = [bare(a), bare(b)];
+  const every = (h: string) => h === "" || h === "0.0.0.0" || h === "::";
+  return x === y || every(x) || every(y) || isIP(x) === 0 || isIP(y) === 0;
 }
 
 export function describeListenAddress(address: ListenAddress): string {

@@ -9,6 +9,15 @@ import { chmodSync, linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync,
 import { join } from "node:path";
 import { ensureBinary, runDstd, startExport } from "../helpers/binary.ts";
 import { scratchDir } from "../helpers/files.ts";
+import { startNode } from "../helpers/node-process.ts";
+
+/** A TCP port free on 127.0.0.1 now (bound, then released). */
+async function freeTcpPort(): Promise<number> {
+  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = probe.port;
+  probe.stop(true);
+  return port;
+}
 
 const scratch = scratchDir("cli-check");
 afterAll(() => scratch.remove());
@@ -158,6 +167,29 @@ describe("dstd check-config", () => {
       `${path}: export[1].tree.mirror[1].file: ${join(scratch.path, "alias-hard.img")} (the same as ${image} on this machine) ${why}.file: one storage used twice, at least once for writing, would be corrupted (or the second use refused at start); give each use its own`,
       `${path}: 3 problem(s): export or attach would refuse to start`,
     ]);
+  });
+
+  test("two listen addresses that are one on this machine (localhost and 127.0.0.1) are a problem naming both; dstd up's second bind says it is its own", async () => {
+    const port = await freeTcpPort();
+    const text =
+      `state_dir = "${join(scratch.path, "alias-listen-state")}"\n` +
+      `[[export]]\nname = "a"\nmemory = "1MiB"\nlisten = ["localhost:${port}"]\nallow = ["127.0.0.1/32:rw"]\n\n` +
+      `[[export]]\nname = "b"\nmemory = "1MiB"\nlisten = ["127.0.0.1:${port}"]\nallow = ["127.0.0.1/32:rw"]\n`;
+    const path = config("alias-listen.toml", text);
+    const r = await runDstd(["check-config", path]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.trimEnd().split("\n")).toEqual([
+      `dstd check-config: ${path}: export[1].listen: 127.0.0.1:${port} and export[0].listen (localhost:${port}) are one address on this machine and cannot both be listened on; name it once, the same way everywhere`,
+      `${path}: 1 problem(s): export or attach would refuse to start`,
+    ]);
+    // The same config run: the second export's bind names this process, not "another process".
+    const node = startNode(["--config", path], { DSTD_STATE_DIR: undefined });
+    try {
+      await node.waitForLog("restarting in", "the second export's failed start", 30_000);
+      expect(node.stderr()).toContain(`[export:b] failed: cannot listen on 127.0.0.1:${port}: address already in use (EADDRINUSE): this process listens on localhost:${port}, which takes this address too`);
+    } finally {
+      await node.stop();
+    }
   });
 
   test("as an ordinary user: a privileged port is a warning", () => {
