@@ -186,6 +186,9 @@ describe("dstd check-config", () => {
     const node = startNode(["--config", path], { DSTD_STATE_DIR: undefined });
     try {
       await node.waitForLog("restarting in", "the second export's failed start", 30_000);
+      // Ready (and READY=1 under systemd) once every unit had its first start; the summary names the one that failed.
+      await node.waitForLog("ready:", "the node ready", 30_000);
+      expect(node.stderr()).toMatch(/ready: 2 exports in 1\/2 groups serving; .*export:b backoff/);
       expect(node.stderr()).toContain(`[export:b] failed: cannot listen on 127.0.0.1:${port}: address already in use (EADDRINUSE): this process listens on localhost:${port}, which takes this address too`);
     } finally {
       await node.stop();
