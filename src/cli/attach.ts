@@ -80,7 +80,6 @@ export default defineDstdCommand({
       await node.stop();
       return;
     }
-    if (entry?.nbdListen) log.warn("[[attach]] nbd_listen together with a device is not supported yet: serving the device only");
     const connections = socketCount(args.connections, entry?.connections ?? DEFAULT_ATTACH_CONNECTIONS);
     const result = await attachKernel({ url, device, stateDir, engine, deadConnTimeoutSec: deadConnTimeout(args["dead-conn-timeout"]), connections, log });
     if (result.kind === "already") {

@@ -77,8 +77,9 @@ function checkBackend(config: Config["exports"][number], where: string, problems
   }
   if (!stats.isFile()) {
     problems.push(`${where}.file: ${backend.path} is not a regular file${stats.isBlockDevice() ? " (use device = for a block device)" : ""}`);
-  } else if (backend.sizeBytes !== null && backend.sizeBytes !== stats.size) {
-    problems.push(`${where}.size: ${backend.path} exists with ${stats.size} bytes, not ${backend.sizeBytes}; an existing file is never resized (remove size to use it as it is)`);
+  } else if (backend.sizeBytes !== null && stats.size < backend.sizeBytes) {
+    // Larger is served at its own size, as `dstd export` opens it (a file `dstd resize` grew: storage/local/file.ts `grown`).
+    problems.push(`${where}.size: ${backend.path} exists with ${stats.size} bytes, less than ${backend.sizeBytes}; an existing file is never resized (remove size to use it as it is)`);
   }
 }
 

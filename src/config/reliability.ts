@@ -158,6 +158,11 @@ export function readAttaches(value: unknown, client: ClientConfig, issues: Issue
       listenText === undefined ? null : parseListenAddress(listenText, NBD_DEFAULT_PORT);
     if (typeof nbdListen === "string") issues.add(listenPath, nbdListen);
     const connections = readInteger(get(table, "connections"), LIMITS.attachConnections, join(path, "connections"), issues);
+    // Two modes, as on the command line (cli/attach.ts): a kernel device, or an NBD endpoint.
+    if (nbdListen !== null && nbdListen !== undefined && typeof nbdListen !== "string") {
+      if (device !== undefined) issues.add(listenPath, "device and nbd_listen are two different modes (a kernel device, or an NBD endpoint for local clients): give one");
+      if (get(table, "connections") !== undefined) issues.add(join(path, "connections"), "connections counts the sockets of a kernel device; with nbd_listen each NBD client has its own connection: remove it");
+    }
     const keyFile = readPath(get(table, "key_file"), join(path, "key_file"), issues);
     const suites = readSuites(get(table, "suites"), join(path, "suites"), issues);
     const checksums = readChecksums(get(table, "checksums"), join(path, "checksums"), issues);

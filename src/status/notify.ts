@@ -4,8 +4,9 @@
  * datagram to a Unix datagram socket (a path, or '@name' in the abstract namespace).
  *
  * What dstd sends and when (docs/status.md "systemd"):
- * - READY=1 with STATUS= once every listener is bound, every export open and every
- *   attachment's first attempt settled (devices sized);
+ * - READY=1 with STATUS= once every unit's first start settled: listeners bound, exports
+ *   open, attachments attached (devices sized), or a failed first start logged and its
+ *   restarts under way (the summary names the unit);
  * - STATUS=<one line> whenever the summary changes;
  * - WATCHDOG=1 every WATCHDOG_USEC/2, from an event-loop timer (a stuck loop stops it);
  * - RELOADING=1 + MONOTONIC_USEC= at a reload, READY=1 when it is applied;

@@ -91,6 +91,17 @@ describe("dstd check-config", () => {
     const f = await runDstd(["check-config", files]);
     expect(f.exitCode).toBe(2);
     expect(f.stderr).toContain(`export[0].file: ${join(scratch.path, "absent.img")} does not exist; give size to create it`);
+    // An existing file larger than size is served at its own size (a file dstd resize grew), as dstd export opens it; a smaller one is refused.
+    writeFileSync(join(scratch.path, "grown.img"), new Uint8Array(2 << 20));
+    const sized = (size: string) => config(`sized-${size}.toml`, `[[export]]\nfile = "grown.img"\nsize = "${size}"\nallow = ["127.0.0.1/32:rw"]\n`);
+    const grown = await runDstd(["check-config", sized("1MiB")]);
+    expect(grown.stderr).toBe("");
+    expect(grown.exitCode).toBe(0);
+    const small = await runDstd(["check-config", sized("4MiB")]);
+    expect(small.exitCode).toBe(2);
+    expect(small.stderr).toContain(`export[0].size: ${join(scratch.path, "grown.img")} exists with 2097152 bytes, less than 4194304; an existing file is never resized`);
+    const served = await startExport(["--config", sized("1MiB")]);
+    await served.stop();
   });
 
   test("an rbd leg of a tree whose ceph.conf is missing is named with its leg", async () => {

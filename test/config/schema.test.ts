@@ -94,7 +94,7 @@ describe("valid fixtures", () => {
       protocol: "dst", transport: "tcp", host: "storage-1", port: 10810, exportName: "disk",
     });
     expect(first?.device).toBe("/dev/nbd0");
-    expect(first?.nbdListen).toEqual({ transport: "unix", path: "/run/dstd-nbd.sock" });
+    expect(first?.nbdListen).toBeNull();
     expect(first?.keyFile).toBe("/etc/dstd/alice.key");
     expect(first?.suites).toEqual(["aes-256-gcm"]);
     expect(first?.checksums).toEqual(["xxh3", "none"]);
@@ -103,7 +103,7 @@ describe("valid fixtures", () => {
       protocol: "dst", transport: "unix", path: "/run/dstd.sock", exportName: "scratch",
     });
     expect(second?.device).toBeNull();
-    expect(second?.nbdListen).toBeNull();
+    expect(second?.nbdListen).toEqual({ transport: "unix", path: "/run/dstd-nbd.sock" });
     expect(second?.keyFile).toBe("/etc/dstd/keys/client.key");
     expect(second?.suites).toEqual(["none"]);
     expect(second?.reliability).toEqual({
