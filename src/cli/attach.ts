@@ -48,7 +48,7 @@ export default defineDstdCommand({
     "dead-conn-timeout": { type: "string", description: "how long the kernel holds I/O for a restarted daemon (default 2m)", valueHint: "DURATION" },
     connections: { type: "string", description: "sockets to give the kernel (NBD multi-conn; default 1, or [[attach]] connections)", valueHint: "N" },
     "key-file": { type: "string", description: "identity key file to authenticate with", valueHint: "FILE" },
-    "state-dir": { type: "string", description: "attachment state directory (default /var/lib/dstd or $DSTD_STATE_DIR)", valueHint: "DIR" },
+    "state-dir": { type: "string", description: "attachment state directory (default: $DSTD_STATE_DIR, else the config's state_dir, else /var/lib/dstd)", valueHint: "DIR" },
   },
   async run({ args }) {
     const { raw, source, baseDir } = readRawConfig(args.config);

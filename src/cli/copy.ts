@@ -60,7 +60,7 @@ export default defineDstdCommand({
     progress: { type: "boolean", alias: "p", description: "show progress and link state on stderr (default: when stderr is a terminal)" },
     "key-file": { type: "string", description: "identity key file to authenticate with (dstd keygen)", valueHint: "FILE" },
     deadline: { type: "string", description: "how long one request may take, across reconnects, before the copy fails (default 2m, [client] deadline)", valueHint: "DURATION" },
-    wait: { type: "boolean", description: "wait for the export to come up (until --deadline) instead of failing when it cannot be reached" },
+    wait: { type: "boolean", description: "wait for a dst:// export to come up (until --deadline) instead of failing when it cannot be reached" },
     overwrite: { type: "boolean", description: "replace an existing local target file of another size" },
     "flush-every": { type: "string", description: "flush the target after this many bytes while copying (default 32MiB; 0: only at the end, the client then keeps up to [client] replay_buffer for replay)", valueHint: "SIZE" },
   },

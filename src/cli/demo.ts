@@ -39,7 +39,7 @@ export default defineDstdCommand({
   },
   args: {
     dir: { type: "string", description: "data folder (default ./data)", valueHint: "DIR" },
-    port: { type: "string", alias: "p", description: "DST port (default 10810; NBD uses 10809, or PORT+1 when PORT is given; 0: any free ports)", valueHint: "PORT" },
+    port: { type: "string", alias: "p", description: "DST port (default 10810; NBD uses 10809 with it, PORT+1 with any other PORT; 0: any free ports)", valueHint: "PORT" },
   },
   examples: ["npm start", "dstd demo --dir /var/tmp/dstd-demo -p 20810"],
   async run({ args }) {

@@ -15,7 +15,7 @@ import { defineDstdCommand } from "./command.ts";
 const DAEMON_STOP_WAIT_MS = 120_000;
 
 export default defineDstdCommand({
-  meta: { name: "detach", description: "Detach an attachment: flush, then stop its daemon (a /dev/nbdN device goes away). Detaching what is not attached says so and succeeds." },
+  meta: { name: "detach", description: "Detach an attachment: flush, then stop its daemon (a /dev/nbdN device goes away). Detaching what is not attached says so and succeeds; a record whose daemon is gone says how to resume it, or is cleared with --force." },
   examples: ["dstd detach /dev/nbd0", "dstd detach unix:/run/dstd-disk.sock"],
   args: {
     ...commonArgs,

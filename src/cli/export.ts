@@ -57,6 +57,7 @@ export default defineDstdCommand({
     "log-dir": { type: "string", description: "replicate: keep the replication log here (a primary, or with --replica-of a secondary; docs/replication.md)", valueHint: "DIR" },
     "log-size": { type: "string", description: "primary: most bytes the replication log holds (default 1GiB)", valueHint: "SIZE" },
     "replica-of": { type: "string", description: "be a secondary of this primary export, fetching its log with the first --key-file: dst://HOST[:PORT]/NAME", valueHint: "URL" },
+    peer: { type: "string", description: "primary: its secondary's export, asked at start (with the first --key-file) so that after a failover this node never serves writes as a second primary: dst://HOST[:PORT]/NAME", valueHint: "URL" },
     "replay-delay": { type: "string", description: "secondary: apply each record this long after the primary wrote it (an undo window)", valueHint: "DURATION" },
     "state-dir": { type: "string", description: "replicated or mirrored exports: open the control socket in DIR, for dstd replica (status, promote, pause…) and dstd leg (suspend, resume) with --state-dir DIR; linear and striped exports: keep their layout record in DIR/layout", valueHint: "DIR" },
     compress: { type: "boolean", description: "secondary: ask the primary for zstd-compressed log answers (docs/replication.md §10)" },
@@ -136,14 +137,14 @@ export default defineDstdCommand({
   },
 });
 
-/** `--log-dir DIR [--log-size SIZE]` (primary) or `--log-dir DIR --replica-of URL` (secondary) as an [export.replication] table. */
+/** `--log-dir DIR [--log-size SIZE] [--peer URL]` (primary) or `--log-dir DIR --replica-of URL` (secondary) as an [export.replication] table. */
 function replicationFromFlags(
-  args: { "log-dir"?: string; "log-size"?: string; "replica-of"?: string; "replay-delay"?: string; compress?: boolean; bandwidth?: string },
+  args: { "log-dir"?: string; "log-size"?: string; "replica-of"?: string; peer?: string; "replay-delay"?: string; compress?: boolean; bandwidth?: string },
   keyFiles: readonly string[],
 ): Record<string, unknown> | null {
   const dir = args["log-dir"];
   if (dir === undefined) {
-    for (const flag of ["log-size", "replica-of", "replay-delay", "compress", "bandwidth"] as const) {
+    for (const flag of ["log-size", "replica-of", "peer", "replay-delay", "compress", "bandwidth"] as const) {
       if (args[flag] !== undefined && args[flag] !== false) throw new UsageError(`--${flag} needs --log-dir DIR (where the replication log is kept)`);
     }
     return null;
@@ -155,8 +156,13 @@ function replicationFromFlags(
       if (args[flag] !== undefined && args[flag] !== false) throw new UsageError(`--${flag} is for a secondary (--replica-of URL)`);
     }
     if (args["log-size"] !== undefined) table.log_size = args["log-size"];
+    if (args.peer !== undefined) {
+      table.peer = args.peer;
+      if (keyFiles.length > 0) table.key_file = resolve(keyFiles[0]!);
+    }
     return table;
   }
+  if (args.peer !== undefined) throw new UsageError("--peer names a primary's secondary; a secondary's peer is its primary, given by --replica-of");
   if (args["log-size"] !== undefined) throw new UsageError("--log-size is for a primary; a secondary keeps only what it has not applied");
   table.role = "secondary";
   table.peer = peer;

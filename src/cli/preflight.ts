@@ -19,7 +19,7 @@ import { dirname, join } from "node:path";
 import { Issues } from "../config/fields.ts";
 import { checkStorageAliases } from "../config/storage-uses.ts";
 import type { Config, TreeNodeSpec } from "../config/types.ts";
-import { allowWarnings } from "../config/warnings.ts";
+import { exportWarnings } from "../config/warnings.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { errorMessage } from "../lib/errors.ts";
@@ -207,7 +207,7 @@ export async function preflight(config: Config): Promise<Preflight> {
     checkBackend(e, `export[${i}]`, problems);
     for (const address of e.listen) await tryListen(address, `export[${i}].listen`);
     for (const address of e.nbdListen) await tryListen(address, `export[${i}].nbd_listen`);
-    warnings.push(...allowWarnings(e));
+    warnings.push(...exportWarnings(e));
     // A tree the layout record under state_dir refuses would not start (docs/tree.md "The layout record").
     const layout = treeLayoutProblems(e, process.env.DSTD_STATE_DIR || config.stateDir); // as dstd up picks it (an empty variable counts as unset)
     problems.push(...layout.problems);

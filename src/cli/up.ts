@@ -25,10 +25,10 @@ export default defineCommand({
   },
   args: {
     config: { type: "string", description: "the node's TOML config file", valueHint: "FILE", required: true },
-    "state-dir": { type: "string", description: "state directory: control socket, attachment records (default: the config's state_dir, $DSTD_STATE_DIR, /var/lib/dstd)", valueHint: "DIR" },
+    "state-dir": { type: "string", description: "state directory: control socket, attachment records (default: $DSTD_STATE_DIR, else the config's state_dir, else /var/lib/dstd)", valueHint: "DIR" },
     "metrics-listen": { type: "string", description: "serve Prometheus metrics on HOST:PORT/metrics (default: the config's metrics_listen)", valueHint: "ADDR" },
     "log-level": { type: "string", description: "error | warn | info | debug | trace (default: the config's log_level)", valueHint: "LEVEL" },
-    "log-format": { type: "string", description: "text | json (default: the config's log_format, $DSTD_LOG_FORMAT)", valueHint: "FORMAT" },
+    "log-format": { type: "string", description: "text | json (default: $DSTD_LOG_FORMAT, else the config's log_format, else text)", valueHint: "FORMAT" },
     "root-storage-daemon": { type: "boolean", description: "re-execute as '@dstd' so a system shutdown leaves this process serving the root disk until it is unmounted" },
   },
   async run({ args }) {

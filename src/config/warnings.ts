@@ -30,6 +30,23 @@ function describe(address: ListenAddress): string {
   return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
+/** Everything about one export that is valid but cannot do what it says, as warnings. */
+export function exportWarnings(config: ExportConfig): string[] {
+  return [...allowWarnings(config), ...replicationWarnings(config)];
+}
+
+/**
+ * A replication primary without a `peer` cannot fence itself at start (docs/replication.md
+ * §11): after a `promote --force` of its secondary it would come back as a second primary.
+ */
+function replicationWarnings(config: ExportConfig): string[] {
+  const r = config.replication;
+  if (r == null || r.role !== "primary" || r.peer !== null) return [];
+  return [
+    `export '${config.name}': a replication primary without a peer: after a failover to its secondary (promote --force) this node, restarted, cannot tell it was replaced and serves writes as a second primary; name its secondary as peer (--peer URL, or peer in [export.replication]) so it asks first`,
+  ];
+}
+
 /** Allow rules of `config` that no peer able to connect could ever match, as warnings. */
 export function allowWarnings(config: ExportConfig): string[] {
   const listeners = [...config.listen, ...config.nbdListen];

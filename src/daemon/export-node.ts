@@ -16,7 +16,7 @@ import { openTree, type TreeLog } from "../storage/tree/open.ts";
 import { HeldRecords, LayoutBook, type LayoutRecords } from "../storage/tree/layout-book.ts";
 import { layoutProblems } from "../storage/tree/tree-layout.ts";
 import type { ExportConfig, KeyConfig, TreeNodeSpec } from "../config/types.ts";
-import { allowWarnings } from "../config/warnings.ts";
+import { exportWarnings } from "../config/warnings.ts";
 import type { KeyTable } from "../crypto/dst-auth.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
@@ -242,7 +242,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (config.allow.length === 0) {
         log.warn(`export '${config.name}' has no allow entries: every client will be refused (add --allow CIDR[:ro|:rw])`);
       }
-      for (const warning of allowWarnings(config)) log.warn(warning);
+      for (const warning of exportWarnings(config)) log.warn(warning);
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer, epoch });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;

@@ -117,6 +117,11 @@ export class ClientSession {
     const welcome = result.welcome;
     const checksum = welcome.checksum ?? "none";
     if (!isChecksumName(checksum)) return { kind: "drop", message: `export chose unknown data checksum ${quotePeer(checksum)}` };
+    // Only one this client offered: an export may not turn the end-to-end digest off (or change it) on its own.
+    const offered = this.options.checksums ?? DEFAULT_CHECKSUMS;
+    if (!offered.includes(checksum)) {
+      return { kind: "fail", message: `export chose data checksum ${checksum}, which this client did not offer (it offers ${offered.join(", ")})`, errno: Errno.EPROTONOSUPPORT };
+    }
     const newSession = this.id === null || !sameBytes(this.id, welcome.sessionId);
     if (newSession) {
       // A new session: its resumption secret is this handshake's, for the session's life.

@@ -161,6 +161,14 @@ export class ExportHandshake {
       const who = identity === null ? `anonymous clients from ${where} are` : `identity ${quotePeer(identity)} from ${where} is`;
       return refuse(Errno.EACCES, `access denied: ${who} not allowed to use export ${quotePeer(exp.name)}`);
     }
+    // Fails closed (docs/security.md §3): an export whose checksums leave out `none` serves only
+    // clients that offer one it allows; a client that offers none at all offers `none`.
+    const allowed = exp.checksums ?? DEFAULT_CHECKSUMS;
+    const offered = this.offeredChecksums.length > 0 ? this.offeredChecksums : ["none"];
+    const checksum = chooseChecksum(offered, allowed);
+    if (checksum === null) {
+      return refuse(Errno.EPROTONOSUPPORT, `no common data checksum (client offers ${offered.map((c) => quotePeer(c)).join(", ")}; export allows ${allowed.join(", ")})`);
+    }
     const owner: SessionOwner = { exportName: exp.name, identity, peerClass: peerClass(this.peer) };
     const bound = this.bindSession(hello, owner, auth);
     if ("refuse" in bound) return bound.refuse;
@@ -168,7 +176,6 @@ export class ExportHandshake {
     const port = exp.port;
     const writable = access === "rw" && !exp.readOnly && !port.readOnly;
     const maxPayload = Math.max(4096, Math.min(hello.maxPayload, PAYLOAD_MAX_DEFAULT, port.maxPayload));
-    const checksum = chooseChecksum(this.offeredChecksums, exp.checksums ?? DEFAULT_CHECKSUMS) ?? "none";
     // The resumption secret is set once, when the session is made (sessions.ts says why).
     let token: Uint8Array | null = null;
     if (!resumed && auth !== null) session.setSecret(auth.channel.resumeKey);

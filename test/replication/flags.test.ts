@@ -56,7 +56,8 @@ test(
     const bState = join(dir.path, "fb.state");
     const primary = await startExport(["--file", a, "--size", "16MiB", "--allow", "127.0.0.1:rw", "--allow", "127.0.0.1:replica", "--log-dir", join(dir.path, "fa.log"), "--state-dir", aState]);
     running.push(primary);
-    const secondary = await startExport(["--file", b, "--size", "16MiB", "--allow", "127.0.0.1:rw", "--log-dir", join(dir.path, "fb.log"), "--replica-of", `dst://127.0.0.1:${primary.port}/disk`, "--state-dir", bState]);
+    // The secondary grants replica too: once promoted, its old primary asks it at start (fencing).
+    const secondary = await startExport(["--file", b, "--size", "16MiB", "--allow", "127.0.0.1:rw", "--allow", "127.0.0.1:replica", "--log-dir", join(dir.path, "fb.log"), "--replica-of", `dst://127.0.0.1:${primary.port}/disk`, "--state-dir", bState]);
     running.push(secondary);
     expect(secondary.log()).toContain(`control socket ${join(bState, "control.sock")}`);
     const source = join(dir.path, "fsource.bin");
@@ -88,6 +89,16 @@ test(
     expect([after.role, after.generation]).toEqual(["primary", 2]);
     expect(hashPrefix(b, 4 * MiB)).toBe(hashPrefix(source, 4 * MiB));
     expect((await copyInto(source, secondary.port)).exitCode).toBe(0);
+    // The old primary was warned it has no peer; back with --peer it asks the new primary first
+    // and, its log a prefix of the new primary's, starts as its secondary (read-only), never as
+    // a second primary (docs/replication.md §11 "Fencing at start").
+    expect(primary.log()).toContain("export 'disk': a replication primary without a peer");
+    const back = await startExport(["--file", a, "--allow", "127.0.0.1:rw", "--log-dir", join(dir.path, "fa.log"), "--state-dir", aState, "--peer", `dst://127.0.0.1:${secondary.port}/disk`]);
+    running.push(back);
+    expect(back.log()).not.toContain("without a peer");
+    expect((await status(aState)).role).toBe("secondary");
+    expect((await copyInto(source, back.port)).exitCode).not.toBe(0);
+    await back.stop();
     // A second node on the same state directory fails before it listens.
     const twice = await runDstd(["export", "--file", join(dir.path, "fc.img"), "--size", "1MiB", "--log-dir", join(dir.path, "fc.log"), "--listen", "127.0.0.1:0", "--state-dir", bState]);
     expect(twice.exitCode).not.toBe(0);
@@ -111,6 +122,8 @@ test("replication flags: clear usage errors", async () => {
     [["--state-dir", "x.state"], "--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear or striped one: give --log-dir DIR"],
     [["--compress"], "--compress needs --log-dir DIR"],
     [["--log-dir", "x.log", "--compress"], "--compress is for a secondary"],
+    [["--peer", "dst://h/disk"], "--peer needs --log-dir DIR"],
+    [["--log-dir", "x.log", "--replica-of", "dst://h/disk", "--peer", "dst://h/disk"], "--peer names a primary's secondary; a secondary's peer is its primary, given by --replica-of"],
     [["--log-dir", "x.log", "--bandwidth", "1MiB/s"], "--bandwidth is for a secondary"],
     [["--log-dir", "x.log", "--replica-of", "dst://h/disk", "--bandwidth", "20MiB"], 'is not a rate; use e.g. "20MiB/s"'],
   ] as const) {

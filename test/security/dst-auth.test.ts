@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import type { KeyMaterial } from "../../src/crypto/keys.ts";
+import type { ChecksumName } from "../../src/crypto/checksum.ts";
 import type { SuiteName } from "../../src/crypto/suites.ts";
 import { DstClient } from "../../src/client/dst-client.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
@@ -45,6 +46,7 @@ const server = new DstServer({
     { name: "elsewhere", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("alice@10.0.0.0/8:rw") },
     { name: "anon", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("127.0.0.1/32:rw") },
     { name: "gcm-only", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("alice@127.0.0.1/32:rw"), suites: ["aes-256-gcm"] },
+    { name: "digest-required", description: "", port: createLocalPort(createMemoryBackend(MiB)), readOnly: false, allow: rules("127.0.0.1/32:rw"), checksums: ["sha256"] },
   ],
 });
 
@@ -99,13 +101,14 @@ afterAll(async () => {
   await listener.close();
 });
 
-function open(exportName: string, k: KeyMaterial | null, suites: SuiteName[] = ["aes-256-gcm"]) {
+function open(exportName: string, k: KeyMaterial | null, suites: SuiteName[] = ["aes-256-gcm"], checksums?: ChecksumName[]) {
   return DstClient.open({
     address: { transport: "tcp", host: "127.0.0.1", port },
     exportName,
     log: recordingLog(),
     deadlineMs: 3000,
     auth: k ? { key: k, suites } : null,
+    ...(checksums === undefined ? {} : { checksums }),
   });
 }
 
@@ -165,6 +168,27 @@ describe("mutual authentication and ACLs", () => {
     await expect(open("gcm-only", alice, ["chacha20-poly1305"])).rejects.toThrow(
       /no common suite \(client offers chacha20-poly1305; export allows aes-256-gcm here\)/,
     );
+  });
+
+  test("no common data checksum is refused with both lists named (never a silent `none`); the client refuses a checksum it did not offer", async () => {
+    await expect(open("digest-required", null, [], ["xxh3", "none"])).rejects.toThrow(
+      /no common data checksum \(client offers 'xxh3', 'none'; export allows sha256\)/,
+    );
+    const fine = await open("digest-required", null, [], ["xxh3", "sha256"]);
+    await fine.write(0, new Uint8Array(4096).fill(7));
+    expect((await fine.read(0, 4096)).every((b) => b === 7)).toBe(true);
+    await fine.close();
+    // On a plain loopback session a meddler turns the WELCOME's xxh3 into none (same length).
+    mangleDown = (chunk) => {
+      const at = Buffer.from(chunk).indexOf("xxh3");
+      if (at >= 0) chunk.set(new TextEncoder().encode("none"), at);
+      return chunk;
+    };
+    try {
+      await expect(open("anon", null, [], ["xxh3"])).rejects.toThrow("export chose data checksum none, which this client did not offer (it offers xxh3)");
+    } finally {
+      mangleDown = null;
+    }
   });
 
   test("anonymous clients are refused where an identity is required", async () => {

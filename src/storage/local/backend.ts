@@ -54,6 +54,8 @@ export interface Backend {
    * Throws BackendError naming the problem.
    */
   resize?(size: number): void;
+  /** Why `resize(size)` would be refused, asked before anything changes (a block device not that size now); null: it would not. */
+  resizeProblem?(size: number): string | null;
   /**
    * Optional (file and device backends): read, write and flush on Bun's I/O thread pool, so
    * the kernel's copies and fdatasync run beside the event loop (storage/local/port.ts uses

@@ -56,11 +56,14 @@ export class BlockDeviceBackend extends FdBackend {
    * size the device reports now (BLKGETSIZE64) and nothing else.
    */
   resize(size: number): void {
+    const problem = this.resizeProblem(size);
+    if (problem !== null) throw new BackendError(problem, Errno.EINVAL);
+    this.size = size;
+  }
+
+  resizeProblem(size: number): string | null {
     const actual = blockDeviceSize(this.fd);
-    if (actual !== size) {
-      throw new BackendError(`${this.path} is ${actual} bytes: a block device is resized by growing the device itself, then dstd resize follows it`, Errno.EINVAL);
-    }
-    this.size = actual;
+    return actual === size ? null : `${this.path} is ${actual} bytes: a block device is resized by growing the device itself (lvextend, a grown LUN), then dstd resize follows it`;
   }
 
   /** BLKDISCARD of the sector-aligned interior. Trim is advisory (proto.md NBD_CMD_TRIM), so

@@ -185,6 +185,12 @@ class LocalPort implements StoragePort {
     return this.backend.size;
   }
 
+  /** The backend's reason to refuse a size, asked before a tree grows anything (a block device leg not that size). */
+  get resizeProblem(): ((size: number) => string | null) | undefined {
+    const backend = this.backend;
+    return backend.resizeProblem === undefined ? undefined : (size) => backend.resizeProblem!(size);
+  }
+
   resize(size: number, done: Done): void {
     const backend = this.backend;
     if (backend.resize === undefined) return done(Errno.ENOTSUP);

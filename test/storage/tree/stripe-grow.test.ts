@@ -107,6 +107,17 @@ test("a leg that cannot grow refuses the resize, naming it; one large enough alr
   for (const s of [small, grows, failing]) await s.close();
 });
 
+test("a leg whose backend refuses the size (a block device not grown yet) refuses the resize up front, naming it; no other leg grows", async () => {
+  const device = Object.assign(createMemoryBackend(MiB), { resizeProblem: (size: number) => `/dev/sdx is 1048576 bytes, not ${size}: grow the device first` });
+  const other = memory(MiB);
+  const port = new StripePort([{ label: "a", port: other }, { label: "dev", port: createLocalPort(device, { description: "device", log: quiet }) }], CHUNK);
+  expect(port.resizeProblem(4 * MiB)).toBe("leg dev cannot grow to 2 MiB: /dev/sdx is 1048576 bytes, not 2097152: grow the device first");
+  expect(await resize(port, 4 * MiB)).toBe(Errno.EBUSY);
+  expect(other.size).toBe(MiB);
+  expect(port.size).toBe(2 * MiB);
+  await port.close();
+});
+
 test("a mirror of stripes grows through its stripe legs; a stripe of mirrors through its mirror legs; both reopen at the new size, legs in sync", async () => {
   const META = MiB; // a mirror leg's metadata area (docs/tree.md "On-leg metadata")
   // Mirror of two stripes of two 4 MiB files: stripes of 8 MiB, a mirror of 7 MiB.

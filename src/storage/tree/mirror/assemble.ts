@@ -104,7 +104,7 @@ export function planAssembly(found: readonly LegFound[], options: PlanOptions): 
     const listedInSync = slot.state === SlotState.IN_SYNC;
     let p: LegPlan;
     if (!leg.present || decoded === null) {
-      if (listedInSync) return `leg ${i} is unreachable and the mirror's last record lists it in sync: it may hold newer data; bring it back (or remove it from the configuration only if it is lost for good and other legs are in sync — see docs/tree.md)`;
+      if (listedInSync) return `leg ${i} is unreachable and the mirror's last record lists it in sync: it may hold newer data; bring it back (or, only if it is lost for good and another leg is in sync, put a blank disk in its place: it is resynced whole — docs/tree.md "Operator actions")`;
       p = outOfSync(plan0("absent", "unreachable"), slot);
     } else if (leg.sizeBytes < layout.metaBytes + layout.dataBytes) {
       p = plan0("too-small", `${leg.sizeBytes} bytes; the mirror needs ${layout.metaBytes + layout.dataBytes}`);
