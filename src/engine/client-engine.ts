@@ -464,6 +464,9 @@ export class ClientEngine {
         const verified = verifyDigestHash(this.checksum, data, digest);
         if (verified === false) return this.retryCorrupt(txn, "READ reply failed its data checksum");
         if (typeof verified === "bigint") hash = verified;
+      } else if (this.checksum !== "none" && header.length > 0) {
+        // Never used unchecked: with a checksum in force every READ reply carries its digest.
+        return this.retryCorrupt(txn, "READ reply came without its data checksum");
       }
       if (txn.into !== null) {
         if (!scattered) txn.into.set(data);

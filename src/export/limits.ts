@@ -31,6 +31,12 @@ export interface ExportLimits {
    * are forgotten first; if connected sessions alone hold it, their mutations are refused.
    */
   totalEntries: number;
+  /**
+   * Exactly-once entries one owner (an identity; anonymous sessions: their peer class) may hold
+   * across its sessions: a client that opens many sessions and never lets their floors advance
+   * fills its own share, not the table every other client needs (export/sessions.ts).
+   */
+  ownerEntries: number;
   /** Sessions remembered (connected or waiting for a reconnect). */
   sessions: number;
 }
@@ -43,5 +49,6 @@ export const EXPORT_LIMITS: Readonly<ExportLimits> = {
   turnRequests: 128,
   sessionEntries: 512,
   totalEntries: 200_000,
+  ownerEntries: 50_000,
   sessions: 4096,
 };

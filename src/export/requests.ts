@@ -151,6 +151,15 @@ export class RequestPipeline {
     let data = payload;
     /** The payload's XXH3-64 (the exactly-once signature), once known. */
     let hash: bigint | null = null;
+    // With a checksum in force every WRITE carries its digest (docs/protocol.md §4.1 DIGEST): one
+    // without it is answered as a corrupt one, so the data is never applied unchecked (a meddler
+    // on a plain loopback session could strip it) and an honest client resends it whole.
+    if (status === 0 && kind === "write" && host.checksum !== "none" && header.length > 0 && (header.flags & Flag.DIGEST) === 0) {
+      host.counters.checksumFailures++;
+      host.warn(`write ${header.length} B at ${header.offset}: no data checksum, though ${host.checksum} is in force; not applied`);
+      host.replies.header(opcode, header.txid, Errno.EBADMSG, header.offset, 0, reservation);
+      return "done";
+    }
     if (status === 0 && kind === "write" && (header.flags & Flag.DIGEST) !== 0) {
       // End-to-end check of the client's copy before anything reaches the disk. A mismatch is
       // not recorded in the table, so the client's resend gets a fresh chance. An xxh3 digest

@@ -16,8 +16,10 @@
  * table only when its signature matches what was applied; a different request under a used
  * txid fails loudly instead of being acknowledged without effect.
  *
- * Bounds (export/limits.ts): entries per session, entries in total, and the number of sessions
- * (least recently used disconnected ones are forgotten first).
+ * Bounds (export/limits.ts): entries per session, entries per owner (an identity, or the peer
+ * class of anonymous sessions: one client opening many sessions cannot fill the table the others
+ * need), entries in total, and the number of sessions (least recently used disconnected ones
+ * are forgotten first).
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { ExportLimits } from "./limits.ts";
@@ -51,6 +53,8 @@ export interface Entry {
 
 export class Session {
   readonly key: string;
+  /** Whose share of the exactly-once table the entries count against. */
+  readonly ownerKey: string;
   connection: SessionConnection | null = null;
   /** CONNECTION_SEQ of the newest handshake admitted for the session (0: the client sends none). */
   connectionSeq = 0;
@@ -63,6 +67,7 @@ export class Session {
     readonly owner: SessionOwner,
   ) {
     this.key = Buffer.from(id).toString("hex");
+    this.ownerKey = owner.identity !== null ? `identity ${owner.identity}` : `anonymous ${owner.peerClass} clients`;
   }
 
   /** Short form for logs. */
@@ -89,6 +94,8 @@ export type BeginResult = { kind: "new"; entry: Entry } | { kind: "known"; entry
 export class SessionTable {
   private readonly sessions = new Map<string, Session>();
   private total = 0;
+  /** Entries per owner key (Session.ownerKey). */
+  private readonly owned = new Map<string, number>();
 
   constructor(private readonly limits: ExportLimits) {}
 
@@ -136,7 +143,7 @@ export class SessionTable {
     for (const txid of session.entries.keys()) {
       if (txid >= floor) break; // insertion order is txid order for a well-behaved client
       session.entries.delete(txid);
-      this.total--;
+      this.count(session, -1);
     }
   }
 
@@ -151,12 +158,16 @@ export class SessionTable {
     if (held >= this.limits.sessionEntries) {
       return { kind: "full", reason: `this session holds ${held} unacknowledged results: its txid floor does not advance` };
     }
+    const owned = this.owned.get(session.ownerKey) ?? 0;
+    if (owned >= this.limits.ownerEntries) {
+      return { kind: "full", reason: `the sessions of ${session.ownerKey} hold ${owned} unacknowledged results (at most ${this.limits.ownerEntries} for one owner): their txid floors do not advance` };
+    }
     if (this.total >= this.limits.totalEntries && !this.evictOne(session)) {
       return { kind: "full", reason: `the export holds ${this.total} results across all sessions` };
     }
     const entry: Entry = { opcode, flags, offset, length, hash, status: -1, waiters: null };
     session.entries.set(txid, entry);
-    this.total++;
+    this.count(session, 1);
     return { kind: "new", entry };
   }
 
@@ -172,7 +183,7 @@ export class SessionTable {
   drop(session: Session, txid: number, entry: Entry): void {
     if (session.entries.get(txid) === entry) {
       session.entries.delete(txid);
-      this.total--;
+      this.count(session, -1);
     }
   }
 
@@ -181,6 +192,14 @@ export class SessionTable {
       if (this.sessions.size <= this.limits.sessions) return;
       if (session.connection === null) this.remove(key, session);
     }
+  }
+
+  /** `delta` entries more (or fewer) held by `session`, in the total and in its owner's share. */
+  private count(session: Session, delta: number): void {
+    this.total += delta;
+    const owned = (this.owned.get(session.ownerKey) ?? 0) + delta;
+    if (owned === 0) this.owned.delete(session.ownerKey);
+    else this.owned.set(session.ownerKey, owned);
   }
 
   /** Free room for `keep`: drop the least recently used disconnected session holding entries. */
@@ -195,7 +214,7 @@ export class SessionTable {
 
   private remove(key: string, session: Session): void {
     this.sessions.delete(key);
-    this.total -= session.entries.size;
+    this.count(session, -session.entries.size);
     session.entries.clear();
     for (const secret of session.secrets) secret.fill(0);
   }

@@ -119,11 +119,12 @@ export class RawDst {
 
   /**
    * Handshake. Anonymous unless `key` is given; `extra` attributes go into HELLO (a session to
-   * resume, a token…); `resumeKey` adds RESUME_PROOF to AUTH. Returns the export's answer.
+   * resume, a token…); `resumeKey` adds RESUME_PROOF to AUTH; `checksums` offers data
+   * checksums (none offered: `none`). Returns the export's answer.
    */
   async handshake(
     hello: Partial<Hello> & { exportName: string },
-    options: { key?: KeyMaterial; suites?: SuiteName[]; resumeKey?: Uint8Array | null } = {},
+    options: { key?: KeyMaterial; suites?: SuiteName[]; resumeKey?: Uint8Array | null; checksums?: string[] } = {},
   ): Promise<{ ok: true; welcome: Welcome; channel: Channel | null } | { ok: false; status: number; message: string }> {
     const auth = options.key ? new ClientAuth(options.key, options.suites ?? ["aes-256-gcm"]) : null;
     const frame = encodeHello(
@@ -136,7 +137,7 @@ export class RawDst {
         txidFloor: 0,
         ...hello,
       },
-      auth?.helloAttrs() ?? [],
+      [...(auth?.helloAttrs() ?? []), ...(options.checksums ? [[Attr.CHECKSUMS, new TextEncoder().encode(options.checksums.join(","))] as AttrRecord] : [])],
     );
     await this.send(frame);
     let reply = await this.next();

@@ -16,6 +16,8 @@ import { DstClient } from "../../src/client/dst-client.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { DstServer } from "../../src/export/server.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
+import { Flag } from "../../src/wire/dst/constants.ts";
+import { decodeHeader, encodeHeader } from "../../src/wire/dst/header.ts";
 import { recordingLog } from "../helpers/log.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -259,6 +261,19 @@ describe("mutual authentication and ACLs", () => {
     const back = await client.read(0, 4096);
     expect(back.every((b) => b === 0x61)).toBe(true);
     expect(client.engine.counters.checksumFailures).toBe(2);
+    // A meddler strips a READ reply's digest (flag cleared, its 8 bytes cut): the data is not
+    // used unchecked; the client asks again and gets a whole reply.
+    mangleDown = (chunk) => {
+      const h = decodeHeader(chunk, 0);
+      if (chunk.length < 4096 || (h.flags & Flag.DIGEST) === 0) return chunk;
+      const copy = chunk.slice(0, chunk.length - 8);
+      encodeHeader(copy, 0, { ...h, flags: h.flags & ~Flag.DIGEST, payloadLength: h.payloadLength - 8 });
+      mangleDown = null;
+      return copy;
+    };
+    const again = await client.read(0, 4096);
+    expect(again.every((b) => b === 0x61)).toBe(true);
+    expect(client.engine.counters.checksumFailures).toBe(3);
     await client.close();
   });
 

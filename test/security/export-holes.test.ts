@@ -271,6 +271,26 @@ describe("no client can make the export allocate without bound", () => {
   }, 60_000);
 });
 
+describe("the end-to-end digest cannot be left out", () => {
+  test("with a checksum in force, a WRITE without its digest is answered EBADMSG and not applied", async () => {
+    const reader = await client(null);
+    const before = await reader.read(900 * MiB, 4096);
+    const raw = await RawDst.connect(exp.port);
+    const made = await raw.handshake({ exportName: "disk" }, { checksums: ["xxh3"] });
+    if (!made.ok) throw new Error(made.message);
+    expect(made.welcome.checksum).toBe("xxh3");
+    const data = new Uint8Array(4096).fill(0x5a);
+    await raw.sendFrames(encodeFrame({ opcode: Op.WRITE, txid: 1, offset: 900 * MiB, length: data.length }, data));
+    const reply = await raw.next();
+    expect(reply.header.status).toBe(Errno.EBADMSG);
+    raw.close();
+    expect(exp.log()).toContain("no data checksum, though xxh3 is in force; not applied");
+    expect(Buffer.compare(await reader.read(900 * MiB, 4096), before)).toBe(0);
+    expect(before.every((b) => b === 0x5a)).toBe(false);
+    await reader.close();
+  }, 30_000);
+});
+
 describe("export names cannot be probed", () => {
   test("an unknown name and a known one look the same to a client without a valid key", async () => {
     const stranger: KeyMaterial = { identity: "alice", secret: new Uint8Array(32).fill(9) };
