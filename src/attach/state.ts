@@ -63,7 +63,7 @@ export interface KernelFacts {
 }
 
 export function defaultStateDir(configured: string): string {
-  return process.env.DSTD_STATE_DIR ?? configured;
+  return process.env.DSTD_STATE_DIR || configured; // an empty variable counts as unset, as for dstd up
 }
 
 function attachDir(stateDir: string): string {

@@ -6,6 +6,8 @@
  * (the kernel fails the I/O it was holding for a restarted daemon), then clears the record.
  */
 import { daemonAlive, defaultStateDir, listStates, parseBackendId, removeState, type AttachmentState } from "../attach/state.ts";
+import { ControlClient } from "../control/client.ts";
+import { controlSocketPath } from "../control/server.ts";
 import { NbdControl, parseDevicePath, readDeviceSysfs } from "../kernel/device.ts";
 import { DstdError } from "../lib/errors.ts";
 import { commonArgs, readRawConfig, validateMerged } from "./args.ts";
@@ -31,6 +33,11 @@ export default defineDstdCommand({
     const state = listStates(stateDir).find((s) => s.device === device);
     if (state === undefined) return detachUnrecorded(device, args.force === true);
     if (!daemonAlive(state.pid)) return detachOrphan(stateDir, state, args.force === true);
+    // An [[attach]] of a dstd up node runs in the node's own process: its SIGTERM would stop the
+    // whole node, every export with it.
+    if (await isNodeOf(stateDir, state.pid)) {
+      throw new DstdError("E_DETACH", `${device} is an [[attach]] of the dstd up node (pid ${state.pid}) on state directory ${stateDir}; stopping that process would stop the whole node: remove the [[attach]] from its config and run dstd reload`);
+    }
     process.kill(state.pid, "SIGTERM");
     for (let waited = 0; waited < DAEMON_STOP_WAIT_MS && daemonAlive(state.pid); waited += 50) await Bun.sleep(50);
     if (daemonAlive(state.pid)) {
@@ -39,6 +46,20 @@ export default defineDstdCommand({
     process.stdout.write(`detached ${device}\n`);
   },
 });
+
+/** Whether `pid` is the dstd up node answering on the state directory's control socket. */
+async function isNodeOf(stateDir: string, pid: number): Promise<boolean> {
+  const client = await ControlClient.connect(controlSocketPath(stateDir)).catch(() => null);
+  if (client === null) return false;
+  try {
+    const hello = (await client.request("hello")) as { pid?: unknown };
+    return hello.pid === pid;
+  } catch {
+    return false;
+  } finally {
+    client.close();
+  }
+}
 
 /** "nbd0" → "/dev/nbd0"; anything else (an NBD endpoint) unchanged. */
 function normaliseDevice(text: string): string {

@@ -167,6 +167,14 @@ describe("dstd up", () => {
     expect(Buffer.compare(readFileSync(back).subarray(0, data.length), Buffer.from(data))).toBe(0);
   });
 
+  test("dstd detach of the node's own attachment is refused naming the node (its SIGTERM would stop every export); the node serves on", async () => {
+    const detach = await runDstd(["detach", `unix:${attachSocket}`, "--state-dir", stateDir]);
+    expect(detach.exitCode).not.toBe(0);
+    expect(detach.stderr).toContain(`unix:${attachSocket} is an [[attach]] of the dstd up node (pid ${node.child.pid}) on state directory ${stateDir}`);
+    expect(node.child.exitCode).toBeNull();
+    expect(service(await status(), ATTACH)?.state).toBe("running");
+  });
+
   test.skipIf(!haveTools({ promtool: "prometheus" }))("a metrics scrape passes promtool and shows the work done", async () => {
     const s = await status();
     const response = await fetch(`http://${s.node.metricsListen}/metrics`);
