@@ -41,7 +41,7 @@ import { Outbox } from "./outbox.ts";
 import type { EngineIO, EngineLog } from "./io.ts";
 import { Scattered, scatterTarget } from "./read-into.ts";
 import { newestPieces } from "./replay-log.ts";
-import { ClientSession } from "./session.ts";
+import { ClientSession, lateWelcome } from "./session.ts";
 import { makeTxn, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
 
 export type { Completion, OpKind, Request } from "./txn.ts";
@@ -333,8 +333,7 @@ export class ClientEngine {
     if (this.io.defer === undefined) return this.outbox.flush();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    // The outbox is emptied when a connection is lost, so whatever it holds then belongs to
-    // the current connection.
+    // The outbox is emptied when a connection is lost: what it holds is the current one's.
     this.io.defer(() => {
       this.flushScheduled = false;
       this.outbox.flush();
@@ -342,6 +341,8 @@ export class ClientEngine {
   }
 
   private decode(connection: number, problem: string | null): void {
+    // Another DST version (docs/protocol.md §6.4 step 4) is final before the first session.
+    if (problem?.startsWith("unsupported version") && this.state === "handshaking" && !this.everReady) return this.fail(`the export answered in another protocol version: ${problem}`, Errno.EPROTONOSUPPORT);
     if (problem !== null && connection === this.connection && (this.state === "ready" || this.state === "handshaking")) {
       this.dropConnection(`protocol error from export: ${problem}`);
     }
@@ -386,8 +387,7 @@ export class ClientEngine {
 
   /** Close the current connection on our side, then treat it as lost. */
   private dropConnection(reason: string): void {
-    // connectionLost moves to a new connection id first, so the driver's close callback for
-    // the old one (possibly synchronous) is ignored.
+    // connectionLost moves to a new id first: the old one's (maybe synchronous) close is ignored.
     const id = this.connection;
     this.connectionLost(reason);
     this.io.close(id);
@@ -500,13 +500,14 @@ export class ClientEngine {
   }
 
   private onWelcome(header: Header, payload: Uint8Array): void {
+    // Only the handshake's WELCOME may touch the session (id, epoch, token).
+    if (this.state !== "handshaking") return this.dropConnection(lateWelcome(header, payload));
     const outcome = this.session.onWelcome(header, payload, this.everReady);
     if (outcome.kind === "fail") return this.fail(outcome.message, outcome.errno);
     if (outcome.kind === "drop") {
       if (outcome.message.includes("starting a new session")) this.log.warn(outcome.message);
       return this.dropConnection(outcome.message);
     }
-    if (this.state !== "handshaking") return this.dropConnection("unexpected WELCOME");
     const welcome = outcome.welcome;
     const previousSize = this.welcome?.size ?? null;
     this.welcome = welcome;
@@ -696,9 +697,8 @@ export class ClientEngine {
     }
     // TCP delivers in order and the export answers every frame it reads, so on a connection
     // that is still delivering replies an unanswered request is queued behind others, not
-    // lost: resending it on the same stream only lengthens that queue (on a slow link every
-    // request would be sent several times and goodput collapses). Resend only once the
-    // connection has gone quiet for a resend interval; until then push the timer on.
+    // lost: resending it on the same stream only lengthens that queue (on a slow link goodput
+    // collapses). Resend only once the connection has been quiet for a resend interval.
     const progressing = silentMs < this.options.resendIntervalMs;
     for (const txn of this.pending.values()) {
       if (txn.sentOn !== this.connection || now < txn.nextResendAt) continue;

@@ -141,3 +141,9 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/** Why a WELCOME after the handshake drops the connection: at most a refusal the export sends before it closes (docs/protocol.md §1). */
+export function lateWelcome(header: Header, payload: Uint8Array): string {
+  const late = decodeWelcome(header, payload);
+  return typeof late !== "string" && !late.ok ? `unexpected WELCOME: export refused: ${escapePeer(late.message, 200)} (${errnoMessage(late.status)})` : "unexpected WELCOME";
+}

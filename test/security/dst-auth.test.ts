@@ -16,7 +16,7 @@ import { DstClient } from "../../src/client/dst-client.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { DstServer } from "../../src/export/server.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
-import { Flag } from "../../src/wire/dst/constants.ts";
+import { Flag, HEADER } from "../../src/wire/dst/constants.ts";
 import { decodeHeader, encodeHeader } from "../../src/wire/dst/header.ts";
 import { recordingLog } from "../helpers/log.ts";
 import { until } from "../helpers/wait.ts";
@@ -191,6 +191,23 @@ describe("mutual authentication and ACLs", () => {
     } finally {
       mangleDown = null;
     }
+  });
+
+  test("an export answering in another protocol version fails the open at once (EPROTONOSUPPORT), without reconnecting", async () => {
+    const started = Date.now();
+    mangleDown = (chunk) => {
+      const copy = chunk.slice();
+      copy[HEADER.version] = 9; // the first chunk down is the WELCOME's header
+      mangleDown = null;
+      return copy;
+    };
+    try {
+      await expect(open("anon", null)).rejects.toThrow(/another protocol version.*unsupported version 9/);
+    } finally {
+      mangleDown = null;
+    }
+    // deadlineMs is 3000: a reconnect loop would have run into it.
+    expect(Date.now() - started).toBeLessThan(2500);
   });
 
   test("anonymous clients are refused where an identity is required", async () => {
