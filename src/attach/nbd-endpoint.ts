@@ -5,6 +5,10 @@
  * the path. It shares the NBD front with `dstd export` (nbd/connection.ts) and serves the
  * attachment's engine-backed port; its record (attach/state.ts) is rewritten every second.
  *
+ * Like `dstd export`'s NBD listener it sits behind a ConnectionGuard (docs/security.md
+ * "Resource limits"): any local user can reach it, so handshake and frame deadlines, the
+ * handshake caps, the file-descriptor budget and rate-limited refusal lines apply here too.
+ *
  * Must not: serve anyone but local clients (Unix sockets and loopback addresses).
  */
 import type { ListenAddress } from "../lib/address.ts";
@@ -12,7 +16,10 @@ import { errorMessage } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import { isLoopbackAddress } from "../crypto/suites.ts";
+import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { acceptNbd } from "../nbd/connection.ts";
+import { connectionCapacity, ConnectionBudget } from "../transport/fd-budget.ts";
+import { ConnectionGuard, type ConnectionLimits } from "../transport/guard.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { Peer } from "../transport/types.ts";
 import type { ExportLink } from "./export-link.ts";
@@ -26,6 +33,8 @@ export interface NbdEndpointOptions {
   stateDir: string;
   exportLink: ExportLink;
   log: Log;
+  /** Deadlines and caps of the guard in front of the listener (default: the `[limits]` defaults). */
+  limits?: ConnectionLimits;
 }
 
 export interface NbdEndpoint {
@@ -39,18 +48,24 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
   const target = link.port;
   const access = target.readOnly ? ("ro" as const) : ("rw" as const);
   const local = (peer: Peer) => peer.transport === "unix" || isLoopbackAddress(peer.address);
-  const listener: Listener = await listen(
-    [o.nbdListen],
-    acceptNbd({
-      resolve(name: string, peer: Peer) {
-        if (!local(peer)) return { refuse: "only local clients may use this endpoint", code: "policy" };
-        if (name !== "" && name !== o.exportName) return { refuse: `this endpoint serves ${quotePeer(o.exportName)}, not ${quotePeer(name)}` };
-        return { target, access };
-      },
-      list: (peer: Peer) => (local(peer) ? [{ name: o.exportName, description: target.description }] : []),
-      log,
-    }),
-  );
+  const limits = o.limits ?? DEFAULT_CONNECTION_LIMITS;
+  const accept = acceptNbd({
+    resolve(name: string, peer: Peer) {
+      if (!local(peer)) return { refuse: "only local clients may use this endpoint", code: "policy" };
+      if (name !== "" && name !== o.exportName) return { refuse: `this endpoint serves ${quotePeer(o.exportName)}, not ${quotePeer(name)}` };
+      return { target, access, name: o.exportName };
+    },
+    list: (peer: Peer) => (local(peer) ? [{ name: o.exportName, description: target.description }] : []),
+    log,
+  });
+  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: new ConnectionBudget(connectionCapacity(limits.maxConnections).max), log });
+  let listener: Listener;
+  try {
+    listener = await listen([o.nbdListen], guard.accept);
+  } catch (error) {
+    guard.close();
+    throw error;
+  }
   const bound = listener.bound[0]!;
   log.info(`attached '${o.exportName}' (${target.size} bytes, ${access}); serving NBD on ${describeListenAddress(bound)}`);
   const device = describeListenAddress(bound);
@@ -80,6 +95,7 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
     async stop() {
       clearInterval(reporter);
       removeState(o.stateDir, device);
+      guard.close();
       await listener.close();
     },
   };

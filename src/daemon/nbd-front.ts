@@ -49,7 +49,7 @@ export function acceptNbdForExports(exports: Export[], log: Log): NbdFront {
         const who = peer.transport === "unix" ? "Unix socket clients are" : `address ${peer.address} is`;
         return { refuse, detail: `${who} not allowed to use export ${quotePeer(name)}` };
       }
-      return { target: targets.get(name)!, access, description: e.description };
+      return { target: targets.get(name)!, access, description: e.description, name };
     },
     list(peer: Peer) {
       return exports.filter((e) => allowed(e, peer) !== null).map((e) => ({ name: e.name, description: e.description }));

@@ -186,7 +186,7 @@ export class NbdConnection implements GuardedHandler {
     if ("refuse" in resolved) return this.fail(`kernel export ${quotePeer(name)} refused: ${resolved.detail ?? resolved.refuse}`);
     const { target, access } = resolved;
     // The kernel negotiates nothing: no structured replies, no meta contexts (drivers/block/nbd.c).
-    this.enterTransmission({ name, target, access, structured: false, blockStatus: false, flags: transmissionFlags(target, access, false) });
+    this.enterTransmission({ name: resolved.name ?? name, target, access, structured: false, blockStatus: false, flags: transmissionFlags(target, access, false) });
   }
 
   private enterTransmission(tx: Transmission): void {

@@ -45,8 +45,12 @@ import {
 import type { StoragePort } from "../storage/port.ts";
 
 export type NbdResolution =
-  /** `description`: NBD_INFO_DESCRIPTION (default: the port's own description). */
-  | { target: StoragePort; access: Access; description?: string }
+  /**
+   * `description`: NBD_INFO_DESCRIPTION (default: the port's own description). `name`: the
+   * export's canonical name when the client asked by another (the default export ""): the
+   * connection is known by it (NBD_INFO_NAME, a reload's re-check), proto.md "NBD_INFO_NAME".
+   */
+  | { target: StoragePort; access: Access; description?: string; name?: string }
   /**
    * `refuse`: what the client is told; `detail`: what the log says instead (the real reason,
    * when the client must not learn it: daemon/nbd-front.ts answers an unknown name and a
@@ -214,7 +218,7 @@ export class NbdHandshake {
     if (name === null) return close("EXPORT_NAME carries an invalid export name");
     const resolved = this.server.resolve(name, this.peer);
     if ("refuse" in resolved) return close(`export ${quotePeer(name)} refused: ${resolved.detail ?? resolved.refuse}`);
-    const transmission = this.transmission(name, resolved.target, resolved.access);
+    const transmission = this.transmission(resolved.name ?? name, resolved.target, resolved.access);
     this.send(encodeExportNameReply(resolved.target.size, transmission.flags, this.noZeroes));
     return { kind: "transmission", transmission, remainder: this.reader.remainder() };
   }
@@ -239,11 +243,12 @@ export class NbdHandshake {
       return null;
     }
     const { target, access } = resolved;
-    const transmission = this.transmission(request.name, target, access);
+    const name = resolved.name ?? request.name;
+    const transmission = this.transmission(name, target, access);
     // NBD_INFO_EXPORT is mandatory; BLOCK_SIZE is always sent (clients ignore unrequested info,
     // and we never *require* it: nbd-client asks for nothing).
     this.info(option, infoExport(target.size, transmission.flags));
-    if (request.requests.includes(Info.NAME)) this.info(option, infoName(request.name));
+    if (request.requests.includes(Info.NAME)) this.info(option, infoName(name));
     if (request.requests.includes(Info.DESCRIPTION)) this.info(option, infoDescription(resolved.description ?? target.description));
     this.info(option, infoBlockSize(1, target.blockSize, Math.min(target.maxPayload, 0xffffffff)));
     this.send(encodeOptionReply(option, Rep.ACK));
@@ -274,7 +279,7 @@ export class NbdHandshake {
     if (matches) {
       const id = set ? BASE_ALLOCATION_ID : 0;
       this.send(encodeOptionReply(option, Rep.META_CONTEXT, repMetaContext(id, BASE_ALLOCATION)));
-      if (set) this.metaExport = request.name;
+      if (set) this.metaExport = resolved.name ?? request.name;
     }
     this.send(encodeOptionReply(option, Rep.ACK));
   }

@@ -15,9 +15,10 @@ import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import type { ConnectionHandler, Peer } from "../../src/transport/types.ts";
-import { Opt, Rep } from "../../src/wire/nbd/constants.ts";
+import { Cmd, Info, Opt, Rep, ReplyType } from "../../src/wire/nbd/constants.ts";
+import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
 import { FakeSink } from "../helpers/fake-sink.ts";
-import { concat, infoData, option, parseOptionReplies, u32 } from "../nbd/harness.ts";
+import { concat, infoData, metaData, option, parseOptionReplies, parseReplies, u32, view } from "../nbd/harness.ts";
 
 const PEER: Peer = { transport: "tcp", address: "192.0.2.7", port: 40000 };
 const utf8 = new TextEncoder();
@@ -156,5 +157,35 @@ describe("item 6: export names in the log", () => {
     }
     expect(refusals[0]).toContain("'x\\n[export] ℹ NBD 10.0.0.1:1: serving \\x27mine\\x27 rw\\x1b[2J\\u2028'");
     expect(refusals[1]).toContain("…(4000 chars in all)");
+  });
+});
+
+describe("the default export (the name \"\") on a listener with one export", () => {
+  function single() {
+    const lines: string[] = [];
+    const log = { error: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), debug: () => {} };
+    const front = acceptNbdForExports([exportNamed("mine", "192.0.2.0/24:rw")], log);
+    const sink = new FakeSink();
+    sink.handler = front(sink, PEER, { admitted: () => {}, refused: (line) => lines.push(line) });
+    sink.read(); // greeting
+    return { front, sink, lines };
+  }
+
+  test("the connection is known by the export's real name: NBD_INFO_NAME says it and a reload's re-check keeps it", () => {
+    const c = single();
+    c.sink.handler!.onData(concat(FLAGS, option(Opt.STRUCTURED_REPLY), option(Opt.SET_META_CONTEXT, metaData("", ["base:allocation"])), option(Opt.GO, infoData("", [Info.NAME]))));
+    const replies = parseOptionReplies(c.sink.read());
+    expect(replies.some((r) => r.option === Opt.SET_META_CONTEXT && r.type === Rep.META_CONTEXT)).toBe(true);
+    const name = replies.find((r) => r.option === Opt.GO && r.type === Rep.INFO && view(r.data).getUint16(0) === Info.NAME)!;
+    expect(new TextDecoder().decode(name.data.subarray(2))).toBe("mine");
+    expect(replies.at(-1)!.type).toBe(Rep.ACK);
+    // A reload that changed nothing re-checks live connections: this one stays (it was closed
+    // as "no longer allowed to use export ''").
+    expect(c.front.recheck()).toEqual([]);
+    expect(c.sink.closed).toBe(false);
+    // BLOCK_STATUS works: the meta context chosen for "" is the one of the export GO opened.
+    c.sink.handler!.onData(encodeRequest({ type: Cmd.BLOCK_STATUS, cookie: 9n, offset: 0, length: 4096 }));
+    const [reply] = parseReplies(c.sink.read());
+    expect(reply).toMatchObject({ kind: "chunk", cookie: 9n, type: ReplyType.BLOCK_STATUS });
   });
 });
