@@ -67,7 +67,7 @@ function renderReplicas(replicas: readonly ReplicaStatus[]): string {
       lines.push(`  log copy ${formatSize(r.log_bytes)}; last contact ${r.last_contact_seconds === null ? "never" : `${r.last_contact_seconds} s ago`}${r.fetch_paused ? "; fetch paused" : ""}${r.replay_paused ? "; replay paused" : ""}`);
     } else {
       lines.push(`  seq ${r.seq}; log ${formatSize(r.log_bytes)} of ${formatSize(r.log_limit ?? 0)} (${r.mode}${r.dirty_regions > 0 ? `, ${r.dirty_regions} dirty regions` : ""})`);
-      for (const s of r.secondaries) lines.push(`  secondary ${s.name}: applied seq ${s.applied}, last fetch ${s.last_contact_seconds} s ago${s.refused === null ? "" : ` — refused: ${s.refused}`}`);
+      for (const s of r.secondaries) lines.push(`  secondary ${s.name}: applied seq ${s.applied}, ${s.last_contact_seconds === null ? "no fetch since this node started" : `last fetch ${s.last_contact_seconds} s ago`}${s.refused === null ? "" : ` — refused: ${s.refused}`}`);
       if (r.secondaries.length === 0) lines.push("  no secondary has fetched yet");
     }
   }

@@ -42,6 +42,8 @@ export interface ControlLimits {
   maxPending: number;
   maxQueuedBytes: number;
   idleMs: number;
+  /** How long a closed connection may still take to read its last lines before it is cut. */
+  closeGraceMs: number;
 }
 
 export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
@@ -49,6 +51,7 @@ export const DEFAULT_CONTROL_LIMITS: ControlLimits = {
   maxPending: 16,
   maxQueuedBytes: 4 * 1024 * 1024,
   idleMs: 60_000,
+  closeGraceMs: 5_000,
 };
 
 export type RejectReason = "too_many_clients" | "too_large" | "too_many_pending" | "overflow" | "idle" | "bad_request";
@@ -78,6 +81,8 @@ export interface ControlServer {
   readonly clients: number;
   /** Connections following the event stream. */
   readonly followers: number;
+  /** Closed connections whose unread lines are still queued (each cut after closeGraceMs). */
+  readonly lingering: number;
   close(): Promise<void>;
 }
 
@@ -127,6 +132,7 @@ export async function startControlServer(options: {
     observer,
     log,
     connections,
+    lingering: new Set<ControlConnection>(),
     /** Reloads (and resizes) run one at a time, whoever asks. */
     serialReload(): Promise<unknown> {
       return shared.serial(() => handlers.reload());
@@ -162,6 +168,10 @@ export async function startControlServer(options: {
     get clients() {
       return connections.size;
     },
+    /** Closed connections still holding unread lines (each is cut after closeGraceMs). */
+    get lingering() {
+      return shared.lingering.size;
+    },
     get followers() {
       let n = 0;
       for (const connection of connections) if (connection.following) n++;
@@ -180,6 +190,8 @@ interface Shared {
   observer: ControlObserver;
   log: Log;
   connections: Set<ControlConnection>;
+  /** Closed connections whose socket still holds unread lines (cut after closeGraceMs). */
+  lingering: Set<ControlConnection>;
   serialReload(): Promise<unknown>;
   serial(work: () => Promise<unknown>): Promise<unknown>;
 }
@@ -229,6 +241,7 @@ class ControlConnection implements ConnectionHandler {
 
   onClose(): void {
     this.closed = true;
+    this.shared.lingering.delete(this);
     this.cleanup();
   }
 
@@ -237,6 +250,14 @@ class ControlConnection implements ConnectionHandler {
     this.closed = true;
     this.cleanup();
     this.sink.end();
+    // end() waits for the queue to drain: a client that never reads again would keep its
+    // socket, and up to maxQueuedBytes, after its slot was given back. Give it a grace to read
+    // the last lines (an overflow or E_IDLE notice), then let it go.
+    if (this.sink.queuedBytes === 0) return;
+    this.shared.lingering.add(this);
+    setTimeout(() => {
+      if (this.shared.lingering.delete(this)) this.sink.destroy();
+    }, this.shared.limits.closeGraceMs).unref?.();
   }
 
   private cleanup(): void {
@@ -251,7 +272,12 @@ class ControlConnection implements ConnectionHandler {
     if (this.idle !== null) clearTimeout(this.idle);
     this.idle = null;
     if (this.unsubscribe !== null) return; // followers are meant to sit quietly
-    this.idle = setTimeout(() => this.refuse("idle", "E_IDLE", `no request for ${this.shared.limits.idleMs} ms; closing`), this.shared.limits.idleMs);
+    this.idle = setTimeout(() => {
+      // Idle means no request of this client is waiting or running (a demote can take longer
+      // than idleMs, and so can waiting behind another client's reload).
+      if (this.running || this.queue.length > 0) return this.armIdle();
+      this.refuse("idle", "E_IDLE", `no request for ${this.shared.limits.idleMs} ms; closing`);
+    }, this.shared.limits.idleMs);
   }
 
   private refuse(reason: RejectReason, code: string, message: string): void {

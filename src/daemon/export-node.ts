@@ -23,6 +23,8 @@ import { DstdError, errorMessage } from "../lib/errors.ts";
 import type { ListenAddress } from "../lib/address.ts";
 import { formatSize } from "../lib/size.ts";
 import type { Log } from "../lib/log.ts";
+import { grantsReplica } from "../lib/acl.ts";
+import { LogShipServer } from "../replication/ship-server.ts";
 import { DstServer, type RequestObserver } from "../export/server.ts";
 import type { Export } from "../export/exports.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
@@ -285,6 +287,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
         e.suites = config.suites;
         e.checksums = config.checksums;
         if (before !== e.allow.map((r) => r.source).join(",")) changes.push(`export '${e.name}': allow list now ${e.allow.map((r) => r.source).join(", ") || "(empty: refuses everyone)"}`);
+        const ship = replicas.get(e.name)?.log;
+        if (ship instanceof LogShipServer) changes.push(...ship.forgetUngranted((secondary) => grantsReplica(e.allow, secondary)).map((line) => `export '${e.name}': ${line}`));
       }
       changes.push(...server.revalidate(loadKeyTable(keys)));
       for (const front of fronts) changes.push(...(front.recheck?.() ?? []));

@@ -309,13 +309,13 @@ export class ReplicaNode implements ReplicaHandle {
     return null;
   }
 
-  /** One FETCH to the peer from after `last`: is it a primary, does its log continue ours? */
-  private async probePeer(last: ChainPoint): Promise<{ status: number; reason: string }> {
+  /** One FETCH from after `last`: is the peer a primary, does its log continue ours? `applied`: what this disk applied durably (wire/dst/fetch.ts), never just what the copy holds. */
+  private async probePeer(last: ChainPoint, applied = last.seq): Promise<{ status: number; reason: string }> {
     const link = this.env.link("fail");
     try {
       const answer = await new Promise<{ status: number; payload: Uint8Array | null }>((resolve) =>
         link.transport(
-          { seq: last.seq + 1, maxBytes: 2 << 20, segment: 0, offset: 0, applied: last.seq, prevChain: last.chain, prevLamport: last.lamport, prevGeneration: last.generation },
+          { seq: last.seq + 1, maxBytes: 2 << 20, segment: 0, offset: 0, applied, prevChain: last.chain, prevLamport: last.lamport, prevGeneration: last.generation },
           (status, payload) => resolve({ status, payload }),
         ),
       );
@@ -445,7 +445,7 @@ export class ReplicaNode implements ReplicaHandle {
   private async checkHandover(side: Side): Promise<void> {
     if (side.kind !== "secondary") throw new DstdError("E_STATE", `export '${this.name}' is ${side.kind}: only promote --force makes it primary`);
     const peer = formatExportUrl(this.replication.peer!);
-    const answer = await this.probePeer(side.secondary.wanted());
+    const answer = await this.probePeer(side.secondary.wanted(), side.secondary.applier.status().applied.seq);
     if (answer.status === 0 || answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
       throw new DstdError("E_STATE", `the primary ${peer} still serves its log: run dstd replica demote ${this.name} on it first (it drains to this node), or fail over with --force if it is gone`);
     }

@@ -13,7 +13,7 @@
  */
 import type { ApplierStatus } from "../replication/applier.ts";
 import type { PrimaryStatus } from "../replication/primary.ts";
-import type { SecondaryContact } from "../replication/ship-server.ts";
+import { AWAITING_FIRST_SECONDARY, type SecondaryContact } from "../replication/ship-server.ts";
 import type { ShipperStatus } from "../replication/shipper.ts";
 import type { SyncProgress } from "../replication/initial-sync.ts";
 
@@ -74,7 +74,8 @@ export interface ReplicaStatus {
   /** Secondary: bytes of FETCH answers on the wire since the node started (below received_bytes when answers come compressed). */
   wire_bytes: number;
   /** Primary: each secondary that fetched, with its applied seq. */
-  secondaries: Array<{ name: string; applied: number; last_contact_seconds: number; refused: string | null }>;
+  /** Primary: every registered secondary (the log is kept for each) and any that fetched since start; last_contact_seconds null: none since this node started. */
+  secondaries: Array<{ name: string; applied: number; last_contact_seconds: number | null; refused: string | null }>;
   /** Primary: "logging" or "overflow" (writing around the log into the dirty bitmap). */
   mode: string | null;
   dirty_regions: number;
@@ -127,6 +128,11 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     refused: c.refused,
   }));
   const lastContact = contacts.length === 0 ? null : Math.min(...contacts.map((c) => c.last_contact_seconds));
+  // A registered secondary that has not fetched since this node started still holds the log
+  // (it is what keeps a log in overflow): list it, so the operator can see whom the log waits for.
+  const silent = Object.entries(p.secondaries)
+    .filter(([name]) => name !== AWAITING_FIRST_SECONDARY && !input.contacts.some((c) => c.name === name))
+    .map(([name, applied]) => ({ name, applied, last_contact_seconds: null, refused: null }));
   const behind = Object.values(p.secondaries);
   const reason = p.logFailure ?? (p.mode === "overflow" ? "the log is full: writing around it into the dirty bitmap (secondaries will resync those regions)" : null);
   return {
@@ -148,7 +154,7 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     replay_paused: false,
     received_bytes: 0,
     wire_bytes: 0,
-    secondaries: contacts,
+    secondaries: [...contacts, ...silent],
     mode: p.mode,
     dirty_regions: p.dirtyRegions,
     sync: null,

@@ -328,6 +328,11 @@ export function matchAllow(
 }
 
 /** Does a "replica" rule match this peer (may it fetch the export's replication log)? */
+/** Whether some rule gives the replica right to `secondary` (an identity, or "anonymous" for clients without one), from any address. */
+export function grantsReplica(rules: readonly AllowRule[], secondary: string): boolean {
+  return rules.some((rule) => rule.access === "replica" && (rule.identity === null || (secondary !== "anonymous" && rule.identity === secondary)));
+}
+
 export function matchReplica(rules: readonly AllowRule[], peer: AllowPeer, identity: string | null): boolean {
   const ip = peer.transport === "tcp" ? peerIp(peer.address) : null;
   return rules.some((rule) => rule.access === "replica" && ruleMatches(rule, peer, ip, identity));

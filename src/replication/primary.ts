@@ -373,7 +373,7 @@ export class ReplicationPrimary extends PassThrough {
   addSecondary(name: string, applied: number, done: Done = () => {}): string | null {
     if (!isSecondaryName(name)) return `secondary name ${JSON.stringify(name)} is invalid`;
     if (!(name in this.state.secondaries) && Object.keys(this.state.secondaries).length >= MAX_SECONDARIES) {
-      return `at most ${MAX_SECONDARIES} secondaries`;
+      return `at most ${MAX_SECONDARIES} secondaries are kept (take the replica right from those that are gone and reload: they are forgotten)`;
     }
     if (applied + 1 < this.store.first && applied < this.store.last.seq) {
       return `secondary ${name} applied seq ${applied}, but the log starts at seq ${this.store.first}: it needs a full sync`;

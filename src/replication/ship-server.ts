@@ -78,6 +78,25 @@ export class LogShipServer implements LogSource {
     return [...this.contacts.values()].map((c) => ({ ...c }));
   }
 
+  /**
+   * A reload took the replica right from registered secondaries: forget them, so the log is no
+   * longer kept for them. Without this a decommissioned secondary, or a peer that fetched once,
+   * held every record after its position for ever: the log filled, stayed in overflow, the
+   * real secondaries never got the regions written around it, and demote never finished.
+   * Returns a line per secondary forgotten.
+   */
+  forgetUngranted(granted: (secondary: string) => boolean): string[] {
+    const lines: string[] = [];
+    for (const [name, applied] of Object.entries(this.primary.status().secondaries)) {
+      if (name === AWAITING_FIRST_SECONDARY || granted(name)) continue;
+      this.primary.removeSecondary(name);
+      this.contacts.delete(name);
+      this.answerEnds.delete(name);
+      lines.push(`secondary ${name} (applied seq ${applied}) no longer has the replica right: the log is not kept for it any more (given the right again, it may need a full sync)`);
+    }
+    return lines;
+  }
+
   /** `secondary`'s contact (made at its first request), its last contact now. */
   private contact(secondary: string): SecondaryContact {
     const contact = this.contacts.get(secondary) ?? { name: secondary, lastContact: 0, applied: 0, wanted: 0, refused: null, copying: false, syncPoint: 0 };

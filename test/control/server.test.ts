@@ -267,4 +267,44 @@ describe("hostile clients", () => {
       await control.close();
     }
   });
+
+  test("a follower that overflows and never reads again is cut after the close grace: its socket is not kept", async () => {
+    const { control, events } = await server({ maxQueuedBytes: 64 * 1024, closeGraceMs: 200 });
+    const c = await raw(control);
+    try {
+      c.sink!.write(new TextEncoder().encode('{"v":1,"id":1,"method":"events","params":{"follow":true}}\n'));
+      await until(() => c.text.includes('"following":true'), "the subscription");
+      c.sink!.pause(); // and never resumes
+      const filler = "x".repeat(1024);
+      for (let i = 0; i < 20_000 && control.followers > 0; i++) events.emit("service.state", { filler });
+      expect(control.followers).toBe(0);
+      expect(control.clients).toBe(0);
+      expect(control.lingering).toBe(1);
+      // Before, end() waited for the unread queue for ever while the slot was free again.
+      await until(() => control.lingering === 0, "the cut after the grace", 3000);
+      c.sink!.resume();
+      await until(() => c.closed, "the client to see its socket gone");
+      expect(c.text).not.toContain('"overflow"'); // what it did not read was dropped with it
+    } finally {
+      await control.close();
+    }
+  });
+
+  test("a request that runs longer than the idle time is answered, not cut with E_IDLE; so is one waiting behind it", async () => {
+    const { control } = await server({ idleMs: 100 }, async () => {
+      await Bun.sleep(400);
+      return { reloaded: true };
+    });
+    const first = (await ControlClient.connect(control.path))!;
+    const second = (await ControlClient.connect(control.path))!;
+    try {
+      const answers = await Promise.all([first.request("reload", {}), second.request("reload", {})]);
+      // Before, both were cut with E_IDLE 100 ms in, while their reloads ran on.
+      expect(answers).toEqual([{ reloaded: true }, { reloaded: true }]);
+    } finally {
+      first.close();
+      second.close();
+      await control.close();
+    }
+  });
 });
