@@ -17,6 +17,8 @@ import type { Log } from "../lib/log.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import { isLoopbackAddress } from "../crypto/suites.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
+import { Budget } from "../export/budget.ts";
+import { EXPORT_LIMITS } from "../export/limits.ts";
 import { acceptNbd } from "../nbd/connection.ts";
 import { connectionCapacity, ConnectionBudget } from "../transport/fd-budget.ts";
 import { ConnectionGuard, type ConnectionLimits } from "../transport/guard.ts";
@@ -57,6 +59,8 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
     },
     list: (peer: Peer) => (local(peer) ? [{ name: o.exportName, description: target.description }] : []),
     log,
+    // Shared by the endpoint's clients, as an export's (its reply half: export/limits.ts).
+    memory: new Budget(EXPORT_LIMITS.memoryBudget / 2, setImmediate),
   });
   const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: new ConnectionBudget(connectionCapacity(limits.maxConnections).max), log });
   let listener: Listener;

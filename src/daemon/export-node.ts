@@ -26,6 +26,7 @@ import type { Log } from "../lib/log.ts";
 import { grantsReplica } from "../lib/acl.ts";
 import { LogShipServer } from "../replication/ship-server.ts";
 import { DstServer, type RequestObserver } from "../export/server.ts";
+import type { Budget } from "../export/budget.ts";
 import type { Export } from "../export/exports.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
@@ -139,7 +140,7 @@ export interface ExportNodeOptions {
   keys?: readonly KeyConfig[];
   log: Log;
   /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
-  nbdAccept?: ((exports: Export[], log: Log) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
+  nbdAccept?: ((exports: Export[], log: Log, memory?: Budget) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
   /** Per-request metrics (dstd up). */
@@ -264,7 +265,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       // Only the exports that asked for this NBD address are reachable through it.
       const key = describeListenAddress(address);
       const names = new Set(options.exports.filter((c) => c.nbdListen.some((a) => describeListenAddress(a) === key)).map((c) => c.name));
-      const front = options.nbdAccept!(exports.filter((e) => names.has(e.name)), log);
+      const front = options.nbdAccept!(exports.filter((e) => names.has(e.name)), log, server.replyBudget);
       fronts.push(front);
       const nbdListener = await listen([address], guard("NBD", wrap(front, "nbd")));
       listeners.push(nbdListener);

@@ -17,6 +17,7 @@
 import { matchAllow } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
 import { quotePeer } from "../lib/peer-text.ts";
+import type { Budget } from "../export/budget.ts";
 import type { Export } from "../export/exports.ts";
 import { acceptNbd, type NbdConnection } from "../nbd/connection.ts";
 import type { StoragePort } from "../storage/port.ts";
@@ -29,7 +30,8 @@ export type NbdFront = GuardedAcceptHandler & {
   recheck(): string[];
 };
 
-export function acceptNbdForExports(exports: Export[], log: Log): NbdFront {
+/** `memory`: the node's budget its DST export also charges (DstServer.replyBudget): NBD replies, reads in flight and WRITEs being assembled count against it. */
+export function acceptNbdForExports(exports: Export[], log: Log, memory?: Budget): NbdFront {
   const targets = new Map<string, StoragePort>();
   for (const e of exports) targets.set(e.name, e.port);
   const byName = new Map(exports.map((e) => [e.name, e]));
@@ -55,6 +57,7 @@ export function acceptNbdForExports(exports: Export[], log: Log): NbdFront {
       return exports.filter((e) => allowed(e, peer) !== null).map((e) => ({ name: e.name, description: e.description }));
     },
     log,
+    ...(memory === undefined ? {} : { memory }),
   });
   // Live connections (each leaves the set when its socket closes): what a reload re-checks.
   const live = new Set<NbdConnection>();

@@ -24,6 +24,7 @@ import type { Access } from "../lib/acl.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import type { GuardHooks, GuardedHandler } from "../transport/guard.ts";
 import { describePeer, type Peer, type Sink } from "../transport/types.ts";
+import type { Budget } from "../export/budget.ts";
 import { NbdHandshake, transmissionFlags, type NbdServerOptions, type Transmission } from "./handshake.ts";
 import { DEFAULT_LIMITS, NbdTransmission, type NbdConnectionLimits } from "./transmission.ts";
 
@@ -36,6 +37,8 @@ export interface NbdConnectionOptions extends NbdServerOptions {
   exportName?: string;
   /** Memory bounds; the defaults suit production, tests shrink them. */
   limits?: Partial<NbdConnectionLimits>;
+  /** The memory budget shared with the node's other connections (export/budget.ts; docs/security.md "Resource limits"). */
+  memory?: Budget;
   /**
    * Where replies of completions that came later are sent from (default queueMicrotask): the
    * simulator passes its clock, whose events a microtask would run outside of (docs/simulation.md).
@@ -204,7 +207,7 @@ export class NbdConnection implements GuardedHandler {
       warn: (message) => this.options.log?.warn(`NBD ${describePeer(this.peer)}: ${message}`),
       crash: (error) => this.crash(error),
       ...(this.options.defer !== undefined ? { defer: this.options.defer } : {}),
-    });
+    }, this.options.memory ?? null);
     this.hooks?.admitted();
     const mode = this.options.mode === "kernel" ? " (kernel)" : tx.structured ? " (structured replies)" : "";
     this.options.log?.info(`NBD ${describePeer(this.peer)}: serving ${quotePeer(tx.name)} ${this.transmission.writable ? "rw" : "ro"}${mode}`);

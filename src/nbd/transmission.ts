@@ -18,6 +18,7 @@ import type { Extent } from "../storage/local/backend.ts";
 import { AssertionError } from "../lib/assert.ts";
 import { Errno } from "../lib/errno.ts";
 import type { Sink } from "../transport/types.ts";
+import type { Budget } from "../export/budget.ts";
 import { Cmd, CmdFlag, DOS_PAYLOAD_LIMIT, commandName } from "../wire/nbd/constants.ts";
 import { RequestDecoder, type NbdRequest } from "../wire/nbd/transmission.ts";
 import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
@@ -140,11 +141,21 @@ export class NbdTransmission {
     }
   };
 
+  /** Bytes charged to the shared memory budget: in flight, queued in the sink, being assembled. */
+  private charged = 0;
+  private waitingForRoom = false;
+  private readonly roomAgain = () => {
+    this.waitingForRoom = false;
+    this.pump();
+  };
+
   constructor(
     private readonly sink: Sink,
     private readonly tx: Transmission,
     private readonly bounds: NbdConnectionLimits,
     private readonly host: TransmissionHost,
+    /** The export's memory budget, shared with its other connections (null: per-connection bounds only). */
+    private readonly memory: Budget | null = null,
   ) {
     this.target = tx.target;
     const maxPayload = Math.min(tx.target.maxPayload, MAX_WIRE_PAYLOAD);
@@ -207,13 +218,41 @@ export class NbdTransmission {
   /** The connection is gone: late completions are dropped (their buffers are not recycled). */
   close(): void {
     this.closed = true;
+    if (this.memory === null) return;
+    this.memory.cancel(this.roomAgain);
+    this.memory.give(this.charged);
+    this.charged = 0;
   }
 
   // ---- request loop ---------------------------------------------------------------------
 
   private blocked(): boolean {
     const b = this.bounds;
-    return this.inFlightBytes > b.maxInFlightBytes || this.inFlight >= b.maxInFlightRequests || this.sink.queuedBytes > b.maxQueuedBytes;
+    const overBudget = this.overBudget(); // first: it also brings the charge up to date
+    return overBudget || this.inFlightBytes > b.maxInFlightBytes || this.inFlight >= b.maxInFlightRequests || this.sink.queuedBytes > b.maxQueuedBytes;
+  }
+
+  /**
+   * The shared budget (docs/security.md "Resource limits"): what this connection holds is
+   * charged to it as it changes, and while it is spent no connection starts a new request; it
+   * waits for bytes given back. A WRITE being assembled is finished first (its buffer is
+   * charged already; stopping it half way would let connections wait on each other for ever).
+   * A peer that leaves its replies unread is closed by the guard's reply deadline, so the
+   * budget it held comes back.
+   */
+  private overBudget(): boolean {
+    const memory = this.memory;
+    if (memory === null || this.closed) return false;
+    const held = this.inFlightBytes + this.sink.queuedBytes + this.decoder.assembling;
+    if (held > this.charged) memory.force(held - this.charged);
+    else if (held < this.charged) memory.give(this.charged - held);
+    this.charged = held;
+    if (memory.inUse < memory.limit || this.decoder.assembling > 0) return false;
+    if (!this.waitingForRoom) {
+      this.waitingForRoom = true;
+      memory.wait(this.roomAgain);
+    }
+    return true;
   }
 
   /** Serve decoded requests until input runs out or a bound is hit; then send the batch. */

@@ -15,7 +15,11 @@
  *     is accepted and closed at once (so accept never fails with EMFILE, which makes Bun spin),
  *     logged once a minute. Only admitted connections can therefore lock newcomers out;
  *   - a frame deadline: a connection holding part of a frame or record (`partialBytes() > 0`)
- *     that receives nothing for `frameTimeoutMs` while reading is not paused is closed.
+ *     that receives nothing for `frameTimeoutMs` while reading is not paused is closed;
+ *   - a reply deadline: an admitted connection whose sink queues replies that the peer has not
+ *     read any of for `frameTimeoutMs` is closed. The memory its replies hold counts against
+ *     the process's shared budget, so a peer that stops reading would otherwise stall every
+ *     other client once a few such peers held it all.
  *
  * Everything the guard logs about a peer before admission goes through a per-source
  * LogLimiter (lib/log-limiter.ts); protocols log their own pre-admission refusals through
@@ -113,6 +117,7 @@ export interface GuardStats {
   evicted: number;
   handshakeTimeouts: number;
   frameTimeouts: number;
+  replyTimeouts: number;
 }
 
 /** Per-source key: the IPv4 address, the /64 of an IPv6 address (one host's usual share), "unix". */
@@ -145,6 +150,7 @@ export class ConnectionGuard {
     evicted: 0,
     handshakeTimeouts: 0,
     frameTimeouts: 0,
+    replyTimeouts: 0,
   };
 
   constructor(
@@ -262,6 +268,15 @@ export class ConnectionGuard {
         }
         continue;
       }
+      // Reply deadline: any shrink of the queue (or a drain) is the peer reading.
+      const queued = guarded.queuedBytes;
+      if (queued === 0 || queued < guarded.lastQueued) guarded.outputAt = now;
+      guarded.lastQueued = queued;
+      if (queued > 0 && now - guarded.outputAt >= frameTimeoutMs) {
+        this.counts.replyTimeouts++;
+        guarded.expire(`replies not read for ${formatDuration(frameTimeoutMs)} (${queued} bytes queued)`, null);
+        continue;
+      }
       if (guarded.isPaused) continue;
       const partial = guarded.partialBytes();
       if (partial > 0 && now - guarded.lastInput >= frameTimeoutMs) {
@@ -291,6 +306,9 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   isAdmitted = false;
   isPaused = false;
   lastInput: number;
+  /** When the peer last read replies (its queue shrank or drained), and the queue then (reply deadline). */
+  outputAt: number;
+  lastQueued = 0;
   private done = false;
   private closeReason: string | null = null;
 
@@ -302,6 +320,7 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
     readonly acceptedAt: number,
   ) {
     this.lastInput = acceptedAt;
+    this.outputAt = acceptedAt;
   }
 
   // ---- GuardHooks ------------------------------------------------------------------------
@@ -354,6 +373,7 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   }
 
   onDrain(): void {
+    this.outputAt = this.guard.now;
     this.inner?.onDrain();
   }
 

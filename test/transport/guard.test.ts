@@ -279,6 +279,47 @@ describe("frame deadline", () => {
   });
 });
 
+describe("reply deadline", () => {
+  test("an admitted connection whose replies go unread for frame_timeout is closed, even with reading paused", () => {
+    const { clock, connect, guard, lines } = setup();
+    const { sink, probe } = connect();
+    probe!.hooks.admitted();
+    clock.advance(1000); // a sweep with nothing queued
+    sink.room = 0; // the peer reads nothing from here on
+    probe!.sink.write(new Uint8Array(100));
+    probe!.sink.pause(); // the protocol's own backpressure does not excuse unread replies
+    clock.advance(29_000);
+    expect(sink.destroyed).toBe(false);
+    clock.advance(1000);
+    expect(sink.destroyed).toBe(true);
+    expect(probe!.closes[0]).toBe("replies not read for 30s (100 bytes queued)");
+    expect(guard.stats.replyTimeouts).toBe(1);
+    expect(lines.at(-1)).toContain("replies not read");
+  });
+
+  test("a slow reader is not closed: any read restarts the wait; a peer with nothing queued is never closed", () => {
+    const { clock, connect } = setup();
+    const slow = connect();
+    const idle = connect();
+    slow.probe!.hooks.admitted();
+    idle.probe!.hooks.admitted();
+    clock.advance(1000);
+    slow.sink.room = 0;
+    slow.probe!.sink.write(new Uint8Array(1000));
+    for (let i = 0; i < 10; i++) {
+      clock.advance(25_000);
+      slow.sink.drain(10); // it reads a little
+      clock.advance(1000);
+    }
+    expect(slow.sink.destroyed).toBe(false);
+    clock.advance(29_000);
+    expect(slow.sink.destroyed).toBe(false);
+    clock.advance(1000);
+    expect(slow.sink.destroyed).toBe(true);
+    expect(idle.sink.destroyed).toBe(false);
+  });
+});
+
 describe("rate-limited refusal logging", () => {
   test("the first refusal of a source is logged, the rest of the minute becomes one summary", () => {
     const { clock, connect, lines, probes } = setup({ maxUnauthenticatedPerSource: 1 });

@@ -139,6 +139,11 @@ export class RequestDecoder {
     }
   }
 
+  /** Bytes allocated for the WRITE payload being assembled (0 between requests and when streaming). */
+  get assembling(): number {
+    return this.phase === Phase.Payload ? this.request.length : 0;
+  }
+
   next(): NbdRequest | string | null {
     for (;;) {
       const chunk = this.chunks[this.chunkIndex];

@@ -1,0 +1,86 @@
+/**
+ * The NBD front under many clients that stop reading (docs/security.md "Resource limits"):
+ * their READ replies, reads in flight and WRITEs being assembled count against the node's
+ * shared memory budget, so sixteen of them asking for 4 × 32 MiB each cannot make the node
+ * allocate half a gigabyte (each connection alone stays within its own bounds); and the guard's
+ * reply deadline closes them, so an honest client that waited for the budget is then served.
+ * A real `dstd up` node, raw NBD clients on real sockets.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { NbdClient } from "../../src/client/nbd-client.ts";
+import { connect } from "../../src/transport/tcp.ts";
+import type { Sink } from "../../src/transport/types.ts";
+import { Cmd, Opt } from "../../src/wire/nbd/constants.ts";
+import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
+import { recordingLog } from "../helpers/log.ts";
+import { startNode } from "../helpers/node-process.ts";
+import { freeLoopbackPort } from "../helpers/ports.ts";
+import { until } from "../helpers/wait.ts";
+import { concat, infoData, option, u32 } from "../nbd/harness.ts";
+
+const MiB = 1024 * 1024;
+const dir = mkdtempSync(join(tmpdir(), "dstd-nbd-memory-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function rssMiB(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmHWM:"))!;
+  return Number(line.split(/\s+/)[1]) / 1024;
+}
+
+test("16 NBD clients that stop reading hold at most the shared budget; the reply deadline closes them and an honest client is served", async () => {
+  const port = freeLoopbackPort();
+  const config = join(dir, "node.toml");
+  writeFileSync(
+    config,
+    `state_dir = "${join(dir, "state")}"
+[limits]
+frame_timeout = "3s"
+[[export]]
+name = "disk"
+file = "${join(dir, "disk.img")}"
+size = "512MiB"
+nbd_listen = "127.0.0.1:${port}"
+allow = ["127.0.0.1:rw"]
+`,
+  );
+  const node = startNode(["--config", config]);
+  const hostile: Array<{ sink: Sink; closed: boolean }> = [];
+  try {
+    await node.waitForLog("ready:", "node ready", 30_000);
+    const pid = node.child.pid;
+    const before = rssMiB(pid);
+    for (let i = 0; i < 16; i++) {
+      const state = { sink: null as unknown as Sink, closed: false };
+      state.sink = await connect({ transport: "tcp", host: "127.0.0.1", port }, () => ({
+        onData: () => {},
+        onDrain: () => {},
+        onClose: () => (state.closed = true),
+      }));
+      hostile.push(state);
+      const reads = Array.from({ length: 4 }, (_, k) => encodeRequest({ type: Cmd.READ, cookie: BigInt(k + 1), offset: k * 32 * MiB, length: 32 * MiB }));
+      state.sink.pause(); // it reads nothing, not even the greeting
+      state.sink.write(concat(u32(3), option(Opt.GO, infoData("disk")), ...reads));
+    }
+    // Each connection is served until the budget is spent; then they wait.
+    await node.waitForLog("serving 'disk'", "a hostile client in transmission");
+    await Bun.sleep(1000);
+    const grown = rssMiB(pid) - before;
+    // An honest client: it waits for the budget until the reply deadline closes the readers.
+    const started = performance.now();
+    const honest = await NbdClient.open({ address: { transport: "tcp", host: "127.0.0.1", port }, exportName: "disk", log: recordingLog() });
+    await honest.write(0, new Uint8Array(4096).fill(9));
+    expect((await honest.read(0, 4096)).every((b) => b === 9)).toBe(true);
+    const waited = performance.now() - started;
+    await honest.close();
+    console.log(`16 × 4 × 32 MiB READs unread: node peak grew ${grown.toFixed(0)} MiB; an honest write+read took ${waited.toFixed(0)} ms`);
+    // Without the shared budget each reader held ~32–64 MiB: 16 of them, 0.5–1 GiB.
+    expect(grown).toBeLessThan(300);
+    await until(() => node.stderr().includes("replies not read for 3s"), "the reply deadline in the log", 10_000);
+  } finally {
+    for (const h of hostile) h.sink.destroy();
+    await node.stop();
+  }
+}, 90_000);
