@@ -40,9 +40,9 @@ import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import type { EngineIO, EngineLog } from "./io.ts";
 import { Scattered, scatterTarget } from "./read-into.ts";
-import { newestPieces } from "./replay-log.ts";
+import { replayPieces } from "./replay-log.ts";
 import { ClientSession, lateWelcome } from "./session.ts";
-import { makeTxn, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
+import { makeTxn, MUTATING, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
 
 export type { Completion, OpKind, Request } from "./txn.ts";
 export type { EngineIO, EngineLog } from "./io.ts";
@@ -333,8 +333,7 @@ export class ClientEngine {
     if (this.io.defer === undefined) return this.outbox.flush();
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    // The outbox is emptied when a connection is lost: what it holds is the current one's.
-    this.io.defer(() => {
+    this.io.defer(() => { // the outbox is emptied when a connection is lost: it holds the current one's
       this.flushScheduled = false;
       this.outbox.flush();
     });
@@ -456,6 +455,8 @@ export class ClientEngine {
     let hash: bigint | null = null;
     if (txn.kind === "fetch" || txn.kind === "sync") data = payload.slice(); // the records (copied data), or the reason of a failure
     if (txn.kind === "read" && header.status === 0) {
+      // The range asked for, or none: a short one would leave the caller's buffer half stale.
+      if (header.offset !== txn.offset || header.length !== txn.length) return this.dropConnection(`READ reply for txid ${txn.txid} is ${header.offset}/${header.length}, not ${txn.offset}/${txn.length}`);
       data = payload.subarray(0, header.length);
       const scattered = gathered instanceof Scattered; // the data is in txn.into already
       const digest = scattered ? gathered.digest : payload.subarray(header.length);
@@ -560,10 +561,9 @@ export class ClientEngine {
     if (restarted || durability.replayAgain) {
       durability.replayAgain = false;
       for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
-      for (const entry of newestPieces(durability.entries())) {
-        const request: Request = { kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole };
+      for (const entry of replayPieces(durability.entries(), this.welcome!.size, this.maxPayload, this.log)) {
         // A copy: the log's slabs may be recycled while the replay is on the wire.
-        const txn = this.newTxn(request, entry.data?.slice() ?? null, null, "replay");
+        const txn = this.newTxn({ kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole }, entry.data?.slice() ?? null, null, "replay");
         this.pending.set(txn.txid, txn);
         replays.push(txn);
       }
@@ -592,9 +592,9 @@ export class ClientEngine {
       // Barrier: after an export restart, nothing but replays until every replay is acknowledged
       // (a FLUSH sent earlier would release log entries whose replay has not landed yet).
       if (this.durability.replaysPending > 0 && txn.internal !== "replay") break;
-      // The export remembers results only txidSpan txids beyond the floor it last heard: tell
-      // it a newer floor when ours moved (a PING carries it), else wait for the floor to move.
-      if (this.session.txidSpan > 0 && txn.txid - this.announcedFloor >= this.session.txidSpan) {
+      // The export remembers results of mutations (only they count, §6.5) txidSpan txids beyond
+      // the floor it last heard: tell it a newer floor when ours moved (a PING), else wait.
+      if (this.session.txidSpan > 0 && MUTATING[txn.kind] && txn.txid - this.announcedFloor >= this.session.txidSpan) {
         floor ??= this.txidFloor();
         if (floor > this.announcedFloor) this.announceFloor(floor);
         if (txn.txid - this.announcedFloor >= this.session.txidSpan) break;

@@ -316,6 +316,37 @@ export function newestPieces(entries: ReplayEntry[]): ReplayEntry[] {
   return out;
 }
 
+/**
+ * Replay pieces fitted to the export as it came back: what lies past its end is dropped (an
+ * export that restarted smaller cannot take it, and replaying it again and again would hold
+ * every request behind the barrier for ever), and writes are cut to its largest payload (a
+ * larger one would be a stream error there). `dropped`: the bytes past the end.
+ */
+export function fitPieces(pieces: ReplayEntry[], size: number, maxPayload: number): { pieces: ReplayEntry[]; dropped: number } {
+  const out: ReplayEntry[] = [];
+  let dropped = 0;
+  for (const entry of pieces) {
+    const end = Math.min(entry.offset + entry.length, size);
+    dropped += entry.offset + entry.length - Math.max(end, entry.offset);
+    if (end <= entry.offset && entry.length > 0) continue;
+    const step = entry.kind === "write" ? Math.max(1, maxPayload) : Number.POSITIVE_INFINITY;
+    let at = entry.offset;
+    do {
+      const to = Math.min(end, at + step);
+      out.push(piece(entry, at, to));
+      at = to;
+    } while (at < end);
+  }
+  return { pieces: out, dropped };
+}
+
+/** What a replay sends: the newest pieces of the log, fitted to the export as it came back (a loss past its end is logged). */
+export function replayPieces(entries: ReplayEntry[], size: number, maxPayload: number, log: { warn(message: string): void }): ReplayEntry[] {
+  const fitted = fitPieces(newestPieces(entries), size, maxPayload);
+  if (fitted.dropped > 0) log.warn(`export is now ${size} bytes: ${fitted.dropped} bytes of acknowledged, unflushed writes past its end cannot be replayed and are lost`);
+  return fitted.pieces;
+}
+
 function piece(entry: ReplayEntry, from: number, to: number): ReplayEntry {
   if (from === entry.offset && to === entry.offset + entry.length) return entry;
   const data = entry.data === null ? null : entry.data.subarray(from - entry.offset, to - entry.offset);

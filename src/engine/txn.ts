@@ -106,6 +106,9 @@ export const opcodeOf: Readonly<Record<OpKind, number>> = {
   sync: Op.SYNC,
 };
 
+/** Requests the export's exactly-once table records, the only ones MAX_TXID_SPAN bounds (docs/protocol.md §6.5). */
+export const MUTATING: Readonly<Record<OpKind, boolean>> = { read: false, write: true, flush: false, trim: true, zero: true, fetch: false, sync: false };
+
 /** Bytes the txn puts on the wire. */
 export function wireBytes(txn: Txn): number {
   return HEADER_SIZE + (txn.data?.length ?? 0) + (txn.digest?.length ?? 0);

@@ -73,8 +73,9 @@ export async function adoptFd(fd: number, makeHandler: (sink: Sink) => Connectio
         close(_socket, error) {
           finish(error ? errorMessage(error) : null);
         },
-        error(_socket, error) {
+        error(socket, error) {
           finish(errorMessage(error));
+          socket.terminate(); // also called when a handler threw: the socket is still open then
         },
         end(socket) {
           socket.end(); // the peer shut its side: close ours too (a half-open NBD socket is useless)

@@ -60,6 +60,9 @@ function socketHandlers(makeHandler: (sink: Sink, socket: Socket<SocketState>) =
     },
     error(socket: Socket<SocketState>, error: Error) {
       finish(socket, errorMessage(error));
+      // Bun calls error() also when a handler threw: the socket is still open then, and nobody
+      // holds it any more (a client would reconnect and leak one socket per cycle).
+      socket.terminate();
     },
     end(socket: Socket<SocketState>) {
       socket.end();

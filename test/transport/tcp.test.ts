@@ -5,7 +5,7 @@
  * handler exists; without the re-delivery a guard's slots would leak with every refusal.
  */
 import { afterAll, expect, test } from "bun:test";
-import { listen } from "../../src/transport/tcp.ts";
+import { connect, listen } from "../../src/transport/tcp.ts";
 import type { ConnectionHandler } from "../../src/transport/types.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -37,4 +37,36 @@ test("a connection ended or destroyed while its handler is made reports onClose 
   await Promise.all(closed);
   await until(() => closes.length >= peers, `${peers} onClose calls`);
   expect(closes).toHaveLength(peers);
+});
+
+test("a handler that throws on data loses its connection: the socket is closed, not left open with nobody holding it", async () => {
+  let peerClosed = false;
+  const server = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.write("boom");
+      },
+      data() {},
+      close() {
+        peerClosed = true;
+      },
+    },
+  });
+  const reasons: Array<string | null> = [];
+  try {
+    await connect({ transport: "tcp", host: "127.0.0.1", port: server.port }, () => ({
+      onData() {
+        throw new Error("a handler bug");
+      },
+      onDrain() {},
+      onClose: (reason) => reasons.push(reason),
+    }));
+    await until(() => reasons.length === 1, "onClose");
+    // Before, Bun's error() only marked the socket closed: the peer never saw a close.
+    await until(() => peerClosed, "the peer to see the socket closed", 3000);
+  } finally {
+    server.stop(true);
+  }
 });
