@@ -7,7 +7,7 @@
  */
 import { defineCommand } from "citty";
 import { parseListenAddress, type ListenAddress } from "../lib/address.ts";
-import { DstdError } from "../lib/errors.ts";
+import { DstdError, errorMessage } from "../lib/errors.ts";
 import { createLog, defaultLogFormat, isLogFormat, isLogLevel, type LogFormat, type LogLevel } from "../lib/log.ts";
 import { loadConfigFile } from "../config/load.ts";
 import { startCryptoThreads } from "./args.ts";
@@ -59,8 +59,9 @@ export default defineCommand({
       [
         "SIGHUP",
         () => {
+          if (stopWanted !== null) return log.info("SIGHUP: stopping; no reload");
           if (node === null) reloadWanted = true;
-          else void node.reload();
+          else node.reload().catch((error: unknown) => log.warn(`SIGHUP: no reload: ${errorMessage(error)}`)); // the outcome itself is logged by the node
         },
       ],
     ];
@@ -68,7 +69,7 @@ export default defineCommand({
     try {
       const notifier = SystemdNotifier.fromEnvironment(log.child("systemd"));
       node = await Node.start({ configPath, stateDir, metricsListen, logLevel: level, log, notifier });
-      if (reloadWanted && stopWanted === null) void node.reload();
+      if (reloadWanted && stopWanted === null) node.reload().catch((error: unknown) => log.warn(`SIGHUP: no reload: ${errorMessage(error)}`));
       if (stopWanted === null) await new Promise<void>((resolve) => (wake = resolve));
       await node.stop(stopWanted ?? "stop");
       log.info("stopped");

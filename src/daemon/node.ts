@@ -104,7 +104,12 @@ export class Node {
   private stopped = false;
   private lastReload: ReloadOutcome | null = null;
   private summaryText = "starting";
-  private reloading: Promise<ReloadOutcome> | null = null;
+  /**
+   * Operations that change units run one at a time, whoever asks (SIGHUP, the control socket):
+   * reload, resize, leg, replica role changes. A reload that interleaved with a resize could
+   * half apply a tree change and still report success.
+   */
+  private reloading: Promise<unknown> | null = null;
   readonly stateDir: string;
 
   private constructor(
@@ -166,9 +171,9 @@ export class Node {
         hello: () => ({ node: "dstd", version: VERSION, pid: process.pid, protocol: CONTROL_VERSION, statusSchema: STATUS_SCHEMA, statusVersion: STATUS_VERSION }),
         status: () => this.status(),
         reload: () => this.reload(),
-        resize: (params) => this.resize(params),
-        leg: (params) => this.holdLeg(params),
-        replica: (params) => replicaRequest(this.replicaHandles(), params, this.log),
+        resize: (params) => this.serial(() => this.resize(params)),
+        leg: (params) => this.serial(() => this.holdLeg(params)),
+        replica: (params) => (params.op === "status" ? replicaRequest(this.replicaHandles(), params, this.log) : this.serial(() => replicaRequest(this.replicaHandles(), params, this.log))),
         events: this.events,
       },
     });
@@ -302,9 +307,16 @@ export class Node {
 
   /** Re-read the config and apply the difference; one at a time. */
   reload(): Promise<ReloadOutcome> {
+    // Before READY the units are still being started: a reload then would start them twice.
+    if (!this.ready && !this.stopped) return Promise.reject(new DstdError("E_STATE", "the node is still starting: reload once it is ready"));
+    return this.serial(() => this.reloadNow());
+  }
+
+  /** Run `work` after every operation queued before it (see `reloading`). */
+  private serial<T>(work: () => Promise<T>): Promise<T> {
     if (this.stopped) return Promise.reject(new DstdError("E_STOPPING", "the node is stopping"));
-    const run = (this.reloading ?? Promise.resolve()).then(() => this.reloadNow());
-    this.reloading = run.catch(() => this.lastReload!);
+    const run = (this.reloading ?? Promise.resolve()).then(work);
+    this.reloading = run.catch(() => {});
     return run;
   }
 
@@ -329,7 +341,7 @@ export class Node {
       this.log.warn(`reload refused, nothing changed: ${outcome.messages.join("; ")}`);
     }
     this.refreshSummary();
-    this.options.notifier.ready(this.summaryText);
+    if (!this.stopped) this.options.notifier.ready(this.summaryText); // never READY=1 after STOPPING=1
     return outcome;
   }
 

@@ -121,5 +121,17 @@ export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
       }
     }
   }
+  // A kernel attachment that changes (its entry, the [client] keys it inherits, its key file)
+  // would be detached and attached again: its /dev/nbdN would go away under whatever uses it
+  // (a mounted filesystem), and come back under another name without `device`. Refuse; a
+  // restart that hands the device over (SIGUSR2, then start) applies it without unmapping.
+  const wantedAttachments = new Set(wanted.attachments.map((u) => u.name));
+  for (const unit of running.attachments) {
+    if (!diff.stop.includes(unit.name) || !wantedAttachments.has(unit.name) || unit.config.nbdListen !== null) continue;
+    diff.refusals.push(
+      `kernel attachment ${unit.name} would be detached and attached again (its [[attach]] entry, the [client] keys it inherits or its key file changed), ` +
+        "taking its device away from whatever uses it: to apply the change keep the device attached — stop dstd up with SIGUSR2 and start it again — or remove the entry and reload to detach it on purpose",
+    );
+  }
   return diff;
 }

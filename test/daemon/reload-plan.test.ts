@@ -119,6 +119,23 @@ describe("diffPlans", () => {
     expect(d.start).toEqual([]);
   });
 
+  test("a changed kernel attachment is refused (its device would be detached under its users); removing it detaches it", () => {
+    const kernel = `${base}\n[[attach]]\nurl = "dst://127.0.0.1:7002/c"\ndevice = "/dev/nbd3"\n`;
+    const changed = kernel.replace('device = "/dev/nbd3"', 'device = "/dev/nbd3"\nresend_interval = "2s"');
+    const d = diffPlans(plan(kernel), plan(changed));
+    expect(d.stop).toEqual(["attach:/dev/nbd3"]);
+    expect(d.refusals).toHaveLength(1);
+    expect(d.refusals[0]).toContain("kernel attachment attach:/dev/nbd3 would be detached and attached again");
+    expect(d.refusals[0]).toContain("SIGUSR2");
+    // Its key file's contents changed: the same.
+    const keyed = kernel.replace('device = "/dev/nbd3"', 'device = "/dev/nbd3"\nkey_file = "/etc/k"');
+    expect(diffPlans(plan(keyed, "k", () => "old"), plan(keyed, "k", () => "new")).refusals).toHaveLength(1);
+    // Removed on purpose: detached, not refused. The nbd_listen attachment changes freely.
+    expect(diffPlans(plan(kernel), plan(base)).refusals).toEqual([]);
+    const listenChanged = kernel.replace('nbd_listen = "unix:/tmp/c.sock"', 'nbd_listen = "unix:/tmp/c.sock"\nresend_interval = "2s"');
+    expect(diffPlans(plan(kernel), plan(listenChanged)).refusals).toEqual([]);
+  });
+
   test("new key material updates export groups in place; an attachment's key file restarts only that attachment", () => {
     const d = diffPlans(plan(base, "k1"), plan(base, "k2"));
     expect(d.update).toEqual(["export:a+b", "export:c"]);

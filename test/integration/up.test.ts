@@ -274,8 +274,13 @@ deadline = "1s"
     }
   }, 60_000);
 
-  test("SIGTERM: STOPPING=1, everything stops, exit 0, sockets gone", async () => {
-    const code = await node.stop("SIGTERM");
+  test("SIGTERM: STOPPING=1, everything stops, exit 0, sockets gone; a SIGHUP during the stop is ignored, not a crash", async () => {
+    node.child.kill("SIGTERM");
+    await node.waitForLog("SIGTERM: stopping", "the stop to begin");
+    // Before, a SIGHUP in the stop window rejected with E_STOPPING unhandled: exit 1 half way.
+    node.child.kill("SIGHUP");
+    const code = await node.child.exited;
+    expect(node.stderr()).not.toContain("the node is stopping");
     expect(code).toBe(0);
     await notify.waitFor((m) => m.startsWith("STOPPING=1"), "STOPPING=1");
     expect(existsSync(join(stateDir, "control.sock"))).toBe(false);
