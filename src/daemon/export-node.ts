@@ -302,8 +302,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       const targets = [...changes].map(([name, change]) => ({ name, change, port: exports.find((e) => e.name === name)!.port }));
       const prepared = await prepareTreeChanges(targets, reloadOpener(treeLog(log), bookOf), (name) => server.announceSize(name), (message) => log.warn(message));
       return {
-        commit: () => {
-          const changes = prepared.commit();
+        commit: (failures?: string[]) => {
+          const changes = prepared.commit(failures);
           changes.push(...updatePolicy(configs, keys));
           running = configs;
           return changes;

@@ -30,8 +30,12 @@ import { StripePort } from "../storage/tree/stripe.ts";
 import type { TreeChange } from "./tree-changes.ts";
 
 export interface PreparedTreeChanges {
-  /** Apply the opened legs (and announce new sizes); one line per change. Cannot fail. */
-  commit(): string[];
+  /**
+   * Apply the opened legs (and announce new sizes); one line per change. Does not throw: a step
+   * that cannot be applied any more (its node closed or changed since prepare) goes to
+   * `failures` when given (the reload reports it as not applied), else among the lines.
+   */
+  commit(failures?: string[]): string[];
   /** Close the opened legs (the reload was refused elsewhere). */
   abort(): Promise<void>;
 }
@@ -177,7 +181,7 @@ export async function prepareTreeChanges(
   }
   let settled = false;
   return {
-    commit(): string[] {
+    commit(failures?: string[]): string[] {
       if (settled) return [];
       settled = true;
       const lines: string[] = [];
@@ -188,7 +192,7 @@ export async function prepareTreeChanges(
         } catch (error) {
           // Only a node closed since prepare (its group stopping, a mirror leg reopened) gets
           // here: nothing to change.
-          lines.push(`${step.place} not changed: ${errorMessage(error)}`);
+          (failures ?? lines).push(`${step.place} not changed: ${errorMessage(error)}`);
           void Promise.allSettled(step.opened.map((port) => port.close()));
         }
       }

@@ -388,8 +388,11 @@ export class Node {
       throw error;
     }
     for (const { name, update } of prepared) {
-      const applied = update.commit();
+      const failures: string[] = [];
+      const applied = update.commit(failures);
       changes.push(`updated ${name} in place${applied.length > 0 ? `: ${applied.join("; ")}` : ""}`);
+      // Said as what it is, not among the changes: what runs now differs from the file there.
+      for (const failure of failures) messages.push(`${name}: NOT applied: ${failure}; the group runs without it until it restarts (dstd up restart, or a change that restarts the group)`);
     }
     await this.removeUnits(diff.stop, "stop");
     for (const name of diff.stop) changes.push(diff.start.includes(name) ? `restarted ${name} (its settings changed)` : `stopped ${name}`);

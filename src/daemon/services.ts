@@ -143,8 +143,8 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
           const { group: configs, keys } = next as { group: readonly ExportConfig[]; keys: readonly KeyConfig[] };
           const prepared = await node.prepareUpdate(configs, keys);
           return {
-            commit: () => {
-              const changes = prepared.commit();
+            commit: (failures?: string[]) => {
+              const changes = prepared.commit(failures);
               current = configs; // status shows the allow lists in force
               return changes;
             },

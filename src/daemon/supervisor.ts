@@ -58,8 +58,8 @@ export interface Running {
 
 /** A change prepared by Running.update: everything that can fail is done, nothing visible yet. */
 export interface PreparedUpdate {
-  /** Apply it (cannot fail); one line per change. */
-  commit(): string[];
+  /** Apply it (does not throw); one line per change; what could not be applied after all goes to `failures`. */
+  commit(failures?: string[]): string[];
   /** Drop it, releasing what preparing took. */
   abort(): Promise<void>;
 }

@@ -253,3 +253,23 @@ test("a mirror leg replaced by a subtree: its layout record is written only once
     await port.close();
   }
 });
+
+test("a step that cannot be applied any more at commit (its leg resumed since prepare) is reported as a failure, not as a change", async () => {
+  const tree = (d: string) => `mirror = [${disk("m1")}, ${disk(d)}]\nassume_clean = true`;
+  const before = exportWith(tree("m2"));
+  const after = exportWith(tree("m3"));
+  const port = await open(before);
+  try {
+    expect(await hold(port, img("m2"), "suspend")).toBe(0);
+    const change = treeChanges([before], [after])!.get("t")!;
+    const prepared = await prepareTreeChanges([{ name: "t", port, change }], (_name, node, grown, at) => openTree(node, { log: quiet, lock: true, grown, at }), () => {});
+    // Between prepare and commit the leg comes back (resumed): replacing it would drop a copy.
+    expect(await hold(port, img("m2"), "resume")).toBe(0);
+    const failures: string[] = [];
+    expect(prepared.commit(failures)).toEqual([]);
+    expect(failures).toEqual([expect.stringContaining("not changed")]);
+    expect(states(port)[1]).not.toContain(img("m3"));
+  } finally {
+    await port.close();
+  }
+}, 60_000);
