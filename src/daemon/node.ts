@@ -366,7 +366,8 @@ export class Node {
     if (this.options.logLevel === undefined && config.logLevel !== previous.logLevel) changes.push(`log_level ${previous.logLevel} → ${config.logLevel}`);
     const oldMetrics = this.options.metricsListen ?? previous.metricsListen;
     const newMetrics = this.options.metricsListen ?? config.metricsListen;
-    const metricsChanged = (oldMetrics === null ? "" : formatListenAddress(oldMetrics)) !== (newMetrics === null ? "" : formatListenAddress(newMetrics));
+    // Also when the listener is wanted but missing (an earlier move failed to bind): retry it.
+    const metricsChanged = (oldMetrics === null ? "" : formatListenAddress(oldMetrics)) !== (newMetrics === null ? "" : formatListenAddress(newMetrics)) || (newMetrics !== null && this.metricsListener === null);
 
     // Prepare every in-place change first (new linear legs are opened), so that one that
     // cannot be made refuses the whole reload before anything changed.
@@ -399,8 +400,11 @@ export class Node {
     if (metricsChanged) {
       await this.metricsListener?.close();
       this.metricsListener = null;
-      await this.startMetrics(newMetrics).catch((error) => messages.push(`metrics_listen: ${errorMessage(error)}; metrics are off until the next reload`));
-      changes.push(`metrics ${newMetrics === null ? "off" : `on ${formatListenAddress(newMetrics)}`}`);
+      const moved = await this.startMetrics(newMetrics).then(
+        () => true,
+        (error) => void messages.push(`metrics_listen: ${errorMessage(error)}; metrics are off until a reload binds it`),
+      );
+      if (moved) changes.push(`metrics ${newMetrics === null ? "off" : `on ${formatListenAddress(newMetrics)}`}`);
     }
     this.loaded = next;
     this.applyLogLevel(config);

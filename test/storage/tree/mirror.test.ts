@@ -438,6 +438,34 @@ describe("mirror over simulated legs", () => {
     expect(Buffer.from(legData(c, m)).equals(Buffer.from(legData(b, m)))).toBe(true);
   });
 
+  test("a syncing leg whose checkpoint flush fails (a file's dirty pages dropped) resyncs what the flush lost before it joins", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 500), rig.store(LEG, 500)];
+    let dropOnFlush = false;
+    class FlushLoses extends PassThrough {
+      override flush(done: Done): void {
+        if (!dropOnFlush) return super.flush(done);
+        dropOnFlush = false;
+        b.data.set(b.durable); // fsync EIO: the dirty pages are gone
+        (b as unknown as { unflushed: unknown[] }).unflushed = [];
+        rig.clock.after(1, () => done(Errno.EIO));
+      }
+    }
+    const m = await rig.mirror([a, b], { assumeClean: true, wrap: [undefined, (p) => new FlushLoses(p)] });
+    await rig.write(m, 0, filled(64 * KiB, 1));
+    await rig.settle(call.flush(m));
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 16 * KiB, filled(4096, 2)); // on a only: b degraded, the region dirty
+    expect(m.legs[1]!.state).toBe("degraded");
+    dropOnFlush = true;
+    b.up(); // it returns, the region is copied, and the resync's flush fails losing the copy
+    await rig.until(() => m.legs[1]!.degradations >= 2, "the resync's flush to fail");
+    await rig.until(() => m.legs[1]!.state === "in-sync", "b back in sync");
+    // Before, the lost copy was not missing any more in memory: b joined holding the old 1.
+    expect(legData(b, m)[16 * KiB]).toBe(2);
+    expect(legData(a, m)[16 * KiB]).toBe(2);
+  });
+
   test("a flapping leg (its probe answers, its writes fail) is probed less and less often; once it holds, it joins and is probed at the base interval again", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];

@@ -44,8 +44,9 @@ export function legFailed(s: MirrorState, leg: MirrorLeg, errno: number, cause: 
   leg.degradations++;
   if (was === "syncing") leg.flaps++;
   leg.lastError = what;
-  // A failed flush may have lost what it acknowledged since the last durable point.
-  takeOut(s, leg, "degraded", cause === "flush" && was === "in-sync");
+  // A failed flush may have lost what it acknowledged since the last durable point, on a
+  // syncing leg too (a file or device drops its dirty pages; only a remote leg replays them).
+  takeOut(s, leg, "degraded", cause === "flush");
   const again = leg.flaps > 0 ? `; it failed ${leg.flaps}× while resyncing since it was in sync: next probe in ${probeDelay(s, leg) / 1000} s` : "";
   s.log.warn(`mirror leg ${leg.label} degraded (${was}, ${what}); generation ${s.generation}; its writes are now recorded for resync${again}`);
   scheduleProbe(s, leg);
@@ -77,6 +78,14 @@ export function takeOut(s: MirrorState, leg: MirrorLeg, state: "degraded" | "sus
     leg.high = Math.max(leg.highBound, leg.diskGen ?? 0);
     leg.joinPhase = 0;
   }
+  // What it took since its last durable checkpoint (resync copies, writes to a syncing leg)
+  // may be gone with it: its record on disk counts them as missing already (slotPage); so
+  // does memory now, or a return in this process would resync without them and the next
+  // checkpoint clear them for good (the syncing leg rejoined stale: a failed checkpoint flush).
+  leg.needs.orWith(leg.cleanPending.bytes);
+  leg.needs.orWith(leg.unflushed.bytes);
+  leg.cleanPending.reset();
+  leg.unflushed.reset();
   leg.state = state;
   const pages = new Set<number>();
   // Not lost while this node runs (unless lostActive), but not known durable either.

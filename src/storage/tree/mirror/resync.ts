@@ -183,7 +183,6 @@ export class Resync {
   private release(region: number, ok: boolean, sourceLost: boolean): void {
     this.copying.delete(region);
     this.copies--;
-    this.host.unlockRegion(region);
     if (ok && this.leg.state === "syncing") {
       if (this.leg.needs.clear(region)) {
         this.leg.cleanPending.set(region);
@@ -192,6 +191,10 @@ export class Resync {
         this.sinceCheckpoint += bytes;
       }
     }
+    // Unlocked only now: a write waiting for the region may run (and fail) at once on a
+    // synchronous leg, and the re-copy it then asks for must find the region copied, not
+    // have its mark cleared by this release right after.
+    this.host.unlockRegion(region);
     this.snapshot.remainingBytes = this.remaining();
     if (sourceLost && this.leg.state === "syncing" && !this.paused) {
       this.paused = true;
