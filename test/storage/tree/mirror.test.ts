@@ -466,6 +466,25 @@ describe("mirror over simulated legs", () => {
     expect(legData(a, m)[16 * KiB]).toBe(2);
   });
 
+  test("a returning leg that lacks trim the mirror offers (it was absent when the offer was made) is not taken back", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    class NoTrim extends PassThrough {
+      override get canTrim(): boolean {
+        return false;
+      }
+    }
+    const m = await rig.mirror([a, b], { assumeClean: true, wrap: [undefined, (p) => new NoTrim(p)] });
+    // As if b had been absent at open: the mirror offers trim from a alone.
+    m.state.offers = { canTrim: true, canZero: m.canZero };
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 0, filled(4096, 1)); // b degraded
+    b.up();
+    rig.run(5_000); // probes find it, and refuse it: every TRIM would fail on it
+    expect(m.legs[1]!.state).toBe("too-small"); // the state of a leg that does not fit the mirror
+    expect(rig.logs.some((l) => l.includes("lacks trim or write-zeroes, which the mirror offers its clients"))).toBe(true);
+  });
+
   test("a flapping leg (its probe answers, its writes fail) is probed less and less often; once it holds, it joins and is probed at the base interval again", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];

@@ -39,7 +39,6 @@ export function legChangeProblem(s: MirrorState, offered: Offered, index: number
   }
   const misfit = fitProblem(s, port);
   if (misfit !== null) return `new leg ${port.description}: ${misfit}`;
-  if ((offered.canTrim && !port.canTrim) || (offered.canZero && !port.canZero)) return `new leg ${port.description} lacks trim or write-zeroes, which the mirror offers its clients`;
   return null;
 }
 

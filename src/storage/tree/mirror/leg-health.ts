@@ -225,5 +225,8 @@ export function fitProblem(s: MirrorState, port: StoragePort): string | null {
   if (port.size < needed) return `${formatSize(port.size)}; the mirror needs ${formatSize(needed)} (its metadata area and ${formatSize(s.layout.dataBytes)} of data)`;
   if (port.blockSize > s.blockSize) return `${port.blockSize}-byte blocks; the mirror's are ${s.blockSize}`;
   if (port.maxPayload < s.maxPayload) return `requests of at most ${formatSize(port.maxPayload)}; the mirror sends up to ${formatSize(s.maxPayload)}`;
+  // A leg absent at open reopens through a probe: without these every TRIM or WRITE_ZEROES
+  // would fail on it, and it would degrade again each time it came back, never joining.
+  if ((s.offers.canTrim && !port.canTrim) || (s.offers.canZero && !port.canZero)) return "it lacks trim or write-zeroes, which the mirror offers its clients";
   return null;
 }

@@ -104,6 +104,7 @@ export class MirrorPort implements StoragePort, Describable {
     this.canTrim = present.every((p) => p.canTrim);
     this.canZero = present.every((p) => p.canZero);
     this.canBlockStatus = present.some((p) => p.canBlockStatus);
+    s.offers = { canTrim: this.canTrim, canZero: this.canZero };
     s.hooks = {
       legFailed: (leg, errno, cause) => legFailed(s, leg, errno, cause),
       releaseBarrier: (op, errno) => releaseBarrier(s, op, errno),

@@ -184,6 +184,8 @@ export class MirrorState {
    */
   quiesced: (() => void) | null = null;
   hooks!: MirrorHooks;
+  /** What the mirror offers its clients, fixed at open (MirrorPort): every leg it takes must do it too. */
+  offers: { canTrim: boolean; canZero: boolean } = { canTrim: false, canZero: false };
 
   constructor(inputs: readonly MirrorLegInput[], plan: Plan, options: MirrorOptions) {
     this.layout = plan.layout;
