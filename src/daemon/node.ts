@@ -111,6 +111,8 @@ export class Node {
    */
   private reloading: Promise<unknown> | null = null;
   readonly stateDir: string;
+  /** `[limits]` as the node started: every unit it starts gets these (a reload reports a change as taking effect at restart). */
+  private readonly startLimits: Config["limits"];
 
   private constructor(
     private readonly options: NodeOptions,
@@ -118,6 +120,7 @@ export class Node {
   ) {
     this.scheduler = options.scheduler ?? realScheduler;
     this.stateDir = options.stateDir ?? loaded.config.stateDir;
+    this.startLimits = loaded.config.limits;
     this.metrics = nodeMetrics({
       replicas: () => [...this.replicaHandles().values()].map((h) => h.status()),
       mirrors: () => mirrorViews([...this.services.values()].map((s) => s.status())),
@@ -207,7 +210,7 @@ export class Node {
     for (const unit of plan.exportGroups) {
       if (!names.includes(unit.name)) continue;
       const log = this.log.child(unit.name);
-      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.loaded.config.limits, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name, stateDir: this.stateDir });
+      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.startLimits, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name, stateDir: this.stateDir });
       starts.push(this.add(unit.name, "export", runner, log));
     }
     await Promise.all(starts.splice(0));
@@ -363,6 +366,10 @@ export class Node {
     const config = next.config;
     if ((this.options.stateDir ?? config.stateDir) !== this.stateDir) messages.push(`state_dir ${config.stateDir}: takes effect when dstd up restarts`);
     if (config.logFormat !== previous.logFormat) messages.push(`log_format ${config.logFormat}: takes effect when dstd up restarts`);
+    // Listeners keep the limits they were started with; units a reload starts get the same,
+    // so the node never runs two sets of limits at once.
+    if (JSON.stringify(config.limits) !== JSON.stringify(this.startLimits)) messages.push("[limits]: takes effect when dstd up restarts (every listener keeps the limits the node started with)");
+    if (config.cryptoThreads !== previous.cryptoThreads) messages.push(`crypto_threads ${config.cryptoThreads}: takes effect when dstd up restarts`);
     if (this.options.logLevel === undefined && config.logLevel !== previous.logLevel) changes.push(`log_level ${previous.logLevel} → ${config.logLevel}`);
     const oldMetrics = this.options.metricsListen ?? previous.metricsListen;
     const newMetrics = this.options.metricsListen ?? config.metricsListen;

@@ -268,6 +268,13 @@ deadline = "1s"
       const again = await runDstd(["reload", "--state-dir", stateDir]);
       expect(again.exitCode).toBe(0);
       expect(again.stdout).toContain("nothing changed");
+
+      // 4. [limits] changed: said to take effect at restart (before, units a reload started got
+      // the new limits while the running ones kept the old: two sets at once, reported as nothing).
+      writeFileSync(configPath, `${readFileSync(configPath, "utf8")}\n[limits]\nframe_timeout = "20s"\n`);
+      const limits = await runDstd(["reload", "--state-dir", stateDir]);
+      expect(limits.exitCode).toBe(0);
+      expect(limits.stderr).toContain("[limits]: takes effect when dstd up restarts");
     } finally {
       follower.kill();
       await follower.exited;
