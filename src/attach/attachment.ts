@@ -37,7 +37,7 @@ import { within } from "./deadline.ts";
 import type { ExportLink } from "./export-link.ts";
 import { deviceGeometry, deviceSizeFor } from "./geometry.ts";
 import { KernelLinks } from "./kernel-links.ts";
-import { detachDevice, handOver, type LeaveStep } from "./leave.ts";
+import { detachDevice, flushExport, handOver, type LeaveStep } from "./leave.ts";
 import type { LinkDeadWatch } from "./link-dead.ts";
 import { PhaseTracker } from "./phases.ts";
 import type { KernelPlan } from "./plan.ts";
@@ -347,10 +347,18 @@ export class KernelAttachment {
     if (!this.phase.canEnter("detaching")) return;
     this.phase.enter("detaching");
     this.report();
-    await detachDevice(this.leaveStep());
-    await this.shutdown(true);
+    const failed = await detachDevice(this.leaveStep());
+    await this.shutdown(true, true);
     this.phase.enter("ended");
+    if (failed !== null) throw this.unconfirmed(`detached ${this.device}`, failed);
     this.o.log.info(`detached ${this.device}`);
+  }
+
+  /** The export did not confirm the final flush: writes the kernel was told are done may be missing there. */
+  private unconfirmed(what: string, why: string): DstdError {
+    const message = `${what}, but the export did not confirm the final flush (${why}): writes acknowledged to the kernel since the last flush may be missing on it`;
+    this.o.log.error(message);
+    return new DstdError("E_FLUSH", message);
   }
 
   /**
@@ -360,21 +368,25 @@ export class KernelAttachment {
   async handover(): Promise<void> {
     if (!this.phase.canEnter("handover")) return;
     this.phase.enter("handover");
-    await handOver(this.leaveStep());
+    const failed = await handOver(this.leaveStep());
     this.report();
-    await this.shutdown(false);
+    await this.shutdown(false, true);
     this.phase.enter("ended");
+    if (failed !== null) throw this.unconfirmed(`left ${this.device} attached`, failed);
     this.o.log.info(`left ${this.device} attached for the next daemon: I/O waits up to ${this.o.deadConnTimeoutSec} s for \`dstd attach\` to take it over`);
   }
 
   /** Stop reporting, close our sockets, netlink and the export link; drop the record if the device is gone. */
-  private async shutdown(deviceGone: boolean): Promise<void> {
+  private async shutdown(deviceGone: boolean, flushed = false): Promise<void> {
     if (this.reporter !== null) clearInterval(this.reporter);
     this.reporter = null;
     this.watch.listener = null;
     this.links.retire();
     if (deviceGone) removeState(this.o.stateDir, this.device);
     this.control.close();
+    // Also when the device went away under us: what the kernel was told is done reaches the export's disk.
+    const failed = flushed ? null : await flushExport(this.exportLink);
+    if (failed !== null) this.o.log.warn(`final flush to the export: ${failed}`);
     if ((await within(this.exportLink.close(), 10_000)) === "timeout") this.exportLink.abort();
   }
 }

@@ -98,9 +98,13 @@ export class KernelLinks {
     });
   }
 
-  /** Stop reading the kernel's requests on every live link (replies still go out). */
+  /**
+   * Stop reading the kernel's requests on every live link (replies still go out), for good: a
+   * plain pause was undone by the NBD connection's own flow control at its next completion,
+   * and a handover under load kept taking requests it then left unanswered.
+   */
   pauseAll(): void {
-    for (const link of this.live) link.sink.pause();
+    for (const link of this.live) link.stopReading();
   }
 
   /** Close every live link now, without telling `onClosed`. */

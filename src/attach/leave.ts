@@ -30,10 +30,27 @@ export interface LeaveStep {
 
 const SYNC_MS = 60_000;
 const CLOSE_MS = 10_000;
-const FLUSH_MS = 30_000;
-const DRAIN_MS = 30_000;
 
-export async function detachDevice(s: LeaveStep): Promise<void> {
+/**
+ * FLUSH the export, waiting as long as the engine may take (its deadline, with its resends and
+ * reconnects inside, and a margin): the writes the kernel was told are done leave our replay
+ * log only with it. Returns why it did not succeed, or null. (It waited 30 s and took a
+ * timeout for success.)
+ */
+export async function flushExport(link: ExportLink): Promise<string | null> {
+  const limitMs = link.deadlineMs + Math.min(10_000, link.deadlineMs);
+  const flushed = await within(
+    link.flush().then(
+      () => null,
+      (error: unknown) => errorMessage(error),
+    ),
+    limitMs,
+  );
+  return flushed === "timeout" ? `no answer within ${limitMs / 1000} s` : flushed;
+}
+
+/** Detach; returns why the final flush to the export failed (acknowledged writes may be missing there), or null. */
+export async function detachDevice(s: LeaveStep): Promise<string | null> {
   const mounts = mountPointsOf(s.device);
   if (mounts.length > 0) s.log.warn(`${s.device} is still mounted on ${mounts.join(", ")}: its I/O fails once the device is gone`);
   s.log.info(`detaching ${s.device}: flushing it, then NBD_CMD_DISCONNECT`);
@@ -45,13 +62,19 @@ export async function detachDevice(s: LeaveStep): Promise<void> {
     s.log.warn(`DISCONNECT ${s.device}: ${errorMessage(error)}`);
   }
   await within(s.links.allClosed(), CLOSE_MS);
-  await within(s.exportLink.flush(), FLUSH_MS).catch((error: unknown) => s.log.warn(`final flush to the export failed: ${errorMessage(error)}`));
+  return await flushExport(s.exportLink);
 }
 
-export async function handOver(s: LeaveStep): Promise<void> {
+/** Hand over; returns why the export's flush failed (or requests were still held), or null. */
+export async function handOver(s: LeaveStep): Promise<string | null> {
   s.links.pauseAll();
-  const deadline = performance.now() + DRAIN_MS;
+  // Every request taken is answered (the engine answers each within its deadline) before the
+  // sockets close: one left would be sent again by the kernel to the next daemon.
+  const deadline = performance.now() + s.exportLink.deadlineMs + Math.min(10_000, s.exportLink.deadlineMs);
   while ((s.exportLink.outstanding > 0 || s.links.queuedBytes > 0) && performance.now() < deadline) await Bun.sleep(10);
-  await within(s.exportLink.flush(), FLUSH_MS).catch((error: unknown) => s.log.warn(`flush to the export failed: ${errorMessage(error)}`));
+  const held = s.exportLink.outstanding;
+  const flushed = await flushExport(s.exportLink);
   s.links.terminateAll();
+  if (held > 0) return `${held} requests still unanswered`;
+  return flushed;
 }

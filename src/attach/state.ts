@@ -116,6 +116,10 @@ function parseState(path: string): AttachmentState | null {
  * (exited, not yet reaped by its parent, e.g. a shell that started it with `&`) counts as gone.
  */
 export function daemonAlive(pid: number): boolean {
+  // A record naming this very process is from an earlier life of its pid (a container restart
+  // hands out the same pids) or from an earlier run of this unit in `dstd up`: nobody serves it
+  // now. It said "already attached" and exited 0 while the device waited for a daemon.
+  if (pid === process.pid) return false;
   try {
     process.kill(pid, 0);
   } catch {

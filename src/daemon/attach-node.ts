@@ -190,7 +190,7 @@ function exportLinkOf(client: DstClient, description: string, engine: Partial<En
       return client.engine.counters;
     },
     get outstanding() {
-      return client.engine.outstanding;
+      return client.outstanding + port.waiting; // every link's engine, and requests waiting for room in them
     },
     flush: () => client.flush(),
     close: () => {

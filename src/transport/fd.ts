@@ -32,6 +32,8 @@ export interface AdoptedFd {
   readonly endedLocally: boolean;
   /** Close now, discarding anything queued. */
   terminate(): void;
+  /** Read nothing more from the peer, whatever the handler's flow control asks later (replies still go out). */
+  stopReading(): void;
 }
 
 /**
@@ -101,6 +103,9 @@ export async function adoptFd(fd: number, makeHandler: (sink: Sink) => Connectio
     },
     get endedLocally() {
       return sink.endCalled;
+    },
+    stopReading() {
+      sink.freeze();
     },
     terminate() {
       sink.destroy();

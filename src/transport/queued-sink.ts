@@ -94,6 +94,14 @@ export class QueuedSink implements Sink {
   }
 
   resume(): void {
-    this.socket?.resume();
+    if (!this.frozen) this.socket?.resume();
   }
+
+  /** Stop reading for good: later resume() calls (a protocol's own flow control) do nothing. */
+  freeze(): void {
+    this.frozen = true;
+    this.socket?.pause();
+  }
+
+  private frozen = false;
 }

@@ -152,4 +152,10 @@ describe("daemonAlive", () => {
     }
     expect(daemonAlive(parent.pid)).toBe(false);
   });
+
+  test("a record naming this very process is not a live daemon (a reused pid, or an earlier run of this unit)", () => {
+    // Before, a daemon whose pid matched a dead one's record said "already attached" and exited 0.
+    expect(daemonAlive(process.pid)).toBe(false);
+    expect(daemonAlive(process.ppid)).toBe(true);
+  });
 });

@@ -28,7 +28,7 @@ import type { DstClient } from "../../client/dst-client.ts";
 import type { BufferHold, Done, ExtentsDone, HashedDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind } from "../validate.ts";
 
-export function createEnginePort(client: DstClient, description: string): StoragePort {
+export function createEnginePort(client: DstClient, description: string): EnginePort {
   return new EnginePort(client, description);
 }
 
@@ -41,7 +41,7 @@ export class EnginePort implements StoragePort {
   readonly canBlockStatus = false;
   readonly synchronous = false;
   readonly writeDataCopied = true;
-  private readonly waiting: Array<{ request: Request; done: Completion }> = [];
+  private readonly queue: Array<{ request: Request; done: Completion }> = [];
 
   constructor(
     readonly client: DstClient,
@@ -129,22 +129,27 @@ export class EnginePort implements StoragePort {
 
   async close(): Promise<void> {}
 
+  /** Requests taken but not yet submitted (the engine said BUSY). */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
   private submit(request: Request, done: Completion): void {
-    if (this.waiting.length === 0) {
+    if (this.queue.length === 0) {
       const accepted = this.client.submit(request, done);
       if (accepted === 0 && request.handOver === true) request.recycle?.(request.data!); // refused at once: not kept
       if (accepted !== BUSY) return;
     }
     // The caller recycles a plain write's buffer on return; a handed-over one is ours to keep.
     if (request.data !== undefined && request.handOver !== true) request.data = request.data.slice();
-    this.waiting.push({ request, done });
+    this.queue.push({ request, done });
   }
 
   private drain(): void {
-    while (this.waiting.length > 0) {
-      const next = this.waiting[0]!;
+    while (this.queue.length > 0) {
+      const next = this.queue[0]!;
       if (this.client.submit(next.request, next.done) === BUSY) return;
-      this.waiting.shift();
+      this.queue.shift();
     }
   }
 
