@@ -188,6 +188,11 @@ export class DstClient {
 
   private constructor(private readonly options: DstClientOptions) {}
 
+  /** The time the engines run on (their injected clock): a Request's `since` is read from it. */
+  now(): number {
+    return (this.options.clock ?? REAL_CLOCK).now();
+  }
+
   /** The first link's engine (its WELCOME, state and counters describe the connection). */
   get engine(): ClientEngine {
     return this.links[0]!.engine;

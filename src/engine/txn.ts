@@ -54,6 +54,12 @@ export interface Request {
   zstd?: boolean;
   /** FETCH: Flag.FOLLOWS (the export granted Feature.FETCH_FOLLOWS; docs/protocol.md §11.2). */
   follows?: boolean;
+  /**
+   * When the caller took the request (the engine's clock), if before submit: the deadline counts
+   * from then. A request that waited for room outside the engine has that much less of it, so
+   * no request outlives a deadline a caller relies on (the kernel's io_timeout: docs/kernel.md).
+   */
+  since?: number;
 }
 
 /**
@@ -172,7 +178,7 @@ export function makeTxn(
     into: request.into ?? null,
     done,
     internal,
-    deadlineAt: timing.now + timing.deadlineMs,
+    deadlineAt: Math.min(timing.now, request.since ?? timing.now) + timing.deadlineMs,
     sentOn: 0,
     nextResendAt: 0,
     resendIntervalMs: timing.resendIntervalMs,

@@ -5,7 +5,9 @@
  *     is dropped and the READ sent again, so the caller gets the range it asked for;
  *   - an export that restarts smaller drops the replays past its end (logged) instead of
  *     replaying them for ever behind the barrier, and the requests after them complete;
- *   - an automatic FLUSH is not held by MAX_TXID_SPAN (only mutations count, docs/protocol.md §6.5).
+ *   - an automatic FLUSH is not held by MAX_TXID_SPAN (only mutations count, docs/protocol.md §6.5);
+ *   - a request that waited for room before it was submitted (Request.since) has that much less
+ *     of its deadline: the kernel's io_timeout assumes no request outlives the deadline.
  */
 import { expect, test } from "bun:test";
 import { computeDigest, type ChecksumName } from "../../src/crypto/checksum.ts";
@@ -174,4 +176,18 @@ test("an automatic FLUSH is not held by MAX_TXID_SPAN: every write behind it com
   }
   expect(statuses).toHaveLength(20);
   expect(statuses.every((s) => s === 0)).toBe(true);
+});
+
+test("a request's deadline counts from when the caller took it (since), not from submit", () => {
+  const r = rig({ deadlineMs: 10_000 });
+  const connection = r.up(welcome(1 << 20, 1));
+  let early: number | null = null;
+  let fresh: number | null = null;
+  // Waited 9 s for room already: 1 s of its deadline is left. A fresh one has all 10 s.
+  r.engine.submit({ kind: "read", offset: 0, length: 4096, into: new Uint8Array(4096), since: -9_000 }, (s) => (early = s));
+  r.engine.submit({ kind: "read", offset: 4096, length: 4096, into: new Uint8Array(4096) }, (s) => (fresh = s));
+  expect(r.sent.filter((s) => s.header.opcode === Op.READ && s.connection === connection)).toHaveLength(2);
+  for (let now = 100; now <= 1_500; now += 100) r.engine.tick(now); // the export never answers
+  expect(early as number | null).toBe(Errno.ETIMEDOUT);
+  expect(fresh).toBeNull();
 });

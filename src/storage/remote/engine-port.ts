@@ -142,6 +142,8 @@ export class EnginePort implements StoragePort {
     }
     // The caller recycles a plain write's buffer on return; a handed-over one is ours to keep.
     if (request.data !== undefined && request.handOver !== true) request.data = request.data.slice();
+    // Its deadline runs from now, not from when room comes (the kernel's timer does too).
+    request.since ??= this.client.now();
     this.queue.push({ request, done });
   }
 
