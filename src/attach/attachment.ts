@@ -365,15 +365,22 @@ export class KernelAttachment {
    * SIGUSR2: stop taking the kernel's requests, finish those we hold, flush the export, and exit
    * leaving the device attached; the next `dstd attach` takes it over (upgrade path).
    */
-  async handover(): Promise<void> {
-    if (!this.phase.canEnter("handover")) return;
+  async handover(options: { stayOnFailure?: boolean } = {}): Promise<"left" | "serving"> {
+    if (!this.phase.canEnter("handover")) return "left";
     this.phase.enter("handover");
-    const failed = await handOver(this.leaveStep());
+    const failed = await handOver(this.leaveStep(), options.stayOnFailure === true);
+    if (failed !== null && options.stayOnFailure === true) {
+      this.phase.enter("serving");
+      this.report();
+      this.o.log.error(`handover given up: the export did not confirm the final flush (${failed}); still serving ${this.device} with every unconfirmed write kept for replay — send SIGUSR2 again once the export answers, or SIGTERM to detach`);
+      return "serving";
+    }
     this.report();
     await this.shutdown(false, true);
     this.phase.enter("ended");
     if (failed !== null) throw this.unconfirmed(`left ${this.device} attached`, failed);
     this.o.log.info(`left ${this.device} attached for the next daemon: I/O waits up to ${this.o.deadConnTimeoutSec} s for \`dstd attach\` to take it over`);
+    return "left";
   }
 
   /** Stop reporting, close our sockets, netlink and the export link; drop the record if the device is gone. */

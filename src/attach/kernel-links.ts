@@ -107,6 +107,11 @@ export class KernelLinks {
     for (const link of this.live) link.stopReading();
   }
 
+  /** Read the kernel's requests again on every live link (a handover given up). */
+  resumeAll(): void {
+    for (const link of this.live) link.resumeReading();
+  }
+
   /** Close every live link now, without telling `onClosed`. */
   terminateAll(): void {
     const links = [...this.live];

@@ -65,8 +65,12 @@ export async function detachDevice(s: LeaveStep): Promise<string | null> {
   return await flushExport(s.exportLink);
 }
 
-/** Hand over; returns why the export's flush failed (or requests were still held), or null. */
-export async function handOver(s: LeaveStep): Promise<string | null> {
+/**
+ * Hand over; returns why the export's flush failed (or requests were still held), or null.
+ * With `stayOnFailure` the sockets are then not closed but read again: the daemon goes on
+ * serving, its replay log intact (leaving would lose the writes the export has not confirmed).
+ */
+export async function handOver(s: LeaveStep, stayOnFailure = false): Promise<string | null> {
   s.links.pauseAll();
   // Every request taken is answered (the engine answers each within its deadline) before the
   // sockets close: one left would be sent again by the kernel to the next daemon.
@@ -74,7 +78,8 @@ export async function handOver(s: LeaveStep): Promise<string | null> {
   while ((s.exportLink.outstanding > 0 || s.links.queuedBytes > 0) && performance.now() < deadline) await Bun.sleep(10);
   const held = s.exportLink.outstanding;
   const flushed = await flushExport(s.exportLink);
-  s.links.terminateAll();
-  if (held > 0) return `${held} requests still unanswered`;
-  return flushed;
+  const failed = held > 0 ? `${held} requests still unanswered` : flushed;
+  if (failed !== null && stayOnFailure) s.links.resumeAll();
+  else s.links.terminateAll();
+  return failed;
 }

@@ -6,7 +6,7 @@
  *   geometry ──► connecting ──────────────┐
  *      └──────► taking-over ──────────────┴─► serving ◄──► reattaching
  *                                               │  └──────────┬─► detaching ──► ended
- *                                               └─────────────┴─► handover  ──► ended
+ *                                               └─────────────┴─► handover  ──► ended (or back to serving)
  *                                               serving / reattaching ──────► ended
  *
  * The phase name is also the `state` a record shows while the daemon is not simply serving
@@ -50,8 +50,8 @@ export const PHASES: Readonly<Record<Phase, PhaseRow>> = {
     next: ["ended"],
   },
   handover: {
-    does: "stop reading the kernel's requests, answer those held, flush the export, close our sockets: the device stays for the next daemon (attach/leave.ts)",
-    next: ["ended"],
+    does: "stop reading the kernel's requests, answer those held, flush the export, close our sockets: the device stays for the next daemon (attach/leave.ts); back to serving when the export did not confirm the flush and the daemon may stay (`dstd attach`)",
+    next: ["ended", "serving"],
   },
   ended: {
     does: "nothing: netlink and the export link are closed",

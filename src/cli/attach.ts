@@ -8,7 +8,8 @@
  * A foreground daemon for service managers. Signals:
  *   SIGTERM, SIGINT  detach: flush, NBD_CMD_DISCONNECT (the device goes away), exit 0
  *   SIGUSR2          handover: flush and exit 0 leaving the device attached; the next
- *                    `dstd attach` of it resumes it (upgrades). SIGKILL leaves it attached too.
+ *                    `dstd attach` of it resumes it (upgrades). A flush the export does not
+ *                    confirm keeps it serving (logged; SIGUSR2 again later). SIGKILL leaves it attached too.
  *   SIGHUP           re-read the config; reliability settings cannot change in a running
  *                    engine, so changes are reported with how to apply them (restart: no unmap)
  */
@@ -128,6 +129,11 @@ function socketCount(text: string | undefined, configured: number): number {
 
 /** Run until a signal or until the device goes away by itself; exit status via the thrown error. */
 async function superviseKernel(attachment: KernelAttachNode, log: Log, reload: () => void): Promise<void> {
+  // A handover the export did not confirm keeps serving: wait for the next signal.
+  while ((await superviseOnce(attachment, log, reload)) === "serving");
+}
+
+async function superviseOnce(attachment: KernelAttachNode, log: Log, reload: () => void): Promise<"serving" | "done"> {
   const event = await new Promise<{ signal: string } | { end: AttachmentEnd }>((resolve) => {
     const handlers: Array<[NodeJS.Signals, () => void]> = [];
     const on = (signal: NodeJS.Signals, fn: () => void) => {
@@ -145,15 +151,15 @@ async function superviseKernel(attachment: KernelAttachNode, log: Log, reload: (
   if ("end" in event) {
     if (event.end.error !== null) throw event.end.error;
     log.warn(`${event.end.reason}; exiting`);
-    return;
+    return "done";
   }
   if (event.signal === "SIGUSR2") {
     log.info("SIGUSR2: handing over (the device stays attached)");
-    await attachment.handover();
-  } else {
-    log.info(`${event.signal}: detaching ${attachment.device}`);
-    await attachment.detach();
+    return (await attachment.handover({ stayOnFailure: true })) === "serving" ? "serving" : "done";
   }
+  log.info(`${event.signal}: detaching ${attachment.device}`);
+  await attachment.detach();
+  return "done";
 }
 
 /** Reliability fields as the config file names and writes them (docs/config.md). */

@@ -100,7 +100,8 @@ export interface KernelAttachNode {
   /** Resolves when the attachment ends without detach()/handover(). */
   readonly ended: Promise<AttachmentEnd>;
   detach(): Promise<void>;
-  handover(): Promise<void>;
+  /** "serving": the export did not confirm the flush and `stayOnFailure` kept the daemon serving. */
+  handover(options?: { stayOnFailure?: boolean }): Promise<"left" | "serving">;
   /**
    * Give the device the size of an export of `exportSize` bytes, from a worker while I/O goes
    * on (attach/attachment.ts resize; the hook for `dstd resize`). Resolves with the new size.
@@ -143,7 +144,7 @@ export async function attachKernel(o: KernelAttachRequest): Promise<KernelAttach
           },
           ended: attachment.ended,
           detach: () => attachment.detach(),
-          handover: () => attachment.handover(),
+          handover: (options) => attachment.handover(options),
           resize: (exportSize, options) => attachment.resize(exportSize, options),
         },
       };

@@ -257,7 +257,7 @@ export function attachRunner(options: AttachRunnerOptions): Runner {
       return {
         check: () => linkHealth(engine.state, engine.fatal ?? null),
         ended,
-        stop: (how) => (how === "handover" ? attachment.handover() : attachment.detach()),
+        stop: (how) => (how === "handover" ? attachment.handover().then(() => {}) : attachment.detach()), // dstd up is stopping: it cannot stay
         detail: () => ({
           attach: { url, mode, device: attachment.device, link: engine.state, sizeBytes: attachment.client.size, writable: attachment.client.writable },
         }),

@@ -34,6 +34,8 @@ export interface AdoptedFd {
   terminate(): void;
   /** Read nothing more from the peer, whatever the handler's flow control asks later (replies still go out). */
   stopReading(): void;
+  /** Undo stopReading(). */
+  resumeReading(): void;
 }
 
 /**
@@ -106,6 +108,9 @@ export async function adoptFd(fd: number, makeHandler: (sink: Sink) => Connectio
     },
     stopReading() {
       sink.freeze();
+    },
+    resumeReading() {
+      sink.thaw();
     },
     terminate() {
       sink.destroy();

@@ -103,5 +103,11 @@ export class QueuedSink implements Sink {
     this.socket?.pause();
   }
 
+  /** Undo freeze(): reading goes on (a handover given up). */
+  thaw(): void {
+    this.frozen = false;
+    this.socket?.resume();
+  }
+
   private frozen = false;
 }

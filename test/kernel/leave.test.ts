@@ -13,6 +13,7 @@ import { recordingLog } from "../helpers/log.ts";
 function step(link: Partial<ExportLink>, events: string[]): LeaveStep {
   const links = {
     pauseAll: () => void events.push("pause"),
+    resumeAll: () => void events.push("resume"),
     terminateAll: () => void events.push("terminate"),
     queuedBytes: 0,
   } as unknown as KernelLinks;
@@ -53,3 +54,13 @@ test("a handover whose requests are never answered reports them", async () => {
   const s = step({ outstanding: 2 }, []);
   expect(await handOver(s)).toBe("2 requests still unanswered");
 }, 20_000);
+
+test("a handover whose flush fails, allowed to stay, reads the kernel's sockets again instead of closing them", async () => {
+  const events: string[] = [];
+  const failing = { flush: () => Promise.reject(new Error("EIO")) };
+  expect(await handOver(step(failing, events), true)).toBe("EIO");
+  expect(events).toEqual(["pause", "resume"]); // still serving, its replay log intact
+  const leaving: string[] = [];
+  expect(await handOver(step(failing, leaving))).toBe("EIO");
+  expect(leaving).toEqual(["pause", "terminate"]); // dstd up, stopping: it cannot stay
+});

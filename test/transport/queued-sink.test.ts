@@ -30,4 +30,6 @@ test("pause() is undone by resume(); freeze() is not", () => {
   sink.resume();
   expect(raw.calls).toEqual(["pause", "resume", "pause"]);
   sink.write(new Uint8Array(8)); // replies still go out
+  sink.thaw(); // a handover given up: reading goes on
+  expect(raw.calls).toEqual(["pause", "resume", "pause", "resume"]);
 });
