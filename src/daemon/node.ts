@@ -32,7 +32,7 @@ import type { SystemdNotifier } from "../status/notify.ts";
 import { STATUS_SCHEMA, STATUS_VERSION } from "../control/schema.ts";
 import { VERSION } from "../version.ts";
 import { loadKeyTable } from "./export-node.ts";
-import { conflicts, diffPlans, planNode, type NodePlan } from "./reload-plan.ts";
+import { conflicts, diffPlans, exportKeyFiles, planNode, type NodePlan } from "./reload-plan.ts";
 import { attachRunner, exportGroupRunner } from "./services.ts";
 import { SupervisedService, type PreparedUpdate, type Runner, type Scheduler, type StopMode, realScheduler } from "./supervisor.ts";
 
@@ -76,11 +76,12 @@ export function loadNodeConfig(path: string): Loaded {
     problems.push(errorMessage(error));
   }
   const fileDigests = new Map<string, string>();
-  for (const entry of config.attaches) {
-    if (entry.keyFile === null || fileDigests.has(entry.keyFile)) continue;
+  const keyFiles = [...config.attaches.map((entry) => entry.keyFile), ...exportKeyFiles(config.exports)];
+  for (const file of keyFiles) {
+    if (file === null || fileDigests.has(file)) continue;
     try {
-      const key = loadKeyFile(entry.keyFile);
-      fileDigests.set(entry.keyFile, sha256(`${key.identity}:${sha256(key.secret)}`));
+      const key = loadKeyFile(file);
+      fileDigests.set(file, sha256(`${key.identity}:${sha256(key.secret)}`));
     } catch (error) {
       problems.push(errorMessage(error));
     }

@@ -19,7 +19,7 @@
  * mirror of the tree (docs/tree.md "Replacing and adding mirror legs"), with or without a policy
  * change in the same reload (tree-changes.ts).
  */
-import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
+import type { AttachConfig, Config, ExportConfig, TreeNodeSpec } from "../config/types.ts";
 import { canonicalJson } from "../lib/canonical-json.ts";
 import { structural, treeChanges } from "./tree-changes.ts";
 import { attachName, exportGroupName, groupExports } from "./services.ts";
@@ -36,6 +36,11 @@ export interface UnitPlan<T> {
    */
   structure: string;
   config: T;
+  /**
+   * Digest of the key files the unit reads at start (an export group's replication key_file and
+   * remote legs' key files): new contents restart the group, since nothing running reads them again.
+   */
+  keyFiles?: string;
 }
 
 export interface NodePlan {
@@ -49,12 +54,16 @@ export interface NodePlan {
  */
 export function planNode(config: Config, keyDigest: string, fileDigest: (path: string) => string): NodePlan {
   return {
-    exportGroups: groupExports(config.exports).map((group) => ({
-      name: exportGroupName(group),
-      signature: `${canonicalJson(group)}#${keyDigest}`,
-      structure: canonicalJson(group.map((e) => structural(e))),
-      config: group,
-    })),
+    exportGroups: groupExports(config.exports).map((group) => {
+      const keyFiles = exportKeyFiles(group).map(fileDigest).join(",");
+      return {
+        name: exportGroupName(group),
+        signature: `${canonicalJson(group)}#${keyDigest}#${keyFiles}`,
+        structure: `${canonicalJson(group.map((e) => structural(e)))}#${keyFiles}`,
+        config: group,
+        keyFiles,
+      };
+    }),
     attachments: config.attaches.map((entry) => ({
       name: attachName(entry),
       signature: `${canonicalJson(entry)}#${entry.keyFile === null ? "" : fileDigest(entry.keyFile)}`,
@@ -96,12 +105,13 @@ export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
   const runningSignatures = new Map(runningUnits.map((u) => [u.name, u.signature]));
   const wantedStructures = new Map(wantedUnits.map((u) => [u.name, u.structure]));
   const wantedGroups = new Map(wanted.exportGroups.map((u) => [u.name, u.config]));
+  const wantedKeyFiles = new Map(wanted.exportGroups.map((u) => [u.name, u.keyFiles]));
   const runningGroups = new Set(running.exportGroups.map((u) => u.name));
   for (const unit of runningUnits) {
     const wantedGroup = wantedGroups.get(unit.name);
     if (wantedSignatures.get(unit.name) === unit.signature) diff.keep.push(unit.name);
     else if (wantedStructures.get(unit.name) === unit.structure) diff.update.push(unit.name);
-    else if (runningGroups.has(unit.name) && wantedGroup !== undefined && treeChanges(unit.config as readonly ExportConfig[], wantedGroup) !== null) diff.update.push(unit.name);
+    else if (runningGroups.has(unit.name) && wantedGroup !== undefined && wantedKeyFiles.get(unit.name) === unit.keyFiles && treeChanges(unit.config as readonly ExportConfig[], wantedGroup) !== null) diff.update.push(unit.name);
     else diff.stop.push(unit.name);
   }
   for (const unit of wantedUnits) {
@@ -134,4 +144,18 @@ export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
     );
   }
   return diff;
+}
+
+/** Key files an export group reads when it starts: replication's key_file, remote legs' key files (sorted, deduplicated). */
+export function exportKeyFiles(group: readonly ExportConfig[]): string[] {
+  const files = new Set<string>();
+  const walk = (node: TreeNodeSpec): void => {
+    if (node.kind === "remote" && node.keyFile !== null) files.add(node.keyFile);
+    if (node.kind === "linear" || node.kind === "stripe" || node.kind === "mirror") for (const leg of node.legs) walk(leg.node);
+  };
+  for (const e of group) {
+    if (e.replication?.keyFile != null) files.add(e.replication.keyFile);
+    if (e.backend.kind === "tree") walk(e.backend.root);
+  }
+  return [...files].sort();
 }

@@ -136,6 +136,25 @@ describe("diffPlans", () => {
     expect(diffPlans(plan(kernel), plan(listenChanged)).refusals).toEqual([]);
   });
 
+  test("new contents of a replication or remote-leg key file restart that export group (nothing running reads them again)", () => {
+    const replicated = `${base}\n[[export]]\nname = "s"\nfile = "/tmp/s.img"\nlisten = "127.0.0.1:7005"\nallow = ["127.0.0.1/32:rw"]\n[export.replication]\nrole = "secondary"\nlog_dir = "/tmp/s.log"\npeer = "dst://127.0.0.1:7006/s"\nkey_file = "/etc/site-b.key"\n`;
+    const digest = (version: string) => (file: string) => (file === "/etc/site-b.key" ? version : "f");
+    const d = diffPlans(plan(replicated, "k", digest("old")), plan(replicated, "k", digest("new")));
+    expect(d.stop).toEqual(["export:s"]);
+    expect(d.start).toEqual(["export:s"]);
+    expect(d.update).toEqual([]);
+    expect(d.keep).toHaveLength(3);
+    // The same contents: kept.
+    expect(diffPlans(plan(replicated, "k", digest("old")), plan(replicated, "k", digest("old"))).keep).toHaveLength(4);
+    const remote = base.replace(
+      'name = "c"\nfile = "/tmp/c.img"\nlisten = "127.0.0.1:7002"\nallow = ["127.0.0.1/32:rw"]',
+      'name = "c"\nlisten = "127.0.0.1:7002"\nallow = ["127.0.0.1/32:rw"]\n[export.tree]\nmirror = [{ file = "/tmp/c.img", size = "4MiB" }, { url = "dst://10.0.0.2/c", key_file = "/etc/leg.key" }]\nassume_clean = true',
+    );
+    expect(remote).not.toBe(base);
+    const legDigest = (version: string) => (file: string) => (file === "/etc/leg.key" ? version : "f");
+    expect(diffPlans(plan(remote, "k", legDigest("old")), plan(remote, "k", legDigest("new"))).stop).toEqual(["export:c"]);
+  });
+
   test("new key material updates export groups in place; an attachment's key file restarts only that attachment", () => {
     const d = diffPlans(plan(base, "k1"), plan(base, "k2"));
     expect(d.update).toEqual(["export:a+b", "export:c"]);
