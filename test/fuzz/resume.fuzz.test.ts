@@ -114,6 +114,10 @@ test(
             });
             const flips = 1 + prng.int(4);
             for (let f = 0; f < flips; f++) frame = flip(frame, prng);
+            // A frame flip that hit the very bit the token flip changed sends the real token
+            // (seed 615215453): whoever holds the token may resume, and takes the session over.
+            // That is no attack: skip it.
+            if (Buffer.from(frame).includes(Buffer.from(anonToken))) continue;
             stats.mutatedBytes++;
             await raw.send(frame);
             const answer = await Promise.race([raw.next(1_000).catch(() => null), raw.closedByPeer(1_000).then(() => null)]);
