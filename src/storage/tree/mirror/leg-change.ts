@@ -21,14 +21,8 @@ import { fitProblem, runProbe } from "./leg-health.ts";
 import { SB_KEY } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
 
-/** The features the mirror advertises, which a new leg must offer too. */
-export interface Offered {
-  canTrim: boolean;
-  canZero: boolean;
-}
-
-/** Why `port` cannot take slot `index` now, or null. */
-export function legChangeProblem(s: MirrorState, offered: Offered, index: number, port: StoragePort): string | null {
+/** Why `port` cannot take slot `index` now, or null (fitProblem: also the trim / write-zeroes the mirror offers). */
+export function legChangeProblem(s: MirrorState, index: number, port: StoragePort): string | null {
   if (s.closed) return "the mirror is closing";
   if (s.growing) return "a grow of this mirror is running: change its legs once it has ended";
   if (!Number.isSafeInteger(index) || index < 0 || index >= MAX_MIRROR_LEGS) return `a mirror has at most ${MAX_MIRROR_LEGS} legs`;
@@ -47,8 +41,8 @@ export function legChangeProblem(s: MirrorState, offered: Offered, index: number
  * whole, record that, and probe it at once. Returns the replaced leg's label, or null for a
  * new slot. Throws when legChangeProblem would say why not.
  */
-export function setLeg(s: MirrorState, offered: Offered, index: number, input: MirrorLegInput & { port: StoragePort }): string | null {
-  const problem = legChangeProblem(s, offered, index, input.port);
+export function setLeg(s: MirrorState, index: number, input: MirrorLegInput & { port: StoragePort }): string | null {
+  const problem = legChangeProblem(s, index, input.port);
   if (problem !== null) throw new DstdError("E_STATE", problem);
   const old = s.legs[index] ?? null;
   const leg = new MirrorLeg(index, input.label, input.writeMostly === true, input.port, input.open ?? null, s.regions, s.layout.bitmapBytes);

@@ -245,7 +245,7 @@ export class MirrorPort implements StoragePort, Describable {
 
   /** Why `port` cannot take slot `index` (a replacement, or the next new slot), or null. */
   legChangeProblem(index: number, port: StoragePort): string | null {
-    return legChangeProblem(this.state, this, index, port);
+    return legChangeProblem(this.state, index, port);
   }
 
   /** `done` once every record made so far (a setLeg's) is durable on the legs, or with the errno that kept it from them. */
@@ -255,7 +255,7 @@ export class MirrorPort implements StoragePort, Describable {
 
   /** Put a leg in slot `index`, resynced whole; the replaced leg's label, or null for a new slot. Throws why not. */
   setLeg(index: number, input: MirrorLegInput & { port: StoragePort }): string | null {
-    return setLeg(this.state, this, index, input);
+    return setLeg(this.state, index, input);
   }
 
   /**
