@@ -38,7 +38,7 @@ const CLOSE_MS = 10_000;
  * timeout for success.)
  */
 export async function flushExport(link: ExportLink): Promise<string | null> {
-  const limitMs = link.deadlineMs + Math.min(10_000, link.deadlineMs);
+  const limitMs = answerLimitMs(link);
   const flushed = await within(
     link.flush().then(
       () => null,
@@ -47,6 +47,11 @@ export async function flushExport(link: ExportLink): Promise<string | null> {
     limitMs,
   );
   return flushed === "timeout" ? `no answer within ${limitMs / 1000} s` : flushed;
+}
+
+/** The longest the engine may take to answer a request (its deadline), with a margin. */
+function answerLimitMs(link: ExportLink): number {
+  return link.deadlineMs + Math.min(10_000, link.deadlineMs);
 }
 
 /** Detach; returns why the final flush to the export failed (acknowledged writes may be missing there), or null. */
@@ -74,7 +79,7 @@ export async function handOver(s: LeaveStep, stayOnFailure = false): Promise<str
   s.links.pauseAll();
   // Every request taken is answered (the engine answers each within its deadline) before the
   // sockets close: one left would be sent again by the kernel to the next daemon.
-  const deadline = performance.now() + s.exportLink.deadlineMs + Math.min(10_000, s.exportLink.deadlineMs);
+  const deadline = performance.now() + answerLimitMs(s.exportLink);
   while ((s.exportLink.outstanding > 0 || s.links.queuedBytes > 0) && performance.now() < deadline) await Bun.sleep(10);
   const held = s.exportLink.outstanding;
   const flushed = await flushExport(s.exportLink);

@@ -104,7 +104,7 @@ export function checkOwnExportLegs(exports: readonly ExportConfig[], issues: Iss
 }
 
 /** Every leaf of every export (plain backends and tree leaves), with where the config names it. */
-function forEachStorage(exports: readonly ExportConfig[], visit: (node: TreeNodeSpec, at: string, exp: ExportConfig, inTree: boolean) => void): void {
+export function forEachStorage(exports: readonly ExportConfig[], visit: (node: TreeNodeSpec, at: string, exp: ExportConfig, inTree: boolean) => void): void {
   exports.forEach((exp, i) => {
     const walk = (node: TreeNodeSpec, at: string): void => {
       if (node.kind === "linear" || node.kind === "stripe" || node.kind === "mirror") node.legs.forEach((leg, j) => walk(leg.node, legPath(`${at}.${node.kind}[${j}]`, leg.node)));

@@ -19,7 +19,8 @@
  * mirror of the tree (docs/tree.md "Replacing and adding mirror legs"), with or without a policy
  * change in the same reload (tree-changes.ts).
  */
-import type { AttachConfig, Config, ExportConfig, TreeNodeSpec } from "../config/types.ts";
+import type { AttachConfig, Config, ExportConfig } from "../config/types.ts";
+import { forEachStorage } from "../config/storage-uses.ts";
 import { canonicalJson } from "../lib/canonical-json.ts";
 import { structural, treeChanges } from "./tree-changes.ts";
 import { attachName, exportGroupName, groupExports } from "./services.ts";
@@ -149,13 +150,7 @@ export function diffPlans(running: NodePlan, wanted: NodePlan): ReloadDiff {
 /** Key files an export group reads when it starts: replication's key_file, remote legs' key files (sorted, deduplicated). */
 export function exportKeyFiles(group: readonly ExportConfig[]): string[] {
   const files = new Set<string>();
-  const walk = (node: TreeNodeSpec): void => {
-    if (node.kind === "remote" && node.keyFile !== null) files.add(node.keyFile);
-    if (node.kind === "linear" || node.kind === "stripe" || node.kind === "mirror") for (const leg of node.legs) walk(leg.node);
-  };
-  for (const e of group) {
-    if (e.replication?.keyFile != null) files.add(e.replication.keyFile);
-    if (e.backend.kind === "tree") walk(e.backend.root);
-  }
+  for (const e of group) if (e.replication?.keyFile != null) files.add(e.replication.keyFile);
+  forEachStorage(group, (node) => node.kind === "remote" && node.keyFile !== null && files.add(node.keyFile));
   return [...files].sort();
 }
