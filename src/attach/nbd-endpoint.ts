@@ -20,7 +20,7 @@ import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { Budget } from "../export/budget.ts";
 import { EXPORT_LIMITS } from "../export/limits.ts";
 import { acceptNbd } from "../nbd/connection.ts";
-import { connectionCapacity, ConnectionBudget } from "../transport/fd-budget.ts";
+import { startConnectionBudget } from "../transport/fd-budget.ts";
 import { ConnectionGuard, type ConnectionLimits } from "../transport/guard.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { Peer } from "../transport/types.ts";
@@ -62,7 +62,7 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
     // Shared by the endpoint's clients, as an export's (its reply half: export/limits.ts).
     memory: new Budget(EXPORT_LIMITS.memoryBudget / 2, setImmediate),
   });
-  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: new ConnectionBudget(connectionCapacity(limits.maxConnections).max), log });
+  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: startConnectionBudget(limits.maxConnections, log), log });
   let listener: Listener;
   try {
     listener = await listen([o.nbdListen], guard.accept);

@@ -30,7 +30,7 @@ import type { Budget } from "../export/budget.ts";
 import type { Export } from "../export/exports.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
-import { ConnectionBudget, connectionCapacity } from "../transport/fd-budget.ts";
+import { startConnectionBudget } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
 import { prepareTreeChanges, type OpenNode, type PreparedTreeChanges } from "./export-tree-changes.ts";
@@ -249,7 +249,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer, epoch });
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
-    const budget = startBudget(limits, log);
+    const budget = startConnectionBudget(limits.maxConnections, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
     const guard = (protocol: string, accept: GuardedAcceptHandler) => {
       const made = new ConnectionGuard(accept, { protocol, limits, budget, log });
@@ -376,16 +376,3 @@ function treeLog(log: Log) {
   return { info: (m: string) => log.info(m), warn: (m: string) => log.warn(m), debug: (m: string) => log.debug(m) };
 }
 
-/** Raise the descriptor limit and size the process-wide connection budget to fit below it. */
-function startBudget(limits: ConnectionLimits, log: Log): ConnectionBudget {
-  const capacity = connectionCapacity(limits.maxConnections);
-  const files = Number.isFinite(capacity.fileLimit) ? `${capacity.fileLimit}` : "unlimited";
-  if (capacity.raisedFrom !== null) log.debug(`file-descriptor limit raised from ${capacity.raisedFrom} to ${files}`);
-  if (capacity.limitedByFiles) {
-    log.warn(
-      `at most ${capacity.max} connections (not max_connections = ${limits.maxConnections}): the file-descriptor ` +
-        `limit is ${files} and ${capacity.openFds} are in use; raise it (ulimit -n, systemd LimitNOFILE=) for more`,
-    );
-  }
-  return new ConnectionBudget(capacity.max);
-}

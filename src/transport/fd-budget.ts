@@ -89,3 +89,17 @@ export class ConnectionBudget {
     if (this.used > 0) this.used--;
   }
 }
+
+/** Raise the descriptor limit and size the process-wide connection budget to fit below it. */
+export function startConnectionBudget(maxConnections: number, log: { debug(message: string): void; warn(message: string): void }): ConnectionBudget {
+  const capacity = connectionCapacity(maxConnections);
+  const files = Number.isFinite(capacity.fileLimit) ? `${capacity.fileLimit}` : "unlimited";
+  if (capacity.raisedFrom !== null) log.debug(`file-descriptor limit raised from ${capacity.raisedFrom} to ${files}`);
+  if (capacity.limitedByFiles) {
+    log.warn(
+      `at most ${capacity.max} connections (not max_connections = ${maxConnections}): the file-descriptor ` +
+        `limit is ${files} and ${capacity.openFds} are in use; raise it (ulimit -n, systemd LimitNOFILE=) for more`,
+    );
+  }
+  return new ConnectionBudget(capacity.max);
+}
