@@ -177,7 +177,10 @@ export class Node {
         reload: () => this.reload(),
         resize: (params) => this.serial(() => this.resize(params)),
         leg: (params) => this.serial(() => this.holdLeg(params)),
-        replica: (params) => (params.op === "status" ? replicaRequest(this.replicaHandles(), params, this.log) : this.serial(() => replicaRequest(this.replicaHandles(), params, this.log))),
+        replica: (params) => {
+          const run = () => replicaRequest(this.replicaHandles(), params, this.log);
+          return params.op === "status" ? run() : this.serial(run); // status answers at once
+        },
         events: this.events,
       },
     });

@@ -64,9 +64,9 @@ allow = ["127.0.0.1:rw"]
       state.sink.pause(); // it reads nothing, not even the greeting
       state.sink.write(concat(u32(3), option(Opt.GO, infoData("disk")), ...reads));
     }
-    // Each connection is served until the budget is spent; then they wait.
-    await node.waitForLog("serving 'disk'", "a hostile client in transmission");
-    await Bun.sleep(1000);
+    // Each connection is served until the budget is spent; then they wait. Once all 16 are in
+    // transmission, every READ that will be served before the reply deadline has been.
+    await until(() => node.stderr().split("serving 'disk'").length - 1 >= 16, "all 16 hostile clients in transmission", 10_000);
     const grown = rssMiB(pid) - before;
     // An honest client: it waits for the budget until the reply deadline closes the readers.
     const started = performance.now();
