@@ -12,6 +12,7 @@ import { DeferredLayer, HeldWork } from "../../../src/storage/layers/deferred.ts
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import type { Done, StoragePort } from "../../../src/storage/port.ts";
 import { call } from "../../../src/storage/port.ts";
+import { intersectWalks } from "../../../src/storage/tree/extents.ts";
 import { LinearPort } from "../../../src/storage/tree/linear.ts";
 import { StripePort } from "../../../src/storage/tree/stripe.ts";
 
@@ -101,6 +102,16 @@ describe("linear", () => {
     expect(extents.some((e) => !e.hole)).toBe(true);
     const short = await call.extents(linear, 0, linear.size, 1);
     expect(short.length).toBe(1);
+  });
+
+  test("intersectWalks: zero or hole only where every walk says so; the shortest walk bounds it; maxExtents caps it", () => {
+    const D = { hole: false, zero: false }, H = { hole: true, zero: true }, Z = { hole: false, zero: true };
+    const a = [{ length: 4, ...H }, { length: 4, ...D }, { length: 8, ...Z }];
+    const b = [{ length: 2, ...D }, { length: 6, ...H }, { length: 6, ...H }];
+    expect(intersectWalks([a, b], 10)).toEqual([{ length: 2, ...D }, { length: 2, ...H }, { length: 4, ...D }, { length: 6, ...Z }]);
+    expect(intersectWalks([a, b], 2)).toEqual([{ length: 2, ...D }, { length: 2, ...H }]);
+    expect(intersectWalks([a], 10)).toEqual(a);
+    expect(intersectWalks([a, []], 10)).toEqual([]);
   });
 
   test("a leg's failure fails the request (first errno wins)", async () => {

@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
-import { call, type Done, type ZeroFlags } from "../../../src/storage/port.ts";
+import { call, type Done, type Extent, type ZeroFlags } from "../../../src/storage/port.ts";
 import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { encodeSuperblock, decodeSuperblockArea, SlotState, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import { Rig, filled, legData } from "./rig.ts";
@@ -577,6 +577,62 @@ describe("mirror over simulated legs", () => {
     expect(results).toEqual([Errno.EAGAIN, Errno.EAGAIN]);
     await rig.until(() => results.length === 6, "the four admitted writes complete");
     expect(results.slice(2)).toEqual([0, 0, 0, 0]);
+  });
+
+  test("block status calls a trimmed range zero only when every leg reads it as zero", async () => {
+    const rig = new Rig();
+    const META = 45056;
+    // a: punches holes (its walk says hole); b: a device whose discard keeps the old blocks
+    // (its walk says data). A read of the trimmed range may go to either leg.
+    const trimmed: Array<[number, number]> = [];
+    class Punches extends PassThrough {
+      override trim(offset: number, length: number, fua: boolean, done: Done): void {
+        trimmed.push([offset, length]);
+        super.trim(offset, length, fua, done);
+      }
+      override extents(offset: number, length: number, _max: number, done: (errno: number, extents: Extent[] | null) => void): void {
+        const [from, len] = trimmed[0] ?? [0, 0];
+        const start = Math.max(offset, from), end = Math.min(offset + length, from + len);
+        if (end <= start) return done(0, [{ length, hole: false, zero: false }]);
+        const runs: Extent[] = [];
+        if (start > offset) runs.push({ length: start - offset, hole: false, zero: false });
+        runs.push({ length: end - start, hole: true, zero: true });
+        if (offset + length > end) runs.push({ length: offset + length - end, hole: false, zero: false });
+        done(0, runs);
+      }
+    }
+    let bFails = false;
+    class KeepsBlocks extends PassThrough {
+      override trim(_offset: number, _length: number, _fua: boolean, done: Done): void {
+        done(0); // discard accepted, blocks kept
+      }
+      override extents(offset: number, length: number, max: number, done: (errno: number, extents: Extent[] | null) => void): void {
+        if (bFails) return done(Errno.EIO, null);
+        super.extents(offset, length, max, done); // the sim leg: all data
+      }
+    }
+    const [a, b] = [rig.store(LEG), rig.store(LEG)];
+    const m = await rig.mirror([a, b], { assumeClean: true, wrap: [(p) => new Punches(p), (p) => new KeepsBlocks(p)] });
+    await rig.write(m, 0, filled(64 * KiB, 1));
+    await rig.settle(call.trim(m, 16 * KiB, 16 * KiB));
+    expect(trimmed).toEqual([[META + 16 * KiB, 16 * KiB]]);
+    expect(legData(b, m)[16 * KiB]).toBe(1); // b still reads the old bytes back
+    for (let i = 0; i < 4; i++) { // whichever leg round-robin would pick first
+      expect(await rig.settle(call.extents(m, 0, 64 * KiB))).toEqual([{ length: 64 * KiB, hole: false, zero: false }]);
+    }
+    // A leg whose walk fails makes the range data, not a's answer alone.
+    bFails = true;
+    expect(await rig.settle(call.extents(m, 0, 64 * KiB))).toEqual([{ length: 64 * KiB, hole: false, zero: false }]);
+    bFails = false;
+    // Without b (degraded) the hole is a hole: a's walk is the only one.
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 48 * KiB, filled(4096, 2));
+    expect(m.legs[1]!.state).toBe("degraded");
+    expect(await rig.settle(call.extents(m, 0, 64 * KiB))).toEqual([
+      { length: 16 * KiB, hole: false, zero: false },
+      { length: 16 * KiB, hole: true, zero: true },
+      { length: 32 * KiB, hole: false, zero: false },
+    ]);
   });
 
   test("describe() shows every leg's state, generation and resync progress", async () => {

@@ -1,6 +1,6 @@
 /**
  * @module storage/tree/mirror/reads — reads and block status through the mirror (docs/tree.md
- * "Writes, reads, failures"): they go to an in-sync leg, or to a syncing leg whose regions
+ * "Writes, reads, failures"). A read goes to an in-sync leg, or to a syncing leg whose regions
  * under the read are already resynced (it holds what an in-sync leg holds there: writes go to
  * it too, and a region is cleared in its bitmap only once copied, under the region's lock —
  * md's read_balance below recovery_offset does the same), chosen round-robin or by least
@@ -8,7 +8,8 @@
  * other leg can serve the read. A failed read degrades its leg and is retried on another.
  */
 import { Errno } from "../../../lib/errno.ts";
-import { readWithHash, type ExtentsDone, type HashedDone } from "../../port.ts";
+import { readWithHash, type Extent, type ExtentsDone, type HashedDone } from "../../port.ts";
+import { intersectWalks } from "../extents.ts";
 import type { MirrorLeg } from "./leg.ts";
 import type { MirrorState } from "./state.ts";
 
@@ -18,7 +19,7 @@ import type { MirrorState } from "./state.ts";
  */
 export function readFrom(s: MirrorState, offset: number, into: Uint8Array, done: HashedDone, attempt: number): void {
   const regions = { r0: Math.floor(offset / s.layout.regionBytes), r1: Math.floor((offset + into.length - 1) / s.layout.regionBytes) };
-  const leg = pickReader(s, null, regions);
+  const leg = pickReader(s, regions);
   if (leg === null) return done(Errno.EIO, null);
   const started = s.clock.now();
   leg.inflightReads++;
@@ -36,28 +37,35 @@ export function readFrom(s: MirrorState, offset: number, into: Uint8Array, done:
   });
 }
 
-/** Block status from an in-sync leg, trying the next one when a leg fails it. */
+/**
+ * Block status: the walks of every leg a read may go to (in sync, or syncing), intersected
+ * (tree/extents.ts intersectWalks: zero only where every leg reads zero — after a TRIM a leg
+ * that keeps its old blocks reads them back). A leg that fails the walk makes the answer "data"
+ * for the whole range, which is always true; only when every leg fails is it an error.
+ */
 export function extentsFrom(s: MirrorState, offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
-  const tried = new Set<MirrorLeg>();
-  const attempt = () => {
-    const leg = pickReader(s, tried, null);
-    if (leg === null) return done(Errno.EIO, null);
-    tried.add(leg);
+  const legs = s.legs.filter((l) => l.port !== null && (l.state === "in-sync" || l.state === "syncing"));
+  if (!legs.some((l) => l.state === "in-sync")) return done(Errno.EIO, null);
+  const walks: Extent[][] = [];
+  let failed = 0;
+  let pending = legs.length;
+  for (const leg of legs) {
     leg.port!.extents(s.layout.metaBytes + offset, length, maxExtents, (errno, extents) => {
-      if (errno !== 0 || extents === null) return tried.size < s.legs.length ? attempt() : done(errno || Errno.EIO, null);
-      done(0, extents);
+      if (errno !== 0 || extents === null) failed = errno || Errno.EIO;
+      else walks.push(extents);
+      if (--pending > 0) return;
+      if (walks.length === 0) return done(failed, null);
+      done(0, failed !== 0 ? [{ length, hole: false, zero: false }] : intersectWalks(walks, maxExtents));
     });
-  };
-  attempt();
+  }
 }
 
 /**
- * A leg to read from: in sync, or (for a read of `regions`) syncing with those regions resynced
- * already; write-mostly legs only when no other leg can serve it.
+ * A leg to read from: in sync, or syncing with the read's `regions` resynced already; write-mostly legs only when no other leg can serve it.
  */
-function pickReader(s: MirrorState, exclude: Set<MirrorLeg> | null, regions: { r0: number; r1: number } | null): MirrorLeg | null {
-  const serves = (l: MirrorLeg) => l.state === "in-sync" || (regions !== null && l.state === "syncing" && resynced(l, regions.r0, regions.r1));
-  let candidates = s.legs.filter((l) => l.port !== null && serves(l) && !exclude?.has(l));
+function pickReader(s: MirrorState, regions: { r0: number; r1: number }): MirrorLeg | null {
+  const serves = (l: MirrorLeg) => l.state === "in-sync" || (l.state === "syncing" && resynced(l, regions.r0, regions.r1));
+  let candidates = s.legs.filter((l) => l.port !== null && serves(l));
   const preferred = candidates.filter((l) => !l.writeMostly);
   if (preferred.length > 0) candidates = preferred;
   if (candidates.length === 0) return null;
