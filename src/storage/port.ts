@@ -90,7 +90,12 @@ export interface StoragePort {
   /** Flush/FUA effects visible across connections (NBD_FLAG_CAN_MULTI_CONN). */
   readonly canMultiConn: boolean;
   readonly canBlockStatus: boolean;
-  /** Every method completes before it returns. */
+  /**
+   * READ, WRITE, FLUSH and block status complete before they return. TRIM and WRITE_ZEROES
+   * may still complete later (a local file or device steps through a large one:
+   * storage/local/port.ts MUTATE_STEP); callers rely on `synchronous` for READ and WRITE only
+   * (completesInline).
+   */
   readonly synchronous: boolean;
   /**
    * Optional, for a port that is not `synchronous`: a READ or WRITE of at most this many bytes

@@ -7,6 +7,7 @@
  * payload and fdatasync then run beside the event loop, which goes on receiving and sending
  * (a one-thread process gets one share of a loaded machine; docs/performance.md). Such a
  * port is not `synchronous`; `inlineUpTo` tells callers which requests still complete inline.
+ * A TRIM or WRITE_ZEROES over MUTATE_STEP on a file or device completes later, in steps.
  *
  * Ordering: a FLUSH covers every write whose completion was called before it was issued
  * (storage/port.ts): such a write's pwrite has returned, so the fdatasync issued after it
@@ -34,6 +35,16 @@ export const DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
  * copy is ~1 µs), above it the copy (~100 µs per MiB) and the loop's freedom win.
  */
 export const ASYNC_IO_FROM = 64 * 1024;
+
+/**
+ * TRIM and WRITE_ZEROES on a file or device run in steps of at most this many bytes (split at
+ * multiples of it, so a device's sector alignment holds inside), one per turn of the event
+ * loop: a WRITE_ZEROES may be 4 GiB, and where the kernel has no offload (tmpfs with NO_HOLE,
+ * a device without WRITE ZEROES or discard, where fallocate writes zero pages itself) one
+ * synchronous call would hold every other client of the node for seconds. 16 MiB of written
+ * zeroes is ~10 ms here. A memory disk only fills or frees what it holds, in one call.
+ */
+export const MUTATE_STEP = 16 * 1024 * 1024;
 
 export interface LocalPortOptions {
   /** Export-level read-only: refuse writes even if the backend is writable. */
@@ -151,14 +162,14 @@ class LocalPort implements StoragePort {
   }
 
   trim(offset: number, length: number, fua: boolean, done: Done): void {
-    this.mutate("trim", offset, length, fua, () => this.backend.trim(offset, length), done);
+    this.mutate("trim", offset, length, fua, (at, bytes) => this.backend.trim(at, bytes), done);
   }
 
   zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
     // proto.md NBD_CMD_FLAG_FAST_ZERO: "MUST fail quickly with NBD_ENOTSUP unless the request
     // can be serviced in less time than a corresponding NBD_CMD_WRITE".
     if (flags.fast && !this.fastZeroPossible(flags.noHole)) return done(Errno.ENOTSUP);
-    this.mutate("zero", offset, length, flags.fua, () => this.backend.zero(offset, length, !flags.noHole), done);
+    this.mutate("zero", offset, length, flags.fua, (at, bytes) => this.backend.zero(at, bytes, !flags.noHole), done);
   }
 
   extents(offset: number, length: number, maxExtents: number, done: ExtentsDone): void {
@@ -249,20 +260,40 @@ class LocalPort implements StoragePort {
     offset: number,
     length: number,
     fua: boolean,
-    operation: () => void,
+    operation: (offset: number, length: number) => void,
     done: Done,
   ): void {
     if (this.closed) return done(Errno.EBADF);
     const invalid = validateRequest(kind, offset, length, this.limits);
     if (invalid !== 0) return done(invalid);
-    try {
-      operation();
-      // FUA on trim/zero (proto.md "Command flags"): the change must be durable before the reply.
-      if (fua) this.backend.flush();
-    } catch (error) {
-      return done(this.failure(kind, offset, length, error));
+    if (length <= MUTATE_STEP || this.backend.kind === "memory") {
+      try {
+        operation(offset, length);
+        // FUA on trim/zero (proto.md "Command flags"): the change must be durable before the reply.
+        if (fua) this.backend.flush();
+      } catch (error) {
+        return done(this.failure(kind, offset, length, error));
+      }
+      return done(0);
     }
-    done(0);
+    // One step per turn of the event loop, counted like a pool request so that close() and
+    // resize() wait for the last one.
+    this.pooled++;
+    const end = offset + length;
+    const step = (at: number): void => {
+      const until = Math.min(end, (Math.floor(at / MUTATE_STEP) + 1) * MUTATE_STEP);
+      try {
+        operation(at, until - at);
+        if (until === end && fua) this.backend.flush();
+      } catch (error) {
+        this.leavePool();
+        return done(this.failure(kind, offset, length, error));
+      }
+      if (until < end) return void setImmediate(step, until);
+      this.leavePool();
+      done(0);
+    };
+    step(offset);
   }
 
   /** errno for a failed backend call; never 0. Assertion failures are dstd bugs and propagate. */
