@@ -216,6 +216,43 @@ describe("file backend: space and errors", () => {
     b.close();
   });
 
+  test("a failed fdatasync sticks: later flushes and writes fail with it (fsyncgate), reads go on; sync and on the I/O pool", async () => {
+    // Linux reports a write-back error once and marks the pages clean: the fault is injected
+    // at the fdatasync call, the one place dstd learns of it.
+    const eio = () => Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO", errno: -5 });
+    const [realSync, realAsync] = [fs.fdatasyncSync, fs.fdatasync];
+    try {
+      const b = openFileBackend(fresh(), { size: MiB });
+      b.write(0, new Uint8Array(4096).fill(1), false);
+      fs.fdatasyncSync = () => ((fs.fdatasyncSync = realSync), (() => { throw eio(); })());
+      expect((caught(() => b.flush()) as BackendError).errno).toBe(Errno.EIO);
+      // The kernel would now say "fine": dstd must not.
+      const again = caught(() => b.flush()) as BackendError;
+      expect(again.errno).toBe(Errno.EIO);
+      expect(again.message).toMatch(/flush refused: an earlier flush .* failed.*until the export is restarted/);
+      expect((caught(() => b.write(4096, new Uint8Array(4096), false)) as BackendError).errno).toBe(Errno.EIO);
+      expect((caught(() => b.write(4096, new Uint8Array(4096), true)) as BackendError).errno).toBe(Errno.EIO);
+      expect((caught(() => b.trim(0, 4096)) as BackendError).errno).toBe(Errno.EIO);
+      expect((caught(() => b.zero(0, 4096, true)) as BackendError).errno).toBe(Errno.EIO);
+      const back = new Uint8Array(4096);
+      b.read(0, back);
+      expect(back[0]).toBe(1);
+      b.close();
+
+      // A FUA write on the I/O pool whose fdatasync fails makes the later flush fail too.
+      const c = openFileBackend(fresh(), { size: MiB });
+      fs.fdatasync = ((fd: number, cb: (error: Error | null) => void) => ((fs.fdatasync = realAsync), queueMicrotask(() => cb(eio())))) as typeof fs.fdatasync;
+      const fua = await new Promise<Error | null>((resolve) => c.writeAsync!(0, new Uint8Array(4096).fill(2), true, resolve));
+      expect((fua as BackendError).errno).toBe(Errno.EIO);
+      const later = await new Promise<Error | null>((resolve) => c.flushAsync!(resolve)).catch((error: Error) => error);
+      expect(later).not.toBeNull();
+      expect((caught(() => c.flushAsync!(() => {})) as BackendError).errno).toBe(Errno.EIO);
+      c.close();
+    } finally {
+      [fs.fdatasyncSync, fs.fdatasync] = [realSync, realAsync];
+    }
+  });
+
   test("a read-only open really is read-only at the OS level", () => {
     const path = fresh();
     fs.writeFileSync(path, new Uint8Array(4096).fill(4));

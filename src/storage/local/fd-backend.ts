@@ -5,7 +5,13 @@
  * extents, which differ (punch hole vs BLKDISCARD, SEEK_DATA vs "all data").
  *
  * Must not: open descriptors (file.ts / block-device.ts do, with their own checks) or let a
- * call reach a descriptor number after close — the number may already belong to another file.
+ * call reach a descriptor number after close — the number may already belong to another file;
+ * or take a write or flush after an fdatasync failed. Linux reports a write-back error to an
+ * open file once, at the next fdatasync, and marks the lost pages clean (the "fsyncgate"
+ * behaviour, since 4.13): a second FLUSH — another connection's, or the client's retry —
+ * would succeed although writes acknowledged before it never reached the disk. So the first
+ * failure sticks: writes, trims, zeroes and flushes fail with it until the export is
+ * reopened (replication/log-store.ts does the same for the log); reads go on.
  */
 import fs from "node:fs";
 import { Errno } from "../../lib/errno.ts";
@@ -19,6 +25,8 @@ export abstract class FdBackend implements Backend {
   abstract readonly kind: BackendKind;
   abstract readonly blockSize: number;
   private closed = false;
+  /** The first fdatasync failure; set, it refuses every later write and flush. */
+  private syncFailed: BackendError | null = null;
 
   constructor(
     /** The descriptor; exposed for tests and diagnostics only — do not do I/O through it. */
@@ -43,12 +51,12 @@ export abstract class FdBackend implements Backend {
     this.check("write", offset, source.length, true);
     writeFully(this.fd, this.path, offset, source);
     // FUA (NBD_CMD_FLAG_FUA, proto.md): the data must be on stable storage before the reply.
-    if (fua) syncData(this.fd, this.path, "FUA write", offset, source.length);
+    if (fua) this.sync("FUA write", offset, source.length);
   }
 
   flush(): void {
-    this.check("flush", 0, 0, false);
-    syncData(this.fd, this.path, "flush", 0, this.size);
+    this.check("flush", 0, 0, true);
+    this.sync("flush", 0, this.size);
   }
 
   readAsync(offset: number, target: Uint8Array, done: IoDone): void {
@@ -58,12 +66,15 @@ export abstract class FdBackend implements Backend {
 
   writeAsync(offset: number, source: Uint8Array, fua: boolean, done: IoDone): void {
     this.check("write", offset, source.length, true);
-    writeFullyAsync(this.fd, this.path, offset, source, fua, done);
+    if (!fua) return writeFullyAsync(this.fd, this.path, offset, source, done);
+    writeFullyAsync(this.fd, this.path, offset, source, (error) =>
+      error !== null ? done(error) : this.syncAsync("FUA write", offset, source.length, done),
+    );
   }
 
   flushAsync(done: IoDone): void {
-    this.check("flush", 0, 0, false);
-    syncDataAsync(this.fd, this.path, "flush", 0, this.size, done);
+    this.check("flush", 0, 0, true);
+    this.syncAsync("flush", 0, this.size, done);
   }
 
   trim(offset: number, length: number): void {
@@ -93,14 +104,42 @@ export abstract class FdBackend implements Backend {
     }
   }
 
+  private sync(operation: string, offset: number, length: number): void {
+    try {
+      syncData(this.fd, this.path, operation, offset, length);
+    } catch (error) {
+      this.noteSyncFailure(error as BackendError);
+      throw error;
+    }
+  }
+
+  private syncAsync(operation: string, offset: number, length: number, done: IoDone): void {
+    syncDataAsync(this.fd, this.path, operation, offset, length, (error) => {
+      if (error !== null) this.noteSyncFailure(error);
+      done(error);
+    });
+  }
+
+  /** A write-back error (EIO, ENOSPC, EDQUOT…) sticks; EBADF and EINVAL say nothing about the data. */
+  private noteSyncFailure(error: BackendError): void {
+    if (error.errno !== Errno.EBADF && error.errno !== Errno.EINVAL) this.syncFailed ??= error;
+  }
+
   protected abstract discard(offset: number, length: number): void;
   protected abstract zeroRange(offset: number, length: number, mayPunch: boolean): void;
   protected abstract allocationMap(offset: number, length: number, maxExtents: number): Extent[];
 
   private check(operation: string, offset: number, length: number, writes: boolean): void {
     if (this.closed) throw new BackendError(`${operation} on ${this.path} after it was closed`, Errno.EBADF);
-    if (writes && this.readOnly) {
+    if (writes && this.readOnly && operation !== "flush") {
       throw new BackendError(`${operation} refused: ${this.path} is open read-only`, Errno.EROFS);
+    }
+    if (writes && this.syncFailed !== null) {
+      throw new BackendError(
+        `${operation} refused: an earlier ${this.syncFailed.message}; writes acknowledged before it may not be on disk ` +
+          `and the kernel reports that only once, so ${this.path} takes no writes or flushes until the export is restarted (check the disk first)`,
+        this.syncFailed.errno,
+      );
     }
     // Callers (storage/validate.ts) bound-check; reaching here out of range is a dstd bug, and
     // a write past the end would silently grow a file export. (The message is built only on

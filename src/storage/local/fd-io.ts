@@ -167,8 +167,8 @@ export function readFullyAsync(fd: number, what: string, offset: number, target:
   fs.read(fd, target, 0, length, offset, step);
 }
 
-/** writeFully on Bun's I/O thread pool; `fua`: fdatasync after the last byte, on the pool too. */
-export function writeFullyAsync(fd: number, what: string, offset: number, source: Uint8Array, fua: boolean, done: IoDone): void {
+/** writeFully on Bun's I/O thread pool (a FUA write's fdatasync follows in fd-backend.ts). */
+export function writeFullyAsync(fd: number, what: string, offset: number, source: Uint8Array, done: IoDone): void {
   const length = source.length;
   let put = 0;
   const step = (error: NodeJS.ErrnoException | null, n: number): void => {
@@ -178,7 +178,6 @@ export function writeFullyAsync(fd: number, what: string, offset: number, source
     }
     put += n;
     if (put < length) fs.write(fd, source, put, length - put, offset + put, step);
-    else if (fua) syncDataAsync(fd, what, "FUA write", offset, length, done);
     else done(null);
   };
   fs.write(fd, source, 0, length, offset, step);
