@@ -9,6 +9,7 @@ import fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openFileBackend } from "../../src/storage/local/file.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import { BackendError, DstdError } from "../../src/lib/errors.ts";
 
@@ -203,6 +204,23 @@ describe("file backend: space and errors", () => {
     }
     expect(caught(() => b.close())).toBeInstanceOf(BackendError); // close(2) fails too, reported once
     b.close();
+  });
+
+  test("resize after close never reaches the descriptor number, which another file may hold by then", async () => {
+    const b = openFileBackend(fresh(), { size: MiB });
+    const port = createLocalPort(b);
+    await port.close();
+    const other = fresh();
+    fs.writeFileSync(other, new Uint8Array(8192).fill(1));
+    const fd = fs.openSync(other, "r+");
+    try {
+      expect(fd).toBe(b.fd); // the number was reused
+      expect((caught(() => b.resize(0)) as BackendError).errno).toBe(Errno.EBADF);
+      expect(await new Promise<number>((resolve) => port.resize!(0, resolve))).toBe(Errno.EBADF);
+      expect(fs.statSync(other).size).toBe(8192);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   test("a file truncated under the backend fails reads with EIO instead of inventing zeroes", () => {

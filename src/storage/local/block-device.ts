@@ -62,6 +62,7 @@ export class BlockDeviceBackend extends FdBackend {
   }
 
   resizeProblem(size: number): string | null {
+    this.checkOpen("resize");
     const actual = blockDeviceSize(this.fd);
     return actual === size ? null : `${this.path} is ${actual} bytes: a block device is resized by growing the device itself (lvextend, a grown LUN), then dstd resize follows it`;
   }

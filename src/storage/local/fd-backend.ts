@@ -129,8 +129,13 @@ export abstract class FdBackend implements Backend {
   protected abstract zeroRange(offset: number, length: number, mayPunch: boolean): void;
   protected abstract allocationMap(offset: number, length: number, maxExtents: number): Extent[];
 
-  private check(operation: string, offset: number, length: number, writes: boolean): void {
+  /** Throws EBADF once closed: for calls that touch the descriptor outside `check` (resize). */
+  protected checkOpen(operation: string): void {
     if (this.closed) throw new BackendError(`${operation} on ${this.path} after it was closed`, Errno.EBADF);
+  }
+
+  private check(operation: string, offset: number, length: number, writes: boolean): void {
+    this.checkOpen(operation);
     if (writes && this.readOnly && operation !== "flush") {
       throw new BackendError(`${operation} refused: ${this.path} is open read-only`, Errno.EROFS);
     }

@@ -67,6 +67,7 @@ export class FileBackend extends FdBackend {
 
   /** Grow sparse (no blocks allocated) or truncate: ftruncate(2). */
   resize(size: number): void {
+    this.checkOpen("resize");
     if (this.readOnly) throw new BackendError(`resize refused: ${this.path} is open read-only`, Errno.EROFS);
     try {
       fs.ftruncateSync(this.fd, size);

@@ -53,6 +53,17 @@ class SparseMemory implements MemoryBackend {
         if (base >= size) this.chunks.delete(index);
         else if (base + MEMORY_CHUNK_SIZE > size) this.chunks.set(index, this.chunks.get(index)!.slice(0, size - base));
       }
+    } else if (size > this.size) {
+      // The old last chunk was allocated to the old end: it must reach the new one (or a whole
+      // chunk), zero-filled, or reads there would leave the caller's buffer unwritten.
+      const index = Math.floor((this.size - 1) / MEMORY_CHUNK_SIZE);
+      const chunk = this.size > 0 ? this.chunks.get(index) : undefined;
+      const wanted = Math.min(MEMORY_CHUNK_SIZE, size - index * MEMORY_CHUNK_SIZE);
+      if (chunk !== undefined && chunk.length < wanted) {
+        const grown = new Uint8Array(wanted);
+        grown.set(chunk);
+        this.chunks.set(index, grown);
+      }
     }
     this.size = size;
   }

@@ -199,12 +199,13 @@ class LocalPort implements StoragePort {
   /** The backend's reason to refuse a size, asked before a tree grows anything (a block device leg not that size). */
   get resizeProblem(): ((size: number) => string | null) | undefined {
     const backend = this.backend;
-    return backend.resizeProblem === undefined ? undefined : (size) => backend.resizeProblem!(size);
+    return backend.resizeProblem === undefined ? undefined : (size) => (this.closed ? "the export is closed" : backend.resizeProblem!(size));
   }
 
   resize(size: number, done: Done): void {
     const backend = this.backend;
     if (backend.resize === undefined) return done(Errno.ENOTSUP);
+    if (this.closed) return done(Errno.EBADF);
     if (this.pooled > 0) return void this.drained.push(() => this.resize(size, done));
     try {
       backend.resize(size);
