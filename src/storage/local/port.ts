@@ -206,9 +206,15 @@ class LocalPort implements StoragePort {
     const backend = this.backend;
     if (backend.resize === undefined) return done(Errno.ENOTSUP);
     if (this.closed) return done(Errno.EBADF);
-    if (this.pooled > 0) return void this.drained.push(() => this.resize(size, done));
+    // Queued before a close, it runs before the close does (close() waits behind it).
+    if (this.pooled > 0) return void this.drained.push(() => this.resizeNow(size, done));
+    this.resizeNow(size, done);
+  }
+
+  private resizeNow(size: number, done: Done): void {
+    const backend = this.backend;
     try {
-      backend.resize(size);
+      backend.resize!(size);
     } catch (error) {
       return done(this.failure("resize", size, 0, error));
     }
