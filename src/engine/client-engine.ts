@@ -9,10 +9,9 @@
  * connection id it belongs to; events from an older connection are ignored, which fences
  * stale bytes on the client side.
  *
- * Its parts: engine/txn.ts (a transaction and its wire form), engine/session.ts (handshake,
- * session, resumption), engine/outbox.ts (how frames leave), engine/durability.ts (replay log
- * and replay rounds), engine/read-into.ts (READ replies into the caller's buffer), engine/io.ts
- * (the driver's side). This file holds the lifecycle, the queues and the timers.
+ * Its parts: engine/txn.ts (a transaction and its wire form), engine/session.ts (handshake, session, resumption),
+ * engine/outbox.ts (how frames leave), engine/durability.ts (replay log and replay rounds), engine/read-into.ts
+ * (READ replies into the caller's buffer), engine/io.ts (the driver's side). This file: lifecycle, queues, timers.
  *
  * Queues (libnbd's to-issue → on the wire → done): `submit` refuses with "busy" once
  * `queueDepth` requests are outstanding or `queueBytes` of write data wait to be sent, and
@@ -322,6 +321,7 @@ export class ClientEngine {
   }
 
   private afterEvent(): void {
+    if (this.outbox.sealer?.rekeyDue && this.state === "ready") this.dropConnection("the session key has protected half of what it may (crypto/record.ts rekeyDue); reconnecting for new keys");
     if (this.outbox.pending) this.scheduleFlush();
     if (this.wasBusy && this.pending.size < this.options.queueDepth && this.waitingBytes < this.options.queueBytes) {
       this.wasBusy = false;

@@ -309,6 +309,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     if (this.state === "closed") return;
     this.replies.flush();
     if (problem !== null) return this.protocolError(problem);
+    if (this.replies.sealer?.rekeyDue) return this.rekey();
     const stopped = this.blocked !== null || this.raw.length > 0 || this.plain.length > 0;
     if (stopped && !this.paused) {
       this.paused = true;
@@ -371,6 +372,19 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     adopt: (slot, free) => new ReceiveBuffer(this, slot.subarray(RECORD_HEADER_SIZE), 0, free),
     discard: (owner) => (owner as ReceiveBuffer | null)?.release(),
   };
+
+  /**
+   * Our key has sealed half of what it may (crypto/record.ts rekeyDue): end this connection
+   * after the replies already made, so the client reconnects with a fresh handshake (new keys)
+   * and resends what is unanswered; the exactly-once table answers what was applied. Nothing
+   * else renews a key, and sealing past its limit would throw.
+   */
+  private rekey(): void {
+    this.server.log.info(`${this.name}: the session key has protected half of what it may; closing so the client reconnects with new keys`);
+    this.state = "closed";
+    this.release();
+    this.replies.afterReplies(() => this.sink.end());
+  }
 
   /** A crypto worker died with records of this connection: its stream has a gap, close it. */
   private cryptoFailed(reason: string): void {
