@@ -22,7 +22,7 @@ import { giveBuffer, takeBuffer } from "../lib/buffer-pool.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import { digestSize, type ChecksumName } from "../crypto/checksum.ts";
 import { RECORD_AUTH_FAILED, RECORD_HEADER_SIZE, type LateRecords, type RecordOpener } from "../crypto/record.ts";
-import { HANDSHAKE_PAYLOAD_MAX, Op, REPLY_BIT, opcodeName } from "../wire/dst/constants.ts";
+import { HANDSHAKE_PAYLOAD_MAX, HEADER_SIZE, Op, REPLY_BIT, opcodeName } from "../wire/dst/constants.ts";
 import { FrameDecoder } from "../wire/dst/decoder.ts";
 import { encodeRefusal } from "../wire/dst/handshake.ts";
 import type { Header } from "../wire/dst/header.ts";
@@ -449,11 +449,20 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
       return step.admitted.auth === null;
     }
     if (header.opcode === Op.PING) {
+      // PONG "as soon as it can, whatever else is in flight" (docs/protocol.md §4): not held
+      // behind requests waiting for room. But it is a reply like any other: it counts in the
+      // turn and reserves its 56 bytes, so a peer that sends PINGs and reads nothing is
+      // paused at its reply share like one sending READs (it grew the queue without bound).
+      if (this.turnCount >= this.server.limits.turnRequests) return this.hold(header, payload, frame, owner, "turn");
+      if (!this.replies.reserve(HEADER_SIZE)) {
+        if (!retry) this.server.counters.budgetWaits++;
+        this.waitForRoom();
+        return this.hold(header, payload, frame, owner, "room");
+      }
       owner?.release();
       this.server.sessions.prune(this.session, header.offset);
-      // PONG "as soon as it can, whatever else is in flight" (docs/protocol.md §4): not
-      // held behind requests waiting for room; a 56-byte reply.
-      this.replies.header(Op.PONG, header.txid, 0, header.offset, 0);
+      this.replies.header(Op.PONG, header.txid, 0, header.offset, 0, HEADER_SIZE);
+      this.turnCount++;
       return true;
     }
     if (!requestOpcodes.has(header.opcode)) {

@@ -27,6 +27,9 @@ import type { Budget } from "./budget.ts";
 export const BATCH_BYTES = 256 * 1024;
 /** READ replies up to this size are built inside the batch; larger ones get their own frame. */
 export const INLINE_READ_MAX = BATCH_BYTES / 4;
+/** A batch up to this size is copied out of its pooled buffer when it must queue (flush). */
+const SMALL_BATCH = BATCH_BYTES / 4;
+const noop = () => {};
 
 export class ReplyWriter {
   /** Sealer of the protected channel (null: plain frames). Set after the handshake. */
@@ -126,17 +129,28 @@ export class ReplyWriter {
     this.chargeQueue();
   }
 
-  /** Send the batch, if any (one write; one record on a protected channel). */
+  /**
+   * Send the batch, if any (one write; one record on a protected channel). Behind a queue (a
+   * slow reader) a small batch leaves as an exact-size copy and its pooled 256 KiB buffer goes
+   * back at once: the budget charges what is queued, and a peer getting one small reply per
+   * turn would otherwise pin a whole batch buffer per 56 bytes charged.
+   */
   flush(): void {
-    const batch = this.batch;
-    if (batch === null || this.fill === 0) return;
+    const pooled = this.batch;
+    if (pooled === null || this.fill === 0) return;
     this.batch = null;
-    const release = () => giveBuffer(batch);
-    if (this.closed) return release();
+    if (this.closed) return giveBuffer(pooled);
     const end = RECORD_HEADER_SIZE + this.fill;
     this.fill = 0;
     this.unreserve(this.batchReserved);
     this.batchReserved = 0;
+    let batch = pooled;
+    let release = () => giveBuffer(pooled);
+    if (this.sink.queuedBytes > 0 && end <= SMALL_BATCH) {
+      batch = pooled.slice(0, end);
+      giveBuffer(pooled);
+      release = noop;
+    }
     if (this.sealer !== null) this.sealer.sealRecordTo(batch.subarray(0, end), release, this.write);
     else this.sink.write(batch.subarray(RECORD_HEADER_SIZE, end), release);
     this.chargeQueue();

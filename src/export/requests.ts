@@ -33,6 +33,9 @@ import type { Entry, Session, SessionTable } from "./sessions.ts";
 import { handleFetch, type FetchHost } from "./fetch.ts";
 import { handleSync } from "./sync.ts";
 
+/** Copies of one in-progress txid answered when it completes; older ones beyond are let go. */
+export const MAX_WAITERS = 4;
+
 const kindOf: Record<number, RequestKind> = {
   [Op.READ]: "read",
   [Op.WRITE]: "write",
@@ -135,7 +138,10 @@ export class RequestPipeline {
     if (header.opcode === Op.SYNC) return handleSync(host, header, payload);
     const kind = kindOf[header.opcode]!;
     const digest = kind === "read" ? host.digestBytes : 0;
-    const reservation = kind === "read" ? RECORD_HEADER_SIZE + HEADER_SIZE + header.length + digest : HEADER_SIZE;
+    // A READ longer than the payload limit gets EINVAL without data: reserving its length
+    // (up to 4 GiB) would wait for room that never comes, and the connection with it.
+    const readBytes = kind === "read" && header.length <= host.maxPayload ? header.length + digest : 0;
+    const reservation = kind === "read" ? RECORD_HEADER_SIZE + HEADER_SIZE + readBytes : HEADER_SIZE;
     if (!host.replies.reserve(reservation)) return "wait";
     const port = host.port;
     const mutating = kind === "write" || kind === "trim" || kind === "zero";
@@ -250,13 +256,17 @@ export class RequestPipeline {
       host.replies.header(opcode, header.txid, entry.status, header.offset, 0, reservation);
       return;
     }
-    // Still in progress (its first copy may have come on a fenced connection): answer when it ends.
+    // Still in progress (its first copy may have come on a fenced connection): answer when it
+    // ends. A client waits for one answer per txid, so past MAX_WAITERS copies the oldest is
+    // let go unanswered: a peer resending one stuck txid cannot pile up closures.
     const txid = header.txid;
     const offset = header.offset;
-    (entry.waiters ??= []).push((status) => {
-      if (host.live) host.replies.header(opcode, txid, status, offset, 0, reservation);
+    const waiters = (entry.waiters ??= []);
+    if (waiters.length >= MAX_WAITERS) waiters.shift()!(null);
+    waiters.push((status) => {
+      if (status !== null && host.live) host.replies.header(opcode, txid, status, offset, 0, reservation);
       else host.replies.unreserve(reservation);
-      host.completed();
+      if (status !== null) host.completed();
     });
   }
 

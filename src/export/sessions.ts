@@ -47,8 +47,8 @@ export interface Entry {
   length: number;
   hash: bigint;
   status: number;
-  /** Resends of this txid that arrived while it was in progress: answered on completion. */
-  waiters: Array<(status: number) => void> | null;
+  /** Resends of this txid that arrived while it was in progress: answered on completion (null: let go). */
+  waiters: Array<(status: number | null) => void> | null;
 }
 
 export class Session {

@@ -29,6 +29,11 @@ export class FakeSink implements Sink {
     return this.queued;
   }
 
+  /** Bytes of the buffers behind the queued views (each distinct ArrayBuffer once): what the queue pins. */
+  get queuedCapacity(): number {
+    return [...new Set(this.queue.map((view) => view.buffer))].reduce((n, buffer) => n + buffer.byteLength, 0);
+  }
+
   get closed(): boolean {
     return this.ended || this.destroyed;
   }

@@ -1,0 +1,134 @@
+/**
+ * Bounds of the DST export against a client that sends what is legal frame by frame but never
+ * reads, or resends without end (export/connection.ts, export/requests.ts; docs/security.md
+ * "Resource limits"). In process, on a FakeSink whose "kernel" takes a few KiB and then queues
+ * (a peer that stopped reading), with the export's deferred work run by hand: each bound is
+ * checked to the byte, and another client is served meanwhile.
+ */
+import { describe, expect, test } from "bun:test";
+import { DstServer } from "../../src/export/server.ts";
+import { MAX_WAITERS } from "../../src/export/requests.ts";
+import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
+import { Errno } from "../../src/lib/errno.ts";
+import { PassThrough } from "../../src/storage/layers/pass-through.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
+import type { Done, StoragePort, ZeroFlags } from "../../src/storage/port.ts";
+import { Feature, HEADER_SIZE, Op, PAYLOAD_MAX_DEFAULT, REPLY_BIT } from "../../src/wire/dst/constants.ts";
+import { encodeHello } from "../../src/wire/dst/handshake.ts";
+import { decodeHeader, encodeFrame, type Header } from "../../src/wire/dst/header.ts";
+import { FakeSink } from "../helpers/fake-sink.ts";
+
+const MiB = 1 << 20;
+
+function rig(port: StoragePort = createLocalPort(createMemoryBackend(64 * MiB))) {
+  const deferred: Array<() => void> = [];
+  const server = new DstServer({
+    log: { info() {}, warn() {} },
+    defer: (work) => void deferred.push(work),
+    exports: [{ name: "disk", description: "", port, readOnly: false, allow: [parseAllowRule("127.0.0.1/32:rw") as AllowRule] }],
+  });
+  const run = () => {
+    for (let i = 0; i < 100_000 && deferred.length > 0; i++) deferred.shift()!();
+  };
+  const connect = (room = Number.POSITIVE_INFINITY) => {
+    const sink = new FakeSink(room);
+    const conn = server.accept(sink, { transport: "tcp", address: "127.0.0.1", port: 40_000 });
+    sink.handler = conn;
+    conn.onData(encodeHello({ exportName: "disk", version: 1, clientName: "t", maxPayload: PAYLOAD_MAX_DEFAULT, features: Feature.FLUSH | Feature.TRIM | Feature.WRITE_ZEROES | Feature.SESSIONS, sessionId: null, txidFloor: 0 }));
+    run();
+    const welcome = replies(sink);
+    expect(welcome[0]!.opcode).toBe(Op.WELCOME);
+    return { sink, conn };
+  };
+  return { server, run, connect };
+}
+
+/** Reply headers the sink received so far. */
+function replies(sink: FakeSink): Header[] {
+  const bytes = sink.read();
+  const out: Header[] = [];
+  for (let at = 0; at + HEADER_SIZE <= bytes.length; ) {
+    const header = decodeHeader(bytes, at);
+    out.push(header);
+    at += HEADER_SIZE + header.payloadLength;
+  }
+  return out;
+}
+
+describe("a client that never reads cannot make the export hold more than its share", () => {
+  test("a PING flood: PONGs count against the reply share, the socket is paused, another client is served", () => {
+    const { server, run, connect } = rig();
+    const { sink, conn } = connect(4096);
+    const ping = encodeFrame({ opcode: Op.PING, txid: 0, offset: 0 });
+    const chunk = new Uint8Array(ping.length * 1000);
+    for (let i = 0; i < 1000; i++) chunk.set(ping, i * ping.length);
+    // A transport stops delivering once paused; up to 280 MB of PINGs are offered.
+    let offered = 0;
+    for (let i = 0; i < 5000 && !sink.paused; i++) {
+      conn.onData(chunk);
+      offered += chunk.length;
+      run();
+    }
+    expect(sink.paused).toBe(true);
+    expect(sink.queuedBytes).toBeLessThanOrEqual(server.limits.connectionReplyBytes + 256 * 1024);
+    expect(offered).toBeLessThan(server.limits.connectionReplyBytes + 2 * MiB);
+    // Another client: its READ is answered.
+    const other = connect();
+    other.conn.onData(encodeFrame({ opcode: Op.READ, txid: 1, offset: 0, length: 4096 }));
+    run();
+    expect(replies(other.sink).map((h) => [h.opcode, h.status])).toEqual([[Op.READ | REPLY_BIT, 0]]);
+    // The flooder reads: PONGs flow again, and it is resumed.
+    sink.drain();
+    run();
+    expect(replies(sink).every((h) => h.opcode === Op.PONG)).toBe(true);
+  });
+
+  test("one small reply per turn behind a queue pins its bytes, not a 256 KiB batch buffer each", () => {
+    const { run, connect } = rig();
+    const { sink, conn } = connect(4096);
+    for (let i = 0; i < 500; i++) {
+      conn.onData(encodeFrame({ opcode: Op.TRIM, txid: i + 1, offset: 0, length: 4096 }));
+      run();
+    }
+    expect(sink.paused).toBe(false);
+    expect(sink.queuedBytes).toBeGreaterThan(400 * HEADER_SIZE);
+    expect(sink.queuedCapacity).toBeLessThan(2 * sink.queuedBytes + 300 * 1024);
+  });
+
+  test("a READ longer than the payload limit gets EINVAL at once, instead of waiting for room for 4 GiB", () => {
+    const { run, connect } = rig();
+    const { sink, conn } = connect();
+    conn.onData(encodeFrame({ opcode: Op.READ, txid: 1, offset: 0, length: 0xffff_ffff }));
+    conn.onData(encodeFrame({ opcode: Op.PING, txid: 0, offset: 0 }));
+    run();
+    expect(replies(sink).map((h) => [h.opcode, h.status])).toEqual([[Op.READ | REPLY_BIT, Errno.EINVAL], [Op.PONG, 0]]);
+    expect(sink.paused).toBe(false);
+  });
+});
+
+describe("resends of a txid still in progress", () => {
+  test(`at most ${MAX_WAITERS} copies wait for its completion; 1,000 copies cost no more`, () => {
+    let hold: Done | null = null;
+    class StuckZero extends PassThrough {
+      override zero(_offset: number, _length: number, _flags: ZeroFlags, done: Done): void {
+        hold = done;
+      }
+    }
+    const { server, run, connect } = rig(new StuckZero(createLocalPort(createMemoryBackend(64 * MiB))));
+    const { sink, conn } = connect();
+    const zero = encodeFrame({ opcode: Op.WRITE_ZEROES, txid: 7, offset: 0, length: 4096 });
+    const inUse = server.replyBudget.inUse;
+    for (let i = 0; i < 1000; i++) conn.onData(zero);
+    run();
+    expect(hold).not.toBeNull();
+    expect(replies(sink)).toEqual([]);
+    expect(server.replyBudget.inUse - inUse).toBeLessThanOrEqual((MAX_WAITERS + 1) * HEADER_SIZE);
+    hold!(0);
+    run();
+    const answered = replies(sink);
+    expect(answered.length).toBe(MAX_WAITERS + 1);
+    expect(answered.every((h) => h.opcode === (Op.WRITE_ZEROES | REPLY_BIT) && h.txid === 7 && h.status === 0)).toBe(true);
+    expect(server.replyBudget.inUse).toBe(inUse);
+  });
+});
