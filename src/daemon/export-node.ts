@@ -193,6 +193,8 @@ export function loadKeyTable(keys: readonly KeyConfig[]): KeyTable {
 export async function startExportNode(options: ExportNodeOptions): Promise<ExportNode> {
   const { log } = options;
   const exports: Export[] = [];
+  /** Tells the server's admitted sessions about a replica's role change (DstServer.rebind); none before it is up. */
+  let rebind = (_name: string): void => {};
   const listeners: Listener[] = [];
   const fronts: Array<{ recheck?(): string[] }> = [];
   const guards: ConnectionGuard[] = [];
@@ -238,6 +240,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
           entry.port = port;
           entry.log = source;
           entry.readOnly = readOnly;
+          rebind(entry.name);
         };
         replicas.set(config.name, await openReplica(config, disk, log, bind));
       }
@@ -248,6 +251,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       for (const warning of exportWarnings(config)) log.warn(warning);
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer, epoch });
+    rebind = (name) => server.rebind(name);
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
     const budget = startConnectionBudget(limits.maxConnections, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);

@@ -251,6 +251,17 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     return null;
   }
 
+  /** See DstServer.rebind. */
+  rebind(name: string): void {
+    const admitted = this.admitted;
+    if (this.state !== "ready" || admitted === null || admitted.exp.name !== name) return;
+    this.port = admitted.exp.port;
+    if (this.writable && admitted.exp.readOnly) {
+      this.writable = false;
+      this.server.log.info(`${this.name}: export ${quotePeer(name)} is read-only now (replica role change); writes are refused`);
+    }
+  }
+
   /** Bytes of an unfinished frame or record held back (for the guard's frame deadline). */
   partialBytes(): number {
     if (this.state === "closed") return 0;

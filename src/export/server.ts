@@ -197,6 +197,17 @@ export class DstServer {
     return changes;
   }
 
+  /**
+   * Export `name` was bound to another port or made read-only while running (a replica's role
+   * change: daemon/replica-node.ts bind): sessions already admitted follow at once — their
+   * next request goes to the new port (a promoted secondary's raw disk lags the primary layer
+   * in front of it), and a read-write session goes on read-only when the export is (a demote
+   * must not take writes from clients admitted before it).
+   */
+  rebind(name: string): void {
+    for (const connection of this.connections) connection.rebind(name);
+  }
+
   /** Memory held for peers right now (both halves of the budget). */
   get memoryInUse(): number {
     return this.receiveBudget.inUse + this.replyBudget.inUse;

@@ -6,6 +6,7 @@
  * checked to the byte, and another client is served meanwhile.
  */
 import { describe, expect, test } from "bun:test";
+import type { Export } from "../../src/export/exports.ts";
 import { DstServer } from "../../src/export/server.ts";
 import { MAX_WAITERS } from "../../src/export/requests.ts";
 import { parseAllowRule, type AllowRule } from "../../src/lib/acl.ts";
@@ -23,11 +24,8 @@ const MiB = 1 << 20;
 
 function rig(port: StoragePort = createLocalPort(createMemoryBackend(64 * MiB))) {
   const deferred: Array<() => void> = [];
-  const server = new DstServer({
-    log: { info() {}, warn() {} },
-    defer: (work) => void deferred.push(work),
-    exports: [{ name: "disk", description: "", port, readOnly: false, allow: [parseAllowRule("127.0.0.1/32:rw") as AllowRule] }],
-  });
+  const entry: Export = { name: "disk", description: "", port, readOnly: false, allow: [parseAllowRule("127.0.0.1/32:rw") as AllowRule] };
+  const server = new DstServer({ log: { info() {}, warn() {} }, defer: (work) => void deferred.push(work), exports: [entry] });
   const run = () => {
     for (let i = 0; i < 100_000 && deferred.length > 0; i++) deferred.shift()!();
   };
@@ -41,7 +39,7 @@ function rig(port: StoragePort = createLocalPort(createMemoryBackend(64 * MiB)))
     expect(welcome[0]!.opcode).toBe(Op.WELCOME);
     return { sink, conn };
   };
-  return { server, run, connect };
+  return { server, run, connect, entry };
 }
 
 /** Reply headers the sink received so far. */
@@ -130,5 +128,28 @@ describe("resends of a txid still in progress", () => {
     expect(answered.length).toBe(MAX_WAITERS + 1);
     expect(answered.every((h) => h.opcode === (Op.WRITE_ZEROES | REPLY_BIT) && h.txid === 7 && h.status === 0)).toBe(true);
     expect(server.replyBudget.inUse).toBe(inUse);
+  });
+});
+
+describe("a replica role change reaches sessions already admitted", () => {
+  test("rebind: the next request goes to the new port; a read-write session goes read-only with the export", () => {
+    const disk = createLocalPort(createMemoryBackend(MiB));
+    const layer = createLocalPort(createMemoryBackend(MiB)); // stands for the primary layer in front of the disk
+    const { server, run, connect, entry } = rig(disk);
+    const { sink, conn } = connect();
+    const payload = new Uint8Array(4096).fill(5);
+    layer.write(0, payload, false, () => {});
+    entry.port = layer;
+    entry.readOnly = true;
+    server.rebind("disk");
+    conn.onData(encodeFrame({ opcode: Op.READ, txid: 1, offset: 0, length: 4096 }));
+    conn.onData(encodeFrame({ opcode: Op.WRITE, txid: 2, offset: 0, length: 4096 }, payload));
+    run();
+    const bytes = sink.read();
+    const read = decodeHeader(bytes, 0);
+    expect([read.opcode, read.status]).toEqual([Op.READ | REPLY_BIT, 0]);
+    expect(bytes[HEADER_SIZE]).toBe(5); // from the new port
+    const write = decodeHeader(bytes, HEADER_SIZE + read.payloadLength);
+    expect([write.opcode, write.status]).toEqual([Op.WRITE | REPLY_BIT, Errno.EPERM]);
   });
 });
