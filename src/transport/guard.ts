@@ -75,6 +75,13 @@ export interface ConnectionLimits {
   maxUnauthenticatedPerSource: number;
 }
 
+/**
+ * Bytes per second an admitted peer with replies queued must take, over each frame_timeout
+ * window (or all it is behind by, if less): 480 KiB per 30 s. Far below any storage link, far
+ * above a trickle that would keep a reply share for ever (docs/security.md "Resource limits").
+ */
+export const MIN_READ_RATE = 16 * 1024;
+
 export interface GuardClock {
   /** Milliseconds, monotonic. */
   now(): number;
@@ -268,14 +275,23 @@ export class ConnectionGuard {
         }
         continue;
       }
-      // Reply deadline: any shrink of the queue (or a drain) is the peer reading.
+      // Reply deadline: in each frame_timeout window with replies queued, the peer must take
+      // all it was behind by, or MIN_READ_RATE's worth: a shrink alone is not enough, or a few
+      // peers reading 4 KiB every 25 s would hold the whole reply budget for ever.
       const queued = guarded.queuedBytes;
-      if (queued === 0 || queued < guarded.lastQueued) guarded.outputAt = now;
+      guarded.readInWindow += Math.max(0, guarded.lastQueued + guarded.takeWritten() - queued);
       guarded.lastQueued = queued;
+      if (queued === 0) guarded.restartWindow(now, 0);
+      else guarded.peakQueued = Math.max(guarded.peakQueued, queued);
       if (queued > 0 && now - guarded.outputAt >= frameTimeoutMs) {
-        this.counts.replyTimeouts++;
-        guarded.expire(`replies not read for ${formatDuration(frameTimeoutMs)} (${queued} bytes queued)`, null);
-        continue;
+        const needed = Math.min(guarded.peakQueued, Math.ceil((MIN_READ_RATE * frameTimeoutMs) / 1000));
+        if (guarded.readInWindow < needed) {
+          this.counts.replyTimeouts++;
+          const read = guarded.readInWindow === 0 ? "replies not read" : `replies read too slowly (${guarded.readInWindow} bytes)`;
+          guarded.expire(`${read} for ${formatDuration(frameTimeoutMs)} (${queued} bytes queued)`, null);
+          continue;
+        }
+        guarded.restartWindow(now, queued);
       }
       if (guarded.isPaused) continue;
       const partial = guarded.partialBytes();
@@ -306,9 +322,14 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   isAdmitted = false;
   isPaused = false;
   lastInput: number;
-  /** When the peer last read replies (its queue shrank or drained), and the queue then (reply deadline). */
+  /** Start of the reply-deadline window (the queue was last empty, or the last window passed). */
   outputAt: number;
+  /** Queue at the last sweep; bytes the peer took in this window; the largest queue seen in it. */
   lastQueued = 0;
+  readInWindow = 0;
+  peakQueued = 0;
+  /** Bytes the protocol wrote since the last sweep (to tell what the peer took from what was added). */
+  private written = 0;
   private done = false;
   private closeReason: string | null = null;
 
@@ -343,7 +364,20 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   }
 
   write(bytes: Uint8Array, release?: () => void): void {
+    this.written += bytes.length;
     this.sink.write(bytes, release);
+  }
+
+  takeWritten(): number {
+    const written = this.written;
+    this.written = 0;
+    return written;
+  }
+
+  restartWindow(now: number, queued: number): void {
+    this.outputAt = now;
+    this.readInWindow = 0;
+    this.peakQueued = queued;
   }
 
   end(): void {
@@ -373,7 +407,7 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   }
 
   onDrain(): void {
-    this.outputAt = this.guard.now;
+    this.restartWindow(this.guard.now, 0); // the queue is empty: the peer took it all
     this.inner?.onDrain();
   }
 

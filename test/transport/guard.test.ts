@@ -13,6 +13,7 @@ import {
   type GuardClock,
   type GuardHooks,
   type GuardedHandler,
+  MIN_READ_RATE,
 } from "../../src/transport/guard.ts";
 import type { Peer, Sink } from "../../src/transport/types.ts";
 import { FakeSink } from "../helpers/fake-sink.ts";
@@ -297,7 +298,7 @@ describe("reply deadline", () => {
     expect(lines.at(-1)).toContain("replies not read");
   });
 
-  test("a slow reader is not closed: any read restarts the wait; a peer with nothing queued is never closed", () => {
+  test("a slow reader taking the minimum rate is never closed; a peer with nothing queued is never closed", () => {
     const { clock, connect } = setup();
     const slow = connect();
     const idle = connect();
@@ -305,18 +306,42 @@ describe("reply deadline", () => {
     idle.probe!.hooks.admitted();
     clock.advance(1000);
     slow.sink.room = 0;
-    slow.probe!.sink.write(new Uint8Array(1000));
-    for (let i = 0; i < 10; i++) {
-      clock.advance(25_000);
-      slow.sink.drain(10); // it reads a little
+    slow.probe!.sink.write(new Uint8Array(4 << 20));
+    for (let i = 0; i < 300; i++) { // 5 minutes at 17 KiB/s, with the queue topped up
       clock.advance(1000);
+      slow.sink.drain(17 * 1024);
+      slow.probe!.sink.write(new Uint8Array(17 * 1024));
     }
     expect(slow.sink.destroyed).toBe(false);
+    expect(idle.sink.destroyed).toBe(false);
+    // A small queue it takes whole within each window counts as keeping up.
+    slow.sink.drain(); // all of it: the window restarts
+    slow.sink.room = 0;
+    slow.probe!.sink.write(new Uint8Array(1000));
+    clock.advance(29_000);
+    slow.sink.drain(1000);
+    slow.sink.room = 0;
+    slow.probe!.sink.write(new Uint8Array(1000));
     clock.advance(29_000);
     expect(slow.sink.destroyed).toBe(false);
+  });
+
+  test("a trickle below the minimum rate is closed after one window, though its queue keeps shrinking", () => {
+    const { clock, connect, guard } = setup();
+    const { sink, probe } = connect();
+    probe!.hooks.admitted();
     clock.advance(1000);
-    expect(slow.sink.destroyed).toBe(true);
-    expect(idle.sink.destroyed).toBe(false);
+    sink.room = 0;
+    probe!.sink.write(new Uint8Array(48 << 20)); // a whole reply share
+    for (let i = 0; i < 3; i++) {
+      clock.advance(9_000);
+      sink.drain(4096); // 4 KiB every 9 s: the queue shrinks at every sweep that sees it
+      clock.advance(1000);
+    }
+    expect(sink.destroyed).toBe(true);
+    expect(probe!.closes[0]).toBe(`replies read too slowly (${3 * 4096} bytes) for 30s (${(48 << 20) - 3 * 4096} bytes queued)`);
+    expect(guard.stats.replyTimeouts).toBe(1);
+    expect(MIN_READ_RATE * 30).toBeGreaterThan(3 * 4096);
   });
 });
 
