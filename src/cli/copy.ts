@@ -90,9 +90,10 @@ export default defineDstdCommand({
     const engine = { ...reliability, inflight: reliability.inflightMax, auth, checksums: config.client.checksums };
     const chunk = args.chunk === undefined ? 1024 * 1024 : parseSize(args.chunk);
     if (typeof chunk === "string") throw new UsageError(`--chunk: ${chunk}`);
+    if (chunk < 4096) throw new UsageError(`--chunk: '${args.chunk}' is below 4KiB, the smallest request a copy makes`);
     const flushEvery = args["flush-every"] === undefined ? FLUSH_EVERY : parseSize(args["flush-every"]);
     if (typeof flushEvery === "string") throw new UsageError(`--flush-every: ${flushEvery}`);
-    const inflight = args.inflight === undefined ? 32 : Number(args.inflight);
+    const inflight = args.inflight === undefined ? 32 : /^\d+$/.test(args.inflight) ? Number(args.inflight) : NaN;
     if (!Number.isInteger(inflight) || inflight < 1 || inflight > 1024) {
       throw new UsageError(`--inflight: '${args.inflight}' is not a whole number from 1 to 1024`);
     }
@@ -102,7 +103,10 @@ export default defineDstdCommand({
     if (!("url" in sourceSpec) && !("url" in targetSpec)) {
       throw new UsageError("one of SOURCE and TARGET must be an export URL (dst://, dst+unix://, nbd:// or nbd+unix://)");
     }
-    if ("path" in sourceSpec && !existsSync(sourceSpec.path)) throw new UsageError(`source ${sourceSpec.path} does not exist`);
+    if ("path" in sourceSpec && !existsSync(sourceSpec.path)) {
+      const substituted = /^\/(dev|proc\/self)\/fd\/\d+$/.test(sourceSpec.path) ? " (a descriptor of the shell does not reach dstd: pipe the data into `dstd copy - TARGET` instead)" : "";
+      throw new UsageError(`source ${sourceSpec.path} does not exist${substituted}`);
+    }
     if ("stream" in targetSpec && process.stdout.isTTY) {
       throw new UsageError("refusing to write disk data to a terminal: redirect stdout (dstd copy URL - > FILE)");
     }

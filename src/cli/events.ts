@@ -19,7 +19,7 @@ export default defineCommand({
   async run({ args }) {
     let since: number | null = null;
     if (args.since !== undefined) {
-      since = Number(args.since);
+      since = /^\d+$/.test(args.since) ? Number(args.since) : NaN;
       if (!Number.isSafeInteger(since) || since < 0) throw new DstdError("E_USAGE", `--since: '${args.since}' is not a sequence number (0 or more)`);
     }
     const client = await requireNode(stateDirFrom(args));

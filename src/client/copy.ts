@@ -185,13 +185,14 @@ export interface LocalTarget {
 }
 
 export function openLocalTarget(path: string, size: number, overwrite: boolean): LocalTarget {
-  if (path.startsWith("/dev/")) return inPlace(path, openBackend({ kind: "device", path }, false));
   const existing = statOrNull(path);
+  // A block device is what stat says, wherever it lies (/dev/shm holds files, a device may be elsewhere).
+  if (existing?.isBlockDevice()) return inPlace(path, openBackend({ kind: "device", path }, false));
   if (existing !== null && existing.isFile() && existing.size === size && !overwrite) {
     return inPlace(path, openBackend({ kind: "file", path }, false));
   }
   if (existing !== null && !existing.isFile()) {
-    throw new DstdError("E_USAGE", `target ${path} exists and is not a regular file${existing.isBlockDevice() ? " (block devices are written in place only under /dev/)" : ""}`);
+    throw new DstdError("E_USAGE", `target ${path} exists and is neither a regular file nor a block device`);
   }
   if (existing !== null && !overwrite) {
     throw new DstdError(
@@ -246,7 +247,7 @@ function statOrNull(path: string): Stats | null {
 
 export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, options: OpenEndpointOptions): Promise<CopyEndpoint> {
   if ("path" in spec) {
-    const isDevice = spec.path.startsWith("/dev/");
+    const isDevice = statOrNull(spec.path)?.isBlockDevice() === true;
     const backend = isDevice
       ? openBackend({ kind: "device", path: spec.path }, !options.writable)
       : openBackend({ kind: "file", path: spec.path, size: options.createSize }, !options.writable);

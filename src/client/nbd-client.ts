@@ -124,7 +124,8 @@ export class NbdClient {
     }
     if (!this.flushWarned) {
       this.flushWarned = true;
-      this.options.log.info(`${this.where} does not offer FLUSH; skipping it (the server decides durability)`);
+      // A warning: the copy "ends with a FLUSH" (README) and here it cannot; the user must know.
+      this.options.log.warn(`${this.where} does not offer FLUSH; the data is not known to be durable (the server decides when it is)`);
     }
   }
 

@@ -12,7 +12,7 @@
  * existing file of another size is refused naming --overwrite, which exists and works.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runDstd } from "../helpers/binary.ts";
 import { writeRandomFile } from "../helpers/files.ts";
@@ -134,6 +134,22 @@ describe("things a user reasonably tries (item 7)", () => {
     const tooLong = await runDstd(["copy", "-", url()], {}, { stdin: new Uint8Array(diskSize + 1).fill(1) });
     expect(tooLong.exitCode).toBe(1);
     expect(tooLong.stderr).toContain(`stdin is longer than export 'disk' (16 MiB, ${diskSize} bytes)`);
+  }, 60_000);
+
+  test("a regular file under /dev (/dev/shm) is a file both ways: created as a target, read as a source", async () => {
+    const shm = `/dev/shm/dstd-copy-test-${process.pid}.img`;
+    try {
+      const down = await runDstd(["copy", url(), shm]);
+      expect([down.exitCode, down.stderr]).toEqual([0, ""]);
+      expect(readFileSync(shm).equals(readFileSync(disk))).toBe(true);
+      const up = await runDstd(["copy", shm, url()]);
+      expect([up.exitCode, up.stderr]).toEqual([0, ""]);
+      const gone = await runDstd(["copy", "/dev/fd/63", url()]);
+      expect(gone.exitCode).toBe(2);
+      expect(gone.stderr).toContain("pipe the data into `dstd copy - TARGET` instead");
+    } finally {
+      rmSync(shm, { force: true });
+    }
   }, 60_000);
 
   test("an existing file of another size: refused naming --overwrite, which replaces it", async () => {

@@ -107,6 +107,15 @@ describe("exit status and messages (item 5)", () => {
     const bad = await runDstd(["copy", "x.img", "dst://127.0.0.1/disk", "--inflight", "0"]);
     expect(bad.exitCode).toBe(2);
     expect(oneLine(bad.stderr)).toBe("dstd copy: --inflight: '0' is not a whole number from 1 to 1024");
+    // Numbers are written as decimal digits: hex and exponents are not taken at another value.
+    for (const odd of ["0x10", "1e1", " 8"]) {
+      const r = await runDstd(["copy", "x.img", "dst://127.0.0.1/disk", "--inflight", odd]);
+      expect([r.exitCode, oneLine(r.stderr)]).toEqual([2, `dstd copy: --inflight: '${odd}' is not a whole number from 1 to 1024`]);
+    }
+    const tiny = await runDstd(["copy", "x.img", "dst://127.0.0.1/disk", "--chunk", "0"]);
+    expect([tiny.exitCode, oneLine(tiny.stderr)]).toEqual([2, "dstd copy: --chunk: '0' is below 4KiB, the smallest request a copy makes"]);
+    const since = await runDstd(["events", "--since="]);
+    expect([since.exitCode, oneLine(since.stderr)]).toEqual([2, "dstd events: --since: '' is not a sequence number (0 or more)"]);
     const key = join(scratch.path, "missing.key");
     const runtime = await runDstd(["copy", join(import.meta.dir, "usage.test.ts"), "dst://127.0.0.1:1/disk", "--key-file", key]);
     expect(runtime.exitCode).toBe(1);
