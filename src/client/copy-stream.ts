@@ -15,18 +15,32 @@ export type ByteSink = (bytes: Uint8Array) => Promise<void>;
 /** Bytes read so far from a stream, `null` at its end. */
 export type ByteSource = () => Promise<Uint8Array | null>;
 
-/** process.stdout with backpressure: wait for "drain" when its buffer is full; EPIPE named. */
-export function stdoutSink(): ByteSink {
+/**
+ * process.stdout (or `out`) as a ByteSink: a write resolves once the stream has handed its
+ * bytes on (its callback), so every byte counted as copied was accepted; EPIPE, ENOSPC and the
+ * like reject it, named. One "error" listener stays for the whole copy: a stream emits
+ * "error" after the failed write's callback has run, and an "error" nobody listens to is an
+ * uncaught exception (Node's stream and events documentation), which printed a raw stack trace
+ * after dstd's own message. Later writes after a failure reject at once with the same error.
+ */
+export function stdoutSink(out: NodeJS.WritableStream = process.stdout): ByteSink {
+  let failed: DstdError | null = null;
+  const waiting = new Set<(error: DstdError) => void>();
+  const fail = (error: Error) => {
+    failed ??= new DstdError("E_STDOUT", `cannot write to stdout: ${error.message}`);
+    for (const reject of waiting) reject(failed);
+    waiting.clear();
+  };
+  out.on("error", fail);
   return (bytes) =>
     new Promise((resolve, reject) => {
-      const onError = (error: Error) => reject(new DstdError("E_STDOUT", `cannot write to stdout: ${error.message}`));
-      process.stdout.once("error", onError);
-      const flushed = process.stdout.write(bytes, (error) => {
-        process.stdout.off("error", onError);
-        if (error) onError(error);
+      if (failed !== null) return reject(failed);
+      waiting.add(reject);
+      out.write(bytes, (error) => {
+        if (error) return fail(error);
+        waiting.delete(reject);
+        resolve();
       });
-      if (flushed) resolve();
-      else process.stdout.once("drain", () => resolve());
     });
 }
 

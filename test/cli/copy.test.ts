@@ -12,7 +12,7 @@
  * existing file of another size is refused naming --overwrite, which exists and works.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runDstd } from "../helpers/binary.ts";
 import { writeRandomFile } from "../helpers/files.ts";
@@ -150,6 +150,23 @@ describe("things a user reasonably tries (item 7)", () => {
     } finally {
       rmSync(shm, { force: true });
     }
+  }, 60_000);
+
+  test("a stdout that fails (full device, closed pipe): dstd's one line, exit 1, no stack trace", async () => {
+    // Before one "error" listener was kept for the whole copy (client/copy-stream.ts), the
+    // stream's own "error" event came after the listener was gone and Bun printed its stack.
+    const full = openSync("/dev/full", "w");
+    try {
+      const toFull = Bun.spawnSync([BINARY, "copy", url(), "-"], { stdout: full, stderr: "pipe" });
+      expect(toFull.stderr.toString()).toMatch(/^dstd copy: cannot write to stdout: ENOSPC[^\n]*\n$/);
+      expect(toFull.exitCode).toBe(1);
+    } finally {
+      closeSync(full);
+    }
+    // `| head -c 1`: the reader leaves after one byte; the next writes meet EPIPE.
+    const toPipe = Bun.spawnSync(["bash", "-c", '"$0" copy "$1" - | head -c 1 >/dev/null; exit ${PIPESTATUS[0]}', BINARY, url()], { stdout: "pipe", stderr: "pipe" });
+    expect(toPipe.stderr.toString()).toMatch(/^dstd copy: cannot write to stdout: EPIPE[^\n]*\n$/);
+    expect(toPipe.exitCode).toBe(1);
   }, 60_000);
 
   test("an existing file of another size: refused naming --overwrite, which replaces it", async () => {
