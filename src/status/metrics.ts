@@ -5,16 +5,20 @@
  * (seconds, bytes), counters end in `_total`, every family has HELP and TYPE.
  *
  * Bounded by construction: a family holds at most `maxSeries` label combinations; a label
- * may name its allowed values (anything else is recorded as "other"); label values are
- * cut to 128 characters. A combination past the bound lands in one overflow series whose
- * labels all read "overflow", and `dstd_metrics_series_dropped_total` counts it, so no peer
- * (and no bug) can grow a scrape without bound. Names and label names are our own code's:
+ * may name its allowed values (anything else is recorded as "other"); a label value over 128
+ * characters keeps its first 115 and a hash of the whole value (`labelValue`), so two export
+ * names (up to 4096 bytes, docs/config.md) that share a long start stay two series. A
+ * combination past the bound lands in one overflow series whose labels all read "overflow",
+ * and `dstd_metrics_series_dropped_total` counts it, as it counts a sample that would repeat
+ * a series already rendered (two values shortened alike), so no peer (and no bug) can grow a
+ * scrape without bound, and none disappears or merges unnoticed. Names and label names are our own code's:
  * a bad one is an assertion, not a runtime error.
  *
  * Two kinds of families: owned ones hold values that code updates (`inc`, `set`,
  * `observe`); collected ones read values at scrape time from whoever owns them (service
  * counters), so nothing is copied on the data path.
  */
+import { createHash } from "node:crypto";
 import { assert } from "../lib/assert.ts";
 
 export type MetricType = "counter" | "gauge" | "histogram";
@@ -23,6 +27,8 @@ export type Labels = Readonly<Record<string, string>>;
 const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const LABEL_VALUE_MAX = 128;
+/** Hex digits of SHA-256 ending a shortened label value: 48 bits, so two names collide by chance about once in 2^24 pairs. */
+const LABEL_HASH_CHARS = 12;
 export const DEFAULT_MAX_SERIES = 64;
 const OVERFLOW = "overflow";
 const OTHER = "other";
@@ -64,6 +70,28 @@ export function escapeLabelValue(text: string): string {
   return text.replaceAll("\\", "\\\\").replaceAll('"', '\\"').replaceAll("\n", "\\n");
 }
 
+/** Shortened values already computed (the request path asks for the same few on every request). */
+const shortened = new Map<string, string>();
+
+/**
+ * A label value as recorded: itself up to LABEL_VALUE_MAX characters; a longer one is cut to
+ * LABEL_VALUE_MAX - 13 characters (not inside a UTF-16 surrogate pair) followed by "~" and
+ * LABEL_HASH_CHARS hex digits of the SHA-256 of the whole value: still LABEL_VALUE_MAX long,
+ * and distinct for distinct values but by a hash collision.
+ */
+export function labelValue(given: string): string {
+  if (given.length <= LABEL_VALUE_MAX) return given;
+  const known = shortened.get(given);
+  if (known !== undefined) return known;
+  let keep = LABEL_VALUE_MAX - LABEL_HASH_CHARS - 1;
+  const last = given.charCodeAt(keep - 1);
+  if (last >= 0xd800 && last <= 0xdbff) keep--; // a high surrogate: keep the pair whole
+  const value = `${given.slice(0, keep)}~${createHash("sha256").update(given).digest("hex").slice(0, LABEL_HASH_CHARS)}`;
+  if (shortened.size >= 1024) shortened.clear();
+  shortened.set(given, value);
+  return value;
+}
+
 function renderLabels(names: readonly string[], values: readonly string[], extra?: [string, string]): string {
   const parts = names.map((name, i) => `${name}="${escapeLabelValue(values[i]!)}"`);
   if (extra) parts.push(`${extra[0]}="${escapeLabelValue(extra[1])}"`);
@@ -95,8 +123,9 @@ abstract class OwnedFamily<Child> {
   readonly help: string;
   readonly labelNames: readonly string[];
   abstract readonly type: MetricType;
-  protected readonly children = new Map<string, { values: string[]; child: Child }>();
-  private overflow: { values: string[]; child: Child } | null = null;
+  /** Keyed by the recorded (shortened) values; `full`: the values as given, to tell a collision. */
+  protected readonly children = new Map<string, { values: string[]; full: string; child: Child }>();
+  private overflow: { values: string[]; full: string; child: Child } | null = null;
   dropped = 0;
 
   constructor(protected readonly options: FamilyOptions) {
@@ -110,32 +139,40 @@ abstract class OwnedFamily<Child> {
 
   /** The series for these label values (created on first use, within the bound). */
   labels(labels: Labels = {}): Child {
-    const values = this.labelNames.map((name) => {
-      const given = labels[name];
-      assert(given !== undefined, `metric '${this.name}': label '${name}' missing`);
-      const allowed = this.options.values?.[name];
-      if (allowed !== undefined && !allowed.includes(given)) return OTHER;
-      return given.length > LABEL_VALUE_MAX ? given.slice(0, LABEL_VALUE_MAX) : given;
-    });
+    const full = this.given(labels);
+    const values = full.map(labelValue);
     const key = values.join("\u0000");
     const found = this.children.get(key);
-    if (found !== undefined) return found.child;
-    if (this.children.size >= (this.options.maxSeries ?? DEFAULT_MAX_SERIES)) {
+    // Another value shortened alike (a hash collision): never add into its series.
+    if (found !== undefined && found.full === full.join("\u0000")) return found.child;
+    if (found !== undefined || this.children.size >= (this.options.maxSeries ?? DEFAULT_MAX_SERIES)) {
       this.dropped++;
-      this.overflow ??= { values: this.labelNames.map(() => OVERFLOW), child: this.make() };
+      this.overflow ??= { values: this.labelNames.map(() => OVERFLOW), full: "", child: this.make() };
       return this.overflow.child;
     }
-    const entry = { values, child: this.make() };
+    const entry = { values, full: full.join("\u0000"), child: this.make() };
     this.children.set(key, entry);
     return entry.child;
   }
 
   /** Forget one series (a service that was removed). */
   remove(labels: Labels): void {
-    this.children.delete(this.labelNames.map((name) => labels[name] ?? "").join("\u0000"));
+    const full = this.given(labels);
+    const key = full.map(labelValue).join("\u0000");
+    if (this.children.get(key)?.full === full.join("\u0000")) this.children.delete(key);
   }
 
-  protected series(): Array<{ values: string[]; child: Child }> {
+  /** The label values as given, but "other" for one outside its label's value set. */
+  private given(labels: Labels): string[] {
+    return this.labelNames.map((name) => {
+      const given = labels[name];
+      assert(given !== undefined, `metric '${this.name}': label '${name}' missing`);
+      const allowed = this.options.values?.[name];
+      return allowed !== undefined && !allowed.includes(given) ? OTHER : given;
+    });
+  }
+
+  protected series(): Array<{ values: string[]; full: string; child: Child }> {
     const list = [...this.children.values()];
     if (this.overflow !== null) list.push(this.overflow);
     return list;
@@ -259,12 +296,12 @@ class CollectedFamily {
       const values = this.labelNames.map((name) => {
         const given = labels[name] ?? "";
         const allowed = this.options.values?.[name];
-        if (allowed !== undefined && !allowed.includes(given)) return OTHER;
-        return given.length > LABEL_VALUE_MAX ? given.slice(0, LABEL_VALUE_MAX) : given;
+        return labelValue(allowed !== undefined && !allowed.includes(given) ? OTHER : given);
       });
       const key = values.join("\u0000");
-      if (seen.has(key)) return; // one sample per series; a duplicate is the collector's slip
-      if (seen.size >= max) {
+      // One sample per series: a second one (two values shortened alike, or the collector's
+      // slip) is dropped, and counted like any other.
+      if (seen.has(key) || seen.size >= max) {
         this.dropped++;
         return;
       }
