@@ -37,12 +37,15 @@ export function readRawConfig(path: string | undefined): { raw: Record<string, u
 
 /**
  * Validate merged input. Issues in the table built from flags (`cliExportIndex`) are
- * reported with the flag name: "export[0].size" → "--size".
+ * reported with the flag name: "export[0].size" → "--size". When flags changed an export of
+ * the file, `flagKeys` are the keys they set: only issues under those name a flag, the
+ * others are the file's.
  */
-export function validateMerged(raw: unknown, source: string, baseDir: string | null, cliExportIndex = -1): Config {
+export function validateMerged(raw: unknown, source: string, baseDir: string | null, cliExportIndex = -1, flagKeys: ReadonlySet<string> | null = null): Config {
   const result = validateConfig(raw, { baseDir });
   if ("config" in result) return result.config;
-  const fromFlags = (issue: ConfigIssue) => issue.path.startsWith(`export[${cliExportIndex}].`);
+  const prefix = `export[${cliExportIndex}].`;
+  const fromFlags = (issue: ConfigIssue) => issue.path.startsWith(prefix) && (flagKeys === null || flagKeys.has(issue.path.slice(prefix.length).split(/[.[]/)[0]!));
   const seen = new Set<string>();
   const flagIssues = result.issues
     .filter(fromFlags)

@@ -34,7 +34,7 @@ export default defineDstdCommand({
   args: {
     ...commonArgs,
     ...cryptoArgs,
-    name: { type: "string", description: "export name (default: disk)", valueHint: "NAME" },
+    name: { type: "string", description: "export name (default: disk); with --config, the [[export]] the other export flags change (default: the file's only one)", valueHint: "NAME" },
     listen: { type: "string", description: "DST address: HOST:PORT, [V6]:PORT, unix:PATH (default 127.0.0.1:10810)", valueHint: "ADDR" },
     "nbd-listen": { type: "string", description: "also serve standard NBD here (default port 10809)", valueHint: "ADDR" },
     file: { type: "string", description: "serve this sparse file (created with --size when missing)", valueHint: "PATH" },
@@ -66,37 +66,7 @@ export default defineDstdCommand({
   async run({ args, rawArgs }) {
     const { raw, source, baseDir } = readRawConfig(args.config);
     const tree = treeFromFlags(rawArgs, args);
-    const flagged = args.file !== undefined || args.device !== undefined || args.memory !== undefined || args.rbd !== undefined || tree !== null;
-    let cliIndex = -1;
-    if (flagged || args["log-dir"] !== undefined || repeated(rawArgs, "listen").length || repeated(rawArgs, "allow").length) {
-      const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
-      const name = args.name ?? "disk";
-      cliIndex = exports.findIndex((e) => (e.name ?? "disk") === name);
-      const base: Record<string, unknown> = cliIndex >= 0 ? { ...exports[cliIndex]! } : { name };
-      if (flagged) for (const key of ["file", "device", "memory", "size", "tree", "rbd", "ceph_conf", "ceph_id", "ceph_keyring"]) delete base[key];
-      const set = (key: string, value: unknown) => {
-        if (value !== undefined && !(Array.isArray(value) && value.length === 0)) base[key] = value;
-      };
-      set("tree", tree ?? undefined);
-      set("file", args.file);
-      if (tree === null) set("size", args.size);
-      set("device", args.device);
-      set("memory", args.memory);
-      set("rbd", args.rbd);
-      set("ceph_conf", args["ceph-conf"] === undefined ? undefined : resolve(args["ceph-conf"]));
-      set("ceph_id", args["ceph-id"]);
-      set("ceph_keyring", args["ceph-keyring"] === undefined ? undefined : resolve(args["ceph-keyring"]));
-      set("listen", repeated(rawArgs, "listen"));
-      set("nbd_listen", repeated(rawArgs, "nbd-listen"));
-      set("allow", repeated(rawArgs, "allow"));
-      set("description", args.description);
-      if (args["read-only"]) base.read_only = true;
-      const replication = replicationFromFlags(args, repeated(rawArgs, "key-file"));
-      if (replication !== null) base.replication = replication;
-      if (cliIndex >= 0) exports[cliIndex] = base;
-      else cliIndex = exports.push(base) - 1;
-      raw.export = exports;
-    }
+    const merged = mergeExportFlags(raw, args.config === undefined ? null : source, rawArgs, args, tree);
     const keyFiles = repeated(rawArgs, "key-file");
     if (keyFiles.length > 0) {
       const keys = Array.isArray(raw.key) ? [...(raw.key as unknown[])] : [];
@@ -110,9 +80,11 @@ export default defineDstdCommand({
       }
     }
     mergeCryptoThreads(raw, args["crypto-threads"]);
-    const config = validateMerged(raw, source, baseDir, cliIndex);
-    if (config.exports.length === 0) {
-      throw new UsageError("nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)");
+    const config = validateMerged(raw, source, baseDir, merged.index, merged.keys);
+    if (config.exports.length === 0) throw new UsageError(NOTHING_TO_EXPORT);
+    const target = config.exports[merged.index];
+    if (args["read-only"] === false && target?.backend.kind === "rbd" && target.backend.rbd.snapshot !== null) {
+      throw new UsageError(`--no-read-only: export '${target.name}' serves the RBD snapshot ${target.backend.rbd.snapshot}, which cannot be written (docs/rbd.md)`);
     }
     if (args["state-dir"] !== undefined && !config.exports.some((e) => e.replication || (e.backend.kind === "tree" && (treeHasMirror(e.backend.root) || treeHasLayout(e.backend.root))))) {
       throw new UsageError("--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear or striped one: give --log-dir DIR (or [export.replication] in --config), or --mirror, --linear or --stripe legs");
@@ -136,6 +108,89 @@ export default defineDstdCommand({
     await node.stop();
   },
 });
+
+const NOTHING_TO_EXPORT =
+  "nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)";
+
+/** The [[export]] keys a backend flag sets; a backend flag replaces all of them. */
+const BACKEND_KEYS = ["file", "device", "memory", "size", "tree", "rbd", "ceph_conf", "ceph_id", "ceph_keyring"];
+
+/**
+ * Put the export flags into `raw` (the --config file's table, or {}): returns the index of the
+ * [[export]] they set, -1 for none, and `keys`, the keys they set there when that export came
+ * from the file (null: the flags made it), so that only issues with those keys name a flag.
+ *
+ * Which export: the one --name names, or a new one when a backend flag (--file, --device,
+ * --memory, --rbd, tree legs) is given; without --name, a backend flag describes the export
+ * named "disk" (replacing its backend when the file has one), and other export flags change
+ * the file's only [[export]]. Every flag given applies, or this throws a UsageError that says
+ * why it cannot (several exports and no --name, a --name the file does not have, --name
+ * alone): flags that were silently dropped when no backend flag came with them (--read-only
+ * on a config's export while clients wrote to it) must not happen again.
+ */
+function mergeExportFlags(
+  raw: Record<string, unknown>,
+  configPath: string | null,
+  rawArgs: readonly string[],
+  args: { name?: string; file?: string; size?: string; device?: string; memory?: string; rbd?: string; "ceph-conf"?: string; "ceph-id"?: string; "ceph-keyring"?: string; description?: string; "read-only"?: boolean; "log-dir"?: string; "log-size"?: string; "replica-of"?: string; peer?: string; "replay-delay"?: string; compress?: boolean; bandwidth?: string },
+  tree: Record<string, unknown> | null,
+): { index: number; keys: ReadonlySet<string> | null } {
+  const table: Record<string, unknown> = {};
+  const flags: string[] = [];
+  const set = (key: string, flag: string, value: unknown) => {
+    if (value === undefined || (Array.isArray(value) && value.length === 0)) return;
+    table[key] = value;
+    flags.push(flag);
+  };
+  set("tree", `--${Object.keys(tree ?? {}).find((k) => k === "mirror" || k === "linear" || k === "stripe")}`, tree ?? undefined);
+  set("file", "--file", args.file);
+  if (tree === null) set("size", "--size", args.size);
+  set("device", "--device", args.device);
+  set("memory", "--memory", args.memory);
+  set("rbd", "--rbd", args.rbd);
+  set("ceph_conf", "--ceph-conf", args["ceph-conf"] === undefined ? undefined : resolve(args["ceph-conf"]));
+  set("ceph_id", "--ceph-id", args["ceph-id"]);
+  set("ceph_keyring", "--ceph-keyring", args["ceph-keyring"] === undefined ? undefined : resolve(args["ceph-keyring"]));
+  set("listen", "--listen", repeated(rawArgs, "listen"));
+  set("nbd_listen", "--nbd-listen", repeated(rawArgs, "nbd-listen"));
+  set("allow", "--allow", repeated(rawArgs, "allow"));
+  set("description", "--description", args.description);
+  // --no-read-only too: it overrides read_only = true of the file.
+  set("read_only", args["read-only"] === false ? "--no-read-only" : "--read-only", args["read-only"]);
+  set("replication", "--log-dir", replicationFromFlags(args, repeated(rawArgs, "key-file")) ?? undefined);
+  const backend = ["tree", "file", "device", "memory", "rbd"].some((key) => key in table);
+  const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
+  const named = args.name;
+  if (flags.length === 0 && named === undefined) return { index: -1, keys: null };
+  if (exports.length === 0 && !backend) throw new UsageError(NOTHING_TO_EXPORT);
+  const names = () => {
+    const all = exports.map((e) => `'${String(e.name ?? "disk")}'`);
+    return all.length > 4 ? `${all.slice(0, 4).join(", ")}, …` : all.join(", ");
+  };
+  let index: number;
+  if (named !== undefined) {
+    if (flags.length === 0) {
+      throw new UsageError(`--name ${named} alone changes nothing: with --config it names the [[export]] of ${configPath} that the other export flags (--read-only, --listen, …) change, and dstd export serves every [[export]] of the file`);
+    }
+    index = exports.findIndex((e) => (e.name ?? "disk") === named);
+    if (index < 0 && !backend) {
+      throw new UsageError(`--name ${named}: ${configPath} has no [[export]] named '${named}' (it has ${names()}); to add one, give its backend too (--file, --device, --memory, --rbd or tree legs)`);
+    }
+  } else if (backend) {
+    index = exports.findIndex((e) => (e.name ?? "disk") === "disk");
+  } else if (exports.length === 1) {
+    index = 0;
+  } else {
+    const which = flags.length === 1 ? "it applies" : "they apply";
+    throw new UsageError(`${flags.join(", ")}: ${configPath} has ${exports.length} exports (${names()}): give --name NAME to say which one ${which} to`);
+  }
+  const base: Record<string, unknown> = index >= 0 ? { ...exports[index]! } : { name: named ?? "disk" };
+  if (backend) for (const key of BACKEND_KEYS) delete base[key];
+  Object.assign(base, table);
+  if (index >= 0) exports[index] = base;
+  raw.export = exports;
+  return index >= 0 ? { index, keys: new Set(Object.keys(table)) } : { index: exports.push(base) - 1, keys: null };
+}
 
 /** `--log-dir DIR [--log-size SIZE] [--peer URL]` (primary) or `--log-dir DIR --replica-of URL` (secondary) as an [export.replication] table. */
 function replicationFromFlags(
