@@ -201,7 +201,7 @@ export class Node {
 
   private async startMetrics(address: ListenAddress | null): Promise<void> {
     if (address === null) return;
-    this.metricsListener = startMetricsListener(address, () => this.metrics.registry.render());
+    this.metricsListener = await startMetricsListener(address, () => this.metrics.registry.render(), this.log.child("metrics"));
     this.log.info(`serving metrics on http://${formatListenAddress(this.metricsListener.bound)}/metrics`);
   }
 

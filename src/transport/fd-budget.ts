@@ -20,6 +20,14 @@ import { getResourceLimit, RLIMIT_NOFILE, setResourceLimit } from "../sys/libc.t
 /** Descriptors kept free for everything that is not a connection (at least this many). */
 export const FD_RESERVE_MIN = 32;
 
+/**
+ * Connections the metrics endpoint (status/http.ts) holds at most. They are not taken from
+ * a ConnectionBudget of the exports but kept out of it: connectionCapacity reserves them on
+ * top of the descriptors for files and the runtime, so a flood of the metrics port can never
+ * take a descriptor an export's client needs. A scraper needs one or two.
+ */
+export const METRICS_MAX_CONNECTIONS = 16;
+
 export interface ConnectionCapacity {
   /** Connections the process may hold: min(configured, what the descriptor limit leaves). */
   max: number;
@@ -59,11 +67,11 @@ export function raiseDescriptorLimit(): { before: number; after: number } {
 /**
  * Raise the descriptor limit, then compute the connection budget: `configured`, or fewer when
  * the limit minus the descriptors open now minus a reserve (1/16 of the limit, at least
- * FD_RESERVE_MIN) leaves less. Never below 1.
+ * FD_RESERVE_MIN, plus METRICS_MAX_CONNECTIONS) leaves less. Never below 1.
  */
 export function connectionCapacity(configured: number, openFds = openDescriptorCount()): ConnectionCapacity {
   const { before, after } = raiseDescriptorLimit();
-  const reserve = Number.isFinite(after) ? Math.max(FD_RESERVE_MIN, Math.floor(after / 16)) : 0;
+  const reserve = Number.isFinite(after) ? Math.max(FD_RESERVE_MIN, Math.floor(after / 16)) + METRICS_MAX_CONNECTIONS : 0;
   const room = Number.isFinite(after) ? Math.max(1, after - openFds - reserve) : Number.POSITIVE_INFINITY;
   const max = Math.min(configured, room);
   return { max, fileLimit: after, raisedFrom: after > before ? before : null, openFds, limitedByFiles: room < configured };
