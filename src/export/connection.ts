@@ -177,11 +177,8 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     this.scheduleContinue();
   }
 
-  /**
-   * Request-level warnings a peer causes (bad ranges, refused resends, disk errors): the first
-   * WARNINGS_PER_TICK of each tick window are logged, the rest counted into one summary line at
-   * the next tick, so a client sending 100,000 bad requests costs a few lines a second.
-   */
+  /** Warnings a peer causes (bad ranges, refused resends, disk errors): WARNINGS_PER_TICK a tick, the rest
+   * counted into one line at the next tick, so 100,000 bad requests cost a few lines a second. */
   warn(message: string): void {
     if (this.warnings++ < WARNINGS_PER_TICK) this.server.log.warn(`${this.name}: ${message}`);
     else this.lastSuppressed = message;
@@ -238,9 +235,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     if (access === null) this.readable = false;
     if (why !== null) {
       this.server.log.warn(`${this.name}: closing: ${why} (configuration reload)`);
-      this.state = "closed";
-      this.release();
-      this.replies.afterReplies(() => this.sink.end());
+      this.closeAfterReplies();
       return `closed the session of ${who}: ${why}`;
     }
     if (this.writable && (access !== "rw" || admitted.exp.readOnly)) {
@@ -268,11 +263,8 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     return this.decoder.bufferedBytes + (this.opener?.bufferedBytes ?? 0);
   }
 
-  /**
-   * About once a second: a client sending one large frame over a slow link hears nothing from
-   * us until the frame is complete, and its keepalive PING waits behind that frame; while bytes
-   * of an unfinished frame keep arriving, tell it the link is alive with an unsolicited PONG.
-   */
+  /** About once a second: while bytes of one large frame keep arriving on a slow link (its client's PING
+   * waits behind it), an unsolicited PONG tells the client the link is alive. */
   progressTick(): void {
     const suppressed = this.warnings - WARNINGS_PER_TICK;
     if (suppressed > 0) this.server.log.warn(`${this.name}: ${suppressed} more request warnings in the last second, the latest: ${this.lastSuppressed}`);
@@ -384,14 +376,15 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     discard: (owner) => (owner as ReceiveBuffer | null)?.release(),
   };
 
-  /**
-   * Our key has sealed half of what it may (crypto/record.ts rekeyDue): end this connection
-   * after the replies already made, so the client reconnects with a fresh handshake (new keys)
-   * and resends what is unanswered; the exactly-once table answers what was applied. Nothing
-   * else renews a key, and sealing past its limit would throw.
-   */
+  /** Our key sealed half of what it may (crypto/record.ts rekeyDue): end after the replies made, so the
+   * client reconnects with new keys and resends what is unanswered (the exactly-once table answers). */
   private rekey(): void {
     this.server.log.info(`${this.name}: the session key has protected half of what it may; closing so the client reconnects with new keys`);
+    this.closeAfterReplies();
+  }
+
+  /** Read nothing more; end the socket once the replies made so far have gone. */
+  private closeAfterReplies(): void {
     this.state = "closed";
     this.release();
     this.replies.afterReplies(() => this.sink.end());
@@ -433,10 +426,8 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     return this.handleFrame(header, payload, frame, owner, false);
   };
 
-  /**
-   * Handle one decoded frame. False stops decoding: the frame is held (no room yet), or the
-   * stream must switch (the channel just became protected), or the connection closed.
-   */
+  /** Handle one decoded frame. False stops decoding: the frame is held (no room yet), the stream must
+   * switch (the channel just became protected), or the connection closed. */
   private handleFrame(header: Header, payload: Uint8Array, frame: Uint8Array, owner: ReceiveBuffer | null, retry: boolean): boolean {
     if (this.state === "closed") {
       owner?.release();
@@ -460,10 +451,8 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
       return step.admitted.auth === null;
     }
     if (header.opcode === Op.PING) {
-      // PONG "as soon as it can, whatever else is in flight" (docs/protocol.md §4): not held
-      // behind requests waiting for room. But it is a reply like any other: it counts in the
-      // turn and reserves its 56 bytes, so a peer that sends PINGs and reads nothing is
-      // paused at its reply share like one sending READs (it grew the queue without bound).
+      // PONG "as soon as it can" (docs/protocol.md §4), but as a reply like any other: in the turn and
+      // reserved, so PINGs from a peer reading nothing pause it at its reply share (docs/security.md).
       if (this.turnCount >= this.server.limits.turnRequests) return this.hold(header, payload, frame, owner, "turn");
       if (!this.replies.reserve(HEADER_SIZE)) {
         if (!retry) this.server.counters.budgetWaits++;
@@ -570,9 +559,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
       else this.logRefusal(`refused: ${log}`);
     }
     this.replies.sendWhole(encodeRefusal(status, message));
-    this.state = "closed";
-    this.release();
-    this.replies.afterReplies(() => this.sink.end());
+    this.closeAfterReplies();
   }
 
   /** Before admission a peer's lines go through the guard's per-source rate limit. */
