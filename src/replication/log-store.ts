@@ -524,7 +524,7 @@ async function recover(dir: LogDirectory, options: LogStoreOptions): Promise<Rec
       const where = `${dir.path}/${name} offset ${problem.offset}`;
       const successor =
         isLast && !problem.incomplete && !problem.beyondLimit
-          ? await findDurableSuccessor(file, problem.offset, expectedSeq, scan.fileSize)
+          ? await findDurableSuccessor(file, problem.offset, expectedSeq, scan.point, scan.fileSize)
           : -1;
       if (problem.beyondLimit) {
         // Void records (declared so before the log was abandoned): cut, not reported as damage.

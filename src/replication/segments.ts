@@ -17,6 +17,7 @@ import {
   RECORD_MAGIC,
   type ChainPoint,
   type LogRecord,
+  type RecordHeader,
 } from "./record.ts";
 
 const NAME = /^log-(\d{16})\.dstl$/;
@@ -126,14 +127,25 @@ export async function scanSegment(
 }
 
 /**
- * Looks past a bad record at `from` for a later record header that is intact in itself and
- * was written after record `seq` was known durable (its `committed` ≥ seq). Finding one
- * proves the bad record had been made durable, so it is corruption, not a torn write; a
- * torn tail never has such a successor (docs/replication.md §3.3). Returns its offset or -1.
+ * Looks past a bad record at `from` (it should have been seq `seq`, after the intact record
+ * `last`) for a later record header that is intact in itself and was written after record
+ * `seq` was known durable (its `committed` ≥ seq). Finding one proves the bad record had been
+ * made durable, so it is corruption, not a torn write; a torn tail never has such a successor
+ * (docs/replication.md §3.3). A torn record's payload is guest data, which may hold records of
+ * other logs (a guest running dstd, a copied log directory): a witness must also be of this
+ * log's future — a seq after `seq` but no further than the bytes in between leave room for
+ * (each record takes a header at least), a generation and Lamport time not before `last`'s.
+ * Returns its offset or -1.
  */
-export async function findDurableSuccessor(file: LogFile, from: number, seq: number, fileSize: number): Promise<number> {
+export async function findDurableSuccessor(file: LogFile, from: number, seq: number, last: ChainPoint, fileSize: number): Promise<number> {
   const magic = new Uint8Array(4);
   new DataView(magic.buffer).setUint32(0, RECORD_MAGIC);
+  const witness = (header: RecordHeader, at: number): boolean =>
+    header.committed >= seq &&
+    header.seq > seq &&
+    header.seq - seq <= Math.floor((at - from) / RECORD_HEADER_SIZE) &&
+    header.generation >= last.generation &&
+    header.lamport >= last.lamport;
   let position = from + 1;
   while (position + RECORD_HEADER_SIZE <= fileSize) {
     const length = Math.min(SCAN_CHUNK + RECORD_HEADER_SIZE, fileSize - position);
@@ -142,7 +154,7 @@ export async function findDurableSuccessor(file: LogFile, from: number, seq: num
     const view = Buffer.from(buffer.buffer, buffer.byteOffset, n);
     let i = view.indexOf(magic);
     while (i >= 0 && i + RECORD_HEADER_SIZE <= n) {
-      if (invalidHeader(buffer, i) === null && decodeHeader(buffer, i).committed >= seq) return position + i;
+      if (invalidHeader(buffer, i) === null && witness(decodeHeader(buffer, i), position + i)) return position + i;
       i = view.indexOf(magic, i + 1);
     }
     if (n < length) break;

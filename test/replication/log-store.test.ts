@@ -11,7 +11,7 @@ import path from "node:path";
 import { openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
 import { LogStore } from "../../src/replication/log-store.ts";
-import { RecordOp } from "../../src/replication/record.ts";
+import { encodeRecord, RecordOp } from "../../src/replication/record.ts";
 import { segmentName } from "../../src/replication/segments.ts";
 
 const dirs: string[] = [];
@@ -160,6 +160,34 @@ describe("log store", () => {
     expect(r2.tornTail?.offset).toBe(recordSize);
     expect(torn.last.seq).toBe(1);
     await torn.close();
+  });
+
+  test("a torn last record whose guest data holds records of other logs is a torn tail, not corruption", async () => {
+    const root = tempDir();
+    const dir = openLogDirectory(root);
+    const { store } = await LogStore.open(dir, { now, generation: 2 });
+    await append(store, 0, block(1));
+    await append(store, 0, block(2));
+    // The guest's block holds intact headers (a guest running dstd, a copied log directory):
+    // another log's far-future record, this log's own past, an older generation's. None is
+    // a record of this log written after seq 3 was durable.
+    const guest = new Uint8Array(4096);
+    const other = (at: number, seq: number, generation: number, lamport: number) =>
+      guest.set(encodeRecord({ op: RecordOp.MARK, flags: 1, seq, generation, lamport, offset: 0, length: 0, committed: seq - 1 }, new Uint8Array(0), 0n), at);
+    other(1024, 500, 2, clock + 10); // seq far beyond what the bytes in between could hold
+    other(2048, 1, 2, clock + 10); // this log's past
+    other(3000, 4, 1, clock + 10); // an older generation
+    await append(store, 0, guest);
+    await store.close();
+    const file = path.join(root, segmentName(1));
+    const recordSize = 88 + 4096;
+    const bytes = fs.readFileSync(file);
+    bytes.fill(0, 2 * recordSize, 2 * recordSize + 512); // power loss: its first sector never landed
+    fs.writeFileSync(file, bytes);
+    const { store: reopened, recovery } = await LogStore.open(dir, { now });
+    expect(recovery.tornTail?.offset).toBe(2 * recordSize);
+    expect(reopened.last.seq).toBe(2);
+    await reopened.close();
   });
 
   test("release deletes applied segments but keeps the one holding the last durable record", async () => {
