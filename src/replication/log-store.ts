@@ -549,10 +549,15 @@ async function recover(dir: LogDirectory, options: LogStoreOptions): Promise<Rec
           { errno: 74 },
         );
       }
+      // Nothing after a cut survives: later segments go too — first, and durably, before the
+      // cut. A crash between a cut made durable and removals that were not would bring the
+      // later segments back behind a shortened one, which the next recovery takes for a
+      // leftover of an interrupted release (above) and deletes, with the records it kept.
+      const later = names.splice(i + 1);
+      for (const s of later) await removeFile(s.name);
+      if (later.length > 0) await files.syncDir(dir);
       await files.truncate(file, scan.validBytes);
       await files.sync(file);
-      // Nothing after a cut survives: later segments go too.
-      for (const s of names.splice(i + 1)) await removeFile(s.name);
     }
     const isLast = i === names.length - 1;
     if (scan.records === 0 && !isLast) {

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { openLogDirectory } from "../../src/replication/files.ts";
+import { files, openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
 import { LogStore } from "../../src/replication/log-store.ts";
 import { encodeRecord, RecordOp } from "../../src/replication/record.ts";
@@ -188,6 +188,36 @@ describe("log store", () => {
     expect(recovery.tornTail?.offset).toBe(2 * recordSize);
     expect(reopened.last.seq).toBe(2);
     await reopened.close();
+  });
+
+  test("a cut of a corrupt record in an earlier segment removes the later segments durably before it shortens that one", async () => {
+    const root = tempDir();
+    const dir = openLogDirectory(root);
+    const { store } = await LogStore.open(dir, { now, segmentSize: 16 * 1024 });
+    for (let i = 0; i < 12; i++) await append(store, 0, block(i));
+    await store.close();
+    const names = fs.readdirSync(root).filter((n) => n.endsWith(".dstl")).sort();
+    expect(names.length).toBeGreaterThanOrEqual(3);
+    const first = path.join(root, names[0]!);
+    const bytes = fs.readFileSync(first);
+    bytes[88 + 4096 + 88 + 100]! ^= 1; // a payload byte of its second record
+    fs.writeFileSync(first, bytes);
+    // The order the directory and the segment see (a power loss may stop it anywhere).
+    const order: string[] = [];
+    const saved = { remove: files.remove, syncDir: files.syncDir, truncate: files.truncate };
+    files.remove = (d, name) => (order.push(`remove ${name}`), saved.remove(d, name));
+    files.syncDir = (d) => (order.push("fsync dir"), saved.syncDir(d));
+    files.truncate = (file, size) => (order.push(`truncate ${file.name}`), saved.truncate(file, size));
+    try {
+      const { store: cut, recovery } = await LogStore.open(dir, { now, onCorruption: "truncate" });
+      expect(recovery.corruption?.seq).toBe(2);
+      expect(cut.last.seq).toBe(1);
+      await cut.close();
+    } finally {
+      Object.assign(files, saved);
+    }
+    const cutAt = order.findIndex((o) => o.startsWith("truncate"));
+    expect(order.slice(0, cutAt)).toEqual([...names.slice(1).map((n) => `remove ${n}`), "fsync dir"]);
   });
 
   test("release deletes applied segments but keeps the one holding the last durable record", async () => {
