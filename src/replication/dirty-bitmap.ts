@@ -11,6 +11,10 @@
  * torn by a crash mixes old and new sectors, which only ever sets fewer bits than a completed
  * mark, and a mark is reported done only after its fdatasync (so its bits were durable).
  *
+ * A header that is short or all zeros is a creation a crash cut short (the header is durable
+ * before any mark, so no mark is lost): the file is made anew, as a state file never written
+ * is (replication/state-file.ts). Only a non-zero header failing its checksum is refused.
+ *
  * Group commit: marks that set new bits while a persist runs wait for the next one, which
  * writes every page changed meanwhile with one fdatasync. A mark whose bits are already
  * durable completes at once, synchronously (the common case once a region is dirty).
@@ -103,7 +107,8 @@ export class DirtyBitmap {
     const bits = new Uint8Array(byteCount);
     const header = new Uint8Array(PAGE);
     const n = existed ? await files.read(file, 0, header) : 0;
-    if (n === 0) {
+    if (n < PAGE || header.every((b) => b === 0)) {
+      if (n > 0) await files.truncate(file, 0); // a torn first header: nothing else was ever written
       await files.write(file, 0, [encodeHeader(regionSize, diskSize, regions)]);
       await files.sync(file);
       await files.syncDir(dir);
@@ -116,7 +121,7 @@ export class DirtyBitmap {
       await files.close(file);
       throw new DstdError("E_BITMAP", `dirty bitmap ${where}: ${problem}`);
     };
-    if (n < PAGE || readU32(header, 0) !== MAGIC || sum !== stored) return fail("header is corrupt");
+    if (readU32(header, 0) !== MAGIC || sum !== stored) return fail("header is corrupt (not all zero, and its checksum fails)");
     if (header[4] !== VERSION) return fail(`format version ${header[4]} (this build reads ${VERSION})`);
     const storedRegion = readU64(header, 8);
     const storedDisk = readU64(header, 16);

@@ -4,16 +4,18 @@
  * commit under QD32, FLUSH free while logging, recovery replaying records after the
  * checkpoint onto a disk that lost them, overflow into the dirty bitmap past the high-water
  * mark (writes never fail), and the resync that copies dirty regions back into the log;
- * a secondary replaying the whole log ends equal to the primary.
+ * a secondary replaying the whole log ends equal to the primary; a dirty bitmap whose
+ * creation a power loss cut short is made anew.
  */
 import { afterEach, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Applier } from "../../src/replication/applier.ts";
+import { DirtyBitmap } from "../../src/replication/dirty-bitmap.ts";
 import { openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader } from "../../src/replication/log-reader.ts";
-import { ReplicationPrimary } from "../../src/replication/primary.ts";
+import { DIRTY_BITMAP_FILE, ReplicationPrimary } from "../../src/replication/primary.ts";
 import { RecordFlag, RecordOp, type LogRecord } from "../../src/replication/record.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
@@ -203,4 +205,23 @@ test("a resync copy with no RESYNC_BEGIN before it (a primary that lost its mark
   expect(applier.status().consistent).toBe(true);
   await applier.close();
   await primary.close();
+});
+
+test("a dirty bitmap whose creation a power loss cut short (its header short or all zeros) is made anew; a non-zero header failing its checksum is still refused", async () => {
+  const header = new Uint8Array(1000).fill(0x44); // the first sectors of a header page, nothing more
+  for (const torn of [new Uint8Array(4096), new Uint8Array(3 * 4096), header, new Uint8Array(0)]) {
+    const dir = path.join(tempDir(), "p");
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, DIRTY_BITMAP_FILE), torn);
+    for (let start = 0; start < 2; start++) {
+      const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(dir), { logLimit: 64 << 20 });
+      expect(primary.status().dirtyRegions).toBe(0);
+      await primary.close();
+    }
+  }
+  const dir = tempDir();
+  const corrupt = new Uint8Array(4096);
+  corrupt[9] = 1;
+  fs.writeFileSync(path.join(dir, DIRTY_BITMAP_FILE), corrupt);
+  await expect(DirtyBitmap.open(openLogDirectory(dir), DIRTY_BITMAP_FILE, SIZE)).rejects.toThrow("header is corrupt");
 });
