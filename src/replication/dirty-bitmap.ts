@@ -11,6 +11,14 @@
  * torn by a crash mixes old and new sectors, which only ever sets fewer bits than a completed
  * mark, and a mark is reported done only after its fdatasync (so its bits were durable).
  *
+ * Geometry: the header's disk size is what the bits cover. A header is never rewritten in
+ * place (a torn header page would fail its checksum and stop every start): a new geometry is
+ * written as a whole file, `<name>.new`, fdatasync'd, renamed over the bitmap, and the
+ * directory fsync'd, so a crash leaves the old file or the new one, each whole. On open, a
+ * bitmap made for another disk size (a resize) is converted so: every set bit is kept (each
+ * region of the new geometry that overlaps a dirty one is dirty; regions past the disk's end
+ * go only when clear).
+ *
  * A header that is short or all zeros is a creation a crash cut short (the header is durable
  * before any mark, so no mark is lost): the file is made anew, as a state file never written
  * is (replication/state-file.ts). Only a non-zero header failing its checksum is refused.
@@ -19,10 +27,11 @@
  * writes every page changed meanwhile with one fdatasync. A mark whose bits are already
  * durable completes at once, synchronously (the common case once a region is dirty).
  *
- * Must not: report a mark done before its bits are durable; hold more than the bitmap and
- * one copy of the changed pages.
+ * Must not: report a mark done before its bits are durable; drop a set bit when converting;
+ * hold more than the bitmap and one copy of the changed pages (of all of them for a new file).
  */
 import { DstdError } from "../lib/errors.ts";
+import { errnoMessage } from "../lib/errno.ts";
 import { assert } from "../lib/assert.ts";
 import { readU32, readU64, writeU32, writeU64 } from "../wire/dst/bytes.ts";
 import { files, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
@@ -30,6 +39,8 @@ import { files, type FileDone, type LogDirectory, type LogFile } from "./files.t
 const PAGE = 4096;
 const MAGIC = 0x44535442;
 const VERSION = 1;
+/** Suffix of the file a new geometry is written to before it is renamed over the bitmap. */
+const NEXT = ".new";
 export const DEFAULT_BITMAP_BYTES = 1 << 20;
 export const MIN_REGION_SIZE = 64 << 10;
 
@@ -64,13 +75,33 @@ function encodeHeader(regionSize: number, diskSize: number, regions: number): Ui
   return page;
 }
 
+/** `bits` of `from`-byte regions as `regions` regions of `to` bytes: each set bit's bytes stay covered. */
+function convertBits(bits: Uint8Array, from: number, to: number, regions: number): Uint8Array {
+  const out = new Uint8Array(Math.ceil(regions / 8));
+  for (let j = 0; j < bits.length; j++) {
+    if (bits[j] === 0) continue;
+    for (let b = 0; b < 8; b++) {
+      if ((bits[j]! & (1 << b)) === 0) continue;
+      const r = j * 8 + b;
+      const last = Math.min(regions - 1, Math.floor(((r + 1) * from - 1) / to));
+      for (let n = Math.floor((r * from) / to); n <= last; n++) out[n >>> 3]! |= 1 << (n & 7);
+    }
+  }
+  return out;
+}
+
+/** Where the last set region of `bits` ends (0: none set). */
+function setBitsEnd(bits: Uint8Array, regionSize: number): number {
+  for (let j = bits.length - 1; j >= 0; j--) if (bits[j] !== 0) return (j * 8 + 32 - Math.clz32(bits[j]!)) * regionSize;
+  return 0;
+}
+
 interface Waiter {
   round: number;
   done: FileDone;
 }
 
 export class DirtyBitmap {
-  private readonly bits: Uint8Array;
   /** Pages changed since the last persist started. */
   private changed = new Set<number>();
   /** Pages being written by the running persist. */
@@ -80,39 +111,44 @@ export class DirtyBitmap {
   private durableRound = 0;
   private waiters: Waiter[] = [];
   private persisting = false;
+  /** The next persist writes a new file (the geometry changed). */
+  private rewrite = false;
   private failed = 0;
-  private dirty: number;
+  private dirty = 0;
 
   private constructor(
-    private readonly file: LogFile,
-    readonly regionSize: number,
-    readonly regions: number,
-    bits: Uint8Array,
+    private readonly dir: LogDirectory,
+    private readonly name: string,
+    private file: LogFile,
+    private readonly maxBytes: number,
+    private region: number,
+    private count: number,
+    /** Bytes the bits cover (the header's disk size). */
+    private covers: number,
+    private bits: Uint8Array,
   ) {
-    this.bits = bits;
-    let count = 0;
-    for (let i = 0; i < bits.length; i++) count += popcount(bits[i]!);
-    this.dirty = count;
+    this.recount();
   }
 
   /**
-   * Opens or creates the bitmap `name` for a disk of `diskSize` bytes. An existing bitmap
-   * must describe the same geometry (a resized disk needs a new one; docs/replication.md §5).
+   * Opens or creates the bitmap `name` for a disk of `diskSize` bytes; one made for another
+   * size is converted (module comment; docs/replication.md §5).
    */
   static async open(dir: LogDirectory, name: string, diskSize: number, maxBytes = DEFAULT_BITMAP_BYTES): Promise<DirtyBitmap> {
-    const { regionSize, regions } = bitmapGeometry(diskSize, maxBytes);
-    const byteCount = Math.ceil(regions / 8);
-    const existed = (await files.list(dir)).includes(name);
+    const names = await files.list(dir);
+    // A conversion a crash cut short: the bitmap it was to replace is still whole.
+    if (names.includes(name + NEXT)) await files.remove(dir, name + NEXT);
+    const existed = names.includes(name);
     const file = await files.open(dir, name, !existed);
-    const bits = new Uint8Array(byteCount);
     const header = new Uint8Array(PAGE);
     const n = existed ? await files.read(file, 0, header) : 0;
     if (n < PAGE || header.every((b) => b === 0)) {
+      const { regionSize, regions } = bitmapGeometry(diskSize, maxBytes);
       if (n > 0) await files.truncate(file, 0); // a torn first header: nothing else was ever written
       await files.write(file, 0, [encodeHeader(regionSize, diskSize, regions)]);
       await files.sync(file);
       await files.syncDir(dir);
-      return new DirtyBitmap(file, regionSize, regions, bits);
+      return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, diskSize, new Uint8Array(Math.ceil(regions / 8)));
     }
     const where = `${dir.path}/${name}`;
     const sum = Bun.hash.xxHash3(header.subarray(0, PAGE - 8));
@@ -125,15 +161,31 @@ export class DirtyBitmap {
     if (header[4] !== VERSION) return fail(`format version ${header[4]} (this build reads ${VERSION})`);
     const storedRegion = readU64(header, 8);
     const storedDisk = readU64(header, 16);
-    if (storedRegion !== regionSize || storedDisk !== diskSize || readU64(header, 24) !== regions) {
-      return fail(
-        `made for a ${storedDisk}-byte disk in ${storedRegion}-byte regions, the disk is now ${diskSize} bytes ` +
-          `(${regionSize}-byte regions); resync fully, then remove it`,
-      );
-    }
+    const storedRegions = readU64(header, 24);
+    if (storedRegion < 1) return fail(`header names ${storedRegion}-byte regions`);
+    const bits = new Uint8Array(Math.ceil(storedRegions / 8));
     const read = await files.read(file, PAGE, bits);
-    if (read < byteCount) bits.fill(0, read);
-    return new DirtyBitmap(file, regionSize, regions, bits);
+    if (read < bits.length) bits.fill(0, read);
+    // Dirty regions past the disk's end stay: a shrink then a regrow must still copy them.
+    const covers = Math.max(diskSize, setBitsEnd(bits, storedRegion));
+    const { regionSize, regions } = bitmapGeometry(covers, maxBytes);
+    if (regionSize === storedRegion && regions === storedRegions) {
+      return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, storedDisk, bits);
+    }
+    const bitmap = new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, covers, convertBits(bits, storedRegion, regionSize, regions));
+    bitmap.rewrite = true;
+    const errno = await new Promise<number>((resolve) => bitmap.persist(resolve));
+    if (errno === 0) return bitmap;
+    await bitmap.close();
+    throw new DstdError("E_BITMAP", `dirty bitmap ${where}: converting it from a ${storedDisk}-byte disk to ${diskSize} bytes failed: ${errnoMessage(errno)}`);
+  }
+
+  get regionSize(): number {
+    return this.region;
+  }
+
+  get regions(): number {
+    return this.count;
   }
 
   /** Regions marked dirty. */
@@ -192,8 +244,9 @@ export class DirtyBitmap {
   /** Persists every change so far (clears included); `done` once durable. */
   persist(done: FileDone): void {
     if (this.failed !== 0) return done(this.failed);
-    if (this.changed.size === 0 && !this.persisting) return done(0);
-    this.waiters.push({ round: this.changed.size > 0 ? this.startedRound + 1 : this.startedRound, done });
+    const pending = this.changed.size > 0 || this.rewrite;
+    if (!pending && !this.persisting) return done(0);
+    this.waiters.push({ round: pending ? this.startedRound + 1 : this.startedRound, done });
     this.pump();
   }
 
@@ -203,8 +256,8 @@ export class DirtyBitmap {
    */
   runs(from = 0, maxRuns = 1024): DirtyRun[] {
     const out: DirtyRun[] = [];
-    let r = Math.floor(from / this.regionSize);
-    while (r < this.regions && out.length < maxRuns) {
+    let r = Math.floor(from / this.region);
+    while (r < this.count && out.length < maxRuns) {
       if (this.bits[r >>> 3] === 0) {
         r = (r | 7) + 1;
         continue;
@@ -214,8 +267,8 @@ export class DirtyBitmap {
         continue;
       }
       const start = r;
-      while (r < this.regions && this.test(r)) r++;
-      out.push({ offset: start * this.regionSize, length: (r - start) * this.regionSize });
+      while (r < this.count && this.test(r)) r++;
+      out.push({ offset: start * this.region, length: (r - start) * this.region });
     }
     return out;
   }
@@ -229,21 +282,23 @@ export class DirtyBitmap {
   }
 
   private span(offset: number, length: number): [number, number] {
-    const first = Math.floor(offset / this.regionSize);
-    const last = Math.min(this.regions - 1, Math.floor((offset + Math.max(length, 1) - 1) / this.regionSize));
+    const first = Math.floor(offset / this.region);
+    const last = Math.min(this.count - 1, Math.floor((offset + Math.max(length, 1) - 1) / this.region));
     return [first, last];
   }
 
+  private recount(): void {
+    let count = 0;
+    for (let i = 0; i < this.bits.length; i++) count += popcount(this.bits[i]!);
+    this.dirty = count;
+  }
+
   private pump(): void {
-    if (this.persisting || this.changed.size === 0) return;
+    if (this.persisting || (this.changed.size === 0 && !this.rewrite)) return;
     this.persisting = true;
     const round = ++this.startedRound;
     this.inFlight = this.changed;
     this.changed = new Set();
-    const pages = [...this.inFlight].sort((a, b) => a - b);
-    // Copies, so marks made while the write runs cannot tear what it writes.
-    const writes = pages.map((p) => ({ position: PAGE + p * PAGE, data: this.bits.slice(p * PAGE, (p + 1) * PAGE) }));
-    let i = 0;
     const finish = (errno: number): void => {
       this.persisting = false;
       this.inFlight = new Set();
@@ -258,6 +313,14 @@ export class DirtyBitmap {
       for (const w of ready) w.done(0);
       this.pump();
     };
+    if (this.rewrite) {
+      this.rewrite = false;
+      return this.replace([encodeHeader(this.region, this.covers, this.count), this.bits.slice()], finish);
+    }
+    const pages = [...this.inFlight].sort((a, b) => a - b);
+    // Copies, so marks made while the write runs cannot tear what it writes.
+    const writes = pages.map((p) => ({ position: PAGE + p * PAGE, data: this.bits.slice(p * PAGE, (p + 1) * PAGE) }));
+    let i = 0;
     const next = (errno: number): void => {
       if (errno !== 0) return finish(errno);
       if (i === writes.length) return this.file.sync(finish);
@@ -265,6 +328,33 @@ export class DirtyBitmap {
       this.file.write(w.position, [w.data], next);
     };
     next(0);
+  }
+
+  /** Writes `image` as `<name>.new`, durably, renames it over the bitmap and fsyncs the directory. */
+  private replace(image: Uint8Array[], done: FileDone): void {
+    const temp = this.name + NEXT;
+    this.dir.open(temp, true, (errno, opened) => {
+      if (errno !== 0) return done(errno);
+      const file = opened!;
+      const steps: ((next: FileDone) => void)[] = [
+        (next) => file.truncate(0, next),
+        (next) => file.write(0, image, next),
+        (next) => file.sync(next),
+        (next) => this.dir.rename(temp, this.name, next),
+        (next) => {
+          const old = this.file;
+          this.file = file;
+          old.close(() => this.dir.sync(next));
+        },
+      ];
+      let i = 0;
+      const next = (e: number): void => {
+        if (e !== 0) return this.file === file ? done(e) : file.close(() => done(e));
+        if (i === steps.length) return done(0);
+        steps[i++]!(next);
+      };
+      next(0);
+    });
   }
 }
 

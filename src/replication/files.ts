@@ -8,8 +8,9 @@
  * Durability rules every implementation follows (and the log store relies on):
  * - `LogFile.sync` (fdatasync) makes every write and truncate of that file that completed
  *   before the call durable, including the file size.
- * - Creating and removing a file become durable only with `LogDirectory.sync` (fsync of the
- *   directory); until then a crash may undo either.
+ * - Creating, renaming and removing a file become durable only with `LogDirectory.sync`
+ *   (fsync of the directory); until then a crash may undo any of them (a rename replaces its
+ *   target whole: a crash leaves the old file or the new one under the name, never a mix).
  * - A removed file stays readable through descriptors opened before (POSIX unlink).
  *
  * Must not: buffer data itself, reorder calls on one file in a way a caller can observe, or
@@ -43,6 +44,8 @@ export interface LogDirectory {
   /** Opens `name` for reading and writing; `create`: create it (mode 0600) when missing. */
   open(name: string, create: boolean, done: (errno: number, file: LogFile | null) => void): void;
   remove(name: string, done: FileDone): void;
+  /** Renames `from` to `to`, replacing `to` (rename(2)): how a file is rewritten whole. */
+  rename(from: string, to: string, done: FileDone): void;
   /** fsync of the directory: creations and removals before it become durable. */
   sync(done: FileDone): void;
 }
@@ -54,6 +57,8 @@ export const files = {
     promise<LogFile>(`open ${dir.path}/${name}`, (done) => dir.open(name, create, (errno, file) => done(errno, file!))),
   remove: (dir: LogDirectory, name: string) =>
     promise<void>(`remove ${dir.path}/${name}`, (done) => dir.remove(name, (e) => done(e, undefined))),
+  rename: (dir: LogDirectory, from: string, to: string) =>
+    promise<void>(`rename ${dir.path}/${from} to ${to}`, (done) => dir.rename(from, to, (e) => done(e, undefined))),
   syncDir: (dir: LogDirectory) => promise<void>(`fsync ${dir.path}`, (done) => dir.sync((e) => done(e, undefined))),
   write: (file: LogFile, position: number, chunks: readonly Uint8Array[]) =>
     promise<void>(`write ${file.name} at ${position}`, (done) => file.write(position, chunks, (e) => done(e, undefined))),
@@ -109,6 +114,10 @@ class FsDirectory implements LogDirectory {
 
   remove(name: string, done: FileDone): void {
     fs.unlink(path.join(this.path, name), (error) => done(error ? errnoOf(error) : 0));
+  }
+
+  rename(from: string, to: string, done: FileDone): void {
+    fs.rename(path.join(this.path, from), path.join(this.path, to), (error) => done(error ? errnoOf(error) : 0));
   }
 
   sync(done: FileDone): void {

@@ -4,13 +4,15 @@
  * commit under QD32, FLUSH free while logging, recovery replaying records after the
  * checkpoint onto a disk that lost them, overflow into the dirty bitmap past the high-water
  * mark (writes never fail), and the resync that copies dirty regions back into the log;
- * a secondary replaying the whole log ends equal to the primary; a dirty bitmap whose
- * creation a power loss cut short is made anew.
+ * a secondary replaying the whole log ends equal to the primary; the dirty bitmap of a
+ * resized disk converted on restart (every dirty region kept, also across a power loss
+ * mid-conversion, on a simulated disk), and one whose creation a power loss cut short made anew.
  */
 import { afterEach, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { Prng } from "../../src/lib/prng.ts";
 import { Applier } from "../../src/replication/applier.ts";
 import { DirtyBitmap } from "../../src/replication/dirty-bitmap.ts";
 import { openLogDirectory } from "../../src/replication/files.ts";
@@ -21,6 +23,8 @@ import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { call, type StoragePort } from "../../src/storage/port.ts";
 import { PassThrough } from "../../src/storage/layers/pass-through.ts";
+import { SimClock } from "../sim/sim-clock.ts";
+import { settle, SimDisk } from "./sim-files.ts";
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -110,6 +114,25 @@ test("a write over 1 MiB becomes several records; recovery replays records after
   expect(again.status().checkpoint).toBe(4);
   await again.close();
 });
+
+/** Options that let the log fill after a few hundred 4 KiB writes. */
+const SMALL_LOG = { logLimit: 256 << 10, segmentSize: 32 << 10 };
+
+/** Writes into the first 4 MiB until the primary writes around its log (no secondary applies anything). */
+async function untilOverflow(primary: ReplicationPrimary): Promise<void> {
+  for (let i = 0; primary.status().mode !== "overflow"; i++) {
+    expect(i).toBeLessThan(2000);
+    await call.write(primary, (i % 1024) * 4096, block(i & 0xff));
+  }
+}
+
+const resize = (port: StoragePort, size: number) =>
+  new Promise<void>((resolve, reject) => port.resize!(size, (e) => (e === 0 ? resolve() : reject(new Error(`resize to ${size}: errno ${e}`)))));
+
+/** A disk that outlives the primary over it (a restart keeps the data disk). */
+class Kept extends PassThrough {
+  override async close(): Promise<void> {}
+}
 
 test("past the high-water mark writes go around the log into the dirty bitmap, never failing; the resync copies them back and a secondary ends equal", async () => {
   const root = tempDir();
@@ -205,6 +228,60 @@ test("a resync copy with no RESYNC_BEGIN before it (a primary that lost its mark
   expect(applier.status().consistent).toBe(true);
   await applier.close();
   await primary.close();
+});
+
+/** Every byte of [offset, offset+length) lies in one of `runs` (sorted, merged). */
+function covered(runs: readonly { offset: number; length: number }[], offset: number, length: number): boolean {
+  let at = offset;
+  for (const run of runs) if (run.offset <= at && at < run.offset + run.length) at = run.offset + run.length;
+  return at >= offset + length;
+}
+
+test("a restart after a resize converts the dirty bitmap made for the old size, keeping every dirty region (it refused to start: E_BITMAP)", async () => {
+  const dir = path.join(tempDir(), "p");
+  const disk = new Kept(createLocalPort(createMemoryBackend(SIZE)));
+  let primary = await ReplicationPrimary.open(disk, openLogDirectory(dir), SMALL_LOG);
+  expect(primary.addSecondary("s1", 0)).toBeNull();
+  await untilOverflow(primary);
+  const dirty = primary.dirtyRegions();
+  expect(dirty.length).toBeGreaterThan(0);
+  await resize(primary, 2 * SIZE);
+  await primary.close();
+  // Grown; then coarser regions (a smaller bound); then shrunk below some dirty regions, which stay.
+  for (const [size, maxBitmapBytes] of [[2 * SIZE, undefined], [2 * SIZE, 8], [SIZE / 4, undefined]] as const) {
+    if (size !== disk.size) await resize(disk, size);
+    primary = await ReplicationPrimary.open(disk, openLogDirectory(dir), { ...SMALL_LOG, maxBitmapBytes });
+    for (const run of dirty) expect(covered(primary.dirtyRegions(), run.offset, run.length)).toBe(true);
+    expect(fs.readdirSync(dir)).not.toContain(`${DIRTY_BITMAP_FILE}.new`);
+    await primary.close();
+  }
+});
+
+test("a power loss at any moment of a dirty bitmap's conversion loses no set bit (simulated disk: torn writes, undone renames)", async () => {
+  const region = 512 << 10; // an 8 MiB disk in 2 bytes of bits
+  const marked = [0, 5, 6, 15].map((r) => r * region);
+  const cut = [0, 0];
+  const whole = [0, 0];
+  for (let run = 0; run < 48 * 8; run++) {
+    const crashAt = run % 48;
+    for (const [variant, [size, maxBytes]] of ([[2 * SIZE, 1], [SIZE / 2, 64]] as const).entries()) {
+      const clock = new SimClock();
+      const simDisk = new SimDisk(clock, new Prng(run * 3 + variant), { latency: [0, 2] });
+      const first = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, SIZE, 2));
+      for (const at of marked) expect(await settle(clock, new Promise<number>((resolve) => first.mark(at, 4096, resolve)))).toBe(0);
+      let done = false;
+      void DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, size, maxBytes).then(() => (done = true), () => {});
+      for (let t = 0; t < crashAt; t++) {
+        for (let i = 0; i < 8; i++) await null;
+        clock.runUntil(clock.ticks + 1);
+      }
+      simDisk.crash("random");
+      (done ? whole : cut)[variant]!++;
+      const after = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, size, maxBytes));
+      for (const offset of marked) expect(covered(after.runs(), offset, region)).toBe(true);
+    }
+  }
+  for (const n of [...cut, ...whole]) expect(n).toBeGreaterThan(0); // the crash points span each whole operation
 });
 
 test("a dirty bitmap whose creation a power loss cut short (its header short or all zeros) is made anew; a non-zero header failing its checksum is still refused", async () => {

@@ -2,9 +2,10 @@
  * @module test/replication/sim-files — a simulated log directory (replication/files.ts) for
  * the deterministic replication simulation and the log store's unit tests: every call
  * completes later, at a seeded moment of the SimClock; file contents have a volatile cache
- * that fdatasync makes durable; creations and removals need a directory fsync; a crash keeps,
- * drops or tears each unsynced change (SQLite test6.c, at 512-byte sector granularity, in
- * any combination, as a real page cache may write back in any order); stored bytes can rot.
+ * that fdatasync makes durable; creations, renames and removals need a directory fsync (a
+ * crash keeps or undoes each unsynced name on its own); a crash keeps, drops or tears each
+ * unsynced change (SQLite test6.c, at 512-byte sector granularity, in any combination, as a
+ * real page cache may write back in any order); stored bytes can rot.
  *
  * Must not: read the wall clock or Math.random; complete a call synchronously (the store
  * must cope with completions that arrive later, in the order the disk chooses).
@@ -153,6 +154,10 @@ export class SimDisk {
   unlink(name: string): void {
     this.entries.delete(name);
   }
+  rename(from: string, to: string): void {
+    this.entries.set(to, this.entries.get(from)!);
+    this.entries.delete(from);
+  }
   syncDirectory(): void {
     this.durableEntries = new Map(this.entries);
   }
@@ -225,6 +230,14 @@ class SimDirectory implements LogDirectory {
     this.disk.later(this.epoch, () => {
       if (this.disk.lookup(name) === undefined) return done(Errno.ENOENT);
       this.disk.unlink(name);
+      done(0);
+    });
+  }
+
+  rename(from: string, to: string, done: FileDone): void {
+    this.disk.later(this.epoch, () => {
+      if (this.disk.lookup(from) === undefined) return done(Errno.ENOENT);
+      this.disk.rename(from, to);
       done(0);
     });
   }
