@@ -17,11 +17,12 @@
  * directory fsync'd, so a crash leaves the old file or the new one, each whole. On open, a
  * bitmap made for another disk size (a resize) is converted so: every set bit is kept (each
  * region of the new geometry that overlaps a dirty one is dirty; regions past the disk's end
- * go only when clear).
- *
- * A header that is short or all zeros is a creation a crash cut short (the header is durable
- * before any mark, so no mark is lost): the file is made anew, as a state file never written
- * is (replication/state-file.ts). Only a non-zero header failing its checksum is refused.
+ * go only when clear). While running, a mark past the covered end (the disk grew) grows the
+ * bitmap the same way first — else it would set no bit and no resync would copy the write —
+ * coarsening the regions if the bits would pass `maxBytes`; it completes once the new file is
+ * in place. A header that is short or all zeros is a creation a crash cut short (the header is
+ * durable before any mark, so no mark is lost): the file is made anew, as a state file never
+ * written is (replication/state-file.ts). Only a non-zero header failing its checksum is refused.
  *
  * Group commit: marks that set new bits while a persist runs wait for the next one, which
  * writes every page changed meanwhile with one fdatasync. A mark whose bits are already
@@ -206,10 +207,12 @@ export class DirtyBitmap {
 
   /**
    * Marks every region of [offset, offset+length) dirty; `done` runs once the marks are
-   * durable — at once when they already were.
+   * durable — at once when they already were. Past the covered end, the bitmap grows first.
    */
   mark(offset: number, length: number, done: FileDone): void {
     if (this.failed !== 0) return done(this.failed);
+    const end = offset + Math.max(length, 1);
+    if (end > this.count * this.region) this.grow(end);
     const [first, last] = this.span(offset, length);
     let round = 0;
     for (let r = first; r <= last; r++) {
@@ -291,6 +294,21 @@ export class DirtyBitmap {
     let count = 0;
     for (let i = 0; i < this.bits.length; i++) count += popcount(this.bits[i]!);
     this.dirty = count;
+  }
+
+  /** Covers `size` bytes from now on, keeping every set bit; the next persist writes a new file. */
+  private grow(size: number): void {
+    const regionSize = Math.max(this.region, bitmapGeometry(size, this.maxBytes).regionSize);
+    const regions = Math.ceil(size / regionSize);
+    this.bits = convertBits(this.bits, this.region, regionSize, regions);
+    this.region = regionSize;
+    this.count = regions;
+    this.covers = size;
+    this.recount();
+    // Every page, as changed: a mark of a bit set before must wait for the new file too, as
+    // the old one may not hold it in this layout (regions may have coarsened).
+    this.changed = new Set(Array.from({ length: Math.ceil(this.bits.length / PAGE) }, (_, p) => p));
+    this.rewrite = true;
   }
 
   private pump(): void {

@@ -3,7 +3,7 @@
  * (`primary.state`, a replication/state-file.ts slot pair): the checkpoint (every record up
  * to it is on the disk durably, so recovery replays only what follows), whether it is
  * logging or writing around a full log, the records declared void when it stopped logging,
- * whether a resync is owed to the secondaries, and how far each secondary has applied
+ * whether a resync (and with it the disk's size) is owed to the secondaries, and how far each secondary has applied
  * (segments go once every secondary is past them). docs/replication.md §4. Pure.
  */
 export const PRIMARY_STATE_KIND = 1;
@@ -19,6 +19,11 @@ export interface PrimaryState {
   voidAfter: number | null;
   /** Regions were written without logging and not yet all copied into the log. */
   resyncPending: boolean;
+  /**
+   * The disk was resized around the log: the resync logs its size after RESYNC_BEGIN, before
+   * any copy (docs/replication.md §5). Absent in states saved before it existed: false.
+   */
+  resizeOwed: boolean;
   /** Secondary name → the last seq it applied durably. */
   secondaries: Record<string, number>;
 }
@@ -28,6 +33,7 @@ export const INITIAL_PRIMARY_STATE: PrimaryState = {
   mode: "logging",
   voidAfter: null,
   resyncPending: false,
+  resizeOwed: false,
   secondaries: {},
 };
 
@@ -47,6 +53,7 @@ export function validatePrimaryState(value: unknown): PrimaryState | string {
   if (v.mode !== "logging" && v.mode !== "overflow") return `mode ${String(v.mode)} unknown`;
   if (v.voidAfter !== null && !isSeq(v.voidAfter)) return `voidAfter ${String(v.voidAfter)} is not a sequence number`;
   if (typeof v.resyncPending !== "boolean") return "resyncPending is not a boolean";
+  if (v.resizeOwed !== undefined && typeof v.resizeOwed !== "boolean") return "resizeOwed is not a boolean";
   if (typeof v.secondaries !== "object" || v.secondaries === null) return "secondaries is not an object";
   const entries = Object.entries(v.secondaries as Record<string, unknown>);
   if (entries.length > MAX_SECONDARIES) return `${entries.length} secondaries (at most ${MAX_SECONDARIES})`;
@@ -61,6 +68,7 @@ export function validatePrimaryState(value: unknown): PrimaryState | string {
     mode: v.mode,
     voidAfter: v.voidAfter as number | null,
     resyncPending: v.resyncPending,
+    resizeOwed: v.resizeOwed ?? false,
     secondaries,
   };
 }

@@ -245,15 +245,13 @@ export class ReplicationPrimary extends PassThrough {
     if (primary.mode === "logging" && bitmap.dirtyRegions > 0 && !primary.state.resyncPending) {
       options.log?.warn(`replication: ${bitmap.dirtyRegions} dirty regions without a resync under way; resyncing them`);
       primary.state = { ...primary.state, resyncPending: true };
-      primary.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
-    } else if (primary.mode === "logging" && primary.state.resyncPending) {
-      // The state says a resync is under way, but its RESYNC_BEGIN may not have been durable
-      // when we crashed (the state is saved first): copies without a BEGIN before them would
-      // let a secondary call a half-copied region consistent (cluster simulation seed 11666,
-      // docs/replication.md §8.2). A second BEGIN is harmless: the resync restarts from its
-      // first region, and a secondary already inconsistent stays so until RESYNC_END.
-      primary.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
     }
+    // A resync under way: its RESYNC_BEGIN may not have been durable when we crashed (the
+    // state is saved first): copies without a BEGIN before them would let a secondary call a
+    // half-copied region consistent (cluster simulation seed 11666, docs/replication.md §8.2).
+    // A second BEGIN is harmless: the resync restarts from its first region, and a secondary
+    // already inconsistent stays so until RESYNC_END.
+    if (primary.mode === "logging" && primary.state.resyncPending) primary.beginResync();
     primary.kick();
     return primary;
   }
@@ -572,23 +570,21 @@ export class ReplicationPrimary extends PassThrough {
   }
 
   private markDirect(op: Op): void {
-    op.logged = false;
-    op.waiting = 1;
-    const length = op.kind === "resize" ? 0 : op.end - op.offset;
-    if (op.kind === "resize") {
+    const covered = Math.max(this.next.size, this.bitmap.regions * this.bitmap.regionSize);
+    op.waiting = op.kind === "resize" && op.newSize < covered ? 2 : 1;
+    const marked = (errno: number): void => {
+      // The bitmap or state cannot be persisted: going on would leave a change no resync
+      // knows about. Fail the mutation (the disk below the log is failing too, most likely).
+      if (errno !== 0) op.errno = errno;
+      if (--op.waiting > 0) return;
       op.ready = true;
       this.issue();
-      return;
-    }
-    this.bitmap.mark(op.offset, length, (errno) => {
-      if (errno !== 0) {
-        // The bitmap cannot be persisted: writing now would leave a region no resync knows
-        // about. Fail the mutation (the disk below the log is failing too, most likely).
-        op.errno = errno;
-      }
-      op.ready = true;
-      this.issue();
-    });
+    };
+    if (op.kind !== "resize") return this.bitmap.mark(op.offset, op.end - op.offset, marked);
+    // Resized around the log: the secondaries are owed the size (beginResync), and a shrink marks what it cuts, which a
+    // regrow refills with zeros here only (docs/replication.md §5); both durable before the disk changes.
+    if (op.newSize < covered) this.bitmap.mark(op.newSize, covered - op.newSize, marked);
+    this.saveState({ ...this.state, resizeOwed: true }, marked);
   }
 
   // ---- write-back in log order ----
@@ -831,7 +827,7 @@ export class ReplicationPrimary extends PassThrough {
         return;
       }
       this.options.log?.info(`replication: log has room again; logging, then resyncing ${this.bitmap.dirtyRegions} dirty regions`);
-      this.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
+      this.beginResync();
       this.mode = "logging";
       this.resyncCursor = 0;
       this.holding = false;
@@ -841,6 +837,12 @@ export class ReplicationPrimary extends PassThrough {
   }
 
   // ---- resync: copying dirty regions into the log ----
+
+  /** RESYNC_BEGIN; then, if the disk was resized around the log, its size, which every copy must find. */
+  private beginResync(): void {
+    this.store.append(RecordOp.MARK, RecordFlag.RESYNC_BEGIN, 0, 0, EMPTY, () => {});
+    if (this.state.resizeOwed) this.store.append(RecordOp.RESIZE, 0, 0, this.next.size, EMPTY, () => {});
+  }
 
   /**
    * Copies the next piece of the next dirty region. A region's bit is cleared once its last
@@ -928,7 +930,7 @@ export class ReplicationPrimary extends PassThrough {
       this.store.append(RecordOp.MARK, RecordFlag.RESYNC_END, 0, 0, EMPTY, (appendErrno) => {
         this.copying = false;
         if (appendErrno !== 0) return;
-        this.saveState({ ...this.state, resyncPending: false }, () => this.kick());
+        this.saveState({ ...this.state, resyncPending: false, resizeOwed: false }, () => this.kick()); // no resize went around the log since: overflow waits for this record
       });
     });
   }

@@ -4,9 +4,11 @@
  * commit under QD32, FLUSH free while logging, recovery replaying records after the
  * checkpoint onto a disk that lost them, overflow into the dirty bitmap past the high-water
  * mark (writes never fail), and the resync that copies dirty regions back into the log;
- * a secondary replaying the whole log ends equal to the primary; the dirty bitmap of a
- * resized disk converted on restart (every dirty region kept, also across a power loss
- * mid-conversion, on a simulated disk), and one whose creation a power loss cut short made anew.
+ * a secondary replaying the whole log ends equal to the primary — also after resizes, logged
+ * or made around the log (the bitmap grows with the disk; the secondaries get the size). The
+ * dirty bitmap of a resized disk converted on restart (every dirty region kept, also across a
+ * power loss mid-conversion or mid-growth, on a simulated disk), and one whose creation a
+ * power loss cut short made anew.
  */
 import { afterEach, expect, test } from "bun:test";
 import fs from "node:fs";
@@ -126,6 +128,34 @@ async function untilOverflow(primary: ReplicationPrimary): Promise<void> {
   }
 }
 
+/** A secondary replaying `primary`'s log onto `disk`, reporting its progress as `name`. */
+async function secondaryOf(primary: ReplicationPrimary, disk: StoragePort, dir: string, name = "s1"): Promise<Applier> {
+  const applier = await Applier.open(disk, openLogDirectory(dir), {
+    source: (from, after) => new LogReader(primary.store, from, after),
+    clock: { now: () => Date.now() * 1000, after: (ms, run) => { const t = setTimeout(run, ms); return () => clearTimeout(t); } },
+  });
+  applier.onApplied((point) => primary.secondaryApplied(name, point.seq));
+  return applier;
+}
+
+/** Until the secondary applied the whole log, logging resumed and any resync ended; then both disks are equal, size included. */
+async function converged(primary: ReplicationPrimary, applier: Applier, secondaryDisk: StoragePort): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const p = primary.status();
+    const s = applier.status();
+    if (p.mode === "logging" && !p.resyncPending && s.applied.seq === p.durable && p.durable === p.last && s.consistent) break;
+    if (Date.now() > deadline || s.halted !== null) throw new Error(`no convergence: ${JSON.stringify(p)} ${JSON.stringify(s)}`);
+    await Bun.sleep(5); // waiting for real disk I/O to progress, not for a timing assumption
+  }
+  expect(secondaryDisk.size).toBe(primary.size);
+  const a = new Uint8Array(primary.size);
+  const b = new Uint8Array(primary.size);
+  await call.read(primary, 0, a);
+  await call.read(secondaryDisk, 0, b);
+  expect(Buffer.compare(a, b)).toBe(0);
+}
+
 const resize = (port: StoragePort, size: number) =>
   new Promise<void>((resolve, reject) => port.resize!(size, (e) => (e === 0 ? resolve() : reject(new Error(`resize to ${size}: errno ${e}`)))));
 
@@ -137,11 +167,11 @@ class Kept extends PassThrough {
 test("past the high-water mark writes go around the log into the dirty bitmap, never failing; the resync copies them back and a secondary ends equal", async () => {
   const root = tempDir();
   const disk = createLocalPort(createMemoryBackend(SIZE));
-  const logLimit = 256 << 10;
-  const primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), { logLimit, segmentSize: 32 << 10 });
+  const primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), SMALL_LOG);
   expect(primary.addSecondary("s1", 0)).toBeNull();
   // No secondary applies anything: the log fills and the primary writes around it.
-  for (let i = 0; i < 200; i++) await call.write(primary, (i % 1024) * 4096, block(i & 0xff));
+  await untilOverflow(primary);
+  for (let i = 0; i < 20; i++) await call.write(primary, i * 8192, block(i));
   const status = primary.status();
   expect(status.mode).toBe("overflow");
   expect(status.dirtyRegions).toBeGreaterThan(0);
@@ -150,24 +180,59 @@ test("past the high-water mark writes go around the log into the dirty bitmap, n
   // A secondary replays everything the log holds; its progress frees the log; logging and
   // the resync resume; after RESYNC_END it equals the primary.
   const secondaryDisk = createLocalPort(createMemoryBackend(SIZE));
-  const applier = await Applier.open(secondaryDisk, openLogDirectory(path.join(root, "s")), {
-    source: (from, after) => new LogReader(primary.store, from, after),
-    clock: { now: () => Date.now() * 1000, after: (ms, run) => { const t = setTimeout(run, ms); return () => clearTimeout(t); } },
-  });
-  applier.onApplied((point) => primary.secondaryApplied("s1", point.seq));
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const p = primary.status();
-    const s = applier.status();
-    if (p.mode === "logging" && !p.resyncPending && s.applied.seq === p.durable && p.durable === p.last && s.consistent) break;
-    if (Date.now() > deadline) throw new Error(`no convergence: ${JSON.stringify(p)} ${JSON.stringify(s)}`);
-    await Bun.sleep(5); // waiting for real disk I/O to progress, not for a timing assumption
-  }
-  const a = new Uint8Array(4 << 20);
-  const b = new Uint8Array(4 << 20);
-  await call.read(primary, 0, a);
-  await call.read(secondaryDisk, 0, b);
-  expect(Buffer.compare(a, b)).toBe(0);
+  const applier = await secondaryOf(primary, secondaryDisk, path.join(root, "s"));
+  await converged(primary, applier, secondaryDisk);
+  await applier.close();
+  await primary.close();
+});
+
+test("after a logged resize grows the disk, a write around the log into the new area is marked dirty and resynced (it was lost: the bitmap kept its old size)", async () => {
+  const root = tempDir();
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), SMALL_LOG);
+  expect(primary.addSecondary("s1", 0)).toBeNull();
+  await resize(primary, 2 * SIZE); // logged: the log has room
+  await untilOverflow(primary);
+  const at = 12 << 20;
+  await call.write(primary, at, block(0xab));
+  expect(primary.dirtyRegions().some((run) => run.offset <= at && at < run.offset + run.length)).toBe(true);
+  const secondaryDisk = createLocalPort(createMemoryBackend(SIZE));
+  const applier = await secondaryOf(primary, secondaryDisk, path.join(root, "s"));
+  await converged(primary, applier, secondaryDisk);
+  const into = new Uint8Array(4096);
+  await call.read(secondaryDisk, at, into);
+  expect(into[0]).toBe(0xab);
+  await applier.close();
+  await primary.close();
+});
+
+test("resizes around the log reach the secondaries with the resync, across a restart: a shrink then a regrow leaves the cut area zero there too", async () => {
+  const root = tempDir();
+  const disk = new Kept(createLocalPort(createMemoryBackend(2 * SIZE)));
+  const secondaryDisk = createLocalPort(createMemoryBackend(2 * SIZE));
+  let primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), SMALL_LOG);
+  expect(primary.addSecondary("s1", 0)).toBeNull();
+  let applier = await secondaryOf(primary, secondaryDisk, path.join(root, "s"));
+  await call.write(primary, 12 << 20, block(0x12)); // logged, and on the secondary
+  await converged(primary, applier, secondaryDisk);
+  await applier.close();
+
+  // Around the log: shrink below the block, grow past the old end, write into the regrown area.
+  await untilOverflow(primary);
+  await resize(primary, SIZE);
+  await resize(primary, 3 * SIZE);
+  await call.write(primary, 20 << 20, block(0x20));
+  expect(primary.status().mode).toBe("overflow");
+  await primary.close();
+  primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), SMALL_LOG);
+  expect(primary.status().mode).toBe("overflow");
+
+  applier = await secondaryOf(primary, secondaryDisk, path.join(root, "s"));
+  await converged(primary, applier, secondaryDisk); // 24 MiB, the old block gone, the new one there
+  const into = new Uint8Array(4096);
+  await call.read(secondaryDisk, 12 << 20, into);
+  expect(into.every((b) => b === 0)).toBe(true);
+  await call.read(secondaryDisk, 20 << 20, into);
+  expect(into[0]).toBe(0x20);
   await applier.close();
   await primary.close();
 });
@@ -257,28 +322,31 @@ test("a restart after a resize converts the dirty bitmap made for the old size, 
   }
 });
 
-test("a power loss at any moment of a dirty bitmap's conversion loses no set bit (simulated disk: torn writes, undone renames)", async () => {
+test("a power loss at any moment of a dirty bitmap's conversion, or of its growth by a mark past its end, loses no set bit and no mark reported done (simulated disk: torn writes, undone renames)", async () => {
   const region = 512 << 10; // an 8 MiB disk in 2 bytes of bits
   const marked = [0, 5, 6, 15].map((r) => r * region);
-  const cut = [0, 0];
-  const whole = [0, 0];
+  const cut = [0, 0, 0];
+  const whole = [0, 0, 0];
   for (let run = 0; run < 48 * 8; run++) {
     const crashAt = run % 48;
-    for (const [variant, [size, maxBytes]] of ([[2 * SIZE, 1], [SIZE / 2, 64]] as const).entries()) {
+    for (const [variant, [size, maxBytes, grow]] of ([[2 * SIZE, 1, false], [SIZE / 2, 64, false], [SIZE, 2, true]] as const).entries()) {
       const clock = new SimClock();
       const simDisk = new SimDisk(clock, new Prng(run * 3 + variant), { latency: [0, 2] });
       const first = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, SIZE, 2));
       for (const at of marked) expect(await settle(clock, new Promise<number>((resolve) => first.mark(at, 4096, resolve)))).toBe(0);
       let done = false;
-      void DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, size, maxBytes).then(() => (done = true), () => {});
+      const at = (12 << 20) + 4096;
+      if (grow) first.mark(at, 4096, (errno) => (done = errno === 0));
+      else void DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, size, maxBytes).then(() => (done = true), () => {});
       for (let t = 0; t < crashAt; t++) {
         for (let i = 0; i < 8; i++) await null;
         clock.runUntil(clock.ticks + 1);
       }
       simDisk.crash("random");
       (done ? whole : cut)[variant]!++;
-      const after = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, size, maxBytes));
+      const after = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, grow ? 2 * SIZE : size, maxBytes));
       for (const offset of marked) expect(covered(after.runs(), offset, region)).toBe(true);
+      if (grow && done) expect(after.isDirty(at, 4096)).toBe(true);
     }
   }
   for (const n of [...cut, ...whole]) expect(n).toBeGreaterThan(0); // the crash points span each whole operation
@@ -291,7 +359,7 @@ test("a dirty bitmap whose creation a power loss cut short (its header short or 
     fs.mkdirSync(dir);
     fs.writeFileSync(path.join(dir, DIRTY_BITMAP_FILE), torn);
     for (let start = 0; start < 2; start++) {
-      const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(dir), { logLimit: 64 << 20 });
+      const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(dir), SMALL_LOG);
       expect(primary.status().dirtyRegions).toBe(0);
       await primary.close();
     }
