@@ -54,15 +54,9 @@ export interface LogStoreOptions {
   generation?: number;
   /** An empty log continues from this point (a secondary's copy that starts mid-log). */
   base?: ChainPoint;
-  /**
-   * A corrupt record that is not a torn tail: "refuse" (the primary: records past it were
-   * acknowledged) or "truncate" (a secondary's copy: fetch again from there).
-   */
+  /** A corrupt record that is not a torn tail: "refuse" (the primary: records past it were acknowledged) or "truncate" (a secondary's copy: fetch again from there). */
   onCorruption?: "refuse" | "truncate";
-  /**
-   * Records up to this seq are known to have been durable (a checkpoint, a secondary's
-   * position): a bad one among them is corruption, never a torn tail.
-   */
+  /** Records up to this seq are known to have been durable (a checkpoint, a secondary's position): a bad one among them is corruption, never a torn tail. */
   durableThrough?: number;
   /** Discard every record after this sequence number at open (they were declared void). */
   voidAfter?: number;
@@ -549,10 +543,8 @@ async function recover(dir: LogDirectory, options: LogStoreOptions): Promise<Rec
           { errno: 74 },
         );
       }
-      // Nothing after a cut survives: later segments go too — first, and durably, before the
-      // cut. A crash between a cut made durable and removals that were not would bring the
-      // later segments back behind a shortened one, which the next recovery takes for a
-      // leftover of an interrupted release (above) and deletes, with the records it kept.
+      // Later segments go too, durably before the cut: back behind a shortened segment after a crash,
+      // they would make the next recovery delete it as a leftover of a release (above).
       const later = names.splice(i + 1);
       for (const s of later) await removeFile(s.name);
       if (later.length > 0) await files.syncDir(dir);
