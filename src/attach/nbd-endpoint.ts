@@ -20,7 +20,7 @@ import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { Budget } from "../export/budget.ts";
 import { EXPORT_LIMITS } from "../export/limits.ts";
 import { acceptNbd } from "../nbd/connection.ts";
-import { startConnectionBudget } from "../transport/fd-budget.ts";
+import { startConnectionBudget, type ConnectionBudget } from "../transport/fd-budget.ts";
 import { ConnectionGuard, type ConnectionLimits } from "../transport/guard.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import type { Peer } from "../transport/types.ts";
@@ -37,6 +37,8 @@ export interface NbdEndpointOptions {
   log: Log;
   /** Deadlines and caps of the guard in front of the listener (default: the `[limits]` defaults). */
   limits?: ConnectionLimits;
+  /** The process-wide connection budget (`dstd up` shares one among its units); default: made here. */
+  budget?: ConnectionBudget;
 }
 
 export interface NbdEndpoint {
@@ -62,7 +64,7 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
     // Shared by the endpoint's clients, as an export's (its reply half: export/limits.ts).
     memory: new Budget(EXPORT_LIMITS.memoryBudget / 2, setImmediate),
   });
-  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: startConnectionBudget(limits.maxConnections, log), log });
+  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: o.budget ?? startConnectionBudget(limits.maxConnections, log), log });
   let listener: Listener;
   try {
     listener = await listen([o.nbdListen], guard.accept);

@@ -25,6 +25,7 @@ import { reservePoolBytes } from "../lib/buffer-pool.ts";
 import { KernelAttachment, type AttachmentEnd } from "../attach/attachment.ts";
 import type { ExportLink } from "../attach/export-link.ts";
 import { serveNbdEndpoint } from "../attach/nbd-endpoint.ts";
+import type { ConnectionBudget } from "../transport/fd-budget.ts";
 import { preflight } from "../attach/preflight.ts";
 
 // ---- --nbd-listen ----------------------------------------------------------------------------
@@ -36,6 +37,8 @@ export interface AttachOptions {
   engine: Partial<EngineOptions>;
   log: Log;
   nbdListen: ListenAddress;
+  /** The process-wide connection budget of `dstd up` (default: the endpoint makes its own). */
+  budget?: ConnectionBudget;
 }
 
 export interface AttachNode {
@@ -61,7 +64,7 @@ export async function startNbdAttach(options: AttachOptions): Promise<AttachNode
   const link = exportLinkOf(client, `dstd attach of ${url.exportName}`, options.engine);
   let endpoint;
   try {
-    endpoint = await serveNbdEndpoint({ url: formatExportUrl(url), exportName: url.exportName, nbdListen: options.nbdListen, stateDir: options.stateDir, exportLink: link, log });
+    endpoint = await serveNbdEndpoint({ url: formatExportUrl(url), exportName: url.exportName, nbdListen: options.nbdListen, stateDir: options.stateDir, exportLink: link, log, budget: options.budget });
   } catch (error) {
     client.abort();
     throw error;

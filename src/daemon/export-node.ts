@@ -30,7 +30,7 @@ import type { Budget } from "../export/budget.ts";
 import type { Export } from "../export/exports.ts";
 import { DEFAULT_CONNECTION_LIMITS } from "../config/defaults.ts";
 import { ConnectionGuard, type ConnectionLimits, type GuardedAcceptHandler } from "../transport/guard.ts";
-import { startConnectionBudget } from "../transport/fd-budget.ts";
+import { startConnectionBudget, type ConnectionBudget } from "../transport/fd-budget.ts";
 import { describeListenAddress, listen, type Listener } from "../transport/tcp.ts";
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
 import { prepareTreeChanges, type OpenNode, type PreparedTreeChanges } from "./export-tree-changes.ts";
@@ -143,6 +143,8 @@ export interface ExportNodeOptions {
   nbdAccept?: ((exports: Export[], log: Log, memory?: Budget) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
+  /** The process-wide connection budget (`dstd up` shares one among its units); default: made here. */
+  budget?: ConnectionBudget;
   /** Per-request metrics (dstd up). */
   observer?: RequestObserver;
   /** Observe accepted connections (`dstd up` counts bytes and lists peers: status/connections.ts). */
@@ -253,7 +255,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer, epoch });
     rebind = (name) => server.rebind(name);
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
-    const budget = startConnectionBudget(limits.maxConnections, log);
+    const budget = options.budget ?? startConnectionBudget(limits.maxConnections, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
     const guard = (protocol: string, accept: GuardedAcceptHandler) => {
       const made = new ConnectionGuard(accept, { protocol, limits, budget, log });

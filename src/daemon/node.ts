@@ -34,6 +34,7 @@ import { VERSION } from "../version.ts";
 import { loadKeyTable } from "./export-node.ts";
 import { conflicts, diffPlans, exportKeyFiles, planNode, type NodePlan } from "./reload-plan.ts";
 import { attachRunner, exportGroupRunner } from "./services.ts";
+import { startConnectionBudget, type ConnectionBudget } from "../transport/fd-budget.ts";
 import { SupervisedService, type PreparedUpdate, type Runner, type Scheduler, type StopMode, realScheduler } from "./supervisor.ts";
 
 /** How long the kernel holds I/O for a restarted attachment daemon (as `dstd attach`). */
@@ -114,6 +115,8 @@ export class Node {
   readonly stateDir: string;
   /** `[limits]` as the node started: every unit it starts gets these (a reload reports a change as taking effect at restart). */
   private readonly startLimits: Config["limits"];
+  /** One connection budget for every unit's listeners: max_connections and the descriptor limit are per process. */
+  private budget: ConnectionBudget | null = null;
 
   private constructor(
     private readonly options: NodeOptions,
@@ -211,17 +214,18 @@ export class Node {
    */
   private async startUnits(plan: NodePlan, names: readonly string[]): Promise<void> {
     const starts: Promise<void>[] = [];
+    const budget = (this.budget ??= startConnectionBudget(this.startLimits.maxConnections, this.log));
     for (const unit of plan.exportGroups) {
       if (!names.includes(unit.name)) continue;
       const log = this.log.child(unit.name);
-      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.startLimits, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name, stateDir: this.stateDir });
+      const runner = exportGroupRunner({ group: unit.config, keys: this.loaded.config.keys, limits: this.startLimits, budget, observer: this.metrics.requests(unit.name), log, events: this.events, name: unit.name, stateDir: this.stateDir });
       starts.push(this.add(unit.name, "export", runner, log));
     }
     await Promise.all(starts.splice(0));
     for (const unit of plan.attachments) {
       if (!names.includes(unit.name)) continue;
       const log = this.log.child(unit.name);
-      const runner = attachRunner({ entry: unit.config, stateDir: this.stateDir, log, deadConnTimeoutSec: DEAD_CONN_TIMEOUT_SEC });
+      const runner = attachRunner({ entry: unit.config, stateDir: this.stateDir, log, deadConnTimeoutSec: DEAD_CONN_TIMEOUT_SEC, budget });
       starts.push(this.add(unit.name, "attach", runner, log));
     }
     await Promise.all(starts);

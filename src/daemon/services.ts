@@ -17,6 +17,7 @@ import type { Log } from "../lib/log.ts";
 import { loadKeyFile } from "../crypto/keys.ts";
 import type { AttachConfig, ExportConfig, KeyConfig } from "../config/types.ts";
 import type { EngineOptions } from "../engine/options.ts";
+import type { ConnectionBudget } from "../transport/fd-budget.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
 import type { RequestObserver } from "../export/server.ts";
 import type { ExportEntry } from "../control/schema.ts";
@@ -87,6 +88,8 @@ export interface ExportGroupOptions {
   keys: readonly KeyConfig[];
   /** Deadlines and connection caps of the listeners (config `[limits]`). */
   limits: ConnectionLimits;
+  /** The node's connection budget: every unit's listeners draw on one (max_connections is per process). */
+  budget?: ConnectionBudget;
   /** Per-request metrics of the group's DST requests. */
   observer?: RequestObserver;
   log: Log;
@@ -125,6 +128,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         exports: group,
         keys: options.keys,
         limits: options.limits,
+        budget: options.budget,
         observer: options.observer,
         log,
         stateDir: options.stateDir,
@@ -197,6 +201,8 @@ export interface AttachRunnerOptions {
   log: Log;
   /** Kernel attachments: NBD_ATTR_DEAD_CONN_TIMEOUT in seconds. */
   deadConnTimeoutSec: number;
+  /** The node's connection budget, for an `nbd_listen` endpoint (one budget per process). */
+  budget?: ConnectionBudget;
 }
 
 function engineCounters(counters: object): Record<string, number> {
@@ -225,7 +231,7 @@ export function attachRunner(options: AttachRunnerOptions): Runner {
     return {
       ...common,
       async start(): Promise<Running> {
-        const node = await startNbdAttach({ url: entry.url, stateDir: options.stateDir, engine: attachEngineOptions(entry), log, nbdListen });
+        const node = await startNbdAttach({ url: entry.url, stateDir: options.stateDir, engine: attachEngineOptions(entry), log, nbdListen, budget: options.budget });
         const engine = node.client.engine;
         return {
           check: () => linkHealth(engine.state, engine.fatal ?? null),
