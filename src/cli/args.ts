@@ -67,6 +67,9 @@ export function validateMerged(raw: unknown, source: string, baseDir: string | n
  */
 function flagOf(key: string): string {
   if (key === "tree.chunk") return "--stripe-chunk";
+  // [export.replication] keys come from --log-dir, --log-size, --replica-of/--peer, --key-file…
+  const replication = /^replication\.(\w+)/.exec(key)?.[1];
+  if (replication !== undefined) return replication === "peer" ? "--replica-of or --peer" : `--${replication.replaceAll("_", "-")}`;
   const leg = /^tree\.(mirror|linear|stripe)(?:\[(\d+)\](?:\.(.*))?)?$/.exec(key);
   if (leg !== null) {
     const [, kind, index, rest] = leg;

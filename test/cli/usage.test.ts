@@ -74,6 +74,7 @@ describe("strict flags (item 1)", () => {
       [[...legs("linear", 2), "--size", "1x"], 'dstd export: command line: --size: "1x" is not a size: unknown unit "x"; use B, KiB, MiB, GiB, TiB or PiB'],
       [[...legs("stripe", 2), "--size", "1MiB", "--stripe-chunk", "3KiB"], 'dstd export: command line: --stripe-chunk: "3KiB" is too small; the minimum is 4 KiB'],
       [[...legs("mirror", 9), "--size", "1MiB"], "dstd export: command line: --mirror: a mirror has at most 8 legs (got 9)"],
+      [["--memory", "1MiB", "--log-dir", join(scratch.path, "log"), "--log-size", "bogus"], 'dstd export: command line: --log-size: "bogus" is not a size; use e.g. "10GiB", "512MiB" or a byte count'],
     ];
     for (const [args, message] of cases) {
       const r = await runDstd(["export", ...args]);
