@@ -133,6 +133,9 @@ export function dstEndpoint(label: string, client: DstClient): CopyEndpoint {
   };
 }
 
+/** The smallest request a copy makes (a chunk, and the granularity of its zero detection). */
+export const COPY_CHUNK_MIN = 4096;
+
 /** proto.md "Block size constraints": requests up to 32 MiB interoperate unless the server says less. */
 const NBD_CHUNK_MAX = 32 * 1024 * 1024;
 
@@ -147,6 +150,7 @@ export function nbdEndpoint(label: string, client: NbdClient): CopyEndpoint {
     isHole: () => false,
     flush: () => client.flush(),
     close: () => client.close(),
+    abort: () => client.abort(),
   };
 }
 
@@ -257,10 +261,15 @@ export async function openEndpoint(spec: { url: ExportUrl } | { path: string }, 
   const address =
     url.transport === "unix" ? { transport: "unix" as const, path: url.path } : { transport: "tcp" as const, host: url.host, port: url.port };
   if (url.protocol === "nbd") {
-    const client = await NbdClient.open({ address, exportName: url.exportName, log: options.log });
+    const client = await NbdClient.open({ address, exportName: url.exportName, log: options.log, requestTimeoutMs: options.engine?.deadlineMs });
     if (options.writable && client.readOnly) {
       await client.close();
       throw new DstdError("E_READ_ONLY", `${client.where} is read-only (the server set NBD_FLAG_READ_ONLY)`);
+    }
+    if (client.maxPayload !== null && client.maxPayload < COPY_CHUNK_MIN) {
+      // The copy's requests are 4 KiB at least: refuse instead of sending what the server said it rejects.
+      await client.close();
+      throw new DstdError("E_NBD", `${client.where} takes requests of at most ${client.maxPayload} bytes (NBD_INFO_BLOCK_SIZE); dstd copy needs ${COPY_CHUNK_MIN}`);
     }
     return nbdEndpoint(client.where, client);
   }
@@ -368,7 +377,7 @@ export async function copyData(source: CopyEndpoint, target: CopyEndpoint, optio
       `${target.label} (${target.size} bytes) is smaller than ${source.label} (${total} bytes)`,
     );
   }
-  const chunk = Math.max(4096, Math.min(options.chunk, source.chunkMax, target.chunkMax));
+  const chunk = Math.max(COPY_CHUNK_MIN, Math.min(options.chunk, source.chunkMax, target.chunkMax));
   const started = performance.now();
   let next = 0;
   let zeroBytes = 0;

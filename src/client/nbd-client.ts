@@ -33,6 +33,12 @@ export interface NbdClientOptions {
   log: EngineLog;
   /** Give up on a server that does not finish the handshake (default 30 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * Fail the connection when a request has had no reply for this long (default 2 min, `dstd
+   * copy --deadline`): NBD has no keepalive, and a server that stops answering (or a host
+   * gone behind a half-open connection) would otherwise hold the copy for ever.
+   */
+  requestTimeoutMs?: number;
 }
 
 interface Pending {
@@ -41,6 +47,8 @@ interface Pending {
   length: number;
   /** READ target buffer; null for commands without reply data. */
   buffer: Uint8Array | null;
+  /** performance.now() when it was sent (the watchdog's deadline counts from here). */
+  sentAt: number;
   resolve(data: Uint8Array | null): void;
   reject(error: unknown): void;
 }
@@ -70,6 +78,7 @@ export class NbdClient {
   });
   private onClosed: (() => void) | null = null;
   private flushWarned = false;
+  private watchdog: ReturnType<typeof setInterval> | null = null;
 
   private constructor(private readonly options: NbdClientOptions) {}
 
@@ -85,7 +94,22 @@ export class NbdClient {
   static async open(options: NbdClientOptions): Promise<NbdClient> {
     const client = new NbdClient(options);
     await client.negotiate();
+    const limit = options.requestTimeoutMs ?? 120_000;
+    // Requests are answered in any order, but the oldest one outstanding is the first in the
+    // map (insertion order): one look per tick finds a request past its deadline.
+    client.watchdog = setInterval(() => {
+      const oldest = client.pending.values().next().value;
+      if (oldest !== undefined && performance.now() - oldest.sentAt >= limit) {
+        client.broken(`no reply to ${commandName(oldest.type)} of ${oldest.length} bytes at offset ${oldest.offset} within ${limit} ms`);
+      }
+    }, Math.max(10, Math.min(1000, limit / 4)));
+    client.watchdog.unref?.();
     return client;
+  }
+
+  /** Give up now (a second Ctrl-C): close the socket; every outstanding request fails. */
+  abort(): void {
+    this.broken("aborted");
   }
 
   read(offset: number, length: number): Promise<Uint8Array> {
@@ -167,7 +191,7 @@ export class NbdClient {
     }
     const cookie = this.nextCookie++;
     const promise = new Promise<Uint8Array | null>((resolve, reject) => {
-      this.pending.set(cookie, { type, offset, length, buffer, resolve, reject });
+      this.pending.set(cookie, { type, offset, length, buffer, sentAt: performance.now(), resolve, reject });
     });
     writeRequestHeader(this.header, 0, 0, type, cookie, offset, length);
     // The sink may queue: hand it its own copy of the 28-byte header, the payload as is.
@@ -200,6 +224,8 @@ export class NbdClient {
   /** A broken stream or a lost connection: every outstanding request fails, nothing retries. */
   private broken(reason: string): void {
     if (this.closedReason === null) this.closedReason = reason;
+    if (this.watchdog !== null) clearInterval(this.watchdog);
+    this.watchdog = null;
     this.sink?.destroy();
     this.failPending();
   }
@@ -218,6 +244,8 @@ export class NbdClient {
 
   private onClose(reason: string | null): void {
     if (this.closedReason === null) this.closedReason = reason ?? (this.closing ? "closed by us" : "the server closed the connection");
+    if (this.watchdog !== null) clearInterval(this.watchdog);
+    this.watchdog = null;
     this.failPending();
     this.onClosed?.();
   }

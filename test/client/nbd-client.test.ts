@@ -4,7 +4,9 @@
  * outstanding request, the read-only flag, WRITE_ZEROES vs zero-filled WRITEs, and DISC.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { openEndpoint } from "../../src/client/copy.ts";
 import { NbdClient } from "../../src/client/nbd-client.ts";
+import { parseExportUrl, type ExportUrl } from "../../src/lib/address.ts";
 import { DstdError } from "../../src/lib/errors.ts";
 import { listen, type Listener } from "../../src/transport/tcp.ts";
 import type { Sink } from "../../src/transport/types.ts";
@@ -15,6 +17,7 @@ import {
   encodeOptionReply,
   encodeServerGreeting,
   HandshakeReader,
+  infoBlockSize,
   infoExport,
   parseInfoRequest,
 } from "../../src/wire/nbd/handshake.ts";
@@ -26,6 +29,8 @@ const SIZE = 1024 * 1024;
 
 interface Script {
   flags: number;
+  /** NBD_INFO_BLOCK_SIZE to send with OPT_GO: minimum, preferred, maximum. */
+  blockSize?: [number, number, number];
   goUnsupported?: boolean;
   /** Return false to fall through to the default memory-disk behaviour. */
   onRequest?: (request: NbdRequest, sink: Sink) => boolean;
@@ -89,6 +94,7 @@ async function serve(script: Script) {
               sink.write(encodeOptionError(Opt.GO, Rep.ERR_UNKNOWN, "no export by that name"));
             } else {
               sink.write(encodeOptionReply(Opt.GO, Rep.INFO, infoExport(SIZE, script.flags)));
+              if (script.blockSize) sink.write(encodeOptionReply(Opt.GO, Rep.INFO, infoBlockSize(...script.blockSize)));
               sink.write(encodeOptionReply(Opt.GO, Rep.ACK));
               transmitting = true;
             }
@@ -109,9 +115,9 @@ async function serve(script: Script) {
   });
   const port = (listener.bound[0] as { port: number }).port;
   const log = recordingLog();
-  const open = (exportName = "disk") =>
-    NbdClient.open({ address: { transport: "tcp", host: "127.0.0.1", port }, exportName, log, handshakeTimeoutMs: 5000 });
-  return { disk, commands, open, log };
+  const open = (exportName = "disk", requestTimeoutMs?: number) =>
+    NbdClient.open({ address: { transport: "tcp", host: "127.0.0.1", port }, exportName, log, handshakeTimeoutMs: 5000, requestTimeoutMs });
+  return { disk, commands, open, log, port };
 }
 
 const ALL = TxFlag.HAS_FLAGS | TxFlag.SEND_FLUSH | TxFlag.SEND_WRITE_ZEROES;
@@ -151,6 +157,30 @@ describe("NbdClient", () => {
     expect(server.commands).toEqual([Cmd.WRITE]);
     expect(server.log.lines.join("\n")).toContain("does not offer FLUSH");
     await client.close();
+  });
+
+  test("a server that stops answering fails the request at the deadline (no keepalive in NBD); abort() fails at once", async () => {
+    const server = await serve({ flags: ALL, onRequest: (request) => request.type === Cmd.READ }); // READs go unanswered
+    const client = await server.open("disk", 300);
+    await client.write(0, new Uint8Array(4096).fill(1)); // answered
+    const started = performance.now();
+    const error = await rejection(client.read(0, 4096));
+    expect(error.message).toContain("no reply to READ of 4096 bytes at offset 0 within 300 ms");
+    expect(performance.now() - started).toBeLessThan(5000);
+    await client.close(); // nothing outstanding: returns
+    const other = await server.open("disk", 60_000);
+    const pending = rejection(other.read(0, 4096));
+    other.abort();
+    expect((await pending).message).toContain("aborted");
+    await other.close();
+  });
+
+  test("dstd copy refuses a server whose largest request is below the 4 KiB a copy sends, instead of sending them", async () => {
+    const server = await serve({ flags: ALL, blockSize: [1, 1, 512] });
+    const url = parseExportUrl(`nbd://127.0.0.1:${server.port}/disk`) as ExportUrl;
+    const error = await rejection(openEndpoint({ url }, { log: server.log, writable: true }));
+    expect(error.message).toContain("takes requests of at most 512 bytes (NBD_INFO_BLOCK_SIZE); dstd copy needs 4096");
+    expect(server.commands.filter((c) => c !== Cmd.DISC)).toEqual([]); // nothing sent but the goodbye
   });
 
   test("a wrong export name is refused with the server's message; with EXPORT_NAME, the dropped connection is explained", async () => {
@@ -210,6 +240,6 @@ describe("NbdClient", () => {
     expect((await rejection(client.read(SIZE - 100, 512))).code).toBe("E_RANGE");
     await client.close();
     await until(() => server.commands.length === 1, "DISC");
-    expect(server.commands).toEqual([Cmd.DISC]);
+    expect(server.commands.filter((c) => c !== Cmd.DISC)).toEqual([]); // nothing sent but the goodbye
   });
 });
