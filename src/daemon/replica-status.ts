@@ -134,7 +134,7 @@ function primaryStatus(input: Extract<StatusInput, { role: "primary" }>): Replic
     .filter(([name]) => name !== AWAITING_FIRST_SECONDARY && !input.contacts.some((c) => c.name === name))
     .map(([name, applied]) => ({ name, applied, last_contact_seconds: null, refused: null }));
   const behind = Object.values(p.secondaries);
-  const reason = p.logFailure ?? (p.mode === "overflow" ? "the log is full: writing around it into the dirty bitmap (secondaries will resync those regions)" : null);
+  const reason = p.diskFailure ?? p.logFailure ?? (p.mode === "overflow" ? "the log is full: writing around it into the dirty bitmap (secondaries will resync those regions)" : null);
   return {
     name: input.name,
     role: "primary",

@@ -47,6 +47,7 @@ import {
 } from "./primary-state.ts";
 import { MAX_RECORD_PAYLOAD, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint, type RecordOpCode } from "./record.ts";
 import { StateFile } from "./state-file.ts";
+import { DiskFailure, DiskFlush, writeBack } from "./write-back.ts";
 
 export interface PrimaryOptions {
   /** Most bytes the log may hold (segments + queued records). */
@@ -91,6 +92,8 @@ export interface PrimaryStatus {
   logBytes: number;
   logLimit: number;
   logFailure: string | null;
+  /** A logged write-back the disk refused for good: the layer refuses writes until restarted (replication/write-back.ts). */
+  diskFailure: string | null;
   dirtyRegions: number;
   regionSize: number;
   resyncPending: boolean;
@@ -158,9 +161,6 @@ export class ReplicationPrimary extends PassThrough {
   private readonly locks: Op[] = [];
   private copying = false;
   private resyncCursor = 0;
-  private directSinceFlush = 0;
-  /** Completions waiting on the newest disk flush issued for writes made around the log. */
-  private diskFlushWaiters: Done[] | null = null;
   private writtenBackSinceCheckpoint = 0;
   private checkpointing = false;
   /** A mode switch is saving the state. */
@@ -169,11 +169,13 @@ export class ReplicationPrimary extends PassThrough {
   private issueAgain = false;
   /** Writes acknowledged before they are durable and written back. */
   private readonly window: AckWindow;
-  /** A write-back of an acknowledged write failed: the next FLUSH reports it. */
-  private lateErrno = 0;
   private closed = false;
   /** The log directory cannot be written: every mutation fails with this errno. */
   private broken = 0;
+  /** The disk lost a logged write-back: the checkpoint stays below it; mutations, FLUSH and reads of it fail. */
+  private readonly diskFailure = new DiskFailure();
+  /** FLUSH's disk flush for writes made around the log, and write-back errors it reports. */
+  private readonly diskFlush: DiskFlush;
   private readonly highWater: number;
   private readonly lowWater: number;
   private readonly resyncWater: number;
@@ -200,6 +202,7 @@ export class ReplicationPrimary extends PassThrough {
     this.checkpointBytes = options.checkpointBytes ?? Math.max(1, Math.floor(limit / 8));
     this.copyPiece = Math.max(512, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
     this.window = new AckWindow(options.ackWindowBytes, options.ackWindowOps);
+    this.diskFlush = new DiskFlush(next, this.diskFailure);
     store.onFreed(() => this.kick());
     store.onDurable(() => {
       // Records of a whole group commit became durable: write them back in one pass.
@@ -296,6 +299,7 @@ export class ReplicationPrimary extends PassThrough {
 
   /** Reads see every completed write: the disk below, with the ack window's writes on top. */
   override read(offset: number, into: Uint8Array, done: Done): void {
+    if (this.diskFailure.covers(offset, offset + into.length)) return done(Errno.EIO); // older than the log: never served
     if (this.window.ops === 0) return this.next.read(offset, into, done);
     this.window.read(offset, into, (below) => this.next.read(offset, into, below), done);
   }
@@ -319,32 +323,7 @@ export class ReplicationPrimary extends PassThrough {
     if (this.closed) return done(Errno.ESHUTDOWN);
     // Early writes acknowledged before this FLUSH must be durable and written back first
     // (written back: a write that fell around a failed log is on the disk, counted below).
-    if (!this.window.hold(done)) this.flushDisk(done);
-  }
-
-  private flushDisk(done: Done): void {
-    if (this.lateErrno !== 0) {
-      const errno = this.lateErrno;
-      this.lateErrno = 0;
-      return done(errno);
-    }
-    // Logged mutations completed before this flush are durable in the log already; only
-    // writes made around it need the disk flushed — by a flush issued after they completed.
-    if (this.directSinceFlush === 0) {
-      // None since the last disk flush started; if that one still runs, it is the one
-      // that makes them durable: complete with it, never before.
-      if (this.diskFlushWaiters === null) return done(0);
-      this.diskFlushWaiters.push(done);
-      return;
-    }
-    this.directSinceFlush = 0;
-    const waiters: Done[] = [done];
-    this.diskFlushWaiters = waiters;
-    this.next.flush((errno) => {
-      if (this.diskFlushWaiters === waiters) this.diskFlushWaiters = null;
-      if (errno !== 0) this.directSinceFlush++;
-      for (const w of waiters) w(errno);
-    });
+    if (!this.window.hold(done)) this.diskFlush.flush(done);
   }
 
   override async close(): Promise<void> {
@@ -437,6 +416,7 @@ export class ReplicationPrimary extends PassThrough {
       logBytes: this.logUsage(),
       logLimit: this.options.logLimit,
       logFailure: this.store.failed !== 0 ? this.store.failure : null,
+      diskFailure: this.diskFailure.message,
       dirtyRegions: this.bitmap.dirtyRegions,
       regionSize: this.bitmap.regionSize,
       resyncPending: this.state.resyncPending,
@@ -463,7 +443,7 @@ export class ReplicationPrimary extends PassThrough {
 
   private submit(op: Op): void {
     if (this.closed) return op.done(Errno.ESHUTDOWN);
-    if (this.broken !== 0) return op.done(Errno.EIO);
+    if (this.broken !== 0 || this.diskFailure.failed) return op.done(Errno.EIO);
     if (this.holding || this.held.length > 0 || this.locks.some((lock) => overlaps(lock, op))) {
       this.held.push(op);
       return;
@@ -472,7 +452,7 @@ export class ReplicationPrimary extends PassThrough {
   }
 
   private admit(op: Op): void {
-    if (this.broken !== 0) return op.done(Errno.EIO);
+    if (this.broken !== 0 || this.diskFailure.failed) return op.done(Errno.EIO);
     if (this.mode === "logging") {
       if (this.store.failed === 0 && this.logUsage() + recordBytes(op) <= this.highWater) {
         this.pipeline.push(op);
@@ -554,6 +534,10 @@ export class ReplicationPrimary extends PassThrough {
       if (op.early?.acked) return;
       return op.done(op.errno || Errno.ESHUTDOWN);
     }
+    if (op.errno !== 0 && this.diskFailure.failed) {
+      op.ready = true; // nothing goes around the log any more: start() fails it, finish() keeps the checkpoint below its durable pieces
+      return this.issue();
+    }
     if (op.errno !== 0) {
       // The log failed under this mutation: it was never acknowledged, so write it around the
       // log like any mutation from now on (its records are void; see startOverflow).
@@ -617,18 +601,7 @@ export class ReplicationPrimary extends PassThrough {
     op.started = true;
     if (op.errno !== 0) return this.finish(op, op.errno);
     if (op.kind === "copy") return this.runCopy(op);
-    const fua = !op.logged && op.fua;
-    const finish = (errno: number): void => this.finish(op, errno);
-    switch (op.kind) {
-      case "write":
-        return this.next.write(op.offset, op.data!, fua, finish);
-      case "trim":
-        return this.next.trim(op.offset, op.end - op.offset, fua, finish);
-      case "zero":
-        return this.next.zero(op.offset, op.end - op.offset, { fua, noHole: op.noHole, fast: false }, finish);
-      case "resize":
-        return this.next.resize!(op.newSize, finish);
-    }
+    writeBack(this.next, op, !op.logged && op.fua, (errno) => this.finish(op, errno));
   }
 
   private finish(op: Op, errno: number): void {
@@ -636,16 +609,18 @@ export class ReplicationPrimary extends PassThrough {
     assert(index >= 0, "finished mutation not in the pipeline");
     this.pipeline.splice(index, 1);
     if (op.kind !== "copy") {
-      if (!op.logged && errno === 0) this.directSinceFlush++;
+      // A logged one the disk refused (retried): the log and the secondaries have it, the disk not: fail closed.
+      if (op.logged && errno !== 0 && !this.closed) this.diskFailure.record(op, op.firstSeq, errno, this.options.log);
+      if (!op.logged && errno === 0) this.diskFlush.wroteAround();
       if (op.logged) this.writtenBackSinceCheckpoint += op.end === Infinity ? 0 : op.end - op.offset;
       if (!op.early?.acked) op.done(errno);
       else if (errno !== 0) {
-        // Acknowledged already: the disk below lost a write its log holds. Like a write-back
-        // error in a page cache, the next FLUSH reports it.
-        this.lateErrno = errno;
-        this.options.log?.error(`replication: write-back of ${op.end - op.offset} bytes at ${op.offset} failed: ${errnoMessage(errno)}; the next FLUSH fails`);
+        // Acknowledged already: the disk below lost it. Like a write-back error in a page cache,
+        // the next FLUSH reports it (a logged one: every FLUSH, the disk failed).
+        this.diskFlush.lost(errno);
+        if (!op.logged) this.options.log?.error(`replication: write-back of ${op.end - op.offset} bytes at ${op.offset} failed: ${errnoMessage(errno)}; the next FLUSH fails`);
       }
-      if (op.early !== null) this.window.leave(op.early, (done) => this.flushDisk(done));
+      if (op.early !== null) this.window.leave(op.early, (done) => this.diskFlush.flush(done));
     }
     this.issue();
     this.afterFinish();
@@ -676,7 +651,7 @@ export class ReplicationPrimary extends PassThrough {
   private writtenBackThrough(): number {
     let min = this.store.last.seq;
     for (const op of this.pipeline) if (op.logged && op.firstSeq - 1 < min) min = op.firstSeq - 1;
-    return min;
+    return this.diskFailure.bound(min); // never past a record the disk lost
   }
 
   private runCheckpoint(done: Done): void {
@@ -766,7 +741,7 @@ export class ReplicationPrimary extends PassThrough {
     };
     this.next.flush((errno) => {
       if (errno !== 0) return enter(errno);
-      this.saveState({ ...this.state, mode: "overflow", checkpoint: Math.max(this.state.checkpoint, through), voidAfter: through }, (saveErrno) => {
+      this.saveState({ ...this.state, mode: "overflow", checkpoint: Math.max(this.state.checkpoint, this.diskFailure.bound(through)), voidAfter: through }, (saveErrno) => {
         if (saveErrno === 0) this.releaseLog();
         enter(saveErrno);
       });
@@ -783,6 +758,8 @@ export class ReplicationPrimary extends PassThrough {
   /** Resumes logging when the log has room again (and it is healthy). */
   private kick(): void {
     if (this.closed) return;
+    // A failed disk: no resync copy (it would log what the disk holds, older than the log) and no switch.
+    if (this.diskFailure.failed) return this.maybeCheckpoint();
     if (this.mode === "overflow" && this.transition === null && this.store.failed === 0 && this.store.neededBytes(this.releaseBound()) <= this.lowWater) {
       this.transition = "to-logging";
       this.holding = true;
@@ -808,7 +785,7 @@ export class ReplicationPrimary extends PassThrough {
         this.releaseHeld();
         return;
       }
-      this.directSinceFlush = 0;
+      this.diskFlush.flushed();
       this.saveResume();
     });
   }
@@ -890,10 +867,10 @@ export class ReplicationPrimary extends PassThrough {
         this.locks.splice(this.locks.indexOf(op), 1);
         this.releaseHeld();
       };
-      if (errno !== 0 || this.store.failed !== 0 || this.closed) {
+      if (errno !== 0 || this.store.failed !== 0 || this.closed || this.diskFailure.failed) {
         unlock();
         this.copying = false;
-        const why = errno || this.store.failed || Errno.ESHUTDOWN;
+        const why = errno || this.store.failed || this.diskFailure.errno || Errno.ESHUTDOWN;
         if (!this.closed) this.options.log?.warn(`replication: resync copy of ${length} bytes at ${op.offset} failed: ${errnoMessage(why)}`);
         return this.finish(op, why);
       }

@@ -8,12 +8,14 @@
  * or made around the log (the bitmap grows with the disk; the secondaries get the size). The
  * dirty bitmap of a resized disk converted on restart (every dirty region kept, also across a
  * power loss mid-conversion or mid-growth, on a simulated disk), and one whose creation a
- * power loss cut short made anew.
+ * power loss cut short made anew. A write-back the disk refuses is retried; one it keeps
+ * refusing fails the layer closed with the checkpoint below it, and a restart replays it.
  */
 import { afterEach, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { Errno } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import { Applier } from "../../src/replication/applier.ts";
 import { DirtyBitmap } from "../../src/replication/dirty-bitmap.ts";
@@ -236,6 +238,87 @@ test("resizes around the log reach the secondaries with the resync, across a res
   await applier.close();
   await primary.close();
 });
+
+/** A disk that refuses writes on demand (EIO) and outlives the primary over it. */
+class Refusing extends Kept {
+  /** Writes left to refuse. */
+  refuse = 0;
+  attempts = 0;
+  override write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void): void {
+    this.attempts++;
+    if (this.refuse > 0) {
+      this.refuse--;
+      return done(Errno.EIO);
+    }
+    super.write(offset, data, fua, done);
+  }
+}
+
+test("a write-back the disk refuses twice is tried again: the write completes and the disk holds it", async () => {
+  const disk = new Refusing(createLocalPort(createMemoryBackend(SIZE)));
+  const primary = await ReplicationPrimary.open(disk, openLogDirectory(tempDir()), { logLimit: 64 << 20 });
+  disk.refuse = 2;
+  await call.write(primary, 0, block(7), true);
+  expect(disk.attempts).toBe(3);
+  expect(primary.status().diskFailure).toBeNull();
+  await primary.checkpoint();
+  const into = new Uint8Array(4096);
+  await call.read(disk, 0, into);
+  expect(into[0]).toBe(7);
+  await primary.close();
+});
+
+for (const fua of [true, false]) {
+  test(`a logged ${fua ? "FUA write" : "write acknowledged early"} whose write-back the disk keeps refusing: the checkpoint stays below it, writes and FLUSH fail naming the disk, and a restart replays it from the log (it was skipped: the disk kept the old data, the secondaries got the new)`, async () => {
+    const root = tempDir();
+    const disk = new Refusing(createLocalPort(createMemoryBackend(SIZE)));
+    let primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+    await call.write(primary, 0, block(1), true);
+    await call.write(primary, 1 << 20, block(2), true);
+    await primary.checkpoint();
+    expect(primary.status().checkpoint).toBe(2);
+    disk.refuse = Infinity;
+    disk.attempts = 0;
+    const written = call.write(primary, 0, block(9), fua); // seq 3
+    if (fua) await expect(written).rejects.toThrow("EIO");
+    else await written; // acknowledged once its record was written, before the write-back
+    while (primary.status().inFlight > 0) await Bun.sleep(1); // the early write's write-back, after its record is durable
+    // The log holds it, durable: the secondaries get it.
+    const records = await allRecords(primary);
+    expect(records[2]!.payload[0]).toBe(9);
+    // The checkpoint never passes it, whatever is written back or flushed after it.
+    await primary.checkpoint();
+    expect(primary.status().checkpoint).toBe(2);
+    expect(disk.attempts).toBe(3);
+    expect(primary.status().diskFailure).toContain("seq 3");
+    expect(primary.status().diskFailure).toContain("EIO");
+    // The disk cannot be trusted: no more mutations, every FLUSH fails, the lost block is not served.
+    disk.refuse = 0;
+    await expect(call.write(primary, 2 << 20, block(3), true)).rejects.toThrow("EIO");
+    await expect(call.flush(primary)).rejects.toThrow("EIO");
+    await expect(call.flush(primary)).rejects.toThrow("EIO");
+    await expect(call.read(primary, 0, new Uint8Array(4096))).rejects.toThrow("EIO");
+    const into = new Uint8Array(4096);
+    await call.read(primary, 1 << 20, into);
+    expect(into[0]).toBe(2);
+    await primary.close();
+
+    // A restart over a disk still refusing it does not start, naming the disk's error.
+    disk.refuse = Infinity;
+    await expect(ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 })).rejects.toThrow("EIO");
+    disk.refuse = 0;
+    // The restart replays it from the log onto the (healthy again) disk; a secondary ends equal.
+    primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+    expect(primary.status().diskFailure).toBeNull();
+    await call.read(primary, 0, into);
+    expect(into[0]).toBe(9);
+    const secondaryDisk = createLocalPort(createMemoryBackend(SIZE));
+    const applier = await secondaryOf(primary, secondaryDisk, path.join(root, "s"));
+    await converged(primary, applier, secondaryDisk);
+    await applier.close();
+    await primary.close();
+  });
+}
 
 test("a corrupt record stops replay before it, naming it", async () => {
   const root = tempDir();
