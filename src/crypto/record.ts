@@ -471,13 +471,22 @@ export class RecordOpener extends RecordChannel {
     };
   }
 
-  /** The connection is gone: give back a slot a half-received record holds, forget the key copy. */
-  close(): void {
+  /**
+   * The connection is gone: give back a slot a half-received record holds, forget the key
+   * copy. Returns the allocator's owner of a half-received record's buffer (or null), for the
+   * caller to release: that record never reaches onRecord, and its counted memory would
+   * otherwise stay taken for good.
+   */
+  close(): unknown {
     if (this.bodySlot !== null) this.lane!.release(this.bodySlot);
+    const owner = this.bodyOwner;
+    this.bodyOwner = null;
     this.bodySlot = null;
     this.body = null;
+    this.headFill = 0;
     this.laneKey?.fill(0);
     this.laneKey = null;
+    return owner;
   }
 
   /** A pool slot for a whole record when this opener offloads and one is free. */

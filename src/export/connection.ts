@@ -584,7 +584,9 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     }
     for (const entry of this.plain.splice(0)) entry.owner?.release();
     this.raw.length = 0;
-    this.opener?.close();
+    // A frame or record cut off by the close holds counted receive memory: give it back.
+    for (const owner of this.decoder.abandon()) (owner as ReceiveBuffer).release();
+    (this.opener?.close() as ReceiveBuffer | null | undefined)?.release();
     this.replies.flush();
     this.replies.close();
     if (this.admitted !== null && this.session.connection === this) this.session.connection = null;

@@ -257,6 +257,10 @@ class PoolLane implements RecordLane {
   }
 
   submit(buffer: Uint8Array, counter: number, done: (ok: boolean) => void): void {
+    // The pool died after this record took its slot (an opener gathering a record's body):
+    // no worker will ever answer, so fail the channel instead of waiting for ever behind it.
+    const failure = this.pool.failure;
+    if (failure !== null) return void queueMicrotask(() => this.onFailure?.(failure));
     const entry: Entry = { done: false, ok: false, then: done };
     this.entries.push(entry);
     this.pool.dispatch(this, entry, buffer, counter);
@@ -285,11 +289,16 @@ class PoolLane implements RecordLane {
     }
   }
 
-  /** The pool failed: records still here are gone; tell the channel when there were any. */
+  /**
+   * The pool failed: records still here are gone; tell the channel when there were any. What
+   * waits behind them through after() runs then, with the channel failed: it lets go of what
+   * it holds (an opener's plaintext owns counted receive memory) instead of being dropped.
+   */
   lost(reason: string): void {
-    const had = this.pending > 0;
+    const waiting = this.entries.slice(this.head);
     this.entries = [];
     this.head = 0;
-    if (had) this.onFailure?.(reason);
+    if (waiting.length > 0) this.onFailure?.(reason);
+    for (const entry of waiting) if (entry.done) entry.then(entry.ok);
   }
 }

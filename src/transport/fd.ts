@@ -56,6 +56,7 @@ export async function adoptFd(fd: number, makeHandler: (sink: Sink) => Connectio
     if (isClosed) return;
     isClosed = true;
     handler?.onClose(reason);
+    sink.discard();
     markClosed(reason);
   };
   try {

@@ -82,11 +82,20 @@ export class QueuedSink implements Sink {
   }
 
   destroy(): void {
+    this.discard();
+    this.socket?.terminate();
+  }
+
+  /**
+   * The socket is gone (the transport saw it close): what is queued will never be sent, so it
+   * is given back now — a writer's buffer may be a crypto pool slot, which nothing else would
+   * ever return — and later writes are released at once.
+   */
+  discard(): void {
     this.ending = true;
     this.queue.length = 0;
     for (const release of this.releases.splice(0)) release?.();
     this.queued = 0;
-    this.socket?.terminate();
   }
 
   pause(): void {

@@ -32,6 +32,7 @@ function socketHandlers(makeHandler: (sink: Sink, socket: Socket<SocketState>) =
     state.closed = true;
     state.reason = reason;
     state.handler?.onClose(reason);
+    state.sink.discard();
   };
   return {
     binaryType: "uint8array" as const,

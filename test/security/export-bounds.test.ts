@@ -16,7 +16,8 @@ import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import type { Done, StoragePort, ZeroFlags } from "../../src/storage/port.ts";
 import { Feature, HEADER_SIZE, Op, PAYLOAD_MAX_DEFAULT, REPLY_BIT } from "../../src/wire/dst/constants.ts";
-import { encodeHello } from "../../src/wire/dst/handshake.ts";
+import { decodeAttrs, encodeHello } from "../../src/wire/dst/handshake.ts";
+import { ClientAuth } from "../../src/crypto/dst-auth.ts";
 import { decodeHeader, encodeFrame, type Header } from "../../src/wire/dst/header.ts";
 import { FakeSink } from "../helpers/fake-sink.ts";
 
@@ -151,5 +152,59 @@ describe("a replica role change reaches sessions already admitted", () => {
     expect(bytes[HEADER_SIZE]).toBe(5); // from the new port
     const write = decodeHeader(bytes, HEADER_SIZE + read.payloadLength);
     expect([write.opcode, write.status]).toEqual([Op.WRITE | REPLY_BIT, Errno.EPERM]);
+  });
+});
+
+describe("a connection that ends in the middle of a frame gives its receive memory back", () => {
+  test("plain channel: half a 1 MiB WRITE, then the peer is gone: the receive budget is as before", () => {
+    const { server, run, connect } = rig();
+    const before = server.receiveBudget.inUse;
+    for (let i = 0; i < 4; i++) {
+      const { sink, conn } = connect();
+      const frame = encodeFrame({ opcode: Op.WRITE, txid: 1, offset: 0, length: MiB }, new Uint8Array(MiB).fill(3));
+      conn.onData(frame.subarray(0, 64 * 1024)); // spans chunks: gathered into a counted buffer
+      run();
+      expect(server.receiveBudget.inUse).toBeGreaterThan(before);
+      conn.onClose("connection reset");
+      sink.destroy();
+      run();
+      expect(server.receiveBudget.inUse).toBe(before);
+    }
+  });
+  test("sealed channel: half a 1 MiB record, then the peer is gone: the receive budget is as before", () => {
+    const secret = new Uint8Array(32).fill(9);
+    const deferred: Array<() => void> = [];
+    const server = new DstServer({
+      log: { info() {}, warn() {} },
+      defer: (work) => void deferred.push(work),
+      keys: new Map([["alice", [secret]]]),
+      exports: [{ name: "disk", description: "", port: createLocalPort(createMemoryBackend(8 * MiB)), readOnly: false, allow: [parseAllowRule("alice@127.0.0.1/32:rw") as AllowRule] }],
+    });
+    const run = () => {
+      while (deferred.length > 0) deferred.shift()!();
+    };
+    const before = server.receiveBudget.inUse;
+    for (let i = 0; i < 4; i++) {
+      const sink = new FakeSink();
+      const conn = server.accept(sink, { transport: "tcp", address: "127.0.0.1", port: 40_001 });
+      sink.handler = conn;
+      const auth = new ClientAuth({ identity: "alice", secret: secret.slice() }, ["aes-256-gcm"]);
+      const hello = encodeHello({ exportName: "disk", version: 1, clientName: "t", maxPayload: PAYLOAD_MAX_DEFAULT, features: Feature.FLUSH | Feature.SESSIONS, sessionId: null, txidFloor: 0 }, auth.helloAttrs());
+      conn.onData(hello);
+      run();
+      const challenge = sink.read();
+      const answer = auth.onChallenge(hello, decodeAttrs(challenge.subarray(HEADER_SIZE)) as Map<number, Uint8Array>);
+      if (typeof answer === "string") throw new Error(answer);
+      conn.onData(answer.auth);
+      run();
+      const frame = encodeFrame({ opcode: Op.WRITE, txid: 1, offset: 0, length: MiB }, new Uint8Array(MiB).fill(3));
+      const record = answer.channel.records!.sealer.seal([frame], frame.length);
+      conn.onData(record.subarray(0, 64 * 1024)); // the record's body buffer comes from the budget
+      run();
+      expect(server.receiveBudget.inUse).toBeGreaterThan(before);
+      conn.onClose("connection reset");
+      run();
+      expect(server.receiveBudget.inUse).toBe(before);
+    }
   });
 });

@@ -157,6 +157,37 @@ describe.skipIf(!haveLibcrypto)("crypto pool (needs libcrypto.so.3: Debian packa
     expect(opener.feed(records[5]!, () => true)).toBe(RECORD_AUTH_FAILED);
   });
 
+  test("a pool that fails while an opener gathers a record into a slot fails that channel (it waited for ever); plaintexts queued behind lost records are let go", async () => {
+    const sealer = new RecordSealer("aes-256-gcm", key, 1);
+    const record = sealer.seal([plaintext(0, 64 * KiB)], 64 * KiB);
+    const started = await startPool(1, 4);
+    const opener = new RecordOpener("aes-256-gcm", key, 1);
+    let failure: string | null = null;
+    opener.offload({ deliver: () => {}, fail: (reason) => void (failure = reason), adopt: (_slot, free) => ({ free }), discard: () => {} });
+    expect(opener.feed(record.subarray(0, 1000), () => true)).toBeNull(); // its header took a slot
+    started.close(); // the pool dies (as when a worker exits)
+    expect(opener.feed(record.subarray(1000), () => true)).toBeNull(); // the body completes: submitted to a dead pool
+    await waitFor(() => failure !== null);
+    expect(failure!).toContain("crypto pool closed");
+
+    // Behind a record lost in the pool, an inline-opened plaintext waits (after()); when the
+    // pool fails, its owner is discarded, not dropped with the queue.
+    const pool2 = await startPool(1, 1, 64 * KiB + 64);
+    const opener2 = new RecordOpener("aes-256-gcm", key, 1);
+    const discarded: unknown[] = [];
+    opener2.offload({ deliver: () => {}, fail: () => {}, adopt: (_slot, free) => ({ free }), discard: (owner) => void discarded.push(owner) });
+    const owner = { counted: 1 };
+    opener2.allocate = (size) => ({ bytes: new Uint8Array(size), owner });
+    const s2 = new RecordSealer("aes-256-gcm", key, 1);
+    const first = s2.seal([plaintext(1, 64 * KiB)], 64 * KiB); // fits the one slot: to the pool
+    const second = s2.seal([plaintext(2, 128 * KiB)], 128 * KiB); // larger than a slot: inline, behind it
+    expect(opener2.feed(first, () => true)).toBeNull();
+    expect(opener2.feed(second.subarray(0, 100), () => true)).toBeNull();
+    expect(opener2.feed(second.subarray(100), () => true)).toBeNull();
+    pool2.close();
+    expect(discarded).toEqual([owner]);
+  });
+
   test("a worker that dies fails closed: lanes holding records fail, later channels are inline", async () => {
     process.env.DSTD_CRYPTO_WORKER_EXIT_AFTER = "5";
     const reasons: string[] = [];

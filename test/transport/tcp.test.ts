@@ -70,3 +70,23 @@ test("a handler that throws on data loses its connection: the socket is closed, 
     server.stop(true);
   }
 });
+
+test("buffers queued for a peer that closed are released when the transport sees the close (a crypto pool slot has no other way back)", async () => {
+  let released = 0;
+  let queued = 0;
+  let closedAt = -1;
+  const server = await listen([{ transport: "tcp", host: "127.0.0.1", port: 0 }], (sink) => {
+    // The peer never reads: write until the kernel stops taking and the sink queues.
+    for (let i = 0; i < 64; i++) sink.write(new Uint8Array(1 << 20), () => released++);
+    queued = sink.queuedBytes;
+    return { onData() {}, onDrain() {}, onClose: () => void (closedAt = released) };
+  });
+  const port = server.bound[0]!.transport === "tcp" ? server.bound[0]!.port : 0;
+  const client = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } });
+  client.pause();
+  await until(() => queued > 0, "the server's sink to queue");
+  client.terminate();
+  await until(() => released === 64, "every written buffer released");
+  expect(closedAt).toBeLessThan(64); // what was still queued at the close came back after it
+  await server.close();
+});

@@ -213,6 +213,25 @@ export class FrameDecoder {
   }
 
   /**
+   * The stream ends here (the connection is gone): forget a frame being gathered and return
+   * the allocator's owners it held, for the caller to release — a frame cut off mid-way never
+   * reaches onFrame, and its counted memory would otherwise stay taken for good.
+   */
+  abandon(): unknown[] {
+    const owners: unknown[] = [];
+    if (this.frame !== null && this.frameOwner !== null) owners.push(this.frameOwner);
+    if (this.scatter !== null && this.scatter.owner !== null) owners.push(this.scatter.owner);
+    this.frame = null;
+    this.frameOwner = null;
+    this.frameHeader = null;
+    this.scatter = null;
+    this.scatterHeader = null;
+    this.waiting = null;
+    this.headerFill = 0;
+    return owners;
+  }
+
+  /**
    * The frame being scattered into `into` must not touch it any more (its request ended some
    * other way, e.g. a deadline): the rest of its payload goes to a private buffer, and the
    * frame is delivered from there, incomplete (`owner` as given) — for a request that no
