@@ -18,7 +18,7 @@
  */
 import { existsSync } from "node:fs";
 import { dlopen, FFIType as T, JSCallback, ptr, type Pointer } from "bun:ffi";
-import { errnoMessage } from "../lib/errno.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
 import { offload } from "./librbd-offload.ts";
 
 /** Where Debian and other distributions install the libraries, in the order tried. */
@@ -151,7 +151,15 @@ function start(submit: (completion: Pointer) => number, done: RbdDone, keep: unk
   if (made < 0) return done(made);
   const completion = Number(l.slot[0]) as Pointer;
   l.pending.set(id, { done, keep });
-  const submitted = submit(completion);
+  let submitted: number;
+  try {
+    submitted = submit(completion);
+  } catch {
+    // An argument bun:ffi cannot pass (ptr() of an empty view throws): nothing was submitted.
+    l.pending.delete(id);
+    l.rbd.rbd_aio_release(completion);
+    return done(-Errno.EINVAL);
+  }
   if (submitted < 0) {
     l.pending.delete(id);
     l.rbd.rbd_aio_release(completion);

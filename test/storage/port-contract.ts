@@ -102,6 +102,14 @@ export function portContract(name: string, options: PortContractOptions): void {
         expect(await readBack(p, 65536, 8192)).toEqual(data);
       }));
 
+    test("zero-length READ and WRITE (NBD and DST allow them) complete with 0 and leave nothing in flight", () =>
+      withPort(async (p) => {
+        expect((await read(p, 4096, 0)).errno).toBe(0);
+        expect(await write(p, 4096, new Uint8Array(0))).toBe(0);
+        expect(await write(p, 4096, new Uint8Array(0), true)).toBe(0);
+        expect(await readBack(p, 4096, 8)).toEqual(new Uint8Array(8)); // and nothing was written
+      }));
+
     for (const noHole of [false, true]) {
       test(`zero (noHole=${noHole}) reads back as zeroes exactly over an unaligned range`, () =>
         withPort(async (p) => {

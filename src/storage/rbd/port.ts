@@ -99,6 +99,8 @@ export class RbdPort implements StoragePort {
   read(offset: number, into: Uint8Array, done: Done): void {
     const invalid = this.check("read", offset, into.length);
     if (invalid !== 0) return done(invalid);
+    // Nothing to read (NBD and DST allow length 0); bun:ffi cannot pass an empty buffer anyway.
+    if (into.length === 0) return done(0);
     this.inFlight++;
     this.image.read(offset, into, (result) => {
       // A read inside the image fills the whole buffer; anything shorter is an error.
@@ -109,6 +111,7 @@ export class RbdPort implements StoragePort {
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
     const invalid = this.check("write", offset, data.length);
     if (invalid !== 0) return done(invalid);
+    if (data.length === 0) return fua ? this.flush(done) : done(0); // nothing to write; FUA still means durable
     this.inFlight++;
     this.image.write(offset, data, (result) => this.afterMutation("write", offset, data.length, result, fua, done));
   }
