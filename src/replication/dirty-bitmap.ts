@@ -35,7 +35,7 @@ import { DstdError } from "../lib/errors.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { assert } from "../lib/assert.ts";
 import { readU32, readU64, writeU32, writeU64 } from "../wire/dst/bytes.ts";
-import { files, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
+import { files, openSteps, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
 
 const PAGE = 4096;
 const MAGIC = 0x44535442;
@@ -141,44 +141,47 @@ export class DirtyBitmap {
     if (names.includes(name + NEXT)) await files.remove(dir, name + NEXT);
     const existed = names.includes(name);
     const file = await files.open(dir, name, !existed);
-    const header = new Uint8Array(PAGE);
-    const n = existed ? await files.read(file, 0, header) : 0;
-    if (n < PAGE || header.every((b) => b === 0)) {
-      const { regionSize, regions } = bitmapGeometry(diskSize, maxBytes);
-      if (n > 0) await files.truncate(file, 0); // a torn first header: nothing else was ever written
-      await files.write(file, 0, [encodeHeader(regionSize, diskSize, regions)]);
-      await files.sync(file);
-      await files.syncDir(dir);
-      return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, diskSize, new Uint8Array(Math.ceil(regions / 8)));
-    }
-    const where = `${dir.path}/${name}`;
-    const sum = Bun.hash.xxHash3(header.subarray(0, PAGE - 8));
-    const stored = (BigInt(readU32(header, PAGE - 8)) << 32n) | BigInt(readU32(header, PAGE - 4));
-    const fail = async (problem: string): Promise<never> => {
-      await files.close(file);
-      throw new DstdError("E_BITMAP", `dirty bitmap ${where}: ${problem}`);
-    };
-    if (readU32(header, 0) !== MAGIC || sum !== stored) return fail("header is corrupt (not all zero, and its checksum fails)");
-    if (header[4] !== VERSION) return fail(`format version ${header[4]} (this build reads ${VERSION})`);
-    const storedRegion = readU64(header, 8);
-    const storedDisk = readU64(header, 16);
-    const storedRegions = readU64(header, 24);
-    if (storedRegion < 1) return fail(`header names ${storedRegion}-byte regions`);
-    const bits = new Uint8Array(Math.ceil(storedRegions / 8));
-    const read = await files.read(file, PAGE, bits);
-    if (read < bits.length) bits.fill(0, read);
-    // Dirty regions past the disk's end stay: a shrink then a regrow must still copy them.
-    const covers = Math.max(diskSize, setBitsEnd(bits, storedRegion));
-    const { regionSize, regions } = bitmapGeometry(covers, maxBytes);
-    if (regionSize === storedRegion && regions === storedRegions) {
-      return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, storedDisk, bits);
-    }
-    const bitmap = new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, covers, convertBits(bits, storedRegion, regionSize, regions));
-    bitmap.rewrite = true;
-    const errno = await new Promise<number>((resolve) => bitmap.persist(resolve));
-    if (errno === 0) return bitmap;
-    await bitmap.close();
-    throw new DstdError("E_BITMAP", `dirty bitmap ${where}: converting it from a ${storedDisk}-byte disk to ${diskSize} bytes failed: ${errnoMessage(errno)}`);
+    // A failed step must not leave the file open (files.ts openSteps).
+    return openSteps(async (hold) => {
+      hold(() => files.close(file));
+      const header = new Uint8Array(PAGE);
+      const n = existed ? await files.read(file, 0, header) : 0;
+      if (n < PAGE || header.every((b) => b === 0)) {
+        const { regionSize, regions } = bitmapGeometry(diskSize, maxBytes);
+        if (n > 0) await files.truncate(file, 0); // a torn first header: nothing else was ever written
+        await files.write(file, 0, [encodeHeader(regionSize, diskSize, regions)]);
+        await files.sync(file);
+        await files.syncDir(dir);
+        return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, diskSize, new Uint8Array(Math.ceil(regions / 8)));
+      }
+      const where = `${dir.path}/${name}`;
+      const sum = Bun.hash.xxHash3(header.subarray(0, PAGE - 8));
+      const stored = (BigInt(readU32(header, PAGE - 8)) << 32n) | BigInt(readU32(header, PAGE - 4));
+      const fail = (problem: string): never => {
+        throw new DstdError("E_BITMAP", `dirty bitmap ${where}: ${problem}`);
+      };
+      if (readU32(header, 0) !== MAGIC || sum !== stored) return fail("header is corrupt (not all zero, and its checksum fails)");
+      if (header[4] !== VERSION) return fail(`format version ${header[4]} (this build reads ${VERSION})`);
+      const storedRegion = readU64(header, 8);
+      const storedDisk = readU64(header, 16);
+      const storedRegions = readU64(header, 24);
+      if (storedRegion < 1) return fail(`header names ${storedRegion}-byte regions`);
+      const bits = new Uint8Array(Math.ceil(storedRegions / 8));
+      const read = await files.read(file, PAGE, bits);
+      if (read < bits.length) bits.fill(0, read);
+      // Dirty regions past the disk's end stay: a shrink then a regrow must still copy them.
+      const covers = Math.max(diskSize, setBitsEnd(bits, storedRegion));
+      const { regionSize, regions } = bitmapGeometry(covers, maxBytes);
+      if (regionSize === storedRegion && regions === storedRegions) {
+        return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, storedDisk, bits);
+      }
+      const bitmap = new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, covers, convertBits(bits, storedRegion, regionSize, regions));
+      bitmap.rewrite = true;
+      hold(() => bitmap.close()); // the conversion may have swapped its file for the new one
+      const errno = await new Promise<number>((resolve) => bitmap.persist(resolve));
+      if (errno === 0) return bitmap;
+      throw new DstdError("E_BITMAP", `dirty bitmap ${where}: converting it from a ${storedDisk}-byte disk to ${diskSize} bytes failed: ${errnoMessage(errno)}`);
+    });
   }
 
   get regionSize(): number {

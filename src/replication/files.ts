@@ -71,6 +71,23 @@ export const files = {
   close: (file: LogFile) => promise<void>(`close ${file.name}`, (done) => file.close((e) => done(e, undefined))),
 };
 
+/**
+ * Runs an open made of several steps: `hold` registers how to close what a step opened. If a
+ * later step throws, everything held is closed, newest first (their own errors dropped: the
+ * first failure is the one reported), and the error is rethrown. A failed open must leave no
+ * descriptor behind: a retry in the same process (a unit restart under `dstd up`) would meet
+ * the files still open. Closes here are idempotent, so a step may close what it holds itself.
+ */
+export async function openSteps<T>(steps: (hold: (close: () => Promise<unknown>) => void) => Promise<T>): Promise<T> {
+  const held: (() => Promise<unknown>)[] = [];
+  try {
+    return await steps((close) => held.push(close));
+  } catch (error) {
+    for (const close of held.reverse()) await close().catch(() => {});
+    throw error;
+  }
+}
+
 /** A failed file operation: carries the errno and says which file and call. */
 export class FileError extends Error {
   constructor(

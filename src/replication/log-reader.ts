@@ -57,6 +57,7 @@ export class LogReader implements RecordSource {
   private offset = 0;
   private file: LogFile | null = null;
   private fileSegment = 0;
+  private closed = false;
   private point: ChainPoint | null;
   private nextSeq: number;
   private error: string | null = null;
@@ -107,6 +108,7 @@ export class LogReader implements RecordSource {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.file !== null) await files.close(this.file).catch(() => {});
     this.file = null;
   }
@@ -205,6 +207,12 @@ export class LogReader implements RecordSource {
     } catch (error) {
       const errno = error instanceof FileError ? error.errno : 5;
       throw new Error(`seq ${this.nextSeq}: cannot open ${segment.name} (${errnoMessage(errno)}); released?`);
+    }
+    if (this.closed) {
+      // Closed while the open ran (an applier closed mid-read): nothing else would close it.
+      await files.close(this.file).catch(() => {});
+      this.file = null;
+      throw new Error("the reader was closed");
     }
     this.fileSegment = segment.firstSeq;
     return this.file;

@@ -24,7 +24,7 @@ import { assert } from "../lib/assert.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
-import { files, type LogDirectory, type LogFile } from "./files.ts";
+import { files, openSteps, type LogDirectory, type LogFile } from "./files.ts";
 import {
   CHAIN_ORIGIN,
   chainPointOf,
@@ -142,7 +142,8 @@ export class LogStore {
 
   /** Opens the log in `dir`: recovery (docs/replication.md §3.3), then ready to append. */
   static async open(dir: LogDirectory, options: LogStoreOptions): Promise<{ store: LogStore; recovery: RecoveryReport }> {
-    const { segments, tail, report, activeFile } = await recover(dir, options);
+    // A recovery step that throws closes the segments it opened (files.ts openSteps).
+    const { segments, tail, report, activeFile } = await openSteps((hold) => recover(dir, options, hold));
     const active = activeFile === null ? null : { segment: segments[segments.length - 1]!, file: activeFile };
     const store = new LogStore(dir, options, segments, active, tail);
     return { store, recovery: report };
@@ -484,7 +485,7 @@ interface Recovered {
  * tail truncated; leftovers of an interrupted release removed; a corrupt record refused (or
  * truncated, per options) with a message naming its segment, offset and sequence number.
  */
-async function recover(dir: LogDirectory, options: LogStoreOptions): Promise<Recovered> {
+async function recover(dir: LogDirectory, options: LogStoreOptions, hold: (close: () => Promise<unknown>) => void): Promise<Recovered> {
   const report: RecoveryReport = { segments: 0, records: 0, first: 0, last: 0, bytes: 0, tornTail: null, corruption: null, removed: [] };
   const names = (await files.list(dir))
     .map((name) => ({ name, firstSeq: parseSegmentName(name) }))
@@ -510,6 +511,7 @@ async function recover(dir: LogDirectory, options: LogStoreOptions): Promise<Rec
       point = CHAIN_ORIGIN;
     }
     const file = await files.open(dir, name, false);
+    hold(() => files.close(file));
     const scan = await scanSegment(file, firstSeq, point, options.voidAfter);
     if (scan.problem !== null) {
       const problem = scan.problem;

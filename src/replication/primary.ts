@@ -32,7 +32,7 @@ import { PassThrough } from "../storage/layers/pass-through.ts";
 import { call, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
 import { AckWindow, type WindowWrite } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
-import type { LogDirectory } from "./files.ts";
+import { openSteps, type LogDirectory } from "./files.ts";
 import { LogReader, type LogPosition } from "./log-reader.ts";
 import { replayOnto } from "./replay-onto.ts";
 import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
@@ -219,26 +219,28 @@ export class ReplicationPrimary extends PassThrough {
   static async open(next: StoragePort, dir: LogDirectory, options: PrimaryOptions): Promise<ReplicationPrimary> {
     assert(options.logLimit > 0, "logLimit must be positive");
     const now = options.now ?? (() => Date.now() * 1000);
-    const stateFile = await StateFile.open(dir, PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState);
-    const state = stateFile.value ?? INITIAL_PRIMARY_STATE;
-    const { store, recovery } = await LogStore.open(dir, {
-      now,
-      // Several segments fit the limit, so releasing whole segments frees space in steps.
-      segmentSize: Math.max(RECORD_HEADER_SIZE, Math.min(options.segmentSize ?? DEFAULT_SEGMENT_SIZE, Math.floor(options.logLimit / 4))),
-      maxBatchBytes: options.maxBatchBytes,
-      voidAfter: state.voidAfter ?? undefined,
-      durableThrough: Math.max(state.checkpoint, ...Object.values(state.secondaries)),
-      onCorruption: "refuse",
-      base: options.base,
-      log: options.log,
-      onAppend: options.onAppend,
+    // A step that throws closes what the earlier ones opened (files.ts openSteps); `next` is the caller's.
+    return openSteps(async (hold) => {
+      const stateFile = await StateFile.open(dir, PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState);
+      hold(() => stateFile.close());
+      const state = stateFile.value ?? INITIAL_PRIMARY_STATE;
+      const { store, recovery } = await LogStore.open(dir, {
+        now,
+        // Several segments fit the limit, so releasing whole segments frees space in steps.
+        segmentSize: Math.max(RECORD_HEADER_SIZE, Math.min(options.segmentSize ?? DEFAULT_SEGMENT_SIZE, Math.floor(options.logLimit / 4))),
+        maxBatchBytes: options.maxBatchBytes,
+        voidAfter: state.voidAfter ?? undefined,
+        durableThrough: Math.max(state.checkpoint, ...Object.values(state.secondaries)),
+        onCorruption: "refuse",
+        base: options.base,
+        log: options.log,
+        onAppend: options.onAppend,
     });
+    hold(() => store.close());
     const gap = logGap(dir.path, store.first, store.last.seq, state.checkpoint);
-    if (gap !== null) {
-      await store.close();
-      throw new DstdError("E_LOG_GAP", gap);
-    }
+    if (gap !== null) throw new DstdError("E_LOG_GAP", gap);
     const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
+    hold(() => bitmap.close());
     if (store.last.seq > state.checkpoint) {
       await replayOnto(next, store, state.checkpoint);
       await call.flush(next);
@@ -257,6 +259,7 @@ export class ReplicationPrimary extends PassThrough {
     if (primary.mode === "logging" && primary.state.resyncPending) primary.beginResync();
     primary.kick();
     return primary;
+    });
   }
 
   override get kind(): string {

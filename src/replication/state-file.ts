@@ -17,7 +17,7 @@
 import { DstdError } from "../lib/errors.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { readU32, readU64, writeU32, writeU64 } from "../wire/dst/bytes.ts";
-import { files, FileError, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
+import { files, FileError, openSteps, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
 
 export const SLOT_SIZE = 4096;
 const MAGIC = 0x44535453;
@@ -103,10 +103,14 @@ export class StateFile<T> {
   static async open<T>(dir: LogDirectory, name: string, kind: number, validate: Validate<T>): Promise<StateFile<T>> {
     const names = await files.list(dir);
     const existed = names.includes(name);
-    const file = await files.open(dir, name, !existed);
-    if (!existed) await files.syncDir(dir);
     const buffer = new Uint8Array(2 * SLOT_SIZE);
-    const n = await files.read(file, 0, buffer);
+    const file = await files.open(dir, name, !existed);
+    // A failed step must not leave the file open (files.ts openSteps).
+    const n = await openSteps(async (hold) => {
+      hold(() => files.close(file));
+      if (!existed) await files.syncDir(dir);
+      return files.read(file, 0, buffer);
+    });
     const slots = [decodeSlot(buffer.subarray(0, SLOT_SIZE), kind), decodeSlot(buffer.subarray(SLOT_SIZE), kind)];
     let best: { counter: number; value: T; slot: number } | null = null;
     const problems: string[] = [];
