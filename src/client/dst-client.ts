@@ -193,6 +193,11 @@ export class DstClient {
     return (this.options.clock ?? REAL_CLOCK).now();
   }
 
+  /** Where the engines log (a port over this client logs there too). */
+  get log(): EngineLog {
+    return this.options.log;
+  }
+
   /** The first link's engine (its WELCOME, state and counters describe the connection). */
   get engine(): ClientEngine {
     return this.links[0]!.engine;

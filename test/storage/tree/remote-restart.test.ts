@@ -1,0 +1,161 @@
+/**
+ * A remote leg whose export restarts with less to offer (storage/remote/engine-port.ts): the
+ * new WELCOME grants a smaller MAX_PAYLOAD, or no TRIM. A tree computed its limits from the
+ * leg once, when it opened (storage/tree/legs.ts combinedFlags; a mirror's own), and goes on
+ * sending requests of that size. What must hold, against a real DST export on loopback
+ * restarted on the same TCP port: the leg still reports the limit it opened with, and a READ
+ * or WRITE of that size through the leg, a linear node or a mirror succeeds after the restart
+ * (the leg sends it in pieces), the mirror keeping the leg in sync; a TRIM the export no
+ * longer offers fails with ENOTSUP and one log line naming the change.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { parseExportUrl, type ExportUrl } from "../../../src/lib/address.ts";
+import { Errno } from "../../../src/lib/errno.ts";
+import { createMemoryBackend } from "../../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../../src/storage/local/port.ts";
+import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
+import { call, readWithHash, type StoragePort } from "../../../src/storage/port.ts";
+import { openRemotePort, type RemotePort } from "../../../src/storage/remote/remote-port.ts";
+import { LinearPort } from "../../../src/storage/tree/linear.ts";
+import { openMirror } from "../../../src/storage/tree/mirror/mirror.ts";
+import { systemClock } from "../../../src/storage/tree/system-clock.ts";
+import type { Listener } from "../../../src/transport/tcp.ts";
+import { recordingLog, type RecordingLog } from "../../helpers/log.ts";
+import { serve } from "./serve.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const SMALL = 64 * KiB;
+
+/** The same disk, offering less: a smaller largest request, no TRIM. */
+class Lesser extends PassThrough {
+  constructor(
+    next: StoragePort,
+    private readonly limit: number,
+    private readonly trims: boolean,
+  ) {
+    super(next);
+  }
+  override get maxPayload(): number {
+    return this.limit;
+  }
+  override get canTrim(): boolean {
+    return this.trims && this.next.canTrim;
+  }
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+});
+
+/** A disk served on loopback, a remote leg to it, and a restart of the export (new epoch) on the same TCP port over `lesser`. */
+async function exported(size: number): Promise<{ disk: StoragePort; leg: RemotePort; log: RecordingLog; restart(lesser: StoragePort): Promise<void> }> {
+  const disk = createLocalPort(createMemoryBackend(size));
+  let served = await serve(disk);
+  cleanups.push(() => served.listener.close());
+  const log = recordingLog();
+  const url = parseExportUrl(`dst://127.0.0.1:${served.port}/disk`) as ExportUrl;
+  const leg = await openRemotePort({ url, engine: { reconnectMinMs: 10, reconnectMaxMs: 50, deadlineMs: 20_000 }, log });
+  cleanups.push(() => leg.close());
+  const restart = async (lesser: StoragePort): Promise<void> => {
+    const tcpPort = served.port;
+    const reconnects = leg.client.counters.reconnects;
+    await served.listener.close(); // stop(true): its connections close too, as a killed export's would
+    let listener: Listener | null = null;
+    for (let attempt = 0; listener === null; attempt++) {
+      try {
+        served = await serve(lesser, tcpPort);
+        listener = served.listener;
+      } catch (error) {
+        if (attempt > 50) throw error;
+        await Bun.sleep(20); // the port is being released
+      }
+    }
+    // The leg reconnects on its own; wait until its engine runs on the new WELCOME.
+    const deadline = Date.now() + 10_000;
+    while (!(leg.client.engine.state === "ready" && leg.client.counters.reconnects > reconnects)) {
+      if (Date.now() > deadline) throw new Error(`no reconnect: ${leg.client.engine.state}, payload ${leg.client.maxPayload}`);
+      await Bun.sleep(10); // waiting for the real reconnect, not for a timing assumption
+    }
+  };
+  return { disk, leg, log, restart };
+}
+
+const pattern = (length: number, seed: number) => new Uint8Array(length).map((_, i) => (i * 31 + seed) & 0xff);
+
+test("after the export came back with a smaller MAX_PAYLOAD, a WRITE and READ of the old size through the leg and a linear node succeed", async () => {
+  const { disk, leg, restart } = await exported(8 * MiB);
+  const linear = new LinearPort([{ port: leg, label: "remote" }]);
+  const before = leg.maxPayload;
+  expect(before).toBeGreaterThanOrEqual(MiB);
+  expect(linear.maxPayload).toBe(before);
+  await restart(new Lesser(disk, SMALL, true));
+  expect(leg.client.maxPayload).toBe(SMALL);
+
+  const one = pattern(MiB, 1);
+  await call.write(leg, 0, one);
+  const two = pattern(MiB + 4 * KiB, 2);
+  await call.write(linear, 2 * MiB, two);
+  const back = new Uint8Array(two.length);
+  await call.read(linear, 2 * MiB, back);
+  expect(Buffer.from(back).equals(Buffer.from(two))).toBe(true);
+  const direct = new Uint8Array(MiB);
+  await call.read(disk, 0, direct);
+  expect(Buffer.from(direct).equals(Buffer.from(one))).toBe(true);
+  // A read in pieces has no single verified digest: none is reported, the data is right.
+  const hashed = new Uint8Array(MiB);
+  const digest = await new Promise<bigint | null>((resolve, reject) => readWithHash(leg, 0, hashed, (e, h) => (e === 0 ? resolve(h) : reject(new Error(`errno ${e}`)))));
+  expect(digest).toBeNull();
+  expect(Buffer.from(hashed).equals(Buffer.from(one))).toBe(true);
+  // Still one request's worth: within the new limit it goes whole, with its digest.
+  const small = new Uint8Array(SMALL);
+  const smallDigest = await new Promise<bigint | null>((resolve, reject) => readWithHash(leg, 0, small, (e, h) => (e === 0 ? resolve(h) : reject(new Error(`errno ${e}`)))));
+  expect(smallDigest).toBe(Bun.hash.xxHash3(one.subarray(0, SMALL)));
+  // A handed-over buffer is held once per piece, and let go once a FLUSH covers them all.
+  const hold = { holds: 0, drops: 0, hold: () => void hold.holds++, drop: () => void hold.drops++ };
+  const handed = pattern(MiB, 5);
+  expect(await new Promise<number>((resolve) => leg.writeHandedOver(4 * MiB, handed, false, hold, resolve))).toBe(0);
+  expect(hold.holds).toBe(MiB / SMALL);
+  await call.flush(leg);
+  expect(hold.drops).toBe(hold.holds);
+  await call.read(disk, 4 * MiB, back.subarray(0, MiB));
+  expect(Buffer.from(back.subarray(0, MiB)).equals(Buffer.from(handed))).toBe(true);
+  expect(leg.maxPayload).toBe(before); // what it offered at open (a returning mirror leg is checked against it)
+}, 30_000);
+
+test("a mirror whose remote leg's export came back with a smaller MAX_PAYLOAD keeps the leg in sync", async () => {
+  const { disk, leg, restart } = await exported(4 * MiB);
+  const other = createLocalPort(createMemoryBackend(4 * MiB));
+  const mirror = await openMirror(
+    [
+      { port: leg, label: "remote" },
+      { port: other, label: "local" },
+    ],
+    { clock: systemClock, randomId: () => new Uint8Array(16).fill(7), assumeClean: true, layout: { metaBytes: 45056, regionBytes: 65536, activeBytes: 65536 }, log: recordingLog() },
+  );
+  cleanups.push(() => mirror.close());
+  await restart(new Lesser(disk, SMALL, true));
+  const data = pattern(MiB, 3);
+  await call.write(mirror, MiB, data);
+  expect(mirror.state.legs.map((l) => l.state)).toEqual(["in-sync", "in-sync"]);
+  const back = new Uint8Array(MiB);
+  await call.read(leg, 45056 + MiB, back);
+  expect(Buffer.from(back).equals(Buffer.from(data))).toBe(true);
+}, 30_000);
+
+test("a TRIM the export no longer offers fails with ENOTSUP, logged once naming the change", async () => {
+  const { disk, leg, log, restart } = await exported(4 * MiB);
+  expect(leg.canTrim).toBe(true);
+  await call.trim(leg, 0, 64 * KiB);
+  await call.flush(leg); // nothing left to replay
+  await restart(new Lesser(disk, 32 * MiB, false));
+  expect(leg.canTrim).toBe(false);
+  const trim = () => new Promise<number>((resolve) => leg.trim(0, 64 * KiB, false, resolve));
+  expect(await trim()).toBe(Errno.ENOTSUP);
+  expect(await trim()).toBe(Errno.ENOTSUP);
+  const lines = log.lines.filter((line) => line.includes("no longer offers TRIM"));
+  expect(lines.length).toBe(1);
+  // Writes go on as before.
+  await call.write(leg, 0, pattern(64 * KiB, 4));
+}, 30_000);
