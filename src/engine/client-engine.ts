@@ -561,7 +561,7 @@ export class ClientEngine {
     if (restarted || durability.replayAgain) {
       durability.replayAgain = false;
       for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
-      for (const entry of replayPieces(durability.entries(), this.welcome!.size, this.maxPayload, this.log)) {
+      for (const entry of replayPieces(durability.entries(), this.welcome!, this.maxPayload, this.log)) {
         // A copy: the log's slabs may be recycled while the replay is on the wire.
         const txn = this.newTxn({ kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole }, entry.data?.slice() ?? null, null, "replay");
         this.pending.set(txn.txid, txn);

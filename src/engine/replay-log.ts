@@ -24,6 +24,7 @@
  * Pure data structure: no I/O, no time.
  */
 import { assert } from "../lib/assert.ts";
+import { Feature } from "../wire/dst/constants.ts";
 import type { Lease } from "./lease.ts";
 
 export interface ReplayEntry {
@@ -340,11 +341,26 @@ export function fitPieces(pieces: ReplayEntry[], size: number, maxPayload: numbe
   return { pieces: out, dropped };
 }
 
-/** What a replay sends: the newest pieces of the log, fitted to the export as it came back (a loss past its end is logged). */
-export function replayPieces(entries: ReplayEntry[], size: number, maxPayload: number, log: { warn(message: string): void }): ReplayEntry[] {
+/**
+ * What a replay sends: the newest pieces of the log, fitted to the export as it came back (a
+ * loss past its end is logged). A TRIM or WRITE_ZEROES its WELCOME no longer grants is not
+ * replayed either (the export would refuse it, and the replay would be sent again for ever,
+ * holding every request behind the barrier): TRIM is advisory (docs/protocol.md §4), so
+ * nothing is lost; a zeroed range may read back what it held before, which is logged.
+ */
+export function replayPieces(entries: ReplayEntry[], welcome: { size: number; features: number }, maxPayload: number, log: { warn(message: string): void }): ReplayEntry[] {
+  const size = welcome.size;
   const fitted = fitPieces(newestPieces(entries), size, maxPayload);
   if (fitted.dropped > 0) log.warn(`export is now ${size} bytes: ${fitted.dropped} bytes of acknowledged, unflushed writes past its end cannot be replayed and are lost`);
-  return fitted.pieces;
+  const granted = { write: true, trim: (welcome.features & Feature.TRIM) !== 0, zero: (welcome.features & Feature.WRITE_ZEROES) !== 0 };
+  const pieces = fitted.pieces.filter((p) => granted[p.kind]);
+  if (pieces.length === fitted.pieces.length) return pieces;
+  const bytes = (kind: ReplayEntry["kind"]) => fitted.pieces.reduce((sum, p) => sum + (p.kind === kind ? p.length : 0), 0);
+  if (!granted.trim && bytes("trim") > 0) log.warn(`the export no longer offers TRIM: ${bytes("trim")} bytes of acknowledged, unflushed trims are not replayed (a trim is advisory)`);
+  if (!granted.zero && bytes("zero") > 0) {
+    log.warn(`the export no longer offers WRITE_ZEROES: ${bytes("zero")} bytes of acknowledged, unflushed write-zeroes cannot be replayed and are lost (they may read back their old data)`);
+  }
+  return pieces;
 }
 
 function piece(entry: ReplayEntry, from: number, to: number): ReplayEntry {

@@ -6,7 +6,8 @@
  */
 import { expect, test } from "bun:test";
 import { Lease } from "../../src/engine/lease.ts";
-import { newestPieces, ReplayLog, type ReplayEntry } from "../../src/engine/replay-log.ts";
+import { newestPieces, ReplayLog, replayPieces, type ReplayEntry } from "../../src/engine/replay-log.ts";
+import { Feature } from "../../src/wire/dst/constants.ts";
 import { Prng } from "../../src/lib/prng.ts";
 
 type Model = { seq: number; kind: ReplayEntry["kind"]; offset: number; length: number; data: Uint8Array | null };
@@ -161,3 +162,20 @@ for (const seed of [11, 12, 13]) {
     }
   });
 }
+
+test("replayPieces: TRIM and WRITE_ZEROES the export no longer grants are left out, each loss logged once; writes are cut to the payload", () => {
+  const entry = (seq: number, kind: ReplayEntry["kind"], offset: number, length: number): ReplayEntry => ({
+    seq, kind, offset, length, data: kind === "write" ? new Uint8Array(length).fill(seq) : null, noHole: false,
+  });
+  const entries = [entry(1, "write", 0, 8192), entry(2, "trim", 8192, 4096), entry(3, "zero", 16384, 4096), entry(4, "trim", 32768, 4096)];
+  const lines: string[] = [];
+  const log = { warn: (line: string) => lines.push(line) };
+  const all = replayPieces(entries, { size: 1 << 20, features: Feature.TRIM | Feature.WRITE_ZEROES }, 4096, log);
+  expect(all.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual(["write@0+4096", "write@4096+4096", "trim@8192+4096", "zero@16384+4096", "trim@32768+4096"]);
+  expect(lines).toEqual([]);
+  const some = replayPieces(entries, { size: 1 << 20, features: 0 }, 4096, log);
+  expect(some.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual(["write@0+4096", "write@4096+4096"]);
+  expect(lines.length).toBe(2);
+  expect(lines[0]).toContain("no longer offers TRIM: 8192 bytes");
+  expect(lines[1]).toContain("no longer offers WRITE_ZEROES: 4096 bytes");
+});

@@ -6,7 +6,9 @@
  * restarted on the same TCP port: the leg still reports the limit it opened with, and a READ
  * or WRITE of that size through the leg, a linear node or a mirror succeeds after the restart
  * (the leg sends it in pieces), the mirror keeping the leg in sync; a TRIM the export no
- * longer offers fails with ENOTSUP and one log line naming the change.
+ * longer offers fails with ENOTSUP and one log line naming the change; an unflushed TRIM or
+ * WRITE_ZEROES is not replayed to an export that came back without it (engine/replay-log.ts
+ * replayPieces), so the leg goes on instead of replaying it until the deadline.
  */
 import { afterEach, expect, test } from "bun:test";
 import { parseExportUrl, type ExportUrl } from "../../../src/lib/address.ts";
@@ -27,12 +29,13 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const SMALL = 64 * KiB;
 
-/** The same disk, offering less: a smaller largest request, no TRIM. */
+/** The same disk, offering less: a smaller largest request, no TRIM, no WRITE_ZEROES. */
 class Lesser extends PassThrough {
   constructor(
     next: StoragePort,
     private readonly limit: number,
     private readonly trims: boolean,
+    private readonly zeroes = true,
   ) {
     super(next);
   }
@@ -41,6 +44,9 @@ class Lesser extends PassThrough {
   }
   override get canTrim(): boolean {
     return this.trims && this.next.canTrim;
+  }
+  override get canZero(): boolean {
+    return this.zeroes && this.next.canZero;
   }
 }
 
@@ -159,3 +165,24 @@ test("a TRIM the export no longer offers fails with ENOTSUP, logged once naming 
   // Writes go on as before.
   await call.write(leg, 0, pattern(64 * KiB, 4));
 }, 30_000);
+
+test("unflushed TRIM and WRITE_ZEROES are not replayed to an export that came back without them: the leg goes on, the loss is logged", async () => {
+  const { disk, leg, log, restart } = await exported(4 * MiB);
+  await call.write(leg, 0, pattern(256 * KiB, 6));
+  await call.flush(leg);
+  // Acknowledged, not flushed: held for replay.
+  await call.trim(leg, 0, 64 * KiB);
+  await call.zero(leg, 128 * KiB, 64 * KiB, { noHole: false });
+  const written = pattern(64 * KiB, 7);
+  await call.write(leg, 512 * KiB, written);
+  await restart(new Lesser(disk, 32 * MiB, false, false));
+  // Replays that the export refuses would be sent again and again, holding this behind them until the deadline (20 s).
+  const started = Date.now();
+  await call.write(leg, MiB, pattern(64 * KiB, 8));
+  expect(Date.now() - started).toBeLessThan(5_000);
+  const back = new Uint8Array(64 * KiB);
+  await call.read(leg, 512 * KiB, back);
+  expect(Buffer.from(back).equals(Buffer.from(written))).toBe(true);
+  expect(log.lines.filter((l) => l.includes("no longer offers TRIM: 65536 bytes")).length).toBe(1);
+  expect(log.lines.filter((l) => l.includes("no longer offers WRITE_ZEROES: 65536 bytes")).length).toBe(1);
+}, 10_000);
