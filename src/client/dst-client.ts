@@ -27,6 +27,7 @@ import type { ListenAddress } from "../lib/address.ts";
 import { Errno, errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import { Feature, Perm } from "../wire/dst/constants.ts";
+import type { Welcome } from "../wire/dst/handshake.ts";
 import { connect, describeListenAddress } from "../transport/tcp.ts";
 import type { ConnectionHandler, Sink } from "../transport/types.ts";
 import { BUSY, ClientEngine, type Completion, type EngineLog, type EngineState, type Request } from "../engine/client-engine.ts";
@@ -75,6 +76,12 @@ export interface DstClientOptions extends Partial<Omit<EngineOptions, "exportNam
   clock?: DriverClock;
   /** Before the first handshake: "fail" at the first lost connection, or "retry" until the deadline (default). */
   firstContact?: "fail" | "retry";
+  /**
+   * Asked on every WELCOME (each link, the first handshake and every reconnect) before anything
+   * is sent in that session, replays included: a reason to stop for good (every link shut
+   * down, requests failed, the reason logged), or null.
+   */
+  refuse?: (welcome: Welcome) => string | null;
 }
 
 /** One engine and its sockets. */
@@ -239,6 +246,13 @@ export class DstClient {
     link.engine.onRoom = () => {
       for (const wake of this.roomWaiters.splice(0)) wake();
       this.roomHook?.();
+    };
+    // The engine calls onReady after a WELCOME, before its pump sends the session's first request.
+    link.engine.onReady = () => {
+      const reason = options.refuse?.(link.engine.welcome!) ?? null;
+      if (reason === null) return;
+      options.log.warn(reason);
+      for (const each of this.links) each.engine.shutdown(reason);
     };
     // Every link hears of a resize; the client reports each new size once.
     link.engine.onResize = (size) => {

@@ -36,7 +36,7 @@ export interface RemotePortOptions {
    * The epochs of the DST exports this process serves (export/server.ts: random per server): a
    * leg whose export answers with one of them is this node itself, and is refused (a tree
    * reaching its own export would write into itself, shifted by a mirror's metadata area, or
-   * write one disk twice).
+   * write one disk twice) — at open, and on any later WELCOME: the leg then stops for good.
    */
   localEpochs?: ReadonlySet<number>;
 }
@@ -49,6 +49,11 @@ export function remoteAddress(url: ExportUrl): ListenAddress {
 export async function openRemotePort(options: RemotePortOptions): Promise<RemotePort> {
   if (options.url.protocol !== "dst") throw new DstdError("E_USAGE", `${formatExportUrl(options.url)}: a storage leg must be a dst:// or dst+unix:// export`);
   const where = formatExportUrl(options.url);
+  // On every WELCOME, not only the first: the leg's address may later reach this process (a
+  // DNS name or a VIP moved to this node), and a reconnect taken for an export restart would
+  // replay the unflushed writes into this node's own export.
+  const own = `leg ${where} is an export of this dstd process: a leg must be storage of its own (reaching its own node, a tree would write into itself, or write one disk twice); name the file or device as the leg, or another node's export`;
+  const refuse = (welcome: { epoch: number }) => (options.localEpochs?.has(welcome.epoch) === true ? own : null);
   let client: DstClient;
   try {
     client = await DstClient.open({
@@ -60,14 +65,15 @@ export async function openRemotePort(options: RemotePortOptions): Promise<Remote
       // A leg that is down when the tree opens is retried by the mirror's probes, so give up
       // at the first lost connection instead of waiting a whole deadline in silence.
       firstContact: options.firstContact ?? "fail",
+      refuse,
     });
   } catch (error) {
     throw new DstdError("E_CONNECT", `leg ${where}: ${(error as Error).message}`, { cause: error });
   }
-  const epoch = client.engine.welcome?.epoch;
-  if (epoch !== undefined && options.localEpochs?.has(epoch) === true) {
+  const welcome = client.engine.welcome;
+  if (welcome !== null && refuse(welcome) !== null) {
     await client.close().catch(() => {});
-    throw new DstdError("E_CONFIG", `leg ${where} is an export of this dstd process: a leg must be storage of its own (reaching its own node, a tree would write into itself, or write one disk twice); name the file or device as the leg, or another node's export`);
+    throw new DstdError("E_CONFIG", own);
   }
   const port = new RemotePort(client, where);
   // Room in the receive pool for the handed-over payloads the engine keeps for replay.

@@ -8,7 +8,9 @@
  * (the leg sends it in pieces), the mirror keeping the leg in sync; a TRIM the export no
  * longer offers fails with ENOTSUP and one log line naming the change; an unflushed TRIM or
  * WRITE_ZEROES is not replayed to an export that came back without it (engine/replay-log.ts
- * replayPieces), so the leg goes on instead of replaying it until the deadline.
+ * replayPieces), so the leg goes on instead of replaying it until the deadline. And a leg
+ * whose address comes to reach this very process (a DNS name or VIP moved here) stops for good
+ * at that WELCOME, its unflushed writes not replayed into this node's own export.
  */
 import { afterEach, expect, test } from "bun:test";
 import { parseExportUrl, type ExportUrl } from "../../../src/lib/address.ts";
@@ -56,22 +58,25 @@ afterEach(async () => {
 });
 
 /** A disk served on loopback, a remote leg to it, and a restart of the export (new epoch) on the same TCP port over `lesser`. */
-async function exported(size: number): Promise<{ disk: StoragePort; leg: RemotePort; log: RecordingLog; restart(lesser: StoragePort): Promise<void> }> {
+async function exported(
+  size: number,
+  localEpochs?: ReadonlySet<number>,
+): Promise<{ disk: StoragePort; leg: RemotePort; log: RecordingLog; restart(lesser: StoragePort, epoch?: number): Promise<void> }> {
   const disk = createLocalPort(createMemoryBackend(size));
   let served = await serve(disk);
   cleanups.push(() => served.listener.close());
   const log = recordingLog();
   const url = parseExportUrl(`dst://127.0.0.1:${served.port}/disk`) as ExportUrl;
-  const leg = await openRemotePort({ url, engine: { reconnectMinMs: 10, reconnectMaxMs: 50, deadlineMs: 20_000 }, log });
+  const leg = await openRemotePort({ url, engine: { reconnectMinMs: 10, reconnectMaxMs: 50, deadlineMs: 20_000 }, log, localEpochs });
   cleanups.push(() => leg.close());
-  const restart = async (lesser: StoragePort): Promise<void> => {
+  const restart = async (lesser: StoragePort, epoch?: number): Promise<void> => {
     const tcpPort = served.port;
     const reconnects = leg.client.counters.reconnects;
     await served.listener.close(); // stop(true): its connections close too, as a killed export's would
     let listener: Listener | null = null;
     for (let attempt = 0; listener === null; attempt++) {
       try {
-        served = await serve(lesser, tcpPort);
+        served = await serve(lesser, tcpPort, epoch);
         listener = served.listener;
       } catch (error) {
         if (attempt > 50) throw error;
@@ -80,7 +85,7 @@ async function exported(size: number): Promise<{ disk: StoragePort; leg: RemoteP
     }
     // The leg reconnects on its own; wait until its engine runs on the new WELCOME.
     const deadline = Date.now() + 10_000;
-    while (!(leg.client.engine.state === "ready" && leg.client.counters.reconnects > reconnects)) {
+    while (!(leg.client.engine.state === "closed" || (leg.client.engine.state === "ready" && leg.client.counters.reconnects > reconnects))) {
       if (Date.now() > deadline) throw new Error(`no reconnect: ${leg.client.engine.state}, payload ${leg.client.maxPayload}`);
       await Bun.sleep(10); // waiting for the real reconnect, not for a timing assumption
     }
@@ -185,4 +190,22 @@ test("unflushed TRIM and WRITE_ZEROES are not replayed to an export that came ba
   expect(Buffer.from(back).equals(Buffer.from(written))).toBe(true);
   expect(log.lines.filter((l) => l.includes("no longer offers TRIM: 65536 bytes")).length).toBe(1);
   expect(log.lines.filter((l) => l.includes("no longer offers WRITE_ZEROES: 65536 bytes")).length).toBe(1);
+}, 10_000);
+
+test("a leg whose export address comes to reach this process's own export stops at that WELCOME, replaying nothing into it", async () => {
+  const OWN = 0x5e1f5e1f;
+  const { leg, log, restart } = await exported(4 * MiB, new Set([OWN]));
+  await call.write(leg, 0, pattern(64 * KiB, 9)); // acknowledged, not flushed: held for replay
+  // The address now reaches this node's own export (another disk, this process's epoch).
+  const own = createLocalPort(createMemoryBackend(4 * MiB));
+  await restart(own, OWN);
+  // A FLUSH goes out only behind the replays (engine barrier): once it answered, they would have landed.
+  const flushed = await new Promise<number>((resolve) => leg.flush(resolve));
+  const written = await new Promise<number>((resolve) => leg.write(MiB, pattern(4 * KiB, 10), false, resolve));
+  const seen = new Uint8Array(MiB + 4 * KiB);
+  await call.read(own, 0, seen);
+  expect(seen.every((b) => b === 0)).toBe(true); // neither the replay nor the new write landed in itself
+  expect([flushed, written]).toEqual([Errno.ESHUTDOWN, Errno.ESHUTDOWN]);
+  expect(leg.client.engine.state).toBe("closed");
+  expect(log.lines.filter((l) => l.includes("is an export of this dstd process")).length).toBe(1);
 }, 10_000);

@@ -10,9 +10,9 @@ import { recordingLog } from "../../helpers/log.ts";
 
 const allow = [parseAllowRule("127.0.0.1/32:rw") as AllowRule];
 
-/** A DST export of `port` on loopback (on TCP port `at`, default any free one); close the listener when done. */
-export async function serve(port: StoragePort, at = 0): Promise<{ listener: Listener; port: number }> {
-  const server = new DstServer({ log: recordingLog(), exports: [{ name: "disk", description: "", port, readOnly: false, allow }] });
+/** A DST export of `port` on loopback (on TCP port `at`, default any free one; `epoch` default random); close the listener when done. */
+export async function serve(port: StoragePort, at = 0, epoch?: number): Promise<{ listener: Listener; port: number }> {
+  const server = new DstServer({ log: recordingLog(), exports: [{ name: "disk", description: "", port, readOnly: false, allow }], epoch });
   const listener = await listen([{ transport: "tcp", host: "127.0.0.1", port: at }], server.accept);
   return { listener, port: (listener.bound[0] as { port: number }).port };
 }
