@@ -35,7 +35,7 @@ import { DstdError } from "../lib/errors.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { assert } from "../lib/assert.ts";
 import { readU32, readU64, writeU32, writeU64 } from "../wire/dst/bytes.ts";
-import { files, openSteps, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
+import { files, OpenedFiles, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
 
 const PAGE = 4096;
 const MAGIC = 0x44535442;
@@ -141,9 +141,10 @@ export class DirtyBitmap {
     if (names.includes(name + NEXT)) await files.remove(dir, name + NEXT);
     const existed = names.includes(name);
     const file = await files.open(dir, name, !existed);
-    // A failed step must not leave the file open (files.ts openSteps).
-    return openSteps(async (hold) => {
-      hold(() => files.close(file));
+    // A failed step must not leave the file open (files.ts OpenedFiles).
+    const opened = new OpenedFiles();
+    opened.hold(() => files.close(file));
+    try {
       const header = new Uint8Array(PAGE);
       const n = existed ? await files.read(file, 0, header) : 0;
       if (n < PAGE || header.every((b) => b === 0)) {
@@ -177,11 +178,13 @@ export class DirtyBitmap {
       }
       const bitmap = new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, covers, convertBits(bits, storedRegion, regionSize, regions));
       bitmap.rewrite = true;
-      hold(() => bitmap.close()); // the conversion may have swapped its file for the new one
+      opened.hold(() => bitmap.close()); // the conversion may have swapped its file for the new one
       const errno = await new Promise<number>((resolve) => bitmap.persist(resolve));
       if (errno === 0) return bitmap;
       throw new DstdError("E_BITMAP", `dirty bitmap ${where}: converting it from a ${storedDisk}-byte disk to ${diskSize} bytes failed: ${errnoMessage(errno)}`);
-    });
+    } catch (error) {
+      return opened.fail(error);
+    }
   }
 
   get regionSize(): number {

@@ -72,18 +72,24 @@ export const files = {
 };
 
 /**
- * Runs an open made of several steps: `hold` registers how to close what a step opened. If a
- * later step throws, everything held is closed, newest first (their own errors dropped: the
- * first failure is the one reported), and the error is rethrown. A failed open must leave no
- * descriptor behind: a retry in the same process (a unit restart under `dstd up`) would meet
- * the files still open. Closes here are idempotent, so a step may close what it holds itself.
+ * What an open made of several steps has opened so far, and how to close it: a step that throws
+ * closes everything held, newest first (their own errors dropped: the step's failure is the one
+ * reported), then rethrows. A failed open must leave no descriptor behind: a retry in the same
+ * process (a unit restart under `dstd up`) would meet the files still open. Closes here are
+ * idempotent, so a step may close what it holds itself. Used as try/catch in the opening
+ * function itself, not as a wrapper: a success takes no extra turns of the event loop (the
+ * replication simulation's seeds replay the same schedule).
  */
-export async function openSteps<T>(steps: (hold: (close: () => Promise<unknown>) => void) => Promise<T>): Promise<T> {
-  const held: (() => Promise<unknown>)[] = [];
-  try {
-    return await steps((close) => held.push(close));
-  } catch (error) {
-    for (const close of held.reverse()) await close().catch(() => {});
+export class OpenedFiles {
+  private readonly closes: (() => Promise<unknown>)[] = [];
+
+  hold(close: () => Promise<unknown>): void {
+    this.closes.push(close);
+  }
+
+  /** Closes everything held, then throws `error` (a catch returns this). */
+  async fail(error: unknown): Promise<never> {
+    for (const close of this.closes.splice(0).reverse()) await close().catch(() => {});
     throw error;
   }
 }

@@ -24,7 +24,7 @@ import { assert } from "../lib/assert.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
-import { files, openSteps, type LogDirectory, type LogFile } from "./files.ts";
+import { files, OpenedFiles, type LogDirectory, type LogFile } from "./files.ts";
 import {
   CHAIN_ORIGIN,
   chainPointOf,
@@ -140,13 +140,15 @@ export class LogStore {
     assert(this.segmentSize >= RECORD_HEADER_SIZE, "segment size too small");
   }
 
-  /** Opens the log in `dir`: recovery (docs/replication.md §3.3), then ready to append. */
+  /** Opens the log in `dir`: recovery (docs/replication.md §3.3), then ready to append; a recovery step that throws closes the segments it opened. */
   static async open(dir: LogDirectory, options: LogStoreOptions): Promise<{ store: LogStore; recovery: RecoveryReport }> {
-    // A recovery step that throws closes the segments it opened (files.ts openSteps).
-    const { segments, tail, report, activeFile } = await openSteps((hold) => recover(dir, options, hold));
-    const active = activeFile === null ? null : { segment: segments[segments.length - 1]!, file: activeFile };
-    const store = new LogStore(dir, options, segments, active, tail);
-    return { store, recovery: report };
+    const opened = new OpenedFiles();
+    try {
+      const { segments, tail, report, activeFile } = await recover(dir, options, opened);
+      return { store: new LogStore(dir, options, segments, activeFile && { segment: segments[segments.length - 1]!, file: activeFile }, tail), recovery: report };
+    } catch (error) {
+      return opened.fail(error);
+    }
   }
 
   // ---- what it holds ----
@@ -485,7 +487,7 @@ interface Recovered {
  * tail truncated; leftovers of an interrupted release removed; a corrupt record refused (or
  * truncated, per options) with a message naming its segment, offset and sequence number.
  */
-async function recover(dir: LogDirectory, options: LogStoreOptions, hold: (close: () => Promise<unknown>) => void): Promise<Recovered> {
+async function recover(dir: LogDirectory, options: LogStoreOptions, opened: OpenedFiles): Promise<Recovered> {
   const report: RecoveryReport = { segments: 0, records: 0, first: 0, last: 0, bytes: 0, tornTail: null, corruption: null, removed: [] };
   const names = (await files.list(dir))
     .map((name) => ({ name, firstSeq: parseSegmentName(name) }))
@@ -511,7 +513,7 @@ async function recover(dir: LogDirectory, options: LogStoreOptions, hold: (close
       point = CHAIN_ORIGIN;
     }
     const file = await files.open(dir, name, false);
-    hold(() => files.close(file));
+    opened.hold(() => files.close(file));
     const scan = await scanSegment(file, firstSeq, point, options.voidAfter);
     if (scan.problem !== null) {
       const problem = scan.problem;

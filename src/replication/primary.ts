@@ -32,7 +32,7 @@ import { PassThrough } from "../storage/layers/pass-through.ts";
 import { call, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
 import { AckWindow, type WindowWrite } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
-import { openSteps, type LogDirectory } from "./files.ts";
+import { OpenedFiles, type LogDirectory } from "./files.ts";
 import { LogReader, type LogPosition } from "./log-reader.ts";
 import { replayOnto } from "./replay-onto.ts";
 import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
@@ -219,10 +219,11 @@ export class ReplicationPrimary extends PassThrough {
   static async open(next: StoragePort, dir: LogDirectory, options: PrimaryOptions): Promise<ReplicationPrimary> {
     assert(options.logLimit > 0, "logLimit must be positive");
     const now = options.now ?? (() => Date.now() * 1000);
-    // A step that throws closes what the earlier ones opened (files.ts openSteps); `next` is the caller's.
-    return openSteps(async (hold) => {
+    // A step that throws closes what the earlier ones opened (files.ts OpenedFiles); `next` is the caller's.
+    const opened = new OpenedFiles();
+    try {
       const stateFile = await StateFile.open(dir, PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState);
-      hold(() => stateFile.close());
+      opened.hold(() => stateFile.close());
       const state = stateFile.value ?? INITIAL_PRIMARY_STATE;
       const { store, recovery } = await LogStore.open(dir, {
         now,
@@ -235,31 +236,33 @@ export class ReplicationPrimary extends PassThrough {
         base: options.base,
         log: options.log,
         onAppend: options.onAppend,
-    });
-    hold(() => store.close());
-    const gap = logGap(dir.path, store.first, store.last.seq, state.checkpoint);
-    if (gap !== null) throw new DstdError("E_LOG_GAP", gap);
-    const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
-    hold(() => bitmap.close());
-    if (store.last.seq > state.checkpoint) {
-      await replayOnto(next, store, state.checkpoint);
-      await call.flush(next);
-      await stateFile.saveNow({ ...state, checkpoint: store.last.seq });
+      });
+      opened.hold(() => store.close());
+      const gap = logGap(dir.path, store.first, store.last.seq, state.checkpoint);
+      if (gap !== null) throw new DstdError("E_LOG_GAP", gap);
+      const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
+      opened.hold(() => bitmap.close());
+      if (store.last.seq > state.checkpoint) {
+        await replayOnto(next, store, state.checkpoint);
+        await call.flush(next);
+        await stateFile.saveNow({ ...state, checkpoint: store.last.seq });
+      }
+      const primary = new ReplicationPrimary(next, store, stateFile, bitmap, options, recovery);
+      if (primary.mode === "logging" && bitmap.dirtyRegions > 0 && !primary.state.resyncPending) {
+        options.log?.warn(`replication: ${bitmap.dirtyRegions} dirty regions without a resync under way; resyncing them`);
+        primary.state = { ...primary.state, resyncPending: true };
+      }
+      // A resync under way: its RESYNC_BEGIN may not have been durable when we crashed (the
+      // state is saved first): copies without a BEGIN before them would let a secondary call a
+      // half-copied region consistent (cluster simulation seed 11666, docs/replication.md §8.2).
+      // A second BEGIN is harmless: the resync restarts from its first region, and a secondary
+      // already inconsistent stays so until RESYNC_END.
+      if (primary.mode === "logging" && primary.state.resyncPending) primary.beginResync();
+      primary.kick();
+      return primary;
+    } catch (error) {
+      return opened.fail(error);
     }
-    const primary = new ReplicationPrimary(next, store, stateFile, bitmap, options, recovery);
-    if (primary.mode === "logging" && bitmap.dirtyRegions > 0 && !primary.state.resyncPending) {
-      options.log?.warn(`replication: ${bitmap.dirtyRegions} dirty regions without a resync under way; resyncing them`);
-      primary.state = { ...primary.state, resyncPending: true };
-    }
-    // A resync under way: its RESYNC_BEGIN may not have been durable when we crashed (the
-    // state is saved first): copies without a BEGIN before them would let a secondary call a
-    // half-copied region consistent (cluster simulation seed 11666, docs/replication.md §8.2).
-    // A second BEGIN is harmless: the resync restarts from its first region, and a secondary
-    // already inconsistent stays so until RESYNC_END.
-    if (primary.mode === "logging" && primary.state.resyncPending) primary.beginResync();
-    primary.kick();
-    return primary;
-    });
   }
 
   override get kind(): string {

@@ -15,7 +15,7 @@
 import type { Log } from "../lib/log.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { Applier, type ApplierClock } from "./applier.ts";
-import { files, openSteps, type FileDone, type LogDirectory } from "./files.ts";
+import { files, type FileDone, type LogDirectory } from "./files.ts";
 import { LogReader } from "./log-reader.ts";
 import { LogStore, type RecoveryReport } from "./log-store.ts";
 import { parseSegmentName } from "./segments.ts";
@@ -57,17 +57,19 @@ export class Secondary {
       await files.syncDir(dir);
       ({ store, recovery } = await LogStore.open(dir, { ...storeOptions, base: position.point }));
     }
-    // A failed applier open must not leave the copy's segment open (files.ts openSteps).
-    const applier = await openSteps(async (hold) => {
-      hold(() => store.close());
-      return Applier.open(port, dir, {
+    let applier: Applier;
+    try {
+      applier = await Applier.open(port, dir, {
         source: (from, after) => new LogReader(store, from, after),
         clock: options.clock,
         replayDelayMs: options.replayDelayMs,
         maxBatchBytes: options.maxBatchBytes,
         log: options.log,
       });
-    });
+    } catch (error) {
+      await store.close(); // a failed open must not leave the copy's segment open (files.ts OpenedFiles)
+      throw error;
+    }
     return new Secondary(store, applier, recovery);
   }
 

@@ -17,7 +17,7 @@
 import { DstdError } from "../lib/errors.ts";
 import { errnoMessage } from "../lib/errno.ts";
 import { readU32, readU64, writeU32, writeU64 } from "../wire/dst/bytes.ts";
-import { files, FileError, openSteps, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
+import { files, FileError, type FileDone, type LogDirectory, type LogFile } from "./files.ts";
 
 export const SLOT_SIZE = 4096;
 const MAGIC = 0x44535453;
@@ -105,12 +105,14 @@ export class StateFile<T> {
     const existed = names.includes(name);
     const buffer = new Uint8Array(2 * SLOT_SIZE);
     const file = await files.open(dir, name, !existed);
-    // A failed step must not leave the file open (files.ts openSteps).
-    const n = await openSteps(async (hold) => {
-      hold(() => files.close(file));
+    let n: number;
+    try {
       if (!existed) await files.syncDir(dir);
-      return files.read(file, 0, buffer);
-    });
+      n = await files.read(file, 0, buffer);
+    } catch (error) {
+      await files.close(file).catch(() => {}); // a failed open must not leave the file open (files.ts OpenedFiles)
+      throw error;
+    }
     const slots = [decodeSlot(buffer.subarray(0, SLOT_SIZE), kind), decodeSlot(buffer.subarray(SLOT_SIZE), kind)];
     let best: { counter: number; value: T; slot: number } | null = null;
     const problems: string[] = [];

@@ -1,6 +1,6 @@
 /**
  * @module test/replication/open-cleanup — a replication open that fails part way closes every
- * file it had opened (src/replication/files.ts openSteps): ReplicationPrimary.open (state
+ * file it had opened (src/replication/files.ts OpenedFiles): ReplicationPrimary.open (state
  * file, log store and its recovery, dirty bitmap and its conversion, replay onto the disk, the
  * disk flush, the checkpoint save) and Secondary.open (log copy, applier state). Each file
  * operation in turn fails once (EIO) on a copy of the same log directory; after each failed
