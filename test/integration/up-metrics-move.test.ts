@@ -10,18 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary, runDstd } from "../helpers/binary.ts";
 import { startNode, type NodeProcess } from "../helpers/node-process.ts";
+import { freeLoopbackPort } from "../helpers/ports.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "dstd-metrics-move-"));
 const stateDir = join(dir, "state");
 const configPath = join(dir, "dstd.toml");
 let node: NodeProcess;
 
-function freePort(): number {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
 
 const config = (metricsPort: number) => `state_dir = "${stateDir}"
 metrics_listen = "127.0.0.1:${metricsPort}"
@@ -38,7 +33,7 @@ const scrape = async (port: number) => (await fetch(`http://127.0.0.1:${port}/me
 let first = 0;
 beforeAll(async () => {
   ensureBinary();
-  first = freePort();
+  first = freeLoopbackPort();
   writeFileSync(configPath, config(first));
   node = startNode(["--config", configPath], { DSTD_STATE_DIR: undefined, NOTIFY_SOCKET: undefined });
   await node.waitForLog("ready:", "the node to be ready", 30_000);

@@ -11,22 +11,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureBinary } from "../helpers/binary.ts";
 import { startNode, type NodeProcess } from "../helpers/node-process.ts";
+import { freeLoopbackPort } from "../helpers/ports.ts";
 import { until } from "../helpers/wait.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "dstd-budget-"));
 let node: NodeProcess;
 const ports: number[] = [];
 
-function freePort(): number {
-  const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = probe.port;
-  probe.stop(true);
-  return port;
-}
 
 beforeAll(async () => {
   ensureBinary();
-  ports.push(freePort(), freePort());
+  ports.push(freeLoopbackPort(), freeLoopbackPort());
   const config = join(dir, "dstd.toml");
   writeFileSync(
     config,
