@@ -50,7 +50,10 @@ if (single !== undefined) {
   // (replication/ship-server.ts copying).
   // 431584: the convergence check took a re-pointed node at the new primary's last seq for
   // caught up, though it held the old primary's records after the fork (same seq, other chain).
-  for (const seed of [35542, 116655, 138274, 381777, 431584]) {
+  // 726988: the checker replayed a failover's new generation over the old primary's records,
+  // though the promoted node was consistent over a copy holding writes made around that log
+  // (its disk, not that replay, is what the new generation's records were written over).
+  for (const seed of [35542, 116655, 138274, 381777, 431584, 726988]) {
     test(`cluster sim regression seed ${seed}`, async () => {
       await runClusterSeed(seed);
     }, 60_000);

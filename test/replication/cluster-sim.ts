@@ -19,7 +19,9 @@
  * - anytime consistency (prefix): whenever a secondary's applier reports itself consistent
  *   after applying, its disk equals the replay of exactly the chain of records it applied —
  *   records as their primaries appended them (keyed by chain value, which names the whole
- *   history: no gap, no fork, no record that no primary wrote);
+ *   history: no gap, no fork, no record that no primary wrote); a promoted node's disk too,
+ *   unless its copy held writes made around its old primary's log: then that disk is the base
+ *   of its new generation (`promotedDisks`);
  * - replicated is never lost: a secondary's applied position never goes below what it reported
  *   to its primary (the primary may release the log below it), across crashes;
  * - durability: after a primary's crash and recovery each block holds a value it may hold
@@ -187,13 +189,19 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     shadow.set(point.chain, { seq: point.seq, prev: header.prev, chain: point.chain, op: header.op, flags: header.flags, offset: header.offset, length: header.length, payload });
   };
 
-  /** The disk after the chain of records ending at `point`, from the node's model or from zero. */
+  /**
+   * The disk after the chain of records ending at `point`: from the node's model, from the disk
+   * of a promotion that started a history (`promotedDisks`), or from zero.
+   */
   function replay(node: SimNode, point: ChainPoint): Uint8Array {
     const path: (ShadowRecord & { seq: number; prev: bigint })[] = [];
     let chain = point.chain;
     let seq = point.seq;
     const base = node.model;
+    let promoted: Uint8Array | undefined;
     while (seq > 0 && !(base !== null && base.seq === seq && base.chain === chain)) {
+      promoted = promotedDisks.get(chain);
+      if (promoted !== undefined) break;
       const r = shadow.get(chain);
       if (r === undefined) fail("exact records", `${node.name} applied seq ${seq} (chain ${chain.toString(16)}), which no primary wrote`);
       if (r!.seq !== seq) fail("exact records", `${node.name}: chain ${chain.toString(16)} is seq ${r!.seq} of a primary, applied as seq ${seq}`);
@@ -201,12 +209,39 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       chain = r!.prev;
       seq--;
     }
-    const bytes = seq > 0 ? base!.bytes : new Uint8Array(diskSize);
+    const bytes = promoted !== undefined ? promoted.slice() : seq > 0 ? base!.bytes : new Uint8Array(diskSize);
     for (let i = path.length - 1; i >= 0; i--) applyShadow(bytes, path[i]!);
     const after = aroundInCopy.get(node.name);
     if (after !== undefined && path.some((r) => r.seq > after && (r.flags & RecordFlag.RESYNC_END) !== 0)) aroundInCopy.delete(node.name);
     node.model = { chain: point.chain, seq: point.seq, bytes };
     return bytes;
+  }
+
+  /**
+   * A promoted node's disk when it is not the replay of the records it applied, keyed by the
+   * chain of the promotion's GENERATION MARK (which names that history alone): the disk every
+   * record of the new generation was written over. Only a node consistent over a copy that held
+   * writes made around its old primary's log (`aroundInCopy`, below) is promoted so: it is the
+   * old primary's disk at the copy's point — the around-the-log writes included, their resync
+   * not yet logged — so the chain of records it applied alone does not give it (seed 726988).
+   */
+  const promotedDisks = new Map<bigint, Uint8Array>();
+  function promoted(node: SimNode): void {
+    const mark = (sideOf(node) as Extract<NodeSide, { kind: "primary" }>).primary.store.last;
+    const r = shadow.get(mark.chain);
+    if (r === undefined || r.op !== RecordOp.MARK || (r.flags & RecordFlag.GENERATION) === 0) return fail("harness", `${node.name} promoted: its last record (seq ${mark.seq}) is not its generation's MARK`);
+    if (aroundInCopy.has(node.name)) {
+      promotedDisks.set(mark.chain, node.disk.current.slice());
+      aroundInCopy.delete(node.name);
+      log(`${node.name} promoted over a copy holding writes made around its old primary's log: its disk is the base of generation ${mark.generation}`);
+      return;
+    }
+    // Otherwise the disk it serves from now on is the replay of what it applied (also mid-resync:
+    // half-copied regions are what the copies' replay gives), checked here as after a batch.
+    const expected = replay(node, { ...mark, seq: mark.seq - 1, chain: r.prev });
+    stats.prefixChecks++;
+    const i = firstDifference(node.disk.current, expected);
+    if (i >= 0) fail("prefix", `${node.name} promoted at seq ${mark.seq - 1} differs from the replay of the records it applied at byte ${i} (block ${Math.floor(i / blockSize)})`);
   }
 
   // ---- nodes ----
@@ -678,6 +713,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     await settle(clock, next.replica!.promote(false)).catch((error: Error) => log(`promote refused: ${error.message}`));
     if (next.replica?.role !== "primary") return;
     stats.handovers++;
+    promoted(next);
     primary.model = null;
     // No write lost: the new primary's disk is the old one's.
     const i = firstDifference(next.disk.current, primary.disk.current);
@@ -830,6 +866,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     failover.old = primary.name;
     incarnation++;
     inFlight = 0;
+    promoted(next);
     adopt(next, !consistent);
     if (!consistent) stats.inconsistentPromotions++;
     next.reported = { seq: 0, generation: 0 };
