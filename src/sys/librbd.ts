@@ -1,14 +1,16 @@
 /**
  * @module sys/librbd — Ceph's librados and librbd C APIs through bun:ffi (docs/rbd.md "Design"):
- * connect to a cluster, open an image (optionally at a snapshot) and run asynchronous I/O on
- * it with `rbd_aio_*` completions. Nothing above this file sees a pointer.
+ * open an image (optionally at a snapshot) and run asynchronous I/O on it with `rbd_aio_*`
+ * completions. Nothing above this file sees a pointer.
  *
  * Completions: librbd calls its completion callback on one of its own threads. The callback
  * is one `JSCallback` with `threadsafe: true`, which Bun queues onto the JavaScript thread;
- * there the request's handler reads the return value and releases the completion. No call
- * here blocks the event loop per request; `connectCluster` (rados_connect, bounded by
- * `client_mount_timeout`) blocks once, while starting. rbd_resize and rbd_diff_iterate2,
- * which block, run on a worker thread (sys/librbd-offload.ts, sys/librbd-worker.ts).
+ * there the request's handler reads the return value and releases the completion. No call made
+ * on this thread blocks (docs/rbd.md "What blocks"): connecting, opening, closing, the size,
+ * rbd_resize and rbd_diff_iterate2 run on worker threads (sys/librbd-offload.ts,
+ * sys/librbd-worker.ts). The size in particular: librbd's rbd_get_size first re-reads the image
+ * header from the OSDs when another client changed it, so it is read on a worker when the
+ * image's update watch (`rbd_update_watch`, another threadsafe JSCallback) says it changed.
  *
  * Buffers handed to read and write stay referenced (and must stay unchanged) until their
  * completion: without librbd's cache, writes are zero-copy (librbd sends the caller's bytes).
@@ -19,7 +21,7 @@
 import { existsSync } from "node:fs";
 import { dlopen, FFIType as T, JSCallback, ptr, type Pointer } from "bun:ffi";
 import { Errno, errnoMessage } from "../lib/errno.ts";
-import { offload } from "./librbd-offload.ts";
+import { offload, type OffloadReply } from "./librbd-offload.ts";
 
 /** Where Debian and other distributions install the libraries, in the order tried. */
 const LIBRARY_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib"];
@@ -60,28 +62,13 @@ export function librbdPath(): string {
   return find("librbd.so.1", "librbd1");
 }
 
-function loadRados() {
-  return dlopen(find("librados.so.2", "librados2"), {
-    rados_create: { args: [T.ptr, T.cstring], returns: T.i32 },
-    rados_conf_read_file: { args: [T.ptr, T.cstring], returns: T.i32 },
-    rados_conf_set: { args: [T.ptr, T.cstring, T.cstring], returns: T.i32 },
-    rados_conf_get: { args: [T.ptr, T.cstring, T.ptr, T.u64], returns: T.i32 },
-    rados_connect: { args: [T.ptr], returns: T.i32 },
-    rados_shutdown: { args: [T.ptr], returns: T.void },
-    rados_ioctx_create: { args: [T.ptr, T.cstring, T.ptr], returns: T.i32 },
-    rados_ioctx_destroy: { args: [T.ptr], returns: T.void },
-    rados_ioctx_set_namespace: { args: [T.ptr, T.cstring], returns: T.void },
-  });
+/** Absolute path of librados (for sys/librbd-worker.ts). */
+export function libradosPath(): string {
+  return find("librados.so.2", "librados2");
 }
 
 function loadRbd() {
-  return dlopen(find("librbd.so.1", "librbd1"), {
-    rbd_aio_open: { args: [T.ptr, T.cstring, T.ptr, T.ptr, T.ptr], returns: T.i32 },
-    rbd_aio_open_read_only: { args: [T.ptr, T.cstring, T.ptr, T.ptr, T.ptr], returns: T.i32 },
-    rbd_aio_close: { args: [T.ptr, T.ptr], returns: T.i32 },
-    rbd_get_size: { args: [T.ptr, T.ptr], returns: T.i32 },
-    rbd_get_stripe_unit: { args: [T.ptr, T.ptr], returns: T.i32 },
-    rbd_resize: { args: [T.ptr, T.u64], returns: T.i32 },
+  return dlopen(librbdPath(), {
     rbd_aio_read: { args: [T.ptr, T.u64, T.u64, T.ptr, T.ptr], returns: T.i32 },
     rbd_aio_write: { args: [T.ptr, T.u64, T.u64, T.ptr, T.ptr], returns: T.i32 },
     rbd_aio_discard: { args: [T.ptr, T.u64, T.u64, T.ptr], returns: T.i32 },
@@ -93,16 +80,18 @@ function loadRbd() {
   });
 }
 
-type Rados = ReturnType<typeof loadRados>["symbols"];
 type Rbd = ReturnType<typeof loadRbd>["symbols"];
 
 /** Completion of an asynchronous call: librbd's return value (≥ 0, or a negative errno). */
 export type RbdDone = (result: number) => void;
 
 interface Loaded {
-  rados: Rados;
   rbd: Rbd;
   callback: JSCallback;
+  /** rbd_update_watch's callback: calls the handler registered under its argument. */
+  watchCallback: JSCallback;
+  watchers: Map<number, () => void>;
+  nextWatch: number;
   /** Requests in flight by the id passed as the completion's argument; ids start at 1. */
   pending: Map<number, { done: RbdDone; keep: unknown }>;
   nextId: number;
@@ -114,7 +103,6 @@ let loaded: Loaded | null = null;
 
 function libs(): Loaded {
   if (loaded !== null) return loaded;
-  const rados = loadRados().symbols;
   const rbd = loadRbd().symbols;
   const pending = new Map<number, { done: RbdDone; keep: unknown }>();
   const callback = new JSCallback(
@@ -129,7 +117,11 @@ function libs(): Loaded {
     },
     { args: [T.ptr, T.ptr], returns: T.void, threadsafe: true },
   );
-  loaded = { rados, rbd, callback, pending, nextId: 1, slot: new BigUint64Array(1) };
+  const watchers = new Map<number, () => void>();
+  // On the JavaScript thread too (threadsafe): librbd calls it on its own thread, and its
+  // rbd_close waits for calls in flight, which only queue this one.
+  const watchCallback = new JSCallback((arg: number | null) => watchers.get(arg ?? 0)?.(), { args: [T.ptr], returns: T.void, threadsafe: true });
+  loaded = { rbd, callback, watchCallback, watchers, nextWatch: 1, pending, nextId: 1, slot: new BigUint64Array(1) };
   return loaded;
 }
 
@@ -147,7 +139,7 @@ function start(submit: (completion: Pointer) => number, done: RbdDone, keep: unk
   const l = libs();
   const id = l.nextId;
   l.nextId = id >= 0x7fffffff ? 1 : id + 1;
-  const made = l.rbd.rbd_aio_create_completion(id as unknown as Pointer, l.callback.ptr, ptr(l.slot));
+  const made = l.rbd.rbd_aio_create_completion(id as unknown as Pointer, l.callback.ptr, l.slot);
   if (made < 0) return done(made);
   const completion = Number(l.slot[0]) as Pointer;
   l.pending.set(id, { done, keep });
@@ -167,120 +159,109 @@ function start(submit: (completion: Pointer) => number, done: RbdDone, keep: unk
   }
 }
 
-function cstring(text: string): Uint8Array {
-  return new TextEncoder().encode(`${text}\0`);
-}
-
 export interface ClusterOptions {
   /** ceph.conf to read; null: librados's default search (CEPH_CONF, /etc/ceph/ceph.conf, …). */
   conf: string | null;
   /** Client id without "client." (e.g. "admin"); null: librados's default. */
   id: string | null;
   keyring: string | null;
-  /** rados_connect gives up after this many seconds (client_mount_timeout). */
+  /** rados_connect and monitor commands give up after this many seconds (client_mount_timeout, rados_mon_op_timeout). */
   connectTimeoutSeconds: number;
+  /** An OSD operation fails with ETIMEDOUT after this many seconds (rados_osd_op_timeout). */
+  osdOpTimeoutSeconds: number;
 }
 
-/** A connected cluster handle with an I/O context on one pool. */
-export class RbdCluster {
-  private closed = false;
-  private constructor(
-    private readonly cluster: Pointer,
-    private readonly ioctx: Pointer,
-  ) {}
+/** Which image to open: `snapshot` (if any) is served read-only. */
+export interface ImageLocation {
+  pool: string;
+  namespace: string | null;
+  image: string;
+  snapshot: string | null;
+  readOnly: boolean;
+}
 
-  /** Connect (blocks up to `connectTimeoutSeconds`) and open an I/O context on `pool`. */
-  static connect(options: ClusterOptions, pool: string, namespace: string | null): RbdCluster {
-    const { rados } = libs();
-    const out = new BigUint64Array(1);
-    const check = (call: string, result: number, detail = "") => {
-      if (result < 0) throw new RbdError(call, -result, detail);
-    };
-    check("rados_create", rados.rados_create(ptr(out), options.id === null ? null : ptr(cstring(options.id))), options.id === null ? "" : ` (id ${options.id})`);
-    const cluster = Number(out[0]) as Pointer;
-    try {
-      const set = (key: string, value: string) => check("rados_conf_set", rados.rados_conf_set(cluster, ptr(cstring(key)), ptr(cstring(value))), ` ${key}`);
-      // Defaults first, so that ceph.conf may override them.
-      set("client_mount_timeout", String(options.connectTimeoutSeconds));
-      set("rados_mon_op_timeout", String(options.connectTimeoutSeconds));
-      // No librbd cache: a write is on the OSDs when it completes (docs/rbd.md "Design").
-      set("rbd_cache", "false");
-      const conf = options.conf === null ? null : ptr(cstring(options.conf));
-      check("reading the Ceph configuration", rados.rados_conf_read_file(cluster, conf), options.conf === null ? " (default search path)" : ` ${options.conf}`);
-      // Without a cache librbd may send the caller's buffer itself instead of a copy (it holds
-      // the completion until it lets go of the buffer); with a cache the copy is required.
-      const value = new Uint8Array(16);
-      if (rados.rados_conf_get(cluster, ptr(cstring("rbd_cache")), ptr(value), value.length) === 0 && new TextDecoder().decode(value.subarray(0, value.indexOf(0))) === "false") {
-        set("rbd_disable_zero_copy_writes", "false");
-      }
-      if (options.keyring !== null) set("keyring", options.keyring);
-      check("connecting to the Ceph cluster (rados_connect)", rados.rados_connect(cluster));
-      check("opening the pool", rados.rados_ioctx_create(cluster, ptr(cstring(pool)), ptr(out)), ` '${pool}'`);
-      const ioctx = Number(out[0]) as Pointer;
-      if (namespace !== null) rados.rados_ioctx_set_namespace(ioctx, ptr(cstring(namespace)));
-      return new RbdCluster(cluster, ioctx);
-    } catch (error) {
-      rados.rados_shutdown(cluster);
-      throw error;
+/**
+ * An open image on its own cluster connection. Offsets and lengths are bytes; results are
+ * librbd's (negative errno).
+ */
+export class RbdImage {
+  private readonly rbd: Rbd;
+  private readonly image: Pointer;
+  private handler: (() => void) | null = null;
+  private updatedEarly = false;
+  private closed = false;
+
+  private constructor(
+    private readonly handles: { cluster: number; ioctx: number; image: number },
+    /** The size when opened; later sizes come from `readSize` and `resize`. */
+    readonly openedSize: number,
+    private readonly watchKey: number,
+  ) {
+    this.rbd = libs().rbd;
+    this.image = handles.image as Pointer;
+  }
+
+  /**
+   * Connect, open the pool and the image, all on the opening worker (rados_connect waits up to
+   * `connectTimeoutSeconds` for an unreachable cluster; this thread serves on meanwhile).
+   */
+  static async open(cluster: ClusterOptions, at: ImageLocation): Promise<RbdImage> {
+    const l = libs();
+    const key = l.nextWatch;
+    l.nextWatch = key >= 0x7fffffff ? 1 : key + 1;
+    let image: RbdImage | null = null;
+    let early = false;
+    // Registered before the size is read: a change after that read always arrives here.
+    l.watchers.set(key, () => (image === null ? (early = true) : image.updated()));
+    const reply: OffloadReply = await offload({
+      kind: "open",
+      conf: cluster.conf,
+      clientId: cluster.id,
+      keyring: cluster.keyring,
+      connectTimeoutSeconds: cluster.connectTimeoutSeconds,
+      osdOpTimeoutSeconds: cluster.osdOpTimeoutSeconds,
+      ...at,
+      watch: { callback: Number(l.watchCallback.ptr), arg: key },
+    });
+    if (reply.result < 0 || reply.handles === undefined) {
+      l.watchers.delete(key);
+      throw new RbdError(reply.call ?? "opening the image", reply.result < 0 ? -reply.result : 5, reply.detail ?? "");
+    }
+    image = new RbdImage(reply.handles, reply.size ?? 0, key);
+    image.updatedEarly = early;
+    return image;
+  }
+
+  /**
+   * `handler` runs (on this thread) whenever another client changed the image's header (a
+   * resize, a snapshot, a lock): the size may have changed. At once if that happened already.
+   */
+  onUpdate(handler: () => void): void {
+    this.handler = handler;
+    if (this.updatedEarly) {
+      this.updatedEarly = false;
+      handler();
     }
   }
 
-  /** Open `image` (at `snapshot`, read-only, when given) asynchronously. */
-  openImage(image: string, snapshot: string | null, readOnly: boolean): Promise<RbdImage> {
-    const l = libs();
-    const out = new BigUint64Array(1);
-    const name = cstring(image);
-    const snap = snapshot === null ? null : cstring(snapshot);
-    const open = readOnly ? l.rbd.rbd_aio_open_read_only : l.rbd.rbd_aio_open;
-    return new Promise((resolve, reject) => {
-      start(
-        (c) => open(this.ioctx, ptr(name), ptr(out), snap === null ? null : ptr(snap), c),
-        (result) => {
-          if (result < 0) reject(new RbdError("opening the image", -result, ` '${image}'${snapshot === null ? "" : `@${snapshot}`}`));
-          else resolve(new RbdImage(Number(out[0]) as Pointer));
-        },
-        [out, name, snap],
-      );
-    });
-  }
-
-  /** Destroy the I/O context and shut the connection down. Idempotent. */
-  close(): void {
+  private updated(): void {
     if (this.closed) return;
-    this.closed = true;
-    const { rados } = libs();
-    rados.rados_ioctx_destroy(this.ioctx);
-    rados.rados_shutdown(this.cluster);
-  }
-}
-
-/** An open image. Offsets and lengths are bytes; results are librbd's (negative errno). */
-export class RbdImage {
-  private readonly out = new BigUint64Array(1);
-  private readonly rbd: Rbd;
-  constructor(private readonly image: Pointer) {
-    this.rbd = libs().rbd;
+    if (this.handler === null) this.updatedEarly = true;
+    else this.handler();
   }
 
-  size(): number {
-    const result = this.rbd.rbd_get_size(this.image, ptr(this.out));
-    if (result < 0) throw new RbdError("rbd_get_size", -result);
-    return Number(this.out[0]);
-  }
-
-  /** The object size (the stripe unit of an image without fancy striping). */
-  stripeUnit(): number {
-    const result = this.rbd.rbd_get_stripe_unit(this.image, ptr(this.out));
-    if (result < 0) throw new RbdError("rbd_get_stripe_unit", -result);
-    return Number(this.out[0]);
+  /** The image's size, read on the worker (where librbd may first re-read the header). */
+  readSize(done: (result: number, size: number) => void): void {
+    void offload({ kind: "size", image: this.handles.image }).then((reply) => done(reply.result, reply.size ?? 0));
   }
 
   /**
    * rbd_resize on the worker (sys/librbd-offload.ts): growing updates the header, shrinking
-   * deletes objects; either way this thread keeps serving meanwhile.
+   * deletes objects; either way this thread keeps serving meanwhile. `size` is the image's size
+   * afterwards.
    */
-  resize(size: number, done: RbdDone): void {
-    void offload({ kind: "resize", image: Number(this.image), size }).then((reply) => done(reply.result));
+  resize(size: number, done: (result: number, size: number) => void): void {
+    void offload({ kind: "resize", image: this.handles.image, size }).then((reply) => done(reply.result, reply.size ?? 0));
   }
 
   /**
@@ -289,7 +270,7 @@ export class RbdImage {
    * when the image has no valid fast-diff map (no cheap answer).
    */
   allocated(offset: number, length: number, done: (result: number, extents: number[] | null) => void): void {
-    void offload({ kind: "allocated", image: Number(this.image), offset, length }).then((reply) => done(reply.result, reply.extents));
+    void offload({ kind: "allocated", image: this.handles.image, offset, length }).then((reply) => done(reply.result, reply.extents));
   }
 
   read(offset: number, into: Uint8Array, done: RbdDone): void {
@@ -313,8 +294,14 @@ export class RbdImage {
     start((c) => this.rbd.rbd_aio_flush(this.image, c), done, null);
   }
 
+  /**
+   * Close the image (rbd_close, which also ends its update watch), the pool and the cluster
+   * connection, on the worker (releasing the exclusive lock writes to the OSDs). Once.
+   */
   close(done: RbdDone): void {
-    start((c) => this.rbd.rbd_aio_close(this.image, c), done, null);
+    if (this.closed) return done(0);
+    this.closed = true;
+    libs().watchers.delete(this.watchKey);
+    void offload({ kind: "close", ...this.handles }).then((reply) => done(reply.result));
   }
 }
-

@@ -5,7 +5,7 @@
  * DSTD_REQUIRE_TOOLS=1, as test/helpers/tools.ts does).
  */
 import { spawn } from "bun";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { rbdLibraryProblem } from "../../src/sys/librbd.ts";
 import { haveTools } from "./tools.ts";
@@ -22,6 +22,11 @@ export interface CephCluster {
   testKeyring: string | null;
   /** Run `rbd -c CONF ARGS`; resolves with its stdout, rejects naming the command on failure. */
   rbd(...args: string[]): Promise<string>;
+  /**
+   * Stop the OSD (SIGSTOP) for `ms`; a separate process resumes it (SIGCONT), so the resume
+   * happens even while this process's event loop is stuck. Resolves once it is resumed.
+   */
+  pauseOsd(ms: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -60,6 +65,12 @@ export async function startCephCluster(memstoreBytes = 2 * 1024 ** 3, options: {
     conf,
     testKeyring: options.cephx ? join(dir, "client.test.keyring") : null,
     rbd: (...args: string[]) => run(["rbd", "-c", conf, ...args]),
+    async pauseOsd(ms: number) {
+      const osd = /^osd\.\d+ (\d+)$/m.exec(readFileSync(join(dir, "pids"), "utf8"));
+      if (osd === null) throw new Error(`no OSD pid in ${dir}/pids`);
+      process.kill(Number(osd[1]), "SIGSTOP");
+      await run(["sh", "-c", `sleep ${ms / 1000}; kill -CONT ${osd[1]}`]);
+    },
     async stop() {
       if (existsSync(dir)) await run([SCRIPT, "stop", dir]);
     },

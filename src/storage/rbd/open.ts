@@ -7,12 +7,23 @@
 import { existsSync } from "node:fs";
 import type { RbdSpec } from "../../config/types.ts";
 import { DstdError, errorMessage } from "../../lib/errors.ts";
-import { RbdCluster, RbdError, rbdLibraryProblem } from "../../sys/librbd.ts";
+import { RbdError, RbdImage, rbdLibraryProblem } from "../../sys/librbd.ts";
 import type { StoragePort } from "../port.ts";
 import { RbdPort } from "./port.ts";
 
-/** rados_connect and monitor commands give up after this (client_mount_timeout); ceph.conf may override. */
+/** rados_connect and monitor commands give up after this (client_mount_timeout, rados_mon_op_timeout); ceph.conf may override. */
 export const RBD_CONNECT_TIMEOUT_SECONDS = 30;
+
+/**
+ * An OSD operation (a request's I/O, a header refresh, a close) fails with ETIMEDOUT after this
+ * (rados_osd_op_timeout; librados's own default waits for ever); ceph.conf may override.
+ * docs/rbd.md "What blocks": half the client engine's default deadline (engine/options.ts,
+ * 120 s), so the export answers with the error before a client gives up on its own and a
+ * mirror degrades an RBD leg before its writes time out at the client; and longer than an OSD
+ * takes to be marked down and its placement groups to move (about 20-30 s), so an OSD restart
+ * or failover is ridden out without an error.
+ */
+export const RBD_OSD_OP_TIMEOUT_SECONDS = 60;
 
 /** `rbd:POOL/[NAMESPACE/]IMAGE[@SNAP]`, as status and logs show it. */
 export function describeRbd(spec: RbdSpec): string {
@@ -33,19 +44,17 @@ export function rbdPreflight(spec: RbdSpec): string[] {
 export async function openRbdPort(spec: RbdSpec, options: { readOnly: boolean; log?: { warn(message: string): void } }): Promise<StoragePort> {
   const description = describeRbd(spec);
   const readOnly = options.readOnly || spec.snapshot !== null;
-  let cluster: RbdCluster;
+  let image: RbdImage;
   try {
-    cluster = RbdCluster.connect({ conf: spec.conf, id: spec.id, keyring: spec.keyring, connectTimeoutSeconds: RBD_CONNECT_TIMEOUT_SECONDS }, spec.pool, spec.namespace);
+    // On the librbd opening worker: this thread serves on while rados_connect waits.
+    image = await RbdImage.open(
+      { conf: spec.conf, id: spec.id, keyring: spec.keyring, connectTimeoutSeconds: RBD_CONNECT_TIMEOUT_SECONDS, osdOpTimeoutSeconds: RBD_OSD_OP_TIMEOUT_SECONDS },
+      { pool: spec.pool, namespace: spec.namespace, image: spec.image, snapshot: spec.snapshot, readOnly },
+    );
   } catch (error) {
     throw openError(description, error);
   }
-  try {
-    const image = await cluster.openImage(spec.image, spec.snapshot, readOnly);
-    return new RbdPort(image, cluster, { description, readOnly, log: options.log });
-  } catch (error) {
-    cluster.close();
-    throw openError(description, error);
-  }
+  return new RbdPort(image, { description, readOnly, log: options.log });
 }
 
 function openError(description: string, error: unknown): DstdError {

@@ -9,13 +9,24 @@
  * refused (ENOTSUP): librbd may write zeroes to do it. Block status and resize run librbd's
  * blocking calls on a worker thread (sys/librbd-offload.ts), counted in flight like I/O.
  *
- * Must not: cache the size (another client may resize the image: librbd refreshes it), or
- * let a request reach librbd after close began (EBADF instead).
+ * The size is kept here and refreshed on the worker (docs/rbd.md "What blocks"): reading it
+ * from librbd per request would block this thread whenever another client had changed the image
+ * header (rbd_get_size re-reads it from the OSDs first; a stopped OSD stopped the whole node).
+ * It is read again when the image's update watch fires (another client resized it, took a
+ * snapshot, …) and after our own resize. Until then a request past the real end of a shrunk
+ * image fails in librbd (EINVAL, or a short read, which is EIO); one into a grown image's new
+ * tail is refused as out of range.
+ *
+ * Must not: let a request reach librbd after close began (EBADF instead).
  */
 import { Errno, errnoName } from "../../lib/errno.ts";
-import type { RbdCluster, RbdImage } from "../../sys/librbd.ts";
+import type { RbdImage } from "../../sys/librbd.ts";
 import type { Done, Extent, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind } from "../validate.ts";
+
+/** A failed size refresh is tried again after this long, doubling up to SIZE_RETRY_MAX_MS. */
+const SIZE_RETRY_MS = 1000;
+const SIZE_RETRY_MAX_MS = 60_000;
 
 /** 32 MiB: the largest request the Linux client sends (as storage/local/port.ts). */
 const MAX_PAYLOAD = 32 * 1024 * 1024;
@@ -82,18 +93,53 @@ export class RbdPort implements StoragePort {
   private closing: Promise<void> | null = null;
   private drained: (() => void) | null = null;
   private failures = 0;
+  private knownSize: number;
+  /** A size refresh on the worker: none, one running, one running and another one asked for. */
+  private refresh: "idle" | "running" | "again" = "idle";
+  private retry: { timer: ReturnType<typeof setTimeout> | null; delay: number } = { timer: null, delay: SIZE_RETRY_MS };
 
   constructor(
     private readonly image: RbdImage,
-    private readonly cluster: RbdCluster,
     private readonly options: RbdPortOptions,
   ) {
     this.description = options.description;
     this.readOnly = options.readOnly;
+    this.knownSize = image.openedSize;
+    image.onUpdate(() => this.refreshSize());
   }
 
   get size(): number {
-    return this.closing === null ? this.image.size() : 0;
+    return this.closing === null ? this.knownSize : 0;
+  }
+
+  /** Read the size again on the worker; a refresh asked for while one runs follows it. */
+  private refreshSize(): void {
+    if (this.closing !== null) return;
+    if (this.refresh !== "idle") {
+      this.refresh = "again";
+      return;
+    }
+    if (this.retry.timer !== null) clearTimeout(this.retry.timer);
+    this.retry.timer = null;
+    this.refresh = "running";
+    this.inFlight++;
+    this.image.readSize((result, size) => {
+      const again = this.refresh === "again";
+      this.refresh = "idle";
+      if (result >= 0) {
+        this.knownSize = size;
+        this.retry.delay = SIZE_RETRY_MS;
+      }
+      this.finish("size refresh", 0, 0, result, () => {});
+      if (this.closing !== null) return;
+      if (again) this.refreshSize();
+      else if (result < 0) {
+        // librbd keeps the header flagged for a refresh: read it again later.
+        this.retry.timer = setTimeout(() => this.refreshSize(), this.retry.delay);
+        this.retry.timer.unref?.();
+        this.retry.delay = Math.min(this.retry.delay * 2, SIZE_RETRY_MAX_MS);
+      }
+    });
   }
 
   read(offset: number, into: Uint8Array, done: Done): void {
@@ -161,21 +207,24 @@ export class RbdPort implements StoragePort {
     if (!Number.isSafeInteger(size) || size < 0) return done(Errno.EINVAL);
     // rbd_resize blocks (a shrink deletes objects): it runs on the librbd worker thread.
     this.inFlight++;
-    this.image.resize(size, (result) => this.finish("resize", size, 0, result, done));
+    this.image.resize(size, (result, after) => {
+      if (result >= 0) this.knownSize = after;
+      this.finish("resize", size, 0, result, done);
+    });
   }
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      if (this.retry.timer !== null) clearTimeout(this.retry.timer);
       if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
       await new Promise<void>((resolve) => this.image.close(() => resolve()));
-      this.cluster.close();
     })();
     return this.closing;
   }
 
   private check(kind: RequestKind, offset: number, length: number): number {
     if (this.closing !== null) return Errno.EBADF;
-    return validateRequest(kind, offset, length, { size: this.image.size(), writable: !this.readOnly, maxPayload: MAX_PAYLOAD });
+    return validateRequest(kind, offset, length, { size: this.knownSize, writable: !this.readOnly, maxPayload: MAX_PAYLOAD });
   }
 
   private afterMutation(what: string, offset: number, length: number, result: number, fua: boolean, done: Done): void {

@@ -5,6 +5,8 @@
  * problem. Skips naming the Debian packages when Ceph is not installed.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { NbdClient } from "../../../src/client/nbd-client.ts";
 import { acceptNbd } from "../../../src/nbd/connection.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
@@ -14,6 +16,7 @@ import { MAX_OFFLOAD_QUEUE } from "../../../src/sys/librbd-offload.ts";
 import { Errno } from "../../../src/lib/errno.ts";
 import type { RbdSpec } from "../../../src/config/types.ts";
 import { listen } from "../../../src/transport/tcp.ts";
+import { until } from "../../helpers/wait.ts";
 import { haveCeph, startCephCluster, type CephCluster } from "../../helpers/ceph.ts";
 import { pattern } from "../contract.ts";
 import { portContract } from "../port-contract.ts";
@@ -197,6 +200,75 @@ describe.skipIf(!enabled)("rbd port", () => {
       await port.close();
     }
   }, 120_000);
+
+  test("a header change by another client never stops the event loop: a request with the OSD stopped returns at once", async () => {
+    const name = await newImage();
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    try {
+      await call.write(port, 0, pattern(4096, 9));
+      // Another client changes the header: librbd flags the image for a refresh, which its
+      // synchronous calls (rbd_get_size) then wait for, reading the header from the OSD.
+      await cluster!.rbd("snap", "create", `rbd/${name}@s1`);
+      const resumed = cluster!.pauseOsd(3000);
+      const stamps: number[] = [];
+      const ticker = setInterval(() => stamps.push(performance.now()), 20);
+      const back = new Uint8Array(4096);
+      const started = performance.now();
+      const read = new Promise<number>((resolve) => port.read(0, back, resolve));
+      const returnedAfter = performance.now() - started;
+      await resumed;
+      clearInterval(ticker);
+      expect(await read).toBe(0);
+      expect(back).toEqual(new Uint8Array(pattern(4096, 9)));
+      // Observed with rbd_get_size per request on this thread: the call returned after the
+      // whole pause (~3 s), with no timer tick meanwhile.
+      expect(returnedAfter).toBeLessThan(500);
+      const gaps = stamps.slice(1).map((t, i) => t - stamps[i]!);
+      expect(stamps.length).toBeGreaterThan(30);
+      expect(Math.max(...gaps)).toBeLessThan(1000);
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+
+  test("the size follows the image when another client resizes it (update watch, refreshed on the worker)", async () => {
+    const name = await newImage("16M");
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    try {
+      expect(port.size).toBe(16 * MiB);
+      await cluster!.rbd("resize", "--size", "32M", `rbd/${name}`);
+      await until(() => port.size === 32 * MiB, "the grown size", 10_000);
+      await call.write(port, 31 * MiB, pattern(4096, 3));
+      await cluster!.rbd("resize", "--size", "8M", "--allow-shrink", `rbd/${name}`);
+      await until(() => port.size === 8 * MiB, "the shrunk size", 10_000);
+      await expect(call.read(port, 8 * MiB, new Uint8Array(4096))).rejects.toThrow();
+    } finally {
+      await port.close();
+    }
+  }, 60_000);
+
+  test("opening against an unreachable monitor never stops the event loop (rados_connect runs on the worker)", async () => {
+    // A port nothing listens on: librados keeps trying until client_mount_timeout.
+    const conf = join(cluster!.dir, "unreachable.conf");
+    writeFileSync(conf, ["[global]", "mon host = 127.0.0.1:9", "auth cluster required = none", "auth service required = none", "auth client required = none", "client mount timeout = 2", "log file = /dev/null", ""].join("\n"));
+    const stamps: number[] = [];
+    const ticker = setInterval(() => stamps.push(performance.now()), 20);
+    const started = performance.now();
+    const opening = openRbdPort(spec("x", { conf }), { readOnly: false });
+    const returnedAfter = performance.now() - started;
+    try {
+      await expect(opening).rejects.toThrow(/cannot open rbd:rbd\/x: connecting to the Ceph cluster \(rados_connect\)/);
+    } finally {
+      clearInterval(ticker);
+    }
+    // Observed with rados_connect on this thread: the call returned after the whole timeout.
+    expect(returnedAfter).toBeLessThan(500);
+    // ceph.conf's client_mount_timeout (2 s) counts, not dstd's default (30 s): observed 30 s
+    // when dstd set its default over the file's value.
+    expect(performance.now() - started).toBeGreaterThan(1500);
+    expect(performance.now() - started).toBeLessThan(15_000);
+    expect(stamps.length).toBeGreaterThan(30);
+  }, 60_000);
 
   test("nothing stays in flight after the ports close", () => {
     expect(rbdRequestsInFlight()).toBe(0);
