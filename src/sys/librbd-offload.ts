@@ -44,14 +44,15 @@ export type OffloadCall =
   | { kind: "close"; image: number; ioctx: number; cluster: number }
   | { kind: "size"; image: number }
   | { kind: "resize"; image: number; size: number }
-  | { kind: "allocated"; image: number; offset: number; length: number };
+  | { kind: "allocated"; image: number; offset: number; length: number; maxExtents: number };
 export type OffloadRequest = OffloadCall & { id: number };
 
 /**
  * The worker's answer. `result` is librbd's (≥ 0, or a negative errno).
  * - "allocated": `extents` is null when the image keeps no valid fast-diff map (no cheap
  *   answer: treat all as data), else flat [offset, length, exists (1/0)] triples of whole
- *   objects, in image order.
+ *   objects, in image order, covering [offset, offset + `walked`) (the walk stops once it has
+ *   more than maxExtents runs).
  * - "open", "size", "resize": `size`, the image's size afterwards.
  * - "open": `handles` on success; on failure `call` and `detail` say what failed.
  */
@@ -59,11 +60,15 @@ export interface OffloadReply {
   id: number;
   result: number;
   extents: number[] | null;
+  walked?: number;
   size?: number;
   handles?: { cluster: number; ioctx: number; image: number };
   call?: string;
   detail?: string;
 }
+
+/** Objects in the first window of a block-status walk (4 GiB of 4 MiB objects); each next window doubles. */
+export const WINDOW_OBJECTS = 1024;
 
 /** Requests queued on one worker at most; beyond it a call fails with EAGAIN at once (but close). */
 export const MAX_OFFLOAD_QUEUE = 4096;

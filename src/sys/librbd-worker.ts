@@ -16,20 +16,27 @@
  * (the listing path completes on them), so the callback is a threadsafe JSCallback: Bun queues
  * every call, from any thread, onto this worker's event loop, in order, and they run after
  * rbd_diff_iterate2 returned. A last call made from here with `exists = -1` is queued behind
- * all of them and marks the end.
+ * all of them and marks the end. The range is walked in windows, the first WINDOW_OBJECTS
+ * objects long and each next one twice the last, and the walk stops once it holds more runs
+ * than asked for (storage/port.ts: the work is bounded by the reply): one call over a whole
+ * image reports every object written in it. Windows grow because every call loads the whole
+ * object map from the OSDs again.
  *
  * Must be an extra entry point of every `bun build --compile` that uses RBD (build.ts).
  */
 import { CFunction, dlopen, FFIType as T, JSCallback, type Pointer } from "bun:ffi";
 import { cephConfSets } from "./ceph-conf.ts";
+import { allocationExtents } from "./librbd-extents.ts";
 import { libradosPath, librbdPath } from "./librbd.ts";
-import type { OffloadReply, OffloadRequest } from "./librbd-offload.ts";
+import { WINDOW_OBJECTS, type OffloadReply, type OffloadRequest } from "./librbd-offload.ts";
 
 declare const self: Worker;
 
 /** include/rbd/features.h and librbd.h. */
 const RBD_FEATURE_FAST_DIFF = 1n << 4n;
 const RBD_FLAG_FAST_DIFF_INVALID = 1n << 1n;
+/** sizeof(rbd_image_info_t) (librbd.h); obj_size is its second u64. */
+const RBD_IMAGE_INFO_SIZE = 160;
 
 const rados = dlopen(libradosPath(), {
   rados_create: { args: [T.ptr, T.ptr], returns: T.i32 },
@@ -49,6 +56,7 @@ const rbd = dlopen(librbdPath(), {
   rbd_close: { args: [T.ptr], returns: T.i32 },
   rbd_update_watch: { args: [T.ptr, T.ptr, T.ptr, T.ptr], returns: T.i32 },
   rbd_get_size: { args: [T.ptr, T.ptr], returns: T.i32 },
+  rbd_stat: { args: [T.ptr, T.ptr, T.u64], returns: T.i32 },
   rbd_resize: { args: [T.ptr, T.u64], returns: T.i32 },
   rbd_get_features: { args: [T.ptr, T.ptr], returns: T.i32 },
   rbd_get_flags: { args: [T.ptr, T.ptr], returns: T.i32 },
@@ -161,16 +169,36 @@ function hasFastDiff(image: Pointer): boolean {
   return rbd.rbd_get_flags(image, out) >= 0 && (out[0]! & RBD_FLAG_FAST_DIFF_INVALID) === 0n;
 }
 
-function allocated(request: Req<"allocated">): Promise<OffloadReply> {
-  const image = request.image as Pointer;
-  if (!hasFastDiff(image)) return Promise.resolve({ id: request.id, result: 0, extents: null });
+/** One rbd_diff_iterate2 over [offset, offset + length), its triples appended to `extents`. */
+function walkWindow(image: Pointer, id: number, offset: number, length: number, extents: number[]): Promise<number> {
   return new Promise((resolve) => {
-    const extents: number[] = [];
     let result = 0;
-    walk = { id: request.id, extents, finish: () => resolve({ id: request.id, result, extents }) };
-    result = rbd.rbd_diff_iterate2(image, null, request.offset, request.length, 1, 1, onExtent.ptr, request.id as unknown as Pointer);
-    endMarker(0, 0, -1, request.id as unknown as Pointer);
+    walk = { id, extents, finish: () => resolve(result) };
+    result = rbd.rbd_diff_iterate2(image, null, offset, length, 1, 1, onExtent.ptr, id as unknown as Pointer);
+    endMarker(0, 0, -1, id as unknown as Pointer);
   });
+}
+
+async function allocated(request: Req<"allocated">): Promise<OffloadReply> {
+  const { id, offset, length, maxExtents } = request;
+  const image = request.image as Pointer;
+  if (!hasFastDiff(image)) return { id, result: 0, extents: null };
+  const info = new Uint8Array(RBD_IMAGE_INFO_SIZE);
+  const stat = rbd.rbd_stat(image, info, info.length);
+  if (stat < 0) return { id, result: stat, extents: null };
+  const objectSize = Math.max(1, Number(new DataView(info.buffer).getBigUint64(8, true)));
+  const end = offset + length;
+  const extents: number[] = [];
+  let at = offset;
+  for (let objects = WINDOW_OBJECTS; at < end; objects *= 2) {
+    const stop = Math.min(end, (Math.floor(at / objectSize) + objects) * objectSize);
+    const result = await walkWindow(image, id, at, stop - at, extents);
+    if (result < 0) return { id, result, extents: null };
+    at = stop;
+    // More runs than asked for: the first maxExtents are complete, the walk is done.
+    if (allocationExtents(offset, at - offset, extents, maxExtents + 1).length > maxExtents) break;
+  }
+  return { id, result: 0, extents, walked: at - offset };
 }
 
 async function serve(request: OffloadRequest): Promise<OffloadReply> {

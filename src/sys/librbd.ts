@@ -180,6 +180,14 @@ export interface ImageLocation {
   readOnly: boolean;
 }
 
+/** Object extents reported by block-status walks, in the whole process (tests). */
+let objectsWalked = 0;
+
+/** Objects the worker's block-status walks have reported so far, in the whole process (tests). */
+export function rbdObjectsWalked(): number {
+  return objectsWalked;
+}
+
 /**
  * An open image on its own cluster connection. Offsets and lengths are bytes; results are
  * librbd's (negative errno).
@@ -266,11 +274,15 @@ export class RbdImage {
 
   /**
    * The allocation map of [offset, offset + length) on the worker (rbd_diff_iterate2, whole
-   * objects, parent included): flat [offset, length, exists] triples in image order, or null
-   * when the image has no valid fast-diff map (no cheap answer).
+   * objects, parent included): flat [offset, length, exists] triples in image order covering
+   * [offset, offset + walked) (the walk stops once it holds more than `maxExtents` runs), or
+   * null when the image has no valid fast-diff map (no cheap answer).
    */
-  allocated(offset: number, length: number, done: (result: number, extents: number[] | null) => void): void {
-    void offload({ kind: "allocated", image: this.handles.image, offset, length }).then((reply) => done(reply.result, reply.extents));
+  allocated(offset: number, length: number, maxExtents: number, done: (result: number, extents: number[] | null, walked: number) => void): void {
+    void offload({ kind: "allocated", image: this.handles.image, offset, length, maxExtents }).then((reply) => {
+      objectsWalked += (reply.extents?.length ?? 0) / 3;
+      done(reply.result, reply.extents, reply.walked ?? length);
+    });
   }
 
   read(offset: number, into: Uint8Array, done: RbdDone): void {

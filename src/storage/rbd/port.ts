@@ -20,8 +20,9 @@
  * Must not: let a request reach librbd after close began (EBADF instead).
  */
 import { Errno, errnoName } from "../../lib/errno.ts";
+import { allocationExtents } from "../../sys/librbd-extents.ts";
 import type { RbdImage } from "../../sys/librbd.ts";
-import type { Done, Extent, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
+import type { Done, ExtentsDone, StoragePort, ZeroFlags } from "../port.ts";
 import { validateRequest, type RequestKind } from "../validate.ts";
 
 /** A failed size refresh is tried again after this long, doubling up to SIZE_RETRY_MAX_MS. */
@@ -38,34 +39,6 @@ const PASSED = new Set<number>(Object.values(Errno));
 export function rbdErrno(result: number): number {
   if (result >= 0) return 0;
   return PASSED.has(-result) ? -result : Errno.EIO;
-}
-
-/**
- * [offset, offset + length) as extents from rbd_diff_iterate2's [offset, length, exists]
- * triples (whole objects, in image order, possibly reaching past the range): reported and
- * existing is data, anything else a hole that reads as zeroes. Adjacent runs of one kind are
- * merged; at most `maxExtents` (the walk stops there, storage/port.ts MAX_EXTENTS).
- */
-export function allocationExtents(offset: number, length: number, triples: readonly number[], maxExtents: number): Extent[] {
-  const end = offset + length;
-  const out: Extent[] = [];
-  let at = offset;
-  const push = (to: number, data: boolean) => {
-    if (to <= at) return;
-    const last = out[out.length - 1];
-    if (last !== undefined && last.hole === !data) last.length += to - at;
-    else out.push({ length: to - at, hole: !data, zero: !data });
-    at = to;
-  };
-  for (let i = 0; i + 2 < triples.length && at < end; i += 3) {
-    const start = Math.max(triples[i]!, at);
-    const stop = Math.min(triples[i]! + triples[i + 1]!, end);
-    if (stop <= start) continue;
-    push(start, false);
-    push(stop, triples[i + 2] === 1);
-  }
-  push(end, false);
-  return out.length > maxExtents ? out.slice(0, maxExtents) : out;
 }
 
 export interface RbdPortOptions {
@@ -191,13 +164,13 @@ export class RbdPort implements StoragePort {
     if (invalid !== 0) return done(invalid, null);
     if (length === 0) return done(0, []);
     this.inFlight++;
-    this.image.allocated(offset, length, (result, triples) => {
+    this.image.allocated(offset, length, Math.max(1, maxExtents), (result, triples, walked) => {
       this.inFlight--;
       const errno = this.report("block-status", offset, length, result);
       if (this.inFlight === 0 && this.drained !== null) this.drained();
       if (errno !== 0) return done(errno, null);
       // No fast-diff map: no cheap answer, so all of it is data (never claim a hole unknown).
-      done(0, triples === null ? [{ length, hole: false, zero: false }] : allocationExtents(offset, length, triples, maxExtents));
+      done(0, triples === null ? [{ length, hole: false, zero: false }] : allocationExtents(offset, Math.min(walked, length), triples, maxExtents));
     });
   }
 

@@ -11,7 +11,7 @@ import { NbdClient } from "../../../src/client/nbd-client.ts";
 import { acceptNbd } from "../../../src/nbd/connection.ts";
 import { call, type StoragePort } from "../../../src/storage/port.ts";
 import { openRbdPort } from "../../../src/storage/rbd/open.ts";
-import { rbdRequestsInFlight } from "../../../src/sys/librbd.ts";
+import { rbdObjectsWalked, rbdRequestsInFlight } from "../../../src/sys/librbd.ts";
 import { MAX_OFFLOAD_QUEUE } from "../../../src/sys/librbd-offload.ts";
 import { Errno } from "../../../src/lib/errno.ts";
 import type { RbdSpec } from "../../../src/config/types.ts";
@@ -269,6 +269,32 @@ describe.skipIf(!enabled)("rbd port", () => {
     expect(performance.now() - started).toBeLessThan(15_000);
     expect(stamps.length).toBeGreaterThan(30);
   }, 60_000);
+
+  test("block status stops walking at maxExtents: a fragmented range is walked a window at a time", async () => {
+    // 4 KiB objects, every other one written: 2048 data objects, 4096 runs over 16 MiB.
+    const name = `img${++images}`;
+    await cluster!.rbd("create", `rbd/${name}`, "--size", "16M", "--object-size", "4K");
+    const port = await openRbdPort(spec(name), { readOnly: false });
+    try {
+      const data = pattern(4096, 6);
+      for (let batch = 0; batch < 2048; batch += 64) {
+        await Promise.all(Array.from({ length: 64 }, (_, i) => call.write(port, (batch + i) * 8192, data)));
+      }
+      const before = rbdObjectsWalked();
+      expect(await call.extents(port, 0, 16 * MiB, 2)).toEqual([
+        { length: 4096, hole: false, zero: false },
+        { length: 4096, hole: true, zero: true },
+      ]);
+      // Observed walking the whole range: all 2048 written objects reported for 2 runs.
+      expect(rbdObjectsWalked() - before).toBeLessThanOrEqual(512);
+      // The whole map still comes out when asked for: 4096 runs.
+      const all = await call.extents(port, 0, 16 * MiB, 4096);
+      expect(all.length).toBe(4096);
+      expect(all.every((x, i) => x.length === 4096 && x.hole === (i % 2 === 1))).toBe(true);
+    } finally {
+      await port.close();
+    }
+  }, 120_000);
 
   test("nothing stays in flight after the ports close", () => {
     expect(rbdRequestsInFlight()).toBe(0);
