@@ -2,6 +2,7 @@
  * @module test/helpers/files — test and benchmark data files, and scratch folders that
  * tests remove again (a test run leaves nothing in the temporary directory).
  */
+import { afterEach } from "bun:test";
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -40,4 +41,20 @@ export function readFileAt(path: string, offset: number, length: number): Uint8A
 export function scratchDir(tag: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), `dstd-${tag}-`));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Fresh folders for one test at a time: call at module level; each call of the returned
+ * function makes a folder, and every folder made during a test is removed after it.
+ */
+export function scratchDirsPerTest(tag: string): () => string {
+  const made: string[] = [];
+  afterEach(() => {
+    for (const path of made.splice(0)) rmSync(path, { recursive: true, force: true });
+  });
+  return () => {
+    const path = mkdtempSync(join(tmpdir(), `dstd-${tag}-`));
+    made.push(path);
+    return path;
+  };
 }

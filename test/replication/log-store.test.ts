@@ -4,26 +4,17 @@
  * a torn tail cut, a corrupt record refused naming it (or cut on a secondary's copy),
  * streaming from a sequence number or an exact byte position, release of applied segments.
  */
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { files, openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
 import { LogStore } from "../../src/replication/log-store.ts";
 import { encodeRecord, RecordOp } from "../../src/replication/record.ts";
 import { segmentName } from "../../src/replication/segments.ts";
+import { scratchDirsPerTest } from "../helpers/files.ts";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "dstd-log-"));
-  dirs.push(d);
-  return d;
-}
+const tempDir = scratchDirsPerTest("log");
 
 let clock = 1_000_000;
 const now = () => clock++;

@@ -9,9 +9,8 @@
  * then closes mid-open of a segment). A leaked descriptor would meet a retry in the same
  * process (a unit restart under `dstd up`) with the files still open.
  */
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { Errno } from "../../src/lib/errno.ts";
 import { openLogDirectory, type FileDone, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
@@ -21,16 +20,9 @@ import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { call, type Done, type StoragePort } from "../../src/storage/port.ts";
+import { scratchDirsPerTest } from "../helpers/files.ts";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "dstd-open-cleanup-"));
-  dirs.push(d);
-  return d;
-}
+const tempDir = scratchDirsPerTest("open-cleanup");
 
 const SIZE = 4 << 20;
 const LOG = { logLimit: 1 << 20, segmentSize: 64 << 10 };

@@ -11,9 +11,8 @@
  * power loss cut short made anew. A write-back the disk refuses is retried; one it keeps
  * refusing fails the layer closed with the checkpoint below it, and a restart replays it.
  */
-import { afterEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { Errno } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
@@ -29,16 +28,9 @@ import { call, type StoragePort } from "../../src/storage/port.ts";
 import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 import { settle, SimDisk } from "./sim-files.ts";
+import { scratchDirsPerTest } from "../helpers/files.ts";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-function tempDir(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "dstd-primary-"));
-  dirs.push(d);
-  return d;
-}
+const tempDir = scratchDirsPerTest("primary");
 
 const SIZE = 8 << 20;
 const block = (n: number) => new Uint8Array(4096).fill(n);
