@@ -55,7 +55,7 @@ export abstract class FdBackend implements Backend {
   }
 
   flush(): void {
-    this.check("flush", 0, 0, true);
+    this.checkFlush();
     this.sync("flush", 0, this.size);
   }
 
@@ -73,7 +73,7 @@ export abstract class FdBackend implements Backend {
   }
 
   flushAsync(done: IoDone): void {
-    this.check("flush", 0, 0, true);
+    this.checkFlush();
     this.syncAsync("flush", 0, this.size, done);
   }
 
@@ -134,18 +134,26 @@ export abstract class FdBackend implements Backend {
     if (this.closed) throw new BackendError(`${operation} on ${this.path} after it was closed`, Errno.EBADF);
   }
 
+  /** A flush needs an open descriptor and no earlier failed fdatasync (read-only files flush too). */
+  private checkFlush(): void {
+    this.checkOpen("flush");
+    this.checkSynced("flush");
+  }
+
+  /** After a failed fdatasync nothing that relies on the page cache may succeed (fsyncgate). */
+  private checkSynced(operation: string): void {
+    if (this.syncFailed === null) return;
+    throw new BackendError(
+      `${operation} refused: an earlier ${this.syncFailed.message}; writes acknowledged before it may not be on disk ` +
+        `and the kernel reports that only once, so ${this.path} takes no writes or flushes until the export is restarted (check the disk first)`,
+      this.syncFailed.errno,
+    );
+  }
+
   private check(operation: string, offset: number, length: number, writes: boolean): void {
     this.checkOpen(operation);
-    if (writes && this.readOnly && operation !== "flush") {
-      throw new BackendError(`${operation} refused: ${this.path} is open read-only`, Errno.EROFS);
-    }
-    if (writes && this.syncFailed !== null) {
-      throw new BackendError(
-        `${operation} refused: an earlier ${this.syncFailed.message}; writes acknowledged before it may not be on disk ` +
-          `and the kernel reports that only once, so ${this.path} takes no writes or flushes until the export is restarted (check the disk first)`,
-        this.syncFailed.errno,
-      );
-    }
+    if (writes && this.readOnly) throw new BackendError(`${operation} refused: ${this.path} is open read-only`, Errno.EROFS);
+    if (writes) this.checkSynced(operation);
     // Callers (storage/validate.ts) bound-check; reaching here out of range is a dstd bug, and
     // a write past the end would silently grow a file export. (The message is built only on
     // failure: this runs per I/O.)
