@@ -23,7 +23,7 @@
 import type { ListenAddress } from "../lib/address.ts";
 import { DstdError, errorMessage } from "../lib/errors.ts";
 import { formatListenAddress } from "../lib/address.ts";
-import { ConnectionBudget, METRICS_MAX_CONNECTIONS } from "../transport/fd-budget.ts";
+import { METRICS_MAX_CONNECTIONS } from "../transport/fd-budget.ts";
 import { ConnectionGuard, type GuardLog, type GuardedHandler } from "../transport/guard.ts";
 import { describeListenAddress, listen } from "../transport/tcp.ts";
 import type { Sink } from "../transport/types.ts";
@@ -140,8 +140,7 @@ export async function startMetricsListener(address: ListenAddress, render: () =>
       // makes room, so one flooding source cannot lock out a scraper from the same host.
       maxUnauthenticatedPerSource: METRICS_MAX_CONNECTIONS + 1,
     },
-    budget: new ConnectionBudget(METRICS_MAX_CONNECTIONS),
-    log,
+    log, // and the guard's own budget of limits.maxConnections
   });
   let listener;
   try {
