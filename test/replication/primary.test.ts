@@ -29,6 +29,7 @@ import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 import { settle, SimDisk } from "./sim-files.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
+import { until } from "../helpers/wait.ts";
 
 const tempDir = scratchDirsPerTest("primary");
 
@@ -274,7 +275,7 @@ for (const fua of [true, false]) {
     const written = call.write(primary, 0, block(9), fua); // seq 3
     if (fua) await expect(written).rejects.toThrow("EIO");
     else await written; // acknowledged once its record was written, before the write-back
-    while (primary.status().inFlight > 0) await Bun.sleep(1); // the early write's write-back, after its record is durable
+    await until(() => primary.status().inFlight === 0, "the early write's write-back, after its record is durable");
     // The log holds it, durable: the secondaries get it.
     const records = await allRecords(primary);
     expect(records[2]!.payload[0]).toBe(9);

@@ -42,8 +42,8 @@ afterAll(async () => {
 /**
  * Open `count` connections to `port` that send nothing. `open()`: how many are open now (a
  * connection the node closes before its connect completed fails that connect, ECONNRESET,
- * and never counts). Waits at most `ms` for the connects: a listener that stopped accepting
- * leaves them pending.
+ * and never counts). Every connect must settle within `ms`: a listener that stopped accepting
+ * leaves them pending, and fails the wait.
  */
 async function idleFlood(port: number, count: number, ms: number): Promise<{ open(): number; end(): void }> {
   const live = new Set<Socket>();
@@ -54,8 +54,9 @@ async function idleFlood(port: number, count: number, ms: number): Promise<{ ope
     data() {},
     error() {},
   };
-  const attempts = Array.from({ length: count }, () => Bun.connect({ hostname: "127.0.0.1", port, socket: handlers }).catch(() => null));
-  await Promise.race([Promise.all(attempts), Bun.sleep(ms)]);
+  let settled = 0;
+  for (let i = 0; i < count; i++) void Bun.connect({ hostname: "127.0.0.1", port, socket: handlers }).then(() => settled++, () => settled++);
+  await until(() => settled === count, `${count} connects to be accepted or refused`, ms);
   return {
     open: () => live.size,
     end() {

@@ -26,6 +26,7 @@ import { systemClock } from "../../../src/storage/tree/system-clock.ts";
 import type { Listener } from "../../../src/transport/tcp.ts";
 import { recordingLog, type RecordingLog } from "../../helpers/log.ts";
 import { serve } from "./serve.ts";
+import { until } from "../../helpers/wait.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -84,11 +85,7 @@ async function exported(
       }
     }
     // The leg reconnects on its own; wait until its engine runs on the new WELCOME.
-    const deadline = Date.now() + 10_000;
-    while (!(leg.client.engine.state === "closed" || (leg.client.engine.state === "ready" && leg.client.counters.reconnects > reconnects))) {
-      if (Date.now() > deadline) throw new Error(`no reconnect: ${leg.client.engine.state}, payload ${leg.client.maxPayload}`);
-      await Bun.sleep(10); // waiting for the real reconnect, not for a timing assumption
-    }
+    await until(() => leg.client.engine.state === "closed" || (leg.client.engine.state === "ready" && leg.client.counters.reconnects > reconnects), "the leg's reconnect", 10_000);
   };
   return { disk, leg, log, restart };
 }
