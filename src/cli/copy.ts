@@ -91,7 +91,7 @@ export default defineDstdCommand({
     const engine = { ...reliability, inflight: reliability.inflightMax, auth, checksums: config.client.checksums };
     const chunk = args.chunk === undefined ? 1024 * 1024 : parseSize(args.chunk);
     if (typeof chunk === "string") throw new UsageError(`--chunk: ${chunk}`);
-    if (chunk < COPY_CHUNK_MIN) throw new UsageError(`--chunk: '${args.chunk}' is below 4KiB (COPY_CHUNK_MIN), the smallest request a copy makes`);
+    if (chunk < COPY_CHUNK_MIN) throw new UsageError(`--chunk: '${args.chunk}' is below 4KiB, the smallest request a copy makes`);
     const flushEvery = args["flush-every"] === undefined ? FLUSH_EVERY : parseSize(args["flush-every"]);
     if (typeof flushEvery === "string") throw new UsageError(`--flush-every: ${flushEvery}`);
     const inflight = args.inflight === undefined ? 32 : /^\d+$/.test(args.inflight) ? Number(args.inflight) : NaN;
