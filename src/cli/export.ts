@@ -112,8 +112,10 @@ export default defineDstdCommand({
 const NOTHING_TO_EXPORT =
   "nothing to export: give --file PATH [--size SIZE], --device PATH, --memory SIZE, --rbd POOL/IMAGE, --mirror/--linear/--stripe legs (or [[export]] in --config)";
 
+/** The [[export]] keys that name a backend (one of them set by a flag means a backend flag was given). */
+const BACKEND_KINDS = ["tree", "file", "device", "memory", "rbd"];
 /** The [[export]] keys a backend flag sets; a backend flag replaces all of them. */
-const BACKEND_KEYS = ["file", "device", "memory", "size", "tree", "rbd", "ceph_conf", "ceph_id", "ceph_keyring"];
+const BACKEND_KEYS = [...BACKEND_KINDS, "size", "ceph_conf", "ceph_id", "ceph_keyring"];
 
 /**
  * Put the export flags into `raw` (the --config file's table, or {}): returns the index of the
@@ -158,7 +160,7 @@ function mergeExportFlags(
   // --no-read-only too: it overrides read_only = true of the file.
   set("read_only", args["read-only"] === false ? "--no-read-only" : "--read-only", args["read-only"]);
   set("replication", "--log-dir", replicationFromFlags(args, repeated(rawArgs, "key-file")) ?? undefined);
-  const backend = ["tree", "file", "device", "memory", "rbd"].some((key) => key in table);
+  const backend = BACKEND_KINDS.some((key) => key in table);
   const exports = Array.isArray(raw.export) ? [...(raw.export as Record<string, unknown>[])] : [];
   const named = args.name;
   if (flags.length === 0 && named === undefined) return { index: -1, keys: null };
