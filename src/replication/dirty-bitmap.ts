@@ -213,12 +213,14 @@ export class DirtyBitmap {
 
   /**
    * Marks every region of [offset, offset+length) dirty; `done` runs once the marks are
-   * durable — at once when they already were. Past the covered end, the bitmap grows first.
+   * durable — at once when they already were. Past the covered end, the bitmap grows first:
+   * to `diskSize` (the disk as it is now) when given, so that writes walking through a grown
+   * disk's new area rewrite the whole file once, not once per region they step into.
    */
-  mark(offset: number, length: number, done: FileDone): void {
+  mark(offset: number, length: number, done: FileDone, diskSize = 0): void {
     if (this.failed !== 0) return done(this.failed);
     const end = offset + Math.max(length, 1);
-    if (end > this.count * this.region) this.grow(end);
+    if (end > this.count * this.region) this.grow(Math.max(end, diskSize));
     const [first, last] = this.span(offset, length);
     let round = 0;
     for (let r = first; r <= last; r++) {

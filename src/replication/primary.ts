@@ -570,7 +570,7 @@ export class ReplicationPrimary extends PassThrough {
       op.ready = true;
       this.issue();
     };
-    if (op.kind !== "resize") return this.bitmap.mark(op.offset, op.end - op.offset, marked);
+    if (op.kind !== "resize") return this.bitmap.mark(op.offset, op.end - op.offset, marked, this.next.size);
     // Resized around the log: the secondaries are owed the size (beginResync), and a shrink marks what it cuts, which a
     // regrow refills with zeros here only (docs/replication.md §5); both durable before the disk changes.
     if (op.newSize < covered) this.bitmap.mark(op.newSize, covered - op.newSize, marked);

@@ -446,3 +446,14 @@ test("a dirty bitmap whose creation a power loss cut short (its header short or 
   fs.writeFileSync(path.join(dir, DIRTY_BITMAP_FILE), corrupt);
   await expect(DirtyBitmap.open(openLogDirectory(dir), DIRTY_BITMAP_FILE, SIZE)).rejects.toThrow("header is corrupt");
 });
+
+test("a mark past a dirty bitmap's end grows it to the disk's size at once, not region by region (one rewrite of the file, not one per region written into)", async () => {
+  const bitmap = await DirtyBitmap.open(openLogDirectory(tempDir()), DIRTY_BITMAP_FILE, SIZE);
+  const mark = (offset: number, diskSize: number) => new Promise<number>((resolve) => bitmap.mark(offset, 4096, resolve, diskSize));
+  expect(await mark(SIZE + 4096, 2 * SIZE)).toBe(0); // the first write into the grown disk's new area
+  expect(bitmap.regions * bitmap.regionSize).toBeGreaterThanOrEqual(2 * SIZE);
+  const covered = bitmap.regions;
+  expect(await mark(2 * SIZE - 4096, 2 * SIZE)).toBe(0); // its last region: no growth left to do
+  expect(bitmap.regions).toBe(covered);
+  await bitmap.close();
+});
