@@ -123,8 +123,10 @@ abstract class OwnedFamily<Child> {
   readonly help: string;
   readonly labelNames: readonly string[];
   abstract readonly type: MetricType;
-  /** Keyed by the recorded (shortened) values; `full`: the values as given, to tell a collision. */
+  /** Keyed by the values as given (`full`); `values`: as rendered (labelValue shortens long ones). */
   protected readonly children = new Map<string, { values: string[]; full: string; child: Child }>();
+  /** Rendered keys in use: a value shortened like another (a hash collision) must not render twice. */
+  private readonly shown = new Set<string>();
   private overflow: { values: string[]; full: string; child: Child } | null = null;
   dropped = 0;
 
@@ -139,27 +141,29 @@ abstract class OwnedFamily<Child> {
 
   /** The series for these label values (created on first use, within the bound). */
   labels(labels: Labels = {}): Child {
-    const full = this.given(labels);
-    const values = full.map(labelValue);
-    const key = values.join("\u0000");
-    const found = this.children.get(key);
-    // Another value shortened alike (a hash collision): never add into its series.
-    if (found !== undefined && found.full === full.join("\u0000")) return found.child;
-    if (found !== undefined || this.children.size >= (this.options.maxSeries ?? DEFAULT_MAX_SERIES)) {
+    const full = this.given(labels).join("\u0000");
+    const found = this.children.get(full);
+    if (found !== undefined) return found.child; // the per-request path: one join, one lookup
+    const values = this.given(labels).map(labelValue);
+    const shown = values.join("\u0000");
+    if (this.shown.has(shown) || this.children.size >= (this.options.maxSeries ?? DEFAULT_MAX_SERIES)) {
       this.dropped++;
       this.overflow ??= { values: this.labelNames.map(() => OVERFLOW), full: "", child: this.make() };
       return this.overflow.child;
     }
-    const entry = { values, full: full.join("\u0000"), child: this.make() };
-    this.children.set(key, entry);
+    const entry = { values, full, child: this.make() };
+    this.children.set(full, entry);
+    this.shown.add(shown);
     return entry.child;
   }
 
   /** Forget one series (a service that was removed). */
   remove(labels: Labels): void {
-    const full = this.given(labels);
-    const key = full.map(labelValue).join("\u0000");
-    if (this.children.get(key)?.full === full.join("\u0000")) this.children.delete(key);
+    const full = this.given(labels).join("\u0000");
+    const entry = this.children.get(full);
+    if (entry === undefined) return;
+    this.children.delete(full);
+    this.shown.delete(entry.values.join("\u0000"));
   }
 
   /** The label values as given, but "other" for one outside its label's value set. */
