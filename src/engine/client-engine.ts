@@ -39,7 +39,7 @@ import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
 import type { EngineIO, EngineLog } from "./io.ts";
 import { Scattered, scatterTarget } from "./read-into.ts";
-import { replayPieces } from "./replay-log.ts";
+import { replayData, replayPieces } from "./replay-log.ts";
 import { ClientSession, lateWelcome } from "./session.ts";
 import { makeTxn, MUTATING, opcodeOf, wireBytes, type Completion, type OpKind, type Request, type Txn } from "./txn.ts";
 
@@ -562,8 +562,8 @@ export class ClientEngine {
       durability.replayAgain = false;
       for (const txn of this.pending.values()) if (txn.internal === "replay") this.pending.delete(txn.txid);
       for (const entry of replayPieces(durability.entries(), this.welcome!, this.maxPayload, this.log)) {
-        // A copy: the log's slabs may be recycled while the replay is on the wire.
-        const txn = this.newTxn({ kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole }, entry.data?.slice() ?? null, null, "replay");
+        // A copy (replayData): the log's slabs may be recycled while the replay is on the wire.
+        const txn = this.newTxn({ kind: entry.kind, offset: entry.offset, length: entry.length, noHole: entry.noHole }, replayData(entry), null, "replay");
         this.pending.set(txn.txid, txn);
         replays.push(txn);
       }

@@ -342,25 +342,64 @@ export function fitPieces(pieces: ReplayEntry[], size: number, maxPayload: numbe
 }
 
 /**
+ * Most bytes of unflushed WRITE_ZEROES a replay resends as WRITEs of zeros when the export came
+ * back without WRITE_ZEROES (below): each costs its length on the wire while the replay barrier
+ * holds every other request, so a zeroing of a whole large disk is not turned into one.
+ */
+export const ZEROES_AS_WRITES_MAX = 1024 * 1024 * 1024;
+
+/** One read-only buffer of zeros the converted pieces share (never written: replays carry no lease). */
+let zeros = new Uint8Array(0);
+function zeroView(length: number): Uint8Array {
+  if (zeros.length < length) zeros = new Uint8Array(length);
+  return zeros.subarray(0, length);
+}
+
+/** The data a replay sends for `entry`: a copy (the log's slabs may be recycled while it is on the wire), or the shared zeros as they are. */
+export function replayData(entry: ReplayEntry): Uint8Array | null {
+  if (entry.data === null) return null;
+  return entry.data.buffer === zeros.buffer ? entry.data : entry.data.slice();
+}
+
+/**
  * What a replay sends: the newest pieces of the log, fitted to the export as it came back (a
  * loss past its end is logged). A TRIM or WRITE_ZEROES its WELCOME no longer grants is not
- * replayed either (the export would refuse it, and the replay would be sent again for ever,
- * holding every request behind the barrier): TRIM is advisory (docs/protocol.md §4), so
- * nothing is lost; a zeroed range may read back what it held before, which is logged.
+ * replayed as such (the export would refuse it, and the replay would be sent again for ever,
+ * holding every request behind the barrier). TRIM is advisory (docs/protocol.md §4): it is
+ * left out, nothing is lost. WRITE_ZEROES is not: an acknowledged zeroing must read back as
+ * zeros, so it is resent as WRITEs of zeros cut to the payload, up to ZEROES_AS_WRITES_MAX
+ * bytes; only past that is it left out, and the loss logged.
  */
 export function replayPieces(entries: ReplayEntry[], welcome: { size: number; features: number }, maxPayload: number, log: { warn(message: string): void }): ReplayEntry[] {
   const size = welcome.size;
   const fitted = fitPieces(newestPieces(entries), size, maxPayload);
   if (fitted.dropped > 0) log.warn(`export is now ${size} bytes: ${fitted.dropped} bytes of acknowledged, unflushed writes past its end cannot be replayed and are lost`);
-  const granted = { write: true, trim: (welcome.features & Feature.TRIM) !== 0, zero: (welcome.features & Feature.WRITE_ZEROES) !== 0 };
-  const pieces = fitted.pieces.filter((p) => granted[p.kind]);
-  if (pieces.length === fitted.pieces.length) return pieces;
+  const trims = (welcome.features & Feature.TRIM) !== 0;
+  const zeroes = (welcome.features & Feature.WRITE_ZEROES) !== 0;
+  if (trims && zeroes) return fitted.pieces;
   const bytes = (kind: ReplayEntry["kind"]) => fitted.pieces.reduce((sum, p) => sum + (p.kind === kind ? p.length : 0), 0);
-  if (!granted.trim && bytes("trim") > 0) log.warn(`the export no longer offers TRIM: ${bytes("trim")} bytes of acknowledged, unflushed trims are not replayed (a trim is advisory)`);
-  if (!granted.zero && bytes("zero") > 0) {
-    log.warn(`the export no longer offers WRITE_ZEROES: ${bytes("zero")} bytes of acknowledged, unflushed write-zeroes cannot be replayed and are lost (they may read back their old data)`);
+  const zeroBytes = zeroes ? 0 : bytes("zero");
+  const asWrites = zeroBytes > 0 && zeroBytes <= ZEROES_AS_WRITES_MAX;
+  const out: ReplayEntry[] = [];
+  for (const p of fitted.pieces) {
+    if (p.kind === "trim" && !trims) continue;
+    if (p.kind !== "zero" || zeroes) {
+      out.push(p);
+      continue;
+    }
+    if (!asWrites) continue;
+    const step = Math.max(1, maxPayload);
+    for (let at = p.offset; at < p.offset + p.length; at += step) {
+      const length = Math.min(step, p.offset + p.length - at);
+      out.push({ seq: p.seq, kind: "write", offset: at, length, data: zeroView(length), noHole: false });
+    }
   }
-  return pieces;
+  if (!trims && bytes("trim") > 0) log.warn(`the export no longer offers TRIM: ${bytes("trim")} bytes of acknowledged, unflushed trims are not replayed (a trim is advisory)`);
+  if (asWrites) log.warn(`the export no longer offers WRITE_ZEROES: ${zeroBytes} bytes of acknowledged, unflushed write-zeroes are replayed as writes of zeros`);
+  else if (zeroBytes > 0) {
+    log.warn(`the export no longer offers WRITE_ZEROES: ${zeroBytes} bytes of acknowledged, unflushed write-zeroes are more than the ${ZEROES_AS_WRITES_MAX} bytes replayed as writes of zeros; they cannot be replayed and are lost (they may read back their old data)`);
+  }
+  return out;
 }
 
 function piece(entry: ReplayEntry, from: number, to: number): ReplayEntry {

@@ -6,7 +6,7 @@
  */
 import { expect, test } from "bun:test";
 import { Lease } from "../../src/engine/lease.ts";
-import { newestPieces, ReplayLog, replayPieces, type ReplayEntry } from "../../src/engine/replay-log.ts";
+import { newestPieces, ReplayLog, replayData, replayPieces, ZEROES_AS_WRITES_MAX, type ReplayEntry } from "../../src/engine/replay-log.ts";
 import { Feature } from "../../src/wire/dst/constants.ts";
 import { Prng } from "../../src/lib/prng.ts";
 
@@ -163,19 +163,37 @@ for (const seed of [11, 12, 13]) {
   });
 }
 
-test("replayPieces: TRIM and WRITE_ZEROES the export no longer grants are left out, each loss logged once; writes are cut to the payload", () => {
+test("replayPieces: a TRIM the export no longer grants is left out and WRITE_ZEROES become WRITEs of zeros, each change logged once; writes are cut to the payload", () => {
   const entry = (seq: number, kind: ReplayEntry["kind"], offset: number, length: number): ReplayEntry => ({
     seq, kind, offset, length, data: kind === "write" ? new Uint8Array(length).fill(seq) : null, noHole: false,
   });
-  const entries = [entry(1, "write", 0, 8192), entry(2, "trim", 8192, 4096), entry(3, "zero", 16384, 4096), entry(4, "trim", 32768, 4096)];
+  const entries = [entry(1, "write", 0, 8192), entry(2, "trim", 8192, 4096), entry(3, "zero", 16384, 6144), entry(4, "trim", 32768, 4096)];
   const lines: string[] = [];
   const log = { warn: (line: string) => lines.push(line) };
   const all = replayPieces(entries, { size: 1 << 20, features: Feature.TRIM | Feature.WRITE_ZEROES }, 4096, log);
-  expect(all.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual(["write@0+4096", "write@4096+4096", "trim@8192+4096", "zero@16384+4096", "trim@32768+4096"]);
+  expect(all.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual(["write@0+4096", "write@4096+4096", "trim@8192+4096", "zero@16384+6144", "trim@32768+4096"]);
   expect(lines).toEqual([]);
   const some = replayPieces(entries, { size: 1 << 20, features: 0 }, 4096, log);
-  expect(some.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual(["write@0+4096", "write@4096+4096"]);
+  expect(some.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual(["write@0+4096", "write@4096+4096", "write@16384+4096", "write@20480+2048"]);
+  for (const piece of some.slice(2)) {
+    expect(piece.data!.length).toBe(piece.length);
+    expect(piece.data!.every((b) => b === 0)).toBe(true);
+    expect(replayData(piece)).toBe(piece.data); // shared, not copied per piece
+  }
+  expect(replayData(some[0]!)).not.toBe(some[0]!.data); // a logged write is copied
   expect(lines.length).toBe(2);
   expect(lines[0]).toContain("no longer offers TRIM: 8192 bytes");
-  expect(lines[1]).toContain("no longer offers WRITE_ZEROES: 4096 bytes");
+  expect(lines[1]).toContain("no longer offers WRITE_ZEROES: 6144 bytes of acknowledged, unflushed write-zeroes are replayed as writes of zeros");
+});
+
+test("replayPieces: past ZEROES_AS_WRITES_MAX the write-zeroes are not turned into writes, and the loss is logged", () => {
+  const lines: string[] = [];
+  const log = { warn: (line: string) => lines.push(line) };
+  const huge: ReplayEntry = { seq: 1, kind: "zero", offset: 0, length: ZEROES_AS_WRITES_MAX + 4096, data: null, noHole: false };
+  const write: ReplayEntry = { seq: 2, kind: "write", offset: ZEROES_AS_WRITES_MAX + 4096, length: 4096, data: new Uint8Array(4096).fill(9), noHole: false };
+  const pieces = replayPieces([huge, write], { size: 2 * ZEROES_AS_WRITES_MAX, features: Feature.TRIM }, 1 << 20, log);
+  expect(pieces.map((p) => `${p.kind}@${p.offset}+${p.length}`)).toEqual([`write@${ZEROES_AS_WRITES_MAX + 4096}+4096`]);
+  expect(lines.length).toBe(1);
+  expect(lines[0]).toContain(`${ZEROES_AS_WRITES_MAX + 4096} bytes of acknowledged, unflushed write-zeroes are more than`);
+  expect(lines[0]).toContain("are lost");
 });

@@ -6,9 +6,10 @@
  * restarted on the same TCP port: the leg still reports the limit it opened with, and a READ
  * or WRITE of that size through the leg, a linear node or a mirror succeeds after the restart
  * (the leg sends it in pieces), the mirror keeping the leg in sync; a TRIM the export no
- * longer offers fails with ENOTSUP and one log line naming the change; an unflushed TRIM or
- * WRITE_ZEROES is not replayed to an export that came back without it (engine/replay-log.ts
- * replayPieces), so the leg goes on instead of replaying it until the deadline. And a leg
+ * longer offers fails with ENOTSUP and one log line naming the change; an unflushed TRIM is not
+ * replayed to an export that came back without it, and an unflushed WRITE_ZEROES is replayed
+ * as WRITEs of zeros (engine/replay-log.ts replayPieces), so the leg goes on instead of
+ * replaying them until the deadline, and the zeroing is not lost. And a leg
  * whose address comes to reach this very process (a DNS name or VIP moved here) stops for good
  * at that WELCOME, its unflushed writes not replayed into this node's own export.
  */
@@ -168,16 +169,21 @@ test("a TRIM the export no longer offers fails with ENOTSUP, logged once naming 
   await call.write(leg, 0, pattern(64 * KiB, 4));
 }, 30_000);
 
-test("unflushed TRIM and WRITE_ZEROES are not replayed to an export that came back without them: the leg goes on, the loss is logged", async () => {
+test("to an export that came back without TRIM and WRITE_ZEROES, unflushed trims are not replayed and write-zeroes are replayed as writes of zeros: the leg goes on, each change logged", async () => {
   const { disk, leg, log, restart } = await exported(4 * MiB);
   await call.write(leg, 0, pattern(256 * KiB, 6));
   await call.flush(leg);
+  // The export comes back on what its disk held at this flush: what follows is lost there.
+  const image = new Uint8Array(4 * MiB);
+  await call.read(disk, 0, image);
+  const durable = createLocalPort(createMemoryBackend(4 * MiB));
+  await call.write(durable, 0, image);
   // Acknowledged, not flushed: held for replay.
   await call.trim(leg, 0, 64 * KiB);
   await call.zero(leg, 128 * KiB, 64 * KiB, { noHole: false });
   const written = pattern(64 * KiB, 7);
   await call.write(leg, 512 * KiB, written);
-  await restart(new Lesser(disk, 32 * MiB, false, false));
+  await restart(new Lesser(durable, 32 * MiB, false, false));
   // Replays that the export refuses would be sent again and again, holding this behind them until the deadline (20 s).
   const started = Date.now();
   await call.write(leg, MiB, pattern(64 * KiB, 8));
@@ -185,8 +191,11 @@ test("unflushed TRIM and WRITE_ZEROES are not replayed to an export that came ba
   const back = new Uint8Array(64 * KiB);
   await call.read(leg, 512 * KiB, back);
   expect(Buffer.from(back).equals(Buffer.from(written))).toBe(true);
+  // The acknowledged zeroing holds on the disk that had lost it.
+  await call.read(durable, 128 * KiB, back);
+  expect(back.every((b) => b === 0)).toBe(true);
   expect(log.lines.filter((l) => l.includes("no longer offers TRIM: 65536 bytes")).length).toBe(1);
-  expect(log.lines.filter((l) => l.includes("no longer offers WRITE_ZEROES: 65536 bytes")).length).toBe(1);
+  expect(log.lines.filter((l) => l.includes("no longer offers WRITE_ZEROES: 65536 bytes of acknowledged, unflushed write-zeroes are replayed as writes of zeros")).length).toBe(1);
 }, 10_000);
 
 test("a leg whose export address comes to reach this process's own export stops at that WELCOME, replaying nothing into it", async () => {
