@@ -17,7 +17,7 @@
  * `queueDepth` requests are outstanding or `queueBytes` of write data wait to be sent, and
  * `onRoom` tells the caller when to try again — memory never grows with what a caller submits.
  *
- * Lifecycle (transitions in `TRANSITIONS`, checked by setState):
+ * Lifecycle (transitions in engine/fit.ts `TRANSITIONS`, checked by setState):
  *   idle ──connect──▶ connecting ──connected──▶ handshaking ──WELCOME──▶ ready
  *     ▲                    │                         │                     │
  *     └──── backoff ◀──────┴───── failure ◀──────────┴──── dead/closed ◀───┘
@@ -34,6 +34,7 @@ import type { Welcome } from "../wire/dst/handshake.ts";
 import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import { Durability } from "./durability.ts";
+import { fitTxn, piecesOf, TRANSITIONS, type EngineState } from "./fit.ts";
 import { leaseFor } from "./lease.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
@@ -45,18 +46,7 @@ import { makeTxn, MUTATING, opcodeOf, wireBytes, type Completion, type OpKind, t
 
 export type { Completion, OpKind, Request } from "./txn.ts";
 export type { EngineIO, EngineLog } from "./io.ts";
-
-export type EngineState = "idle" | "connecting" | "handshaking" | "ready" | "failed" | "closed";
-
-/** Allowed transitions; anything else is a bug (setState asserts). */
-const TRANSITIONS: Readonly<Record<EngineState, readonly EngineState[]>> = {
-  idle: ["connecting", "failed", "closed"],
-  connecting: ["handshaking", "idle", "failed", "closed"],
-  handshaking: ["ready", "idle", "failed", "closed"],
-  ready: ["idle", "failed", "closed"],
-  failed: [],
-  closed: [],
-};
+export type { EngineState } from "./fit.ts";
 
 /** Returned by submit() when the queues are full: nothing was queued, `done` was not called. */
 export const BUSY = -1;
@@ -241,15 +231,14 @@ export class ClientEngine {
       done(this.state === "failed" ? Errno.EIO : Errno.ESHUTDOWN, null);
       return 0;
     }
-    if (!this.canAccept(request, 1)) {
+    if (!this.canAccept(request, piecesOf(request.kind, request.length, this.maxPayload))) {
       this.wasBusy = true;
       return BUSY;
     }
     return this.event(() => {
       const txn = this.newTxn(request, this.ownData(request), done, null);
       txn.lease = leaseFor(request, txn.data, this.durability.copies);
-      this.pending.set(txn.txid, txn);
-      this.enqueue(txn);
+      for (const fitted of this.fit(txn)) this.enqueue(fitted);
       this.pump();
       return txn.txid;
     });
@@ -290,6 +279,14 @@ export class ClientEngine {
       deadlineMs: this.options.deadlineMs,
       resendIntervalMs: this.options.resendIntervalMs,
     });
+  }
+
+  /** `txn` as pending, or its pieces when the live MAX_PAYLOAD is smaller (engine/fit.ts). */
+  private fit(txn: Txn): Txn[] {
+    const fitted = fitTxn(txn, this.maxPayload, this.options.deadlineMs, (request, data, done) => this.newTxn(request, data, done, null));
+    if (fitted[0] !== txn) this.pending.delete(txn.txid);
+    for (const t of fitted) this.pending.set(t.txid, t);
+    return fitted;
   }
 
   private enqueue(txn: Txn): void {
@@ -551,6 +548,7 @@ export class ClientEngine {
    */
   private requeue(restarted: boolean): void {
     const durability = this.durability;
+    for (const txn of [...this.pending.values()]) this.fit(txn); // the export may grant a smaller MAX_PAYLOAD now
     const pendingTxns = [...this.pending.values()].filter((t) => t.internal !== "replay");
     // An automatic flush goes first: writes held by the replay bound wait for it, so behind
     // them it would never be sent (found by the simulator: a reconnect re-sorted it by txid

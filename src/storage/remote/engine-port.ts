@@ -26,7 +26,8 @@
  * own limit from it once (storage/tree/legs.ts combinedFlags), a mirror checks a returning
  * leg against it, the kernel learnt it at the NBD handshake — and a READ or WRITE larger than
  * the live limit is split into pieces of it, as the engine's replay fits its pieces
- * (engine/replay-log.ts fitPieces), completing once when every piece did (first error wins).
+ * (engine/replay-log.ts fitPieces), completing once when every piece did (first error wins);
+ * the engine cuts what it took before the new WELCOME the same way (engine/fit.ts).
  * A TRIM or WRITE_ZEROES the export no longer offers fails with ENOTSUP and one log line
  * (docs/tree.md "Write intent and unclean stops").
  */

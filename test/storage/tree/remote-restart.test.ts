@@ -63,7 +63,7 @@ afterEach(async () => {
 async function exported(
   size: number,
   localEpochs?: ReadonlySet<number>,
-): Promise<{ disk: StoragePort; leg: RemotePort; log: RecordingLog; restart(lesser: StoragePort, epoch?: number): Promise<void> }> {
+): Promise<{ disk: StoragePort; leg: RemotePort; log: RecordingLog; restart(lesser: StoragePort, epoch?: number, whileDown?: () => void): Promise<void> }> {
   const disk = createLocalPort(createMemoryBackend(size));
   let served = await serve(disk);
   cleanups.push(() => served.listener.close());
@@ -71,10 +71,11 @@ async function exported(
   const url = parseExportUrl(`dst://127.0.0.1:${served.port}/disk`) as ExportUrl;
   const leg = await openRemotePort({ url, engine: { reconnectMinMs: 10, reconnectMaxMs: 50, deadlineMs: 20_000 }, log, localEpochs });
   cleanups.push(() => leg.close());
-  const restart = async (lesser: StoragePort, epoch?: number): Promise<void> => {
+  const restart = async (lesser: StoragePort, epoch?: number, whileDown?: () => void): Promise<void> => {
     const tcpPort = served.port;
     const reconnects = leg.client.counters.reconnects;
     await served.listener.close(); // stop(true): its connections close too, as a killed export's would
+    whileDown?.();
     let listener: Listener | null = null;
     for (let attempt = 0; listener === null; attempt++) {
       try {
@@ -131,6 +132,37 @@ test("after the export came back with a smaller MAX_PAYLOAD, a WRITE and READ of
   await call.read(disk, 4 * MiB, back.subarray(0, MiB));
   expect(Buffer.from(back.subarray(0, MiB)).equals(Buffer.from(handed))).toBe(true);
   expect(leg.maxPayload).toBe(before); // what it offered at open (a returning mirror leg is checked against it)
+}, 30_000);
+
+test("a WRITE and a READ outstanding while the export restarts with a smaller MAX_PAYLOAD are sent in pieces of it, not refused until their deadline", async () => {
+  const { disk, leg, log, restart } = await exported(8 * MiB);
+  const old = pattern(MiB, 11);
+  await call.write(disk, 2 * MiB, old);
+  const data = pattern(MiB, 12);
+  const back = new Uint8Array(MiB);
+  let wrote: Promise<number> | null = null;
+  let read: Promise<number> | null = null;
+  const started = Date.now();
+  // Taken by the engine while the export is down: outstanding across the reconnect, at the old size.
+  await restart(new Lesser(disk, SMALL, true), undefined, () => {
+    wrote = new Promise<number>((resolve) => leg.write(0, data, false, resolve));
+    read = new Promise<number>((resolve) => leg.read(2 * MiB, back, resolve));
+  });
+  expect(await wrote!).toBe(0);
+  expect(await read!).toBe(0);
+  expect(Date.now() - started).toBeLessThan(5_000); // the deadline is 20 s
+  expect(Buffer.from(back).equals(Buffer.from(old))).toBe(true);
+  const onDisk = new Uint8Array(MiB);
+  await call.read(disk, 0, onDisk);
+  expect(Buffer.from(onDisk).equals(Buffer.from(data))).toBe(true);
+  // Submitted to the engine itself after the WELCOME, at the old size (a caller that sized its
+  // requests once, as dstd copy does): cut at submit.
+  const late = pattern(4 * SMALL, 13);
+  const errno = await new Promise<number>((resolve) => leg.client.engine.submit({ kind: "write", offset: 4 * MiB, length: late.length, data: late }, resolve));
+  expect(errno).toBe(0);
+  await call.read(disk, 4 * MiB, onDisk.subarray(0, late.length));
+  expect(Buffer.from(onDisk.subarray(0, late.length)).equals(Buffer.from(late))).toBe(true);
+  expect(log.lines.filter((l) => l.includes("exceeds max payload"))).toEqual([]);
 }, 30_000);
 
 test("a mirror whose remote leg's export came back with a smaller MAX_PAYLOAD keeps the leg in sync", async () => {
