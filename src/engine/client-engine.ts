@@ -17,7 +17,7 @@
  * `queueDepth` requests are outstanding or `queueBytes` of write data wait to be sent, and
  * `onRoom` tells the caller when to try again — memory never grows with what a caller submits.
  *
- * Lifecycle (transitions in engine/fit.ts `TRANSITIONS`, checked by setState):
+ * Lifecycle (transitions in engine/lifecycle.ts `TRANSITIONS`, checked by setState):
  *   idle ──connect──▶ connecting ──connected──▶ handshaking ──WELCOME──▶ ready
  *     ▲                    │                         │                     │
  *     └──── backoff ◀──────┴───── failure ◀──────────┴──── dead/closed ◀───┘
@@ -34,7 +34,8 @@ import type { Welcome } from "../wire/dst/handshake.ts";
 import { encodeFrame, type Header } from "../wire/dst/header.ts";
 import { newCounters, type EngineCounters } from "./counters.ts";
 import { Durability } from "./durability.ts";
-import { fitTxn, piecesOf, TRANSITIONS, type EngineState } from "./fit.ts";
+import { fitTxn, piecesOf } from "./fit.ts";
+import { TRANSITIONS, type EngineState } from "./lifecycle.ts";
 import { leaseFor } from "./lease.ts";
 import type { EngineOptions } from "./options.ts";
 import { Outbox } from "./outbox.ts";
@@ -46,7 +47,7 @@ import { makeTxn, MUTATING, opcodeOf, wireBytes, type Completion, type OpKind, t
 
 export type { Completion, OpKind, Request } from "./txn.ts";
 export type { EngineIO, EngineLog } from "./io.ts";
-export type { EngineState } from "./fit.ts";
+export type { EngineState } from "./lifecycle.ts";
 
 /** Returned by submit() when the queues are full: nothing was queued, `done` was not called. */
 export const BUSY = -1;

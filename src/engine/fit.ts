@@ -1,6 +1,5 @@
 /**
- * @module engine/fit — what the engine may put on the current connection: its lifecycle's
- * transitions, and READs and WRITEs cut to the export's live MAX_PAYLOAD.
+ * @module engine/fit — READs and WRITEs cut to the export's live MAX_PAYLOAD.
  *
  * An export that restarts may come back granting a smaller MAX_PAYLOAD (docs/protocol.md
  * §6.2, §6.5 "Epoch"). A READ or WRITE taken before that WELCOME (outstanding across the
@@ -14,18 +13,6 @@
  * (engine/replay-log.ts fitPieces). Pure: no I/O, no time.
  */
 import type { Completion, Request, Txn } from "./txn.ts";
-
-export type EngineState = "idle" | "connecting" | "handshaking" | "ready" | "failed" | "closed";
-
-/** Allowed transitions; anything else is a bug (ClientEngine.setState asserts). */
-export const TRANSITIONS: Readonly<Record<EngineState, readonly EngineState[]>> = {
-  idle: ["connecting", "failed", "closed"],
-  connecting: ["handshaking", "idle", "failed", "closed"],
-  handshaking: ["ready", "idle", "failed", "closed"],
-  ready: ["idle", "failed", "closed"],
-  failed: [],
-  closed: [],
-};
 
 /** Makes the txn of one piece: its request, its data (a view of the whole's), its completion. */
 export type MakePiece = (request: Request, data: Uint8Array | null, done: Completion) => Txn;
