@@ -67,6 +67,8 @@ export function validateMerged(raw: unknown, source: string, baseDir: string | n
  */
 function flagOf(key: string): string {
   if (key === "tree.chunk") return "--stripe-chunk";
+  // A flag's read_only is a boolean, never the wrong type: its one issue is false on an RBD snapshot.
+  if (key === "read_only") return "--no-read-only";
   // [export.replication] keys come from --log-dir, --log-size, --replica-of/--peer, --key-file…
   const replication = /^replication\.(\w+)/.exec(key)?.[1];
   if (replication !== undefined) return replication === "peer" ? "--replica-of or --peer" : `--${replication.replaceAll("_", "-")}`;

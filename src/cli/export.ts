@@ -82,10 +82,6 @@ export default defineDstdCommand({
     mergeCryptoThreads(raw, args["crypto-threads"]);
     const config = validateMerged(raw, source, baseDir, merged.index, merged.keys);
     if (config.exports.length === 0) throw new UsageError(NOTHING_TO_EXPORT);
-    const target = config.exports[merged.index];
-    if (args["read-only"] === false && target?.backend.kind === "rbd" && target.backend.rbd.snapshot !== null) {
-      throw new UsageError(`--no-read-only: export '${target.name}' serves the RBD snapshot ${target.backend.rbd.snapshot}, which cannot be written (docs/rbd.md)`);
-    }
     if (args["state-dir"] !== undefined && !config.exports.some((e) => e.replication || (e.backend.kind === "tree" && (treeHasMirror(e.backend.root) || treeHasLayout(e.backend.root))))) {
       throw new UsageError("--state-dir keeps the control socket of a replicated or mirrored export and the layout record of a linear or striped one: give --log-dir DIR (or [export.replication] in --config), or --mirror, --linear or --stripe legs");
     }

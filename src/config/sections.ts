@@ -177,6 +177,12 @@ function readExport(
     issues.add(path, "export is unreachable: listen and nbd_listen are both empty");
   }
   const readOnly = readBoolean(get(table, "read_only"), at("read_only"), issues);
+  // A snapshot export is read-only; an explicit read_only = false asks for writes it cannot
+  // take, and overriding it in silence would hide that from whoever wrote it (docs/rbd.md).
+  const snapshot = backend?.kind === "rbd" && backend.rbd.snapshot !== null;
+  if (snapshot && readOnly === false) {
+    issues.add(at("read_only"), `read_only = false, but the RBD snapshot ${String(get(table, "rbd"))} cannot be written: leave read_only out or set it to true (a snapshot export is read-only; docs/rbd.md)`);
+  }
   const allow = readAllow(get(table, "allow"), at("allow"), identities, issues);
   const suites = readSuites(get(table, "suites"), at("suites"), issues);
   const checksums = readChecksums(get(table, "checksums"), at("checksums"), issues);
@@ -189,8 +195,7 @@ function readExport(
     backend,
     listen,
     nbdListen,
-    // A snapshot cannot be written: its export is read-only (docs/rbd.md).
-    readOnly: (readOnly ?? false) || (backend.kind === "rbd" && backend.rbd.snapshot !== null),
+    readOnly: (readOnly ?? false) || snapshot,
     allow,
     suites,
     checksums,

@@ -40,10 +40,16 @@ describe("[[export]] rbd", () => {
     expect(e.readOnly).toBe(false);
   });
 
-  test("a snapshot export is read-only", () => {
-    const result = check({ rbd: "rbd/vm1@s1" });
-    if ("issues" in result) throw new Error(formatIssues(result.issues, "t.toml"));
-    expect(result.config.exports[0]!.readOnly).toBe(true);
+  test("a snapshot export is read-only; an explicit read_only = false on it is refused, not overridden", () => {
+    for (const readOnly of [undefined, true]) {
+      const result = check({ rbd: "rbd/vm1@s1", read_only: readOnly });
+      if ("issues" in result) throw new Error(formatIssues(result.issues, "t.toml"));
+      expect(result.config.exports[0]!.readOnly).toBe(true);
+    }
+    expect(issues({ rbd: "rbd/vm1@s1", read_only: false })).toBe(
+      "t.toml: export[0].read_only: read_only = false, but the RBD snapshot rbd/vm1@s1 cannot be written: leave read_only out or set it to true (a snapshot export is read-only; docs/rbd.md)",
+    );
+    expect(issues({ rbd: "rbd/vm1", read_only: false })).toBe("");
   });
 
   test("mistakes are reported with their key path", () => {
