@@ -13,7 +13,7 @@ export default defineDstdCommand({
   meta: {
     name: "check-config",
     description:
-      "Validate a config file and print what it defines. Also checks what export and attach would refuse here: key files (missing, readable by others, for another identity), export files and devices; and warns about listen addresses this user cannot bind now and allow rules that can never match.",
+      "Validate a config file and print what it defines. Also checks what export and attach would refuse here: key files (missing, readable by others, for another identity), export files and devices, RBD images' librbd, ceph_conf and ceph_keyring (missing or unreadable); and warns about listen addresses this user cannot bind now and allow rules that can never match.",
   },
   args: { file: { type: "positional", description: "TOML config file", required: true } },
   examples: ["dstd check-config /etc/dstd.toml", "dstd check-config examples/dstd.toml"],

@@ -8,7 +8,8 @@
  * the daemons run); one file, device or log_dir under two names (a symlink, a hard link,
  * /dev/disk/by-id/…) used as config/storage-uses.ts refuses one name used twice; export
  * files and devices that cannot be opened as configured; for RBD
- * images (the export's, or a tree's rbd legs) a missing librbd, ceph_conf or ceph_keyring.
+ * images (the export's, or a tree's rbd legs) a missing librbd, and a ceph_conf or
+ * ceph_keyring that is missing, unreadable by this user or not a regular file.
  * Warnings (it may work elsewhere, or as another user): listen addresses this user cannot
  * bind now (tried for real on TCP, and released at once; checked on the folder for Unix
  * sockets), a state_dir or replication log_dir this user cannot create or write, and allow

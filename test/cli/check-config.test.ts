@@ -116,6 +116,23 @@ describe("dstd check-config", () => {
     expect(r.stderr).toContain(`${path}: export[0].tree.mirror[0]: ceph_conf: /nonexistent/ceph.conf does not exist`);
   });
 
+  test("an rbd export's ceph_conf this user cannot read, and a ceph_keyring that is a folder, are problems (checked as an ordinary user: root reads anything)", () => {
+    const conf = join(scratch.path, "unreadable-ceph.conf");
+    writeFileSync(conf, "[global]\nmon_host = 192.0.2.1\n", { mode: 0o600 }); // owner root (or us): unreadable to others
+    if (process.getuid?.() !== 0) chmodSync(conf, 0o000);
+    const keyring = join(scratch.path, "keyring-folder");
+    mkdirSync(keyring);
+    const path = config("rbd-unreadable.toml", `[[export]]\nrbd = "rbd/vm1"\nceph_conf = "${conf}"\nceph_keyring = "${keyring}"\nallow = ["127.0.0.1/32:rw"]\n`);
+    chmodSync(scratch.path, 0o755);
+    chmodSync(path, 0o644);
+    // As root, drop to nobody (util-linux setpriv); as an ordinary user, run as that user.
+    const asNobody = process.getuid?.() === 0 ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [];
+    const r = Bun.spawnSync([...asNobody, ensureBinary(), "check-config", path], { stdout: "pipe", stderr: "pipe" });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr.toString()).toContain(`${path}: export[0].rbd: ceph_conf: ${conf} is not readable by this user (EACCES)`);
+    expect(r.stderr.toString()).toContain(`${path}: export[0].rbd: ceph_keyring: ${keyring} is not a regular file`);
+  });
+
   test("warnings: an address in use or not on this machine, an allow rule that can never match", async () => {
     const running = await startExport(["--memory", "1MiB", "--allow", "127.0.0.1/32:rw"]);
     try {

@@ -4,7 +4,7 @@
  * any, read-only). Failures are DstdError E_OPEN naming the image and what failed; whatever
  * was opened is closed again.
  */
-import { existsSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import type { RbdSpec } from "../../config/types.ts";
 import { DstdError, errorMessage } from "../../lib/errors.ts";
 import { RbdError, RbdImage, rbdLibraryProblem } from "../../sys/librbd.ts";
@@ -36,9 +36,34 @@ export function rbdPreflight(spec: RbdSpec): string[] {
   const problems: string[] = [];
   const library = rbdLibraryProblem();
   if (library !== null) problems.push(library);
-  if (spec.conf !== null && !existsSync(spec.conf)) problems.push(`ceph_conf: ${spec.conf} does not exist`);
-  if (spec.keyring !== null && !existsSync(spec.keyring)) problems.push(`ceph_keyring: ${spec.keyring} does not exist`);
+  for (const [key, path] of [["ceph_conf", spec.conf], ["ceph_keyring", spec.keyring]] as const) {
+    const problem = path === null ? null : unreadable(path);
+    if (problem !== null) problems.push(`${key}: ${problem}`);
+  }
   return problems;
+}
+
+/**
+ * Why librados could not read `path` as this user (null: it can). Opened for real, as the key
+ * file check does: mode bits say nothing for root, and a file that exists but cannot be read
+ * fails the open just the same (an unreadable ceph.conf at rados_conf_read_file, a keyring at
+ * rados_connect). Non-blocking, so that a FIFO named by mistake cannot hang the check.
+ */
+function unreadable(path: string): string | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? errorMessage(error);
+    if (code === "ENOENT") return `${path} does not exist`;
+    if (code === "EACCES") return `${path} is not readable by this user (EACCES)`;
+    return `${path} cannot be opened (${code})`;
+  }
+  try {
+    return fstatSync(fd).isFile() ? null : `${path} is not a regular file`;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export async function openRbdPort(spec: RbdSpec, options: { readOnly: boolean; log?: { warn(message: string): void } }): Promise<StoragePort> {
