@@ -258,7 +258,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const budget = options.budget ?? startConnectionBudget(limits.maxConnections, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
     const guard = (protocol: string, accept: GuardedAcceptHandler) => {
-      const made = new ConnectionGuard(accept, { protocol, limits, budget, log });
+      const made = new ConnectionGuard(accept, { protocol, limits, budget, log, replyStarved: () => server.replyBudget.starved });
       guards.push(made);
       return made.accept;
     };

@@ -7,10 +7,21 @@
  */
 import { assert } from "../lib/assert.ts";
 
+/** A taker turned away while holding less than this share of the budget makes it `starved`. */
+export const STARVED_BELOW = 1 / 8;
+
 export class Budget {
   private used = 0;
   private readonly waiters = new Set<() => void>();
   private wakeScheduled = false;
+  /**
+   * Someone holding little was turned away for lack of room and has not been woken since: the
+   * memory is contended, not merely in use (transport/guard.ts replyStarved). A connection
+   * stopped by its own share does not count (that is its limit, not a shortage), nor one that
+   * already holds STARVED_BELOW of the budget or more: heavy readers that want more than there
+   * is do not make each other "starved", a newcomer that gets nothing does.
+   */
+  private short = false;
 
   constructor(
     readonly limit: number,
@@ -23,10 +34,25 @@ export class Budget {
     return this.used;
   }
 
-  /** Take `bytes` if they fit; false (nothing taken) otherwise. */
-  take(bytes: number): boolean {
-    if (this.used + bytes > this.limit) return false;
+  /** True while a take found no room and nobody was woken since (see `short`). */
+  get starved(): boolean {
+    return this.short;
+  }
+
+  /** Take `bytes` if they fit; false (nothing taken) otherwise. `held`: what the taker holds already. */
+  take(bytes: number, held = 0): boolean {
+    if (this.used + bytes > this.limit) {
+      if (held < this.limit * STARVED_BELOW) this.short = true;
+      return false;
+    }
     this.used += bytes;
+    return true;
+  }
+
+  /** Whether the budget is spent; a holder of `held` bytes that then waits may count as turned away (`starved`). */
+  spent(held: number): boolean {
+    if (this.used < this.limit) return false;
+    if (held < this.limit * STARVED_BELOW) this.short = true;
     return true;
   }
 
@@ -55,6 +81,7 @@ export class Budget {
     this.wakeScheduled = true;
     this.defer(() => {
       this.wakeScheduled = false;
+      this.short = false; // each retry that finds no room again sets it again
       const waiting = [...this.waiters];
       this.waiters.clear();
       for (const retry of waiting) retry();

@@ -65,7 +65,7 @@ export class ReplyWriter {
   reserve(bytes: number): boolean {
     if (this.closed) return true; // nothing will be produced; let the request drain
     if (this.held + bytes > this.connectionLimit && this.held > 0) return false;
-    if (!this.budget.take(bytes)) return false;
+    if (!this.budget.take(bytes, this.held)) return false;
     this.reserved += bytes;
     return true;
   }

@@ -247,7 +247,7 @@ export class NbdTransmission {
     if (held > this.charged) memory.force(held - this.charged);
     else if (held < this.charged) memory.give(this.charged - held);
     this.charged = held;
-    if (memory.inUse < memory.limit || this.decoder.assembling > 0) return false;
+    if (this.decoder.assembling > 0 || !memory.spent(held)) return false;
     if (!this.waitingForRoom) {
       this.waitingForRoom = true;
       memory.wait(this.roomAgain);

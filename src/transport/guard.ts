@@ -113,7 +113,22 @@ export interface GuardOptions {
   clock?: GuardClock;
   /** Rate-limit window for pre-admission log lines (default 60 s). */
   logWindowMs?: number;
+  /**
+   * True while the reply memory these connections share turns someone away for lack of room
+   * (export/budget.ts `starved`). While it does, an admitted peer must take all it is behind by
+   * in each reply window, not only MIN_READ_RATE's worth (CONTENDED_SWEEPS).
+   */
+  replyStarved?: () => boolean;
 }
+
+/**
+ * Sweeps in a row the reply memory must be found starved before the reply deadline asks peers
+ * for their whole backlog: a shortage that lasts (a second or more at the usual sweep), not a
+ * burst the next drain ends. MIN_READ_RATE alone bounds what a slow reader may keep, not for
+ * how long: three peers reading 16 KiB/s held the 128 MiB reply half for about 50 minutes,
+ * and every other client's READ waited that long (docs/security.md "Resource limits").
+ */
+export const CONTENDED_SWEEPS = 2;
 
 /** What a guard has done so far (tests, diagnostics). */
 export interface GuardStats {
@@ -151,6 +166,9 @@ export class ConnectionGuard {
   private readonly pending = new Set<Guarded>();
   private readonly pendingBySource = new Map<string, Set<Guarded>>();
   private readonly stopSweep: () => void;
+  /** Sweeps in a row that found the reply memory starved; when it last counted as contended. */
+  private starvedSweeps = 0;
+  private contendedAt = Number.NEGATIVE_INFINITY;
   private readonly counts: Omit<GuardStats, "open" | "unauthenticated"> = {
     refusedAtBudget: 0,
     refusedPerSource: 0,
@@ -267,6 +285,8 @@ export class ConnectionGuard {
   sweep(): void {
     const now = this.clock.now();
     const { handshakeTimeoutMs, frameTimeoutMs } = this.options.limits;
+    this.starvedSweeps = this.options.replyStarved?.() === true ? this.starvedSweeps + 1 : 0;
+    if (this.starvedSweeps >= CONTENDED_SWEEPS) this.contendedAt = now;
     for (const guarded of this.all) {
       if (!guarded.isAdmitted) {
         if (now - guarded.acceptedAt >= handshakeTimeoutMs) {
@@ -277,18 +297,22 @@ export class ConnectionGuard {
       }
       // Reply deadline: in each frame_timeout window with replies queued, the peer must take
       // all it was behind by, or MIN_READ_RATE's worth: a shrink alone is not enough, or a few
-      // peers reading 4 KiB every 25 s would hold the whole reply budget for ever.
+      // peers reading 4 KiB every 25 s would hold the whole reply budget for ever. While the
+      // shared reply memory turns others away (CONTENDED_SWEEPS), only all of it will do: a
+      // slow reader gives its share back within a window instead of keeping it for ever.
       const queued = guarded.queuedBytes;
       guarded.readInWindow += Math.max(0, guarded.lastQueued + guarded.takeWritten() - queued);
       guarded.lastQueued = queued;
       if (queued === 0) guarded.restartWindow(now, 0);
       else guarded.peakQueued = Math.max(guarded.peakQueued, queued);
       if (queued > 0 && now - guarded.outputAt >= frameTimeoutMs) {
-        const needed = Math.min(guarded.peakQueued, Math.ceil((MIN_READ_RATE * frameTimeoutMs) / 1000));
+        const contended = this.contendedAt >= guarded.outputAt;
+        const needed = contended ? guarded.peakQueued : Math.min(guarded.peakQueued, Math.ceil((MIN_READ_RATE * frameTimeoutMs) / 1000));
         if (guarded.readInWindow < needed) {
           this.counts.replyTimeouts++;
           const read = guarded.readInWindow === 0 ? "replies not read" : `replies read too slowly (${guarded.readInWindow} bytes)`;
-          guarded.expire(`${read} for ${formatDuration(frameTimeoutMs)} (${queued} bytes queued)`, null);
+          const why = contended ? `; other clients wait for the reply memory it holds, so it must take all ${guarded.peakQueued} bytes it was behind by` : "";
+          guarded.expire(`${read} for ${formatDuration(frameTimeoutMs)} (${queued} bytes queued${why})`, null);
           continue;
         }
         guarded.restartWindow(now, queued);

@@ -13,6 +13,7 @@ import {
   type GuardClock,
   type GuardHooks,
   type GuardedHandler,
+  CONTENDED_SWEEPS,
   MIN_READ_RATE,
 } from "../../src/transport/guard.ts";
 import type { Peer, Sink } from "../../src/transport/types.ts";
@@ -68,7 +69,7 @@ const LIMITS: ConnectionLimits = {
   maxUnauthenticatedPerSource: 3,
 };
 
-function setup(limits: Partial<ConnectionLimits> = {}, extra: { budget?: ConnectionBudget } = {}) {
+function setup(limits: Partial<ConnectionLimits> = {}, extra: { budget?: ConnectionBudget; replyStarved?: () => boolean } = {}) {
   const clock = new FakeClock();
   const lines: string[] = [];
   const probes: Probe[] = [];
@@ -342,6 +343,53 @@ describe("reply deadline", () => {
     expect(probe!.closes[0]).toBe(`replies read too slowly (${3 * 4096} bytes) for 30s (${(48 << 20) - 3 * 4096} bytes queued)`);
     expect(guard.stats.replyTimeouts).toBe(1);
     expect(MIN_READ_RATE * 30).toBeGreaterThan(3 * 4096);
+  });
+
+  test("while the shared reply memory turns others away, a slow reader must take its whole backlog in a window; a fast one and an uncontended slow one go on", () => {
+    let starved = false;
+    const { clock, connect, guard } = setup({}, { replyStarved: () => starved });
+    const slow = connect();
+    const fast = connect();
+    const calm = () => {
+      slow.sink.drain(17 * 1024); // above MIN_READ_RATE: kept for ever without contention
+      fast.sink.drain(); // takes all it is behind by
+      for (const c of [slow, fast]) {
+        c.sink.room = 0;
+        c.probe!.sink.write(new Uint8Array(c === slow ? 17 * 1024 : 8 << 20));
+      }
+    };
+    for (const c of [slow, fast]) {
+      c.probe!.hooks.admitted();
+      c.sink.room = 0;
+      c.probe!.sink.write(new Uint8Array(48 << 20));
+    }
+    fast.sink.drain();
+    for (let i = 0; i < 90; i++) { // three windows, uncontended
+      clock.advance(1000);
+      calm();
+    }
+    expect(slow.sink.destroyed).toBe(false);
+    // A shortage of one sweep (a burst the next drain ends) does not count.
+    starved = true;
+    clock.advance(1000);
+    calm();
+    starved = false;
+    for (let i = 0; i < 40; i++) {
+      clock.advance(1000);
+      calm();
+    }
+    expect(slow.sink.destroyed).toBe(false);
+    // A shortage that lasts: within the window, the slow reader is closed; the fast one is not.
+    starved = true;
+    for (let i = 0; i < 31 && !slow.sink.destroyed; i++) {
+      clock.advance(1000);
+      calm();
+    }
+    expect(slow.sink.destroyed).toBe(true);
+    expect(slow.probe!.closes[0]).toMatch(/^replies read too slowly \(\d+ bytes\) for 30s \(\d+ bytes queued; other clients wait for the reply memory it holds, so it must take all \d+ bytes it was behind by\)$/);
+    expect(fast.sink.destroyed).toBe(false);
+    expect(guard.stats.replyTimeouts).toBe(1);
+    expect(CONTENDED_SWEEPS).toBeGreaterThan(1);
   });
 });
 
