@@ -2,9 +2,11 @@
  * @module cli/leg — `dstd leg suspend|resume NAME LEG`: take a mirror leg of an export of the
  * running node (dstd up) out for maintenance and bring it back (docs/tree.md "Suspending a leg
  * for maintenance"). While suspended the leg gets nothing, is not probed, and stays out across
- * restarts; what it misses is recorded, and resume resyncs only that. LEG is the leg's label
- * as `dstd status` shows it (its configured `name`, URL or path), or its position when the
- * export has one mirror.
+ * restarts; what it misses is recorded, and resume resyncs only that. Resume also tells the
+ * mirror that a leg it refused (foreign, diverged, damaged, too small) was repaired: it is
+ * judged again at once, and the command fails saying why when it is still refused. LEG is the
+ * leg's label as `dstd status` shows it (its configured `name`, URL or path), or its position
+ * when the export has one mirror.
  */
 import { defineCommand } from "citty";
 import { DstdError } from "../lib/errors.ts";

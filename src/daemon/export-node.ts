@@ -35,8 +35,7 @@ import { describeListenAddress, listen, type Listener } from "../transport/tcp.t
 import { openReplica, type ReplicaHandle } from "./replica-node.ts";
 import { prepareTreeChanges, type OpenNode, type PreparedTreeChanges } from "./export-tree-changes.ts";
 import { treeChanges } from "./tree-changes.ts";
-import { findMirrorLeg } from "../storage/tree/mirror-legs.ts";
-import { Errno, errnoMessage } from "../lib/errno.ts";
+import { holdMirrorLeg } from "../storage/tree/mirror-legs.ts";
 
 /** What `dstd leg` does to a mirror leg. */
 export type LegAction = "suspend" | "resume";
@@ -336,17 +335,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const holdLeg = async (name: string, selector: string, action: LegAction): Promise<string> => {
       const e = exports.find((x) => x.name === name);
       if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
-      const found = findMirrorLeg(e.port, selector);
-      if (typeof found === "string") throw new DstdError("E_USAGE", `export '${name}': ${found}`);
-      const not = `export '${name}': leg ${found.label} not ${action === "suspend" ? "suspended" : "resumed"}`;
-      const problem = found.mirror.legProblem(found.index, action);
-      if (problem !== null) throw new DstdError("E_STATE", `${not}: ${problem}`);
-      const was = found.mirror.legs[found.index]!.state;
-      const errno = await new Promise<number>((resolve) => found.mirror.setLegHeld(found.index, action, resolve));
-      if (errno !== 0) throw new DstdError("E_IO", `${not}: ${errnoMessage(errno)}${errno === Errno.EBUSY ? ` (${found.mirror.legProblem(found.index, action) ?? "its state changed meanwhile"})` : ""}`);
-      const now = found.mirror.legs[found.index]!.state;
-      if (action === "suspend") return was === "suspended" ? `export '${name}': leg ${found.label} was suspended already` : `export '${name}': leg ${found.label} suspended (was ${was}); its writes are recorded for resync until dstd leg resume`;
-      return was === "suspended" ? `export '${name}': leg ${found.label} resumed: reopened, being probed, and only what it missed is resynced` : `export '${name}': leg ${found.label} was not suspended (${now}${now === "degraded" || now === "absent" ? ": probed now" : ""})`;
+      return holdMirrorLeg(e.port, name, selector, action);
     };
     return { server, exports, replicas, dstAddresses: dstListener.bound, nbdAddresses, updatePolicy, prepareUpdate, resize, holdLeg, stop: closeAll };
   } catch (error) {

@@ -3,11 +3,16 @@
  * "Suspending a leg for maintenance"), on simulated legs (rig.ts): the leg gets nothing while
  * suspended and is never probed, the mirror's I/O goes on, the hold survives a clean close
  * and a crash of the node, and resume resyncs only what it missed; refusals name their reason.
+ * A leg the mirror refused (too small, foreign, diverged) is judged again when resumed after a
+ * repair: resynced whole if it may rejoin, else still refused, and the resume says why.
  */
 import { describe, expect, test } from "bun:test";
 import { Errno } from "../../../src/lib/errno.ts";
+import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call } from "../../../src/storage/port.ts";
+import { SUPERBLOCK_AREA, decodeSuperblockArea, encodeSuperblock } from "../../../src/storage/tree/mirror/layout.ts";
 import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
+import { holdMirrorLeg } from "../../../src/storage/tree/mirror-legs.ts";
 import { Rig, filled, legData } from "./rig.ts";
 
 const KiB = 1024;
@@ -137,5 +142,136 @@ describe("mirror: suspending a leg for maintenance", () => {
     expect(b.ports.length).toBe(2); // the resume opened it again
     expect(legData(b, m)[32 * KiB]).toBe(9);
     expect(Buffer.from(legData(b, m)).equals(Buffer.from(legData(a, m)))).toBe(true);
+  });
+});
+
+describe("mirror: resuming a refused leg after a repair", () => {
+  const resume = (rig: Rig, m: MirrorPort) => rig.settle(holdMirrorLeg(m, "disk", "1", "resume"));
+  const same = (x: Uint8Array, y: Uint8Array) => Buffer.from(x).equals(Buffer.from(y));
+
+  test("a leg that came back too small: resume says why while it is; once grown, it is resynced whole, with what it missed while refused", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    let shrunk = false;
+    class Shrinks extends PassThrough {
+      override get size(): number {
+        return shrunk ? 64 * KiB : super.size;
+      }
+    }
+    const m = await rig.mirror([a, b], { assumeClean: true, wrap: [undefined, (p) => new Shrinks(p)] });
+    await rig.write(m, 0, filled(64 * KiB, 1));
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 8 * KiB, filled(4096, 2)); // b degraded: this region is recorded for it
+    shrunk = true; // it comes back smaller (another LV, a truncated file)
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "too-small", "its probe finds it too small");
+    await rig.write(m, 128 * KiB, filled(8192, 3)); // recorded nowhere for b: it is refused
+    rig.run(2_000);
+    expect(m.legs[1]!.state).toBe("too-small"); // never probed again on its own
+    await expect(resume(rig, m)).rejects.toThrow(/leg L1 not resumed: it is still too-small: 64 KiB; the mirror needs/);
+    expect(m.legs[1]!.state).toBe("too-small");
+    shrunk = false; // the operator grew it
+    expect(await resume(rig, m)).toContain("leg L1 resumed after a repair (was too-small)");
+    await rig.until(() => m.legs[1]!.state === "in-sync", "the grown leg resynced");
+    // Whole: its bitmap lacks the writes it missed while refused.
+    expect(m.resyncedBytes).toBe(m.size);
+    expect(legData(b, m)[128 * KiB]).toBe(3);
+    expect(same(legData(b, m), legData(a, m))).toBe(true);
+  });
+
+  test("a leg too small when the mirror opens, grown: resume takes it back whole, as the next open would (its generation was never judged)", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG), rig.store(LEG)];
+    let shrunk = false;
+    class Shrinks extends PassThrough {
+      override get size(): number {
+        return shrunk ? LEG - 64 * KiB : super.size;
+      }
+    }
+    const m1 = await rig.mirror([a, b], { assumeClean: true });
+    await rig.write(m1, 0, filled(64 * KiB, 1));
+    await rig.settle(m1.close());
+    shrunk = true;
+    const m = await rig.mirror([a, b], { wrap: [undefined, (p) => new Shrinks(p)] });
+    expect(m.legs[1]!.state).toBe("too-small");
+    await rig.write(m, 200 * KiB, filled(4096, 4));
+    shrunk = false; // dstd resize on its node
+    expect(await resume(rig, m)).toContain("leg L1 resumed after a repair (was too-small)");
+    await rig.until(() => m.legs[1]!.state === "in-sync", "the grown leg resynced");
+    expect(m.resyncedBytes).toBe(m.size);
+    expect(legData(b, m)[200 * KiB]).toBe(4);
+    expect(same(legData(b, m), legData(a, m))).toBe(true);
+  });
+
+  test("a foreign leg stays foreign when resumed as it is (and at the next open); wiped blank and resumed, it is resynced whole", async () => {
+    const rig = new Rig();
+    const [a, b, c] = [rig.store(LEG), rig.store(LEG), rig.store(LEG)];
+    const m1 = await rig.mirror([a, b], { assumeClean: true });
+    await rig.write(m1, 0, filled(4096, 9));
+    await rig.settle(m1.close());
+    // c holds another mirror's metadata.
+    const rigOther = new Rig();
+    const other = await rigOther.mirror([rigOther.store(LEG), rigOther.store(LEG)], { assumeClean: true });
+    await rigOther.settle(other.close());
+    c.data.set(rigOther.stores[1]!.data.subarray(0, SUPERBLOCK_AREA), 0);
+    c.durable.set(rigOther.stores[1]!.durable.subarray(0, SUPERBLOCK_AREA), 0);
+    const before = c.data.slice();
+    const m = await rig.mirror([a, c], { reopenable: true });
+    expect(m.legs[1]!.state).toBe("foreign");
+    await rig.write(m, 64 * KiB, filled(4096, 3));
+    await expect(resume(rig, m)).rejects.toThrow("leg L2 not resumed: it is still foreign: holds another mirror's metadata");
+    expect(m.legs[1]!.state).toBe("foreign");
+    rig.run(1_000);
+    expect(same(c.data, before)).toBe(true); // never written
+    await rig.settle(m.close());
+    const m2 = await rig.mirror([a, c], { reopenable: true });
+    expect(m2.legs[1]!.state).toBe("foreign");
+    // The operator wipes its superblocks (docs/tree.md "Operator actions") and resumes it, while
+    // its node is still down: it is probed like a degraded leg, and judged once it answers.
+    c.data.fill(0, 0, SUPERBLOCK_AREA);
+    c.durable.fill(0, 0, SUPERBLOCK_AREA);
+    c.cut(Number.POSITIVE_INFINITY);
+    expect(await resume(rig, m2)).toContain("leg L2 resumed after a repair (was foreign), but it could not be read now (probe failed:");
+    expect(m2.legs[1]!.state).toBe("degraded");
+    c.up();
+    await rig.until(() => m2.legs[1]!.state === "in-sync", "the wiped leg resynced");
+    expect(m2.resyncedBytes).toBe(m2.size);
+    expect(legData(c, m2)[0]).toBe(9);
+    expect(legData(c, m2)[64 * KiB]).toBe(3);
+    expect(same(legData(c, m2), legData(a, m2))).toBe(true);
+  });
+
+  test("a diverged leg resumed as it is, or with the superblocks it left with, stays diverged and untouched (as at the next open); wiped, it is resynced whole", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG, 300), rig.store(LEG, 300)];
+    const m = await rig.mirror([a, b], { assumeClean: true });
+    await rig.write(m, 0, filled(64 * KiB, 1));
+    b.cut(Number.POSITIVE_INFINITY);
+    await rig.write(m, 0, filled(4096, 2)); // b degraded at generation 1
+    const left = b.data.slice(0, SUPERBLOCK_AREA);
+    // Someone runs b alone as a mirror that bumps its generation (a forced start), writing to it.
+    const sb = decodeSuperblockArea(left);
+    if (sb.kind !== "valid") throw new Error("b has no superblock");
+    b.data.set(encodeSuperblock({ ...sb.sb, generation: 5, seq: sb.sb.seq + 1 }), ((sb.sb.seq + 1) % 2) * 4096);
+    b.up();
+    await rig.until(() => m.legs[1]!.state === "diverged", "its probe finds it diverged");
+    await rig.write(m, 128 * KiB, filled(4096, 3)); // recorded nowhere for b
+    await expect(resume(rig, m)).rejects.toThrow(/leg L1 not resumed: it is still diverged: generation 5 is newer than when it left \(\d+\): written elsewhere since/);
+    // Its superblocks put back as they were when it left (its data is still the other writer's):
+    // its bitmap would miss what was written here since and there, so it must not be resynced
+    // from it. Its slot takes back only a blank leg, as the next open would (metadata.ts refusedSlot).
+    b.data.set(left, 0);
+    const kept = b.data.slice();
+    await expect(resume(rig, m)).rejects.toThrow(/leg L1 not resumed: it is still diverged/);
+    rig.run(1_000);
+    expect(same(b.data, kept)).toBe(true);
+    expect(m.resyncedBytes).toBe(0);
+    // Wiped, it is blank: resynced whole.
+    b.data.fill(0, 0, SUPERBLOCK_AREA);
+    expect(await resume(rig, m)).toContain("leg L1 resumed after a repair (was diverged)");
+    await rig.until(() => m.legs[1]!.state === "in-sync", "the wiped leg resynced");
+    expect(m.resyncedBytes).toBe(m.size);
+    expect(legData(b, m)[128 * KiB]).toBe(3);
+    expect(same(legData(b, m), legData(a, m))).toBe(true);
   });
 });

@@ -9,7 +9,8 @@
  * - a leg the operator suspends leaves the same way (mirror/suspend.ts) but is not probed;
  * - a degraded or absent leg is probed every `probeIntervalMs` (its superblock read, or the
  *   leg reopened); when it answers with a generation its slot allows it is resynced, a blank
- *   or older one whole, and a foreign, diverged, damaged or too small one is left untouched;
+ *   or older one whole, and a foreign, diverged, damaged or too small one is left untouched
+ *   and not probed again until the operator resumes it after a repair (mirror/suspend.ts);
  * - a leg that fails again while it resyncs (it answers its probe, not its writes) waits twice
  *   as long before each next probe, up to 2^MAX_PROBE_DOUBLINGS intervals, until it joins:
  *   a flapping leg neither costs the clients a budget wait every interval nor keeps the resync
@@ -124,28 +125,37 @@ export function scheduleProbe(s: MirrorState, leg: MirrorLeg): void {
   });
 }
 
-/** Ask a degraded (or absent) leg for its superblock; resync it if it may rejoin. */
-export function runProbe(s: MirrorState, leg: MirrorLeg): void {
-  if (s.closed || !leg.tracked || leg.probing || leg.state === "suspended" || replaced(s, leg)) return;
+/**
+ * Ask a degraded (or absent) leg for its superblock; resync it if it may rejoin. `ended` once
+ * this probe has judged the leg or given up (a later probe is scheduled then): a resume of a
+ * refused leg (mirror/suspend.ts) answers the operator with the verdict.
+ */
+export function runProbe(s: MirrorState, leg: MirrorLeg, ended: () => void = () => {}): void {
+  if (s.closed || !leg.tracked || leg.probing || leg.state === "suspended" || replaced(s, leg)) return ended();
   if (leg.port === null) {
-    if (leg.open === null) return;
+    if (leg.open === null) return ended();
     leg.probing = true;
     leg.open().then(
       (port) => {
         leg.probing = false;
-        if (s.closed || leg.state === "suspended" || replaced(s, leg)) return void port.close();
+        if (s.closed || leg.state === "suspended" || replaced(s, leg)) {
+          void port.close();
+          return ended();
+        }
         const misfit = fitProblem(s, port);
         if (misfit !== null) {
           refuse(s, leg, "too-small", `reopened, it does not fit: ${misfit}`);
-          return void port.close();
+          void port.close();
+          return ended();
         }
         leg.port = port;
-        runProbe(s, leg);
+        runProbe(s, leg, ended);
       },
       (error: Error) => {
         leg.probing = false;
         leg.lastError = `cannot open: ${error.message}`;
         scheduleProbe(s, leg);
+        ended();
       },
     );
     return;
@@ -155,14 +165,19 @@ export function runProbe(s: MirrorState, leg: MirrorLeg): void {
   const area = new Uint8Array(SUPERBLOCK_AREA);
   port.read(0, area, (errno) => {
     leg.probing = false;
-    if (s.closed || !leg.tracked || leg.state === "suspended" || replaced(s, leg)) return;
+    if (s.closed || !leg.tracked || leg.state === "suspended" || replaced(s, leg)) return ended();
     // Suspended and resumed while this read ran: the port was replaced, probe the new one.
-    if (leg.port !== port) return scheduleProbe(s, leg);
+    if (leg.port !== port) {
+      scheduleProbe(s, leg);
+      return ended();
+    }
     if (errno !== 0) {
       leg.lastError = `probe failed: ${errnoMessage(errno)}`;
-      return scheduleProbe(s, leg);
+      scheduleProbe(s, leg);
+      return ended();
     }
     judgeReturning(s, leg, port, area);
+    ended();
   });
 }
 

@@ -9,7 +9,7 @@
 import type { Done } from "../../port.ts";
 import type { RegionBitmap } from "./bitmap.ts";
 import { ACTIVE_SLOT, PAGE_BYTES, type Slot, SlotState, activeCount, bitmapOffset, encodeSuperblock, SUPERBLOCK_BYTES } from "./layout.ts";
-import type { MirrorLeg } from "./leg.ts";
+import { type LegState, type MirrorLeg, REFUSED_STATES } from "./leg.ts";
 import type { MetaJob, MetaTarget } from "./meta-writer.ts";
 import type { MirrorState } from "./state.ts";
 
@@ -63,8 +63,7 @@ export function slotTable(s: MirrorState): Slot[] {
   for (const leg of s.legs) {
     if (leg.state === "in-sync") slots.push({ state: SlotState.IN_SYNC, low: leg.joinGen, high: 0 });
     else if (leg.joinPhase === 2 && leg.state === "syncing") slots.push({ state: SlotState.IN_SYNC, low: s.generation, high: 0 });
-    else if (leg.state === "diverged") slots.push({ state: SlotState.FULL, low: 0, high: 0 });
-    else if (leg.state === "foreign" || leg.state === "damaged" || leg.state === "too-small") slots.push({ state: SlotState.FULL, low: 0, high: Number.MAX_SAFE_INTEGER });
+    else if (REFUSED_STATES.has(leg.state)) slots.push(refusedSlot(leg.state));
     else {
       const slot: Slot = { state: leg.full ? SlotState.FULL : SlotState.BITMAP, low: leg.low, high: leg.highBound };
       if (leg.state === "suspended") slot.held = true;
@@ -72,6 +71,19 @@ export function slotTable(s: MirrorState): Slot[] {
     }
   }
   return slots;
+}
+
+/**
+ * The slot of a leg the mirror refuses (foreign, diverged, damaged, too small), which the next
+ * open judges it by, and so does a resume after a repair (mirror/suspend.ts): whole, since it
+ * got no writes and none were recorded for it. A diverged leg showed a generation this mirror
+ * never gave it (written elsewhere): its range ends at 0, so only a leg wiped blank (or one
+ * stamped at creation) is taken back. The others were refused before a generation of this
+ * slot counted (too small: before it was read; foreign, damaged: none there): any generation
+ * of it is taken back, whole.
+ */
+export function refusedSlot(state: LegState): Slot {
+  return { state: SlotState.FULL, low: 0, high: state === "diverged" ? 0 : Number.MAX_SAFE_INTEGER };
 }
 
 export function superblockFor(s: MirrorState, leg: MirrorLeg, generation: number): Uint8Array {

@@ -14,17 +14,21 @@
  * Resume: the hold is cleared and the leg is reopened and probed at once; it is judged like any
  * returning leg (generation, identity, size) and only its recorded regions are resynced. A
  * degraded or absent leg (out, not held) is probed at once instead of at its next interval.
+ * A leg the mirror refused (foreign, diverged, damaged, too small) is never probed: resuming
+ * it says the operator repaired it (wiped it, replaced or grew its disk). It is reopened and
+ * judged now as the next open would judge it, by the slot its refusal recorded (metadata.ts
+ * refusedSlot): resynced whole if it fits now, else refused again with the new reason, which
+ * the resume waits for so the operator hears the verdict.
  *
  * Refused, with the reason: suspending the last in-sync leg (nothing would serve reads) or a
- * leg while a grow runs; either for legs the mirror leaves untouched (foreign, diverged,
- * damaged, too small: an operator repairs those).
+ * leg while a grow runs; suspending a refused leg (the mirror leaves it untouched already).
  */
 import { Errno } from "../../../lib/errno.ts";
 import type { Done } from "../../port.ts";
 import { flushLegs } from "./flush.ts";
 import { REFUSED_STATES, type MirrorLeg } from "./leg.ts";
 import { lastInSync, runProbe, scheduleProbe, takeOut } from "./leg-health.ts";
-import { commitRecord } from "./metadata.ts";
+import { SB_KEY, commitRecord, refusedSlot } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
 
 /** Why `leg` cannot be suspended now, or null (already suspended: null, nothing to do). */
@@ -40,7 +44,6 @@ export function suspendProblem(s: MirrorState, leg: MirrorLeg): string | null {
 /** Why `leg` cannot be resumed now, or null (a leg back already: nothing to do; a degraded one: probed now). */
 export function resumeProblem(s: MirrorState, leg: MirrorLeg): string | null {
   if (s.closed) return "the mirror is closing";
-  if (REFUSED_STATES.has(leg.state)) return `leg ${leg.label} is ${leg.state}: the mirror leaves it untouched until an operator repairs it (docs/tree.md "Operator actions")`;
   return null;
 }
 
@@ -74,10 +77,14 @@ export function suspendLeg(s: MirrorState, leg: MirrorLeg, done: Done): void {
   });
 }
 
-/** Resume `leg`: `done(0)` once the record without the hold is down; the probe runs at once. */
+/**
+ * Resume `leg`: `done(0)` once the record without the hold is down; the probe runs at once.
+ * A refused leg: `done(0)` once it is judged again (its state says the verdict).
+ */
 export function resumeLeg(s: MirrorState, leg: MirrorLeg, done: Done): void {
   if (resumeProblem(s, leg) !== null) return done(Errno.EBUSY);
   leg.flaps = 0; // the operator says it is fixed: probed at the base interval again
+  if (REFUSED_STATES.has(leg.state)) return judgeRepaired(s, leg, done);
   if (leg.tracked && leg.state !== "suspended") {
     // Degraded or absent: out already, not held; the operator asks to try it now.
     leg.probe?.cancel();
@@ -101,6 +108,36 @@ export function resumeLeg(s: MirrorState, leg: MirrorLeg, done: Done): void {
     runProbe(s, leg);
     done(0);
   });
+}
+
+/**
+ * The operator repaired a refused leg: judge it now like a returning leg. Until then it was
+ * neither written nor had what it missed recorded, and its slot on disk says so (FULL, in the
+ * range metadata.ts refusedSlot gives): memory takes that slot, so it can only come back by a
+ * whole resync, and a diverged leg that still shows the generation it was written at elsewhere
+ * stays diverged. Out of sync and tracked while it is judged (it gets nothing, serves nothing);
+ * a leg that cannot be read now stays tracked and is probed like any degraded leg.
+ */
+function judgeRepaired(s: MirrorState, leg: MirrorLeg, done: Done): void {
+  const was = leg.state;
+  const slot = refusedSlot(was);
+  leg.probe?.cancel();
+  leg.probe = null;
+  leg.state = "degraded";
+  leg.lastError = null;
+  leg.full = true;
+  leg.needs.fill();
+  leg.low = slot.low;
+  leg.high = slot.high;
+  // What its disk showed before the repair says nothing of what it shows now (a wiped leg).
+  leg.diskGen = null;
+  for (let page = 0; page < s.pagesPerSlot; page++) s.meta.persist(s.pageKey(leg.index, page));
+  s.recordsMade++;
+  s.meta.persist(SB_KEY);
+  s.log.info(`mirror leg ${leg.label} (${was}) resumed by the operator after a repair: reopened and judged like a returning leg; resynced whole if it may rejoin`);
+  // A leg the mirror can reopen is reopened: the repair may have replaced or grown its disk.
+  closeLeg(leg);
+  runProbe(s, leg, () => done(0));
 }
 
 /** Close the port of a leg the mirror can reopen (requests in flight on it finish first). */
