@@ -53,6 +53,8 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
   const access = target.readOnly ? ("ro" as const) : ("rw" as const);
   const local = (peer: Peer) => peer.transport === "unix" || isLoopbackAddress(peer.address);
   const limits = o.limits ?? DEFAULT_CONNECTION_LIMITS;
+  // Shared by the endpoint's clients, as an export's (its reply half: export/limits.ts).
+  const memory = new Budget(EXPORT_LIMITS.memoryBudget / 2, setImmediate);
   const accept = acceptNbd({
     resolve(name: string, peer: Peer) {
       if (!local(peer)) return { refuse: "only local clients may use this endpoint", code: "policy" };
@@ -61,10 +63,10 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
     },
     list: (peer: Peer) => (local(peer) ? [{ name: o.exportName, description: target.description }] : []),
     log,
-    // Shared by the endpoint's clients, as an export's (its reply half: export/limits.ts).
-    memory: new Budget(EXPORT_LIMITS.memoryBudget / 2, setImmediate),
+    memory,
   });
-  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget: o.budget ?? startConnectionBudget(limits.maxConnections, log), log });
+  const budget = o.budget ?? startConnectionBudget(limits.maxConnections, log);
+  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget, log, replyStarved: () => memory.starved });
   let listener: Listener;
   try {
     listener = await listen([o.nbdListen], guard.accept);
