@@ -66,7 +66,7 @@ export async function serveNbdEndpoint(o: NbdEndpointOptions): Promise<NbdEndpoi
     memory,
   });
   const budget = o.budget ?? startConnectionBudget(limits.maxConnections, log);
-  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget, log, replyStarved: () => memory.starved });
+  const guard = new ConnectionGuard(accept, { protocol: "NBD", limits, budget, log, replyStarved: () => memory.starved, receiveStarved: () => memory.starved });
   let listener: Listener;
   try {
     listener = await listen([o.nbdListen], guard.accept);

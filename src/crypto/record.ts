@@ -353,6 +353,11 @@ export class RecordOpener extends RecordChannel {
     return this.body === null ? this.headFill : RECORD_HEADER_SIZE + this.bodyFill;
   }
 
+  /** Memory the unfinished record holds: its whole body once allocated. */
+  get heldBytes(): number {
+    return this.body === null ? this.headFill : RECORD_HEADER_SIZE + this.body.length;
+  }
+
   /** After push(): index in the chunk where it stopped early, or -1 when all was consumed. */
   get stoppedAt(): number {
     return this.stopped;

@@ -257,7 +257,9 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const budget = options.budget ?? startConnectionBudget(limits.maxConnections, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);
     const guard = (protocol: string, accept: GuardedAcceptHandler) => {
-      const made = new ConnectionGuard(accept, { protocol, limits, budget, log, replyStarved: () => server.replyBudget.starved });
+      // NBD connections gather WRITEs in the same memory as their replies (nbd-front.ts).
+      const receive = protocol === "DST" ? server.receiveBudget : server.replyBudget;
+      const made = new ConnectionGuard(accept, { protocol, limits, budget, log, replyStarved: () => server.replyBudget.starved, receiveStarved: () => receive.starved });
       guards.push(made);
       return made.accept;
     };

@@ -257,10 +257,10 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     }
   }
 
-  /** Bytes of an unfinished frame or record held back (for the guard's frame deadline). */
+  /** Memory an unfinished frame or record holds, its whole size once allocated (the guard's frame deadlines). */
   partialBytes(): number {
     if (this.state === "closed") return 0;
-    return this.decoder.bufferedBytes + (this.opener?.bufferedBytes ?? 0);
+    return this.decoder.heldBytes + (this.opener?.heldBytes ?? 0);
   }
 
   /** About once a second: while bytes of one large frame keep arriving on a slow link (its client's PING
@@ -500,7 +500,7 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
   private readonly allocate = (size: number): { bytes: Uint8Array; owner: unknown } | null => {
     if (
       (this.receiveHeld > 0 && this.receiveHeld + size > this.server.limits.connectionReceiveBytes) ||
-      !this.server.receiveBudget.take(size)
+      !this.server.receiveBudget.take(size, this.receiveHeld)
     ) {
       this.refused = true;
       return null;

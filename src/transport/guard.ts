@@ -15,7 +15,11 @@
  *     is accepted and closed at once (so accept never fails with EMFILE, which makes Bun spin),
  *     logged once a minute. Only admitted connections can therefore lock newcomers out;
  *   - a frame deadline: a connection holding part of a frame or record (`partialBytes() > 0`)
- *     that receives nothing for `frameTimeoutMs` while reading is not paused is closed;
+ *     that receives nothing for `frameTimeoutMs` while reading is not paused is closed; one
+ *     that holds unfinished frames through a whole `frameTimeoutMs` window must have received
+ *     MIN_READ_RATE's worth in it, and while the receive memory is contended
+ *     (`receiveStarved`) all it held: a header that claims 32 MiB holds 32 MiB of the
+ *     shared budget, and a trickle of a byte a minute would otherwise keep it for ever;
  *   - a reply deadline: an admitted connection whose sink queues replies that the peer has not
  *     read any of for `frameTimeoutMs` is closed. The memory its replies hold counts against
  *     the process's shared budget, so a peer that stops reading would otherwise stall every
@@ -32,8 +36,9 @@
  *     counts as unauthenticated and the handshake deadline runs;
  *   - log refusals and handshake failures with `hooks.refused(line)` (peer text escaped with
  *     lib/peer-text.ts), not with the plain log;
- *   - implement `partialBytes()` on the handler: bytes of an unfinished frame or record it
- *     holds (0 between frames). Without it the frame deadline never fires;
+ *   - implement `partialBytes()` on the handler: the memory an unfinished frame or record
+ *     holds (its whole size once it is gathered into one buffer; 0 between frames). Without
+ *     it the frame deadline never fires;
  *   - write, pause and close through the Sink it was given (the guard's, which tracks pauses:
  *     time spent paused by the protocol's own backpressure never counts against the peer).
  * A connection the guard closes hears `onClose(reason)` once, with the guard's reason.
@@ -57,7 +62,7 @@ export interface GuardHooks {
 }
 
 export interface GuardedHandler extends ConnectionHandler {
-  /** Bytes of an unfinished frame or record held (0 between frames). */
+  /** Memory an unfinished frame or record holds: its whole size once gathered into one buffer (0 between frames). */
   partialBytes?(): number;
 }
 
@@ -119,6 +124,8 @@ export interface GuardOptions {
    * in each reply window, not only MIN_READ_RATE's worth (CONTENDED_SWEEPS).
    */
   replyStarved?: () => boolean;
+  /** The same for the memory unfinished frames are received into: then a peer must deliver all it holds in each window. */
+  receiveStarved?: () => boolean;
 }
 
 /**
@@ -166,9 +173,11 @@ export class ConnectionGuard {
   private readonly pending = new Set<Guarded>();
   private readonly pendingBySource = new Map<string, Set<Guarded>>();
   private readonly stopSweep: () => void;
-  /** Sweeps in a row that found the reply memory starved; when it last counted as contended. */
+  /** Sweeps in a row that found the reply (receive) memory starved; when it last counted as contended. */
   private starvedSweeps = 0;
   private contendedAt = Number.NEGATIVE_INFINITY;
+  private receiveStarvedSweeps = 0;
+  private receiveContendedAt = Number.NEGATIVE_INFINITY;
   private readonly counts: Omit<GuardStats, "open" | "unauthenticated"> = {
     refusedAtBudget: 0,
     refusedPerSource: 0,
@@ -287,6 +296,8 @@ export class ConnectionGuard {
     const { handshakeTimeoutMs, frameTimeoutMs } = this.options.limits;
     this.starvedSweeps = this.options.replyStarved?.() === true ? this.starvedSweeps + 1 : 0;
     if (this.starvedSweeps >= CONTENDED_SWEEPS) this.contendedAt = now;
+    this.receiveStarvedSweeps = this.options.receiveStarved?.() === true ? this.receiveStarvedSweeps + 1 : 0;
+    if (this.receiveStarvedSweeps >= CONTENDED_SWEEPS) this.receiveContendedAt = now;
     for (const guarded of this.all) {
       if (!guarded.isAdmitted) {
         if (now - guarded.acceptedAt >= handshakeTimeoutMs) {
@@ -317,11 +328,30 @@ export class ConnectionGuard {
         }
         guarded.restartWindow(now, queued);
       }
-      if (guarded.isPaused) continue;
-      const partial = guarded.partialBytes();
-      if (partial > 0 && now - guarded.lastInput >= frameTimeoutMs) {
+      const partial = guarded.isPaused ? 0 : guarded.partialBytes();
+      if (partial === 0) {
+        guarded.restartInput(now, 0); // between frames, or paused: the peer cannot be behind
+        continue;
+      }
+      if (now - guarded.lastInput >= frameTimeoutMs) {
         this.counts.frameTimeouts++;
         guarded.expire(`no progress for ${formatDuration(frameTimeoutMs)} on an unfinished frame (${partial} bytes held)`, null);
+        continue;
+      }
+      // Unfinished frames through a whole window: at least MIN_READ_RATE's worth must have
+      // arrived in it (a trickle is progress to the rule above), and while the receive memory
+      // turns others away, all the peer held in it: a frame that arrives whole within a window.
+      guarded.peakHeld = Math.max(guarded.peakHeld, partial);
+      if (now - guarded.inputAt >= frameTimeoutMs) {
+        const contended = this.receiveContendedAt >= guarded.inputAt;
+        const needed = contended ? guarded.peakHeld : Math.ceil((MIN_READ_RATE * frameTimeoutMs) / 1000);
+        if (guarded.inputInWindow < needed) {
+          this.counts.frameTimeouts++;
+          const why = contended ? `; other clients wait for the receive memory it holds, so all ${guarded.peakHeld} bytes must arrive` : "";
+          guarded.expire(`frames arriving too slowly (${guarded.inputInWindow} bytes in ${formatDuration(frameTimeoutMs)}, ${partial} bytes held${why})`, null);
+          continue;
+        }
+        guarded.restartInput(now, partial);
       }
     }
     this.limiter.flush(now);
@@ -352,6 +382,10 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   lastQueued = 0;
   readInWindow = 0;
   peakQueued = 0;
+  /** Start of the input window (the last sweep between frames, or the last window passed); bytes received in it; the most held in it. */
+  inputAt: number;
+  inputInWindow = 0;
+  peakHeld = 0;
   /** Bytes the protocol wrote since the last sweep (to tell what the peer took from what was added). */
   private written = 0;
   private done = false;
@@ -366,6 +400,7 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
   ) {
     this.lastInput = acceptedAt;
     this.outputAt = acceptedAt;
+    this.inputAt = acceptedAt;
   }
 
   // ---- GuardHooks ------------------------------------------------------------------------
@@ -398,6 +433,12 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
     return written;
   }
 
+  restartInput(now: number, held: number): void {
+    this.inputAt = now;
+    this.inputInWindow = 0;
+    this.peakHeld = held;
+  }
+
   restartWindow(now: number, queued: number): void {
     this.outputAt = now;
     this.readInWindow = 0;
@@ -427,6 +468,7 @@ class Guarded implements ConnectionHandler, Sink, GuardHooks {
 
   onData(chunk: Uint8Array): void {
     this.lastInput = this.guard.now;
+    this.inputInWindow += chunk.length;
     this.inner?.onData(chunk);
   }
 

@@ -69,7 +69,7 @@ const LIMITS: ConnectionLimits = {
   maxUnauthenticatedPerSource: 3,
 };
 
-function setup(limits: Partial<ConnectionLimits> = {}, extra: { budget?: ConnectionBudget; replyStarved?: () => boolean } = {}) {
+function setup(limits: Partial<ConnectionLimits> = {}, extra: { budget?: ConnectionBudget; replyStarved?: () => boolean; receiveStarved?: () => boolean } = {}) {
   const clock = new FakeClock();
   const lines: string[] = [];
   const probes: Probe[] = [];
@@ -246,13 +246,55 @@ describe("frame deadline", () => {
     probe!.hooks.admitted();
     probe!.partial = 13;
     clock.advance(29_000);
-    handler.onData(new Uint8Array(1)); // progress restarts the wait
+    handler.onData(new Uint8Array(MIN_READ_RATE * 30)); // progress restarts the wait
     clock.advance(29_999);
     expect(sink.destroyed).toBe(false);
     clock.advance(1);
     expect(sink.destroyed).toBe(true);
     expect(probe!.closes[0]).toBe("no progress for 30s on an unfinished frame (13 bytes held)");
     expect(lines.at(-1)).toContain("unfinished frame");
+  });
+
+  test("a trickle that is progress to the deadline above is closed after one window below MIN_READ_RATE; a slow frame above it is not", () => {
+    const { clock, connect, guard } = setup();
+    const trickle = connect();
+    const slow = connect();
+    for (const c of [trickle, slow]) {
+      c.probe!.hooks.admitted();
+      c.probe!.partial = 32 << 20; // a header that claims 32 MiB holds 32 MiB
+    }
+    for (let i = 0; i < 120; i++) { // two minutes
+      clock.advance(1000);
+      if (i % 20 === 0) trickle.handler.onData(new Uint8Array(1)); // a byte every 20 s
+      slow.handler.onData(new Uint8Array(17 * 1024));
+    }
+    expect(trickle.sink.destroyed).toBe(true);
+    expect(trickle.probe!.closes[0]).toBe(`frames arriving too slowly (2 bytes in 30s, ${32 << 20} bytes held)`);
+    expect(slow.sink.destroyed).toBe(false);
+    expect(guard.stats.frameTimeouts).toBe(1);
+  });
+
+  test("while the receive memory turns others away, an unfinished frame must arrive whole within a window; a fast sender goes on", () => {
+    let starved = false;
+    const { clock, connect } = setup({}, { receiveStarved: () => starved });
+    const slow = connect();
+    const fast = connect();
+    for (const c of [slow, fast]) {
+      c.probe!.hooks.admitted();
+      c.probe!.partial = 32 << 20;
+    }
+    const tick = () => {
+      clock.advance(1000);
+      slow.handler.onData(new Uint8Array(64 * 1024)); // 64 KiB/s: well above MIN_READ_RATE
+      fast.handler.onData(new Uint8Array(32 << 20)); // a whole frame a second
+    };
+    for (let i = 0; i < 65; i++) tick();
+    expect(slow.sink.destroyed).toBe(false);
+    starved = true;
+    for (let i = 0; i < 32 && !slow.sink.destroyed; i++) tick();
+    expect(slow.sink.destroyed).toBe(true);
+    expect(slow.probe!.closes[0]).toMatch(/^frames arriving too slowly \(\d+ bytes in 30s, 33554432 bytes held; other clients wait for the receive memory it holds, so all 33554432 bytes must arrive\)$/);
+    expect(fast.sink.destroyed).toBe(false);
   });
 
   test("an idle connection between frames is never closed", () => {

@@ -84,6 +84,11 @@ export class FrameDecoder {
   }
 
   /** Bytes held back waiting for the rest of a frame. */
+  /** Memory the unfinished frame holds: its whole size once it is gathered into its own buffer, else what is buffered. */
+  get heldBytes(): number {
+    return this.frame === null ? this.bufferedBytes : this.frame.length;
+  }
+
   get bufferedBytes(): number {
     if (this.waiting !== null) return HEADER_SIZE;
     if (this.scatter !== null) return HEADER_SIZE + this.scatterFill;

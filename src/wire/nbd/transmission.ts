@@ -120,9 +120,10 @@ export class RequestDecoder {
   }
 
   /**
-   * Bytes of the request being received: a partial header or the payload received so far,
-   * plus anything buffered (0 exactly between requests). For the frame deadline
-   * (transport/guard.ts): a peer that stops half way through a request holds memory.
+   * Memory the request being received holds: a partial header, a WRITE payload's whole buffer
+   * once allocated (streamed or discarded: what arrived), plus anything buffered (0 exactly
+   * between requests). For the frame deadlines (transport/guard.ts): a peer that stops half
+   * way through a request holds memory.
    */
   get partialBytes(): number {
     const buffered = this.buffered;
@@ -130,6 +131,7 @@ export class RequestDecoder {
       case Phase.Header:
         return this.scratchFill + buffered;
       case Phase.Payload:
+        return REQUEST_HEADER_SIZE + this.request.length + buffered;
       case Phase.Stream:
         return REQUEST_HEADER_SIZE + this.payloadFill + buffered;
       case Phase.Discard:
