@@ -97,6 +97,31 @@ describe("mirror: replacing and adding legs while it runs", () => {
     expect(legData(c, m)[128 * KiB]).toBe(3);
   });
 
+  test("a leg too small at open, replaced by its own disk grown: taken back whole, as the next open and a resume would, not called diverged", async () => {
+    const rig = new Rig();
+    const [a, b] = [rig.store(LEG), rig.store(LEG)];
+    let shrunk = false;
+    class Shrinks extends PassThrough {
+      override get size(): number {
+        return shrunk ? LEG - 64 * KiB : super.size;
+      }
+    }
+    const m1 = await rig.mirror([a, b], { assumeClean: true });
+    await rig.write(m1, 0, filled(64 * KiB, 1));
+    await rig.settle(m1.close());
+    shrunk = true;
+    const m = await rig.mirror([a, b], { wrap: [undefined, (p) => new Shrinks(p)] });
+    expect(m.legs[1]!.state).toBe("too-small");
+    await rig.write(m, 200 * KiB, filled(4096, 4));
+    // The operator gives the slot its own disk back, grown (this mirror's superblock on it).
+    expect(m.setLeg(1, input(b))).toBe("L1");
+    await rig.until(() => m.legs[1]!.state === "in-sync" || m.legs[1]!.state === "diverged", "the replacement judged");
+    expect(m.legs[1]!.state).toBe("in-sync");
+    expect(m.resyncedBytes).toBe(m.size);
+    expect(legData(b, m)[200 * KiB]).toBe(4);
+    expect(Buffer.from(legData(b, m)).equals(Buffer.from(legData(a, m)))).toBe(true);
+  });
+
   test("refusals: an in-sync or syncing leg, a slot that skips one, a leg that does not fit", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG), rig.store(LEG)];

@@ -16,9 +16,9 @@
 import { DstdError } from "../../../lib/errors.ts";
 import type { StoragePort } from "../../port.ts";
 import { MAX_MIRROR_LEGS } from "./layout.ts";
-import { MirrorLeg, type MirrorLegInput } from "./leg.ts";
+import { MirrorLeg, REFUSED_STATES, type MirrorLegInput } from "./leg.ts";
 import { fitProblem, runProbe } from "./leg-health.ts";
-import { SB_KEY } from "./metadata.ts";
+import { SB_KEY, refusedSlot } from "./metadata.ts";
 import type { MirrorState } from "./state.ts";
 
 /** Why `port` cannot take slot `index` now, or null (fitProblem: also the trim / write-zeroes the mirror offers). */
@@ -51,9 +51,13 @@ export function setLeg(s: MirrorState, index: number, input: MirrorLegInput & { 
   leg.needs.fill();
   if (old !== null) {
     // The slot's generation range carries over: a disk that was this slot and was written
-    // elsewhere since is still found diverged.
-    leg.low = old.low;
-    leg.high = old.highBound;
+    // elsewhere since is still found diverged. A refused leg's is the one its slot on disk
+    // records (metadata.ts refusedSlot), as the next open and a resume read it: the range it
+    // held in memory may be [0, 0] (refused at open), which would call this slot's own disk,
+    // taken out and brought back grown, diverged.
+    const range = REFUSED_STATES.has(old.state) ? refusedSlot(old.state) : { low: old.low, high: old.highBound };
+    leg.low = range.low;
+    leg.high = range.high;
     old.probe?.cancel();
     old.probe = null;
     const resync = s.resyncs.get(index);
