@@ -160,6 +160,22 @@ describe("assembly", () => {
     expect(typeof tornPlan !== "string" && [tornPlan.legs[1]!.state, tornPlan.legs[1]!.full]).toEqual(["syncing", true]);
   });
 
+  test("another mirror's disk in a slot of the same number: its generation does not compare with ours; the identity most legs hold wins, a tie refuses", () => {
+    // Leg 0 was suspended and a disk that was slot 0 of another mirror (generation 9) put in its place (tree sim seed 877).
+    const stranger = area(sb(0, 9, 20, [inSync(), out(1, 1)], false, other));
+    const ours = [{ ...out(2, 3), held: true }, inSync(), inSync()];
+    const p = plan([leg(stranger), leg(area(sb(1, 3, 6, ours))), leg(area(sb(2, 3, 6, ours)))]);
+    if (typeof p === "string") throw new Error(p);
+    expect([p.authority, Buffer.from(p.mirrorId).equals(Buffer.from(id)), p.generation, p.legs.map((l) => l.state)]).toEqual([1, true, 3, ["suspended", "in-sync", "in-sync"]]);
+    // Without the hold: refused as foreign, never touched.
+    const released = [out(2, 3), inSync(), inSync()];
+    const q = plan([leg(stranger), leg(area(sb(1, 3, 6, released))), leg(area(sb(2, 3, 6, released)))]);
+    expect(typeof q !== "string" && q.legs.map((l) => l.state)).toEqual(["foreign", "in-sync", "in-sync"]);
+    // One leg each: which mirror this is cannot be told from the legs.
+    const two = plan([leg(stranger), leg(area(sb(1, 3, 6, [out(2, 3), inSync()])))]);
+    expect(two).toContain("legs 0 and 1 hold metadata of different mirrors");
+  });
+
   test("unclean stop: every in-sync leg but the source (not write-mostly) resyncs the write-intent regions, generation goes up", () => {
     const slots = [inSync(), inSync(), inSync()];
     const p = plan([leg(area(sb(0, 4, 7, slots, true)), true), leg(area(sb(1, 4, 7, slots, true))), leg(area(sb(2, 4, 7, slots, true)))]);

@@ -205,36 +205,36 @@ describe("mirror: resuming a refused leg after a repair", () => {
 
   test("a foreign leg stays foreign when resumed as it is (and at the next open); wiped blank and resumed, it is resynced whole", async () => {
     const rig = new Rig();
-    const [a, b, c] = [rig.store(LEG), rig.store(LEG), rig.store(LEG)];
-    const m1 = await rig.mirror([a, b], { assumeClean: true });
+    const [a, b, c, d] = [rig.store(LEG), rig.store(LEG), rig.store(LEG), rig.store(LEG)];
+    const m1 = await rig.mirror([a, b, d], { assumeClean: true });
     await rig.write(m1, 0, filled(4096, 9));
     await rig.settle(m1.close());
-    // c holds another mirror's metadata.
+    // c holds another mirror's metadata (its slot 2); this mirror's two other legs say which mirror this is.
     const rigOther = new Rig();
-    const other = await rigOther.mirror([rigOther.store(LEG), rigOther.store(LEG)], { assumeClean: true });
+    const other = await rigOther.mirror([rigOther.store(LEG), rigOther.store(LEG), rigOther.store(LEG)], { assumeClean: true });
     await rigOther.settle(other.close());
-    c.data.set(rigOther.stores[1]!.data.subarray(0, SUPERBLOCK_AREA), 0);
-    c.durable.set(rigOther.stores[1]!.durable.subarray(0, SUPERBLOCK_AREA), 0);
+    c.data.set(rigOther.stores[2]!.data.subarray(0, SUPERBLOCK_AREA), 0);
+    c.durable.set(rigOther.stores[2]!.durable.subarray(0, SUPERBLOCK_AREA), 0);
     const before = c.data.slice();
-    const m = await rig.mirror([a, c], { reopenable: true });
-    expect(m.legs[1]!.state).toBe("foreign");
+    const m = await rig.mirror([a, b, c], { reopenable: true });
+    expect(m.legs[2]!.state).toBe("foreign");
     await rig.write(m, 64 * KiB, filled(4096, 3));
-    await expect(resume(rig, m)).rejects.toThrow("leg L2 not resumed: it is still foreign: holds another mirror's metadata");
-    expect(m.legs[1]!.state).toBe("foreign");
+    await expect(rig.settle(holdMirrorLeg(m, "disk", "2", "resume"))).rejects.toThrow("leg L2 not resumed: it is still foreign: holds another mirror's metadata");
+    expect(m.legs[2]!.state).toBe("foreign");
     rig.run(1_000);
     expect(same(c.data, before)).toBe(true); // never written
     await rig.settle(m.close());
-    const m2 = await rig.mirror([a, c], { reopenable: true });
-    expect(m2.legs[1]!.state).toBe("foreign");
+    const m2 = await rig.mirror([a, b, c], { reopenable: true });
+    expect(m2.legs[2]!.state).toBe("foreign");
     // The operator wipes its superblocks (docs/tree.md "Operator actions") and resumes it, while
     // its node is still down: it is probed like a degraded leg, and judged once it answers.
     c.data.fill(0, 0, SUPERBLOCK_AREA);
     c.durable.fill(0, 0, SUPERBLOCK_AREA);
     c.cut(Number.POSITIVE_INFINITY);
-    expect(await resume(rig, m2)).toContain("leg L2 resumed after a repair (was foreign), but it could not be read now (probe failed:");
-    expect(m2.legs[1]!.state).toBe("degraded");
+    expect(await rig.settle(holdMirrorLeg(m2, "disk", "2", "resume"))).toContain("leg L2 resumed after a repair (was foreign), but it could not be read now (probe failed:");
+    expect(m2.legs[2]!.state).toBe("degraded");
     c.up();
-    await rig.until(() => m2.legs[1]!.state === "in-sync", "the wiped leg resynced");
+    await rig.until(() => m2.legs[2]!.state === "in-sync", "the wiped leg resynced");
     expect(m2.resyncedBytes).toBe(m2.size);
     expect(legData(c, m2)[0]).toBe(9);
     expect(legData(c, m2)[64 * KiB]).toBe(3);

@@ -21,6 +21,7 @@ import { Errno } from "../../../src/lib/errno.ts";
 import type { Prng } from "../../../src/lib/prng.ts";
 import type { BufferHold, Done, ExtentsDone, StoragePort, ZeroFlags } from "../../../src/storage/port.ts";
 import type { Timer, TreeClock } from "../../../src/storage/tree/clock.ts";
+import { SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import type { SimClock } from "../../sim/sim-clock.ts";
 
 /** The TreeClock of a SimClock (timers with cancel). */
@@ -67,7 +68,8 @@ export class SimStore {
   slowFactor = 1;
   /** Ports of this store, current life first. */
   ports: SimLeg[] = [];
-  readonly counters = { requests: 0, timeouts: 0, outages: 0, bytesWritten: 0 };
+  /** `sbReads`: reads inside the first 8 KiB (a mirror's superblock copies: what judges a leg without touching it). */
+  readonly counters = { requests: 0, sbReads: 0, timeouts: 0, outages: 0, bytesWritten: 0 };
 
   /** Bytes the leg shows (a file's size); grows up to `capacity` by resize. */
   private visible: number;
@@ -109,6 +111,20 @@ export class SimStore {
     }
     this.visible = Math.max(this.visible, size);
     return true;
+  }
+
+  /**
+   * Show only `size` bytes (a partition or LV set smaller by mistake, a remote export that
+   * offers less): what lies past it is kept, and grow() shows it again.
+   */
+  shrink(size: number): void {
+    this.visible = Math.min(this.visible, size);
+  }
+
+  /** Written by hand and synced (dd … conv=notrunc,fsync): durable at once, after whatever the cache held. */
+  overwrite(offset: number, bytes: Uint8Array | null, length = bytes?.length ?? 0): void {
+    this.apply({ offset, bytes: bytes === null ? null : bytes.slice(), length }, false);
+    this.flush();
   }
 
   get now(): number {
@@ -246,6 +262,7 @@ export class SimLeg implements StoragePort {
 
   read(offset: number, into: Uint8Array, done: Done): void {
     this.check(offset, into.length);
+    if (offset + into.length <= SUPERBLOCK_AREA) this.store.counters.sbReads++; // a mirror judging the leg
     this.request(() => into.set(this.store.data.subarray(offset, offset + into.length)), done);
   }
   write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {

@@ -15,9 +15,10 @@ const start = Number(process.env.TREE_SEED_START ?? 1);
 /**
  * Seeds beyond the default range that once failed, run every time: 998140 (an old life's
  * probe, after a node crash, counted as a request to a suspended leg: a crashed node's timers
- * now die with it).
+ * now die with it); 877 (a disk of another mirror put in a suspended leg's slot decided the
+ * reopen by its own generation: mirror/assemble.ts now takes the identity most legs hold).
  */
-const REGRESSION_SEEDS = [998140];
+const REGRESSION_SEEDS = [998140, 877];
 
 if (single !== undefined) {
   test(`tree sim seed ${single}`, async () => {
@@ -57,6 +58,11 @@ if (single !== undefined) {
       expect(totals.suspends!).toBeGreaterThan(count / 20); // legs held out by the operator (mirror/suspend.ts)
       expect(totals.holdsAcrossCrash!).toBeGreaterThan(0);
       expect(totals.replaced!).toBeGreaterThan(count / 200); // held legs replaced by blank disks (mirror/leg-change.ts)
+      // Refused legs resumed by the operator (mirror/suspend.ts judgeRepaired): unrepaired they stay refused, repaired they rejoin.
+      expect(totals.refusedStayed!).toBeGreaterThan(0);
+      expect(totals.repairedResumes!).toBeGreaterThan(count / 100);
+      expect(totals.refusedRejoined!).toBeGreaterThan(count / 100);
+      expect(totals.refusedAcrossCrash!).toBeGreaterThan(0);
       for (const shape of ["linear", "stripe", "mirror", "tree"]) expect(shapes[shape] ?? 0).toBeGreaterThan(count / 20);
     }
   }, 600_000);

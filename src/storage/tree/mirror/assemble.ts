@@ -83,9 +83,24 @@ export function planAssembly(found: readonly LegFound[], options: PlanOptions): 
   });
   if (valid.length === 0) return planCreate(found, options);
 
-  // The authority: highest (generation, seq) among legs that sit in their own slot.
-  const candidates = valid.filter((v) => v.sb.legIndex === v.index);
-  if (candidates.length === 0) return `no leg holds its own slot of a mirror (legs reordered? leg 0 holds slot ${valid[0]!.sb.legIndex})`;
+  // A disk of another mirror put in a slot of the number it had there holds "its own slot"
+  // too, and its generations count another mirror's history: compared with ours, a higher one
+  // would make that mirror's record decide ours, every leg of ours "foreign" (tree sim seed
+  // 877). This mirror is the identity most valid legs hold; a tie cannot be told from the legs.
+  const byId = new Map<string, { index: number; sb: Superblock }[]>();
+  for (const v of valid) {
+    const key = Buffer.from(v.sb.mirrorId).toString("hex");
+    byId.set(key, [...(byId.get(key) ?? []), v]);
+  }
+  const groups = [...byId.values()].sort((a, b) => b.length - a.length);
+  if (groups.length > 1 && groups[0]!.length === groups[1]!.length) {
+    const tied = groups.filter((g) => g.length === groups[0]!.length).flatMap((g) => g.map((v) => v.index)).sort((a, b) => a - b);
+    const names = tied.length === 2 ? `legs ${tied[0]} and ${tied[1]}` : `legs ${tied.join(", ")}`;
+    return `${names} hold metadata of different mirrors, as many legs each: which mirror this is cannot be told from its legs; wipe the first 8 KiB of the legs that are not this mirror's (a disk put in from another mirror: docs/tree.md "Operator actions")`;
+  }
+  // The authority: highest (generation, seq) among its legs that sit in their own slot.
+  const candidates = groups[0]!.filter((v) => v.sb.legIndex === v.index);
+  if (candidates.length === 0) return `no leg holds its own slot of a mirror (legs reordered? leg ${groups[0]![0]!.index} holds slot ${groups[0]![0]!.sb.legIndex})`;
   let auth = candidates[0]!;
   for (const c of candidates) {
     if (c.sb.generation > auth.sb.generation || (c.sb.generation === auth.sb.generation && c.sb.seq > auth.sb.seq)) auth = c;
