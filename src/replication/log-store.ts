@@ -497,11 +497,9 @@ async function recover(dir: LogDirectory, options: LogStoreOptions, opened: Open
   const segments: Segment[] = [];
   let point: ChainPoint = CHAIN_ORIGIN;
   let activeFile: LogFile | null = null;
-  let dirChanged = false;
   const removeFile = async (name: string): Promise<void> => {
     await files.remove(dir, name);
     report.removed.push(name);
-    dirChanged = true;
   };
 
   for (let i = 0; i < names.length; i++) {
@@ -583,7 +581,9 @@ async function recover(dir: LogDirectory, options: LogStoreOptions, opened: Open
     activeFile = null;
     await removeFile(lastSegment.name);
   }
-  if (dirChanged) await files.syncDir(dir);
+  // Always, like the last segment's data: a killed process may have created the empty last segment kept
+  // here before its directory fsync; records appended to it would go with its entry (replication sim seed 1767).
+  await files.syncDir(dir);
   report.segments = segments.length;
   report.first = segments.find((s) => s.lastSeq >= s.firstSeq)?.firstSeq ?? tail.seq + 1;
   report.last = tail.seq;

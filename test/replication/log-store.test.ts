@@ -2,7 +2,8 @@
  * @module test/replication/log-store — the log store and reader on the real file system
  * (src/replication/log-store.ts, log-reader.ts, files.ts): group commit, rotation, reopen,
  * a torn tail cut, a corrupt record refused naming it (or cut on a secondary's copy),
- * streaming from a sequence number or an exact byte position, release of applied segments.
+ * streaming from a sequence number or an exact byte position, release of applied segments;
+ * on the simulated disk (sim-files.ts), what a killed process leaves unsynced in the directory.
  */
 import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
@@ -10,9 +11,12 @@ import path from "node:path";
 import { files, openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
 import { LogStore } from "../../src/replication/log-store.ts";
+import { Prng } from "../../src/lib/prng.ts";
 import { encodeRecord, RecordOp } from "../../src/replication/record.ts";
 import { segmentName } from "../../src/replication/segments.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
+import { SimClock } from "../sim/sim-clock.ts";
+import { settle, SimDisk } from "./sim-files.ts";
 
 const tempDir = scratchDirsPerTest("log");
 
@@ -258,5 +262,22 @@ describe("log store", () => {
     expect(ok).toBe(0);
     expect(copy.store.durable.seq).toBe(10);
     await Promise.all([reader.close(), again.close(), source.store.close(), copy.store.close()]);
+  });
+
+  test("a segment a killed process created before its directory fsync is made durable by the next open: records appended to it survive a power loss (they went with its directory entry: replication sim seed 1767)", async () => {
+    const clock = new SimClock();
+    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 2] });
+    const first = await settle(clock, LogStore.open(disk.directory(), { now }));
+    for (let i = 0; i < 3; i++) await settle(clock, append(first.store, i * 4096, block(i)));
+    // Rotating, the process creates the next segment and is killed before the directory fsync.
+    await settle(clock, new Promise((resolve) => disk.directory().open(segmentName(4), true, resolve)));
+    disk.kill();
+    const second = await settle(clock, LogStore.open(disk.directory(), { now }));
+    expect(second.store.last.seq).toBe(3);
+    expect(await settle(clock, append(second.store, 3 * 4096, block(3)))).toBe(4); // into the empty segment, durable
+    disk.crash("lose-all");
+    const third = await settle(clock, LogStore.open(disk.directory(), { now }));
+    expect(third.store.last.seq).toBe(4);
+    await settle(clock, third.store.close());
   });
 });

@@ -189,6 +189,14 @@ export class SimDisk {
     this.durableEntries = new Map(after);
   }
 
+  /**
+   * The process died (kill -9, or an operator's restart), not the power: its calls in flight
+   * never complete; the page cache outlives it, synced or not (a later crash still settles it).
+   */
+  kill(): void {
+    this.epoch++;
+  }
+
   /** Bit rot: flips one durable byte of `name` at `position` (and what reads see). */
   corrupt(name: string, position: number): boolean {
     const inode = this.entries.get(name);
