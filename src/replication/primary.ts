@@ -92,7 +92,7 @@ export interface PrimaryStatus {
   logBytes: number;
   logLimit: number;
   logFailure: string | null;
-  /** A logged write-back the disk refused for good: the layer refuses writes until restarted (replication/write-back.ts). */
+  /** The disk failed the layer for good (a logged write-back, replication/write-back.ts, or the flush a switch to overflow needs): it refuses writes until restarted. */
   diskFailure: string | null;
   dirtyRegions: number;
   regionSize: number;
@@ -170,8 +170,10 @@ export class ReplicationPrimary extends PassThrough {
   /** Writes acknowledged before they are durable and written back. */
   private readonly window: AckWindow;
   private closed = false;
-  /** The log directory cannot be written: every mutation fails with this errno. */
+  /** The switch to overflow could not flush the disk or save the state: every mutation fails with this errno. */
   private broken = 0;
+  /** What failed it, for status (diskFailure or logFailure). */
+  private brokenBy: { disk: boolean; message: string } | null = null;
   /** The disk lost a logged write-back: the checkpoint stays below it; mutations, FLUSH and reads of it fail. */
   private readonly diskFailure = new DiskFailure();
   /** FLUSH's disk flush for writes made around the log, and write-back errors it reports. */
@@ -421,8 +423,8 @@ export class ReplicationPrimary extends PassThrough {
       checkpoint: this.state.checkpoint,
       logBytes: this.logUsage(),
       logLimit: this.options.logLimit,
-      logFailure: this.store.failed !== 0 ? this.store.failure : null,
-      diskFailure: this.diskFailure.message,
+      logFailure: this.store.failed !== 0 ? this.store.failure : this.brokenBy?.disk === false ? this.brokenBy.message : null,
+      diskFailure: this.diskFailure.message ?? (this.brokenBy?.disk ? this.brokenBy.message : null),
       dirtyRegions: this.bitmap.dirtyRegions,
       regionSize: this.bitmap.regionSize,
       resyncPending: this.state.resyncPending,
@@ -730,15 +732,18 @@ export class ReplicationPrimary extends PassThrough {
     if (this.transitionSaving) return;
     this.transitionSaving = true;
     const through = this.store.durable.seq;
-    const enter = (errno: number): void => {
+    const enter = (errno: number, disk = false): void => {
       this.transitionSaving = false;
       this.transition = null;
       if (errno !== 0) {
-        // Neither the log nor the state can be written: writing on without a record would let
-        // the secondaries diverge silently and let recovery replay old records over new data.
-        // Fail closed: mutations fail with EIO until a restart (reads go on).
-        this.options.log?.error(`replication: cannot write around the log (${errnoMessage(errno)}); refusing writes until restarted`);
+        // Neither the log nor the state can be written (or the disk flushed, which the state's
+        // checkpoint needs): writing on without a record would let the secondaries diverge
+        // silently and let recovery replay old records over new data. Fail closed: mutations
+        // fail with EIO until a restart (reads go on); status names it (not a log merely full).
+        const message = `cannot write around the log (${disk ? "the disk flush" : "saving the state"} failed: ${errnoMessage(errno)}); refusing writes until restarted`;
+        this.options.log?.error(`replication: ${message}`);
         this.broken = errno;
+        this.brokenBy = { disk, message };
       }
       this.mode = "overflow";
       this.holding = false;
@@ -746,7 +751,7 @@ export class ReplicationPrimary extends PassThrough {
       this.kick();
     };
     this.next.flush((errno) => {
-      if (errno !== 0) return enter(errno);
+      if (errno !== 0) return enter(errno, true);
       this.saveState({ ...this.state, mode: "overflow", checkpoint: Math.max(this.state.checkpoint, this.diskFailure.bound(through)), voidAfter: through }, (saveErrno) => {
         if (saveErrno === 0) this.releaseLog();
         enter(saveErrno);

@@ -313,6 +313,28 @@ for (const fua of [true, false]) {
   });
 }
 
+test("a disk that fails the flush the switch to writing around the log needs: the layer refuses writes until restarted, and its status names the disk (it read as a log merely full; replication sim)", async () => {
+  class FailingFlush extends Kept {
+    fail = false;
+    override flush(done: (errno: number) => void): void {
+      if (this.fail) return done(Errno.EIO);
+      super.flush(done);
+    }
+  }
+  const disk = new FailingFlush(createLocalPort(createMemoryBackend(SIZE)));
+  const primary = await ReplicationPrimary.open(disk, openLogDirectory(tempDir()), SMALL_LOG);
+  expect(primary.addSecondary("s1", 0)).toBeNull(); // applies nothing: the log fills
+  disk.fail = true;
+  let refused = false;
+  for (let i = 0; i < 2000 && !refused; i++) refused = await call.write(primary, (i % 1024) * 4096, block(i & 0xff)).then(() => false, () => true);
+  expect(refused).toBe(true);
+  expect(primary.status().diskFailure).toContain("flush");
+  expect(primary.status().diskFailure).toContain("EIO");
+  expect(primary.status().logFailure).toBeNull();
+  await expect(call.write(primary, 0, block(1), true)).rejects.toThrow("EIO");
+  await primary.close();
+});
+
 test("a corrupt record stops replay before it, naming it", async () => {
   const root = tempDir();
   const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
