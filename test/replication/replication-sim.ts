@@ -10,7 +10,10 @@
  * seed: primary and secondary power loss (unsynced file changes kept, dropped or torn by
  * sector; unflushed disk writes kept or dropped), bit rot in the primary's log or the
  * secondary's copy, corruption in transit, replay paused and resumed, a log small enough to
- * overflow into the dirty bitmap and resync.
+ * overflow into the dirty bitmap and resync, I/O errors of either data disk (sim-port.ts: a
+ * failed flush latches the disk). A primary that fails closed over its disk (write-back.ts),
+ * or whose disk latched, is restarted as an operator would; so is an applier halted by its
+ * disk, after a while (it stays halted until then, as in production).
  *
  * Invariants (checked as they happen, and at the end):
  * - prefix: whenever the applier reports itself consistent, its disk equals the state after
@@ -18,11 +21,16 @@
  * - exact records: every record the secondary applies is the primary's (same seq, chain):
  *   never one past a gap or a checksum failure, never one the primary later lost;
  * - durability: after a primary crash and recovery, every block holds a value it may hold —
- *   acknowledged and flushed (or FUA) data is never lost;
+ *   acknowledged and flushed (or FUA) data is never lost (a mutation that failed may have
+ *   left its value, until an acknowledged one after it is flushed);
+ * - errors: a mutation, FLUSH or read fails only over a disk error (one while it ran, a
+ *   latched disk, or a primary failed closed), and a halted applier names its record or its
+ *   flush and the errno;
  * - convergence: with faults off, the secondary catches up and equals the primary's disk.
  */
 import { Prng } from "../../src/lib/prng.ts";
 import { LogReader } from "../../src/replication/log-reader.ts";
+import type { RecoveryReport } from "../../src/replication/log-store.ts";
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { Secondary } from "../../src/replication/secondary.ts";
 import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
@@ -58,6 +66,16 @@ export interface SimStats {
   rotForks: number;
   /** Rot in acknowledged records of the last group commit, cut as a torn tail with no other copy (the same limit). */
   rotCuts: number;
+  /** I/O errors the data disks returned; mutations and FLUSHes that failed with them; reads refused over a lost write-back. */
+  diskErrors: number;
+  failedOps: number;
+  readsRefused: number;
+  /** The primary seen failed closed over its disk (write-back.ts); restarts of a refusing primary, and opens the disk failed. */
+  failedClosed: number;
+  primaryRestarts: number;
+  openRetries: number;
+  /** Appliers halted by their disk (and restarted later). */
+  applierDiskHalts: number;
   tornTails: number;
   prefixChecks: number;
   converged: boolean;
@@ -78,9 +96,24 @@ interface BlockState {
   inFlight: number | null;
   /** Reads in flight over it (no mutation is submitted to it meanwhile). */
   reading: number;
+  /**
+   * Values of mutations that failed (what they leave is undefined: on the disk or not, replayed
+   * from the log or not), each with the event it failed at: a crash may leave them until an
+   * acknowledged mutation after them is durable.
+   */
+  failed: { value: number; at: number }[];
+  /** Those since the last acknowledged mutation: a read may return them. */
+  failedSinceAck: number[];
+  /** The event the last acknowledged mutation completed at. */
+  ackedAt: number;
 }
 
-export async function runSeed(seed: number, verbose = false): Promise<SimStats> {
+export interface SeedOptions {
+  /** I/O errors of the data disks (default: as the seed picks). */
+  diskErrors?: boolean;
+}
+
+export async function runSeed(seed: number, verbose = false, seedOptions: SeedOptions = {}): Promise<SimStats> {
   const root = new Prng(seed);
   const clock = new SimClock();
   const { log, simLog, tail } = simTrace(clock, verbose);
@@ -89,6 +122,8 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     port: new Prng(root.next()),
     work: new Prng(root.next()),
     faults: new Prng(root.next()),
+    // Its own stream, drawn only once a disk error happened: seeds without them run as before.
+    disk: new Prng(root.next()),
   };
   const f = prng.faults;
   const blockSize = f.pick([512, 512, 1024, 4096]);
@@ -110,10 +145,14 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   const logRotRate = f.pick([0, 0, 0, 0.005]);
   const pauseRate = f.pick([0, 0.02]);
   const replayDelayMs = f.pick([0, 0, 0, 20]);
+  const d = prng.disk;
+  const primaryEio = seedOptions.diskErrors === false ? 0 : d.pick([0, 0, 0.002, 0.01, 0.04]);
+  const secondaryEio = seedOptions.diskErrors === false ? 0 : d.pick([0, 0, 0.002, 0.01, 0.04]);
   const stats: SimStats = {
     ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
     transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
     earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0,
+    diskErrors: 0, failedOps: 0, readsRefused: 0, failedClosed: 0, primaryRestarts: 0, openRetries: 0, applierDiskHalts: 0,
   };
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
@@ -121,11 +160,11 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
         tail(40),
     );
   };
-  log(`options ${JSON.stringify({ blockSize, blocks, ...options, opsTotal, queueDepth, crashRate, secondaryCrashRate, transitCorruption, copyRotRate, logRotRate, replayDelayMs })}`);
+  log(`options ${JSON.stringify({ blockSize, blocks, ...options, opsTotal, queueDepth, crashRate, secondaryCrashRate, transitCorruption, copyRotRate, logRotRate, replayDelayMs, primaryEio, secondaryEio })}`);
 
   // ---- the primary ----
   const primaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2] });
-  const primaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3));
+  const primaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: primaryEio });
   const shadow = new Map<number, ShadowRecord>();
   const now = () => clock.ticks * 1000 + 1;
   let primary = null as ReplicationPrimary | null;
@@ -146,26 +185,56 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   };
 
   async function openPrimary(): Promise<void> {
-    try {
-      primary = await settle(
-        clock,
-        ReplicationPrimary.open(primaryDisk.handle(), primaryFiles.directory(), { ...options, now, onAppend, log: simLog("primary") }),
-      );
-    } catch (error) {
-      const message = (error as Error).message;
-      if (primaryLogCorrupted && message.includes("is corrupt")) {
-        log(`primary refuses its corrupt log: ${message.split(". ")[0]}`);
-        primaryDead = true;
-        return;
+    const faults = primaryDisk.faults!;
+    const eioRate = faults.eioRate;
+    // A start the disk fails after recovery cut a torn tail leaves the log cut, and the next
+    // start's report shows no cut: the first one's is taken from its log line.
+    let cutBefore: RecoveryReport["tornTail"] = null;
+    const primaryLog = simLog("primary");
+    const openLog = {
+      ...primaryLog,
+      warn: (m: string) => {
+        const c = /torn tail of (\d+) bytes cut at \S*\/(\S+) offset (\d+) \((.*)\); those records/.exec(m);
+        if (c !== null) cutBefore ??= { segment: c[2]!, offset: Number(c[3]), bytes: Number(c[1]), reason: c[4]! };
+        primaryLog.warn(m);
+      },
+    };
+    for (let attempt = 1; ; attempt++) {
+      const failures = primaryDisk.failures;
+      // After a few failed starts the disk is looked at (its errors were transient): one start
+      // without them, or a seed with many records to replay might never start again.
+      if (attempt % 4 === 0) faults.eioRate = 0;
+      try {
+        primary = await settle(
+          clock,
+          ReplicationPrimary.open(primaryDisk.handle(), primaryFiles.directory(), { ...options, now, onAppend, log: openLog }),
+        );
+        break;
+      } catch (error) {
+        const message = (error as Error).message;
+        if (primaryLogCorrupted && message.includes("is corrupt")) {
+          log(`primary refuses its corrupt log: ${message.split(". ")[0]}`);
+          primaryDead = true;
+          return;
+        }
+        if (primaryDisk.failures === failures || !message.includes("EIO")) fail("primary recovery", message);
+        // The disk refused the replay or its flush: the start fails naming it (docs/replication.md
+        // §4), and the operator starts it again.
+        log(`primary start ${attempt} failed: ${message}`);
+        stats.openRetries++;
+        primaryFiles.kill();
+        primaryDisk.restart();
+      } finally {
+        faults.eioRate = eioRate;
       }
-      fail("primary recovery", message);
     }
     const p = primary!;
-    if (p.recovery.tornTail !== null) stats.tornTails++;
+    const cut = p.recovery.tornTail ?? cutBefore;
+    if (cut !== null) stats.tornTails++;
     // Records the crash lost are gone from the shadow too; the secondary must never have one.
     const last = p.store.last.seq;
     const held = Math.max(maxApplied, secondary?.copy.last.seq ?? 0);
-    if (primaryLogCorrupted && p.recovery.tornTail !== null && held > last) {
+    if (primaryLogCorrupted && cut !== null && held > last) {
       // Rot in the last records of a group commit, with no later record to witness that they
       // were durable, reads as a torn tail and is cut (the documented limit, docs/replication.md
       // §3.3): this log lost records the secondary holds, and it halts at the fork. Not a
@@ -175,7 +244,6 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       primaryDead = true;
       return;
     }
-    const cut = p.recovery.tornTail;
     // p.recovery.last: what recovery kept (the primary may have appended since, a resync's MARK).
     if (cut !== null && logRotAt !== null && logRotAt.name === cut.segment && logRotAt.at >= cut.offset && p.recovery.last < durableAtCrash) {
       // The same limit with the secondary behind: the rotted records were acknowledged, the
@@ -201,9 +269,12 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
 
   // ---- the secondary ----
   const secondaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2] });
-  const secondaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3));
+  const secondaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: secondaryEio });
   let secondary = null as Secondary | null;
   let secondaryEpoch = 0;
+  /** Disk errors injected before this secondary opened; its applier halted on one (counted once). */
+  let secondaryFailuresAtOpen = 0;
+  let diskHalted = false;
   const model = { seq: 0, bytes: new Uint8Array(diskSize) };
 
   function modelAt(seq: number): Uint8Array {
@@ -219,6 +290,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
 
   async function openSecondary(): Promise<void> {
     const epoch = ++secondaryEpoch;
+    secondaryFailuresAtOpen = secondaryDisk.failures;
     const clockApi = {
       now,
       after: (ms: number, run: () => void) => {
@@ -302,7 +374,9 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   }
 
   // ---- the workload ----
-  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null, reading: 0 }));
+  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null, reading: 0, failed: [], failedSinceAck: [], ackedAt: 0 }));
+  /** Counts acknowledgements and failures of mutations (BlockState.failed, ackedAt). */
+  let events = 0;
   let nextValue = 1;
   let inFlight = 0;
   let submitted = 0;
@@ -318,17 +392,40 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     return out;
   }
 
+  /**
+   * The primary refuses mutations and FLUSH until restarted over its disk: a logged write-back
+   * refused for good (write-back.ts), or the flush a switch to overflow needs. (Its log files
+   * never fail here, so a state it cannot save is no cause.)
+   */
+  function failedClosed(p: ReplicationPrimary): boolean {
+    return p.status().diskFailure !== null;
+  }
+
+  /**
+   * A mutation or FLUSH may fail only over a disk error: one injected while it ran, a disk
+   * latched by a failed flush, or a primary failed closed. Any other failure fails the seed.
+   */
+  function mayFail(p: ReplicationPrimary, failuresAtSubmit: number, what: string, errno: number): void {
+    if (failedClosed(p) || primaryDisk.latched || primaryDisk.failures > failuresAtSubmit) {
+      stats.failedOps++;
+      if (verbose) log(`${what} failed with errno ${errno} (disk errors)`);
+      return;
+    }
+    fail("errors", `${what} failed with errno ${errno}, but the disk failed nothing meanwhile`);
+  }
+
   function submit(): void {
     const p = primary;
     if (p === null || submitted >= opsTotal || inFlight >= queueDepth) return;
     const w = prng.work;
     const kind = w.int(12);
     const incarnation = primaryIncarnation;
+    const failures = primaryDisk.failures;
     if (kind >= 10) return submitRead(p, incarnation);
     if (kind === 0) {
-      // FLUSH: afterwards, every value acknowledged before it is durable.
-      const snapshot = new Map<number, number>();
-      state.forEach((b, i) => snapshot.set(i, b.candidates[b.candidates.length - 1]!));
+      // FLUSH: afterwards, every value acknowledged before it is durable (and no mutation that failed before that one can come back).
+      const snapshot = new Map<number, { value: number; ackedAt: number }>();
+      state.forEach((b, i) => snapshot.set(i, { value: b.candidates[b.candidates.length - 1]!, ackedAt: b.ackedAt }));
       inFlight++;
       submitted++;
       stats.ops++;
@@ -337,11 +434,12 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
         if (incarnation !== primaryIncarnation) return;
         if (verbose) log("ack flush");
         inFlight--;
-        if (errno !== 0) fail("flush", `failed: ${errno}`);
-        for (const [i, value] of snapshot) {
+        if (errno !== 0) return mayFail(p, failures, "flush", errno); // promises nothing
+        for (const [i, { value, ackedAt }] of snapshot) {
           const b = state[i]!;
           const at = b.candidates.indexOf(value);
           if (at > 0) b.candidates.splice(0, at);
+          b.failed = b.failed.filter((x) => x.at > ackedAt);
         }
         stats.acked++;
       });
@@ -370,13 +468,27 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       if (early && errno === 0 && !fua) stats.earlyAcks++;
       if (verbose) log(`ack ${what} (mode ${primary?.status().mode}${early ? ", log not durable yet" : ""})`);
       inFlight--;
-      if (errno !== 0) fail("workload", `mutation of blocks ${first}+${count} failed with errno ${errno}`);
+      const at = ++events;
+      if (errno !== 0) {
+        mayFail(p, failures, what, errno);
+        for (let i = 0; i < count; i++) {
+          const b = state[first + i]!;
+          b.inFlight = null;
+          b.failed.push({ value, at });
+          b.failedSinceAck.push(value);
+        }
+        return;
+      }
       stats.acked++;
       for (let i = 0; i < count; i++) {
         const b = state[first + i]!;
         b.inFlight = null;
-        if (fua) b.candidates = [value];
-        else b.candidates.push(value);
+        b.failedSinceAck = [];
+        b.ackedAt = at;
+        if (fua) {
+          b.candidates = [value];
+          b.failed = []; // durable, and written after every mutation of the block that failed
+        } else b.candidates.push(value);
       }
     };
     if (kind <= 6) writeRecycled(p, first * blockSize, fill(value, count), fua, value, done, (why) => fail("buffers", `write ${value}: ${why}`));
@@ -400,7 +512,8 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       }
     }
     if (count === 0) return;
-    const expected = Array.from({ length: count }, (_, i) => state[first + i]!.candidates.at(-1)!);
+    // The value acknowledged last, or one a mutation that failed since may have left.
+    const expected = Array.from({ length: count }, (_, i) => [state[first + i]!.candidates.at(-1)!, ...state[first + i]!.failedSinceAck]);
     const overWindow = p.status().earlyAcked > 0;
     for (let i = 0; i < count; i++) state[first + i]!.reading++;
     inFlight++;
@@ -412,11 +525,16 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       if (incarnation !== primaryIncarnation) return;
       inFlight--;
       for (let i = 0; i < count; i++) state[first + i]!.reading--;
-      if (errno !== 0) fail("read", `read of blocks ${first}+${count} failed with errno ${errno}`);
+      if (errno !== 0) {
+        // A primary failed closed refuses reads of what its disk lost (write-back.ts); nothing else may fail.
+        if (p.status().diskFailure === null) fail("read", `read of blocks ${first}+${count} failed with errno ${errno}`);
+        stats.readsRefused++;
+        return;
+      }
       for (let i = 0; i < count; i++) {
         const value = valueOf(into, i * blockSize, blockSize);
-        if (value !== expected[i]) {
-          fail("read", `block ${first + i} read ${value === null ? "garbage" : `value ${value}`}, but the last write acknowledged was ${expected[i]}`);
+        if (value === null || !expected[i]!.includes(value)) {
+          fail("read", `block ${first + i} read ${value === null ? "garbage" : `value ${value}`}, but the last write acknowledged was ${expected[i]![0]}${expected[i]!.length > 1 ? ` (failed since: ${expected[i]!.slice(1).join(", ")})` : ""}`);
         }
       }
       stats.reads++;
@@ -429,14 +547,16 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     for (let i = 0; i < blocks; i++) {
       const value = valueOf(bytes, i * blockSize, blockSize);
       const b = state[i]!;
-      const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight])];
+      const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight]), ...b.failed.map((x) => x.value)];
       if (value === null || !allowed.includes(value)) {
         fail("durability", `${when}: block ${i} holds ${value === null ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
       }
-      if (value !== b.candidates.at(-1) && value !== b.inFlight) stats.ackedLost++;
+      if (value !== b.candidates.at(-1) && value !== b.inFlight && b.candidates.includes(value!)) stats.ackedLost++;
       b.candidates = [value!];
       b.inFlight = null;
       b.reading = 0;
+      b.failed = [];
+      b.failedSinceAck = [];
     }
   }
 
@@ -458,6 +578,71 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     if (primary !== null && !primaryDead) checkPrimaryDisk("after primary recovery");
   }
 
+  /**
+   * An operator restarts a primary that refuses writes over its disk: closed (or killed), its
+   * page caches outlive it (sim-files.ts kill, sim-port.ts restart), and it recovers from its
+   * log and disk as after a crash (write-back.ts: the restart replays what the disk lost).
+   */
+  async function restartPrimary(): Promise<void> {
+    const p = primary!;
+    const graceful = d.chance(0.5);
+    durableAtCrash = p.store.durable.seq;
+    log(`RESTART primary (${graceful ? "closed" : "killed"}): ${p.status().diskFailure ?? "its disk refuses writes and flushes since a flush failed"}`);
+    stats.primaryRestarts++;
+    primary = null;
+    reader = null;
+    shipping = false;
+    primaryIncarnation++;
+    inFlight = 0;
+    // Closed, it may checkpoint first (a demote's quiesce does, daemon/replica-node.ts): the
+    // checkpoint must stay below what the disk lost, or the restart does not replay it.
+    if (graceful && d.chance(0.5)) await settle(clock, new Promise((resolve) => p.checkpoint(resolve)));
+    if (graceful) await settle(clock, p.close());
+    primaryFiles.kill();
+    primaryDisk.restart();
+    await openPrimary();
+    if (primary !== null && !primaryDead) checkPrimaryDisk("after primary restart");
+  }
+
+  /**
+   * Restarts the secondary after a halt, as an operator would: closed, its disk's page cache
+   * kept. After a disk error the disk is reopened too (its latch goes, sim-port.ts restart);
+   * after corruption the new applier just takes a new handle, as before disk errors existed.
+   */
+  async function restartSecondary(reopenDisk: boolean): Promise<void> {
+    const closing = secondary!;
+    secondary = null;
+    reader = null;
+    shipping = false;
+    secondaryEpoch++;
+    diskHalted = false;
+    await settle(clock, closing.close());
+    if (reopenDisk) secondaryDisk.restart();
+    await openSecondary();
+  }
+
+  /** Replay halted: on its disk (it stays halted until a restart), or on a corrupt copy (restarted at once). */
+  async function onHalt(halted: string): Promise<void> {
+    if (/^(applying record seq \d+ \(.+\)|flushing the disk after seq \d+): .*\(EIO\)$/.test(halted)) {
+      if (!secondaryDisk.latched && secondaryDisk.failures === secondaryFailuresAtOpen) fail("halt", `${halted}, but the disk failed nothing`);
+      if (!diskHalted) {
+        diskHalted = true;
+        stats.applierDiskHalts++;
+        log(`applier halted: ${halted}`);
+      }
+      if (d.chance(0.2)) {
+        log("RESTART secondary after its disk error");
+        await restartSecondary(true);
+      }
+      return;
+    }
+    // The copy is corrupt (rot): the local half halts naming the record; a restart cuts it.
+    stats.haltsOnCorruption++;
+    log(`applier halted: ${halted}`);
+    if (!/checksum|corrupt|chain|not a log record|version|flags|op |reserved|malformed|payload|seq/.test(halted)) fail("halt", halted);
+    await restartSecondary(false);
+  }
+
   async function crashSecondary(): Promise<void> {
     const mode = f.chance(0.5) ? "random" : "lose-all";
     log(`CRASH secondary (${mode})`);
@@ -466,6 +651,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
     reader = null;
     shipping = false;
     secondaryEpoch++;
+    diskHalted = false;
     secondaryFiles.crash(mode);
     secondaryDisk.crash(mode);
     await openSecondary();
@@ -490,6 +676,8 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
 
   let steps = 0;
   let lastOverflow = false;
+  /** The current primary was seen failed closed (counted once). */
+  let sawFailedClosed = false;
   while (submitted < opsTotal || inFlight > 0) {
     if (++steps > 200_000) fail("liveness", `workload stuck: ${submitted}/${opsTotal} submitted, ${inFlight} in flight`);
     if (!primaryDead) submit();
@@ -513,18 +701,12 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       clock.after(5 + f.int(50), () => s.applier.resume());
     }
     const halted = secondary?.applier.status().halted;
-    if (halted) {
-      // The copy is corrupt (rot): the local half halts naming the record; a restart cuts it.
-      stats.haltsOnCorruption++;
-      log(`applier halted: ${halted}`);
-      if (!/checksum|corrupt|chain|not a log record|version|flags|op |reserved|malformed|payload|seq/.test(halted)) fail("halt", halted);
-      const closing = secondary!;
-      secondary = null;
-      reader = null;
-      shipping = false;
-      secondaryEpoch++;
-      await settle(clock, closing.close());
-      await openSecondary();
+    if (halted) await onHalt(halted);
+    if (primary !== null && !primaryDead) {
+      if (primary.status().diskFailure !== null && !sawFailedClosed) stats.failedClosed++;
+      sawFailedClosed = primary.status().diskFailure !== null;
+      // Refusing writes (or its disk refusing them): the operator notices after a while.
+      if ((failedClosed(primary) || primaryDisk.latched) && d.chance(0.2)) await restartPrimary();
     }
     if (primaryDead) break;
     clock.runUntil(clock.ticks + 1);
@@ -532,6 +714,10 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
   }
 
   // ---- convergence: faults off ----
+  primaryDisk.faults!.eioRate = 0;
+  secondaryDisk.faults!.eioRate = 0;
+  stats.diskErrors = primaryDisk.failures + secondaryDisk.failures;
+  if (primary !== null && !primaryDead && (failedClosed(primary) || primaryDisk.latched)) await restartPrimary();
   if (primary !== null && !primaryDead) {
     await settle(clock, new Promise<void>((resolve) => primary!.flush(() => resolve())));
     const deadline = clock.ticks + 200_000;
@@ -542,12 +728,7 @@ export async function runSeed(seed: number, verbose = false): Promise<SimStats> 
       const st = s.applier.status();
       if (st.halted) {
         if (primaryLogCorrupted && shipError !== null) break;
-        secondary = null;
-        reader = null;
-        shipping = false;
-        secondaryEpoch++;
-        await settle(clock, s.close());
-        await openSecondary();
+        await restartSecondary(secondaryDisk.failures > secondaryFailuresAtOpen);
         continue;
       }
       if (st.paused) s.applier.resume();
