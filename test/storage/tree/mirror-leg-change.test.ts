@@ -9,7 +9,7 @@ import { Errno } from "../../../src/lib/errno.ts";
 import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call, type Done, type StoragePort } from "../../../src/storage/port.ts";
 import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
-import { Rig, filled, legData } from "./rig.ts";
+import { Rig, filled, legData, tooSmallAtOpen } from "./rig.ts";
 import type { SimStore } from "./sim-leg.ts";
 
 const KiB = 1024;
@@ -100,17 +100,7 @@ describe("mirror: replacing and adding legs while it runs", () => {
   test("a leg too small at open, replaced by its own disk grown: taken back whole, as the next open and a resume would, not called diverged", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG), rig.store(LEG)];
-    let shrunk = false;
-    class Shrinks extends PassThrough {
-      override get size(): number {
-        return shrunk ? LEG - 64 * KiB : super.size;
-      }
-    }
-    const m1 = await rig.mirror([a, b], { assumeClean: true });
-    await rig.write(m1, 0, filled(64 * KiB, 1));
-    await rig.settle(m1.close());
-    shrunk = true;
-    const m = await rig.mirror([a, b], { wrap: [undefined, (p) => new Shrinks(p)] });
+    const { m } = await tooSmallAtOpen(rig, a, b, 64 * KiB);
     expect(m.legs[1]!.state).toBe("too-small");
     await rig.write(m, 200 * KiB, filled(4096, 4));
     // The operator gives the slot its own disk back, grown (this mirror's superblock on it).

@@ -13,7 +13,7 @@ import { call } from "../../../src/storage/port.ts";
 import { SUPERBLOCK_AREA, decodeSuperblockArea, encodeSuperblock } from "../../../src/storage/tree/mirror/layout.ts";
 import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { holdMirrorLeg } from "../../../src/storage/tree/mirror-legs.ts";
-import { Rig, filled, legData } from "./rig.ts";
+import { Rig, filled, legData, strangerSuperblocks, tooSmallAtOpen } from "./rig.ts";
 
 const KiB = 1024;
 const LEG = 45056 + 256 * KiB; // metadata + 256 KiB of data
@@ -182,20 +182,10 @@ describe("mirror: resuming a refused leg after a repair", () => {
   test("a leg too small when the mirror opens, grown: resume takes it back whole, as the next open would (its generation was never judged)", async () => {
     const rig = new Rig();
     const [a, b] = [rig.store(LEG), rig.store(LEG)];
-    let shrunk = false;
-    class Shrinks extends PassThrough {
-      override get size(): number {
-        return shrunk ? LEG - 64 * KiB : super.size;
-      }
-    }
-    const m1 = await rig.mirror([a, b], { assumeClean: true });
-    await rig.write(m1, 0, filled(64 * KiB, 1));
-    await rig.settle(m1.close());
-    shrunk = true;
-    const m = await rig.mirror([a, b], { wrap: [undefined, (p) => new Shrinks(p)] });
+    const { m, grow } = await tooSmallAtOpen(rig, a, b, 64 * KiB);
     expect(m.legs[1]!.state).toBe("too-small");
     await rig.write(m, 200 * KiB, filled(4096, 4));
-    shrunk = false; // dstd resize on its node
+    grow(); // dstd resize on its node
     expect(await resume(rig, m)).toContain("leg L1 resumed after a repair (was too-small)");
     await rig.until(() => m.legs[1]!.state === "in-sync", "the grown leg resynced");
     expect(m.resyncedBytes).toBe(m.size);
@@ -210,11 +200,7 @@ describe("mirror: resuming a refused leg after a repair", () => {
     await rig.write(m1, 0, filled(4096, 9));
     await rig.settle(m1.close());
     // c holds another mirror's metadata (its slot 2); this mirror's two other legs say which mirror this is.
-    const rigOther = new Rig();
-    const other = await rigOther.mirror([rigOther.store(LEG), rigOther.store(LEG), rigOther.store(LEG)], { assumeClean: true });
-    await rigOther.settle(other.close());
-    c.data.set(rigOther.stores[2]!.data.subarray(0, SUPERBLOCK_AREA), 0);
-    c.durable.set(rigOther.stores[2]!.durable.subarray(0, SUPERBLOCK_AREA), 0);
+    await strangerSuperblocks(c, 3, 2, LEG);
     const before = c.data.slice();
     const m = await rig.mirror([a, b, c], { reopenable: true });
     expect(m.legs[2]!.state).toBe("foreign");

@@ -10,7 +10,7 @@ import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import { call, type Done, type Extent, type ZeroFlags } from "../../../src/storage/port.ts";
 import type { MirrorPort } from "../../../src/storage/tree/mirror/mirror.ts";
 import { encodeSuperblock, decodeSuperblockArea, SlotState, SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
-import { Rig, filled, legData } from "./rig.ts";
+import { Rig, filled, legData, strangerSuperblocks } from "./rig.ts";
 
 const KiB = 1024;
 const LEG = 45056 + 256 * KiB; // metadata + 256 KiB of data
@@ -156,12 +156,7 @@ describe("mirror over simulated legs", () => {
     await rig.write(m1, 0, filled(4096, 9));
     await rig.settle(m1.close());
     // c holds the metadata of another mirror (same slot index, another identity).
-    const rigOther = new Rig();
-    const m2 = await rigOther.mirror([rigOther.store(LEG), rigOther.store(LEG), rigOther.store(LEG)], { assumeClean: true });
-    await rigOther.settle(m2.close());
-    const other = rigOther.stores[2]!.data.slice(0, SUPERBLOCK_AREA);
-    c.data.set(other, 0);
-    c.durable.set(other, 0);
+    await strangerSuperblocks(c, 3, 2, LEG);
     const before = c.data.slice();
     const m1again = await rig.mirror([a, b, c]);
     expect(m1again.legs[2]!.state).toBe("foreign");

@@ -4,7 +4,9 @@
  * simulated time until an operation settles. Test tooling only.
  */
 import { Prng } from "../../../src/lib/prng.ts";
+import { PassThrough } from "../../../src/storage/layers/pass-through.ts";
 import type { StoragePort } from "../../../src/storage/port.ts";
+import { SUPERBLOCK_AREA } from "../../../src/storage/tree/mirror/layout.ts";
 import { call } from "../../../src/storage/port.ts";
 import { MirrorPort, openMirror, type MirrorOptions } from "../../../src/storage/tree/mirror/mirror.ts";
 import { SimClock } from "../../sim/sim-clock.ts";
@@ -118,4 +120,34 @@ export function filled(length: number, value: number): Uint8Array {
 /** A leg's data area (after the mirror's metadata) as bytes. */
 export function legData(store: SimStore, mirror: MirrorPort): Uint8Array {
   return store.data.subarray(mirror.layout.metaBytes, mirror.layout.metaBytes + mirror.size);
+}
+
+/**
+ * A two-leg mirror over [a, b] written once (64 KiB of 1s at 0) and closed, then reopened with
+ * leg 1 seen `shrinkBy` bytes short of what it was, so the mirror refuses it as too small;
+ * `grow()` gives the leg its size back (dstd resize on its node).
+ */
+export async function tooSmallAtOpen(rig: Rig, a: SimStore, b: SimStore, shrinkBy: number): Promise<{ m: MirrorPort; grow: () => void }> {
+  let shrunk = false;
+  class Shrinks extends PassThrough {
+    override get size(): number {
+      return shrunk ? super.size - shrinkBy : super.size;
+    }
+  }
+  const m1 = await rig.mirror([a, b], { assumeClean: true });
+  await rig.write(m1, 0, filled(64 * 1024, 1));
+  await rig.settle(m1.close());
+  shrunk = true;
+  const m = await rig.mirror([a, b], { wrap: [undefined, (p) => new Shrinks(p)] });
+  return { m, grow: () => void (shrunk = false) };
+}
+
+/** Puts on `store` the superblocks of slot `slot` of another mirror of `legs` legs of `size` bytes (a disk from elsewhere). */
+export async function strangerSuperblocks(store: SimStore, legs: number, slot: number, size: number): Promise<void> {
+  const other = new Rig();
+  const stores = Array.from({ length: legs }, () => other.store(size));
+  const m = await other.mirror(stores, { assumeClean: true });
+  await other.settle(m.close());
+  store.data.set(stores[slot]!.data.subarray(0, SUPERBLOCK_AREA), 0);
+  store.durable.set(stores[slot]!.durable.subarray(0, SUPERBLOCK_AREA), 0);
 }
