@@ -11,9 +11,8 @@
  * N writers share one fdatasync instead of paying one each. All file calls are asynchronous
  * (replication/files.ts), so the event loop never waits for the disk.
  *
- * Memory: the store holds the queued records (their headers, and the caller's payloads by
- * reference until their completion) and nothing else per record; callers bound how many
- * they queue (`queuedBytes`).
+ * Memory: the store holds the queued records (their headers; the callers' payloads by reference
+ * until completion) and nothing else per record; callers bound how many they queue (`queuedBytes`).
  *
  * Must not: call a completion before the record is durable; append after a failed write or
  * fdatasync (fsyncgate: the page cache can no longer be trusted, every later append fails
@@ -334,8 +333,9 @@ export class LogStore {
     const batch: Batch = { entries, segment, end: segment.size };
     this.writing = batch;
     active.file.write(position, chunks, (errno) => {
+      if (this.failedErrno !== 0) return; // failed meanwhile: fail() completed its records (not written too: sim seed 1226)
+      if (errno !== 0) return this.fail(errno, `writing ${size} bytes at ${position} of ${this.dir.path}/${segment.name}`); // still `writing`: fail() completes its records
       this.writing = null;
-      if (errno !== 0) return this.fail(errno, `writing ${size} bytes at ${position} of ${this.dir.path}/${segment.name}`);
       this.written.push(batch);
       for (const entry of entries) entry.written?.();
       this.pump();
@@ -350,10 +350,10 @@ export class LogStore {
     this.syncing = true;
     file.sync((errno) => {
       this.syncing = false;
-      if (errno !== 0) {
-        this.written.unshift(...batches);
-        return this.fail(errno, `fdatasync of ${this.dir.path}/${segment.name}`);
-      }
+      if (errno !== 0) this.written.unshift(...batches); // fail() completes their records
+      if (errno !== 0) return this.fail(errno, `fdatasync of ${this.dir.path}/${segment.name}`);
+      // Failed meanwhile: nothing is durable after a failure (the switch to overflow's voidAfter voids it: sim seed 269).
+      if (this.failedErrno !== 0) return batches.forEach((b) => b.entries.forEach((entry) => entry.done(this.failedErrno)));
       const last = batches[batches.length - 1]!;
       segment.durableSize = last.end;
       const lastEntry = last.entries[last.entries.length - 1]!;

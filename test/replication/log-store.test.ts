@@ -16,7 +16,9 @@ import { encodeRecord, RecordOp } from "../../src/replication/record.ts";
 import { segmentName } from "../../src/replication/segments.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
 import { SimClock } from "../sim/sim-clock.ts";
-import { settle, SimDisk } from "./sim-files.ts";
+import { runUntil, settle, SimDisk } from "./sim-files.ts";
+import { Errno } from "../../src/lib/errno.ts";
+import type { LogDirectory, LogFile } from "../../src/replication/files.ts";
 
 const tempDir = scratchDirsPerTest("log");
 
@@ -279,5 +281,64 @@ describe("log store", () => {
     const third = await settle(clock, LogStore.open(disk.directory(), { now }));
     expect(third.store.last.seq).toBe(4);
     await settle(clock, third.store.close());
+  });
+
+  test("a write that fails the log completes its own records with the errno, and records whose fdatasync was in flight then never become durable: they fail with the log (replication sim seed 269)", async () => {
+    const clock = new SimClock();
+    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
+    let failWrites = false;
+    // Writes fail at once while failWrites; every fdatasync takes 5 ticks.
+    const slow = (file: LogFile): LogFile => {
+      const wrapped = Object.create(file) as LogFile;
+      wrapped.write = (position, chunks, done) => (failWrites ? clock.after(0, () => done(Errno.EIO)) : file.write(position, chunks, done));
+      wrapped.sync = (done) => clock.after(5, () => file.sync(done));
+      return wrapped;
+    };
+    const dir = Object.create(disk.directory()) as LogDirectory;
+    const inner = disk.directory();
+    dir.open = (name, create, done) => inner.open(name, create, (errno, file) => done(errno, file === null ? null : slow(file)));
+    const { store } = await settle(clock, LogStore.open(dir, { now }));
+    const results: number[] = [];
+    // A's write completes and its fdatasync starts; then B's write fails the log.
+    store.append(RecordOp.WRITE, 0, 0, 4096, block(1), (errno) => results.push(errno), () => {
+      failWrites = true;
+      store.append(RecordOp.WRITE, 0, 4096, 4096, block(2), (errno) => results.push(errno));
+    });
+    await runUntil(clock, () => results.length === 2);
+    expect(store.failed).toBe(Errno.EIO);
+    expect(results).toEqual([Errno.EIO, Errno.EIO]);
+    expect(store.durable.seq).toBe(0);
+    await settle(clock, store.close());
+  });
+
+  test("records whose write was in flight when an fdatasync failed the log complete once, with the errno, and are never reported written (replication sim seed 1226)", async () => {
+    const clock = new SimClock();
+    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
+    let failSyncs = false;
+    // fdatasyncs fail at once while failSyncs; every write takes 5 ticks.
+    const slow = (file: LogFile): LogFile => {
+      const wrapped = Object.create(file) as LogFile;
+      wrapped.write = (position, chunks, done) => clock.after(5, () => file.write(position, chunks, done));
+      wrapped.sync = (done) => (failSyncs ? clock.after(0, () => done(Errno.EIO)) : file.sync(done));
+      return wrapped;
+    };
+    const dir = Object.create(disk.directory()) as LogDirectory;
+    const inner = disk.directory();
+    dir.open = (name, create, done) => inner.open(name, create, (errno, file) => done(errno, file === null ? null : slow(file)));
+    const { store } = await settle(clock, LogStore.open(dir, { now }));
+    const results: number[] = [];
+    let laterWritten = 0;
+    // A is written and its fdatasync fails while B's write runs.
+    store.append(RecordOp.WRITE, 0, 0, 4096, block(1), (errno) => results.push(errno), () => {
+      failSyncs = true;
+      store.append(RecordOp.WRITE, 0, 4096, 4096, block(2), (errno) => results.push(errno), () => laterWritten++);
+    });
+    await runUntil(clock, () => results.length === 2);
+    clock.runUntil(clock.ticks + 20); // B's write completes
+    for (let i = 0; i < 8; i++) await null;
+    expect(results).toEqual([Errno.EIO, Errno.EIO]);
+    expect(laterWritten).toBe(0);
+    expect(store.durable.seq).toBe(0);
+    await settle(clock, store.close());
   });
 });
