@@ -96,9 +96,10 @@ export class StateFile<T> {
   }
 
   /**
-   * Opens (creating it, with a directory sync) `name` in `dir` and reads the newest valid
-   * slot. A file with two bad slots is refused with a message naming both reasons, unless it
-   * was never written (all zero or empty).
+   * Opens (creating it, with a directory sync) `name` in `dir`, reads the newest valid slot and
+   * fdatasyncs what it read (a killed process may have left it in the page cache only). A file
+   * with two bad slots is refused with a message naming both reasons, unless it was never
+   * written (all zero or empty).
    */
   static async open<T>(dir: LogDirectory, name: string, kind: number, validate: Validate<T>): Promise<StateFile<T>> {
     const names = await files.list(dir);
@@ -109,6 +110,10 @@ export class StateFile<T> {
     try {
       if (!existed) await files.syncDir(dir);
       n = await files.read(file, 0, buffer);
+      // A killed process's last save may sit in the page cache, not yet fdatasync'd: the caller
+      // acts on what it reads (a primary replays nothing below the checkpoint it finds), so it
+      // must be durable first, or a later power loss takes it back (replication sim seed 31).
+      if (existed && n > 0) await files.sync(file);
     } catch (error) {
       await files.close(file).catch(() => {}); // a failed open must not leave the file open (files.ts OpenedFiles)
       throw error;
