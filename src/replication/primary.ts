@@ -133,6 +133,8 @@ interface Op {
   early: WindowWrite | null;
   /** Records not yet written (an early write is acknowledged when this reaches 0). */
   unwritten: number;
+  /** Its records failed with the log: it goes around the log once the switch to overflow is saved. */
+  awaitingSwitch: boolean;
 }
 
 const OP_CODES: Record<Exclude<Kind, "copy">, RecordOpCode> = {
@@ -329,6 +331,7 @@ export class ReplicationPrimary extends PassThrough {
 
   override flush(done: Done): void {
     if (this.closed) return done(Errno.ESHUTDOWN);
+    if (this.broken !== 0) return done(this.broken); // failed closed: what went around the log since, a replay at the next start may undo
     // Early writes acknowledged before this FLUSH must be durable and written back first
     // (written back: a write that fell around a failed log is on the disk, counted below).
     if (!this.window.hold(done)) this.diskFlush.flush(done);
@@ -423,7 +426,7 @@ export class ReplicationPrimary extends PassThrough {
       checkpoint: this.state.checkpoint,
       logBytes: this.logUsage(),
       logLimit: this.options.logLimit,
-      logFailure: this.store.failed !== 0 ? this.store.failure : this.brokenBy?.disk === false ? this.brokenBy.message : null,
+      logFailure: this.brokenBy?.disk === false ? this.brokenBy.message + (this.store.failed !== 0 ? `; the log: ${this.store.failure}` : "") : this.store.failed !== 0 ? this.store.failure : null,
       diskFailure: this.diskFailure.message ?? (this.brokenBy?.disk ? this.brokenBy.message : null),
       dirtyRegions: this.bitmap.dirtyRegions,
       regionSize: this.bitmap.regionSize,
@@ -445,7 +448,7 @@ export class ReplicationPrimary extends PassThrough {
   private op(kind: Kind, offset: number, end: number, data: Uint8Array | null, noHole: boolean, fua: boolean, newSize: number, done: Done): Op {
     return {
       kind, offset, end, data, hold: null, xxh3: undefined, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
-      early: null, unwritten: 0,
+      early: null, unwritten: 0, awaitingSwitch: false,
     };
   }
 
@@ -547,12 +550,13 @@ export class ReplicationPrimary extends PassThrough {
       return this.issue();
     }
     if (op.errno !== 0) {
-      // The log failed under this mutation: it was never acknowledged, so write it around the
-      // log like any mutation from now on (its records are void; see startOverflow).
+      // The log failed under it (its records are void; see startOverflow): around the log once the switch saved its checkpoint
+      // and voidAfter, as those held meanwhile; not before, or recovery may replay an older record over it (sim seed 120).
       op.errno = 0;
       op.logged = false;
+      op.awaitingSwitch = true;
       this.startOverflow();
-      this.markDirect(op);
+      this.afterFinishSoon();
       return;
     }
     op.ready = true;
@@ -745,6 +749,14 @@ export class ReplicationPrimary extends PassThrough {
         this.broken = errno;
         this.brokenBy = { disk, message };
       }
+      // Those whose records failed with the log: around it now; failed with the switch, except early acks (reads see them; no FLUSH succeeds).
+      const failWith = this.closed ? Errno.ESHUTDOWN : errno;
+      for (const op of this.pipeline.filter((o) => o.awaitingSwitch)) {
+        op.awaitingSwitch = false;
+        if (failWith === 0 || (!this.closed && op.early?.acked === true)) this.markDirect(op);
+        else [op.errno, op.ready] = [failWith, true];
+      }
+      if (failWith !== 0) this.issue();
       this.mode = "overflow";
       this.holding = false;
       this.releaseHeld();

@@ -28,6 +28,8 @@ import { call, type StoragePort } from "../../src/storage/port.ts";
 import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { SimClock } from "../sim/sim-clock.ts";
 import { settle, SimDisk } from "./sim-files.ts";
+import { SimDiskPort } from "./sim-port.ts";
+import type { FileDone, LogDirectory, LogFile } from "../../src/replication/files.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
 import { until } from "../helpers/wait.ts";
 
@@ -478,4 +480,49 @@ test("a mark past a dirty bitmap's end grows it to the disk's size at once, not 
   expect(await mark(2 * SIZE - 4096, 2 * SIZE)).toBe(0); // its last region: no growth left to do
   expect(bitmap.regions).toBe(covered);
   await bitmap.close();
+});
+
+/** `dir` whose files' fdatasyncs (all but the dirty bitmap's) fail with EIO, without effect, while `failing()`. */
+function failingSyncs(dir: LogDirectory, clock: SimClock, failing: () => boolean): LogDirectory {
+  const wrap = (file: LogFile): LogFile => {
+    const synced = Object.create(file) as LogFile;
+    synced.sync = (done: FileDone) => (failing() ? clock.after(1, () => done(Errno.EIO)) : file.sync(done));
+    return synced;
+  };
+  const wrapped = Object.create(dir) as LogDirectory;
+  wrapped.open = (name, create, done) => dir.open(name, create, (errno, file) => done(errno, file !== null && name !== DIRTY_BITMAP_FILE ? wrap(file) : file));
+  return wrapped;
+}
+
+test("a write whose record the log failed goes around the log only once the switch to overflow saved its checkpoint; the state failing too, it fails, FLUSH fails, and status names the state (replication sim seed 14)", async () => {
+  const clock = new SimClock();
+  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
+  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  let failing = false;
+  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
+  const open = () => settle(clock, ReplicationPrimary.open(disk.handle(), failingSyncs(files.directory(), clock, () => failing), options));
+  const first = await open();
+  expect(await settle(clock, new Promise<number>((resolve) => first.write(0, block(1), true, resolve)))).toBe(0); // logged, written back; checkpoint 0
+  // The log and the state file fail (the bitmap does not): the record's fdatasync fails, and
+  // so does the switch's state save, which would set the checkpoint past record 1.
+  failing = true;
+  let acked = -1;
+  first.write(0, block(2), true, (errno) => (acked = errno));
+  await settle(clock, new Promise<void>((resolve) => {
+    const wait = (): void => void (acked >= 0 ? resolve() : clock.after(1, wait));
+    wait();
+  }));
+  const status = first.status();
+  // Failed closed: no FLUSH succeeds (what went around the log since would be undone by a replay at the next start).
+  expect(await settle(clock, new Promise<number>((resolve) => first.flush(resolve)))).toBe(Errno.EIO);
+  // Power loss right then.
+  files.crash("lose-all");
+  disk.crash("lose-all");
+  failing = false;
+  const second = await open();
+  // Written around the log before (acknowledged, FUA), recovery replayed record 1 over it.
+  if (acked === 0) expect(disk.current[0]).toBe(2);
+  expect(acked).toBe(Errno.EIO);
+  expect(status.logFailure).toContain("saving the state failed");
+  await settle(clock, second.close());
 });
