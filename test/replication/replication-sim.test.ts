@@ -5,6 +5,7 @@
  *   SIM_SEEDS=100000 SIM_SEED_START=5000 bun test test/replication/replication-sim.test.ts
  *   SIM_SEED=1234 bun test test/replication/replication-sim.test.ts      # one seed, verbose trace
  *   SIM_DISK_ERRORS=0 …                                                   # no data disk errors (seeds cited before they existed)
+ *   SIM_FILE_ERRORS=0 …                                                   # no log directory errors (likewise)
  */
 import { expect, test } from "bun:test";
 import { withSeed } from "./sim-trace.ts";
@@ -13,7 +14,7 @@ import { runSeed, type SimStats } from "./replication-sim.ts";
 const single = process.env.SIM_SEED;
 const seeds = Number(process.env.SIM_SEEDS ?? 10_000);
 const start = Number(process.env.SIM_SEED_START ?? 1);
-const seedOptions = { diskErrors: process.env.SIM_DISK_ERRORS !== "0" };
+const seedOptions = { diskErrors: process.env.SIM_DISK_ERRORS !== "0", fileErrors: process.env.SIM_FILE_ERRORS !== "0" };
 
 if (single !== undefined) {
   test(`replication sim seed ${single}`, async () => {
@@ -24,19 +25,21 @@ if (single !== undefined) {
   // Rot in acknowledged records of the last group commit, the secondary behind: recovery cuts
   // them as a torn tail (the documented limit, docs/replication.md §3.3); the sim once took it
   // for a lost write (seed 47447 then).
-  // 1204: the same after a resync's MARK was appended at the cut (84947 then). New seeds since
-  // every log open fsyncs its directory: one more simulated call, other worlds.
-  for (const seed of [16743, 1204]) {
+  // 18990: the same after a resync's MARK was appended at the cut (84947, then 1204). New seeds
+  // since every log open fsyncs its directory, and again since every state file open fsyncs
+  // what it read (2026-12-07): one more simulated call, other worlds.
+  for (const [seed, appended] of [[16743, 0], [18990, 1]] as const) {
     test(`replication sim regression seed ${seed}: rot in the only copy of acknowledged records is the documented limit`, async () => {
-      const stats = await runSeed(seed, false, { diskErrors: false });
+      const stats = await runSeed(seed, false, { diskErrors: false, fileErrors: false });
       expect(stats.rotCuts).toBe(1);
+      expect(stats.rotCutsAppended).toBe(appended);
     });
   }
   // A primary restarted over its failing disk (not a power loss) kept the empty segment a
   // rotation had created before its directory fsync; a later power loss took the segment,
   // with records checkpointed from it (log-store.ts recover).
   test("replication sim regression seed 1767: a segment created before a restart survives a later power loss", async () => {
-    const stats = await runSeed(1767);
+    const stats = await runSeed(1767, false, { fileErrors: false });
     expect(stats.primaryRestarts).toBeGreaterThan(0);
     expect(stats.converged).toBe(true);
   });
@@ -53,7 +56,8 @@ if (single !== undefined) {
     // The swarm must reach every path, or it is not testing them.
     if (seeds >= 1000) {
       const disk = seedOptions.diskErrors ? ["diskErrors", "failedOps", "readsRefused", "failedClosed", "primaryRestarts", "openRetries", "applierDiskHalts"] : [];
-      for (const key of ["primaryCrashes", "secondaryCrashes", "overflows", "resyncs", "transitRefused", "copyRot", "logRot", "haltsOnCorruption", "tornTails", "prefixChecks", "converged", "earlyAcks", "reads", "readsOverWindow", "ackedLost", ...disk]) {
+      const files = seedOptions.fileErrors ? ["fileErrors", "logFailures", "logFailedRestarts", "secondaryOpenRetries", "applierFileHalts", "copyFailedRestarts"] : [];
+      for (const key of ["primaryCrashes", "secondaryCrashes", "overflows", "resyncs", "transitRefused", "copyRot", "logRot", "haltsOnCorruption", "tornTails", "prefixChecks", "converged", "earlyAcks", "reads", "readsOverWindow", "ackedLost", ...disk, ...files]) {
         expect(total[key] ?? 0).toBeGreaterThan(0);
       }
     }

@@ -11,9 +11,12 @@
  * sector; unflushed disk writes kept or dropped), bit rot in the primary's log or the
  * secondary's copy, corruption in transit, replay paused and resumed, a log small enough to
  * overflow into the dirty bitmap and resync, I/O errors of either data disk (sim-port.ts: a
- * failed flush latches the disk). A primary that fails closed over its disk (write-back.ts),
- * or whose disk latched, is restarted as an operator would; so is an applier halted by its
- * disk, after a while (it stays halted until then, as in production).
+ * failed flush latches the disk), I/O errors of either log directory (sim-files.ts: writes,
+ * fdatasyncs, opens, renames, directory fsyncs; a rate per side drawn from its own stream).
+ * A primary that fails closed over its disk (write-back.ts), whose disk latched, or whose log,
+ * state or bitmap failed, is restarted as an operator would; so is an applier halted by its
+ * disk or its files, and a secondary whose log copy failed, after a while (each stays so until
+ * then, as in production); a start its files fail is retried.
  *
  * Invariants (checked as they happen, and at the end):
  * - prefix: whenever the applier reports itself consistent, its disk equals the state after
@@ -23,9 +26,11 @@
  * - durability: after a primary crash and recovery, every block holds a value it may hold —
  *   acknowledged and flushed (or FUA) data is never lost (a mutation that failed may have
  *   left its value, until an acknowledged one after it is flushed);
- * - errors: a mutation, FLUSH or read fails only over a disk error (one while it ran, a
- *   latched disk, or a primary failed closed), and a halted applier names its record or its
- *   flush and the errno;
+ * - errors: a mutation, FLUSH or read fails only over a disk or file error (one while it ran,
+ *   a latched disk, a latched state file or bitmap of this incarnation, or a primary failed
+ *   closed or whose log failed), a start only over a file or disk error, a primary's log or a
+ *   secondary's copy fails only after a file error, and a halted applier names its record, its
+ *   flush or its position's save and the errno, after an error of its disk or files;
  * - convergence: with faults off, the secondary catches up and equals the primary's disk.
  */
 import { Prng } from "../../src/lib/prng.ts";
@@ -66,6 +71,8 @@ export interface SimStats {
   rotForks: number;
   /** Rot in acknowledged records of the last group commit, cut as a torn tail with no other copy (the same limit). */
   rotCuts: number;
+  /** Those where the restarted primary appended past the cut (a resync's MARK) before the seed ended. */
+  rotCutsAppended: number;
   /** I/O errors the data disks returned; mutations and FLUSHes that failed with them; reads refused over a lost write-back. */
   diskErrors: number;
   failedOps: number;
@@ -76,6 +83,17 @@ export interface SimStats {
   openRetries: number;
   /** Appliers halted by their disk (and restarted later). */
   applierDiskHalts: number;
+  /** I/O errors the log directories returned (log segments, state files, dirty bitmap). */
+  fileErrors: number;
+  /** Primaries seen with a failed log, state or bitmap (status logFailure); restarts of one by the operator. */
+  logFailures: number;
+  logFailedRestarts: number;
+  /** Secondary starts its files failed (retried). */
+  secondaryOpenRetries: number;
+  /** Appliers halted by their own files (saving the replay position). */
+  applierFileHalts: number;
+  /** Secondaries restarted because their log copy failed (it takes no more records). */
+  copyFailedRestarts: number;
   tornTails: number;
   prefixChecks: number;
   converged: boolean;
@@ -111,6 +129,8 @@ interface BlockState {
 export interface SeedOptions {
   /** I/O errors of the data disks (default: as the seed picks). */
   diskErrors?: boolean;
+  /** I/O errors of the log directories' files (default: as the seed picks). */
+  fileErrors?: boolean;
 }
 
 export async function runSeed(seed: number, verbose = false, seedOptions: SeedOptions = {}): Promise<SimStats> {
@@ -124,6 +144,9 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     faults: new Prng(root.next()),
     // Its own stream, drawn only once a disk error happened: seeds without them run as before.
     disk: new Prng(root.next()),
+    // Its own stream too, for the log directories' I/O errors (rates, which calls fail, the
+    // operator's restarts over them): seeds that draw no file error run as before.
+    fileFaults: new Prng(root.next()),
   };
   const f = prng.faults;
   const blockSize = f.pick([512, 512, 1024, 4096]);
@@ -148,11 +171,15 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   const d = prng.disk;
   const primaryEio = seedOptions.diskErrors === false ? 0 : d.pick([0, 0, 0.002, 0.01, 0.04]);
   const secondaryEio = seedOptions.diskErrors === false ? 0 : d.pick([0, 0, 0.002, 0.01, 0.04]);
+  const ff = prng.fileFaults;
+  const primaryFilesEio = seedOptions.fileErrors === false ? 0 : ff.pick([0, 0, 0, 0.002, 0.01, 0.03]);
+  const secondaryFilesEio = seedOptions.fileErrors === false ? 0 : ff.pick([0, 0, 0, 0.002, 0.01, 0.03]);
   const stats: SimStats = {
     ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
     transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
-    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0,
+    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0, rotCutsAppended: 0,
     diskErrors: 0, failedOps: 0, readsRefused: 0, failedClosed: 0, primaryRestarts: 0, openRetries: 0, applierDiskHalts: 0,
+    fileErrors: 0, logFailures: 0, logFailedRestarts: 0, secondaryOpenRetries: 0, applierFileHalts: 0, copyFailedRestarts: 0,
   };
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
@@ -160,15 +187,19 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
         tail(40),
     );
   };
-  log(`options ${JSON.stringify({ blockSize, blocks, ...options, opsTotal, queueDepth, crashRate, secondaryCrashRate, transitCorruption, copyRotRate, logRotRate, replayDelayMs, primaryEio, secondaryEio })}`);
+  log(`options ${JSON.stringify({ blockSize, blocks, ...options, opsTotal, queueDepth, crashRate, secondaryCrashRate, transitCorruption, copyRotRate, logRotRate, replayDelayMs, primaryEio, secondaryEio, primaryFilesEio, secondaryFilesEio })}`);
 
   // ---- the primary ----
-  const primaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2] });
+  const primaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2], eioRate: primaryFilesEio, faults: ff });
   const primaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: primaryEio });
   const shadow = new Map<number, ShadowRecord>();
   const now = () => clock.ticks * 1000 + 1;
   let primary = null as ReplicationPrimary | null;
   let primaryDead = false; // the log is corrupt beyond recovery: the primary stays down
+  /** File errors injected before the current primary opened. */
+  let primaryFileFailuresAtOpen = 0;
+  /** A failed bitmap or state file refuses every later call until the process restarts. */
+  const filesLatched = (p: ReplicationPrimary): boolean => p.bitmap["failed"] !== 0 || p["stateFile"]["failed"] !== 0;
   let primaryLogCorrupted = false;
   /** Where rot hit the primary's log (segment name and byte), once it did. */
   let logRotAt: { name: string; at: number } | null = null;
@@ -187,6 +218,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   async function openPrimary(): Promise<void> {
     const faults = primaryDisk.faults!;
     const eioRate = faults.eioRate;
+    const filesEioRate = primaryFiles.eioRate;
     // A start the disk fails after recovery cut a torn tail leaves the log cut, and the next
     // start's report shows no cut: the first one's is taken from its log line.
     let cutBefore: RecoveryReport["tornTail"] = null;
@@ -201,9 +233,14 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     };
     for (let attempt = 1; ; attempt++) {
       const failures = primaryDisk.failures;
+      const fileFailures = primaryFiles.stats.eio;
       // After a few failed starts the disk is looked at (its errors were transient): one start
       // without them, or a seed with many records to replay might never start again.
-      if (attempt % 4 === 0) faults.eioRate = 0;
+      if (attempt % 4 === 0) {
+        faults.eioRate = 0;
+        primaryFiles.eioRate = 0;
+      }
+      primaryFileFailuresAtOpen = primaryFiles.stats.eio;
       try {
         primary = await settle(
           clock,
@@ -217,15 +254,16 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
           primaryDead = true;
           return;
         }
-        if (primaryDisk.failures === failures || !message.includes("EIO")) fail("primary recovery", message);
-        // The disk refused the replay or its flush: the start fails naming it (docs/replication.md
-        // §4), and the operator starts it again.
+        if ((primaryDisk.failures === failures && primaryFiles.stats.eio === fileFailures) || !message.includes("EIO")) fail("primary recovery", message);
+        // The disk refused the replay or its flush, or the log directory a read, write or sync:
+        // the start fails naming it (docs/replication.md §4), and the operator starts it again.
         log(`primary start ${attempt} failed: ${message}`);
         stats.openRetries++;
         primaryFiles.kill();
         primaryDisk.restart();
       } finally {
         faults.eioRate = eioRate;
+        primaryFiles.eioRate = filesEioRate;
       }
     }
     const p = primary!;
@@ -251,6 +289,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       // with the crash), and recovery, seeing no witness, cut them as a torn tail.
       log(`primary's rotted tail was cut at seq ${p.recovery.last + 1}, below its acknowledged seq ${durableAtCrash}, with no other copy: the documented limit`);
       stats.rotCuts++;
+      if (p.store.last.seq > p.recovery.last) stats.rotCutsAppended++;
       primaryDead = true;
       return;
     }
@@ -268,12 +307,14 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   }
 
   // ---- the secondary ----
-  const secondaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2] });
+  const secondaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2], eioRate: secondaryFilesEio, faults: ff });
   const secondaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: secondaryEio });
   let secondary = null as Secondary | null;
   let secondaryEpoch = 0;
   /** Disk errors injected before this secondary opened; its applier halted on one (counted once). */
   let secondaryFailuresAtOpen = 0;
+  /** File errors injected before this secondary opened. */
+  let secondaryFileFailuresAtOpen = 0;
   let diskHalted = false;
   const model = { seq: 0, bytes: new Uint8Array(diskSize) };
 
@@ -299,7 +340,26 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
         return () => (live = false);
       },
     };
-    const s = await settle(clock, Secondary.open(secondaryDisk.handle(), secondaryFiles.directory(), { clock: clockApi, replayDelayMs, segmentSize: options.segmentSize, maxBatchBytes: 64 * 1024 }));
+    let s: Secondary;
+    const filesEioRate = secondaryFiles.eioRate;
+    for (let attempt = 1; ; attempt++) {
+      secondaryFileFailuresAtOpen = secondaryFiles.stats.eio;
+      if (attempt % 4 === 0) secondaryFiles.eioRate = 0; // the operator looked at the disk
+      try {
+        s = await settle(clock, Secondary.open(secondaryDisk.handle(), secondaryFiles.directory(), { clock: clockApi, replayDelayMs, segmentSize: options.segmentSize, maxBatchBytes: 64 * 1024 }));
+        break;
+      } catch (error) {
+        const message = (error as Error).message;
+        // Its log directory refused a read, write or sync: the start fails naming it, and the
+        // operator starts it again. Nothing else may fail a start.
+        if (secondaryFiles.stats.eio === secondaryFileFailuresAtOpen || !message.includes("EIO")) fail("secondary open", message);
+        log(`secondary start ${attempt} failed: ${message}`);
+        stats.secondaryOpenRetries++;
+        secondaryFiles.kill();
+      } finally {
+        secondaryFiles.eioRate = filesEioRate;
+      }
+    }
     secondary = s;
     s.applier.onApplied((point) => {
       if (epoch !== secondaryEpoch) return;
@@ -394,19 +454,31 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
 
   /**
    * The primary refuses mutations and FLUSH until restarted over its disk: a logged write-back
-   * refused for good (write-back.ts), or the flush a switch to overflow needs. (Its log files
-   * never fail here, so a state it cannot save is no cause.)
+   * refused for good (write-back.ts), or the flush a switch to overflow needs.
    */
   function failedClosed(p: ReplicationPrimary): boolean {
     return p.status().diskFailure !== null;
   }
 
   /**
-   * A mutation or FLUSH may fail only over a disk error: one injected while it ran, a disk
-   * latched by a failed flush, or a primary failed closed. Any other failure fails the seed.
+   * The primary's log directory failed it (status logFailure): the log takes no more records
+   * (it writes around it, marking the bitmap, until restarted), or the state cannot be saved
+   * (a switch to overflow then fails it closed). An operator restarts it.
    */
-  function mayFail(p: ReplicationPrimary, failuresAtSubmit: number, what: string, errno: number): void {
-    if (failedClosed(p) || primaryDisk.latched || primaryDisk.failures > failuresAtSubmit) {
+  function logFailed(p: ReplicationPrimary): boolean {
+    return p.status().logFailure !== null;
+  }
+
+  /**
+   * A mutation or FLUSH may fail only over an I/O error: one the data disk or the log
+   * directory returned while it ran, a disk latched by a failed flush, or a primary failed
+   * closed (over its disk, or a state it cannot save). A failed bitmap or state file latches
+   * (fsyncgate, dirty-bitmap.ts, state-file.ts), so an error of this incarnation's files
+   * before it is behind it too. Any other failure fails the seed.
+   */
+  function mayFail(p: ReplicationPrimary, failuresAtSubmit: number, fileFailuresAtSubmit: number, what: string, errno: number): void {
+    const files = primaryFiles.stats.eio > fileFailuresAtSubmit || (primaryFiles.stats.eio > primaryFileFailuresAtOpen && filesLatched(p));
+    if (failedClosed(p) || logFailed(p) || files || primaryDisk.latched || primaryDisk.failures > failuresAtSubmit) {
       stats.failedOps++;
       if (verbose) log(`${what} failed with errno ${errno} (disk errors)`);
       return;
@@ -421,6 +493,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     const kind = w.int(12);
     const incarnation = primaryIncarnation;
     const failures = primaryDisk.failures;
+    const fileFailures = primaryFiles.stats.eio;
     if (kind >= 10) return submitRead(p, incarnation);
     if (kind === 0) {
       // FLUSH: afterwards, every value acknowledged before it is durable (and no mutation that failed before that one can come back).
@@ -434,7 +507,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
         if (incarnation !== primaryIncarnation) return;
         if (verbose) log("ack flush");
         inFlight--;
-        if (errno !== 0) return mayFail(p, failures, "flush", errno); // promises nothing
+        if (errno !== 0) return mayFail(p, failures, fileFailures, "flush", errno); // promises nothing
         for (const [i, { value, ackedAt }] of snapshot) {
           const b = state[i]!;
           const at = b.candidates.indexOf(value);
@@ -470,7 +543,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       inFlight--;
       const at = ++events;
       if (errno !== 0) {
-        mayFail(p, failures, what, errno);
+        mayFail(p, failures, fileFailures, what, errno);
         for (let i = 0; i < count; i++) {
           const b = state[first + i]!;
           b.inFlight = null;
@@ -587,7 +660,8 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     const p = primary!;
     const graceful = d.chance(0.5);
     durableAtCrash = p.store.durable.seq;
-    log(`RESTART primary (${graceful ? "closed" : "killed"}): ${p.status().diskFailure ?? "its disk refuses writes and flushes since a flush failed"}`);
+    const why = p.status().diskFailure ?? p.status().logFailure ?? (filesLatched(p) ? "its bitmap or state file failed" : "its disk refuses writes and flushes since a flush failed");
+    log(`RESTART primary (${graceful ? "closed" : "killed"}): ${why}`);
     stats.primaryRestarts++;
     primary = null;
     reader = null;
@@ -621,8 +695,22 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     await openSecondary();
   }
 
-  /** Replay halted: on its disk (it stays halted until a restart), or on a corrupt copy (restarted at once). */
+  /** Replay halted: on its disk or files (it stays halted until a restart), or on a corrupt copy (restarted at once). */
   async function onHalt(halted: string): Promise<void> {
+    if (/^(saving the replay position|reading the log after seq \d+): .*EIO/.test(halted)) {
+      // Its own files failed (the position's state file latches, state-file.ts).
+      if (secondaryFiles.stats.eio === secondaryFileFailuresAtOpen) fail("halt", `${halted}, but its files failed nothing`);
+      if (!diskHalted) {
+        diskHalted = true;
+        stats.applierFileHalts++;
+        log(`applier halted: ${halted}`);
+      }
+      if (ff.chance(0.2)) {
+        log("RESTART secondary after its file error");
+        await restartSecondary(secondaryDisk.failures > secondaryFailuresAtOpen);
+      }
+      return;
+    }
     if (/^(applying record seq \d+ \(.+\)|flushing the disk after seq \d+): .*\(EIO\)$/.test(halted)) {
       if (!secondaryDisk.latched && secondaryDisk.failures === secondaryFailuresAtOpen) fail("halt", `${halted}, but the disk failed nothing`);
       if (!diskHalted) {
@@ -678,6 +766,8 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   let lastOverflow = false;
   /** The current primary was seen failed closed (counted once). */
   let sawFailedClosed = false;
+  /** The current primary was seen with a failed log directory (counted once). */
+  let sawLogFailure = false;
   while (submitted < opsTotal || inFlight > 0) {
     if (++steps > 200_000) fail("liveness", `workload stuck: ${submitted}/${opsTotal} submitted, ${inFlight} in flight`);
     if (!primaryDead) submit();
@@ -702,11 +792,32 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     }
     const halted = secondary?.applier.status().halted;
     if (halted) await onHalt(halted);
+    else if (secondary !== null && secondary.copy.failed !== 0) {
+      // Its log copy failed: it takes no more records (fetches are dropped) until restarted.
+      if (secondaryFiles.stats.eio === secondaryFileFailuresAtOpen) fail("errors", `the secondary's copy failed (${secondary.copy.failure}), but its files failed nothing`);
+      if (ff.chance(0.2)) {
+        log(`RESTART secondary: its log copy failed (${secondary.copy.failure})`);
+        stats.copyFailedRestarts++;
+        await restartSecondary(secondaryDisk.failures > secondaryFailuresAtOpen);
+      }
+    }
     if (primary !== null && !primaryDead) {
       if (primary.status().diskFailure !== null && !sawFailedClosed) stats.failedClosed++;
       sawFailedClosed = primary.status().diskFailure !== null;
       // Refusing writes (or its disk refusing them): the operator notices after a while.
       if ((failedClosed(primary) || primaryDisk.latched) && d.chance(0.2)) await restartPrimary();
+      // Its log directory failed (status logFailure; a failed bitmap or state file refuses
+      // every mark or save): likewise. (Its own stream: seeds without file errors draw nothing.)
+      else if (primary !== null && !primaryDead && (logFailed(primary) || filesLatched(primary))) {
+        if (primaryFiles.stats.eio === primaryFileFailuresAtOpen) fail("errors", `the primary's log failed (${primary.status().logFailure ?? "bitmap or state file"}), but its files failed nothing`);
+        if (!sawLogFailure) stats.logFailures++;
+        sawLogFailure = true;
+        if (ff.chance(0.2)) {
+          stats.logFailedRestarts++;
+          await restartPrimary();
+        }
+      }
+      if (primary !== null && !logFailed(primary) && !filesLatched(primary)) sawLogFailure = false;
     }
     if (primaryDead) break;
     clock.runUntil(clock.ticks + 1);
@@ -716,8 +827,11 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   // ---- convergence: faults off ----
   primaryDisk.faults!.eioRate = 0;
   secondaryDisk.faults!.eioRate = 0;
+  primaryFiles.eioRate = 0;
+  secondaryFiles.eioRate = 0;
   stats.diskErrors = primaryDisk.failures + secondaryDisk.failures;
-  if (primary !== null && !primaryDead && (failedClosed(primary) || primaryDisk.latched)) await restartPrimary();
+  stats.fileErrors = primaryFiles.stats.eio + secondaryFiles.stats.eio;
+  if (primary !== null && !primaryDead && (failedClosed(primary) || primaryDisk.latched || logFailed(primary) || filesLatched(primary))) await restartPrimary();
   if (primary !== null && !primaryDead) {
     await settle(clock, new Promise<void>((resolve) => primary!.flush(() => resolve())));
     const deadline = clock.ticks + 200_000;
@@ -728,6 +842,11 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       const st = s.applier.status();
       if (st.halted) {
         if (primaryLogCorrupted && shipError !== null) break;
+        await restartSecondary(secondaryDisk.failures > secondaryFailuresAtOpen);
+        continue;
+      }
+      if (s.copy.failed !== 0) {
+        log(`RESTART secondary: its log copy failed (${s.copy.failure})`);
         await restartSecondary(secondaryDisk.failures > secondaryFailuresAtOpen);
         continue;
       }

@@ -97,8 +97,17 @@ class SimInode {
 export interface SimDiskOptions {
   /** Delay of a call in ms: [min, max]. */
   latency?: [number, number];
-  /** Probability that a call fails with EIO (after or before its effect). */
+  /**
+   * Probability that a write, fdatasync, open, rename or directory fsync fails with EIO (after
+   * or before its effect: a failed write may leave a prefix in the cache, a failed create or
+   * rename may have happened). Reads, truncates, removals and listings never fail.
+   */
   eioRate?: number;
+  /**
+   * Draws for the faults only (whether a call fails, and what a failed one left), so a run
+   * whose calls never fail draws from `prng` exactly as without faults. Default: `prng`.
+   */
+  faults?: Prng;
 }
 
 /** The disk the log directory lives on: shared by every directory object opened on it. */
@@ -110,6 +119,8 @@ export class SimDisk {
   /** Bumped by every crash: handles from before are dead. */
   epoch = 0;
   eioRate: number;
+  /** Draws for the faults (SimDiskOptions.faults). */
+  readonly faultPrng: Prng;
   /** Counts, for coverage reports. */
   stats = { writes: 0, syncs: 0, crashes: 0, tornChanges: 0, eio: 0 };
 
@@ -119,6 +130,7 @@ export class SimDisk {
     private readonly options: SimDiskOptions = {},
   ) {
     this.eioRate = options.eioRate ?? 0;
+    this.faultPrng = options.faults ?? prng;
   }
 
   directory(path = "/sim/log"): LogDirectory {
@@ -135,7 +147,7 @@ export class SimDisk {
 
   /** True when this call fails with EIO. */
   fails(): boolean {
-    if (this.eioRate <= 0 || !this.prng.chance(this.eioRate)) return false;
+    if (this.eioRate <= 0 || !this.faultPrng.chance(this.eioRate)) return false;
     this.stats.eio++;
     return true;
   }
@@ -225,11 +237,15 @@ class SimDirectory implements LogDirectory {
 
   open(name: string, create: boolean, done: (errno: number, file: LogFile | null) => void): void {
     this.disk.later(this.epoch, () => {
+      const failing = this.disk.fails();
+      // EIO before its effect, or (a creation) after it: the file exists, unsynced.
+      if (failing && (!create || this.disk.faultPrng.chance(0.5))) return done(Errno.EIO, null);
       let inode = this.disk.lookup(name);
       if (inode === undefined) {
         if (!create) return done(Errno.ENOENT, null);
         inode = this.disk.create(name);
       }
+      if (failing) return done(Errno.EIO, null);
       done(0, new SimFile(this.disk, name, inode, this.epoch));
     });
   }
@@ -245,8 +261,10 @@ class SimDirectory implements LogDirectory {
   rename(from: string, to: string, done: FileDone): void {
     this.disk.later(this.epoch, () => {
       if (this.disk.lookup(from) === undefined) return done(Errno.ENOENT);
+      const failing = this.disk.fails();
+      if (failing && this.disk.faultPrng.chance(0.5)) return done(Errno.EIO); // before its effect
       this.disk.rename(from, to);
-      done(0);
+      done(failing ? Errno.EIO : 0); // or after it
     });
   }
 
@@ -287,7 +305,7 @@ class SimFile implements LogFile {
       this.disk.stats.writes++;
       if (this.disk.fails()) {
         // EIO: maybe some of it reached the cache anyway.
-        if (this.disk.prng.chance(0.5)) this.change({ kind: "write", position, data: data.subarray(0, this.disk.prng.int(total + 1)) });
+        if (this.disk.faultPrng.chance(0.5)) this.change({ kind: "write", position, data: data.subarray(0, this.disk.faultPrng.int(total + 1)) });
         return done(Errno.EIO);
       }
       this.change({ kind: "write", position, data });
