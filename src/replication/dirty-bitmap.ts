@@ -170,6 +170,9 @@ export class DirtyBitmap {
       const bits = new Uint8Array(Math.ceil(storedRegions / 8));
       const read = await files.read(file, PAGE, bits);
       if (read < bits.length) bits.fill(0, read);
+      // A killed process's failed or unfinished mark may sit in the page cache only: a bit read here counts as durable
+      // (a mark of it completes at once), so make it so, or a power loss takes it back unresynced (replication sim seed 520690).
+      await files.sync(file);
       // Dirty regions past the disk's end stay: a shrink then a regrow must still copy them.
       const covers = Math.max(diskSize, setBitsEnd(bits, storedRegion));
       const { regionSize, regions } = bitmapGeometry(covers, maxBytes);

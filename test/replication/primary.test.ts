@@ -526,3 +526,23 @@ test("a write whose record the log failed goes around the log only once the swit
   expect(status.logFailure).toContain("saving the state failed");
   await settle(clock, second.close());
 });
+
+test("a dirty bit a killed process left in the page cache only (a mark whose fdatasync failed or never ran) is made durable by the next open, which counts it as durable: it survives a power loss (replication sim seed 520690)", async () => {
+  const clock = new SimClock();
+  const simDisk = new SimDisk(clock, new Prng(3), { latency: [0, 2] });
+  const first = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, SIZE));
+  expect(await settle(clock, new Promise<number>((resolve) => first.mark(0, 4096, resolve)))).toBe(0);
+  const region = first.regionSize;
+  // Region 1's bit reaches the page cache; the process is killed before the fdatasync.
+  const file = await settle(clock, new Promise<LogFile>((resolve) => simDisk.directory().open(DIRTY_BITMAP_FILE, false, (_, f) => resolve(f!))));
+  await settle(clock, new Promise((resolve) => file.write(4096, [new Uint8Array([0b11])], resolve)));
+  simDisk.kill();
+  const second = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, SIZE));
+  expect(second.isDirty(region, 4096)).toBe(true);
+  // A mark of it now completes at once, without a write: the bit must be durable already.
+  expect(await settle(clock, new Promise<number>((resolve) => second.mark(region, 4096, resolve)))).toBe(0);
+  simDisk.crash("lose-all");
+  const third = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, SIZE));
+  expect(third.isDirty(region, 4096)).toBe(true);
+  await settle(clock, third.close());
+});
