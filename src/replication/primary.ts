@@ -550,8 +550,7 @@ export class ReplicationPrimary extends PassThrough {
       return this.issue();
     }
     if (op.errno !== 0) {
-      // The log failed under it (its records are void; see startOverflow): around the log once the switch saved its checkpoint
-      // and voidAfter, as those held meanwhile; not before, or recovery may replay an older record over it (sim seed 120).
+      // Its records failed (void: startOverflow): around the log once the switch saved its checkpoint (else a replay may undo it).
       op.errno = 0;
       op.logged = false;
       op.awaitingSwitch = true;
@@ -623,6 +622,7 @@ export class ReplicationPrimary extends PassThrough {
     if (op.kind !== "copy") {
       // A logged one the disk refused (retried): the log and the secondaries have it, the disk not: fail closed.
       if (op.logged && errno !== 0 && !this.closed) this.diskFailure.record(op, op.firstSeq, errno, this.options.log);
+      else if (errno !== 0 && op.early?.acked === true && !this.closed) this.diskFailure.recordAround(op, errno, this.options.log);
       if (!op.logged && errno === 0) this.diskFlush.wroteAround();
       if (op.logged) this.writtenBackSinceCheckpoint += op.end === Infinity ? 0 : op.end - op.offset;
       if (!op.early?.acked) op.done(errno);

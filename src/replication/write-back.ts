@@ -146,6 +146,17 @@ export class DiskFailure {
     this.lost.push({ offset: op.offset, end: op.end });
   }
 
+  /** The write around the log of a mutation acknowledged early (its records failed with the log) failed for good. */
+  recordAround(op: WriteBackOp, errno: number, log?: Log): void {
+    const what = `${op.kind} of ${op.end - op.offset} bytes at ${op.offset}`;
+    if (this.errno === 0) {
+      this.errno = errno;
+      this.message = `the disk failed the write of an acknowledged ${what} made around the failed log: ${errnoMessage(errno)}; refusing writes, FLUSH and reads of it until restarted`;
+    }
+    log?.error(`replication: write of an acknowledged ${what} around the failed log failed ${WRITE_BACK_ATTEMPTS} times: ${errnoMessage(errno)}`);
+    this.lost.push({ offset: op.offset, end: op.end });
+  }
+
   /** `seq`, or less: the last record before the first one whose write-back failed. */
   bound(seq: number): number {
     return Math.min(seq, this.firstSeq - 1);

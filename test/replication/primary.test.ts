@@ -483,14 +483,14 @@ test("a mark past a dirty bitmap's end grows it to the disk's size at once, not 
 });
 
 /** `dir` whose files' fdatasyncs (all but the dirty bitmap's) fail with EIO, without effect, while `failing()`. */
-function failingSyncs(dir: LogDirectory, clock: SimClock, failing: () => boolean): LogDirectory {
+function failingSyncs(dir: LogDirectory, clock: SimClock, failing: () => boolean, which = (name: string) => name !== DIRTY_BITMAP_FILE): LogDirectory {
   const wrap = (file: LogFile): LogFile => {
     const synced = Object.create(file) as LogFile;
     synced.sync = (done: FileDone) => (failing() ? clock.after(1, () => done(Errno.EIO)) : file.sync(done));
     return synced;
   };
   const wrapped = Object.create(dir) as LogDirectory;
-  wrapped.open = (name, create, done) => dir.open(name, create, (errno, file) => done(errno, file !== null && name !== DIRTY_BITMAP_FILE ? wrap(file) : file));
+  wrapped.open = (name, create, done) => dir.open(name, create, (errno, file) => done(errno, file !== null && which(name) ? wrap(file) : file));
   return wrapped;
 }
 
@@ -545,4 +545,31 @@ test("a dirty bit a killed process left in the page cache only (a mark whose fda
   const third = await settle(clock, DirtyBitmap.open(simDisk.directory(), DIRTY_BITMAP_FILE, SIZE));
   expect(third.isDirty(region, 4096)).toBe(true);
   await settle(clock, third.close());
+});
+
+test("an early write whose records failed with the log and whose write around it the disk refuses fails the layer closed: reads of it fail rather than return older data (replication sim seed 520800)", async () => {
+  const clock = new SimClock();
+  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
+  let failing = false;
+  class FailingWrites extends PassThrough {
+    override write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void): void {
+      if (failing) return clock.after(1, () => done(Errno.EIO));
+      super.write(offset, data, fua, done);
+    }
+  }
+  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  const segments = (name: string) => name.startsWith("log-");
+  const primary = await settle(clock, ReplicationPrimary.open(new FailingWrites(disk.handle()), failingSyncs(files.directory(), clock, () => failing, segments), { logLimit: 1 << 24, now: () => clock.ticks * 1000 + 1 }));
+  failing = true; // the record's fdatasync fails, then the write around the log
+  expect(await settle(clock, new Promise<number>((resolve) => primary.write(0, block(2), false, resolve)))).toBe(0); // acknowledged early
+  await settle(clock, new Promise<void>((resolve) => {
+    const wait = (): void => void (primary.status().diskFailure !== null ? resolve() : clock.after(1, wait));
+    wait();
+  }));
+  expect(primary.status().diskFailure).toContain("around the failed log");
+  const into = new Uint8Array(4096);
+  expect(await settle(clock, new Promise<number>((resolve) => primary.read(0, into, resolve)))).toBe(Errno.EIO);
+  expect(await settle(clock, new Promise<number>((resolve) => primary.flush(resolve)))).toBe(Errno.EIO);
+  failing = false;
+  await settle(clock, primary.close());
 });
