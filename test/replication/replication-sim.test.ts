@@ -25,10 +25,10 @@ if (single !== undefined) {
   // Rot in acknowledged records of the last group commit, the secondary behind: recovery cuts
   // them as a torn tail (the documented limit, docs/replication.md §3.3); the sim once took it
   // for a lost write (seed 47447 then).
-  // 18990: the same after a resync's MARK was appended at the cut (84947, then 1204). New seeds
-  // since every log open fsyncs its directory, and again since every state file open fsyncs
-  // what it read (2026-12-07): one more simulated call, other worlds.
-  for (const [seed, appended] of [[16743, 0], [18990, 1]] as const) {
+  // 19665: the same after a resync's MARK was appended at the cut (84947, then 1204, then 18990). New seeds
+  // since every log open fsyncs its directory, and again since every state file and dirty
+  // bitmap open fsyncs what it read (2026-12-07): more simulated calls, other worlds.
+  for (const [seed, appended] of [[16743, 0], [19665, 1]] as const) {
     test(`replication sim regression seed ${seed}: rot in the only copy of acknowledged records is the documented limit`, async () => {
       const stats = await runSeed(seed, false, { diskErrors: false, fileErrors: false });
       expect(stats.rotCuts).toBe(1);
