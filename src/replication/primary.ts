@@ -251,11 +251,11 @@ export class ReplicationPrimary extends PassThrough {
         await call.flush(next);
         await stateFile.saveNow({ ...state, checkpoint: store.last.seq });
       }
-      const primary = new ReplicationPrimary(next, store, stateFile, bitmap, options, recovery);
-      if (primary.mode === "logging" && bitmap.dirtyRegions > 0 && !primary.state.resyncPending) {
+      if (state.mode === "logging" && bitmap.dirtyRegions > 0 && !state.resyncPending) {
         options.log?.warn(`replication: ${bitmap.dirtyRegions} dirty regions without a resync under way; resyncing them`);
-        primary.state = { ...primary.state, resyncPending: true };
+        await stateFile.saveNow({ ...(stateFile.value ?? state), resyncPending: true }); // before its BEGIN, or a crash may leave no END (sim seed 152)
       }
+      const primary = new ReplicationPrimary(next, store, stateFile, bitmap, options, recovery);
       // A resync under way: its RESYNC_BEGIN may not have been durable when we crashed (the
       // state is saved first): copies without a BEGIN before them would let a secondary call a
       // half-copied region consistent (cluster simulation seed 11666, docs/replication.md §8.2).

@@ -20,7 +20,9 @@ import { Applier } from "../../src/replication/applier.ts";
 import { DirtyBitmap } from "../../src/replication/dirty-bitmap.ts";
 import { openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader } from "../../src/replication/log-reader.ts";
-import { DIRTY_BITMAP_FILE, ReplicationPrimary } from "../../src/replication/primary.ts";
+import { DIRTY_BITMAP_FILE, PRIMARY_STATE_FILE, ReplicationPrimary } from "../../src/replication/primary.ts";
+import { PRIMARY_STATE_KIND, validatePrimaryState } from "../../src/replication/primary-state.ts";
+import { StateFile } from "../../src/replication/state-file.ts";
 import { RecordFlag, RecordOp, type LogRecord } from "../../src/replication/record.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
@@ -572,4 +574,20 @@ test("an early write whose records failed with the log and whose write around it
   expect(await settle(clock, new Promise<number>((resolve) => primary.flush(resolve)))).toBe(Errno.EIO);
   failing = false;
   await settle(clock, primary.close());
+});
+
+test("a start that finds dirty regions with no resync under way saves resyncPending durably before the resync's BEGIN: a crash during the resync leaves it pending, not a BEGIN without END (replication sim seed 152)", async () => {
+  const clock = new SimClock();
+  const files = new SimDisk(clock, new Prng(7), { latency: [0, 2] });
+  const disk = new SimDiskPort(1 << 20, clock, new Prng(8), false);
+  const options = { logLimit: 1 << 24, now: () => clock.ticks * 1000 + 1 };
+  const first = await settle(clock, ReplicationPrimary.open(disk.handle(), files.directory(), options));
+  // A region marked around the log while the state still says logging (a switch that failed).
+  expect(await settle(clock, new Promise<number>((resolve) => first.bitmap.mark(0, 4096, resolve)))).toBe(0);
+  await settle(clock, first.close());
+  const second = await settle(clock, ReplicationPrimary.open(disk.handle(), files.directory(), options));
+  expect(second.status().resyncPending).toBe(true);
+  files.crash("lose-all"); // right after the start: the resync has not finished
+  const state = await settle(clock, StateFile.open(files.directory(), PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState));
+  expect(state.value?.resyncPending).toBe(true);
 });
