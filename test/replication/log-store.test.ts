@@ -39,6 +39,20 @@ function block(n: number, size = 4096): Uint8Array {
   return new Uint8Array(size).fill(n & 0xff);
 }
 
+/**
+ * A log store on a simulated disk (no latency) whose files pass through `wrap`: a test makes
+ * their writes or fdatasyncs slow or failing at the moment it needs.
+ */
+async function storeOnWrappedFiles(wrap: (file: LogFile, clock: SimClock) => LogFile): Promise<{ clock: SimClock; store: LogStore }> {
+  const clock = new SimClock();
+  const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
+  const dir = Object.create(disk.directory()) as LogDirectory;
+  const inner = disk.directory();
+  dir.open = (name, create, done) => inner.open(name, create, (errno, file) => done(errno, file === null ? null : wrap(file, clock)));
+  const { store } = await settle(clock, LogStore.open(dir, { now }));
+  return { clock, store };
+}
+
 describe("log store", () => {
   test("group commit: 64 appends issued together share few fdatasyncs, each completes once durable", async () => {
     const dir = openLogDirectory(tempDir());
@@ -284,20 +298,14 @@ describe("log store", () => {
   });
 
   test("a write that fails the log completes its own records with the errno, and records whose fdatasync was in flight then never become durable: they fail with the log (replication sim seed 269)", async () => {
-    const clock = new SimClock();
-    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
     let failWrites = false;
     // Writes fail at once while failWrites; every fdatasync takes 5 ticks.
-    const slow = (file: LogFile): LogFile => {
+    const { clock, store } = await storeOnWrappedFiles((file, clock) => {
       const wrapped = Object.create(file) as LogFile;
       wrapped.write = (position, chunks, done) => (failWrites ? clock.after(0, () => done(Errno.EIO)) : file.write(position, chunks, done));
       wrapped.sync = (done) => clock.after(5, () => file.sync(done));
       return wrapped;
-    };
-    const dir = Object.create(disk.directory()) as LogDirectory;
-    const inner = disk.directory();
-    dir.open = (name, create, done) => inner.open(name, create, (errno, file) => done(errno, file === null ? null : slow(file)));
-    const { store } = await settle(clock, LogStore.open(dir, { now }));
+    });
     const results: number[] = [];
     // A's write completes and its fdatasync starts; then B's write fails the log.
     store.append(RecordOp.WRITE, 0, 0, 4096, block(1), (errno) => results.push(errno), () => {
@@ -312,20 +320,14 @@ describe("log store", () => {
   });
 
   test("records whose write was in flight when an fdatasync failed the log complete once, with the errno, and are never reported written (replication sim seed 1226)", async () => {
-    const clock = new SimClock();
-    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
     let failSyncs = false;
     // fdatasyncs fail at once while failSyncs; every write takes 5 ticks.
-    const slow = (file: LogFile): LogFile => {
+    const { clock, store } = await storeOnWrappedFiles((file, clock) => {
       const wrapped = Object.create(file) as LogFile;
       wrapped.write = (position, chunks, done) => clock.after(5, () => file.write(position, chunks, done));
       wrapped.sync = (done) => (failSyncs ? clock.after(0, () => done(Errno.EIO)) : file.sync(done));
       return wrapped;
-    };
-    const dir = Object.create(disk.directory()) as LogDirectory;
-    const inner = disk.directory();
-    dir.open = (name, create, done) => inner.open(name, create, (errno, file) => done(errno, file === null ? null : slow(file)));
-    const { store } = await settle(clock, LogStore.open(dir, { now }));
+    });
     const results: number[] = [];
     let laterWritten = 0;
     // A is written and its fdatasync fails while B's write runs.
