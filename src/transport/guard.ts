@@ -160,6 +160,24 @@ export function sourceKey(peer: Peer): string {
   return `${groups.join(":")}::/64`;
 }
 
+/** A shared memory's shortage as the sweeps see it: starved at CONTENDED_SWEEPS sweeps in a row counts. */
+class Shortage {
+  private sweeps = 0;
+  private at = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly starved: (() => boolean) | undefined) {}
+
+  sweep(now: number): void {
+    this.sweeps = this.starved?.() === true ? this.sweeps + 1 : 0;
+    if (this.sweeps >= CONTENDED_SWEEPS) this.at = now;
+  }
+
+  /** Whether a lasting shortage was seen at a sweep since `since`. */
+  lastedSince(since: number): boolean {
+    return this.at >= since;
+  }
+}
+
 const NOOP: ConnectionHandler = { onData() {}, onDrain() {}, onClose() {} };
 
 export class ConnectionGuard {
@@ -173,11 +191,9 @@ export class ConnectionGuard {
   private readonly pending = new Set<Guarded>();
   private readonly pendingBySource = new Map<string, Set<Guarded>>();
   private readonly stopSweep: () => void;
-  /** Sweeps in a row that found the reply (receive) memory starved; when it last counted as contended. */
-  private starvedSweeps = 0;
-  private contendedAt = Number.NEGATIVE_INFINITY;
-  private receiveStarvedSweeps = 0;
-  private receiveContendedAt = Number.NEGATIVE_INFINITY;
+  /** The shared reply and receive memory: when each last counted as contended. */
+  private readonly replyShortage: Shortage;
+  private readonly receiveShortage: Shortage;
   private readonly counts: Omit<GuardStats, "open" | "unauthenticated"> = {
     refusedAtBudget: 0,
     refusedPerSource: 0,
@@ -193,6 +209,8 @@ export class ConnectionGuard {
   ) {
     const { limits } = options;
     this.clock = options.clock ?? realClock;
+    this.replyShortage = new Shortage(options.replyStarved);
+    this.receiveShortage = new Shortage(options.receiveStarved);
     this.budget = options.budget ?? new ConnectionBudget(limits.maxConnections);
     this.limiter = new LogLimiter((line) => options.log.warn(line), { windowMs: options.logWindowMs });
     // A quarter of the shortest deadline: a connection is closed at most 25 % late.
@@ -294,10 +312,8 @@ export class ConnectionGuard {
   sweep(): void {
     const now = this.clock.now();
     const { handshakeTimeoutMs, frameTimeoutMs } = this.options.limits;
-    this.starvedSweeps = this.options.replyStarved?.() === true ? this.starvedSweeps + 1 : 0;
-    if (this.starvedSweeps >= CONTENDED_SWEEPS) this.contendedAt = now;
-    this.receiveStarvedSweeps = this.options.receiveStarved?.() === true ? this.receiveStarvedSweeps + 1 : 0;
-    if (this.receiveStarvedSweeps >= CONTENDED_SWEEPS) this.receiveContendedAt = now;
+    this.replyShortage.sweep(now);
+    this.receiveShortage.sweep(now);
     for (const guarded of this.all) {
       if (!guarded.isAdmitted) {
         if (now - guarded.acceptedAt >= handshakeTimeoutMs) {
@@ -317,7 +333,7 @@ export class ConnectionGuard {
       if (queued === 0) guarded.restartWindow(now, 0);
       else guarded.peakQueued = Math.max(guarded.peakQueued, queued);
       if (queued > 0 && now - guarded.outputAt >= frameTimeoutMs) {
-        const contended = this.contendedAt >= guarded.outputAt;
+        const contended = this.replyShortage.lastedSince(guarded.outputAt);
         const needed = contended ? guarded.peakQueued : Math.min(guarded.peakQueued, Math.ceil((MIN_READ_RATE * frameTimeoutMs) / 1000));
         if (guarded.readInWindow < needed) {
           this.counts.replyTimeouts++;
@@ -343,7 +359,7 @@ export class ConnectionGuard {
       // turns others away, all the peer held in it: a frame that arrives whole within a window.
       guarded.peakHeld = Math.max(guarded.peakHeld, partial);
       if (now - guarded.inputAt >= frameTimeoutMs) {
-        const contended = this.receiveContendedAt >= guarded.inputAt;
+        const contended = this.receiveShortage.lastedSince(guarded.inputAt);
         const needed = contended ? guarded.peakHeld : Math.ceil((MIN_READ_RATE * frameTimeoutMs) / 1000);
         if (guarded.inputInWindow < needed) {
           this.counts.frameTimeouts++;
