@@ -3,7 +3,10 @@
  * collected as it comes, so a test can wait for a logged event instead of a guessed time.
  */
 import { spawn, type Subprocess } from "bun";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { ensureBinary } from "./binary.ts";
+import { freeLoopbackPort } from "./ports.ts";
 import { until } from "./wait.ts";
 
 export interface NodeProcess {
@@ -39,4 +42,35 @@ export function startNode(args: string[], env: Record<string, string | undefined
       return await child.exited;
     },
   };
+}
+
+/**
+ * A `dstd up` node in `dir` serving one sparse file export "disk" of `size` to anonymous
+ * loopback clients (rw) on a free loopback port, for DST (`listen`) or NBD (`nbd_listen`), with
+ * `frame_timeout` set; resolves once it is ready. The bounds tests of test/security use it.
+ */
+export async function startDiskNode(dir: string, tag: string, options: { protocol: "dst" | "nbd"; size: string; frameTimeout: string }): Promise<{ node: NodeProcess; port: number }> {
+  const port = freeLoopbackPort();
+  const config = join(dir, `${tag}.toml`);
+  writeFileSync(
+    config,
+    `state_dir = "${join(dir, `${tag}-state`)}"
+[limits]
+frame_timeout = "${options.frameTimeout}"
+[[export]]
+name = "disk"
+file = "${join(dir, `${tag}.img`)}"
+size = "${options.size}"
+${options.protocol === "dst" ? "listen" : "nbd_listen"} = "127.0.0.1:${port}"
+allow = ["127.0.0.1:rw"]
+`,
+  );
+  const node = startNode(["--config", config]);
+  try {
+    await node.waitForLog("ready:", "node ready", 30_000);
+  } catch (error) {
+    await node.stop();
+    throw error;
+  }
+  return { node, port };
 }

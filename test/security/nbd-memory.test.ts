@@ -7,7 +7,7 @@
  * A real `dstd up` node, raw NBD clients on real sockets.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NbdClient } from "../../src/client/nbd-client.ts";
@@ -16,8 +16,7 @@ import type { Sink } from "../../src/transport/types.ts";
 import { Cmd, Opt } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
 import { recordingLog } from "../helpers/log.ts";
-import { startNode } from "../helpers/node-process.ts";
-import { freeLoopbackPort } from "../helpers/ports.ts";
+import { startDiskNode } from "../helpers/node-process.ts";
 import { until } from "../helpers/wait.ts";
 import { concat, infoData, option, u32 } from "../nbd/harness.ts";
 
@@ -31,25 +30,9 @@ function rssMiB(pid: number): number {
 }
 
 test("16 NBD clients that stop reading hold at most the shared budget; the reply deadline closes them and an honest client is served", async () => {
-  const port = freeLoopbackPort();
-  const config = join(dir, "node.toml");
-  writeFileSync(
-    config,
-    `state_dir = "${join(dir, "state")}"
-[limits]
-frame_timeout = "3s"
-[[export]]
-name = "disk"
-file = "${join(dir, "disk.img")}"
-size = "512MiB"
-nbd_listen = "127.0.0.1:${port}"
-allow = ["127.0.0.1:rw"]
-`,
-  );
-  const node = startNode(["--config", config]);
+  const { node, port } = await startDiskNode(dir, "node", { protocol: "nbd", size: "512MiB", frameTimeout: "3s" });
   const hostile: Array<{ sink: Sink; closed: boolean }> = [];
   try {
-    await node.waitForLog("ready:", "node ready", 30_000);
     const pid = node.child.pid;
     const before = rssMiB(pid);
     for (let i = 0; i < 16; i++) {

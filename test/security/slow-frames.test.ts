@@ -9,15 +9,14 @@
  * holds. A real `dstd up` node, raw DST clients on real sockets, an honest DstClient.
  */
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DstClient } from "../../src/client/dst-client.ts";
 import { HEADER_SIZE, Op } from "../../src/wire/dst/constants.ts";
 import { encodeHeader } from "../../src/wire/dst/header.ts";
 import { RawDst } from "../helpers/dst-raw.ts";
-import { startNode, type NodeProcess } from "../helpers/node-process.ts";
-import { freeLoopbackPort } from "../helpers/ports.ts";
+import { startDiskNode, type NodeProcess } from "../helpers/node-process.ts";
 
 const MiB = 1024 * 1024;
 const RECEIVE_HALF = 128 * MiB;
@@ -29,25 +28,9 @@ afterEach(async () => {
 });
 
 async function node(tag: string): Promise<{ node: NodeProcess; port: number }> {
-  const port = freeLoopbackPort();
-  const config = join(dir, `${tag}.toml`);
-  writeFileSync(
-    config,
-    `state_dir = "${join(dir, `${tag}-state`)}"
-[limits]
-frame_timeout = "4s"
-[[export]]
-name = "disk"
-file = "${join(dir, `${tag}.img`)}"
-size = "256MiB"
-listen = "127.0.0.1:${port}"
-allow = ["127.0.0.1:rw"]
-`,
-  );
-  const started = startNode(["--config", config]);
-  stops.push(async () => void (await started.stop()));
-  await started.waitForLog("ready:", "node ready", 30_000);
-  return { node: started, port };
+  const started = await startDiskNode(dir, tag, { protocol: "dst", size: "256MiB", frameTimeout: "4s" });
+  stops.push(async () => void (await started.node.stop()));
+  return started;
 }
 
 /**

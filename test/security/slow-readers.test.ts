@@ -10,7 +10,7 @@
  * clients on real sockets.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NbdClient } from "../../src/client/nbd-client.ts";
@@ -19,8 +19,7 @@ import type { Sink } from "../../src/transport/types.ts";
 import { Cmd, Opt } from "../../src/wire/nbd/constants.ts";
 import { encodeRequest } from "../../src/wire/nbd/transmission.ts";
 import { recordingLog } from "../helpers/log.ts";
-import { startNode } from "../helpers/node-process.ts";
-import { freeLoopbackPort } from "../helpers/ports.ts";
+import { startDiskNode } from "../helpers/node-process.ts";
 import { until } from "../helpers/wait.ts";
 import { concat, infoData, option, u32 } from "../nbd/harness.ts";
 
@@ -30,26 +29,10 @@ const dir = mkdtempSync(join(tmpdir(), "dstd-slow-readers-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 test("slow readers holding the reply budget are closed once an honest client waits for it, and the honest client is served", async () => {
-  const port = freeLoopbackPort();
-  const config = join(dir, "node.toml");
-  writeFileSync(
-    config,
-    `state_dir = "${join(dir, "state")}"
-[limits]
-frame_timeout = "10s"
-[[export]]
-name = "disk"
-file = "${join(dir, "disk.img")}"
-size = "512MiB"
-nbd_listen = "127.0.0.1:${port}"
-allow = ["127.0.0.1:rw"]
-`,
-  );
-  const node = startNode(["--config", config]);
+  const { node, port } = await startDiskNode(dir, "node", { protocol: "nbd", size: "512MiB", frameTimeout: "10s" });
   const slow: Array<{ sink: Sink; closed: boolean; taken: number }> = [];
   let pacer: ReturnType<typeof setInterval> | null = null;
   try {
-    await node.waitForLog("ready:", "node ready", 30_000);
     for (let i = 0; i < READERS; i++) {
       const state = { sink: null as unknown as Sink, closed: false, taken: 0 };
       state.sink = await connect({ transport: "tcp", host: "127.0.0.1", port }, () => ({
