@@ -6,6 +6,9 @@
  * whether a resync (and with it the disk's size) is owed to the secondaries, and how far each secondary has applied
  * (segments go once every secondary is past them). docs/replication.md §4. Pure.
  */
+
+import type { RecoveryReport } from "./log-store.ts";
+
 export const PRIMARY_STATE_KIND = 1;
 export const MAX_SECONDARIES = 16;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -75,9 +78,20 @@ export function validatePrimaryState(value: unknown): PrimaryState | string {
 
 /**
  * Why a log from `first` to `last` cannot recover a disk checkpointed at `checkpoint` (records
- * missing at either end), or null. docs/replication.md §3.3.
+ * missing at either end), or null. `cut` is the torn tail recovery cut, if any: a log that
+ * ends below the checkpoint after one lost its records to the cut (rot in the only copy of
+ * records past the checkpoint reads as a torn write, the limit of docs/replication.md §3.3),
+ * not to missing files, and the message says so.
  */
-export function logGap(where: string, first: number, last: number, checkpoint: number): string | null {
+export function logGap(where: string, first: number, last: number, checkpoint: number, cut: RecoveryReport["tornTail"] = null): string | null {
+  if (last < checkpoint && cut !== null) {
+    return (
+      `replication log ${where} cannot continue from the disk's checkpoint at seq ${checkpoint}: recovery cut ${cut.segment} ` +
+      `at offset ${cut.offset} as a torn tail (${cut.reason}) and no earlier record is left. If the records after the ` +
+      `checkpoint were acknowledged, this was rot in their only copy, not a torn write (docs/replication.md §3.3), and the ` +
+      `disk may hold part of them; the secondaries need a full resync`
+    );
+  }
   if (last < checkpoint) {
     return `replication log ${where} ends at seq ${last} but the disk was checkpointed at seq ${checkpoint}: log segments are missing; the secondaries need a full resync`;
   }

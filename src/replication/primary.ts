@@ -242,7 +242,7 @@ export class ReplicationPrimary extends PassThrough {
         onAppend: options.onAppend,
       });
       opened.hold(() => store.close());
-      const gap = logGap(dir.path, store.first, store.last.seq, state.checkpoint);
+      const gap = logGap(dir.path, store.first, store.last.seq, state.checkpoint, recovery.tornTail);
       if (gap !== null) throw new DstdError("E_LOG_GAP", gap);
       const bitmap = await DirtyBitmap.open(dir, DIRTY_BITMAP_FILE, next.size, options.maxBitmapBytes ?? DEFAULT_BITMAP_BYTES);
       opened.hold(() => bitmap.close());

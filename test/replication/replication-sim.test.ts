@@ -35,6 +35,14 @@ if (single !== undefined) {
       expect(stats.rotCutsAppended).toBe(appended);
     });
   }
+  // The same when the rotted segment was the only one left (the earlier ones released): the
+  // cut leaves no record to continue from the checkpoint, and the start is refused naming the
+  // cut; it once said "log segments are missing" and the sim took it for a failed recovery.
+  test("replication sim regression seed 565474: rot cut below the checkpoint refuses the start, naming the cut", async () => {
+    const stats = await runSeed(565474, false, seedOptions);
+    expect(stats.rotCuts).toBe(1);
+    expect(stats.rotCutsRefused).toBe(1);
+  });
   // A primary restarted over its failing disk (not a power loss) kept the empty segment a
   // rotation had created before its directory fsync; a later power loss took the segment,
   // with records checkpointed from it (log-store.ts recover).

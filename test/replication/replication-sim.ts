@@ -73,6 +73,8 @@ export interface SimStats {
   rotCuts: number;
   /** Those where the restarted primary appended past the cut (a resync's MARK) before the seed ended. */
   rotCutsAppended: number;
+  /** Those where the cut left no record to continue from the checkpoint: the start was refused. */
+  rotCutsRefused: number;
   /** I/O errors the data disks returned; mutations and FLUSHes that failed with them; reads refused over a lost write-back. */
   diskErrors: number;
   failedOps: number;
@@ -177,7 +179,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   const stats: SimStats = {
     ops: 0, acked: 0, primaryCrashes: 0, secondaryCrashes: 0, recordsApplied: 0, overflows: 0, resyncs: 0,
     transitRefused: 0, copyRot: 0, logRot: 0, haltsOnCorruption: 0, tornTails: 0, prefixChecks: 0, converged: false,
-    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0, rotCutsAppended: 0,
+    earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0, rotCutsAppended: 0, rotCutsRefused: 0,
     diskErrors: 0, failedOps: 0, readsRefused: 0, failedClosed: 0, primaryRestarts: 0, openRetries: 0, applierDiskHalts: 0,
     fileErrors: 0, logFailures: 0, logFailedRestarts: 0, secondaryOpenRetries: 0, applierFileHalts: 0, copyFailedRestarts: 0,
   };
@@ -251,6 +253,16 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
         const message = (error as Error).message;
         if (primaryLogCorrupted && message.includes("is corrupt")) {
           log(`primary refuses its corrupt log: ${message.split(". ")[0]}`);
+          primaryDead = true;
+          return;
+        }
+        const cutAll = /recovery cut (\S+) at offset (\d+) as a torn tail/.exec(message);
+        if (cutAll !== null && logRotAt !== null && logRotAt.name === cutAll[1] && logRotAt.at >= Number(cutAll[2])) {
+          // The limit below (rotCuts), when the rotted segment was the only one left: the cut
+          // leaves no record to continue the chain from the checkpoint, and the start is refused.
+          log(`primary refuses a log whose rotted tail was cut below its checkpoint: the documented limit`);
+          stats.rotCuts++;
+          stats.rotCutsRefused++;
           primaryDead = true;
           return;
         }
