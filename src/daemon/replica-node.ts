@@ -36,12 +36,10 @@ import { PassThrough } from "../storage/layers/pass-through.ts";
 import { lockLogDirectory } from "../storage/local/lock.ts";
 import { decodeFetchReason } from "../wire/dst/fetch.ts";
 import { files, openLogDirectory, type LogDirectory } from "../replication/files.ts";
-import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
-import { PRIMARY_STATE_FILE, ReplicationPrimary } from "../replication/primary.ts";
-import { INITIAL_PRIMARY_STATE, PRIMARY_STATE_KIND, validatePrimaryState } from "../replication/primary-state.ts";
+import { APPLIER_STATE_FILE } from "../replication/applier.ts";
+import { ReplicationPrimary } from "../replication/primary.ts";
 import { RecordFlag, RecordOp, type ChainPoint } from "../replication/record.ts";
 import { readRole, saveRole, type Role } from "../replication/role-file.ts";
-import { parseSegmentName } from "../replication/segments.ts";
 import { Secondary } from "../replication/secondary.ts";
 import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
 import { Shipper } from "../replication/shipper.ts";
@@ -49,7 +47,7 @@ import { finishSync, InitialSync, readSyncState } from "../replication/initial-s
 import { productionEnv, type ReplicaEnv, type ReplicaLink } from "./replica-env.ts";
 import type { PrimaryOptions } from "../replication/primary.ts";
 import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
-import { StateFile } from "../replication/state-file.ts";
+import { clearForPrimary, drain, drainSecondaries, quiesce, writeApplied } from "./replica-handover.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
 
@@ -79,12 +77,14 @@ class Borrowed extends PassThrough {
   }
 }
 
+type SecondarySide = Extract<Side, { kind: "secondary" }>;
+
 /** After a sync's copy: consistent once the log is applied through `end`. */
 type CatchingUp = { point: number; end: number; moved: number; total: number };
 
 type Side =
   | { kind: "primary"; primary: ReplicationPrimary; server: LogShipServer }
-  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: ReplicaLink; samples: StatusSample[]; catchingUp: CatchingUp | null }
+  | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: ReplicaLink; samples: StatusSample[]; catchingUp: CatchingUp | null; failure: string | null }
   | { kind: "syncing"; sync: InitialSync; link: ReplicaLink; paused: boolean }
   | { kind: "diverged"; reason: string; generation: number };
 
@@ -151,7 +151,7 @@ export class ReplicaNode implements ReplicaHandle {
     if (fenced === null) return this.become(side);
     await side.primary.close();
     if (fenced === "secondary") {
-      await this.writeApplied(side.primary);
+      await writeApplied(this.dir, this.disk, side.primary);
       await saveRole(this.dir, { role: "secondary", generation: side.primary.status().generation, reason: "the peer is primary and our log is a prefix of its log" });
       return this.become(await this.openSecondary());
     }
@@ -187,14 +187,16 @@ export class ReplicaNode implements ReplicaHandle {
     if (role?.syncing === true && synced === null) return this.openSyncing({ from: null, ranges: null, why: `resync --full (${role.reason ?? "a sync"} was interrupted before it began)` });
     if (role?.syncing === true) await saveRole(this.dir, { ...role, syncing: false });
     const catchingUp = synced === null ? null : { point: synced.point.seq, end: synced.end, moved: synced.moved, total: synced.done };
+    let opened: SecondarySide | null = null;
     const secondary = await Secondary.open(this.disk, this.dir, {
       ...this.env.secondaryOptions,
       clock: { now: () => this.env.wallMicros(), after: (ms, run) => this.env.timer.after(ms, run) },
       replayDelayMs: this.replication.replayDelayMs,
       log: this.logger,
+      onFailed: (reason) => void (opened !== null && this.reopen(opened, reason)),
     });
     const link = this.env.link("retry");
-    const side: Extract<Side, { kind: "secondary" }> = { kind: "secondary", secondary, shipper: null as unknown as Shipper, link, samples: [], catchingUp };
+    const side: SecondarySide = { kind: "secondary", secondary, shipper: null as unknown as Shipper, link, samples: [], catchingUp, failure: null };
     side.shipper = new Shipper(secondary, link.transport, this.env.timer, {
       log: this.logger,
       zstd: this.replication.compress,
@@ -217,9 +219,39 @@ export class ReplicaNode implements ReplicaHandle {
     };
     secondary.applier.onApplied(consistent);
     consistent();
-    side.shipper.start();
+    opened = side;
+    if (secondary.failure !== null) void this.reopen(side, secondary.failure);
+    else side.shipper.start();
     this.logger.info(`export '${this.name}': replication secondary of ${formatExportUrl(peer)}, applied through seq ${secondary.applier.status().applied.seq}`);
     return side;
+  }
+
+  /**
+   * The secondary's copy or replay failed an I/O (Secondary `onFailed`): fetching stops, and the
+   * secondary is closed and opened again — recovery cuts what was not durable and replay goes
+   * on from its saved position, as after a crash (docs/replication.md §6) — after 1 s, then
+   * every 2, 4 … 60 s while opening fails. Until then its status is stalled, naming the failure.
+   */
+  private async reopen(side: SecondarySide, reason: string): Promise<void> {
+    if (side.failure !== null) return;
+    side.shipper.stop();
+    side.link.close();
+    // Checked after each wait: a failure found while opening comes before the side is served.
+    for (let wait = 1000; ; wait = Math.min(wait * 2, 60_000)) {
+      side.failure = `${reason}; opening the secondary again in ${wait / 1000} s`;
+      this.logger.error(`export '${this.name}': ${side.failure}`);
+      await this.sleep(wait);
+      if (this.side !== side) return;
+      try {
+        await side.secondary.close();
+        const next = await this.openSecondary();
+        if (this.side !== side) return await this.closeSide(next);
+        this.logger.info(`export '${this.name}': the secondary opened again after: ${reason}`);
+        return this.become(next);
+      } catch (error) {
+        reason = `opening the secondary again failed: ${(error as Error).message}`;
+      }
+    }
   }
 
   /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary. */
@@ -343,6 +375,7 @@ export class ReplicaNode implements ReplicaHandle {
       copyBytes: side.secondary.copy.bytes,
       shipper: side.shipper.status(),
       catchingUp: side.catchingUp,
+      failure: side.failure,
       samples: side.samples,
       now,
     });
@@ -387,7 +420,7 @@ export class ReplicaNode implements ReplicaHandle {
     if (side.kind === "secondary") {
       side.shipper.stop();
       side.link.close();
-      await this.drain(side.secondary);
+      await drain(side.secondary, this.env.timer);
       const applier = side.secondary.applier.status();
       point = applier.applied;
       // Between RESYNC_BEGIN and RESYNC_END (docs/replication.md §5) the disk mixes regions
@@ -405,7 +438,7 @@ export class ReplicaNode implements ReplicaHandle {
       generation = Math.max(generation, primary.status().generation);
       await primary.close();
     } else {
-      await this.clearForPrimary(point.seq);
+      await clearForPrimary(this.dir, point.seq);
     }
     const next = generation + 1;
     const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { ...this.primaryOptions(), base: point });
@@ -453,7 +486,7 @@ export class ReplicaNode implements ReplicaHandle {
       throw new DstdError("E_STATE", `cannot check that the primary ${peer} stepped down (${answer.reason}): fail over with promote ${this.name} --force if it is gone`);
     }
     side.shipper.stop();
-    await this.drain(side.secondary);
+    await drain(side.secondary, this.env.timer);
     const applied = side.secondary.applier.status().applied.seq;
     const last = side.shipper.status().primaryDurable;
     if (applied !== side.secondary.copy.last.seq || applied < last || !side.secondary.applier.status().consistent) {
@@ -472,15 +505,15 @@ export class ReplicaNode implements ReplicaHandle {
     if (side.kind === "primary") this.bind(side.primary, side.server, true);
     else this.bind(this.disk, undefined, true);
     if (side.kind === "primary") {
-      await this.quiesce(side.primary);
-      const behind = await this.drainSecondaries(side.primary, side.server);
+      await quiesce(side.primary, this.env.timer);
+      const behind = await drainSecondaries(side.primary, side.server, this.env.timer);
       if (behind !== null) {
         this.bind(side.primary, side.server, this.config.readOnly);
         throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
       }
       this.bind(this.disk, side.server, true);
       await side.primary.close();
-      await this.writeApplied(side.primary);
+      await writeApplied(this.dir, this.disk, side.primary);
     }
     await saveRole(this.dir, { role: "secondary", generation: side.kind === "primary" ? side.primary.status().generation : side.generation, reason: "demoted" });
     this.become(await this.openSecondary());
@@ -525,73 +558,6 @@ export class ReplicaNode implements ReplicaHandle {
     const release = this.release;
     this.release = () => {};
     release();
-  }
-
-  // ---- helpers ----------------------------------------------------------------------------
-
-  /** Waits while the applier makes progress through the copy (not when paused, halted or delayed). */
-  private async drain(secondary: Secondary): Promise<void> {
-    const deadline = this.env.timer.now() + 30_000;
-    for (;;) {
-      const s = secondary.applier.status();
-      if (s.applied.seq >= secondary.copy.durable.seq || s.halted !== null || s.paused || s.delayed > 0 || this.env.timer.now() > deadline) return;
-      await this.sleep(20);
-    }
-  }
-
-  /** Waits until the primary layer has no mutation in flight, then checkpoints (disk flushed). */
-  private async quiesce(primary: ReplicationPrimary): Promise<void> {
-    const deadline = this.env.timer.now() + 30_000;
-    while (primary.status().inFlight > 0 && this.env.timer.now() < deadline) await this.sleep(20);
-    await new Promise<number>((resolve) => primary.checkpoint(resolve));
-  }
-
-  /** Waits (≤ 45 s, inside the control socket's 60 s idle limit) until every registered secondary has applied the whole log; null, or who is behind. */
-  private async drainSecondaries(primary: ReplicationPrimary, server: LogShipServer): Promise<string | null> {
-    const deadline = this.env.timer.now() + 45_000;
-    for (;;) {
-      // A secondary copying the disk is registered at its sync point, which may be the last
-      // record: it has not applied that state, and cannot take over (promote refuses a syncing
-      // node) — a handover then left no primary at all (cluster simulation seed 2271, §8.2).
-      const copying = server.secondaries().filter((c) => c.copying && c.name in primary.status().secondaries);
-      if (copying.length > 0) {
-        if (this.env.timer.now() > deadline) return copying.map((c) => `secondary ${c.name} is still copying the disk (initial sync) after 45 s`).join("; ");
-        await this.sleep(50);
-        continue;
-      }
-      // Writes made around the log (overflow) reach a secondary only through the resync: the
-      // handover waits for RESYNC_END, or the new primary would lack those regions.
-      const status = primary.status();
-      const target = primary.store.last.seq;
-      const behind = Object.entries(status.secondaries).filter(([, applied]) => applied < target);
-      if (behind.length === 0 && status.mode === "logging" && !status.resyncPending) return null;
-      if (behind.length === 0 && this.env.timer.now() > deadline) return `the log is ${status.mode === "logging" ? "resyncing" : "in overflow"}: ${status.dirtyRegions} regions written around it have not reached the secondaries after 45 s`;
-      if (this.env.timer.now() > deadline) return behind.map(([name, applied]) => `secondary ${name} has applied seq ${applied} of ${target} after 45 s`).join("; ");
-      await this.sleep(50);
-    }
-  }
-
-  /** The applied position = the primary's last record (its disk holds it, flushed). */
-  private async writeApplied(primary: ReplicationPrimary): Promise<void> {
-    const last = primary.store.last;
-    // The position claims the disk holds every record ≤ last durably: flush it first (a
-    // checkpoint already under way when the layer quiesced does not cover the last records;
-    // found by the cluster simulation, docs/replication.md §8.2).
-    const errno = await new Promise<number>((resolve) => this.disk.flush(resolve));
-    if (errno !== 0) throw new DstdError("E_IO", `the disk could not be flushed before becoming a secondary: ${errnoMessage(errno)}`);
-    await Applier.writePosition(this.dir, { point: last, applyingThrough: last.seq, inResync: false });
-  }
-
-  /** A promoted secondary's directory: the primary state says "disk holds every record ≤ seq"; the copy goes. */
-  private async clearForPrimary(seq: number): Promise<void> {
-    const state = await StateFile.open(this.dir, PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState);
-    try {
-      await state.saveNow({ ...INITIAL_PRIMARY_STATE, checkpoint: seq });
-    } finally {
-      await state.close();
-    }
-    for (const name of await files.list(this.dir)) if (parseSegmentName(name) !== null) await files.remove(this.dir, name);
-    await files.syncDir(this.dir);
   }
 }
 

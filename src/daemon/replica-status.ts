@@ -105,6 +105,8 @@ export type StatusInput =
       shipper: ShipperStatus;
       /** After a sync's copy: consistent once applied through `end` (null: no sync). */
       catchingUp: { point: number; end: number; moved: number; total: number } | null;
+      /** Its copy or replay failed an I/O: why, and when it is opened again (null while healthy). */
+      failure: string | null;
       /** Mutable: the status call appends to it (bounded). */
       samples: StatusSample[];
       now: number;
@@ -249,6 +251,7 @@ function secondaryStatus(input: Extract<StatusInput, { role: "secondary" }>): Re
   let reason: string | null = null;
   if (shipper.state === "diverged") [state, reason] = ["diverged", shipper.reason];
   else if (shipper.state === "released") [state, reason] = ["inconsistent", shipper.reason];
+  else if (input.failure !== null) [state, reason] = ["stalled", input.failure];
   else if (applier.halted !== null) [state, reason] = ["stalled", `replay halted: ${applier.halted}`];
   else if (shipper.state === "refused") [state, reason] = ["stalled", shipper.reason];
   else if (input.catchingUp !== null && applied < input.catchingUp.end) [state, reason] = ["inconsistent", `initial sync: replaying the log over the copy, consistent at seq ${input.catchingUp.end} (applied seq ${applied})`];

@@ -84,6 +84,11 @@ export interface ApplierOptions {
   /** Most bytes read and applied per batch (default 8 MiB). */
   maxBatchBytes?: number;
   log?: Log;
+  /**
+   * Replay failed on its position file (the log directory: a reopen heals it, state-file.ts
+   * latches) or on the disk (halted for good: a latched disk needs the process restarted).
+   */
+  onFailed?: (reason: string, where: "files" | "disk") => void;
 }
 
 export interface ApplierStatus {
@@ -274,12 +279,12 @@ export class Applier {
     const last = batch[batch.length - 1]!;
     const intent: AppliedPosition = { ...this.position, applyingThrough: Math.max(this.position.applyingThrough, last.seq) };
     this.state.save(encodePosition(intent), (errno) => {
-      if (errno !== 0) return this.fail(`saving the replay position: ${errnoMessage(errno)}`);
+      if (errno !== 0) return this.fail(`saving the replay position: ${errnoMessage(errno)}`, "files");
       this.position = intent;
       let inResync = this.position.inResync;
       let i = 0;
       const next = (errno: number): void => {
-        if (errno !== 0) return this.fail(`applying record seq ${batch[i - 1]!.seq} (${opName(batch[i - 1]!.op)}): ${errnoMessage(errno)}`);
+        if (errno !== 0) return this.fail(`applying record seq ${batch[i - 1]!.seq} (${opName(batch[i - 1]!.op)}): ${errnoMessage(errno)}`, "disk");
         if (this.closed) return;
         if (i === batch.length) return this.port.flush(flushed);
         const record = batch[i++]!;
@@ -294,10 +299,10 @@ export class Applier {
         this.applyRecord(record, next);
       };
       const flushed = (errno: number): void => {
-        if (errno !== 0) return this.fail(`flushing the disk after seq ${last.seq}: ${errnoMessage(errno)}`);
+        if (errno !== 0) return this.fail(`flushing the disk after seq ${last.seq}: ${errnoMessage(errno)}`, "disk");
         const position: AppliedPosition = { point: chainPointOf(last), applyingThrough: this.position.applyingThrough, inResync };
         this.state.save(encodePosition(position), (saveErrno) => {
-          if (saveErrno !== 0) return this.fail(`saving the replay position: ${errnoMessage(saveErrno)}`);
+          if (saveErrno !== 0) return this.fail(`saving the replay position: ${errnoMessage(saveErrno)}`, "files");
           this.position = position;
           this.busy = false;
           for (const listener of this.listeners) listener(position.point);
@@ -332,7 +337,9 @@ export class Applier {
     this.options.log?.error(`replication: ${reason}`);
   }
 
-  private fail(reason: string): void {
+  private fail(reason: string, where: "files" | "disk"): void {
+    const first = this.haltedReason === null;
     this.halt(reason);
+    if (first) this.options.onFailed?.(reason, where);
   }
 }

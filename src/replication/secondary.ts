@@ -27,19 +27,32 @@ export interface SecondaryOptions {
   segmentSize?: number;
   maxBatchBytes?: number;
   log?: Log;
+  /**
+   * The copy failed a write or fdatasync (it takes no more records: docs/replication.md §3.2)
+   * or replay failed saving its position: neither heals in place (the files latch); called once.
+   */
+  onFailed?: (reason: string) => void;
 }
 
 export class Secondary {
+  /** Why this secondary stopped for good on an I/O failure of its copy or replay; null while healthy. */
+  failure: string | null = null;
+  private closing: Promise<void> | null = null;
+
   private constructor(
     readonly copy: LogStore,
     readonly applier: Applier,
     readonly recovery: RecoveryReport,
+    private readonly onFailed: (reason: string) => void = () => {},
   ) {
     // Applied records are no longer needed in the copy.
     applier.onApplied((point) => copy.release(point.seq));
   }
 
   static async open(port: StoragePort, dir: LogDirectory, options: SecondaryOptions): Promise<Secondary> {
+    // Replay may fail before the secondary exists: kept, and reported once it does.
+    let early: string | null = null;
+    let failed = (reason: string): void => void (early ??= reason);
     const position = await Applier.readPosition(dir);
     const storeOptions = {
       now: () => options.clock.now(),
@@ -65,12 +78,25 @@ export class Secondary {
         replayDelayMs: options.replayDelayMs,
         maxBatchBytes: options.maxBatchBytes,
         log: options.log,
+        // A disk failure stays a halt (replay halted, in status): the disk may have latched.
+        onFailed: (reason, where) => {
+          if (where === "files") failed(`replay failed: ${reason}`);
+        },
       });
     } catch (error) {
       await store.close(); // a failed open must not leave the copy's segment open (files.ts OpenedFiles)
       throw error;
     }
-    return new Secondary(store, applier, recovery);
+    const secondary = new Secondary(store, applier, recovery, options.onFailed);
+    failed = (reason) => secondary.failed(reason);
+    if (early !== null) secondary.failed(early);
+    return secondary;
+  }
+
+  private failed(reason: string): void {
+    if (this.failure !== null) return;
+    this.failure = reason;
+    this.onFailed(reason);
   }
 
   /** The next seq to fetch and the chain point the fetched records must follow. */
@@ -84,11 +110,18 @@ export class Secondary {
    * is kept: fetch again from `wanted()`). `done` runs once what was kept is durable.
    */
   receive(bytes: Uint8Array, done: FileDone): string | null {
-    return this.copy.appendEncoded(bytes, done);
+    return this.copy.appendEncoded(bytes, (errno) => {
+      if (errno !== 0 && this.copy.failed !== 0) this.failed(`the log copy failed: ${this.copy.failure}`);
+      done(errno);
+    });
   }
 
-  async close(): Promise<void> {
-    await this.applier.close();
-    await this.copy.close();
+  /** Closes the applier and the copy; a second call waits for the first. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.applier.close();
+      await this.copy.close();
+    })();
+    return this.closing;
   }
 }

@@ -358,6 +358,9 @@ export class Shipper {
   }
 
   private retry(reason: string, state: "retrying" | "refused" = "retrying"): void {
+    // A store that fails after stop() or pause() (a copy closed under it answers ESHUTDOWN)
+    // must not start fetching again: a stopped shipper then fetched into a closed copy.
+    if (!this.active()) return;
     this.retries++;
     if (this.state !== state || this.reason !== reason) this.options.log?.warn(`replication: ${reason}; retrying`);
     this.state = state;

@@ -703,7 +703,9 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     secondaryEpoch++;
     diskHalted = false;
     await settle(clock, closing.close());
-    if (reopenDisk) secondaryDisk.restart();
+    // A disk latched by a failed flush during a failed start (its failures were counted
+    // before this open) is reopened too: a restarted process opens its disk again (seed 595773).
+    if (reopenDisk || secondaryDisk.latched) secondaryDisk.restart();
     await openSecondary();
   }
 

@@ -1,0 +1,125 @@
+/**
+ * @module test/replication/secondary-heal — a secondary whose log copy fails a write (the copy
+ * takes no more records after a failed write or fdatasync, docs/replication.md §3.2), or whose
+ * replay failed saving its position (the state file latches), reports itself stalled naming the failure, and the replica node opens it again (daemon/replica-node.ts
+ * `reopen`): once the files work again it catches up and its disk equals the primary's. Before,
+ * it fetched and dropped records forever, reported as retrying. Two ReplicaNodes in one process
+ * on real log directories, the secondary's wrapped to fail segment writes on demand.
+ */
+import { expect, test } from "bun:test";
+import path from "node:path";
+import type { ExportConfig } from "../../src/config/types.ts";
+import { Errno } from "../../src/lib/errno.ts";
+import type { Log } from "../../src/lib/log.ts";
+import { ReplicaNode } from "../../src/daemon/replica-node.ts";
+import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
+import type { LogSource } from "../../src/export/fetch.ts";
+import { openLogDirectory, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
+import { call, type StoragePort } from "../../src/storage/port.ts";
+import { encodeFetchReason } from "../../src/wire/dst/fetch.ts";
+import { scratchDirsPerTest } from "../helpers/files.ts";
+import { until } from "../helpers/wait.ts";
+
+const tempDir = scratchDirsPerTest("secondary-heal");
+const SIZE = 4 << 20;
+
+const quiet: Log = { error: () => {}, warn: () => {}, info: () => {}, debug: () => {} };
+
+const timer = {
+  now: () => performance.now(),
+  after(ms: number, run: () => void): () => void {
+    const t = setTimeout(run, ms);
+    return () => clearTimeout(t);
+  },
+};
+
+function config(name: string, dir: string, role: "primary" | "secondary"): ExportConfig {
+  const peer = role === "secondary" ? { scheme: "dst", host: "127.0.0.1", port: 1, exportName: "p" } : null;
+  return {
+    name,
+    readOnly: false,
+    replication: { logDir: dir, logSize: 64 << 20, role, peer, keyFile: null, replayDelayMs: 0, compress: false, bandwidth: 0 },
+  } as unknown as ExportConfig;
+}
+
+/** A log directory whose files named `prefix…` fail every write with EIO while `failing.on`. */
+function failingFiles(dir: LogDirectory, prefix: string, failing: { on: boolean; failed: number }): LogDirectory {
+  const wrapped = Object.create(dir) as LogDirectory;
+  wrapped.open = (name, create, done) =>
+    dir.open(name, create, (errno, file) => {
+      if (file === null || !name.startsWith(prefix)) return done(errno, file);
+      const f = Object.create(file) as LogFile;
+      f.write = (position, chunks, written) => {
+        if (!failing.on) return file.write(position, chunks, written);
+        failing.failed++;
+        queueMicrotask(() => written(Errno.EIO));
+      };
+      done(errno, f);
+    });
+  return wrapped;
+}
+
+for (const [prefix, named] of [
+  ["log-", "the log copy failed"],
+  ["applied.state", "replay failed: saving the replay position"],
+] as const) {
+test(`a secondary whose ${prefix === "log-" ? "log copy" : "replay position file"} failed a write is stalled naming it, opened again, and catches up once its files work (it ${prefix === "log-" ? "fetched and dropped records" : "stayed halted"} until restarted)`, async () => {
+  const root = tempDir();
+  let source: LogSource | undefined;
+  const primaryDisk: StoragePort = createLocalPort(createMemoryBackend(SIZE));
+  const primary = new ReplicaNode(config("p", path.join(root, "p"), "primary"), primaryDisk, openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (source = log), { timer, wallMicros: () => Date.now() * 1000, link: () => { throw new Error("the primary has no peer"); } });
+  await primary.start();
+  const env: ReplicaEnv = {
+    timer,
+    wallMicros: () => Date.now() * 1000,
+    link: () => ({
+      transport: (request, done) => {
+        if (source === undefined) return done(Errno.ENOTSUP, encodeFetchReason("not a replication primary"));
+        source.fetch(request, "s", (answer) => ("payload" in answer ? done(0, answer.payload) : done(answer.status, encodeFetchReason(answer.reason))));
+      },
+      sync: (_request, _offset, _length, done) => done(Errno.ENOTSUP, null),
+      close: () => {},
+    }),
+  };
+  const failing = { on: false, failed: 0 };
+  const secondaryDisk: StoragePort = createLocalPort(createMemoryBackend(SIZE));
+  const errors: string[] = [];
+  const logger: Log = { ...quiet, error: (m: string) => void errors.push(m) };
+  const secondary = new ReplicaNode(config("s", path.join(root, "s"), "secondary"), secondaryDisk, failingFiles(openLogDirectory(path.join(root, "s")), prefix, failing), logger, () => {}, env);
+  await secondary.start();
+  try {
+    const writeBlocks = async (from: number, count: number) => {
+      for (let i = from; i < from + count; i++) await call.write(primary.port, i * 4096, new Uint8Array(4096).fill(i + 1));
+      await call.flush(primary.port);
+    };
+    await writeBlocks(0, 8);
+    await until(() => secondary.status().seq >= primary.status().seq, "the secondary to apply the first writes", 10_000);
+
+    failing.on = true;
+    await writeBlocks(8, 8);
+    await until(() => secondary.status().state === "stalled", "the secondary to report its failed copy", 10_000);
+    expect(secondary.status().reason).toContain(named);
+    expect(secondary.status().reason).toContain("input/output error");
+    expect(secondary.status().reason).toMatch(/opening the secondary again in \d+ s/);
+    expect(errors.some((m) => m.includes(named))).toBe(true);
+
+    failing.on = false;
+    await writeBlocks(16, 4);
+    await until(() => secondary.status().state === "replicating" && secondary.status().seq >= primary.status().seq, "the reopened secondary to catch up", 20_000);
+    for (let i = 0; i < 20; i++) {
+      const a = new Uint8Array(4096);
+      const b = new Uint8Array(4096);
+      await call.read(primaryDisk, i * 4096, a);
+      await call.read(secondaryDisk, i * 4096, b);
+      expect(b[0]).toBe(i + 1);
+      expect(Buffer.compare(a, b)).toBe(0);
+    }
+    expect(failing.failed).toBeGreaterThan(0);
+  } finally {
+    await secondary.close();
+    await primary.close();
+  }
+}, 40_000);
+}
