@@ -131,6 +131,11 @@ export class DirtyBitmap {
     this.recount();
   }
 
+  /** Why marks fail since a write or fdatasync of the file failed (it latches: fsyncgate); null while healthy. */
+  get failure(): string | null {
+    return this.failed === 0 ? null : `dirty bitmap ${this.dir.path}/${this.name}: a write or fdatasync failed (${errnoMessage(this.failed)}); marks fail until restarted`;
+  }
+
   /**
    * Opens or creates the bitmap `name` for a disk of `diskSize` bytes; one made for another
    * size is converted (module comment; docs/replication.md §5).

@@ -76,6 +76,12 @@ export function validatePrimaryState(value: unknown): PrimaryState | string {
   };
 }
 
+/** The failures of the log directory's parts that status names, joined; null when none. */
+export function failures(...parts: (string | null)[]): string | null {
+  const named = parts.filter((p): p is string => p !== null);
+  return named.length === 0 ? null : named.join("; ");
+}
+
 /**
  * Why a log from `first` to `last` cannot recover a disk checkpointed at `checkpoint` (records
  * missing at either end), or null. `cut` is the torn tail recovery cut, if any: a log that

@@ -36,15 +36,7 @@ import { OpenedFiles, type LogDirectory } from "./files.ts";
 import { LogReader, type LogPosition } from "./log-reader.ts";
 import { replayOnto } from "./replay-onto.ts";
 import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
-import {
-  INITIAL_PRIMARY_STATE,
-  isSecondaryName,
-  logGap,
-  MAX_SECONDARIES,
-  PRIMARY_STATE_KIND,
-  validatePrimaryState,
-  type PrimaryState,
-} from "./primary-state.ts";
+import { failures, INITIAL_PRIMARY_STATE, isSecondaryName, logGap, MAX_SECONDARIES, PRIMARY_STATE_KIND, validatePrimaryState, type PrimaryState } from "./primary-state.ts";
 import { MAX_RECORD_PAYLOAD, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint, type RecordOpCode } from "./record.ts";
 import { StateFile } from "./state-file.ts";
 import { DiskFailure, DiskFlush, writeBack } from "./write-back.ts";
@@ -426,7 +418,7 @@ export class ReplicationPrimary extends PassThrough {
       checkpoint: this.state.checkpoint,
       logBytes: this.logUsage(),
       logLimit: this.options.logLimit,
-      logFailure: this.brokenBy?.disk === false ? this.brokenBy.message + (this.store.failed !== 0 ? `; the log: ${this.store.failure}` : "") : this.store.failed !== 0 ? this.store.failure : null,
+      logFailure: failures(this.brokenBy?.disk === false ? this.brokenBy.message : null, this.store.failed !== 0 ? `the log: ${this.store.failure}` : null, this.bitmap.failure, this.stateFile.failure),
       diskFailure: this.diskFailure.message ?? (this.brokenBy?.disk ? this.brokenBy.message : null),
       dirtyRegions: this.bitmap.dirtyRegions,
       regionSize: this.bitmap.regionSize,

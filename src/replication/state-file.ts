@@ -95,6 +95,11 @@ export class StateFile<T> {
     this.current = value;
   }
 
+  /** Why saves fail since a write or fdatasync of the file failed (it latches: fsyncgate); null while healthy. */
+  get failure(): string | null {
+    return this.failed === 0 ? null : `${this.file.name}: a write or fdatasync failed (${errnoMessage(this.failed)}); saves fail until restarted`;
+  }
+
   /**
    * Opens (creating it, with a directory sync) `name` in `dir`, reads the newest valid slot and
    * fdatasyncs what it read (a killed process may have left it in the page cache only). A file

@@ -185,6 +185,30 @@ test("past the high-water mark writes go around the log into the dirty bitmap, n
   await primary.close();
 });
 
+test("a dirty bitmap whose fdatasync failed fails the writes around the log, and status names the bitmap (it showed only the log full)", async () => {
+  const root = tempDir();
+  const dir = openLogDirectory(path.join(root, "p"));
+  let failing = false;
+  const wrapped = Object.create(dir) as LogDirectory;
+  wrapped.open = (name, create, done) =>
+    dir.open(name, create, (errno, file) => {
+      if (file === null || name !== DIRTY_BITMAP_FILE) return done(errno, file);
+      const f = Object.create(file) as LogFile;
+      f.sync = (synced: FileDone) => (failing ? queueMicrotask(() => synced(Errno.EIO)) : file.sync(synced));
+      done(errno, f);
+    });
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), wrapped, SMALL_LOG);
+  expect(primary.addSecondary("s1", 0)).toBeNull();
+  await untilOverflow(primary);
+  expect(primary.status().logFailure).toBeNull();
+  failing = true;
+  let errno = 0;
+  for (let i = 0; i < 8 && errno === 0; i++) errno = await new Promise<number>((resolve) => primary.write(4 << 20, block(i), false, resolve));
+  expect(errno).toBe(Errno.EIO);
+  expect(primary.status().logFailure).toContain(`dirty bitmap ${dir.path}/${DIRTY_BITMAP_FILE}: a write or fdatasync failed`);
+  await primary.close();
+});
+
 test("after a logged resize grows the disk, a write around the log into the new area is marked dirty and resynced (it was lost: the bitmap kept its old size)", async () => {
   const root = tempDir();
   const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), SMALL_LOG);
