@@ -39,6 +39,7 @@ import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store
 import { failures, INITIAL_PRIMARY_STATE, isSecondaryName, logGap, MAX_SECONDARIES, PRIMARY_STATE_KIND, validatePrimaryState, type PrimaryState } from "./primary-state.ts";
 import { MAX_RECORD_PAYLOAD, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint, type RecordOpCode } from "./record.ts";
 import { StateFile } from "./state-file.ts";
+import { FlushLatch } from "../storage/layers/flush-latch.ts";
 import { DiskFailure, DiskFlush, writeBack } from "./write-back.ts";
 
 export interface PrimaryOptions {
@@ -187,7 +188,9 @@ export class ReplicationPrimary extends PassThrough {
     private readonly options: PrimaryOptions,
     readonly recovery: RecoveryReport,
   ) {
-    super(next);
+    const latch = new FlushLatch(next); // a flush that failed may have lost write-backs: never trust a later one (§4)
+    super(latch);
+    latch.onLatched = (errno) => this.diskFailure.flushFailed(errno, this.state.checkpoint, this.options.log);
     this.state = stateFile.value ?? INITIAL_PRIMARY_STATE;
     this.durableState = this.state;
     this.mode = this.state.mode;
@@ -198,7 +201,7 @@ export class ReplicationPrimary extends PassThrough {
     this.checkpointBytes = options.checkpointBytes ?? Math.max(1, Math.floor(limit / 8));
     this.copyPiece = Math.max(512, Math.min(MAX_RECORD_PAYLOAD, 2 ** Math.floor(Math.log2(Math.max(1, limit / 16)))));
     this.window = new AckWindow(options.ackWindowBytes, options.ackWindowOps);
-    this.diskFlush = new DiskFlush(next, this.diskFailure);
+    this.diskFlush = new DiskFlush(latch, this.diskFailure);
     store.onFreed(() => this.kick());
     store.onDurable(() => {
       // Records of a whole group commit became durable: write them back in one pass.
@@ -301,9 +304,14 @@ export class ReplicationPrimary extends PassThrough {
 
   /** Reads see every completed write: the disk below, with the ack window's writes on top. */
   override read(offset: number, into: Uint8Array, done: Done): void {
-    if (this.diskFailure.covers(offset, offset + into.length)) return done(Errno.EIO); // older than the log: never served
-    if (this.window.ops === 0) return this.next.read(offset, into, done);
-    this.window.read(offset, into, (below) => this.next.read(offset, into, below), done);
+    const checked = this.unlost(offset, into.length, done); // older than the log: never served
+    if (this.window.ops === 0) return this.next.read(offset, into, checked);
+    this.window.read(offset, into, (below) => this.next.read(offset, into, below), checked);
+  }
+
+  /** `done`, failing with EIO a read of what the disk lost — checked at completion: a flush failing meanwhile may lose it (§4). */
+  private unlost(offset: number, length: number, done: Done): Done {
+    return (errno) => done(errno === 0 && this.diskFailure.covers(offset, offset + length) ? Errno.EIO : errno);
   }
 
   /**
@@ -311,7 +319,7 @@ export class ReplicationPrimary extends PassThrough {
    * durable (the initial sync copies this, never an early write a crash could take back).
    */
   readDisk(offset: number, into: Uint8Array, done: Done): void {
-    this.next.read(offset, into, done);
+    this.next.read(offset, into, this.unlost(offset, into.length, done));
   }
 
   /** The disk's map, with any extent under an early write (not on the disk yet) reported as data. */
@@ -665,10 +673,10 @@ export class ReplicationPrimary extends PassThrough {
     this.checkpointing = true;
     this.writtenBackSinceCheckpoint = 0;
     this.next.flush((errno) => {
-      if (errno !== 0) {
+      if (errno !== 0 || this.diskFailure.failed) { // failed meanwhile: a disk that lost write-backs at another flush may still answer this one (§4)
         this.checkpointing = false;
-        this.options.log?.warn(`replication: checkpoint flush failed: ${errnoMessage(errno)}`);
-        return done(errno);
+        if (errno !== 0) this.options.log?.warn(`replication: checkpoint flush failed: ${errnoMessage(errno)}`);
+        return done(errno || this.diskFailure.errno);
       }
       this.saveState({ ...this.state, checkpoint: Math.max(this.state.checkpoint, through) }, (saveErrno) => {
         this.checkpointing = false;

@@ -157,6 +157,22 @@ export class DiskFailure {
     this.lost.push({ offset: op.offset, end: op.end });
   }
 
+  /**
+   * A flush of the disk failed (or a FUA write-back: storage/layers/flush-latch.ts latched it):
+   * any write-back since the checkpoint may be lost, and the disk says so only once. Which
+   * regions it lost is unknown, so reads of the whole disk fail too until restarted; the
+   * restart replays the log after the checkpoint.
+   */
+  flushFailed(errno: number, checkpoint: number, log?: Log): void {
+    if (this.errno === 0) {
+      this.errno = errno;
+      this.message = `the disk failed a flush: ${errnoMessage(errno)}; write-backs after the checkpoint at seq ${checkpoint} may be lost: refusing writes, FLUSH and reads until restarted (the restart replays the log from seq ${checkpoint + 1})`;
+      log?.error(`replication: ${this.message}`);
+    }
+    this.firstSeq = Math.min(this.firstSeq, checkpoint + 1);
+    this.lost.push({ offset: 0, end: Infinity });
+  }
+
   /** `seq`, or less: the last record before the first one whose write-back failed. */
   bound(seq: number): number {
     return Math.min(seq, this.firstSeq - 1);

@@ -133,6 +133,8 @@ export interface SeedOptions {
   diskErrors?: boolean;
   /** I/O errors of the log directories' files (default: as the seed picks). */
   fileErrors?: boolean;
+  /** Data disks that drop unflushed changes at a failed flush and take writes again, not latching (sim-port.ts `forgetful`). */
+  forgetfulDisks?: boolean;
 }
 
 export async function runSeed(seed: number, verbose = false, seedOptions: SeedOptions = {}): Promise<SimStats> {
@@ -193,7 +195,8 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
 
   // ---- the primary ----
   const primaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2], eioRate: primaryFilesEio, faults: ff });
-  const primaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: primaryEio });
+  const forgetful = seedOptions.forgetfulDisks === true;
+  const primaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: primaryEio, forgetful });
   const shadow = new Map<number, ShadowRecord>();
   const now = () => clock.ticks * 1000 + 1;
   let primary = null as ReplicationPrimary | null;
@@ -320,7 +323,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
 
   // ---- the secondary ----
   const secondaryFiles = new SimDisk(clock, prng.files, { latency: [0, 2], eioRate: secondaryFilesEio, faults: ff });
-  const secondaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: secondaryEio });
+  const secondaryDisk = new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: d, eioRate: secondaryEio, forgetful });
   let secondary = null as Secondary | null;
   let secondaryEpoch = 0;
   /** Disk errors injected before this secondary opened; its applier halted on one (counted once). */

@@ -26,6 +26,11 @@ export interface SimPortFaults {
   prng: Prng;
   /** Probability that a write, trim, zero or flush fails with EIO (0: never; may change mid-run). */
   eioRate: number;
+  /**
+   * A failed flush drops the changes it did not write and the disk takes writes and flushes
+   * again, instead of latching: what the port contract allows (storage/layers/flush-latch.ts).
+   */
+  forgetful?: boolean;
 }
 
 export class SimDiskPort {
@@ -152,7 +157,10 @@ export class SimDiskPort {
     const reached = this.faults!.prng.int(this.changes.length + 1);
     for (const change of this.changes.slice(0, reached)) apply(this.durable, change);
     this.changes = this.changes.slice(reached);
-    this.latched = true;
+    if (this.faults!.forgetful === true) {
+      this.changes = [];
+      this.current = this.durable.slice();
+    } else this.latched = true;
   }
 }
 
