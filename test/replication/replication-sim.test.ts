@@ -56,7 +56,7 @@ if (single !== undefined) {
   // Data disks that drop their unflushed changes at a failed flush and take writes and
   // flushes again (the port contract allows it; only the fd backend latches): the primary's
   // FlushLatch (storage/layers/flush-latch.ts) fails it closed at the first failed flush,
-  // reads included. Without it 149 of seeds 1–3,000 lost acknowledged data or read stale data.
+  // reads included. Without the latch seed 56 reads stale data (docs/replication.md §4).
   test("replication sim: 2000 seeds over forgetful disks (no latch after a failed flush)", async () => {
     let refused = 0;
     let failedClosed = 0;
