@@ -30,14 +30,15 @@ import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
 import { call, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
-import { AckWindow, type WindowWrite } from "./ack-window.ts";
+import { AckWindow } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
 import { OpenedFiles, type LogDirectory } from "./files.ts";
 import { LogReader, type LogPosition } from "./log-reader.ts";
 import { replayOnto } from "./replay-onto.ts";
 import { DEFAULT_SEGMENT_SIZE, LogStore, type RecoveryReport } from "./log-store.ts";
 import { failures, INITIAL_PRIMARY_STATE, isSecondaryName, logGap, MAX_SECONDARIES, PRIMARY_STATE_KIND, validatePrimaryState, type PrimaryState } from "./primary-state.ts";
-import { MAX_RECORD_PAYLOAD, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint, type RecordOpCode } from "./record.ts";
+import { EMPTY, newOp, OP_CODES, overlaps, recordBytes, type Op } from "./primary-op.ts";
+import { MAX_RECORD_PAYLOAD, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint } from "./record.ts";
 import { StateFile } from "./state-file.ts";
 import { FlushLatch } from "../storage/layers/flush-latch.ts";
 import { DiskFailure, DiskFlush, writeBack } from "./write-back.ts";
@@ -97,45 +98,6 @@ export interface PrimaryStatus {
   earlyAcked: number;
   earlyBytes: number;
 }
-
-type Kind = "write" | "trim" | "zero" | "resize" | "copy";
-
-interface Op {
-  kind: Kind;
-  offset: number;
-  /** Exclusive end (Infinity for resize: it orders against everything). */
-  end: number;
-  data: Uint8Array | null;
-  /** Handed over by the caller (storage/port.ts writeHandedOver): its hold and its XXH3-64 of `data`. */
-  hold: BufferHold | null;
-  xxh3: bigint | undefined;
-  noHole: boolean;
-  fua: boolean;
-  newSize: number;
-  done: Done;
-  /** Has records in the log (false: written around it, marked in the bitmap). */
-  logged: boolean;
-  firstSeq: number;
-  lastSeq: number;
-  /** Records or marks not yet durable. */
-  waiting: number;
-  ready: boolean;
-  started: boolean;
-  errno: number;
-  /** In the ack window: completes once its records are written (replication/ack-window.ts). */
-  early: WindowWrite | null;
-  /** Records not yet written (an early write is acknowledged when this reaches 0). */
-  unwritten: number;
-  /** Its records failed with the log: it goes around the log once the switch to overflow is saved. */
-  awaitingSwitch: boolean;
-}
-
-const OP_CODES: Record<Exclude<Kind, "copy">, RecordOpCode> = {
-  write: RecordOp.WRITE,
-  trim: RecordOp.TRIM,
-  zero: RecordOp.ZERO,
-  resize: RecordOp.RESIZE,
-};
 
 /** The files a primary keeps in its log directory besides segments. */
 export const PRIMARY_STATE_FILE = "primary.state";
@@ -278,7 +240,7 @@ export class ReplicationPrimary extends PassThrough {
   // ---- the port ----
 
   override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
-    this.submit(this.op("write", offset, offset + data.length, data, false, fua, 0, done));
+    this.submit(newOp("write", offset, offset + data.length, data, false, fua, 0, done));
   }
 
   /** An early write keeps a handed-over buffer in the ack window (held before its completion), no copy (docs/replication.md §4). */
@@ -286,20 +248,20 @@ export class ReplicationPrimary extends PassThrough {
     return this.handedOver;
   }
   private readonly handedOver = (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void =>
-    this.submit({ ...this.op("write", offset, offset + data.length, data, false, fua, 0, done), hold, xxh3 });
+    this.submit({ ...newOp("write", offset, offset + data.length, data, false, fua, 0, done), hold, xxh3 });
 
   override trim(offset: number, length: number, fua: boolean, done: Done): void {
-    this.submit(this.op("trim", offset, offset + length, null, false, fua, 0, done));
+    this.submit(newOp("trim", offset, offset + length, null, false, fua, 0, done));
   }
 
   override zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
     if (flags.fast) return done(Errno.ENOTSUP);
-    this.submit(this.op("zero", offset, offset + length, null, flags.noHole, flags.fua, 0, done));
+    this.submit(newOp("zero", offset, offset + length, null, flags.noHole, flags.fua, 0, done));
   }
 
   override get resize(): ((size: number, done: Done) => void) | undefined {
     if (this.next.resize === undefined) return undefined;
-    return (size: number, done: Done) => this.submit(this.op("resize", 0, Infinity, null, false, false, size, done));
+    return (size: number, done: Done) => this.submit(newOp("resize", 0, Infinity, null, false, false, size, done));
   }
 
   /** Reads see every completed write: the disk below, with the ack window's writes on top. */
@@ -444,13 +406,6 @@ export class ReplicationPrimary extends PassThrough {
   }
 
   // ---- admission ----
-
-  private op(kind: Kind, offset: number, end: number, data: Uint8Array | null, noHole: boolean, fua: boolean, newSize: number, done: Done): Op {
-    return {
-      kind, offset, end, data, hold: null, xxh3: undefined, noHole, fua, newSize, done, logged: false, firstSeq: 0, lastSeq: 0, waiting: 0, ready: false, started: false, errno: 0,
-      early: null, unwritten: 0, awaitingSwitch: false,
-    };
-  }
 
   private submit(op: Op): void {
     if (this.closed) return op.done(Errno.ESHUTDOWN);
@@ -869,7 +824,7 @@ export class ReplicationPrimary extends PassThrough {
       return this.resyncStep();
     }
     const end = Math.min(regionEnd, offset + this.copyPiece);
-    const copy = this.op("copy", offset, end, null, false, false, 0, () => {});
+    const copy = newOp("copy", offset, end, null, false, false, 0, () => {});
     copy.logged = true;
     copy.ready = true;
     copy.firstSeq = this.store.last.seq + 1;
@@ -934,17 +889,4 @@ export class ReplicationPrimary extends PassThrough {
       });
     });
   }
-}
-
-const EMPTY = new Uint8Array(0);
-
-function overlaps(a: Op, b: Op): boolean {
-  return a.offset < b.end && b.offset < a.end;
-}
-
-/** Log bytes a mutation will take (headers + payload). */
-function recordBytes(op: Op): number {
-  if (op.kind !== "write") return RECORD_HEADER_SIZE;
-  const length = op.end - op.offset;
-  return length + RECORD_HEADER_SIZE * Math.ceil(length / MAX_RECORD_PAYLOAD);
 }
