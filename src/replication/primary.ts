@@ -30,6 +30,7 @@ import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
 import { call, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../storage/port.ts";
+import { SizeFence } from "../storage/size-fence.ts";
 import { AckWindow } from "./ack-window.ts";
 import { DirtyBitmap, DEFAULT_BITMAP_BYTES } from "./dirty-bitmap.ts";
 import { OpenedFiles, type LogDirectory } from "./files.ts";
@@ -108,6 +109,8 @@ export class ReplicationPrimary extends PassThrough {
   private readonly pipeline: Op[] = [];
   /** Mutations waiting to enter the pipeline (during a transition, or behind a copy lock). */
   private readonly held: Op[] = [];
+  /** Resizes asked and not written back: a mutation past a queued shrink's end is refused on arrival (storage/size-fence.ts). */
+  private readonly fence = new SizeFence(() => this.next.size);
   private holding = false;
   private transition: PrimaryStatus["transition"] = null;
   private mode: "logging" | "overflow";
@@ -261,7 +264,11 @@ export class ReplicationPrimary extends PassThrough {
 
   override get resize(): ((size: number, done: Done) => void) | undefined {
     if (this.next.resize === undefined) return undefined;
-    return (size: number, done: Done) => this.submit(newOp("resize", 0, Infinity, null, false, false, size, done));
+    return (size: number, done: Done) => this.submit(newOp("resize", 0, Infinity, null, false, false, size, this.fence.enter(size, done)));
+  }
+  /** The disk's size, or a queued shrink's: requests checked against it now fit when written back. */
+  override get size(): number {
+    return this.fence.size;
   }
 
   /** Reads see every completed write: the disk below, with the ack window's writes on top. */
@@ -410,6 +417,8 @@ export class ReplicationPrimary extends PassThrough {
   private submit(op: Op): void {
     if (this.closed) return op.done(Errno.ESHUTDOWN);
     if (this.broken !== 0 || this.diskFailure.failed) return op.done(Errno.EIO);
+    const outside = op.kind === "resize" || op.kind === "copy" ? 0 : this.fence.refusal(op.kind, op.offset, op.end - op.offset);
+    if (outside !== 0) return op.done(outside); // logged after a queued shrink, it would lie past the end
     if (this.holding || this.held.length > 0 || this.locks.some((lock) => overlaps(lock, op))) {
       this.held.push(op);
       return;

@@ -1,0 +1,102 @@
+/**
+ * @module test/replication/primary-shrink — a resize racing the mutations a client sends while
+ * it is queued in the replication primary (src/replication/primary.ts, docs/replication.md §4
+ * "Mutations"): the RESIZE record waits for its group commit and its write-back, and the disk
+ * below keeps its old size until then. A mutation past a queued shrink's end must be refused
+ * as out of range on arrival: before the fence it was acknowledged (ack window), logged after
+ * the RESIZE, refused by the disk at write-back (ENOSPC), which failed the primary closed, and
+ * left a record past the end for a restart's replay and every secondary.
+ */
+import { expect, test } from "bun:test";
+import path from "node:path";
+import { Errno } from "../../src/lib/errno.ts";
+import { Applier } from "../../src/replication/applier.ts";
+import { openLogDirectory } from "../../src/replication/files.ts";
+import { LogReader } from "../../src/replication/log-reader.ts";
+import { ReplicationPrimary } from "../../src/replication/primary.ts";
+import { RecordOp, type LogRecord } from "../../src/replication/record.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
+import { call, type StoragePort } from "../../src/storage/port.ts";
+import { validateRequest } from "../../src/storage/validate.ts";
+import { scratchDirsPerTest } from "../helpers/files.ts";
+
+const tempDir = scratchDirsPerTest("primary-shrink");
+const SIZE = 8 << 20;
+const HALF = SIZE / 2;
+const block = (n: number) => new Uint8Array(4096).fill(n);
+
+/** What the DST export and the NBD front do with a request: validate it against `port.size` now, then hand it over. */
+function sendWrite(port: StoragePort, offset: number, data: Uint8Array): Promise<number> {
+  const invalid = validateRequest("write", offset, data.length, { size: port.size, writable: true, maxPayload: 1 << 20 });
+  if (invalid !== 0) return Promise.resolve(invalid);
+  return new Promise((resolve) => port.write(offset, data, false, resolve));
+}
+
+async function records(primary: ReplicationPrimary): Promise<LogRecord[]> {
+  const reader = new LogReader(primary.store, { seq: 1 });
+  const out: LogRecord[] = [];
+  for (;;) {
+    const chunk = await new Promise<{ records: LogRecord[] }>((resolve, reject) => reader.read(1 << 20, (e, c) => (e !== null ? reject(new Error(e)) : resolve(c!))));
+    if (chunk.records.length === 0) break;
+    out.push(...chunk.records);
+  }
+  await reader.close();
+  return out;
+}
+
+test("mutations past the new end sent while a shrink waits for its RESIZE record are refused as out of range, never logged after it: the primary stays healthy, a secondary replays the whole log, a regrow reads zeros", async () => {
+  const root = tempDir();
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+  await call.write(primary, SIZE - 4096, block(1));
+  const shrunk = new Promise<number>((resolve) => primary.resize!(HALF, resolve));
+  // The RESIZE record is not durable yet (group commit): the disk below is still SIZE bytes, the layer is HALF to new requests.
+  expect(primary.size).toBe(HALF);
+  // A request checked by the export now, and ones that reach the layer unchecked (its own line of defence).
+  const checked = sendWrite(primary, SIZE - 4096, block(2));
+  const direct = new Promise<number>((resolve) => primary.write(SIZE - 8192, block(3), false, resolve));
+  const trimmed = new Promise<number>((resolve) => primary.trim(HALF, 4096, false, resolve));
+  const zeroed = new Promise<number>((resolve) => primary.zero(HALF - 4096, 8192, { fua: false, noHole: false, fast: false }, resolve));
+  const inside = sendWrite(primary, 0, block(4));
+  expect(await shrunk).toBe(0);
+  expect([await checked, await direct, await trimmed, await zeroed, await inside]).toEqual([Errno.ENOSPC, Errno.ENOSPC, Errno.EINVAL, Errno.ENOSPC, 0]);
+  expect(primary.size).toBe(HALF);
+  await call.flush(primary); // fails once the disk failed a write-back
+  expect(primary.status().diskFailure).toBeNull();
+  const log = await records(primary);
+  const at = log.findIndex((r) => r.op === RecordOp.RESIZE);
+  expect(at).toBeGreaterThan(0);
+  expect(log.slice(at + 1).every((r) => r.offset + r.length <= HALF)).toBe(true);
+
+  // Every record replays onto a secondary's disk (one past the end would halt it), and a regrow reads zeros in the cut area.
+  const secondaryDisk = createLocalPort(createMemoryBackend(SIZE));
+  const applier = await Applier.open(secondaryDisk, openLogDirectory(path.join(root, "s")), {
+    source: (from, after) => new LogReader(primary.store, from, after),
+    clock: { now: () => Date.now() * 1000, after: (ms, run) => { const t = setTimeout(run, ms); return () => clearTimeout(t); } },
+  });
+  const deadline = Date.now() + 20_000;
+  while (applier.status().applied.seq < primary.status().durable && applier.status().halted === null && Date.now() < deadline) await Bun.sleep(5);
+  expect(applier.status().halted).toBeNull();
+  expect(secondaryDisk.size).toBe(HALF);
+  await applier.close();
+  expect(await new Promise<number>((resolve) => primary.resize!(SIZE, resolve))).toBe(0);
+  const into = new Uint8Array(4096);
+  await call.read(primary, SIZE - 4096, into);
+  expect(into.every((b) => b === 0)).toBe(true);
+  await primary.close();
+});
+
+test("while a grow waits for its RESIZE record the layer keeps its old size: a write into the new tail is refused until the grow is done, then taken", async () => {
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(HALF)), openLogDirectory(tempDir()), { logLimit: 64 << 20 });
+  const grown = new Promise<number>((resolve) => primary.resize!(SIZE, resolve));
+  expect(primary.size).toBe(HALF);
+  const early = new Promise<number>((resolve) => primary.write(SIZE - 4096, block(5), false, resolve));
+  expect([await grown, await early]).toEqual([0, Errno.ENOSPC]);
+  expect(primary.size).toBe(SIZE);
+  await call.write(primary, SIZE - 4096, block(6));
+  const into = new Uint8Array(4096);
+  await call.read(primary, SIZE - 4096, into);
+  expect(into[0]).toBe(6);
+  expect(primary.status().diskFailure).toBeNull();
+  await primary.close();
+});
