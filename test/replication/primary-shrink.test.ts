@@ -17,6 +17,7 @@ import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { RecordOp, type LogRecord } from "../../src/replication/record.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
+import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { call, type StoragePort } from "../../src/storage/port.ts";
 import { validateRequest } from "../../src/storage/validate.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
@@ -25,6 +26,11 @@ const tempDir = scratchDirsPerTest("primary-shrink");
 const SIZE = 8 << 20;
 const HALF = SIZE / 2;
 const block = (n: number) => new Uint8Array(4096).fill(n);
+
+/** A disk that outlives the primary over it (a restart keeps the data disk). */
+class Kept extends PassThrough {
+  override async close(): Promise<void> {}
+}
 
 /** What the DST export and the NBD front do with a request: validate it against `port.size` now, then hand it over. */
 function sendWrite(port: StoragePort, offset: number, data: Uint8Array): Promise<number> {
@@ -45,9 +51,10 @@ async function records(primary: ReplicationPrimary): Promise<LogRecord[]> {
   return out;
 }
 
-test("mutations past the new end sent while a shrink waits for its RESIZE record are refused as out of range, never logged after it: the primary stays healthy, a secondary replays the whole log, a regrow reads zeros", async () => {
+test("mutations past the new end sent while a shrink waits for its RESIZE record are refused as out of range, never logged after it: the primary stays healthy, a secondary and a restart replay the whole log, a regrow reads zeros", async () => {
   const root = tempDir();
-  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+  const disk = new Kept(createLocalPort(createMemoryBackend(SIZE)));
+  let primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
   await call.write(primary, SIZE - 4096, block(1));
   const shrunk = new Promise<number>((resolve) => primary.resize!(HALF, resolve));
   // The RESIZE record is not durable yet (group commit): the disk below is still SIZE bytes, the layer is HALF to new requests.
@@ -79,6 +86,9 @@ test("mutations past the new end sent while a shrink waits for its RESIZE record
   expect(applier.status().halted).toBeNull();
   expect(secondaryDisk.size).toBe(HALF);
   await applier.close();
+  // A restart replays every record after the checkpoint onto the disk (one past the end made the restart fail).
+  await primary.close();
+  primary = await ReplicationPrimary.open(disk, openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
   expect(await new Promise<number>((resolve) => primary.resize!(SIZE, resolve))).toBe(0);
   const into = new Uint8Array(4096);
   await call.read(primary, SIZE - 4096, into);
@@ -99,4 +109,14 @@ test("while a grow waits for its RESIZE record the layer keeps its old size: a w
   expect(into[0]).toBe(6);
   expect(primary.status().diskFailure).toBeNull();
   await primary.close();
+});
+
+test("a record past the end of the disk that no later RESIZE cuts still fails the restart, naming it: a disk smaller than the log says loses nothing silently", async () => {
+  const root = tempDir();
+  const options = { logLimit: 64 << 20 };
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(root), options);
+  await call.write(primary, HALF - 4096, new Uint8Array(8192).fill(7)); // across the end of the disk below
+  await primary.close();
+  const small = createLocalPort(createMemoryBackend(HALF));
+  await expect(ReplicationPrimary.open(small, openLogDirectory(root), options)).rejects.toThrow(`record seq 1 (8192 B at offset ${HALF - 4096}) lies past the disk's end (${HALF} bytes)`);
 });
