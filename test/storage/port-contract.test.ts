@@ -95,6 +95,37 @@ describe("local file port on the I/O thread pool", () => {
   });
 });
 
+describe("a shrink on a file port waiting for the I/O thread pool", () => {
+  test("is the new size at once: requests past the new end are refused as out of range, not run and cut; the file ends at the new size; a regrow reads zeros there", async () => {
+    const port = filePort(false);
+    const size = 16 << 20;
+    const half = 8 << 20;
+    const big = new Uint8Array(1 << 20);
+    const writes = Array.from({ length: 8 }, (_, i) => new Promise<number>((resolve) => port.write(half + i * big.length, new Uint8Array(big.length).fill(i + 1), false, resolve)));
+    const shrunk = new Promise<number>((resolve) => port.resize!(half, resolve));
+    expect(port.size).toBe(half); // the writes above still run on the pool
+    const refused = (start: (done: (errno: number) => void) => void): number => {
+      let errno = -1;
+      start((e) => (errno = e));
+      return errno; // out of range is answered inline
+    };
+    expect(refused((done) => port.write(size - 4096, new Uint8Array(4096).fill(9), false, done))).toBe(Errno.ENOSPC);
+    expect(refused((done) => port.write(half, new Uint8Array(ASYNC_IO_FROM).fill(9), false, done))).toBe(Errno.ENOSPC);
+    expect(refused((done) => port.trim(half, 4096, false, done))).toBe(Errno.EINVAL);
+    expect(refused((done) => port.zero(half - 4096, 8192, { fua: false, noHole: false, fast: false }, done))).toBe(Errno.ENOSPC);
+    expect(refused((done) => port.read(half, new Uint8Array(4096), done))).toBe(Errno.EINVAL);
+    const below = new Promise<number>((resolve) => port.write(0, new Uint8Array(ASYNC_IO_FROM).fill(7), false, resolve));
+    const completed: number[] = await Promise.all([...writes, below, shrunk]);
+    expect(completed).toEqual(Array(10).fill(0));
+    expect([port.size, fs.statSync(lastPath).size]).toEqual([half, half]);
+    expect(await new Promise<number>((resolve) => port.resize!(size, resolve))).toBe(0);
+    const back = new Uint8Array(half);
+    expect(await new Promise<number>((resolve) => port.read(half, back, resolve))).toBe(0);
+    expect(back.every((b) => b === 0)).toBe(true);
+    await port.close();
+  });
+});
+
 describe("large TRIM and WRITE_ZEROES on a file or device run in steps", () => {
   /** A memory disk that calls itself a file (so the port steps) and records each call. */
   function steppedPort(size: number, failAt = -1) {

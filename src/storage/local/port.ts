@@ -13,7 +13,9 @@
  * (storage/port.ts): such a write's pwrite has returned, so the fdatasync issued after it
  * covers it. close() and resize() wait until the requests on the pool have completed (a
  * descriptor closed under a running pwrite could be reused by another file; a write running
- * across a shrink would grow the file again).
+ * across a shrink would grow the file again). While a shrink waits, the port is already its
+ * new size: a request past the new end is refused as out of range rather than run on the pool
+ * and cut (docs/status.md `dstd resize`).
  *
  * Must not: report a failure as success (every throw becomes an errno), or let a request the
  * connection failed to validate reach the backend (validateRequest runs again here as the
@@ -191,9 +193,9 @@ class LocalPort implements StoragePort {
     this.backend.close();
   }
 
-  /** The backend's size now (it changes with resize). */
+  /** The backend's size now (it changes with resize), or a shrink's waiting for the pool to drain. */
   get size(): number {
-    return this.backend.size;
+    return this.limits.size;
   }
 
   /** The backend's reason to refuse a size, asked before a tree grows anything (a block device leg not that size). */
@@ -206,16 +208,21 @@ class LocalPort implements StoragePort {
     const backend = this.backend;
     if (backend.resize === undefined) return done(Errno.ENOTSUP);
     if (this.closed) return done(Errno.EBADF);
-    // Queued before a close, it runs before the close does (close() waits behind it).
-    if (this.pooled > 0) return void this.drained.push(() => this.resizeNow(size, done));
     this.resizeNow(size, done);
   }
 
   private resizeNow(size: number, done: Done): void {
     const backend = this.backend;
+    if (this.pooled > 0) {
+      // Queued before a close, it runs before the close does (close() waits behind it). A
+      // shrink fences the cut area from now: nothing new starts there only to be cut.
+      this.limits.size = Math.min(this.limits.size, size);
+      return void this.drained.push(() => this.resizeNow(size, done));
+    }
     try {
       backend.resize!(size);
     } catch (error) {
+      this.limits.size = backend.size;
       return done(this.failure("resize", size, 0, error));
     }
     this.limits.size = backend.size;
