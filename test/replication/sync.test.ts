@@ -57,7 +57,8 @@ test(
     const p = await rotatedPrimary("join", size);
     p.proxy.throttle(24 * MiB); // so the writer runs during the copy
     await p.start(p.b);
-    const syncing = await p.waitFor(p.b, (s) => s.state === "syncing", "the secondary syncing");
+    // The copy's size is known once the primary answered its BEGIN (initial-sync.ts): until then 0.
+    const syncing = await p.waitFor(p.b, (s) => s.state === "syncing" && s.sync?.total_bytes === size, "the secondary syncing");
     // Seen in the metrics (which promtool accepts) and in the human status.
     const metrics = await p.metrics(p.b);
     expect(metrics).toContain('dstd_replica_state{export="disk",role="secondary",state="syncing"} 1');
