@@ -26,6 +26,7 @@ import type { LogDirectory } from "./files.ts";
 import type { LogPosition, RecordSource } from "./log-reader.ts";
 import { CHAIN_ORIGIN, chainPointOf, hex64, invalidSuccessor, opName, RecordFlag, RecordOp, type ChainPoint, type LogRecord } from "./record.ts";
 import { StateFile } from "./state-file.ts";
+import { ReplayClip } from "./replay-clip.ts";
 
 export const APPLIER_STATE_KIND = 2;
 export const APPLIER_STATE_FILE = "applied.state";
@@ -118,6 +119,8 @@ export class Applier {
   private readonly recoverUntil: number;
   private readonly listeners = new Set<(point: ChainPoint) => void>();
   private readonly maxBatchBytes: number;
+  /** Records re-applied after a crash reaching past the end of a disk a later RESIZE already cut (replay-clip.ts). */
+  private readonly clip = new ReplayClip();
 
   private constructor(
     private readonly port: StoragePort,
@@ -300,6 +303,8 @@ export class Applier {
       };
       const flushed = (errno: number): void => {
         if (errno !== 0) return this.fail(`flushing the disk after seq ${last.seq}: ${errnoMessage(errno)}`, "disk");
+        const unpaid = last.seq >= this.recoverUntil ? this.clip.unpaid() : null; // the re-applied records all cut by a RESIZE among them
+        if (unpaid !== null) return this.fail(`re-applying the log after a crash: ${unpaid}`, "disk");
         const position: AppliedPosition = { point: chainPointOf(last), applyingThrough: this.position.applyingThrough, inResync };
         this.state.save(encodePosition(position), (saveErrno) => {
           if (saveErrno !== 0) return this.fail(`saving the replay position: ${errnoMessage(saveErrno)}`, "files");
@@ -315,15 +320,22 @@ export class Applier {
   }
 
   private applyRecord(record: LogRecord, done: Done): void {
+    // Applied before a crash, a record may now reach past the end of a disk that a later RESIZE,
+    // also applied then, shrank: applied up to the end, the rest owed to that RESIZE (as a
+    // primary's recovery does, replay-onto.ts). Found by a helper's audit of shrinks, 2026-12-07.
+    const mutates = record.op === RecordOp.WRITE || record.op === RecordOp.TRIM || record.op === RecordOp.ZERO;
+    const length = mutates && record.seq <= this.recoverUntil ? this.clip.clip(record.seq, record.offset, record.length, this.port.size) : record.length;
+    if (mutates && length === 0) return done(0);
     switch (record.op) {
       case RecordOp.WRITE:
-        return this.port.write(record.offset, record.payload, false, done);
+        return this.port.write(record.offset, length === record.length ? record.payload : record.payload.subarray(0, length), false, done);
       case RecordOp.TRIM:
-        return this.port.trim(record.offset, record.length, false, done);
+        return this.port.trim(record.offset, length, false, done);
       case RecordOp.ZERO:
-        return this.port.zero(record.offset, record.length, { fua: false, noHole: (record.flags & RecordFlag.NO_HOLE) !== 0, fast: false }, done);
+        return this.port.zero(record.offset, length, { fua: false, noHole: (record.flags & RecordFlag.NO_HOLE) !== 0, fast: false }, done);
       case RecordOp.RESIZE:
         if (this.port.resize === undefined) return done(95 /* ENOTSUP */);
+        if (record.seq <= this.recoverUntil) this.clip.resized(record.length);
         return this.port.resize(record.length, done);
       default:
         return done(0);

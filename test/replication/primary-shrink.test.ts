@@ -120,3 +120,39 @@ test("a record past the end of the disk that no later RESIZE cuts still fails th
   const small = createLocalPort(createMemoryBackend(HALF));
   await expect(ReplicationPrimary.open(small, openLogDirectory(root), options)).rejects.toThrow(`record seq 1 (8192 B at offset ${HALF - 4096}) lies past the disk's end (${HALF} bytes)`);
 });
+
+test("a secondary that crashed after applying a tail write and a later shrink, before saving its position, re-applies both: the write up to the shrunk disk's end (it halted with ENOSPC for good); one no RESIZE cuts still halts it, naming the record", async () => {
+  const root = tempDir();
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+  await call.write(primary, 0, block(1));
+  await call.write(primary, SIZE - 8192, new Uint8Array(8192).fill(2)); // crosses nothing yet: the disk is SIZE
+  expect(await new Promise<number>((resolve) => primary.resize!(HALF, resolve))).toBe(0);
+  await call.write(primary, 4096, block(3));
+  await call.flush(primary);
+  const last = primary.status().durable;
+  const clock = { now: () => Date.now() * 1000, after: (ms: number, run: () => void) => { const t = setTimeout(run, ms); return () => clearTimeout(t); } };
+  const replay = async (disk: StoragePort, dir: string): Promise<Applier> => {
+    // The crash: every record had reached the disk (the shrink too), the position says nothing was applied.
+    await Applier.writePosition(openLogDirectory(dir), { point: { seq: 0, chain: 0n, lamport: 0, generation: 0 }, applyingThrough: last, inResync: false });
+    const applier = await Applier.open(disk, openLogDirectory(dir), { source: (from, after) => new LogReader(primary.store, from, after), clock });
+    const deadline = Date.now() + 20_000;
+    while (applier.status().applied.seq < last && applier.status().halted === null && Date.now() < deadline) await Bun.sleep(5);
+    return applier;
+  };
+  const shrunk = createLocalPort(createMemoryBackend(HALF));
+  const applier = await replay(shrunk, path.join(root, "s"));
+  expect(applier.status().halted).toBeNull();
+  expect(applier.status().applied.seq).toBe(last);
+  expect(applier.status().consistent).toBe(true);
+  const into = new Uint8Array(4096);
+  await call.read(shrunk, 4096, into);
+  expect(into[0]).toBe(3);
+  await applier.close();
+  // A disk smaller than any RESIZE among the re-applied records says: nothing is dropped silently.
+  const small = createLocalPort(createMemoryBackend(HALF / 2));
+  const halted = await replay(small, path.join(root, "t"));
+  expect(halted.status().halted).toContain("re-applying the log after a crash: record seq");
+  expect(halted.status().halted).toContain("no later RESIZE record cuts it");
+  await halted.close();
+  await primary.close();
+});
