@@ -1,6 +1,6 @@
 /**
  * @module storage/layers/flush-latch — after a FLUSH (or a FUA mutation, whose flush half may
- * be what failed) fails, every later write, trim, zero, FLUSH and resize fails with that errno
+ * be what failed) fails with an I/O error, every later write, trim, zero, FLUSH and resize fails with that errno
  * until the layer is opened again; reads go on. The fd backends latch so themselves
  * (storage/local/fd-backend.ts: Linux reports a lost write-back once, at the next fdatasync,
  * then marks the pages clean — "fsyncgate"), but nothing in the port contract (storage/port.ts)
@@ -10,8 +10,17 @@
  * (docs/replication.md §4) — puts this over whatever port it is given. `onLatched` runs once,
  * at the failure.
  */
+import { Errno } from "../../lib/errno.ts";
 import type { Done, ZeroFlags } from "../port.ts";
 import { PassThrough } from "./pass-through.ts";
+
+/**
+ * Refusals that say nothing about the data: a request the port turned down before it reached
+ * the disk (out of range, read-only, unsupported), or a port closing. A FUA mutation failing so
+ * did not fail a flush (the fd backend latches only on a failed fdatasync); a FLUSH answered
+ * ESHUTDOWN was never run.
+ */
+const REFUSALS: ReadonlySet<number> = new Set([Errno.EPERM, Errno.EINVAL, Errno.ENOSPC, Errno.EROFS, Errno.EOVERFLOW, Errno.ENOTSUP, Errno.ESHUTDOWN]);
 
 export class FlushLatch extends PassThrough {
   /** The errno of the failure that latched (0: open). */
@@ -24,7 +33,7 @@ export class FlushLatch extends PassThrough {
 
   private watch(fua: boolean, done: Done): Done {
     return (errno) => {
-      if (errno !== 0 && fua) this.latch(errno);
+      if (errno !== 0 && fua && !REFUSALS.has(errno)) this.latch(errno);
       done(errno);
     };
   }
