@@ -20,7 +20,7 @@
  * point must survive a restart); write into a new segment before its directory entry is durable.
  */
 import { assert } from "../lib/assert.ts";
-import { errnoMessage } from "../lib/errno.ts";
+import { Errno, errnoMessage } from "../lib/errno.ts";
 import type { Log } from "../lib/log.ts";
 import { files, OpenedFiles, type LogDirectory, type LogFile } from "./files.ts";
 import {
@@ -424,7 +424,11 @@ export class LogStore {
       }
       const victim = victims[i]!;
       this.dir.remove(victim.name, (errno) => {
-        if (errno !== 0) {
+        // ENOENT: gone already (no one else removes our segments: the directory is locked, §3.1).
+        // An unlink that failed with EIO may have removed the entry anyway; taking the retry's
+        // ENOENT for a failure kept the segment in the table and stopped every later release
+        // (docs/replication.md §3.5, replication sim seed 424).
+        if (errno !== 0 && errno !== Errno.ENOENT) {
           this.releasing = false;
           this.options.log?.warn(`replication log: removing ${this.dir.path}/${victim.name} failed: ${errnoMessage(errno)}`);
           return;

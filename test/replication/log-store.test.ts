@@ -256,6 +256,29 @@ describe("log store", () => {
     await again.close();
   });
 
+  test("a removal that failed with EIO after removing the segment is not retried forever: the retry's ENOENT counts as removed, and later segments are released (replication sim seed 424)", async () => {
+    const clock = new SimClock();
+    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
+    const dir = Object.create(disk.directory()) as LogDirectory;
+    const inner = disk.directory();
+    let failNext = true;
+    // The first removal happens but reports EIO (a journal aborting after the change, sim-files.ts).
+    dir.remove = (name, done) => inner.remove(name, (errno) => done(errno === 0 && failNext ? ((failNext = false), Errno.EIO) : errno));
+    const { store } = await settle(clock, LogStore.open(dir, { now, segmentSize: 8192 }));
+    for (let i = 0; i < 12; i++) await settle(clock, append(store, 0, block(i)));
+    expect(store.segmentTable().length).toBeGreaterThan(3);
+    store.release(1_000_000);
+    await runUntil(clock, () => !store["releasing"]);
+    expect(failNext).toBe(false);
+    const freed = new Promise<void>((resolve) => store.onFreed(resolve));
+    store.release(1_000_000); // a later release retries
+    await settle(clock, freed);
+    const kept = store.segmentTable().map((s) => s.name);
+    expect(kept.length).toBe(1);
+    expect(disk.names().filter((n) => n.startsWith("log-"))).toEqual(kept);
+    await settle(clock, store.close());
+  });
+
   test("appendEncoded copies a shipped log verbatim and refuses the first bad record", async () => {
     const source = await LogStore.open(openLogDirectory(tempDir()), { now });
     for (let i = 0; i < 10; i++) await append(source.store, i * 4096, block(i));
