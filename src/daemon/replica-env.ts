@@ -9,7 +9,7 @@ import { loadKeyFile } from "../crypto/keys.ts";
 import { DEFAULT_SUITES } from "../crypto/suites.ts";
 import type { Log } from "../lib/log.ts";
 import type { SyncTransport } from "../replication/initial-sync.ts";
-import type { PrimaryOptions } from "../replication/primary.ts";
+import type { PrimaryOptions } from "../replication/primary-types.ts";
 import type { SecondaryOptions } from "../replication/secondary.ts";
 import type { FetchTransport } from "../replication/shipper.ts";
 import { remoteAddress } from "../storage/remote/remote-port.ts";

@@ -45,7 +45,7 @@ import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-ser
 import { Shipper } from "../replication/shipper.ts";
 import { finishSync, InitialSync, readSyncState } from "../replication/initial-sync.ts";
 import { productionEnv, type ReplicaEnv, type ReplicaLink } from "./replica-env.ts";
-import type { PrimaryOptions } from "../replication/primary.ts";
+import type { PrimaryOptions } from "../replication/primary-types.ts";
 import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
 import { clearForPrimary, drain, drainSecondaries, quiesce, writeApplied } from "./replica-handover.ts";
 import type { LogSource } from "../export/fetch.ts";

@@ -12,7 +12,7 @@
  * for STALL_MS), `paused`, `disconnected` (the primary cannot be reached), `replicating`.
  */
 import type { ApplierStatus } from "../replication/applier.ts";
-import type { PrimaryStatus } from "../replication/primary.ts";
+import type { PrimaryStatus } from "../replication/primary-types.ts";
 import { AWAITING_FIRST_SECONDARY, type SecondaryContact } from "../replication/ship-server.ts";
 import type { ShipperStatus } from "../replication/shipper.ts";
 import type { SyncProgress } from "../replication/initial-sync.ts";
