@@ -657,8 +657,10 @@ export class ReplicationPrimary extends PassThrough {
         this.broken = errno;
         this.brokenBy = { disk, message };
       }
-      // Those whose records failed with the log: around it now; failed with the switch, except early acks (reads see them; no FLUSH succeeds).
-      const failWith = this.closed ? Errno.ESHUTDOWN : errno;
+      // Those whose records failed with the log: around it now; failed with the switch, except early acks (reads see them; no FLUSH
+      // succeeds). Failed too if the disk failed meanwhile: the checkpoint saved stays below the record it lost, and a restart
+      // replays the records after it over what went around (docs/replication.md §4, replication sim seed 16525).
+      const failWith = this.closed ? Errno.ESHUTDOWN : errno || this.diskFailure.errno;
       for (const op of this.pipeline.filter((o) => o.awaitingSwitch)) {
         op.awaitingSwitch = false;
         if (failWith === 0 || (!this.closed && op.early?.acked === true)) this.markDirect(op);

@@ -29,7 +29,7 @@ import { createLocalPort } from "../../src/storage/local/port.ts";
 import { call, type StoragePort } from "../../src/storage/port.ts";
 import { PassThrough } from "../../src/storage/layers/pass-through.ts";
 import { SimClock } from "../sim/sim-clock.ts";
-import { settle, SimDisk } from "./sim-files.ts";
+import { runUntil, settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
 import type { FileDone, LogDirectory, LogFile } from "../../src/replication/files.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
@@ -614,4 +614,49 @@ test("a start that finds dirty regions with no resync under way saves resyncPend
   files.crash("lose-all"); // right after the start: the resync has not finished
   const state = await settle(clock, StateFile.open(files.directory(), PRIMARY_STATE_FILE, PRIMARY_STATE_KIND, validatePrimaryState));
   expect(state.value?.resyncPending).toBe(true);
+});
+
+test("a write whose record failed with the log while an earlier logged write-back was failing is not written around the log: the switch's checkpoint stays below the lost record, and a restart's replay would undo it (replication sim seed 16525)", async () => {
+  const clock = new SimClock();
+  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
+  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  /** Writes to the disk wait here while gated; the test fails them. */
+  const gated: ((errno: number) => void)[] = [];
+  let gate = false;
+  class Gated extends PassThrough {
+    override write(offset: number, data: Uint8Array, fua: boolean, done: (errno: number) => void): void {
+      if (gate) return void gated.push(done);
+      super.write(offset, data, fua, done);
+    }
+    override async close(): Promise<void> {}
+  }
+  let failing = false;
+  const segments = (name: string) => name.startsWith("log-");
+  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
+  const primary = await settle(clock, ReplicationPrimary.open(new Gated(disk.handle()), failingSyncs(files.directory(), clock, () => failing, segments), options));
+  // A: logged and durable; its write-back waits at the disk.
+  gate = true;
+  let a = -1;
+  primary.write(0, block(1), true, (errno) => (a = errno));
+  await runUntil(clock, () => gated.length === 1);
+  // B, over the same block: its record's fdatasync fails the log; it waits for the switch to overflow, which waits for A.
+  failing = true;
+  let b = -1;
+  primary.write(0, block(2), true, (errno) => (b = errno));
+  await runUntil(clock, () => primary.status().logFailure !== null);
+  // The disk refuses A's write-back, every attempt: the layer fails closed, the checkpoint stays below A.
+  while (primary.status().diskFailure === null) {
+    await runUntil(clock, () => gated.length > 0);
+    gated.shift()!(Errno.EIO);
+  }
+  gate = false;
+  await runUntil(clock, () => a >= 0 && b >= 0);
+  expect(a).toBe(Errno.EIO);
+  // B went around the log and completed before the fix; the restart below replayed A over it.
+  expect(b).toBe(Errno.EIO);
+  await settle(clock, primary.close());
+  failing = false;
+  const again = await settle(clock, ReplicationPrimary.open(disk.handle(), files.directory(), options));
+  expect(disk.current[0]).toBe(1); // A, replayed from the log
+  await settle(clock, again.close());
 });
