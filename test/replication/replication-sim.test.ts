@@ -68,6 +68,17 @@ if (single !== undefined) {
     expect(refused).toBeGreaterThan(0);
     expect(failedClosed).toBeGreaterThan(0);
   }, 600_000);
+  // Since the log directory's reads, truncates, removals and listings fail too (2026-12-07): an
+  // unlink that failed with EIO after removing its segment, whose retries met ENOENT forever,
+  // stopped every later release with the segment still in the table (424: *segments*); a write
+  // whose record failed with the log went around it after the disk had failed an earlier
+  // logged write-back, and the restart's replay undid it (16525: *durability*).
+  for (const seed of [424, 16525]) {
+    test(`replication sim regression seed ${seed}: a failed removal or write-back leaves the logs consistent`, async () => {
+      const stats = await runSeed(seed, false, seedOptions);
+      expect(stats.converged).toBe(true);
+    });
+  }
 
   test(`replication sim: ${seeds} seeds from ${start}`, async () => {
     const total: Record<string, number> = {};
@@ -81,7 +92,7 @@ if (single !== undefined) {
     // The swarm must reach every path, or it is not testing them.
     if (seeds >= 1000) {
       const disk = seedOptions.diskErrors ? ["diskErrors", "failedOps", "readsRefused", "failedClosed", "primaryRestarts", "openRetries", "applierDiskHalts"] : [];
-      const files = seedOptions.fileErrors ? ["fileErrors", "logFailures", "logFailedRestarts", "secondaryOpenRetries", "applierFileHalts", "copyFailedRestarts"] : [];
+      const files = seedOptions.fileErrors ? ["fileErrors", "logFailures", "logFailedRestarts", "secondaryOpenRetries", "applierFileHalts", "copyFailedRestarts", "listFailedStarts", "truncateFailedStarts", "removeFailedStarts", "releaseRemoveFailures", "shipReadErrors", "applierReadHalts"] : [];
       for (const key of ["primaryCrashes", "secondaryCrashes", "overflows", "resyncs", "transitRefused", "copyRot", "logRot", "haltsOnCorruption", "tornTails", "prefixChecks", "converged", "earlyAcks", "reads", "readsOverWindow", "ackedLost", ...disk, ...files]) {
         expect(total[key] ?? 0).toBeGreaterThan(0);
       }

@@ -12,7 +12,8 @@
  * secondary's copy, corruption in transit, replay paused and resumed, a log small enough to
  * overflow into the dirty bitmap and resync, I/O errors of either data disk (sim-port.ts: a
  * failed flush latches the disk), I/O errors of either log directory (sim-files.ts: writes,
- * fdatasyncs, opens, renames, directory fsyncs; a rate per side drawn from its own stream).
+ * fdatasyncs, opens, renames, directory fsyncs, reads, truncates, removals, listings; a rate
+ * per side drawn from its own stream).
  * A primary that fails closed over its disk (write-back.ts), whose disk latched, or whose log,
  * state or bitmap failed, is restarted as an operator would; so is an applier halted by its
  * disk or its files, and a secondary whose log copy failed, after a while (each stays so until
@@ -30,12 +31,15 @@
  *   a latched disk, a latched state file or bitmap of this incarnation, or a primary failed
  *   closed or whose log failed), a start only over a file or disk error, a primary's log or a
  *   secondary's copy fails only after a file error, and a halted applier names its record, its
- *   flush or its position's save and the errno, after an error of its disk or files;
+ *   flush, its position's save or its read of the copy and the errno, after an error of its disk
+ *   or files; shipping fails on an I/O error only after a file error, and is retried;
+ * - segments: at the end, each log's segment table names exactly the segment files on its disk
+ *   (a release whose removal failed neither forgets a segment nor keeps one that is gone);
  * - convergence: with faults off, the secondary catches up and equals the primary's disk.
  */
 import { Prng } from "../../src/lib/prng.ts";
 import { LogReader } from "../../src/replication/log-reader.ts";
-import type { RecoveryReport } from "../../src/replication/log-store.ts";
+import type { LogStore, RecoveryReport } from "../../src/replication/log-store.ts";
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { Secondary } from "../../src/replication/secondary.ts";
 import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
@@ -96,6 +100,15 @@ export interface SimStats {
   applierFileHalts: number;
   /** Secondaries restarted because their log copy failed (it takes no more records). */
   copyFailedRestarts: number;
+  /** Starts (either side) failed by a listing, a truncate (recovery's cut), or a removal of the log directory. */
+  listFailedStarts: number;
+  truncateFailedStarts: number;
+  removeFailedStarts: number;
+  /** Releases whose segment removal failed (retried by a later release); shipping reads that failed (retried). */
+  releaseRemoveFailures: number;
+  shipReadErrors: number;
+  /** Appliers halted by a failed read of their copy. */
+  applierReadHalts: number;
   tornTails: number;
   prefixChecks: number;
   converged: boolean;
@@ -184,6 +197,17 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     earlyAcks: 0, reads: 0, readsOverWindow: 0, ackedLost: 0, rotForks: 0, rotCuts: 0, rotCutsAppended: 0, rotCutsRefused: 0,
     diskErrors: 0, failedOps: 0, readsRefused: 0, failedClosed: 0, primaryRestarts: 0, openRetries: 0, applierDiskHalts: 0,
     fileErrors: 0, logFailures: 0, logFailedRestarts: 0, secondaryOpenRetries: 0, applierFileHalts: 0, copyFailedRestarts: 0,
+    listFailedStarts: 0, truncateFailedStarts: 0, removeFailedStarts: 0, releaseRemoveFailures: 0, shipReadErrors: 0, applierReadHalts: 0,
+  };
+  /** A start its log directory failed: which call (the message names it, files.ts). */
+  const countFailedStart = (message: string): void => {
+    if (/\blist \S+ failed: .*EIO/.test(message)) stats.listFailedStarts++;
+    if (/\btruncate \S+ to \d+ failed: .*EIO/.test(message)) stats.truncateFailedStarts++;
+    if (/\bremove \S+ failed: .*EIO/.test(message)) stats.removeFailedStarts++;
+  };
+  /** A store's release reports a removal that failed (log-store.ts maybeRelease). */
+  const countRemoveWarning = (m: string): void => {
+    if (/^replication log: removing \S+ failed: .*EIO/.test(m)) stats.releaseRemoveFailures++;
   };
   const fail = (invariant: string, detail: string): never => {
     throw new SimFailure(
@@ -233,6 +257,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       warn: (m: string) => {
         const c = /torn tail of (\d+) bytes cut at \S*\/(\S+) offset (\d+) \((.*)\); those records/.exec(m);
         if (c !== null) cutBefore ??= { segment: c[2]!, offset: Number(c[3]), bytes: Number(c[1]), reason: c[4]! };
+        countRemoveWarning(m);
         primaryLog.warn(m);
       },
     };
@@ -274,6 +299,11 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
         // the start fails naming it (docs/replication.md §4), and the operator starts it again.
         log(`primary start ${attempt} failed: ${message}`);
         stats.openRetries++;
+        countFailedStart(message);
+        // A cut whose truncate failed after its effect (sim-files.ts) is not reported again by
+        // the next start either: its failure names the segment and where it was cut.
+        const t = /truncate (log-\d+\.dstl) to (\d+) failed/.exec(message);
+        if (t !== null) cutBefore ??= { segment: t[1]!, offset: Number(t[2]), bytes: 0, reason: "cut by a start whose truncate failed" };
         primaryFiles.kill();
         primaryDisk.restart();
       } finally {
@@ -344,6 +374,9 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     return model.bytes;
   }
 
+  const secondaryTrace = simLog("secondary");
+  const secondaryLog = { ...secondaryTrace, warn: (m: string) => (countRemoveWarning(m), secondaryTrace.warn(m)) };
+
   async function openSecondary(): Promise<void> {
     const epoch = ++secondaryEpoch;
     secondaryFailuresAtOpen = secondaryDisk.failures;
@@ -361,7 +394,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       secondaryFileFailuresAtOpen = secondaryFiles.stats.eio;
       if (attempt % 4 === 0) secondaryFiles.eioRate = 0; // the operator looked at the disk
       try {
-        s = await settle(clock, Secondary.open(secondaryDisk.handle(), secondaryFiles.directory(), { clock: clockApi, replayDelayMs, segmentSize: options.segmentSize, maxBatchBytes: 64 * 1024 }));
+        s = await settle(clock, Secondary.open(secondaryDisk.handle(), secondaryFiles.directory(), { clock: clockApi, replayDelayMs, segmentSize: options.segmentSize, maxBatchBytes: 64 * 1024, log: secondaryLog }));
         break;
       } catch (error) {
         const message = (error as Error).message;
@@ -370,6 +403,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
         if (secondaryFiles.stats.eio === secondaryFileFailuresAtOpen || !message.includes("EIO")) fail("secondary open", message);
         log(`secondary start ${attempt} failed: ${message}`);
         stats.secondaryOpenRetries++;
+        countFailedStart(message);
         secondaryFiles.kill();
       } finally {
         secondaryFiles.eioRate = filesEioRate;
@@ -401,6 +435,10 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   let readerFor: ReplicationPrimary | null = null;
   let shipping = false;
   let shipError: string | null = null;
+  /** A shipping error that is the primary's log directory failing a read or an open (retried), not a corrupt record. */
+  const ioError = (error: string): boolean => /\(EIO\)/.test(error);
+  /** Shipping stopped at a corrupt record of the primary's rotted log (it names the record and stays stopped). */
+  const stoppedOnRot = (): boolean => primaryLogCorrupted && shipError !== null && !ioError(shipError);
   /** What this primary incarnation was last told the secondary applied. */
   let reportedApplied = -1;
   function ship(): void {
@@ -427,6 +465,12 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       shipping = false;
       if (p !== primary || s !== secondary) return;
       if (error !== null) {
+        if (ioError(error)) {
+          // The primary's log directory failed a read (or an open) of a segment: the read fails
+          // naming it, never returning wrong data, and the next fetch reads again.
+          if (primaryFiles.eioBy.read + primaryFiles.eioBy.open === 0) fail("errors", `shipping failed (${error}), but the primary's files failed no read or open`);
+          stats.shipReadErrors++;
+        }
         if (shipError === null) log(`shipping: ${error}`);
         shipError = error;
         reader = null;
@@ -706,8 +750,9 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     secondaryEpoch++;
     diskHalted = false;
     await settle(clock, closing.close());
-    // A disk latched by a failed flush during a failed start (its failures were counted
-    // before this open) is reopened too: a restarted process opens its disk again (seed 595773).
+    // A latched disk is reopened whatever the caller decided: a process restart opens its disk
+    // again. Its failures may have been counted before this open (a failed start, seed 595773),
+    // or a flush the applier had running may fail while it closes (seed 25041).
     if (reopenDisk || secondaryDisk.latched) secondaryDisk.restart();
     await openSecondary();
   }
@@ -715,11 +760,12 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
   /** Replay halted: on its disk or files (it stays halted until a restart), or on a corrupt copy (restarted at once). */
   async function onHalt(halted: string): Promise<void> {
     if (/^(saving the replay position|reading the log after seq \d+): .*EIO/.test(halted)) {
-      // Its own files failed (the position's state file latches, state-file.ts).
+      // Its own files failed (the position's state file latches, state-file.ts; a read of its copy).
       if (secondaryFiles.stats.eio === secondaryFileFailuresAtOpen) fail("halt", `${halted}, but its files failed nothing`);
       if (!diskHalted) {
         diskHalted = true;
         stats.applierFileHalts++;
+        if (halted.startsWith("reading the log")) stats.applierReadHalts++;
         log(`applier halted: ${halted}`);
       }
       if (ff.chance(0.2)) {
@@ -858,7 +904,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       const s = secondary!;
       const st = s.applier.status();
       if (st.halted) {
-        if (primaryLogCorrupted && shipError !== null) break;
+        if (stoppedOnRot()) break;
         await restartSecondary(secondaryDisk.failures > secondaryFailuresAtOpen);
         continue;
       }
@@ -869,7 +915,7 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
       }
       if (st.paused) s.applier.resume();
       const p = primary!.status();
-      if (shipError !== null && primaryLogCorrupted) break;
+      if (stoppedOnRot()) break;
       if (st.applied.seq === p.durable && p.durable === p.last && st.consistent && p.mode === "logging" && !p.resyncPending && p.inFlight === 0) {
         if (++stable > 50) break;
       } else stable = 0;
@@ -878,16 +924,20 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     }
     const p = primary!.status();
     const st = secondary!.applier.status();
-    if (primaryLogCorrupted && shipError !== null) {
+    if (stoppedOnRot()) {
       // Shipping stops at the corrupt record and names it. (That replay never passes it is the
       // exact-records invariant: every applied record equals the primary's original.)
-      if (!/seq \d+/.test(shipError)) fail("corruption report", `shipping error does not name a record: ${shipError}`);
+      if (!/seq \d+/.test(shipError!)) fail("corruption report", `shipping error does not name a record: ${shipError}`);
     } else {
       if (st.applied.seq !== p.last || !st.consistent || p.mode !== "logging" || p.resyncPending) {
         fail("convergence", `secondary at seq ${st.applied.seq} (consistent ${st.consistent}, recovering ${st.recovering}, paused ${st.paused}, delayed ${st.delayed}, copy ${secondary!.copy.first}..${secondary!.copy.durable.seq}, ship error ${shipError}), primary at ${p.last} (mode ${p.mode}, resync ${p.resyncPending}, ${p.dirtyRegions} dirty, log ${p.logBytes}/${p.logLimit})`);
       }
       const i = firstDifference(primaryDisk.current, secondaryDisk.current);
       if (i >= 0) fail("convergence", `primary and secondary differ at byte ${i} (block ${Math.floor(i / blockSize)}) with lag 0`);
+      for (const [store, disk, who] of [[primary!.store, primaryFiles, "primary"], [secondary!.copy, secondaryFiles, "secondary"]] as const) {
+        const problem = segmentsDiffer(store, disk);
+        if (problem !== null) fail("segments", `the ${who}'s ${problem}`);
+      }
       stats.converged = true;
       if (p.resyncPending === false && stats.overflows > 0) stats.resyncs++;
     }
@@ -899,6 +949,18 @@ export async function runSeed(seed: number, verbose = false, seedOptions: SeedOp
     }
   }
   return stats;
+}
+
+/**
+ * Segments: the store's table names exactly the segment files on its disk (checked when settled:
+ * no rotation or release in flight). A release whose removal failed keeps the segment in its
+ * table and on disk, and a later release retries it; one whose removal happened though it
+ * reported EIO must not keep a segment that is gone (docs/replication.md §3.5).
+ */
+function segmentsDiffer(store: LogStore, disk: SimDisk): string | null {
+  const table = store.segmentTable().map((s) => s.name).sort();
+  const onDisk = disk.names().filter((n) => parseSegmentName(n) !== null);
+  return table.join() === onDisk.join() ? null : `segment table ${JSON.stringify(table)} differs from its segment files ${JSON.stringify(onDisk)}`;
 }
 
 /** Index of the first differing byte, or -1 (native compare first: this runs on every batch). */

@@ -5,7 +5,8 @@
  * that fdatasync makes durable; creations, renames and removals need a directory fsync (a
  * crash keeps or undoes each unsynced name on its own); a crash keeps, drops or tears each
  * unsynced change (SQLite test6.c, at 512-byte sector granularity, in any combination, as a
- * real page cache may write back in any order); stored bytes can rot.
+ * real page cache may write back in any order); stored bytes can rot; any call but a size
+ * (fstat) or a close can fail with EIO, leaving what a real kernel could leave.
  *
  * Must not: read the wall clock or Math.random; complete a call synchronously (the store
  * must cope with completions that arrive later, in the order the disk chooses).
@@ -98,9 +99,15 @@ export interface SimDiskOptions {
   /** Delay of a call in ms: [min, max]. */
   latency?: [number, number];
   /**
-   * Probability that a write, fdatasync, open, rename or directory fsync fails with EIO (after
-   * or before its effect: a failed write may leave a prefix in the cache, a failed create or
-   * rename may have happened). Reads, truncates, removals and listings never fail.
+   * Probability that a write, fdatasync, open, rename, directory fsync, read, truncate, removal
+   * or listing fails with EIO, before or after its effect: a failed write may leave a prefix in
+   * the cache; a failed create, rename, truncate or removal may have happened (a journal that
+   * aborts after the change was made in memory returns the error anyway: a retried removal
+   * then meets ENOENT); a failed read may have filled part of the buffer with anything (POSIX
+   * promises no bytes of a failed read); a failed listing returns no names. Sizes (fstat: the
+   * inode is in memory) and closes never fail. (Reads, truncates, removals and listings fail
+   * since 2026-12-07: every seed with file errors draws more, so its world changed; seeds
+   * without them draw nothing from `faults` and run as before.)
    */
   eioRate?: number;
   /**
@@ -123,6 +130,8 @@ export class SimDisk {
   readonly faultPrng: Prng;
   /** Counts, for coverage reports. */
   stats = { writes: 0, syncs: 0, crashes: 0, tornChanges: 0, eio: 0 };
+  /** EIO injected per kind of call (SimDiskOptions.eioRate), for coverage reports. */
+  eioBy = { write: 0, sync: 0, open: 0, rename: 0, dirSync: 0, read: 0, truncate: 0, remove: 0, list: 0 };
 
   constructor(
     readonly clock: SimClock,
@@ -146,9 +155,10 @@ export class SimDisk {
   }
 
   /** True when this call fails with EIO. */
-  fails(): boolean {
+  fails(call: keyof SimDisk["eioBy"]): boolean {
     if (this.eioRate <= 0 || !this.faultPrng.chance(this.eioRate)) return false;
     this.stats.eio++;
+    this.eioBy[call]++;
     return true;
   }
 
@@ -232,12 +242,12 @@ class SimDirectory implements LogDirectory {
   ) {}
 
   list(done: (errno: number, names: string[]) => void): void {
-    this.disk.later(this.epoch, () => done(0, this.disk.names()));
+    this.disk.later(this.epoch, () => (this.disk.fails("list") ? done(Errno.EIO, []) : done(0, this.disk.names())));
   }
 
   open(name: string, create: boolean, done: (errno: number, file: LogFile | null) => void): void {
     this.disk.later(this.epoch, () => {
-      const failing = this.disk.fails();
+      const failing = this.disk.fails("open");
       // EIO before its effect, or (a creation) after it: the file exists, unsynced.
       if (failing && (!create || this.disk.faultPrng.chance(0.5))) return done(Errno.EIO, null);
       let inode = this.disk.lookup(name);
@@ -253,15 +263,17 @@ class SimDirectory implements LogDirectory {
   remove(name: string, done: FileDone): void {
     this.disk.later(this.epoch, () => {
       if (this.disk.lookup(name) === undefined) return done(Errno.ENOENT);
+      const failing = this.disk.fails("remove");
+      if (failing && this.disk.faultPrng.chance(0.5)) return done(Errno.EIO); // before its effect: the file stays
       this.disk.unlink(name);
-      done(0);
+      done(failing ? Errno.EIO : 0); // or after it: gone (a retry meets ENOENT)
     });
   }
 
   rename(from: string, to: string, done: FileDone): void {
     this.disk.later(this.epoch, () => {
       if (this.disk.lookup(from) === undefined) return done(Errno.ENOENT);
-      const failing = this.disk.fails();
+      const failing = this.disk.fails("rename");
       if (failing && this.disk.faultPrng.chance(0.5)) return done(Errno.EIO); // before its effect
       this.disk.rename(from, to);
       done(failing ? Errno.EIO : 0); // or after it
@@ -270,7 +282,7 @@ class SimDirectory implements LogDirectory {
 
   sync(done: FileDone): void {
     this.disk.later(this.epoch, () => {
-      if (this.disk.fails()) return done(Errno.EIO);
+      if (this.disk.fails("dirSync")) return done(Errno.EIO);
       this.disk.syncDirectory();
       done(0);
     });
@@ -303,7 +315,7 @@ class SimFile implements LogFile {
     }
     this.call(() => {
       this.disk.stats.writes++;
-      if (this.disk.fails()) {
+      if (this.disk.fails("write")) {
         // EIO: maybe some of it reached the cache anyway.
         if (this.disk.faultPrng.chance(0.5)) this.change({ kind: "write", position, data: data.subarray(0, this.disk.faultPrng.int(total + 1)) });
         return done(Errno.EIO);
@@ -320,6 +332,12 @@ class SimFile implements LogFile {
 
   read(position: number, into: Uint8Array, done: (errno: number, bytes: number) => void): void {
     this.call(() => {
+      if (this.disk.fails("read")) {
+        // EIO: no byte is promised; part of the buffer may have been filled with anything.
+        const n = this.disk.faultPrng.int(into.length + 1);
+        for (let i = 0; i < n; i++) into[i] = this.disk.faultPrng.int(256);
+        return done(Errno.EIO, 0);
+      }
       const bytes = this.inode.current;
       const n = Math.max(0, Math.min(into.length, bytes.length - position));
       into.set(bytes.buf.subarray(position, position + n));
@@ -330,7 +348,7 @@ class SimFile implements LogFile {
   sync(done: FileDone): void {
     this.call(() => {
       this.disk.stats.syncs++;
-      if (this.disk.fails()) return done(Errno.EIO);
+      if (this.disk.fails("sync")) return done(Errno.EIO);
       this.inode.sync();
       done(0);
     }, done);
@@ -338,8 +356,10 @@ class SimFile implements LogFile {
 
   truncate(size: number, done: FileDone): void {
     this.call(() => {
+      const failing = this.disk.fails("truncate");
+      if (failing && this.disk.faultPrng.chance(0.5)) return done(Errno.EIO); // before its effect: the file as it was
       this.change({ kind: "truncate", size });
-      done(0);
+      done(failing ? Errno.EIO : 0); // or after it (the size changed, then freeing its blocks failed)
     }, done);
   }
 
