@@ -61,6 +61,7 @@ export class LogReader implements RecordSource {
   private point: ChainPoint | null;
   private nextSeq: number;
   private error: string | null = null;
+  private errnoValue = 0;
   private busy = false;
   /** The position came with a segment/offset not yet confirmed by reading its record. */
   private hinted = false;
@@ -78,6 +79,11 @@ export class LogReader implements RecordSource {
       this.offset = from.offset;
       this.hinted = true;
     }
+  }
+
+  /** The errno of the file call that failed the reader (0: none, or not a file call: a bad record, a released seq). */
+  get errno(): number {
+    return this.errnoValue;
   }
 
   get position(): Required<LogPosition> {
@@ -101,6 +107,7 @@ export class LogReader implements RecordSource {
       },
       (error: unknown) => {
         this.busy = false;
+        if (error instanceof FileError) this.errnoValue = error.errno;
         this.error = error instanceof FileError ? error.message : error instanceof Error ? error.message : String(error);
         done(this.error, null);
       },

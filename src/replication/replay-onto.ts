@@ -19,9 +19,10 @@ export async function replayOnto(port: StoragePort, store: LogStore, checkpoint:
   const clip = new ReplayClip();
   try {
     for (;;) {
-      const chunk = await new Promise<ReadChunk | null>((resolve, reject) =>
-        reader.read(8 << 20, (error, c) => (error !== null ? reject(new DstdError("E_LOG_CORRUPT", `replaying the log: ${error}`)) : resolve(c))),
-      );
+      // A file call that failed (a read's EIO) is an I/O error, not a corrupt log: the start may be retried.
+      const failed = (error: string) =>
+        reader.errno !== 0 ? new DstdError("E_IO", `replaying the log: ${error}`, { errno: reader.errno }) : new DstdError("E_LOG_CORRUPT", `replaying the log: ${error}`);
+      const chunk = await new Promise<ReadChunk | null>((resolve, reject) => reader.read(8 << 20, (error, c) => (error !== null ? reject(failed(error)) : resolve(c))));
       if (chunk === null || chunk.records.length === 0) break;
       for (const record of chunk.records) {
         const length = record.op === RecordOp.WRITE || record.op === RecordOp.TRIM || record.op === RecordOp.ZERO ? clip.clip(record.seq, record.offset, record.length, port.size) : 0;

@@ -660,3 +660,30 @@ test("a write whose record failed with the log while an earlier logged write-bac
   expect(disk.current[0]).toBe(1); // A, replayed from the log
   await settle(clock, again.close());
 });
+
+test("a read of the log that fails during a start's replay fails the start as an I/O error naming the read, not as a corrupt log", async () => {
+  const clock = new SimClock();
+  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
+  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
+  const first = await settle(clock, ReplicationPrimary.open(disk.handle(), files.directory(), options));
+  for (let i = 0; i < 2; i++) expect(await settle(clock, new Promise<number>((resolve) => first.write(i * 4096, block(i + 1), true, resolve)))).toBe(0);
+  expect(first.status().checkpoint).toBe(0);
+  files.kill(); // killed: the next start replays records 1 and 2
+  disk.restart();
+  // Recovery's scan opens the segment first; the replay's reader opens it again, and its reads fail.
+  let opens = 0;
+  const inner = files.directory();
+  const dir = Object.create(inner) as LogDirectory;
+  dir.open = (name, create, done) =>
+    inner.open(name, create, (errno, file) => {
+      if (file === null || !name.startsWith("log-") || ++opens < 2) return done(errno, file);
+      const failing = Object.create(file) as LogFile;
+      failing.read = (_position, _into, readDone) => clock.after(1, () => readDone(Errno.EIO, 0));
+      done(errno, failing);
+    });
+  const error = await settle(clock, ReplicationPrimary.open(disk.handle(), dir, options)).then(() => null, (e: unknown) => e as { code?: string; message: string });
+  expect(error?.code).toBe("E_IO");
+  expect(error?.message).toContain("replaying the log: read log-0000000000000001.dstl at 0 failed");
+  expect(error?.message).toContain("EIO");
+});
