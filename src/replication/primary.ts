@@ -540,7 +540,9 @@ export class ReplicationPrimary extends PassThrough {
         this.diskFlush.lost(errno);
         if (!op.logged) this.options.log?.error(`replication: write-back of ${op.end - op.offset} bytes at ${op.offset} failed: ${errnoMessage(errno)}; the next FLUSH fails`);
       }
-      if (op.early !== null) this.window.leave(op.early, (done) => this.diskFlush.flush(done));
+      // A FLUSH held for it since before the layer failed closed fails as one arriving now does (flush): what went
+      // around the log since, a replay at the next start may undo (docs/replication.md §4, replication sim seed 149927).
+      if (op.early !== null) this.window.leave(op.early, (done) => (this.broken !== 0 ? done(this.broken) : this.diskFlush.flush(done)));
     }
     this.issue();
     this.afterFinish();

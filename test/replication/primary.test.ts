@@ -687,3 +687,26 @@ test("a read of the log that fails during a start's replay fails the start as an
   expect(error?.message).toContain("replaying the log: read log-0000000000000001.dstl at 0 failed");
   expect(error?.message).toContain("EIO");
 });
+
+test("a FLUSH held for an early write when the log and the state then fail fails with the layer: the write went around the log with no checkpoint saved, and a restart's replay may undo it (replication sim seed 149927)", async () => {
+  const clock = new SimClock();
+  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
+  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  let failing = false;
+  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
+  const primary = await settle(clock, ReplicationPrimary.open(disk.handle(), failingSyncs(files.directory(), clock, () => failing), options));
+  failing = true; // the record's fdatasync fails, and so does the switch's state save
+  let flushed = -1;
+  const acked = await settle(clock, new Promise<number>((resolve) =>
+    primary.write(0, block(2), false, (errno) => {
+      primary.flush((e) => (flushed = e)); // held: the early write is not durable yet
+      resolve(errno);
+    }),
+  ));
+  expect(acked).toBe(0);
+  await runUntil(clock, () => flushed >= 0);
+  expect(primary.status().logFailure).toContain("saving the state failed");
+  expect(flushed).toBe(Errno.EIO);
+  failing = false;
+  await settle(clock, primary.close());
+});
