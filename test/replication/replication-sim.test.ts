@@ -72,8 +72,9 @@ if (single !== undefined) {
   // unlink that failed with EIO after removing its segment, whose retries met ENOENT forever,
   // stopped every later release with the segment still in the table (424: *segments*); a write
   // whose record failed with the log went around it after the disk had failed an earlier
-  // logged write-back, and the restart's replay undid it (16525: *durability*).
-  for (const seed of [424, 16525]) {
+  // logged write-back, and the restart's replay undid it (16525: *durability*); a FLUSH held for
+  // early writes succeeded after the layer failed closed, and a replay undid one (149927: *durability*).
+  for (const seed of [424, 16525, 149927]) {
     test(`replication sim regression seed ${seed}: a failed removal or write-back leaves the logs consistent`, async () => {
       const stats = await runSeed(seed, false, seedOptions);
       expect(stats.converged).toBe(true);
