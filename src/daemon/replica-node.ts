@@ -422,6 +422,13 @@ export class ReplicaNode implements ReplicaHandle {
       side.link.close();
       await drain(side.secondary, this.env.timer);
       const applier = side.secondary.applier.status();
+      if (applier.halted !== null && applier.recovering) {
+        // Replay halted in the middle of a batch: the disk holds part of the records after the
+        // applied point, so a new generation from there would be written over a mix. A restart
+        // re-applies them from the saved position (docs/replication.md §6, §11; cluster
+        // simulation seed 3, §8.2). Fetching stays stopped: the node needs that restart anyway.
+        throw new DstdError("E_STATE", `export '${this.name}': replay halted (${applier.halted}) in the middle of records after seq ${applier.applied.seq}, part of which may be on the disk: restart the export (replay resumes from its saved position), then promote`);
+      }
       point = applier.applied;
       // Between RESYNC_BEGIN and RESYNC_END (docs/replication.md §5) the disk mixes regions
       // copied from the old primary with regions not yet copied: a forced promotion serves it

@@ -179,7 +179,11 @@ export class Applier {
   }
 
   status(): ApplierStatus {
-    const recovering = this.position.point.seq < this.recoverUntil;
+    // Halted in the middle of a batch (a write, the flush or the position's save failed): the
+    // disk may hold part of the records after the applied point, as after a crash, until a
+    // restart re-applies them from there (docs/replication.md §6; cluster simulation seed 3, §8.2).
+    const midBatch = this.haltedReason !== null && this.position.applyingThrough > this.position.point.seq;
+    const recovering = this.position.point.seq < this.recoverUntil || midBatch;
     return {
       applied: this.position.point,
       consistent: !recovering && !this.position.inResync,

@@ -1,0 +1,155 @@
+/**
+ * @module test/replication/role-errors — role changes and fencing under I/O errors, found by the
+ * cluster simulation with data disk and log directory errors (docs/replication.md §8.2). Two
+ * ReplicaNodes in one process on real log directories, their disks wrapped to fail on demand:
+ * - promote --force of a secondary whose replay halted in the middle of records is refused: its
+ *   disk holds part of them (seed 3); restarted, it re-applies them and catches up.
+ */
+import { expect, test } from "bun:test";
+import path from "node:path";
+import type { ExportConfig } from "../../src/config/types.ts";
+import { Errno } from "../../src/lib/errno.ts";
+import type { Log } from "../../src/lib/log.ts";
+import { ReplicaNode } from "../../src/daemon/replica-node.ts";
+import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
+import type { LogSource } from "../../src/export/fetch.ts";
+import { openLogDirectory, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
+import { PRIMARY_STATE_FILE } from "../../src/replication/primary.ts";
+import { createMemoryBackend } from "../../src/storage/local/memory.ts";
+import { createLocalPort } from "../../src/storage/local/port.ts";
+import { call, type StoragePort } from "../../src/storage/port.ts";
+import { encodeFetchReason, type FetchRequest } from "../../src/wire/dst/fetch.ts";
+import { scratchDirsPerTest } from "../helpers/files.ts";
+import { until } from "../helpers/wait.ts";
+
+const tempDir = scratchDirsPerTest("role-errors");
+const SIZE = 4 << 20;
+const BLOCK = 4096;
+
+const quiet: Log = { error: () => {}, warn: () => {}, info: () => {}, debug: () => {} };
+
+/** Real time, but no wait longer than 5 ms (the node's retries and reopens come at once). */
+const timer = {
+  now: () => performance.now(),
+  after(ms: number, run: () => void): () => void {
+    const t = setTimeout(run, Math.min(ms, 5));
+    return () => clearTimeout(t);
+  },
+};
+
+function config(name: string, dir: string, role: "primary" | "secondary", peer: string): ExportConfig {
+  return {
+    name,
+    readOnly: false,
+    replication: { logDir: dir, logSize: 64 << 20, role, peer: { scheme: "dst", host: "127.0.0.1", port: 1, exportName: peer }, keyFile: null, replayDelayMs: 0, compress: false, bandwidth: 0 },
+  } as unknown as ExportConfig;
+}
+
+/** A disk whose writes fail with EIO while `failing.on` (those at `failing.at` only, when set). */
+function failingDisk(failing: { on: boolean; at?: number; failed: number }): StoragePort {
+  const port = createLocalPort(createMemoryBackend(SIZE));
+  const wrapped = Object.create(port) as StoragePort;
+  wrapped.write = (offset, data, fua, done) => {
+    if (!failing.on || (failing.at !== undefined && failing.at !== offset)) return port.write(offset, data, fua, done);
+    failing.failed++;
+    queueMicrotask(() => done(Errno.EIO));
+  };
+  return wrapped;
+}
+
+/** A log directory whose file `name` fails every write with EIO while `failing.on`. */
+function failingFile(dir: LogDirectory, name: string, failing: { on: boolean; failed: number }): LogDirectory {
+  const wrapped = Object.create(dir) as LogDirectory;
+  wrapped.open = (opened, create, done) =>
+    dir.open(opened, create, (errno, file) => {
+      if (file === null || !opened.startsWith(name)) return done(errno, file);
+      const f = Object.create(file) as LogFile;
+      f.write = (position, chunks, written) => {
+        if (!failing.on) return file.write(position, chunks, written);
+        failing.failed++;
+        queueMicrotask(() => written(Errno.EIO));
+      };
+      done(errno, f);
+    });
+  return wrapped;
+}
+
+/** What each node serves: its log (a primary), by name; FETCH goes to the peer's. */
+class Net {
+  readonly sources = new Map<string, LogSource | undefined>();
+
+  bind(name: string) {
+    return (_port: StoragePort, log: LogSource | undefined) => void this.sources.set(name, log);
+  }
+
+  env(from: string, to: string): ReplicaEnv {
+    return {
+      timer,
+      wallMicros: () => Date.now() * 1000,
+      link: () => ({
+        transport: (request, done) => {
+          const source = this.sources.get(to);
+          if (source === undefined) return done(Errno.ENOTSUP, encodeFetchReason("export disk is not a replication primary"));
+          source.fetch(request, from, (answer) => ("payload" in answer ? done(0, answer.payload) : done(answer.status, encodeFetchReason(answer.reason))));
+        },
+        sync: (_request, _offset, _length, done) => done(Errno.ENOTSUP, null),
+        close: () => {},
+      }),
+    };
+  }
+}
+
+async function writeBlocks(port: StoragePort, from: number, count: number): Promise<void> {
+  for (let i = from; i < from + count; i++) await call.write(port, i * BLOCK, new Uint8Array(BLOCK).fill(i + 1));
+  await call.flush(port);
+}
+
+async function sameDisks(a: StoragePort, b: StoragePort, blocks: number): Promise<void> {
+  for (let i = 0; i < blocks; i++) {
+    const x = new Uint8Array(BLOCK);
+    const y = new Uint8Array(BLOCK);
+    await call.read(a, i * BLOCK, x);
+    await call.read(b, i * BLOCK, y);
+    expect(y[0]).toBe(i + 1);
+    expect(Buffer.compare(x, y)).toBe(0);
+  }
+}
+
+/** A primary `p` and its secondary `s`, peers of each other, caught up after 4 blocks. */
+async function runningPair(root: string, pFailing = { on: false, failed: 0 } as { on: boolean; at?: number; failed: number }, sFailing = { on: false, failed: 0 } as { on: boolean; at?: number; failed: number }) {
+  const net = new Net();
+  const pDisk = failingDisk(pFailing);
+  const sDisk = failingDisk(sFailing);
+  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), pDisk, openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
+  await p.start();
+  const s = new ReplicaNode(config("s", path.join(root, "s"), "secondary", "p"), sDisk, openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
+  await s.start();
+  await writeBlocks(p.port, 0, 4);
+  await until(() => s.status().seq >= p.status().seq, "the secondary to apply the first writes", 10_000);
+  return { net, p, s, pDisk, sDisk };
+}
+
+test("promote --force of a secondary whose replay halted in the middle of records is refused; restarted, it re-applies them", async () => {
+  const root = tempDir();
+  const failing = { on: false, at: 5 * BLOCK, failed: 0 } as { on: boolean; at?: number; failed: number };
+  const { net, p, s, pDisk, sDisk } = await runningPair(root, undefined, failing);
+  let again: ReplicaNode | null = null;
+  try {
+    failing.on = true;
+    await writeBlocks(p.port, 4, 4);
+    await until(() => s.status().state === "stalled", "the secondary's replay to halt on its disk", 10_000);
+    expect(s.status().reason).toContain("replay halted");
+    await expect(s.promote(true)).rejects.toThrow(/replay halted .* restart the export/);
+    expect(s.role).toBe("secondary");
+    // The restart: replay resumes from the saved position over a disk that works.
+    failing.on = false;
+    await s.close();
+    again = new ReplicaNode(config("s", path.join(root, "s"), "secondary", "p"), sDisk, openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
+    await again.start();
+    await until(() => again!.status().state === "replicating" && again!.status().seq >= p.status().seq, "the restarted secondary to catch up", 10_000);
+    await sameDisks(pDisk, sDisk, 8);
+  } finally {
+    await again?.close();
+    await p.close();
+  }
+}, 30_000);
