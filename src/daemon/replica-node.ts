@@ -518,6 +518,14 @@ export class ReplicaNode implements ReplicaHandle {
         this.bind(side.primary, side.server, this.config.readOnly);
         throw new DstdError("E_STATE", `demote: ${behind}; still primary, nothing changed (try again, or stop the secondary's fetching to demote anyway with a restart)`);
       }
+      // Failed closed over its disk (write-back.ts): a logged write never reached the disk, so
+      // the applied position at the last record would be a lie the secondary never repairs
+      // (docs/replication.md §4, §11; cluster simulation seed 133, §8.2). The restart replays it.
+      const failed = side.primary.status().diskFailure;
+      if (failed !== null) {
+        this.bind(side.primary, side.server, this.config.readOnly);
+        throw new DstdError("E_STATE", `demote: ${failed}; still primary: restart the export first, then demote`);
+      }
       this.bind(this.disk, side.server, true);
       await side.primary.close();
       await writeApplied(this.dir, this.disk, side.primary);

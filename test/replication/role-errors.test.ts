@@ -2,6 +2,8 @@
  * @module test/replication/role-errors — role changes and fencing under I/O errors, found by the
  * cluster simulation with data disk and log directory errors (docs/replication.md §8.2). Two
  * ReplicaNodes in one process on real log directories, their disks wrapped to fail on demand:
+ * - demote of a primary failed closed over its disk (a write-back refused) is refused: its disk
+ *   lacks a logged write, so the applied position at its last record would be a lie (seed 133);
  * - promote --force of a secondary whose replay halted in the middle of records is refused: its
  *   disk holds part of them (seed 3); restarted, it re-applies them and catches up.
  */
@@ -128,6 +130,24 @@ async function runningPair(root: string, pFailing = { on: false, failed: 0 } as 
   await until(() => s.status().seq >= p.status().seq, "the secondary to apply the first writes", 10_000);
   return { net, p, s, pDisk, sDisk };
 }
+
+test("demote of a primary failed closed over its disk is refused (it lacks a logged write; a restart replays it)", async () => {
+  const failing = { on: false, failed: 0 };
+  const { p, s } = await runningPair(tempDir(), failing);
+  try {
+    failing.on = true;
+    await call.write(p.port, 4 * BLOCK, new Uint8Array(BLOCK).fill(5)).catch(() => {});
+    await until(() => /write-back/.test(p.status().reason ?? ""), "the primary to fail closed over its disk", 10_000);
+    failing.on = false; // the disk works again; the layer refuses writes until restarted
+    await until(() => s.status().seq >= p.status().seq, "the secondary to apply the record the disk lost", 10_000);
+    await expect(p.demote()).rejects.toThrow(/restart the export first/);
+    expect(p.role).toBe("primary");
+    expect(failing.failed).toBeGreaterThan(0);
+  } finally {
+    await s.close();
+    await p.close();
+  }
+}, 30_000);
 
 test("promote --force of a secondary whose replay halted in the middle of records is refused; restarted, it re-applies them", async () => {
   const root = tempDir();
