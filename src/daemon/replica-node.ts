@@ -316,7 +316,17 @@ export class ReplicaNode implements ReplicaHandle {
     // would make a diverged disk look clean (cluster simulation seed 2885, §8.2).
     const own = side.primary.status();
     const peer = formatExportUrl(this.replication.peer!);
-    const answer = await this.probePeer(last);
+    let answer = await this.probePeer(last);
+    // A primary failing the answer (EIO: it could not record us or read its log; EAGAIN) is one all the
+    // same: ask again, never take it for "not a primary" (docs/replication.md §11; cluster sim seed 1098, §8.2).
+    for (let tries = 1; answer.status === Errno.EIO || answer.status === Errno.EAGAIN; tries++) {
+      if (tries === 5) {
+        await side.primary.close();
+        throw new DstdError("E_STATE", `the peer ${peer} is a replication primary but cannot answer (${answer.reason}): not starting as a second primary; start again later`);
+      }
+      await this.sleep(1000);
+      answer = await this.probePeer(last);
+    }
     const logged = side.primary.store.last.seq - last.seq;
     if (answer.status === 0 && (logged > 0 || own.mode !== "logging" || own.resyncPending || own.dirtyRegions > 0)) {
       // Our log is a prefix of the peer's, but our disk also holds writes made around the log

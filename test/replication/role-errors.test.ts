@@ -5,7 +5,9 @@
  * - demote of a primary failed closed over its disk (a write-back refused) is refused: its disk
  *   lacks a logged write, so the applied position at its last record would be a lie (seed 133);
  * - promote --force of a secondary whose replay halted in the middle of records is refused: its
- *   disk holds part of them (seed 3); restarted, it re-applies them and catches up.
+ *   disk holds part of them (seed 3); restarted, it re-applies them and catches up;
+ * - fencing: a peer primary that answers EIO ("ask again") is no sign it is not a primary: the
+ *   start asks again and then fails, never starting a second primary (seed 1098).
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
@@ -172,4 +174,27 @@ test("promote --force of a secondary whose replay halted in the middle of record
     await again?.close();
     await p.close();
   }
+}, 30_000);
+
+test("fencing: a peer primary that answers EIO is asked again, and the start fails rather than start a second primary", async () => {
+  const root = tempDir();
+  let probes = 0;
+  const env: ReplicaEnv = {
+    timer,
+    wallMicros: () => Date.now() * 1000,
+    link: () => ({
+      transport: (_request, done) => {
+        probes++;
+        done(Errno.EIO, encodeFetchReason("secondary p could not be recorded (input/output error (EIO)); ask again"));
+      },
+      sync: (_request, _offset, _length, done) => done(Errno.ENOTSUP, null),
+      close: () => {},
+    }),
+  };
+  let served: LogSource | undefined;
+  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (served = log), env);
+  await expect(p.start()).rejects.toThrow(/is a replication primary but cannot answer/);
+  expect(probes).toBeGreaterThan(1);
+  expect(served).toBeUndefined(); // never served as a primary
+  await p.close();
 }, 30_000);
