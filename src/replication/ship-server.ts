@@ -129,6 +129,13 @@ export class LogShipServer implements LogSource {
 
   /** Secondaries whose first registration is being written: the FETCHes that came meanwhile. Bounded by the FETCHes in flight. */
   private readonly registering = new Map<string, Array<() => void>>();
+  /**
+   * Secondaries whose registration failed to save: the primary's state names them, its state
+   * on disk (what the log is released by, and what a restart loads) does not. Answering them
+   * let the log be released under them (cluster simulation seed 1550, docs/replication.md §8.2):
+   * they register again first.
+   */
+  private readonly unrecorded = new Set<string>();
 
   fetch(request: FetchRequest, secondary: string, done: (answer: FetchAnswer) => void): void {
     const primary = this.primary;
@@ -159,7 +166,7 @@ export class LogShipServer implements LogSource {
     const waiting = this.registering.get(secondary);
     if (waiting !== undefined) return void waiting.push(() => this.fetch(request, secondary, done));
     const registered = primary.status().secondaries[secondary];
-    if (registered === undefined) {
+    if (registered === undefined || this.unrecorded.has(secondary)) {
       // Durable before it gets a record: a primary that crashed after answering a secondary it
       // had not yet recorded forgot it, released the log it still needed, and left it stranded
       // ("released", waiting for an operator's full sync: cluster sim seed 35542).
@@ -167,6 +174,8 @@ export class LogShipServer implements LogSource {
       this.registering.set(secondary, queue);
       const why = primary.addSecondary(secondary, request.applied, (errno) => {
         this.registering.delete(secondary);
+        if (errno !== 0) this.unrecorded.add(secondary);
+        else this.unrecorded.delete(secondary);
         if (errno !== 0) refuse(Errno.EIO, `secondary ${secondary} could not be recorded (${errnoMessage(errno)}); ask again`);
         else this.fetchRegistered(request, secondary, contact, done);
         for (const next of queue) next();

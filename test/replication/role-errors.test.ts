@@ -7,7 +7,9 @@
  * - promote --force of a secondary whose replay halted in the middle of records is refused: its
  *   disk holds part of them (seed 3); restarted, it re-applies them and catches up;
  * - fencing: a peer primary that answers EIO ("ask again") is no sign it is not a primary: the
- *   start asks again and then fails, never starting a second primary (seed 1098).
+ *   start asks again and then fails, never starting a second primary (seed 1098);
+ * - a secondary whose registration failed to save is not answered until it is saved: the log
+ *   is released by the saved state, which does not name it (seed 1550).
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
@@ -197,4 +199,28 @@ test("fencing: a peer primary that answers EIO is asked again, and the start fai
   expect(probes).toBeGreaterThan(1);
   expect(served).toBeUndefined(); // never served as a primary
   await p.close();
+}, 30_000);
+
+test("a secondary whose registration failed to save is not answered until it is saved", async () => {
+  const root = tempDir();
+  const failing = { on: false, failed: 0 };
+  const net = new Net();
+  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), failingFile(openLogDirectory(path.join(root, "p")), PRIMARY_STATE_FILE, failing), quiet, net.bind("p"), net.env("p", "s"));
+  await p.start();
+  try {
+    await writeBlocks(p.port, 0, 2);
+    const fetch = () =>
+      new Promise<number>((resolve) => {
+        const request: FetchRequest = { seq: 1, maxBytes: 1 << 20, segment: 0, offset: 0, applied: 0, prevChain: 0n, prevLamport: 0, prevGeneration: 0 };
+        p.log!.fetch(request, "s", (answer) => resolve("payload" in answer ? 0 : answer.status));
+      });
+    failing.on = true;
+    expect(await fetch()).toBe(Errno.EIO); // "could not be recorded; ask again"
+    // Its name is in the primary's state now, not in the state on disk: asked again, the
+    // FETCH is not answered from the log (it used to be).
+    expect(await fetch()).toBe(Errno.EIO);
+    expect(failing.failed).toBeGreaterThan(0);
+  } finally {
+    await p.close();
+  }
 }, 30_000);
