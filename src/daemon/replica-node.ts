@@ -85,7 +85,7 @@ type CatchingUp = { point: number; end: number; moved: number; total: number };
 type Side =
   | { kind: "primary"; primary: ReplicationPrimary; server: LogShipServer }
   | { kind: "secondary"; secondary: Secondary; shipper: Shipper; link: ReplicaLink; samples: StatusSample[]; catchingUp: CatchingUp | null; failure: string | null }
-  | { kind: "syncing"; sync: InitialSync; link: ReplicaLink; paused: boolean }
+  | { kind: "syncing"; sync: InitialSync; link: ReplicaLink; paused: boolean; failure: string | null }
   | { kind: "diverged"; reason: string; generation: number };
 
 /** Opens the replication of `config` over its disk; `bind` is called whenever what the export serves changes. */
@@ -258,21 +258,30 @@ export class ReplicaNode implements ReplicaHandle {
   private openSyncing(plan: SyncPlan): Extract<Side, { kind: "syncing" }> {
     const link = this.env.link("retry");
     const sync = new InitialSync(this.disk, this.dir, link.sync, this.env.timer, { log: this.logger });
-    const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused: false };
+    const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused: false, failure: null };
     void sync.start(plan, (error) => {
       if (error !== null || this.side !== side) return;
       link.close();
-      void sync
-        .stop()
-        .then(() => this.openSecondary())
-        .then(
-          (next) => {
-            if (this.side === side) this.become(next);
-          },
-          (e: Error) => this.logger.error(`export '${this.name}': opening the secondary after the sync failed: ${e.message}`),
-        );
+      void sync.stop().then(() => this.openAfterSync(side));
     });
     return side;
+  }
+
+  /**
+   * The copy done, opens the secondary; a failed open is tried again after 1 s, then 2, 4 … 60 s, status stalled naming it, as
+   * `reopen` does. It used to be logged once, leaving the node "syncing" a finished copy for good (cluster sim seed 284, §8.2).
+   */
+  private async openAfterSync(side: Extract<Side, { kind: "syncing" }>): Promise<void> {
+    for (let wait = 1000; this.side === side; wait = Math.min(wait * 2, 60_000)) {
+      try {
+        const next = await this.openSecondary();
+        return this.side === side ? this.become(next) : await this.closeSide(next);
+      } catch (error) {
+        side.failure = `opening the secondary after the sync failed: ${(error as Error).message}; trying again in ${wait / 1000} s`;
+        this.logger.error(`export '${this.name}': ${side.failure}`);
+      }
+      await this.sleep(wait);
+    }
   }
 
   /** Leaves the current side for a sync (the role file says secondary first). */
@@ -375,7 +384,7 @@ export class ReplicaNode implements ReplicaHandle {
     const now = this.env.timer.now();
     if (side.kind === "primary") return replicaStatusOf({ name: this.name, role: "primary", primary: side.primary.status(), contacts: side.server.secondaries(), now });
     if (side.kind === "diverged") return replicaStatusOf({ name: this.name, role: "diverged", reason: side.reason, generation: side.generation });
-    if (side.kind === "syncing") return replicaStatusOf({ name: this.name, role: "syncing", peer: formatExportUrl(this.replication.peer!), sync: side.sync.status(), paused: side.paused });
+    if (side.kind === "syncing") return replicaStatusOf({ name: this.name, role: "syncing", peer: formatExportUrl(this.replication.peer!), sync: side.sync.status(), paused: side.paused, failure: side.failure });
     return replicaStatusOf({
       name: this.name,
       role: "secondary",

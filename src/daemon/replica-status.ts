@@ -94,7 +94,7 @@ export interface StatusSample {
 export type StatusInput =
   | { name: string; role: "primary"; primary: PrimaryStatus; contacts: SecondaryContact[]; now: number }
   | { name: string; role: "diverged"; reason: string; generation: number }
-  | { name: string; role: "syncing"; peer: string; sync: SyncProgress; paused: boolean }
+  | { name: string; role: "syncing"; peer: string; sync: SyncProgress; paused: boolean; failure?: string | null }
   | {
       name: string;
       role: "secondary";
@@ -195,11 +195,12 @@ function divergedStatus(input: Extract<StatusInput, { role: "diverged" }>): Repl
 function syncingStatus(input: Extract<StatusInput, { role: "syncing" }>): ReplicaStatus {
   const p = input.sync;
   const failed = p.phase === "failed";
+  const failure = input.failure ?? null; // the copy done, opening the secondary failed
   return {
     ...divergedStatus({ name: input.name, role: "diverged", reason: "", generation: 0 }),
     role: "secondary",
-    state: failed ? "stalled" : input.paused ? "paused" : "syncing",
-    reason: failed ? `initial sync stopped: ${p.reason}` : input.paused ? "the sync's copy is paused" : (p.reason ?? `copying the primary's disk: ${p.doneBytes} of ${p.totalBytes} bytes`),
+    state: failed || failure !== null ? "stalled" : input.paused ? "paused" : "syncing",
+    reason: failure ?? (failed ? `initial sync stopped: ${p.reason}` : input.paused ? "the sync's copy is paused" : (p.reason ?? `copying the primary's disk: ${p.doneBytes} of ${p.totalBytes} bytes`)),
     peer: input.peer,
     lag_bytes: p.totalBytes - p.doneBytes,
     eta_seconds: p.eta,
