@@ -107,6 +107,11 @@ function answerBegin(primary: ReplicationPrimary, request: SyncRequest, point: n
 function copy(primary: ReplicationPrimary, offset: number, length: number, budget: number, done: (answer: FetchAnswer) => void): void {
   const size = primary.size;
   if (offset >= size || length === 0) return done({ status: Errno.EINVAL, reason: `SYNC COPY of ${length} bytes at ${offset} is outside the disk (${size} bytes)` });
+  // A primary whose disk or log failed (docs/replication.md §4) may hold writes the replay at its
+  // restart undoes, and a mode (overflow) whose resync a restart never logs: a copy named that
+  // resync's record and waited for it for good (cluster simulation seed 5792, §8.2).
+  const failed = primary.status().diskFailure ?? primary.status().logFailure;
+  if (failed !== null) return done({ status: Errno.EIO, reason: `the primary failed (${failed}); ask again once it is restarted` });
   const len = Math.min(length, size - offset);
   const runsMax = Math.max(1, Math.min(SYNC_MAX_RUNS, Math.floor((budget - SYNC_COPY_PREFIX) / 4 / SYNC_RUN_SIZE)));
   const dataMax = budget - SYNC_COPY_PREFIX - runsMax * SYNC_RUN_SIZE;
