@@ -220,7 +220,13 @@ export class InitialSync {
    */
   async start(plan: { from: ChainPoint | null; ranges: [number, number][] | null; why: string }, done: (error: string | null) => void): Promise<void> {
     this.finished = done;
-    this.file = await openState(this.dir);
+    try {
+      this.file = await openState(this.dir);
+    } catch (error) {
+      // Failed, naming it: it was a rejection nobody handled, the sync stuck at "0 of 0 bytes"
+      // naming nothing (cluster simulation seed 7381, docs/replication.md §8.2).
+      return this.fail(`opening the sync's state failed: ${(error as Error).message}`);
+    }
     const saved = this.file.value === null ? null : (validateSyncState(this.file.value) as SyncState);
     if (saved !== null && saved.phase === "copying") {
       this.state = saved;
