@@ -2,7 +2,8 @@
  * @module daemon/replica-handover — the waits and log directory steps of a replica node's role
  * changes (daemon/replica-node.ts, docs/replication.md §11): a secondary draining its copy, a
  * primary quiescing and draining its secondaries before it steps down, the applied position a
- * demoted primary starts from, and the directory a promoted secondary becomes a primary in.
+ * demoted primary starts from, the directory a promoted secondary becomes a primary in, and the
+ * log a promotion keeps for its peer.
  * Time is the node's timer (real in dstd, simulated in the cluster simulation).
  */
 import { errnoMessage } from "../lib/errno.ts";
@@ -14,7 +15,7 @@ import { PRIMARY_STATE_FILE, type ReplicationPrimary } from "../replication/prim
 import { INITIAL_PRIMARY_STATE, PRIMARY_STATE_KIND, validatePrimaryState } from "../replication/primary-state.ts";
 import type { Secondary } from "../replication/secondary.ts";
 import { parseSegmentName } from "../replication/segments.ts";
-import type { LogShipServer } from "../replication/ship-server.ts";
+import { AWAITING_FIRST_SECONDARY, type LogShipServer } from "../replication/ship-server.ts";
 import { StateFile } from "../replication/state-file.ts";
 import type { ReplicaEnv } from "./replica-env.ts";
 
@@ -75,6 +76,27 @@ export async function writeApplied(dir: LogDirectory, disk: StoragePort, primary
   const errno = await new Promise<number>((resolve) => disk.flush(resolve));
   if (errno !== 0) throw new DstdError("E_IO", `the disk could not be flushed before becoming a secondary: ${errnoMessage(errno)}`);
   await Applier.writePosition(dir, { point: last, applyingThrough: last.seq, inResync: false });
+}
+
+/**
+ * A promotion keeps its log for the peer from the promotion point until a secondary continuing
+ * it fetches: the old primary following after a handover, or repairing itself from the fork
+ * after a failover (§11); without this a crash of the new primary before that FETCH released
+ * the log it needs (found by the cluster simulation, docs/replication.md §8.2). Kept durably,
+ * or the promotion fails (the layer closed): a registration its state file failed to save was
+ * forgotten by a crash just the same (cluster simulation seed 9120).
+ */
+export async function keepForPeer(primary: ReplicationPrimary, seq: number, warn: (message: string) => void): Promise<void> {
+  const errno = await new Promise<number>((resolve) => {
+    const why = primary.addSecondary(AWAITING_FIRST_SECONDARY, seq, resolve);
+    if (why !== null) {
+      warn(why);
+      resolve(0);
+    }
+  });
+  if (errno === 0) return;
+  await primary.close();
+  throw new DstdError("E_IO", `promote: the log could not be kept for the peer from seq ${seq}: ${errnoMessage(errno)}`);
 }
 
 /** A promoted secondary's directory: the primary state says "disk holds every record ≤ seq"; the copy goes. */

@@ -47,7 +47,7 @@ import { finishSync, InitialSync, readSyncState } from "../replication/initial-s
 import { productionEnv, type ReplicaEnv, type ReplicaLink } from "./replica-env.ts";
 import type { PrimaryOptions } from "../replication/primary-types.ts";
 import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
-import { clearForPrimary, drain, drainSecondaries, quiesce, writeApplied } from "./replica-handover.ts";
+import { clearForPrimary, drain, drainSecondaries, keepForPeer, quiesce, writeApplied } from "./replica-handover.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
 
@@ -475,17 +475,7 @@ export class ReplicaNode implements ReplicaHandle {
       await primary.close();
       throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);
     }
-    // The log is kept for the peer from the promotion point until a secondary continuing it
-    // fetches: the old primary following after a handover, or repairing itself from the fork
-    // after a failover (§11); without this a crash of the new primary before that FETCH
-    // released the log it needs (found by the cluster simulation, docs/replication.md §8.2).
-    await new Promise<number>((resolve) => {
-      const why = primary.addSecondary(AWAITING_FIRST_SECONDARY, point!.seq, resolve);
-      if (why !== null) {
-        this.logger.warn(`export '${this.name}': ${why}`);
-        resolve(0);
-      }
-    });
+    await keepForPeer(primary, point.seq, (why) => this.logger.warn(`export '${this.name}': ${why}`));
     await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
     await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
     const message = force
