@@ -13,7 +13,14 @@
  * partitions (a FETCH in flight then fails, as the engine's deadline would), slow links, bytes
  * flipped in transit (after compression: corrupt frames and corrupt records), a planned
  * handover (demote, then promote), and a forced failover while the primary is down (half of
- * them once the secondary has the whole log), the old primary coming back with its peer set.
+ * them once the secondary has the whole log), the old primary coming back with its peer set;
+ * I/O errors of each node's data disk (sim-port.ts: a failed flush latches the disk until the
+ * process restarts) and log directory (sim-files.ts: writes, fdatasyncs, opens, renames,
+ * directory fsyncs), at a rate per node drawn from their own streams (toggles: `diskErrors`,
+ * `fileErrors`). The operator (as in replication-sim.ts) restarts, after a while, a node whose
+ * export refuses writes (its primary layer failed closed, its log failed, its disk latched), a
+ * secondary stalled on a failure (unless its own reopen, replica-node.ts `reopen`, heals it
+ * first) and a node whose start failed over an I/O error; errors are off for the final check.
  *
  * Invariants, checked on every step (and at the end):
  * - anytime consistency (prefix): whenever a secondary's applier reports itself consistent
@@ -28,6 +35,12 @@
  *   (acknowledged and flushed data is never lost); a planned handover loses no write;
  * - one writer: at no step do two nodes accept writes — after a forced failover the old
  *   primary comes back diverged or as a secondary, never as a second primary;
+ * - errors: a write or FLUSH fails only over an I/O error of the writer's disk or files (one while
+ *   it ran, or a latched disk, a failed-closed layer, a failed log, bitmap or state file); a
+ *   write that failed is not acknowledged: its value may be on the disks or not (durability
+ *   allows it until an acknowledged write after it is flushed), the replay of records stays the
+ *   model; a start, promote or demote fails only over an I/O error; a failed node's status
+ *   names its failure;
  * - convergence: with faults off every non-diverged secondary catches up and equals the primary.
  *
  * `plant` injects a bug the checkers must catch (test/replication/cluster-sim.test.ts).
@@ -37,7 +50,7 @@ import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
 import { parseExportUrl, type ExportUrl } from "../../src/lib/address.ts";
-import { Errno } from "../../src/lib/errno.ts";
+import { Errno, errnoMessage } from "../../src/lib/errno.ts";
 import { Prng } from "../../src/lib/prng.ts";
 import { zstdCompress } from "../../src/lib/zstd.ts";
 import { decodeHeader, RecordFlag, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
@@ -98,6 +111,31 @@ export interface ClusterStats {
   repointed: number;
   /** Consistent secondaries stopped (released, diverged) after a three-node role change, resynced --full. */
   stoppedSecondaries: number;
+  /** I/O errors the data disks and the log directories returned; writes and FLUSHes failed by them. */
+  diskErrors: number;
+  fileErrors: number;
+  failedOps: number;
+  /** Primaries seen failed closed over their disk (status diskFailure), or with a failed log (logFailure). */
+  failedClosed: number;
+  logFailures: number;
+  /** Secondaries seen stalled on an I/O failure: their copy or position (reopened by the node), or their disk (replay halted). */
+  secondaryFailures: number;
+  applierHalts: number;
+  /** Secondaries the node opened again by itself (replica-node.ts reopen). */
+  secondaryReopens: number;
+  /** Restarts of a failed node by the operator; starts failed by an I/O error (retried); role changes refused over one. */
+  operatorRestarts: number;
+  startRetries: number;
+  failedRoleChanges: number;
+}
+
+export interface ClusterOptions {
+  verbose?: boolean;
+  plant?: PlantedBug;
+  /** I/O errors of the data disks (default on: a rate per node, as the seed picks). */
+  diskErrors?: boolean;
+  /** I/O errors of the log directories (default on, likewise). */
+  fileErrors?: boolean;
 }
 
 interface SimNode {
@@ -113,27 +151,50 @@ interface SimNode {
   /** The replay of what this node applied: the chain point and the disk it implies. */
   model: { chain: bigint; seq: number; bytes: Uint8Array } | null;
   downUntil: number | null;
+  /** This node's I/O error rates (data disk, log directory), fixed for the seed. */
+  eio: { disk: number; files: number };
+  /** File errors injected before the current incarnation started (a latched bitmap or state file is behind a failure only after one). */
+  fileFailuresAtStart: number;
+  /** Since when the operator sees it failed (status names a failure), and when it acts. */
+  failing: { since: number; restartAt: number } | null;
 }
 
 type NodeSide =
   | { kind: "primary"; primary: import("../../src/replication/primary.ts").ReplicationPrimary }
   | { kind: "diverged" }
-  | { kind: "syncing"; sync: import("../../src/replication/initial-sync.ts").InitialSync }
+  | { kind: "syncing"; sync: import("../../src/replication/initial-sync.ts").InitialSync; failure: string | null }
   | {
       kind: "secondary";
       secondary: { applier: import("../../src/replication/applier.ts").Applier; copy: { last: ChainPoint; durable: ChainPoint } };
       shipper: { status(): { state: string; reason: string | null } };
       catchingUp: { end: number } | null;
+      failure: string | null;
     };
 
 interface BlockState {
   candidates: number[];
   inFlight: number | null;
+  /**
+   * Values of mutations that failed (on the disks or not, replayed from the log or not), each
+   * with the event it failed at: allowed until an acknowledged mutation after it is flushed
+   * (replication-sim.ts BlockState).
+   */
+  failed: { value: number; at: number }[];
+  /** The event the last acknowledged mutation completed at. */
+  ackedAt: number;
 }
 
 const NAMES = ["a", "b", "c"] as const;
 
-export async function runClusterSeed(seed: number, options: { verbose?: boolean; plant?: PlantedBug } = {}): Promise<ClusterStats> {
+/** An error a start or role change may fail with over an injected I/O error (the errno named, or DstdError E_IO's errno). */
+const IO_ERROR = /EIO|errno 5\b/;
+
+type Layer = import("../../src/replication/primary.ts").ReplicationPrimary;
+
+/** A failed bitmap or state file refuses every later mark or save until the process restarts (replication-sim.ts). */
+const filesLatched = (p: Layer): boolean => p.bitmap["failed"] !== 0 || p["stateFile"]["failed"] !== 0;
+
+export async function runClusterSeed(seed: number, options: ClusterOptions = {}): Promise<ClusterStats> {
   const verbose = options.verbose === true;
   const plant = options.plant ?? "none";
   const clock = new SimClock();
@@ -145,7 +206,20 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     );
   };
   const root = new Prng(seed);
-  const prng = { files: new Prng(root.next()), port: new Prng(root.next()), work: new Prng(root.next()), net: new Prng(root.next()), faults: new Prng(root.next()) };
+  const prng = {
+    files: new Prng(root.next()),
+    port: new Prng(root.next()),
+    work: new Prng(root.next()),
+    net: new Prng(root.next()),
+    faults: new Prng(root.next()),
+    // Their own streams, split off after the others: the rates, which calls fail and what a
+    // failed one left, and the operator's reactions. A seed whose rates are all 0 draws nothing
+    // from them and runs as before they existed; one with a rate draws otherwise from the
+    // first error on (its world changes from there: more calls, restarts).
+    disk: new Prng(root.next()),
+    fileFaults: new Prng(root.next()),
+    operator: new Prng(root.next()),
+  };
   const f = prng.faults;
   const blockSize = f.pick([512, 4096]);
   const blocks = 8 + f.int(24);
@@ -177,7 +251,11 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     oldPrimaryReturns: 0, diverged: 0, rejoined: 0, inconsistentPromotions: 0, prefixChecks: 0, threeNodes: threeNodes ? 1 : 0, converged: 0,
     syncsBegun: 0, syncsCopied: 0, replaced: 0, joined: 0, syncsConsistent: 0, forkRepairs: 0, fullResyncs: 0, repairedConverged: 0, refusedPromotes: 0,
     threeNodeFailovers: 0, repointed: 0, stoppedSecondaries: 0,
+    diskErrors: 0, fileErrors: 0, failedOps: 0, failedClosed: 0, logFailures: 0, secondaryFailures: 0, applierHalts: 0, secondaryReopens: 0,
+    operatorRestarts: 0, startRetries: 0, failedRoleChanges: 0,
   };
+  const diskRate = () => (options.diskErrors === false ? 0 : prng.disk.pick([0, 0, 0.001, 0.005, 0.02]));
+  const filesRate = () => (options.fileErrors === false ? 0 : prng.fileFaults.pick([0, 0, 0, 0.001, 0.005, 0.02]));
   log(`options ${JSON.stringify({ blockSize, blocks, threeNodes, scenario, replaceAt, repair, syncBudget, compress, latency, crashRate, cutRate, corruptRate, opsTotal, queueDepth, ...logOptions })}`);
 
   // ---- records, as every primary appended them, keyed by chain (which names the whole history) ----
@@ -247,19 +325,26 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   // ---- nodes ----
   const url = (name: string): ExportUrl => parseExportUrl(`dst://${name}:10810/disk`) as ExportUrl;
   const count = threeNodes ? 3 : 2;
-  const nodes: SimNode[] = NAMES.slice(0, count).map((name) => ({
-    name,
-    files: new SimDisk(clock, prng.files, { latency: [0, 2] }),
-    disk: new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3)),
-    replica: null,
-    epoch: 0,
-    bound: null,
-    // a ↔ b name each other (fencing, handover); c follows a.
-    peer: name === "a" ? "b" : "a",
-    reported: { seq: 0, generation: 0 },
-    model: null,
-    downUntil: null,
-  }));
+  const nodes: SimNode[] = NAMES.slice(0, count).map((name) => {
+    const eio = { disk: diskRate(), files: filesRate() };
+    return {
+      name,
+      files: new SimDisk(clock, prng.files, { latency: [0, 2], eioRate: eio.files, faults: prng.fileFaults }),
+      disk: new SimDiskPort(diskSize, clock, prng.port, f.chance(0.3), { prng: prng.disk, eioRate: eio.disk }),
+      eio,
+      fileFailuresAtStart: 0,
+      failing: null,
+      replica: null,
+      epoch: 0,
+      bound: null,
+      // a ↔ b name each other (fencing, handover); c follows a.
+      peer: name === "a" ? "b" : "a",
+      reported: { seq: 0, generation: 0 },
+      model: null,
+      downUntil: null,
+    };
+  });
+  log(`I/O error rates ${JSON.stringify(Object.fromEntries(nodes.map((n) => [n.name, n.eio])))}`);
   const byName = (name: string) => nodes.find((n) => n.name === name)!;
 
   // ---- the network ----
@@ -424,8 +509,43 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     } as unknown as ExportConfig;
   }
 
+  /**
+   * Starts `node`; a start an I/O error fails (naming it, docs/replication.md §4) is retried by
+   * the operator as a restart (the process gone, its page caches kept); every fourth attempt
+   * without errors (the operator looked at the disk: its errors were transient), or a seed with
+   * many records to replay might never start again (replication-sim.ts openPrimary).
+   */
   async function start(node: SimNode, withPeer = true): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const failures = node.disk.failures;
+      const fileFailures = node.files.stats.eio;
+      const quiet = attempt % 4 === 0;
+      if (quiet) setRates(node, false);
+      try {
+        return await startOnce(node, withPeer);
+      } catch (error) {
+        const message = (error as Error).message;
+        if (error instanceof SimFailure) throw error;
+        // A peer that is a primary but cannot answer the fencing probe (its files failed) fails the start too.
+        const peerFailed = /is a replication primary but cannot answer/.test(message);
+        if (!peerFailed && ((node.disk.failures === failures && node.files.stats.eio === fileFailures) || !IO_ERROR.test(message))) fail("errors", `${node.name} failed to start: ${message}`);
+        log(`${node.name} start ${attempt} failed: ${message}`);
+        stats.startRetries++;
+        kill(node);
+        // The operator looks at the peer too: it answers the fencing probe with EIO until restarted
+        // (a failed state file latches), and nothing else runs while this start is retried.
+        const peer = node.peer === null ? null : byName(node.peer);
+        if (peerFailed && peer !== null && peer.replica !== null) await operatorRestart(peer, `it cannot answer ${node.name}'s fencing probe`);
+      } finally {
+        if (quiet) setRates(node, errorsOn);
+      }
+    }
+  }
+
+  async function startOnce(node: SimNode, withPeer: boolean): Promise<void> {
     const epoch = ++node.epoch;
+    node.fileFailuresAtStart = node.files.stats.eio;
+    node.failing = null;
     const timer = {
       now: () => clock.now,
       after: (ms: number, run: () => void) => {
@@ -449,7 +569,11 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       secondaryOptions: { segmentSize: logOptions.segmentSize, maxBatchBytes: 64 * 1024 },
     };
     const quiet = (m: string) => verbose && log(`${node.name}: ${m}`);
-    const logger = { error: (m: string) => log(`${node.name} error: ${m}`), warn: (m: string) => log(`${node.name} warn: ${m}`), info: quiet, debug: quiet };
+    const info = (m: string) => {
+      if (m.includes("the secondary opened again after") && node.epoch === epoch) stats.secondaryReopens++;
+      quiet(m);
+    };
+    const logger = { error: (m: string) => log(`${node.name} error: ${m}`), warn: (m: string) => log(`${node.name} warn: ${m}`), info, debug: quiet };
     const replica = new ReplicaNode(config(node, withPeer ? node.peer : null), node.disk.handle(), node.files.directory(`/sim/${node.name}`), logger as never, (port, source, readOnly) => {
       if (node.epoch !== epoch) return;
       node.bound = { port, log: source, readOnly };
@@ -463,8 +587,12 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       // Both secondaries known from the start: a secondary joining after the log was released
       // needs an initial sync (docs/replication.md §10, not this simulation's subject).
       const layer = (replica["side"] as { primary: import("../../src/replication/primary.ts").ReplicationPrimary }).primary;
-      for (const name of ["b", "c"]) await settle(clock, new Promise((resolve) => layer.addSecondary(name, 0, resolve)));
-      await settle(clock, new Promise((resolve) => layer.removeSecondary(AWAITING_FIRST_SECONDARY, resolve)));
+      // This setup is no product path: a registration its state file failed (unsaved, so the log
+      // may be released under it) fails the start, which is then retried.
+      const saved: number[] = [];
+      for (const name of ["b", "c"]) saved.push(await settle(clock, new Promise<number>((resolve) => layer.addSecondary(name, 0, resolve))));
+      saved.push(await settle(clock, new Promise<number>((resolve) => layer.removeSecondary(AWAITING_FIRST_SECONDARY, resolve))));
+      if (saved.some((errno) => errno !== 0)) throw new Error(`registering the secondaries failed: ${errnoMessage(Errno.EIO)}`);
     }
     const s = replica.status();
     log(`${node.name} started: ${s.role} ${s.state} seq ${s.seq} generation ${s.generation}`);
@@ -556,7 +684,9 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   // ---- the workload (on whichever node takes writes) ----
   /** A block's value when it holds no single value (half copied by a resync, then promoted). */
   const MIXED = -1;
-  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null }));
+  const state: BlockState[] = Array.from({ length: blocks }, () => ({ candidates: [0], inFlight: null, failed: [], ackedAt: 0 }));
+  /** Counts acknowledgements and failures of mutations (BlockState.failed, ackedAt). */
+  let events = 0;
   let nextValue = 1;
   let holdWrites = false;
   let inFlight = 0;
@@ -570,6 +700,26 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     return out;
   }
 
+  /** The primary layer `node` serves, if it is primary. */
+  function layerOf(node: SimNode): Layer | null {
+    const side = sideOf(node);
+    return side?.kind === "primary" ? side.primary : null;
+  }
+
+  /**
+   * A write or FLUSH may fail only over an I/O error: one the writer's data disk or log
+   * directory returned while it ran, its disk latched by a failed flush, its layer failed closed
+   * or its log failed, or a bitmap or state file latched by an error of this incarnation.
+   */
+  function mayFail(node: SimNode, failuresAtSubmit: number, fileFailuresAtSubmit: number, what: string, errno: number): void {
+    const layer = layerOf(node);
+    const files = node.files.stats.eio > fileFailuresAtSubmit || (node.files.stats.eio > node.fileFailuresAtStart && layer !== null && filesLatched(layer));
+    const failed = layer !== null && (layer.status().diskFailure !== null || layer.status().logFailure !== null);
+    if (!(files || failed || node.disk.latched || node.disk.failures > failuresAtSubmit)) fail("errors", `${what} on ${node.name} failed with errno ${errno}, but its disks failed nothing meanwhile`);
+    stats.failedOps++;
+    if (verbose) log(`${what} on ${node.name} failed with errno ${errno} (I/O errors)`);
+  }
+
   function submit(): void {
     const node = writer();
     if (node === null || submitted >= opsTotal || inFlight >= queueDepth) return;
@@ -579,19 +729,23 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     const w = prng.work;
     const kind = w.int(10);
     const mine = incarnation;
+    const failures = node.disk.failures;
+    const fileFailures = node.files.stats.eio;
     if (kind === 0) {
-      const snapshot = state.map((b) => b.candidates[b.candidates.length - 1]!);
+      const snapshot = state.map((b) => ({ value: b.candidates[b.candidates.length - 1]!, ackedAt: b.ackedAt }));
       inFlight++;
       submitted++;
       stats.ops++;
       port.flush((errno) => {
         if (mine !== incarnation) return;
         inFlight--;
-        if (errno !== 0) fail("workload", `flush on ${node.name} failed: ${errno}`);
-        snapshot.forEach((value, i) => {
+        if (errno !== 0) return mayFail(node, failures, fileFailures, "flush", errno); // promises nothing
+        if (verbose) log(`ack flush on ${node.name}`);
+        snapshot.forEach(({ value, ackedAt }, i) => {
           const b = state[i]!;
           const at = b.candidates.indexOf(value);
           if (at > 0) b.candidates.splice(0, at);
+          b.failed = b.failed.filter((x) => x.at > ackedAt);
         });
         stats.acked++;
       });
@@ -610,13 +764,27 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     const done = (errno: number) => {
       if (mine !== incarnation) return;
       inFlight--;
-      if (errno !== 0) fail("workload", `mutation on ${node.name} failed with errno ${errno}`);
+      const at = ++events;
+      if (errno !== 0) {
+        // Not acknowledged: its value may be on the disks or not, and its record in the log or not.
+        mayFail(node, failures, fileFailures, `mutation ${value} of blocks ${first}+${n}`, errno);
+        for (let i = 0; i < n; i++) {
+          const b = state[first + i]!;
+          b.inFlight = null;
+          b.failed.push({ value, at });
+        }
+        return;
+      }
       stats.acked++;
+      if (verbose) log(`ack mutation ${value} of blocks ${first}+${n}${fua ? " fua" : ""} on ${node.name}`);
       for (let i = 0; i < n; i++) {
         const b = state[first + i]!;
         b.inFlight = null;
-        if (fua) b.candidates = [value];
-        else b.candidates.push(value);
+        b.ackedAt = at;
+        if (fua) {
+          b.candidates = [value];
+          b.failed = []; // durable, and written after every mutation of the block that failed
+        } else b.candidates.push(value);
       }
     };
     if (kind <= 6) writeRecycled(port, first * blockSize, fill(value, n), fua, value, done, (why) => fail("workload", `write ${value}: ${why}`));
@@ -629,10 +797,11 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     for (let i = 0; i < blocks; i++) {
       const value = valueOf(node.disk.current, i * blockSize, blockSize) ?? MIXED;
       const b = state[i]!;
-      const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight])];
+      const allowed = [...b.candidates, ...(b.inFlight === null ? [] : [b.inFlight]), ...b.failed.map((x) => x.value)];
       if (!allowed.includes(value)) fail("durability", `${when}: block ${i} of ${node.name} holds ${value === MIXED ? "garbage" : `value ${value}`}, allowed ${JSON.stringify(allowed)}`);
       b.candidates = [value];
       b.inFlight = null;
+      b.failed = [];
     }
   }
 
@@ -643,7 +812,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       // A consistent secondary holds a prefix: whole values. One promoted mid-resync may hold a
       // block half copied from the old primary (the promotion says so in its log line).
       if (value === null && !inconsistent) fail("prefix", `${node.name} promoted with garbage in block ${i}`);
-      state[i] = { candidates: [value ?? MIXED], inFlight: null };
+      state[i] = { candidates: [value ?? MIXED], inFlight: null, failed: [], ackedAt: 0 };
     }
   }
 
@@ -664,6 +833,92 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     node.files.crash(mode);
     node.disk.crash(mode);
     node.downUntil = clock.ticks + 20 + f.int(400);
+  }
+
+  /** I/O errors on (the seed's rates) until the final convergence check. */
+  let errorsOn = true;
+  function setRates(node: SimNode, on: boolean): void {
+    node.disk.faults!.eioRate = on ? node.eio.disk : 0;
+    node.files.eioRate = on ? node.eio.files : 0;
+  }
+
+  /**
+   * The process dies or is restarted (not the power): its calls in flight are dropped, its page
+   * caches outlive it (sim-files.ts kill; sim-port.ts restart: after a failed flush each change
+   * reached the disk or not, and the reopened disk takes writes again).
+   */
+  function kill(node: SimNode): void {
+    if (writer() === node || sideOf(node)?.kind === "primary") {
+      incarnation++;
+      inFlight = 0;
+    }
+    node.epoch++;
+    node.replica = null;
+    node.bound = null;
+    node.failing = null;
+    node.files.kill();
+    node.disk.restart();
+  }
+
+  /**
+   * What the operator sees failed on `node` (and restarts it over, after a while), or null: a
+   * primary refusing writes (its layer failed closed over its disk, its log failed, a bitmap or
+   * state file or its disk latched; or left read-only by a role change that failed), a secondary
+   * stalled on its copy, position or disk, a sync over a latched disk.
+   */
+  function failureOf(node: SimNode): string | null {
+    const side = sideOf(node);
+    if (side === null) return null;
+    if (side.kind === "primary") {
+      const s = side.primary.status();
+      if (s.diskFailure !== null || s.logFailure !== null) return s.diskFailure ?? s.logFailure;
+      if (filesLatched(side.primary)) return "its bitmap or state file failed";
+      if (node.bound?.readOnly === true) return "a primary serving read-only: a role change failed";
+    } else if (side.kind === "secondary") {
+      if (side.failure !== null) return side.failure;
+      const halted = side.secondary.applier.status().halted;
+      if (halted !== null) return `replay halted: ${halted}`;
+    } else if (side.kind === "syncing" && side.failure !== null) {
+      return side.failure;
+    }
+    return node.disk.latched ? "its disk refuses writes and flushes since a flush failed" : null;
+  }
+
+  /** Whether `operate` has anything to do (checked first: an await where none is needed would change the seed's world). */
+  function failing(node: SimNode): boolean {
+    return node.replica !== null && (node.failing !== null || failureOf(node) !== null);
+  }
+
+  /** The operator: a failed node is restarted after a while (a secondary's own reopen may come first, after 1 s). */
+  async function operate(node: SimNode): Promise<void> {
+    const why = failureOf(node);
+    if (why === null) {
+      node.failing = null;
+      return;
+    }
+    if (node.failing === null) {
+      node.failing = { since: clock.ticks, restartAt: clock.ticks + 100 + prng.operator.int(4000) };
+      const side = sideOf(node)!;
+      if (node.disk.failures === 0 && node.files.stats.eio === 0) fail("errors", `${node.name} (${side.kind}) failed (${why}), but its disks failed nothing`);
+      if (side.kind === "primary" && side.primary.status().diskFailure !== null) stats.failedClosed++;
+      else if (side.kind === "primary" && side.primary.status().logFailure !== null) stats.logFailures++;
+      else if (side.kind === "secondary" && side.failure !== null) stats.secondaryFailures++;
+      else if (side.kind === "secondary" && side.secondary.applier.status().halted !== null) stats.applierHalts++;
+      // Status names it: an operator sees why the node stopped.
+      const status = node.replica!.status();
+      if ((side.kind === "primary" && (side.primary.status().diskFailure ?? side.primary.status().logFailure) !== null) || (side.kind === "secondary" && (side.failure !== null || side.secondary.applier.status().halted !== null))) {
+        if (status.reason === null || !["stalled", "primary", "diverged", "inconsistent"].includes(status.state)) fail("status", `${node.name} failed (${why}), but its status says ${status.state}: ${status.reason}`);
+      }
+      log(`${node.name} failed: ${why} (status ${status.state}: ${status.reason})`);
+    }
+    if (clock.ticks >= node.failing.restartAt) await operatorRestart(node, why);
+  }
+
+  async function operatorRestart(node: SimNode, why: string): Promise<void> {
+    log(`RESTART ${node.name} (operator): ${why}`);
+    stats.operatorRestarts++;
+    kill(node);
+    await restart(node);
   }
 
   async function restart(node: SimNode): Promise<void> {
@@ -690,8 +945,15 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   }
 
   async function roleOf(node: SimNode): Promise<string | null> {
-    const saved = await settle(clock, readRole(node.files.directory(`/sim/${node.name}`)));
-    return saved?.role ?? (node.name === "a" ? "primary" : "secondary");
+    // The harness's own look: no injected error (and no draw from the fault streams).
+    const rate = node.files.eioRate;
+    node.files.eioRate = 0;
+    try {
+      const saved = await settle(clock, readRole(node.files.directory(`/sim/${node.name}`)));
+      return saved?.role ?? (node.name === "a" ? "primary" : "secondary");
+    } finally {
+      node.files.eioRate = rate;
+    }
   }
 
   const failover = { done: false, old: "" };
@@ -703,14 +965,39 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     if (next.replica === null || linkDown.has(linkKey(primary.name, next.name))) return;
     log(`HANDOVER ${primary.name} → ${next.name}: demote`);
     let demoted = true;
+    let failed = false;
     await settle(clock, primary.replica!.demote()).catch((error: Error) => {
       demoted = false;
-      log(`demote refused: ${error.message}`);
+      if (IO_ERROR.test(error.message)) failed = true;
+      if (failed) roleChangeFailed(primary, "demote", error);
+      else log(`demote refused: ${error.message}`);
     });
-    if (!demoted || primary.replica?.role !== "secondary") return;
+    // A demote an I/O error broke off: the operator restarts the node, and goes on with the
+    // handover if it comes back a secondary (its role saved), as it would by hand.
+    if (failed) await operatorRestart(primary, "its demote failed");
+    if ((!demoted && !failed) || primary.replica?.role !== "secondary") return;
     incarnation++;
     inFlight = 0;
-    await settle(clock, next.replica!.promote(false)).catch((error: Error) => log(`promote refused: ${error.message}`));
+    // A promote an I/O error broke off is tried again after a restart of the node, once its
+    // replay has caught up again (it may be refused meanwhile: not drained); else no node is
+    // primary. Without an I/O error a refusal ends the handover, as before.
+    let broken = false;
+    for (let attempt = 0; attempt < 6 && next.replica?.role !== "primary"; attempt++) {
+      if (attempt > 0) {
+        if (next.replica?.role === "secondary") await operatorRestart(next, "its promote failed");
+        await drained(next, 3000);
+      }
+      if (next.replica?.role !== "secondary") break;
+      let again = false;
+      await settle(clock, next.replica.promote(false)).catch((error: Error) => {
+        if (IO_ERROR.test(error.message)) {
+          broken = true;
+          roleChangeFailed(next, "promote", error);
+        } else log(`promote refused: ${error.message}`);
+        again = broken;
+      });
+      if (!again) break;
+    }
     if (next.replica?.role !== "primary") return;
     stats.handovers++;
     promoted(next);
@@ -732,6 +1019,8 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
   const repaired = new Set<string>();
   const repointed = new Set<string>();
   const replacedNodes = new Set<string>();
+  /** I/O errors of replaced disks (for the stats). */
+  const retired = { disk: 0, files: 0 };
 
   /** `dstd replica resync [--full]` on `node`; a fork repair it refuses is tried again with --full. */
   async function resync(node: SimNode, full: boolean, why: string): Promise<void> {
@@ -764,7 +1053,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         await resync(node, due.full, "the old primary came back diverged");
       } else if (side.kind === "syncing" && side.sync.status().phase === "failed") {
         await resync(node, true, `its sync failed: ${side.sync.status().reason}`);
-      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name)) && ["released", "diverged"].includes(side.shipper.status().state)) {
+      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name) || promotionBroken) && ["released", "diverged"].includes(side.shipper.status().state)) {
         // Three nodes after a role change: the re-pointed node is behind the new primary's log, or
         // ahead of it (records the old primary wrote that the new one never had); or the old
         // primary comes second to a log the re-pointed node's first FETCH let go (the promotion
@@ -772,6 +1061,11 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         // secondary then waits for the operator: a full copy (a secondary has no fork to repair).
         // Likewise a replaced secondary: it keeps its name, so the primary's registration is its
         // predecessor's position and the log may be released past what the new disk applied.
+        // Likewise after a promotion an I/O error broke off once its generation's MARK was
+        // logged: the node comes back a secondary holding that MARK, which no other node has —
+        // retried, the promotion continues past it (its log starts after it, so the old primary
+        // is released); abandoned, the node is ahead of the returning primary (diverged). A
+        // documented limit (docs/replication.md §11; seeds 358, 1439).
         stats.stoppedSecondaries++;
         await resync(node, true, `following ${peer.name}: ${side.shipper.status().state}: ${side.shipper.status().reason}`);
       }
@@ -806,16 +1100,47 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     node.replica = null;
     node.bound = null;
     node.epoch++;
-    await settle(clock, replica.close());
+    // A close that fails an I/O leaves the process to exit anyway: its page caches outlive it.
+    await settle(clock, replica.close()).catch((error: Error) => {
+      roleChangeFailed(node, "close", error);
+      kill(node);
+    });
     await start(node);
+  }
+
+  /** Runs the clock until `node` has applied all its copy holds, consistent (or `limit` ticks pass, or it stalls). */
+  async function drained(node: SimNode, limit: number): Promise<void> {
+    const until = clock.ticks + limit;
+    while (clock.ticks < until) {
+      const side = sideOf(node);
+      if (side?.kind !== "secondary" || side.failure !== null) return;
+      const s = side.secondary.applier.status();
+      if (s.halted !== null || (s.consistent && s.applied.seq >= side.secondary.copy.last.seq && side.shipper.status().state !== "retrying")) return;
+      clock.runUntil(clock.ticks + 1);
+      for (let i = 0; i < 2; i++) await null;
+    }
+  }
+
+  /** A promotion was broken off by an I/O error (the operator's resync --full may follow: `tend`). */
+  let promotionBroken = false;
+
+  /** A role change (or close) refused over an injected I/O error; anything else fails the seed. */
+  function roleChangeFailed(node: SimNode, what: string, error: Error): void {
+    if (error instanceof SimFailure) throw error;
+    if (what.startsWith("promote")) promotionBroken = true;
+    if ((node.disk.failures === 0 && node.files.stats.eio === 0) || !IO_ERROR.test(error.message)) fail("errors", `${what} on ${node.name} failed: ${error.message}`);
+    stats.failedRoleChanges++;
+    log(`${what} on ${node.name} failed: ${error.message}`);
   }
 
   /** A secondary's machine replaced: it comes back with an empty disk and log directory. */
   function replace(node: SimNode): void {
     crash(node);
     const synchronous = node.disk.synchronousCompletions;
-    node.files = new SimDisk(clock, prng.files, { latency: [0, 2] });
-    node.disk = new SimDiskPort(diskSize, clock, prng.port, synchronous);
+    retired.disk += node.disk.failures;
+    retired.files += node.files.stats.eio;
+    node.files = new SimDisk(clock, prng.files, { latency: [0, 2], eioRate: node.eio.files, faults: prng.fileFaults });
+    node.disk = new SimDiskPort(diskSize, clock, prng.port, synchronous, { prng: prng.disk, eioRate: node.eio.disk });
     node.reported = { seq: 0, generation: 0 };
     node.model = null;
     stats.replaced++;
@@ -858,7 +1183,22 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
     log(`FAILOVER: ${primary.name} down, promote --force ${next.name}`);
     // The drain before the promotion may still apply a RESYNC_BEGIN and some copies: then the
     // promotion says the disk was inconsistent, and only then may blocks be half copied.
-    const said = await settle(clock, next.replica.promote(true));
+    let said = "";
+    await settle(clock, next.replica.promote(true)).then(
+      (message) => void (said = message),
+      (error: Error) => roleChangeFailed(next, "promote --force", error),
+    );
+    if (said === "") {
+      // Broken off by an I/O error: the operator restarts the node. Its promotion may have gone
+      // far enough (its role saved) that it comes back primary; else the failover is tried again.
+      // Whether its disk was consistent is then what it was before (the drain applies no resync
+      // the checker could not see: a half-copied block is what adopt allows then).
+      const wasConsistent = applier(next)?.status().consistent === true;
+      kill(next);
+      await start(next);
+      if ((next.replica as ReplicaNode | null)?.role !== "primary") return;
+      said = wasConsistent ? "" : "the disk was inconsistent";
+    }
     const consistent = !said.includes("the disk was inconsistent");
     if ((next.replica as ReplicaNode | null)?.role !== "primary") fail("failover", `${next.name} did not become primary`);
     stats.failovers++;
@@ -927,6 +1267,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
         await restart(node);
       }
     }
+    for (const node of nodes) if (failing(node)) await operate(node);
     if (f.chance(cutRate)) {
       const [x, y] = [NAMES[f.int(count)]!, NAMES[f.int(count)]!];
       if (x !== y && !linkDown.has(linkKey(x, y))) {
@@ -954,6 +1295,15 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
 
   // ---- convergence: faults off, everything healed and restarted ----
   linkDown.clear();
+  errorsOn = false;
+  for (const node of nodes) setRates(node, false);
+  stats.diskErrors = nodes.reduce((n, node) => n + node.disk.failures, retired.disk);
+  stats.fileErrors = nodes.reduce((n, node) => n + node.files.stats.eio, retired.files);
+  // What still fails is restarted now (the operator's last round), the primary first.
+  for (const node of nodes) {
+    const why = node.replica === null ? null : failureOf(node);
+    if (why !== null) await operatorRestart(node, why);
+  }
   for (const node of [...nodes].sort((x, y) => Number(x.name === failover.old) - Number(y.name === failover.old))) if (node.replica === null) await restart(node);
   const primary = writer();
   if (primary === null) fail("convergence", "no node takes writes at the end");
@@ -991,6 +1341,7 @@ export async function runClusterSeed(seed: number, options: { verbose?: boolean;
       fail("convergence", `${n?.name} at seq ${s?.seq} (${s?.state}: ${s?.reason}) while ${primary!.name} is at seq ${last()} (mode ${p.mode}, resync ${p.resyncPending}, log ${p.logBytes}/${p.logLimit}, checkpoint ${p.checkpoint}, secondaries ${JSON.stringify(p.secondaries)})`);
     }
     await tend(true);
+    for (const node of nodes) if (failing(node)) await operate(node);
     clock.runUntil(clock.ticks + 1);
     for (let i = 0; i < 4; i++) await null;
   }
