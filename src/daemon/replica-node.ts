@@ -288,8 +288,15 @@ export class ReplicaNode implements ReplicaHandle {
   private async switchToSync(plan: SyncPlan): Promise<void> {
     const side = this.side;
     const generation = this.status().generation;
-    await this.closeSide(side);
-    await saveRole(this.dir, { role: "secondary", generation, reason: plan.why, syncing: true });
+    try {
+      await this.closeSide(side);
+      await saveRole(this.dir, { role: "secondary", generation, reason: plan.why, syncing: true });
+    } catch (error) {
+      // A secondary closed for nothing: opened again (stalled, naming it, until then), it is
+      // released again and retries. It stayed closed, "replicating" (cluster sim seed 10916, §8.2).
+      if (side.kind === "secondary") void this.reopen(side, `switching to the sync failed: ${(error as Error).message}`);
+      throw error;
+    }
     this.become(this.openSyncing(plan));
   }
 

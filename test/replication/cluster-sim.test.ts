@@ -86,7 +86,9 @@ if (single !== undefined) {
   // 7381: a sync whose state file failed to open was a rejection nobody handled: stuck, silent.
   // 9120: a promotion whose placeholder for the peer failed to save went on; a crash released
   // the log the old primary needed (daemon/replica-handover.ts keepForPeer).
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120]) {
+  // 10916: a new secondary released while its role file failed to save stayed closed, shown
+  // "replicating" (daemon/replica-node.ts switchToSync).
+  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
