@@ -111,6 +111,8 @@ export class Applier {
   /** The source said more is available since the last read began. */
   private signalled = false;
   private busy = false;
+  /** close() waiting for the batch under way to stop (at its next step). */
+  private idle: (() => void) | null = null;
   private pausedFlag = false;
   private haltedReason: string | null = null;
   private closed = false;
@@ -215,6 +217,10 @@ export class Applier {
     this.closed = true;
     this.cancelTimer?.();
     this.unsubscribe?.();
+    // A batch under way stops at its next step: wait for it, or its writes and its position's
+    // save ran on after the close — into a closed state file, failing the secondary for nothing,
+    // over a disk a sync then copies onto (cluster simulation seed 20375, docs/replication.md §8.2).
+    if (this.busy) await new Promise<void>((resolve) => (this.idle = resolve));
     await (this.source as { close?: () => Promise<void> }).close?.();
     await this.state.close();
   }
@@ -230,7 +236,7 @@ export class Applier {
     this.busy = true;
     this.signalled = false;
     this.source.read(this.maxBatchBytes, (error, chunk) => {
-      this.busy = false;
+      this.rest();
       if (this.closed) return;
       if (error !== null) return this.halt(`reading the log after seq ${this.position.point.seq}: ${error}`);
       if (chunk === null || chunk.records.length === 0) {
@@ -292,7 +298,7 @@ export class Applier {
       let i = 0;
       const next = (errno: number): void => {
         if (errno !== 0) return this.fail(`applying record seq ${batch[i - 1]!.seq} (${opName(batch[i - 1]!.op)}): ${errnoMessage(errno)}`, "disk");
-        if (this.closed) return;
+        if (this.closed) return this.rest();
         if (i === batch.length) return this.port.flush(flushed);
         const record = batch[i++]!;
         if (record.op === RecordOp.MARK) {
@@ -307,13 +313,14 @@ export class Applier {
       };
       const flushed = (errno: number): void => {
         if (errno !== 0) return this.fail(`flushing the disk after seq ${last.seq}: ${errnoMessage(errno)}`, "disk");
+        if (this.closed) return this.rest();
         const unpaid = last.seq >= this.recoverUntil ? this.clip.unpaid() : null; // the re-applied records all cut by a RESIZE among them
         if (unpaid !== null) return this.fail(`re-applying the log after a crash: ${unpaid}`, "disk");
         const position: AppliedPosition = { point: chainPointOf(last), applyingThrough: this.position.applyingThrough, inResync };
         this.state.save(encodePosition(position), (saveErrno) => {
           if (saveErrno !== 0) return this.fail(`saving the replay position: ${errnoMessage(saveErrno)}`, "files");
           this.position = position;
-          this.busy = false;
+          this.rest();
           for (const listener of this.listeners) listener(position.point);
           if (problem !== null) return this.halt(`replay stopped after seq ${last.seq}: ${problem}`);
           this.pump();
@@ -346,14 +353,23 @@ export class Applier {
     }
   }
 
-  private halt(reason: string): void {
+  /** The batch or read under way is over (close() may be waiting for it). */
+  private rest(): void {
     this.busy = false;
+    const idle = this.idle;
+    this.idle = null;
+    idle?.();
+  }
+
+  private halt(reason: string): void {
+    this.rest();
     if (this.haltedReason !== null) return;
     this.haltedReason = reason;
     this.options.log?.error(`replication: ${reason}`);
   }
 
   private fail(reason: string, where: "files" | "disk"): void {
+    if (this.closed) return this.rest(); // a call its close cut short is no failure of the disk or files
     const first = this.haltedReason === null;
     this.halt(reason);
     if (first) this.options.onFailed?.(reason, where);

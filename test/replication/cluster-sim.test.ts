@@ -88,7 +88,9 @@ if (single !== undefined) {
   // the log the old primary needed (daemon/replica-handover.ts keepForPeer).
   // 10916: a new secondary released while its role file failed to save stayed closed, shown
   // "replicating" (daemon/replica-node.ts switchToSync).
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916]) {
+  // 20375: an applier closed mid-batch went on, saving its position into the closed state file,
+  // and failed the secondary for nothing (replication/applier.ts close).
+  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
