@@ -90,7 +90,9 @@ if (single !== undefined) {
   // "replicating" (daemon/replica-node.ts switchToSync).
   // 20375: an applier closed mid-batch went on, saving its position into the closed state file,
   // and failed the secondary for nothing (replication/applier.ts close).
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375]) {
+  // 32870: a promotion clearing the copy failed on a segment the closed copy's release removed
+  // meanwhile (daemon/replica-handover.ts clearForPrimary).
+  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
