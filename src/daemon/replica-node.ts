@@ -512,9 +512,12 @@ export class ReplicaNode implements ReplicaHandle {
     await drain(side.secondary, this.env.timer);
     const applied = side.secondary.applier.status().applied.seq;
     const last = side.shipper.status().primaryDurable;
-    if (applied !== side.secondary.copy.last.seq || applied < last || !side.secondary.applier.status().consistent) {
+    // No answer from the primary's log since it started (generation 0): where that log ends is
+    // unknown, and 0 passed for it — a handover lost every record (cluster sim seed 34972, §8.2).
+    const unheard = side.shipper.status().primaryGeneration === 0;
+    if (unheard || applied !== side.secondary.copy.last.seq || applied < last || !side.secondary.applier.status().consistent) {
       side.shipper.start();
-      throw new DstdError("E_STATE", `not drained: applied seq ${applied}${side.secondary.applier.status().consistent ? "" : " (inconsistent: a resync or recovery is not finished)"}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${last}; try again, or --force`);
+      throw new DstdError("E_STATE", `not drained: applied seq ${applied}${side.secondary.applier.status().consistent ? "" : " (inconsistent: a resync or recovery is not finished)"}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${unheard ? "unknown (no answer from it since this node started)" : last}; try again, or --force`);
     }
   }
 

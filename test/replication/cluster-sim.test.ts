@@ -69,8 +69,8 @@ if (single !== undefined) {
     }, 60_000);
   }
 
-  // With I/O errors (their worlds move with any change to what the nodes do; 3, 133, 1098 and
-  // 1550 have a focused test too, role-errors.test.ts):
+  // With I/O errors (their worlds move with any change to what the nodes do; 3, 133, 1098, 1550
+  // and 34972 have a focused test too, role-errors.test.ts):
   // 3: promote --force of a secondary whose replay halted in the middle of records served a
   // disk holding part of them (replica-node.ts promote, applier.ts status).
   // 133: demote of a primary failed closed over its disk claimed its disk held every record.
@@ -92,7 +92,10 @@ if (single !== undefined) {
   // and failed the secondary for nothing (replication/applier.ts close).
   // 32870: a promotion clearing the copy failed on a segment the closed copy's release removed
   // meanwhile (daemon/replica-handover.ts clearForPrimary).
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870]) {
+  // 34972: a planned promote of a node that never heard from the primary's log (the demote
+  // drained the registered secondaries, not it) took over at seq 0 (daemon/replica-node.ts
+  // checkHandover); the operator then makes the demoted node primary again.
+  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);

@@ -998,7 +998,12 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
       });
       if (!again) break;
     }
-    if (next.replica?.role !== "primary") return;
+    if (next.replica?.role !== "primary") {
+      // The handover cannot finish (the new primary refused: it cannot tell it has the whole
+      // log): the operator makes the demoted node, which has every write, primary again.
+      if (primary.replica?.role === "secondary") await undoHandover(primary);
+      return;
+    }
     stats.handovers++;
     promoted(next);
     primary.model = null;
@@ -1053,7 +1058,7 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
         await resync(node, due.full, "the old primary came back diverged");
       } else if (side.kind === "syncing" && side.sync.status().phase === "failed") {
         await resync(node, true, `its sync failed: ${side.sync.status().reason}`);
-      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name) || promotionBroken) && ["released", "diverged"].includes(side.shipper.status().state)) {
+      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name) || promotionBroken || handoverUndone) && ["released", "diverged"].includes(side.shipper.status().state)) {
         // Three nodes after a role change: the re-pointed node is behind the new primary's log, or
         // ahead of it (records the old primary wrote that the new one never had); or the old
         // primary comes second to a log the re-pointed node's first FETCH let go (the promotion
@@ -1065,7 +1070,8 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
         // logged: the node comes back a secondary holding that MARK, which no other node has —
         // retried, the promotion continues past it (its log starts after it, so the old primary
         // is released); abandoned, the node is ahead of the returning primary (diverged). A
-        // documented limit (docs/replication.md §11; seeds 358, 1439).
+        // documented limit (docs/replication.md §11; seeds 358, 1439). So after a handover undone
+        // (`undoHandover`): the old primary's new generation is ahead of what a third node holds.
         stats.stoppedSecondaries++;
         await resync(node, true, `following ${peer.name}: ${side.shipper.status().state}: ${side.shipper.status().reason}`);
       }
@@ -1108,6 +1114,21 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     await start(node);
   }
 
+  /** `promote --force` of a demoted node whose handover could not finish (a restart between tries if an I/O error broke it off). */
+  async function undoHandover(node: SimNode): Promise<void> {
+    for (let attempt = 0; attempt < 4 && node.replica?.role === "secondary"; attempt++) {
+      if (attempt > 0) await operatorRestart(node, "its promote --force failed");
+      if (node.replica?.role !== "secondary") break;
+      log(`UNDO HANDOVER: promote --force ${node.name}`);
+      await settle(clock, node.replica.promote(true)).catch((error: Error) => roleChangeFailed(node, "promote --force", error));
+    }
+    if (node.replica?.role !== "primary") return;
+    handoverUndone = true;
+    promoted(node);
+    checkDisk(node, `${node.name} primary again`);
+    node.reported = { seq: 0, generation: 0 };
+  }
+
   /** Runs the clock until `node` has applied all its copy holds, consistent (or `limit` ticks pass, or it stalls). */
   async function drained(node: SimNode, limit: number): Promise<void> {
     const until = clock.ticks + limit;
@@ -1121,8 +1142,9 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     }
   }
 
-  /** A promotion was broken off by an I/O error (the operator's resync --full may follow: `tend`). */
+  /** A promotion was broken off by an I/O error, a handover undone (the operator's resync --full may follow: `tend`). */
   let promotionBroken = false;
+  let handoverUndone = false;
 
   /** A role change (or close) refused over an injected I/O error; anything else fails the seed. */
   function roleChangeFailed(node: SimNode, what: string, error: Error): void {

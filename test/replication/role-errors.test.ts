@@ -9,7 +9,9 @@
  * - fencing: a peer primary that answers EIO ("ask again") is no sign it is not a primary: the
  *   start asks again and then fails, never starting a second primary (seed 1098);
  * - a secondary whose registration failed to save is not answered until it is saved: the log
- *   is released by the saved state, which does not name it (seed 1550).
+ *   is released by the saved state, which does not name it (seed 1550);
+ * - a planned promote of a secondary that never heard from the primary's log is refused: the
+ *   demote drained the secondaries registered, not it, and it took over at seq 0 (seed 34972).
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
@@ -20,7 +22,8 @@ import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
 import { openLogDirectory, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
-import { PRIMARY_STATE_FILE } from "../../src/replication/primary.ts";
+import { PRIMARY_STATE_FILE, type ReplicationPrimary } from "../../src/replication/primary.ts";
+import { AWAITING_FIRST_SECONDARY } from "../../src/replication/ship-server.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { call, type StoragePort } from "../../src/storage/port.ts";
@@ -83,6 +86,8 @@ function failingFile(dir: LogDirectory, name: string, failing: { on: boolean; fa
 /** What each node serves: its log (a primary), by name; FETCH goes to the peer's. */
 class Net {
   readonly sources = new Map<string, LogSource | undefined>();
+  /** Nodes whose FETCHes time out (a cut link). */
+  readonly cut = new Set<string>();
 
   bind(name: string) {
     return (_port: StoragePort, log: LogSource | undefined) => void this.sources.set(name, log);
@@ -94,6 +99,7 @@ class Net {
       wallMicros: () => Date.now() * 1000,
       link: () => ({
         transport: (request, done) => {
+          if (this.cut.has(from)) return done(Errno.ETIMEDOUT, null);
           const source = this.sources.get(to);
           if (source === undefined) return done(Errno.ENOTSUP, encodeFetchReason("export disk is not a replication primary"));
           source.fetch(request, from, (answer) => ("payload" in answer ? done(0, answer.payload) : done(answer.status, encodeFetchReason(answer.reason))));
@@ -221,6 +227,31 @@ test("a secondary whose registration failed to save is not answered until it is 
     expect(await fetch()).toBe(Errno.EIO);
     expect(failing.failed).toBeGreaterThan(0);
   } finally {
+    await p.close();
+  }
+}, 30_000);
+
+test("a planned promote of a secondary that never heard from the primary's log is refused (it took over at seq 0, losing the log)", async () => {
+  const root = tempDir();
+  const net = new Net();
+  net.cut.add("s"); // the secondary never reaches the primary
+  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
+  await p.start();
+  const s = new ReplicaNode(config("s", path.join(root, "s"), "secondary", "p"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
+  await s.start();
+  try {
+    await writeBlocks(p.port, 0, 4);
+    // Another secondary, caught up, is the only one registered (its FETCH dropped the placeholder).
+    const layer = (p as unknown as { side: { primary: ReplicationPrimary } }).side.primary;
+    const last = layer.store.last.seq;
+    await new Promise((resolve) => layer.addSecondary("c", last, resolve));
+    await new Promise((resolve) => layer.removeSecondary(AWAITING_FIRST_SECONDARY, resolve));
+    await p.demote();
+    net.cut.delete("s");
+    await expect(s.promote(false)).rejects.toThrow(/no answer from it since this node started/);
+    expect(s.role).toBe("secondary");
+  } finally {
+    await s.close();
     await p.close();
   }
 }, 30_000);
