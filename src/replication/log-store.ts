@@ -335,9 +335,14 @@ export class LogStore {
     this.syncing = true;
     file.sync((errno) => {
       this.syncing = false;
-      if (errno !== 0) this.written.unshift(...batches); // fail() completes their records
-      if (errno !== 0) return this.fail(errno, `fdatasync of ${this.dir.path}/${segment.name}`);
+      if (errno !== 0 && this.failedErrno === 0) {
+        this.written.unshift(...batches); // fail() completes their records
+        return this.fail(errno, `fdatasync of ${this.dir.path}/${segment.name}`);
+      }
       // Failed meanwhile: nothing is durable after a failure (the switch to overflow's voidAfter voids it: sim seed 269).
+      // Whether this sync failed too or not, fail() ran already and completes nothing more: these complete here, or
+      // their mutations waited forever and the primary's switch to overflow held every later one (docs/replication.md
+      // §3.2, sync sim seed 2).
       if (this.failedErrno !== 0) return batches.forEach((b) => b.entries.forEach((entry) => entry.done(this.failedErrno)));
       const last = batches[batches.length - 1]!;
       segment.durableSize = last.end;

@@ -366,4 +366,26 @@ describe("log store", () => {
     expect(store.durable.seq).toBe(0);
     await settle(clock, store.close());
   });
+  test("records whose fdatasync was in flight when a write failed the log complete with the errno when that fdatasync fails too (sync sim seed 2: they never completed, and the primary's switch to overflow held every later mutation)", async () => {
+    let failing = false;
+    // Writes fail at once while failing; every fdatasync takes 5 ticks and fails if failing by then.
+    const { clock, store } = await storeOnWrappedFiles((file, clock) => {
+      const wrapped = Object.create(file) as LogFile;
+      wrapped.write = (position, chunks, done) => (failing ? clock.after(0, () => done(Errno.EIO)) : file.write(position, chunks, done));
+      wrapped.sync = (done) => clock.after(5, () => (failing ? done(Errno.EIO) : file.sync(done)));
+      return wrapped;
+    });
+    const results: number[] = [];
+    // A's write completes and its fdatasync starts; B's write fails the log; then A's fdatasync fails.
+    store.append(RecordOp.WRITE, 0, 0, 4096, block(1), (errno) => results.push(errno), () => {
+      failing = true;
+      store.append(RecordOp.WRITE, 0, 4096, 4096, block(2), (errno) => results.push(errno));
+    });
+    clock.runUntil(clock.ticks + 20);
+    for (let i = 0; i < 8; i++) await null;
+    expect(store.failed).toBe(Errno.EIO);
+    expect(results).toEqual([Errno.EIO, Errno.EIO]);
+    expect(store.durable.seq).toBe(0);
+    await settle(clock, store.close());
+  });
 });
