@@ -223,9 +223,11 @@ export class InitialSync {
     try {
       this.file = await openState(this.dir);
     } catch (error) {
-      // Failed, naming it: it was a rejection nobody handled, the sync stuck at "0 of 0 bytes"
-      // naming nothing (cluster simulation seed 7381, docs/replication.md §8.2).
-      return this.fail(`opening the sync's state failed: ${(error as Error).message}`);
+      // A state file the log directory fails to open or read: stopped, naming it, as any other
+      // failure. Thrown, it was a rejection nobody awaits (the daemon starts a sync with `void`)
+      // and `done` never ran: stuck at "0 of 0 bytes" naming nothing (cluster simulation seed
+      // 7381, §8.2; sync sim seed 12).
+      return this.fail(`reading the sync state failed: ${(error as Error).message}`);
     }
     const saved = this.file.value === null ? null : (validateSyncState(this.file.value) as SyncState);
     if (saved !== null && saved.phase === "copying") {
