@@ -460,6 +460,11 @@ export class InitialSync {
       slice.writing = false;
       if (this.stopped) return this.settled();
       if (failed !== 0) return this.fail(`writing the copy at ${offset} failed: ${errnoMessage(failed)}`);
+      // Stopped by a failed write meanwhile: nothing more is claimed. A slice whose last write
+      // failed looks done below (its cursor at its end, nothing in flight), and a later lane's
+      // write carried `written`, and a save, past the range never written: a restart resumed
+      // beyond it (docs/replication.md §10.1, initial-sync.test.ts).
+      if (this.phase === "failed") return;
       slice.done += covered;
       slice.writtenTo = through;
       // `written` advances over whole slices, then through what the first slice has written,
