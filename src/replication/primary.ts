@@ -685,7 +685,10 @@ export class ReplicationPrimary extends PassThrough {
 
   /** A switch to overflow waits for every logged mutation and every appended record (marks). */
   private afterFinishSoon(): void {
-    if (this.transition !== "to-overflow" || this.pipeline.some((op) => op.logged)) return;
+    // With the log failed, a resync copy not started appends nothing (runCopy): waiting for it deadlocked behind an
+    // overlapping write whose records failed, itself waiting for this switch (docs/replication.md §5, sync sim seed 755).
+    const appending = (op: Op) => op.logged && (op.kind !== "copy" || op.started || this.store.failed === 0);
+    if (this.transition !== "to-overflow" || this.pipeline.some(appending)) return;
     if (this.store.failed === 0 && this.store.durable.seq !== this.store.last.seq) return;
     this.finishOverflow();
   }
