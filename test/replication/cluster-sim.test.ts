@@ -95,7 +95,8 @@ if (single !== undefined) {
   // 34972: a planned promote of a node that never heard from the primary's log (the demote
   // drained the registered secondaries, not it) took over at seq 0 (daemon/replica-node.ts
   // checkHandover); the operator then makes the demoted node primary again.
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972]) {
+  // 52883 (the checker): that operator gave up after four failed tries, leaving no primary.
+  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972, 52883]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);

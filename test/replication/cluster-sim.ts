@@ -1114,13 +1114,23 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     await start(node);
   }
 
-  /** `promote --force` of a demoted node whose handover could not finish (a restart between tries if an I/O error broke it off). */
+  /**
+   * `promote --force` of a demoted node whose handover could not finish (a restart between tries
+   * if an I/O error broke it off); the fourth try without errors (the operator looked at the
+   * disk, as `start` does): after four failed tries it gave up, leaving two secondaries and no
+   * primary (seed 52883).
+   */
   async function undoHandover(node: SimNode): Promise<void> {
     for (let attempt = 0; attempt < 4 && node.replica?.role === "secondary"; attempt++) {
       if (attempt > 0) await operatorRestart(node, "its promote --force failed");
       if (node.replica?.role !== "secondary") break;
       log(`UNDO HANDOVER: promote --force ${node.name}`);
-      await settle(clock, node.replica.promote(true)).catch((error: Error) => roleChangeFailed(node, "promote --force", error));
+      if (attempt === 3) setRates(node, false);
+      try {
+        await settle(clock, node.replica.promote(true)).catch((error: Error) => roleChangeFailed(node, "promote --force", error));
+      } finally {
+        setRates(node, errorsOn);
+      }
     }
     if (node.replica?.role !== "primary") return;
     handoverUndone = true;
