@@ -62,9 +62,13 @@ export class Secondary {
       log: options.log,
     };
     let { store, recovery } = await LogStore.open(dir, { ...storeOptions, base: position.point });
-    if (store.last.seq < position.point.seq) {
-      // The copy lost records the applier already applied: start it over at the applier.
-      options.log?.warn(`replication: local log copy ends at seq ${store.last.seq}, replay is at seq ${position.point.seq}; restarting the copy there`);
+    // The copy lost records the applier already applied, or the first ones it has not (a
+    // promotion clearing the copy broken off by an error: cluster simulation seed 53638, §8.2):
+    // start it over at the applier; the primary ships the rest again.
+    const gap = store.first > position.point.seq + 1;
+    if (store.last.seq < position.point.seq || gap) {
+      const held = gap ? `starts at seq ${store.first}` : `ends at seq ${store.last.seq}`;
+      options.log?.warn(`replication: local log copy ${held}, replay is at seq ${position.point.seq}; restarting the copy there`);
       await store.close();
       for (const name of await files.list(dir)) if (parseSegmentName(name) !== null) await files.remove(dir, name);
       await files.syncDir(dir);

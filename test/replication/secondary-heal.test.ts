@@ -14,7 +14,11 @@ import type { Log } from "../../src/lib/log.ts";
 import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
+import fs from "node:fs";
 import { openLogDirectory, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
+import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
+import { ReplicationPrimary } from "../../src/replication/primary.ts";
+import { Secondary } from "../../src/replication/secondary.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { call, type StoragePort } from "../../src/storage/port.ts";
@@ -123,3 +127,34 @@ test(`a secondary whose ${prefix === "log-" ? "log copy" : "replay position file
   }
 }, 40_000);
 }
+
+test("a secondary whose copy lost its first segments, not applied yet (a promotion clearing it broken off by an error), starts the copy over at the applier and applies everything fetched again (replay halted for good: cluster simulation seed 53638)", async () => {
+  const root = tempDir();
+  const primary = await ReplicationPrimary.open(createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), { logLimit: 64 << 20 });
+  for (let i = 0; i < 12; i++) await call.write(primary, i * 4096, new Uint8Array(4096).fill(i + 1));
+  await call.flush(primary);
+  const reader = new LogReader(primary.store, { seq: 1 });
+  const chunk = await new Promise<ReadChunk>((resolve, reject) => reader.read(64 << 20, (e, c) => (e !== null ? reject(new Error(e)) : resolve(c!))));
+  await reader.close();
+  const clock = { now: () => Date.now() * 1000, after: timer.after };
+  const dir = path.join(root, "s");
+  const disk = createLocalPort(createMemoryBackend(SIZE));
+  const store = async (s: Secondary) => expect(await new Promise<number>((resolve) => expect(s.receive(chunk.bytes, resolve)).toBeNull())).toBe(0);
+  let secondary = await Secondary.open(disk, openLogDirectory(dir), { clock, segmentSize: 8192 });
+  secondary.applier.pause(); // nothing applied: the copy holds every record
+  await store(secondary);
+  await secondary.close();
+  const segments = fs.readdirSync(dir).filter((n) => n.startsWith("log-")).sort();
+  expect(segments.length).toBeGreaterThan(2);
+  fs.rmSync(path.join(dir, segments[0]!));
+  secondary = await Secondary.open(disk, openLogDirectory(dir), { clock, segmentSize: 8192 });
+  expect(secondary.copy.last.seq).toBe(0); // started over at the applier (seq 0), not from a later segment
+  await store(secondary);
+  await until(() => secondary.applier.status().applied.seq === chunk.records.length || secondary.applier.status().halted !== null, "replay of the refetched copy", 10_000);
+  expect(secondary.applier.status().halted).toBeNull();
+  const into = new Uint8Array(4096);
+  await call.read(disk, 11 * 4096, into);
+  expect(into[0]).toBe(12);
+  await secondary.close();
+  await primary.close();
+});
