@@ -28,17 +28,16 @@
  */
 import type { ExportConfig } from "../config/types.ts";
 import { formatExportUrl } from "../lib/address.ts";
-import { Errno, errnoMessage } from "../lib/errno.ts";
+import { Errno } from "../lib/errno.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
 import type { StoragePort } from "../storage/port.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
 import { lockLogDirectory } from "../storage/local/lock.ts";
-import { decodeFetchReason } from "../wire/dst/fetch.ts";
 import { files, openLogDirectory, type LogDirectory } from "../replication/files.ts";
 import { APPLIER_STATE_FILE } from "../replication/applier.ts";
 import { ReplicationPrimary } from "../replication/primary.ts";
-import { RecordFlag, RecordOp, type ChainPoint } from "../replication/record.ts";
+import { RecordFlag, RecordOp } from "../replication/record.ts";
 import { readRole, saveRole, type Role } from "../replication/role-file.ts";
 import { Secondary } from "../replication/secondary.ts";
 import { AWAITING_FIRST_SECONDARY, LogShipServer } from "../replication/ship-server.ts";
@@ -47,6 +46,7 @@ import { finishSync, InitialSync, readSyncState } from "../replication/initial-s
 import { productionEnv, type ReplicaEnv, type ReplicaLink } from "./replica-env.ts";
 import type { PrimaryOptions } from "../replication/primary-types.ts";
 import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
+import { fence, probePeer, type FenceEnv } from "./replica-fence.ts";
 import { clearForPrimary, drain, drainSecondaries, keepForPeer, quiesce, writeApplied } from "./replica-handover.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
@@ -117,6 +117,10 @@ export class ReplicaNode implements ReplicaHandle {
     return new Promise((resolve) => this.env.timer.after(ms, resolve));
   }
 
+  private fenceEnv(): FenceEnv {
+    return { env: this.env, peer: formatExportUrl(this.replication.peer!), name: this.name, logger: this.logger };
+  }
+
   private primaryOptions(): PrimaryOptions {
     return { logLimit: this.replication.logSize, log: this.logger, ...this.env.primaryOptions };
   }
@@ -147,7 +151,7 @@ export class ReplicaNode implements ReplicaHandle {
     if (role === "secondary") return this.become(await this.openSecondary());
     const side = await this.openPrimary();
     if (this.replication.peer === null) return this.become(side);
-    const fenced = await this.fence(side);
+    const fenced = await fence(side.primary, this.fenceEnv());
     if (fenced === null) return this.become(side);
     await side.primary.close();
     if (fenced === "secondary") {
@@ -320,70 +324,6 @@ export class ReplicaNode implements ReplicaHandle {
     this.bind(this.port, this.log, readOnly);
   }
 
-  /**
-   * Before serving writes as a primary: is the peer a primary already? null: no (or it cannot
-   * be reached); "secondary": its log continues ours (we are behind it); else the reason we
-   * forked from it.
-   */
-  private async fence(side: Extract<Side, { kind: "primary" }>): Promise<"secondary" | string | null> {
-    const last = side.primary.store.last;
-    // Our state as of `last`, taken before the probe: while the probe is in flight the layer may
-    // already resync its dirty regions into new log records (docs/replication.md §5), which
-    // would make a diverged disk look clean (cluster simulation seed 2885, §8.2).
-    const own = side.primary.status();
-    const peer = formatExportUrl(this.replication.peer!);
-    let answer = await this.probePeer(last);
-    // A primary failing the answer (EIO: it could not record us or read its log; EAGAIN) is one all the
-    // same: ask again, never take it for "not a primary" (docs/replication.md §11; cluster sim seed 1098, §8.2).
-    for (let tries = 1; answer.status === Errno.EIO || answer.status === Errno.EAGAIN; tries++) {
-      if (tries === 5) {
-        await side.primary.close();
-        throw new DstdError("E_STATE", `the peer ${peer} is a replication primary but cannot answer (${answer.reason}): not starting as a second primary; start again later`);
-      }
-      await this.sleep(1000);
-      answer = await this.probePeer(last);
-    }
-    const logged = side.primary.store.last.seq - last.seq;
-    if (answer.status === 0 && (logged > 0 || own.mode !== "logging" || own.resyncPending || own.dirtyRegions > 0)) {
-      // Our log is a prefix of the peer's, but our disk also holds writes made around the log
-      // (overflow, docs/replication.md §5), or logged since the probe, that the peer never
-      // received: it is not the state after that prefix, so following the peer would mix the two
-      // (found by the cluster simulation, §8.2). Diverged: the regions are in our dirty bitmap
-      // or our log for the repair.
-      const why = `the peer ${peer} is a replication primary whose log continues ours (seq ${last.seq}), but our disk holds writes made around the log (${own.dirtyRegions} dirty regions, mode ${own.mode}${own.resyncPending ? ", resync pending" : ""}${logged > 0 ? `, ${logged} records logged since` : ""}) that it never received`;
-      this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica resync`);
-      return why;
-    }
-    if (answer.status === 0) {
-      this.logger.warn(`export '${this.name}': the peer ${peer} is a replication primary and its log continues ours (seq ${last.seq}): starting as its secondary, not as a second primary`);
-      return "secondary";
-    }
-    if (answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
-      const why = `the peer ${peer} is a replication primary and our log forked from its log: ${answer.reason}`;
-      this.logger.error(`export '${this.name}': ${why}; serving the disk read-only (diverged) — repair with dstd replica demote/resync`);
-      return why;
-    }
-    this.logger.info(`export '${this.name}': the peer ${peer} is not a replication primary (${answer.reason}): starting as primary`);
-    return null;
-  }
-
-  /** One FETCH from after `last`: is the peer a primary, does its log continue ours? `applied`: what this disk applied durably (wire/dst/fetch.ts), never just what the copy holds. */
-  private async probePeer(last: ChainPoint, applied = last.seq): Promise<{ status: number; reason: string }> {
-    const link = this.env.link("fail");
-    try {
-      const answer = await new Promise<{ status: number; payload: Uint8Array | null }>((resolve) =>
-        link.transport(
-          { seq: last.seq + 1, maxBytes: 2 << 20, segment: 0, offset: 0, applied, prevChain: last.chain, prevLamport: last.lamport, prevGeneration: last.generation },
-          (status, payload) => resolve({ status, payload }),
-        ),
-      );
-      const reason = answer.payload !== null && answer.status !== 0 ? decodeFetchReason(answer.payload) : errnoMessage(answer.status);
-      return { status: answer.status, reason };
-    } finally {
-      link.close();
-    }
-  }
-
   // ---- operations -------------------------------------------------------------------------
 
   status(): ReplicaStatus {
@@ -501,7 +441,7 @@ export class ReplicaNode implements ReplicaHandle {
   private async checkHandover(side: Side): Promise<void> {
     if (side.kind !== "secondary") throw new DstdError("E_STATE", `export '${this.name}' is ${side.kind}: only promote --force makes it primary`);
     const peer = formatExportUrl(this.replication.peer!);
-    const answer = await this.probePeer(side.secondary.wanted(), side.secondary.applier.status().applied.seq);
+    const answer = await probePeer(this.env, side.secondary.wanted(), side.secondary.applier.status().applied.seq);
     if (answer.status === 0 || answer.status === Errno.ESTALE || answer.status === Errno.ENODATA) {
       throw new DstdError("E_STATE", `the primary ${peer} still serves its log: run dstd replica demote ${this.name} on it first (it drains to this node), or fail over with --force if it is gone`);
     }
@@ -567,7 +507,7 @@ export class ReplicaNode implements ReplicaHandle {
     if (side.kind === "primary") throw new DstdError("E_STATE", `export '${this.name}' is the primary: resync runs on a diverged old primary or a secondary, copying from its primary`);
     if (side.kind === "syncing" && side.sync.status().phase !== "failed") return `export '${this.name}': a sync is already under way (${side.sync.status().doneBytes} of ${side.sync.status().totalBytes} bytes)`;
     const peer = formatExportUrl(this.replication.peer);
-    const answer = await this.probePeer({ seq: 0, chain: 0n, lamport: 0, generation: 0 });
+    const answer = await probePeer(this.env, { seq: 0, chain: 0n, lamport: 0, generation: 0 });
     if (answer.status === Errno.ENOTSUP) throw new DstdError("E_STATE", `the peer ${peer} is not a replication primary (${answer.reason}): nothing to resync from`);
     if (answer.status !== 0 && answer.status !== Errno.ESTALE && answer.status !== Errno.ENODATA) throw new DstdError("E_STATE", `the peer ${peer} cannot be asked (${answer.reason}): resync needs its primary`);
     let plan: SyncPlan = { from: null, ranges: null, why: "resync --full" };
