@@ -117,6 +117,20 @@ export class ReplicaNode implements ReplicaHandle {
     return new Promise((resolve) => this.env.timer.after(ms, resolve));
   }
 
+  /**
+   * Role changes and the background reopens of a failed side each take the log directory and
+   * its files; one at a time, in order. A reopen due during a promote opened a secondary over
+   * the directory the promote was making a primary's, and removed its log (cluster simulation
+   * seed 60056, docs/replication.md §8.2). Each re-checks, once it runs, that its side is current.
+   */
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private exclusive<T>(run: () => Promise<T>): Promise<T> {
+    const turn = this.queue.then(run, run);
+    this.queue = turn.catch(() => {});
+    return turn;
+  }
+
   private fenceEnv(): FenceEnv {
     return { env: this.env, peer: formatExportUrl(this.replication.peer!), name: this.name, logger: this.logger };
   }
@@ -210,7 +224,7 @@ export class ReplicaNode implements ReplicaHandle {
       // an operator: resync --full would make it inconsistent for the copy's duration).
       onStopped: (state) => {
         if (state === "released" && this.side === side && (secondary.applier.status().applied.seq === 0 || side.catchingUp !== null)) {
-          void this.switchToSync({ from: null, ranges: null, why: "initial sync" }).catch((e: Error) => this.logger.error(`export '${this.name}': ${e.message}`));
+          void this.exclusive(async () => this.side === side && !this.closed && (await this.switchToSync({ from: null, ranges: null, why: "initial sync" }))).catch((e: Error) => this.logger.error(`export '${this.name}': ${e.message}`));
         }
       },
     });
@@ -245,16 +259,14 @@ export class ReplicaNode implements ReplicaHandle {
       side.failure = `${reason}; opening the secondary again in ${wait / 1000} s`;
       this.logger.error(`export '${this.name}': ${side.failure}`);
       await this.sleep(wait);
-      if (this.side !== side) return;
-      try {
+      const opened = await this.exclusive(async () => {
+        if (this.side !== side || this.closed) return true;
         await side.secondary.close();
-        const next = await this.openSecondary();
-        if (this.side !== side) return await this.closeSide(next);
+        this.become(await this.openSecondary());
         this.logger.info(`export '${this.name}': the secondary opened again after: ${reason}`);
-        return this.become(next);
-      } catch (error) {
-        reason = `opening the secondary again failed: ${(error as Error).message}`;
-      }
+        return true;
+      }).catch((error: Error) => void (reason = `opening the secondary again failed: ${error.message}`));
+      if (opened === true) return;
     }
   }
 
@@ -278,8 +290,7 @@ export class ReplicaNode implements ReplicaHandle {
   private async openAfterSync(side: Extract<Side, { kind: "syncing" }>): Promise<void> {
     for (let wait = 1000; this.side === side; wait = Math.min(wait * 2, 60_000)) {
       try {
-        const next = await this.openSecondary();
-        return this.side === side ? this.become(next) : await this.closeSide(next);
+        return await this.exclusive(async () => void (this.side === side && !this.closed && this.become(await this.openSecondary())));
       } catch (error) {
         side.failure = `opening the secondary after the sync failed: ${(error as Error).message}; trying again in ${wait / 1000} s`;
         this.logger.error(`export '${this.name}': ${side.failure}`);
@@ -373,7 +384,11 @@ export class ReplicaNode implements ReplicaHandle {
     return `export '${this.name}': ${describeWhat(what)} resumed`;
   }
 
-  async promote(force: boolean): Promise<string> {
+  promote(force: boolean): Promise<string> {
+    return this.exclusive(() => this.promoteNow(force));
+  }
+
+  private async promoteNow(force: boolean): Promise<string> {
     const side = this.side;
     if (side.kind === "primary") return `export '${this.name}' is primary already (generation ${side.primary.status().generation})`;
     if (side.kind === "syncing" || (side.kind === "secondary" && side.catchingUp !== null)) {
@@ -461,7 +476,11 @@ export class ReplicaNode implements ReplicaHandle {
     }
   }
 
-  async demote(): Promise<string> {
+  demote(): Promise<string> {
+    return this.exclusive(() => this.demoteNow());
+  }
+
+  private async demoteNow(): Promise<string> {
     const side = this.side;
     if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: a secondary of whom?`);
     if (side.kind === "secondary" || side.kind === "syncing") return `export '${this.name}' is a secondary already`;
@@ -501,7 +520,11 @@ export class ReplicaNode implements ReplicaHandle {
    * written on either side since the fork and follows it; `--full` (also for a secondary)
    * copies the whole disk. Returns once the sync has started.
    */
-  async resync(full: boolean): Promise<string> {
+  resync(full: boolean): Promise<string> {
+    return this.exclusive(() => this.resyncNow(full));
+  }
+
+  private async resyncNow(full: boolean): Promise<string> {
     const side = this.side;
     if (this.replication.peer === null) throw new DstdError("E_USAGE", `export '${this.name}' has no peer in [export.replication]: resync from whom?`);
     if (side.kind === "primary") throw new DstdError("E_STATE", `export '${this.name}' is the primary: resync runs on a diverged old primary or a secondary, copying from its primary`);
@@ -527,7 +550,12 @@ export class ReplicaNode implements ReplicaHandle {
     return message;
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    return this.exclusive(() => this.closeNow());
+  }
+
+  private async closeNow(): Promise<void> {
+    this.closed = true;
     await this.closeSide(this.side);
     const release = this.release;
     this.release = () => {};

@@ -98,7 +98,10 @@ if (single !== undefined) {
   // 52883 (the checker): that operator gave up after four failed tries, leaving no primary.
   // 53638: a promotion broken off while clearing the copy left it starting past the applier's
   // position; reopened as a secondary, replay halted for good (replication/secondary.ts open).
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972, 52883, 53638]) {
+  // 60056: a failed secondary's reopen, due while a promote --force ran, opened a secondary over
+  // the directory the promote was making a primary's and removed its log (replica-node.ts
+  // exclusive: role changes and reopens take turns).
+  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972, 52883, 53638, 60056]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);
