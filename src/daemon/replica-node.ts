@@ -384,16 +384,23 @@ export class ReplicaNode implements ReplicaHandle {
     return `export '${this.name}': ${describeWhat(what)} resumed`;
   }
 
-  promote(force: boolean): Promise<string> {
-    return this.exclusive(() => this.promoteNow(force));
+  /** Judged as the node is when asked, and again when its turn comes (a sync may finish meanwhile, or a promote run). */
+  async promote(force: boolean): Promise<string> {
+    this.refuseInconsistent();
+    return await this.exclusive(() => this.promoteNow(force));
+  }
+
+  private refuseInconsistent(): void {
+    const side = this.side;
+    if (side.kind === "syncing" || (side.kind === "secondary" && side.catchingUp !== null)) {
+      throw new DstdError("E_STATE", `export '${this.name}' is inconsistent: its initial sync has not finished (dstd replica status ${this.name}); promoting it would serve a disk that matches no state of the primary`);
+    }
   }
 
   private async promoteNow(force: boolean): Promise<string> {
     const side = this.side;
     if (side.kind === "primary") return `export '${this.name}' is primary already (generation ${side.primary.status().generation})`;
-    if (side.kind === "syncing" || (side.kind === "secondary" && side.catchingUp !== null)) {
-      throw new DstdError("E_STATE", `export '${this.name}' is inconsistent: its initial sync has not finished (dstd replica status ${this.name}); promoting it would serve a disk that matches no state of the primary`);
-    }
+    this.refuseInconsistent();
     if (!force) await this.checkHandover(side);
     let point = side.kind === "secondary" ? side.secondary.applier.status().applied : null;
     let generation = side.kind === "diverged" ? side.generation : 0;
