@@ -1216,10 +1216,14 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     // The drain before the promotion may still apply a RESYNC_BEGIN and some copies: then the
     // promotion says the disk was inconsistent, and only then may blocks be half copied.
     let said = "";
+    let syncing = false;
     await settle(clock, next.replica.promote(true)).then(
       (message) => void (said = message),
-      (error: Error) => roleChangeFailed(next, "promote --force", error),
+      // Released just before, its switch to a full sync ran first in the node's turn: it refuses
+      // the promotion (it holds no consistent state), and there is no failover (seed 65734).
+      (error: Error) => (syncing = inconsistentSync(next) && error.message.includes("its initial sync has not finished")) || roleChangeFailed(next, "promote --force", error),
     );
+    if (syncing) return log(`FAILOVER refused: ${next.name} is syncing`);
     if (said === "") {
       // Broken off by an I/O error: the operator restarts the node. Its promotion may have gone
       // far enough (its role saved) that it comes back primary; else the failover is tried again.
