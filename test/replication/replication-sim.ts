@@ -37,7 +37,6 @@
  *   (a release whose removal failed neither forgets a segment nor keeps one that is gone);
  * - convergence: with faults off, the secondary catches up and equals the primary's disk.
  */
-import { Prng } from "../../src/lib/prng.ts";
 import { LogReader } from "../../src/replication/log-reader.ts";
 import type { LogStore, RecoveryReport } from "../../src/replication/log-store.ts";
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
@@ -45,7 +44,7 @@ import { Secondary } from "../../src/replication/secondary.ts";
 import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
 import { parseSegmentName } from "../../src/replication/segments.ts";
 import { SimClock } from "../sim/sim-clock.ts";
-import { simTrace } from "./sim-trace.ts";
+import { seedStreams, simTrace } from "./sim-trace.ts";
 import { settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
 import { writeRecycled } from "./sim-buffers.ts";
@@ -151,20 +150,10 @@ export interface SeedOptions {
 }
 
 export async function runSeed(seed: number, verbose = false, seedOptions: SeedOptions = {}): Promise<SimStats> {
-  const root = new Prng(seed);
   const clock = new SimClock();
   const { log, simLog, tail } = simTrace(clock, verbose);
-  const prng = {
-    files: new Prng(root.next()),
-    port: new Prng(root.next()),
-    work: new Prng(root.next()),
-    faults: new Prng(root.next()),
-    // Its own stream, drawn only once a disk error happened: seeds without them run as before.
-    disk: new Prng(root.next()),
-    // Its own stream too, for the log directories' I/O errors (rates, which calls fail, the
-    // operator's restarts over them): seeds that draw no file error run as before.
-    fileFaults: new Prng(root.next()),
-  };
+  const prng = seedStreams(seed);
+
   const f = prng.faults;
   const blockSize = f.pick([512, 512, 1024, 4096]);
   const blocks = 8 + f.int(40);

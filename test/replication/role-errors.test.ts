@@ -15,13 +15,12 @@
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
-import type { ExportConfig } from "../../src/config/types.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import type { Log } from "../../src/lib/log.ts";
 import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
-import { openLogDirectory, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
+import { openLogDirectory } from "../../src/replication/files.ts";
 import { PRIMARY_STATE_FILE, type ReplicationPrimary } from "../../src/replication/primary.ts";
 import { AWAITING_FIRST_SECONDARY } from "../../src/replication/ship-server.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
@@ -30,6 +29,7 @@ import { call, type StoragePort } from "../../src/storage/port.ts";
 import { encodeFetchReason, type FetchRequest } from "../../src/wire/dst/fetch.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
 import { until } from "../helpers/wait.ts";
+import { failingFiles, replicaConfig } from "./replica-fixtures.ts";
 
 const tempDir = scratchDirsPerTest("role-errors");
 const SIZE = 4 << 20;
@@ -46,14 +46,6 @@ const timer = {
   },
 };
 
-function config(name: string, dir: string, role: "primary" | "secondary", peer: string): ExportConfig {
-  return {
-    name,
-    readOnly: false,
-    replication: { logDir: dir, logSize: 64 << 20, role, peer: { scheme: "dst", host: "127.0.0.1", port: 1, exportName: peer }, keyFile: null, replayDelayMs: 0, compress: false, bandwidth: 0 },
-  } as unknown as ExportConfig;
-}
-
 /** A disk whose writes fail with EIO while `failing.on` (those at `failing.at` only, when set). */
 function failingDisk(failing: { on: boolean; at?: number; failed: number }): StoragePort {
   const port = createLocalPort(createMemoryBackend(SIZE));
@@ -63,23 +55,6 @@ function failingDisk(failing: { on: boolean; at?: number; failed: number }): Sto
     failing.failed++;
     queueMicrotask(() => done(Errno.EIO));
   };
-  return wrapped;
-}
-
-/** A log directory whose file `name` fails every write with EIO while `failing.on`. */
-function failingFile(dir: LogDirectory, name: string, failing: { on: boolean; failed: number }): LogDirectory {
-  const wrapped = Object.create(dir) as LogDirectory;
-  wrapped.open = (opened, create, done) =>
-    dir.open(opened, create, (errno, file) => {
-      if (file === null || !opened.startsWith(name)) return done(errno, file);
-      const f = Object.create(file) as LogFile;
-      f.write = (position, chunks, written) => {
-        if (!failing.on) return file.write(position, chunks, written);
-        failing.failed++;
-        queueMicrotask(() => written(Errno.EIO));
-      };
-      done(errno, f);
-    });
   return wrapped;
 }
 
@@ -132,9 +107,9 @@ async function runningPair(root: string, pFailing = { on: false, failed: 0 } as 
   const net = new Net();
   const pDisk = failingDisk(pFailing);
   const sDisk = failingDisk(sFailing);
-  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), pDisk, openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
+  const p = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", "s"), pDisk, openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
   await p.start();
-  const s = new ReplicaNode(config("s", path.join(root, "s"), "secondary", "p"), sDisk, openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
+  const s = new ReplicaNode(replicaConfig("s", path.join(root, "s"), "secondary", "p"), sDisk, openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
   await s.start();
   await writeBlocks(p.port, 0, 4);
   await until(() => s.status().seq >= p.status().seq, "the secondary to apply the first writes", 10_000);
@@ -174,7 +149,7 @@ test("promote --force of a secondary whose replay halted in the middle of record
     // The restart: replay resumes from the saved position over a disk that works.
     failing.on = false;
     await s.close();
-    again = new ReplicaNode(config("s", path.join(root, "s"), "secondary", "p"), sDisk, openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
+    again = new ReplicaNode(replicaConfig("s", path.join(root, "s"), "secondary", "p"), sDisk, openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
     await again.start();
     await until(() => again!.status().state === "replicating" && again!.status().seq >= p.status().seq, "the restarted secondary to catch up", 10_000);
     await sameDisks(pDisk, sDisk, 8);
@@ -200,7 +175,7 @@ test("fencing: a peer primary that answers EIO is asked again, and the start fai
     }),
   };
   let served: LogSource | undefined;
-  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (served = log), env);
+  const p = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (served = log), env);
   await expect(p.start()).rejects.toThrow(/is a replication primary but cannot answer/);
   expect(probes).toBeGreaterThan(1);
   expect(served).toBeUndefined(); // never served as a primary
@@ -211,7 +186,7 @@ test("a secondary whose registration failed to save is not answered until it is 
   const root = tempDir();
   const failing = { on: false, failed: 0 };
   const net = new Net();
-  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), failingFile(openLogDirectory(path.join(root, "p")), PRIMARY_STATE_FILE, failing), quiet, net.bind("p"), net.env("p", "s"));
+  const p = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), failingFiles(openLogDirectory(path.join(root, "p")), PRIMARY_STATE_FILE, failing), quiet, net.bind("p"), net.env("p", "s"));
   await p.start();
   try {
     await writeBlocks(p.port, 0, 2);
@@ -235,9 +210,9 @@ test("a planned promote of a secondary that never heard from the primary's log i
   const root = tempDir();
   const net = new Net();
   net.cut.add("s"); // the secondary never reaches the primary
-  const p = new ReplicaNode(config("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
+  const p = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", "s"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
   await p.start();
-  const s = new ReplicaNode(config("s", path.join(root, "s"), "secondary", "p"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
+  const s = new ReplicaNode(replicaConfig("s", path.join(root, "s"), "secondary", "p"), createLocalPort(createMemoryBackend(SIZE)), openLogDirectory(path.join(root, "s")), quiet, net.bind("s"), net.env("s", "p"));
   await s.start();
   try {
     await writeBlocks(p.port, 0, 4);

@@ -8,14 +8,13 @@
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
-import type { ExportConfig } from "../../src/config/types.ts";
 import { Errno } from "../../src/lib/errno.ts";
 import type { Log } from "../../src/lib/log.ts";
 import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
 import fs from "node:fs";
-import { openLogDirectory, type LogDirectory, type LogFile } from "../../src/replication/files.ts";
+import { openLogDirectory } from "../../src/replication/files.ts";
 import { LogReader, type ReadChunk } from "../../src/replication/log-reader.ts";
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { Secondary } from "../../src/replication/secondary.ts";
@@ -25,6 +24,7 @@ import { call, type StoragePort } from "../../src/storage/port.ts";
 import { encodeFetchReason } from "../../src/wire/dst/fetch.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
 import { until } from "../helpers/wait.ts";
+import { failingFiles, replicaConfig } from "./replica-fixtures.ts";
 
 const tempDir = scratchDirsPerTest("secondary-heal");
 const SIZE = 4 << 20;
@@ -39,32 +39,6 @@ const timer = {
   },
 };
 
-function config(name: string, dir: string, role: "primary" | "secondary"): ExportConfig {
-  const peer = role === "secondary" ? { scheme: "dst", host: "127.0.0.1", port: 1, exportName: "p" } : null;
-  return {
-    name,
-    readOnly: false,
-    replication: { logDir: dir, logSize: 64 << 20, role, peer, keyFile: null, replayDelayMs: 0, compress: false, bandwidth: 0 },
-  } as unknown as ExportConfig;
-}
-
-/** A log directory whose files named `prefix…` fail every write with EIO while `failing.on`. */
-function failingFiles(dir: LogDirectory, prefix: string, failing: { on: boolean; failed: number }): LogDirectory {
-  const wrapped = Object.create(dir) as LogDirectory;
-  wrapped.open = (name, create, done) =>
-    dir.open(name, create, (errno, file) => {
-      if (file === null || !name.startsWith(prefix)) return done(errno, file);
-      const f = Object.create(file) as LogFile;
-      f.write = (position, chunks, written) => {
-        if (!failing.on) return file.write(position, chunks, written);
-        failing.failed++;
-        queueMicrotask(() => written(Errno.EIO));
-      };
-      done(errno, f);
-    });
-  return wrapped;
-}
-
 for (const [prefix, named] of [
   ["log-", "the log copy failed"],
   ["applied.state", "replay failed: saving the replay position"],
@@ -73,7 +47,7 @@ test(`a secondary whose ${prefix === "log-" ? "log copy" : "replay position file
   const root = tempDir();
   let source: LogSource | undefined;
   const primaryDisk: StoragePort = createLocalPort(createMemoryBackend(SIZE));
-  const primary = new ReplicaNode(config("p", path.join(root, "p"), "primary"), primaryDisk, openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (source = log), { timer, wallMicros: () => Date.now() * 1000, link: () => { throw new Error("the primary has no peer"); } });
+  const primary = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", null), primaryDisk, openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (source = log), { timer, wallMicros: () => Date.now() * 1000, link: () => { throw new Error("the primary has no peer"); } });
   await primary.start();
   const env: ReplicaEnv = {
     timer,
@@ -91,7 +65,7 @@ test(`a secondary whose ${prefix === "log-" ? "log copy" : "replay position file
   const secondaryDisk: StoragePort = createLocalPort(createMemoryBackend(SIZE));
   const errors: string[] = [];
   const logger: Log = { ...quiet, error: (m: string) => void errors.push(m) };
-  const secondary = new ReplicaNode(config("s", path.join(root, "s"), "secondary"), secondaryDisk, failingFiles(openLogDirectory(path.join(root, "s")), prefix, failing), logger, () => {}, env);
+  const secondary = new ReplicaNode(replicaConfig("s", path.join(root, "s"), "secondary", "p"), secondaryDisk, failingFiles(openLogDirectory(path.join(root, "s")), prefix, failing), logger, () => {}, env);
   await secondary.start();
   try {
     const writeBlocks = async (from: number, count: number) => {

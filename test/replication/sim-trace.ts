@@ -4,6 +4,7 @@
  * the last `keep` of them shown with a failure, every line printed when verbose; and a Log
  * that writes into it for the real code under test.
  */
+import { Prng } from "../../src/lib/prng.ts";
 import type { SimClock } from "../sim/sim-clock.ts";
 
 export interface SimTrace {
@@ -45,4 +46,15 @@ export async function withSeed<T>(sim: string, seed: number, replay: string, run
     if (message.includes(`seed ${seed}`)) throw error;
     throw new Error(`${sim} seed ${seed}: ${message}\n  replay: ${replay}`, { cause: error });
   }
+}
+
+/**
+ * The random streams of a replication or sync simulation seed, split off the seed in this order
+ * (changing it changes every seed's world). `disk` and `fileFaults` serve the I/O errors and the
+ * operator's restarts over them: a seed that draws no error runs as before they existed.
+ */
+export function seedStreams(seed: number): { files: Prng; port: Prng; work: Prng; faults: Prng; disk: Prng; fileFaults: Prng } {
+  const root = new Prng(seed);
+  const next = () => new Prng(root.next());
+  return { files: next(), port: next(), work: next(), faults: next(), disk: next(), fileFaults: next() };
 }

@@ -36,7 +36,6 @@
  * - convergence: once the workload ends, the secondary catches up and equals the primary.
  */
 import { Errno } from "../../src/lib/errno.ts";
-import { Prng } from "../../src/lib/prng.ts";
 import { InitialSync, readSyncState, type SyncTransport } from "../../src/replication/initial-sync.ts";
 import { ReplicationPrimary } from "../../src/replication/primary.ts";
 import { decodeHeader, RecordOp, RECORD_HEADER_SIZE, type ChainPoint } from "../../src/replication/record.ts";
@@ -47,7 +46,7 @@ import { answerSync } from "../../src/replication/sync-server.ts";
 import type { Done, StoragePort } from "../../src/storage/port.ts";
 import { encodeFetchReason } from "../../src/wire/dst/fetch.ts";
 import { SimClock } from "../sim/sim-clock.ts";
-import { simTrace } from "./sim-trace.ts";
+import { seedStreams, simTrace } from "./sim-trace.ts";
 import { runUntil, settle, SimDisk } from "./sim-files.ts";
 import { SimDiskPort } from "./sim-port.ts";
 
@@ -130,17 +129,8 @@ export async function runSyncSeed(seed: number, verbose = false, seedOptions: Sy
       },
       limit,
     );
-  const root = new Prng(seed);
-  const prng = {
-    files: new Prng(root.next()),
-    port: new Prng(root.next()),
-    work: new Prng(root.next()),
-    faults: new Prng(root.next()),
-    // Their own streams, for the I/O errors and the operator's restarts over them: seeds that
-    // draw no error run as before.
-    disk: new Prng(root.next()),
-    fileFaults: new Prng(root.next()),
-  };
+  const prng = seedStreams(seed);
+
   const f = prng.faults;
   const d = prng.disk;
   const ff = prng.fileFaults;
