@@ -64,6 +64,8 @@ export class SimStore {
   private downSince = 0;
   /** Longest outage so far (ms). */
   longestOutage = 0;
+  /** When it last came back up (-Infinity: never down). */
+  lastUp = -Infinity;
   slowUntil = 0;
   slowFactor = 1;
   /** Ports of this store, current life first. */
@@ -159,6 +161,7 @@ export class SimStore {
   up(): void {
     if (!this.down) return;
     this.down = false;
+    this.lastUp = this.now;
     this.longestOutage = Math.max(this.longestOutage, this.now - this.downSince);
     for (const port of this.ports) port.resume();
   }

@@ -16,9 +16,11 @@ const start = Number(process.env.TREE_SEED_START ?? 1);
  * Seeds beyond the default range that once failed, run every time: 998140 (an old life's
  * probe, after a node crash, counted as a request to a suspended leg: a crashed node's timers
  * now die with it); 877 (a disk of another mirror put in a suspended leg's slot decided the
- * reopen by its own generation: mirror/assemble.ts now takes the identity most legs hold).
+ * reopen by its own generation: mirror/assemble.ts now takes the identity most legs hold);
+ * 2114583 (the checker: a refused leg down when the reopen probed it, back up by its end, is
+ * absent, not "reopened").
  */
-const REGRESSION_SEEDS = [998140, 877];
+const REGRESSION_SEEDS = [998140, 877, 2114583];
 
 if (single !== undefined) {
   test(`tree sim seed ${single}`, async () => {

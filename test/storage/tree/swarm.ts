@@ -101,6 +101,8 @@ export class TreeWorld {
   outstanding = 0;
   healAt = -1;
   readonly trace: string[] = [];
+  /** When the last open began (a leg down then is absent, even if it is back by the end). */
+  private openedAt = 0;
   readonly marks = { crashes: 0, reopenRefused: 0, openFailed: 0, shortCuts: 0, longCuts: 0, downUntilHeal: 0, slow: 0, grows: 0, stripeGrows: 0, linearGrows: 0, nestedGrows: 0, grownWhileStopped: 0, growsFailed: 0, growsAfterCrash: 0, suspends: 0, suspendsRefused: 0, holdsAcrossCrash: 0, replaced: 0, regionsDoubled: 0, tampered: 0, wrongReplacements: 0, refusedForeign: 0, refusedDamaged: 0, refusedTooSmall: 0, refusedDiverged: 0, refusedResumes: 0, refusedStayed: 0, repairedResumes: 0, refusedRejoined: 0, refusedAcrossCrash: 0, repairedAcrossCrash: 0, openAmbiguous: 0 };
   /** Online growth (mirror/grow.ts, stripe.ts): a root mirror or stripe whose leaves have room to grow. */
   readonly growPrng: Prng;
@@ -382,7 +384,9 @@ export class TreeWorld {
   checkRefusedKept(): void {
     for (const r of this.refusals) {
       const leg = this.built.mirrors[r.mirror]!.mirror.legs[r.leg]!;
-      const ok = REFUSED_STATES.has(leg.state) || leg.state === "suspended" || (leg.state === "absent" && r.store.down);
+      // Absent if it was down when the open probed it: down now, or back up since the open began
+      // (it came up while the open ran, after its probe: seed 2114583).
+      const ok = REFUSED_STATES.has(leg.state) || leg.state === "suspended" || (leg.state === "absent" && (r.store.down || r.store.lastUp >= this.openedAt));
       if (!ok) violation("refused leg reopened", `leaf ${r.store.name} (mirror ${r.mirror} leg ${r.leg}) is unrepaired and reopened ${leg.state}`);
       this.marks.refusedAcrossCrash++;
       r.touches = touches(r.store); // the open read its superblocks (checked up to the crash)
@@ -537,6 +541,7 @@ export class TreeWorld {
 
   /** Open a new life of the tree on fresh ports over the same stores. */
   async open(): Promise<void> {
+    this.openedAt = this.tclock.now();
     const ports = this.stores.map((s) => s.port());
     const life = { dead: false };
     this.life = life;
