@@ -1,11 +1,27 @@
 /**
  * @module test/replication/replica-fixtures — what the in-process replica node tests share
- * (secondary-heal.test.ts, role-errors.test.ts): the config of a replicated export over a log
- * directory, and a log directory whose named files fail their writes on demand.
+ * (secondary-heal.test.ts, role-errors.test.ts): a silent log, a timer, the config of a
+ * replicated export over a log directory, and a log directory whose named files fail their
+ * writes on demand.
  */
 import type { ExportConfig } from "../../src/config/types.ts";
 import { Errno } from "../../src/lib/errno.ts";
+import type { Log } from "../../src/lib/log.ts";
 import type { LogDirectory, LogFile } from "../../src/replication/files.ts";
+
+export const quiet: Log = { error: () => {}, warn: () => {}, info: () => {}, debug: () => {} };
+
+/**
+ * Real time, but no wait longer than 5 ms: a node's retries, reopens and backoffs (1 s to 60 s)
+ * come at once, so a test waits for what happens, not for the delays before it.
+ */
+export const quickTimer = {
+  now: () => performance.now(),
+  after(ms: number, run: () => void): () => void {
+    const t = setTimeout(run, Math.min(ms, 5));
+    return () => clearTimeout(t);
+  },
+};
 
 /** A replicated export `name` over `dir`; a `peer` (an export name on a fake address) for a secondary or a fenced primary. */
 export function replicaConfig(name: string, dir: string, role: "primary" | "secondary", peer: string | null): ExportConfig {

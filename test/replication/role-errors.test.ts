@@ -16,7 +16,6 @@
 import { expect, test } from "bun:test";
 import path from "node:path";
 import { Errno } from "../../src/lib/errno.ts";
-import type { Log } from "../../src/lib/log.ts";
 import { ReplicaNode } from "../../src/daemon/replica-node.ts";
 import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
@@ -29,22 +28,11 @@ import { call, type StoragePort } from "../../src/storage/port.ts";
 import { encodeFetchReason, type FetchRequest } from "../../src/wire/dst/fetch.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
 import { until } from "../helpers/wait.ts";
-import { failingFiles, replicaConfig } from "./replica-fixtures.ts";
+import { failingFiles, quickTimer, quiet, replicaConfig } from "./replica-fixtures.ts";
 
 const tempDir = scratchDirsPerTest("role-errors");
 const SIZE = 4 << 20;
 const BLOCK = 4096;
-
-const quiet: Log = { error: () => {}, warn: () => {}, info: () => {}, debug: () => {} };
-
-/** Real time, but no wait longer than 5 ms (the node's retries and reopens come at once). */
-const timer = {
-  now: () => performance.now(),
-  after(ms: number, run: () => void): () => void {
-    const t = setTimeout(run, Math.min(ms, 5));
-    return () => clearTimeout(t);
-  },
-};
 
 /** A disk whose writes fail with EIO while `failing.on` (those at `failing.at` only, when set). */
 function failingDisk(failing: { on: boolean; at?: number; failed: number }): StoragePort {
@@ -70,7 +58,7 @@ class Net {
 
   env(from: string, to: string): ReplicaEnv {
     return {
-      timer,
+      timer: quickTimer,
       wallMicros: () => Date.now() * 1000,
       link: () => ({
         transport: (request, done) => {
@@ -163,7 +151,7 @@ test("fencing: a peer primary that answers EIO is asked again, and the start fai
   const root = tempDir();
   let probes = 0;
   const env: ReplicaEnv = {
-    timer,
+    timer: quickTimer,
     wallMicros: () => Date.now() * 1000,
     link: () => ({
       transport: (_request, done) => {

@@ -24,20 +24,10 @@ import { call, type StoragePort } from "../../src/storage/port.ts";
 import { encodeFetchReason } from "../../src/wire/dst/fetch.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
 import { until } from "../helpers/wait.ts";
-import { failingFiles, replicaConfig } from "./replica-fixtures.ts";
+import { failingFiles, quickTimer, quiet, replicaConfig } from "./replica-fixtures.ts";
 
 const tempDir = scratchDirsPerTest("secondary-heal");
 const SIZE = 4 << 20;
-
-const quiet: Log = { error: () => {}, warn: () => {}, info: () => {}, debug: () => {} };
-
-const timer = {
-  now: () => performance.now(),
-  after(ms: number, run: () => void): () => void {
-    const t = setTimeout(run, ms);
-    return () => clearTimeout(t);
-  },
-};
 
 for (const [prefix, named] of [
   ["log-", "the log copy failed"],
@@ -47,10 +37,10 @@ test(`a secondary whose ${prefix === "log-" ? "log copy" : "replay position file
   const root = tempDir();
   let source: LogSource | undefined;
   const primaryDisk: StoragePort = createLocalPort(createMemoryBackend(SIZE));
-  const primary = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", null), primaryDisk, openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (source = log), { timer, wallMicros: () => Date.now() * 1000, link: () => { throw new Error("the primary has no peer"); } });
+  const primary = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", null), primaryDisk, openLogDirectory(path.join(root, "p")), quiet, (_port, log) => (source = log), { timer: quickTimer, wallMicros: () => Date.now() * 1000, link: () => { throw new Error("the primary has no peer"); } });
   await primary.start();
   const env: ReplicaEnv = {
-    timer,
+    timer: quickTimer,
     wallMicros: () => Date.now() * 1000,
     link: () => ({
       transport: (request, done) => {
@@ -110,7 +100,7 @@ test("a secondary whose copy lost its first segments, not applied yet (a promoti
   const reader = new LogReader(primary.store, { seq: 1 });
   const chunk = await new Promise<ReadChunk>((resolve, reject) => reader.read(64 << 20, (e, c) => (e !== null ? reject(new Error(e)) : resolve(c!))));
   await reader.close();
-  const clock = { now: () => Date.now() * 1000, after: timer.after };
+  const clock = { now: () => Date.now() * 1000, after: quickTimer.after };
   const dir = path.join(root, "s");
   const disk = createLocalPort(createMemoryBackend(SIZE));
   const store = async (s: Secondary) => expect(await new Promise<number>((resolve) => expect(s.receive(chunk.bytes, resolve)).toBeNull())).toBe(0);
