@@ -520,12 +520,17 @@ function failingSyncs(dir: LogDirectory, clock: SimClock, failing: () => boolean
   return wrapped;
 }
 
-test("a write whose record the log failed goes around the log only once the switch to overflow saved its checkpoint; the state failing too, it fails, FLUSH fails, and status names the state (replication sim seed 14)", async () => {
+/** A simulated log directory and 1 MiB disk on one clock, and primary options that never checkpoint on their own. */
+function simRig() {
   const clock = new SimClock();
   const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
   const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  return { clock, files, disk, options: { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 } };
+}
+
+test("a write whose record the log failed goes around the log only once the switch to overflow saved its checkpoint; the state failing too, it fails, FLUSH fails, and status names the state (replication sim seed 14)", async () => {
+  const { clock, files, disk, options } = simRig();
   let failing = false;
-  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
   const open = () => settle(clock, ReplicationPrimary.open(disk.handle(), failingSyncs(files.directory(), clock, () => failing), options));
   const first = await open();
   expect(await settle(clock, new Promise<number>((resolve) => first.write(0, block(1), true, resolve)))).toBe(0); // logged, written back; checkpoint 0
@@ -617,9 +622,7 @@ test("a start that finds dirty regions with no resync under way saves resyncPend
 });
 
 test("a write whose record failed with the log while an earlier logged write-back was failing is not written around the log: the switch's checkpoint stays below the lost record, and a restart's replay would undo it (replication sim seed 16525)", async () => {
-  const clock = new SimClock();
-  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
-  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  const { clock, files, disk, options } = simRig();
   /** Writes to the disk wait here while gated; the test fails them. */
   const gated: ((errno: number) => void)[] = [];
   let gate = false;
@@ -632,7 +635,6 @@ test("a write whose record failed with the log while an earlier logged write-bac
   }
   let failing = false;
   const segments = (name: string) => name.startsWith("log-");
-  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
   const primary = await settle(clock, ReplicationPrimary.open(new Gated(disk.handle()), failingSyncs(files.directory(), clock, () => failing, segments), options));
   // A: logged and durable; its write-back waits at the disk.
   gate = true;
@@ -662,10 +664,7 @@ test("a write whose record failed with the log while an earlier logged write-bac
 });
 
 test("a read of the log that fails during a start's replay fails the start as an I/O error naming the read, not as a corrupt log", async () => {
-  const clock = new SimClock();
-  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
-  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
-  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
+  const { clock, files, disk, options } = simRig();
   const first = await settle(clock, ReplicationPrimary.open(disk.handle(), files.directory(), options));
   for (let i = 0; i < 2; i++) expect(await settle(clock, new Promise<number>((resolve) => first.write(i * 4096, block(i + 1), true, resolve)))).toBe(0);
   expect(first.status().checkpoint).toBe(0);
@@ -689,11 +688,8 @@ test("a read of the log that fails during a start's replay fails the start as an
 });
 
 test("a FLUSH held for an early write when the log and the state then fail fails with the layer: the write went around the log with no checkpoint saved, and a restart's replay may undo it (replication sim seed 149927)", async () => {
-  const clock = new SimClock();
-  const files = new SimDisk(clock, new Prng(5), { latency: [0, 2] });
-  const disk = new SimDiskPort(1 << 20, clock, new Prng(6), false);
+  const { clock, files, disk, options } = simRig();
   let failing = false;
-  const options = { logLimit: 1 << 24, checkpointBytes: 1 << 30, now: () => clock.ticks * 1000 + 1 };
   const primary = await settle(clock, ReplicationPrimary.open(disk.handle(), failingSyncs(files.directory(), clock, () => failing), options));
   failing = true; // the record's fdatasync fails, and so does the switch's state save
   let flushed = -1;
