@@ -139,7 +139,7 @@ export interface ExportNodeOptions {
   keys?: readonly KeyConfig[];
   log: Log;
   /** Factory for the NBD front end (nbd/connection.ts); null when NBD is not built in. */
-  nbdAccept?: ((exports: Export[], log: Log, memory?: Budget) => GuardedAcceptHandler & { recheck?(): string[] }) | null;
+  nbdAccept?: ((exports: Export[], log: Log, memory?: Budget) => GuardedAcceptHandler & { recheck?(): string[]; rebind?(name: string): string[] }) | null;
   /** Deadlines and connection caps (config `[limits]`); defaults from config/defaults.ts. */
   limits?: ConnectionLimits;
   /** The process-wide connection budget (`dstd up` shares one among its units); default: made here. */
@@ -197,7 +197,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
   /** Tells the server's admitted sessions about a replica's role change (DstServer.rebind); none before it is up. */
   let rebind = (_name: string): void => {};
   const listeners: Listener[] = [];
-  const fronts: Array<{ recheck?(): string[] }> = [];
+  const fronts: Array<{ recheck?(): string[]; rebind?(name: string): string[] }> = [];
   const guards: ConnectionGuard[] = [];
   /** Files this start created (a missing --file with --size): removed again if the start fails. */
   const created: string[] = [];
@@ -252,7 +252,10 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       for (const warning of exportWarnings(config)) log.warn(warning);
     }
     const server = new DstServer({ exports, log, keys: loadKeyTable(options.keys ?? []), defer: setImmediate, observer: options.observer, epoch });
-    rebind = (name) => server.rebind(name);
+    rebind = (name) => {
+      server.rebind(name);
+      for (const front of fronts) front.rebind?.(name);
+    };
     const limits = options.limits ?? DEFAULT_CONNECTION_LIMITS;
     const budget = options.budget ?? startConnectionBudget(limits.maxConnections, log);
     const wrap = options.wrapAccept ?? ((accept: GuardedAcceptHandler) => accept);

@@ -14,13 +14,12 @@
  * export name "" selects it, as nbdkit and qemu-nbd do (proto.md, NBD_OPT_EXPORT_NAME: an
  * empty name asks for the server's default export), so `nbdinfo nbd://host` works.
  */
-import { matchAllow } from "../lib/acl.ts";
+import { matchAllow, type Access } from "../lib/acl.ts";
 import type { Log } from "../lib/log.ts";
 import { quotePeer } from "../lib/peer-text.ts";
 import type { Budget } from "../export/budget.ts";
 import type { Export } from "../export/exports.ts";
 import { acceptNbd, type NbdConnection } from "../nbd/connection.ts";
-import type { StoragePort } from "../storage/port.ts";
 import type { GuardedAcceptHandler } from "../transport/guard.ts";
 import type { Peer } from "../transport/types.ts";
 
@@ -28,14 +27,19 @@ import type { Peer } from "../transport/types.ts";
 export type NbdFront = GuardedAcceptHandler & {
   /** Close or downgrade live connections whose export no longer grants them (returns what it did). */
   recheck(): string[];
+  /** Export `name` now serves another port or is read-only (a replica's role change): close or downgrade its connections (NbdConnection.rebound). */
+  rebind(name: string): string[];
 };
 
 /** `memory`: the node's budget its DST export also charges (DstServer.replyBudget): NBD replies, reads in flight and WRITEs being assembled count against it. */
 export function acceptNbdForExports(exports: Export[], log: Log, memory?: Budget): NbdFront {
-  const targets = new Map<string, StoragePort>();
-  for (const e of exports) targets.set(e.name, e.port);
   const byName = new Map(exports.map((e) => [e.name, e]));
-  const allowed = (e: Export, peer: Peer) => matchAllow(e.allow, peer, null);
+  // The export's port and read-only flag as they are now: a replicated export's change with its
+  // role (a secondary serves its disk read-only, docs/replication.md §6), as for DST.
+  const allowed = (e: Export, peer: Peer): Access | null => {
+    const access = matchAllow(e.allow, peer, null);
+    return access === "rw" && e.readOnly ? "ro" : access;
+  };
   const accept = acceptNbd({
     resolve(requested: string, peer: Peer) {
       const name = requested === "" && exports.length === 1 ? exports[0]!.name : requested;
@@ -51,7 +55,7 @@ export function acceptNbdForExports(exports: Export[], log: Log, memory?: Budget
         const who = peer.transport === "unix" ? "Unix socket clients are" : `address ${peer.address} is`;
         return { refuse, detail: `${who} not allowed to use export ${quotePeer(name)}` };
       }
-      return { target: targets.get(name)!, access, description: e.description, name };
+      return { target: e.port, access, description: e.description, name };
     },
     list(peer: Peer) {
       return exports.filter((e) => allowed(e, peer) !== null).map((e) => ({ name: e.name, description: e.description }));
@@ -82,5 +86,15 @@ export function acceptNbdForExports(exports: Export[], log: Log, memory?: Budget
     }
     return changes;
   };
-  return Object.assign(handler, { recheck });
+  const rebind = (name: string) => {
+    const e = byName.get(name);
+    if (e === undefined) return [];
+    const changes: string[] = [];
+    for (const connection of live) {
+      const change = connection.rebound(name, e.port, e.readOnly);
+      if (change !== null) changes.push(change);
+    }
+    return changes;
+  };
+  return Object.assign(handler, { recheck, rebind });
 }

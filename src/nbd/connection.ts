@@ -25,6 +25,7 @@ import { quotePeer } from "../lib/peer-text.ts";
 import type { GuardHooks, GuardedHandler } from "../transport/guard.ts";
 import { describePeer, type Peer, type Sink } from "../transport/types.ts";
 import type { Budget } from "../export/budget.ts";
+import type { StoragePort } from "../storage/port.ts";
 import { NbdHandshake, transmissionFlags, type NbdServerOptions, type Transmission } from "./handshake.ts";
 import { DEFAULT_LIMITS, NbdTransmission, type NbdConnectionLimits } from "./transmission.ts";
 
@@ -106,6 +107,32 @@ export class NbdConnection implements GuardedHandler {
       tx.downgrade();
       this.options.log?.warn(`${who}: now read-only on export ${quotePeer(tx.exportName)} (configuration reload); writes are refused`);
       return `${who} downgraded to read-only on export ${quotePeer(tx.exportName)}`;
+    }
+    return null;
+  }
+
+  /**
+   * Export `name`'s port or read-only flag changed under this connection (a replica's role
+   * change: daemon/nbd-front.ts rebind). On another port the connection is closed — NBD has no
+   * way to tell a client its export changed, and the port it holds may be a closed primary or a
+   * secondary's bare disk — so the client reconnects and learns the new flags in the handshake.
+   * On the same port, a connection that may write is downgraded when the export is read-only now.
+   */
+  rebound(name: string, port: StoragePort, readOnly: boolean): string | null {
+    const tx = this.transmission;
+    if (this.closed || tx === null || tx.exportName !== name) return null;
+    const who = `NBD ${describePeer(this.peer)}`;
+    if (tx.port !== port) {
+      this.options.log?.warn(`${who}: closing: export ${quotePeer(name)} changed role (replication); the client reconnects to what it serves now`);
+      this.closed = true;
+      tx.close();
+      this.sink.end();
+      return `closed ${who}: export ${quotePeer(name)} changed role`;
+    }
+    if (readOnly && tx.writable) {
+      tx.downgrade();
+      this.options.log?.warn(`${who}: export ${quotePeer(name)} is read-only now (replica role change); writes are refused`);
+      return `${who} downgraded to read-only on export ${quotePeer(name)}`;
     }
     return null;
   }

@@ -183,6 +183,11 @@ export class NbdTransmission {
     return this.limits.writable;
   }
 
+  /** The port this connection serves (fixed for its life: a role change closes it, nbd/connection.ts rebound). */
+  get port(): StoragePort {
+    return this.target;
+  }
+
   /** The export this connection serves. */
   get exportName(): string {
     return this.tx.name;
