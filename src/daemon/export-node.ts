@@ -7,11 +7,13 @@
  * the config; one ConnectionBudget, sized to stay below the file-descriptor limit
  * (transport/fd-budget.ts), is shared by all of them.
  */
+import { AssertionError } from "../lib/assert.ts";
 import { randomBytes } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
 import { openBackend, openPort } from "../storage/open.ts";
 import { createLocalPort } from "../storage/local/port.ts";
-import { call, type StoragePort } from "../storage/port.ts";
+import type { StoragePort } from "../storage/port.ts";
+import { ShrinkGate } from "../storage/layers/shrink-gate.ts";
 import { openTree, type TreeLog } from "../storage/tree/open.ts";
 import { HeldRecords, LayoutBook, type LayoutRecords } from "../storage/tree/layout-book.ts";
 import { layoutProblems } from "../storage/tree/tree-layout.ts";
@@ -229,7 +231,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       const entry: Export = {
         name: config.name,
         description: config.description,
-        port: disk,
+        port: new ShrinkGate(disk),
         readOnly: config.readOnly,
         allow: [...config.allow],
         suites: config.suites,
@@ -238,7 +240,8 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (config.replication) {
         // A secondary (or a diverged old primary) serves its disk read-only; roles may change while running.
         const bind = (port: StoragePort, source: Export["log"], readOnly: boolean) => {
-          entry.port = port;
+          // Rebinding the same port keeps its gate (and the NBD connections on it: nbd-front.ts rebind).
+          if (!(entry.port instanceof ShrinkGate && entry.port.below === port)) entry.port = new ShrinkGate(port);
           entry.log = source;
           entry.readOnly = readOnly;
           rebind(entry.name);
@@ -325,17 +328,21 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       const e = exports.find((x) => x.name === name);
       if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
       const before = e.port.size;
-      if (size < before) {
-        if (!resizeOptions.allowShrink) {
-          throw new DstdError("E_USAGE", `export '${name}' is ${formatSize(before)}; shrinking it to ${formatSize(size)} loses what lies past the new end: add --allow-shrink`);
-        }
-        const tail = await call.extents(e.port, size, before - size, 2).catch(() => [{ length: before - size, hole: false, zero: false }]);
-        if (tail.some((x) => !x.hole && !x.zero) && !resizeOptions.force) {
-          throw new DstdError("E_USAGE", `export '${name}' holds data past ${formatSize(size)}: shrinking would lose it; add --force to shrink anyway`);
-        }
+      const resized = () => `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
+      if (size < before && !resizeOptions.allowShrink) {
+        throw new DstdError("E_USAGE", `export '${name}' is ${formatSize(before)}; shrinking it to ${formatSize(size)} loses what lies past the new end: add --allow-shrink`);
       }
-      await server.resize(name, size);
-      return `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
+      if (size >= before || resizeOptions.force) {
+        await server.resize(name, size);
+        return resized();
+      }
+      const gate = e.port;
+      if (!(gate instanceof ShrinkGate)) throw new AssertionError(`export '${name}' is served without its shrink gate`);
+      // Checked with nothing left that could still put data past the new end, and cut before
+      // anything can (storage/layers/shrink-gate.ts).
+      const data = await gate.shrinkIfEmpty(size, () => server.resize(name, size));
+      if (data !== null) throw new DstdError("E_USAGE", `export '${name}' holds data past ${formatSize(size)} (${data}): shrinking would lose it; add --force to shrink anyway`);
+      return resized();
     };
     const holdLeg = async (name: string, selector: string, action: LegAction): Promise<string> => {
       const e = exports.find((x) => x.name === name);

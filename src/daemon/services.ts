@@ -11,6 +11,7 @@
  * as one unit (named after its exports: "export:a+b"); exports on their own addresses are
  * units of their own and start and stop independently.
  */
+import { ShrinkGate } from "../storage/layers/shrink-gate.ts";
 import { formatExportUrl, formatListenAddress } from "../lib/address.ts";
 import { DstdError } from "../lib/errors.ts";
 import type { Log } from "../lib/log.ts";
@@ -79,7 +80,7 @@ function exportEntry(config: ExportConfig, port: StoragePort | null): ExportEntr
     allow: config.allow.map((rule) => rule.source),
   };
   // A storage tree: every node's and mirror leg's state (storage/tree/describe.ts).
-  if (backend.kind === "tree" && port !== null) entry.tree = snapshotOf(port);
+  if (backend.kind === "tree" && port !== null) entry.tree = snapshotOf(port instanceof ShrinkGate ? port.below : port);
   return entry;
 }
 

@@ -18,6 +18,7 @@ import { RecordOp, type LogRecord } from "../../src/replication/record.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
 import { PassThrough } from "../../src/storage/layers/pass-through.ts";
+import { ShrinkGate } from "../../src/storage/layers/shrink-gate.ts";
 import { call, type StoragePort } from "../../src/storage/port.ts";
 import { validateRequest } from "../../src/storage/validate.ts";
 import { scratchDirsPerTest } from "../helpers/files.ts";
@@ -154,5 +155,42 @@ test("a secondary that crashed after applying a tail write and a later shrink, b
   expect(halted.status().halted).toContain("re-applying the log after a crash: record seq");
   expect(halted.status().halted).toContain("no later RESIZE record cuts it");
   await halted.close();
+  await primary.close();
+});
+
+test("a checked shrink (dstd resize --allow-shrink, no --force) waits for a write past the new end that is still being logged: it finds the data and refuses, and the write is acknowledged and kept (storage/layers/shrink-gate.ts)", async () => {
+  const disk = new Kept(createLocalPort(createMemoryBackend(SIZE)));
+  const primary = await ReplicationPrimary.open(disk, openLogDirectory(tempDir()), { logLimit: 64 << 20 });
+  const gate = new ShrinkGate(primary);
+  // In flight: its record's group commit (an fdatasync on the I/O pool) has not run yet.
+  const written = sendWrite(gate, SIZE - 4096, block(7));
+  let resized = false;
+  const resize = () =>
+    new Promise<void>((resolve, reject) =>
+      gate.resize!(HALF, (errno) => {
+        resized = true;
+        if (errno === 0) resolve();
+        else reject(new Error(`resize failed: ${errno}`));
+      }),
+    );
+  const data = await gate.shrinkIfEmpty(HALF, resize);
+  expect(await written).toBe(0);
+  // The map's extent the write lies in is data (the ack window marks the whole extent under an early write).
+  const at = Number(/^data at offset (\d+)$/.exec(data ?? "")?.[1] ?? -1);
+  expect(at).toBeGreaterThanOrEqual(HALF);
+  expect(at).toBeLessThanOrEqual(SIZE - 4096);
+  expect(resized).toBe(false);
+  expect(gate.size).toBe(SIZE);
+  const into = new Uint8Array(4096);
+  await call.read(gate, SIZE - 4096, into);
+  expect(into.every((b) => b === 7)).toBe(true);
+  // The refusal lifted the fence: the tail takes writes again.
+  expect(await sendWrite(gate, SIZE - 8192, block(8))).toBe(0);
+  // Cut to an empty tail once the data is gone: the shrink runs, and the tail is refused by size after it.
+  await call.trim(gate, HALF, HALF);
+  expect(await gate.shrinkIfEmpty(HALF, resize)).toBeNull();
+  expect(resized).toBe(true);
+  expect(gate.size).toBe(HALF);
+  expect(await sendWrite(gate, SIZE - 4096, block(9))).toBe(Errno.ENOSPC);
   await primary.close();
 });
