@@ -61,6 +61,8 @@ export interface ReplicaHandle {
   readonly role: Role;
   readonly port: StoragePort;
   readonly log: LogSource | undefined;
+  /** Why its primary refuses writes until it is opened again, or null: `dstd up` restarts the export group then (daemon/services.ts). */
+  readonly failedClosed: string | null;
   status(): ReplicaStatus;
   pause(what: PauseWhat): string;
   resume(what: PauseWhat): string;
@@ -153,6 +155,11 @@ export class ReplicaNode implements ReplicaHandle {
 
   get log(): LogSource | undefined {
     return this.side.kind === "primary" ? this.side.server : undefined;
+  }
+
+  /** Why this node's primary refuses writes until it is opened again (ReplicationPrimary.failedClosed), or null. */
+  get failedClosed(): string | null {
+    return this.side.kind === "primary" ? this.side.primary.failedClosed : null;
   }
 
   async start(): Promise<void> {

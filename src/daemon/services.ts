@@ -30,7 +30,7 @@ import type { EventBus } from "../status/events.ts";
 import { startExportNode } from "./export-node.ts";
 import { acceptNbdForExports } from "./nbd-front.ts";
 import { attachKernel, startNbdAttach } from "./attach-node.ts";
-import type { Runner, Running, ServiceDetail } from "./supervisor.ts";
+import type { Health, Runner, Running, ServiceDetail } from "./supervisor.ts";
 
 export const EXPORT_GAUGES = ["connectionsCurrent", "memoryBytes", "sessions"] as const;
 
@@ -64,6 +64,21 @@ export function groupExports(exports: readonly ExportConfig[]): ExportConfig[][]
 
 export function exportGroupName(group: readonly ExportConfig[]): string {
   return `export:${group.map((e) => e.name).join("+")}`;
+}
+
+/**
+ * An export group is failed while a replicated export's primary refuses writes until it is
+ * opened again (its disk failed a logged write-back or a flush, or its log and state cannot be
+ * written: docs/replication.md §4): the supervisor then restarts the group with its backoff,
+ * and the restart replays the log onto the disk — as an operator would restart the node, but
+ * without the node's other groups. A disk that still fails fails the start, and it is retried.
+ */
+export function groupHealth(replicas: ReadonlyMap<string, { readonly failedClosed: string | null }>): Health {
+  for (const [name, replica] of replicas) {
+    const why = replica.failedClosed;
+    if (why !== null) return { failed: `export '${name}': replication primary failed closed: ${why}` };
+  }
+  return { state: "running" };
 }
 
 function exportEntry(config: ExportConfig, port: StoragePort | null): ExportEntry {
@@ -139,7 +154,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
       const bound = { dst: node.dstAddresses.map(formatListenAddress), nbd: node.nbdAddresses.map(formatListenAddress) };
       let current = group;
       return {
-        check: () => ({ state: "running" }),
+        check: () => groupHealth(node.replicas),
         stop: () => node.stop(),
         resize: (exportName, size, resizeOptions) => node.resize(exportName, size, resizeOptions),
         holdLeg: (exportName, leg, action) => node.holdLeg(exportName, leg, action),

@@ -328,6 +328,16 @@ export class ReplicationPrimary extends PassThrough {
     return this.bitmap.runs(from, max);
   }
 
+  /**
+   * Why the layer refuses writes and FLUSH until it is opened again (its disk failed a logged
+   * write-back or a flush, or neither the log nor the state could be written: §4), or null.
+   * `dstd up` restarts the export group on it (daemon/services.ts); the open replays the log.
+   */
+  get failedClosed(): string | null {
+    if (this.diskFailure.failed) return this.diskFailure.message ?? "the disk failed";
+    return this.broken !== 0 ? (this.brokenBy?.message ?? errnoMessage(this.broken)) : null;
+  }
+
   status(): PrimaryStatus {
     return {
       mode: this.mode,
