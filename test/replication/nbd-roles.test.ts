@@ -15,20 +15,13 @@ import { runDstd } from "../helpers/binary.ts";
 import { readFileAt, scratchDir } from "../helpers/files.ts";
 import { startNode } from "../helpers/node-process.ts";
 import { freeLoopbackPort } from "../helpers/ports.ts";
+import { haveLibnbdPython, SYSTEM_PYTHON } from "../helpers/tools.ts";
 import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
 
 const dir = scratchDir("nbd-roles");
 afterAll(() => dir.remove());
 
-/** The system Python, which python3-libnbd installs into (not a version manager's earlier on PATH). */
-const python = "/usr/bin/python3";
-const haveLibnbd = (() => {
-  const probe = Bun.spawnSync([python, "-c", "import nbd"], { stdout: "ignore", stderr: "ignore" });
-  if (probe.exitCode === 0) return true;
-  if (process.env.DSTD_REQUIRE_TOOLS === "1") throw new Error("required test library missing: python3 module nbd (Debian package python3-libnbd)");
-  console.warn("skipping: needs the python3 module nbd (Debian package python3-libnbd)");
-  return false;
-})();
+const haveLibnbd = haveLibnbdPython();
 
 /**
  * One NBD client session driven line by line: it connects, reports the read-only flag, sends a
@@ -87,7 +80,7 @@ peer = "dst://127.0.0.1:1/disk"
   const node = startNode(["--config", config, "--state-dir", stateDir]);
   try {
     await node.waitForLog("ready:", "node ready", 30_000);
-    const client = Bun.spawn([python, "-c", SCRIPT, `nbd://127.0.0.1:${nbdPort}/disk`], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const client = Bun.spawn([SYSTEM_PYTHON, "-c", SCRIPT, `nbd://127.0.0.1:${nbdPort}/disk`], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
     let out = "";
     const decoder = new TextDecoder();
     void (async () => {
