@@ -327,6 +327,20 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
     const resize = async (name: string, size: number, resizeOptions: { allowShrink: boolean; force: boolean }): Promise<string> => {
       const e = exports.find((x) => x.name === name);
       if (e === undefined) throw new DstdError("E_USAGE", `no export named '${name}'`);
+      if (e.readOnly) {
+        // A secondary's (or a diverged node's) disk changes only through its primary's log: a
+        // size of its own would cut what the log writes later, or outgrow the primary's.
+        const role = replicas.get(name)?.role;
+        const why =
+          role === "secondary"
+            ? "a replication secondary: its disk changes only through its primary's log (resize the primary; its RESIZE record reaches this node)"
+            : role === "diverged"
+              ? "a diverged old primary, served read-only until dstd replica resync repairs it"
+              : role !== undefined
+                ? `a replication ${role} served read-only now`
+                : "read-only (read_only = true)";
+        throw new DstdError("E_USAGE", `export '${name}' is not resized: it is ${why}`);
+      }
       const before = e.port.size;
       const resized = () => `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;
       if (size < before && !resizeOptions.allowShrink) {

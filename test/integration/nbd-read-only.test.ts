@@ -8,7 +8,8 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { runDstd } from "../helpers/binary.ts";
 import { join } from "node:path";
 import { scratchDir } from "../helpers/files.ts";
 import { startNode } from "../helpers/node-process.ts";
@@ -33,7 +34,7 @@ for name, call in (("write", lambda: h.pwrite(b"X" * 4096, 0)), ("trim", lambda:
         print(name, "refused", e.errno)
 `;
 
-test.skipIf(!haveLibnbd)("a read-only mirror export refuses NBD writes, trims and write-zeroes with EPERM; its legs are untouched", async () => {
+test.skipIf(!haveLibnbd)("a read-only mirror export refuses NBD writes, trims and write-zeroes with EPERM, and dstd resize; its legs are untouched", async () => {
   const legs = [join(dir.path, "a.img"), join(dir.path, "b.img")];
   for (const leg of legs) writeFileSync(leg, new Uint8Array(16 << 20));
   const nbdPort = freeLoopbackPort();
@@ -59,6 +60,11 @@ mirror = ["${legs[0]}", "${legs[1]}"]
     expect(client.stderr.toString()).toBe("");
     expect(client.stdout.toString().trim().split("\n")).toEqual(["read-only True", "write refused EPERM", "trim refused EPERM", "zero refused EPERM"]);
     expect(hashes()).toEqual(before);
+    // Nor is it resized (it was: both legs grew).
+    const resized = await runDstd(["resize", "disk", "32MiB", "--state-dir", join(dir.path, "state")]);
+    expect(resized.exitCode).not.toBe(0);
+    expect(resized.stderr).toContain("export 'disk' is not resized: it is read-only (read_only = true)");
+    expect(legs.map((leg) => statSync(leg).size)).toEqual([16 << 20, 16 << 20]);
   } finally {
     await node.stop();
   }

@@ -6,10 +6,11 @@
  * to what the export serves now (after `promote --force`: a primary, writable, its writes
  * logged). Before, the NBD front held the port it was started with: a secondary's bare disk,
  * writable by any NBD client with an rw grant, behind the log's back.
+ * Nor does `dstd resize` change a secondary's size (it did: a disk of its own size behind the log).
  * Real processes: `dstd up` and libnbd's Python binding (Debian package python3-libnbd).
  */
 import { afterAll, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runDstd } from "../helpers/binary.ts";
 import { readFileAt, scratchDir } from "../helpers/files.ts";
@@ -57,7 +58,7 @@ h2.flush()
 say("new write ok")
 `;
 
-test.skipIf(!haveLibnbd)("a secondary refuses NBD writes; promote closes its NBD connections and a new one writes through the primary", async () => {
+test.skipIf(!haveLibnbd)("a secondary refuses NBD writes and dstd resize; promote closes its NBD connections and a new one writes through the primary", async () => {
   const nbdPort = freeLoopbackPort();
   const config = join(dir.path, "node.toml");
   const stateDir = join(dir.path, "state");
@@ -97,6 +98,11 @@ peer = "dst://127.0.0.1:1/disk"
     expect(out).toContain("read-only True");
     expect(out).toContain("write refused EPERM"); // EPERM: the secondary's disk takes writes only from its log
     expect(readFileAt(image, 0, 4096).every((b) => b === 0)).toBe(true);
+    // Nor is its size its own: resizing it would cut what the log writes later, or outgrow the primary.
+    const resized = await runDstd(["resize", "disk", "32MiB", "--state-dir", stateDir]);
+    expect(resized.exitCode).not.toBe(0);
+    expect(resized.stderr).toContain("export 'disk' is not resized: it is a replication secondary: its disk changes only through its primary's log");
+    expect(statSync(image).size).toBe(16 << 20);
 
     const promoted = await runDstd(["replica", "promote", "disk", "--force", "--state-dir", stateDir]);
     expect(promoted.exitCode).toBe(0);
