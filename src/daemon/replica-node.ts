@@ -277,17 +277,36 @@ export class ReplicaNode implements ReplicaHandle {
     }
   }
 
-  /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary. */
-  private openSyncing(plan: SyncPlan): Extract<Side, { kind: "syncing" }> {
+  /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary; `wait`: syncAgain's if it stops. */
+  private openSyncing(plan: SyncPlan, wait = 1000): Extract<Side, { kind: "syncing" }> {
     const link = this.env.link("retry");
     const sync = new InitialSync(this.disk, this.dir, link.sync, this.env.timer, { log: this.logger });
     const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused: false, failure: null };
+    const began = this.env.timer.now();
     void sync.start(plan, (error) => {
-      if (error !== null || this.side !== side) return;
+      if (this.side !== side) return;
+      if (error !== null) return void this.syncAgain(side, plan, error, this.env.timer.now() - began >= 60_000 ? 1000 : wait);
       link.close();
       void sync.stop().then(() => this.openAfterSync(side));
     });
     return side;
+  }
+
+  /**
+   * The sync stopped (an I/O error here, or the primary refused it: no `replica` grant yet, a released log, another size):
+   * started again after `wait` (1 s, 2, 4 … 60 s; 1 s again after a minute's run) from its saved progress, status stalled
+   * naming why — as `reopen` does. It used to wait for an operator.
+   */
+  private async syncAgain(side: Extract<Side, { kind: "syncing" }>, plan: SyncPlan, reason: string, wait: number): Promise<void> {
+    side.failure = `initial sync stopped: ${reason}; trying again in ${wait / 1000} s`;
+    this.logger.warn(`export '${this.name}': ${side.failure}`);
+    await this.sleep(wait);
+    await this.exclusive(async () => {
+      if (this.side !== side || this.closed) return;
+      side.link.close();
+      await side.sync.stop();
+      this.become(this.openSyncing(plan, Math.min(wait * 2, 60_000)));
+    }).catch((error: Error) => this.logger.error(`export '${this.name}': starting the sync again failed: ${error.message}`));
   }
 
   /**
@@ -334,7 +353,6 @@ export class ReplicaNode implements ReplicaHandle {
       await side.sync.stop();
     }
   }
-
 
   private become(side: Side): void {
     this.side = side;

@@ -3,7 +3,7 @@
  * tests remove again (a test run leaves nothing in the temporary directory).
  */
 import { afterEach } from "bun:test";
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomFillSync } from "node:crypto";
@@ -57,4 +57,20 @@ export function scratchDirsPerTest(tag: string): () => string {
     made.push(path);
     return path;
   };
+}
+
+/**
+ * A small tmpfs mounted at `dir` (made here) of `size` (mount's syntax: "12m"), so that a test
+ * can fill a file system and get real ENOSPC from the kernel: null once mounted, or why it
+ * cannot be (not root, mount refused) for the test to skip with. `unmountTmpfs` undoes it.
+ */
+export function mountTmpfs(dir: string, size: string): string | null {
+  if (process.getuid?.() !== 0) return "mounting a small tmpfs needs root";
+  mkdirSync(dir, { recursive: true });
+  const mounted = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir], { stderr: "pipe" });
+  return mounted.exitCode === 0 ? null : `mount -t tmpfs failed: ${mounted.stderr.toString().trim()}`;
+}
+
+export function unmountTmpfs(dir: string): void {
+  Bun.spawnSync(["umount", dir]);
 }

@@ -12,10 +12,10 @@
  * removing the filler is the repair. Needs root (mount) and nbdcopy (Debian package libnbd-bin).
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runDstd } from "../helpers/binary.ts";
-import { scratchDir, writeRandomFile } from "../helpers/files.ts";
+import { mountTmpfs, scratchDir, unmountTmpfs, writeRandomFile } from "../helpers/files.ts";
 import { startNode } from "../helpers/node-process.ts";
 import { freeLoopbackPort } from "../helpers/ports.ts";
 import { haveTools } from "../helpers/tools.ts";
@@ -25,16 +25,10 @@ const MiB = 1 << 20;
 const dir = scratchDir("primary-restart");
 
 const fs = join(dir.path, "fs");
-/** Why a small tmpfs cannot be mounted here, or null once it is. */
-const unmountable = ((): string | null => {
-  if (process.getuid?.() !== 0) return "mounting a small tmpfs needs root";
-  mkdirSync(fs);
-  const mounted = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", fs], { stderr: "pipe" });
-  return mounted.exitCode === 0 ? null : `mount -t tmpfs failed: ${mounted.stderr.toString().trim()}`;
-})();
+const unmountable = mountTmpfs(fs, "12m");
 if (unmountable !== null) console.warn(`skipping: ${unmountable}`);
 afterAll(() => {
-  if (unmountable === null) Bun.spawnSync(["umount", fs]);
+  if (unmountable === null) unmountTmpfs(fs);
   dir.remove();
 });
 

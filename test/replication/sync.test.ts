@@ -7,8 +7,9 @@
  * fork, and `resync --full` the whole disk.
  */
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { readdirSync, rmSync, statSync } from "node:fs";
-import { scratchDir, writeRandomFile } from "../helpers/files.ts";
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { mountTmpfs, scratchDir, unmountTmpfs, writeRandomFile } from "../helpers/files.ts";
 import { haveTools } from "../helpers/tools.ts";
 import { copyInto, hashPrefix, MiB, ReplicaPair, writeAt } from "./pair.ts";
 import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
@@ -121,6 +122,38 @@ test(
     const moved = Number(/(\d+) bytes of data moved/.exec(p.b.node!.stderr())?.[1]);
     console.log(`sync moved ${moved} bytes of data in all; primary allocates ${allocated(p.a.image)}`);
     expect(moved).toBeLessThan(allocated(p.a.image) + 64 * MiB);
+  },
+  300_000,
+);
+
+const asRoot = process.getuid?.() === 0;
+if (!asRoot) console.warn("skipping the full-disk sync test: mounting a small tmpfs needs root");
+test.skipIf(!asRoot)(
+  "a sync stopped by a full disk on the secondary (ENOSPC writing the copy) is started again by itself, with backoff; once there is room it completes: identical",
+  async () => {
+    const size = 64 * MiB;
+    const p = await rotatedPrimary("full", size);
+    // The replacement's image on a file system with room for about half of what the primary allocates.
+    const fs = p.file("b-fs");
+    const unmountable = mountTmpfs(fs, "48m");
+    if (unmountable !== null) throw new Error(unmountable);
+    try {
+      writeFileSync(join(fs, "filler"), new Uint8Array(28 * MiB));
+      const image = join(fs, "b.img");
+      writeFileSync(p.b.config, readFileSync(p.b.config, "utf8").replace(`file = "${p.b.image}"`, `file = "${image}"`));
+      await p.start(p.b);
+      await p.b.node!.waitForLog(/initial sync stopped: writing the copy at \d+ failed: no space left on device \(ENOSPC\); trying again in 1 s/, "the sync stopped by ENOSPC", 60_000);
+      // Still full: the next start stops too, and waits longer.
+      await p.b.node!.waitForLog("trying again in 2 s", "the second attempt stopped", 30_000);
+      expect((await p.status(p.b)).state).toBe("stalled");
+      rmSync(join(fs, "filler"));
+      const status = await p.caughtUp(120_000);
+      expect(status.sync).toBeNull();
+      expect(hashPrefix(image, size)).toBe(hashPrefix(p.a.image, size));
+    } finally {
+      await p.stop(p.b);
+      unmountTmpfs(fs);
+    }
   },
   300_000,
 );
