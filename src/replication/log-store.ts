@@ -99,6 +99,7 @@ export class LogStore {
   private rotating = false;
   private releasing = false;
   private releaseWanted = 0;
+  private readonly releaseIdle: (() => void)[] = [];
   private failedErrno = 0;
   private failedMessage = "";
   private closed = false;
@@ -421,7 +422,7 @@ export class LogStore {
     const removeNext = (i: number): void => {
       if (i === victims.length) {
         this.dir.sync(() => {
-          this.releasing = false;
+          this.released();
           for (const listener of this.freedListeners) listener();
           this.maybeRelease();
         });
@@ -434,7 +435,7 @@ export class LogStore {
         // ENOENT for a failure kept the segment in the table and stopped every later release
         // (docs/replication.md §3.5, replication sim seed 424).
         if (errno !== 0 && errno !== Errno.ENOENT) {
-          this.releasing = false;
+          this.released();
           this.options.log?.warn(`replication log: removing ${this.dir.path}/${victim.name} failed: ${errnoMessage(errno)}`);
           return;
         }
@@ -446,6 +447,12 @@ export class LogStore {
     removeNext(0);
   }
 
+  /** A release ended: close() may go on (it waits, so that the next opener of the directory lists no segment still being removed). */
+  private released(): void {
+    this.releasing = false;
+    for (const idle of this.releaseIdle.splice(0)) idle();
+  }
+
   private lastDurableSegmentIndex(): number {
     for (let i = this.segments.length - 1; i >= 0; i--) {
       const s = this.segments[i]!;
@@ -454,7 +461,7 @@ export class LogStore {
     return 0;
   }
 
-  /** Stops taking records; queued records fail with ESHUTDOWN, durable ones stay. */
+  /** Stops taking records; queued records fail with ESHUTDOWN, durable ones stay; resolves once a release under way has ended. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -462,6 +469,7 @@ export class LogStore {
     this.queued = 0;
     this.listeners.clear();
     this.freedListeners.clear();
+    if (this.releasing) await new Promise<void>((resolve) => this.releaseIdle.push(resolve));
     if (this.active !== null) await files.close(this.active.file).catch(() => {});
   }
 }

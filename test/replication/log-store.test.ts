@@ -279,6 +279,40 @@ describe("log store", () => {
     await settle(clock, store.close());
   });
 
+  test("close waits for a release under way: the next opener of the directory lists no segment still being removed", async () => {
+    const clock = new SimClock();
+    const disk = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
+    const dir = Object.create(disk.directory()) as LogDirectory;
+    const inner = disk.directory();
+    const held: (() => void)[] = [];
+    dir.remove = (name, done) => void held.push(() => inner.remove(name, done));
+    const { store } = await settle(clock, LogStore.open(dir, { now, segmentSize: 8192 }));
+    for (let i = 0; i < 12; i++) await settle(clock, append(store, 0, block(i)));
+    store.release(1_000_000);
+    expect(held.length).toBe(1);
+    let closed = false;
+    let releasingAtClose: boolean | null = null;
+    void store.close().then(() => {
+      closed = true;
+      releasingAtClose = store["releasing"];
+    });
+    // Everything else done (the active file closed, in simulated time): close still waits for the held removal.
+    for (let i = 0; i < 20; i++) {
+      for (let j = 0; j < 8; j++) await null;
+      clock.runUntil(clock.ticks + 50);
+    }
+    expect(closed).toBe(false);
+    // Each removal let go; the next one (or the directory sync) follows in simulated time.
+    while (!closed) {
+      held.shift()?.();
+      await runUntil(clock, () => held.length > 0 || closed);
+    }
+    expect(releasingAtClose as boolean | null).toBe(false);
+    expect(held.length).toBe(0);
+    const kept = store.segmentTable().map((s) => s.name);
+    expect(disk.names().filter((n) => n.startsWith("log-"))).toEqual(kept);
+  });
+
   test("appendEncoded copies a shipped log verbatim and refuses the first bad record", async () => {
     const source = await LogStore.open(openLogDirectory(tempDir()), { now });
     for (let i = 0; i < 10; i++) await append(source.store, i * 4096, block(i));
