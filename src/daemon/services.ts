@@ -21,8 +21,8 @@ import type { EngineOptions } from "../engine/options.ts";
 import type { ConnectionBudget } from "../transport/fd-budget.ts";
 import type { ConnectionLimits } from "../transport/guard.ts";
 import type { RequestObserver } from "../export/server.ts";
+import type { Export } from "../export/exports.ts";
 import type { ExportEntry } from "../control/schema.ts";
-import type { StoragePort } from "../storage/port.ts";
 import { snapshotOf } from "../storage/tree/describe.ts";
 import { describeRbd } from "../storage/rbd/open.ts";
 import { ConnectionTracker, type ConnectionEvent } from "../status/connections.ts";
@@ -81,8 +81,10 @@ export function groupHealth(replicas: ReadonlyMap<string, { readonly failedClose
   return { state: "running" };
 }
 
-function exportEntry(config: ExportConfig, port: StoragePort | null): ExportEntry {
+/** What status shows of one export: its config, and while it runs its port and its read-only flag now (a replica's follows its role). */
+function exportEntry(config: ExportConfig, running: Export | null): ExportEntry {
   const backend = config.backend;
+  const port = running?.port ?? null;
   const entry: ExportEntry = {
     name: config.name,
     description: config.description,
@@ -91,7 +93,7 @@ function exportEntry(config: ExportConfig, port: StoragePort | null): ExportEntr
       path: backend.kind === "file" || backend.kind === "device" ? backend.path : backend.kind === "rbd" ? describeRbd(backend.rbd) : null,
       sizeBytes: port?.size ?? (backend.kind === "file" || backend.kind === "memory" ? backend.sizeBytes : null),
     },
-    readOnly: config.readOnly,
+    readOnly: running?.readOnly ?? config.readOnly,
     allow: config.allow.map((rule) => rule.source),
   };
   // A storage tree: every node's and mirror leg's state (storage/tree/describe.ts).
@@ -173,7 +175,7 @@ export function exportGroupRunner(options: ExportGroupOptions): Runner {
         },
         detail: () => ({
           export: {
-            exports: current.map((e, i) => exportEntry(e, node.exports[i]?.port ?? null)),
+            exports: current.map((e, i) => exportEntry(e, node.exports[i] ?? null)),
             listeners: bound,
             connections: tracker.snapshot(),
           },

@@ -104,6 +104,9 @@ peer = "dst://127.0.0.1:1/disk"
     expect(resized.stderr).toContain("export 'disk' is not resized: it is a replication secondary: its disk changes only through its primary's log");
     expect(statSync(image).size).toBe(16 << 20);
 
+    // Status says so too (it showed the config's rw).
+    const access = async () => /^disk\s+file \S+\s+16 MiB\s+(\S+)\s/m.exec((await runDstd(["status", "--state-dir", stateDir])).stdout)?.[1];
+    expect(await access()).toBe("ro");
     const promoted = await runDstd(["replica", "promote", "disk", "--force", "--state-dir", stateDir]);
     expect(promoted.exitCode).toBe(0);
     await node.waitForLog("changed role", "the NBD connection closed by the role change");
@@ -119,6 +122,7 @@ peer = "dst://127.0.0.1:1/disk"
     expect(status.exitCode).toBe(0);
     const disk = (JSON.parse(status.stdout) as { replicas: ReplicaStatus[] }).replicas[0]!;
     expect(disk.role).toBe("primary");
+    expect(await access()).toBe("rw");
     expect(disk.seq).toBeGreaterThanOrEqual(1);
   } finally {
     await node.stop();
