@@ -44,6 +44,14 @@ if (single !== undefined) {
     expect(stats.rotCuts).toBe(1);
     expect(stats.rotCutsRefused).toBe(1);
   });
+  // 738674: the same cut made by a start that then failed (its directory fsync): the cut was
+  // only reported at the end of recovery, so no start ever said it, and the sim took the lost
+  // records for a divergence (log-recovery.ts now says the cut once made).
+  test("replication sim regression seed 738674: a rot cut by a start that failed after it is still reported", async () => {
+    const stats = await runSeed(738674, false, seedOptions);
+    expect(stats.openRetries).toBeGreaterThan(0);
+    expect(stats.rotCuts).toBe(1);
+  });
   // A primary restarted over its failing disk (not a power loss) kept the empty segment a
   // rotation had created before its directory fsync; a later power loss took the segment,
   // with records checkpointed from it (log-store.ts recover).
