@@ -100,6 +100,8 @@ export class LogStore {
   private releasing = false;
   private releaseWanted = 0;
   private readonly releaseIdle: (() => void)[] = [];
+  /** Last seq of the segments a release chose (removed, or kept in the table after a failed removal): no longer served. */
+  private releasedThrough = 0;
   private failedErrno = 0;
   private failedMessage = "";
   private closed = false;
@@ -146,9 +148,13 @@ export class LogStore {
   get durable(): ChainPoint {
     return this.durablePoint;
   }
-  /** First sequence number still held (durable + 1 when no segment holds a record). */
+  /**
+   * First sequence number still held (durable + 1 when no segment holds a record). A segment
+   * whose removal failed is not: the unlink may have taken effect (EIO after it), and a
+   * secondary registered below it found the file gone for good (cluster sim seed 111327).
+   */
   get first(): number {
-    const first = this.segments.find((s) => s.lastSeq >= s.firstSeq);
+    const first = this.segments.find((s) => s.lastSeq >= s.firstSeq && s.lastSeq > this.releasedThrough);
     return first === undefined ? this.durablePoint.seq + 1 : first.firstSeq;
   }
   get generation(): number {
@@ -167,7 +173,7 @@ export class LogStore {
    */
   neededBytes(upTo: number): number {
     let total = this.queued;
-    for (const s of this.segments) if (s.lastSeq > upTo) total += s.size;
+    for (const s of this.segments) if (s.lastSeq > Math.max(upTo, this.releasedThrough)) total += s.size;
     return total;
   }
   /** Bytes of records queued and not yet handed to a write. */
@@ -419,6 +425,7 @@ export class LogStore {
     }
     if (victims.length === 0) return;
     this.releasing = true;
+    this.releasedThrough = Math.max(this.releasedThrough, victims[victims.length - 1]!.lastSeq);
     const removeNext = (i: number): void => {
       if (i === victims.length) {
         this.dir.sync(() => {
