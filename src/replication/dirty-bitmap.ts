@@ -22,7 +22,9 @@
  * coarsening the regions if the bits would pass `maxBytes`; it completes once the new file is
  * in place. A header that is short or all zeros is a creation a crash cut short (the header is
  * durable before any mark, so no mark is lost): the file is made anew, as a state file never
- * written is (replication/state-file.ts). Only a non-zero header failing its checksum is refused.
+ * written is (replication/state-file.ts); so is one failing its checksum in a file that holds
+ * nothing past the header page (a creation torn by sector: no mark was ever written). Only a
+ * non-zero header failing its checksum with pages after it is refused.
  *
  * Group commit: marks that set new bits while a persist runs wait for the next one, which
  * writes every page changed meanwhile with one fdatasync. A mark whose bits are already
@@ -152,7 +154,11 @@ export class DirtyBitmap {
     try {
       const header = new Uint8Array(PAGE);
       const n = existed ? await files.read(file, 0, header) : 0;
-      if (n < PAGE || header.every((b) => b === 0)) {
+      // A header failing its checksum with nothing past its page: a creation torn by sector (its
+      // checksum's kept, its first lost; cluster sim seed 115864). Marks write past the header
+      // page and only once it is durable: such a file never held a mark, and nothing is lost.
+      const unmarked = n === PAGE && !headerValid(header) && (await files.size(file)) <= PAGE;
+      if (n < PAGE || header.every((b) => b === 0) || unmarked) {
         const { regionSize, regions } = bitmapGeometry(diskSize, maxBytes);
         if (n > 0) await files.truncate(file, 0); // a torn first header: nothing else was ever written
         await files.write(file, 0, [encodeHeader(regionSize, diskSize, regions)]);
@@ -161,12 +167,10 @@ export class DirtyBitmap {
         return new DirtyBitmap(dir, name, file, maxBytes, regionSize, regions, diskSize, new Uint8Array(Math.ceil(regions / 8)));
       }
       const where = `${dir.path}/${name}`;
-      const sum = Bun.hash.xxHash3(header.subarray(0, PAGE - 8));
-      const stored = (BigInt(readU32(header, PAGE - 8)) << 32n) | BigInt(readU32(header, PAGE - 4));
       const fail = (problem: string): never => {
         throw new DstdError("E_BITMAP", `dirty bitmap ${where}: ${problem}`);
       };
-      if (readU32(header, 0) !== MAGIC || sum !== stored) return fail("header is corrupt (not all zero, and its checksum fails)");
+      if (!headerValid(header)) return fail("header is corrupt (not all zero, and its checksum fails)");
       if (header[4] !== VERSION) return fail(`format version ${header[4]} (this build reads ${VERSION})`);
       const storedRegion = readU64(header, 8);
       const storedDisk = readU64(header, 16);
@@ -390,6 +394,13 @@ export class DirtyBitmap {
       next(0);
     });
   }
+}
+
+/** The header page's magic and checksum hold. */
+function headerValid(header: Uint8Array): boolean {
+  const sum = Bun.hash.xxHash3(header.subarray(0, PAGE - 8));
+  const stored = (BigInt(readU32(header, PAGE - 8)) << 32n) | BigInt(readU32(header, PAGE - 4));
+  return readU32(header, 0) === MAGIC && sum === stored;
 }
 
 function pageOf(region: number): number {
