@@ -14,12 +14,12 @@
  */
 import type { Log } from "../lib/log.ts";
 import type { StoragePort } from "../storage/port.ts";
-import { Applier, type ApplierClock } from "./applier.ts";
+import { Applier, type AppliedPosition, type ApplierClock } from "./applier.ts";
 import { files, type FileDone, type LogDirectory } from "./files.ts";
-import { LogReader } from "./log-reader.ts";
+import { LogReader, type ReadChunk } from "./log-reader.ts";
 import { LogStore, type RecoveryReport } from "./log-store.ts";
 import { parseSegmentName } from "./segments.ts";
-import type { ChainPoint } from "./record.ts";
+import { invalidSuccessor, RECORD_HEADER_SIZE, RecordFlag, RecordOp, type ChainPoint } from "./record.ts";
 
 export interface SecondaryOptions {
   clock: ApplierClock;
@@ -74,6 +74,20 @@ export class Secondary {
       await files.syncDir(dir);
       ({ store, recovery } = await LogStore.open(dir, { ...storeOptions, base: position.point }));
     }
+    // A GENERATION MARK alone past the applied position: cut (`loneGenerationMark`).
+    let lone: boolean;
+    try {
+      lone = await loneGenerationMark(store, position);
+    } catch (error) {
+      await store.close(); // as below: a failed open leaves no segment open
+      throw error;
+    }
+    if (lone) {
+      const mark = store.last;
+      await store.close();
+      ({ store, recovery } = await LogStore.open(dir, { ...storeOptions, base: position.point, voidAfter: position.point.seq }));
+      options.log?.warn(`replication: the local log copy ended with a generation ${mark.generation} MARK at seq ${mark.seq} that replay had not applied (a promotion broken off after logging it?): cut; replay stays at seq ${position.point.seq}`);
+    }
     let applier: Applier;
     try {
       applier = await Applier.open(port, dir, {
@@ -127,5 +141,36 @@ export class Secondary {
       await this.copy.close();
     })();
     return this.closing;
+  }
+}
+
+/**
+ * Whether the copy's only record past the applied position is a GENERATION MARK, continuing it,
+ * that replay has not begun applying: a secondary opening over it cuts it (docs/replication.md
+ * §6, §11). It is what a promotion broken off between its MARK and its role file (an I/O error,
+ * a crash) leaves: the node is a secondary again, and that MARK, which no other node has (none
+ * fetched it: the node never answered as a primary, accepted no write), forked it from every
+ * log — promoted again it continued past the MARK (the old primary then found its next record
+ * released), and following the old primary it was ahead of it (diverged); either took
+ * `resync --full` (cluster simulation seeds 550, 1221, 1224, §8.2). A MARK fetched from the
+ * primary holds no write either, and the primary keeps every record past the applied position
+ * a secondary reports (at most the saved one: the applier's position moves once saved), so it
+ * is fetched again.
+ */
+async function loneGenerationMark(store: LogStore, position: AppliedPosition): Promise<boolean> {
+  const applied = position.point;
+  if (store.last.seq !== applied.seq + 1 || store.first !== applied.seq + 1 || position.applyingThrough > applied.seq || store.last.generation <= applied.generation) return false;
+  // Read without a chain point to follow: a record that does not continue the position is not
+  // cut (replay halts on it, naming it, as before); recovery has just checked the record itself,
+  // so a failed read is an I/O error. It fails the open (tried again, as any failed open is):
+  // taken for "no MARK", replay applied it (cluster simulation seed 758 before its fix).
+  const reader = new LogReader(store, { seq: applied.seq + 1 });
+  try {
+    const chunk = await new Promise<ReadChunk | null>((resolve, reject) => reader.read(RECORD_HEADER_SIZE, (error, read) => (error === null ? resolve(read) : reject(new Error(`reading the log copy's seq ${applied.seq + 1}: ${error}`)))));
+    const record = chunk?.records[0];
+    if (chunk?.records.length !== 1 || record === undefined || invalidSuccessor(applied, record) !== null) return false;
+    return record.op === RecordOp.MARK && (record.flags & RecordFlag.GENERATION) !== 0;
+  } finally {
+    await reader.close();
   }
 }

@@ -79,8 +79,10 @@ if (single !== undefined) {
   // 1469: a FLUSH held by an early write passed a layer failed closed meanwhile (primary.ts):
   // an acknowledged, flushed write lost at the next start.
   // 1550: a secondary whose registration failed to save was answered, and the log released under it.
-  // 358: a promotion broken off after its MARK: the old primary is released (the checker's
-  // operator resyncs it --full).
+  // 550: a promotion broken off after its MARK (its placeholder for the peer failed to save)
+  // left the node, a secondary again, holding that MARK: diverged from the returning primary
+  // (the checker's operator resynced it --full). It now cuts the MARK as it opens
+  // (replication/secondary.ts loneGenerationMark); 1221 broke off in the MARK's fdatasync.
   // 5792: a copy read from a primary failed closed in overflow waited for good for the resync
   // record its restart never logs (replication/sync-server.ts).
   // 7381: a sync whose state file failed to open was a rejection nobody handled: stuck, silent.
@@ -110,7 +112,7 @@ if (single !== undefined) {
   // 115864: a dirty bitmap's creation whose fdatasync failed, torn by a power loss sector by
   // sector: its header failed its checksum and every later promote was refused
   // (replication/dirty-bitmap.ts open; a focused test in primary.test.ts).
-  for (const seed of [3, 133, 284, 358, 1098, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972, 52883, 53638, 60056, 62163, 65734, 111327, 115864]) {
+  for (const seed of [3, 133, 284, 550, 1098, 1221, 1469, 1550, 5792, 7381, 9120, 10916, 20375, 32870, 34972, 52883, 53638, 60056, 62163, 65734, 111327, 115864]) {
     test(`cluster sim regression seed ${seed} (I/O errors)`, async () => {
       await runClusterSeed(seed);
     }, 60_000);

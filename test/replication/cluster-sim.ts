@@ -1058,7 +1058,7 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
         await resync(node, due.full, "the old primary came back diverged");
       } else if (side.kind === "syncing" && side.sync.status().phase === "failed") {
         await resync(node, true, `its sync failed: ${side.sync.status().reason}`);
-      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name) || promotionBroken || handoverUndone) && ["released", "diverged"].includes(side.shipper.status().state)) {
+      } else if (side.kind === "secondary" && side.catchingUp === null && ((threeNodes && (repointed.size > 0 || failover.done)) || replacedNodes.has(node.name) || handoverUndone) && ["released", "diverged"].includes(side.shipper.status().state)) {
         // Three nodes after a role change: the re-pointed node is behind the new primary's log, or
         // ahead of it (records the old primary wrote that the new one never had); or the old
         // primary comes second to a log the re-pointed node's first FETCH let go (the promotion
@@ -1066,12 +1066,11 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
         // secondary then waits for the operator: a full copy (a secondary has no fork to repair).
         // Likewise a replaced secondary: it keeps its name, so the primary's registration is its
         // predecessor's position and the log may be released past what the new disk applied.
-        // Likewise after a promotion an I/O error broke off once its generation's MARK was
-        // logged: the node comes back a secondary holding that MARK, which no other node has —
-        // retried, the promotion continues past it (its log starts after it, so the old primary
-        // is released); abandoned, the node is ahead of the returning primary (diverged). A
-        // documented limit (docs/replication.md §11; seeds 358, 1439). So after a handover undone
-        // (`undoHandover`): the old primary's new generation is ahead of what a third node holds.
+        // Likewise after a handover undone (`undoHandover`): the old primary's new generation is
+        // ahead of what a third node holds. (A promotion an I/O error broke off once its
+        // generation's MARK was logged is no reason any more: the node, a secondary again, cuts
+        // that MARK when it opens — replication/secondary.ts; seeds 550, 1221, 1224 stopped
+        // released or diverged before, docs/replication.md §8.2, §11.)
         stats.stoppedSecondaries++;
         await resync(node, true, `following ${peer.name}: ${side.shipper.status().state}: ${side.shipper.status().reason}`);
       }
@@ -1152,14 +1151,12 @@ export async function runClusterSeed(seed: number, options: ClusterOptions = {})
     }
   }
 
-  /** A promotion was broken off by an I/O error, a handover undone (the operator's resync --full may follow: `tend`). */
-  let promotionBroken = false;
+  /** A handover was undone (the operator's resync --full may follow: `tend`). */
   let handoverUndone = false;
 
   /** A role change (or close) refused over an injected I/O error; anything else fails the seed. */
   function roleChangeFailed(node: SimNode, what: string, error: Error): void {
     if (error instanceof SimFailure) throw error;
-    if (what.startsWith("promote")) promotionBroken = true;
     if ((node.disk.failures === 0 && node.files.stats.eio === 0) || !IO_ERROR.test(error.message)) fail("errors", `${what} on ${node.name} failed: ${error.message}`);
     stats.failedRoleChanges++;
     log(`${what} on ${node.name} failed: ${error.message}`);

@@ -11,7 +11,11 @@
  * - a secondary whose registration failed to save is not answered until it is saved: the log
  *   is released by the saved state, which does not name it (seed 1550);
  * - a planned promote of a secondary that never heard from the primary's log is refused: the
- *   demote drained the secondaries registered, not it, and it took over at seq 0 (seed 34972).
+ *   demote drained the secondaries registered, not it, and it took over at seq 0 (seed 34972);
+ * - a handover's promote broken off after its generation's MARK was logged (its role file
+ *   failed to save): restarted, the node cuts that MARK, which no other node has, so promoted
+ *   again the old primary follows it, and abandoned it follows the old primary — neither needs
+ *   resync --full (seeds 550, 1221, 1224, docs/replication.md §8.2, §11).
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
@@ -21,6 +25,7 @@ import type { ReplicaEnv } from "../../src/daemon/replica-env.ts";
 import type { LogSource } from "../../src/export/fetch.ts";
 import { openLogDirectory } from "../../src/replication/files.ts";
 import { PRIMARY_STATE_FILE, type ReplicationPrimary } from "../../src/replication/primary.ts";
+import { ROLE_FILE } from "../../src/replication/role-file.ts";
 import { AWAITING_FIRST_SECONDARY } from "../../src/replication/ship-server.ts";
 import { createMemoryBackend } from "../../src/storage/local/memory.ts";
 import { createLocalPort } from "../../src/storage/local/port.ts";
@@ -218,3 +223,51 @@ test("a planned promote of a secondary that never heard from the primary's log i
     await p.close();
   }
 }, 30_000);
+
+for (const after of ["promoted again", "abandoned"] as const) {
+  test(`a promotion broken off after its MARK leaves no fork: restarted, the node cuts it; ${after}, nothing is copied again`, async () => {
+    const root = tempDir();
+    const net = new Net();
+    const failing = { on: false, failed: 0 };
+    const pDisk = createLocalPort(createMemoryBackend(SIZE));
+    const sDisk = createLocalPort(createMemoryBackend(SIZE));
+    const sDir = () => failingFiles(openLogDirectory(path.join(root, "s")), ROLE_FILE, failing);
+    const warnings: string[] = [];
+    const sLog = { ...quiet, warn: (message: string) => void warnings.push(message) };
+    const p = new ReplicaNode(replicaConfig("p", path.join(root, "p"), "primary", "s"), pDisk, openLogDirectory(path.join(root, "p")), quiet, net.bind("p"), net.env("p", "s"));
+    await p.start();
+    let s = new ReplicaNode(replicaConfig("s", path.join(root, "s"), "secondary", "p"), sDisk, sDir(), sLog, net.bind("s"), net.env("s", "p"));
+    await s.start();
+    try {
+      await writeBlocks(p.port, 0, 4);
+      await until(() => s.status().seq >= p.status().seq, "the secondary to apply the first writes", 10_000);
+      const point = p.status().seq;
+      await p.demote();
+      // The handover's promote: its MARK is durable, then its role file fails to save.
+      failing.on = true;
+      await expect(s.promote(false)).rejects.toThrow(/input\/output error/);
+      expect(s.role).toBe("secondary");
+      expect(failing.failed).toBeGreaterThan(0);
+      failing.on = false;
+      await s.close();
+      s = new ReplicaNode(replicaConfig("s", path.join(root, "s"), "secondary", "p"), sDisk, sDir(), sLog, net.bind("s"), net.env("s", "p"));
+      await s.start();
+      expect(warnings.some((w) => /MARK at seq \d+ that replay had not applied .*: cut; replay stays at seq \d+/.test(w))).toBe(true);
+      const side = (s as unknown as { side: { secondary: { copy: { last: { seq: number } }; applier: { status(): { applied: { seq: number } } } } } }).side;
+      expect(side.secondary.applier.status().applied.seq).toBe(point);
+      expect(side.secondary.copy.last.seq).toBe(point);
+      // Promoted again (--force: restarted, it has had no answer from a primary's log since), the
+      // old primary follows from its last record; abandoned, the node follows the old primary.
+      const [primary, secondary] = after === "promoted again" ? [s, p] : [p, s];
+      await primary.promote(true);
+      await writeBlocks(primary.port, 4, 4);
+      await until(() => secondary.status().seq >= primary.status().seq, `the ${after === "promoted again" ? "old primary" : "broken-off node"} to follow`, 10_000);
+      expect(secondary.status().state).toBe("replicating");
+      expect(secondary.status().seq).toBe(point + 1 + 4);
+      await sameDisks(pDisk, sDisk, 8);
+    } finally {
+      await s.close();
+      await p.close();
+    }
+  }, 30_000);
+}
