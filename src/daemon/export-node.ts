@@ -354,7 +354,11 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (!(gate instanceof ShrinkGate)) throw new AssertionError(`export '${name}' is served without its shrink gate`);
       // Checked with nothing left that could still put data past the new end, and cut before
       // anything can (storage/layers/shrink-gate.ts).
-      const data = await gate.shrinkIfEmpty(size, () => server.resize(name, size));
+      const data = await gate.shrinkIfEmpty(size, async () => {
+        // A role change while it was checked (a demote binds the bare disk, read-only) would leave this gate's fence behind.
+        if (e.port !== gate || e.readOnly) throw new DstdError("E_STATE", `export '${name}' changed role while its shrink was checked: not resized`);
+        await server.resize(name, size);
+      });
       if (data !== null) throw new DstdError("E_USAGE", `export '${name}' holds data past ${formatSize(size)} (${data}): shrinking would lose it; add --force to shrink anyway`);
       return resized();
     };

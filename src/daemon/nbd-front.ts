@@ -91,7 +91,7 @@ export function acceptNbdForExports(exports: Export[], log: Log, memory?: Budget
     if (e === undefined) return [];
     const changes: string[] = [];
     for (const connection of live) {
-      const change = connection.rebound(name, e.port, e.readOnly);
+      const change = connection.rebound(name, e.port, (peer) => allowed(e, peer));
       if (change !== null) changes.push(change);
     }
     return changes;

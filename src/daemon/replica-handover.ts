@@ -14,6 +14,7 @@ import { FileError, files, type LogDirectory } from "../replication/files.ts";
 import { PRIMARY_STATE_FILE, type ReplicationPrimary } from "../replication/primary.ts";
 import { INITIAL_PRIMARY_STATE, PRIMARY_STATE_KIND, validatePrimaryState } from "../replication/primary-state.ts";
 import type { Secondary } from "../replication/secondary.ts";
+import type { Shipper } from "../replication/shipper.ts";
 import { parseSegmentName } from "../replication/segments.ts";
 import { AWAITING_FIRST_SECONDARY, type LogShipServer } from "../replication/ship-server.ts";
 import { StateFile } from "../replication/state-file.ts";
@@ -33,6 +34,25 @@ export async function drain(secondary: Secondary, timer: Timer): Promise<void> {
     if (s.applied.seq >= secondary.copy.durable.seq || s.halted !== null || s.paused || s.delayed > 0 || timer.now() > deadline) return;
     await sleep(timer, 20);
   }
+}
+
+/**
+ * A planned promote's last check, once the old primary stepped down (docs/replication.md §11):
+ * fetching stops, what was fetched is applied, and the copy must end where that primary's log
+ * ends, consistent. Null, or why not (fetching then goes on).
+ */
+export async function drainedForHandover(secondary: Secondary, shipper: Shipper, timer: Timer): Promise<string | null> {
+  shipper.stop();
+  await drain(secondary, timer);
+  const applied = secondary.applier.status().applied.seq;
+  const last = shipper.status().primaryDurable;
+  // No answer from the primary's log since it started (generation 0): where that log ends is
+  // unknown, and 0 passed for it — a handover lost every record (cluster sim seed 34972, §8.2).
+  const unheard = shipper.status().primaryGeneration === 0;
+  const consistent = secondary.applier.status().consistent;
+  if (!unheard && applied === secondary.copy.last.seq && applied >= last && consistent) return null;
+  shipper.start();
+  return `not drained: applied seq ${applied}${consistent ? "" : " (inconsistent: a resync or recovery is not finished)"}, the copy ends at seq ${secondary.copy.last.seq}, the primary's log at seq ${unheard ? "unknown (no answer from it since this node started)" : last}; try again, or --force`;
 }
 
 /** Waits until the primary layer has no mutation in flight, then checkpoints (disk flushed). */

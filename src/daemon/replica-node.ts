@@ -47,7 +47,7 @@ import { productionEnv, type ReplicaEnv, type ReplicaLink } from "./replica-env.
 import type { PrimaryOptions } from "../replication/primary-types.ts";
 import { planForkRepair, type SyncPlan } from "./replica-resync.ts";
 import { fence, probePeer, type FenceEnv } from "./replica-fence.ts";
-import { clearForPrimary, drain, drainSecondaries, keepForPeer, quiesce, writeApplied } from "./replica-handover.ts";
+import { clearForPrimary, drain, drainedForHandover, drainSecondaries, keepForPeer, quiesce, writeApplied } from "./replica-handover.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
 
@@ -278,10 +278,11 @@ export class ReplicaNode implements ReplicaHandle {
   }
 
   /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary; `wait`: syncAgain's if it stops. */
-  private openSyncing(plan: SyncPlan, wait = 1000): Extract<Side, { kind: "syncing" }> {
+  private openSyncing(plan: SyncPlan, wait = 1000, paused = false): Extract<Side, { kind: "syncing" }> {
     const link = this.env.link("retry");
     const sync = new InitialSync(this.disk, this.dir, link.sync, this.env.timer, { log: this.logger });
-    const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused: false, failure: null };
+    const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused, failure: null };
+    if (paused) sync.pause(); // an operator's pause outlives a retry (syncAgain)
     const began = this.env.timer.now();
     void sync.start(plan, (error) => {
       if (this.side !== side) return;
@@ -305,7 +306,7 @@ export class ReplicaNode implements ReplicaHandle {
       if (this.side !== side || this.closed) return;
       side.link.close();
       await side.sync.stop();
-      this.become(this.openSyncing(plan, Math.min(wait * 2, 60_000)));
+      this.become(this.openSyncing(plan, Math.min(wait * 2, 60_000), side.paused));
     }).catch((error: Error) => this.logger.error(`export '${this.name}': starting the sync again failed: ${error.message}`));
   }
 
@@ -464,13 +465,15 @@ export class ReplicaNode implements ReplicaHandle {
     const primary = await ReplicationPrimary.open(new Borrowed(this.disk), this.dir, { ...this.primaryOptions(), base: point });
     primary.store.startGeneration(next);
     // The new generation is durable before any write is accepted.
-    const errno = await new Promise<number>((resolve) => primary.store.append(RecordOp.MARK, RecordFlag.GENERATION, 0, 0, new Uint8Array(0), resolve));
-    if (errno !== 0) {
-      await primary.close();
-      throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);
+    try {
+      const errno = await new Promise<number>((resolve) => primary.store.append(RecordOp.MARK, RecordFlag.GENERATION, 0, 0, new Uint8Array(0), resolve));
+      if (errno !== 0) throw new DstdError("E_IO", `promote: the new generation could not be logged (errno ${errno})`);
+      await keepForPeer(primary, point.seq, (why) => this.logger.warn(`export '${this.name}': ${why}`));
+      await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
+    } catch (error) {
+      await primary.close(); // broken off: a secondary again at the next open, which cuts that MARK (replication/secondary.ts)
+      throw error;
     }
-    await keepForPeer(primary, point.seq, (why) => this.logger.warn(`export '${this.name}': ${why}`));
-    await saveRole(this.dir, { role: "primary", generation: next, reason: `promoted --force at seq ${point.seq}` });
     await files.remove(this.dir, APPLIER_STATE_FILE).catch(() => {});
     const message = force
       ? `export '${this.name}': promoted to primary (failover) at seq ${point.seq}, generation ${next}; the old primary must not take writes: it is detected as diverged when it comes back with peer = this node` +
@@ -495,17 +498,8 @@ export class ReplicaNode implements ReplicaHandle {
     if (answer.status !== Errno.ENOTSUP) {
       throw new DstdError("E_STATE", `cannot check that the primary ${peer} stepped down (${answer.reason}): fail over with promote ${this.name} --force if it is gone`);
     }
-    side.shipper.stop();
-    await drain(side.secondary, this.env.timer);
-    const applied = side.secondary.applier.status().applied.seq;
-    const last = side.shipper.status().primaryDurable;
-    // No answer from the primary's log since it started (generation 0): where that log ends is
-    // unknown, and 0 passed for it — a handover lost every record (cluster sim seed 34972, §8.2).
-    const unheard = side.shipper.status().primaryGeneration === 0;
-    if (unheard || applied !== side.secondary.copy.last.seq || applied < last || !side.secondary.applier.status().consistent) {
-      side.shipper.start();
-      throw new DstdError("E_STATE", `not drained: applied seq ${applied}${side.secondary.applier.status().consistent ? "" : " (inconsistent: a resync or recovery is not finished)"}, the copy ends at seq ${side.secondary.copy.last.seq}, the primary's log at seq ${unheard ? "unknown (no answer from it since this node started)" : last}; try again, or --force`);
-    }
+    const notDrained = await drainedForHandover(side.secondary, side.shipper, this.env.timer);
+    if (notDrained !== null) throw new DstdError("E_STATE", notDrained);
   }
 
   demote(): Promise<string> {

@@ -246,15 +246,16 @@ export class DstConnection implements GuardedHandler, SessionConnection, FetchHo
     return null;
   }
 
-  /** See DstServer.rebind. */
+  /** See DstServer.rebind. A session writable at its handshake writes again once the export is (a demote that failed), if its grant still allows it. */
   rebind(name: string): void {
     const admitted = this.admitted;
     if (this.state !== "ready" || admitted === null || admitted.exp.name !== name) return;
     this.port = admitted.exp.port;
-    if (this.writable && admitted.exp.readOnly) {
-      this.writable = false;
-      this.server.log.info(`${this.name}: export ${quotePeer(name)} is read-only now (replica role change); writes are refused`);
-    }
+    const keyed = admitted.identity === null || this.server.keys.has(admitted.identity);
+    const writable = admitted.writable && keyed && !admitted.exp.readOnly && !this.port.readOnly && matchAllow(admitted.exp.allow, this.peer, admitted.identity) === "rw";
+    if (writable === this.writable) return;
+    this.writable = writable;
+    this.server.log.info(`${this.name}: export ${quotePeer(name)} is ${writable ? "writable again" : "read-only now; writes are refused"} (replica role change)`);
   }
 
   /** Memory an unfinished frame or record holds, its whole size once allocated (the guard's frame deadlines). */

@@ -116,9 +116,10 @@ export class NbdConnection implements GuardedHandler {
    * change: daemon/nbd-front.ts rebind). On another port the connection is closed — NBD has no
    * way to tell a client its export changed, and the port it holds may be a closed primary or a
    * secondary's bare disk — so the client reconnects and learns the new flags in the handshake.
-   * On the same port, a connection that may write is downgraded when the export is read-only now.
+   * On the same port, writing follows `access` (what the export grants this peer now, read-only
+   * folded in): refused while read-only, allowed again once writable (a demote that failed).
    */
-  rebound(name: string, port: StoragePort, readOnly: boolean): string | null {
+  rebound(name: string, port: StoragePort, access: (peer: Peer) => Access | null): string | null {
     const tx = this.transmission;
     if (this.closed || tx === null || tx.exportName !== name) return null;
     const who = `NBD ${describePeer(this.peer)}`;
@@ -129,12 +130,10 @@ export class NbdConnection implements GuardedHandler {
       this.sink.end();
       return `closed ${who}: export ${quotePeer(name)} changed role`;
     }
-    if (readOnly && tx.writable) {
-      tx.downgrade();
-      this.options.log?.warn(`${who}: export ${quotePeer(name)} is read-only now (replica role change); writes are refused`);
-      return `${who} downgraded to read-only on export ${quotePeer(name)}`;
-    }
-    return null;
+    if (!tx.setWritable(access(this.peer) === "rw")) return null;
+    const now = tx.writable ? "writable again" : "read-only now";
+    this.options.log?.warn(`${who}: export ${quotePeer(name)} is ${now} (replica role change)${tx.writable ? "" : "; writes are refused"}`);
+    return `${who} ${now} on export ${quotePeer(name)}`;
   }
 
   /** The connection is gone (for registries of live connections). */

@@ -183,9 +183,21 @@ export class NbdTransmission {
     return this.limits.writable;
   }
 
-  /** The port this connection serves (fixed for its life: a role change closes it, nbd/connection.ts rebound). */
+  /** The port this connection serves: fixed for its life (a role change onto another port closes it: nbd/connection.ts rebound). */
   get port(): StoragePort {
     return this.target;
+  }
+
+  /**
+   * The export's grant to this peer now allows writing or not (a replica's role change, which
+   * may be undone: a demote that failed): writes follow it, but never past what the handshake
+   * told the client. Returns whether that changed.
+   */
+  setWritable(allowed: boolean): boolean {
+    const writable = allowed && this.tx.access === "rw" && !this.target.readOnly;
+    if (writable === this.limits.writable) return false;
+    this.limits.writable = writable;
+    return true;
   }
 
   /** The export this connection serves. */

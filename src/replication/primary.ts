@@ -99,7 +99,8 @@ export class ReplicationPrimary extends PassThrough {
   ) {
     const latch = new FlushLatch(next); // a flush that failed may have lost write-backs: never trust a later one (§4)
     super(latch);
-    latch.onLatched = (errno) => this.diskFailure.flushFailed(errno, this.state.checkpoint, this.options.log);
+    // Writes around the log (overflow, §5) since the last good flush are not in the log: a replay does not bring them back.
+    latch.onLatched = (errno) => this.diskFailure.flushFailed(errno, this.state.checkpoint, this.options.log, this.mode !== "logging" || this.transition !== null || this.bitmap.dirtyRegions > 0);
     this.state = stateFile.value ?? INITIAL_PRIMARY_STATE;
     this.durableState = this.state;
     this.mode = this.state.mode;
@@ -332,9 +333,11 @@ export class ReplicationPrimary extends PassThrough {
    * Why the layer refuses writes and FLUSH until it is opened again (its disk failed a logged
    * write-back or a flush, or neither the log nor the state could be written: §4), or null.
    * `dstd up` restarts the export group on it (daemon/services.ts); the open replays the log.
+   * Null too when the disk lost a write the replay does not bring back (DiskFailure.replayable):
+   * reads of it fail until an operator restarts, rather than turn stale by themselves.
    */
   get failedClosed(): string | null {
-    if (this.diskFailure.failed) return this.diskFailure.message ?? "the disk failed";
+    if (this.diskFailure.failed) return this.diskFailure.replayable ? (this.diskFailure.message ?? "the disk failed") : null;
     return this.broken !== 0 ? (this.brokenBy?.message ?? errnoMessage(this.broken)) : null;
   }
 

@@ -130,6 +130,14 @@ export class DiskFailure {
     return this.errno !== 0;
   }
 
+  /**
+   * false once the disk lost a write no replay of the log brings back (one made around the log:
+   * recordAround, or a flush failing while such writes may have been unflushed): a restart would
+   * then serve stale data where reads now fail, so the node does not restart itself over it
+   * (ReplicationPrimary.failedClosed) and leaves it to an operator.
+   */
+  replayable = true;
+
   /** The write-back of the logged mutation whose records start at `firstSeq` failed for good. */
   record(op: WriteBackOp, firstSeq: number, errno: number, log?: Log): void {
     const what = op.kind === "resize" ? `resize to ${op.newSize} bytes` : `${op.kind} of ${op.end - op.offset} bytes at ${op.offset}`;
@@ -155,15 +163,18 @@ export class DiskFailure {
     }
     log?.error(`replication: write of an acknowledged ${what} around the failed log failed ${WRITE_BACK_ATTEMPTS} times: ${errnoMessage(errno)}`);
     this.lost.push({ offset: op.offset, end: op.end });
+    this.replayable = false;
   }
 
   /**
    * A flush of the disk failed (or a FUA write-back: storage/layers/flush-latch.ts latched it):
    * any write-back since the checkpoint may be lost, and the disk says so only once. Which
    * regions it lost is unknown, so reads of the whole disk fail too until restarted; the
-   * restart replays the log after the checkpoint.
+   * restart replays the log after the checkpoint. `aroundLog`: writes made around the log may be
+   * among the unflushed (not replayable).
    */
-  flushFailed(errno: number, checkpoint: number, log?: Log): void {
+  flushFailed(errno: number, checkpoint: number, log?: Log, aroundLog = false): void {
+    if (aroundLog) this.replayable = false;
     if (this.errno === 0) {
       this.errno = errno;
       this.message = `the disk failed a flush: ${errnoMessage(errno)}; write-backs after the checkpoint at seq ${checkpoint} may be lost: refusing writes, FLUSH and reads until restarted (the restart replays the log from seq ${checkpoint + 1})`;

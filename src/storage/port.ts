@@ -100,7 +100,8 @@ export interface StoragePort {
   /**
    * Optional, for a port that is not `synchronous`: a READ or WRITE of at most this many bytes
    * still completes before it returns (a local file port runs only large ones on the I/O
-   * thread pool: storage/local/port.ts). Layers do not pass it on; absent means none do.
+   * thread pool: storage/local/port.ts). Layers do not pass it on (absent means none do), except
+   * one that keeps the timing of every call it forwards (storage/layers/shrink-gate.ts).
    */
   readonly inlineUpTo?: number;
   /**

@@ -155,6 +155,25 @@ describe("a replica role change reaches sessions already admitted", () => {
   });
 });
 
+describe("a replica role change undone", () => {
+  test("rebind on the same port: a session read-write at its handshake, made read-only with the export (a demote under way), writes again once the export is writable (the demote failed)", () => {
+    const { server, run, connect, entry } = rig(createLocalPort(createMemoryBackend(MiB)));
+    const { sink, conn } = connect();
+    const payload = new Uint8Array(4096).fill(5);
+    const write = (txid: number): number => {
+      conn.onData(encodeFrame({ opcode: Op.WRITE, txid, offset: 0, length: 4096 }, payload));
+      run();
+      return decodeHeader(sink.read(), 0).status;
+    };
+    entry.readOnly = true;
+    server.rebind("disk");
+    expect(write(1)).toBe(Errno.EPERM);
+    entry.readOnly = false;
+    server.rebind("disk");
+    expect(write(2)).toBe(0);
+  });
+});
+
 describe("a connection that ends in the middle of a frame gives its receive memory back", () => {
   test("plain channel: half a 1 MiB WRITE, then the peer is gone: the receive budget is as before", () => {
     const { server, run, connect } = rig();

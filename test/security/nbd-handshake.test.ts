@@ -189,3 +189,47 @@ describe("the default export (the name \"\") on a listener with one export", () 
     expect(reply).toMatchObject({ kind: "chunk", cookie: 9n, type: ReplyType.BLOCK_STATUS });
   });
 });
+
+describe("a replica role change reaches NBD connections already open (daemon/nbd-front.ts rebind)", () => {
+  function opened() {
+    const e = exportNamed("mine", "192.0.2.0/24:rw");
+    const log = { error: () => {}, warn: () => {}, info: () => {}, debug: () => {} };
+    const front = acceptNbdForExports([e], log);
+    const sink = new FakeSink();
+    sink.handler = front(sink, PEER, { admitted: () => {}, refused: () => {} });
+    sink.read(); // greeting
+    sink.handler.onData(concat(FLAGS, option(Opt.GO, infoData("mine"))));
+    expect(parseOptionReplies(sink.read()).at(-1)!.type).toBe(Rep.ACK);
+    let cookie = 0n;
+    const write = (): number => {
+      sink.handler!.onData(encodeRequest({ type: Cmd.WRITE, cookie: ++cookie, offset: 0, data: new Uint8Array(512).fill(1) }));
+      const [reply] = parseReplies(sink.read());
+      return (reply as { error: number }).error;
+    };
+    return { e, front, sink, write };
+  }
+
+  test("same port: writes are refused while the export is read-only (a demote under way) and taken again once it is writable (the demote failed)", () => {
+    const { e, front, write } = opened();
+    expect(write()).toBe(0);
+    e.readOnly = true;
+    expect(front.rebind("mine")).toEqual(["NBD 192.0.2.7:40000 read-only now on export 'mine'"]);
+    expect(write()).toBe(1); // EPERM
+    e.readOnly = false;
+    expect(front.rebind("mine")).toEqual(["NBD 192.0.2.7:40000 writable again on export 'mine'"]);
+    expect(write()).toBe(0);
+    expect(front.rebind("mine")).toEqual([]); // nothing changed: nothing done
+    // A reload that took the write grant away is not undone by a role change.
+    e.allow = [parseAllowRule("192.0.2.0/24:ro") as AllowRule];
+    expect(front.recheck()).toHaveLength(1);
+    expect(front.rebind("mine")).toEqual([]);
+    expect(write()).toBe(1);
+  });
+
+  test("another port (a secondary promoted, a primary demoted): the connection is closed, the client reconnects to what the export serves now", () => {
+    const { e, front, sink } = opened();
+    e.port = createLocalPort(createMemoryBackend(1 << 20));
+    expect(front.rebind("mine")).toEqual(["closed NBD 192.0.2.7:40000: export 'mine' changed role"]);
+    expect(sink.closed).toBe(true);
+  });
+});

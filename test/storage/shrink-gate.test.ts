@@ -54,7 +54,9 @@ test("a write past the new end arriving while the tail's map is read is refused,
   const gate = new ShrinkGate(new LateMap(below, answers));
   const shrunk = gate.shrinkIfEmpty(HALF, resizeOf(gate, HALF));
   await Bun.sleep(1);
-  expect(answers.size).toBe(1); // the map is taken: the tail was empty
+  answers.releaseAll(); // the first look, unfenced: the tail is empty
+  await Bun.sleep(1);
+  expect(answers.size).toBe(1); // the map again, fenced now
   const tail = await new Promise<number>((resolve) => gate.write(SIZE - 4096, block(1), false, resolve));
   const trimmed = await new Promise<number>((resolve) => gate.trim(HALF, 4096, false, resolve));
   const zeroed = await new Promise<number>((resolve) => gate.zero(HALF - 4096, 8192, { fua: false, noHole: false, fast: false }, resolve));
@@ -67,6 +69,20 @@ test("a write past the new end arriving while the tail's map is read is refused,
   const into = new Uint8Array(4096);
   await call.read(gate, 0, into);
   expect(into.every((b) => b === 2)).toBe(true);
+});
+
+test("a tail that holds data already is refused without a fence: its writers are not disturbed while the map is read", async () => {
+  const answers = new HeldWork();
+  const gate = new ShrinkGate(new LateMap(memory(), answers));
+  expect(await new Promise<number>((resolve) => gate.write(SIZE - 4096, block(1), false, resolve))).toBe(0);
+  let resized = false;
+  const shrunk = gate.shrinkIfEmpty(HALF, async () => void (resized = true));
+  await Bun.sleep(1);
+  expect(answers.size).toBe(1); // the first look at the map, unfenced
+  expect(await new Promise<number>((resolve) => gate.write(SIZE - 8192, block(2), false, resolve))).toBe(0);
+  answers.releaseAll();
+  expect(await shrunk).toMatch(/^data at offset \d+$/);
+  expect(resized).toBe(false);
 });
 
 test("the fence waits for every mutation already below; the map then shows it, the shrink is refused and the tail takes writes again", async () => {

@@ -7,7 +7,8 @@
  * a Ceph or remote port answers later) lands and is acknowledged after the map said "hole",
  * and one arriving between the map and the cut is acknowledged and then cut too.
  *
- * So a checked shrink runs in order: `fence(size)` refuses every mutation reaching past `size`
+ * So a checked shrink runs in order — after a first look at the map, unfenced, which refuses a
+ * tail holding data at once without disturbing its writers: `fence(size)` refuses every mutation reaching past `size`
  * from now on (with the out-of-range errno, storage/validate.ts — the export is being shrunk
  * there) and waits until every mutation that started below before the fence has completed;
  * then `tailData` reads the map of the tail, in as many walks as it takes; the resize runs
@@ -81,6 +82,9 @@ export class ShrinkGate extends PassThrough {
    * what lies there (tailData) with nothing resized. A failed resize rejects.
    */
   async shrinkIfEmpty(size: number, resize: () => Promise<void>): Promise<string | null> {
+    // A tail that holds data now is refused without a fence: writes to it go on undisturbed.
+    const found = size < this.size ? await tailData(this, size, this.size) : null;
+    if (found !== null) return found;
     const lift = await this.fence(size);
     try {
       const data = size < this.size ? await tailData(this, size, this.size) : null;
