@@ -299,6 +299,10 @@ export class ReplicaNode implements ReplicaHandle {
    * naming why — as `reopen` does. It used to wait for an operator.
    */
   private async syncAgain(side: Extract<Side, { kind: "syncing" }>, plan: SyncPlan, reason: string, wait: number): Promise<void> {
+    if (side.sync.final) {
+      side.failure = `initial sync stopped: ${reason}; the fork repair cannot go on: run dstd replica resync ${this.name} --full`;
+      return this.logger.error(`export '${this.name}': ${side.failure}`);
+    }
     side.failure = `initial sync stopped: ${reason}; trying again in ${wait / 1000} s`;
     this.logger.warn(`export '${this.name}': ${side.failure}`);
     await this.sleep(wait);

@@ -191,6 +191,11 @@ export class InitialSync {
   private stopped = false;
   private paused = false;
   private retries = 0;
+  /**
+   * Stopped for good: a fork repair whose fork point the primary no longer keeps or shares (a
+   * released log, a log forked elsewhere). Trying it again cannot help; a full sync can.
+   */
+  final = false;
   private cancelTimer: (() => void) | null = null;
   /** Bytes of the ranges requested so far this run, written so far, and at the last save. */
   private asked = 0;
@@ -336,8 +341,12 @@ export class InitialSync {
       if (this.stopped) return;
       if (status !== 0) {
         const why = payload !== null && payload.length > 0 ? decodeFetchReason(payload) : errnoMessage(status);
-        // The primary refused (a released log, not a primary): nothing to retry blindly.
-        if (status === Errno.ENODATA || status === Errno.ESTALE || status === Errno.ENOTSUP || status === Errno.EPERM) return this.fail(`the primary refused the sync: ${why}`);
+        // The primary refused (a released log, not a primary): nothing to retry blindly. A fork
+        // repair refused so for its fork point is refused for good (`final`).
+        if (status === Errno.ENODATA || status === Errno.ESTALE || status === Errno.ENOTSUP || status === Errno.EPERM) {
+          this.final = plan.from !== null && (status === Errno.ENODATA || status === Errno.ESTALE);
+          return this.fail(`the primary refused the sync: ${why}`);
+        }
         return this.retry(`SYNC BEGIN failed: ${why}`, () => this.begin(plan));
       }
       const begun = decodeSyncBegin(payload ?? new Uint8Array(0));

@@ -61,3 +61,24 @@ test("a write of the copy that failed is never claimed by a later save: another 
   expect(state?.phase).toBe("copying");
   expect(state?.done).toBe(0); // a resume starts at 0: the block at 0 was never written
 });
+
+test("a fork repair the primary refuses for its fork point (released, forked: ENODATA, ESTALE) stops for good (`final`: the node does not try it again, resync --full can); a refused grant or a full sync does not", async () => {
+  const cases: Array<[from: boolean, status: number, final: boolean]> = [
+    [true, Errno.ENODATA, true],
+    [true, Errno.ESTALE, true],
+    [true, Errno.EPERM, false],
+    [false, Errno.ENODATA, false],
+  ];
+  for (const [fork, status, final] of cases) {
+    const clock = new SimClock();
+    const files = new SimDisk(clock, new Prng(1), { latency: [0, 0] });
+    const disk = new SimDiskPort(1 << 16, clock, new Prng(2), false);
+    const sync = new InitialSync(disk.handle(), files.directory(), (_request, _offset, _length, done) => done(status, null), timer(clock), { retryMs: 1 });
+    let stopped: string | null = null;
+    const from = fork ? { seq: 5, chain: 7n, lamport: 5, generation: 1 } : null;
+    await settle(clock, sync.start({ from, ranges: fork ? [[0, 4096]] : null, why: fork ? "resync" : "initial sync" }, (error) => (stopped = error)));
+    await runUntil(clock, () => stopped !== null);
+    expect(stopped as string | null).toMatch(/^the primary refused the sync: /);
+    expect([fork, status, sync.final]).toEqual([fork, status, final]);
+  }
+});
