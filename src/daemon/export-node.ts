@@ -74,6 +74,9 @@ export function treeLayoutProblems(config: ExportConfig, stateDir: string): { pr
   return { problems, unreadable: null };
 }
 
+/** Longest a checked shrink waits, its tail fenced, for the mutations under way (storage/layers/shrink-gate.ts). */
+const SHRINK_PATIENCE_MS = 30_000;
+
 /** The DST epochs of the export groups this process runs (one per startExportNode, until it closes). */
 const LOCAL_EPOCHS = new Set<number>();
 
@@ -354,11 +357,20 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
       if (!(gate instanceof ShrinkGate)) throw new AssertionError(`export '${name}' is served without its shrink gate`);
       // Checked with nothing left that could still put data past the new end, and cut before
       // anything can (storage/layers/shrink-gate.ts).
-      const data = await gate.shrinkIfEmpty(size, async () => {
-        // A role change while it was checked (a demote binds the bare disk, read-only) would leave this gate's fence behind.
-        if (e.port !== gate || e.readOnly) throw new DstdError("E_STATE", `export '${name}' changed role while its shrink was checked: not resized`);
-        await server.resize(name, size);
-      });
+      // The tail stays fenced at most SHRINK_PATIENCE_MS waiting for mutations under way (one that never completes).
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const patience = new Promise<void>((resolve) => (timer = setTimeout(resolve, SHRINK_PATIENCE_MS)));
+      const data = await gate
+        .shrinkIfEmpty(
+          size,
+          async () => {
+            // A role change while it was checked (a demote binds the bare disk, read-only) would leave this gate's fence behind.
+            if (e.port !== gate || e.readOnly) throw new DstdError("E_STATE", `export '${name}' changed role while its shrink was checked: not resized`);
+            await server.resize(name, size);
+          },
+          patience,
+        )
+        .finally(() => clearTimeout(timer));
       if (data !== null) throw new DstdError("E_USAGE", `export '${name}' holds data past ${formatSize(size)} (${data}): shrinking would lose it; add --force to shrink anyway`);
       return resized();
     };

@@ -36,10 +36,13 @@ export class ShrinkGate extends PassThrough {
   /**
    * Mutations below that did not complete before returning, by the parity of the fence epoch
    * they started in: a fence turns the epoch and waits for the other parity to reach 0.
-   * Fences take turns, so no epoch's requests are still counted when its parity comes again.
+   * Fences take turns; one that gave up waiting (`patience`) leaves its parity's stragglers
+   * counted, so the fence after the next waits for them too (never for less than its own).
    */
   private readonly running = [0, 0];
   private epoch = 0;
+  /** The parity a fence waits to drain (-1: none), and its wake-up. */
+  private waiting = -1;
   private drained: (() => void) | null = null;
   /** The checked shrink before this one: the next fence starts once it is lifted. */
   private turn: Promise<void> = Promise.resolve();
@@ -57,8 +60,9 @@ export class ShrinkGate extends PassThrough {
   /**
    * Refuse mutations past `size` and wait for every mutation already below to complete; the
    * function it resolves with lifts the fence (call it once, after the resize or the refusal).
+   * Null, the fence lifted, if `patience` ends first (a mutation below that does not complete).
    */
-  async fence(size: number): Promise<() => void> {
+  async fence(size: number, patience?: Promise<void>): Promise<(() => void) | null> {
     const previous = this.turn;
     let free = (): void => {};
     this.turn = new Promise<void>((resolve) => (free = resolve));
@@ -66,26 +70,36 @@ export class ShrinkGate extends PassThrough {
     this.fenceAt = size;
     const before = this.epoch & 1;
     this.epoch++;
-    if (this.running[before]! > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     let lifted = false;
-    return () => {
+    const lift = (): void => {
       if (lifted) return;
       lifted = true;
       this.fenceAt = Infinity;
       free();
     };
+    if (this.running[before]! > 0) {
+      this.waiting = before;
+      const drained = new Promise<boolean>((resolve) => (this.drained = () => resolve(true)));
+      const done = await (patience === undefined ? drained : Promise.race([drained, patience.then(() => false)]));
+      this.waiting = -1;
+      this.drained = null;
+      if (!done) return (lift(), null);
+    }
+    return lift;
   }
 
   /**
    * Shrink to `size` through `resize` (which resizes this gate's port: the export server's
    * resize, which also tells the clients) unless data lies past `size`: null once resized, or
-   * what lies there (tailData) with nothing resized. A failed resize rejects.
+   * what lies there (tailData) with nothing resized — or, when `patience` ends before the
+   * mutations under way complete, why nothing was resized. A failed resize rejects.
    */
-  async shrinkIfEmpty(size: number, resize: () => Promise<void>): Promise<string | null> {
+  async shrinkIfEmpty(size: number, resize: () => Promise<void>, patience?: Promise<void>): Promise<string | null> {
     // A tail that holds data now is refused without a fence: writes to it go on undisturbed.
     const found = size < this.size ? await tailData(this, size, this.size) : null;
     if (found !== null) return found;
-    const lift = await this.fence(size);
+    const lift = await this.fence(size, patience);
+    if (lift === null) return "mutations under way did not complete in time, so what they put there is unknown (try again)";
     try {
       const data = size < this.size ? await tailData(this, size, this.size) : null;
       if (data === null) await resize();
@@ -123,11 +137,7 @@ export class ShrinkGate extends PassThrough {
     const parity = this.epoch & 1;
     this.running[parity]!++;
     return (errno) => {
-      if (--this.running[parity]! === 0 && parity !== (this.epoch & 1) && this.drained !== null) {
-        const drained = this.drained;
-        this.drained = null;
-        drained();
-      }
+      if (--this.running[parity]! === 0 && parity === this.waiting) this.drained?.();
       done(errno);
     };
   }
