@@ -100,6 +100,8 @@ export class LogStore {
   private releasing = false;
   private releaseWanted = 0;
   private readonly releaseIdle: (() => void)[] = [];
+  /** The close under way or done: every caller waits for the same one. */
+  private closing: Promise<void> | null = null;
   /** Last seq of the segments a release chose (removed, or kept in the table after a failed removal): no longer served. */
   private releasedThrough = 0;
   private failedErrno = 0;
@@ -469,14 +471,16 @@ export class LogStore {
   }
 
   /** Stops taking records; queued records fail with ESHUTDOWN, durable ones stay; resolves once a release under way has ended. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    for (const entry of this.queue.splice(0)) entry.done(108 /* ESHUTDOWN */);
-    this.queued = 0;
-    this.listeners.clear();
-    this.freedListeners.clear();
-    if (this.releasing) await new Promise<void>((resolve) => this.releaseIdle.push(resolve));
-    if (this.active !== null) await files.close(this.active.file).catch(() => {});
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      for (const entry of this.queue.splice(0)) entry.done(108 /* ESHUTDOWN */);
+      this.queued = 0;
+      this.listeners.clear();
+      this.freedListeners.clear();
+      if (this.releasing) await new Promise<void>((resolve) => this.releaseIdle.push(resolve));
+      if (this.active !== null) await files.close(this.active.file).catch(() => {});
+    })();
+    return this.closing;
   }
 }

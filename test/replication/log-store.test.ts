@@ -296,12 +296,14 @@ describe("log store", () => {
       closed = true;
       releasingAtClose = store["releasing"];
     });
+    let secondClosed = false;
+    void store.close().then(() => (secondClosed = true)); // a second caller waits for the same close
     // Everything else done (the active file closed, in simulated time): close still waits for the held removal.
     for (let i = 0; i < 20; i++) {
       for (let j = 0; j < 8; j++) await null;
       clock.runUntil(clock.ticks + 50);
     }
-    expect(closed).toBe(false);
+    expect([closed, secondClosed]).toEqual([false, false]);
     // Each removal let go; the next one (or the directory sync) follows in simulated time.
     while (!closed) {
       held.shift()?.();
@@ -309,6 +311,8 @@ describe("log store", () => {
     }
     expect(releasingAtClose as boolean | null).toBe(false);
     expect(held.length).toBe(0);
+    for (let i = 0; i < 8; i++) await null;
+    expect(secondClosed).toBe(true);
     const kept = store.segmentTable().map((s) => s.name);
     expect(disk.names().filter((n) => n.startsWith("log-"))).toEqual(kept);
   });
