@@ -35,7 +35,7 @@ import type { StoragePort } from "../storage/port.ts";
 import { PassThrough } from "../storage/layers/pass-through.ts";
 import { lockLogDirectory } from "../storage/local/lock.ts";
 import { files, openLogDirectory, type LogDirectory } from "../replication/files.ts";
-import { APPLIER_STATE_FILE } from "../replication/applier.ts";
+import { Applier, APPLIER_STATE_FILE } from "../replication/applier.ts";
 import { ReplicationPrimary } from "../replication/primary.ts";
 import { RecordFlag, RecordOp } from "../replication/record.ts";
 import { readRole, saveRole, type Role } from "../replication/role-file.ts";
@@ -454,6 +454,8 @@ export class ReplicaNode implements ReplicaHandle {
       inconsistent = !applier.consistent;
       generation = Math.max(point.generation, side.secondary.copy.generation, side.shipper.status().primaryGeneration);
       await side.secondary.close();
+      // An intent whose save failed may have landed: it would keep a broken-off MARK from being cut (secondary.ts; cluster sim seed 128275).
+      if (!applier.recovering) await Applier.writePosition(this.dir, { point, applyingThrough: point.seq, inResync: applier.inResync });
     }
     this.bind(this.disk, undefined, true);
     if (point === null) {
