@@ -11,7 +11,7 @@
  * Must not: let a mutation through that would lie past a size queued before it.
  */
 import type { Done } from "./port.ts";
-import { validateRequest, type RequestKind } from "./validate.ts";
+import { rangeRefusal, type RequestKind } from "./validate.ts";
 
 export class SizeFence {
   /** Sizes of the resizes asked and not completed, in the order asked (repeats kept). */
@@ -37,6 +37,6 @@ export class SizeFence {
 
   /** 0, or the out-of-range errno a mutation of [offset, offset+length) gets now. */
   refusal(kind: RequestKind & ("write" | "trim" | "zero"), offset: number, length: number): number {
-    return validateRequest(kind, offset, length, { size: this.size, writable: true, maxPayload: Number.MAX_SAFE_INTEGER });
+    return rangeRefusal(kind, offset, length, this.size);
   }
 }

@@ -28,6 +28,15 @@ const mutating: Record<RequestKind, boolean> = {
   "block-status": false,
 };
 
+/**
+ * 0, or the out-of-range errno a mutation of [offset, offset+length) gets against `size` alone:
+ * the size a resize fences requests to while it runs (storage/size-fence.ts,
+ * storage/layers/shrink-gate.ts), the rest checked already.
+ */
+export function rangeRefusal(kind: RequestKind & ("write" | "trim" | "zero"), offset: number, length: number, size: number): number {
+  return validateRequest(kind, offset, length, { size, writable: true, maxPayload: Number.MAX_SAFE_INTEGER });
+}
+
 export function validateRequest(kind: RequestKind, offset: number, length: number, limits: RequestLimits): number {
   if (mutating[kind] && !limits.writable) return Errno.EPERM;
   if (kind === "flush") return 0;

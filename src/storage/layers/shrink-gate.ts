@@ -27,7 +27,7 @@
 import { Errno, errnoMessage } from "../../lib/errno.ts";
 import { formatSize } from "../../lib/size.ts";
 import { completesInline, MAX_EXTENTS, type BufferHold, type Done, type ExtentsDone, type StoragePort, type ZeroFlags } from "../port.ts";
-import { validateRequest, type RequestKind } from "../validate.ts";
+import { rangeRefusal } from "../validate.ts";
 import { PassThrough } from "./pass-through.ts";
 
 export class ShrinkGate extends PassThrough {
@@ -96,12 +96,12 @@ export class ShrinkGate extends PassThrough {
    */
   async shrinkIfEmpty(size: number, resize: () => Promise<void>, patience?: Promise<void>): Promise<string | null> {
     // A tail that holds data now is refused without a fence: writes to it go on undisturbed.
-    const found = size < this.size ? await tailData(this, size, this.size) : null;
+    const found = await tailData(this, size, this.size);
     if (found !== null) return found;
     const lift = await this.fence(size, patience);
     if (lift === null) return "mutations under way did not complete in time, so what they put there is unknown (try again)";
     try {
-      const data = size < this.size ? await tailData(this, size, this.size) : null;
+      const data = await tailData(this, size, this.size);
       if (data === null) await resize();
       return data;
     } finally {
@@ -110,27 +110,23 @@ export class ShrinkGate extends PassThrough {
   }
 
   override write(offset: number, data: Uint8Array, fua: boolean, done: Done): void {
-    if (offset + data.length > this.fenceAt) return done(this.refusal("write", offset, data.length));
+    if (offset + data.length > this.fenceAt) return done(rangeRefusal("write", offset, data.length, this.fenceAt));
     if (completesInline(this.next, data.length)) return this.next.write(offset, data, fua, done);
     this.next.write(offset, data, fua, this.track(done));
   }
   private readonly handedOver = (offset: number, data: Uint8Array, fua: boolean, hold: BufferHold, done: Done, xxh3?: bigint): void => {
-    if (offset + data.length > this.fenceAt) return done(this.refusal("write", offset, data.length));
+    if (offset + data.length > this.fenceAt) return done(rangeRefusal("write", offset, data.length, this.fenceAt));
     const next = this.next;
     if (completesInline(next, data.length)) return next.writeHandedOver!(offset, data, fua, hold, done, xxh3);
     next.writeHandedOver!(offset, data, fua, hold, this.track(done), xxh3);
   };
   override trim(offset: number, length: number, fua: boolean, done: Done): void {
-    if (offset + length > this.fenceAt) return done(this.refusal("trim", offset, length));
+    if (offset + length > this.fenceAt) return done(rangeRefusal("trim", offset, length, this.fenceAt));
     this.next.trim(offset, length, fua, this.track(done));
   }
   override zero(offset: number, length: number, flags: ZeroFlags, done: Done): void {
-    if (offset + length > this.fenceAt) return done(this.refusal("zero", offset, length));
+    if (offset + length > this.fenceAt) return done(rangeRefusal("zero", offset, length, this.fenceAt));
     this.next.zero(offset, length, flags, this.track(done));
-  }
-
-  private refusal(kind: RequestKind, offset: number, length: number): number {
-    return validateRequest(kind, offset, length, { size: this.fenceAt, writable: true, maxPayload: Number.MAX_SAFE_INTEGER }) || Errno.ENOSPC;
   }
 
   private track(done: Done): Done {
@@ -145,7 +141,7 @@ export class ShrinkGate extends PassThrough {
 
 /**
  * What lies in [from, to) of `port`, for the operator: null when its map shows only holes and
- * zeroes; otherwise where the first data is, or why the map could not be read (then the data
+ * zeroes (or the range is empty); otherwise where the first data is, or why the map could not be read (then the data
  * is unknown, so a shrink is refused too). Walks the map in as many calls as it takes: one
  * answer may stop after MAX_EXTENTS runs.
  */
