@@ -96,15 +96,9 @@ export class NbdConnection implements GuardedHandler {
     if (this.closed || tx === null) return null;
     const now = access(tx.exportName, this.peer);
     const who = `NBD ${describePeer(this.peer)}`;
-    if (now === null) {
-      this.options.log?.warn(`${who}: closing: no longer allowed to use export ${quotePeer(tx.exportName)} (configuration reload)`);
-      this.closed = true;
-      tx.close();
-      this.sink.end();
-      return `closed ${who}: no longer allowed to use export ${quotePeer(tx.exportName)}`;
-    }
+    if (now === null) return this.closeBecause(`no longer allowed to use export ${quotePeer(tx.exportName)}`, "configuration reload");
     if (now === "ro" && tx.writable) {
-      tx.downgrade();
+      tx.setWritable(false);
       this.options.log?.warn(`${who}: now read-only on export ${quotePeer(tx.exportName)} (configuration reload); writes are refused`);
       return `${who} downgraded to read-only on export ${quotePeer(tx.exportName)}`;
     }
@@ -123,17 +117,21 @@ export class NbdConnection implements GuardedHandler {
     const tx = this.transmission;
     if (this.closed || tx === null || tx.exportName !== name) return null;
     const who = `NBD ${describePeer(this.peer)}`;
-    if (tx.port !== port) {
-      this.options.log?.warn(`${who}: closing: export ${quotePeer(name)} changed role (replication); the client reconnects to what it serves now`);
-      this.closed = true;
-      tx.close();
-      this.sink.end();
-      return `closed ${who}: export ${quotePeer(name)} changed role`;
-    }
+    if (tx.port !== port) return this.closeBecause(`export ${quotePeer(name)} changed role`, "replication; the client reconnects to what it serves now");
     if (!tx.setWritable(access(this.peer) === "rw")) return null;
     const now = tx.writable ? "writable again" : "read-only now";
     this.options.log?.warn(`${who}: export ${quotePeer(name)} is ${now} (replica role change)${tx.writable ? "" : "; writes are refused"}`);
     return `${who} ${now} on export ${quotePeer(name)}`;
+  }
+
+  /** Closes a connection in transmission over `why` (logged with `context`); returns what it did. */
+  private closeBecause(why: string, context: string): string {
+    const who = `NBD ${describePeer(this.peer)}`;
+    this.options.log?.warn(`${who}: closing: ${why} (${context})`);
+    this.closed = true;
+    this.transmission?.close();
+    this.sink.end();
+    return `closed ${who}: ${why}`;
   }
 
   /** The connection is gone (for registries of live connections). */

@@ -189,8 +189,9 @@ export class NbdTransmission {
   }
 
   /**
-   * The export's grant to this peer now allows writing or not (a replica's role change, which
-   * may be undone: a demote that failed): writes follow it, but never past what the handshake
+   * The export's grant to this peer now allows writing or not (a reload took it away; a replica's
+   * role change, which may be undone: a demote that failed): writes follow it (refused with EPERM,
+   * as for a read-only export; the client learns per request), but never past what the handshake
    * told the client. Returns whether that changed.
    */
   setWritable(allowed: boolean): boolean {
@@ -205,13 +206,6 @@ export class NbdTransmission {
     return this.tx.name;
   }
 
-  /**
-   * A reload took the write grant away: refuse writes from now on (EPERM, as for a read-only
-   * export). The client was told it may write when it connected; it learns per request.
-   */
-  downgrade(): void {
-    this.limits.writable = false;
-  }
 
   /** Bytes of a request not yet complete (transport/guard.ts frame deadline). */
   partialBytes(): number {
