@@ -74,6 +74,12 @@ export function treeLayoutProblems(config: ExportConfig, stateDir: string): { pr
   return { problems, unreadable: null };
 }
 
+/** Why `dstd resize` leaves an export of this replication role alone (a primary only while a role change runs). */
+const READ_ONLY_ROLES: Partial<Record<string, string>> = {
+  secondary: "a replication secondary: its disk changes only through its primary's log (resize the primary; its RESIZE record reaches this node)",
+  diverged: "a diverged old primary, served read-only until dstd replica resync repairs it",
+};
+
 /** Longest a checked shrink waits, its tail fenced, for the mutations under way (storage/layers/shrink-gate.ts). */
 const SHRINK_PATIENCE_MS = 30_000;
 
@@ -334,15 +340,7 @@ export async function startExportNode(options: ExportNodeOptions): Promise<Expor
         // A secondary's (or a diverged node's) disk changes only through its primary's log: a
         // size of its own would cut what the log writes later, or outgrow the primary's.
         const role = replicas.get(name)?.role;
-        const why =
-          role === "secondary"
-            ? "a replication secondary: its disk changes only through its primary's log (resize the primary; its RESIZE record reaches this node)"
-            : role === "diverged"
-              ? "a diverged old primary, served read-only until dstd replica resync repairs it"
-              : role !== undefined
-                ? `a replication ${role} served read-only now`
-                : "read-only (read_only = true)";
-        throw new DstdError("E_USAGE", `export '${name}' is not resized: it is ${why}`);
+        throw new DstdError("E_USAGE", `export '${name}' is not resized: it is ${role === undefined ? "read-only (read_only = true)" : (READ_ONLY_ROLES[role] ?? `a replication ${role} served read-only now`)}`);
       }
       const before = e.port.size;
       const resized = () => `export '${name}' resized from ${formatSize(before)} to ${formatSize(e.port.size)}`;

@@ -50,6 +50,7 @@ import { fence, probePeer, type FenceEnv } from "./replica-fence.ts";
 import { clearForPrimary, drain, drainedForHandover, drainSecondaries, keepForPeer, quiesce, writeApplied } from "./replica-handover.ts";
 import type { LogSource } from "../export/fetch.ts";
 import { replicaStatusOf, type ReplicaStatus, type StatusSample } from "./replica-status.ts";
+import { restartDelayMs, STABLE_MS } from "./supervisor.ts";
 
 export type PauseWhat = "fetch" | "replay" | "both";
 
@@ -277,8 +278,8 @@ export class ReplicaNode implements ReplicaHandle {
     }
   }
 
-  /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary; `wait`: syncAgain's if it stops. */
-  private openSyncing(plan: SyncPlan, wait = 1000, paused = false): Extract<Side, { kind: "syncing" }> {
+  /** Copies the primary's disk (all of it, or a fork repair's ranges), then opens the secondary; `failures`: stops in a row before (syncAgain). */
+  private openSyncing(plan: SyncPlan, failures = 0, paused = false): Extract<Side, { kind: "syncing" }> {
     const link = this.env.link("retry");
     const sync = new InitialSync(this.disk, this.dir, link.sync, this.env.timer, { log: this.logger });
     const side: Extract<Side, { kind: "syncing" }> = { kind: "syncing", sync, link, paused, failure: null };
@@ -286,31 +287,28 @@ export class ReplicaNode implements ReplicaHandle {
     const began = this.env.timer.now();
     void sync.start(plan, (error) => {
       if (this.side !== side) return;
-      if (error !== null) return void this.syncAgain(side, plan, error, this.env.timer.now() - began >= 60_000 ? 1000 : wait);
+      if (error !== null) return void this.syncAgain(side, plan, error, this.env.timer.now() - began >= STABLE_MS ? 1 : failures + 1);
       link.close();
       void sync.stop().then(() => this.openAfterSync(side));
     });
     return side;
   }
 
-  /**
-   * The sync stopped (an I/O error here, or the primary refused it: no `replica` grant yet, a released log, another size):
-   * started again after `wait` (1 s, 2, 4 … 60 s; 1 s again after a minute's run) from its saved progress, status stalled
-   * naming why — as `reopen` does. It used to wait for an operator.
-   */
-  private async syncAgain(side: Extract<Side, { kind: "syncing" }>, plan: SyncPlan, reason: string, wait: number): Promise<void> {
+  /** The sync stopped (an I/O error here; the primary refused it: no `replica` grant yet, a released log, another size): started again
+   * from its saved progress after a supervised unit's backoff (daemon/supervisor.ts), stalled naming why until then, as `reopen` does. */
+  private async syncAgain(side: Extract<Side, { kind: "syncing" }>, plan: SyncPlan, reason: string, failures: number): Promise<void> {
     if (side.sync.final) {
       side.failure = `initial sync stopped: ${reason}; the fork repair cannot go on: run dstd replica resync ${this.name} --full`;
       return this.logger.error(`export '${this.name}': ${side.failure}`);
     }
-    side.failure = `initial sync stopped: ${reason}; trying again in ${wait / 1000} s`;
+    side.failure = `initial sync stopped: ${reason}; trying again in ${restartDelayMs(failures) / 1000} s`;
     this.logger.warn(`export '${this.name}': ${side.failure}`);
-    await this.sleep(wait);
+    await this.sleep(restartDelayMs(failures));
     await this.exclusive(async () => {
       if (this.side !== side || this.closed) return;
       side.link.close();
       await side.sync.stop();
-      this.become(this.openSyncing(plan, Math.min(wait * 2, 60_000), side.paused));
+      this.become(this.openSyncing(plan, failures, side.paused));
     }).catch((error: Error) => this.logger.error(`export '${this.name}': starting the sync again failed: ${error.message}`));
   }
 

@@ -45,7 +45,8 @@ export async function planForkRepair(dir: LogDirectory, disk: StoragePort, logSi
   // Taken before the scan too: the open may resume a resync of dirty regions (primary.ts), which
   // logs a region's copy after the reader's end and clears its bit before the read below; that
   // region was then in neither and never copied (cluster simulation seed 7019, §11).
-  const dirtyAtOpen = primary.dirtyRegions(0, Number.MAX_SAFE_INTEGER).map((r) => [r.offset, r.length] as [number, number]);
+  const dirtyNow = () => primary.dirtyRegions(0, Number.MAX_SAFE_INTEGER).map((r) => [r.offset, r.length] as [number, number]);
+  const dirtyAtOpen = dirtyNow();
   try {
     const reader = primary.reader({ seq: primary.store.first });
     try {
@@ -67,7 +68,7 @@ export async function planForkRepair(dir: LogDirectory, disk: StoragePort, logSi
     } finally {
       await reader.close();
     }
-    dirty = [...dirtyAtOpen, ...primary.dirtyRegions(0, Number.MAX_SAFE_INTEGER).map((r) => [r.offset, r.length] as [number, number])];
+    dirty = [...dirtyAtOpen, ...dirtyNow()];
   } finally {
     await primary.close();
   }
