@@ -17,6 +17,7 @@ import { readFileAt, scratchDir } from "../helpers/files.ts";
 import { startNode } from "../helpers/node-process.ts";
 import { freeLoopbackPort } from "../helpers/ports.ts";
 import { haveLibnbdPython, SYSTEM_PYTHON } from "../helpers/tools.ts";
+import { until } from "../helpers/wait.ts";
 import type { ReplicaStatus } from "../../src/daemon/replica-status.ts";
 
 const dir = scratchDir("nbd-roles");
@@ -87,14 +88,8 @@ peer = "dst://127.0.0.1:1/disk"
     void (async () => {
       for await (const chunk of client.stdout) out += decoder.decode(chunk);
     })();
-    const saw = async (line: string) => {
-      const started = Date.now();
-      while (!out.includes(line)) {
-        if (client.exitCode !== null || Date.now() - started > 15_000) throw new Error(`the NBD client did not print '${line}':\n${out}\n${await new Response(client.stderr).text()}`);
-        await Bun.sleep(10);
-      }
-    };
-    await saw("write ");
+    // The client's lines, or its exit (the expectations below then show what it printed).
+    await until(() => out.includes("write ") || client.exitCode !== null, "the NBD client's first WRITE", 15_000);
     expect(out).toContain("read-only True");
     expect(out).toContain("write refused EPERM"); // EPERM: the secondary's disk takes writes only from its log
     expect(readFileAt(image, 0, 4096).every((b) => b === 0)).toBe(true);

@@ -20,13 +20,23 @@ const block = (n: number) => new Uint8Array(4096).fill(n);
 const memory = () => createLocalPort(createMemoryBackend(SIZE));
 const resizeOf = (port: StoragePort, size: number) => () =>
   new Promise<void>((resolve, reject) => port.resize!(size, (errno) => (errno === 0 ? resolve() : reject(new Error(`resize: ${errno}`)))));
+/** Lets every promise chain that can move on do so: nothing here runs on a timer (the ports below complete inline or when a test releases them). */
+const turns = async (): Promise<void> => {
+  for (let i = 0; i < 50; i++) await null;
+};
 const settled = async <T>(promise: Promise<T>): Promise<boolean> => {
   let done = false;
   void promise.then(() => (done = true));
-  for (let i = 0; i < 5; i++) await Promise.resolve();
-  await Bun.sleep(1);
+  await turns();
   return done;
 };
+/** A gate over a memory disk whose every call waits for the test to release it. */
+const deferredGate = () => {
+  const held = new HeldWork();
+  return { held, gate: new ShrinkGate(new DeferredLayer(memory(), held.schedule)) };
+};
+/** A WRITE of `fill` at `offset` through `port`, as its completion's errno. */
+const write = (port: StoragePort, offset: number, fill: number): Promise<number> => new Promise((resolve) => port.write(offset, block(fill), false, resolve));
 
 /**
  * A port whose allocation map is taken when asked and answered when `answers` releases it —
@@ -53,14 +63,14 @@ test("a write past the new end arriving while the tail's map is read is refused,
   const below = memory();
   const gate = new ShrinkGate(new LateMap(below, answers));
   const shrunk = gate.shrinkIfEmpty(HALF, resizeOf(gate, HALF));
-  await Bun.sleep(1);
+  await turns();
   answers.releaseAll(); // the first look, unfenced: the tail is empty
-  await Bun.sleep(1);
+  await turns();
   expect(answers.size).toBe(1); // the map again, fenced now
-  const tail = await new Promise<number>((resolve) => gate.write(SIZE - 4096, block(1), false, resolve));
+  const tail = await write(gate, SIZE - 4096, 1);
   const trimmed = await new Promise<number>((resolve) => gate.trim(HALF, 4096, false, resolve));
   const zeroed = await new Promise<number>((resolve) => gate.zero(HALF - 4096, 8192, { fua: false, noHole: false, fast: false }, resolve));
-  const inside = await new Promise<number>((resolve) => gate.write(0, block(2), false, resolve));
+  const inside = await write(gate, 0, 2);
   expect([tail, trimmed, zeroed, inside]).toEqual([Errno.ENOSPC, Errno.EINVAL, Errno.ENOSPC, 0]);
   answers.releaseAll();
   expect(await shrunk).toBeNull();
@@ -74,21 +84,20 @@ test("a write past the new end arriving while the tail's map is read is refused,
 test("a tail that holds data already is refused without a fence: its writers are not disturbed while the map is read", async () => {
   const answers = new HeldWork();
   const gate = new ShrinkGate(new LateMap(memory(), answers));
-  expect(await new Promise<number>((resolve) => gate.write(SIZE - 4096, block(1), false, resolve))).toBe(0);
+  expect(await write(gate, SIZE - 4096, 1)).toBe(0);
   let resized = false;
   const shrunk = gate.shrinkIfEmpty(HALF, async () => void (resized = true));
-  await Bun.sleep(1);
+  await turns();
   expect(answers.size).toBe(1); // the first look at the map, unfenced
-  expect(await new Promise<number>((resolve) => gate.write(SIZE - 8192, block(2), false, resolve))).toBe(0);
+  expect(await write(gate, SIZE - 8192, 2)).toBe(0);
   answers.releaseAll();
   expect(await shrunk).toMatch(/^data at offset \d+$/);
   expect(resized).toBe(false);
 });
 
 test("the fence waits for every mutation already below; the map then shows it, the shrink is refused and the tail takes writes again", async () => {
-  const held = new HeldWork();
-  const gate = new ShrinkGate(new DeferredLayer(memory(), held.schedule));
-  const written = new Promise<number>((resolve) => gate.write(SIZE - 4096, block(3), false, resolve));
+  const { held, gate } = deferredGate();
+  const written = write(gate, SIZE - 4096, 3);
   const trimmed = new Promise<number>((resolve) => gate.trim(0, 4096, false, resolve)); // not in the tail: waited for all the same
   let resized = false;
   const shrunk = gate.shrinkIfEmpty(HALF, async () => void (resized = true));
@@ -98,26 +107,25 @@ test("the fence waits for every mutation already below; the map then shows it, t
   expect(await settled(shrunk)).toBe(false); // the trim is still below
   held.release(0);
   expect(await trimmed).toBe(0);
-  await Bun.sleep(1);
+  await turns();
   held.releaseAll(); // the map
   expect(await shrunk).toMatch(/^data at offset \d+$/);
   expect(resized).toBe(false);
-  const again = new Promise<number>((resolve) => gate.write(SIZE - 4096, block(4), false, resolve));
+  const again = write(gate, SIZE - 4096, 4);
   held.releaseAll();
   expect(await again).toBe(0);
 });
 
 test("checked shrinks take turns, and each waits only for what started before its own fence", async () => {
-  const held = new HeldWork();
-  const gate = new ShrinkGate(new DeferredLayer(memory(), held.schedule));
-  const old = new Promise<number>((resolve) => gate.write(0, block(5), false, resolve));
+  const { held, gate } = deferredGate();
+  const old = write(gate, 0, 5);
   const first = gate.fence(HALF);
   expect(await settled(first)).toBe(false);
   held.release(0);
   expect(await old).toBe(0);
   const liftFirst = (await first)!;
   // Started after the first fence: not the first's to wait for, but the second's.
-  const later = new Promise<number>((resolve) => gate.write(4096, block(6), false, resolve));
+  const later = write(gate, 4096, 6);
   const second = gate.fence(HALF);
   expect(await settled(second)).toBe(false); // the first is not lifted yet
   liftFirst();
@@ -134,26 +142,25 @@ test("checked shrinks take turns, and each waits only for what started before it
   expect(await settled(fourth)).toBe(false);
   liftThird();
   (await fourth)!();
-  const tail = new Promise<number>((resolve) => gate.write(SIZE - 4096, block(7), false, resolve));
+  const tail = write(gate, SIZE - 4096, 7);
   held.releaseAll();
   expect(await tail).toBe(0);
 });
 
 test("a fence whose patience ends before a mutation below completes is lifted and the shrink refused; that straggler is still waited for by a later fence of its parity, and wakes no other", async () => {
-  const held = new HeldWork();
-  const gate = new ShrinkGate(new DeferredLayer(memory(), held.schedule));
-  const stuck = new Promise<number>((resolve) => gate.write(0, block(1), false, resolve)); // epoch 0
+  const { held, gate } = deferredGate();
+  const stuck = write(gate, 0, 1); // epoch 0
   let resized = false;
   const refused = gate.shrinkIfEmpty(HALF, async () => void (resized = true), Promise.resolve());
-  await Bun.sleep(1);
+  await turns();
   held.release(1); // its first, unfenced look at the map: the tail is empty
   expect(await refused).toBe("mutations under way did not complete in time, so what they put there is unknown (try again)");
   expect(resized).toBe(false);
   // Lifted: the tail takes writes again.
-  const tail = new Promise<number>((resolve) => gate.write(SIZE - 4096, block(2), false, resolve)); // epoch 1
+  const tail = write(gate, SIZE - 4096, 2); // epoch 1
   held.release(1);
   expect(await tail).toBe(0);
-  const later = new Promise<number>((resolve) => gate.write(4096, block(3), false, resolve)); // epoch 1
+  const later = write(gate, 4096, 3); // epoch 1
   const second = gate.fence(HALF); // waits for epoch 1: `later`
   expect(await settled(second)).toBe(false);
   held.release(0); // the straggler of epoch 0 completes: not the second fence's to wake
